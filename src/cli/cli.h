@@ -1,0 +1,30 @@
+/*
+ * cli.h - the `tern` subcommands. Each takes the arguments after the command name
+ * (argv[0] is the command itself), the global options already parsed, and returns the
+ * process exit code: 0 ok, 1 operational failure, 2 usage error (message on stderr).
+ *
+ * Commands that need the config load it with config_load(opts->config_path, ...).
+ */
+#ifndef TERN_CLI_CLI_H
+#define TERN_CLI_CLI_H
+
+#include <stddef.h>
+
+struct cli_options {
+    const char *config_path;  /* -c FILE, or NULL ($TERN_CONFIG, then the default) */
+    char **overrides;         /* -o key=value, in order */
+    size_t n_overrides;
+};
+
+int cli_serve(const struct cli_options *o, int argc, char **argv);       /* serve [-f] */
+int cli_config(const struct cli_options *o, int argc, char **argv);      /* config check|show [-n] */
+int cli_domain(const struct cli_options *o, int argc, char **argv);      /* domain add|del|list */
+int cli_user(const struct cli_options *o, int argc, char **argv);        /* user add|del|passwd|list|show */
+int cli_alias(const struct cli_options *o, int argc, char **argv);       /* alias add|del|list */
+int cli_hash_password(const struct cli_options *o, int argc, char **argv); /* hash-password [-s scheme] */
+int cli_queue(const struct cli_options *o, int argc, char **argv);       /* queue list|show|delete|hold|release */
+
+/* Load the config for a command, printing "tern: <reason>" on failure (returns NULL). */
+struct config *cli_load_config(const struct cli_options *o);
+
+#endif

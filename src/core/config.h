@@ -1,0 +1,87 @@
+/*
+ * config.h - tern.conf: parsing, defaults, overrides, check and show.
+ *
+ * Format: one "key = value" per line; '#' starts a comment; blank lines ignored; keys are
+ * dotted lowercase names (smtp.listen). A value may be a comma/space separated list
+ * where the key says so. A missing or empty file is valid: every key has a default
+ * (DESIGN §1), and the defaults depend on whether we run as root (standard ports and
+ * /var/lib/tern) or not (high ports 25xx and ./var).
+ *
+ * Lookup order: built-in defaults, then the file, then `-o key=value` overrides.
+ * A bad value (unknown key, wrong type, bad address) is an error naming file, line and
+ * reason; `tern serve` refuses to start on it.
+ *
+ * Ownership: config_load() returns a heap struct owned by the caller; config_free()
+ * releases it and every string in it. Thread rules: read-only after load, may be shared.
+ */
+#ifndef TERN_CORE_CONFIG_H
+#define TERN_CORE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONFIG_DEFAULT_PATH_ROOT "/etc/tern/tern.conf"
+#define CONFIG_DEFAULT_PATH_USER "tern.conf"
+
+/* A list of "addr:port" strings ("127.0.0.1:25", "[::1]:25", "*:25"); n == 0 disables. */
+struct config_list {
+    char **items;
+    size_t n;
+};
+
+enum config_plaintext { PLAINTEXT_TLS, PLAINTEXT_LOOPBACK_TLS, PLAINTEXT_ALWAYS };
+
+struct config {
+    char *path;        /* file the config came from (may not exist) */
+    char *hostname;    /* hostname: banner and Received; default gethostname() */
+    char *data_dir;    /* data_dir: absolute after load */
+    char *run_user;    /* run_user: user to drop to when started as root; default "tern" */
+    char *log_target;  /* log.target: stderr | syslog | file; default stderr */
+    char *log_file;    /* log.file: default <data_dir>/log/maillog */
+    bool log_debug;    /* log.debug */
+
+    struct config_list smtp_listen;        /* smtp.listen: port 25 role, mail for our domains */
+    struct config_list submission_listen;  /* submission.listen: 587, AUTH required */
+    struct config_list submissions_listen; /* submissions.listen: 465, implicit TLS */
+    struct config_list pop3_listen;        /* pop3.listen: 110 (STLS) */
+    struct config_list pop3s_listen;       /* pop3s.listen: 995 */
+    struct config_list imap_listen;        /* imap.listen: 143 (STARTTLS) */
+    struct config_list imaps_listen;       /* imaps.listen: 993 */
+
+    char *tls_cert; /* tls.cert: default <data_dir>/tls/cert.pem (generated if absent) */
+    char *tls_key;  /* tls.key:  default <data_dir>/tls/key.pem */
+
+    struct config_list relay_networks;     /* relay_networks: CIDRs allowed to relay; empty */
+    enum config_plaintext allow_plaintext; /* auth.allow_plaintext; default loopback+tls */
+    char *default_domain;                  /* auth.default_domain: for bare logins; "" none */
+    unsigned auth_max_failures;            /* auth.max_failures per IP per window; 10 */
+    unsigned auth_failure_window;          /* auth.failure_window seconds; 300 */
+    char *password_schemes; /* auth.password_schemes: schemes stored by `tern user add`/passwd,
+                               space separated; default "ARGON2ID SCRAM-SHA-256" */
+
+    uint64_t smtp_max_message_size; /* smtp.max_message_size bytes; 52428800 */
+    unsigned smtp_max_recipients;   /* smtp.max_recipients; 1000 */
+    unsigned smtp_max_errors;       /* smtp.max_errors before 421; 20 */
+    unsigned smtp_timeout;          /* smtp.timeout seconds idle; 300 */
+    unsigned pop3_timeout;          /* pop3.timeout; 600 */
+    unsigned imap_timeout;          /* imap.timeout; 1800 */
+    unsigned max_connections;       /* max_connections total; 10000 */
+    unsigned max_connections_per_ip; /* max_connections_per_ip; 100 */
+    uint64_t quota_default;          /* quota.default bytes per user, 0 = unlimited */
+    unsigned worker_threads;         /* worker_threads for blocking work; 16 */
+};
+
+/*
+ * Load path (NULL: $TERN_CONFIG, else the default path for our uid). A missing file is
+ * the embedded default. overrides: n strings "key=value" applied last (from -o).
+ * Returns NULL and a malloc'd "file:line: reason" message in *error_r on a bad value.
+ */
+struct config *config_load(const char *path, char *const *overrides, size_t n_overrides,
+                           char **error_r);
+void config_free(struct config *cfg);
+
+/* Print the effective settings as "key = value" lines; only non-defaults if non_default_only. */
+void config_show(const struct config *cfg, bool non_default_only);
+
+#endif

@@ -1,0 +1,141 @@
+/*
+ * conn.h - listeners and client connections on the event loop (libevent).
+ *
+ * The server core owns the event loop, the listening sockets and every struct conn.
+ * A protocol (SMTP, POP3, IMAP) plugs in as a struct conn_protocol: it is told when a
+ * connection opens, when input arrives, when queued output has drained, and when the
+ * connection is gone. Sessions never call read()/write() on sockets: they read lines
+ * from conn_input() and queue output with conn_write()/conn_printf().
+ *
+ * TLS: a listener is plain or implicit-TLS; conn_starttls() upgrades a plain connection
+ * after the protocol has queued its "go ahead" reply. It discards every byte of input
+ * already received (RFC 3207 §4, CVE-2011-0411 class): pipelined commands sent before the
+ * handshake must never be executed as if they had been protected.
+ *
+ * Ownership: a struct conn is owned by the core. The protocol's session (the void * its
+ * open() returns) is owned by the protocol and freed in its close() callback, which is
+ * called exactly once. After conn_close() the session gets no more callbacks except close().
+ *
+ * Backpressure: conn_output_length() tells how much is queued; a long reply (RETR, FETCH)
+ * writes a chunk, returns, and continues from on_drained(), which fires when the queued
+ * output falls below CONN_OUTPUT_LOW_WATER. Input: the core stops reading from a socket
+ * while its input buffer holds more than CONN_INPUT_HIGH_WATER unread bytes.
+ *
+ * Thread rules: every function here runs on the event loop thread only. Blocking work
+ * goes through workpool.h and comes back to the loop.
+ */
+#ifndef TERN_CORE_CONN_H
+#define TERN_CORE_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct evbuffer;
+struct event_base;
+struct config;
+struct conn;
+struct config_list;
+struct workpool;
+
+#define CONN_OUTPUT_LOW_WATER  (64 * 1024)
+#define CONN_INPUT_HIGH_WATER  (256 * 1024)
+
+/* What a listening socket is for; sessions use it to pick their rules. */
+enum conn_role {
+    CONN_ROLE_SMTP,        /* 25: incoming mail, STARTTLS offered */
+    CONN_ROLE_SUBMISSION,  /* 587: AUTH required for MAIL, STARTTLS offered */
+    CONN_ROLE_SUBMISSIONS, /* 465: implicit TLS, AUTH required */
+    CONN_ROLE_POP3,        /* 110: STLS offered */
+    CONN_ROLE_POP3S,       /* 995: implicit TLS */
+    CONN_ROLE_IMAP,        /* 143: STARTTLS offered */
+    CONN_ROLE_IMAPS,       /* 993: implicit TLS */
+};
+
+struct conn_protocol {
+    const char *log_name; /* "smtpd", "pop3", "imap": the log service name */
+    /* A connection was accepted (and, for implicit TLS, the handshake finished).
+     * Return the session (may queue a greeting) or NULL to refuse (core closes). */
+    void *(*open)(struct conn *c);
+    /* New input is in conn_input(c). Consume what can be handled; leave partial lines. */
+    void (*on_read)(void *session, struct conn *c);
+    /* Queued output fell below CONN_OUTPUT_LOW_WATER (optional, may be NULL). */
+    void (*on_drained)(void *session, struct conn *c);
+    /* STARTTLS handshake finished (optional); the session resets its state per protocol. */
+    void (*on_tls)(void *session, struct conn *c);
+    /* Idle timeout fired (optional); the session writes its farewell, core then closes. */
+    void (*on_timeout)(void *session, struct conn *c);
+    /* The connection is gone (peer closed, error, or conn_close()). Free the session. */
+    void (*close)(void *session, const char *reason);
+};
+
+/* The running server: loop, TLS context, listeners. One per process. */
+struct server;
+
+struct auth_service;
+
+#define CONN_ROLE_COUNT 7
+
+struct server_context {
+    struct event_base *base;
+    const struct config *cfg;
+    struct workpool *pool;     /* blocking work: fsync, hashing, SQLite writes */
+    struct auth_service *auth; /* set by hooks.init after privileges are dropped */
+    void *app;                 /* reserved for the application (queue runner etc.) */
+};
+
+/* What `tern serve` plugs into the core. protocols[role] may be NULL (role not served). */
+struct server_hooks {
+    const struct conn_protocol *protocols[CONN_ROLE_COUNT];
+    /* Called once after binding and dropping privileges, before accepting: open the
+     * directory, the store, the queue. Return 0, or -1 with *error_r (start-up fails). */
+    int (*init)(struct server_context *ctx, char **error_r);
+    /* Called once on shutdown after every connection is closed. */
+    void (*fini)(struct server_context *ctx);
+};
+
+/* The context of the server this connection belongs to. */
+const struct server_context *conn_server(const struct conn *c);
+
+enum conn_role conn_role(const struct conn *c);
+struct evbuffer *conn_input(struct conn *c);
+void conn_write(struct conn *c, const void *data, size_t len);
+void conn_write_str(struct conn *c, const char *s);
+void conn_printf(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+size_t conn_output_length(struct conn *c);
+
+/* Upgrade to TLS after the queued output has been flushed in clear; discards buffered
+ * input. Returns -1 if TLS is not configured or already active. on_tls() follows. */
+int conn_starttls(struct conn *c);
+bool conn_is_tls(const struct conn *c);
+/* "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)" style, for Received headers. */
+const char *conn_tls_description(const struct conn *c);
+bool conn_tls_available(const struct conn *c);
+
+/* Peer and local addresses as text ("127.0.0.1", "::1"), and whether the peer is loopback. */
+const char *conn_peer_ip(const struct conn *c);
+const char *conn_local_ip(const struct conn *c);
+uint16_t conn_local_port(const struct conn *c);
+bool conn_peer_is_loopback(const struct conn *c);
+/* "localhost" for loopback peers, "unknown" otherwise (no blocking reverse DNS). */
+const char *conn_peer_name(const struct conn *c);
+/* Is the peer inside one of the CIDRs of the list (e.g. relay_networks)? */
+bool conn_peer_in_networks(const struct conn *c, const struct config_list *nets);
+
+/* Stop/resume delivering on_read while the session waits for blocking work.
+ * conn_resume_read() calls on_read again soon if input is already buffered. */
+void conn_pause_read(struct conn *c);
+void conn_resume_read(struct conn *c);
+/* Idle timeout in seconds for reads (0 = none); re-armed by every read. */
+void conn_set_timeout(struct conn *c, unsigned seconds);
+/* Close once queued output is flushed; then close() is called. */
+void conn_close(struct conn *c);
+
+/* Serve: create data_dir, set up TLS, bind the listeners in cfg, drop privileges to
+ * cfg->run_user when root, call hooks->init, log "daemon started -- listening on ..." once
+ * every listener is bound (the readiness line tests wait for), run the loop until
+ * SIGTERM/SIGINT. SIGHUP reloads the TLS certificate without dropping connections.
+ * Returns the process exit code. */
+int server_run(const struct config *cfg, const struct server_hooks *hooks);
+
+#endif

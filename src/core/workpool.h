@@ -1,0 +1,31 @@
+/*
+ * workpool.h - a small thread pool for blocking work (fsync, password hashing, SQLite
+ * writes), whose completions run back on the event loop thread.
+ *
+ * workpool_submit(pool, work, done, arg): work(arg) runs on a pool thread; afterwards
+ * done(arg) runs on the loop thread. The caller owns arg throughout and frees it in done.
+ * A session waiting for a job pauses its reads (conn_pause_read) and must stay alive until
+ * done runs: if the peer disconnects meanwhile, the session marks itself closed and frees
+ * itself in done instead (the close callback must not free a session with a job in flight).
+ *
+ * Many threads doing fsync at once lets the filesystem journal commit them together
+ * (group commit), which is how durable delivery stays fast.
+ *
+ * Thread rules: submit from the loop thread only.
+ */
+#ifndef TERN_CORE_WORKPOOL_H
+#define TERN_CORE_WORKPOOL_H
+
+#include <stddef.h>
+
+struct event_base;
+struct workpool;
+
+typedef void workpool_fn(void *arg);
+
+struct workpool *workpool_create(struct event_base *base, unsigned threads);
+/* Wait for queued jobs to finish, join threads, run pending done callbacks, free. */
+void workpool_destroy(struct workpool *pool);
+void workpool_submit(struct workpool *pool, workpool_fn *work, workpool_fn *done, void *arg);
+
+#endif

@@ -1,0 +1,47 @@
+/*
+ * queue.h - the outbound spool: mail accepted for foreign recipients waits here, durably,
+ * until the queue runner (issue 5) delivers or bounces it.
+ *
+ * Layout: <data_dir>/queue/{incoming,active,deferred,hold}/<QUEUEID> - one file per message:
+ * an envelope header (sender, recipients, arrival time, attempt count, flags) followed by
+ * the message bytes (CRLF, with our trace headers). Written to incoming/, fsync'd, renamed
+ * into active/, directory fsync'd: a message is either wholly in the queue or absent.
+ *
+ * Ownership: strings passed in are copied. Thread rules: queue_enqueue is BLOCKING and
+ * thread-safe (run it from the workpool). Listing functions may run anywhere.
+ */
+#ifndef TERN_QUEUE_QUEUE_H
+#define TERN_QUEUE_QUEUE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+struct store_source;
+
+/* BLOCKING. Spool a message for remote recipients. header: trace headers to prepend
+ * (may be NULL). queue_id is the id already used in the logs for this message.
+ * Returns 0 once durable, -1 with *error_r. */
+int queue_enqueue(const char *data_dir, const char *queue_id, const char *sender,
+                  const char *const *recipients, size_t n_recipients, const char *header,
+                  const struct store_source *src, char **error_r);
+
+struct queue_entry {
+    char id[32];
+    char state[16];  /* "active", "deferred", "hold" */
+    char *sender;
+    char **recipients;
+    size_t n_recipients;
+    uint64_t size;
+    time_t arrival;
+};
+/* Call cb for each queued message (sorted by arrival). 0 or -1. */
+int queue_list(const char *data_dir, void (*cb)(const struct queue_entry *e, void *arg),
+               void *arg, char **error_r);
+/* Remove a message by id ("ALL" for every message). 0, 1 not found, -1 error. */
+int queue_delete(const char *data_dir, const char *id, char **error_r);
+/* Move between active/deferred and hold. */
+int queue_hold(const char *data_dir, const char *id, char **error_r);
+int queue_release(const char *data_dir, const char *id, char **error_r);
+
+#endif

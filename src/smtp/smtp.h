@@ -1,0 +1,16 @@
+/*
+ * smtp.h - the SMTP server session (RFC 5321, with ESMTP extensions) for the roles
+ * CONN_ROLE_SMTP (25), CONN_ROLE_SUBMISSION (587) and CONN_ROLE_SUBMISSIONS (465).
+ *
+ * The session is a state machine over lines from conn_input(); command parsing lives in
+ * smtp/parse.c (pure functions, fuzzed), DATA/BDAT reading in smtp/data.c, delivery
+ * (store_deliver / queue_enqueue) runs in the workpool so the loop never waits on fsync.
+ */
+#ifndef TERN_SMTP_SMTP_H
+#define TERN_SMTP_SMTP_H
+
+#include "core/conn.h"
+
+extern const struct conn_protocol smtp_protocol;
+
+#endif

@@ -1,0 +1,199 @@
+/*
+ * store.h - mailboxes: Maildir++ bodies plus a per-user SQLite index (DESIGN §4).
+ *
+ * Layout of a user's home (<data_dir>/mail/<domain>/<user>/):
+ *   Maildir/{cur,new,tmp}/            INBOX (Dovecot-compatible Maildir++)
+ *   Maildir/.<Name>/{cur,new,tmp}/    other mailboxes, '.' as hierarchy separator on disk
+ *                                     (IMAP shows '/'; names are modified UTF-7 as sent)
+ *   index.db                          mailboxes (uidvalidity, uidnext, highestmodseq,
+ *                                     special-use, subscribed), messages (uid, file base
+ *                                     name, flags, keywords, size, vsize, internaldate,
+ *                                     modseq, cached envelope/bodystructure)
+ * Files are stored with LF line ends, named "<time>.M<usec>P<pid>Q<n>.<host>,S=<size>,W=<vsize>"
+ * plus ":2,<flags>" in cur/ (Dovecot's convention): vsize is the size with CRLF line ends,
+ * which is what IMAP RFC822.SIZE and POP3 report. The Maildir is the truth; the index is
+ * rebuilt from it: files added or renamed by other programs are found on the next sync
+ * and get new UIDs; UIDs are never reused.
+ *
+ * Durability: store_deliver() returns 0 only after every copy's file and directory are
+ * fsync'd; flag changes and expunges are made durable before their functions return.
+ *
+ * Ownership: handles returned here are owned by the caller and released with the matching
+ * close/free. Thread rules: BLOCKING functions do file I/O and fsync: call them from the
+ * workpool. A struct store_user / store_mailbox is used by one thread at a time (several
+ * handles on one user from different sessions are fine: SQLite and rename(2) arbitrate).
+ */
+#ifndef TERN_STORE_STORE_H
+#define TERN_STORE_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+/* ---- delivery (SMTP, sendmail, queue) --------------------------------------------- */
+
+/* The message as received: CRLF line ends, dot-unstuffed, no trace headers yet. Either in
+ * memory (data/len) or in a file (fd >= 0, read with pread from offset 0, size bytes). */
+struct store_source {
+    const char *data;
+    size_t len;
+    int fd;
+    uint64_t size;
+};
+
+struct store_target {
+    const char *user;         /* canonical "user@domain" */
+    const char *home;         /* user's folder, from auth_user */
+    uint64_t quota;           /* bytes, 0 = unlimited */
+    const char *header;       /* text to prepend for this copy (Return-Path, Delivered-To,
+                                 Received...), CRLF or LF line ends, may be NULL */
+    const char *mailbox;      /* NULL = INBOX */
+    /* out: */
+    uint32_t uid;             /* UID assigned in the mailbox */
+    int status;               /* 0 delivered, STORE_ERR_* otherwise */
+};
+
+enum {
+    STORE_OK = 0,
+    STORE_ERR_QUOTA = 1, /* over quota: 552 5.2.2 (or 452 4.2.2 with other recipients) */
+    STORE_ERR_TEMP = 2,  /* I/O error: 451 4.3.0 */
+};
+
+/* BLOCKING. Deliver one message to every target, all or nothing: each copy is written to
+ * tmp/ and fsync'd, then all are renamed into new/ and the directories fsync'd, then
+ * indexed. Quota is checked first for every target (current usage + this copy).
+ * Returns 0 when every copy is durable; otherwise -1, nothing is visible, each target's
+ * status says why, and *error_r has the first reason. */
+int store_deliver(const struct store_source *src, struct store_target *targets, size_t n,
+                  char **error_r);
+
+/* Current usage in bytes of a user (sum of message sizes), -1 on error. Fast (index). */
+int64_t store_user_usage(const char *home);
+
+/* Change notifications: delivery, expunge and flag changes publish (user, mailbox) so
+ * IDLE/NOOP sessions in this process learn at once. Loop thread only. */
+typedef void store_notify_fn(const char *user, const char *mailbox, void *arg);
+void *store_notify_subscribe(const char *user, store_notify_fn *fn, void *arg);
+void store_notify_unsubscribe(void *subscription);
+void store_notify_publish(const char *user, const char *mailbox);
+
+/* ---- reading and changing mailboxes (POP3, IMAP) ----------------------------------- */
+
+struct store_user;
+struct store_mailbox;
+
+/* System flags as bits; keywords are separate strings. */
+enum store_flag {
+    STORE_FLAG_SEEN = 1 << 0,
+    STORE_FLAG_ANSWERED = 1 << 1,
+    STORE_FLAG_FLAGGED = 1 << 2,
+    STORE_FLAG_DELETED = 1 << 3,
+    STORE_FLAG_DRAFT = 1 << 4,
+    STORE_FLAG_RECENT = 1 << 5, /* session-visible only, never stored in the file name */
+};
+
+struct store_message {
+    uint32_t uid;
+    uint64_t size;          /* bytes on disk (LF) */
+    uint64_t vsize;         /* bytes with CRLF line ends: RFC822.SIZE, POP3 LIST */
+    time_t internaldate;
+    unsigned flags;         /* enum store_flag bits */
+    char **keywords;        /* NULL-terminated, may be NULL */
+    uint64_t modseq;
+    char *filename;         /* base name without the ":2,..." suffix */
+};
+
+/* BLOCKING. Open a user's store (creates Maildir, index and the special-use mailboxes
+ * Drafts, Sent, Trash, Junk, Archive on first use). */
+int store_user_open(const char *home, const char *user, struct store_user **user_r,
+                    char **error_r);
+void store_user_close(struct store_user *u);
+
+/* Mailbox tree (IMAP). Names are IMAP names with '/' separator; "INBOX" case-insensitive. */
+struct store_mailbox_info {
+    char *name;
+    const char *special_use; /* "\\Sent" etc. or NULL */
+    bool subscribed;
+    bool has_children;
+    bool noselect;
+};
+int store_mailbox_list(struct store_user *u, struct store_mailbox_info **list_r, size_t *n_r,
+                       char **error_r);
+void store_mailbox_info_free(struct store_mailbox_info *list, size_t n);
+int store_mailbox_create(struct store_user *u, const char *name, char **error_r);
+int store_mailbox_delete(struct store_user *u, const char *name, char **error_r);
+/* Renaming INBOX moves its messages into the new mailbox and leaves INBOX empty (RFC 3501). */
+int store_mailbox_rename(struct store_user *u, const char *from, const char *to,
+                         char **error_r);
+int store_mailbox_subscribe(struct store_user *u, const char *name, bool subscribe,
+                            char **error_r);
+
+struct store_status {
+    uint32_t messages, recent, unseen, uidnext, uidvalidity;
+    uint64_t size, highestmodseq;
+};
+int store_mailbox_status(struct store_user *u, const char *name, struct store_status *st_r,
+                         char **error_r);
+
+/* BLOCKING. Open a mailbox view and sync it with the Maildir. The view holds the message
+ * list as of the last sync: sequence numbers are indexes into it (0-based here). */
+int store_mailbox_open(struct store_user *u, const char *name, bool read_only,
+                       struct store_mailbox **box_r, char **error_r);
+void store_mailbox_close(struct store_mailbox *box);
+uint32_t store_mailbox_uidvalidity(const struct store_mailbox *box);
+uint32_t store_mailbox_uidnext(const struct store_mailbox *box);
+uint64_t store_mailbox_highestmodseq(const struct store_mailbox *box);
+size_t store_mailbox_count(const struct store_mailbox *box);
+/* Borrowed pointer, valid until the next sync/expunge on this view. */
+const struct store_message *store_mailbox_message(const struct store_mailbox *box, size_t i);
+
+/* What a sync found since the view's last sync (IMAP untagged EXPUNGE/EXISTS/FETCH). */
+struct store_sync_changes {
+    uint32_t *expunged_seqs; /* 1-based sequence numbers as EXPUNGE must report them, in order */
+    size_t n_expunged;
+    size_t *flag_changed;     /* 0-based indexes (after expunges) whose flags changed */
+    size_t n_flag_changed;
+    size_t n_new;             /* messages appended at the end */
+};
+/* BLOCKING. Re-read index and Maildir; apply changes made by other sessions/programs. */
+int store_mailbox_sync(struct store_mailbox *box, struct store_sync_changes *changes_r,
+                       char **error_r);
+void store_sync_changes_free(struct store_sync_changes *c);
+
+/* BLOCKING. Open a message's file for reading (LF line ends on disk). Caller closes fd. */
+int store_message_open(struct store_mailbox *box, size_t i, int *fd_r, char **error_r);
+
+/* BLOCKING. Set flags/keywords of message i: mode 0 = replace, 1 = add, -1 = remove.
+ * Renames the file (":2,<flags>"), updates the index and modseq, publishes a notification. */
+int store_message_set_flags(struct store_mailbox *box, size_t i, int mode, unsigned flags,
+                            const char *const *keywords, char **error_r);
+
+/* BLOCKING. Remove the messages with these UIDs (unlink, fsync the directory, delete from
+ * the index) and publish a notification. Durable before return. */
+int store_mailbox_expunge_uids(struct store_mailbox *box, const uint32_t *uids, size_t n,
+                               char **error_r);
+
+/* BLOCKING. APPEND: store a message (CRLF or LF) with flags and date into mailbox name.
+ * *uid_r gets the new UID, *uidvalidity_r the mailbox's. Durable before return. */
+int store_mailbox_append(struct store_user *u, const char *name, const struct store_source *src,
+                         unsigned flags, const char *const *keywords, time_t internaldate,
+                         uint32_t *uidvalidity_r, uint32_t *uid_r, char **error_r);
+/* BLOCKING. COPY (move=false) or MOVE (move=true) messages by UID into another mailbox;
+ * dest_uids_r (malloc'd, n entries) for COPYUID. */
+int store_mailbox_copy_uids(struct store_mailbox *box, const uint32_t *uids, size_t n,
+                            const char *dest, bool move, uint32_t *dest_uidvalidity_r,
+                            uint32_t **dest_uids_r, char **error_r);
+
+/* Cached ENVELOPE / BODYSTRUCTURE text of a message (IMAP), NULL when not cached yet.
+ * Caller frees. store_message_set_cache() records them (BLOCKING). */
+char *store_message_get_cache(struct store_mailbox *box, size_t i, const char *field);
+int store_message_set_cache(struct store_mailbox *box, size_t i, const char *field,
+                            const char *value);
+
+/* POP3 maildrop lock: one POP3 session per user at a time (RFC 1939 §8). 0 locked,
+ * 1 already in use (-ERR [IN-USE]), -1 error. Released by store_pop3_unlock or process exit. */
+int store_pop3_lock(struct store_user *u);
+void store_pop3_unlock(struct store_user *u);
+
+#endif
