@@ -1,0 +1,362 @@
+"""
+conftest.py - pytest fixtures that run the real `tern` binary for integration tests.
+
+Every server gets its own temporary data folder, a tern.conf written here, and seven
+free loopback ports (smtp, submission, submissions, pop3, pop3s, imap, imaps). The
+directory (domain example.test, users alice/bob, alias info -> alice) is created with
+the `tern` CLI BEFORE the server starts, exactly as an administrator would.
+
+Fixtures:
+  tern          one server per test module (module scope)
+  tern_factory  tern_factory(overrides=None) -> a fresh server with extra/replaced config
+                keys (value None drops a key); every server it made is stopped at teardown
+
+Server object (TernServer): .host .ports .data_dir .config_path .pid .returncode
+  .cli(*args, input=None, check=True)  -> subprocess.CompletedProcess (text mode)
+  .log_text() .log_offset() .wait_log(regex, timeout=10, since=0) -> re.Match
+  .maildir(address) -> Path   .stop() .start() .kill9() .is_running()
+
+The binary is $TERN_BIN, else <repo>/build/tern. Tests wait on conditions (a reply, a
+file, a log line), never on sleeps; every wait here is bounded.
+"""
+
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+REPO = Path(__file__).resolve().parents[2]
+PORT_NAMES = ("smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps")
+READY_RE = r"daemon started -- listening on"
+START_TIMEOUT = float(os.environ.get("TERN_START_TIMEOUT", "30"))
+STOP_TIMEOUT = 20.0
+CLI_TIMEOUT = 120.0
+# Sanitizer reports in the server log fail the test that owned the server.
+SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error: ")
+
+USERS = {"alice@example.test": "alicepw", "bob@example.test": "bobpw"}
+ALIASES = {"info@example.test": "alice@example.test"}
+DOMAIN = "example.test"
+
+
+def tern_bin():
+    """Path of the binary under test: $TERN_BIN, else <repo>/build/tern."""
+    return Path(os.environ.get("TERN_BIN") or REPO / "build" / "tern").resolve()
+
+
+def free_ports(n):
+    """n distinct free TCP ports on 127.0.0.1: bind port 0, hold all, then release."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _run_user():
+    """The unprivileged user the server drops to when we run as root (None otherwise)."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("tern",):
+        try:
+            pwd.getpwnam(name)
+            return name
+        except KeyError:
+            pass
+    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+    try:
+        subprocess.run([useradd, "--system", "--no-create-home", "--home-dir", "/nonexistent",
+                        "--shell", "/usr/sbin/nologin", "tern"],
+                       check=True, capture_output=True, timeout=30)
+        pwd.getpwnam("tern")
+        return "tern"
+    except (OSError, subprocess.SubprocessError, KeyError):
+        return "nobody"
+
+
+def _chown_tree(path, user):
+    """Give the whole data folder to the run user (the CLI ran as root before start)."""
+    if user is None:
+        return
+    pw = pwd.getpwnam(user)
+    for root, dirs, files in os.walk(path):
+        os.chown(root, pw.pw_uid, pw.pw_gid)
+        for name in dirs + files:
+            try:
+                os.lchown(os.path.join(root, name), pw.pw_uid, pw.pw_gid)
+            except FileNotFoundError:
+                pass
+
+
+def _config_value(v):
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, (list, tuple)):
+        return " ".join(str(x) for x in v)
+    return str(v)
+
+
+class TernError(AssertionError):
+    pass
+
+
+class TernServer:
+    """One tern process (restartable) with its own data folder, config and ports."""
+
+    def __init__(self, overrides=None, name="tern"):
+        self.host = "127.0.0.1"
+        self.bin = tern_bin()
+        if not self.bin.exists():
+            raise TernError(f"tern binary not found at {self.bin} (build it: meson setup build "
+                            f"&& ninja -C build, or set TERN_BIN)")
+        self.root = Path(tempfile.mkdtemp(prefix=f"{name}-it-"))
+        # mkdtemp gives 0700; the run user must reach the data folder and config inside.
+        os.chmod(self.root, 0o755)
+        self.data_dir = self.root / "data"
+        self.data_dir.mkdir()
+        self.config_path = self.root / "tern.conf"
+        self.log_path = self.root / "server.log"
+        self.run_user = _run_user()
+        self.ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES))))
+        self.users = dict(USERS)
+        self.proc = None
+        self.returncode = None
+        self._log_file = None
+        self.write_config(overrides or {})
+        _chown_tree(self.root, self.run_user)
+
+    # --- config -------------------------------------------------------------------
+    def base_config(self):
+        cfg = {
+            "hostname": "mail.example.test",
+            "data_dir": str(self.data_dir),
+            "log.target": "stderr",
+            "auth.password_schemes": "ARGON2ID SCRAM-SHA-256 CRAM-MD5 PLAIN",
+            "auth.allow_plaintext": "loopback+tls",
+        }
+        for name in PORT_NAMES:
+            cfg[f"{name}.listen"] = f"{self.host}:{self.ports[name]}"
+        if self.run_user:
+            cfg["run_user"] = self.run_user
+        return cfg
+
+    def write_config(self, overrides):
+        """(Re)write tern.conf from the base settings plus overrides (None drops a key)."""
+        cfg = self.base_config()
+        for k, v in overrides.items():
+            if v is None:
+                cfg.pop(k, None)
+            else:
+                cfg[k] = _config_value(v)
+        self.config = cfg
+        lines = ["# written by tests/integration/conftest.py"]
+        lines += [f"{k} = {v}" for k, v in cfg.items()]
+        self.config_path.write_text("\n".join(lines) + "\n")
+
+    # --- CLI ----------------------------------------------------------------------
+    def cli(self, *args, input=None, check=True, timeout=CLI_TIMEOUT, env=None):
+        """Run `tern -c <config> args...`; text in/out. check=True raises with stderr."""
+        cmd = [str(self.bin), "-c", str(self.config_path)] + [str(a) for a in args]
+        full_env = dict(os.environ)
+        if env:
+            full_env.update(env)
+        cp = subprocess.run(cmd, input=input if input is not None else "", text=True,
+                            capture_output=True, timeout=timeout, env=full_env)
+        _chown_tree(self.data_dir, self.run_user)
+        if check and cp.returncode != 0:
+            raise TernError(f"{' '.join(cmd)} exited {cp.returncode}\n"
+                            f"stdout:\n{cp.stdout}\nstderr:\n{cp.stderr}")
+        return cp
+
+    def provision(self):
+        """Create the demo directory with the CLI, as an admin would before start."""
+        self.cli("domain", "add", DOMAIN)
+        for user, pw in USERS.items():
+            self.cli("user", "add", user, "--password-stdin", input=pw + "\n")
+        for alias, target in ALIASES.items():
+            self.cli("alias", "add", alias, target)
+
+    # --- log ----------------------------------------------------------------------
+    def log_text(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_offset(self):
+        """Current length of the log text, for wait_log(since=...)."""
+        return len(self.log_text())
+
+    def wait_log(self, regex, timeout=10, since=0):
+        """Poll the server log until regex matches (searching from offset since)."""
+        pat = re.compile(regex, re.M)
+        deadline = time.monotonic() + timeout
+        delay = 0.01
+        while True:
+            m = pat.search(self.log_text(), since)
+            if m:
+                return m
+            if time.monotonic() >= deadline:
+                raise TernError(f"timed out after {timeout}s waiting for log /{regex}/\n"
+                                f"--- log tail ---\n{self.log_text()[-4000:]}")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    # --- process ------------------------------------------------------------------
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def is_running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout=START_TIMEOUT):
+        """Start `tern serve -f` on the same ports and data; wait for the readiness line."""
+        if self.is_running():
+            raise TernError("server already running")
+        _chown_tree(self.data_dir, self.run_user)
+        since = self.log_offset()
+        self._log_file = open(self.log_path, "ab", buffering=0)
+        env = dict(os.environ)
+        # Sanitized builds: stop at the first UBSan report so it cannot go unnoticed.
+        env.setdefault("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1")
+        self.proc = subprocess.Popen(
+            [str(self.bin), "-c", str(self.config_path), "serve", "-f"],
+            stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
+            cwd=str(self.root), env=env, start_new_session=True)
+        self.returncode = None
+        pat = re.compile(READY_RE)
+        deadline = time.monotonic() + timeout
+        delay = 0.01
+        while True:
+            if pat.search(self.log_text(), since):
+                return self
+            rc = self.proc.poll()
+            if rc is not None:
+                self.returncode = rc
+                self._close_log()
+                raise TernError(f"tern serve exited {rc} before it was ready\n"
+                                f"--- log ---\n{self.log_text()[since:][-6000:]}")
+            if time.monotonic() >= deadline:
+                self._terminate(signal.SIGKILL)
+                raise TernError(f"tern serve not ready after {timeout}s\n"
+                                f"--- log ---\n{self.log_text()[since:][-6000:]}")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    def _close_log(self):
+        if self._log_file:
+            self._log_file.close()
+            self._log_file = None
+
+    def _terminate(self, sig):
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+        try:
+            self.returncode = self.proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.returncode = self.proc.wait(timeout=STOP_TIMEOUT)
+        self._close_log()
+        return self.returncode
+
+    def stop(self):
+        """SIGTERM our pid and wait (SIGKILL after STOP_TIMEOUT). Returns the exit code."""
+        return self._terminate(signal.SIGTERM)
+
+    def kill9(self):
+        """SIGKILL our pid (crash simulation) and reap it."""
+        return self._terminate(signal.SIGKILL)
+
+    def maildir(self, address):
+        local, _, domain = address.partition("@")
+        return self.data_dir / "mail" / domain.lower() / local / "Maildir"
+
+    def sanitizer_report(self):
+        m = SANITIZER_RE.search(self.log_text())
+        return self.log_text()[max(0, m.start() - 200):][:6000] if m else None
+
+    def cleanup(self):
+        """Stop, then remove the temp folder (kept when TERN_KEEP_DATA is set)."""
+        try:
+            self.stop()
+        finally:
+            report = self.sanitizer_report()
+            if not os.environ.get("TERN_KEEP_DATA") and report is None:
+                shutil.rmtree(self.root, ignore_errors=True)
+        return report
+
+    def __repr__(self):
+        return f"<TernServer pid={self.pid} ports={self.ports} root={self.root}>"
+
+
+def _make_server(overrides=None, name="tern", provision=True, start=True):
+    srv = TernServer(overrides, name=name)
+    try:
+        if provision:
+            srv.provision()
+        if start:
+            srv.start()
+    except BaseException:
+        srv.cleanup()
+        raise
+    return srv
+
+
+def _finish(srv):
+    report = srv.cleanup()
+    if report:
+        pytest.fail(f"sanitizer report in server log ({srv.root}):\n{report}", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def tern():
+    """One provisioned, running server for the whole test module."""
+    srv = _make_server()
+    yield srv
+    _finish(srv)
+
+
+@pytest.fixture
+def tern_factory():
+    """tern_factory(overrides=None, provision=True, start=True) -> a fresh server."""
+    made = []
+
+    def factory(overrides=None, provision=True, start=True):
+        srv = _make_server(overrides, provision=provision, start=start)
+        made.append(srv)
+        return srv
+
+    yield factory
+    errors = []
+    for srv in made:
+        report = srv.cleanup()
+        if report:
+            errors.append(f"{srv.root}:\n{report}")
+    if errors:
+        pytest.fail("sanitizer report in server log:\n" + "\n".join(errors), pytrace=False)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: long-running test (still run in CI)")
