@@ -1,0 +1,105 @@
+/*
+ * mime.h - MIME structure of a message (RFC 2045/2046/2231, RFC 5322) for IMAP
+ * BODYSTRUCTURE, BODY, ENVELOPE and BODY[section] (RFC 3501 §6.4.5, §7.4.2).
+ *
+ * mime_parse() makes one linear pass over the message bytes (LF or CRLF line ends) and
+ * returns a tree of parts with the exact byte offsets of each part's header and body,
+ * their sizes as IMAP counts them (every bare LF counts as CRLF: the store keeps LF on
+ * disk, IMAP sizes are CRLF sizes) and line counts. The parser is a pure function over
+ * bytes: no I/O, bounded work per byte (boundary checks are bounded by the depth limit).
+ *
+ * Limits: MIME_MAX_DEPTH nesting levels (a deeper multipart or message/rfc822 is a leaf of
+ * type application/octet-stream), MIME_MAX_PARTS parts per message, MIME_MAX_FIELDS header
+ * fields looked at per part, MIME_MAX_VALUE bytes kept of one field's value.
+ *
+ * Ownership: mime_parse() returns a tree owned by the caller, freed with mime_part_free().
+ * Output functions append to a caller's struct buf. Thread rules: none (pure).
+ */
+#ifndef TERN_STORE_MIME_H
+#define TERN_STORE_MIME_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct buf;
+
+#define MIME_MAX_DEPTH  100
+#define MIME_MAX_PARTS  10000
+#define MIME_MAX_FIELDS 1000
+#define MIME_MAX_VALUE  (64 * 1024)
+#define MIME_MAX_PARAMS 64
+
+/* Header fields ENVELOPE needs, in RFC 3501 §7.4.2 order. */
+enum mime_env_field {
+    MIME_ENV_DATE,
+    MIME_ENV_SUBJECT,
+    MIME_ENV_FROM,
+    MIME_ENV_SENDER,
+    MIME_ENV_REPLY_TO,
+    MIME_ENV_TO,
+    MIME_ENV_CC,
+    MIME_ENV_BCC,
+    MIME_ENV_IN_REPLY_TO,
+    MIME_ENV_MESSAGE_ID,
+    MIME_ENV_COUNT
+};
+
+struct mime_param {
+    char *name;  /* lower-case; "name*" when RFC 2231 extended (value keeps charset'lang') */
+    char *value;
+};
+
+struct mime_part {
+    struct mime_part *parent;
+    struct mime_part *children; /* multipart: first sub-part */
+    struct mime_part *next;     /* next sibling inside the same multipart */
+    size_t n_children;
+    struct mime_part *message;  /* message/rfc822: the encapsulated message */
+
+    /* Byte offsets into the parsed data; *_vsize count bare LF as two octets. The header
+     * includes the empty line that ends it. */
+    uint64_t header_offset, header_size, header_vsize;
+    uint64_t body_offset, body_size, body_vsize, body_lines;
+
+    char *type, *subtype; /* as written; "text" "plain" by default */
+    struct mime_param *params;
+    size_t n_params;
+    char *id, *description, *encoding, *md5, *location, *language; /* NULL = absent */
+    char *disposition;
+    struct mime_param *disp_params;
+    size_t n_disp_params;
+    bool is_multipart; /* has children */
+    bool is_message;   /* message/rfc822 with an encapsulated message */
+
+    char *env[MIME_ENV_COUNT]; /* unfolded raw header values, NULL = absent */
+};
+
+/* Parse a whole message. Never fails on bad input (malformed parts become leaves);
+ * NULL only when out of memory. */
+struct mime_part *mime_parse(const char *data, size_t len);
+void mime_part_free(struct mime_part *p);
+
+/* RFC 3501 §7.4.2 BODYSTRUCTURE (extended = true) or BODY (false) of a message. */
+bool mime_write_bodystructure(const struct mime_part *root, bool extended, struct buf *out);
+/* RFC 3501 §7.4.2 ENVELOPE of a message (root, or part->message of message/rfc822). */
+bool mime_write_envelope(const struct mime_part *msg, struct buf *out);
+
+/* IMAP nstring: NIL for NULL, a quoted string when safe, else a literal {n}\r\n... */
+bool mime_write_nstring(struct buf *out, const char *s, size_t len, bool is_null);
+bool mime_write_string(struct buf *out, const char *s);
+
+/* Resolve a section part path (RFC 3501 §6.4.5: "1.2.3" given as numbers). NULL when the
+ * part does not exist. An empty path is the message itself. */
+const struct mime_part *mime_part_find(const struct mime_part *root, const uint32_t *path,
+                                       size_t n);
+
+/* Size of data when every bare LF is sent as CRLF. */
+uint64_t mime_crlf_size(const char *data, size_t len);
+
+/* Append to out the header fields of hdr (a header block) whose names are (is_not=false)
+ * or are not (is_not=true) in names, followed by the empty line, with CRLF line ends. */
+bool mime_header_filter(const char *hdr, size_t len, const char *const *names, size_t n_names,
+                        bool is_not, struct buf *out);
+
+#endif
