@@ -81,6 +81,14 @@ struct config *config_load(const char *path, char *const *overrides, size_t n_ov
                            char **error_r);
 void config_free(struct config *cfg);
 
+/*
+ * Like config_load, but from text in memory (name is used in messages) with the defaults
+ * for is_root. For tests and the fuzzer; touches no file.
+ */
+struct config *config_parse_buffer(const char *name, const char *text, size_t len,
+                                   char *const *overrides, size_t n_overrides, bool is_root,
+                                   char **error_r);
+
 /* Print the effective settings as "key = value" lines; only non-defaults if non_default_only. */
 void config_show(const struct config *cfg, bool non_default_only);
 

@@ -1,0 +1,723 @@
+/*
+ * config.c - tern.conf: the key table, defaults, parsing, overrides, check and show
+ * (see config.h and docs/CONFIG.md).
+ *
+ * Every key is one row of config_keys[]: name, type, where it lives in struct config,
+ * and its default for root and for an unprivileged user. Parsing a line is: split at the
+ * first '=', trim, find the row, convert by type. Defaults that depend on other keys
+ * (log.file and tls.* under data_dir) are filled in after the file and the overrides.
+ *
+ * Relative paths: data_dir is made absolute against the current directory; tls.cert,
+ * tls.key and log.file are taken relative to data_dir.
+ */
+#include "core/config.h"
+#include "core/buf.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#define CONFIG_MAX_LINE  8192
+#define CONFIG_MAX_ITEMS 64 /* per list value */
+
+enum config_type {
+    CT_STRING,
+    CT_PATH,     /* string, made absolute */
+    CT_LISTEN,   /* list of addr:port */
+    CT_NETWORKS, /* list of CIDRs */
+    CT_BOOL,
+    CT_UINT,
+    CT_SIZE, /* uint64 bytes, optional k/M/G suffix */
+    CT_PLAINTEXT,
+    CT_LOG_TARGET,
+};
+
+struct config_key {
+    const char *name;
+    enum config_type type;
+    size_t offset;
+    const char *default_root; /* NULL: computed (hostname, paths under data_dir) */
+    const char *default_user;
+};
+
+#define OFF(field) offsetof(struct config, field)
+
+static const struct config_key config_keys[] = {
+    {"hostname", CT_STRING, OFF(hostname), NULL, NULL},
+    {"data_dir", CT_PATH, OFF(data_dir), "/var/lib/tern", "var"},
+    {"run_user", CT_STRING, OFF(run_user), "tern", "tern"},
+    {"log.target", CT_LOG_TARGET, OFF(log_target), "stderr", "stderr"},
+    {"log.file", CT_PATH, OFF(log_file), NULL, NULL},
+    {"log.debug", CT_BOOL, OFF(log_debug), "no", "no"},
+    {"smtp.listen", CT_LISTEN, OFF(smtp_listen), "*:25", "*:2525"},
+    {"submission.listen", CT_LISTEN, OFF(submission_listen), "*:587", "*:2587"},
+    {"submissions.listen", CT_LISTEN, OFF(submissions_listen), "*:465", "*:2465"},
+    {"pop3.listen", CT_LISTEN, OFF(pop3_listen), "*:110", "*:2110"},
+    {"pop3s.listen", CT_LISTEN, OFF(pop3s_listen), "*:995", "*:2995"},
+    {"imap.listen", CT_LISTEN, OFF(imap_listen), "*:143", "*:2143"},
+    {"imaps.listen", CT_LISTEN, OFF(imaps_listen), "*:993", "*:2993"},
+    {"tls.cert", CT_PATH, OFF(tls_cert), NULL, NULL},
+    {"tls.key", CT_PATH, OFF(tls_key), NULL, NULL},
+    {"relay_networks", CT_NETWORKS, OFF(relay_networks), "", ""},
+    {"auth.allow_plaintext", CT_PLAINTEXT, OFF(allow_plaintext), "loopback+tls", "loopback+tls"},
+    {"auth.default_domain", CT_STRING, OFF(default_domain), "", ""},
+    {"auth.max_failures", CT_UINT, OFF(auth_max_failures), "10", "10"},
+    {"auth.failure_window", CT_UINT, OFF(auth_failure_window), "300", "300"},
+    {"auth.password_schemes", CT_STRING, OFF(password_schemes), "ARGON2ID SCRAM-SHA-256",
+     "ARGON2ID SCRAM-SHA-256"},
+    {"smtp.max_message_size", CT_SIZE, OFF(smtp_max_message_size), "52428800", "52428800"},
+    {"smtp.max_recipients", CT_UINT, OFF(smtp_max_recipients), "1000", "1000"},
+    {"smtp.max_errors", CT_UINT, OFF(smtp_max_errors), "20", "20"},
+    {"smtp.timeout", CT_UINT, OFF(smtp_timeout), "300", "300"},
+    {"pop3.timeout", CT_UINT, OFF(pop3_timeout), "600", "600"},
+    {"imap.timeout", CT_UINT, OFF(imap_timeout), "1800", "1800"},
+    {"max_connections", CT_UINT, OFF(max_connections), "10000", "10000"},
+    {"max_connections_per_ip", CT_UINT, OFF(max_connections_per_ip), "100", "100"},
+    {"quota.default", CT_SIZE, OFF(quota_default), "0", "0"},
+    {"worker_threads", CT_UINT, OFF(worker_threads), "16", "16"},
+};
+
+#define N_KEYS (sizeof config_keys / sizeof config_keys[0])
+
+/* The public struct plus what config_show needs to know about how it was made. */
+struct config_private {
+    struct config pub; /* first: a struct config * is a struct config_private * */
+    bool is_root;      /* built with the root defaults */
+};
+
+static const char *const plaintext_names[] = {"tls", "loopback+tls", "always"};
+static const char *const log_target_names[] = {"stderr", "syslog", "file"};
+
+static char *config_strdup(const char *s)
+{
+    char *p = strdup(s);
+    if (!p) {
+        fputs("tern: out of memory\n", stderr);
+        exit(1);
+    }
+    return p;
+}
+
+static char *config_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *config_asprintf(const char *fmt, ...)
+{
+    struct buf b;
+    buf_init(&b, 0);
+    va_list ap;
+    va_start(ap, fmt);
+    bool ok = buf_vprintf(&b, fmt, ap);
+    va_end(ap);
+    if (!ok) {
+        fputs("tern: out of memory\n", stderr);
+        exit(1);
+    }
+    return buf_steal(&b);
+}
+
+static void config_list_free(struct config_list *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->items[i]);
+    free(l->items);
+    l->items = NULL;
+    l->n = 0;
+}
+
+static const struct config_key *config_key_find(const char *name)
+{
+    for (size_t i = 0; i < N_KEYS; i++)
+        if (strcmp(config_keys[i].name, name) == 0)
+            return &config_keys[i];
+    return NULL;
+}
+
+/* ---- value parsers: each returns NULL on success or a static reason ------------------ */
+
+static bool parse_u64(const char *v, uint64_t max, uint64_t *out, bool allow_suffix)
+{
+    if (*v < '0' || *v > '9')
+        return false;
+    uint64_t n = 0;
+    const char *p = v;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        unsigned d = (unsigned)(*p - '0');
+        if (n > (UINT64_MAX - d) / 10)
+            return false;
+        n = n * 10 + d;
+    }
+    uint64_t mult = 1;
+    if (*p && allow_suffix) {
+        switch (*p) {
+        case 'k':
+        case 'K':
+            mult = 1024ull;
+            break;
+        case 'm':
+        case 'M':
+            mult = 1024ull * 1024;
+            break;
+        case 'g':
+        case 'G':
+            mult = 1024ull * 1024 * 1024;
+            break;
+        default:
+            return false;
+        }
+        p++;
+        if (*p == 'b' || *p == 'B')
+            p++;
+    }
+    if (*p)
+        return false;
+    if (n > max / mult)
+        return false;
+    *out = n * mult;
+    return true;
+}
+
+/* Split a list value at commas and white space into items (at most CONFIG_MAX_ITEMS). */
+static const char *split_list(const char *v, struct config_list *out)
+{
+    struct config_list l = {0};
+    const char *p = v;
+    while (*p) {
+        while (*p == ',' || *p == ' ' || *p == '\t')
+            p++;
+        if (!*p)
+            break;
+        const char *start = p;
+        while (*p && *p != ',' && *p != ' ' && *p != '\t')
+            p++;
+        if (l.n >= CONFIG_MAX_ITEMS) {
+            config_list_free(&l);
+            return "too many items in list";
+        }
+        char **items = realloc(l.items, (l.n + 1) * sizeof *items);
+        if (!items) {
+            config_list_free(&l);
+            return "out of memory";
+        }
+        l.items = items;
+        size_t n = (size_t)(p - start);
+        char *item = malloc(n + 1);
+        if (!item) {
+            config_list_free(&l);
+            return "out of memory";
+        }
+        memcpy(item, start, n);
+        item[n] = '\0';
+        l.items[l.n++] = item;
+    }
+    *out = l;
+    return NULL;
+}
+
+/* One listen item: "addr:port", "[v6]:port", "*:port" or a bare port. Rewrites *item
+ * into the canonical form. */
+static bool listen_item_normalise(char **item)
+{
+    const char *s = *item;
+    char host[INET6_ADDRSTRLEN + 2];
+    const char *port;
+    if (s[0] == '[') {
+        const char *end = strchr(s, ']');
+        if (!end || end[1] != ':' || (size_t)(end - s - 1) >= sizeof host)
+            return false;
+        memcpy(host, s + 1, (size_t)(end - s - 1));
+        host[end - s - 1] = '\0';
+        unsigned char tmp[16];
+        if (inet_pton(AF_INET6, host, tmp) != 1)
+            return false;
+        port = end + 2;
+    } else {
+        const char *colon = strrchr(s, ':');
+        if (!colon) {
+            snprintf(host, sizeof host, "*");
+            port = s;
+        } else {
+            if ((size_t)(colon - s) >= sizeof host || colon == s)
+                return false;
+            memcpy(host, s, (size_t)(colon - s));
+            host[colon - s] = '\0';
+            port = colon + 1;
+            unsigned char tmp[4];
+            if (strcmp(host, "localhost") == 0)
+                snprintf(host, sizeof host, "127.0.0.1");
+            else if (strcmp(host, "*") != 0 && inet_pton(AF_INET, host, tmp) != 1)
+                return false;
+        }
+    }
+    uint64_t p;
+    if (!parse_u64(port, 65535, &p, false) || p == 0)
+        return false;
+    char *canon = strchr(host, ':') ? config_asprintf("[%s]:%u", host, (unsigned)p)
+                                    : config_asprintf("%s:%u", host, (unsigned)p);
+    free(*item);
+    *item = canon;
+    return true;
+}
+
+/* One network: an IPv4/IPv6 address with an optional "/prefix". */
+static bool network_item_is_valid(const char *s)
+{
+    char host[INET6_ADDRSTRLEN + 1];
+    const char *slash = strchr(s, '/');
+    size_t n = slash ? (size_t)(slash - s) : strlen(s);
+    if (n == 0 || n >= sizeof host)
+        return false;
+    memcpy(host, s, n);
+    host[n] = '\0';
+    if (host[0] == '[' && n > 2 && host[n - 1] == ']') {
+        memmove(host, host + 1, n - 2);
+        host[n - 2] = '\0';
+    }
+    unsigned char tmp[16];
+    unsigned max;
+    if (inet_pton(AF_INET, host, tmp) == 1)
+        max = 32;
+    else if (inet_pton(AF_INET6, host, tmp) == 1)
+        max = 128;
+    else
+        return false;
+    if (slash) {
+        uint64_t bits;
+        if (!parse_u64(slash + 1, max, &bits, false))
+            return false;
+    }
+    return true;
+}
+
+static int enum_find(const char *const *names, size_t n, const char *v)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcasecmp(names[i], v) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* Set one key from its text value. Returns NULL or a malloc'd reason. */
+static char *config_set(struct config *cfg, const struct config_key *k, const char *v)
+{
+    char *field = (char *)cfg + k->offset;
+    switch (k->type) {
+    case CT_STRING:
+    case CT_PATH: {
+        char **sp = (char **)field;
+        free(*sp);
+        *sp = config_strdup(v);
+        return NULL;
+    }
+    case CT_LISTEN:
+    case CT_NETWORKS: {
+        struct config_list l;
+        const char *err = split_list(v, &l);
+        if (err)
+            return config_asprintf("%s for %s", err, k->name);
+        for (size_t i = 0; i < l.n; i++) {
+            bool ok = k->type == CT_LISTEN ? listen_item_normalise(&l.items[i])
+                                           : network_item_is_valid(l.items[i]);
+            if (!ok) {
+                char *r = config_asprintf("bad %s '%s' for %s",
+                                          k->type == CT_LISTEN ? "listen address" : "network",
+                                          l.items[i], k->name);
+                config_list_free(&l);
+                return r;
+            }
+        }
+        struct config_list *lp = (struct config_list *)field;
+        config_list_free(lp);
+        *lp = l;
+        return NULL;
+    }
+    case CT_BOOL: {
+        static const char *const yes[] = {"yes", "true", "on", "1"};
+        static const char *const no[] = {"no", "false", "off", "0"};
+        if (enum_find(yes, 4, v) >= 0)
+            *(bool *)field = true;
+        else if (enum_find(no, 4, v) >= 0)
+            *(bool *)field = false;
+        else
+            return config_asprintf("bad boolean '%s' for %s (use yes or no)", v, k->name);
+        return NULL;
+    }
+    case CT_UINT: {
+        uint64_t n;
+        if (!parse_u64(v, UINT_MAX, &n, false))
+            return config_asprintf("bad number '%s' for %s", v, k->name);
+        *(unsigned *)field = (unsigned)n;
+        return NULL;
+    }
+    case CT_SIZE: {
+        uint64_t n;
+        if (!parse_u64(v, UINT64_MAX, &n, true))
+            return config_asprintf("bad number '%s' for %s", v, k->name);
+        *(uint64_t *)field = n;
+        return NULL;
+    }
+    case CT_PLAINTEXT: {
+        int i = enum_find(plaintext_names, 3, v);
+        if (i < 0)
+            return config_asprintf("bad value '%s' for %s (use tls, loopback+tls or always)", v,
+                                   k->name);
+        *(enum config_plaintext *)field = (enum config_plaintext)i;
+        return NULL;
+    }
+    case CT_LOG_TARGET: {
+        int i = enum_find(log_target_names, 3, v);
+        if (i < 0)
+            return config_asprintf("bad value '%s' for %s (use stderr, syslog or file)", v,
+                                   k->name);
+        char **sp = (char **)field;
+        free(*sp);
+        *sp = config_strdup(log_target_names[i]);
+        return NULL;
+    }
+    }
+    return config_asprintf("internal: bad type for %s", k->name);
+}
+
+/* ---- lines ----------------------------------------------------------------------------- */
+
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t n = strlen(s);
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n'))
+        s[--n] = '\0';
+    return s;
+}
+
+/* Cut a comment: '#' at the start or after white space (so "a#b" stays a value). */
+static void strip_comment(char *s)
+{
+    bool is_quoted = false;
+    for (char *p = s; *p; p++) {
+        if (*p == '"')
+            is_quoted = !is_quoted;
+        if (*p == '#' && !is_quoted && (p == s || p[-1] == ' ' || p[-1] == '\t')) {
+            *p = '\0';
+            return;
+        }
+    }
+}
+
+/* Apply "key = value" (a line or an override). Returns NULL or a malloc'd reason;
+ * a blank line or comment is a no-op. */
+static char *config_apply_line(struct config *cfg, char *line, bool is_override)
+{
+    if (!is_override)
+        strip_comment(line);
+    char *s = trim(line);
+    if (*s == '\0')
+        return NULL;
+    char *eq = strchr(s, '=');
+    if (!eq)
+        return config_asprintf("missing '=' in \"%.60s\"", s);
+    *eq = '\0';
+    char *key = trim(s);
+    char *value = trim(eq + 1);
+    size_t vn = strlen(value);
+    /* "..." allows an explicit empty value or one with leading/trailing spaces */
+    if (vn >= 2 && value[0] == '"' && value[vn - 1] == '"') {
+        value[vn - 1] = '\0';
+        value++;
+    }
+    if (*key == '\0')
+        return config_asprintf("missing key before '='");
+    const struct config_key *k = config_key_find(key);
+    if (!k)
+        return config_asprintf("unknown key '%.80s'", key);
+    return config_set(cfg, k, value);
+}
+
+/* ---- defaults -------------------------------------------------------------------------- */
+
+static void config_set_defaults(struct config *cfg, bool is_root)
+{
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const struct config_key *k = &config_keys[i];
+        const char *v = is_root ? k->default_root : k->default_user;
+        if (!v)
+            continue;
+        char *err = config_set(cfg, k, v);
+        if (err) {
+            fprintf(stderr, "tern: internal: default for %s: %s\n", k->name, err);
+            abort();
+        }
+    }
+}
+
+static char *path_join(const char *dir, const char *name)
+{
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/')
+        n--;
+    return config_asprintf("%.*s/%s", (int)n, dir, name);
+}
+
+/* Make a path absolute against base ("./var" -> "<base>/var"). */
+static void path_make_absolute(char **p, const char *base)
+{
+    if ((*p)[0] == '/' || (*p)[0] == '\0')
+        return;
+    const char *rel = *p;
+    while (rel[0] == '.' && rel[1] == '/')
+        rel += 2;
+    char *abs = strcmp(rel, ".") == 0 ? config_strdup(base) : path_join(base, rel);
+    free(*p);
+    *p = abs;
+}
+
+/* Fill in defaults that depend on other keys, and make paths absolute. */
+static void config_finish(struct config *cfg)
+{
+    if (!cfg->hostname || cfg->hostname[0] == '\0') {
+        char host[256];
+        if (gethostname(host, sizeof host) != 0 || host[0] == '\0')
+            snprintf(host, sizeof host, "localhost");
+        host[sizeof host - 1] = '\0';
+        free(cfg->hostname);
+        cfg->hostname = config_strdup(host);
+    }
+    char cwd[PATH_MAX];
+    if (!getcwd(cwd, sizeof cwd))
+        snprintf(cwd, sizeof cwd, "/");
+    path_make_absolute(&cfg->data_dir, cwd);
+    if (!cfg->log_file || !cfg->log_file[0]) {
+        free(cfg->log_file);
+        cfg->log_file = path_join(cfg->data_dir, "log/maillog");
+    }
+    if (!cfg->tls_cert || !cfg->tls_cert[0]) {
+        free(cfg->tls_cert);
+        cfg->tls_cert = path_join(cfg->data_dir, "tls/cert.pem");
+    }
+    if (!cfg->tls_key || !cfg->tls_key[0]) {
+        free(cfg->tls_key);
+        cfg->tls_key = path_join(cfg->data_dir, "tls/key.pem");
+    }
+    path_make_absolute(&cfg->log_file, cfg->data_dir);
+    path_make_absolute(&cfg->tls_cert, cfg->data_dir);
+    path_make_absolute(&cfg->tls_key, cfg->data_dir);
+}
+
+static struct config *config_new_default(const char *path, bool is_root)
+{
+    struct config_private *priv = calloc(1, sizeof *priv);
+    if (!priv) {
+        fputs("tern: out of memory\n", stderr);
+        exit(1);
+    }
+    priv->is_root = is_root;
+    struct config *cfg = &priv->pub;
+    cfg->path = config_strdup(path);
+    config_set_defaults(cfg, is_root);
+    return cfg;
+}
+
+/* Apply the text of a config file (name is used in messages), then the overrides. */
+static struct config *config_build(const char *name, const char *text, size_t len,
+                                   char *const *overrides, size_t n_overrides, bool is_root,
+                                   char **error_r)
+{
+    struct config *cfg = config_new_default(name, is_root);
+    char *line = malloc(CONFIG_MAX_LINE + 1);
+    if (!line) {
+        config_free(cfg);
+        *error_r = config_asprintf("%s: out of memory", name);
+        return NULL;
+    }
+    size_t pos = 0;
+    unsigned lineno = 0;
+    while (pos < len) {
+        lineno++;
+        const char *nl = memchr(text + pos, '\n', len - pos);
+        size_t n = nl ? (size_t)(nl - (text + pos)) : len - pos;
+        if (n > CONFIG_MAX_LINE) {
+            *error_r = config_asprintf("%s:%u: line too long", name, lineno);
+            goto fail;
+        }
+        if (memchr(text + pos, '\0', n)) {
+            *error_r = config_asprintf("%s:%u: NUL byte in line", name, lineno);
+            goto fail;
+        }
+        memcpy(line, text + pos, n);
+        line[n] = '\0';
+        pos += n + (nl ? 1 : 0);
+        char *err = config_apply_line(cfg, line, false);
+        if (err) {
+            *error_r = config_asprintf("%s:%u: %s", name, lineno, err);
+            free(err);
+            goto fail;
+        }
+    }
+    for (size_t i = 0; i < n_overrides; i++) {
+        size_t n = strlen(overrides[i]);
+        if (n > CONFIG_MAX_LINE) {
+            *error_r = config_asprintf("-o: override too long");
+            goto fail;
+        }
+        memcpy(line, overrides[i], n + 1);
+        char *err = config_apply_line(cfg, line, true);
+        if (err) {
+            *error_r = config_asprintf("-o %s: %s", overrides[i], err);
+            free(err);
+            goto fail;
+        }
+    }
+    free(line);
+    config_finish(cfg);
+    return cfg;
+fail:
+    free(line);
+    config_free(cfg);
+    return NULL;
+}
+
+struct config *config_parse_buffer(const char *name, const char *text, size_t len,
+                                   char *const *overrides, size_t n_overrides, bool is_root,
+                                   char **error_r)
+{
+    return config_build(name, text, len, overrides, n_overrides, is_root, error_r);
+}
+
+struct config *config_load(const char *path, char *const *overrides, size_t n_overrides,
+                           char **error_r)
+{
+    bool is_root = geteuid() == 0;
+    if (!path || !*path)
+        path = getenv("TERN_CONFIG");
+    if (!path || !*path)
+        path = is_root ? CONFIG_DEFAULT_PATH_ROOT : CONFIG_DEFAULT_PATH_USER;
+
+    struct buf text;
+    buf_init(&text, 16u << 20); /* a config file past 16 MB is a mistake */
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        if (errno != ENOENT) {
+            *error_r = config_asprintf("%s: cannot open: %s", path, strerror(errno));
+            return NULL;
+        }
+    } else {
+        char chunk[8192];
+        size_t n;
+        while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+            if (!buf_append(&text, chunk, n)) {
+                fclose(f);
+                buf_free(&text);
+                *error_r = config_asprintf("%s: file too large", path);
+                return NULL;
+            }
+        }
+        bool has_error = ferror(f);
+        fclose(f);
+        if (has_error) {
+            buf_free(&text);
+            *error_r = config_asprintf("%s: read error", path);
+            return NULL;
+        }
+    }
+    struct config *cfg = config_build(path, text.data ? text.data : "", text.len, overrides,
+                                      n_overrides, is_root, error_r);
+    buf_free(&text);
+    return cfg;
+}
+
+void config_free(struct config *cfg)
+{
+    if (!cfg)
+        return;
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const struct config_key *k = &config_keys[i];
+        char *field = (char *)cfg + k->offset;
+        if (k->type == CT_STRING || k->type == CT_PATH || k->type == CT_LOG_TARGET)
+            free(*(char **)field);
+        else if (k->type == CT_LISTEN || k->type == CT_NETWORKS)
+            config_list_free((struct config_list *)field);
+    }
+    free(cfg->path);
+    free(cfg);
+}
+
+/* ---- show ------------------------------------------------------------------------------ */
+
+/* The value of one key as config_show prints it (malloc'd). */
+static char *config_format_value(const struct config *cfg, const struct config_key *k)
+{
+    const char *field = (const char *)cfg + k->offset;
+    switch (k->type) {
+    case CT_STRING:
+    case CT_PATH:
+    case CT_LOG_TARGET: {
+        const char *s = *(char *const *)field;
+        return config_strdup(s ? s : "");
+    }
+    case CT_LISTEN:
+    case CT_NETWORKS: {
+        const struct config_list *l = (const struct config_list *)field;
+        struct buf b;
+        buf_init(&b, 0);
+        for (size_t i = 0; i < l->n; i++)
+            buf_printf(&b, "%s%s", i ? ", " : "", l->items[i]);
+        return b.data ? buf_steal(&b) : config_strdup("");
+    }
+    case CT_BOOL:
+        return config_strdup(*(const bool *)field ? "yes" : "no");
+    case CT_UINT:
+        return config_asprintf("%u", *(const unsigned *)field);
+    case CT_SIZE:
+        return config_asprintf("%llu", (unsigned long long)*(const uint64_t *)field);
+    case CT_PLAINTEXT: {
+        unsigned i = (unsigned)*(const enum config_plaintext *)field;
+        return config_strdup(i < 3 ? plaintext_names[i] : "?");
+    }
+    }
+    return config_strdup("");
+}
+
+/* The default of a key derived from data_dir, for the effective data_dir (malloc'd), or
+ * NULL when the key has a plain default. */
+static char *config_derived_default(const struct config *cfg, const struct config_key *k)
+{
+    if (k->offset == OFF(log_file))
+        return path_join(cfg->data_dir, "log/maillog");
+    if (k->offset == OFF(tls_cert))
+        return path_join(cfg->data_dir, "tls/cert.pem");
+    if (k->offset == OFF(tls_key))
+        return path_join(cfg->data_dir, "tls/key.pem");
+    return NULL;
+}
+
+void config_show(const struct config *cfg, bool non_default_only)
+{
+    struct config *defaults = NULL;
+    if (non_default_only) {
+        char *err = NULL;
+        bool is_root = ((const struct config_private *)cfg)->is_root;
+        defaults = config_build(cfg->path, "", 0, NULL, 0, is_root, &err);
+        free(err);
+    }
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const struct config_key *k = &config_keys[i];
+        char *v = config_format_value(cfg, k);
+        bool is_default = false;
+        if (defaults) {
+            char *d = config_derived_default(cfg, k);
+            if (!d)
+                d = config_format_value(defaults, k);
+            is_default = strcmp(v, d) == 0;
+            free(d);
+        }
+        if (!is_default)
+            printf("%s =%s%s\n", k->name, v[0] ? " " : "", v);
+        free(v);
+    }
+    config_free(defaults);
+}

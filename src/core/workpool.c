@@ -1,0 +1,207 @@
+/*
+ * workpool.c - a pthread pool for blocking work whose completions run on the event loop
+ * thread (see workpool.h).
+ *
+ * Jobs go into a FIFO guarded by a mutex; worker threads take them, run work(), and put
+ * them on a completion list. The first completion to land on an empty list writes to an
+ * eventfd that the loop watches; the loop then runs every done() in completion order.
+ * This needs no libevent threading support (evthread_use_pthreads) and costs one
+ * write/read per batch of completions, not per job.
+ */
+#include "core/workpool.h"
+#include "core/log.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+struct workpool_job {
+    workpool_fn *work;
+    workpool_fn *done;
+    void *arg;
+    struct workpool_job *next;
+};
+
+struct job_list {
+    struct workpool_job *head, *tail;
+};
+
+struct workpool {
+    struct event_base *base;
+    pthread_mutex_t lock;
+    pthread_cond_t has_work;
+    struct job_list pending;   /* waiting for a thread */
+    struct job_list completed; /* work done, done() not yet run */
+    bool is_stopping;
+    bool is_joined;
+    int notify_fd;
+    struct event *notify_ev;
+    pthread_t *threads;
+    unsigned n_threads;
+};
+
+static void job_list_push(struct job_list *l, struct workpool_job *j)
+{
+    j->next = NULL;
+    if (l->tail)
+        l->tail->next = j;
+    else
+        l->head = j;
+    l->tail = j;
+}
+
+static struct workpool_job *job_list_pop(struct job_list *l)
+{
+    struct workpool_job *j = l->head;
+    if (j) {
+        l->head = j->next;
+        if (!l->head)
+            l->tail = NULL;
+    }
+    return j;
+}
+
+static void *workpool_thread(void *p)
+{
+    struct workpool *pool = p;
+    pthread_mutex_lock(&pool->lock);
+    for (;;) {
+        struct workpool_job *j = job_list_pop(&pool->pending);
+        if (!j) {
+            if (pool->is_stopping)
+                break;
+            pthread_cond_wait(&pool->has_work, &pool->lock);
+            continue;
+        }
+        pthread_mutex_unlock(&pool->lock);
+        if (j->work)
+            j->work(j->arg);
+        pthread_mutex_lock(&pool->lock);
+        bool was_empty = pool->completed.head == NULL;
+        job_list_push(&pool->completed, j);
+        if (was_empty) {
+            uint64_t one = 1;
+            ssize_t w = write(pool->notify_fd, &one, sizeof one);
+            (void)w; /* an eventfd counter cannot overflow with our writes */
+        }
+    }
+    pthread_mutex_unlock(&pool->lock);
+    return NULL;
+}
+
+/* Run done() for every finished job; on the loop thread. */
+static void workpool_run_completions(struct workpool *pool)
+{
+    pthread_mutex_lock(&pool->lock);
+    struct job_list done = pool->completed;
+    pool->completed.head = pool->completed.tail = NULL;
+    pthread_mutex_unlock(&pool->lock);
+    struct workpool_job *j;
+    while ((j = job_list_pop(&done)) != NULL) {
+        if (j->done)
+            j->done(j->arg);
+        free(j);
+    }
+}
+
+static void workpool_on_notify(evutil_socket_t fd, short what, void *p)
+{
+    uint64_t n;
+    ssize_t r = read(fd, &n, sizeof n);
+    (void)r;
+    workpool_run_completions(p);
+}
+
+struct workpool *workpool_create(struct event_base *base, unsigned threads)
+{
+    if (threads == 0)
+        threads = 1;
+    struct workpool *pool = calloc(1, sizeof *pool);
+    if (!pool)
+        return NULL;
+    pool->base = base;
+    pthread_mutex_init(&pool->lock, NULL);
+    pthread_cond_init(&pool->has_work, NULL);
+    pool->notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (pool->notify_fd < 0)
+        goto fail;
+    pool->notify_ev =
+        event_new(base, pool->notify_fd, EV_READ | EV_PERSIST, workpool_on_notify, pool);
+    if (!pool->notify_ev || event_add(pool->notify_ev, NULL) < 0)
+        goto fail;
+    pool->threads = calloc(threads, sizeof *pool->threads);
+    if (!pool->threads)
+        goto fail;
+    for (unsigned i = 0; i < threads; i++) {
+        if (pthread_create(&pool->threads[i], NULL, workpool_thread, pool) != 0)
+            break;
+        pool->n_threads++;
+    }
+    if (pool->n_threads == 0)
+        goto fail;
+    return pool;
+fail:
+    log_error("master", "workpool: cannot create: %m");
+    if (pool->notify_ev)
+        event_free(pool->notify_ev);
+    if (pool->notify_fd >= 0)
+        close(pool->notify_fd);
+    free(pool->threads);
+    pthread_cond_destroy(&pool->has_work);
+    pthread_mutex_destroy(&pool->lock);
+    free(pool);
+    return NULL;
+}
+
+void workpool_submit(struct workpool *pool, workpool_fn *work, workpool_fn *done, void *arg)
+{
+    struct workpool_job *j = malloc(sizeof *j);
+    if (!j)
+        log_fatal("master", "workpool: out of memory");
+    j->work = work;
+    j->done = done;
+    j->arg = arg;
+    pthread_mutex_lock(&pool->lock);
+    if (pool->is_joined) {
+        /* Shutting down and no threads left: a done() running in workpool_destroy
+         * submitted more work. Run it here so nothing is lost or left dangling. */
+        pthread_mutex_unlock(&pool->lock);
+        if (work)
+            work(arg);
+        if (done)
+            done(arg);
+        free(j);
+        return;
+    }
+    job_list_push(&pool->pending, j);
+    pthread_cond_signal(&pool->has_work);
+    pthread_mutex_unlock(&pool->lock);
+}
+
+void workpool_destroy(struct workpool *pool)
+{
+    if (!pool)
+        return;
+    pthread_mutex_lock(&pool->lock);
+    pool->is_stopping = true;
+    pthread_cond_broadcast(&pool->has_work);
+    pthread_mutex_unlock(&pool->lock);
+    /* Threads drain the pending queue before they exit. */
+    for (unsigned i = 0; i < pool->n_threads; i++)
+        pthread_join(pool->threads[i], NULL);
+    pthread_mutex_lock(&pool->lock);
+    pool->is_joined = true;
+    pthread_mutex_unlock(&pool->lock);
+    workpool_run_completions(pool);
+    event_free(pool->notify_ev);
+    close(pool->notify_fd);
+    free(pool->threads);
+    pthread_cond_destroy(&pool->has_work);
+    pthread_mutex_destroy(&pool->lock);
+    free(pool);
+}
