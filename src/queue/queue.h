@@ -44,4 +44,12 @@ int queue_delete(const char *data_dir, const char *id, char **error_r);
 int queue_hold(const char *data_dir, const char *id, char **error_r);
 int queue_release(const char *data_dir, const char *id, char **error_r);
 
+/* Added by the store helper (for `tern queue show` and the queue runner): read and
+ * validate message id. 0 ok: *e_r filled (free with queue_entry_free), *fd_r open on the
+ * file (caller closes; may pass NULL), message bytes start at *offset_r. 1 not found,
+ * -1 corrupt or I/O error (*error_r). */
+int queue_read(const char *data_dir, const char *id, struct queue_entry *e_r, int *fd_r,
+               uint64_t *offset_r, char **error_r);
+void queue_entry_free(struct queue_entry *e);
+
 #endif

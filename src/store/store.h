@@ -77,6 +77,10 @@ typedef void store_notify_fn(const char *user, const char *mailbox, void *arg);
 void *store_notify_subscribe(const char *user, store_notify_fn *fn, void *arg);
 void store_notify_unsubscribe(void *subscription);
 void store_notify_publish(const char *user, const char *mailbox);
+/* Added by the store helper: call once on the loop thread (cli serve, after creating the
+ * event base) so publications from workpool threads wake the loop. 0 or -1. */
+struct event_base;
+int store_notify_init(struct event_base *base);
 
 /* ---- reading and changing mailboxes (POP3, IMAP) ----------------------------------- */
 

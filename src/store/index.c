@@ -1,0 +1,308 @@
+/*
+ * index.c - the per-user SQLite index (schema in store-private.h): opening, transactions,
+ * mailbox rows, UID/modseq allocation and usage.
+ *
+ * Durability note: the index runs WAL with synchronous=NORMAL. The Maildir is the truth
+ * (bodies and flags are fsync'd before we acknowledge), and a process crash (kill -9)
+ * never loses a committed transaction; only a power loss can roll back the last index
+ * commits, after which the next sync re-indexes the files.
+ */
+#include "store/store-private.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define STORE_INDEX_BUSY_MS 30000
+
+static const char store_index_schema[] =
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);"
+    "CREATE TABLE IF NOT EXISTS mailboxes("
+    " id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, uidvalidity INTEGER NOT NULL,"
+    " uidnext INTEGER NOT NULL DEFAULT 1, highestmodseq INTEGER NOT NULL DEFAULT 1,"
+    " special_use TEXT, subscribed INTEGER NOT NULL DEFAULT 0,"
+    " first_recent_uid INTEGER NOT NULL DEFAULT 1,"
+    " cur_mtime INTEGER NOT NULL DEFAULT 0, new_mtime INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE IF NOT EXISTS messages("
+    " mailbox INTEGER NOT NULL, uid INTEGER NOT NULL, basename TEXT NOT NULL,"
+    " location TEXT NOT NULL, flags INTEGER NOT NULL DEFAULT 0, keywords TEXT,"
+    " size INTEGER NOT NULL, vsize INTEGER NOT NULL, internaldate INTEGER NOT NULL,"
+    " modseq INTEGER NOT NULL, envelope TEXT, bodystructure TEXT,"
+    " PRIMARY KEY(mailbox, uid), UNIQUE(mailbox, basename)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS cache(mailbox INTEGER NOT NULL, uid INTEGER NOT NULL,"
+    " field TEXT NOT NULL, value TEXT, PRIMARY KEY(mailbox, uid, field)) WITHOUT ROWID;";
+
+int store_index_exec(sqlite3 *db, const char *sql, char **error_r)
+{
+    char *err = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK) {
+        store_error(error_r, "index: %s", err ? err : sqlite3_errmsg(db));
+        sqlite3_free(err);
+        return -1;
+    }
+    return 0;
+}
+
+sqlite3 *store_index_open(const char *home, char **error_r)
+{
+    char path[4200];
+    if (snprintf(path, sizeof path, "%s/index.db", home) >= (int)sizeof path) {
+        store_error(error_r, "home path too long");
+        return NULL;
+    }
+    if (store_io_mkdir_p(home) < 0) {
+        store_error(error_r, "mkdir %s: %s", home, strerror(errno));
+        return NULL;
+    }
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(
+        path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        store_error(error_r, "open %s: %s", path, db ? sqlite3_errmsg(db) : "out of memory");
+        sqlite3_close(db);
+        return NULL;
+    }
+    sqlite3_busy_timeout(db, STORE_INDEX_BUSY_MS);
+    if (store_index_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", error_r) < 0 ||
+        store_index_exec(db, store_index_schema, error_r) < 0) {
+        sqlite3_close(db);
+        return NULL;
+    }
+    return db;
+}
+
+int store_index_begin(sqlite3 *db, char **error_r)
+{
+    return store_index_exec(db, "BEGIN IMMEDIATE", error_r);
+}
+
+int store_index_commit(sqlite3 *db, char **error_r)
+{
+    if (store_index_exec(db, "COMMIT", error_r) < 0) {
+        store_index_rollback(db);
+        return -1;
+    }
+    return 0;
+}
+
+void store_index_rollback(sqlite3 *db)
+{
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+int store_index_mailbox_get(sqlite3 *db, const char *name, struct store_mbox_row *row_r,
+                            char **error_r)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT id, uidvalidity, uidnext, highestmodseq, first_recent_uid,"
+                           " cur_mtime, new_mtime FROM mailboxes WHERE name = ?",
+                           -1, &st, NULL) != SQLITE_OK) {
+        store_error(error_r, "index: %s", sqlite3_errmsg(db));
+        return -1;
+    }
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    int ret;
+    if (rc == SQLITE_ROW) {
+        row_r->id = sqlite3_column_int64(st, 0);
+        row_r->uidvalidity = (uint32_t)sqlite3_column_int64(st, 1);
+        row_r->uidnext = (uint32_t)sqlite3_column_int64(st, 2);
+        row_r->highestmodseq = (uint64_t)sqlite3_column_int64(st, 3);
+        row_r->first_recent_uid = (uint32_t)sqlite3_column_int64(st, 4);
+        row_r->cur_mtime = sqlite3_column_int64(st, 5);
+        row_r->new_mtime = sqlite3_column_int64(st, 6);
+        ret = 0;
+    } else if (rc == SQLITE_DONE) {
+        ret = 1;
+    } else {
+        store_error(error_r, "index: %s", sqlite3_errmsg(db));
+        ret = -1;
+    }
+    sqlite3_finalize(st);
+    return ret;
+}
+
+/* A new UIDVALIDITY: the time, but always above every value handed out before, so a
+ * mailbox deleted and re-created never repeats one (RFC 3501 §2.3.1.1). */
+static int64_t store_index_next_uidvalidity(sqlite3 *db)
+{
+    int64_t last = 0;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE key = 'last_uidvalidity'", -1, &st,
+                           NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        last = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    int64_t v = (int64_t)time(NULL) & 0xffffffff;
+    if (v <= last)
+        v = last + 1;
+    if (v > 0xffffffffLL || v <= 0)
+        v = 1;
+    st = NULL;
+    if (sqlite3_prepare_v2(db,
+                           "INSERT OR REPLACE INTO meta(key, value) VALUES('last_uidvalidity', ?)",
+                           -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, v);
+        sqlite3_step(st);
+    }
+    sqlite3_finalize(st);
+    return v;
+}
+
+int store_index_mailbox_add(sqlite3 *db, const char *name, const char *special_use,
+                            struct store_mbox_row *row_r, char **error_r)
+{
+    int64_t uidvalidity = store_index_next_uidvalidity(db);
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db,
+                           "INSERT INTO mailboxes(name, uidvalidity, special_use, subscribed)"
+                           " VALUES(?, ?, ?, ?)",
+                           -1, &st, NULL) != SQLITE_OK) {
+        store_error(error_r, "index: %s", sqlite3_errmsg(db));
+        return -1;
+    }
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, uidvalidity);
+    if (special_use)
+        sqlite3_bind_text(st, 3, special_use, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 3);
+    sqlite3_bind_int(st, 4, special_use || strcmp(name, "INBOX") == 0 ? 1 : 0);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        store_error(error_r, "index: %s", sqlite3_errmsg(db));
+        return -1;
+    }
+    memset(row_r, 0, sizeof *row_r);
+    row_r->id = sqlite3_last_insert_rowid(db);
+    row_r->uidvalidity = (uint32_t)uidvalidity;
+    row_r->uidnext = 1;
+    row_r->highestmodseq = 1;
+    row_r->first_recent_uid = 1;
+    return 0;
+}
+
+int store_index_mailbox_ensure(sqlite3 *db, const char *home, const char *name,
+                               struct store_mbox_row *row_r, char **error_r)
+{
+    int r = store_index_mailbox_get(db, name, row_r, error_r);
+    if (r <= 0)
+        return r;
+    char path[4200];
+    if (store_mailbox_path(home, name, path, sizeof path) < 0) {
+        store_error(error_r, "Invalid mailbox name");
+        return -1;
+    }
+    if (store_maildir_create(path, strcmp(name, "INBOX") == 0) < 0) {
+        store_error(error_r, "create %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (store_index_begin(db, error_r) < 0)
+        return -1;
+    /* Another session may have added it meanwhile: look again under the lock. */
+    r = store_index_mailbox_get(db, name, row_r, error_r);
+    if (r == 1)
+        r = store_index_mailbox_add(db, name, NULL, row_r, error_r);
+    if (r < 0) {
+        store_index_rollback(db);
+        return -1;
+    }
+    return store_index_commit(db, error_r);
+}
+
+int store_index_message_add(sqlite3 *db, struct store_mbox_row *row, const char *basename,
+                            const char *location, unsigned flags, const char *keywords,
+                            uint64_t size, uint64_t vsize, time_t internaldate, uint32_t *uid_r,
+                            char **error_r)
+{
+    sqlite3_stmt *st = NULL;
+    /* A sync may have indexed the file between its rename and this insert. */
+    if (sqlite3_prepare_v2(db, "SELECT uid FROM messages WHERE mailbox = ? AND basename = ?", -1,
+                           &st, NULL) != SQLITE_OK)
+        goto fail;
+    sqlite3_bind_int64(st, 1, row->id);
+    sqlite3_bind_text(st, 2, basename, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        *uid_r = (uint32_t)sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        return 0;
+    }
+    sqlite3_finalize(st);
+    if (row->uidnext == 0 || row->uidnext == UINT32_MAX) {
+        store_error(error_r, "UID space exhausted");
+        return -1;
+    }
+    uint32_t uid = row->uidnext;
+    uint64_t modseq = row->highestmodseq + 1;
+    if (sqlite3_prepare_v2(db,
+                           "INSERT INTO messages(mailbox, uid, basename, location, flags,"
+                           " keywords, size, vsize, internaldate, modseq)"
+                           " VALUES(?,?,?,?,?,?,?,?,?,?)",
+                           -1, &st, NULL) != SQLITE_OK)
+        goto fail;
+    sqlite3_bind_int64(st, 1, row->id);
+    sqlite3_bind_int64(st, 2, uid);
+    sqlite3_bind_text(st, 3, basename, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, location, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 5, (int)(flags & ~(unsigned)STORE_FLAG_RECENT));
+    if (keywords && *keywords)
+        sqlite3_bind_text(st, 6, keywords, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 6);
+    sqlite3_bind_int64(st, 7, (int64_t)size);
+    sqlite3_bind_int64(st, 8, (int64_t)vsize);
+    sqlite3_bind_int64(st, 9, (int64_t)internaldate);
+    sqlite3_bind_int64(st, 10, (int64_t)modseq);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        goto fail;
+    sqlite3_finalize(st);
+    row->uidnext = uid + 1;
+    row->highestmodseq = modseq;
+    *uid_r = uid;
+    return 0;
+fail:
+    store_error(error_r, "index: %s", sqlite3_errmsg(db));
+    sqlite3_finalize(st);
+    return -1;
+}
+
+int store_index_mailbox_save(sqlite3 *db, const struct store_mbox_row *row, char **error_r)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db,
+                           "UPDATE mailboxes SET uidnext = ?, highestmodseq = ?,"
+                           " first_recent_uid = ?, cur_mtime = ?, new_mtime = ? WHERE id = ?",
+                           -1, &st, NULL) != SQLITE_OK) {
+        store_error(error_r, "index: %s", sqlite3_errmsg(db));
+        return -1;
+    }
+    sqlite3_bind_int64(st, 1, row->uidnext);
+    sqlite3_bind_int64(st, 2, (int64_t)row->highestmodseq);
+    sqlite3_bind_int64(st, 3, row->first_recent_uid);
+    sqlite3_bind_int64(st, 4, row->cur_mtime);
+    sqlite3_bind_int64(st, 5, row->new_mtime);
+    sqlite3_bind_int64(st, 6, row->id);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        store_error(error_r, "index: %s", sqlite3_errmsg(db));
+        return -1;
+    }
+    return 0;
+}
+
+int64_t store_index_usage(sqlite3 *db)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t v = -1;
+    if (sqlite3_prepare_v2(db, "SELECT COALESCE(SUM(size), 0) FROM messages", -1, &st, NULL) ==
+            SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}

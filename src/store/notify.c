@@ -1,0 +1,198 @@
+/*
+ * notify.c - in-process change notifications (new mail, flags, expunges) so IDLE and
+ * NOOP sessions learn of changes at once.
+ *
+ * Subscriptions live on the loop thread. Store functions run on workpool threads, so
+ * they call store_notify_publish_any_thread(): on the loop thread it dispatches at once;
+ * elsewhere it queues the event and wakes the loop through a pipe registered by
+ * store_notify_init(). Without store_notify_init() (CLI, tests) events from other
+ * threads are delivered at the next loop-thread publish/subscribe.
+ */
+#include "store/store-private.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#define NOTIFY_MAX_PENDING 4096
+
+struct notify_sub {
+    struct notify_sub *next;
+    char *user;
+    store_notify_fn *fn;
+    void *arg;
+    bool is_dead;
+};
+
+struct notify_event {
+    char *user, *mailbox;
+};
+
+static pthread_mutex_t notify_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct notify_sub *notify_subs;
+static unsigned notify_dispatch_depth;
+static bool notify_has_loop_thread;
+static pthread_t notify_loop_thread;
+static struct notify_event notify_pending[NOTIFY_MAX_PENDING];
+static size_t notify_n_pending;
+static int notify_pipe[2] = {-1, -1};
+static struct event *notify_event;
+
+static bool notify_on_loop_thread(void)
+{
+    return notify_has_loop_thread && pthread_equal(pthread_self(), notify_loop_thread);
+}
+
+static void notify_claim_loop_thread(void)
+{
+    if (!notify_has_loop_thread) {
+        notify_loop_thread = pthread_self();
+        notify_has_loop_thread = true;
+    }
+}
+
+/* Remove subscriptions unsubscribed during a dispatch. */
+static void notify_sweep(void)
+{
+    struct notify_sub **pp = &notify_subs;
+    while (*pp) {
+        struct notify_sub *s = *pp;
+        if (s->is_dead) {
+            *pp = s->next;
+            free(s->user);
+            free(s);
+        } else {
+            pp = &s->next;
+        }
+    }
+}
+
+static void notify_dispatch(const char *user, const char *mailbox)
+{
+    notify_dispatch_depth++;
+    for (struct notify_sub *s = notify_subs; s; s = s->next)
+        if (!s->is_dead && strcasecmp(s->user, user) == 0)
+            s->fn(user, mailbox, s->arg);
+    if (--notify_dispatch_depth == 0)
+        notify_sweep();
+}
+
+/* Deliver events queued by other threads (loop thread). */
+static void notify_drain(void)
+{
+    for (;;) {
+        pthread_mutex_lock(&notify_lock);
+        if (notify_n_pending == 0) {
+            pthread_mutex_unlock(&notify_lock);
+            return;
+        }
+        struct notify_event ev = notify_pending[--notify_n_pending];
+        pthread_mutex_unlock(&notify_lock);
+        notify_dispatch(ev.user, ev.mailbox);
+        free(ev.user);
+        free(ev.mailbox);
+    }
+}
+
+static void notify_pipe_cb(evutil_socket_t fd, short what, void *arg)
+{
+    char drain[256];
+    while (read(fd, drain, sizeof drain) > 0)
+        ;
+    notify_drain();
+}
+
+/* Call once from the loop thread with its event base (cli serve). */
+int store_notify_init(struct event_base *base)
+{
+    notify_has_loop_thread = false;
+    notify_claim_loop_thread();
+    if (notify_pipe[0] >= 0)
+        return 0;
+    if (pipe2(notify_pipe, O_NONBLOCK | O_CLOEXEC) < 0)
+        return -1;
+    notify_event = event_new(base, notify_pipe[0], EV_READ | EV_PERSIST, notify_pipe_cb, NULL);
+    if (!notify_event || event_add(notify_event, NULL) < 0)
+        return -1;
+    return 0;
+}
+
+void *store_notify_subscribe(const char *user, store_notify_fn *fn, void *arg)
+{
+    notify_claim_loop_thread();
+    notify_drain();
+    struct notify_sub *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->user = strdup(user);
+    if (!s->user) {
+        free(s);
+        return NULL;
+    }
+    s->fn = fn;
+    s->arg = arg;
+    s->next = notify_subs;
+    notify_subs = s;
+    return s;
+}
+
+void store_notify_unsubscribe(void *subscription)
+{
+    struct notify_sub *s = subscription;
+    if (!s)
+        return;
+    s->is_dead = true;
+    if (notify_dispatch_depth == 0)
+        notify_sweep();
+}
+
+void store_notify_publish(const char *user, const char *mailbox)
+{
+    if (!notify_on_loop_thread() && notify_has_loop_thread) {
+        store_notify_publish_any_thread(user, mailbox);
+        return;
+    }
+    notify_claim_loop_thread();
+    notify_drain();
+    notify_dispatch(user, mailbox);
+}
+
+void store_notify_publish_any_thread(const char *user, const char *mailbox)
+{
+    if (!user || !mailbox || !notify_has_loop_thread)
+        return; /* nobody subscribed yet in this process */
+    if (notify_on_loop_thread()) {
+        notify_drain();
+        notify_dispatch(user, mailbox);
+        return;
+    }
+    pthread_mutex_lock(&notify_lock);
+    bool is_dup = false;
+    for (size_t i = 0; i < notify_n_pending && !is_dup; i++)
+        is_dup = strcasecmp(notify_pending[i].user, user) == 0 &&
+                 strcmp(notify_pending[i].mailbox, mailbox) == 0;
+    /* When the queue is full the event is dropped: sessions also re-sync on their
+     * NOOP/IDLE tick, so a lost wake-up only delays, never loses, a change. */
+    if (!is_dup && notify_n_pending < NOTIFY_MAX_PENDING) {
+        char *u = strdup(user), *m = strdup(mailbox);
+        if (u && m) {
+            notify_pending[notify_n_pending].user = u;
+            notify_pending[notify_n_pending].mailbox = m;
+            notify_n_pending++;
+        } else {
+            free(u);
+            free(m);
+        }
+    }
+    pthread_mutex_unlock(&notify_lock);
+    if (notify_pipe[1] >= 0) {
+        char one = 1;
+        ssize_t r = write(notify_pipe[1], &one, 1);
+        (void)r; /* a full pipe already means a wake-up is pending */
+    }
+}

@@ -1,0 +1,126 @@
+/*
+ * store-private.h - internals shared by the store's files (and by queue/, which reuses
+ * the durable-write helpers). Not a contract for other modules.
+ *
+ * Index schema (index.db in the user's home, SQLite WAL):
+ *   meta(key TEXT PRIMARY KEY, value TEXT)
+ *       "specials" = "1" once the special-use mailboxes were created,
+ *       "last_uidvalidity" = the highest UIDVALIDITY handed out (never reused).
+ *   mailboxes(id INTEGER PRIMARY KEY, name TEXT UNIQUE (IMAP name, '/' separated),
+ *       uidvalidity, uidnext, highestmodseq, special_use TEXT, subscribed INTEGER,
+ *       first_recent_uid INTEGER (first UID no writable view has claimed as \Recent yet),
+ *       cur_mtime INTEGER, new_mtime INTEGER (ns; directory mtimes at the last full scan))
+ *   messages(mailbox INTEGER, uid INTEGER, basename TEXT, location TEXT ("new/<file>" or
+ *       "cur/<file>:2,<flags>"), flags INTEGER, keywords TEXT (space separated), size,
+ *       vsize, internaldate, modseq, envelope TEXT, bodystructure TEXT,
+ *       PRIMARY KEY(mailbox, uid), UNIQUE(mailbox, basename))
+ *   cache(mailbox, uid, field, value, PRIMARY KEY(mailbox, uid, field))  other cached fields
+ */
+#ifndef TERN_STORE_STORE_PRIVATE_H
+#define TERN_STORE_STORE_PRIVATE_H
+
+#include "store/store.h"
+
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <sys/types.h>
+
+/* ---- fault injection (tests): NULL means the real system call ---------------------- */
+extern ssize_t (*store_io_write_hook)(int fd, const void *data, size_t len);
+extern int (*store_io_fsync_hook)(int fd);
+
+/* write(2) all bytes through the hook; 0 or -1 (errno set). */
+int store_io_write_all(int fd, const void *data, size_t len);
+/* fsync(2) through the hook. */
+int store_io_fsync(int fd);
+/* Open and fsync a directory. */
+int store_io_fsync_dir(const char *dir);
+/* mkdir -p (mode 0700); 0 or -1. */
+int store_io_mkdir_p(const char *path);
+
+/* Set *error_r (if error_r) to a malloc'd formatted message. */
+void store_error(char **error_r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* A unique Maildir base name without S=/W=: "<sec>.M<usec>P<pid>Q<n>.<host>". */
+void store_maildir_unique_name(char *out, size_t size);
+
+/* Write header (may be NULL) then the source, converting CRLF to LF, to fd; counts the
+ * bytes written (size, LF) and the CRLF size (vsize). Streams in chunks. 0 or -1. */
+int store_io_write_message(int fd, const char *header, const struct store_source *src,
+                           uint64_t *size_r, uint64_t *vsize_r, char **error_r);
+/* Write header then the source as-is (no conversion; the queue keeps CRLF). 0 or -1. */
+int store_io_write_raw(int fd, const char *header, const struct store_source *src, uint64_t *size_r,
+                       char **error_r);
+/* Size of a source in bytes. */
+uint64_t store_source_size(const struct store_source *src);
+
+/* ---- Maildir names ----------------------------------------------------------------- */
+/* Flag letters of a file name's ":2," part -> STORE_FLAG_* bits. */
+unsigned store_maildir_flags_parse(const char *info);
+/* Build "<base>:2,<letters>" into out, keeping unknown letters of old_info (may be NULL). */
+int store_maildir_name_with_flags(const char *base, unsigned flags, const char *old_info, char *out,
+                                  size_t size);
+/* Parse ",S=<n>" and ",W=<n>" from a base name; false if absent. */
+bool store_maildir_name_size(const char *base, char key, uint64_t *value_r);
+/* Validate an IMAP mailbox name and map it to the on-disk directory below Maildir
+ * ("" for INBOX, ".A.B" for "A/B"). Canonical IMAP name into canon. 0 or -1. */
+int store_mailbox_name_to_dir(const char *name, char *dir, size_t dir_size, char *canon,
+                              size_t canon_size, char **error_r);
+/* Full path of a mailbox directory: <home>/Maildir/<dir>. */
+int store_mailbox_path(const char *home, const char *canon_name, char *out, size_t size);
+/* Create <path>/{cur,new,tmp} (and maildirfolder for non-INBOX). 0 or -1. */
+int store_maildir_create(const char *path, bool is_inbox);
+
+/* ---- index ------------------------------------------------------------------------- */
+/* Open (creating) <home>/index.db with the schema. */
+sqlite3 *store_index_open(const char *home, char **error_r);
+int store_index_exec(sqlite3 *db, const char *sql, char **error_r);
+/* Begin an IMMEDIATE transaction (write lock now, waits on busy_timeout). */
+int store_index_begin(sqlite3 *db, char **error_r);
+int store_index_commit(sqlite3 *db, char **error_r);
+void store_index_rollback(sqlite3 *db);
+
+struct store_mbox_row {
+    int64_t id;
+    uint32_t uidvalidity, uidnext, first_recent_uid;
+    uint64_t highestmodseq;
+    int64_t cur_mtime, new_mtime;
+};
+/* Look up a mailbox row by canonical name: 0 found, 1 absent, -1 error. */
+int store_index_mailbox_get(sqlite3 *db, const char *name, struct store_mbox_row *row_r,
+                            char **error_r);
+/* Insert a mailbox row with a fresh UIDVALIDITY (inside a transaction). */
+int store_index_mailbox_add(sqlite3 *db, const char *name, const char *special_use,
+                            struct store_mbox_row *row_r, char **error_r);
+/* Get or create the row and the Maildir folder of a mailbox (own transaction). */
+int store_index_mailbox_ensure(sqlite3 *db, const char *home, const char *name,
+                               struct store_mbox_row *row_r, char **error_r);
+/* Add a message row with uid = uidnext++ and modseq = ++highestmodseq (inside a
+ * transaction; row is updated). If basename is already indexed returns that uid. */
+int store_index_message_add(sqlite3 *db, struct store_mbox_row *row, const char *basename,
+                            const char *location, unsigned flags, const char *keywords,
+                            uint64_t size, uint64_t vsize, time_t internaldate, uint32_t *uid_r,
+                            char **error_r);
+/* Write uidnext/highestmodseq of row back (inside a transaction). */
+int store_index_mailbox_save(sqlite3 *db, const struct store_mbox_row *row, char **error_r);
+/* Sum of message sizes of the user, -1 on error. */
+int64_t store_index_usage(sqlite3 *db);
+
+/* ---- user handle ------------------------------------------------------------------- */
+struct store_user {
+    char *home;
+    char *user;
+    sqlite3 *db;
+    bool has_pop3_lock;
+    int pop3_lock_fd;
+};
+
+/* Called by the view code after a change so IDLE sessions learn of it (any thread). */
+void store_notify_publish_any_thread(const char *user, const char *mailbox);
+
+/* Keywords: NULL-terminated vector <-> space separated text. */
+char **store_keywords_parse(const char *text);
+char *store_keywords_join(const char *const *kw);
+void store_keywords_free(char **kw);
+
+#endif

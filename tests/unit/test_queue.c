@@ -1,0 +1,235 @@
+/*
+ * test_queue.c - unit tests of the spool: enqueue (durable, fault injection), list,
+ * delete, hold, release, and reading corrupt or hostile queue files safely.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "queue/queue-private.h"
+#include "queue/queue.h"
+#include "store/store-private.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static char tmp_root[256];
+
+static void rm_rf(const char *path, int depth)
+{
+    DIR *d = opendir(path);
+    if (!d) {
+        unlink(path);
+        return;
+    }
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        char p[4096];
+        snprintf(p, sizeof p, "%s/%s", path, de->d_name);
+        if (depth < 10)
+            rm_rf(p, depth + 1);
+    }
+    closedir(d);
+    rmdir(path);
+}
+
+static int setup(void **state)
+{
+    snprintf(tmp_root, sizeof tmp_root, "/tmp/tern-test-queue-XXXXXX");
+    return mkdtemp(tmp_root) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    store_io_write_hook = NULL;
+    store_io_fsync_hook = NULL;
+    rm_rf(tmp_root, 0);
+    return 0;
+}
+
+struct collected {
+    char ids[16][32];
+    char states[16][16];
+    char senders[16][256];
+    size_t n_rcpt[16];
+    uint64_t sizes[16];
+    size_t n;
+};
+
+static void collect(const struct queue_entry *e, void *arg)
+{
+    struct collected *c = arg;
+    if (c->n >= 16)
+        return;
+    snprintf(c->ids[c->n], 32, "%s", e->id);
+    snprintf(c->states[c->n], 16, "%s", e->state);
+    snprintf(c->senders[c->n], 256, "%s", e->sender);
+    c->n_rcpt[c->n] = e->n_recipients;
+    c->sizes[c->n] = e->size;
+    c->n++;
+}
+
+static const char body[] = "Subject: x\r\n\r\nhello\r\n";
+
+static void enqueue(const char *id, const char *sender)
+{
+    const char *rcpts[] = {"bob@example.org", "we ird%=\xc3\xa9@example.net"};
+    struct store_source src = {.data = body, .len = strlen(body), .fd = -1};
+    char *error = NULL;
+    assert_int_equal(queue_enqueue(tmp_root, id, sender, rcpts, 2, "Received: x\r\n", &src, &error),
+                     0);
+    assert_null(error);
+}
+
+static void test_queue_cycle(void **state)
+{
+    enqueue("AAAA1", "alice@example.test");
+    enqueue("BBBB2", "");
+    struct collected c = {0};
+    char *error = NULL;
+    assert_int_equal(queue_list(tmp_root, collect, &c, &error), 0);
+    assert_int_equal(c.n, 2);
+    assert_string_equal(c.states[0], "active");
+    assert_int_equal(c.n_rcpt[0], 2);
+    assert_int_equal(c.sizes[0], strlen(body) + strlen("Received: x\r\n"));
+
+    /* the escaped recipient comes back byte for byte */
+    struct queue_entry e;
+    int fd = -1;
+    uint64_t off = 0;
+    assert_int_equal(queue_read(tmp_root, "AAAA1", &e, &fd, &off, &error), 0);
+    assert_string_equal(e.recipients[1], "we ird%=\xc3\xa9@example.net");
+    assert_string_equal(e.sender, "alice@example.test");
+    char head[14];
+    assert_int_equal(pread(fd, head, 13, (off_t)off), 13);
+    assert_memory_equal(head, "Received: x\r\n", 13);
+    queue_entry_free(&e);
+    close(fd);
+
+    assert_int_equal(queue_hold(tmp_root, "AAAA1", &error), 0);
+    memset(&c, 0, sizeof c);
+    assert_int_equal(queue_list(tmp_root, collect, &c, &error), 0);
+    int held = strcmp(c.ids[0], "AAAA1") == 0 ? 0 : 1;
+    assert_string_equal(c.states[held], "hold");
+    assert_int_equal(queue_release(tmp_root, "AAAA1", &error), 0);
+    assert_int_equal(queue_read(tmp_root, "AAAA1", &e, NULL, NULL, &error), 0);
+    assert_string_equal(e.state, "active");
+    queue_entry_free(&e);
+
+    assert_int_equal(queue_delete(tmp_root, "AAAA1", &error), 0);
+    assert_int_equal(queue_delete(tmp_root, "AAAA1", &error), 1);
+    free(error);
+    error = NULL;
+    assert_int_equal(queue_hold(tmp_root, "NOPE", &error), 1);
+    free(error);
+    error = NULL;
+    assert_int_equal(queue_delete(tmp_root, "../x", &error), 1);
+    free(error);
+    error = NULL;
+    assert_int_equal(queue_delete(tmp_root, "ALL", &error), 0);
+    memset(&c, 0, sizeof c);
+    assert_int_equal(queue_list(tmp_root, collect, &c, &error), 0);
+    assert_int_equal(c.n, 0);
+}
+
+static int fail_after;
+static int fault_fsync(int fd)
+{
+    if (fail_after-- <= 0) {
+        errno = EIO;
+        return -1;
+    }
+    return fsync(fd);
+}
+
+static void test_queue_fsync_fault(void **state)
+{
+    const char *rcpts[] = {"bob@example.org"};
+    struct store_source src = {.data = body, .len = strlen(body), .fd = -1};
+    for (int k = 0; k < 2; k++) {
+        fail_after = k;
+        store_io_fsync_hook = fault_fsync;
+        char *error = NULL;
+        char id[16];
+        snprintf(id, sizeof id, "F%d", k);
+        assert_int_equal(queue_enqueue(tmp_root, id, "a@b", rcpts, 1, NULL, &src, &error), -1);
+        store_io_fsync_hook = NULL;
+        assert_non_null(error);
+        free(error);
+        struct collected c = {0};
+        assert_int_equal(queue_list(tmp_root, collect, &c, NULL), 0);
+        assert_int_equal(c.n, 0);
+        char dir[512];
+        snprintf(dir, sizeof dir, "%s/queue/incoming", tmp_root);
+        DIR *d = opendir(dir);
+        assert_non_null(d);
+        struct dirent *de;
+        while ((de = readdir(d)) != NULL)
+            assert_true(de->d_name[0] == '.');
+        closedir(d);
+    }
+}
+
+/* Hostile queue files are skipped by list and refused by read, never trusted. */
+static void test_queue_corrupt(void **state)
+{
+    static const char *const bad[] = {
+        "",
+        "garbage",
+        "TERNQ1\nid=C1\n",
+        "TERNQ1\nid=C1\narrival=1\nsender=a\nrcpt=b\nsize=99\n\nshort",
+        "TERNQ1\nid=C1\narrival=1\nsender=a\nrcpt=b\nsize=5\nsize=5\n\nhello",
+        "TERNQ1\nid=C1\narrival=1\nsender=a\nsize=5\n\nhello",
+        "TERNQ1\nid=C1\narrival=1\nsender=a%0Ab\nrcpt=b\nsize=5\n\nhello",
+        "TERNQ1\nid=C1\narrival=1\nsender=a%4\nrcpt=b\nsize=5\n\nhello",
+        "TERNQ1\nid=XX\narrival=1\nsender=a\nrcpt=b\nsize=5\n\nhello",
+        "TERNQ1\nid=C1\narrival=99999999999999999999999\nsender=a\nrcpt=b\nsize=5\n\nhello",
+        "TERNQ1\nid=C1\narrival=1\nsender=a\nrcpt=b\nsize=18446744073709551615\n\nhello",
+        "TERNQ1\nid=C1\narrival=1\nsender=a b\nrcpt=b\nsize=5\n\nhello",
+        "TERNQ1\nid=C1\nevil=1\nsender=a\nrcpt=b\nsize=5\n\nhello",
+    };
+    char *error = NULL;
+    assert_int_equal(queue_dirs_create(tmp_root, &error), 0);
+    char path[512];
+    snprintf(path, sizeof path, "%s/queue/active/C1", tmp_root);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        FILE *f = fopen(path, "wb");
+        assert_non_null(f);
+        fwrite(bad[i], 1, strlen(bad[i]), f);
+        fclose(f);
+        struct collected c = {0};
+        assert_int_equal(queue_list(tmp_root, collect, &c, NULL), 0);
+        assert_int_equal(c.n, 0);
+        struct queue_entry e;
+        assert_int_equal(queue_read(tmp_root, "C1", &e, NULL, NULL, &error), -1);
+        free(error);
+        error = NULL;
+    }
+    /* and the good form of the same file is accepted */
+    FILE *f = fopen(path, "wb");
+    fputs("TERNQ1\nid=C1\narrival=1\nsender=a%20b\nrcpt=b\nsize=5\n\nhello", f);
+    fclose(f);
+    struct queue_entry e;
+    assert_int_equal(queue_read(tmp_root, "C1", &e, NULL, NULL, &error), 0);
+    assert_string_equal(e.sender, "a b");
+    queue_entry_free(&e);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_queue_cycle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_fsync_fault, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_corrupt, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
