@@ -1,0 +1,47 @@
+/*
+ * fuzz_imap_command.c - libFuzzer target for the IMAP command parser: the input is cut
+ * into lines as the session does; literals are fed from the following bytes.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include "imap/parse.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    struct imap_parser p;
+    imap_parser_init(&p, 4096);
+    const char *s = (const char *)data;
+    size_t pos = 0;
+    int commands = 0;
+    while (pos < size && commands < 1000) {
+        const char *nl = memchr(s + pos, '\n', size - pos);
+        size_t le = nl ? (size_t)(nl - s) : size;
+        size_t len = le - pos;
+        if (len > 0 && s[pos + len - 1] == '\r')
+            len--;
+        enum imap_parse_result r = imap_parser_feed_line(&p, s + pos, len);
+        pos = nl ? le + 1 : size;
+        if (r == IMAP_PARSE_LITERAL) {
+            size_t n = (size_t)imap_parser_literal_remaining(&p);
+            if (n > size - pos)
+                n = size - pos;
+            imap_parser_feed_literal(&p, s + pos, n);
+            pos += n;
+            if (imap_parser_literal_remaining(&p) > 0)
+                break;
+            continue;
+        }
+        if (r == IMAP_PARSE_DONE && p.args.n > 0 && p.args.list[0].type == IMAP_ARG_ATOM) {
+            struct imap_seqset set;
+            if (imap_seqset_parse(p.args.list[0].str, &set)) {
+                (void)imap_seqset_contains(&set, 5, 10);
+                imap_seqset_free(&set);
+            }
+        }
+        imap_parser_reset(&p);
+        commands++;
+    }
+    imap_parser_free(&p);
+    return 0;
+}

@@ -1,0 +1,353 @@
+/*
+ * test_mime.c - unit tests for the MIME structure parser and its IMAP output
+ * (src/store/mime.c): real-world message shapes, offsets, CRLF sizes, ENVELOPE rules.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/buf.h"
+#include "store/mime.h"
+
+/* BODYSTRUCTURE (ext) or BODY of a message, as a C string the test frees. */
+static char *bs(const char *msg, bool ext)
+{
+    struct mime_part *p = mime_parse(msg, strlen(msg));
+    assert_non_null(p);
+    struct buf b;
+    buf_init(&b, 0);
+    assert_true(mime_write_bodystructure(p, ext, &b));
+    mime_part_free(p);
+    return buf_steal(&b);
+}
+
+static char *env(const char *msg)
+{
+    struct mime_part *p = mime_parse(msg, strlen(msg));
+    assert_non_null(p);
+    struct buf b;
+    buf_init(&b, 0);
+    assert_true(mime_write_envelope(p, &b));
+    mime_part_free(p);
+    return buf_steal(&b);
+}
+
+#define ASSERT_BS(msg, ext, want)                                                                  \
+    do {                                                                                           \
+        char *got_ = bs(msg, ext);                                                                 \
+        assert_string_equal(got_, want);                                                           \
+        free(got_);                                                                                \
+    } while (0)
+
+static void test_plain_lf(void **state)
+{
+    (void)state;
+    /* The seed 001 shape: "test body" plus newline, stored with LF. */
+    const char *m = "From: root@localhost\nSubject: test\n\ntest body\n";
+    ASSERT_BS(m, false, "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 11 1)");
+    ASSERT_BS(m, true,
+              "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 11 1 NIL NIL NIL "
+              "NIL)");
+    struct mime_part *p = mime_parse(m, strlen(m));
+    assert_int_equal(p->header_offset, 0);
+    assert_int_equal(p->header_size, 36);
+    assert_int_equal(p->header_vsize, 39);
+    assert_int_equal(p->body_offset, 36);
+    assert_int_equal(p->body_size, 10);
+    mime_part_free(p);
+}
+
+static void test_crlf_same_as_lf(void **state)
+{
+    (void)state;
+    const char *m = "Subject: x\r\nContent-Type: TEXT/html; CHARSET=\"utf-8\"\r\n\r\na\r\nb\r\n";
+    ASSERT_BS(m, false, "(\"TEXT\" \"html\" (\"charset\" \"utf-8\") NIL NIL \"7bit\" 6 2)");
+}
+
+static void test_alternative(void **state)
+{
+    (void)state;
+    const char *m = "Content-Type: multipart/alternative; boundary=\"b1\"\n"
+                    "\n"
+                    "preamble\n"
+                    "--b1\n"
+                    "Content-Type: text/plain; charset=utf-8\n"
+                    "Content-Transfer-Encoding: quoted-printable\n"
+                    "\n"
+                    "hello\n"
+                    "--b1\n"
+                    "Content-Type: text/html\n"
+                    "\n"
+                    "<p>hello</p>\n"
+                    "--b1--\n"
+                    "epilogue\n";
+    ASSERT_BS(m, false,
+              "((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"quoted-printable\" 5 1)"
+              "(\"text\" \"html\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 12 1) "
+              "\"alternative\")");
+    ASSERT_BS(m, true,
+              "((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"quoted-printable\" 5 1 NIL "
+              "NIL NIL NIL)"
+              "(\"text\" \"html\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 12 1 NIL NIL NIL NIL) "
+              "\"alternative\" (\"boundary\" \"b1\") NIL NIL NIL)");
+    struct mime_part *p = mime_parse(m, strlen(m));
+    assert_int_equal(p->n_children, 2);
+    const uint32_t path[] = {2};
+    const struct mime_part *c = mime_part_find(p, path, 1);
+    assert_non_null(c);
+    assert_memory_equal(m + c->body_offset, "<p>hello</p>", c->body_size);
+    const uint32_t bad[] = {3};
+    assert_null(mime_part_find(p, bad, 1));
+    mime_part_free(p);
+}
+
+static void test_mixed_attachment(void **state)
+{
+    (void)state;
+    const char *m = "Content-Type: multipart/mixed; boundary=XyZ\r\n"
+                    "\r\n"
+                    "--XyZ\r\n"
+                    "\r\n"
+                    "body text\r\n"
+                    "--XyZ\r\n"
+                    "Content-Type: application/pdf; name=\"a b.pdf\"\r\n"
+                    "Content-Disposition: attachment; filename=\"a b.pdf\"\r\n"
+                    "Content-Transfer-Encoding: base64\r\n"
+                    "Content-ID: <id1@x>\r\n"
+                    "Content-Description: the doc\r\n"
+                    "Content-Language: en, de\r\n"
+                    "Content-Location: http://x/y\r\n"
+                    "\r\n"
+                    "AAAA\r\n"
+                    "--XyZ--\r\n";
+    ASSERT_BS(m, true,
+              "((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 9 1 NIL NIL NIL "
+              "NIL)(\"application\" \"pdf\" (\"name\" \"a b.pdf\") \"<id1@x>\" \"the doc\" "
+              "\"base64\" 4 NIL (\"attachment\" (\"filename\" \"a b.pdf\")) (\"en\" \"de\") "
+              "\"http://x/y\") \"mixed\" (\"boundary\" \"XyZ\") NIL NIL NIL)");
+}
+
+static void test_nested_rfc822(void **state)
+{
+    (void)state;
+    const char *m = "From: a@b.c\n"
+                    "Content-Type: multipart/mixed; boundary=o\n"
+                    "\n"
+                    "--o\n"
+                    "\n"
+                    "see attached\n"
+                    "--o\n"
+                    "Content-Type: message/rfc822\n"
+                    "\n"
+                    "From: \"In Ner\" <in@ner.test>\n"
+                    "Subject: inner\n"
+                    "Content-Type: multipart/alternative; boundary=i\n"
+                    "\n"
+                    "--i\n"
+                    "\n"
+                    "x\n"
+                    "--i--\n"
+                    "--o--\n";
+    char *got = bs(m, false);
+    assert_string_equal(
+        got, "((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 12 1)"
+             "(\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 112 "
+             "(NIL \"inner\" ((\"In Ner\" NIL \"in\" \"ner.test\")) ((\"In Ner\" NIL \"in\" "
+             "\"ner.test\")) ((\"In Ner\" NIL \"in\" \"ner.test\")) NIL NIL NIL NIL NIL) "
+             "((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 1 1) "
+             "\"alternative\") 8) \"mixed\")");
+    free(got);
+    struct mime_part *p = mime_parse(m, strlen(m));
+    const uint32_t p2[] = {2};
+    const struct mime_part *c = mime_part_find(p, p2, 1);
+    assert_true(c->is_message);
+    assert_memory_equal(m + c->message->header_offset, "From: \"In Ner\"", 14);
+    const uint32_t p21[] = {2, 1};
+    c = mime_part_find(p, p21, 2);
+    assert_non_null(c);
+    assert_memory_equal(m + c->body_offset, "x", 1);
+    assert_int_equal(c->body_size, 1);
+    mime_part_free(p);
+}
+
+static void test_single_part_numbering(void **state)
+{
+    (void)state;
+    const char *m = "Subject: s\n\nbody\n";
+    struct mime_part *p = mime_parse(m, strlen(m));
+    const uint32_t one[] = {1};
+    assert_ptr_equal(mime_part_find(p, one, 1), p);
+    const uint32_t two[] = {2};
+    assert_null(mime_part_find(p, two, 1));
+    const uint32_t oneone[] = {1, 1};
+    assert_null(mime_part_find(p, oneone, 2));
+    mime_part_free(p);
+}
+
+static void test_rfc2231(void **state)
+{
+    (void)state;
+    const char *m = "Content-Type: application/x-stuff;\n"
+                    " title*0*=us-ascii'en'This%20is%20even%20more%20;\n"
+                    " title*1*=%2A%2A%2Afun%2A%2A%2A%20;\n"
+                    " title*2=\"isn't it!\"\n"
+                    "Content-Disposition: attachment; filename*=UTF-8''%E2%82%AC.txt\n"
+                    "\n"
+                    "x";
+    ASSERT_BS(m, true,
+              "(\"application\" \"x-stuff\" (\"title*\" "
+              "\"us-ascii'en'This%20is%20even%20more%20%2A%2A%2Afun%2A%2A%2A%20isn%27t%20it!\") "
+              "NIL NIL \"7bit\" 1 NIL (\"attachment\" (\"filename*\" \"UTF-8''%E2%82%AC.txt\")) NIL "
+              "NIL)");
+    const char *m2 = "Content-Type: text/plain; name*0=\"long\"; name*1=\"name.txt\"\n\n";
+    ASSERT_BS(m2, false, "(\"text\" \"plain\" (\"name\" \"longname.txt\") NIL NIL \"7bit\" 0 0)");
+}
+
+static void test_missing_content_type_and_encoded_words(void **state)
+{
+    (void)state;
+    const char *m = "Subject: =?UTF-8?B?w6TDtsO8?=\nDate: Wed, 1 Jan 2025 00:00:00 +0000\n"
+                    "Message-ID: <m1@x>\nIn-Reply-To: <m0@x>\n\nhi";
+    char *e = env(m);
+    assert_string_equal(e, "(\"Wed, 1 Jan 2025 00:00:00 +0000\" \"=?UTF-8?B?w6TDtsO8?=\" NIL NIL "
+                           "NIL NIL NIL NIL \"<m0@x>\" \"<m1@x>\")");
+    free(e);
+    ASSERT_BS(m, false, "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 2 1)");
+}
+
+static void test_eight_bit_literal(void **state)
+{
+    (void)state;
+    const char *m = "Subject: Gr\xc3\xbc\xc3\x9f\x65\nFrom: J\xc3\xb6rg <j@x.de>\n\n";
+    char *e = env(m);
+    assert_string_equal(e, "(NIL {7}\r\nGr\xc3\xbc\xc3\x9f\x65 (({5}\r\nJ\xc3\xb6rg NIL \"j\" "
+                           "\"x.de\")) (({5}\r\nJ\xc3\xb6rg NIL \"j\" \"x.de\")) (({5}\r\nJ\xc3\xb6rg "
+                           "NIL \"j\" \"x.de\")) NIL NIL NIL NIL NIL)");
+    free(e);
+}
+
+static void test_envelope_addresses(void **state)
+{
+    (void)state;
+    const char *m = "From: \"Doe, John\" <john@example.com>\n"
+                    "Sender: sec@example.com (Secretary)\n"
+                    "To: a@x.org, B <b@y.org>,\n\tundisclosed-recipients:;\n"
+                    "Cc: Team: c@z.org, \"D \\\"Q\\\"\" <d@z.org>;\n"
+                    "Bcc: nodomain\n"
+                    "Subject: has \"quotes\" and \\\n"
+                    "\n";
+    char *e = env(m);
+    assert_string_equal(
+        e, "(NIL \"has \\\"quotes\\\" and \\\\\" ((\"Doe, John\" NIL \"john\" \"example.com\")) "
+           "((NIL NIL \"sec\" \"example.com\")) ((\"Doe, John\" NIL \"john\" \"example.com\")) "
+           "((NIL NIL \"a\" \"x.org\")(\"B\" NIL \"b\" \"y.org\")(NIL NIL "
+           "\"undisclosed-recipients\" NIL)(NIL NIL NIL NIL)) "
+           "((NIL NIL \"Team\" NIL)(NIL NIL \"c\" \"z.org\")(\"D \\\"Q\\\"\" NIL \"d\" "
+           "\"z.org\")(NIL NIL NIL NIL)) ((NIL NIL \"nodomain\" NIL)) NIL NIL)");
+    free(e);
+}
+
+static void test_folded_header(void **state)
+{
+    (void)state;
+    const char *m = "Subject: one\r\n two\r\n\tthree\r\n\r\n";
+    char *e = env(m);
+    assert_string_equal(e, "(NIL \"one two\tthree\" NIL NIL NIL NIL NIL NIL NIL NIL)");
+    free(e);
+}
+
+static void test_header_filter(void **state)
+{
+    (void)state;
+    const char *h = "From: a\nSubject: s\n x\nTo: b\n\n";
+    const char *names[] = {"subject", "TO"};
+    struct buf b;
+    buf_init(&b, 0);
+    assert_true(mime_header_filter(h, strlen(h), names, 2, false, &b));
+    assert_string_equal(buf_cstr(&b), "Subject: s\r\n x\r\nTo: b\r\n\r\n");
+    buf_reset(&b);
+    assert_true(mime_header_filter(h, strlen(h), names, 2, true, &b));
+    assert_string_equal(buf_cstr(&b), "From: a\r\n\r\n");
+    buf_free(&b);
+}
+
+static void test_depth_limit(void **state)
+{
+    (void)state;
+    /* 150 nested multiparts, each with its own boundary: deeper than the limit is a leaf. */
+    struct buf m;
+    buf_init(&m, 0);
+    for (int i = 0; i < 150; i++)
+        buf_printf(&m, "Content-Type: multipart/mixed; boundary=b%d\n\n--b%d\n", i, i);
+    buf_append_str(&m, "\nleaf\n");
+    struct mime_part *p = mime_parse(m.data, m.len);
+    assert_non_null(p);
+    int depth = 0;
+    const struct mime_part *c = p;
+    while (c->is_multipart) {
+        c = c->children;
+        depth++;
+    }
+    assert_int_equal(depth, MIME_MAX_DEPTH);
+    assert_string_equal(c->type, "application");
+    struct buf out;
+    buf_init(&out, 0);
+    assert_true(mime_write_bodystructure(p, true, &out));
+    buf_free(&out);
+    mime_part_free(p);
+    buf_free(&m);
+}
+
+static void test_multipart_without_parts(void **state)
+{
+    (void)state;
+    ASSERT_BS("Content-Type: multipart/mixed; boundary=zz\n\nno parts here\n", false,
+              "((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0) \"mixed\")");
+    ASSERT_BS("Content-Type: multipart/mixed\n\nx\n", false,
+              "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 3 1)");
+}
+
+static void test_digest_default(void **state)
+{
+    (void)state;
+    const char *m = "Content-Type: multipart/digest; boundary=d\n\n--d\n\nSubject: in\n\nx\n--d--\n";
+    char *got = bs(m, false);
+    assert_non_null(strstr(got, "(\"message\" \"rfc822\""));
+    free(got);
+}
+
+static void test_crlf_size(void **state)
+{
+    (void)state;
+    assert_int_equal(mime_crlf_size("a\nb\r\nc", 6), 7);
+    assert_int_equal(mime_crlf_size("\n", 1), 2);
+    assert_int_equal(mime_crlf_size("", 0), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_plain_lf),
+        cmocka_unit_test(test_crlf_same_as_lf),
+        cmocka_unit_test(test_alternative),
+        cmocka_unit_test(test_mixed_attachment),
+        cmocka_unit_test(test_nested_rfc822),
+        cmocka_unit_test(test_single_part_numbering),
+        cmocka_unit_test(test_rfc2231),
+        cmocka_unit_test(test_missing_content_type_and_encoded_words),
+        cmocka_unit_test(test_eight_bit_literal),
+        cmocka_unit_test(test_envelope_addresses),
+        cmocka_unit_test(test_folded_header),
+        cmocka_unit_test(test_header_filter),
+        cmocka_unit_test(test_depth_limit),
+        cmocka_unit_test(test_multipart_without_parts),
+        cmocka_unit_test(test_digest_default),
+        cmocka_unit_test(test_crlf_size),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
