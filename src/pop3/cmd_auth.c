@@ -1,0 +1,653 @@
+/*
+ * cmd_auth.c - POP3 AUTHORIZATION state: greeting, CAPA (RFC 2449), STLS (RFC 2595),
+ * USER/PASS and APOP (RFC 1939 §7), AUTH (RFC 5034, and RFC 1734's bare AUTH listing),
+ * and the login job: credentials are checked, the maildrop locked and opened, and the
+ * exact size of each message learnt, all on a workpool thread.
+ *
+ * Policy (DESIGN §6): plaintext USER/PASS, PLAIN and LOGIN only where
+ * auth_plaintext_allowed() says so (TLS, or loopback by default); otherwise CAPA does not
+ * list USER and USER gets a clear -ERR. Failures are "-ERR [AUTH]" (RFC 3206), recorded
+ * in the per-IP throttle and logged at disconnect; a blocked IP gets the same reply
+ * without a password check.
+ */
+#include "pop3/session.h"
+
+#include "auth/auth.h"
+#include "core/config.h"
+#include "core/conn.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "store/store.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+static struct auth_service *session_auth(struct pop3_session *s)
+{
+    return conn_server(s->conn)->auth;
+}
+
+static const char *session_hostname(struct pop3_session *s)
+{
+    const struct config *cfg = conn_server(s->conn)->cfg;
+    return cfg != NULL && cfg->hostname != NULL ? cfg->hostname : "localhost";
+}
+
+static bool is_plaintext_allowed(struct pop3_session *s)
+{
+    struct auth_peer peer;
+    pop3_auth_peer(s, &peer);
+    return auth_plaintext_allowed(session_auth(s), &peer);
+}
+
+void pop3_greeting(struct pop3_session *s)
+{
+    struct auth_service *auth = session_auth(s);
+    s->apop_timestamp[0] = '\0';
+    /* RFC 1939 §7: the APOP timestamp "<process-ID.clock@hostname>" must differ for every
+     * greeting; random bits make it unguessable too (no replay of a captured digest). */
+    if (auth != NULL && auth_apop_available(auth)) {
+        uint32_t rnd;
+        util_random_bytes(&rnd, sizeof rnd);
+        snprintf(s->apop_timestamp, sizeof s->apop_timestamp, "<%ld.%08" PRIx32 ".%lld@%s>",
+                 (long)getpid(), rnd, (long long)time(NULL), session_hostname(s));
+        pop3_replyf(s, "+OK POP3 ready %s", s->apop_timestamp);
+    } else {
+        /* DESIGN §6: the banner does not name the software. */
+        pop3_reply(s, "+OK POP3 ready.");
+    }
+}
+
+/* ---- CAPA, STLS ---------------------------------------------------------------------- */
+
+void pop3_cmd_capa(struct pop3_session *s, const char *args, size_t len)
+{
+    struct conn *c = s->conn;
+    bool is_auth_state = s->state == POP3_STATE_AUTHORIZATION;
+
+    /* RFC 2449 §5: one capability per line, ended by ".". No IMPLEMENTATION: the software
+     * is not named (DESIGN §6). EXPIRE NEVER: we never delete mail on our own. */
+    conn_write_str(c, "+OK\r\nCAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\n"
+                      "AUTH-RESP-CODE\r\nEXPIRE NEVER\r\n");
+    if (is_auth_state) {
+        if (conn_role(c) == CONN_ROLE_POP3 && !conn_is_tls(c) && conn_tls_available(c))
+            conn_write_str(c, "STLS\r\n");
+        if (is_plaintext_allowed(s))
+            conn_write_str(c, "USER\r\n");
+        struct auth_peer peer;
+        pop3_auth_peer(s, &peer);
+        char *mechs = auth_mechanisms(session_auth(s), &peer);
+        if (mechs != NULL && mechs[0] != '\0')
+            conn_printf(c, "SASL %s\r\n", mechs);
+        free(mechs);
+    }
+    conn_write_str(c, ".\r\n");
+}
+
+void pop3_cmd_stls(struct pop3_session *s, const char *args, size_t len)
+{
+    struct conn *c = s->conn;
+    if (conn_is_tls(c)) {
+        pop3_error(s, "-ERR TLS is already active.");
+        return;
+    }
+    if (conn_role(c) != CONN_ROLE_POP3 || !conn_tls_available(c)) {
+        pop3_error(s, "-ERR TLS support isn't enabled.");
+        return;
+    }
+    pop3_reply(s, "+OK Begin TLS negotiation now.");
+    if (conn_starttls(c) < 0) {
+        log_error("pop3", "STLS failed to start: rip=%s", conn_peer_ip(c));
+        s->close_reason = "TLS start failed";
+        pop3_close(s);
+        return;
+    }
+    /* RFC 2595 §4: input pipelined behind STLS is discarded, never run. */
+    s->is_tls_pending = true;
+}
+
+/* ---- the login job ------------------------------------------------------------------- */
+
+enum login_kind { LOGIN_PASS, LOGIN_APOP, LOGIN_SASL };
+
+struct login_job {
+    struct pop3_session *s;
+    struct auth_service *auth;
+    enum login_kind kind;
+    char *login;  /* PASS, APOP */
+    char *secret; /* PASS: password; APOP: digest (wiped before free) */
+    char timestamp[320];
+    struct auth_sasl *sasl; /* SASL: borrowed from the session for the job */
+    char *response;         /* SASL: client response, NULL = none */
+    /* results */
+    int auth_rc; /* 1 ok, 0 bad credentials, -1 temporary failure */
+    enum auth_sasl_status sasl_rc;
+    char *challenge;
+    char *user;
+    int open_rc; /* 0 opened, 1 maildrop in use, -1 error */
+    char *error;
+    bool is_locked;
+    struct store_user *store;
+    struct store_mailbox *box;
+    struct pop3_msginfo *msgs;
+    size_t n_msgs;
+    uint32_t uidvalidity;
+};
+
+static void wipe_free(char *p)
+{
+    if (p != NULL) {
+        explicit_bzero(p, strlen(p));
+        free(p);
+    }
+}
+
+static void login_job_free(struct login_job *j)
+{
+    if (j->is_locked)
+        store_pop3_unlock(j->store);
+    if (j->box != NULL)
+        store_mailbox_close(j->box);
+    if (j->store != NULL)
+        store_user_close(j->store);
+    free(j->login);
+    wipe_free(j->secret);
+    wipe_free(j->response);
+    free(j->challenge);
+    free(j->user);
+    free(j->error);
+    free(j->msgs);
+    free(j);
+}
+
+/* The exact RETR size of message i: from the index cache, else by reading the file once
+ * and caching it (so a 100,000-message maildrop is scanned only on its first login). */
+static uint64_t message_pop3_size(struct store_mailbox *box, size_t i,
+                                  const struct store_message *m)
+{
+    char *cached = store_message_get_cache(box, i, "pop3size");
+    if (cached != NULL) {
+        uint64_t v;
+        bool is_ok = pop3_number_parse(cached, strlen(cached), &v);
+        free(cached);
+        if (is_ok)
+            return v;
+    }
+    int fd = -1;
+    char *error = NULL;
+    uint64_t size = m->vsize; /* a file that vanished: RETR will say so */
+    if (store_message_open(box, i, &fd, &error) == 0) {
+        if (pop3_msg_size_fd(fd, &size) == 0) {
+            char text[32];
+            snprintf(text, sizeof text, "%" PRIu64, size);
+            (void)store_message_set_cache(box, i, "pop3size", text); /* best effort */
+        } else {
+            size = m->vsize;
+        }
+        close(fd);
+    }
+    free(error);
+    return size;
+}
+
+/* Lock and open the user's INBOX (RFC 1939 §8: the maildrop is locked for POP3). */
+static void maildrop_open(struct login_job *j)
+{
+    struct auth_user u = {0};
+    int rc = auth_user_lookup(j->auth, j->user, &u);
+    if (rc != 1) {
+        j->error = strdup(rc == 0 ? "user vanished from the directory" : "directory error");
+        j->open_rc = -1;
+        return;
+    }
+    rc = store_user_open(u.home, u.address, &j->store, &j->error);
+    auth_user_free(&u);
+    if (rc != 0) {
+        j->store = NULL;
+        j->open_rc = -1;
+        return;
+    }
+    rc = store_pop3_lock(j->store);
+    if (rc != 0) {
+        j->open_rc = rc == 1 ? 1 : -1;
+        if (rc < 0)
+            j->error = strdup("maildrop lock failed");
+        return;
+    }
+    j->is_locked = true;
+    if (store_mailbox_open(j->store, "INBOX", false, &j->box, &j->error) != 0) {
+        j->box = NULL;
+        j->open_rc = -1;
+        return;
+    }
+    size_t n = store_mailbox_count(j->box);
+    j->msgs = calloc(n > 0 ? n : 1, sizeof *j->msgs);
+    if (j->msgs == NULL) {
+        j->error = strdup("out of memory");
+        j->open_rc = -1;
+        return;
+    }
+    j->n_msgs = n;
+    j->uidvalidity = store_mailbox_uidvalidity(j->box);
+    for (size_t i = 0; i < n; i++) {
+        const struct store_message *m = store_mailbox_message(j->box, i);
+        j->msgs[i].uid = m->uid;
+        j->msgs[i].size = message_pop3_size(j->box, i, m);
+    }
+    j->open_rc = 0;
+}
+
+/* Workpool thread: check credentials (slow hashes), then open the maildrop. */
+static void login_work(void *arg)
+{
+    struct login_job *j = arg;
+    switch (j->kind) {
+    case LOGIN_PASS:
+        j->auth_rc = auth_login_password(j->auth, j->login, j->secret, &j->user);
+        break;
+    case LOGIN_APOP:
+        j->auth_rc = auth_login_apop(j->auth, j->login, j->timestamp, j->secret, &j->user);
+        break;
+    case LOGIN_SASL:
+        j->sasl_rc = auth_sasl_step(j->sasl, j->response, &j->challenge);
+        j->auth_rc = j->sasl_rc == AUTH_SASL_OK         ? 1
+                     : j->sasl_rc == AUTH_SASL_FAIL     ? 0
+                     : j->sasl_rc == AUTH_SASL_TEMPFAIL ? -1
+                                                        : 0;
+        if (j->sasl_rc == AUTH_SASL_OK) {
+            const char *u = auth_sasl_user(j->sasl);
+            j->user = u != NULL ? strdup(u) : NULL;
+            if (j->user == NULL)
+                j->auth_rc = -1;
+        }
+        break;
+    }
+    if (j->auth_rc == 1 && j->user != NULL)
+        maildrop_open(j);
+}
+
+/* Copy text for a log line, replacing control bytes (SASL names are peer-chosen). */
+static void copy_for_log(char *dst, size_t size, const char *src)
+{
+    size_t i = 0;
+    for (; src != NULL && src[i] != '\0' && i + 1 < size; i++) {
+        unsigned char ch = (unsigned char)src[i];
+        dst[i] = (ch < 0x20 || ch == 0x7f || ch == '>') ? '?' : (char)ch;
+    }
+    dst[i] = '\0';
+}
+
+static void login_failed(struct pop3_session *s, const char *login, const char *method)
+{
+    struct auth_service *auth = session_auth(s);
+    s->auth_attempts++;
+    copy_for_log(s->last_login, sizeof s->last_login, login);
+    snprintf(s->last_method, sizeof s->last_method, "%s", method != NULL ? method : "");
+    if (auth != NULL)
+        auth_throttle_record_failure(auth, conn_peer_ip(s->conn));
+    pop3_error(s, "-ERR [AUTH] Authentication failed.");
+}
+
+/* Move the opened maildrop into the session: TRANSACTION begins (RFC 1939 §6). */
+static void login_adopt(struct pop3_session *s, struct login_job *j, const char *method)
+{
+    s->user = j->user;
+    j->user = NULL;
+    s->store = j->store;
+    s->box = j->box;
+    s->is_locked = j->is_locked;
+    s->msgs = j->msgs;
+    s->n_msgs = j->n_msgs;
+    s->uidvalidity = j->uidvalidity;
+    j->store = NULL;
+    j->box = NULL;
+    j->is_locked = false;
+    j->msgs = NULL;
+    snprintf(s->method, sizeof s->method, "%s", method != NULL ? method : "");
+    s->total_size = 0;
+    for (size_t i = 0; i < s->n_msgs; i++)
+        s->total_size += s->msgs[i].size;
+    s->n_live = s->n_msgs;
+    s->live_size = s->total_size;
+}
+
+static void login_enter_transaction(struct pop3_session *s)
+{
+    s->state = POP3_STATE_TRANSACTION;
+    free(s->user_arg);
+    s->user_arg = NULL;
+    log_info("pop3", "Login: user=<%s>, method=%s, rip=%s, lip=%s%s", s->user, s->method,
+             conn_peer_ip(s->conn), conn_local_ip(s->conn), conn_is_tls(s->conn) ? ", TLS" : "");
+    pop3_reply(s, "+OK Logged in.");
+}
+
+/* Reply for a login whose credentials were good: opened, in use, or broken store. */
+static void login_open_result(struct pop3_session *s, struct login_job *j, const char *method)
+{
+    if (j->open_rc == 0) {
+        login_adopt(s, j, method);
+        login_enter_transaction(s);
+    } else if (j->open_rc == 1) {
+        /* RFC 2449 §8.1.2 / RFC 1939 §8: one POP3 session per maildrop. */
+        log_info("pop3", "Maildrop in use: user=<%s>, rip=%s", j->user, conn_peer_ip(s->conn));
+        pop3_reply(s, "-ERR [IN-USE] Mailbox is locked by another POP3 session.");
+    } else {
+        log_error("pop3", "Cannot open maildrop: user=<%s>: %s", j->user,
+                  j->error != NULL ? j->error : "unknown error");
+        pop3_reply(s, "-ERR [SYS/TEMP] Cannot open the mailbox, try again later.");
+    }
+}
+
+static const char *login_method(struct login_job *j)
+{
+    switch (j->kind) {
+    case LOGIN_PASS:
+        return "PLAIN"; /* Dovecot logs USER/PASS as PLAIN (seed 003) */
+    case LOGIN_APOP:
+        return "APOP";
+    case LOGIN_SASL:
+        break;
+    }
+    return NULL;
+}
+
+/* Loop thread: the verdict of a PASS or APOP job. */
+static void login_done(void *arg)
+{
+    struct login_job *j = arg;
+    struct pop3_session *s = j->s;
+    if (!pop3_job_finish(s)) {
+        login_job_free(j);
+        return;
+    }
+    const char *method = login_method(j);
+    if (j->auth_rc == 1 && j->user != NULL) {
+        login_open_result(s, j, method);
+    } else if (j->auth_rc < 0) {
+        log_error("pop3", "Temporary authentication failure: user=<%s>, rip=%s", j->login,
+                  conn_peer_ip(s->conn));
+        pop3_reply(s, "-ERR [SYS/TEMP] Temporary authentication failure.");
+    } else {
+        login_failed(s, j->login, method);
+    }
+    login_job_free(j);
+    pop3_resume(s);
+}
+
+/* Loop thread: one SASL step finished. */
+static void sasl_done(void *arg)
+{
+    struct login_job *j = arg;
+    struct pop3_session *s = j->s;
+    if (!pop3_job_finish(s)) {
+        login_job_free(j);
+        return;
+    }
+    char method[32];
+    snprintf(method, sizeof method, "%s", auth_sasl_mechanism(s->sasl));
+    switch (j->sasl_rc) {
+    case AUTH_SASL_CONTINUE:
+        /* RFC 5034 §4: "+ " and the base64 challenge (may be empty). */
+        pop3_replyf(s, "+ %s", j->challenge != NULL ? j->challenge : "");
+        break;
+    case AUTH_SASL_OK:
+        auth_sasl_free(s->sasl);
+        s->sasl = NULL;
+        if (j->open_rc == 0 && j->challenge != NULL && j->challenge[0] != '\0') {
+            /* RFC 5034 §4: additional data with success goes in a last challenge; the
+             * client answers with an empty line, then we say +OK. */
+            login_adopt(s, j, method);
+            s->is_sasl_final = true;
+            pop3_replyf(s, "+ %s", j->challenge);
+        } else {
+            login_open_result(s, j, method);
+        }
+        break;
+    case AUTH_SASL_TEMPFAIL:
+        auth_sasl_free(s->sasl);
+        s->sasl = NULL;
+        pop3_reply(s, "-ERR [SYS/TEMP] Temporary authentication failure.");
+        break;
+    case AUTH_SASL_FAIL:
+    default: {
+        char login[POP3_LOGIN_MAX];
+        copy_for_log(login, sizeof login, auth_sasl_attempted_login(s->sasl));
+        auth_sasl_free(s->sasl);
+        s->sasl = NULL;
+        login_failed(s, login, method);
+        break;
+    }
+    }
+    login_job_free(j);
+    pop3_resume(s);
+}
+
+/* Start a login job, unless this client's IP is throttled (then fail at once). */
+static void login_submit(struct pop3_session *s, struct login_job *j, void (*done)(void *))
+{
+    struct auth_service *auth = session_auth(s);
+    if (auth == NULL || auth_throttle_is_blocked(auth, conn_peer_ip(s->conn))) {
+        char login[POP3_LOGIN_MAX], method[32];
+        copy_for_log(login, sizeof login, j->login);
+        snprintf(method, sizeof method, "%s", login_method(j) ? login_method(j) : "");
+        if (j->kind == LOGIN_SASL) {
+            copy_for_log(login, sizeof login, auth_sasl_attempted_login(s->sasl));
+            snprintf(method, sizeof method, "%s", auth_sasl_mechanism(s->sasl));
+            auth_sasl_free(s->sasl);
+            s->sasl = NULL;
+        }
+        log_info("pop3", "Login throttled: rip=%s", conn_peer_ip(s->conn));
+        login_failed(s, login, method);
+        login_job_free(j);
+        return;
+    }
+    j->s = s;
+    j->auth = auth;
+    pop3_job_start(s, login_work, done, j);
+}
+
+/* ---- USER / PASS / APOP ------------------------------------------------------------- */
+
+static bool refuse_plaintext(struct pop3_session *s)
+{
+    if (is_plaintext_allowed(s))
+        return false;
+    pop3_error(s, "-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) "
+                  "connections.");
+    return true;
+}
+
+void pop3_cmd_user(struct pop3_session *s, const char *args, size_t len)
+{
+    if (refuse_plaintext(s))
+        return;
+    if (len == 0 || len >= POP3_LOGIN_MAX) {
+        pop3_error(s, "-ERR No username given.");
+        return;
+    }
+    free(s->user_arg);
+    s->user_arg = strndup(args, len);
+    if (s->user_arg == NULL) {
+        pop3_reply(s, "-ERR [SYS/TEMP] Out of memory.");
+        return;
+    }
+    pop3_reply(s, "+OK");
+}
+
+void pop3_cmd_pass(struct pop3_session *s, const char *args, size_t len)
+{
+    if (refuse_plaintext(s))
+        return;
+    if (s->user_arg == NULL) {
+        pop3_error(s, "-ERR No username given.");
+        return;
+    }
+    struct login_job *j = calloc(1, sizeof *j);
+    if (j == NULL) {
+        pop3_reply(s, "-ERR [SYS/TEMP] Out of memory.");
+        return;
+    }
+    j->kind = LOGIN_PASS;
+    j->login = s->user_arg; /* RFC 1939 §7: a failed PASS needs a new USER */
+    s->user_arg = NULL;
+    j->secret = strndup(args, len);
+    if (j->secret == NULL) {
+        login_job_free(j);
+        pop3_reply(s, "-ERR [SYS/TEMP] Out of memory.");
+        return;
+    }
+    login_submit(s, j, login_done);
+}
+
+void pop3_cmd_apop(struct pop3_session *s, const char *args, size_t len)
+{
+    struct pop3_args a;
+    if (s->apop_timestamp[0] == '\0') {
+        pop3_error(s, "-ERR APOP is not available.");
+        return;
+    }
+    /* RFC 1939 §7: APOP name digest; digest is 32 hex digits of MD5. */
+    if (!pop3_args_split(args, len, true, &a) || a.n != 2 || a.len[1] != 32 ||
+        a.len[0] >= POP3_LOGIN_MAX) {
+        pop3_error(s, "-ERR Invalid APOP parameters.");
+        return;
+    }
+    char digest[33];
+    for (size_t i = 0; i < 32; i++) {
+        char ch = a.v[1][i];
+        if (ch >= 'A' && ch <= 'F')
+            ch = (char)(ch - 'A' + 'a');
+        if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'))) {
+            pop3_error(s, "-ERR Invalid APOP parameters.");
+            return;
+        }
+        digest[i] = ch;
+    }
+    digest[32] = '\0';
+    struct login_job *j = calloc(1, sizeof *j);
+    if (j == NULL) {
+        pop3_reply(s, "-ERR [SYS/TEMP] Out of memory.");
+        return;
+    }
+    j->kind = LOGIN_APOP;
+    j->login = strndup(a.v[0], a.len[0]);
+    j->secret = strdup(digest);
+    snprintf(j->timestamp, sizeof j->timestamp, "%s", s->apop_timestamp);
+    if (j->login == NULL || j->secret == NULL) {
+        login_job_free(j);
+        pop3_reply(s, "-ERR [SYS/TEMP] Out of memory.");
+        return;
+    }
+    free(s->user_arg);
+    s->user_arg = NULL;
+    login_submit(s, j, login_done);
+}
+
+/* ---- AUTH (RFC 5034) ---------------------------------------------------------------- */
+
+/* RFC 1734 style: bare AUTH lists the mechanisms, one per line. */
+static void auth_list(struct pop3_session *s)
+{
+    struct auth_peer peer;
+    pop3_auth_peer(s, &peer);
+    char *mechs = auth_mechanisms(session_auth(s), &peer);
+    conn_write_str(s->conn, "+OK\r\n");
+    for (char *save = NULL, *m = mechs != NULL ? strtok_r(mechs, " ", &save) : NULL; m != NULL;
+         m = strtok_r(NULL, " ", &save))
+        conn_printf(s->conn, "%s\r\n", m);
+    conn_write_str(s->conn, ".\r\n");
+    free(mechs);
+}
+
+static void sasl_submit(struct pop3_session *s, const char *response, size_t len)
+{
+    struct login_job *j = calloc(1, sizeof *j);
+    if (j == NULL) {
+        auth_sasl_free(s->sasl);
+        s->sasl = NULL;
+        pop3_reply(s, "-ERR [SYS/TEMP] Out of memory.");
+        return;
+    }
+    j->kind = LOGIN_SASL;
+    j->sasl = s->sasl;
+    if (response != NULL) {
+        j->response = strndup(response, len);
+        if (j->response == NULL) {
+            login_job_free(j);
+            auth_sasl_free(s->sasl);
+            s->sasl = NULL;
+            pop3_reply(s, "-ERR [SYS/TEMP] Out of memory.");
+            return;
+        }
+    }
+    login_submit(s, j, sasl_done);
+}
+
+void pop3_cmd_auth(struct pop3_session *s, const char *args, size_t len)
+{
+    struct pop3_args a;
+    if (!pop3_args_split(args, len, true, &a) || a.n > 2) {
+        pop3_error(s, "-ERR Invalid AUTH parameters.");
+        return;
+    }
+    if (a.n == 0) {
+        auth_list(s);
+        return;
+    }
+    char mech[41];
+    if (a.len[0] >= sizeof mech) {
+        pop3_error(s, "-ERR Unsupported authentication mechanism.");
+        return;
+    }
+    memcpy(mech, a.v[0], a.len[0]);
+    mech[a.len[0]] = '\0';
+    struct auth_peer peer;
+    pop3_auth_peer(s, &peer);
+    s->sasl = auth_sasl_start(session_auth(s), mech, &peer, session_hostname(s));
+    if (s->sasl == NULL) {
+        bool is_plain = strcasecmp(mech, "PLAIN") == 0 || strcasecmp(mech, "LOGIN") == 0;
+        if (is_plain && !is_plaintext_allowed(s))
+            pop3_error(s, "-ERR [AUTH] Plaintext authentication disallowed on non-secure "
+                          "(SSL/TLS) connections.");
+        else
+            pop3_error(s, "-ERR Unsupported authentication mechanism.");
+        return;
+    }
+    free(s->user_arg);
+    s->user_arg = NULL;
+    /* RFC 5034 §4: an optional initial response ("=" for an empty one). */
+    if (a.n == 2)
+        sasl_submit(s, a.v[1], a.len[1]);
+    else
+        sasl_submit(s, NULL, 0);
+}
+
+void pop3_sasl_line(struct pop3_session *s, const char *line, size_t len)
+{
+    if (s->is_sasl_final) {
+        /* The client acknowledged our final challenge (RFC 5034 §4). */
+        s->is_sasl_final = false;
+        if (len == 1 && line[0] == '*') {
+            pop3_maildrop_release(s);
+            free(s->user);
+            s->user = NULL;
+            pop3_reply(s, "-ERR Authentication aborted.");
+            return;
+        }
+        login_enter_transaction(s);
+        return;
+    }
+    if (len == 1 && line[0] == '*') {
+        /* RFC 5034 §4: "*" cancels the exchange; the server rejects it with -ERR. */
+        auth_sasl_free(s->sasl);
+        s->sasl = NULL;
+        pop3_reply(s, "-ERR Authentication aborted.");
+        return;
+    }
+    sasl_submit(s, line, len);
+}

@@ -1,0 +1,471 @@
+/*
+ * cmd_mail.c - POP3 TRANSACTION and UPDATE states (RFC 1939 §5, §6, §7): STAT, LIST,
+ * UIDL, RETR, TOP, DELE, NOOP, RSET, QUIT.
+ *
+ * The maildrop is a snapshot taken at login: numbers and sizes never change during the
+ * session (RFC 1939 §5). DELE only marks; QUIT removes the marked messages with
+ * store_mailbox_expunge_uids(), which is durable before it returns, and only then is
+ * "+OK" sent (DESIGN §2). A dropped connection deletes nothing.
+ *
+ * Long replies are streamed: LIST/UIDL write a batch of lines, RETR/TOP convert one chunk
+ * of the file, then stop while CONN_OUTPUT_LOW_WATER bytes are queued and continue from
+ * on_drained. A message is never held in memory whole.
+ *
+ * UIDL (RFC 1939 §7): "%08X%08X" of UID and UIDVALIDITY, Dovecot's default format, so
+ * values survive sessions and restarts (the index keeps both) and never repeat.
+ */
+#include "pop3/session.h"
+
+#include "core/conn.h"
+#include "core/log.h"
+#include "store/store.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define STREAM_CHUNK (64 * 1024)
+
+/* ---- message numbers ---------------------------------------------------------------- */
+
+/* Parse a message-number argument: false (reply sent) when invalid, absent or deleted. */
+static bool msg_lookup(struct pop3_session *s, const char *arg, size_t len, size_t *index_r)
+{
+    uint64_t n;
+    if (!pop3_number_parse(arg, len, &n)) {
+        pop3_error(s, "-ERR Invalid message number.");
+        return false;
+    }
+    if (n == 0 || n > s->n_msgs) {
+        pop3_replyf(s, "-ERR There's no message %" PRIu64 ".", n);
+        return false;
+    }
+    /* RFC 1939 §5: a message marked as deleted may not be referred to. */
+    if (s->msgs[n - 1].is_deleted) {
+        pop3_reply(s, "-ERR Message is deleted.");
+        return false;
+    }
+    *index_r = (size_t)(n - 1);
+    return true;
+}
+
+/* Split args expecting between min and max words; false (reply sent) otherwise. */
+static bool args_expect(struct pop3_session *s, const char *args, size_t len, size_t min,
+                        size_t max, struct pop3_args *a_r)
+{
+    if (!pop3_args_split(args, len, false, a_r) || a_r->n < min || a_r->n > max) {
+        pop3_error(s, "-ERR Invalid arguments.");
+        return false;
+    }
+    return true;
+}
+
+static void format_uidl(const struct pop3_session *s, size_t i, char *out, size_t size)
+{
+    snprintf(out, size, "%08" PRIX32 "%08" PRIX32, s->msgs[i].uid, s->uidvalidity);
+}
+
+/* ---- STAT, NOOP, RSET, DELE ------------------------------------------------------------ */
+
+void pop3_cmd_stat(struct pop3_session *s, const char *args, size_t len)
+{
+    pop3_replyf(s, "+OK %zu %" PRIu64, s->n_live, s->live_size);
+}
+
+void pop3_cmd_noop(struct pop3_session *s, const char *args, size_t len)
+{
+    pop3_reply(s, "+OK");
+}
+
+void pop3_cmd_rset(struct pop3_session *s, const char *args, size_t len)
+{
+    /* RFC 1939 §5 RSET: unmark every message marked as deleted. */
+    for (size_t i = 0; i < s->n_msgs; i++)
+        s->msgs[i].is_deleted = false;
+    s->n_live = s->n_msgs;
+    s->live_size = s->total_size;
+    s->n_del = 0;
+    pop3_reply(s, "+OK");
+}
+
+void pop3_cmd_dele(struct pop3_session *s, const char *args, size_t len)
+{
+    struct pop3_args a;
+    size_t i;
+    if (!args_expect(s, args, len, 1, 1, &a) || !msg_lookup(s, a.v[0], a.len[0], &i))
+        return;
+    s->msgs[i].is_deleted = true;
+    s->n_live--;
+    s->live_size -= s->msgs[i].size;
+    s->n_del++;
+    pop3_reply(s, "+OK Marked to be deleted.");
+}
+
+/* ---- streaming ---------------------------------------------------------------------- */
+
+void pop3_stream_abort(struct pop3_session *s)
+{
+    if (s->stream.fd >= 0)
+        close(s->stream.fd);
+    s->stream.fd = -1;
+    s->stream.kind = POP3_STREAM_NONE;
+}
+
+/* LIST/UIDL: append lines for undeleted messages to a batch, then write it. */
+static bool stream_lines(struct pop3_session *s)
+{
+    char batch[16 * 1024];
+    size_t used = 0;
+    while (s->stream.next < s->n_msgs && used + 64 < sizeof batch) {
+        size_t i = s->stream.next++;
+        if (s->msgs[i].is_deleted)
+            continue; /* RFC 1939 §5: deleted messages are not listed */
+        int n;
+        if (s->stream.kind == POP3_STREAM_LIST) {
+            n = snprintf(batch + used, sizeof batch - used, "%zu %" PRIu64 "\r\n", i + 1,
+                         s->msgs[i].size);
+        } else {
+            char uidl[32];
+            format_uidl(s, i, uidl, sizeof uidl);
+            n = snprintf(batch + used, sizeof batch - used, "%zu %s\r\n", i + 1, uidl);
+        }
+        if (n > 0)
+            used += (size_t)n;
+    }
+    if (s->stream.next >= s->n_msgs) {
+        memcpy(batch + used, ".\r\n", 3);
+        used += 3;
+        conn_write(s->conn, batch, used);
+        s->stream.kind = POP3_STREAM_NONE;
+        return true;
+    }
+    conn_write(s->conn, batch, used);
+    return false;
+}
+
+/* RETR/TOP: convert the next chunk of the file. The read is from a file the kernel most
+ * likely has cached; v1 accepts this one read(2) on the loop (opening is in the workpool). */
+static bool stream_message(struct pop3_session *s)
+{
+    /* Only the loop thread streams, one chunk at a time: one static buffer suffices. */
+    static char in[STREAM_CHUNK];
+    static char out[2 * STREAM_CHUNK + 8];
+    struct pop3_stream *st = &s->stream;
+    ssize_t n = 0;
+
+    if (!st->conv.is_done) {
+        do
+            n = read(st->fd, in, sizeof in);
+        while (n < 0 && errno == EINTR);
+        if (n < 0) {
+            /* The "+OK" is already out: the only honest thing left is to hang up. */
+            log_error("pop3", "Read error on message %zu: user=<%s>: %s", st->msg_index + 1,
+                      s->user, strerror(errno));
+            pop3_stream_abort(s);
+            s->close_reason = "Message read error";
+            pop3_close(s);
+            return false;
+        }
+    }
+    if (n > 0) {
+        size_t len = pop3_msg_feed(&st->conv, in, (size_t)n, out);
+        conn_write(s->conn, out, len);
+        if (!st->conv.is_done)
+            return false;
+    }
+    size_t len = pop3_msg_finish(&st->conv, out);
+    conn_write(s->conn, out, len);
+    if (st->is_top) {
+        s->n_top++;
+        s->top_bytes += st->conv.out_total;
+    } else {
+        s->n_retr++;
+        s->retr_bytes += st->conv.out_total;
+        s->msgs[st->msg_index].is_retrieved = true;
+    }
+    pop3_stream_abort(s);
+    return true;
+}
+
+bool pop3_stream_continue(struct pop3_session *s)
+{
+    /* Bounded by the output low-water mark: each turn queues output or finishes. */
+    while (s->stream.kind != POP3_STREAM_NONE) {
+        if (conn_output_length(s->conn) >= CONN_OUTPUT_LOW_WATER)
+            return false; /* on_drained continues */
+        bool is_finished = s->stream.kind == POP3_STREAM_MSG ? stream_message(s) : stream_lines(s);
+        if (is_finished)
+            return true;
+        if (s->is_quitting)
+            return false; /* read error closed the session */
+    }
+    return true;
+}
+
+/* Start a stream from a command handler or a job's done callback. */
+static void stream_start(struct pop3_session *s, bool is_from_job)
+{
+    if (pop3_stream_continue(s)) {
+        if (is_from_job)
+            pop3_resume(s);
+        return;
+    }
+    if (!is_from_job)
+        conn_pause_read(s->conn); /* jobs paused already; on_drained resumes */
+}
+
+/* ---- LIST, UIDL ----------------------------------------------------------------------- */
+
+void pop3_cmd_list(struct pop3_session *s, const char *args, size_t len)
+{
+    struct pop3_args a;
+    size_t i;
+    if (!args_expect(s, args, len, 0, 1, &a))
+        return;
+    if (a.n == 1) {
+        if (msg_lookup(s, a.v[0], a.len[0], &i))
+            pop3_replyf(s, "+OK %zu %" PRIu64, i + 1, s->msgs[i].size);
+        return;
+    }
+    pop3_replyf(s, "+OK %zu messages:", s->n_live);
+    s->stream.kind = POP3_STREAM_LIST;
+    s->stream.next = 0;
+    stream_start(s, false);
+}
+
+void pop3_cmd_uidl(struct pop3_session *s, const char *args, size_t len)
+{
+    struct pop3_args a;
+    size_t i;
+    if (!args_expect(s, args, len, 0, 1, &a))
+        return;
+    if (a.n == 1) {
+        if (msg_lookup(s, a.v[0], a.len[0], &i)) {
+            char uidl[32];
+            format_uidl(s, i, uidl, sizeof uidl);
+            pop3_replyf(s, "+OK %zu %s", i + 1, uidl);
+        }
+        return;
+    }
+    pop3_reply(s, "+OK");
+    s->stream.kind = POP3_STREAM_UIDL;
+    s->stream.next = 0;
+    stream_start(s, false);
+}
+
+/* ---- RETR, TOP: open the file in the workpool, then stream ------------------------------ */
+
+struct open_job {
+    struct pop3_session *s;
+    struct store_mailbox *box;
+    size_t index;
+    bool is_top;
+    uint64_t top_lines;
+    int fd;
+    char *error;
+};
+
+static void open_work(void *arg)
+{
+    struct open_job *j = arg;
+    if (store_message_open(j->box, j->index, &j->fd, &j->error) != 0)
+        j->fd = -1;
+}
+
+static void open_done(void *arg)
+{
+    struct open_job *j = arg;
+    struct pop3_session *s = j->s;
+    if (!pop3_job_finish(s)) {
+        if (j->fd >= 0)
+            close(j->fd);
+        free(j->error);
+        free(j);
+        return;
+    }
+    if (j->fd < 0) {
+        /* Removed behind our back (IMAP EXPUNGE, another program). */
+        log_info("pop3", "Cannot open message %zu: user=<%s>: %s", j->index + 1, s->user,
+                 j->error != NULL ? j->error : "unknown error");
+        pop3_reply(s, "-ERR Message has been removed from the server.");
+        free(j->error);
+        free(j);
+        pop3_resume(s);
+        return;
+    }
+    struct pop3_stream *st = &s->stream;
+    st->kind = POP3_STREAM_MSG;
+    st->fd = j->fd;
+    st->msg_index = j->index;
+    st->is_top = j->is_top;
+    if (j->is_top) {
+        pop3_msg_init_top(&st->conv, j->top_lines);
+        pop3_reply(s, "+OK");
+    } else {
+        pop3_msg_init(&st->conv);
+        /* The size is exactly what follows (see parse.h), as LIST said. */
+        pop3_replyf(s, "+OK %" PRIu64 " octets", s->msgs[j->index].size);
+    }
+    free(j->error);
+    free(j);
+    stream_start(s, true);
+}
+
+static void message_send(struct pop3_session *s, size_t index, bool is_top, uint64_t lines)
+{
+    struct open_job *j = calloc(1, sizeof *j);
+    if (j == NULL) {
+        pop3_reply(s, "-ERR [SYS/TEMP] Out of memory.");
+        return;
+    }
+    j->s = s;
+    j->box = s->box;
+    j->index = index;
+    j->is_top = is_top;
+    j->top_lines = lines;
+    j->fd = -1;
+    pop3_job_start(s, open_work, open_done, j);
+}
+
+void pop3_cmd_retr(struct pop3_session *s, const char *args, size_t len)
+{
+    struct pop3_args a;
+    size_t i;
+    if (!args_expect(s, args, len, 1, 1, &a) || !msg_lookup(s, a.v[0], a.len[0], &i))
+        return;
+    message_send(s, i, false, 0);
+}
+
+void pop3_cmd_top(struct pop3_session *s, const char *args, size_t len)
+{
+    struct pop3_args a;
+    size_t i;
+    uint64_t lines;
+    if (!args_expect(s, args, len, 2, 2, &a))
+        return;
+    /* RFC 1939 §7: TOP msg n, n non-negative. */
+    if (!pop3_number_parse(a.v[1], a.len[1], &lines)) {
+        pop3_error(s, "-ERR Invalid number of lines.");
+        return;
+    }
+    if (!msg_lookup(s, a.v[0], a.len[0], &i))
+        return;
+    message_send(s, i, true, lines);
+}
+
+/* ---- QUIT: the UPDATE state ------------------------------------------------------------ */
+
+struct quit_job {
+    struct pop3_session *s;
+    struct store_user *store;
+    struct store_mailbox *box;
+    bool is_locked;
+    uint32_t *uids; /* marked for deletion */
+    size_t n_uids;
+    size_t *seen; /* indexes RETR'd and kept: get \Seen, as Dovecot does */
+    size_t n_seen;
+    char *user; /* for the change notification */
+    int rc;
+    char *error;
+};
+
+/* Workpool thread: remove the marked messages durably, flag the read ones, unlock. */
+static void quit_work(void *arg)
+{
+    struct quit_job *j = arg;
+    j->rc = 0;
+    /* Flags first: indexes into the view are only valid until the expunge. */
+    for (size_t k = 0; k < j->n_seen; k++) {
+        const struct store_message *m = store_mailbox_message(j->box, j->seen[k]);
+        if (m == NULL || (m->flags & STORE_FLAG_SEEN) != 0)
+            continue;
+        char *error = NULL;
+        /* Best effort: a flag that cannot be set does not fail the QUIT. */
+        if (store_message_set_flags(j->box, j->seen[k], 1, STORE_FLAG_SEEN, NULL, &error) != 0)
+            free(error);
+    }
+    if (j->n_uids > 0)
+        j->rc = store_mailbox_expunge_uids(j->box, j->uids, j->n_uids, &j->error);
+    if (j->is_locked)
+        store_pop3_unlock(j->store);
+    store_mailbox_close(j->box);
+    store_user_close(j->store);
+}
+
+static void quit_done(void *arg)
+{
+    struct quit_job *j = arg;
+    struct pop3_session *s = j->s;
+    bool is_alive = pop3_job_finish(s);
+    if (j->rc == 0 && j->n_uids > 0 && j->user != NULL)
+        store_notify_publish(j->user, "INBOX"); /* IMAP sessions learn of the expunge */
+    if (is_alive) {
+        if (j->rc != 0) {
+            log_error("pop3", "QUIT could not delete messages: user=<%s>: %s", s->user,
+                      j->error != NULL ? j->error : "unknown error");
+            /* RFC 1939 §6: "-ERR some deleted messages not removed". */
+            pop3_reply(s, "-ERR [SYS/TEMP] Some deleted messages were not removed.");
+        } else {
+            s->has_deleted_on_quit = j->n_uids > 0;
+            pop3_reply(s,
+                       j->n_uids > 0 ? "+OK Logging out, messages deleted." : "+OK Logging out.");
+        }
+    }
+    free(j->uids);
+    free(j->seen);
+    free(j->user);
+    free(j->error);
+    free(j);
+    if (is_alive)
+        pop3_close(s); /* last use of s: close() may free it */
+}
+
+void pop3_cmd_quit(struct pop3_session *s, const char *args, size_t len)
+{
+    if (s->state != POP3_STATE_TRANSACTION) {
+        pop3_reply(s, "+OK Logging out.");
+        pop3_close(s);
+        return;
+    }
+    /* RFC 1939 §6: QUIT in TRANSACTION enters UPDATE. */
+    s->state = POP3_STATE_UPDATE;
+    struct quit_job *j = calloc(1, sizeof *j);
+    size_t n_del = s->n_msgs - s->n_live, n_seen = 0;
+    for (size_t i = 0; i < s->n_msgs; i++)
+        n_seen += (s->msgs[i].is_retrieved && !s->msgs[i].is_deleted) ? 1 : 0;
+    if (j != NULL) {
+        j->uids = calloc(n_del > 0 ? n_del : 1, sizeof *j->uids);
+        j->seen = calloc(n_seen > 0 ? n_seen : 1, sizeof *j->seen);
+        j->user = strdup(s->user);
+    }
+    if (j == NULL || j->uids == NULL || j->seen == NULL || j->user == NULL) {
+        if (j != NULL) {
+            free(j->uids);
+            free(j->seen);
+            free(j->user);
+            free(j);
+        }
+        pop3_reply(s, "-ERR [SYS/TEMP] Out of memory, nothing deleted.");
+        pop3_close(s);
+        return;
+    }
+    for (size_t i = 0; i < s->n_msgs; i++) {
+        if (s->msgs[i].is_deleted)
+            j->uids[j->n_uids++] = s->msgs[i].uid;
+        else if (s->msgs[i].is_retrieved)
+            j->seen[j->n_seen++] = i;
+    }
+    /* The job owns the maildrop from here: it is released even if the peer vanishes. */
+    j->s = s;
+    j->store = s->store;
+    j->box = s->box;
+    j->is_locked = s->is_locked;
+    s->store = NULL;
+    s->box = NULL;
+    s->is_locked = false;
+    s->is_quitting = true;
+    pop3_job_start(s, quit_work, quit_done, j);
+}

@@ -1,0 +1,373 @@
+/*
+ * session.c - the POP3 session on a connection: the conn_protocol callbacks, input framing
+ * (RFC 2449 §4 255-octet lines, PIPELINING), the command table, replies, error limit,
+ * idle timeout, workpool jobs and the Dovecot-style log lines (DESIGN §5).
+ *
+ * Flow: on_read frames lines and runs commands in order. A command that needs blocking
+ * work (login, opening a message, QUIT's expunge) pauses reads and runs a workpool job;
+ * a long reply (LIST, UIDL, RETR, TOP) is written in pieces from on_drained. Either way no
+ * further pipelined command runs until it has finished, so replies stay in order
+ * (RFC 2449 §6.6 PIPELINING).
+ */
+#include "pop3/pop3.h"
+#include "pop3/session.h"
+
+#include "auth/auth.h"
+#include "core/config.h"
+#include "core/workpool.h"
+#include "core/log.h"
+#include "store/store.h"
+
+#include <event2/buffer.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---- replies and errors ------------------------------------------------------------ */
+
+void pop3_reply(struct pop3_session *s, const char *line)
+{
+    conn_write_str(s->conn, line);
+    conn_write(s->conn, "\r\n", 2);
+}
+
+void pop3_replyf(struct pop3_session *s, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line - 2, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    size_t len = (size_t)n < sizeof line - 2 ? (size_t)n : sizeof line - 3;
+    line[len++] = '\r';
+    line[len++] = '\n';
+    conn_write(s->conn, line, len);
+}
+
+bool pop3_error(struct pop3_session *s, const char *reply)
+{
+    s->errors++;
+    if (s->errors >= POP3_MAX_ERRORS) {
+        /* A client that keeps sending garbage is not a mail client: hang up. */
+        pop3_reply(s, "-ERR Too many invalid commands.");
+        s->close_reason = "Too many invalid commands";
+        pop3_close(s);
+        return true;
+    }
+    pop3_reply(s, reply);
+    return false;
+}
+
+void pop3_close(struct pop3_session *s)
+{
+    s->is_quitting = true;
+    conn_close(s->conn);
+}
+
+void pop3_auth_peer(struct pop3_session *s, struct auth_peer *peer_r)
+{
+    peer_r->service = "pop3";
+    peer_r->ip = conn_peer_ip(s->conn);
+    peer_r->is_tls = conn_is_tls(s->conn);
+    peer_r->is_loopback = conn_peer_is_loopback(s->conn);
+}
+
+/* ---- lifetime ---------------------------------------------------------------------- */
+
+void pop3_maildrop_release(struct pop3_session *s)
+{
+    /* A dropped connection deletes nothing (RFC 1939 §6: only QUIT enters UPDATE). These
+     * calls are quick (lock release, closing handles) and run on the loop. */
+    if (s->is_locked && s->store != NULL)
+        store_pop3_unlock(s->store);
+    s->is_locked = false;
+    if (s->box != NULL)
+        store_mailbox_close(s->box);
+    s->box = NULL;
+    if (s->store != NULL)
+        store_user_close(s->store);
+    s->store = NULL;
+    free(s->msgs);
+    s->msgs = NULL;
+    s->n_msgs = 0;
+}
+
+void pop3_session_free(struct pop3_session *s)
+{
+    pop3_stream_abort(s);
+    pop3_maildrop_release(s);
+    if (s->sasl != NULL)
+        auth_sasl_free(s->sasl);
+    free(s->user_arg);
+    free(s->user);
+    free(s);
+}
+
+/* Guard against the core calling close() synchronously from inside our own calls. */
+static void session_enter(struct pop3_session *s)
+{
+    s->depth++;
+}
+
+/* Returns true when the session was freed. */
+static bool session_leave(struct pop3_session *s)
+{
+    s->depth--;
+    if (s->depth == 0 && s->is_closed && !s->has_job) {
+        pop3_session_free(s);
+        return true;
+    }
+    return false;
+}
+
+void pop3_job_start(struct pop3_session *s, void (*work)(void *), void (*done)(void *), void *job)
+{
+    s->has_job = true;
+    conn_pause_read(s->conn);
+    workpool_submit(conn_server(s->conn)->pool, work, done, job);
+}
+
+bool pop3_job_finish(struct pop3_session *s)
+{
+    s->has_job = false;
+    if (s->is_closed) {
+        if (s->depth == 0)
+            pop3_session_free(s);
+        return false;
+    }
+    return true;
+}
+
+/* ---- command table ----------------------------------------------------------------- */
+
+#define IN_AUTH  (1u << POP3_STATE_AUTHORIZATION)
+#define IN_TRANS (1u << POP3_STATE_TRANSACTION)
+
+typedef void pop3_handler(struct pop3_session *s, const char *args, size_t len);
+
+struct pop3_command_def {
+    pop3_handler *handler;
+    unsigned states; /* IN_* bits where the command is valid (RFC 1939 §4-§6) */
+};
+
+static const struct pop3_command_def commands[POP3_VERB_COUNT_] = {
+    [POP3_VERB_CAPA] = {pop3_cmd_capa, IN_AUTH | IN_TRANS}, /* RFC 2449 §5 */
+    [POP3_VERB_QUIT] = {pop3_cmd_quit, IN_AUTH | IN_TRANS},
+    [POP3_VERB_STLS] = {pop3_cmd_stls, IN_AUTH}, /* RFC 2595 §4 */
+    [POP3_VERB_USER] = {pop3_cmd_user, IN_AUTH},
+    [POP3_VERB_PASS] = {pop3_cmd_pass, IN_AUTH},
+    [POP3_VERB_APOP] = {pop3_cmd_apop, IN_AUTH},
+    [POP3_VERB_AUTH] = {pop3_cmd_auth, IN_AUTH}, /* RFC 5034 */
+    [POP3_VERB_STAT] = {pop3_cmd_stat, IN_TRANS},
+    [POP3_VERB_LIST] = {pop3_cmd_list, IN_TRANS},
+    [POP3_VERB_RETR] = {pop3_cmd_retr, IN_TRANS},
+    [POP3_VERB_DELE] = {pop3_cmd_dele, IN_TRANS},
+    [POP3_VERB_NOOP] = {pop3_cmd_noop, IN_TRANS},
+    [POP3_VERB_RSET] = {pop3_cmd_rset, IN_TRANS},
+    [POP3_VERB_TOP] = {pop3_cmd_top, IN_TRANS},
+    [POP3_VERB_UIDL] = {pop3_cmd_uidl, IN_TRANS},
+};
+
+static void run_line(struct pop3_session *s, const char *line, size_t len)
+{
+    if (s->sasl != NULL || s->is_sasl_final) {
+        pop3_sasl_line(s, line, len); /* RFC 5034 §4: a response, not a command */
+        return;
+    }
+    struct pop3_command cmd;
+    if (!pop3_command_parse(line, len, &cmd) || cmd.verb == POP3_VERB_UNKNOWN) {
+        pop3_error(s, "-ERR Unknown command.");
+        return;
+    }
+    const struct pop3_command_def *def = &commands[cmd.verb];
+    if (def->handler == NULL || (def->states & (1u << s->state)) == 0) {
+        pop3_error(s, s->state == POP3_STATE_AUTHORIZATION
+                          ? "-ERR [AUTH] Not logged in."
+                          : "-ERR Command not valid in this state.");
+        return;
+    }
+    def->handler(s, cmd.args, cmd.args_len);
+}
+
+/* Is the session waiting for something other than the next command? */
+static bool is_busy(const struct pop3_session *s)
+{
+    return s->has_job || s->stream.kind != POP3_STREAM_NONE || s->is_closed || s->is_quitting ||
+           s->is_tls_pending;
+}
+
+/* Run every complete command line already received, in order, until one must wait. */
+static void process_input(struct pop3_session *s)
+{
+    struct evbuffer *in = conn_input(s->conn);
+    /* Bounded: each turn consumes input or stops; the input is capped by the core. */
+    while (!is_busy(s)) {
+        size_t avail = evbuffer_get_length(in);
+        if (avail == 0)
+            return;
+        bool is_sasl = s->sasl != NULL || s->is_sasl_final;
+        size_t max = is_sasl ? POP3_SASL_LINE_MAX : POP3_LINE_MAX;
+        size_t window = s->lines.is_discarding ? 64 * 1024 : max;
+        size_t n = avail < window ? avail : window;
+        const char *p = (const char *)evbuffer_pullup(in, (ssize_t)n);
+        if (p == NULL)
+            return;
+        size_t line_len = 0, consumed = 0;
+        enum pop3_line_result r = pop3_line_next(&s->lines, p, n, max, &line_len, &consumed);
+        if (r == POP3_LINE_OK) {
+            char line[POP3_SASL_LINE_MAX + 1];
+            memcpy(line, p, line_len);
+            line[line_len] = '\0';
+            evbuffer_drain(in, consumed);
+            run_line(s, line, line_len);
+            explicit_bzero(line, line_len); /* may have held a password */
+            continue;
+        }
+        evbuffer_drain(in, consumed);
+        if (r == POP3_LINE_TOO_LONG) {
+            if (is_sasl) {
+                /* An over-long SASL response ends the exchange like a malformed one. */
+                auth_sasl_free(s->sasl);
+                s->sasl = NULL;
+                s->is_sasl_final = false;
+            }
+            pop3_error(s, "-ERR Line too long.");
+            continue;
+        }
+        if (consumed == 0)
+            return; /* wait for the rest of the line */
+    }
+    if (s->is_tls_pending) {
+        /* RFC 2595 §4 / CVE-2011-0411: nothing sent before the handshake is a command. */
+        evbuffer_drain(in, evbuffer_get_length(in));
+    }
+}
+
+void pop3_resume(struct pop3_session *s)
+{
+    session_enter(s);
+    if (!s->is_closed) {
+        conn_resume_read(s->conn);
+        process_input(s);
+    }
+    session_leave(s);
+}
+
+/* ---- conn_protocol callbacks --------------------------------------------------------- */
+
+static void *pop3_open(struct conn *c)
+{
+    struct pop3_session *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return NULL;
+    s->conn = c;
+    s->state = POP3_STATE_AUTHORIZATION;
+    s->stream.fd = -1;
+    const struct config *cfg = conn_server(c)->cfg;
+    conn_set_timeout(c, cfg != NULL ? cfg->pop3_timeout : 600);
+    pop3_greeting(s);
+    return s;
+}
+
+static void pop3_on_read(void *session, struct conn *c)
+{
+    struct pop3_session *s = session;
+    session_enter(s);
+    process_input(s);
+    session_leave(s);
+}
+
+static void pop3_on_drained(void *session, struct conn *c)
+{
+    struct pop3_session *s = session;
+    if (s->stream.kind == POP3_STREAM_NONE || s->is_closed)
+        return;
+    session_enter(s);
+    bool is_finished = pop3_stream_continue(s);
+    if (session_leave(s))
+        return;
+    if (is_finished)
+        pop3_resume(s);
+}
+
+static void pop3_on_tls(void *session, struct conn *c)
+{
+    struct pop3_session *s = session;
+    /* RFC 2595 §4: the client must forget what it learnt before; so do we (a USER name
+     * given in clear is dropped). The APOP timestamp of the greeting stays valid. */
+    s->is_tls_pending = false;
+    free(s->user_arg);
+    s->user_arg = NULL;
+    pop3_resume(s);
+}
+
+static void pop3_on_timeout(void *session, struct conn *c)
+{
+    struct pop3_session *s = session;
+    pop3_reply(s, "-ERR Disconnected for inactivity.");
+    s->close_reason = "Disconnected for inactivity";
+}
+
+/* The Dovecot-style line that closes every session's story in the log. */
+static void log_disconnect(struct pop3_session *s, const char *reason)
+{
+    const char *rip = conn_peer_ip(s->conn);
+    const char *lip = conn_local_ip(s->conn);
+    const char *tls = conn_is_tls(s->conn) ? ", TLS" : "";
+    if (s->close_reason != NULL)
+        reason = s->close_reason;
+    else if (s->is_quitting)
+        reason = "Logged out";
+    else if (reason == NULL || reason[0] == '\0')
+        reason = "Connection closed";
+
+    if (s->user != NULL) {
+        size_t n_del = 0;
+        for (size_t i = 0; i < s->n_msgs; i++)
+            n_del += s->msgs[i].is_deleted ? 1 : 0;
+        if (!s->has_deleted_on_quit)
+            n_del = 0; /* marks not committed: nothing was deleted */
+        log_info("pop3",
+                 "Disconnected: %s top=%u/%llu, retr=%u/%llu, del=%zu/%zu, size=%llu, "
+                 "user=<%s>, rip=%s",
+                 reason, s->n_top, (unsigned long long)s->top_bytes, s->n_retr,
+                 (unsigned long long)s->retr_bytes, n_del, s->n_msgs,
+                 (unsigned long long)s->total_size, s->user, rip);
+    } else if (s->auth_attempts > 0) {
+        log_info("pop3",
+                 "Disconnected (auth failed, %u attempts): user=<%s>, method=%s, rip=%s, "
+                 "lip=%s%s",
+                 s->auth_attempts, s->last_login,
+                 s->last_method[0] != '\0' ? s->last_method : "PLAIN", rip, lip, tls);
+    } else {
+        log_info("pop3", "Disconnected (no auth attempts): %s, rip=%s, lip=%s%s", reason, rip, lip,
+                 tls);
+    }
+}
+
+static void pop3_on_close(void *session, const char *reason)
+{
+    struct pop3_session *s = session;
+    if (s->is_closed)
+        return;
+    log_disconnect(s, reason);
+    s->is_closed = true;
+    pop3_stream_abort(s);
+    if (s->has_job || s->depth > 0)
+        return; /* freed by the job's done callback or when our own call unwinds */
+    pop3_session_free(s);
+}
+
+const struct conn_protocol pop3_protocol = {
+    .log_name = "pop3",
+    .open = pop3_open,
+    .on_read = pop3_on_read,
+    .on_drained = pop3_on_drained,
+    .on_tls = pop3_on_tls,
+    .on_timeout = pop3_on_timeout,
+    .close = pop3_on_close,
+};

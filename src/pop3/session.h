@@ -1,0 +1,157 @@
+/*
+ * session.h - internals shared by the POP3 session files (not a module contract):
+ *   session.c   connection callbacks, input framing, the command table, replies, logs
+ *   cmd_auth.c  AUTHORIZATION state: CAPA, STLS, USER/PASS, APOP, AUTH (SASL), and the
+ *               workpool job that verifies credentials and opens the maildrop
+ *   cmd_mail.c  TRANSACTION state: STAT, LIST, UIDL, RETR, TOP, DELE, NOOP, RSET, QUIT
+ *               (UPDATE state), with LIST/UIDL/RETR streamed under backpressure
+ *
+ * Ownership: struct pop3_session is owned by the pop3 module: created in open(), freed by
+ * the close callback, or, when a workpool job is in flight at close, by that job's done
+ * callback (DESIGN: a session never blocks the loop; workpool.h rules).
+ */
+#ifndef TERN_POP3_SESSION_H
+#define TERN_POP3_SESSION_H
+
+#include "pop3/parse.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct conn;
+struct auth_sasl;
+struct store_user;
+struct store_mailbox;
+
+/* RFC 1939 §3 states; UPDATE is entered by QUIT in TRANSACTION. */
+enum pop3_state {
+    POP3_STATE_AUTHORIZATION,
+    POP3_STATE_TRANSACTION,
+    POP3_STATE_UPDATE,
+};
+
+/* Bad commands (unknown, syntax, wrong state, too long, failed logins) before we hang up. */
+#define POP3_MAX_ERRORS 10
+/* Longest login name we keep from USER / APOP / SASL (RFC 5321 path limit). */
+#define POP3_LOGIN_MAX 256
+
+/* A long reply written in pieces from on_drained (natural backpressure). */
+enum pop3_stream_kind {
+    POP3_STREAM_NONE,
+    POP3_STREAM_LIST, /* LIST without argument */
+    POP3_STREAM_UIDL, /* UIDL without argument */
+    POP3_STREAM_MSG,  /* RETR or TOP */
+};
+
+struct pop3_stream {
+    enum pop3_stream_kind kind;
+    size_t next;      /* LIST/UIDL: next message index */
+    int fd;           /* MSG: the message file, -1 when none */
+    size_t msg_index; /* MSG: which message (for the retr counters) */
+    bool is_top;
+    struct pop3_msg conv;
+};
+
+/* What we know about one message of the maildrop snapshot (RFC 1939: numbers are fixed
+ * for the session). Bodies are never held: only sizes and marks. */
+struct pop3_msginfo {
+    uint64_t size; /* exact RETR octets (see parse.h) */
+    uint32_t uid;
+    bool is_deleted;
+    bool is_retrieved;
+};
+
+struct pop3_session {
+    struct conn *conn;
+    enum pop3_state state;
+    bool is_closed;           /* the connection is gone; free when the job in flight ends */
+    bool has_job;             /* a workpool job holds this session */
+    bool is_tls_pending;      /* STLS accepted: ignore input until on_tls */
+    bool is_quitting;         /* QUIT answered (or closing): ignore further input */
+    unsigned depth;           /* nesting of our callbacks: close() defers the free until 0 */
+    const char *close_reason; /* static text for the disconnect log line, or NULL */
+    unsigned errors;          /* bad commands so far */
+    struct pop3_lines lines;
+
+    /* AUTHORIZATION */
+    char apop_timestamp[320];        /* "<pid.rand.time@host>" or "" when APOP is not offered */
+    char *user_arg;                  /* USER argument awaiting PASS */
+    struct auth_sasl *sasl;          /* AUTH exchange in progress */
+    bool is_sasl_final;              /* waiting for the empty reply to a final challenge */
+    unsigned auth_attempts;          /* failed logins in this session */
+    char last_login[POP3_LOGIN_MAX]; /* for the failure log line */
+    char last_method[32];            /* "PLAIN", "APOP", "CRAM-MD5"... */
+
+    /* TRANSACTION */
+    char *user;      /* canonical "user@domain" */
+    char method[32]; /* mechanism used to log in */
+    struct store_user *store;
+    struct store_mailbox *box;
+    bool is_locked; /* we hold the POP3 maildrop lock */
+    struct pop3_msginfo *msgs;
+    size_t n_msgs;
+    uint32_t uidvalidity;
+    uint64_t total_size;      /* all messages, deleted or not */
+    size_t n_live;            /* messages not marked deleted (STAT) */
+    uint64_t live_size;       /* their octets (STAT) */
+    bool has_deleted_on_quit; /* QUIT committed the deletions */
+    struct pop3_stream stream;
+
+    /* counters for the "Disconnected: Logged out top=..., retr=..." line */
+    unsigned n_top, n_retr, n_del;
+    uint64_t top_bytes, retr_bytes;
+};
+
+/* ---- session.c ----------------------------------------------------------------- */
+/* Reply helpers; every reply ends in CRLF. */
+void pop3_reply(struct pop3_session *s, const char *line);
+void pop3_replyf(struct pop3_session *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Count a bad command; true when the limit closed the session. */
+bool pop3_error(struct pop3_session *s, const char *reply);
+/* Pause reads and run work on the workpool; done runs on the loop with the job. */
+void pop3_job_start(struct pop3_session *s, void (*work)(void *), void (*done)(void *), void *job);
+/* Called first by every done callback: false when the session died meanwhile (then it
+ * has been freed and the job must only release its own data). */
+bool pop3_job_finish(struct pop3_session *s);
+/* Resume reading commands after a job or stream. */
+void pop3_resume(struct pop3_session *s);
+/* Close after queued output (QUIT, too many errors). */
+void pop3_close(struct pop3_session *s);
+/* Release maildrop, lock and session memory. */
+void pop3_session_free(struct pop3_session *s);
+/* Give back the maildrop without deleting anything (unlock, close). */
+void pop3_maildrop_release(struct pop3_session *s);
+/* Peer description for auth calls. */
+struct auth_peer;
+void pop3_auth_peer(struct pop3_session *s, struct auth_peer *peer_r);
+
+/* ---- cmd_auth.c ---------------------------------------------------------------- */
+void pop3_cmd_capa(struct pop3_session *s, const char *args, size_t len);
+void pop3_cmd_stls(struct pop3_session *s, const char *args, size_t len);
+void pop3_cmd_user(struct pop3_session *s, const char *args, size_t len);
+void pop3_cmd_pass(struct pop3_session *s, const char *args, size_t len);
+void pop3_cmd_apop(struct pop3_session *s, const char *args, size_t len);
+void pop3_cmd_auth(struct pop3_session *s, const char *args, size_t len);
+/* A line typed during an AUTH exchange. */
+void pop3_sasl_line(struct pop3_session *s, const char *line, size_t len);
+/* Build the greeting (with the APOP timestamp when offered). */
+void pop3_greeting(struct pop3_session *s);
+
+/* ---- cmd_mail.c ---------------------------------------------------------------- */
+void pop3_cmd_stat(struct pop3_session *s, const char *args, size_t len);
+void pop3_cmd_list(struct pop3_session *s, const char *args, size_t len);
+void pop3_cmd_uidl(struct pop3_session *s, const char *args, size_t len);
+void pop3_cmd_retr(struct pop3_session *s, const char *args, size_t len);
+void pop3_cmd_top(struct pop3_session *s, const char *args, size_t len);
+void pop3_cmd_dele(struct pop3_session *s, const char *args, size_t len);
+void pop3_cmd_noop(struct pop3_session *s, const char *args, size_t len);
+void pop3_cmd_rset(struct pop3_session *s, const char *args, size_t len);
+void pop3_cmd_quit(struct pop3_session *s, const char *args, size_t len);
+/* Continue a LIST/UIDL/RETR/TOP stream; true when it has finished. */
+bool pop3_stream_continue(struct pop3_session *s);
+/* Drop a stream in progress (connection closed). */
+void pop3_stream_abort(struct pop3_session *s);
+
+#endif
