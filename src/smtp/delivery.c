@@ -1,0 +1,321 @@
+/*
+ * delivery.c - hand a received message to the store (local mailboxes) and the queue
+ * (foreign recipients) in the workpool, and reply 250 only after both are durable.
+ *
+ * Trace headers (RFC 5321 §4.4, RFC 3848, RFC 6531 §3.7.3), prepended per local copy:
+ *   Return-Path: <sender>
+ *   X-Original-To: <address as given in RCPT TO>        (Postfix virtual(8) habit)
+ *   Delivered-To: <canonical user>                      (loop detection, RFC 9228 style)
+ *   Received: from HELO (name [ip])
+ *           (using TLS...) (Authenticated sender: u)
+ *           by hostname (Tern) with ESMTP|ESMTPS|ESMTPA|ESMTPSA|SMTP|UTF8SMTP... id QUEUEID
+ *           for <rcpt>; date
+ * The queued copy for remote recipients gets the Received line only (Return-Path and
+ * Delivered-To belong to final delivery). On submission (authenticated or ports
+ * 587/465) a missing Message-ID and Date are added (RFC 6409 §8.2, §8.3).
+ *
+ * Order and atomicity: the queue copy is written first, then the local copies (store
+ * delivery is all-or-nothing). If the store fails, the queue copy is deleted again, so a
+ * 4xx/5xx reply means "nothing was accepted" and the client's retry cannot duplicate.
+ */
+#include "auth/auth.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "core/workpool.h"
+#include "queue/queue.h"
+#include "smtp/session.h"
+#include "store/store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+struct smtp_delivery_job {
+    struct smtp_session *s;
+    char queue_id[UTIL_QUEUE_ID_SIZE];
+    char *data_dir;
+    char *sender;
+    unsigned nrcpt;
+    uint64_t start_ms;
+    char *message_id; /* for the log line, may be NULL */
+
+    struct buf body; /* message in memory, or the tail already flushed */
+    int fd;          /* spill file or -1 */
+    struct store_source src;
+
+    struct smtp_local_target *local; /* moved from the transaction */
+    size_t n_local;
+    struct store_target *targets;
+    char **headers; /* per local target */
+    char **remote;  /* moved from the transaction */
+    size_t n_remote;
+    char *remote_header;
+
+    int queue_rc, store_rc;
+    char *error;
+};
+
+/* RFC 3848 / RFC 6531 §3.7.3 "with" keyword for the Received header. */
+static const char *received_protocol(const struct smtp_session *s, bool is_utf8)
+{
+    if (!s->is_esmtp)
+        return "SMTP";
+    bool tls = conn_is_tls(s->c), auth = s->auth_user != NULL;
+    if (is_utf8)
+        return tls && auth ? "UTF8SMTPSA" : tls ? "UTF8SMTPS" : auth ? "UTF8SMTPA" : "UTF8SMTP";
+    return tls && auth ? "ESMTPSA" : tls ? "ESMTPS" : auth ? "ESMTPA" : "ESMTP";
+}
+
+static void received_header(struct buf *b, const struct smtp_session *s, const char *id,
+                            const char *for_rcpt, const char *date)
+{
+    const char *ip = conn_peer_ip(s->c);
+    if (!ip)
+        ip = "unknown";
+    bool is_v6 = strchr(ip, ':') != NULL;
+    buf_printf(b, "Received: from %s (%s [%s%s])\r\n", s->helo[0] ? s->helo : "unknown",
+               conn_peer_name(s->c), is_v6 ? "IPv6:" : "", ip);
+    if (conn_is_tls(s->c)) {
+        const char *d = conn_tls_description(s->c);
+        if (d && d[0])
+            buf_printf(b, "\t(using %s)\r\n", d);
+    }
+    if (s->auth_user)
+        buf_printf(b, "\t(Authenticated sender: %s)\r\n", s->auth_user);
+    buf_printf(b, "\tby %s (Tern) with %s id %s", smtp_hostname(s),
+               received_protocol(s, s->txn.params.is_smtputf8), id);
+    if (for_rcpt)
+        buf_printf(b, "\r\n\tfor <%s>", for_rcpt);
+    buf_printf(b, "; %s\r\n", date);
+}
+
+static void job_free(struct smtp_delivery_job *job)
+{
+    for (size_t i = 0; i < job->n_local; i++) {
+        free(job->local[i].user);
+        free(job->local[i].home);
+        free(job->local[i].orig_rcpt);
+        if (job->headers)
+            free(job->headers[i]);
+    }
+    free(job->local);
+    free(job->headers);
+    free(job->targets);
+    for (size_t i = 0; i < job->n_remote; i++)
+        free(job->remote[i]);
+    free(job->remote);
+    free(job->remote_header);
+    free(job->data_dir);
+    free(job->sender);
+    free(job->message_id);
+    free(job->error);
+    buf_free(&job->body);
+    if (job->fd >= 0)
+        close(job->fd);
+    free(job);
+}
+
+/* Workpool thread: queue first, then the store; undo the queue copy if the store fails. */
+static void delivery_work(void *arg)
+{
+    struct smtp_delivery_job *job = arg;
+    if (job->n_remote) {
+        job->queue_rc = queue_enqueue(job->data_dir, job->queue_id, job->sender,
+                                      (const char *const *)job->remote, job->n_remote,
+                                      job->remote_header, &job->src, &job->error);
+        if (job->queue_rc < 0)
+            return;
+    }
+    if (job->n_local) {
+        job->store_rc = store_deliver(&job->src, job->targets, job->n_local, &job->error);
+        if (job->store_rc < 0 && job->n_remote) {
+            char *err = NULL;
+            if (queue_delete(job->data_dir, job->queue_id, &err) < 0)
+                log_error("smtpd",
+                          "%s: cannot withdraw queued copy after failed local "
+                          "delivery: %s",
+                          job->queue_id, err ? err : "unknown error");
+            free(err);
+        }
+    }
+}
+
+static void delivery_done(void *arg)
+{
+    struct smtp_delivery_job *job = arg;
+    struct smtp_session *s = job->s;
+    if (s->is_dead) {
+        smtp_session_job_done(s);
+        job_free(job);
+        return;
+    }
+    double delay = (double)(util_now_ms() - job->start_ms) / 1000.0;
+    const char *id = job->queue_id;
+    if (job->queue_rc == 0 && job->store_rc == 0) {
+        if (job->message_id)
+            log_info("cleanup", "%s: message-id=%s", id, job->message_id);
+        log_info("qmgr", "%s: from=<%s>, size=%llu, nrcpt=%u (queue active)", id, job->sender,
+                 (unsigned long long)job->src.size, job->nrcpt);
+        for (size_t i = 0; i < job->n_local; i++) {
+            const struct smtp_local_target *t = &job->local[i];
+            if (strcasecmp(t->orig_rcpt, t->user) != 0)
+                log_info("local",
+                         "%s: to=<%s>, orig_to=<%s>, relay=local, delay=%.2f, dsn=2.0.0, "
+                         "status=sent (delivered to maildir)",
+                         id, t->user, t->orig_rcpt, delay);
+            else
+                log_info("local",
+                         "%s: to=<%s>, relay=local, delay=%.2f, dsn=2.0.0, status=sent "
+                         "(delivered to maildir)",
+                         id, t->user, delay);
+        }
+        for (size_t i = 0; i < job->n_remote; i++)
+            log_info("qmgr",
+                     "%s: to=<%s>, relay=none, delay=%.2f, dsn=4.0.0, status=deferred (queued "
+                     "for delivery)",
+                     id, job->remote[i], delay);
+        smtp_reply(s, "250 2.0.0 Ok: queued as %s", id);
+    } else {
+        bool is_quota = false, is_only_quota = job->store_rc < 0;
+        for (size_t i = 0; job->store_rc < 0 && i < job->n_local; i++) {
+            if (job->targets[i].status == STORE_ERR_QUOTA)
+                is_quota = true;
+            else if (job->targets[i].status != STORE_OK)
+                is_only_quota = false;
+        }
+        log_warning("smtpd", "%s: %s failed: %s", id,
+                    job->queue_rc < 0 ? "queue file write" : "local delivery",
+                    job->error ? job->error : "unknown error");
+        if (job->queue_rc == 0 && is_quota && is_only_quota) {
+            /* store.h: 552 5.2.2, or 452 4.2.2 when other recipients share the message
+             * (the retry then gets 452 at RCPT for the full mailbox only). */
+            if (job->n_local == 1 && job->n_remote == 0)
+                smtp_reply(s, "552 5.2.2 <%s>: Mailbox full", job->local[0].orig_rcpt);
+            else
+                smtp_reply(s, "452 4.2.2 Error: mailbox full, try again later");
+        } else {
+            smtp_reply(s, "451 4.3.0 Error: queue file write error");
+        }
+    }
+    job_free(job);
+    smtp_session_job_done(s);
+}
+
+void smtp_delivery_start(struct smtp_session *s)
+{
+    struct smtp_txn *t = &s->txn;
+    smtp_body_finalize(s);
+    if (t->has_body_error) {
+        smtp_reply(s, "451 4.3.0 Error: queue file write error");
+        smtp_txn_reset(t);
+        return;
+    }
+    struct smtp_delivery_job *job = calloc(1, sizeof *job);
+    if (!job)
+        goto oom;
+    job->fd = -1;
+    job->s = s;
+    memcpy(job->queue_id, t->queue_id, sizeof job->queue_id);
+    job->data_dir = strdup(s->cfg->data_dir ? s->cfg->data_dir : ".");
+    job->sender = strdup(t->from_text);
+    job->nrcpt = t->n_rcpt;
+    job->start_ms = t->start_ms;
+    if (!job->data_dir || !job->sender)
+        goto oom;
+
+    /* Move the message and the recipients out of the transaction. */
+    job->body = t->body;
+    buf_init(&t->body, 0);
+    job->fd = t->body_fd;
+    t->body_fd = -1;
+    if (job->fd >= 0) {
+        job->src =
+            (struct store_source){.data = NULL, .len = 0, .fd = job->fd, .size = t->body_fd_size};
+    } else {
+        job->src = (struct store_source){.data = job->body.data ? job->body.data : "",
+                                         .len = job->body.len,
+                                         .fd = -1,
+                                         .size = job->body.len};
+    }
+    job->local = t->local;
+    job->n_local = t->n_local;
+    t->local = NULL;
+    t->n_local = t->cap_local = 0;
+    job->remote = t->remote;
+    job->n_remote = t->n_remote;
+    t->remote = NULL;
+    t->n_remote = t->cap_remote = 0;
+
+    /* Headers the submission service adds (RFC 6409 §8). */
+    char date[64];
+    time_t now = time(NULL);
+    util_rfc5322_date(now, date, sizeof date);
+    struct buf extra;
+    buf_init(&extra, 0);
+    bool is_submission =
+        s->auth_user || s->role == CONN_ROLE_SUBMISSION || s->role == CONN_ROLE_SUBMISSIONS;
+    if (t->reader.has_message_id) {
+        job->message_id = strdup(t->reader.message_id);
+    } else if (is_submission) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        char stamp[32];
+        strftime(stamp, sizeof stamp, "%Y%m%d%H%M%S", &tm);
+        buf_printf(&extra, "Message-ID: <%s.%s@%s>\r\n", stamp, job->queue_id, smtp_hostname(s));
+        char *mid = malloc(ADDR_MAX_PATH + 64);
+        if (mid)
+            snprintf(mid, ADDR_MAX_PATH + 64, "<%s.%s@%s>", stamp, job->queue_id, smtp_hostname(s));
+        job->message_id = mid;
+    }
+    if (is_submission && !t->reader.has_date)
+        buf_printf(&extra, "Date: %s\r\n", date);
+
+    bool ok = true;
+    if (job->n_local) {
+        job->targets = calloc(job->n_local, sizeof *job->targets);
+        job->headers = calloc(job->n_local, sizeof *job->headers);
+        ok = job->targets && job->headers;
+        for (size_t i = 0; ok && i < job->n_local; i++) {
+            const struct smtp_local_target *lt = &job->local[i];
+            struct buf h;
+            buf_init(&h, 0);
+            buf_printf(&h, "Return-Path: <%s>\r\nX-Original-To: %s\r\nDelivered-To: %s\r\n",
+                       job->sender, lt->orig_rcpt, lt->user);
+            received_header(&h, s, job->queue_id, lt->orig_rcpt, date);
+            buf_append(&h, extra.data ? extra.data : "", extra.len);
+            job->headers[i] = buf_steal(&h);
+            job->targets[i] = (struct store_target){
+                .user = lt->user,
+                .home = lt->home,
+                .quota = lt->quota,
+                .header = job->headers[i],
+                .mailbox = NULL,
+            };
+        }
+    }
+    if (ok && job->n_remote) {
+        struct buf h;
+        buf_init(&h, 0);
+        received_header(&h, s, job->queue_id, job->n_remote == 1 ? job->remote[0] : NULL, date);
+        buf_append(&h, extra.data ? extra.data : "", extra.len);
+        job->remote_header = buf_steal(&h);
+    }
+    buf_free(&extra);
+    if (!ok)
+        goto oom;
+
+    smtp_txn_reset(t);
+    s->is_busy = true;
+    conn_pause_read(s->c);
+    workpool_submit(s->ctx->pool, delivery_work, delivery_done, job);
+    return;
+
+oom:
+    if (job)
+        job_free(job);
+    smtp_txn_reset(t);
+    smtp_reply(s, "451 4.3.0 Error: out of memory");
+}

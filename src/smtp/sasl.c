@@ -1,0 +1,195 @@
+/*
+ * sasl.c - SMTP AUTH (RFC 4954) over the shared SASL service (auth_sasl_* in auth.h).
+ *
+ * Each auth_sasl_step() may hash a password, so it runs in the workpool while the
+ * session's reads are paused; the reply (334 challenge, 235, 535, 454) is written in the
+ * done callback on the loop thread. Policy: one successful AUTH per session, not inside
+ * a mail transaction; plaintext mechanisms only where auth.allow_plaintext allows
+ * (538 5.7.11 otherwise, RFC 4954 §6); "*" cancels (501 5.7.0); failures are logged
+ * Postfix-style and counted by the per-IP throttle (auth_throttle_*).
+ */
+#include "auth/auth.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "core/workpool.h"
+#include "smtp/session.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct smtp_auth_job {
+    struct smtp_session *s;
+    struct auth_sasl *sasl;
+    char *response; /* NULL: no initial response */
+    char *challenge;
+    enum auth_sasl_status status;
+};
+
+static struct auth_peer session_peer(const struct smtp_session *s)
+{
+    struct auth_peer p = {
+        .service = "smtp",
+        .ip = conn_peer_ip(s->c),
+        .is_tls = conn_is_tls(s->c),
+        .is_loopback = conn_peer_is_loopback(s->c),
+    };
+    return p;
+}
+
+char *smtp_auth_mechanisms(struct smtp_session *s)
+{
+    if (!s->ctx->auth || s->auth_user)
+        return NULL;
+    struct auth_peer peer = session_peer(s);
+    return auth_mechanisms(s->ctx->auth, &peer);
+}
+
+static void auth_job_work(void *arg)
+{
+    struct smtp_auth_job *job = arg;
+    job->status = auth_sasl_step(job->sasl, job->response, &job->challenge);
+}
+
+static void auth_end_exchange(struct smtp_session *s)
+{
+    if (s->sasl)
+        auth_sasl_free(s->sasl);
+    s->sasl = NULL;
+    s->input = SMTP_INPUT_COMMAND;
+}
+
+static void auth_job_done(void *arg)
+{
+    struct smtp_auth_job *job = arg;
+    struct smtp_session *s = job->s;
+    if (s->is_dead) {
+        smtp_session_job_done(s); /* frees the session and its sasl */
+        goto out;
+    }
+    switch (job->status) {
+    case AUTH_SASL_CONTINUE:
+        s->input = SMTP_INPUT_AUTH;
+        smtp_reply(s, "334 %s", job->challenge ? job->challenge : "");
+        break;
+    case AUTH_SASL_OK: {
+        const char *user = auth_sasl_user(s->sasl);
+        free(s->auth_user);
+        s->auth_user = strdup(user ? user : "");
+        snprintf(s->auth_mech, sizeof s->auth_mech, "%s", auth_sasl_mechanism(s->sasl));
+        auth_end_exchange(s);
+        if (!s->auth_user) {
+            smtp_reply(s, "454 4.7.0 Temporary authentication failure: out of memory");
+            break;
+        }
+        smtp_reply(s, "235 2.7.0 Authentication successful");
+        break;
+    }
+    case AUTH_SASL_FAIL: {
+        const char *login = auth_sasl_attempted_login(s->sasl);
+        log_warning("smtpd", "%s: SASL %s authentication failed: authentication failure%s%s",
+                    s->peer, auth_sasl_mechanism(s->sasl),
+                    login && login[0] ? ", sasl_username=" : "", login ? login : "");
+        auth_throttle_record_failure(s->ctx->auth, conn_peer_ip(s->c));
+        auth_end_exchange(s);
+        smtp_reply(s, "535 5.7.8 Error: authentication failed: authentication failure");
+        break;
+    }
+    case AUTH_SASL_TEMPFAIL:
+        log_warning("smtpd", "%s: SASL %s authentication: temporary failure", s->peer,
+                    auth_sasl_mechanism(s->sasl));
+        auth_end_exchange(s);
+        smtp_reply(s, "454 4.7.0 Temporary authentication failure");
+        break;
+    }
+    smtp_session_job_done(s);
+out:
+    free(job->response);
+    free(job->challenge);
+    free(job);
+}
+
+/* Run one SASL step in the workpool. response: as the client sent it, or NULL. */
+static void auth_step_submit(struct smtp_session *s, const char *response, size_t len)
+{
+    struct smtp_auth_job *job = calloc(1, sizeof *job);
+    if (!job || (response && !(job->response = strndup(response, len)))) {
+        free(job);
+        auth_end_exchange(s);
+        smtp_reply(s, "454 4.7.0 Temporary authentication failure: out of memory");
+        return;
+    }
+    job->s = s;
+    job->sasl = s->sasl;
+    s->is_busy = true;
+    conn_pause_read(s->c);
+    workpool_submit(s->ctx->pool, auth_job_work, auth_job_done, job);
+}
+
+static bool is_plaintext_mechanism(const char *mech)
+{
+    return strcmp(mech, "PLAIN") == 0 || strcmp(mech, "LOGIN") == 0;
+}
+
+void smtp_cmd_auth(struct smtp_session *s, const struct smtp_command *cmd)
+{
+    if (!s->ctx->auth || !s->ctx->pool) {
+        smtp_reply(s, "503 5.5.1 Error: authentication not enabled");
+        return;
+    }
+    if (s->auth_user) {
+        smtp_reply(s, "503 5.5.1 Error: already authenticated");
+        return;
+    }
+    if (s->txn.is_active) {
+        smtp_reply(s, "503 5.5.1 Error: MAIL transaction in progress");
+        return;
+    }
+    char mech[21];
+    const char *initial;
+    size_t initial_len;
+    if (!smtp_parse_auth(cmd->arg, cmd->arg_len, mech, &initial, &initial_len)) {
+        smtp_reply(s, "501 5.5.4 Syntax: AUTH mechanism");
+        return;
+    }
+    const char *ip = conn_peer_ip(s->c);
+    if (auth_throttle_is_blocked(s->ctx->auth, ip)) {
+        log_warning("smtpd", "%s: too many failed authentication attempts, AUTH refused", s->peer);
+        smtp_reply(s, "454 4.7.0 Error: too many failed authentication attempts, try again "
+                      "later");
+        return;
+    }
+    struct auth_peer peer = session_peer(s);
+    if (is_plaintext_mechanism(mech) && !auth_plaintext_allowed(s->ctx->auth, &peer)) {
+        smtp_reply(s, "538 5.7.11 Encryption required for requested authentication mechanism");
+        return;
+    }
+    s->sasl = auth_sasl_start(s->ctx->auth, mech, &peer, smtp_hostname(s));
+    if (!s->sasl) {
+        smtp_reply(s, "535 5.7.8 Error: authentication failed: Invalid authentication "
+                      "mechanism");
+        return;
+    }
+    auth_step_submit(s, initial, initial_len);
+}
+
+void smtp_auth_response(struct smtp_session *s, const char *line, size_t len)
+{
+    if (!s->sasl) {
+        s->input = SMTP_INPUT_COMMAND;
+        return;
+    }
+    /* RFC 4954 §4: "*" cancels the exchange. */
+    if (len == 1 && line[0] == '*') {
+        auth_end_exchange(s);
+        smtp_reply(s, "501 5.7.0 Authentication aborted");
+        return;
+    }
+    if (len + 2 > SMTP_AUTH_LINE_MAX) {
+        auth_end_exchange(s);
+        smtp_reply(s, "500 5.5.6 Authentication Exchange line is too long");
+        return;
+    }
+    s->input = SMTP_INPUT_COMMAND; /* until the step says CONTINUE */
+    auth_step_submit(s, line, len);
+}

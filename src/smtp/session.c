@@ -1,0 +1,427 @@
+/*
+ * session.c - the SMTP server session (RFC 5321): connection lifecycle, input framing,
+ * the command table, and the simple commands (HELO, EHLO, RSET, NOOP, QUIT, VRFY, HELP,
+ * STARTTLS). MAIL/RCPT live in envelope.c, DATA/BDAT in body.c, AUTH in sasl.c.
+ *
+ * Input: command lines end in LF (CRLF or a bare LF, as telnet/nc users send); a line
+ * longer than its limit is discarded up to the next LF and answered with
+ * "500 5.5.2 Error: line too long", so the connection stays usable. The message text of
+ * DATA is framed only by the exact CRLF.CRLF (data.c).
+ *
+ * Pipelining (RFC 2920): commands are executed in order from the input buffer; replies
+ * are queued in order. When a command needs blocking work (AUTH step, delivery) reading
+ * pauses; buffered commands wait until the job's reply is written.
+ */
+#include "smtp/smtp.h"
+
+#include "auth/auth.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "smtp/session.h"
+
+#include <event2/buffer.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Command flags. */
+#define CMD_NEEDS_HELO 0x1 /* "503 5.5.1 Error: send HELO/EHLO first" before HELO */
+
+struct smtp_command_def {
+    enum smtp_verb verb;
+    void (*handler)(struct smtp_session *s, const struct smtp_command *cmd);
+    unsigned flags;
+};
+
+static void cmd_helo(struct smtp_session *s, const struct smtp_command *cmd);
+static void cmd_ehlo(struct smtp_session *s, const struct smtp_command *cmd);
+static void cmd_rset(struct smtp_session *s, const struct smtp_command *cmd);
+static void cmd_noop(struct smtp_session *s, const struct smtp_command *cmd);
+static void cmd_quit(struct smtp_session *s, const struct smtp_command *cmd);
+static void cmd_vrfy(struct smtp_session *s, const struct smtp_command *cmd);
+static void cmd_help(struct smtp_session *s, const struct smtp_command *cmd);
+static void cmd_starttls(struct smtp_session *s, const struct smtp_command *cmd);
+static void cmd_not_implemented(struct smtp_session *s, const struct smtp_command *cmd);
+static void cmd_non_smtp(struct smtp_session *s, const struct smtp_command *cmd);
+
+/* The command table: verb -> handler and flags. State rules that depend on the
+ * transaction (need MAIL, need RCPT, nested MAIL) are checked in the handlers, each
+ * with Postfix's wording. */
+static const struct smtp_command_def command_table[] = {
+    {SMTP_VERB_HELO, cmd_helo, 0},
+    {SMTP_VERB_EHLO, cmd_ehlo, 0},
+    {SMTP_VERB_MAIL, smtp_cmd_mail, CMD_NEEDS_HELO},
+    {SMTP_VERB_RCPT, smtp_cmd_rcpt, CMD_NEEDS_HELO},
+    {SMTP_VERB_DATA, smtp_cmd_data, CMD_NEEDS_HELO},
+    {SMTP_VERB_BDAT, smtp_cmd_bdat, 0}, /* checks itself: the chunk must be consumed */
+    {SMTP_VERB_RSET, cmd_rset, 0},
+    {SMTP_VERB_NOOP, cmd_noop, 0},
+    {SMTP_VERB_QUIT, cmd_quit, 0},
+    {SMTP_VERB_VRFY, cmd_vrfy, 0},
+    {SMTP_VERB_EXPN, cmd_not_implemented, 0},
+    {SMTP_VERB_ETRN, cmd_not_implemented, 0},
+    {SMTP_VERB_HELP, cmd_help, 0},
+    {SMTP_VERB_STARTTLS, cmd_starttls, CMD_NEEDS_HELO},
+    {SMTP_VERB_AUTH, smtp_cmd_auth, CMD_NEEDS_HELO},
+    {SMTP_VERB_NON_SMTP, cmd_non_smtp, 0},
+};
+
+static void session_close_with(struct smtp_session *s, const char *reply)
+{
+    smtp_reply(s, "%s", reply);
+    s->input = SMTP_INPUT_CLOSED;
+    conn_close(s->c);
+}
+
+static void cmd_helo(struct smtp_session *s, const struct smtp_command *cmd)
+{
+    if (!smtp_parse_helo(cmd->arg, cmd->arg_len, s->helo, sizeof s->helo)) {
+        smtp_reply(s, "501 Syntax: HELO hostname");
+        return;
+    }
+    /* RFC 5321 §4.1.4: HELO/EHLO resets the transaction. */
+    smtp_txn_reset(&s->txn);
+    s->has_helo = true;
+    s->is_esmtp = false;
+    smtp_reply(s, "250 %s", smtp_hostname(s));
+}
+
+/* EHLO capability predicates: advertise only what works on this connection. */
+static bool can_starttls(const struct smtp_session *s)
+{
+    return !conn_is_tls(s->c) && conn_tls_available(s->c);
+}
+
+static void cmd_ehlo(struct smtp_session *s, const struct smtp_command *cmd)
+{
+    if (!smtp_parse_helo(cmd->arg, cmd->arg_len, s->helo, sizeof s->helo)) {
+        smtp_reply(s, "501 Syntax: EHLO hostname");
+        return;
+    }
+    smtp_txn_reset(&s->txn);
+    s->has_helo = true;
+    s->is_esmtp = true;
+    struct buf b;
+    buf_init(&b, 0);
+    buf_printf(&b, "250-%s\r\n250-PIPELINING\r\n", smtp_hostname(s));
+    buf_printf(&b, "250-SIZE %llu\r\n", (unsigned long long)s->cfg->smtp_max_message_size);
+    buf_append_str(&b, "250-VRFY\r\n");
+    if (can_starttls(s))
+        buf_append_str(&b, "250-STARTTLS\r\n");
+    char *mechs = smtp_auth_mechanisms(s);
+    if (mechs && mechs[0]) {
+        /* "AUTH=" is the pre-RFC 4954 form some old clients (Outlook) look for. */
+        buf_printf(&b, "250-AUTH %s\r\n250-AUTH=%s\r\n", mechs, mechs);
+    }
+    free(mechs);
+    buf_append_str(&b, "250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n"
+                       "250 CHUNKING\r\n");
+    conn_write(s->c, b.data, b.len);
+    buf_free(&b);
+    s->stat_ok[s->cur_verb]++;
+}
+
+static void cmd_rset(struct smtp_session *s, const struct smtp_command *cmd)
+{
+    if (cmd->arg_len) {
+        smtp_reply(s, "501 5.5.4 Syntax: RSET");
+        return;
+    }
+    smtp_txn_reset(&s->txn);
+    smtp_reply(s, "250 2.0.0 Ok");
+}
+
+static void cmd_noop(struct smtp_session *s, const struct smtp_command *cmd)
+{
+    smtp_reply(s, "250 2.0.0 Ok");
+}
+
+static void cmd_quit(struct smtp_session *s, const struct smtp_command *cmd)
+{
+    session_close_with(s, "221 2.0.0 Bye");
+}
+
+/* RFC 5321 §3.5.3: 252 = "cannot VRFY user, but will accept message and attempt
+ * delivery". We never confirm or deny mailboxes (no user enumeration). */
+static void cmd_vrfy(struct smtp_session *s, const struct smtp_command *cmd)
+{
+    if (cmd->arg_len == 0) {
+        smtp_reply(s, "501 5.5.4 Syntax: VRFY address");
+        return;
+    }
+    struct addr a;
+    size_t off;
+    if (!addr_parse_path(cmd->arg, cmd->arg_len, false, &a, &off)) {
+        smtp_reply(s, "501 5.1.3 Bad recipient address syntax");
+        return;
+    }
+    char text[ADDR_MAX_PATH + 1];
+    addr_format(&a, text, sizeof text);
+    smtp_reply(s, "252 2.0.0 %s", text);
+}
+
+static void cmd_help(struct smtp_session *s, const struct smtp_command *cmd)
+{
+    conn_write_str(s->c, "214-2.0.0 Commands supported:\r\n"
+                         "214-2.0.0   HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT\r\n"
+                         "214-2.0.0   VRFY HELP STARTTLS AUTH\r\n"
+                         "214 2.0.0 See RFC 5321\r\n");
+    s->stat_ok[s->cur_verb]++;
+}
+
+static void cmd_not_implemented(struct smtp_session *s, const struct smtp_command *cmd)
+{
+    smtp_reply(s, "502 5.5.1 Error: command not implemented");
+}
+
+/* A web browser or proxy talking to the mail port (cross-protocol attack): Postfix's
+ * answer, and hang up. */
+static void cmd_non_smtp(struct smtp_session *s, const struct smtp_command *cmd)
+{
+    log_warning("smtpd", "non-SMTP command from %s: %.*s", s->peer,
+                (int)(cmd->arg_len > 100 ? 100 : cmd->arg_len), cmd->arg);
+    session_close_with(s, "221 2.7.0 Error: I can break rules, too. Goodbye.");
+}
+
+static void cmd_starttls(struct smtp_session *s, const struct smtp_command *cmd)
+{
+    if (cmd->arg_len) {
+        smtp_reply(s, "501 5.5.4 Syntax: STARTTLS");
+        return;
+    }
+    if (conn_is_tls(s->c)) {
+        smtp_reply(s, "554 5.5.1 Error: TLS already active");
+        return;
+    }
+    if (!conn_tls_available(s->c)) {
+        smtp_reply(s, "502 5.5.1 Error: command not implemented");
+        return;
+    }
+    smtp_reply(s, "220 2.0.0 Ready to start TLS");
+    /* The core flushes the reply, discards buffered input (RFC 3207 §4, CVE-2011-0411)
+     * and calls on_tls after the handshake. */
+    if (conn_starttls(s->c) < 0) {
+        log_warning("smtpd", "STARTTLS failed to start for %s", s->peer);
+        s->input = SMTP_INPUT_CLOSED;
+        conn_close(s->c);
+        return;
+    }
+    s->input = SMTP_INPUT_TLS_WAIT;
+}
+
+/* Dispatch one command line (CR/LF removed). */
+static void session_command(struct smtp_session *s, const char *line, size_t len)
+{
+    struct smtp_command cmd;
+    if (memchr(line, '\0', len) || !smtp_command_parse(line, len, &cmd)) {
+        s->cur_verb = SMTP_VERB_UNKNOWN;
+        s->stat_total[SMTP_VERB_UNKNOWN]++;
+        smtp_reply(s, "500 5.5.2 Error: bad syntax");
+        return;
+    }
+    s->cur_verb = cmd.verb;
+    s->stat_total[cmd.verb]++;
+    size_t limit = SMTP_COMMAND_LINE_MAX - 2;
+    if (cmd.verb == SMTP_VERB_MAIL || cmd.verb == SMTP_VERB_RCPT)
+        limit = SMTP_MAIL_LINE_MAX - 2;
+    else if (cmd.verb == SMTP_VERB_AUTH)
+        limit = SMTP_AUTH_LINE_MAX - 2;
+    if (len > limit) {
+        smtp_reply(s, "500 5.5.2 Error: line too long");
+        return;
+    }
+    const struct smtp_command_def *def = NULL;
+    for (size_t i = 0; i < sizeof command_table / sizeof command_table[0]; i++) {
+        if (command_table[i].verb == cmd.verb) {
+            def = &command_table[i];
+            break;
+        }
+    }
+    if (!def) {
+        smtp_reply(s, "502 5.5.2 Error: command not recognized");
+        return;
+    }
+    if ((def->flags & CMD_NEEDS_HELO) && !s->has_helo) {
+        smtp_reply(s, "503 5.5.1 Error: send HELO/EHLO first");
+        return;
+    }
+    /* Submission (RFC 6409 §4.3): authentication comes before any mail. */
+    def->handler(s, &cmd);
+}
+
+/* Read and execute command or SASL lines until input runs out or a mode change. */
+static bool session_read_line(struct smtp_session *s, struct evbuffer *in)
+{
+    size_t eol_len = 0;
+    struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
+    size_t avail = evbuffer_get_length(in);
+    if (p.pos < 0) {
+        if (avail > SMTP_AUTH_LINE_MAX) {
+            /* Hostile or broken: drop what we have and skip to the next LF. */
+            evbuffer_drain(in, avail);
+            s->is_discarding_line = true;
+        }
+        return false;
+    }
+    size_t line_len = (size_t)p.pos;
+    if (s->is_discarding_line || line_len > SMTP_AUTH_LINE_MAX) {
+        evbuffer_drain(in, line_len + eol_len);
+        s->is_discarding_line = false;
+        s->cur_verb = SMTP_VERB_UNKNOWN;
+        s->stat_total[SMTP_VERB_UNKNOWN]++;
+        smtp_reply(s, "500 5.5.2 Error: line too long");
+        return true;
+    }
+    char line[SMTP_AUTH_LINE_MAX + 2];
+    evbuffer_remove(in, line, line_len);
+    evbuffer_drain(in, eol_len);
+    if (line_len > 0 && line[line_len - 1] == '\r')
+        line_len--;
+    line[line_len] = '\0';
+    if (s->input == SMTP_INPUT_AUTH)
+        smtp_auth_response(s, line, line_len);
+    else
+        session_command(s, line, line_len);
+    return true;
+}
+
+static void session_check_errors(struct smtp_session *s)
+{
+    unsigned max = s->cfg->smtp_max_errors ? s->cfg->smtp_max_errors : 20;
+    if (s->input != SMTP_INPUT_CLOSED && s->n_errors >= max) {
+        log_info("smtpd", "too many errors after %s from %s",
+                 s->cur_verb == SMTP_VERB_UNKNOWN ? "UNKNOWN" : smtp_verb_stat_name(s->cur_verb),
+                 s->peer);
+        char reply[SMTP_REPLY_MAX];
+        snprintf(reply, sizeof reply, "421 4.7.0 %s Error: too many errors", smtp_hostname(s));
+        session_close_with(s, reply);
+    }
+}
+
+static void smtp_on_read(void *session, struct conn *c)
+{
+    struct smtp_session *s = session;
+    struct evbuffer *in = conn_input(c);
+    /* Bounded: every round consumes input or returns. */
+    while (!s->is_busy && evbuffer_get_length(in) > 0) {
+        bool progressed = false;
+        switch (s->input) {
+        case SMTP_INPUT_COMMAND:
+        case SMTP_INPUT_AUTH:
+            progressed = session_read_line(s, in);
+            break;
+        case SMTP_INPUT_DATA:
+        case SMTP_INPUT_BDAT:
+            progressed = smtp_body_read(s);
+            break;
+        case SMTP_INPUT_TLS_WAIT:
+            return; /* the core discards this input when the handshake starts */
+        case SMTP_INPUT_CLOSED:
+            evbuffer_drain(in, evbuffer_get_length(in));
+            return;
+        }
+        session_check_errors(s);
+        if (!progressed)
+            break;
+    }
+}
+
+void smtp_txn_init(struct smtp_txn *t)
+{
+    memset(t, 0, sizeof *t);
+    t->body_fd = -1;
+    buf_init(&t->body, 0);
+}
+
+static void *smtp_open(struct conn *c)
+{
+    struct smtp_session *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->c = c;
+    s->ctx = conn_server(c);
+    s->cfg = s->ctx->cfg;
+    s->role = conn_role(c);
+    s->input = SMTP_INPUT_COMMAND;
+    smtp_txn_init(&s->txn);
+    const char *ip = conn_peer_ip(c);
+    snprintf(s->peer, sizeof s->peer, "%s[%s]", conn_peer_name(c), ip ? ip : "unknown");
+    log_info("smtpd", "connect from %s", s->peer);
+    conn_set_timeout(c, s->cfg->smtp_timeout ? s->cfg->smtp_timeout : 300);
+    /* RFC 5321 §4.3.1 greeting; no software name or version (DESIGN §6). */
+    conn_printf(c, "220 %s ESMTP\r\n", smtp_hostname(s));
+    return s;
+}
+
+static void smtp_on_tls(void *session, struct conn *c)
+{
+    struct smtp_session *s = session;
+    /* RFC 3207 §4.2: forget everything learnt before TLS; the client must EHLO again. */
+    smtp_txn_reset(&s->txn);
+    s->has_helo = false;
+    s->is_esmtp = false;
+    s->helo[0] = '\0';
+    free(s->auth_user);
+    s->auth_user = NULL;
+    s->input = SMTP_INPUT_COMMAND;
+    s->is_discarding_line = false;
+}
+
+static void smtp_on_timeout(void *session, struct conn *c)
+{
+    struct smtp_session *s = session;
+    const char *after = s->input == SMTP_INPUT_DATA        ? "DATA"
+                        : s->cur_verb == SMTP_VERB_UNKNOWN ? "CONNECT"
+                                                           : smtp_verb_stat_name(s->cur_verb);
+    log_info("smtpd", "timeout after %s from %s", after, s->peer);
+    conn_printf(c, "421 4.4.2 %s Error: timeout exceeded\r\n", smtp_hostname(s));
+    s->input = SMTP_INPUT_CLOSED;
+}
+
+void smtp_session_free(struct smtp_session *s)
+{
+    smtp_txn_reset(&s->txn);
+    buf_free(&s->txn.body);
+    if (s->sasl)
+        auth_sasl_free(s->sasl);
+    free(s->auth_user);
+    free(s);
+}
+
+static void smtp_close(void *session, const char *reason)
+{
+    struct smtp_session *s = session;
+    struct buf b;
+    buf_init(&b, 0);
+    smtp_stats_format(s, &b);
+    log_info("smtpd", "disconnect from %s%s", s->peer, buf_cstr(&b));
+    buf_free(&b);
+    if (s->is_busy) {
+        s->is_dead = true; /* the job's done callback frees the session */
+        s->c = NULL;
+        return;
+    }
+    smtp_session_free(s);
+}
+
+bool smtp_session_job_done(struct smtp_session *s)
+{
+    s->is_busy = false;
+    if (s->is_dead) {
+        smtp_session_free(s);
+        return false;
+    }
+    session_check_errors(s);
+    conn_resume_read(s->c);
+    return true;
+}
+
+const struct conn_protocol smtp_protocol = {
+    .log_name = "smtpd",
+    .open = smtp_open,
+    .on_read = smtp_on_read,
+    .on_drained = NULL,
+    .on_tls = smtp_on_tls,
+    .on_timeout = smtp_on_timeout,
+    .close = smtp_close,
+};

@@ -1,0 +1,151 @@
+/*
+ * session.h - internal to the smtp module: the per-connection session and the functions
+ * the module's files share (session.c: lifecycle, input, command table; envelope.c:
+ * MAIL/RCPT policy; body.c: DATA/BDAT and the spill file; sasl.c: AUTH; delivery.c:
+ * trace headers and the workpool delivery job; reply.c: replies and log helpers).
+ *
+ * Ownership: a session is created by smtp_protocol.open() and freed by close(), or, when
+ * a workpool job is in flight at close time, by that job's done callback (is_dead).
+ * Every field is used on the loop thread only; jobs copy what they need.
+ */
+#ifndef TERN_SMTP_SESSION_H
+#define TERN_SMTP_SESSION_H
+
+#include "core/addr.h"
+#include "core/buf.h"
+#include "core/conn.h"
+#include "core/util.h"
+#include "smtp/data.h"
+#include "smtp/parse.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct auth_sasl;
+
+/* Message bodies up to this size stay in memory; larger ones go to an unlinked file. */
+#define SMTP_BODY_MEMORY_MAX (1024 * 1024)
+/* Hop count limit (RFC 5321 §6.3 loop detection; Postfix hopcount_limit). */
+#define SMTP_MAX_HOPS 50
+/* MAIL and RCPT lines may carry parameters; RFC 5321 §4.5.3.1.4 lets extensions raise
+ * the 512-octet command-line limit (RFC 1870, 6152, 6531, 4954 §5 each add some). */
+#define SMTP_MAIL_LINE_MAX 1024
+
+/* What the bytes arriving next are. */
+enum smtp_input {
+    SMTP_INPUT_COMMAND,  /* command lines */
+    SMTP_INPUT_AUTH,     /* SASL response lines (RFC 4954 §4) */
+    SMTP_INPUT_DATA,     /* message text after 354 */
+    SMTP_INPUT_BDAT,     /* BDAT chunk octets */
+    SMTP_INPUT_TLS_WAIT, /* STARTTLS accepted: nothing until the handshake is done */
+    SMTP_INPUT_CLOSED,   /* QUIT or a fatal error: ignore everything */
+};
+
+/* A local mailbox the message goes to (after alias expansion, deduplicated). */
+struct smtp_local_target {
+    char *user;      /* canonical user@domain */
+    char *home;      /* store folder */
+    uint64_t quota;  /* bytes, 0 = unlimited */
+    char *orig_rcpt; /* the RCPT TO address that led here (X-Original-To) */
+};
+
+/* The mail transaction (RFC 5321 §3.3): MAIL, RCPTs, message. */
+struct smtp_txn {
+    bool is_active; /* MAIL accepted */
+    struct addr from;
+    char from_text[ADDR_MAX_PATH + 1]; /* "" for the null sender */
+    struct smtp_mail_params params;
+    char queue_id[UTIL_QUEUE_ID_SIZE]; /* assigned at the first accepted RCPT */
+    bool has_queue_id;
+    unsigned n_rcpt; /* accepted RCPT commands */
+    struct smtp_local_target *local;
+    size_t n_local, cap_local;
+    char **remote; /* foreign recipients, deduplicated */
+    size_t n_remote, cap_remote;
+    char *first_rcpt; /* for the Received "for <...>" clause */
+
+    /* message */
+    bool is_bdat; /* BDAT used in this transaction */
+    struct smtp_data_reader reader;
+    struct buf body; /* in-memory part (the tail when spilled) */
+    int body_fd;     /* spill file, -1 if none */
+    uint64_t body_fd_size;
+    bool has_body_error; /* spill write failed */
+    uint64_t start_ms;   /* MAIL time, for delay= */
+};
+
+struct smtp_session {
+    struct conn *c;
+    const struct server_context *ctx;
+    const struct config *cfg;
+    enum conn_role role;
+    char peer[320]; /* "name[ip]" for logs */
+
+    enum smtp_input input;
+    bool has_helo;
+    bool is_esmtp;
+    char helo[256];
+
+    char *auth_user; /* after AUTH: canonical user */
+    char auth_mech[21];
+    struct auth_sasl *sasl; /* during an AUTH exchange */
+
+    bool is_busy;            /* a workpool job is in flight */
+    bool is_dead;            /* the connection closed while busy: done() frees */
+    bool is_discarding_line; /* skipping an overlong line up to its LF */
+    unsigned n_errors;
+
+    struct smtp_txn txn;
+
+    /* BDAT chunk being read */
+    uint64_t bdat_remaining;
+    bool bdat_is_last;
+    char bdat_error[SMTP_REPLY_MAX]; /* non-empty: discard the chunk, then send this */
+
+    /* statistics for the "disconnect from" line */
+    enum smtp_verb cur_verb;
+    unsigned stat_total[SMTP_VERB_COUNT];
+    unsigned stat_ok[SMTP_VERB_COUNT];
+};
+
+/* reply.c */
+/* Queue one reply line (CRLF added). Replies >= 400 count as errors; a 2xx counts as
+ * success of the current command in the statistics. */
+void smtp_reply(struct smtp_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* "NOQUEUE: reject: RCPT from name[ip]: <reply>; from=<a> to=<b> proto=ESMTP helo=<h>" */
+void smtp_log_reject(struct smtp_session *s, const char *cmd, const char *reply, const char *to);
+/* Append "ehlo=1 mail=1 rcpt=0/1 ... commands=N" to out. */
+void smtp_stats_format(const struct smtp_session *s, struct buf *out);
+const char *smtp_hostname(const struct smtp_session *s);
+
+/* session.c */
+void smtp_session_free(struct smtp_session *s);
+/* Resume reading after a workpool job (or free the session if it died meanwhile). Returns
+ * false when the session was freed. */
+bool smtp_session_job_done(struct smtp_session *s);
+
+/* envelope.c */
+void smtp_cmd_mail(struct smtp_session *s, const struct smtp_command *cmd);
+void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd);
+void smtp_txn_reset(struct smtp_txn *t);
+void smtp_txn_init(struct smtp_txn *t);
+
+/* body.c */
+void smtp_cmd_data(struct smtp_session *s, const struct smtp_command *cmd);
+void smtp_cmd_bdat(struct smtp_session *s, const struct smtp_command *cmd);
+/* Consume message input in DATA / BDAT mode; returns false when no more can be done now. */
+bool smtp_body_read(struct smtp_session *s);
+/* Before delivery: if the body was spilled, append the in-memory tail to the file. */
+void smtp_body_finalize(struct smtp_session *s);
+
+/* sasl.c */
+void smtp_cmd_auth(struct smtp_session *s, const struct smtp_command *cmd);
+void smtp_auth_response(struct smtp_session *s, const char *line, size_t len);
+/* Which SASL mechanisms to advertise now (malloc'd, "" when none) or NULL. */
+char *smtp_auth_mechanisms(struct smtp_session *s);
+
+/* delivery.c */
+/* The message is complete and checked: deliver it in the workpool; the reply follows. */
+void smtp_delivery_start(struct smtp_session *s);
+
+#endif
