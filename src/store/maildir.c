@@ -99,6 +99,9 @@ int store_mailbox_name_to_dir(const char *name, char *dir, size_t dir_size, char
         store_error(error_r, "Invalid mailbox name");
         return -1;
     }
+    char name_copy[256]; /* name may alias canon */
+    memcpy(name_copy, name, len + 1);
+    name = name_copy;
     /* RFC 3501 §5.1: INBOX is case-insensitive, also as the first hierarchy level. */
     const char *rest = name;
     char tmp[300];

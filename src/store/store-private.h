@@ -115,6 +115,30 @@ struct store_user {
     int pop3_lock_fd;
 };
 
+/* Find a mailbox by IMAP name: canonical name, folder path and index row. A folder made
+ * by another program (no row yet) gets a row. 0, or -1 with "[TRYCREATE] Mailbox doesn't
+ * exist: NAME" when absent (IMAP passes the text through). */
+int store_mailbox_lookup(struct store_user *u, const char *name, char *canon_r, size_t canon_size,
+                         char *path_r, size_t path_size, struct store_mbox_row *row_r,
+                         char **error_r);
+/* Inside a transaction: bring the index of one mailbox in line with its folder (new files
+ * get UIDs, vanished files are deleted, renamed flags are taken over), optionally moving
+ * new/ to cur/. row must be fresh (read inside the transaction); it is updated and saved. */
+int store_sync_locked(struct store_user *u, const char *path, struct store_mbox_row *row,
+                      bool move_new, char **error_r);
+/* Locate the current file of a message by base name (scan cur/ and new/) into location
+ * ("cur/<name>" or "new/<name>"). 0 found, 1 gone, -1 error. */
+int store_maildir_locate(const char *path, const char *basename, char *location, size_t size);
+
+/* View internals for copy.c. */
+size_t store_view_find_uid(const struct store_mailbox *box, uint32_t uid); /* or SIZE_MAX */
+const char *store_view_path(const struct store_mailbox *box);
+const char *store_view_name(const struct store_mailbox *box);
+struct store_user *store_view_user(const struct store_mailbox *box);
+int64_t store_view_mailbox_id(const struct store_mailbox *box);
+/* Current path of message i's file (re-located if another session renamed it). */
+int store_view_file_path(struct store_mailbox *box, size_t i, char *out, size_t size);
+
 /* Called by the view code after a change so IDLE sessions learn of it (any thread). */
 void store_notify_publish_any_thread(const char *user, const char *mailbox);
 

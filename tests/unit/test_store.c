@@ -297,7 +297,447 @@ static void test_deliver_folder(void **state)
     assert_int_equal(access(dir, F_OK), 0);
 }
 
-/* MAILBOX TESTS */
+/* ---- mailbox API ------------------------------------------------------------------- */
+
+static struct store_user *open_user(const char *name, char *home, size_t size)
+{
+    home_of(name, home, size);
+    struct store_user *u = NULL;
+    char *error = NULL;
+    char user[128];
+    snprintf(user, sizeof user, "%s@example.test", name);
+    assert_int_equal(store_user_open(home, user, &u, &error), 0);
+    assert_non_null(u);
+    return u;
+}
+
+static void deliver_n(const char *home, size_t n)
+{
+    struct store_source src = {.data = msg_crlf, .len = strlen(msg_crlf), .fd = -1};
+    for (size_t i = 0; i < n; i++) {
+        struct store_target t = {.user = "x@example.test", .home = home};
+        assert_int_equal(store_deliver(&src, &t, 1, NULL), 0);
+    }
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void test_user_open_specials(void **state)
+{
+    char home[512], path[700];
+    struct store_user *u = open_user("alice", home, sizeof home);
+    struct store_mailbox_info *list = NULL;
+    size_t n = 0;
+    char *error = NULL;
+    assert_int_equal(store_mailbox_list(u, &list, &n, &error), 0);
+    assert_int_equal(n, 6);
+    assert_string_equal(list[0].name, "INBOX");
+    bool has_sent = false;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(list[i].name, "Sent") == 0) {
+            has_sent = true;
+            assert_string_equal(list[i].special_use, "\\Sent");
+            assert_true(list[i].subscribed);
+        }
+    assert_true(has_sent);
+    store_mailbox_info_free(list, n);
+    snprintf(path, sizeof path, "%s/Maildir/.Trash/maildirfolder", home);
+    assert_int_equal(access(path, F_OK), 0);
+    snprintf(path, sizeof path, "%s/Maildir/.Junk/cur", home);
+    assert_int_equal(access(path, F_OK), 0);
+    store_user_close(u);
+    /* re-opening does not re-create a deleted special mailbox */
+    u = open_user("alice", home, sizeof home);
+    assert_int_equal(store_mailbox_delete(u, "Junk", &error), 0);
+    store_user_close(u);
+    u = open_user("alice", home, sizeof home);
+    snprintf(path, sizeof path, "%s/Maildir/.Junk", home);
+    assert_int_not_equal(access(path, F_OK), 0);
+    store_user_close(u);
+}
+
+static void test_sync_external_changes(void **state)
+{
+    char home[512], path[1200];
+    struct store_user *u = open_user("bob", home, sizeof home);
+    deliver_n(home, 2);
+    struct store_mailbox *box = NULL;
+    char *error = NULL;
+    assert_int_equal(store_mailbox_open(u, "inbox", false, &box, &error), 0);
+    assert_int_equal(store_mailbox_count(box), 2);
+    assert_true(store_mailbox_message(box, 0)->flags & STORE_FLAG_RECENT);
+    assert_int_equal(store_mailbox_uidnext(box), 3);
+    /* SELECT moved new/ to cur/ */
+    snprintf(path, sizeof path, "%s/Maildir/new", home);
+    assert_int_equal(count_files(path), 0);
+    snprintf(path, sizeof path, "%s/Maildir/cur", home);
+    assert_int_equal(count_files(path), 2);
+
+    /* message content comes back with LF line ends */
+    int fd = -1;
+    assert_int_equal(store_message_open(box, 1, &fd, &error), 0);
+    char buf[200] = "";
+    assert_int_equal(read(fd, buf, sizeof buf - 1), (ssize_t)strlen(msg_lf));
+    assert_string_equal(buf, msg_lf);
+    close(fd);
+
+    /* another program drops a file into new/ (no S=/W= in its name) */
+    snprintf(path, sizeof path, "%s/Maildir/new/1700000000.external.host", home);
+    write_file(path, "Subject: ext\n\nbody\n");
+    /* and marks message 1 as seen by renaming it */
+    const struct store_message *m0 = store_mailbox_message(box, 0);
+    char from[1200], to[1200];
+    snprintf(from, sizeof from, "%s/Maildir/cur/%s:2,", home, m0->filename);
+    snprintf(to, sizeof to, "%s/Maildir/cur/%s:2,S", home, m0->filename);
+    assert_int_equal(rename(from, to), 0);
+
+    struct store_sync_changes ch;
+    assert_int_equal(store_mailbox_sync(box, &ch, &error), 0);
+    assert_int_equal(ch.n_new, 1);
+    assert_int_equal(ch.n_expunged, 0);
+    assert_int_equal(ch.n_flag_changed, 1);
+    assert_int_equal(ch.flag_changed[0], 0);
+    store_sync_changes_free(&ch);
+    assert_int_equal(store_mailbox_count(box), 3);
+    const struct store_message *m2 = store_mailbox_message(box, 2);
+    assert_int_equal(m2->uid, 3);
+    assert_int_equal(m2->size, 19);
+    assert_int_equal(m2->vsize, 22);
+    assert_true(m2->flags & STORE_FLAG_RECENT);
+    assert_true(store_mailbox_message(box, 0)->flags & STORE_FLAG_SEEN);
+
+    /* a second, read-only view does not steal \Recent, and sees the same UIDs */
+    struct store_mailbox *ro = NULL;
+    assert_int_equal(store_mailbox_open(u, "INBOX", true, &ro, &error), 0);
+    assert_int_equal(store_mailbox_count(ro), 3);
+    assert_int_equal(store_mailbox_message(ro, 2)->uid, 3);
+    assert_false(store_mailbox_message(ro, 2)->flags & STORE_FLAG_RECENT);
+    store_mailbox_close(ro);
+
+    struct store_status st;
+    assert_int_equal(store_mailbox_status(u, "INBOX", &st, &error), 0);
+    assert_int_equal(st.messages, 3);
+    assert_int_equal(st.unseen, 2);
+    assert_int_equal(st.uidnext, 4);
+    store_mailbox_close(box);
+    store_user_close(u);
+}
+
+static void test_expunge_numbering(void **state)
+{
+    char home[512];
+    struct store_user *u = open_user("carol", home, sizeof home);
+    deliver_n(home, 5);
+    struct store_mailbox *a = NULL, *b = NULL;
+    char *error = NULL;
+    assert_int_equal(store_mailbox_open(u, "INBOX", false, &a, &error), 0);
+    assert_int_equal(store_mailbox_open(u, "INBOX", false, &b, &error), 0);
+    uint32_t uids[] = {2, 3, 5};
+    assert_int_equal(store_mailbox_expunge_uids(b, uids, 3, &error), 0);
+    struct store_sync_changes ch;
+    assert_int_equal(store_mailbox_sync(a, &ch, &error), 0);
+    /* RFC 3501 §7.4.1: seqs as of the time each EXPUNGE is sent: 2, 2, 3 */
+    assert_int_equal(ch.n_expunged, 3);
+    assert_int_equal(ch.expunged_seqs[0], 2);
+    assert_int_equal(ch.expunged_seqs[1], 2);
+    assert_int_equal(ch.expunged_seqs[2], 3);
+    assert_int_equal(ch.n_new, 0);
+    store_sync_changes_free(&ch);
+    assert_int_equal(store_mailbox_count(a), 2);
+    assert_int_equal(store_mailbox_message(a, 0)->uid, 1);
+    assert_int_equal(store_mailbox_message(a, 1)->uid, 4);
+    /* the expunging view itself learns of them at its next sync too */
+    assert_int_equal(store_mailbox_count(b), 5);
+    assert_int_equal(store_mailbox_sync(b, &ch, &error), 0);
+    assert_int_equal(ch.n_expunged, 3);
+    store_sync_changes_free(&ch);
+    assert_int_equal(store_user_usage(home), 2 * (int64_t)strlen(msg_lf));
+    store_mailbox_close(a);
+    store_mailbox_close(b);
+    store_user_close(u);
+}
+
+static void test_uid_never_reused(void **state)
+{
+    char home[512], path[1200];
+    struct store_user *u = open_user("dave", home, sizeof home);
+    deliver_n(home, 3);
+    struct store_mailbox *box = NULL;
+    char *error = NULL;
+    assert_int_equal(store_mailbox_open(u, "INBOX", false, &box, &error), 0);
+    uint32_t uid3 = 3;
+    assert_int_equal(store_mailbox_expunge_uids(box, &uid3, 1, &error), 0);
+    /* a file removed behind our back, too */
+    const struct store_message *m1 = store_mailbox_message(box, 1);
+    snprintf(path, sizeof path, "%s/Maildir/cur/%s:2,", home, m1->filename);
+    assert_int_equal(unlink(path), 0);
+    struct store_sync_changes ch;
+    assert_int_equal(store_mailbox_sync(box, &ch, &error), 0);
+    assert_int_equal(ch.n_expunged, 2);
+    store_sync_changes_free(&ch);
+    store_mailbox_close(box);
+    store_user_close(u);
+    /* re-open, drop a new file: it gets UID 4, never 2 or 3 */
+    u = open_user("dave", home, sizeof home);
+    snprintf(path, sizeof path, "%s/Maildir/cur/1700000001.ext.host:2,S", home);
+    write_file(path, "a\n");
+    assert_int_equal(store_mailbox_open(u, "INBOX", false, &box, &error), 0);
+    assert_int_equal(store_mailbox_count(box), 2);
+    assert_int_equal(store_mailbox_message(box, 1)->uid, 4);
+    assert_true(store_mailbox_message(box, 1)->flags & STORE_FLAG_SEEN);
+    store_mailbox_close(box);
+    deliver_n(home, 1);
+    assert_int_equal(store_mailbox_open(u, "INBOX", false, &box, &error), 0);
+    assert_int_equal(store_mailbox_message(box, 2)->uid, 5);
+    store_mailbox_close(box);
+    store_user_close(u);
+}
+
+static void test_set_flags(void **state)
+{
+    char home[512], path[1200];
+    struct store_user *u = open_user("erin", home, sizeof home);
+    deliver_n(home, 1);
+    struct store_mailbox *box = NULL, *other = NULL;
+    char *error = NULL;
+    assert_int_equal(store_mailbox_open(u, "INBOX", false, &box, &error), 0);
+    assert_int_equal(store_mailbox_open(u, "INBOX", false, &other, &error), 0);
+    uint64_t ms0 = store_mailbox_message(box, 0)->modseq;
+    const char *kw[] = {"$Junk", NULL};
+    assert_int_equal(
+        store_message_set_flags(box, 0, 1, STORE_FLAG_SEEN | STORE_FLAG_FLAGGED, kw, &error), 0);
+    const struct store_message *m = store_mailbox_message(box, 0);
+    assert_true(m->modseq > ms0);
+    assert_int_equal(m->flags & ~(unsigned)STORE_FLAG_RECENT, STORE_FLAG_SEEN | STORE_FLAG_FLAGGED);
+    assert_string_equal(m->keywords[0], "$Junk");
+    snprintf(path, sizeof path, "%s/Maildir/cur/%s:2,FS", home, m->filename);
+    assert_int_equal(access(path, F_OK), 0);
+    assert_int_equal(store_message_set_flags(box, 0, -1, STORE_FLAG_SEEN, NULL, &error), 0);
+    snprintf(path, sizeof path, "%s/Maildir/cur/%s:2,F", home, m->filename);
+    assert_int_equal(access(path, F_OK), 0);
+    /* the other view sees the change as a flag change */
+    struct store_sync_changes ch;
+    assert_int_equal(store_mailbox_sync(other, &ch, &error), 0);
+    assert_int_equal(ch.n_flag_changed, 1);
+    store_sync_changes_free(&ch);
+    const struct store_message *om = store_mailbox_message(other, 0);
+    assert_int_equal(om->flags & ~(unsigned)STORE_FLAG_RECENT, STORE_FLAG_FLAGGED);
+    assert_non_null(om->keywords);
+    assert_string_equal(om->keywords[0], "$Junk");
+    /* and can still open the renamed file */
+    int fd = -1;
+    assert_int_equal(store_message_open(other, 0, &fd, &error), 0);
+    close(fd);
+    /* cache */
+    assert_null(store_message_get_cache(box, 0, "envelope"));
+    assert_int_equal(store_message_set_cache(box, 0, "envelope", "(NIL)"), 0);
+    assert_int_equal(store_message_set_cache(box, 0, "body", "(B)"), 0);
+    char *v = store_message_get_cache(other, 0, "envelope");
+    assert_string_equal(v, "(NIL)");
+    free(v);
+    v = store_message_get_cache(other, 0, "body");
+    assert_string_equal(v, "(B)");
+    free(v);
+    store_mailbox_close(box);
+    store_mailbox_close(other);
+    store_user_close(u);
+}
+
+static void test_append_copy_move(void **state)
+{
+    char home[512], path[1200];
+    struct store_user *u = open_user("fred", home, sizeof home);
+    deliver_n(home, 2);
+    char *error = NULL;
+    struct store_source src = {.data = msg_crlf, .len = strlen(msg_crlf), .fd = -1};
+    uint32_t uidv = 0, uid = 0;
+    assert_int_equal(store_mailbox_append(u, "Sent", &src, STORE_FLAG_SEEN, NULL, 1600000000, &uidv,
+                                          &uid, &error),
+                     0);
+    assert_int_equal(uid, 1);
+    assert_int_not_equal(uidv, 0);
+    assert_int_equal(store_mailbox_append(u, "Sent", &src, 0, NULL, 0, &uidv, &uid, &error), 0);
+    assert_int_equal(uid, 2);
+    assert_int_equal(store_mailbox_append(u, "Nope", &src, 0, NULL, 0, &uidv, &uid, &error), -1);
+    assert_non_null(strstr(error, "TRYCREATE"));
+    free(error);
+    error = NULL;
+    struct store_mailbox *sent = NULL;
+    assert_int_equal(store_mailbox_open(u, "Sent", false, &sent, &error), 0);
+    const struct store_message *m = store_mailbox_message(sent, 0);
+    assert_int_equal(m->internaldate, 1600000000);
+    assert_int_equal(m->vsize, strlen(msg_crlf));
+    snprintf(path, sizeof path, "%s/Maildir/.Sent/cur/%s:2,S", home, m->filename);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mtime, 1600000000);
+    store_mailbox_close(sent);
+
+    struct store_mailbox *inbox = NULL;
+    assert_int_equal(store_mailbox_open(u, "INBOX", false, &inbox, &error), 0);
+    uint32_t uids[] = {1, 2, 99};
+    uint32_t *dest = NULL;
+    assert_int_equal(
+        store_mailbox_copy_uids(inbox, uids, 3, "Archive", false, &uidv, &dest, &error), 0);
+    assert_int_equal(dest[0], 1);
+    assert_int_equal(dest[1], 2);
+    assert_int_equal(dest[2], 0);
+    free(dest);
+    assert_int_equal(store_mailbox_copy_uids(inbox, uids, 2, "Archive", true, &uidv, &dest, &error),
+                     0);
+    assert_int_equal(dest[0], 3);
+    assert_int_equal(dest[1], 4);
+    free(dest);
+    struct store_sync_changes ch;
+    assert_int_equal(store_mailbox_sync(inbox, &ch, &error), 0);
+    assert_int_equal(ch.n_expunged, 2);
+    store_sync_changes_free(&ch);
+    assert_int_equal(store_mailbox_count(inbox), 0);
+    store_mailbox_close(inbox);
+    struct store_status s;
+    assert_int_equal(store_mailbox_status(u, "Archive", &s, &error), 0);
+    assert_int_equal(s.messages, 4);
+    assert_int_equal(s.uidnext, 5);
+    store_user_close(u);
+}
+
+static void test_rename_inbox(void **state)
+{
+    char home[512];
+    struct store_user *u = open_user("gina", home, sizeof home);
+    deliver_n(home, 2);
+    char *error = NULL;
+    assert_int_equal(store_mailbox_rename(u, "INBOX", "Old", &error), 0);
+    struct store_status s;
+    assert_int_equal(store_mailbox_status(u, "INBOX", &s, &error), 0);
+    assert_int_equal(s.messages, 0);
+    assert_int_equal(s.uidnext, 3);
+    assert_int_equal(store_mailbox_status(u, "Old", &s, &error), 0);
+    assert_int_equal(s.messages, 2);
+    struct store_mailbox *box = NULL;
+    assert_int_equal(store_mailbox_open(u, "Old", false, &box, &error), 0);
+    assert_int_equal(store_mailbox_message(box, 1)->uid, 2);
+    int fd = -1;
+    assert_int_equal(store_message_open(box, 1, &fd, &error), 0);
+    close(fd);
+    store_mailbox_close(box);
+    deliver_n(home, 1);
+    assert_int_equal(store_mailbox_open(u, "INBOX", false, &box, &error), 0);
+    assert_int_equal(store_mailbox_count(box), 1);
+    assert_int_equal(store_mailbox_message(box, 0)->uid, 3);
+    store_mailbox_close(box);
+    store_user_close(u);
+}
+
+static void test_mailbox_tree(void **state)
+{
+    char home[512], path[1200];
+    struct store_user *u = open_user("hank", home, sizeof home);
+    char *error = NULL;
+    assert_int_equal(store_mailbox_create(u, "Work/Projects", &error), 0);
+    assert_int_equal(store_mailbox_create(u, "Work/Projects", &error), -1);
+    free(error);
+    error = NULL;
+    assert_int_equal(store_mailbox_create(u, "inbox", &error), -1);
+    free(error);
+    error = NULL;
+    assert_int_equal(store_mailbox_create(u, "bad.name", &error), -1);
+    free(error);
+    error = NULL;
+    snprintf(path, sizeof path, "%s/Maildir/.Work.Projects/maildirfolder", home);
+    assert_int_equal(access(path, F_OK), 0);
+    struct store_mailbox_info *list = NULL;
+    size_t n = 0;
+    assert_int_equal(store_mailbox_list(u, &list, &n, &error), 0);
+    bool has_work = false;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(list[i].name, "Work") == 0) {
+            has_work = true;
+            assert_true(list[i].noselect);
+            assert_true(list[i].has_children);
+        }
+    assert_true(has_work);
+    store_mailbox_info_free(list, n);
+    /* deliver into it, rename it with its UIDs */
+    struct store_source src = {.data = msg_crlf, .len = strlen(msg_crlf), .fd = -1};
+    struct store_target t = {.user = "hank@example.test", .home = home, .mailbox = "Work/Projects"};
+    assert_int_equal(store_deliver(&src, &t, 1, &error), 0);
+    assert_int_equal(store_mailbox_create(u, "Work/Projects/Sub", &error), 0);
+    assert_int_equal(store_mailbox_rename(u, "Work/Projects", "Done", &error), 0);
+    snprintf(path, sizeof path, "%s/Maildir/.Done.Sub/cur", home);
+    assert_int_equal(access(path, F_OK), 0);
+    struct store_status s;
+    assert_int_equal(store_mailbox_status(u, "Done", &s, &error), 0);
+    assert_int_equal(s.messages, 1);
+    struct store_mailbox *box = NULL;
+    assert_int_equal(store_mailbox_open(u, "Done", true, &box, &error), 0);
+    assert_int_equal(store_mailbox_message(box, 0)->uid, t.uid); /* kept its UID */
+    store_mailbox_close(box);
+    assert_int_equal(store_mailbox_status(u, "Done/Sub", &s, &error), 0);
+    assert_int_equal(store_mailbox_status(u, "Work/Projects", &s, &error), -1);
+    free(error);
+    error = NULL;
+    assert_int_equal(store_mailbox_subscribe(u, "Done", true, &error), 0);
+    assert_int_equal(store_mailbox_delete(u, "INBOX", &error), -1);
+    free(error);
+    error = NULL;
+    uint32_t uv1 = 0;
+    assert_int_equal(store_mailbox_status(u, "Done", &s, &error), 0);
+    uv1 = s.uidvalidity;
+    assert_int_equal(store_mailbox_delete(u, "Done", &error), 0);
+    assert_int_equal(store_mailbox_create(u, "Done", &error), 0);
+    assert_int_equal(store_mailbox_status(u, "Done", &s, &error), 0);
+    assert_int_equal(s.messages, 0);
+    assert_true(s.uidvalidity > uv1); /* never reused */
+    assert_true(store_user_usage(home) == 0);
+    store_user_close(u);
+}
+
+static void test_pop3_lock(void **state)
+{
+    char home[512];
+    struct store_user *a = open_user("ivan", home, sizeof home);
+    struct store_user *b = open_user("ivan", home, sizeof home);
+    assert_int_equal(store_pop3_lock(a), 0);
+    assert_int_equal(store_pop3_lock(b), 1);
+    store_pop3_unlock(a);
+    assert_int_equal(store_pop3_lock(b), 0);
+    store_user_close(b); /* closing releases */
+    assert_int_equal(store_pop3_lock(a), 0);
+    store_user_close(a);
+}
+
+static int notified;
+static void on_notify(const char *user, const char *mailbox, void *arg)
+{
+    notified++;
+}
+
+static void test_notify(void **state)
+{
+    void *sub = store_notify_subscribe("jo@example.test", on_notify, NULL);
+    assert_non_null(sub);
+    notified = 0;
+    store_notify_publish("JO@example.test", "INBOX");
+    store_notify_publish("other@example.test", "INBOX");
+    assert_int_equal(notified, 1);
+    /* a delivery on this (loop) thread publishes at once */
+    char home[512];
+    home_of("jo", home, sizeof home);
+    struct store_source src = {.data = msg_crlf, .len = strlen(msg_crlf), .fd = -1};
+    struct store_target t = {.user = "jo@example.test", .home = home};
+    assert_int_equal(store_deliver(&src, &t, 1, NULL), 0);
+    assert_int_equal(notified, 2);
+    store_notify_unsubscribe(sub);
+    store_notify_publish("jo@example.test", "INBOX");
+    assert_int_equal(notified, 2);
+}
 
 int main(void)
 {
@@ -307,6 +747,16 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_deliver_quota, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deliver_faults, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deliver_folder, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_user_open_specials, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sync_external_changes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expunge_numbering, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_uid_never_reused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_set_flags, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_append_copy_move, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rename_inbox, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mailbox_tree, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pop3_lock, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_notify, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

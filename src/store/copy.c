@@ -1,0 +1,335 @@
+/*
+ * copy.c - APPEND, COPY and MOVE (durable before return, UIDs for UIDPLUS), and the
+ * ENVELOPE/BODYSTRUCTURE cache.
+ */
+#include "store/store-private.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int store_mailbox_append(struct store_user *u, const char *name, const struct store_source *src,
+                         unsigned flags, const char *const *keywords, time_t internaldate,
+                         uint32_t *uidvalidity_r, uint32_t *uid_r, char **error_r)
+{
+    char canon[300], path[4200];
+    struct store_mbox_row row;
+    if (store_mailbox_lookup(u, name, canon, sizeof canon, path, sizeof path, &row, error_r) < 0)
+        return -1;
+    flags &= ~(unsigned)STORE_FLAG_RECENT;
+    char unique[400], tmp_path[4700], base[600], fname[700], final_path[5000];
+    store_maildir_unique_name(unique, sizeof unique);
+    snprintf(tmp_path, sizeof tmp_path, "%s/tmp/%s", path, unique);
+    int fd = open(tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        store_error(error_r, "create %s: %s", tmp_path, strerror(errno));
+        return -1;
+    }
+    uint64_t size, vsize;
+    if (store_io_write_message(fd, NULL, src, &size, &vsize, error_r) < 0)
+        goto fail_fd;
+    /* RFC 3501 §6.3.11: the internal date; Maildir keeps it as the file's mtime. */
+    if (internaldate > 0) {
+        struct timespec ts[2] = {{internaldate, 0}, {internaldate, 0}};
+        (void)futimens(fd, ts);
+    } else {
+        internaldate = time(NULL);
+    }
+    if (store_io_fsync(fd) < 0) {
+        store_error(error_r, "fsync %s: %s", tmp_path, strerror(errno));
+        goto fail_fd;
+    }
+    if (close(fd) < 0) {
+        fd = -1;
+        store_error(error_r, "close %s: %s", tmp_path, strerror(errno));
+        goto fail_fd;
+    }
+    fd = -1;
+    snprintf(base, sizeof base, "%s,S=%llu,W=%llu", unique, (unsigned long long)size,
+             (unsigned long long)vsize);
+    if (store_maildir_name_with_flags(base, flags, NULL, fname, sizeof fname) < 0) {
+        store_error(error_r, "file name too long");
+        goto fail_fd;
+    }
+    snprintf(final_path, sizeof final_path, "%s/cur/%s", path, fname);
+    if (rename(tmp_path, final_path) < 0) {
+        store_error(error_r, "rename %s: %s", tmp_path, strerror(errno));
+        goto fail_fd;
+    }
+    char cur_dir[4300];
+    snprintf(cur_dir, sizeof cur_dir, "%s/cur", path);
+    if (store_io_fsync_dir(cur_dir) < 0) {
+        store_error(error_r, "fsync %s: %s", cur_dir, strerror(errno));
+        goto fail_final;
+    }
+    char loc[800];
+    snprintf(loc, sizeof loc, "cur/%s", fname);
+    char *kw_text = store_keywords_join(keywords);
+    if (store_index_begin(u->db, error_r) < 0) {
+        free(kw_text);
+        goto fail_final;
+    }
+    if (store_index_mailbox_get(u->db, canon, &row, error_r) != 0 ||
+        store_index_message_add(u->db, &row, base, loc, flags, kw_text, size, vsize, internaldate,
+                                uid_r, error_r) < 0 ||
+        store_index_mailbox_save(u->db, &row, error_r) < 0) {
+        store_index_rollback(u->db);
+        free(kw_text);
+        goto fail_final;
+    }
+    free(kw_text);
+    if (store_index_commit(u->db, error_r) < 0)
+        goto fail_final;
+    *uidvalidity_r = row.uidvalidity;
+    store_notify_publish_any_thread(u->user, canon);
+    return 0;
+fail_final:
+    /* Not acknowledged, so not kept: a retry by the client must not make a duplicate. */
+    (void)unlink(final_path);
+    (void)store_io_fsync_dir(cur_dir);
+    return -1;
+fail_fd:
+    if (fd >= 0)
+        close(fd);
+    (void)unlink(tmp_path);
+    return -1;
+}
+
+/* Make dest a copy of src: a hard link when possible, else a byte copy (fsync'd). */
+static int copy_file(const char *src, const char *tmp_dir_file, const char *dest, char **error_r)
+{
+    if (link(src, dest) == 0)
+        return 0;
+    if (errno != EXDEV && errno != EPERM && errno != EMLINK && errno != ENOTSUP) {
+        store_error(error_r, "link %s: %s", src, strerror(errno));
+        return -1;
+    }
+    int in = open(src, O_RDONLY | O_CLOEXEC);
+    if (in < 0) {
+        store_error(error_r, "open %s: %s", src, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(in, &st) < 0) {
+        close(in);
+        return -1;
+    }
+    int out = open(tmp_dir_file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (out < 0) {
+        store_error(error_r, "create %s: %s", tmp_dir_file, strerror(errno));
+        close(in);
+        return -1;
+    }
+    struct store_source s = {.fd = in, .size = (uint64_t)st.st_size};
+    uint64_t written;
+    int ret = -1;
+    if (store_io_write_raw(out, NULL, &s, &written, error_r) == 0 && store_io_fsync(out) == 0 &&
+        close(out) == 0) {
+        out = -1;
+        if (rename(tmp_dir_file, dest) == 0)
+            ret = 0;
+    }
+    if (out >= 0)
+        close(out);
+    close(in);
+    if (ret < 0) {
+        store_error(error_r, "copy %s: %s", src, strerror(errno));
+        (void)unlink(tmp_dir_file);
+    }
+    return ret;
+}
+
+int store_mailbox_copy_uids(struct store_mailbox *box, const uint32_t *uids, size_t n,
+                            const char *dest, bool move, uint32_t *dest_uidvalidity_r,
+                            uint32_t **dest_uids_r, char **error_r)
+{
+    struct store_user *u = store_view_user(box);
+    char canon[300], path[4200];
+    struct store_mbox_row row;
+    *dest_uids_r = NULL;
+    if (store_mailbox_lookup(u, dest, canon, sizeof canon, path, sizeof path, &row, error_r) < 0)
+        return -1;
+    uint32_t *out = calloc(n + 1, sizeof *out);
+    char **made = calloc(n + 1, sizeof *made);      /* created file paths, for undo */
+    char **bases = calloc(n + 1, sizeof *bases);    /* their base names */
+    char **locs = calloc(n + 1, sizeof *locs);      /* their locations */
+    size_t *idx = calloc(n + 1, sizeof *idx);       /* view index of each uid */
+    uint32_t *moved = calloc(n + 1, sizeof *moved); /* source uids copied */
+    size_t n_made = 0;
+    int ret = -1;
+    if (!out || !made || !bases || !locs || !idx || !moved) {
+        store_error(error_r, "out of memory");
+        goto out;
+    }
+    /* 1. the files: one new name per copy, linked (or copied) straight into cur/ */
+    for (size_t k = 0; k < n; k++) {
+        size_t i = store_view_find_uid(box, uids[k]);
+        idx[k] = i;
+        if (i == SIZE_MAX)
+            continue; /* RFC 3501: UIDs that do not exist are ignored (dest uid 0) */
+        const struct store_message *m = store_mailbox_message(box, i);
+        char src_path[5000], unique[400], base[600], fname[700], dst[5000], tmp[5000];
+        if (store_view_file_path(box, i, src_path, sizeof src_path) < 0) {
+            idx[k] = SIZE_MAX; /* expunged meanwhile */
+            continue;
+        }
+        store_maildir_unique_name(unique, sizeof unique);
+        snprintf(base, sizeof base, "%s,S=%llu,W=%llu", unique, (unsigned long long)m->size,
+                 (unsigned long long)m->vsize);
+        if (store_maildir_name_with_flags(base, m->flags & ~(unsigned)STORE_FLAG_RECENT, NULL,
+                                          fname, sizeof fname) < 0) {
+            store_error(error_r, "file name too long");
+            goto undo;
+        }
+        snprintf(dst, sizeof dst, "%s/cur/%s", path, fname);
+        snprintf(tmp, sizeof tmp, "%s/tmp/%s", path, unique);
+        if (copy_file(src_path, tmp, dst, error_r) < 0)
+            goto undo;
+        made[n_made] = strdup(dst);
+        bases[n_made] = strdup(base);
+        char loc[800];
+        snprintf(loc, sizeof loc, "cur/%s", fname);
+        locs[n_made] = strdup(loc);
+        n_made++;
+        if (!made[n_made - 1] || !bases[n_made - 1] || !locs[n_made - 1]) {
+            store_error(error_r, "out of memory");
+            goto undo;
+        }
+    }
+    char cur_dir[4300];
+    snprintf(cur_dir, sizeof cur_dir, "%s/cur", path);
+    if (n_made > 0 && store_io_fsync_dir(cur_dir) < 0) {
+        store_error(error_r, "fsync %s: %s", cur_dir, strerror(errno));
+        goto undo;
+    }
+    /* 2. the index of the destination, one transaction for all copies */
+    if (store_index_begin(u->db, error_r) < 0)
+        goto undo;
+    if (store_index_mailbox_get(u->db, canon, &row, error_r) != 0)
+        goto undo_txn;
+    size_t j = 0, n_moved = 0;
+    for (size_t k = 0; k < n; k++) {
+        if (idx[k] == SIZE_MAX)
+            continue;
+        const struct store_message *m = store_mailbox_message(box, idx[k]);
+        char *kw = store_keywords_join((const char *const *)m->keywords);
+        int r = store_index_message_add(u->db, &row, bases[j], locs[j],
+                                        m->flags & ~(unsigned)STORE_FLAG_RECENT, kw, m->size,
+                                        m->vsize, m->internaldate, &out[k], error_r);
+        free(kw);
+        if (r < 0)
+            goto undo_txn;
+        moved[n_moved++] = uids[k];
+        j++;
+    }
+    if (store_index_mailbox_save(u->db, &row, error_r) < 0)
+        goto undo_txn;
+    if (store_index_commit(u->db, error_r) < 0)
+        goto undo;
+    *dest_uidvalidity_r = row.uidvalidity;
+    store_notify_publish_any_thread(u->user, canon);
+    /* 3. MOVE (RFC 6851): the copies are durable; now expunge the originals */
+    if (move && n_moved > 0 && store_mailbox_expunge_uids(box, moved, n_moved, error_r) < 0)
+        goto out_keep;
+    *dest_uids_r = out;
+    out = NULL;
+    ret = 0;
+    goto out;
+undo_txn:
+    store_index_rollback(u->db);
+undo:
+    for (size_t k = 0; k < n_made; k++)
+        if (made[k])
+            (void)unlink(made[k]);
+    if (n_made > 0) {
+        char d[4300];
+        snprintf(d, sizeof d, "%s/cur", path);
+        (void)store_io_fsync_dir(d);
+    }
+    goto out;
+out_keep:
+    /* the copy stands even though removing the originals failed */
+    *dest_uids_r = out;
+    out = NULL;
+out:
+    for (size_t k = 0; k < n_made; k++) {
+        free(made[k]);
+        free(bases[k]);
+        free(locs[k]);
+    }
+    free(made);
+    free(bases);
+    free(locs);
+    free(idx);
+    free(moved);
+    free(out);
+    return ret;
+}
+
+/* ENVELOPE and BODYSTRUCTURE live in the messages row; other fields in cache(). */
+static bool cache_is_column(const char *field)
+{
+    return strcmp(field, "envelope") == 0 || strcmp(field, "bodystructure") == 0;
+}
+
+char *store_message_get_cache(struct store_mailbox *box, size_t i, const char *field)
+{
+    const struct store_message *m = store_mailbox_message(box, i);
+    if (!m || !field)
+        return NULL;
+    sqlite3 *db = store_view_user(box)->db;
+    sqlite3_stmt *st = NULL;
+    char sql[200];
+    if (cache_is_column(field))
+        snprintf(sql, sizeof sql, "SELECT %s FROM messages WHERE mailbox = ? AND uid = ?", field);
+    else
+        snprintf(sql, sizeof sql,
+                 "SELECT value FROM cache WHERE mailbox = ? AND uid = ? AND field = ?");
+    char *v = NULL;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, store_view_mailbox_id(box));
+        sqlite3_bind_int64(st, 2, m->uid);
+        if (!cache_is_column(field))
+            sqlite3_bind_text(st, 3, field, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) {
+            const char *t = (const char *)sqlite3_column_text(st, 0);
+            v = t ? strdup(t) : NULL;
+        }
+    }
+    sqlite3_finalize(st);
+    return v;
+}
+
+int store_message_set_cache(struct store_mailbox *box, size_t i, const char *field,
+                            const char *value)
+{
+    const struct store_message *m = store_mailbox_message(box, i);
+    if (!m || !field || !value)
+        return -1;
+    sqlite3 *db = store_view_user(box)->db;
+    sqlite3_stmt *st = NULL;
+    char sql[200];
+    if (cache_is_column(field))
+        snprintf(sql, sizeof sql, "UPDATE messages SET %s = ?3 WHERE mailbox = ?1 AND uid = ?2",
+                 field);
+    else
+        snprintf(sql, sizeof sql,
+                 "INSERT OR REPLACE INTO cache(mailbox, uid, field, value)"
+                 " SELECT ?1, ?2, ?4, ?3 WHERE EXISTS"
+                 " (SELECT 1 FROM messages WHERE mailbox = ?1 AND uid = ?2)");
+    int rc = SQLITE_ERROR;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, store_view_mailbox_id(box));
+        sqlite3_bind_int64(st, 2, m->uid);
+        sqlite3_bind_text(st, 3, value, -1, SQLITE_STATIC);
+        if (!cache_is_column(field))
+            sqlite3_bind_text(st, 4, field, -1, SQLITE_STATIC);
+        rc = sqlite3_step(st);
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}

@@ -1,0 +1,646 @@
+/*
+ * view.c - a session's view of one mailbox (SELECT/EXAMINE, a POP3 maildrop): the message
+ * list as of the last sync, sequence numbers as indexes into it, and the per-message
+ * operations: open, set flags, expunge.
+ *
+ * Changes by other sessions or programs reach the view only through store_mailbox_sync(),
+ * which reports them as IMAP needs them (EXPUNGE sequence numbers, FETCH for changed
+ * flags, the count of new messages). Our own expunges, too, stay in the view until the
+ * next sync reports them, so the numbering the client sees is always consistent.
+ */
+#include "store/store-private.h"
+
+#include "core/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+struct view_msg {
+    struct store_message pub;
+    char *location; /* "cur/<name>" or "new/<name>" below the folder */
+};
+
+struct store_mailbox {
+    struct store_user *u;
+    char name[300];
+    char path[4200];
+    bool is_read_only;
+    struct store_mbox_row row; /* uidvalidity, uidnext, highestmodseq as of the last sync */
+    struct view_msg *msgs;
+    size_t n;
+};
+
+static void view_msg_free(struct view_msg *m)
+{
+    free(m->pub.filename);
+    store_keywords_free(m->pub.keywords);
+    free(m->location);
+}
+
+static void view_msgs_free(struct view_msg *msgs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        view_msg_free(&msgs[i]);
+    free(msgs);
+}
+
+/* Load the mailbox's rows (ordered by UID) inside the current transaction. */
+static int view_load(struct store_mailbox *box, struct view_msg **msgs_r, size_t *n_r,
+                     char **error_r)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(box->u->db,
+                           "SELECT uid, basename, location, flags, keywords, size, vsize,"
+                           " internaldate, modseq FROM messages WHERE mailbox = ? ORDER BY uid",
+                           -1, &st, NULL) != SQLITE_OK) {
+        store_error(error_r, "index: %s", sqlite3_errmsg(box->u->db));
+        return -1;
+    }
+    sqlite3_bind_int64(st, 1, box->row.id);
+    struct view_msg *msgs = NULL;
+    size_t n = 0, cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 64;
+            struct view_msg *nm = realloc(msgs, ncap * sizeof *nm);
+            if (!nm)
+                goto oom;
+            msgs = nm;
+            cap = ncap;
+        }
+        struct view_msg *m = &msgs[n];
+        memset(m, 0, sizeof *m);
+        m->pub.uid = (uint32_t)sqlite3_column_int64(st, 0);
+        const char *base = (const char *)sqlite3_column_text(st, 1);
+        const char *loc = (const char *)sqlite3_column_text(st, 2);
+        m->pub.filename = strdup(base ? base : "");
+        m->location = strdup(loc ? loc : "");
+        m->pub.flags = (unsigned)sqlite3_column_int(st, 3) & ~(unsigned)STORE_FLAG_RECENT;
+        m->pub.keywords = store_keywords_parse((const char *)sqlite3_column_text(st, 4));
+        m->pub.size = (uint64_t)sqlite3_column_int64(st, 5);
+        m->pub.vsize = (uint64_t)sqlite3_column_int64(st, 6);
+        m->pub.internaldate = (time_t)sqlite3_column_int64(st, 7);
+        m->pub.modseq = (uint64_t)sqlite3_column_int64(st, 8);
+        n++;
+        if (!m->pub.filename || !m->location)
+            goto oom;
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        store_error(error_r, "index: %s", sqlite3_errmsg(box->u->db));
+        view_msgs_free(msgs, n);
+        return -1;
+    }
+    *msgs_r = msgs;
+    *n_r = n;
+    return 0;
+oom:
+    sqlite3_finalize(st);
+    view_msgs_free(msgs, n);
+    store_error(error_r, "out of memory");
+    return -1;
+}
+
+/* One sync round: transaction, folder scan, recent claim, reload. */
+static int view_refresh(struct store_mailbox *box, struct view_msg **msgs_r, size_t *n_r,
+                        uint32_t *recent_lo_r, uint32_t *recent_hi_r, bool *is_unchanged_r,
+                        char **error_r)
+{
+    sqlite3 *db = box->u->db;
+    if (store_index_begin(db, error_r) < 0)
+        return -1;
+    struct store_mbox_row row;
+    int r = store_index_mailbox_get(db, box->name, &row, error_r);
+    if (r != 0) {
+        if (r == 1)
+            store_error(error_r, "Mailbox was deleted");
+        store_index_rollback(db);
+        return -1;
+    }
+    if (row.uidvalidity != box->row.uidvalidity && box->row.uidvalidity != 0) {
+        store_index_rollback(db);
+        store_error(error_r, "Mailbox UIDVALIDITY changed");
+        return -1;
+    }
+    if (store_sync_locked(box->u, box->path, &row, !box->is_read_only, error_r) < 0) {
+        store_index_rollback(db);
+        return -1;
+    }
+    /* RFC 3501 §2.3.2: \Recent goes to exactly one read-write session. */
+    *recent_lo_r = row.first_recent_uid;
+    *recent_hi_r = box->is_read_only ? row.first_recent_uid : row.uidnext;
+    if (!box->is_read_only && row.first_recent_uid != row.uidnext) {
+        row.first_recent_uid = row.uidnext;
+        if (store_index_mailbox_save(db, &row, error_r) < 0) {
+            store_index_rollback(db);
+            return -1;
+        }
+    }
+    *is_unchanged_r =
+        box->msgs && row.uidnext == box->row.uidnext && row.highestmodseq == box->row.highestmodseq;
+    *msgs_r = NULL;
+    *n_r = 0;
+    box->row = row;
+    if (!*is_unchanged_r && view_load(box, msgs_r, n_r, error_r) < 0) {
+        store_index_rollback(db);
+        return -1;
+    }
+    if (store_index_commit(db, error_r) < 0) {
+        view_msgs_free(*msgs_r, *n_r);
+        return -1;
+    }
+    return 0;
+}
+
+int store_mailbox_open(struct store_user *u, const char *name, bool read_only,
+                       struct store_mailbox **box_r, char **error_r)
+{
+    struct store_mailbox *box = calloc(1, sizeof *box);
+    if (!box) {
+        store_error(error_r, "out of memory");
+        return -1;
+    }
+    box->u = u;
+    box->is_read_only = read_only;
+    if (store_mailbox_lookup(u, name, box->name, sizeof box->name, box->path, sizeof box->path,
+                             &box->row, error_r) < 0) {
+        free(box);
+        return -1;
+    }
+    box->row.uidvalidity = 0;
+    uint32_t lo, hi;
+    bool is_unchanged;
+    struct view_msg *msgs;
+    size_t n;
+    if (view_refresh(box, &msgs, &n, &lo, &hi, &is_unchanged, error_r) < 0) {
+        free(box);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (msgs[i].pub.uid >= lo && msgs[i].pub.uid < hi)
+            msgs[i].pub.flags |= STORE_FLAG_RECENT;
+    box->msgs = msgs;
+    box->n = n;
+    *box_r = box;
+    return 0;
+}
+
+void store_mailbox_close(struct store_mailbox *box)
+{
+    if (!box)
+        return;
+    view_msgs_free(box->msgs, box->n);
+    free(box);
+}
+
+uint32_t store_mailbox_uidvalidity(const struct store_mailbox *box)
+{
+    return box->row.uidvalidity;
+}
+
+uint32_t store_mailbox_uidnext(const struct store_mailbox *box)
+{
+    return box->row.uidnext;
+}
+
+uint64_t store_mailbox_highestmodseq(const struct store_mailbox *box)
+{
+    return box->row.highestmodseq;
+}
+
+size_t store_mailbox_count(const struct store_mailbox *box)
+{
+    return box->n;
+}
+
+const struct store_message *store_mailbox_message(const struct store_mailbox *box, size_t i)
+{
+    return i < box->n ? &box->msgs[i].pub : NULL;
+}
+
+static bool keywords_equal(char **a, char **b)
+{
+    size_t i = 0;
+    for (; a && a[i] && b && b[i]; i++)
+        if (strcmp(a[i], b[i]) != 0)
+            return false;
+    return !(a && a[i]) && !(b && b[i]);
+}
+
+int store_mailbox_sync(struct store_mailbox *box, struct store_sync_changes *changes_r,
+                       char **error_r)
+{
+    memset(changes_r, 0, sizeof *changes_r);
+    uint32_t lo, hi;
+    bool is_unchanged;
+    struct view_msg *msgs;
+    size_t n;
+    if (view_refresh(box, &msgs, &n, &lo, &hi, &is_unchanged, error_r) < 0)
+        return -1;
+    if (is_unchanged) {
+        /* nothing new in the index; only a fresh \Recent claim can matter */
+        for (size_t i = 0; i < box->n; i++)
+            if (box->msgs[i].pub.uid >= lo && box->msgs[i].pub.uid < hi)
+                box->msgs[i].pub.flags |= STORE_FLAG_RECENT;
+        return 0;
+    }
+    /* Merge old and new lists (both sorted by UID). RFC 3501 §7.4.1: each EXPUNGE
+     * number is the sequence number at the time it is sent, so later numbers are
+     * reduced by the expunges reported before them. */
+    uint32_t *exp = calloc(box->n + 1, sizeof *exp);
+    size_t *chg = calloc(n + 1, sizeof *chg);
+    if (!exp || !chg) {
+        free(exp);
+        free(chg);
+        view_msgs_free(msgs, n);
+        store_error(error_r, "out of memory");
+        return -1;
+    }
+    size_t i = 0, j = 0, n_exp = 0, n_chg = 0;
+    while (i < box->n) {
+        struct view_msg *old = &box->msgs[i];
+        while (j < n && msgs[j].pub.uid < old->pub.uid)
+            j++; /* cannot happen (UIDs only grow) but stay safe */
+        if (j < n && msgs[j].pub.uid == old->pub.uid) {
+            struct view_msg *nw = &msgs[j];
+            nw->pub.flags |= old->pub.flags & STORE_FLAG_RECENT;
+            if ((nw->pub.flags & ~(unsigned)STORE_FLAG_RECENT) !=
+                    (old->pub.flags & ~(unsigned)STORE_FLAG_RECENT) ||
+                !keywords_equal(nw->pub.keywords, old->pub.keywords))
+                chg[n_chg++] = j;
+            j++;
+        } else {
+            exp[n_exp] = (uint32_t)(i + 1 - n_exp);
+            n_exp++;
+        }
+        i++;
+    }
+    size_t n_survivors = box->n - n_exp;
+    for (size_t k = 0; k < n; k++)
+        if (msgs[k].pub.uid >= lo && msgs[k].pub.uid < hi)
+            msgs[k].pub.flags |= STORE_FLAG_RECENT;
+    view_msgs_free(box->msgs, box->n);
+    box->msgs = msgs;
+    box->n = n;
+    changes_r->expunged_seqs = exp;
+    changes_r->n_expunged = n_exp;
+    changes_r->flag_changed = chg;
+    changes_r->n_flag_changed = n_chg;
+    changes_r->n_new = n - n_survivors;
+    return 0;
+}
+
+void store_sync_changes_free(struct store_sync_changes *c)
+{
+    if (!c)
+        return;
+    free(c->expunged_seqs);
+    free(c->flag_changed);
+    memset(c, 0, sizeof *c);
+}
+
+/* Refresh the location of a message whose file moved (another session renamed it). */
+static int view_relocate(struct store_mailbox *box, struct view_msg *m)
+{
+    char loc[700];
+    if (store_maildir_locate(box->path, m->pub.filename, loc, sizeof loc) != 0)
+        return -1;
+    char *dup = strdup(loc);
+    if (!dup)
+        return -1;
+    free(m->location);
+    m->location = dup;
+    return 0;
+}
+
+int store_message_open(struct store_mailbox *box, size_t i, int *fd_r, char **error_r)
+{
+    if (i >= box->n) {
+        store_error(error_r, "No such message");
+        return -1;
+    }
+    struct view_msg *m = &box->msgs[i];
+    for (int attempt = 0; attempt < 2; attempt++) {
+        char path[5000];
+        snprintf(path, sizeof path, "%s/%s", box->path, m->location);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            *fd_r = fd;
+            return 0;
+        }
+        if (errno != ENOENT) {
+            store_error(error_r, "open %s: %s", path, strerror(errno));
+            return -1;
+        }
+        if (attempt == 0 && view_relocate(box, m) < 0)
+            break;
+    }
+    store_error(error_r, "Message was expunged");
+    return -1;
+}
+
+/* Apply mode (0 replace, 1 add, -1 remove) to a keyword vector. */
+static char **keywords_apply(char **cur, int mode, const char *const *kw)
+{
+    size_t n_cur = 0, n_kw = 0;
+    while (cur && cur[n_cur])
+        n_cur++;
+    while (kw && kw[n_kw])
+        n_kw++;
+    char **out = calloc(n_cur + n_kw + 1, sizeof *out);
+    if (!out)
+        return NULL;
+    size_t o = 0;
+    if (mode != 0)
+        for (size_t i = 0; i < n_cur; i++) {
+            bool is_removed = false;
+            for (size_t k = 0; mode < 0 && k < n_kw && !is_removed; k++)
+                is_removed = strcasecmp(cur[i], kw[k]) == 0;
+            if (!is_removed)
+                out[o++] = strdup(cur[i]);
+        }
+    if (mode >= 0)
+        for (size_t k = 0; k < n_kw; k++) {
+            bool is_dup = false;
+            for (size_t i = 0; i < o && !is_dup; i++)
+                is_dup = strcasecmp(out[i], kw[k]) == 0;
+            if (!is_dup)
+                out[o++] = strdup(kw[k]);
+        }
+    out[o] = NULL;
+    return out;
+}
+
+int store_message_set_flags(struct store_mailbox *box, size_t i, int mode, unsigned flags,
+                            const char *const *keywords, char **error_r)
+{
+    if (i >= box->n) {
+        store_error(error_r, "No such message");
+        return -1;
+    }
+    if (box->is_read_only) {
+        store_error(error_r, "Mailbox is read-only");
+        return -1;
+    }
+    struct view_msg *m = &box->msgs[i];
+    const unsigned stored_mask = STORE_FLAG_SEEN | STORE_FLAG_ANSWERED | STORE_FLAG_FLAGGED |
+                                 STORE_FLAG_DELETED | STORE_FLAG_DRAFT;
+    unsigned old = m->pub.flags & stored_mask, req = flags & stored_mask;
+    unsigned nf = mode == 0 ? req : mode > 0 ? (old | req) : (old & ~req);
+    char **nkw = keywords_apply(m->pub.keywords, mode, keywords);
+    if (!nkw) {
+        store_error(error_r, "out of memory");
+        return -1;
+    }
+    char *kw_text = store_keywords_join((const char *const *)nkw);
+    bool is_same = nf == old && keywords_equal(nkw, m->pub.keywords);
+    if (is_same || !kw_text) {
+        store_keywords_free(nkw);
+        free(kw_text);
+        if (!is_same)
+            store_error(error_r, "out of memory");
+        return is_same ? 0 : -1;
+    }
+    /* 1. the file name carries the system flags (Maildir ":2,<letters>") */
+    char new_name[700], new_loc[800];
+    int ret = -1;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        const char *fname = strchr(m->location, '/');
+        fname = fname ? fname + 1 : m->location;
+        const char *colon = strchr(fname, ':');
+        if (store_maildir_name_with_flags(m->pub.filename, nf, colon ? colon + 1 : NULL, new_name,
+                                          sizeof new_name) < 0) {
+            store_error(error_r, "file name too long");
+            goto out;
+        }
+        snprintf(new_loc, sizeof new_loc, "cur/%s", new_name);
+        if (strcmp(new_loc, m->location) == 0)
+            break;
+        char from[5000], to[5000];
+        snprintf(from, sizeof from, "%s/%s", box->path, m->location);
+        snprintf(to, sizeof to, "%s/%s", box->path, new_loc);
+        if (rename(from, to) == 0)
+            break;
+        if (errno != ENOENT || attempt == 1 || view_relocate(box, m) < 0) {
+            store_error(error_r, errno == ENOENT ? "Message was expunged" : "rename %s: %s", from,
+                        strerror(errno));
+            goto out;
+        }
+    }
+    char cur_dir[4300];
+    snprintf(cur_dir, sizeof cur_dir, "%s/cur", box->path);
+    if (store_io_fsync_dir(cur_dir) < 0) {
+        store_error(error_r, "fsync %s: %s", cur_dir, strerror(errno));
+        goto out;
+    }
+    /* 2. the index: flags, keywords, modseq (CONDSTORE) */
+    sqlite3 *db = box->u->db;
+    if (store_index_begin(db, error_r) < 0)
+        goto out;
+    struct store_mbox_row row;
+    if (store_index_mailbox_get(db, box->name, &row, error_r) != 0) {
+        store_index_rollback(db);
+        goto out;
+    }
+    row.highestmodseq++;
+    sqlite3_stmt *st = NULL;
+    int rc = SQLITE_ERROR;
+    if (sqlite3_prepare_v2(db,
+                           "UPDATE messages SET flags = ?, keywords = ?, modseq = ?, location = ?"
+                           " WHERE mailbox = ? AND uid = ?",
+                           -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_int(st, 1, (int)nf);
+        if (*kw_text)
+            sqlite3_bind_text(st, 2, kw_text, -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(st, 2);
+        sqlite3_bind_int64(st, 3, (int64_t)row.highestmodseq);
+        sqlite3_bind_text(st, 4, new_loc, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 5, row.id);
+        sqlite3_bind_int64(st, 6, m->pub.uid);
+        rc = sqlite3_step(st);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        store_error(error_r, "index: %s", sqlite3_errmsg(db));
+        store_index_rollback(db);
+        goto out;
+    }
+    if (store_index_mailbox_save(db, &row, error_r) < 0) {
+        store_index_rollback(db);
+        goto out;
+    }
+    if (store_index_commit(db, error_r) < 0)
+        goto out;
+    /* 3. the view (the view's highestmodseq is left alone: the next sync must still
+     * notice changes other sessions made in between) */
+    m->pub.flags = nf | (m->pub.flags & STORE_FLAG_RECENT);
+    store_keywords_free(m->pub.keywords);
+    m->pub.keywords = nkw;
+    nkw = NULL;
+    m->pub.modseq = row.highestmodseq;
+    char *dup = strdup(new_loc);
+    if (dup) {
+        free(m->location);
+        m->location = dup;
+    }
+    store_notify_publish_any_thread(box->u->user, box->name);
+    ret = 0;
+out:
+    store_keywords_free(nkw);
+    free(kw_text);
+    return ret;
+}
+
+/* Index of uid in the view, or SIZE_MAX. */
+static size_t view_find_uid(const struct store_mailbox *box, uint32_t uid)
+{
+    size_t lo = 0, hi = box->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (box->msgs[mid].pub.uid == uid)
+            return mid;
+        if (box->msgs[mid].pub.uid < uid)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return SIZE_MAX;
+}
+
+size_t store_view_find_uid(const struct store_mailbox *box, uint32_t uid)
+{
+    return view_find_uid(box, uid);
+}
+
+const char *store_view_path(const struct store_mailbox *box)
+{
+    return box->path;
+}
+
+const char *store_view_name(const struct store_mailbox *box)
+{
+    return box->name;
+}
+
+struct store_user *store_view_user(const struct store_mailbox *box)
+{
+    return box->u;
+}
+
+int64_t store_view_mailbox_id(const struct store_mailbox *box)
+{
+    return box->row.id;
+}
+
+int store_view_file_path(struct store_mailbox *box, size_t i, char *out, size_t size)
+{
+    if (i >= box->n)
+        return -1;
+    struct view_msg *m = &box->msgs[i];
+    snprintf(out, size, "%s/%s", box->path, m->location);
+    if (access(out, F_OK) == 0)
+        return 0;
+    if (view_relocate(box, m) < 0)
+        return -1;
+    snprintf(out, size, "%s/%s", box->path, m->location);
+    return 0;
+}
+
+/* Delete expunged rows and bump highestmodseq, in one transaction. */
+static int expunge_index(struct store_mailbox *box, const uint32_t *uids, size_t n, char **error_r)
+{
+    sqlite3 *db = box->u->db;
+    if (store_index_begin(db, error_r) < 0)
+        return -1;
+    struct store_mbox_row row;
+    if (store_index_mailbox_get(db, box->name, &row, error_r) != 0) {
+        store_index_rollback(db);
+        return -1;
+    }
+    sqlite3_stmt *del = NULL, *delc = NULL;
+    int ok = sqlite3_prepare_v2(db, "DELETE FROM messages WHERE mailbox = ? AND uid = ?", -1, &del,
+                                NULL) == SQLITE_OK &&
+             sqlite3_prepare_v2(db, "DELETE FROM cache WHERE mailbox = ? AND uid = ?", -1, &delc,
+                                NULL) == SQLITE_OK;
+    for (size_t k = 0; ok && k < n; k++) {
+        sqlite3_stmt *sts[2] = {del, delc};
+        for (int s = 0; s < 2 && ok; s++) {
+            sqlite3_reset(sts[s]);
+            sqlite3_bind_int64(sts[s], 1, row.id);
+            sqlite3_bind_int64(sts[s], 2, uids[k]);
+            ok = sqlite3_step(sts[s]) == SQLITE_DONE;
+        }
+    }
+    if (!ok)
+        store_error(error_r, "index: %s", sqlite3_errmsg(db));
+    sqlite3_finalize(del);
+    sqlite3_finalize(delc);
+    row.highestmodseq++;
+    if (!ok || store_index_mailbox_save(db, &row, error_r) < 0) {
+        store_index_rollback(db);
+        return -1;
+    }
+    return store_index_commit(db, error_r);
+}
+
+int store_mailbox_expunge_uids(struct store_mailbox *box, const uint32_t *uids, size_t n,
+                               char **error_r)
+{
+    if (box->is_read_only) {
+        store_error(error_r, "Mailbox is read-only");
+        return -1;
+    }
+    bool touched_new = false, touched_cur = false;
+    for (size_t k = 0; k < n; k++) {
+        size_t i = view_find_uid(box, uids[k]);
+        if (i == SIZE_MAX)
+            continue;
+        struct view_msg *m = &box->msgs[i];
+        for (int attempt = 0; attempt < 2; attempt++) {
+            char path[5000];
+            snprintf(path, sizeof path, "%s/%s", box->path, m->location);
+            if (unlink(path) == 0) {
+                if (strncmp(m->location, "new/", 4) == 0)
+                    touched_new = true;
+                else
+                    touched_cur = true;
+                break;
+            }
+            if (errno != ENOENT) {
+                store_error(error_r, "unlink %s: %s", path, strerror(errno));
+                return -1;
+            }
+            if (attempt == 1 || view_relocate(box, m) < 0)
+                break; /* already gone: someone else expunged it */
+        }
+    }
+    static const char *const subs[] = {"new", "cur"};
+    bool touched[2] = {touched_new, touched_cur};
+    for (int s = 0; s < 2; s++) {
+        if (!touched[s])
+            continue;
+        char dir[4300];
+        snprintf(dir, sizeof dir, "%s/%s", box->path, subs[s]);
+        if (store_io_fsync_dir(dir) < 0) {
+            store_error(error_r, "fsync %s: %s", dir, strerror(errno));
+            return -1;
+        }
+    }
+    /* The files are gone for good now; if the index update below fails, the next sync
+     * notices the missing files and drops the rows, so the expunge still stands. */
+    char *ierr = NULL;
+    if (expunge_index(box, uids, n, &ierr) < 0) {
+        log_warning("store", "%s: expunge index update failed (next sync repairs it): %s",
+                    box->u->user, ierr ? ierr : "?");
+        free(ierr);
+    }
+    store_notify_publish_any_thread(box->u->user, box->name);
+    return 0;
+}
