@@ -301,9 +301,10 @@ static void session_check_errors(struct smtp_session *s)
 static void smtp_on_read(void *session, struct conn *c)
 {
     struct smtp_session *s = session;
-    struct evbuffer *in = conn_input(c);
-    /* Bounded: every round consumes input or returns. */
-    while (!s->is_busy && evbuffer_get_length(in) > 0) {
+    struct evbuffer *in;
+    /* Bounded: every round consumes input or returns. conn_input() is fetched anew each
+     * round because STARTTLS replaces the connection's buffers. */
+    while (!s->is_busy && evbuffer_get_length(in = conn_input(c)) > 0) {
         bool progressed = false;
         switch (s->input) {
         case SMTP_INPUT_COMMAND:
