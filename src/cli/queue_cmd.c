@@ -16,8 +16,9 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Postfix showq formats (src/showq/showq.c). */
-#define QUEUE_STRING_FORMAT "%-10s %8s %-20s %s\n"
+/* Postfix showq formats (src/showq/showq.c): data lines are "%-10s%c", so the header
+ * and recipient lines pad the id column to 11. */
+#define QUEUE_STRING_FORMAT "%-11s %8s %-20s %s\n"
 
 struct queue_list_ctx {
     uint64_t total;
