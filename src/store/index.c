@@ -15,7 +15,9 @@
 #include <string.h>
 #include <time.h>
 
-#define STORE_INDEX_BUSY_MS 30000
+#define STORE_INDEX_BUSY_MS     30000
+#define STORE_INDEX_VERSION     1
+#define STORE_INDEX_VERSION_STR "1"
 
 static const char store_index_schema[] =
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);"
@@ -65,8 +67,22 @@ sqlite3 *store_index_open(const char *home, char **error_r)
         return NULL;
     }
     sqlite3_busy_timeout(db, STORE_INDEX_BUSY_MS);
-    if (store_index_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", error_r) < 0 ||
-        store_index_exec(db, store_index_schema, error_r) < 0) {
+    if (store_index_exec(db, "PRAGMA synchronous=NORMAL", error_r) < 0) {
+        sqlite3_close(db);
+        return NULL;
+    }
+    /* Every delivery opens the index: create the schema only the first time
+     * (user_version marks it; journal_mode=WAL is persistent in the file). */
+    int version = 0;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        version = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    if (version < STORE_INDEX_VERSION &&
+        (store_index_exec(db, "PRAGMA journal_mode=WAL", error_r) < 0 ||
+         store_index_exec(db, store_index_schema, error_r) < 0 ||
+         store_index_exec(db, "PRAGMA user_version = " STORE_INDEX_VERSION_STR, error_r) < 0)) {
         sqlite3_close(db);
         return NULL;
     }

@@ -86,8 +86,17 @@ int store_io_mkdir_p(const char *path)
             continue;
         char saved = tmp[i];
         tmp[i] = '\0';
-        if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
+        if (mkdir(tmp, 0700) == 0) {
+            /* the new entry must survive a crash: sync the directory holding it */
+            char *slash = strrchr(tmp, '/');
+            if (slash && slash != tmp) {
+                *slash = '\0';
+                (void)store_io_fsync_dir(tmp);
+                *slash = '/';
+            }
+        } else if (errno != EEXIST) {
             return -1;
+        }
         tmp[i] = saved;
     }
     return 0;

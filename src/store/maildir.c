@@ -161,13 +161,17 @@ int store_maildir_create(const char *path, bool is_inbox)
 {
     static const char *const subdirs[] = {"cur", "new", "tmp"};
     char p[4200];
+    bool is_created = false;
     for (size_t i = 0; i < 3; i++) {
         snprintf(p, sizeof p, "%s/%s", path, subdirs[i]);
-        if (mkdir(p, 0700) == 0)
+        if (mkdir(p, 0700) == 0) {
+            is_created = true;
             continue;
+        }
         if (errno == ENOENT) {
             if (store_io_mkdir_p(p) < 0)
                 return -1;
+            is_created = true;
         } else if (errno != EEXIST) {
             return -1;
         }
@@ -180,6 +184,9 @@ int store_maildir_create(const char *path, bool is_inbox)
             return -1;
         close(fd);
     }
+    /* a delivery into a folder made just now must not lose the folder in a crash */
+    if (is_created && store_io_fsync_dir(path) < 0)
+        return -1;
     return 0;
 }
 

@@ -238,6 +238,7 @@ int store_sync_locked(struct store_user *u, const char *path, struct store_mbox_
     struct scan s = {0};
     sqlite3_stmt *st = NULL;
     int ret = -1;
+    const struct store_mbox_row orig = *row;
     if (scan_dir(&s, new_dir, true, error_r) < 0 ||
         (scan_cur && scan_dir(&s, cur_dir, false, error_r) < 0))
         goto out;
@@ -381,7 +382,11 @@ int store_sync_locked(struct store_user *u, const char *path, struct store_mbox_
     if (scan_cur)
         row->cur_mtime = now - cur_m >= SYNC_MTIME_SLACK_NS ? cur_m : 0;
     row->new_mtime = mtime_ns(&st_new);
-    if (store_index_mailbox_save(u->db, row, error_r) < 0)
+    /* NOOP/IDLE syncs usually change nothing: then write nothing */
+    bool is_changed = orig.uidnext != row->uidnext || orig.highestmodseq != row->highestmodseq ||
+                      orig.cur_mtime != row->cur_mtime || orig.new_mtime != row->new_mtime ||
+                      orig.first_recent_uid != row->first_recent_uid;
+    if (is_changed && store_index_mailbox_save(u->db, row, error_r) < 0)
         goto out;
     ret = 0;
 out:
