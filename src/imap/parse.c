@@ -171,7 +171,13 @@ static enum imap_parse_result imap_parse_args(struct imap_parser *p, const char 
             if (!digits || j >= len || s[j] != '}' || j + 1 != len)
                 return imap_fail(p, "Invalid literal.");
             p->is_literal_nonsync = nonsync;
-            if (overflow || n > p->max_literal) {
+            /* Only APPEND carries messages; other commands get line-sized literals. */
+            uint64_t limit = p->max_literal;
+            if ((!p->name || strcmp(p->name, "APPEND") != 0) && limit > IMAP_MAX_LINE)
+                limit = IMAP_MAX_LINE;
+            if (p->literal_total + n > (uint64_t)p->max_literal + IMAP_MAX_LINE)
+                overflow = true;
+            if (overflow || n > limit) {
                 p->is_literal_too_big = true;
                 return imap_fail(p, "Literal too large.");
             }
@@ -185,6 +191,7 @@ static enum imap_parse_result imap_parse_args(struct imap_parser *p, const char 
             a->len = 0;
             p->literal_size = n;
             p->literal_have = 0;
+            p->literal_total += n;
             return IMAP_PARSE_LITERAL;
         } else if (imap_is_atom_char(c)) {
             size_t st = i;

@@ -60,6 +60,7 @@ struct imap_parser {
     uint64_t literal_size;
     bool is_literal_nonsync;
     size_t literal_have;
+    uint64_t literal_total; /* bytes of all literals of this command */
     /* Open lists while parsing: stack[0] is &args */
     struct imap_arg *stack[IMAP_MAX_LIST_DEPTH + 1];
     size_t depth;

@@ -1,0 +1,657 @@
+/*
+ * fetch.c - FETCH and STORE (RFC 3501 §6.4.5, §6.4.6, §7.4.2).
+ *
+ * FETCH runs in batches: each batch is one pool job that formats messages until about
+ * IMAP_FETCH_BATCH bytes of output are ready; the next batch is submitted once the
+ * connection's queued output has drained (on_drained), so a FETCH 1:* over a large
+ * mailbox never holds more than a batch (plus one message) in memory.
+ * Message bytes are read from the file (LF on disk) and sent with CRLF line ends; sizes
+ * and partial offsets count the CRLF form. BODYSTRUCTURE/BODY/ENVELOPE are cached in the
+ * index (store_message_get_cache/set_cache) after the first MIME parse.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/conn.h"
+#include "imap/session.h"
+#include "store/mime.h"
+#include "store/store.h"
+
+#define IMAP_FETCH_BATCH   (256 * 1024)
+#define IMAP_MAX_PATH      32
+#define IMAP_MAX_FIELDS    64
+
+enum imap_fetch_kind {
+    FI_FLAGS,
+    FI_UID,
+    FI_INTERNALDATE,
+    FI_RFC822_SIZE,
+    FI_ENVELOPE,
+    FI_BODY,
+    FI_BODYSTRUCTURE,
+    FI_SECTION,
+};
+
+enum imap_section_spec { SEC_ALL, SEC_HEADER, SEC_FIELDS, SEC_FIELDS_NOT, SEC_MIME, SEC_TEXT };
+
+struct imap_fetch_item {
+    enum imap_fetch_kind kind;
+    char *label; /* response item name, e.g. "BODY[HEADER]<0>" or "RFC822.TEXT" */
+    bool is_peek;
+    uint32_t path[IMAP_MAX_PATH];
+    size_t n_path;
+    enum imap_section_spec spec;
+    char *fields[IMAP_MAX_FIELDS];
+    size_t n_fields;
+    bool has_partial;
+    uint64_t start, len;
+};
+
+struct imap_fetch {
+    char *tag;
+    bool is_uid;
+    struct imap_fetch_item items[64];
+    size_t n_items;
+    size_t *idx;
+    size_t n_idx, next;
+    bool needs_file, sets_seen, has_flags;
+    bool had_errors;
+};
+
+void imap_fetch_free(struct imap_fetch *f)
+{
+    if (!f)
+        return;
+    for (size_t i = 0; i < f->n_items; i++) {
+        free(f->items[i].label);
+        for (size_t k = 0; k < f->items[i].n_fields; k++)
+            free(f->items[i].fields[k]);
+    }
+    free(f->idx);
+    free(f->tag);
+    free(f);
+}
+
+/* ---- item parsing ------------------------------------------------------------------- */
+
+/* Parse "BODY[<section>]<partial>" after the '['; s points at the section text. */
+static bool imap_fetch_parse_section(struct imap_fetch_item *it, const char *s)
+{
+    const char *close = strrchr(s, ']');
+    if (!close)
+        return false;
+    size_t sec_len = (size_t)(close - s);
+    char sec[1024];
+    if (sec_len >= sizeof sec)
+        return false;
+    memcpy(sec, s, sec_len);
+    sec[sec_len] = '\0';
+    /* part numbers */
+    const char *p = sec;
+    while (isdigit((unsigned char)*p)) {
+        unsigned long v = 0;
+        while (isdigit((unsigned char)*p)) {
+            v = v * 10 + (unsigned long)(*p - '0');
+            if (v > 1000000)
+                return false;
+            p++;
+        }
+        if (v == 0 || it->n_path >= IMAP_MAX_PATH)
+            return false;
+        it->path[it->n_path++] = (uint32_t)v;
+        if (*p == '.')
+            p++;
+        else if (*p != '\0')
+            return false;
+    }
+    if (*p == '\0') {
+        it->spec = SEC_ALL;
+    } else if (strcasecmp(p, "HEADER") == 0) {
+        it->spec = SEC_HEADER;
+    } else if (strcasecmp(p, "TEXT") == 0) {
+        it->spec = SEC_TEXT;
+    } else if (strcasecmp(p, "MIME") == 0) {
+        if (it->n_path == 0)
+            return false; /* RFC 3501 §6.4.5: MIME needs a part number */
+        it->spec = SEC_MIME;
+    } else if (strncasecmp(p, "HEADER.FIELDS", 13) == 0) {
+        const char *q = p + 13;
+        it->spec = SEC_FIELDS;
+        if (strncasecmp(q, ".NOT", 4) == 0) {
+            it->spec = SEC_FIELDS_NOT;
+            q += 4;
+        }
+        while (*q == ' ')
+            q++;
+        if (*q != '(')
+            return false;
+        q++;
+        for (;;) {
+            while (*q == ' ')
+                q++;
+            if (*q == ')')
+                break;
+            const char *st = q;
+            if (*q == '"') {
+                st = ++q;
+                while (*q && *q != '"')
+                    q++;
+            } else {
+                while (*q && *q != ' ' && *q != ')')
+                    q++;
+            }
+            if (!*q || q == st || it->n_fields >= IMAP_MAX_FIELDS)
+                return false;
+            it->fields[it->n_fields++] = strndup(st, (size_t)(q - st));
+            if (*q == '"')
+                q++;
+        }
+        if (q[1] != '\0' || it->n_fields == 0)
+            return false;
+    } else {
+        return false;
+    }
+    /* partial: "<start.len>" */
+    const char *t = close + 1;
+    if (*t == '<') {
+        char *end;
+        unsigned long long a = strtoull(t + 1, &end, 10);
+        if (end == t + 1 || *end != '.')
+            return false;
+        const char *b = end + 1;
+        unsigned long long l = strtoull(b, &end, 10);
+        if (end == b || *end != '>' || end[1] != '\0' || l == 0)
+            return false;
+        it->has_partial = true;
+        it->start = a;
+        it->len = l;
+    } else if (*t != '\0') {
+        return false;
+    }
+    /* label: BODY[<section upper-cased>]<start> */
+    struct buf lb;
+    buf_init(&lb, 0);
+    buf_append_str(&lb, "BODY[");
+    for (size_t i = 0; i < sec_len; i++)
+        buf_append_byte(&lb, (char)toupper((unsigned char)sec[i]));
+    buf_append_byte(&lb, ']');
+    if (it->has_partial)
+        buf_printf(&lb, "<%llu>", (unsigned long long)it->start);
+    it->label = buf_steal(&lb);
+    buf_free(&lb);
+    return true;
+}
+
+static bool imap_fetch_add(struct imap_fetch *f, const char *s)
+{
+    if (f->n_items >= sizeof f->items / sizeof f->items[0])
+        return false;
+    struct imap_fetch_item *it = &f->items[f->n_items];
+    memset(it, 0, sizeof *it);
+    if (strcasecmp(s, "FLAGS") == 0) {
+        it->kind = FI_FLAGS;
+        f->has_flags = true;
+    } else if (strcasecmp(s, "UID") == 0) {
+        it->kind = FI_UID;
+    } else if (strcasecmp(s, "INTERNALDATE") == 0) {
+        it->kind = FI_INTERNALDATE;
+    } else if (strcasecmp(s, "RFC822.SIZE") == 0) {
+        it->kind = FI_RFC822_SIZE;
+    } else if (strcasecmp(s, "ENVELOPE") == 0) {
+        it->kind = FI_ENVELOPE;
+    } else if (strcasecmp(s, "BODY") == 0) {
+        it->kind = FI_BODY;
+    } else if (strcasecmp(s, "BODYSTRUCTURE") == 0) {
+        it->kind = FI_BODYSTRUCTURE;
+    } else if (strcasecmp(s, "RFC822") == 0 || strcasecmp(s, "RFC822.HEADER") == 0 ||
+               strcasecmp(s, "RFC822.TEXT") == 0) {
+        /* RFC 3501 §6.4.5: RFC822 = BODY[], .HEADER = BODY.PEEK[HEADER], .TEXT = BODY[TEXT] */
+        it->kind = FI_SECTION;
+        it->spec = strcasecmp(s, "RFC822") == 0          ? SEC_ALL
+                   : strcasecmp(s, "RFC822.HEADER") == 0 ? SEC_HEADER
+                                                         : SEC_TEXT;
+        it->is_peek = it->spec == SEC_HEADER;
+        it->label = strdup(it->spec == SEC_ALL      ? "RFC822"
+                           : it->spec == SEC_HEADER ? "RFC822.HEADER"
+                                                    : "RFC822.TEXT");
+        f->needs_file = true;
+    } else if (strncasecmp(s, "BODY[", 5) == 0 || strncasecmp(s, "BODY.PEEK[", 10) == 0) {
+        it->kind = FI_SECTION;
+        it->is_peek = toupper((unsigned char)s[4]) == '.';
+        if (!imap_fetch_parse_section(it, s + (it->is_peek ? 10 : 5))) {
+            for (size_t k = 0; k < it->n_fields; k++)
+                free(it->fields[k]);
+            return false;
+        }
+        f->needs_file = true;
+    } else {
+        return false;
+    }
+    if (it->kind == FI_SECTION && !it->is_peek)
+        f->sets_seen = true;
+    f->n_items++;
+    return true;
+}
+
+/* The fetch-att list: one item, a macro (ALL/FAST/FULL) or a parenthesised list. */
+static bool imap_fetch_parse_items(struct imap_fetch *f, const struct imap_arg *a)
+{
+    if (a->type == IMAP_ARG_LIST) {
+        if (a->n == 0)
+            return false;
+        for (size_t i = 0; i < a->n; i++)
+            if (a->list[i].type != IMAP_ARG_ATOM || !imap_fetch_add(f, a->list[i].str))
+                return false;
+        return true;
+    }
+    if (a->type != IMAP_ARG_ATOM)
+        return false;
+    /* RFC 3501 §6.4.5 macros */
+    if (strcasecmp(a->str, "ALL") == 0)
+        return imap_fetch_add(f, "FLAGS") && imap_fetch_add(f, "INTERNALDATE") &&
+               imap_fetch_add(f, "RFC822.SIZE") && imap_fetch_add(f, "ENVELOPE");
+    if (strcasecmp(a->str, "FAST") == 0)
+        return imap_fetch_add(f, "FLAGS") && imap_fetch_add(f, "INTERNALDATE") &&
+               imap_fetch_add(f, "RFC822.SIZE");
+    if (strcasecmp(a->str, "FULL") == 0)
+        return imap_fetch_add(f, "FLAGS") && imap_fetch_add(f, "INTERNALDATE") &&
+               imap_fetch_add(f, "RFC822.SIZE") && imap_fetch_add(f, "ENVELOPE") &&
+               imap_fetch_add(f, "BODY");
+    return imap_fetch_add(f, a->str);
+}
+
+/* ---- per-message output ------------------------------------------------------------- */
+
+struct imap_msg_data {
+    char *bytes; /* the file, LF line ends */
+    size_t len;
+    struct mime_part *mime;
+};
+
+/* Read a message file whole. Loop or pool thread; here always the pool. */
+static bool imap_msg_load(struct store_mailbox *box, size_t i, struct imap_msg_data *d)
+{
+    int fd = -1;
+    char *err = NULL;
+    if (store_message_open(box, i, &fd, &err) < 0) {
+        free(err);
+        return false;
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0 || st.st_size < 0) {
+        close(fd);
+        return false;
+    }
+    size_t size = (size_t)st.st_size;
+    d->bytes = malloc(size + 1);
+    if (!d->bytes) {
+        close(fd);
+        return false;
+    }
+    size_t have = 0;
+    while (have < size) {
+        ssize_t r = pread(fd, d->bytes + have, size - have, (off_t)have);
+        if (r <= 0)
+            break;
+        have += (size_t)r;
+    }
+    close(fd);
+    d->len = have;
+    d->bytes[have] = '\0';
+    return true;
+}
+
+static struct mime_part *imap_msg_mime(struct imap_msg_data *d)
+{
+    if (!d->mime && d->bytes)
+        d->mime = mime_parse(d->bytes, d->len);
+    return d->mime;
+}
+
+/* Append bytes converting bare LF to CRLF. */
+static void imap_append_crlf(struct buf *out, const char *s, size_t len)
+{
+    size_t from = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] == '\n' && (i == 0 || s[i - 1] != '\r')) {
+            buf_append(out, s + from, i - from);
+            buf_append(out, "\r\n", 2);
+            from = i + 1;
+        }
+    }
+    buf_append(out, s + from, len - from);
+}
+
+/* Cached BODYSTRUCTURE/BODY/ENVELOPE, computing and storing it when missing. */
+static void imap_write_cached(struct imap_job *j, size_t i, const char *field,
+                              struct imap_msg_data *d, bool *loaded)
+{
+    struct store_mailbox *box = j->s->box;
+    char *v = store_message_get_cache(box, i, field);
+    if (v) {
+        buf_append_str(&j->out, v);
+        free(v);
+        return;
+    }
+    if (!*loaded) {
+        *loaded = imap_msg_load(box, i, d);
+    }
+    struct mime_part *m = *loaded ? imap_msg_mime(d) : NULL;
+    struct buf b;
+    buf_init(&b, 0);
+    if (!m) {
+        buf_append_str(&b, "NIL");
+    } else if (strcmp(field, "envelope") == 0) {
+        mime_write_envelope(m, &b);
+    } else {
+        mime_write_bodystructure(m, strcmp(field, "bodystructure") == 0, &b);
+    }
+    buf_append(&j->out, b.data, b.len);
+    if (m)
+        (void)store_message_set_cache(box, i, field, buf_cstr(&b));
+    buf_free(&b);
+}
+
+static void imap_write_section(struct imap_job *j, const struct imap_fetch_item *it,
+                               struct imap_msg_data *d)
+{
+    struct buf data;
+    buf_init(&data, 0);
+    bool found = true;
+    const char *src = d->bytes;
+    if (it->spec == SEC_ALL && it->n_path == 0) {
+        imap_append_crlf(&data, src, d->len);
+    } else {
+        struct mime_part *root = imap_msg_mime(d);
+        const struct mime_part *p = root ? mime_part_find(root, it->path, it->n_path) : NULL;
+        if (!p) {
+            found = false;
+        } else {
+            /* HEADER/TEXT of a message/rfc822 part mean the encapsulated message's. */
+            const struct mime_part *msg = it->n_path > 0 && p->is_message ? p->message : p;
+            switch (it->spec) {
+            case SEC_ALL:
+                imap_append_crlf(&data, src + p->body_offset, p->body_size);
+                break;
+            case SEC_MIME:
+                imap_append_crlf(&data, src + p->header_offset, p->header_size);
+                break;
+            case SEC_HEADER:
+                imap_append_crlf(&data, src + msg->header_offset, msg->header_size);
+                break;
+            case SEC_TEXT:
+                imap_append_crlf(&data, src + msg->body_offset, msg->body_size);
+                break;
+            case SEC_FIELDS:
+            case SEC_FIELDS_NOT:
+                mime_header_filter(src + msg->header_offset, msg->header_size,
+                                   (const char *const *)it->fields, it->n_fields,
+                                   it->spec == SEC_FIELDS_NOT, &j->data);
+                buf_append(&data, j->data.data, j->data.len);
+                buf_reset(&j->data);
+                break;
+            }
+        }
+    }
+    buf_printf(&j->out, "%s ", it->label);
+    if (!found) {
+        buf_append_str(&j->out, "NIL");
+    } else {
+        size_t from = 0, n = data.len;
+        if (it->has_partial) {
+            /* RFC 3501 §6.4.5: <start.len> in octets of the CRLF form */
+            from = it->start < data.len ? (size_t)it->start : data.len;
+            n = data.len - from;
+            if (n > it->len)
+                n = (size_t)it->len;
+        }
+        buf_printf(&j->out, "{%zu}\r\n", n);
+        buf_append(&j->out, data.data ? data.data + from : "", n);
+    }
+    buf_free(&data);
+}
+
+static void imap_fetch_one(struct imap_job *j, struct imap_fetch *f, size_t i)
+{
+    struct imap_session *s = j->s;
+    const struct store_message *m = store_mailbox_message(s->box, i);
+    struct imap_msg_data d = {0};
+    bool loaded = false;
+    if (f->needs_file) {
+        loaded = imap_msg_load(s->box, i, &d);
+        if (!loaded) {
+            /* expunged behind our back, or unreadable: skip, report at the end */
+            f->had_errors = true;
+            return;
+        }
+    }
+    bool add_flags = false;
+    if (f->sets_seen && !s->is_readonly && !(m->flags & STORE_FLAG_SEEN)) {
+        /* RFC 3501 §6.4.5: BODY[...] sets \Seen; the new flags are reported too. */
+        char *err = NULL;
+        if (store_message_set_flags(s->box, i, 1, STORE_FLAG_SEEN, NULL, &err) == 0)
+            add_flags = !f->has_flags;
+        free(err);
+        m = store_mailbox_message(s->box, i);
+    }
+    buf_printf(&j->out, "* %zu FETCH (", i + 1);
+    const char *sp = "";
+    if (f->is_uid) {
+        /* RFC 3501 §6.4.8: UID FETCH always returns the UID */
+        bool has_uid = false;
+        for (size_t k = 0; k < f->n_items; k++)
+            has_uid |= f->items[k].kind == FI_UID;
+        if (!has_uid) {
+            buf_printf(&j->out, "UID %u", m->uid);
+            sp = " ";
+        }
+    }
+    for (size_t k = 0; k < f->n_items; k++) {
+        const struct imap_fetch_item *it = &f->items[k];
+        buf_append_str(&j->out, sp);
+        sp = " ";
+        switch (it->kind) {
+        case FI_FLAGS:
+            buf_append_str(&j->out, "FLAGS ");
+            imap_write_flags(&j->out, m->flags, m->keywords);
+            break;
+        case FI_UID:
+            buf_printf(&j->out, "UID %u", m->uid);
+            break;
+        case FI_INTERNALDATE: {
+            struct tm tm;
+            time_t t = m->internaldate;
+            gmtime_r(&t, &tm);
+            char date[64];
+            strftime(date, sizeof date, "%d-%b-%Y %H:%M:%S +0000", &tm);
+            buf_printf(&j->out, "INTERNALDATE \"%s\"", date);
+            break;
+        }
+        case FI_RFC822_SIZE:
+            buf_printf(&j->out, "RFC822.SIZE %llu", (unsigned long long)m->vsize);
+            break;
+        case FI_ENVELOPE:
+            buf_append_str(&j->out, "ENVELOPE ");
+            imap_write_cached(j, i, "envelope", &d, &loaded);
+            break;
+        case FI_BODY:
+            buf_append_str(&j->out, "BODY ");
+            imap_write_cached(j, i, "body", &d, &loaded);
+            break;
+        case FI_BODYSTRUCTURE:
+            buf_append_str(&j->out, "BODYSTRUCTURE ");
+            imap_write_cached(j, i, "bodystructure", &d, &loaded);
+            break;
+        case FI_SECTION:
+            imap_write_section(j, it, &d);
+            break;
+        }
+    }
+    if (add_flags) {
+        buf_append_str(&j->out, sp);
+        buf_append_str(&j->out, "FLAGS ");
+        imap_write_flags(&j->out, m->flags, m->keywords);
+    }
+    buf_append_str(&j->out, ")\r\n");
+    free(d.bytes);
+    mime_part_free(d.mime);
+}
+
+static void imap_fetch_work(struct imap_job *j)
+{
+    struct imap_fetch *f = j->s->fetch;
+    while (f->next < f->n_idx && j->out.len < IMAP_FETCH_BATCH)
+        imap_fetch_one(j, f, f->idx[f->next++]);
+}
+
+static void imap_fetch_finish(struct imap_job *j)
+{
+    struct imap_session *s = j->s;
+    struct imap_fetch *f = s->fetch;
+    if (f->next < f->n_idx) {
+        j->keep_paused = true;
+        s->is_fetch_waiting_drain = true;
+        return;
+    }
+    if (f->had_errors)
+        buf_printf(&j->tagged, "%s NO Some messages could not be fetched.\r\n", j->tag);
+    else
+        buf_printf(&j->tagged, "%s OK Fetch completed.\r\n", j->tag);
+    imap_fetch_free(f);
+    s->fetch = NULL;
+    s->is_fetch_waiting_drain = false;
+}
+
+void imap_fetch_resume(struct imap_session *s)
+{
+    s->is_fetch_waiting_drain = false;
+    struct imap_job *j = imap_job_new(s, s->fetch->tag, imap_fetch_work, imap_fetch_finish);
+    if (!j)
+        return;
+    imap_job_submit(j);
+}
+
+void imap_cmd_fetch(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
+                    bool is_uid)
+{
+    if (n != 2 || args[0].type != IMAP_ARG_ATOM) {
+        imap_reply(s, tag, "BAD Usage: FETCH set items");
+        return;
+    }
+    struct imap_fetch *f = calloc(1, sizeof *f);
+    if (!f)
+        return;
+    f->is_uid = is_uid;
+    f->tag = strdup(tag);
+    if (!imap_fetch_parse_items(f, &args[1])) {
+        imap_fetch_free(f);
+        imap_reply(s, tag, "BAD Invalid fetch items.");
+        return;
+    }
+    if (!imap_resolve_set(s->box, args[0].str, is_uid, &f->idx, &f->n_idx)) {
+        imap_fetch_free(f);
+        imap_reply(s, tag, "BAD Invalid message set.");
+        return;
+    }
+    s->fetch = f;
+    struct imap_job *j = imap_job_new(s, tag, imap_fetch_work, imap_fetch_finish);
+    if (!j) {
+        imap_fetch_free(f);
+        s->fetch = NULL;
+        return;
+    }
+    imap_job_submit(j);
+}
+
+/* ---- STORE -------------------------------------------------------------------------- */
+
+static void imap_store_work(struct imap_job *j)
+{
+    struct imap_session *s = j->s;
+    size_t *idx = j->ptr;
+    size_t n = (size_t)j->number;
+    int mode = (int)j->flags >> 8;
+    unsigned flags = j->flags & 0xff;
+    bool silent = j->arg1 != NULL;
+    for (size_t k = 0; k < n; k++) {
+        char *err = NULL;
+        if (store_message_set_flags(s->box, idx[k], mode - 1, flags,
+                                    (const char *const *)j->keywords, &err) < 0) {
+            imap_job_err(j, "Store failed: %s", err);
+            return;
+        }
+        if (!silent) {
+            const struct store_message *m = store_mailbox_message(s->box, idx[k]);
+            buf_printf(&j->out, "* %zu FETCH (", idx[k] + 1);
+            if (j->is_uid)
+                buf_printf(&j->out, "UID %u ", m->uid);
+            buf_append_str(&j->out, "FLAGS ");
+            imap_write_flags(&j->out, m->flags, m->keywords);
+            buf_append_str(&j->out, ")\r\n");
+        }
+    }
+    buf_printf(&j->tagged, "%s OK Store completed.\r\n", j->tag);
+    j->is_ok = true;
+}
+
+void imap_cmd_store(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
+                    bool is_uid)
+{
+    if (n != 3 || args[0].type != IMAP_ARG_ATOM || args[1].type != IMAP_ARG_ATOM) {
+        imap_reply(s, tag, "BAD Usage: STORE set [+-]FLAGS[.SILENT] (flags)");
+        return;
+    }
+    if (s->is_readonly) {
+        imap_reply(s, tag, "NO Mailbox is read-only.");
+        return;
+    }
+    const char *op = args[1].str;
+    int mode = 0; /* store.h: 0 replace, 1 add, -1 remove */
+    if (*op == '+') {
+        mode = 1;
+        op++;
+    } else if (*op == '-') {
+        mode = -1;
+        op++;
+    }
+    bool silent = false;
+    if (strcasecmp(op, "FLAGS.SILENT") == 0)
+        silent = true;
+    else if (strcasecmp(op, "FLAGS") != 0) {
+        imap_reply(s, tag, "BAD Invalid STORE item.");
+        return;
+    }
+    unsigned flags = 0;
+    char **kw = NULL;
+    if (!imap_parse_flags(&args[2], &flags, &kw)) {
+        imap_reply(s, tag, "BAD Invalid flags.");
+        return;
+    }
+    size_t *idx = NULL, cnt = 0;
+    if (!imap_resolve_set(s->box, args[0].str, is_uid, &idx, &cnt)) {
+        imap_keywords_free(kw);
+        imap_reply(s, tag, "BAD Invalid message set.");
+        return;
+    }
+    struct imap_job *j = imap_job_new(s, tag, imap_store_work, NULL);
+    if (!j) {
+        free(idx);
+        imap_keywords_free(kw);
+        return;
+    }
+    j->ptr = idx;
+    j->ptr_free = free;
+    j->number = (int64_t)cnt;
+    j->flags = (unsigned)((mode + 1) << 8) | flags;
+    j->keywords = kw;
+    j->is_uid = is_uid;
+    if (silent)
+        j->arg1 = strdup("silent");
+    imap_job_submit(j);
+}

@@ -1,0 +1,1016 @@
+/*
+ * mailbox.c - IMAP mailbox commands (RFC 3501 §6.3, §6.4 except FETCH/STORE/SEARCH):
+ * SELECT/EXAMINE, CREATE/DELETE/RENAME, (UN)SUBSCRIBE, LIST/LSUB, STATUS, APPEND,
+ * NAMESPACE, NOOP/CHECK, CLOSE/UNSELECT, EXPUNGE, COPY/MOVE (RFC 4315 UIDPLUS, RFC 6851),
+ * and the untagged updates a sync produces (RFC 3501 §7.3-7.4).
+ *
+ * Each command runs as an imap_job: the *_work functions run on a pool thread and may use
+ * the session's store handles (the session is paused); *_finish runs on the loop.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "core/conn.h"
+#include "imap/session.h"
+#include "store/mime.h"
+#include "store/store.h"
+
+/* ---- helpers ------------------------------------------------------------------------ */
+
+void imap_keywords_free(char **k)
+{
+    if (!k)
+        return;
+    for (char **p = k; *p; p++)
+        free(*p);
+    free(k);
+}
+
+void imap_write_flags(struct buf *out, unsigned flags, char *const *keywords)
+{
+    static const struct {
+        unsigned bit;
+        const char *name;
+    } names[] = {
+        {STORE_FLAG_SEEN, "\\Seen"},       {STORE_FLAG_ANSWERED, "\\Answered"},
+        {STORE_FLAG_FLAGGED, "\\Flagged"}, {STORE_FLAG_DELETED, "\\Deleted"},
+        {STORE_FLAG_DRAFT, "\\Draft"},     {STORE_FLAG_RECENT, "\\Recent"},
+    };
+    buf_append_byte(out, '(');
+    bool first = true;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (flags & names[i].bit) {
+            if (!first)
+                buf_append_byte(out, ' ');
+            buf_append_str(out, names[i].name);
+            first = false;
+        }
+    }
+    for (char *const *k = keywords; k && *k; k++) {
+        if (!first)
+            buf_append_byte(out, ' ');
+        buf_append_str(out, *k);
+        first = false;
+    }
+    buf_append_byte(out, ')');
+}
+
+/* One flag name -> bit (0 for a keyword); -1 for an unknown system flag. */
+static int imap_flag_bit(const char *f)
+{
+    if (f[0] != '\\')
+        return 0;
+    if (strcasecmp(f, "\\Seen") == 0)
+        return STORE_FLAG_SEEN;
+    if (strcasecmp(f, "\\Answered") == 0)
+        return STORE_FLAG_ANSWERED;
+    if (strcasecmp(f, "\\Flagged") == 0)
+        return STORE_FLAG_FLAGGED;
+    if (strcasecmp(f, "\\Deleted") == 0)
+        return STORE_FLAG_DELETED;
+    if (strcasecmp(f, "\\Draft") == 0)
+        return STORE_FLAG_DRAFT;
+    return -1;
+}
+
+bool imap_parse_flags(const struct imap_arg *a, unsigned *flags_r, char ***keywords_r)
+{
+    const struct imap_arg *items = a;
+    size_t n = 1;
+    if (a->type == IMAP_ARG_LIST) {
+        items = a->list;
+        n = a->n;
+    }
+    *flags_r = 0;
+    *keywords_r = NULL;
+    char **kw = calloc(n + 1, sizeof *kw);
+    if (!kw)
+        return false;
+    size_t nk = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].type != IMAP_ARG_ATOM)
+            goto fail;
+        int bit = imap_flag_bit(items[i].str);
+        if (bit < 0) {
+            if (strcasecmp(items[i].str, "\\Recent") == 0)
+                continue; /* RFC 3501 §2.3.2: \Recent cannot be changed by the client */
+            goto fail;
+        }
+        if (bit > 0) {
+            *flags_r |= (unsigned)bit;
+        } else {
+            for (const char *c = items[i].str; *c; c++)
+                if (strchr("(){%*\"\\]", *c) || (unsigned char)*c <= ' ' ||
+                    (unsigned char)*c >= 127)
+                    goto fail;
+            kw[nk++] = strdup(items[i].str);
+        }
+    }
+    if (nk == 0) {
+        free(kw);
+        kw = NULL;
+    }
+    *keywords_r = kw;
+    return true;
+fail:
+    imap_keywords_free(kw);
+    return false;
+}
+
+char *imap_mailbox_name(const struct imap_arg *a)
+{
+    if (!imap_arg_is_string(a) || a->len == 0 || memchr(a->str, '\0', a->len))
+        return NULL;
+    /* RFC 3501 §5.1: INBOX is case-insensitive */
+    if (strcasecmp(a->str, "INBOX") == 0)
+        return strdup("INBOX");
+    size_t len = a->len;
+    while (len > 1 && a->str[len - 1] == '/')
+        len--;
+    return strndup(a->str, len);
+}
+
+bool imap_resolve_set(struct store_mailbox *box, const char *set, bool is_uid, size_t **idx_r,
+                      size_t *n_r)
+{
+    struct imap_seqset seq;
+    *idx_r = NULL;
+    *n_r = 0;
+    if (strcmp(set, "$") == 0 || !imap_seqset_parse(set, &seq))
+        return false;
+    size_t count = store_mailbox_count(box);
+    size_t *idx = malloc((count ? count : 1) * sizeof *idx);
+    if (!idx) {
+        imap_seqset_free(&seq);
+        return false;
+    }
+    size_t n = 0;
+    uint32_t star = 0;
+    if (count > 0)
+        star = is_uid ? store_mailbox_message(box, count - 1)->uid : (uint32_t)count;
+    /* Numbers past the end match nothing (lenient: no BAD for a stale view). */
+    for (size_t i = 0; i < count; i++) {
+        uint32_t v = is_uid ? store_mailbox_message(box, i)->uid : (uint32_t)(i + 1);
+        if (imap_seqset_contains(&seq, v, star))
+            idx[n++] = i;
+    }
+    imap_seqset_free(&seq);
+    *idx_r = idx;
+    *n_r = n;
+    return true;
+}
+
+/* Append "a:b,c" for a list of UIDs (in the order given, runs compressed). */
+static void imap_write_uid_set(struct buf *out, const uint32_t *uids, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        while (j + 1 < n && uids[j + 1] == uids[j] + 1)
+            j++;
+        if (i > 0)
+            buf_append_byte(out, ',');
+        if (j > i)
+            buf_printf(out, "%u:%u", uids[i], uids[j]);
+        else
+            buf_printf(out, "%u", uids[i]);
+        i = j + 1;
+    }
+}
+
+void imap_job_err(struct imap_job *j, const char *fmt, char *err)
+{
+    buf_printf(&j->tagged, "%s NO ", j->tag);
+    buf_printf(&j->tagged, fmt, err ? err : "failed");
+    buf_append_str(&j->tagged, "\r\n");
+    free(err);
+}
+
+void imap_job_sync(struct imap_job *j)
+{
+    struct imap_session *s = j->s;
+    struct store_sync_changes ch;
+    memset(&ch, 0, sizeof ch);
+    char *err = NULL;
+    if (store_mailbox_sync(s->box, &ch, &err) < 0) {
+        free(err);
+        return;
+    }
+    /* RFC 3501 §7.4.1: each EXPUNGE renumbers the following messages; the store gives
+     * the numbers in the order they must be sent. */
+    for (size_t i = 0; i < ch.n_expunged; i++)
+        buf_printf(&j->out, "* %u EXPUNGE\r\n", ch.expunged_seqs[i]);
+    size_t count = store_mailbox_count(s->box);
+    if (ch.n_new > 0) {
+        buf_printf(&j->out, "* %zu EXISTS\r\n", count);
+        size_t recent = 0;
+        for (size_t i = 0; i < count; i++)
+            if (store_mailbox_message(s->box, i)->flags & STORE_FLAG_RECENT)
+                recent++;
+        buf_printf(&j->out, "* %zu RECENT\r\n", recent);
+    }
+    for (size_t i = 0; i < ch.n_flag_changed; i++) {
+        size_t k = ch.flag_changed[i];
+        if (k >= count)
+            continue;
+        const struct store_message *m = store_mailbox_message(s->box, k);
+        buf_printf(&j->out, "* %zu FETCH (UID %u FLAGS ", k + 1, m->uid);
+        imap_write_flags(&j->out, m->flags, m->keywords);
+        buf_append_str(&j->out, ")\r\n");
+    }
+    store_sync_changes_free(&ch);
+}
+
+/* Reply "tag OK text" into the job. */
+static void imap_job_ok(struct imap_job *j, const char *text)
+{
+    buf_printf(&j->tagged, "%s OK %s\r\n", j->tag, text);
+    j->is_ok = true;
+}
+
+/* ---- NOOP / CHECK ------------------------------------------------------------------- */
+
+static void imap_noop_work(struct imap_job *j)
+{
+    imap_job_ok(j, j->arg1);
+}
+
+static void imap_noop_submit(struct imap_session *s, const char *tag, const char *done)
+{
+    if (!s->box) {
+        imap_reply(s, tag, "OK %s", done);
+        return;
+    }
+    /* RFC 3501 §6.1.2: NOOP is how clients poll for new mail and flag changes. */
+    struct imap_job *j = imap_job_new(s, tag, imap_noop_work, NULL);
+    if (!j)
+        return;
+    j->arg1 = strdup(done);
+    j->do_sync = true;
+    j->is_sync_forced = true;
+    imap_job_submit(j);
+}
+
+void imap_cmd_noop(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
+                   bool is_uid)
+{
+    imap_noop_submit(s, tag, "NOOP completed.");
+}
+
+void imap_cmd_check(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
+                    bool is_uid)
+{
+    imap_noop_submit(s, tag, "Check completed.");
+}
+
+/* ---- SELECT / EXAMINE --------------------------------------------------------------- */
+
+static void imap_select_work(struct imap_job *j)
+{
+    struct imap_session *s = j->s;
+    if (s->box) {
+        /* RFC 3501 §6.3.1: a SELECT first deselects (no expunge). */
+        store_mailbox_close(s->box);
+        s->box = NULL;
+    }
+    char *err = NULL;
+    bool ro = j->flags != 0;
+    if (store_mailbox_open(s->user, j->arg1, ro, &j->new_box, &err) < 0) {
+        j->new_box = NULL;
+        imap_job_err(j, "Mailbox doesn't exist: %s", err);
+        return;
+    }
+    struct store_mailbox *box = j->new_box;
+    size_t count = store_mailbox_count(box);
+    size_t recent = 0, first_unseen = 0;
+    for (size_t i = 0; i < count; i++) {
+        const struct store_message *m = store_mailbox_message(box, i);
+        if (m->flags & STORE_FLAG_RECENT)
+            recent++;
+        if (!(m->flags & STORE_FLAG_SEEN) && first_unseen == 0)
+            first_unseen = i + 1;
+    }
+    buf_append_str(&j->out, "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n");
+    if (ro)
+        buf_append_str(&j->out, "* OK [PERMANENTFLAGS ()] Read-only mailbox.\r\n");
+    else
+        buf_append_str(&j->out, "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen "
+                                "\\Draft \\*)] Flags permitted.\r\n");
+    buf_printf(&j->out, "* %zu EXISTS\r\n* %zu RECENT\r\n", count, recent);
+    if (first_unseen)
+        buf_printf(&j->out, "* OK [UNSEEN %zu] First unseen.\r\n", first_unseen);
+    buf_printf(&j->out, "* OK [UIDVALIDITY %u] UIDs valid\r\n", store_mailbox_uidvalidity(box));
+    buf_printf(&j->out, "* OK [UIDNEXT %u] Predicted next UID\r\n", store_mailbox_uidnext(box));
+    buf_printf(&j->tagged, "%s OK [%s] %s completed.\r\n", j->tag, ro ? "READ-ONLY" : "READ-WRITE",
+               ro ? "Examine" : "Select");
+    j->is_ok = true;
+}
+
+static void imap_select_finish(struct imap_job *j)
+{
+    struct imap_session *s = j->s;
+    free(s->box_name);
+    s->box_name = NULL;
+    s->has_pending_changes = false;
+    if (!j->new_box) {
+        s->state = IMAP_STATE_AUTH;
+        return;
+    }
+    s->box = j->new_box;
+    j->new_box = NULL;
+    s->box_name = j->arg1;
+    j->arg1 = NULL;
+    s->is_readonly = j->flags != 0;
+    s->state = IMAP_STATE_SELECTED;
+}
+
+static void imap_select_common(struct imap_session *s, const char *tag, struct imap_arg *args,
+                               size_t n, bool ro)
+{
+    char *name = n >= 1 ? imap_mailbox_name(&args[0]) : NULL;
+    if (!name) {
+        imap_reply(s, tag, "BAD Usage: %s mailbox", ro ? "EXAMINE" : "SELECT");
+        return;
+    }
+    struct imap_job *j = imap_job_new(s, tag, imap_select_work, imap_select_finish);
+    if (!j) {
+        free(name);
+        return;
+    }
+    j->arg1 = name;
+    j->flags = ro;
+    /* Stop reporting on the old mailbox at once. */
+    free(s->box_name);
+    s->box_name = NULL;
+    imap_job_submit(j);
+}
+
+void imap_cmd_select(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
+                     bool is_uid)
+{
+    imap_select_common(s, tag, args, n, false);
+}
+
+void imap_cmd_examine(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
+                      bool is_uid)
+{
+    imap_select_common(s, tag, args, n, true);
+}
+
+/* ---- CLOSE / UNSELECT / EXPUNGE ----------------------------------------------------- */
+
+/* Expunge \Deleted messages (restricted to the UID set in arg1 when given); with
+ * report=true send EXPUNGE responses. */
+static void imap_expunge_deleted(struct imap_job *j, bool report)
+{
+    struct imap_session *s = j->s;
+    size_t count = store_mailbox_count(s->box);
+    size_t *sel = NULL, n_sel = count;
+    if (j->arg1 && !imap_resolve_set(s->box, j->arg1, true, &sel, &n_sel)) {
+        buf_printf(&j->tagged, "%s BAD Invalid UID set.\r\n", j->tag);
+        return;
+    }
+    uint32_t *uids = malloc((n_sel ? n_sel : 1) * sizeof *uids);
+    uint32_t *seqs = malloc((n_sel ? n_sel : 1) * sizeof *seqs);
+    size_t n = 0;
+    if (uids && seqs) {
+        for (size_t k = 0; k < n_sel; k++) {
+            size_t i = sel ? sel[k] : k;
+            const struct store_message *m = store_mailbox_message(s->box, i);
+            if (m->flags & STORE_FLAG_DELETED) {
+                uids[n] = m->uid;
+                seqs[n] = (uint32_t)(i + 1);
+                n++;
+            }
+        }
+    }
+    free(sel);
+    char *err = NULL;
+    if (n > 0 && store_mailbox_expunge_uids(s->box, uids, n, &err) < 0) {
+        imap_job_err(j, "Expunge failed: %s", err);
+        free(uids);
+        free(seqs);
+        return;
+    }
+    if (report && n > 0 && store_mailbox_count(s->box) < count) {
+        /* The view already dropped them: report here, highest first, so no number
+         * shifts under the client (RFC 3501 §7.4.1). */
+        for (size_t k = n; k-- > 0;)
+            buf_printf(&j->out, "* %u EXPUNGE\r\n", seqs[k]);
+    }
+    free(uids);
+    free(seqs);
+    j->is_ok = true;
+}
+
+static void imap_expunge_work(struct imap_job *j)
+{
+    if (j->s->is_readonly) {
+        buf_printf(&j->tagged, "%s NO Mailbox is read-only.\r\n", j->tag);
+        return;
+    }
+    imap_expunge_deleted(j, true);
+    if (j->is_ok)
+        buf_printf(&j->tagged, "%s OK Expunge completed.\r\n", j->tag);
+}
+
+void imap_cmd_expunge(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
+                      bool is_uid)
+{
+    if (is_uid && (n != 1 || args[0].type != IMAP_ARG_ATOM)) {
+        imap_reply(s, tag, "BAD Usage: UID EXPUNGE uid-set");
+        return;
+    }
+    struct imap_job *j = imap_job_new(s, tag, imap_expunge_work, NULL);
+    if (!j)
+        return;
+    if (is_uid)
+        j->arg1 = strdup(args[0].str);
+    j->do_sync = true;
+    j->is_sync_forced = true;
+    imap_job_submit(j);
+}
+
+static void imap_close_work(struct imap_job *j)
+{
+    struct imap_session *s = j->s;
+    /* RFC 3501 §6.4.2: CLOSE expunges silently when the mailbox is read-write. */
+    if (j->flags && !s->is_readonly)
+        imap_expunge_deleted(j, false);
+    buf_reset(&j->tagged);
+    buf_reset(&j->out);
+    store_mailbox_close(s->box);
+    s->box = NULL;
+    buf_printf(&j->tagged, "%s OK %s completed.\r\n", j->tag, j->flags ? "Close" : "Unselect");
+}
+
+static void imap_close_finish(struct imap_job *j)
+{
+    struct imap_session *s = j->s;
+    free(s->box_name);
+    s->box_name = NULL;
+    s->state = IMAP_STATE_AUTH;
+}
+
+static void imap_close_submit(struct imap_session *s, const char *tag, bool expunge)
+{
+    struct imap_job *j = imap_job_new(s, tag, imap_close_work, imap_close_finish);
+    if (!j)
+        return;
+    j->flags = expunge;
+    imap_job_submit(j);
+}
+
+void imap_cmd_close(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
+                    bool is_uid)
+{
+    imap_close_submit(s, tag, true);
+}
+
+void imap_cmd_unselect(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
+                       bool is_uid)
+{
+    imap_close_submit(s, tag, false);
+}
+
+/* ---- CREATE / DELETE / RENAME / SUBSCRIBE ------------------------------------------ */
+
+enum imap_mb_op { IMAP_MB_CREATE, IMAP_MB_DELETE, IMAP_MB_RENAME, IMAP_MB_SUB, IMAP_MB_UNSUB };
+
+static void imap_mb_work(struct imap_job *j)
+{
+    struct imap_session *s = j->s;
+    char *err = NULL;
+    int r = -1;
+    const char *done = "";
+    switch ((enum imap_mb_op)j->flags) {
+    case IMAP_MB_CREATE:
+        r = store_mailbox_create(s->user, j->arg1, &err);
+        done = "Create completed.";
+        break;
+    case IMAP_MB_DELETE:
+        r = store_mailbox_delete(s->user, j->arg1, &err);
+        done = "Delete completed.";
+        break;
+    case IMAP_MB_RENAME:
+        r = store_mailbox_rename(s->user, j->arg1, j->arg2, &err);
+        done = "Rename completed.";
+        break;
+    case IMAP_MB_SUB:
+    case IMAP_MB_UNSUB:
+        r = store_mailbox_subscribe(s->user, j->arg1, j->flags == IMAP_MB_SUB, &err);
+        done = j->flags == IMAP_MB_SUB ? "Subscribe completed." : "Unsubscribe completed.";
+        break;
+    }
+    if (r < 0)
+        imap_job_err(j, "%s", err);
+    else
+        imap_job_ok(j, done);
+}
+
+static void imap_mb_submit(struct imap_session *s, const char *tag, struct imap_arg *args,
+                           size_t n, enum imap_mb_op op)
+{
+    size_t want = op == IMAP_MB_RENAME ? 2 : 1;
+    char *a1 = n == want ? imap_mailbox_name(&args[0]) : NULL;
+    char *a2 = n == want && want == 2 ? imap_mailbox_name(&args[1]) : NULL;
+    if (!a1 || (want == 2 && !a2)) {
+        free(a1);
+        free(a2);
+        imap_reply(s, tag, "BAD Invalid arguments.");
+        return;
+    }
+    if ((op == IMAP_MB_CREATE || op == IMAP_MB_DELETE) && strcmp(a1, "INBOX") == 0) {
+        imap_reply(s, tag, "NO INBOX always exists and cannot be %s.",
+                   op == IMAP_MB_CREATE ? "created" : "deleted");
+        free(a1);
+        free(a2);
+        return;
+    }
+    struct imap_job *j = imap_job_new(s, tag, imap_mb_work, NULL);
+    if (!j) {
+        free(a1);
+        free(a2);
+        return;
+    }
+    j->arg1 = a1;
+    j->arg2 = a2;
+    j->flags = op;
+    j->do_sync = true;
+    imap_job_submit(j);
+}
+
+void imap_cmd_create(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
+                     bool is_uid)
+{
+    imap_mb_submit(s, tag, args, n, IMAP_MB_CREATE);
+}
+void imap_cmd_delete(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
+                     bool is_uid)
+{
+    imap_mb_submit(s, tag, args, n, IMAP_MB_DELETE);
+}
+void imap_cmd_rename(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
+                     bool is_uid)
+{
+    imap_mb_submit(s, tag, args, n, IMAP_MB_RENAME);
+}
+void imap_cmd_subscribe(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
+                        bool is_uid)
+{
+    imap_mb_submit(s, tag, args, n, IMAP_MB_SUB);
+}
+void imap_cmd_unsubscribe(struct imap_session *s, const char *tag, struct imap_arg *args,
+                          size_t n, bool is_uid)
+{
+    imap_mb_submit(s, tag, args, n, IMAP_MB_UNSUB);
+}
+
+/* ---- LIST / LSUB -------------------------------------------------------------------- */
+
+/* RFC 3501 §6.3.8: '*' matches anything, '%' anything but the hierarchy separator. */
+static bool imap_list_match(const char *pat, const char *name)
+{
+    /* Iterative matcher with backtracking over the last wildcard (linear-ish, bounded). */
+    const char *star_p = NULL, *star_n = NULL;
+    bool star_is_pct = false;
+    while (*name) {
+        if (*pat == '*' || *pat == '%') {
+            star_is_pct = *pat == '%';
+            star_p = ++pat;
+            star_n = name;
+        } else if (*pat == *name) {
+            pat++;
+            name++;
+        } else if (star_p && !(star_is_pct && *star_n == '/')) {
+            pat = star_p;
+            name = ++star_n;
+        } else {
+            return false;
+        }
+    }
+    while (*pat == '*' || *pat == '%')
+        pat++;
+    return *pat == '\0';
+}
+
+static void imap_list_work(struct imap_job *j)
+{
+    struct imap_session *s = j->s;
+    bool lsub = j->flags != 0;
+    const char *cmd = lsub ? "LSUB" : "LIST";
+    if (j->arg2[0] == '\0') {
+        /* RFC 3501 §6.3.8: an empty pattern asks for the delimiter */
+        if (!lsub)
+            buf_append_str(&j->out, "* LIST (\\Noselect) \"/\" \"\"\r\n");
+        imap_job_ok(j, "List completed.");
+        return;
+    }
+    struct buf pattern;
+    buf_init(&pattern, 0);
+    buf_append_str(&pattern, j->arg1);
+    buf_append_str(&pattern, j->arg2);
+    struct store_mailbox_info *list = NULL;
+    size_t n = 0;
+    char *err = NULL;
+    if (store_mailbox_list(s->user, &list, &n, &err) < 0) {
+        buf_free(&pattern);
+        imap_job_err(j, "%s", err);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct store_mailbox_info *mi = &list[i];
+        const char *name = mi->name;
+        bool is_inbox = strcasecmp(name, "INBOX") == 0;
+        bool match = imap_list_match(buf_cstr(&pattern), is_inbox ? "INBOX" : name);
+        if (!match && is_inbox) {
+            /* INBOX matches case-insensitively */
+            char up[256];
+            snprintf(up, sizeof up, "%s", buf_cstr(&pattern));
+            for (char *c = up; *c; c++)
+                *c = (char)toupper((unsigned char)*c);
+            match = imap_list_match(up, "INBOX");
+        }
+        if (!match || (lsub && !mi->subscribed))
+            continue;
+        buf_printf(&j->out, "* %s (", cmd);
+        bool first = true;
+#define ATTR(cond, text)                                                                           \
+    if (cond) {                                                                                    \
+        buf_append_str(&j->out, first ? text : " " text);                                          \
+        first = false;                                                                             \
+    }
+        ATTR(mi->noselect, "\\Noselect");
+        ATTR(mi->has_children, "\\HasChildren");
+        ATTR(!mi->has_children, "\\HasNoChildren");
+        ATTR(!lsub && mi->special_use, "");
+#undef ATTR
+        if (!lsub && mi->special_use)
+            buf_append_str(&j->out, mi->special_use);
+        buf_append_str(&j->out, ") \"/\" ");
+        mime_write_string(&j->out, is_inbox ? "INBOX" : name);
+        buf_append_str(&j->out, "\r\n");
+    }
+    store_mailbox_info_free(list, n);
+    buf_free(&pattern);
+    imap_job_ok(j, lsub ? "Lsub completed." : "List completed.");
+}
+
+static void imap_list_submit(struct imap_session *s, const char *tag, struct imap_arg *args,
+                             size_t n, bool lsub)
+{
+    if (n != 2 || !imap_arg_is_string(&args[0]) || !imap_arg_is_string(&args[1])) {
+        imap_reply(s, tag, "BAD Usage: %s reference pattern", lsub ? "LSUB" : "LIST");
+        return;
+    }
+    struct imap_job *j = imap_job_new(s, tag, imap_list_work, NULL);
+    if (!j)
+        return;
+    j->arg1 = strdup(args[0].str);
+    j->arg2 = strdup(args[1].str);
+    j->flags = lsub;
+    j->do_sync = true;
+    imap_job_submit(j);
+}
+
+void imap_cmd_list(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
+                   bool is_uid)
+{
+    imap_list_submit(s, tag, args, n, false);
+}
+
+void imap_cmd_lsub(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
+                   bool is_uid)
+{
+    imap_list_submit(s, tag, args, n, true);
+}
+
+void imap_cmd_namespace(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
+                        bool is_uid)
+{
+    /* RFC 2342: one personal namespace, no prefix, "/" separator. */
+    conn_write_str(s->c, "* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n");
+    imap_reply(s, tag, "OK Namespace completed.");
+}
+
+/* ---- STATUS ------------------------------------------------------------------------- */
+
+enum {
+    IMAP_ST_MESSAGES = 1,
+    IMAP_ST_RECENT = 2,
+    IMAP_ST_UIDNEXT = 4,
+    IMAP_ST_UIDVALIDITY = 8,
+    IMAP_ST_UNSEEN = 16,
+    IMAP_ST_SIZE = 32,
+};
+
+static void imap_status_work(struct imap_job *j)
+{
+    struct store_status st;
+    char *err = NULL;
+    if (store_mailbox_status(j->s->user, j->arg1, &st, &err) < 0) {
+        imap_job_err(j, "Mailbox doesn't exist: %s", err);
+        return;
+    }
+    buf_append_str(&j->out, "* STATUS ");
+    mime_write_string(&j->out, j->arg1);
+    buf_append_str(&j->out, " (");
+    const char *sp = "";
+    if (j->flags & IMAP_ST_MESSAGES) {
+        buf_printf(&j->out, "%sMESSAGES %u", sp, st.messages);
+        sp = " ";
+    }
+    if (j->flags & IMAP_ST_RECENT) {
+        buf_printf(&j->out, "%sRECENT %u", sp, st.recent);
+        sp = " ";
+    }
+    if (j->flags & IMAP_ST_UIDNEXT) {
+        buf_printf(&j->out, "%sUIDNEXT %u", sp, st.uidnext);
+        sp = " ";
+    }
+    if (j->flags & IMAP_ST_UIDVALIDITY) {
+        buf_printf(&j->out, "%sUIDVALIDITY %u", sp, st.uidvalidity);
+        sp = " ";
+    }
+    if (j->flags & IMAP_ST_UNSEEN) {
+        buf_printf(&j->out, "%sUNSEEN %u", sp, st.unseen);
+        sp = " ";
+    }
+    if (j->flags & IMAP_ST_SIZE)
+        buf_printf(&j->out, "%sSIZE %llu", sp, (unsigned long long)st.size);
+    buf_append_str(&j->out, ")\r\n");
+    imap_job_ok(j, "Status completed.");
+}
+
+void imap_cmd_status(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
+                     bool is_uid)
+{
+    char *name = n == 2 ? imap_mailbox_name(&args[0]) : NULL;
+    if (!name || args[1].type != IMAP_ARG_LIST || args[1].n == 0) {
+        free(name);
+        imap_reply(s, tag, "BAD Usage: STATUS mailbox (items)");
+        return;
+    }
+    unsigned items = 0;
+    for (size_t i = 0; i < args[1].n; i++) {
+        const struct imap_arg *a = &args[1].list[i];
+        if (imap_arg_is_atom(a, "MESSAGES"))
+            items |= IMAP_ST_MESSAGES;
+        else if (imap_arg_is_atom(a, "RECENT"))
+            items |= IMAP_ST_RECENT;
+        else if (imap_arg_is_atom(a, "UIDNEXT"))
+            items |= IMAP_ST_UIDNEXT;
+        else if (imap_arg_is_atom(a, "UIDVALIDITY"))
+            items |= IMAP_ST_UIDVALIDITY;
+        else if (imap_arg_is_atom(a, "UNSEEN"))
+            items |= IMAP_ST_UNSEEN;
+        else if (imap_arg_is_atom(a, "SIZE"))
+            items |= IMAP_ST_SIZE;
+        else {
+            free(name);
+            imap_reply(s, tag, "BAD Unknown STATUS item.");
+            return;
+        }
+    }
+    struct imap_job *j = imap_job_new(s, tag, imap_status_work, NULL);
+    if (!j) {
+        free(name);
+        return;
+    }
+    j->arg1 = name;
+    j->flags = items;
+    j->do_sync = true;
+    imap_job_submit(j);
+}
+
+/* ---- APPEND ------------------------------------------------------------------------- */
+
+/* RFC 3501 §9 date-time: "dd-Mon-yyyy hh:mm:ss +zzzz" (day may be space-padded). */
+static bool imap_parse_date_time(const char *s, time_t *t_r)
+{
+    static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+    int day, year, hh, mm, ss, zone;
+    char mon[4];
+    while (*s == ' ')
+        s++;
+    if (sscanf(s, "%2d-%3c-%4d %2d:%2d:%2d %5d", &day, mon, &year, &hh, &mm, &ss, &zone) != 7)
+        return false;
+    mon[3] = '\0';
+    const char *p = strcasestr(months, mon);
+    if (!p || (p - months) % 3 != 0 || day < 1 || day > 31 || hh > 23 || mm > 59 || ss > 60)
+        return false;
+    struct tm tm = {0};
+    tm.tm_mday = day;
+    tm.tm_mon = (int)((p - months) / 3);
+    tm.tm_year = year - 1900;
+    tm.tm_hour = hh;
+    tm.tm_min = mm;
+    tm.tm_sec = ss;
+    time_t t = timegm(&tm);
+    int z = zone < 0 ? -zone : zone;
+    long off = (long)(z / 100) * 3600 + (long)(z % 100) * 60;
+    *t_r = zone < 0 ? t + off : t - off;
+    return true;
+}
+
+static void imap_append_work(struct imap_job *j)
+{
+    struct imap_session *s = j->s;
+    struct store_source src = {.data = j->data.data ? j->data.data : "",
+                               .len = j->data.len,
+                               .fd = -1,
+                               .size = j->data.len};
+    uint32_t uidv = 0, uid = 0;
+    char *err = NULL;
+    if (store_mailbox_append(s->user, j->arg1, &src, j->flags, (const char *const *)j->keywords,
+                             (time_t)j->number, &uidv, &uid, &err) < 0) {
+        struct store_status st;
+        char *err2 = NULL;
+        if (store_mailbox_status(s->user, j->arg1, &st, &err2) < 0) {
+            /* RFC 3501 §6.3.11: tell the client it may create the mailbox */
+            free(err2);
+            free(err);
+            buf_printf(&j->tagged, "%s NO [TRYCREATE] Mailbox doesn't exist: %s\r\n", j->tag,
+                       j->arg1);
+            return;
+        }
+        imap_job_err(j, "Append failed: %s", err);
+        return;
+    }
+    /* RFC 4315 §3: APPENDUID uidvalidity uid */
+    buf_printf(&j->tagged, "%s OK [APPENDUID %u %u] Append completed.\r\n", j->tag, uidv, uid);
+    j->is_ok = true;
+}
+
+void imap_cmd_append(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
+                     bool is_uid)
+{
+    char *name = n >= 2 ? imap_mailbox_name(&args[0]) : NULL;
+    if (!name) {
+        imap_reply(s, tag, "BAD Usage: APPEND mailbox [(flags)] [date-time] literal");
+        return;
+    }
+    size_t i = 1;
+    unsigned flags = 0;
+    char **kw = NULL;
+    time_t when = time(NULL);
+    if (i < n && args[i].type == IMAP_ARG_LIST) {
+        if (!imap_parse_flags(&args[i], &flags, &kw)) {
+            free(name);
+            imap_reply(s, tag, "BAD Invalid flags.");
+            return;
+        }
+        i++;
+    }
+    if (i + 1 < n && args[i].type == IMAP_ARG_QUOTED) {
+        if (!imap_parse_date_time(args[i].str, &when)) {
+            free(name);
+            imap_keywords_free(kw);
+            imap_reply(s, tag, "BAD Invalid date-time.");
+            return;
+        }
+        i++;
+    }
+    if (i + 1 != n || !imap_arg_is_string(&args[i])) {
+        free(name);
+        imap_keywords_free(kw);
+        imap_reply(s, tag, "BAD Usage: APPEND mailbox [(flags)] [date-time] literal");
+        return;
+    }
+    struct imap_job *j = imap_job_new(s, tag, imap_append_work, NULL);
+    if (!j) {
+        free(name);
+        imap_keywords_free(kw);
+        return;
+    }
+    j->arg1 = name;
+    j->flags = flags;
+    j->keywords = kw;
+    j->number = (int64_t)when;
+    /* Take the literal's bytes without copying. */
+    j->data.data = args[i].str;
+    j->data.len = args[i].len;
+    j->data.size = args[i].len + 1;
+    args[i].str = NULL;
+    args[i].len = 0;
+    j->do_sync = true;
+    if (s->box_name && strcmp(s->box_name, name) == 0)
+        j->is_sync_forced = true; /* appended to the selected mailbox: EXISTS now */
+    imap_job_submit(j);
+}
+
+/* ---- COPY / MOVE -------------------------------------------------------------------- */
+
+static void imap_copy_work(struct imap_job *j)
+{
+    struct imap_session *s = j->s;
+    bool move = j->flags != 0;
+    size_t *idx = NULL, n = 0;
+    if (!imap_resolve_set(s->box, j->arg1, j->is_uid, &idx, &n)) {
+        buf_printf(&j->tagged, "%s BAD Invalid message set.\r\n", j->tag);
+        return;
+    }
+    if (n == 0) {
+        free(idx);
+        imap_job_ok(j, move ? "No messages moved." : "No messages copied.");
+        return;
+    }
+    if (move && s->is_readonly) {
+        free(idx);
+        buf_printf(&j->tagged, "%s NO Mailbox is read-only.\r\n", j->tag);
+        return;
+    }
+    uint32_t *uids = malloc(n * sizeof *uids);
+    uint32_t *seqs = malloc(n * sizeof *seqs);
+    if (!uids || !seqs) {
+        free(idx);
+        free(uids);
+        free(seqs);
+        imap_job_err(j, "%s", NULL);
+        return;
+    }
+    for (size_t k = 0; k < n; k++) {
+        uids[k] = store_mailbox_message(s->box, idx[k])->uid;
+        seqs[k] = (uint32_t)(idx[k] + 1);
+    }
+    free(idx);
+    size_t before = store_mailbox_count(s->box);
+    uint32_t uidv = 0, *dest = NULL;
+    char *err = NULL;
+    if (store_mailbox_copy_uids(s->box, uids, n, j->arg2, move, &uidv, &dest, &err) < 0) {
+        struct store_status st;
+        char *err2 = NULL;
+        if (store_mailbox_status(s->user, j->arg2, &st, &err2) < 0) {
+            free(err2);
+            free(err);
+            buf_printf(&j->tagged, "%s NO [TRYCREATE] Mailbox doesn't exist: %s\r\n", j->tag,
+                       j->arg2);
+        } else {
+            imap_job_err(j, "Copy failed: %s", err);
+        }
+        free(uids);
+        free(seqs);
+        return;
+    }
+    struct buf code;
+    buf_init(&code, 0);
+    buf_printf(&code, "COPYUID %u ", uidv);
+    imap_write_uid_set(&code, uids, n);
+    buf_append_byte(&code, ' ');
+    if (dest)
+        imap_write_uid_set(&code, dest, n);
+    if (move) {
+        /* RFC 6851 §4.3: COPYUID in an untagged OK, then the EXPUNGEs */
+        buf_printf(&j->out, "* OK [%s] Moved UIDs.\r\n", buf_cstr(&code));
+        if (store_mailbox_count(s->box) < before)
+            for (size_t k = n; k-- > 0;)
+                buf_printf(&j->out, "* %u EXPUNGE\r\n", seqs[k]);
+        buf_printf(&j->tagged, "%s OK Move completed.\r\n", j->tag);
+    } else {
+        buf_printf(&j->tagged, "%s OK [%s] Copy completed.\r\n", j->tag, buf_cstr(&code));
+    }
+    j->is_ok = true;
+    buf_free(&code);
+    free(dest);
+    free(uids);
+    free(seqs);
+}
+
+static void imap_copy_submit(struct imap_session *s, const char *tag, struct imap_arg *args,
+                             size_t n, bool is_uid, bool move)
+{
+    char *dest = n == 2 && args[0].type == IMAP_ARG_ATOM ? imap_mailbox_name(&args[1]) : NULL;
+    if (!dest) {
+        imap_reply(s, tag, "BAD Usage: %s set mailbox", move ? "MOVE" : "COPY");
+        return;
+    }
+    struct imap_job *j = imap_job_new(s, tag, imap_copy_work, NULL);
+    if (!j) {
+        free(dest);
+        return;
+    }
+    j->arg1 = strdup(args[0].str);
+    j->arg2 = dest;
+    j->is_uid = is_uid;
+    j->flags = move;
+    /* MOVE expunges: the sync may report; COPY changes nothing here (FETCH-like rules
+     * do not apply to COPY, so pending changes may be reported too). */
+    j->do_sync = true;
+    j->is_sync_forced = move || (s->box_name && strcmp(s->box_name, dest) == 0);
+    imap_job_submit(j);
+}
+
+void imap_cmd_copy(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
+                   bool is_uid)
+{
+    imap_copy_submit(s, tag, args, n, is_uid, false);
+}
+
+void imap_cmd_move(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
+                   bool is_uid)
+{
+    imap_copy_submit(s, tag, args, n, is_uid, true);
+}

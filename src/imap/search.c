@@ -1,0 +1,506 @@
+/*
+ * search.c - SEARCH and UID SEARCH (RFC 3501 §6.4.4).
+ *
+ * The criteria are parsed on the loop into a small tree (AND lists, OR, NOT, leaves);
+ * evaluation runs in the pool, reading a message file only when a key needs its text
+ * (HEADER, FROM, TO, CC, BCC, SUBJECT, BODY, TEXT). Substring matches are ASCII
+ * case-insensitive over the raw bytes (no MIME decoding yet). Dates compare days in UTC;
+ * SENTBEFORE/SENTON/SENTSINCE use the internal date (the Date: header is not parsed yet).
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/conn.h"
+#include "imap/session.h"
+#include "store/mime.h"
+#include "store/store.h"
+
+#define IMAP_SEARCH_MAX_DEPTH 32
+#define IMAP_SEARCH_MAX_KEYS  1000
+
+enum skey_op {
+    SK_ALL,
+    SK_AND,
+    SK_OR,
+    SK_NOT,
+    SK_FLAG,   /* has flag num */
+    SK_UNFLAG, /* lacks flag num */
+    SK_KEYWORD,
+    SK_UNKEYWORD,
+    SK_NEW,
+    SK_OLD,
+    SK_LARGER,
+    SK_SMALLER,
+    SK_BEFORE,
+    SK_ON,
+    SK_SINCE,
+    SK_HEADER,
+    SK_BODY,
+    SK_TEXT,
+    SK_UIDSET,
+    SK_SEQSET,
+};
+
+struct skey {
+    enum skey_op op;
+    uint64_t num;
+    char *str, *str2;
+    struct imap_seqset set;
+    struct skey *kids; /* AND: list; OR: two; NOT: one */
+    size_t n_kids;
+};
+
+static void skey_free_contents(struct skey *k)
+{
+    free(k->str);
+    free(k->str2);
+    imap_seqset_free(&k->set);
+    for (size_t i = 0; i < k->n_kids; i++)
+        skey_free_contents(&k->kids[i]);
+    free(k->kids);
+}
+
+static void skey_free(void *p)
+{
+    struct skey *k = p;
+    if (!k)
+        return;
+    skey_free_contents(k);
+    free(k);
+}
+
+struct skey_parser {
+    struct imap_arg *args;
+    size_t n, pos;
+    size_t n_keys;
+    bool needs_file;
+};
+
+/* RFC 3501 §9 date: "1-Feb-1994" (optionally quoted): midnight UTC of that day. */
+static bool imap_parse_date(const char *s, time_t *t_r)
+{
+    static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+    int day, year;
+    char mon[4];
+    if (sscanf(s, "%2d-%3c-%4d", &day, mon, &year) != 3)
+        return false;
+    mon[3] = '\0';
+    const char *p = strcasestr(months, mon);
+    if (!p || (p - months) % 3 != 0 || day < 1 || day > 31 || year < 1900)
+        return false;
+    struct tm tm = {0};
+    tm.tm_mday = day;
+    tm.tm_mon = (int)((p - months) / 3);
+    tm.tm_year = year - 1900;
+    *t_r = timegm(&tm);
+    return true;
+}
+
+static bool skey_parse_one(struct skey_parser *sp, struct skey *k, unsigned depth);
+
+static const char *skey_next_string(struct skey_parser *sp)
+{
+    if (sp->pos >= sp->n || !imap_arg_is_string(&sp->args[sp->pos]))
+        return NULL;
+    return sp->args[sp->pos++].str;
+}
+
+/* An AND of the args in [args, args+n). */
+static bool skey_parse_list(struct skey_parser *sp, struct imap_arg *args, size_t n,
+                            struct skey *k, unsigned depth)
+{
+    struct skey_parser sub = {.args = args, .n = n, .pos = 0, .n_keys = sp->n_keys};
+    k->op = SK_AND;
+    k->kids = calloc(n ? n : 1, sizeof *k->kids);
+    if (!k->kids)
+        return false;
+    while (sub.pos < sub.n) {
+        if (!skey_parse_one(&sub, &k->kids[k->n_kids], depth + 1)) {
+            skey_free_contents(&k->kids[k->n_kids]);
+            return false;
+        }
+        k->n_kids++;
+    }
+    sp->n_keys = sub.n_keys;
+    sp->needs_file |= sub.needs_file;
+    return true;
+}
+
+static bool skey_parse_one(struct skey_parser *sp, struct skey *k, unsigned depth)
+{
+    memset(k, 0, sizeof *k);
+    if (depth > IMAP_SEARCH_MAX_DEPTH || ++sp->n_keys > IMAP_SEARCH_MAX_KEYS ||
+        sp->pos >= sp->n)
+        return false;
+    struct imap_arg *a = &sp->args[sp->pos++];
+    if (a->type == IMAP_ARG_LIST)
+        return skey_parse_list(sp, a->list, a->n, k, depth);
+    if (a->type != IMAP_ARG_ATOM)
+        return false;
+    const char *w = a->str;
+    static const struct {
+        const char *name;
+        enum skey_op op;
+        unsigned flag;
+    } simple[] = {
+        {"ALL", SK_ALL, 0},
+        {"ANSWERED", SK_FLAG, STORE_FLAG_ANSWERED},
+        {"DELETED", SK_FLAG, STORE_FLAG_DELETED},
+        {"DRAFT", SK_FLAG, STORE_FLAG_DRAFT},
+        {"FLAGGED", SK_FLAG, STORE_FLAG_FLAGGED},
+        {"RECENT", SK_FLAG, STORE_FLAG_RECENT},
+        {"SEEN", SK_FLAG, STORE_FLAG_SEEN},
+        {"UNANSWERED", SK_UNFLAG, STORE_FLAG_ANSWERED},
+        {"UNDELETED", SK_UNFLAG, STORE_FLAG_DELETED},
+        {"UNDRAFT", SK_UNFLAG, STORE_FLAG_DRAFT},
+        {"UNFLAGGED", SK_UNFLAG, STORE_FLAG_FLAGGED},
+        {"UNSEEN", SK_UNFLAG, STORE_FLAG_SEEN},
+        {"NEW", SK_NEW, 0},
+        {"OLD", SK_OLD, 0},
+    };
+    for (size_t i = 0; i < sizeof simple / sizeof simple[0]; i++) {
+        if (strcasecmp(w, simple[i].name) == 0) {
+            k->op = simple[i].op;
+            k->num = simple[i].flag;
+            return true;
+        }
+    }
+    if (strcasecmp(w, "NOT") == 0 || strcasecmp(w, "OR") == 0) {
+        bool is_or = strcasecmp(w, "OR") == 0;
+        k->op = is_or ? SK_OR : SK_NOT;
+        k->kids = calloc(2, sizeof *k->kids);
+        if (!k->kids)
+            return false;
+        for (size_t i = 0; i < (is_or ? 2u : 1u); i++) {
+            if (!skey_parse_one(sp, &k->kids[i], depth + 1)) {
+                skey_free_contents(&k->kids[i]);
+                return false;
+            }
+            k->n_kids++;
+        }
+        return true;
+    }
+    if (strcasecmp(w, "LARGER") == 0 || strcasecmp(w, "SMALLER") == 0) {
+        k->op = toupper((unsigned char)w[0]) == 'L' ? SK_LARGER : SK_SMALLER;
+        const char *v = skey_next_string(sp);
+        char *end;
+        if (!v || !isdigit((unsigned char)*v))
+            return false;
+        k->num = strtoull(v, &end, 10);
+        return *end == '\0';
+    }
+    static const struct {
+        const char *name;
+        enum skey_op op;
+    } dates[] = {
+        {"BEFORE", SK_BEFORE},         {"ON", SK_ON},         {"SINCE", SK_SINCE},
+        {"SENTBEFORE", SK_BEFORE},     {"SENTON", SK_ON},     {"SENTSINCE", SK_SINCE},
+    };
+    for (size_t i = 0; i < sizeof dates / sizeof dates[0]; i++) {
+        if (strcasecmp(w, dates[i].name) == 0) {
+            k->op = dates[i].op;
+            const char *v = skey_next_string(sp);
+            time_t t;
+            if (!v || !imap_parse_date(v, &t))
+                return false;
+            k->num = (uint64_t)t;
+            return true;
+        }
+    }
+    static const char *const header_keys[] = {"FROM", "TO", "CC", "BCC", "SUBJECT"};
+    for (size_t i = 0; i < sizeof header_keys / sizeof header_keys[0]; i++) {
+        if (strcasecmp(w, header_keys[i]) == 0) {
+            const char *v = skey_next_string(sp);
+            if (!v)
+                return false;
+            k->op = SK_HEADER;
+            k->str = strdup(header_keys[i]);
+            k->str2 = strdup(v);
+            sp->needs_file = true;
+            return true;
+        }
+    }
+    if (strcasecmp(w, "HEADER") == 0) {
+        const char *f = skey_next_string(sp);
+        const char *v = skey_next_string(sp);
+        if (!f || !v)
+            return false;
+        k->op = SK_HEADER;
+        k->str = strdup(f);
+        k->str2 = strdup(v);
+        sp->needs_file = true;
+        return true;
+    }
+    if (strcasecmp(w, "BODY") == 0 || strcasecmp(w, "TEXT") == 0) {
+        const char *v = skey_next_string(sp);
+        if (!v)
+            return false;
+        k->op = toupper((unsigned char)w[0]) == 'B' ? SK_BODY : SK_TEXT;
+        k->str = strdup(v);
+        sp->needs_file = true;
+        return true;
+    }
+    if (strcasecmp(w, "KEYWORD") == 0 || strcasecmp(w, "UNKEYWORD") == 0) {
+        const char *v = skey_next_string(sp);
+        if (!v)
+            return false;
+        k->op = toupper((unsigned char)w[0]) == 'K' ? SK_KEYWORD : SK_UNKEYWORD;
+        k->str = strdup(v);
+        return true;
+    }
+    if (strcasecmp(w, "UID") == 0) {
+        const char *v = skey_next_string(sp);
+        k->op = SK_UIDSET;
+        return v && imap_seqset_parse(v, &k->set);
+    }
+    k->op = SK_SEQSET;
+    return imap_seqset_parse(w, &k->set);
+}
+
+/* ---- evaluation --------------------------------------------------------------------- */
+
+struct skey_msg {
+    const struct store_message *m;
+    uint32_t seq, max_seq, max_uid;
+    char *bytes;
+    size_t len;
+    size_t header_len; /* bytes of the header block */
+    bool tried_load;
+    struct store_mailbox *box;
+    size_t index;
+};
+
+/* ASCII case-insensitive substring search over bytes. */
+static bool imap_contains_ci(const char *hay, size_t hlen, const char *needle)
+{
+    size_t nlen = strlen(needle);
+    if (nlen == 0)
+        return true;
+    if (nlen > hlen)
+        return false;
+    for (size_t i = 0; i + nlen <= hlen; i++) {
+        size_t k = 0;
+        while (k < nlen && tolower((unsigned char)hay[i + k]) == tolower((unsigned char)needle[k]))
+            k++;
+        if (k == nlen)
+            return true;
+    }
+    return false;
+}
+
+static bool skey_load(struct skey_msg *sm)
+{
+    if (sm->tried_load)
+        return sm->bytes != NULL;
+    sm->tried_load = true;
+    int fd = -1;
+    char *err = NULL;
+    if (store_message_open(sm->box, sm->index, &fd, &err) < 0) {
+        free(err);
+        return false;
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0 || st.st_size < 0) {
+        close(fd);
+        return false;
+    }
+    size_t size = (size_t)st.st_size;
+    sm->bytes = malloc(size + 1);
+    size_t have = 0;
+    while (sm->bytes && have < size) {
+        ssize_t r = pread(fd, sm->bytes + have, size - have, (off_t)have);
+        if (r <= 0)
+            break;
+        have += (size_t)r;
+    }
+    close(fd);
+    if (!sm->bytes)
+        return false;
+    sm->len = have;
+    sm->bytes[have] = '\0';
+    /* header ends at the first empty line */
+    size_t pos = 0;
+    sm->header_len = have;
+    while (pos < have) {
+        const char *nl = memchr(sm->bytes + pos, '\n', have - pos);
+        size_t le = nl ? (size_t)(nl - sm->bytes) + 1 : have;
+        size_t ce = le;
+        if (ce > pos && sm->bytes[ce - 1] == '\n')
+            ce--;
+        if (ce > pos && sm->bytes[ce - 1] == '\r')
+            ce--;
+        if (ce == pos) {
+            sm->header_len = le;
+            break;
+        }
+        pos = le;
+    }
+    return true;
+}
+
+static bool skey_header_match(struct skey_msg *sm, const char *field, const char *value)
+{
+    if (!skey_load(sm))
+        return false;
+    struct buf f;
+    buf_init(&f, 0);
+    const char *names[1] = {field};
+    mime_header_filter(sm->bytes, sm->header_len, names, 1, false, &f);
+    /* Unfold, dropping the "Name:" of each field, and search the values. */
+    struct buf v;
+    buf_init(&v, 0);
+    bool any = false;
+    size_t pos = 0;
+    while (pos < f.len) {
+        const char *nl = memchr(f.data + pos, '\n', f.len - pos);
+        size_t le = nl ? (size_t)(nl - f.data) + 1 : f.len;
+        size_t ce = le;
+        while (ce > pos && (f.data[ce - 1] == '\n' || f.data[ce - 1] == '\r'))
+            ce--;
+        if (ce > pos) {
+            size_t st = pos;
+            if (f.data[pos] != ' ' && f.data[pos] != '\t') {
+                const char *colon = memchr(f.data + pos, ':', ce - pos);
+                st = colon ? (size_t)(colon - f.data) + 1 : pos;
+                buf_append_byte(&v, '\n');
+                any = true;
+            }
+            buf_append(&v, f.data + st, ce - st);
+        }
+        pos = le;
+    }
+    bool r = any && imap_contains_ci(v.data ? v.data : "", v.len, value);
+    buf_free(&f);
+    buf_free(&v);
+    return r;
+}
+
+static bool skey_has_keyword(const struct store_message *m, const char *kw)
+{
+    for (char **k = m->keywords; k && *k; k++)
+        if (strcasecmp(*k, kw) == 0)
+            return true;
+    return false;
+}
+
+static bool skey_eval(const struct skey *k, struct skey_msg *sm)
+{
+    const struct store_message *m = sm->m;
+    time_t day = m->internaldate - (m->internaldate % 86400);
+    switch (k->op) {
+    case SK_ALL:
+        return true;
+    case SK_AND:
+        for (size_t i = 0; i < k->n_kids; i++)
+            if (!skey_eval(&k->kids[i], sm))
+                return false;
+        return true;
+    case SK_OR:
+        return skey_eval(&k->kids[0], sm) || skey_eval(&k->kids[1], sm);
+    case SK_NOT:
+        return !skey_eval(&k->kids[0], sm);
+    case SK_FLAG:
+        return (m->flags & k->num) != 0;
+    case SK_UNFLAG:
+        return (m->flags & k->num) == 0;
+    case SK_KEYWORD:
+        return skey_has_keyword(m, k->str);
+    case SK_UNKEYWORD:
+        return !skey_has_keyword(m, k->str);
+    case SK_NEW:
+        return (m->flags & STORE_FLAG_RECENT) && !(m->flags & STORE_FLAG_SEEN);
+    case SK_OLD:
+        return !(m->flags & STORE_FLAG_RECENT);
+    case SK_LARGER:
+        return m->vsize > k->num;
+    case SK_SMALLER:
+        return m->vsize < k->num;
+    case SK_BEFORE:
+        return (uint64_t)day < k->num;
+    case SK_ON:
+        return (uint64_t)day == k->num;
+    case SK_SINCE:
+        return (uint64_t)day >= k->num;
+    case SK_HEADER:
+        return skey_header_match(sm, k->str, k->str2);
+    case SK_BODY:
+        return skey_load(sm) &&
+               imap_contains_ci(sm->bytes + sm->header_len, sm->len - sm->header_len, k->str);
+    case SK_TEXT:
+        return skey_load(sm) && imap_contains_ci(sm->bytes, sm->len, k->str);
+    case SK_UIDSET:
+        return imap_seqset_contains(&k->set, m->uid, sm->max_uid);
+    case SK_SEQSET:
+        return imap_seqset_contains(&k->set, sm->seq, sm->max_seq);
+    }
+    return false;
+}
+
+static void imap_search_work(struct imap_job *j)
+{
+    struct imap_session *s = j->s;
+    const struct skey *root = j->ptr;
+    size_t count = store_mailbox_count(s->box);
+    uint32_t max_uid = count ? store_mailbox_message(s->box, count - 1)->uid : 0;
+    buf_append_str(&j->out, "* SEARCH");
+    for (size_t i = 0; i < count; i++) {
+        struct skey_msg sm = {
+            .m = store_mailbox_message(s->box, i),
+            .seq = (uint32_t)(i + 1),
+            .max_seq = (uint32_t)count,
+            .max_uid = max_uid,
+            .box = s->box,
+            .index = i,
+        };
+        if (skey_eval(root, &sm))
+            buf_printf(&j->out, " %u", j->is_uid ? sm.m->uid : sm.seq);
+        free(sm.bytes);
+    }
+    buf_append_str(&j->out, "\r\n");
+    buf_printf(&j->tagged, "%s OK Search completed.\r\n", j->tag);
+    j->is_ok = true;
+}
+
+void imap_cmd_search(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
+                     bool is_uid)
+{
+    size_t start = 0;
+    if (n >= 2 && imap_arg_is_atom(&args[0], "CHARSET")) {
+        /* RFC 3501 §6.4.4: US-ASCII must be supported; UTF-8 is ASCII-compatible for our
+         * byte-wise matching. */
+        if (!imap_arg_is_string(&args[1]) || (strcasecmp(args[1].str, "UTF-8") != 0 &&
+                                                strcasecmp(args[1].str, "US-ASCII") != 0)) {
+            imap_reply(s, tag, "NO [BADCHARSET (US-ASCII UTF-8)] Unsupported charset.");
+            return;
+        }
+        start = 2;
+    }
+    if (start >= n) {
+        imap_reply(s, tag, "BAD Missing search criteria.");
+        return;
+    }
+    struct skey *root = calloc(1, sizeof *root);
+    if (!root)
+        return;
+    struct skey_parser sp = {.args = args, .n = n, .pos = 0};
+    if (!skey_parse_list(&sp, args + start, n - start, root, 0)) {
+        skey_free(root);
+        imap_reply(s, tag, "BAD Invalid search criteria.");
+        return;
+    }
+    struct imap_job *j = imap_job_new(s, tag, imap_search_work, NULL);
+    if (!j) {
+        skey_free(root);
+        return;
+    }
+    j->ptr = root;
+    j->ptr_free = skey_free;
+    j->is_uid = is_uid;
+    imap_job_submit(j);
+}

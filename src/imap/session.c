@@ -1,0 +1,768 @@
+/*
+ * session.c - the IMAP4rev1 session (RFC 3501): connection callbacks, the input loop
+ * (lines, literals, AUTHENTICATE responses, IDLE's DONE), the command table, the
+ * any-state and not-authenticated commands (CAPABILITY, NOOP, LOGOUT, ID, ENABLE,
+ * STARTTLS, LOGIN, AUTHENTICATE) and IDLE (RFC 2177).
+ *
+ * Every blocking call (password checks, store access) runs in the workpool through
+ * struct imap_job (session.h); the session pauses its reads meanwhile.
+ */
+#include "imap/imap.h"
+
+#include <event2/buffer.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "auth/auth.h"
+#include "core/config.h"
+#include "core/conn.h"
+#include "core/log.h"
+#include "core/workpool.h"
+#include "imap/session.h"
+#include "store/store.h"
+
+#define IMAP_MAX_APPEND_DEFAULT (64ull * 1024 * 1024)
+
+/* ---- replies ------------------------------------------------------------------------ */
+
+void imap_reply(struct imap_session *s, const char *tag, const char *fmt, ...)
+{
+    char text[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    conn_printf(s->c, "%s %s\r\n", tag ? tag : "*", text);
+}
+
+static struct auth_peer imap_peer(struct imap_session *s)
+{
+    struct auth_peer p = {
+        .service = "imap",
+        .ip = conn_peer_ip(s->c),
+        .is_tls = conn_is_tls(s->c),
+        .is_loopback = conn_peer_is_loopback(s->c),
+    };
+    return p;
+}
+
+static struct auth_service *imap_auth(struct imap_session *s)
+{
+    return conn_server(s->c)->auth;
+}
+
+static bool imap_plaintext_ok(struct imap_session *s)
+{
+    struct auth_peer p = imap_peer(s);
+    return imap_auth(s) && auth_plaintext_allowed(imap_auth(s), &p);
+}
+
+void imap_capability_string(struct imap_session *s, struct buf *out)
+{
+    buf_append_str(out, "IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE");
+    if (s->state == IMAP_STATE_NOT_AUTH) {
+        if (!conn_is_tls(s->c) && conn_tls_available(s->c))
+            buf_append_str(out, " STARTTLS");
+        if (imap_auth(s)) {
+            struct auth_peer p = imap_peer(s);
+            char *mechs = auth_mechanisms(imap_auth(s), &p);
+            if (mechs) {
+                /* "PLAIN LOGIN CRAM-MD5" -> " AUTH=PLAIN AUTH=LOGIN AUTH=CRAM-MD5" */
+                char *save = NULL;
+                for (char *m = strtok_r(mechs, " ", &save); m; m = strtok_r(NULL, " ", &save))
+                    buf_printf(out, " AUTH=%s", m);
+                free(mechs);
+            }
+        }
+        /* RFC 3501 §6.2.3: LOGINDISABLED when LOGIN would be refused here. */
+        if (!imap_plaintext_ok(s))
+            buf_append_str(out, " LOGINDISABLED");
+    } else {
+        buf_append_str(out, " NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE");
+    }
+}
+
+/* ---- jobs --------------------------------------------------------------------------- */
+
+struct imap_job *imap_job_new(struct imap_session *s, const char *tag, imap_job_fn *work,
+                              imap_job_fn *finish)
+{
+    struct imap_job *j = calloc(1, sizeof *j);
+    if (!j)
+        return NULL;
+    j->s = s;
+    j->tag = strdup(tag ? tag : "*");
+    j->work = work;
+    j->finish = finish;
+    buf_init(&j->out, 0);
+    buf_init(&j->tagged, 0);
+    buf_init(&j->data, 0);
+    return j;
+}
+
+static void imap_job_free(struct imap_job *j)
+{
+    free(j->tag);
+    buf_free(&j->out);
+    buf_free(&j->tagged);
+    buf_free(&j->data);
+    free(j->arg1);
+    free(j->arg2);
+    imap_keywords_free(j->keywords);
+    if (j->ptr_free)
+        j->ptr_free(j->ptr);
+    if (j->new_box)
+        store_mailbox_close(j->new_box);
+    if (j->new_user)
+        store_user_close(j->new_user);
+    free(j->new_name);
+    free(j);
+}
+
+static void imap_session_free(struct imap_session *s);
+static void imap_session_process(struct imap_session *s);
+
+static void imap_job_work(void *arg)
+{
+    struct imap_job *j = arg;
+    j->work(j);
+    if (j->do_sync && j->s->box)
+        imap_job_sync(j);
+}
+
+static void imap_job_done(void *arg)
+{
+    struct imap_job *j = arg;
+    struct imap_session *s = j->s;
+    s->is_job_in_flight = false;
+    if (s->is_dead) {
+        imap_job_free(j);
+        imap_session_free(s);
+        return;
+    }
+    if (j->finish)
+        j->finish(j);
+    if (j->out.len)
+        conn_write(s->c, j->out.data, j->out.len);
+    if (j->tagged.len)
+        conn_write(s->c, j->tagged.data, j->tagged.len);
+    bool keep = j->keep_paused;
+    imap_job_free(j);
+    if (s->fetch && s->is_fetch_waiting_drain && !s->is_job_in_flight &&
+        conn_output_length(s->c) < CONN_OUTPUT_LOW_WATER) {
+        imap_fetch_resume(s); /* little queued: no drain event will come */
+        return;
+    }
+    if (keep || s->is_job_in_flight)
+        return;
+    if (s->is_closing) {
+        conn_close(s->c);
+        return;
+    }
+    if (s->is_idling && s->has_pending_changes) {
+        imap_session_start_idle_sync(s);
+        return;
+    }
+    conn_resume_read(s->c);
+    imap_session_process(s);
+}
+
+void imap_job_submit(struct imap_job *j)
+{
+    struct imap_session *s = j->s;
+    if (j->do_sync && !s->has_pending_changes && !j->is_sync_forced)
+        j->do_sync = false;
+    if (j->do_sync)
+        s->has_pending_changes = false;
+    s->is_job_in_flight = true;
+    conn_pause_read(s->c);
+    workpool_submit(conn_server(s->c)->pool, imap_job_work, imap_job_done, j);
+}
+
+/* ---- notifications and IDLE (RFC 2177) ---------------------------------------------- */
+
+static void imap_idle_sync_work(struct imap_job *j)
+{
+    (void)j; /* the sync itself runs after work (do_sync) */
+}
+
+void imap_session_start_idle_sync(struct imap_session *s)
+{
+    struct imap_job *j = imap_job_new(s, NULL, imap_idle_sync_work, NULL);
+    if (!j)
+        return;
+    j->do_sync = true;
+    j->is_sync_forced = true;
+    s->has_pending_changes = false;
+    s->is_job_in_flight = true;
+    conn_pause_read(s->c);
+    workpool_submit(conn_server(s->c)->pool, imap_job_work, imap_job_done, j);
+}
+
+static void imap_notify(const char *user, const char *mailbox, void *arg)
+{
+    struct imap_session *s = arg;
+    (void)user;
+    if (!s->box_name || s->is_dead)
+        return;
+    if (mailbox && strcasecmp(mailbox, s->box_name) != 0 &&
+        !(strcasecmp(s->box_name, "INBOX") == 0 && strcasecmp(mailbox, "INBOX") == 0))
+        return;
+    s->has_pending_changes = true;
+    /* An idling client hears about new mail at once. */
+    if (s->is_idling && !s->is_job_in_flight)
+        imap_session_start_idle_sync(s);
+}
+
+static void imap_cmd_idle(struct imap_session *s, const char *tag, struct imap_arg *args,
+                          size_t n, bool is_uid)
+{
+    s->is_idling = true;
+    free(s->idle_tag);
+    s->idle_tag = strdup(tag);
+    conn_write_str(s->c, "+ idling\r\n");
+    if (s->box)
+        imap_session_start_idle_sync(s);
+}
+
+static void imap_idle_line(struct imap_session *s, const char *line)
+{
+    s->is_idling = false;
+    if (strcasecmp(line, "DONE") == 0)
+        imap_reply(s, s->idle_tag, "OK Idle completed.");
+    else
+        imap_reply(s, s->idle_tag, "BAD Expected DONE.");
+    free(s->idle_tag);
+    s->idle_tag = NULL;
+}
+
+/* ---- any state ---------------------------------------------------------------------- */
+
+static void imap_cmd_capability(struct imap_session *s, const char *tag, struct imap_arg *args,
+                                size_t n, bool is_uid)
+{
+    struct buf b;
+    buf_init(&b, 0);
+    imap_capability_string(s, &b);
+    conn_printf(s->c, "* CAPABILITY %s\r\n", buf_cstr(&b));
+    buf_free(&b);
+    imap_reply(s, tag, "OK Capability completed.");
+}
+
+static void imap_cmd_logout(struct imap_session *s, const char *tag, struct imap_arg *args,
+                            size_t n, bool is_uid)
+{
+    conn_write_str(s->c, "* BYE Logging out\r\n");
+    imap_reply(s, tag, "OK Logout completed.");
+    s->state = IMAP_STATE_LOGOUT;
+    s->is_closing = true;
+    conn_close(s->c);
+}
+
+static void imap_cmd_id(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
+                        bool is_uid)
+{
+    /* RFC 2971: we do not name the software (the greeting does not either). */
+    conn_write_str(s->c, "* ID NIL\r\n");
+    imap_reply(s, tag, "OK ID completed.");
+}
+
+static void imap_cmd_enable(struct imap_session *s, const char *tag, struct imap_arg *args,
+                            size_t n, bool is_uid)
+{
+    /* RFC 5161: none of the extensions that need enabling are offered yet. */
+    conn_write_str(s->c, "* ENABLED\r\n");
+    imap_reply(s, tag, "OK Enabled.");
+}
+
+static void imap_cmd_starttls(struct imap_session *s, const char *tag, struct imap_arg *args,
+                              size_t n, bool is_uid)
+{
+    if (conn_is_tls(s->c) || !conn_tls_available(s->c)) {
+        imap_reply(s, tag, "BAD TLS is already active or not available.");
+        return;
+    }
+    imap_reply(s, tag, "OK Begin TLS negotiation now.");
+    /* The core flushes this reply in clear, then discards pipelined input (RFC 3501
+     * §6.2.1: the client must not send commands before the handshake). */
+    if (conn_starttls(s->c) < 0)
+        imap_reply(s, NULL, "BAD TLS negotiation failed.");
+}
+
+/* ---- LOGIN and AUTHENTICATE --------------------------------------------------------- */
+
+/* Work: after credentials are good, open the user's store. */
+static void imap_login_open_store(struct imap_job *j, const char *user)
+{
+    struct auth_user u;
+    int r = auth_user_lookup(imap_auth(j->s), user, &u);
+    if (r != 1) {
+        j->number = -1;
+        return;
+    }
+    char *err = NULL;
+    if (store_user_open(u.home, u.address, &j->new_user, &err) < 0) {
+        log_error("imap", "store open failed for %s: %s", u.address, err ? err : "?");
+        free(err);
+        j->number = -1;
+    } else {
+        j->new_name = strdup(u.address);
+        j->number = 1;
+    }
+    auth_user_free(&u);
+}
+
+static void imap_login_work(struct imap_job *j)
+{
+    char *user = NULL;
+    int r = auth_login_password(imap_auth(j->s), j->arg1, j->arg2, &user);
+    if (r == 1) {
+        imap_login_open_store(j, user);
+    } else {
+        j->number = r; /* 0 bad credentials, -1 temporary */
+        if (r == 0)
+            auth_throttle_record_failure(imap_auth(j->s), conn_peer_ip(j->s->c));
+    }
+    free(user);
+}
+
+/* Finish a successful login: become authenticated and listen for changes. */
+static void imap_login_finish_common(struct imap_job *j, const char *method)
+{
+    struct imap_session *s = j->s;
+    if (j->number != 1) {
+        if (j->number == 0) {
+            log_info("imap", "login failed: user=<%s>, method=%s, rip=%s, lip=%s%s",
+                     j->arg1 ? j->arg1 : "", method, conn_peer_ip(s->c), conn_local_ip(s->c),
+                     conn_is_tls(s->c) ? ", TLS" : "");
+            buf_printf(&j->tagged, "%s NO [AUTHENTICATIONFAILED] Authentication failed.\r\n",
+                       j->tag);
+        } else {
+            buf_printf(&j->tagged, "%s NO [UNAVAILABLE] Temporary authentication failure.\r\n",
+                       j->tag);
+        }
+        return;
+    }
+    s->user = j->new_user;
+    j->new_user = NULL;
+    s->username = j->new_name;
+    j->new_name = NULL;
+    s->state = IMAP_STATE_AUTH;
+    s->notify_sub = store_notify_subscribe(s->username, imap_notify, s);
+    log_info("imap", "Login: user=<%s>, method=%s, rip=%s, lip=%s%s", s->username, method,
+             conn_peer_ip(s->c), conn_local_ip(s->c), conn_is_tls(s->c) ? ", TLS" : "");
+    struct buf caps;
+    buf_init(&caps, 0);
+    imap_capability_string(s, &caps);
+    buf_printf(&j->tagged, "%s OK [CAPABILITY %s] Logged in\r\n", j->tag, buf_cstr(&caps));
+    buf_free(&caps);
+}
+
+static void imap_login_finish(struct imap_job *j)
+{
+    imap_login_finish_common(j, "LOGIN");
+}
+
+static void imap_cmd_login(struct imap_session *s, const char *tag, struct imap_arg *args,
+                           size_t n, bool is_uid)
+{
+    if (n != 2 || !imap_arg_is_string(&args[0]) || !imap_arg_is_string(&args[1])) {
+        imap_reply(s, tag, "BAD Usage: LOGIN user password");
+        return;
+    }
+    if (!imap_auth(s)) {
+        imap_reply(s, tag, "NO [UNAVAILABLE] Authentication is not available.");
+        return;
+    }
+    if (!imap_plaintext_ok(s)) {
+        /* RFC 3501 §6.2.3 with LOGINDISABLED advertised */
+        imap_reply(s, tag,
+                   "NO [PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure "
+                   "connections.");
+        return;
+    }
+    if (auth_throttle_is_blocked(imap_auth(s), conn_peer_ip(s->c))) {
+        imap_reply(s, tag, "NO [UNAVAILABLE] Too many failed logins; try again later.");
+        return;
+    }
+    struct imap_job *j = imap_job_new(s, tag, imap_login_work, imap_login_finish);
+    if (!j)
+        return;
+    j->arg1 = strdup(args[0].str);
+    j->arg2 = strdup(args[1].str);
+    imap_job_submit(j);
+}
+
+/* One SASL step in the pool; the response (or NULL) is in arg2. */
+static void imap_sasl_work(struct imap_job *j)
+{
+    char *challenge = NULL;
+    enum auth_sasl_status st = auth_sasl_step(j->s->sasl, j->arg2, &challenge);
+    j->flags = st;
+    j->arg1 = challenge;
+    if (st == AUTH_SASL_OK) {
+        imap_login_open_store(j, auth_sasl_user(j->s->sasl));
+    } else if (st == AUTH_SASL_FAIL) {
+        auth_throttle_record_failure(imap_auth(j->s), conn_peer_ip(j->s->c));
+    }
+}
+
+static void imap_sasl_end(struct imap_session *s)
+{
+    auth_sasl_free(s->sasl);
+    s->sasl = NULL;
+    free(s->sasl_tag);
+    s->sasl_tag = NULL;
+}
+
+static void imap_sasl_finish(struct imap_job *j)
+{
+    struct imap_session *s = j->s;
+    enum auth_sasl_status st = (enum auth_sasl_status)j->flags;
+    if (st == AUTH_SASL_CONTINUE) {
+        /* RFC 3501 §7.5: "+ " base64 challenge; the next line is the response */
+        buf_printf(&j->out, "+ %s\r\n", j->arg1 ? j->arg1 : "");
+        return;
+    }
+    const char *mech = auth_sasl_mechanism(s->sasl);
+    char method[32];
+    snprintf(method, sizeof method, "%s", mech ? mech : "?");
+    if (st == AUTH_SASL_OK) {
+        free(j->arg1);
+        j->arg1 = NULL;
+        imap_login_finish_common(j, method);
+    } else if (st == AUTH_SASL_FAIL) {
+        free(j->arg1);
+        j->arg1 = strdup(auth_sasl_attempted_login(s->sasl));
+        j->number = 0;
+        imap_login_finish_common(j, method);
+    } else {
+        j->number = -1;
+        imap_login_finish_common(j, method);
+    }
+    imap_sasl_end(s);
+}
+
+static void imap_sasl_submit(struct imap_session *s, const char *response)
+{
+    struct imap_job *j = imap_job_new(s, s->sasl_tag, imap_sasl_work, imap_sasl_finish);
+    if (!j)
+        return;
+    j->arg2 = response ? strdup(response) : NULL;
+    imap_job_submit(j);
+}
+
+static void imap_cmd_authenticate(struct imap_session *s, const char *tag, struct imap_arg *args,
+                                  size_t n, bool is_uid)
+{
+    if (n < 1 || n > 2 || args[0].type != IMAP_ARG_ATOM ||
+        (n == 2 && !imap_arg_is_string(&args[1]))) {
+        imap_reply(s, tag, "BAD Usage: AUTHENTICATE mechanism [initial-response]");
+        return;
+    }
+    if (!imap_auth(s)) {
+        imap_reply(s, tag, "NO [UNAVAILABLE] Authentication is not available.");
+        return;
+    }
+    if (auth_throttle_is_blocked(imap_auth(s), conn_peer_ip(s->c))) {
+        imap_reply(s, tag, "NO [UNAVAILABLE] Too many failed logins; try again later.");
+        return;
+    }
+    struct auth_peer peer = imap_peer(s);
+    const struct config *cfg = conn_server(s->c)->cfg;
+    s->sasl = auth_sasl_start(imap_auth(s), args[0].str, &peer, cfg->hostname);
+    if (!s->sasl) {
+        imap_reply(s, tag, "NO Unsupported authentication mechanism.");
+        return;
+    }
+    s->sasl_tag = strdup(tag);
+    /* RFC 4959 SASL-IR: the initial response is the second argument ("=" = empty). */
+    imap_sasl_submit(s, n == 2 ? args[1].str : NULL);
+}
+
+/* A client line while AUTHENTICATE waits for a response. */
+static void imap_sasl_line(struct imap_session *s, const char *line)
+{
+    if (strcmp(line, "*") == 0) {
+        /* RFC 3501 §6.2.2: "*" cancels the exchange */
+        imap_reply(s, s->sasl_tag, "BAD Authentication aborted by client.");
+        imap_sasl_end(s);
+        return;
+    }
+    imap_sasl_submit(s, line);
+}
+
+/* ---- the command table -------------------------------------------------------------- */
+
+#define ANY (IMAP_STATE_NOT_AUTH | IMAP_STATE_AUTH | IMAP_STATE_SELECTED)
+#define AUTHED (IMAP_STATE_AUTH | IMAP_STATE_SELECTED)
+#define SEL IMAP_STATE_SELECTED
+
+struct imap_command {
+    const char *name;
+    imap_handler *handler;
+    unsigned states;
+    bool has_uid_form; /* may follow "UID" */
+};
+
+static const struct imap_command imap_commands[] = {
+    {"CAPABILITY", imap_cmd_capability, ANY, false},
+    {"NOOP", imap_cmd_noop, ANY, false},
+    {"LOGOUT", imap_cmd_logout, ANY, false},
+    {"ID", imap_cmd_id, ANY, false},
+    {"ENABLE", imap_cmd_enable, AUTHED, false},
+    {"STARTTLS", imap_cmd_starttls, IMAP_STATE_NOT_AUTH, false},
+    {"LOGIN", imap_cmd_login, IMAP_STATE_NOT_AUTH, false},
+    {"AUTHENTICATE", imap_cmd_authenticate, IMAP_STATE_NOT_AUTH, false},
+    {"SELECT", imap_cmd_select, AUTHED, false},
+    {"EXAMINE", imap_cmd_examine, AUTHED, false},
+    {"CREATE", imap_cmd_create, AUTHED, false},
+    {"DELETE", imap_cmd_delete, AUTHED, false},
+    {"RENAME", imap_cmd_rename, AUTHED, false},
+    {"SUBSCRIBE", imap_cmd_subscribe, AUTHED, false},
+    {"UNSUBSCRIBE", imap_cmd_unsubscribe, AUTHED, false},
+    {"LIST", imap_cmd_list, AUTHED, false},
+    {"LSUB", imap_cmd_lsub, AUTHED, false},
+    {"STATUS", imap_cmd_status, AUTHED, false},
+    {"APPEND", imap_cmd_append, AUTHED, false},
+    {"NAMESPACE", imap_cmd_namespace, AUTHED, false},
+    {"IDLE", imap_cmd_idle, AUTHED, false},
+    {"CHECK", imap_cmd_check, SEL, false},
+    {"CLOSE", imap_cmd_close, SEL, false},
+    {"UNSELECT", imap_cmd_unselect, SEL, false},
+    {"EXPUNGE", imap_cmd_expunge, SEL, true},
+    {"SEARCH", imap_cmd_search, SEL, true},
+    {"FETCH", imap_cmd_fetch, SEL, true},
+    {"STORE", imap_cmd_store, SEL, true},
+    {"COPY", imap_cmd_copy, SEL, true},
+    {"MOVE", imap_cmd_move, SEL, true},
+};
+
+static const struct imap_command *imap_command_find(const char *name)
+{
+    for (size_t i = 0; i < sizeof imap_commands / sizeof imap_commands[0]; i++)
+        if (strcasecmp(imap_commands[i].name, name) == 0)
+            return &imap_commands[i];
+    return NULL;
+}
+
+static void imap_dispatch(struct imap_session *s)
+{
+    struct imap_parser *p = &s->parser;
+    const char *tag = p->tag;
+    struct imap_arg *args = p->args.list;
+    size_t n = p->args.n;
+    bool is_uid = false;
+    const char *name = p->name;
+    if (strcmp(name, "UID") == 0) {
+        if (n < 1 || args[0].type != IMAP_ARG_ATOM) {
+            imap_reply(s, tag, "BAD Usage: UID FETCH|STORE|SEARCH|COPY|MOVE|EXPUNGE ...");
+            return;
+        }
+        is_uid = true;
+        name = args[0].str;
+        args++;
+        n--;
+    }
+    const struct imap_command *cmd = imap_command_find(name);
+    if (!cmd || (is_uid && !cmd->has_uid_form)) {
+        imap_reply(s, tag, "BAD Unknown command.");
+        return;
+    }
+    if (!(cmd->states & s->state)) {
+        if (s->state == IMAP_STATE_NOT_AUTH)
+            imap_reply(s, tag, "NO Not logged in.");
+        else if (cmd->states == IMAP_STATE_NOT_AUTH)
+            imap_reply(s, tag, "BAD Already logged in.");
+        else
+            imap_reply(s, tag, "BAD No mailbox selected.");
+        return;
+    }
+    cmd->handler(s, tag, args, n, is_uid);
+}
+
+/* ---- input -------------------------------------------------------------------------- */
+
+static bool imap_session_busy(struct imap_session *s)
+{
+    return s->is_job_in_flight || s->is_closing || s->is_dead || s->fetch;
+}
+
+/* Consume as much buffered input as the session can act on now. */
+static void imap_session_process(struct imap_session *s)
+{
+    struct evbuffer *in = conn_input(s->c);
+    while (!imap_session_busy(s)) {
+        if (s->is_in_literal) {
+            size_t avail = evbuffer_get_length(in);
+            if (avail == 0)
+                return;
+            uint64_t want = imap_parser_literal_remaining(&s->parser);
+            size_t take = avail < want ? avail : (size_t)want;
+            char chunk[16384];
+            if (take > sizeof chunk)
+                take = sizeof chunk;
+            evbuffer_remove(in, chunk, take);
+            if (imap_parser_feed_literal(&s->parser, chunk, take))
+                s->is_in_literal = false;
+            continue;
+        }
+        size_t len = 0;
+        char *line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF);
+        if (!line) {
+            if (evbuffer_get_length(in) > IMAP_MAX_LINE + 2) {
+                conn_write_str(s->c, "* BYE Line too long.\r\n");
+                s->is_closing = true;
+                conn_close(s->c);
+            }
+            return;
+        }
+        if (len > IMAP_MAX_LINE) {
+            free(line);
+            conn_write_str(s->c, "* BYE Line too long.\r\n");
+            s->is_closing = true;
+            conn_close(s->c);
+            return;
+        }
+        if (s->sasl) {
+            imap_sasl_line(s, line);
+            free(line);
+            continue;
+        }
+        if (s->is_idling) {
+            imap_idle_line(s, line);
+            free(line);
+            continue;
+        }
+        enum imap_parse_result r = imap_parser_feed_line(&s->parser, line, len);
+        free(line);
+        if (r == IMAP_PARSE_LITERAL) {
+            s->is_in_literal = true;
+            /* RFC 3501 §7.5: a synchronising literal waits for our go-ahead. */
+            if (!s->parser.is_literal_nonsync)
+                conn_write_str(s->c, "+ Ready for literal data\r\n");
+            continue;
+        }
+        if (r == IMAP_PARSE_ERROR) {
+            struct imap_parser *p = &s->parser;
+            if (p->is_literal_too_big && p->is_literal_nonsync) {
+                /* RFC 7888 §4: the data follows regardless; we cannot resync. */
+                conn_write_str(s->c, "* BYE Literal too large.\r\n");
+                s->is_closing = true;
+                conn_close(s->c);
+            } else if (p->is_literal_too_big) {
+                imap_reply(s, p->tag, "NO [TOOBIG] Literal too large.");
+            } else if (p->tag && p->name) {
+                imap_reply(s, p->tag, "BAD Error in IMAP command: %s", p->error);
+            } else {
+                /* RFC 3501 §7.1.3: a line we cannot tag gets an untagged BAD */
+                imap_reply(s, NULL, "BAD Error in IMAP command received by server: %s",
+                           p->error);
+            }
+            imap_parser_reset(p);
+            continue;
+        }
+        imap_dispatch(s);
+        imap_parser_reset(&s->parser);
+    }
+}
+
+/* ---- connection callbacks ----------------------------------------------------------- */
+
+static void *imap_open(struct conn *c)
+{
+    struct imap_session *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->c = c;
+    s->state = IMAP_STATE_NOT_AUTH;
+    const struct config *cfg = conn_server(c)->cfg;
+    uint64_t max = cfg && cfg->smtp_max_message_size ? cfg->smtp_max_message_size
+                                                       : IMAP_MAX_APPEND_DEFAULT;
+    imap_parser_init(&s->parser, (size_t)max);
+    if (cfg && cfg->imap_timeout)
+        conn_set_timeout(c, cfg->imap_timeout);
+    struct buf caps;
+    buf_init(&caps, 0);
+    imap_capability_string(s, &caps);
+    /* No software name in the greeting (DESIGN §6). */
+    conn_printf(c, "* OK [CAPABILITY %s] IMAP4rev1 ready.\r\n", buf_cstr(&caps));
+    buf_free(&caps);
+    return s;
+}
+
+static void imap_on_read(void *session, struct conn *c)
+{
+    imap_session_process(session);
+}
+
+static void imap_on_drained(void *session, struct conn *c)
+{
+    struct imap_session *s = session;
+    if (s->fetch && s->is_fetch_waiting_drain && !s->is_job_in_flight)
+        imap_fetch_resume(s);
+}
+
+static void imap_on_tls(void *session, struct conn *c)
+{
+    struct imap_session *s = session;
+    /* Anything parsed before the handshake is forgotten with the discarded input. */
+    imap_parser_reset(&s->parser);
+    s->is_in_literal = false;
+}
+
+static void imap_on_timeout(void *session, struct conn *c)
+{
+    conn_write_str(c, "* BYE Disconnected for inactivity.\r\n");
+}
+
+static void imap_session_free(struct imap_session *s)
+{
+    if (s->notify_sub)
+        store_notify_unsubscribe(s->notify_sub);
+    if (s->fetch)
+        imap_fetch_free(s->fetch);
+    if (s->sasl)
+        auth_sasl_free(s->sasl);
+    free(s->sasl_tag);
+    if (s->box)
+        store_mailbox_close(s->box);
+    if (s->user)
+        store_user_close(s->user);
+    free(s->box_name);
+    free(s->username);
+    free(s->idle_tag);
+    imap_parser_free(&s->parser);
+    free(s);
+}
+
+static void imap_close(void *session, const char *reason)
+{
+    struct imap_session *s = session;
+    if (s->username)
+        log_info("imap", "Disconnected: user=<%s>, rip=%s, reason=%s", s->username,
+                 conn_peer_ip(s->c), reason ? reason : "closed");
+    if (s->notify_sub) {
+        store_notify_unsubscribe(s->notify_sub);
+        s->notify_sub = NULL;
+    }
+    if (s->is_job_in_flight) {
+        /* The job's done callback frees the session (workpool.h). */
+        s->is_dead = true;
+        return;
+    }
+    imap_session_free(s);
+}
+
+const struct conn_protocol imap_protocol = {
+    .log_name = "imap",
+    .open = imap_open,
+    .on_read = imap_on_read,
+    .on_drained = imap_on_drained,
+    .on_tls = imap_on_tls,
+    .on_timeout = imap_on_timeout,
+    .close = imap_close,
+};
