@@ -343,11 +343,12 @@ void pop3_cmd_top(struct pop3_session *s, const char *args, size_t len)
 {
     struct pop3_args a;
     size_t i;
-    uint64_t lines;
-    if (!args_expect(s, args, len, 2, 2, &a))
+    uint64_t lines = 0;
+    /* RFC 1939 §7: TOP msg n. Seed 001 shows "TOP 7214" answered with the header alone,
+     * so a missing n is taken as 0, as that server did. */
+    if (!args_expect(s, args, len, 1, 2, &a))
         return;
-    /* RFC 1939 §7: TOP msg n, n non-negative. */
-    if (!pop3_number_parse(a.v[1], a.len[1], &lines)) {
+    if (a.n == 2 && !pop3_number_parse(a.v[1], a.len[1], &lines)) {
         pop3_error(s, "-ERR Invalid number of lines.");
         return;
     }

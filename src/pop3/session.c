@@ -203,9 +203,11 @@ static bool is_busy(const struct pop3_session *s)
 /* Run every complete command line already received, in order, until one must wait. */
 static void process_input(struct pop3_session *s)
 {
-    struct evbuffer *in = conn_input(s->conn);
     /* Bounded: each turn consumes input or stops; the input is capped by the core. */
     while (!is_busy(s)) {
+        /* Fetched each turn: STLS swaps the connection's buffers (and drops what was
+         * pipelined behind it, RFC 2595 §4 / CVE-2011-0411). */
+        struct evbuffer *in = conn_input(s->conn);
         size_t avail = evbuffer_get_length(in);
         if (avail == 0)
             return;
@@ -231,19 +233,21 @@ static void process_input(struct pop3_session *s)
         if (r == POP3_LINE_TOO_LONG) {
             if (is_sasl) {
                 /* An over-long SASL response ends the exchange like a malformed one. */
-                auth_sasl_free(s->sasl);
+                if (s->sasl != NULL)
+                    auth_sasl_free(s->sasl);
                 s->sasl = NULL;
-                s->is_sasl_final = false;
+                if (s->is_sasl_final) {
+                    pop3_maildrop_release(s);
+                    free(s->user);
+                    s->user = NULL;
+                    s->is_sasl_final = false;
+                }
             }
             pop3_error(s, "-ERR Line too long.");
             continue;
         }
         if (consumed == 0)
             return; /* wait for the rest of the line */
-    }
-    if (s->is_tls_pending) {
-        /* RFC 2595 §4 / CVE-2011-0411: nothing sent before the handshake is a command. */
-        evbuffer_drain(in, evbuffer_get_length(in));
     }
 }
 
