@@ -12,14 +12,27 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* RFC 3501 §6.3.11/§6.4.7: APPEND/COPY to a missing mailbox answer NO [TRYCREATE]. */
+static void store_error_trycreate(char **error_r)
+{
+    if (error_r && *error_r && strncmp(*error_r, "Mailbox doesn't exist", 21) == 0) {
+        char *old = *error_r;
+        *error_r = NULL;
+        store_error(error_r, "[TRYCREATE] %s", old);
+        free(old);
+    }
+}
+
 int store_mailbox_append(struct store_user *u, const char *name, const struct store_source *src,
                          unsigned flags, const char *const *keywords, time_t internaldate,
                          uint32_t *uidvalidity_r, uint32_t *uid_r, char **error_r)
 {
     char canon[300], path[4200];
     struct store_mbox_row row;
-    if (store_mailbox_lookup(u, name, canon, sizeof canon, path, sizeof path, &row, error_r) < 0)
+    if (store_mailbox_lookup(u, name, canon, sizeof canon, path, sizeof path, &row, error_r) < 0) {
+        store_error_trycreate(error_r);
         return -1;
+    }
     flags &= ~(unsigned)STORE_FLAG_RECENT;
     char unique[400], tmp_path[4700], base[600], fname[700], final_path[5000];
     store_maildir_unique_name(unique, sizeof unique);
@@ -151,8 +164,10 @@ int store_mailbox_copy_uids(struct store_mailbox *box, const uint32_t *uids, siz
     char canon[300], path[4200];
     struct store_mbox_row row;
     *dest_uids_r = NULL;
-    if (store_mailbox_lookup(u, dest, canon, sizeof canon, path, sizeof path, &row, error_r) < 0)
+    if (store_mailbox_lookup(u, dest, canon, sizeof canon, path, sizeof path, &row, error_r) < 0) {
+        store_error_trycreate(error_r);
         return -1;
+    }
     uint32_t *out = calloc(n + 1, sizeof *out);
     char **made = calloc(n + 1, sizeof *made);      /* created file paths, for undo */
     char **bases = calloc(n + 1, sizeof *bases);    /* their base names */

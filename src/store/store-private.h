@@ -116,8 +116,8 @@ struct store_user {
 };
 
 /* Find a mailbox by IMAP name: canonical name, folder path and index row. A folder made
- * by another program (no row yet) gets a row. 0, or -1 with "[TRYCREATE] Mailbox doesn't
- * exist: NAME" when absent (IMAP passes the text through). */
+ * by another program (no row yet) gets a row. 0, or -1 with "Mailbox doesn't exist: NAME"
+ * when absent. */
 int store_mailbox_lookup(struct store_user *u, const char *name, char *canon_r, size_t canon_size,
                          char *path_r, size_t path_size, struct store_mbox_row *row_r,
                          char **error_r);

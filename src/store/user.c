@@ -132,7 +132,7 @@ int store_mailbox_lookup(struct store_user *u, const char *name, char *canon_r, 
     snprintf(cur, sizeof cur, "%s/cur", path_r);
     struct stat st;
     if (stat(cur, &st) < 0) {
-        store_error(error_r, "[TRYCREATE] Mailbox doesn't exist: %s", canon_r);
+        store_error(error_r, "Mailbox doesn't exist: %s", canon_r);
         return -1;
     }
     int r = store_index_mailbox_get(u->db, canon_r, row_r, error_r);
@@ -369,8 +369,6 @@ int store_mailbox_delete(struct store_user *u, const char *name, char **error_r)
     char canon[300], path[4200];
     struct store_mbox_row row;
     if (store_mailbox_lookup(u, name, canon, sizeof canon, path, sizeof path, &row, error_r) < 0) {
-        if (error_r && *error_r && strncmp(*error_r, "[TRYCREATE] ", 12) == 0)
-            store_error(error_r, "Mailbox doesn't exist: %s", canon);
         return -1;
     }
     if (strcmp(canon, "INBOX") == 0) {
@@ -500,8 +498,6 @@ int store_mailbox_rename(struct store_user *u, const char *from, const char *to,
     struct store_mbox_row row;
     if (store_mailbox_lookup(u, from, from_canon, sizeof from_canon, from_path, sizeof from_path,
                              &row, error_r) < 0) {
-        if (error_r && *error_r && strncmp(*error_r, "[TRYCREATE] ", 12) == 0)
-            store_error(error_r, "Mailbox doesn't exist: %s", from_canon);
         return -1;
     }
     if (store_mailbox_name_to_dir(to, to_dir, sizeof to_dir, to_canon, sizeof to_canon, error_r) <
