@@ -587,14 +587,52 @@ int auth_password_hash(const char *scheme, const char *password, char **hash_r, 
 
 /* ---- credential sets -------------------------------------------------------------- */
 
-/* Verify against one credential of the set: the first one whose scheme verifies
- * plaintext passwords (every scheme we store does). A malformed credential is skipped so
- * one bad row does not lock a user out. */
+/* Relative cost of verifying one credential: cheapest first. */
+static int verify_cost(const char *stored)
+{
+    enum digest_encoding enc;
+    const struct scheme *sc = NULL;
+    const char *close = stored[0] == '{' ? strchr(stored, '}') : NULL;
+    if (close)
+        sc = scheme_find(stored + 1, (size_t)(close - stored - 1), &enc);
+    if (!sc)
+        return 9;
+    switch (sc->kind) {
+    case KIND_PLAIN:
+        return 0;
+    case KIND_CRAM_MD5:
+    case KIND_DIGEST:
+    case KIND_SALTED:
+        return 1;
+    case KIND_SCRAM:
+        return 2;
+    case KIND_CRYPT:
+        return 3;
+    case KIND_ARGON2:
+        return 4;
+    }
+    return 9;
+}
+
+/* Every credential of a user is derived from the same password by `tern user add` /
+ * `passwd`, so any one of them answers "is this the password?". Verify against the
+ * cheapest: a login then costs microseconds when a {PLAIN} or {SCRAM} row exists, and the
+ * slow hash only when it is all there is. A malformed credential is skipped so one bad
+ * row does not lock a user out. */
 int auth_creds_verify(const struct auth_cred_set *cs, const char *password)
 {
+    bool tried[16] = {false};
     int last = -1;
-    for (size_t i = 0; i < cs->n; i++) {
-        int rc = auth_password_verify(cs->value[i], password);
+    for (size_t round = 0; round < cs->n; round++) {
+        size_t best = cs->n;
+        for (size_t i = 0; i < cs->n; i++)
+            if (!tried[i] && (best == cs->n || verify_cost(cs->value[i]) <
+                                                   verify_cost(cs->value[best])))
+                best = i;
+        if (best == cs->n)
+            break;
+        tried[best] = true;
+        int rc = auth_password_verify(cs->value[best], password);
         if (rc >= 0)
             return rc;
         last = rc;
