@@ -1,0 +1,636 @@
+/*
+ * conn.c - one client connection on the event loop: its bufferevent (plain, implicit TLS
+ * or upgraded by STARTTLS), timeouts, backpressure and the protocol callbacks (conn.h).
+ *
+ * Re-entrancy rule: a protocol callback (open, on_read, on_drained, on_tls, on_timeout,
+ * close) is only ever called from the loop itself (a bufferevent callback or the
+ * connection's "kick" event), never from inside a conn_* call a session makes. So a
+ * session that calls conn_close() or conn_write() from anywhere (even from a workpool
+ * done callback) never finds its own close() running underneath it. For that every
+ * bufferevent uses BEV_OPT_DEFER_CALLBACKS, and conn_close()/conn_resume_read() only
+ * schedule the kick event.
+ */
+#include "core/config.h"
+#include "core/conn_internal.h"
+#include "core/log.h"
+#include "core/tls.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+/* How long a closing connection may take to flush its last reply. */
+#define CONN_CLOSE_FLUSH_SECONDS 30
+/* How long a TLS handshake may take when the role has no timeout. */
+#define CONN_HANDSHAKE_SECONDS 60
+
+struct conn {
+    struct server *srv;
+    enum conn_role role;
+    const struct conn_protocol *proto;
+    void *session; /* NULL until open() returned one */
+    struct bufferevent *bev;
+    struct event *kick;                 /* deferred work: re-dispatch input, finish a close */
+    struct evbuffer_cb_entry *under_cb; /* on the socket's output under a STARTTLS filter */
+    struct conn *next, *prev;
+
+    struct sockaddr_storage peer;
+    char peer_ip[INET6_ADDRSTRLEN];
+    char local_ip[INET6_ADDRSTRLEN];
+    uint16_t local_port;
+    bool is_loopback;
+
+    unsigned timeout; /* seconds, 0 none */
+    bool is_tls;
+    bool is_handshaking; /* implicit TLS or STARTTLS handshake in progress */
+    bool is_paused;
+    bool is_opened;   /* open() has been called */
+    bool is_closing;  /* conn_close(): flush then finish */
+    bool is_finished; /* close() called; the struct is about to go */
+    const char *close_reason;
+    char tls_desc[160];
+};
+
+static void conn_on_read(struct bufferevent *bev, void *arg);
+static void conn_on_write(struct bufferevent *bev, void *arg);
+static void conn_on_event(struct bufferevent *bev, short what, void *arg);
+static void conn_open_session(struct conn *c);
+
+/* ---- small accessors ------------------------------------------------------------------ */
+
+const struct server_context *conn_server(const struct conn *c)
+{
+    return &c->srv->ctx;
+}
+
+enum conn_role conn_role(const struct conn *c)
+{
+    return c->role;
+}
+
+struct evbuffer *conn_input(struct conn *c)
+{
+    return bufferevent_get_input(c->bev);
+}
+
+size_t conn_output_length(struct conn *c)
+{
+    size_t n = evbuffer_get_length(bufferevent_get_output(c->bev));
+    struct bufferevent *under = bufferevent_get_underlying(c->bev);
+    if (under)
+        n += evbuffer_get_length(bufferevent_get_output(under));
+    return n;
+}
+
+void conn_write(struct conn *c, const void *data, size_t len)
+{
+    if (c->is_finished || len == 0)
+        return;
+    if (bufferevent_write(c->bev, data, len) < 0)
+        log_warning(c->proto->log_name, "write to %s failed: out of memory", c->peer_ip);
+}
+
+void conn_write_str(struct conn *c, const char *s)
+{
+    conn_write(c, s, strlen(s));
+}
+
+void conn_printf(struct conn *c, const char *fmt, ...)
+{
+    if (c->is_finished)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    evbuffer_add_vprintf(bufferevent_get_output(c->bev), fmt, ap);
+    va_end(ap);
+}
+
+bool conn_is_tls(const struct conn *c)
+{
+    return c->is_tls;
+}
+
+const char *conn_tls_description(const struct conn *c)
+{
+    return c->is_tls ? c->tls_desc : "";
+}
+
+/* STARTTLS can be offered: a TLS context exists and this connection is still plain. */
+bool conn_tls_available(const struct conn *c)
+{
+    return tls_context_get() != NULL && !c->is_tls && !c->is_handshaking;
+}
+
+const char *conn_peer_ip(const struct conn *c)
+{
+    return c->peer_ip;
+}
+
+const char *conn_local_ip(const struct conn *c)
+{
+    return c->local_ip;
+}
+
+uint16_t conn_local_port(const struct conn *c)
+{
+    return c->local_port;
+}
+
+bool conn_peer_is_loopback(const struct conn *c)
+{
+    return c->is_loopback;
+}
+
+const char *conn_peer_name(const struct conn *c)
+{
+    return c->is_loopback ? "localhost" : "unknown";
+}
+
+/* ---- networks ------------------------------------------------------------------------- */
+
+/* Does addr (family-sized bytes) fall inside "net[/bits]"? */
+static bool conn_net_contains(const char *net, int family, const unsigned char *addr)
+{
+    char host[INET6_ADDRSTRLEN + 3];
+    const char *slash = strchr(net, '/');
+    size_t n = slash ? (size_t)(slash - net) : strlen(net);
+    if (n == 0 || n >= sizeof host)
+        return false;
+    memcpy(host, net, n);
+    host[n] = '\0';
+    if (host[0] == '[' && n > 2 && host[n - 1] == ']') {
+        memmove(host, host + 1, n - 2);
+        host[n - 2] = '\0';
+    }
+    unsigned char want[16];
+    size_t alen = family == AF_INET ? 4 : 16;
+    if (inet_pton(family, host, want) != 1)
+        return false;
+    unsigned bits = (unsigned)alen * 8;
+    if (slash) {
+        char *end;
+        unsigned long b = strtoul(slash + 1, &end, 10);
+        if (*end || b > bits)
+            return false;
+        bits = (unsigned)b;
+    }
+    size_t full = bits / 8;
+    if (memcmp(want, addr, full) != 0)
+        return false;
+    if (bits % 8) {
+        unsigned char mask = (unsigned char)(0xFF << (8 - bits % 8));
+        if ((want[full] & mask) != (addr[full] & mask))
+            return false;
+    }
+    return true;
+}
+
+bool conn_peer_in_networks(const struct conn *c, const struct config_list *nets)
+{
+    int family;
+    unsigned char addr[16];
+    if (c->peer.ss_family == AF_INET) {
+        family = AF_INET;
+        memcpy(addr, &((const struct sockaddr_in *)&c->peer)->sin_addr, 4);
+    } else if (c->peer.ss_family == AF_INET6) {
+        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)&c->peer)->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(a6)) {
+            family = AF_INET; /* ::ffff:a.b.c.d matches IPv4 networks */
+            memcpy(addr, &a6->s6_addr[12], 4);
+        } else {
+            family = AF_INET6;
+            memcpy(addr, a6, 16);
+        }
+    } else {
+        return false;
+    }
+    for (size_t i = 0; i < nets->n; i++)
+        if (conn_net_contains(nets->items[i], family, addr))
+            return true;
+    return false;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------ */
+
+static void conn_kick(struct conn *c)
+{
+    event_active(c->kick, EV_TIMEOUT, 1);
+}
+
+/* The end: tell the protocol once, unlink, free. Only called from loop-level code. */
+static void conn_finish(struct conn *c, const char *reason)
+{
+    if (c->is_finished)
+        return;
+    c->is_finished = true;
+    if (c->session && c->proto->close)
+        c->proto->close(c->session, reason);
+    c->session = NULL;
+    struct server *srv = c->srv;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        srv->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    srv->n_conns--;
+    server_conn_released(srv, c->peer_ip);
+    if (c->under_cb)
+        evbuffer_remove_cb_entry(bufferevent_get_output(bufferevent_get_underlying(c->bev)),
+                                 c->under_cb);
+    SSL *ssl = c->is_tls ? bufferevent_openssl_get_ssl(c->bev) : NULL;
+    if (ssl && !bufferevent_get_underlying(c->bev) && c->close_reason)
+        SSL_shutdown(ssl);    /* a best-effort close_notify on an orderly close */
+    bufferevent_free(c->bev); /* closes the socket and frees the SSL */
+    event_free(c->kick);
+    free(c);
+}
+
+/* After STARTTLS the encrypted bytes sit in the socket bufferevent under the TLS filter,
+ * whose callbacks belong to the filter: watch its output buffer directly so a closing
+ * connection learns when the last record has left. Runs inside libevent's write path,
+ * so it only schedules the kick. */
+static void conn_on_under_output(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+                                 void *arg)
+{
+    struct conn *c = arg;
+    if (c->is_closing && info->n_deleted > 0 && evbuffer_get_length(buf) == 0)
+        conn_kick(c);
+}
+
+/* Finish a closing connection whose output has drained. */
+static void conn_finish_if_flushed(struct conn *c)
+{
+    if (c->is_closing && conn_output_length(c) == 0)
+        conn_finish(c, c->close_reason ? c->close_reason : "disconnect");
+}
+
+static void conn_apply_timeouts(struct conn *c)
+{
+    struct timeval tv = {.tv_sec = c->timeout};
+    if (c->is_closing) {
+        struct timeval flush = {.tv_sec = CONN_CLOSE_FLUSH_SECONDS};
+        bufferevent_set_timeouts(c->bev, NULL, &flush);
+    } else if (c->timeout) {
+        /* the write timeout drops a peer that stops reading our replies */
+        bufferevent_set_timeouts(c->bev, &tv, &tv);
+    } else {
+        bufferevent_set_timeouts(c->bev, NULL, NULL);
+    }
+}
+
+void conn_set_timeout(struct conn *c, unsigned seconds)
+{
+    c->timeout = seconds;
+    if (!c->is_finished)
+        conn_apply_timeouts(c);
+}
+
+void conn_close(struct conn *c)
+{
+    if (c->is_closing || c->is_finished)
+        return;
+    c->is_closing = true;
+    if (!c->close_reason)
+        c->close_reason = "disconnect";
+    bufferevent_disable(c->bev, EV_READ);
+    /* The write callback now fires only once everything has been written. */
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    conn_apply_timeouts(c);
+    conn_kick(c);
+}
+
+void conn_pause_read(struct conn *c)
+{
+    if (c->is_paused || c->is_finished)
+        return;
+    c->is_paused = true;
+    bufferevent_disable(c->bev, EV_READ);
+}
+
+void conn_resume_read(struct conn *c)
+{
+    if (!c->is_paused || c->is_finished)
+        return;
+    c->is_paused = false;
+    if (c->is_closing)
+        return;
+    bufferevent_enable(c->bev, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+        conn_kick(c);
+}
+
+/* Hand input to the protocol while it is willing to take it. */
+static void conn_dispatch_read(struct conn *c)
+{
+    if (c->is_paused || c->is_closing || c->is_finished || c->is_handshaking || !c->session)
+        return;
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+        return;
+    c->proto->on_read(c->session, c);
+}
+
+static void conn_on_kick(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    if (!c->session && !c->is_handshaking && !c->is_closing && !c->is_opened) {
+        c->is_opened = true;
+        conn_open_session(c);
+        conn_finish_if_flushed(c);
+        return;
+    }
+    if (c->is_closing) {
+        conn_finish_if_flushed(c);
+        return;
+    }
+    conn_dispatch_read(c);
+    conn_finish_if_flushed(c);
+}
+
+/* ---- bufferevent callbacks ------------------------------------------------------------ */
+
+static void conn_on_read(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    conn_dispatch_read(c);
+    conn_finish_if_flushed(c);
+}
+
+static void conn_on_write(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    if (c->is_closing) {
+        conn_finish_if_flushed(c);
+        return;
+    }
+    if (c->session && c->proto->on_drained && !c->is_handshaking)
+        c->proto->on_drained(c->session, c);
+    conn_finish_if_flushed(c);
+}
+
+static void conn_describe_tls(struct conn *c)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+    if (!ssl)
+        return;
+    const SSL_CIPHER *cipher = SSL_get_current_cipher(ssl);
+    int alg_bits = 0;
+    int bits = cipher ? SSL_CIPHER_get_bits(cipher, &alg_bits) : 0;
+    snprintf(c->tls_desc, sizeof c->tls_desc, "%s with cipher %s (%d/%d bits)",
+             SSL_get_version(ssl), cipher ? SSL_CIPHER_get_name(cipher) : "unknown", bits,
+             alg_bits);
+}
+
+/* The implicit-TLS handshake finished (or the plain connection is ready): open. */
+static void conn_open_session(struct conn *c)
+{
+    c->session = c->proto->open(c);
+    if (!c->session) {
+        c->close_reason = "refused";
+        conn_close(c);
+        return;
+    }
+    conn_dispatch_read(c);
+}
+
+static void conn_on_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct conn *c = arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        /* a TLS handshake finished */
+        bool was_plain_upgrade = c->session != NULL;
+        c->is_handshaking = false;
+        c->is_tls = true;
+        conn_describe_tls(c);
+        conn_apply_timeouts(c);
+        if (!was_plain_upgrade) {
+            c->is_opened = true;
+            conn_open_session(c);
+        } else {
+            if (c->proto->on_tls)
+                c->proto->on_tls(c->session, c);
+            conn_dispatch_read(c);
+        }
+        conn_finish_if_flushed(c);
+        return;
+    }
+    if (what & BEV_EVENT_TIMEOUT) {
+        if (c->is_closing) {
+            conn_finish(c, "timeout while flushing");
+            return;
+        }
+        if (c->is_handshaking) {
+            log_info(c->proto->log_name, "TLS handshake timeout from %s[%s]", conn_peer_name(c),
+                     c->peer_ip);
+            conn_finish(c, "timeout");
+            return;
+        }
+        if (c->session && c->proto->on_timeout)
+            c->proto->on_timeout(c->session, c);
+        c->close_reason = "timeout";
+        conn_close(c);
+        return;
+    }
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+        if (c->is_handshaking) {
+            unsigned long e = bufferevent_get_openssl_error(bev);
+            char ebuf[256] = "connection closed";
+            if (e)
+                ERR_error_string_n(e, ebuf, sizeof ebuf);
+            log_info(c->proto->log_name, "SSL_accept error from %s[%s]: %s", conn_peer_name(c),
+                     c->peer_ip, ebuf);
+        }
+        conn_finish(c, (what & BEV_EVENT_EOF) ? "lost connection" : "connection error");
+    }
+}
+
+/* ---- creation ------------------------------------------------------------------------- */
+
+static void conn_set_callbacks(struct conn *c)
+{
+    bufferevent_setcb(c->bev, conn_on_read, conn_on_write, conn_on_event, c);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, CONN_INPUT_HIGH_WATER);
+    bufferevent_setwatermark(c->bev, EV_WRITE, CONN_OUTPUT_LOW_WATER, 0);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+static unsigned conn_role_timeout(const struct config *cfg, enum conn_role role)
+{
+    switch (role) {
+    case CONN_ROLE_SMTP:
+    case CONN_ROLE_SUBMISSION:
+    case CONN_ROLE_SUBMISSIONS:
+        return cfg->smtp_timeout;
+    case CONN_ROLE_POP3:
+    case CONN_ROLE_POP3S:
+        return cfg->pop3_timeout;
+    case CONN_ROLE_IMAP:
+    case CONN_ROLE_IMAPS:
+        return cfg->imap_timeout;
+    }
+    return 300;
+}
+
+static void conn_fill_addresses(struct conn *c, int fd, const struct sockaddr *peer,
+                                socklen_t peer_len)
+{
+    memset(&c->peer, 0, sizeof c->peer);
+    memcpy(&c->peer, peer, peer_len < sizeof c->peer ? peer_len : sizeof c->peer);
+    snprintf(c->peer_ip, sizeof c->peer_ip, "unknown");
+    if (peer->sa_family == AF_INET) {
+        const struct sockaddr_in *s = (const struct sockaddr_in *)peer;
+        inet_ntop(AF_INET, &s->sin_addr, c->peer_ip, sizeof c->peer_ip);
+        c->is_loopback = (ntohl(s->sin_addr.s_addr) >> 24) == 127;
+    } else if (peer->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)peer;
+        if (IN6_IS_ADDR_V4MAPPED(&s->sin6_addr)) {
+            inet_ntop(AF_INET, &s->sin6_addr.s6_addr[12], c->peer_ip, sizeof c->peer_ip);
+            c->is_loopback = s->sin6_addr.s6_addr[12] == 127;
+        } else {
+            inet_ntop(AF_INET6, &s->sin6_addr, c->peer_ip, sizeof c->peer_ip);
+            c->is_loopback = IN6_IS_ADDR_LOOPBACK(&s->sin6_addr);
+        }
+    }
+    struct sockaddr_storage local;
+    socklen_t llen = sizeof local;
+    snprintf(c->local_ip, sizeof c->local_ip, "unknown");
+    if (getsockname(fd, (struct sockaddr *)&local, &llen) == 0) {
+        if (local.ss_family == AF_INET) {
+            const struct sockaddr_in *s = (const struct sockaddr_in *)&local;
+            inet_ntop(AF_INET, &s->sin_addr, c->local_ip, sizeof c->local_ip);
+            c->local_port = ntohs(s->sin_port);
+        } else if (local.ss_family == AF_INET6) {
+            const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)&local;
+            if (IN6_IS_ADDR_V4MAPPED(&s->sin6_addr))
+                inet_ntop(AF_INET, &s->sin6_addr.s6_addr[12], c->local_ip, sizeof c->local_ip);
+            else
+                inet_ntop(AF_INET6, &s->sin6_addr, c->local_ip, sizeof c->local_ip);
+            c->local_port = ntohs(s->sin6_port);
+        }
+    }
+}
+
+bool conn_accept(struct server *srv, enum conn_role role, const struct conn_protocol *proto, int fd,
+                 const struct sockaddr *peer, socklen_t peer_len, bool is_implicit_tls)
+{
+    struct conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        close(fd);
+        return false;
+    }
+    c->srv = srv;
+    c->role = role;
+    c->proto = proto;
+    conn_fill_addresses(c, fd, peer, peer_len);
+    c->timeout = conn_role_timeout(srv->ctx.cfg, role);
+    evutil_make_socket_nonblocking(fd);
+    int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
+    if (is_implicit_tls) {
+        SSL_CTX *ctx = tls_context_get();
+        SSL *ssl = ctx ? SSL_new(ctx) : NULL;
+        if (ssl)
+            c->bev = bufferevent_openssl_socket_new(srv->ctx.base, fd, ssl,
+                                                    BUFFEREVENT_SSL_ACCEPTING, opts);
+        else
+            log_error(proto->log_name, "no TLS context for an implicit-TLS connection");
+        c->is_handshaking = true;
+    } else {
+        c->bev = bufferevent_socket_new(srv->ctx.base, fd, opts);
+    }
+    c->kick = event_new(srv->ctx.base, -1, 0, conn_on_kick, c);
+    if (!c->bev || !c->kick) {
+        if (c->bev)
+            bufferevent_free(c->bev);
+        else
+            close(fd);
+        if (c->kick)
+            event_free(c->kick);
+        free(c);
+        return false;
+    }
+    if (is_implicit_tls)
+        bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+    c->next = srv->conns;
+    if (srv->conns)
+        srv->conns->prev = c;
+    srv->conns = c;
+    srv->n_conns++;
+    conn_set_callbacks(c);
+    if (is_implicit_tls) {
+        struct timeval tv = {.tv_sec = c->timeout ? c->timeout : CONN_HANDSHAKE_SECONDS};
+        bufferevent_set_timeouts(c->bev, &tv, &tv);
+        return true; /* open() once BEV_EVENT_CONNECTED arrives */
+    }
+    conn_apply_timeouts(c);
+    /* open() from the loop, not from inside the accept callback's bookkeeping */
+    conn_kick(c);
+    return true;
+}
+
+/* ---- STARTTLS ------------------------------------------------------------------------- */
+
+int conn_starttls(struct conn *c)
+{
+    SSL_CTX *ctx = tls_context_get();
+    if (!ctx || c->is_tls || c->is_handshaking || c->is_closing || c->is_finished)
+        return -1;
+    SSL *ssl = SSL_new(ctx);
+    if (!ssl)
+        return -1;
+    /* RFC 3207 §4 / CVE-2011-0411: whatever the client pipelined after STARTTLS was sent
+     * in clear and must not be read as if it came through TLS. Drop it. */
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    evbuffer_drain(in, evbuffer_get_length(in));
+    /* The queued "go ahead" reply stays first in the socket's output buffer; the filter
+     * writes TLS records after it, so it goes out in clear before the handshake. As the
+     * server we send nothing until the ClientHello arrives anyway. */
+    struct bufferevent *under = c->bev;
+    bufferevent_setwatermark(under, EV_READ, 0, 0);
+    bufferevent_setwatermark(under, EV_WRITE, 0, 0);
+    bufferevent_set_timeouts(under, NULL, NULL);
+    struct bufferevent *tls =
+        bufferevent_openssl_filter_new(c->srv->ctx.base, under, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                       BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    if (!tls) {
+        SSL_free(ssl);
+        return -1;
+    }
+    bufferevent_enable(under, EV_READ | EV_WRITE);
+    c->under_cb = evbuffer_add_cb(bufferevent_get_output(under), conn_on_under_output, c);
+    bufferevent_openssl_set_allow_dirty_shutdown(tls, 1);
+    c->bev = tls;
+    c->is_handshaking = true;
+    conn_set_callbacks(c);
+    struct timeval tv = {.tv_sec = c->timeout ? c->timeout : CONN_HANDSHAKE_SECONDS};
+    bufferevent_set_timeouts(c->bev, &tv, &tv);
+    return 0;
+}
+
+/* ---- shutdown ------------------------------------------------------------------------- */
+
+void conn_close_all(struct server *srv)
+{
+    for (struct conn *c = srv->conns; c; c = c->next) {
+        if (!c->close_reason)
+            c->close_reason = "shutdown";
+        conn_close(c);
+    }
+}
+
+void conn_free_all(struct server *srv, const char *reason)
+{
+    while (srv->conns)
+        conn_finish(srv->conns, reason);
+}

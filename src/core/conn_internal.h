@@ -1,0 +1,34 @@
+/*
+ * conn_internal.h - what conn.c and server.c share inside the core; not for protocols.
+ *
+ * server.c owns the listeners, the limits and the shutdown; conn.c owns each
+ * connection's bufferevent, TLS and callbacks, and the list of live connections.
+ */
+#ifndef TERN_CORE_CONN_INTERNAL_H
+#define TERN_CORE_CONN_INTERNAL_H
+
+#include "core/conn.h"
+
+#include <stdbool.h>
+#include <sys/socket.h>
+
+struct server {
+    struct server_context ctx;
+    const struct server_hooks *hooks;
+    struct conn *conns; /* every live connection (doubly linked, conn.c) */
+    size_t n_conns;
+    bool is_stopping;
+};
+
+/* Start a connection on an admitted socket; the TLS handshake first when implicit.
+ * false (socket closed) when out of memory; the caller releases the admission. */
+bool conn_accept(struct server *srv, enum conn_role role, const struct conn_protocol *proto, int fd,
+                 const struct sockaddr *peer, socklen_t peer_len, bool is_implicit_tls);
+/* Shutdown: ask every connection to close (flush, then close()). */
+void conn_close_all(struct server *srv);
+/* Shutdown deadline passed: finish every connection at once. */
+void conn_free_all(struct server *srv, const char *reason);
+/* conn.c tells server.c a connection from ip is gone (per-IP counts). */
+void server_conn_released(struct server *srv, const char *ip);
+
+#endif

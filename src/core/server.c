@@ -1,0 +1,531 @@
+/*
+ * server.c - server_run(): the master's start-up and the event loop (see conn.h).
+ *
+ * Start-up order, each step before the next so that a failure stops us early and
+ * clearly: data_dir created (and given to run_user), TLS context (certificate generated
+ * on first start), every listener bound, privileges dropped, workpool, hooks->init,
+ * listeners enabled, then the readiness line "daemon started -- listening on ...".
+ *
+ * Admission: max_connections in total and max_connections_per_ip per client address.
+ * Over a limit the socket is accepted and closed at once without a protocol reply (the
+ * same for every protocol), and one warning is logged.
+ *
+ * Signals through libevent: SIGTERM/SIGINT stop (listeners closed, in-flight workpool jobs
+ * finished, connections flushed and closed, hooks->fini), SIGHUP reloads the certificate,
+ * SIGPIPE is ignored.
+ */
+#include "core/config.h"
+#include "core/conn_internal.h"
+#include "core/log.h"
+#include "core/tls.h"
+#include "core/util.h"
+#include "core/workpool.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <grp.h>
+#include <netinet/in.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/thread.h>
+
+#define SERVER_MAX_LISTENERS  128
+#define SERVER_IP_BUCKETS     4096
+#define SERVER_SHUTDOWN_GRACE 5 /* seconds to flush replies on shutdown */
+
+static const char *const role_names[CONN_ROLE_COUNT] = {
+    "smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps",
+};
+
+struct listener {
+    struct server_state *st;
+    enum conn_role role;
+    int fd;
+    char name[INET6_ADDRSTRLEN + 16]; /* "127.0.0.1:25" */
+    struct evconnlistener *evl;
+};
+
+/* Connections per client address: a small chained hash table. */
+struct ip_count {
+    struct ip_count *next;
+    unsigned n;
+    char ip[INET6_ADDRSTRLEN];
+};
+
+struct server_state {
+    struct server srv; /* first: conn.c sees a struct server * */
+    struct listener listeners[SERVER_MAX_LISTENERS];
+    size_t n_listeners;
+    struct ip_count *ips[SERVER_IP_BUCKETS];
+    struct event *sig_term, *sig_int, *sig_hup, *shutdown_timer;
+    int exit_code;
+};
+
+/* ---- per-IP counts -------------------------------------------------------------------- */
+
+static size_t ip_hash(const char *ip)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const char *p = ip; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    return h % SERVER_IP_BUCKETS;
+}
+
+static struct ip_count **ip_find(struct server_state *st, const char *ip)
+{
+    struct ip_count **pp = &st->ips[ip_hash(ip)];
+    while (*pp && strcmp((*pp)->ip, ip) != 0)
+        pp = &(*pp)->next;
+    return pp;
+}
+
+void server_conn_released(struct server *srv, const char *ip)
+{
+    struct server_state *st = (struct server_state *)srv;
+    struct ip_count **pp = ip_find(st, ip);
+    struct ip_count *e = *pp;
+    if (!e)
+        return;
+    if (--e->n == 0) {
+        *pp = e->next;
+        free(e);
+    }
+}
+
+/* ---- accepting ------------------------------------------------------------------------ */
+
+static bool role_is_implicit_tls(enum conn_role role)
+{
+    return role == CONN_ROLE_SUBMISSIONS || role == CONN_ROLE_POP3S || role == CONN_ROLE_IMAPS;
+}
+
+static void peer_ip_text(const struct sockaddr *sa, char *out, size_t size)
+{
+    snprintf(out, size, "unknown");
+    if (sa->sa_family == AF_INET) {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)size);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(a))
+            inet_ntop(AF_INET, &a->s6_addr[12], out, (socklen_t)size);
+        else
+            inet_ntop(AF_INET6, a, out, (socklen_t)size);
+    }
+}
+
+static void server_on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
+                             int salen, void *arg)
+{
+    struct listener *l = arg;
+    struct server_state *st = l->st;
+    const struct config *cfg = st->srv.ctx.cfg;
+    const struct conn_protocol *proto = st->srv.hooks->protocols[l->role];
+    char ip[INET6_ADDRSTRLEN];
+    peer_ip_text(sa, ip, sizeof ip);
+    if (st->srv.is_stopping || !proto) {
+        close(fd);
+        return;
+    }
+    if (cfg->max_connections && st->srv.n_conns >= cfg->max_connections) {
+        log_warning(proto->log_name, "too many connections in total (%u): dropped %s",
+                    cfg->max_connections, ip);
+        close(fd);
+        return;
+    }
+    struct ip_count **pp = ip_find(st, ip);
+    if (cfg->max_connections_per_ip && *pp && (*pp)->n >= cfg->max_connections_per_ip) {
+        log_warning(proto->log_name, "too many connections from %s", ip);
+        close(fd);
+        return;
+    }
+    if (!*pp) {
+        struct ip_count *e = calloc(1, sizeof *e);
+        if (!e) {
+            close(fd);
+            return;
+        }
+        snprintf(e->ip, sizeof e->ip, "%s", ip);
+        *pp = e;
+    }
+    (*pp)->n++;
+    if (!conn_accept(&st->srv, l->role, proto, fd, sa, (socklen_t)salen,
+                     role_is_implicit_tls(l->role)))
+        server_conn_released(&st->srv, ip);
+}
+
+static void server_on_accept_error(struct evconnlistener *evl, void *arg)
+{
+    struct listener *l = arg;
+    int e = EVUTIL_SOCKET_ERROR();
+    /* EMFILE/ENFILE: out of descriptors; libevent retries on the next readiness. */
+    log_warning("master", "accept on %s: %s", l->name, evutil_socket_error_to_string(e));
+}
+
+/* ---- binding -------------------------------------------------------------------------- */
+
+static int server_bind_one(struct server_state *st, enum conn_role role, int family,
+                           const char *host, unsigned port, bool is_optional)
+{
+    if (st->n_listeners >= SERVER_MAX_LISTENERS) {
+        log_error("master", "too many listen addresses (max %d)", SERVER_MAX_LISTENERS);
+        return -1;
+    }
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    socklen_t len;
+    if (family == AF_INET) {
+        struct sockaddr_in *s = (struct sockaddr_in *)&ss;
+        s->sin_family = AF_INET;
+        s->sin_port = htons((uint16_t)port);
+        if (strcmp(host, "*") == 0)
+            s->sin_addr.s_addr = htonl(INADDR_ANY);
+        else if (inet_pton(AF_INET, host, &s->sin_addr) != 1)
+            return -1;
+        len = sizeof *s;
+    } else {
+        struct sockaddr_in6 *s = (struct sockaddr_in6 *)&ss;
+        s->sin6_family = AF_INET6;
+        s->sin6_port = htons((uint16_t)port);
+        if (strcmp(host, "*") == 0)
+            s->sin6_addr = in6addr_any;
+        else if (inet_pton(AF_INET6, host, &s->sin6_addr) != 1)
+            return -1;
+        len = sizeof *s;
+    }
+    struct listener *l = &st->listeners[st->n_listeners];
+    if (family == AF_INET6)
+        snprintf(l->name, sizeof l->name, "[%s]:%u", strcmp(host, "*") ? host : "::", port);
+    else
+        snprintf(l->name, sizeof l->name, "%s:%u", strcmp(host, "*") ? host : "0.0.0.0", port);
+    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        if (is_optional)
+            return 0;
+        log_error("master", "socket for %s: %s", l->name, strerror(errno));
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (family == AF_INET6) /* "*" binds IPv4 and IPv6 as two sockets */
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, 511) < 0) {
+        int e = errno;
+        close(fd);
+        if (is_optional && (e == EADDRNOTAVAIL || e == EAFNOSUPPORT))
+            return 0;
+        log_error("master", "cannot listen on %s for %s: %s", l->name, role_names[role],
+                  strerror(e));
+        return -1;
+    }
+    l->st = st;
+    l->role = role;
+    l->fd = fd;
+    st->n_listeners++;
+    return 0;
+}
+
+/* Bind every "addr:port" of one role's list. */
+static int server_bind_role(struct server_state *st, enum conn_role role,
+                            const struct config_list *list)
+{
+    for (size_t i = 0; i < list->n; i++) {
+        const char *item = list->items[i];
+        char host[INET6_ADDRSTRLEN + 1];
+        const char *colon = strrchr(item, ':');
+        if (!colon)
+            return -1;
+        unsigned port = (unsigned)strtoul(colon + 1, NULL, 10);
+        size_t n = (size_t)(colon - item);
+        int family = AF_INET;
+        const char *h = item;
+        if (item[0] == '[' && n >= 2 && item[n - 1] == ']') {
+            h = item + 1;
+            n -= 2;
+            family = AF_INET6;
+        }
+        if (n >= sizeof host)
+            return -1;
+        memcpy(host, h, n);
+        host[n] = '\0';
+        if (strcmp(host, "*") == 0) {
+            if (server_bind_one(st, role, AF_INET, "*", port, false) < 0 ||
+                server_bind_one(st, role, AF_INET6, "*", port, true) < 0)
+                return -1;
+        } else if (server_bind_one(st, role, family, host, port, false) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static const struct config_list *role_list(const struct config *cfg, enum conn_role role)
+{
+    switch (role) {
+    case CONN_ROLE_SMTP:
+        return &cfg->smtp_listen;
+    case CONN_ROLE_SUBMISSION:
+        return &cfg->submission_listen;
+    case CONN_ROLE_SUBMISSIONS:
+        return &cfg->submissions_listen;
+    case CONN_ROLE_POP3:
+        return &cfg->pop3_listen;
+    case CONN_ROLE_POP3S:
+        return &cfg->pop3s_listen;
+    case CONN_ROLE_IMAP:
+        return &cfg->imap_listen;
+    case CONN_ROLE_IMAPS:
+        return &cfg->imaps_listen;
+    }
+    return NULL;
+}
+
+/* ---- privileges ----------------------------------------------------------------------- */
+
+/* Give path to the run user (only when we are root). */
+static void server_chown(const char *path, const struct passwd *pw)
+{
+    if (pw && chown(path, pw->pw_uid, pw->pw_gid) < 0 && errno != ENOENT)
+        log_warning("master", "chown %s to %s: %s", path, pw->pw_name, strerror(errno));
+}
+
+/* data_dir and what sits directly in it (tern.db, tls/, queue/, mail/, log/) belong to
+ * the run user: the CLI may have created them as root before the first start. */
+static void server_chown_data_dir(const struct config *cfg, const struct passwd *pw)
+{
+    static const char *const entries[] = {"tern.db", "tern.db-wal", "tern.db-shm", "tls",
+                                          "queue",   "mail",        "log"};
+    server_chown(cfg->data_dir, pw);
+    char path[4096];
+    for (size_t i = 0; i < sizeof entries / sizeof entries[0]; i++) {
+        if ((size_t)snprintf(path, sizeof path, "%s/%s", cfg->data_dir, entries[i]) < sizeof path)
+            server_chown(path, pw);
+    }
+    server_chown(cfg->tls_cert, pw);
+    server_chown(cfg->tls_key, pw);
+}
+
+static int server_drop_privileges(const struct passwd *pw)
+{
+    if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
+        setuid(pw->pw_uid) < 0) {
+        log_error("master", "cannot drop privileges to %s: %s", pw->pw_name, strerror(errno));
+        return -1;
+    }
+    if (pw->pw_uid != 0 && setuid(0) == 0) {
+        log_error("master", "privileges were not dropped (setuid(0) succeeded)");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- signals and shutdown ------------------------------------------------------------- */
+
+static void server_stop(struct server_state *st, const char *why)
+{
+    if (st->srv.is_stopping)
+        return;
+    st->srv.is_stopping = true;
+    log_info("master", "terminating on %s", why);
+    for (size_t i = 0; i < st->n_listeners; i++) {
+        if (st->listeners[i].evl) {
+            evconnlistener_free(st->listeners[i].evl); /* closes the socket */
+            st->listeners[i].evl = NULL;
+        }
+    }
+    event_base_loopbreak(st->srv.ctx.base);
+}
+
+static void server_on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct server_state *st = arg;
+    if (sig == SIGHUP) {
+        char *err = NULL;
+        if (tls_context_reload(&err) == 0) {
+            log_info("master", "reload: TLS certificate reloaded");
+        } else {
+            log_error("master", "reload: TLS certificate not reloaded: %s",
+                      err ? err : "unknown error");
+            free(err);
+        }
+        return;
+    }
+    server_stop(st, sig == SIGTERM ? "signal 15" : "signal 2");
+}
+
+static void server_on_shutdown_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct server_state *st = arg;
+    event_base_loopbreak(st->srv.ctx.base);
+}
+
+/* After the loop stopped: finish jobs, flush replies for a short while, close all. */
+static void server_shutdown(struct server_state *st)
+{
+    struct event_base *base = st->srv.ctx.base;
+    /* in-flight jobs finish; their done callbacks still see live connections */
+    workpool_destroy(st->srv.ctx.pool);
+    st->srv.ctx.pool = NULL;
+    conn_close_all(&st->srv);
+    if (st->srv.conns) {
+        struct timeval grace = {.tv_sec = SERVER_SHUTDOWN_GRACE};
+        st->shutdown_timer = evtimer_new(base, server_on_shutdown_timer, st);
+        evtimer_add(st->shutdown_timer, &grace);
+        /* run until every connection flushed and went, or the grace period ends */
+        while (st->srv.conns && event_base_loop(base, EVLOOP_ONCE) == 0 &&
+               evtimer_pending(st->shutdown_timer, NULL))
+            ;
+        event_free(st->shutdown_timer);
+        st->shutdown_timer = NULL;
+    }
+    conn_free_all(&st->srv, "shutdown");
+}
+
+/* ---- run ------------------------------------------------------------------------------ */
+
+static void server_log_ready(struct server_state *st)
+{
+    char line[4096];
+    size_t n = 0;
+    for (size_t i = 0; i < st->n_listeners && n < sizeof line; i++) {
+        int m = snprintf(line + n, sizeof line - n, "%s%s=%s", i ? " " : "",
+                         role_names[st->listeners[i].role], st->listeners[i].name);
+        if (m < 0)
+            break;
+        n += (size_t)m;
+    }
+    if (st->n_listeners == 0)
+        snprintf(line, sizeof line, "(nothing)");
+    log_info("master", "daemon started -- listening on %s", line);
+}
+
+int server_run(const struct config *cfg, const struct server_hooks *hooks)
+{
+    struct server_state *st = calloc(1, sizeof *st);
+    if (!st) {
+        log_error("master", "out of memory");
+        return 1;
+    }
+    int rc = 1;
+    bool is_root = geteuid() == 0;
+    struct passwd *pw = NULL;
+    char *err = NULL;
+    bool has_init = false;
+
+    signal(SIGPIPE, SIG_IGN);
+    evthread_use_pthreads();
+    struct event_base *base = event_base_new();
+    if (!base) {
+        log_error("master", "cannot create the event loop");
+        free(st);
+        return 1;
+    }
+    st->srv.ctx.base = base;
+    st->srv.ctx.cfg = cfg;
+    st->srv.hooks = hooks;
+
+    if (is_root) {
+        pw = getpwnam(cfg->run_user);
+        if (!pw) {
+            log_error("master",
+                      "run_user '%s' does not exist: create it (useradd --system %s) or set "
+                      "run_user in %s",
+                      cfg->run_user, cfg->run_user, cfg->path);
+            goto out;
+        }
+        if (pw->pw_uid == 0) {
+            log_error("master", "run_user '%s' is root: refusing to serve as root", cfg->run_user);
+            goto out;
+        }
+    }
+    if (util_mkdir_p(cfg->data_dir, 0755) < 0) {
+        log_error("master", "cannot create data_dir %s: %s", cfg->data_dir, strerror(errno));
+        goto out;
+    }
+    if (tls_context_init(cfg->tls_cert, cfg->tls_key, cfg->hostname, &err) < 0) {
+        log_error("master", "TLS: %s", err ? err : "unknown error");
+        goto out;
+    }
+    if (is_root)
+        server_chown_data_dir(cfg, pw);
+
+    for (int role = 0; role < CONN_ROLE_COUNT; role++) {
+        if (!hooks->protocols[role])
+            continue;
+        if (server_bind_role(st, (enum conn_role)role, role_list(cfg, (enum conn_role)role)) < 0)
+            goto out;
+    }
+    if (is_root && server_drop_privileges(pw) < 0)
+        goto out;
+
+    st->srv.ctx.pool = workpool_create(base, cfg->worker_threads);
+    if (!st->srv.ctx.pool)
+        goto out;
+    if (hooks->init && hooks->init(&st->srv.ctx, &err) < 0) {
+        log_error("master", "start-up failed: %s", err ? err : "unknown error");
+        goto out;
+    }
+    has_init = true;
+
+    st->sig_term = evsignal_new(base, SIGTERM, server_on_signal, st);
+    st->sig_int = evsignal_new(base, SIGINT, server_on_signal, st);
+    st->sig_hup = evsignal_new(base, SIGHUP, server_on_signal, st);
+    if (!st->sig_term || !st->sig_int || !st->sig_hup || evsignal_add(st->sig_term, NULL) < 0 ||
+        evsignal_add(st->sig_int, NULL) < 0 || evsignal_add(st->sig_hup, NULL) < 0) {
+        log_error("master", "cannot install signal handlers");
+        goto out;
+    }
+    for (size_t i = 0; i < st->n_listeners; i++) {
+        struct listener *l = &st->listeners[i];
+        l->evl = evconnlistener_new(base, server_on_accept, l, LEV_OPT_CLOSE_ON_FREE, -1, l->fd);
+        if (!l->evl) {
+            log_error("master", "cannot watch listener %s", l->name);
+            goto out;
+        }
+        l->fd = -1; /* owned by the evconnlistener now */
+        evconnlistener_set_error_cb(l->evl, server_on_accept_error);
+    }
+    server_log_ready(st);
+    event_base_dispatch(base);
+    server_shutdown(st);
+    rc = 0;
+out:
+    free(err);
+    if (st->srv.ctx.pool)
+        workpool_destroy(st->srv.ctx.pool);
+    conn_free_all(&st->srv, "shutdown");
+    if (has_init && hooks->fini)
+        hooks->fini(&st->srv.ctx);
+    for (size_t i = 0; i < st->n_listeners; i++) {
+        if (st->listeners[i].evl)
+            evconnlistener_free(st->listeners[i].evl);
+        else if (st->listeners[i].fd >= 0)
+            close(st->listeners[i].fd);
+    }
+    for (size_t i = 0; i < SERVER_IP_BUCKETS; i++) {
+        while (st->ips[i]) {
+            struct ip_count *e = st->ips[i];
+            st->ips[i] = e->next;
+            free(e);
+        }
+    }
+    if (st->sig_term)
+        event_free(st->sig_term);
+    if (st->sig_int)
+        event_free(st->sig_int);
+    if (st->sig_hup)
+        event_free(st->sig_hup);
+    tls_context_free();
+    event_base_free(base);
+    free(st);
+    if (rc == 0)
+        log_info("master", "stopped");
+    return rc;
+}
