@@ -100,7 +100,9 @@ void auth_throttle_record_failure(struct auth_service *svc, const char *ip);
 struct auth_sasl;
 enum auth_sasl_status {
     AUTH_SASL_CONTINUE, /* send *challenge_r (base64, may be "") and read the next response */
-    AUTH_SASL_OK,       /* authenticated: auth_sasl_user(); *challenge_r may hold final data */
+    AUTH_SASL_OK,       /* authenticated: auth_sasl_user(); *challenge_r may hold final data
+                           (in practice NULL: SCRAM sends its server-final message as one
+                           more CONTINUE challenge, answered by an empty response) */
     AUTH_SASL_FAIL,     /* bad credentials or malformed exchange */
     AUTH_SASL_TEMPFAIL, /* directory error */
 };

@@ -512,8 +512,13 @@ static enum auth_sasl_status scram_client_final(struct auth_sasl *s, const struc
         struct buf fin;
         buf_init(&fin, 256);
         if (v && buf_printf(&fin, "v=%s", v)) {
+            /* RFC 4422 §5 / RFC 4954 §4: SMTP and IMAP have no success-with-data, so the
+             * server-final message goes out as one more challenge; the client answers
+             * with an empty response and only then is the exchange OK. */
             *challenge_r = b64_str(fin.data);
-            st = *challenge_r ? AUTH_SASL_OK : AUTH_SASL_TEMPFAIL;
+            st = *challenge_r ? AUTH_SASL_CONTINUE : AUTH_SASL_TEMPFAIL;
+            s->state = 2;
+            s->is_done = false;
         } else {
             st = AUTH_SASL_TEMPFAIL;
         }
@@ -523,7 +528,7 @@ static enum auth_sasl_status scram_client_final(struct auth_sasl *s, const struc
     OPENSSL_cleanse(client_key, sizeof client_key);
     buf_free(&msg);
 out:
-    if (st != AUTH_SASL_OK)
+    if (st != AUTH_SASL_CONTINUE)
         s->user[0] = '\0';
     buf_free(&cb);
     buf_free(&pr);
@@ -598,8 +603,11 @@ enum auth_sasl_status auth_sasl_step(struct auth_sasl *s, const char *response_b
             free(s->challenge);
             s->challenge = NULL;
             st = scram_client_first(s, &in, challenge_r);
-        } else {
+        } else if (s->state == 1) {
             st = scram_client_final(s, &in, challenge_r);
+        } else {
+            /* The empty answer to our server-final message. */
+            st = in.len == 0 ? AUTH_SASL_OK : AUTH_SASL_FAIL;
         }
         break;
     }

@@ -271,30 +271,22 @@ static enum auth_sasl_status run_scram(struct fixture *f, const char *authid, co
     } else {
         server = strdup("");
     }
-    int rounds = 0, grc;
-    do {
-        grc = gsasl_step64(cs, server, &client);
+    /* client-first, client-final, then the empty answer to the server-final message
+     * (which GNU SASL only gives after checking the server signature). */
+    for (int rounds = 0; rounds < 5; rounds++) {
+        int grc = gsasl_step64(cs, server, &client);
         free(server);
         server = NULL;
-        assert_true(grc == GSASL_NEEDS_MORE || grc == GSASL_OK);
-        if (grc == GSASL_OK && rounds >= 2) {
-            st = AUTH_SASL_OK;
-            gsasl_free(client);
-            break;
-        }
+        if (grc != GSASL_NEEDS_MORE && grc != GSASL_OK)
+            fail_msg("GNU SASL client rejected the server: %s", gsasl_strerror(grc));
         st = auth_sasl_step(s, client, &server);
         gsasl_free(client);
         client = NULL;
-        if (st == AUTH_SASL_OK) {
-            /* The client must accept the server signature (v=...). */
-            assert_non_null(server);
-            grc = gsasl_step64(cs, server, &client);
-            assert_int_equal(grc, GSASL_OK);
-            gsasl_free(client);
-            assert_string_equal(auth_sasl_user(s), "test@example.test");
+        if (st != AUTH_SASL_CONTINUE)
             break;
-        }
-    } while (st == AUTH_SASL_CONTINUE && ++rounds < 5);
+    }
+    if (st == AUTH_SASL_OK)
+        assert_string_equal(auth_sasl_user(s), "test@example.test");
     free(server);
     auth_sasl_free(s);
     gsasl_finish(cs);
