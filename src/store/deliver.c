@@ -40,11 +40,11 @@ int64_t store_user_usage(const char *home)
     struct stat st;
     if (stat(path, &st) < 0)
         return errno == ENOENT ? 0 : -1;
-    sqlite3 *db = store_index_open(home, NULL);
+    sqlite3 *db = store_index_acquire(home, NULL);
     if (!db)
         return -1;
     int64_t v = store_index_usage(db);
-    sqlite3_close(db);
+    store_index_release(home, db);
     return v;
 }
 
@@ -106,7 +106,7 @@ static void deliver_undo(struct copy *copies, size_t n)
 static void deliver_index(struct copy *c, struct store_target *t)
 {
     char *error = NULL;
-    sqlite3 *db = store_index_open(t->home, &error);
+    sqlite3 *db = store_index_acquire(t->home, &error);
     struct store_mbox_row row;
     char location[600];
     snprintf(location, sizeof location, "new/%s", c->basename);
@@ -130,7 +130,7 @@ static void deliver_index(struct copy *c, struct store_target *t)
         t->uid = 0;
         goto fail;
     }
-    sqlite3_close(db);
+    store_index_release(t->home, db);
     return;
 fail:
     log_warning("local",
@@ -138,7 +138,7 @@ fail:
                 "indexes it): %s",
                 t->user, error ? error : "unknown error");
     free(error);
-    sqlite3_close(db);
+    store_index_release(t->home, db);
 }
 
 int store_deliver(const struct store_source *src, struct store_target *targets, size_t n,

@@ -10,10 +10,13 @@
 #include "store/store-private.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define STORE_INDEX_BUSY_MS     30000
 #define STORE_INDEX_VERSION     1
@@ -47,6 +50,22 @@ int store_index_exec(sqlite3 *db, const char *sql, char **error_r)
     return 0;
 }
 
+/* Busy handler: SQLite's default backs off to 100 ms sleeps, which starves concurrent
+ * deliveries to one user (each holds the write lock for well under a millisecond).
+ * Retry quickly with a short growing pause instead, for at most STORE_INDEX_BUSY_MS. */
+static int store_index_busy(void *arg, int count)
+{
+    (void)arg;
+    static const unsigned delays_us[] = {50, 100, 200, 400, 800, 1000, 2000};
+    size_t n = sizeof delays_us / sizeof delays_us[0];
+    unsigned us = delays_us[(size_t)count < n ? (size_t)count : n - 1];
+    /* total waited so far is at most count * 2 ms; give up past the limit */
+    if ((uint64_t)count * 2 > STORE_INDEX_BUSY_MS)
+        return 0;
+    usleep(us);
+    return 1;
+}
+
 sqlite3 *store_index_open(const char *home, char **error_r)
 {
     char path[4200];
@@ -54,7 +73,8 @@ sqlite3 *store_index_open(const char *home, char **error_r)
         store_error(error_r, "home path too long");
         return NULL;
     }
-    if (store_io_mkdir_p(home) < 0) {
+    struct stat st_home;
+    if (stat(home, &st_home) < 0 && store_io_mkdir_p(home) < 0) {
         store_error(error_r, "mkdir %s: %s", home, strerror(errno));
         return NULL;
     }
@@ -66,7 +86,7 @@ sqlite3 *store_index_open(const char *home, char **error_r)
         sqlite3_close(db);
         return NULL;
     }
-    sqlite3_busy_timeout(db, STORE_INDEX_BUSY_MS);
+    sqlite3_busy_handler(db, store_index_busy, NULL);
     if (store_index_exec(db, "PRAGMA synchronous=NORMAL", error_r) < 0) {
         sqlite3_close(db);
         return NULL;
@@ -321,4 +341,103 @@ int64_t store_index_usage(sqlite3 *db)
         v = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
     return v;
+}
+
+/* ---- connection pool ----------------------------------------------------------------
+ * Deliveries would otherwise open and close a user's index for every message: closing
+ * the last connection checkpoints the WAL (several fsyncs) and the next open has to
+ * rebuild the WAL index. Idle connections are kept here, a bounded number, the least
+ * recently used closed first. A connection is used by one thread at a time. */
+#define STORE_INDEX_POOL_MAX 64
+
+struct pooled_db {
+    char *home;
+    sqlite3 *db;
+    uint64_t tick;
+    dev_t dev; /* identity of index.db when pooled: a user deleted and re-created */
+    ino_t ino; /* meanwhile must not get a connection to the old, unlinked file */
+};
+
+/* dev/ino of <home>/index.db; false if absent. */
+static bool index_file_id(const char *home, dev_t *dev_r, ino_t *ino_r)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/index.db", home);
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return false;
+    *dev_r = st.st_dev;
+    *ino_r = st.st_ino;
+    return true;
+}
+
+static pthread_mutex_t index_pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct pooled_db index_pool[STORE_INDEX_POOL_MAX];
+static size_t index_pool_n;
+static uint64_t index_pool_tick;
+
+sqlite3 *store_index_acquire(const char *home, char **error_r)
+{
+    dev_t dev;
+    ino_t ino;
+    bool has_file = index_file_id(home, &dev, &ino);
+    pthread_mutex_lock(&index_pool_lock);
+    for (size_t i = 0; i < index_pool_n; i++) {
+        if (strcmp(index_pool[i].home, home) != 0)
+            continue;
+        struct pooled_db p = index_pool[i];
+        index_pool[i] = index_pool[--index_pool_n];
+        pthread_mutex_unlock(&index_pool_lock);
+        free(p.home);
+        if (has_file && p.dev == dev && p.ino == ino)
+            return p.db;
+        sqlite3_close(p.db); /* the file was replaced: forget the old connection */
+        return store_index_open(home, error_r);
+    }
+    pthread_mutex_unlock(&index_pool_lock);
+    return store_index_open(home, error_r);
+}
+
+void store_index_release(const char *home, sqlite3 *db)
+{
+    if (!db)
+        return;
+    /* never pool a connection left inside a transaction */
+    if (!sqlite3_get_autocommit(db)) {
+        sqlite3_close(db);
+        return;
+    }
+    dev_t dev;
+    ino_t ino;
+    char *dup = strdup(home);
+    if (!dup || !index_file_id(home, &dev, &ino)) {
+        free(dup);
+        sqlite3_close(db);
+        return;
+    }
+    sqlite3 *evict = NULL;
+    pthread_mutex_lock(&index_pool_lock);
+    if (index_pool_n == STORE_INDEX_POOL_MAX) {
+        size_t oldest = 0;
+        for (size_t i = 1; i < index_pool_n; i++)
+            if (index_pool[i].tick < index_pool[oldest].tick)
+                oldest = i;
+        evict = index_pool[oldest].db;
+        free(index_pool[oldest].home);
+        index_pool[oldest] = index_pool[--index_pool_n];
+    }
+    index_pool[index_pool_n++] = (struct pooled_db){dup, db, ++index_pool_tick, dev, ino};
+    pthread_mutex_unlock(&index_pool_lock);
+    sqlite3_close(evict); /* outside the lock: closing may checkpoint (fsync) */
+}
+
+void store_index_pool_flush(void)
+{
+    pthread_mutex_lock(&index_pool_lock);
+    while (index_pool_n > 0) {
+        struct pooled_db p = index_pool[--index_pool_n];
+        sqlite3_close(p.db);
+        free(p.home);
+    }
+    pthread_mutex_unlock(&index_pool_lock);
 }

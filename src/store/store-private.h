@@ -74,6 +74,12 @@ int store_maildir_create(const char *path, bool is_inbox);
 /* ---- index ------------------------------------------------------------------------- */
 /* Open (creating) <home>/index.db with the schema. */
 sqlite3 *store_index_open(const char *home, char **error_r);
+/* Take an idle pooled connection to <home>/index.db (or open one); give it back with
+ * store_index_release (outside any transaction). */
+sqlite3 *store_index_acquire(const char *home, char **error_r);
+void store_index_release(const char *home, sqlite3 *db);
+/* Close every pooled connection (tests; before a user's files are removed). */
+void store_index_pool_flush(void);
 int store_index_exec(sqlite3 *db, const char *sql, char **error_r);
 /* Begin an IMMEDIATE transaction (write lock now, waits on busy_timeout). */
 int store_index_begin(sqlite3 *db, char **error_r);

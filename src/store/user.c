@@ -94,7 +94,7 @@ int store_user_open(const char *home, const char *user, struct store_user **user
         store_error(error_r, "create %s: %s", path, strerror(errno));
         goto fail;
     }
-    u->db = store_index_open(home, error_r);
+    u->db = store_index_acquire(home, error_r);
     if (!u->db || store_index_mailbox_ensure(u->db, home, "INBOX", &row, error_r) < 0 ||
         user_create_specials(u, error_r) < 0)
         goto fail;
@@ -110,7 +110,8 @@ void store_user_close(struct store_user *u)
     if (!u)
         return;
     store_pop3_unlock(u);
-    sqlite3_close(u->db);
+    if (u->db)
+        store_index_release(u->home, u->db);
     free(u->home);
     free(u->user);
     free(u);

@@ -59,6 +59,7 @@ static int teardown(void **state)
 {
     store_io_write_hook = NULL;
     store_io_fsync_hook = NULL;
+    store_index_pool_flush();
     rm_rf(tmp_root, 0);
     return 0;
 }
