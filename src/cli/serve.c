@@ -1,0 +1,132 @@
+/*
+ * serve.c - `tern serve [-f] [-o key=value]... [-c file]`: load the config, open the log,
+ * plug the protocols into the core and run the server until SIGTERM.
+ *
+ * -o and -c are accepted after "serve" too (appended to / replacing the global ones), so
+ * both `tern -o a=b serve` and `tern serve -o a=b` work. The server stays in the
+ * foreground (a service manager supervises it); -f forces logging to stderr whatever
+ * log.target says.
+ */
+#include "auth/auth.h"
+#include "cli/cli.h"
+#include "core/config.h"
+#include "core/conn.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "imap/imap.h"
+#include "pop3/pop3.h"
+#include "smtp/smtp.h"
+#include "store/store.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Open the directory and the notification channel, after privileges are dropped. */
+static int serve_init(struct server_context *ctx, char **error_r)
+{
+    if (store_notify_init(ctx->base) < 0) {
+        *error_r = strdup("cannot set up mailbox change notifications");
+        return -1;
+    }
+    char *err = NULL;
+    ctx->auth = auth_service_open(ctx->cfg, &err);
+    if (!ctx->auth) {
+        size_t n = strlen(err ? err : "") + 64;
+        *error_r = malloc(n);
+        if (*error_r)
+            snprintf(*error_r, n, "cannot open the directory: %s", err ? err : "unknown error");
+        free(err);
+        return -1;
+    }
+    return 0;
+}
+
+static void serve_fini(struct server_context *ctx)
+{
+    if (ctx->auth)
+        auth_service_close(ctx->auth);
+    ctx->auth = NULL;
+}
+
+/* Send the log where the config says (stderr when in the foreground with -f). */
+static int serve_open_log(const struct config *cfg, bool is_foreground)
+{
+    enum log_target target = LOG_TARGET_STDERR;
+    if (!is_foreground && strcmp(cfg->log_target, "syslog") == 0)
+        target = LOG_TARGET_SYSLOG;
+    else if (!is_foreground && strcmp(cfg->log_target, "file") == 0)
+        target = LOG_TARGET_FILE;
+    if (target == LOG_TARGET_FILE) {
+        char dir[4096];
+        const char *slash = strrchr(cfg->log_file, '/');
+        if (slash && slash != cfg->log_file && (size_t)(slash - cfg->log_file) < sizeof dir) {
+            memcpy(dir, cfg->log_file, (size_t)(slash - cfg->log_file));
+            dir[slash - cfg->log_file] = '\0';
+            util_mkdir_p(dir, 0755);
+        }
+    }
+    if (log_open(target, cfg->log_file) < 0) {
+        fprintf(stderr, "tern: cannot open log file %s: %s\n", cfg->log_file, strerror(errno));
+        return -1;
+    }
+    log_set_debug(cfg->log_debug);
+    return 0;
+}
+
+static int serve_usage(void)
+{
+    fprintf(stderr, "usage: tern serve [-f] [-c FILE] [-o key=value]...\n");
+    return 2;
+}
+
+int cli_serve(const struct cli_options *o, int argc, char **argv)
+{
+    struct cli_options opts = *o;
+    bool is_foreground = false;
+    char **overrides = calloc(o->n_overrides + (size_t)argc + 1, sizeof *overrides);
+    if (!overrides)
+        return 1;
+    for (size_t i = 0; i < o->n_overrides; i++)
+        overrides[i] = o->overrides[i];
+    opts.overrides = overrides;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-f") == 0) {
+            is_foreground = true;
+        } else if (strcmp(argv[i], "-o") == 0 && i + 1 < argc) {
+            overrides[opts.n_overrides++] = argv[++i];
+        } else if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
+            opts.config_path = argv[++i];
+        } else {
+            fprintf(stderr, "tern: serve: unexpected argument '%s'\n", argv[i]);
+            free(overrides);
+            return serve_usage();
+        }
+    }
+    struct config *cfg = cli_load_config(&opts);
+    free(overrides);
+    if (!cfg)
+        return 1;
+    if (serve_open_log(cfg, is_foreground) < 0) {
+        config_free(cfg);
+        return 1;
+    }
+    struct server_hooks hooks = {
+        .protocols =
+            {
+                [CONN_ROLE_SMTP] = &smtp_protocol,
+                [CONN_ROLE_SUBMISSION] = &smtp_protocol,
+                [CONN_ROLE_SUBMISSIONS] = &smtp_protocol,
+                [CONN_ROLE_POP3] = &pop3_protocol,
+                [CONN_ROLE_POP3S] = &pop3_protocol,
+                [CONN_ROLE_IMAP] = &imap_protocol,
+                [CONN_ROLE_IMAPS] = &imap_protocol,
+            },
+        .init = serve_init,
+        .fini = serve_fini,
+    };
+    int rc = server_run(cfg, &hooks);
+    config_free(cfg);
+    return rc;
+}
