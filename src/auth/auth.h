@@ -38,7 +38,7 @@ int auth_domain_is_local(struct auth_service *svc, const char *domain);
 
 /* Where mail for one address goes after alias expansion (depth-limited, loop-safe). */
 struct auth_targets {
-    char **local;  /* canonical "user@domain" of local users (deduplicated) */
+    char **local; /* canonical "user@domain" of local users (deduplicated) */
     size_t n_local;
     char **remote; /* foreign addresses an alias points to */
     size_t n_remote;
@@ -49,9 +49,9 @@ int auth_resolve(struct auth_service *svc, const char *address, struct auth_targ
 void auth_targets_free(struct auth_targets *t);
 
 struct auth_user {
-    char *address;   /* canonical "user@domain" */
-    char *home;      /* <data_dir>/mail/<domain>/<user>: the store's per-user folder */
-    uint64_t quota;  /* bytes, 0 = unlimited (user value or quota.default) */
+    char *address;  /* canonical "user@domain" */
+    char *home;     /* <data_dir>/mail/<domain>/<user>: the store's per-user folder */
+    uint64_t quota; /* bytes, 0 = unlimited (user value or quota.default) */
     bool enabled;
 };
 /* 1 found, 0 no such user, -1 error. Accepts a bare login name (default domain). */

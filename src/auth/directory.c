@@ -369,9 +369,8 @@ static int alias_targets(struct auth_service *svc, const char *source, char ***o
     sqlite3_stmt *st = NULL;
     *out = NULL;
     *n = 0;
-    if (sqlite3_prepare_v2(svc->db,
-                           "SELECT target FROM aliases WHERE source = ? ORDER BY rowid", -1,
-                           &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(svc->db, "SELECT target FROM aliases WHERE source = ? ORDER BY rowid",
+                           -1, &st, NULL) != SQLITE_OK)
         return -1;
     sqlite3_bind_text(st, 1, source, -1, SQLITE_STATIC);
     int rc;
@@ -541,10 +540,9 @@ static int user_fill(struct auth_service *svc, sqlite3_stmt *st, struct auth_use
         return -1;
     }
     /* <data_dir>/mail/<domain>/<localpart>: addresses are stored lower case. */
-    snprintf(u->home, hl, "%s/mail/%s/%.*s", svc->data_dir, at + 1, (int)(at - address),
-             address);
+    snprintf(u->home, hl, "%s/mail/%s/%.*s", svc->data_dir, at + 1, (int)(at - address), address);
     u->quota = sqlite3_column_type(st, 1) == SQLITE_NULL ? svc->quota_default
-                                                          : (uint64_t)sqlite3_column_int64(st, 1);
+                                                         : (uint64_t)sqlite3_column_int64(st, 1);
     u->enabled = sqlite3_column_int(st, 2) != 0;
     return 0;
 }
@@ -558,8 +556,8 @@ int auth_user_lookup(struct auth_service *svc, const char *login, struct auth_us
     if (rc == 1) {
         sqlite3_stmt *st = NULL;
         if (sqlite3_prepare_v2(svc->db,
-                               "SELECT address, quota, enabled FROM users WHERE address = ?",
-                               -1, &st, NULL) != SQLITE_OK) {
+                               "SELECT address, quota, enabled FROM users WHERE address = ?", -1,
+                               &st, NULL) != SQLITE_OK) {
             rc = -1;
         } else {
             sqlite3_bind_text(st, 1, addr, -1, SQLITE_STATIC);

@@ -35,8 +35,7 @@ static void set_db_err(struct auth_service *svc, char **error_r)
 
 /* Run one statement. types names the parameters that follow: 's' text, 'I' int64_t,
  * 'N' NULL (no argument consumed). Returns the number of changed rows, or -1. Lock held. */
-static int db_run(struct auth_service *svc, char **error_r, const char *sql, const char *types,
-                  ...)
+static int db_run(struct auth_service *svc, char **error_r, const char *sql, const char *types, ...)
 {
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(svc->db, sql, -1, &st, NULL) != SQLITE_OK) {
@@ -166,8 +165,7 @@ int auth_domain_del(struct auth_service *svc, const char *domain, char **error_r
     return rc;
 }
 
-int auth_domain_list(struct auth_service *svc, void (*cb)(const char *domain, void *arg),
-                     void *arg)
+int auth_domain_list(struct auth_service *svc, void (*cb)(const char *domain, void *arg), void *arg)
 {
     pthread_mutex_lock(&svc->db_lock);
     sqlite3_stmt *st = NULL;
@@ -223,8 +221,7 @@ static int hash_all(struct auth_service *svc, const char *password, struct hashe
     }
     char *save = NULL;
     int rc = 0;
-    for (char *s = strtok_r(list, " ,\t", &save); s && rc == 0;
-         s = strtok_r(NULL, " ,\t", &save)) {
+    for (char *s = strtok_r(list, " ,\t", &save); s && rc == 0; s = strtok_r(NULL, " ,\t", &save)) {
         for (char *p = s; *p; p++)
             if (*p >= 'a' && *p <= 'z')
                 *p = (char)(*p - 'a' + 'A');
@@ -262,9 +259,8 @@ static int creds_store(struct auth_service *svc, const char *addr, const struct 
     if (db_run(svc, error_r, "DELETE FROM credentials WHERE address = ?", "s", addr) < 0)
         return -1;
     for (size_t i = 0; i < h->n; i++)
-        if (db_run(svc, error_r,
-                   "INSERT INTO credentials(address, scheme, value) VALUES (?, ?, ?)", "sss",
-                   addr, h->scheme[i], h->value[i]) < 0)
+        if (db_run(svc, error_r, "INSERT INTO credentials(address, scheme, value) VALUES (?, ?, ?)",
+                   "sss", addr, h->scheme[i], h->value[i]) < 0)
             return -1;
     return 0;
 }
@@ -363,8 +359,8 @@ int auth_user_set_quota(struct auth_service *svc, const char *address, uint64_t 
         return -1;
     }
     if (quota == 0)
-        return user_change(svc, address, "UPDATE users SET quota = NULL WHERE address = ?",
-                           "s", 0, error_r);
+        return user_change(svc, address, "UPDATE users SET quota = NULL WHERE address = ?", "s", 0,
+                           error_r);
     return user_change(svc, address, "UPDATE users SET quota = ? WHERE address = ?", "Is",
                        (int64_t)quota, error_r);
 }
@@ -455,8 +451,7 @@ static bool alias_source_norm(const char *source, char *out, size_t size)
     return source && strchr(source, '@') && auth_addr_normalize(source, out, size);
 }
 
-int auth_alias_add(struct auth_service *svc, const char *source, const char *target,
-                   char **error_r)
+int auth_alias_add(struct auth_service *svc, const char *source, const char *target, char **error_r)
 {
     char src[AUTH_MAX_LOGIN + 2], dst[AUTH_MAX_LOGIN + 1];
     if (!alias_source_norm(source, src, sizeof src)) {
@@ -477,8 +472,8 @@ int auth_alias_add(struct auth_service *svc, const char *source, const char *tar
     } else if (d == 1) {
         sqlite3_stmt *st = NULL;
         int dup = -1;
-        if (sqlite3_prepare_v2(svc->db, "SELECT 1 FROM aliases WHERE source = ? AND target = ?",
-                               -1, &st, NULL) == SQLITE_OK) {
+        if (sqlite3_prepare_v2(svc->db, "SELECT 1 FROM aliases WHERE source = ? AND target = ?", -1,
+                               &st, NULL) == SQLITE_OK) {
             sqlite3_bind_text(st, 1, src, -1, SQLITE_STATIC);
             sqlite3_bind_text(st, 2, dst, -1, SQLITE_STATIC);
             int s = sqlite3_step(st);
@@ -519,8 +514,8 @@ int auth_alias_del(struct auth_service *svc, const char *source, const char *tar
     }
     pthread_mutex_lock(&svc->db_lock);
     int n = target_or_null
-                ? db_run(svc, error_r, "DELETE FROM aliases WHERE source = ? AND target = ?",
-                         "ss", src, dst)
+                ? db_run(svc, error_r, "DELETE FROM aliases WHERE source = ? AND target = ?", "ss",
+                         src, dst)
                 : db_run(svc, error_r, "DELETE FROM aliases WHERE source = ?", "s", src);
     pthread_mutex_unlock(&svc->db_lock);
     if (n == 0) {
@@ -537,8 +532,8 @@ int auth_alias_list(struct auth_service *svc,
     sqlite3_stmt *st = NULL;
     int rc = -1;
     if (sqlite3_prepare_v2(svc->db,
-                           "SELECT source, target FROM aliases ORDER BY domain, source, rowid",
-                           -1, &st, NULL) == SQLITE_OK) {
+                           "SELECT source, target FROM aliases ORDER BY domain, source, rowid", -1,
+                           &st, NULL) == SQLITE_OK) {
         int s;
         while ((s = sqlite3_step(st)) == SQLITE_ROW)
             cb((const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1),

@@ -167,8 +167,8 @@ bool auth_throttle_is_blocked(struct auth_service *svc, const char *ip)
     pthread_mutex_lock(&svc->throttle_lock);
     struct auth_throttle_slot *s = throttle_find(svc, ip);
     time_t now = throttle_now(svc);
-    bool blocked = s && now - s->window_start < (time_t)svc->failure_window &&
-                   s->count >= svc->max_failures;
+    bool blocked =
+        s && now - s->window_start < (time_t)svc->failure_window && s->count >= svc->max_failures;
     pthread_mutex_unlock(&svc->throttle_lock);
     return blocked;
 }

@@ -29,10 +29,10 @@
 #include <strings.h>
 
 /* Dovecot's defaults, so hashes look like `doveadm pw` output. */
-#define ARGON2ID_T 3
-#define ARGON2ID_M 65536
-#define ARGON2I_T  4
-#define ARGON2I_M  32768
+#define ARGON2ID_T  3
+#define ARGON2ID_M  65536
+#define ARGON2I_T   4
+#define ARGON2I_M   32768
 #define ARGON2_SALT 16
 #define ARGON2_HASH 32
 #define SCRAM_ITER  4096
@@ -45,8 +45,8 @@ enum scheme_kind {
     KIND_SCRAM,
     KIND_CRAM_MD5,
     KIND_PLAIN,
-    KIND_DIGEST,      /* H(password) */
-    KIND_SALTED,      /* H(password || salt) || salt, base64 */
+    KIND_DIGEST, /* H(password) */
+    KIND_SALTED, /* H(password || salt) || salt, base64 */
 };
 
 enum digest_encoding { ENC_B64, ENC_HEX };
@@ -54,9 +54,9 @@ enum digest_encoding { ENC_B64, ENC_HEX };
 struct scheme {
     const char *name;
     enum scheme_kind kind;
-    const char *digest;         /* OpenSSL digest name for DIGEST/SALTED/SCRAM */
-    const char *crypt_prefix;   /* crypt_gensalt prefix; NULL = libxcrypt's default */
-    enum digest_encoding enc;   /* default encoding of DIGEST schemes */
+    const char *digest;       /* OpenSSL digest name for DIGEST/SALTED/SCRAM */
+    const char *crypt_prefix; /* crypt_gensalt prefix; NULL = libxcrypt's default */
+    enum digest_encoding enc; /* default encoding of DIGEST schemes */
     int argon2_type;
 };
 
@@ -159,9 +159,9 @@ static size_t digest_of(const char *md_name, const void *a, size_t alen, const v
     const EVP_MD *md = EVP_get_digestbyname(md_name);
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     unsigned int n = 0;
-    bool ok = md && ctx && EVP_DigestInit_ex(ctx, md, NULL) == 1 &&
-              EVP_DigestUpdate(ctx, a, alen) == 1 && (blen == 0 || EVP_DigestUpdate(ctx, b, blen) == 1) &&
-              EVP_DigestFinal_ex(ctx, out, &n) == 1;
+    bool ok =
+        md && ctx && EVP_DigestInit_ex(ctx, md, NULL) == 1 && EVP_DigestUpdate(ctx, a, alen) == 1 &&
+        (blen == 0 || EVP_DigestUpdate(ctx, b, blen) == 1) && EVP_DigestFinal_ex(ctx, out, &n) == 1;
     EVP_MD_CTX_free(ctx);
     return ok ? n : 0;
 }
@@ -247,11 +247,11 @@ bool auth_scram_derive(const char *password, size_t digest_len, struct auth_scra
     unsigned int n = 0;
     if (!md || k->iter == 0 || digest_len > sizeof salted)
         return false;
-    if (PKCS5_PBKDF2_HMAC(password, (int)strlen(password), k->salt, (int)k->salt_len,
-                          (int)k->iter, md, (int)digest_len, salted) != 1)
+    if (PKCS5_PBKDF2_HMAC(password, (int)strlen(password), k->salt, (int)k->salt_len, (int)k->iter,
+                          md, (int)digest_len, salted) != 1)
         return false;
-    bool ok = HMAC(md, salted, (int)digest_len, (const unsigned char *)"Client Key", 10,
-                   client_key, &n) != NULL &&
+    bool ok = HMAC(md, salted, (int)digest_len, (const unsigned char *)"Client Key", 10, client_key,
+                   &n) != NULL &&
               digest_of(scram_md(digest_len), client_key, digest_len, NULL, 0, k->stored_key) ==
                   digest_len &&
               HMAC(md, salted, (int)digest_len, (const unsigned char *)"Server Key", 10,
@@ -478,9 +478,8 @@ static int hash_argon2(const struct scheme *sc, const char *password, struct buf
     unsigned char salt[ARGON2_SALT];
     char encoded[256];
     RAND_bytes(salt, sizeof salt);
-    int r = argon2_hash(t, m, 1, password, strlen(password), salt, sizeof salt, NULL,
-                        ARGON2_HASH, encoded, sizeof encoded, (argon2_type)sc->argon2_type,
-                        ARGON2_VERSION_13);
+    int r = argon2_hash(t, m, 1, password, strlen(password), salt, sizeof salt, NULL, ARGON2_HASH,
+                        encoded, sizeof encoded, (argon2_type)sc->argon2_type, ARGON2_VERSION_13);
     if (r != ARGON2_OK) {
         set_error(error_r, argon2_error_message(r));
         return -1;
@@ -626,8 +625,8 @@ int auth_creds_verify(const struct auth_cred_set *cs, const char *password)
     for (size_t round = 0; round < cs->n; round++) {
         size_t best = cs->n;
         for (size_t i = 0; i < cs->n; i++)
-            if (!tried[i] && (best == cs->n || verify_cost(cs->value[i]) <
-                                                   verify_cost(cs->value[best])))
+            if (!tried[i] &&
+                (best == cs->n || verify_cost(cs->value[i]) < verify_cost(cs->value[best])))
                 best = i;
         if (best == cs->n)
             break;

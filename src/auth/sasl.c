@@ -22,7 +22,7 @@
 #include <strings.h>
 #include <time.h>
 
-#define SASL_MAX_RESPONSE 8192 /* decoded bytes of one client response */
+#define SASL_MAX_RESPONSE  8192 /* decoded bytes of one client response */
 #define SCRAM_ITER_DEFAULT 4096
 
 enum sasl_mech { MECH_PLAIN, MECH_LOGIN, MECH_CRAM_MD5, MECH_SCRAM_SHA_256 };
@@ -216,8 +216,8 @@ static enum auth_sasl_status cram_challenge(struct auth_sasl *s, char **challeng
     unsigned long long rnd;
     RAND_bytes((unsigned char *)&rnd, sizeof rnd);
     char buf[400];
-    snprintf(buf, sizeof buf, "<%llu.%lld@%s>", rnd % 100000000000000000ULL,
-             (long long)time(NULL), s->hostname);
+    snprintf(buf, sizeof buf, "<%llu.%lld@%s>", rnd % 100000000000000000ULL, (long long)time(NULL),
+             s->hostname);
     s->challenge = strdup(buf);
     *challenge_r = s->challenge ? b64_str(buf) : NULL;
     s->state = 1;
@@ -405,8 +405,7 @@ static enum auth_sasl_status scram_client_first(struct auth_sasl *s, const struc
     if (strncmp(bare, "n=", 2) != 0) /* includes "m=": no mandatory extensions known */
         return AUTH_SASL_FAIL;
     const char *uend = strchr(bare + 2, ',');
-    if (!uend || !saslname_decode(bare + 2, (size_t)(uend - bare - 2), s->login,
-                                  sizeof s->login))
+    if (!uend || !saslname_decode(bare + 2, (size_t)(uend - bare - 2), s->login, sizeof s->login))
         return AUTH_SASL_FAIL;
     set_login(s, s->login, strlen(s->login));
     if (strncmp(uend + 1, "r=", 2) != 0)
@@ -482,8 +481,7 @@ static enum auth_sasl_status scram_client_final(struct auth_sasl *s, const struc
         goto out;
     const char *r = p + 2 + cb_len;
     size_t nl = strlen(s->nonce);
-    if (strncmp(r, ",r=", 3) != 0 || strncmp(r + 3, s->nonce, nl) != 0 ||
-        (r[3 + nl] != ',' ))
+    if (strncmp(r, ",r=", 3) != 0 || strncmp(r + 3, s->nonce, nl) != 0 || (r[3 + nl] != ','))
         goto out;
     if (!auth_b64_decode(proof + 3, strlen(proof + 3), &pr) || pr.len != s->keys.key_len)
         goto out;
@@ -492,8 +490,8 @@ static enum auth_sasl_status scram_client_final(struct auth_sasl *s, const struc
      *               client-final-message-without-proof */
     struct buf msg;
     buf_init(&msg, 8192);
-    if (!buf_printf(&msg, "%s,%s,%.*s", s->client_first_bare, s->challenge,
-                    (int)without_proof_len, p)) {
+    if (!buf_printf(&msg, "%s,%s,%.*s", s->client_first_bare, s->challenge, (int)without_proof_len,
+                    p)) {
         buf_free(&msg);
         st = AUTH_SASL_TEMPFAIL;
         goto out;
@@ -571,8 +569,8 @@ enum auth_sasl_status auth_sasl_step(struct auth_sasl *s, const char *response_b
     struct buf in;
     buf_init(&in, SASL_MAX_RESPONSE);
     /* RFC 4954 §4: "=" is an empty initial response. */
-    bool ok = strcmp(response_b64, "=") == 0 ||
-              auth_b64_decode(response_b64, strlen(response_b64), &in);
+    bool ok =
+        strcmp(response_b64, "=") == 0 || auth_b64_decode(response_b64, strlen(response_b64), &in);
     if (!ok) {
         buf_free(&in);
         s->is_done = true;

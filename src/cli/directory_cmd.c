@@ -288,8 +288,7 @@ int cli_user(const struct cli_options *o, int argc, char **argv)
         for (int i = 3; i < argc; i++) {
             if (strcmp(argv[i], "--password-stdin") == 0) {
                 from_stdin = true;
-            } else if (strcmp(sub, "add") == 0 && strcmp(argv[i], "--quota") == 0 &&
-                       i + 1 < argc) {
+            } else if (strcmp(sub, "add") == 0 && strcmp(argv[i], "--quota") == 0 && i + 1 < argc) {
                 if (!parse_bytes(argv[++i], &quota)) {
                     fprintf(stderr, "tern: bad --quota value '%s'\n", argv[i]);
                     return 2;
@@ -298,8 +297,8 @@ int cli_user(const struct cli_options *o, int argc, char **argv)
                 return usage_error(usage);
             }
         }
-    } else if (strcmp(sub, "del") == 0 || strcmp(sub, "show") == 0 ||
-               strcmp(sub, "enable") == 0 || strcmp(sub, "disable") == 0) {
+    } else if (strcmp(sub, "del") == 0 || strcmp(sub, "show") == 0 || strcmp(sub, "enable") == 0 ||
+               strcmp(sub, "disable") == 0) {
         if (argc != 3)
             return usage_error(usage);
     } else if (strcmp(sub, "quota") == 0) {
@@ -326,9 +325,9 @@ int cli_user(const struct cli_options *o, int argc, char **argv)
         char pw[PASSWORD_MAX + 2];
         rc = get_new_password(from_stdin, pw, sizeof pw);
         if (rc == 0)
-            rc = report(strcmp(sub, "add") == 0
-                            ? auth_user_add(svc, address, pw, quota, &err)
-                            : auth_user_set_password(svc, address, pw, &err), &err);
+            rc = report(strcmp(sub, "add") == 0 ? auth_user_add(svc, address, pw, quota, &err)
+                                                : auth_user_set_password(svc, address, pw, &err),
+                        &err);
         memset(pw, 0, sizeof pw);
     } else if (strcmp(sub, "del") == 0) {
         rc = report(auth_user_del(svc, address, &err), &err);

@@ -110,8 +110,10 @@ static void test_schema(void **state)
 {
     struct fixture *f = *state;
     char cmd[256];
-    snprintf(cmd, sizeof cmd, "test \"$(sqlite3 %s/tern.db 'PRAGMA user_version; PRAGMA "
-                              "journal_mode;' | tr '\\n' ' ')\" = '1 wal '", f->dir);
+    snprintf(cmd, sizeof cmd,
+             "test \"$(sqlite3 %s/tern.db 'PRAGMA user_version; PRAGMA "
+             "journal_mode;' | tr '\\n' ' ')\" = '1 wal '",
+             f->dir);
     assert_int_equal(system(cmd), 0);
     /* Reopening an existing directory keeps its content. */
     add_domain(f->svc, "Example.TEST");
@@ -167,8 +169,7 @@ static void test_users(void **state)
     add_domain(f->svc, "example.test");
     ok(auth_user_add(f->svc, "Alice@Example.Test", "alicepw", 0, &err), err);
     err = NULL;
-    expect_error(auth_user_add(f->svc, "alice@example.test", "x", 0, &err), &err,
-                 "already exists");
+    expect_error(auth_user_add(f->svc, "alice@example.test", "x", 0, &err), &err, "already exists");
     err = NULL;
     expect_error(auth_user_add(f->svc, "noatsign", "x", 0, &err), &err, "invalid address");
     ok(auth_user_add(f->svc, "bob@example.test", "bobpw", 5000, &err), err);

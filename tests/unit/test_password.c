@@ -21,40 +21,55 @@ struct vector {
 
 /* Generated with: doveadm pw -s <SCHEME> -p '<password>' */
 static const struct vector dovecot_vectors[] = {
-    {"p@ss wörd", "{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$8BGxiL9Lj0T5V6+XN/kDyw$0UD3ZvywldVRn7t85F6hz4Yr/jXTLxjkQRRjDQS7ah8"},
-    {"p@ss wörd", "{ARGON2I}$argon2i$v=19$m=32768,t=4,p=1$ims5WVfKb7vI5tUWyCgnFg$uJNiVNu0EzNC8gsiQ9eo/cJKye69KWYT1clQgaYfFJI"},
-    {"p@ss wörd", "{SHA512-CRYPT}$6$IVyKZkLKuPlNo5px$B3scKMHARkctGBv6MD5T9pgTUzz057IkvFtHBE.7Rx6A/792zXeNMdFq4.C6kCycKQoJ.ba6j9s72mVJ2l5/K0"},
+    {"p@ss wörd", "{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$8BGxiL9Lj0T5V6+XN/"
+                  "kDyw$0UD3ZvywldVRn7t85F6hz4Yr/jXTLxjkQRRjDQS7ah8"},
+    {"p@ss wörd", "{ARGON2I}$argon2i$v=19$m=32768,t=4,p=1$ims5WVfKb7vI5tUWyCgnFg$"
+                  "uJNiVNu0EzNC8gsiQ9eo/cJKye69KWYT1clQgaYfFJI"},
+    {"p@ss wörd", "{SHA512-CRYPT}$6$IVyKZkLKuPlNo5px$B3scKMHARkctGBv6MD5T9pgTUzz057IkvFtHBE.7Rx6A/"
+                  "792zXeNMdFq4.C6kCycKQoJ.ba6j9s72mVJ2l5/K0"},
     {"p@ss wörd", "{SHA256-CRYPT}$5$AKCPNkIlc7nXx1be$FN0kKktm1XtBgiQcB./Bjn55vDtcIo4Jxr0Kl9yKU5B"},
     {"p@ss wörd", "{BLF-CRYPT}$2y$05$m.unHE8xxbym6E8wvyQtDeGzOzi6rz7b4uGCLX9I9BMf9APvzpcSa"},
     {"p@ss wörd", "{CRYPT}$2y$05$nJSOR40Jfm8ATdIQJOUNm.vt6QyYblsgRUkBmXIN3xga83c3r1vtq"},
-    {"p@ss wörd", "{SCRAM-SHA-256}4096,CsNUUwunvc+ezchcVGBTIQ==,7wuK1oikj1iiDU/C3ajqNu30IaW/IYwUcqpai/BVTXk=,/3iNL2mxyvmP5EexaSlWd63cyLY1WFShfagjjVIdJeI="},
-    {"p@ss wörd", "{SCRAM-SHA-1}4096,dAbpfbgI/M//F1d3YZuaTQ==,TvIPOoJdWpJvGJsq+wTsNFsjF2k=,SehgxyRBBFO477v9SgeXQYcMbQI="},
+    {"p@ss wörd", "{SCRAM-SHA-256}4096,CsNUUwunvc+ezchcVGBTIQ==,7wuK1oikj1iiDU/C3ajqNu30IaW/"
+                  "IYwUcqpai/BVTXk=,/3iNL2mxyvmP5EexaSlWd63cyLY1WFShfagjjVIdJeI="},
+    {"p@ss wörd", "{SCRAM-SHA-1}4096,dAbpfbgI/M//"
+                  "F1d3YZuaTQ==,TvIPOoJdWpJvGJsq+wTsNFsjF2k=,SehgxyRBBFO477v9SgeXQYcMbQI="},
     {"p@ss wörd", "{CRAM-MD5}284ec1ad66aa93d4297f8a133c96144525e3ddf644b18a2f61e6020c82d5dffb"},
     {"p@ss wörd", "{PLAIN}p@ss wörd"},
     {"p@ss wörd", "{CLEAR}p@ss wörd"},
     {"p@ss wörd", "{PLAIN-MD5}6874f2c432cc731b4240fa0e06adbee3"},
     {"p@ss wörd", "{SHA256}m1F8Gnvov+5Yk63ittrazNliQIHbEEeWKaUD9B3pRJk="},
     {"p@ss wörd", "{SSHA256}iZOI1VHRyHoSu8POQQaWmRCr5Z1+jv5ID+FeQVe7lHrCO4rn"},
-    {"p@ss wörd", "{SHA512}MjGdq0Bc2JGUP4VxyRTtnSY4CUmEF0pVG6pVcW2uxw0UPpEgkWNZCPKtq/fc7YZNKVma/BzdlepG2DXX5ibRXw=="},
-    {"p@ss wörd", "{SSHA512}318qE4I3YFuxKo598eH2yAiClksaavnTQAsf6MKrQPFTy+qjrzzFVPd3t1LDH88493woZtMNEQkBawglNq+ekueiMrY="},
+    {"p@ss wörd", "{SHA512}MjGdq0Bc2JGUP4VxyRTtnSY4CUmEF0pVG6pVcW2uxw0UPpEgkWNZCPKtq/fc7YZNKVma/"
+                  "BzdlepG2DXX5ibRXw=="},
+    {"p@ss wörd", "{SSHA512}318qE4I3YFuxKo598eH2yAiClksaavnTQAsf6MKrQPFTy+"
+                  "qjrzzFVPd3t1LDH88493woZtMNEQkBawglNq+ekueiMrY="},
     {"p@ss wörd", "{MD5-CRYPT}$1$Vncw9xNp$siVcN4W1ysc7Scr7pJMEN/"},
     {"p@ss wörd", "{SHA1}iFXrzdzW6SkQ4l5UHiG/hH6VbME="},
     {"p@ss wörd", "{SSHA}jN+vNlJTu4d0oh7UImEWOWB6O9yQ1I0m"},
-    {"alicepw", "{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$/e07VmKRRdb2IVJKo/ddpQ$3Kbd3hFK8Kb+khiyrVYjCastRtnhxoXhvi9cHlKVDTk"},
-    {"alicepw", "{SHA512-CRYPT}$6$GHkNaNqH.ssKQWQK$tLGtxuaMbhDFR/p0jp/4NVFCGodwP2jw54jS2EgzjDn0lWUepLib2aN59eznI0UZeuUQqXZYbC5YOwNGucFEV1"},
+    {"alicepw", "{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$/e07VmKRRdb2IVJKo/"
+                "ddpQ$3Kbd3hFK8Kb+khiyrVYjCastRtnhxoXhvi9cHlKVDTk"},
+    {"alicepw", "{SHA512-CRYPT}$6$GHkNaNqH.ssKQWQK$tLGtxuaMbhDFR/p0jp/"
+                "4NVFCGodwP2jw54jS2EgzjDn0lWUepLib2aN59eznI0UZeuUQqXZYbC5YOwNGucFEV1"},
     {"alicepw", "{CRAM-MD5}cc555c87d574d850a51aab29bad1a3c9024cd41497fe266a16d9e042a961db5f"},
-    {"alicepw", "{SCRAM-SHA-256}4096,Bh7+59wkSrwAoc0osSgu4Q==,/9F1hyz6zdX6Ss4hfXiEyb0pt27XaafpvlhnN6Ha0ro=,YY9t2WhHusUZhUFfjFzZFIeLcJS+fljQKqjFLjceyqQ="},
+    {"alicepw",
+     "{SCRAM-SHA-256}4096,Bh7+59wkSrwAoc0osSgu4Q==,/"
+     "9F1hyz6zdX6Ss4hfXiEyb0pt27XaafpvlhnN6Ha0ro=,YY9t2WhHusUZhUFfjFzZFIeLcJS+fljQKqjFLjceyqQ="},
     {"alicepw", "{PLAIN-MD5}15da1f78ad7d474862865bab1aab4d51"},
     {"alicepw", "{PLAIN-MD5.B64}FdofeK19R0hihlurGqtNUQ=="},
     {"alicepw", "{SHA256.HEX}6624974ea2baffac164422e4490376c1c31313cd97724ae8ce62fb3f0a0370f2"},
     {"alicepw", "{SSHA256}shpN/nQzUGnE7Hz+T6EpU9AIcKw4a8udsEqE2IxDmb+uhW9i"},
-    {"alicepw", "{SSHA512}MTvVfhgq7Nv64unsfrOoxw6OOAoK8VpGMk3SnuiTJ6FlVo3+uYkIw11qUsVgO7UGFRbUgDKgF1M+jF0UbY+SJhTPxTA="},
+    {"alicepw", "{SSHA512}MTvVfhgq7Nv64unsfrOoxw6OOAoK8VpGMk3SnuiTJ6FlVo3+"
+                "uYkIw11qUsVgO7UGFRbUgDKgF1M+jF0UbY+SJhTPxTA="},
     {"alicepw", "{SHA256-CRYPT}$5$Le344mvTrZBcqzLk$JlOewhVW0W6NjWauFrD5P5S8qfKvI4F1JCV3SbRVYFA"},
     {"alicepw", "{BLF-CRYPT}$2y$05$zK6A0CgK3DfnPCzw51iULO4a81cUBV5BU1glRcZ3w.ZMViEFnlnQG"},
-    {"alicepw", "{ARGON2I}$argon2i$v=19$m=32768,t=4,p=1$1sXuR4b9+aVCuw8qLk4gCg$s//0VQ/tS0xP1E1rH5cNOTe6DqZurKbCqd+BH/UdVpU"},
-    {"alicepw", "{SCRAM-SHA-1}4096,iEpoVnaXrGGOGiFZSX2mPQ==,d60xWSlKt+nScJ4tUdex+B4Q1+0=,KKZqC3SWhd3tuOLXRzUKeantvSk="},
+    {"alicepw", "{ARGON2I}$argon2i$v=19$m=32768,t=4,p=1$1sXuR4b9+aVCuw8qLk4gCg$s//0VQ/"
+                "tS0xP1E1rH5cNOTe6DqZurKbCqd+BH/UdVpU"},
+    {"alicepw", "{SCRAM-SHA-1}4096,iEpoVnaXrGGOGiFZSX2mPQ==,d60xWSlKt+nScJ4tUdex+B4Q1+0=,"
+                "KKZqC3SWhd3tuOLXRzUKeantvSk="},
     /* A key longer than the HMAC block is hashed first (RFC 2104). */
-    {"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+    {"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+     "xxxxxxx",
      "{CRAM-MD5}52197db948d0932512a61b183e7d05b04e94d60a3bb0d00f92d3df52a5d275ca"},
 };
 
@@ -71,9 +86,9 @@ static void test_dovecot_vectors(void **state)
 }
 
 static const char *const written_schemes[] = {
-    "ARGON2ID", "ARGON2I", "SHA512-CRYPT", "SHA256-CRYPT", "BLF-CRYPT", "CRYPT",
-    "SCRAM-SHA-256", "SCRAM-SHA-1", "CRAM-MD5", "PLAIN", "CLEAR", "PLAIN-MD5",
-    "SHA256", "SSHA256", "SHA512", "SSHA512", "sha256.hex", "MD5-CRYPT",
+    "ARGON2ID",      "ARGON2I",     "SHA512-CRYPT", "SHA256-CRYPT", "BLF-CRYPT",  "CRYPT",
+    "SCRAM-SHA-256", "SCRAM-SHA-1", "CRAM-MD5",     "PLAIN",        "CLEAR",      "PLAIN-MD5",
+    "SHA256",        "SSHA256",     "SHA512",       "SSHA512",      "sha256.hex", "MD5-CRYPT",
 };
 
 static void test_round_trip(void **state)
@@ -173,9 +188,9 @@ static void test_b64(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_dovecot_vectors), cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_dovecot_vectors),     cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_scheme_prefix_upper), cmocka_unit_test(test_malformed),
-        cmocka_unit_test(test_cram_context), cmocka_unit_test(test_b64),
+        cmocka_unit_test(test_cram_context),        cmocka_unit_test(test_b64),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
