@@ -16,6 +16,7 @@
 #include "auth/auth_internal.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "core/util.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -240,7 +241,7 @@ struct auth_service *auth_service_open(const struct config *cfg, char **error_r)
     lower_in_place(svc->default_domain);
     RAND_bytes(svc->fake_secret, sizeof svc->fake_secret);
 
-    if (mkdir(svc->data_dir, 0750) < 0 && errno != EEXIST) {
+    if (util_mkdir_p(svc->data_dir, 0750) < 0) {
         char msg[600];
         snprintf(msg, sizeof msg, "%s: %s", svc->data_dir, strerror(errno));
         set_err(error_r, "%s", msg);

@@ -20,11 +20,13 @@
 #include "auth/auth.h"
 #include "cli/cli.h"
 #include "core/config.h"
+#include "core/util.h"
 #include "store/store.h"
 
 #include <errno.h>
 #include <grp.h>
 #include <inttypes.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,11 +51,23 @@ static int usage_error(const char *usage)
 /* ---- privileges ------------------------------------------------------------------- */
 
 /* As root, become the owner of data_dir before touching tern.db: files root creates
- * there (the database, its -wal and -shm) would lock the server out. */
+ * there (the database, its -wal and -shm) would lock the server out. A data dir that does
+ * not exist yet is created for run_user, the user the server will run as. */
 static int drop_to_data_dir_owner(const struct config *cfg)
 {
     struct stat st;
-    if (geteuid() != 0 || !cfg->data_dir || stat(cfg->data_dir, &st) < 0 || st.st_uid == 0)
+    if (geteuid() != 0 || !cfg->data_dir)
+        return 0;
+    if (stat(cfg->data_dir, &st) < 0) {
+        int stat_errno = errno; /* getpwnam may change errno */
+        struct passwd *pw = cfg->run_user ? getpwnam(cfg->run_user) : NULL;
+        if (stat_errno != ENOENT || !pw || pw->pw_uid == 0)
+            return 0;
+        if (util_mkdir_p(cfg->data_dir, 0750) < 0 ||
+            chown(cfg->data_dir, pw->pw_uid, pw->pw_gid) < 0 || stat(cfg->data_dir, &st) < 0)
+            return fail(cfg->data_dir, strerror(errno));
+    }
+    if (st.st_uid == 0)
         return 0;
     if (setgroups(0, NULL) < 0 || setgid(st.st_gid) < 0 || setuid(st.st_uid) < 0) {
         char msg[160];

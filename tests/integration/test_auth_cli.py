@@ -212,6 +212,17 @@ def test_root_drops_to_data_dir_owner(cli):
         assert st.st_uid == owner.pw_uid, f"{name} owned by uid {st.st_uid}"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to test the privilege drop")
+def test_root_creates_missing_data_dir_for_run_user(cli):
+    owner = pwd.getpwnam("nobody")
+    with open(cli.config_path, "a") as f:
+        f.write("run_user = nobody\n")
+    assert not cli.data_dir.exists()
+    cli.ok("domain", "add", "example.test")
+    assert os.stat(cli.data_dir).st_uid == owner.pw_uid
+    assert os.stat(cli.data_dir / "tern.db").st_uid == owner.pw_uid
+
+
 # ---- against the running server -----------------------------------------------------
 
 def scram_sha256_client(smtp, user, password):
