@@ -23,9 +23,9 @@
 #include "store/mime.h"
 #include "store/store.h"
 
-#define IMAP_FETCH_BATCH   (256 * 1024)
-#define IMAP_MAX_PATH      32
-#define IMAP_MAX_FIELDS    64
+#define IMAP_FETCH_BATCH (256 * 1024)
+#define IMAP_MAX_PATH    32
+#define IMAP_MAX_FIELDS  64
 
 enum imap_fetch_kind {
     FI_FLAGS,

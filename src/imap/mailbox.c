@@ -511,8 +511,8 @@ static void imap_mb_work(struct imap_job *j)
         imap_job_ok(j, done);
 }
 
-static void imap_mb_submit(struct imap_session *s, const char *tag, struct imap_arg *args,
-                           size_t n, enum imap_mb_op op)
+static void imap_mb_submit(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
+                           enum imap_mb_op op)
 {
     size_t want = op == IMAP_MB_RENAME ? 2 : 1;
     char *a1 = n == want ? imap_mailbox_name(&args[0]) : NULL;
@@ -563,8 +563,8 @@ void imap_cmd_subscribe(struct imap_session *s, const char *tag, struct imap_arg
 {
     imap_mb_submit(s, tag, args, n, IMAP_MB_SUB);
 }
-void imap_cmd_unsubscribe(struct imap_session *s, const char *tag, struct imap_arg *args,
-                          size_t n, bool is_uid)
+void imap_cmd_unsubscribe(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
+                          bool is_uid)
 {
     imap_mb_submit(s, tag, args, n, IMAP_MB_UNSUB);
 }

@@ -37,7 +37,7 @@ enum imap_arg_type {
 
 struct imap_arg {
     enum imap_arg_type type;
-    char *str;  /* atom/quoted/literal bytes, NUL-terminated (len is the truth) */
+    char *str; /* atom/quoted/literal bytes, NUL-terminated (len is the truth) */
     size_t len;
     struct imap_arg *list; /* IMAP_ARG_LIST: the elements */
     size_t n, cap;
@@ -50,9 +50,9 @@ enum imap_parse_result {
 };
 
 struct imap_parser {
-    size_t max_literal; /* largest literal accepted */
-    char *tag;          /* valid once the first line was parsed */
-    char *name;         /* upper-case command name */
+    size_t max_literal;   /* largest literal accepted */
+    char *tag;            /* valid once the first line was parsed */
+    char *name;           /* upper-case command name */
     struct imap_arg args; /* IMAP_ARG_LIST of the arguments */
     const char *error;
     bool is_literal_too_big; /* the error is an oversized literal (NO [TOOBIG]) */

@@ -112,8 +112,8 @@ static const char *skey_next_string(struct skey_parser *sp)
 }
 
 /* An AND of the args in [args, args+n). */
-static bool skey_parse_list(struct skey_parser *sp, struct imap_arg *args, size_t n,
-                            struct skey *k, unsigned depth)
+static bool skey_parse_list(struct skey_parser *sp, struct imap_arg *args, size_t n, struct skey *k,
+                            unsigned depth)
 {
     struct skey_parser sub = {.args = args, .n = n, .pos = 0, .n_keys = sp->n_keys};
     k->op = SK_AND;
@@ -135,8 +135,7 @@ static bool skey_parse_list(struct skey_parser *sp, struct imap_arg *args, size_
 static bool skey_parse_one(struct skey_parser *sp, struct skey *k, unsigned depth)
 {
     memset(k, 0, sizeof *k);
-    if (depth > IMAP_SEARCH_MAX_DEPTH || ++sp->n_keys > IMAP_SEARCH_MAX_KEYS ||
-        sp->pos >= sp->n)
+    if (depth > IMAP_SEARCH_MAX_DEPTH || ++sp->n_keys > IMAP_SEARCH_MAX_KEYS || sp->pos >= sp->n)
         return false;
     struct imap_arg *a = &sp->args[sp->pos++];
     if (a->type == IMAP_ARG_LIST)
@@ -199,8 +198,8 @@ static bool skey_parse_one(struct skey_parser *sp, struct skey *k, unsigned dept
         const char *name;
         enum skey_op op;
     } dates[] = {
-        {"BEFORE", SK_BEFORE},         {"ON", SK_ON},         {"SINCE", SK_SINCE},
-        {"SENTBEFORE", SK_BEFORE},     {"SENTON", SK_ON},     {"SENTSINCE", SK_SINCE},
+        {"BEFORE", SK_BEFORE},     {"ON", SK_ON},     {"SINCE", SK_SINCE},
+        {"SENTBEFORE", SK_BEFORE}, {"SENTON", SK_ON}, {"SENTSINCE", SK_SINCE},
     };
     for (size_t i = 0; i < sizeof dates / sizeof dates[0]; i++) {
         if (strcasecmp(w, dates[i].name) == 0) {
@@ -474,8 +473,8 @@ void imap_cmd_search(struct imap_session *s, const char *tag, struct imap_arg *a
     if (n >= 2 && imap_arg_is_atom(&args[0], "CHARSET")) {
         /* RFC 3501 §6.4.4: US-ASCII must be supported; UTF-8 is ASCII-compatible for our
          * byte-wise matching. */
-        if (!imap_arg_is_string(&args[1]) || (strcasecmp(args[1].str, "UTF-8") != 0 &&
-                                                strcasecmp(args[1].str, "US-ASCII") != 0)) {
+        if (!imap_arg_is_string(&args[1]) ||
+            (strcasecmp(args[1].str, "UTF-8") != 0 && strcasecmp(args[1].str, "US-ASCII") != 0)) {
             imap_reply(s, tag, "NO [BADCHARSET (US-ASCII UTF-8)] Unsupported charset.");
             return;
         }

@@ -217,8 +217,8 @@ static void imap_notify(const char *user, const char *mailbox, void *arg)
         imap_session_start_idle_sync(s);
 }
 
-static void imap_cmd_idle(struct imap_session *s, const char *tag, struct imap_arg *args,
-                          size_t n, bool is_uid)
+static void imap_cmd_idle(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
+                          bool is_uid)
 {
     s->is_idling = true;
     free(s->idle_tag);
@@ -366,8 +366,8 @@ static void imap_login_finish(struct imap_job *j)
     imap_login_finish_common(j, "LOGIN");
 }
 
-static void imap_cmd_login(struct imap_session *s, const char *tag, struct imap_arg *args,
-                           size_t n, bool is_uid)
+static void imap_cmd_login(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
+                           bool is_uid)
 {
     if (n != 2 || !imap_arg_is_string(&args[0]) || !imap_arg_is_string(&args[1])) {
         imap_reply(s, tag, "BAD Usage: LOGIN user password");
@@ -497,9 +497,9 @@ static void imap_sasl_line(struct imap_session *s, const char *line)
 
 /* ---- the command table -------------------------------------------------------------- */
 
-#define ANY (IMAP_STATE_NOT_AUTH | IMAP_STATE_AUTH | IMAP_STATE_SELECTED)
+#define ANY    (IMAP_STATE_NOT_AUTH | IMAP_STATE_AUTH | IMAP_STATE_SELECTED)
 #define AUTHED (IMAP_STATE_AUTH | IMAP_STATE_SELECTED)
-#define SEL IMAP_STATE_SELECTED
+#define SEL    IMAP_STATE_SELECTED
 
 struct imap_command {
     const char *name;
@@ -659,8 +659,7 @@ static void imap_session_process(struct imap_session *s)
                 imap_reply(s, p->tag, "BAD Error in IMAP command: %s", p->error);
             } else {
                 /* RFC 3501 §7.1.3: a line we cannot tag gets an untagged BAD */
-                imap_reply(s, NULL, "BAD Error in IMAP command received by server: %s",
-                           p->error);
+                imap_reply(s, NULL, "BAD Error in IMAP command received by server: %s", p->error);
             }
             imap_parser_reset(p);
             continue;
@@ -680,8 +679,8 @@ static void *imap_open(struct conn *c)
     s->c = c;
     s->state = IMAP_STATE_NOT_AUTH;
     const struct config *cfg = conn_server(c)->cfg;
-    uint64_t max = cfg && cfg->smtp_max_message_size ? cfg->smtp_max_message_size
-                                                       : IMAP_MAX_APPEND_DEFAULT;
+    uint64_t max =
+        cfg && cfg->smtp_max_message_size ? cfg->smtp_max_message_size : IMAP_MAX_APPEND_DEFAULT;
     imap_parser_init(&s->parser, (size_t)max);
     if (cfg && cfg->imap_timeout)
         conn_set_timeout(c, cfg->imap_timeout);

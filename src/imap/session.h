@@ -86,7 +86,7 @@ struct imap_job {
     bool is_ok;          /* set by work */
     /* command payload */
     char *arg1, *arg2;
-    struct buf data;   /* APPEND message */
+    struct buf data; /* APPEND message */
     unsigned flags;
     char **keywords;
     int64_t number;
@@ -110,8 +110,8 @@ void imap_capability_string(struct imap_session *s, struct buf *out);
 void imap_session_start_idle_sync(struct imap_session *s);
 
 /* ---- mailbox.c ---- */
-typedef void imap_handler(struct imap_session *s, const char *tag, struct imap_arg *args,
-                          size_t n, bool is_uid);
+typedef void imap_handler(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
+                          bool is_uid);
 imap_handler imap_cmd_select, imap_cmd_examine, imap_cmd_list, imap_cmd_lsub, imap_cmd_create,
     imap_cmd_delete, imap_cmd_rename, imap_cmd_subscribe, imap_cmd_unsubscribe, imap_cmd_status,
     imap_cmd_append, imap_cmd_namespace, imap_cmd_check, imap_cmd_close, imap_cmd_unselect,

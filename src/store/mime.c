@@ -161,9 +161,9 @@ static void mime_lower(char *s)
 
 /* One "name*N*" parameter piece of RFC 2231. */
 struct mime_raw_param {
-    char *base;      /* name without the section/extended markers */
-    long section;    /* -1 when not continued */
-    bool is_ext;     /* value is charset'lang'%XX-encoded (or a continuation of it) */
+    char *base;   /* name without the section/extended markers */
+    long section; /* -1 when not continued */
+    bool is_ext;  /* value is charset'lang'%XX-encoded (or a continuation of it) */
     char *value;
 };
 
@@ -405,8 +405,8 @@ static char *mime_trim_dup(const char *v)
 }
 
 static const char *const mime_env_names[MIME_ENV_COUNT] = {
-    "date", "subject", "from", "sender", "reply-to", "to", "cc", "bcc", "in-reply-to",
-    "message-id"};
+    "date", "subject", "from", "sender",      "reply-to",
+    "to",   "cc",      "bcc",  "in-reply-to", "message-id"};
 
 /* Record one header field (name, unfolded value) on the part. */
 static void mime_header_field(struct mime_part *p, const char *name, size_t nlen, const char *value)
@@ -688,8 +688,7 @@ struct mime_part *mime_parse(const char *data, size_t len)
     return mime_parse_entity(&ctx, NULL, 0, len, 0, false);
 }
 
-const struct mime_part *mime_part_find(const struct mime_part *root, const uint32_t *path,
-                                       size_t n)
+const struct mime_part *mime_part_find(const struct mime_part *root, const uint32_t *path, size_t n)
 {
     const struct mime_part *cur = root;
     /* RFC 3501 §6.4.5: numbers index the parts of a multipart; a non-multipart message
@@ -812,8 +811,7 @@ static bool mime_write_ext_tail(struct buf *out, const struct mime_part *p)
     if (p->disposition) {
         ok = ok && buf_append_byte(out, '(') && mime_write_string(out, p->disposition) &&
              buf_append_byte(out, ' ') &&
-             mime_write_params(out, p->disp_params, p->n_disp_params) &&
-             buf_append_byte(out, ')');
+             mime_write_params(out, p->disp_params, p->n_disp_params) && buf_append_byte(out, ')');
     } else {
         ok = ok && buf_append_str(out, "NIL");
     }
@@ -830,8 +828,8 @@ static bool mime_write_part(struct buf *out, const struct mime_part *p, bool ext
             ok = mime_write_part(out, c, ext);
         ok = ok && buf_append_byte(out, ' ') && mime_write_string(out, p->subtype);
         if (ext) {
-            ok = ok && buf_append_byte(out, ' ') && mime_write_params(out, p->params, p->n_params) &&
-                 mime_write_ext_tail(out, p);
+            ok = ok && buf_append_byte(out, ' ') &&
+                 mime_write_params(out, p->params, p->n_params) && mime_write_ext_tail(out, p);
         }
         return ok && buf_append_byte(out, ')');
     }

@@ -46,7 +46,7 @@ enum mime_env_field {
 };
 
 struct mime_param {
-    char *name;  /* lower-case; "name*" when RFC 2231 extended (value keeps charset'lang') */
+    char *name; /* lower-case; "name*" when RFC 2231 extended (value keeps charset'lang') */
     char *value;
 };
 
@@ -55,7 +55,7 @@ struct mime_part {
     struct mime_part *children; /* multipart: first sub-part */
     struct mime_part *next;     /* next sibling inside the same multipart */
     size_t n_children;
-    struct mime_part *message;  /* message/rfc822: the encapsulated message */
+    struct mime_part *message; /* message/rfc822: the encapsulated message */
 
     /* Byte offsets into the parsed data; *_vsize count bare LF as two octets. The header
      * includes the empty line that ends it. */

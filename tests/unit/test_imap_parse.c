@@ -62,9 +62,8 @@ static void test_fetch_items(void **state)
     (void)state;
     struct imap_parser p;
     imap_parser_init(&p, 1024);
-    assert_int_equal(
-        feed(&p, "a fetch 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (From To)]<0.100> UID)"),
-        IMAP_PARSE_DONE);
+    assert_int_equal(feed(&p, "a fetch 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (From To)]<0.100> UID)"),
+                     IMAP_PARSE_DONE);
     assert_int_equal(p.args.n, 2);
     assert_string_equal(p.args.list[0].str, "1:*");
     struct imap_arg *l = &p.args.list[1];
@@ -170,8 +169,8 @@ static void test_seqset(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_simple),       cmocka_unit_test(test_missing_tag),
-        cmocka_unit_test(test_fetch_items),  cmocka_unit_test(test_literals),
+        cmocka_unit_test(test_simple),          cmocka_unit_test(test_missing_tag),
+        cmocka_unit_test(test_fetch_items),     cmocka_unit_test(test_literals),
         cmocka_unit_test(test_literal_too_big), cmocka_unit_test(test_quoted_and_nesting),
         cmocka_unit_test(test_seqset),
     };

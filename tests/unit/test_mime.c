@@ -90,11 +90,12 @@ static void test_alternative(void **state)
               "((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"quoted-printable\" 5 1)"
               "(\"text\" \"html\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 12 1) "
               "\"alternative\")");
-    ASSERT_BS(m, true,
-              "((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"quoted-printable\" 5 1 NIL "
-              "NIL NIL NIL)"
-              "(\"text\" \"html\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 12 1 NIL NIL NIL NIL) "
-              "\"alternative\" (\"boundary\" \"b1\") NIL NIL NIL)");
+    ASSERT_BS(
+        m, true,
+        "((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"quoted-printable\" 5 1 NIL "
+        "NIL NIL NIL)"
+        "(\"text\" \"html\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 12 1 NIL NIL NIL NIL) "
+        "\"alternative\" (\"boundary\" \"b1\") NIL NIL NIL)");
     struct mime_part *p = mime_parse(m, strlen(m));
     assert_int_equal(p->n_children, 2);
     const uint32_t path[] = {2};
@@ -199,11 +200,12 @@ static void test_rfc2231(void **state)
                     "Content-Disposition: attachment; filename*=UTF-8''%E2%82%AC.txt\n"
                     "\n"
                     "x";
-    ASSERT_BS(m, true,
-              "(\"application\" \"x-stuff\" (\"title*\" "
-              "\"us-ascii'en'This%20is%20even%20more%20%2A%2A%2Afun%2A%2A%2A%20isn%27t%20it!\") "
-              "NIL NIL \"7bit\" 1 NIL (\"attachment\" (\"filename*\" \"UTF-8''%E2%82%AC.txt\")) NIL "
-              "NIL)");
+    ASSERT_BS(
+        m, true,
+        "(\"application\" \"x-stuff\" (\"title*\" "
+        "\"us-ascii'en'This%20is%20even%20more%20%2A%2A%2Afun%2A%2A%2A%20isn%27t%20it!\") "
+        "NIL NIL \"7bit\" 1 NIL (\"attachment\" (\"filename*\" \"UTF-8''%E2%82%AC.txt\")) NIL "
+        "NIL)");
     const char *m2 = "Content-Type: text/plain; name*0=\"long\"; name*1=\"name.txt\"\n\n";
     ASSERT_BS(m2, false, "(\"text\" \"plain\" (\"name\" \"longname.txt\") NIL NIL \"7bit\" 0 0)");
 }
@@ -225,9 +227,10 @@ static void test_eight_bit_literal(void **state)
     (void)state;
     const char *m = "Subject: Gr\xc3\xbc\xc3\x9f\x65\nFrom: J\xc3\xb6rg <j@x.de>\n\n";
     char *e = env(m);
-    assert_string_equal(e, "(NIL {7}\r\nGr\xc3\xbc\xc3\x9f\x65 (({5}\r\nJ\xc3\xb6rg NIL \"j\" "
-                           "\"x.de\")) (({5}\r\nJ\xc3\xb6rg NIL \"j\" \"x.de\")) (({5}\r\nJ\xc3\xb6rg "
-                           "NIL \"j\" \"x.de\")) NIL NIL NIL NIL NIL)");
+    assert_string_equal(e,
+                        "(NIL {7}\r\nGr\xc3\xbc\xc3\x9f\x65 (({5}\r\nJ\xc3\xb6rg NIL \"j\" "
+                        "\"x.de\")) (({5}\r\nJ\xc3\xb6rg NIL \"j\" \"x.de\")) (({5}\r\nJ\xc3\xb6rg "
+                        "NIL \"j\" \"x.de\")) NIL NIL NIL NIL NIL)");
     free(e);
 }
 
@@ -315,7 +318,8 @@ static void test_multipart_without_parts(void **state)
 static void test_digest_default(void **state)
 {
     (void)state;
-    const char *m = "Content-Type: multipart/digest; boundary=d\n\n--d\n\nSubject: in\n\nx\n--d--\n";
+    const char *m =
+        "Content-Type: multipart/digest; boundary=d\n\n--d\n\nSubject: in\n\nx\n--d--\n";
     char *got = bs(m, false);
     assert_non_null(strstr(got, "(\"message\" \"rfc822\""));
     free(got);
