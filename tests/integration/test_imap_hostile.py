@@ -1,0 +1,106 @@
+"""
+test_imap_hostile.py - tern's IMAP server against hostile or broken input: overlong lines,
+oversized literals (synchronising and LITERAL+), deep nesting, commands in the wrong state,
+garbage bytes, pipelining, big FETCHes that must stream in batches, and the failed-login
+throttle. Every case ends with the server still answering.
+"""
+
+import re
+import socket
+
+from test_imap_lib import (Client, converse, fresh_user, imap_client, imaplib_login,
+                           read_literal_reply, sample_message, wire)
+
+
+def still_alive(tern):
+    c = imap_client(tern)
+    converse(c, [("z NOOP", r"^z OK")])
+    c.close()
+
+
+def test_overlong_line_gets_bye(tern):
+    c = imap_client(tern)
+    c.send_raw(b"a " + b"x" * (200 * 1024))
+    got = c.read_until(r"^\* BYE ")
+    assert "Line too long" in got
+    assert c.is_closed()
+    still_alive(tern)
+
+
+def test_nonsync_literal_too_big_closes(tern):
+    c = imap_client(tern)
+    c.send("a LOGIN {999999999+}")
+    converse(c, [(None, r"^\* BYE ")])
+    assert c.is_closed()
+    still_alive(tern)
+
+
+def test_sync_literal_too_big_outside_append_is_refused(tern):
+    c = imap_client(tern)
+    got = converse(c, [("a LOGIN {100000}", r"^a (NO|BAD) ")])[0]
+    assert not got.startswith("+")
+    converse(c, [("b NOOP", r"^b OK")])
+
+
+def test_deep_nesting_and_bad_syntax(tern):
+    user, pw = fresh_user(tern, "hostile")
+    c = imap_client(tern)
+    converse(c, [(f"a LOGIN {user} {pw}", r"^a OK"), ("b SELECT INBOX", r"^b OK")])
+    converse(c, [("c SEARCH " + "(" * 100 + "ALL" + ")" * 100, r"^c BAD ")])
+    converse(c, [('d SEARCH "unterminated', r"^d BAD ")])
+    converse(c, [("e FETCH 1 (BODY[HEADER.FIELDS (A)", r"^e BAD ")])
+    converse(c, [("f FETCH x:y FLAGS", r"^f BAD ")])
+    converse(c, [("g STORE 1 +FLAGS (\\Bogus)", r"^g BAD ")])
+    converse(c, [("h FROBNICATE", r"^h BAD ")])
+    converse(c, [("i UID LOGIN a b", r"^i BAD ")])
+    c.send_raw(b"\x00\xff\xfe garbage\r\n")
+    converse(c, [(None, r"^\* BAD ")])
+    converse(c, [("j NOOP", r"^j OK")])
+    c.close()
+
+
+def test_wrong_state(tern):
+    c = imap_client(tern)
+    converse(c, [("a SELECT INBOX", r"^a NO "),
+                 ("b FETCH 1 FLAGS", r"^b NO "),
+                 ("c AUTHENTICATE X-UNKNOWN", r"^c NO "),
+                 ("d LOGIN alice@example.test alicepw", r"^d OK"),
+                 ("e LOGIN alice@example.test alicepw", r"^e BAD "),
+                 ("f FETCH 1 FLAGS", r"^f BAD "),
+                 ("g STARTTLS", r"^g BAD "),
+                 ("h EXAMINE nosuchbox", r"^h NO "),
+                 ("i LOGOUT", r"^i OK")])
+
+
+def test_pipelined_commands_answered_in_order(tern):
+    user, pw = fresh_user(tern, "pipe", [sample_message(1)])
+    c = imap_client(tern)
+    c.send_raw((f"a LOGIN {user} {pw}\r\nb SELECT INBOX\r\nc FETCH 1 FLAGS\r\n"
+                "d NOOP\r\ne LOGOUT\r\n").encode())
+    got = c.read_until(r"^e OK")
+    tags = [ln.split(" ")[0] for ln in got.splitlines() if not ln.startswith("*")]
+    assert tags == ["a", "b", "c", "d", "e"], got
+
+
+def test_big_fetch_streams_in_batches(tern):
+    big_body = ("0123456789abcdef" * 4 + "\n") * 60000  # ~3.9 MB
+    msgs = [sample_message(i) for i in range(1, 201)] + [sample_message(999, "big", big_body)]
+    user, pw = fresh_user(tern, "big", msgs)
+    c = imap_client(tern)
+    converse(c, [(f"a LOGIN {user} {pw}", r"^a OK"), ("b SELECT INBOX", r"^b OK")])
+    c.send("c FETCH 1:* (UID RFC822.SIZE BODY.PEEK[])")
+    got = read_literal_reply(c, "c")
+    assert got.endswith(b"c OK Fetch completed.\r\n")
+    assert got.count(b" FETCH (") == 201
+    assert wire(msgs[-1]) in got
+    converse(c, [("d LOGOUT", r"^d OK")])
+
+
+def test_failed_login_throttle(tern_factory):
+    srv = tern_factory({"auth.max_failures": "3"})
+    c = imap_client(srv)
+    for i in range(3):
+        converse(c, [(f"a{i} LOGIN alice@example.test wrong", rf"^a{i} NO ")])
+    got = converse(c, [("b LOGIN alice@example.test alicepw", r"^b NO ")])[0]
+    assert "UNAVAILABLE" in got or "AUTHENTICATIONFAILED" in got
+    srv.wait_log(r"imap\[\d+\]: login failed: user=<alice@example.test>")
