@@ -156,7 +156,7 @@ def test_kill9_durability(tern_factory):
     threads = [threading.Thread(target=sender, args=(k,), daemon=True) for k in range(6)]
     for t in threads:
         t.start()
-    wait_for(lambda: len(acked) >= 60, timeout=60, what="60 acknowledged messages")
+    wait_for(lambda: len(acked) >= 200, timeout=120, what="200 acknowledged messages")
     srv.kill9()
     stop.set()
     for t in threads:
@@ -177,3 +177,41 @@ def test_kill9_durability(tern_factory):
     c = Client(srv.host, srv.ports["smtp"])
     c.read_until(r"^220 ")
     converse(c, [("EHLO client.test", r"^250 "), ("QUIT", r"^221 ")])
+
+
+def test_quota_at_data_and_at_rcpt(tern):
+    user = "quota@example.test"
+    if not tern.maildir(user).parent.exists():
+        tern.cli("user", "add", user, "--password-stdin", "--quota", "3000", input="qpw\n")
+    tok = uuid.uuid4().hex.encode()
+    first = b"Subject: " + tok + b"\r\n\r\n" + b"q" * 2000 + b"\r\n"
+    assert send_raw_message(tern, [user], first).startswith("250 ")
+    one_message(tern, user, tok)
+    # the copy would not fit: refused at end of data, nothing stored (all or nothing)
+    reply = send_raw_message(tern, [user], b"Subject: second\r\n\r\n" + b"q" * 2000 + b"\r\n")
+    assert reply.startswith("552 5.2.2 "), reply
+    assert len(maildir_messages(tern.maildir(user))) == 1
+    # once usage reaches the quota, RCPT already says so (temporary: 452 4.2.2)
+    tern.cli("user", "quota", user, "1000")
+    c = Client(tern.host, tern.ports["smtp"])
+    c.read_until(r"^220 ")
+    r = converse(c, [("EHLO client.test", r"^250 "),
+                     ("MAIL FROM:<a@remote.example>", r"^250 "),
+                     (f"RCPT TO:<{user}>", r"^452 "),
+                     ("RCPT TO:<bob@example.test>", r"^250 "),
+                     ("QUIT", r"^221 ")])
+    assert r[2].startswith(f"452 4.2.2 <{user}>: Recipient address rejected: Mailbox full")
+
+
+def test_disabled_user_is_unknown(tern):
+    user = "gone@example.test"
+    if not tern.maildir(user).parent.exists():
+        tern.cli("user", "add", user, "--password-stdin", input="gpw\n")
+        tern.cli("user", "disable", user)
+    c = Client(tern.host, tern.ports["smtp"])
+    c.read_until(r"^220 ")
+    r = converse(c, [("EHLO client.test", r"^250 "),
+                     ("MAIL FROM:<a@remote.example>", r"^250 "),
+                     (f"RCPT TO:<{user}>", r"^550 "),
+                     ("QUIT", r"^221 ")])
+    assert "5.1.1" in r[2]
