@@ -179,6 +179,21 @@ def test_domain_user_alias_lifecycle(cli):
     assert cli.ok("domain", "list").stdout == "example.test\n"
 
 
+def test_user_enable_disable_quota(cli):
+    cli.ok("domain", "add", "example.test")
+    cli.ok("user", "add", "a@example.test", "--password-stdin", input="pw\n")
+    cli.ok("user", "disable", "a@example.test")
+    assert cli.ok("user", "list").stdout == "a@example.test\tdisabled\n"
+    assert "enabled: no" in cli.ok("user", "show", "a@example.test").stdout
+    cli.ok("user", "enable", "A@Example.Test")
+    assert cli.ok("user", "list").stdout == "a@example.test\n"
+    cli.ok("user", "quota", "a@example.test", "10M")
+    assert "quota: 10485760" in cli.ok("user", "show", "a@example.test").stdout
+    cli.ok("user", "quota", "a@example.test", "0")
+    assert "quota: unlimited" in cli.ok("user", "show", "a@example.test").stdout
+    assert cli.run("user", "disable", "zz@example.test").returncode == 1
+
+
 def test_usage_errors_exit_2(cli):
     for args in (["domain"], ["domain", "frob"], ["domain", "add"], ["user"],
                  ["user", "add"], ["user", "add", "a@b.test", "--bogus"],

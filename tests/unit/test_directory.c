@@ -274,6 +274,30 @@ static void test_user_list(void **state)
     buf_free(&b);
 }
 
+/* A malformed stored credential is skipped; the others still verify the password. */
+static void test_malformed_credential_skipped(void **state)
+{
+    struct fixture *f = *state;
+    add_domain(f->svc, "example.test");
+    add_user(f->svc, "alice@example.test", "alicepw");
+    assert_int_equal(sqlite3_exec(f->svc->db,
+                                  "UPDATE credentials SET value = '{PLAIN-MD5}zz' "
+                                  "WHERE scheme = 'CRAM-MD5';"
+                                  "UPDATE credentials SET value = '{BOGUS}x' "
+                                  "WHERE scheme = 'PLAIN'",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    char *user = NULL;
+    assert_int_equal(auth_login_password(f->svc, "alice", "alicepw", &user), 1);
+    free(user);
+    assert_int_equal(auth_login_password(f->svc, "alice", "wrong", &user), 0);
+    /* Nothing usable at all: a failed login, not a server error. */
+    assert_int_equal(
+        sqlite3_exec(f->svc->db, "UPDATE credentials SET value = '{BOGUS}x'", NULL, NULL, NULL),
+        SQLITE_OK);
+    assert_int_equal(auth_login_password(f->svc, "alice", "alicepw", &user), 0);
+}
+
 /* ---- routing --------------------------------------------------------------------- */
 
 static void expect_targets(struct auth_service *svc, const char *addr, int want_rc,
@@ -571,6 +595,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_users, setup, teardown),
         cmocka_unit_test(test_default_domain),
         cmocka_unit_test_setup_teardown(test_user_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_malformed_credential_skipped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resolve, setup, teardown),
         cmocka_unit_test_setup_teardown(test_alias_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sender_allowed, setup, teardown),
