@@ -51,6 +51,7 @@ struct imap_fetch_item {
     size_t n_fields;
     bool has_partial;
     uint64_t start, len;
+    bool is_streamed; /* whole message or its TEXT: sent from the file in chunks */
 };
 
 struct imap_fetch {
@@ -60,9 +61,25 @@ struct imap_fetch {
     size_t n_items;
     size_t *idx;
     size_t n_idx, next;
-    bool needs_file, sets_seen, has_flags;
+    bool needs_file, needs_fd, sets_seen, has_flags;
     bool had_errors;
+    /* The message being written (kept across batches while a literal streams). */
+    struct imap_msg_data *msg;
+    size_t msg_index;     /* view index */
+    size_t msg_next_item; /* next item to write once the literal is done */
+    bool msg_add_flags;
+    bool msg_need_sp;        /* an item was written: the next one needs a space */
+    int msg_fd;              /* open file of the message, -1 when none */
+    uint64_t msg_size;       /* its size on disk */
+    uint64_t msg_header_end; /* offset after the header's empty line, UINT64_MAX unknown */
+    /* Literal in progress: raw range [pos, end) of msg_fd, converted LF -> CRLF; skip the
+     * first `skip` converted octets (partial), send `remaining` more. */
+    bool is_streaming;
+    uint64_t st_pos, st_end, st_skip, st_remaining;
+    bool st_prev_cr;
 };
+
+static void imap_fetch_msg_end(struct imap_fetch *f);
 
 void imap_fetch_free(struct imap_fetch *f)
 {
@@ -75,6 +92,7 @@ void imap_fetch_free(struct imap_fetch *f)
     }
     free(f->idx);
     free(f->tag);
+    imap_fetch_msg_end(f);
     free(f);
 }
 
@@ -220,7 +238,6 @@ static bool imap_fetch_add(struct imap_fetch *f, const char *s)
         it->label = strdup(it->spec == SEC_ALL      ? "RFC822"
                            : it->spec == SEC_HEADER ? "RFC822.HEADER"
                                                     : "RFC822.TEXT");
-        f->needs_file = true;
     } else if (strncasecmp(s, "BODY[", 5) == 0 || strncasecmp(s, "BODY.PEEK[", 10) == 0) {
         it->kind = FI_SECTION;
         it->is_peek = toupper((unsigned char)s[4]) == '.';
@@ -229,9 +246,15 @@ static bool imap_fetch_add(struct imap_fetch *f, const char *s)
                 free(it->fields[k]);
             return false;
         }
-        f->needs_file = true;
     } else {
         return false;
+    }
+    if (it->kind == FI_SECTION) {
+        it->is_streamed = it->n_path == 0 && (it->spec == SEC_ALL || it->spec == SEC_TEXT);
+        if (it->is_streamed)
+            f->needs_fd = true;
+        else
+            f->needs_file = true;
     }
     if (it->kind == FI_SECTION && !it->is_peek)
         f->sets_seen = true;
@@ -417,45 +440,164 @@ static void imap_write_section(struct imap_job *j, const struct imap_fetch_item 
     buf_free(&data);
 }
 
-static void imap_fetch_one(struct imap_job *j, struct imap_fetch *f, size_t i)
+/* ---- streamed literals ------------------------------------------------------------ */
+
+#define IMAP_STREAM_CHUNK (64 * 1024)
+
+/* CRLF size of raw range [pos, end) of fd; prev_cr: the byte before pos was CR. */
+static bool imap_file_crlf_size(int fd, uint64_t pos, uint64_t end, uint64_t *size_r)
+{
+    char chunk[IMAP_STREAM_CHUNK];
+    uint64_t n = 0;
+    bool prev_cr = false;
+    while (pos < end) {
+        size_t want = end - pos < sizeof chunk ? (size_t)(end - pos) : sizeof chunk;
+        ssize_t r = pread(fd, chunk, want, (off_t)pos);
+        if (r <= 0)
+            return false;
+        for (ssize_t k = 0; k < r; k++) {
+            if (chunk[k] == '\n' && !prev_cr)
+                n++;
+            prev_cr = chunk[k] == '\r';
+        }
+        n += (uint64_t)r;
+        pos += (uint64_t)r;
+    }
+    *size_r = n;
+    return true;
+}
+
+/* Offset just after the empty line that ends the header (or the file size). */
+static uint64_t imap_file_header_end(struct imap_fetch *f)
+{
+    if (f->msg_header_end != UINT64_MAX)
+        return f->msg_header_end;
+    char chunk[IMAP_STREAM_CHUNK];
+    uint64_t pos = 0;
+    int state = 1; /* 1: at a line start, 2: at a line start after CR, 0: inside a line */
+    f->msg_header_end = f->msg_size;
+    while (pos < f->msg_size) {
+        size_t want = f->msg_size - pos < sizeof chunk ? (size_t)(f->msg_size - pos) : sizeof chunk;
+        ssize_t r = pread(f->msg_fd, chunk, want, (off_t)pos);
+        if (r <= 0)
+            break;
+        for (ssize_t k = 0; k < r; k++) {
+            char c = chunk[k];
+            if (c == '\n') {
+                if (state != 0) {
+                    f->msg_header_end = pos + (uint64_t)k + 1;
+                    return f->msg_header_end;
+                }
+                state = 1;
+            } else if (c == '\r' && state == 1) {
+                state = 2;
+            } else {
+                state = 0;
+            }
+        }
+        pos += (uint64_t)r;
+    }
+    return f->msg_header_end;
+}
+
+/* Start the literal of a streamed item: "{n}\r\n" now, the bytes from later batches. */
+static void imap_stream_begin(struct imap_job *j, struct imap_fetch *f,
+                              const struct imap_fetch_item *it)
+{
+    uint64_t from = it->spec == SEC_TEXT ? imap_file_header_end(f) : 0;
+    uint64_t total = 0;
+    if (!imap_file_crlf_size(f->msg_fd, from, f->msg_size, &total))
+        total = 0; /* unreadable now: an empty literal keeps the protocol intact */
+    uint64_t skip = 0, n = total;
+    if (it->has_partial) {
+        /* RFC 3501 §6.4.5: <start.len> in octets of the CRLF form */
+        skip = it->start < total ? it->start : total;
+        n = total - skip;
+        if (n > it->len)
+            n = it->len;
+    }
+    buf_printf(&j->out, "%s {%llu}\r\n", it->label, (unsigned long long)n);
+    f->is_streaming = n > 0;
+    f->st_pos = from;
+    f->st_end = f->msg_size;
+    f->st_skip = skip;
+    f->st_remaining = n;
+    f->st_prev_cr = false;
+}
+
+/* Send more of the literal; false when the batch is full before it ends. */
+static bool imap_stream_continue(struct imap_job *j, struct imap_fetch *f)
+{
+    char chunk[IMAP_STREAM_CHUNK];
+    while (f->st_remaining > 0) {
+        if (j->out.len >= IMAP_FETCH_BATCH)
+            return false;
+        ssize_t r = -1;
+        if (f->st_pos < f->st_end) {
+            size_t want = f->st_end - f->st_pos < sizeof chunk ? (size_t)(f->st_end - f->st_pos)
+                                                               : sizeof chunk;
+            r = pread(f->msg_fd, chunk, want, (off_t)f->st_pos);
+        }
+        if (r <= 0) {
+            /* The file shrank under us: pad so the announced literal length holds. */
+            while (f->st_remaining > 0) {
+                buf_append_byte(&j->out, ' ');
+                f->st_remaining--;
+            }
+            break;
+        }
+        f->st_pos += (uint64_t)r;
+        for (ssize_t k = 0; k < r && f->st_remaining > 0; k++) {
+            char c = chunk[k];
+            char conv[2];
+            size_t nc = 0;
+            if (c == '\n' && !f->st_prev_cr)
+                conv[nc++] = '\r';
+            conv[nc++] = c;
+            f->st_prev_cr = c == '\r';
+            for (size_t q = 0; q < nc && f->st_remaining > 0; q++) {
+                if (f->st_skip > 0) {
+                    f->st_skip--;
+                    continue;
+                }
+                buf_append_byte(&j->out, conv[q]);
+                f->st_remaining--;
+            }
+        }
+    }
+    f->is_streaming = false;
+    return true;
+}
+
+/* ---- one message -------------------------------------------------------------------- */
+
+static void imap_fetch_msg_end(struct imap_fetch *f)
+{
+    if (f->msg) {
+        free(f->msg->bytes);
+        mime_part_free(f->msg->mime);
+        free(f->msg);
+        f->msg = NULL;
+    }
+    if (f->msg_fd >= 0)
+        close(f->msg_fd);
+    f->msg_fd = -1;
+    f->is_streaming = false;
+}
+
+/* Write items from f->msg_next_item on; stops early when an item starts streaming. */
+static void imap_fetch_items(struct imap_job *j, struct imap_fetch *f)
 {
     struct imap_session *s = j->s;
+    size_t i = f->msg_index;
     const struct store_message *m = store_mailbox_message(s->box, i);
-    struct imap_msg_data d = {0};
-    bool loaded = false;
-    if (f->needs_file) {
-        loaded = imap_msg_load(s->box, i, &d);
-        if (!loaded) {
-            /* expunged behind our back, or unreadable: skip, report at the end */
-            f->had_errors = true;
-            return;
-        }
-    }
-    bool add_flags = false;
-    if (f->sets_seen && !s->is_readonly && !(m->flags & STORE_FLAG_SEEN)) {
-        /* RFC 3501 §6.4.5: BODY[...] sets \Seen; the new flags are reported too. */
-        char *err = NULL;
-        if (store_message_set_flags(s->box, i, 1, STORE_FLAG_SEEN, NULL, &err) == 0)
-            add_flags = !f->has_flags;
-        free(err);
-        m = store_mailbox_message(s->box, i);
-    }
-    buf_printf(&j->out, "* %zu FETCH (", i + 1);
-    const char *sp = "";
-    if (f->is_uid) {
-        /* RFC 3501 §6.4.8: UID FETCH always returns the UID */
-        bool has_uid = false;
-        for (size_t k = 0; k < f->n_items; k++)
-            has_uid |= f->items[k].kind == FI_UID;
-        if (!has_uid) {
-            buf_printf(&j->out, "UID %u", m->uid);
-            sp = " ";
-        }
-    }
-    for (size_t k = 0; k < f->n_items; k++) {
-        const struct imap_fetch_item *it = &f->items[k];
-        buf_append_str(&j->out, sp);
-        sp = " ";
+    struct imap_msg_data *d = f->msg;
+    bool loaded = d->bytes != NULL;
+    while (f->msg_next_item < f->n_items) {
+        const struct imap_fetch_item *it = &f->items[f->msg_next_item++];
+        if (f->msg_need_sp)
+            buf_append_byte(&j->out, ' ');
+        f->msg_need_sp = true;
         switch (it->kind) {
         case FI_FLAGS:
             buf_append_str(&j->out, "FLAGS ");
@@ -478,43 +620,110 @@ static void imap_fetch_one(struct imap_job *j, struct imap_fetch *f, size_t i)
             break;
         case FI_ENVELOPE:
             buf_append_str(&j->out, "ENVELOPE ");
-            imap_write_cached(j, i, "envelope", &d, &loaded);
+            imap_write_cached(j, i, "envelope", d, &loaded);
             break;
         case FI_BODY:
             buf_append_str(&j->out, "BODY ");
-            imap_write_cached(j, i, "body", &d, &loaded);
+            imap_write_cached(j, i, "body", d, &loaded);
             break;
         case FI_BODYSTRUCTURE:
             buf_append_str(&j->out, "BODYSTRUCTURE ");
-            imap_write_cached(j, i, "bodystructure", &d, &loaded);
+            imap_write_cached(j, i, "bodystructure", d, &loaded);
             break;
         case FI_SECTION:
-            imap_write_section(j, it, &d);
+            if (it->is_streamed) {
+                imap_stream_begin(j, f, it);
+                if (f->is_streaming)
+                    return;
+            } else {
+                imap_write_section(j, it, d);
+            }
             break;
         }
     }
-    if (add_flags) {
-        buf_append_str(&j->out, sp);
-        buf_append_str(&j->out, "FLAGS ");
+    if (f->msg_add_flags) {
+        buf_append_str(&j->out, " FLAGS ");
         imap_write_flags(&j->out, m->flags, m->keywords);
     }
     buf_append_str(&j->out, ")\r\n");
-    free(d.bytes);
-    mime_part_free(d.mime);
+    imap_fetch_msg_end(f);
+}
+
+/* Start message i: load what the items need, set \Seen, write "* n FETCH (". */
+static void imap_fetch_begin(struct imap_job *j, struct imap_fetch *f, size_t i)
+{
+    struct imap_session *s = j->s;
+    f->msg = calloc(1, sizeof *f->msg);
+    if (!f->msg) {
+        f->had_errors = true;
+        return;
+    }
+    f->msg_index = i;
+    f->msg_next_item = 0;
+    f->msg_add_flags = false;
+    f->msg_need_sp = false;
+    f->msg_header_end = UINT64_MAX;
+    if (f->needs_file && !imap_msg_load(s->box, i, f->msg)) {
+        /* expunged behind our back, or unreadable: skip, report at the end */
+        f->had_errors = true;
+        imap_fetch_msg_end(f);
+        return;
+    }
+    if (f->needs_fd) {
+        char *err = NULL;
+        struct stat st;
+        if (store_message_open(s->box, i, &f->msg_fd, &err) < 0 || fstat(f->msg_fd, &st) < 0) {
+            free(err);
+            f->had_errors = true;
+            imap_fetch_msg_end(f);
+            return;
+        }
+        f->msg_size = (uint64_t)st.st_size;
+    }
+    const struct store_message *m = store_mailbox_message(s->box, i);
+    if (f->sets_seen && !s->is_readonly && !(m->flags & STORE_FLAG_SEEN)) {
+        /* RFC 3501 §6.4.5: BODY[...] sets \Seen; the new flags are reported too. */
+        char *err = NULL;
+        if (store_message_set_flags(s->box, i, 1, STORE_FLAG_SEEN, NULL, &err) == 0)
+            f->msg_add_flags = !f->has_flags;
+        free(err);
+        m = store_mailbox_message(s->box, i);
+    }
+    buf_printf(&j->out, "* %zu FETCH (", i + 1);
+    if (f->is_uid) {
+        /* RFC 3501 §6.4.8: UID FETCH always returns the UID */
+        bool has_uid = false;
+        for (size_t k = 0; k < f->n_items; k++)
+            has_uid |= f->items[k].kind == FI_UID;
+        if (!has_uid) {
+            buf_printf(&j->out, "UID %u", m->uid);
+            f->msg_need_sp = true;
+        }
+    }
+    imap_fetch_items(j, f);
 }
 
 static void imap_fetch_work(struct imap_job *j)
 {
     struct imap_fetch *f = j->s->fetch;
-    while (f->next < f->n_idx && j->out.len < IMAP_FETCH_BATCH)
-        imap_fetch_one(j, f, f->idx[f->next++]);
+    while (j->out.len < IMAP_FETCH_BATCH) {
+        if (f->is_streaming) {
+            if (!imap_stream_continue(j, f))
+                return; /* batch full: the next batch continues the literal */
+            imap_fetch_items(j, f);
+            continue;
+        }
+        if (f->next >= f->n_idx)
+            return;
+        imap_fetch_begin(j, f, f->idx[f->next++]);
+    }
 }
 
 static void imap_fetch_finish(struct imap_job *j)
 {
     struct imap_session *s = j->s;
     struct imap_fetch *f = s->fetch;
-    if (f->next < f->n_idx) {
+    if (f->next < f->n_idx || f->is_streaming) {
         j->keep_paused = true;
         s->is_fetch_waiting_drain = true;
         return;
@@ -548,6 +757,7 @@ void imap_cmd_fetch(struct imap_session *s, const char *tag, struct imap_arg *ar
     if (!f)
         return;
     f->is_uid = is_uid;
+    f->msg_fd = -1;
     f->tag = strdup(tag);
     if (!imap_fetch_parse_items(f, &args[1])) {
         imap_fetch_free(f);

@@ -93,7 +93,13 @@ def test_big_fetch_streams_in_batches(tern):
     assert got.endswith(b"c OK Fetch completed.\r\n")
     assert got.count(b" FETCH (") == 201
     assert wire(msgs[-1]) in got
-    converse(c, [("d LOGOUT", r"^d OK")])
+    # a partial of the streamed TEXT, counted in CRLF octets
+    text = wire(msgs[-1]).split(b"\r\n\r\n", 1)[1]
+    c.send("d FETCH 201 (BODY.PEEK[TEXT]<100001.300000> RFC822.SIZE)")
+    got = read_literal_reply(c, "d")
+    assert b"BODY[TEXT]<100001> {300000}\r\n" + text[100001:400001] + b" RFC822.SIZE %d)" % len(
+        wire(msgs[-1])) in got
+    converse(c, [("e LOGOUT", r"^e OK")])
 
 
 def test_failed_login_throttle(tern_factory):
