@@ -4,8 +4,9 @@
  * The criteria are parsed on the loop into a small tree (AND lists, OR, NOT, leaves);
  * evaluation runs in the pool, reading a message file only when a key needs its text
  * (HEADER, FROM, TO, CC, BCC, SUBJECT, BODY, TEXT). Substring matches are ASCII
- * case-insensitive over the raw bytes (no MIME decoding yet). Dates compare days in UTC;
- * SENTBEFORE/SENTON/SENTSINCE use the internal date (the Date: header is not parsed yet).
+ * case-insensitive over the raw bytes (no MIME decoding yet). BEFORE/ON/SINCE compare the
+ * internal date's day in UTC; SENTBEFORE/SENTON/SENTSINCE the Date: header's day (its
+ * time and zone disregarded, RFC 3501 §6.4.4).
  */
 #include <ctype.h>
 #include <stdio.h>
@@ -40,6 +41,9 @@ enum skey_op {
     SK_BEFORE,
     SK_ON,
     SK_SINCE,
+    SK_SENTBEFORE,
+    SK_SENTON,
+    SK_SENTSINCE,
     SK_HEADER,
     SK_BODY,
     SK_TEXT,
@@ -209,6 +213,8 @@ static bool skey_parse_one(struct skey_parser *sp, struct skey *k, unsigned dept
             if (!v || !imap_parse_date(v, &t))
                 return false;
             k->num = (uint64_t)t;
+            if (k->op >= SK_SENTBEFORE)
+                sp->needs_file = true;
             return true;
         }
     }
@@ -380,6 +386,44 @@ static bool skey_header_match(struct skey_msg *sm, const char *field, const char
     return r;
 }
 
+/* Day (midnight UTC) of an RFC 5322 Date: "[Wed, ]25 Nov 2026 09:00:03 +0000"; -1 if bad. */
+static int64_t skey_header_day(struct skey_msg *sm)
+{
+    if (!skey_load(sm))
+        return -1;
+    struct buf f;
+    buf_init(&f, 0);
+    const char *names[1] = {"Date"};
+    mime_header_filter(sm->bytes, sm->header_len, names, 1, false, &f);
+    int64_t day = -1;
+    const char *v = f.data ? strchr(f.data, ':') : NULL;
+    if (v) {
+        v++;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        if (isalpha((unsigned char)*v)) {
+            while (*v && *v != ',')
+                v++;
+            if (*v == ',')
+                v++;
+        }
+        int d, y;
+        char mon[4];
+        if (sscanf(v, "%2d %3s %4d", &d, mon, &y) == 3) {
+            char date[32];
+            snprintf(date, sizeof date, "%d-%s-%d", d, mon,
+                     y < 50    ? y + 2000
+                     : y < 100 ? y + 1900
+                               : y);
+            time_t t;
+            if (imap_parse_date(date, &t))
+                day = (int64_t)t;
+        }
+    }
+    buf_free(&f);
+    return day;
+}
+
 static bool skey_has_keyword(const struct store_message *m, const char *kw)
 {
     for (char **k = m->keywords; k && *k; k++)
@@ -426,6 +470,16 @@ static bool skey_eval(const struct skey *k, struct skey_msg *sm)
         return (uint64_t)day == k->num;
     case SK_SINCE:
         return (uint64_t)day >= k->num;
+    case SK_SENTBEFORE:
+    case SK_SENTON:
+    case SK_SENTSINCE: {
+        int64_t sent = skey_header_day(sm);
+        if (sent < 0)
+            return false;
+        return k->op == SK_SENTBEFORE ? sent < (int64_t)k->num
+               : k->op == SK_SENTON   ? sent == (int64_t)k->num
+                                      : sent >= (int64_t)k->num;
+    }
     case SK_HEADER:
         return skey_header_match(sm, k->str, k->str2);
     case SK_BODY:

@@ -78,6 +78,16 @@ def test_imaplib_select_fetch_store_search_expunge(tern):
     assert data == [b"1 3"]
     typ, data = m.search(None, "NOT", "SEEN", "LARGER", "10")
     assert data == [b"1 3"]
+    assert m.search(None, "SENTON", "25-Nov-2026")[1] == [b"1 2 3"]
+    assert m.search(None, "SENTBEFORE", "25-Nov-2026")[1] == [b""]
+    assert m.search(None, "SENTSINCE", "26-Nov-2026")[1] == [b""]
+    assert m.search(None, "SINCE", "1-Jan-2020")[1] == [b"1 2 3"]
+    assert m.search(None, "BEFORE", "1-Jan-2020")[1] == [b""]
+    assert m.search(None, "2:3", "NOT", "UID", "1")[1] == [b"2 3"]
+    assert m.search(None, "HEADER", "Message-Id", "example.org", "BODY", "second")[1] == [
+        b"1 2 3"]
+    assert m.search(None, "TEXT", "gamma")[1] == [b"3"]
+    assert m.search(None, "CHARSET", "UTF-8", "FROM", "sender")[1] == [b"1 2 3"]
     typ, data = m.uid("SEARCH", None, "ALL")
     uids = data[0].split()
     assert len(uids) == 3
