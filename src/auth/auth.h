@@ -44,7 +44,10 @@ struct auth_targets {
     size_t n_remote;
 };
 /* Resolve address. Returns 1 if it exists (targets filled), 0 if the domain is ours but no
- * user or alias matches (550 5.1.1), -1 on a directory error (451). Domain must be local. */
+ * user or alias matches (550 5.1.1), -1 on a directory error (451). Domain must be local.
+ * Lookup order per address: exact alias, exact user, "user+tag" -> "user" (alias or user),
+ * then the domain's catch-all "@domain". An alias listing its own source keeps a copy for
+ * the user of that name. An alias whose targets all vanished resolves to 0. */
 int auth_resolve(struct auth_service *svc, const char *address, struct auth_targets *t);
 void auth_targets_free(struct auth_targets *t);
 
@@ -138,7 +141,8 @@ int auth_domain_del(struct auth_service *svc, const char *domain, char **error_r
 /* Calls cb for each domain in order. */
 int auth_domain_list(struct auth_service *svc, void (*cb)(const char *domain, void *arg),
                      void *arg);
-/* BLOCKING. Store the password in each scheme of auth.password_schemes. */
+/* BLOCKING. Store the password in each scheme of auth.password_schemes. quota 0 means
+ * "follow quota.default" (also for auth_user_set_quota). The domain must exist. */
 int auth_user_add(struct auth_service *svc, const char *address, const char *password,
                   uint64_t quota, char **error_r);
 int auth_user_del(struct auth_service *svc, const char *address, char **error_r);
