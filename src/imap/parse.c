@@ -184,9 +184,12 @@ static enum imap_parse_result imap_parse_args(struct imap_parser *p, const char 
             struct imap_arg *a = imap_arg_add(p, IMAP_ARG_LITERAL);
             if (!a)
                 return imap_fail(p, "Too many arguments.");
-            a->str = malloc((size_t)n + 1);
+            /* Memory grows as the bytes arrive: an announced size costs nothing. */
+            size_t first = n < 4096 ? (size_t)n + 1 : 4096;
+            a->str = malloc(first);
             if (!a->str)
                 return imap_fail(p, "Out of memory.");
+            a->cap = first;
             a->str[0] = '\0';
             a->len = 0;
             p->literal_size = n;
@@ -268,6 +271,21 @@ bool imap_parser_feed_literal(struct imap_parser *p, const char *data, size_t le
     uint64_t want = p->literal_size - p->literal_have;
     if (len > want)
         len = (size_t)want;
+    if (a->len + len + 1 > a->cap) {
+        /* double, but never past the announced size (+1 for the NUL) */
+        size_t cap = a->cap;
+        while (cap < a->len + len + 1)
+            cap = cap > SIZE_MAX / 2 ? a->len + len + 1 : cap * 2;
+        if (cap > (size_t)p->literal_size + 1)
+            cap = (size_t)p->literal_size + 1;
+        char *grown = realloc(a->str, cap);
+        if (!grown) {
+            p->is_out_of_memory = true; /* the session gives up on the connection */
+            return false;
+        }
+        a->str = grown;
+        a->cap = cap;
+    }
     memcpy(a->str + a->len, data, len);
     a->len += len;
     a->str[a->len] = '\0';

@@ -40,7 +40,7 @@ struct imap_arg {
     char *str; /* atom/quoted/literal bytes, NUL-terminated (len is the truth) */
     size_t len;
     struct imap_arg *list; /* IMAP_ARG_LIST: the elements */
-    size_t n, cap;
+    size_t n, cap;         /* elements / allocated (for a literal: bytes allocated) */
 };
 
 enum imap_parse_result {
@@ -66,6 +66,7 @@ struct imap_parser {
     size_t depth;
     size_t n_args;
     bool has_first_line;
+    bool is_out_of_memory; /* a literal could not grow: the command cannot continue */
 };
 
 void imap_parser_init(struct imap_parser *p, size_t max_literal);

@@ -608,6 +608,12 @@ static void imap_session_process(struct imap_session *s)
             evbuffer_remove(in, chunk, take);
             if (imap_parser_feed_literal(&s->parser, chunk, take))
                 s->is_in_literal = false;
+            if (s->parser.is_out_of_memory) {
+                conn_write_str(s->c, "* BYE Out of memory.\r\n");
+                s->is_closing = true;
+                conn_close(s->c);
+                return;
+            }
             continue;
         }
         size_t len = 0;

@@ -95,7 +95,9 @@ def test_big_fetch_streams_in_batches(tern):
     assert wire(msgs[-1]) in got
     # a partial of the streamed TEXT, counted in CRLF octets
     text = wire(msgs[-1]).split(b"\r\n\r\n", 1)[1]
-    c.send("d FETCH 201 (BODY.PEEK[TEXT]<100001.300000> RFC822.SIZE)")
+    found = converse(c, [("s SEARCH SUBJECT big", r"^s OK")])[0]
+    seq = int(re.search(r"^\* SEARCH (\d+)\r$", found, re.M).group(1))
+    c.send(f"d FETCH {seq} (BODY.PEEK[TEXT]<100001.300000> RFC822.SIZE)")
     got = read_literal_reply(c, "d")
     assert b"BODY[TEXT]<100001> {300000}\r\n" + text[100001:400001] + b" RFC822.SIZE %d)" % len(
         wire(msgs[-1])) in got
