@@ -177,6 +177,7 @@ static void delivery_done(void *arg)
                      "%s: to=<%s>, relay=none, delay=%.2f, dsn=4.0.0, status=deferred (queued "
                      "for delivery)",
                      id, job->remote[i], delay);
+        s->n_junk = 0;
         smtp_reply(s, "250 2.0.0 Ok: queued as %s", id);
     } else {
         bool is_quota = false, is_only_quota = job->store_rc < 0;

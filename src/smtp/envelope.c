@@ -228,6 +228,14 @@ static int rcpt_local(struct smtp_session *s, const char *rcpt)
     return result;
 }
 
+static bool has_non_ascii(const char *p)
+{
+    for (; *p; p++)
+        if ((unsigned char)*p >= 0x80)
+            return true;
+    return false;
+}
+
 /* RFC 5321 §4.1.1.3: a bare "postmaster" is ours. Route it via auth.default_domain,
  * else the parent domain of our hostname when that is local, else the hostname. */
 static void postmaster_domain(struct smtp_session *s, char *out, size_t size)
@@ -252,6 +260,11 @@ void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
     char reply[SMTP_REPLY_MAX];
     if (!smtp_parse_rcpt(cmd->arg, cmd->arg_len, &to, reply, sizeof reply)) {
         smtp_reply(s, "%s", reply);
+        return;
+    }
+    if (!s->txn.params.is_smtputf8 && (has_non_ascii(to.local) || has_non_ascii(to.domain))) {
+        /* RFC 6531 §3.4: internationalised addresses only with MAIL ... SMTPUTF8. */
+        smtp_reply(s, "553 5.6.7 Recipient address requires SMTPUTF8");
         return;
     }
     unsigned max = s->cfg->smtp_max_recipients ? s->cfg->smtp_max_recipients : 1000;

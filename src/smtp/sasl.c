@@ -173,6 +173,12 @@ void smtp_cmd_auth(struct smtp_session *s, const struct smtp_command *cmd)
     auth_step_submit(s, initial, initial_len);
 }
 
+void smtp_auth_abort(struct smtp_session *s, const char *reply)
+{
+    auth_end_exchange(s);
+    smtp_reply(s, "%s", reply);
+}
+
 void smtp_auth_response(struct smtp_session *s, const char *line, size_t len)
 {
     if (!s->sasl) {

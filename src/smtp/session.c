@@ -26,6 +26,7 @@
 
 /* Command flags. */
 #define CMD_NEEDS_HELO 0x1 /* "503 5.5.1 Error: send HELO/EHLO first" before HELO */
+#define CMD_JUNK       0x2 /* makes no progress: counted against SMTP_JUNK_COMMAND_LIMIT */
 
 struct smtp_command_def {
     enum smtp_verb verb;
@@ -54,13 +55,13 @@ static const struct smtp_command_def command_table[] = {
     {SMTP_VERB_RCPT, smtp_cmd_rcpt, CMD_NEEDS_HELO},
     {SMTP_VERB_DATA, smtp_cmd_data, CMD_NEEDS_HELO},
     {SMTP_VERB_BDAT, smtp_cmd_bdat, 0}, /* checks itself: the chunk must be consumed */
-    {SMTP_VERB_RSET, cmd_rset, 0},
-    {SMTP_VERB_NOOP, cmd_noop, 0},
+    {SMTP_VERB_RSET, cmd_rset, CMD_JUNK},
+    {SMTP_VERB_NOOP, cmd_noop, CMD_JUNK},
     {SMTP_VERB_QUIT, cmd_quit, 0},
-    {SMTP_VERB_VRFY, cmd_vrfy, 0},
-    {SMTP_VERB_EXPN, cmd_not_implemented, 0},
-    {SMTP_VERB_ETRN, cmd_not_implemented, 0},
-    {SMTP_VERB_HELP, cmd_help, 0},
+    {SMTP_VERB_VRFY, cmd_vrfy, CMD_JUNK},
+    {SMTP_VERB_EXPN, cmd_not_implemented, CMD_JUNK},
+    {SMTP_VERB_ETRN, cmd_not_implemented, CMD_JUNK},
+    {SMTP_VERB_HELP, cmd_help, CMD_JUNK},
     {SMTP_VERB_STARTTLS, cmd_starttls, CMD_NEEDS_HELO},
     {SMTP_VERB_AUTH, smtp_cmd_auth, CMD_NEEDS_HELO},
     {SMTP_VERB_NON_SMTP, cmd_non_smtp, 0},
@@ -245,7 +246,12 @@ static void session_command(struct smtp_session *s, const char *line, size_t len
         smtp_reply(s, "503 5.5.1 Error: send HELO/EHLO first");
         return;
     }
-    /* Submission (RFC 6409 §4.3): authentication comes before any mail. */
+    if (def->flags & CMD_JUNK) {
+        /* Commands that make no progress (Postfix smtpd_junk_command_limit): past the
+         * limit each one counts as an error, so max_errors ends an endless NOOP loop. */
+        if (++s->n_junk > SMTP_JUNK_COMMAND_LIMIT)
+            s->n_errors++;
+    }
     def->handler(s, &cmd);
 }
 
@@ -267,6 +273,10 @@ static bool session_read_line(struct smtp_session *s, struct evbuffer *in)
     if (s->is_discarding_line || line_len > SMTP_AUTH_LINE_MAX) {
         evbuffer_drain(in, line_len + eol_len);
         s->is_discarding_line = false;
+        if (s->input == SMTP_INPUT_AUTH) {
+            smtp_auth_abort(s, "500 5.5.6 Authentication Exchange line is too long");
+            return true;
+        }
         s->cur_verb = SMTP_VERB_UNKNOWN;
         s->stat_total[SMTP_VERB_UNKNOWN]++;
         smtp_reply(s, "500 5.5.2 Error: line too long");

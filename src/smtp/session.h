@@ -30,6 +30,8 @@ struct auth_sasl;
 /* MAIL and RCPT lines may carry parameters; RFC 5321 §4.5.3.1.4 lets extensions raise
  * the 512-octet command-line limit (RFC 1870, 6152, 6531, 4954 §5 each add some). */
 #define SMTP_MAIL_LINE_MAX 1024
+/* NOOP, RSET, VRFY, HELP... allowed before each further one counts as an error. */
+#define SMTP_JUNK_COMMAND_LIMIT 100
 
 /* What the bytes arriving next are. */
 enum smtp_input {
@@ -94,6 +96,7 @@ struct smtp_session {
     bool is_dead;            /* the connection closed while busy: done() frees */
     bool is_discarding_line; /* skipping an overlong line up to its LF */
     unsigned n_errors;
+    unsigned n_junk; /* NOOP/RSET/VRFY/HELP... since the last delivered message */
 
     struct smtp_txn txn;
 
@@ -141,6 +144,8 @@ void smtp_body_finalize(struct smtp_session *s);
 /* sasl.c */
 void smtp_cmd_auth(struct smtp_session *s, const struct smtp_command *cmd);
 void smtp_auth_response(struct smtp_session *s, const char *line, size_t len);
+/* End a SASL exchange with this reply (line too long, ...). */
+void smtp_auth_abort(struct smtp_session *s, const char *reply);
 /* Which SASL mechanisms to advertise now (malloc'd, "" when none) or NULL. */
 char *smtp_auth_mechanisms(struct smtp_session *s);
 

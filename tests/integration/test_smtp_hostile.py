@@ -248,3 +248,26 @@ def test_auth_throttle_blocks_after_failures(tern_factory):
         converse(c, [("AUTH PLAIN " + sasl_plain("alice@example.test", "bad"), r"^535 ")])
     r = converse(c, [("AUTH PLAIN " + sasl_plain("alice@example.test", "alicepw"), r"^454 ")])
     assert r[0].startswith("454 4.7.0")
+
+
+def test_junk_commands_limit(tern_factory):
+    """Past 100 commands without progress (NOOP, RSET, VRFY, HELP...) each one counts as
+    an error (Postfix smtpd_junk_command_limit), so an endless NOOP loop ends with 421."""
+    srv = tern_factory({"smtp.max_errors": 3})
+    c = session(srv)
+    c.send_raw(b"NOOP\r\n" * 110)
+    r = c.read_until(r"^421 ")
+    assert r.count("250 2.0.0 Ok") == 103, r.count("250 2.0.0 Ok")
+    assert "421 4.7.0 mail.example.test Error: too many errors" in r
+    assert c.is_closed()
+
+
+def test_utf8_address_needs_smtputf8(tern):
+    c = session(tern)
+    r = converse(c, [("MAIL FROM:<a@remote.example>", r"^250 "),
+                     ("RCPT TO:<jürgen@example.test>", r"^553 "),
+                     ("RSET", r"^250 "),
+                     ("MAIL FROM:<a@remote.example> SMTPUTF8", r"^250 "),
+                     ("RCPT TO:<jürgen@example.test>", r"^550 "),
+                     ("QUIT", r"^221 ")])
+    assert r[1].startswith("553 5.6.7")
