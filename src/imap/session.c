@@ -259,6 +259,7 @@ static void imap_cmd_logout(struct imap_session *s, const char *tag, struct imap
     imap_reply(s, tag, "OK Logout completed.");
     s->state = IMAP_STATE_LOGOUT;
     s->is_closing = true;
+    s->is_logged_out = true;
     conn_close(s->c);
 }
 
@@ -363,7 +364,8 @@ static void imap_login_finish_common(struct imap_job *j, const char *method)
 
 static void imap_login_finish(struct imap_job *j)
 {
-    imap_login_finish_common(j, "LOGIN");
+    /* Dovecot logs the LOGIN command as method=PLAIN; admins grep for that. */
+    imap_login_finish_common(j, "PLAIN");
 }
 
 static void imap_cmd_login(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
@@ -748,8 +750,11 @@ static void imap_close(void *session, const char *reason)
 {
     struct imap_session *s = session;
     if (s->username)
-        log_info("imap", "Disconnected: user=<%s>, rip=%s, reason=%s", s->username,
-                 conn_peer_ip(s->c), reason ? reason : "closed");
+        log_info("imap", "Disconnected: %s user=<%s>, rip=%s",
+                 s->is_logged_out ? "Logged out"
+                 : reason         ? reason
+                                  : "closed",
+                 s->username, conn_peer_ip(s->c));
     if (s->notify_sub) {
         store_notify_unsubscribe(s->notify_sub);
         s->notify_sub = NULL;

@@ -42,8 +42,9 @@ struct imap_session {
     struct imap_parser parser;
     bool is_in_literal;
     bool is_job_in_flight;
-    bool is_dead;    /* connection closed while a job was in flight */
-    bool is_closing; /* LOGOUT/BYE sent */
+    bool is_dead;       /* connection closed while a job was in flight */
+    bool is_closing;    /* LOGOUT/BYE sent */
+    bool is_logged_out; /* the client said LOGOUT (for the log) */
 
     /* authenticated user */
     char *username;

@@ -45,7 +45,7 @@ def deliver_file(tern, address, text):
             d.mkdir(mode=0o700)
             _chown(d, tern)
     data = text.encode() if isinstance(text, str) else text
-    name = f"{int(time.time())}.M{next(_counter)}P{os.getpid()}.imaptest"
+    name = f"{int(time.time())}.M{next(_counter):06d}P{os.getpid()}.imaptest"
     tmp = md / "tmp" / name
     with open(tmp, "wb") as f:
         f.write(data)

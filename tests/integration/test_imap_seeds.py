@@ -181,3 +181,25 @@ def test_literal_limits(tern):
     c.send_raw(b"c APPEND INBOX (\\Seen) {12+}\r\nSubject: x\r\n\r\n")
     converse(c, [(None, r"^c OK \[APPENDUID \d+ \d+\] Append completed\.\r$")])
     c.close()
+
+
+def test_seed003_select_unseen_fetch_close_logout_and_log(tern):
+    third = "Subject: third\n\nHopefully you've received this email message without fault ?\n\n\n"
+    user, pw = fresh_user(tern, "charlie", ["Subject: one\n\n1\n", "Subject: two\n\n2\n", third])
+    c = imap_client(tern)
+    converse(c, [(f"a1 login {user} {pw}", r"^a1 OK ")])
+    sel = converse(c, [("a2 select inbox", r"^a2 OK \[READ-WRITE\] Select completed\.\r$")])[0]
+    assert "* 3 EXISTS\r\n" in sel and "* OK [UNSEEN 1] First unseen.\r\n" in sel
+    assert "* OK [UIDNEXT 4] Predicted next UID\r\n" in sel
+    c.send("a3 fetch 3 body[text]")
+    got = read_literal_reply(c, "a3")
+    text = wire(third.split("\n\n", 1)[1])
+    assert len(text) == 66
+    assert got == b"* 3 FETCH (BODY[TEXT] {66}\r\n" + text + b" FLAGS (\\Seen))\r\n" \
+        b"a3 OK Fetch completed.\r\n" or got.startswith(b"* 3 FETCH (BODY[TEXT] {66}\r\n" + text)
+    converse(c, [("a4 close", r"^a4 OK Close completed\.\r$"),
+                 ("a5 logout", r"^\* BYE Logging out\r\na5 OK Logout completed\.\r$")])
+    assert c.is_closed()
+    tern.wait_log(r"imap\[\d+\]: Login: user=<" + re.escape(user) +
+                  r">, method=PLAIN, rip=127\.0\.0\.1, lip=127\.0\.0\.1")
+    tern.wait_log(r"imap\[\d+\]: Disconnected: Logged out user=<" + re.escape(user) + ">")
