@@ -1,0 +1,105 @@
+"""
+test_smtp_policy.py - SMTP policy with non-default settings: plaintext AUTH only over TLS,
+relay_networks, aliases that point to foreign addresses, mixed local + remote recipients
+(queue and store both written before the 250), and the disconnect statistics.
+"""
+
+import re
+import uuid
+
+from tern_util import Client, b64, converse, maildir_messages, sasl_plain, wait_for
+
+
+def session(srv, port="smtp"):
+    c = Client(srv.host, srv.ports[port])
+    c.read_until(r"^220 ")
+    return c
+
+
+def queued_files(srv, qid):
+    return [p for p in (srv.data_dir / "queue").rglob(qid) if p.is_file()]
+
+
+def test_plaintext_auth_needs_tls_when_configured(tern_factory):
+    srv = tern_factory({"auth.allow_plaintext": "tls"})
+    c = session(srv)
+    r = converse(c, [("EHLO client.test", r"^250 ")])
+    auth = [l for l in r[0].splitlines() if l.startswith("250-AUTH ")]
+    assert not auth or ("PLAIN" not in auth[0] and "LOGIN" not in auth[0]), r[0]
+    r = converse(c, [("AUTH PLAIN " + sasl_plain("alice@example.test", "alicepw"), r"^538 "),
+                     ("AUTH LOGIN", r"^538 ")])
+    assert r[0].startswith("538 5.7.11 Encryption required")
+    converse(c, [("STARTTLS", r"^220 ")])
+    c.starttls()
+    r = converse(c, [("EHLO client.test", r"^250 "),
+                     ("AUTH PLAIN " + sasl_plain("alice@example.test", "alicepw"), r"^235 "),
+                     ("QUIT", r"^221 ")])
+    assert re.search(r"^250-AUTH .*PLAIN", r[0], re.M)
+
+
+def test_relay_networks_allow_unauthenticated_relay(tern_factory):
+    srv = tern_factory({"relay_networks": "127.0.0.0/8"})
+    c = session(srv)
+    r = converse(c, [("EHLO client.test", r"^250 "),
+                     ("MAIL FROM:<app@example.test>", r"^250 "),
+                     ("RCPT TO:<someone@remote.example>", r"^250 "),
+                     ("RCPT TO:<bob@example.test>", r"^250 "),
+                     ("DATA", r"^354 "),
+                     ("Subject: relay and local", None), ("", None), ("both", None),
+                     (".", r"^250 2\.0\.0 Ok: queued as "),
+                     ("QUIT", r"^221 ")])
+    qid = re.search(r"queued as ([0-9A-F]+)", r[8]).group(1)
+    files = queued_files(srv, qid)
+    assert files, "remote copy must be spooled before the 250"
+    data = files[0].read_bytes()
+    assert b"someone@remote.example" in data
+    assert b"Delivered-To" not in data and b"Return-Path" not in data
+    wait_for(lambda: [f for f in maildir_messages(srv.maildir("bob@example.test"))
+                      if qid.encode() in open(f, "rb").read()], what="local copy")
+    srv.wait_log(qid + r": to=<someone@remote\.example>, relay=none, delay=[\d.]+, "
+                 r"dsn=4\.0\.0, status=deferred \(queued for delivery\)")
+    srv.wait_log(qid + r": to=<bob@example\.test>, relay=local, .*status=sent")
+
+
+def test_alias_to_foreign_address_is_queued_without_auth(tern_factory):
+    srv = tern_factory()
+    srv.cli("alias", "add", "fwd@example.test", "friend@remote.example")
+    tok = uuid.uuid4().hex
+    c = session(srv)
+    r = converse(c, [("EHLO client.test", r"^250 "),
+                     ("MAIL FROM:<x@other.example>", r"^250 "),
+                     ("RCPT TO:<fwd@example.test>", r"^250 "),
+                     ("DATA", r"^354 "),
+                     (f"Subject: {tok}", None), ("", None), ("fwd", None),
+                     (".", r"^250 2\.0\.0 Ok: queued as "),
+                     ("QUIT", r"^221 ")])
+    qid = re.search(r"queued as ([0-9A-F]+)", r[7]).group(1)
+    files = queued_files(srv, qid)
+    assert files and tok.encode() in files[0].read_bytes()
+
+
+def test_disconnect_statistics_count_failures(tern):
+    since = tern.log_offset()
+    c = session(tern)
+    converse(c, [("EHLO client.test", r"^250 "),
+                 ("MAIL FROM:<a@remote.example>", r"^250 "),
+                 ("RCPT TO:<x@elsewhere.example>", r"^554 "),
+                 ("RCPT TO:<alice@example.test>", r"^250 "),
+                 ("BOGUS", r"^502 "),
+                 ("QUIT", r"^221 ")])
+    tern.wait_log(r"disconnect from localhost\[127\.0\.0\.1\] ehlo=1 mail=1 rcpt=1/2 quit=1 "
+                  r"unknown=0/1 commands=4/6", since=since)
+
+
+def test_auth_login_on_465_with_wrong_password_then_right(tern):
+    c = Client(tern.host, tern.ports["submissions"], tls=True)
+    c.read_until(r"^220 ")
+    r = converse(c, [("EHLO client.test", r"^250 "),
+                     ("AUTH LOGIN " + b64("alice@example.test"), r"^334 UGFzc3dvcmQ6"),
+                     (b64("wrong"), r"^535 "),
+                     ("AUTH LOGIN " + b64("alice@example.test"), r"^334 "),
+                     (b64("alicepw"), r"^235 "),
+                     ("AUTH PLAIN " + sasl_plain("alice@example.test", "alicepw"), r"^503 "),
+                     ("QUIT", r"^221 ")])
+    assert "503 5.5.1 Error: already authenticated" in r[5]
+    assert "STARTTLS" not in r[0]
