@@ -571,30 +571,34 @@ void imap_cmd_unsubscribe(struct imap_session *s, const char *tag, struct imap_a
 
 /* ---- LIST / LSUB -------------------------------------------------------------------- */
 
-/* RFC 3501 §6.3.8: '*' matches anything, '%' anything but the hierarchy separator. */
+/* RFC 3501 §6.3.8: '*' matches anything, '%' anything but the hierarchy separator.
+ * Dynamic programming over (pattern, name) prefixes: O(|pattern| * |name|), no backtracking
+ * blow-up whatever the wildcards. */
 static bool imap_list_match(const char *pat, const char *name)
 {
-    /* Iterative matcher with backtracking over the last wildcard (linear-ish, bounded). */
-    const char *star_p = NULL, *star_n = NULL;
-    bool star_is_pct = false;
-    while (*name) {
-        if (*pat == '*' || *pat == '%') {
-            star_is_pct = *pat == '%';
-            star_p = ++pat;
-            star_n = name;
-        } else if (*pat == *name) {
-            pat++;
-            name++;
-        } else if (star_p && !(star_is_pct && *star_n == '/')) {
-            pat = star_p;
-            name = ++star_n;
-        } else {
-            return false;
+    size_t pl = strlen(pat), nl = strlen(name);
+    if (pl > 1024 || nl > 1024)
+        return false;
+    bool prev[1025], cur[1025];
+    /* prev[j]: pat[0..i) matches name[0..j) */
+    prev[0] = true;
+    for (size_t j = 1; j <= nl; j++)
+        prev[j] = false;
+    for (size_t i = 1; i <= pl; i++) {
+        char pc = pat[i - 1];
+        cur[0] = prev[0] && (pc == '*' || pc == '%');
+        for (size_t j = 1; j <= nl; j++) {
+            char nc = name[j - 1];
+            if (pc == '*')
+                cur[j] = prev[j] || cur[j - 1];
+            else if (pc == '%')
+                cur[j] = prev[j] || (cur[j - 1] && nc != '/');
+            else
+                cur[j] = prev[j - 1] && pc == nc;
         }
+        memcpy(prev, cur, (nl + 1) * sizeof prev[0]);
     }
-    while (*pat == '*' || *pat == '%')
-        pat++;
-    return *pat == '\0';
+    return prev[nl];
 }
 
 static void imap_list_work(struct imap_job *j)

@@ -88,3 +88,27 @@ def test_idle_reports_expunge_and_new_mail_from_other_session(tern):
     converse(c, [(None, r"^\* 2 EXISTS\r$")])
     other.logout()
     converse(c, [("DONE", r"^c OK Idle completed")])
+
+
+def test_list_wildcards(tern):
+    user, pw = fresh_user(tern, "listw")
+    c = imap_client(tern)
+    converse(c, [(f"a LOGIN {user} {pw}", r"^a OK"),
+                 ("b CREATE Work/Projects/Tern", r"^b OK"),
+                 ("c CREATE Work/Misc", r"^c OK")])
+
+    def names(cmd):
+        got = converse(c, [(cmd, r"^z OK")])[0]
+        return sorted(re.findall(r'^\* L(?:IST|SUB) \([^)]*\) "/" "([^"]*)"\r$', got, re.M))
+
+    top = names('z LIST "" "%"')
+    assert "INBOX" in top and "Work" in top and "Work/Misc" not in top
+    assert names('z LIST "" "Work/%"') == ["Work/Misc", "Work/Projects"]
+    assert names('z LIST "Work/" "%"') == ["Work/Misc", "Work/Projects"]
+    assert names('z LIST "" "*/%"') == ["Work/Misc", "Work/Projects", "Work/Projects/Tern"]
+    assert names('z LIST "" "w*"') == []
+    assert names('z LIST "" "inbox"') == ["INBOX"]
+    got = converse(c, [('z LIST "" ""', r"^z OK")])[0]
+    assert '* LIST (\\Noselect) "/" ""\r\n' in got
+    converse(c, [("d SUBSCRIBE Work/Misc", r"^d OK")])
+    assert "Work/Misc" in names('z LSUB "" "*"')
