@@ -120,7 +120,7 @@ integ_stage() {
     banner "$1 (pytest tests/integration, TERN_BIN=$2)"
     rm -f "$xml"
     if "$PYTHON" -c 'import pytest_timeout' 2>/dev/null; then
-        timeout_args=(-p pytest_timeout --timeout="$PER_TEST_LIMIT")
+        timeout_args=(--timeout="$PER_TEST_LIMIT")  # plugin auto-loads when installed
     fi
     # shellcheck disable=SC2086
     TERN_BIN="$2" timeout -k 10 "$PYTEST_STAGE_LIMIT" "$PYTHON" -m pytest tests/integration \

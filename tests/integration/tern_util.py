@@ -191,13 +191,15 @@ def converse(client, steps, timeout=None):
     return replies
 
 
-def openssl_s_client(port, steps, starttls=None, host="127.0.0.1", args=(), timeout=30):
+def openssl_s_client(port, steps, starttls=None, host="127.0.0.1", args=(), timeout=30,
+                     exit_timeout=10):
     """Drive a real `openssl s_client -connect host:port -crlf -ign_eof` session.
 
     steps: list of (line, expected_regex) or plain lines; after sending a line we wait
     until the output so far (from that point) matches expected_regex. The first step may
     be (None, regex) to wait for the greeting. After the last step stdin is closed and we
-    wait (bounded) for s_client to exit (the server closes after QUIT/LOGOUT).
+    wait up to exit_timeout for s_client to exit (the server closes after QUIT/LOGOUT),
+    then kill it; the output is returned either way.
     starttls: 'smtp' | 'pop3' | 'imap' for -starttls. Returns the whole output (stdout +
     stderr merged) as text; raises AssertionError if an expectation times out."""
     cmd = ["openssl", "s_client", "-connect", f"{host}:{port}", "-crlf", "-ign_eof",
@@ -249,7 +251,7 @@ def openssl_s_client(port, steps, starttls=None, host="127.0.0.1", args=(), time
         except BrokenPipeError:
             pass
         try:
-            proc.wait(timeout=timeout)
+            proc.wait(timeout=exit_timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
