@@ -21,7 +21,9 @@ static const struct command commands[] = {
     {"user", cli_user, "user add|del|passwd|list|show   manage users"},
     {"alias", cli_alias, "alias add|del|list              manage aliases"},
     {"hash-password", cli_hash_password, "hash-password [-s SCHEME]       like doveadm pw"},
-    {"queue", cli_queue, "queue list|show|delete|hold|release  manage the outbound queue"},
+    {"queue", cli_queue, "queue list|show|delete|hold|release|flush  manage the outbound queue"},
+    {"sendmail", cli_sendmail, "sendmail [-t] [-i] [-f FROM] [RCPT...]  submit a message from stdin"},
+    {"mailq", cli_mailq, "mailq                           list the queue (like queue list)"},
 };
 
 static void usage(FILE *out)
@@ -38,6 +40,15 @@ int main(int argc, char **argv)
     if (!overrides)
         return 1;
     opts.overrides = overrides;
+
+    /* invoked as "sendmail" or "mailq" (a symlink): the sendmail(8) interface */
+    const char *base = strrchr(argv[0], '/');
+    base = base ? base + 1 : argv[0];
+    if (strcmp(base, "sendmail") == 0 || strcmp(base, "mailq") == 0) {
+        int rc = base[0] == 's' ? cli_sendmail(&opts, argc, argv) : cli_mailq(&opts, argc, argv);
+        free(overrides);
+        return rc;
+    }
 
     int i = 1;
     for (; i < argc; i++) {

@@ -24,6 +24,11 @@ int cli_alias(const struct cli_options *o, int argc, char **argv);       /* alia
 int cli_hash_password(const struct cli_options *o, int argc, char **argv); /* hash-password [-s scheme] */
 int cli_queue(const struct cli_options *o, int argc, char **argv);       /* queue list|show|delete|hold|release */
 
+/* Added by the outbound helper: local submission and the queue listing (also run when
+ * the binary is invoked as "sendmail" or "mailq"). */
+int cli_sendmail(const struct cli_options *o, int argc, char **argv); /* sendmail [-t] [-i] ... */
+int cli_mailq(const struct cli_options *o, int argc, char **argv);    /* mailq */
+
 /* Load the config for a command, printing "tern: <reason>" on failure (returns NULL). */
 struct config *cli_load_config(const struct cli_options *o);
 

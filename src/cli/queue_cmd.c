@@ -151,13 +151,37 @@ static int queue_cmd_change(const struct config *cfg, const char *verb, int argc
     return ret;
 }
 
+/* Added by the outbound helper: `tern queue flush [DOMAIN]` (postqueue -f / -s): make
+ * deferred mail due now; the running server retries it within queue.scan_interval. */
+static int queue_cmd_flush(const struct cli_options *o, int argc, char **argv)
+{
+    if (argc > 3) {
+        fprintf(stderr, "usage: tern queue flush [DOMAIN]\n");
+        return 2;
+    }
+    struct config *cfg = cli_load_config(o);
+    if (!cfg)
+        return 1;
+    char *error = NULL;
+    int n = queue_flush(cfg->data_dir, argc == 3 ? argv[2] : NULL, &error);
+    config_free(cfg);
+    if (n < 0) {
+        fprintf(stderr, "tern: queue flush: %s\n", error ? error : "error");
+        free(error);
+        return 1;
+    }
+    printf("tern: %d deferred message%s scheduled for delivery\n", n, n == 1 ? "" : "s");
+    return 0;
+}
+
 static void queue_usage(void)
 {
     fprintf(stderr, "usage: tern queue list\n"
                     "       tern queue show ID\n"
                     "       tern queue delete ID...|ALL\n"
                     "       tern queue hold ID...\n"
-                    "       tern queue release ID...\n");
+                    "       tern queue release ID...\n"
+                    "       tern queue flush [DOMAIN]\n");
 }
 
 int cli_queue(const struct cli_options *o, int argc, char **argv)
@@ -168,6 +192,8 @@ int cli_queue(const struct cli_options *o, int argc, char **argv)
         return 2;
     }
     const char *verb = argv[1];
+    if (strcmp(verb, "flush") == 0)
+        return queue_cmd_flush(o, argc, argv);
     bool is_list = strcmp(verb, "list") == 0;
     bool is_show = strcmp(verb, "show") == 0;
     bool is_change =

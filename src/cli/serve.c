@@ -15,6 +15,7 @@
 #include "core/util.h"
 #include "imap/imap.h"
 #include "pop3/pop3.h"
+#include "queue/outbound.h"
 #include "smtp/smtp.h"
 #include "store/store.h"
 
@@ -40,11 +41,17 @@ static int serve_init(struct server_context *ctx, char **error_r)
         free(err);
         return -1;
     }
+    /* the queue runner (outbound delivery) needs the directory for local recipients */
+    ctx->app = outbound_runner_start(ctx, error_r);
+    if (!ctx->app)
+        return -1;
     return 0;
 }
 
 static void serve_fini(struct server_context *ctx)
 {
+    outbound_runner_stop(ctx->app);
+    ctx->app = NULL;
     if (ctx->auth)
         auth_service_close(ctx->auth);
     ctx->auth = NULL;

@@ -82,6 +82,20 @@ static const struct config_key config_keys[] = {
     {"max_connections_per_ip", CT_UINT, OFF(max_connections_per_ip), "100", "100"},
     {"quota.default", CT_SIZE, OFF(quota_default), "0", "0"},
     {"worker_threads", CT_UINT, OFF(worker_threads), "16", "16"},
+    {"queue.retry_min", CT_UINT, OFF(queue_retry_min), "300", "300"},
+    {"queue.retry_max", CT_UINT, OFF(queue_retry_max), "14400", "14400"},
+    {"queue.lifetime", CT_UINT, OFF(queue_lifetime), "432000", "432000"},
+    {"queue.scan_interval", CT_UINT, OFF(queue_scan_interval), "1", "1"},
+    {"queue.max_deliveries", CT_UINT, OFF(queue_max_deliveries), "20", "20"},
+    {"queue.destination_concurrency", CT_UINT, OFF(queue_destination_concurrency), "10", "10"},
+    {"dns.resolver", CT_STRING, OFF(dns_resolver), "", ""},
+    {"relayhost", CT_STRING, OFF(relayhost), "", ""},
+    {"relayhost.username", CT_STRING, OFF(relayhost_username), "", ""},
+    {"relayhost.password", CT_STRING, OFF(relayhost_password), "", ""},
+    {"relayhost.password_file", CT_PATH, OFF(relayhost_password_file), "", ""},
+    {"outbound.tls", CT_STRING, OFF(outbound_tls), "may", "may"},
+    {"outbound.timeout", CT_UINT, OFF(outbound_timeout), "300", "300"},
+    {"outbound.port", CT_UINT, OFF(outbound_port), "25", "25"},
 };
 
 #define N_KEYS (sizeof config_keys / sizeof config_keys[0])
@@ -409,6 +423,31 @@ static void strip_comment(char *s)
     }
 }
 
+/* transport.<domain> = [host]:port (a per-domain route for the queue runner): kept as
+ * "<domain> <value>" items; a later line for the same domain replaces the earlier one. */
+static char *config_transport_add(struct config *cfg, const char *domain, const char *value)
+{
+    if (strchr(domain, ' ') || strchr(value, ' ') || *value == '\0')
+        return config_asprintf("bad value '%.80s' for transport.%.80s", value, domain);
+    struct config_list *l = &cfg->transports;
+    size_t dn = strlen(domain);
+    for (size_t i = 0; i < l->n; i++) {
+        if (strncasecmp(l->items[i], domain, dn) == 0 && l->items[i][dn] == ' ') {
+            free(l->items[i]);
+            l->items[i] = config_asprintf("%s %s", domain, value);
+            return NULL;
+        }
+    }
+    if (l->n >= 1024)
+        return config_asprintf("too many transport.* keys");
+    char **items = realloc(l->items, (l->n + 1) * sizeof *items);
+    if (!items)
+        return config_asprintf("out of memory");
+    l->items = items;
+    l->items[l->n++] = config_asprintf("%s %s", domain, value);
+    return NULL;
+}
+
 /* Apply "key = value" (a line or an override). Returns NULL or a malloc'd reason;
  * a blank line or comment is a no-op. */
 static char *config_apply_line(struct config *cfg, char *line, bool is_override)
@@ -433,6 +472,8 @@ static char *config_apply_line(struct config *cfg, char *line, bool is_override)
     if (*key == '\0')
         return config_asprintf("missing key before '='");
     const struct config_key *k = config_key_find(key);
+    if (!k && strncmp(key, "transport.", 10) == 0 && key[10] != '\0')
+        return config_transport_add(cfg, key + 10, value);
     if (!k)
         return config_asprintf("unknown key '%.80s'", key);
     return config_set(cfg, k, value);
@@ -642,6 +683,7 @@ void config_free(struct config *cfg)
         else if (k->type == CT_LISTEN || k->type == CT_NETWORKS)
             config_list_free((struct config_list *)field);
     }
+    config_list_free(&cfg->transports);
     free(cfg->path);
     free(cfg);
 }

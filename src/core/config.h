@@ -70,6 +70,24 @@ struct config {
     unsigned max_connections_per_ip; /* max_connections_per_ip; 100 */
     uint64_t quota_default;          /* quota.default bytes per user, 0 = unlimited */
     unsigned worker_threads;         /* worker_threads for blocking work; 16 */
+
+    /* Outbound delivery (queue runner, SMTP client; issue 5). Added by the outbound helper. */
+    unsigned queue_retry_min;        /* queue.retry_min seconds; 300 (doubles per attempt) */
+    unsigned queue_retry_max;        /* queue.retry_max seconds; 14400 */
+    unsigned queue_lifetime;         /* queue.lifetime seconds before bouncing; 432000 (5d) */
+    unsigned queue_scan_interval;    /* queue.scan_interval seconds; 1 */
+    unsigned queue_max_deliveries;   /* queue.max_deliveries: delivery threads; 20 */
+    unsigned queue_destination_concurrency; /* queue.destination_concurrency; 10 */
+    char *dns_resolver;              /* dns.resolver: IP[@port]; "" = /etc/resolv.conf */
+    char *relayhost;                 /* relayhost: [host]:port smarthost; "" = MX routing */
+    char *relayhost_username;        /* relayhost.username: SASL login; "" = no AUTH */
+    char *relayhost_password;        /* relayhost.password */
+    char *relayhost_password_file;   /* relayhost.password_file: first line is the password */
+    char *outbound_tls;              /* outbound.tls: none | may | encrypt; default may */
+    unsigned outbound_timeout;       /* outbound.timeout seconds per SMTP read/write; 300 */
+    unsigned outbound_port;          /* outbound.port: TCP port for MX-routed mail; 25 */
+    struct config_list transports;   /* transport.<domain> = [host]:port, stored as
+                                        "<domain> [host]:port" items, in file order */
 };
 
 /*

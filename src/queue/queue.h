@@ -52,4 +52,13 @@ int queue_read(const char *data_dir, const char *id, struct queue_entry *e_r, in
                uint64_t *offset_r, char **error_r);
 void queue_entry_free(struct queue_entry *e);
 
+/* Added by the outbound helper (issue 5): make deferred mail due now by moving it from
+ * deferred/ to active/ (durably); the running server's queue runner picks it up within
+ * queue.scan_interval. domain NULL = every message (`tern queue flush`); otherwise only
+ * messages with a recipient in domain (ETRN, RFC 1985). Returns how many messages were
+ * moved, or -1 with *error_r. hold/ is left alone. */
+int queue_flush(const char *data_dir, const char *domain, char **error_r);
+/* ETRN convenience: queue_flush for one domain; messages moved or -1. */
+int queue_flush_domain(const char *data_dir, const char *domain);
+
 #endif

@@ -1,0 +1,138 @@
+/*
+ * bounce.c - RFC 3464 delivery status notifications (multipart/report, RFC 6522) for
+ * messages the queue runner cannot deliver: a human-readable part, the machine-readable
+ * message/delivery-status part, and the original headers (text/rfc822-headers), in the
+ * shape Postfix's bounce daemon produces so admins recognise them.
+ *
+ * Pure functions: the caller decides where the DSN goes (never to the null sender).
+ */
+#include "queue/outbound.h"
+
+#include "core/util.h"
+
+#include <string.h>
+
+/* Length of the header block, including the empty line that ends it. */
+size_t bounce_header_length(const char *msg, size_t len)
+{
+    for (size_t i = 0; i + 1 < len; i++) {
+        if (msg[i] != '\n')
+            continue;
+        if (msg[i + 1] == '\n')
+            return i + 2;
+        if (msg[i + 1] == '\r' && i + 2 < len && msg[i + 2] == '\n')
+            return i + 3;
+    }
+    return len;
+}
+
+/* Append text converting bare LF to CRLF and dropping NULs (the part is 7bit-safe-ish). */
+static bool append_crlf(struct buf *out, const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (c == '\0')
+            continue;
+        if (c == '\n' && (i == 0 || s[i - 1] != '\r')) {
+            if (!buf_append(out, "\r\n", 2))
+                return false;
+            continue;
+        }
+        if (!buf_append_byte(out, c))
+            return false;
+    }
+    return true;
+}
+
+/* A diagnostic on one line: CR/LF of multi-line replies become spaces. */
+static bool append_oneline(struct buf *out, const char *s)
+{
+    for (const char *p = s; *p; p++)
+        if (!buf_append_byte(out, (*p == '\r' || *p == '\n' || *p == '\t') ? ' ' : *p))
+            return false;
+    return true;
+}
+
+bool bounce_build(struct buf *out, const struct bounce_info *info, const struct bounce_rcpt *r,
+                  size_t n)
+{
+    char date[64], arrival[64];
+    util_rfc5322_date(info->now, date, sizeof date);
+    util_rfc5322_date(info->arrival, arrival, sizeof arrival);
+    bool is_delay = n > 0;
+    for (size_t i = 0; i < n; i++)
+        is_delay = is_delay && r[i].is_delayed;
+    bool ok = true;
+    ok = ok && buf_printf(out, "From: MAILER-DAEMON@%s (Mail Delivery System)\r\n", info->hostname);
+    ok = ok && buf_printf(out, "To: <%s>\r\n", info->to);
+    ok = ok && buf_printf(out, "Subject: %s\r\n",
+                          is_delay ? "Delayed Mail (still being retried)"
+                                   : "Undelivered Mail Returned to Sender");
+    ok = ok && buf_printf(out, "Date: %s\r\n", date);
+    ok = ok && buf_printf(out, "Message-ID: <%s.%s@%s>\r\n", info->boundary, info->queue_id,
+                          info->hostname);
+    /* RFC 3834 §5: machine-generated, so auto-responders stay quiet */
+    ok = ok && buf_printf(out, "Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n");
+    ok = ok && buf_printf(out,
+                          "Content-Type: multipart/report; report-type=delivery-status;\r\n"
+                          "\tboundary=\"%s\"\r\n\r\n",
+                          info->boundary);
+    ok = ok && buf_printf(out, "This is a MIME-encapsulated message.\r\n\r\n");
+
+    /* 1: for humans */
+    ok = ok && buf_printf(out,
+                          "--%s\r\nContent-Description: Notification\r\n"
+                          "Content-Type: text/plain; charset=us-ascii\r\n\r\n",
+                          info->boundary);
+    ok = ok && buf_printf(out, "This is the mail system at host %s.\r\n\r\n", info->hostname);
+    if (is_delay)
+        ok = ok && buf_printf(out, "####################################################\r\n"
+                                   "# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND #\r\n"
+                                   "####################################################\r\n\r\n"
+                                   "Your message could not be delivered yet. The mail system\r\n"
+                                   "will keep trying.\r\n\r\n");
+    else
+        ok = ok &&
+             buf_printf(out, "I'm sorry to have to inform you that your message could not\r\n"
+                             "be delivered to one or more recipients. It's attached below.\r\n\r\n"
+                             "                   The mail system\r\n\r\n");
+    for (size_t i = 0; ok && i < n; i++) {
+        ok = buf_printf(out, "<%s>: ", r[i].address) && append_oneline(out, r[i].diagnostic) &&
+             buf_append_str(out, "\r\n\r\n");
+    }
+
+    /* 2: RFC 3464 §2.2 per-message fields, §2.3 per-recipient fields */
+    ok = ok && buf_printf(out,
+                          "--%s\r\nContent-Description: Delivery report\r\n"
+                          "Content-Type: message/delivery-status\r\n\r\n",
+                          info->boundary);
+    ok = ok && buf_printf(out,
+                          "Reporting-MTA: dns; %s\r\nX-Tern-Queue-ID: %s\r\n"
+                          "Arrival-Date: %s\r\n",
+                          info->hostname, info->queue_id, arrival);
+    for (size_t i = 0; ok && i < n; i++) {
+        ok = buf_printf(out, "\r\nFinal-Recipient: rfc822; %s\r\nAction: %s\r\nStatus: %s\r\n",
+                        r[i].address, r[i].is_delayed ? "delayed" : "failed", r[i].dsn);
+        if (ok && r[i].remote_mta && r[i].remote_mta[0])
+            ok = buf_printf(out, "Remote-MTA: dns; %s\r\n", r[i].remote_mta);
+        if (ok) {
+            /* "smtp;" only for what a server said; our own reasons are "x-tern;" */
+            bool is_smtp = r[i].diagnostic[0] >= '2' && r[i].diagnostic[0] <= '5' &&
+                           r[i].diagnostic[1] >= '0' && r[i].diagnostic[1] <= '9';
+            ok = buf_printf(out, "Diagnostic-Code: %s; ", is_smtp ? "smtp" : "X-Tern") &&
+                 append_oneline(out, r[i].diagnostic) && buf_append_str(out, "\r\n");
+        }
+    }
+
+    /* 3: the original headers (RFC 6522 allows text/rfc822-headers instead of the body) */
+    ok = ok && buf_printf(out,
+                          "\r\n--%s\r\nContent-Description: Undelivered Message Headers\r\n"
+                          "Content-Type: text/rfc822-headers\r\n\r\n",
+                          info->boundary);
+    if (ok && info->headers && info->headers_len)
+        ok = append_crlf(out, info->headers, info->headers_len);
+    if (ok && out->len >= 2 && memcmp(out->data + out->len - 2, "\r\n", 2) != 0)
+        ok = buf_append_str(out, "\r\n");
+    ok = ok && buf_printf(out, "\r\n--%s--\r\n", info->boundary);
+    return ok;
+}

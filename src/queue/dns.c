@@ -1,0 +1,278 @@
+/*
+ * dns.c - where mail for a domain goes (RFC 5321 §5.1): MX records in preference order,
+ * the implicit MX (the domain's own A/AAAA) when there is none, RFC 7505 null MX, and the
+ * addresses of each exchanger. Uses libunbound, pointed at dns.resolver (IP[@port], so
+ * tests can run a DNS server on loopback) or at /etc/resolv.conf.
+ *
+ * Lookups are synchronous (ub_resolve) and run in the delivery threads, which block on
+ * the SMTP dialogue anyway; a libunbound context is thread-safe once configured.
+ */
+/* Log and reply texts are deliberately cut to their fixed buffers. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wformat-truncation"
+#endif
+#include "queue/outbound.h"
+
+#include "core/util.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unbound.h>
+
+#define DNS_MAX_MX    16
+#define DNS_MAX_ADDRS 32
+
+struct outbound_dns {
+    struct ub_ctx *ub;
+};
+
+struct outbound_dns *outbound_dns_create(const char *resolver, char **error_r)
+{
+    struct outbound_dns *d = calloc(1, sizeof *d);
+    if (!d || !(d->ub = ub_ctx_create())) {
+        free(d);
+        *error_r = strdup("cannot create the DNS resolver");
+        return NULL;
+    }
+    int r;
+    if (resolver && resolver[0]) {
+        r = ub_ctx_set_fwd(d->ub, resolver);
+        /* a test resolver on loopback speaks plain UDP/TCP; keep the queries simple */
+        if (r == 0)
+            (void)ub_ctx_set_option(d->ub, "do-ip6:", strchr(resolver, ':') ? "yes" : "no");
+    } else {
+        r = ub_ctx_resolvconf(d->ub, NULL);
+        if (r == 0)
+            (void)ub_ctx_hosts(d->ub, NULL);
+    }
+    if (r != 0) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "dns.resolver '%s': %s", resolver ? resolver : "",
+                 ub_strerror(r));
+        *error_r = strdup(msg);
+        ub_ctx_delete(d->ub);
+        free(d);
+        return NULL;
+    }
+    return d;
+}
+
+void outbound_dns_free(struct outbound_dns *d)
+{
+    if (!d)
+        return;
+    ub_ctx_delete(d->ub);
+    free(d);
+}
+
+int outbound_dns_parse_mx(const unsigned char *rdata, size_t len, uint16_t *pref_r, char *name_r,
+                          size_t size)
+{
+    if (len < 3 || size < 2)
+        return -1;
+    *pref_r = (uint16_t)(rdata[0] << 8 | rdata[1]);
+    size_t pos = 2, out = 0;
+    if (rdata[pos] == 0) {
+        if (pos + 1 != len)
+            return -1;
+        snprintf(name_r, size, ".");
+        return 0;
+    }
+    while (pos < len && rdata[pos] != 0) {
+        size_t l = rdata[pos];
+        if (l > 63 || pos + 1 + l > len || out + l + 1 >= size)
+            return -1; /* compression pointers cannot appear: libunbound decompresses */
+        for (size_t i = 0; i < l; i++) {
+            unsigned char ch = rdata[pos + 1 + i];
+            if (ch <= 0x20 || ch >= 0x7f || ch == '.')
+                return -1;
+            name_r[out++] = (char)ch;
+        }
+        name_r[out++] = '.';
+        pos += 1 + l;
+    }
+    if (pos + 1 != len)
+        return -1;
+    name_r[out - 1] = '\0'; /* drop the trailing dot */
+    return 0;
+}
+
+/* A and AAAA of host appended to addrs. Returns OK if any was found. */
+static enum outbound_dns_status dns_addresses(struct outbound_dns *d, const char *host,
+                                              uint16_t port, struct outbound_addr *addrs, size_t *n,
+                                              size_t max, char **error_r)
+{
+    /* an address literal needs no lookup */
+    struct outbound_addr a = {0};
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&a.sa;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&a.sa;
+    if (inet_pton(AF_INET, host, &s4->sin_addr) == 1 ||
+        inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
+        if (*n >= max)
+            return OUTBOUND_DNS_OK;
+        if (strchr(host, ':')) {
+            s6->sin6_family = AF_INET6;
+            s6->sin6_port = htons(port);
+            a.sa_len = sizeof *s6;
+        } else {
+            s4->sin_family = AF_INET;
+            s4->sin_port = htons(port);
+            a.sa_len = sizeof *s4;
+        }
+        snprintf(a.host, sizeof a.host, "%s", host);
+        snprintf(a.ip, sizeof a.ip, "%s", host);
+        a.port = port;
+        addrs[(*n)++] = a;
+        return OUTBOUND_DNS_OK;
+    }
+    bool found = false, tempfail = false;
+    static const int types[2] = {1 /* A */, 28 /* AAAA */};
+    for (int t = 0; t < 2; t++) {
+        struct ub_result *res = NULL;
+        int r = ub_resolve(d->ub, host, types[t], 1 /* IN */, &res);
+        if (r != 0 || !res) {
+            tempfail = true;
+            if (error_r && !*error_r) {
+                char msg[300];
+                snprintf(msg, sizeof msg, "Host or domain name lookup failed: %s", ub_strerror(r));
+                *error_r = strdup(msg);
+            }
+            continue;
+        }
+        if (res->rcode == 2 /* SERVFAIL */)
+            tempfail = true;
+        for (int i = 0; res->havedata && res->data[i] && *n < max; i++) {
+            memset(&a, 0, sizeof a);
+            if (types[t] == 1 && res->len[i] == 4) {
+                s4->sin_family = AF_INET;
+                s4->sin_port = htons(port);
+                memcpy(&s4->sin_addr, res->data[i], 4);
+                a.sa_len = sizeof *s4;
+                inet_ntop(AF_INET, &s4->sin_addr, a.ip, sizeof a.ip);
+            } else if (types[t] == 28 && res->len[i] == 16) {
+                s6->sin6_family = AF_INET6;
+                s6->sin6_port = htons(port);
+                memcpy(&s6->sin6_addr, res->data[i], 16);
+                a.sa_len = sizeof *s6;
+                inet_ntop(AF_INET6, &s6->sin6_addr, a.ip, sizeof a.ip);
+            } else {
+                continue;
+            }
+            snprintf(a.host, sizeof a.host, "%s", host);
+            a.port = port;
+            addrs[(*n)++] = a;
+            found = true;
+        }
+        ub_resolve_free(res);
+    }
+    if (found)
+        return OUTBOUND_DNS_OK;
+    return tempfail ? OUTBOUND_DNS_TEMPFAIL : OUTBOUND_DNS_NOTFOUND;
+}
+
+struct mx {
+    uint16_t pref;
+    uint32_t shuffle;
+    char name[256];
+};
+
+static int mx_cmp(const void *a, const void *b)
+{
+    const struct mx *x = a, *y = b;
+    if (x->pref != y->pref)
+        return x->pref < y->pref ? -1 : 1;
+    return x->shuffle < y->shuffle ? -1 : x->shuffle > y->shuffle;
+}
+
+static void dns_error(char **error_r, const char *fmt, const char *arg)
+{
+    if (!error_r || *error_r)
+        return;
+    char msg[512];
+    snprintf(msg, sizeof msg, fmt, arg);
+    *error_r = strdup(msg);
+}
+
+enum outbound_dns_status outbound_dns_route(struct outbound_dns *d,
+                                            const struct outbound_route *route,
+                                            struct outbound_addr **addrs_r, size_t *n_r,
+                                            char **error_r)
+{
+    *addrs_r = calloc(DNS_MAX_ADDRS, sizeof **addrs_r);
+    *n_r = 0;
+    if (!*addrs_r) {
+        dns_error(error_r, "%s", "out of memory");
+        return OUTBOUND_DNS_TEMPFAIL;
+    }
+    if (route->is_literal) {
+        enum outbound_dns_status s =
+            dns_addresses(d, route->host, route->port, *addrs_r, n_r, DNS_MAX_ADDRS, error_r);
+        if (s == OUTBOUND_DNS_NOTFOUND)
+            dns_error(error_r, "Host or domain name not found. Name service error for name=%s",
+                      route->host);
+        return s;
+    }
+    struct ub_result *res = NULL;
+    int r = ub_resolve(d->ub, route->host, 15 /* MX */, 1, &res);
+    if (r != 0 || !res) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "Host or domain name lookup failed: %s", ub_strerror(r));
+        dns_error(error_r, "%s", msg);
+        return OUTBOUND_DNS_TEMPFAIL;
+    }
+    if (res->rcode == 2) {
+        ub_resolve_free(res);
+        dns_error(error_r, "Host or domain name lookup failed (SERVFAIL) for name=%s", route->host);
+        return OUTBOUND_DNS_TEMPFAIL;
+    }
+    if (res->nxdomain) {
+        ub_resolve_free(res);
+        dns_error(error_r, "Host or domain name not found. Name service error for name=%s",
+                  route->host);
+        return OUTBOUND_DNS_NOTFOUND;
+    }
+    struct mx mxs[DNS_MAX_MX];
+    size_t n_mx = 0;
+    bool is_null = false;
+    for (int i = 0; res->havedata && res->data[i] && n_mx < DNS_MAX_MX; i++) {
+        struct mx m;
+        if (outbound_dns_parse_mx((const unsigned char *)res->data[i], (size_t)res->len[i], &m.pref,
+                                  m.name, sizeof m.name) < 0)
+            continue;
+        if (strcmp(m.name, ".") == 0) {
+            is_null = true; /* RFC 7505 §3: the domain accepts no mail */
+            continue;
+        }
+        util_random_bytes(&m.shuffle, sizeof m.shuffle);
+        mxs[n_mx++] = m;
+    }
+    ub_resolve_free(res);
+    if (is_null) {
+        dns_error(error_r, "Domain %s does not accept mail (nullMX)", route->host);
+        return OUTBOUND_DNS_NULLMX;
+    }
+    if (n_mx == 0) {
+        /* RFC 5321 §5.1: no MX, so the domain itself is the implicit MX */
+        enum outbound_dns_status s =
+            dns_addresses(d, route->host, route->port, *addrs_r, n_r, DNS_MAX_ADDRS, error_r);
+        if (s == OUTBOUND_DNS_NOTFOUND)
+            dns_error(error_r, "Host or domain name not found. Name service error for name=%s",
+                      route->host);
+        return s;
+    }
+    qsort(mxs, n_mx, sizeof mxs[0], mx_cmp);
+    bool tempfail = false;
+    for (size_t i = 0; i < n_mx && *n_r < DNS_MAX_ADDRS; i++) {
+        char *err = NULL;
+        if (dns_addresses(d, mxs[i].name, route->port, *addrs_r, n_r, DNS_MAX_ADDRS, &err) ==
+            OUTBOUND_DNS_TEMPFAIL)
+            tempfail = true;
+        free(err);
+    }
+    if (*n_r > 0)
+        return OUTBOUND_DNS_OK;
+    dns_error(error_r, "Host or domain name lookup failed for the MX hosts of %s", route->host);
+    return tempfail ? OUTBOUND_DNS_TEMPFAIL : OUTBOUND_DNS_NOTFOUND;
+}

@@ -1,0 +1,204 @@
+/*
+ * outbound.h - internals of outbound delivery (issue 5), shared by the queue runner
+ * (runner.c, loop side), the delivery job (deliver.c, thread side), the SMTP client
+ * (client.c), MX routing (dns.c) and bounces (bounce.c).
+ *
+ * Threading: the runner lives on the event loop (one timer). Scanning the spool and
+ * delivering messages run on a dedicated workpool ("delivery pool") so that slow remote
+ * servers never hold up the server's own workpool (fsync for SMTP receive). The SMTP
+ * client is blocking-with-timeouts in those threads (poll() slices of 1 s, so shutdown is
+ * prompt): a delivery is a long sequential dialogue and reads much more simply as straight
+ * code than as a state machine; the cost is one thread per concurrent delivery, bounded by
+ * queue.max_deliveries.
+ */
+#ifndef TERN_QUEUE_OUTBOUND_H
+#define TERN_QUEUE_OUTBOUND_H
+
+#include "core/buf.h"
+
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <time.h>
+
+struct server_context;
+struct config;
+struct auth_service;
+typedef struct ssl_ctx_st SSL_CTX;
+
+/* ---- retry schedule (runner.c) ------------------------------------------------------ */
+
+/* Seconds to wait after the attempts-th failed attempt (1-based): min, 2*min, 4*min, ...
+ * capped at max. */
+unsigned outbound_retry_delay(unsigned attempts, unsigned min, unsigned max);
+
+/* ---- routes (deliver.c) ------------------------------------------------------------- */
+
+struct outbound_route {
+    char host[256];
+    uint16_t port;
+    bool is_literal; /* "[host]": no MX lookup, connect to host's addresses */
+};
+/* Parse "[host]:port", "[host]", "host:port" or "host" (port defaults to default_port). */
+int outbound_route_parse(const char *s, uint16_t default_port, struct outbound_route *r);
+
+/* ---- DNS (dns.c) -------------------------------------------------------------------- */
+
+struct outbound_addr {
+    struct sockaddr_storage sa;
+    socklen_t sa_len;
+    char host[256]; /* MX host name (or the literal) */
+    char ip[64];
+    uint16_t port;
+};
+
+enum outbound_dns_status {
+    OUTBOUND_DNS_OK,
+    OUTBOUND_DNS_TEMPFAIL, /* SERVFAIL, timeout: defer */
+    OUTBOUND_DNS_NOTFOUND, /* NXDOMAIN or no address at all: bounce 5.1.2 / 5.4.4 */
+    OUTBOUND_DNS_NULLMX,   /* RFC 7505 null MX: bounce 5.1.10 */
+};
+
+struct outbound_dns;
+/* resolver: "" for /etc/resolv.conf, else "IP" or "IP@port". */
+struct outbound_dns *outbound_dns_create(const char *resolver, char **error_r);
+void outbound_dns_free(struct outbound_dns *d);
+/* BLOCKING (thread). Addresses to try for a route, in order: MX preference order (equal
+ * preferences shuffled), implicit MX (A/AAAA of the domain) when there is no MX. At most
+ * max addresses. *addrs_r is malloc'd. */
+enum outbound_dns_status outbound_dns_route(struct outbound_dns *d,
+                                            const struct outbound_route *route,
+                                            struct outbound_addr **addrs_r, size_t *n_r,
+                                            char **error_r);
+/* Pure: parse an MX RDATA (preference + uncompressed wire name) into pref and dotted name
+ * ("." for the root, i.e. null MX). 0 or -1. */
+int outbound_dns_parse_mx(const unsigned char *rdata, size_t len, uint16_t *pref_r, char *name_r,
+                          size_t size);
+
+/* ---- SMTP client (client.c) --------------------------------------------------------- */
+
+/* A parsed SMTP reply: code, enhanced status (RFC 3463) if any, the whole text. */
+struct outbound_reply {
+    int code;
+    char enh[16];    /* "2.0.0", or "" */
+    char text[1024]; /* lines joined with "\n", without the codes' separators trimmed */
+    char last[512];  /* last line as received: "250 2.0.0 Ok: queued as X" */
+};
+/* Pure parser over a receive buffer: 1 a complete reply was parsed (*consumed_r bytes),
+ * 0 more data needed, -1 malformed (not "ddd[ -]text", mixed codes, line too long). */
+int outbound_reply_parse(const char *data, size_t len, struct outbound_reply *r,
+                         size_t *consumed_r);
+
+struct outbound_ehlo {
+    bool has_starttls, has_pipelining, has_8bitmime, has_smtputf8, has_auth_plain, has_auth_login,
+        has_size;
+    uint64_t size_limit; /* 0 = no limit advertised */
+};
+/* Pure: capabilities from an EHLO reply's text. */
+void outbound_ehlo_parse(const struct outbound_reply *r, struct outbound_ehlo *e);
+
+enum outbound_tls_policy { OUTBOUND_TLS_NONE, OUTBOUND_TLS_MAY, OUTBOUND_TLS_ENCRYPT };
+
+struct outbound_client_opts {
+    const char *helo_name;
+    enum outbound_tls_policy tls;
+    unsigned timeout;     /* seconds per read/write */
+    const char *username; /* SASL; NULL = no AUTH */
+    const char *password;
+    SSL_CTX *ssl_ctx;
+    const atomic_bool *is_stopping;
+};
+
+/* Outcome for one recipient (or for all, when the session failed before RCPT). */
+struct outbound_result {
+    int code;             /* SMTP code; 4xx/5xx invented for local conditions */
+    char dsn[16];         /* "2.0.0", "4.4.1", "5.1.1" */
+    char text[512];       /* "250 2.0.0 Ok: queued as X" or "connect to ...: Connection refused" */
+    bool is_remote_reply; /* text is what the server said ("host said:") */
+};
+
+/* The message to send: fd positioned by offset, size bytes, CRLF lines. */
+struct outbound_message {
+    const char *sender;
+    const char *const *recipients;
+    size_t n_recipients;
+    int fd;
+    uint64_t offset, size;
+    bool has_8bit;
+};
+
+enum outbound_session_status {
+    OUTBOUND_SESSION_DONE,     /* per-recipient results are final for this attempt */
+    OUTBOUND_SESSION_TRY_NEXT, /* connection-level failure: try the next address;
+                                  results hold the reason for every recipient */
+};
+/* BLOCKING (thread). One SMTP session to addr delivering msg. results[n_recipients].
+ * *conn_ms_r: time spent setting up (connect, greeting, EHLO, TLS, AUTH). */
+enum outbound_session_status outbound_smtp_deliver(const struct outbound_client_opts *o,
+                                                   const struct outbound_addr *addr,
+                                                   const struct outbound_message *msg,
+                                                   struct outbound_result *results,
+                                                   uint64_t *conn_ms_r);
+/* A client SSL_CTX (TLS 1.2+, opportunistic: no certificate verification). */
+SSL_CTX *outbound_ssl_ctx_create(char **error_r);
+
+/* ---- bounces (bounce.c) ------------------------------------------------------------- */
+
+struct bounce_rcpt {
+    const char *address;
+    const char *dsn;        /* "5.1.1" */
+    const char *diagnostic; /* "550 5.1.1 <x>: Recipient address rejected" */
+    const char *remote_mta; /* host name or NULL */
+    bool is_delayed;        /* Action: delayed (warning) instead of failed */
+};
+struct bounce_info {
+    const char *hostname; /* Reporting-MTA */
+    const char *queue_id; /* of the original message */
+    time_t arrival, now;
+    const char *to;      /* where the DSN goes (original sender or postmaster) */
+    const char *headers; /* original message headers (CRLF), may be NULL */
+    size_t headers_len;
+    const char *boundary; /* unique MIME boundary */
+};
+/* Pure: an RFC 3464 multipart/report DSN (CRLF line ends) appended to out. */
+bool bounce_build(struct buf *out, const struct bounce_info *info, const struct bounce_rcpt *r,
+                  size_t n);
+/* Length of the header block at the start of a message (up to and including the empty
+ * line, or all of it if none within len). */
+size_t bounce_header_length(const char *msg, size_t len);
+
+/* ---- runner (runner.c) / delivery (deliver.c) --------------------------------------- */
+
+/* What delivery threads share (read-only after start, except the flag). */
+struct outbound_shared {
+    const struct config *cfg;
+    struct auth_service *auth;
+    struct outbound_dns *dns;
+    SSL_CTX *ssl_ctx;
+    atomic_bool is_stopping;
+    char *relay_password; /* relayhost.password or the file's first line */
+};
+
+/* One queued message to attempt (thread side). */
+struct outbound_job {
+    struct outbound_shared *shared;
+    char id[32];
+    int state;      /* QUEUE_STATE_ACTIVE / DEFERRED: the directory it was found in */
+    char **domains; /* distinct recipient domains (per-destination limit), lower case */
+    size_t n_domains;
+};
+/* BLOCKING (thread). Attempt delivery of job->id: local recipients via the store, remote
+ * ones via SMTP; then delete, defer (rewrite with attempts+1 and next-retry mtime) or
+ * bounce. */
+void outbound_deliver(struct outbound_job *job);
+
+struct outbound_runner;
+/* Loop thread: start the runner (timer + delivery pool). NULL with *error_r. */
+struct outbound_runner *outbound_runner_start(struct server_context *ctx, char **error_r);
+/* Loop thread: stop; waits for deliveries in flight (they notice the stop within ~1 s). */
+void outbound_runner_stop(struct outbound_runner *r);
+
+#endif

@@ -1,0 +1,354 @@
+/*
+ * runner.c - the queue runner inside `tern serve` (issue 5): one libevent timer on the
+ * loop fires every queue.scan_interval seconds; a scan (in the delivery pool: readdir and
+ * envelope reads are blocking) lists active/ and the deferred/ files whose retry time
+ * (their mtime) has come; back on the loop, messages are handed to delivery threads,
+ * at most queue.max_deliveries at once and queue.destination_concurrency per recipient
+ * domain. hold/ is never touched. A message in flight is never scanned twice: the loop
+ * keeps the set of ids in flight.
+ *
+ * The delivery pool is the runner's own workpool, separate from the server's, because a
+ * delivery can wait minutes on a slow peer and must not starve SMTP receive's fsyncs.
+ */
+/* Log and reply texts are deliberately cut to their fixed buffers. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wformat-truncation"
+#endif
+#include "queue/outbound.h"
+#include "queue/queue-private.h"
+#include "queue/queue.h"
+
+#include "core/config.h"
+#include "core/conn.h"
+#include "core/log.h"
+#include "core/workpool.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <openssl/ssl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#define RUNNER_MAX_SCAN 10000 /* messages considered per scan */
+
+unsigned outbound_retry_delay(unsigned attempts, unsigned min, unsigned max)
+{
+    if (min == 0)
+        min = 1;
+    if (max < min)
+        max = min;
+    unsigned d = min;
+    for (unsigned i = 1; i < attempts && d < max; i++)
+        d = d > max / 2 ? max : d * 2;
+    return d < max ? d : max;
+}
+
+struct runner_dest {
+    char domain[256];
+    unsigned active;
+};
+
+struct outbound_runner {
+    struct server_context *ctx;
+    struct outbound_shared shared;
+    struct workpool *pool;
+    struct event *timer;
+    bool is_scanning, is_stopping;
+    char (*inflight)[32];
+    size_t n_inflight;
+    struct runner_dest *dests;
+    size_t n_dests, cap_dests;
+    unsigned max_deliveries, per_dest;
+};
+
+struct scan_item {
+    char id[32];
+    int state;
+    char **domains;
+    size_t n_domains;
+};
+
+struct scan_job {
+    struct outbound_runner *r;
+    struct scan_item *items;
+    size_t n, cap;
+};
+
+static void domains_free(char **d, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(d[i]);
+    free(d);
+}
+
+/* Distinct lower-case recipient domains of an entry. */
+static char **entry_domains(const struct queue_entry *e, size_t *n_r)
+{
+    char **d = calloc(e->n_recipients ? e->n_recipients : 1, sizeof *d);
+    size_t n = 0;
+    if (!d)
+        return NULL;
+    for (size_t i = 0; i < e->n_recipients; i++) {
+        const char *at = strrchr(e->recipients[i], '@');
+        const char *dom = at ? at + 1 : "";
+        bool seen = false;
+        for (size_t k = 0; k < n && !seen; k++)
+            seen = strcasecmp(d[k], dom) == 0;
+        if (seen)
+            continue;
+        d[n] = strdup(dom);
+        if (!d[n])
+            break;
+        for (char *p = d[n]; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+        n++;
+    }
+    *n_r = n;
+    return d;
+}
+
+/* Delivery pool thread: list what is due. */
+static void scan_work(void *arg)
+{
+    struct scan_job *job = arg;
+    const char *data_dir = job->r->shared.cfg->data_dir;
+    time_t now = time(NULL);
+    static const int states[2] = {QUEUE_STATE_ACTIVE, QUEUE_STATE_DEFERRED};
+    for (int s = 0; s < 2 && job->n < RUNNER_MAX_SCAN; s++) {
+        char dir[4200];
+        snprintf(dir, sizeof dir, "%s/queue/%s", data_dir, queue_states[states[s]]);
+        DIR *d = opendir(dir);
+        if (!d)
+            continue;
+        struct dirent *de;
+        while ((de = readdir(d)) != NULL && job->n < RUNNER_MAX_SCAN) {
+            if (!queue_id_is_valid(de->d_name))
+                continue;
+            char path[4600];
+            snprintf(path, sizeof path, "%s/%.255s", dir, de->d_name);
+            struct stat st;
+            if (states[s] == QUEUE_STATE_DEFERRED && (stat(path, &st) < 0 || st.st_mtime > now))
+                continue;
+            struct queue_entry e;
+            char *err = NULL;
+            if (queue_file_read(path, &e, NULL, NULL, &err) != 0) {
+                free(err);
+                continue; /* spool.c's listing reports broken files */
+            }
+            if (job->n == job->cap) {
+                size_t ncap = job->cap ? job->cap * 2 : 64;
+                struct scan_item *ni = realloc(job->items, ncap * sizeof *ni);
+                if (!ni) {
+                    queue_entry_free(&e);
+                    break;
+                }
+                job->items = ni;
+                job->cap = ncap;
+            }
+            struct scan_item *it = &job->items[job->n];
+            snprintf(it->id, sizeof it->id, "%s", e.id);
+            it->state = states[s];
+            it->domains = entry_domains(&e, &it->n_domains);
+            queue_entry_free(&e);
+            if (it->domains)
+                job->n++;
+        }
+        closedir(d);
+    }
+}
+
+static bool runner_is_inflight(const struct outbound_runner *r, const char *id)
+{
+    for (size_t i = 0; i < r->n_inflight; i++)
+        if (strcmp(r->inflight[i], id) == 0)
+            return true;
+    return false;
+}
+
+static struct runner_dest *runner_dest(struct outbound_runner *r, const char *domain)
+{
+    for (size_t i = 0; i < r->n_dests; i++)
+        if (strcmp(r->dests[i].domain, domain) == 0)
+            return &r->dests[i];
+    /* reuse an idle slot before growing */
+    for (size_t i = 0; i < r->n_dests; i++)
+        if (r->dests[i].active == 0) {
+            snprintf(r->dests[i].domain, sizeof r->dests[i].domain, "%s", domain);
+            return &r->dests[i];
+        }
+    if (r->n_dests == r->cap_dests) {
+        size_t ncap = r->cap_dests ? r->cap_dests * 2 : 16;
+        struct runner_dest *nd = realloc(r->dests, ncap * sizeof *nd);
+        if (!nd)
+            return NULL;
+        r->dests = nd;
+        r->cap_dests = ncap;
+    }
+    struct runner_dest *d = &r->dests[r->n_dests++];
+    snprintf(d->domain, sizeof d->domain, "%s", domain);
+    d->active = 0;
+    return d;
+}
+
+static void deliver_work(void *arg)
+{
+    outbound_deliver(arg);
+}
+
+/* Loop thread: a delivery finished; free its slots. */
+static void deliver_done(void *arg)
+{
+    struct outbound_job *job = arg;
+    struct outbound_runner *r =
+        (struct outbound_runner *)((char *)job->shared - offsetof(struct outbound_runner, shared));
+    for (size_t i = 0; i < r->n_inflight; i++) {
+        if (strcmp(r->inflight[i], job->id) == 0) {
+            memcpy(r->inflight[i], r->inflight[r->n_inflight - 1], sizeof r->inflight[i]);
+            r->n_inflight--;
+            break;
+        }
+    }
+    for (size_t i = 0; i < job->n_domains; i++) {
+        struct runner_dest *d = runner_dest(r, job->domains[i]);
+        if (d && d->active)
+            d->active--;
+    }
+    domains_free(job->domains, job->n_domains);
+    free(job);
+}
+
+/* Loop thread: hand due messages to delivery threads within the limits. */
+static void scan_done(void *arg)
+{
+    struct scan_job *sj = arg;
+    struct outbound_runner *r = sj->r;
+    r->is_scanning = false;
+    for (size_t i = 0; i < sj->n; i++) {
+        struct scan_item *it = &sj->items[i];
+        bool ok =
+            !r->is_stopping && r->n_inflight < r->max_deliveries && !runner_is_inflight(r, it->id);
+        for (size_t k = 0; ok && k < it->n_domains; k++) {
+            struct runner_dest *d = runner_dest(r, it->domains[k]);
+            ok = d && d->active < r->per_dest;
+        }
+        struct outbound_job *job = ok ? calloc(1, sizeof *job) : NULL;
+        if (!job) {
+            domains_free(it->domains, it->n_domains);
+            continue;
+        }
+        job->shared = &r->shared;
+        snprintf(job->id, sizeof job->id, "%s", it->id);
+        job->state = it->state;
+        job->domains = it->domains;
+        job->n_domains = it->n_domains;
+        for (size_t k = 0; k < it->n_domains; k++)
+            runner_dest(r, it->domains[k])->active++;
+        memcpy(r->inflight[r->n_inflight++], job->id, sizeof job->id);
+        workpool_submit(r->pool, deliver_work, deliver_done, job);
+    }
+    free(sj->items);
+    free(sj);
+}
+
+static void runner_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct outbound_runner *r = arg;
+    if (r->is_scanning || r->is_stopping || r->n_inflight >= r->max_deliveries)
+        return;
+    struct scan_job *sj = calloc(1, sizeof *sj);
+    if (!sj)
+        return;
+    sj->r = r;
+    r->is_scanning = true;
+    workpool_submit(r->pool, scan_work, scan_done, sj);
+}
+
+/* relayhost.password, or the first line of relayhost.password_file. */
+static char *runner_relay_password(const struct config *cfg, char **error_r)
+{
+    if (cfg->relayhost_password_file && cfg->relayhost_password_file[0]) {
+        FILE *f = fopen(cfg->relayhost_password_file, "r");
+        char line[1024] = "";
+        if (!f || !fgets(line, sizeof line, f)) {
+            char msg[600];
+            snprintf(msg, sizeof msg, "cannot read relayhost.password_file %s: %s",
+                     cfg->relayhost_password_file, f ? "empty file" : strerror(errno));
+            if (f)
+                fclose(f);
+            *error_r = strdup(msg);
+            return NULL;
+        }
+        fclose(f);
+        line[strcspn(line, "\r\n")] = '\0';
+        return strdup(line);
+    }
+    return strdup(cfg->relayhost_password ? cfg->relayhost_password : "");
+}
+
+struct outbound_runner *outbound_runner_start(struct server_context *ctx, char **error_r)
+{
+    const struct config *cfg = ctx->cfg;
+    struct outbound_runner *r = calloc(1, sizeof *r);
+    if (!r) {
+        *error_r = strdup("out of memory");
+        return NULL;
+    }
+    r->ctx = ctx;
+    r->shared.cfg = cfg;
+    r->shared.auth = ctx->auth;
+    atomic_init(&r->shared.is_stopping, false);
+    r->max_deliveries = cfg->queue_max_deliveries ? cfg->queue_max_deliveries : 1;
+    r->per_dest = cfg->queue_destination_concurrency ? cfg->queue_destination_concurrency : 1;
+    r->inflight = calloc(r->max_deliveries, sizeof *r->inflight);
+    if (!r->inflight || queue_dirs_create(cfg->data_dir, error_r) < 0)
+        goto fail;
+    r->shared.relay_password = runner_relay_password(cfg, error_r);
+    if (!r->shared.relay_password)
+        goto fail;
+    r->shared.dns = outbound_dns_create(cfg->dns_resolver, error_r);
+    if (!r->shared.dns)
+        goto fail;
+    r->shared.ssl_ctx = outbound_ssl_ctx_create(error_r);
+    if (!r->shared.ssl_ctx)
+        goto fail;
+    /* one thread per delivery plus one for scans */
+    r->pool = workpool_create(ctx->base, r->max_deliveries + 1);
+    r->timer = event_new(ctx->base, -1, EV_PERSIST, runner_tick, r);
+    if (!r->pool || !r->timer) {
+        *error_r = strdup("cannot start the queue runner");
+        goto fail;
+    }
+    struct timeval tv = {.tv_sec = cfg->queue_scan_interval ? cfg->queue_scan_interval : 1};
+    event_add(r->timer, &tv);
+    event_active(r->timer, EV_TIMEOUT, 0); /* first scan at once: mail may be waiting */
+    log_info("qmgr", "queue runner started (%u delivery threads%s%s)", r->max_deliveries,
+             cfg->relayhost[0] ? ", relayhost " : "", cfg->relayhost);
+    return r;
+fail:
+    outbound_runner_stop(r);
+    return NULL;
+}
+
+void outbound_runner_stop(struct outbound_runner *r)
+{
+    if (!r)
+        return;
+    r->is_stopping = true;
+    atomic_store(&r->shared.is_stopping, true);
+    if (r->timer)
+        event_free(r->timer);
+    if (r->pool)
+        workpool_destroy(r->pool); /* waits for deliveries; runs their done callbacks */
+    outbound_dns_free(r->shared.dns);
+    if (r->shared.ssl_ctx)
+        SSL_CTX_free(r->shared.ssl_ctx);
+    free(r->shared.relay_password);
+    free(r->inflight);
+    free(r->dests);
+    free(r);
+}
