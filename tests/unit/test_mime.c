@@ -333,6 +333,94 @@ static void test_crlf_size(void **state)
     assert_int_equal(mime_crlf_size("", 0), 0);
 }
 
+static void test_header_only_message(void **state)
+{
+    (void)state;
+    /* No empty line: everything is header, the body is empty. */
+    const char *m = "Subject: only\nFrom: a@b";
+    struct mime_part *p = mime_parse(m, strlen(m));
+    assert_int_equal(p->header_size, strlen(m));
+    assert_int_equal(p->body_size, 0);
+    assert_int_equal(p->body_lines, 0);
+    assert_string_equal(p->env[MIME_ENV_SUBJECT], "only");
+    mime_part_free(p);
+    p = mime_parse("", 0);
+    assert_non_null(p);
+    assert_int_equal(p->body_size, 0);
+    mime_part_free(p);
+}
+
+static void test_crlf_nested_offsets(void **state)
+{
+    (void)state;
+    const char *m = "Content-Type: multipart/mixed; boundary=\"a b\"\r\n\r\n"
+                    "--a b  \r\n"
+                    "Content-Type: text/plain\r\n\r\n"
+                    "x\r\ny\r\n"
+                    "--a bc\r\n"
+                    "still part one\r\n"
+                    "--a b--\r\n";
+    struct mime_part *p = mime_parse(m, strlen(m));
+    assert_int_equal(p->n_children, 1);
+    const struct mime_part *c = p->children;
+    const char *want = "x\r\ny\r\n--a bc\r\nstill part one";
+    assert_int_equal(c->body_size, strlen(want));
+    assert_memory_equal(m + c->body_offset, want, strlen(want));
+    assert_int_equal(c->body_vsize, c->body_size); /* already CRLF */
+    assert_int_equal(c->body_lines, 4);
+    assert_memory_equal(m + c->header_offset, "Content-Type: text/plain\r\n\r\n", c->header_size);
+    mime_part_free(p);
+}
+
+static void test_field_limits_and_odd_lines(void **state)
+{
+    (void)state;
+    struct buf m;
+    buf_init(&m, 0);
+    for (int i = 0; i < MIME_MAX_FIELDS + 50; i++)
+        buf_printf(&m, "X-Filler-%d: value\n", i);
+    buf_append_str(&m, "Subject: late\nno colon on this line\n\tcontinued\n\nbody\n");
+    struct mime_part *p = mime_parse(m.data, m.len);
+    /* Fields past the limit are not looked at, but the header still ends where it ends. */
+    assert_null(p->env[MIME_ENV_SUBJECT]);
+    assert_memory_equal(m.data + p->body_offset, "body\n", 5);
+    mime_part_free(p);
+    buf_free(&m);
+}
+
+static void test_params_quoting_and_comments(void **state)
+{
+    (void)state;
+    const char *m = "Content-Type: text/plain (comment) ; charset = \"iso-8859-1\" (c2);"
+                    " format=flowed; junk; name=\"a\\\"b\\\\c\"\n"
+                    "Content-Transfer-Encoding: (why) QUOTED-PRINTABLE\n\nx";
+    ASSERT_BS(m, false,
+              "(\"text\" \"plain\" (\"charset\" \"iso-8859-1\" \"format\" \"flowed\" \"name\" "
+              "\"a\\\"b\\\\c\") NIL NIL \"QUOTED-PRINTABLE\" 1 1)");
+    /* a broken Content-Type falls back to text/plain (RFC 2045 §5.2) */
+    ASSERT_BS("Content-Type: garbage\n\nx", false,
+              "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 1 1)");
+}
+
+static void test_many_parts_linear(void **state)
+{
+    (void)state;
+    /* 5000 parts: must stay fast (one scan per level) and all be found. */
+    struct buf m;
+    buf_init(&m, 0);
+    buf_append_str(&m, "Content-Type: multipart/mixed; boundary=z\n\n");
+    for (int i = 0; i < 5000; i++)
+        buf_printf(&m, "--z\n\npart %d\n", i);
+    buf_append_str(&m, "--z--\n");
+    struct mime_part *p = mime_parse(m.data, m.len);
+    assert_int_equal(p->n_children, 5000);
+    const uint32_t path[] = {4321};
+    const struct mime_part *c = mime_part_find(p, path, 1);
+    assert_memory_equal(m.data + c->body_offset, "part 4320", 9);
+    mime_part_free(p);
+    buf_free(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -352,6 +440,11 @@ int main(void)
         cmocka_unit_test(test_multipart_without_parts),
         cmocka_unit_test(test_digest_default),
         cmocka_unit_test(test_crlf_size),
+        cmocka_unit_test(test_header_only_message),
+        cmocka_unit_test(test_crlf_nested_offsets),
+        cmocka_unit_test(test_field_limits_and_odd_lines),
+        cmocka_unit_test(test_params_quoting_and_comments),
+        cmocka_unit_test(test_many_parts_linear),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
