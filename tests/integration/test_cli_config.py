@@ -266,3 +266,12 @@ def test_sighup_reload_keeps_serving(tern_factory):
     assert srv.is_running()
     log = srv.log_text()[since:]
     assert not re.search(r"(?i)(error|fatal|cannot|failed).*(cert|key|tls)", log), log
+
+
+def test_directory_is_private(tern):
+    """tern.db holds password hashes (and, for CRAM-MD5/PLAIN, password equivalents):
+    other local users must not be able to read it (docs/SECURITY.md threat model)."""
+    for name in ("tern.db", "tern.db-wal", "tern.db-shm"):
+        p = tern.data_dir / name
+        if p.exists():
+            assert p.stat().st_mode & 0o077 == 0, f"{name} mode {oct(p.stat().st_mode)}"
