@@ -35,10 +35,10 @@ void smtp_txn_reset(struct smtp_txn *t)
     free(t->first_rcpt);
     if (t->body_fd >= 0)
         close(t->body_fd);
-    struct buf body = t->body;
-    buf_reset(&body);
+    /* Free the body too: an idle session should not keep a megabyte it once needed. */
+    buf_free(&t->body);
     memset(t, 0, sizeof *t);
-    t->body = body; /* keep the allocation for the next message */
+    buf_init(&t->body, 0);
     t->body_fd = -1;
 }
 
