@@ -20,6 +20,7 @@
 #include "core/log.h"
 #include "store/store.h"
 
+#include <event2/buffer.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -258,37 +259,140 @@ void pop3_cmd_uidl(struct pop3_session *s, const char *args, size_t len)
 
 /* ---- RETR, TOP: open the file in the workpool, then stream ------------------------------ */
 
+void pop3_prefetch_clear(struct pop3_session *s)
+{
+    for (size_t k = 0; k < s->n_prefetch; k++)
+        close(s->prefetch[k].fd);
+    s->n_prefetch = 0;
+}
+
+/* The file of message index if it was opened ahead (ownership passes), else -1. */
+static int prefetch_take(struct pop3_session *s, size_t index)
+{
+    for (size_t k = 0; k < s->n_prefetch; k++) {
+        if (s->prefetch[k].index == index) {
+            int fd = s->prefetch[k].fd;
+            s->prefetch[k] = s->prefetch[--s->n_prefetch];
+            return fd;
+        }
+    }
+    return -1;
+}
+
+static bool is_prefetched(const struct pop3_session *s, size_t index)
+{
+    for (size_t k = 0; k < s->n_prefetch; k++)
+        if (s->prefetch[k].index == index)
+            return true;
+    return false;
+}
+
+/* Peek (without consuming) at the RETR commands pipelined behind the current one. */
+static size_t peek_pipelined_retr(struct pop3_session *s, size_t *list, size_t n_list, size_t max)
+{
+    struct evbuffer *in = conn_input(s->conn);
+    size_t avail = evbuffer_get_length(in);
+    size_t window = avail < 4096 ? avail : 4096;
+    if (window == 0 || s->lines.is_discarding)
+        return n_list;
+    const char *p = (const char *)evbuffer_pullup(in, (ssize_t)window);
+    struct pop3_lines st = {0};
+    size_t off = 0;
+    while (p != NULL && n_list < max && off < window) {
+        size_t len = 0, used = 0;
+        struct pop3_command cmd;
+        struct pop3_args a;
+        uint64_t n;
+        if (pop3_line_next(&st, p + off, window - off, POP3_LINE_MAX, &len, &used) !=
+                POP3_LINE_OK ||
+            !pop3_command_parse(p + off, len, &cmd) || cmd.verb != POP3_VERB_RETR ||
+            !pop3_args_split(cmd.args, cmd.args_len, false, &a) || a.n != 1 ||
+            !pop3_number_parse(a.v[0], a.len[0], &n) || n == 0 || n > s->n_msgs ||
+            s->msgs[n - 1].is_deleted)
+            break;
+        off += used;
+        bool is_listed = is_prefetched(s, (size_t)(n - 1));
+        for (size_t k = 0; k < n_list && !is_listed; k++)
+            is_listed = list[k] == (size_t)(n - 1);
+        if (!is_listed)
+            list[n_list++] = (size_t)(n - 1);
+    }
+    return n_list;
+}
+
 struct open_job {
     struct pop3_session *s;
     struct store_mailbox *box;
-    size_t index;
     bool is_top;
     uint64_t top_lines;
-    int fd;
+    size_t n; /* [0] is the message asked for; the rest ahead */
+    size_t index[POP3_PREFETCH_MAX + 1];
+    int fd[POP3_PREFETCH_MAX + 1];
     char *error;
 };
 
 static void open_work(void *arg)
 {
     struct open_job *j = arg;
-    if (store_message_open(j->box, j->index, &j->fd, &j->error) != 0)
-        j->fd = -1;
+    for (size_t k = 0; k < j->n; k++) {
+        char *error = NULL;
+        if (store_message_open(j->box, j->index[k], &j->fd[k], &error) != 0) {
+            j->fd[k] = -1;
+            if (k == 0)
+                j->error = error;
+            else
+                free(error);
+        }
+    }
+}
+
+/* Reply "+OK" and start streaming message index from fd. */
+static void message_begin(struct pop3_session *s, size_t index, bool is_top, uint64_t lines, int fd,
+                          bool is_from_job)
+{
+    struct pop3_stream *st = &s->stream;
+    st->kind = POP3_STREAM_MSG;
+    st->fd = fd;
+    st->msg_index = index;
+    st->is_top = is_top;
+    if (is_top) {
+        pop3_msg_init_top(&st->conv, lines);
+        pop3_reply(s, "+OK");
+    } else {
+        pop3_msg_init(&st->conv);
+        /* The size is exactly what follows (see parse.h), as LIST said. */
+        pop3_replyf(s, "+OK %" PRIu64 " octets", s->msgs[index].size);
+    }
+    stream_start(s, is_from_job);
 }
 
 static void open_done(void *arg)
 {
     struct open_job *j = arg;
     struct pop3_session *s = j->s;
-    if (!pop3_job_finish(s)) {
-        if (j->fd >= 0)
-            close(j->fd);
+    bool is_alive = pop3_job_finish(s);
+    /* Keep the files opened ahead (bounded table); close what does not fit. */
+    for (size_t k = 1; k < j->n; k++) {
+        if (j->fd[k] < 0)
+            continue;
+        if (is_alive && s->n_prefetch < POP3_PREFETCH_MAX) {
+            s->prefetch[s->n_prefetch].index = j->index[k];
+            s->prefetch[s->n_prefetch].fd = j->fd[k];
+            s->n_prefetch++;
+        } else {
+            close(j->fd[k]);
+        }
+    }
+    if (!is_alive) {
+        if (j->fd[0] >= 0)
+            close(j->fd[0]);
         free(j->error);
         free(j);
         return;
     }
-    if (j->fd < 0) {
+    if (j->fd[0] < 0) {
         /* Removed behind our back (IMAP EXPUNGE, another program). */
-        log_info("pop3", "Cannot open message %zu: user=<%s>: %s", j->index + 1, s->user,
+        log_info("pop3", "Cannot open message %zu: user=<%s>: %s", j->index[0] + 1, s->user,
                  j->error != NULL ? j->error : "unknown error");
         pop3_reply(s, "-ERR Message has been removed from the server.");
         free(j->error);
@@ -296,26 +400,22 @@ static void open_done(void *arg)
         pop3_resume(s);
         return;
     }
-    struct pop3_stream *st = &s->stream;
-    st->kind = POP3_STREAM_MSG;
-    st->fd = j->fd;
-    st->msg_index = j->index;
-    st->is_top = j->is_top;
-    if (j->is_top) {
-        pop3_msg_init_top(&st->conv, j->top_lines);
-        pop3_reply(s, "+OK");
-    } else {
-        pop3_msg_init(&st->conv);
-        /* The size is exactly what follows (see parse.h), as LIST said. */
-        pop3_replyf(s, "+OK %" PRIu64 " octets", s->msgs[j->index].size);
-    }
+    size_t index = j->index[0];
+    bool is_top = j->is_top;
+    uint64_t lines = j->top_lines;
+    int fd = j->fd[0];
     free(j->error);
     free(j);
-    stream_start(s, true);
+    message_begin(s, index, is_top, lines, fd, true);
 }
 
 static void message_send(struct pop3_session *s, size_t index, bool is_top, uint64_t lines)
 {
+    int fd = prefetch_take(s, index);
+    if (fd >= 0) {
+        message_begin(s, index, is_top, lines, fd, false);
+        return;
+    }
     struct open_job *j = calloc(1, sizeof *j);
     if (j == NULL) {
         pop3_reply(s, "-ERR [SYS/TEMP] Out of memory.");
@@ -323,10 +423,12 @@ static void message_send(struct pop3_session *s, size_t index, bool is_top, uint
     }
     j->s = s;
     j->box = s->box;
-    j->index = index;
     j->is_top = is_top;
     j->top_lines = lines;
-    j->fd = -1;
+    j->index[0] = index;
+    j->n = 1;
+    if (!is_top)
+        j->n = peek_pipelined_retr(s, j->index, 1, POP3_PREFETCH_MAX + 1 - s->n_prefetch);
     pop3_job_start(s, open_work, open_done, j);
 }
 
@@ -366,28 +468,20 @@ struct quit_job {
     bool is_locked;
     uint32_t *uids; /* marked for deletion */
     size_t n_uids;
-    size_t *seen; /* indexes RETR'd and kept: get \Seen, as Dovecot does */
-    size_t n_seen;
     char *user; /* for the change notification */
     int rc;
     char *error;
 };
 
-/* Workpool thread: remove the marked messages durably, flag the read ones, unlock. */
+/* Workpool thread: remove the marked messages durably (RFC 1939 §6 UPDATE), unlock,
+ * close. No \Seen flags are set for RETR'd messages (Dovecot's pop3_no_flag_updates=yes):
+ * in the store a flag change is a rename plus a directory fsync per message, which made
+ * QUIT after a 10,000-message download take ~18 s, and doing it after the reply made the
+ * next session's file names stale. */
 static void quit_work(void *arg)
 {
     struct quit_job *j = arg;
     j->rc = 0;
-    /* Flags first: indexes into the view are only valid until the expunge. */
-    for (size_t k = 0; k < j->n_seen; k++) {
-        const struct store_message *m = store_mailbox_message(j->box, j->seen[k]);
-        if (m == NULL || (m->flags & STORE_FLAG_SEEN) != 0)
-            continue;
-        char *error = NULL;
-        /* Best effort: a flag that cannot be set does not fail the QUIT. */
-        if (store_message_set_flags(j->box, j->seen[k], 1, STORE_FLAG_SEEN, NULL, &error) != 0)
-            free(error);
-    }
     if (j->n_uids > 0)
         j->rc = store_mailbox_expunge_uids(j->box, j->uids, j->n_uids, &j->error);
     if (j->is_locked)
@@ -416,7 +510,6 @@ static void quit_done(void *arg)
         }
     }
     free(j->uids);
-    free(j->seen);
     free(j->user);
     free(j->error);
     free(j);
@@ -433,19 +526,16 @@ void pop3_cmd_quit(struct pop3_session *s, const char *args, size_t len)
     }
     /* RFC 1939 §6: QUIT in TRANSACTION enters UPDATE. */
     s->state = POP3_STATE_UPDATE;
+    pop3_prefetch_clear(s);
+    size_t n_del = s->n_msgs - s->n_live;
     struct quit_job *j = calloc(1, sizeof *j);
-    size_t n_del = s->n_msgs - s->n_live, n_seen = 0;
-    for (size_t i = 0; i < s->n_msgs; i++)
-        n_seen += (s->msgs[i].is_retrieved && !s->msgs[i].is_deleted) ? 1 : 0;
     if (j != NULL) {
         j->uids = calloc(n_del > 0 ? n_del : 1, sizeof *j->uids);
-        j->seen = calloc(n_seen > 0 ? n_seen : 1, sizeof *j->seen);
         j->user = strdup(s->user);
     }
-    if (j == NULL || j->uids == NULL || j->seen == NULL || j->user == NULL) {
+    if (j == NULL || j->uids == NULL || j->user == NULL) {
         if (j != NULL) {
             free(j->uids);
-            free(j->seen);
             free(j->user);
             free(j);
         }
@@ -453,12 +543,9 @@ void pop3_cmd_quit(struct pop3_session *s, const char *args, size_t len)
         pop3_close(s);
         return;
     }
-    for (size_t i = 0; i < s->n_msgs; i++) {
+    for (size_t i = 0; i < s->n_msgs; i++)
         if (s->msgs[i].is_deleted)
             j->uids[j->n_uids++] = s->msgs[i].uid;
-        else if (s->msgs[i].is_retrieved)
-            j->seen[j->n_seen++] = i;
-    }
     /* The job owns the maildrop from here: it is released even if the peer vanishes. */
     j->s = s;
     j->store = s->store;

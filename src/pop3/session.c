@@ -99,6 +99,7 @@ void pop3_maildrop_release(struct pop3_session *s)
 void pop3_session_free(struct pop3_session *s)
 {
     pop3_stream_abort(s);
+    pop3_prefetch_clear(s);
     pop3_maildrop_release(s);
     if (s->sasl != NULL)
         auth_sasl_free(s->sasl);

@@ -62,6 +62,14 @@ struct pop3_msginfo {
     bool is_retrieved;
 };
 
+/* Message files opened ahead for RETR commands already pipelined behind the current one:
+ * one workpool job opens them all, so a pipelining client pays one round trip per batch. */
+#define POP3_PREFETCH_MAX 16
+struct pop3_prefetch {
+    size_t index;
+    int fd;
+};
+
 struct pop3_session {
     struct conn *conn;
     enum pop3_state state;
@@ -97,6 +105,8 @@ struct pop3_session {
     uint64_t live_size;       /* their octets (STAT) */
     bool has_deleted_on_quit; /* QUIT committed the deletions */
     struct pop3_stream stream;
+    struct pop3_prefetch prefetch[POP3_PREFETCH_MAX];
+    size_t n_prefetch;
 
     /* counters for the "Disconnected: Logged out top=..., retr=..." line */
     unsigned n_top, n_retr, n_del;
@@ -153,5 +163,7 @@ void pop3_cmd_quit(struct pop3_session *s, const char *args, size_t len);
 bool pop3_stream_continue(struct pop3_session *s);
 /* Drop a stream in progress (connection closed). */
 void pop3_stream_abort(struct pop3_session *s);
+/* Close files opened ahead and not used. */
+void pop3_prefetch_clear(struct pop3_session *s);
 
 #endif

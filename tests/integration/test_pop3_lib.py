@@ -37,7 +37,7 @@ def _chown(path, tern):
         os.chown(path, pw.pw_uid, pw.pw_gid)
 
 
-def deliver_file(tern, address, text):
+def deliver_file(tern, address, text, fsync=True):
     """Write a message (str or bytes, LF line ends kept as given) into Maildir/new."""
     md = tern.maildir(address)
     for d in (md.parent.parent.parent, md.parent.parent, md.parent, md, md / "tmp",
@@ -46,12 +46,13 @@ def deliver_file(tern, address, text):
             d.mkdir(mode=0o700)
             _chown(d, tern)
     data = text.encode() if isinstance(text, str) else text
-    name = f"{int(time.time())}.M{next(_counter)}P{os.getpid()}.pop3test"
+    name = f"{int(time.time())}.M{next(_counter):08d}P{os.getpid()}.pop3test"
     tmp = md / "tmp" / name
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
-        os.fsync(f.fileno())
+        if fsync:
+            os.fsync(f.fileno())
     _chown(tmp, tern)
     os.rename(tmp, md / "new" / name)
     return md / "new" / name
