@@ -108,6 +108,14 @@ bool smtp_command_parse(const char *line, size_t len, struct smtp_command *cmd_r
     return true;
 }
 
+const char *smtp_verb_name(enum smtp_verb verb)
+{
+    for (size_t k = 0; k < sizeof verb_table / sizeof verb_table[0]; k++)
+        if (verb_table[k].verb == verb)
+            return verb_table[k].name;
+    return "UNKNOWN";
+}
+
 const char *smtp_verb_stat_name(enum smtp_verb verb)
 {
     for (size_t k = 0; k < sizeof verb_table / sizeof verb_table[0]; k++)

@@ -59,6 +59,9 @@ struct smtp_command {
  * An unknown verb gives true with verb SMTP_VERB_UNKNOWN. */
 bool smtp_command_parse(const char *line, size_t len, struct smtp_command *cmd_r);
 
+/* Canonical upper-case name of a verb ("RCPT"), "UNKNOWN" for others. */
+const char *smtp_verb_name(enum smtp_verb verb);
+
 /* Lower-case verb name for the "disconnect from ..." statistics ("ehlo", "mail", ...). */
 const char *smtp_verb_stat_name(enum smtp_verb verb);
 

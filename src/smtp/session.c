@@ -378,12 +378,23 @@ static void smtp_on_tls(void *session, struct conn *c)
     s->is_discarding_line = false;
 }
 
+/* Upper-case verb name for "... after RCPT from ..." log lines. */
+static const char *smtp_verb_upper(enum smtp_verb verb)
+{
+    for (size_t i = 0; i < sizeof command_table / sizeof command_table[0]; i++)
+        if (command_table[i].verb == verb && verb != SMTP_VERB_NON_SMTP)
+            return verb == SMTP_VERB_UNKNOWN ? "UNKNOWN" : smtp_verb_name(verb);
+    return "UNKNOWN";
+}
+
 static void smtp_on_timeout(void *session, struct conn *c)
 {
     struct smtp_session *s = session;
-    const char *after = s->input == SMTP_INPUT_DATA        ? "DATA"
-                        : s->cur_verb == SMTP_VERB_UNKNOWN ? "CONNECT"
-                                                           : smtp_verb_stat_name(s->cur_verb);
+    const char *after = s->input == SMTP_INPUT_DATA   ? "DATA"
+                        : s->input == SMTP_INPUT_BDAT ? "BDAT"
+                        : s->input == SMTP_INPUT_AUTH ? "AUTH"
+                        : s->stat_total[s->cur_verb]  ? smtp_verb_upper(s->cur_verb)
+                                                      : "CONNECT";
     log_info("smtpd", "timeout after %s from %s", after, s->peer);
     conn_printf(c, "421 4.4.2 %s Error: timeout exceeded\r\n", smtp_hostname(s));
     s->input = SMTP_INPUT_CLOSED;
@@ -402,6 +413,16 @@ void smtp_session_free(struct smtp_session *s)
 static void smtp_close(void *session, const char *reason)
 {
     struct smtp_session *s = session;
+    if (s->input != SMTP_INPUT_CLOSED && reason &&
+        (strcmp(reason, "lost connection") == 0 || strcmp(reason, "connection error") == 0)) {
+        /* Postfix: "lost connection after DATA from name[ip]" (DESIGN §5). */
+        const char *after = s->input == SMTP_INPUT_DATA   ? "DATA"
+                            : s->input == SMTP_INPUT_BDAT ? "BDAT"
+                            : s->input == SMTP_INPUT_AUTH ? "AUTH"
+                            : s->stat_total[s->cur_verb]  ? smtp_verb_upper(s->cur_verb)
+                                                          : "CONNECT";
+        log_info("smtpd", "%s after %s from %s", reason, after, s->peer);
+    }
     struct buf b;
     buf_init(&b, 0);
     smtp_stats_format(s, &b);

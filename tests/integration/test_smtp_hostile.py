@@ -134,7 +134,7 @@ def test_idle_timeout(tern_factory):
     r = c.read_until(r"^421 ", timeout=30)
     assert r.startswith("421 4.4.2 mail.example.test Error: timeout exceeded")
     assert c.is_closed()
-    srv.wait_log(r"timeout after ehlo from localhost\[127\.0\.0\.1\]")
+    srv.wait_log(r"timeout after EHLO from localhost\[127\.0\.0\.1\]")
 
 
 def test_starttls_discards_pipelined_commands_and_resets(tern):
@@ -271,3 +271,14 @@ def test_utf8_address_needs_smtputf8(tern):
                      ("RCPT TO:<jürgen@example.test>", r"^550 "),
                      ("QUIT", r"^221 ")])
     assert r[1].startswith("553 5.6.7")
+
+
+def test_dropped_connection_is_logged(tern):
+    since = tern.log_offset()
+    c = session(tern)
+    converse(c, [("MAIL FROM:<a@remote.example>", r"^250 "),
+                 ("RCPT TO:<alice@example.test>", r"^250 "),
+                 ("DATA", r"^354 ")])
+    c.send_raw(b"Subject: half a message\r\n")
+    c.close()
+    tern.wait_log(r"lost connection after DATA from localhost\[127\.0\.0\.1\]", since=since)
