@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <event2/event.h>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -792,6 +793,35 @@ static void test_notify(void **state)
     assert_int_equal(notified, 2);
 }
 
+/* A delivery on a worker thread wakes the loop through store_notify_init's pipe. */
+static void *notify_worker(void *arg)
+{
+    struct store_source src = {.data = msg_crlf, .len = strlen(msg_crlf), .fd = -1};
+    struct store_target t = {.user = "lu@example.test", .home = arg};
+    return store_deliver(&src, &t, 1, NULL) == 0 ? NULL : (void *)1;
+}
+
+static void test_notify_cross_thread(void **state)
+{
+    struct event_base *base = event_base_new();
+    assert_non_null(base);
+    assert_int_equal(store_notify_init(base), 0);
+    void *sub = store_notify_subscribe("lu@example.test", on_notify, NULL);
+    notified = 0;
+    char home[512];
+    home_of("lu", home, sizeof home);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, notify_worker, home), 0);
+    void *ret;
+    pthread_join(th, &ret);
+    assert_null(ret);
+    assert_int_equal(notified, 0); /* not on the worker thread */
+    for (int i = 0; i < 100 && notified == 0; i++)
+        event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    assert_int_equal(notified, 1);
+    store_notify_unsubscribe(sub);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -810,6 +840,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mailbox_tree, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pop3_lock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_notify, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_notify_cross_thread, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_delivery, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
