@@ -116,11 +116,12 @@ bool bounce_build(struct buf *out, const struct bounce_info *info, const struct 
         if (ok && r[i].remote_mta && r[i].remote_mta[0])
             ok = buf_printf(out, "Remote-MTA: dns; %s\r\n", r[i].remote_mta);
         if (ok) {
-            /* "smtp;" only for what a server said; our own reasons are "x-tern;" */
-            bool is_smtp = r[i].diagnostic[0] >= '2' && r[i].diagnostic[0] <= '5' &&
-                           r[i].diagnostic[1] >= '0' && r[i].diagnostic[1] <= '9';
+            /* "smtp;" for what a server said (RFC 3464 §2.3.6), our own reasons as
+             * "X-Tern;" */
+            bool is_smtp = r[i].smtp_reply && r[i].smtp_reply[0];
             ok = buf_printf(out, "Diagnostic-Code: %s; ", is_smtp ? "smtp" : "X-Tern") &&
-                 append_oneline(out, r[i].diagnostic) && buf_append_str(out, "\r\n");
+                 append_oneline(out, is_smtp ? r[i].smtp_reply : r[i].diagnostic) &&
+                 buf_append_str(out, "\r\n");
         }
     }
 

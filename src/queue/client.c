@@ -313,8 +313,12 @@ static void result_from_reply(struct outbound_result *res, const struct outbound
     if (r->code < 400)
         result_set(res, r->code, dsn, true, "%s", r->last);
     else
-        result_set(res, r->code, dsn, true, "host %s[%s] said: %s (%s)", c->addr->host, c->addr->ip,
-                   r->text, when);
+        result_set(res, r->code, dsn, true, "host %s[%s] said: %d %s (%s)", c->addr->host,
+                   c->addr->ip, r->code, r->text, when);
+    snprintf(res->reply, sizeof res->reply, "%d %s", r->code, r->text);
+    for (char *p = res->reply; *p; p++)
+        if (*p == '\n' || *p == '\r')
+            *p = ' ';
 }
 
 static void results_all(struct outbound_result *res, size_t n, const struct outbound_result *one)

@@ -603,6 +603,7 @@ static int attempt_bounce(struct attempt *a, bool is_expired)
         br[k].address = r->address;
         br[k].dsn = r->res.dsn[0] ? r->res.dsn : "5.0.0";
         br[k].diagnostic = diag[k];
+        br[k].smtp_reply = r->res.reply[0] ? r->res.reply : NULL;
         const char *bracket = strchr(r->relay, '[');
         br[k].remote_mta = NULL;
         if (bracket && strncmp(r->relay, "local", 5) != 0)

@@ -118,6 +118,7 @@ struct outbound_result {
     char dsn[16];         /* "2.0.0", "4.4.1", "5.1.1" */
     char text[512];       /* "250 2.0.0 Ok: queued as X" or "connect to ...: Connection refused" */
     bool is_remote_reply; /* text is what the server said ("host said:") */
+    char reply[512];      /* the server's reply "550 5.1.1 ..." (one line), or "" */
 };
 
 /* The message to send: fd positioned by offset, size bytes, CRLF lines. */
@@ -152,6 +153,7 @@ struct bounce_rcpt {
     const char *dsn;        /* "5.1.1" */
     const char *diagnostic; /* "550 5.1.1 <x>: Recipient address rejected" */
     const char *remote_mta; /* host name or NULL */
+    const char *smtp_reply; /* "550 5.1.1 ..." for Diagnostic-Code: smtp; or NULL */
     bool is_delayed;        /* Action: delayed (warning) instead of failed */
 };
 struct bounce_info {
