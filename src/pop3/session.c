@@ -313,7 +313,9 @@ static void pop3_on_tls(void *session, struct conn *c)
 static void pop3_on_timeout(void *session, struct conn *c)
 {
     struct pop3_session *s = session;
-    pop3_reply(s, "-ERR Disconnected for inactivity.");
+    /* Never inside a multi-line reply: the farewell would read as message text. */
+    if (s->stream.kind == POP3_STREAM_NONE)
+        pop3_reply(s, "-ERR Disconnected for inactivity.");
     s->close_reason = "Disconnected for inactivity";
 }
 

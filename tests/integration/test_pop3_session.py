@@ -295,3 +295,26 @@ def test_huge_maildrop(tern_factory):
     print(f"second login: {time.monotonic() - t0:.1f}s")
     assert p.stat()[0] == n - 1
     p.quit()
+
+
+def test_failed_logins_throttled_per_ip(tern_factory):
+    srv = tern_factory({"auth.max_failures": 3, "auth.failure_window": 600})
+    user, pw = fresh_user(srv, "th", [sample_message(1)])
+    c = Client(srv.host, srv.ports["pop3"])
+    c.read_line()
+    for _ in range(3):
+        converse(c, [(f"USER {user}", r"^\+OK"),
+                     ("PASS wrong", r"^-ERR \[AUTH\] Authentication failed\.")])
+    # the right password no longer helps from this IP, in any session or mechanism
+    converse(c, [(f"USER {user}", r"^\+OK"),
+                 (f"PASS {pw}", r"^-ERR \[AUTH\] Authentication failed\."),
+                 ("QUIT", r"^\+OK")])
+    c.close()
+    srv.wait_log(r"tern/pop3\[\d+\]: Login throttled: rip=127\.0\.0\.1")
+    srv.wait_log(rf"Disconnected \(auth failed, 4 attempts\): user=<{re.escape(user)}>")
+    c = Client(srv.host, srv.ports["pop3"])
+    c.read_line()
+    from tern_util import sasl_plain
+    converse(c, [(f"AUTH PLAIN {sasl_plain(user, pw)}", r"^-ERR \[AUTH\] "),
+                 ("QUIT", r"^\+OK")])
+    c.close()
