@@ -282,3 +282,15 @@ def test_dropped_connection_is_logged(tern):
     c.send_raw(b"Subject: half a message\r\n")
     c.close()
     tern.wait_log(r"lost connection after DATA from localhost\[127\.0\.0\.1\]", since=since)
+
+
+def test_mail_loop_too_many_hops(tern):
+    c = session(tern)
+    converse(c, [("MAIL FROM:<a@remote.example>", r"^250 "),
+                 ("RCPT TO:<alice@example.test>", r"^250 "),
+                 ("DATA", r"^354 ")])
+    c.send_raw(b"".join(b"Received: from hop%d by relay\r\n" % i for i in range(51)) +
+               b"Subject: loop\r\n\r\nround and round\r\n.\r\n")
+    r = c.read_until(r"^554 ")
+    assert r.startswith("554 5.4.0 Error: too many hops")
+    converse(c, [("NOOP", r"^250 ")])
