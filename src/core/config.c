@@ -323,6 +323,8 @@ static char *config_set(struct config *cfg, const struct config_key *k, const ch
     switch (k->type) {
     case CT_STRING:
     case CT_PATH: {
+        if (k->offset == OFF(data_dir) && v[0] == '\0')
+            return config_asprintf("empty value for %s", k->name);
         char **sp = (char **)field;
         free(*sp);
         *sp = config_strdup(v);

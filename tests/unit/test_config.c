@@ -170,6 +170,7 @@ static void test_errors(void **state)
                  "t.conf:1: bad network '10.0.0.0/33' for relay_networks");
     expect_error("just some words\n", "t.conf:1: missing '=' in \"just some words\"");
     expect_error("= value\n", "t.conf:1: missing key before '='");
+    expect_error("data_dir =\n", "t.conf:1: empty value for data_dir"); /* found by fuzz_config */
 }
 
 static void test_overrides(void **state)
