@@ -107,9 +107,20 @@ static void notify_pipe_cb(evutil_socket_t fd, short what, void *arg)
     notify_drain();
 }
 
-/* Call once from the loop thread with its event base (cli serve). */
+/* Call once from the loop thread with its event base (cli serve); NULL detaches. */
 int store_notify_init(struct event_base *base)
 {
+    if (!base) {
+        /* shutdown: detach from the loop before its base is freed */
+        if (notify_event)
+            event_free(notify_event);
+        notify_event = NULL;
+        for (int i = 0; i < 2; i++)
+            if (notify_pipe[i] >= 0)
+                close(notify_pipe[i]);
+        notify_pipe[0] = notify_pipe[1] = -1;
+        return 0;
+    }
     notify_has_loop_thread = false;
     notify_claim_loop_thread();
     if (notify_pipe[0] >= 0)

@@ -78,7 +78,8 @@ void *store_notify_subscribe(const char *user, store_notify_fn *fn, void *arg);
 void store_notify_unsubscribe(void *subscription);
 void store_notify_publish(const char *user, const char *mailbox);
 /* Added by the store helper: call once on the loop thread (cli serve, after creating the
- * event base) so publications from workpool threads wake the loop. 0 or -1. */
+ * event base) so publications from workpool threads wake the loop; NULL detaches it again
+ * (before event_base_free). 0 or -1. */
 struct event_base;
 int store_notify_init(struct event_base *base);
 

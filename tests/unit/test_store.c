@@ -820,6 +820,8 @@ static void test_notify_cross_thread(void **state)
         event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
     assert_int_equal(notified, 1);
     store_notify_unsubscribe(sub);
+    store_notify_init(NULL);
+    event_base_free(base);
 }
 
 int main(void)
