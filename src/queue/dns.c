@@ -42,6 +42,10 @@ struct outbound_dns *outbound_dns_create(const char *resolver, char **error_r)
         /* a test resolver on loopback speaks plain UDP/TCP; keep the queries simple */
         if (r == 0)
             (void)ub_ctx_set_option(d->ub, "do-ip6:", strchr(resolver, ':') ? "yes" : "no");
+        /* libunbound answers RFC 6761 names (test., invalid.) itself; an explicitly
+         * configured resolver (a lab or test DNS server) gets to answer them */
+        if (r == 0)
+            (void)ub_ctx_set_option(d->ub, "local-zone:", "test. transparent");
     } else {
         r = ub_ctx_resolvconf(d->ub, NULL);
         if (r == 0)
