@@ -598,10 +598,19 @@ int store_mailbox_expunge_uids(struct store_mailbox *box, const uint32_t *uids, 
         return -1;
     }
     bool touched_new = false, touched_cur = false;
+    /* Only UIDs this view knows are expunged: a UID it has not seen yet has no file
+     * name here, and dropping its row would leave the file to come back under a new UID. */
+    uint32_t *known = calloc(n + 1, sizeof *known);
+    size_t n_known = 0;
+    if (!known) {
+        store_error(error_r, "out of memory");
+        return -1;
+    }
     for (size_t k = 0; k < n; k++) {
         size_t i = view_find_uid(box, uids[k]);
         if (i == SIZE_MAX)
             continue;
+        known[n_known++] = uids[k];
         struct view_msg *m = &box->msgs[i];
         for (int attempt = 0; attempt < 2; attempt++) {
             char path[5000];
@@ -615,6 +624,7 @@ int store_mailbox_expunge_uids(struct store_mailbox *box, const uint32_t *uids, 
             }
             if (errno != ENOENT) {
                 store_error(error_r, "unlink %s: %s", path, strerror(errno));
+                free(known);
                 return -1;
             }
             if (attempt == 1 || view_relocate(box, m) < 0)
@@ -630,17 +640,21 @@ int store_mailbox_expunge_uids(struct store_mailbox *box, const uint32_t *uids, 
         snprintf(dir, sizeof dir, "%s/%s", box->path, subs[s]);
         if (store_io_fsync_dir(dir) < 0) {
             store_error(error_r, "fsync %s: %s", dir, strerror(errno));
+            free(known);
             return -1;
         }
     }
     /* The files are gone for good now; if the index update below fails, the next sync
      * notices the missing files and drops the rows, so the expunge still stands. */
     char *ierr = NULL;
-    if (expunge_index(box, uids, n, &ierr) < 0) {
+    if (n_known > 0 && expunge_index(box, known, n_known, &ierr) < 0) {
         log_warning("store", "%s: expunge index update failed (next sync repairs it): %s",
                     box->u->user, ierr ? ierr : "?");
         free(ierr);
     }
+    free(known);
+    if (n_known == 0)
+        return 0;
     store_notify_publish_any_thread(box->u->user, box->name);
     return 0;
 }
