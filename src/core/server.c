@@ -420,6 +420,9 @@ int server_run(const struct config *cfg, const struct server_hooks *hooks)
     bool has_init = false;
 
     signal(SIGPIPE, SIG_IGN);
+    /* Mail, the directory and keys are private to the run user (like Dovecot's 0600
+     * mail files); files that must be shared set their mode explicitly. */
+    umask(077);
     evthread_use_pthreads();
     struct event_base *base = event_base_new();
     if (!base) {
