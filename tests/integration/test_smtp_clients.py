@@ -250,3 +250,93 @@ def test_openssl_connect_465_auth_login(tern):
         ("QUIT", r"^221 2\.0\.0 Bye"),
     ])
     assert "235 2.7.0" in out
+
+
+def test_openssl_starttls_submission_auth_plain(tern):
+    """Seed 001: openssl s_client -starttls smtp -crlf -connect host:587, then AUTH."""
+    tok = unique()
+    out = openssl_s_client(tern.ports["submission"], [
+        (None, r"^250 "),
+        ("EHLO client.test", r"^250 CHUNKING"),
+        ("AUTH PLAIN " + sasl_plain("alice@example.test", "alicepw"), r"^235 2\.7\.0"),
+        ("MAIL FROM:<alice@example.test>", r"^250 2\.1\.0"),
+        ("RCPT TO:<bob@example.test>", r"^250 2\.1\.5"),
+        ("DATA", r"^354 "),
+        (f"Subject: s_client 587 {tok}", None),
+        ("", None),
+        ("via submission", None),
+        (".", r"^250 2\.0\.0 Ok: queued as"),
+        ("QUIT", r"^221 2\.0\.0 Bye"),
+    ], starttls="smtp")
+    assert "235 2.7.0" in out
+    data = delivered(tern, "bob@example.test", tok)
+    assert b"with ESMTPSA id" in data
+
+
+def test_gnutls_cli_starttls_by_sigalrm(tern):
+    """Seed 003: gnutls-cli -s (plain first), type STARTTLS, then SIGALRM starts TLS."""
+    import os
+    import shutil
+    import signal
+    import threading
+    import time
+
+    if not shutil.which("gnutls-cli"):
+        pytest.skip("gnutls-cli (package gnutls-bin) not installed")
+    proc = subprocess.Popen(["gnutls-cli", "-s", "--insecure", "--crlf", "-p",
+                             str(tern.ports["submission"]), tern.host],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    out = bytearray()
+    cond = threading.Condition()
+
+    def reader():
+        while True:
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            with cond:
+                if not chunk:
+                    cond.notify_all()
+                    return
+                out.extend(chunk)
+                cond.notify_all()
+
+    threading.Thread(target=reader, daemon=True).start()
+
+    def expect(regex, since):
+        pat = re.compile(regex, re.M)
+        deadline = time.monotonic() + 30
+        with cond:
+            while not pat.search(out[since:].decode(errors="replace")):
+                left = deadline - time.monotonic()
+                assert left > 0, f"gnutls-cli: no /{regex}/ in:\n{out.decode(errors='replace')}"
+                cond.wait(min(left, 0.2))
+
+    def step(line, regex):
+        with cond:
+            since = len(out)
+        if line is not None:
+            proc.stdin.write(line.encode() + b"\n")
+            proc.stdin.flush()
+        expect(regex, since)
+
+    try:
+        step(None, r"^220 mail\.example\.test ESMTP")
+        step("ehlo test", r"^250 CHUNKING")
+        with cond:
+            since = len(out)
+        proc.stdin.write(b"starttls\n")
+        proc.stdin.flush()
+        expect(r"^220 2\.0\.0 Ready to start TLS", since)
+        with cond:
+            since = len(out)
+        proc.send_signal(signal.SIGALRM)
+        expect(r"^- Description: \(TLS|^- Options:", since)
+        with cond:
+            before_ehlo = len(out)
+        step("ehlo test", r"^250 CHUNKING")
+        assert "250-STARTTLS" not in out[before_ehlo:].decode(errors="replace")
+        step("auth plain " + sasl_plain("bob@example.test", "bobpw"), r"^235 2\.7\.0")
+        step("quit", r"^221 2\.0\.0 Bye")
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
