@@ -827,6 +827,13 @@ static void imap_append_work(struct imap_job *j)
                                .len = j->data.len,
                                .fd = -1,
                                .size = j->data.len};
+    if (j->fd >= 0) {
+        /* a big message, spilled to a file while it arrived */
+        src.data = NULL;
+        src.len = 0;
+        src.fd = j->fd;
+        src.size = j->fd_size;
+    }
     uint32_t uidv = 0, uid = 0;
     char *err = NULL;
     if (store_mailbox_append(s->user, j->arg1, &src, j->flags, (const char *const *)j->keywords,
@@ -894,6 +901,11 @@ void imap_cmd_append(struct imap_session *s, const char *tag, struct imap_arg *a
     j->flags = flags;
     j->keywords = kw;
     j->number = (int64_t)when;
+    if (args[i].is_external && s->spill_done_fd >= 0) {
+        j->fd = s->spill_done_fd;
+        j->fd_size = args[i].len;
+        s->spill_done_fd = -1;
+    }
     /* Take the literal's bytes without copying. */
     j->data.data = args[i].str;
     j->data.len = args[i].len;

@@ -293,6 +293,16 @@ bool imap_parser_feed_literal(struct imap_parser *p, const char *data, size_t le
     return p->literal_have == p->literal_size;
 }
 
+void imap_parser_literal_external(struct imap_parser *p)
+{
+    struct imap_arg *l = p->stack[p->depth];
+    struct imap_arg *a = &l->list[l->n - 1];
+    a->is_external = true;
+    a->len = (size_t)p->literal_size;
+    a->str[0] = '\0';
+    p->literal_have = p->literal_size;
+}
+
 uint64_t imap_parser_literal_remaining(const struct imap_parser *p)
 {
     return p->literal_size - p->literal_have;

@@ -41,6 +41,7 @@ struct imap_arg {
     size_t len;
     struct imap_arg *list; /* IMAP_ARG_LIST: the elements */
     size_t n, cap;         /* elements / allocated (for a literal: bytes allocated) */
+    bool is_external;      /* literal bytes went to the session's spill file (len = size) */
 };
 
 enum imap_parse_result {
@@ -78,6 +79,9 @@ enum imap_parse_result imap_parser_feed_line(struct imap_parser *p, const char *
 /* Feed literal bytes (at most literal_size - literal_have); true when the literal is complete
  * and the next line should be fed. */
 bool imap_parser_feed_literal(struct imap_parser *p, const char *data, size_t len);
+/* The session stored the whole current literal elsewhere (APPEND spill file): mark it
+ * complete with len = literal_size and no bytes; the next line follows. */
+void imap_parser_literal_external(struct imap_parser *p);
 /* Bytes of the literal still to come. */
 uint64_t imap_parser_literal_remaining(const struct imap_parser *p);
 

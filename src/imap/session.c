@@ -15,11 +15,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include "auth/auth.h"
 #include "core/config.h"
 #include "core/conn.h"
 #include "core/log.h"
+#include "core/util.h"
 #include "core/workpool.h"
 #include "imap/session.h"
 #include "store/store.h"
@@ -100,6 +103,7 @@ struct imap_job *imap_job_new(struct imap_session *s, const char *tag, imap_job_
     buf_init(&j->out, 0);
     buf_init(&j->tagged, 0);
     buf_init(&j->data, 0);
+    j->fd = -1;
     return j;
 }
 
@@ -109,6 +113,8 @@ static void imap_job_free(struct imap_job *j)
     buf_free(&j->out);
     buf_free(&j->tagged);
     buf_free(&j->data);
+    if (j->fd >= 0)
+        close(j->fd);
     free(j->arg1);
     free(j->arg2);
     imap_keywords_free(j->keywords);
@@ -593,6 +599,35 @@ static bool imap_session_busy(struct imap_session *s)
     return s->is_job_in_flight || s->is_closing || s->is_dead || s->fetch;
 }
 
+/* Literals of APPEND above this size go to a file instead of memory. */
+#define IMAP_SPILL_THRESHOLD (256 * 1024)
+
+/* An unlinked file in the data folder for a big APPEND literal; -1 on failure (the
+ * literal then goes to memory, still bounded by the message size limit). */
+static int imap_spill_open(struct imap_session *s)
+{
+    const struct config *cfg = conn_server(s->c)->cfg;
+    const char *dir = cfg && cfg->data_dir ? cfg->data_dir : "/tmp";
+    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        return fd;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/.imap-append-XXXXXX", dir);
+    fd = mkstemp(path);
+    if (fd >= 0)
+        unlink(path);
+    return fd;
+}
+
+static void imap_spill_discard(struct imap_session *s)
+{
+    if (s->spill_fd >= 0)
+        close(s->spill_fd);
+    if (s->spill_done_fd >= 0)
+        close(s->spill_done_fd);
+    s->spill_fd = s->spill_done_fd = -1;
+}
+
 /* Consume as much buffered input as the session can act on now. */
 static void imap_session_process(struct imap_session *s)
 {
@@ -602,12 +637,30 @@ static void imap_session_process(struct imap_session *s)
             size_t avail = evbuffer_get_length(in);
             if (avail == 0)
                 return;
-            uint64_t want = imap_parser_literal_remaining(&s->parser);
+            uint64_t want =
+                s->spill_fd >= 0 ? s->spill_remaining : imap_parser_literal_remaining(&s->parser);
             size_t take = avail < want ? avail : (size_t)want;
             char chunk[16384];
             if (take > sizeof chunk)
                 take = sizeof chunk;
             evbuffer_remove(in, chunk, take);
+            if (s->spill_fd >= 0) {
+                /* v1: a write to a local file on the loop; it lands in the page cache. */
+                if (util_write_all(s->spill_fd, chunk, take) < 0) {
+                    conn_write_str(s->c, "* BYE Cannot store the message.\r\n");
+                    s->is_closing = true;
+                    conn_close(s->c);
+                    return;
+                }
+                s->spill_remaining -= take;
+                if (s->spill_remaining == 0) {
+                    imap_parser_literal_external(&s->parser);
+                    s->spill_done_fd = s->spill_fd;
+                    s->spill_fd = -1;
+                    s->is_in_literal = false;
+                }
+                continue;
+            }
             if (imap_parser_feed_literal(&s->parser, chunk, take))
                 s->is_in_literal = false;
             if (s->parser.is_out_of_memory) {
@@ -649,6 +702,12 @@ static void imap_session_process(struct imap_session *s)
         free(line);
         if (r == IMAP_PARSE_LITERAL) {
             s->is_in_literal = true;
+            if (s->spill_fd < 0 && s->spill_done_fd < 0 && s->parser.name &&
+                strcmp(s->parser.name, "APPEND") == 0 &&
+                s->parser.literal_size > IMAP_SPILL_THRESHOLD) {
+                s->spill_fd = imap_spill_open(s);
+                s->spill_remaining = s->parser.literal_size;
+            }
             /* RFC 3501 §7.5: a synchronising literal waits for our go-ahead. */
             if (!s->parser.is_literal_nonsync)
                 conn_write_str(s->c, "+ Ready for literal data\r\n");
@@ -670,10 +729,12 @@ static void imap_session_process(struct imap_session *s)
                 imap_reply(s, NULL, "BAD Error in IMAP command received by server: %s", p->error);
             }
             imap_parser_reset(p);
+            imap_spill_discard(s);
             continue;
         }
         imap_dispatch(s);
         imap_parser_reset(&s->parser);
+        imap_spill_discard(s); /* APPEND took the file if it wanted it */
     }
 }
 
@@ -686,6 +747,7 @@ static void *imap_open(struct conn *c)
         return NULL;
     s->c = c;
     s->state = IMAP_STATE_NOT_AUTH;
+    s->spill_fd = s->spill_done_fd = -1;
     const struct config *cfg = conn_server(c)->cfg;
     uint64_t max =
         cfg && cfg->smtp_max_message_size ? cfg->smtp_max_message_size : IMAP_MAX_APPEND_DEFAULT;
@@ -742,6 +804,7 @@ static void imap_session_free(struct imap_session *s)
     free(s->box_name);
     free(s->username);
     free(s->idle_tag);
+    imap_spill_discard(s);
     imap_parser_free(&s->parser);
     free(s);
 }

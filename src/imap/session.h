@@ -41,6 +41,9 @@ struct imap_session {
     enum imap_state state;
     struct imap_parser parser;
     bool is_in_literal;
+    int spill_fd; /* APPEND literal being written to an unlinked file, or -1 */
+    uint64_t spill_remaining;
+    int spill_done_fd; /* the complete spill file for the command being parsed, or -1 */
     bool is_job_in_flight;
     bool is_dead;       /* connection closed while a job was in flight */
     bool is_closing;    /* LOGOUT/BYE sent */
@@ -87,7 +90,9 @@ struct imap_job {
     bool is_ok;          /* set by work */
     /* command payload */
     char *arg1, *arg2;
-    struct buf data; /* APPEND message */
+    struct buf data; /* APPEND message (in memory) */
+    int fd;          /* APPEND message in a spill file (-1 none); closed with the job */
+    uint64_t fd_size;
     unsigned flags;
     char **keywords;
     int64_t number;

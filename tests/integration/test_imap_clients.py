@@ -288,3 +288,18 @@ SyncState *
     m = imaplib_login(tern, user, pw)
     assert m.select("INBOX") == ("OK", [b"3"])
     m.logout()
+
+
+def test_append_big_message_round_trip(tern):
+    """A big APPEND goes to a spill file, not memory; the stored message is byte-exact."""
+    user, pw = fresh_user(tern, "bigapp")
+    body = b"".join(b"line %06d of a big appended message\r\n" % i for i in range(80000))
+    msg = b"From: a@example.org\r\nSubject: big append\r\n\r\n" + body
+    m = imaplib_login(tern, user, pw)
+    typ, data = m.append("INBOX", None, None, msg)
+    assert typ == "OK", data
+    m.select("INBOX")
+    typ, data = m.fetch("1", "(RFC822.SIZE BODY.PEEK[])")
+    assert data[0][1] == msg
+    assert b"RFC822.SIZE %d" % len(msg) in data[0][0]
+    m.logout()

@@ -112,3 +112,19 @@ def test_failed_login_throttle(tern_factory):
     got = converse(c, [("b LOGIN alice@example.test alicepw", r"^b NO ")])[0]
     assert "UNAVAILABLE" in got or "AUTHENTICATIONFAILED" in got
     srv.wait_log(r"imap\[\d+\]: login failed: user=<alice@example.test>")
+
+
+def test_big_literal_with_pipelined_command_in_one_write(tern):
+    """The spill file takes exactly the literal; the bytes after it are the next command."""
+    user, pw = fresh_user(tern, "spill")
+    msg = b"Subject: spill\r\n\r\n" + b"x" * 70 + b"\r\n"
+    msg = msg * 5000  # ~370 KB: above the spill threshold
+    c = imap_client(tern)
+    converse(c, [(f"a LOGIN {user} {pw}", r"^a OK")])
+    c.send_raw(b"b APPEND INBOX {%d+}\r\n" % len(msg) + msg + b"\r\nc NOOP\r\nd SELECT INBOX\r\n")
+    got = c.read_until(r"^d OK")
+    assert re.search(r"^b OK \[APPENDUID \d+ 1\]", got, re.M), got
+    assert re.search(r"^c OK", got, re.M) and "* 1 EXISTS" in got
+    c.send("e FETCH 1 BODY.PEEK[]")
+    got = read_literal_reply(c, "e")
+    assert b"BODY[] {%d}\r\n" % len(msg) + msg + b")\r\n" in got
