@@ -82,6 +82,9 @@ def test_swaks_auth_submission(tern, mech):
     data = delivered(tern, "bob@example.test", tok)
     assert b"(Authenticated sender: alice@example.test)" in data
     assert b"with ESMTPA id" in data
+    qid = re.search(rb"with ESMTPA id ([0-9A-F]+)", data).group(1).decode()
+    tern.wait_log(qid + r": client=localhost\[127\.0\.0\.1\], sasl_method=" +
+                  re.escape(mech) + r", sasl_username=alice@example\.test")
 
 
 def test_swaks_auth_starttls_submission(tern):
