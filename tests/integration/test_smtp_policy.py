@@ -103,3 +103,38 @@ def test_auth_login_on_465_with_wrong_password_then_right(tern):
                      ("QUIT", r"^221 ")])
     assert "503 5.5.1 Error: already authenticated" in r[5]
     assert "STARTTLS" not in r[0]
+
+
+def test_failed_local_delivery_is_not_acknowledged_and_withdraws_queue_copy(tern_factory):
+    """A store failure (here: the Maildir's tmp/ not writable) gives 451 4.3.0, and the
+    copy already spooled for a remote recipient is withdrawn: a 4xx means nothing was
+    accepted, so the client's retry cannot duplicate anything."""
+    import os
+    srv = tern_factory()
+    # first delivery creates the Maildir
+    c = session(srv, "submission")
+    converse(c, [("EHLO client.test", r"^250 "),
+                 ("AUTH PLAIN " + sasl_plain("bob@example.test", "bobpw"), r"^235 "),
+                 ("MAIL FROM:<bob@example.test>", r"^250 "),
+                 ("RCPT TO:<alice@example.test>", r"^250 "),
+                 ("DATA", r"^354 "), ("Subject: first", None), ("", None), ("x", None),
+                 (".", r"^250 ")])
+    tmp = srv.maildir("alice@example.test") / "tmp"
+    wait_for(lambda: tmp.is_dir(), what="alice's Maildir")
+    queue_before = set(p.name for p in (srv.data_dir / "queue").rglob("*") if p.is_file())
+    os.chmod(tmp, 0)
+    try:
+        r = converse(c, [("MAIL FROM:<bob@example.test>", r"^250 "),
+                         ("RCPT TO:<alice@example.test>", r"^250 "),
+                         ("RCPT TO:<friend@remote.example>", r"^250 "),
+                         ("DATA", r"^354 "), ("Subject: second", None), ("", None),
+                         ("y", None), (".", r"^451 ")])
+        assert r[-1].startswith("451 4.3.0")
+        queue_after = set(p.name for p in (srv.data_dir / "queue").rglob("*") if p.is_file())
+        assert queue_after == queue_before
+    finally:
+        os.chmod(tmp, 0o700)
+    r = converse(c, [("MAIL FROM:<bob@example.test>", r"^250 "),
+                     ("RCPT TO:<alice@example.test>", r"^250 "),
+                     ("DATA", r"^354 "), ("Subject: third", None), ("", None), ("z", None),
+                     (".", r"^250 "), ("QUIT", r"^221 ")])
