@@ -129,8 +129,12 @@ void smtp_cmd_bdat(struct smtp_session *s, const struct smtp_command *cmd)
     uint64_t size;
     bool is_last;
     if (!smtp_parse_bdat(cmd->arg, cmd->arg_len, &size, &is_last)) {
-        /* Without a size we cannot find the end of the chunk; keep reading commands. */
+        /* Without a size we cannot find the end of the chunk: what follows is message
+         * content, and reading it as commands would be command smuggling. Hang up. */
         smtp_reply(s, "501 5.5.4 Syntax: BDAT count [LAST]");
+        log_info("smtpd", "BDAT syntax error from %s, closing connection", s->peer);
+        s->input = SMTP_INPUT_CLOSED;
+        conn_close(s->c);
         return;
     }
     s->bdat_remaining = size;

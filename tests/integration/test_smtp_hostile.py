@@ -294,3 +294,13 @@ def test_mail_loop_too_many_hops(tern):
     r = c.read_until(r"^554 ")
     assert r.startswith("554 5.4.0 Error: too many hops")
     converse(c, [("NOOP", r"^250 ")])
+
+
+def test_bdat_syntax_error_closes(tern):
+    """A BDAT without a valid size: the octets after it cannot be told apart from
+    commands, so the server answers 501 and hangs up instead of executing them."""
+    c = session(tern)
+    c.send_raw(b"BDAT 12x\r\nMAIL FROM:<evil@remote.example>\r\n")
+    r = c.read_until(r"^501 ")
+    assert r.startswith("501 5.5.4 Syntax: BDAT count [LAST]")
+    assert c.is_closed()
