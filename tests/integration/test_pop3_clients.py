@@ -199,3 +199,44 @@ def test_openssl_pop3s(tern):
         ("QUIT", r"^\+OK Logging out\."),
     ])
     assert "Hello 1." in out
+
+
+def test_sasl_scram_sha_256(tern):
+    """AUTH SCRAM-SHA-256 (RFC 5802/7677) with a client written here; the server-final
+    message comes as a last '+' challenge answered by an empty line (RFC 5034 §4)."""
+    import base64
+    import hashlib
+    import hmac
+    import secrets
+
+    from tern_util import Client, converse
+    user, pw = fresh_user(tern, "sc", [sample_message(1)])
+    c = Client(tern.host, tern.ports["pop3"])
+    c.read_line()
+    cnonce = secrets.token_hex(12)
+    first_bare = f"n={user},r={cnonce}"
+    c.send("AUTH SCRAM-SHA-256 " + base64.b64encode(("n,," + first_bare).encode()).decode())
+    line = c.read_line()
+    assert line.startswith("+ "), line
+    server_first = base64.b64decode(line[2:].strip()).decode()
+    attrs = dict(kv.split("=", 1) for kv in server_first.split(","))
+    assert attrs["r"].startswith(cnonce)
+    salted = hashlib.pbkdf2_hmac("sha256", pw.encode(), base64.b64decode(attrs["s"]),
+                                 int(attrs["i"]))
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    final_wo_proof = f"c=biws,r={attrs['r']}"
+    auth_msg = f"{first_bare},{server_first},{final_wo_proof}".encode()
+    signature = hmac.new(stored_key, auth_msg, hashlib.sha256).digest()
+    proof = bytes(a ^ b for a, b in zip(client_key, signature))
+    c.send(base64.b64encode(
+        f"{final_wo_proof},p={base64.b64encode(proof).decode()}".encode()).decode())
+    line = c.read_line()
+    assert line.startswith("+ "), line
+    server_final = base64.b64decode(line[2:].strip()).decode()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    want = base64.b64encode(hmac.new(server_key, auth_msg, hashlib.sha256).digest()).decode()
+    assert server_final == f"v={want}"
+    converse(c, [("", r"^\+OK Logged in\."), ("STAT", r"^\+OK 1 "), ("QUIT", r"^\+OK")])
+    c.close()
+    tern.wait_log(rf"Login: user=<{user}>, method=SCRAM-SHA-256")
