@@ -114,7 +114,13 @@ static enum imap_parse_result imap_parse_args(struct imap_parser *p, const char 
         } else if (c == '"') {
             /* RFC 3501 §4.3: quoted = DQUOTE *QUOTED-CHAR DQUOTE, \ escapes " and \ */
             i++;
-            char *out = malloc(len - i + 1);
+            /* Allocate what this string needs, not the rest of the line: many quoted
+             * strings on one line must not cost line-length each. */
+            size_t need = 1;
+            for (size_t q = i; q < len && s[q] != '"'; q++, need++)
+                if (s[q] == '\\' && q + 1 < len)
+                    q++;
+            char *out = malloc(need);
             if (!out)
                 return imap_fail(p, "Out of memory.");
             size_t n = 0;
@@ -172,10 +178,14 @@ static enum imap_parse_result imap_parse_args(struct imap_parser *p, const char 
                 return imap_fail(p, "Invalid literal.");
             p->is_literal_nonsync = nonsync;
             /* Only APPEND carries messages; other commands get line-sized literals. */
+            bool is_append = p->name && strcmp(p->name, "APPEND") == 0;
             uint64_t limit = p->max_literal;
-            if ((!p->name || strcmp(p->name, "APPEND") != 0) && limit > IMAP_MAX_LINE)
-                limit = IMAP_MAX_LINE;
-            if (p->literal_total + n > (uint64_t)p->max_literal + IMAP_MAX_LINE)
+            uint64_t total_limit = (uint64_t)p->max_literal + IMAP_MAX_LINE;
+            if (!is_append) {
+                limit = limit < IMAP_MAX_LINE ? limit : IMAP_MAX_LINE;
+                total_limit = 4 * IMAP_MAX_LINE; /* all literals of one command */
+            }
+            if (p->literal_total + n > total_limit)
                 overflow = true;
             if (overflow || n > limit) {
                 p->is_literal_too_big = true;

@@ -128,7 +128,12 @@ static char *mime_read_value(const char **sp)
     const char *s = *sp;
     if (*s == '"') {
         s++;
-        size_t cap = strlen(s) + 1;
+        /* Size the copy by the quoted string itself, not the rest of the field: a field
+         * of many quoted parameters stays linear. */
+        size_t cap = 1;
+        for (const char *q = s; *q && *q != '"'; q++, cap++)
+            if (*q == '\\' && q[1])
+                q++;
         char *out = malloc(cap);
         if (!out)
             return NULL;

@@ -115,6 +115,23 @@ static void test_literal_too_big(void **state)
     assert_int_equal(feed(&p, "a APPEND INBOX {99999999999999999999999999}"), IMAP_PARSE_ERROR);
     assert_true(p.is_literal_too_big);
     imap_parser_reset(&p);
+    /* outside APPEND a literal is line-sized, and all literals of a command are capped */
+    struct imap_parser q;
+    imap_parser_init(&q, 1 << 20);
+    assert_int_equal(feed(&q, "a LOGIN {70000}"), IMAP_PARSE_ERROR);
+    assert_true(q.is_literal_too_big);
+    imap_parser_reset(&q);
+    assert_int_equal(feed(&q, "a SEARCH TEXT {60000}"), IMAP_PARSE_LITERAL);
+    char big[60000];
+    memset(big, 'x', sizeof big);
+    for (int k = 0; k < 3; k++) {
+        assert_true(imap_parser_feed_literal(&q, big, sizeof big));
+        assert_int_equal(feed(&q, " TEXT {60000}"), IMAP_PARSE_LITERAL);
+    }
+    assert_true(imap_parser_feed_literal(&q, big, sizeof big));
+    assert_int_equal(feed(&q, " TEXT {60000}"), IMAP_PARSE_ERROR);
+    assert_true(q.is_literal_too_big);
+    imap_parser_free(&q);
     assert_int_equal(feed(&p, "a APPEND INBOX {12} x"), IMAP_PARSE_ERROR);
     assert_false(p.is_literal_too_big);
     imap_parser_free(&p);
