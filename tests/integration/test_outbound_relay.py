@@ -257,3 +257,43 @@ def test_size_limit_bounces(tern_factory):
         assert not any(c.upper().startswith("MAIL") for c in sink.commands)
     finally:
         sink.close()
+
+
+def test_tls_encrypt_policy_defers_without_starttls(tern_factory, sink):
+    srv = tern_factory({"transport.remote.test": "[127.0.0.1]:%d" % sink.port,
+                        "outbound.tls": "encrypt"})
+    submit(srv, ["t@remote.test"])
+    srv.wait_log(r"to=<t@remote.test>, .*dsn=4\.7\.4, status=deferred \(TLS is required, but "
+                 r"was not offered by host 127\.0\.0\.1\[127\.0\.0\.1\]\)")
+    assert sink.messages == []
+
+
+def test_destination_concurrency_limit(tern_factory):
+    import threading
+    lock = threading.Lock()
+    state = {"now": 0, "max": 0}
+    release = threading.Event()
+
+    def behaviour(cmd, st):
+        if cmd.upper().startswith("MAIL"):
+            with lock:
+                state["now"] += 1
+                state["max"] = max(state["max"], state["now"])
+            release.wait(2)  # hold the first sessions a moment (a bound, not an assertion)
+        if cmd == "END-OF-DATA":
+            with lock:
+                state["now"] -= 1
+        return None
+
+    sink = SmtpSink(behaviour)
+    try:
+        srv = tern_factory({"transport.remote.test": "[127.0.0.1]:%d" % sink.port,
+                            "queue.destination_concurrency": "2"})
+        for i in range(5):
+            srv.cli("sendmail", "-f", "alice@example.test", "c%d@remote.test" % i,
+                    input="Subject: c\n\nc\n")
+        wait_for(lambda: len(sink.messages) == 5, timeout=30, what="all five delivered")
+        assert state["max"] <= 2
+    finally:
+        release.set()
+        sink.close()
