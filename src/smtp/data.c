@@ -31,6 +31,33 @@ static char lower(char c)
     return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
 }
 
+#define FNV_OFFSET 1469598103934665603ULL
+#define FNV_PRIME  1099511628211ULL
+
+/* One address octet into the running hash (see smtp_data_address_hash). */
+static uint64_t address_hash_step(uint64_t h, char c)
+{
+    if (c == ' ' || c == '\t' || c == '<' || c == '>')
+        return h;
+    return (h ^ (unsigned char)lower(c)) * FNV_PRIME;
+}
+
+uint64_t smtp_data_address_hash(const char *address)
+{
+    uint64_t h = FNV_OFFSET;
+    for (const char *p = address; *p; p++)
+        h = address_hash_step(h, *p);
+    return h;
+}
+
+/* End of a header line: keep a completed Delivered-To value. */
+static void header_line_end(struct smtp_data_reader *r)
+{
+    if (r->is_capturing_delivered_to && r->n_delivered_to < SMTP_DATA_DELIVERED_TO_MAX)
+        r->delivered_to[r->n_delivered_to++] = r->delivered_to_hash;
+    r->is_capturing_delivered_to = false;
+}
+
 /* A header field name is complete: note the fields the session cares about. */
 static void header_classify(struct smtp_data_reader *r)
 {
@@ -47,6 +74,9 @@ static void header_classify(struct smtp_data_reader *r)
         r->has_date = true;
     } else if (strcmp(r->hdr_name, "from") == 0) {
         r->has_from = true;
+    } else if (strcmp(r->hdr_name, "delivered-to") == 0) {
+        r->is_capturing_delivered_to = true;
+        r->delivered_to_hash = FNV_OFFSET;
     }
 }
 
@@ -72,6 +102,7 @@ static void header_scan(struct smtp_data_reader *r, const char *p, size_t n)
             r->is_capturing_msgid = false;
         }
         if (c == '\n') {
+            header_line_end(r);
             r->at_line_start = true;
             continue;
         }
@@ -93,6 +124,9 @@ static void header_scan(struct smtp_data_reader *r, const char *p, size_t n)
             } else if (!is_wsp(c)) {
                 r->in_header = false;
             }
+        } else if (r->is_capturing_delivered_to) {
+            if (c != '\r')
+                r->delivered_to_hash = address_hash_step(r->delivered_to_hash, c);
         } else if (r->is_capturing_msgid && c != '\r') {
             if (r->message_id_len == 0 && is_wsp(c))
                 continue;

@@ -20,7 +20,8 @@
  * Postfix/Dovecot accept them too; the size cap bounds memory, not the line length.
  *
  * The reader also scans the header section of its output (bounded state, no buffering)
- * for Message-ID, Date and the number of Received lines (hop count, RFC 5321 §6.3).
+ * for Message-ID, Date, the number of Received lines (hop count, RFC 5321 §6.3) and the
+ * Delivered-To addresses (mail forwarding loops, RFC 9228).
  *
  * Thread rules: any thread; one reader per message.
  */
@@ -69,7 +70,18 @@ struct smtp_data_reader {
     unsigned n_received;
     char message_id[SMTP_DATA_MESSAGE_ID_MAX + 1];
     size_t message_id_len;
+    /* Delivered-To values seen (hashes, RFC 9228 loop detection), at most 16 */
+    bool is_capturing_delivered_to;
+    uint64_t delivered_to_hash;
+    uint64_t delivered_to[16];
+    unsigned n_delivered_to;
 };
+
+#define SMTP_DATA_DELIVERED_TO_MAX 16
+
+/* Hash of an address as the Delivered-To scan computes it: ASCII lower-case, blanks and
+ * angle brackets ignored. Compare with smtp_data_reader.delivered_to[]. */
+uint64_t smtp_data_address_hash(const char *address);
 
 void smtp_data_init(struct smtp_data_reader *r, uint64_t max_size);
 

@@ -214,6 +214,21 @@ void smtp_delivery_start(struct smtp_session *s)
         smtp_txn_reset(t);
         return;
     }
+    /* RFC 9228 / Postfix: a copy for a user whose Delivered-To is already in the message
+     * means a forwarding loop. The whole message is refused (a per-recipient bounce would
+     * need a DSN; loops are single-recipient in practice). */
+    for (size_t i = 0; i < t->n_local; i++) {
+        uint64_t h = smtp_data_address_hash(t->local[i].user);
+        for (unsigned k = 0; k < t->reader.n_delivered_to; k++) {
+            if (t->reader.delivered_to[k] == h) {
+                log_info("smtpd", "%s: reject: mail forwarding loop for %s from %s",
+                         t->has_queue_id ? t->queue_id : "NOQUEUE", t->local[i].user, s->peer);
+                smtp_reply(s, "554 5.4.6 Error: mail forwarding loop for <%s>", t->local[i].user);
+                smtp_txn_reset(t);
+                return;
+            }
+        }
+    }
     struct smtp_delivery_job *job = calloc(1, sizeof *job);
     if (!job)
         goto oom;

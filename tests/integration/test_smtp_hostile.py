@@ -304,3 +304,13 @@ def test_bdat_syntax_error_closes(tern):
     r = c.read_until(r"^501 ")
     assert r.startswith("501 5.5.4 Syntax: BDAT count [LAST]")
     assert c.is_closed()
+
+
+def test_forwarding_loop_is_refused(tern):
+    c = session(tern)
+    converse(c, [("MAIL FROM:<a@remote.example>", r"^250 "),
+                 ("RCPT TO:<info@example.test>", r"^250 "),
+                 ("DATA", r"^354 ")])
+    c.send_raw(b"Delivered-To: alice@example.test\r\nSubject: loop\r\n\r\nback again\r\n.\r\n")
+    r = c.read_until(r"^554 ")
+    assert r.startswith("554 5.4.6 Error: mail forwarding loop for <alice@example.test>")

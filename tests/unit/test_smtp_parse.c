@@ -318,6 +318,16 @@ static void test_data_header_scan(void **state)
     assert_string_equal(f.r.message_id, "<1@x>");
     buf_free(&f.out);
 
+    /* Delivered-To values are remembered as address hashes (loop detection) */
+    in = "Delivered-To: Alice@Example.TEST\r\nDelivered-To:  <bob@example.test> \r\n"
+         "Subject: x\r\n\r\nDelivered-To: carol@example.test\r\n.\r\n";
+    feed_all(in, strlen(in), 0, &f);
+    assert_int_equal(f.r.n_delivered_to, 2);
+    assert_true(f.r.delivered_to[0] == smtp_data_address_hash("alice@example.test"));
+    assert_true(f.r.delivered_to[1] == smtp_data_address_hash("bob@example.test"));
+    assert_true(f.r.delivered_to[1] != smtp_data_address_hash("carol@example.test"));
+    buf_free(&f.out);
+
     /* seed 004: a first line without a colon means no header section at all */
     in = "SUBJECT this is test\r\nMessage-ID: <x@y>\r\n.\r\n";
     feed_all(in, strlen(in), 0, &f);
