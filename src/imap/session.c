@@ -337,6 +337,23 @@ static void imap_login_work(struct imap_job *j)
 }
 
 /* Finish a successful login: become authenticated and listen for changes. */
+/* Become authenticated as name (owning user and name) and write the tagged OK to out. */
+static void imap_login_success(struct imap_session *s, const char *tag, struct store_user *user,
+                               char *name, const char *method, struct buf *out)
+{
+    s->user = user;
+    s->username = name;
+    s->state = IMAP_STATE_AUTH;
+    s->notify_sub = store_notify_subscribe(s->username, imap_notify, s);
+    log_info("imap", "Login: user=<%s>, method=%s, rip=%s, lip=%s%s", s->username, method,
+             conn_peer_ip(s->c), conn_local_ip(s->c), conn_is_tls(s->c) ? ", TLS" : "");
+    struct buf caps;
+    buf_init(&caps, 0);
+    imap_capability_string(s, &caps);
+    buf_printf(out, "%s OK [CAPABILITY %s] Logged in\r\n", tag, buf_cstr(&caps));
+    buf_free(&caps);
+}
+
 static void imap_login_finish_common(struct imap_job *j, const char *method)
 {
     struct imap_session *s = j->s;
@@ -353,19 +370,9 @@ static void imap_login_finish_common(struct imap_job *j, const char *method)
         }
         return;
     }
-    s->user = j->new_user;
+    imap_login_success(s, j->tag, j->new_user, j->new_name, method, &j->tagged);
     j->new_user = NULL;
-    s->username = j->new_name;
     j->new_name = NULL;
-    s->state = IMAP_STATE_AUTH;
-    s->notify_sub = store_notify_subscribe(s->username, imap_notify, s);
-    log_info("imap", "Login: user=<%s>, method=%s, rip=%s, lip=%s%s", s->username, method,
-             conn_peer_ip(s->c), conn_local_ip(s->c), conn_is_tls(s->c) ? ", TLS" : "");
-    struct buf caps;
-    buf_init(&caps, 0);
-    imap_capability_string(s, &caps);
-    buf_printf(&j->tagged, "%s OK [CAPABILITY %s] Logged in\r\n", j->tag, buf_cstr(&caps));
-    buf_free(&caps);
 }
 
 static void imap_login_finish(struct imap_job *j)
@@ -438,6 +445,17 @@ static void imap_sasl_finish(struct imap_job *j)
     const char *mech = auth_sasl_mechanism(s->sasl);
     char method[32];
     snprintf(method, sizeof method, "%s", mech ? mech : "?");
+    if (st == AUTH_SASL_OK && j->number == 1 && j->arg1 && *j->arg1) {
+        /* RFC 3501 §6.2.2 has no success data in OK: send the server's final message
+         * (SCRAM's "v=...") as a challenge; the login completes after the client's
+         * (empty) answer. */
+        buf_printf(&j->out, "+ %s\r\n", j->arg1);
+        s->sasl_pending_user = j->new_user;
+        s->sasl_pending_name = j->new_name;
+        j->new_user = NULL;
+        j->new_name = NULL;
+        return;
+    }
     if (st == AUTH_SASL_OK) {
         free(j->arg1);
         j->arg1 = NULL;
@@ -494,6 +512,30 @@ static void imap_cmd_authenticate(struct imap_session *s, const char *tag, struc
 /* A client line while AUTHENTICATE waits for a response. */
 static void imap_sasl_line(struct imap_session *s, const char *line)
 {
+    if (s->sasl_pending_name) {
+        /* the answer to the server's final message: the exchange is over */
+        struct store_user *user = s->sasl_pending_user;
+        char *name = s->sasl_pending_name;
+        s->sasl_pending_user = NULL;
+        s->sasl_pending_name = NULL;
+        if (strcmp(line, "*") == 0) {
+            imap_reply(s, s->sasl_tag, "BAD Authentication aborted by client.");
+            if (user)
+                store_user_close(user);
+            free(name);
+        } else {
+            const char *mech = auth_sasl_mechanism(s->sasl);
+            char method[32];
+            snprintf(method, sizeof method, "%s", mech ? mech : "?");
+            struct buf out;
+            buf_init(&out, 0);
+            imap_login_success(s, s->sasl_tag, user, name, method, &out);
+            conn_write(s->c, out.data, out.len);
+            buf_free(&out);
+        }
+        imap_sasl_end(s);
+        return;
+    }
     if (strcmp(line, "*") == 0) {
         /* RFC 3501 §6.2.2: "*" cancels the exchange */
         imap_reply(s, s->sasl_tag, "BAD Authentication aborted by client.");
@@ -797,6 +839,9 @@ static void imap_session_free(struct imap_session *s)
     if (s->sasl)
         auth_sasl_free(s->sasl);
     free(s->sasl_tag);
+    if (s->sasl_pending_user)
+        store_user_close(s->sasl_pending_user);
+    free(s->sasl_pending_name);
     if (s->box)
         store_mailbox_close(s->box);
     if (s->user)

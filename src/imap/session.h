@@ -58,6 +58,9 @@ struct imap_session {
     /* AUTHENTICATE in progress */
     struct auth_sasl *sasl;
     char *sasl_tag;
+    /* authenticated, waiting for the client's answer to the server's final SASL data */
+    struct store_user *sasl_pending_user;
+    char *sasl_pending_name;
 
     /* selected mailbox */
     struct store_mailbox *box;

@@ -203,3 +203,41 @@ def test_seed003_select_unseen_fetch_close_logout_and_log(tern):
     tern.wait_log(r"imap\[\d+\]: Login: user=<" + re.escape(user) +
                   r">, method=PLAIN, rip=127\.0\.0\.1, lip=127\.0\.0\.1")
     tern.wait_log(r"imap\[\d+\]: Disconnected: Logged out user=<" + re.escape(user) + ">")
+
+
+def test_authenticate_scram_sha_256_with_server_signature(tern):
+    """SCRAM-SHA-256 (RFC 7677): the server's final message comes as a '+' challenge, the
+    client answers with an empty line, then OK (RFC 3501 has no success data in OK)."""
+    import base64
+    import hashlib
+    import hmac
+    import os
+
+    user, pw = fresh_user(tern, "scram")
+    c = imap_client(tern)
+    caps = converse(c, [("a CAPABILITY", r"^a OK")])[0]
+    assert "AUTH=SCRAM-SHA-256" in caps
+    nonce = base64.b64encode(os.urandom(18)).decode()
+    client_first_bare = f"n={user},r={nonce}"
+    c.send(f"b AUTHENTICATE SCRAM-SHA-256 {b64('n,,' + client_first_bare)}")
+    line = converse(c, [(None, r"^\+ \S+\r$")])[0]
+    server_first = base64.b64decode(line[2:].strip()).decode()
+    attrs = dict(kv.split("=", 1) for kv in server_first.split(","))
+    assert attrs["r"].startswith(nonce)
+    salted = hashlib.pbkdf2_hmac("sha256", pw.encode(), base64.b64decode(attrs["s"]),
+                                 int(attrs["i"]))
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    without_proof = f"c={b64('n,,')},r={attrs['r']}"
+    auth_message = f"{client_first_bare},{server_first},{without_proof}".encode()
+    signature = hmac.new(stored_key, auth_message, "sha256").digest()
+    proof = base64.b64encode(bytes(a ^ b for a, b in zip(client_key, signature))).decode()
+    c.send(b64(f"{without_proof},p={proof}"))
+    line = converse(c, [(None, r"^(\+ \S+|b OK.*)\r$")])[0]
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+    verifier = base64.b64encode(hmac.new(server_key, auth_message, "sha256").digest()).decode()
+    assert line.startswith("+ "), line
+    assert base64.b64decode(line[2:].strip()).decode() == f"v={verifier}"
+    converse(c, [("", r"^b OK \[CAPABILITY [^\]]*\] Logged in\r$"),
+                 ("c SELECT INBOX", r"^c OK")])
+    tern.wait_log(r"Login: user=<" + re.escape(user) + r">, method=SCRAM-SHA-256")
