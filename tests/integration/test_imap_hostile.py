@@ -128,3 +128,22 @@ def test_big_literal_with_pipelined_command_in_one_write(tern):
     c.send("e FETCH 1 BODY.PEEK[]")
     got = read_literal_reply(c, "e")
     assert b"BODY[] {%d}\r\n" % len(msg) + msg + b")\r\n" in got
+
+
+def test_disconnect_mid_fetch_and_mid_append(tern):
+    big_body = ("y" * 70 + "\n") * 40000  # ~2.8 MB
+    user, pw = fresh_user(tern, "drop", [sample_message(1, "big", big_body)])
+    for _ in range(3):
+        c = imap_client(tern)
+        converse(c, [(f"a LOGIN {user} {pw}", r"^a OK"), ("b SELECT INBOX", r"^b OK")])
+        c.send("c FETCH 1 BODY.PEEK[]")
+        c.read_line()
+        c.close()  # gone while the literal streams
+        c = imap_client(tern)
+        converse(c, [(f"a LOGIN {user} {pw}", r"^a OK")])
+        c.send_raw(b"b APPEND INBOX {1000000+}\r\n" + b"z" * 500000)
+        c.close()  # gone in the middle of a spilled literal
+    still_alive(tern)
+    m = imaplib_login(tern, user, pw)
+    assert m.select("INBOX") == ("OK", [b"1"])
+    m.logout()
