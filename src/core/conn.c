@@ -57,6 +57,7 @@ struct conn {
     bool is_handshaking; /* implicit TLS or STARTTLS handshake in progress */
     bool is_paused;
     bool is_opened;   /* open() has been called */
+    bool has_eof;     /* the peer closed its side; finish after the pending work */
     bool is_closing;  /* conn_close(): flush then finish */
     bool is_finished; /* close() called; the struct is about to go */
     const char *close_reason;
@@ -327,8 +328,9 @@ void conn_resume_read(struct conn *c)
     c->is_paused = false;
     if (c->is_closing)
         return;
-    bufferevent_enable(c->bev, EV_READ);
-    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+    if (!c->has_eof)
+        bufferevent_enable(c->bev, EV_READ);
+    if (c->has_eof || evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
         conn_kick(c);
 }
 
@@ -337,9 +339,14 @@ static void conn_dispatch_read(struct conn *c)
 {
     if (c->is_paused || c->is_closing || c->is_finished || c->is_handshaking || !c->session)
         return;
-    if (evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
-        return;
-    c->proto->on_read(c->session, c);
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+        c->proto->on_read(c->session, c);
+    /* The peer half-closed after its last command: once that command is answered
+     * (nothing paused any more), flush the replies and close. */
+    if (c->has_eof && !c->is_paused && !c->is_closing && !c->is_finished) {
+        c->close_reason = "lost connection";
+        conn_close(c);
+    }
 }
 
 static void conn_on_kick(evutil_socket_t fd, short what, void *arg)
@@ -437,10 +444,26 @@ static void conn_on_event(struct bufferevent *bev, short what, void *arg)
             conn_finish(c, "timeout");
             return;
         }
+        if ((what & BEV_EVENT_READING) && conn_output_length(c) > 0) {
+            /* Not idle: we are still sending (a long RETR or FETCH to a slow reader).
+             * The write timeout catches a peer that stopped reading altogether. */
+            bufferevent_enable(c->bev, EV_READ);
+            return;
+        }
         if (c->session && c->proto->on_timeout)
             c->proto->on_timeout(c->session, c);
         c->close_reason = "timeout";
         conn_close(c);
+        return;
+    }
+    if ((what & BEV_EVENT_EOF) && !c->is_handshaking && c->session && !c->is_closing &&
+        (c->is_paused || conn_output_length(c) > 0 ||
+         evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)) {
+        /* e.g. "QUIT" then FIN, or a message whose fsync is still running: answer what
+         * was sent before the end of input, then close. */
+        c->has_eof = true;
+        bufferevent_disable(c->bev, EV_READ);
+        conn_dispatch_read(c);
         return;
     }
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
