@@ -318,3 +318,15 @@ def test_failed_logins_throttled_per_ip(tern_factory):
     converse(c, [(f"AUTH PLAIN {sasl_plain(user, pw)}", r"^-ERR \[AUTH\] "),
                  ("QUIT", r"^\+OK")])
     c.close()
+
+
+def test_bare_login_uses_default_domain(tern_factory):
+    """With two domains, a bare USER name maps to auth.default_domain."""
+    srv = tern_factory({"auth.default_domain": "example.test"})
+    srv.cli("domain", "add", "other.test")
+    user, pw = fresh_user(srv, "dd", [sample_message(1)])
+    local = user.split("@")[0]
+    c = login(srv, local, pw)
+    converse(c, [("STAT", r"^\+OK 1 "), ("QUIT", r"^\+OK Logging out\.")])
+    c.close()
+    srv.wait_log(rf"Login: user=<{re.escape(user)}>, method=PLAIN")
