@@ -314,3 +314,20 @@ def test_forwarding_loop_is_refused(tern):
     c.send_raw(b"Delivered-To: alice@example.test\r\nSubject: loop\r\n\r\nback again\r\n.\r\n")
     r = c.read_until(r"^554 ")
     assert r.startswith("554 5.4.6 Error: mail forwarding loop for <alice@example.test>")
+
+
+def test_disconnect_while_delivery_job_runs(tern):
+    """The client hangs up right after the end of data, while the delivery job is in the
+    workpool: the session must outlive the job, and the server must carry on."""
+    tok = f"hangup-{time.monotonic_ns()}".encode()
+    for i in range(20):
+        c = session(tern)
+        c.send_raw(b"MAIL FROM:<a@remote.example>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n")
+        c.read_until(r"^354 ")
+        c.send_raw(b"Subject: " + tok + b"\r\n\r\n" + str(i).encode() + b"\r\n.\r\nQUIT\r\n")
+        c.close()
+    c = session(tern)
+    converse(c, [("NOOP", r"^250 "), ("QUIT", r"^221 ")])
+    # the complete messages are delivered (the client just did not wait for the 250),
+    # each once
+    wait_for(lambda: count_with(tern, "bob@example.test", tok) == 20, what="20 deliveries")
