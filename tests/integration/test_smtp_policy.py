@@ -138,3 +138,25 @@ def test_failed_local_delivery_is_not_acknowledged_and_withdraws_queue_copy(tern
                      ("RCPT TO:<alice@example.test>", r"^250 "),
                      ("DATA", r"^354 "), ("Subject: third", None), ("", None), ("z", None),
                      (".", r"^250 "), ("QUIT", r"^221 ")])
+
+
+def test_pipelined_auth_then_mail(tern):
+    """AUTH with an initial response and the transaction pipelined behind it (RFC 4954
+    §4 allows no pipelining of AUTH itself, but clients do it): the MAIL waits for the
+    SASL step in the workpool and then runs as the authenticated user."""
+    c = session(tern, "submission")
+    converse(c, [("EHLO client.test", r"^250 ")])
+    c.send_raw(("AUTH PLAIN " + sasl_plain("alice@example.test", "alicepw") + "\r\n"
+                "MAIL FROM:<alice@example.test>\r\nRCPT TO:<someone@remote.example>\r\n"
+                "RSET\r\nAUTH PLAIN =\r\nQUIT\r\n").encode())
+    r = c.read_until(r"^221 ")
+    codes = [l[:3] for l in r.splitlines()]
+    assert codes == ["235", "250", "250", "250", "503", "221"], r
+
+
+def test_auth_empty_initial_response(tern):
+    c = session(tern)
+    r = converse(c, [("EHLO client.test", r"^250 "),
+                     ("AUTH PLAIN =", r"^(535|501) "),
+                     ("NOOP", r"^250 ")])
+    assert r[1][:3] in ("535", "501")
