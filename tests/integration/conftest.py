@@ -20,6 +20,7 @@ The binary is $TERN_BIN, else <repo>/build/tern. Tests wait on conditions (a rep
 file, a log line), never on sleeps; every wait here is bounded.
 """
 
+import atexit
 import os
 import pwd
 import re
@@ -48,6 +49,29 @@ SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime
 USERS = {"alice@example.test": "alicepw", "bob@example.test": "bobpw"}
 ALIASES = {"info@example.test": "alice@example.test"}
 DOMAIN = "example.test"
+
+
+# Servers started and not yet reaped: killed at exit or on SIGTERM/SIGINT so that a
+# runner killing pytest (stage time limit) leaves no orphan server behind.
+_LIVE = {}
+
+
+def _kill_live_servers():
+    for pid in list(_LIVE):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _LIVE.pop(pid, None)
+
+
+atexit.register(_kill_live_servers)
+
+
+def _on_fatal_signal(signum, frame):
+    _kill_live_servers()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 def tern_bin():
@@ -240,6 +264,7 @@ class TernServer:
             [str(self.bin), "-c", str(self.config_path), "serve", "-f"],
             stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
             cwd=str(self.root), env=env, start_new_session=True)
+        _LIVE[self.proc.pid] = self.proc
         self.returncode = None
         pat = re.compile(READY_RE)
         deadline = time.monotonic() + timeout
@@ -250,6 +275,7 @@ class TernServer:
             rc = self.proc.poll()
             if rc is not None:
                 self.returncode = rc
+                _LIVE.pop(self.proc.pid, None)
                 self._close_log()
                 raise TernError(f"tern serve exited {rc} before it was ready\n"
                                 f"--- log ---\n{self.log_text()[since:][-6000:]}")
@@ -278,6 +304,7 @@ class TernServer:
         except subprocess.TimeoutExpired:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.returncode = self.proc.wait(timeout=STOP_TIMEOUT)
+        _LIVE.pop(self.proc.pid, None)
         self._close_log()
         return self.returncode
 
@@ -360,3 +387,4 @@ def tern_factory():
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running test (still run in CI)")
+    signal.signal(signal.SIGTERM, _on_fatal_signal)
