@@ -155,8 +155,11 @@ static void delivery_done(void *arg)
     double delay = (double)(util_now_ms() - job->start_ms) / 1000.0;
     const char *id = job->queue_id;
     if (job->queue_rc == 0 && job->store_rc == 0) {
-        if (job->message_id)
-            log_info("cleanup", "%s: message-id=%s", id, job->message_id);
+        if (job->message_id) {
+            char mid[SMTP_DATA_MESSAGE_ID_MAX + 1];
+            smtp_log_safe(job->message_id, mid, sizeof mid);
+            log_info("cleanup", "%s: message-id=%s", id, mid);
+        }
         log_info("qmgr", "%s: from=<%s>, size=%llu, nrcpt=%u (queue active)", id, job->sender,
                  (unsigned long long)job->src.size, job->nrcpt);
         for (size_t i = 0; i < job->n_local; i++) {

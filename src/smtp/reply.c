@@ -15,6 +15,16 @@ const char *smtp_hostname(const struct smtp_session *s)
     return s->cfg && s->cfg->hostname ? s->cfg->hostname : "localhost";
 }
 
+void smtp_log_safe(const char *in, char *out, size_t size)
+{
+    size_t n = 0;
+    if (size == 0)
+        return;
+    for (; in && *in && n + 1 < size; in++)
+        out[n++] = ((unsigned char)*in < 32 || *in == 127) ? '?' : *in;
+    out[n] = '\0';
+}
+
 void smtp_reply(struct smtp_session *s, const char *fmt, ...)
 {
     char line[SMTP_REPLY_MAX + 64];

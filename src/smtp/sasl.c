@@ -86,10 +86,11 @@ static void auth_job_done(void *arg)
         break;
     }
     case AUTH_SASL_FAIL: {
-        const char *login = auth_sasl_attempted_login(s->sasl);
+        char login[128];
+        smtp_log_safe(auth_sasl_attempted_login(s->sasl), login, sizeof login);
         log_warning("smtpd", "%s: SASL %s authentication failed: authentication failure%s%s",
-                    s->peer, auth_sasl_mechanism(s->sasl),
-                    login && login[0] ? ", sasl_username=" : "", login ? login : "");
+                    s->peer, auth_sasl_mechanism(s->sasl), login[0] ? ", sasl_username=" : "",
+                    login);
         auth_throttle_record_failure(s->ctx->auth, conn_peer_ip(s->c));
         auth_end_exchange(s);
         smtp_reply(s, "535 5.7.8 Error: authentication failed: authentication failure");

@@ -120,6 +120,8 @@ void smtp_log_reject(struct smtp_session *s, const char *cmd, const char *reply,
 /* Append "ehlo=1 mail=1 rcpt=0/1 ... commands=N" to out. */
 void smtp_stats_format(const struct smtp_session *s, struct buf *out);
 const char *smtp_hostname(const struct smtp_session *s);
+/* Copy peer-supplied text for a log line: control octets become '?', capped to size. */
+void smtp_log_safe(const char *in, char *out, size_t size);
 
 /* session.c */
 void smtp_session_free(struct smtp_session *s);
