@@ -215,3 +215,23 @@ def test_disabled_user_is_unknown(tern):
                      (f"RCPT TO:<{user}>", r"^550 "),
                      ("QUIT", r"^221 ")])
     assert "5.1.1" in r[2]
+
+
+def test_ipv6_peer_in_received_header(tern_factory):
+    """RFC 5321 §4.1.3: an IPv6 peer is written as an address literal "[IPv6:...]"."""
+    s6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        s6.bind(("::1", 0))
+    except OSError:
+        import pytest
+        pytest.skip("no IPv6 loopback")
+    port = s6.getsockname()[1]
+    s6.close()
+    srv = tern_factory({"smtp.listen": f"[::1]:{port}"})
+    tok = uuid.uuid4().hex.encode()
+    with smtplib.SMTP("::1", port, local_hostname="v6client.test", timeout=IO_TIMEOUT) as s:
+        s.sendmail("a@remote.example", ["alice@example.test"],
+                   b"Subject: " + tok + b"\r\n\r\nover IPv6\r\n")
+    data = one_message(srv, "alice@example.test", tok)
+    assert b"Received: from v6client.test (localhost [IPv6:::1])\n" in data
+    srv.wait_log(r"connect from localhost\[::1\]")
