@@ -13,6 +13,8 @@
 #   4. creates domain example.test and user demo@example.test with a random password
 #      (kept in var/demo-password so re-runs print the same one)
 #   5. exec tern serve -f (Ctrl-C or SIGTERM stops it)
+# Arguments are passed to tern as global options, e.g. to stay on loopback high ports:
+#   ./scripts/run-demo.sh -o smtp.listen=127.0.0.1:2525 -o imap.listen=127.0.0.1:2143
 # Environment: TERN_DEMO_DIR (default ./var), TERN_DEMO_USER (default demo@example.test).
 set -eu
 
@@ -58,8 +60,9 @@ fi
 
 TERN="$ROOT/build/tern"
 tern() { "$TERN" -c "$CONF" "$@"; }
+# The script's arguments (-o key=value ...) go to `config check` and `serve` as well.
 
-tern config check
+tern "$@" config check
 
 if ! tern domain list 2>/dev/null | grep -qx "$DOMAIN"; then
     tern domain add "$DOMAIN"
@@ -82,7 +85,7 @@ fi
 echo
 echo "run-demo: demo account $USER_ADDR, password: $PASSWORD"
 echo "run-demo: data in $DATA; effective settings: $TERN -c $CONF config show"
-tern config show | grep -E '^(hostname|[a-z0-9]+\.listen) ' | sed 's/^/run-demo:   /'
+tern "$@" config show | grep -E '^(hostname|[a-z0-9]+\.listen) ' | sed 's/^/run-demo:   /'
 echo "run-demo: starting tern serve -f (Ctrl-C stops)"
 echo
-exec "$TERN" -c "$CONF" serve -f
+exec "$TERN" -c "$CONF" "$@" serve -f
