@@ -331,8 +331,8 @@ static bool message_has_8bit(int fd, uint64_t offset, uint64_t size)
 
 /* The route for a domain: transport.<domain>, else relayhost, else MX. *is_relay_r when
  * the relayhost (with its credentials) is used. */
-static int route_for(const struct config *cfg, const char *domain, struct outbound_route *r,
-                     bool *is_relay_r)
+int outbound_route_for(const struct config *cfg, const char *domain, struct outbound_route *r,
+                       bool *is_relay_r)
 {
     *is_relay_r = false;
     size_t dn = strlen(domain);
@@ -373,7 +373,7 @@ static void deliver_remote_domain(struct attempt *a, const char *domain, bool ha
     }
     struct outbound_route route;
     bool is_relay;
-    if (route_for(cfg, domain, &route, &is_relay) < 0) {
+    if (outbound_route_for(cfg, domain, &route, &is_relay) < 0) {
         for (size_t k = 0; k < n; k++)
             rcpt_set(&a->rcpts[idx[k]], RCPT_DEFER, 451, "4.3.5", "none",
                      "mail transport unavailable: bad route in configuration");
@@ -382,7 +382,30 @@ static void deliver_remote_domain(struct attempt *a, const char *domain, bool ha
     struct outbound_addr *alist = NULL;
     size_t n_addr = 0;
     char *err = NULL;
-    enum outbound_dns_status ds = outbound_dns_route(sh->dns, &route, &alist, &n_addr, &err);
+    /* resolved on the loop before this job started, unless it is a domain found only now
+     * (a local alias pointing outside): then resolve here */
+    const struct outbound_resolved *pre = NULL;
+    for (size_t k = 0; k < a->job->n_domains; k++)
+        if (a->job->resolved && a->job->resolved[k].is_done &&
+            strcasecmp(a->job->domains[k], domain) == 0)
+            pre = &a->job->resolved[k];
+    enum outbound_dns_status ds;
+    if (pre) {
+        ds = pre->status;
+        if (pre->n) {
+            alist = malloc(pre->n * sizeof *alist);
+            if (alist)
+                memcpy(alist, pre->addrs, pre->n * sizeof *alist);
+            n_addr = alist ? pre->n : 0;
+        }
+        if (ds != OUTBOUND_DNS_OK)
+            err = strdup(pre->error);
+        else if (!alist)
+            ds = OUTBOUND_DNS_TEMPFAIL;
+    } else {
+        log_debug("smtp", "%s: resolving %s in the delivery thread", a->e.id, domain);
+        ds = outbound_dns_route(sh->dns, &route, &alist, &n_addr, &err);
+    }
     if (ds != OUTBOUND_DNS_OK) {
         enum rcpt_status st = ds == OUTBOUND_DNS_TEMPFAIL ? RCPT_DEFER : RCPT_BOUNCE;
         const char *dsn = ds == OUTBOUND_DNS_NULLMX     ? "5.1.10"

@@ -19,13 +19,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <event2/event.h>
 #include <unbound.h>
 
 #define DNS_MAX_MX    16
 #define DNS_MAX_ADDRS 32
 
+struct dns_lookup;
+
 struct outbound_dns {
     struct ub_ctx *ub;
+    struct event *ev;           /* ub_fd readable: ub_process on the loop */
+    struct dns_lookup *pending; /* async lookups in progress (freed on shutdown) */
 };
 
 struct outbound_dns *outbound_dns_create(const char *resolver, char **error_r)
@@ -36,8 +41,10 @@ struct outbound_dns *outbound_dns_create(const char *resolver, char **error_r)
         *error_r = strdup("cannot create the DNS resolver");
         return NULL;
     }
-    int r;
-    if (resolver && resolver[0]) {
+    /* async queries are answered by a libunbound thread (not a forked process) */
+    int r = ub_ctx_async(d->ub, 1);
+    if (r != 0) {
+    } else if (resolver && resolver[0]) {
         r = ub_ctx_set_fwd(d->ub, resolver);
         /* a test resolver on loopback speaks plain UDP/TCP; keep the queries simple */
         if (r == 0)
@@ -63,11 +70,21 @@ struct outbound_dns *outbound_dns_create(const char *resolver, char **error_r)
     return d;
 }
 
+static struct dns_lookup *dns_lookup_next(struct dns_lookup *l);
+static void dns_lookup_free(struct dns_lookup *l);
+
 void outbound_dns_free(struct outbound_dns *d)
 {
     if (!d)
         return;
-    ub_ctx_delete(d->ub);
+    if (d->ev)
+        event_free(d->ev);
+    ub_ctx_delete(d->ub); /* outstanding async callbacks are never called after this */
+    while (d->pending) {
+        struct dns_lookup *l = d->pending;
+        d->pending = dns_lookup_next(l);
+        dns_lookup_free(l);
+    }
     free(d);
 }
 
@@ -279,4 +296,250 @@ enum outbound_dns_status outbound_dns_route(struct outbound_dns *d,
         return OUTBOUND_DNS_OK;
     dns_error(error_r, "Host or domain name lookup failed for the MX hosts of %s", route->host);
     return tempfail ? OUTBOUND_DNS_TEMPFAIL : OUTBOUND_DNS_NOTFOUND;
+}
+
+/* ---- asynchronous routing on the event loop (ub_resolve_async + ub_fd) ---------------- */
+
+/* Results of one ub_result as addresses for host (A or AAAA records only). */
+static size_t dns_result_addrs(const struct ub_result *res, int type, const char *host,
+                               uint16_t port, struct outbound_addr *out, size_t max)
+{
+    size_t n = 0;
+    for (int i = 0; res->havedata && res->data[i] && n < max; i++) {
+        struct outbound_addr a = {0};
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&a.sa;
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&a.sa;
+        if (type == 1 && res->len[i] == 4) {
+            s4->sin_family = AF_INET;
+            s4->sin_port = htons(port);
+            memcpy(&s4->sin_addr, res->data[i], 4);
+            a.sa_len = sizeof *s4;
+            inet_ntop(AF_INET, &s4->sin_addr, a.ip, sizeof a.ip);
+        } else if (type == 28 && res->len[i] == 16) {
+            s6->sin6_family = AF_INET6;
+            s6->sin6_port = htons(port);
+            memcpy(&s6->sin6_addr, res->data[i], 16);
+            a.sa_len = sizeof *s6;
+            inet_ntop(AF_INET6, &s6->sin6_addr, a.ip, sizeof a.ip);
+        } else {
+            continue;
+        }
+        snprintf(a.host, sizeof a.host, "%s", host);
+        a.port = port;
+        out[n++] = a;
+    }
+    return n;
+}
+
+#define DNS_PER_HOST 8 /* addresses kept per host and family */
+
+struct dns_query {
+    struct dns_lookup *l;
+    int host, type;
+};
+
+struct dns_lookup {
+    struct outbound_dns *d;
+    struct dns_lookup *next;
+    struct outbound_route route;
+    outbound_dns_cb *cb;
+    void *arg;
+    int pending;
+    bool is_tempfail;
+    struct mx mxs[DNS_MAX_MX];
+    size_t n_mx;
+    struct dns_query q[DNS_MAX_MX][2];
+    struct outbound_addr found[DNS_MAX_MX][2][DNS_PER_HOST];
+    size_t n_found[DNS_MAX_MX][2];
+};
+
+static struct dns_lookup *dns_lookup_next(struct dns_lookup *l)
+{
+    return l->next;
+}
+
+static void dns_lookup_free(struct dns_lookup *l)
+{
+    free(l);
+}
+
+/* Deliver the outcome to the caller and forget the lookup. */
+static void dns_lookup_finish(struct dns_lookup *l, enum outbound_dns_status st, const char *err)
+{
+    struct outbound_dns *d = l->d;
+    for (struct dns_lookup **pp = &d->pending; *pp; pp = &(*pp)->next) {
+        if (*pp == l) {
+            *pp = l->next;
+            break;
+        }
+    }
+    struct outbound_addr *addrs = NULL;
+    size_t n = 0;
+    if (st == OUTBOUND_DNS_OK) {
+        addrs = calloc(DNS_MAX_ADDRS, sizeof *addrs);
+        /* MX order; within a host IPv4 first, then IPv6 */
+        for (size_t h = 0; addrs && h < l->n_mx; h++)
+            for (int t = 0; t < 2; t++)
+                for (size_t k = 0; k < l->n_found[h][t] && n < DNS_MAX_ADDRS; k++)
+                    addrs[n++] = l->found[h][t][k];
+        if (n == 0) {
+            free(addrs);
+            addrs = NULL;
+            st = l->is_tempfail ? OUTBOUND_DNS_TEMPFAIL : OUTBOUND_DNS_NOTFOUND;
+        }
+    }
+    char msg[512];
+    if (st != OUTBOUND_DNS_OK && !err) {
+        if (st == OUTBOUND_DNS_TEMPFAIL)
+            snprintf(msg, sizeof msg, "Host or domain name lookup failed for name=%s",
+                     l->route.host);
+        else
+            snprintf(msg, sizeof msg,
+                     "Host or domain name not found. Name service error for name=%s",
+                     l->route.host);
+        err = msg;
+    }
+    l->cb(l->arg, st, addrs, n, st == OUTBOUND_DNS_OK ? NULL : err);
+    free(l);
+}
+
+static void dns_addr_cb(void *arg, int err, struct ub_result *res)
+{
+    struct dns_query *q = arg;
+    struct dns_lookup *l = q->l;
+    int t = q->type == 1 ? 0 : 1;
+    if (err != 0 || !res || res->rcode == 2)
+        l->is_tempfail = true;
+    else
+        l->n_found[q->host][t] = dns_result_addrs(res, q->type, l->mxs[q->host].name, l->route.port,
+                                                  l->found[q->host][t], DNS_PER_HOST);
+    if (res)
+        ub_resolve_free(res);
+    if (--l->pending == 0)
+        dns_lookup_finish(l, OUTBOUND_DNS_OK, NULL);
+}
+
+/* Second stage: A and AAAA of every exchanger (or of the domain: implicit MX). */
+static void dns_lookup_addresses(struct dns_lookup *l)
+{
+    l->pending = 1; /* held while queries are started, so none can finish the lookup */
+    for (size_t h = 0; h < l->n_mx; h++) {
+        struct outbound_addr lit[1];
+        size_t nl = 0;
+        char *err = NULL;
+        /* an address literal needs no query */
+        struct in6_addr tmp;
+        if (inet_pton(AF_INET, l->mxs[h].name, &tmp) == 1 ||
+            inet_pton(AF_INET6, l->mxs[h].name, &tmp) == 1) {
+            dns_addresses(l->d, l->mxs[h].name, l->route.port, lit, &nl, 1, &err);
+            free(err);
+            if (nl) {
+                l->found[h][0][0] = lit[0];
+                l->n_found[h][0] = 1;
+            }
+            continue;
+        }
+        static const int types[2] = {1, 28};
+        for (int t = 0; t < 2; t++) {
+            l->q[h][t] = (struct dns_query){.l = l, .host = (int)h, .type = types[t]};
+            l->pending++;
+            if (ub_resolve_async(l->d->ub, l->mxs[h].name, types[t], 1, &l->q[h][t], dns_addr_cb,
+                                 NULL) != 0) {
+                l->pending--;
+                l->is_tempfail = true;
+            }
+        }
+    }
+    if (--l->pending == 0)
+        dns_lookup_finish(l, OUTBOUND_DNS_OK, NULL);
+}
+
+static void dns_mx_cb(void *arg, int err, struct ub_result *res)
+{
+    struct dns_lookup *l = arg;
+    char msg[512];
+    if (err != 0 || !res || res->rcode == 2) {
+        snprintf(msg, sizeof msg, "Host or domain name lookup failed (%s) for name=%s",
+                 err ? ub_strerror(err) : "SERVFAIL", l->route.host);
+        if (res)
+            ub_resolve_free(res);
+        dns_lookup_finish(l, OUTBOUND_DNS_TEMPFAIL, msg);
+        return;
+    }
+    if (res->nxdomain) {
+        ub_resolve_free(res);
+        dns_lookup_finish(l, OUTBOUND_DNS_NOTFOUND, NULL);
+        return;
+    }
+    bool is_null = false;
+    for (int i = 0; res->havedata && res->data[i] && l->n_mx < DNS_MAX_MX; i++) {
+        struct mx m;
+        if (outbound_dns_parse_mx((const unsigned char *)res->data[i], (size_t)res->len[i], &m.pref,
+                                  m.name, sizeof m.name) < 0)
+            continue;
+        if (strcmp(m.name, ".") == 0) {
+            is_null = true; /* RFC 7505 §3 */
+            continue;
+        }
+        util_random_bytes(&m.shuffle, sizeof m.shuffle);
+        l->mxs[l->n_mx++] = m;
+    }
+    ub_resolve_free(res);
+    if (is_null) {
+        snprintf(msg, sizeof msg, "Domain %s does not accept mail (nullMX)", l->route.host);
+        dns_lookup_finish(l, OUTBOUND_DNS_NULLMX, msg);
+        return;
+    }
+    if (l->n_mx == 0) {
+        /* RFC 5321 §5.1: the implicit MX */
+        snprintf(l->mxs[0].name, sizeof l->mxs[0].name, "%s", l->route.host);
+        l->n_mx = 1;
+    } else {
+        qsort(l->mxs, l->n_mx, sizeof l->mxs[0], mx_cmp);
+    }
+    dns_lookup_addresses(l);
+}
+
+static void dns_on_readable(evutil_socket_t fd, short what, void *arg)
+{
+    struct outbound_dns *d = arg;
+    (void)ub_process(d->ub); /* runs the callbacks of answered queries */
+}
+
+int outbound_dns_attach(struct outbound_dns *d, struct event_base *base)
+{
+    int fd = ub_fd(d->ub);
+    if (fd < 0)
+        return -1;
+    d->ev = event_new(base, fd, EV_READ | EV_PERSIST, dns_on_readable, d);
+    if (!d->ev || event_add(d->ev, NULL) < 0)
+        return -1;
+    return 0;
+}
+
+int outbound_dns_route_async(struct outbound_dns *d, const struct outbound_route *route,
+                             outbound_dns_cb *cb, void *arg)
+{
+    if (!d->ev)
+        return -1;
+    struct dns_lookup *l = calloc(1, sizeof *l);
+    if (!l)
+        return -1;
+    l->d = d;
+    l->route = *route;
+    l->cb = cb;
+    l->arg = arg;
+    l->next = d->pending;
+    d->pending = l;
+    if (route->is_literal) {
+        snprintf(l->mxs[0].name, sizeof l->mxs[0].name, "%s", route->host);
+        l->n_mx = 1;
+        dns_lookup_addresses(l); /* may finish (and call cb) at once for an IP literal */
+        return 0;
+    }
+    if (ub_resolve_async(d->ub, route->host, 15 /* MX */, 1, l, dns_mx_cb, NULL) != 0) {
+        dns_lookup_finish(l, OUTBOUND_DNS_TEMPFAIL, "cannot start the DNS query");
+        return 0;
+    }
+    return 0;
 }

@@ -73,6 +73,17 @@ enum outbound_dns_status outbound_dns_route(struct outbound_dns *d,
                                             const struct outbound_route *route,
                                             struct outbound_addr **addrs_r, size_t *n_r,
                                             char **error_r);
+/* Loop side (issue 5: the DNS wait happens on the loop, not in a thread). Attach the
+ * resolver's ub_fd to the loop once; then outbound_dns_route_async() runs the same routing
+ * as outbound_dns_route() with ub_resolve_async and calls cb on the loop thread with a
+ * malloc'd address list (caller frees) and, on failure, a reason (valid during cb). cb may
+ * run before outbound_dns_route_async returns (address literals). 0 or -1 (not started). */
+typedef void outbound_dns_cb(void *arg, enum outbound_dns_status st, struct outbound_addr *addrs,
+                             size_t n, const char *error);
+struct event_base;
+int outbound_dns_attach(struct outbound_dns *d, struct event_base *base);
+int outbound_dns_route_async(struct outbound_dns *d, const struct outbound_route *route,
+                             outbound_dns_cb *cb, void *arg);
 /* Pure: parse an MX RDATA (preference + uncompressed wire name) into pref and dotted name
  * ("." for the root, i.e. null MX). 0 or -1. */
 int outbound_dns_parse_mx(const unsigned char *rdata, size_t len, uint16_t *pref_r, char *name_r,
@@ -185,13 +196,30 @@ struct outbound_shared {
 };
 
 /* One queued message to attempt (thread side). */
+/* Where one remote domain of a job goes, resolved on the loop before the job runs. */
+struct outbound_job;
+struct outbound_resolved {
+    struct outbound_job *job; /* back-pointer for the DNS callback */
+    bool is_done;
+    enum outbound_dns_status status;
+    struct outbound_addr *addrs;
+    size_t n;
+    char error[512];
+};
+
 struct outbound_job {
     struct outbound_shared *shared;
     char id[32];
     int state;      /* QUEUE_STATE_ACTIVE / DEFERRED: the directory it was found in */
     char **domains; /* distinct recipient domains (per-destination limit), lower case */
     size_t n_domains;
+    struct outbound_resolved *resolved; /* [n_domains]; not done = resolve in the thread */
+    unsigned dns_pending;
+    struct outbound_job *next_waiting; /* runner's list of jobs waiting for DNS */
 };
+/* The route for a domain: transport.<domain>, else relayhost (*is_relay_r), else MX. */
+int outbound_route_for(const struct config *cfg, const char *domain, struct outbound_route *r,
+                       bool *is_relay_r);
 /* BLOCKING (thread). Attempt delivery of job->id: local recipients via the store, remote
  * ones via SMTP; then delete, defer (rewrite with attempts+1 and next-retry mtime) or
  * bounce. */

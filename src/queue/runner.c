@@ -18,6 +18,7 @@
 #include "queue/queue-private.h"
 #include "queue/queue.h"
 
+#include "auth/auth.h"
 #include "core/config.h"
 #include "core/conn.h"
 #include "core/log.h"
@@ -64,6 +65,7 @@ struct outbound_runner {
     struct runner_dest *dests;
     size_t n_dests, cap_dests;
     unsigned max_deliveries, per_dest;
+    struct outbound_job *waiting; /* dispatched, waiting for DNS answers */
 };
 
 struct scan_item {
@@ -195,6 +197,75 @@ static struct runner_dest *runner_dest(struct outbound_runner *r, const char *do
     return d;
 }
 
+static void job_free(struct outbound_job *job)
+{
+    domains_free(job->domains, job->n_domains);
+    for (size_t i = 0; job->resolved && i < job->n_domains; i++)
+        free(job->resolved[i].addrs);
+    free(job->resolved);
+    free(job);
+}
+
+static void deliver_work(void *arg);
+static void deliver_done(void *arg);
+
+static struct outbound_runner *job_runner(struct outbound_job *job)
+{
+    return (struct outbound_runner *)((char *)job->shared -
+                                      offsetof(struct outbound_runner, shared));
+}
+
+/* One DNS answer less to wait for; at zero the job goes to a delivery thread. */
+static void job_dns_release(struct outbound_job *job)
+{
+    if (--job->dns_pending > 0)
+        return;
+    struct outbound_runner *r = job_runner(job);
+    for (struct outbound_job **pp = &r->waiting; *pp; pp = &(*pp)->next_waiting) {
+        if (*pp == job) {
+            *pp = job->next_waiting;
+            break;
+        }
+    }
+    workpool_submit(r->pool, deliver_work, deliver_done, job);
+}
+
+/* Loop thread: the route of one remote domain is known. */
+static void job_dns_done(void *arg, enum outbound_dns_status st, struct outbound_addr *addrs,
+                         size_t n, const char *error)
+{
+    struct outbound_resolved *res = arg;
+    res->is_done = true;
+    res->status = st;
+    res->addrs = addrs;
+    res->n = n;
+    snprintf(res->error, sizeof res->error, "%s", error ? error : "");
+    job_dns_release(res->job);
+}
+
+/* Loop thread: resolve the job's remote domains asynchronously (the DNS wait stays on the
+ * loop, issue 5), then submit it. Local domains need no lookup. */
+static void job_start(struct outbound_runner *r, struct outbound_job *job)
+{
+    job->dns_pending = 1; /* held until every lookup is started */
+    job->next_waiting = r->waiting;
+    r->waiting = job;
+    job->resolved = calloc(job->n_domains ? job->n_domains : 1, sizeof *job->resolved);
+    for (size_t i = 0; job->resolved && i < job->n_domains; i++) {
+        job->resolved[i].job = job;
+        if (r->shared.auth && auth_domain_is_local(r->shared.auth, job->domains[i]) != 0)
+            continue; /* local (or unknown on a directory error: the thread decides) */
+        struct outbound_route route;
+        bool is_relay;
+        if (outbound_route_for(r->shared.cfg, job->domains[i], &route, &is_relay) < 0)
+            continue;
+        job->dns_pending++;
+        if (outbound_dns_route_async(r->shared.dns, &route, job_dns_done, &job->resolved[i]) < 0)
+            job->dns_pending--; /* the thread resolves it itself */
+    }
+    job_dns_release(job);
+}
+
 static void deliver_work(void *arg)
 {
     outbound_deliver(arg);
@@ -204,8 +275,7 @@ static void deliver_work(void *arg)
 static void deliver_done(void *arg)
 {
     struct outbound_job *job = arg;
-    struct outbound_runner *r =
-        (struct outbound_runner *)((char *)job->shared - offsetof(struct outbound_runner, shared));
+    struct outbound_runner *r = job_runner(job);
     for (size_t i = 0; i < r->n_inflight; i++) {
         if (strcmp(r->inflight[i], job->id) == 0) {
             memcpy(r->inflight[i], r->inflight[r->n_inflight - 1], sizeof r->inflight[i]);
@@ -218,8 +288,7 @@ static void deliver_done(void *arg)
         if (d && d->active)
             d->active--;
     }
-    domains_free(job->domains, job->n_domains);
-    free(job);
+    job_free(job);
 }
 
 /* Loop thread: hand due messages to delivery threads within the limits. */
@@ -249,7 +318,7 @@ static void scan_done(void *arg)
         for (size_t k = 0; k < it->n_domains; k++)
             runner_dest(r, it->domains[k])->active++;
         memcpy(r->inflight[r->n_inflight++], job->id, sizeof job->id);
-        workpool_submit(r->pool, deliver_work, deliver_done, job);
+        job_start(r, job);
     }
     free(sj->items);
     free(sj);
@@ -313,6 +382,10 @@ struct outbound_runner *outbound_runner_start(struct server_context *ctx, char *
     r->shared.dns = outbound_dns_create(cfg->dns_resolver, error_r);
     if (!r->shared.dns)
         goto fail;
+    if (outbound_dns_attach(r->shared.dns, ctx->base) < 0) {
+        *error_r = strdup("cannot attach the DNS resolver to the event loop");
+        goto fail;
+    }
     r->shared.ssl_ctx = outbound_ssl_ctx_create(error_r);
     if (!r->shared.ssl_ctx)
         goto fail;
@@ -343,8 +416,13 @@ void outbound_runner_stop(struct outbound_runner *r)
     if (r->timer)
         event_free(r->timer);
     if (r->pool)
-        workpool_destroy(r->pool); /* waits for deliveries; runs their done callbacks */
-    outbound_dns_free(r->shared.dns);
+        workpool_destroy(r->pool);    /* waits for deliveries; runs their done callbacks */
+    outbound_dns_free(r->shared.dns); /* no DNS callbacks after this */
+    while (r->waiting) {
+        struct outbound_job *job = r->waiting;
+        r->waiting = job->next_waiting;
+        job_free(job);
+    }
     if (r->shared.ssl_ctx)
         SSL_CTX_free(r->shared.ssl_ctx);
     free(r->shared.relay_password);
