@@ -10,6 +10,7 @@
 #include "store/store-private.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,6 +79,11 @@ sqlite3 *store_index_open(const char *home, char **error_r)
         store_error(error_r, "mkdir %s: %s", home, strerror(errno));
         return NULL;
     }
+    /* The index holds subjects and addresses: private to the user (0600), which SQLite
+     * then also gives the -wal and -shm files (it copies the database file's mode). */
+    int pfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (pfd >= 0)
+        close(pfd);
     sqlite3 *db = NULL;
     int rc = sqlite3_open_v2(
         path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);

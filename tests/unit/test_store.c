@@ -149,6 +149,14 @@ static void test_deliver_two_users(void **state)
 
     assert_int_equal(store_user_usage(home_a), (int64_t)strlen(msg_lf) + 20);
     assert_int_equal(store_user_usage(home_b), (int64_t)strlen(msg_lf));
+    /* mail and its index are private to the user */
+    struct stat st;
+    snprintf(dir, sizeof dir, "%s/index.db", home_a);
+    assert_int_equal(stat(dir, &st), 0);
+    assert_int_equal(st.st_mode & 0077, 0);
+    snprintf(dir, sizeof dir, "%s/Maildir/new", home_a);
+    assert_int_equal(stat(dir, &st), 0);
+    assert_int_equal(st.st_mode & 0077, 0);
 
     /* a second delivery gets the next UID */
     assert_int_equal(store_deliver(&src, t + 1, 1, &error), 0);
