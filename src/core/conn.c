@@ -630,6 +630,9 @@ int conn_starttls(struct conn *c)
         SSL_free(ssl);
         return -1;
     }
+    /* The filter stops encrypting while the socket's buffer is above this high mark
+     * and resumes when it falls to the low one, so backpressure reaches on_drained. */
+    bufferevent_setwatermark(under, EV_WRITE, CONN_OUTPUT_LOW_WATER / 2, CONN_OUTPUT_LOW_WATER * 2);
     bufferevent_enable(under, EV_READ | EV_WRITE);
     c->under_cb = evbuffer_add_cb(bufferevent_get_output(under), conn_on_under_output, c);
     bufferevent_openssl_set_allow_dirty_shutdown(tls, 1);

@@ -51,6 +51,7 @@ struct listener {
     int fd;
     char name[INET6_ADDRSTRLEN + 16]; /* "127.0.0.1:25" */
     struct evconnlistener *evl;
+    struct event *resume; /* re-enables accepting after an accept error */
 };
 
 /* Connections per client address: a small chained hash table. */
@@ -161,12 +162,27 @@ static void server_on_accept(struct evconnlistener *evl, evutil_socket_t fd, str
         server_conn_released(&st->srv, ip);
 }
 
+static void server_on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    struct listener *l = arg;
+    if (l->evl)
+        evconnlistener_enable(l->evl);
+}
+
 static void server_on_accept_error(struct evconnlistener *evl, void *arg)
 {
     struct listener *l = arg;
     int e = EVUTIL_SOCKET_ERROR();
-    /* EMFILE/ENFILE: out of descriptors; libevent retries on the next readiness. */
+    /* EMFILE/ENFILE: out of descriptors. The pending connection stays readable, so
+     * accepting again at once would spin; pause this listener for a second. */
     log_warning("master", "accept on %s: %s", l->name, evutil_socket_error_to_string(e));
+    if (!l->resume)
+        l->resume = evtimer_new(evconnlistener_get_base(evl), server_on_accept_resume, l);
+    if (l->resume) {
+        struct timeval tv = {.tv_sec = 1};
+        evconnlistener_disable(evl);
+        evtimer_add(l->resume, &tv);
+    }
 }
 
 /* ---- binding -------------------------------------------------------------------------- */
@@ -487,7 +503,8 @@ int server_run(const struct config *cfg, const struct server_hooks *hooks)
     }
     for (size_t i = 0; i < st->n_listeners; i++) {
         struct listener *l = &st->listeners[i];
-        l->evl = evconnlistener_new(base, server_on_accept, l, LEV_OPT_CLOSE_ON_FREE, -1, l->fd);
+        l->evl = evconnlistener_new(base, server_on_accept, l,
+                                    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, l->fd);
         if (!l->evl) {
             log_error("master", "cannot watch listener %s", l->name);
             goto out;
@@ -511,6 +528,8 @@ out:
             evconnlistener_free(st->listeners[i].evl);
         else if (st->listeners[i].fd >= 0)
             close(st->listeners[i].fd);
+        if (st->listeners[i].resume)
+            event_free(st->listeners[i].resume);
     }
     for (size_t i = 0; i < SERVER_IP_BUCKETS; i++) {
         while (st->ips[i]) {

@@ -352,8 +352,16 @@ static void test_starttls_discards_pipelined_input(void **state)
     char *l = read_line(fd, ssl);
     assert_true(strncmp(l, "+OK tls TLSv1.", 14) == 0);
     assert_non_null(strstr(l, "with cipher"));
-    send_str(fd, ssl, "after\r\nSTARTTLS\r\n");
+    send_str(fd, ssl, "after\r\n");
     assert_string_equal(read_line(fd, ssl), "echo after\r\n"); /* not "echo INJECTED" */
+    /* 2 MB through the TLS filter: backpressure must not lose or reorder anything */
+    send_str(fd, ssl, "BIG\r\n");
+    for (int i = 0; i < 2000; i++) {
+        char want[1001];
+        snprintf(want, sizeof want, "%0998d\r\n", i);
+        assert_string_equal(read_line(fd, ssl), want);
+    }
+    send_str(fd, ssl, "STARTTLS\r\n");
     assert_string_equal(read_line(fd, ssl), "+OK go\r\n");
     assert_string_equal(read_line(fd, ssl), "-ERR no TLS\r\n"); /* already active */
     send_str(fd, ssl, "QUIT\r\n");
