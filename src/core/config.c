@@ -763,5 +763,12 @@ void config_show(const struct config *cfg, bool non_default_only)
             printf("%s =%s%s\n", k->name, v[0] ? " " : "", v);
         free(v);
     }
+    /* transport.<domain> keys have no default: always shown, as they were given */
+    for (size_t i = 0; i < cfg->transports.n; i++) {
+        const char *item = cfg->transports.items[i];
+        const char *sp = strchr(item, ' ');
+        if (sp)
+            printf("transport.%.*s = %s\n", (int)(sp - item), item, sp + 1);
+    }
     config_free(defaults);
 }

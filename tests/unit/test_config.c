@@ -275,6 +275,12 @@ static void test_show(void **state)
     free(first);
     config_free(again);
     config_free(cfg);
+
+    /* transport.<domain> routes are shown as given, so show -n round-trips them */
+    cfg = parse("transport.example.org = [192.0.2.1]:25\n", NULL, 0, false, &err);
+    assert_non_null(cfg);
+    assert_string_equal(show(cfg, true), "transport.example.org = [192.0.2.1]:25\n");
+    config_free(cfg);
 }
 
 int main(void)
