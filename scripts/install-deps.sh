@@ -13,11 +13,12 @@ if [ "${TERN_SKIP_DEPS:-0}" = 1 ]; then
     exit 0
 fi
 
-# One package per line; why each is needed is in DESIGN §3 and docs/ARCHITECTURE.md.
+# Why each is needed: DESIGN §3. nettle-dev: Debian 12's libunbound.pc requires nettle and
+# hogweed but libunbound-dev does not depend on nettle-dev (pkg-config fails without it).
 PACKAGES="
 meson ninja-build pkg-config gcc libc6-dev clang libclang-rt-14-dev
 libevent-dev libssl-dev libgsasl-dev libcrypt-dev libargon2-dev libsqlite3-dev
-libunbound-dev libcmocka-dev
+libunbound-dev nettle-dev libcmocka-dev
 python3 python3-pytest python3-pytest-timeout
 openssl ca-certificates curl swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl
 isync fetchmail dovecot-core sqlite3 passwd procps
