@@ -54,6 +54,13 @@ struct runner_dest {
     unsigned active;
 };
 
+struct scan_item {
+    char id[32];
+    int state;
+    char **domains;
+    size_t n_domains;
+};
+
 struct outbound_runner {
     struct server_context *ctx;
     struct outbound_shared shared;
@@ -66,13 +73,8 @@ struct outbound_runner {
     size_t n_dests, cap_dests;
     unsigned max_deliveries, per_dest;
     struct outbound_job *waiting; /* dispatched, waiting for DNS answers */
-};
-
-struct scan_item {
-    char id[32];
-    int state;
-    char **domains;
-    size_t n_domains;
+    struct scan_item *backlog;    /* due messages of the last scan not yet dispatched */
+    size_t n_backlog;
 };
 
 struct scan_job {
@@ -208,6 +210,8 @@ static void job_free(struct outbound_job *job)
 
 static void deliver_work(void *arg);
 static void deliver_done(void *arg);
+static void runner_dispatch(struct outbound_runner *r);
+static void runner_tick(evutil_socket_t fd, short what, void *arg);
 
 static struct outbound_runner *job_runner(struct outbound_job *job)
 {
@@ -289,25 +293,32 @@ static void deliver_done(void *arg)
             d->active--;
     }
     job_free(job);
+    /* keep the pipeline full: next from the backlog, else look for new mail at once */
+    runner_dispatch(r);
+    if (r->n_backlog == 0 && !r->is_stopping)
+        runner_tick(-1, 0, r);
 }
 
 /* Loop thread: hand due messages to delivery threads within the limits. */
-static void scan_done(void *arg)
+/* Loop thread: hand backlog messages to delivery threads within the limits; what cannot
+ * go now stays in the backlog for the next free slot. */
+static void runner_dispatch(struct outbound_runner *r)
 {
-    struct scan_job *sj = arg;
-    struct outbound_runner *r = sj->r;
-    r->is_scanning = false;
-    for (size_t i = 0; i < sj->n; i++) {
-        struct scan_item *it = &sj->items[i];
-        bool ok =
-            !r->is_stopping && r->n_inflight < r->max_deliveries && !runner_is_inflight(r, it->id);
+    size_t keep = 0;
+    for (size_t i = 0; i < r->n_backlog; i++) {
+        struct scan_item *it = &r->backlog[i];
+        if (r->is_stopping || runner_is_inflight(r, it->id)) {
+            domains_free(it->domains, it->n_domains);
+            continue;
+        }
+        bool ok = r->n_inflight < r->max_deliveries;
         for (size_t k = 0; ok && k < it->n_domains; k++) {
             struct runner_dest *d = runner_dest(r, it->domains[k]);
             ok = d && d->active < r->per_dest;
         }
         struct outbound_job *job = ok ? calloc(1, sizeof *job) : NULL;
         if (!job) {
-            domains_free(it->domains, it->n_domains);
+            r->backlog[keep++] = *it; /* a slot frees up later */
             continue;
         }
         job->shared = &r->shared;
@@ -320,8 +331,29 @@ static void scan_done(void *arg)
         memcpy(r->inflight[r->n_inflight++], job->id, sizeof job->id);
         job_start(r, job);
     }
-    free(sj->items);
+    r->n_backlog = keep;
+}
+
+static void runner_backlog_clear(struct outbound_runner *r)
+{
+    for (size_t i = 0; i < r->n_backlog; i++)
+        domains_free(r->backlog[i].domains, r->backlog[i].n_domains);
+    free(r->backlog);
+    r->backlog = NULL;
+    r->n_backlog = 0;
+}
+
+/* Loop thread: a scan finished; its list replaces the backlog. */
+static void scan_done(void *arg)
+{
+    struct scan_job *sj = arg;
+    struct outbound_runner *r = sj->r;
+    r->is_scanning = false;
+    runner_backlog_clear(r);
+    r->backlog = sj->items;
+    r->n_backlog = sj->n;
     free(sj);
+    runner_dispatch(r);
 }
 
 static void runner_tick(evutil_socket_t fd, short what, void *arg)
@@ -426,6 +458,7 @@ void outbound_runner_stop(struct outbound_runner *r)
     if (r->shared.ssl_ctx)
         SSL_CTX_free(r->shared.ssl_ctx);
     free(r->shared.relay_password);
+    runner_backlog_clear(r);
     free(r->inflight);
     free(r->dests);
     free(r);
