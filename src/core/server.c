@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -382,22 +383,39 @@ static void server_on_shutdown_timer(evutil_socket_t fd, short what, void *arg)
     event_base_loopbreak(st->srv.ctx.base);
 }
 
-/* After the loop stopped: finish jobs, flush replies for a short while, close all. */
+/* Run the loop until done(st) or the grace period (armed by the caller) ends. */
+static void server_run_until(struct server_state *st, bool (*done)(struct server_state *))
+{
+    while (!done(st) && evtimer_pending(st->shutdown_timer, NULL) &&
+           event_base_loop(st->srv.ctx.base, EVLOOP_ONCE) == 0)
+        ;
+}
+
+static bool server_jobs_done(struct server_state *st)
+{
+    return workpool_pending(st->srv.ctx.pool) == 0;
+}
+
+static bool server_conns_done(struct server_state *st)
+{
+    return st->srv.conns == NULL;
+}
+
+/*
+ * After the loop stopped (listeners already closed): let in-flight jobs finish while the
+ * loop still runs, so their replies ("250 queued", "+OK") reach the client - a message
+ * made durable but never acknowledged would be sent again; then flush and close every
+ * connection. Both phases share one grace period; what is left after it is cut off.
+ */
 static void server_shutdown(struct server_state *st)
 {
-    struct event_base *base = st->srv.ctx.base;
-    /* in-flight jobs finish; their done callbacks still see live connections */
-    workpool_destroy(st->srv.ctx.pool);
-    st->srv.ctx.pool = NULL;
-    conn_close_all(&st->srv);
-    if (st->srv.conns) {
-        struct timeval grace = {.tv_sec = SERVER_SHUTDOWN_GRACE};
-        st->shutdown_timer = evtimer_new(base, server_on_shutdown_timer, st);
+    struct timeval grace = {.tv_sec = SERVER_SHUTDOWN_GRACE};
+    st->shutdown_timer = evtimer_new(st->srv.ctx.base, server_on_shutdown_timer, st);
+    if (st->shutdown_timer) {
         evtimer_add(st->shutdown_timer, &grace);
-        /* run until every connection flushed and went, or the grace period ends */
-        while (st->srv.conns && event_base_loop(base, EVLOOP_ONCE) == 0 &&
-               evtimer_pending(st->shutdown_timer, NULL))
-            ;
+        server_run_until(st, server_jobs_done);
+        conn_close_all(&st->srv);
+        server_run_until(st, server_conns_done);
         event_free(st->shutdown_timer);
         st->shutdown_timer = NULL;
     }
@@ -439,6 +457,13 @@ int server_run(const struct config *cfg, const struct server_hooks *hooks)
     /* Mail, the directory and keys are private to the run user (like Dovecot's 0600
      * mail files); files that must be shared set their mode explicitly. */
     umask(077);
+    /* One descriptor per connection: allow as many as the hard limit permits (10,000
+     * IDLE clients need more than the usual soft limit of 1024). */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
     evthread_use_pthreads();
     struct event_base *base = event_base_new();
     if (!base) {
@@ -518,11 +543,13 @@ int server_run(const struct config *cfg, const struct server_hooks *hooks)
     rc = 0;
 out:
     free(err);
-    if (st->srv.ctx.pool)
-        workpool_destroy(st->srv.ctx.pool);
     conn_free_all(&st->srv, "shutdown");
     if (has_init && hooks->fini)
         hooks->fini(&st->srv.ctx);
+    /* last: fini and the sessions' close() may still hand work to the pool; destroy
+     * waits for every job and runs its done() */
+    if (st->srv.ctx.pool)
+        workpool_destroy(st->srv.ctx.pool);
     for (size_t i = 0; i < st->n_listeners; i++) {
         if (st->listeners[i].evl)
             evconnlistener_free(st->listeners[i].evl);

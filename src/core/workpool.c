@@ -43,6 +43,7 @@ struct workpool {
     struct event *notify_ev;
     pthread_t *threads;
     unsigned n_threads;
+    size_t n_pending; /* submitted, done() not yet run; loop thread only */
 };
 
 static void job_list_push(struct job_list *l, struct workpool_job *j)
@@ -103,6 +104,7 @@ static void workpool_run_completions(struct workpool *pool)
     pthread_mutex_unlock(&pool->lock);
     struct workpool_job *j;
     while ((j = job_list_pop(&done)) != NULL) {
+        pool->n_pending--;
         if (j->done)
             j->done(j->arg);
         free(j);
@@ -181,6 +183,12 @@ void workpool_submit(struct workpool *pool, workpool_fn *work, workpool_fn *done
     job_list_push(&pool->pending, j);
     pthread_cond_signal(&pool->has_work);
     pthread_mutex_unlock(&pool->lock);
+    pool->n_pending++;
+}
+
+size_t workpool_pending(const struct workpool *pool)
+{
+    return pool ? pool->n_pending : 0;
 }
 
 void workpool_destroy(struct workpool *pool)

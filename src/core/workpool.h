@@ -27,5 +27,7 @@ struct workpool *workpool_create(struct event_base *base, unsigned threads);
 /* Wait for queued jobs to finish, join threads, run pending done callbacks, free. */
 void workpool_destroy(struct workpool *pool);
 void workpool_submit(struct workpool *pool, workpool_fn *work, workpool_fn *done, void *arg);
+/* Jobs submitted whose done() has not run yet (loop thread; used for a graceful stop). */
+size_t workpool_pending(const struct workpool *pool);
 
 #endif
