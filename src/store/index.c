@@ -20,8 +20,8 @@
 #include <unistd.h>
 
 #define STORE_INDEX_BUSY_MS     30000
-#define STORE_INDEX_VERSION     1
-#define STORE_INDEX_VERSION_STR "1"
+#define STORE_INDEX_VERSION     2
+#define STORE_INDEX_VERSION_STR "2"
 
 static const char store_index_schema[] =
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);"
@@ -38,7 +38,17 @@ static const char store_index_schema[] =
     " modseq INTEGER NOT NULL, envelope TEXT, bodystructure TEXT,"
     " PRIMARY KEY(mailbox, uid), UNIQUE(mailbox, basename)) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS cache(mailbox INTEGER NOT NULL, uid INTEGER NOT NULL,"
-    " field TEXT NOT NULL, value TEXT, PRIMARY KEY(mailbox, uid, field)) WITHOUT ROWID;";
+    " field TEXT NOT NULL, value TEXT, PRIMARY KEY(mailbox, uid, field)) WITHOUT ROWID;"
+    /* Version 2: the user's usage kept by triggers, so a quota check (every RCPT and
+     * delivery) reads one row instead of summing every message. */
+    "CREATE TABLE IF NOT EXISTS usage(id INTEGER PRIMARY KEY CHECK (id = 1),"
+    " bytes INTEGER NOT NULL, messages INTEGER NOT NULL);"
+    "INSERT OR REPLACE INTO usage(id, bytes, messages)"
+    " SELECT 1, COALESCE(SUM(size), 0), COUNT(*) FROM messages;"
+    "CREATE TRIGGER IF NOT EXISTS usage_add AFTER INSERT ON messages BEGIN"
+    " UPDATE usage SET bytes = bytes + NEW.size, messages = messages + 1 WHERE id = 1; END;"
+    "CREATE TRIGGER IF NOT EXISTS usage_del AFTER DELETE ON messages BEGIN"
+    " UPDATE usage SET bytes = bytes - OLD.size, messages = messages - 1 WHERE id = 1; END;";
 
 int store_index_exec(sqlite3 *db, const char *sql, char **error_r)
 {
@@ -65,6 +75,28 @@ static int store_index_busy(void *arg, int count)
         return 0;
     usleep(us);
     return 1;
+}
+
+/* Create or upgrade the schema, once, under the write lock (several sessions may open
+ * a new user's index at the same moment). */
+static int store_index_migrate(sqlite3 *db, char **error_r)
+{
+    if (store_index_exec(db, "PRAGMA journal_mode=WAL", error_r) < 0 ||
+        store_index_begin(db, error_r) < 0)
+        return -1;
+    int version = 0;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        version = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    if (version < STORE_INDEX_VERSION &&
+        (store_index_exec(db, store_index_schema, error_r) < 0 ||
+         store_index_exec(db, "PRAGMA user_version = " STORE_INDEX_VERSION_STR, error_r) < 0)) {
+        store_index_rollback(db);
+        return -1;
+    }
+    return store_index_commit(db, error_r);
 }
 
 sqlite3 *store_index_open(const char *home, char **error_r)
@@ -105,10 +137,7 @@ sqlite3 *store_index_open(const char *home, char **error_r)
         sqlite3_step(st) == SQLITE_ROW)
         version = sqlite3_column_int(st, 0);
     sqlite3_finalize(st);
-    if (version < STORE_INDEX_VERSION &&
-        (store_index_exec(db, "PRAGMA journal_mode=WAL", error_r) < 0 ||
-         store_index_exec(db, store_index_schema, error_r) < 0 ||
-         store_index_exec(db, "PRAGMA user_version = " STORE_INDEX_VERSION_STR, error_r) < 0)) {
+    if (version < STORE_INDEX_VERSION && store_index_migrate(db, error_r) < 0) {
         sqlite3_close(db);
         return NULL;
     }
@@ -341,8 +370,11 @@ int64_t store_index_usage(sqlite3 *db)
 {
     sqlite3_stmt *st = NULL;
     int64_t v = -1;
-    if (sqlite3_prepare_v2(db, "SELECT COALESCE(SUM(size), 0) FROM messages", -1, &st, NULL) ==
-            SQLITE_OK &&
+    /* the usage row, or (should it be missing) the sum itself */
+    if (sqlite3_prepare_v2(db,
+                           "SELECT COALESCE((SELECT bytes FROM usage WHERE id = 1),"
+                           " (SELECT COALESCE(SUM(size), 0) FROM messages))",
+                           -1, &st, NULL) == SQLITE_OK &&
         sqlite3_step(st) == SQLITE_ROW)
         v = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);

@@ -832,6 +832,27 @@ static void test_notify_cross_thread(void **state)
     event_base_free(base);
 }
 
+/* An index of schema version 1 (no usage table) is upgraded with the right usage. */
+static void test_index_migration(void **state)
+{
+    char home[512], path[600];
+    home_of("mig", home, sizeof home);
+    deliver_n(home, 2);
+    store_index_pool_flush();
+    snprintf(path, sizeof path, "%s/index.db", home);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "DROP TRIGGER usage_add; DROP TRIGGER usage_del;"
+                                  " DROP TABLE usage; PRAGMA user_version = 1;",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(store_user_usage(home), 2 * (int64_t)strlen(msg_lf));
+    deliver_n(home, 1);
+    assert_int_equal(store_user_usage(home), 3 * (int64_t)strlen(msg_lf));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -852,6 +873,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_notify, setup, teardown),
         cmocka_unit_test_setup_teardown(test_notify_cross_thread, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_delivery, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_index_migration, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
