@@ -22,6 +22,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -514,6 +515,130 @@ static int client_hello(struct client *c, struct outbound_ehlo *e, struct outbou
     return 1; /* reply in r */
 }
 
+/* ---- connection cache -------------------------------------------------------------------
+ * After a complete transaction the session is parked here instead of QUIT, so the next
+ * message to the same address (and credentials) skips connect, greeting, EHLO, STARTTLS and
+ * AUTH. It is checked with RSET before reuse; parked sessions older than CACHE_IDLE_MS are
+ * closed. Shared by the delivery threads under a mutex. */
+
+#define CACHE_SLOTS   64
+#define CACHE_IDLE_MS 5000
+
+struct cached_conn {
+    bool is_used;
+    int fd;
+    SSL *ssl;
+    struct outbound_ehlo e;
+    char ip[64];
+    uint16_t port;
+    char user[256];
+    uint64_t parked_ms;
+};
+
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct cached_conn cache[CACHE_SLOTS];
+
+static void cache_close(struct cached_conn *cc, bool is_polite)
+{
+    if (is_polite) {
+        /* best effort, no wait: the peer may already have closed */
+        if (cc->ssl)
+            (void)SSL_write(cc->ssl, "QUIT\r\n", 6);
+        else
+            (void)send(cc->fd, "QUIT\r\n", 6, MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
+    if (cc->ssl)
+        SSL_free(cc->ssl);
+    close(cc->fd);
+    cc->is_used = false;
+}
+
+/* Under the lock: close parked sessions that idled too long. */
+static void cache_sweep(uint64_t now)
+{
+    for (size_t i = 0; i < CACHE_SLOTS; i++)
+        if (cache[i].is_used && now - cache[i].parked_ms > CACHE_IDLE_MS)
+            cache_close(&cache[i], true);
+}
+
+static bool cache_take(struct client *c, struct outbound_ehlo *e)
+{
+    bool found = false;
+    uint64_t now = util_now_ms();
+    const char *user = c->o->username ? c->o->username : "";
+    pthread_mutex_lock(&cache_lock);
+    cache_sweep(now);
+    for (size_t i = 0; i < CACHE_SLOTS && !found; i++) {
+        struct cached_conn *cc = &cache[i];
+        if (!cc->is_used || cc->port != c->addr->port || strcmp(cc->ip, c->addr->ip) != 0 ||
+            strcmp(cc->user, user) != 0)
+            continue;
+        c->fd = cc->fd;
+        c->ssl = cc->ssl;
+        *e = cc->e;
+        cc->is_used = false;
+        found = true;
+    }
+    pthread_mutex_unlock(&cache_lock);
+    return found;
+}
+
+/* Park the session; false (caller QUITs) when the cache is full. */
+static bool cache_put(struct client *c, const struct outbound_ehlo *e)
+{
+    bool parked = false;
+    uint64_t now = util_now_ms();
+    pthread_mutex_lock(&cache_lock);
+    cache_sweep(now);
+    for (size_t i = 0; i < CACHE_SLOTS && !parked; i++) {
+        struct cached_conn *cc = &cache[i];
+        if (cc->is_used)
+            continue;
+        cc->is_used = true;
+        cc->fd = c->fd;
+        cc->ssl = c->ssl;
+        cc->e = *e;
+        snprintf(cc->ip, sizeof cc->ip, "%s", c->addr->ip);
+        cc->port = c->addr->port;
+        snprintf(cc->user, sizeof cc->user, "%s", c->o->username ? c->o->username : "");
+        cc->parked_ms = now;
+        parked = true;
+    }
+    pthread_mutex_unlock(&cache_lock);
+    if (parked) {
+        c->fd = -1;
+        c->ssl = NULL;
+    }
+    return parked;
+}
+
+void outbound_conn_cache_close_all(void)
+{
+    pthread_mutex_lock(&cache_lock);
+    for (size_t i = 0; i < CACHE_SLOTS; i++)
+        if (cache[i].is_used)
+            cache_close(&cache[i], true);
+    pthread_mutex_unlock(&cache_lock);
+}
+
+/* A parked session still answers? RSET (RFC 5321 §4.1.1.5) costs one round trip. */
+static bool client_reuse(struct client *c, struct outbound_ehlo *e)
+{
+    while (cache_take(c, e)) {
+        struct outbound_reply r;
+        if (client_printf(c, "RSET\r\n") == 0 && client_reply(c, &r) == 0 && r.code == 250)
+            return true;
+        if (c->ssl)
+            SSL_free(c->ssl);
+        close(c->fd);
+        c->fd = -1;
+        c->ssl = NULL;
+        c->err[0] = '\0';
+        c->in_len = 0;
+    }
+    return false;
+}
+
 enum outbound_session_status outbound_smtp_deliver(const struct outbound_client_opts *o,
                                                    const struct outbound_addr *addr,
                                                    const struct outbound_message *m,
@@ -538,6 +663,11 @@ enum outbound_session_status outbound_smtp_deliver(const struct outbound_client_
     c->fd = -1;
     struct outbound_reply r;
     struct outbound_ehlo e;
+    bool is_complete = false; /* a whole transaction went through: the session can be reused */
+    if (client_reuse(c, &e)) {
+        st = OUTBOUND_SESSION_DONE;
+        goto ready;
+    }
     if (client_connect(c) < 0 || client_reply(c, &r) < 0)
         goto io_fail;
     if (r.code != 220) {
@@ -587,8 +717,9 @@ enum outbound_session_status outbound_smtp_deliver(const struct outbound_client_
             goto quit;
         }
     }
-    *conn_ms_r = util_now_ms() - t0;
     st = OUTBOUND_SESSION_DONE;
+ready:
+    *conn_ms_r = util_now_ms() - t0;
     /* RFC 1870: a message over the advertised limit is a permanent failure */
     if (e.has_size && e.size_limit > 0 && m->size > e.size_limit) {
         result_set(
@@ -677,7 +808,10 @@ enum outbound_session_status outbound_smtp_deliver(const struct outbound_client_
     for (size_t i = 0; i < n; i++)
         if (accepted[i])
             result_from_reply(&results[i], &r, c, "in reply to end of DATA command");
+    is_complete = r.code == 250 && c->in_len == 0;
 quit:
+    if (is_complete && !(o->is_stopping && atomic_load(o->is_stopping)) && cache_put(c, &e))
+        goto out;
     if (c->fd >= 0 && !c->err[0]) {
         struct outbound_client_opts q = *o;
         q.timeout = 5; /* QUIT is a courtesy; don't wait long for it */

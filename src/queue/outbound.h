@@ -154,6 +154,8 @@ enum outbound_session_status outbound_smtp_deliver(const struct outbound_client_
                                                    const struct outbound_message *msg,
                                                    struct outbound_result *results,
                                                    uint64_t *conn_ms_r);
+/* Close the SMTP sessions parked for reuse (at shutdown). */
+void outbound_conn_cache_close_all(void);
 /* A client SSL_CTX (TLS 1.2+, opportunistic: no certificate verification). */
 SSL_CTX *outbound_ssl_ctx_create(char **error_r);
 

@@ -449,6 +449,7 @@ void outbound_runner_stop(struct outbound_runner *r)
         event_free(r->timer);
     if (r->pool)
         workpool_destroy(r->pool);    /* waits for deliveries; runs their done callbacks */
+    outbound_conn_cache_close_all();
     outbound_dns_free(r->shared.dns); /* no DNS callbacks after this */
     while (r->waiting) {
         struct outbound_job *job = r->waiting;

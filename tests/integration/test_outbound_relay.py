@@ -297,3 +297,15 @@ def test_destination_concurrency_limit(tern_factory):
     finally:
         release.set()
         sink.close()
+
+
+def test_connection_reused_for_next_message(tern_factory, sink):
+    srv = tern_factory({"transport.remote.test": "[127.0.0.1]:%d" % sink.port})
+    submit(srv, ["a1@remote.test"])
+    srv.wait_log(r"to=<a1@remote.test>, .*status=sent")
+    submit(srv, ["a2@remote.test"])
+    srv.wait_log(r"to=<a2@remote.test>, .*status=sent")
+    # the second message went over the parked session, checked with RSET first
+    assert sink.connections == 1
+    assert "RSET" in sink.commands
+    assert [m["rcpts"] for m in sink.messages] == [["a1@remote.test"], ["a2@remote.test"]]
