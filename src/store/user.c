@@ -14,6 +14,7 @@
 #include <strings.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* RFC 6154 special-use mailboxes created for every user (names as Dovecot's defaults). */
@@ -76,6 +77,55 @@ static int user_create_specials(struct store_user *u, char **error_r)
     return store_index_commit(u->db, error_r);
 }
 
+static void remove_tree(const char *path, int depth);
+
+/* Maildir spec: a file left in tmp/ for 36 hours is debris of a crashed delivery. */
+#define STORE_TMP_MAX_AGE (36 * 3600)
+
+static void tmp_cleanup(const char *folder, time_t now)
+{
+    char dir[4300];
+    snprintf(dir, sizeof dir, "%s/tmp", folder);
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *de;
+    size_t count = 0;
+    while ((de = readdir(d)) != NULL && count++ < 100000) {
+        if (de->d_name[0] == '.')
+            continue;
+        struct stat st;
+        if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+            st.st_mtime < now - STORE_TMP_MAX_AGE)
+            (void)unlinkat(dirfd(d), de->d_name, 0);
+    }
+    closedir(d);
+}
+
+/* At login: finish deletes interrupted by a crash ("..deleted-*" folders) and remove
+ * stale tmp/ files, so neither eats disk space forever. */
+static void user_cleanup(const char *maildir)
+{
+    time_t now = time(NULL);
+    tmp_cleanup(maildir, now);
+    DIR *d = opendir(maildir);
+    if (!d)
+        return;
+    struct dirent *de;
+    size_t count = 0;
+    while ((de = readdir(d)) != NULL && count++ < 100000) {
+        if (de->d_name[0] != '.' || strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        char path[4600];
+        snprintf(path, sizeof path, "%s/%.255s", maildir, de->d_name);
+        if (strncmp(de->d_name, "..deleted-", 10) == 0)
+            remove_tree(path, 0);
+        else
+            tmp_cleanup(path, now);
+    }
+    closedir(d);
+}
+
 int store_user_open(const char *home, const char *user, struct store_user **user_r, char **error_r)
 {
     struct store_user *u = calloc(1, sizeof *u);
@@ -94,6 +144,7 @@ int store_user_open(const char *home, const char *user, struct store_user **user
         store_error(error_r, "create %s: %s", path, strerror(errno));
         goto fail;
     }
+    user_cleanup(path);
     u->db = store_index_acquire(home, error_r);
     if (!u->db || store_index_mailbox_ensure(u->db, home, "INBOX", &row, error_r) < 0 ||
         user_create_specials(u, error_r) < 0)

@@ -363,6 +363,24 @@ static void test_user_open_specials(void **state)
     snprintf(path, sizeof path, "%s/Maildir/.Junk/cur", home);
     assert_int_equal(access(path, F_OK), 0);
     store_user_close(u);
+    /* debris of a crash: an old tmp/ file (removed), a fresh one (kept), a half-deleted
+     * folder (removed) */
+    snprintf(path, sizeof path, "%s/Maildir/tmp/old", home);
+    write_file(path, "x");
+    struct timespec old_ts[2] = {{1000000000, 0}, {1000000000, 0}};
+    assert_int_equal(utimensat(AT_FDCWD, path, old_ts, 0), 0);
+    snprintf(path, sizeof path, "%s/Maildir/.Sent/tmp/fresh", home);
+    write_file(path, "x");
+    snprintf(path, sizeof path, "%s/Maildir/..deleted-x/cur", home);
+    assert_int_equal(store_io_mkdir_p(path), 0);
+    u = open_user("alice", home, sizeof home);
+    snprintf(path, sizeof path, "%s/Maildir/tmp/old", home);
+    assert_int_not_equal(access(path, F_OK), 0);
+    snprintf(path, sizeof path, "%s/Maildir/.Sent/tmp/fresh", home);
+    assert_int_equal(access(path, F_OK), 0);
+    snprintf(path, sizeof path, "%s/Maildir/..deleted-x", home);
+    assert_int_not_equal(access(path, F_OK), 0);
+    store_user_close(u);
     /* re-opening does not re-create a deleted special mailbox */
     u = open_user("alice", home, sizeof home);
     assert_int_equal(store_mailbox_delete(u, "Junk", &error), 0);
