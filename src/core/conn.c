@@ -456,7 +456,8 @@ static void conn_on_event(struct bufferevent *bev, short what, void *arg)
         conn_close(c);
         return;
     }
-    if ((what & BEV_EVENT_EOF) && !c->is_handshaking && c->session && !c->is_closing &&
+    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && !c->is_handshaking && c->session &&
+        !c->is_closing &&
         (c->is_paused || conn_output_length(c) > 0 ||
          evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)) {
         /* e.g. "QUIT" then FIN, or a message whose fsync is still running: answer what
