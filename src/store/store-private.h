@@ -25,6 +25,11 @@
 #include <stdarg.h>
 #include <sys/types.h>
 
+/* Bounds on what clients can make us store. */
+#define STORE_MAX_KEYWORDS      64    /* per message */
+#define STORE_MAX_KEYWORD_BYTES 4096  /* per message, all keywords together */
+#define STORE_MAX_MAILBOXES     10000 /* per user */
+
 /* ---- fault injection (tests): NULL means the real system call ---------------------- */
 extern ssize_t (*store_io_write_hook)(int fd, const void *data, size_t len);
 extern int (*store_io_fsync_hook)(int fd);

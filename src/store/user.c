@@ -358,6 +358,16 @@ int store_mailbox_create(struct store_user *u, const char *name, char **error_r)
         store_error(error_r, "Mailbox already exists");
         return -1;
     }
+    sqlite3_stmt *cnt = NULL;
+    int64_t n_boxes = 0;
+    if (sqlite3_prepare_v2(u->db, "SELECT COUNT(*) FROM mailboxes", -1, &cnt, NULL) == SQLITE_OK &&
+        sqlite3_step(cnt) == SQLITE_ROW)
+        n_boxes = sqlite3_column_int64(cnt, 0);
+    sqlite3_finalize(cnt);
+    if (n_boxes >= STORE_MAX_MAILBOXES) {
+        store_error(error_r, "Too many mailboxes");
+        return -1;
+    }
     if (store_maildir_create(path, false) < 0) {
         store_error(error_r, "create %s: %s", path, strerror(errno));
         return -1;

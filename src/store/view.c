@@ -398,6 +398,15 @@ int store_message_set_flags(struct store_mailbox *box, size_t i, int mode, unsig
         store_error(error_r, "out of memory");
         return -1;
     }
+    /* keywords come from the client: bound their number and size per message */
+    size_t n_kw = 0, kw_bytes = 0;
+    for (; nkw[n_kw]; n_kw++)
+        kw_bytes += strlen(nkw[n_kw]) + 1;
+    if (n_kw > STORE_MAX_KEYWORDS || kw_bytes > STORE_MAX_KEYWORD_BYTES) {
+        store_keywords_free(nkw);
+        store_error(error_r, "Too many keywords");
+        return -1;
+    }
     char *kw_text = store_keywords_join((const char *const *)nkw);
     bool is_same = nf == old && keywords_equal(nkw, m->pub.keywords);
     if (is_same || !kw_text) {

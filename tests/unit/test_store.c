@@ -563,6 +563,17 @@ static void test_set_flags(void **state)
     int fd = -1;
     assert_int_equal(store_message_open(other, 0, &fd, &error), 0);
     close(fd);
+    /* a client cannot pile up keywords without bound */
+    char kwbuf[80][16];
+    const char *many[81];
+    for (int k = 0; k < 80; k++) {
+        snprintf(kwbuf[k], sizeof kwbuf[k], "kw%d", k);
+        many[k] = kwbuf[k];
+    }
+    many[80] = NULL;
+    assert_int_equal(store_message_set_flags(box, 0, 1, 0, many, &error), -1);
+    free(error);
+    error = NULL;
     /* cache */
     assert_null(store_message_get_cache(box, 0, "envelope"));
     assert_int_equal(store_message_set_cache(box, 0, "envelope", "(NIL)"), 0);
