@@ -641,19 +641,12 @@ static void imap_list_work(struct imap_job *j)
         if (!match || (lsub && !mi->subscribed))
             continue;
         buf_printf(&j->out, "* %s (", cmd);
-        bool first = true;
-#define ATTR(cond, text)                                                                           \
-    if (cond) {                                                                                    \
-        buf_append_str(&j->out, first ? text : " " text);                                          \
-        first = false;                                                                             \
-    }
-        ATTR(mi->noselect, "\\Noselect");
-        ATTR(mi->has_children, "\\HasChildren");
-        ATTR(!mi->has_children, "\\HasNoChildren");
-        ATTR(!lsub && mi->special_use, "");
-#undef ATTR
+        /* RFC 3348 CHILDREN and RFC 6154 SPECIAL-USE attributes */
+        buf_append_str(&j->out, mi->has_children ? "\\HasChildren" : "\\HasNoChildren");
+        if (mi->noselect)
+            buf_append_str(&j->out, " \\Noselect");
         if (!lsub && mi->special_use)
-            buf_append_str(&j->out, mi->special_use);
+            buf_printf(&j->out, " %s", mi->special_use);
         buf_append_str(&j->out, ") \"/\" ");
         mime_write_string(&j->out, is_inbox ? "INBOX" : name);
         buf_append_str(&j->out, "\r\n");
