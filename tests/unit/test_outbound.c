@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "core/config.h"
 #include "queue/outbound.h"
 #include "queue/queue.h"
 
@@ -262,6 +263,42 @@ static void test_flush(void **state)
     free(err);
 }
 
+static void test_config_keys(void **state)
+{
+    const char *text = "transport.Remote.test = [127.0.0.1]:2525\n"
+                       "transport.other.test = mx.other.test\n"
+                       "transport.remote.TEST = [127.0.0.1]:2626\n"
+                       "queue.retry_min = 60\nrelayhost = [smtp.example]:587\n";
+    char *err = NULL;
+    struct config *cfg = config_parse_buffer("t", text, strlen(text), NULL, 0, false, &err);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->transports.n, 2); /* a later line for a domain replaces it */
+    assert_string_equal(cfg->transports.items[0], "remote.TEST [127.0.0.1]:2626");
+    assert_int_equal(cfg->queue_retry_min, 60);
+    assert_int_equal(cfg->queue_retry_max, 14400);
+    assert_int_equal(cfg->queue_lifetime, 432000);
+    struct outbound_route r;
+    bool is_relay;
+    assert_int_equal(outbound_route_for(cfg, "remote.test", &r, &is_relay), 0);
+    assert_false(is_relay);
+    assert_int_equal(r.port, 2626);
+    assert_int_equal(outbound_route_for(cfg, "other.test", &r, &is_relay), 0);
+    assert_false(r.is_literal);
+    assert_string_equal(r.host, "mx.other.test");
+    assert_int_equal(outbound_route_for(cfg, "else.test", &r, &is_relay), 0);
+    assert_true(is_relay);
+    assert_string_equal(r.host, "smtp.example");
+    assert_int_equal(r.port, 587);
+    config_free(cfg);
+    const char *bad[] = {"transport. = x\n", "transport.a.test =\n", "transport.a = b c\n"};
+    for (size_t i = 0; i < 3; i++) {
+        err = NULL;
+        assert_null(config_parse_buffer("t", bad[i], strlen(bad[i]), NULL, 0, false, &err));
+        assert_non_null(err);
+        free(err);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -273,6 +310,7 @@ int main(void)
         cmocka_unit_test(test_mx_rdata),
         cmocka_unit_test(test_dsn),
         cmocka_unit_test(test_flush),
+        cmocka_unit_test(test_config_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
