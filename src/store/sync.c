@@ -233,13 +233,17 @@ int store_sync_locked(struct store_user *u, const char *path, struct store_mbox_
     }
     int64_t now = now_ns();
     int64_t cur_m = mtime_ns(&st_cur);
+    int64_t new_m = mtime_ns(&st_new);
     bool scan_cur = row->cur_mtime == 0 || cur_m != row->cur_mtime;
+    bool scan_new = row->new_mtime == 0 || new_m != row->new_mtime;
 
     struct scan s = {0};
     sqlite3_stmt *st = NULL;
     int ret = -1;
     const struct store_mbox_row orig = *row;
-    if (scan_dir(&s, new_dir, true, error_r) < 0 ||
+    if (!scan_new && !scan_cur)
+        goto done; /* neither folder changed since it was last read: nothing to do */
+    if ((scan_new && scan_dir(&s, new_dir, true, error_r) < 0) ||
         (scan_cur && scan_dir(&s, cur_dir, false, error_r) < 0))
         goto out;
     if (s.n > 1)
@@ -265,8 +269,9 @@ int store_sync_locked(struct store_user *u, const char *path, struct store_mbox_
             continue;
         struct scan_entry *e = scan_find(&s, base);
         if (!e) {
-            if (!scan_cur && strncmp(loc, "cur/", 4) == 0)
-                continue; /* cur/ unchanged since the last full scan */
+            if ((!scan_cur && strncmp(loc, "cur/", 4) == 0) ||
+                (!scan_new && strncmp(loc, "new/", 4) == 0))
+                continue; /* its folder is unchanged since the last full scan */
             /* gone from disk: expunged behind our back */
             if (exec_stmt(u->db, "DELETE FROM messages WHERE mailbox = ? AND uid = ?", row->id, uid,
                           NULL, NULL, error_r) < 0 ||
@@ -378,10 +383,12 @@ int store_sync_locked(struct store_user *u, const char *path, struct store_mbox_
         }
     }
 
-    /* Remember cur/'s mtime only when it is old enough to reveal any later change. */
+done:
+    /* Remember a folder's mtime only when it is old enough to reveal any later change. */
     if (scan_cur)
         row->cur_mtime = now - cur_m >= SYNC_MTIME_SLACK_NS ? cur_m : 0;
-    row->new_mtime = mtime_ns(&st_new);
+    if (scan_new)
+        row->new_mtime = now - new_m >= SYNC_MTIME_SLACK_NS ? new_m : 0;
     /* NOOP/IDLE syncs usually change nothing: then write nothing */
     bool is_changed = orig.uidnext != row->uidnext || orig.highestmodseq != row->highestmodseq ||
                       orig.cur_mtime != row->cur_mtime || orig.new_mtime != row->new_mtime ||

@@ -458,6 +458,45 @@ static void test_sync_external_changes(void **state)
     store_user_close(u);
 }
 
+/* Folders whose mtime is old and unchanged are not re-read; any change to them is seen. */
+static void test_sync_mtime_cache(void **state)
+{
+    char home[512], path[1200];
+    struct store_user *u = open_user("nina", home, sizeof home);
+    deliver_n(home, 2);
+    struct store_mailbox *box = NULL;
+    char *error = NULL;
+    assert_int_equal(store_mailbox_open(u, "INBOX", false, &box, &error), 0);
+    struct timespec old_ts[2] = {{1000000000, 0}, {1000000000, 0}};
+    static const char *const subs[] = {"new", "cur"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/Maildir/%s", home, subs[i]);
+        assert_int_equal(utimensat(AT_FDCWD, path, old_ts, 0), 0);
+    }
+    struct store_sync_changes ch;
+    for (int round = 0; round < 2; round++) { /* records the old mtimes, then skips */
+        assert_int_equal(store_mailbox_sync(box, &ch, &error), 0);
+        assert_int_equal(ch.n_new + ch.n_expunged + ch.n_flag_changed, 0);
+        store_sync_changes_free(&ch);
+    }
+    snprintf(path, sizeof path, "%s/Maildir/new/1700000002.ext.host", home);
+    write_file(path, "x\n");
+    assert_int_equal(store_mailbox_sync(box, &ch, &error), 0);
+    assert_int_equal(ch.n_new, 1);
+    store_sync_changes_free(&ch);
+    /* an external expunge in cur/ */
+    const struct store_message *m = store_mailbox_message(box, 0);
+    snprintf(path, sizeof path, "%s/Maildir/cur/%s:2,", home, m->filename);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(store_mailbox_sync(box, &ch, &error), 0);
+    assert_int_equal(ch.n_expunged, 1);
+    assert_int_equal(ch.expunged_seqs[0], 1);
+    store_sync_changes_free(&ch);
+    assert_int_equal(store_mailbox_count(box), 2);
+    store_mailbox_close(box);
+    store_user_close(u);
+}
+
 static void test_expunge_numbering(void **state)
 {
     char home[512];
@@ -892,6 +931,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_deliver_folder, setup, teardown),
         cmocka_unit_test_setup_teardown(test_user_open_specials, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sync_external_changes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sync_mtime_cache, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expunge_numbering, setup, teardown),
         cmocka_unit_test_setup_teardown(test_uid_never_reused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_set_flags, setup, teardown),
