@@ -638,7 +638,9 @@ static void imap_dispatch(struct imap_session *s)
 
 static bool imap_session_busy(struct imap_session *s)
 {
-    return s->is_job_in_flight || s->is_closing || s->is_dead || s->fetch;
+    /* A client that pipelines without reading our replies waits for them to drain. */
+    return s->is_job_in_flight || s->is_closing || s->is_dead || s->fetch ||
+           conn_output_length(s->c) > 4 * CONN_OUTPUT_LOW_WATER;
 }
 
 /* Literals of APPEND above this size go to a file instead of memory. */
@@ -815,6 +817,8 @@ static void imap_on_drained(void *session, struct conn *c)
     struct imap_session *s = session;
     if (s->fetch && s->is_fetch_waiting_drain && !s->is_job_in_flight)
         imap_fetch_resume(s);
+    else
+        imap_session_process(s);
 }
 
 static void imap_on_tls(void *session, struct conn *c)

@@ -147,3 +147,14 @@ def test_disconnect_mid_fetch_and_mid_append(tern):
     m = imaplib_login(tern, user, pw)
     assert m.select("INBOX") == ("OK", [b"1"])
     m.logout()
+
+
+def test_pipelined_flood_without_reading(tern):
+    """Thousands of pipelined commands from a client that reads late: every one answered,
+    in order (the session waits for its output to drain instead of buffering without end)."""
+    c = imap_client(tern)
+    n = 5000
+    c.send_raw(b"".join(b"t%d CAPABILITY\r\n" % i for i in range(n)))
+    got = c.read_until(rf"^t{n - 1} OK", timeout=60)
+    tags = re.findall(r"^(t\d+) OK", got, re.M)
+    assert tags == [f"t{i}" for i in range(n)]
