@@ -267,9 +267,8 @@ undo:
     }
     goto out;
 out_keep:
-    /* the copy stands even though removing the originals failed */
-    *dest_uids_r = out;
-    out = NULL;
+    /* MOVE: the copies stand even though removing the originals failed; -1 with the
+     * reason (RFC 6851 §3.3 allows a partial MOVE), no UIDs returned. */
 out:
     for (size_t k = 0; k < n_made; k++) {
         free(made[k]);

@@ -14,6 +14,7 @@
 #include <event2/event.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -36,7 +37,7 @@ struct notify_event {
 static pthread_mutex_t notify_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct notify_sub *notify_subs;
 static unsigned notify_dispatch_depth;
-static bool notify_has_loop_thread;
+static _Atomic bool notify_has_loop_thread; /* read by worker threads */
 static pthread_t notify_loop_thread;
 static struct notify_event notify_pending[NOTIFY_MAX_PENDING];
 static size_t notify_n_pending;
