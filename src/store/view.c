@@ -132,9 +132,10 @@ static int view_refresh(struct store_mailbox *box, struct view_msg **msgs_r, siz
         store_index_rollback(db);
         return -1;
     }
-    /* RFC 3501 §2.3.2: \Recent goes to exactly one read-write session. */
+    /* RFC 3501 §2.3.2: \Recent goes to exactly one read-write session, which claims
+     * it; a read-only view (EXAMINE) shows what is still unclaimed without taking it. */
     *recent_lo_r = row.first_recent_uid;
-    *recent_hi_r = box->is_read_only ? row.first_recent_uid : row.uidnext;
+    *recent_hi_r = row.uidnext;
     if (!box->is_read_only && row.first_recent_uid != row.uidnext) {
         row.first_recent_uid = row.uidnext;
         if (store_index_mailbox_save(db, &row, error_r) < 0) {

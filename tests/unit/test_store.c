@@ -448,12 +448,20 @@ static void test_sync_external_changes(void **state)
     assert_int_equal(store_mailbox_message(ro, 2)->uid, 3);
     assert_false(store_mailbox_message(ro, 2)->flags & STORE_FLAG_RECENT);
     store_mailbox_close(ro);
+    /* EXAMINE shows unclaimed \Recent without taking it from the next SELECT */
+    deliver_n(home, 1);
+    assert_int_equal(store_mailbox_open(u, "INBOX", true, &ro, &error), 0);
+    assert_true(store_mailbox_message(ro, 3)->flags & STORE_FLAG_RECENT);
+    store_mailbox_close(ro);
+    assert_int_equal(store_mailbox_sync(box, &ch, &error), 0);
+    store_sync_changes_free(&ch);
+    assert_true(store_mailbox_message(box, 3)->flags & STORE_FLAG_RECENT);
 
     struct store_status st;
     assert_int_equal(store_mailbox_status(u, "INBOX", &st, &error), 0);
-    assert_int_equal(st.messages, 3);
-    assert_int_equal(st.unseen, 2);
-    assert_int_equal(st.uidnext, 4);
+    assert_int_equal(st.messages, 4);
+    assert_int_equal(st.unseen, 3);
+    assert_int_equal(st.uidnext, 5);
     store_mailbox_close(box);
     store_user_close(u);
 }
