@@ -175,7 +175,9 @@ int store_message_set_flags(struct store_mailbox *box, size_t i, int mode, unsig
                             const char *const *keywords, char **error_r);
 
 /* BLOCKING. Remove the messages with these UIDs (unlink, fsync the directory, delete from
- * the index) and publish a notification. Durable before return. */
+ * the index) and publish a notification. Durable before return. Only UIDs in this view are
+ * touched. The view keeps listing them until the next store_mailbox_sync(), which reports
+ * them in expunged_seqs (so IMAP sends EXPUNGE from one place). */
 int store_mailbox_expunge_uids(struct store_mailbox *box, const uint32_t *uids, size_t n,
                                char **error_r);
 
@@ -185,7 +187,9 @@ int store_mailbox_append(struct store_user *u, const char *name, const struct st
                          unsigned flags, const char *const *keywords, time_t internaldate,
                          uint32_t *uidvalidity_r, uint32_t *uid_r, char **error_r);
 /* BLOCKING. COPY (move=false) or MOVE (move=true) messages by UID into another mailbox;
- * dest_uids_r (malloc'd, n entries) for COPYUID. */
+ * dest_uids_r (malloc'd, n entries) for COPYUID: entry k is 0 when uids[k] was not in the
+ * view (skip it). A missing destination fails with "[TRYCREATE] Mailbox doesn't exist".
+ * MOVE expunges the originals like store_mailbox_expunge_uids (reported by the next sync). */
 int store_mailbox_copy_uids(struct store_mailbox *box, const uint32_t *uids, size_t n,
                             const char *dest, bool move, uint32_t *dest_uidvalidity_r,
                             uint32_t **dest_uids_r, char **error_r);
