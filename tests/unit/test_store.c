@@ -18,7 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <event2/event.h>
 #include <pthread.h>
 #include <unistd.h>
@@ -929,6 +931,61 @@ static void test_index_migration(void **state)
     assert_int_equal(store_user_usage(home), 3 * (int64_t)strlen(msg_lf));
 }
 
+/* kill -9 in the middle of deliveries: every visible file is whole (its S= matches), the
+ * next open indexes each exactly once, and UIDs stay unique. */
+static void test_kill9_during_delivery(void **state)
+{
+    char home[512], dir[700];
+    home_of("oscar", home, sizeof home);
+    snprintf(dir, sizeof dir, "%s/Maildir/new", home);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        static char big[300000];
+        memset(big, 'x', sizeof big);
+        for (size_t i = 79; i < sizeof big; i += 80)
+            big[i] = '\n';
+        struct store_source src = {.data = big, .len = sizeof big, .fd = -1};
+        for (int i = 0; i < 100000; i++) {
+            struct store_target t = {.user = "oscar@example.test", .home = home};
+            store_deliver(&src, &t, 1, NULL);
+        }
+        _exit(0);
+    }
+    /* wait (bounded) until some deliveries are visible, then kill without warning */
+    for (int i = 0; i < 20000 && count_files(dir) < 20; i++)
+        usleep(1000);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    size_t n_files = count_files(dir);
+    assert_true(n_files >= 20);
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        uint64_t size = 0;
+        assert_true(store_maildir_name_size(de->d_name, 'S', &size));
+        char path[1200];
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        struct stat st;
+        assert_int_equal(stat(path, &st), 0);
+        assert_int_equal((uint64_t)st.st_size, size);
+    }
+    closedir(d);
+    char *error = NULL;
+    struct store_user *u = NULL;
+    assert_int_equal(store_user_open(home, "oscar@example.test", &u, &error), 0);
+    struct store_mailbox *box = NULL;
+    assert_int_equal(store_mailbox_open(u, "INBOX", false, &box, &error), 0);
+    assert_int_equal(store_mailbox_count(box), n_files);
+    for (size_t i = 1; i < n_files; i++)
+        assert_true(store_mailbox_message(box, i)->uid > store_mailbox_message(box, i - 1)->uid);
+    store_mailbox_close(box);
+    store_user_close(u);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -951,6 +1008,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_notify_cross_thread, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_delivery, setup, teardown),
         cmocka_unit_test_setup_teardown(test_index_migration, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kill9_during_delivery, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
