@@ -750,7 +750,9 @@ void outbound_deliver(struct outbound_job *job)
             outbound_retry_delay(a.attempts + 1, a.cfg->queue_retry_min, a.cfg->queue_retry_max);
         attempt_defer(&a, time(NULL) + (time_t)delay);
     } else {
-        if (unlink(a.path) < 0 || util_fsync_dir_of(a.path) < 0)
+        /* no directory fsync for a removal (as Postfix): if a crash undoes the unlink the
+         * message is delivered once more - a duplicate, never a loss */
+        if (unlink(a.path) < 0)
             log_error("queue", "%s: cannot remove %s: %s", a.e.id, a.path, strerror(errno));
         else
             log_info("qmgr", "%s: removed", a.e.id);
