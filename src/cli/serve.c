@@ -55,6 +55,8 @@ static void serve_fini(struct server_context *ctx)
     if (ctx->auth)
         auth_service_close(ctx->auth);
     ctx->auth = NULL;
+    /* release the notification event before the loop's base is freed */
+    store_notify_init(NULL);
 }
 
 /* Send the log where the config says (stderr when in the foreground with -f). */
