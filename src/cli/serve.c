@@ -17,6 +17,7 @@
 #include "pop3/pop3.h"
 #include "queue/outbound.h"
 #include "smtp/smtp.h"
+#include "queue/queue.h"
 #include "store/store.h"
 
 #include <errno.h>
@@ -42,6 +43,7 @@ static int serve_init(struct server_context *ctx, char **error_r)
         return -1;
     }
     /* the queue runner (outbound delivery) needs the directory for local recipients */
+    (void)queue_incoming_cleanup(ctx->cfg->data_dir, 60);
     ctx->app = outbound_runner_start(ctx, error_r);
     if (!ctx->app)
         return -1;

@@ -26,6 +26,19 @@ int queue_enqueue(const char *data_dir, const char *queue_id, const char *sender
                   const char *const *recipients, size_t n_recipients, const char *header,
                   const struct store_source *src, char **error_r);
 
+/* Two-phase enqueue, for a message that also goes to local mailboxes: stage it durably in
+ * incoming/ (invisible to the runner), deliver locally, then queue_commit() moves it into
+ * active/ — or queue_abort() drops it when the local delivery failed. This way the runner
+ * can never send a copy the client was told (451) to send again. BLOCKING. */
+int queue_enqueue_staged(const char *data_dir, const char *queue_id, const char *sender,
+                         const char *const *recipients, size_t n_recipients, const char *header,
+                         const struct store_source *src, char **error_r);
+int queue_commit(const char *data_dir, const char *queue_id, char **error_r);
+void queue_abort(const char *data_dir, const char *queue_id);
+/* At start-up: remove staged files older than max_age seconds (their process died before
+ * commit, so they were never acknowledged). Returns how many were removed. */
+int queue_incoming_cleanup(const char *data_dir, unsigned max_age);
+
 struct queue_entry {
     char id[32];
     char state[16];  /* "active", "deferred", "hold" */

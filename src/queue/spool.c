@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define QUEUE_MAGIC          "TERNQ1"
@@ -118,9 +119,9 @@ int queue_dirs_create(const char *data_dir, char **error_r)
     return 0;
 }
 
-int queue_enqueue(const char *data_dir, const char *queue_id, const char *sender,
-                  const char *const *recipients, size_t n_recipients, const char *header,
-                  const struct store_source *src, char **error_r)
+int queue_enqueue_staged(const char *data_dir, const char *queue_id, const char *sender,
+                         const char *const *recipients, size_t n_recipients, const char *header,
+                         const struct store_source *src, char **error_r)
 {
     if (!queue_id_is_valid(queue_id)) {
         store_error(error_r, "invalid queue id");
@@ -179,17 +180,14 @@ int queue_enqueue(const char *data_dir, const char *queue_id, const char *sender
         goto fail;
     }
     fd = -1;
-    if (rename(tmp_path, final_path) < 0) {
-        store_error(error_r, "rename %s: %s", tmp_path, strerror(errno));
-        goto fail;
-    }
+    /* Make the incoming/ entry itself durable, so that a later rename into active/ moves
+     * a file that survives a crash. */
+    snprintf(active_dir, sizeof active_dir, "%s/queue/incoming", data_dir);
     if (store_io_fsync_dir(active_dir) < 0) {
         store_error(error_r, "fsync %s: %s", active_dir, strerror(errno));
-        /* not durable: take it back out so we never acknowledge it */
-        (void)unlink(final_path);
-        buf_free(&env);
-        return -1;
+        goto fail;
     }
+    (void)final_path;
     ret = 0;
 fail:
     if (fd >= 0)
@@ -584,4 +582,82 @@ int queue_release(const char *data_dir, const char *id, char **error_r)
         state != QUEUE_STATE_HOLD)
         return 0; /* not on hold: nothing to do */
     return queue_move(data_dir, id, QUEUE_STATE_ACTIVE, error_r);
+}
+
+/* Second phase: move a staged message into active/ where the runner sees it. */
+int queue_commit(const char *data_dir, const char *queue_id, char **error_r)
+{
+    if (!queue_id_is_valid(queue_id)) {
+        store_error(error_r, "invalid queue id");
+        return -1;
+    }
+    char tmp_path[4200], final_path[4200], active_dir[4200];
+    snprintf(tmp_path, sizeof tmp_path, "%s/queue/incoming/%s", data_dir, queue_id);
+    snprintf(active_dir, sizeof active_dir, "%s/queue/active", data_dir);
+    snprintf(final_path, sizeof final_path, "%s/queue/active/%s", data_dir, queue_id);
+    if (rename(tmp_path, final_path) < 0) {
+        store_error(error_r, "rename %s: %s", tmp_path, strerror(errno));
+        return -1;
+    }
+    if (store_io_fsync_dir(active_dir) < 0) {
+        store_error(error_r, "fsync %s: %s", active_dir, strerror(errno));
+        /* not durable: put it back so we never acknowledge it */
+        (void)rename(final_path, tmp_path);
+        return -1;
+    }
+    return 0;
+}
+
+/* Drop a staged message that will not be acknowledged. */
+void queue_abort(const char *data_dir, const char *queue_id)
+{
+    if (!queue_id_is_valid(queue_id))
+        return;
+    char tmp_path[4200];
+    snprintf(tmp_path, sizeof tmp_path, "%s/queue/incoming/%s", data_dir, queue_id);
+    (void)unlink(tmp_path);
+}
+
+int queue_enqueue(const char *data_dir, const char *queue_id, const char *sender,
+                  const char *const *recipients, size_t n_recipients, const char *header,
+                  const struct store_source *src, char **error_r)
+{
+    if (queue_enqueue_staged(data_dir, queue_id, sender, recipients, n_recipients, header, src,
+                             error_r) < 0)
+        return -1;
+    if (queue_commit(data_dir, queue_id, error_r) < 0) {
+        queue_abort(data_dir, queue_id);
+        return -1;
+    }
+    return 0;
+}
+
+/* Remove staged files left in incoming/ by a process that died between staging and
+ * commit: no client was ever told 250 for them. Only files older than max_age seconds
+ * go, so a `tern sendmail` staging right now is left alone. Returns how many went. */
+int queue_incoming_cleanup(const char *data_dir, unsigned max_age)
+{
+    char dir_path[4200];
+    snprintf(dir_path, sizeof dir_path, "%s/queue/incoming", data_dir);
+    DIR *dir = opendir(dir_path);
+    if (!dir)
+        return 0;
+    time_t now = time(NULL);
+    int removed = 0;
+    struct dirent *de;
+    while ((de = readdir(dir)) != NULL) {
+        if (!queue_id_is_valid(de->d_name))
+            continue;
+        struct stat st;
+        if (fstatat(dirfd(dir), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+            continue;
+        if (now - st.st_mtime < (time_t)max_age)
+            continue;
+        if (unlinkat(dirfd(dir), de->d_name, 0) == 0) {
+            log_info("queue", "%s: removed stale incoming file (never acknowledged)", de->d_name);
+            removed++;
+        }
+    }
+    closedir(dir);
+    return removed;
 }

@@ -118,27 +118,35 @@ static void job_free(struct smtp_delivery_job *job)
     free(job);
 }
 
-/* Workpool thread: queue first, then the store; undo the queue copy if the store fails. */
+/* Workpool thread: stage the queue copy (durable, invisible to the runner), deliver the
+ * local copies, then commit the queue copy — or drop it if the store failed, so that a
+ * 451 never leaves a remote copy behind that the client's retry would duplicate. */
 static void delivery_work(void *arg)
 {
     struct smtp_delivery_job *job = arg;
     if (job->n_remote) {
-        job->queue_rc = queue_enqueue(job->data_dir, job->queue_id, job->sender,
-                                      (const char *const *)job->remote, job->n_remote,
-                                      job->remote_header, &job->src, &job->error);
+        job->queue_rc = queue_enqueue_staged(job->data_dir, job->queue_id, job->sender,
+                                             (const char *const *)job->remote, job->n_remote,
+                                             job->remote_header, &job->src, &job->error);
         if (job->queue_rc < 0)
             return;
     }
     if (job->n_local) {
         job->store_rc = store_deliver(&job->src, job->targets, job->n_local, &job->error);
-        if (job->store_rc < 0 && job->n_remote) {
-            char *err = NULL;
-            if (queue_delete(job->data_dir, job->queue_id, &err) < 0)
-                log_error("smtpd",
-                          "%s: cannot withdraw queued copy after failed local "
-                          "delivery: %s",
-                          job->queue_id, err ? err : "unknown error");
-            free(err);
+        if (job->store_rc < 0) {
+            if (job->n_remote)
+                queue_abort(job->data_dir, job->queue_id);
+            return;
+        }
+    }
+    if (job->n_remote) {
+        /* The local copies are visible now; if the commit fails we still answer 451 and
+         * log it: a duplicate local copy on the client's retry beats a lost remote one. */
+        job->queue_rc = queue_commit(job->data_dir, job->queue_id, &job->error);
+        if (job->queue_rc < 0) {
+            log_error("smtpd", "%s: cannot commit the queued copy: %s", job->queue_id,
+                      job->error ? job->error : "unknown error");
+            queue_abort(job->data_dir, job->queue_id);
         }
     }
 }

@@ -357,9 +357,9 @@ int64_t store_user_usage(const char *home)
     return 150; /* bob (quota 100) is full */
 }
 
-int queue_enqueue(const char *data_dir, const char *queue_id, const char *sender,
-                  const char *const *recipients, size_t n_recipients, const char *header,
-                  const struct store_source *src, char **error_r)
+int queue_enqueue_staged(const char *data_dir, const char *queue_id, const char *sender,
+                         const char *const *recipients, size_t n_recipients, const char *header,
+                         const struct store_source *src, char **error_r)
 {
     if (harness.fail_queue) {
         *error_r = strdup("injected queue failure");
@@ -368,9 +368,13 @@ int queue_enqueue(const char *data_dir, const char *queue_id, const char *sender
     return 0;
 }
 
-int queue_delete(const char *data_dir, const char *id, char **error_r)
+int queue_commit(const char *data_dir, const char *id, char **error_r)
 {
     return 0;
+}
+
+void queue_abort(const char *data_dir, const char *id)
+{
 }
 
 /* ---- driving ---------------------------------------------------------------------- */

@@ -13,6 +13,9 @@
 #include "store/store-private.h"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -151,6 +154,41 @@ static int fault_fsync(int fd)
     return fsync(fd);
 }
 
+/* A staged message is invisible until committed; an aborted one is gone; stale staged
+ * files are removed at start-up. */
+static void test_queue_staged(void **state)
+{
+    const char *rcpts[] = {"bob@example.org"};
+    struct store_source src = {.data = body, .len = strlen(body), .fd = -1};
+    char *error = NULL;
+    struct collected c = {0};
+    assert_int_equal(
+        queue_enqueue_staged(tmp_root, "CCCC3", "a@example.test", rcpts, 1, NULL, &src, &error), 0);
+    assert_int_equal(queue_list(tmp_root, collect, &c, &error), 0);
+    assert_int_equal(c.n, 0);
+    assert_int_equal(queue_commit(tmp_root, "CCCC3", &error), 0);
+    assert_int_equal(queue_list(tmp_root, collect, &c, &error), 0);
+    assert_int_equal(c.n, 1);
+    assert_string_equal(c.ids[0], "CCCC3");
+
+    assert_int_equal(
+        queue_enqueue_staged(tmp_root, "DDDD4", "a@example.test", rcpts, 1, NULL, &src, &error), 0);
+    queue_abort(tmp_root, "DDDD4");
+    assert_int_equal(queue_commit(tmp_root, "DDDD4", &error), -1);
+    free(error);
+    error = NULL;
+
+    assert_int_equal(
+        queue_enqueue_staged(tmp_root, "EEEE5", "a@example.test", rcpts, 1, NULL, &src, &error), 0);
+    assert_int_equal(queue_incoming_cleanup(tmp_root, 3600), 0); /* too young to be stale */
+    char path[4200];
+    snprintf(path, sizeof path, "%s/queue/incoming/EEEE5", tmp_root);
+    struct timespec old[2] = {{.tv_sec = time(NULL) - 7200}, {.tv_sec = time(NULL) - 7200}};
+    assert_int_equal(utimensat(AT_FDCWD, path, old, 0), 0);
+    assert_int_equal(queue_incoming_cleanup(tmp_root, 3600), 1);
+    assert_int_equal(access(path, F_OK), -1);
+}
+
 static void test_queue_fsync_fault(void **state)
 {
     const char *rcpts[] = {"bob@example.org"};
@@ -277,6 +315,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_queue_cycle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_staged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_fsync_fault, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_corrupt, setup, teardown),
         cmocka_unit_test(test_queue_parse_mutations),
