@@ -309,3 +309,29 @@ def test_connection_reused_for_next_message(tern_factory, sink):
     assert sink.connections == 1
     assert "RSET" in sink.commands
     assert [m["rcpts"] for m in sink.messages] == [["a1@remote.test"], ["a2@remote.test"]]
+
+
+def test_helo_fallback_and_8bitmime(tern_factory):
+    def old_server(cmd, state):
+        if cmd.upper().startswith("EHLO"):
+            return "502 5.5.2 Error: command not recognized"
+        return None
+
+    old = SmtpSink(old_server)
+    new = SmtpSink()
+    try:
+        srv = tern_factory({"transport.old.test": "[127.0.0.1]:%d" % old.port,
+                            "transport.new.test": "[127.0.0.1]:%d" % new.port})
+        body = "Subject: 8bit\r\n\r\ncaf\u00e9\r\n"
+        submit(srv, ["u@old.test"], body=body)
+        submit(srv, ["u@new.test"], body=body)
+        srv.wait_log(r"to=<u@old.test>, .*status=sent")
+        srv.wait_log(r"to=<u@new.test>, .*status=sent")
+        assert any(c.upper().startswith("HELO ") for c in old.commands)
+        # no ESMTP: plain MAIL FROM, no parameters
+        assert old.messages[0]["mail_cmd"] == "MAIL FROM:<alice@example.test>"
+        assert "BODY=8BITMIME" in new.messages[0]["mail_cmd"]
+        assert "caf\u00e9".encode() in new.messages[0]["data"]
+    finally:
+        old.close()
+        new.close()
