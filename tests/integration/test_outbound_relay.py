@@ -335,3 +335,34 @@ def test_helo_fallback_and_8bitmime(tern_factory):
     finally:
         old.close()
         new.close()
+
+
+def test_kill9_mid_delivery_loses_nothing(tern_factory):
+    import threading
+    stall = threading.Event()
+    reached = threading.Event()
+
+    def behaviour(cmd, state):
+        if cmd == "END-OF-DATA" and not stall.is_set():
+            reached.set()
+            stall.wait(20)  # the server dies while we hold the final reply back
+            return "451 4.3.0 connection was dropped"
+        return None
+
+    sink = SmtpSink(behaviour)
+    try:
+        srv = tern_factory({"transport.remote.test": "[127.0.0.1]:%d" % sink.port})
+        submit(srv, ["k@remote.test"])
+        wait_for(reached.is_set, timeout=20, what="delivery in progress")
+        srv.kill9()
+        stall.set()
+        ids = queue_ids(srv)
+        assert len(ids) == 1  # still queued: nothing was acknowledged by the sink
+        since = srv.log_offset()
+        srv.start()
+        srv.wait_log(r"%s: to=<k@remote.test>, .*status=sent" % ids[0], since=since)
+        wait_for(lambda: queue_ids(srv) == [], what="queue empty")
+        assert [m["rcpts"] for m in sink.messages] == [["k@remote.test"]]
+    finally:
+        stall.set()
+        sink.close()
