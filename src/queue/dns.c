@@ -13,6 +13,7 @@
 #endif
 #include "queue/outbound.h"
 
+#include "core/log.h"
 #include "core/util.h"
 
 #include <arpa/inet.h>
@@ -54,9 +55,11 @@ struct outbound_dns *outbound_dns_create(const char *resolver, char **error_r)
         if (r == 0)
             (void)ub_ctx_set_option(d->ub, "local-zone:", "test. transparent");
     } else {
-        r = ub_ctx_resolvconf(d->ub, NULL);
-        if (r == 0)
-            (void)ub_ctx_hosts(d->ub, NULL);
+        /* no usable /etc/resolv.conf (a bare container) must not stop local mail:
+         * libunbound then resolves from the root servers itself */
+        if (ub_ctx_resolvconf(d->ub, NULL) != 0)
+            log_warning("smtp", "cannot read /etc/resolv.conf; resolving without forwarders");
+        (void)ub_ctx_hosts(d->ub, NULL);
     }
     if (r != 0) {
         char msg[256];
