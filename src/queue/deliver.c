@@ -348,8 +348,16 @@ int outbound_route_for(const struct config *cfg, const char *domain, struct outb
     memset(r, 0, sizeof *r);
     if (dn == 0 || dn >= sizeof r->host)
         return -1;
+    uint16_t port = (uint16_t)(cfg->outbound_port ? cfg->outbound_port : 25);
+    /* RFC 5321 §4.1.3 address literal "[192.0.2.1]" / "[IPv6:2001:db8::1]": no MX lookup */
+    if (domain[0] == '[' && domain[dn - 1] == ']') {
+        char lit[300];
+        const char *ip = strncasecmp(domain + 1, "IPv6:", 5) == 0 ? domain + 6 : domain + 1;
+        snprintf(lit, sizeof lit, "[%.*s]", (int)(dn - 1 - (size_t)(ip - domain)), ip);
+        return outbound_route_parse(lit, port, r);
+    }
     memcpy(r->host, domain, dn + 1);
-    r->port = (uint16_t)(cfg->outbound_port ? cfg->outbound_port : 25);
+    r->port = port;
     return 0;
 }
 

@@ -290,6 +290,18 @@ static void test_config_keys(void **state)
     assert_string_equal(r.host, "smtp.example");
     assert_int_equal(r.port, 587);
     config_free(cfg);
+    /* address literals skip the MX lookup */
+    cfg = config_parse_buffer("t", "", 0, NULL, 0, false, &err);
+    assert_non_null(cfg);
+    assert_int_equal(outbound_route_for(cfg, "[192.0.2.1]", &r, &is_relay), 0);
+    assert_true(r.is_literal);
+    assert_string_equal(r.host, "192.0.2.1");
+    assert_int_equal(r.port, 25);
+    assert_int_equal(outbound_route_for(cfg, "[IPv6:2001:db8::1]", &r, &is_relay), 0);
+    assert_string_equal(r.host, "2001:db8::1");
+    assert_int_equal(outbound_route_for(cfg, "example.org", &r, &is_relay), 0);
+    assert_false(r.is_literal);
+    config_free(cfg);
     const char *bad[] = {"transport. = x\n", "transport.a.test =\n", "transport.a = b c\n"};
     for (size_t i = 0; i < 3; i++) {
         err = NULL;
