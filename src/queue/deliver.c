@@ -510,6 +510,14 @@ static int attempt_defer(struct attempt *a, time_t next_retry)
     snprintf(tmp, sizeof tmp, "%s/queue/incoming/%s", dd, a->e.id);
     snprintf(ddir, sizeof ddir, "%s/queue/deferred", dd);
     snprintf(dest, sizeof dest, "%s/%s", ddir, a->e.id);
+    struct stat st;
+    if (lstat(a->path, &st) < 0 && errno == ENOENT) {
+        /* deleted or put on hold (tern queue delete/hold) while we were delivering:
+         * the admin's decision wins, don't bring it back */
+        log_info("queue", "%s: removed from %s during delivery; not requeued", a->e.id,
+                 queue_states[a->job->state]);
+        return 0;
+    }
     struct buf env;
     buf_init(&env, DELIVER_MAX_ENVELOPE);
     bool ok = buf_printf(&env, "TERNQ1\nid=%s\narrival=%lld\nattempts=%u\nsender=", a->e.id,
