@@ -11,7 +11,10 @@ import re
 import signal
 import socket
 import ssl
+import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -275,3 +278,85 @@ def test_directory_is_private(tern):
         p = tern.data_dir / name
         if p.exists():
             assert p.stat().st_mode & 0o077 == 0, f"{name} mode {oct(p.stat().st_mode)}"
+
+
+EXPECTED_PORTS = {
+    "smtp": (25, 2525), "submission": (587, 2587), "submissions": (465, 2465),
+    "pop3": (110, 2110), "pop3s": (995, 2995), "imap": (143, 2143), "imaps": (993, 2993),
+}
+
+
+def as_nobody(cmd, cwd, **kw):
+    """Run cmd as user nobody (only possible when we are root)."""
+    return subprocess.run(["runuser", "-u", "nobody", "--"] + cmd, cwd=cwd, text=True,
+                          capture_output=True, timeout=60, stdin=subprocess.DEVNULL, **kw)
+
+
+def require_nobody_can_run(tern):
+    """Skip unless we are root and user nobody can execute the binary (a checkout under
+    /root, mode 0700, is out of its reach)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run a command as another user")
+    cp = as_nobody(["test", "-x", str(tern.bin)], cwd="/")
+    if cp.returncode != 0:
+        pytest.skip(f"user nobody cannot execute {tern.bin}")
+
+
+def test_embedded_defaults_depend_on_uid(tern, tmp_path):
+    """DESIGN §1: standard ports and /var/lib/tern as root, high ports and ./var otherwise."""
+    missing = tmp_path / "missing.conf"
+    if os.geteuid() == 0:
+        s = show(run(tern, "config", "show", config=missing))
+        assert s["data_dir"] == "/var/lib/tern"
+        for name, (root_port, _) in EXPECTED_PORTS.items():
+            assert s[f"{name}.listen"] == f"*:{root_port}"
+        require_nobody_can_run(tern)
+        work = Path(tempfile.mkdtemp(prefix="tern-nobody-"))
+        try:
+            os.chmod(work, 0o777)
+            cp = as_nobody([str(tern.bin), "-c", str(work / "missing.conf"), "config", "show"],
+                           cwd=work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        assert cp.returncode == 0, cp.stderr
+        s = show(cp)
+        assert s["data_dir"] == str(work / "var")
+        for name, (_, user_port) in EXPECTED_PORTS.items():
+            assert s[f"{name}.listen"] == f"*:{user_port}"
+    else:
+        s = show(run(tern, "config", "show", config=missing))
+        for name, (_, user_port) in EXPECTED_PORTS.items():
+            assert s[f"{name}.listen"] == f"*:{user_port}"
+
+
+def test_serve_as_unprivileged_user(tern_factory):
+    """Started by a normal user, the server runs as that user (no privilege drop) and
+    serves mail; run_user only matters when started as root."""
+    if os.geteuid() != 0:
+        pytest.skip("the whole suite already runs unprivileged")
+    srv = tern_factory({"run_user": None}, start=False)
+    require_nobody_can_run(srv)
+    nobody = __import__("pwd").getpwnam("nobody")
+    for root, dirs, files in os.walk(srv.root):
+        for n in [root] + [os.path.join(root, x) for x in dirs + files]:
+            os.lchown(n, nobody.pw_uid, nobody.pw_gid)
+    log = open(srv.log_path, "ab")
+    proc = subprocess.Popen(["runuser", "-u", "nobody", "--", str(srv.bin), "-c",
+                             str(srv.config_path), "serve", "-f"], cwd=str(srv.root),
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        srv.wait_log(r"daemon started -- listening on", timeout=30)
+        with socket.create_connection((srv.host, srv.ports["smtp"]), timeout=10) as s:
+            s.settimeout(10)
+            assert s.recv(512).startswith(b"220 ")
+        key = srv.data_dir / "tls" / "key.pem"
+        assert key.stat().st_uid == nobody.pw_uid
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        log.close()
