@@ -44,15 +44,14 @@ uint64_t mime_crlf_size(const char *data, size_t len)
     return n;
 }
 
-/* Lines as IMAP counts them: LF count, plus a final line without a line end. */
+/* Lines as IMAP counts them: the line ends in the body (as Dovecot counts: a last line
+ * without a line end, e.g. before a boundary, is not counted). */
 static uint64_t mime_count_lines(const char *data, size_t len)
 {
     uint64_t n = 0;
     for (size_t i = 0; i < len; i++)
         if (data[i] == '\n')
             n++;
-    if (len > 0 && data[len - 1] != '\n')
-        n++;
     return n;
 }
 
@@ -881,9 +880,30 @@ struct mime_addr_scan {
 
 /* Read a word (atom or quoted-string, decoded) or one special char; append decoded text to
  * w. Returns the kind: 'a' atom/quoted, a special char, or 0 at end. */
-static int mime_addr_token(const char **sp, struct buf *w)
+static int mime_addr_token(const char **sp, struct buf *w, struct buf *comment)
 {
-    const char *s = mime_skip_cfws(*sp);
+    const char *s = *sp;
+    /* Skip white space and comments, keeping the text of a comment: "a@b (Name)" gives
+     * the address a display name when it has no phrase (as Dovecot does). */
+    for (;;) {
+        while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n')
+            s++;
+        if (*s != '(')
+            break;
+        const char *end = mime_skip_cfws(s);
+        const char *st = s + 1, *en = end;
+        while (en > st && (en[-1] == ' ' || en[-1] == '\t' || en[-1] == '\r' || en[-1] == '\n'))
+            en--;
+        if (en > st && en[-1] == ')')
+            en--;
+        if (comment && en > st) {
+            buf_reset(comment);
+            buf_append(comment, st, (size_t)(en - st));
+        }
+        if (end == s)
+            break;
+        s = end;
+    }
     if (!*s) {
         *sp = s;
         return 0;
@@ -943,8 +963,9 @@ static bool mime_write_address_list(struct buf *out, const char *value)
 {
     if (!value)
         return buf_append_str(out, "NIL");
-    struct buf list, phrase, local, domain, w;
+    struct buf list, phrase, local, domain, w, comment;
     buf_init(&list, 0);
+    buf_init(&comment, 256);
     buf_init(&phrase, MIME_MAX_VALUE);
     buf_init(&local, MIME_MAX_VALUE);
     buf_init(&domain, MIME_MAX_VALUE);
@@ -959,18 +980,15 @@ static bool mime_write_address_list(struct buf *out, const char *value)
         buf_reset(&phrase);
         buf_reset(&local);
         buf_reset(&domain);
+        buf_reset(&comment);
         bool in_angle = false, seen_at = false, done_angle = false;
         int t;
-        const char *comment_start = NULL;
         for (;;) {
-            const char *before = s;
             buf_reset(&w);
-            t = mime_addr_token(&s, &w);
+            t = mime_addr_token(&s, &w, &comment);
             if (t == 0 || ((t == ',' || t == ';') && !in_angle))
                 break;
             if (t == 'a') {
-                if (!comment_start)
-                    comment_start = before;
                 struct buf *dst = in_angle || !done_angle ? (seen_at ? &domain : &local) : NULL;
                 if (done_angle)
                     continue;
@@ -1032,8 +1050,10 @@ static bool mime_write_address_list(struct buf *out, const char *value)
         if (local.len || domain.len) {
             if (!buf_cstr(&list)[0])
                 buf_append_byte(&list, '(');
-            mime_write_address(&list, phrase.data, phrase.len, buf_cstr(&local),
-                               seen_at ? buf_cstr(&domain) : NULL);
+            const struct buf *name = phrase.len ? &phrase : &comment;
+            /* RFC 3501 §7.4.2 allows no NIL host for a mailbox: Dovecot's placeholder */
+            mime_write_address(&list, name->data, name->len, buf_cstr(&local),
+                               seen_at && domain.len ? buf_cstr(&domain) : "MISSING_DOMAIN");
             n_addr++;
         }
         if (t == ';' && in_group) {
@@ -1056,6 +1076,7 @@ static bool mime_write_address_list(struct buf *out, const char *value)
     buf_free(&local);
     buf_free(&domain);
     buf_free(&w);
+    buf_free(&comment);
     return ok;
 }
 

@@ -148,7 +148,7 @@ def test_fetch_bodystructure_envelope_and_sections(tern):
     converse(c, [(f"a LOGIN {user} {pw}", r"^a OK"), ("b SELECT INBOX", r"^b OK")])
     c.send("c FETCH 1 (BODYSTRUCTURE ENVELOPE)")
     got = read_literal_reply(c, "c").decode()
-    assert '(("text" "plain" ("charset" "utf-8") NIL NIL "7bit" 10 1 NIL NIL NIL NIL)' in got
+    assert '(("text" "plain" ("charset" "utf-8") NIL NIL "7bit" 10 0 NIL NIL NIL NIL)' in got
     assert '"alternative" ("boundary" "inner") NIL NIL NIL)' in got
     assert ('("application" "octet-stream" ("name" "data.bin") NIL NIL "base64" 8 NIL '
             '("attachment" ("filename" "data.bin")) NIL NIL)') in got

@@ -87,14 +87,14 @@ static void test_alternative(void **state)
                     "--b1--\n"
                     "epilogue\n";
     ASSERT_BS(m, false,
-              "((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"quoted-printable\" 5 1)"
-              "(\"text\" \"html\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 12 1) "
+              "((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"quoted-printable\" 5 0)"
+              "(\"text\" \"html\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 12 0) "
               "\"alternative\")");
     ASSERT_BS(
         m, true,
-        "((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"quoted-printable\" 5 1 NIL "
+        "((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"quoted-printable\" 5 0 NIL "
         "NIL NIL NIL)"
-        "(\"text\" \"html\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 12 1 NIL NIL NIL NIL) "
+        "(\"text\" \"html\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 12 0 NIL NIL NIL NIL) "
         "\"alternative\" (\"boundary\" \"b1\") NIL NIL NIL)");
     struct mime_part *p = mime_parse(m, strlen(m));
     assert_int_equal(p->n_children, 2);
@@ -127,7 +127,7 @@ static void test_mixed_attachment(void **state)
                     "AAAA\r\n"
                     "--XyZ--\r\n";
     ASSERT_BS(m, true,
-              "((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 9 1 NIL NIL NIL "
+              "((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 9 0 NIL NIL NIL "
               "NIL)(\"application\" \"pdf\" (\"name\" \"a b.pdf\") \"<id1@x>\" \"the doc\" "
               "\"base64\" 4 NIL (\"attachment\" (\"filename\" \"a b.pdf\")) (\"en\" \"de\") "
               "\"http://x/y\") \"mixed\" (\"boundary\" \"XyZ\") NIL NIL NIL)");
@@ -156,12 +156,12 @@ static void test_nested_rfc822(void **state)
                     "--o--\n";
     char *got = bs(m, false);
     assert_string_equal(
-        got, "((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 12 1)"
+        got, "((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 12 0)"
              "(\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 112 "
              "(NIL \"inner\" ((\"In Ner\" NIL \"in\" \"ner.test\")) ((\"In Ner\" NIL \"in\" "
              "\"ner.test\")) ((\"In Ner\" NIL \"in\" \"ner.test\")) NIL NIL NIL NIL NIL) "
-             "((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 1 1) "
-             "\"alternative\") 8) \"mixed\")");
+             "((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 1 0) "
+             "\"alternative\") 7) \"mixed\")");
     free(got);
     struct mime_part *p = mime_parse(m, strlen(m));
     const uint32_t p2[] = {2};
@@ -219,7 +219,7 @@ static void test_missing_content_type_and_encoded_words(void **state)
     assert_string_equal(e, "(\"Wed, 1 Jan 2025 00:00:00 +0000\" \"=?UTF-8?B?w6TDtsO8?=\" NIL NIL "
                            "NIL NIL NIL NIL \"<m0@x>\" \"<m1@x>\")");
     free(e);
-    ASSERT_BS(m, false, "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 2 1)");
+    ASSERT_BS(m, false, "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 2 0)");
 }
 
 static void test_eight_bit_literal(void **state)
@@ -247,11 +247,12 @@ static void test_envelope_addresses(void **state)
     char *e = env(m);
     assert_string_equal(
         e, "(NIL \"has \\\"quotes\\\" and \\\\\" ((\"Doe, John\" NIL \"john\" \"example.com\")) "
-           "((NIL NIL \"sec\" \"example.com\")) ((\"Doe, John\" NIL \"john\" \"example.com\")) "
+           "((\"Secretary\" NIL \"sec\" \"example.com\")) ((\"Doe, John\" NIL \"john\" "
+           "\"example.com\")) "
            "((NIL NIL \"a\" \"x.org\")(\"B\" NIL \"b\" \"y.org\")(NIL NIL "
            "\"undisclosed-recipients\" NIL)(NIL NIL NIL NIL)) "
            "((NIL NIL \"Team\" NIL)(NIL NIL \"c\" \"z.org\")(\"D \\\"Q\\\"\" NIL \"d\" "
-           "\"z.org\")(NIL NIL NIL NIL)) ((NIL NIL \"nodomain\" NIL)) NIL NIL)");
+           "\"z.org\")(NIL NIL NIL NIL)) ((NIL NIL \"nodomain\" \"MISSING_DOMAIN\")) NIL NIL)");
     free(e);
 }
 
@@ -367,7 +368,7 @@ static void test_crlf_nested_offsets(void **state)
     assert_int_equal(c->body_size, strlen(want));
     assert_memory_equal(m + c->body_offset, want, strlen(want));
     assert_int_equal(c->body_vsize, c->body_size); /* already CRLF */
-    assert_int_equal(c->body_lines, 4);
+    assert_int_equal(c->body_lines, 3);            /* line ends, as Dovecot counts */
     assert_memory_equal(m + c->header_offset, "Content-Type: text/plain\r\n\r\n", c->header_size);
     mime_part_free(p);
 }
@@ -396,10 +397,10 @@ static void test_params_quoting_and_comments(void **state)
                     "Content-Transfer-Encoding: (why) QUOTED-PRINTABLE\n\nx";
     ASSERT_BS(m, false,
               "(\"text\" \"plain\" (\"charset\" \"iso-8859-1\" \"format\" \"flowed\" \"name\" "
-              "\"a\\\"b\\\\c\") NIL NIL \"QUOTED-PRINTABLE\" 1 1)");
+              "\"a\\\"b\\\\c\") NIL NIL \"QUOTED-PRINTABLE\" 1 0)");
     /* a broken Content-Type falls back to text/plain (RFC 2045 §5.2) */
     ASSERT_BS("Content-Type: garbage\n\nx", false,
-              "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 1 1)");
+              "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 1 0)");
 }
 
 static void test_many_parts_linear(void **state)
