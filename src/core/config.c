@@ -759,8 +759,10 @@ void config_show(const struct config *cfg, bool non_default_only)
             is_default = strcmp(v, d) == 0;
             free(d);
         }
+        /* A secret never goes to a terminal or a support ticket pasted from one. */
+        bool is_secret = strcmp(k->name, "relayhost.password") == 0;
         if (!is_default)
-            printf("%s =%s%s\n", k->name, v[0] ? " " : "", v);
+            printf("%s =%s%s\n", k->name, v[0] ? " " : "", is_secret && v[0] ? "(hidden)" : v);
         free(v);
     }
     /* transport.<domain> keys have no default: always shown, as they were given */

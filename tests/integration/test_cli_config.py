@@ -101,6 +101,12 @@ def test_override_shows_as_non_default(tern):
     assert s["smtp.max_recipients"] == "5"
 
 
+def test_config_show_hides_the_relayhost_password(tern):
+    cp = tern.cli("-o", "relayhost.password=s3cret-pw", "config", "show")
+    assert "s3cret-pw" not in cp.stdout
+    assert show(cp)["relayhost.password"] == "(hidden)"
+
+
 def test_size_suffix(tern):
     s = show(tern.cli("-o", "smtp.max_message_size=10M", "config", "show"))
     assert s["smtp.max_message_size"] == str(10 * 1024 * 1024)
