@@ -2,17 +2,22 @@
  * search.c - SEARCH and UID SEARCH (RFC 3501 §6.4.4).
  *
  * The criteria are parsed on the loop into a small tree (AND lists, OR, NOT, leaves);
- * evaluation runs in the pool, reading a message file only when a key needs its text
- * (HEADER, FROM, TO, CC, BCC, SUBJECT, BODY, TEXT). Substring matches are ASCII
- * case-insensitive over the raw bytes (no MIME decoding yet). BEFORE/ON/SINCE compare the
- * internal date's day in UTC; SENTBEFORE/SENTON/SENTSINCE the Date: header's day (its
- * time and zone disregarded, RFC 3501 §6.4.4).
+ * evaluation runs in the pool, mapping a message file only when a key needs its text
+ * (HEADER, FROM, TO, CC, BCC, SUBJECT, BODY, TEXT, SENT*). Text keys match through MIME
+ * decoding (src/store/mime_decode.c): header values after RFC 2047 decoding, BODY/TEXT in
+ * text parts after Content-Transfer-Encoding and charset decoding to UTF-8, case-insensitive
+ * (ASCII and simple Latin/Greek/Cyrillic folding). The message file is mmap'd (the page
+ * cache holds it, never the heap) and at most IMAP_SEARCH_MAX_DECODE decoded bytes per
+ * message and key are looked at, so memory stays bounded and the work linear.
+ * BEFORE/ON/SINCE compare the internal date's day in UTC; SENTBEFORE/SENTON/SENTSINCE the
+ * Date: header's day (its time and zone disregarded, RFC 3501 §6.4.4).
  */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,6 +29,8 @@
 
 #define IMAP_SEARCH_MAX_DEPTH 32
 #define IMAP_SEARCH_MAX_KEYS  1000
+/* Decoded bytes of one message one BODY/TEXT key looks at. */
+#define IMAP_SEARCH_MAX_DECODE ((uint64_t)64 * 1024 * 1024)
 
 enum skey_op {
     SK_ALL,
@@ -58,6 +65,7 @@ struct skey {
     struct imap_seqset set;
     struct skey *kids; /* AND: list; OR: two; NOT: one */
     size_t n_kids;
+    struct mime_matcher *matcher; /* HEADER/BODY/TEXT: the needle */
 };
 
 static void skey_free_contents(struct skey *k)
@@ -65,6 +73,7 @@ static void skey_free_contents(struct skey *k)
     free(k->str);
     free(k->str2);
     imap_seqset_free(&k->set);
+    mime_matcher_free(k->matcher);
     for (size_t i = 0; i < k->n_kids; i++)
         skey_free_contents(&k->kids[i]);
     free(k->kids);
@@ -202,8 +211,8 @@ static bool skey_parse_one(struct skey_parser *sp, struct skey *k, unsigned dept
         const char *name;
         enum skey_op op;
     } dates[] = {
-        {"BEFORE", SK_BEFORE},     {"ON", SK_ON},     {"SINCE", SK_SINCE},
-        {"SENTBEFORE", SK_BEFORE}, {"SENTON", SK_ON}, {"SENTSINCE", SK_SINCE},
+        {"BEFORE", SK_BEFORE},         {"ON", SK_ON},         {"SINCE", SK_SINCE},
+        {"SENTBEFORE", SK_SENTBEFORE}, {"SENTON", SK_SENTON}, {"SENTSINCE", SK_SENTSINCE},
     };
     for (size_t i = 0; i < sizeof dates / sizeof dates[0]; i++) {
         if (strcasecmp(w, dates[i].name) == 0) {
@@ -227,8 +236,9 @@ static bool skey_parse_one(struct skey_parser *sp, struct skey *k, unsigned dept
             k->op = SK_HEADER;
             k->str = strdup(header_keys[i]);
             k->str2 = strdup(v);
+            k->matcher = mime_matcher_new(v, strlen(v));
             sp->needs_file = true;
-            return true;
+            return k->str && k->str2 && k->matcher;
         }
     }
     if (strcasecmp(w, "HEADER") == 0) {
@@ -239,8 +249,9 @@ static bool skey_parse_one(struct skey_parser *sp, struct skey *k, unsigned dept
         k->op = SK_HEADER;
         k->str = strdup(f);
         k->str2 = strdup(v);
+        k->matcher = mime_matcher_new(v, strlen(v));
         sp->needs_file = true;
-        return true;
+        return k->str && k->str2 && k->matcher;
     }
     if (strcasecmp(w, "BODY") == 0 || strcasecmp(w, "TEXT") == 0) {
         const char *v = skey_next_string(sp);
@@ -248,8 +259,9 @@ static bool skey_parse_one(struct skey_parser *sp, struct skey *k, unsigned dept
             return false;
         k->op = toupper((unsigned char)w[0]) == 'B' ? SK_BODY : SK_TEXT;
         k->str = strdup(v);
+        k->matcher = mime_matcher_new(v, strlen(v));
         sp->needs_file = true;
-        return true;
+        return k->str && k->matcher;
     }
     if (strcasecmp(w, "KEYWORD") == 0 || strcasecmp(w, "UNKEYWORD") == 0) {
         const char *v = skey_next_string(sp);
@@ -273,32 +285,17 @@ static bool skey_parse_one(struct skey_parser *sp, struct skey *k, unsigned dept
 struct skey_msg {
     const struct store_message *m;
     uint32_t seq, max_seq, max_uid;
-    char *bytes;
+    const char *bytes; /* the mapped file (or "" when empty) */
     size_t len;
     size_t header_len; /* bytes of the header block */
-    bool tried_load;
+    bool tried_load, is_mapped;
+    struct mime_part *mime; /* parsed on the first BODY/TEXT key */
     struct store_mailbox *box;
     size_t index;
 };
 
-/* ASCII case-insensitive substring search over bytes. */
-static bool imap_contains_ci(const char *hay, size_t hlen, const char *needle)
-{
-    size_t nlen = strlen(needle);
-    if (nlen == 0)
-        return true;
-    if (nlen > hlen)
-        return false;
-    for (size_t i = 0; i + nlen <= hlen; i++) {
-        size_t k = 0;
-        while (k < nlen && tolower((unsigned char)hay[i + k]) == tolower((unsigned char)needle[k]))
-            k++;
-        if (k == nlen)
-            return true;
-    }
-    return false;
-}
-
+/* Map the message file read-only; Maildir files never change once delivered, and an
+ * expunge only unlinks, so the mapping stays valid. */
 static bool skey_load(struct skey_msg *sm)
 {
     if (sm->tried_load)
@@ -311,30 +308,29 @@ static bool skey_load(struct skey_msg *sm)
         return false;
     }
     struct stat st;
-    if (fstat(fd, &st) < 0 || st.st_size < 0) {
+    if (fstat(fd, &st) < 0 || st.st_size < 0 || (uint64_t)st.st_size > SIZE_MAX / 2) {
         close(fd);
         return false;
     }
-    size_t size = (size_t)st.st_size;
-    sm->bytes = malloc(size + 1);
-    size_t have = 0;
-    while (sm->bytes && have < size) {
-        ssize_t r = pread(fd, sm->bytes + have, size - have, (off_t)have);
-        if (r <= 0)
-            break;
-        have += (size_t)r;
+    sm->len = (size_t)st.st_size;
+    if (sm->len == 0) {
+        sm->bytes = "";
+    } else {
+        void *p = mmap(NULL, sm->len, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p != MAP_FAILED) {
+            sm->bytes = p;
+            sm->is_mapped = true;
+        }
     }
     close(fd);
     if (!sm->bytes)
         return false;
-    sm->len = have;
-    sm->bytes[have] = '\0';
     /* header ends at the first empty line */
     size_t pos = 0;
-    sm->header_len = have;
-    while (pos < have) {
-        const char *nl = memchr(sm->bytes + pos, '\n', have - pos);
-        size_t le = nl ? (size_t)(nl - sm->bytes) + 1 : have;
+    sm->header_len = sm->len;
+    while (pos < sm->len) {
+        const char *nl = memchr(sm->bytes + pos, '\n', sm->len - pos);
+        size_t le = nl ? (size_t)(nl - sm->bytes) + 1 : sm->len;
         size_t ce = le;
         if (ce > pos && sm->bytes[ce - 1] == '\n')
             ce--;
@@ -349,41 +345,38 @@ static bool skey_load(struct skey_msg *sm)
     return true;
 }
 
-static bool skey_header_match(struct skey_msg *sm, const char *field, const char *value)
+static void skey_msg_release(struct skey_msg *sm)
+{
+    if (sm->is_mapped)
+        munmap((void *)sm->bytes, sm->len);
+    mime_part_free(sm->mime);
+}
+
+/* RFC 3501 §6.4.4 HEADER/FROM/...: the field exists and its decoded value contains the
+ * string (an empty string matches any message that has the field). */
+static bool skey_header_match(const struct skey *k, struct skey_msg *sm)
 {
     if (!skey_load(sm))
         return false;
-    struct buf f;
-    buf_init(&f, 0);
-    const char *names[1] = {field};
-    mime_header_filter(sm->bytes, sm->header_len, names, 1, false, &f);
-    /* Unfold, dropping the "Name:" of each field, and search the values. */
-    struct buf v;
-    buf_init(&v, 0);
-    bool any = false;
-    size_t pos = 0;
-    while (pos < f.len) {
-        const char *nl = memchr(f.data + pos, '\n', f.len - pos);
-        size_t le = nl ? (size_t)(nl - f.data) + 1 : f.len;
-        size_t ce = le;
-        while (ce > pos && (f.data[ce - 1] == '\n' || f.data[ce - 1] == '\r'))
-            ce--;
-        if (ce > pos) {
-            size_t st = pos;
-            if (f.data[pos] != ' ' && f.data[pos] != '\t') {
-                const char *colon = memchr(f.data + pos, ':', ce - pos);
-                st = colon ? (size_t)(colon - f.data) + 1 : pos;
-                buf_append_byte(&v, '\n');
-                any = true;
-            }
-            buf_append(&v, f.data + st, ce - st);
-        }
-        pos = le;
+    mime_matcher_reset(k->matcher);
+    return mime_header_search(sm->bytes, sm->header_len, k->str, k->matcher, false);
+}
+
+/* BODY (is_text false) or TEXT (header and body) through MIME decoding. */
+static bool skey_text_match(const struct skey *k, struct skey_msg *sm, bool is_text)
+{
+    if (!skey_load(sm))
+        return false;
+    if (is_text) {
+        mime_matcher_reset(k->matcher);
+        if (mime_header_search(sm->bytes, sm->header_len, NULL, k->matcher, true))
+            return true;
     }
-    bool r = any && imap_contains_ci(v.data ? v.data : "", v.len, value);
-    buf_free(&f);
-    buf_free(&v);
-    return r;
+    if (!sm->mime)
+        sm->mime = mime_parse(sm->bytes, sm->len);
+    if (!sm->mime)
+        return false;
+    return mime_body_search(sm->bytes, sm->len, sm->mime, k->matcher, IMAP_SEARCH_MAX_DECODE);
 }
 
 /* Day (midnight UTC) of an RFC 5322 Date: "[Wed, ]25 Nov 2026 09:00:03 +0000"; -1 if bad. */
@@ -481,12 +474,11 @@ static bool skey_eval(const struct skey *k, struct skey_msg *sm)
                                       : sent >= (int64_t)k->num;
     }
     case SK_HEADER:
-        return skey_header_match(sm, k->str, k->str2);
+        return skey_header_match(k, sm);
     case SK_BODY:
-        return skey_load(sm) &&
-               imap_contains_ci(sm->bytes + sm->header_len, sm->len - sm->header_len, k->str);
+        return skey_text_match(k, sm, false);
     case SK_TEXT:
-        return skey_load(sm) && imap_contains_ci(sm->bytes, sm->len, k->str);
+        return skey_text_match(k, sm, true);
     case SK_UIDSET:
         return imap_seqset_contains(&k->set, m->uid, sm->max_uid);
     case SK_SEQSET:
@@ -513,7 +505,7 @@ static void imap_search_work(struct imap_job *j)
         };
         if (skey_eval(root, &sm))
             buf_printf(&j->out, " %u", j->is_uid ? sm.m->uid : sm.seq);
-        free(sm.bytes);
+        skey_msg_release(&sm);
     }
     buf_append_str(&j->out, "\r\n");
     buf_printf(&j->tagged, "%s OK Search completed.\r\n", j->tag);
@@ -525,11 +517,11 @@ void imap_cmd_search(struct imap_session *s, const char *tag, struct imap_arg *a
 {
     size_t start = 0;
     if (n >= 2 && imap_arg_is_atom(&args[0], "CHARSET")) {
-        /* RFC 3501 §6.4.4: US-ASCII must be supported; UTF-8 is ASCII-compatible for our
-         * byte-wise matching. */
+        /* RFC 3501 §6.4.4: US-ASCII must be supported; UTF-8 is what the decoded text is
+         * matched in (US-ASCII is a subset). */
         if (!imap_arg_is_string(&args[1]) ||
             (strcasecmp(args[1].str, "UTF-8") != 0 && strcasecmp(args[1].str, "US-ASCII") != 0)) {
-            imap_reply(s, tag, "NO [BADCHARSET (US-ASCII UTF-8)] Unsupported charset.");
+            imap_reply(s, tag, "NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset.");
             return;
         }
         start = 2;

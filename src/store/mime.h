@@ -102,4 +102,38 @@ uint64_t mime_crlf_size(const char *data, size_t len);
 bool mime_header_filter(const char *hdr, size_t len, const char *const *names, size_t n_names,
                         bool is_not, struct buf *out);
 
+/* ---- text decoding for SEARCH (mime_decode.c) ---------------------------------------- */
+
+/* Case-insensitive substring matcher over UTF-8 text fed in pieces: KMP over code points
+ * folded to lower case (ASCII, Latin-1, Latin Extended-A, basic Greek and Cyrillic).
+ * Linear time; memory proportional to the needle only. An empty needle matches anything. */
+struct mime_matcher;
+struct mime_matcher *mime_matcher_new(const char *needle, size_t len);
+void mime_matcher_free(struct mime_matcher *m);
+/* Forget any match and partial state (a new message). */
+void mime_matcher_reset(struct mime_matcher *m);
+/* Start a new text unit: partial matches do not continue across it. */
+void mime_matcher_break(struct mime_matcher *m);
+/* Feed text; true once the needle was seen (sticky until reset). */
+bool mime_matcher_feed(struct mime_matcher *m, const char *s, size_t len);
+bool mime_matcher_found(const struct mime_matcher *m);
+bool mime_matcher_is_empty(const struct mime_matcher *m);
+
+/* RFC 2047: append the unfolded header value in[0..len) to out with encoded-words (B and Q;
+ * UTF-8, US-ASCII, ISO-8859-1 and whatever iconv knows) decoded to UTF-8. */
+bool mime_header_decode(const char *in, size_t len, struct buf *out);
+
+/* Does a field of header block hdr named field (any field when NULL) contain the needle of
+ * m in its RFC 2047-decoded value ("Name: value" when with_names)? The matcher is not
+ * reset first (callers reset it per message). False when no such field exists. */
+bool mime_header_search(const char *hdr, size_t len, const char *field, struct mime_matcher *m,
+                        bool with_names);
+
+/* Does the body of the message (data, parsed as root) contain the needle of m? Text parts
+ * are decoded (Content-Transfer-Encoding base64/quoted-printable, charset to UTF-8),
+ * encapsulated messages' headers and bodies are searched, other parts skipped. At most
+ * max_bytes decoded bytes are looked at. Resets the matcher first. */
+bool mime_body_search(const char *data, size_t len, const struct mime_part *root,
+                      struct mime_matcher *m, uint64_t max_bytes);
+
 #endif

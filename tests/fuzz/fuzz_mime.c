@@ -1,7 +1,8 @@
 /*
  * fuzz_mime.c - libFuzzer target for the MIME structure parser and its IMAP output:
  * any bytes must parse without crashing, offsets must stay inside the input, and every
- * part path must resolve or fail cleanly.
+ * part path must resolve or fail cleanly. The SEARCH decoders (RFC 2047 header words,
+ * base64/quoted-printable bodies, charset conversion, the matcher) run over the same input.
  */
 #include <assert.h>
 #include <stdint.h>
@@ -42,6 +43,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         path[1] = data[1] % 4;
     }
     (void)mime_part_find(p, path, 3);
+    /* SEARCH: a needle taken from the input itself, so matches happen too */
+    size_t nlen = size > 0 ? data[0] % 8 : 0;
+    if (nlen > size)
+        nlen = size;
+    struct mime_matcher *m = mime_matcher_new((const char *)data + size - nlen, nlen);
+    if (m) {
+        (void)mime_body_search((const char *)data, size, p, m, 1 << 20);
+        mime_matcher_reset(m);
+        (void)mime_header_search((const char *)data, size, NULL, m, true);
+        mime_matcher_free(m);
+    }
+    buf_init(&b, 0);
+    mime_header_decode((const char *)data, size, &b);
+    buf_free(&b);
     mime_part_free(p);
     return 0;
 }

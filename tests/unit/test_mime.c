@@ -422,6 +422,136 @@ static void test_many_parts_linear(void **state)
     buf_free(&m);
 }
 
+/* ---- mime_decode.c ---- */
+
+static char *hdec(const char *v)
+{
+    struct buf b;
+    buf_init(&b, 0);
+    assert_true(mime_header_decode(v, strlen(v), &b));
+    buf_append(&b, "", 0);
+    char *r = buf_steal(&b);
+    return r ? r : strdup("");
+}
+
+#define ASSERT_HDEC(in, want)                                                                      \
+    do {                                                                                           \
+        char *got_ = hdec(in);                                                                     \
+        assert_string_equal(got_, want);                                                           \
+        free(got_);                                                                                \
+    } while (0)
+
+static void test_rfc2047_decode(void **state)
+{
+    (void)state;
+    ASSERT_HDEC("plain text", "plain text");
+    ASSERT_HDEC("=?UTF-8?B?R3LDvMOfZSBhdXMgS8O2bG4=?=", "Grüße aus Köln");
+    ASSERT_HDEC("=?iso-8859-1?q?J=F6rg_M=FCller?= <j@x>", "Jörg Müller <j@x>");
+    /* RFC 2047 §6.2: white space between adjacent encoded-words goes */
+    ASSERT_HDEC("=?UTF-8?Q?a?= \t =?UTF-8?Q?b?= c", "ab c");
+    ASSERT_HDEC("x =?UTF-8?Q?a?=", "x a");
+    /* RFC 2231 §5 language suffix; iconv charsets */
+    ASSERT_HDEC("=?UTF-8*en?Q?hi?=", "hi");
+    ASSERT_HDEC("=?KOI8-R?B?8NLJ18XU?=", "Привет");
+    /* broken words stay as written */
+    ASSERT_HDEC("=?UTF-8?X?abc?=", "=?UTF-8?X?abc?=");
+    ASSERT_HDEC("=?UTF-8?Q?no end", "=?UTF-8?Q?no end");
+    ASSERT_HDEC("=?", "=?");
+    ASSERT_HDEC("=?UTF-8?Q?=4?=", "=4");
+}
+
+static bool mfind(const char *needle, const char *text)
+{
+    struct mime_matcher *m = mime_matcher_new(needle, strlen(needle));
+    assert_non_null(m);
+    /* fed one byte at a time: state must carry across pieces */
+    for (size_t i = 0; text[i]; i++)
+        mime_matcher_feed(m, text + i, 1);
+    mime_matcher_break(m);
+    bool r = mime_matcher_found(m);
+    mime_matcher_free(m);
+    return r;
+}
+
+static void test_matcher_folding(void **state)
+{
+    (void)state;
+    assert_true(mfind("", "anything"));
+    assert_true(mfind("HELLO", "say hello there"));
+    assert_true(mfind("aab", "aaab")); /* KMP fallback */
+    assert_true(mfind("abab", "abaabab"));
+    assert_false(mfind("abc", "ab"));
+    assert_true(mfind("ÉTÉ", "un été chaud"));
+    assert_true(mfind("łódź", "ŁÓDŹ"));
+    assert_true(mfind("ПРИВЕТ", "привет"));
+    assert_true(mfind("ΣΟΦ", "σοφ"));
+    assert_false(mfind("é", "e"));
+    /* invalid UTF-8 bytes stand for themselves */
+    assert_true(mfind("\xe9t\xe9", "un \xe9t\xe9"));
+    assert_false(mfind("\xe9", "\xc3\xa9"));
+}
+
+static bool bfind(const char *needle, const char *msg)
+{
+    struct mime_part *p = mime_parse(msg, strlen(msg));
+    assert_non_null(p);
+    struct mime_matcher *m = mime_matcher_new(needle, strlen(needle));
+    bool r = mime_body_search(msg, strlen(msg), p, m, 1 << 20);
+    mime_matcher_free(m);
+    mime_part_free(p);
+    return r;
+}
+
+static void test_body_search_decoding(void **state)
+{
+    (void)state;
+    const char *qp = "Content-Type: text/plain; charset=utf-8\n"
+                     "Content-Transfer-Encoding: Quoted-Printable\n\n"
+                     "Caf=C3=A9 soft=\nbreak =3D equals, trailing =  \nend =zz\n";
+    assert_true(bfind("CAFÉ", qp));
+    assert_true(bfind("softbreak", qp));
+    assert_true(bfind("= equals", qp));
+    assert_true(bfind("trailing end", qp));
+    assert_true(bfind("=zz", qp));
+    assert_false(bfind("C3", qp));
+    const char *b64 = "Content-Type: text/plain; charset=iso-8859-1\n"
+                      "Content-Transfer-Encoding: base64\n\n"
+                      "x2EgY2/7\ndGUgY2hlciwgdHLocyBjaGVyLgo=\n";
+    assert_true(bfind("ça coûte", b64));
+    assert_true(bfind("TRÈS CHER", b64));
+    const char *mp = "Content-Type: multipart/alternative; boundary=b\n\n"
+                     "--b\nContent-Type: text/html\n\n<p>in html</p>\n"
+                     "--b\nContent-Type: image/png\nContent-Transfer-Encoding: base64\n\n"
+                     "aW1hZ2VieXRlcw==\n--b--\n";
+    assert_true(bfind("in html", mp));
+    assert_false(bfind("imagebytes", mp));
+    /* the work cap stops the scan */
+    struct mime_part *p = mime_parse(qp, strlen(qp));
+    struct mime_matcher *m = mime_matcher_new("end", 3);
+    assert_false(mime_body_search(qp, strlen(qp), p, m, 4));
+    mime_matcher_free(m);
+    mime_part_free(p);
+}
+
+static void test_header_search(void **state)
+{
+    (void)state;
+    const char *h = "Subject: =?UTF-8?Q?caf=C3=A9?=\n folded\nX-Empty:\nTo: a@b\n\nbody";
+    struct mime_matcher *m = mime_matcher_new("CAFÉ folded", 12);
+    assert_true(mime_header_search(h, strlen(h), "subject", m, false));
+    mime_matcher_reset(m);
+    assert_false(mime_header_search(h, strlen(h), "to", m, false));
+    mime_matcher_free(m);
+    m = mime_matcher_new("", 0);
+    assert_true(mime_header_search(h, strlen(h), "X-Empty", m, false));
+    mime_matcher_reset(m);
+    assert_false(mime_header_search(h, strlen(h), "Cc", m, false));
+    mime_matcher_free(m);
+    m = mime_matcher_new("to: a@b", 7);
+    assert_true(mime_header_search(h, strlen(h), NULL, m, true));
+    mime_matcher_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -446,6 +576,10 @@ int main(void)
         cmocka_unit_test(test_field_limits_and_odd_lines),
         cmocka_unit_test(test_params_quoting_and_comments),
         cmocka_unit_test(test_many_parts_linear),
+        cmocka_unit_test(test_rfc2047_decode),
+        cmocka_unit_test(test_matcher_folding),
+        cmocka_unit_test(test_body_search_decoding),
+        cmocka_unit_test(test_header_search),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,663 @@
+/*
+ * mime_decode.c - MIME text decoding for IMAP SEARCH (RFC 3501 §6.4.4): RFC 2047
+ * encoded-words in header values, Content-Transfer-Encoding (RFC 2045 §6.7 quoted-printable,
+ * §6.8 base64) and charset conversion to UTF-8, and a case-insensitive substring matcher.
+ *
+ * Everything streams: a part body goes through a CTE decoder and a charset converter in
+ * small fixed-size chunks into the matcher (Knuth-Morris-Pratt over case-folded code
+ * points), so the work is linear in the message size and the memory is bounded by the
+ * needle, whatever the message. Charsets: UTF-8 and US-ASCII pass through, ISO-8859-1 is
+ * converted here, anything else through iconv(3) (unknown charsets pass through raw).
+ * Bytes that are not valid UTF-8 stand for themselves (mapped to U+DC80..U+DCFF, like
+ * Python's surrogateescape), so an 8-bit needle still finds the same 8-bit bytes.
+ *
+ * Thread rules: none; a matcher is used by one thread at a time.
+ */
+#include <errno.h>
+#include <iconv.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/buf.h"
+#include "store/mime.h"
+
+#define MIME_CHUNK 4096
+
+/* ---- case folding and the matcher -------------------------------------------------- */
+
+/* Simple lower-case folding: ASCII, Latin-1, Latin Extended-A, basic Greek and Cyrillic. */
+static uint32_t mime_fold(uint32_t c)
+{
+    if (c < 0x80)
+        return c >= 'A' && c <= 'Z' ? c + 32 : c;
+    if (c >= 0xC0 && c <= 0xDE && c != 0xD7)
+        return c + 0x20;
+    if (c >= 0x100 && c <= 0x17F) {
+        if (c == 0x130)
+            return 'i';
+        if (c == 0x178)
+            return 0xFF;
+        if (c == 0x17F)
+            return 's';
+        if ((c >= 0x139 && c <= 0x148) || (c >= 0x179 && c <= 0x17E))
+            return (c & 1) ? c + 1 : c; /* odd code points are the capitals here */
+        if (c <= 0x137 || (c >= 0x14A && c <= 0x177))
+            return c | 1u; /* even code points are the capitals here */
+        return c;
+    }
+    if (c >= 0x391 && c <= 0x3A9 && c != 0x3A2)
+        return c + 0x20;
+    if (c == 0x3C2)
+        return 0x3C3; /* final sigma */
+    if (c >= 0x410 && c <= 0x42F)
+        return c + 0x20;
+    if (c >= 0x400 && c <= 0x40F)
+        return c + 0x50;
+    return c;
+}
+
+struct mime_utf8 {
+    uint32_t cp;
+    unsigned need; /* continuation bytes still expected */
+    unsigned have;
+    unsigned char bytes[4];
+};
+
+struct mime_matcher {
+    uint32_t *needle; /* folded code points */
+    size_t *fail;     /* KMP failure function */
+    size_t n;
+    size_t state;
+    bool is_found;
+    struct mime_utf8 u;
+};
+
+static void mime_matcher_cp(void *arg, uint32_t cp);
+
+/* UTF-8 decoder step: feeds whole code points to fn; invalid bytes map to U+DC80+byte. */
+static void mime_utf8_byte(struct mime_utf8 *u, unsigned char b, void (*fn)(void *, uint32_t),
+                           void *m)
+{
+    if (u->need > 0) {
+        if ((b & 0xC0) == 0x80) {
+            u->cp = (u->cp << 6) | (b & 0x3F);
+            u->bytes[u->have++] = b;
+            if (--u->need == 0)
+                fn(m, u->cp);
+            return;
+        }
+        for (unsigned i = 0; i < u->have; i++)
+            fn(m, 0xDC00u + u->bytes[i]);
+        u->need = 0;
+    }
+    if (b < 0x80) {
+        fn(m, b);
+        return;
+    }
+    unsigned need = (b & 0xE0) == 0xC0 ? 1 : (b & 0xF0) == 0xE0 ? 2 : (b & 0xF8) == 0xF0 ? 3 : 0;
+    if (need == 0 || b == 0xC0 || b == 0xC1) {
+        fn(m, 0xDC00u + b);
+        return;
+    }
+    u->need = need;
+    u->have = 1;
+    u->bytes[0] = b;
+    u->cp = b & (0x3F >> need);
+}
+
+/* Collects code points into a growing array (for the needle). */
+struct mime_cp_list {
+    uint32_t *v;
+    size_t n, cap;
+    bool is_oom;
+};
+
+static void mime_list_cp(void *arg, uint32_t cp)
+{
+    struct mime_cp_list *l = arg;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        uint32_t *v = realloc(l->v, cap * sizeof *v);
+        if (!v) {
+            l->is_oom = true;
+            return;
+        }
+        l->v = v;
+        l->cap = cap;
+    }
+    l->v[l->n++] = mime_fold(cp);
+}
+
+struct mime_matcher *mime_matcher_new(const char *needle, size_t len)
+{
+    struct mime_matcher *m = calloc(1, sizeof *m);
+    struct mime_cp_list l = {0};
+    struct mime_utf8 u = {0};
+    if (!m)
+        return NULL;
+    for (size_t i = 0; i < len; i++)
+        mime_utf8_byte(&u, (unsigned char)needle[i], mime_list_cp, &l);
+    for (unsigned i = 0; u.need > 0 && i < u.have; i++)
+        mime_list_cp(&l, 0xDC00u + u.bytes[i]);
+    m->needle = l.v;
+    m->n = l.n;
+    m->fail = calloc(l.n ? l.n : 1, sizeof *m->fail);
+    if (l.is_oom || !m->fail) {
+        mime_matcher_free(m);
+        return NULL;
+    }
+    /* KMP: fail[i] = length of the longest proper border of needle[0..i]. */
+    for (size_t i = 1, k = 0; i < m->n; i++) {
+        while (k > 0 && m->needle[i] != m->needle[k])
+            k = m->fail[k - 1];
+        if (m->needle[i] == m->needle[k])
+            k++;
+        m->fail[i] = k;
+    }
+    mime_matcher_reset(m);
+    return m;
+}
+
+void mime_matcher_free(struct mime_matcher *m)
+{
+    if (!m)
+        return;
+    free(m->needle);
+    free(m->fail);
+    free(m);
+}
+
+void mime_matcher_reset(struct mime_matcher *m)
+{
+    m->state = 0;
+    m->is_found = m->n == 0;
+    memset(&m->u, 0, sizeof m->u);
+}
+
+bool mime_matcher_is_empty(const struct mime_matcher *m)
+{
+    return m->n == 0;
+}
+
+static void mime_matcher_cp(void *arg, uint32_t cp)
+{
+    struct mime_matcher *m = arg;
+    if (m->is_found)
+        return;
+    cp = mime_fold(cp);
+    while (m->state > 0 && m->needle[m->state] != cp)
+        m->state = m->fail[m->state - 1];
+    if (m->needle[m->state] == cp)
+        m->state++;
+    if (m->state == m->n)
+        m->is_found = true;
+}
+
+/* End a text unit (bytes of an incomplete UTF-8 sequence count as themselves) and start
+ * a new one: a match never spans two units. */
+void mime_matcher_break(struct mime_matcher *m)
+{
+    if (m->u.need > 0) {
+        for (unsigned i = 0; i < m->u.have; i++)
+            mime_matcher_cp(m, 0xDC00u + m->u.bytes[i]);
+    }
+    memset(&m->u, 0, sizeof m->u);
+    m->state = 0;
+}
+
+bool mime_matcher_feed(struct mime_matcher *m, const char *s, size_t len)
+{
+    for (size_t i = 0; i < len && !m->is_found; i++)
+        mime_utf8_byte(&m->u, (unsigned char)s[i], mime_matcher_cp, m);
+    return m->is_found;
+}
+
+bool mime_matcher_found(const struct mime_matcher *m)
+{
+    return m->is_found;
+}
+
+/* ---- charset conversion ------------------------------------------------------------- */
+
+typedef bool mime_sink(void *arg, const char *s, size_t len);
+
+enum mime_conv_kind { MIME_CONV_RAW, MIME_CONV_LATIN1, MIME_CONV_ICONV };
+
+struct mime_conv {
+    enum mime_conv_kind kind;
+    iconv_t cd;
+    char pend[16]; /* an incomplete multi-byte sequence carried to the next chunk */
+    size_t n_pend;
+    mime_sink *sink;
+    void *arg;
+};
+
+static void mime_conv_init(struct mime_conv *c, const char *charset, mime_sink *sink, void *arg)
+{
+    memset(c, 0, sizeof *c);
+    c->sink = sink;
+    c->arg = arg;
+    c->kind = MIME_CONV_RAW;
+    if (!charset || !*charset || strcasecmp(charset, "utf-8") == 0 ||
+        strcasecmp(charset, "utf8") == 0 || strcasecmp(charset, "us-ascii") == 0 ||
+        strcasecmp(charset, "ascii") == 0)
+        return;
+    if (strcasecmp(charset, "iso-8859-1") == 0 || strcasecmp(charset, "latin1") == 0 ||
+        strcasecmp(charset, "iso_8859-1") == 0) {
+        c->kind = MIME_CONV_LATIN1;
+        return;
+    }
+    c->cd = iconv_open("UTF-8", charset);
+    if (c->cd != (iconv_t)-1)
+        c->kind = MIME_CONV_ICONV;
+}
+
+static void mime_conv_done(struct mime_conv *c)
+{
+    if (c->kind == MIME_CONV_ICONV)
+        iconv_close(c->cd);
+    c->kind = MIME_CONV_RAW;
+}
+
+/* Convert and pass on; false when the sink wants no more. */
+static bool mime_conv_feed(struct mime_conv *c, const char *s, size_t len)
+{
+    if (c->kind == MIME_CONV_RAW)
+        return c->sink(c->arg, s, len);
+    char out[MIME_CHUNK * 4];
+    if (c->kind == MIME_CONV_LATIN1) {
+        while (len > 0) {
+            size_t o = 0;
+            for (; len > 0 && o + 2 <= sizeof out; s++, len--) {
+                unsigned char b = (unsigned char)*s;
+                if (b < 0x80) {
+                    out[o++] = (char)b;
+                } else {
+                    out[o++] = (char)(0xC0 | (b >> 6));
+                    out[o++] = (char)(0x80 | (b & 0x3F));
+                }
+            }
+            if (!c->sink(c->arg, out, o))
+                return false;
+        }
+        return true;
+    }
+    char in[MIME_CHUNK + sizeof c->pend];
+    while (len > 0) {
+        size_t take = len < MIME_CHUNK ? len : MIME_CHUNK;
+        memcpy(in, c->pend, c->n_pend);
+        memcpy(in + c->n_pend, s, take);
+        s += take;
+        len -= take;
+        char *ip = in;
+        size_t il = c->n_pend + take;
+        c->n_pend = 0;
+        while (il > 0) {
+            char *op = out;
+            size_t ol = sizeof out;
+            size_t r = iconv(c->cd, &ip, &il, &op, &ol);
+            int e = r == (size_t)-1 ? errno : 0;
+            if (op > out && !c->sink(c->arg, out, (size_t)(op - out)))
+                return false;
+            if (e == EILSEQ) {
+                /* An invalid byte: U+FFFD in its place, go on after it. */
+                if (!c->sink(c->arg, "\xEF\xBF\xBD", 3))
+                    return false;
+                ip++;
+                il--;
+            } else if (e == EINVAL) {
+                if (il <= sizeof c->pend) {
+                    memcpy(c->pend, ip, il);
+                    c->n_pend = il;
+                } else {
+                    ip++, il--; /* cannot happen for real charsets; never loop */
+                    continue;
+                }
+                break;
+            } else if (e != 0 && e != E2BIG) {
+                return c->sink(c->arg, ip, il);
+            }
+        }
+    }
+    return true;
+}
+
+/* ---- RFC 2047 encoded-words ------------------------------------------------------------ */
+
+static int mime_hex(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+static int mime_b64(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return -1;
+}
+
+static bool mime_buf_sink(void *arg, const char *s, size_t len)
+{
+    (void)buf_append(arg, s, len); /* a full buffer truncates the value, nothing worse */
+    return true;
+}
+
+/* Decode one encoded-word's text (B or Q) into raw bytes appended to raw. */
+static void mime_word_decode(char enc, const char *t, size_t n, struct buf *raw)
+{
+    if (enc == 'Q' || enc == 'q') {
+        for (size_t i = 0; i < n; i++) {
+            if (t[i] == '_') {
+                buf_append_byte(raw, ' ');
+            } else if (t[i] == '=' && i + 2 < n && mime_hex((unsigned char)t[i + 1]) >= 0 &&
+                       mime_hex((unsigned char)t[i + 2]) >= 0) {
+                buf_append_byte(raw, (char)(mime_hex((unsigned char)t[i + 1]) * 16 +
+                                            mime_hex((unsigned char)t[i + 2])));
+                i += 2;
+            } else {
+                buf_append_byte(raw, t[i]);
+            }
+        }
+        return;
+    }
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        int v = mime_b64((unsigned char)t[i]);
+        if (v < 0)
+            continue;
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            buf_append_byte(raw, (char)((acc >> bits) & 0xFF));
+        }
+    }
+}
+
+/* Parse an encoded-word "=?charset?E?text?=" at s; its length, or 0 if it is not one. */
+static size_t mime_word_parse(const char *s, size_t len, const char **cs, size_t *cs_len, char *enc,
+                              const char **text, size_t *text_len)
+{
+    if (len < 8 || s[0] != '=' || s[1] != '?')
+        return 0;
+    const char *q1 = memchr(s + 2, '?', len - 2);
+    if (!q1 || q1 == s + 2 || (size_t)(q1 - s) + 3 >= len || q1[2] != '?')
+        return 0;
+    char e = q1[1];
+    if (e != 'B' && e != 'b' && e != 'Q' && e != 'q')
+        return 0;
+    const char *t = q1 + 3;
+    const char *end = s + len;
+    for (const char *p = t; p + 1 < end; p++) {
+        if (*p == ' ' || *p == '\t')
+            return 0;
+        if (p[0] == '?' && p[1] == '=') {
+            *cs = s + 2;
+            *cs_len = (size_t)(q1 - (s + 2));
+            *enc = e;
+            *text = t;
+            *text_len = (size_t)(p - t);
+            return (size_t)(p + 2 - s);
+        }
+    }
+    return 0;
+}
+
+bool mime_header_decode(const char *in, size_t len, struct buf *out)
+{
+    struct buf raw;
+    buf_init(&raw, MIME_MAX_VALUE);
+    size_t pos = 0;
+    bool prev_word = false;
+    while (pos < len) {
+        const char *cs, *text;
+        size_t cs_len, text_len;
+        char enc;
+        size_t wl = mime_word_parse(in + pos, len - pos, &cs, &cs_len, &enc, &text, &text_len);
+        if (wl == 0) {
+            /* RFC 2047 §6.2: white space between adjacent encoded-words is dropped. */
+            size_t ws = pos;
+            while (ws < len &&
+                   (in[ws] == ' ' || in[ws] == '\t' || in[ws] == '\r' || in[ws] == '\n'))
+                ws++;
+            if (prev_word && ws > pos && ws < len &&
+                mime_word_parse(in + ws, len - ws, &cs, &cs_len, &enc, &text, &text_len) > 0) {
+                pos = ws;
+                continue;
+            }
+            buf_append_byte(out, in[pos]);
+            prev_word = false;
+            pos++;
+            continue;
+        }
+        char charset[64];
+        size_t cl = cs_len < sizeof charset - 1 ? cs_len : sizeof charset - 1;
+        memcpy(charset, cs, cl);
+        charset[cl] = '\0';
+        char *star = strchr(charset, '*'); /* RFC 2231 §5: charset*language */
+        if (star)
+            *star = '\0';
+        buf_reset(&raw);
+        mime_word_decode(enc, text, text_len, &raw);
+        struct mime_conv c;
+        mime_conv_init(&c, charset, mime_buf_sink, out);
+        mime_conv_feed(&c, raw.data ? raw.data : "", raw.len);
+        mime_conv_done(&c);
+        prev_word = true;
+        pos += wl;
+    }
+    buf_free(&raw);
+    return true;
+}
+
+/* ---- header fields --------------------------------------------------------------------- */
+
+bool mime_header_search(const char *hdr, size_t len, const char *field, struct mime_matcher *m,
+                        bool with_names)
+{
+    struct buf value, dec;
+    buf_init(&value, MIME_MAX_VALUE);
+    buf_init(&dec, MIME_MAX_VALUE * 2);
+    size_t flen = field ? strlen(field) : 0;
+    bool has_field = false;
+    size_t pos = 0;
+    while (pos < len && !(has_field && mime_matcher_found(m))) {
+        const char *nl = memchr(hdr + pos, '\n', len - pos);
+        size_t le = nl ? (size_t)(nl - hdr) + 1 : len;
+        size_t ce = le;
+        while (ce > pos && (hdr[ce - 1] == '\n' || hdr[ce - 1] == '\r'))
+            ce--;
+        if (ce == pos)
+            break; /* the empty line ends the header */
+        const char *line = hdr + pos;
+        const char *colon = memchr(line, ':', ce - pos);
+        size_t next = le;
+        /* the field's continuation lines */
+        while (next < len && (hdr[next] == ' ' || hdr[next] == '\t')) {
+            const char *cnl = memchr(hdr + next, '\n', len - next);
+            next = cnl ? (size_t)(cnl - hdr) + 1 : len;
+        }
+        if (line[0] == ' ' || line[0] == '\t' || !colon) {
+            pos = next;
+            continue;
+        }
+        size_t nlen = (size_t)(colon - line);
+        while (nlen > 0 && (line[nlen - 1] == ' ' || line[nlen - 1] == '\t'))
+            nlen--;
+        if (field && !(nlen == flen && strncasecmp(line, field, flen) == 0)) {
+            pos = next;
+            continue;
+        }
+        has_field = true;
+        /* RFC 5322 §2.2.3: unfold (drop the line breaks, keep the white space). */
+        buf_reset(&value);
+        size_t vs = (size_t)(colon + 1 - hdr);
+        while (vs < next && (hdr[vs] == ' ' || hdr[vs] == '\t'))
+            vs++;
+        for (size_t k = vs; k < next; k++)
+            if (hdr[k] != '\r' && hdr[k] != '\n')
+                buf_append_byte(&value, hdr[k]);
+        buf_reset(&dec);
+        if (with_names) {
+            buf_append(&dec, line, nlen);
+            buf_append(&dec, ": ", 2);
+        }
+        mime_header_decode(value.data ? value.data : "", value.len, &dec);
+        mime_matcher_break(m);
+        mime_matcher_feed(m, dec.data ? dec.data : "", dec.len);
+        mime_matcher_break(m);
+        pos = next;
+    }
+    buf_free(&value);
+    buf_free(&dec);
+    return has_field && mime_matcher_found(m);
+}
+
+/* ---- body text ------------------------------------------------------------------------- */
+
+enum mime_cte { MIME_CTE_IDENTITY, MIME_CTE_QP, MIME_CTE_BASE64 };
+
+struct mime_body_ctx {
+    struct mime_matcher *m;
+    uint64_t budget; /* decoded bytes still allowed for this message */
+};
+
+static bool mime_match_sink(void *arg, const char *s, size_t len)
+{
+    struct mime_body_ctx *ctx = arg;
+    if (len > ctx->budget)
+        len = (size_t)ctx->budget;
+    ctx->budget -= len;
+    return !mime_matcher_feed(ctx->m, s, len) && ctx->budget > 0;
+}
+
+/* Decode a part body's Content-Transfer-Encoding and charset into the matcher. */
+static bool mime_body_feed(struct mime_body_ctx *ctx, const char *d, size_t len,
+                           const char *encoding, const char *charset)
+{
+    enum mime_cte cte = MIME_CTE_IDENTITY;
+    if (encoding && strcasecmp(encoding, "quoted-printable") == 0)
+        cte = MIME_CTE_QP;
+    else if (encoding && strcasecmp(encoding, "base64") == 0)
+        cte = MIME_CTE_BASE64;
+    struct mime_conv c;
+    mime_conv_init(&c, charset, mime_match_sink, ctx);
+    mime_matcher_break(ctx->m);
+    bool more = true;
+    if (cte == MIME_CTE_IDENTITY) {
+        more = mime_conv_feed(&c, d, len);
+        mime_conv_done(&c);
+        mime_matcher_break(ctx->m);
+        return more;
+    }
+    char out[MIME_CHUNK];
+    size_t o = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < len && more; i++) {
+        unsigned char b = (unsigned char)d[i];
+        if (cte == MIME_CTE_BASE64) {
+            int v = mime_b64(b);
+            if (v < 0)
+                continue; /* line breaks, padding, junk */
+            acc = (acc << 6) | (uint32_t)v;
+            bits += 6;
+            if (bits >= 8) {
+                bits -= 8;
+                out[o++] = (char)((acc >> bits) & 0xFF);
+            }
+        } else if (b == '=') {
+            /* RFC 2045 §6.7: "=XX" is a byte, "=" at the end of a line a soft break. */
+            int h1 = i + 1 < len ? mime_hex((unsigned char)d[i + 1]) : -1;
+            int h2 = i + 2 < len ? mime_hex((unsigned char)d[i + 2]) : -1;
+            if (h1 >= 0 && h2 >= 0) {
+                out[o++] = (char)(h1 * 16 + h2);
+                i += 2;
+            } else {
+                size_t k = i + 1;
+                while (k < len && (d[k] == ' ' || d[k] == '\t'))
+                    k++;
+                if (k < len && d[k] == '\r')
+                    k++;
+                if (k >= len || d[k] == '\n')
+                    i = k; /* soft line break */
+                else
+                    out[o++] = '=';
+            }
+        } else {
+            out[o++] = (char)b;
+        }
+        if (o == sizeof out) {
+            more = mime_conv_feed(&c, out, o);
+            o = 0;
+        }
+    }
+    if (more && o > 0)
+        more = mime_conv_feed(&c, out, o);
+    mime_conv_done(&c);
+    mime_matcher_break(ctx->m);
+    return more;
+}
+
+static const char *mime_part_param(const struct mime_part *p, const char *name)
+{
+    for (size_t i = 0; i < p->n_params; i++)
+        if (strcmp(p->params[i].name, name) == 0)
+            return p->params[i].value;
+    return NULL;
+}
+
+/* Walk the body of part p: text leaves decoded, nested messages' headers and bodies. */
+static bool mime_body_walk(struct mime_body_ctx *ctx, const char *data, size_t len,
+                           const struct mime_part *p, unsigned depth)
+{
+    if (depth > MIME_MAX_DEPTH)
+        return true;
+    if (p->is_multipart) {
+        for (const struct mime_part *k = p->children; k; k = k->next)
+            if (!mime_body_walk(ctx, data, len, k, depth + 1))
+                return false;
+        return true;
+    }
+    if (p->body_offset > len || p->body_size > len - p->body_offset)
+        return true;
+    if (p->is_message && p->message) {
+        const struct mime_part *msg = p->message;
+        if (msg->header_offset <= len && msg->header_size <= len - msg->header_offset &&
+            mime_header_search(data + msg->header_offset, msg->header_size, NULL, ctx->m, true))
+            return false;
+        return mime_body_walk(ctx, data, len, msg, depth + 1);
+    }
+    /* RFC 3501 leaves the choice; like Dovecot, only text parts are searched as text. */
+    if (p->type && strcasecmp(p->type, "text") != 0)
+        return true;
+    return mime_body_feed(ctx, data + p->body_offset, (size_t)p->body_size, p->encoding,
+                          mime_part_param(p, "charset"));
+}
+
+bool mime_body_search(const char *data, size_t len, const struct mime_part *root,
+                      struct mime_matcher *m, uint64_t max_bytes)
+{
+    struct mime_body_ctx ctx = {.m = m, .budget = max_bytes};
+    mime_matcher_reset(m);
+    if (mime_matcher_found(m))
+        return true;
+    mime_body_walk(&ctx, data, len, root, 0);
+    return mime_matcher_found(m);
+}
