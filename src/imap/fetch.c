@@ -6,14 +6,18 @@
  * connection's queued output has drained (on_drained), so a FETCH 1:* over a large
  * mailbox never holds more than a batch (plus one message) in memory.
  * Message bytes are read from the file (LF on disk) and sent with CRLF line ends; sizes
- * and partial offsets count the CRLF form. BODYSTRUCTURE/BODY/ENVELOPE are cached in the
- * index (store_message_get_cache/set_cache) after the first MIME parse.
+ * and partial offsets count the CRLF form. Byte ranges (BODY[], TEXT, and BODY[1.2],
+ * BODY[1.2.MIME], BODY[1.HEADER]...) stream from the file with pread in chunks, located by
+ * the MIME part offsets; the MIME parse and HEADER.FIELDS read the file through a
+ * read-only mapping, so no message is copied into the heap. BODYSTRUCTURE/BODY/ENVELOPE are cached
+ * in the index (store_message_get_cache/set_cache) after the first MIME parse.
  */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -51,7 +55,7 @@ struct imap_fetch_item {
     size_t n_fields;
     bool has_partial;
     uint64_t start, len;
-    bool is_streamed; /* whole message or its TEXT: sent from the file in chunks */
+    bool is_streamed; /* a byte range of the file: sent from the file in chunks */
 };
 
 struct imap_fetch {
@@ -250,10 +254,13 @@ static bool imap_fetch_add(struct imap_fetch *f, const char *s)
         return false;
     }
     if (it->kind == FI_SECTION) {
-        it->is_streamed = it->n_path == 0 && (it->spec == SEC_ALL || it->spec == SEC_TEXT);
+        /* Byte ranges of the file (the message, its TEXT, a part's body, MIME header or
+         * HEADER) are streamed from the file; a part number needs the MIME tree too. */
+        it->is_streamed = it->spec == SEC_ALL || it->spec == SEC_TEXT ||
+                          (it->n_path > 0 && (it->spec == SEC_MIME || it->spec == SEC_HEADER));
         if (it->is_streamed)
             f->needs_fd = true;
-        else
+        if (!it->is_streamed || it->n_path > 0)
             f->needs_file = true;
     }
     if (it->kind == FI_SECTION && !it->is_peek)
@@ -292,12 +299,16 @@ static bool imap_fetch_parse_items(struct imap_fetch *f, const struct imap_arg *
 /* ---- per-message output ------------------------------------------------------------- */
 
 struct imap_msg_data {
-    char *bytes; /* the file, LF line ends */
+    const char *bytes; /* the file mapped read-only (LF line ends), "" when empty */
     size_t len;
+    bool is_mapped;
     struct mime_part *mime;
 };
 
-/* Read a message file whole. Loop or pool thread; here always the pool. */
+/* Map a message file (pool thread). Mapping instead of reading keeps message bytes out of
+ * the heap: the page cache holds them, only the pages a FETCH touches are read, and one
+ * message per session is mapped at a time. Maildir files never change once delivered; an
+ * expunge only unlinks, which leaves the mapping valid. */
 static bool imap_msg_load(struct store_mailbox *box, size_t i, struct imap_msg_data *d)
 {
     int fd = -1;
@@ -307,27 +318,32 @@ static bool imap_msg_load(struct store_mailbox *box, size_t i, struct imap_msg_d
         return false;
     }
     struct stat st;
-    if (fstat(fd, &st) < 0 || st.st_size < 0) {
+    if (fstat(fd, &st) < 0 || st.st_size < 0 || (uint64_t)st.st_size > SIZE_MAX / 2) {
         close(fd);
         return false;
     }
-    size_t size = (size_t)st.st_size;
-    d->bytes = malloc(size + 1);
-    if (!d->bytes) {
-        close(fd);
-        return false;
-    }
-    size_t have = 0;
-    while (have < size) {
-        ssize_t r = pread(fd, d->bytes + have, size - have, (off_t)have);
-        if (r <= 0)
-            break;
-        have += (size_t)r;
+    d->len = (size_t)st.st_size;
+    if (d->len == 0) {
+        d->bytes = "";
+    } else {
+        void *p = mmap(NULL, d->len, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p != MAP_FAILED) {
+            d->bytes = p;
+            d->is_mapped = true;
+        }
     }
     close(fd);
-    d->len = have;
-    d->bytes[have] = '\0';
-    return true;
+    return d->bytes != NULL;
+}
+
+static void imap_msg_unload(struct imap_msg_data *d)
+{
+    if (d->is_mapped)
+        munmap((void *)d->bytes, d->len);
+    d->bytes = NULL;
+    d->is_mapped = false;
+    mime_part_free(d->mime);
+    d->mime = NULL;
 }
 
 static struct mime_part *imap_msg_mime(struct imap_msg_data *d)
@@ -500,13 +516,55 @@ static uint64_t imap_file_header_end(struct imap_fetch *f)
     return f->msg_header_end;
 }
 
+/* Raw byte range [from, end) of a streamed item; false when its part does not exist. */
+static bool imap_stream_range(struct imap_fetch *f, const struct imap_fetch_item *it,
+                              uint64_t *from_r, uint64_t *end_r)
+{
+    if (it->n_path == 0) {
+        *from_r = it->spec == SEC_TEXT ? imap_file_header_end(f) : 0;
+        *end_r = f->msg_size;
+        return true;
+    }
+    struct mime_part *root = f->msg ? imap_msg_mime(f->msg) : NULL;
+    const struct mime_part *p = root ? mime_part_find(root, it->path, it->n_path) : NULL;
+    if (!p)
+        return false;
+    /* HEADER/TEXT of a message/rfc822 part mean the encapsulated message's. */
+    const struct mime_part *msg = p->is_message ? p->message : p;
+    uint64_t off, size;
+    switch (it->spec) {
+    case SEC_MIME:
+        off = p->header_offset, size = p->header_size;
+        break;
+    case SEC_HEADER:
+        off = msg->header_offset, size = msg->header_size;
+        break;
+    case SEC_TEXT:
+        off = msg->body_offset, size = msg->body_size;
+        break;
+    default:
+        off = p->body_offset, size = p->body_size;
+        break;
+    }
+    if (off > f->msg_size || size > f->msg_size - off)
+        return false;
+    *from_r = off;
+    *end_r = off + size;
+    return true;
+}
+
 /* Start the literal of a streamed item: "{n}\r\n" now, the bytes from later batches. */
 static void imap_stream_begin(struct imap_job *j, struct imap_fetch *f,
                               const struct imap_fetch_item *it)
 {
-    uint64_t from = it->spec == SEC_TEXT ? imap_file_header_end(f) : 0;
+    uint64_t from = 0, end = 0;
+    if (!imap_stream_range(f, it, &from, &end)) {
+        buf_printf(&j->out, "%s NIL", it->label);
+        f->is_streaming = false;
+        return;
+    }
     uint64_t total = 0;
-    if (!imap_file_crlf_size(f->msg_fd, from, f->msg_size, &total))
+    if (!imap_file_crlf_size(f->msg_fd, from, end, &total))
         total = 0; /* unreadable now: an empty literal keeps the protocol intact */
     uint64_t skip = 0, n = total;
     if (it->has_partial) {
@@ -519,7 +577,7 @@ static void imap_stream_begin(struct imap_job *j, struct imap_fetch *f,
     buf_printf(&j->out, "%s {%llu}\r\n", it->label, (unsigned long long)n);
     f->is_streaming = n > 0;
     f->st_pos = from;
-    f->st_end = f->msg_size;
+    f->st_end = end;
     f->st_skip = skip;
     f->st_remaining = n;
     f->st_prev_cr = false;
@@ -574,8 +632,7 @@ static bool imap_stream_continue(struct imap_job *j, struct imap_fetch *f)
 static void imap_fetch_msg_end(struct imap_fetch *f)
 {
     if (f->msg) {
-        free(f->msg->bytes);
-        mime_part_free(f->msg->mime);
+        imap_msg_unload(f->msg);
         free(f->msg);
         f->msg = NULL;
     }
