@@ -24,6 +24,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Stop executing pipelined commands while this much output is queued for the peer: a
+ * client that sends EHLO (or any command) in a loop and never reads its replies would
+ * otherwise grow our output buffer without bound (each 8-octet "EHLO a" queues ~250).
+ * With commands no longer consumed, the core's input cap stops reading the socket and
+ * TCP pushes back on the client; on_drained resumes. */
+#define SMTP_OUTPUT_HIGH_WATER (4 * CONN_OUTPUT_LOW_WATER)
+
 /* Command flags. */
 #define CMD_NEEDS_HELO 0x1 /* "503 5.5.1 Error: send HELO/EHLO first" before HELO */
 #define CMD_JUNK       0x2 /* makes no progress: counted against SMTP_JUNK_COMMAND_LIMIT */
@@ -315,6 +322,13 @@ static void smtp_on_read(void *session, struct conn *c)
     /* Bounded: every round consumes input or returns. conn_input() is fetched anew each
      * round because STARTTLS replaces the connection's buffers. */
     while (!s->is_busy && evbuffer_get_length(in = conn_input(c)) > 0) {
+        if (s->input != SMTP_INPUT_CLOSED && conn_output_length(c) >= SMTP_OUTPUT_HIGH_WATER) {
+            /* Paused (not merely returning), so a peer that half-closes after its last
+             * command still gets every pipelined command answered. */
+            s->is_output_paused = true;
+            conn_pause_read(c);
+            return; /* smtp_on_drained resumes */
+        }
         bool progressed = false;
         switch (s->input) {
         case SMTP_INPUT_COMMAND:
@@ -335,6 +349,16 @@ static void smtp_on_read(void *session, struct conn *c)
         if (!progressed)
             break;
     }
+}
+
+/* Queued output fell below the low-water mark: run the commands that waited for it. */
+static void smtp_on_drained(void *session, struct conn *c)
+{
+    struct smtp_session *s = session;
+    if (!s->is_output_paused)
+        return;
+    s->is_output_paused = false;
+    conn_resume_read(c); /* the core calls on_read again for the buffered commands */
 }
 
 void smtp_txn_init(struct smtp_txn *t)
@@ -452,7 +476,7 @@ const struct conn_protocol smtp_protocol = {
     .log_name = "smtpd",
     .open = smtp_open,
     .on_read = smtp_on_read,
-    .on_drained = NULL,
+    .on_drained = smtp_on_drained,
     .on_tls = smtp_on_tls,
     .on_timeout = smtp_on_timeout,
     .close = smtp_close,

@@ -94,6 +94,7 @@ struct smtp_session {
 
     bool is_busy;            /* a workpool job is in flight */
     bool is_dead;            /* the connection closed while busy: done() frees */
+    bool is_output_paused;   /* reading paused until queued output drains */
     bool is_discarding_line; /* skipping an overlong line up to its LF */
     unsigned n_errors;
     unsigned n_junk; /* NOOP/RSET/VRFY/HELP... since the last delivered message */

@@ -42,6 +42,7 @@ struct conn {
     struct buf out;
     enum conn_role role;
     bool is_tls, is_closing, is_paused, is_tls_pending, is_finished;
+    size_t queued; /* output not yet taken by the peer (only while hold_output is set) */
     void *session;
 };
 
@@ -57,6 +58,7 @@ static struct {
     struct harness_job jobs[HARNESS_MAX_JOBS];
     size_t n_jobs;
     bool fail_store, fail_queue;
+    bool hold_output; /* the peer does not read: conn_output_length() grows */
     unsigned throttle_failures;
 } harness;
 
@@ -78,6 +80,8 @@ void conn_write(struct conn *c, const void *data, size_t len)
 {
     if (c->is_finished)
         return;
+    if (harness.hold_output)
+        c->queued += len;
     if (c->out.len + len > HARNESS_OUTPUT_MAX)
         buf_reset(&c->out); /* keep the tail: tests look at the last replies */
     buf_append(&c->out, data, len);
@@ -98,7 +102,7 @@ void conn_printf(struct conn *c, const char *fmt, ...)
 }
 size_t conn_output_length(struct conn *c)
 {
-    return 0;
+    return c->queued;
 }
 int conn_starttls(struct conn *c)
 {
@@ -400,6 +404,7 @@ static inline void harness_open(enum conn_role role, const char *data_dir)
     harness.ctx.pool = (struct workpool *)&harness;
     harness.n_jobs = 0;
     harness.fail_store = harness.fail_queue = false;
+    harness.hold_output = false;
     harness.throttle_failures = 0;
     struct conn *c = &harness.conn;
     memset(c, 0, sizeof *c);
@@ -434,6 +439,19 @@ static inline void harness_feed(const void *data, size_t len)
             break;
         harness_run_jobs();
     }
+}
+
+/* The peer reads everything queued: on_drained (as the core calls it), then any input
+ * that waited is delivered again. */
+static inline void harness_drain(void)
+{
+    struct conn *c = &harness.conn;
+    c->queued = 0;
+    if (c->is_finished || c->is_closing)
+        return;
+    if (smtp_protocol.on_drained)
+        smtp_protocol.on_drained(c->session, c);
+    harness_feed("", 0);
 }
 
 static inline void harness_timeout(void)

@@ -199,6 +199,37 @@ static void test_timeout_and_errors(void **state)
     harness_finish("disconnect");
 }
 
+/* A client that pipelines EHLO forever and never reads: the session stops taking
+ * commands while its output is over the cap (so the core stops reading the socket),
+ * and answers the rest, in order, once the peer reads again. */
+static void test_unread_output_is_bounded(void **state)
+{
+    harness_open(CONN_ROLE_SMTP, "/tmp");
+    harness.hold_output = true;
+    enum { N = 20000 }; /* ~5 MB of EHLO replies if nothing stopped it */
+    struct evbuffer *all = evbuffer_new();
+    for (int i = 0; i < N; i++)
+        evbuffer_add_printf(all, "EHLO c%d\r\n", i);
+    evbuffer_add_printf(all, "QUIT\r\n");
+    size_t len = evbuffer_get_length(all);
+    harness_feed(evbuffer_pullup(all, -1), len);
+    evbuffer_free(all);
+    assert_true(harness.conn.queued < 1024 * 1024);
+    assert_true(harness.conn.is_paused);
+    assert_true(evbuffer_get_length(harness.conn.in) > 0); /* commands wait, unanswered */
+    assert_false(harness.conn.is_closing);
+    /* the peer reads: everything is answered, up to QUIT */
+    harness.hold_output = false;
+    for (int i = 0; i < N && !harness.conn.is_closing; i++)
+        harness_drain();
+    assert_true(harness.conn.is_closing);
+    assert_int_equal(evbuffer_get_length(harness.conn.in), 0);
+    const char *tail[] = {"250 CHUNKING\r\n221 2.0.0 Bye\r\n", NULL};
+    expect_in_order(tail);
+    assert_null(strstr(harness_output(), "421 "));
+    harness_finish("disconnect");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -209,6 +240,7 @@ int main(void)
         cmocka_unit_test(test_delivery_failures_and_busy_close),
         cmocka_unit_test(test_big_message_spills_and_size_cap),
         cmocka_unit_test(test_timeout_and_errors),
+        cmocka_unit_test(test_unread_output_is_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
