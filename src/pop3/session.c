@@ -201,11 +201,23 @@ static bool is_busy(const struct pop3_session *s)
            s->is_tls_pending;
 }
 
+/* Queued output above which no further command is taken (see process_input). */
+#define POP3_OUTPUT_HIGH_WATER (4 * CONN_OUTPUT_LOW_WATER)
+
 /* Run every complete command line already received, in order, until one must wait. */
 static void process_input(struct pop3_session *s)
 {
     /* Bounded: each turn consumes input or stops; the input is capped by the core. */
     while (!is_busy(s)) {
+        if (conn_output_length(s->conn) >= POP3_OUTPUT_HIGH_WATER) {
+            /* A client that pipelines CAPA or STAT forever and never reads would grow
+             * our output without bound: stop taking commands (the core then stops
+             * reading the socket) until on_drained. Paused, so a half-close still gets
+             * every pipelined command answered. */
+            s->is_output_paused = true;
+            conn_pause_read(s->conn);
+            return;
+        }
         /* Fetched each turn: STLS swaps the connection's buffers (and drops what was
          * pipelined behind it, RFC 2595 §4 / CVE-2011-0411). */
         struct evbuffer *in = conn_input(s->conn);
@@ -289,6 +301,11 @@ static void pop3_on_read(void *session, struct conn *c)
 static void pop3_on_drained(void *session, struct conn *c)
 {
     struct pop3_session *s = session;
+    if (s->is_output_paused && s->stream.kind == POP3_STREAM_NONE && !s->is_closed) {
+        s->is_output_paused = false;
+        pop3_resume(s);
+        return;
+    }
     if (s->stream.kind == POP3_STREAM_NONE || s->is_closed)
         return;
     session_enter(s);

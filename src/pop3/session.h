@@ -77,6 +77,7 @@ struct pop3_session {
     bool has_job;             /* a workpool job holds this session */
     bool is_tls_pending;      /* STLS accepted: ignore input until on_tls */
     bool is_quitting;         /* QUIT answered (or closing): ignore further input */
+    bool is_output_paused;    /* reading paused until queued output drains */
     unsigned depth;           /* nesting of our callbacks: close() defers the free until 0 */
     const char *close_reason; /* static text for the disconnect log line, or NULL */
     unsigned errors;          /* bad commands so far */
