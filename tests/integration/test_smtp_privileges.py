@@ -1,0 +1,71 @@
+"""
+test_smtp_privileges.py - DESIGN §2 privileges: started as root, `tern serve` binds its
+listeners (a port below 1024 included) and then runs as run_user only: every Uid/Gid
+field in /proc/<pid>/status is the run user's, no supplementary root group, setuid(0)
+impossible, and everything it creates in the data folder belongs to the run user.
+"""
+
+import os
+import pwd
+import re
+import socket
+
+import pytest
+
+from tern_util import Client, converse, send_mail, wait_for
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to test the privilege drop")
+
+
+def free_low_port():
+    """A loopback port below 1024 nobody listens on (only root can bind it)."""
+    for port in range(870, 1000):
+        s = socket.socket()
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
+    pytest.skip("no free port below 1024")
+
+
+def proc_ids(pid, field):
+    text = open(f"/proc/{pid}/status").read()
+    return [int(x) for x in re.search(rf"^{field}:\s*(.*)$", text, re.M).group(1).split()]
+
+
+def test_serve_binds_low_port_then_runs_as_run_user(tern_factory):
+    low = free_low_port()
+    srv = tern_factory(start=False)
+    srv.ports["smtp"] = low
+    srv.write_config({"smtp.listen": f"127.0.0.1:{low}"})
+    srv.start()
+    assert srv.run_user, "the suite runs as root: the fixture sets run_user"
+    pw = pwd.getpwnam(srv.run_user)
+    # the threads too: every task of the process
+    for tid in os.listdir(f"/proc/{srv.pid}/task"):
+        uids = proc_ids(f"{srv.pid}/task/{tid}", "Uid")
+        gids = proc_ids(f"{srv.pid}/task/{tid}", "Gid")
+        assert uids == [pw.pw_uid] * 4, f"task {tid} Uid {uids}"
+        assert gids == [pw.pw_gid] * 4, f"task {tid} Gid {gids}"
+        assert 0 not in proc_ids(f"{srv.pid}/task/{tid}", "Groups")
+    # the low port is served (bound before the drop)
+    c = Client(srv.host, low)
+    c.read_until(r"^220 ")
+    converse(c, [("EHLO client.test", r"^250 "), ("QUIT", r"^221 ")])
+    # deliver once so the store, the index and the spool are created after the drop
+    code, _ = send_mail(srv, "a@remote.example", ["alice@example.test"], "privs test")
+    assert code == 250
+    wait_for(lambda: any((srv.maildir("alice@example.test") / "new").iterdir()),
+             what="the delivered message")
+    bad = []
+    for root, dirs, files in os.walk(srv.data_dir):
+        for name in dirs + files:
+            st = os.lstat(os.path.join(root, name))
+            if st.st_uid != pw.pw_uid:
+                bad.append(f"{os.path.join(root, name)} uid={st.st_uid}")
+    assert os.stat(srv.data_dir).st_uid == pw.pw_uid
+    assert not bad, "not owned by the run user:\n" + "\n".join(bad[:20])
