@@ -760,7 +760,7 @@ static void imap_fetch_begin(struct imap_job *j, struct imap_fetch *f, size_t i)
     imap_fetch_items(j, f);
 }
 
-static void imap_fetch_work(struct imap_job *j)
+static void imap_fetch_work_batch(struct imap_job *j)
 {
     struct imap_fetch *f = j->s->fetch;
     while (j->out.len < IMAP_FETCH_BATCH) {
@@ -776,10 +776,24 @@ static void imap_fetch_work(struct imap_job *j)
     }
 }
 
+/* One batch. UID FETCH may report expunges (RFC 3501 §7.4.1), but only after its last
+ * batch: a sync in between would renumber the view the remaining batches index. */
+static void imap_fetch_work(struct imap_job *j)
+{
+    struct imap_fetch *f = j->s->fetch;
+    imap_fetch_work_batch(j);
+    if (j->do_sync && (f->next < f->n_idx || f->is_streaming)) {
+        j->do_sync = false;
+        j->number = 1; /* finish: the changes are still pending */
+    }
+}
+
 static void imap_fetch_finish(struct imap_job *j)
 {
     struct imap_session *s = j->s;
     struct imap_fetch *f = s->fetch;
+    if (j->number == 1)
+        s->has_pending_changes = true;
     if (f->next < f->n_idx || f->is_streaming) {
         j->keep_paused = true;
         s->is_fetch_waiting_drain = true;
@@ -800,6 +814,7 @@ void imap_fetch_resume(struct imap_session *s)
     struct imap_job *j = imap_job_new(s, s->fetch->tag, imap_fetch_work, imap_fetch_finish);
     if (!j)
         return;
+    j->do_sync = s->fetch->is_uid;
     imap_job_submit(j);
 }
 
@@ -833,6 +848,7 @@ void imap_cmd_fetch(struct imap_session *s, const char *tag, struct imap_arg *ar
         s->fetch = NULL;
         return;
     }
+    j->do_sync = is_uid;
     imap_job_submit(j);
 }
 
@@ -920,5 +936,7 @@ void imap_cmd_store(struct imap_session *s, const char *tag, struct imap_arg *ar
     j->is_uid = is_uid;
     if (silent)
         j->arg1 = strdup("silent");
+    /* RFC 3501 §7.4.1: UID STORE may report expunges (after its FETCH responses). */
+    j->do_sync = is_uid;
     imap_job_submit(j);
 }

@@ -547,5 +547,8 @@ void imap_cmd_search(struct imap_session *s, const char *tag, struct imap_arg *a
     j->ptr = root;
     j->ptr_free = skey_free;
     j->is_uid = is_uid;
+    /* RFC 3501 §7.4.1: EXPUNGE may not be sent during SEARCH, but may during UID SEARCH
+     * (its results are UIDs); the sync runs after the search, on the view it used. */
+    j->do_sync = is_uid;
     imap_job_submit(j);
 }

@@ -87,7 +87,8 @@ struct imap_job {
     struct buf out;      /* untagged reply lines */
     struct buf tagged;   /* the tagged completion, written after out */
     bool do_sync;        /* may report mailbox changes (never for FETCH/STORE/SEARCH,
-                            whose sequence numbers must stay put: RFC 3501 §7.4.1) */
+                            whose sequence numbers must stay put: RFC 3501 §7.4.1; their
+                            UID forms may, after their own responses) */
     bool is_sync_forced; /* sync even without a notification (NOOP, CHECK, IDLE) */
     bool keep_paused;    /* set by finish: another job follows (FETCH batches) */
     bool is_ok;          /* set by work */
