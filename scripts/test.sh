@@ -163,7 +163,9 @@ if has_stage asan-build; then
     export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
     has_stage asan-unit && unit_stage asan-unit build-asan
     if has_stage asan-integ && [ -x build-asan/tern ]; then
-        integ_stage asan-integ "$ROOT/build-asan/tern"
+        # Tests marked slow/no_sanitizer (volume, memory figures) are skipped here; the
+        # normal build runs them (tests/integration/conftest.py).
+        TERN_SANITIZED=1 integ_stage asan-integ "$ROOT/build-asan/tern"
     fi
     unset ASAN_OPTIONS UBSAN_OPTIONS
 fi

@@ -385,6 +385,28 @@ def tern_factory():
         pytest.fail("sanitizer report in server log:\n" + "\n".join(errors), pytrace=False)
 
 
+def is_sanitized():
+    """True when the binary under test is an ASan/UBSan build (scripts/test.sh sets
+    TERN_SANITIZED=1 for that stage): memory figures are meaningless and volume is slow."""
+    return os.environ.get("TERN_SANITIZED", "") not in ("", "0")
+
+
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: long-running test (still run in CI)")
+    config.addinivalue_line(
+        "markers", "slow: volume test; runs in the normal build, skipped in the sanitized run")
+    config.addinivalue_line(
+        "markers", "no_sanitizer: asserts on memory use or speed-bound volume; skipped when "
+        "TERN_SANITIZED=1")
     signal.signal(signal.SIGTERM, _on_fatal_signal)
+
+
+def pytest_collection_modifyitems(config, items):
+    """In the sanitized run, skip volume tests: the normal build runs them, and under ASan
+    they take minutes and measure the sanitizer's memory, not ours."""
+    if not is_sanitized():
+        return
+    skip = pytest.mark.skip(reason="volume/memory test: run by the normal build, not under "
+                            "ASan (TERN_SANITIZED=1)")
+    for item in items:
+        if "slow" in item.keywords or "no_sanitizer" in item.keywords:
+            item.add_marker(skip)
