@@ -88,6 +88,7 @@ static const struct config_key config_keys[] = {
     {"queue.scan_interval", CT_UINT, OFF(queue_scan_interval), "1", "1"},
     {"queue.max_deliveries", CT_UINT, OFF(queue_max_deliveries), "20", "20"},
     {"queue.destination_concurrency", CT_UINT, OFF(queue_destination_concurrency), "10", "10"},
+    {"queue.delay_warning_time", CT_UINT, OFF(queue_delay_warning_time), "0", "0"},
     {"dns.resolver", CT_STRING, OFF(dns_resolver), "", ""},
     {"relayhost", CT_STRING, OFF(relayhost), "", ""},
     {"relayhost.username", CT_STRING, OFF(relayhost_username), "", ""},

@@ -78,6 +78,8 @@ struct config {
     unsigned queue_scan_interval;    /* queue.scan_interval seconds; 1 */
     unsigned queue_max_deliveries;   /* queue.max_deliveries: delivery threads; 20 */
     unsigned queue_destination_concurrency; /* queue.destination_concurrency; 10 */
+    unsigned queue_delay_warning_time; /* queue.delay_warning_time seconds; 0 = no "delayed"
+                                          DSN (RFC 3461 NOTIFY=DELAY; added by the dsn helper) */
     char *dns_resolver;              /* dns.resolver: IP[@port]; "" = /etc/resolv.conf */
     char *relayhost;                 /* relayhost: [host]:port smarthost; "" = MX routing */
     char *relayhost_username;        /* relayhost.username: SASL login; "" = no AUTH */

@@ -9,8 +9,13 @@
 #include "queue/outbound.h"
 
 #include "core/util.h"
+#include "queue/queue.h"
+#include "store/store.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Length of the header block, including the empty line that ends it. */
 size_t bounce_header_length(const char *msg, size_t len)
@@ -59,15 +64,20 @@ bool bounce_build(struct buf *out, const struct bounce_info *info, const struct 
     char date[64], arrival[64];
     util_rfc5322_date(info->now, date, sizeof date);
     util_rfc5322_date(info->arrival, arrival, sizeof arrival);
-    bool is_delay = n > 0;
-    for (size_t i = 0; i < n; i++)
+    bool is_delay = n > 0, is_success = n > 0;
+    for (size_t i = 0; i < n; i++) {
         is_delay = is_delay && r[i].is_delayed;
+        /* RFC 3464 §2.3.3: success notices say "delivered" or "relayed" */
+        is_success = is_success && r[i].action &&
+                     (strcmp(r[i].action, "delivered") == 0 || strcmp(r[i].action, "relayed") == 0);
+    }
     bool ok = true;
     ok = ok && buf_printf(out, "From: MAILER-DAEMON@%s (Mail Delivery System)\r\n", info->hostname);
     ok = ok && buf_printf(out, "To: <%s>\r\n", info->to);
     ok = ok && buf_printf(out, "Subject: %s\r\n",
-                          is_delay ? "Delayed Mail (still being retried)"
-                                   : "Undelivered Mail Returned to Sender");
+                          is_success ? "Successful Mail Delivery Report"
+                          : is_delay ? "Delayed Mail (still being retried)"
+                                     : "Undelivered Mail Returned to Sender");
     ok = ok && buf_printf(out, "Date: %s\r\n", date);
     ok = ok && buf_printf(out, "Message-ID: <%s.%s@%s>\r\n", info->boundary, info->queue_id,
                           info->hostname);
@@ -85,7 +95,15 @@ bool bounce_build(struct buf *out, const struct bounce_info *info, const struct 
                           "Content-Type: text/plain; charset=us-ascii\r\n\r\n",
                           info->boundary);
     ok = ok && buf_printf(out, "This is the mail system at host %s.\r\n\r\n", info->hostname);
-    if (is_delay)
+    if (is_success)
+        ok = ok &&
+             buf_printf(out, "Your message was successfully delivered to the destination(s)\r\n"
+                             "listed below. If the message was delivered to mailbox you will\r\n"
+                             "receive no further notifications. Otherwise you may still\r\n"
+                             "receive notifications of mail delivery errors from other\r\n"
+                             "systems.\r\n\r\n"
+                             "                   The mail system\r\n\r\n");
+    else if (is_delay)
         ok = ok && buf_printf(out, "####################################################\r\n"
                                    "# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND #\r\n"
                                    "####################################################\r\n\r\n"
@@ -106,13 +124,23 @@ bool bounce_build(struct buf *out, const struct bounce_info *info, const struct 
                           "--%s\r\nContent-Description: Delivery report\r\n"
                           "Content-Type: message/delivery-status\r\n\r\n",
                           info->boundary);
+    /* RFC 3461 §4.4 / RFC 3464 §2.2.1: the sender's ENVID comes back first */
+    if (ok && info->envid && info->envid[0])
+        ok = buf_append_str(out, "Original-Envelope-Id: ") && append_oneline(out, info->envid) &&
+             buf_append_str(out, "\r\n");
     ok = ok && buf_printf(out,
                           "Reporting-MTA: dns; %s\r\nX-Tern-Queue-ID: %s\r\n"
                           "Arrival-Date: %s\r\n",
                           info->hostname, info->queue_id, arrival);
     for (size_t i = 0; ok && i < n; i++) {
-        ok = buf_printf(out, "\r\nFinal-Recipient: rfc822; %s\r\nAction: %s\r\nStatus: %s\r\n",
-                        r[i].address, r[i].is_delayed ? "delayed" : "failed", r[i].dsn);
+        ok = buf_append_str(out, "\r\n");
+        /* RFC 3464 §2.3.1: the ORCPT as the client gave it */
+        if (ok && r[i].orcpt && r[i].orcpt[0])
+            ok = buf_append_str(out, "Original-Recipient: ") && append_oneline(out, r[i].orcpt) &&
+                 buf_append_str(out, "\r\n");
+        const char *action = r[i].action ? r[i].action : r[i].is_delayed ? "delayed" : "failed";
+        ok = ok && buf_printf(out, "Final-Recipient: rfc822; %s\r\nAction: %s\r\nStatus: %s\r\n",
+                              r[i].address, action, r[i].dsn);
         if (ok && r[i].remote_mta && r[i].remote_mta[0])
             ok = buf_printf(out, "Remote-MTA: dns; %s\r\n", r[i].remote_mta);
         if (ok) {
@@ -127,13 +155,40 @@ bool bounce_build(struct buf *out, const struct bounce_info *info, const struct 
 
     /* 3: the original headers (RFC 6522 allows text/rfc822-headers instead of the body) */
     ok = ok && buf_printf(out,
-                          "\r\n--%s\r\nContent-Description: Undelivered Message Headers\r\n"
+                          "\r\n--%s\r\nContent-Description: %s Message Headers\r\n"
                           "Content-Type: text/rfc822-headers\r\n\r\n",
-                          info->boundary);
+                          info->boundary, is_success ? "Delivered" : "Undelivered");
     if (ok && info->headers && info->headers_len)
         ok = append_crlf(out, info->headers, info->headers_len);
     if (ok && out->len >= 2 && memcmp(out->data + out->len - 2, "\r\n", 2) != 0)
         ok = buf_append_str(out, "\r\n");
     ok = ok && buf_printf(out, "\r\n--%s--\r\n", info->boundary);
     return ok;
+}
+
+int bounce_queue_notice(const char *data_dir, const struct bounce_info *info,
+                        const struct bounce_rcpt *r, size_t n, char *new_id_r, char **error_r)
+{
+    char new_id[UTIL_QUEUE_ID_SIZE], boundary[96];
+    util_queue_id(new_id);
+    snprintf(boundary, sizeof boundary, "%s.%lld/%s", new_id, (long long)time(NULL),
+             info->hostname);
+    struct bounce_info bi = *info;
+    if (!bi.boundary)
+        bi.boundary = boundary;
+    struct buf dsn;
+    buf_init(&dsn, 0);
+    if (!bounce_build(&dsn, &bi, r, n)) {
+        buf_free(&dsn);
+        if (error_r)
+            *error_r = strdup("cannot build the notification");
+        return -1;
+    }
+    struct store_source src = {.data = dsn.data, .len = dsn.len, .fd = -1, .size = dsn.len};
+    const char *rcpt[1] = {info->to};
+    int ret = queue_enqueue(data_dir, new_id, "", rcpt, 1, NULL, &src, error_r);
+    buf_free(&dsn);
+    if (ret == 0 && new_id_r)
+        snprintf(new_id_r, 32, "%s", new_id);
+    return ret;
 }

@@ -13,6 +13,7 @@
 #pragma GCC diagnostic ignored "-Wformat-truncation"
 #endif
 #include "queue/outbound.h"
+#include "queue/queue.h"
 
 #include "core/log.h"
 #include "core/util.h"
@@ -126,6 +127,8 @@ void outbound_ehlo_parse(const struct outbound_reply *r, struct outbound_ehlo *e
             e->has_8bitmime = true;
         } else if (strcasecmp(kw, "SMTPUTF8") == 0) {
             e->has_smtputf8 = true;
+        } else if (strcasecmp(kw, "DSN") == 0) {
+            e->has_dsn = true;
         } else if (strcasecmp(kw, "SIZE") == 0) {
             e->has_size = true;
             e->size_limit = args ? strtoull(args, NULL, 10) : 0;
@@ -639,6 +642,47 @@ static bool client_reuse(struct client *c, struct outbound_ehlo *e)
     return false;
 }
 
+/* RFC 3461 §4.3, §4.4 (dsn helper): " RET=HDRS ENVID=xtext" appended to MAIL params. */
+static void client_dsn_mail_params(const struct outbound_message *m, char *params, size_t size)
+{
+    size_t pl = strlen(params);
+    if (m->env->dsn_ret == QUEUE_RET_FULL || m->env->dsn_ret == QUEUE_RET_HDRS)
+        snprintf(params + pl, size - pl, " RET=%s",
+                 m->env->dsn_ret == QUEUE_RET_FULL ? "FULL" : "HDRS");
+    char x[3 * QUEUE_ENVID_MAX + 1];
+    pl = strlen(params);
+    if (m->env->envid && queue_xtext_encode(m->env->envid, x, sizeof x))
+        snprintf(params + pl, size - pl, " ENVID=%s", x);
+}
+
+/* RFC 3461 §4.1, §4.2 (dsn helper): " NOTIFY=... ORCPT=type;xtext" for recipient k, or
+ * "" (static buffer: the caller formats it at once). Marks the result as passed on. */
+static const char *client_dsn_rcpt_params(const struct outbound_message *m,
+                                          const struct outbound_ehlo *e, size_t k,
+                                          struct outbound_result *results)
+{
+    static _Thread_local char out[32 + 3 * QUEUE_ORCPT_MAX + 16];
+    out[0] = '\0';
+    if (!e->has_dsn || !m->env || !m->env_index || m->env_index[k] >= m->env->n_recipients)
+        return out;
+    size_t i = m->env_index[k];
+    unsigned notify = m->env->notify ? m->env->notify[i] : 0;
+    const char *orcpt = m->env->orcpt ? m->env->orcpt[i] : NULL;
+    char nf[40];
+    if (notify) {
+        queue_notify_format(notify, nf, sizeof nf);
+        snprintf(out, sizeof out, " NOTIFY=%s", nf);
+    }
+    const char *semi = orcpt ? strchr(orcpt, ';') : NULL;
+    char x[3 * QUEUE_ORCPT_MAX + 1];
+    if (semi && queue_xtext_encode(semi + 1, x, sizeof x)) {
+        size_t ol = strlen(out);
+        snprintf(out + ol, sizeof out - ol, " ORCPT=%.*s;%s", (int)(semi - orcpt), orcpt, x);
+    }
+    results[k].is_dsn_passed = true;
+    return out;
+}
+
 enum outbound_session_status outbound_smtp_deliver(const struct outbound_client_opts *o,
                                                    const struct outbound_addr *addr,
                                                    const struct outbound_message *m,
@@ -735,6 +779,9 @@ ready:
         size_t pl = strlen(params);
         snprintf(params + pl, sizeof params - pl, " BODY=8BITMIME");
     }
+    /* RFC 3461 §4: pass RET/ENVID and each NOTIFY/ORCPT on to a server that takes them */
+    if (e.has_dsn && m->env)
+        client_dsn_mail_params(m, params, sizeof params);
     /* RFC 2920: with PIPELINING, MAIL, every RCPT and DATA go out in one write */
     size_t n = m->n_recipients;
     if (e.has_pipelining) {
@@ -742,7 +789,8 @@ ready:
         buf_init(&cmds, 0);
         bool ok = buf_printf(&cmds, "MAIL FROM:<%s>%s\r\n", m->sender, params);
         for (size_t i = 0; ok && i < n; i++)
-            ok = buf_printf(&cmds, "RCPT TO:<%s>\r\n", m->recipients[i]);
+            ok = buf_printf(&cmds, "RCPT TO:<%s>%s\r\n", m->recipients[i],
+                            client_dsn_rcpt_params(m, &e, i, results));
         ok = ok && buf_append_str(&cmds, "DATA\r\n");
         int w = ok ? client_write(c, cmds.data, cmds.len) : -1;
         buf_free(&cmds);
@@ -762,7 +810,8 @@ ready:
     }
     size_t n_accepted = 0;
     for (size_t i = 0; i < n; i++) {
-        if (!e.has_pipelining && client_printf(c, "RCPT TO:<%s>\r\n", m->recipients[i]) < 0)
+        if (!e.has_pipelining && client_printf(c, "RCPT TO:<%s>%s\r\n", m->recipients[i],
+                                               client_dsn_rcpt_params(m, &e, i, results)) < 0)
             goto io_fail_done;
         if (client_reply(c, &r) < 0)
             goto io_fail_done;

@@ -446,6 +446,8 @@ static void deliver_remote_domain(struct attempt *a, const char *domain, bool ha
         .offset = a->offset,
         .size = a->e.size,
         .has_8bit = has_8bit,
+        .env = &a->e,     /* RFC 3461 parameters for a DSN-capable next hop */
+        .env_index = idx, /* idx[k] < e.n_recipients: the envelope's recipient */
     };
     uint64_t conn_ms = 0, t0 = util_now_ms();
     const struct outbound_addr *used = NULL;
@@ -523,10 +525,15 @@ static int attempt_defer(struct attempt *a, time_t next_retry)
     bool ok = buf_printf(&env, "TERNQ1\nid=%s\narrival=%lld\nattempts=%u\nsender=", a->e.id,
                          (long long)a->e.arrival, a->attempts + 1) &&
               env_escape(&env, a->e.sender) && buf_append_byte(&env, '\n');
+    /* RFC 3461 parameters stay with the message (dsn helper) */
+    ok = ok && queue_envelope_dsn_message(&env, a->e.dsn_ret, a->e.envid, a->e.is_delay_warned);
     for (size_t i = 0; ok && i < a->n_rcpts; i++)
         if (a->rcpts[i].status == RCPT_DEFER)
             ok = buf_append_str(&env, "rcpt=") && env_escape(&env, a->rcpts[i].address) &&
-                 buf_append_byte(&env, '\n');
+                 buf_append_byte(&env, '\n') &&
+                 queue_envelope_dsn_rcpt(&env,
+                                         i < a->e.n_recipients && a->e.notify ? a->e.notify[i] : 0,
+                                         queue_entry_orcpt(&a->e, i));
     ok = ok && buf_printf(&env, "size=%llu\n\n", (unsigned long long)a->e.size);
     if (!ok) {
         buf_free(&env);
@@ -593,8 +600,10 @@ static void first_domain_cb(const char *domain, void *arg)
 static int attempt_bounce(struct attempt *a, bool is_expired)
 {
     size_t nb = 0;
+    /* RFC 3461 §4.1: no failure DSN for NOTIFY=NEVER (or a NOTIFY without FAILURE) */
     for (size_t i = 0; i < a->n_rcpts; i++)
-        nb += a->rcpts[i].status == RCPT_BOUNCE;
+        nb += a->rcpts[i].status == RCPT_BOUNCE &&
+              queue_entry_notify_wants(&a->e, i, QUEUE_NOTIFY_FAILURE);
     if (nb == 0)
         return 0;
     struct outbound_shared *sh = a->job->shared;
@@ -630,8 +639,9 @@ static int attempt_bounce(struct attempt *a, bool is_expired)
     size_t k = 0;
     for (size_t i = 0; i < a->n_rcpts; i++) {
         struct rcpt *r = &a->rcpts[i];
-        if (r->status != RCPT_BOUNCE)
+        if (r->status != RCPT_BOUNCE || !queue_entry_notify_wants(&a->e, i, QUEUE_NOTIFY_FAILURE))
             continue;
+        br[k].orcpt = queue_entry_orcpt(&a->e, i);
         if (is_expired && r->res.code < 500)
             snprintf(diag[k], sizeof diag[k],
                      "delivery temporarily suspended: %s; message "
@@ -665,6 +675,7 @@ static int attempt_bounce(struct attempt *a, bool is_expired)
         .headers = hdr,
         .headers_len = hl,
         .boundary = boundary,
+        .envid = a->e.envid,
     };
     struct buf dsn;
     buf_init(&dsn, 0);
@@ -687,6 +698,74 @@ static int attempt_bounce(struct attempt *a, bool is_expired)
     free(br);
     free(diag);
     return ret;
+}
+
+/* RFC 3461 notices other than failures (dsn helper), to a non-null sender:
+ * - success: NOTIFY=SUCCESS recipients delivered here ("delivered") or handed to a next hop
+ *   that does not do DSN ("relayed", §5.2.2.1); one that does got NOTIFY passed on;
+ * - delay: once per message (warned=1 in the envelope) after queue.delay_warning_time,
+ *   for deferred recipients whose NOTIFY allows DELAY. */
+static void attempt_dsn_notices(struct attempt *a)
+{
+    if (!a->e.sender[0] || a->n_rcpts == 0)
+        return;
+    bool is_due = a->cfg->queue_delay_warning_time > 0 && !a->e.is_delay_warned &&
+                  difftime(time(NULL), a->e.arrival) >= (double)a->cfg->queue_delay_warning_time;
+    struct bounce_rcpt *br = calloc(a->n_rcpts, sizeof *br);
+    char(*mta)[256] = calloc(a->n_rcpts, sizeof *mta);
+    char hdr[DELIVER_MAX_HEADERS];
+    size_t want = a->e.size < sizeof hdr ? (size_t)a->e.size : sizeof hdr;
+    ssize_t got = br && mta ? pread(a->fd, hdr, want, (off_t)a->offset) : -1;
+    size_t hl = got > 0 ? bounce_header_length(hdr, (size_t)got) : 0;
+    struct bounce_info info = {.hostname = a->cfg->hostname,
+                               .queue_id = a->e.id,
+                               .arrival = a->e.arrival,
+                               .now = time(NULL),
+                               .to = a->e.sender,
+                               .headers = hdr,
+                               .headers_len = hl,
+                               .envid = a->e.envid};
+    for (int kind = 0; got >= 0 && kind < 2; kind++) {
+        size_t n = 0;
+        for (size_t i = 0; i < a->n_rcpts; i++) {
+            struct rcpt *r = &a->rcpts[i];
+            bool is_wanted = kind == 0
+                                 ? r->status == RCPT_SENT && !r->res.is_dsn_passed &&
+                                       queue_entry_notify_wants(&a->e, i, QUEUE_NOTIFY_SUCCESS)
+                                 : is_due && r->status == RCPT_DEFER &&
+                                       queue_entry_notify_wants(&a->e, i, QUEUE_NOTIFY_DELAY);
+            if (!is_wanted)
+                continue;
+            const char *bracket = strchr(r->relay, '[');
+            size_t ml = bracket ? (size_t)(bracket - r->relay) : 0;
+            snprintf(mta[n], sizeof mta[n], "%.*s", (int)(ml < 255 ? ml : 255), r->relay);
+            br[n] = (struct bounce_rcpt){.address = r->address,
+                                         .dsn = r->res.dsn[0] ? r->res.dsn
+                                                : kind == 0   ? "2.0.0"
+                                                              : "4.0.0",
+                                         .diagnostic = r->res.text,
+                                         .remote_mta = mta[n][0] ? mta[n] : NULL,
+                                         .smtp_reply = r->res.reply[0] ? r->res.reply : NULL,
+                                         .is_delayed = kind == 1,
+                                         .orcpt = queue_entry_orcpt(&a->e, i),
+                                         .action = kind == 1     ? NULL
+                                                   : r->is_local ? "delivered"
+                                                                 : "relayed"};
+            n++;
+        }
+        char new_id[32], *err = NULL;
+        if (n > 0 && bounce_queue_notice(a->cfg->data_dir, &info, br, n, new_id, &err) == 0)
+            log_info("bounce", "%s: sender %s notification: %s", a->e.id,
+                     kind == 0 ? "delivery status" : "delay", new_id);
+        else if (n > 0)
+            log_error("bounce", "%s: cannot queue the %s notification: %s", a->e.id,
+                      kind == 0 ? "delivery status" : "delay", err ? err : "?");
+        if (kind == 1 && is_due && (n == 0 || !err))
+            a->e.is_delay_warned = true; /* sent (or nobody wanted it): never again */
+        free(err);
+    }
+    free(br);
+    free(mta);
 }
 
 void outbound_deliver(struct outbound_job *job)
@@ -761,6 +840,8 @@ void outbound_deliver(struct outbound_job *job)
                 n_defer++;
             }
     }
+    /* RFC 3461: "relayed" notices for NOTIFY=SUCCESS, the one "delayed" warning */
+    attempt_dsn_notices(&a);
     if (n_defer) {
         unsigned delay =
             outbound_retry_delay(a.attempts + 1, a.cfg->queue_retry_min, a.cfg->queue_retry_max);

@@ -25,6 +25,7 @@
 #include <time.h>
 
 struct server_context;
+struct queue_entry;
 struct config;
 struct auth_service;
 typedef struct ssl_ctx_st SSL_CTX;
@@ -107,6 +108,7 @@ struct outbound_ehlo {
     bool has_starttls, has_pipelining, has_8bitmime, has_smtputf8, has_auth_plain, has_auth_login,
         has_size;
     uint64_t size_limit; /* 0 = no limit advertised */
+    bool has_dsn;        /* RFC 3461 (dsn helper) */
 };
 /* Pure: capabilities from an EHLO reply's text. */
 void outbound_ehlo_parse(const struct outbound_reply *r, struct outbound_ehlo *e);
@@ -130,6 +132,7 @@ struct outbound_result {
     char text[512];       /* "250 2.0.0 Ok: queued as X" or "connect to ...: Connection refused" */
     bool is_remote_reply; /* text is what the server said ("host said:") */
     char reply[512];      /* the server's reply "550 5.1.1 ..." (one line), or "" */
+    bool is_dsn_passed;   /* the next hop took NOTIFY/ORCPT (it advertised DSN): its job now */
 };
 
 /* The message to send: fd positioned by offset, size bytes, CRLF lines. */
@@ -140,6 +143,10 @@ struct outbound_message {
     int fd;
     uint64_t offset, size;
     bool has_8bit;
+    /* RFC 3461 parameters to pass on when the server advertises DSN (dsn helper): recipient
+     * k is env->recipients[env_index[k]] when env_index[k] < env->n_recipients. NULL: none. */
+    const struct queue_entry *env;
+    const size_t *env_index;
 };
 
 enum outbound_session_status {
@@ -168,6 +175,9 @@ struct bounce_rcpt {
     const char *remote_mta; /* host name or NULL */
     const char *smtp_reply; /* "550 5.1.1 ..." for Diagnostic-Code: smtp; or NULL */
     bool is_delayed;        /* Action: delayed (warning) instead of failed */
+    /* added by the dsn helper (RFC 3461/3464): */
+    const char *orcpt;  /* Original-Recipient "rfc822;x" (decoded ORCPT), or NULL */
+    const char *action; /* "delivered", "relayed" (success DSN); NULL = failed/delayed */
 };
 struct bounce_info {
     const char *hostname; /* Reporting-MTA */
@@ -177,10 +187,16 @@ struct bounce_info {
     const char *headers; /* original message headers (CRLF), may be NULL */
     size_t headers_len;
     const char *boundary; /* unique MIME boundary */
+    const char *envid;    /* Original-Envelope-Id (RFC 3461 ENVID), or NULL (dsn helper) */
 };
 /* Pure: an RFC 3464 multipart/report DSN (CRLF line ends) appended to out. */
 bool bounce_build(struct buf *out, const struct bounce_info *info, const struct bounce_rcpt *r,
                   size_t n);
+/* BLOCKING (dsn helper). Build a DSN for r[n] and queue it with the null sender to `to`
+ * (RFC 3461 §6: notices never go to <>; the caller checks). new_id_r (>= 32 bytes) gets
+ * the notice's queue id. 0 or -1 with *error_r. */
+int bounce_queue_notice(const char *data_dir, const struct bounce_info *info,
+                        const struct bounce_rcpt *r, size_t n, char *new_id_r, char **error_r);
 /* Length of the header block at the start of a message (up to and including the empty
  * line, or all of it if none within len). */
 size_t bounce_header_length(const char *msg, size_t len);

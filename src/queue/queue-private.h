@@ -25,4 +25,10 @@ int queue_file_read(const char *path, struct queue_entry *e, int *fd_r, uint64_t
 /* Locate id in active/, deferred/ or hold/: 0 found (path_r, *state_r), 1 absent. */
 int queue_find(const char *data_dir, const char *id, char *path_r, size_t size, int *state_r);
 
+/* Envelope lines for DSN parameters (dsn helper): message-level (ret=, envid=, warned=)
+ * and per-recipient (notify=, orcpt=: they belong to the rcpt= line before them). Used
+ * by the spool writer and by deliver.c when it rewrites a deferred file. */
+bool queue_envelope_dsn_message(struct buf *b, int ret, const char *envid, bool is_delay_warned);
+bool queue_envelope_dsn_rcpt(struct buf *b, unsigned notify, const char *orcpt);
+
 #endif

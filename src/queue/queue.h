@@ -13,6 +13,7 @@
 #ifndef TERN_QUEUE_QUEUE_H
 #define TERN_QUEUE_QUEUE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -41,16 +42,24 @@ int queue_incoming_cleanup(const char *data_dir, unsigned max_age);
 
 struct queue_entry {
     char id[32];
-    char state[16];  /* "active", "deferred", "hold" */
+    char state[16]; /* "active", "deferred", "hold" */
     char *sender;
     char **recipients;
     size_t n_recipients;
     uint64_t size;
     time_t arrival;
+    /* Added by the dsn helper (RFC 3461), all optional in the file (old files parse):
+     * dsn_ret QUEUE_RET_*, envid decoded or NULL, notify[i] / orcpt[i] parallel to
+     * recipients (0 / NULL when the client gave none; the arrays may be NULL). */
+    int dsn_ret;
+    char *envid;
+    unsigned *notify;
+    char **orcpt;
+    bool is_delay_warned; /* the one "delayed" DSN went out already */
 };
 /* Call cb for each queued message (sorted by arrival). 0 or -1. */
-int queue_list(const char *data_dir, void (*cb)(const struct queue_entry *e, void *arg),
-               void *arg, char **error_r);
+int queue_list(const char *data_dir, void (*cb)(const struct queue_entry *e, void *arg), void *arg,
+               char **error_r);
 /* Remove a message by id ("ALL" for every message). 0, 1 not found, -1 error. */
 int queue_delete(const char *data_dir, const char *id, char **error_r);
 /* Move between active/deferred and hold. */
@@ -73,5 +82,48 @@ void queue_entry_free(struct queue_entry *e);
 int queue_flush(const char *data_dir, const char *domain, char **error_r);
 /* ETRN convenience: queue_flush for one domain; messages moved or -1. */
 int queue_flush_domain(const char *data_dir, const char *domain);
+
+/* ---- DSN (RFC 3461), added by the dsn helper ----------------------------------------- */
+
+/* NOTIFY= bits; 0 = not given (RFC 3461 §4.1: then FAILURE, and DELAY at our choice). */
+enum {
+    QUEUE_NOTIFY_SUCCESS = 1,
+    QUEUE_NOTIFY_FAILURE = 2,
+    QUEUE_NOTIFY_DELAY = 4,
+    QUEUE_NOTIFY_NEVER = 8,
+};
+enum { QUEUE_RET_DEFAULT = 0, QUEUE_RET_FULL, QUEUE_RET_HDRS };
+#define QUEUE_ENVID_MAX 100 /* RFC 3461 §4.4 */
+#define QUEUE_ORCPT_MAX 500 /* RFC 3461 §4.2 */
+
+/* What MAIL/RCPT said about DSNs, for queue_enqueue_staged_dsn. */
+struct queue_dsn {
+    int ret;                  /* QUEUE_RET_* */
+    const char *envid;        /* decoded, or NULL */
+    const unsigned *notify;   /* [n_recipients] or NULL */
+    const char *const *orcpt; /* [n_recipients] "rfc822;bob@example.org" (decoded), or NULL */
+};
+/* queue_enqueue_staged with DSN parameters (dsn may be NULL). */
+int queue_enqueue_staged_dsn(const char *data_dir, const char *queue_id, const char *sender,
+                             const char *const *recipients, size_t n_recipients, const char *header,
+                             const struct store_source *src, const struct queue_dsn *dsn,
+                             char **error_r);
+
+/* RFC 3461 §4 xtext: decode in[len] into out (NUL-terminated, at most size-1 octets).
+ * Decoded octets must be printable ASCII (or space). false on bad syntax or too long. */
+bool queue_xtext_decode(const char *in, size_t len, char *out, size_t size);
+/* Encode s as xtext into out; false if it does not fit. */
+bool queue_xtext_encode(const char *s, char *out, size_t size);
+/* Parse a NOTIFY= value ("NEVER" or a list of SUCCESS, FAILURE, DELAY); false if bad. */
+bool queue_notify_parse(const char *s, size_t len, unsigned *notify_r);
+/* "NEVER" or "SUCCESS,FAILURE,DELAY" (what was given) into out. */
+void queue_notify_format(unsigned notify, char *out, size_t size);
+/* Does a recipient with these NOTIFY bits want a DSN of kind what (one QUEUE_NOTIFY_*)?
+ * Not given: failures and delays yes, success no. */
+bool queue_notify_wants(unsigned notify, unsigned what);
+/* The same for recipient i of e (beyond the envelope's recipients: the default). */
+bool queue_entry_notify_wants(const struct queue_entry *e, size_t i, unsigned what);
+/* ORCPT of recipient i of e, or NULL. */
+const char *queue_entry_orcpt(const struct queue_entry *e, size_t i);
 
 #endif

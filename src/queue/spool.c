@@ -12,6 +12,9 @@
  *   sender=alice%40example.test      ('' for the null sender <>)
  *   rcpt=bob%40example.org           (one line per recipient)
  *   size=1234                        (message bytes after the empty line)
+ * Optional lines (RFC 3461 DSN parameters; files without them still parse):
+ *   ret=FULL|HDRS, envid=<escaped>, warned=1 (the delay DSN went out)   per message
+ *   notify=SFD|N, orcpt=<escaped>    for the rcpt= line just before them
  *
  * Queue files are read back as hostile input: every line, count and size is bounded and
  * checked, and a file that does not parse is skipped (and reported), never trusted.
@@ -119,9 +122,46 @@ int queue_dirs_create(const char *data_dir, char **error_r)
     return 0;
 }
 
+bool queue_envelope_dsn_message(struct buf *b, int ret, const char *envid, bool is_delay_warned)
+{
+    bool ok = true;
+    if (ret == QUEUE_RET_FULL || ret == QUEUE_RET_HDRS)
+        ok = buf_printf(b, "ret=%s\n", ret == QUEUE_RET_FULL ? "FULL" : "HDRS");
+    if (ok && envid && envid[0])
+        ok = buf_append_str(b, "envid=") && queue_escape(b, envid) && buf_append_byte(b, '\n');
+    if (ok && is_delay_warned)
+        ok = buf_append_str(b, "warned=1\n");
+    return ok;
+}
+
+bool queue_envelope_dsn_rcpt(struct buf *b, unsigned notify, const char *orcpt)
+{
+    bool ok = true;
+    if (notify) {
+        if (notify & QUEUE_NOTIFY_NEVER)
+            ok = buf_append_str(b, "notify=N\n");
+        else
+            ok = buf_printf(b, "notify=%s%s%s\n", (notify & QUEUE_NOTIFY_SUCCESS) ? "S" : "",
+                            (notify & QUEUE_NOTIFY_FAILURE) ? "F" : "",
+                            (notify & QUEUE_NOTIFY_DELAY) ? "D" : "");
+    }
+    if (ok && orcpt && orcpt[0])
+        ok = buf_append_str(b, "orcpt=") && queue_escape(b, orcpt) && buf_append_byte(b, '\n');
+    return ok;
+}
+
 int queue_enqueue_staged(const char *data_dir, const char *queue_id, const char *sender,
                          const char *const *recipients, size_t n_recipients, const char *header,
                          const struct store_source *src, char **error_r)
+{
+    return queue_enqueue_staged_dsn(data_dir, queue_id, sender, recipients, n_recipients, header,
+                                    src, NULL, error_r);
+}
+
+int queue_enqueue_staged_dsn(const char *data_dir, const char *queue_id, const char *sender,
+                             const char *const *recipients, size_t n_recipients, const char *header,
+                             const struct store_source *src, const struct queue_dsn *dsn,
+                             char **error_r)
 {
     if (!queue_id_is_valid(queue_id)) {
         store_error(error_r, "invalid queue id");
@@ -139,9 +179,15 @@ int queue_enqueue_staged(const char *data_dir, const char *queue_id, const char 
     bool ok = buf_printf(&env, "%s\nid=%s\narrival=%lld\nattempts=0\nsender=", QUEUE_MAGIC,
                          queue_id, (long long)time(NULL)) &&
               queue_escape(&env, sender ? sender : "") && buf_append_byte(&env, '\n');
-    for (size_t i = 0; ok && i < n_recipients; i++)
+    if (ok && dsn)
+        ok = queue_envelope_dsn_message(&env, dsn->ret, dsn->envid, false);
+    for (size_t i = 0; ok && i < n_recipients; i++) {
         ok = buf_append_str(&env, "rcpt=") && queue_escape(&env, recipients[i]) &&
              buf_append_byte(&env, '\n');
+        if (ok && dsn)
+            ok = queue_envelope_dsn_rcpt(&env, dsn->notify ? dsn->notify[i] : 0,
+                                         dsn->orcpt ? dsn->orcpt[i] : NULL);
+    }
     ok = ok && buf_printf(&env, "size=%llu\n\n", (unsigned long long)msg_size);
     if (!ok) {
         buf_free(&env);
@@ -206,6 +252,15 @@ void queue_entry_free(struct queue_entry *e)
     for (size_t i = 0; i < e->n_recipients; i++)
         free(e->recipients[i]);
     free(e->recipients);
+    if (e->orcpt)
+        for (size_t i = 0; i < e->n_recipients; i++)
+            free(e->orcpt[i]);
+    free(e->orcpt);
+    free(e->notify);
+    free(e->envid);
+    e->envid = NULL;
+    e->orcpt = NULL;
+    e->notify = NULL;
     e->sender = NULL;
     e->recipients = NULL;
     e->n_recipients = 0;
@@ -234,6 +289,7 @@ int queue_parse_envelope(const char *data, size_t len, struct queue_entry *e,
     bool has_id = false, has_sender = false, has_size = false, has_arrival = false;
     uint64_t attempts = 0;
     size_t cap_rcpt = 0;
+    bool has_ret = false, has_warned = false, has_notify = false, has_orcpt = false;
     for (;;) {
         const char *nl = memchr(data + pos, '\n', len - pos);
         if (!nl) {
@@ -298,13 +354,23 @@ int queue_parse_envelope(const char *data, size_t len, struct queue_entry *e,
             if (e->n_recipients == cap_rcpt) {
                 size_t ncap = cap_rcpt ? cap_rcpt * 2 : 8;
                 char **r = realloc(e->recipients, ncap * sizeof *r);
-                if (!r) {
+                if (r)
+                    e->recipients = r;
+                /* DSN arrays grow with the recipients (zeroed: "not given") */
+                unsigned *nt = r ? realloc(e->notify, ncap * sizeof *nt) : NULL;
+                if (nt)
+                    e->notify = nt;
+                char **oc = nt ? realloc(e->orcpt, ncap * sizeof *oc) : NULL;
+                if (!oc) {
                     store_error(error_r, "out of memory");
                     goto fail;
                 }
-                e->recipients = r;
+                e->orcpt = oc;
                 cap_rcpt = ncap;
             }
+            e->notify[e->n_recipients] = 0;
+            e->orcpt[e->n_recipients] = NULL;
+            has_notify = has_orcpt = false;
             char *rc = queue_unescape(val, vlen);
             if (!rc) {
                 store_error(error_r, "line %zu: bad recipient", line_no);
@@ -314,6 +380,50 @@ int queue_parse_envelope(const char *data, size_t len, struct queue_entry *e,
         } else if (KEY_IS("size") && !has_size && parse_u64(val, vlen, &num)) {
             e->size = num;
             has_size = true;
+        } else if (KEY_IS("ret") && !has_ret && vlen == 4 &&
+                   (memcmp(val, "FULL", 4) == 0 || memcmp(val, "HDRS", 4) == 0)) {
+            e->dsn_ret = val[0] == 'F' ? QUEUE_RET_FULL : QUEUE_RET_HDRS;
+            has_ret = true;
+        } else if (KEY_IS("envid") && !e->envid && vlen > 0) {
+            e->envid = queue_unescape(val, vlen);
+            if (!e->envid || strlen(e->envid) > QUEUE_ENVID_MAX) {
+                store_error(error_r, "line %zu: bad envid", line_no);
+                goto fail;
+            }
+        } else if (KEY_IS("warned") && !has_warned && vlen == 1 && val[0] == '1') {
+            e->is_delay_warned = true;
+            has_warned = true;
+        } else if (KEY_IS("notify") && e->n_recipients > 0 && !has_notify && vlen > 0 &&
+                   vlen <= 3) {
+            /* belongs to the rcpt= line before it */
+            unsigned bits = 0;
+            for (size_t i = 0; i < vlen; i++) {
+                unsigned bit = val[i] == 'S'   ? QUEUE_NOTIFY_SUCCESS
+                               : val[i] == 'F' ? QUEUE_NOTIFY_FAILURE
+                               : val[i] == 'D' ? QUEUE_NOTIFY_DELAY
+                               : val[i] == 'N' ? QUEUE_NOTIFY_NEVER
+                                               : 0;
+                if (bit == 0 || (bits & bit)) {
+                    store_error(error_r, "line %zu: bad notify", line_no);
+                    goto fail;
+                }
+                bits |= bit;
+            }
+            if ((bits & QUEUE_NOTIFY_NEVER) && bits != QUEUE_NOTIFY_NEVER) {
+                store_error(error_r, "line %zu: bad notify", line_no);
+                goto fail;
+            }
+            e->notify[e->n_recipients - 1] = bits;
+            has_notify = true;
+        } else if (KEY_IS("orcpt") && e->n_recipients > 0 && !has_orcpt && vlen > 0) {
+            char *oc = queue_unescape(val, vlen);
+            if (!oc || strlen(oc) > QUEUE_ORCPT_MAX) {
+                free(oc);
+                store_error(error_r, "line %zu: bad orcpt", line_no);
+                goto fail;
+            }
+            e->orcpt[e->n_recipients - 1] = oc;
+            has_orcpt = true;
         } else {
             store_error(error_r, "line %zu: unknown or bad field", line_no);
             goto fail;

@@ -22,6 +22,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/workpool.h"
+#include "queue/outbound.h"
 #include "queue/queue.h"
 #include "smtp/session.h"
 #include "store/store.h"
@@ -53,6 +54,12 @@ struct smtp_delivery_job {
     char **remote;  /* moved from the transaction */
     size_t n_remote;
     char *remote_header;
+    unsigned *remote_notify; /* moved from the transaction (RFC 3461) */
+    char **remote_orcpt;
+    int dsn_ret;
+    char *envid;    /* ENVID or NULL */
+    char *hostname; /* for the success DSN's Reporting-MTA */
+    time_t arrival;
 
     int queue_rc, store_rc;
     char *error;
@@ -98,15 +105,23 @@ static void job_free(struct smtp_delivery_job *job)
         free(job->local[i].user);
         free(job->local[i].home);
         free(job->local[i].orig_rcpt);
+        free(job->local[i].orcpt);
         if (job->headers)
             free(job->headers[i]);
     }
     free(job->local);
     free(job->headers);
     free(job->targets);
-    for (size_t i = 0; i < job->n_remote; i++)
+    for (size_t i = 0; i < job->n_remote; i++) {
         free(job->remote[i]);
+        if (job->remote_orcpt)
+            free(job->remote_orcpt[i]);
+    }
     free(job->remote);
+    free(job->remote_notify);
+    free(job->remote_orcpt);
+    free(job->envid);
+    free(job->hostname);
     free(job->remote_header);
     free(job->data_dir);
     free(job->sender);
@@ -118,6 +133,62 @@ static void job_free(struct smtp_delivery_job *job)
     free(job);
 }
 
+/* Workpool thread, after the local copies are durable: RFC 3461 §5.2.2 success DSNs
+ * ("delivered") for local recipients that asked with NOTIFY=SUCCESS, queued to the
+ * sender through the normal path. A failure here is logged only: the message itself is
+ * delivered and will be acknowledged. */
+static void delivery_success_notices(struct smtp_delivery_job *job)
+{
+    if (!job->sender[0])
+        return; /* RFC 3461 §6: never to the null sender */
+    size_t n = 0;
+    for (size_t i = 0; i < job->n_local; i++)
+        n += queue_notify_wants(job->local[i].notify, QUEUE_NOTIFY_SUCCESS);
+    if (n == 0)
+        return;
+    struct bounce_rcpt *br = calloc(n, sizeof *br);
+    if (!br)
+        return;
+    size_t k = 0;
+    for (size_t i = 0; i < job->n_local; i++) {
+        const struct smtp_local_target *lt = &job->local[i];
+        if (!queue_notify_wants(lt->notify, QUEUE_NOTIFY_SUCCESS))
+            continue;
+        br[k++] = (struct bounce_rcpt){.address = lt->orig_rcpt,
+                                       .dsn = "2.0.0",
+                                       .diagnostic = "delivered to mailbox",
+                                       .orcpt = lt->orcpt,
+                                       .action = "delivered"};
+    }
+    /* the returned headers: RFC 3461 §4.3 success notices never carry the body */
+    char hdr[64 * 1024];
+    size_t hl = 0;
+    if (job->src.fd >= 0) {
+        ssize_t got = pread(job->src.fd, hdr, sizeof hdr, 0);
+        hl = got > 0 ? bounce_header_length(hdr, (size_t)got) : 0;
+    } else {
+        size_t want = job->src.len < sizeof hdr ? job->src.len : sizeof hdr;
+        memcpy(hdr, job->src.data, want);
+        hl = bounce_header_length(hdr, want);
+    }
+    struct bounce_info info = {.hostname = job->hostname,
+                               .queue_id = job->queue_id,
+                               .arrival = job->arrival,
+                               .now = time(NULL),
+                               .to = job->sender,
+                               .headers = hdr,
+                               .headers_len = hl,
+                               .envid = job->envid};
+    char new_id[32], *err = NULL;
+    if (bounce_queue_notice(job->data_dir, &info, br, k, new_id, &err) == 0)
+        log_info("bounce", "%s: sender delivery status notification: %s", job->queue_id, new_id);
+    else
+        log_error("bounce", "%s: cannot queue the delivery status notification: %s", job->queue_id,
+                  err ? err : "?");
+    free(err);
+    free(br);
+}
+
 /* Workpool thread: stage the queue copy (durable, invisible to the runner), deliver the
  * local copies, then commit the queue copy — or drop it if the store failed, so that a
  * 451 never leaves a remote copy behind that the client's retry would duplicate. */
@@ -125,9 +196,13 @@ static void delivery_work(void *arg)
 {
     struct smtp_delivery_job *job = arg;
     if (job->n_remote) {
-        job->queue_rc = queue_enqueue_staged(job->data_dir, job->queue_id, job->sender,
-                                             (const char *const *)job->remote, job->n_remote,
-                                             job->remote_header, &job->src, &job->error);
+        struct queue_dsn dsn = {.ret = job->dsn_ret,
+                                .envid = job->envid,
+                                .notify = job->remote_notify,
+                                .orcpt = (const char *const *)job->remote_orcpt};
+        job->queue_rc = queue_enqueue_staged_dsn(job->data_dir, job->queue_id, job->sender,
+                                                 (const char *const *)job->remote, job->n_remote,
+                                                 job->remote_header, &job->src, &dsn, &job->error);
         if (job->queue_rc < 0)
             return;
     }
@@ -147,8 +222,11 @@ static void delivery_work(void *arg)
             log_error("smtpd", "%s: cannot commit the queued copy: %s", job->queue_id,
                       job->error ? job->error : "unknown error");
             queue_abort(job->data_dir, job->queue_id);
+            return;
         }
     }
+    if (job->n_local)
+        delivery_success_notices(job);
 }
 
 static void delivery_done(void *arg)
@@ -273,8 +351,18 @@ void smtp_delivery_start(struct smtp_session *s)
     t->n_local = t->cap_local = 0;
     job->remote = t->remote;
     job->n_remote = t->n_remote;
+    job->remote_notify = t->remote_notify;
+    job->remote_orcpt = t->remote_orcpt;
     t->remote = NULL;
+    t->remote_notify = NULL;
+    t->remote_orcpt = NULL;
     t->n_remote = t->cap_remote = 0;
+    job->dsn_ret = t->params.dsn_ret;
+    job->envid = t->params.envid[0] ? strdup(t->params.envid) : NULL;
+    job->hostname = strdup(smtp_hostname(s));
+    job->arrival = time(NULL);
+    if (!job->hostname || (t->params.envid[0] && !job->envid))
+        goto oom;
 
     /* Headers the submission service adds (RFC 6409 §8). */
     char date[64];

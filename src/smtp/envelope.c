@@ -27,11 +27,17 @@ void smtp_txn_reset(struct smtp_txn *t)
         free(t->local[i].user);
         free(t->local[i].home);
         free(t->local[i].orig_rcpt);
+        free(t->local[i].orcpt);
     }
     free(t->local);
-    for (size_t i = 0; i < t->n_remote; i++)
+    for (size_t i = 0; i < t->n_remote; i++) {
         free(t->remote[i]);
+        if (t->remote_orcpt)
+            free(t->remote_orcpt[i]);
+    }
     free(t->remote);
+    free(t->remote_notify);
+    free(t->remote_orcpt);
     free(t->first_rcpt);
     if (t->body_fd >= 0)
         close(t->body_fd);
@@ -83,7 +89,8 @@ void smtp_cmd_mail(struct smtp_session *s, const struct smtp_command *cmd)
 }
 
 /* Append a local target unless that user already gets a copy. */
-static bool txn_add_local(struct smtp_txn *t, const struct auth_user *u, const char *orig)
+static bool txn_add_local(struct smtp_txn *t, const struct auth_user *u, const char *orig,
+                          const struct smtp_rcpt_params *rp)
 {
     for (size_t i = 0; i < t->n_local; i++)
         if (strcasecmp(t->local[i].user, u->address) == 0)
@@ -101,32 +108,47 @@ static bool txn_add_local(struct smtp_txn *t, const struct auth_user *u, const c
     lt->home = strdup(u->home ? u->home : "");
     lt->orig_rcpt = strdup(orig);
     lt->quota = u->quota;
-    if (!lt->user || !lt->home || !lt->orig_rcpt) {
+    lt->notify = rp->notify;
+    lt->orcpt = rp->orcpt[0] ? strdup(rp->orcpt) : NULL;
+    if (!lt->user || !lt->home || !lt->orig_rcpt || (rp->orcpt[0] && !lt->orcpt)) {
         free(lt->user);
         free(lt->home);
         free(lt->orig_rcpt);
+        free(lt->orcpt);
         return false;
     }
     t->n_local++;
     return true;
 }
 
-static bool txn_add_remote(struct smtp_txn *t, const char *address)
+static bool txn_add_remote(struct smtp_txn *t, const char *address,
+                           const struct smtp_rcpt_params *rp)
 {
     for (size_t i = 0; i < t->n_remote; i++)
         if (strcasecmp(t->remote[i], address) == 0)
-            return true;
+            return true; /* the first RCPT's DSN parameters win */
     if (t->n_remote == t->cap_remote) {
         size_t cap = t->cap_remote ? t->cap_remote * 2 : 8;
         char **p = realloc(t->remote, cap * sizeof *p);
-        if (!p)
+        if (p)
+            t->remote = p;
+        unsigned *nt = p ? realloc(t->remote_notify, cap * sizeof *nt) : NULL;
+        if (nt)
+            t->remote_notify = nt;
+        char **oc = nt ? realloc(t->remote_orcpt, cap * sizeof *oc) : NULL;
+        if (!oc)
             return false;
-        t->remote = p;
+        t->remote_orcpt = oc;
         t->cap_remote = cap;
     }
     t->remote[t->n_remote] = strdup(address);
-    if (!t->remote[t->n_remote])
+    t->remote_notify[t->n_remote] = rp->notify;
+    t->remote_orcpt[t->n_remote] = rp->orcpt[0] ? strdup(rp->orcpt) : NULL;
+    if (!t->remote[t->n_remote] || (rp->orcpt[0] && !t->remote_orcpt[t->n_remote])) {
+        free(t->remote[t->n_remote]);
+        free(t->remote_orcpt[t->n_remote]);
         return false;
+    }
     t->n_remote++;
     return true;
 }
@@ -155,7 +177,7 @@ static bool user_is_full(const struct auth_user *u)
 }
 
 /* Resolve a recipient in one of our domains. Returns 1 accepted, 0 rejected (replied). */
-static int rcpt_local(struct smtp_session *s, const char *rcpt)
+static int rcpt_local(struct smtp_session *s, const char *rcpt, const struct smtp_rcpt_params *rp)
 {
     struct auth_targets t = {0};
     int rc = auth_resolve(s->ctx->auth, rcpt, &t);
@@ -211,10 +233,10 @@ static int rcpt_local(struct smtp_session *s, const char *rcpt)
     }
     if (result == 1) {
         for (size_t i = 0; i < n_found; i++)
-            if (!txn_add_local(&s->txn, &users[i], rcpt))
+            if (!txn_add_local(&s->txn, &users[i], rcpt, rp))
                 result = -1;
         for (size_t i = 0; i < t.n_remote; i++)
-            if (!txn_add_remote(&s->txn, t.remote[i]))
+            if (!txn_add_remote(&s->txn, t.remote[i], rp))
                 result = -1;
         if (result < 0) {
             rcpt_reject(s, rcpt, "451 4.3.0 <%s>: Temporary failure: out of memory", rcpt);
@@ -257,8 +279,9 @@ void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
         return;
     }
     struct addr to;
+    struct smtp_rcpt_params rp;
     char reply[SMTP_REPLY_MAX];
-    if (!smtp_parse_rcpt(cmd->arg, cmd->arg_len, &to, reply, sizeof reply)) {
+    if (!smtp_parse_rcpt_dsn(cmd->arg, cmd->arg_len, &to, &rp, reply, sizeof reply)) {
         smtp_reply(s, "%s", reply);
         return;
     }
@@ -287,7 +310,7 @@ void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
         return;
     }
     if (is_local == 1) {
-        if (rcpt_local(s, rcpt) != 1)
+        if (rcpt_local(s, rcpt, &rp) != 1)
             return;
     } else {
         /* DESIGN §6: relaying needs SASL auth or a client in relay_networks. */
@@ -297,7 +320,7 @@ void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
             rcpt_reject(s, rcpt, "554 5.7.1 <%s>: Relay access denied", rcpt);
             return;
         }
-        if (!txn_add_remote(&s->txn, rcpt)) {
+        if (!txn_add_remote(&s->txn, rcpt, &rp)) {
             rcpt_reject(s, rcpt, "451 4.3.0 <%s>: Temporary failure: out of memory", rcpt);
             return;
         }

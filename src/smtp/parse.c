@@ -7,6 +7,7 @@
  * Replies use the wording Postfix users know (seeds 000-004).
  */
 #include "smtp/parse.h"
+#include "queue/queue.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -263,6 +264,23 @@ bool smtp_parse_mail(const char *arg, size_t len, uint64_t max_size, struct addr
                 return reply(reply_r, reply_size, "501 5.5.4 Unsupported BODY parameter");
         } else if (token_equals_ci(kw, kwlen, "SMTPUTF8") && !has_value) {
             params_r->is_smtputf8 = true; /* RFC 6531 §3.4 */
+        } else if (token_equals_ci(kw, kwlen, "RET") && has_value) {
+            /* RFC 3461 §4.3: RET=FULL or RET=HDRS, at most once */
+            if (params_r->dsn_ret)
+                return reply(reply_r, reply_size, "501 5.5.4 Duplicate RET parameter");
+            if (token_equals_ci(val, vlen, "FULL"))
+                params_r->dsn_ret = 1;
+            else if (token_equals_ci(val, vlen, "HDRS"))
+                params_r->dsn_ret = 2;
+            else
+                return reply(reply_r, reply_size, "501 5.5.4 Bad RET parameter syntax");
+        } else if (token_equals_ci(kw, kwlen, "ENVID") && has_value) {
+            /* RFC 3461 §4.4: xtext, at most 100 characters (decoded, printable ASCII) */
+            if (params_r->envid[0])
+                return reply(reply_r, reply_size, "501 5.5.4 Duplicate ENVID parameter");
+            if (vlen == 0 ||
+                !queue_xtext_decode(val, vlen, params_r->envid, sizeof params_r->envid))
+                return reply(reply_r, reply_size, "501 5.5.4 Bad ENVID parameter syntax");
         } else if (token_equals_ci(kw, kwlen, "AUTH") && has_value) {
             /* RFC 4954 §5: AUTH=<mailbox> from a trusted relay; we accept and ignore
              * it (we never relay the claim further), which the RFC permits. */
@@ -285,9 +303,40 @@ bool smtp_parse_mail(const char *arg, size_t len, uint64_t max_size, struct addr
     return true;
 }
 
+/* RFC 3461 §4.2: ORCPT=addr-type ";" xtext; addr-type is an atom ("rfc822", "utf-8"). */
+static bool parse_orcpt(const char *val, size_t vlen, char *out, size_t size)
+{
+    const char *semi = memchr(val, ';', vlen);
+    if (!semi || semi == val)
+        return false;
+    size_t tl = (size_t)(semi - val);
+    if (tl > 32 || tl + 2 > size)
+        return false;
+    for (size_t i = 0; i < tl; i++) {
+        char c = val[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-'))
+            return false;
+        out[i] = c;
+    }
+    out[tl] = ';';
+    size_t rest = vlen - tl - 1;
+    if (rest == 0)
+        return false;
+    return queue_xtext_decode(semi + 1, rest, out + tl + 1, size - tl - 1);
+}
+
 bool smtp_parse_rcpt(const char *arg, size_t len, struct addr *to_r, char *reply_r,
                      size_t reply_size)
 {
+    return smtp_parse_rcpt_dsn(arg, len, to_r, NULL, reply_r, reply_size);
+}
+
+bool smtp_parse_rcpt_dsn(const char *arg, size_t len, struct addr *to_r,
+                         struct smtp_rcpt_params *params_r, char *reply_r, size_t reply_size)
+{
+    if (params_r)
+        memset(params_r, 0, sizeof *params_r);
     const char *s = arg;
     size_t n = len;
     if (!skip_keyword(&s, &n, "TO"))
@@ -301,8 +350,23 @@ bool smtp_parse_rcpt(const char *arg, size_t len, struct addr *to_r, char *reply
     const char *kw, *val;
     size_t kwlen, vlen;
     bool has_value;
-    /* We advertise no RCPT extensions (no DSN): any parameter is unsupported. */
-    if (next_param(&p, end, &kw, &kwlen, &val, &vlen, &has_value)) {
+    bool has_notify = false;
+    while (next_param(&p, end, &kw, &kwlen, &val, &vlen, &has_value)) {
+        if (params_r && !param_syntax_ok(kw, kwlen, val, vlen, has_value))
+            return reply(reply_r, reply_size, "501 5.5.4 Bad RCPT parameter syntax");
+        if (params_r && token_equals_ci(kw, kwlen, "NOTIFY") && has_value) {
+            /* RFC 3461 §4.1 */
+            if (has_notify || !queue_notify_parse(val, vlen, &params_r->notify))
+                return reply(reply_r, reply_size, "501 5.5.4 Bad NOTIFY parameter syntax");
+            has_notify = true;
+            continue;
+        }
+        if (params_r && token_equals_ci(kw, kwlen, "ORCPT") && has_value) {
+            if (params_r->orcpt[0] ||
+                !parse_orcpt(val, vlen, params_r->orcpt, sizeof params_r->orcpt))
+                return reply(reply_r, reply_size, "501 5.5.4 Bad ORCPT parameter syntax");
+            continue;
+        }
         char buf[SMTP_REPLY_MAX];
         int kl = kwlen > 64 ? 64 : (int)kwlen;
         snprintf(buf, sizeof buf, "555 5.5.4 Unsupported option: %.*s", kl, kw);

@@ -65,6 +65,9 @@ const char *smtp_verb_name(enum smtp_verb verb);
 /* Lower-case verb name for the "disconnect from ..." statistics ("ehlo", "mail", ...). */
 const char *smtp_verb_stat_name(enum smtp_verb verb);
 
+#define SMTP_DSN_ENVID_MAX 100 /* RFC 3461 §4.4 */
+#define SMTP_DSN_ORCPT_MAX 500 /* RFC 3461 §4.2 */
+
 /* ESMTP parameters of MAIL FROM that we understand. */
 enum smtp_body { SMTP_BODY_7BIT = 0, SMTP_BODY_8BITMIME };
 struct smtp_mail_params {
@@ -72,6 +75,15 @@ struct smtp_mail_params {
     uint64_t size;       /* RFC 1870 SIZE=, when has_size */
     enum smtp_body body; /* RFC 6152 BODY= */
     bool is_smtputf8;    /* RFC 6531 SMTPUTF8 */
+    /* RFC 3461 DSN: RET= (0 not given, 1 FULL, 2 HDRS: queue.h QUEUE_RET_*), ENVID= decoded */
+    int dsn_ret;
+    char envid[SMTP_DSN_ENVID_MAX + 1]; /* "" when not given */
+};
+
+/* RFC 3461 RCPT parameters. */
+struct smtp_rcpt_params {
+    unsigned notify;                    /* queue.h QUEUE_NOTIFY_* bits, 0 = not given */
+    char orcpt[SMTP_DSN_ORCPT_MAX + 1]; /* "rfc822;bob@example.org" (xtext decoded) or "" */
 };
 
 /* "FROM:<path> [params]" (the argument of MAIL). max_size: our SIZE limit (0 = none),
@@ -79,9 +91,12 @@ struct smtp_mail_params {
 bool smtp_parse_mail(const char *arg, size_t len, uint64_t max_size, struct addr *from_r,
                      struct smtp_mail_params *params_r, char *reply_r, size_t reply_size);
 
-/* "TO:<path> [params]" (the argument of RCPT). We advertise no RCPT parameters. */
+/* "TO:<path>" (the argument of RCPT) without parameters: any is "555 Unsupported". */
 bool smtp_parse_rcpt(const char *arg, size_t len, struct addr *to_r, char *reply_r,
                      size_t reply_size);
+/* "TO:<path> [NOTIFY=...] [ORCPT=type;xtext]" (RFC 3461 §4.1, §4.2). */
+bool smtp_parse_rcpt_dsn(const char *arg, size_t len, struct addr *to_r,
+                         struct smtp_rcpt_params *params_r, char *reply_r, size_t reply_size);
 
 /* RFC 3030 §2: "BDAT <chunk-size> [LAST]"; chunk-size is 1*DIGIT. */
 bool smtp_parse_bdat(const char *arg, size_t len, uint64_t *size_r, bool *is_last_r);

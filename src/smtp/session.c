@@ -67,7 +67,7 @@ static const struct smtp_command_def command_table[] = {
     {SMTP_VERB_QUIT, cmd_quit, 0},
     {SMTP_VERB_VRFY, cmd_vrfy, CMD_JUNK},
     {SMTP_VERB_EXPN, cmd_not_implemented, CMD_JUNK},
-    {SMTP_VERB_ETRN, cmd_not_implemented, CMD_JUNK},
+    {SMTP_VERB_ETRN, smtp_cmd_etrn, CMD_NEEDS_HELO | CMD_JUNK},
     {SMTP_VERB_HELP, cmd_help, CMD_JUNK},
     {SMTP_VERB_STARTTLS, cmd_starttls, CMD_NEEDS_HELO},
     {SMTP_VERB_AUTH, smtp_cmd_auth, CMD_NEEDS_HELO},
@@ -114,6 +114,8 @@ static void cmd_ehlo(struct smtp_session *s, const struct smtp_command *cmd)
     buf_printf(&b, "250-%s\r\n250-PIPELINING\r\n", smtp_hostname(s));
     buf_printf(&b, "250-SIZE %llu\r\n", (unsigned long long)s->cfg->smtp_max_message_size);
     buf_append_str(&b, "250-VRFY\r\n");
+    if (s->role == CONN_ROLE_SMTP)
+        buf_append_str(&b, "250-ETRN\r\n"); /* RFC 1985 */
     if (can_starttls(s))
         buf_append_str(&b, "250-STARTTLS\r\n");
     char *mechs = smtp_auth_mechanisms(s);
@@ -122,7 +124,7 @@ static void cmd_ehlo(struct smtp_session *s, const struct smtp_command *cmd)
         buf_printf(&b, "250-AUTH %s\r\n250-AUTH=%s\r\n", mechs, mechs);
     }
     free(mechs);
-    buf_append_str(&b, "250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n"
+    buf_append_str(&b, "250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-DSN\r\n250-SMTPUTF8\r\n"
                        "250 CHUNKING\r\n");
     conn_write(s->c, b.data, b.len);
     buf_free(&b);

@@ -49,6 +49,8 @@ struct smtp_local_target {
     char *home;      /* store folder */
     uint64_t quota;  /* bytes, 0 = unlimited */
     char *orig_rcpt; /* the RCPT TO address that led here (X-Original-To) */
+    unsigned notify; /* RFC 3461 NOTIFY= of that RCPT (queue.h bits), 0 = not given */
+    char *orcpt;     /* its ORCPT= ("rfc822;x", decoded) or NULL */
 };
 
 /* The mail transaction (RFC 5321 §3.3): MAIL, RCPTs, message. */
@@ -64,7 +66,9 @@ struct smtp_txn {
     size_t n_local, cap_local;
     char **remote; /* foreign recipients, deduplicated */
     size_t n_remote, cap_remote;
-    char *first_rcpt; /* for the Received "for <...>" clause */
+    unsigned *remote_notify; /* [cap_remote] RFC 3461 NOTIFY per remote recipient */
+    char **remote_orcpt;     /* [cap_remote] ORCPT per remote recipient, or NULL */
+    char *first_rcpt;        /* for the Received "for <...>" clause */
 
     /* message */
     bool is_bdat; /* BDAT used in this transaction */
@@ -151,6 +155,10 @@ void smtp_auth_response(struct smtp_session *s, const char *line, size_t len);
 void smtp_auth_abort(struct smtp_session *s, const char *reply);
 /* Which SASL mechanisms to advertise now (malloc'd, "" when none) or NULL. */
 char *smtp_auth_mechanisms(struct smtp_session *s);
+
+/* etrn.c */
+/* ETRN (RFC 1985): flush the deferred mail of a domain in the workpool. */
+void smtp_cmd_etrn(struct smtp_session *s, const struct smtp_command *cmd);
 
 /* delivery.c */
 /* The message is complete and checked: deliver it in the workpool; the reply follows. */

@@ -30,6 +30,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (!smtp_parse_rcpt(cmd.arg, cmd.arg_len, &a, reply, sizeof reply))
         assert(reply[0] == '5');
+    /* RFC 3461 parameters (NOTIFY=, ORCPT= with xtext) */
+    struct smtp_rcpt_params rp;
+    if (smtp_parse_rcpt_dsn(cmd.arg, cmd.arg_len, &a, &rp, reply, sizeof reply)) {
+        assert(strlen(rp.orcpt) <= SMTP_DSN_ORCPT_MAX);
+        assert(!(rp.notify & 8) || rp.notify == 8); /* NEVER stands alone */
+    } else {
+        assert(reply[0] == '5');
+    }
+    if (smtp_parse_mail(cmd.arg, cmd.arg_len, 0, &a, &p, reply, sizeof reply))
+        assert(strlen(p.envid) <= SMTP_DSN_ENVID_MAX && p.dsn_ret >= 0 && p.dsn_ret <= 2);
     uint64_t n;
     bool last;
     (void)smtp_parse_bdat(cmd.arg, cmd.arg_len, &n, &last);

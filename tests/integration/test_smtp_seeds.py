@@ -66,7 +66,7 @@ def test_seed000_czech_ehlo_mail_without_brackets(tern):
         assert cap in caps, caps
     assert any(x.startswith("AUTH ") and "PLAIN" in x for x in caps), caps
     assert any(x.startswith("AUTH=") for x in caps), caps
-    assert "ETRN" not in caps and "DSN" not in caps  # only what works
+    assert "ETRN" in caps and "DSN" in caps  # issue 5: RFC 1985 and RFC 3461 work now
     assert c.is_closed()
     qid = queued_id(r[7])
     text = message_with(tern, "alice@example.test", "seed000")

@@ -189,6 +189,83 @@ static void test_queue_staged(void **state)
     assert_int_equal(access(path, F_OK), -1);
 }
 
+/* RFC 3461 parameters survive the spool; files from before them still parse; the new
+ * lines are checked as strictly as the old ones. */
+static void test_queue_dsn_round_trip(void **state)
+{
+    const char *rcpts[] = {"bob@example.org", "carol@example.org", "dave@example.org"};
+    unsigned notify[] = {QUEUE_NOTIFY_SUCCESS | QUEUE_NOTIFY_DELAY, QUEUE_NOTIFY_NEVER, 0};
+    const char *orcpt[] = {"rfc822;Bob+x=y@example.org", NULL, NULL};
+    struct queue_dsn dsn = {
+        .ret = QUEUE_RET_HDRS, .envid = "ENV 42%", .notify = notify, .orcpt = orcpt};
+    struct store_source src = {.data = body, .len = strlen(body), .fd = -1};
+    char *error = NULL;
+    assert_int_equal(queue_enqueue_staged_dsn(tmp_root, "FFFF6", "a@example.test", rcpts, 3, NULL,
+                                              &src, &dsn, &error),
+                     0);
+    assert_int_equal(queue_commit(tmp_root, "FFFF6", &error), 0);
+    struct queue_entry e;
+    int fd = -1;
+    uint64_t off;
+    assert_int_equal(queue_read(tmp_root, "FFFF6", &e, &fd, &off, &error), 0);
+    close(fd);
+    assert_int_equal(e.n_recipients, 3);
+    assert_int_equal(e.dsn_ret, QUEUE_RET_HDRS);
+    assert_string_equal(e.envid, "ENV 42%");
+    assert_int_equal(e.notify[0], QUEUE_NOTIFY_SUCCESS | QUEUE_NOTIFY_DELAY);
+    assert_int_equal(e.notify[1], QUEUE_NOTIFY_NEVER);
+    assert_int_equal(e.notify[2], 0);
+    assert_string_equal(e.orcpt[0], "rfc822;Bob+x=y@example.org");
+    assert_null(e.orcpt[1]);
+    assert_false(queue_entry_notify_wants(&e, 1, QUEUE_NOTIFY_FAILURE));
+    assert_true(queue_entry_notify_wants(&e, 2, QUEUE_NOTIFY_FAILURE));
+    assert_true(queue_entry_notify_wants(&e, 0, QUEUE_NOTIFY_SUCCESS));
+    assert_false(e.is_delay_warned);
+    queue_entry_free(&e);
+
+    /* an old-format envelope: no DSN fields at all */
+    const char old[] = "TERNQ1\nid=OLD1\narrival=1795597200\nattempts=2\nsender=a%40b.c\n"
+                       "rcpt=x%40y.z\nsize=0\n\n";
+    unsigned attempts = 0;
+    assert_int_equal(queue_parse_envelope(old, strlen(old), &e, &off, &attempts, &error), 0);
+    assert_int_equal(attempts, 2);
+    assert_int_equal(e.dsn_ret, QUEUE_RET_DEFAULT);
+    assert_null(e.envid);
+    assert_true(queue_entry_notify_wants(&e, 0, QUEUE_NOTIFY_FAILURE));
+    assert_null(queue_entry_orcpt(&e, 0));
+    queue_entry_free(&e);
+
+    const char ok[] = "TERNQ1\nid=N1\narrival=1\nsender=\nwarned=1\nret=FULL\nrcpt=x%40y.z\n"
+                      "notify=SF\norcpt=rfc822;x%40y.z\nrcpt=w%40y.z\nnotify=N\nsize=0\n\n";
+    assert_int_equal(queue_parse_envelope(ok, strlen(ok), &e, &off, NULL, &error), 0);
+    assert_true(e.is_delay_warned);
+    assert_int_equal(e.dsn_ret, QUEUE_RET_FULL);
+    assert_int_equal(e.notify[0], QUEUE_NOTIFY_SUCCESS | QUEUE_NOTIFY_FAILURE);
+    assert_string_equal(e.orcpt[0], "rfc822;x@y.z");
+    assert_int_equal(e.notify[1], QUEUE_NOTIFY_NEVER);
+    assert_null(e.orcpt[1]);
+    queue_entry_free(&e);
+
+    /* hostile variants: each must be rejected, not half-trusted */
+    const char *bad[] = {
+        "TERNQ1\nid=N1\narrival=1\nsender=\nnotify=S\nrcpt=x%40y.z\nsize=0\n\n",
+        "TERNQ1\nid=N1\narrival=1\nsender=\nrcpt=x%40y.z\nnotify=S\nnotify=F\nsize=0\n\n",
+        "TERNQ1\nid=N1\narrival=1\nsender=\nrcpt=x%40y.z\nnotify=NS\nsize=0\n\n",
+        "TERNQ1\nid=N1\narrival=1\nsender=\nrcpt=x%40y.z\nnotify=SS\nsize=0\n\n",
+        "TERNQ1\nid=N1\narrival=1\nsender=\nrcpt=x%40y.z\nnotify=X\nsize=0\n\n",
+        "TERNQ1\nid=N1\narrival=1\nsender=\nrcpt=x%40y.z\norcpt=a%0Ab\nsize=0\n\n",
+        "TERNQ1\nid=N1\narrival=1\nsender=\nret=HDRS\nret=FULL\nrcpt=x%40y.z\nsize=0\n\n",
+        "TERNQ1\nid=N1\narrival=1\nsender=\nret=BODY\nrcpt=x%40y.z\nsize=0\n\n",
+        "TERNQ1\nid=N1\narrival=1\nsender=\nwarned=2\nrcpt=x%40y.z\nsize=0\n\n",
+        "TERNQ1\nid=N1\narrival=1\nsender=\nenvid=a\nenvid=b\nrcpt=x%40y.z\nsize=0\n\n",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(queue_parse_envelope(bad[i], strlen(bad[i]), &e, &off, NULL, &error), -1);
+        free(error);
+        error = NULL;
+    }
+}
+
 static void test_queue_fsync_fault(void **state)
 {
     const char *rcpts[] = {"bob@example.org"};
@@ -317,6 +394,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_queue_cycle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_staged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_fsync_fault, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_dsn_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_corrupt, setup, teardown),
         cmocka_unit_test(test_queue_parse_mutations),
     };

@@ -13,6 +13,7 @@
 
 #include "core/buf.h"
 #include "smtp/data.h"
+#include "queue/queue.h"
 #include "smtp/parse.h"
 
 static struct smtp_command parse_line(const char *s)
@@ -93,8 +94,8 @@ static void test_mail_params(void **state)
     assert_string_equal(reply, "501 5.5.4 Bad message size syntax");
     assert_false(mail("FROM:<a@b.c> SIZE=12x", 0, &a, &p, reply));
     assert_false(mail("FROM:<a@b.c> BODY=BINARYMIME", 0, &a, &p, reply));
-    assert_false(mail("FROM:<a@b.c> RET=HDRS", 0, &a, &p, reply));
-    assert_string_equal(reply, "555 5.5.4 Unsupported option: RET");
+    assert_false(mail("FROM:<a@b.c> RETX=HDRS", 0, &a, &p, reply));
+    assert_string_equal(reply, "555 5.5.4 Unsupported option: RETX");
     assert_false(mail("FROM:<a@b.c> =x", 0, &a, &p, reply));
     assert_false(mail("FROM:<a@b.c> SMTPUTF8=yes", 0, &a, &p, reply));
 }
@@ -120,6 +121,67 @@ static void test_rcpt(void **state)
     s = "FROM:<bob@example.test>";
     assert_false(smtp_parse_rcpt(s, strlen(s), &a, reply, sizeof reply));
     assert_string_equal(reply, "501 5.5.4 Syntax: RCPT TO:<address>");
+}
+
+/* RFC 3461 parameters of MAIL and RCPT, and xtext. */
+static void test_dsn_params(void **state)
+{
+    (void)state;
+    struct addr a;
+    struct smtp_mail_params p;
+    struct smtp_rcpt_params rp;
+    char reply[SMTP_REPLY_MAX];
+    assert_true(mail("FROM:<a@b.c> RET=HDRS ENVID=QQ+2B314", 0, &a, &p, reply));
+    assert_int_equal(p.dsn_ret, QUEUE_RET_HDRS);
+    assert_string_equal(p.envid, "QQ+314");
+    assert_true(mail("FROM:<a@b.c> ret=full", 0, &a, &p, reply));
+    assert_int_equal(p.dsn_ret, QUEUE_RET_FULL);
+    assert_string_equal(p.envid, "");
+    assert_false(mail("FROM:<a@b.c> RET=HDRS RET=FULL", 0, &a, &p, reply));
+    assert_false(mail("FROM:<a@b.c> RET=BODY", 0, &a, &p, reply));
+    assert_string_equal(reply, "501 5.5.4 Bad RET parameter syntax");
+    assert_false(mail("FROM:<a@b.c> ENVID=a+2", 0, &a, &p, reply));  /* short hexchar */
+    assert_false(mail("FROM:<a@b.c> ENVID=a+0A", 0, &a, &p, reply)); /* control */
+    assert_false(mail("FROM:<a@b.c> ENVID=a+2b", 0, &a, &p, reply)); /* lower-case hex */
+    char long_envid[200] = "FROM:<a@b.c> ENVID=";
+    memset(long_envid + strlen(long_envid), 'x', 101);
+    assert_false(mail(long_envid, 0, &a, &p, reply));
+    assert_string_equal(reply, "501 5.5.4 Bad ENVID parameter syntax");
+
+    const char *s = "TO:<bob@example.org> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;bob+2Bx@example.org";
+    assert_true(smtp_parse_rcpt_dsn(s, strlen(s), &a, &rp, reply, sizeof reply));
+    assert_int_equal(rp.notify, QUEUE_NOTIFY_SUCCESS | QUEUE_NOTIFY_FAILURE);
+    assert_string_equal(rp.orcpt, "rfc822;bob+x@example.org");
+    s = "TO:<bob@example.org> notify=never";
+    assert_true(smtp_parse_rcpt_dsn(s, strlen(s), &a, &rp, reply, sizeof reply));
+    assert_int_equal(rp.notify, QUEUE_NOTIFY_NEVER);
+    assert_string_equal(rp.orcpt, "");
+    const char *bad[] = {
+        "TO:<b@e.org> NOTIFY=NEVER,SUCCESS", "TO:<b@e.org> NOTIFY=SOMETIMES",
+        "TO:<b@e.org> NOTIFY=SUCCESS,",      "TO:<b@e.org> NOTIFY=DELAY NOTIFY=DELAY",
+        "TO:<b@e.org> ORCPT=bob@e.org",      "TO:<b@e.org> ORCPT=;bob",
+        "TO:<b@e.org> ORCPT=rfc822;",        "TO:<b@e.org> ORCPT=rf/c;b"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_false(smtp_parse_rcpt_dsn(bad[i], strlen(bad[i]), &a, &rp, reply, sizeof reply));
+    s = "TO:<b@e.org> FOO=1";
+    assert_false(smtp_parse_rcpt_dsn(s, strlen(s), &a, &rp, reply, sizeof reply));
+    assert_string_equal(reply, "555 5.5.4 Unsupported option: FOO");
+
+    char out[64];
+    assert_true(queue_xtext_encode("a+b=c d\x7f", out, sizeof out));
+    assert_string_equal(out, "a+2Bb+3Dc+20d+7F");
+    char dec[64];
+    assert_true(queue_xtext_decode(out, strlen(out) - 3, dec, sizeof dec));
+    assert_string_equal(dec, "a+b=c d");
+    assert_false(queue_xtext_decode("abc", 3, dec, 3)); /* no room for the NUL */
+    char nf[40];
+    queue_notify_format(QUEUE_NOTIFY_SUCCESS | QUEUE_NOTIFY_DELAY, nf, sizeof nf);
+    assert_string_equal(nf, "SUCCESS,DELAY");
+    queue_notify_format(QUEUE_NOTIFY_FAILURE | QUEUE_NOTIFY_DELAY, nf, sizeof nf);
+    assert_string_equal(nf, "FAILURE,DELAY");
+    assert_true(queue_notify_wants(0, QUEUE_NOTIFY_FAILURE));
+    assert_false(queue_notify_wants(0, QUEUE_NOTIFY_SUCCESS));
+    assert_false(queue_notify_wants(QUEUE_NOTIFY_NEVER, QUEUE_NOTIFY_FAILURE));
 }
 
 static void test_bdat_auth_helo(void **state)
@@ -361,6 +423,7 @@ int main(void)
         cmocka_unit_test(test_mail_params),
         cmocka_unit_test(test_rcpt),
         cmocka_unit_test(test_bdat_auth_helo),
+        cmocka_unit_test(test_dsn_params),
         cmocka_unit_test(test_data_basic),
         cmocka_unit_test(test_data_smuggling),
         cmocka_unit_test(test_data_size_nul_long_lines),
