@@ -155,9 +155,12 @@ bool bounce_build(struct buf *out, const struct bounce_info *info, const struct 
 
     /* 3: the original headers (RFC 6522 allows text/rfc822-headers instead of the body) */
     ok = ok && buf_printf(out,
-                          "\r\n--%s\r\nContent-Description: %s Message Headers\r\n"
-                          "Content-Type: text/rfc822-headers\r\n\r\n",
-                          info->boundary, is_success ? "Delivered" : "Undelivered");
+                          "\r\n--%s\r\nContent-Description: %s Message%s\r\n"
+                          "Content-Type: %s\r\n\r\n",
+                          info->boundary, is_success ? "Delivered" : "Undelivered",
+                          info->is_full_message ? "" : " Headers",
+                          /* RFC 3461 §4.3 RET=FULL: the message itself (RFC 3464 §2.1) */
+                          info->is_full_message ? "message/rfc822" : "text/rfc822-headers");
     if (ok && info->headers && info->headers_len)
         ok = append_crlf(out, info->headers, info->headers_len);
     if (ok && out->len >= 2 && memcmp(out->data + out->len - 2, "\r\n", 2) != 0)

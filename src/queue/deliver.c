@@ -663,6 +663,11 @@ static int attempt_bounce(struct attempt *a, bool is_expired)
     size_t want = a->e.size < sizeof hdr ? (size_t)a->e.size : sizeof hdr;
     ssize_t got = pread(a->fd, hdr, want, (off_t)a->offset);
     size_t hl = got > 0 ? bounce_header_length(hdr, (size_t)got) : 0;
+    /* RFC 3461 §4.3: RET=FULL gets the whole message back when it is small enough */
+    bool is_full = a->e.dsn_ret == QUEUE_RET_FULL && a->e.size <= BOUNCE_FULL_MAX &&
+                   got == (ssize_t)a->e.size;
+    if (is_full)
+        hl = (size_t)got;
     char new_id[UTIL_QUEUE_ID_SIZE], boundary[64];
     util_queue_id(new_id);
     snprintf(boundary, sizeof boundary, "%s.%lld/%s", new_id, (long long)time(NULL), "tern");
@@ -676,6 +681,7 @@ static int attempt_bounce(struct attempt *a, bool is_expired)
         .headers_len = hl,
         .boundary = boundary,
         .envid = a->e.envid,
+        .is_full_message = is_full,
     };
     struct buf dsn;
     buf_init(&dsn, 0);

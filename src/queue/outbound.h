@@ -188,7 +188,11 @@ struct bounce_info {
     size_t headers_len;
     const char *boundary; /* unique MIME boundary */
     const char *envid;    /* Original-Envelope-Id (RFC 3461 ENVID), or NULL (dsn helper) */
+    bool is_full_message; /* headers[headers_len] is the whole message: return it as
+                             message/rfc822 (RET=FULL, small enough; dsn helper) */
 };
+/* RET=FULL returns messages up to this size whole (Postfix's bounce_size_limit). */
+#define BOUNCE_FULL_MAX 50000
 /* Pure: an RFC 3464 multipart/report DSN (CRLF line ends) appended to out. */
 bool bounce_build(struct buf *out, const struct bounce_info *info, const struct bounce_rcpt *r,
                   size_t n);

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Stop executing pipelined commands while this much output is queued for the peer: a
  * client that sends EHLO (or any command) in a loop and never reads its replies would
@@ -264,6 +265,38 @@ static void session_command(struct smtp_session *s, const char *line, size_t len
     def->handler(s, &cmd);
 }
 
+static void session_timeout(struct smtp_session *s);
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Slowloris: the idle timeout is re-armed by every read, so a peer dribbling one octet
+ * of a command line just inside it would hold the session forever. A command line must
+ * be complete within the same timeout, counted from its first octet. Returns true when
+ * the session was ended. */
+static bool session_line_deadline(struct smtp_session *s, size_t avail)
+{
+    if (avail == 0) {
+        s->line_started_ms = 0;
+        return false;
+    }
+    uint64_t now = now_ms();
+    if (s->line_started_ms == 0) {
+        s->line_started_ms = now;
+        return false;
+    }
+    uint64_t limit = (uint64_t)(s->cfg->smtp_timeout ? s->cfg->smtp_timeout : 300) * 1000;
+    if (now - s->line_started_ms < limit)
+        return false;
+    session_timeout(s);
+    conn_close(s->c);
+    return true;
+}
+
 /* Read and execute command or SASL lines until input runs out or a mode change. */
 static bool session_read_line(struct smtp_session *s, struct evbuffer *in)
 {
@@ -271,6 +304,8 @@ static bool session_read_line(struct smtp_session *s, struct evbuffer *in)
     struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
     size_t avail = evbuffer_get_length(in);
     if (p.pos < 0) {
+        if (session_line_deadline(s, avail))
+            return false;
         if (avail > SMTP_AUTH_LINE_MAX) {
             /* Hostile or broken: drop what we have and skip to the next LF. */
             evbuffer_drain(in, avail);
@@ -279,6 +314,7 @@ static bool session_read_line(struct smtp_session *s, struct evbuffer *in)
         return false;
     }
     size_t line_len = (size_t)p.pos;
+    s->line_started_ms = 0; /* a whole line: the next one's clock starts at its first octet */
     if (s->is_discarding_line || line_len > SMTP_AUTH_LINE_MAX) {
         evbuffer_drain(in, line_len + eol_len);
         s->is_discarding_line = false;
@@ -415,7 +451,13 @@ static const char *smtp_verb_upper(enum smtp_verb verb)
 
 static void smtp_on_timeout(void *session, struct conn *c)
 {
-    struct smtp_session *s = session;
+    session_timeout(session);
+}
+
+/* "421 timeout" and the Postfix log line; the caller (or the core) closes. */
+static void session_timeout(struct smtp_session *s)
+{
+    struct conn *c = s->c;
     const char *after = s->input == SMTP_INPUT_DATA   ? "DATA"
                         : s->input == SMTP_INPUT_BDAT ? "BDAT"
                         : s->input == SMTP_INPUT_AUTH ? "AUTH"

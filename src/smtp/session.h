@@ -99,6 +99,7 @@ struct smtp_session {
     bool is_busy;            /* a workpool job is in flight */
     bool is_dead;            /* the connection closed while busy: done() frees */
     bool is_output_paused;   /* reading paused until queued output drains */
+    uint64_t line_started_ms; /* monotonic time the pending partial line began, 0 none */
     bool is_discarding_line; /* skipping an overlong line up to its LF */
     unsigned n_errors;
     unsigned n_junk; /* NOOP/RSET/VRFY/HELP... since the last delivered message */

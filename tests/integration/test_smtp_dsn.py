@@ -149,6 +149,21 @@ def test_ret_hdrs_bounce_with_envid_and_orcpt(tern_factory):
         sink.close()
 
 
+def test_ret_full_bounce_returns_the_message(tern_factory):
+    sink = SmtpSink(lambda cmd, st: "550 5.1.1 no such user" if cmd.upper().startswith("RCPT")
+                    else None)
+    try:
+        srv = tern_factory({"transport.remote.test": "[127.0.0.1]:%d" % sink.port})
+        with submission(srv) as s:
+            s.sendmail(ALICE, ["full@remote.test"], message("full@remote.test", "full one"),
+                       mail_options=["RET=FULL"])
+        dsn = wait_dsn(srv, "bounce")[0]
+        assert "Content-Type: message/rfc822" in dsn
+        assert "Subject: full one" in dsn and "secret-body-line" in dsn
+    finally:
+        sink.close()
+
+
 def test_relayed_success_dsn(tern_factory, sink):
     """The sink does not advertise DSN: Tern reports "relayed" itself."""
     srv = tern_factory({"transport.remote.test": "[127.0.0.1]:%d" % sink.port})

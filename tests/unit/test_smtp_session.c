@@ -230,6 +230,34 @@ static void test_unread_output_is_bounded(void **state)
     harness_finish("disconnect");
 }
 
+/* Slowloris: every octet re-arms the core's idle timer, so a command line dribbled one
+ * octet at a time must still be complete within smtp_timeout of its first octet. */
+static void test_dribbled_line_times_out(void **state)
+{
+    harness_open(CONN_ROLE_SMTP, "/tmp");
+    harness.cfg.smtp_timeout = 1;
+    feed("EHLO c\r\nNO");
+    assert_false(harness.conn.is_closing);
+    usleep(1100 * 1000); /* past the 1 s deadline of the partial line */
+    feed("O");
+    const char *want[] = {"421 4.4.2 mail.example.test Error: timeout exceeded\r\n", NULL};
+    expect_in_order(want);
+    assert_true(harness.conn.is_closing);
+    harness_finish("timeout");
+
+    /* whole lines restart the clock: a slow but line-by-line client is served */
+    harness_open(CONN_ROLE_SMTP, "/tmp");
+    harness.cfg.smtp_timeout = 1;
+    feed("NO");
+    usleep(600 * 1000);
+    feed("OP\r\nNO");
+    usleep(600 * 1000);
+    feed("OP\r\n");
+    assert_false(harness.conn.is_closing);
+    assert_null(strstr(harness_output(), "421 "));
+    harness_finish("disconnect");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -241,6 +269,7 @@ int main(void)
         cmocka_unit_test(test_big_message_spills_and_size_cap),
         cmocka_unit_test(test_timeout_and_errors),
         cmocka_unit_test(test_unread_output_is_bounded),
+        cmocka_unit_test(test_dribbled_line_times_out),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
