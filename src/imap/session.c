@@ -10,11 +10,13 @@
 #include "imap/imap.h"
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -28,6 +30,14 @@
 #include "store/store.h"
 
 #define IMAP_MAX_APPEND_DEFAULT (64ull * 1024 * 1024)
+/* RFC 2177 §3: a server may end an IDLE after 30 minutes of inactivity, and NAT boxes
+ * forget silent connections much sooner: an idling client hears "* OK Still here" every
+ * IMAP_IDLE_KEEPALIVE seconds (every imap.timeout/2 when that is shorter), and an IDLE
+ * ends with "* BYE" after imap.timeout (1800 s by default, RFC 2177's 30 minutes), or
+ * IMAP_IDLE_MAX without one. The limit is checked here, not left to the connection's read
+ * timeout, which a keepalive still queued at that moment would postpone. */
+#define IMAP_IDLE_MAX       1800
+#define IMAP_IDLE_KEEPALIVE 120
 
 /* ---- replies ------------------------------------------------------------------------ */
 
@@ -223,10 +233,64 @@ static void imap_notify(const char *user, const char *mailbox, void *arg)
         imap_session_start_idle_sync(s);
 }
 
+static uint64_t imap_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static unsigned imap_idle_limit(const struct imap_session *s)
+{
+    const struct config *cfg = conn_server(s->c)->cfg;
+    return cfg && cfg->imap_timeout ? cfg->imap_timeout : IMAP_IDLE_MAX;
+}
+
+static void imap_idle_keepalive(evutil_socket_t fd, short what, void *arg)
+{
+    struct imap_session *s = arg;
+    (void)fd, (void)what;
+    if (!s->is_idling || s->is_dead || s->is_closing)
+        return;
+    /* half a second of slack: the timer may fire a little before the limit */
+    if (imap_now_ms() + 500 >= s->idle_start_ms + (uint64_t)imap_idle_limit(s) * 1000u) {
+        event_del(s->idle_timer);
+        conn_write_str(s->c, "* BYE IDLE time limit reached.\r\n");
+        s->is_closing = true;
+        if (!s->is_job_in_flight)
+            conn_close(s->c); /* else the job's done callback closes (is_closing) */
+        return;
+    }
+    conn_write_str(s->c, "* OK Still here\r\n");
+}
+
+/* Start (or stop) the keepalive timer of an IDLE. */
+static void imap_idle_timer(struct imap_session *s, bool on)
+{
+    if (!on) {
+        if (s->idle_timer)
+            event_del(s->idle_timer);
+        return;
+    }
+    if (!s->idle_timer) {
+        s->idle_timer = event_new(conn_server(s->c)->base, -1, EV_PERSIST, imap_idle_keepalive, s);
+        if (!s->idle_timer)
+            return;
+    }
+    unsigned limit = imap_idle_limit(s);
+    unsigned secs = IMAP_IDLE_KEEPALIVE;
+    if (limit / 2 < secs)
+        secs = limit / 2 ? limit / 2 : 1;
+    s->idle_start_ms = imap_now_ms();
+    struct timeval tv = {.tv_sec = secs, .tv_usec = 0};
+    event_add(s->idle_timer, &tv);
+}
+
 static void imap_cmd_idle(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
                           bool is_uid)
 {
     s->is_idling = true;
+    imap_idle_timer(s, true);
     free(s->idle_tag);
     s->idle_tag = strdup(tag);
     conn_write_str(s->c, "+ idling\r\n");
@@ -237,6 +301,7 @@ static void imap_cmd_idle(struct imap_session *s, const char *tag, struct imap_a
 static void imap_idle_line(struct imap_session *s, const char *line)
 {
     s->is_idling = false;
+    imap_idle_timer(s, false);
     if (strcasecmp(line, "DONE") == 0)
         imap_reply(s, s->idle_tag, "OK Idle completed.");
     else
@@ -831,6 +896,12 @@ static void imap_on_tls(void *session, struct conn *c)
 
 static void imap_on_timeout(void *session, struct conn *c)
 {
+    struct imap_session *s = session;
+    if (s->is_idling) {
+        /* RFC 2177 §3: the IDLE lasted imap.timeout without a DONE */
+        conn_write_str(c, "* BYE IDLE time limit reached.\r\n");
+        return;
+    }
     conn_write_str(c, "* BYE Disconnected for inactivity.\r\n");
 }
 
@@ -853,6 +924,8 @@ static void imap_session_free(struct imap_session *s)
     free(s->box_name);
     free(s->username);
     free(s->idle_tag);
+    if (s->idle_timer)
+        event_free(s->idle_timer);
     imap_spill_discard(s);
     imap_parser_free(&s->parser);
     free(s);
@@ -871,6 +944,7 @@ static void imap_close(void *session, const char *reason)
         store_notify_unsubscribe(s->notify_sub);
         s->notify_sub = NULL;
     }
+    imap_idle_timer(s, false);
     if (s->is_job_in_flight) {
         /* The job's done callback frees the session (workpool.h). */
         s->is_dead = true;

@@ -26,6 +26,7 @@ struct conn;
 struct store_user;
 struct store_mailbox;
 struct auth_sasl;
+struct event;
 
 enum imap_state {
     IMAP_STATE_NOT_AUTH = 1 << 0,
@@ -70,6 +71,8 @@ struct imap_session {
     /* IDLE */
     bool is_idling;
     char *idle_tag;
+    struct event *idle_timer; /* "* OK Still here" keepalives while idling */
+    uint64_t idle_start_ms;   /* monotonic start of the IDLE (RFC 2177 time limit) */
 
     /* FETCH continuing across batches (backpressure) */
     struct imap_fetch *fetch;
