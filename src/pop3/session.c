@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ---- replies and errors ------------------------------------------------------------ */
@@ -201,6 +202,33 @@ static bool is_busy(const struct pop3_session *s)
            s->is_tls_pending;
 }
 
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Slowloris: the idle timeout is re-armed by every read, so a peer dribbling one octet
+ * of a line just inside it would hold the session forever. A line must be complete
+ * within the same timeout, counted from its first octet. True when the session ended. */
+static bool line_deadline_passed(struct pop3_session *s)
+{
+    uint64_t now = now_ms();
+    if (s->line_started_ms == 0) {
+        s->line_started_ms = now;
+        return false;
+    }
+    const struct config *cfg = conn_server(s->conn)->cfg;
+    uint64_t limit = (uint64_t)(cfg != NULL && cfg->pop3_timeout ? cfg->pop3_timeout : 600) * 1000;
+    if (now - s->line_started_ms < limit)
+        return false;
+    pop3_reply(s, "-ERR Disconnected for inactivity.");
+    s->close_reason = "Disconnected for inactivity";
+    pop3_close(s);
+    return true;
+}
+
 /* Queued output above which no further command is taken (see process_input). */
 #define POP3_OUTPUT_HIGH_WATER (4 * CONN_OUTPUT_LOW_WATER)
 
@@ -222,8 +250,13 @@ static void process_input(struct pop3_session *s)
          * pipelined behind it, RFC 2595 §4 / CVE-2011-0411). */
         struct evbuffer *in = conn_input(s->conn);
         size_t avail = evbuffer_get_length(in);
-        if (avail == 0)
+        if (avail == 0) {
+            if (!s->lines.is_discarding)
+                s->line_started_ms = 0; /* no partial line pending */
+            else
+                (void)line_deadline_passed(s); /* an over-long line still being dropped */
             return;
+        }
         bool is_sasl = s->sasl != NULL || s->is_sasl_final;
         size_t max = is_sasl ? POP3_SASL_LINE_MAX : POP3_LINE_MAX;
         size_t window = s->lines.is_discarding ? 64 * 1024 : max;
@@ -233,6 +266,8 @@ static void process_input(struct pop3_session *s)
             return;
         size_t line_len = 0, consumed = 0;
         enum pop3_line_result r = pop3_line_next(&s->lines, p, n, max, &line_len, &consumed);
+        if (r != POP3_LINE_NEED_MORE)
+            s->line_started_ms = 0; /* a line ended: the next one's clock starts anew */
         if (r == POP3_LINE_OK) {
             char line[POP3_SASL_LINE_MAX + 1];
             memcpy(line, p, line_len);
@@ -259,8 +294,10 @@ static void process_input(struct pop3_session *s)
             pop3_error(s, "-ERR Line too long.");
             continue;
         }
-        if (consumed == 0)
+        if (consumed == 0) {
+            (void)line_deadline_passed(s);
             return; /* wait for the rest of the line */
+        }
     }
 }
 

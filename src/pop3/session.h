@@ -78,6 +78,7 @@ struct pop3_session {
     bool is_tls_pending;      /* STLS accepted: ignore input until on_tls */
     bool is_quitting;         /* QUIT answered (or closing): ignore further input */
     bool is_output_paused;    /* reading paused until queued output drains */
+    uint64_t line_started_ms; /* monotonic time the pending partial line began, 0 none */
     unsigned depth;           /* nesting of our callbacks: close() defers the free until 0 */
     const char *close_reason; /* static text for the disconnect log line, or NULL */
     unsigned errors;          /* bad commands so far */

@@ -42,3 +42,23 @@ def test_unread_replies_are_all_sent_once_the_peer_reads(tern):
     r = read_to_eof(c.sock)
     assert r.count("UIDL") == n, r[-300:]
     assert r.rstrip().endswith("+OK Logging out.")
+
+
+def test_slowloris_is_cut_by_the_idle_timeout(tern_factory):
+    """A line dribbled one byte at a time, each byte inside the idle timeout but the line
+    never finished: the session must end, not live forever on one partial line."""
+    srv = tern_factory({"pop3.timeout": 2})
+    c = Client(srv.host, srv.ports["pop3"])
+    assert c.read_line().startswith("+OK")
+    closed = False
+    for _ in range(60):  # bound: 60 bytes, 0.5 s apart = 30 s >> 2 s timeout
+        try:
+            c.sock.sendall(b"C")
+        except (BrokenPipeError, ConnectionResetError):
+            closed = True
+            break
+        if c.is_closed(timeout=0.5):  # also the pause between bytes
+            closed = True
+            break
+    assert closed, "a never-finished command line kept the session alive"
+    still_serves(srv)
