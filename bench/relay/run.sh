@@ -16,11 +16,14 @@
 #     the temp dir, smtpd on a free loopback port, chroot off), relayhost = the sink,
 #     default_destination_concurrency_limit = 20;
 #   - time = from the start of smtp-source until the sink holds every message;
+#   - both MTAs are up at once and the runs alternate (tern, reference, tern, ...), so a
+#     busy minute on a shared machine hits both alike;
 #   - prints messages/s for each (median of RUNS) and the ratio Tern / reference.
 # The system's own Postfix (if any) is never touched.
 #
 # Status: both halves work; numbers in bench/relay/README.md. Both MTAs reuse their
-# connections to the sink (Tern parks a session up to 5 s after a transaction).
+# connections to the sink (Tern parks a session up to 5 s after a transaction). Run the
+# script on its own: it needs the box quiet-ish and is not part of CI.
 set -euo pipefail
 
 MESSAGES=${MESSAGES:-2000}
@@ -130,23 +133,6 @@ TERN_PID=$!
 for _ in $(seq 200); do grep -q "daemon started" "$WORK/tern/server.log" && break; sleep 0.05; done
 grep -q "daemon started" "$WORK/tern/server.log" || die "tern did not start: $(tail "$WORK/tern/server.log")"
 
-log "tern: warm-up"
-MESSAGES_SAVED=$MESSAGES; MESSAGES=100 load "$TPORT" bench@sink.example; MESSAGES=$MESSAGES_SAVED
-wait_count "$SINK" 100 120 || die "tern did not relay the warm-up (KEEP=1 keeps $WORK)"
-tern_rates=()
-for run in $(seq "$RUNS"); do
-    before=$(count_files "$SINK")
-    t0=$(now)
-    load "$TPORT" bench@sink.example
-    wait_count "$SINK" $((before + MESSAGES)) 1200 || die "tern lost messages"
-    t1=$(now)
-    rate=$(echo "$MESSAGES / ($t1 - $t0)" | bc -l)
-    log "tern run $run: $(printf %.1f "$rate") msg/s"
-    tern_rates+=("$rate")
-done
-TERN_RATE=$(printf '%s\n' "${tern_rates[@]}" | median)
-kill "$TERN_PID"; wait "$TERN_PID" 2>/dev/null || true
-
 # ---- reference: Postfix --------------------------------------------------------------------
 PPORT=$(free_port)
 P="$WORK/postfix"
@@ -188,22 +174,42 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 
-log "reference: warm-up"
-before=$(count_files "$SINK")
-MESSAGES_SAVED=$MESSAGES; MESSAGES=100 load "$PPORT" bench@sink.example; MESSAGES=$MESSAGES_SAVED
-wait_count "$SINK" $((before + 100)) 120 || die "postfix did not relay the warm-up (see $P/maillog; KEEP=1)"
-ref_rates=()
-for run in $(seq "$RUNS"); do
+measure() { # label port -> one rate on stdout
+    local before t0 t1
     before=$(count_files "$SINK")
     t0=$(now)
-    load "$PPORT" bench@sink.example
-    wait_count "$SINK" $((before + MESSAGES)) 1200 || die "reference lost messages"
+    load "$2" bench@sink.example >/dev/null
+    wait_count "$SINK" $((before + MESSAGES)) 1200 || die "$1 lost messages (KEEP=1 keeps $WORK)"
     t1=$(now)
-    rate=$(echo "$MESSAGES / ($t1 - $t0)" | bc -l)
-    log "reference run $run: $(printf %.1f "$rate") msg/s"
+    echo "$MESSAGES / ($t1 - $t0)" | bc -l
+}
+
+warm_up() { # label port
+    local before
+    before=$(count_files "$SINK")
+    log "$1: warm-up"
+    MESSAGES=100 load "$2" bench@sink.example >/dev/null
+    wait_count "$SINK" $((before + 100)) 120 || die "$1 did not relay the warm-up (KEEP=1 keeps $WORK)"
+}
+
+# Both MTAs run side by side (the idle one costs nothing) and the runs alternate
+# tern, postfix, tern, ... so that load from other jobs on a shared machine hits both
+# alike instead of whichever happened to run during a busy minute.
+warm_up tern "$TPORT"
+warm_up reference "$PPORT"
+tern_rates=()
+ref_rates=()
+for run in $(seq "$RUNS"); do
+    rate=$(measure tern "$TPORT")
+    log "tern run $run: $(printf %.1f "$rate") msg/s (load $(cut -d' ' -f1 /proc/loadavg))"
+    tern_rates+=("$rate")
+    rate=$(measure reference "$PPORT")
+    log "reference run $run: $(printf %.1f "$rate") msg/s (load $(cut -d' ' -f1 /proc/loadavg))"
     ref_rates+=("$rate")
 done
+TERN_RATE=$(printf '%s\n' "${tern_rates[@]}" | median)
 REF_RATE=$(printf '%s\n' "${ref_rates[@]}" | median)
+kill "$TERN_PID"; wait "$TERN_PID" 2>/dev/null || true
 
 printf '\nRelay (receive, queue, deliver to smtp-sink), %d x %d-byte messages, %d sessions (median of %d)\n' \
     "$MESSAGES" "$SIZE" "$SESSIONS" "$RUNS"

@@ -838,6 +838,8 @@ void outbound_deliver(struct outbound_job *job)
         if (n_done == 0)
             goto out;
     }
+    for (size_t i = 0; i < a.n_rcpts; i++)
+        job->may_have_queued = job->may_have_queued || a.rcpts[i].status != RCPT_SENT;
     if (attempt_bounce(&a, is_expired) < 0) {
         /* cannot queue the DSN: keep the bounced recipients to try again later */
         for (size_t i = 0; i < a.n_rcpts; i++)

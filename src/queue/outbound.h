@@ -238,6 +238,9 @@ struct outbound_job {
     struct outbound_resolved *resolved; /* [n_domains]; not done = resolve in the thread */
     unsigned dns_pending;
     struct outbound_job *next_waiting; /* runner's list of jobs waiting for DNS */
+    /* set by the delivery thread when the attempt may have queued new mail (a bounce or
+     * other notice): the runner then rescans at once instead of at the next tick */
+    bool may_have_queued;
 };
 /* The route for a domain: transport.<domain>, else relayhost (*is_relay_r), else MX. */
 int outbound_route_for(const struct config *cfg, const char *domain, struct outbound_route *r,
@@ -252,5 +255,11 @@ struct outbound_runner;
 struct outbound_runner *outbound_runner_start(struct server_context *ctx, char **error_r);
 /* Loop thread: stop; waits for deliveries in flight (they notice the stop within ~1 s). */
 void outbound_runner_stop(struct outbound_runner *r);
+/* Loop thread (added by relay-perf): queue_id was just committed to active/ by this
+ * process with these recipients: deliver it now instead of at the next scan. A no-op when
+ * no runner runs (e.g. unit tests) or n_recipients is 0; if it cannot queue the message
+ * (out of memory) the next scan finds it, so calling it is never required for safety. */
+void outbound_runner_notify(const char *queue_id, const char *const *recipients,
+                            size_t n_recipients);
 
 #endif

@@ -7,6 +7,12 @@
  * domain. hold/ is never touched. A message in flight is never scanned twice: the loop
  * keeps the set of ids in flight.
  *
+ * New mail does not wait for a scan: SMTP receive calls outbound_runner_notify() on the
+ * loop as soon as a message is committed, which appends it to the backlog and dispatches
+ * it at once (the scan remains for mail from other processes, bounces, flushes and retry
+ * times). Scans skip the ids the loop already knows (in flight or in the backlog), so a
+ * long queue is not re-read file by file on every scan.
+ *
  * The delivery pool is the runner's own workpool, separate from the server's, because a
  * delivery can wait minutes on a slow peer and must not starve SMTP receive's fsyncs.
  */
@@ -73,15 +79,27 @@ struct outbound_runner {
     size_t n_dests, cap_dests;
     unsigned max_deliveries, per_dest;
     struct outbound_job *waiting; /* dispatched, waiting for DNS answers */
-    struct scan_item *backlog;    /* due messages of the last scan not yet dispatched */
-    size_t n_backlog;
+    struct scan_item *backlog;    /* due messages not yet dispatched (scans, notifications) */
+    size_t n_backlog, cap_backlog;
+    bool is_scan_useful; /* the last scan found unknown mail: rescan when drained */
 };
 
 struct scan_job {
     struct outbound_runner *r;
     struct scan_item *items;
     size_t n, cap;
+    char (*known)[32]; /* sorted ids in flight or in the backlog: no need to read them */
+    size_t n_known;
+    bool is_truncated; /* stopped at RUNNER_MAX_SCAN */
 };
+
+/* The running runner, for outbound_runner_notify() (loop thread only; one per process). */
+static struct outbound_runner *runner_current;
+
+static int id_cmp(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
 
 static void domains_free(char **d, size_t n)
 {
@@ -90,15 +108,15 @@ static void domains_free(char **d, size_t n)
     free(d);
 }
 
-/* Distinct lower-case recipient domains of an entry. */
-static char **entry_domains(const struct queue_entry *e, size_t *n_r)
+/* Distinct lower-case domains of a recipient list. */
+static char **rcpt_domains(const char *const *rcpts, size_t n_rcpts, size_t *n_r)
 {
-    char **d = calloc(e->n_recipients ? e->n_recipients : 1, sizeof *d);
+    char **d = calloc(n_rcpts ? n_rcpts : 1, sizeof *d);
     size_t n = 0;
     if (!d)
         return NULL;
-    for (size_t i = 0; i < e->n_recipients; i++) {
-        const char *at = strrchr(e->recipients[i], '@');
+    for (size_t i = 0; i < n_rcpts; i++) {
+        const char *at = strrchr(rcpts[i], '@');
         const char *dom = at ? at + 1 : "";
         bool seen = false;
         for (size_t k = 0; k < n && !seen; k++)
@@ -138,6 +156,11 @@ static void scan_work(void *arg)
             struct stat st;
             if (states[s] == QUEUE_STATE_DEFERRED && (stat(path, &st) < 0 || st.st_mtime > now))
                 continue;
+            /* already known to the loop (in flight or queued by a notification): reading
+             * it again would cost a file read per message per scan under load */
+            if (states[s] == QUEUE_STATE_ACTIVE && job->n_known &&
+                bsearch(de->d_name, job->known, job->n_known, sizeof *job->known, id_cmp))
+                continue;
             struct queue_entry e;
             char *err = NULL;
             if (queue_file_read(path, &e, NULL, NULL, &err) != 0) {
@@ -157,13 +180,15 @@ static void scan_work(void *arg)
             struct scan_item *it = &job->items[job->n];
             snprintf(it->id, sizeof it->id, "%s", e.id);
             it->state = states[s];
-            it->domains = entry_domains(&e, &it->n_domains);
+            it->domains =
+                rcpt_domains((const char *const *)e.recipients, e.n_recipients, &it->n_domains);
             queue_entry_free(&e);
             if (it->domains)
                 job->n++;
         }
         closedir(d);
     }
+    job->is_truncated = job->n >= RUNNER_MAX_SCAN;
 }
 
 static bool runner_is_inflight(const struct outbound_runner *r, const char *id)
@@ -292,10 +317,14 @@ static void deliver_done(void *arg)
         if (d && d->active)
             d->active--;
     }
+    bool is_rescan = r->is_scan_useful || job->may_have_queued;
     job_free(job);
-    /* keep the pipeline full: next from the backlog, else look for new mail at once */
+    /* keep the pipeline full: next from the backlog; when it ran dry, look for more mail
+     * at once only if the last scan found mail nobody told us about (sendmail, bounces,
+     * flush, a big queue) or this delivery may have queued a bounce - SMTP receive
+     * notifies directly, and a busy relay must not rescan after every delivery */
     runner_dispatch(r);
-    if (r->n_backlog == 0 && !r->is_stopping)
+    if (r->n_backlog == 0 && is_rescan && !r->is_stopping)
         runner_tick(-1, 0, r);
 }
 
@@ -304,9 +333,11 @@ static void deliver_done(void *arg)
  * go now stays in the backlog for the next free slot. */
 static void runner_dispatch(struct outbound_runner *r)
 {
-    size_t keep = 0;
-    for (size_t i = 0; i < r->n_backlog; i++) {
+    size_t keep = 0, i = 0;
+    for (; i < r->n_backlog; i++) {
         struct scan_item *it = &r->backlog[i];
+        if (r->n_inflight >= r->max_deliveries && !r->is_stopping)
+            break; /* no slot: the rest waits as it is (no O(backlog) walk per delivery) */
         if (r->is_stopping || runner_is_inflight(r, it->id)) {
             domains_free(it->domains, it->n_domains);
             continue;
@@ -331,7 +362,9 @@ static void runner_dispatch(struct outbound_runner *r)
         memcpy(r->inflight[r->n_inflight++], job->id, sizeof job->id);
         job_start(r, job);
     }
-    r->n_backlog = keep;
+    if (i < r->n_backlog && keep < i)
+        memmove(&r->backlog[keep], &r->backlog[i], (r->n_backlog - i) * sizeof *r->backlog);
+    r->n_backlog = keep + (r->n_backlog - i);
 }
 
 static void runner_backlog_clear(struct outbound_runner *r)
@@ -340,19 +373,71 @@ static void runner_backlog_clear(struct outbound_runner *r)
         domains_free(r->backlog[i].domains, r->backlog[i].n_domains);
     free(r->backlog);
     r->backlog = NULL;
-    r->n_backlog = 0;
+    r->n_backlog = r->cap_backlog = 0;
 }
 
-/* Loop thread: a scan finished; its list replaces the backlog. */
+/* Loop thread: room for one more backlog item. */
+static bool runner_backlog_grow(struct outbound_runner *r)
+{
+    if (r->n_backlog < r->cap_backlog)
+        return true;
+    size_t ncap = r->cap_backlog ? r->cap_backlog * 2 : 64;
+    struct scan_item *nb = realloc(r->backlog, ncap * sizeof *nb);
+    if (!nb)
+        return false;
+    r->backlog = nb;
+    r->cap_backlog = ncap;
+    return true;
+}
+
+/* Loop thread: a scan finished; what it found that the backlog does not hold yet (the scan
+ * skipped what was known when it started, but notifications may have arrived meanwhile)
+ * is appended. A duplicate would be harmless anyway: dispatch skips ids in flight and a
+ * delivery of a file that is gone does nothing. */
 static void scan_done(void *arg)
 {
     struct scan_job *sj = arg;
     struct outbound_runner *r = sj->r;
     r->is_scanning = false;
-    runner_backlog_clear(r);
-    r->backlog = sj->items;
-    r->n_backlog = sj->n;
+    char(*ids)[32] = r->n_backlog ? calloc(r->n_backlog, sizeof *ids) : NULL;
+    size_t n_ids = ids ? r->n_backlog : 0;
+    for (size_t i = 0; i < n_ids; i++)
+        memcpy(ids[i], r->backlog[i].id, sizeof ids[i]);
+    if (ids)
+        qsort(ids, n_ids, sizeof *ids, id_cmp);
+    size_t n_new = 0;
+    for (size_t i = 0; i < sj->n; i++) {
+        struct scan_item *it = &sj->items[i];
+        if ((n_ids && bsearch(it->id, ids, n_ids, sizeof *ids, id_cmp)) ||
+            runner_is_inflight(r, it->id) || !runner_backlog_grow(r)) {
+            domains_free(it->domains, it->n_domains);
+            continue;
+        }
+        r->backlog[r->n_backlog++] = *it;
+        n_new++;
+    }
+    r->is_scan_useful = n_new > 0 || sj->is_truncated;
+    free(ids);
+    free(sj->items);
+    free(sj->known);
     free(sj);
+    runner_dispatch(r);
+}
+
+void outbound_runner_notify(const char *queue_id, const char *const *recipients,
+                            size_t n_recipients)
+{
+    struct outbound_runner *r = runner_current;
+    if (!r || r->is_stopping || n_recipients == 0 || !queue_id_is_valid(queue_id) ||
+        !runner_backlog_grow(r))
+        return; /* the next scan finds it */
+    struct scan_item *it = &r->backlog[r->n_backlog];
+    snprintf(it->id, sizeof it->id, "%s", queue_id);
+    it->state = QUEUE_STATE_ACTIVE;
+    it->domains = rcpt_domains(recipients, n_recipients, &it->n_domains);
+    if (!it->domains)
+        return;
+    r->n_backlog++;
     runner_dispatch(r);
 }
 
@@ -365,6 +450,15 @@ static void runner_tick(evutil_socket_t fd, short what, void *arg)
     if (!sj)
         return;
     sj->r = r;
+    size_t n_known = r->n_inflight + r->n_backlog;
+    sj->known = n_known ? calloc(n_known, sizeof *sj->known) : NULL;
+    if (sj->known) {
+        for (size_t i = 0; i < r->n_inflight; i++)
+            memcpy(sj->known[sj->n_known++], r->inflight[i], sizeof *sj->known);
+        for (size_t i = 0; i < r->n_backlog; i++)
+            memcpy(sj->known[sj->n_known++], r->backlog[i].id, sizeof *sj->known);
+        qsort(sj->known, sj->n_known, sizeof *sj->known, id_cmp);
+    }
     r->is_scanning = true;
     workpool_submit(r->pool, scan_work, scan_done, sj);
 }
@@ -431,6 +525,7 @@ struct outbound_runner *outbound_runner_start(struct server_context *ctx, char *
     struct timeval tv = {.tv_sec = cfg->queue_scan_interval ? cfg->queue_scan_interval : 1};
     event_add(r->timer, &tv);
     event_active(r->timer, EV_TIMEOUT, 0); /* first scan at once: mail may be waiting */
+    runner_current = r;
     log_info("qmgr", "queue runner started (%u delivery threads%s%s)", r->max_deliveries,
              cfg->relayhost[0] ? ", relayhost " : "", cfg->relayhost);
     return r;
@@ -444,11 +539,13 @@ void outbound_runner_stop(struct outbound_runner *r)
     if (!r)
         return;
     r->is_stopping = true;
+    if (runner_current == r)
+        runner_current = NULL;
     atomic_store(&r->shared.is_stopping, true);
     if (r->timer)
         event_free(r->timer);
     if (r->pool)
-        workpool_destroy(r->pool);    /* waits for deliveries; runs their done callbacks */
+        workpool_destroy(r->pool); /* waits for deliveries; runs their done callbacks */
     outbound_conn_cache_close_all();
     outbound_dns_free(r->shared.dns); /* no DNS callbacks after this */
     while (r->waiting) {

@@ -23,6 +23,7 @@
 #include "core/log.h"
 #include "core/workpool.h"
 #include "queue/outbound.h"
+#include "queue/outbound.h"
 #include "queue/queue.h"
 #include "smtp/session.h"
 #include "store/store.h"
@@ -268,6 +269,7 @@ static void delivery_done(void *arg)
                      id, job->remote[i], delay);
         s->n_junk = 0;
         smtp_reply(s, "250 2.0.0 Ok: queued as %s", id);
+        outbound_runner_notify(id, (const char *const *)job->remote, job->n_remote);
     } else {
         bool is_quota = false, is_only_quota = job->store_rc < 0;
         for (size_t i = 0; job->store_rc < 0 && i < job->n_local; i++) {

@@ -159,12 +159,22 @@ class DnsServer:
     def __init__(self, records):
         self.records = {(k[0].lower().rstrip("."), k[1]): v for k, v in records.items()}
         self.queries = []
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind(("127.0.0.1", 0))
-        self.port = self.udp.getsockname()[1]
-        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.tcp.bind(("127.0.0.1", self.port))
+        # the UDP port the kernel picks may be busy on TCP (an outgoing connection of a
+        # parallel test or benchmark uses it as its local port): pick again (bounded)
+        for attempt in range(50):
+            self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.udp.bind(("127.0.0.1", 0))
+            self.port = self.udp.getsockname()[1]
+            self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                self.tcp.bind(("127.0.0.1", self.port))
+                break
+            except OSError:
+                self.udp.close()
+                self.tcp.close()
+                if attempt == 49:
+                    raise
         self.tcp.listen(16)
         self.udp.settimeout(0.2)
         self.tcp.settimeout(0.2)

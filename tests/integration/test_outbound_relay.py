@@ -179,7 +179,10 @@ def test_hold_is_left_alone(tern_factory):
     try:
         srv = tern_factory({"transport.remote.test": "[127.0.0.1]:%d" % sink.port})
         submit(srv, ["h@remote.test"])
-        qid = srv.wait_log(r"([0-9A-F]+): to=<h@remote.test>, .*status=deferred").group(1)
+        # the runner's attempt (tern/smtp), not smtpd's "queued for delivery" line: the
+        # runner starts at once, so holding before its attempt ends would race with it
+        qid = srv.wait_log(r"tern/smtp\[\d+\]: ([0-9A-F]+): to=<h@remote.test>, "
+                           r".*status=deferred").group(1)
         srv.cli("queue", "hold", qid)
         since = srv.log_offset()
         srv.cli("queue", "flush")
