@@ -23,7 +23,6 @@
 #include "core/log.h"
 #include "core/workpool.h"
 #include "queue/outbound.h"
-#include "queue/outbound.h"
 #include "queue/queue.h"
 #include "smtp/session.h"
 #include "store/store.h"
