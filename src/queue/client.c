@@ -665,6 +665,47 @@ static bool client_reuse(struct client *c, struct outbound_ehlo *e, bool *is_pro
     return false;
 }
 
+/* RFC 3461 §4.3, §4.4 (dsn helper): " RET=HDRS ENVID=xtext" appended to MAIL params. */
+static void client_dsn_mail_params(const struct outbound_message *m, char *params, size_t size)
+{
+    size_t pl = strlen(params);
+    if (m->env->dsn_ret == QUEUE_RET_FULL || m->env->dsn_ret == QUEUE_RET_HDRS)
+        snprintf(params + pl, size - pl, " RET=%s",
+                 m->env->dsn_ret == QUEUE_RET_FULL ? "FULL" : "HDRS");
+    char x[3 * QUEUE_ENVID_MAX + 1];
+    pl = strlen(params);
+    if (m->env->envid && queue_xtext_encode(m->env->envid, x, sizeof x))
+        snprintf(params + pl, size - pl, " ENVID=%s", x);
+}
+
+/* RFC 3461 §4.1, §4.2 (dsn helper): " NOTIFY=... ORCPT=type;xtext" for recipient k, or
+ * "" (static buffer: the caller formats it at once). Marks the result as passed on. */
+static const char *client_dsn_rcpt_params(const struct outbound_message *m,
+                                          const struct outbound_ehlo *e, size_t k,
+                                          struct outbound_result *results)
+{
+    static _Thread_local char out[32 + 3 * QUEUE_ORCPT_MAX + 16];
+    out[0] = '\0';
+    if (!e->has_dsn || !m->env || !m->env_index || m->env_index[k] >= m->env->n_recipients)
+        return out;
+    size_t i = m->env_index[k];
+    unsigned notify = m->env->notify ? m->env->notify[i] : 0;
+    const char *orcpt = m->env->orcpt ? m->env->orcpt[i] : NULL;
+    char nf[40];
+    if (notify) {
+        queue_notify_format(notify, nf, sizeof nf);
+        snprintf(out, sizeof out, " NOTIFY=%s", nf);
+    }
+    const char *semi = orcpt ? strchr(orcpt, ';') : NULL;
+    char x[3 * QUEUE_ORCPT_MAX + 1];
+    if (semi && queue_xtext_encode(semi + 1, x, sizeof x)) {
+        size_t ol = strlen(out);
+        snprintf(out + ol, sizeof out - ol, " ORCPT=%.*s;%s", (int)(semi - orcpt), orcpt, x);
+    }
+    results[k].is_dsn_passed = true;
+    return out;
+}
+
 enum outbound_session_status outbound_smtp_deliver(const struct outbound_client_opts *o,
                                                    const struct outbound_addr *addr,
                                                    const struct outbound_message *m,
