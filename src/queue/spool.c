@@ -586,8 +586,8 @@ int queue_list(const char *data_dir, void (*cb)(const struct queue_entry *e, voi
         }
         closedir(d);
     }
-    if (ret == 0) {
-        qsort(list, n, sizeof *list, entry_cmp);
+    if (ret == 0 && n > 0) {
+        qsort(list, n, sizeof *list, entry_cmp); /* list is NULL when n is 0 (UBSan) */
         for (size_t i = 0; i < n; i++)
             cb(&list[i], arg);
     }
