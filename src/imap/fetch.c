@@ -40,6 +40,7 @@ enum imap_fetch_kind {
     FI_BODY,
     FI_BODYSTRUCTURE,
     FI_SECTION,
+    FI_MODSEQ,
 };
 
 enum imap_section_spec { SEC_ALL, SEC_HEADER, SEC_FIELDS, SEC_FIELDS_NOT, SEC_MIME, SEC_TEXT };
@@ -66,6 +67,8 @@ struct imap_fetch {
     size_t *idx;
     size_t n_idx, next;
     bool needs_file, needs_fd, sets_seen, has_flags;
+    bool has_modseq;   /* a MODSEQ item was asked for (or CHANGEDSINCE) */
+    bool is_condstore; /* the session enabled CONDSTORE: flag changes carry MODSEQ */
     bool had_errors;
     /* The message being written (kept across batches while a literal streams). */
     struct imap_msg_data *msg;
@@ -231,6 +234,9 @@ static bool imap_fetch_add(struct imap_fetch *f, const char *s)
         it->kind = FI_BODY;
     } else if (strcasecmp(s, "BODYSTRUCTURE") == 0) {
         it->kind = FI_BODYSTRUCTURE;
+    } else if (strcasecmp(s, "MODSEQ") == 0) {
+        it->kind = FI_MODSEQ; /* RFC 7162 §3.1.4 */
+        f->has_modseq = true;
     } else if (strcasecmp(s, "RFC822") == 0 || strcasecmp(s, "RFC822.HEADER") == 0 ||
                strcasecmp(s, "RFC822.TEXT") == 0) {
         /* RFC 3501 §6.4.5: RFC822 = BODY[], .HEADER = BODY.PEEK[HEADER], .TEXT = BODY[TEXT] */
@@ -687,6 +693,9 @@ static void imap_fetch_items(struct imap_job *j, struct imap_fetch *f)
             buf_append_str(&j->out, "BODYSTRUCTURE ");
             imap_write_cached(j, i, "bodystructure", d, &loaded);
             break;
+        case FI_MODSEQ:
+            buf_printf(&j->out, "MODSEQ (%llu)", (unsigned long long)m->modseq);
+            break;
         case FI_SECTION:
             if (it->is_streamed) {
                 imap_stream_begin(j, f, it);
@@ -701,6 +710,9 @@ static void imap_fetch_items(struct imap_job *j, struct imap_fetch *f)
     if (f->msg_add_flags) {
         buf_append_str(&j->out, " FLAGS ");
         imap_write_flags(&j->out, m->flags, m->keywords);
+        /* RFC 7162 §3.1.4.1: a flag change reported to a CONDSTORE client has its MODSEQ */
+        if (f->is_condstore && !f->has_modseq)
+            buf_printf(&j->out, " MODSEQ (%llu)", (unsigned long long)m->modseq);
     }
     buf_append_str(&j->out, ")\r\n");
     imap_fetch_msg_end(f);
@@ -821,6 +833,22 @@ void imap_fetch_resume(struct imap_session *s)
 void imap_cmd_fetch(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
                     bool is_uid)
 {
+    uint64_t changedsince = 0;
+    bool has_changedsince = false;
+    if (n == 3) {
+        /* RFC 7162 §3.1.4.1: FETCH set items (CHANGEDSINCE modseq) */
+        const struct imap_arg *mod = &args[2];
+        char *end = NULL;
+        if (mod->type != IMAP_ARG_LIST || mod->n != 2 ||
+            !imap_arg_is_atom(&mod->list[0], "CHANGEDSINCE") ||
+            mod->list[1].type != IMAP_ARG_ATOM || !isdigit((unsigned char)mod->list[1].str[0]) ||
+            (changedsince = strtoull(mod->list[1].str, &end, 10), *end != '\0')) {
+            imap_reply(s, tag, "BAD Invalid FETCH modifier.");
+            return;
+        }
+        has_changedsince = true;
+        n = 2;
+    }
     if (n != 2 || args[0].type != IMAP_ARG_ATOM) {
         imap_reply(s, tag, "BAD Usage: FETCH set items");
         return;
@@ -836,11 +864,29 @@ void imap_cmd_fetch(struct imap_session *s, const char *tag, struct imap_arg *ar
         imap_reply(s, tag, "BAD Invalid fetch items.");
         return;
     }
+    if (has_changedsince && !f->has_modseq && !imap_fetch_add(f, "MODSEQ")) {
+        imap_fetch_free(f);
+        imap_reply(s, tag, "BAD Too many fetch items.");
+        return;
+    }
     if (!imap_resolve_set(s->box, args[0].str, is_uid, &f->idx, &f->n_idx)) {
         imap_fetch_free(f);
         imap_reply(s, tag, "BAD Invalid message set.");
         return;
     }
+    if (has_changedsince) {
+        /* only messages changed after the given mod-sequence (the view, loop thread: no
+         * job is in flight while a command is handled) */
+        size_t k = 0;
+        for (size_t q = 0; q < f->n_idx; q++)
+            if (store_mailbox_message(s->box, f->idx[q])->modseq > changedsince)
+                f->idx[k++] = f->idx[q];
+        f->n_idx = k;
+    }
+    /* RFC 7162 §3.1: MODSEQ and CHANGEDSINCE enable CONDSTORE for the session */
+    if (f->has_modseq)
+        s->is_condstore = true;
+    f->is_condstore = s->is_condstore;
     s->fetch = f;
     struct imap_job *j = imap_job_new(s, tag, imap_fetch_work, imap_fetch_finish);
     if (!j) {
@@ -862,31 +908,71 @@ static void imap_store_work(struct imap_job *j)
     int mode = (int)j->flags >> 8;
     unsigned flags = j->flags & 0xff;
     bool silent = j->arg1 != NULL;
+    bool condstore = j->arg2 != NULL;
+    uint64_t unchangedsince = j->fd_size; /* UINT64_MAX: no UNCHANGEDSINCE */
+    struct buf modified;
+    buf_init(&modified, 0);
     for (size_t k = 0; k < n; k++) {
         char *err = NULL;
+        const struct store_message *m = store_mailbox_message(s->box, idx[k]);
+        if (m->modseq > unchangedsince) {
+            /* RFC 7162 §3.1.3: changed since the client looked: not stored, reported in
+             * [MODIFIED] (UIDs for UID STORE, else sequence numbers) */
+            buf_printf(&modified, "%s%u", modified.len ? "," : "",
+                       j->is_uid ? m->uid : (unsigned)(idx[k] + 1));
+            continue;
+        }
         if (store_message_set_flags(s->box, idx[k], mode - 1, flags,
                                     (const char *const *)j->keywords, &err) < 0) {
+            buf_free(&modified);
             imap_job_err(j, "Store failed: %s", err);
             return;
         }
-        if (!silent) {
-            const struct store_message *m = store_mailbox_message(s->box, idx[k]);
+        m = store_mailbox_message(s->box, idx[k]);
+        /* RFC 7162 §3.1.3: a CONDSTORE client hears MODSEQ even with .SILENT */
+        if (!silent || condstore) {
             buf_printf(&j->out, "* %zu FETCH (", idx[k] + 1);
             if (j->is_uid)
                 buf_printf(&j->out, "UID %u ", m->uid);
-            buf_append_str(&j->out, "FLAGS ");
-            imap_write_flags(&j->out, m->flags, m->keywords);
+            if (!silent) {
+                buf_append_str(&j->out, "FLAGS ");
+                imap_write_flags(&j->out, m->flags, m->keywords);
+            }
+            if (condstore)
+                buf_printf(&j->out, "%sMODSEQ (%llu)", silent ? "" : " ",
+                           (unsigned long long)m->modseq);
             buf_append_str(&j->out, ")\r\n");
         }
     }
-    buf_printf(&j->tagged, "%s OK Store completed.\r\n", j->tag);
+    if (modified.len)
+        buf_printf(&j->tagged, "%s OK [MODIFIED %s] Conditional STORE failed.\r\n", j->tag,
+                   modified.data);
+    else
+        buf_printf(&j->tagged, "%s OK Store completed.\r\n", j->tag);
+    buf_free(&modified);
     j->is_ok = true;
 }
 
 void imap_cmd_store(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
                     bool is_uid)
 {
-    if (n != 3 || args[0].type != IMAP_ARG_ATOM || args[1].type != IMAP_ARG_ATOM) {
+    uint64_t unchangedsince = UINT64_MAX;
+    struct imap_arg *set_arg = n >= 1 ? &args[0] : NULL;
+    if (n == 4 && args[1].type == IMAP_ARG_LIST) {
+        /* RFC 7162 §3.1.3: STORE set (UNCHANGEDSINCE modseq) item value */
+        const struct imap_arg *mod = &args[1];
+        char *end = NULL;
+        if (mod->n != 2 || !imap_arg_is_atom(&mod->list[0], "UNCHANGEDSINCE") ||
+            mod->list[1].type != IMAP_ARG_ATOM || !isdigit((unsigned char)mod->list[1].str[0]) ||
+            (unchangedsince = strtoull(mod->list[1].str, &end, 10), *end != '\0')) {
+            imap_reply(s, tag, "BAD Invalid STORE modifier.");
+            return;
+        }
+        args++;
+        n--;
+        s->is_condstore = true;
+    }
+    if (n != 3 || set_arg->type != IMAP_ARG_ATOM || args[1].type != IMAP_ARG_ATOM) {
         imap_reply(s, tag, "BAD Usage: STORE set [+-]FLAGS[.SILENT] (flags)");
         return;
     }
@@ -917,7 +1003,7 @@ void imap_cmd_store(struct imap_session *s, const char *tag, struct imap_arg *ar
         return;
     }
     size_t *idx = NULL, cnt = 0;
-    if (!imap_resolve_set(s->box, args[0].str, is_uid, &idx, &cnt)) {
+    if (!imap_resolve_set(s->box, set_arg->str, is_uid, &idx, &cnt)) {
         imap_keywords_free(kw);
         imap_reply(s, tag, "BAD Invalid message set.");
         return;
@@ -936,6 +1022,9 @@ void imap_cmd_store(struct imap_session *s, const char *tag, struct imap_arg *ar
     j->is_uid = is_uid;
     if (silent)
         j->arg1 = strdup("silent");
+    if (s->is_condstore)
+        j->arg2 = strdup("condstore");
+    j->fd_size = unchangedsince;
     /* RFC 3501 §7.4.1: UID STORE may report expunges (after its FETCH responses). */
     j->do_sync = is_uid;
     imap_job_submit(j);

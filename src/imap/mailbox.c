@@ -219,6 +219,9 @@ void imap_job_sync(struct imap_job *j)
         const struct store_message *m = store_mailbox_message(s->box, k);
         buf_printf(&j->out, "* %zu FETCH (UID %u FLAGS ", k + 1, m->uid);
         imap_write_flags(&j->out, m->flags, m->keywords);
+        /* RFC 7162 §3.1.4.1: unsolicited flag changes carry MODSEQ for CONDSTORE clients */
+        if (s->is_condstore)
+            buf_printf(&j->out, " MODSEQ (%llu)", (unsigned long long)m->modseq);
         buf_append_str(&j->out, ")\r\n");
     }
     store_sync_changes_free(&ch);
@@ -304,6 +307,9 @@ static void imap_select_work(struct imap_job *j)
         buf_printf(&j->out, "* OK [UNSEEN %zu] First unseen.\r\n", first_unseen);
     buf_printf(&j->out, "* OK [UIDVALIDITY %u] UIDs valid\r\n", store_mailbox_uidvalidity(box));
     buf_printf(&j->out, "* OK [UIDNEXT %u] Predicted next UID\r\n", store_mailbox_uidnext(box));
+    /* RFC 7162 §3.1.2.1: a CONDSTORE server sends HIGHESTMODSEQ on every SELECT/EXAMINE */
+    buf_printf(&j->out, "* OK [HIGHESTMODSEQ %llu] Highest\r\n",
+               (unsigned long long)store_mailbox_highestmodseq(box));
     buf_printf(&j->tagged, "%s OK [%s] %s completed.\r\n", j->tag, ro ? "READ-ONLY" : "READ-WRITE",
                ro ? "Examine" : "Select");
     j->is_ok = true;
@@ -325,14 +331,27 @@ static void imap_select_finish(struct imap_job *j)
     j->arg1 = NULL;
     s->is_readonly = j->flags != 0;
     s->state = IMAP_STATE_SELECTED;
+    if (j->number == 1)
+        s->is_condstore = true; /* SELECT mailbox (CONDSTORE), RFC 7162 §3.1.8 */
 }
 
 static void imap_select_common(struct imap_session *s, const char *tag, struct imap_arg *args,
                                size_t n, bool ro)
 {
     char *name = n >= 1 ? imap_mailbox_name(&args[0]) : NULL;
-    if (!name) {
-        imap_reply(s, tag, "BAD Usage: %s mailbox", ro ? "EXAMINE" : "SELECT");
+    bool condstore = false;
+    if (name && n == 2) {
+        /* RFC 4466 select parameters: only (CONDSTORE) is known */
+        condstore = args[1].type == IMAP_ARG_LIST && args[1].n == 1 &&
+                    imap_arg_is_atom(&args[1].list[0], "CONDSTORE");
+        if (!condstore) {
+            free(name);
+            name = NULL;
+        }
+    }
+    if (!name || n > 2) {
+        free(name);
+        imap_reply(s, tag, "BAD Usage: %s mailbox [(CONDSTORE)]", ro ? "EXAMINE" : "SELECT");
         return;
     }
     struct imap_job *j = imap_job_new(s, tag, imap_select_work, imap_select_finish);
@@ -342,6 +361,7 @@ static void imap_select_common(struct imap_session *s, const char *tag, struct i
     }
     j->arg1 = name;
     j->flags = ro;
+    j->number = condstore;
     /* Stop reporting on the old mailbox at once. */
     free(s->box_name);
     s->box_name = NULL;
@@ -702,6 +722,7 @@ enum {
     IMAP_ST_UIDVALIDITY = 8,
     IMAP_ST_UNSEEN = 16,
     IMAP_ST_SIZE = 32,
+    IMAP_ST_HIGHESTMODSEQ = 64,
 };
 
 static void imap_status_work(struct imap_job *j)
@@ -736,8 +757,12 @@ static void imap_status_work(struct imap_job *j)
         buf_printf(&j->out, "%sUNSEEN %u", sp, st.unseen);
         sp = " ";
     }
-    if (j->flags & IMAP_ST_SIZE)
+    if (j->flags & IMAP_ST_SIZE) {
         buf_printf(&j->out, "%sSIZE %llu", sp, (unsigned long long)st.size);
+        sp = " ";
+    }
+    if (j->flags & IMAP_ST_HIGHESTMODSEQ)
+        buf_printf(&j->out, "%sHIGHESTMODSEQ %llu", sp, (unsigned long long)st.highestmodseq);
     buf_append_str(&j->out, ")\r\n");
     imap_job_ok(j, "Status completed.");
 }
@@ -766,7 +791,10 @@ void imap_cmd_status(struct imap_session *s, const char *tag, struct imap_arg *a
             items |= IMAP_ST_UNSEEN;
         else if (imap_arg_is_atom(a, "SIZE"))
             items |= IMAP_ST_SIZE;
-        else {
+        else if (imap_arg_is_atom(a, "HIGHESTMODSEQ")) {
+            items |= IMAP_ST_HIGHESTMODSEQ; /* RFC 7162 §3.1.10; enables CONDSTORE */
+            s->is_condstore = true;
+        } else {
             free(name);
             imap_reply(s, tag, "BAD Unknown STATUS item.");
             return;

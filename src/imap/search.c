@@ -56,6 +56,7 @@ enum skey_op {
     SK_TEXT,
     SK_UIDSET,
     SK_SEQSET,
+    SK_MODSEQ, /* RFC 7162 §3.1.5: mod-sequence >= num */
 };
 
 struct skey {
@@ -93,6 +94,7 @@ struct skey_parser {
     size_t n, pos;
     size_t n_keys;
     bool needs_file;
+    bool has_modseq;
 };
 
 /* RFC 3501 §9 date: "1-Feb-1994" (optionally quoted): midnight UTC of that day. */
@@ -142,6 +144,7 @@ static bool skey_parse_list(struct skey_parser *sp, struct imap_arg *args, size_
     }
     sp->n_keys = sub.n_keys;
     sp->needs_file |= sub.needs_file;
+    sp->has_modseq |= sub.has_modseq;
     return true;
 }
 
@@ -270,6 +273,25 @@ static bool skey_parse_one(struct skey_parser *sp, struct skey *k, unsigned dept
         k->op = toupper((unsigned char)w[0]) == 'K' ? SK_KEYWORD : SK_UNKEYWORD;
         k->str = strdup(v);
         return true;
+    }
+    if (strcasecmp(w, "MODSEQ") == 0) {
+        /* MODSEQ [entry-name entry-type-req] mod-sequence-valzer: the per-flag entry is
+         * accepted and ignored (the server keeps one mod-sequence per message) */
+        const char *v = skey_next_string(sp);
+        if (v && !isdigit((unsigned char)*v)) {
+            const char *type = skey_next_string(sp);
+            if (!type || (strcasecmp(type, "all") != 0 && strcasecmp(type, "shared") != 0 &&
+                          strcasecmp(type, "priv") != 0))
+                return false;
+            v = skey_next_string(sp);
+        }
+        char *end;
+        if (!v || !isdigit((unsigned char)*v))
+            return false;
+        k->op = SK_MODSEQ;
+        k->num = strtoull(v, &end, 10);
+        sp->has_modseq = true;
+        return *end == '\0';
     }
     if (strcasecmp(w, "UID") == 0) {
         const char *v = skey_next_string(sp);
@@ -483,6 +505,8 @@ static bool skey_eval(const struct skey *k, struct skey_msg *sm)
         return imap_seqset_contains(&k->set, m->uid, sm->max_uid);
     case SK_SEQSET:
         return imap_seqset_contains(&k->set, sm->seq, sm->max_seq);
+    case SK_MODSEQ:
+        return m->modseq >= k->num;
     }
     return false;
 }
@@ -493,6 +517,7 @@ static void imap_search_work(struct imap_job *j)
     const struct skey *root = j->ptr;
     size_t count = store_mailbox_count(s->box);
     uint32_t max_uid = count ? store_mailbox_message(s->box, count - 1)->uid : 0;
+    uint64_t max_modseq = 0;
     buf_append_str(&j->out, "* SEARCH");
     for (size_t i = 0; i < count; i++) {
         struct skey_msg sm = {
@@ -503,10 +528,16 @@ static void imap_search_work(struct imap_job *j)
             .box = s->box,
             .index = i,
         };
-        if (skey_eval(root, &sm))
+        if (skey_eval(root, &sm)) {
             buf_printf(&j->out, " %u", j->is_uid ? sm.m->uid : sm.seq);
+            if (sm.m->modseq > max_modseq)
+                max_modseq = sm.m->modseq;
+        }
         skey_msg_release(&sm);
     }
+    /* RFC 7162 §3.1.5: a search with MODSEQ reports the highest mod-sequence found */
+    if (j->number == 1 && max_modseq > 0)
+        buf_printf(&j->out, " (MODSEQ %llu)", (unsigned long long)max_modseq);
     buf_append_str(&j->out, "\r\n");
     buf_printf(&j->tagged, "%s OK Search completed.\r\n", j->tag);
     j->is_ok = true;
@@ -546,6 +577,9 @@ void imap_cmd_search(struct imap_session *s, const char *tag, struct imap_arg *a
     }
     j->ptr = root;
     j->ptr_free = skey_free;
+    j->number = sp.has_modseq;
+    if (sp.has_modseq)
+        s->is_condstore = true; /* RFC 7162 §3.1 */
     j->is_uid = is_uid;
     /* RFC 3501 §7.4.1: EXPUNGE may not be sent during SEARCH, but may during UID SEARCH
      * (its results are UIDs); the sync runs after the search, on the view it used. */

@@ -75,7 +75,7 @@ static bool imap_plaintext_ok(struct imap_session *s)
 
 void imap_capability_string(struct imap_session *s, struct buf *out)
 {
-    buf_append_str(out, "IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE");
+    buf_append_str(out, "IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE CONDSTORE");
     if (s->state == IMAP_STATE_NOT_AUTH) {
         if (!conn_is_tls(s->c) && conn_tls_available(s->c))
             buf_append_str(out, " STARTTLS");
@@ -345,8 +345,13 @@ static void imap_cmd_id(struct imap_session *s, const char *tag, struct imap_arg
 static void imap_cmd_enable(struct imap_session *s, const char *tag, struct imap_arg *args,
                             size_t n, bool is_uid)
 {
-    /* RFC 5161: none of the extensions that need enabling are offered yet. */
-    conn_write_str(s->c, "* ENABLED\r\n");
+    /* RFC 5161: CONDSTORE (RFC 7162 §3.1) is the one extension that can be enabled. */
+    bool condstore = false;
+    for (size_t i = 0; i < n; i++)
+        condstore |= imap_arg_is_string(&args[i]) && strcasecmp(args[i].str, "CONDSTORE") == 0;
+    if (condstore)
+        s->is_condstore = true;
+    conn_write_str(s->c, condstore ? "* ENABLED CONDSTORE\r\n" : "* ENABLED\r\n");
     imap_reply(s, tag, "OK Enabled.");
 }
 

@@ -69,6 +69,7 @@ struct imap_session {
     bool is_readonly;
 
     /* IDLE */
+    bool is_condstore; /* RFC 7162 CONDSTORE enabled: flag changes carry MODSEQ */
     bool is_idling;
     char *idle_tag;
     struct event *idle_timer; /* "* OK Still here" keepalives while idling */

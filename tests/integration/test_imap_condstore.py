@@ -1,0 +1,90 @@
+"""
+test_imap_condstore.py - CONDSTORE basics (RFC 7162 §3.1) on the wire: the capability,
+ENABLE, HIGHESTMODSEQ on SELECT/EXAMINE and in STATUS, FETCH MODSEQ and (CHANGEDSINCE),
+STORE (UNCHANGEDSINCE) with [MODIFIED], SEARCH MODSEQ, and MODSEQ in unsolicited and
+.SILENT flag updates. Mod-sequences only grow; tests compare them, never guess values.
+"""
+
+import re
+
+from test_imap_lib import converse, fresh_user, imap_client, imaplib_login, sample_message
+
+
+def modseqs(text):
+    return {int(n): int(v) for n, v in
+            re.findall(r"^\* (\d+) FETCH \(.*MODSEQ \((\d+)\)", text, re.M)}
+
+
+def test_condstore_basics(tern):
+    user, pw = fresh_user(tern, "cs", [sample_message(i) for i in range(1, 4)])
+    c = imap_client(tern)
+    got = converse(c, [(f"a LOGIN {user} {pw}", r"^a OK")])[0]
+    caps = converse(c, [("b CAPABILITY", r"^b OK")])[0]
+    assert " CONDSTORE" in caps
+    got = converse(c, [("c SELECT INBOX (CONDSTORE)", r"^c OK \[READ-WRITE\]")])[0]
+    highest = int(re.search(r"^\* OK \[HIGHESTMODSEQ (\d+)\]", got, re.M).group(1))
+    got = converse(c, [("d FETCH 1:* (MODSEQ FLAGS)", r"^d OK")])[0]
+    before = modseqs(got)
+    assert set(before) == {1, 2, 3} and max(before.values()) <= highest
+
+    got = converse(c, [("e STORE 1 +FLAGS (\\Flagged)", r"^e OK")])[0]
+    after1 = modseqs(got)[1]
+    assert after1 > highest and "\\Flagged" in got
+
+    # only message 1 changed since `highest`
+    got = converse(c, [(f"f FETCH 1:* (FLAGS) (CHANGEDSINCE {highest})", r"^f OK")])[0]
+    assert modseqs(got) == {1: after1}
+
+    # conditional STORE: message 1 changed after `highest`, so only 2 is stored
+    got = converse(c, [(f"g STORE 1:2 (UNCHANGEDSINCE {highest}) +FLAGS (\\Seen)",
+                        r"^g OK \[MODIFIED 1\] ")])[0]
+    assert set(modseqs(got)) == {2}
+    got = converse(c, [("h FETCH 1:2 (FLAGS)", r"^h OK")])[0]
+    assert re.search(r"^\* 1 FETCH \(FLAGS \(\\Flagged[ )]", got, re.M)
+    assert re.search(r"^\* 2 FETCH \(FLAGS \(\\Seen[ )]", got, re.M)
+    uids = converse(c, [("i UID SEARCH ALL", r"^i OK")])[0]
+    uids = re.search(r"^\* SEARCH (.*)\r$", uids, re.M).group(1).split()
+    got = converse(c, [(f"j UID STORE {uids[0]}:{uids[1]} (UNCHANGEDSINCE {after1}) "
+                        "FLAGS.SILENT (\\Answered)", r"^j OK")])[0]
+    assert f"[MODIFIED {uids[1]}]" in got  # 2 changed after after1 (by g)
+    # .SILENT still reports MODSEQ to a CONDSTORE client
+    assert re.search(rf"^\* 1 FETCH \(UID {uids[0]} MODSEQ \(\d+\)\)\r$", got, re.M)
+
+    # SEARCH MODSEQ: the messages changed at or after after1, with the highest modseq
+    got = converse(c, [(f"k SEARCH MODSEQ {after1}", r"^k OK")])[0]
+    m = re.search(r"^\* SEARCH 1 2 \(MODSEQ (\d+)\)\r$", got, re.M)
+    assert m and int(m.group(1)) > after1
+    got = converse(c, [(f'l SEARCH MODSEQ "/flags/\\\\seen" all {after1} NOT 1', r"^l OK")])[0]
+    assert re.search(r"^\* SEARCH 2 \(MODSEQ \d+\)\r$", got, re.M)
+    got = converse(c, [("m SEARCH MODSEQ 999999999", r"^m OK")])[0]
+    assert "* SEARCH\r\n" in got
+
+    got = converse(c, [("n STATUS INBOX (HIGHESTMODSEQ MESSAGES)", r"^n OK")])[0]
+    st = int(re.search(r"HIGHESTMODSEQ (\d+)", got).group(1))
+    assert st >= int(m.group(1))
+
+    # another session changes a flag: NOOP reports it with its MODSEQ
+    other = imaplib_login(tern, user, pw)
+    other.select("INBOX")
+    other.store("3", "+FLAGS", "(\\Deleted)")
+    other.logout()
+    got = converse(c, [("o NOOP", r"^o OK")])[0]
+    assert re.search(r"^\* 3 FETCH \(UID \d+ FLAGS \([^)]*\\Deleted[^)]*\) MODSEQ \((\d+)\)\)\r$", got,
+                     re.M), got
+    converse(c, [("p LOGOUT", r"^p OK")])
+
+
+def test_enable_and_plain_select(tern):
+    user, pw = fresh_user(tern, "cs2", [sample_message(1)])
+    c = imap_client(tern)
+    converse(c, [(f"a LOGIN {user} {pw}", r"^a OK")])
+    got = converse(c, [("b ENABLE CONDSTORE", r"^b OK")])[0]
+    assert "* ENABLED CONDSTORE\r\n" in got
+    got = converse(c, [("c EXAMINE INBOX", r"^c OK \[READ-ONLY\]")])[0]
+    assert re.search(r"^\* OK \[HIGHESTMODSEQ \d+\]", got, re.M)
+    converse(c, [("d SELECT INBOX (BOGUS)", r"^d BAD "),
+                 ("e SELECT INBOX", r"^e OK"),
+                 ("f FETCH 1 (FLAGS) (CHANGEDSINCE x)", r"^f BAD "),
+                 ("g STORE 1 (UNCHANGEDSINCE) +FLAGS (\\Seen)", r"^g BAD "),
+                 ("h SEARCH MODSEQ", r"^h BAD "),
+                 ("i LOGOUT", r"^i OK")])
