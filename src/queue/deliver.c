@@ -664,8 +664,8 @@ static int attempt_bounce(struct attempt *a, bool is_expired)
     ssize_t got = pread(a->fd, hdr, want, (off_t)a->offset);
     size_t hl = got > 0 ? bounce_header_length(hdr, (size_t)got) : 0;
     /* RFC 3461 §4.3: RET=FULL gets the whole message back when it is small enough */
-    bool is_full = a->e.dsn_ret == QUEUE_RET_FULL && a->e.size <= BOUNCE_FULL_MAX &&
-                   got == (ssize_t)a->e.size;
+    bool is_full =
+        a->e.dsn_ret == QUEUE_RET_FULL && a->e.size <= BOUNCE_FULL_MAX && got == (ssize_t)a->e.size;
     if (is_full)
         hl = (size_t)got;
     char new_id[UTIL_QUEUE_ID_SIZE], boundary[64];
