@@ -15,6 +15,9 @@
  */
 #include <errno.h>
 #include <iconv.h>
+#include <locale.h>
+#include <pthread.h>
+#include <wctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -26,7 +29,19 @@
 
 /* ---- case folding and the matcher -------------------------------------------------- */
 
-/* Simple lower-case folding: ASCII, Latin-1, Latin Extended-A, basic Greek and Cyrillic. */
+/* The C.UTF-8 locale for towlower_l() beyond the table below (glibc has it built in);
+ * uselocale-free, so the process locale is never touched. (locale_t)0 when missing. */
+static locale_t mime_utf8_locale;
+static pthread_once_t mime_locale_once = PTHREAD_ONCE_INIT;
+
+static void mime_locale_init(void)
+{
+    mime_utf8_locale = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
+}
+
+/* Simple lower-case folding: ASCII, Latin-1, Latin Extended-A, basic Greek and Cyrillic
+ * by table; other letters by towlower_l() in C.UTF-8 (Latin Extended-B and Additional,
+ * accented Greek, ...). Invalid-byte stand-ins (U+DC80..U+DCFF) stay as they are. */
 static uint32_t mime_fold(uint32_t c)
 {
     if (c < 0x80)
@@ -54,7 +69,13 @@ static uint32_t mime_fold(uint32_t c)
         return c + 0x20;
     if (c >= 0x400 && c <= 0x40F)
         return c + 0x50;
-    return c;
+    if (c < 0x180 || (c >= 0xD800 && c <= 0xDFFF) || c > 0x10FFFF)
+        return c;
+    pthread_once(&mime_locale_once, mime_locale_init);
+    if (mime_utf8_locale == (locale_t)0)
+        return c;
+    wint_t l = towlower_l((wint_t)c, mime_utf8_locale);
+    return l == WEOF ? c : (uint32_t)l;
 }
 
 struct mime_utf8 {

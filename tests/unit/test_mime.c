@@ -485,6 +485,8 @@ static void test_matcher_folding(void **state)
     assert_true(mfind("łódź", "ŁÓDŹ"));
     assert_true(mfind("ПРИВЕТ", "привет"));
     assert_true(mfind("ΣΟΦ", "σοφ"));
+    assert_true(mfind("ΆΈ", "άέ"));                 /* accented Greek: towlower_l */
+    assert_true(mfind("tiếng việt", "TIẾNG VIỆT")); /* Latin Extended Additional */
     assert_false(mfind("é", "e"));
     /* invalid UTF-8 bytes stand for themselves */
     assert_true(mfind("\xe9t\xe9", "un \xe9t\xe9"));
