@@ -33,7 +33,7 @@ PYTHON=/usr/bin/python3
 # The per-test limit catches hangs; the stage limit is only a last resort (a killed
 # pytest writes no report, so the whole stage would count as one failure).
 PYTEST_STAGE_LIMIT=${TERN_PYTEST_STAGE_LIMIT:-1200}
-PER_TEST_LIMIT=${TERN_PER_TEST_LIMIT:-120}
+PER_TEST_LIMIT=${TERN_PER_TEST_LIMIT:-300}
 
 TOTAL_PASS=0 TOTAL_FAIL=0 TOTAL_SKIP=0
 SUMMARY=()
