@@ -256,6 +256,8 @@ static void session_command(struct smtp_session *s, const char *line, size_t len
         smtp_reply(s, "503 5.5.1 Error: send HELO/EHLO first");
         return;
     }
+    if (cmd.verb == SMTP_VERB_MAIL || cmd.verb == SMTP_VERB_DATA)
+        s->body_started_ms = 0; /* a new message text: its data-rate clock starts anew */
     if (def->flags & CMD_JUNK) {
         /* Commands that make no progress (Postfix smtpd_junk_command_limit): past the
          * limit each one counts as an error, so max_errors ends an endless NOOP loop. */
@@ -291,6 +293,30 @@ static bool session_line_deadline(struct smtp_session *s, size_t avail)
     }
     uint64_t limit = (uint64_t)(s->cfg->smtp_timeout ? s->cfg->smtp_timeout : 300) * 1000;
     if (now - s->line_started_ms < limit)
+        return false;
+    session_timeout(s);
+    conn_close(s->c);
+    return true;
+}
+
+/* Slowloris in DATA/BDAT: message text dribbled one line (or octet) at a time re-arms
+ * the idle timer forever. Like Postfix's smtpd_min_data_rate with per-record deadlines,
+ * the text must arrive within smtp.timeout plus 1 s per SMTP_MIN_DATA_RATE octets read,
+ * counted from its first octet (for BDAT, over all chunks of the message: MAIL and DATA
+ * restart the clock). A 20 MB message may take 11 hours; a trickle is cut after the
+ * timeout. Called after each read of message text; true when the session was ended. */
+#define SMTP_MIN_DATA_RATE 500 /* octets per second, Postfix's default */
+static bool session_body_deadline(struct smtp_session *s, size_t octets)
+{
+    uint64_t now = now_ms();
+    if (s->body_started_ms == 0) {
+        s->body_started_ms = now;
+        s->body_octets = 0;
+    }
+    s->body_octets += octets;
+    uint64_t limit = (uint64_t)(s->cfg->smtp_timeout ? s->cfg->smtp_timeout : 300) * 1000 +
+                     s->body_octets * 1000 / SMTP_MIN_DATA_RATE;
+    if (now - s->body_started_ms < limit)
         return false;
     session_timeout(s);
     conn_close(s->c);
@@ -374,9 +400,14 @@ static void smtp_on_read(void *session, struct conn *c)
             progressed = session_read_line(s, in);
             break;
         case SMTP_INPUT_DATA:
-        case SMTP_INPUT_BDAT:
+        case SMTP_INPUT_BDAT: {
+            size_t before = evbuffer_get_length(in);
             progressed = smtp_body_read(s);
+            /* checked after the last chunk too: a BDAT message is one budget */
+            if (session_body_deadline(s, before - evbuffer_get_length(in)))
+                return;
             break;
+        }
         case SMTP_INPUT_TLS_WAIT:
             return; /* the core discards this input when the handshake starts */
         case SMTP_INPUT_CLOSED:

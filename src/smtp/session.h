@@ -100,6 +100,8 @@ struct smtp_session {
     bool is_dead;            /* the connection closed while busy: done() frees */
     bool is_output_paused;   /* reading paused until queued output drains */
     uint64_t line_started_ms; /* monotonic time the pending partial line began, 0 none */
+    uint64_t body_started_ms; /* monotonic time DATA text / a BDAT chunk began, 0 none */
+    uint64_t body_octets;     /* octets read since body_started_ms */
     bool is_discarding_line; /* skipping an overlong line up to its LF */
     unsigned n_errors;
     unsigned n_junk; /* NOOP/RSET/VRFY/HELP... since the last delivered message */

@@ -231,3 +231,30 @@ def test_slowloris_is_cut_by_the_idle_timeout(tern_factory):
             break
     assert closed, "a never-finished command line kept the session alive"
     still_serves(srv)
+
+
+def test_trickled_message_text_is_cut(tern_factory):
+    """DATA text trickled one short line at a time, each inside the idle timeout: the
+    message must still arrive at a minimum rate (Postfix smtpd_min_data_rate), so the
+    session ends with 421 instead of holding a slot forever; nothing is delivered."""
+    srv = tern_factory({"smtp.timeout": 2})
+    tok = f"trickle-{time.monotonic_ns()}".encode()
+    c = smtp_session(srv)
+    converse(c, [("MAIL FROM:<a@remote.example>", r"^250 "),
+                 ("RCPT TO:<alice@example.test>", r"^250 "),
+                 ("DATA", r"^354 ")])
+    c.send_raw(b"Subject: " + tok + b"\r\n\r\n")
+    closed = False
+    for i in range(60):  # bound: 60 lines, 0.5 s apart = 30 s >> 2 s timeout
+        try:
+            c.sock.sendall(b"x\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            closed = True
+            break
+        if c.is_closed(timeout=0.5):
+            closed = True
+            break
+    assert closed, "a trickled message kept the session alive"
+    srv.wait_log(r"timeout after DATA from localhost\[127\.0\.0\.1\]")
+    still_serves(srv)
+    assert count_with(srv, "alice@example.test", tok) == 0

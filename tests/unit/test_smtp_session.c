@@ -258,6 +258,51 @@ static void test_dribbled_line_times_out(void **state)
     harness_finish("disconnect");
 }
 
+/* Slowloris in DATA and BDAT: message text trickled in (each piece inside the idle
+ * timeout) must still arrive at SMTP_MIN_DATA_RATE after smtp_timeout. */
+static void test_trickled_message_text_times_out(void **state)
+{
+    const char *want[] = {"421 4.4.2 mail.example.test Error: timeout exceeded\r\n", NULL};
+    harness_open(CONN_ROLE_SMTP, "/tmp");
+    harness.cfg.smtp_timeout = 1;
+    feed("EHLO c\r\nMAIL FROM:<a@remote.example>\r\nRCPT TO:<alice@example.test>\r\n"
+         "DATA\r\nSubject: x\r\n");
+    assert_false(harness.conn.is_closing);
+    usleep(700 * 1000);
+    feed("a\r\n"); /* whole lines, each inside the timeout */
+    usleep(700 * 1000);
+    feed("b\r\n");
+    expect_in_order(want);
+    assert_true(harness.conn.is_closing);
+    assert_null(strstr(harness_output(), "queued as"));
+    harness_finish("timeout");
+
+    /* BDAT: one budget over all chunks of the message */
+    harness_open(CONN_ROLE_SMTP, "/tmp");
+    harness.cfg.smtp_timeout = 1;
+    feed("EHLO c\r\nMAIL FROM:<a@remote.example>\r\nRCPT TO:<alice@example.test>\r\n"
+         "BDAT 2\r\nab");
+    usleep(700 * 1000);
+    feed("BDAT 2\r\ncd");
+    usleep(700 * 1000);
+    feed("BDAT 2\r\nef");
+    expect_in_order(want);
+    assert_true(harness.conn.is_closing);
+    harness_finish("timeout");
+
+    /* a message sent at once is unaffected, and the next one has its own clock */
+    harness_open(CONN_ROLE_SMTP, "/tmp");
+    harness.cfg.smtp_timeout = 1;
+    feed("EHLO c\r\nMAIL FROM:<a@remote.example>\r\nRCPT TO:<alice@example.test>\r\n"
+         "DATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n");
+    usleep(1100 * 1000);
+    feed("MAIL FROM:<a@remote.example>\r\nRCPT TO:<alice@example.test>\r\n"
+         "DATA\r\nSubject: y\r\n\r\nhi\r\n.\r\n");
+    assert_false(harness.conn.is_closing);
+    assert_null(strstr(harness_output(), "421 "));
+    harness_finish("disconnect");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -270,6 +315,7 @@ int main(void)
         cmocka_unit_test(test_timeout_and_errors),
         cmocka_unit_test(test_unread_output_is_bounded),
         cmocka_unit_test(test_dribbled_line_times_out),
+        cmocka_unit_test(test_trickled_message_text_times_out),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
