@@ -248,12 +248,18 @@ def main():
         results = {name: [] for name in servers}
         for run in range(a.runs):
             for name, port in servers.items():
+                # the box may be shared: keep the load next to each number
+                loadavg = " ".join(Path("/proc/loadavg").read_text().split()[:3])
                 r = session(port, a.messages, a.window)
                 results[name].append(r)
                 print(f"run {run + 1} {name:8s} retr {r['octets'] / 1e6:.1f} MB in "
                       f"{r['retr_s']:.2f}s = {r['mb_s']:.1f} MB/s (login {r['login_s']:.3f}s, "
-                      f"quit {r['quit_s']:.3f}s)", flush=True)
+                      f"quit {r['quit_s']:.3f}s; load average before: {loadavg})", flush=True)
         med = {n: statistics.median(x["mb_s"] for x in rs) for n, rs in results.items()}
+        for n, rs in results.items():
+            v = [x["mb_s"] for x in rs]
+            print(f"{n}: runs {' '.join(f'{x:.1f}' for x in v)} MB/s, spread (max-min)/median "
+                  f"{(max(v) - min(v)) / med[n] * 100:.0f} %")
         ratio = med["tern"] / med["dovecot"] if med["dovecot"] else float("nan")
         print(f"\nPOP3 RETR of {a.messages} messages (~{a.size} B), median of {a.runs}: "
               f"tern {med['tern']:.1f} MB/s, dovecot {med['dovecot']:.1f} MB/s, "

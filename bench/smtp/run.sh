@@ -19,14 +19,29 @@
 #     loopback port, static userdb, Maildir under the temp dir, fsync as shipped);
 #     time = from the first connection until every message is a file in the Maildir
 #     (Postfix acknowledges at queue time, so waiting for the Maildir is the fair end);
-#   - prints messages/s for each (median of RUNS) and the ratio Tern / reference.
+#   - both stay up and the timed runs alternate (tern 1, reference 1, tern 2, ...), so a
+#     load change on a shared box hits both sides alike;
+#   - prints messages/s for each (median of RUNS), every run, and the ratio Tern / reference.
 # The system's own Postfix/Dovecot (if any) are never touched: everything runs from the
 # temp dir on loopback high ports and is stopped at exit.
+#
+#   - before each run, logs the load average (the box may be shared) and after it the CPU
+#     seconds smtp-source used (user+sys), to show the load generator is not the bottleneck;
+#   - with SYSCALLS=N (e.g. SYSCALLS=200), after the timed runs, sends N more messages to each
+#     side under `strace -f -c` (attached to the server and all its processes) and prints the
+#     counts of fsync/fdatasync/rename/link/unlink/write, i.e. what each side makes durable.
+#     (strace slows the servers: never combine those N messages with the timed numbers.)
+#   - with PERF=N, after that, sends N more messages to tern under `perf record -e cpu-clock`
+#     and prints the top symbols and the split by thread.
 #
 # Status: both halves work. Trial on the 2-core dev VM (not a reported number): MESSAGES=5000
 # RUNS=1 gave tern 1883 msg/s, Postfix + Dovecot LMTP 200 msg/s (9.4x). Known gaps: no CPU
 # accounting of smtp-source (check with top that it is not the bottleneck); the reference
 # keeps Dovecot's shipped mail_fsync=optimized and Postfix's default queue fsync.
+# Later: smtp-source CPU is now logged per run. What each side syncs per message, measured
+# with SYSCALLS=100 (docs/PERFORMANCE.md): tern fsync(tmp file) + rename + fsync(new/) before
+# its 250 (plus a shared SQLite WAL fdatasync); Postfix fsync(queue file) before its 250;
+# Dovecot LMTP fsync(tmp file) + rename + fdatasync(new/) (+ dovecot-uidlist fdatasync, shared).
 set -euo pipefail
 
 MESSAGES=${MESSAGES:-5000}
@@ -97,6 +112,76 @@ load() { # port recipient
         -t "$2" -M load.example "127.0.0.1:$1"
 }
 
+# timed_load port recipient: load, then log the CPU seconds smtp-source used.
+timed_load() {
+    local TIMEFORMAT='%U %S %R'
+    local t
+    t=$( { time load "$@" >/dev/null; } 2>&1 )
+    set -- $t
+    log "smtp-source cpu: user ${1}s sys ${2}s over ${3}s wall"
+}
+
+# descendants pid: pid and all its descendants, space separated.
+descendants() {
+    ps -eo pid=,ppid= | awk -v root="$1" '
+        { parent[$1] = $2; pids[NR] = $1 }
+        END { keep[root] = 1; changed = 1
+              while (changed) { changed = 0
+                  for (i in pids) { p = pids[i]
+                      if (!(p in keep) && (parent[p] in keep)) { keep[p] = 1; changed = 1 } } }
+              for (p in keep) printf "%s ", p }'
+}
+
+# syscall_pass label root_pid port maildir_new: SYSCALLS messages under strace -f, then the
+# count of each sync/rename call per normalized path (names with digits shown as <file>).
+syscall_pass() {
+    [ -n "${SYSCALLS:-}" ] || return 0
+    local label=$1 root=$2 port=$3 dir=$4 args=() p before spid
+    command -v strace >/dev/null || { log "no strace: skipping the syscall pass"; return 0; }
+    # strace -p attaches every thread of a process; -f follows processes forked later.
+    for p in $(descendants "$root"); do args+=(-p "$p"); done
+    before=$(count_files "$dir")
+    strace -f -qq -y -e trace=fsync,fdatasync,sync_file_range,syncfs,rename,renameat,renameat2,link,linkat \
+        -o "$WORK/strace-$label.txt" "${args[@]}" &
+    spid=$!
+    sleep 1
+    MESSAGES=$SYSCALLS load "$port" bench@example.test >/dev/null
+    wait_count "$dir" $((before + SYSCALLS)) 300 || true
+    sleep 1
+    kill -INT "$spid"; wait "$spid" 2>/dev/null || true
+    printf '\n%s: sync/rename calls for %s messages (strace -f over all its processes)\n' \
+        "$label" "$SYSCALLS"
+    sed -E 's/^[0-9]+ +//; s/ = .*//; s/ *<unfinished \.\.\.>//; s/\)$//; s/\([0-9]+</(</; s/,S=[0-9]+,W=[0-9]+//;
+            s#'"$WORK"'##g; s#/[^/<>",]*[0-9][^/<>",]*#/<file>#g' \
+        "$WORK/strace-$label.txt" | grep -v -e '^---' -e '^+++' -e 'resumed>' | sort | uniq -c |
+        sort -rn | head -20 || true
+}
+
+# perf_pass: PERF=N messages to tern under `perf record -e cpu-clock` (a software clock, so
+# it works in VMs without hardware counters); prints the top symbols, tern's own process only.
+perf_pass() {
+    [ -n "${PERF:-}" ] || return 0
+    command -v perf >/dev/null || { log "no perf: skipping the profile"; return 0; }
+    local before ppid
+    before=$(count_files "$TMAIL/new")
+    perf record -q -e cpu-clock -F 999 -g -p "$TERN_PID" -o "$WORK/perf.data" 2>/dev/null &
+    ppid=$!
+    sleep 1
+    MESSAGES=$PERF load "$TPORT" bench@example.test >/dev/null
+    wait_count "$TMAIL/new" $((before + PERF)) 300 || true
+    kill -INT "$ppid"; wait "$ppid" 2>/dev/null || true
+    # (`|| true`: head closing the pipe early must not end the script under pipefail)
+    printf '\ntern: perf profile over %s messages, by object\n' "$PERF"
+    perf report -i "$WORK/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null \
+        | grep -v -e '^#' -e '^$' | head -10 || true
+    printf '\ntern: top 30 symbols (self time)\n'
+    perf report -i "$WORK/perf.data" --no-children --sort dso,symbol --stdio -g none 2>/dev/null \
+        | grep -v -e '^#' -e '^$' | head -30 || true
+    printf '\ntern: by thread name (comm)\n'
+    perf report -i "$WORK/perf.data" --no-children --sort comm --stdio -g none 2>/dev/null \
+        | grep -v -e '^#' -e '^$' | head -10 || true
+}
+
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # ---- Tern ----------------------------------------------------------------------------------
@@ -124,26 +209,10 @@ chown -R "${TERN_RUN_USER:-tern}" "$WORK/tern"
 "$TERN_BIN" -c "$WORK/tern/tern.conf" serve -f > "$WORK/tern/server.log" 2>&1 &
 PIDS+=($!)
 TERN_PID=$!
-for _ in $(seq 200); do grep -q "daemon started" "$WORK/tern/server.log" && break; sleep 0.05; done
+for _ in $(seq 200); do grep -qs "daemon started" "$WORK/tern/server.log" && break; sleep 0.05; done
 grep -q "daemon started" "$WORK/tern/server.log" || die "tern did not start: $(tail "$WORK/tern/server.log")"
 TMAIL="$WORK/tern/data/mail/example.test/bench/Maildir"
 
-log "tern: warm-up"
-MESSAGES_SAVED=$MESSAGES; MESSAGES=200 load "$TPORT" bench@example.test; MESSAGES=$MESSAGES_SAVED
-wait_count "$TMAIL/new" 200 60
-tern_rates=()
-for run in $(seq "$RUNS"); do
-    before=$(count_files "$TMAIL/new")
-    t0=$(now)
-    load "$TPORT" bench@example.test
-    t1=$(now)
-    wait_count "$TMAIL/new" $((before + MESSAGES)) 600 || die "tern lost messages"
-    rate=$(echo "$MESSAGES / ($t1 - $t0)" | bc -l)
-    log "tern run $run: $(printf %.1f "$rate") msg/s"
-    tern_rates+=("$rate")
-done
-TERN_RATE=$(printf '%s\n' "${tern_rates[@]}" | median)
-kill "$TERN_PID"; wait "$TERN_PID" 2>/dev/null || true
 
 # ---- reference: Dovecot LMTP -------------------------------------------------------------
 LPORT=$(free_port)
@@ -227,24 +296,47 @@ for _ in $(seq 100); do
 done
 PMAIL="$D/mail/example.test/bench/Maildir"
 
+# ---- timed runs: alternating tern / reference, so a load change on a shared box hits both --
+log "tern: warm-up"
+MESSAGES=200 load "$TPORT" bench@example.test >/dev/null
+wait_count "$TMAIL/new" 200 60 || die "tern did not deliver the warm-up"
 log "reference: warm-up"
-MESSAGES=200 load "$PPORT" bench@example.test
+MESSAGES=200 load "$PPORT" bench@example.test >/dev/null
 wait_count "$PMAIL/new" 200 120 || die "reference did not deliver the warm-up (see $P/maillog, $D/dovecot.log; KEEP=1 keeps them)"
+tern_rates=()
 ref_rates=()
 for run in $(seq "$RUNS"); do
-    before=$(count_files "$PMAIL/new")
+    before=$(count_files "$TMAIL/new")
+    log "tern run $run: load average $(cut -d' ' -f1-3 /proc/loadavg)"
     t0=$(now)
-    load "$PPORT" bench@example.test
+    timed_load "$TPORT" bench@example.test
+    t1=$(now)
+    wait_count "$TMAIL/new" $((before + MESSAGES)) 600 || die "tern lost messages"
+    rate=$(echo "$MESSAGES / ($t1 - $t0)" | bc -l)
+    log "tern run $run: $(printf %.1f "$rate") msg/s"
+    tern_rates+=("$rate")
+
+    before=$(count_files "$PMAIL/new")
+    log "reference run $run: load average $(cut -d' ' -f1-3 /proc/loadavg)"
+    t0=$(now)
+    timed_load "$PPORT" bench@example.test
     wait_count "$PMAIL/new" $((before + MESSAGES)) 1200 || die "reference lost messages"
     t1=$(now)
     rate=$(echo "$MESSAGES / ($t1 - $t0)" | bc -l)
     log "reference run $run: $(printf %.1f "$rate") msg/s"
     ref_rates+=("$rate")
 done
+TERN_RATE=$(printf '%s\n' "${tern_rates[@]}" | median)
 REF_RATE=$(printf '%s\n' "${ref_rates[@]}" | median)
+syscall_pass tern "$TERN_PID" "$TPORT" "$TMAIL/new"
+perf_pass
+syscall_pass postfix "$(tr -d ' ' < "$P/spool/pid/master.pid")" "$PPORT" "$PMAIL/new"
+syscall_pass dovecot-lmtp "$(cat "$D/run/master.pid")" "$PPORT" "$PMAIL/new"
 
 printf '\nSMTP receive + durable local delivery, %d x %d-byte messages, %d sessions (median of %d)\n' \
     "$MESSAGES" "$SIZE" "$SESSIONS" "$RUNS"
 printf '  tern:                   %10.1f msg/s\n' "$TERN_RATE"
 printf '  postfix + dovecot lmtp: %10.1f msg/s\n' "$REF_RATE"
 printf '  ratio tern / reference: %10.2f x\n' "$(echo "$TERN_RATE / $REF_RATE" | bc -l)"
+printf '  runs tern:      %s\n  runs reference: %s\n' \
+    "$(printf '%.1f ' "${tern_rates[@]}")" "$(printf '%.1f ' "${ref_rates[@]}")"

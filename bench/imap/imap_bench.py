@@ -1,0 +1,549 @@
+#!/usr/bin/env python3
+"""
+imap_bench.py - IMAP side-by-side measurements, Tern vs Dovecot (dovecot-imapd), same
+machine, same run, same client code (bench/README.md rules). Run by hand, as root
+(Dovecot switches to the mail user); loopback only. Subcommands:
+
+  mem     memory per idle authenticated IMAP connection (DESIGN §7: <= 1/20 of Dovecot's,
+          aim < 64 KB). Opens N connections that LOGIN (plain, loopback) and then sit idle
+          (optionally SELECT INBOX too), and reads the servers' memory before and after:
+          Tern = VmRSS of its one process; Dovecot = the sum of VmRSS and the sum of Pss
+          (smaps_rollup, shared pages split between sharers) over the master and all its
+          descendants (one imap process per connection). Per connection = growth / N.
+  idle    Tern only: N concurrent connections LOGIN + SELECT INBOX + IDLE; then one
+          message is delivered over SMTP and every connection must see "* n EXISTS";
+          counts connect/login/IDLE/notification errors. Bounded by --timeout.
+  fetch   SELECT INBOX + "UID FETCH 1:* (UID FLAGS RFC822.SIZE)" on a mailbox of N
+          messages written directly as Maildir files (the same copy for both servers):
+          the first (cold: index build) and then --runs warm timings, median reported.
+
+  imap_bench.py mem   [--conns 1000] [--users 100] [--select] [--no-login]
+  imap_bench.py idle  [--conns 10000] [--timeout 600]
+  imap_bench.py fetch [--messages 100000] [--size 2000] [--runs 3]
+
+Results are appended to bench/results/imap-<subcommand>.jsonl. Numbers are measurements,
+never test assertions.
+"""
+
+import argparse
+import asyncio
+import os
+import pwd
+import re
+import resource
+import shutil
+import smtplib
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+import benchlib  # noqa: E402
+
+PASSWORD = "benchpw"
+DOVECOT = "/usr/sbin/dovecot"
+DOMAIN = "example.test"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def chown_tree(path, uid, gid):
+    for r, dirs, files in os.walk(path):
+        os.chown(r, uid, gid)
+        for name in dirs + files:
+            os.lchown(os.path.join(r, name), uid, gid)
+
+
+def proc_field(pid, name, fname="status"):
+    """A kB field (VmRSS, Pss) of /proc/<pid>/<fname>; 0 if gone."""
+    try:
+        with open(f"/proc/{pid}/{fname}") as f:
+            for line in f:
+                if line.startswith(name + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def descendants(root_pid):
+    """root_pid and all its descendant pids (walks /proc ppid links)."""
+    children = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [root_pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def memory(root_pid):
+    """(process count, sum VmRSS kB, sum Pss kB) over root_pid and its descendants."""
+    pids = descendants(root_pid)
+    rss = sum(proc_field(p, "VmRSS") for p in pids)
+    pss = sum(proc_field(p, "Pss", "smaps_rollup") for p in pids)
+    return len(pids), rss, pss
+
+
+# ---- servers ------------------------------------------------------------------------------
+
+def tern_start(overrides, users):
+    """A tern from the integration fixtures, with bench users u0000.. added."""
+    cfg = {"max_connections": 0, "max_connections_per_ip": 0}
+    cfg.update(overrides)
+    srv = benchlib.start_tern(cfg)
+    for u in users:
+        srv.cli("user", "add", u, "--password-stdin", input=PASSWORD + "\n")
+    return srv
+
+
+def dovecot_start(root, port, uid, gid, users):
+    """A private Dovecot (imap only) on a loopback port; users in a passwd-file."""
+    (root / "run").mkdir(parents=True, exist_ok=True)
+    (root / "state").mkdir(exist_ok=True)
+    (root / "passwd").write_text("".join(f"{u}:{{PLAIN}}{PASSWORD}::::::\n" for u in users))
+    (root / "dovecot.conf").write_text(f"""
+protocols = imap
+listen = 127.0.0.1
+base_dir = {root}/run
+state_dir = {root}/state
+log_path = {root}/dovecot.log
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+first_valid_uid = {uid}
+first_valid_gid = {gid}
+mail_location = maildir:~/Maildir
+default_internal_user = dovecot
+default_login_user = dovenull
+default_process_limit = 20000
+default_client_limit = 40000
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {root}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={root}/home/%u
+}}
+protocol imap {{
+  mail_max_userip_connections = 100000
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+""")
+    proc = subprocess.Popen([DOVECOT, "-F", "-c", str(root / "dovecot.conf")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                if s.recv(100).startswith(b"* OK"):
+                    return proc
+        except OSError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    proc.wait()
+    log = (root / "dovecot.log").read_text() if (root / "dovecot.log").exists() else ""
+    raise RuntimeError(f"dovecot did not start:\n{log[-3000:]}")
+
+
+def dovecot_stop(proc):
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# ---- async client ---------------------------------------------------------------------------
+
+class Imap:
+    """One IMAP connection: tagged commands, replies read until the tagged line."""
+
+    def __init__(self, reader, writer):
+        self.r, self.w, self.n = reader, writer, 0
+
+    @classmethod
+    async def open(cls, port, timeout):
+        # short bounds for connect and greeting: a server out of descriptors leaves
+        # connections in the listen queue, never greeted; fail those fast
+        r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port),
+                                      min(timeout, 15))
+        c = cls(r, w)
+        line = await asyncio.wait_for(r.readline(), min(timeout, 15))
+        if not line.startswith(b"* OK"):
+            raise RuntimeError(f"greeting {line!r}")
+        return c
+
+    async def cmd(self, text, timeout):
+        self.n += 1
+        tag = f"a{self.n}".encode()
+        self.w.write(tag + b" " + text.encode() + b"\r\n")
+        lines = []
+        while True:
+            line = await asyncio.wait_for(self.r.readline(), timeout)
+            if not line:
+                raise ConnectionError("closed")
+            lines.append(line)
+            if line.startswith(tag + b" "):
+                if not line.startswith(tag + b" OK"):
+                    raise RuntimeError(line.decode(errors="replace").strip())
+                return lines
+
+    async def cmd_bulk(self, text, timeout):
+        """Like cmd, but reads the reply in large chunks (the client must not be what is
+        measured on 100,000-line replies); returns the number of untagged lines."""
+        self.n += 1
+        tag = f"a{self.n}".encode()
+        self.w.write(tag + b" " + text.encode() + b"\r\n")
+        buf = bytearray()
+        needle = b"\r\n" + tag + b" "
+        deadline = time.monotonic() + timeout
+        while True:
+            chunk = await asyncio.wait_for(self.r.read(1 << 20), deadline - time.monotonic())
+            if not chunk:
+                raise ConnectionError("closed")
+            buf += chunk
+            i = buf.find(needle, max(0, len(buf) - len(chunk) - len(needle)))
+            if i >= 0 and buf.endswith(b"\r\n"):
+                if not buf[i + len(needle):].startswith(b"OK"):
+                    raise RuntimeError(bytes(buf[i:i + 200]).decode(errors="replace"))
+                return buf[:i + 2].count(b"\r\n")
+
+    def close(self):
+        self.w.close()
+
+
+async def open_many(port, users, n, select, idle, timeout, parallel=64, login=True):
+    """n logged-in connections (round-robin over users); returns (conns, errors).
+    login=False: connections that only got the greeting (the cost before any login)."""
+    sem = asyncio.Semaphore(parallel)
+    errors = {}
+
+    async def one(i):
+        async with sem:
+            try:
+                c = await Imap.open(port, timeout)
+                if not login:
+                    return c
+                await c.cmd(f'LOGIN {users[i % len(users)]} "{PASSWORD}"', timeout)
+                if select or idle:
+                    await c.cmd("SELECT INBOX", timeout)
+                if idle:
+                    c.n += 1
+                    c.w.write(f"a{c.n} IDLE\r\n".encode())
+                    line = await asyncio.wait_for(c.r.readline(), timeout)
+                    if not line.startswith(b"+"):
+                        raise RuntimeError(f"IDLE {line!r}")
+                return c
+            except Exception as e:  # counted, first kinds kept
+                key = type(e).__name__ + ": " + str(e)[:80]
+                errors[key] = errors.get(key, 0) + 1
+                return None
+
+    conns = await asyncio.gather(*(one(i) for i in range(n)))
+    return [c for c in conns if c], errors
+
+
+async def close_all(conns):
+    for c in conns:
+        c.close()
+    await asyncio.sleep(0.5)
+
+
+# ---- mem ------------------------------------------------------------------------------------
+
+def settle():
+    time.sleep(2)
+
+
+async def mem_one(name, port, pid, users, conns_n, select, timeout, login=True):
+    # warm up: one login per user so per-user caches exist before the baseline.
+    warm, err = await open_many(port, users, len(users), select, False, timeout)
+    await close_all(warm)
+    settle()
+    p0, rss0, pss0 = memory(pid)
+    t0 = time.monotonic()
+    conns, errors = await open_many(port, users, conns_n, select, False, timeout,
+                                    login=login)
+    t_open = time.monotonic() - t0
+    settle()
+    p1, rss1, pss1 = memory(pid)
+    n = len(conns)
+    res = {
+        "server": name, "conns": n, "errors": errors, "open_s": round(t_open, 2),
+        "procs_before": p0, "procs_after": p1,
+        "rss_before_kb": rss0, "rss_after_kb": rss1, "pss_before_kb": pss0,
+        "pss_after_kb": pss1,
+        "rss_per_conn_kb": round((rss1 - rss0) / n, 2) if n else None,
+        "pss_per_conn_kb": round((pss1 - pss0) / n, 2) if n else None,
+    }
+    await close_all(conns)
+    return res
+
+
+def cmd_mem(a):
+    users = [f"u{i:04d}@{DOMAIN}" for i in range(a.users)]
+    work = Path(tempfile.mkdtemp(prefix="imap-bench-"))
+    os.chmod(work, 0o755)
+    srv = dv = None
+    try:
+        srv = tern_start({}, users)
+        run_user = srv.run_user or "root"
+        uid, gid = pwd.getpwnam(run_user).pw_uid, pwd.getpwnam(run_user).pw_gid
+        dv_port = free_port()
+        (work / "dv" / "home").mkdir(parents=True)
+        chown_tree(work / "dv" / "home", uid, gid)
+        dv = dovecot_start(work / "dv", dv_port, uid, gid, users)
+        out = []
+        for name, port, pid in (("tern", srv.ports["imap"], srv.pid),
+                                ("dovecot", dv_port, dv.pid)):
+            r = asyncio.run(mem_one(name, port, pid, users, a.conns, a.select, a.timeout,
+                                    login=not a.no_login))
+            r.update({"users": a.users, "select": a.select, "login": not a.no_login})
+            print(f"{name:8s} {r['conns']} conns ({r['open_s']}s, errors {r['errors']}): "
+                  f"procs {r['procs_before']}->{r['procs_after']}, RSS "
+                  f"{r['rss_before_kb']}->{r['rss_after_kb']} kB = {r['rss_per_conn_kb']} "
+                  f"kB/conn; PSS {r['pss_before_kb']}->{r['pss_after_kb']} kB = "
+                  f"{r['pss_per_conn_kb']} kB/conn", flush=True)
+            benchlib.report("imap-mem", r)
+            out.append(r)
+        t, d = out
+        if t["rss_per_conn_kb"] and t["pss_per_conn_kb"]:
+            print(f"ratio dovecot/tern: RSS {d['rss_per_conn_kb'] / t['rss_per_conn_kb']:.1f}x, "
+                  f"PSS {d['pss_per_conn_kb'] / t['pss_per_conn_kb']:.1f}x (target >= 20x)")
+    finally:
+        if dv is not None:
+            dovecot_stop(dv)
+        if srv is not None:
+            srv.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# ---- idle -----------------------------------------------------------------------------------
+
+async def idle_run(srv, users, n, timeout):
+    port = srv.ports["imap"]
+    _, rss0, _ = memory(srv.pid)
+    t0 = time.monotonic()
+    conns, errors = await open_many(port, users, n, False, True, timeout)
+    t_open = time.monotonic() - t0
+    await asyncio.sleep(2)
+    _, rss1, _ = memory(srv.pid)
+    # One delivery to every user; each idling connection must see EXISTS.
+    t1 = time.monotonic()
+    with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=60) as s:
+        for i in range(0, len(users), 50):
+            s.sendmail("bench@example.org", users[i:i + 50],
+                       b"From: <bench@example.org>\r\nSubject: idle\r\n\r\nhello\r\n")
+    seen = 0
+    notify_err = {}
+
+    async def wait_exists(c):
+        nonlocal seen
+        try:
+            while True:
+                line = await asyncio.wait_for(c.r.readline(), timeout)
+                if not line:
+                    raise ConnectionError("closed")
+                if re.match(rb"\* \d+ EXISTS", line):
+                    seen += 1
+                    return
+        except Exception as e:
+            k = type(e).__name__ + ": " + str(e)[:80]
+            notify_err[k] = notify_err.get(k, 0) + 1
+
+    await asyncio.gather(*(wait_exists(c) for c in conns))
+    t_notify = time.monotonic() - t1
+    alive = srv.is_running()
+    await close_all(conns)
+    return {"requested": n, "idling": len(conns), "open_errors": errors, "open_s": round(t_open, 1),
+            "notified": seen, "notify_errors": notify_err, "notify_s": round(t_notify, 2),
+            "rss_before_kb": rss0, "rss_idle_kb": rss1,
+            "rss_per_conn_kb": round((rss1 - rss0) / max(1, len(conns)), 2),
+            "server_alive": alive}
+
+
+def cmd_idle(a):
+    hard = raise_nofile()
+    if hard < a.conns + 100:
+        sys.exit(f"RLIMIT_NOFILE hard limit {hard} < {a.conns + 100}")
+    users = [f"u{i:04d}@{DOMAIN}" for i in range(a.users)]
+    srv = None
+    try:
+        srv = tern_start({}, users)
+        r = asyncio.run(idle_run(srv, users, a.conns, a.timeout))
+        r["users"] = a.users
+        errs = [ln for ln in srv.log_text().splitlines()
+                if re.search(r"error|warning|fatal|panic", ln, re.I)]
+        r["server_log_errors"] = len(errs)
+        r["server_log_sample"] = errs[:5]
+        print(r, flush=True)
+        benchlib.report("imap-idle", r)
+    finally:
+        if srv is not None:
+            srv.cleanup()
+
+
+# ---- fetch ----------------------------------------------------------------------------------
+
+def make_maildir(md, n, size):
+    for sub in ("cur", "new", "tmp"):
+        (md / sub).mkdir(parents=True)
+    line = "x" * 74 + "\n"
+    now = int(time.time()) - n
+    pid = os.getpid()
+    for i in range(n):
+        head = (f"From: <bench@example.org>\nTo: <bench@{DOMAIN}>\nSubject: fetch {i}\n"
+                f"Message-ID: <fetch-{i}@example.org>\n\n")
+        body = line * max(1, (size - len(head)) // len(line))
+        flags = "S" if i % 3 else ""
+        p = md / "cur" / f"{now + i}.M{i:08d}P{pid}.bench:2,{flags}"
+        with open(p, "w") as f:
+            f.write(head + body)
+        os.utime(p, (now + i, now + i))
+
+
+async def fetch_once(port, user, timeout):
+    c = await Imap.open(port, timeout)
+    await c.cmd(f'LOGIN {user} "{PASSWORD}"', timeout)
+    t0 = time.monotonic()
+    sel = await c.cmd("SELECT INBOX", timeout)
+    t1 = time.monotonic()
+    fetched = await c.cmd_bulk("UID FETCH 1:* (UID FLAGS RFC822.SIZE)", timeout)
+    t2 = time.monotonic()
+    c.close()
+    exists = [int(m.group(1)) for ln in sel if (m := re.match(rb"\* (\d+) EXISTS", ln))]
+    return {"select_s": t1 - t0, "fetch_s": t2 - t1, "total_s": t2 - t0,
+            "exists": exists[0] if exists else None, "fetched": fetched}
+
+
+def cmd_fetch(a):
+    user = f"bench@{DOMAIN}"
+    work = Path(tempfile.mkdtemp(prefix="imap-fetch-", dir="/var/tmp"))
+    os.chmod(work, 0o755)
+    srv = dv = None
+    try:
+        print(f"writing {a.messages} messages of ~{a.size} B ...", flush=True)
+        template = work / "template" / "Maildir"
+        make_maildir(template, a.messages, a.size)
+        srv = tern_start({}, [user])
+        run_user = srv.run_user or "root"
+        uid, gid = pwd.getpwnam(run_user).pw_uid, pwd.getpwnam(run_user).pw_gid
+        tmd = srv.maildir(user)
+        if tmd.exists():
+            shutil.rmtree(tmd)
+        tmd.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(template, tmd)
+        chown_tree(srv.data_dir / "mail", uid, gid)
+        dhome = work / "dv" / "home" / user
+        dhome.mkdir(parents=True)
+        shutil.copytree(template, dhome / "Maildir")
+        chown_tree(work / "dv" / "home", uid, gid)
+        dv_port = free_port()
+        dv = dovecot_start(work / "dv", dv_port, uid, gid, [user])
+        subprocess.run(["sync"], check=False)
+        servers = {"tern": srv.ports["imap"], "dovecot": dv_port}
+        res = {n: {"cold": None, "warm": []} for n in servers}
+        for name, port in servers.items():
+            r = asyncio.run(fetch_once(port, user, a.timeout))
+            res[name]["cold"] = r
+            print(f"cold {name:8s} exists {r['exists']} fetched {r['fetched']} "
+                  f"select {r['select_s']:.3f}s fetch {r['fetch_s']:.3f}s "
+                  f"total {r['total_s']:.3f}s", flush=True)
+        for run in range(a.runs):
+            for name, port in servers.items():
+                r = asyncio.run(fetch_once(port, user, a.timeout))
+                res[name]["warm"].append(r)
+                print(f"warm {run + 1} {name:8s} fetched {r['fetched']} select "
+                      f"{r['select_s']:.3f}s fetch {r['fetch_s']:.3f}s total "
+                      f"{r['total_s']:.3f}s", flush=True)
+        med = {n: statistics.median(x["total_s"] for x in v["warm"]) for n, v in res.items()}
+        cold = {n: v["cold"]["total_s"] for n, v in res.items()}
+        print(f"\nSELECT + UID FETCH 1:* (UID FLAGS RFC822.SIZE), {a.messages} messages: "
+              f"warm median tern {med['tern']:.3f}s dovecot {med['dovecot']:.3f}s "
+              f"(dovecot/tern {med['dovecot'] / med['tern']:.2f}x); cold tern "
+              f"{cold['tern']:.3f}s dovecot {cold['dovecot']:.3f}s "
+              f"({cold['dovecot'] / cold['tern']:.2f}x)")
+        benchlib.report("imap-fetch", {
+            "messages": a.messages, "size": a.size, "runs": a.runs,
+            "tern_warm_s": [round(x["total_s"], 4) for x in res["tern"]["warm"]],
+            "dovecot_warm_s": [round(x["total_s"], 4) for x in res["dovecot"]["warm"]],
+            "tern_cold_s": round(cold["tern"], 4), "dovecot_cold_s": round(cold["dovecot"], 4),
+            "tern_fetched": res["tern"]["cold"]["fetched"],
+            "dovecot_fetched": res["dovecot"]["cold"]["fetched"],
+        })
+    finally:
+        if dv is not None:
+            dovecot_stop(dv)
+        if srv is not None:
+            srv.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="what", required=True)
+    m = sub.add_parser("mem")
+    m.add_argument("--conns", type=int, default=1000)
+    m.add_argument("--users", type=int, default=100)
+    m.add_argument("--select", action="store_true")
+    m.add_argument("--no-login", action="store_true",
+                   help="connections that only read the greeting (pre-login cost)")
+    m.add_argument("--timeout", type=float, default=120)
+    i = sub.add_parser("idle")
+    i.add_argument("--conns", type=int, default=10000)
+    i.add_argument("--users", type=int, default=100)
+    i.add_argument("--timeout", type=float, default=600)
+    f = sub.add_parser("fetch")
+    f.add_argument("--messages", type=int, default=100000)
+    f.add_argument("--size", type=int, default=2000)
+    f.add_argument("--runs", type=int, default=3)
+    f.add_argument("--timeout", type=float, default=600)
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("imap_bench: run as root (Dovecot switches to the mail user)")
+    if not Path("/usr/lib/dovecot/imap").exists() and a.what != "idle":
+        sys.exit("imap_bench: dovecot-imapd is missing (apt-get install dovecot-imapd)")
+    raise_nofile()
+    {"mem": cmd_mem, "idle": cmd_idle, "fetch": cmd_fetch}[a.what](a)
+
+
+if __name__ == "__main__":
+    main()
