@@ -258,3 +258,18 @@ def test_trickled_message_text_is_cut(tern_factory):
     srv.wait_log(r"timeout after DATA from localhost\[127\.0\.0\.1\]")
     still_serves(srv)
     assert count_with(srv, "alice@example.test", tok) == 0
+
+
+def test_auth_throttle_is_per_ip_across_connections(tern_factory):
+    """Failed AUTHs are counted per client IP, not per connection: reconnecting does not
+    reset the throttle, and a throttled IP gets 454 even with the right password."""
+    from tern_util import sasl_plain
+    srv = tern_factory({"auth.max_failures": 3})
+    for _ in range(3):
+        c = smtp_session(srv, "submission")
+        converse(c, [("AUTH PLAIN " + sasl_plain("alice@example.test", "wrong"), r"^535 ")])
+        c.close()
+    c = smtp_session(srv, "submission")
+    r = converse(c, [("AUTH PLAIN " + sasl_plain("alice@example.test", "alicepw"), r"^454 ")])
+    assert r[0].startswith("454 4.7.0")
+    c.close()
