@@ -77,6 +77,7 @@ static const struct config_key config_keys[] = {
     {"smtp.max_errors", CT_UINT, OFF(smtp_max_errors), "20", "20"},
     {"smtp.timeout", CT_UINT, OFF(smtp_timeout), "300", "300"},
     {"pop3.timeout", CT_UINT, OFF(pop3_timeout), "600", "600"},
+    {"pop3.login_delay", CT_UINT, OFF(pop3_login_delay), "0", "0"},
     {"imap.timeout", CT_UINT, OFF(imap_timeout), "1800", "1800"},
     {"max_connections", CT_UINT, OFF(max_connections), "10000", "10000"},
     {"max_connections_per_ip", CT_UINT, OFF(max_connections_per_ip), "100", "100"},

@@ -33,13 +33,13 @@ struct config_list {
 enum config_plaintext { PLAINTEXT_TLS, PLAINTEXT_LOOPBACK_TLS, PLAINTEXT_ALWAYS };
 
 struct config {
-    char *path;        /* file the config came from (may not exist) */
-    char *hostname;    /* hostname: banner and Received; default gethostname() */
-    char *data_dir;    /* data_dir: absolute after load */
-    char *run_user;    /* run_user: user to drop to when started as root; default "tern" */
-    char *log_target;  /* log.target: stderr | syslog | file; default stderr */
-    char *log_file;    /* log.file: default <data_dir>/log/maillog */
-    bool log_debug;    /* log.debug */
+    char *path;       /* file the config came from (may not exist) */
+    char *hostname;   /* hostname: banner and Received; default gethostname() */
+    char *data_dir;   /* data_dir: absolute after load */
+    char *run_user;   /* run_user: user to drop to when started as root; default "tern" */
+    char *log_target; /* log.target: stderr | syslog | file; default stderr */
+    char *log_file;   /* log.file: default <data_dir>/log/maillog */
+    bool log_debug;   /* log.debug */
 
     struct config_list smtp_listen;        /* smtp.listen: port 25 role, mail for our domains */
     struct config_list submission_listen;  /* submission.listen: 587, AUTH required */
@@ -60,36 +60,37 @@ struct config {
     char *password_schemes; /* auth.password_schemes: schemes stored by `tern user add`/passwd,
                                space separated; default "ARGON2ID SCRAM-SHA-256" */
 
-    uint64_t smtp_max_message_size; /* smtp.max_message_size bytes; 52428800 */
-    unsigned smtp_max_recipients;   /* smtp.max_recipients; 1000 */
-    unsigned smtp_max_errors;       /* smtp.max_errors before 421; 20 */
-    unsigned smtp_timeout;          /* smtp.timeout seconds idle; 300 */
-    unsigned pop3_timeout;          /* pop3.timeout; 600 */
-    unsigned imap_timeout;          /* imap.timeout; 1800 */
-    unsigned max_connections;       /* max_connections total; 10000 */
+    uint64_t smtp_max_message_size;  /* smtp.max_message_size bytes; 52428800 */
+    unsigned smtp_max_recipients;    /* smtp.max_recipients; 1000 */
+    unsigned smtp_max_errors;        /* smtp.max_errors before 421; 20 */
+    unsigned smtp_timeout;           /* smtp.timeout seconds idle; 300 */
+    unsigned pop3_timeout;           /* pop3.timeout; 600 */
+    unsigned pop3_login_delay;       /* pop3.login_delay seconds between logins per user; 0 off */
+    unsigned imap_timeout;           /* imap.timeout; 1800 */
+    unsigned max_connections;        /* max_connections total; 10000 */
     unsigned max_connections_per_ip; /* max_connections_per_ip; 100 */
     uint64_t quota_default;          /* quota.default bytes per user, 0 = unlimited */
     unsigned worker_threads;         /* worker_threads for blocking work; 16 */
 
     /* Outbound delivery (queue runner, SMTP client; issue 5). Added by the outbound helper. */
-    unsigned queue_retry_min;        /* queue.retry_min seconds; 300 (doubles per attempt) */
-    unsigned queue_retry_max;        /* queue.retry_max seconds; 14400 */
-    unsigned queue_lifetime;         /* queue.lifetime seconds before bouncing; 432000 (5d) */
-    unsigned queue_scan_interval;    /* queue.scan_interval seconds; 1 */
-    unsigned queue_max_deliveries;   /* queue.max_deliveries: delivery threads; 20 */
+    unsigned queue_retry_min;      /* queue.retry_min seconds; 300 (doubles per attempt) */
+    unsigned queue_retry_max;      /* queue.retry_max seconds; 14400 */
+    unsigned queue_lifetime;       /* queue.lifetime seconds before bouncing; 432000 (5d) */
+    unsigned queue_scan_interval;  /* queue.scan_interval seconds; 1 */
+    unsigned queue_max_deliveries; /* queue.max_deliveries: delivery threads; 20 */
     unsigned queue_destination_concurrency; /* queue.destination_concurrency; 10 */
-    unsigned queue_delay_warning_time; /* queue.delay_warning_time seconds; 0 = no "delayed"
-                                          DSN (RFC 3461 NOTIFY=DELAY; added by the dsn helper) */
-    char *dns_resolver;              /* dns.resolver: IP[@port]; "" = /etc/resolv.conf */
-    char *relayhost;                 /* relayhost: [host]:port smarthost; "" = MX routing */
-    char *relayhost_username;        /* relayhost.username: SASL login; "" = no AUTH */
-    char *relayhost_password;        /* relayhost.password */
-    char *relayhost_password_file;   /* relayhost.password_file: first line is the password */
-    char *outbound_tls;              /* outbound.tls: none | may | encrypt; default may */
-    unsigned outbound_timeout;       /* outbound.timeout seconds per SMTP read/write; 300 */
-    unsigned outbound_port;          /* outbound.port: TCP port for MX-routed mail; 25 */
-    struct config_list transports;   /* transport.<domain> = [host]:port, stored as
-                                        "<domain> [host]:port" items, in file order */
+    unsigned queue_delay_warning_time;      /* queue.delay_warning_time seconds; 0 = no "delayed"
+                                               DSN (RFC 3461 NOTIFY=DELAY; added by the dsn helper) */
+    char *dns_resolver;                     /* dns.resolver: IP[@port]; "" = /etc/resolv.conf */
+    char *relayhost;                        /* relayhost: [host]:port smarthost; "" = MX routing */
+    char *relayhost_username;               /* relayhost.username: SASL login; "" = no AUTH */
+    char *relayhost_password;               /* relayhost.password */
+    char *relayhost_password_file; /* relayhost.password_file: first line is the password */
+    char *outbound_tls;            /* outbound.tls: none | may | encrypt; default may */
+    unsigned outbound_timeout;     /* outbound.timeout seconds per SMTP read/write; 300 */
+    unsigned outbound_port;        /* outbound.port: TCP port for MX-routed mail; 25 */
+    struct config_list transports; /* transport.<domain> = [host]:port, stored as
+                                      "<domain> [host]:port" items, in file order */
 };
 
 /*

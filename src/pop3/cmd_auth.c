@@ -74,6 +74,9 @@ void pop3_cmd_capa(struct pop3_session *s, const char *args, size_t len)
      * is not named (DESIGN §6). EXPIRE NEVER: we never delete mail on our own. */
     conn_write_str(c, "+OK\r\nCAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\n"
                       "AUTH-RESP-CODE\r\nEXPIRE NEVER\r\n");
+    unsigned delay = conn_server(c)->cfg->pop3_login_delay;
+    if (delay > 0)
+        conn_printf(c, "LOGIN-DELAY %u\r\n", delay);
     if (is_auth_state) {
         if (conn_role(c) == CONN_ROLE_POP3 && !conn_is_tls(c) && conn_tls_available(c))
             conn_write_str(c, "STLS\r\n");
@@ -316,8 +319,52 @@ static void login_adopt(struct pop3_session *s, struct login_job *j, const char 
     s->live_size = s->total_size;
 }
 
+/* RFC 2449 §6.5 LOGIN-DELAY: the last successful login time per user, in a small table
+ * (loop thread only). When it is full the oldest entry goes: a forgotten user may log in
+ * early once, which costs nothing but bandwidth. */
+#define POP3_LOGIN_DELAY_SLOTS 4096
+static struct {
+    char user[256];
+    time_t at;
+} pop3_last_logins[POP3_LOGIN_DELAY_SLOTS];
+
+/* true if user logged in less than delay seconds ago; otherwise records now and false. */
+static bool pop3_login_is_too_soon(const char *user, unsigned delay)
+{
+    time_t now = time(NULL);
+    size_t oldest = 0, free_slot = POP3_LOGIN_DELAY_SLOTS;
+    for (size_t i = 0; i < POP3_LOGIN_DELAY_SLOTS; i++) {
+        if (pop3_last_logins[i].user[0] == '\0') {
+            if (free_slot == POP3_LOGIN_DELAY_SLOTS)
+                free_slot = i;
+            continue;
+        }
+        if (strcasecmp(pop3_last_logins[i].user, user) == 0) {
+            if (now - pop3_last_logins[i].at < (time_t)delay)
+                return true;
+            pop3_last_logins[i].at = now;
+            return false;
+        }
+        if (pop3_last_logins[i].at < pop3_last_logins[oldest].at)
+            oldest = i;
+    }
+    size_t slot = free_slot != POP3_LOGIN_DELAY_SLOTS ? free_slot : oldest;
+    snprintf(pop3_last_logins[slot].user, sizeof pop3_last_logins[slot].user, "%s", user);
+    pop3_last_logins[slot].at = now;
+    return false;
+}
+
 static void login_enter_transaction(struct pop3_session *s)
 {
+    unsigned delay = conn_server(s->conn)->cfg->pop3_login_delay;
+    if (delay > 0 && pop3_login_is_too_soon(s->user, delay)) {
+        /* RFC 2449 §8.1.1: [LOGIN-DELAY]; we close, so the lock goes and nothing is deleted. */
+        log_info("pop3", "Login delayed: user=<%s>, rip=%s, login_delay=%u", s->user,
+                 conn_peer_ip(s->conn), delay);
+        pop3_reply(s, "-ERR [LOGIN-DELAY] Minimum time between logins not reached.");
+        conn_close(s->conn);
+        return;
+    }
     s->state = POP3_STATE_TRANSACTION;
     free(s->user_arg);
     s->user_arg = NULL;

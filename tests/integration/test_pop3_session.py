@@ -331,3 +331,35 @@ def test_bare_login_uses_default_domain(tern_factory):
     converse(c, [("STAT", r"^\+OK 1 "), ("QUIT", r"^\+OK Logging out\.")])
     c.close()
     srv.wait_log(rf"Login: user=<{re.escape(user)}>, method=PLAIN")
+
+
+def test_login_delay_advertised_and_enforced(tern_factory):
+    # RFC 2449 §6.5: with pop3.login_delay set, CAPA says so and a second login of the
+    # same user inside the delay gets -ERR [LOGIN-DELAY]; another user is unaffected, and
+    # nothing is deleted by the refused session.
+    srv = tern_factory({"pop3.login_delay": "3600"})
+    user, pw = fresh_user(srv, "ld", [sample_message(1)])
+    other, other_pw = fresh_user(srv, "ld2", [sample_message(1)])
+    p = pop3(srv)
+    assert p.capa().get("LOGIN-DELAY") == ["3600"]
+    p.user(user)
+    p.pass_(pw)
+    p.dele(1)
+    p.rset()
+    p.quit()
+    c = Client(srv.host, srv.ports["pop3"])
+    converse(c, [(None, r"^\+OK"), (f"USER {user}", r"^\+OK"),
+                 (f"PASS {pw}", r"^-ERR \[LOGIN-DELAY\] ")])
+    c.close()
+    assert "Login delayed: user=<%s>" % user in srv.log_text()
+    q = pop3(srv)
+    q.user(other)
+    q.pass_(other_pw)
+    assert q.stat()[0] == 1
+    q.quit()
+
+
+def test_login_delay_off_by_default(tern):
+    p = pop3(tern)
+    assert "LOGIN-DELAY" not in p.capa()
+    p.quit()
