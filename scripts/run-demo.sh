@@ -2,7 +2,7 @@
 # run-demo.sh - install what is needed, build, and run Tern in the foreground on its
 # embedded defaults with a demo domain and user. One command on a fresh Debian 12:
 #
-#   sudo ./scripts/run-demo.sh
+#   ./scripts/run-demo.sh   (as root)
 #
 # What it does:
 #   1. scripts/install-deps.sh (apt-get; skipped with TERN_SKIP_DEPS=1)
