@@ -19,7 +19,7 @@ machine, same run, same client code (bench/README.md rules). Run by hand, as roo
 
   imap_bench.py mem   [--conns 1000] [--users 100] [--select] [--no-login]
   imap_bench.py idle  [--conns 10000] [--timeout 600]
-  imap_bench.py fetch [--messages 100000] [--size 2000] [--runs 3]
+  imap_bench.py fetch [--messages 100000] [--size 2000] [--runs 3] [--perf]
 
 Results are appended to bench/results/imap-<subcommand>.jsonl. Numbers are measurements,
 never test assertions.
@@ -482,7 +482,23 @@ def cmd_fetch(a):
         servers = {"tern": srv.ports["imap"], "dovecot": dv_port}
         res = {n: {"cold": None, "warm": []} for n in servers}
         for name, port in servers.items():
+            prof = None
+            if a.perf and name == "tern":
+                # software clock: works in VMs without hardware counters
+                prof = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "999",
+                                         "-p", str(srv.pid), "-o", str(work / "perf.data")],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(1)
             r = asyncio.run(fetch_once(port, user, a.timeout))
+            if prof is not None:
+                prof.send_signal(2)
+                prof.wait(timeout=60)
+                rep = subprocess.run(["perf", "report", "-i", str(work / "perf.data"),
+                                      "--no-children", "--sort", "dso,symbol", "--stdio"],
+                                     capture_output=True, text=True)
+                top = [ln for ln in rep.stdout.splitlines() if ln.strip() and
+                       not ln.startswith("#")][:25]
+                print("tern cold SELECT+FETCH profile (self time):\n" + "\n".join(top))
             res[name]["cold"] = r
             print(f"cold {name:8s} exists {r['exists']} fetched {r['fetched']} "
                   f"select {r['select_s']:.3f}s fetch {r['fetch_s']:.3f}s "
@@ -535,6 +551,8 @@ def main():
     f.add_argument("--messages", type=int, default=100000)
     f.add_argument("--size", type=int, default=2000)
     f.add_argument("--runs", type=int, default=3)
+    f.add_argument("--perf", action="store_true",
+                   help="profile tern's cold SELECT+FETCH with perf (cpu-clock)")
     f.add_argument("--timeout", type=float, default=600)
     a = ap.parse_args()
     if os.geteuid() != 0:
