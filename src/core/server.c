@@ -45,6 +45,9 @@
  * accept queue; the kernel caps this at net.core.somaxconn. */
 #define SERVER_LISTEN_BACKLOG 4096
 
+/* Descriptors we ask for when started as root (see server_run). */
+#define SERVER_NOFILE_WANTED ((rlim_t)131072)
+
 static const char *const role_names[CONN_ROLE_COUNT] = {
     "smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps",
 };
@@ -460,12 +463,29 @@ int server_run(const struct config *cfg, const struct server_hooks *hooks)
     /* Mail, the directory and keys are private to the run user (like Dovecot's 0600
      * mail files); files that must be shared set their mode explicitly. */
     umask(077);
-    /* One descriptor per connection: allow as many as the hard limit permits (10,000
-     * IDLE clients need more than the usual soft limit of 1024). */
+    /* A logged-in IMAP/POP3 session holds its socket plus the user's index (SQLite db,
+     * WAL, shm): 10,000 IDLE clients need ~30,000+ descriptors. Raise the soft limit to
+     * the hard one; as root (before dropping privileges) raise the hard limit too, up to
+     * SERVER_NOFILE_WANTED but never past the kernel's fs.nr_open. */
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        if (geteuid() == 0 && rl.rlim_max != RLIM_INFINITY && rl.rlim_max < SERVER_NOFILE_WANTED) {
+            rlim_t wanted = SERVER_NOFILE_WANTED;
+            FILE *f = fopen("/proc/sys/fs/nr_open", "r");
+            unsigned long long nr_open = 0;
+            if (f) {
+                if (fscanf(f, "%llu", &nr_open) == 1 && nr_open > 0 && nr_open < wanted)
+                    wanted = (rlim_t)nr_open;
+                fclose(f);
+            }
+            struct rlimit raised = {.rlim_cur = wanted, .rlim_max = wanted};
+            if (wanted > rl.rlim_max && setrlimit(RLIMIT_NOFILE, &raised) == 0)
+                rl = raised;
+        }
+        if (rl.rlim_cur < rl.rlim_max) {
+            rl.rlim_cur = rl.rlim_max;
+            setrlimit(RLIMIT_NOFILE, &rl);
+        }
     }
     evthread_use_pthreads();
     struct event_base *base = event_base_new();

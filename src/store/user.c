@@ -416,7 +416,9 @@ static void remove_tree(const char *path, int depth)
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
             continue;
         char p[4600];
-        snprintf(p, sizeof p, "%s/%.255s", path, de->d_name);
+        /* a longer path cannot be ours (mailbox names are bounded): leave it */
+        if ((size_t)snprintf(p, sizeof p, "%s/%.255s", path, de->d_name) >= sizeof p)
+            continue;
         if (depth < 3)
             remove_tree(p, depth + 1);
         else
