@@ -742,6 +742,42 @@ static void imap_spill_discard(struct imap_session *s)
     s->spill_fd = s->spill_done_fd = -1;
 }
 
+/* Literal data must arrive at least this fast (octets per second), past imap.timeout;
+ * Postfix's smtpd_min_data_rate default, as SMTP DATA uses. */
+#define IMAP_MIN_LITERAL_RATE 500
+
+/* Slowloris: the connection's idle timeout is re-armed by every read, so a peer dribbling
+ * one octet just inside it would hold the session forever. A command (its lines and
+ * literals together; or one AUTHENTICATE response or IDLE's DONE line) must be complete
+ * within imap.timeout plus 1 s per IMAP_MIN_LITERAL_RATE literal octets read, counted from
+ * the moment its first octet was seen. A 20 MB APPEND may take 11 hours; a trickle is cut
+ * after the timeout. Called whenever the session waits for more of a started command; the
+ * idle timer still covers a peer that stops. True when the session was ended. */
+static bool imap_input_deadline(struct imap_session *s)
+{
+    uint64_t now = imap_now_ms();
+    if (s->input_started_ms == 0) {
+        s->input_started_ms = now;
+        return false;
+    }
+    const struct config *cfg = conn_server(s->c)->cfg;
+    uint64_t timeout = cfg && cfg->imap_timeout ? cfg->imap_timeout : IMAP_IDLE_MAX;
+    uint64_t limit = timeout * 1000 + s->input_literal_octets * 1000 / IMAP_MIN_LITERAL_RATE;
+    if (now - s->input_started_ms < limit)
+        return false;
+    conn_write_str(s->c, "* BYE Disconnected for inactivity.\r\n");
+    s->is_closing = true;
+    conn_close(s->c);
+    return true;
+}
+
+/* A command (or SASL/IDLE line) ended: the next one's clock starts at its first octet. */
+static void imap_input_done(struct imap_session *s)
+{
+    s->input_started_ms = 0;
+    s->input_literal_octets = 0;
+}
+
 /* Consume as much buffered input as the session can act on now. */
 static void imap_session_process(struct imap_session *s)
 {
@@ -749,8 +785,10 @@ static void imap_session_process(struct imap_session *s)
     while (!imap_session_busy(s)) {
         if (s->is_in_literal) {
             size_t avail = evbuffer_get_length(in);
-            if (avail == 0)
+            if (avail == 0) {
+                (void)imap_input_deadline(s); /* the literal is incomplete */
                 return;
+            }
             uint64_t want =
                 s->spill_fd >= 0 ? s->spill_remaining : imap_parser_literal_remaining(&s->parser);
             size_t take = avail < want ? avail : (size_t)want;
@@ -758,6 +796,7 @@ static void imap_session_process(struct imap_session *s)
             if (take > sizeof chunk)
                 take = sizeof chunk;
             evbuffer_remove(in, chunk, take);
+            s->input_literal_octets += take;
             if (s->spill_fd >= 0) {
                 /* v1: a write to a local file on the loop; it lands in the page cache. */
                 if (util_write_all(s->spill_fd, chunk, take) < 0) {
@@ -788,10 +827,14 @@ static void imap_session_process(struct imap_session *s)
         size_t len = 0;
         char *line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF);
         if (!line) {
-            if (evbuffer_get_length(in) > IMAP_MAX_LINE + 2) {
+            size_t avail = evbuffer_get_length(in);
+            if (avail > IMAP_MAX_LINE + 2) {
                 conn_write_str(s->c, "* BYE Line too long.\r\n");
                 s->is_closing = true;
                 conn_close(s->c);
+            } else if (avail > 0 || s->input_started_ms != 0) {
+                /* a partial line, or the rest of a command after its literal */
+                (void)imap_input_deadline(s);
             }
             return;
         }
@@ -803,11 +846,13 @@ static void imap_session_process(struct imap_session *s)
             return;
         }
         if (s->sasl) {
+            imap_input_done(s);
             imap_sasl_line(s, line);
             free(line);
             continue;
         }
         if (s->is_idling) {
+            imap_input_done(s);
             imap_idle_line(s, line);
             free(line);
             continue;
@@ -816,6 +861,8 @@ static void imap_session_process(struct imap_session *s)
         free(line);
         if (r == IMAP_PARSE_LITERAL) {
             s->is_in_literal = true;
+            if (s->input_started_ms == 0)
+                s->input_started_ms = imap_now_ms(); /* the command's clock runs on */
             if (s->spill_fd < 0 && s->spill_done_fd < 0 && s->parser.name &&
                 strcmp(s->parser.name, "APPEND") == 0 &&
                 s->parser.literal_size > IMAP_SPILL_THRESHOLD) {
@@ -844,8 +891,10 @@ static void imap_session_process(struct imap_session *s)
             }
             imap_parser_reset(p);
             imap_spill_discard(s);
+            imap_input_done(s);
             continue;
         }
+        imap_input_done(s);
         imap_dispatch(s);
         imap_parser_reset(&s->parser);
         imap_spill_discard(s); /* APPEND took the file if it wanted it */
@@ -897,6 +946,7 @@ static void imap_on_tls(void *session, struct conn *c)
     /* Anything parsed before the handshake is forgotten with the discarded input. */
     imap_parser_reset(&s->parser);
     s->is_in_literal = false;
+    imap_input_done(s);
 }
 
 static void imap_on_timeout(void *session, struct conn *c)

@@ -42,6 +42,10 @@ struct imap_session {
     enum imap_state state;
     struct imap_parser parser;
     bool is_in_literal;
+    /* slowloris deadline: monotonic time the pending command (or SASL/IDLE line) began,
+     * 0 none, and the literal octets of that command read so far */
+    uint64_t input_started_ms;
+    uint64_t input_literal_octets;
     int spill_fd; /* APPEND literal being written to an unlinked file, or -1 */
     uint64_t spill_remaining;
     int spill_done_fd; /* the complete spill file for the command being parsed, or -1 */

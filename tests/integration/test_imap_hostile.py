@@ -1,8 +1,8 @@
 """
 test_imap_hostile.py - tern's IMAP server against hostile or broken input: overlong lines,
 oversized literals (synchronising and LITERAL+), deep nesting, commands in the wrong state,
-garbage bytes, pipelining, big FETCHes that must stream in batches, and the failed-login
-throttle. Every case ends with the server still answering.
+garbage bytes, pipelining, big FETCHes that must stream in batches, the failed-login
+throttle, and slowloris (command lines, literals and SASL responses trickled octet by octet). Every case ends with the server still answering.
 """
 
 import re
@@ -158,3 +158,111 @@ def test_pipelined_flood_without_reading(tern):
     got = c.read_until(rf"^t{n - 1} OK", timeout=60)
     tags = re.findall(r"^(t\d+) OK", got, re.M)
     assert tags == [f"t{i}" for i in range(n)]
+
+
+# ---- slowloris: input trickled to hold a session (imap.timeout = 2) ----------------------
+
+def trickle_until_closed(c, data, partner=None):
+    """Send data one octet at a time, 0.5 s apart (each octet well inside the idle timeout),
+    until the server closes; True if it did. partner, a logged-in client on another
+    connection, sends a whole command between octets and must be answered every time."""
+    for i, octet in enumerate(data[:60]):  # bound: 60 octets = 30 s >> the 2 s timeout
+        try:
+            c.sock.sendall(bytes([octet]))
+        except (BrokenPipeError, ConnectionResetError):
+            return True
+        if c.is_closed(timeout=0.5):  # also the pause between octets
+            return True
+        if partner is not None:
+            converse(partner, [(f"p{i} NOOP", rf"^p{i} OK")])
+    return False
+
+
+def slow_server(tern_factory):
+    srv = tern_factory({"imap.timeout": "2"})
+    user, pw = fresh_user(srv, "slow")
+    partner = imap_client(srv)
+    converse(partner, [(f"a LOGIN {user} {pw}", r"^a OK"), ("b SELECT INBOX", r"^b OK")])
+    return srv, user, pw, partner
+
+
+def test_trickled_command_line_is_cut(tern_factory):
+    """Each octet re-arms the idle timer, but a command line must be complete within
+    imap.timeout of its first octet: the trickler is dropped, the partner keeps working."""
+    srv, user, pw, partner = slow_server(tern_factory)
+    c = imap_client(srv)
+    assert trickle_until_closed(c, b"a LOGIN " + b"x" * 80, partner), \
+        "a never-finished command line kept the session alive"
+    assert b"* BYE" in c.buf
+    converse(partner, [("z NOOP", r"^z OK")])
+    still_alive(srv)
+
+
+def test_trickled_line_after_a_literal_is_cut(tern_factory):
+    """The clock runs for the whole command, across its literals."""
+    srv, user, pw, partner = slow_server(tern_factory)
+    c = imap_client(srv)
+    c.send_raw(b"a LOGIN {5+}\r\nalice")
+    assert trickle_until_closed(c, b" " + b"x" * 80, partner)
+    converse(partner, [("z NOOP", r"^z OK")])
+
+
+def test_trickled_append_literal_is_cut(tern_factory):
+    """Literal data must keep a minimum rate (imap.timeout plus 1 s per 500 octets):
+    an APPEND literal dribbled an octet at a time is cut and nothing is stored."""
+    srv, user, pw, partner = slow_server(tern_factory)
+    c = imap_client(srv)
+    converse(c, [(f"a LOGIN {user} {pw}", r"^a OK")])
+    c.send("b APPEND INBOX {1000}")
+    converse(c, [(None, r"^\+ ")])
+    assert trickle_until_closed(c, b"x" * 1000, partner), \
+        "a trickled literal kept the session alive"
+    got = converse(partner, [("z NOOP", r"^z OK")])[0]
+    assert "EXISTS" not in got
+    assert re.search(r"^y OK", converse(partner, [("y SELECT INBOX", r"^y OK")])[0], re.M)
+    converse(partner, [("x SEARCH ALL", r"^\* SEARCH\r$")])
+
+
+def test_trickled_sasl_response_is_cut(tern_factory):
+    srv, user, pw, partner = slow_server(tern_factory)
+    c = imap_client(srv)
+    converse(c, [("a AUTHENTICATE PLAIN", r"^\+")])
+    assert trickle_until_closed(c, b"A" * 80, partner)
+    converse(partner, [("z NOOP", r"^z OK")])
+
+
+def test_large_append_at_a_normal_rate_survives_a_short_timeout(tern_factory):
+    """The rate rule must not cut honest clients: a 3 MB APPEND sent in pieces with pauses
+    (longer in total than imap.timeout, far above 500 octets/s) is stored whole."""
+    srv = tern_factory({"imap.timeout": "2"})
+    user, pw = fresh_user(srv, "slow")
+    line = b"y" * 78 + b"\r\n"
+    msg = b"Subject: big slow append\r\n\r\n" + line * 40000  # ~3.2 MB
+    c = imap_client(srv)
+    converse(c, [(f"a LOGIN {user} {pw}", r"^a OK")])
+    c.send(b"b APPEND INBOX {%d}" % len(msg))
+    converse(c, [(None, r"^\+ ")])
+    step = 256 * 1024
+    for off in range(0, len(msg), step):  # 13 pieces, 0.3 s apart: ~4 s > the timeout
+        c.send_raw(msg[off:off + step])
+        assert not c.is_closed(timeout=0.3), "an APPEND at a normal rate was cut"
+    c.send_raw(b"\r\n")
+    got = converse(c, [(None, r"^b (OK|NO|BAD)")])[0]
+    assert re.search(r"^b OK", got, re.M), got
+    c.send("d SELECT INBOX")
+    assert "* 1 EXISTS" in c.read_until(r"^d OK")
+    c.send("e FETCH 1 BODY.PEEK[]")
+    assert b"BODY[] {%d}\r\n" % len(msg) + msg + b")\r\n" in read_literal_reply(c, "e")
+    c.send("f LOGOUT")
+    c.read_until(r"^f OK")
+
+
+def test_idle_without_input_still_ends_by_its_own_limit(tern_factory):
+    """The line rule applies to input; an IDLE waiting quietly for DONE is not cut by it,
+    and DONE sent in one piece is answered."""
+    srv, user, pw, partner = slow_server(tern_factory)
+    partner.send("i IDLE")
+    partner.read_until(r"^\+ ")
+    partner.send("DONE")
+    partner.read_until(r"^i OK")
+    converse(partner, [("z NOOP", r"^z OK")])
