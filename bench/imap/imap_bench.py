@@ -16,10 +16,16 @@ machine, same run, same client code (bench/README.md rules). Run by hand, as roo
   fetch   SELECT INBOX + "UID FETCH 1:* (UID FLAGS RFC822.SIZE)" on a mailbox of N
           messages written directly as Maildir files (the same copy for both servers):
           the first (cold: index build) and then --runs warm timings, median reported.
+  mixed   issue 4: N concurrent clients, each its own user with its own copy of the same
+          Maildir, each doing a fixed number of loops of SELECT INBOX, FETCH
+          BODY.PEEK[HEADER] of 10 random messages, FETCH BODY.PEEK[] of one, STORE +FLAGS
+          (\\Seen) on 3, APPEND 10 KB, STORE +FLAGS (\\Deleted) on one, EXPUNGE (7 commands);
+          tern then Dovecot, same seeds; commands/s of each and tern/Dovecot.
 
   imap_bench.py mem   [--conns 1000] [--users 100] [--select] [--no-login]
   imap_bench.py idle  [--conns 10000] [--timeout 600]
   imap_bench.py fetch [--messages 100000] [--size 2000] [--runs 3] [--perf]
+  imap_bench.py mixed [--clients 20] [--loops 50] [--messages 500] [--procs]
 
 Results are appended to bench/results/imap-<subcommand>.jsonl. Numbers are measurements,
 never test assertions.
@@ -533,6 +539,192 @@ def cmd_fetch(a):
         shutil.rmtree(work, ignore_errors=True)
 
 
+# ---- mixed ----------------------------------------------------------------------------------
+
+MIXED_CMDS = 7  # IMAP commands per loop (see mixed_client)
+
+
+def mixed_client(port, user, loops, seed, deadline, timeout):
+    """One client (its own user): LOGIN, then `loops` times SELECT INBOX; FETCH
+    BODY.PEEK[HEADER] of 10 random messages (one command); FETCH BODY.PEEK[] of one;
+    STORE +FLAGS (\\Seen) on 3; APPEND a 10 KB message; STORE +FLAGS (\\Deleted) on one;
+    EXPUNGE. Runs in a thread or a process (module-level, picklable arguments). Stops
+    early at `deadline` (time.time()). Returns counts and its own start/end times."""
+    import imaplib
+    import random
+    rnd = random.Random(seed)
+    msg = benchlib.make_message(10240, seed, rcpt=user)
+    out = {"user": user, "loops": 0, "cmds": 0, "error": None, "t0": None, "t1": None}
+    try:
+        c = imaplib.IMAP4("127.0.0.1", port, timeout=timeout)
+        c.login(user, PASSWORD)
+        out["t0"] = time.time()
+
+        def ok(r):
+            if r[0] != "OK":
+                raise RuntimeError(repr(r)[:200])
+            out["cmds"] += 1
+            return r
+
+        for _ in range(loops):
+            if time.time() > deadline:
+                out["error"] = "deadline"
+                break
+            n = int(ok(c.select("INBOX"))[1][0])
+            if n < 10:
+                raise RuntimeError(f"only {n} messages")
+            hdr = ",".join(str(x) for x in rnd.sample(range(1, n + 1), 10))
+            ok(c.fetch(hdr, "(BODY.PEEK[HEADER])"))
+            ok(c.fetch(str(rnd.randint(1, n)), "(BODY.PEEK[])"))
+            seen = ",".join(str(x) for x in rnd.sample(range(1, n + 1), 3))
+            ok(c.store(seen, "+FLAGS", "(\\Seen)"))
+            ok(c.append("INBOX", None, None, msg))
+            ok(c.store(str(rnd.randint(1, n)), "+FLAGS", "(\\Deleted)"))
+            ok(c.expunge())
+            out["loops"] += 1
+        out["t1"] = time.time()
+        c.logout()
+    except Exception as e:  # counted and reported, never raised
+        out["error"] = type(e).__name__ + ": " + str(e)[:150]
+        out["t1"] = time.time()
+    return out
+
+
+def cpu_seconds(root_pid):
+    """CPU seconds (user + system) used by root_pid and its descendants, counting exited
+    children that were reaped (cutime/cstime): Dovecot's imap processes end at LOGOUT."""
+    tck = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in descendants(root_pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                v = f.read().rsplit(")", 1)[1].split()
+            total += int(v[11]) + int(v[12]) + int(v[13]) + int(v[14])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / tck
+
+
+def client_cpu():
+    """CPU seconds of this process (threads) and its reaped children (client processes)."""
+    a = resource.getrusage(resource.RUSAGE_SELF)
+    b = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
+def mixed_run(port, server_pid, users, loops, seed, timeout, procs):
+    """All clients at once (threads, or processes with procs=True); ops/s over the span
+    from the first client's start (after LOGIN) to the last one's end; CPU used by the
+    server and by the client side during the run."""
+    import concurrent.futures as cf
+    ex_cls = cf.ProcessPoolExecutor if procs else cf.ThreadPoolExecutor
+    deadline = time.time() + timeout
+    s_cpu0, c_cpu0 = cpu_seconds(server_pid), client_cpu()
+    with ex_cls(max_workers=len(users)) as ex:
+        futs = [ex.submit(mixed_client, port, u, loops, seed + i, deadline, 30)
+                for i, u in enumerate(users)]
+        res = [f.result() for f in futs]
+    time.sleep(1)  # let Dovecot reap its imap processes (their CPU lands in cutime)
+    s_cpu, c_cpu = cpu_seconds(server_pid) - s_cpu0, client_cpu() - c_cpu0
+    t0 = min(r["t0"] for r in res if r["t0"]) if any(r["t0"] for r in res) else 0
+    t1 = max(r["t1"] for r in res if r["t1"]) if any(r["t1"] for r in res) else 0
+    cmds = sum(r["cmds"] for r in res)
+    done = sum(r["loops"] for r in res)
+    errors = {}
+    for r in res:
+        if r["error"]:
+            errors[r["error"]] = errors.get(r["error"], 0) + 1
+    span = t1 - t0
+    return {"seconds": round(span, 3), "cmds": cmds, "loops": done,
+            "ops_per_s": round(cmds / span, 1) if span > 0 else 0.0,
+            "loops_per_s": round(done / span, 2) if span > 0 else 0.0,
+            "server_cpu_s": round(s_cpu, 2), "client_cpu_s": round(c_cpu, 2),
+            "server_cpu_ms_per_loop": round(1000 * s_cpu / done, 3) if done else None,
+            "errors": errors}
+
+
+def cmd_mixed(a):
+    users = [f"m{i:03d}@{DOMAIN}" for i in range(a.clients)]
+    work = Path(tempfile.mkdtemp(prefix="imap-mixed-", dir="/var/tmp"))
+    os.chmod(work, 0o755)
+    srv = dv = None
+    load = open("/proc/loadavg").read().split()[:3]
+    up = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    print(f"uptime: {up}", flush=True)
+    try:
+        template = work / "template" / "Maildir"
+        make_maildir(template, a.messages, a.size)
+        srv = tern_start({}, users)
+        run_user = srv.run_user or "root"
+        uid, gid = pwd.getpwnam(run_user).pw_uid, pwd.getpwnam(run_user).pw_gid
+        for u in users:
+            tmd = srv.maildir(u)
+            if tmd.exists():
+                shutil.rmtree(tmd)
+            tmd.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(template, tmd)
+            dhome = work / "dv" / "home" / u
+            dhome.mkdir(parents=True)
+            shutil.copytree(template, dhome / "Maildir")
+        chown_tree(srv.data_dir / "mail", uid, gid)
+        chown_tree(work / "dv" / "home", uid, gid)
+        dv_port = free_port()
+        dv = dovecot_start(work / "dv", dv_port, uid, gid, users)
+        subprocess.run(["sync"], check=False)
+        servers = [("tern", srv.ports["imap"], srv.pid), ("dovecot", dv_port, dv.pid)]
+        if a.dovecot_first:
+            servers.reverse()
+        res = {}
+        for name, port, pid in servers:
+            prof = None
+            if a.perf and name == "tern":
+                prof = subprocess.Popen(["perf", "record", "-q", "-g", "-e", "cpu-clock",
+                                         "-F", "999", "-p", str(pid), "-o",
+                                         str(work / "perf.data")],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(1)
+            r = mixed_run(port, pid, users, a.loops, a.seed, a.timeout, a.procs)
+            if prof is not None:
+                prof.send_signal(2)
+                prof.wait(timeout=60)
+                rep = subprocess.run(["perf", "report", "-i", str(work / "perf.data"),
+                                      "--no-children", "--sort", "dso,symbol", "--stdio",
+                                      "-g", "none"],
+                                     capture_output=True, text=True)
+                top = [ln for ln in rep.stdout.splitlines() if ln.strip() and
+                       not ln.startswith("#")][:30]
+                print("tern profile during the mixed load (self time):\n" + "\n".join(top))
+            res[name] = r
+            print(f"{name:8s} {a.clients} clients x {a.loops} loops: {r['cmds']} commands "
+                  f"({r['loops']} loops) in {r['seconds']}s = {r['ops_per_s']} ops/s "
+                  f"({r['loops_per_s']} loops/s); CPU server {r['server_cpu_s']}s = "
+                  f"{r['server_cpu_ms_per_loop']} ms/loop, client {r['client_cpu_s']}s; "
+                  f"errors {r['errors']}", flush=True)
+        t, d = res["tern"], res["dovecot"]
+        ratio = t["ops_per_s"] / d["ops_per_s"] if d["ops_per_s"] else float("nan")
+        cpu_ratio = (d["server_cpu_ms_per_loop"] / t["server_cpu_ms_per_loop"]
+                     if t["server_cpu_ms_per_loop"] and d["server_cpu_ms_per_loop"]
+                     else float("nan"))
+        print(f"ratio tern/dovecot = {ratio:.2f}x ops/s (target >= 1.5x); server CPU per "
+              f"loop dovecot/tern = {cpu_ratio:.2f}x", flush=True)
+        errs = [ln for ln in srv.log_text().splitlines()
+                if re.search(r"error|fatal|panic", ln, re.I)]
+        if errs:
+            print(f"tern log: {len(errs)} error lines, first: {errs[:3]}")
+        benchlib.report("imap-mixed", {
+            "clients": a.clients, "loops": a.loops, "messages": a.messages, "size": a.size,
+            "procs": a.procs, "loadavg": load, "uptime": up,
+            "tern": t, "dovecot": d, "ratio": round(ratio, 3),
+            "cpu_ratio": round(cpu_ratio, 3),
+            "tern_log_errors": len(errs)})
+    finally:
+        if dv is not None:
+            dovecot_stop(dv)
+        if srv is not None:
+            srv.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="what", required=True)
@@ -554,13 +746,25 @@ def main():
     f.add_argument("--perf", action="store_true",
                    help="profile tern's cold SELECT+FETCH with perf (cpu-clock)")
     f.add_argument("--timeout", type=float, default=600)
+    x = sub.add_parser("mixed")
+    x.add_argument("--clients", type=int, default=20, help="concurrent clients, one user each")
+    x.add_argument("--loops", type=int, default=50, help="loops per client (7 commands each)")
+    x.add_argument("--messages", type=int, default=500, help="messages in each INBOX")
+    x.add_argument("--size", type=int, default=4000)
+    x.add_argument("--seed", type=int, default=1)
+    x.add_argument("--procs", action="store_true",
+                   help="one process per client instead of threads (no GIL limit)")
+    x.add_argument("--dovecot-first", action="store_true")
+    x.add_argument("--perf", action="store_true",
+                   help="profile tern during its run with perf (cpu-clock)")
+    x.add_argument("--timeout", type=float, default=300, help="bound per server, seconds")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("imap_bench: run as root (Dovecot switches to the mail user)")
     if not Path("/usr/lib/dovecot/imap").exists() and a.what != "idle":
         sys.exit("imap_bench: dovecot-imapd is missing (apt-get install dovecot-imapd)")
     raise_nofile()
-    {"mem": cmd_mem, "idle": cmd_idle, "fetch": cmd_fetch}[a.what](a)
+    {"mem": cmd_mem, "idle": cmd_idle, "fetch": cmd_fetch, "mixed": cmd_mixed}[a.what](a)
 
 
 if __name__ == "__main__":
