@@ -69,12 +69,14 @@ int store_mailbox_append(struct store_user *u, const char *name, const struct st
         goto fail_fd;
     }
     snprintf(final_path, sizeof final_path, "%s/cur/%s", path, fname);
+    char cur_dir[4300];
+    snprintf(cur_dir, sizeof cur_dir, "%s/cur", path);
+    int64_t mtime_before = store_sync_dir_mtime(cur_dir);
     if (rename(tmp_path, final_path) < 0) {
         store_error(error_r, "rename %s: %s", tmp_path, strerror(errno));
         goto fail_fd;
     }
-    char cur_dir[4300];
-    snprintf(cur_dir, sizeof cur_dir, "%s/cur", path);
+    int64_t mtime_after = store_sync_dir_mtime(cur_dir);
     if (store_io_fsync_dir(cur_dir) < 0) {
         store_error(error_r, "fsync %s: %s", cur_dir, strerror(errno));
         goto fail_final;
@@ -86,8 +88,13 @@ int store_mailbox_append(struct store_user *u, const char *name, const struct st
         free(kw_text);
         goto fail_final;
     }
-    if (store_index_mailbox_get(u->db, canon, &row, error_r) != 0 ||
-        store_index_message_add(u->db, &row, base, loc, flags, kw_text, size, vsize, internaldate,
+    if (store_index_mailbox_get(u->db, canon, &row, error_r) != 0) {
+        store_index_rollback(u->db);
+        free(kw_text);
+        goto fail_final;
+    }
+    store_sync_own_change(&row.cur_mtime, mtime_before, mtime_after);
+    if (store_index_message_add(u->db, &row, base, loc, flags, kw_text, size, vsize, internaldate,
                                 uid_r, error_r) < 0 ||
         store_index_mailbox_save(u->db, &row, error_r) < 0) {
         store_index_rollback(u->db);
@@ -181,6 +188,9 @@ int store_mailbox_copy_uids(struct store_mailbox *box, const uint32_t *uids, siz
         goto out;
     }
     /* 1. the files: one new name per copy, linked (or copied) straight into cur/ */
+    char cur_dir[4300];
+    snprintf(cur_dir, sizeof cur_dir, "%s/cur", path);
+    int64_t mtime_before = store_sync_dir_mtime(cur_dir);
     for (size_t k = 0; k < n; k++) {
         size_t i = store_view_find_uid(box, uids[k]);
         idx[k] = i;
@@ -215,8 +225,7 @@ int store_mailbox_copy_uids(struct store_mailbox *box, const uint32_t *uids, siz
             goto undo;
         }
     }
-    char cur_dir[4300];
-    snprintf(cur_dir, sizeof cur_dir, "%s/cur", path);
+    int64_t mtime_after = store_sync_dir_mtime(cur_dir);
     if (n_made > 0 && store_io_fsync_dir(cur_dir) < 0) {
         store_error(error_r, "fsync %s: %s", cur_dir, strerror(errno));
         goto undo;
@@ -226,6 +235,8 @@ int store_mailbox_copy_uids(struct store_mailbox *box, const uint32_t *uids, siz
         goto undo;
     if (store_index_mailbox_get(u->db, canon, &row, error_r) != 0)
         goto undo_txn;
+    if (n_made > 0)
+        store_sync_own_change(&row.cur_mtime, mtime_before, mtime_after);
     size_t j = 0, n_moved = 0;
     for (size_t k = 0; k < n; k++) {
         if (idx[k] == SIZE_MAX)

@@ -9,7 +9,8 @@
  *   mailboxes(id INTEGER PRIMARY KEY, name TEXT UNIQUE (IMAP name, '/' separated),
  *       uidvalidity, uidnext, highestmodseq, special_use TEXT, subscribed INTEGER,
  *       first_recent_uid INTEGER (first UID no writable view has claimed as \Recent yet),
- *       cur_mtime INTEGER, new_mtime INTEGER (ns; directory mtimes at the last full scan))
+ *       cur_mtime INTEGER, new_mtime INTEGER (ns; directory mtimes the index is known to
+ *       match, negative while too young to trust: see sync.c))
  *   messages(mailbox INTEGER, uid INTEGER, basename TEXT, location TEXT ("new/<file>" or
  *       "cur/<file>:2,<flags>"), flags INTEGER, keywords TEXT (space separated), size,
  *       vsize, internaldate, modseq, envelope TEXT, bodystructure TEXT,
@@ -137,6 +138,12 @@ int store_mailbox_lookup(struct store_user *u, const char *name, char *canon_r, 
  * new/ to cur/. row must be fresh (read inside the transaction); it is updated and saved. */
 int store_sync_locked(struct store_user *u, const char *path, struct store_mbox_row *row,
                       bool move_new, char **error_r);
+/* mtime (ns) of a directory, 0 if it cannot be read. */
+int64_t store_sync_dir_mtime(const char *dir);
+/* After our own change to a folder (rename/unlink/link), inside the transaction that
+ * records it in the index: before/after are the folder's mtimes around the change, recorded
+ * the row's cur_mtime or new_mtime. Lets the next sync skip re-reading the folder. */
+void store_sync_own_change(int64_t *recorded, int64_t before, int64_t after);
 /* Locate the current file of a message by base name (scan cur/ and new/) into location
  * ("cur/<name>" or "new/<name>"). 0 found, 1 gone, -1 error. */
 int store_maildir_locate(const char *path, const char *basename, char *location, size_t size);

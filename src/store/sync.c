@@ -3,9 +3,14 @@
  *
  * The Maildir is the truth (DESIGN §4): other programs may add, remove or rename files.
  * A sync, inside one IMMEDIATE transaction so concurrent syncs serialise:
- *   - scans new/ always (it is small) and cur/ when its mtime changed since the last full
- *     scan, or is too recent to trust (ext4 timestamps are coarse: a change in the same
- *     tick as our scan would leave the mtime equal, so a recent mtime is never recorded);
+ *   - scans new/ and cur/ only when its mtime changed since the last scan, or the recorded
+ *     mtime was too recent to trust (ext4 timestamps are coarse: a change in the same tick
+ *     as our scan would leave the mtime equal);
+ *   - skips the scan when the only changes since then are our own (flag renames, APPEND,
+ *     COPY, EXPUNGE): those record the folder's mtime right after the change together
+ *     with their index update (store_sync_own_change), so the next sync of the session
+ *     that made them does not re-read a folder it already knows (issue 4: a whole cur/
+ *     rescan after every STORE/APPEND/EXPUNGE);
  *   - gives unknown files the next UIDs (in name order, i.e. delivery time order);
  *   - deletes rows whose file vanished, takes over flags changed in ":2,<flags>";
  *   - optionally moves new/ files to cur/ (what Dovecot does when a mailbox is selected
@@ -50,6 +55,53 @@ static int64_t now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/*
+ * The recorded mtimes (row->cur_mtime, row->new_mtime), in ns:
+ *   0     unknown: scan;
+ *   > 0   the folder's mtime at the last scan, old enough to trust: equal = unchanged;
+ *   < 0   -(mtime) of a young folder whose state the index already holds (a scan, or our
+ *         own change on top of a known state): equal and still young = unchanged; once it
+ *         is SYNC_MTIME_SLACK_NS old it is scanned once more, which catches another
+ *         program's change made in the same timestamp tick (or between our change and
+ *         its stat), and is then recorded as trusted.
+ * Known limit: a session that keeps changing the folder faster than every
+ * SYNC_MTIME_SLACK_NS keeps renewing a young mark, so such a same-tick foreign change is
+ * seen only once the folder rests that long (or changes again by someone else).
+ */
+static bool mtime_is_known(int64_t recorded, int64_t m, int64_t now)
+{
+    if (recorded > 0)
+        return m == recorded;
+    return recorded < 0 && m == -recorded && now - m < SYNC_MTIME_SLACK_NS;
+}
+
+/* What to record for a folder just scanned with mtime m. */
+static int64_t mtime_record(int64_t m, int64_t now)
+{
+    return now - m >= SYNC_MTIME_SLACK_NS ? m : -m;
+}
+
+int64_t store_sync_dir_mtime(const char *dir)
+{
+    struct stat st;
+    if (stat(dir, &st) < 0)
+        return 0;
+    return mtime_ns(&st);
+}
+
+void store_sync_own_change(int64_t *recorded, int64_t before, int64_t after)
+{
+    /* Only on top of a state the index holds; anything else changed the folder too (or
+     * the mark moved on): leave the record alone and the mismatch forces a scan. */
+    if (before == 0 || after == 0 || *recorded == 0)
+        return;
+    /* a young mark that has aged is owed its confirming scan: do not renew it */
+    if (*recorded < 0 && now_ns() - before >= SYNC_MTIME_SLACK_NS)
+        return;
+    if (*recorded == before || *recorded == -before)
+        *recorded = -after;
 }
 
 static void scan_free(struct scan *s)
@@ -234,13 +286,14 @@ int store_sync_locked(struct store_user *u, const char *path, struct store_mbox_
     int64_t now = now_ns();
     int64_t cur_m = mtime_ns(&st_cur);
     int64_t new_m = mtime_ns(&st_new);
-    bool scan_cur = row->cur_mtime == 0 || cur_m != row->cur_mtime;
-    bool scan_new = row->new_mtime == 0 || new_m != row->new_mtime;
+    bool scan_cur = !mtime_is_known(row->cur_mtime, cur_m, now);
+    bool scan_new = !mtime_is_known(row->new_mtime, new_m, now);
 
     struct scan s = {0};
     sqlite3_stmt *st = NULL;
     int ret = -1;
     const struct store_mbox_row orig = *row;
+    size_t n_moved = 0;
     if (!scan_new && !scan_cur)
         goto done; /* neither folder changed since it was last read: nothing to do */
     if ((scan_new && scan_dir(&s, new_dir, true, error_r) < 0) ||
@@ -368,6 +421,7 @@ int store_sync_locked(struct store_user *u, const char *path, struct store_mbox_
             snprintf(to, sizeof to, "%s/cur/%s", path, to_name);
             if (rename(from, to) < 0)
                 continue; /* moved by someone else: the next scan finds it */
+            n_moved++;
             snprintf(loc, sizeof loc, "cur/%s", to_name);
             sqlite3_stmt *up = NULL;
             if (sqlite3_prepare_v2(u->db,
@@ -384,11 +438,15 @@ int store_sync_locked(struct store_user *u, const char *path, struct store_mbox_
     }
 
 done:
-    /* Remember a folder's mtime only when it is old enough to reveal any later change. */
     if (scan_cur)
-        row->cur_mtime = now - cur_m >= SYNC_MTIME_SLACK_NS ? cur_m : 0;
+        row->cur_mtime = mtime_record(cur_m, now);
     if (scan_new)
-        row->new_mtime = now - new_m >= SYNC_MTIME_SLACK_NS ? new_m : 0;
+        row->new_mtime = mtime_record(new_m, now);
+    if (n_moved > 0) {
+        /* our own new/ -> cur/ moves changed both folders after the scan */
+        store_sync_own_change(&row->new_mtime, new_m, store_sync_dir_mtime(new_dir));
+        store_sync_own_change(&row->cur_mtime, cur_m, store_sync_dir_mtime(cur_dir));
+    }
     /* NOOP/IDLE syncs usually change nothing: then write nothing */
     bool is_changed = orig.uidnext != row->uidnext || orig.highestmodseq != row->highestmodseq ||
                       orig.cur_mtime != row->cur_mtime || orig.new_mtime != row->new_mtime ||
