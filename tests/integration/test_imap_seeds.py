@@ -1,5 +1,5 @@
 """
-test_imap_seeds.py - every IMAP session of the seed articles (/work/shared/seeds) replayed
+test_imap_seeds.py - every IMAP session of the seed articles (../shared/seeds beside the repository) replayed
 against the real tern: seed 000 (LOGIN, CAPABILITY, LIST, SELECT, FETCH FLAGS, FETCH
 body[text], LOGOUT), seed 001 (FETCH body[header], body, body[]; AUTHENTICATE CRAM-MD5;
 STARTTLS with openssl s_client; 993), seed 002 (a command without a tag, CAPABILITY,

@@ -1,5 +1,5 @@
 """
-test_pop3_seeds.py - every POP3 session of the seed articles (/work/shared/seeds) replayed
+test_pop3_seeds.py - every POP3 session of the seed articles (../shared/seeds beside the repository) replayed
 against the real tern, with the replies the seeds show (Dovecot wording, without the
 software name). Messages are put into the Maildir directly; the users are the seeds'
 users in our test domain (bare logins map to the only domain, example.test).

@@ -1,5 +1,5 @@
 """
-test_smtp_seeds.py - replay every SMTP session of the seeds (/work/shared/seeds, admins'
+test_smtp_seeds.py - replay every SMTP session of the seeds (../shared/seeds, admins'
 telnet sessions against Postfix) against the real tern binary, command by command, with
 the reply codes (and Postfix wording) the seeds show. Names and passwords are adapted to
 the test directory: alice@example.test / alicepw, bob@example.test / bobpw.
