@@ -24,6 +24,7 @@
 
 #include "core/conn.h"
 #include "imap/session.h"
+#include "imap/msgmap.h"
 #include "store/mime.h"
 #include "store/store.h"
 
@@ -317,35 +318,19 @@ struct imap_msg_data {
  * expunge only unlinks, which leaves the mapping valid. */
 static bool imap_msg_load(struct store_mailbox *box, size_t i, struct imap_msg_data *d)
 {
-    int fd = -1;
-    char *err = NULL;
-    if (store_message_open(box, i, &fd, &err) < 0) {
-        free(err);
+    struct imap_message_map map;
+    if (!imap_message_map(box, i, &map))
         return false;
-    }
-    struct stat st;
-    if (fstat(fd, &st) < 0 || st.st_size < 0 || (uint64_t)st.st_size > SIZE_MAX / 2) {
-        close(fd);
-        return false;
-    }
-    d->len = (size_t)st.st_size;
-    if (d->len == 0) {
-        d->bytes = "";
-    } else {
-        void *p = mmap(NULL, d->len, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (p != MAP_FAILED) {
-            d->bytes = p;
-            d->is_mapped = true;
-        }
-    }
-    close(fd);
-    return d->bytes != NULL;
+    d->bytes = map.bytes;
+    d->len = map.len;
+    d->is_mapped = map.is_mapped;
+    return true;
 }
 
 static void imap_msg_unload(struct imap_msg_data *d)
 {
-    if (d->is_mapped)
-        munmap((void *)d->bytes, d->len);
+    struct imap_message_map map = {d->bytes, d->len, d->is_mapped};
+    imap_message_unmap(&map);
     d->bytes = NULL;
     d->is_mapped = false;
     mime_part_free(d->mime);

@@ -24,6 +24,7 @@
 
 #include "core/conn.h"
 #include "imap/session.h"
+#include "imap/msgmap.h"
 #include "store/mime.h"
 #include "store/store.h"
 
@@ -323,30 +324,12 @@ static bool skey_load(struct skey_msg *sm)
     if (sm->tried_load)
         return sm->bytes != NULL;
     sm->tried_load = true;
-    int fd = -1;
-    char *err = NULL;
-    if (store_message_open(sm->box, sm->index, &fd, &err) < 0) {
-        free(err);
+    struct imap_message_map map;
+    if (!imap_message_map(sm->box, sm->index, &map))
         return false;
-    }
-    struct stat st;
-    if (fstat(fd, &st) < 0 || st.st_size < 0 || (uint64_t)st.st_size > SIZE_MAX / 2) {
-        close(fd);
-        return false;
-    }
-    sm->len = (size_t)st.st_size;
-    if (sm->len == 0) {
-        sm->bytes = "";
-    } else {
-        void *p = mmap(NULL, sm->len, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (p != MAP_FAILED) {
-            sm->bytes = p;
-            sm->is_mapped = true;
-        }
-    }
-    close(fd);
-    if (!sm->bytes)
-        return false;
+    sm->bytes = map.bytes;
+    sm->len = map.len;
+    sm->is_mapped = map.is_mapped;
     /* header ends at the first empty line */
     size_t pos = 0;
     sm->header_len = sm->len;
@@ -369,8 +352,8 @@ static bool skey_load(struct skey_msg *sm)
 
 static void skey_msg_release(struct skey_msg *sm)
 {
-    if (sm->is_mapped)
-        munmap((void *)sm->bytes, sm->len);
+    struct imap_message_map map = {sm->bytes, sm->len, sm->is_mapped};
+    imap_message_unmap(&map);
     mime_part_free(sm->mime);
 }
 
