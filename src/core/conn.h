@@ -103,6 +103,11 @@ void conn_write(struct conn *c, const void *data, size_t len);
 void conn_write_str(struct conn *c, const char *s);
 void conn_printf(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 size_t conn_output_length(struct conn *c);
+/* The input ends inside a command that needs more bytes (the rest after a literal, a
+ * partial line): have the kernel acknowledge the received data at once, so a client
+ * whose Nagle algorithm holds back the command's last small segment sends it without
+ * waiting for our delayed ACK. Cheap (one setsockopt); a no-op where unsupported. */
+void conn_ack_now(struct conn *c);
 
 /* Upgrade to TLS after the queued output has been flushed in clear; discards buffered
  * input. Returns -1 if TLS is not configured or already active. on_tls() follows. */

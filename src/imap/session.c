@@ -786,7 +786,8 @@ static void imap_session_process(struct imap_session *s)
         if (s->is_in_literal) {
             size_t avail = evbuffer_get_length(in);
             if (avail == 0) {
-                (void)imap_input_deadline(s); /* the literal is incomplete */
+                if (!imap_input_deadline(s)) /* the literal is incomplete */
+                    conn_ack_now(s->c);
                 return;
             }
             uint64_t want =
@@ -833,8 +834,10 @@ static void imap_session_process(struct imap_session *s)
                 s->is_closing = true;
                 conn_close(s->c);
             } else if (avail > 0 || s->input_started_ms != 0) {
-                /* a partial line, or the rest of a command after its literal */
-                (void)imap_input_deadline(s);
+                /* a partial line, or the rest of a command after its literal (APPEND:
+                 * the client's Nagle may hold the closing CRLF until we ACK) */
+                if (!imap_input_deadline(s))
+                    conn_ack_now(s->c);
             }
             return;
         }
