@@ -274,14 +274,24 @@ void imap_cmd_check(struct imap_session *s, const char *tag, struct imap_arg *ar
 static void imap_select_work(struct imap_job *j)
 {
     struct imap_session *s = j->s;
+    char *err = NULL;
+    bool ro = j->flags != 0;
+    if (s->box) {
+        /* The mailbox already selected (clients re-SELECT it to poll): bring the view up
+         * to date instead of reading the whole mailbox again (issue 4). */
+        if (store_mailbox_reopen(s->box, j->arg1, ro, &err) == 0) {
+            j->new_box = s->box;
+            s->box = NULL;
+        }
+        free(err);
+        err = NULL;
+    }
     if (s->box) {
         /* RFC 3501 §6.3.1: a SELECT first deselects (no expunge). */
         store_mailbox_close(s->box);
         s->box = NULL;
     }
-    char *err = NULL;
-    bool ro = j->flags != 0;
-    if (store_mailbox_open(s->user, j->arg1, ro, &j->new_box, &err) < 0) {
+    if (!j->new_box && store_mailbox_open(s->user, j->arg1, ro, &j->new_box, &err) < 0) {
         j->new_box = NULL;
         imap_job_err(j, "Mailbox doesn't exist: %s", err);
         return;

@@ -165,6 +165,14 @@ struct store_sync_changes {
 int store_mailbox_sync(struct store_mailbox *box, struct store_sync_changes *changes_r,
                        char **error_r);
 void store_sync_changes_free(struct store_sync_changes *c);
+/* BLOCKING. SELECT/EXAMINE of the mailbox this view already shows (name compared as the
+ * store canonicalises it, same read_only): bring the view to the state
+ * store_mailbox_open() would give a new one (\Recent only on what this call claims),
+ * reading only what changed since its last sync. 0 done; 1 not the same mailbox or mode
+ * (close it and open the other); -1 error (the view is still valid as before; close it
+ * and open anew, which reports the reason). */
+int store_mailbox_reopen(struct store_mailbox *box, const char *name, bool read_only,
+                         char **error_r);
 
 /* BLOCKING. Open a message's file for reading (LF line ends on disk). Caller closes fd. */
 int store_message_open(struct store_mailbox *box, size_t i, int *fd_r, char **error_r);

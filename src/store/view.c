@@ -49,19 +49,45 @@ static void view_msgs_free(struct view_msg *msgs, size_t n)
     free(msgs);
 }
 
-/* Load the mailbox's rows (ordered by UID) inside the current transaction. */
-static int view_load(struct store_mailbox *box, struct view_msg **msgs_r, size_t *n_r,
-                     char **error_r)
+/* The columns a view keeps, in view_msg_from_row's order. */
+#define VIEW_COLUMNS                                                                               \
+    "SELECT uid, basename, location, flags, keywords, size, vsize, internaldate, modseq"          \
+    " FROM messages WHERE mailbox = ?"
+
+/* Fill m from the current row of st (VIEW_COLUMNS). false when out of memory (m is then
+ * still safe to free). */
+static bool view_msg_from_row(struct view_msg *m, sqlite3_stmt *st)
+{
+    memset(m, 0, sizeof *m);
+    m->pub.uid = (uint32_t)sqlite3_column_int64(st, 0);
+    const char *base = (const char *)sqlite3_column_text(st, 1);
+    const char *loc = (const char *)sqlite3_column_text(st, 2);
+    m->pub.filename = strdup(base ? base : "");
+    m->location = strdup(loc ? loc : "");
+    m->pub.flags = (unsigned)sqlite3_column_int(st, 3) & ~(unsigned)STORE_FLAG_RECENT;
+    m->pub.keywords = store_keywords_parse((const char *)sqlite3_column_text(st, 4));
+    m->pub.size = (uint64_t)sqlite3_column_int64(st, 5);
+    m->pub.vsize = (uint64_t)sqlite3_column_int64(st, 6);
+    m->pub.internaldate = (time_t)sqlite3_column_int64(st, 7);
+    m->pub.modseq = (uint64_t)sqlite3_column_int64(st, 8);
+    return m->pub.filename && m->location;
+}
+
+/* Run a VIEW_COLUMNS query (mailbox bound as ?1, a and b as ?2, ?3 when the SQL has
+ * them) inside the current transaction and collect its rows in order. */
+static int view_query(struct store_mailbox *box, const char *sql, int64_t a, int64_t b,
+                      struct view_msg **msgs_r, size_t *n_r, char **error_r)
 {
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(box->u->db,
-                           "SELECT uid, basename, location, flags, keywords, size, vsize,"
-                           " internaldate, modseq FROM messages WHERE mailbox = ? ORDER BY uid",
-                           -1, &st, NULL) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(box->u->db, sql, -1, &st, NULL) != SQLITE_OK) {
         store_error(error_r, "index: %s", sqlite3_errmsg(box->u->db));
         return -1;
     }
     sqlite3_bind_int64(st, 1, box->row.id);
+    if (sqlite3_bind_parameter_count(st) >= 2)
+        sqlite3_bind_int64(st, 2, a);
+    if (sqlite3_bind_parameter_count(st) >= 3)
+        sqlite3_bind_int64(st, 3, b);
     struct view_msg *msgs = NULL;
     size_t n = 0, cap = 0;
     int rc;
@@ -74,21 +100,9 @@ static int view_load(struct store_mailbox *box, struct view_msg **msgs_r, size_t
             msgs = nm;
             cap = ncap;
         }
-        struct view_msg *m = &msgs[n];
-        memset(m, 0, sizeof *m);
-        m->pub.uid = (uint32_t)sqlite3_column_int64(st, 0);
-        const char *base = (const char *)sqlite3_column_text(st, 1);
-        const char *loc = (const char *)sqlite3_column_text(st, 2);
-        m->pub.filename = strdup(base ? base : "");
-        m->location = strdup(loc ? loc : "");
-        m->pub.flags = (unsigned)sqlite3_column_int(st, 3) & ~(unsigned)STORE_FLAG_RECENT;
-        m->pub.keywords = store_keywords_parse((const char *)sqlite3_column_text(st, 4));
-        m->pub.size = (uint64_t)sqlite3_column_int64(st, 5);
-        m->pub.vsize = (uint64_t)sqlite3_column_int64(st, 6);
-        m->pub.internaldate = (time_t)sqlite3_column_int64(st, 7);
-        m->pub.modseq = (uint64_t)sqlite3_column_int64(st, 8);
+        bool ok = view_msg_from_row(&msgs[n], st);
         n++;
-        if (!m->pub.filename || !m->location)
+        if (!ok)
             goto oom;
     }
     sqlite3_finalize(st);
@@ -107,11 +121,106 @@ oom:
     return -1;
 }
 
-/* One sync round: transaction, folder scan, recent claim, reload. */
-static int view_refresh(struct store_mailbox *box, struct view_msg **msgs_r, size_t *n_r,
-                        uint32_t *recent_lo_r, uint32_t *recent_hi_r, bool *is_unchanged_r,
+/* Load the mailbox's rows (ordered by UID) inside the current transaction. */
+static int view_load(struct store_mailbox *box, struct view_msg **msgs_r, size_t *n_r,
+                     char **error_r)
+{
+    return view_query(box, VIEW_COLUMNS " ORDER BY uid", 0, 0, msgs_r, n_r, error_r);
+}
+
+/*
+ * What changed in the index since the view's last sync, read without reloading the
+ * messages that did not change (issue 4: every sync after a STORE, APPEND or EXPUNGE
+ * used to re-read and re-allocate the whole mailbox). Inside the sync's transaction,
+ * against old (the mailbox row as of the view's last sync):
+ *   - changed: the rows whose modseq is above old.highestmodseq, i.e. every row added or
+ *     whose flags/keywords changed since (each such change takes a new modseq), by UID;
+ *   - survivors: the UIDs below old.uidnext still indexed, by UID; NULL when all of the
+ *     view's messages are still there (their count equals the view's: UIDs below
+ *     old.uidnext cannot be added later, so an equal count means nothing was expunged).
+ * A change of location alone (another session's new/ -> cur/ move) keeps its modseq and
+ * is not seen here: the view finds the file again on ENOENT (view_relocate).
+ */
+struct view_delta {
+    struct view_msg *changed;
+    size_t n_changed;
+    uint32_t *survivors;
+    size_t n_survivors;
+};
+
+static void view_delta_free(struct view_delta *d)
+{
+    view_msgs_free(d->changed, d->n_changed);
+    free(d->survivors);
+    memset(d, 0, sizeof *d);
+}
+
+static int view_delta_read(struct store_mailbox *box, const struct store_mbox_row *old,
+                           struct view_delta *d, char **error_r)
+{
+    memset(d, 0, sizeof *d);
+    sqlite3 *db = box->u->db;
+    if (view_query(box, VIEW_COLUMNS " AND modseq > ? ORDER BY uid",
+                   (int64_t)old->highestmodseq, 0, &d->changed, &d->n_changed, error_r) < 0)
+        return -1;
+    sqlite3_stmt *st = NULL;
+    int64_t count = -1;
+    if (sqlite3_prepare_v2(db, "SELECT count(*) FROM messages WHERE mailbox = ? AND uid < ?", -1,
+                           &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, box->row.id);
+        sqlite3_bind_int64(st, 2, old->uidnext);
+        if (sqlite3_step(st) == SQLITE_ROW)
+            count = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    if (count < 0)
+        goto fail;
+    if ((uint64_t)count == box->n)
+        return 0;
+    d->survivors = malloc(((size_t)count + 1) * sizeof *d->survivors);
+    if (!d->survivors) {
+        view_delta_free(d);
+        store_error(error_r, "out of memory");
+        return -1;
+    }
+    if (sqlite3_prepare_v2(db, "SELECT uid FROM messages WHERE mailbox = ? AND uid < ? ORDER BY uid",
+                           -1, &st, NULL) != SQLITE_OK)
+        goto fail;
+    sqlite3_bind_int64(st, 1, box->row.id);
+    sqlite3_bind_int64(st, 2, old->uidnext);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW && d->n_survivors < (size_t)count)
+        d->survivors[d->n_survivors++] = (uint32_t)sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+        goto fail_msg;
+    return 0;
+fail:
+    sqlite3_finalize(st);
+fail_msg:
+    store_error(error_r, "index: %s", sqlite3_errmsg(db));
+    view_delta_free(d);
+    return -1;
+}
+
+/* What one sync round found (view_refresh). */
+struct view_update {
+    bool is_unchanged;        /* uidnext and highestmodseq as at the view's last sync */
+    struct view_msg *msgs;    /* full load (a view without messages loaded yet) */
+    size_t n;
+    struct view_delta delta;  /* otherwise: the changes since the view's last sync */
+    uint32_t recent_lo, recent_hi; /* UIDs this sync claimed (or sees, read-only) \Recent */
+    struct store_mbox_row old; /* the view's row before this sync */
+};
+
+/* One sync round: transaction, folder scan, recent claim, then the rows: all of them for
+ * a view that has none loaded (is_full), else only what changed (view_delta_read). The
+ * view's row is updated only when the round succeeded. */
+static int view_refresh(struct store_mailbox *box, bool is_full, struct view_update *up,
                         char **error_r)
 {
+    memset(up, 0, sizeof *up);
     sqlite3 *db = box->u->db;
     if (store_index_begin(db, error_r) < 0)
         return -1;
@@ -134,8 +243,8 @@ static int view_refresh(struct store_mailbox *box, struct view_msg **msgs_r, siz
     }
     /* RFC 3501 §2.3.2: \Recent goes to exactly one read-write session, which claims
      * it; a read-only view (EXAMINE) shows what is still unclaimed without taking it. */
-    *recent_lo_r = row.first_recent_uid;
-    *recent_hi_r = row.uidnext;
+    up->recent_lo = row.first_recent_uid;
+    up->recent_hi = row.uidnext;
     if (!box->is_read_only && row.first_recent_uid != row.uidnext) {
         row.first_recent_uid = row.uidnext;
         if (store_index_mailbox_save(db, &row, error_r) < 0) {
@@ -143,20 +252,35 @@ static int view_refresh(struct store_mailbox *box, struct view_msg **msgs_r, siz
             return -1;
         }
     }
-    *is_unchanged_r =
-        box->msgs && row.uidnext == box->row.uidnext && row.highestmodseq == box->row.highestmodseq;
-    *msgs_r = NULL;
-    *n_r = 0;
-    box->row = row;
-    if (!*is_unchanged_r && view_load(box, msgs_r, n_r, error_r) < 0) {
-        store_index_rollback(db);
-        return -1;
+    up->old = box->row;
+    up->is_unchanged = !is_full && row.uidnext == up->old.uidnext &&
+                       row.highestmodseq == up->old.highestmodseq;
+    if (!up->is_unchanged) {
+        int lr = is_full ? view_load(box, &up->msgs, &up->n, error_r)
+                         : view_delta_read(box, &up->old, &up->delta, error_r);
+        if (lr < 0) {
+            store_index_rollback(db);
+            return -1;
+        }
     }
     if (store_index_commit(db, error_r) < 0) {
-        view_msgs_free(*msgs_r, *n_r);
+        view_msgs_free(up->msgs, up->n);
+        view_delta_free(&up->delta);
+        memset(up, 0, sizeof *up);
         return -1;
     }
+    box->row = row;
     return 0;
+}
+
+/* Mark the messages whose UID is in [lo, hi) \Recent. */
+static void view_mark_recent(struct view_msg *msgs, size_t n, uint32_t lo, uint32_t hi)
+{
+    if (lo >= hi)
+        return;
+    for (size_t i = n; i-- > 0 && msgs[i].pub.uid >= lo;)
+        if (msgs[i].pub.uid < hi)
+            msgs[i].pub.flags |= STORE_FLAG_RECENT;
 }
 
 int store_mailbox_open(struct store_user *u, const char *name, bool read_only,
@@ -175,19 +299,14 @@ int store_mailbox_open(struct store_user *u, const char *name, bool read_only,
         return -1;
     }
     box->row.uidvalidity = 0;
-    uint32_t lo, hi;
-    bool is_unchanged;
-    struct view_msg *msgs;
-    size_t n;
-    if (view_refresh(box, &msgs, &n, &lo, &hi, &is_unchanged, error_r) < 0) {
+    struct view_update up;
+    if (view_refresh(box, true, &up, error_r) < 0) {
         free(box);
         return -1;
     }
-    for (size_t i = 0; i < n; i++)
-        if (msgs[i].pub.uid >= lo && msgs[i].pub.uid < hi)
-            msgs[i].pub.flags |= STORE_FLAG_RECENT;
-    box->msgs = msgs;
-    box->n = n;
+    view_mark_recent(up.msgs, up.n, up.recent_lo, up.recent_hi);
+    box->msgs = up.msgs;
+    box->n = up.n;
     *box_r = box;
     return 0;
 }
@@ -234,66 +353,119 @@ static bool keywords_equal(char **a, char **b)
     return !(a && a[i]) && !(b && b[i]);
 }
 
+/* Apply a delta to the view: drop the expunged messages, take the changed ones, append
+ * the new ones; messages that did not change keep their entries (moved, not copied).
+ * changes_r (may be NULL) gets what IMAP must report. Consumes up->delta. */
+static int view_apply(struct store_mailbox *box, struct view_update *up,
+                      struct store_sync_changes *changes_r, char **error_r)
+{
+    struct view_delta *d = &up->delta;
+    struct view_msg *out = malloc((box->n + d->n_changed + 1) * sizeof *out);
+    uint32_t *exp = calloc(box->n + 1, sizeof *exp);
+    size_t *chg = calloc(box->n + d->n_changed + 1, sizeof *chg);
+    if (!out || !exp || !chg) {
+        free(out);
+        free(exp);
+        free(chg);
+        view_delta_free(d);
+        box->row = up->old; /* the next sync reads this delta again */
+        store_error(error_r, "out of memory");
+        return -1;
+    }
+    /* RFC 3501 §7.4.1: each EXPUNGE number is the sequence number at the time it is
+     * sent, so later numbers are reduced by the expunges reported before them. */
+    size_t j = 0, k = 0, o = 0, n_exp = 0, n_chg = 0;
+    for (size_t i = 0; i < box->n; i++) {
+        struct view_msg *old = &box->msgs[i];
+        uint32_t uid = old->pub.uid;
+        bool is_alive = true;
+        if (d->survivors) {
+            while (k < d->n_survivors && d->survivors[k] < uid)
+                k++;
+            is_alive = k < d->n_survivors && d->survivors[k] == uid;
+        }
+        while (j < d->n_changed && d->changed[j].pub.uid < uid)
+            j++; /* cannot happen (rows below uidnext are never added); freed below */
+        if (!is_alive) {
+            exp[n_exp] = (uint32_t)(i + 1 - n_exp);
+            n_exp++;
+            view_msg_free(old);
+            continue;
+        }
+        if (j < d->n_changed && d->changed[j].pub.uid == uid) {
+            struct view_msg *nw = &d->changed[j++];
+            nw->pub.flags |= old->pub.flags & STORE_FLAG_RECENT;
+            if (nw->pub.flags != old->pub.flags ||
+                !keywords_equal(nw->pub.keywords, old->pub.keywords))
+                chg[n_chg++] = o;
+            view_msg_free(old);
+            out[o++] = *nw;
+            memset(nw, 0, sizeof *nw); /* moved */
+        } else {
+            out[o++] = *old;
+        }
+    }
+    size_t n_new = 0;
+    for (; j < d->n_changed; j++) {
+        if (d->changed[j].pub.uid < up->old.uidnext)
+            continue; /* cannot happen, see above */
+        out[o++] = d->changed[j];
+        memset(&d->changed[j], 0, sizeof d->changed[j]);
+        n_new++;
+    }
+    free(box->msgs);
+    box->msgs = out;
+    box->n = o;
+    view_delta_free(d);
+    view_mark_recent(box->msgs, box->n, up->recent_lo, up->recent_hi);
+    if (changes_r) {
+        changes_r->expunged_seqs = exp;
+        changes_r->n_expunged = n_exp;
+        changes_r->flag_changed = chg;
+        changes_r->n_flag_changed = n_chg;
+        changes_r->n_new = n_new;
+    } else {
+        free(exp);
+        free(chg);
+    }
+    return 0;
+}
+
 int store_mailbox_sync(struct store_mailbox *box, struct store_sync_changes *changes_r,
                        char **error_r)
 {
     memset(changes_r, 0, sizeof *changes_r);
-    uint32_t lo, hi;
-    bool is_unchanged;
-    struct view_msg *msgs;
-    size_t n;
-    if (view_refresh(box, &msgs, &n, &lo, &hi, &is_unchanged, error_r) < 0)
+    struct view_update up;
+    if (view_refresh(box, false, &up, error_r) < 0)
         return -1;
-    if (is_unchanged) {
+    if (up.is_unchanged) {
         /* nothing new in the index; only a fresh \Recent claim can matter */
-        for (size_t i = 0; i < box->n; i++)
-            if (box->msgs[i].pub.uid >= lo && box->msgs[i].pub.uid < hi)
-                box->msgs[i].pub.flags |= STORE_FLAG_RECENT;
+        view_mark_recent(box->msgs, box->n, up.recent_lo, up.recent_hi);
         return 0;
     }
-    /* Merge old and new lists (both sorted by UID). RFC 3501 §7.4.1: each EXPUNGE
-     * number is the sequence number at the time it is sent, so later numbers are
-     * reduced by the expunges reported before them. */
-    uint32_t *exp = calloc(box->n + 1, sizeof *exp);
-    size_t *chg = calloc(n + 1, sizeof *chg);
-    if (!exp || !chg) {
-        free(exp);
-        free(chg);
-        view_msgs_free(msgs, n);
-        store_error(error_r, "out of memory");
+    return view_apply(box, &up, changes_r, error_r);
+}
+
+int store_mailbox_reopen(struct store_mailbox *box, const char *name, bool read_only,
+                         char **error_r)
+{
+    char dir[300], canon[300];
+    char *err = NULL;
+    if (read_only != box->is_read_only ||
+        store_mailbox_name_to_dir(name, dir, sizeof dir, canon, sizeof canon, &err) < 0 ||
+        strcmp(canon, box->name) != 0) {
+        free(err);
+        return 1;
+    }
+    struct view_update up;
+    if (view_refresh(box, false, &up, error_r) < 0)
         return -1;
-    }
-    size_t i = 0, j = 0, n_exp = 0, n_chg = 0;
-    while (i < box->n) {
-        struct view_msg *old = &box->msgs[i];
-        while (j < n && msgs[j].pub.uid < old->pub.uid)
-            j++; /* cannot happen (UIDs only grow) but stay safe */
-        if (j < n && msgs[j].pub.uid == old->pub.uid) {
-            struct view_msg *nw = &msgs[j];
-            nw->pub.flags |= old->pub.flags & STORE_FLAG_RECENT;
-            if ((nw->pub.flags & ~(unsigned)STORE_FLAG_RECENT) !=
-                    (old->pub.flags & ~(unsigned)STORE_FLAG_RECENT) ||
-                !keywords_equal(nw->pub.keywords, old->pub.keywords))
-                chg[n_chg++] = j;
-            j++;
-        } else {
-            exp[n_exp] = (uint32_t)(i + 1 - n_exp);
-            n_exp++;
-        }
-        i++;
-    }
-    size_t n_survivors = box->n - n_exp;
-    for (size_t k = 0; k < n; k++)
-        if (msgs[k].pub.uid >= lo && msgs[k].pub.uid < hi)
-            msgs[k].pub.flags |= STORE_FLAG_RECENT;
-    view_msgs_free(box->msgs, box->n);
-    box->msgs = msgs;
-    box->n = n;
-    changes_r->expunged_seqs = exp;
-    changes_r->n_expunged = n_exp;
-    changes_r->flag_changed = chg;
-    changes_r->n_flag_changed = n_chg;
-    changes_r->n_new = n - n_survivors;
+    if (!up.is_unchanged && view_apply(box, &up, NULL, error_r) < 0)
+        return -1;
+    /* as a fresh open: \Recent only on what this open claimed */
+    for (size_t i = 0; i < box->n; i++)
+        box->msgs[i].pub.flags &= ~(unsigned)STORE_FLAG_RECENT;
+    view_mark_recent(box->msgs, box->n, up.recent_lo, up.recent_hi);
     return 0;
 }
 
