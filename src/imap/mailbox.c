@@ -419,7 +419,8 @@ static void imap_expunge_deleted(struct imap_job *j, bool report)
     }
     free(sel);
     char *err = NULL;
-    if (n > 0 && store_mailbox_expunge_uids(s->box, uids, n, &err) < 0) {
+    /* RFC 3501 EXPUNGE/CLOSE: unsynced, as Dovecot (store.h, ARCHITECTURE.md §4) */
+    if (n > 0 && store_mailbox_expunge_uids_unsynced(s->box, uids, n, &err) < 0) {
         imap_job_err(j, "Expunge failed: %s", err);
         free(uids);
         free(seqs);

@@ -15,8 +15,14 @@
  * rebuilt from it: files added or renamed by other programs are found on the next sync
  * and get new UIDs; UIDs are never reused.
  *
- * Durability: store_deliver() returns 0 only after every copy's file and directory are
- * fsync'd; flag changes and expunges are made durable before their functions return.
+ * Durability: store_deliver(), store_mailbox_append() and store_mailbox_copy_uids() return
+ * 0 only after every new file and its directory are fsync'd (an acknowledged message is on
+ * stable storage); store_mailbox_expunge_uids() (POP3 QUIT, MOVE's originals) fsyncs the
+ * folders before it returns. Not fsync'd, as Dovecot's default mail_fsync=optimized:
+ * flag changes (store_message_set_flags: a crash can bring back the old flags) and
+ * store_mailbox_expunge_uids_unsynced() (IMAP EXPUNGE/CLOSE: a crash can bring back an
+ * expunged message, under a new UID). Index commits (SQLite WAL, synchronous=NORMAL) are
+ * not flushed; the Maildir is the truth and the next sync repairs the index.
  *
  * Ownership: handles returned here are owned by the caller and released with the matching
  * close/free. Thread rules: BLOCKING functions do file I/O and fsync: call them from the
@@ -188,6 +194,10 @@ int store_message_set_flags(struct store_mailbox *box, size_t i, int mode, unsig
  * them in expunged_seqs (so IMAP sends EXPUNGE from one place). */
 int store_mailbox_expunge_uids(struct store_mailbox *box, const uint32_t *uids, size_t n,
                                char **error_r);
+/* BLOCKING. The same without the fsync of the folders (IMAP EXPUNGE, CLOSE): visible to
+ * every session and program at once, but a crash soon after can bring a message back. */
+int store_mailbox_expunge_uids_unsynced(struct store_mailbox *box, const uint32_t *uids, size_t n,
+                                        char **error_r);
 
 /* BLOCKING. APPEND: store a message (CRLF or LF) with flags and date into mailbox name.
  * *uid_r gets the new UID, *uidvalidity_r the mailbox's. Durable before return. */
