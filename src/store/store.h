@@ -186,6 +186,21 @@ int store_mailbox_expunge_uids(struct store_mailbox *box, const uint32_t *uids, 
 int store_mailbox_append(struct store_user *u, const char *name, const struct store_source *src,
                          unsigned flags, const char *const *keywords, time_t internaldate,
                          uint32_t *uidvalidity_r, uint32_t *uid_r, char **error_r);
+/* One message of a MULTIAPPEND (RFC 3502): its bytes, flags, keywords and date. */
+struct store_append_message {
+    struct store_source src;
+    unsigned flags;
+    const char *const *keywords;
+    time_t internaldate; /* 0: now */
+};
+/* BLOCKING. MULTIAPPEND (RFC 3502 §6.3.11): store n messages into mailbox name, all or
+ * none. Every file is written and fsync'd in tmp/, then all are renamed into cur/ and the
+ * folder fsync'd, then all are indexed in one transaction; on any failure nothing stays.
+ * uids_r (n entries, caller's) gets the new UIDs in order, *uidvalidity_r the mailbox's.
+ * A missing mailbox fails with "[TRYCREATE] Mailbox doesn't exist". Durable before return. */
+int store_mailbox_append_many(struct store_user *u, const char *name,
+                              const struct store_append_message *msgs, size_t n,
+                              uint32_t *uidvalidity_r, uint32_t *uids_r, char **error_r);
 /* BLOCKING. COPY (move=false) or MOVE (move=true) messages by UID into another mailbox;
  * dest_uids_r (malloc'd, n entries) for COPYUID: entry k is 0 when uids[k] was not in the
  * view (skip it). A missing destination fails with "[TRYCREATE] Mailbox doesn't exist".
