@@ -1,6 +1,6 @@
 /*
- * args.c - meaning of the LIST, APPEND and STATUS arguments (see args.h): pure functions
- * over the parser's argument tree.
+ * args.c - meaning of the LIST, APPEND, STATUS and SEARCH RETURN arguments (see args.h): pure
+ * functions over the parser's argument tree.
  */
 #include "imap/args.h"
 
@@ -39,6 +39,32 @@ bool imap_status_items_parse(const struct imap_arg *list, unsigned *items_r)
             return false;
         *items_r |= bit;
     }
+    return true;
+}
+
+/* ---- SEARCH RETURN (RFC 4731 §3.1) ------------------------------------------------- */
+
+bool imap_search_return_parse(const struct imap_arg *list, unsigned *opts_r)
+{
+    *opts_r = 0;
+    if (!list || list->type != IMAP_ARG_LIST || list->n > IMAP_SEARCH_MAX_RETURN)
+        return false;
+    for (size_t i = 0; i < list->n; i++) {
+        const struct imap_arg *a = &list->list[i];
+        if (imap_arg_is_atom(a, "MIN"))
+            *opts_r |= IMAP_SEARCH_RET_MIN;
+        else if (imap_arg_is_atom(a, "MAX"))
+            *opts_r |= IMAP_SEARCH_RET_MAX;
+        else if (imap_arg_is_atom(a, "ALL"))
+            *opts_r |= IMAP_SEARCH_RET_ALL;
+        else if (imap_arg_is_atom(a, "COUNT"))
+            *opts_r |= IMAP_SEARCH_RET_COUNT;
+        else
+            return false; /* SAVE (RFC 5182) is not offered */
+    }
+    /* RFC 4731 §3.1: an empty list is the same as (ALL) */
+    if (*opts_r == 0)
+        *opts_r = IMAP_SEARCH_RET_ALL;
     return true;
 }
 

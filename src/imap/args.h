@@ -1,11 +1,13 @@
 /*
  * args.h - what the arguments of LIST (RFC 5258 LIST-EXTENDED, RFC 5819 LIST-STATUS,
- * RFC 6154 SPECIAL-USE), APPEND (RFC 3502 MULTIAPPEND) and STATUS mean, taken from the
+ * RFC 6154 SPECIAL-USE), APPEND (RFC 3502 MULTIAPPEND), STATUS and SEARCH RETURN
+ * (RFC 4731 ESEARCH) mean, taken from the
  * parser's argument tree. Pure functions over struct imap_arg (no I/O, no session), so the
  * unit tests and the fuzz target (tests/fuzz/fuzz_imap_command.c) reach them directly.
  *
  * Every list a client controls is bounded here: LIST patterns (IMAP_LIST_MAX_PATTERNS),
- * LIST options (IMAP_LIST_MAX_OPTIONS), APPEND messages (IMAP_MAX_APPEND_MESSAGES).
+ * LIST options (IMAP_LIST_MAX_OPTIONS), APPEND messages (IMAP_MAX_APPEND_MESSAGES),
+ * SEARCH return options (IMAP_SEARCH_MAX_RETURN).
  *
  * Ownership: a request points into the argument tree (valid until imap_parser_reset) except
  * what its *_free function releases. Thread rules: none.
@@ -32,6 +34,18 @@ enum {
 /* "(MESSAGES UNSEEN)" -> IMAP_ST_* bits; false on an unknown item, a non-list or an
  * empty list. */
 bool imap_status_items_parse(const struct imap_arg *list, unsigned *items_r);
+
+/* ---- SEARCH RETURN (RFC 4731 ESEARCH) ---- */
+#define IMAP_SEARCH_MAX_RETURN 16
+enum {
+    IMAP_SEARCH_RET_MIN = 1,
+    IMAP_SEARCH_RET_MAX = 2,
+    IMAP_SEARCH_RET_ALL = 4,
+    IMAP_SEARCH_RET_COUNT = 8,
+};
+/* "(MIN MAX COUNT ALL)" -> IMAP_SEARCH_RET_* bits; "()" means ALL (RFC 4731 §3.1).
+ * false on an unknown option, a non-list or more than IMAP_SEARCH_MAX_RETURN options. */
+bool imap_search_return_parse(const struct imap_arg *list, unsigned *opts_r);
 
 /* ---- LIST ---- */
 #define IMAP_LIST_MAX_PATTERNS 64

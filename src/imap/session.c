@@ -94,8 +94,9 @@ void imap_capability_string(struct imap_session *s, struct buf *out)
         if (!imap_plaintext_ok(s))
             buf_append_str(out, " LOGINDISABLED");
     } else {
-        buf_append_str(out, " NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE MULTIAPPEND"
-                            " LIST-EXTENDED LIST-STATUS");
+        buf_append_str(out,
+                       " NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE MULTIAPPEND ESEARCH"
+                       " LIST-EXTENDED LIST-STATUS");
     }
 }
 

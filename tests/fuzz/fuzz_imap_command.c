@@ -2,7 +2,7 @@
  * fuzz_imap_command.c - libFuzzer target for the IMAP command parser: the input is cut
  * into lines as the session does; literals are fed from the following bytes. Whole
  * commands then go through the argument interpretation of src/imap/args.c: LIST
- * (LIST-EXTENDED, LIST-STATUS), APPEND (MULTIAPPEND) and STATUS items.
+ * (LIST-EXTENDED, LIST-STATUS), APPEND (MULTIAPPEND), STATUS items, SEARCH RETURN.
  */
 #include <stdint.h>
 #include <string.h>
@@ -44,6 +44,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             const char *why;
             if (imap_append_request_parse(p.args.list, p.args.n, &ar, &why))
                 imap_append_request_free(&ar);
+        } else if (r == IMAP_PARSE_DONE && strcmp(p.name, "SEARCH") == 0 && p.args.n >= 2) {
+            unsigned opts;
+            (void)imap_search_return_parse(&p.args.list[1], &opts);
         } else if (r == IMAP_PARSE_DONE && strcmp(p.name, "STATUS") == 0 && p.args.n == 2) {
             unsigned items;
             (void)imap_status_items_parse(&p.args.list[1], &items);

@@ -411,3 +411,40 @@ def test_list_extended_imaplib(tern):
     assert any(b"\\Sent" in d and d.endswith(b'"Sent"') for d in data), data
     typ, data = m.list('""', '("INBOX" "Plain")')
     assert typ == "OK" and len(data) == 2, data
+
+
+# ---- ESEARCH (RFC 4731) -------------------------------------------------------------------
+
+def test_esearch_return_options(tern):
+    user, pw = fresh_user(tern, "xes", [sample_message(i) for i in range(5)])
+    c = login(tern, user, pw)
+    got = cmd(c, "a", "CAPABILITY")
+    assert " ESEARCH" in got
+    cmd(c, "b", "SELECT INBOX")
+    cmd(c, "c", "STORE 2,4 +FLAGS (\\Seen)")
+    got = cmd(c, "d", "SEARCH RETURN (MIN MAX COUNT ALL) ALL")
+    assert '* ESEARCH (TAG "d") MIN 1 MAX 5 ALL 1:5 COUNT 5\r\n' in got, got
+    got = cmd(c, "e", "SEARCH RETURN (ALL COUNT MAX MIN) UNSEEN")
+    assert '* ESEARCH (TAG "e") MIN 1 MAX 5 ALL 1,3,5 COUNT 3\r\n' in got, got
+    # RETURN () is RETURN (ALL); UID form carries UID and UIDs
+    got = cmd(c, "f", "UID SEARCH RETURN () 1:*")
+    assert '* ESEARCH (TAG "f") UID ALL 1:5\r\n' in got, got
+    got = cmd(c, "g", "UID SEARCH RETURN (COUNT) SEEN")
+    assert '* ESEARCH (TAG "g") UID COUNT 2\r\n' in got, got
+    # nothing found: only COUNT is given
+    got = cmd(c, "h", "SEARCH RETURN (MIN MAX ALL COUNT) UID 999")
+    assert '* ESEARCH (TAG "h") COUNT 0\r\n' in got, got
+    got = cmd(c, "i", "SEARCH RETURN (MIN) CHARSET UTF-8 ALL")
+    assert '* ESEARCH (TAG "i") MIN 1\r\n' in got, got
+    # no plain * SEARCH line with RETURN, and the plain form is unchanged
+    assert "* SEARCH" not in got
+    got = cmd(c, "j", "SEARCH UNSEEN")
+    assert "* SEARCH 1 3 5\r\n" in got and "ESEARCH" not in got, got
+    for bad in ("SEARCH RETURN (FOO) ALL", "SEARCH RETURN MIN ALL", "SEARCH RETURN (SAVE) ALL",
+                "SEARCH RETURN (MIN)", "SEARCH RETURN (" + "MIN " * 17 + ") ALL"):
+        got = cmd(c, "k", bad)
+        assert re.search(r"^k BAD ", got, re.M), (bad, got)
+    # CONDSTORE: the highest MODSEQ of what matched
+    cmd(c, "l", "ENABLE CONDSTORE")
+    got = cmd(c, "m", "SEARCH RETURN (COUNT) MODSEQ 1")
+    assert re.search(r'^\* ESEARCH \(TAG "m"\) COUNT 5 MODSEQ \d+\r$', got, re.M), got

@@ -266,6 +266,29 @@ static void test_list_request(void **state)
     imap_parser_free(&p);
 }
 
+static void test_search_return(void **state)
+{
+    (void)state;
+    struct imap_parser p;
+    imap_parser_init(&p, 1024);
+    unsigned opts = 0;
+    parse_line(&p, "a SEARCH RETURN (min MAX COUNT ALL) ALL");
+    assert_true(imap_search_return_parse(&p.args.list[1], &opts));
+    assert_int_equal(opts, IMAP_SEARCH_RET_MIN | IMAP_SEARCH_RET_MAX | IMAP_SEARCH_RET_COUNT |
+                               IMAP_SEARCH_RET_ALL);
+    parse_line(&p, "a SEARCH RETURN () ALL");
+    assert_true(imap_search_return_parse(&p.args.list[1], &opts));
+    assert_int_equal(opts, IMAP_SEARCH_RET_ALL); /* RFC 4731 §3.1 */
+    parse_line(&p, "a SEARCH RETURN (SAVE) ALL");
+    assert_false(imap_search_return_parse(&p.args.list[1], &opts));
+    parse_line(&p, "a SEARCH RETURN MIN ALL");
+    assert_false(imap_search_return_parse(&p.args.list[1], &opts));
+    parse_line(&p, "a SEARCH RETURN (MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN "
+                   "MIN MIN) ALL");
+    assert_false(imap_search_return_parse(&p.args.list[1], &opts)); /* bounded */
+    imap_parser_free(&p);
+}
+
 /* Feed "a APPEND Box" followed by n messages "{1+}x" with optional per-message prefix. */
 static enum imap_parse_result feed_append(struct imap_parser *p, size_t n, const char *prefix)
 {
@@ -351,7 +374,7 @@ int main(void)
         cmocka_unit_test(test_fetch_items),     cmocka_unit_test(test_literals),
         cmocka_unit_test(test_literal_too_big), cmocka_unit_test(test_quoted_and_nesting),
         cmocka_unit_test(test_seqset),          cmocka_unit_test(test_list_request),
-        cmocka_unit_test(test_append_request),
+        cmocka_unit_test(test_append_request),  cmocka_unit_test(test_search_return),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
