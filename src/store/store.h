@@ -114,6 +114,12 @@ struct store_message {
 int store_user_open(const char *home, const char *user, struct store_user **user_r,
                     char **error_r);
 void store_user_close(struct store_user *u);
+/* Give the user's index connection back to the shared pool; the next call on u takes one
+ * again by itself. Sessions call this when a command is done, so an idle session holds
+ * no SQLite connection (memory, two descriptors) and the sessions of one user share the
+ * few connections their concurrent commands need. Same thread rules as other calls on u;
+ * never while a call on u (or on a view of it) runs. */
+void store_user_idle(struct store_user *u);
 
 /* Mailbox tree (IMAP). Names are IMAP names with '/' separator; "INBOX" case-insensitive. */
 struct store_mailbox_info {

@@ -162,6 +162,8 @@ static int view_refresh(struct store_mailbox *box, struct view_msg **msgs_r, siz
 int store_mailbox_open(struct store_user *u, const char *name, bool read_only,
                        struct store_mailbox **box_r, char **error_r)
 {
+    if (store_user_attach(u, error_r) < 0)
+        return -1;
     struct store_mailbox *box = calloc(1, sizeof *box);
     if (!box) {
         store_error(error_r, "out of memory");
@@ -238,6 +240,8 @@ int store_mailbox_sync(struct store_mailbox *box, struct store_sync_changes *cha
                        char **error_r)
 {
     memset(changes_r, 0, sizeof *changes_r);
+    if (store_user_attach(box->u, error_r) < 0)
+        return -1;
     uint32_t lo, hi;
     bool is_unchanged;
     struct view_msg *msgs;
@@ -381,6 +385,8 @@ static char **keywords_apply(char **cur, int mode, const char *const *kw)
 int store_message_set_flags(struct store_mailbox *box, size_t i, int mode, unsigned flags,
                             const char *const *keywords, char **error_r)
 {
+    if (store_user_attach(box->u, error_r) < 0)
+        return -1;
     if (i >= box->n) {
         store_error(error_r, "No such message");
         return -1;
@@ -617,6 +623,8 @@ static int expunge_index(struct store_mailbox *box, const uint32_t *uids, size_t
 int store_mailbox_expunge_uids(struct store_mailbox *box, const uint32_t *uids, size_t n,
                                char **error_r)
 {
+    if (store_user_attach(box->u, error_r) < 0)
+        return -1;
     if (box->is_read_only) {
         store_error(error_r, "Mailbox is read-only");
         return -1;

@@ -5,7 +5,10 @@ still ends the IDLE normally, and an IDLE that lasts imap.timeout (the IDLE limi
 minutes by default) without DONE ends with an untagged BYE and the connection closed.
 """
 
+import os
+
 from test_imap_lib import add_user, converse, deliver_file, imap_client, sample_message
+from tern_util import send_mail
 
 
 def test_idle_keepalive_then_done_then_limit(tern_factory):
@@ -24,3 +27,42 @@ def test_idle_keepalive_then_done_then_limit(tern_factory):
     got = converse(c, [(None, r"^\* BYE IDLE time limit reached\.\r$")], timeout=30)[0]
     assert "d OK" not in got
     assert c.is_closed(timeout=10)
+
+
+def _index_descriptors(pid):
+    """Descriptors of the server open on some user's index.db (or its -wal)."""
+    n = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if "/index.db" in target:
+            n += 1
+    return n
+
+
+def test_idle_sessions_share_the_users_index(tern_factory):
+    """Between commands a session holds no SQLite connection: twelve sessions of one user
+    idling in INBOX keep at most a couple of pooled index connections open (before, each
+    kept its own: two descriptors and ~100 KB per session), and every one of them still
+    hears of a message delivered over SMTP while it idles."""
+    srv = tern_factory({})
+    add_user(srv, "sharer@example.test", "sharepw")
+    deliver_file(srv, "sharer@example.test", sample_message(1))
+    sessions = []
+    for k in range(12):
+        c = imap_client(srv)
+        converse(c, [(f"a{k} LOGIN sharer@example.test sharepw", rf"^a{k} OK"),
+                     (f"b{k} SELECT INBOX", rf"^b{k} OK"),
+                     (f"c{k} IDLE", r"^\+ ")])
+        sessions.append(c)
+    # db + wal per pooled connection; a few may be pooled (logins ran on several threads)
+    assert _index_descriptors(srv.pid) <= 2 * 4
+    send_mail(srv, "someone@example.org", ["sharer@example.test"], "news for everyone")
+    for c in sessions:
+        converse(c, [(None, r"^\* 2 EXISTS\r$")], timeout=20)
+    for k, c in enumerate(sessions):
+        converse(c, [("DONE", rf"^c{k} OK Idle completed"),
+                     (f"d{k} FETCH 2 (BODY.PEEK[TEXT])", rf"^d{k} OK")])
+    assert _index_descriptors(srv.pid) <= 2 * 4

@@ -983,6 +983,59 @@ static void test_notify_cross_thread(void **state)
     event_base_free(base);
 }
 
+/* Descriptors of this process open on some index.db (or its -wal). */
+static int count_index_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL) {
+        char link[300], target[4200];
+        snprintf(link, sizeof link, "/proc/self/fd/%s", de->d_name);
+        ssize_t len = readlink(link, target, sizeof target - 1);
+        if (len <= 0)
+            continue;
+        target[len] = '\0';
+        if (strstr(target, "/index.db"))
+            n++;
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* store_user_idle gives the connection back: handles of one user share one pooled
+ * connection between calls, and an idle handle works again on its next call. */
+static void test_user_idle_shares_connection(void **state)
+{
+    (void)state;
+    char home[512];
+    home_of("sharer", home, sizeof home);
+    struct store_user *a = NULL, *b = NULL;
+    char *err = NULL;
+    assert_int_equal(store_user_open(home, "sharer@example.test", &a, &err), 0);
+    int held = count_index_fds(); /* a's connection: db + wal */
+    assert_true(held >= 1);
+    store_user_idle(a);
+    assert_int_equal(store_user_open(home, "sharer@example.test", &b, &err), 0);
+    assert_int_equal(count_index_fds(), held); /* b took a's pooled connection */
+    store_user_idle(b);
+    assert_int_equal(count_index_fds(), held); /* pooled, not closed, not doubled */
+    /* both idle handles still work (each takes the pooled connection in turn) */
+    assert_int_equal(store_mailbox_create(a, "Lists", &err), 0);
+    store_user_idle(a);
+    struct store_status st;
+    assert_int_equal(store_mailbox_status(b, "Lists", &st, &err), 0);
+    assert_int_equal(st.messages, 0);
+    store_user_idle(b);
+    assert_int_equal(count_index_fds(), held);
+    store_user_close(a);
+    store_user_close(b);
+    store_index_pool_flush();
+    assert_int_equal(count_index_fds(), 0);
+    free(err);
+}
+
 /* An index of schema version 1 (no usage table) is upgraded with the right usage. */
 static void test_index_migration(void **state)
 {
@@ -1082,6 +1135,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_notify_cross_thread, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_delivery, setup, teardown),
         cmocka_unit_test_setup_teardown(test_index_migration, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_user_idle_shares_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill9_during_delivery, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
