@@ -393,6 +393,10 @@ int64_t store_index_usage(sqlite3 *db)
  * thread at a time; pooled connections keep their prepared statements. */
 #define STORE_INDEX_POOL_MAX     256 /* idle connections kept (2 descriptors each) */
 #define STORE_INDEX_POOL_BUCKETS 512
+/* Idle connections kept per user: a burst (a delivery waking every IDLE session of a
+ * user at once) opens one per busy worker thread; beyond this many they are closed on
+ * release (not the last one, so no checkpoint). */
+#define STORE_INDEX_POOL_PER_HOME 2
 
 struct pooled_db {
     char *home;
@@ -496,11 +500,21 @@ void store_index_release(const char *home, sqlite3 *db)
     p->ino = ino;
     struct pooled_db *evict = NULL;
     pthread_mutex_lock(&index_pool_lock);
+    size_t b = index_pool_hash(home), same_home = 0;
+    for (struct pooled_db *q = index_pool_buckets[b]; q; q = q->bucket_next)
+        if (strcmp(q->home, home) == 0)
+            same_home++;
+    if (same_home >= STORE_INDEX_POOL_PER_HOME) {
+        pthread_mutex_unlock(&index_pool_lock);
+        sqlite3_close(db);
+        free(p->home);
+        free(p);
+        return;
+    }
     if (index_pool_n >= STORE_INDEX_POOL_MAX) {
         evict = index_pool_oldest;
         index_pool_unlink(evict);
     }
-    size_t b = index_pool_hash(home);
     p->bucket_next = index_pool_buckets[b];
     index_pool_buckets[b] = p;
     p->lru_next = index_pool_newest;
