@@ -650,6 +650,48 @@ static void test_uid_never_reused(void **state)
     store_user_close(u);
 }
 
+/* Two views of one mailbox: a flag change made through a view that has not synced since
+ * another view's change builds on the index's current flags (no lost update), and
+ * UNCHANGEDSINCE compares with the current modseq, not with the stale view's. */
+static void test_set_flags_stale_view(void **state)
+{
+    (void)state;
+    char home[512], path[1200];
+    struct store_user *u = open_user("stale", home, sizeof home);
+    deliver_n(home, 1);
+    struct store_mailbox *a = NULL, *b = NULL;
+    char *error = NULL;
+    assert_int_equal(store_mailbox_open(u, "INBOX", false, &a, &error), 0);
+    assert_int_equal(store_mailbox_open(u, "INBOX", false, &b, &error), 0);
+    uint64_t seen_by_b = store_mailbox_message(b, 0)->modseq;
+    const char *kw_a[] = {"$Label1", NULL}, *kw_b[] = {"$Label2", NULL};
+    assert_int_equal(store_message_set_flags(a, 0, 1, STORE_FLAG_FLAGGED, kw_a, &error), 0);
+    /* b has not synced: its view still says no flags */
+    assert_int_equal(
+        store_message_store_flags(b, 0, 1, STORE_FLAG_ANSWERED, NULL, seen_by_b, &error), 1);
+    assert_int_equal(store_message_set_flags(b, 0, 1, STORE_FLAG_SEEN, kw_b, &error), 0);
+    const struct store_message *m = store_mailbox_message(b, 0);
+    assert_int_equal(m->flags & ~(unsigned)STORE_FLAG_RECENT, STORE_FLAG_SEEN | STORE_FLAG_FLAGGED);
+    assert_non_null(m->keywords);
+    assert_string_equal(m->keywords[0], "$Label1");
+    assert_non_null(m->keywords[1]);
+    assert_string_equal(m->keywords[1], "$Label2");
+    snprintf(path, sizeof path, "%s/Maildir/cur/%s:2,FS", home, m->filename);
+    assert_int_equal(access(path, F_OK), 0);
+    /* with the current modseq the conditional store goes through */
+    assert_int_equal(
+        store_message_store_flags(b, 0, -1, STORE_FLAG_FLAGGED, NULL, m->modseq, &error), 0);
+    struct store_sync_changes ch;
+    assert_int_equal(store_mailbox_sync(a, &ch, &error), 0);
+    store_sync_changes_free(&ch);
+    assert_int_equal(store_mailbox_message(a, 0)->flags & ~(unsigned)STORE_FLAG_RECENT,
+                     STORE_FLAG_SEEN);
+    store_mailbox_close(a);
+    store_mailbox_close(b);
+    store_user_close(u);
+    free(error);
+}
+
 static void test_set_flags(void **state)
 {
     char home[512], path[1200];
@@ -1136,6 +1178,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_concurrent_delivery, setup, teardown),
         cmocka_unit_test_setup_teardown(test_index_migration, setup, teardown),
         cmocka_unit_test_setup_teardown(test_user_idle_shares_connection, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_set_flags_stale_view, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill9_during_delivery, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
