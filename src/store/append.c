@@ -138,6 +138,9 @@ int store_mailbox_append_many(struct store_user *u, const char *name,
         store_error(error_r, "no messages");
         return -1;
     }
+    /* a pooled index connection for this call (store_user_idle gives it back) */
+    if (store_user_attach(u, error_r) < 0)
+        return -1;
     char canon[300], path[4200];
     struct store_mbox_row row;
     if (store_mailbox_lookup(u, name, canon, sizeof canon, path, sizeof path, &row, error_r) < 0) {
