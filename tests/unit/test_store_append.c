@@ -117,6 +117,7 @@ static void test_append_many_ok(void **state)
     m[1].keywords = kw_work;
     m[2].internaldate = 1580000000;
     uint32_t uidv = 0, uids[3] = {0};
+    store_user_idle(u); /* the call takes a pooled connection by itself */
     assert_int_equal(store_mailbox_append_many(u, "Box", m, 3, &uidv, uids, &error), 0);
     assert_int_equal(uids[1], uids[0] + 1);
     assert_int_equal(uids[2], uids[0] + 2);
