@@ -124,7 +124,8 @@ fail:
 
 char *imap_mailbox_name(const struct imap_arg *a)
 {
-    if (!imap_arg_is_string(a) || a->len == 0 || memchr(a->str, '\0', a->len))
+    /* a literal spilled to a file (APPEND) has no bytes here: not a name */
+    if (!imap_arg_is_string(a) || a->is_external || a->len == 0 || memchr(a->str, '\0', a->len))
         return NULL;
     /* RFC 3501 §5.1: INBOX is case-insensitive */
     if (strcasecmp(a->str, "INBOX") == 0)

@@ -448,3 +448,14 @@ def test_esearch_return_options(tern):
     cmd(c, "l", "ENABLE CONDSTORE")
     got = cmd(c, "m", "SEARCH RETURN (COUNT) MODSEQ 1")
     assert re.search(r'^\* ESEARCH \(TAG "m"\) COUNT 5 MODSEQ \d+\r$', got, re.M), got
+
+
+def test_append_spilled_mailbox_name(tern):
+    """A mailbox name as big as a spilled literal is refused, not read (its bytes are in
+    the spill file), and the message after it is not stored."""
+    user, pw = fresh_user(tern, "xsn")
+    c = login(tern, user, pw)
+    c.send_raw(b"c APPEND {300000+}\r\n" + b"x" * 300000 + b" {5+}\r\nhello\r\n")
+    got = c.expect(r"^c (OK|NO|BAD)")
+    assert re.search(r"^c BAD Usage: APPEND ", got, re.M), got
+    assert status_of(c, "INBOX")[0] == 0
