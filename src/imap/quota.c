@@ -26,14 +26,16 @@
 
 #define IMAP_QUOTA_ROOT "User quota"
 
-/* BLOCKING. The user's limit (0 = none) and usage in bytes. 0, or -1 on a lookup error. */
+/* BLOCKING. The user's limit (0 = none) and usage in bytes (left 0 without a limit).
+ * 0, or -1 on a lookup error. */
 static int imap_quota_read(struct imap_session *s, uint64_t *limit_r, uint64_t *usage_r)
 {
     struct auth_user u;
     if (auth_user_lookup(conn_server(s->c)->auth, s->username, &u) != 1)
         return -1;
-    int64_t usage = store_user_usage(u.home);
     *limit_r = u.quota;
+    *usage_r = 0;
+    int64_t usage = u.quota != 0 ? store_user_usage(u.home) : 0;
     auth_user_free(&u);
     if (usage < 0)
         return -1;
