@@ -53,6 +53,8 @@ static void imap_append_work(struct imap_job *j)
     }
     uint32_t uidv = 0, uid = 0;
     char *err = NULL;
+    if (!imap_quota_allows(j, src.fd >= 0 ? src.size : src.len))
+        return;
     if (store_mailbox_append(s->user, j->arg1, &src, j->flags, (const char *const *)j->keywords,
                              (time_t)j->number, &uidv, &uid, &err) < 0) {
         imap_append_fail(j, err);
@@ -173,6 +175,12 @@ static void imap_multiappend_work(struct imap_job *j)
         msgs[i].keywords = (const char *const *)m->keywords;
         msgs[i].internaldate = m->internaldate;
     }
+    /* RFC 9208 §5.1: the quota must hold all of them, as they are stored all or none */
+    uint64_t add_bytes = 0;
+    for (size_t i = 0; i < ma->n; i++)
+        add_bytes += ma->msgs[i].len;
+    if (!imap_quota_allows(j, add_bytes))
+        goto out;
     uint32_t uidv = 0;
     if (store_mailbox_append_many(j->s->user, j->arg1, msgs, ma->n, &uidv, uids, &err) < 0) {
         imap_append_fail(j, err);

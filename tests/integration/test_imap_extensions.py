@@ -459,3 +459,23 @@ def test_append_spilled_mailbox_name(tern):
     got = c.expect(r"^c (OK|NO|BAD)")
     assert re.search(r"^c BAD Usage: APPEND ", got, re.M), got
     assert status_of(c, "INBOX")[0] == 0
+
+
+def test_multiappend_over_quota_stores_nothing(tern):
+    """RFC 9208: the quota must hold the whole MULTIAPPEND, which is stored all or none:
+    each message fits, together they do not -> NO [OVERQUOTA], nothing stored."""
+    user, pw = fresh_user(tern, "xmq")
+    tern.cli("user", "quota", user, str(20 * 1024))
+    c = login(tern, user, pw)
+    part = wire(sample_message(1, body="x" * 8000 + "\n"))
+    data = b"c APPEND INBOX"
+    for _ in range(3):
+        data += f" {{{len(part)}+}}\r\n".encode() + part
+    c.send_raw(data + b"\r\n")
+    got = c.expect(r"^c (OK|NO|BAD)")
+    assert re.search(r"^c NO \[OVERQUOTA\] ", got, re.M), got
+    assert status_of(c, "INBOX")[0] == 0
+    # two fit
+    c.send_raw(b"d APPEND INBOX" + (f" {{{len(part)}+}}\r\n".encode() + part) * 2 + b"\r\n")
+    got = c.expect(r"^d (OK|NO|BAD)")
+    assert re.search(r"^d OK \[APPENDUID \d+ 1:2\] ", got, re.M), got
