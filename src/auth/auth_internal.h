@@ -1,7 +1,7 @@
 /*
  * auth_internal.h - what the files of the auth module share and nobody else sees:
- * the service struct (one SQLite connection + mutex, the throttle table), base64,
- * address normalisation, and the credential lookup that SASL and logins build on.
+ * the service struct (one SQLite connection + mutex, the throttle table), address
+ * normalisation, and the credential lookup that SASL and logins build on.
  *
  * Thread rules: the SQLite handle is used only with svc->db_lock held; the throttle
  * table only with svc->throttle_lock held.
@@ -49,11 +49,6 @@ struct auth_service {
     time_t (*clock)(void);               /* time source; tests replace it */
     unsigned char fake_secret[32];       /* fake SCRAM salts for unknown users */
 };
-
-/* ---- base64 (RFC 4648, strict: no whitespace, padding required) -------------------- */
-char *auth_b64_encode(const void *data, size_t len);
-/* Decoded bytes into out (NUL-terminated, len = decoded size). false on bad input. */
-bool auth_b64_decode(const char *text, size_t len, struct buf *out);
 
 /* ---- names ------------------------------------------------------------------------ */
 /* Normalise a login or address to lower-case "local@domain"; bare names get the default

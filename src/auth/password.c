@@ -14,6 +14,7 @@
 #define OPENSSL_SUPPRESS_DEPRECATED /* MD5_CTX: CRAM-MD5 contexts resume a raw MD5 state */
 
 #include "auth/auth_internal.h"
+#include "core/util.h"
 
 #include <argon2.h>
 #include <crypt.h>
@@ -285,16 +286,16 @@ bool auth_scram_parse(const char *data, size_t digest_len, struct auth_scram_key
     if (errno || *end || iter < 1 || iter > 10000000)
         goto out;
     k->iter = (unsigned)iter;
-    if (!auth_b64_decode(f[1], strlen(f[1]), &b) || b.len == 0 || b.len > sizeof k->salt)
+    if (!util_base64_decode_lenient(f[1], strlen(f[1]), &b) || b.len == 0 || b.len > sizeof k->salt)
         goto out;
     memcpy(k->salt, b.data, b.len);
     k->salt_len = b.len;
     buf_reset(&b);
-    if (!auth_b64_decode(f[2], strlen(f[2]), &b) || b.len != digest_len)
+    if (!util_base64_decode_lenient(f[2], strlen(f[2]), &b) || b.len != digest_len)
         goto out;
     memcpy(k->stored_key, b.data, b.len);
     buf_reset(&b);
-    if (!auth_b64_decode(f[3], strlen(f[3]), &b) || b.len != digest_len)
+    if (!util_base64_decode_lenient(f[3], strlen(f[3]), &b) || b.len != digest_len)
         goto out;
     memcpy(k->server_key, b.data, b.len);
     k->key_len = digest_len;
@@ -351,7 +352,7 @@ static bool digest_decode(const char *data, enum digest_encoding enc, struct buf
         if (enc == ENC_HEX)
             return false;
     }
-    return auth_b64_decode(data, len, out);
+    return util_base64_decode_lenient(data, len, out);
 }
 
 int auth_password_verify(const char *stored, const char *password)
@@ -420,7 +421,7 @@ int auth_password_verify(const char *stored, const char *password)
     case KIND_SALTED: {
         const EVP_MD *md = EVP_get_digestbyname(sc->digest);
         size_t n = md ? (size_t)EVP_MD_get_size(md) : 0;
-        if (n == 0 || !auth_b64_decode(data, strlen(data), &b) || b.len <= n)
+        if (n == 0 || !util_base64_decode_lenient(data, strlen(data), &b) || b.len <= n)
             break;
         if (digest_of(sc->digest, password, strlen(password), b.data + n, b.len - n, a) != n)
             break;
@@ -495,9 +496,9 @@ static int hash_scram(const struct scheme *sc, const char *password, struct buf 
     RAND_bytes(k.salt, SCRAM_SALT);
     if (!auth_scram_derive(password, dl, &k))
         return -1;
-    char *s = auth_b64_encode(k.salt, k.salt_len);
-    char *st = auth_b64_encode(k.stored_key, dl);
-    char *sv = auth_b64_encode(k.server_key, dl);
+    char *s = util_base64_encode_str(k.salt, k.salt_len);
+    char *st = util_base64_encode_str(k.stored_key, dl);
+    char *sv = util_base64_encode_str(k.server_key, dl);
     bool ok = s && st && sv && buf_printf(out, "%u,%s,%s,%s", k.iter, s, st, sv);
     free(s);
     free(st);
@@ -556,7 +557,7 @@ int auth_password_hash(const char *scheme, const char *password, char **hash_r, 
             hex_encode(d, n, hex);
             buf_append_str(&out, hex);
         } else {
-            char *s = auth_b64_encode(d, n);
+            char *s = util_base64_encode_str(d, n);
             rc = s && buf_append_str(&out, s) ? 0 : -1;
             free(s);
         }
@@ -567,7 +568,7 @@ int auth_password_hash(const char *scheme, const char *password, char **hash_r, 
         RAND_bytes(salt, sizeof salt);
         size_t n = digest_of(sc->digest, password, strlen(password), salt, sizeof salt, d);
         memcpy(d + n, salt, sizeof salt);
-        char *s = auth_b64_encode(d, n + sizeof salt);
+        char *s = util_base64_encode_str(d, n + sizeof salt);
         rc = s && buf_append_str(&out, s) ? 0 : -1;
         free(s);
         break;
