@@ -23,12 +23,15 @@
 #define AUTH_MAX_CRED       1024 /* a stored "{SCHEME}..." value */
 #define AUTH_ALIAS_DEPTH    10   /* alias expansion depth (Postfix uses 100; 10 is plenty) */
 #define AUTH_ALIAS_MAX_OUT  1000 /* addresses one resolve may produce */
-#define AUTH_THROTTLE_SLOTS 4096 /* IPs tracked by the failure throttle */
+#define AUTH_THROTTLE_SLOTS 4096 /* IPv4 addresses / IPv6 /64s tracked by the throttle */
+
+/* A throttle key: "a.b.c.d", or "xxxx:xxxx:xxxx:xxxx::/64" (login.c). */
+#define AUTH_THROTTLE_KEY_SIZE 48
 
 struct auth_throttle_slot {
-    char ip[48];
-    time_t window_start; /* first failure of the current window */
-    time_t last;         /* last failure: the oldest slot is evicted first */
+    char key[AUTH_THROTTLE_KEY_SIZE]; /* "" for a free slot */
+    time_t window_start;              /* first failure of the current window */
+    time_t last;                      /* last failure: the oldest slot is evicted first */
     unsigned count;
 };
 
