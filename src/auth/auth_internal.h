@@ -99,7 +99,9 @@ struct auth_scram_keys {
     size_t key_len;
 };
 bool auth_scram_parse(const char *data, size_t digest_len, struct auth_scram_keys *k);
-/* Derive keys from a password with the given salt/iterations (digest_len 20 or 32). */
+/* Derive keys from a password with the given salt/iterations (digest_len 20 or 32), after
+ * RFC 5802 §2.2 Normalize() (SASLprep; ASCII and passwords SASLprep refuses are used as
+ * they are: password.c scram_normalize). */
 bool auth_scram_derive(const char *password, size_t digest_len, struct auth_scram_keys *k);
 
 /* Test hook: replace the throttle's clock (NULL restores time()). */

@@ -4,7 +4,8 @@
  *
  * Supported: ARGON2ID, ARGON2I (libargon2 encoded form), SHA512-CRYPT, SHA256-CRYPT,
  * BLF-CRYPT, MD5-CRYPT, CRYPT (any crypt(3) hash, libxcrypt), SCRAM-SHA-256, SCRAM-SHA-1
- * ("iter,salt,storedkey,serverkey" in base64, RFC 5802 §3 keys), CRAM-MD5 (Dovecot's
+ * ("iter,salt,storedkey,serverkey" in base64, RFC 5802 §3 keys of the SASLprep'd
+ * password, see scram_normalize), CRAM-MD5 (Dovecot's
  * 32-byte HMAC-MD5 context in hex), PLAIN/CLEAR, PLAIN-MD5, SHA/SHA1, SHA256, SHA512,
  * SSHA, SSHA256, SSHA512. Digest schemes accept Dovecot's ".HEX"/".B64" suffix.
  *
@@ -19,6 +20,7 @@
 #include <argon2.h>
 #include <crypt.h>
 #include <errno.h>
+#include <gsasl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -241,7 +243,8 @@ static const char *scram_md(size_t digest_len)
     return digest_len == 20 ? "SHA1" : "SHA256";
 }
 
-bool auth_scram_derive(const char *password, size_t digest_len, struct auth_scram_keys *k)
+/* The RFC 5802 §3 keys from the password bytes exactly as given. */
+static bool scram_derive_bytes(const char *password, size_t digest_len, struct auth_scram_keys *k)
 {
     const EVP_MD *md = EVP_get_digestbyname(scram_md(digest_len));
     unsigned char salted[64], client_key[64];
@@ -260,6 +263,50 @@ bool auth_scram_derive(const char *password, size_t digest_len, struct auth_scra
     k->key_len = digest_len;
     OPENSSL_cleanse(salted, sizeof salted);
     OPENSSL_cleanse(client_key, sizeof client_key);
+    return ok;
+}
+
+static void scram_normalized_free(char *prepped)
+{
+    if (prepped) {
+        OPENSSL_cleanse(prepped, strlen(prepped));
+        gsasl_free(prepped);
+    }
+}
+
+/*
+ * RFC 5802 §2.2 Normalize(): SASLprep (RFC 4013) of the password, as a query string
+ * (unassigned code points allowed), so that "IX", "I<U+00AD>X" and "<U+2168>" make the
+ * same keys on our side as in any client that follows the RFC. Returns the prepared
+ * string (malloc'd; the caller cleanses and frees it) or NULL: the password is used as it
+ * is. That is the case for all-ASCII passwords (SASLprep maps printable ASCII to itself
+ * and refuses control characters, so skipping it keeps ASCII byte-identical, as `doveadm
+ * pw` hashes it) and, as PostgreSQL does, for passwords SASLprep refuses (not UTF-8,
+ * prohibited characters) or empties: such a password still works, byte for byte.
+ */
+static char *scram_normalize(const char *password)
+{
+    bool is_ascii = true;
+    for (const unsigned char *p = (const unsigned char *)password; *p && is_ascii; p++)
+        is_ascii = *p < 0x80;
+    if (is_ascii)
+        return NULL;
+    char *prepped = NULL;
+    int stringprep_rc = 0;
+    if (gsasl_saslprep(password, GSASL_ALLOW_UNASSIGNED, &prepped, &stringprep_rc) != GSASL_OK)
+        return NULL;
+    if (prepped && (prepped[0] == '\0' || strcmp(prepped, password) == 0)) {
+        scram_normalized_free(prepped);
+        return NULL;
+    }
+    return prepped;
+}
+
+bool auth_scram_derive(const char *password, size_t digest_len, struct auth_scram_keys *k)
+{
+    char *prepped = scram_normalize(password);
+    bool ok = scram_derive_bytes(prepped ? prepped : password, digest_len, k);
+    scram_normalized_free(prepped);
     return ok;
 }
 
@@ -324,16 +371,32 @@ static int verify_crypt(const char *data, const char *password)
     return rc;
 }
 
+/* 1 when password makes the stored keys, 0 when not, -1 on error. */
+static int scram_keys_match(const struct auth_scram_keys *stored, const char *password,
+                            size_t digest_len)
+{
+    struct auth_scram_keys mine = *stored;
+    int rc = -1;
+    if (scram_derive_bytes(password, digest_len, &mine))
+        rc = CRYPTO_memcmp(mine.stored_key, stored->stored_key, digest_len) == 0 &&
+             CRYPTO_memcmp(mine.server_key, stored->server_key, digest_len) == 0;
+    OPENSSL_cleanse(&mine, sizeof mine);
+    return rc;
+}
+
 static int verify_scram(const char *data, size_t digest_len, const char *password)
 {
-    struct auth_scram_keys stored, mine;
+    struct auth_scram_keys stored;
     if (!auth_scram_parse(data, digest_len, &stored))
         return -1;
-    mine = stored;
-    if (!auth_scram_derive(password, digest_len, &mine))
-        return -1;
-    return CRYPTO_memcmp(mine.stored_key, stored.stored_key, digest_len) == 0 &&
-           CRYPTO_memcmp(mine.server_key, stored.server_key, digest_len) == 0;
+    /* Keys of the SASLprep'd password (ours, RFC 5802 clients'), else of the bytes as
+     * typed: `doveadm pw` does not SASLprep, and its hashes must keep working. */
+    char *prepped = scram_normalize(password);
+    int rc = scram_keys_match(&stored, prepped ? prepped : password, digest_len);
+    if (rc == 0 && prepped)
+        rc = scram_keys_match(&stored, password, digest_len);
+    scram_normalized_free(prepped);
+    return rc;
 }
 
 /* Decode a digest value. Base64 is the default, but Dovecot also takes hex when the
