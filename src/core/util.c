@@ -48,8 +48,7 @@ char *util_base64_encode_str(const void *data, size_t len)
     return buf_steal(&b);
 }
 
-/* RFC 4648 §4 alphabet value of c, or -1 for anything else (whitespace included). */
-static int base64_value(unsigned char c)
+int util_base64_value(unsigned char c)
 {
     if (c >= 'A' && c <= 'Z')
         return c - 'A';
@@ -92,7 +91,7 @@ static bool base64_decode_mode(const char *text, size_t len, bool is_padding_opt
     unsigned acc = 0;
     int bits = 0;
     for (size_t i = 0; i < len; i++) {
-        int v = base64_value((unsigned char)text[i]);
+        int v = util_base64_value((unsigned char)text[i]);
         if (v < 0)
             goto bad;
         acc = (acc << 6 | (unsigned)v) & 0xffffff;

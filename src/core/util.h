@@ -26,6 +26,10 @@ char *util_base64_encode_str(const void *data, size_t len);
  * padding ("Zg=") is still refused. */
 bool util_base64_decode(const char *text, size_t len, struct buf *out);
 bool util_base64_decode_lenient(const char *text, size_t len, struct buf *out);
+/* The RFC 4648 §4 alphabet value of c (0..63), or -1 for anything else ('=' and
+ * whitespace included): for decoders with other rules (MIME's RFC 2045 §6.8 skips
+ * characters outside the alphabet). */
+int util_base64_value(unsigned char c);
 
 /* Cryptographically random bytes (OpenSSL RAND_bytes). */
 void util_random_bytes(void *out, size_t len);

@@ -112,6 +112,17 @@ static void test_base64_modes(void **state)
     }
 }
 
+static void test_base64_value(void **state)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (int c = 0; c < 256; c++) {
+        const char *p = c ? strchr(alphabet, c) : NULL;
+        int want = p ? (int)(p - alphabet) : -1;
+        assert_int_equal(util_base64_value((unsigned char)c), want);
+    }
+}
+
 /* Decoding into a capped buffer needs exactly the decoded size, no slack. */
 static void test_base64_decode_cap(void **state)
 {
@@ -246,6 +257,7 @@ int main(void)
         cmocka_unit_test(test_base64_vectors),
         cmocka_unit_test(test_base64_bad),
         cmocka_unit_test(test_base64_modes),
+        cmocka_unit_test(test_base64_value),
         cmocka_unit_test(test_base64_decode_cap),
         cmocka_unit_test(test_base64_encode_str),
         cmocka_unit_test(test_base64_binary_roundtrip),
