@@ -900,18 +900,21 @@ static void imap_store_work(struct imap_job *j)
     for (size_t k = 0; k < n; k++) {
         char *err = NULL;
         const struct store_message *m = store_mailbox_message(s->box, idx[k]);
-        if (m->modseq > unchangedsince) {
+        /* the store compares UNCHANGEDSINCE with the modseq the index has now, not with
+         * this session's view: another session's change counts too */
+        int r = store_message_store_flags(s->box, idx[k], mode - 1, flags,
+                                          (const char *const *)j->keywords, unchangedsince, &err);
+        if (r < 0) {
+            buf_free(&modified);
+            imap_job_err(j, "Store failed: %s", err);
+            return;
+        }
+        if (r == 1) {
             /* RFC 7162 §3.1.3: changed since the client looked: not stored, reported in
              * [MODIFIED] (UIDs for UID STORE, else sequence numbers) */
             buf_printf(&modified, "%s%u", modified.len ? "," : "",
                        j->is_uid ? m->uid : (unsigned)(idx[k] + 1));
             continue;
-        }
-        if (store_message_set_flags(s->box, idx[k], mode - 1, flags,
-                                    (const char *const *)j->keywords, &err) < 0) {
-            buf_free(&modified);
-            imap_job_err(j, "Store failed: %s", err);
-            return;
         }
         m = store_mailbox_message(s->box, idx[k]);
         /* RFC 7162 §3.1.3: a CONDSTORE client hears MODSEQ even with .SILENT */

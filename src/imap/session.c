@@ -147,6 +147,10 @@ static void imap_job_work(void *arg)
     j->work(j);
     if (j->do_sync && j->s->box)
         imap_job_sync(j);
+    /* Between commands a session holds no index connection (memory, descriptors): the
+     * sessions of one user share the store's pooled ones. */
+    store_user_idle(j->s->user);
+    store_user_idle(j->new_user);
 }
 
 static void imap_job_done(void *arg)

@@ -114,6 +114,12 @@ struct store_message {
 int store_user_open(const char *home, const char *user, struct store_user **user_r,
                     char **error_r);
 void store_user_close(struct store_user *u);
+/* Give the user's index connection back to the shared pool; the next call on u takes one
+ * again by itself. Sessions call this when a command is done, so an idle session holds
+ * no SQLite connection (memory, two descriptors) and the sessions of one user share the
+ * few connections their concurrent commands need. Same thread rules as other calls on u;
+ * never while a call on u (or on a view of it) runs. */
+void store_user_idle(struct store_user *u);
 
 /* Mailbox tree (IMAP). Names are IMAP names with '/' separator; "INBOX" case-insensitive. */
 struct store_mailbox_info {
@@ -173,6 +179,13 @@ int store_message_open(struct store_mailbox *box, size_t i, int *fd_r, char **er
  * Renames the file (":2,<flags>"), updates the index and modseq, publishes a notification. */
 int store_message_set_flags(struct store_mailbox *box, size_t i, int mode, unsigned flags,
                             const char *const *keywords, char **error_r);
+/* BLOCKING. The same, applied to the flags the index has now (another session's change
+ * since this view's last sync is kept, and the view takes the result), and only if the
+ * message's modseq is <= unchangedsince (RFC 7162 UNCHANGEDSINCE; UINT64_MAX = always).
+ * 0 stored (or nothing to change), 1 not stored (modified since), -1 error. */
+int store_message_store_flags(struct store_mailbox *box, size_t i, int mode, unsigned flags,
+                              const char *const *keywords, uint64_t unchangedsince,
+                              char **error_r);
 
 /* BLOCKING. Remove the messages with these UIDs (unlink, fsync the directory, delete from
  * the index) and publish a notification. Durable before return. Only UIDs in this view are
