@@ -129,7 +129,9 @@ EOF
 
 tern_start() {
     chown -R "$TERN_RUN_USER" "$WORK/tern"
-    tern_cli serve -f > "$WORK/tern/server.log" 2>&1 &
+    # Not through tern_cli: a backgrounded function is a subshell, and $! must be tern
+    # itself (cleanup kills it; strace and perf attach to it).
+    "$TERN_BIN" -c "$WORK/tern/tern.conf" serve -f > "$WORK/tern/server.log" 2>&1 &
     TERN_PID=$!
     PIDS+=("$TERN_PID")
     for _ in $(seq 200); do grep -qs "daemon started" "$WORK/tern/server.log" && break; sleep 0.05; done
