@@ -857,6 +857,8 @@ static void imap_append_work(struct imap_job *j)
     }
     uint32_t uidv = 0, uid = 0;
     char *err = NULL;
+    if (!imap_quota_allows(j, src.fd >= 0 ? src.size : src.len))
+        return;
     if (store_mailbox_append(s->user, j->arg1, &src, j->flags, (const char *const *)j->keywords,
                              (time_t)j->number, &uidv, &uid, &err) < 0) {
         struct store_status st;
@@ -973,7 +975,16 @@ static void imap_copy_work(struct imap_job *j)
         uids[k] = store_mailbox_message(s->box, idx[k])->uid;
         seqs[k] = (uint32_t)(idx[k] + 1);
     }
+    /* COPY adds to the user's usage; MOVE stays inside the same user's quota */
+    uint64_t add_bytes = 0;
+    for (size_t k = 0; k < n && !move; k++)
+        add_bytes += store_mailbox_message(s->box, idx[k])->size;
     free(idx);
+    if (add_bytes > 0 && !imap_quota_allows(j, add_bytes)) {
+        free(uids);
+        free(seqs);
+        return;
+    }
     size_t before = store_mailbox_count(s->box);
     uint32_t uidv = 0, *dest = NULL;
     char *err = NULL;

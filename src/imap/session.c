@@ -95,6 +95,8 @@ void imap_capability_string(struct imap_session *s, struct buf *out)
             buf_append_str(out, " LOGINDISABLED");
     } else {
         buf_append_str(out, " NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE");
+        /* RFC 9208: the STORAGE resource only (no message-count limits) */
+        buf_append_str(out, " QUOTA QUOTA=RES-STORAGE");
     }
 }
 
@@ -654,6 +656,9 @@ static const struct imap_command imap_commands[] = {
     {"APPEND", imap_cmd_append, AUTHED, false},
     {"NAMESPACE", imap_cmd_namespace, AUTHED, false},
     {"IDLE", imap_cmd_idle, AUTHED, false},
+    {"GETQUOTAROOT", imap_cmd_getquotaroot, AUTHED, false},
+    {"GETQUOTA", imap_cmd_getquota, AUTHED, false},
+    {"SETQUOTA", imap_cmd_setquota, AUTHED, false},
     {"CHECK", imap_cmd_check, SEL, false},
     {"CLOSE", imap_cmd_close, SEL, false},
     {"UNSELECT", imap_cmd_unselect, SEL, false},

@@ -157,5 +157,10 @@ void imap_fetch_resume(struct imap_session *s);
 
 /* ---- search.c ---- */
 imap_handler imap_cmd_search;
+/* ---- quota.c ---- */
+imap_handler imap_cmd_getquotaroot, imap_cmd_getquota, imap_cmd_setquota;
+/* Work step (BLOCKING): may add_bytes more be stored for this user? If not, writes the
+ * tagged NO ([OVERQUOTA], or [UNAVAILABLE] when the lookup failed) and returns false. */
+bool imap_quota_allows(struct imap_job *j, uint64_t add_bytes);
 
 #endif
