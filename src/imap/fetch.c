@@ -897,6 +897,7 @@ static void imap_store_work(struct imap_job *j)
     uint64_t unchangedsince = j->fd_size; /* UINT64_MAX: no UNCHANGEDSINCE */
     struct buf modified;
     buf_init(&modified, 0);
+    size_t n_expunged = 0;
     for (size_t k = 0; k < n; k++) {
         char *err = NULL;
         const struct store_message *m = store_mailbox_message(s->box, idx[k]);
@@ -904,6 +905,13 @@ static void imap_store_work(struct imap_job *j)
          * this session's view: another session's change counts too */
         int r = store_message_store_flags(s->box, idx[k], mode - 1, flags,
                                           (const char *const *)j->keywords, unchangedsince, &err);
+        if (r == 2) {
+            /* expunged by another session since our last sync: nothing to store, no
+             * FETCH for it; the tagged reply says so (RFC 5530 EXPUNGEISSUED) */
+            free(err);
+            n_expunged++;
+            continue;
+        }
         if (r < 0) {
             buf_free(&modified);
             imap_job_err(j, "Store failed: %s", err);
@@ -932,7 +940,11 @@ static void imap_store_work(struct imap_job *j)
             buf_append_str(&j->out, ")\r\n");
         }
     }
-    if (modified.len)
+    if (n_expunged > 0)
+        buf_printf(&j->tagged,
+                   "%s NO [EXPUNGEISSUED] Some of the requested messages no longer exist.\r\n",
+                   j->tag);
+    else if (modified.len)
         buf_printf(&j->tagged, "%s OK [MODIFIED %s] Conditional STORE failed.\r\n", j->tag,
                    modified.data);
     else

@@ -182,7 +182,8 @@ int store_message_set_flags(struct store_mailbox *box, size_t i, int mode, unsig
 /* BLOCKING. The same, applied to the flags the index has now (another session's change
  * since this view's last sync is kept, and the view takes the result), and only if the
  * message's modseq is <= unchangedsince (RFC 7162 UNCHANGEDSINCE; UINT64_MAX = always).
- * 0 stored (or nothing to change), 1 not stored (modified since), -1 error. */
+ * 0 stored (or nothing to change), 1 not stored (modified since), 2 not stored: the
+ * message was expunged by another session or program meanwhile, -1 error. */
 int store_message_store_flags(struct store_mailbox *box, size_t i, int mode, unsigned flags,
                               const char *const *keywords, uint64_t unchangedsince,
                               char **error_r);

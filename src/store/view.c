@@ -456,8 +456,10 @@ int store_message_store_flags(struct store_mailbox *box, size_t i, int mode, uns
         store_error(error_r, "Mailbox was deleted");
     if (r == 0) {
         r = flags_row_get(db, row.id, m->pub.uid, &old, &cur_kw, &cur_loc, &cur_modseq, error_r);
-        if (r == 1)
+        if (r == 1) {
             store_error(error_r, "Message was expunged");
+            ret = 2;
+        }
     }
     if (r != 0)
         goto fail;
@@ -520,10 +522,13 @@ int store_message_store_flags(struct store_mailbox *box, size_t i, int mode, uns
             }
             /* renamed by another program: find the file again */
             char found[700];
-            if (errno != ENOENT || attempt == 1 ||
+            int e = errno;
+            if (e != ENOENT || attempt == 1 ||
                 store_maildir_locate(box->path, m->pub.filename, found, sizeof found) != 0) {
-                store_error(error_r, errno == ENOENT ? "Message was expunged" : "rename %s: %s",
-                            from, strerror(errno));
+                if (e == ENOENT)
+                    ret = 2; /* the file is gone: expunged by another program */
+                store_error(error_r, e == ENOENT ? "Message was expunged" : "rename %s: %s", from,
+                            strerror(e));
                 goto fail;
             }
             char *dup = strdup(found);

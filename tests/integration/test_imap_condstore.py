@@ -122,3 +122,27 @@ def test_store_from_a_stale_session_keeps_the_others_flags(tern):
     assert len(names) == 1 and names[0].endswith(":2,FS"), names
     a.logout()
     b.logout()
+
+
+def test_store_on_a_message_another_session_expunged(tern):
+    """A's view still lists message 1 after B expunged it: STORE 1:2 stores 2, skips 1
+    and says so with NO [EXPUNGEISSUED] (RFC 5530), instead of failing the whole STORE."""
+    user, pw = fresh_user(tern, "gone", [sample_message(1), sample_message(2)])
+    a = imaplib_login(tern, user, pw)
+    b = imaplib_login(tern, user, pw)
+    a.select("INBOX")
+    b.select("INBOX")
+    b.store("1", "+FLAGS", "(\\Deleted)")
+    typ, _ = b.expunge()
+    assert typ == "OK"
+    typ, data = a.store("1:2", "+FLAGS", "(\\Flagged)")
+    assert typ == "NO" and data[-1].startswith(b"[EXPUNGEISSUED]"), data
+    b.noop()
+    typ, data = b.fetch("1", "(FLAGS)")
+    assert b"\\Flagged" in data[-1], data
+    a.noop()  # A hears the EXPUNGE now
+    a.untagged_responses.clear()  # (imaplib keeps the STORE's untagged FETCH)
+    typ, data = a.fetch("1:*", "(FLAGS)")
+    assert len(data) == 1 and data[0].startswith(b"1 (FLAGS") and b"\\Flagged" in data[0], data
+    a.logout()
+    b.logout()
