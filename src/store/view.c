@@ -54,10 +54,10 @@ static int view_load(struct store_mailbox *box, struct view_msg **msgs_r, size_t
                      char **error_r)
 {
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(box->u->db,
-                           "SELECT uid, basename, location, flags, keywords, size, vsize,"
-                           " internaldate, modseq FROM messages WHERE mailbox = ? ORDER BY uid",
-                           -1, &st, NULL) != SQLITE_OK) {
+    if (store_index_prepare(box->u->db,
+                            "SELECT uid, basename, location, flags, keywords, size, vsize,"
+                            " internaldate, modseq FROM messages WHERE mailbox = ? ORDER BY uid",
+                            &st) != SQLITE_OK) {
         store_error(error_r, "index: %s", sqlite3_errmsg(box->u->db));
         return -1;
     }
@@ -91,17 +91,18 @@ static int view_load(struct store_mailbox *box, struct view_msg **msgs_r, size_t
         if (!m->pub.filename || !m->location)
             goto oom;
     }
-    sqlite3_finalize(st);
     if (rc != SQLITE_DONE) {
         store_error(error_r, "index: %s", sqlite3_errmsg(box->u->db));
+        store_index_done(st);
         view_msgs_free(msgs, n);
         return -1;
     }
+    store_index_done(st);
     *msgs_r = msgs;
     *n_r = n;
     return 0;
 oom:
-    sqlite3_finalize(st);
+    store_index_done(st);
     view_msgs_free(msgs, n);
     store_error(error_r, "out of memory");
     return -1;
@@ -468,10 +469,10 @@ int store_message_set_flags(struct store_mailbox *box, size_t i, int mode, unsig
         store_sync_own_change(&row.cur_mtime, mtime_before, mtime_after);
     sqlite3_stmt *st = NULL;
     int rc = SQLITE_ERROR;
-    if (sqlite3_prepare_v2(db,
-                           "UPDATE messages SET flags = ?, keywords = ?, modseq = ?, location = ?"
-                           " WHERE mailbox = ? AND uid = ?",
-                           -1, &st, NULL) == SQLITE_OK) {
+    if (store_index_prepare(db,
+                            "UPDATE messages SET flags = ?, keywords = ?, modseq = ?, location = ?"
+                            " WHERE mailbox = ? AND uid = ?",
+                            &st) == SQLITE_OK) {
         sqlite3_bind_int(st, 1, (int)nf);
         if (*kw_text)
             sqlite3_bind_text(st, 2, kw_text, -1, SQLITE_STATIC);
@@ -483,9 +484,10 @@ int store_message_set_flags(struct store_mailbox *box, size_t i, int mode, unsig
         sqlite3_bind_int64(st, 6, m->pub.uid);
         rc = sqlite3_step(st);
     }
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) {
+    if (rc != SQLITE_DONE)
         store_error(error_r, "index: %s", sqlite3_errmsg(db));
+    store_index_done(st);
+    if (rc != SQLITE_DONE) {
         store_index_rollback(db);
         goto out;
     }
@@ -584,10 +586,10 @@ static int expunge_index(struct store_mailbox *box, const uint32_t *uids, size_t
         return -1;
     }
     sqlite3_stmt *del = NULL, *delc = NULL;
-    int ok = sqlite3_prepare_v2(db, "DELETE FROM messages WHERE mailbox = ? AND uid = ?", -1, &del,
-                                NULL) == SQLITE_OK &&
-             sqlite3_prepare_v2(db, "DELETE FROM cache WHERE mailbox = ? AND uid = ?", -1, &delc,
-                                NULL) == SQLITE_OK;
+    int ok = store_index_prepare(db, "DELETE FROM messages WHERE mailbox = ? AND uid = ?", &del) ==
+                 SQLITE_OK &&
+             store_index_prepare(db, "DELETE FROM cache WHERE mailbox = ? AND uid = ?", &delc) ==
+                 SQLITE_OK;
     for (size_t k = 0; ok && k < n; k++) {
         sqlite3_stmt *sts[2] = {del, delc};
         for (int s = 0; s < 2 && ok; s++) {
@@ -599,8 +601,8 @@ static int expunge_index(struct store_mailbox *box, const uint32_t *uids, size_t
     }
     if (!ok)
         store_error(error_r, "index: %s", sqlite3_errmsg(db));
-    sqlite3_finalize(del);
-    sqlite3_finalize(delc);
+    store_index_done(del);
+    store_index_done(delc);
     row.highestmodseq++;
     /* our unlinks: [0] new/, [1] cur/ (0 = folder not touched) */
     if (mtime_after[0] != 0)
