@@ -436,7 +436,7 @@ static int index_unknown(sqlite3 *db, const char *path, struct scan *s, struct s
         while (n_helpers < want && pthread_create(&helpers[n_helpers], NULL, sizes_helper, &j) == 0)
             n_helpers++; /* none started: this thread does it all */
     }
-    if (j.n >= SIZES_MIN_THREADED) {
+    if (j.n >= SIZES_MIN_THREADED) { /* see SIZES_BUILD_CACHE_MAX_KIB */
         sqlite3_stmt *q = NULL;
         if (store_index_prepare(db, "PRAGMA cache_size", &q) == SQLITE_OK &&
             sqlite3_step(q) == SQLITE_ROW)
@@ -487,12 +487,11 @@ static int index_unknown(sqlite3 *db, const char *path, struct scan *s, struct s
         sqlite3_bind_int64(ins, 8, (int64_t)e->vsize);
         sqlite3_bind_int64(ins, 9, e->mtime);
         sqlite3_bind_int64(ins, 10, (int64_t)row->highestmodseq + 1);
-        int rc = sqlite3_step(ins);
-        sqlite3_reset(ins);
-        if (rc != SQLITE_DONE) {
+        if (sqlite3_step(ins) != SQLITE_DONE) {
             store_error(error_r, "index: %s", sqlite3_errmsg(db));
             goto out;
         }
+        sqlite3_reset(ins);
         row->uidnext++;
         row->highestmodseq++;
         e->is_indexed = true;
