@@ -48,69 +48,19 @@ MESSAGES=${MESSAGES:-5000}
 SESSIONS=${SESSIONS:-50}
 SIZE=${SIZE:-10240}
 RUNS=${RUNS:-3}
-REPO=$(cd "$(dirname "$0")/../.." && pwd)
-TERN_BIN=${TERN_BIN:-$REPO/build/tern}
-WORK=$(mktemp -d /var/tmp/tern-bench-smtp.XXXXXX)   # a real disk, not tmpfs
-chmod 755 "$WORK"
-PIDS=()
-
-log() { printf '== %s\n' "$*" >&2; }
-die() { printf 'run.sh: %s\n' "$*" >&2; exit 1; }
-
-[ "$(id -u)" = 0 ] || die "run as root (private Postfix/Dovecot instances need it)"
-[ -x "$TERN_BIN" ] || die "no tern binary at $TERN_BIN (meson setup build && ninja -C build)"
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-cleanup() {
-    set +e
-    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
-    [ -f "$WORK/postfix/main.cf" ] && postfix -c "$WORK/postfix" stop >/dev/null 2>&1
-    [ -f "$WORK/dovecot/run/master.pid" ] && kill "$(cat "$WORK/dovecot/run/master.pid")" 2>/dev/null
-    sleep 1
-    [ -z "${KEEP:-}" ] && rm -rf "$WORK"
-}
-trap cleanup EXIT
+# log die free_port load count_files wait_count now median, tern_*, postfix_start, cleanup
+# shellcheck source=../lib/mta.sh
+. "$(dirname "$0")/../lib/mta.sh"
+bench_init smtp
 
 # ---- smtp-source -------------------------------------------------------------------------
 # Packages: postfix (smtp-source and the reference MTA), dovecot-lmtpd (the reference
 # delivery agent). Installed without configuring or starting the system's services.
 need=()
-command -v smtp-source >/dev/null 2>&1 || [ -x /usr/sbin/smtp-source ] || need+=(postfix)
+smtp_tools_missing && need+=(postfix)
 [ -x /usr/lib/dovecot/lmtp ] || need+=(dovecot-lmtpd)
-if [ ${#need[@]} -gt 0 ]; then
-    log "installing ${need[*]} (not configured, not started)"
-    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-    made_policy=
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-        chmod 755 /usr/sbin/policy-rc.d
-        made_policy=1
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null
-    [ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d
-fi
+bench_install "${need[@]}"
 SMTP_SOURCE=$(command -v smtp-source || echo /usr/sbin/smtp-source)
-
-count_files() { find "$1" -type f 2>/dev/null | wc -l; }
-
-wait_count() { # dir expected timeout_s
-    local end=$((SECONDS + $3))
-    while [ "$(count_files "$1")" -lt "$2" ]; do
-        [ $SECONDS -ge $end ] && { log "timeout: $(count_files "$1")/$2 in $1"; return 1; }
-        sleep 0.05
-    done
-}
-
-now() { date +%s.%N; }
-
-# smtp-source: -s sessions in parallel, -m messages total, -l size, -c progress off
-load() { # port recipient
-    "$SMTP_SOURCE" -s "$SESSIONS" -m "$MESSAGES" -l "$SIZE" -f bench@load.example \
-        -t "$2" -M load.example "127.0.0.1:$1"
-}
 
 # timed_load port recipient: load, then log the CPU seconds smtp-source used.
 timed_load() {
@@ -182,41 +132,14 @@ perf_pass() {
         | grep -v -e '^#' -e '^$' | head -10 || true
 }
 
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-
 # ---- Tern ----------------------------------------------------------------------------------
-TPORT=$(free_port)
-mkdir -p "$WORK/tern"
-cat > "$WORK/tern/tern.conf" <<EOF
-hostname = bench.example.test
-data_dir = $WORK/tern/data
-smtp.listen = 127.0.0.1:$TPORT
-submission.listen =
-submissions.listen =
-pop3.listen =
-pop3s.listen =
-imap.listen =
-imaps.listen =
-run_user = ${TERN_RUN_USER:-tern}
-smtp.max_recipients = 1000
-EOF
-id "${TERN_RUN_USER:-tern}" >/dev/null 2>&1 || useradd --system --no-create-home \
-    --home-dir /nonexistent --shell /usr/sbin/nologin "${TERN_RUN_USER:-tern}"
-"$TERN_BIN" -c "$WORK/tern/tern.conf" domain add example.test >/dev/null
-echo benchpw | "$TERN_BIN" -c "$WORK/tern/tern.conf" user add bench@example.test \
-    --password-stdin >/dev/null
-chown -R "${TERN_RUN_USER:-tern}" "$WORK/tern"
-"$TERN_BIN" -c "$WORK/tern/tern.conf" serve -f > "$WORK/tern/server.log" 2>&1 &
-PIDS+=($!)
-TERN_PID=$!
-for _ in $(seq 200); do grep -qs "daemon started" "$WORK/tern/server.log" && break; sleep 0.05; done
-grep -q "daemon started" "$WORK/tern/server.log" || die "tern did not start: $(tail "$WORK/tern/server.log")"
+tern_setup "smtp.max_recipients = 1000"
+echo benchpw | tern_cli user add bench@example.test --password-stdin >/dev/null
+tern_start
 TMAIL="$WORK/tern/data/mail/example.test/bench/Maildir"
-
 
 # ---- reference: Dovecot LMTP -------------------------------------------------------------
 LPORT=$(free_port)
-PPORT=$(free_port)
 D="$WORK/dovecot"
 mkdir -p "$D/run" "$D/mail"
 chown mail:mail "$D/mail"
@@ -253,47 +176,11 @@ EOF
 mkdir -p "$D/state"
 dovecot -c "$D/dovecot.conf" || die "dovecot did not start: $(tail "$D/dovecot.log" 2>/dev/null)"
 
-# ---- reference: Postfix --------------------------------------------------------------------
-P="$WORK/postfix"
-mkdir -p "$P/spool" "$P/data"
-chown postfix:postfix "$P/data"
-cat > "$P/main.cf" <<EOF
-compatibility_level = 3.6
-queue_directory = $P/spool
-data_directory = $P/data
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = ref.example.test
-mydestination =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-virtual_mailbox_domains = example.test
+# ---- reference: Postfix, delivering over LMTP to that Dovecot ------------------------------
+postfix_start "virtual_mailbox_domains = example.test
 virtual_transport = lmtp:inet:127.0.0.1:$LPORT
 lmtp_destination_concurrency_limit = 50
-default_destination_concurrency_limit = 50
-smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
-maillog_file = $P/maillog
-biff = no
-alias_maps =
-alias_database =
-smtpd_client_connection_count_limit = 0
-smtpd_client_connection_rate_limit = 0
-EOF
-# Debian's master.cf without chroot, with smtpd only on our loopback port.
-awk -v port="$PPORT" '
-    /^#/ || /^[ \t]/ || NF == 0 { print; next }
-    $1 == "smtp" && $2 == "inet" { print "127.0.0.1:" port " inet n - n - - smtpd"; next }
-    $2 == "inet" { next }
-    { if (NF >= 8) $5 = "n"; print }
-' /etc/postfix/master.cf > "$P/master.cf"
-grep -q '^postlog' "$P/master.cf" || echo 'postlog unix-dgram n - n - 1 postlogd' >> "$P/master.cf"
-postfix -c "$P" check >/dev/null 2>&1 || true
-postfix -c "$P" start >/dev/null 2>&1 || die "postfix did not start: $(tail "$P/maillog" 2>/dev/null)"
-for _ in $(seq 100); do
-    python3 -c "import socket; socket.create_connection(('127.0.0.1',$PPORT),1)" 2>/dev/null && break
-    sleep 0.1
-done
+default_destination_concurrency_limit = 50"
 PMAIL="$D/mail/example.test/bench/Maildir"
 
 # ---- timed runs: alternating tern / reference, so a load change on a shared box hits both --

@@ -94,7 +94,8 @@ int auth_login_password(struct auth_service *svc, const char *login, const char 
 int auth_login_apop(struct auth_service *svc, const char *login, const char *timestamp,
                     const char *digest_hex, char **user_r);
 
-/* Failed-login throttle per client IP (auth.max_failures per auth.failure_window). */
+/* Failed-login throttle per client (auth.max_failures per auth.failure_window): ip is
+ * conn_peer_ip(); an IPv4 client is counted per address, an IPv6 client per /64. */
 bool auth_throttle_is_blocked(struct auth_service *svc, const char *ip);
 void auth_throttle_record_failure(struct auth_service *svc, const char *ip);
 

@@ -1,7 +1,7 @@
 /*
  * auth_internal.h - what the files of the auth module share and nobody else sees:
- * the service struct (one SQLite connection + mutex, the throttle table), base64,
- * address normalisation, and the credential lookup that SASL and logins build on.
+ * the service struct (one SQLite connection + mutex, the throttle table), address
+ * normalisation, and the credential lookup that SASL and logins build on.
  *
  * Thread rules: the SQLite handle is used only with svc->db_lock held; the throttle
  * table only with svc->throttle_lock held.
@@ -23,12 +23,15 @@
 #define AUTH_MAX_CRED       1024 /* a stored "{SCHEME}..." value */
 #define AUTH_ALIAS_DEPTH    10   /* alias expansion depth (Postfix uses 100; 10 is plenty) */
 #define AUTH_ALIAS_MAX_OUT  1000 /* addresses one resolve may produce */
-#define AUTH_THROTTLE_SLOTS 4096 /* IPs tracked by the failure throttle */
+#define AUTH_THROTTLE_SLOTS 4096 /* IPv4 addresses / IPv6 /64s tracked by the throttle */
+
+/* A throttle key: "a.b.c.d", or "xxxx:xxxx:xxxx:xxxx::/64" (login.c). */
+#define AUTH_THROTTLE_KEY_SIZE 48
 
 struct auth_throttle_slot {
-    char ip[48];
-    time_t window_start; /* first failure of the current window */
-    time_t last;         /* last failure: the oldest slot is evicted first */
+    char key[AUTH_THROTTLE_KEY_SIZE]; /* "" for a free slot */
+    time_t window_start;              /* first failure of the current window */
+    time_t last;                      /* last failure: the oldest slot is evicted first */
     unsigned count;
 };
 
@@ -49,11 +52,6 @@ struct auth_service {
     time_t (*clock)(void);               /* time source; tests replace it */
     unsigned char fake_secret[32];       /* fake SCRAM salts for unknown users */
 };
-
-/* ---- base64 (RFC 4648, strict: no whitespace, padding required) -------------------- */
-char *auth_b64_encode(const void *data, size_t len);
-/* Decoded bytes into out (NUL-terminated, len = decoded size). false on bad input. */
-bool auth_b64_decode(const char *text, size_t len, struct buf *out);
 
 /* ---- names ------------------------------------------------------------------------ */
 /* Normalise a login or address to lower-case "local@domain"; bare names get the default
@@ -101,7 +99,9 @@ struct auth_scram_keys {
     size_t key_len;
 };
 bool auth_scram_parse(const char *data, size_t digest_len, struct auth_scram_keys *k);
-/* Derive keys from a password with the given salt/iterations (digest_len 20 or 32). */
+/* Derive keys from a password with the given salt/iterations (digest_len 20 or 32), after
+ * RFC 5802 §2.2 Normalize() (SASLprep; ASCII and passwords SASLprep refuses are used as
+ * they are: password.c scram_normalize). */
 bool auth_scram_derive(const char *password, size_t digest_len, struct auth_scram_keys *k);
 
 /* Test hook: replace the throttle's clock (NULL restores time()). */

@@ -4,7 +4,8 @@
  *
  * Supported: ARGON2ID, ARGON2I (libargon2 encoded form), SHA512-CRYPT, SHA256-CRYPT,
  * BLF-CRYPT, MD5-CRYPT, CRYPT (any crypt(3) hash, libxcrypt), SCRAM-SHA-256, SCRAM-SHA-1
- * ("iter,salt,storedkey,serverkey" in base64, RFC 5802 §3 keys), CRAM-MD5 (Dovecot's
+ * ("iter,salt,storedkey,serverkey" in base64, RFC 5802 §3 keys of the SASLprep'd
+ * password, see scram_normalize), CRAM-MD5 (Dovecot's
  * 32-byte HMAC-MD5 context in hex), PLAIN/CLEAR, PLAIN-MD5, SHA/SHA1, SHA256, SHA512,
  * SSHA, SSHA256, SSHA512. Digest schemes accept Dovecot's ".HEX"/".B64" suffix.
  *
@@ -14,10 +15,12 @@
 #define OPENSSL_SUPPRESS_DEPRECATED /* MD5_CTX: CRAM-MD5 contexts resume a raw MD5 state */
 
 #include "auth/auth_internal.h"
+#include "core/util.h"
 
 #include <argon2.h>
 #include <crypt.h>
 #include <errno.h>
+#include <gsasl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -240,7 +243,8 @@ static const char *scram_md(size_t digest_len)
     return digest_len == 20 ? "SHA1" : "SHA256";
 }
 
-bool auth_scram_derive(const char *password, size_t digest_len, struct auth_scram_keys *k)
+/* The RFC 5802 §3 keys from the password bytes exactly as given. */
+static bool scram_derive_bytes(const char *password, size_t digest_len, struct auth_scram_keys *k)
 {
     const EVP_MD *md = EVP_get_digestbyname(scram_md(digest_len));
     unsigned char salted[64], client_key[64];
@@ -259,6 +263,50 @@ bool auth_scram_derive(const char *password, size_t digest_len, struct auth_scra
     k->key_len = digest_len;
     OPENSSL_cleanse(salted, sizeof salted);
     OPENSSL_cleanse(client_key, sizeof client_key);
+    return ok;
+}
+
+static void scram_normalized_free(char *prepped)
+{
+    if (prepped) {
+        OPENSSL_cleanse(prepped, strlen(prepped));
+        gsasl_free(prepped);
+    }
+}
+
+/*
+ * RFC 5802 §2.2 Normalize(): SASLprep (RFC 4013) of the password, as a query string
+ * (unassigned code points allowed), so that "IX", "I<U+00AD>X" and "<U+2168>" make the
+ * same keys on our side as in any client that follows the RFC. Returns the prepared
+ * string (malloc'd; the caller cleanses and frees it) or NULL: the password is used as it
+ * is. That is the case for all-ASCII passwords (SASLprep maps printable ASCII to itself
+ * and refuses control characters, so skipping it keeps ASCII byte-identical, as `doveadm
+ * pw` hashes it) and, as PostgreSQL does, for passwords SASLprep refuses (not UTF-8,
+ * prohibited characters) or empties: such a password still works, byte for byte.
+ */
+static char *scram_normalize(const char *password)
+{
+    bool is_ascii = true;
+    for (const unsigned char *p = (const unsigned char *)password; *p && is_ascii; p++)
+        is_ascii = *p < 0x80;
+    if (is_ascii)
+        return NULL;
+    char *prepped = NULL;
+    int stringprep_rc = 0;
+    if (gsasl_saslprep(password, GSASL_ALLOW_UNASSIGNED, &prepped, &stringprep_rc) != GSASL_OK)
+        return NULL;
+    if (prepped && (prepped[0] == '\0' || strcmp(prepped, password) == 0)) {
+        scram_normalized_free(prepped);
+        return NULL;
+    }
+    return prepped;
+}
+
+bool auth_scram_derive(const char *password, size_t digest_len, struct auth_scram_keys *k)
+{
+    char *prepped = scram_normalize(password);
+    bool ok = scram_derive_bytes(prepped ? prepped : password, digest_len, k);
+    scram_normalized_free(prepped);
     return ok;
 }
 
@@ -285,16 +333,16 @@ bool auth_scram_parse(const char *data, size_t digest_len, struct auth_scram_key
     if (errno || *end || iter < 1 || iter > 10000000)
         goto out;
     k->iter = (unsigned)iter;
-    if (!auth_b64_decode(f[1], strlen(f[1]), &b) || b.len == 0 || b.len > sizeof k->salt)
+    if (!util_base64_decode_lenient(f[1], strlen(f[1]), &b) || b.len == 0 || b.len > sizeof k->salt)
         goto out;
     memcpy(k->salt, b.data, b.len);
     k->salt_len = b.len;
     buf_reset(&b);
-    if (!auth_b64_decode(f[2], strlen(f[2]), &b) || b.len != digest_len)
+    if (!util_base64_decode_lenient(f[2], strlen(f[2]), &b) || b.len != digest_len)
         goto out;
     memcpy(k->stored_key, b.data, b.len);
     buf_reset(&b);
-    if (!auth_b64_decode(f[3], strlen(f[3]), &b) || b.len != digest_len)
+    if (!util_base64_decode_lenient(f[3], strlen(f[3]), &b) || b.len != digest_len)
         goto out;
     memcpy(k->server_key, b.data, b.len);
     k->key_len = digest_len;
@@ -323,16 +371,32 @@ static int verify_crypt(const char *data, const char *password)
     return rc;
 }
 
+/* 1 when password makes the stored keys, 0 when not, -1 on error. */
+static int scram_keys_match(const struct auth_scram_keys *stored, const char *password,
+                            size_t digest_len)
+{
+    struct auth_scram_keys mine = *stored;
+    int rc = -1;
+    if (scram_derive_bytes(password, digest_len, &mine))
+        rc = CRYPTO_memcmp(mine.stored_key, stored->stored_key, digest_len) == 0 &&
+             CRYPTO_memcmp(mine.server_key, stored->server_key, digest_len) == 0;
+    OPENSSL_cleanse(&mine, sizeof mine);
+    return rc;
+}
+
 static int verify_scram(const char *data, size_t digest_len, const char *password)
 {
-    struct auth_scram_keys stored, mine;
+    struct auth_scram_keys stored;
     if (!auth_scram_parse(data, digest_len, &stored))
         return -1;
-    mine = stored;
-    if (!auth_scram_derive(password, digest_len, &mine))
-        return -1;
-    return CRYPTO_memcmp(mine.stored_key, stored.stored_key, digest_len) == 0 &&
-           CRYPTO_memcmp(mine.server_key, stored.server_key, digest_len) == 0;
+    /* Keys of the SASLprep'd password (ours, RFC 5802 clients'), else of the bytes as
+     * typed: `doveadm pw` does not SASLprep, and its hashes must keep working. */
+    char *prepped = scram_normalize(password);
+    int rc = scram_keys_match(&stored, prepped ? prepped : password, digest_len);
+    if (rc == 0 && prepped)
+        rc = scram_keys_match(&stored, password, digest_len);
+    scram_normalized_free(prepped);
+    return rc;
 }
 
 /* Decode a digest value. Base64 is the default, but Dovecot also takes hex when the
@@ -351,7 +415,7 @@ static bool digest_decode(const char *data, enum digest_encoding enc, struct buf
         if (enc == ENC_HEX)
             return false;
     }
-    return auth_b64_decode(data, len, out);
+    return util_base64_decode_lenient(data, len, out);
 }
 
 int auth_password_verify(const char *stored, const char *password)
@@ -420,7 +484,7 @@ int auth_password_verify(const char *stored, const char *password)
     case KIND_SALTED: {
         const EVP_MD *md = EVP_get_digestbyname(sc->digest);
         size_t n = md ? (size_t)EVP_MD_get_size(md) : 0;
-        if (n == 0 || !auth_b64_decode(data, strlen(data), &b) || b.len <= n)
+        if (n == 0 || !util_base64_decode_lenient(data, strlen(data), &b) || b.len <= n)
             break;
         if (digest_of(sc->digest, password, strlen(password), b.data + n, b.len - n, a) != n)
             break;
@@ -495,9 +559,9 @@ static int hash_scram(const struct scheme *sc, const char *password, struct buf 
     RAND_bytes(k.salt, SCRAM_SALT);
     if (!auth_scram_derive(password, dl, &k))
         return -1;
-    char *s = auth_b64_encode(k.salt, k.salt_len);
-    char *st = auth_b64_encode(k.stored_key, dl);
-    char *sv = auth_b64_encode(k.server_key, dl);
+    char *s = util_base64_encode_str(k.salt, k.salt_len);
+    char *st = util_base64_encode_str(k.stored_key, dl);
+    char *sv = util_base64_encode_str(k.server_key, dl);
     bool ok = s && st && sv && buf_printf(out, "%u,%s,%s,%s", k.iter, s, st, sv);
     free(s);
     free(st);
@@ -556,7 +620,7 @@ int auth_password_hash(const char *scheme, const char *password, char **hash_r, 
             hex_encode(d, n, hex);
             buf_append_str(&out, hex);
         } else {
-            char *s = auth_b64_encode(d, n);
+            char *s = util_base64_encode_str(d, n);
             rc = s && buf_append_str(&out, s) ? 0 : -1;
             free(s);
         }
@@ -567,7 +631,7 @@ int auth_password_hash(const char *scheme, const char *password, char **hash_r, 
         RAND_bytes(salt, sizeof salt);
         size_t n = digest_of(sc->digest, password, strlen(password), salt, sizeof salt, d);
         memcpy(d + n, salt, sizeof salt);
-        char *s = auth_b64_encode(d, n + sizeof salt);
+        char *s = util_base64_encode_str(d, n + sizeof salt);
         rc = s && buf_append_str(&out, s) ? 0 : -1;
         free(s);
         break;

@@ -11,6 +11,7 @@
  * (they verify passwords), but never two at once for the same object.
  */
 #include "auth/auth_internal.h"
+#include "core/util.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -185,7 +186,7 @@ static enum auth_sasl_status step_plain(struct auth_sasl *s, const struct buf *i
 
 static char *b64_str(const char *s)
 {
-    return auth_b64_encode(s, strlen(s));
+    return util_base64_encode_str(s, strlen(s));
 }
 
 static enum auth_sasl_status step_login(struct auth_sasl *s, const struct buf *in,
@@ -434,8 +435,8 @@ static enum auth_sasl_status scram_client_first(struct auth_sasl *s, const struc
 
     unsigned char rnd[18];
     RAND_bytes(rnd, sizeof rnd);
-    char *snonce = auth_b64_encode(rnd, sizeof rnd);
-    char *salt = auth_b64_encode(s->keys.salt, s->keys.salt_len);
+    char *snonce = util_base64_encode_str(rnd, sizeof rnd);
+    char *salt = util_base64_encode_str(s->keys.salt, s->keys.salt_len);
     struct buf nonce, first;
     buf_init(&nonce, 1024);
     buf_init(&first, 2048);
@@ -476,14 +477,14 @@ static enum auth_sasl_status scram_client_final(struct auth_sasl *s, const struc
     buf_init(&cb, 1024);
     buf_init(&pr, 256);
     enum auth_sasl_status st = AUTH_SASL_FAIL;
-    if (!auth_b64_decode(p + 2, cb_len, &cb) || cb.len != strlen(s->gs2_header) ||
+    if (!util_base64_decode_lenient(p + 2, cb_len, &cb) || cb.len != strlen(s->gs2_header) ||
         memcmp(cb.data, s->gs2_header, cb.len) != 0)
         goto out;
     const char *r = p + 2 + cb_len;
     size_t nl = strlen(s->nonce);
     if (strncmp(r, ",r=", 3) != 0 || strncmp(r + 3, s->nonce, nl) != 0 || (r[3 + nl] != ','))
         goto out;
-    if (!auth_b64_decode(proof + 3, strlen(proof + 3), &pr) || pr.len != s->keys.key_len)
+    if (!util_base64_decode_lenient(proof + 3, strlen(proof + 3), &pr) || pr.len != s->keys.key_len)
         goto out;
 
     /* AuthMessage = client-first-message-bare "," server-first-message ","
@@ -506,7 +507,7 @@ static enum auth_sasl_status scram_client_final(struct auth_sasl *s, const struc
     bool match = CRYPTO_memcmp(stored, s->keys.stored_key, 32) == 0;
     if (match && !s->is_fake) {
         HMAC(md, s->keys.server_key, 32, (unsigned char *)msg.data, msg.len, server_sig, &n);
-        char *v = auth_b64_encode(server_sig, 32);
+        char *v = util_base64_encode_str(server_sig, 32);
         struct buf fin;
         buf_init(&fin, 256);
         if (v && buf_printf(&fin, "v=%s", v)) {
@@ -569,8 +570,8 @@ enum auth_sasl_status auth_sasl_step(struct auth_sasl *s, const char *response_b
     struct buf in;
     buf_init(&in, SASL_MAX_RESPONSE);
     /* RFC 4954 §4: "=" is an empty initial response. */
-    bool ok =
-        strcmp(response_b64, "=") == 0 || auth_b64_decode(response_b64, strlen(response_b64), &in);
+    bool ok = strcmp(response_b64, "=") == 0 ||
+              util_base64_decode_lenient(response_b64, strlen(response_b64), &in);
     if (!ok) {
         buf_free(&in);
         s->is_done = true;

@@ -486,6 +486,17 @@ int server_run(const struct config *cfg, const struct server_hooks *hooks)
             rl.rlim_cur = rl.rlim_max;
             setrlimit(RLIMIT_NOFILE, &rl);
         }
+        /* One descriptor per connection, plus about a thousand for the rest (pooled index
+         * connections: up to 512; listeners, logs, the queue, messages being read): say
+         * at start-up when max_connections cannot be reached, rather than meeting
+         * "Too many open files" under load. */
+        uint64_t need = (uint64_t)cfg->max_connections + 1024;
+        if (rl.rlim_cur != RLIM_INFINITY && cfg->max_connections != 0 && need > rl.rlim_cur)
+            log_warning("master",
+                        "open files limit is %llu: max_connections = %u needs about %llu "
+                        "(raise LimitNOFILE= / ulimit -n, or lower max_connections)",
+                        (unsigned long long)rl.rlim_cur, cfg->max_connections,
+                        (unsigned long long)need);
     }
     evthread_use_pthreads();
     struct event_base *base = event_base_new();

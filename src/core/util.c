@@ -1,5 +1,6 @@
 /*
- * util.c - small shared helpers: base64 (OpenSSL EVP), random bytes and queue ids,
+ * util.c - small shared helpers: base64 (encoding by OpenSSL EVP; one strict decoder of
+ * our own with a mode for SASL's optional padding), random bytes and queue ids,
  * RFC 5322 dates, ASCII case helpers, durable-write helpers (write_all, fsync of
  * directories) and mkdir -p. See util.h. Every function is safe from any thread.
  */
@@ -36,47 +37,89 @@ bool util_base64_encode(const void *data, size_t len, struct buf *out)
     return true;
 }
 
-/* RFC 4648 §4 alphabet check: EVP_DecodeBlock accepts whitespace and does not report
- * padding, so validate strictly here and compute the padding ourselves. */
-static bool base64_is_valid(const char *text, size_t len, size_t *pad_r)
+char *util_base64_encode_str(const void *data, size_t len)
 {
-    if (len % 4 != 0)
-        return false;
+    struct buf b;
+    buf_init(&b, 0);
+    if (!util_base64_encode(data, len, &b)) {
+        buf_free(&b);
+        return NULL;
+    }
+    return buf_steal(&b);
+}
+
+int util_base64_value(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return -1;
+}
+
+/*
+ * The one decoder behind both modes. RFC 4648 §3.3: no whitespace, nothing after the
+ * padding; §3.5: the bits left over after the last byte must be zero (canonical
+ * encoding). is_padding_optional: input whose trailing '=' are left out entirely is also
+ * taken ("Zg" for "Zg=="); padding that is present must still be complete.
+ */
+static bool base64_decode_mode(const char *text, size_t len, bool is_padding_optional,
+                               struct buf *out)
+{
+    /* Strip up to two '=' of padding; then the rest must be alphabet characters. */
     size_t pad = 0;
+    while (len > 0 && text[len - 1] == '=' && pad < 2) {
+        len--;
+        pad++;
+    }
+    /* A lone sextet cannot carry a byte; padding, when present, completes the quantum. */
+    if (len % 4 == 1 || (pad > 0 && (len + pad) % 4 != 0))
+        return false;
+    if (!is_padding_optional && (len + pad) % 4 != 0)
+        return false;
+    /* 3 bytes per full quantum; a final 2 or 3 characters carry 1 or 2 bytes. */
+    size_t need = len / 4 * 3 + (len % 4 == 0 ? 0 : len % 4 - 1);
+    if (!buf_reserve(out, need))
+        return false;
+    size_t start = out->len;
+    unsigned acc = 0;
+    int bits = 0;
     for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)text[i];
-        bool is_alpha = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-                        (c >= '0' && c <= '9') || c == '+' || c == '/';
-        if (c == '=') {
-            /* padding only in the last two positions */
-            if (i < len - 2)
-                return false;
-            pad++;
-        } else if (!is_alpha || pad > 0) {
-            return false;
+        int v = util_base64_value((unsigned char)text[i]);
+        if (v < 0)
+            goto bad;
+        acc = (acc << 6 | (unsigned)v) & 0xffffff;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out->data[out->len++] = (char)(acc >> bits & 0xff);
         }
     }
-    *pad_r = pad;
+    if (bits > 0 && (acc & ((1u << bits) - 1)) != 0)
+        goto bad;
+    out->data[out->len] = '\0';
     return true;
+bad:
+    /* buf.h promise: a failed append leaves the buffer as it was. */
+    out->len = start;
+    out->data[out->len] = '\0';
+    return false;
 }
 
 bool util_base64_decode(const char *text, size_t len, struct buf *out)
 {
-    size_t pad;
-    if (len > (size_t)INT_MAX || !base64_is_valid(text, len, &pad))
-        return false;
-    if (len == 0)
-        return buf_reserve(out, 1);
-    size_t need = len / 4 * 3;
-    if (!buf_reserve(out, need))
-        return false;
-    int n = EVP_DecodeBlock((unsigned char *)out->data + out->len, (const unsigned char *)text,
-                            (int)len);
-    if (n < 0 || (size_t)n < pad)
-        return false;
-    out->len += (size_t)n - pad;
-    out->data[out->len] = '\0';
-    return true;
+    return base64_decode_mode(text, len, false, out);
+}
+
+bool util_base64_decode_lenient(const char *text, size_t len, struct buf *out)
+{
+    return base64_decode_mode(text, len, true, out);
 }
 
 void util_random_bytes(void *out, size_t len)

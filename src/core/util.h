@@ -14,9 +14,22 @@
 
 struct buf;
 
-/* Base64 (RFC 4648, no line breaks). decode: false on bad input; out gets the bytes. */
+/* Base64 (RFC 4648 §4, no line breaks). encode appends the text to out; encode_str
+ * returns it as a malloc'd string (NULL when out of memory). */
 bool util_base64_encode(const void *data, size_t len, struct buf *out);
+char *util_base64_encode_str(const void *data, size_t len);
+/* Decode, appending the bytes to out (NUL-terminated, not counted); false on bad input,
+ * out unchanged. Strict (RFC 4648 §3.3, §3.5): alphabet only, no whitespace, padding
+ * complete and last, unused trailing bits zero.
+ * _lenient is the same except that input with no '=' at all may end mid-quantum
+ * ("Zg", "Zm8"): some SASL clients and stored hashes leave the padding out. Partial
+ * padding ("Zg=") is still refused. */
 bool util_base64_decode(const char *text, size_t len, struct buf *out);
+bool util_base64_decode_lenient(const char *text, size_t len, struct buf *out);
+/* The RFC 4648 §4 alphabet value of c (0..63), or -1 for anything else ('=' and
+ * whitespace included): for decoders with other rules (MIME's RFC 2045 §6.8 skips
+ * characters outside the alphabet). */
+int util_base64_value(unsigned char c);
 
 /* Cryptographically random bytes (OpenSSL RAND_bytes). */
 void util_random_bytes(void *out, size_t len);

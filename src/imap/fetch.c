@@ -897,21 +897,32 @@ static void imap_store_work(struct imap_job *j)
     uint64_t unchangedsince = j->fd_size; /* UINT64_MAX: no UNCHANGEDSINCE */
     struct buf modified;
     buf_init(&modified, 0);
+    size_t n_expunged = 0;
     for (size_t k = 0; k < n; k++) {
         char *err = NULL;
         const struct store_message *m = store_mailbox_message(s->box, idx[k]);
-        if (m->modseq > unchangedsince) {
+        /* the store compares UNCHANGEDSINCE with the modseq the index has now, not with
+         * this session's view: another session's change counts too */
+        int r = store_message_store_flags(s->box, idx[k], mode - 1, flags,
+                                          (const char *const *)j->keywords, unchangedsince, &err);
+        if (r == 2) {
+            /* expunged by another session since our last sync: nothing to store, no
+             * FETCH for it; the tagged reply says so (RFC 5530 EXPUNGEISSUED) */
+            free(err);
+            n_expunged++;
+            continue;
+        }
+        if (r < 0) {
+            buf_free(&modified);
+            imap_job_err(j, "Store failed: %s", err);
+            return;
+        }
+        if (r == 1) {
             /* RFC 7162 §3.1.3: changed since the client looked: not stored, reported in
              * [MODIFIED] (UIDs for UID STORE, else sequence numbers) */
             buf_printf(&modified, "%s%u", modified.len ? "," : "",
                        j->is_uid ? m->uid : (unsigned)(idx[k] + 1));
             continue;
-        }
-        if (store_message_set_flags(s->box, idx[k], mode - 1, flags,
-                                    (const char *const *)j->keywords, &err) < 0) {
-            buf_free(&modified);
-            imap_job_err(j, "Store failed: %s", err);
-            return;
         }
         m = store_mailbox_message(s->box, idx[k]);
         /* RFC 7162 §3.1.3: a CONDSTORE client hears MODSEQ even with .SILENT */
@@ -929,7 +940,11 @@ static void imap_store_work(struct imap_job *j)
             buf_append_str(&j->out, ")\r\n");
         }
     }
-    if (modified.len)
+    if (n_expunged > 0)
+        buf_printf(&j->tagged,
+                   "%s NO [EXPUNGEISSUED] Some of the requested messages no longer exist.\r\n",
+                   j->tag);
+    else if (modified.len)
         buf_printf(&j->tagged, "%s OK [MODIFIED %s] Conditional STORE failed.\r\n", j->tag,
                    modified.data);
     else

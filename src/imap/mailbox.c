@@ -1,8 +1,8 @@
 /*
- * mailbox.c - IMAP mailbox commands (RFC 3501 §6.3, §6.4 except FETCH/STORE/SEARCH):
- * SELECT/EXAMINE, CREATE/DELETE/RENAME, (UN)SUBSCRIBE, LIST/LSUB, STATUS, APPEND,
- * NAMESPACE, NOOP/CHECK, CLOSE/UNSELECT, EXPUNGE, COPY/MOVE (RFC 4315 UIDPLUS, RFC 6851),
- * and the untagged updates a sync produces (RFC 3501 §7.3-7.4).
+ * mailbox.c - IMAP mailbox commands (RFC 3501 §6.3, §6.4 except FETCH/STORE/SEARCH,
+ * LIST/LSUB in list.c, APPEND in append.c): SELECT/EXAMINE, CREATE/DELETE/RENAME,
+ * (UN)SUBSCRIBE, STATUS, NAMESPACE, NOOP/CHECK, CLOSE/UNSELECT, EXPUNGE, COPY/MOVE (RFC 4315
+ * UIDPLUS, RFC 6851), and the untagged updates a sync produces (RFC 3501 §7.3-7.4).
  *
  * Each command runs as an imap_job: the *_work functions run on a pool thread and may use
  * the session's store handles (the session is paused); *_finish runs on the loop.
@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "core/conn.h"
+#include "imap/args.h"
 #include "imap/session.h"
 #include "store/mime.h"
 #include "store/store.h"
@@ -123,7 +124,8 @@ fail:
 
 char *imap_mailbox_name(const struct imap_arg *a)
 {
-    if (!imap_arg_is_string(a) || a->len == 0 || memchr(a->str, '\0', a->len))
+    /* a literal spilled to a file (APPEND) has no bytes here: not a name */
+    if (!imap_arg_is_string(a) || a->is_external || a->len == 0 || memchr(a->str, '\0', a->len))
         return NULL;
     /* RFC 3501 §5.1: INBOX is case-insensitive */
     if (strcasecmp(a->str, "INBOX") == 0)
@@ -164,8 +166,7 @@ bool imap_resolve_set(struct store_mailbox *box, const char *set, bool is_uid, s
     return true;
 }
 
-/* Append "a:b,c" for a list of UIDs (in the order given, runs compressed). */
-static void imap_write_uid_set(struct buf *out, const uint32_t *uids, size_t n)
+void imap_write_uid_set(struct buf *out, const uint32_t *uids, size_t n)
 {
     for (size_t i = 0; i < n;) {
         size_t j = i;
@@ -227,8 +228,7 @@ void imap_job_sync(struct imap_job *j)
     store_sync_changes_free(&ch);
 }
 
-/* Reply "tag OK text" into the job. */
-static void imap_job_ok(struct imap_job *j, const char *text)
+void imap_job_ok(struct imap_job *j, const char *text)
 {
     buf_printf(&j->tagged, "%s OK %s\r\n", j->tag, text);
     j->is_ok = true;
@@ -589,121 +589,7 @@ void imap_cmd_unsubscribe(struct imap_session *s, const char *tag, struct imap_a
     imap_mb_submit(s, tag, args, n, IMAP_MB_UNSUB);
 }
 
-/* ---- LIST / LSUB -------------------------------------------------------------------- */
-
-/* RFC 3501 §6.3.8: '*' matches anything, '%' anything but the hierarchy separator.
- * Dynamic programming over (pattern, name) prefixes: O(|pattern| * |name|), no backtracking
- * blow-up whatever the wildcards. */
-static bool imap_list_match(const char *pat, const char *name)
-{
-    size_t pl = strlen(pat), nl = strlen(name);
-    if (pl > 1024 || nl > 1024)
-        return false;
-    bool prev[1025], cur[1025];
-    /* prev[j]: pat[0..i) matches name[0..j) */
-    prev[0] = true;
-    for (size_t j = 1; j <= nl; j++)
-        prev[j] = false;
-    for (size_t i = 1; i <= pl; i++) {
-        char pc = pat[i - 1];
-        cur[0] = prev[0] && (pc == '*' || pc == '%');
-        for (size_t j = 1; j <= nl; j++) {
-            char nc = name[j - 1];
-            if (pc == '*')
-                cur[j] = prev[j] || cur[j - 1];
-            else if (pc == '%')
-                cur[j] = prev[j] || (cur[j - 1] && nc != '/');
-            else
-                cur[j] = prev[j - 1] && pc == nc;
-        }
-        memcpy(prev, cur, (nl + 1) * sizeof prev[0]);
-    }
-    return prev[nl];
-}
-
-static void imap_list_work(struct imap_job *j)
-{
-    struct imap_session *s = j->s;
-    bool lsub = j->flags != 0;
-    const char *cmd = lsub ? "LSUB" : "LIST";
-    if (j->arg2[0] == '\0') {
-        /* RFC 3501 §6.3.8: an empty pattern asks for the delimiter */
-        if (!lsub)
-            buf_append_str(&j->out, "* LIST (\\Noselect) \"/\" \"\"\r\n");
-        imap_job_ok(j, "List completed.");
-        return;
-    }
-    struct buf pattern;
-    buf_init(&pattern, 0);
-    buf_append_str(&pattern, j->arg1);
-    buf_append_str(&pattern, j->arg2);
-    struct store_mailbox_info *list = NULL;
-    size_t n = 0;
-    char *err = NULL;
-    if (store_mailbox_list(s->user, &list, &n, &err) < 0) {
-        buf_free(&pattern);
-        imap_job_err(j, "%s", err);
-        return;
-    }
-    for (size_t i = 0; i < n; i++) {
-        const struct store_mailbox_info *mi = &list[i];
-        const char *name = mi->name;
-        bool is_inbox = strcasecmp(name, "INBOX") == 0;
-        bool match = imap_list_match(buf_cstr(&pattern), is_inbox ? "INBOX" : name);
-        if (!match && is_inbox) {
-            /* INBOX matches case-insensitively */
-            char up[256];
-            snprintf(up, sizeof up, "%s", buf_cstr(&pattern));
-            for (char *c = up; *c; c++)
-                *c = (char)toupper((unsigned char)*c);
-            match = imap_list_match(up, "INBOX");
-        }
-        if (!match || (lsub && !mi->subscribed))
-            continue;
-        buf_printf(&j->out, "* %s (", cmd);
-        /* RFC 3348 CHILDREN and RFC 6154 SPECIAL-USE attributes */
-        buf_append_str(&j->out, mi->has_children ? "\\HasChildren" : "\\HasNoChildren");
-        if (mi->noselect)
-            buf_append_str(&j->out, " \\Noselect");
-        if (!lsub && mi->special_use)
-            buf_printf(&j->out, " %s", mi->special_use);
-        buf_append_str(&j->out, ") \"/\" ");
-        mime_write_string(&j->out, is_inbox ? "INBOX" : name);
-        buf_append_str(&j->out, "\r\n");
-    }
-    store_mailbox_info_free(list, n);
-    buf_free(&pattern);
-    imap_job_ok(j, lsub ? "Lsub completed." : "List completed.");
-}
-
-static void imap_list_submit(struct imap_session *s, const char *tag, struct imap_arg *args,
-                             size_t n, bool lsub)
-{
-    if (n != 2 || !imap_arg_is_string(&args[0]) || !imap_arg_is_string(&args[1])) {
-        imap_reply(s, tag, "BAD Usage: %s reference pattern", lsub ? "LSUB" : "LIST");
-        return;
-    }
-    struct imap_job *j = imap_job_new(s, tag, imap_list_work, NULL);
-    if (!j)
-        return;
-    j->arg1 = strdup(args[0].str);
-    j->arg2 = strdup(args[1].str);
-    j->flags = lsub;
-    j->do_sync = true;
-    imap_job_submit(j);
-}
-
-void imap_cmd_list(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
-                   bool is_uid)
-{
-    imap_list_submit(s, tag, args, n, false);
-}
-
-void imap_cmd_lsub(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
-                   bool is_uid)
-{
-    imap_list_submit(s, tag, args, n, true);
-}
+/* ---- NAMESPACE --------------------------------------------------------------------- */
 
 void imap_cmd_namespace(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
                         bool is_uid)
@@ -715,15 +601,41 @@ void imap_cmd_namespace(struct imap_session *s, const char *tag, struct imap_arg
 
 /* ---- STATUS ------------------------------------------------------------------------- */
 
-enum {
-    IMAP_ST_MESSAGES = 1,
-    IMAP_ST_RECENT = 2,
-    IMAP_ST_UIDNEXT = 4,
-    IMAP_ST_UIDVALIDITY = 8,
-    IMAP_ST_UNSEEN = 16,
-    IMAP_ST_SIZE = 32,
-    IMAP_ST_HIGHESTMODSEQ = 64,
-};
+void imap_status_write(struct buf *out, const char *name, unsigned items,
+                       const struct store_status *st)
+{
+    buf_append_str(out, "* STATUS ");
+    mime_write_string(out, name);
+    buf_append_str(out, " (");
+    const char *sp = "";
+    if (items & IMAP_ST_MESSAGES) {
+        buf_printf(out, "%sMESSAGES %u", sp, st->messages);
+        sp = " ";
+    }
+    if (items & IMAP_ST_RECENT) {
+        buf_printf(out, "%sRECENT %u", sp, st->recent);
+        sp = " ";
+    }
+    if (items & IMAP_ST_UIDNEXT) {
+        buf_printf(out, "%sUIDNEXT %u", sp, st->uidnext);
+        sp = " ";
+    }
+    if (items & IMAP_ST_UIDVALIDITY) {
+        buf_printf(out, "%sUIDVALIDITY %u", sp, st->uidvalidity);
+        sp = " ";
+    }
+    if (items & IMAP_ST_UNSEEN) {
+        buf_printf(out, "%sUNSEEN %u", sp, st->unseen);
+        sp = " ";
+    }
+    if (items & IMAP_ST_SIZE) {
+        buf_printf(out, "%sSIZE %llu", sp, (unsigned long long)st->size);
+        sp = " ";
+    }
+    if (items & IMAP_ST_HIGHESTMODSEQ)
+        buf_printf(out, "%sHIGHESTMODSEQ %llu", sp, (unsigned long long)st->highestmodseq);
+    buf_append_str(out, ")\r\n");
+}
 
 static void imap_status_work(struct imap_job *j)
 {
@@ -733,37 +645,7 @@ static void imap_status_work(struct imap_job *j)
         imap_job_err(j, "Mailbox doesn't exist: %s", err);
         return;
     }
-    buf_append_str(&j->out, "* STATUS ");
-    mime_write_string(&j->out, j->arg1);
-    buf_append_str(&j->out, " (");
-    const char *sp = "";
-    if (j->flags & IMAP_ST_MESSAGES) {
-        buf_printf(&j->out, "%sMESSAGES %u", sp, st.messages);
-        sp = " ";
-    }
-    if (j->flags & IMAP_ST_RECENT) {
-        buf_printf(&j->out, "%sRECENT %u", sp, st.recent);
-        sp = " ";
-    }
-    if (j->flags & IMAP_ST_UIDNEXT) {
-        buf_printf(&j->out, "%sUIDNEXT %u", sp, st.uidnext);
-        sp = " ";
-    }
-    if (j->flags & IMAP_ST_UIDVALIDITY) {
-        buf_printf(&j->out, "%sUIDVALIDITY %u", sp, st.uidvalidity);
-        sp = " ";
-    }
-    if (j->flags & IMAP_ST_UNSEEN) {
-        buf_printf(&j->out, "%sUNSEEN %u", sp, st.unseen);
-        sp = " ";
-    }
-    if (j->flags & IMAP_ST_SIZE) {
-        buf_printf(&j->out, "%sSIZE %llu", sp, (unsigned long long)st.size);
-        sp = " ";
-    }
-    if (j->flags & IMAP_ST_HIGHESTMODSEQ)
-        buf_printf(&j->out, "%sHIGHESTMODSEQ %llu", sp, (unsigned long long)st.highestmodseq);
-    buf_append_str(&j->out, ")\r\n");
+    imap_status_write(&j->out, j->arg1, j->flags, &st);
     imap_job_ok(j, "Status completed.");
 }
 
@@ -777,29 +659,13 @@ void imap_cmd_status(struct imap_session *s, const char *tag, struct imap_arg *a
         return;
     }
     unsigned items = 0;
-    for (size_t i = 0; i < args[1].n; i++) {
-        const struct imap_arg *a = &args[1].list[i];
-        if (imap_arg_is_atom(a, "MESSAGES"))
-            items |= IMAP_ST_MESSAGES;
-        else if (imap_arg_is_atom(a, "RECENT"))
-            items |= IMAP_ST_RECENT;
-        else if (imap_arg_is_atom(a, "UIDNEXT"))
-            items |= IMAP_ST_UIDNEXT;
-        else if (imap_arg_is_atom(a, "UIDVALIDITY"))
-            items |= IMAP_ST_UIDVALIDITY;
-        else if (imap_arg_is_atom(a, "UNSEEN"))
-            items |= IMAP_ST_UNSEEN;
-        else if (imap_arg_is_atom(a, "SIZE"))
-            items |= IMAP_ST_SIZE;
-        else if (imap_arg_is_atom(a, "HIGHESTMODSEQ")) {
-            items |= IMAP_ST_HIGHESTMODSEQ; /* RFC 7162 §3.1.10; enables CONDSTORE */
-            s->is_condstore = true;
-        } else {
-            free(name);
-            imap_reply(s, tag, "BAD Unknown STATUS item.");
-            return;
-        }
+    if (!imap_status_items_parse(&args[1], &items)) {
+        free(name);
+        imap_reply(s, tag, "BAD Unknown STATUS item.");
+        return;
     }
+    if (items & IMAP_ST_HIGHESTMODSEQ)
+        s->is_condstore = true; /* RFC 7162 §3.1.10; enables CONDSTORE */
     struct imap_job *j = imap_job_new(s, tag, imap_status_work, NULL);
     if (!j) {
         free(name);
@@ -808,134 +674,6 @@ void imap_cmd_status(struct imap_session *s, const char *tag, struct imap_arg *a
     j->arg1 = name;
     j->flags = items;
     j->do_sync = true;
-    imap_job_submit(j);
-}
-
-/* ---- APPEND ------------------------------------------------------------------------- */
-
-/* RFC 3501 §9 date-time: "dd-Mon-yyyy hh:mm:ss +zzzz" (day may be space-padded). */
-static bool imap_parse_date_time(const char *s, time_t *t_r)
-{
-    static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
-    int day, year, hh, mm, ss, zone;
-    char mon[4];
-    while (*s == ' ')
-        s++;
-    if (sscanf(s, "%2d-%3c-%4d %2d:%2d:%2d %5d", &day, mon, &year, &hh, &mm, &ss, &zone) != 7)
-        return false;
-    mon[3] = '\0';
-    const char *p = strcasestr(months, mon);
-    if (!p || (p - months) % 3 != 0 || day < 1 || day > 31 || hh > 23 || mm > 59 || ss > 60)
-        return false;
-    struct tm tm = {0};
-    tm.tm_mday = day;
-    tm.tm_mon = (int)((p - months) / 3);
-    tm.tm_year = year - 1900;
-    tm.tm_hour = hh;
-    tm.tm_min = mm;
-    tm.tm_sec = ss;
-    time_t t = timegm(&tm);
-    int z = zone < 0 ? -zone : zone;
-    long off = (long)(z / 100) * 3600 + (long)(z % 100) * 60;
-    *t_r = zone < 0 ? t + off : t - off;
-    return true;
-}
-
-static void imap_append_work(struct imap_job *j)
-{
-    struct imap_session *s = j->s;
-    struct store_source src = {.data = j->data.data ? j->data.data : "",
-                               .len = j->data.len,
-                               .fd = -1,
-                               .size = j->data.len};
-    if (j->fd >= 0) {
-        /* a big message, spilled to a file while it arrived */
-        src.data = NULL;
-        src.len = 0;
-        src.fd = j->fd;
-        src.size = j->fd_size;
-    }
-    uint32_t uidv = 0, uid = 0;
-    char *err = NULL;
-    if (store_mailbox_append(s->user, j->arg1, &src, j->flags, (const char *const *)j->keywords,
-                             (time_t)j->number, &uidv, &uid, &err) < 0) {
-        struct store_status st;
-        char *err2 = NULL;
-        if (store_mailbox_status(s->user, j->arg1, &st, &err2) < 0) {
-            /* RFC 3501 §6.3.11: tell the client it may create the mailbox */
-            free(err2);
-            free(err);
-            buf_printf(&j->tagged, "%s NO [TRYCREATE] Mailbox doesn't exist: %s\r\n", j->tag,
-                       j->arg1);
-            return;
-        }
-        imap_job_err(j, "Append failed: %s", err);
-        return;
-    }
-    /* RFC 4315 §3: APPENDUID uidvalidity uid */
-    buf_printf(&j->tagged, "%s OK [APPENDUID %u %u] Append completed.\r\n", j->tag, uidv, uid);
-    j->is_ok = true;
-}
-
-void imap_cmd_append(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
-                     bool is_uid)
-{
-    char *name = n >= 2 ? imap_mailbox_name(&args[0]) : NULL;
-    if (!name) {
-        imap_reply(s, tag, "BAD Usage: APPEND mailbox [(flags)] [date-time] literal");
-        return;
-    }
-    size_t i = 1;
-    unsigned flags = 0;
-    char **kw = NULL;
-    time_t when = time(NULL);
-    if (i < n && args[i].type == IMAP_ARG_LIST) {
-        if (!imap_parse_flags(&args[i], &flags, &kw)) {
-            free(name);
-            imap_reply(s, tag, "BAD Invalid flags.");
-            return;
-        }
-        i++;
-    }
-    if (i + 1 < n && args[i].type == IMAP_ARG_QUOTED) {
-        if (!imap_parse_date_time(args[i].str, &when)) {
-            free(name);
-            imap_keywords_free(kw);
-            imap_reply(s, tag, "BAD Invalid date-time.");
-            return;
-        }
-        i++;
-    }
-    if (i + 1 != n || !imap_arg_is_string(&args[i])) {
-        free(name);
-        imap_keywords_free(kw);
-        imap_reply(s, tag, "BAD Usage: APPEND mailbox [(flags)] [date-time] literal");
-        return;
-    }
-    struct imap_job *j = imap_job_new(s, tag, imap_append_work, NULL);
-    if (!j) {
-        free(name);
-        imap_keywords_free(kw);
-        return;
-    }
-    j->arg1 = name;
-    j->flags = flags;
-    j->keywords = kw;
-    j->number = (int64_t)when;
-    if (args[i].is_external && s->spill_done_fd >= 0) {
-        j->fd = s->spill_done_fd;
-        j->fd_size = args[i].len;
-        s->spill_done_fd = -1;
-    }
-    /* Take the literal's bytes without copying. */
-    j->data.data = args[i].str;
-    j->data.len = args[i].len;
-    j->data.size = args[i].len + 1;
-    args[i].str = NULL;
-    args[i].len = 0;
-    j->do_sync = true;
-    if (s->box_name && strcmp(s->box_name, name) == 0)
-        j->is_sync_forced = true; /* appended to the selected mailbox: EXISTS now */
     imap_job_submit(j);
 }
 
@@ -973,7 +711,16 @@ static void imap_copy_work(struct imap_job *j)
         uids[k] = store_mailbox_message(s->box, idx[k])->uid;
         seqs[k] = (uint32_t)(idx[k] + 1);
     }
+    /* COPY adds to the user's usage; MOVE stays inside the same user's quota */
+    uint64_t add_bytes = 0;
+    for (size_t k = 0; k < n && !move; k++)
+        add_bytes += store_mailbox_message(s->box, idx[k])->size;
     free(idx);
+    if (add_bytes > 0 && !imap_quota_allows(j, add_bytes)) {
+        free(uids);
+        free(seqs);
+        return;
+    }
     size_t before = store_mailbox_count(s->box);
     uint32_t uidv = 0, *dest = NULL;
     char *err = NULL;

@@ -180,12 +180,22 @@ static enum imap_parse_result imap_parse_args(struct imap_parser *p, const char 
             /* Only APPEND carries messages; other commands get line-sized literals. */
             bool is_append = p->name && strcmp(p->name, "APPEND") == 0;
             uint64_t limit = p->max_literal;
-            uint64_t total_limit = (uint64_t)p->max_literal + IMAP_MAX_LINE;
+            /* RFC 3502 MULTIAPPEND: several messages, each within the message limit,
+             * together within IMAP_APPEND_TOTAL_FACTOR of them (saturating). */
+            uint64_t total_limit = (uint64_t)p->max_literal <= UINT64_MAX / IMAP_APPEND_TOTAL_FACTOR
+                                       ? (uint64_t)p->max_literal * IMAP_APPEND_TOTAL_FACTOR
+                                       : UINT64_MAX;
+            if (total_limit < (uint64_t)p->max_literal + IMAP_MAX_LINE)
+                total_limit = (uint64_t)p->max_literal + IMAP_MAX_LINE;
             if (!is_append) {
                 limit = limit < IMAP_MAX_LINE ? limit : IMAP_MAX_LINE;
                 total_limit = 4 * IMAP_MAX_LINE; /* all literals of one command */
             }
-            if (p->literal_total + n > total_limit)
+            if (is_append && p->n_literals >= IMAP_MAX_APPEND_MESSAGES) {
+                p->is_over_limit = true;
+                return imap_fail(p, "Too many messages in one APPEND.");
+            }
+            if (p->literal_total > total_limit || n > total_limit - p->literal_total)
                 overflow = true;
             if (overflow || n > limit) {
                 p->is_literal_too_big = true;
@@ -205,6 +215,7 @@ static enum imap_parse_result imap_parse_args(struct imap_parser *p, const char 
             p->literal_size = n;
             p->literal_have = 0;
             p->literal_total += n;
+            p->n_literals++;
             return IMAP_PARSE_LITERAL;
         } else if (imap_is_atom_char(c)) {
             size_t st = i;
@@ -303,11 +314,12 @@ bool imap_parser_feed_literal(struct imap_parser *p, const char *data, size_t le
     return p->literal_have == p->literal_size;
 }
 
-void imap_parser_literal_external(struct imap_parser *p)
+void imap_parser_literal_external(struct imap_parser *p, uint64_t offset)
 {
     struct imap_arg *l = p->stack[p->depth];
     struct imap_arg *a = &l->list[l->n - 1];
     a->is_external = true;
+    a->external_offset = offset;
     a->len = (size_t)p->literal_size;
     a->str[0] = '\0';
     p->literal_have = p->literal_size;

@@ -27,6 +27,10 @@
 #define IMAP_MAX_LIST_DEPTH 32
 #define IMAP_MAX_ARGS       100000
 #define IMAP_MAX_TAG        64
+/* MULTIAPPEND (RFC 3502): at most this many messages in one APPEND, and all their
+ * literals together at most IMAP_APPEND_TOTAL_FACTOR times the largest message. */
+#define IMAP_MAX_APPEND_MESSAGES 1000
+#define IMAP_APPEND_TOTAL_FACTOR 4
 
 enum imap_arg_type {
     IMAP_ARG_ATOM,
@@ -39,9 +43,10 @@ struct imap_arg {
     enum imap_arg_type type;
     char *str; /* atom/quoted/literal bytes, NUL-terminated (len is the truth) */
     size_t len;
-    struct imap_arg *list; /* IMAP_ARG_LIST: the elements */
-    size_t n, cap;         /* elements / allocated (for a literal: bytes allocated) */
-    bool is_external;      /* literal bytes went to the session's spill file (len = size) */
+    struct imap_arg *list;    /* IMAP_ARG_LIST: the elements */
+    size_t n, cap;            /* elements / allocated (for a literal: bytes allocated) */
+    bool is_external;         /* literal bytes went to the session's spill file (len = size) */
+    uint64_t external_offset; /* ... starting at this offset of the file */
 };
 
 enum imap_parse_result {
@@ -57,11 +62,13 @@ struct imap_parser {
     struct imap_arg args; /* IMAP_ARG_LIST of the arguments */
     const char *error;
     bool is_literal_too_big; /* the error is an oversized literal (NO [TOOBIG]) */
+    bool is_over_limit;      /* the error is too many messages in one APPEND (NO [LIMIT]) */
     /* Literal in progress */
     uint64_t literal_size;
     bool is_literal_nonsync;
     size_t literal_have;
     uint64_t literal_total; /* bytes of all literals of this command */
+    size_t n_literals;      /* literals of this command */
     /* Open lists while parsing: stack[0] is &args */
     struct imap_arg *stack[IMAP_MAX_LIST_DEPTH + 1];
     size_t depth;
@@ -79,9 +86,9 @@ enum imap_parse_result imap_parser_feed_line(struct imap_parser *p, const char *
 /* Feed literal bytes (at most literal_size - literal_have); true when the literal is complete
  * and the next line should be fed. */
 bool imap_parser_feed_literal(struct imap_parser *p, const char *data, size_t len);
-/* The session stored the whole current literal elsewhere (APPEND spill file): mark it
- * complete with len = literal_size and no bytes; the next line follows. */
-void imap_parser_literal_external(struct imap_parser *p);
+/* The session stored the whole current literal elsewhere (APPEND spill file, from offset):
+ * mark it complete with len = literal_size and no bytes; the next line follows. */
+void imap_parser_literal_external(struct imap_parser *p, uint64_t offset);
 /* Bytes of the literal still to come. */
 uint64_t imap_parser_literal_remaining(const struct imap_parser *p);
 

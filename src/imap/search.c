@@ -1,5 +1,5 @@
 /*
- * search.c - SEARCH and UID SEARCH (RFC 3501 §6.4.4).
+ * search.c - SEARCH and UID SEARCH (RFC 3501 §6.4.4), with RETURN options (RFC 4731 ESEARCH).
  *
  * The criteria are parsed on the loop into a small tree (AND lists, OR, NOT, leaves);
  * evaluation runs in the pool, mapping a message file only when a key needs its text
@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "core/conn.h"
+#include "imap/args.h"
 #include "imap/session.h"
 #include "imap/msgmap.h"
 #include "store/mime.h"
@@ -494,6 +495,33 @@ static bool skey_eval(const struct skey *k, struct skey_msg *sm)
     return false;
 }
 
+/* j->flags: IMAP_SEARCH_RET_* of an ESEARCH (RFC 4731), 0 for the plain * SEARCH. */
+#define IMAP_SEARCH_IS_ESEARCH(j) ((j)->flags != 0)
+
+/* RFC 4731 §3.1: "* ESEARCH (TAG "t") [UID] [MIN n] [MAX n] [ALL set] [COUNT n]", the
+ * order Dovecot uses; MIN, MAX and ALL only when something matched. */
+static void imap_esearch_write(struct imap_job *j, const uint32_t *hits, size_t n,
+                               uint64_t max_modseq)
+{
+    buf_printf(&j->out, "* ESEARCH (TAG \"%s\")", j->tag);
+    if (j->is_uid)
+        buf_append_str(&j->out, " UID");
+    if (n > 0 && (j->flags & IMAP_SEARCH_RET_MIN))
+        buf_printf(&j->out, " MIN %u", hits[0]);
+    if (n > 0 && (j->flags & IMAP_SEARCH_RET_MAX))
+        buf_printf(&j->out, " MAX %u", hits[n - 1]);
+    if (n > 0 && (j->flags & IMAP_SEARCH_RET_ALL)) {
+        buf_append_str(&j->out, " ALL ");
+        imap_write_uid_set(&j->out, hits, n);
+    }
+    if (j->flags & IMAP_SEARCH_RET_COUNT)
+        buf_printf(&j->out, " COUNT %zu", n);
+    /* RFC 7162 §3.1.5: the highest mod-sequence of what matched */
+    if (j->number == 1 && max_modseq > 0)
+        buf_printf(&j->out, " MODSEQ %llu", (unsigned long long)max_modseq);
+    buf_append_str(&j->out, "\r\n");
+}
+
 static void imap_search_work(struct imap_job *j)
 {
     struct imap_session *s = j->s;
@@ -501,7 +529,18 @@ static void imap_search_work(struct imap_job *j)
     size_t count = store_mailbox_count(s->box);
     uint32_t max_uid = count ? store_mailbox_message(s->box, count - 1)->uid : 0;
     uint64_t max_modseq = 0;
-    buf_append_str(&j->out, "* SEARCH");
+    /* ESEARCH collects the hits (ascending: view order) to report MIN/MAX/ALL/COUNT */
+    uint32_t *hits = NULL;
+    size_t n_hits = 0;
+    if (IMAP_SEARCH_IS_ESEARCH(j)) {
+        hits = calloc(count ? count : 1, sizeof *hits);
+        if (!hits) {
+            buf_printf(&j->tagged, "%s NO Out of memory.\r\n", j->tag);
+            return;
+        }
+    } else {
+        buf_append_str(&j->out, "* SEARCH");
+    }
     for (size_t i = 0; i < count; i++) {
         struct skey_msg sm = {
             .m = store_mailbox_message(s->box, i),
@@ -512,16 +551,25 @@ static void imap_search_work(struct imap_job *j)
             .index = i,
         };
         if (skey_eval(root, &sm)) {
-            buf_printf(&j->out, " %u", j->is_uid ? sm.m->uid : sm.seq);
+            uint32_t v = j->is_uid ? sm.m->uid : sm.seq;
+            if (hits)
+                hits[n_hits++] = v;
+            else
+                buf_printf(&j->out, " %u", v);
             if (sm.m->modseq > max_modseq)
                 max_modseq = sm.m->modseq;
         }
         skey_msg_release(&sm);
     }
-    /* RFC 7162 §3.1.5: a search with MODSEQ reports the highest mod-sequence found */
-    if (j->number == 1 && max_modseq > 0)
-        buf_printf(&j->out, " (MODSEQ %llu)", (unsigned long long)max_modseq);
-    buf_append_str(&j->out, "\r\n");
+    if (hits) {
+        imap_esearch_write(j, hits, n_hits, max_modseq);
+        free(hits);
+    } else {
+        /* RFC 7162 §3.1.5: a search with MODSEQ reports the highest mod-sequence found */
+        if (j->number == 1 && max_modseq > 0)
+            buf_printf(&j->out, " (MODSEQ %llu)", (unsigned long long)max_modseq);
+        buf_append_str(&j->out, "\r\n");
+    }
     buf_printf(&j->tagged, "%s OK Search completed.\r\n", j->tag);
     j->is_ok = true;
 }
@@ -530,15 +578,25 @@ void imap_cmd_search(struct imap_session *s, const char *tag, struct imap_arg *a
                      bool is_uid)
 {
     size_t start = 0;
-    if (n >= 2 && imap_arg_is_atom(&args[0], "CHARSET")) {
-        /* RFC 3501 §6.4.4: US-ASCII must be supported; UTF-8 is what the decoded text is
-         * matched in (US-ASCII is a subset). */
-        if (!imap_arg_is_string(&args[1]) ||
-            (strcasecmp(args[1].str, "UTF-8") != 0 && strcasecmp(args[1].str, "US-ASCII") != 0)) {
-            imap_reply(s, tag, "NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset.");
+    unsigned esearch = 0;
+    /* RFC 4731 §3.1: SEARCH [RETURN (options)] [CHARSET x] criteria */
+    if (n >= 1 && imap_arg_is_atom(&args[0], "RETURN")) {
+        if (n < 2 || !imap_search_return_parse(&args[1], &esearch)) {
+            imap_reply(s, tag, "BAD Unknown SEARCH return option.");
             return;
         }
         start = 2;
+    }
+    if (n >= start + 2 && imap_arg_is_atom(&args[start], "CHARSET")) {
+        /* RFC 3501 §6.4.4: US-ASCII must be supported; UTF-8 is what the decoded text is
+         * matched in (US-ASCII is a subset). */
+        const struct imap_arg *cs = &args[start + 1];
+        if (!imap_arg_is_string(cs) ||
+            (strcasecmp(cs->str, "UTF-8") != 0 && strcasecmp(cs->str, "US-ASCII") != 0)) {
+            imap_reply(s, tag, "NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset.");
+            return;
+        }
+        start += 2;
     }
     if (start >= n) {
         imap_reply(s, tag, "BAD Missing search criteria.");
@@ -560,6 +618,7 @@ void imap_cmd_search(struct imap_session *s, const char *tag, struct imap_arg *a
     }
     j->ptr = root;
     j->ptr_free = skey_free;
+    j->flags = esearch;
     j->number = sp.has_modseq;
     if (sp.has_modseq)
         s->is_condstore = true; /* RFC 7162 §3.1 */

@@ -94,7 +94,11 @@ void imap_capability_string(struct imap_session *s, struct buf *out)
         if (!imap_plaintext_ok(s))
             buf_append_str(out, " LOGINDISABLED");
     } else {
-        buf_append_str(out, " NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE");
+        buf_append_str(out,
+                       " NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE MULTIAPPEND ESEARCH"
+                       " LIST-EXTENDED LIST-STATUS");
+        /* RFC 9208: the STORAGE resource only (no message-count limits) */
+        buf_append_str(out, " QUOTA QUOTA=RES-STORAGE");
     }
 }
 
@@ -147,6 +151,10 @@ static void imap_job_work(void *arg)
     j->work(j);
     if (j->do_sync && j->s->box)
         imap_job_sync(j);
+    /* Between commands a session holds no index connection (memory, descriptors): the
+     * sessions of one user share the store's pooled ones. */
+    store_user_idle(j->s->user);
+    store_user_idle(j->new_user);
 }
 
 static void imap_job_done(void *arg)
@@ -650,6 +658,9 @@ static const struct imap_command imap_commands[] = {
     {"APPEND", imap_cmd_append, AUTHED, false},
     {"NAMESPACE", imap_cmd_namespace, AUTHED, false},
     {"IDLE", imap_cmd_idle, AUTHED, false},
+    {"GETQUOTAROOT", imap_cmd_getquotaroot, AUTHED, false},
+    {"GETQUOTA", imap_cmd_getquota, AUTHED, false},
+    {"SETQUOTA", imap_cmd_setquota, AUTHED, false},
     {"CHECK", imap_cmd_check, SEL, false},
     {"CLOSE", imap_cmd_close, SEL, false},
     {"UNSELECT", imap_cmd_unselect, SEL, false},
@@ -713,8 +724,10 @@ static bool imap_session_busy(struct imap_session *s)
            conn_output_length(s->c) > 4 * CONN_OUTPUT_LOW_WATER;
 }
 
-/* Literals of APPEND above this size go to a file instead of memory. */
-#define IMAP_SPILL_THRESHOLD (256 * 1024)
+/* Literals of APPEND above this size go to a file instead of memory, and so do all
+ * of a MULTIAPPEND's once its literals in memory would pass IMAP_APPEND_MEMORY_MAX. */
+#define IMAP_SPILL_THRESHOLD   (256 * 1024)
+#define IMAP_APPEND_MEMORY_MAX (1024 * 1024)
 
 /* An unlinked file in the data folder for a big APPEND literal; -1 on failure (the
  * literal then goes to memory, still bounded by the message size limit). */
@@ -733,13 +746,38 @@ static int imap_spill_open(struct imap_session *s)
     return fd;
 }
 
+/* The command is over (APPEND took the file if it wanted it). */
 static void imap_spill_discard(struct imap_session *s)
 {
     if (s->spill_fd >= 0)
         close(s->spill_fd);
-    if (s->spill_done_fd >= 0)
-        close(s->spill_done_fd);
-    s->spill_fd = s->spill_done_fd = -1;
+    s->spill_fd = -1;
+    s->spill_end = 0;
+    s->is_spilling = false;
+    s->spill_remaining = 0;
+    s->literal_memory = 0;
+}
+
+/* A literal of APPEND was announced: decide whether it goes to the spill file. */
+static void imap_spill_choose(struct imap_session *s)
+{
+    uint64_t size = s->parser.literal_size;
+    if (!s->parser.name || strcmp(s->parser.name, "APPEND") != 0 || size == 0)
+        return;
+    if (size <= IMAP_SPILL_THRESHOLD && s->literal_memory + size <= IMAP_APPEND_MEMORY_MAX) {
+        s->literal_memory += size;
+        return;
+    }
+    if (s->spill_fd < 0) {
+        s->spill_fd = imap_spill_open(s);
+        s->spill_end = 0;
+    }
+    if (s->spill_fd < 0) {
+        s->literal_memory += size; /* no file: memory, still bounded by the parser's limits */
+        return;
+    }
+    s->is_spilling = true;
+    s->spill_remaining = size;
 }
 
 /* Literal data must arrive at least this fast (octets per second), past imap.timeout;
@@ -790,14 +828,14 @@ static void imap_session_process(struct imap_session *s)
                 return;
             }
             uint64_t want =
-                s->spill_fd >= 0 ? s->spill_remaining : imap_parser_literal_remaining(&s->parser);
+                s->is_spilling ? s->spill_remaining : imap_parser_literal_remaining(&s->parser);
             size_t take = avail < want ? avail : (size_t)want;
             char chunk[16384];
             if (take > sizeof chunk)
                 take = sizeof chunk;
             evbuffer_remove(in, chunk, take);
             s->input_literal_octets += take;
-            if (s->spill_fd >= 0) {
+            if (s->is_spilling) {
                 /* v1: a write to a local file on the loop; it lands in the page cache. */
                 if (util_write_all(s->spill_fd, chunk, take) < 0) {
                     conn_write_str(s->c, "* BYE Cannot store the message.\r\n");
@@ -807,9 +845,10 @@ static void imap_session_process(struct imap_session *s)
                 }
                 s->spill_remaining -= take;
                 if (s->spill_remaining == 0) {
-                    imap_parser_literal_external(&s->parser);
-                    s->spill_done_fd = s->spill_fd;
-                    s->spill_fd = -1;
+                    uint64_t size = s->parser.literal_size;
+                    imap_parser_literal_external(&s->parser, s->spill_end);
+                    s->spill_end += size;
+                    s->is_spilling = false;
                     s->is_in_literal = false;
                 }
                 continue;
@@ -863,12 +902,7 @@ static void imap_session_process(struct imap_session *s)
             s->is_in_literal = true;
             if (s->input_started_ms == 0)
                 s->input_started_ms = imap_now_ms(); /* the command's clock runs on */
-            if (s->spill_fd < 0 && s->spill_done_fd < 0 && s->parser.name &&
-                strcmp(s->parser.name, "APPEND") == 0 &&
-                s->parser.literal_size > IMAP_SPILL_THRESHOLD) {
-                s->spill_fd = imap_spill_open(s);
-                s->spill_remaining = s->parser.literal_size;
-            }
+            imap_spill_choose(s);
             /* RFC 3501 §7.5: a synchronising literal waits for our go-ahead. */
             if (!s->parser.is_literal_nonsync)
                 conn_write_str(s->c, "+ Ready for literal data\r\n");
@@ -876,13 +910,17 @@ static void imap_session_process(struct imap_session *s)
         }
         if (r == IMAP_PARSE_ERROR) {
             struct imap_parser *p = &s->parser;
-            if (p->is_literal_too_big && p->is_literal_nonsync) {
+            if ((p->is_literal_too_big || p->is_over_limit) && p->is_literal_nonsync) {
                 /* RFC 7888 §4: the data follows regardless; we cannot resync. */
-                conn_write_str(s->c, "* BYE Literal too large.\r\n");
+                conn_write_str(s->c, p->is_over_limit ? "* BYE Too many messages.\r\n"
+                                                      : "* BYE Literal too large.\r\n");
                 s->is_closing = true;
                 conn_close(s->c);
             } else if (p->is_literal_too_big) {
                 imap_reply(s, p->tag, "NO [TOOBIG] Literal too large.");
+            } else if (p->is_over_limit) {
+                /* RFC 5530 §3: [LIMIT], an operation beyond a server limit */
+                imap_reply(s, p->tag, "NO [LIMIT] Too many messages in one APPEND.");
             } else if (p->tag && p->name) {
                 imap_reply(s, p->tag, "BAD Error in IMAP command: %s", p->error);
             } else {
@@ -910,7 +948,7 @@ static void *imap_open(struct conn *c)
         return NULL;
     s->c = c;
     s->state = IMAP_STATE_NOT_AUTH;
-    s->spill_fd = s->spill_done_fd = -1;
+    s->spill_fd = -1;
     const struct config *cfg = conn_server(c)->cfg;
     uint64_t max =
         cfg && cfg->smtp_max_message_size ? cfg->smtp_max_message_size : IMAP_MAX_APPEND_DEFAULT;
@@ -945,6 +983,7 @@ static void imap_on_tls(void *session, struct conn *c)
     struct imap_session *s = session;
     /* Anything parsed before the handshake is forgotten with the discarded input. */
     imap_parser_reset(&s->parser);
+    imap_spill_discard(s);
     s->is_in_literal = false;
     imap_input_done(s);
 }

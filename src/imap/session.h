@@ -1,8 +1,11 @@
 /*
  * session.h - internals shared by the IMAP session files (not a public contract):
  *   session.c  connection callbacks, input loop, command table, auth commands, IDLE
- *   mailbox.c  SELECT/EXAMINE, LIST/LSUB, CREATE/DELETE/RENAME/(UN)SUBSCRIBE, STATUS,
- *              APPEND, CLOSE/UNSELECT/CHECK, EXPUNGE, COPY/MOVE, untagged updates
+ *   mailbox.c  SELECT/EXAMINE, CREATE/DELETE/RENAME/(UN)SUBSCRIBE, STATUS,
+ *              CLOSE/UNSELECT/CHECK, EXPUNGE, COPY/MOVE, untagged updates
+ *   list.c     LIST/LSUB (RFC 5258 LIST-EXTENDED, RFC 5819 LIST-STATUS)
+ *   append.c   APPEND (RFC 3502 MULTIAPPEND)
+ *   args.c     what LIST/APPEND/STATUS arguments mean (pure, see args.h)
  *   fetch.c    FETCH and STORE
  *   search.c   SEARCH
  *
@@ -46,9 +49,13 @@ struct imap_session {
      * 0 none, and the literal octets of that command read so far */
     uint64_t input_started_ms;
     uint64_t input_literal_octets;
-    int spill_fd; /* APPEND literal being written to an unlinked file, or -1 */
-    uint64_t spill_remaining;
-    int spill_done_fd; /* the complete spill file for the command being parsed, or -1 */
+    /* APPEND literals too big for memory go to one unlinked file per command, one after
+     * the other (MULTIAPPEND: several); each literal argument records its offset. */
+    int spill_fd;             /* the command's spill file, or -1 */
+    uint64_t spill_end;       /* bytes written to it */
+    bool is_spilling;         /* the literal being read goes to the file */
+    uint64_t spill_remaining; /* bytes of that literal still to come */
+    uint64_t literal_memory;  /* bytes of this command's APPEND literals kept in memory */
     bool is_job_in_flight;
     bool is_dead;       /* connection closed while a job was in flight */
     bool is_closing;    /* LOGOUT/BYE sent */
@@ -130,10 +137,10 @@ void imap_session_start_idle_sync(struct imap_session *s);
 /* ---- mailbox.c ---- */
 typedef void imap_handler(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
                           bool is_uid);
-imap_handler imap_cmd_select, imap_cmd_examine, imap_cmd_list, imap_cmd_lsub, imap_cmd_create,
-    imap_cmd_delete, imap_cmd_rename, imap_cmd_subscribe, imap_cmd_unsubscribe, imap_cmd_status,
-    imap_cmd_append, imap_cmd_namespace, imap_cmd_check, imap_cmd_close, imap_cmd_unselect,
-    imap_cmd_expunge, imap_cmd_copy, imap_cmd_move, imap_cmd_noop;
+imap_handler imap_cmd_select, imap_cmd_examine, imap_cmd_create, imap_cmd_delete, imap_cmd_rename,
+    imap_cmd_subscribe, imap_cmd_unsubscribe, imap_cmd_status, imap_cmd_namespace, imap_cmd_check,
+    imap_cmd_close, imap_cmd_unselect, imap_cmd_expunge, imap_cmd_copy, imap_cmd_move,
+    imap_cmd_noop;
 /* Work step: sync the selected view and append untagged EXPUNGE/EXISTS/RECENT/FETCH. */
 void imap_job_sync(struct imap_job *j);
 /* "tag NO <fmt with err>" into the job's tagged reply; frees err. */
@@ -149,6 +156,21 @@ char *imap_mailbox_name(const struct imap_arg *a);
 bool imap_resolve_set(struct store_mailbox *box, const char *set, bool is_uid, size_t **idx_r,
                       size_t *n_r);
 
+/* "* STATUS name (items)" for the IMAP_ST_* items (args.h) of st. */
+struct store_status;
+void imap_status_write(struct buf *out, const char *name, unsigned items,
+                       const struct store_status *st);
+/* "tag OK text" into the job's tagged reply. */
+void imap_job_ok(struct imap_job *j, const char *text);
+/* Append "a:b,c" for a list of UIDs (in the order given, runs compressed). */
+void imap_write_uid_set(struct buf *out, const uint32_t *uids, size_t n);
+
+/* ---- list.c ---- */
+imap_handler imap_cmd_list, imap_cmd_lsub;
+
+/* ---- append.c ---- */
+imap_handler imap_cmd_append;
+
 /* ---- fetch.c ---- */
 imap_handler imap_cmd_fetch, imap_cmd_store;
 void imap_fetch_free(struct imap_fetch *f);
@@ -157,5 +179,10 @@ void imap_fetch_resume(struct imap_session *s);
 
 /* ---- search.c ---- */
 imap_handler imap_cmd_search;
+/* ---- quota.c ---- */
+imap_handler imap_cmd_getquotaroot, imap_cmd_getquota, imap_cmd_setquota;
+/* Work step (BLOCKING): may add_bytes more be stored for this user? If not, writes the
+ * tagged NO ([OVERQUOTA], or [UNAVAILABLE] when the lookup failed) and returns false. */
+bool imap_quota_allows(struct imap_job *j, uint64_t add_bytes);
 
 #endif

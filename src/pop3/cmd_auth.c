@@ -242,6 +242,8 @@ static void maildrop_open(struct login_job *j)
         j->msgs[i].uid = m->uid;
         j->msgs[i].size = message_pop3_size(j->box, i, m);
     }
+    /* The session needs the index again only at QUIT: give its connection back now. */
+    store_user_idle(j->store);
     j->open_rc = 0;
 }
 

@@ -27,6 +27,8 @@ int store_mailbox_append(struct store_user *u, const char *name, const struct st
                          unsigned flags, const char *const *keywords, time_t internaldate,
                          uint32_t *uidvalidity_r, uint32_t *uid_r, char **error_r)
 {
+    if (store_user_attach(u, error_r) < 0)
+        return -1;
     char canon[300], path[4200];
     struct store_mbox_row row;
     if (store_mailbox_lookup(u, name, canon, sizeof canon, path, sizeof path, &row, error_r) < 0) {
@@ -167,6 +169,8 @@ int store_mailbox_copy_uids(struct store_mailbox *box, const uint32_t *uids, siz
                             const char *dest, bool move, uint32_t *dest_uidvalidity_r,
                             uint32_t **dest_uids_r, char **error_r)
 {
+    if (store_user_attach(store_view_user(box), error_r) < 0)
+        return -1;
     struct store_user *u = store_view_user(box);
     char canon[300], path[4200];
     struct store_mbox_row row;
@@ -304,7 +308,7 @@ static bool cache_is_column(const char *field)
 char *store_message_get_cache(struct store_mailbox *box, size_t i, const char *field)
 {
     const struct store_message *m = store_mailbox_message(box, i);
-    if (!m || !field)
+    if (!m || !field || store_user_attach(store_view_user(box), NULL) < 0)
         return NULL;
     sqlite3 *db = store_view_user(box)->db;
     sqlite3_stmt *st = NULL;
@@ -334,7 +338,7 @@ int store_message_set_cache(struct store_mailbox *box, size_t i, const char *fie
                             const char *value)
 {
     const struct store_message *m = store_mailbox_message(box, i);
-    if (!m || !field || !value)
+    if (!m || !field || !value || store_user_attach(store_view_user(box), NULL) < 0)
         return -1;
     sqlite3 *db = store_view_user(box)->db;
     sqlite3_stmt *st = NULL;

@@ -125,10 +125,14 @@ sqlite3 *store_index_open(const char *home, char **error_r)
         return NULL;
     }
     sqlite3_busy_handler(db, store_index_busy, NULL);
-    /* temp_store=MEMORY: statement journals (each INSERT/UPDATE inside our transactions
+    /* A connection's page cache is bounded (pooled connections keep theirs): 1 MB.
+     * temp_store=MEMORY: statement journals (each INSERT/UPDATE inside our transactions
      * keeps one, for the statement's own rollback) stay in memory instead of a temp file
      * written page by page (a 100,000-message index build made 300,000 pwrite calls). */
-    if (store_index_exec(db, "PRAGMA synchronous=NORMAL; PRAGMA temp_store=MEMORY", error_r) < 0) {
+    if (store_index_exec(db,
+                         "PRAGMA synchronous=NORMAL; PRAGMA cache_size=-1024;"
+                         " PRAGMA temp_store=MEMORY",
+                         error_r) < 0) {
         store_index_close(db);
         return NULL;
     }
@@ -389,18 +393,28 @@ int64_t store_index_usage(sqlite3 *db)
 }
 
 /* ---- connection pool ----------------------------------------------------------------
- * Deliveries would otherwise open and close a user's index for every message: closing
- * the last connection checkpoints the WAL (several fsyncs) and the next open has to
- * rebuild the WAL index. Idle connections are kept here, a bounded number, the least
- * recently used closed first. A connection is used by one thread at a time. */
-#define STORE_INDEX_POOL_MAX 64
+ * Deliveries and sessions would otherwise open and close a user's index again and again:
+ * closing the last connection checkpoints the WAL (several fsyncs) and the next open has
+ * to rebuild the WAL index and re-read the schema. Idle connections are kept here, found
+ * by home through a hash table, the least recently released closed first when the pool
+ * is full. A session holds a connection only while a command runs (store_user_idle), so
+ * all sessions of one user share the few connections its concurrent commands need, and an
+ * idle session holds no SQLite memory and no descriptor. A connection is used by one
+ * thread at a time; pooled connections keep their prepared statements. */
+#define STORE_INDEX_POOL_MAX     256 /* idle connections kept (2 descriptors each) */
+#define STORE_INDEX_POOL_BUCKETS 512
+/* Idle connections kept per user: a burst (a delivery waking every IDLE session of a
+ * user at once) opens one per busy worker thread; beyond this many they are closed on
+ * release (not the last one, so no checkpoint). */
+#define STORE_INDEX_POOL_PER_HOME 2
 
 struct pooled_db {
     char *home;
     sqlite3 *db;
-    uint64_t tick;
     dev_t dev; /* identity of index.db when pooled: a user deleted and re-created */
     ino_t ino; /* meanwhile must not get a connection to the old, unlinked file */
+    struct pooled_db *bucket_next;         /* same hash bucket */
+    struct pooled_db *lru_prev, *lru_next; /* lru_prev = more recently released */
 };
 
 /* dev/ino of <home>/index.db; false if absent. */
@@ -417,9 +431,36 @@ static bool index_file_id(const char *home, dev_t *dev_r, ino_t *ino_r)
 }
 
 static pthread_mutex_t index_pool_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct pooled_db index_pool[STORE_INDEX_POOL_MAX];
+static struct pooled_db *index_pool_buckets[STORE_INDEX_POOL_BUCKETS];
+static struct pooled_db *index_pool_newest, *index_pool_oldest;
 static size_t index_pool_n;
-static uint64_t index_pool_tick;
+
+static size_t index_pool_hash(const char *home)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)home; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return h % STORE_INDEX_POOL_BUCKETS;
+}
+
+/* Unlink p from its bucket and the LRU list (pool lock held). */
+static void index_pool_unlink(struct pooled_db *p)
+{
+    struct pooled_db **pp = &index_pool_buckets[index_pool_hash(p->home)];
+    while (*pp && *pp != p)
+        pp = &(*pp)->bucket_next;
+    if (*pp)
+        *pp = p->bucket_next;
+    if (p->lru_prev)
+        p->lru_prev->lru_next = p->lru_next;
+    else
+        index_pool_newest = p->lru_next;
+    if (p->lru_next)
+        p->lru_next->lru_prev = p->lru_prev;
+    else
+        index_pool_oldest = p->lru_prev;
+    index_pool_n--;
+}
 
 sqlite3 *store_index_acquire(const char *home, char **error_r)
 {
@@ -427,19 +468,21 @@ sqlite3 *store_index_acquire(const char *home, char **error_r)
     ino_t ino;
     bool has_file = index_file_id(home, &dev, &ino);
     pthread_mutex_lock(&index_pool_lock);
-    for (size_t i = 0; i < index_pool_n; i++) {
-        if (strcmp(index_pool[i].home, home) != 0)
-            continue;
-        struct pooled_db p = index_pool[i];
-        index_pool[i] = index_pool[--index_pool_n];
-        pthread_mutex_unlock(&index_pool_lock);
-        free(p.home);
-        if (has_file && p.dev == dev && p.ino == ino)
-            return p.db;
-        store_index_close(p.db); /* the file was replaced: forget the old connection */
-        return store_index_open(home, error_r);
-    }
+    struct pooled_db *p = index_pool_buckets[index_pool_hash(home)];
+    while (p && strcmp(p->home, home) != 0)
+        p = p->bucket_next;
+    if (p)
+        index_pool_unlink(p);
     pthread_mutex_unlock(&index_pool_lock);
+    if (!p)
+        return store_index_open(home, error_r);
+    sqlite3 *db = p->db;
+    bool is_same_file = has_file && p->dev == dev && p->ino == ino;
+    free(p->home);
+    free(p);
+    if (is_same_file)
+        return db;
+    store_index_close(db); /* the file was replaced: forget the old connection */
     return store_index_open(home, error_r);
 }
 
@@ -454,35 +497,60 @@ void store_index_release(const char *home, sqlite3 *db)
     }
     dev_t dev;
     ino_t ino;
-    char *dup = strdup(home);
-    if (!dup || !index_file_id(home, &dev, &ino)) {
-        free(dup);
+    struct pooled_db *p = calloc(1, sizeof *p);
+    if (!p || !(p->home = strdup(home)) || !index_file_id(home, &dev, &ino)) {
+        if (p)
+            free(p->home);
+        free(p);
         store_index_close(db);
         return;
     }
-    sqlite3 *evict = NULL;
+    p->db = db;
+    p->dev = dev;
+    p->ino = ino;
+    struct pooled_db *evict = NULL;
     pthread_mutex_lock(&index_pool_lock);
-    if (index_pool_n == STORE_INDEX_POOL_MAX) {
-        size_t oldest = 0;
-        for (size_t i = 1; i < index_pool_n; i++)
-            if (index_pool[i].tick < index_pool[oldest].tick)
-                oldest = i;
-        evict = index_pool[oldest].db;
-        free(index_pool[oldest].home);
-        index_pool[oldest] = index_pool[--index_pool_n];
+    size_t b = index_pool_hash(home), same_home = 0;
+    for (struct pooled_db *q = index_pool_buckets[b]; q; q = q->bucket_next)
+        if (strcmp(q->home, home) == 0)
+            same_home++;
+    if (same_home >= STORE_INDEX_POOL_PER_HOME) {
+        pthread_mutex_unlock(&index_pool_lock);
+        store_index_close(db);
+        free(p->home);
+        free(p);
+        return;
     }
-    index_pool[index_pool_n++] = (struct pooled_db){dup, db, ++index_pool_tick, dev, ino};
+    if (index_pool_n >= STORE_INDEX_POOL_MAX) {
+        evict = index_pool_oldest;
+        index_pool_unlink(evict);
+    }
+    p->bucket_next = index_pool_buckets[b];
+    index_pool_buckets[b] = p;
+    p->lru_next = index_pool_newest;
+    if (index_pool_newest)
+        index_pool_newest->lru_prev = p;
+    else
+        index_pool_oldest = p;
+    index_pool_newest = p;
+    index_pool_n++;
     pthread_mutex_unlock(&index_pool_lock);
-    store_index_close(evict); /* outside the lock: closing may checkpoint (fsync) */
+    if (evict) { /* outside the lock: closing may checkpoint (fsync) */
+        store_index_close(evict->db);
+        free(evict->home);
+        free(evict);
+    }
 }
 
 void store_index_pool_flush(void)
 {
     pthread_mutex_lock(&index_pool_lock);
-    while (index_pool_n > 0) {
-        struct pooled_db p = index_pool[--index_pool_n];
-        store_index_close(p.db);
-        free(p.home);
+    while (index_pool_oldest) {
+        struct pooled_db *p = index_pool_oldest;
+        index_pool_unlink(p);
+        store_index_close(p->db);
+        free(p->home);
+        free(p);
     }
     pthread_mutex_unlock(&index_pool_lock);
 }

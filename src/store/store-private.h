@@ -135,10 +135,14 @@ int64_t store_index_usage(sqlite3 *db);
 struct store_user {
     char *home;
     char *user;
-    sqlite3 *db;
+    sqlite3 *db; /* NULL while idle (store_user_idle); store_user_attach takes one */
     bool has_pop3_lock;
     int pop3_lock_fd;
 };
+
+/* Make sure u->db is a connection (from the pool): every public function that uses
+ * u->db calls this first. 0, or -1 with the reason. */
+int store_user_attach(struct store_user *u, char **error_r);
 
 /* Find a mailbox by IMAP name: canonical name, folder path and index row. A folder made
  * by another program (no row yet) gets a row. 0, or -1 with "Mailbox doesn't exist: NAME"

@@ -114,6 +114,12 @@ struct store_message {
 int store_user_open(const char *home, const char *user, struct store_user **user_r,
                     char **error_r);
 void store_user_close(struct store_user *u);
+/* Give the user's index connection back to the shared pool; the next call on u takes one
+ * again by itself. Sessions call this when a command is done, so an idle session holds
+ * no SQLite connection (memory, two descriptors) and the sessions of one user share the
+ * few connections their concurrent commands need. Same thread rules as other calls on u;
+ * never while a call on u (or on a view of it) runs. */
+void store_user_idle(struct store_user *u);
 
 /* Mailbox tree (IMAP). Names are IMAP names with '/' separator; "INBOX" case-insensitive. */
 struct store_mailbox_info {
@@ -173,6 +179,14 @@ int store_message_open(struct store_mailbox *box, size_t i, int *fd_r, char **er
  * Renames the file (":2,<flags>"), updates the index and modseq, publishes a notification. */
 int store_message_set_flags(struct store_mailbox *box, size_t i, int mode, unsigned flags,
                             const char *const *keywords, char **error_r);
+/* BLOCKING. The same, applied to the flags the index has now (another session's change
+ * since this view's last sync is kept, and the view takes the result), and only if the
+ * message's modseq is <= unchangedsince (RFC 7162 UNCHANGEDSINCE; UINT64_MAX = always).
+ * 0 stored (or nothing to change), 1 not stored (modified since), 2 not stored: the
+ * message was expunged by another session or program meanwhile, -1 error. */
+int store_message_store_flags(struct store_mailbox *box, size_t i, int mode, unsigned flags,
+                              const char *const *keywords, uint64_t unchangedsince,
+                              char **error_r);
 
 /* BLOCKING. Remove the messages with these UIDs (unlink, fsync the directory, delete from
  * the index) and publish a notification. Durable before return. Only UIDs in this view are
@@ -186,6 +200,21 @@ int store_mailbox_expunge_uids(struct store_mailbox *box, const uint32_t *uids, 
 int store_mailbox_append(struct store_user *u, const char *name, const struct store_source *src,
                          unsigned flags, const char *const *keywords, time_t internaldate,
                          uint32_t *uidvalidity_r, uint32_t *uid_r, char **error_r);
+/* One message of a MULTIAPPEND (RFC 3502): its bytes, flags, keywords and date. */
+struct store_append_message {
+    struct store_source src;
+    unsigned flags;
+    const char *const *keywords;
+    time_t internaldate; /* 0: now */
+};
+/* BLOCKING. MULTIAPPEND (RFC 3502 §6.3.11): store n messages into mailbox name, all or
+ * none. Every file is written and fsync'd in tmp/, then all are renamed into cur/ and the
+ * folder fsync'd, then all are indexed in one transaction; on any failure nothing stays.
+ * uids_r (n entries, caller's) gets the new UIDs in order, *uidvalidity_r the mailbox's.
+ * A missing mailbox fails with "[TRYCREATE] Mailbox doesn't exist". Durable before return. */
+int store_mailbox_append_many(struct store_user *u, const char *name,
+                              const struct store_append_message *msgs, size_t n,
+                              uint32_t *uidvalidity_r, uint32_t *uids_r, char **error_r);
 /* BLOCKING. COPY (move=false) or MOVE (move=true) messages by UID into another mailbox;
  * dest_uids_r (malloc'd, n entries) for COPYUID: entry k is 0 when uids[k] was not in the
  * view (skip it). A missing destination fails with "[TRYCREATE] Mailbox doesn't exist".

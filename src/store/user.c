@@ -144,8 +144,8 @@ int store_user_open(const char *home, const char *user, struct store_user **user
         goto fail;
     }
     user_cleanup(path);
-    u->db = store_index_acquire(home, error_r);
-    if (!u->db || store_index_mailbox_ensure(u->db, home, "INBOX", &row, error_r) < 0 ||
+    if (store_user_attach(u, error_r) < 0 ||
+        store_index_mailbox_ensure(u->db, home, "INBOX", &row, error_r) < 0 ||
         user_create_specials(u, error_r) < 0)
         goto fail;
     *user_r = u;
@@ -155,13 +155,27 @@ fail:
     return -1;
 }
 
+int store_user_attach(struct store_user *u, char **error_r)
+{
+    if (!u->db)
+        u->db = store_index_acquire(u->home, error_r);
+    return u->db ? 0 : -1;
+}
+
+void store_user_idle(struct store_user *u)
+{
+    if (!u || !u->db)
+        return;
+    store_index_release(u->home, u->db);
+    u->db = NULL;
+}
+
 void store_user_close(struct store_user *u)
 {
     if (!u)
         return;
     store_pop3_unlock(u);
-    if (u->db)
-        store_index_release(u->home, u->db);
+    store_user_idle(u);
     free(u->home);
     free(u->user);
     free(u);
@@ -171,6 +185,8 @@ int store_mailbox_lookup(struct store_user *u, const char *name, char *canon_r, 
                          char *path_r, size_t path_size, struct store_mbox_row *row_r,
                          char **error_r)
 {
+    if (store_user_attach(u, error_r) < 0)
+        return -1;
     char dir[300];
     if (store_mailbox_name_to_dir(name, dir, sizeof dir, canon_r, canon_size, error_r) < 0)
         return -1;
@@ -250,6 +266,8 @@ static int info_cmp(const void *a, const void *b)
 int store_mailbox_list(struct store_user *u, struct store_mailbox_info **list_r, size_t *n_r,
                        char **error_r)
 {
+    if (store_user_attach(u, error_r) < 0)
+        return -1;
     struct name_list l = {0};
     /* folders made by other programs get their index rows first */
     char maildir[4200];
@@ -341,6 +359,8 @@ void store_mailbox_info_free(struct store_mailbox_info *list, size_t n)
 
 int store_mailbox_create(struct store_user *u, const char *name, char **error_r)
 {
+    if (store_user_attach(u, error_r) < 0)
+        return -1;
     char tmp[300];
     snprintf(tmp, sizeof tmp, "%s", name);
     size_t len = strlen(tmp);
@@ -429,6 +449,8 @@ static void remove_tree(const char *path, int depth)
 
 int store_mailbox_delete(struct store_user *u, const char *name, char **error_r)
 {
+    if (store_user_attach(u, error_r) < 0)
+        return -1;
     char canon[300], path[4200];
     struct store_mbox_row row;
     if (store_mailbox_lookup(u, name, canon, sizeof canon, path, sizeof path, &row, error_r) < 0) {
@@ -561,6 +583,8 @@ fail:
 
 int store_mailbox_rename(struct store_user *u, const char *from, const char *to, char **error_r)
 {
+    if (store_user_attach(u, error_r) < 0)
+        return -1;
     char from_canon[300], from_path[4200], to_dir[300], to_canon[300], to_path[4200];
     struct store_mbox_row row;
     if (store_mailbox_lookup(u, from, from_canon, sizeof from_canon, from_path, sizeof from_path,
@@ -640,6 +664,8 @@ int store_mailbox_rename(struct store_user *u, const char *from, const char *to,
 
 int store_mailbox_subscribe(struct store_user *u, const char *name, bool subscribe, char **error_r)
 {
+    if (store_user_attach(u, error_r) < 0)
+        return -1;
     char canon[300], path[4200];
     struct store_mbox_row row;
     if (store_mailbox_lookup(u, name, canon, sizeof canon, path, sizeof path, &row, error_r) < 0)
@@ -663,6 +689,8 @@ int store_mailbox_subscribe(struct store_user *u, const char *name, bool subscri
 int store_mailbox_status(struct store_user *u, const char *name, struct store_status *st_r,
                          char **error_r)
 {
+    if (store_user_attach(u, error_r) < 0)
+        return -1;
     char canon[300], path[4200];
     struct store_mbox_row row;
     if (store_mailbox_lookup(u, name, canon, sizeof canon, path, sizeof path, &row, error_r) < 0)

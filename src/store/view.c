@@ -163,6 +163,8 @@ static int view_refresh(struct store_mailbox *box, struct view_msg **msgs_r, siz
 int store_mailbox_open(struct store_user *u, const char *name, bool read_only,
                        struct store_mailbox **box_r, char **error_r)
 {
+    if (store_user_attach(u, error_r) < 0)
+        return -1;
     struct store_mailbox *box = calloc(1, sizeof *box);
     if (!box) {
         store_error(error_r, "out of memory");
@@ -239,6 +241,8 @@ int store_mailbox_sync(struct store_mailbox *box, struct store_sync_changes *cha
                        char **error_r)
 {
     memset(changes_r, 0, sizeof *changes_r);
+    if (store_user_attach(box->u, error_r) < 0)
+        return -1;
     uint32_t lo, hi;
     bool is_unchanged;
     struct view_msg *msgs;
@@ -379,9 +383,54 @@ static char **keywords_apply(char **cur, int mode, const char *const *kw)
     return out;
 }
 
+/* The message's row as the index has it now (inside the transaction): flags, keywords,
+ * location, modseq. 0 found, 1 gone (expunged by another session), -1 error. */
+static int flags_row_get(sqlite3 *db, int64_t mailbox_id, uint32_t uid, unsigned *flags_r,
+                         char ***keywords_r, char **location_r, uint64_t *modseq_r, char **error_r)
+{
+    sqlite3_stmt *st = NULL;
+    if (store_index_prepare(db,
+                            "SELECT flags, keywords, location, modseq FROM messages"
+                            " WHERE mailbox = ? AND uid = ?",
+                            &st) != SQLITE_OK) {
+        store_error(error_r, "index: %s", sqlite3_errmsg(db));
+        return -1;
+    }
+    sqlite3_bind_int64(st, 1, mailbox_id);
+    sqlite3_bind_int64(st, 2, uid);
+    int rc = sqlite3_step(st), ret = 1;
+    if (rc == SQLITE_ROW) {
+        const char *loc = (const char *)sqlite3_column_text(st, 2);
+        *flags_r = (unsigned)sqlite3_column_int(st, 0) & ~(unsigned)STORE_FLAG_RECENT;
+        *keywords_r = store_keywords_parse((const char *)sqlite3_column_text(st, 1));
+        *location_r = strdup(loc ? loc : "");
+        *modseq_r = (uint64_t)sqlite3_column_int64(st, 3);
+        ret = 0;
+        if (!*location_r) {
+            store_keywords_free(*keywords_r);
+            store_error(error_r, "out of memory");
+            ret = -1;
+        }
+    } else if (rc != SQLITE_DONE) {
+        store_error(error_r, "index: %s", sqlite3_errmsg(db));
+        ret = -1;
+    }
+    store_index_done(st);
+    return ret;
+}
+
 int store_message_set_flags(struct store_mailbox *box, size_t i, int mode, unsigned flags,
                             const char *const *keywords, char **error_r)
 {
+    int r = store_message_store_flags(box, i, mode, flags, keywords, UINT64_MAX, error_r);
+    return r == 0 ? 0 : -1;
+}
+
+int store_message_store_flags(struct store_mailbox *box, size_t i, int mode, unsigned flags,
+                              const char *const *keywords, uint64_t unchangedsince, char **error_r)
+{
+    if (store_user_attach(box->u, error_r) < 0)
+        return -1;
     if (i >= box->n) {
         store_error(error_r, "No such message");
         return -1;
@@ -391,128 +440,164 @@ int store_message_set_flags(struct store_mailbox *box, size_t i, int mode, unsig
         return -1;
     }
     struct view_msg *m = &box->msgs[i];
+    sqlite3 *db = box->u->db;
+    char **cur_kw = NULL, **nkw = NULL, *cur_loc = NULL, *kw_text = NULL;
+    int ret = -1;
+    /* Everything happens under the index's write lock, starting from the flags the index
+     * has now, not from this view's copy: another session may have changed them since our
+     * last sync, and "+FLAGS \Seen" must not undo its "+FLAGS \Flagged" (nor UNCHANGEDSINCE
+     * miss its change). Renaming under the lock is cheap (no fsync, see below). */
+    if (store_index_begin(db, error_r) < 0)
+        return -1;
+    struct store_mbox_row row;
+    unsigned old;
+    uint64_t cur_modseq;
+    int r = store_index_mailbox_get(db, box->name, &row, error_r);
+    if (r == 1)
+        store_error(error_r, "Mailbox was deleted");
+    if (r == 0) {
+        r = flags_row_get(db, row.id, m->pub.uid, &old, &cur_kw, &cur_loc, &cur_modseq, error_r);
+        if (r == 1) {
+            store_error(error_r, "Message was expunged");
+            ret = 2;
+        }
+    }
+    if (r != 0)
+        goto fail;
+    /* RFC 7162 §3.1.3: changed after the client's UNCHANGEDSINCE: not stored */
+    if (cur_modseq > unchangedsince) {
+        ret = 1;
+        goto fail;
+    }
     const unsigned stored_mask = STORE_FLAG_SEEN | STORE_FLAG_ANSWERED | STORE_FLAG_FLAGGED |
                                  STORE_FLAG_DELETED | STORE_FLAG_DRAFT;
-    unsigned old = m->pub.flags & stored_mask, req = flags & stored_mask;
+    old &= stored_mask;
+    unsigned req = flags & stored_mask;
     unsigned nf = mode == 0 ? req : mode > 0 ? (old | req) : (old & ~req);
-    char **nkw = keywords_apply(m->pub.keywords, mode, keywords);
+    nkw = keywords_apply(cur_kw, mode, keywords);
     if (!nkw) {
         store_error(error_r, "out of memory");
-        return -1;
+        goto fail;
     }
     /* keywords come from the client: bound their number and size per message */
     size_t n_kw = 0, kw_bytes = 0;
     for (; nkw[n_kw]; n_kw++)
         kw_bytes += strlen(nkw[n_kw]) + 1;
     if (n_kw > STORE_MAX_KEYWORDS || kw_bytes > STORE_MAX_KEYWORD_BYTES) {
-        store_keywords_free(nkw);
         store_error(error_r, "Too many keywords");
-        return -1;
+        goto fail;
     }
-    char *kw_text = store_keywords_join((const char *const *)nkw);
-    bool is_same = nf == old && keywords_equal(nkw, m->pub.keywords);
-    if (is_same || !kw_text) {
-        store_keywords_free(nkw);
-        free(kw_text);
-        if (!is_same)
-            store_error(error_r, "out of memory");
-        return is_same ? 0 : -1;
+    kw_text = store_keywords_join((const char *const *)nkw);
+    if (!kw_text) {
+        store_error(error_r, "out of memory");
+        goto fail;
     }
-    /* 1. the file name carries the system flags (Maildir ":2,<letters>") */
-    char new_name[700], new_loc[800];
-    int ret = -1;
-    char cur_dir[4300];
-    snprintf(cur_dir, sizeof cur_dir, "%s/cur", box->path);
-    int64_t mtime_before = store_sync_dir_mtime(cur_dir), mtime_after = 0;
-    bool is_renamed = false;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        const char *fname = strchr(m->location, '/');
-        fname = fname ? fname + 1 : m->location;
-        const char *colon = strchr(fname, ':');
-        if (store_maildir_name_with_flags(m->pub.filename, nf, colon ? colon + 1 : NULL, new_name,
-                                          sizeof new_name) < 0) {
-            store_error(error_r, "file name too long");
-            goto out;
+    bool is_same = nf == old && keywords_equal(nkw, cur_kw);
+    char new_loc[800];
+    snprintf(new_loc, sizeof new_loc, "%s", cur_loc);
+    if (!is_same) {
+        /* 1. the file name carries the system flags (Maildir ":2,<letters>") */
+        char new_name[700], cur_dir[4300];
+        snprintf(cur_dir, sizeof cur_dir, "%s/cur", box->path);
+        int64_t mtime_before = store_sync_dir_mtime(cur_dir), mtime_after = 0;
+        bool is_renamed = false;
+        for (int attempt = 0; attempt < 2; attempt++) {
+            const char *fname = strchr(cur_loc, '/');
+            fname = fname ? fname + 1 : cur_loc;
+            const char *colon = strchr(fname, ':');
+            if (store_maildir_name_with_flags(m->pub.filename, nf, colon ? colon + 1 : NULL,
+                                              new_name, sizeof new_name) < 0) {
+                store_error(error_r, "file name too long");
+                goto fail;
+            }
+            snprintf(new_loc, sizeof new_loc, "cur/%s", new_name);
+            if (strcmp(new_loc, cur_loc) == 0)
+                break;
+            char from[5000], to[5000];
+            snprintf(from, sizeof from, "%s/%s", box->path, cur_loc);
+            snprintf(to, sizeof to, "%s/%s", box->path, new_loc);
+            if (rename(from, to) == 0) {
+                is_renamed = true;
+                mtime_after = store_sync_dir_mtime(cur_dir);
+                break;
+            }
+            /* renamed by another program: find the file again */
+            char found[700];
+            int e = errno;
+            if (e != ENOENT || attempt == 1 ||
+                store_maildir_locate(box->path, m->pub.filename, found, sizeof found) != 0) {
+                if (e == ENOENT)
+                    ret = 2; /* the file is gone: expunged by another program */
+                store_error(error_r, e == ENOENT ? "Message was expunged" : "rename %s: %s", from,
+                            strerror(e));
+                goto fail;
+            }
+            char *dup = strdup(found);
+            if (!dup) {
+                store_error(error_r, "out of memory");
+                goto fail;
+            }
+            free(cur_loc);
+            cur_loc = dup;
         }
-        snprintf(new_loc, sizeof new_loc, "cur/%s", new_name);
-        if (strcmp(new_loc, m->location) == 0)
-            break;
-        char from[5000], to[5000];
-        snprintf(from, sizeof from, "%s/%s", box->path, m->location);
-        snprintf(to, sizeof to, "%s/%s", box->path, new_loc);
-        if (rename(from, to) == 0) {
-            is_renamed = true;
-            mtime_after = store_sync_dir_mtime(cur_dir);
-            break;
+        /* No fsync of cur/ for a flag rename (what Dovecot's default mail_fsync=optimized
+         * does too): flags are not acknowledged mail. A crash can only bring back the old
+         * name, whose flags the next sync takes over; the message itself was made durable
+         * when it was delivered, appended or copied. Saves a journal commit per STORE. */
+        /* 2. the index: flags, keywords, modseq (CONDSTORE) */
+        row.highestmodseq++;
+        cur_modseq = row.highestmodseq;
+        if (is_renamed)
+            store_sync_own_change(&row.cur_mtime, mtime_before, mtime_after);
+        sqlite3_stmt *st = NULL;
+        int rc = SQLITE_ERROR;
+        if (store_index_prepare(db,
+                                "UPDATE messages SET flags = ?, keywords = ?, modseq = ?,"
+                                " location = ? WHERE mailbox = ? AND uid = ?",
+                                &st) == SQLITE_OK) {
+            sqlite3_bind_int(st, 1, (int)nf);
+            if (*kw_text)
+                sqlite3_bind_text(st, 2, kw_text, -1, SQLITE_STATIC);
+            else
+                sqlite3_bind_null(st, 2);
+            sqlite3_bind_int64(st, 3, (int64_t)row.highestmodseq);
+            sqlite3_bind_text(st, 4, new_loc, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(st, 5, row.id);
+            sqlite3_bind_int64(st, 6, m->pub.uid);
+            rc = sqlite3_step(st);
         }
-        if (errno != ENOENT || attempt == 1 || view_relocate(box, m) < 0) {
-            store_error(error_r, errno == ENOENT ? "Message was expunged" : "rename %s: %s", from,
-                        strerror(errno));
-            goto out;
-        }
-    }
-    /* No fsync of cur/ for a flag rename (what Dovecot's default mail_fsync=optimized does
-     * too): flags are not acknowledged mail. A crash can only bring back the old name,
-     * whose flags the next sync takes over; the message itself was made durable when it
-     * was delivered, appended or copied. Saves a journal commit per STORE. */
-    /* 2. the index: flags, keywords, modseq (CONDSTORE) */
-    sqlite3 *db = box->u->db;
-    if (store_index_begin(db, error_r) < 0)
-        goto out;
-    struct store_mbox_row row;
-    if (store_index_mailbox_get(db, box->name, &row, error_r) != 0) {
-        store_index_rollback(db);
-        goto out;
-    }
-    row.highestmodseq++;
-    if (is_renamed)
-        store_sync_own_change(&row.cur_mtime, mtime_before, mtime_after);
-    sqlite3_stmt *st = NULL;
-    int rc = SQLITE_ERROR;
-    if (store_index_prepare(db,
-                            "UPDATE messages SET flags = ?, keywords = ?, modseq = ?, location = ?"
-                            " WHERE mailbox = ? AND uid = ?",
-                            &st) == SQLITE_OK) {
-        sqlite3_bind_int(st, 1, (int)nf);
-        if (*kw_text)
-            sqlite3_bind_text(st, 2, kw_text, -1, SQLITE_STATIC);
-        else
-            sqlite3_bind_null(st, 2);
-        sqlite3_bind_int64(st, 3, (int64_t)row.highestmodseq);
-        sqlite3_bind_text(st, 4, new_loc, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 5, row.id);
-        sqlite3_bind_int64(st, 6, m->pub.uid);
-        rc = sqlite3_step(st);
-    }
-    if (rc != SQLITE_DONE)
-        store_error(error_r, "index: %s", sqlite3_errmsg(db));
-    store_index_done(st);
-    if (rc != SQLITE_DONE) {
-        store_index_rollback(db);
-        goto out;
-    }
-    if (store_index_mailbox_save(db, &row, error_r) < 0) {
-        store_index_rollback(db);
-        goto out;
+        if (rc != SQLITE_DONE)
+            store_error(error_r, "index: %s", sqlite3_errmsg(db));
+        store_index_done(st);
+        if (rc != SQLITE_DONE)
+            goto fail;
+        if (store_index_mailbox_save(db, &row, error_r) < 0)
+            goto fail;
     }
     if (store_index_commit(db, error_r) < 0)
         goto out;
-    /* 3. the view (the view's highestmodseq is left alone: the next sync must still
-     * notice changes other sessions made in between) */
+    /* 3. the view takes the message's current state (the view's highestmodseq is left
+     * alone: the next sync must still notice other changes made in between) */
     m->pub.flags = nf | (m->pub.flags & STORE_FLAG_RECENT);
     store_keywords_free(m->pub.keywords);
     m->pub.keywords = nkw;
     nkw = NULL;
-    m->pub.modseq = row.highestmodseq;
+    m->pub.modseq = cur_modseq;
     char *dup = strdup(new_loc);
     if (dup) {
         free(m->location);
         m->location = dup;
     }
-    store_notify_publish_any_thread(box->u->user, box->name);
+    if (!is_same)
+        store_notify_publish_any_thread(box->u->user, box->name);
     ret = 0;
+    goto out;
+fail:
+    store_index_rollback(db);
 out:
+    store_keywords_free(cur_kw);
     store_keywords_free(nkw);
+    free(cur_loc);
     free(kw_text);
     return ret;
 }
@@ -619,6 +704,8 @@ static int expunge_index(struct store_mailbox *box, const uint32_t *uids, size_t
 int store_mailbox_expunge_uids(struct store_mailbox *box, const uint32_t *uids, size_t n,
                                char **error_r)
 {
+    if (store_user_attach(box->u, error_r) < 0)
+        return -1;
     if (box->is_read_only) {
         store_error(error_r, "Mailbox is read-only");
         return -1;

@@ -1,10 +1,13 @@
 /*
  * fuzz_imap_command.c - libFuzzer target for the IMAP command parser: the input is cut
- * into lines as the session does; literals are fed from the following bytes.
+ * into lines as the session does; literals are fed from the following bytes. Whole
+ * commands then go through the argument interpretation of src/imap/args.c: LIST
+ * (LIST-EXTENDED, LIST-STATUS), APPEND (MULTIAPPEND), STATUS items, SEARCH RETURN.
  */
 #include <stdint.h>
 #include <string.h>
 
+#include "imap/args.h"
 #include "imap/parse.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -31,6 +34,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (imap_parser_literal_remaining(&p) > 0)
                 break;
             continue;
+        }
+        if (r == IMAP_PARSE_DONE && strcmp(p.name, "LIST") == 0) {
+            struct imap_list_request lr;
+            const char *why;
+            (void)imap_list_request_parse(p.args.list, p.args.n, &lr, &why);
+        } else if (r == IMAP_PARSE_DONE && strcmp(p.name, "APPEND") == 0) {
+            struct imap_append_request ar;
+            const char *why;
+            if (imap_append_request_parse(p.args.list, p.args.n, &ar, &why))
+                imap_append_request_free(&ar);
+        } else if (r == IMAP_PARSE_DONE && strcmp(p.name, "SEARCH") == 0 && p.args.n >= 2) {
+            unsigned opts;
+            (void)imap_search_return_parse(&p.args.list[1], &opts);
+        } else if (r == IMAP_PARSE_DONE && strcmp(p.name, "STATUS") == 0 && p.args.n == 2) {
+            unsigned items;
+            (void)imap_status_items_parse(&p.args.list[1], &items);
         }
         if (r == IMAP_PARSE_DONE && p.args.n > 0 && p.args.list[0].type == IMAP_ARG_ATOM) {
             struct imap_seqset set;

@@ -10,6 +10,7 @@
 #include "auth/auth.h"
 #include "auth/auth_internal.h"
 #include "core/config.h"
+#include "core/util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,8 +41,9 @@ static void fuzz_init(void)
     struct auth_scram_keys k = {.iter = 2, .salt_len = 4, .salt = "salt"};
     if (!auth_scram_derive("testpass", 32, &k))
         abort();
-    char *s = auth_b64_encode(k.salt, k.salt_len), *st = auth_b64_encode(k.stored_key, 32),
-         *sv = auth_b64_encode(k.server_key, 32);
+    char *s = util_base64_encode_str(k.salt, k.salt_len),
+         *st = util_base64_encode_str(k.stored_key, 32),
+         *sv = util_base64_encode_str(k.server_key, 32);
     char sql[512];
     snprintf(sql, sizeof sql,
              "INSERT INTO credentials(address, scheme, value) VALUES ('test@example.test', "
@@ -80,7 +82,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t len = nl ? (size_t)(nl - data) : size;
         char *resp;
         if (encode) {
-            resp = auth_b64_encode(data, len);
+            resp = util_base64_encode_str(data, len);
         } else {
             resp = malloc(len + 1);
             memcpy(resp, data, len);

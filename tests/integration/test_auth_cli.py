@@ -113,6 +113,35 @@ def test_tern_hashes_verify_in_doveadm(cli, scheme):
     assert bad.returncode != 0
 
 
+# RFC 5802 §2.2: SCRAM keys come from the SASLprep'd password (RFC 4013 §3 example: the
+# soft hyphen in "I\u00adX" is mapped to nothing). `doveadm pw` does not SASLprep.
+SOFT_HYPHEN_PW = "I\u00adX"
+
+
+def test_scram_hashes_are_of_the_saslprepped_password(cli):
+    for scheme in ("SCRAM-SHA-256", "SCRAM-SHA-1"):
+        cp = cli.run("hash-password", "-s", scheme, "-p", SOFT_HYPHEN_PW, config=False)
+        assert cp.returncode == 0, cp.stderr
+        stored = cp.stdout.strip()
+        for same in (SOFT_HYPHEN_PW, "IX", "\u2168"):  # U+2168 ROMAN NUMERAL NINE: NFKC "IX"
+            cp = cli.run("hash-password", "-t", stored, "-p", same, config=False)
+            assert cp.returncode == 0, f"{stored} / {same!r}: {cp.stderr}"
+        cp = cli.run("hash-password", "-t", stored, "-p", "IY", config=False)
+        assert cp.returncode == 1
+
+
+@needs_doveadm
+@pytest.mark.parametrize("scheme", ["SCRAM-SHA-256", "SCRAM-SHA-1"])
+def test_doveadm_scram_of_unprepared_password_verifies(cli, scheme):
+    """doveadm hashes the bytes as typed; tern must still accept its hash of a password
+    that SASLprep would change."""
+    stored = doveadm_hash(scheme, SOFT_HYPHEN_PW)
+    cp = cli.run("hash-password", "-t", stored, "-p", SOFT_HYPHEN_PW, config=False)
+    assert cp.returncode == 0, f"{stored}: {cp.stderr}"
+    cp = cli.run("hash-password", "-t", stored, "-p", "I\u00adY", config=False)
+    assert cp.returncode == 1
+
+
 def test_hash_password_defaults_and_errors(cli):
     cp = cli.run("hash-password", "-p", "pw", config=False)
     assert cp.returncode == 0
@@ -278,6 +307,19 @@ def test_scram_sha256_over_smtp(tern):
     with smtplib.SMTP(tern.host, tern.ports["submission"], timeout=30) as s:
         s.ehlo("client.example")
         assert scram_sha256_client(s, "alice@example.test", "wrong") == 535
+
+
+def test_scram_sha256_over_smtp_uses_the_saslprepped_password(tern):
+    """A user whose password SASLprep changes: an RFC 5802 client sends proofs made from
+    SASLprep(password) = "IX"; the stored SCRAM keys must be those too."""
+    tern.cli("user", "add", "dave@example.test", "--password-stdin",
+             input=SOFT_HYPHEN_PW + "\n")
+    with smtplib.SMTP(tern.host, tern.ports["submission"], timeout=30) as s:
+        s.ehlo("client.example")
+        assert scram_sha256_client(s, "dave@example.test", "IX") == 235
+    with smtplib.SMTP(tern.host, tern.ports["submission"], timeout=30) as s:
+        s.ehlo("client.example")
+        assert scram_sha256_client(s, "dave@example.test", "IY") == 535
 
 
 def test_cram_md5_over_smtp(tern):

@@ -366,3 +366,10 @@ def test_serve_as_unprivileged_user(tern_factory):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
         log.close()
+
+
+def test_start_up_warns_when_max_connections_exceeds_the_descriptor_limit(tern_factory):
+    # more connections than any kernel lets one process open descriptors for
+    srv = tern_factory({"max_connections": "2000000000"})
+    srv.wait_log(r"warning: open files limit is \d+: max_connections = 2000000000 needs "
+                 r"about 2000001024")

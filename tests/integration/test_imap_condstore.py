@@ -88,3 +88,61 @@ def test_enable_and_plain_select(tern):
                  ("g STORE 1 (UNCHANGEDSINCE) +FLAGS (\\Seen)", r"^g BAD "),
                  ("h SEARCH MODSEQ", r"^h BAD "),
                  ("i LOGOUT", r"^i OK")])
+
+
+def test_store_from_a_stale_session_keeps_the_others_flags(tern):
+    """Two imaplib sessions on one mailbox. B changes flags without having synced since
+    A's change: B's +FLAGS builds on the flags as they are now (A's \\Flagged and keyword
+    survive), and B's UNCHANGEDSINCE with the mod-sequence it saw before A's change is
+    refused with [MODIFIED] (RFC 7162 §3.1.3 compares with the current mod-sequence)."""
+    user, pw = fresh_user(tern, "stale", [sample_message(1)])
+    a = imaplib_login(tern, user, pw)
+    b = imaplib_login(tern, user, pw)
+    a.select("INBOX")
+    b.select("INBOX")
+    typ, data = b.fetch("1", "(MODSEQ)")
+    seen_by_b = int(re.search(rb"MODSEQ \((\d+)\)", data[0]).group(1))
+    typ, _ = a.store("1", "+FLAGS", "(\\Flagged $Label1)")
+    assert typ == "OK"
+    # B has run no command since: its STORE must not undo A's change
+    typ, data = b._simple_command("STORE", "1", f"(UNCHANGEDSINCE {seen_by_b})",
+                                  "+FLAGS", "(\\Answered)")
+    assert typ == "OK" and data[-1].startswith(b"[MODIFIED 1]"), data
+    typ, data = b.store("1", "+FLAGS", "(\\Seen)")
+    assert typ == "OK"
+    text = b" ".join(x if isinstance(x, bytes) else b" ".join(x) for x in data)
+    for flag in (b"\\Seen", b"\\Flagged", b"$Label1"):
+        assert flag in text, text
+    assert b"\\Answered" not in text
+    a.noop()  # A learns of B's change
+    typ, data = a.fetch("1", "(FLAGS)")
+    assert b"\\Seen" in data[-1] and b"\\Flagged" in data[-1] and b"$Label1" in data[-1], data
+    maildir = tern.maildir(user)
+    names = [p.name for p in (maildir / "cur").iterdir()]
+    assert len(names) == 1 and names[0].endswith(":2,FS"), names
+    a.logout()
+    b.logout()
+
+
+def test_store_on_a_message_another_session_expunged(tern):
+    """A's view still lists message 1 after B expunged it: STORE 1:2 stores 2, skips 1
+    and says so with NO [EXPUNGEISSUED] (RFC 5530), instead of failing the whole STORE."""
+    user, pw = fresh_user(tern, "gone", [sample_message(1), sample_message(2)])
+    a = imaplib_login(tern, user, pw)
+    b = imaplib_login(tern, user, pw)
+    a.select("INBOX")
+    b.select("INBOX")
+    b.store("1", "+FLAGS", "(\\Deleted)")
+    typ, _ = b.expunge()
+    assert typ == "OK"
+    typ, data = a.store("1:2", "+FLAGS", "(\\Flagged)")
+    assert typ == "NO" and data[-1].startswith(b"[EXPUNGEISSUED]"), data
+    b.noop()
+    typ, data = b.fetch("1", "(FLAGS)")
+    assert b"\\Flagged" in data[-1], data
+    a.noop()  # A hears the EXPUNGE now
+    a.untagged_responses.clear()  # (imaplib keeps the STORE's untagged FETCH)
+    typ, data = a.fetch("1:*", "(FLAGS)")
+    assert len(data) == 1 and data[0].startswith(b"1 (FLAGS") and b"\\Flagged" in data[0], data
+    a.logout()
+    b.logout()

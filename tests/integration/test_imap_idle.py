@@ -5,7 +5,10 @@ still ends the IDLE normally, and an IDLE that lasts imap.timeout (the IDLE limi
 minutes by default) without DONE ends with an untagged BYE and the connection closed.
 """
 
+import os
+
 from test_imap_lib import add_user, converse, deliver_file, imap_client, sample_message
+from tern_util import send_mail, wait_for
 
 
 def test_idle_keepalive_then_done_then_limit(tern_factory):
@@ -24,3 +27,51 @@ def test_idle_keepalive_then_done_then_limit(tern_factory):
     got = converse(c, [(None, r"^\* BYE IDLE time limit reached\.\r$")], timeout=30)[0]
     assert "d OK" not in got
     assert c.is_closed(timeout=10)
+
+
+def _index_descriptors(pid):
+    """Descriptors of the server open on some user's index.db (or its -wal)."""
+    n = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if "/index.db" in target:
+            n += 1
+    return n
+
+
+def test_idle_sessions_share_the_users_index(tern_factory):
+    """Between commands a session holds no SQLite connection: twelve sessions of one user
+    idling in INBOX leave at most two pooled index connections open (before, each kept its
+    own: two descriptors and ~100 KB per session), and every one of them still hears of a
+    message delivered over SMTP while it idles."""
+    srv = tern_factory({"worker_threads": "4"})
+    add_user(srv, "sharer@example.test", "sharepw")
+    deliver_file(srv, "sharer@example.test", sample_message(1))
+    sessions = []
+    for k in range(12):
+        c = imap_client(srv)
+        converse(c, [(f"a{k} LOGIN sharer@example.test sharepw", rf"^a{k} OK"),
+                     (f"b{k} SELECT INBOX", rf"^b{k} OK"),
+                     (f"c{k} IDLE", r"^\+ ")])
+        sessions.append(c)
+    # db + wal per pooled connection (the store keeps at most 2 idle ones per user), the
+    # shared -shm, and at most one db descriptor per worker thread whose close SQLite
+    # defers while another connection holds a lock on the file; before, every session
+    # kept its own db + wal (25 here). An IDLE session may still be syncing after another
+    # one's SELECT woke it: wait for the count to settle.
+    limit = 2 * 2 + 1 + 4
+    wait_for(lambda: _index_descriptors(srv.pid) <= limit, timeout=20,
+             what="no index connection held per idle session")
+    send_mail(srv, "someone@example.org", ["sharer@example.test"], "news for everyone")
+    for c in sessions:
+        converse(c, [(None, r"^\* 2 EXISTS\r$")], timeout=20)
+    for k, c in enumerate(sessions):
+        converse(c, [("DONE", rf"^c{k} OK Idle completed"),
+                     (f"d{k} FETCH 2 (BODY.PEEK[TEXT])", rf"^d{k} OK")])
+    # the delivery woke all twelve at once (a connection per busy worker thread); the
+    # extra connections were closed when the burst was over
+    wait_for(lambda: _index_descriptors(srv.pid) <= limit, timeout=20,
+             what="no index connection held per session after the burst")

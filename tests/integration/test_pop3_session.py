@@ -17,7 +17,7 @@ import pytest
 
 from tern_util import IO_TIMEOUT, Client, converse, wait_for
 from test_pop3_lib import (deliver_file, fresh_user, pop3, sample_message, wire_form)
-from test_smtp_budgets import rss_slack_kb
+from budget_util import rss_slack_kb
 
 
 def login(tern, user, pw, port="pop3"):

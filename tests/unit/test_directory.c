@@ -545,6 +545,48 @@ static void test_throttle(void **state)
     auth_throttle_set_clock(f->svc, NULL);
 }
 
+/* IPv6 clients are counted per /64 (an attacker owns all of it), IPv4 per address;
+ * an IPv4-mapped IPv6 address is the IPv4 client it maps. */
+static void test_throttle_ipv6_per_64(void **state)
+{
+    struct fixture *f = *state;
+    fake_now = 5000;
+    auth_throttle_set_clock(f->svc, fake_clock);
+    /* three failures from three addresses of one /64 */
+    auth_throttle_record_failure(f->svc, "2001:db8:1:2::1");
+    auth_throttle_record_failure(f->svc, "2001:db8:1:2::2");
+    assert_false(auth_throttle_is_blocked(f->svc, "2001:db8:1:2::1"));
+    auth_throttle_record_failure(f->svc, "2001:db8:1:2:ffff:ffff:ffff:ffff");
+    assert_true(auth_throttle_is_blocked(f->svc, "2001:db8:1:2::1"));
+    assert_true(auth_throttle_is_blocked(f->svc, "2001:db8:1:2:abcd::7"));
+    assert_true(auth_throttle_is_blocked(f->svc, "2001:DB8:1:2:0:0:0:9")); /* other spelling */
+    /* the neighbouring /64s are other clients */
+    assert_false(auth_throttle_is_blocked(f->svc, "2001:db8:1:3::1"));
+    assert_false(auth_throttle_is_blocked(f->svc, "2001:db8:1:1:ffff:ffff:ffff:ffff"));
+    assert_false(auth_throttle_is_blocked(f->svc, "2001:db8:1::1"));
+
+    /* IPv4 stays per address, also when it arrives IPv4-mapped */
+    auth_throttle_record_failure(f->svc, "198.51.100.1");
+    auth_throttle_record_failure(f->svc, "::ffff:198.51.100.1");
+    auth_throttle_record_failure(f->svc, "198.51.100.1");
+    assert_true(auth_throttle_is_blocked(f->svc, "198.51.100.1"));
+    assert_true(auth_throttle_is_blocked(f->svc, "::ffff:198.51.100.1"));
+    assert_false(auth_throttle_is_blocked(f->svc, "198.51.100.2"));
+    assert_false(auth_throttle_is_blocked(f->svc, "::ffff:198.51.100.2"));
+    assert_false(auth_throttle_is_blocked(f->svc, "198.51.100.0"));
+
+    /* not an address (conn's "unknown"): still counted, as itself */
+    for (int i = 0; i < 3; i++)
+        auth_throttle_record_failure(f->svc, "unknown");
+    assert_true(auth_throttle_is_blocked(f->svc, "unknown"));
+    assert_false(auth_throttle_is_blocked(f->svc, "::"));
+
+    fake_now += 300; /* auth.failure_window */
+    assert_false(auth_throttle_is_blocked(f->svc, "2001:db8:1:2::1"));
+    assert_false(auth_throttle_is_blocked(f->svc, "198.51.100.1"));
+    auth_throttle_set_clock(f->svc, NULL);
+}
+
 /* ---- threads ----------------------------------------------------------------------- */
 
 static void *reader(void *arg)
@@ -603,6 +645,7 @@ int main(void)
         cmocka_unit_test(test_mechanisms_strong_only),
         cmocka_unit_test_setup_teardown(test_apop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_throttle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_throttle_ipv6_per_64, setup, teardown),
         cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,6 +1,8 @@
 /*
  * test_imap_parse.c - unit tests for the IMAP command parser (src/imap/parse.c):
- * tags, atoms, quoted strings, literals and LITERAL+, limits, sequence sets.
+ * tags, atoms, quoted strings, literals and LITERAL+, limits, sequence sets; and the
+ * argument meaning of src/imap/args.c: LIST-EXTENDED/LIST-STATUS requests and MULTIAPPEND
+ * (message count and total size bounds included).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -8,9 +10,13 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "imap/args.h"
 #include "imap/parse.h"
+#include "store/store.h"
 
 static enum imap_parse_result feed(struct imap_parser *p, const char *line)
 {
@@ -183,13 +189,192 @@ static void test_seqset(void **state)
     assert_false(imap_seqset_parse("", &s));
 }
 
+/* Parse one whole command line (no literals) into p; DONE expected. */
+static void parse_line(struct imap_parser *p, const char *line)
+{
+    imap_parser_reset(p);
+    assert_int_equal(feed(p, line), IMAP_PARSE_DONE);
+}
+
+static void test_list_request(void **state)
+{
+    (void)state;
+    struct imap_parser p;
+    imap_parser_init(&p, 1024);
+    struct imap_list_request r;
+    const char *why = NULL;
+    parse_line(&p, "a LIST \"\" *");
+    assert_true(imap_list_request_parse(p.args.list, p.args.n, &r, &why));
+    assert_false(r.is_extended);
+    assert_int_equal(r.n_patterns, 1);
+    parse_line(&p, "a LIST (SUBSCRIBED RECURSIVEMATCH remote) \"Ref/\" (\"a\" b \"\") "
+                   "RETURN (CHILDREN STATUS (MESSAGES UNSEEN))");
+    assert_true(imap_list_request_parse(p.args.list, p.args.n, &r, &why));
+    assert_true(r.is_extended && r.is_pattern_list);
+    assert_int_equal(r.select, IMAP_LIST_SEL_SUBSCRIBED | IMAP_LIST_SEL_RECURSIVEMATCH |
+                                   IMAP_LIST_SEL_REMOTE);
+    /* SUBSCRIBED selection implies the SUBSCRIBED return option (RFC 5258 §3) */
+    assert_int_equal(r.ret,
+                     IMAP_LIST_RET_SUBSCRIBED | IMAP_LIST_RET_CHILDREN | IMAP_LIST_RET_STATUS);
+    assert_int_equal(r.status_items, IMAP_ST_MESSAGES | IMAP_ST_UNSEEN);
+    assert_string_equal(r.reference, "Ref/");
+    assert_int_equal(r.n_patterns, 3);
+    assert_string_equal(r.patterns[1], "b");
+    parse_line(&p, "a LIST (SPECIAL-USE) \"\" *");
+    assert_true(imap_list_request_parse(p.args.list, p.args.n, &r, &why));
+    assert_int_equal(r.ret, IMAP_LIST_RET_SPECIAL_USE); /* RFC 6154 §5.1 */
+    /* refused: RECURSIVEMATCH alone, unknown options, bad RETURN, empty pattern list */
+    static const char *const bad[] = {
+        "a LIST (RECURSIVEMATCH) \"\" *",
+        "a LIST (REMOTE RECURSIVEMATCH) \"\" *",
+        "a LIST (FOO) \"\" *",
+        "a LIST \"\" * RETURN (FOO)",
+        "a LIST \"\" * RETURN",
+        "a LIST \"\" * RETURN (STATUS)",
+        "a LIST \"\" * RETURN (STATUS ())",
+        "a LIST \"\" ()",
+        "a LIST \"\" * RETURN () x",
+        "a LIST () \"\"",
+        "a LIST \"\" (\"a\" (b))",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        parse_line(&p, bad[i]);
+        assert_false(imap_list_request_parse(p.args.list, p.args.n, &r, &why));
+        assert_true(r.is_extended);
+        assert_non_null(why);
+    }
+    /* not extended at all: the basic LIST's usage error applies */
+    parse_line(&p, "a LIST \"\" * FOO");
+    assert_false(imap_list_request_parse(p.args.list, p.args.n, &r, &why));
+    assert_false(r.is_extended);
+    /* bounded lists: IMAP_LIST_MAX_PATTERNS patterns, IMAP_LIST_MAX_OPTIONS options */
+    char line[4096];
+    for (size_t extra = 0; extra < 2; extra++) {
+        size_t o = (size_t)snprintf(line, sizeof line, "a LIST \"\" (");
+        for (size_t i = 0; i < IMAP_LIST_MAX_PATTERNS + extra; i++)
+            o += (size_t)snprintf(line + o, sizeof line - o, "p%zu ", i);
+        snprintf(line + o, sizeof line - o, ")");
+        parse_line(&p, line);
+        assert_int_equal(imap_list_request_parse(p.args.list, p.args.n, &r, &why), extra == 0);
+        o = (size_t)snprintf(line, sizeof line, "a LIST (");
+        for (size_t i = 0; i < IMAP_LIST_MAX_OPTIONS + extra; i++)
+            o += (size_t)snprintf(line + o, sizeof line - o, "REMOTE ");
+        snprintf(line + o, sizeof line - o, ") \"\" *");
+        parse_line(&p, line);
+        assert_int_equal(imap_list_request_parse(p.args.list, p.args.n, &r, &why), extra == 0);
+    }
+    imap_parser_free(&p);
+}
+
+static void test_search_return(void **state)
+{
+    (void)state;
+    struct imap_parser p;
+    imap_parser_init(&p, 1024);
+    unsigned opts = 0;
+    parse_line(&p, "a SEARCH RETURN (min MAX COUNT ALL) ALL");
+    assert_true(imap_search_return_parse(&p.args.list[1], &opts));
+    assert_int_equal(opts, IMAP_SEARCH_RET_MIN | IMAP_SEARCH_RET_MAX | IMAP_SEARCH_RET_COUNT |
+                               IMAP_SEARCH_RET_ALL);
+    parse_line(&p, "a SEARCH RETURN () ALL");
+    assert_true(imap_search_return_parse(&p.args.list[1], &opts));
+    assert_int_equal(opts, IMAP_SEARCH_RET_ALL); /* RFC 4731 §3.1 */
+    parse_line(&p, "a SEARCH RETURN (SAVE) ALL");
+    assert_false(imap_search_return_parse(&p.args.list[1], &opts));
+    parse_line(&p, "a SEARCH RETURN MIN ALL");
+    assert_false(imap_search_return_parse(&p.args.list[1], &opts));
+    parse_line(&p, "a SEARCH RETURN (MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN "
+                   "MIN MIN) ALL");
+    assert_false(imap_search_return_parse(&p.args.list[1], &opts)); /* bounded */
+    imap_parser_free(&p);
+}
+
+/* Feed "a APPEND Box" followed by n messages "{1+}x" with optional per-message prefix. */
+static enum imap_parse_result feed_append(struct imap_parser *p, size_t n, const char *prefix)
+{
+    imap_parser_reset(p);
+    char first[200];
+    snprintf(first, sizeof first, "a APPEND Box %s{1+}", prefix);
+    enum imap_parse_result r = feed(p, first);
+    for (size_t i = 0; i < n && r == IMAP_PARSE_LITERAL; i++) {
+        assert_true(imap_parser_feed_literal(p, "x", 1));
+        char next[200];
+        snprintf(next, sizeof next, " %s{1+}", prefix);
+        r = feed(p, i + 1 < n ? next : "");
+    }
+    return r;
+}
+
+static void test_append_request(void **state)
+{
+    (void)state;
+    struct imap_parser p;
+    imap_parser_init(&p, 1000);
+    struct imap_append_request r;
+    const char *why = NULL;
+    /* one message, quoted data still accepted as before */
+    parse_line(&p, "a APPEND INBOX (\\Seen) \"01-Feb-2020 10:11:12 +0100\" \"hello\"");
+    assert_true(imap_append_request_parse(p.args.list, p.args.n, &r, &why));
+    assert_int_equal(r.n_parts, 1);
+    assert_int_equal(r.parts[0].flags, STORE_FLAG_SEEN);
+    assert_int_equal(r.parts[0].internaldate, 1580548272);
+    assert_string_equal(r.parts[0].data->str, "hello");
+    imap_append_request_free(&r);
+    /* several: each with its own flags and date */
+    assert_int_equal(feed_append(&p, 3, "(\\Flagged $K) "), IMAP_PARSE_DONE);
+    assert_true(imap_append_request_parse(p.args.list, p.args.n, &r, &why));
+    assert_int_equal(r.n_parts, 3);
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(r.parts[i].flags, STORE_FLAG_FLAGGED);
+        assert_string_equal(r.parts[i].keywords[0], "$K");
+        assert_int_equal(r.parts[i].data->type, IMAP_ARG_LITERAL);
+    }
+    imap_append_request_free(&r);
+    /* bad flag or date on a later message; a later message that is not a literal */
+    assert_int_equal(feed_append(&p, 2, "(\\Bogus) "), IMAP_PARSE_DONE);
+    assert_false(imap_append_request_parse(p.args.list, p.args.n, &r, &why));
+    assert_int_equal(r.n_parts, 0);
+    assert_int_equal(feed_append(&p, 2, "\"32-Foo-2020 10:00:00 +0000\" "), IMAP_PARSE_DONE);
+    assert_false(imap_append_request_parse(p.args.list, p.args.n, &r, &why));
+    parse_line(&p, "a APPEND INBOX \"x\" \"y\"");
+    assert_false(imap_append_request_parse(p.args.list, p.args.n, &r, &why));
+    parse_line(&p, "a APPEND INBOX (\\Seen)");
+    assert_false(imap_append_request_parse(p.args.list, p.args.n, &r, &why));
+    /* IMAP_MAX_APPEND_MESSAGES literals pass the parser; one more is [LIMIT] */
+    assert_int_equal(feed_append(&p, IMAP_MAX_APPEND_MESSAGES, ""), IMAP_PARSE_DONE);
+    assert_true(imap_append_request_parse(p.args.list, p.args.n, &r, &why));
+    assert_int_equal(r.n_parts, IMAP_MAX_APPEND_MESSAGES);
+    imap_append_request_free(&r);
+    assert_int_equal(feed_append(&p, IMAP_MAX_APPEND_MESSAGES + 1, ""), IMAP_PARSE_ERROR);
+    assert_true(p.is_over_limit);
+    assert_false(p.is_literal_too_big);
+    /* the total: IMAP_APPEND_TOTAL_FACTOR messages of the largest size, not one more */
+    struct imap_parser q;
+    imap_parser_init(&q, 100000);
+    assert_int_equal(feed(&q, "a APPEND Box {100000+}"), IMAP_PARSE_LITERAL);
+    char *big = malloc(100000);
+    assert_non_null(big);
+    memset(big, 'y', 100000);
+    for (int i = 1; i < IMAP_APPEND_TOTAL_FACTOR; i++) {
+        assert_true(imap_parser_feed_literal(&q, big, 100000));
+        assert_int_equal(feed(&q, " {100000+}"), IMAP_PARSE_LITERAL);
+    }
+    assert_true(imap_parser_feed_literal(&q, big, 100000));
+    assert_int_equal(feed(&q, " {1}"), IMAP_PARSE_ERROR);
+    assert_true(q.is_literal_too_big);
+    free(big);
+    imap_parser_free(&q);
+    imap_parser_free(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_simple),          cmocka_unit_test(test_missing_tag),
         cmocka_unit_test(test_fetch_items),     cmocka_unit_test(test_literals),
         cmocka_unit_test(test_literal_too_big), cmocka_unit_test(test_quoted_and_nesting),
-        cmocka_unit_test(test_seqset),
+        cmocka_unit_test(test_seqset),          cmocka_unit_test(test_list_request),
+        cmocka_unit_test(test_append_request),  cmocka_unit_test(test_search_return),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

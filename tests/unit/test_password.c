@@ -1,6 +1,7 @@
 /*
  * test_password.c - password schemes against vectors produced by Dovecot's
- * `doveadm pw` (2.3.19), plus hash/verify round trips of every scheme we write.
+ * `doveadm pw` (2.3.19), plus hash/verify round trips of every scheme we write, and
+ * SCRAM's SASLprep (RFC 5802 §2.2).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,6 +12,8 @@
 #include "auth/auth.h"
 #include "auth/auth_internal.h"
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -158,39 +161,104 @@ static void test_cram_context(void **state)
     assert_memory_equal(mac, want, 16);
 }
 
-static void test_b64(void **state)
+/* ---- SCRAM and SASLprep (RFC 5802 §2.2, RFC 4013) ------------------------------------ */
+
+/* The RFC 5802 §3 StoredKey of exactly these password bytes, computed here with OpenSSL,
+ * independent of password.c. */
+static void scram_stored_key_raw(const char *password, const struct auth_scram_keys *k,
+                                 unsigned char stored_r[32])
+{
+    unsigned char salted[32], client_key[32];
+    unsigned int n = 0;
+    assert_int_equal(PKCS5_PBKDF2_HMAC(password, (int)strlen(password), k->salt, (int)k->salt_len,
+                                       (int)k->iter, EVP_sha256(), 32, salted),
+                     1);
+    assert_non_null(
+        HMAC(EVP_sha256(), salted, 32, (const unsigned char *)"Client Key", 10, client_key, &n));
+    assert_int_equal(EVP_Digest(client_key, 32, stored_r, &n, EVP_sha256(), NULL), 1);
+}
+
+/* Passwords SASLprep leaves alone, or refuses, make the keys of their own bytes: ASCII
+ * (printable, or with a control character SASLprep prohibits), already-prepared UTF-8,
+ * and bytes that are not UTF-8. */
+static void test_scram_keys_of_unprepared_bytes(void **state)
 {
     (void)state;
-    struct buf b;
-    buf_init(&b, 100);
-    assert_true(auth_b64_decode("dGVzdAB0ZXN0AHRlc3RwYXNz", 24, &b));
-    assert_int_equal(b.len, 18);
-    assert_memory_equal(b.data, "test\0test\0testpass", 18);
-    buf_reset(&b);
-    assert_true(auth_b64_decode("VXNlcm5hbWU6", 12, &b));
-    assert_string_equal(b.data, "Username:");
-    buf_reset(&b);
-    assert_false(auth_b64_decode("VXNlc m5hbWU6", 13, &b));
-    buf_reset(&b);
-    assert_false(auth_b64_decode("A", 1, &b));
-    buf_reset(&b);
-    assert_true(auth_b64_decode("", 0, &b));
-    assert_int_equal(b.len, 0);
-    buf_free(&b);
-    char *e = auth_b64_encode("Password:", 9);
-    assert_string_equal(e, "UGFzc3dvcmQ6");
-    free(e);
-    e = auth_b64_encode("", 0);
-    assert_string_equal(e, "");
-    free(e);
+    static const char *const same[] = {"pencil", "p@ss wörd", "with\ttab",
+                                       "\x7f",   "\xff\xfe",  "\xc3("};
+    for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) {
+        struct auth_scram_keys k = {.iter = 4096, .salt_len = 4};
+        memcpy(k.salt, "salt", 4);
+        unsigned char want[32];
+        scram_stored_key_raw(same[i], &k, want);
+        assert_true(auth_scram_derive(same[i], 32, &k));
+        if (memcmp(k.stored_key, want, 32) != 0)
+            fail_msg("password %zu: keys are not those of its own bytes", i);
+    }
+}
+
+/* Passwords SASLprep changes make the keys of the prepared form. */
+static void test_scram_saslprep(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *password, *prepared;
+    } cases[] = {
+        {"I\xc2\xadX", "IX"},               /* RFC 4013 §3 #1: soft hyphen mapped to nothing */
+        {"\xe2\x85\xa8", "IX"},             /* #4: U+2168 ROMAN NUMERAL NINE, NFKC */
+        {"\xc2\xaa", "a"},                  /* #3: U+00AA, NFKC */
+        {"a\xc2\xa0\x62", "a b"},           /* U+00A0, a non-ASCII space: SPACE */
+        {"user\xe2\x80\x8bpw", "user pw"},  /* U+200B is in C.1.2 too: SPACE */
+        {"p\x61\xcc\x88ss", "p\xc3\xa4ss"}, /* a + combining diaeresis: NFKC composes */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct auth_scram_keys k = {.iter = 4096, .salt_len = 4};
+        memcpy(k.salt, "salt", 4);
+        unsigned char want[32];
+        scram_stored_key_raw(cases[i].prepared, &k, want);
+        assert_true(auth_scram_derive(cases[i].password, 32, &k));
+        if (memcmp(k.stored_key, want, 32) != 0)
+            fail_msg("case %zu: keys are not those of the SASLprep'd password", i);
+
+        /* What we store verifies with either spelling, and not with another password. */
+        char *hash = NULL, *err = NULL;
+        assert_int_equal(auth_password_hash("SCRAM-SHA-256", cases[i].password, &hash, &err), 0);
+        assert_int_equal(auth_password_verify(hash, cases[i].password), 1);
+        assert_int_equal(auth_password_verify(hash, cases[i].prepared), 1);
+        assert_int_equal(auth_password_verify(hash, "IY"), 0);
+        free(hash);
+    }
+}
+
+/* `doveadm pw` hashes SCRAM passwords without SASLprep: its hashes of passwords SASLprep
+ * changes must still verify with the password as typed (doveadm pw 2.3.19 output). */
+static void test_scram_doveadm_unprepared(void **state)
+{
+    (void)state;
+    const char *soft_hyphen = "{SCRAM-SHA-256}4096,CE+NwdijymSN8OOM3lZxkg==,"
+                              "3gFpHjLDFoAoTIQgifsxGsCBkelELPE9Q7Y2jKgIAmo=,"
+                              "Zkm6Z80Xw1G/VXjLSWx7rvYuGFf+U4eD8f1IbCbMLqE=";
+    assert_int_equal(auth_password_verify(soft_hyphen, "I\xc2\xadX"), 1);
+    assert_int_equal(auth_password_verify(soft_hyphen, "I\xc2\xadY"), 0);
+    /* made from other bytes than "IX": a client that SASLpreps cannot log in with it */
+    assert_int_equal(auth_password_verify(soft_hyphen, "IX"), 0);
+    const char *nine = "{SCRAM-SHA-1}4096,fbvECyr4W2tIj5J4Yg7WhA==,+uywWBlnKYUh/mgZrtTkU7BWf2w=,"
+                       "fQlok3kmwSKdSl/h/a+JkakTV0E=";
+    assert_int_equal(auth_password_verify(nine, "\xe2\x85\xa8"), 1);
+    assert_int_equal(auth_password_verify(nine, "IX"), 0);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_dovecot_vectors),     cmocka_unit_test(test_round_trip),
-        cmocka_unit_test(test_scheme_prefix_upper), cmocka_unit_test(test_malformed),
-        cmocka_unit_test(test_cram_context),        cmocka_unit_test(test_b64),
+        cmocka_unit_test(test_dovecot_vectors),
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_scheme_prefix_upper),
+        cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_cram_context),
+        cmocka_unit_test(test_scram_keys_of_unprepared_bytes),
+        cmocka_unit_test(test_scram_saslprep),
+        cmocka_unit_test(test_scram_doveadm_unprepared),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -650,6 +650,48 @@ static void test_uid_never_reused(void **state)
     store_user_close(u);
 }
 
+/* Two views of one mailbox: a flag change made through a view that has not synced since
+ * another view's change builds on the index's current flags (no lost update), and
+ * UNCHANGEDSINCE compares with the current modseq, not with the stale view's. */
+static void test_set_flags_stale_view(void **state)
+{
+    (void)state;
+    char home[512], path[1200];
+    struct store_user *u = open_user("stale", home, sizeof home);
+    deliver_n(home, 1);
+    struct store_mailbox *a = NULL, *b = NULL;
+    char *error = NULL;
+    assert_int_equal(store_mailbox_open(u, "INBOX", false, &a, &error), 0);
+    assert_int_equal(store_mailbox_open(u, "INBOX", false, &b, &error), 0);
+    uint64_t seen_by_b = store_mailbox_message(b, 0)->modseq;
+    const char *kw_a[] = {"$Label1", NULL}, *kw_b[] = {"$Label2", NULL};
+    assert_int_equal(store_message_set_flags(a, 0, 1, STORE_FLAG_FLAGGED, kw_a, &error), 0);
+    /* b has not synced: its view still says no flags */
+    assert_int_equal(
+        store_message_store_flags(b, 0, 1, STORE_FLAG_ANSWERED, NULL, seen_by_b, &error), 1);
+    assert_int_equal(store_message_set_flags(b, 0, 1, STORE_FLAG_SEEN, kw_b, &error), 0);
+    const struct store_message *m = store_mailbox_message(b, 0);
+    assert_int_equal(m->flags & ~(unsigned)STORE_FLAG_RECENT, STORE_FLAG_SEEN | STORE_FLAG_FLAGGED);
+    assert_non_null(m->keywords);
+    assert_string_equal(m->keywords[0], "$Label1");
+    assert_non_null(m->keywords[1]);
+    assert_string_equal(m->keywords[1], "$Label2");
+    snprintf(path, sizeof path, "%s/Maildir/cur/%s:2,FS", home, m->filename);
+    assert_int_equal(access(path, F_OK), 0);
+    /* with the current modseq the conditional store goes through */
+    assert_int_equal(
+        store_message_store_flags(b, 0, -1, STORE_FLAG_FLAGGED, NULL, m->modseq, &error), 0);
+    struct store_sync_changes ch;
+    assert_int_equal(store_mailbox_sync(a, &ch, &error), 0);
+    store_sync_changes_free(&ch);
+    assert_int_equal(store_mailbox_message(a, 0)->flags & ~(unsigned)STORE_FLAG_RECENT,
+                     STORE_FLAG_SEEN);
+    store_mailbox_close(a);
+    store_mailbox_close(b);
+    store_user_close(u);
+    free(error);
+}
+
 static void test_set_flags(void **state)
 {
     char home[512], path[1200];
@@ -983,6 +1025,59 @@ static void test_notify_cross_thread(void **state)
     event_base_free(base);
 }
 
+/* Descriptors of this process open on some index.db (or its -wal). */
+static int count_index_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL) {
+        char link[300], target[4200];
+        snprintf(link, sizeof link, "/proc/self/fd/%s", de->d_name);
+        ssize_t len = readlink(link, target, sizeof target - 1);
+        if (len <= 0)
+            continue;
+        target[len] = '\0';
+        if (strstr(target, "/index.db"))
+            n++;
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* store_user_idle gives the connection back: handles of one user share one pooled
+ * connection between calls, and an idle handle works again on its next call. */
+static void test_user_idle_shares_connection(void **state)
+{
+    (void)state;
+    char home[512];
+    home_of("sharer", home, sizeof home);
+    struct store_user *a = NULL, *b = NULL;
+    char *err = NULL;
+    assert_int_equal(store_user_open(home, "sharer@example.test", &a, &err), 0);
+    int held = count_index_fds(); /* a's connection: db + wal */
+    assert_true(held >= 1);
+    store_user_idle(a);
+    assert_int_equal(store_user_open(home, "sharer@example.test", &b, &err), 0);
+    assert_int_equal(count_index_fds(), held); /* b took a's pooled connection */
+    store_user_idle(b);
+    assert_int_equal(count_index_fds(), held); /* pooled, not closed, not doubled */
+    /* both idle handles still work (each takes the pooled connection in turn) */
+    assert_int_equal(store_mailbox_create(a, "Lists", &err), 0);
+    store_user_idle(a);
+    struct store_status st;
+    assert_int_equal(store_mailbox_status(b, "Lists", &st, &err), 0);
+    assert_int_equal(st.messages, 0);
+    store_user_idle(b);
+    assert_int_equal(count_index_fds(), held);
+    store_user_close(a);
+    store_user_close(b);
+    store_index_pool_flush();
+    assert_int_equal(count_index_fds(), 0);
+    free(err);
+}
+
 /* An index of schema version 1 (no usage table) is upgraded with the right usage. */
 static void test_index_migration(void **state)
 {
@@ -1082,6 +1177,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_notify_cross_thread, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_delivery, setup, teardown),
         cmocka_unit_test_setup_teardown(test_index_migration, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_user_idle_shares_connection, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_set_flags_stale_view, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill9_during_delivery, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

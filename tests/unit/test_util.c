@@ -1,5 +1,6 @@
 /*
- * test_util.c - base64 (RFC 4648 §10 vectors), queue ids, RFC 5322 dates, helpers.
+ * test_util.c - base64 (RFC 4648 §10 vectors, strict and lenient decoding), queue ids, RFC 5322
+ * dates, helpers.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -46,6 +47,109 @@ static void test_base64_bad(void **state)
         assert_false(util_base64_decode(bad[i], strlen(bad[i]), &b));
         buf_free(&b);
     }
+}
+
+/* Both decoders on the same inputs: want_strict / want_lenient say which accepts it. */
+static void test_base64_modes(void **state)
+{
+    static const struct {
+        const char *text;
+        bool want_strict, want_lenient;
+        const char *plain; /* when accepted */
+        size_t plain_len;
+    } cases[] = {
+        {"", true, true, "", 0},
+        {"Zg==", true, true, "f", 1},
+        {"Zm8=", true, true, "fo", 2},
+        {"dGVzdAB0ZXN0AHRlc3RwYXNz", true, true, "test\0test\0testpass", 18},
+        /* padding left out entirely: only the lenient mode (SASL clients, stored hashes) */
+        {"Zg", false, true, "f", 1},
+        {"Zm8", false, true, "fo", 2},
+        {"Zm9vYg", false, true, "foob", 4},
+        {"Zm9vYmE", false, true, "fooba", 5},
+        /* partial or misplaced padding: neither */
+        {"Zg=", false, false, NULL, 0},
+        {"Zm8==", false, false, NULL, 0},
+        {"Zm9v=", false, false, NULL, 0},
+        {"Zm9v==", false, false, NULL, 0},
+        {"Z===", false, false, NULL, 0},
+        {"==", false, false, NULL, 0},
+        {"Zg==Zg==", false, false, NULL, 0},
+        {"Zm=v", false, false, NULL, 0},
+        /* a lone sextet carries no byte */
+        {"A", false, false, NULL, 0},
+        {"Zm9vY", false, false, NULL, 0},
+        /* RFC 4648 §3.5: non-zero leftover bits are not the canonical encoding */
+        {"Zh==", false, false, NULL, 0},
+        {"Zh", false, false, NULL, 0},
+        {"Zm9=", false, false, NULL, 0},
+        /* whitespace and foreign characters, RFC 4648 §3.3 */
+        {"VXNlc m5hbWU6", false, false, NULL, 0},
+        {"Zm9v\r\n", false, false, NULL, 0},
+        {"Zm-_", false, false, NULL, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        for (int mode = 0; mode < 2; mode++) {
+            bool want = mode == 0 ? cases[i].want_strict : cases[i].want_lenient;
+            struct buf b;
+            buf_init(&b, 0);
+            /* decoding appends: a failure must leave what was there */
+            assert_true(buf_append_str(&b, "x"));
+            const char *t = cases[i].text;
+            bool got = mode == 0 ? util_base64_decode(t, strlen(t), &b)
+                                 : util_base64_decode_lenient(t, strlen(t), &b);
+            if (got != want)
+                fail_msg("\"%s\" %s: got %d", t, mode == 0 ? "strict" : "lenient", got);
+            if (want) {
+                assert_int_equal(b.len, 1 + cases[i].plain_len);
+                assert_memory_equal(b.data + 1, cases[i].plain, cases[i].plain_len);
+            } else {
+                assert_int_equal(b.len, 1);
+                assert_string_equal(b.data, "x");
+            }
+            buf_free(&b);
+        }
+    }
+}
+
+static void test_base64_value(void **state)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (int c = 0; c < 256; c++) {
+        const char *p = c ? strchr(alphabet, c) : NULL;
+        int want = p ? (int)(p - alphabet) : -1;
+        assert_int_equal(util_base64_value((unsigned char)c), want);
+    }
+}
+
+/* Decoding into a capped buffer needs exactly the decoded size, no slack. */
+static void test_base64_decode_cap(void **state)
+{
+    struct buf b;
+    buf_init(&b, 6);
+    assert_true(util_base64_decode("Zm9vYmFy", 8, &b));
+    assert_string_equal(b.data, "foobar");
+    buf_reset(&b);
+    assert_true(util_base64_decode_lenient("Zm9vYg", 6, &b));
+    assert_string_equal(b.data, "foob");
+    buf_free(&b);
+    buf_init(&b, 5);
+    assert_false(util_base64_decode("Zm9vYmFy", 8, &b));
+    buf_free(&b);
+}
+
+static void test_base64_encode_str(void **state)
+{
+    char *e = util_base64_encode_str("Password:", 9);
+    assert_string_equal(e, "UGFzc3dvcmQ6");
+    free(e);
+    e = util_base64_encode_str("", 0);
+    assert_string_equal(e, "");
+    free(e);
+    e = util_base64_encode_str("\0f", 2);
+    assert_string_equal(e, "AGY=");
+    free(e);
 }
 
 static void test_base64_binary_roundtrip(void **state)
@@ -152,6 +256,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_base64_vectors),
         cmocka_unit_test(test_base64_bad),
+        cmocka_unit_test(test_base64_modes),
+        cmocka_unit_test(test_base64_value),
+        cmocka_unit_test(test_base64_decode_cap),
+        cmocka_unit_test(test_base64_encode_str),
         cmocka_unit_test(test_base64_binary_roundtrip),
         cmocka_unit_test(test_base64_cap),
         cmocka_unit_test(test_queue_id),
