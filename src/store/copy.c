@@ -319,7 +319,8 @@ char *store_message_get_cache(struct store_mailbox *box, size_t i, const char *f
         snprintf(sql, sizeof sql,
                  "SELECT value FROM cache WHERE mailbox = ? AND uid = ? AND field = ?");
     char *v = NULL;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
+    /* sql is one of three texts (two columns or the cache table): cacheable */
+    if (store_index_prepare(db, sql, &st) == SQLITE_OK) {
         sqlite3_bind_int64(st, 1, store_view_mailbox_id(box));
         sqlite3_bind_int64(st, 2, m->uid);
         if (!cache_is_column(field))
@@ -329,7 +330,7 @@ char *store_message_get_cache(struct store_mailbox *box, size_t i, const char *f
             v = t ? strdup(t) : NULL;
         }
     }
-    sqlite3_finalize(st);
+    store_index_done(st);
     return v;
 }
 
@@ -351,7 +352,8 @@ int store_message_set_cache(struct store_mailbox *box, size_t i, const char *fie
                  " SELECT ?1, ?2, ?4, ?3 WHERE EXISTS"
                  " (SELECT 1 FROM messages WHERE mailbox = ?1 AND uid = ?2)");
     int rc = SQLITE_ERROR;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
+    /* sql is one of three texts: cacheable */
+    if (store_index_prepare(db, sql, &st) == SQLITE_OK) {
         sqlite3_bind_int64(st, 1, store_view_mailbox_id(box));
         sqlite3_bind_int64(st, 2, m->uid);
         sqlite3_bind_text(st, 3, value, -1, SQLITE_STATIC);
@@ -359,6 +361,6 @@ int store_message_set_cache(struct store_mailbox *box, size_t i, const char *fie
             sqlite3_bind_text(st, 4, field, -1, SQLITE_STATIC);
         rc = sqlite3_step(st);
     }
-    sqlite3_finalize(st);
+    store_index_done(st);
     return rc == SQLITE_DONE ? 0 : -1;
 }

@@ -86,7 +86,20 @@ sqlite3 *store_index_acquire(const char *home, char **error_r);
 void store_index_release(const char *home, sqlite3 *db);
 /* Close every pooled connection (tests; before a user's files are removed). */
 void store_index_pool_flush(void);
+/* Close a connection: finalizes its cached statements first (sqlite3_close alone fails
+ * on a connection that still has statements). */
+void store_index_close(sqlite3 *db);
 int store_index_exec(sqlite3 *db, const char *sql, char **error_r);
+/* Statement cache (stmt.c), for static SQL text only (bounded number per connection):
+ * a not-busy statement of db with the same text, or a new persistent one. Returns an
+ * SQLite result code (SQLITE_OK with *st_r set). Give it back with store_index_done on
+ * every path (reset + clear bindings) instead of sqlite3_finalize: an un-reset statement
+ * keeps an old read snapshot and blocks WAL checkpoints. NULL is accepted. */
+int store_index_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st_r);
+void store_index_done(sqlite3_stmt *st);
+/* Prepare (cached), step to completion and give back a static statement without
+ * parameters; 0 or -1. */
+int store_index_step_static(sqlite3 *db, const char *sql, char **error_r);
 /* Begin an IMMEDIATE transaction (write lock now, waits on busy_timeout). */
 int store_index_begin(sqlite3 *db, char **error_r);
 int store_index_commit(sqlite3 *db, char **error_r);

@@ -22,6 +22,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,8 +37,13 @@
 struct scan_entry {
     char *name; /* file name in its directory */
     size_t base_len;
-    bool is_new; /* in new/ (else cur/) */
-    bool is_matched;
+    bool is_new;     /* in new/ (else cur/) */
+    bool is_matched; /* has a row (step 1) */
+    bool is_indexed; /* has a row or got one now (or is a duplicate of one that did) */
+    /* unknown files only, filled by sizes_compute: */
+    bool is_gone; /* vanished (or unreadable) while we looked */
+    uint64_t size, vsize;
+    int64_t mtime;
 };
 
 struct scan {
@@ -199,35 +205,153 @@ static unsigned entry_flags(const struct scan_entry *e)
     return store_maildir_flags_parse(e->name + e->base_len + 1);
 }
 
-/* Size and CRLF size of a file not named with S=/W= (written by another program). */
-static int file_sizes(const char *path, uint64_t *size_r, uint64_t *vsize_r, time_t *mtime_r)
+/* ---- sizes of unknown files ------------------------------------------------------------
+ * A new file needs its size, its CRLF size (RFC822.SIZE, STATUS SIZE: exact, so a file not
+ * named with ,S=/W= (written by another program) must be read to count its LFs) and its
+ * mtime (INTERNALDATE). On a cold first SELECT of a large folder this is most of the work
+ * (issue: 100,000 files took 2.3 s), so it is done with openat/fstatat relative to the
+ * folder (no path walk per file), one read per file, and shared with a few threads while
+ * this thread inserts the rows: entries are cut into chunks; helpers take the next chunk
+ * not yet taken; the inserting thread, when the chunk it needs next is not ready, takes
+ * one itself or waits. */
+#define SIZES_CHUNK        256
+#define SIZES_MAX_HELPERS  3
+#define SIZES_MIN_THREADED 2048 /* fewer unknown files: not worth a thread */
+/* Page cache for a large build: SQLite's default (2 MB) is far smaller than the B-trees
+ * a big build writes, so it spilled dirty pages into the WAL and, since a page spilled in
+ * the same transaction is rewritten in place, wrote the same pages over and over (647,000
+ * pwrite calls for 100,000 messages). Per new row ~256 bytes, up to this bound (KiB). */
+#define SIZES_BUILD_CACHE_MAX_KIB (128 * 1024)
+
+/* Bytes equal to '\n' in p[0..n), eight at a time (fast at every optimisation level,
+ * no popcount instruction needed). */
+static uint64_t count_lf(const unsigned char *p, size_t n)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    struct stat st;
-    if (fstat(fd, &st) < 0) {
-        close(fd);
-        return -1;
+    const uint64_t ones = 0x0101010101010101ULL, lows = 0x7f7f7f7f7f7f7f7fULL;
+    uint64_t count = 0;
+    size_t i = 0;
+    while (i + 8 <= n) {
+        uint64_t lanes = 0; /* one counter per byte lane: at most 255 rounds */
+        for (size_t round = 0; round < 255 && i + 8 <= n; round++, i += 8) {
+            uint64_t w;
+            memcpy(&w, p + i, 8);
+            w ^= ones * '\n'; /* LF bytes become 0 */
+            /* low bit of a lane set iff that byte is zero (no carry crosses lanes) */
+            lanes += (~((((w & lows) + lows) | w) | lows)) >> 7;
+        }
+        /* sum of the eight lanes (each <= 255): pairs into 16-bit lanes, then those */
+        uint64_t pairs = (lanes & 0x00ff00ff00ff00ffULL) + ((lanes >> 8) & 0x00ff00ff00ff00ffULL);
+        count += (pairs * 0x0001000100010001ULL) >> 48;
     }
-    *mtime_r = st.st_mtime;
-    *size_r = (uint64_t)st.st_size;
-    uint64_t lines = 0;
-    char buf[65536];
-    ssize_t n;
-    while ((n = read(fd, buf, sizeof buf)) > 0)
-        for (ssize_t i = 0; i < n; i++)
-            lines += buf[i] == '\n';
-    close(fd);
-    *vsize_r = *size_r + lines;
-    return 0;
+    for (; i < n; i++)
+        count += p[i] == '\n';
+    return count;
 }
 
+/* Size, CRLF size and mtime of one unknown file (dfd: its folder, cur/ or new/). */
+static void entry_sizes(struct scan_entry *e, int dfd)
+{
+    char base[512];
+    snprintf(base, sizeof base, "%.*s", (int)e->base_len, e->name);
+    uint64_t size = 0, vsize = 0;
+    struct stat st;
+    if (store_maildir_name_size(base, 'S', &size) && store_maildir_name_size(base, 'W', &vsize)) {
+        if (fstatat(dfd, e->name, &st, 0) < 0) {
+            e->is_gone = true;
+            return;
+        }
+        e->size = size;
+        e->vsize = vsize;
+        e->mtime = (int64_t)st.st_mtime;
+        return;
+    }
+    int fd = openat(dfd, e->name, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        if (fd >= 0)
+            close(fd);
+        e->is_gone = true;
+        return;
+    }
+    unsigned char buf[65536];
+    uint64_t total = 0, lines = 0;
+    ssize_t n;
+    /* a Maildir file never changes: stop at the size fstat gave, which saves the read
+     * that would only return end-of-file */
+    while ((st.st_size <= 0 || total < (uint64_t)st.st_size) &&
+           (n = read(fd, buf, sizeof buf)) > 0) {
+        total += (uint64_t)n;
+        lines += count_lf(buf, (size_t)n);
+    }
+    close(fd);
+    e->size = total;
+    e->vsize = total + lines;
+    e->mtime = (int64_t)st.st_mtime;
+}
+
+struct sizes_job {
+    struct scan_entry **todo; /* the unknown entries, in UID order */
+    size_t n, n_chunks;
+    int dfd_cur, dfd_new;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    size_t next_chunk; /* next chunk nobody took yet */
+    bool *is_chunk_done;
+};
+
+static void sizes_chunk_compute(struct sizes_job *j, size_t c)
+{
+    size_t end = (c + 1) * SIZES_CHUNK < j->n ? (c + 1) * SIZES_CHUNK : j->n;
+    for (size_t i = c * SIZES_CHUNK; i < end; i++)
+        entry_sizes(j->todo[i], j->todo[i]->is_new ? j->dfd_new : j->dfd_cur);
+    pthread_mutex_lock(&j->lock);
+    j->is_chunk_done[c] = true;
+    pthread_cond_broadcast(&j->cond);
+    pthread_mutex_unlock(&j->lock);
+}
+
+/* Take the next untaken chunk: its number, or SIZE_MAX when all are taken. */
+static size_t sizes_chunk_take(struct sizes_job *j)
+{
+    pthread_mutex_lock(&j->lock);
+    size_t c = j->next_chunk < j->n_chunks ? j->next_chunk++ : SIZE_MAX;
+    pthread_mutex_unlock(&j->lock);
+    return c;
+}
+
+static void *sizes_helper(void *arg)
+{
+    struct sizes_job *j = arg;
+    for (size_t c; (c = sizes_chunk_take(j)) != SIZE_MAX;)
+        sizes_chunk_compute(j, c);
+    return NULL;
+}
+
+/* Make sure chunk c is computed (by us if nobody took it yet, else wait for it). */
+static void sizes_chunk_wait(struct sizes_job *j, size_t c)
+{
+    for (;;) {
+        pthread_mutex_lock(&j->lock);
+        bool is_done = j->is_chunk_done[c];
+        pthread_mutex_unlock(&j->lock);
+        if (is_done)
+            return;
+        size_t mine = sizes_chunk_take(j);
+        if (mine == SIZE_MAX)
+            break;
+        sizes_chunk_compute(j, mine);
+    }
+    pthread_mutex_lock(&j->lock);
+    while (!j->is_chunk_done[c])
+        pthread_cond_wait(&j->cond, &j->lock);
+    pthread_mutex_unlock(&j->lock);
+}
+
+/* Run one static statement (cached) with up to two integer and two text parameters. */
 static int exec_stmt(sqlite3 *db, const char *sql, int64_t a, int64_t b, const char *t1,
                      const char *t2, char **error_r)
 {
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+    if (store_index_prepare(db, sql, &st) != SQLITE_OK) {
         store_error(error_r, "index: %s", sqlite3_errmsg(db));
         return -1;
     }
@@ -240,11 +364,12 @@ static int exec_stmt(sqlite3 *db, const char *sql, int64_t a, int64_t b, const c
     if (t2 && sqlite3_bind_parameter_count(st) >= i)
         sqlite3_bind_text(st, i++, t2, -1, SQLITE_TRANSIENT);
     int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
     if (rc != SQLITE_DONE) {
         store_error(error_r, "index: %s", sqlite3_errmsg(db));
+        store_index_done(st);
         return -1;
     }
+    store_index_done(st);
     return 0;
 }
 
@@ -270,6 +395,133 @@ int store_maildir_locate(const char *path, const char *basename, char *location,
         closedir(d);
     }
     return 1;
+}
+
+/* Insert the unknown entries of s (not is_matched) with the next UIDs, in s's order, into
+ * the current transaction. Their sizes are computed meanwhile by helper threads (large
+ * numbers only). The insert is one cached statement bound per file. */
+static int index_unknown(sqlite3 *db, const char *path, struct scan *s, struct store_mbox_row *row,
+                         char **error_r)
+{
+    struct sizes_job j = {.dfd_cur = -1, .dfd_new = -1};
+    pthread_t helpers[SIZES_MAX_HELPERS];
+    size_t n_helpers = 0;
+    sqlite3_stmt *ins = NULL;
+    int64_t old_cache = 0; /* PRAGMA cache_size before a large build (0: left alone) */
+    int ret = -1;
+    for (size_t i = 0; i < s->n; i++)
+        j.n += !s->e[i].is_matched;
+    if (j.n == 0)
+        return 0;
+    char dir[4300];
+    snprintf(dir, sizeof dir, "%s/cur", path);
+    j.dfd_cur = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    snprintf(dir, sizeof dir, "%s/new", path);
+    j.dfd_new = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    j.todo = malloc(j.n * sizeof *j.todo);
+    j.n_chunks = (j.n + SIZES_CHUNK - 1) / SIZES_CHUNK;
+    j.is_chunk_done = calloc(j.n_chunks, sizeof *j.is_chunk_done);
+    if (!j.todo || !j.is_chunk_done) {
+        store_error(error_r, "out of memory");
+        goto out_nothreads;
+    }
+    for (size_t i = 0, k = 0; i < s->n; i++)
+        if (!s->e[i].is_matched)
+            j.todo[k++] = &s->e[i];
+    pthread_mutex_init(&j.lock, NULL);
+    pthread_cond_init(&j.cond, NULL);
+    if (j.n >= SIZES_MIN_THREADED) {
+        long n_cpu = sysconf(_SC_NPROCESSORS_ONLN);
+        size_t want = n_cpu > SIZES_MAX_HELPERS ? SIZES_MAX_HELPERS : n_cpu > 1 ? (size_t)n_cpu : 1;
+        while (n_helpers < want && pthread_create(&helpers[n_helpers], NULL, sizes_helper, &j) == 0)
+            n_helpers++; /* none started: this thread does it all */
+    }
+    if (j.n >= SIZES_MIN_THREADED) { /* see SIZES_BUILD_CACHE_MAX_KIB */
+        sqlite3_stmt *q = NULL;
+        if (store_index_prepare(db, "PRAGMA cache_size", &q) == SQLITE_OK &&
+            sqlite3_step(q) == SQLITE_ROW)
+            old_cache = sqlite3_column_int64(q, 0);
+        store_index_done(q);
+        int64_t kib = (int64_t)(j.n / 4);
+        char sql[64];
+        snprintf(sql, sizeof sql, "PRAGMA cache_size = -%lld",
+                 (long long)(kib < SIZES_BUILD_CACHE_MAX_KIB ? kib : SIZES_BUILD_CACHE_MAX_KIB));
+        if (old_cache != 0)
+            (void)store_index_exec(db, sql, NULL); /* only a speed-up */
+    }
+    if (store_index_prepare(db,
+                            "INSERT INTO messages(mailbox, uid, basename, location, flags,"
+                            " keywords, size, vsize, internaldate, modseq)"
+                            " VALUES(?,?,?,?,?,?,?,?,?,?)",
+                            &ins) != SQLITE_OK) {
+        store_error(error_r, "index: %s", sqlite3_errmsg(db));
+        goto out;
+    }
+    for (size_t k = 0; k < j.n; k++) {
+        if (k % SIZES_CHUNK == 0)
+            sizes_chunk_wait(&j, k / SIZES_CHUNK);
+        struct scan_entry *e = j.todo[k];
+        if (e->is_gone)
+            continue;
+        /* the same base name in new/ and cur/ (caught between another program's link and
+         * unlink): one message, indexed once (equal names sort next to each other) */
+        const struct scan_entry *prev = e > s->e ? e - 1 : NULL;
+        if (prev && (prev->is_matched || prev->is_indexed) &&
+            base_cmp(prev->name, prev->base_len, e->name, e->base_len) == 0) {
+            e->is_indexed = true;
+            continue;
+        }
+        if (row->uidnext == 0 || row->uidnext == UINT32_MAX) {
+            store_error(error_r, "UID space exhausted");
+            goto out;
+        }
+        char loc[600];
+        entry_location(e, loc, sizeof loc);
+        sqlite3_bind_int64(ins, 1, row->id);
+        sqlite3_bind_int64(ins, 2, row->uidnext);
+        sqlite3_bind_text(ins, 3, e->name, (int)e->base_len, SQLITE_STATIC);
+        sqlite3_bind_text(ins, 4, loc, -1, SQLITE_STATIC);
+        sqlite3_bind_int(ins, 5, (int)(entry_flags(e) & ~(unsigned)STORE_FLAG_RECENT));
+        sqlite3_bind_null(ins, 6);
+        sqlite3_bind_int64(ins, 7, (int64_t)e->size);
+        sqlite3_bind_int64(ins, 8, (int64_t)e->vsize);
+        sqlite3_bind_int64(ins, 9, e->mtime);
+        sqlite3_bind_int64(ins, 10, (int64_t)row->highestmodseq + 1);
+        if (sqlite3_step(ins) != SQLITE_DONE) {
+            store_error(error_r, "index: %s", sqlite3_errmsg(db));
+            goto out;
+        }
+        sqlite3_reset(ins);
+        row->uidnext++;
+        row->highestmodseq++;
+        e->is_indexed = true;
+    }
+    ret = 0;
+out:
+    /* helpers stop once every chunk is taken; take the rest so they end soon */
+    pthread_mutex_lock(&j.lock);
+    j.next_chunk = j.n_chunks;
+    pthread_mutex_unlock(&j.lock);
+    for (size_t h = 0; h < n_helpers; h++)
+        pthread_join(helpers[h], NULL);
+    pthread_cond_destroy(&j.cond);
+    pthread_mutex_destroy(&j.lock);
+out_nothreads:
+    store_index_done(ins);
+    if (old_cache != 0) {
+        /* back to the usual size: SQLite frees the pages beyond it (the dirty ones are
+         * written at commit either way) */
+        char sql[64];
+        snprintf(sql, sizeof sql, "PRAGMA cache_size = %lld", (long long)old_cache);
+        (void)store_index_exec(db, sql, NULL);
+    }
+    free(j.todo);
+    free(j.is_chunk_done);
+    if (j.dfd_cur >= 0)
+        close(j.dfd_cur);
+    if (j.dfd_new >= 0)
+        close(j.dfd_new);
+    return ret;
 }
 
 int store_sync_locked(struct store_user *u, const char *path, struct store_mbox_row *row,
@@ -303,10 +555,10 @@ int store_sync_locked(struct store_user *u, const char *path, struct store_mbox_
         qsort(s.e, s.n, sizeof *s.e, scan_entry_cmp);
 
     /* 1. rows: vanished files and changed flags / locations */
-    if (sqlite3_prepare_v2(u->db,
-                           "SELECT uid, basename, location, flags, modseq FROM messages"
-                           " WHERE mailbox = ?",
-                           -1, &st, NULL) != SQLITE_OK) {
+    if (store_index_prepare(u->db,
+                            "SELECT uid, basename, location, flags, modseq FROM messages"
+                            " WHERE mailbox = ?",
+                            &st) != SQLITE_OK) {
         store_error(error_r, "index: %s", sqlite3_errmsg(u->db));
         goto out;
     }
@@ -345,10 +597,10 @@ int store_sync_locked(struct store_user *u, const char *path, struct store_mbox_
             row->highestmodseq++; /* a flag change is a CONDSTORE modification */
         if (eflags != flags || strcmp(eloc, loc) != 0) {
             sqlite3_stmt *up = NULL;
-            if (sqlite3_prepare_v2(u->db,
-                                   "UPDATE messages SET flags = ?, modseq = ?, location = ?"
-                                   " WHERE mailbox = ? AND uid = ?",
-                                   -1, &up, NULL) != SQLITE_OK) {
+            if (store_index_prepare(u->db,
+                                    "UPDATE messages SET flags = ?, modseq = ?, location = ?"
+                                    " WHERE mailbox = ? AND uid = ?",
+                                    &up) != SQLITE_OK) {
                 store_error(error_r, "index: %s", sqlite3_errmsg(u->db));
                 goto out;
             }
@@ -358,43 +610,23 @@ int store_sync_locked(struct store_user *u, const char *path, struct store_mbox_
             sqlite3_bind_int64(up, 4, row->id);
             sqlite3_bind_int64(up, 5, uid);
             int urc = sqlite3_step(up);
-            sqlite3_finalize(up);
-            if (urc != SQLITE_DONE) {
+            if (urc != SQLITE_DONE)
                 store_error(error_r, "index: %s", sqlite3_errmsg(u->db));
+            store_index_done(up);
+            if (urc != SQLITE_DONE)
                 goto out;
-            }
         }
     }
-    sqlite3_finalize(st);
-    st = NULL;
     if (rc != SQLITE_DONE) {
         store_error(error_r, "index: %s", sqlite3_errmsg(u->db));
         goto out;
     }
+    store_index_done(st);
+    st = NULL;
 
     /* 2. unknown files get the next UIDs, in name (= time) order */
-    for (size_t i = 0; i < s.n; i++) {
-        struct scan_entry *e = &s.e[i];
-        if (e->is_matched)
-            continue;
-        char base[512], eloc[600], fpath[5000];
-        snprintf(base, sizeof base, "%.*s", (int)e->base_len, e->name);
-        entry_location(e, eloc, sizeof eloc);
-        snprintf(fpath, sizeof fpath, "%s/%s", path, eloc);
-        uint64_t size = 0, vsize = 0;
-        time_t mtime = 0;
-        struct stat fst;
-        if (store_maildir_name_size(base, 'S', &size) &&
-            store_maildir_name_size(base, 'W', &vsize) && stat(fpath, &fst) == 0) {
-            mtime = fst.st_mtime;
-        } else if (file_sizes(fpath, &size, &vsize, &mtime) < 0) {
-            continue; /* vanished while we looked: nothing to index */
-        }
-        uint32_t uid;
-        if (store_index_message_add(u->db, row, base, eloc, entry_flags(e), NULL, size, vsize,
-                                    mtime, &uid, error_r) < 0)
-            goto out;
-    }
+    if (index_unknown(u->db, path, &s, row, error_r) < 0)
+        goto out;
 
     /* 3. SELECT read-write: new/ -> cur/ (the message is no longer "new" to MUAs) */
     if (move_new) {
@@ -406,15 +638,15 @@ int store_sync_locked(struct store_user *u, const char *path, struct store_mbox_
             snprintf(base, sizeof base, "%.*s", (int)e->base_len, e->name);
             sqlite3_stmt *q = NULL;
             unsigned flags = 0;
-            if (sqlite3_prepare_v2(u->db,
-                                   "SELECT flags FROM messages WHERE mailbox = ? AND basename = ?",
-                                   -1, &q, NULL) == SQLITE_OK) {
+            if (store_index_prepare(u->db,
+                                    "SELECT flags FROM messages WHERE mailbox = ? AND basename = ?",
+                                    &q) == SQLITE_OK) {
                 sqlite3_bind_int64(q, 1, row->id);
-                sqlite3_bind_text(q, 2, base, -1, SQLITE_TRANSIENT);
+                sqlite3_bind_text(q, 2, base, -1, SQLITE_STATIC);
                 if (sqlite3_step(q) == SQLITE_ROW)
                     flags = (unsigned)sqlite3_column_int(q, 0);
             }
-            sqlite3_finalize(q);
+            store_index_done(q);
             if (store_maildir_name_with_flags(base, flags, NULL, to_name, sizeof to_name) < 0)
                 continue;
             snprintf(from, sizeof from, "%s/new/%s", path, e->name);
@@ -424,16 +656,16 @@ int store_sync_locked(struct store_user *u, const char *path, struct store_mbox_
             n_moved++;
             snprintf(loc, sizeof loc, "cur/%s", to_name);
             sqlite3_stmt *up = NULL;
-            if (sqlite3_prepare_v2(u->db,
-                                   "UPDATE messages SET location = ? WHERE mailbox = ? AND "
-                                   "basename = ?",
-                                   -1, &up, NULL) == SQLITE_OK) {
-                sqlite3_bind_text(up, 1, loc, -1, SQLITE_TRANSIENT);
+            if (store_index_prepare(u->db,
+                                    "UPDATE messages SET location = ? WHERE mailbox = ? AND "
+                                    "basename = ?",
+                                    &up) == SQLITE_OK) {
+                sqlite3_bind_text(up, 1, loc, -1, SQLITE_STATIC);
                 sqlite3_bind_int64(up, 2, row->id);
-                sqlite3_bind_text(up, 3, base, -1, SQLITE_TRANSIENT);
+                sqlite3_bind_text(up, 3, base, -1, SQLITE_STATIC);
                 sqlite3_step(up);
             }
-            sqlite3_finalize(up);
+            store_index_done(up);
         }
     }
 
@@ -455,7 +687,7 @@ done:
         goto out;
     ret = 0;
 out:
-    sqlite3_finalize(st);
+    store_index_done(st);
     scan_free(&s);
     return ret;
 }

@@ -29,11 +29,10 @@ static int user_create_specials(struct store_user *u, char **error_r)
 {
     sqlite3_stmt *st = NULL;
     bool is_done = false;
-    if (sqlite3_prepare_v2(u->db, "SELECT 1 FROM meta WHERE key = 'specials'", -1, &st, NULL) ==
-            SQLITE_OK &&
+    if (store_index_prepare(u->db, "SELECT 1 FROM meta WHERE key = 'specials'", &st) == SQLITE_OK &&
         sqlite3_step(st) == SQLITE_ROW)
         is_done = true;
-    sqlite3_finalize(st);
+    store_index_done(st);
     if (is_done)
         return 0;
     for (size_t i = 0; i < sizeof store_specials / sizeof store_specials[0]; i++) {
@@ -54,23 +53,23 @@ static int user_create_specials(struct store_user *u, char **error_r)
                                         error_r);
         else if (r == 0) {
             sqlite3_stmt *up = NULL;
-            if (sqlite3_prepare_v2(u->db,
-                                   "UPDATE mailboxes SET special_use = ? WHERE id = ? AND "
-                                   "special_use IS NULL",
-                                   -1, &up, NULL) == SQLITE_OK) {
+            if (store_index_prepare(u->db,
+                                    "UPDATE mailboxes SET special_use = ? WHERE id = ? AND "
+                                    "special_use IS NULL",
+                                    &up) == SQLITE_OK) {
                 sqlite3_bind_text(up, 1, store_specials[i].use, -1, SQLITE_STATIC);
                 sqlite3_bind_int64(up, 2, row.id);
                 sqlite3_step(up);
             }
-            sqlite3_finalize(up);
+            store_index_done(up);
         }
         if (r < 0) {
             store_index_rollback(u->db);
             return -1;
         }
     }
-    if (store_index_exec(u->db, "INSERT OR REPLACE INTO meta(key, value) VALUES('specials','1')",
-                         error_r) < 0) {
+    if (store_index_step_static(
+            u->db, "INSERT OR REPLACE INTO meta(key, value) VALUES('specials','1')", error_r) < 0) {
         store_index_rollback(u->db);
         return -1;
     }
@@ -294,8 +293,8 @@ int store_mailbox_list(struct store_user *u, struct store_mailbox_info **list_r,
         closedir(d);
     }
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(u->db, "SELECT name, special_use, subscribed FROM mailboxes", -1, &st,
-                           NULL) != SQLITE_OK) {
+    if (store_index_prepare(u->db, "SELECT name, special_use, subscribed FROM mailboxes", &st) !=
+        SQLITE_OK) {
         store_error(error_r, "index: %s", sqlite3_errmsg(u->db));
         return -1;
     }
@@ -315,7 +314,7 @@ int store_mailbox_list(struct store_user *u, struct store_mailbox_info **list_r,
         m->special_use = special_use_const((const char *)sqlite3_column_text(st, 1));
         m->subscribed = sqlite3_column_int(st, 2) != 0;
     }
-    sqlite3_finalize(st);
+    store_index_done(st);
     st = NULL;
     /* Maildir++ needs no parent folder for "A/B": show a missing "A" as \Noselect. */
     for (size_t i = 0, n0 = l.n; i < n0; i++) {
@@ -343,7 +342,7 @@ int store_mailbox_list(struct store_user *u, struct store_mailbox_info **list_r,
     *n_r = l.n;
     return 0;
 oom:
-    sqlite3_finalize(st);
+    store_index_done(st);
     store_mailbox_info_free(l.v, l.n);
     store_error(error_r, "out of memory");
     return -1;
@@ -380,10 +379,10 @@ int store_mailbox_create(struct store_user *u, const char *name, char **error_r)
     }
     sqlite3_stmt *cnt = NULL;
     int64_t n_boxes = 0;
-    if (sqlite3_prepare_v2(u->db, "SELECT COUNT(*) FROM mailboxes", -1, &cnt, NULL) == SQLITE_OK &&
+    if (store_index_prepare(u->db, "SELECT COUNT(*) FROM mailboxes", &cnt) == SQLITE_OK &&
         sqlite3_step(cnt) == SQLITE_ROW)
         n_boxes = sqlite3_column_int64(cnt, 0);
-    sqlite3_finalize(cnt);
+    store_index_done(cnt);
     if (n_boxes >= STORE_MAX_MAILBOXES) {
         store_error(error_r, "Too many mailboxes");
         return -1;
@@ -406,11 +405,11 @@ int store_mailbox_create(struct store_user *u, const char *name, char **error_r)
             static const char *const sql[] = {"DELETE FROM messages WHERE mailbox = ?",
                                               "DELETE FROM cache WHERE mailbox = ?",
                                               "DELETE FROM mailboxes WHERE id = ?"};
-            if (sqlite3_prepare_v2(u->db, sql[k], -1, &st, NULL) == SQLITE_OK) {
+            if (store_index_prepare(u->db, sql[k], &st) == SQLITE_OK) {
                 sqlite3_bind_int64(st, 1, row.id);
                 sqlite3_step(st);
             }
-            sqlite3_finalize(st);
+            store_index_done(st);
         }
         r = 1;
     }
@@ -484,13 +483,14 @@ int store_mailbox_delete(struct store_user *u, const char *name, char **error_r)
     for (int k = 0; k < 3; k++) {
         sqlite3_stmt *st = NULL;
         int rc = SQLITE_ERROR;
-        if (sqlite3_prepare_v2(u->db, sql[k], -1, &st, NULL) == SQLITE_OK) {
+        if (store_index_prepare(u->db, sql[k], &st) == SQLITE_OK) {
             sqlite3_bind_int64(st, 1, row.id);
             rc = sqlite3_step(st);
         }
-        sqlite3_finalize(st);
-        if (rc != SQLITE_DONE) {
+        if (rc != SQLITE_DONE)
             store_error(error_r, "index: %s", sqlite3_errmsg(u->db));
+        store_index_done(st);
+        if (rc != SQLITE_DONE) {
             store_index_rollback(u->db);
             return -1;
         }
@@ -520,8 +520,8 @@ static int rename_inbox(struct store_user *u, const char *to, char **error_r)
         store_sync_locked(u, path, &inbox, false, error_r) < 0)
         goto fail;
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(u->db, "SELECT uid, location FROM messages WHERE mailbox = ?", -1, &st,
-                           NULL) != SQLITE_OK)
+    if (store_index_prepare(u->db, "SELECT uid, location FROM messages WHERE mailbox = ?", &st) !=
+        SQLITE_OK)
         goto fail_sql;
     sqlite3_bind_int64(st, 1, inbox.id);
     while (sqlite3_step(st) == SQLITE_ROW) {
@@ -533,11 +533,11 @@ static int rename_inbox(struct store_user *u, const char *to, char **error_r)
         snprintf(dst, sizeof dst, "%s/%s", to_path, loc);
         if (rename(from, dst) < 0 && errno != ENOENT) {
             store_error(error_r, "rename %s: %s", from, strerror(errno));
-            sqlite3_finalize(st);
+            store_index_done(st);
             goto fail; /* the next sync of each folder re-indexes what moved */
         }
     }
-    sqlite3_finalize(st);
+    store_index_done(st);
     static const char *const subs[] = {"new", "cur"};
     for (int s = 0; s < 2; s++) {
         char d[4300];
@@ -558,14 +558,17 @@ static int rename_inbox(struct store_user *u, const char *to, char **error_r)
     };
     for (int k = 0; k < 4; k++) {
         int rc = SQLITE_ERROR;
-        if (sqlite3_prepare_v2(u->db, moves[k], -1, &st, NULL) == SQLITE_OK) {
+        if (store_index_prepare(u->db, moves[k], &st) == SQLITE_OK) {
             sqlite3_bind_int64(st, 1, inbox.id);
             sqlite3_bind_int64(st, 2, dest.id);
             rc = sqlite3_step(st);
         }
-        sqlite3_finalize(st);
-        if (rc != SQLITE_DONE)
-            goto fail_sql;
+        if (rc != SQLITE_DONE) {
+            store_error(error_r, "index: %s", sqlite3_errmsg(u->db));
+            store_index_done(st);
+            goto fail;
+        }
+        store_index_done(st);
     }
     if (store_index_commit(u->db, error_r) < 0)
         return -1;
@@ -640,18 +643,19 @@ int store_mailbox_rename(struct store_user *u, const char *from, const char *to,
     sqlite3_stmt *st = NULL;
     int rc = SQLITE_ERROR;
     /* name = to || substr(name, len(from)+1) for the mailbox and its inferiors */
-    if (sqlite3_prepare_v2(u->db,
-                           "UPDATE mailboxes SET name = ?1 || substr(name, ?3 + 1)"
-                           " WHERE name = ?2 OR substr(name, 1, ?3 + 1) = ?2 || '/'",
-                           -1, &st, NULL) == SQLITE_OK) {
+    if (store_index_prepare(u->db,
+                            "UPDATE mailboxes SET name = ?1 || substr(name, ?3 + 1)"
+                            " WHERE name = ?2 OR substr(name, 1, ?3 + 1) = ?2 || '/'",
+                            &st) == SQLITE_OK) {
         sqlite3_bind_text(st, 1, to_canon, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, from_canon, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 3, (int64_t)flen);
         rc = sqlite3_step(st);
     }
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) {
+    if (rc != SQLITE_DONE)
         store_error(error_r, "index: %s", sqlite3_errmsg(u->db));
+    store_index_done(st);
+    if (rc != SQLITE_DONE) {
         store_index_rollback(u->db);
         return -1;
     }
@@ -668,17 +672,17 @@ int store_mailbox_subscribe(struct store_user *u, const char *name, bool subscri
         return -1;
     sqlite3_stmt *st = NULL;
     int rc = SQLITE_ERROR;
-    if (sqlite3_prepare_v2(u->db, "UPDATE mailboxes SET subscribed = ? WHERE id = ?", -1, &st,
-                           NULL) == SQLITE_OK) {
+    if (store_index_prepare(u->db, "UPDATE mailboxes SET subscribed = ? WHERE id = ?", &st) ==
+        SQLITE_OK) {
         sqlite3_bind_int(st, 1, subscribe ? 1 : 0);
         sqlite3_bind_int64(st, 2, row.id);
         rc = sqlite3_step(st);
     }
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) {
+    if (rc != SQLITE_DONE)
         store_error(error_r, "index: %s", sqlite3_errmsg(u->db));
+    store_index_done(st);
+    if (rc != SQLITE_DONE)
         return -1;
-    }
     return 0;
 }
 
@@ -701,11 +705,11 @@ int store_mailbox_status(struct store_user *u, const char *name, struct store_st
     sqlite3_stmt *st = NULL;
     int rc = SQLITE_ERROR;
     memset(st_r, 0, sizeof *st_r);
-    if (sqlite3_prepare_v2(u->db,
-                           "SELECT COUNT(*), COALESCE(SUM(uid >= ?2), 0),"
-                           " COALESCE(SUM((flags & ?3) = 0), 0), COALESCE(SUM(vsize), 0)"
-                           " FROM messages WHERE mailbox = ?1",
-                           -1, &st, NULL) == SQLITE_OK) {
+    if (store_index_prepare(u->db,
+                            "SELECT COUNT(*), COALESCE(SUM(uid >= ?2), 0),"
+                            " COALESCE(SUM((flags & ?3) = 0), 0), COALESCE(SUM(vsize), 0)"
+                            " FROM messages WHERE mailbox = ?1",
+                            &st) == SQLITE_OK) {
         sqlite3_bind_int64(st, 1, row.id);
         sqlite3_bind_int64(st, 2, row.first_recent_uid);
         sqlite3_bind_int(st, 3, STORE_FLAG_SEEN);
@@ -717,9 +721,10 @@ int store_mailbox_status(struct store_user *u, const char *name, struct store_st
             st_r->size = (uint64_t)sqlite3_column_int64(st, 3);
         }
     }
-    sqlite3_finalize(st);
-    if (rc != SQLITE_ROW) {
+    if (rc != SQLITE_ROW)
         store_error(error_r, "index: %s", sqlite3_errmsg(u->db));
+    store_index_done(st);
+    if (rc != SQLITE_ROW) {
         store_index_rollback(u->db);
         return -1;
     }

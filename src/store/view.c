@@ -79,7 +79,8 @@ static int view_query(struct store_mailbox *box, const char *sql, int64_t a, int
                       struct view_msg **msgs_r, size_t *n_r, char **error_r)
 {
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(box->u->db, sql, -1, &st, NULL) != SQLITE_OK) {
+    /* sql is one of the static texts below (VIEW_COLUMNS ...): fit for the cache */
+    if (store_index_prepare(box->u->db, sql, &st) != SQLITE_OK) {
         store_error(error_r, "index: %s", sqlite3_errmsg(box->u->db));
         return -1;
     }
@@ -105,17 +106,18 @@ static int view_query(struct store_mailbox *box, const char *sql, int64_t a, int
         if (!ok)
             goto oom;
     }
-    sqlite3_finalize(st);
     if (rc != SQLITE_DONE) {
         store_error(error_r, "index: %s", sqlite3_errmsg(box->u->db));
+        store_index_done(st);
         view_msgs_free(msgs, n);
         return -1;
     }
+    store_index_done(st);
     *msgs_r = msgs;
     *n_r = n;
     return 0;
 oom:
-    sqlite3_finalize(st);
+    store_index_done(st);
     view_msgs_free(msgs, n);
     store_error(error_r, "out of memory");
     return -1;
@@ -165,15 +167,14 @@ static int view_delta_read(struct store_mailbox *box, const struct store_mbox_ro
         return -1;
     sqlite3_stmt *st = NULL;
     int64_t count = -1;
-    if (sqlite3_prepare_v2(db, "SELECT count(*) FROM messages WHERE mailbox = ? AND uid < ?", -1,
-                           &st, NULL) == SQLITE_OK) {
+    if (store_index_prepare(db, "SELECT count(*) FROM messages WHERE mailbox = ? AND uid < ?",
+                            &st) == SQLITE_OK) {
         sqlite3_bind_int64(st, 1, box->row.id);
         sqlite3_bind_int64(st, 2, old->uidnext);
         if (sqlite3_step(st) == SQLITE_ROW)
             count = sqlite3_column_int64(st, 0);
+        store_index_done(st);
     }
-    sqlite3_finalize(st);
-    st = NULL;
     if (count < 0)
         goto fail;
     if ((uint64_t)count == box->n)
@@ -184,22 +185,20 @@ static int view_delta_read(struct store_mailbox *box, const struct store_mbox_ro
         store_error(error_r, "out of memory");
         return -1;
     }
-    if (sqlite3_prepare_v2(db,
-                           "SELECT uid FROM messages WHERE mailbox = ? AND uid < ? ORDER BY uid",
-                           -1, &st, NULL) != SQLITE_OK)
+    if (store_index_prepare(db,
+                            "SELECT uid FROM messages WHERE mailbox = ? AND uid < ? ORDER BY uid",
+                            &st) != SQLITE_OK)
         goto fail;
     sqlite3_bind_int64(st, 1, box->row.id);
     sqlite3_bind_int64(st, 2, old->uidnext);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW && d->n_survivors < (size_t)count)
         d->survivors[d->n_survivors++] = (uint32_t)sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+    store_index_done(st);
     if (rc != SQLITE_DONE && rc != SQLITE_ROW)
-        goto fail_msg;
+        goto fail;
     return 0;
 fail:
-    sqlite3_finalize(st);
-fail_msg:
     store_error(error_r, "index: %s", sqlite3_errmsg(db));
     view_delta_free(d);
     return -1;
@@ -563,10 +562,10 @@ static int flags_row_get(sqlite3 *db, int64_t mailbox_id, uint32_t uid, unsigned
                          char ***keywords_r, char **location_r, uint64_t *modseq_r, char **error_r)
 {
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db,
-                           "SELECT flags, keywords, location, modseq FROM messages"
-                           " WHERE mailbox = ? AND uid = ?",
-                           -1, &st, NULL) != SQLITE_OK) {
+    if (store_index_prepare(db,
+                            "SELECT flags, keywords, location, modseq FROM messages"
+                            " WHERE mailbox = ? AND uid = ?",
+                            &st) != SQLITE_OK) {
         store_error(error_r, "index: %s", sqlite3_errmsg(db));
         return -1;
     }
@@ -589,7 +588,7 @@ static int flags_row_get(sqlite3 *db, int64_t mailbox_id, uint32_t uid, unsigned
         store_error(error_r, "index: %s", sqlite3_errmsg(db));
         ret = -1;
     }
-    sqlite3_finalize(st);
+    store_index_done(st);
     return ret;
 }
 
@@ -725,10 +724,10 @@ int store_message_store_flags(struct store_mailbox *box, size_t i, int mode, uns
             store_sync_own_change(&row.cur_mtime, mtime_before, mtime_after);
         sqlite3_stmt *st = NULL;
         int rc = SQLITE_ERROR;
-        if (sqlite3_prepare_v2(db,
-                               "UPDATE messages SET flags = ?, keywords = ?, modseq = ?,"
-                               " location = ? WHERE mailbox = ? AND uid = ?",
-                               -1, &st, NULL) == SQLITE_OK) {
+        if (store_index_prepare(db,
+                                "UPDATE messages SET flags = ?, keywords = ?, modseq = ?,"
+                                " location = ? WHERE mailbox = ? AND uid = ?",
+                                &st) == SQLITE_OK) {
             sqlite3_bind_int(st, 1, (int)nf);
             if (*kw_text)
                 sqlite3_bind_text(st, 2, kw_text, -1, SQLITE_STATIC);
@@ -740,11 +739,11 @@ int store_message_store_flags(struct store_mailbox *box, size_t i, int mode, uns
             sqlite3_bind_int64(st, 6, m->pub.uid);
             rc = sqlite3_step(st);
         }
-        sqlite3_finalize(st);
-        if (rc != SQLITE_DONE) {
+        if (rc != SQLITE_DONE)
             store_error(error_r, "index: %s", sqlite3_errmsg(db));
+        store_index_done(st);
+        if (rc != SQLITE_DONE)
             goto fail;
-        }
         if (store_index_mailbox_save(db, &row, error_r) < 0)
             goto fail;
     }
@@ -845,10 +844,10 @@ static int expunge_index(struct store_mailbox *box, const uint32_t *uids, size_t
         return -1;
     }
     sqlite3_stmt *del = NULL, *delc = NULL;
-    int ok = sqlite3_prepare_v2(db, "DELETE FROM messages WHERE mailbox = ? AND uid = ?", -1, &del,
-                                NULL) == SQLITE_OK &&
-             sqlite3_prepare_v2(db, "DELETE FROM cache WHERE mailbox = ? AND uid = ?", -1, &delc,
-                                NULL) == SQLITE_OK;
+    int ok = store_index_prepare(db, "DELETE FROM messages WHERE mailbox = ? AND uid = ?", &del) ==
+                 SQLITE_OK &&
+             store_index_prepare(db, "DELETE FROM cache WHERE mailbox = ? AND uid = ?", &delc) ==
+                 SQLITE_OK;
     for (size_t k = 0; ok && k < n; k++) {
         sqlite3_stmt *sts[2] = {del, delc};
         for (int s = 0; s < 2 && ok; s++) {
@@ -860,8 +859,8 @@ static int expunge_index(struct store_mailbox *box, const uint32_t *uids, size_t
     }
     if (!ok)
         store_error(error_r, "index: %s", sqlite3_errmsg(db));
-    sqlite3_finalize(del);
-    sqlite3_finalize(delc);
+    store_index_done(del);
+    store_index_done(delc);
     row.highestmodseq++;
     /* our unlinks: [0] new/, [1] cur/ (0 = folder not touched) */
     if (mtime_after[0] != 0)
