@@ -45,8 +45,7 @@ static const char store_index_schema[] =
     " bytes INTEGER NOT NULL, messages INTEGER NOT NULL);"
     "INSERT OR REPLACE INTO usage(id, bytes, messages)"
     " SELECT 1, COALESCE(SUM(size), 0), COUNT(*) FROM messages;"
-    "CREATE TRIGGER IF NOT EXISTS usage_add AFTER INSERT ON messages BEGIN"
-    " UPDATE usage SET bytes = bytes + NEW.size, messages = messages + 1 WHERE id = 1; END;"
+    STORE_INDEX_USAGE_ADD_TRIGGER
     "CREATE TRIGGER IF NOT EXISTS usage_del AFTER DELETE ON messages BEGIN"
     " UPDATE usage SET bytes = bytes - OLD.size, messages = messages - 1 WHERE id = 1; END;";
 

@@ -78,6 +78,11 @@ int store_mailbox_path(const char *home, const char *canon_name, char *out, size
 int store_maildir_create(const char *path, bool is_inbox);
 
 /* ---- index ------------------------------------------------------------------------- */
+/* The trigger that keeps usage(bytes, messages) up to date on insert (schema in index.c);
+ * a large first build drops it inside its transaction and adds the sums once (sync.c). */
+#define STORE_INDEX_USAGE_ADD_TRIGGER                                                       \
+    "CREATE TRIGGER IF NOT EXISTS usage_add AFTER INSERT ON messages BEGIN"                \
+    " UPDATE usage SET bytes = bytes + NEW.size, messages = messages + 1 WHERE id = 1; END;"
 /* Open (creating) <home>/index.db with the schema. */
 sqlite3 *store_index_open(const char *home, char **error_r);
 /* Take an idle pooled connection to <home>/index.db (or open one); give it back with
