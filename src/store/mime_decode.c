@@ -23,6 +23,7 @@
 #include <strings.h>
 
 #include "core/buf.h"
+#include "core/util.h"
 #include "store/mime.h"
 
 #define MIME_CHUNK 4096
@@ -357,21 +358,6 @@ static int mime_hex(unsigned char c)
     return -1;
 }
 
-static int mime_b64(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
 static bool mime_buf_sink(void *arg, const char *s, size_t len)
 {
     (void)buf_append(arg, s, len); /* a full buffer truncates the value, nothing worse */
@@ -399,7 +385,7 @@ static void mime_word_decode(char enc, const char *t, size_t n, struct buf *raw)
     uint32_t acc = 0;
     int bits = 0;
     for (size_t i = 0; i < n; i++) {
-        int v = mime_b64((unsigned char)t[i]);
+        int v = util_base64_value((unsigned char)t[i]);
         if (v < 0)
             continue;
         acc = (acc << 6) | (uint32_t)v;
@@ -594,7 +580,7 @@ static bool mime_body_feed(struct mime_body_ctx *ctx, const char *d, size_t len,
     for (size_t i = 0; i < len && more; i++) {
         unsigned char b = (unsigned char)d[i];
         if (cte == MIME_CTE_BASE64) {
-            int v = mime_b64(b);
+            int v = util_base64_value(b);
             if (v < 0)
                 continue; /* line breaks, padding, junk */
             acc = (acc << 6) | (uint32_t)v;

@@ -23,27 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static char tmp_root[256];
-
-static void rm_rf(const char *path, int depth)
-{
-    DIR *d = opendir(path);
-    if (!d) {
-        unlink(path);
-        return;
-    }
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        char p[4096];
-        snprintf(p, sizeof p, "%s/%s", path, de->d_name);
-        if (depth < 10)
-            rm_rf(p, depth + 1);
-    }
-    closedir(d);
-    rmdir(path);
-}
+#include "test_tmpdir.h"
 
 static int setup(void **state)
 {
