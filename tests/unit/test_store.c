@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "test_tmpdir.h"
+#include "test_store_util.h"
 
 static int setup(void **state)
 {
@@ -49,21 +50,6 @@ static int teardown(void **state)
 static void home_of(const char *user, char *out, size_t size)
 {
     snprintf(out, size, "%s/mail/example.test/%s", tmp_root, user);
-}
-
-/* Number of regular entries in a directory (0 if absent). */
-static size_t count_files(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return 0;
-    size_t n = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL)
-        if (de->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n;
 }
 
 /* Read the single file in dir into a malloc'd string; its name into name_r. */
@@ -90,7 +76,7 @@ static char *read_only_file(const char *dir, char *name_r, size_t name_size)
     return buf;
 }
 
-static const char msg_crlf[] = "Subject: hi\r\n\r\nline one\r\nline two\r\n";
+static const char msg_crlf[] = TEST_STORE_MSG_CRLF;
 static const char msg_lf[] = "Subject: hi\n\nline one\nline two\n";
 
 static void test_deliver_two_users(void **state)
@@ -205,24 +191,6 @@ static void test_deliver_quota(void **state)
     assert_int_equal(count_files(dir), 2);
 }
 
-static int fail_after;
-static int fault_fsync(int fd)
-{
-    if (fail_after-- <= 0) {
-        errno = EIO;
-        return -1;
-    }
-    return fsync(fd);
-}
-static ssize_t fault_write(int fd, const void *p, size_t n)
-{
-    if (fail_after-- <= 0) {
-        errno = ENOSPC;
-        return -1;
-    }
-    return write(fd, p, n);
-}
-
 /* Every possible fsync or write failure point: -1, and nothing visible anywhere. */
 static void test_deliver_faults(void **state)
 {
@@ -290,27 +258,6 @@ static void test_deliver_folder(void **state)
 }
 
 /* ---- mailbox API ------------------------------------------------------------------- */
-
-static struct store_user *open_user(const char *name, char *home, size_t size)
-{
-    home_of(name, home, size);
-    struct store_user *u = NULL;
-    char *error = NULL;
-    char user[128];
-    snprintf(user, sizeof user, "%s@example.test", name);
-    assert_int_equal(store_user_open(home, user, &u, &error), 0);
-    assert_non_null(u);
-    return u;
-}
-
-static void deliver_n(const char *home, size_t n)
-{
-    struct store_source src = {.data = msg_crlf, .len = strlen(msg_crlf), .fd = -1};
-    for (size_t i = 0; i < n; i++) {
-        struct store_target t = {.user = "x@example.test", .home = home};
-        assert_int_equal(store_deliver(&src, &t, 1, NULL), 0);
-    }
-}
 
 static void write_file(const char *path, const char *text)
 {

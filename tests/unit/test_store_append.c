@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "test_tmpdir.h"
+#include "test_store_util.h"
 
 static int setup(void **state)
 {
@@ -41,31 +42,6 @@ static int teardown(void **state)
     store_index_pool_flush();
     rm_rf(tmp_root, 0);
     return 0;
-}
-
-static size_t count_files(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return 0;
-    size_t n = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL)
-        if (de->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n;
-}
-
-static struct store_user *open_user(const char *name, char *home, size_t size)
-{
-    snprintf(home, size, "%s/mail/example.test/%s", tmp_root, name);
-    char user[100];
-    snprintf(user, sizeof user, "%s@example.test", name);
-    struct store_user *u = NULL;
-    char *error = NULL;
-    assert_int_equal(store_user_open(home, user, &u, &error), 0);
-    return u;
 }
 
 static const char *const kw_work[] = {"$Work", NULL};
@@ -125,26 +101,6 @@ static void test_append_many_ok(void **state)
     assert_non_null(strstr(error, "[TRYCREATE]"));
     free(error);
     store_user_close(u);
-}
-
-static int fail_after;
-
-static int fault_fsync(int fd)
-{
-    if (fail_after-- <= 0) {
-        errno = EIO;
-        return -1;
-    }
-    return fsync(fd);
-}
-
-static ssize_t fault_write(int fd, const void *p, size_t n)
-{
-    if (fail_after-- <= 0) {
-        errno = ENOSPC;
-        return -1;
-    }
-    return write(fd, p, n);
 }
 
 /* Every fsync/write failure point: -1 and nothing left, or (past the last) success. */

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "test_tmpdir.h"
+#include "test_store_util.h"
 
 static int setup(void **state)
 {
@@ -38,27 +39,7 @@ static int teardown(void **state)
     return 0;
 }
 
-static const char msg_crlf[] = "Subject: hi\r\n\r\nline one\r\nline two\r\n";
-
-static struct store_user *open_user(const char *name, char *home, size_t size)
-{
-    snprintf(home, size, "%s/mail/example.test/%s", tmp_root, name);
-    struct store_user *u = NULL;
-    char *error = NULL;
-    char user[128];
-    snprintf(user, sizeof user, "%s@example.test", name);
-    assert_int_equal(store_user_open(home, user, &u, &error), 0);
-    return u;
-}
-
-static void deliver_n(const char *home, size_t n)
-{
-    struct store_source src = {.data = msg_crlf, .len = strlen(msg_crlf), .fd = -1};
-    for (size_t i = 0; i < n; i++) {
-        struct store_target t = {.user = "x@example.test", .home = home};
-        assert_int_equal(store_deliver(&src, &t, 1, NULL), 0);
-    }
-}
+static const char msg_crlf[] = TEST_STORE_MSG_CRLF;
 
 static void append_n(struct store_user *u, size_t n)
 {
