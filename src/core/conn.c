@@ -449,8 +449,15 @@ static void conn_on_event(struct bufferevent *bev, short what, void *arg)
                 c->proto->on_tls(c->session, c);
             conn_dispatch_read(c);
         }
-        conn_finish_if_flushed(c);
-        return;
+        /* Deferred callbacks accumulate: a peer that closes right after its handshake
+         * (TLS scanners, `openssl s_time -new`, monitoring probes) arrives here as
+         * CONNECTED|EOF or CONNECTED|ERROR in one call. libevent has already stopped
+         * reading, so no later event would ever report that end: handle it now, or the
+         * connection (its socket, its admission counts) stays forever. */
+        if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))) {
+            conn_finish_if_flushed(c);
+            return;
+        }
     }
     if (what & BEV_EVENT_TIMEOUT) {
         if (c->is_closing) {
@@ -483,6 +490,12 @@ static void conn_on_event(struct bufferevent *bev, short what, void *arg)
          * was sent before the end of input, then close. */
         c->has_eof = true;
         bufferevent_disable(c->bev, EV_READ);
+        /* A TLS bufferevent stops writing as well as reading when it sees the peer's
+         * close_notify (or a FIN it accepts as one); the replies still queued would
+         * never leave and no flush timeout would fire. TLS allows the other direction
+         * to go on, so start writing again. */
+        if (c->is_tls)
+            bufferevent_enable(c->bev, EV_WRITE);
         conn_dispatch_read(c);
         return;
     }

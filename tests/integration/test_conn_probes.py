@@ -1,0 +1,204 @@
+"""
+test_conn_probes.py - connections that end as soon as they begin must give back
+everything they took: the socket descriptor and the admission counts (max_connections,
+max_connections_per_ip).
+
+TLS scanners and monitors probe a port with a handshake and an immediate close
+(`openssl s_time -new`). libevent delivers the end of such a connection in the same
+deferred event callback as the end of its handshake (BEV_EVENT_CONNECTED|EOF), and the
+server once handled only the CONNECTED half: 3,003 probes left 3,030 descriptors open
+until max_connections refused everyone (issue 9). Each test here probes every port
+thousands of times in the ways real probes close (close_notify then close, a bare close,
+a reset; after the implicit-TLS handshake, after STARTTLS, or right after accept), then
+waits until the server holds no more descriptors than before and can again admit
+max_connections clients at once.
+"""
+
+import os
+import re
+import shutil
+import socket
+import ssl
+import struct
+import subprocess
+
+import pytest
+
+from conftest import _finish, _make_server, is_sanitized
+from tern_util import IO_TIMEOUT, Client, converse, wait_for
+
+# Admission limits small enough that leaked connections would exhaust them within the
+# probes below, and that the final check can open them all at once.
+LIMIT = 40
+TLS_PORTS = ("submissions", "pop3s", "imaps")
+# (port, the steps up to the reply that says go ahead)
+STARTTLS = (("smtp", [("EHLO probe.test", r"^250 "), ("STARTTLS", r"^220 ")]),
+            ("submission", [("EHLO probe.test", r"^250 "), ("STARTTLS", r"^220 ")]),
+            ("pop3", [("STLS", r"^\+OK")]),
+            ("imap", [("a STARTTLS", r"^a OK")]))
+GREETING = {"smtp": r"^220 ", "submission": r"^220 ", "submissions": r"^220 ",
+            "pop3": r"^\+OK", "pop3s": r"^\+OK", "imap": r"^\* OK", "imaps": r"^\* OK"}
+# Probes per port and way of closing: enough to exhaust LIMIT many times over.
+ROUNDS = 50 if is_sanitized() else 120
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = _make_server({"max_connections": LIMIT, "max_connections_per_ip": LIMIT})
+    yield srv
+    _finish(srv)
+
+
+@pytest.fixture
+def probed(server):
+    """The module's server once it holds no client connection, with its descriptor
+    count then as the baseline (the first test's warm-up sessions put whatever the
+    server opens once and keeps, such as OpenSSL's random source, in it)."""
+    for port in GREETING:
+        with Client(server.host, server.ports[port], tls=port in TLS_PORTS) as c:
+            c.read_until(GREETING[port])
+    wait_for(lambda: client_sockets(server) == 0, what="the warm-up connections to end")
+    server.baseline_fds = fd_count(server)
+    return server
+
+
+def fd_count(srv):
+    return len(os.listdir(f"/proc/{srv.pid}/fd"))
+
+
+def client_sockets(srv):
+    """How many of the server's descriptors are TCP sockets other than its listeners."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{srv.pid}/fd"):
+        try:
+            m = re.fullmatch(r"socket:\[(\d+)\]", os.readlink(f"/proc/{srv.pid}/fd/{fd}"))
+        except OSError:
+            continue  # closed meanwhile
+        if m:
+            inodes.add(m.group(1))
+    n = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if f[9] in inodes and f[3] != "0A":  # 0A: LISTEN
+                n += 1
+    return n
+
+
+def tls_context():
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def reset_on_close(sock):
+    """SO_LINGER 0: close() sends RST instead of FIN."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def handshake_and_close(sock, how, ctx):
+    """TLS client handshake over a connected socket through memory BIOs (so that
+    close_notify can be sent without waiting for the server's), then close `how`:
+    'notify' (close_notify, FIN), 'fin' (FIN only) or 'reset' (RST)."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="mail.example.test")
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            sock.sendall(outgoing.read())
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError("server closed during the handshake")
+            incoming.write(data)
+    sock.sendall(outgoing.read())  # the client Finished
+    if how == "notify":
+        try:
+            tls.unwrap()
+        except ssl.SSLWantReadError:
+            pass  # close_notify is out; we do not wait for the server's
+        sock.sendall(outgoing.read())
+    elif how == "reset":
+        reset_on_close(sock)
+    sock.close()
+
+
+def connect(srv, port):
+    return socket.create_connection((srv.host, srv.ports[port]), timeout=IO_TIMEOUT)
+
+
+def assert_everything_released(srv):
+    """The descriptors come back, and LIMIT clients can again be served at once."""
+    try:
+        wait_for(lambda: client_sockets(srv) == 0 and fd_count(srv) <= srv.baseline_fds,
+                 timeout=60, what="the server to release the probes")
+    except AssertionError as e:
+        raise AssertionError(f"{e}: {fd_count(srv)} descriptors (baseline "
+                             f"{srv.baseline_fds}), {client_sockets(srv)} connections") from None
+    clients = []
+    try:
+        for i in range(LIMIT):
+            port = list(GREETING)[i % len(GREETING)]
+            c = Client(srv.host, srv.ports[port], tls=port in TLS_PORTS)
+            clients.append(c)
+            c.read_until(GREETING[port])
+    finally:
+        for c in clients:
+            c.close()
+    assert "too many connections" not in srv.log_text()[srv.probe_log_end:]
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+def test_openssl_s_time_probes_release_everything(probed):
+    total = 0
+    for port in TLS_PORTS:
+        cp = subprocess.run(["openssl", "s_time", "-connect",
+                             f"{probed.host}:{probed.ports[port]}", "-new", "-time", "1"],
+                            capture_output=True, text=True, timeout=60)
+        m = re.search(r"(\d+) connections in", cp.stdout)
+        assert m, f"openssl s_time on {port}:\n{cp.stdout}\n{cp.stderr}"
+        total += int(m.group(1))
+    assert total >= 3 * LIMIT, f"only {total} probes were made"
+    probed.probe_log_end = probed.log_offset()
+    assert_everything_released(probed)
+
+
+@pytest.mark.parametrize("how", ["notify", "fin", "reset"])
+def test_implicit_tls_handshake_then_close(probed, how):
+    ctx = tls_context()
+    for port in TLS_PORTS:
+        for _ in range(ROUNDS):
+            handshake_and_close(connect(probed, port), how, ctx)
+    probed.probe_log_end = probed.log_offset()
+    assert_everything_released(probed)
+
+
+@pytest.mark.parametrize("how", ["notify", "fin"])
+def test_starttls_handshake_then_close(probed, how):
+    ctx = tls_context()
+    for port, steps in STARTTLS:
+        for _ in range(ROUNDS // 2):
+            c = Client(probed.host, probed.ports[port])
+            c.read_until(GREETING[port])
+            converse(c, steps)
+            handshake_and_close(c.sock, how, ctx)
+    probed.probe_log_end = probed.log_offset()
+    assert_everything_released(probed)
+
+
+@pytest.mark.parametrize("how", ["fin", "reset"])
+def test_plain_close_right_after_accept(probed, how):
+    for port in GREETING:
+        for _ in range(ROUNDS):
+            s = connect(probed, port)
+            if how == "reset":
+                reset_on_close(s)
+            s.close()
+    probed.probe_log_end = probed.log_offset()
+    assert_everything_released(probed)
