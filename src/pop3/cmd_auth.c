@@ -168,12 +168,17 @@ static void login_job_free(struct login_job *j)
     free(j);
 }
 
-/* The exact RETR size of message i: from the index cache, else by reading the file once
- * and caching it (so a 100,000-message maildrop is scanned only on its first login). */
+/* Index cache field of a message's POP3 size. (Older versions cached under "pop3size"
+ * the size with the byte-stuffing counted; those values are left unread.) */
+#define POP3_SIZE_CACHE_FIELD "pop3vsize"
+
+/* The LIST size of message i (see parse.h): from the index cache, else by reading the
+ * file once and caching it (so a 100,000-message maildrop is scanned only on its first
+ * login). */
 static uint64_t message_pop3_size(struct store_mailbox *box, size_t i,
                                   const struct store_message *m)
 {
-    char *cached = store_message_get_cache(box, i, "pop3size");
+    char *cached = store_message_get_cache(box, i, POP3_SIZE_CACHE_FIELD);
     if (cached != NULL) {
         uint64_t v;
         bool is_ok = pop3_number_parse(cached, strlen(cached), &v);
@@ -188,7 +193,7 @@ static uint64_t message_pop3_size(struct store_mailbox *box, size_t i,
         if (pop3_msg_size_fd(fd, &size) == 0) {
             char text[32];
             snprintf(text, sizeof text, "%" PRIu64, size);
-            (void)store_message_set_cache(box, i, "pop3size", text); /* best effort */
+            (void)store_message_set_cache(box, i, POP3_SIZE_CACHE_FIELD, text); /* best effort */
         } else {
             size = m->vsize;
         }

@@ -56,7 +56,7 @@ struct pop3_stream {
 /* What we know about one message of the maildrop snapshot (RFC 1939: numbers are fixed
  * for the session). Bodies are never held: only sizes and marks. */
 struct pop3_msginfo {
-    uint64_t size; /* exact RETR octets (see parse.h) */
+    uint64_t size; /* LIST size: RETR octets less byte-stuffing (see parse.h) */
     uint32_t uid;
     bool is_deleted;
     bool is_retrieved;
