@@ -79,9 +79,22 @@ struct auth_peer {
  * under auth.allow_plaintext? */
 bool auth_plaintext_allowed(struct auth_service *svc, const struct auth_peer *peer);
 
-/* Space-separated SASL mechanisms to advertise for this peer, e.g.
- * "PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256": plaintext ones only when allowed; CRAM-MD5 and
- * SCRAM-SHA-256 only when some user has a credential that can serve them. Caller frees. */
+/* May this peer use a SASL mechanism now? One rule for advertising (EHLO, CAPA,
+ * CAPABILITY, bare POP3 AUTH) and for accepting (AUTH, AUTHENTICATE): a mechanism is
+ * accepted exactly when it is advertised to that peer in that state. */
+enum auth_mech_status {
+    AUTH_MECH_OK,          /* advertised: the exchange may start */
+    AUTH_MECH_UNKNOWN,     /* not a mechanism we implement */
+    AUTH_MECH_NEEDS_TLS,   /* plaintext (PLAIN, LOGIN) refused by auth.allow_plaintext here;
+                              every policy allows it over TLS */
+    AUTH_MECH_UNAVAILABLE, /* no enabled user has a credential that can answer it
+                              (CRAM-MD5, SCRAM-SHA-256 need a stored key or the password) */
+};
+/* Name case-insensitive. Fast (indexed reads); loop-safe. */
+enum auth_mech_status auth_mechanism_status(struct auth_service *svc, const char *mechanism,
+                                            const struct auth_peer *peer);
+/* Space-separated SASL mechanisms to advertise for this peer: those whose status is
+ * AUTH_MECH_OK, e.g. "PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256". Caller frees. */
 char *auth_mechanisms(struct auth_service *svc, const struct auth_peer *peer);
 /* Whether APOP can be served (some user has a plaintext-equivalent credential). */
 bool auth_apop_available(struct auth_service *svc);
@@ -110,8 +123,9 @@ enum auth_sasl_status {
     AUTH_SASL_FAIL,     /* bad credentials or malformed exchange */
     AUTH_SASL_TEMPFAIL, /* directory error */
 };
-/* Start mechanism (case-insensitive). NULL if unknown or not allowed for this peer.
- * hostname is used for CRAM-MD5 challenges "<random.time@hostname>". */
+/* Start mechanism (case-insensitive). NULL unless auth_mechanism_status() is AUTH_MECH_OK
+ * for this peer (or out of memory): sessions ask auth_mechanism_status() first to choose
+ * their refusal. hostname is used for CRAM-MD5 challenges "<random.time@hostname>". */
 struct auth_sasl *auth_sasl_start(struct auth_service *svc, const char *mechanism,
                                   const struct auth_peer *peer, const char *hostname);
 /* BLOCKING. Feed one client response: base64 text as the client sent it (NULL when the

@@ -1,7 +1,7 @@
 /*
  * login.c - password logins (USER/PASS, IMAP LOGIN, SASL PLAIN/LOGIN), APOP, the
- * plaintext policy, which mechanisms to advertise, and the failure throttle (per IPv4
- * address, per IPv6 /64).
+ * plaintext policy, and the failure throttle (per IPv4 address, per IPv6 /64). Which
+ * SASL mechanisms a peer may use is decided in sasl.c.
  *
  * Thread rules: any thread. auth_login_* are BLOCKING (they run slow hashes).
  */
@@ -38,23 +38,6 @@ bool auth_plaintext_allowed(struct auth_service *svc, const struct auth_peer *pe
 bool auth_apop_available(struct auth_service *svc)
 {
     return auth_creds_any(svc, plaintext_schemes);
-}
-
-char *auth_mechanisms(struct auth_service *svc, const struct auth_peer *peer)
-{
-    static const char *const cram[] = {"CRAM-MD5", "PLAIN", "CLEAR", "CLEARTEXT", NULL};
-    static const char *const scram[] = {"SCRAM-SHA-256", "PLAIN", "CLEAR", "CLEARTEXT", NULL};
-    struct buf out;
-    buf_init(&out, 256);
-    if (auth_plaintext_allowed(svc, peer))
-        buf_append_str(&out, "PLAIN LOGIN");
-    if (auth_creds_any(svc, cram))
-        buf_printf(&out, "%sCRAM-MD5", out.len ? " " : "");
-    if (auth_creds_any(svc, scram))
-        buf_printf(&out, "%sSCRAM-SHA-256", out.len ? " " : "");
-    if (!out.data)
-        return strdup("");
-    return buf_steal(&out);
 }
 
 /* ---- logins ----------------------------------------------------------------------- */

@@ -7,6 +7,9 @@
  * the seeds byte for byte (GNU SASL's LOGIN prompts "User Name"), and each mechanism is
  * a small state machine over already-decoded bytes, which keeps it fuzzable.
  *
+ * Which mechanisms a peer may use is decided here, once, for advertising and accepting
+ * alike (auth_mechanism_status).
+ *
  * Each exchange is an object owned by one session; steps may run on a worker thread
  * (they verify passwords), but never two at once for the same object.
  */
@@ -28,15 +31,23 @@
 
 enum sasl_mech { MECH_PLAIN, MECH_LOGIN, MECH_CRAM_MD5, MECH_SCRAM_SHA_256 };
 
-static const struct {
+/* Stored credentials a challenge-response mechanism can be answered from: its own key, or
+ * the password itself. */
+static const char *const cram_md5_schemes[] = {"CRAM-MD5", "PLAIN", "CLEAR", "CLEARTEXT", NULL};
+static const char *const scram_sha_256_schemes[] = {"SCRAM-SHA-256", "PLAIN", "CLEAR",
+                                                    "CLEARTEXT", NULL};
+
+/* The mechanisms, in the order they are advertised. */
+static const struct sasl_mech_info {
     const char *name;
     enum sasl_mech mech;
-    bool is_plaintext;
+    bool is_plaintext;          /* sends the password: subject to auth.allow_plaintext */
+    const char *const *schemes; /* NULL: verifies a password, any credential will do */
 } mechs[] = {
-    {"PLAIN", MECH_PLAIN, true},
-    {"LOGIN", MECH_LOGIN, true},
-    {"CRAM-MD5", MECH_CRAM_MD5, false},
-    {"SCRAM-SHA-256", MECH_SCRAM_SHA_256, false},
+    {"PLAIN", MECH_PLAIN, true, NULL},
+    {"LOGIN", MECH_LOGIN, true, NULL},
+    {"CRAM-MD5", MECH_CRAM_MD5, false, cram_md5_schemes},
+    {"SCRAM-SHA-256", MECH_SCRAM_SHA_256, false, scram_sha_256_schemes},
 };
 
 struct auth_sasl {
@@ -59,27 +70,60 @@ struct auth_sasl {
 
 static const char *const plaintext_schemes[] = {"PLAIN", "CLEAR", "CLEARTEXT", NULL};
 
+static const struct sasl_mech_info *mech_find(const char *name)
+{
+    for (size_t i = 0; name && i < sizeof mechs / sizeof mechs[0]; i++)
+        if (strcasecmp(mechs[i].name, name) == 0)
+            return &mechs[i];
+    return NULL;
+}
+
+/* The one rule behind both advertising and accepting a mechanism. */
+static enum auth_mech_status mech_status(struct auth_service *svc,
+                                         const struct sasl_mech_info *m,
+                                         const struct auth_peer *peer)
+{
+    if (m->is_plaintext && !auth_plaintext_allowed(svc, peer))
+        return AUTH_MECH_NEEDS_TLS;
+    if (m->schemes && !auth_creds_any(svc, m->schemes))
+        return AUTH_MECH_UNAVAILABLE;
+    return AUTH_MECH_OK;
+}
+
+enum auth_mech_status auth_mechanism_status(struct auth_service *svc, const char *mechanism,
+                                            const struct auth_peer *peer)
+{
+    const struct sasl_mech_info *m = mech_find(mechanism);
+    return m ? mech_status(svc, m, peer) : AUTH_MECH_UNKNOWN;
+}
+
+char *auth_mechanisms(struct auth_service *svc, const struct auth_peer *peer)
+{
+    struct buf out;
+    buf_init(&out, 256);
+    for (size_t i = 0; i < sizeof mechs / sizeof mechs[0]; i++)
+        if (mech_status(svc, &mechs[i], peer) == AUTH_MECH_OK)
+            buf_printf(&out, "%s%s", out.len ? " " : "", mechs[i].name);
+    if (!out.data)
+        return strdup("");
+    return buf_steal(&out);
+}
+
 struct auth_sasl *auth_sasl_start(struct auth_service *svc, const char *mechanism,
                                   const struct auth_peer *peer, const char *hostname)
 {
-    if (!mechanism)
+    const struct sasl_mech_info *m = mech_find(mechanism);
+    /* RFC 4954 §4, RFC 5034 §4, RFC 3501 §6.2.2: only what we advertise is accepted */
+    if (!m || mech_status(svc, m, peer) != AUTH_MECH_OK)
         return NULL;
-    for (size_t i = 0; i < sizeof mechs / sizeof mechs[0]; i++) {
-        if (strcasecmp(mechs[i].name, mechanism) != 0)
-            continue;
-        if (mechs[i].is_plaintext && !auth_plaintext_allowed(svc, peer))
-            return NULL;
-        struct auth_sasl *s = calloc(1, sizeof *s);
-        if (!s)
-            return NULL;
-        s->svc = svc;
-        s->mech = mechs[i].mech;
-        s->name = mechs[i].name;
-        snprintf(s->hostname, sizeof s->hostname, "%s",
-                 hostname && *hostname ? hostname : "localhost");
-        return s;
-    }
-    return NULL;
+    struct auth_sasl *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->svc = svc;
+    s->mech = m->mech;
+    s->name = m->name;
+    snprintf(s->hostname, sizeof s->hostname, "%s", hostname && *hostname ? hostname : "localhost");
+    return s;
 }
 
 const char *auth_sasl_mechanism(const struct auth_sasl *s)

@@ -67,6 +67,10 @@ static struct auth_service *imap_auth(struct imap_session *s)
     return conn_server(s->c)->auth;
 }
 
+/* LOGIN, or AUTHENTICATE PLAIN/LOGIN, where auth.allow_plaintext refuses them. */
+#define IMAP_NO_PRIVACY_REQUIRED                                                            \
+    "NO [PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure connections."
+
 static bool imap_plaintext_ok(struct imap_session *s)
 {
     struct auth_peer p = imap_peer(s);
@@ -472,9 +476,7 @@ static void imap_cmd_login(struct imap_session *s, const char *tag, struct imap_
     }
     if (!imap_plaintext_ok(s)) {
         /* RFC 3501 §6.2.3 with LOGINDISABLED advertised */
-        imap_reply(s, tag,
-                   "NO [PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure "
-                   "connections.");
+        imap_reply(s, tag, IMAP_NO_PRIVACY_REQUIRED);
         return;
     }
     if (auth_throttle_is_blocked(imap_auth(s), conn_peer_ip(s->c))) {
@@ -577,9 +579,22 @@ static void imap_cmd_authenticate(struct imap_session *s, const char *tag, struc
     }
     struct auth_peer peer = imap_peer(s);
     const struct config *cfg = conn_server(s->c)->cfg;
+    switch (auth_mechanism_status(imap_auth(s), args[0].str, &peer)) {
+    case AUTH_MECH_OK:
+        break;
+    case AUTH_MECH_NEEDS_TLS:
+        imap_reply(s, tag, IMAP_NO_PRIVACY_REQUIRED);
+        return;
+    case AUTH_MECH_UNKNOWN:
+    case AUTH_MECH_UNAVAILABLE:
+        /* RFC 3501 §6.2.2 / RFC 9051 §6.2.2: NO for a mechanism not supported (not
+         * listed as AUTH= in CAPABILITY for this connection) */
+        imap_reply(s, tag, "NO Unsupported authentication mechanism.");
+        return;
+    }
     s->sasl = auth_sasl_start(imap_auth(s), args[0].str, &peer, cfg->hostname);
     if (!s->sasl) {
-        imap_reply(s, tag, "NO Unsupported authentication mechanism.");
+        imap_reply(s, tag, "NO [UNAVAILABLE] Temporary authentication failure.");
         return;
     }
     s->sasl_tag = strdup(tag);

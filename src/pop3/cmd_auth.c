@@ -662,14 +662,22 @@ void pop3_cmd_auth(struct pop3_session *s, const char *args, size_t len)
     mech[a.len[0]] = '\0';
     struct auth_peer peer;
     pop3_auth_peer(s, &peer);
+    switch (auth_mechanism_status(session_auth(s), mech, &peer)) {
+    case AUTH_MECH_OK:
+        break;
+    case AUTH_MECH_NEEDS_TLS:
+        pop3_error(s, "-ERR [AUTH] Plaintext authentication disallowed on non-secure "
+                      "(SSL/TLS) connections.");
+        return;
+    case AUTH_MECH_UNKNOWN:
+    case AUTH_MECH_UNAVAILABLE:
+        /* RFC 5034 §4: a mechanism the server does not offer (CAPA SASL) gets -ERR */
+        pop3_error(s, "-ERR Unsupported authentication mechanism.");
+        return;
+    }
     s->sasl = auth_sasl_start(session_auth(s), mech, &peer, session_hostname(s));
     if (s->sasl == NULL) {
-        bool is_plain = strcasecmp(mech, "PLAIN") == 0 || strcasecmp(mech, "LOGIN") == 0;
-        if (is_plain && !is_plaintext_allowed(s))
-            pop3_error(s, "-ERR [AUTH] Plaintext authentication disallowed on non-secure "
-                          "(SSL/TLS) connections.");
-        else
-            pop3_error(s, "-ERR Unsupported authentication mechanism.");
+        pop3_error(s, "-ERR [SYS/TEMP] Temporary authentication failure.");
         return;
     }
     free(s->user_arg);

@@ -127,11 +127,6 @@ static void auth_step_submit(struct smtp_session *s, const char *response, size_
     workpool_submit(s->ctx->pool, auth_job_work, auth_job_done, job);
 }
 
-static bool is_plaintext_mechanism(const char *mech)
-{
-    return strcmp(mech, "PLAIN") == 0 || strcmp(mech, "LOGIN") == 0;
-}
-
 void smtp_cmd_auth(struct smtp_session *s, const struct smtp_command *cmd)
 {
     if (!s->ctx->auth || !s->ctx->pool) {
@@ -161,14 +156,22 @@ void smtp_cmd_auth(struct smtp_session *s, const struct smtp_command *cmd)
         return;
     }
     struct auth_peer peer = session_peer(s);
-    if (is_plaintext_mechanism(mech) && !auth_plaintext_allowed(s->ctx->auth, &peer)) {
+    switch (auth_mechanism_status(s->ctx->auth, mech, &peer)) {
+    case AUTH_MECH_OK:
+        break;
+    case AUTH_MECH_NEEDS_TLS:
+        /* RFC 4954 §6 */
         smtp_reply(s, "538 5.7.11 Encryption required for requested authentication mechanism");
+        return;
+    case AUTH_MECH_UNKNOWN:
+    case AUTH_MECH_UNAVAILABLE:
+        /* RFC 4954 §4: a mechanism not offered in EHLO is rejected with 504 */
+        smtp_reply(s, "504 5.5.4 Unsupported authentication mechanism");
         return;
     }
     s->sasl = auth_sasl_start(s->ctx->auth, mech, &peer, smtp_hostname(s));
     if (!s->sasl) {
-        smtp_reply(s, "535 5.7.8 Error: authentication failed: Invalid authentication "
-                      "mechanism");
+        smtp_reply(s, "454 4.7.0 Temporary authentication failure");
         return;
     }
     auth_step_submit(s, initial, initial_len);

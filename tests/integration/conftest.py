@@ -10,6 +10,7 @@ Fixtures:
   tern          one server per test module (module scope)
   tern_factory  tern_factory(overrides=None) -> a fresh server with extra/replaced config
                 keys (value None drops a key); every server it made is stopped at teardown
+  tern_module_factory  the same, module scope (for module fixtures with their own config)
 
 Server object (TernServer): .host .ports .data_dir .config_path .pid .returncode
   .cli(*args, input=None, check=True)  -> subprocess.CompletedProcess (text mode)
@@ -365,9 +366,9 @@ def tern():
     _finish(srv)
 
 
-@pytest.fixture
-def tern_factory():
-    """tern_factory(overrides=None, provision=True, start=True) -> a fresh server."""
+def _factory():
+    """A server factory and the teardown that stops what it made (failing the owner on
+    a sanitizer report)."""
     made = []
 
     def factory(overrides=None, provision=True, start=True):
@@ -375,14 +376,33 @@ def tern_factory():
         made.append(srv)
         return srv
 
+    def finish():
+        errors = []
+        for srv in made:
+            report = srv.cleanup()
+            if report:
+                errors.append(f"{srv.root}:\n{report}")
+        if errors:
+            pytest.fail("sanitizer report in server log:\n" + "\n".join(errors), pytrace=False)
+
+    return factory, finish
+
+
+@pytest.fixture
+def tern_factory():
+    """tern_factory(overrides=None, provision=True, start=True) -> a fresh server."""
+    factory, finish = _factory()
     yield factory
-    errors = []
-    for srv in made:
-        report = srv.cleanup()
-        if report:
-            errors.append(f"{srv.root}:\n{report}")
-    if errors:
-        pytest.fail("sanitizer report in server log:\n" + "\n".join(errors), pytrace=False)
+    finish()
+
+
+@pytest.fixture(scope="module")
+def tern_module_factory():
+    """The same, for servers shared by the tests of one module (module-scoped fixtures
+    with their own config)."""
+    factory, finish = _factory()
+    yield factory
+    finish()
 
 
 def is_sanitized():

@@ -26,7 +26,7 @@ import subprocess
 
 import pytest
 
-from conftest import _finish, _make_server, is_sanitized
+from conftest import is_sanitized
 from tern_util import IO_TIMEOUT, Client, converse, send_mail, wait_for
 
 # Admission limits small enough that leaked connections would exhaust them within the
@@ -45,10 +45,8 @@ ROUNDS = 50 if is_sanitized() else 120
 
 
 @pytest.fixture(scope="module")
-def server():
-    srv = _make_server({"max_connections": LIMIT, "max_connections_per_ip": LIMIT})
-    yield srv
-    _finish(srv)
+def server(tern_module_factory):
+    return tern_module_factory({"max_connections": LIMIT, "max_connections_per_ip": LIMIT})
 
 
 @pytest.fixture

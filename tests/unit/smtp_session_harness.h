@@ -264,6 +264,15 @@ char *auth_mechanisms(struct auth_service *svc, const struct auth_peer *peer)
     return strdup(peer->is_tls ? "PLAIN LOGIN CRAM-MD5" : "CRAM-MD5");
 }
 
+/* The same rule as auth_mechanisms() above. */
+enum auth_mech_status auth_mechanism_status(struct auth_service *svc, const char *mechanism,
+                                            const struct auth_peer *peer)
+{
+    if (strcasecmp(mechanism, "PLAIN") == 0 || strcasecmp(mechanism, "LOGIN") == 0)
+        return peer->is_tls ? AUTH_MECH_OK : AUTH_MECH_NEEDS_TLS;
+    return strcasecmp(mechanism, "CRAM-MD5") == 0 ? AUTH_MECH_OK : AUTH_MECH_UNKNOWN;
+}
+
 bool auth_throttle_is_blocked(struct auth_service *svc, const char *ip)
 {
     return harness.throttle_failures >= 5;

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 struct fixture {
@@ -444,6 +445,27 @@ static void test_sender_allowed(void **state)
 
 /* ---- mechanisms, APOP, throttle --------------------------------------------------- */
 
+/* The rule: a mechanism is accepted exactly when it is advertised to that peer. */
+static void assert_accepted_iff_advertised(struct auth_service *svc, const struct auth_peer *peer)
+{
+    static const char *const names[] = {"PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-256",
+                                        "DIGEST-MD5", "GSSAPI", "plain", "cram-md5"};
+    char *list = auth_mechanisms(svc, peer);
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        bool is_advertised = false;
+        char *copy = strdup(list), *save = NULL;
+        for (char *w = strtok_r(copy, " ", &save); w; w = strtok_r(NULL, " ", &save))
+            is_advertised |= strcasecmp(w, names[i]) == 0;
+        free(copy);
+        struct auth_sasl *s = auth_sasl_start(svc, names[i], peer, "h");
+        assert_int_equal(s != NULL, is_advertised);
+        assert_int_equal(auth_mechanism_status(svc, names[i], peer) == AUTH_MECH_OK,
+                         is_advertised);
+        auth_sasl_free(s);
+    }
+    free(list);
+}
+
 static void test_mechanisms(void **state)
 {
     struct fixture *f = *state;
@@ -454,6 +476,17 @@ static void test_mechanisms(void **state)
     assert_string_equal(m, ""); /* nobody has CRAM/SCRAM credentials yet */
     free(m);
     assert_false(auth_apop_available(f->svc));
+    /* not advertised, so not accepted either */
+    assert_int_equal(auth_mechanism_status(f->svc, "CRAM-MD5", &lo), AUTH_MECH_UNAVAILABLE);
+    assert_int_equal(auth_mechanism_status(f->svc, "SCRAM-SHA-256", &tls), AUTH_MECH_UNAVAILABLE);
+    assert_null(auth_sasl_start(f->svc, "CRAM-MD5", &lo, "h"));
+    assert_int_equal(auth_mechanism_status(f->svc, "PLAIN", &plain), AUTH_MECH_NEEDS_TLS);
+    assert_int_equal(auth_mechanism_status(f->svc, "login", &lo), AUTH_MECH_OK);
+    assert_int_equal(auth_mechanism_status(f->svc, "DIGEST-MD5", &tls), AUTH_MECH_UNKNOWN);
+    assert_int_equal(auth_mechanism_status(f->svc, NULL, &tls), AUTH_MECH_UNKNOWN);
+    assert_accepted_iff_advertised(f->svc, &plain);
+    assert_accepted_iff_advertised(f->svc, &lo);
+    assert_accepted_iff_advertised(f->svc, &tls);
     add_domain(f->svc, "example.test");
     add_user(f->svc, "alice@example.test", "x"); /* SHA512-CRYPT CRAM-MD5 PLAIN */
     m = auth_mechanisms(f->svc, &plain);
@@ -467,6 +500,9 @@ static void test_mechanisms(void **state)
     assert_true(auth_apop_available(f->svc));
     assert_null(auth_sasl_start(f->svc, "PLAIN", &plain, "h"));
     assert_null(auth_sasl_start(f->svc, "DIGEST-MD5", &lo, "h"));
+    assert_accepted_iff_advertised(f->svc, &plain);
+    assert_accepted_iff_advertised(f->svc, &lo);
+    assert_accepted_iff_advertised(f->svc, &tls);
 }
 
 static void test_mechanisms_strong_only(void **state)
@@ -482,6 +518,11 @@ static void test_mechanisms_strong_only(void **state)
     assert_string_equal(m, "PLAIN LOGIN");
     free(m);
     assert_false(auth_apop_available(f->svc));
+    /* only hashes stored: CRAM-MD5 and SCRAM cannot be answered, so they are refused */
+    assert_int_equal(auth_mechanism_status(f->svc, "CRAM-MD5", &tls), AUTH_MECH_UNAVAILABLE);
+    assert_null(auth_sasl_start(f->svc, "CRAM-MD5", &tls, "h"));
+    assert_null(auth_sasl_start(f->svc, "SCRAM-SHA-256", &tls, "h"));
+    assert_accepted_iff_advertised(f->svc, &tls);
     teardown(&st);
 }
 
