@@ -530,12 +530,25 @@ int queue_read(const char *data_dir, const char *id, struct queue_entry *e_r, in
     return r;
 }
 
+/* Index of a state name in queue_states (QUEUE_N_STATES if none). */
+static int state_index(const char *name)
+{
+    int s = 0;
+    while (s < QUEUE_N_STATES && strcmp(queue_states[s], name) != 0)
+        s++;
+    return s;
+}
+
+/* By arrival, then id; copies of one message by state, in the order they were scanned. */
 static int entry_cmp(const void *a, const void *b)
 {
     const struct queue_entry *x = a, *y = b;
     if (x->arrival != y->arrival)
         return x->arrival < y->arrival ? -1 : 1;
-    return strcmp(x->id, y->id);
+    int c = strcmp(x->id, y->id);
+    if (c != 0)
+        return c;
+    return state_index(x->state) - state_index(y->state);
 }
 
 int queue_list(const char *data_dir, void (*cb)(const struct queue_entry *e, void *arg), void *arg,
@@ -588,8 +601,13 @@ int queue_list(const char *data_dir, void (*cb)(const struct queue_entry *e, voi
     }
     if (ret == 0 && n > 0) {
         qsort(list, n, sizeof *list, entry_cmp); /* list is NULL when n is 0 (UBSan) */
+        /* One message can be seen twice: a deferral writes deferred/<id> before it
+         * removes active/<id> (never zero copies), and a move between directories can
+         * happen between our two scans. List it once, in the later state (the newer
+         * copy, scanned last). */
         for (size_t i = 0; i < n; i++)
-            cb(&list[i], arg);
+            if (i + 1 == n || strcmp(list[i].id, list[i + 1].id) != 0)
+                cb(&list[i], arg);
     }
     for (size_t i = 0; i < n; i++)
         queue_entry_free(&list[i]);
