@@ -149,6 +149,12 @@ void conn_ack_now(struct conn *c)
 #endif
 }
 
+bool conn_is_stopping(const struct conn *c)
+{
+    CONN_ON_LOOP();
+    return c->srv->is_stopping;
+}
+
 bool conn_is_tls(const struct conn *c)
 {
     CONN_ON_LOOP();
@@ -383,6 +389,8 @@ static void conn_dispatch_read(struct conn *c)
 {
     if (c->is_paused || c->is_closing || c->is_finished || c->is_handshaking || !c->session)
         return;
+    if (c->srv->is_stopping)
+        return; /* shutting down: no new command (server_shutdown closes us soon) */
     if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
         c->proto->on_read(c->session, c);
     /* The peer half-closed after its last command: once that command is answered
@@ -696,8 +704,12 @@ int conn_starttls(struct conn *c)
 void conn_close_all(struct server *srv)
 {
     for (struct conn *c = srv->conns; c; c = c->next) {
+        if (c->is_closing || c->is_finished)
+            continue;
         if (!c->close_reason)
             c->close_reason = "shutdown";
+        if (c->session && c->proto->on_shutdown && !c->is_handshaking && !c->is_paused)
+            c->proto->on_shutdown(c->session, c);
         conn_close(c);
     }
 }
