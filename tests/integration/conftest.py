@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -44,8 +45,15 @@ READY_RE = r"daemon started -- listening on"
 START_TIMEOUT = float(os.environ.get("TERN_START_TIMEOUT", "30"))
 STOP_TIMEOUT = 20.0
 CLI_TIMEOUT = 120.0
-# Sanitizer reports in the server log fail the test that owned the server.
-SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error: ")
+# Sanitizer reports in the server log fail the test during which they appeared (see
+# _sanitizer_watch) and, failing that, the fixture that owned the server. ThreadSanitizer
+# reports are WARNINGs (it goes on after each: halt_on_error=0).
+SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error: |"
+                          r"WARNING: ThreadSanitizer:")
+# ThreadSanitizer: report every race and go on (one test run lists them all); the
+# suppressions file holds only reports in libraries, each with its reason.
+TSAN_OPTIONS = (f"halt_on_error=0:second_deadlock_stack=1:history_size=4:"
+                f"suppressions={REPO / 'tests' / 'tsan.supp'}")
 
 USERS = {"alice@example.test": "alicepw", "bob@example.test": "bobpw"}
 ALIASES = {"info@example.test": "alice@example.test"}
@@ -55,6 +63,8 @@ DOMAIN = "example.test"
 # Servers started and not yet reaped: killed at exit or on SIGTERM/SIGINT so that a
 # runner killing pytest (stage time limit) leaves no orphan server behind.
 _LIVE = {}
+# Every server object still referenced, for the per-test sanitizer check.
+_SERVERS = weakref.WeakSet()
 
 
 def _kill_live_servers():
@@ -163,6 +173,7 @@ class TernServer:
         self.proc = None
         self.returncode = None
         self._log_file = None
+        self.reported_upto = 0  # log offset up to which sanitizer reports were raised
         self.write_config(overrides or {})
         _chown_tree(self.root, self.run_user)
 
@@ -261,11 +272,13 @@ class TernServer:
         env = dict(os.environ)
         # Sanitized builds: stop at the first UBSan report so it cannot go unnoticed.
         env.setdefault("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1")
+        env.setdefault("TSAN_OPTIONS", TSAN_OPTIONS)
         self.proc = subprocess.Popen(
             [str(self.bin), "-c", str(self.config_path), "serve", "-f"],
             stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
             cwd=str(self.root), env=env, start_new_session=True)
         _LIVE[self.proc.pid] = self.proc
+        _SERVERS.add(self)
         self.returncode = None
         pat = re.compile(READY_RE)
         deadline = time.monotonic() + timeout
@@ -321,17 +334,26 @@ class TernServer:
         local, _, domain = address.partition("@")
         return self.data_dir / "mail" / domain.lower() / local / "Maildir"
 
-    def sanitizer_report(self):
-        m = SANITIZER_RE.search(self.log_text())
-        return self.log_text()[max(0, m.start() - 200):][:6000] if m else None
+    def sanitizer_report(self, since=0):
+        """The first sanitizer report in the log after offset since that no check has
+        raised yet (each report fails one test, once), or None."""
+        text = self.log_text()
+        since = max(since, self.reported_upto)
+        m = SANITIZER_RE.search(text, since)
+        if not m:
+            return None
+        self.reported_upto = len(text)
+        return text[max(since, m.start() - 200):][:6000]
 
     def cleanup(self):
-        """Stop, then remove the temp folder (kept when TERN_KEEP_DATA is set)."""
+        """Stop, then remove the temp folder (kept when TERN_KEEP_DATA is set or the log
+        holds a sanitizer report). Returns a report not raised by a test yet, or None."""
         try:
             self.stop()
         finally:
             report = self.sanitizer_report()
-            if not os.environ.get("TERN_KEEP_DATA") and report is None:
+            is_clean = report is None and self.reported_upto == 0
+            if not os.environ.get("TERN_KEEP_DATA") and is_clean:
                 shutil.rmtree(self.root, ignore_errors=True)
         return report
 
@@ -405,6 +427,22 @@ def tern_module_factory():
     finish()
 
 
+@pytest.fixture(autouse=True)
+def _sanitizer_watch():
+    """Fail the test during which a server's log got a sanitizer report (a module's
+    server is shared by many tests: the report belongs to the one that was running)."""
+    offsets = {srv: srv.log_offset() for srv in list(_SERVERS)}
+    yield
+    reports = []
+    for srv in list(_SERVERS):
+        report = srv.sanitizer_report(since=offsets.get(srv, 0))
+        if report:
+            reports.append(f"{srv.root}:\n{report}")
+    if reports:
+        pytest.fail("sanitizer report in server log during this test:\n" + "\n".join(reports),
+                    pytrace=False)
+
+
 def is_sanitized():
     """True when the binary under test is an ASan/UBSan build (scripts/test.sh sets
     TERN_SANITIZED=1 for that stage): memory figures are meaningless and volume is slow."""
@@ -417,6 +455,10 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "no_sanitizer: asserts on memory use or speed-bound volume; skipped when "
         "TERN_SANITIZED=1")
+    config.addinivalue_line(
+        "markers", "threads: drives the hand-offs between the event loop and the workpool "
+        "(jobs, clients leaving mid-job, notifications, shutdown); the ThreadSanitizer stage "
+        "runs only these (scripts/test.sh tsan-integ: -m threads)")
     signal.signal(signal.SIGTERM, _on_fatal_signal)
 
 

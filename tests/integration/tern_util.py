@@ -12,6 +12,8 @@ conftest.py puts this folder on sys.path).
                                      `openssl s_client` session driven line by line
   send_mail(tern, from, to, body, ...) -> (code, text) of the DATA reply, via smtplib
   wait_for(predicate, timeout=10, what=...)  bounded poll on a condition
+  tls_context()                      client TLS context that accepts the test certificate
+  fd_targets(pid)                    what each open descriptor of a process points to
   maildir_messages(path) -> sorted list of message files in new/ and cur/
 
 Every read has a timeout (a bound, never something a test asserts on).
@@ -81,10 +83,7 @@ class Client:
             self._wrap()
 
     def _wrap(self):
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        self.sock = ctx.wrap_socket(self.sock, server_hostname="mail.example.test")
+        self.sock = tls_context().wrap_socket(self.sock, server_hostname="mail.example.test")
 
     def starttls(self):
         """Upgrade after the server said go ahead; any buffered input is discarded."""
@@ -308,6 +307,26 @@ def wait_for(predicate, timeout=10, what="condition"):
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(delay)
         delay = min(delay * 2, 0.2)
+
+
+def tls_context():
+    """A client TLS context that accepts the servers' self-signed test certificates."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def fd_targets(pid):
+    """readlink() of every open descriptor of process pid ("socket:[123]", a path...);
+    descriptors closed while we look are left out."""
+    targets = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            targets.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            continue
+    return targets
 
 
 def maildir_messages(maildir):

@@ -14,20 +14,14 @@ cannot be answered and are not advertised), and one with auth.allow_plaintext = 
 import imaplib
 import poplib
 import smtplib
-import ssl
 
 import pytest
 
-from tern_util import IO_TIMEOUT
+from tern_util import IO_TIMEOUT, tls_context
+
+pytestmark = pytest.mark.threads  # loop/workpool hand-offs: the TSan stage runs these
 
 CANDIDATES = ("PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-256", "DIGEST-MD5", "XOAUTH2")
-
-
-def tls_context():
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 @pytest.fixture(scope="module")
@@ -120,74 +114,61 @@ def imap_accepted(reply):
     return reply.startswith("BAD") and "aborted" in reply
 
 
-# ---- CRAM-MD5 / SCRAM without a credential that can answer them ----------------------
+# What each protocol answers: (probe, accepted(reply), the refusal of an unsupported
+# mechanism, the refusal of PLAIN where TLS is required)
+PROTOCOLS = {
+    "smtp-25": (lambda srv, **kw: smtp_probe(srv, "smtp", **kw), smtp_accepted,
+                (504, "5.5.4 Unsupported authentication mechanism"),
+                (538, "5.7.11 Encryption required for requested authentication mechanism")),
+    "smtp-587": (smtp_probe, smtp_accepted,
+                 (504, "5.5.4 Unsupported authentication mechanism"),
+                 (538, "5.7.11 Encryption required for requested authentication mechanism")),
+    "pop3": (pop3_probe, pop3_accepted, "-ERR Unsupported authentication mechanism.",
+             "-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) "
+             "connections."),
+    "imap": (imap_probe, imap_accepted, "NO Unsupported authentication mechanism.",
+             "NO [PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure "
+             "connections."),
+}
 
-@pytest.mark.parametrize("port", ["smtp", "submission"])
-def test_smtp_refuses_what_ehlo_does_not_offer(hashes_only, port):
-    advertised, replies = smtp_probe(hashes_only, port)
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_refuses_what_is_not_offered(hashes_only, protocol):
+    """Only hashes stored: CRAM-MD5 and SCRAM-SHA-256 cannot be answered, are not
+    advertised, and are refused like mechanisms we do not implement."""
+    probe, accepted, unsupported, _ = PROTOCOLS[protocol]
+    advertised, replies = probe(hashes_only)
     assert advertised == {"PLAIN", "LOGIN"}  # loopback: plaintext allowed
-    assert_accepted_iff_advertised(advertised, replies, smtp_accepted)
+    assert_accepted_iff_advertised(advertised, replies, accepted)
     for mech in ("CRAM-MD5", "SCRAM-SHA-256", "DIGEST-MD5", "XOAUTH2"):
-        assert replies[mech] == (504, "5.5.4 Unsupported authentication mechanism"), mech
+        assert replies[mech] == unsupported, mech
 
 
-def test_pop3_refuses_what_capa_does_not_offer(hashes_only):
-    advertised, replies = pop3_probe(hashes_only)
-    assert advertised == {"PLAIN", "LOGIN"}
-    assert_accepted_iff_advertised(advertised, replies, pop3_accepted)
-    for mech in ("CRAM-MD5", "SCRAM-SHA-256", "DIGEST-MD5"):
-        assert replies[mech] == "-ERR Unsupported authentication mechanism.", mech
-
-
-def test_imap_refuses_what_capability_does_not_offer(hashes_only):
-    advertised, replies = imap_probe(hashes_only)
-    assert advertised == {"PLAIN", "LOGIN"}
-    assert_accepted_iff_advertised(advertised, replies, imap_accepted)
-    for mech in ("CRAM-MD5", "SCRAM-SHA-256", "DIGEST-MD5"):
-        assert replies[mech] == "NO Unsupported authentication mechanism.", mech
-
-
-def test_advertised_challenge_mechanisms_still_work(tern):
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_advertised_challenge_mechanisms_still_work(tern, protocol):
     """With CRAM-MD5 and SCRAM credentials stored (the default fixture) both are
-    advertised and accepted on every protocol."""
-    for advertised, replies, accepted in (smtp_probe(tern) + (smtp_accepted,),
-                                          pop3_probe(tern) + (pop3_accepted,),
-                                          imap_probe(tern) + (imap_accepted,)):
-        assert {"PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-256"} <= advertised
-        assert_accepted_iff_advertised(advertised, replies, accepted)
+    advertised and accepted."""
+    probe, accepted, _, _ = PROTOCOLS[protocol]
+    advertised, replies = probe(tern)
+    assert {"PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-256"} <= advertised
+    assert_accepted_iff_advertised(advertised, replies, accepted)
 
 
-# ---- plaintext policy: PLAIN/LOGIN only once TLS is on -------------------------------
-
-def test_smtp_plaintext_only_after_starttls(tls_only):
-    advertised, replies = smtp_probe(tls_only)
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_plaintext_only_after_starttls(tls_only, protocol):
+    """auth.allow_plaintext = tls: PLAIN and LOGIN neither offered nor accepted in clear,
+    both after STARTTLS/STLS."""
+    probe, accepted, _, needs_tls = PROTOCOLS[protocol]
+    advertised, replies = probe(tls_only)
     assert not advertised & {"PLAIN", "LOGIN"}
-    assert_accepted_iff_advertised(advertised, replies, smtp_accepted)
-    assert replies["PLAIN"] == (538, "5.7.11 Encryption required for requested "
-                                     "authentication mechanism")
-    advertised, replies = smtp_probe(tls_only, starttls=True)
+    assert_accepted_iff_advertised(advertised, replies, accepted)
+    assert replies["PLAIN"] == needs_tls
+    advertised, replies = probe(tls_only, starttls=True)
     assert {"PLAIN", "LOGIN"} <= advertised
-    assert_accepted_iff_advertised(advertised, replies, smtp_accepted)
+    assert_accepted_iff_advertised(advertised, replies, accepted)
+
+
+def test_smtp_login_after_starttls(tls_only):
     with smtplib.SMTP(tls_only.host, tls_only.ports["submission"], timeout=IO_TIMEOUT) as s:
         s.starttls(context=tls_context())
         assert s.login("alice@example.test", "alicepw")[0] == 235
-
-
-def test_pop3_plaintext_only_after_stls(tls_only):
-    advertised, replies = pop3_probe(tls_only)
-    assert not advertised & {"PLAIN", "LOGIN"}
-    assert_accepted_iff_advertised(advertised, replies, pop3_accepted)
-    assert replies["PLAIN"].startswith("-ERR [AUTH] Plaintext authentication disallowed")
-    advertised, replies = pop3_probe(tls_only, starttls=True)
-    assert {"PLAIN", "LOGIN"} <= advertised
-    assert_accepted_iff_advertised(advertised, replies, pop3_accepted)
-
-
-def test_imap_plaintext_only_after_starttls(tls_only):
-    advertised, replies = imap_probe(tls_only)
-    assert not advertised & {"PLAIN", "LOGIN"}
-    assert_accepted_iff_advertised(advertised, replies, imap_accepted)
-    assert "NO [PRIVACYREQUIRED]" in replies["PLAIN"], replies["PLAIN"]
-    advertised, replies = imap_probe(tls_only, starttls=True)
-    assert {"PLAIN", "LOGIN"} <= advertised
-    assert_accepted_iff_advertised(advertised, replies, imap_accepted)

@@ -26,6 +26,8 @@ import pytest
 from test_imap_lib import fresh_user, imaplib_login, sample_message
 from tern_util import wait_for
 
+pytestmark = pytest.mark.threads  # loop/workpool hand-offs: the TSan stage runs these
+
 APPEND_BODY = (b"From: a@example.test\r\nTo: b@example.test\r\nSubject: gone\r\n\r\n"
                + b"x" * 4000 + b"\r\n")
 

@@ -16,7 +16,6 @@ clients at once. A last test checks that replies still queued when a close_notif
 arrives are sent (TLS half-close) instead of hanging the connection forever.
 """
 
-import os
 import re
 import shutil
 import socket
@@ -27,7 +26,8 @@ import subprocess
 import pytest
 
 from conftest import is_sanitized
-from tern_util import IO_TIMEOUT, Client, converse, send_mail, wait_for
+from tern_util import (IO_TIMEOUT, Client, converse, fd_targets, send_mail, tls_context,
+                       wait_for)
 
 # Admission limits small enough that leaked connections would exhaust them within the
 # probes below, and that the final check can open them all at once.
@@ -65,27 +65,13 @@ def probed(server):
 def fd_count(srv):
     """The server's descriptors, less the per-user index connections its pool keeps
     open on purpose (docs/ARCHITECTURE.md §3) once a test has logged in."""
-    n = 0
-    for fd in os.listdir(f"/proc/{srv.pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{srv.pid}/fd/{fd}")
-        except OSError:
-            continue  # closed meanwhile
-        if not re.search(r"/index\.db(-wal|-shm)?$", target):
-            n += 1
-    return n
+    return sum(not re.search(r"/index\.db(-wal|-shm)?$", t) for t in fd_targets(srv.pid))
 
 
 def client_sockets(srv):
     """How many of the server's descriptors are TCP sockets other than its listeners."""
-    inodes = set()
-    for fd in os.listdir(f"/proc/{srv.pid}/fd"):
-        try:
-            m = re.fullmatch(r"socket:\[(\d+)\]", os.readlink(f"/proc/{srv.pid}/fd/{fd}"))
-        except OSError:
-            continue  # closed meanwhile
-        if m:
-            inodes.add(m.group(1))
+    inodes = {m.group(1) for t in fd_targets(srv.pid)
+              if (m := re.fullmatch(r"socket:\[(\d+)\]", t))}
     n = 0
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -97,13 +83,6 @@ def client_sockets(srv):
             if f[9] in inodes and f[3] != "0A":  # 0A: LISTEN
                 n += 1
     return n
-
-
-def tls_context():
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 def reset_on_close(sock):

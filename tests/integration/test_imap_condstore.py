@@ -7,7 +7,11 @@ STORE (UNCHANGEDSINCE) with [MODIFIED], SEARCH MODSEQ, and MODSEQ in unsolicited
 
 import re
 
+import pytest
+
 from test_imap_lib import converse, fresh_user, imap_client, imaplib_login, sample_message
+
+pytestmark = pytest.mark.threads  # loop/workpool hand-offs: the TSan stage runs these
 
 
 def modseqs(text):

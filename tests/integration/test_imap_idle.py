@@ -5,10 +5,12 @@ still ends the IDLE normally, and an IDLE that lasts imap.timeout (the IDLE limi
 minutes by default) without DONE ends with an untagged BYE and the connection closed.
 """
 
-import os
+import pytest
 
 from test_imap_lib import add_user, converse, deliver_file, imap_client, sample_message
-from tern_util import send_mail, wait_for
+from tern_util import fd_targets, send_mail, wait_for
+
+pytestmark = pytest.mark.threads  # loop/workpool hand-offs: the TSan stage runs these
 
 
 def test_idle_keepalive_then_done_then_limit(tern_factory):
@@ -31,15 +33,7 @@ def test_idle_keepalive_then_done_then_limit(tern_factory):
 
 def _index_descriptors(pid):
     """Descriptors of the server open on some user's index.db (or its -wal)."""
-    n = 0
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue  # closed meanwhile
-        if "/index.db" in target:
-            n += 1
-    return n
+    return sum("/index.db" in target for target in fd_targets(pid))
 
 
 def test_idle_sessions_share_the_users_index(tern_factory):

@@ -6,8 +6,12 @@ reach a client (RFC 3501 §7.4.1: not during FETCH/STORE/SEARCH; at NOOP and in 
 
 import re
 
+import pytest
+
 from test_imap_lib import (converse, fresh_user, imap_client, imaplib_login,
                            read_literal_reply, sample_message)
+
+pytestmark = pytest.mark.threads  # loop/workpool hand-offs: the TSan stage runs these
 
 
 def login_select(tern, user, pw, box="INBOX"):

@@ -9,8 +9,12 @@ arrives exactly once over a handful of connections.
 import re
 import smtplib
 
+import pytest
+
 from outbound_util import SmtpSink
 from tern_util import wait_for
+
+pytestmark = pytest.mark.threads  # loop/workpool hand-offs: the TSan stage runs these
 
 SENDER = "load@client.test"
 

@@ -18,6 +18,8 @@ import pytest
 from tern_util import (IO_TIMEOUT, Client, b64, converse, maildir_messages, openssl_s_client,
                        sasl_plain, wait_for)
 
+pytestmark = pytest.mark.threads  # loop/workpool hand-offs: the TSan stage runs these
+
 CLIENT_TIMEOUT = 60
 
 

@@ -14,6 +14,8 @@ import threading
 import time
 import uuid
 
+import pytest
+
 from tern_util import IO_TIMEOUT, Client, converse, maildir_messages, wait_for
 
 
@@ -53,6 +55,7 @@ def send_raw_message(tern, rcpts, wire_body, mail_from="sender@remote.example",
     return reply
 
 
+@pytest.mark.threads
 def test_dot_stuffing_and_8bit_byte_for_byte(tern):
     tok = uuid.uuid4().hex.encode()
     body = (b"Subject: " + tok + b"\r\nContent-Type: text/plain; charset=utf-8\r\n"
@@ -88,6 +91,7 @@ def test_submission_adds_message_id_and_date(tern):
     assert re.search(rb"\nDate: \w{3}, \d{1,2} \w{3} \d{4} ", data)
 
 
+@pytest.mark.threads
 def test_20mb_message(tern):
     tok = uuid.uuid4().hex.encode()
     line = b"0123456789abcdefghijklmnopqrstuvwxyz" * 2 + b"\r\n"  # 74 octets
@@ -131,6 +135,7 @@ def test_alias_and_plus_address_go_to_one_copy(tern):
     assert b"X-Original-To: info@example.test\n" in data
 
 
+@pytest.mark.threads
 def test_kill9_durability(tern_factory):
     """Senders run while the server is killed with SIGKILL; after a restart every message
     that was acknowledged with 250 is in the Maildir exactly once."""
@@ -179,6 +184,7 @@ def test_kill9_durability(tern_factory):
     converse(c, [("EHLO client.test", r"^250 "), ("QUIT", r"^221 ")])
 
 
+@pytest.mark.threads
 def test_quota_at_data_and_at_rcpt(tern):
     user = "quota@example.test"
     if not tern.maildir(user).parent.exists():
