@@ -8,14 +8,13 @@ import os
 import re
 import shutil
 import smtplib
-import ssl
 import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from tern_util import IO_TIMEOUT, openssl_s_client
+from tern_util import IO_TIMEOUT, openssl_s_client, tls_context
 from test_pop3_lib import deliver_file, fresh_user, list_size, pop3, sample_message
 
 pytestmark = pytest.mark.threads  # loop/workpool hand-offs: the TSan stage runs these
@@ -100,10 +99,7 @@ def test_poplib_stls_and_capa(tern):
     p = pop3(tern)
     caps = p.capa()
     assert "STLS" in caps and "USER" in caps  # loopback: plaintext allowed
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    p.stls(context=ctx)
+    p.stls(context=tls_context())
     caps = p.capa()
     assert "STLS" not in caps  # RFC 2595: not offered once TLS is active
     p.user(user)

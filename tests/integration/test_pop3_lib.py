@@ -20,10 +20,10 @@ import os
 import poplib
 import pwd
 import re
-import ssl
 import time
 
-from tern_util import IO_TIMEOUT, Client, apop_digest, b64, converse, sasl_plain  # noqa: F401
+from tern_util import (IO_TIMEOUT, Client, apop_digest, b64, converse,  # noqa: F401
+                       sasl_plain, tls_context)
 
 _counter = itertools.count()
 
@@ -102,10 +102,8 @@ def list_size(text):
 def pop3(tern, user=None, password=None, port="pop3", tls=False):
     """A poplib client; logged in with USER/PASS when user is given."""
     if tls:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        p = poplib.POP3_SSL(tern.host, tern.ports[port], context=ctx, timeout=IO_TIMEOUT)
+        p = poplib.POP3_SSL(tern.host, tern.ports[port], context=tls_context(),
+                            timeout=IO_TIMEOUT)
     else:
         p = poplib.POP3(tern.host, tern.ports[port], timeout=IO_TIMEOUT)
     if user:

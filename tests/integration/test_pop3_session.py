@@ -10,12 +10,11 @@ import imaplib
 import os
 import re
 import socket
-import ssl
 import time
 
 import pytest
 
-from tern_util import IO_TIMEOUT, Client, converse, wait_for
+from tern_util import IO_TIMEOUT, Client, converse, tls_context, wait_for
 from test_pop3_lib import (deliver_file, fresh_user, list_size, pop3, sample_message,
                            wire_form)
 from budget_util import rss_slack_kb
@@ -161,10 +160,7 @@ def test_plaintext_policy_tls_only(tern_factory):
     p.quit()
     # After STLS, USER is listed and works
     p = pop3(srv)
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    p.stls(context=ctx)
+    p.stls(context=tls_context())
     assert "USER" in p.capa()
     p.user(user)
     p.pass_(pw)
