@@ -84,7 +84,8 @@ struct auth_service;
  * queue process; with no, one process runs everything. */
 #define SERVER_PROC_WORKER 1u /* listeners and protocol sessions */
 #define SERVER_PROC_QUEUE  2u /* the outbound queue runner */
-#define SERVER_PROC_ALL    (SERVER_PROC_WORKER | SERVER_PROC_QUEUE)
+#define SERVER_PROC_AUTH   4u /* the directory, password hashes, login throttle */
+#define SERVER_PROC_ALL    (SERVER_PROC_WORKER | SERVER_PROC_QUEUE | SERVER_PROC_AUTH)
 
 /* Message types between the processes (core/channel.h). The master routes by range
  * without reading payloads: TO_WORKERS goes to every other worker, TO_QUEUE to the queue
@@ -92,6 +93,8 @@ struct auth_service;
 #define SERVER_MSG_READY      1  /* child -> master: initialised and serving */
 #define SERVER_MSG_FAILED     2  /* child -> master: start-up failed (payload: reason) */
 #define SERVER_MSG_DRAIN      3  /* master -> worker: reload; stop accepting, finish */
+#define SERVER_MSG_AUTH_CLIENT  4 /* master -> auth: serve this channel (fd) */
+#define SERVER_MSG_AUTH_CHANNEL 5 /* master -> worker/queue: a new auth process's channel */
 #define SERVER_MSG_TO_WORKERS 16 /* 16..31 */
 #define SERVER_MSG_TO_QUEUE   32 /* 32..47 */
 
@@ -102,6 +105,7 @@ struct server_context {
     const struct config *cfg;
     unsigned processes;    /* SERVER_PROC_* bits this process runs */
     int channel;           /* to the master, -1 in the single-process mode */
+    int auth_channel;      /* to the auth process (workers, queue), -1 none */
     unsigned generation;   /* bumped by each reload (SIGHUP) */
     struct workpool *pool;     /* blocking work: fsync, hashing, SQLite writes */
     struct auth_service *auth; /* set by hooks.init after privileges are dropped */

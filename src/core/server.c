@@ -80,6 +80,44 @@ static void peer_ip_text(const struct sockaddr *sa, char *out, size_t size)
     }
 }
 
+/* Every worker watches the same listening sockets and the kernel wakes them all; the
+ * one that wakes first takes the connection, so at light load one worker would get them
+ * all (10,000 idle IMAP clients in one process, the other cores idle). A worker that
+ * holds more than SERVER_BALANCE_SLACK connections above the least loaded worker of its
+ * generation stops accepting for SERVER_BALANCE_PAUSE_MS, and the others take the next
+ * ones (nginx's accept_disabled, with the counts of every worker from anvil.h). The pause
+ * is short and always ends: a worker that stopped serving cannot starve the others. */
+#define SERVER_BALANCE_SLACK    2
+#define SERVER_BALANCE_PAUSE_MS 10
+
+static void server_on_balance_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct server_state *st = arg;
+    st->is_accept_paused = false;
+    if (st->srv.is_stopping || st->is_draining)
+        return;
+    for (size_t i = 0; i < st->n_listeners; i++)
+        if (st->listeners[i].evl)
+            evconnlistener_enable(st->listeners[i].evl);
+}
+
+static void server_accept_balance(struct server_state *st)
+{
+    uint32_t mine, fewest;
+    anvil_balance(&mine, &fewest);
+    if (st->is_accept_paused || fewest == UINT32_MAX || mine <= fewest + SERVER_BALANCE_SLACK)
+        return;
+    if (!st->balance_timer &&
+        !(st->balance_timer = evtimer_new(st->srv.ctx.base, server_on_balance_timer, st)))
+        return;
+    for (size_t i = 0; i < st->n_listeners; i++)
+        if (st->listeners[i].evl)
+            evconnlistener_disable(st->listeners[i].evl);
+    st->is_accept_paused = true;
+    struct timeval tv = {.tv_usec = SERVER_BALANCE_PAUSE_MS * 1000};
+    evtimer_add(st->balance_timer, &tv);
+}
+
 static void server_on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
                              int salen, void *arg)
 {
@@ -109,6 +147,7 @@ static void server_on_accept(struct evconnlistener *evl, evutil_socket_t fd, str
     if (!conn_accept(&st->srv, l->role, proto, fd, sa, (socklen_t)salen,
                      role_is_implicit_tls(l->role)))
         server_conn_released(&st->srv, ip, l->role);
+    server_accept_balance(st);
 }
 
 static void server_on_accept_resume(evutil_socket_t fd, short what, void *arg)
@@ -469,7 +508,9 @@ static void server_on_master_msg(void *arg, struct channel_msg *m)
         server_drain(st);
         return;
     }
-    if (m->type >= SERVER_MSG_TO_WORKERS && st->srv.hooks->on_message)
+    if ((m->type >= SERVER_MSG_TO_WORKERS || m->type == SERVER_MSG_AUTH_CLIENT ||
+         m->type == SERVER_MSG_AUTH_CHANNEL) &&
+        st->srv.hooks->on_message)
         st->srv.hooks->on_message(&st->srv.ctx, m);
 }
 
@@ -523,8 +564,8 @@ void server_close_listeners(struct server_state *st)
     }
 }
 
-int server_serve(struct server_state *st, unsigned processes, int channel, unsigned slot,
-                 unsigned generation)
+int server_serve(struct server_state *st, unsigned processes, int channel, int auth_channel,
+                 unsigned slot, unsigned generation)
 {
     const struct config *cfg = st->cfg;
     const struct server_hooks *hooks = st->srv.hooks;
@@ -540,6 +581,7 @@ int server_serve(struct server_state *st, unsigned processes, int channel, unsig
     st->srv.ctx.cfg = cfg;
     st->srv.ctx.processes = processes;
     st->srv.ctx.channel = channel;
+    st->srv.ctx.auth_channel = auth_channel;
     st->srv.ctx.generation = generation;
     job_loop_thread_set(); /* conn_* and session code assert they run here (job.h) */
 
@@ -617,6 +659,9 @@ out:
     st->master_reader = NULL;
     if (st->drain_timer)
         event_free(st->drain_timer);
+    if (st->balance_timer)
+        event_free(st->balance_timer);
+    st->balance_timer = NULL;
     if (st->sig_term)
         event_free(st->sig_term);
     if (st->sig_int)
@@ -682,6 +727,7 @@ int server_run(const struct config *cfg, const struct server_hooks *hooks)
     st->srv.hooks = hooks;
     st->srv.ctx.cfg = cfg;
     st->srv.ctx.channel = -1;
+    st->srv.ctx.auth_channel = -1;
     st->is_root = geteuid() == 0;
 
     signal(SIGPIPE, SIG_IGN);
@@ -729,7 +775,7 @@ int server_run(const struct config *cfg, const struct server_hooks *hooks)
         anvil_attach(anvil_create(), 0);
         if (st->is_root && server_drop_privileges(&st->pw) < 0)
             goto out;
-        rc = server_serve(st, SERVER_PROC_ALL, -1, 0, 0);
+        rc = server_serve(st, SERVER_PROC_ALL, -1, -1, 0, 0);
         if (rc == 0)
             log_info("master", "stopped");
     }

@@ -428,6 +428,10 @@ static void message_send(struct pop3_session *s, size_t index, bool is_top, uint
         return;
     }
     job_init(&j->job, s->handle, open_work, open_done);
+    /* no descriptor until open_work opens one: a job cancelled before it ran (its client
+     * left) must not close descriptor 0 in open_done */
+    for (size_t k = 0; k < POP3_PREFETCH_MAX + 1; k++)
+        j->fd[k] = -1;
     j->md = s->md; /* moved in; back in open_done */
     memset(&s->md, 0, sizeof s->md);
     j->is_top = is_top;
