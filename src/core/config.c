@@ -11,6 +11,7 @@
  * tls.key and log.file are taken relative to data_dir.
  */
 #include "core/config.h"
+#include "core/uidl.h"
 #include "core/buf.h"
 
 #include <arpa/inet.h>
@@ -37,6 +38,7 @@ enum config_type {
     CT_SIZE, /* uint64 bytes, optional k/M/G suffix */
     CT_PLAINTEXT,
     CT_LOG_TARGET,
+    CT_UIDL_FORMAT, /* string, a POP3 UIDL format (core/uidl.h) */
 };
 
 struct config_key {
@@ -78,6 +80,8 @@ static const struct config_key config_keys[] = {
     {"smtp.timeout", CT_UINT, OFF(smtp_timeout), "300", "300"},
     {"pop3.timeout", CT_UINT, OFF(pop3_timeout), "600", "600"},
     {"pop3.login_delay", CT_UINT, OFF(pop3_login_delay), "0", "0"},
+    {"pop3.uidl_format", CT_UIDL_FORMAT, OFF(pop3_uidl_format), UIDL_DEFAULT_FORMAT,
+     UIDL_DEFAULT_FORMAT},
     {"imap.timeout", CT_UINT, OFF(imap_timeout), "1800", "1800"},
     {"max_connections", CT_UINT, OFF(max_connections), "10000", "10000"},
     {"max_connections_per_ip", CT_UINT, OFF(max_connections_per_ip), "100", "100"},
@@ -387,6 +391,19 @@ static char *config_set(struct config *cfg, const struct config_key *k, const ch
         *(enum config_plaintext *)field = (enum config_plaintext)i;
         return NULL;
     }
+    case CT_UIDL_FORMAT: {
+        char *why = NULL;
+        if (!uidl_format_check(v, &why)) {
+            char *r = config_asprintf("bad POP3 UIDL format '%s' for %s: %s", v, k->name,
+                                      why ? why : "invalid");
+            free(why);
+            return r;
+        }
+        char **sp = (char **)field;
+        free(*sp);
+        *sp = config_strdup(v);
+        return NULL;
+    }
     case CT_LOG_TARGET: {
         int i = enum_find(log_target_names, 3, v);
         if (i < 0)
@@ -682,7 +699,8 @@ void config_free(struct config *cfg)
     for (size_t i = 0; i < N_KEYS; i++) {
         const struct config_key *k = &config_keys[i];
         char *field = (char *)cfg + k->offset;
-        if (k->type == CT_STRING || k->type == CT_PATH || k->type == CT_LOG_TARGET)
+        if (k->type == CT_STRING || k->type == CT_PATH || k->type == CT_LOG_TARGET ||
+            k->type == CT_UIDL_FORMAT)
             free(*(char **)field);
         else if (k->type == CT_LISTEN || k->type == CT_NETWORKS)
             config_list_free((struct config_list *)field);
@@ -701,7 +719,8 @@ static char *config_format_value(const struct config *cfg, const struct config_k
     switch (k->type) {
     case CT_STRING:
     case CT_PATH:
-    case CT_LOG_TARGET: {
+    case CT_LOG_TARGET:
+    case CT_UIDL_FORMAT: {
         const char *s = *(char *const *)field;
         return config_strdup(s ? s : "");
     }

@@ -66,6 +66,8 @@ struct config {
     unsigned smtp_timeout;           /* smtp.timeout seconds idle; 300 */
     unsigned pop3_timeout;           /* pop3.timeout; 600 */
     unsigned pop3_login_delay;       /* pop3.login_delay seconds between logins per user; 0 off */
+    char *pop3_uidl_format;          /* pop3.uidl_format: Dovecot's pop3_uidl_format (core/uidl.h);
+                                        default "%08Xu%08Xv" */
     unsigned imap_timeout;           /* imap.timeout; 1800 */
     unsigned max_connections;        /* max_connections total; 10000 */
     unsigned max_connections_per_ip; /* max_connections_per_ip; 100 */

@@ -93,6 +93,7 @@ void pop3_maildrop_release(struct pop3_session *s)
         store_user_close(s->store);
     s->store = NULL;
     free(s->msgs);
+    free(s->uidls);
     s->msgs = NULL;
     s->n_msgs = 0;
 }
