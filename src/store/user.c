@@ -40,10 +40,22 @@ static int user_create_specials(struct store_user *u, char **error_r)
     store_index_done(st);
     if (is_done)
         return 0;
+    /* A Maildir moved in from Dovecot keeps its folder list as its clients know it: the
+     * special-use marks go on the folders it has, and none is added (a client syncing
+     * every folder would otherwise find new ones). */
+    char inbox_uidlist[4300];
+    snprintf(inbox_uidlist, sizeof inbox_uidlist, "%s/Maildir/%s", u->home, DOVECOT_UIDLIST_NAME);
+    bool is_moved_in = access(inbox_uidlist, F_OK) == 0;
+    bool has_folder[sizeof store_specials / sizeof store_specials[0]];
     for (size_t i = 0; i < sizeof store_specials / sizeof store_specials[0]; i++) {
-        char path[4200];
-        if (store_mailbox_path(u->home, store_specials[i].name, path, sizeof path) < 0 ||
-            store_maildir_create(path, false) < 0) {
+        char path[4200], cur[4300];
+        if (store_mailbox_path(u->home, store_specials[i].name, path, sizeof path) < 0) {
+            store_error(error_r, "create %s: name too long", store_specials[i].name);
+            return -1;
+        }
+        snprintf(cur, sizeof cur, "%s/cur", path);
+        has_folder[i] = !is_moved_in || access(cur, F_OK) == 0;
+        if (has_folder[i] && store_maildir_create(path, false) < 0) {
             store_error(error_r, "create %s: %s", store_specials[i].name, strerror(errno));
             return -1;
         }
@@ -52,6 +64,8 @@ static int user_create_specials(struct store_user *u, char **error_r)
         return -1;
     for (size_t i = 0; i < sizeof store_specials / sizeof store_specials[0]; i++) {
         struct store_mbox_row row;
+        if (!has_folder[i])
+            continue;
         int r = store_index_mailbox_get(u->db, store_specials[i].name, &row, error_r);
         if (r == 1) {
             char path[4200];
