@@ -31,7 +31,9 @@ struct uidl_vars {
     const char *guid;     /* NULL = filename */
 };
 
-/* Is fmt a format uidl_format() can expand? false with a malloc'd reason. */
+/* Is fmt a format uidl_format() can expand (non-empty, known variables and modifiers)?
+ * false with a malloc'd reason. A valid format can still give an empty UIDL for some
+ * values (a negative width eating a short name): uidl_format() then returns false. */
 bool uidl_format_check(const char *fmt, char **error_r);
 /* Expand fmt into out (size bytes, NUL included). Bytes outside 0x21-0x7e become '?'
  * (a UIDL is one printable word, RFC 1939 §7); the result is cut at size - 1 bytes.

@@ -844,7 +844,8 @@ int store_sync_import_dovecot(sqlite3 *db, const char *path, struct store_mbox_r
         log_warning("store", "%s/%s: %s; its messages get new UIDs", path, DOVECOT_UIDLIST_NAME,
                     reason ? reason : "unreadable");
         free(reason);
-        return 0;
+        /* hand them out now, so the next sync does not read (and log) the file again */
+        return sync_folder(db, path, row, false, NULL, error_r);
     }
     r = import_read(path, DOVECOT_KEYWORDS_NAME, DOVECOT_KEYWORDS_MAX_BYTES, parse_keywords,
                     &imp.keywords, &reason);
