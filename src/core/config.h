@@ -48,6 +48,12 @@ struct config {
     struct config_list pop3s_listen;       /* pop3s.listen: 995 */
     struct config_list imap_listen;        /* imap.listen: 143 (STARTTLS) */
     struct config_list imaps_listen;       /* imaps.listen: 993 */
+    struct config_list lmtp_listen;        /* lmtp.listen: "unix:<path>" or addr:port items;
+                                              default unix:<data_dir>/lmtp */
+    unsigned lmtp_socket_mode;             /* lmtp.socket_mode: octal; default 0660 */
+    char *lmtp_socket_group;               /* lmtp.socket_group: "" = run_user's group */
+    struct config_list lmtp_trusted_networks; /* lmtp.trusted_networks: TCP peers allowed
+                                                 besides loopback; empty */
 
     char *tls_cert; /* tls.cert: default <data_dir>/tls/cert.pem (generated if absent) */
     char *tls_key;  /* tls.key:  default <data_dir>/tls/key.pem */

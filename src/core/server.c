@@ -31,7 +31,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -49,14 +51,14 @@
 #define SERVER_NOFILE_WANTED ((rlim_t)131072)
 
 static const char *const role_names[CONN_ROLE_COUNT] = {
-    "smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps",
+    "smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps", "lmtp",
 };
 
 struct listener {
     struct server_state *st;
     enum conn_role role;
     int fd;
-    char name[INET6_ADDRSTRLEN + 16]; /* "127.0.0.1:25" */
+    char name[INET6_ADDRSTRLEN + 128]; /* "127.0.0.1:25", "unix:/var/lib/tern/lmtp" */
     struct evconnlistener *evl;
     struct event *resume; /* re-enables accepting after an accept error */
 };
@@ -118,7 +120,9 @@ static bool role_is_implicit_tls(enum conn_role role)
 static void peer_ip_text(const struct sockaddr *sa, char *out, size_t size)
 {
     snprintf(out, size, "unknown");
-    if (sa->sa_family == AF_INET) {
+    if (sa->sa_family == AF_UNIX) {
+        snprintf(out, size, "local");
+    } else if (sa->sa_family == AF_INET) {
         inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)size);
     } else if (sa->sa_family == AF_INET6) {
         const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
@@ -255,12 +259,87 @@ static int server_bind_one(struct server_state *st, enum conn_role role, int fam
     return 0;
 }
 
-/* Bind every "addr:port" of one role's list. */
+/* Bind a unix socket "unix:<path>" (lmtp.listen): a stale socket file of an earlier run
+ * is replaced, anything else at the path is an error; the file gets lmtp.socket_mode and
+ * belongs to the run user and lmtp.socket_group (we are still root here, when root). */
+static int server_bind_unix(struct server_state *st, enum conn_role role, const char *path)
+{
+    const struct config *cfg = st->srv.ctx.cfg;
+    if (st->n_listeners >= SERVER_MAX_LISTENERS) {
+        log_error("master", "too many listen addresses (max %d)", SERVER_MAX_LISTENERS);
+        return -1;
+    }
+    struct sockaddr_un sun;
+    memset(&sun, 0, sizeof sun);
+    sun.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof sun.sun_path) {
+        log_error("master", "cannot listen on unix:%s for %s: path longer than %zu bytes", path,
+                  role_names[role], sizeof sun.sun_path - 1);
+        return -1;
+    }
+    memcpy(sun.sun_path, path, strlen(path) + 1);
+    struct stat old;
+    if (lstat(path, &old) == 0) {
+        if (!S_ISSOCK(old.st_mode)) {
+            log_error("master", "cannot listen on unix:%s for %s: a file that is no socket is "
+                                "in the way", path, role_names[role]);
+            return -1;
+        }
+        (void)unlink(path); /* left by an earlier run */
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    /* the socket is created with no access for anyone until chmod below */
+    mode_t old_mask = umask(0777);
+    int rc = fd < 0 ? -1 : bind(fd, (struct sockaddr *)&sun, sizeof sun);
+    umask(old_mask);
+    if (rc < 0 || listen(fd, SERVER_LISTEN_BACKLOG) < 0) {
+        log_error("master", "cannot listen on unix:%s for %s: %s", path, role_names[role],
+                  strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    struct passwd *pw = geteuid() == 0 && cfg->run_user ? getpwnam(cfg->run_user) : NULL;
+    gid_t gid = pw ? pw->pw_gid : (gid_t)-1;
+    if (cfg->lmtp_socket_group && cfg->lmtp_socket_group[0]) {
+        struct group *gr = getgrnam(cfg->lmtp_socket_group);
+        if (!gr) {
+            log_error("master", "lmtp.socket_group: no group '%s'", cfg->lmtp_socket_group);
+            close(fd);
+            return -1;
+        }
+        gid = gr->gr_gid;
+    }
+    if ((pw || gid != (gid_t)-1) && chown(path, pw ? pw->pw_uid : (uid_t)-1, gid) < 0) {
+        log_error("master", "chown unix:%s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (chmod(path, (mode_t)cfg->lmtp_socket_mode) < 0) {
+        log_error("master", "chmod unix:%s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    struct listener *l = &st->listeners[st->n_listeners];
+    snprintf(l->name, sizeof l->name, "unix:%s", path);
+    l->st = st;
+    l->role = role;
+    l->fd = fd;
+    st->n_listeners++;
+    return 0;
+}
+
+/* Bind every "addr:port" (or "unix:<path>") of one role's list. */
 static int server_bind_role(struct server_state *st, enum conn_role role,
                             const struct config_list *list)
 {
     for (size_t i = 0; i < list->n; i++) {
         const char *item = list->items[i];
+        if (strncmp(item, "unix:", 5) == 0) {
+            if (server_bind_unix(st, role, item + 5) < 0)
+                return -1;
+            continue;
+        }
         char host[INET6_ADDRSTRLEN + 1];
         const char *colon = strrchr(item, ':');
         if (!colon)
@@ -306,6 +385,8 @@ static const struct config_list *role_list(const struct config *cfg, enum conn_r
         return &cfg->imap_listen;
     case CONN_ROLE_IMAPS:
         return &cfg->imaps_listen;
+    case CONN_ROLE_LMTP:
+        return &cfg->lmtp_listen;
     }
     return NULL;
 }

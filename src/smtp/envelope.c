@@ -39,6 +39,9 @@ void smtp_txn_reset(struct smtp_txn *t)
     free(t->remote_notify);
     free(t->remote_orcpt);
     free(t->first_rcpt);
+    for (size_t i = 0; t->lmtp_rcpts && i < t->n_rcpt; i++)
+        free(t->lmtp_rcpts[i]);
+    free(t->lmtp_rcpts);
     if (t->body_fd >= 0)
         close(t->body_fd);
     /* Free the body too: an idle session should not keep a megabyte it once needed. */
@@ -88,12 +91,14 @@ void smtp_cmd_mail(struct smtp_session *s, const struct smtp_command *cmd)
     smtp_reply(s, "250 2.1.0 Ok");
 }
 
-/* Append a local target unless that user already gets a copy. */
+/* Append a local target unless that user already gets a copy (in LMTP: a copy for this
+ * same RCPT; each RCPT has its own copies and its own reply, RFC 2033 §4.2). */
 static bool txn_add_local(struct smtp_txn *t, const struct auth_user *u, const char *orig,
-                          const struct smtp_rcpt_params *rp)
+                          const struct smtp_rcpt_params *rp, bool is_lmtp)
 {
     for (size_t i = 0; i < t->n_local; i++)
-        if (strcasecmp(t->local[i].user, u->address) == 0)
+        if (strcasecmp(t->local[i].user, u->address) == 0 &&
+            (!is_lmtp || t->local[i].rcpt_index == t->n_rcpt))
             return true;
     if (t->n_local == t->cap_local) {
         size_t cap = t->cap_local ? t->cap_local * 2 : 8;
@@ -110,6 +115,7 @@ static bool txn_add_local(struct smtp_txn *t, const struct auth_user *u, const c
     lt->quota = u->quota;
     lt->notify = rp->notify;
     lt->orcpt = rp->orcpt[0] ? strdup(rp->orcpt) : NULL;
+    lt->rcpt_index = t->n_rcpt;
     if (!lt->user || !lt->home || !lt->orig_rcpt || (rp->orcpt[0] && !lt->orcpt)) {
         free(lt->user);
         free(lt->home);
@@ -224,6 +230,16 @@ static int rcpt_local(struct smtp_session *s, const char *rcpt, const struct smt
             n_found++;
         }
     }
+    bool is_lmtp = s->role == CONN_ROLE_LMTP;
+    if (result == 1 && is_lmtp && t.n_remote > 0) {
+        /* LMTP is final delivery: an address forwarded off this host has no mailbox here
+         * (resolve such aliases in the MTA in front) */
+        rcpt_reject(s, rcpt,
+                    "550 5.1.1 <%s>: Recipient address rejected: forwarded off this host, "
+                    "not deliverable over LMTP",
+                    rcpt);
+        result = 0;
+    }
     if (result == 1 && n_found == 0 && t.n_remote == 0) {
         rcpt_reject(s, rcpt,
                     "550 5.1.1 <%s>: Recipient address rejected: User unknown in virtual "
@@ -233,7 +249,7 @@ static int rcpt_local(struct smtp_session *s, const char *rcpt, const struct smt
     }
     if (result == 1) {
         for (size_t i = 0; i < n_found; i++)
-            if (!txn_add_local(&s->txn, &users[i], rcpt, rp))
+            if (!txn_add_local(&s->txn, &users[i], rcpt, rp, is_lmtp))
                 result = -1;
         for (size_t i = 0; i < t.n_remote; i++)
             if (!txn_add_remote(&s->txn, t.remote[i], rp))
@@ -248,6 +264,20 @@ static int rcpt_local(struct smtp_session *s, const char *rcpt, const struct smt
     free(users);
     auth_targets_free(&t);
     return result;
+}
+
+/* Room in lmtp_rcpts for one more RCPT. */
+static bool lmtp_rcpt_reserve(struct smtp_txn *t)
+{
+    if (t->n_rcpt < t->cap_lmtp_rcpts)
+        return true;
+    size_t cap = t->cap_lmtp_rcpts ? t->cap_lmtp_rcpts * 2 : 8;
+    char **p = realloc(t->lmtp_rcpts, cap * sizeof *p);
+    if (!p)
+        return false;
+    t->lmtp_rcpts = p;
+    t->cap_lmtp_rcpts = cap;
+    return true;
 }
 
 static bool has_non_ascii(const char *p)
@@ -310,8 +340,23 @@ void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
         return;
     }
     if (is_local == 1) {
+        if (s->role == CONN_ROLE_LMTP && !lmtp_rcpt_reserve(&s->txn)) {
+            rcpt_reject(s, rcpt, "451 4.3.0 <%s>: Temporary failure: out of memory", rcpt);
+            return;
+        }
         if (rcpt_local(s, rcpt, &rp) != 1)
             return;
+        if (s->role == CONN_ROLE_LMTP && !(s->txn.lmtp_rcpts[s->txn.n_rcpt] = strdup(rcpt))) {
+            /* its copies are in the transaction: it must have its reply slot */
+            smtp_reply(s, "451 4.3.0 <%s>: Temporary failure: out of memory", rcpt);
+            smtp_txn_reset(&s->txn);
+            return;
+        }
+    } else if (s->role == CONN_ROLE_LMTP) {
+        /* LMTP never relays (RFC 2033 §1: delivery to local mailboxes) */
+        rcpt_reject(s, rcpt, "550 5.1.1 <%s>: Recipient address rejected: not a local address",
+                    rcpt);
+        return;
     } else {
         /* DESIGN §6: relaying needs SASL auth or a client in relay_networks. */
         bool may_relay =
