@@ -103,19 +103,29 @@ static bool can_starttls(const struct smtp_session *s)
     return !conn_is_tls(s->c) && conn_tls_available(s->c);
 }
 
-static void cmd_ehlo(struct smtp_session *s, const struct smtp_command *cmd)
+/* EHLO and LHLO: take the client's name, reset the transaction (RFC 5321 §4.1.4) and
+ * start the capability reply in b with what both offer. false (replied) on bad syntax. */
+static bool extended_hello(struct smtp_session *s, const struct smtp_command *cmd,
+                           const char *syntax_reply, struct buf *b)
 {
     if (!smtp_parse_helo(cmd->arg, cmd->arg_len, s->helo, sizeof s->helo)) {
-        smtp_reply(s, "501 Syntax: EHLO hostname");
-        return;
+        smtp_reply(s, "%s", syntax_reply);
+        return false;
     }
     smtp_txn_reset(&s->txn);
     s->has_helo = true;
     s->is_esmtp = true;
+    buf_init(b, 0);
+    buf_printf(b, "250-%s\r\n250-PIPELINING\r\n", smtp_hostname(s));
+    buf_printf(b, "250-SIZE %llu\r\n", (unsigned long long)s->cfg->smtp_max_message_size);
+    return true;
+}
+
+static void cmd_ehlo(struct smtp_session *s, const struct smtp_command *cmd)
+{
     struct buf b;
-    buf_init(&b, 0);
-    buf_printf(&b, "250-%s\r\n250-PIPELINING\r\n", smtp_hostname(s));
-    buf_printf(&b, "250-SIZE %llu\r\n", (unsigned long long)s->cfg->smtp_max_message_size);
+    if (!extended_hello(s, cmd, "501 Syntax: EHLO hostname", &b))
+        return;
     buf_append_str(&b, "250-VRFY\r\n");
     if (s->role == CONN_ROLE_SMTP)
         buf_append_str(&b, "250-ETRN\r\n"); /* RFC 1985 */
@@ -139,17 +149,9 @@ static void cmd_ehlo(struct smtp_session *s, const struct smtp_command *cmd)
  * CHUNKING (BDAT would need per-recipient replies after LAST). */
 static void cmd_lhlo(struct smtp_session *s, const struct smtp_command *cmd)
 {
-    if (!smtp_parse_helo(cmd->arg, cmd->arg_len, s->helo, sizeof s->helo)) {
-        smtp_reply(s, "501 5.5.4 Syntax: LHLO hostname");
-        return;
-    }
-    smtp_txn_reset(&s->txn);
-    s->has_helo = true;
-    s->is_esmtp = true;
     struct buf b;
-    buf_init(&b, 0);
-    buf_printf(&b, "250-%s\r\n250-PIPELINING\r\n", smtp_hostname(s));
-    buf_printf(&b, "250-SIZE %llu\r\n", (unsigned long long)s->cfg->smtp_max_message_size);
+    if (!extended_hello(s, cmd, "501 5.5.4 Syntax: LHLO hostname", &b))
+        return;
     buf_append_str(&b, "250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n");
     conn_write(s->c, b.data, b.len);
     buf_free(&b);

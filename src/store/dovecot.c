@@ -9,25 +9,12 @@
  */
 #include "store/dovecot.h"
 
-#include <stdarg.h>
+#include "store/store-private.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-
-/* Set *error_r (if error_r) to a malloc'd formatted reason. */
-static void dovecot_error(char **error_r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void dovecot_error(char **error_r, const char *fmt, ...)
-{
-    if (!error_r)
-        return;
-    char text[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(text, sizeof text, fmt, ap);
-    va_end(ap);
-    *error_r = strdup(text);
-}
 
 /* A copy of data with a NUL after it (lines are cut in place); NULL when out of memory. */
 static char *text_copy(const char *data, size_t len)
@@ -84,7 +71,7 @@ static int uidlist_header(struct dovecot_uidlist *l, char *p, char **error_r)
         char *sp = strchr(p, ' ');
         if (!sp || !parse_u32(p, (size_t)(sp - p), &l->uidvalidity) ||
             !parse_u32(sp + 1, strlen(sp + 1), &l->uidnext)) {
-            dovecot_error(error_r, "corrupted header (version 1)");
+            store_error(error_r, "corrupted header (version 1)");
             return -1;
         }
     } else {
@@ -95,7 +82,7 @@ static int uidlist_header(struct dovecot_uidlist *l, char *p, char **error_r)
             size_t tlen = sp ? (size_t)(sp - p) : strlen(p);
             if ((p[0] == 'V' && !parse_u32(p + 1, tlen - 1, &l->uidvalidity)) ||
                 (p[0] == 'N' && !parse_u32(p + 1, tlen - 1, &l->uidnext))) {
-                dovecot_error(error_r, "invalid %s in header", p[0] == 'V' ? "UIDVALIDITY" : "next UID");
+                store_error(error_r, "invalid %s in header", p[0] == 'V' ? "UIDVALIDITY" : "next UID");
                 return -1;
             }
             p += tlen;
@@ -104,7 +91,7 @@ static int uidlist_header(struct dovecot_uidlist *l, char *p, char **error_r)
         }
     }
     if (l->uidvalidity == 0 || l->uidnext == 0) {
-        dovecot_error(error_r, "broken header (uidvalidity=%u, next uid=%u)", l->uidvalidity,
+        store_error(error_r, "broken header (uidvalidity=%u, next uid=%u)", l->uidvalidity,
                       l->uidnext);
         return -1;
     }
@@ -119,16 +106,16 @@ static int uidlist_record(struct dovecot_uidlist *l, char *p, uint32_t prev_uid,
     memset(r, 0, sizeof *r);
     char *sp = strchr(p, ' ');
     if (!sp || !parse_u32(p, (size_t)(sp - p), &r->uid) || r->uid == 0) {
-        dovecot_error(error_r, "invalid data at line %zu", line_no);
+        store_error(error_r, "invalid data at line %zu", line_no);
         return -1;
     }
     if (r->uid <= prev_uid) {
-        dovecot_error(error_r, "UIDs not ordered at line %zu (%u after %u)", line_no, r->uid,
+        store_error(error_r, "UIDs not ordered at line %zu (%u after %u)", line_no, r->uid,
                       prev_uid);
         return -1;
     }
     if (r->uid == UINT32_MAX || (l->version == 1 && r->uid >= l->uidnext)) {
-        dovecot_error(error_r, "UID %u too high at line %zu", r->uid, line_no);
+        store_error(error_r, "UID %u too high at line %zu", r->uid, line_no);
         return -1;
     }
     p = sp;
@@ -154,7 +141,7 @@ static int uidlist_record(struct dovecot_uidlist *l, char *p, uint32_t prev_uid,
             p++;
     }
     if (*p == '\0' || *p == ':' || strchr(p, '/') != NULL) {
-        dovecot_error(error_r, "broken file name at line %zu", line_no);
+        store_error(error_r, "broken file name at line %zu", line_no);
         return -1;
     }
     char *colon = strchr(p, ':');
@@ -181,11 +168,11 @@ int dovecot_uidlist_parse(const char *data, size_t len, struct dovecot_uidlist *
 {
     memset(out, 0, sizeof *out);
     if (len > DOVECOT_UIDLIST_MAX_BYTES) {
-        dovecot_error(error_r, "file too large (%zu bytes)", len);
+        store_error(error_r, "file too large (%zu bytes)", len);
         return -1;
     }
     if (memchr(data, '\0', len)) {
-        dovecot_error(error_r, "NUL byte in file");
+        store_error(error_r, "NUL byte in file");
         return -1;
     }
     /* a record needs at least "1 x\n": at most len / 4 + 1 of them */
@@ -193,7 +180,7 @@ int dovecot_uidlist_parse(const char *data, size_t len, struct dovecot_uidlist *
     out->text = text_copy(data, len);
     out->recs = malloc(max_recs * sizeof *out->recs);
     if (!out->text || !out->recs) {
-        dovecot_error(error_r, "out of memory");
+        store_error(error_r, "out of memory");
         goto fail;
     }
     char *pos = out->text, *end = out->text + len, *line;
@@ -201,13 +188,13 @@ int dovecot_uidlist_parse(const char *data, size_t len, struct dovecot_uidlist *
     line = line_next(&pos, end, &line_len);
     if (!line || line_len < 2 || (line[0] != '1' && line[0] != '3') || line[1] != ' ') {
         if (!line || line_len < 2 || line[1] != ' ')
-            dovecot_error(error_r, "corrupted header (no version number)");
+            store_error(error_r, "corrupted header (no version number)");
         else
-            dovecot_error(error_r, "unsupported version %c", line[0]);
+            store_error(error_r, "unsupported version %c", line[0]);
         goto fail;
     }
     if (line_len > DOVECOT_UIDLIST_MAX_LINE) {
-        dovecot_error(error_r, "header line too long");
+        store_error(error_r, "header line too long");
         goto fail;
     }
     out->version = (unsigned)(line[0] - '0');
@@ -217,11 +204,11 @@ int dovecot_uidlist_parse(const char *data, size_t len, struct dovecot_uidlist *
     while ((line = line_next(&pos, end, &line_len)) != NULL) {
         line_no++;
         if (line_len > DOVECOT_UIDLIST_MAX_LINE) {
-            dovecot_error(error_r, "line %zu too long", line_no);
+            store_error(error_r, "line %zu too long", line_no);
             goto fail;
         }
         if (out->n >= max_recs) { /* cannot happen with the bound above; kept as a guard */
-            dovecot_error(error_r, "too many records");
+            store_error(error_r, "too many records");
             goto fail;
         }
         if (uidlist_record(out, line, prev_uid, line_no, error_r) < 0)
@@ -293,12 +280,12 @@ int dovecot_keywords_parse(const char *data, size_t len, struct dovecot_keywords
 {
     memset(out, 0, sizeof *out);
     if (len > DOVECOT_KEYWORDS_MAX_BYTES) {
-        dovecot_error(error_r, "file too large (%zu bytes)", len);
+        store_error(error_r, "file too large (%zu bytes)", len);
         return -1;
     }
     char *text = text_copy(data, len);
     if (!text) {
-        dovecot_error(error_r, "out of memory");
+        store_error(error_r, "out of memory");
         return -1;
     }
     char *pos = text, *end = text + len, *line;
@@ -327,7 +314,7 @@ int dovecot_keywords_parse(const char *data, size_t len, struct dovecot_keywords
         if (!out->names[idx]) {
             free(text);
             dovecot_keywords_free(out);
-            dovecot_error(error_r, "out of memory");
+            store_error(error_r, "out of memory");
             return -1;
         }
     }
@@ -551,7 +538,7 @@ int dovecot_subscriptions_parse(const char *data, size_t len, struct dovecot_sub
 {
     memset(out, 0, sizeof *out);
     if (len > DOVECOT_SUBSCRIPTIONS_MAX_BYTES) {
-        dovecot_error(error_r, "file too large (%zu bytes)", len);
+        store_error(error_r, "file too large (%zu bytes)", len);
         return -1;
     }
     static const char v2_header[] = "V\t2\n\n";
@@ -568,7 +555,7 @@ int dovecot_subscriptions_parse(const char *data, size_t len, struct dovecot_sub
     if (!text || !out->names) {
         free(text);
         dovecot_subscriptions_free(out);
-        dovecot_error(error_r, "out of memory");
+        store_error(error_r, "out of memory");
         return -1;
     }
     char *pos = text, *end = text + len, *line;
@@ -584,7 +571,7 @@ int dovecot_subscriptions_parse(const char *data, size_t len, struct dovecot_sub
         if (!(out->names[out->n] = strdup(name))) {
             free(text);
             dovecot_subscriptions_free(out);
-            dovecot_error(error_r, "out of memory");
+            store_error(error_r, "out of memory");
             return -1;
         }
         out->n++;

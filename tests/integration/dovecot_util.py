@@ -20,17 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from conftest import free_ports
+
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 HAS_DOVECOT = os.path.exists(DOVECOT) and os.path.exists("/usr/lib/dovecot/imap") and \
     os.path.exists("/usr/lib/dovecot/pop3")
-
-
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Dovecot:
@@ -43,7 +37,7 @@ class Dovecot:
         self.home_root.mkdir()
         self.pw = pwd.getpwnam(mail_user)
         os.chown(self.home_root, self.pw.pw_uid, self.pw.pw_gid)
-        self.ports = {"imap": _free_port(), "pop3": _free_port()}
+        self.ports = dict(zip(("imap", "pop3"), free_ports(2)))
         self.passwd = self.root / "passwd"
         self.passwd.write_text("")
         self.log = self.root / "dovecot.log"

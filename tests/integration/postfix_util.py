@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from conftest import free_ports
+
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 HAS_POSTFIX = os.path.exists(POSTFIX) and os.path.exists("/usr/lib/postfix/sbin/master") and \
     os.path.exists("/usr/share/postfix/master.cf.dist")
@@ -49,14 +51,6 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
 
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 class Postfix:
     def __init__(self, transport, domains):
         self.root = Path(tempfile.mkdtemp(prefix="postfix-it-"))
@@ -68,7 +62,7 @@ class Postfix:
             d.mkdir()
         shutil.chown(self.data_dir, "postfix")
         self.log = self.root / "maillog"
-        self.port = _free_port()
+        self.port = free_ports(1)[0]
         (self.config_dir / "master.cf").write_text(_MASTER_CF.format(port=f"127.0.0.1:{self.port}"))
         (self.config_dir / "main.cf").write_text(f"""\
 # written by tests/integration/postfix_util.py
