@@ -16,7 +16,9 @@
 #ifndef TERN_CORE_WORKPOOL_H
 #define TERN_CORE_WORKPOOL_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct event_base;
 struct workpool;
@@ -26,6 +28,12 @@ typedef void workpool_fn(void *arg);
 struct workpool *workpool_create(struct event_base *base, unsigned threads);
 /* Wait for queued jobs to finish, join threads, run pending done callbacks, free. */
 void workpool_destroy(struct workpool *pool);
+/* The same, but wait only until deadline_ms (util_now_ms() clock): true when done and
+ * freed; false when threads were still busy then (the pool is left alone, not freed: its
+ * threads still use it; the caller logs and exits the process). Graceful shutdown. */
+bool workpool_destroy_by(struct workpool *pool, uint64_t deadline_ms);
+/* Jobs running or queued on pool threads right now (any thread). */
+size_t workpool_busy(struct workpool *pool);
 void workpool_submit(struct workpool *pool, workpool_fn *work, workpool_fn *done, void *arg);
 /* Jobs submitted whose done() has not run yet (loop thread; used for a graceful stop). */
 size_t workpool_pending(const struct workpool *pool);

@@ -34,6 +34,8 @@
 /* ---- fault injection (tests): NULL means the real system call ---------------------- */
 extern ssize_t (*store_io_write_hook)(int fd, const void *data, size_t len);
 extern int (*store_io_fsync_hook)(int fd);
+/* The clock of the tmp/ debris cleanup at login (tests move it forward). */
+extern time_t (*store_clock_hook)(void);
 
 /* write(2) all bytes through the hook; 0 or -1 (errno set). */
 int store_io_write_all(int fd, const void *data, size_t len);
