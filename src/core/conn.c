@@ -299,7 +299,7 @@ static void conn_finish(struct conn *c, const char *reason)
     if (c->next)
         c->next->prev = c->prev;
     srv->n_conns--;
-    server_conn_released(srv, c->peer_ip);
+    server_conn_released(srv, c->peer_ip, c->role);
     if (c->under_cb)
         evbuffer_remove_cb_entry(bufferevent_get_output(bufferevent_get_underlying(c->bev)),
                                  c->under_cb);
@@ -493,7 +493,11 @@ static void conn_on_event(struct bufferevent *bev, short what, void *arg)
     }
     if (what & BEV_EVENT_TIMEOUT) {
         if (c->is_closing) {
-            conn_finish(c, "timeout while flushing");
+            /* Only the flush (write) timeout ends a closing connection: a read timeout
+             * that fired in the same loop turn as conn_close() (an IDLE limit reached at
+             * the very second of the idle timeout) must not cut off the farewell. */
+            if (what & BEV_EVENT_WRITING)
+                conn_finish(c, "timeout while flushing");
             return;
         }
         if (c->is_handshaking) {

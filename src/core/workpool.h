@@ -4,9 +4,9 @@
  *
  * workpool_submit(pool, work, done, arg): work(arg) runs on a pool thread; afterwards
  * done(arg) runs on the loop thread. The caller owns arg throughout and frees it in done.
- * A session waiting for a job pauses its reads (conn_pause_read) and must stay alive until
- * done runs: if the peer disconnects meanwhile, the session marks itself closed and frees
- * itself in done instead (the close callback must not free a session with a job in flight).
+ * Sessions do not call this directly: they submit typed jobs through core/job.h, which
+ * finds the session again by handle when the job is done (a client may leave at any
+ * moment) and keeps work() away from every session and connection object.
  *
  * Many threads doing fsync at once lets the filesystem journal commit them together
  * (group commit), which is how durable delivery stays fast.
