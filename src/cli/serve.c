@@ -230,6 +230,7 @@ int cli_serve(const struct cli_options *o, int argc, char **argv)
                 [CONN_ROLE_POP3S] = &pop3_protocol,
                 [CONN_ROLE_IMAP] = &imap_protocol,
                 [CONN_ROLE_IMAPS] = &imap_protocol,
+                [CONN_ROLE_LMTP] = &smtp_protocol,
             },
         .init = serve_init,
         .fini = serve_fini,

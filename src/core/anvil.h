@@ -23,7 +23,7 @@
 
 #define ANVIL_SLOTS     32 /* worker processes alive at once (two generations at a reload) */
 #define ANVIL_ADDRS     8192 /* distinct client addresses one worker can count */
-#define ANVIL_ROLES     7  /* CONN_ROLE_COUNT */
+#define ANVIL_ROLES     8  /* CONN_ROLE_COUNT */
 
 struct anvil;
 

@@ -65,6 +65,7 @@ struct conn {
     char local_ip[INET6_ADDRSTRLEN];
     uint16_t local_port;
     bool is_loopback;
+    bool is_local; /* accepted on a unix socket */
 
     unsigned timeout; /* seconds, 0 none */
     bool is_tls;
@@ -203,6 +204,11 @@ bool conn_peer_is_loopback(const struct conn *c)
 {
     CONN_ON_LOOP();
     return c->is_loopback;
+}
+
+bool conn_peer_is_local(const struct conn *c)
+{
+    return c->is_local;
 }
 
 const char *conn_peer_name(const struct conn *c)
@@ -639,6 +645,7 @@ static unsigned conn_role_timeout(const struct config *cfg, enum conn_role role)
     case CONN_ROLE_SMTP:
     case CONN_ROLE_SUBMISSION:
     case CONN_ROLE_SUBMISSIONS:
+    case CONN_ROLE_LMTP:
         return cfg->smtp_timeout;
     case CONN_ROLE_POP3:
     case CONN_ROLE_POP3S:
@@ -656,7 +663,12 @@ static void conn_fill_addresses(struct conn *c, int fd, const struct sockaddr *p
     memset(&c->peer, 0, sizeof c->peer);
     memcpy(&c->peer, peer, peer_len < sizeof c->peer ? peer_len : sizeof c->peer);
     snprintf(c->peer_ip, sizeof c->peer_ip, "unknown");
-    if (peer->sa_family == AF_INET) {
+    if (peer->sa_family == AF_UNIX) {
+        /* a unix socket: its file permissions said who may connect */
+        snprintf(c->peer_ip, sizeof c->peer_ip, "local");
+        c->is_loopback = true;
+        c->is_local = true;
+    } else if (peer->sa_family == AF_INET) {
         const struct sockaddr_in *s = (const struct sockaddr_in *)peer;
         inet_ntop(AF_INET, &s->sin_addr, c->peer_ip, sizeof c->peer_ip);
         c->is_loopback = (ntohl(s->sin_addr.s_addr) >> 24) == 127;

@@ -50,6 +50,8 @@ enum conn_role {
     CONN_ROLE_POP3S,       /* 995: implicit TLS */
     CONN_ROLE_IMAP,        /* 143: STARTTLS offered */
     CONN_ROLE_IMAPS,       /* 993: implicit TLS */
+    CONN_ROLE_LMTP,        /* LMTP (RFC 2033) from the MTA in front: a unix socket (its
+                              permissions decide who may deliver) or a trusted TCP peer */
 };
 
 struct conn_protocol {
@@ -77,7 +79,7 @@ struct server;
 
 struct auth_service;
 
-#define CONN_ROLE_COUNT 7
+#define CONN_ROLE_COUNT 8
 
 /* Which parts of the server a process runs (server_context.processes). With
  * master_process = yes the master forks worker processes (listeners and sessions) and one
@@ -161,11 +163,14 @@ bool conn_is_tls(const struct conn *c);
 const char *conn_tls_description(const struct conn *c);
 bool conn_tls_available(const struct conn *c);
 
-/* Peer and local addresses as text ("127.0.0.1", "::1"), and whether the peer is loopback. */
+/* Peer and local addresses as text ("127.0.0.1", "::1"), and whether the peer is loopback.
+ * A peer on a unix socket reads "local", counts as loopback, and conn_peer_is_local()
+ * says so. */
 const char *conn_peer_ip(const struct conn *c);
 const char *conn_local_ip(const struct conn *c);
 uint16_t conn_local_port(const struct conn *c);
 bool conn_peer_is_loopback(const struct conn *c);
+bool conn_peer_is_local(const struct conn *c);
 /* "localhost" for loopback peers, "unknown" otherwise (no blocking reverse DNS). */
 const char *conn_peer_name(const struct conn *c);
 /* Is the peer inside one of the CIDRs of the list (e.g. relay_networks)? */

@@ -35,7 +35,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -50,7 +52,7 @@
 #define SERVER_NOFILE_WANTED ((rlim_t)131072)
 
 static const char *const role_names[CONN_ROLE_COUNT] = {
-    "smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps",
+    "smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps", "lmtp",
 };
 
 /* ---- accepting ------------------------------------------------------------------------ */
@@ -69,7 +71,9 @@ static bool role_is_implicit_tls(enum conn_role role)
 static void peer_ip_text(const struct sockaddr *sa, char *out, size_t size)
 {
     snprintf(out, size, "unknown");
-    if (sa->sa_family == AF_INET) {
+    if (sa->sa_family == AF_UNIX) {
+        snprintf(out, size, "local");
+    } else if (sa->sa_family == AF_INET) {
         inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)size);
     } else if (sa->sa_family == AF_INET6) {
         const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
@@ -249,12 +253,100 @@ static int server_bind_one(struct server_state *st, enum conn_role role, int fam
     return 0;
 }
 
-/* Bind every "addr:port" of one role's list. */
-static int server_bind_role(struct server_state *st, enum conn_role role,
-                            const struct config_list *list)
+/* Bind a unix socket "unix:<path>" (lmtp.listen), as root before forking: a stale socket
+ * file of an earlier run is replaced, anything else at the path is an error; the file
+ * gets lmtp.socket_mode and belongs to the run user and lmtp.socket_group. A reload
+ * keeps the socket it already has for the same path. */
+static int server_bind_unix(struct server_state *st, const struct config *cfg,
+                            enum conn_role role, const char *path)
+{
+    if (st->n_listeners >= SERVER_MAX_LISTENERS) {
+        log_error("master", "too many listen addresses (max %d)", SERVER_MAX_LISTENERS);
+        return -1;
+    }
+    struct listener *l = &st->listeners[st->n_listeners];
+    snprintf(l->name, sizeof l->name, "unix:%s", path);
+    for (size_t i = 0; i < st->n_reuse; i++) {
+        struct listener *old = &st->reuse[i];
+        if (old->fd >= 0 && old->role == role && strcmp(old->name, l->name) == 0) {
+            l->st = st;
+            l->role = role;
+            l->fd = old->fd;
+            l->is_reused = true;
+            old->fd = -1;
+            st->n_listeners++;
+            return 0;
+        }
+    }
+    struct sockaddr_un sun;
+    memset(&sun, 0, sizeof sun);
+    sun.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof sun.sun_path) {
+        log_error("master", "cannot listen on unix:%s for %s: path longer than %zu bytes", path,
+                  role_names[role], sizeof sun.sun_path - 1);
+        return -1;
+    }
+    memcpy(sun.sun_path, path, strlen(path) + 1);
+    struct stat old_st;
+    if (lstat(path, &old_st) == 0) {
+        if (!S_ISSOCK(old_st.st_mode)) {
+            log_error("master", "cannot listen on unix:%s for %s: a file that is no socket is "
+                                "in the way", path, role_names[role]);
+            return -1;
+        }
+        (void)unlink(path); /* left by an earlier run */
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    /* the socket is created with no access for anyone until chmod below */
+    mode_t old_mask = umask(0777);
+    int rc = fd < 0 ? -1 : bind(fd, (struct sockaddr *)&sun, sizeof sun);
+    umask(old_mask);
+    if (rc < 0 || listen(fd, SERVER_LISTEN_BACKLOG) < 0) {
+        log_error("master", "cannot listen on unix:%s for %s: %s", path, role_names[role],
+                  strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    uid_t uid = st->is_root ? st->pw.pw_uid : (uid_t)-1;
+    gid_t gid = st->is_root ? st->pw.pw_gid : (gid_t)-1;
+    if (cfg->lmtp_socket_group && cfg->lmtp_socket_group[0]) {
+        struct group *gr = getgrnam(cfg->lmtp_socket_group);
+        if (!gr) {
+            log_error("master", "lmtp.socket_group: no group '%s'", cfg->lmtp_socket_group);
+            close(fd);
+            return -1;
+        }
+        gid = gr->gr_gid;
+    }
+    if ((uid != (uid_t)-1 || gid != (gid_t)-1) && chown(path, uid, gid) < 0) {
+        log_error("master", "chown unix:%s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (chmod(path, (mode_t)cfg->lmtp_socket_mode) < 0) {
+        log_error("master", "chmod unix:%s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    l->st = st;
+    l->role = role;
+    l->fd = fd;
+    st->n_listeners++;
+    return 0;
+}
+
+/* Bind every "addr:port" (or "unix:<path>") of one role's list. */
+static int server_bind_role(struct server_state *st, const struct config *cfg,
+                            enum conn_role role, const struct config_list *list)
 {
     for (size_t i = 0; i < list->n; i++) {
         const char *item = list->items[i];
+        if (strncmp(item, "unix:", 5) == 0) {
+            if (server_bind_unix(st, cfg, role, item + 5) < 0)
+                return -1;
+            continue;
+        }
         char host[INET6_ADDRSTRLEN + 1];
         const char *colon = strrchr(item, ':');
         if (!colon)
@@ -300,6 +392,8 @@ static const struct config_list *role_list(const struct config *cfg, enum conn_r
         return &cfg->imap_listen;
     case CONN_ROLE_IMAPS:
         return &cfg->imaps_listen;
+    case CONN_ROLE_LMTP:
+        return &cfg->lmtp_listen;
     }
     return NULL;
 }
@@ -543,7 +637,8 @@ int server_bind_all(struct server_state *st, const struct config *cfg)
     for (int role = 0; role < CONN_ROLE_COUNT; role++) {
         if (!st->srv.hooks->protocols[role])
             continue;
-        if (server_bind_role(st, (enum conn_role)role, role_list(cfg, (enum conn_role)role)) < 0)
+        if (server_bind_role(st, cfg, (enum conn_role)role,
+                             role_list(cfg, (enum conn_role)role)) < 0)
             return -1;
     }
     return 0;

@@ -24,7 +24,7 @@ struct listener {
     struct server_state *st;
     enum conn_role role;
     int fd;
-    char name[INET6_ADDRSTRLEN + 16]; /* "127.0.0.1:25" */
+    char name[INET6_ADDRSTRLEN + 128]; /* "127.0.0.1:25", "unix:/var/lib/tern/lmtp" */
     struct evconnlistener *evl;
     struct event *resume; /* re-enables accepting after an accept error */
     bool is_reused;       /* a reload took this socket over from the old set */

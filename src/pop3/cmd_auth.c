@@ -16,6 +16,7 @@
 #include "core/config.h"
 #include "core/conn.h"
 #include "core/log.h"
+#include "core/uidl.h"
 #include "core/util.h"
 #include "store/store.h"
 
@@ -142,6 +143,8 @@ struct login_job {
     struct pop3_msginfo *msgs;
     size_t n_msgs;
     uint32_t uidvalidity;
+    char uidl_format[UIDL_FORMAT_MAX + 1]; /* pop3.uidl_format, copied at submit */
+    char *uidls;                           /* every message's UIDL, NUL-separated */
 };
 
 static void wipe_free(char *p)
@@ -164,6 +167,7 @@ static void login_job_free(struct login_job *j)
     free(j->user);
     free(j->error);
     free(j->msgs);
+    free(j->uidls);
     free(j);
 }
 
@@ -195,6 +199,58 @@ static uint64_t message_pop3_size(struct store_mailbox *box, size_t i,
     }
     free(error);
     return size;
+}
+
+/* The UIDL of message i as Dovecot served it: the POP3 UIDL Dovecot kept in
+ * dovecot-uidlist (a P field; empty = the base name), else the format expanded with the
+ * GUID Dovecot kept (G field) or the base name. */
+static void message_uidl(struct login_job *j, size_t i, const struct store_message *m,
+                         char *out, size_t size)
+{
+    char *kept = store_message_get_cache(j->md.box, i, "pop3_uidl");
+    if (kept != NULL) {
+        /* verbatim (a '%' in it is no format), one printable word (RFC 1939 §7) */
+        const char *value = kept[0] != '\0' ? kept : m->filename;
+        size_t n = 0;
+        for (; value[n] != '\0' && n + 1 < size; n++)
+            out[n] = value[n] > 0x20 && value[n] < 0x7f ? value[n] : '?';
+        out[n] = '\0';
+        free(kept);
+        if (n > 0)
+            return;
+    }
+    char *guid = strstr(j->uidl_format, "g") ? store_message_get_cache(j->md.box, i, "guid") : NULL;
+    struct uidl_vars v = {
+        .uid = m->uid, .uidvalidity = j->uidvalidity, .filename = m->filename, .guid = guid};
+    if (!uidl_format(j->uidl_format, &v, out, size)) /* checked at start-up: cannot fail */
+        snprintf(out, size, "%08x%08x", m->uid, j->uidvalidity);
+    free(guid);
+}
+
+/* Every message's UIDL into one NUL-separated block (j->uidls, offsets in j->msgs). */
+static int maildrop_uidls(struct login_job *j)
+{
+    size_t cap = j->n_msgs * 18 + 1, used = 0;
+    j->uidls = malloc(cap);
+    if (j->uidls == NULL)
+        return -1;
+    for (size_t i = 0; i < j->n_msgs; i++) {
+        char uidl[UIDL_MAX];
+        message_uidl(j, i, store_mailbox_message(j->md.box, i), uidl, sizeof uidl);
+        size_t len = strlen(uidl) + 1;
+        if (used + len > cap) {
+            size_t ncap = (used + len) * 2;
+            char *n = realloc(j->uidls, ncap);
+            if (n == NULL)
+                return -1;
+            j->uidls = n;
+            cap = ncap;
+        }
+        memcpy(j->uidls + used, uidl, len);
+        j->msgs[i].uidl_offset = used;
+        used += len;
+    }
+    return 0;
 }
 
 /* Lock and open the user's INBOX (RFC 1939 §8: the maildrop is locked for POP3). */
@@ -247,6 +303,11 @@ static void maildrop_open(struct login_job *j)
         const struct store_message *m = store_mailbox_message(box, i);
         j->msgs[i].uid = m->uid;
         j->msgs[i].size = message_pop3_size(box, i, m);
+    }
+    if (maildrop_uidls(j) < 0) {
+        j->error = strdup("out of memory");
+        j->open_rc = -1;
+        return;
     }
     /* The session needs the index again only at QUIT: give its connection back now. */
     store_user_idle(j->md.store);
@@ -323,6 +384,8 @@ static void login_adopt(struct pop3_session *s, struct login_job *j, const char 
     s->msgs = j->msgs;
     s->n_msgs = j->n_msgs;
     s->uidvalidity = j->uidvalidity;
+    s->uidls = j->uidls;
+    j->uidls = NULL;
     j->msgs = NULL;
     snprintf(s->method, sizeof s->method, "%s", method != NULL ? method : "");
     s->total_size = 0;
@@ -474,7 +537,11 @@ static void login_submit(struct pop3_session *s, struct login_job *j, job_done_f
     job_init(&j->job, s->handle, login_work, done);
     j->auth = auth;
     snprintf(j->ip, sizeof j->ip, "%s", conn_peer_ip(s->conn));
-    j->login_delay = conn_server(s->conn)->cfg->pop3_login_delay;
+    const struct config *cfg = conn_server(s->conn)->cfg;
+    j->login_delay = cfg->pop3_login_delay;
+    snprintf(j->uidl_format, sizeof j->uidl_format, "%s",
+             cfg != NULL && cfg->pop3_uidl_format != NULL ? cfg->pop3_uidl_format
+                                                          : UIDL_DEFAULT_FORMAT);
     if (j->kind == LOGIN_SASL) {
         j->sasl = s->sasl; /* moved in: the session holds nothing a pool thread uses */
         s->sasl = NULL;

@@ -39,6 +39,9 @@ void smtp_txn_reset(struct smtp_txn *t)
     free(t->remote_notify);
     free(t->remote_orcpt);
     free(t->first_rcpt);
+    for (size_t i = 0; t->lmtp_rcpts && i < t->n_rcpt; i++)
+        free(t->lmtp_rcpts[i]);
+    free(t->lmtp_rcpts);
     if (t->body_fd >= 0)
         close(t->body_fd);
     /* Free the body too: an idle session should not keep a megabyte it once needed. */
@@ -140,12 +143,14 @@ void smtp_cmd_mail(struct smtp_session *s, const struct smtp_command *cmd)
     smtp_session_job_start(s, &mj->job);
 }
 
-/* Append a local target unless that user already gets a copy. */
+/* Append a local target unless that user already gets a copy (in LMTP: a copy for this
+ * same RCPT; each RCPT has its own copies and its own reply, RFC 2033 §4.2). */
 static bool txn_add_local(struct smtp_txn *t, const struct auth_user *u, const char *orig,
-                          const struct smtp_rcpt_params *rp)
+                          const struct smtp_rcpt_params *rp, bool is_lmtp)
 {
     for (size_t i = 0; i < t->n_local; i++)
-        if (strcasecmp(t->local[i].user, u->address) == 0)
+        if (strcasecmp(t->local[i].user, u->address) == 0 &&
+            (!is_lmtp || t->local[i].rcpt_index == t->n_rcpt))
             return true;
     if (t->n_local == t->cap_local) {
         size_t cap = t->cap_local ? t->cap_local * 2 : 8;
@@ -162,6 +167,7 @@ static bool txn_add_local(struct smtp_txn *t, const struct auth_user *u, const c
     lt->quota = u->quota;
     lt->notify = rp->notify;
     lt->orcpt = rp->orcpt[0] ? strdup(rp->orcpt) : NULL;
+    lt->rcpt_index = t->n_rcpt;
     if (!lt->user || !lt->home || !lt->orig_rcpt || (rp->orcpt[0] && !lt->orcpt)) {
         free(lt->user);
         free(lt->home);
@@ -219,6 +225,8 @@ static void rcpt_reject(struct smtp_session *s, const char *rcpt, const char *fm
     smtp_reply(s, "%s", reply);
 }
 
+static bool lmtp_rcpt_reserve(struct smtp_txn *t);
+
 /* Is one of the local targets of this recipient at or over quota? (BLOCKING: index) */
 static bool user_is_full(const struct auth_user *u)
 {
@@ -238,6 +246,7 @@ struct rcpt_job {
     char host[256];           /* our hostname (postmaster's domain) */
     struct smtp_rcpt_params rp;
     bool may_relay; /* authenticated, or in relay_networks (decided on the loop) */
+    bool is_lmtp;   /* LMTP: final delivery only (RFC 2033), one reply per recipient */
     /* results */
     char rcpt[ADDR_MAX_PATH + 1];
     char reply[SMTP_REPLY_MAX]; /* a rejection ("" when accepted) */
@@ -334,6 +343,17 @@ static void rcpt_work(struct job *j)
                  rj->rcpt);
     } else if (is_local == 1) {
         rcpt_local(rj);
+        if (!rj->reply[0] && rj->is_lmtp && rj->t.n_remote > 0)
+            /* LMTP is final delivery: an address forwarded off this host has no mailbox
+             * here (resolve such aliases in the MTA in front) */
+            snprintf(rj->reply, sizeof rj->reply,
+                     "550 5.1.1 <%s>: Recipient address rejected: forwarded off this host, "
+                     "not deliverable over LMTP",
+                     rj->rcpt);
+    } else if (rj->is_lmtp) {
+        /* LMTP never relays (RFC 2033 §1: delivery to local mailboxes) */
+        snprintf(rj->reply, sizeof rj->reply,
+                 "550 5.1.1 <%s>: Recipient address rejected: not a local address", rj->rcpt);
     } else if (!rj->may_relay) {
         /* DESIGN §6: relaying needs SASL auth or a client in relay_networks. */
         snprintf(rj->reply, sizeof rj->reply, "554 5.7.1 <%s>: Relay access denied", rj->rcpt);
@@ -352,15 +372,26 @@ static void rcpt_done(void *session, struct job *j)
         return;
     }
     const char *rcpt = rj->rcpt;
+    if (!rj->reply[0] && rj->is_lmtp && !lmtp_rcpt_reserve(&s->txn))
+        snprintf(rj->reply, sizeof rj->reply, "451 4.3.0 <%s>: Temporary failure: out of memory",
+                 rcpt);
     if (!rj->reply[0]) {
         bool ok = true;
         if (rj->is_foreign) {
             ok = txn_add_remote(&s->txn, rcpt, &rj->rp);
         } else {
             for (size_t i = 0; i < rj->n_users && ok; i++)
-                ok = txn_add_local(&s->txn, &rj->users[i], rcpt, &rj->rp);
+                ok = txn_add_local(&s->txn, &rj->users[i], rcpt, &rj->rp, rj->is_lmtp);
             for (size_t i = 0; i < rj->t.n_remote && ok; i++)
                 ok = txn_add_remote(&s->txn, rj->t.remote[i], &rj->rp);
+        }
+        if (ok && rj->is_lmtp && !(s->txn.lmtp_rcpts[s->txn.n_rcpt] = strdup(rcpt))) {
+            /* its copies are in the transaction: it must have its reply slot */
+            smtp_reply(s, "451 4.3.0 <%s>: Temporary failure: out of memory", rcpt);
+            smtp_txn_reset(&s->txn);
+            rcpt_job_free(rj);
+            smtp_session_job_done(s);
+            return;
         }
         if (!ok)
             snprintf(rj->reply, sizeof rj->reply,
@@ -385,6 +416,20 @@ static void rcpt_done(void *session, struct job *j)
     }
     rcpt_job_free(rj);
     smtp_session_job_done(s);
+}
+
+/* Room in lmtp_rcpts for one more RCPT. */
+static bool lmtp_rcpt_reserve(struct smtp_txn *t)
+{
+    if (t->n_rcpt < t->cap_lmtp_rcpts)
+        return true;
+    size_t cap = t->cap_lmtp_rcpts ? t->cap_lmtp_rcpts * 2 : 8;
+    char **p = realloc(t->lmtp_rcpts, cap * sizeof *p);
+    if (!p)
+        return false;
+    t->lmtp_rcpts = p;
+    t->cap_lmtp_rcpts = cap;
+    return true;
 }
 
 static bool has_non_ascii(const char *p)
@@ -436,6 +481,8 @@ void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
     rj->to = to;
     snprintf(rj->host, sizeof rj->host, "%s", smtp_hostname(s));
     rj->rp = rp;
-    rj->may_relay = s->auth_user != NULL || conn_peer_in_networks(s->c, &s->cfg->relay_networks);
+    rj->is_lmtp = s->role == CONN_ROLE_LMTP;
+    rj->may_relay = !rj->is_lmtp && (s->auth_user != NULL ||
+                                     conn_peer_in_networks(s->c, &s->cfg->relay_networks));
     smtp_session_job_start(s, &rj->job);
 }
