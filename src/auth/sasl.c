@@ -31,23 +31,22 @@
 
 enum sasl_mech { MECH_PLAIN, MECH_LOGIN, MECH_CRAM_MD5, MECH_SCRAM_SHA_256 };
 
-/* Stored credentials a challenge-response mechanism can be answered from: its own key, or
- * the password itself. */
-static const char *const cram_md5_schemes[] = {"CRAM-MD5", "PLAIN", "CLEAR", "CLEARTEXT", NULL};
-static const char *const scram_sha_256_schemes[] = {"SCRAM-SHA-256", "PLAIN", "CLEAR",
-                                                    "CLEARTEXT", NULL};
+/* What a mechanism needs stored: nothing particular (it verifies a password, any
+ * credential will do), or a credential a challenge-response can be answered from (its
+ * own key or the password itself: auth_mechanism_flags). */
+enum mech_credential { CRED_ANY, CRED_CRAM_MD5, CRED_SCRAM_SHA_256 };
 
 /* The mechanisms, in the order they are advertised. */
 static const struct sasl_mech_info {
     const char *name;
     enum sasl_mech mech;
-    bool is_plaintext;          /* sends the password: subject to auth.allow_plaintext */
-    const char *const *schemes; /* NULL: verifies a password, any credential will do */
+    bool is_plaintext; /* sends the password: subject to auth.allow_plaintext */
+    enum mech_credential needs;
 } mechs[] = {
-    {"PLAIN", MECH_PLAIN, true, NULL},
-    {"LOGIN", MECH_LOGIN, true, NULL},
-    {"CRAM-MD5", MECH_CRAM_MD5, false, cram_md5_schemes},
-    {"SCRAM-SHA-256", MECH_SCRAM_SHA_256, false, scram_sha_256_schemes},
+    {"PLAIN", MECH_PLAIN, true, CRED_ANY},
+    {"LOGIN", MECH_LOGIN, true, CRED_ANY},
+    {"CRAM-MD5", MECH_CRAM_MD5, false, CRED_CRAM_MD5},
+    {"SCRAM-SHA-256", MECH_SCRAM_SHA_256, false, CRED_SCRAM_SHA_256},
 };
 
 struct auth_sasl {
@@ -66,6 +65,10 @@ struct auth_sasl {
     char *nonce;
     bool is_fake; /* unknown user: run the exchange, then fail */
     struct auth_scram_keys keys;
+    /* served by the auth process (remote.c): the exchange lives there between steps */
+    uint64_t remote_id; /* 0 until the first step started it */
+    char peer_service[16], peer_ip[64];
+    bool peer_is_tls, peer_is_loopback;
 };
 
 static const char *const plaintext_schemes[] = {"PLAIN", "CLEAR", "CLEARTEXT", NULL};
@@ -78,14 +81,16 @@ static const struct sasl_mech_info *mech_find(const char *name)
     return NULL;
 }
 
-/* The one rule behind both advertising and accepting a mechanism. */
+/* The one rule behind both advertising and accepting a mechanism; has_cram/has_scram
+ * from auth_mechanism_flags(). */
 static enum auth_mech_status mech_status(struct auth_service *svc,
                                          const struct sasl_mech_info *m,
-                                         const struct auth_peer *peer)
+                                         const struct auth_peer *peer, bool has_cram,
+                                         bool has_scram)
 {
     if (m->is_plaintext && !auth_plaintext_allowed(svc, peer))
         return AUTH_MECH_NEEDS_TLS;
-    if (m->schemes && !auth_creds_any(svc, m->schemes))
+    if ((m->needs == CRED_CRAM_MD5 && !has_cram) || (m->needs == CRED_SCRAM_SHA_256 && !has_scram))
         return AUTH_MECH_UNAVAILABLE;
     return AUTH_MECH_OK;
 }
@@ -94,15 +99,21 @@ enum auth_mech_status auth_mechanism_status(struct auth_service *svc, const char
                                             const struct auth_peer *peer)
 {
     const struct sasl_mech_info *m = mech_find(mechanism);
-    return m ? mech_status(svc, m, peer) : AUTH_MECH_UNKNOWN;
+    if (!m)
+        return AUTH_MECH_UNKNOWN;
+    bool has_cram, has_scram, has_apop;
+    auth_mechanism_flags(svc, &has_cram, &has_scram, &has_apop);
+    return mech_status(svc, m, peer, has_cram, has_scram);
 }
 
 char *auth_mechanisms(struct auth_service *svc, const struct auth_peer *peer)
 {
+    bool has_cram, has_scram, has_apop;
+    auth_mechanism_flags(svc, &has_cram, &has_scram, &has_apop);
     struct buf out;
     buf_init(&out, 256);
     for (size_t i = 0; i < sizeof mechs / sizeof mechs[0]; i++)
-        if (mech_status(svc, &mechs[i], peer) == AUTH_MECH_OK)
+        if (mech_status(svc, &mechs[i], peer, has_cram, has_scram) == AUTH_MECH_OK)
             buf_printf(&out, "%s%s", out.len ? " " : "", mechs[i].name);
     if (!out.data)
         return strdup("");
@@ -114,7 +125,7 @@ struct auth_sasl *auth_sasl_start(struct auth_service *svc, const char *mechanis
 {
     const struct sasl_mech_info *m = mech_find(mechanism);
     /* RFC 4954 §4, RFC 5034 §4, RFC 3501 §6.2.2: only what we advertise is accepted */
-    if (!m || mech_status(svc, m, peer) != AUTH_MECH_OK)
+    if (!m || auth_mechanism_status(svc, mechanism, peer) != AUTH_MECH_OK)
         return NULL;
     struct auth_sasl *s = calloc(1, sizeof *s);
     if (!s)
@@ -123,6 +134,12 @@ struct auth_sasl *auth_sasl_start(struct auth_service *svc, const char *mechanis
     s->mech = m->mech;
     s->name = m->name;
     snprintf(s->hostname, sizeof s->hostname, "%s", hostname && *hostname ? hostname : "localhost");
+    /* copies: the steps run on pool threads, the peer's strings belong to the loop */
+    snprintf(s->peer_service, sizeof s->peer_service, "%s",
+             peer && peer->service ? peer->service : "");
+    snprintf(s->peer_ip, sizeof s->peer_ip, "%s", peer && peer->ip ? peer->ip : "");
+    s->peer_is_tls = peer && peer->is_tls;
+    s->peer_is_loopback = peer && peer->is_loopback;
     return s;
 }
 
@@ -145,6 +162,8 @@ void auth_sasl_free(struct auth_sasl *s)
 {
     if (!s)
         return;
+    if (s->svc->remote && s->remote_id && !s->is_done)
+        auth_remote_sasl_free(s->svc, s->remote_id); /* the auth process drops its half */
     free(s->challenge);
     free(s->client_first_bare);
     free(s->gs2_header);
@@ -586,6 +605,18 @@ enum auth_sasl_status auth_sasl_step(struct auth_sasl *s, const char *response_b
     *challenge_r = NULL;
     if (s->is_done)
         return AUTH_SASL_FAIL;
+    if (s->svc->remote) {
+        struct auth_peer peer = {.service = s->peer_service,
+                                 .ip = s->peer_ip,
+                                 .is_tls = s->peer_is_tls,
+                                 .is_loopback = s->peer_is_loopback};
+        enum auth_sasl_status st = auth_remote_sasl_step(
+            s->svc, &s->remote_id, s->name, s->hostname, &peer, response_b64, challenge_r,
+            s->user, sizeof s->user, s->login, sizeof s->login);
+        if (st != AUTH_SASL_CONTINUE)
+            s->is_done = true; /* the auth process ended its half */
+        return st;
+    }
     bool is_first = s->state == 0 && !s->challenge;
     if (response_b64 && strcmp(response_b64, "*") == 0) {
         s->is_done = true; /* RFC 4954 §4: the client cancelled */

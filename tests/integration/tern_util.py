@@ -13,7 +13,8 @@ conftest.py puts this folder on sys.path).
   send_mail(tern, from, to, body, ...) -> (code, text) of the DATA reply, via smtplib
   wait_for(predicate, timeout=10, what=...)  bounded poll on a condition
   tls_context()                      client TLS context that accepts the test certificate
-  fd_targets(pid)                    what each open descriptor of a process points to
+  fd_targets(pid)                    what each open descriptor of a process (and of its
+                                     children: workers, queue, auth) points to
   maildir_messages(path) -> sorted list of message files in new/ and cur/
 
 Every read has a timeout (a bound, never something a test asserts on).
@@ -317,15 +318,21 @@ def tls_context():
     return ctx
 
 
-def fd_targets(pid):
-    """readlink() of every open descriptor of process pid ("socket:[123]", a path...);
-    descriptors closed while we look are left out."""
+def fd_targets(pid, with_children=True):
+    """readlink() of every open descriptor of process pid and (by default) its children,
+    the master's workers, queue and auth processes ("socket:[123]", a path...);
+    descriptors closed or processes gone while we look are left out."""
     targets = []
-    for fd in os.listdir(f"/proc/{pid}/fd"):
+    for p in [pid] + (child_pids(pid) if with_children else []):
         try:
-            targets.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+            fds = os.listdir(f"/proc/{p}/fd")
         except OSError:
             continue
+        for fd in fds:
+            try:
+                targets.append(os.readlink(f"/proc/{p}/fd/{fd}"))
+            except OSError:
+                continue
     return targets
 
 
@@ -337,3 +344,19 @@ def maildir_messages(maildir):
         if os.path.isdir(d):
             files += [os.path.join(d, f) for f in os.listdir(d) if not f.startswith(".")]
     return sorted(files)
+
+
+def child_pids(pid):
+    """Pids of the direct children of pid (the master's processes), from /proc."""
+    kids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == pid:
+            kids.append(int(entry))
+    return sorted(kids)
