@@ -10,7 +10,13 @@ Dovecot has no SMTP listener here, so the mix is IMAP + POP3 and TLS is off; eve
 option is passed to stress.py:
 
     /usr/bin/python3 bench/stress/reference.py --clients 10 --seconds 20
-    /usr/bin/python3 bench/stress/reference.py --clients 50 --seconds 120 --users 3 --mailboxes 3
+    /usr/bin/python3 bench/stress/reference.py --clients 20 --seconds 30 --mailboxes 3
+
+COPY into the selected mailbox itself is left out (stress.py --no-self-copy) unless
+--self-copy is given: Dovecot's Maildir then now and then loses or renumbers such a copy
+when other sessions rename and expunge at the same time (its log says "Duplicate file
+entry" / "Expunged message reappeared"), which the tester reports as `lost` /
+`uid-renumbered` - a Dovecot weakness, not a model error.
 
 Exit status: stress.py's (0: no violation).
 """
@@ -47,11 +53,14 @@ def main(argv):
     dv = imap_bench.dovecot_start(work / "dv", imap_port, uid, gid, addresses,
                                   pop3_port=pop3_port)
     try:
-        args = list(argv) + ["--host", "127.0.0.1", "--imap-port", str(imap_port),
-                             "--pop3-port", str(pop3_port), "--smtp-port", "1",
-                             "--mix", "imap=85,pop3=15", "--tls", "0",
-                             "--server-pid", str(dv.pid),
-                             "--server-log", str(work / "dv" / "dovecot.log")]
+        self_copy = "--self-copy" in argv
+        args = [a for a in argv if a != "--self-copy"]
+        args += ["--host", "127.0.0.1", "--imap-port", str(imap_port),
+                 "--pop3-port", str(pop3_port), "--smtp-port", "1",
+                 "--mix", "imap=85,pop3=15", "--tls", "0"] + \
+            ([] if self_copy else ["--no-self-copy"]) + [
+                "--server-pid", str(dv.pid),
+                "--server-log", str(work / "dv" / "dovecot.log")]
         for a in addresses:
             args += ["--user", f"{a}:{imap_bench.PASSWORD}"]
         return stress.main(args)

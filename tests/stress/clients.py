@@ -159,6 +159,7 @@ class Ctx:
         self.settle = args.settle
         self.min_msgs, self.max_msgs = args.min_messages, args.max_messages
         self.initial = args.initial
+        self.self_copy = args.self_copy
         self.mix = args.mix                 # {"imap": w, "pop3": w, "smtp": w}
         self.imaps_port = args.imaps_port
         self.pop3s_port = args.pop3s_port
@@ -393,7 +394,7 @@ class ImapClient:
         chosen = self.pick(3)
         if not chosen:
             return
-        dest = self.other_mailbox(allow_same=not move)
+        dest = self.other_mailbox(allow_same=not move and self.ctx.self_copy)
         if dest is None:
             return
         use_uid = self.rng.random() < 0.4
@@ -401,6 +402,8 @@ class ImapClient:
             tok = self.model.tokens.get(u)
             if tok:
                 self.ledger.attempts[(self.user, tok)] += 1
+            else:
+                self.ledger.attempts[(self.user, None)] += 1      # a copy of "something"
             if move:
                 self.ledger.intents.add((self.model.mbox, u))
         name = "MOVE" if move else "COPY"
@@ -431,10 +434,8 @@ class ImapClient:
         known = self.model.known()
         r = self.rng.random()
         expect = []
-        search_all = False
         if r < 0.3:
-            crit = ["ALL"]
-            search_all = True
+            crit = ["ALL"]                        # every message of the view expected
             expect = [u for _, u in known]
         elif r < 0.5 and known:
             seq, uid = self.rng.choice(known)
@@ -449,7 +450,7 @@ class ImapClient:
                                     ["KEYWORD", self.rng.choice(KEYWORDS)],
                                     ["SUBJECT", "stress"], ["LARGER", "2000"],
                                     ["OR", "ANSWERED", "DRAFT"]])
-        cmd = Cmd("SEARCH", uid=use_uid, search_all=search_all, expect_uids=expect,
+        cmd = Cmd("SEARCH", uid=use_uid, expect_uids=expect,
                   line=f"{'UID ' if use_uid else ''}SEARCH {' '.join(crit)}")
         if use_uid:
             self.run(cmd, self.conn.uid, "SEARCH", *crit)
@@ -779,6 +780,8 @@ def smtp_session(ctx, cid, rng, v, ledger, tokens):
             s.quit()
     except (TimeoutError, socket.timeout):
         v.add("timeout", f"{who}: no SMTP reply within {ctx.io_timeout}s")
+    except ConnectionRefusedError as e:
+        v.add("connect", f"{who}: SMTP connect: {e!r}")
     except (smtplib.SMTPException, OSError) as e:
         v.add("disconnect", f"{who}: SMTP: {e!r}")
 
@@ -805,6 +808,7 @@ def worker(ctx, cid, result):
     weights = [ctx.mix[k] for k in kinds]
     try:
         while not stopping():
+            refused = v.counts["connect"]
             kind = rng.choices(kinds, weights=weights)[0]
             ledger.ops[f"session:{kind}"] += 1
             if kind == "imap":
@@ -818,6 +822,9 @@ def worker(ctx, cid, result):
                 pop3_session(ctx, cid, user, password, rng, v, ledger)
             else:
                 smtp_session(ctx, cid, rng, v, ledger, tokens)
+            if v.counts["connect"] > refused:
+                # the server refused us (down?): do not spin, the first ones tell it all
+                time.sleep(max(0.0, min(0.5, ctx.deadline - time.monotonic())))
     except Exception as e:                           # noqa: BLE001 - a tester bug
         v.add("tester-error", f"client {cid}: {traceback.format_exc()}")
     finally:

@@ -186,7 +186,6 @@ class Cmd:
     token: str = None                # APPEND
     flags: list = field(default_factory=list)     # STORE/APPEND flags
     silent: bool = False             # STORE .SILENT
-    search_all: bool = False         # SEARCH ALL: every message in the view expected
     expect_uids: list = field(default_factory=list)  # SEARCH: these UIDs expected
     sent: float = 0.0                # time the command was sent
 
@@ -272,6 +271,7 @@ class ImapModel:
             self.state = "auth"
             self.select_seen = set()
         tagged = None
+        self.recent = None
         for r in responses:
             if r.kind == "continuation":
                 continue
@@ -282,6 +282,9 @@ class ImapModel:
                 self._untagged(r)
             except (WireError, ValueError, TypeError, IndexError) as e:
                 self.bad("protocol", f"{cmd.line!r}: cannot use {r.raw[:200]!r}: {e}")
+        if self.recent is not None and self.recent > len(self.view):
+            self.bad("recent-range", f"* {self.recent} RECENT with {len(self.view)} messages "
+                     f"in the view after {cmd.line!r}")
         if tagged is not None:
             self._tagged(cmd, tagged)
         return tagged
@@ -291,10 +294,8 @@ class ImapModel:
         if name == "EXISTS":
             self._exists(r.number)
         elif name == "RECENT":
-            if self.state == "selected" or self.in_select:
-                if r.number > len(self.view):
-                    self.bad("recent-range", f"* {r.number} RECENT with {len(self.view)} "
-                             f"messages in the view")
+            # checked when the command ends: RECENT may come before its EXISTS
+            self.recent = r.number
         elif name == "EXPUNGE":
             self._expunge(r.number)
         elif name == "FETCH":
@@ -901,6 +902,7 @@ class FinalState:
     mailboxes: dict = field(default_factory=dict)   # mbox -> {uid: (flags, token)}
     uidvalidity: dict = field(default_factory=dict)  # mbox -> value
     pop3: dict = field(default_factory=dict)        # user -> {uidl} (None: not read)
+    run_id: str = None                               # tokens of this run start with it
 
 
 def check_final(ledger, final, v):
@@ -944,6 +946,10 @@ def check_final(ledger, final, v):
         for uid, (flags, tok) in msgs.items():
             if tok:
                 final_tokens[(mbox[0], tok)] += 1
+    def now_at(user, tok):
+        return [(m[1], u, ledger.origin.get((m, u))) for m, msgs in mb.items() if m[0] == user
+                for u, (_, t) in msgs.items() if t == tok]
+
     for (mbox, uid) in ledger.tokens:
         if mbox not in mb or present(mbox, uid):
             continue
@@ -952,21 +958,24 @@ def check_final(ledger, final, v):
         tok = token_at.get((mbox, uid))
         if mbox[1] == "INBOX" and tok and (mbox[0], tok) in ledger.pop_intents:
             continue
-        if tok and any(t == tok for _, t in mb[mbox].values()):
-            # The message is there under another UID: not lost, but its UID was expunged
-            # without a request (clients lose its flags and fetch it again). Dovecot's
-            # Maildir does this in a rename race ("Duplicate file entry" in its log).
+        history = (f"first known from {ledger.origin.get((mbox, uid))}; last flags seen "
+                   f"{ledger.last_flags.get((mbox, uid))}; EXPUNGE seen by "
+                   f"{ledger.origin.get(('expunged', mbox, uid))}; POP3 DELE by "
+                   f"{ledger.origin.get(('dele', mbox[0], tok))}; the message is now at "
+                   f"{now_at(mbox[0], tok) if tok else '?'}")
+        higher = [u for u, (_, t) in mb[mbox].items() if tok and t == tok and u > uid]
+        if (mbox, uid) in ledger.last_flags and higher:
+            # A view held it, then its UID was expunged without a request and the message
+            # came back under a new UID (clients lose its flags and fetch it again).
+            # Dovecot's Maildir does this in a rename race ("Expunged message reappeared").
             v.add("uid-renumbered", f"{mbox} UID {uid} ({tok}) vanished without a "
-                  f"request; the message is there under UID "
-                  f"{[u for u, (_, t) in mb[mbox].items() if t == tok]}; EXPUNGE seen by "
-                  f"{ledger.origin.get(('expunged', mbox, uid))}")
+                  f"request and is back as UID {higher}; {history}")
             continue
-        v.add("lost", f"{mbox} UID {uid} ({tok}) existed and is gone, but no client set "
-              f"\\Deleted on it, moved it or DELE'd it; first known from "
-              f"{ledger.origin.get((mbox, uid))}; last flags seen "
-              f"{ledger.last_flags.get((mbox, uid))}; EXPUNGE seen by "
-              f"{ledger.origin.get(('expunged', mbox, uid))}; POP3 DELE by "
-              f"{ledger.origin.get(('dele', mbox[0], tok))}")
+        # Otherwise mail is gone: a message some view held, or a UID an acknowledged
+        # APPEND/COPY/MOVE named (APPENDUID/COPYUID) that never appeared.
+        v.add("lost", f"{mbox} UID {uid} ({tok}) existed or was acknowledged and is not "
+              f"there, though no client set \\Deleted on it, moved it or DELE'd it; "
+              f"{history}")
 
     # Acknowledged deliveries arrived (and acknowledged APPENDs: covered above via UIDs).
     observed = {(mbox[0], t) for (mbox, _), toks in ledger.tokens.items() for t in toks}
@@ -978,11 +987,25 @@ def check_final(ledger, final, v):
                   f"appeared")
 
     # No duplicates: never more copies than creations attempted (APPEND/RCPT/COPY/MOVE).
+    # (COPY/MOVE of a message whose token the session did not know count under None: a
+    # pool of copies that may belong to any token.)
+    excess = defaultdict(list)
     for (user, tok), n in final_tokens.items():
         limit = ledger.attempts.get((user, tok), 0)
-        if limit and n > limit:
+        ours = final.run_id and tok.startswith(final.run_id + ".")
+        if (limit or ours) and n > limit:
+            # (a token of this run with no attempt at all: e.g. an APPEND whose literal
+            # was cut off half-way by a client that left must not be stored)
+            excess[user].append((tok, n, limit))
+    for user, items in excess.items():
+        if sum(n - limit for _, n, limit in items) <= ledger.attempts.get((user, None), 0):
+            continue
+        for tok, n, limit in items:
+            where = [(mbox[1], uid, ledger.origin.get((mbox, uid)))
+                     for mbox, msgs in mb.items() if mbox[0] == user
+                     for uid, (_, t) in msgs.items() if t == tok]
             v.add("duplicate", f"{tok} is {n} times in {user}'s mailboxes, at most {limit} "
-                  f"creations were attempted")
+                  f"creations were attempted: {where}")
 
     # Claims: "one of these was expunged by someone else".
     for kind, keys, ex in ledger.claims:

@@ -81,6 +81,8 @@ def parse_args(argv=None):
                     help="pause before the convergence snapshot (0: NOOP must show all)")
     ap.add_argument("--tls", type=float, default=0.25,
                     help="share of sessions over TLS: IMAPS, POP3S, SMTP STARTTLS (0.25)")
+    ap.add_argument("--no-self-copy", dest="self_copy", action="store_false",
+                    help="COPY only to other mailboxes (default: also into the selected one)")
     ap.add_argument("--json", help="append the summary as one JSON line to this file")
     ap.add_argument("--examples", type=int, default=3, help="examples printed per kind")
     g = ap.add_argument_group("an already running server (no server is started)")
@@ -248,7 +250,7 @@ def setup_mailboxes(ctx, v, ledger):
 def final_pass(ctx, v, ledger):
     """Read every mailbox with a fresh session (EXAMINE: nothing changes) and every
     user's POP3 UIDL list; returns a FinalState."""
-    final = FinalState()
+    final = FinalState(run_id=ctx.run_id)
     rng = random.Random(0)
     for user, pw in ctx.users:
         c = ImapClient(ctx, 0, user, pw, rng, v, ledger, [0])
@@ -540,6 +542,8 @@ def main(argv=None):
             for kind, exs in v.examples.items():
                 print(f"  {kind}: {exs[0]['detail']}", file=sys.stderr)
             return 2
+        print(f"stress: server {info['server']}; {args.clients} clients for "
+              f"{args.seconds:g} s (seed {args.seed})", flush=True)
         t0 = time.monotonic()
         ctx.deadline = t0 + args.seconds
         cv, cl = run_clients(ctx, args)
@@ -553,8 +557,11 @@ def main(argv=None):
         if final is not None:
             check_final(ledger, final, v)
         else:
-            v.add("server-died", f"the server is not running after the mix (exit status "
-                  f"{server.exit_status()}); end-of-run checks skipped",
+            rc = server.exit_status()
+            how = f"killed by {signal.Signals(-rc).name}" if rc is not None and rc < 0 \
+                else f"exit status {rc}"
+            v.add("server-died", f"the server is not running after the mix ({how}); "
+                  f"end-of-run checks skipped",
                   server.log_text()[-3000:])
         info["alive"] = {True: "yes", False: "NO", None: "unknown"}[alive]
         # SIGTERM under load: must exit within the limit (a bound; the time is reported)

@@ -283,7 +283,9 @@ def test_final_lost_duplicate_and_convergence():
     led.acked_smtp.append((USER, "r.s1.1"))    # acknowledged, never seen
     led.snapshots.append((MBOX, "c1", {1: frozenset({"\\seen"}), 4: frozenset()}, ""))
     led.snapshots.append((MBOX, "c2", {1: frozenset(), 4: frozenset()}, ""))
-    led.note_uid(MBOX, 5, "r.a1.5")            # gone, but there again as UID 6
+    led.note_uid(MBOX, 5, "r.a1.5")            # a view held it; gone, back as UID 6
+    led.last_flags[(MBOX, 5)] = ("c1", [])
+    led.note_uid(MBOX, 7, "r.a1.5")            # a COPYUID named it; it never came
     final = FinalState(mailboxes={MBOX: {1: (frozenset({"\\seen"}), "r.a1.1"),
                                          4: (frozenset(), "r.a1.1"),
                                          6: (frozenset(), "r.a1.5")}})
@@ -291,7 +293,7 @@ def test_final_lost_duplicate_and_convergence():
         snap[6] = frozenset()
     v = Violations()
     check_final(led, final, v)
-    assert dict(v.counts) == {"lost": 2, "duplicate": 1, "flags-diverge": 1,
+    assert dict(v.counts) == {"lost": 3, "duplicate": 1, "flags-diverge": 1,
                               "uid-renumbered": 1}
 
 
@@ -346,3 +348,15 @@ def test_pop3_deletions_stick():
     final = FinalState(mailboxes={MBOX: {}}, pop3={USER: {"u1"}})
     check_final(led, final, v)
     assert dict(v.counts) == {"pop3-dele": 2, "pop3-count": 1}
+
+
+def test_final_message_nobody_created_is_flagged():
+    """A token of this run that no APPEND/RCPT/COPY attempted (e.g. half an APPEND
+    literal from a client that left) must not be stored."""
+    led = Ledger()
+    led.attempts[(USER, "r.a1.1")] = 1
+    final = FinalState(mailboxes={MBOX: {1: (frozenset(), "r.a1.1"), 2: (frozenset(), "r.a9.9"),
+                                         3: (frozenset(), "old.a1.1")}}, run_id="r")
+    v = Violations()
+    check_final(led, final, v)
+    assert dict(v.counts) == {"duplicate": 1}
