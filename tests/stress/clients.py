@@ -160,6 +160,11 @@ class Ctx:
         self.min_msgs, self.max_msgs = args.min_messages, args.max_messages
         self.initial = args.initial
         self.self_copy = args.self_copy
+        self.session_length = args.session_length
+        self.delete_share = args.delete_share
+        self.imap_ops = set(args.imap_ops.split(",")) if args.imap_ops else None
+        self.examine_share = 0.0 if self.imap_ops and "reselect" not in self.imap_ops \
+            else 0.15
         self.mix = args.mix                 # {"imap": w, "pop3": w, "smtp": w}
         self.imaps_port = args.imaps_port
         self.pop3s_port = args.pop3s_port
@@ -212,6 +217,15 @@ class ImapClient:
             self.v.add("connect", f"{self.who}: IMAP connect: {e!r}")
             raise SessionOver() from None
         self.conn.take()
+        if self.rng.random() < 0.03:
+            # leave while the password is being checked (a workpool job)
+            self.op("drop after LOGIN")
+            try:
+                self.conn.send(f"L1 LOGIN {self.user} {self.password}\r\n".encode())
+            except OSError:
+                pass
+            self.close()
+            raise SessionOver()
         cmd = Cmd("LOGIN", line=f"LOGIN {self.user} ***")
         self.run(cmd, self.conn.login, self.user, self.password)
         if self.conn.state != "AUTH":
@@ -285,6 +299,8 @@ class ImapClient:
         return sorted(self.rng.sample(known, k))
 
     def p_delete(self):
+        if self.ctx.delete_share is not None:
+            return self.ctx.delete_share
         n = self.model.count()
         if n < self.ctx.min_msgs:
             return 0.02
@@ -312,7 +328,7 @@ class ImapClient:
         mailbox = mailbox or (self.rng.choice(self.ctx.mailboxes) if self.rng.random() < 0.5
                               else "INBOX")
         if readonly is None:
-            readonly = self.rng.random() < 0.15
+            readonly = self.rng.random() < self.ctx.examine_share
         name = "EXAMINE" if readonly else "SELECT"
         self.run(Cmd(name, mailbox=mailbox, line=f"{name} {mailbox}"),
                  self.conn.select, mailbox, readonly)
@@ -504,7 +520,7 @@ class ImapClient:
         the server must cope with a client gone while its job runs."""
         c = self.conn
         kind = self.rng.choice(["fetch", "fetch", "append", "append-half", "expunge", "idle",
-                                "store", "none"])
+                                "store", "select", "none"])
         self.op(f"drop after {kind}")
         try:
             tag = c._new_tag().decode()
@@ -524,6 +540,8 @@ class ImapClient:
                 c.send(f"{tag} STORE {seq} +FLAGS (\\Seen $Label1)\r\n".encode())
             elif kind == "expunge" and self.model.state == "selected" and not self.model.readonly:
                 c.send(f"{tag} EXPUNGE\r\n".encode())
+            elif kind == "select":
+                c.send(f"{tag} SELECT {self.rng.choice(self.ctx.mailboxes)}\r\n".encode())
             elif kind == "idle" and self.model.state == "selected":
                 c.send(f"{tag} IDLE\r\n".encode())
         except OSError:
@@ -536,8 +554,8 @@ class ImapClient:
         n = m.count()
         multi = len(self.ctx.mailboxes) > 1
         if m.readonly:
-            return {"fetch": 30, "search": 8, "noop": 4, "idle": 3, "status": 3, "copy": 3,
-                    "reselect": 6, "close": 2, "unselect": 1, "append": 4}
+            return self.only({"fetch": 30, "search": 8, "noop": 4, "idle": 3, "status": 3,
+                              "copy": 3, "reselect": 6, "close": 2, "unselect": 1, "append": 4})
         w = {"fetch": 25, "store": 18, "append": 10, "search": 6, "noop": 4, "idle": 2,
              "expunge": 4, "uid_expunge": 3, "copy": 4, "move": 3 if multi else 0,
              "status": 3, "reselect": 3, "close": 1.5, "unselect": 0.5}
@@ -545,7 +563,14 @@ class ImapClient:
             w.update(append=1, copy=0.5, expunge=10, uid_expunge=6)
         elif n < self.ctx.min_msgs:
             w.update(append=25, expunge=1, uid_expunge=1, move=1 if multi else 0)
-        return w
+        return self.only(w)
+
+    def only(self, w):
+        """--imap-ops: keep only the listed commands (to narrow a bug down)."""
+        if not self.ctx.imap_ops:
+            return w
+        kept = {k: x for k, x in w.items() if k in self.ctx.imap_ops}
+        return kept if any(kept.values()) else {"noop": 1}
 
     def step(self):
         if self.model.state != "selected":
@@ -568,7 +593,7 @@ class ImapClient:
         """LOGIN, random commands, then LOGOUT (or an abrupt drop). Returns True if the
         session is still open and selected when the run stopped (kept for the snapshot)."""
         self.connect()
-        for _ in range(self.rng.randint(5, 60)):
+        for _ in range(self.rng.randint(*self.ctx.session_length)):
             if stopping():
                 if self.model.state != "selected":
                     self.select("INBOX", readonly=False)
@@ -636,6 +661,10 @@ def pop3_session(ctx, cid, user, password, rng, v, ledger):
         p.user(user)
         op("PASS")
         t = now()
+        if rng.random() < 0.04:
+            op("(drop after PASS)")             # leave while PASS is being checked
+            p._putcmd(f"PASS {password}")
+            return
         try:
             p.pass_(password)
         except poplib.error_proto as e:
@@ -658,12 +687,17 @@ def pop3_session(ctx, cid, user, password, rng, v, ledger):
         many = len(nums) > ctx.max_msgs
         for _ in range(rng.randint(2, 15)):
             live = [n for n in nums if n not in model.deleted]
-            choice = rng.choices(["retr", "top", "dele", "rset", "noop", "stat", "list", "uidl1"],
-                                 weights=[30, 15, 20 if many else 6, 3, 3, 5, 4, 4])[0]
-            if not live and choice in ("retr", "top", "dele", "uidl1"):
+            choice = rng.choices(["retr", "top", "dele", "rset", "noop", "stat", "list", "uidl1",
+                                  "drop"],
+                                 weights=[30, 15, 20 if many else 6, 3, 3, 5, 4, 4, 1])[0]
+            if not live and choice in ("retr", "top", "dele", "uidl1", "drop"):
                 choice = "stat"
             n = rng.choice(live) if live else None
             try:
+                if choice == "drop":
+                    op("(drop after RETR)")       # leave while RETR streams the message
+                    p._putcmd(f"RETR {n}")
+                    return
                 if choice == "retr":
                     op("RETR")
                     resp, lines, octets = p.retr(n)
@@ -772,6 +806,15 @@ def smtp_session(ctx, cid, rng, v, ledger, tokens):
                     continue
                 for r in accepted:
                     ledger.attempts[(r, token)] += 1
+                if rng.random() < 0.04:
+                    # leave after the final dot, before the reply (delivery job running):
+                    # the message may or may not be delivered, never twice
+                    ledger.ops["smtp:(drop after DATA)"] += 1
+                    s.putcmd("data")
+                    if s.getreply()[0] == 354:
+                        s.send(smtplib._quote_periods(message_for(token).raw) + b".\r\n")
+                    s.close()
+                    return
                 code, text = s.data(message_for(token).raw)
                 if code == 250:
                     ledger.acked_smtp += [(r, token) for r in accepted]

@@ -194,10 +194,12 @@ class Entry:
     """One message of the view: its UID once known, the lowest UID it may have (new
     messages get UIDs above every UID the view held: RFC 3501 §2.3.1.1) and the highest
     (UIDNEXT at SELECT), and when it entered the view."""
-    __slots__ = ("uid", "floor", "ceiling", "since")
+    __slots__ = ("uid", "floor", "ceiling", "since", "claimed")
 
     def __init__(self, floor, ceiling, since):
         self.uid = None
+        self.claimed = None          # FETCH left it out with EXPUNGEISSUED before its UID
+                                     # was known: that text, checked once the UID is
         self.floor = floor
         self.ceiling = ceiling
         self.since = since
@@ -380,6 +382,8 @@ class ImapModel:
                              f"{j + 1} UID {self.view[j].uid}")
                 break
         e.uid = uid
+        if e.claimed:
+            self._claim("fetch-missing", [uid], e.claimed)
         self.max_view_uid = max(self.max_view_uid, uid)
         self.max_uid_ever[self.mailbox] = max(self.max_uid_ever[self.mailbox], uid)
         self.ledger.note_uid(self.mbox, uid, self.tokens.get(uid), since=e.since,
@@ -685,7 +689,12 @@ class ImapModel:
             kind = "fetch-missing"
             detail = (f"{what}: no {sorted(lacking)} for "
                       f"{'UID' if cmd.uid else 'message'} {target}")
-            if expunge_issued:
+            if expunge_issued and uid is None and not cmd.uid:
+                # a message whose UID this session never learned (the sync FETCH after
+                # EXISTS): fine if it was expunged; checked once its UID shows up
+                if target <= len(self.view) and self.view[target - 1].uid is None:
+                    self.view[target - 1].claimed = detail + " though it was not expunged"
+            elif expunge_issued:
                 self._claim(kind, [uid], detail + " though it was not expunged")
             else:
                 self.bad(kind, detail + " (it is in this session's view)")

@@ -81,6 +81,14 @@ def parse_args(argv=None):
                     help="pause before the convergence snapshot (0: NOOP must show all)")
     ap.add_argument("--tls", type=float, default=0.25,
                     help="share of sessions over TLS: IMAPS, POP3S, SMTP STARTTLS (0.25)")
+    ap.add_argument("--imap-ops", metavar="LIST",
+                    help="only these IMAP commands (to narrow a bug down): fetch,store,append,"
+                         "search,noop,idle,expunge,uid_expunge,copy,move,status,reselect,"
+                         "close,unselect")
+    ap.add_argument("--session-length", default="5,60", metavar="MIN,MAX",
+                    help="IMAP commands per session, drawn between MIN and MAX (5,60)")
+    ap.add_argument("--delete-share", type=float, metavar="P",
+                    help="probability that a STORE adds \\Deleted (default: by mailbox size)")
     ap.add_argument("--no-self-copy", dest="self_copy", action="store_false",
                     help="COPY only to other mailboxes (default: also into the selected one)")
     ap.add_argument("--json", help="append the summary as one JSON line to this file")
@@ -104,6 +112,12 @@ def parse_args(argv=None):
         assert set(args.mix) <= {"imap", "pop3", "smtp"} and sum(args.mix.values()) > 0
     except (ValueError, AssertionError):
         ap.error("--mix: e.g. imap=75,pop3=10,smtp=15")
+    try:
+        lo, hi = (int(x) for x in args.session_length.split(","))
+        assert 1 <= lo <= hi
+        args.session_length = (lo, hi)
+    except (ValueError, AssertionError):
+        ap.error("--session-length: MIN,MAX with 1 <= MIN <= MAX")
     args.external = args.host is not None
     if args.external and not (args.imap_port and args.pop3_port and args.smtp_port
                               and args.user):
@@ -287,7 +301,7 @@ def final_pass(ctx, v, ledger):
 
 def pop3_listing(ctx, user, pw, v):
     """The set of UIDLs of user's maildrop (None if POP3 could not be read)."""
-    for _ in range(20):
+    for _ in range(50):
         try:
             p = poplib.POP3(ctx.host, ctx.pop3_port, timeout=ctx.io_timeout)
             try:
@@ -307,7 +321,8 @@ def pop3_listing(ctx, user, pw, v):
         except OSError as e:
             v.add("disconnect", f"final pass ({user}): POP3: {e!r}")
             return None
-    v.add("pop3-err", f"final pass ({user}): maildrop still locked ([IN-USE]) after the run")
+    v.add("pop3-lock", f"final pass ({user}): maildrop still locked ([IN-USE]) 5 s after "
+          f"every client left (a lock not released when its session ended)")
     return None
 
 

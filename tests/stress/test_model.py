@@ -360,3 +360,21 @@ def test_final_message_nobody_created_is_flagged():
     v = Violations()
     check_final(led, final, v)
     assert dict(v.counts) == {"duplicate": 1}
+
+
+def test_expungeissued_for_a_message_whose_uid_is_not_known_yet():
+    """The sync FETCH after EXISTS may leave out a message expunged meanwhile; if that
+    message shows up later with its UID, it must be gone at the end."""
+    s = Session().select(1).sync([1])
+    s.cmd(Cmd("NOOP", line="NOOP"), "* 3 EXISTS")
+    c = Cmd("FETCH", targets=[2, 3], items=["UID", "FLAGS"], line="FETCH 2:3 sync")
+    c.target_uids = {}
+    s.cmd(c, "* 2 FETCH (UID 5 FLAGS ())", status="OK [EXPUNGEISSUED] Some were expunged")
+    assert s.kinds() == {} and not s.ledger.claims
+    s.cmd(fetch_cmd([3], ("UID",)), "* 3 FETCH (UID 6)")
+    assert [c[0] for c in s.ledger.claims] == ["fetch-missing"]
+    v = Violations()
+    check_final(s.ledger, FinalState(mailboxes={MBOX: {1: (frozenset(), None),
+                                                       5: (frozenset(), None),
+                                                       6: (frozenset(), None)}}), v)
+    assert dict(v.counts) == {"fetch-missing": 1}
