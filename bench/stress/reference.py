@@ -6,7 +6,7 @@ there, which is how we know its rules are the protocol's and not Tern's quirks.
 
 By hand, as root (Dovecot switches to the mail user), loopback only; needs
 dovecot-imapd and dovecot-pop3d (`apt-get install -y dovecot-imapd dovecot-pop3d`).
-Dovecot has no SMTP listener here, so the mix is IMAP + POP3 and TLS is off; every other
+Dovecot has no SMTP listener here, so the mix is IMAP, POP3 and vandals, TLS off; any other
 option is passed to stress.py:
 
     /usr/bin/python3 bench/stress/reference.py --clients 10 --seconds 20
@@ -57,7 +57,7 @@ def main(argv):
         args = [a for a in argv if a != "--self-copy"]
         args += ["--host", "127.0.0.1", "--imap-port", str(imap_port),
                  "--pop3-port", str(pop3_port), "--smtp-port", "1",
-                 "--mix", "imap=85,pop3=15", "--tls", "0"] + \
+                 "--mix", "imap=60,pop3=10,vandal=40", "--tls", "0"] + \
             ([] if self_copy else ["--no-self-copy"]) + [
                 "--server-pid", str(dv.pid),
                 "--server-log", str(work / "dv" / "dovecot.log")]

@@ -21,6 +21,7 @@ import select
 import smtplib
 import socket
 import ssl
+import struct
 import threading
 import time
 import traceback
@@ -45,6 +46,16 @@ GENERIC_ITEMS = [
     ("BODY.PEEK[HEADER.FIELDS (X-STRESS-ID)]", TOKEN_ITEM),
 ]
 SYNC_ITEMS = "(UID FLAGS BODY.PEEK[HEADER.FIELDS (X-STRESS-ID)])"
+
+
+def abort_socket(sock):
+    """Close with SO_LINGER 0: an RST, the way a client that crashes or loses its network
+    leaves, so the server's read fails at once, possibly while a job of that session runs."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+    except OSError:
+        pass
 
 
 class SessionOver(Exception):
@@ -162,6 +173,7 @@ class Ctx:
         self.self_copy = args.self_copy
         self.session_length = args.session_length
         self.delete_share = args.delete_share
+        self.wrong_logins = not args.external         # our own server only
         self.imap_ops = set(args.imap_ops.split(",")) if args.imap_ops else None
         self.examine_share = 0.0 if self.imap_ops and "reselect" not in self.imap_ops \
             else 0.15
@@ -217,14 +229,18 @@ class ImapClient:
             self.v.add("connect", f"{self.who}: IMAP connect: {e!r}")
             raise SessionOver() from None
         self.conn.take()
-        if self.rng.random() < 0.03:
-            # leave while the password is being checked (a workpool job)
-            self.op("drop after LOGIN")
+        r = self.rng.random()
+        if r < 0.04:
+            # leave while the password is being checked (a workpool job); a wrong one
+            # takes the failure path (only on our own server: it would count as an attack)
+            wrong = r < 0.02 and self.ctx.wrong_logins
+            self.op("drop after LOGIN" + (" (wrong password)" if wrong else ""))
             try:
-                self.conn.send(f"L1 LOGIN {self.user} {self.password}\r\n".encode())
+                self.conn.send(f"L1 LOGIN {self.user} {'wrong' if wrong else ''}"
+                               f"{self.password}\r\n".encode())
             except OSError:
                 pass
-            self.close()
+            self.close(abort=True)
             raise SessionOver()
         cmd = Cmd("LOGIN", line=f"LOGIN {self.user} ***")
         self.run(cmd, self.conn.login, self.user, self.password)
@@ -275,8 +291,10 @@ class ImapClient:
             raise SessionOver()
         return tagged.name
 
-    def close(self):
+    def close(self, abort=False):
         if self.conn:
+            if abort:
+                abort_socket(self.conn.sock)
             try:
                 self.conn.shutdown()
             except OSError:
@@ -546,7 +564,7 @@ class ImapClient:
                 c.send(f"{tag} IDLE\r\n".encode())
         except OSError:
             pass
-        self.close()
+        self.close(abort=self.rng.random() < 0.7)
 
     # --- the session ----------------------------------------------------------------------
     def weights(self):
@@ -664,6 +682,7 @@ def pop3_session(ctx, cid, user, password, rng, v, ledger):
         if rng.random() < 0.04:
             op("(drop after PASS)")             # leave while PASS is being checked
             p._putcmd(f"PASS {password}")
+            abort_socket(p.sock)
             return
         try:
             p.pass_(password)
@@ -697,6 +716,7 @@ def pop3_session(ctx, cid, user, password, rng, v, ledger):
                 if choice == "drop":
                     op("(drop after RETR)")       # leave while RETR streams the message
                     p._putcmd(f"RETR {n}")
+                    abort_socket(p.sock)
                     return
                 if choice == "retr":
                     op("RETR")
@@ -813,7 +833,8 @@ def smtp_session(ctx, cid, rng, v, ledger, tokens):
                     s.putcmd("data")
                     if s.getreply()[0] == 354:
                         s.send(smtplib._quote_periods(message_for(token).raw) + b".\r\n")
-                    s.close()
+                    abort_socket(s.sock)
+                    s.sock = None
                     return
                 code, text = s.data(message_for(token).raw)
                 if code == 250:
@@ -827,6 +848,71 @@ def smtp_session(ctx, cid, rng, v, ledger, tokens):
         v.add("connect", f"{who}: SMTP connect: {e!r}")
     except (smtplib.SMTPException, OSError) as e:
         v.add("disconnect", f"{who}: SMTP: {e!r}")
+
+
+# ------------------------------------------------------------------------------------
+# vandals: pipeline commands, read nothing, leave with an RST
+# ------------------------------------------------------------------------------------
+
+def vandal_session(ctx, cid, user, password, rng, ledger, tokens):
+    """A client that sends a burst of commands without reading a reply and resets the
+    connection, often while the server runs one of its jobs (password check, SELECT,
+    APPEND, FETCH of every body, RETR, delivery): the connection-lifetime case of issue 9.
+    Nothing it does may remove mail; what it may add is counted as attempts."""
+    kinds = [k for k in ("imap", "pop3", "smtp") if ctx.mix.get(k)]
+    kind = rng.choice(kinds)
+    wrong = kind != "smtp" and ctx.wrong_logins and rng.random() < 0.3
+    pw = ("wrong" + password) if wrong else password
+    ledger.ops[f"vandal:{kind}{' (wrong password)' if wrong else ''}"] += 1
+    port = {"imap": ctx.imap_port, "pop3": ctx.pop3_port, "smtp": ctx.smtp_port}[kind]
+    lines = []
+    if kind == "imap":
+        lines.append(f"a LOGIN {user} {pw}\r\n".encode())
+        for _ in range(rng.randint(0, 3)):
+            r = rng.random()
+            if r < 0.3:
+                lines.append(f"b SELECT {rng.choice(ctx.mailboxes)}\r\n".encode())
+            elif r < 0.5:
+                lines.append(b"c FETCH 1:* (FLAGS BODY.PEEK[] BODYSTRUCTURE ENVELOPE)\r\n")
+            elif r < 0.75:
+                tokens[0] += 1
+                token = token_for(ctx.run_id, f"a{cid}", tokens[0])
+                ledger.attempts[(user, token)] += 1
+                raw = message_for(token).raw
+                lines.append(f"d APPEND INBOX (\\Seen $Vandal) {{{len(raw)}+}}\r\n".encode()
+                             + raw + b"\r\n")
+            elif r < 0.85:
+                lines.append(b"e UID STORE 1:* +FLAGS (\\Seen)\r\n")
+            elif r < 0.95:
+                lines.append(b"f IDLE\r\n")
+            else:
+                lines.append(b"g STATUS INBOX (MESSAGES UIDNEXT)\r\n")
+    elif kind == "pop3":
+        lines += [f"USER {user}\r\n".encode(), f"PASS {pw}\r\n".encode()]
+        lines += rng.sample([b"STAT\r\n", b"LIST\r\n", b"UIDL\r\n", b"RETR 1\r\n",
+                             b"TOP 2 3\r\n", b"RETR 3\r\n"], rng.randint(0, 3))
+    else:
+        tokens[0] += 1
+        token = token_for(ctx.run_id, f"s{cid}", tokens[0])
+        ledger.attempts[(user, token)] += 1
+        lines += [b"EHLO vandal.example.org\r\n", b"MAIL FROM:<vandal@example.org>\r\n",
+                  f"RCPT TO:<{user}>\r\n".encode(), b"DATA\r\n",
+                  smtplib._quote_periods(message_for(token).raw) + b".\r\n"]
+        if rng.random() < 0.5:
+            lines = lines[:rng.randint(1, len(lines))]
+    try:
+        sock = socket.create_connection((ctx.host, port), timeout=ctx.io_timeout)
+    except OSError:
+        return
+    try:
+        sock.recv(4096)                       # the greeting
+        for line in lines:
+            sock.sendall(line)
+        if rng.random() < 0.5:
+            time.sleep(rng.uniform(0, 0.02))  # let the server start the job
+    except OSError:
+        pass
+    abort_socket(sock)
 
 
 # ------------------------------------------------------------------------------------
@@ -863,6 +949,8 @@ def worker(ctx, cid, result):
                     client.close()
             elif kind == "pop3":
                 pop3_session(ctx, cid, user, password, rng, v, ledger)
+            elif kind == "vandal":
+                vandal_session(ctx, cid, user, password, rng, ledger, tokens)
             else:
                 smtp_session(ctx, cid, rng, v, ledger, tokens)
             if v.counts["connect"] > refused:

@@ -64,8 +64,9 @@ def parse_args(argv=None):
     ap.add_argument("--keep-data", action="store_true", help="keep the server's data folder")
     ap.add_argument("--procs", type=int, default=0,
                     help="spread the clients over this many processes (0: threads only)")
-    ap.add_argument("--mix", default="imap=75,pop3=10,smtp=15",
-                    help="session kinds and weights (imap=75,pop3=10,smtp=15)")
+    ap.add_argument("--mix", default="imap=60,pop3=10,smtp=10,vandal=40",
+                    help="session kinds and weights (imap=60,pop3=10,smtp=10,vandal=40); a "
+                         "vandal pipelines commands, reads nothing and resets the connection")
     ap.add_argument("--initial", type=int, default=15, help="messages per mailbox at start")
     ap.add_argument("--min-messages", type=int, default=10,
                     help="below this a mailbox grows faster (10)")
@@ -109,9 +110,10 @@ def parse_args(argv=None):
     args = ap.parse_args(argv)
     try:
         args.mix = {k: float(w) for k, w in (kv.split("=") for kv in args.mix.split(","))}
-        assert set(args.mix) <= {"imap", "pop3", "smtp"} and sum(args.mix.values()) > 0
+        assert set(args.mix) <= {"imap", "pop3", "smtp", "vandal"} and \
+            sum(args.mix.values()) > 0
     except (ValueError, AssertionError):
-        ap.error("--mix: e.g. imap=75,pop3=10,smtp=15")
+        ap.error("--mix: e.g. imap=60,pop3=10,smtp=10,vandal=40")
     try:
         lo, hi = (int(x) for x in args.session_length.split(","))
         assert 1 <= lo <= hi
@@ -142,14 +144,18 @@ class OwnServer:
             os.environ["TERN_KEEP_DATA"] = "1"
         import conftest                    # the integration tests' server class
         self.conftest = conftest
-        # Many clients from one address: no per-IP cap (a client limit, not a test).
-        self.srv = conftest.TernServer({"max_connections_per_ip": 0}, name="tern-stress")
+        # Many clients from one address: no per-IP cap and no failed-login throttle (the
+        # clients drop some logins with a wrong password on purpose).
+        self.srv = conftest.TernServer({"max_connections_per_ip": 0,
+                                        "auth.max_failures": 1000000}, name="tern-stress")
         self.users = [(f"stress{i}@example.test", DEFAULT_PASSWORD)
                       for i in range(1, args.users + 1)]
         try:
             self.srv.provision()
             for user, pw in self.users:
-                self.srv.cli("user", "add", user, "--password-stdin", input=pw + "\n")
+                # a quota (never reached) so that APPEND and delivery take the quota path
+                self.srv.cli("user", "add", user, "--password-stdin", "--quota", "10G",
+                             input=pw + "\n")
             self.srv.start()
         except BaseException:
             self.srv.cleanup()
