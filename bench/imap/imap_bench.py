@@ -134,17 +134,7 @@ def dovecot_start(root, port, uid, gid, users, pop3_port=None):
     (root / "run").mkdir(parents=True, exist_ok=True)
     (root / "state").mkdir(exist_ok=True)
     (root / "passwd").write_text("".join(f"{u}:{{PLAIN}}{PASSWORD}::::::\n" for u in users))
-    pop3 = "" if pop3_port is None else f"""
-service pop3-login {{
-  inet_listener pop3 {{
-    address = 127.0.0.1
-    port = {pop3_port}
-  }}
-  inet_listener pop3s {{
-    port = 0
-  }}
-}}
-"""
+    pop3 = "" if pop3_port is None else benchlib.dovecot_login_service("pop3", pop3_port)
     (root / "dovecot.conf").write_text(f"""
 protocols = imap{' pop3' if pop3_port else ''}
 listen = 127.0.0.1
@@ -172,16 +162,7 @@ userdb {{
 protocol imap {{
   mail_max_userip_connections = 100000
 }}
-service imap-login {{
-  inet_listener imap {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
-{pop3}""")
+{benchlib.dovecot_login_service("imap", port)}{pop3}""")
     proc = subprocess.Popen([DOVECOT, "-F", "-c", str(root / "dovecot.conf")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
                             start_new_session=True)

@@ -74,6 +74,19 @@ class _Reader:
         self.i = j
         return out.decode("utf-8", "replace")
 
+    def values_until(self, close, what):
+        """Values up to and including the byte close (")" of a list, "]" of a code)."""
+        items = []
+        while True:
+            self.skip_spaces()
+            c = self.peek()
+            if c == close:
+                self.i += 1
+                return items
+            if c in (b"", b"\r", b"\n"):
+                raise WireError(f"unterminated {what}")
+            items.append(self.value())
+
     def value(self):
         """One value: list, quoted string, literal, NIL or atom (with [section])."""
         self.skip_spaces()
@@ -82,16 +95,7 @@ class _Reader:
             raise WireError("unexpected end of response")
         if c == b"(":
             self.i += 1
-            items = []
-            while True:
-                self.skip_spaces()
-                c = self.peek()
-                if c == b")":
-                    self.i += 1
-                    return items
-                if c == b"" or self.s[self.i:self.i + 2] == b"\r\n":
-                    raise WireError("unterminated list")
-                items.append(self.value())
+            return self.values_until(b")", "list")
         if c == b'"':
             self.i += 1
             out = bytearray()
@@ -155,16 +159,7 @@ def _status(r, resp):
         while r.peek() not in (b" ", b"]", b""):
             name.append(r.peek())
             r.i += 1
-        args = []
-        while True:
-            r.skip_spaces()
-            c = r.peek()
-            if c == b"]":
-                r.i += 1
-                break
-            if c == b"" or c == b"\r":
-                raise WireError("unterminated response code")
-            args.append(r.value())
+        args = r.values_until(b"]", "response code")
         resp.code = (b"".join(name).decode().upper(), args)
     resp.text = r.rest_of_line().strip()
 

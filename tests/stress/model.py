@@ -205,8 +205,8 @@ class Entry:
         self.since = since
 
 
-class ImapModel:
-    """The client-side model of one IMAP session (one connection)."""
+class SessionModel:
+    """What the IMAP and POP3 session models share: who they are and how they report."""
 
     def __init__(self, user, violations, ledger, who="", clock=now):
         self.user = user
@@ -215,6 +215,16 @@ class ImapModel:
         self.who = who
         self.clock = clock
         self.context = lambda: ""          # the client sets a transcript-tail provider
+
+    def bad(self, kind, detail):
+        self.v.add(kind, f"{self.who} {detail}", self.context())
+
+
+class ImapModel(SessionModel):
+    """The client-side model of one IMAP session (one connection)."""
+
+    def __init__(self, user, violations, ledger, who="", clock=now):
+        super().__init__(user, violations, ledger, who, clock)
         self.state = "auth"
         self.mailbox = None
         self.readonly = False
@@ -253,9 +263,6 @@ class ImapModel:
             if e.uid == uid:
                 return i + 1
         return None
-
-    def bad(self, kind, detail):
-        self.v.add(kind, f"{self.who} {detail}", self.context())
 
     # --- applying a command's responses ----------------------------------------------
     def apply(self, cmd, responses):
@@ -776,24 +783,16 @@ class ImapModel:
 # POP3
 # --------------------------------------------------------------------------------------
 
-class Pop3Model:
+class Pop3Model(SessionModel):
     """Checks of one POP3 session (RFC 1939); the client calls on_* after each reply."""
 
     def __init__(self, user, violations, ledger, who="", clock=now):
-        self.user = user
-        self.v = violations
-        self.ledger = ledger
-        self.who = who
-        self.clock = clock
-        self.context = lambda: ""
+        super().__init__(user, violations, ledger, who, clock)
         self.sizes = {}          # msg number -> size (from LIST)
         self.uidls = {}          # msg number -> uidl
         self.tokens = {}         # msg number -> token
         self.deleted = set()
         self.login_time = None
-
-    def bad(self, kind, detail):
-        self.v.add(kind, f"{self.who} {detail}", self.context())
 
     def on_login(self, t):
         self.login_time = t
