@@ -24,9 +24,15 @@ SECONDS = 30
 def run_stress(*extra):
     cmd = [sys.executable, str(STRESS), "--binary", str(tern_bin()), "--seconds", str(SECONDS),
            "--seed", "1", "--examples", "2", "--io-timeout", "20"] + list(extra)
-    cp = subprocess.run(cmd, capture_output=True, text=True, timeout=SECONDS + 250,
-                        cwd=str(Path(REPO)))
-    return cp.returncode, cp.stdout + ("\n--- stderr ---\n" + cp.stderr if cp.stderr else "")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=str(Path(REPO)))
+    try:
+        out, err = proc.communicate(timeout=SECONDS + 240)
+    except subprocess.TimeoutExpired:
+        proc.terminate()                  # the tester stops its server on SIGTERM
+        out, err = proc.communicate(timeout=30)
+        err += f"\n(stress tester stopped after {SECONDS + 240} s)"
+    return proc.returncode, out + ("\n--- stderr ---\n" + err if err else "")
 
 
 def test_ten_clients_on_shared_mailboxes():

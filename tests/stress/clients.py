@@ -956,7 +956,7 @@ def worker(ctx, cid, result):
             if v.counts["connect"] > refused:
                 # the server refused us (down?): do not spin, the first ones tell it all
                 time.sleep(max(0.0, min(0.5, ctx.deadline - time.monotonic())))
-    except Exception as e:                           # noqa: BLE001 - a tester bug
+    except Exception:                              # noqa: BLE001 - a tester bug
         v.add("tester-error", f"client {cid}: {traceback.format_exc()}")
     finally:
         try:

@@ -144,6 +144,8 @@ class OwnServer:
             os.environ["TERN_KEEP_DATA"] = "1"
         import conftest                    # the integration tests' server class
         self.conftest = conftest
+        # SIGTERM to the tester (a CI time limit) takes its server down with it.
+        signal.signal(signal.SIGTERM, conftest._on_fatal_signal)
         # Many clients from one address: no per-IP cap and no failed-login throttle (the
         # clients drop some logins with a wrong password on purpose).
         self.srv = conftest.TernServer({"max_connections_per_ip": 0,
