@@ -46,6 +46,8 @@ from msggen import message_for  # noqa: E402
 # conftest's pattern plus ThreadSanitizer's "WARNING:" reports (TSan runs).
 SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Thread|Memory|UndefinedBehavior)Sanitizer|"
                           r"WARNING: ThreadSanitizer|runtime error: ")
+# src/core/master.c: "process tern/worker pid 123 killed by signal 11" / "... exit status 1"
+CHILD_DEATH_RE = re.compile(r"process tern/\S+ pid \d+ (killed by signal \d+|exit status \d+)")
 DEFAULT_PASSWORD = "stresspw"
 
 
@@ -589,11 +591,17 @@ def main(argv=None):
         info["alive"] = {True: "yes", False: "NO", None: "unknown"}[alive]
         # SIGTERM under load: must exit within the limit (a bound; the time is reported)
         # and, restarted, still hold everything it acknowledged.
+        before_term = len(server.log_text())
         if alive and (not args.external or args.sigterm):
             info["sigterm"] = shutdown_under_load(ctx, server, args, v)
         else:
             info["sigterm"] = "not sent"
         log = server.log_text()
+        # The master restarts a worker (or queue) process that dies: the run goes on,
+        # but a death is a crash (or, after the SIGTERM, a process that had to be killed).
+        for m in CHILD_DEATH_RE.finditer(log):
+            v.add("process-died" if m.start() < before_term else "shutdown-status",
+                  m.group(0), log[max(0, m.start() - 1500):m.end() + 200])
         m = SANITIZER_RE.search(log)
         info["sanitizer"] = None
         if m:
