@@ -513,6 +513,21 @@ static void conn_on_kick(evutil_socket_t fd, short what, void *arg)
 
 /* ---- bufferevent callbacks ------------------------------------------------------------ */
 
+/* libevent's TLS bufferevent stops writing when its read side sees the peer's end of
+ * input, and re-arms the socket's write event only when an empty output buffer gains
+ * data: a reply already queued at that moment (a FETCH answer above the high-water mark,
+ * a farewell) would wait forever, with no write timeout either, and the session with its
+ * locks (a POP3 maildrop) would never end. Re-enabling EV_WRITE restarts the writing:
+ * the bytes reach a half-closed peer, or the write fails on a vanished one and the error
+ * event finishes the connection. */
+static void conn_restart_tls_write(struct conn *c)
+{
+    if (!c->is_tls || c->is_finished || conn_output_length(c) == 0)
+        return;
+    bufferevent_disable(c->bev, EV_WRITE);
+    bufferevent_enable(c->bev, EV_WRITE);
+}
+
 static void conn_on_read(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
@@ -605,14 +620,18 @@ static void conn_on_event(struct bufferevent *bev, short what, void *arg)
         conn_close(c);
         return;
     }
-    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && !c->is_handshaking && c->session &&
-        !c->is_closing &&
+    /* Only an end of input is a half-close: with dirty shutdowns allowed, libevent's TLS
+     * bufferevent reports a failed write (EPIPE from a vanished peer) as EOF|WRITING, and
+     * treating that as "the peer finished sending" waited forever for a flush. */
+    if ((what & BEV_EVENT_EOF) && (what & BEV_EVENT_READING) && !(what & BEV_EVENT_ERROR) &&
+        !c->is_handshaking && c->session && !c->is_closing &&
         (c->is_paused || conn_output_length(c) > 0 ||
          evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)) {
         /* e.g. "QUIT" then FIN, or a message whose fsync is still running: answer what
          * was sent before the end of input, then close. */
         c->has_eof = true;
         bufferevent_disable(c->bev, EV_READ);
+        conn_restart_tls_write(c);
         conn_dispatch_read(c);
         return;
     }
