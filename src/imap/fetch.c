@@ -870,7 +870,7 @@ void imap_cmd_fetch(struct imap_session *s, const char *tag, struct imap_arg *ar
     }
     /* RFC 7162 §3.1: MODSEQ and CHANGEDSINCE enable CONDSTORE for the session */
     if (f->has_modseq)
-        s->is_condstore = true;
+        imap_condstore_enable(s);
     f->is_condstore = s->is_condstore;
     s->fetch = f;
     struct imap_job *j = imap_job_new(s, tag, imap_fetch_work, imap_fetch_finish);
@@ -970,7 +970,7 @@ void imap_cmd_store(struct imap_session *s, const char *tag, struct imap_arg *ar
         }
         args++;
         n--;
-        s->is_condstore = true;
+        imap_condstore_enable(s);
     }
     if (n != 3 || set_arg->type != IMAP_ARG_ATOM || args[1].type != IMAP_ARG_ATOM) {
         imap_reply(s, tag, "BAD Usage: STORE set [+-]FLAGS[.SILENT] (flags)");

@@ -676,7 +676,7 @@ void imap_cmd_status(struct imap_session *s, const char *tag, struct imap_arg *a
         return;
     }
     if (items & IMAP_ST_HIGHESTMODSEQ)
-        s->is_condstore = true; /* RFC 7162 §3.1.10; enables CONDSTORE */
+        imap_condstore_enable(s); /* RFC 7162 §3.1.10; enables CONDSTORE */
     struct imap_job *j = imap_job_new(s, tag, imap_status_work, NULL);
     if (!j) {
         free(name);

@@ -9,8 +9,9 @@
  * next line. Sizes are checked before anything is allocated: a {4294967295} literal is an
  * error, not an allocation.
  *
- * Arguments: atoms (also "1:*", "\Seen", "BODY[HEADER.FIELDS (A B)]<0.10>": an atom with
- * '[' runs to the matching ']', spaces and parens included), quoted strings, literals, and
+ * Arguments: atoms (also "1:*", "\Seen", "BODY[HEADER.FIELDS (A B)]<0.10>": a BODY/BINARY
+ * section atom runs from '[' to the matching ']', spaces and parens included; elsewhere '['
+ * is an ordinary atom char), quoted strings, literals, and
  * parenthesised lists (nesting limited to IMAP_MAX_LIST_DEPTH).
  *
  * Ownership: the parser owns the tree; it lives until imap_parser_reset(). Thread rules:
@@ -96,9 +97,11 @@ uint64_t imap_parser_literal_remaining(const struct imap_parser *p);
 bool imap_arg_is_string(const struct imap_arg *a);
 bool imap_arg_is_atom(const struct imap_arg *a, const char *upper);
 
-/* Sequence sets (RFC 3501 §9 sequence-set): ranges with '*' as UINT32_MAX. */
+/* Sequence sets (RFC 3501 §9 sequence-set): ranges as written ("5:2" stays 5:2), '*'
+ * marked apart from the number 4294967295 (a valid UID). */
 struct imap_seq_range {
     uint32_t lo, hi;
+    bool is_lo_star, is_hi_star;
 };
 struct imap_seqset {
     struct imap_seq_range *r;

@@ -69,6 +69,7 @@ struct skey {
     struct skey *kids; /* AND: list; OR: two; NOT: one */
     size_t n_kids;
     struct mime_matcher *matcher; /* HEADER/BODY/TEXT: the needle */
+    bool is_address;              /* FROM/TO/CC/BCC: match the parsed addresses */
 };
 
 static void skey_free_contents(struct skey *k)
@@ -242,6 +243,7 @@ static bool skey_parse_one(struct skey_parser *sp, struct skey *k, unsigned dept
             k->str = strdup(header_keys[i]);
             k->str2 = strdup(v);
             k->matcher = mime_matcher_new(v, strlen(v));
+            k->is_address = i < 4; /* not SUBJECT */
             sp->needs_file = true;
             return k->str && k->str2 && k->matcher;
         }
@@ -365,6 +367,8 @@ static bool skey_header_match(const struct skey *k, struct skey_msg *sm)
     if (!skey_load(sm))
         return false;
     mime_matcher_reset(k->matcher);
+    if (k->is_address)
+        return mime_address_header_search(sm->bytes, sm->header_len, k->str, k->matcher);
     return mime_header_search(sm->bytes, sm->header_len, k->str, k->matcher, false);
 }
 
@@ -501,8 +505,19 @@ static bool skey_eval(const struct skey *k, struct skey_msg *sm)
 /* RFC 4731 §3.1: "* ESEARCH (TAG "t") [UID] [MIN n] [MAX n] [ALL set] [COUNT n]", the
  * order Dovecot uses; MIN, MAX and ALL only when something matched. */
 static void imap_esearch_write(struct imap_job *j, const uint32_t *hits, size_t n,
-                               uint64_t max_modseq)
+                               uint64_t max_modseq, uint64_t min_hit_modseq,
+                               uint64_t max_hit_modseq)
 {
+    /* RFC 7162 §3.1.5 with RFC 4731: when only MIN and/or MAX are returned, MODSEQ is the
+     * highest mod-sequence of the message(s) they return, not of every match */
+    unsigned only = IMAP_SEARCH_RET_MIN | IMAP_SEARCH_RET_MAX;
+    if ((j->flags & ~only) == 0) {
+        max_modseq = 0;
+        if ((j->flags & IMAP_SEARCH_RET_MIN) && min_hit_modseq > max_modseq)
+            max_modseq = min_hit_modseq;
+        if ((j->flags & IMAP_SEARCH_RET_MAX) && max_hit_modseq > max_modseq)
+            max_modseq = max_hit_modseq;
+    }
     buf_printf(&j->out, "* ESEARCH (TAG \"%s\")", j->tag);
     if (j->is_uid)
         buf_append_str(&j->out, " UID");
@@ -528,7 +543,7 @@ static void imap_search_work(struct imap_job *j)
     const struct skey *root = j->ptr;
     size_t count = store_mailbox_count(s->box);
     uint32_t max_uid = count ? store_mailbox_message(s->box, count - 1)->uid : 0;
-    uint64_t max_modseq = 0;
+    uint64_t max_modseq = 0, min_hit_modseq = 0, max_hit_modseq = 0;
     /* ESEARCH collects the hits (ascending: view order) to report MIN/MAX/ALL/COUNT */
     uint32_t *hits = NULL;
     size_t n_hits = 0;
@@ -558,11 +573,14 @@ static void imap_search_work(struct imap_job *j)
                 buf_printf(&j->out, " %u", v);
             if (sm.m->modseq > max_modseq)
                 max_modseq = sm.m->modseq;
+            if (min_hit_modseq == 0)
+                min_hit_modseq = sm.m->modseq;
+            max_hit_modseq = sm.m->modseq;
         }
         skey_msg_release(&sm);
     }
     if (hits) {
-        imap_esearch_write(j, hits, n_hits, max_modseq);
+        imap_esearch_write(j, hits, n_hits, max_modseq, min_hit_modseq, max_hit_modseq);
         free(hits);
     } else {
         /* RFC 7162 §3.1.5: a search with MODSEQ reports the highest mod-sequence found */
@@ -621,7 +639,7 @@ void imap_cmd_search(struct imap_session *s, const char *tag, struct imap_arg *a
     j->flags = esearch;
     j->number = sp.has_modseq;
     if (sp.has_modseq)
-        s->is_condstore = true; /* RFC 7162 §3.1 */
+        imap_condstore_enable(s); /* RFC 7162 §3.1 */
     j->is_uid = is_uid;
     /* RFC 3501 §7.4.1: EXPUNGE may not be sent during SEARCH, but may during UID SEARCH
      * (its results are UIDs); the sync runs after the search, on the view it used. */

@@ -51,6 +51,19 @@ void imap_reply(struct imap_session *s, const char *tag, const char *fmt, ...)
     conn_printf(s->c, "%s %s\r\n", tag ? tag : "*", text);
 }
 
+void imap_condstore_enable(struct imap_session *s)
+{
+    if (s->is_condstore)
+        return;
+    s->is_condstore = true;
+    /* RFC 7162 §3.1: the first CONDSTORE-enabling command issued while a mailbox is
+     * selected gets an untagged OK [HIGHESTMODSEQ] before its tagged reply (the view is
+     * the loop's: no job is in flight while a command is handled) */
+    if (s->box)
+        conn_printf(s->c, "* OK [HIGHESTMODSEQ %llu] Highest\r\n",
+                    (unsigned long long)store_mailbox_highestmodseq(s->box));
+}
+
 static struct auth_peer imap_peer(struct imap_session *s)
 {
     struct auth_peer p = {
@@ -358,7 +371,7 @@ static void imap_cmd_enable(struct imap_session *s, const char *tag, struct imap
     for (size_t i = 0; i < n; i++)
         condstore |= imap_arg_is_string(&args[i]) && strcasecmp(args[i].str, "CONDSTORE") == 0;
     if (condstore)
-        s->is_condstore = true;
+        imap_condstore_enable(s);
     conn_write_str(s->c, condstore ? "* ENABLED CONDSTORE\r\n" : "* ENABLED\r\n");
     imap_reply(s, tag, "OK Enabled.");
 }

@@ -133,6 +133,9 @@ void imap_reply(struct imap_session *s, const char *tag, const char *fmt, ...)
 /* CAPABILITY list for the current state, without "* CAPABILITY ". */
 void imap_capability_string(struct imap_session *s, struct buf *out);
 void imap_session_start_idle_sync(struct imap_session *s);
+/* A CONDSTORE-enabling command (RFC 7162 §3.1): enable it, telling HIGHESTMODSEQ the first
+ * time while a mailbox is selected. Loop thread, no job in flight. */
+void imap_condstore_enable(struct imap_session *s);
 
 /* ---- mailbox.c ---- */
 typedef void imap_handler(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,

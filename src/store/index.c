@@ -20,8 +20,8 @@
 #include <unistd.h>
 
 #define STORE_INDEX_BUSY_MS     30000
-#define STORE_INDEX_VERSION     2
-#define STORE_INDEX_VERSION_STR "2"
+#define STORE_INDEX_VERSION     3
+#define STORE_INDEX_VERSION_STR "3"
 
 static const char store_index_schema[] =
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);"
@@ -47,7 +47,11 @@ static const char store_index_schema[] =
     " SELECT 1, COALESCE(SUM(size), 0), COUNT(*) FROM messages;"
     STORE_INDEX_USAGE_ADD_TRIGGER
     "CREATE TRIGGER IF NOT EXISTS usage_del AFTER DELETE ON messages BEGIN"
-    " UPDATE usage SET bytes = bytes - OLD.size, messages = messages - 1 WHERE id = 1; END;";
+    " UPDATE usage SET bytes = bytes - OLD.size, messages = messages - 1 WHERE id = 1; END;"
+    /* Version 3: subscriptions are names, apart from mailboxes (RFC 3501 §6.3.6: deleting
+     * a mailbox leaves its name subscribed); mailboxes.subscribed is no longer used. */
+    "CREATE TABLE IF NOT EXISTS subscriptions(name TEXT PRIMARY KEY) WITHOUT ROWID;"
+    "INSERT OR IGNORE INTO subscriptions(name) SELECT name FROM mailboxes WHERE subscribed = 1;";
 
 int store_index_exec(sqlite3 *db, const char *sql, char **error_r)
 {
@@ -248,7 +252,8 @@ int store_index_mailbox_add(sqlite3 *db, const char *name, const char *special_u
         sqlite3_bind_text(st, 3, special_use, -1, SQLITE_STATIC);
     else
         sqlite3_bind_null(st, 3);
-    sqlite3_bind_int(st, 4, special_use || strcmp(name, "INBOX") == 0 ? 1 : 0);
+    bool is_auto_subscribed = special_use || strcmp(name, "INBOX") == 0;
+    sqlite3_bind_int(st, 4, is_auto_subscribed ? 1 : 0);
     int rc = sqlite3_step(st);
     if (rc != SQLITE_DONE) {
         store_error(error_r, "index: %s", sqlite3_errmsg(db));
@@ -256,8 +261,11 @@ int store_index_mailbox_add(sqlite3 *db, const char *name, const char *special_u
         return -1;
     }
     store_index_done(st);
+    int64_t id = sqlite3_last_insert_rowid(db);
+    if (is_auto_subscribed && store_index_subscription_set(db, name, true, error_r) < 0)
+        return -1;
     memset(row_r, 0, sizeof *row_r);
-    row_r->id = sqlite3_last_insert_rowid(db);
+    row_r->id = id;
     row_r->uidvalidity = (uint32_t)uidvalidity;
     row_r->uidnext = 1;
     row_r->highestmodseq = 1;
@@ -552,4 +560,20 @@ void store_index_pool_flush(void)
         free(p);
     }
     pthread_mutex_unlock(&index_pool_lock);
+}
+
+int store_index_subscription_set(sqlite3 *db, const char *name, bool subscribe, char **error_r)
+{
+    sqlite3_stmt *st = NULL;
+    const char *sql = subscribe ? "INSERT OR IGNORE INTO subscriptions(name) VALUES(?)"
+                                : "DELETE FROM subscriptions WHERE name = ?";
+    int rc = SQLITE_ERROR;
+    if (store_index_prepare(db, sql, &st) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        rc = sqlite3_step(st);
+    }
+    if (rc != SQLITE_DONE)
+        store_error(error_r, "index: %s", sqlite3_errmsg(db));
+    store_index_done(st);
+    return rc == SQLITE_DONE ? 0 : -1;
 }

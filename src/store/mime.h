@@ -94,6 +94,23 @@ bool mime_write_string(struct buf *out, const char *s);
 const struct mime_part *mime_part_find(const struct mime_part *root, const uint32_t *path,
                                        size_t n);
 
+/* One mailbox of an address list (strings valid during the callback only). name is the
+ * display name (or a comment standing for it), NULL when none; adl the obsolete route. */
+struct mime_address {
+    const char *name, *adl, *mailbox, *host;
+};
+/* Callbacks of mime_address_list_parse (any may be NULL); returning false stops it. */
+struct mime_address_visitor {
+    bool (*group_start)(void *arg, const char *name);
+    bool (*address)(void *arg, const struct mime_address *a);
+    bool (*group_end)(void *arg);
+    void *arg;
+};
+/* Parse an RFC 5322 address list value (unfolded or not), tolerant of broken input. */
+void mime_address_list_parse(const char *value, const struct mime_address_visitor *v);
+/* Append "Name <box@host>, other@host, group: a@b;" for the list (SEARCH FROM/TO...). */
+bool mime_address_list_display(const char *value, struct buf *out);
+
 /* Size of data when every bare LF is sent as CRLF. */
 uint64_t mime_crlf_size(const char *data, size_t len);
 
@@ -128,6 +145,11 @@ bool mime_header_decode(const char *in, size_t len, struct buf *out);
  * reset first (callers reset it per message). False when no such field exists. */
 bool mime_header_search(const char *hdr, size_t len, const char *field, struct mime_matcher *m,
                         bool with_names);
+
+/* The same for an address field (From, To, Cc, Bcc...): the value is matched in its parsed
+ * display form "Name <box@host>, ..." (mime_address_list_display), then RFC 2047-decoded. */
+bool mime_address_header_search(const char *hdr, size_t len, const char *field,
+                                struct mime_matcher *m);
 
 /* Does the body of the message (data, parsed as root) contain the needle of m? Text parts
  * are decoded (Content-Transfer-Encoding base64/quoted-printable, charset to UTF-8),

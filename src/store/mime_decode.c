@@ -475,8 +475,24 @@ bool mime_header_decode(const char *in, size_t len, struct buf *out)
 
 /* ---- header fields --------------------------------------------------------------------- */
 
+/* mime_header_search, and with is_address the value matched in its display form. */
+static bool mime_header_search_value(const char *hdr, size_t len, const char *field,
+                                     struct mime_matcher *m, bool with_names, bool is_address);
+
 bool mime_header_search(const char *hdr, size_t len, const char *field, struct mime_matcher *m,
                         bool with_names)
+{
+    return mime_header_search_value(hdr, len, field, m, with_names, false);
+}
+
+bool mime_address_header_search(const char *hdr, size_t len, const char *field,
+                                struct mime_matcher *m)
+{
+    return mime_header_search_value(hdr, len, field, m, false, true);
+}
+
+static bool mime_header_search_value(const char *hdr, size_t len, const char *field,
+                                     struct mime_matcher *m, bool with_names, bool is_address)
 {
     struct buf value, dec;
     buf_init(&value, MIME_MAX_VALUE);
@@ -525,7 +541,17 @@ bool mime_header_search(const char *hdr, size_t len, const char *field, struct m
             buf_append(&dec, line, nlen);
             buf_append(&dec, ": ", 2);
         }
-        mime_header_decode(value.data ? value.data : "", value.len, &dec);
+        if (is_address) {
+            /* RFC 3501 §6.4.4 FROM "user@host" must find "<user (c)@ (c) host>": match the
+             * parsed addresses as "Name <box@host>" (comments dropped), as Dovecot does */
+            struct buf disp;
+            buf_init(&disp, MIME_MAX_VALUE);
+            mime_address_list_display(buf_cstr(&value), &disp);
+            mime_header_decode(disp.data ? disp.data : "", disp.len, &dec);
+            buf_free(&disp);
+        } else {
+            mime_header_decode(value.data ? value.data : "", value.len, &dec);
+        }
         mime_matcher_break(m);
         mime_matcher_feed(m, dec.data ? dec.data : "", dec.len);
         mime_matcher_break(m);

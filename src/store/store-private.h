@@ -16,6 +16,7 @@
  *       vsize, internaldate, modseq, envelope TEXT, bodystructure TEXT,
  *       PRIMARY KEY(mailbox, uid), UNIQUE(mailbox, basename))
  *   cache(mailbox, uid, field, value, PRIMARY KEY(mailbox, uid, field))  other cached fields
+ *   subscriptions(name TEXT PRIMARY KEY)  subscribed names (version 3), existing or not
  */
 #ifndef TERN_STORE_STORE_PRIVATE_H
 #define TERN_STORE_STORE_PRIVATE_H
@@ -122,6 +123,8 @@ int store_index_mailbox_get(sqlite3 *db, const char *name, struct store_mbox_row
 /* Insert a mailbox row with a fresh UIDVALIDITY (inside a transaction). */
 int store_index_mailbox_add(sqlite3 *db, const char *name, const char *special_use,
                             struct store_mbox_row *row_r, char **error_r);
+/* Subscribe (insert) or unsubscribe (delete) a canonical name; 0 or -1. */
+int store_index_subscription_set(sqlite3 *db, const char *name, bool subscribe, char **error_r);
 /* Get or create the row and the Maildir folder of a mailbox (own transaction). */
 int store_index_mailbox_ensure(sqlite3 *db, const char *home, const char *name,
                                struct store_mbox_row *row_r, char **error_r);

@@ -134,6 +134,7 @@ struct store_mailbox_info {
     bool subscribed;
     bool has_children;
     bool noselect;
+    bool is_nonexistent; /* only a subscribed name: no such mailbox (noselect too) */
 };
 int store_mailbox_list(struct store_user *u, struct store_mailbox_info **list_r, size_t *n_r,
                        char **error_r);

@@ -293,8 +293,11 @@ int store_mailbox_list(struct store_user *u, struct store_mailbox_info **list_r,
         closedir(d);
     }
     sqlite3_stmt *st = NULL;
-    if (store_index_prepare(u->db, "SELECT name, special_use, subscribed FROM mailboxes", &st) !=
-        SQLITE_OK) {
+    if (store_index_prepare(u->db,
+                            "SELECT name, special_use,"
+                            " EXISTS(SELECT 1 FROM subscriptions s WHERE s.name = mailboxes.name)"
+                            " FROM mailboxes",
+                            &st) != SQLITE_OK) {
         store_error(error_r, "index: %s", sqlite3_errmsg(u->db));
         return -1;
     }
@@ -330,11 +333,37 @@ int store_mailbox_list(struct store_user *u, struct store_mailbox_info **list_r,
             }
         }
     }
+    /* RFC 3501 §6.3.6: a subscribed name stays subscribed when its mailbox goes away;
+     * such names are listed as nonexistent (LSUB, LIST (SUBSCRIBED)). A parent that is
+     * only a name for its children is subscribed too when its own name is. */
+    if (store_index_prepare(u->db, "SELECT name FROM subscriptions", &st) != SQLITE_OK) {
+        store_error(error_r, "index: %s", sqlite3_errmsg(u->db));
+        goto fail;
+    }
+    while (sqlite3_step(st) == SQLITE_ROW && l.n < STORE_MAX_MAILBOXES * 2) {
+        const char *name = (const char *)sqlite3_column_text(st, 0);
+        if (!name)
+            continue;
+        struct store_mailbox_info *m = list_find(&l, name);
+        if (m) {
+            m->subscribed = true;
+            continue;
+        }
+        m = list_add(&l, name);
+        if (!m)
+            goto oom;
+        m->subscribed = true;
+        m->noselect = true;
+        m->is_nonexistent = true;
+    }
+    store_index_done(st);
+    st = NULL;
     for (size_t i = 0; i < l.n; i++) {
         size_t len = strlen(l.v[i].name);
         for (size_t j = 0; j < l.n && !l.v[i].has_children; j++)
-            l.v[i].has_children =
-                strncmp(l.v[j].name, l.v[i].name, len) == 0 && l.v[j].name[len] == '/';
+            l.v[i].has_children = !l.v[j].is_nonexistent &&
+                                  strncmp(l.v[j].name, l.v[i].name, len) == 0 &&
+                                  l.v[j].name[len] == '/';
     }
     if (l.n > 1)
         qsort(l.v, l.n, sizeof *l.v, info_cmp);
@@ -342,9 +371,10 @@ int store_mailbox_list(struct store_user *u, struct store_mailbox_info **list_r,
     *n_r = l.n;
     return 0;
 oom:
+    store_error(error_r, "out of memory");
+fail:
     store_index_done(st);
     store_mailbox_info_free(l.v, l.n);
-    store_error(error_r, "out of memory");
     return -1;
 }
 
@@ -640,24 +670,30 @@ int store_mailbox_rename(struct store_user *u, const char *from, const char *to,
         store_index_rollback(u->db);
         return -1;
     }
-    sqlite3_stmt *st = NULL;
-    int rc = SQLITE_ERROR;
-    /* name = to || substr(name, len(from)+1) for the mailbox and its inferiors */
-    if (store_index_prepare(u->db,
-                            "UPDATE mailboxes SET name = ?1 || substr(name, ?3 + 1)"
-                            " WHERE name = ?2 OR substr(name, 1, ?3 + 1) = ?2 || '/'",
-                            &st) == SQLITE_OK) {
-        sqlite3_bind_text(st, 1, to_canon, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, from_canon, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, (int64_t)flen);
-        rc = sqlite3_step(st);
-    }
-    if (rc != SQLITE_DONE)
-        store_error(error_r, "index: %s", sqlite3_errmsg(u->db));
-    store_index_done(st);
-    if (rc != SQLITE_DONE) {
-        store_index_rollback(u->db);
-        return -1;
+    /* name = to || substr(name, len(from)+1) for the mailbox and its inferiors; their
+     * subscriptions follow them (as Dovecot's rename does) */
+    static const char *const renames[] = {
+        "UPDATE mailboxes SET name = ?1 || substr(name, ?3 + 1)"
+        " WHERE name = ?2 OR substr(name, 1, ?3 + 1) = ?2 || '/'",
+        "UPDATE OR REPLACE subscriptions SET name = ?1 || substr(name, ?3 + 1)"
+        " WHERE name = ?2 OR substr(name, 1, ?3 + 1) = ?2 || '/'",
+    };
+    for (size_t k = 0; k < sizeof renames / sizeof renames[0]; k++) {
+        sqlite3_stmt *st = NULL;
+        int rc = SQLITE_ERROR;
+        if (store_index_prepare(u->db, renames[k], &st) == SQLITE_OK) {
+            sqlite3_bind_text(st, 1, to_canon, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 2, from_canon, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(st, 3, (int64_t)flen);
+            rc = sqlite3_step(st);
+        }
+        if (rc != SQLITE_DONE)
+            store_error(error_r, "index: %s", sqlite3_errmsg(u->db));
+        store_index_done(st);
+        if (rc != SQLITE_DONE) {
+            store_index_rollback(u->db);
+            return -1;
+        }
     }
     return store_index_commit(u->db, error_r);
 }
@@ -668,22 +704,18 @@ int store_mailbox_subscribe(struct store_user *u, const char *name, bool subscri
         return -1;
     char canon[300], path[4200];
     struct store_mbox_row row;
-    if (store_mailbox_lookup(u, name, canon, sizeof canon, path, sizeof path, &row, error_r) < 0)
-        return -1;
-    sqlite3_stmt *st = NULL;
-    int rc = SQLITE_ERROR;
-    if (store_index_prepare(u->db, "UPDATE mailboxes SET subscribed = ? WHERE id = ?", &st) ==
-        SQLITE_OK) {
-        sqlite3_bind_int(st, 1, subscribe ? 1 : 0);
-        sqlite3_bind_int64(st, 2, row.id);
-        rc = sqlite3_step(st);
+    if (subscribe) {
+        /* only an existing mailbox can be subscribed (as Dovecot) */
+        if (store_mailbox_lookup(u, name, canon, sizeof canon, path, sizeof path, &row,
+                                 error_r) < 0)
+            return -1;
+    } else {
+        /* RFC 3501 §6.3.7: a name that no longer exists can be unsubscribed */
+        char dir[300];
+        if (store_mailbox_name_to_dir(name, dir, sizeof dir, canon, sizeof canon, error_r) < 0)
+            return -1;
     }
-    if (rc != SQLITE_DONE)
-        store_error(error_r, "index: %s", sqlite3_errmsg(u->db));
-    store_index_done(st);
-    if (rc != SQLITE_DONE)
-        return -1;
-    return 0;
+    return store_index_subscription_set(u->db, canon, subscribe, error_r);
 }
 
 int store_mailbox_status(struct store_user *u, const char *name, struct store_status *st_r,

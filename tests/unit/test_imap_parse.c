@@ -79,6 +79,25 @@ static void test_fetch_items(void **state)
     imap_parser_reset(&p);
     assert_int_equal(feed(&p, "a fetch 2 body[text]"), IMAP_PARSE_DONE);
     assert_string_equal(p.args.list[1].str, "body[text]");
+    imap_parser_reset(&p);
+    assert_int_equal(feed(&p, "a fetch 2 (BINARY.PEEK[1] BODY[HEADER"), IMAP_PARSE_ERROR);
+    imap_parser_free(&p);
+}
+
+/* RFC 3501 §9: '[' is an ATOM-CHAR; only section atoms pair brackets. */
+static void test_bracket_atoms(void **state)
+{
+    (void)state;
+    struct imap_parser p;
+    imap_parser_init(&p, 1024);
+    assert_int_equal(feed(&p, "a SELECT !#$&'+,-.0123456789:;<=>?@^_`|[}"), IMAP_PARSE_DONE);
+    assert_int_equal(p.args.n, 1);
+    assert_string_equal(p.args.list[0].str, "!#$&'+,-.0123456789:;<=>?@^_`|[}");
+    imap_parser_reset(&p);
+    assert_int_equal(feed(&p, "a LIST \"\" a[b%* (x)"), IMAP_PARSE_DONE);
+    assert_int_equal(p.args.n, 3);
+    assert_string_equal(p.args.list[1].str, "a[b%*");
+    assert_int_equal(p.args.list[2].type, IMAP_ARG_LIST);
     imap_parser_free(&p);
 }
 
@@ -186,6 +205,14 @@ static void test_seqset(void **state)
     assert_false(imap_seqset_parse("1,", &s));
     assert_false(imap_seqset_parse("1:", &s));
     assert_false(imap_seqset_parse("4294967296", &s));
+    /* 4294967295 is a number (the largest UID), not '*' */
+    assert_true(imap_seqset_parse("1:4294967295", &s));
+    assert_true(imap_seqset_contains(&s, 4294967295u, 10));
+    assert_true(imap_seqset_contains(&s, 20, 10));
+    imap_seqset_free(&s);
+    assert_true(imap_seqset_parse("4294967295", &s));
+    assert_false(imap_seqset_contains(&s, 10, 10));
+    imap_seqset_free(&s);
     assert_false(imap_seqset_parse("", &s));
 }
 
@@ -372,6 +399,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_simple),          cmocka_unit_test(test_missing_tag),
         cmocka_unit_test(test_fetch_items),     cmocka_unit_test(test_literals),
+        cmocka_unit_test(test_bracket_atoms),
         cmocka_unit_test(test_literal_too_big), cmocka_unit_test(test_quoted_and_nesting),
         cmocka_unit_test(test_seqset),          cmocka_unit_test(test_list_request),
         cmocka_unit_test(test_append_request),  cmocka_unit_test(test_search_return),
