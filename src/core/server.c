@@ -16,6 +16,7 @@
  */
 #include "core/config.h"
 #include "core/conn_internal.h"
+#include "core/job.h"
 #include "core/log.h"
 #include "core/tls.h"
 #include "core/util.h"
@@ -507,6 +508,7 @@ int server_run(const struct config *cfg, const struct server_hooks *hooks)
     }
     st->srv.ctx.base = base;
     st->srv.ctx.cfg = cfg;
+    job_loop_thread_set(); /* conn_* and session code assert they run here (job.h) */
     st->srv.hooks = hooks;
 
     if (is_root) {

@@ -187,7 +187,9 @@ void store_sync_changes_free(struct store_sync_changes *c);
 int store_mailbox_reopen(struct store_mailbox *box, const char *name, bool read_only,
                          char **error_r);
 
-/* BLOCKING. Open a message's file for reading (LF line ends on disk). Caller closes fd. */
+/* BLOCKING. Open a message's file for reading (LF line ends on disk). Caller closes fd.
+ * On failure errno is ENOENT when the message was expunged (by another session or
+ * program), anything else for an I/O error. */
 int store_message_open(struct store_mailbox *box, size_t i, int *fd_r, char **error_r);
 
 /* BLOCKING. Set flags/keywords of message i: mode 0 = replace, 1 = add, -1 = remove.
