@@ -880,7 +880,12 @@ void imap_cmd_fetch(struct imap_session *s, const char *tag, struct imap_arg *ar
         imap_reply(s, tag, "BAD Too many fetch items.");
         return;
     }
-    if (!imap_resolve_set(s->box, args[0].str, is_uid, &f->idx, &f->n_idx)) {
+    /* RFC 5182: "$" is the saved search result (UIDs; the replies keep their form) */
+    bool is_set_uid = is_uid;
+    char *set = imap_searchres_expand(s, args[0].str, &is_set_uid);
+    bool is_resolved = set && imap_resolve_set(s->box, set, is_set_uid, &f->idx, &f->n_idx);
+    free(set);
+    if (!is_resolved) {
         imap_fetch_free(f);
         imap_reply(s, tag, "BAD Invalid message set.");
         return;
@@ -1042,7 +1047,11 @@ void imap_cmd_store(struct imap_session *s, const char *tag, struct imap_arg *ar
         return;
     }
     size_t *idx = NULL, cnt = 0;
-    if (!imap_resolve_set(s->box, set_arg->str, is_uid, &idx, &cnt)) {
+    bool is_set_uid = is_uid;
+    char *set = imap_searchres_expand(s, set_arg->str, &is_set_uid);
+    bool is_resolved = set && imap_resolve_set(s->box, set, is_set_uid, &idx, &cnt);
+    free(set);
+    if (!is_resolved) {
         imap_keywords_free(kw);
         imap_reply(s, tag, "BAD Invalid message set.");
         return;

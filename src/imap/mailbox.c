@@ -143,6 +143,10 @@ bool imap_resolve_set(struct store_mailbox *box, const char *set, bool is_uid, s
     struct imap_seqset seq;
     *idx_r = NULL;
     *n_r = 0;
+    if (set[0] == '\0') { /* an empty saved result (imap_searchres_expand) */
+        *idx_r = malloc(sizeof **idx_r);
+        return *idx_r != NULL;
+    }
     if (strcmp(set, "$") == 0 || !imap_seqset_parse(set, &seq))
         return false;
     size_t count = store_mailbox_count(box);
@@ -386,6 +390,7 @@ static void imap_select_common(struct imap_session *s, const char *tag, struct i
     /* Stop reporting on the old mailbox at once. */
     free(s->box_name);
     s->box_name = NULL;
+    imap_searchres_clear(s); /* RFC 5182 §2.1: a saved result is per selected mailbox */
     imap_job_submit(s, j);
 }
 
@@ -483,7 +488,10 @@ void imap_cmd_expunge(struct imap_session *s, const char *tag, struct imap_arg *
                                       NULL, imap_expunge_cleanup);
     if (!j)
         return;
-    if (is_uid && !(IMAP_JOB(imap_expunge_job, j)->uid_set = strdup(args[0].str))) {
+    bool is_set_uid = true;
+    if (is_uid &&
+        !(IMAP_JOB(imap_expunge_job, j)->uid_set = imap_searchres_expand(s, args[0].str,
+                                                                          &is_set_uid))) {
         imap_job_discard(s, j);
         return;
     }
@@ -509,6 +517,7 @@ static void imap_close_finish(struct imap_session *s, struct imap_job *j)
 {
     free(s->box_name);
     s->box_name = NULL;
+    imap_searchres_clear(s);
     s->state = IMAP_STATE_AUTH;
 }
 
@@ -861,7 +870,8 @@ static void imap_copy_submit(struct imap_session *s, const char *tag, struct ima
     cj->dest = dest;
     cj->is_uid = is_uid;
     cj->is_move = move;
-    if (!(cj->set = strdup(args[0].str))) {
+    /* RFC 5182: "$" is the saved search result */
+    if (!(cj->set = imap_searchres_expand(s, args[0].str, &cj->is_uid))) {
         imap_job_discard(s, j);
         return;
     }

@@ -110,6 +110,9 @@ void imap_capability_string(struct imap_session *s, struct buf *out)
         buf_append_str(out,
                        " NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE MULTIAPPEND ESEARCH"
                        " LIST-EXTENDED LIST-STATUS");
+        /* RFC 5256, 5957, 5267 (ESORT), 5182, 5032 */
+        buf_append_str(out, " SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES"
+                            " THREAD=REFS ESORT SEARCHRES WITHIN");
         /* RFC 9208: the STORAGE resource only (no message-count limits) */
         buf_append_str(out, " QUOTA QUOTA=RES-STORAGE");
     }
@@ -757,6 +760,8 @@ static const struct imap_command imap_commands[] = {
     {"UNSELECT", imap_cmd_unselect, SEL, false},
     {"EXPUNGE", imap_cmd_expunge, SEL, true},
     {"SEARCH", imap_cmd_search, SEL, true},
+    {"SORT", imap_cmd_sort, SEL, true},
+    {"THREAD", imap_cmd_thread, SEL, true},
     {"FETCH", imap_cmd_fetch, SEL, true},
     {"STORE", imap_cmd_store, SEL, true},
     {"COPY", imap_cmd_copy, SEL, true},
@@ -1110,6 +1115,7 @@ static void imap_session_free(struct imap_session *s)
     if (s->user)
         store_user_close(s->user);
     free(s->box_name);
+    free(s->searchres);
     free(s->username);
     free(s->idle_tag);
     if (s->idle_timer)

@@ -105,6 +105,10 @@ struct imap_session {
     struct event *idle_timer; /* "* OK Still here" keepalives while idling */
     uint64_t idle_start_ms;   /* monotonic start of the IDLE (RFC 2177 time limit) */
 
+    /* RFC 5182 SEARCHRES: the saved search result "$" as ascending UIDs */
+    uint32_t *searchres;
+    size_t n_searchres;
+
     /* FETCH continuing across batches (backpressure) */
     struct imap_fetch *fetch;
     bool is_fetch_waiting_drain;
@@ -227,6 +231,36 @@ void imap_fetch_resume(struct imap_session *s);
 
 /* ---- search.c ---- */
 imap_handler imap_cmd_search;
+/* SEARCH criteria (RFC 3501 §6.4.4, RFC 7162 MODSEQ, RFC 5032 WITHIN, RFC 5182 "$"):
+ * parsed on the loop (saved: the session's saved result, copied), evaluated in work. */
+struct skey;
+struct imap_search_return;
+struct skey *imap_search_parse(struct imap_arg *args, size_t n, const uint32_t *saved,
+                               size_t n_saved, bool *has_modseq_r);
+void imap_search_free(struct skey *root);
+/* Work step (BLOCKING): match[i] for every message i of box; returns how many match. */
+size_t imap_search_match(const struct skey *root, struct store_mailbox *box, bool *match);
+/* "CHARSET"/SORT/THREAD charset argument: true for UTF-8 and US-ASCII, else NO
+ * [BADCHARSET] answered. */
+bool imap_search_charset_ok(struct imap_session *s, const char *tag, const struct imap_arg *cs);
+/* "* ESEARCH ..." of results v[0..n) in result order (RFC 4731, RFC 5267); modseq 0: none. */
+void imap_esearch_write(struct buf *out, const char *tag, bool is_uid,
+                        const struct imap_search_return *ret, const uint32_t *v, size_t n,
+                        uint64_t modseq);
+/* RFC 5182: the UIDs to save for RETURN (SAVE) from the results' UIDs (result order);
+ * malloc'd, ascending. false when out of memory. */
+bool imap_searchres_make(const struct imap_search_return *ret, const uint32_t *uids, size_t n,
+                         uint32_t **saved_r, size_t *n_saved_r);
+/* finish step: the job's saved result becomes the session's (empty when the job failed). */
+void imap_searchres_finish(struct imap_session *s, struct imap_job *j, uint32_t **saved,
+                           size_t *n_saved);
+void imap_searchres_clear(struct imap_session *s);
+/* A command's set argument with "$" replaced by the saved result as a UID set (*is_uid
+ * then true; "" when empty); malloc'd copy, NULL when out of memory. */
+char *imap_searchres_expand(struct imap_session *s, const char *set, bool *is_uid);
+
+/* ---- sort.c ---- */
+imap_handler imap_cmd_sort, imap_cmd_thread;
 /* ---- quota.c ---- */
 imap_handler imap_cmd_getquotaroot, imap_cmd_getquota, imap_cmd_setquota;
 /* Work step (BLOCKING): may add_bytes more be stored for this user? If not, writes the

@@ -51,7 +51,16 @@ static const char store_index_schema[] =
     /* Version 3: subscriptions are names, apart from mailboxes (RFC 3501 §6.3.6: deleting
      * a mailbox leaves its name subscribed); mailboxes.subscribed is no longer used. */
     "CREATE TABLE IF NOT EXISTS subscriptions(name TEXT PRIMARY KEY) WITHOUT ROWID;"
-    "INSERT OR IGNORE INTO subscriptions(name) SELECT name FROM mailboxes WHERE subscribed = 1;";
+    "INSERT OR IGNORE INTO subscriptions(name) SELECT name FROM mailboxes WHERE subscribed = 1;"
+    /* Version 3: SORT/THREAD keys of a message (sortkeys.c), gone with the message */
+    "CREATE TABLE IF NOT EXISTS sortkeys(mailbox INTEGER NOT NULL, uid INTEGER NOT NULL,"
+    " sent INTEGER NOT NULL, is_reply INTEGER NOT NULL, subject TEXT, from_ TEXT, to_ TEXT,"
+    " cc TEXT, dfrom TEXT, dto TEXT, msgid TEXT, refs TEXT,"
+    " PRIMARY KEY(mailbox, uid)) WITHOUT ROWID;"
+    "CREATE TRIGGER IF NOT EXISTS sortkeys_del AFTER DELETE ON messages BEGIN"
+    " DELETE FROM sortkeys WHERE mailbox = OLD.mailbox AND uid = OLD.uid; END;"
+    "CREATE TRIGGER IF NOT EXISTS sortkeys_move AFTER UPDATE OF mailbox, uid ON messages BEGIN"
+    " DELETE FROM sortkeys WHERE mailbox = OLD.mailbox AND uid = OLD.uid; END;";
 
 int store_index_exec(sqlite3 *db, const char *sql, char **error_r)
 {

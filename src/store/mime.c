@@ -949,8 +949,8 @@ static int mime_addr_token(const char **sp, struct buf *w, struct buf *comment)
 }
 
 /* Parse an RFC 5322 address list, calling back per group start, mailbox and group end
- * (mime.h). Tolerant like Dovecot: a mailbox without '@' gets the host "MISSING_DOMAIN"
- * (RFC 3501 §7.4.2 allows no NIL host for a mailbox), a comment stands for the display name
+ * (mime.h). Tolerant like Dovecot: a mailbox without '@' has a NULL host, a comment stands
+ * for the display name
  * of a mailbox that has none, an obsolete route "<@a,@b:x@y>" is kept as its adl.
  * At most 10,000 entries. */
 void mime_address_list_parse(const char *value, const struct mime_address_visitor *v)
@@ -1052,7 +1052,7 @@ void mime_address_list_parse(const char *value, const struct mime_address_visito
                 .name = name->len ? buf_cstr(name) : NULL,
                 .adl = route.len ? buf_cstr(&route) : NULL,
                 .mailbox = buf_cstr(&local),
-                .host = seen_at && domain.len ? buf_cstr(&domain) : "MISSING_DOMAIN",
+                .host = seen_at && domain.len ? buf_cstr(&domain) : NULL,
             };
             if (v->address && !v->address(v->arg, &a))
                 is_stopped = true;
@@ -1093,7 +1093,9 @@ static bool mime_env_address(void *arg, const struct mime_address *a)
            buf_append_byte(list, ' ') &&
            mime_write_nstring(list, a->adl, a->adl ? strlen(a->adl) : 0, !a->adl) &&
            buf_append_byte(list, ' ') && mime_write_string(list, a->mailbox) &&
-           buf_append_byte(list, ' ') && mime_write_string(list, a->host) &&
+           buf_append_byte(list, ' ') &&
+           /* RFC 3501 §7.4.2 allows no NIL host for a mailbox: Dovecot's placeholder */
+           mime_write_string(list, a->host ? a->host : "MISSING_DOMAIN") &&
            buf_append_byte(list, ')');
 }
 
@@ -1149,8 +1151,8 @@ static bool mime_disp_address(void *arg, const struct mime_address *a)
     bool ok = mime_disp_sep(d->out, &d->is_first);
     if (a->name)
         ok = ok && buf_append_str(d->out, a->name) && buf_append_str(d->out, " <");
-    ok = ok && buf_append_str(d->out, a->mailbox) && buf_append_byte(d->out, '@') &&
-         buf_append_str(d->out, a->host);
+    ok = ok && buf_append_str(d->out, a->mailbox) &&
+         (!a->host || (buf_append_byte(d->out, '@') && buf_append_str(d->out, a->host)));
     return ok && (!a->name || buf_append_byte(d->out, '>'));
 }
 

@@ -95,7 +95,8 @@ const struct mime_part *mime_part_find(const struct mime_part *root, const uint3
                                        size_t n);
 
 /* One mailbox of an address list (strings valid during the callback only). name is the
- * display name (or a comment standing for it), NULL when none; adl the obsolete route. */
+ * display name (or a comment standing for it), NULL when none; adl the obsolete route;
+ * host NULL when the address has no '@'. */
 struct mime_address {
     const char *name, *adl, *mailbox, *host;
 };
@@ -110,6 +111,43 @@ struct mime_address_visitor {
 void mime_address_list_parse(const char *value, const struct mime_address_visitor *v);
 /* Append "Name <box@host>, other@host, group: a@b;" for the list (SEARCH FROM/TO...). */
 bool mime_address_list_display(const char *value, struct buf *out);
+
+/* ---- SORT and THREAD keys (mime_sort.c, RFC 5256, RFC 5957, RFC 5051) ---------------- */
+
+/* At most this many ids of a References field are kept for threading. */
+#define MIME_MAX_REFERENCES 1000
+
+/* RFC 5051 i;unicode-casemap: append the comparison form of UTF-8 text (titlecase, then
+ * NFKD; invalid octets as U+FFFD): two strings compare as their forms' octets. */
+bool mime_casemap(const char *s, size_t len, struct buf *out);
+/* RFC 5256 §2.1 base subject of a subject already RFC 2047-decoded (steps 2-7), appended
+ * to out (not casemapped). *is_reply_r (may be NULL): a reply/forward marker ("Re:",
+ * "Fwd:", "(fwd)", "[fwd: ...]") was removed (RFC 5256 §3 REFERENCES step 5). */
+bool mime_base_subject(const char *subject, size_t len, struct buf *out, bool *is_reply_r);
+/* RFC 5322 §3.3 date-time (and the obsolete §4.3 forms) to seconds since the epoch in
+ * UTC; false when it cannot be parsed. */
+bool mime_date_parse(const char *s, int64_t *t_r);
+/* Call fn for each msg-id "<left@right>" of a field value (white space and comments
+ * dropped), at most max of them; returns how many. value may be NULL. */
+typedef void mime_msgid_fn(void *arg, const char *id, size_t len);
+size_t mime_msgids(const char *value, size_t max, mime_msgid_fn *fn, void *arg);
+
+/* What SORT and THREAD compare of one message. Strings are owned, never NULL after a
+ * successful parse except message_id. */
+struct mime_sort_keys {
+    int64_t sent;          /* Date: in UTC, -1 when absent or unparsable (RFC 5256 §2.2:
+                              the caller uses the internal date then) */
+    bool is_reply;         /* the subject marks a reply or forward */
+    char *subject;         /* casemapped base subject */
+    char *from, *to, *cc;  /* casemapped addr-mailbox of the first address (RFC 5256) */
+    char *display_from, *display_to; /* casemapped RFC 5957 display form */
+    char *message_id;      /* "<a@b>" or NULL */
+    char *references;      /* space-separated ids: References, else In-Reply-To's first */
+};
+/* Fill k from a header block (LF or CRLF). false only when out of memory (k is then
+ * partly filled: free it). */
+bool mime_sort_keys_parse(const char *hdr, size_t len, struct mime_sort_keys *k);
+void mime_sort_keys_free(struct mime_sort_keys *k);
 
 /* Size of data when every bare LF is sent as CRLF. */
 uint64_t mime_crlf_size(const char *data, size_t len);

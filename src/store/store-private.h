@@ -17,6 +17,8 @@
  *       PRIMARY KEY(mailbox, uid), UNIQUE(mailbox, basename))
  *   cache(mailbox, uid, field, value, PRIMARY KEY(mailbox, uid, field))  other cached fields
  *   subscriptions(name TEXT PRIMARY KEY)  subscribed names (version 3), existing or not
+ *   sortkeys(mailbox, uid, sent, is_reply, subject, from_, to_, cc, dfrom, dto, msgid, refs,
+ *       PRIMARY KEY(mailbox, uid))  SORT/THREAD keys (version 3, sortkeys.c)
  */
 #ifndef TERN_STORE_STORE_PRIVATE_H
 #define TERN_STORE_STORE_PRIVATE_H

@@ -250,6 +250,16 @@ char *store_message_get_cache(struct store_mailbox *box, size_t i, const char *f
 int store_message_set_cache(struct store_mailbox *box, size_t i, const char *field,
                             const char *value);
 
+/* BLOCKING. SORT/THREAD keys (mime.h struct mime_sort_keys) of every message of the
+ * view: keys_r gets store_mailbox_count() entries by view index, sent resolved (the
+ * internal date when the message has no usable Date:). Keys are cached in the index;
+ * messages with want[i] false (want NULL: none) are not computed when not cached yet
+ * (their entries may be empty). Free with store_sort_keys_free(). */
+struct mime_sort_keys;
+int store_mailbox_sort_keys(struct store_mailbox *box, const bool *want,
+                            struct mime_sort_keys **keys_r, char **error_r);
+void store_sort_keys_free(struct mime_sort_keys *keys, size_t n);
+
 /* POP3 maildrop lock: one POP3 session per user at a time (RFC 1939 §8). 0 locked,
  * 1 already in use (-ERR [IN-USE]), -1 error. Released by store_pop3_unlock or process exit. */
 int store_pop3_lock(struct store_user *u);

@@ -298,21 +298,73 @@ static void test_search_return(void **state)
     (void)state;
     struct imap_parser p;
     imap_parser_init(&p, 1024);
-    unsigned opts = 0;
+    struct imap_search_return r;
     parse_line(&p, "a SEARCH RETURN (min MAX COUNT ALL) ALL");
-    assert_true(imap_search_return_parse(&p.args.list[1], &opts));
-    assert_int_equal(opts, IMAP_SEARCH_RET_MIN | IMAP_SEARCH_RET_MAX | IMAP_SEARCH_RET_COUNT |
-                               IMAP_SEARCH_RET_ALL);
+    assert_true(imap_search_return_parse(&p.args.list[1], &r));
+    assert_int_equal(r.opts, IMAP_SEARCH_RET_MIN | IMAP_SEARCH_RET_MAX | IMAP_SEARCH_RET_COUNT |
+                                 IMAP_SEARCH_RET_ALL);
     parse_line(&p, "a SEARCH RETURN () ALL");
-    assert_true(imap_search_return_parse(&p.args.list[1], &opts));
-    assert_int_equal(opts, IMAP_SEARCH_RET_ALL); /* RFC 4731 §3.1 */
-    parse_line(&p, "a SEARCH RETURN (SAVE) ALL");
-    assert_false(imap_search_return_parse(&p.args.list[1], &opts));
-    parse_line(&p, "a SEARCH RETURN MIN ALL");
-    assert_false(imap_search_return_parse(&p.args.list[1], &opts));
-    parse_line(&p, "a SEARCH RETURN (MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN "
-                   "MIN MIN) ALL");
-    assert_false(imap_search_return_parse(&p.args.list[1], &opts)); /* bounded */
+    assert_true(imap_search_return_parse(&p.args.list[1], &r));
+    assert_int_equal(r.opts, IMAP_SEARCH_RET_ALL); /* RFC 4731 §3.1 */
+    parse_line(&p, "a SEARCH RETURN (SAVE) ALL"); /* RFC 5182: saves, returns nothing */
+    assert_true(imap_search_return_parse(&p.args.list[1], &r));
+    assert_int_equal(r.opts, IMAP_SEARCH_RET_SAVE);
+    parse_line(&p, "a SEARCH RETURN (PARTIAL 10:1 COUNT) ALL"); /* RFC 5267 §4.4 */
+    assert_true(imap_search_return_parse(&p.args.list[1], &r));
+    assert_int_equal(r.opts, IMAP_SEARCH_RET_PARTIAL | IMAP_SEARCH_RET_COUNT);
+    assert_int_equal(r.partial_lo, 1);
+    assert_int_equal(r.partial_hi, 10);
+    assert_false(r.is_from_end);
+    parse_line(&p, "a SEARCH RETURN (PARTIAL -1:-100) ALL"); /* RFC 9394 */
+    assert_true(imap_search_return_parse(&p.args.list[1], &r));
+    assert_true(r.is_from_end);
+    assert_int_equal(r.partial_hi, 100);
+    static const char *const bad[] = {
+        "a SEARCH RETURN (PARTIAL 1:10 ALL) ALL", "a SEARCH RETURN (PARTIAL 0:10) ALL",
+        "a SEARCH RETURN (PARTIAL 1:-10) ALL",    "a SEARCH RETURN (PARTIAL) ALL",
+        "a SEARCH RETURN (PARTIAL 1:4294967296) ALL", "a SEARCH RETURN (FOO) ALL",
+        "a SEARCH RETURN MIN ALL",
+        "a SEARCH RETURN (MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN) "
+        "ALL", /* bounded */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        parse_line(&p, bad[i]);
+        assert_false(imap_search_return_parse(&p.args.list[1], &r));
+    }
+    imap_parser_free(&p);
+}
+
+static void test_sort_criteria(void **state)
+{
+    (void)state;
+    struct imap_parser p;
+    imap_parser_init(&p, 1024);
+    struct imap_sort_criterion c[IMAP_SORT_MAX_CRITERIA];
+    size_t n;
+    parse_line(&p, "a SORT (REVERSE date subject displayFROM) UTF-8 ALL");
+    assert_true(imap_sort_criteria_parse(&p.args.list[0], c, &n));
+    assert_int_equal(n, 3);
+    assert_int_equal(c[0].key, IMAP_SORT_DATE);
+    assert_true(c[0].is_reverse);
+    assert_int_equal(c[1].key, IMAP_SORT_SUBJECT);
+    assert_false(c[1].is_reverse);
+    assert_int_equal(c[2].key, IMAP_SORT_DISPLAYFROM);
+    static const char *const bad[] = {"a SORT () UTF-8 ALL", "a SORT (REVERSE) UTF-8 ALL",
+                                      "a SORT (DATE REVERSE) UTF-8 ALL",
+                                      "a SORT (REVERSE REVERSE DATE) UTF-8 ALL",
+                                      "a SORT (BOGUS) UTF-8 ALL", "a SORT DATE UTF-8 ALL",
+                                      "a SORT (DATE DATE DATE DATE DATE DATE DATE DATE DATE DATE "
+                                      "DATE DATE DATE DATE DATE DATE DATE) UTF-8 ALL"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        parse_line(&p, bad[i]);
+        assert_false(imap_sort_criteria_parse(&p.args.list[0], c, &n));
+    }
+    enum imap_thread_algorithm alg;
+    parse_line(&p, "a THREAD refs UTF-8 ALL");
+    assert_true(imap_thread_algorithm_parse(&p.args.list[0], &alg));
+    assert_int_equal(alg, IMAP_THREAD_REFS);
+    parse_line(&p, "a THREAD (REFERENCES) UTF-8 ALL");
+    assert_false(imap_thread_algorithm_parse(&p.args.list[0], &alg));
     imap_parser_free(&p);
 }
 
@@ -403,6 +455,7 @@ int main(void)
         cmocka_unit_test(test_literal_too_big), cmocka_unit_test(test_quoted_and_nesting),
         cmocka_unit_test(test_seqset),          cmocka_unit_test(test_list_request),
         cmocka_unit_test(test_append_request),  cmocka_unit_test(test_search_return),
+        cmocka_unit_test(test_sort_criteria),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
