@@ -93,6 +93,7 @@ struct container {
     uint32_t id_len;
     uint32_t msg;    /* index into msgs, NONE for a dummy */
     uint32_t parent; /* NONE: a root */
+    uint32_t n_links; /* containers whose parent this is (while linking) */
     uint32_t final;  /* parent after pruning and merging (NONE: root) */
     int64_t sent;    /* sort key: the message's, or a dummy's first child's */
     uint32_t seq;
@@ -154,15 +155,29 @@ static uint32_t thread_lookup(struct threader *t, const char *id, size_t len, bo
     }
 }
 
-/* Would parent -> child make a loop (child is parent or one of its ancestors)? A walk
+/* Would parent -> child make a loop (child is parent or one of its ancestors)? A child
+ * without children of its own is nobody's ancestor (the common case: no walk). A walk
  * longer than IMAP_THREAD_MAX_WALK counts as a loop: the link is not made. */
 static bool thread_would_loop(const struct threader *t, uint32_t parent, uint32_t child)
 {
+    if (parent == child)
+        return true;
+    if (t->c[child].n_links == 0)
+        return false;
     size_t steps = 0;
     for (uint32_t a = parent; a != NONE; a = t->c[a].parent)
         if (a == child || ++steps > IMAP_THREAD_MAX_WALK)
             return true;
     return false;
+}
+
+static void thread_set_parent(struct threader *t, uint32_t child, uint32_t parent)
+{
+    if (t->c[child].parent != NONE)
+        t->c[t->c[child].parent].n_links--;
+    t->c[child].parent = parent;
+    if (parent != NONE)
+        t->c[parent].n_links++;
 }
 
 /* RFC 5256 §3 (1): containers and links for every message, in sequence order. */
@@ -194,9 +209,9 @@ static void thread_link(struct threader *t, size_t n)
             if (e == p)
                 break;
             uint32_t ref = thread_lookup(t, p, (size_t)(e - p), true);
-            if (ref != NONE && prev != NONE && ref != prev && t->c[ref].parent == NONE &&
+            if (ref != NONE && prev != NONE && t->c[ref].parent == NONE &&
                 !thread_would_loop(t, prev, ref))
-                t->c[ref].parent = prev;
+                thread_set_parent(t, ref, prev);
             if (ref != NONE)
                 prev = ref;
             p = e;
@@ -204,9 +219,9 @@ static void thread_link(struct threader *t, size_t n)
         /* (B): the last reference is the parent: an earlier guess (from a truncated
          * References) is broken first; no link that would make a loop */
         if (prev != NONE && prev != self) {
-            t->c[self].parent = NONE;
+            thread_set_parent(t, self, NONE);
             if (!thread_would_loop(t, prev, self))
-                t->c[self].parent = prev;
+                thread_set_parent(t, self, prev);
         }
     }
 }

@@ -26,7 +26,7 @@ struct buf;
 #define IMAP_THREAD_MAX_IDS 2000000
 /* Ancestors walked to refuse a link that would make a loop (RFC 5256 §3 (1)(A)); a
  * deeper chain is not extended (and so cannot loop). */
-#define IMAP_THREAD_MAX_WALK 100000
+#define IMAP_THREAD_MAX_WALK 4096
 
 struct imap_thread_msg {
     uint32_t number;        /* what the reply shows: sequence number or UID */
