@@ -16,6 +16,10 @@ machine, same run, same client code (bench/README.md rules). Run by hand, as roo
   fetch   SELECT INBOX + "UID FETCH 1:* (UID FLAGS RFC822.SIZE)" on a mailbox of N
           messages written directly as Maildir files (the same copy for both servers):
           the first (cold: index build) and then --runs warm timings, median reported.
+  sort    SORT (DATE, SUBJECT, FROM, REVERSE ARRIVAL, DISPLAYFROM) and THREAD (REFERENCES,
+          ORDEREDSUBJECT, REFS) of a whole mailbox of N list-like messages (topics with
+          replies, References, dates in several zones): the first after SELECT (cold: keys
+          not cached) and the warm median of --runs.
   mixed   issue 4: N concurrent clients, each its own user with its own copy of the same
           Maildir, each doing a fixed number of loops of SELECT INBOX, FETCH
           BODY.PEEK[HEADER] of 10 random messages, FETCH BODY.PEEK[] of one, STORE +FLAGS
@@ -26,6 +30,7 @@ machine, same run, same client code (bench/README.md rules). Run by hand, as roo
   imap_bench.py idle  [--conns 10000] [--timeout 600]
   imap_bench.py fetch [--messages 100000] [--size 2000] [--runs 3] [--perf]
   imap_bench.py mixed [--clients 20] [--loops 50] [--messages 500] [--procs]
+  imap_bench.py sort  [--messages 100000] [--runs 3]
 
 Results are appended to bench/results/imap-<subcommand>.jsonl. Numbers are measurements,
 never test assertions.
@@ -539,6 +544,135 @@ def cmd_fetch(a):
         shutil.rmtree(work, ignore_errors=True)
 
 
+# ---- sort / thread ---------------------------------------------------------------------------
+
+SORT_CMDS = ["SORT (DATE) UTF-8 ALL", "SORT (SUBJECT) UTF-8 ALL", "SORT (FROM) UTF-8 ALL",
+             "SORT (REVERSE ARRIVAL) UTF-8 ALL", "SORT (DISPLAYFROM) UTF-8 ALL",
+             "THREAD REFERENCES UTF-8 ALL", "THREAD ORDEREDSUBJECT UTF-8 ALL",
+             "THREAD REFS UTF-8 ALL"]
+
+
+def make_sort_maildir(md, n, seed=1):
+    """n messages of list-like mail: topics with replies (Re:, [list] tags, References),
+    500 senders with display names, dates over a year in several zones."""
+    import random
+    rnd = random.Random(seed)
+    for sub in ("cur", "new", "tmp"):
+        (md / sub).mkdir(parents=True)
+    now = int(time.time()) - n
+    pid = os.getpid()
+    topics = max(1, n // 8)
+    last_in_topic = {}
+    zones = ["+0000", "-0500", "+0100", "+0530", "-0800"]
+    months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+    for i in range(n):
+        t = rnd.randrange(topics)
+        refs = last_in_topic.get(t, [])
+        subj = f"topic number {t} about things"
+        if refs:
+            subj = rnd.choice(["Re: ", "RE: ", "Re: [list] ", "Fwd: "]) + subj
+        elif rnd.random() < 0.3:
+            subj = "[list] " + subj
+        who = rnd.randrange(500)
+        hdr = [f"From: Sender {who:03d} <user{who}@example{who % 7}.org>",
+               f"To: <bench@{DOMAIN}>", f"Subject: {subj}",
+               f"Date: {rnd.randrange(1, 29)} {rnd.choice(months)} 2025 "
+               f"{rnd.randrange(24):02d}:{rnd.randrange(60):02d}:{rnd.randrange(60):02d} "
+               f"{rnd.choice(zones)}",
+               f"Message-ID: <m{i}@example.org>"]
+        if refs:
+            hdr.append("In-Reply-To: " + refs[-1])
+            hdr.append("References: " + " ".join(refs[-10:]))
+        last_in_topic[t] = refs + [f"<m{i}@example.org>"]
+        text = "\n".join(hdr) + "\n\n" + ("body line\n" * rnd.randrange(2, 40))
+        p = md / "cur" / f"{now + i}.M{i:08d}P{pid}.bench:2,S"
+        with open(p, "w") as f:
+            f.write(text)
+        os.utime(p, (now + i, now + i))
+
+
+async def commands_once(port, user, cmds, timeout):
+    """LOGIN, SELECT INBOX, then each command timed; {cmd: seconds}, lines per command."""
+    c = await Imap.open(port, timeout)
+    await c.cmd(f'LOGIN {user} "{PASSWORD}"', timeout)
+    await c.cmd("SELECT INBOX", timeout)
+    out, lines = {}, {}
+    for cmd in cmds:
+        t0 = time.monotonic()
+        # cmd_bulk finds the tagged line after an untagged one; NOOP may have none
+        lines[cmd] = await (c.cmd(cmd, timeout) if cmd == "NOOP" else c.cmd_bulk(cmd, timeout))
+        out[cmd] = time.monotonic() - t0
+    c.close()
+    return out, lines
+
+
+def two_servers(a, template, user):
+    """tern and a private Dovecot, each with its own copy of the template Maildir."""
+    srv = tern_start({}, [user])
+    run_user = srv.run_user or "root"
+    uid, gid = pwd.getpwnam(run_user).pw_uid, pwd.getpwnam(run_user).pw_gid
+    tmd = srv.maildir(user)
+    if tmd.exists():
+        shutil.rmtree(tmd)
+    tmd.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(template, tmd)
+    chown_tree(srv.data_dir / "mail", uid, gid)
+    work = template.parent.parent
+    dhome = work / "dv" / "home" / user
+    dhome.mkdir(parents=True)
+    shutil.copytree(template, dhome / "Maildir")
+    chown_tree(work / "dv" / "home", uid, gid)
+    dv_port = free_port()
+    dv = dovecot_start(work / "dv", dv_port, uid, gid, [user])
+    subprocess.run(["sync"], check=False)
+    return srv, dv, dv_port
+
+
+def cmd_sort(a):
+    user = f"bench@{DOMAIN}"
+    work = Path(tempfile.mkdtemp(prefix="imap-sort-", dir="/var/tmp"))
+    os.chmod(work, 0o755)
+    srv = dv = None
+    try:
+        print(f"writing {a.messages} messages ...", flush=True)
+        template = work / "template" / "Maildir"
+        make_sort_maildir(template, a.messages)
+        srv, dv, dv_port = two_servers(a, template, user)
+        servers = {"tern": srv.ports["imap"], "dovecot": dv_port}
+        # SELECT once first so the index build is not what the first SORT measures
+        for port in servers.values():
+            asyncio.run(commands_once(port, user, ["NOOP"], a.timeout))
+        res = {n: {"cold": None, "warm": []} for n in servers}
+        for name, port in servers.items():
+            res[name]["cold"], lines = asyncio.run(commands_once(port, user, SORT_CMDS,
+                                                                 a.timeout))
+            print(f"cold {name:8s} " + ", ".join(f"{k.split(' UTF-8')[0]} {v:.3f}s"
+                                                   for k, v in res[name]["cold"].items()),
+                  flush=True)
+        for run in range(a.runs):
+            for name, port in servers.items():
+                r, _ = asyncio.run(commands_once(port, user, SORT_CMDS, a.timeout))
+                res[name]["warm"].append(r)
+        print(f"\n{a.messages} messages, warm median of {a.runs} (cold = first after SELECT):")
+        summary = {}
+        for cmd in SORT_CMDS:
+            t = statistics.median(r[cmd] for r in res["tern"]["warm"])
+            d = statistics.median(r[cmd] for r in res["dovecot"]["warm"])
+            tc, dc = res["tern"]["cold"][cmd], res["dovecot"]["cold"][cmd]
+            summary[cmd] = {"tern_warm_s": round(t, 4), "dovecot_warm_s": round(d, 4),
+                            "tern_cold_s": round(tc, 4), "dovecot_cold_s": round(dc, 4)}
+            print(f"  {cmd:36s} tern {t:.3f}s dovecot {d:.3f}s ({d / t:.2f}x); "
+                  f"cold tern {tc:.3f}s dovecot {dc:.3f}s", flush=True)
+        benchlib.report("imap-sort", {"messages": a.messages, "runs": a.runs,
+                                      "results": summary})
+    finally:
+        if dv is not None:
+            dovecot_stop(dv)
+        if srv is not None:
+            srv.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 # ---- mixed ----------------------------------------------------------------------------------
 
 MIXED_CMDS = 7  # IMAP commands per loop (see mixed_client)
@@ -746,6 +880,10 @@ def main():
     f.add_argument("--perf", action="store_true",
                    help="profile tern's cold SELECT+FETCH with perf (cpu-clock)")
     f.add_argument("--timeout", type=float, default=600)
+    so = sub.add_parser("sort")
+    so.add_argument("--messages", type=int, default=100000)
+    so.add_argument("--runs", type=int, default=3)
+    so.add_argument("--timeout", type=float, default=900)
     x = sub.add_parser("mixed")
     x.add_argument("--clients", type=int, default=20, help="concurrent clients, one user each")
     x.add_argument("--loops", type=int, default=50, help="loops per client (7 commands each)")
@@ -764,7 +902,8 @@ def main():
     if not Path("/usr/lib/dovecot/imap").exists() and a.what != "idle":
         sys.exit("imap_bench: dovecot-imapd is missing (apt-get install dovecot-imapd)")
     raise_nofile()
-    {"mem": cmd_mem, "idle": cmd_idle, "fetch": cmd_fetch, "mixed": cmd_mixed}[a.what](a)
+    {"mem": cmd_mem, "idle": cmd_idle, "fetch": cmd_fetch, "mixed": cmd_mixed,
+     "sort": cmd_sort}[a.what](a)
 
 
 if __name__ == "__main__":

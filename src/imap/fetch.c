@@ -71,6 +71,10 @@ struct imap_fetch {
     bool needs_file, needs_fd, sets_seen, has_flags;
     bool has_modseq;   /* a MODSEQ item was asked for (or CHANGEDSINCE) */
     bool is_condstore; /* the session enabled CONDSTORE: flag changes carry MODSEQ */
+    /* RFC 7162 §3.2.6 UID FETCH ... (CHANGEDSINCE m VANISHED): VANISHED (EARLIER) for
+     * the UIDs of the set expunged after m, before the first FETCH line */
+    char *vanished_set; /* the UID set; NULL: no VANISHED modifier (or already written) */
+    uint64_t vanished_since;
     bool had_errors;    /* a message could not be read (I/O error): NO */
     size_t n_expunged;  /* messages skipped because another session expunged them */
     /* The message being written (kept across batches while a literal streams). */
@@ -95,6 +99,7 @@ void imap_fetch_free(struct imap_fetch *f)
 {
     if (!f)
         return;
+    free(f->vanished_set);
     for (size_t i = 0; i < f->n_items; i++) {
         free(f->items[i].label);
         for (size_t k = 0; k < f->items[i].n_fields; k++)
@@ -773,9 +778,39 @@ static void imap_fetch_begin(struct imap_job *j, struct imap_fetch *f, size_t i)
     imap_fetch_items(j, f);
 }
 
+/* The VANISHED (EARLIER) line of a UID FETCH with the VANISHED modifier (first batch). */
+static void imap_fetch_vanished(struct imap_job *j, struct imap_fetch *f)
+{
+    struct store_mailbox *box = j->ctx.box;
+    struct imap_seqset set;
+    uint32_t *gone = NULL;
+    size_t n_gone = 0;
+    char *err = NULL;
+    if (imap_seqset_parse(f->vanished_set, &set) &&
+        store_mailbox_vanished(box, f->vanished_since, &gone, &n_gone, &err) == 0) {
+        uint32_t star = store_mailbox_uidnext(box) - 1;
+        size_t k = 0;
+        for (size_t i = 0; i < n_gone; i++)
+            if (imap_seqset_contains(&set, gone[i], star))
+                gone[k++] = gone[i];
+        if (k > 0) {
+            buf_append_str(&j->out, "* VANISHED (EARLIER) ");
+            imap_write_uid_set(&j->out, gone, k);
+            buf_append_str(&j->out, "\r\n");
+        }
+    }
+    imap_seqset_free(&set);
+    free(err);
+    free(gone);
+    free(f->vanished_set);
+    f->vanished_set = NULL;
+}
+
 static void imap_fetch_work_batch(struct imap_job *j)
 {
     struct imap_fetch *f = j->ctx.fetch;
+    if (f->vanished_set)
+        imap_fetch_vanished(j, f);
     while (j->out.len < IMAP_FETCH_BATCH) {
         if (f->is_streaming) {
             if (!imap_stream_continue(j, f))
@@ -845,19 +880,30 @@ void imap_cmd_fetch(struct imap_session *s, const char *tag, struct imap_arg *ar
                     bool is_uid)
 {
     uint64_t changedsince = 0;
-    bool has_changedsince = false;
+    bool has_changedsince = false, has_vanished = false;
     if (n == 3) {
-        /* RFC 7162 §3.1.4.1: FETCH set items (CHANGEDSINCE modseq) */
+        /* RFC 7162 §3.1.4.1: FETCH set items (CHANGEDSINCE modseq); §3.2.6: and VANISHED
+         * (UID FETCH, QRESYNC enabled, only with CHANGEDSINCE) */
         const struct imap_arg *mod = &args[2];
-        char *end = NULL;
-        if (mod->type != IMAP_ARG_LIST || mod->n != 2 ||
-            !imap_arg_is_atom(&mod->list[0], "CHANGEDSINCE") ||
-            mod->list[1].type != IMAP_ARG_ATOM || !isdigit((unsigned char)mod->list[1].str[0]) ||
-            (changedsince = strtoull(mod->list[1].str, &end, 10), *end != '\0')) {
+        bool ok = mod->type == IMAP_ARG_LIST && mod->n >= 1 && mod->n <= 3;
+        for (size_t i = 0; ok && i < mod->n; i++) {
+            char *end = NULL;
+            if (imap_arg_is_atom(&mod->list[i], "VANISHED") && !has_vanished) {
+                has_vanished = true;
+            } else if (imap_arg_is_atom(&mod->list[i], "CHANGEDSINCE") && !has_changedsince &&
+                       i + 1 < mod->n && mod->list[i + 1].type == IMAP_ARG_ATOM &&
+                       isdigit((unsigned char)mod->list[i + 1].str[0])) {
+                changedsince = strtoull(mod->list[++i].str, &end, 10);
+                ok = *end == '\0';
+                has_changedsince = true;
+            } else {
+                ok = false;
+            }
+        }
+        if (!ok || (has_vanished && (!has_changedsince || !is_uid || !s->is_qresync))) {
             imap_reply(s, tag, "BAD Invalid FETCH modifier.");
             return;
         }
-        has_changedsince = true;
         n = 2;
     }
     if (n != 2 || args[0].type != IMAP_ARG_ATOM) {
@@ -903,6 +949,14 @@ void imap_cmd_fetch(struct imap_session *s, const char *tag, struct imap_arg *ar
     if (f->has_modseq)
         imap_condstore_enable(s);
     f->is_condstore = s->is_condstore;
+    if (has_vanished) {
+        f->vanished_since = changedsince;
+        if (!(f->vanished_set = strdup(args[0].str))) {
+            imap_fetch_free(f);
+            imap_reply(s, tag, "NO [SERVERBUG] Out of memory.");
+            return;
+        }
+    }
     struct imap_job *j = imap_job_new(s, tag, sizeof(struct imap_fetch_job), imap_fetch_work,
                                       imap_fetch_finish, NULL);
     if (!j) {
@@ -976,7 +1030,8 @@ static void imap_store_work(struct imap_job *j)
             if (!silent) /* RFC 3501 §7.2.6: FLAGS announces keywords first */
                 imap_keywords_announce(&j->ctx, m->keywords, &j->out);
             buf_printf(&j->out, "* %zu FETCH (", i + 1);
-            if (sj->is_uid)
+            /* QRESYNC clients key their cache by UID: they get it with every change */
+            if (sj->is_uid || j->ctx.is_qresync)
                 buf_printf(&j->out, "UID %u ", m->uid);
             if (!silent) {
                 buf_append_str(&j->out, "FLAGS ");

@@ -112,7 +112,7 @@ void imap_capability_string(struct imap_session *s, struct buf *out)
                        " LIST-EXTENDED LIST-STATUS");
         /* RFC 5256, 5957, 5267 (ESORT), 5182, 5032 */
         buf_append_str(out, " SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES"
-                            " THREAD=REFS ESORT SEARCHRES WITHIN");
+                            " THREAD=REFS ESORT SEARCHRES WITHIN QRESYNC");
         /* RFC 9208: the STORAGE resource only (no message-count limits) */
         buf_append_str(out, " QUOTA QUOTA=RES-STORAGE");
     }
@@ -232,6 +232,12 @@ void imap_job_discard(struct imap_session *s, struct imap_job *j)
     imap_job_free(j);
 }
 
+void imap_job_discard_quiet(struct imap_session *s, struct imap_job *j)
+{
+    (void)s;
+    imap_job_free(j);
+}
+
 void imap_job_submit(struct imap_session *s, struct imap_job *j)
 {
     if (j->do_sync && !s->has_pending_changes && !j->is_sync_forced)
@@ -256,6 +262,7 @@ void imap_job_submit(struct imap_session *s, struct imap_job *j)
     ctx->quota = s->quota;
     ctx->is_readonly = s->is_readonly;
     ctx->is_condstore = s->is_condstore;
+    ctx->is_qresync = s->is_qresync;
     s->is_job_in_flight = true;
     conn_pause_read(s->c);
     job_submit(conn_server(s->c)->pool, &j->job);
@@ -406,13 +413,21 @@ static void imap_cmd_id(struct imap_session *s, const char *tag, struct imap_arg
 static void imap_cmd_enable(struct imap_session *s, const char *tag, struct imap_arg *args,
                             size_t n, bool is_uid)
 {
-    /* RFC 5161: CONDSTORE (RFC 7162 §3.1) is the one extension that can be enabled. */
-    bool condstore = false;
-    for (size_t i = 0; i < n; i++)
-        condstore |= imap_arg_is_string(&args[i]) && strcasecmp(args[i].str, "CONDSTORE") == 0;
-    if (condstore)
+    /* RFC 5161: CONDSTORE and QRESYNC (RFC 7162 §3.1, §3.2.3: QRESYNC implies CONDSTORE)
+     * can be enabled; ENABLED names those of the request, once each. */
+    bool condstore = false, qresync = false;
+    for (size_t i = 0; i < n; i++) {
+        if (!imap_arg_is_string(&args[i]))
+            continue;
+        condstore |= strcasecmp(args[i].str, "CONDSTORE") == 0;
+        qresync |= strcasecmp(args[i].str, "QRESYNC") == 0;
+    }
+    if (condstore || qresync)
         imap_condstore_enable(s);
-    conn_write_str(s->c, condstore ? "* ENABLED CONDSTORE\r\n" : "* ENABLED\r\n");
+    if (qresync)
+        s->is_qresync = true;
+    conn_printf(s->c, "* ENABLED%s%s\r\n", condstore ? " CONDSTORE" : "",
+                qresync ? " QRESYNC" : "");
     imap_reply(s, tag, "OK Enabled.");
 }
 

@@ -100,6 +100,7 @@ struct imap_session {
 
     /* IDLE */
     bool is_condstore; /* RFC 7162 CONDSTORE enabled: flag changes carry MODSEQ */
+    bool is_qresync;   /* RFC 7162 §3.2 QRESYNC enabled: VANISHED instead of EXPUNGE */
     bool is_idling;
     char *idle_tag;
     struct event *idle_timer; /* "* OK Still here" keepalives while idling */
@@ -137,6 +138,7 @@ struct imap_job_ctx {
     uint64_t quota;             /* the user's storage limit in bytes, 0 none (at login) */
     bool is_readonly;           /* the selected mailbox was EXAMINEd */
     bool is_condstore;          /* CONDSTORE enabled: flag changes carry MODSEQ */
+    bool is_qresync;            /* QRESYNC enabled: expunges are reported as VANISHED */
 };
 
 /* The base of every IMAP job; a command's job struct starts with it. */
@@ -178,6 +180,8 @@ void imap_condstore_enable(struct imap_session *s);
 
 /* Free a job that was never submitted (filling it ran out of memory): "NO" to the tag. */
 void imap_job_discard(struct imap_session *s, struct imap_job *j);
+/* Free a job that was never submitted, without a reply (the caller answers). */
+void imap_job_discard_quiet(struct imap_session *s, struct imap_job *j);
 
 /* ---- keywords.c ---- */
 /* SELECT/EXAMINE: the set becomes the view's keywords; writes FLAGS and PERMANENTFLAGS. */
@@ -212,6 +216,9 @@ bool imap_resolve_set(struct store_mailbox *box, const char *set, bool is_uid, s
 struct store_status;
 void imap_status_write(struct buf *out, const char *name, unsigned items,
                        const struct store_status *st);
+/* Expunges of n messages: "* VANISHED uids" with QRESYNC (RFC 7162 §3.2.10), else one
+ * "* seq EXPUNGE" per message in the order given (RFC 3501 §7.4.1 numbering). */
+void imap_write_expunges(struct imap_job *j, const uint32_t *seqs, const uint32_t *uids, size_t n);
 /* "tag OK text" into the job's tagged reply. */
 void imap_job_ok(struct imap_job *j, const char *text);
 /* Append "a:b,c" for a list of UIDs (in the order given, runs compressed). */

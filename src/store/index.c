@@ -60,7 +60,32 @@ static const char store_index_schema[] =
     "CREATE TRIGGER IF NOT EXISTS sortkeys_del AFTER DELETE ON messages BEGIN"
     " DELETE FROM sortkeys WHERE mailbox = OLD.mailbox AND uid = OLD.uid; END;"
     "CREATE TRIGGER IF NOT EXISTS sortkeys_move AFTER UPDATE OF mailbox, uid ON messages BEGIN"
-    " DELETE FROM sortkeys WHERE mailbox = OLD.mailbox AND uid = OLD.uid; END;";
+    " DELETE FROM sortkeys WHERE mailbox = OLD.mailbox AND uid = OLD.uid; END;"
+    /* Version 3: expunged UIDs with the mod-sequence of their expunge (RFC 7162 QRESYNC
+     * VANISHED); complete for expunges above mailboxes.vanished_since (the highest
+     * mod-sequence when tracking began: mailboxes from before version 3 have older
+     * expunges untracked) */
+    "CREATE TABLE IF NOT EXISTS expunged(mailbox INTEGER NOT NULL, uid INTEGER NOT NULL,"
+    " modseq INTEGER NOT NULL, PRIMARY KEY(mailbox, uid)) WITHOUT ROWID;";
+
+/* Version 3 column added to an existing mailboxes table (store_index_migrate). */
+static const char store_index_add_vanished[] =
+    "ALTER TABLE mailboxes ADD COLUMN vanished_since INTEGER NOT NULL DEFAULT 0;"
+    "UPDATE mailboxes SET vanished_since = highestmodseq;";
+
+/* Does the mailboxes table have the column vanished_since (version 3)? */
+static bool store_index_has_vanished(sqlite3 *db)
+{
+    sqlite3_stmt *st = NULL;
+    bool has = false;
+    if (sqlite3_prepare_v2(db, "PRAGMA table_info(mailboxes)", -1, &st, NULL) == SQLITE_OK)
+        while (!has && sqlite3_step(st) == SQLITE_ROW) {
+            const char *name = (const char *)sqlite3_column_text(st, 1);
+            has = name && strcmp(name, "vanished_since") == 0;
+        }
+    sqlite3_finalize(st);
+    return has;
+}
 
 int store_index_exec(sqlite3 *db, const char *sql, char **error_r)
 {
@@ -104,6 +129,8 @@ static int store_index_migrate(sqlite3 *db, char **error_r)
     sqlite3_finalize(st);
     if (version < STORE_INDEX_VERSION &&
         (store_index_exec(db, store_index_schema, error_r) < 0 ||
+         (!store_index_has_vanished(db) &&
+          store_index_exec(db, store_index_add_vanished, error_r) < 0) ||
          store_index_exec(db, "PRAGMA user_version = " STORE_INDEX_VERSION_STR, error_r) < 0)) {
         store_index_rollback(db);
         return -1;
@@ -579,6 +606,25 @@ int store_index_subscription_set(sqlite3 *db, const char *name, bool subscribe, 
     int rc = SQLITE_ERROR;
     if (store_index_prepare(db, sql, &st) == SQLITE_OK) {
         sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        rc = sqlite3_step(st);
+    }
+    if (rc != SQLITE_DONE)
+        store_error(error_r, "index: %s", sqlite3_errmsg(db));
+    store_index_done(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+int store_index_tombstone_add(sqlite3 *db, int64_t mailbox, uint32_t uid, uint64_t modseq,
+                              char **error_r)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = SQLITE_ERROR;
+    if (store_index_prepare(db,
+                            "INSERT OR REPLACE INTO expunged(mailbox, uid, modseq) VALUES(?, ?, ?)",
+                            &st) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, mailbox);
+        sqlite3_bind_int64(st, 2, uid);
+        sqlite3_bind_int64(st, 3, (int64_t)modseq);
         rc = sqlite3_step(st);
     }
     if (rc != SQLITE_DONE)

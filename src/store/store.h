@@ -169,6 +169,7 @@ const struct store_message *store_mailbox_message(const struct store_mailbox *bo
 /* What a sync found since the view's last sync (IMAP untagged EXPUNGE/EXISTS/FETCH). */
 struct store_sync_changes {
     uint32_t *expunged_seqs; /* 1-based sequence numbers as EXPUNGE must report them, in order */
+    uint32_t *expunged_uids; /* the same messages' UIDs (QRESYNC VANISHED), in that order */
     size_t n_expunged;
     size_t *flag_changed;     /* 0-based indexes (after expunges) whose flags changed */
     size_t n_flag_changed;
@@ -186,6 +187,13 @@ void store_sync_changes_free(struct store_sync_changes *c);
  * and open anew, which reports the reason). */
 int store_mailbox_reopen(struct store_mailbox *box, const char *name, bool read_only,
                          char **error_r);
+
+/* BLOCKING. RFC 7162 QRESYNC: the UIDs (ascending, malloc'd) expunged from this mailbox
+ * after mod-sequence modseq and no longer in the view, from the index's tombstones; for a
+ * modseq older than the tombstones reach, every UID below UIDNEXT the view lacks (a
+ * superset the RFC allows). 0 or -1. */
+int store_mailbox_vanished(struct store_mailbox *box, uint64_t modseq, uint32_t **uids_r,
+                           size_t *n_r, char **error_r);
 
 /* BLOCKING. Open a message's file for reading (LF line ends on disk). Caller closes fd.
  * On failure errno is ENOENT when the message was expunged (by another session or

@@ -598,7 +598,9 @@ int store_sync_locked(struct store_user *u, const char *path, struct store_mbox_
             if (exec_stmt(u->db, "DELETE FROM messages WHERE mailbox = ? AND uid = ?", row->id, uid,
                           NULL, NULL, error_r) < 0 ||
                 exec_stmt(u->db, "DELETE FROM cache WHERE mailbox = ? AND uid = ?", row->id, uid,
-                          NULL, NULL, error_r) < 0)
+                          NULL, NULL, error_r) < 0 ||
+                store_index_tombstone_add(u->db, row->id, uid, row->highestmodseq + 1,
+                                          error_r) < 0)
                 goto out;
             row->highestmodseq++;
             continue;

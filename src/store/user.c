@@ -431,9 +431,10 @@ int store_mailbox_create(struct store_user *u, const char *name, char **error_r)
     int r = store_index_mailbox_get(u->db, canon, &row, error_r);
     if (r == 0) {
         sqlite3_stmt *st = NULL;
-        for (int k = 0; k < 3; k++) {
+        for (int k = 0; k < 4; k++) {
             static const char *const sql[] = {"DELETE FROM messages WHERE mailbox = ?",
                                               "DELETE FROM cache WHERE mailbox = ?",
+                                              "DELETE FROM expunged WHERE mailbox = ?",
                                               "DELETE FROM mailboxes WHERE id = ?"};
             if (store_index_prepare(u->db, sql[k], &st) == SQLITE_OK) {
                 sqlite3_bind_int64(st, 1, row.id);
@@ -509,8 +510,9 @@ int store_mailbox_delete(struct store_user *u, const char *name, char **error_r)
         return -1;
     static const char *const sql[] = {"DELETE FROM messages WHERE mailbox = ?",
                                       "DELETE FROM cache WHERE mailbox = ?",
+                                      "DELETE FROM expunged WHERE mailbox = ?",
                                       "DELETE FROM mailboxes WHERE id = ?"};
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 4; k++) {
         sqlite3_stmt *st = NULL;
         int rc = SQLITE_ERROR;
         if (store_index_prepare(u->db, sql[k], &st) == SQLITE_OK) {
@@ -578,6 +580,10 @@ static int rename_inbox(struct store_user *u, const char *to, char **error_r)
         }
     }
     static const char *const moves[] = {
+        /* INBOX's messages leave it: tombstones at its next mod-sequence (QRESYNC) */
+        ("INSERT OR REPLACE INTO expunged(mailbox, uid, modseq) SELECT ?1, uid,"
+         " (SELECT highestmodseq FROM mailboxes WHERE id = ?1) + 1 FROM messages"
+         " WHERE mailbox = ?1"),
         "UPDATE messages SET mailbox = ?2 WHERE mailbox = ?1",
         "UPDATE cache SET mailbox = ?2 WHERE mailbox = ?1",
         ("UPDATE mailboxes SET uidnext = (SELECT uidnext FROM mailboxes WHERE id = ?1),"
@@ -586,7 +592,7 @@ static int rename_inbox(struct store_user *u, const char *to, char **error_r)
         ("UPDATE mailboxes SET highestmodseq = highestmodseq + 1, cur_mtime = 0, new_mtime = 0"
          " WHERE id = ?1"),
     };
-    for (int k = 0; k < 4; k++) {
+    for (size_t k = 0; k < sizeof moves / sizeof moves[0]; k++) {
         int rc = SQLITE_ERROR;
         if (store_index_prepare(u->db, moves[k], &st) == SQLITE_OK) {
             sqlite3_bind_int64(st, 1, inbox.id);
