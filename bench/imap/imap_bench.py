@@ -20,6 +20,8 @@ machine, same run, same client code (bench/README.md rules). Run by hand, as roo
           ORDEREDSUBJECT, REFS) of a whole mailbox of N list-like messages (topics with
           replies, References, dates in several zones): the first after SELECT (cold: keys
           not cached) and the warm median of --runs.
+  compress  FETCH 1:* (BODY.PEEK[]) of N list-like messages, plain and after COMPRESS
+          DEFLATE (RFC 4978; Dovecot with imap_zlib): bytes on the wire and seconds.
   mixed   issue 4: N concurrent clients, each its own user with its own copy of the same
           Maildir, each doing a fixed number of loops of SELECT INBOX, FETCH
           BODY.PEEK[HEADER] of 10 random messages, FETCH BODY.PEEK[] of one, STORE +FLAGS
@@ -31,6 +33,7 @@ machine, same run, same client code (bench/README.md rules). Run by hand, as roo
   imap_bench.py fetch [--messages 100000] [--size 2000] [--runs 3] [--perf]
   imap_bench.py mixed [--clients 20] [--loops 50] [--messages 500] [--procs]
   imap_bench.py sort  [--messages 100000] [--runs 3]
+  imap_bench.py compress [--messages 100000] [--runs 3]
 
 Results are appended to bench/results/imap-<subcommand>.jsonl. Numbers are measurements,
 never test assertions.
@@ -133,7 +136,7 @@ def tern_start(overrides, users):
     return srv
 
 
-def dovecot_start(root, port, uid, gid, users):
+def dovecot_start(root, port, uid, gid, users, zlib=False):
     """A private Dovecot (imap only) on a loopback port; users in a passwd-file."""
     (root / "run").mkdir(parents=True, exist_ok=True)
     (root / "state").mkdir(exist_ok=True)
@@ -164,6 +167,7 @@ userdb {{
 }}
 protocol imap {{
   mail_max_userip_connections = 100000
+{"  mail_plugins = $mail_plugins imap_zlib" if zlib else ""}
 }}
 service imap-login {{
   inet_listener imap {{
@@ -602,11 +606,25 @@ async def commands_once(port, user, cmds, timeout):
         # cmd_bulk finds the tagged line after an untagged one; NOOP may have none
         lines[cmd] = await (c.cmd(cmd, timeout) if cmd == "NOOP" else c.cmd_bulk(cmd, timeout))
         out[cmd] = time.monotonic() - t0
+    await c.cmd("LOGOUT", timeout)
     c.close()
     return out, lines
 
 
-def two_servers(a, template, user):
+def command_cpu(port, pid, user, cmd, timeout):
+    """(wall seconds of cmd, server CPU seconds of a session doing only cmd, less the CPU
+    of a session doing NOOP): CPU is what a loaded machine does not distort."""
+    def session_cpu(cmds):
+        c0 = cpu_seconds(pid)
+        r, _ = asyncio.run(commands_once(port, user, cmds, timeout))
+        time.sleep(0.3)  # let Dovecot's master reap the imap process (cutime)
+        return r, cpu_seconds(pid) - c0
+    _, base = session_cpu(["NOOP"])
+    r, used = session_cpu([cmd])
+    return r[cmd], max(0.0, used - base)
+
+
+def two_servers(a, template, user, dovecot_zlib=False):
     """tern and a private Dovecot, each with its own copy of the template Maildir."""
     srv = tern_start({}, [user])
     run_user = srv.run_user or "root"
@@ -623,7 +641,7 @@ def two_servers(a, template, user):
     shutil.copytree(template, dhome / "Maildir")
     chown_tree(work / "dv" / "home", uid, gid)
     dv_port = free_port()
-    dv = dovecot_start(work / "dv", dv_port, uid, gid, [user])
+    dv = dovecot_start(work / "dv", dv_port, uid, gid, [user], zlib=dovecot_zlib)
     subprocess.run(["sync"], check=False)
     return srv, dv, dv_port
 
@@ -649,22 +667,114 @@ def cmd_sort(a):
             print(f"cold {name:8s} " + ", ".join(f"{k.split(' UTF-8')[0]} {v:.3f}s"
                                                    for k, v in res[name]["cold"].items()),
                   flush=True)
+        pids = {"tern": srv.pid, "dovecot": dv.pid}
+        cpu = {n: {c: [] for c in SORT_CMDS} for n in servers}
         for run in range(a.runs):
             for name, port in servers.items():
-                r, _ = asyncio.run(commands_once(port, user, SORT_CMDS, a.timeout))
+                r = {}
+                for cmd in SORT_CMDS:
+                    r[cmd], used = command_cpu(port, pids[name], user, cmd, a.timeout)
+                    cpu[name][cmd].append(used)
                 res[name]["warm"].append(r)
-        print(f"\n{a.messages} messages, warm median of {a.runs} (cold = first after SELECT):")
+        load = os.getloadavg()[0]
+        print(f"\n{a.messages} messages, warm median of {a.runs} (cold = first after SELECT); "
+              f"load average {load:.1f} on {os.cpu_count()} cores:")
         summary = {}
         for cmd in SORT_CMDS:
             t = statistics.median(r[cmd] for r in res["tern"]["warm"])
             d = statistics.median(r[cmd] for r in res["dovecot"]["warm"])
+            tcpu = statistics.median(cpu["tern"][cmd])
+            dcpu = statistics.median(cpu["dovecot"][cmd])
             tc, dc = res["tern"]["cold"][cmd], res["dovecot"]["cold"][cmd]
             summary[cmd] = {"tern_warm_s": round(t, 4), "dovecot_warm_s": round(d, 4),
+                            "tern_cpu_s": round(tcpu, 3), "dovecot_cpu_s": round(dcpu, 3),
                             "tern_cold_s": round(tc, 4), "dovecot_cold_s": round(dc, 4)}
-            print(f"  {cmd:36s} tern {t:.3f}s dovecot {d:.3f}s ({d / t:.2f}x); "
-                  f"cold tern {tc:.3f}s dovecot {dc:.3f}s", flush=True)
+            print(f"  {cmd:36s} wall tern {t:.3f}s dovecot {d:.3f}s; server CPU tern "
+                  f"{tcpu:.3f}s dovecot {dcpu:.3f}s; cold wall tern {tc:.3f}s dovecot {dc:.3f}s",
+                  flush=True)
         benchlib.report("imap-sort", {"messages": a.messages, "runs": a.runs,
-                                      "results": summary})
+                                      "loadavg": load, "results": summary})
+    finally:
+        if dv is not None:
+            dovecot_stop(dv)
+        if srv is not None:
+            srv.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# ---- compress ---------------------------------------------------------------------------------
+
+def fetch_wire(port, user, compress, timeout):
+    """LOGIN, [COMPRESS DEFLATE], SELECT, FETCH 1:* (BODY.PEEK[]): bytes on the wire of the
+    FETCH reply, its inflated size and seconds (blocking socket, zlib in the client)."""
+    import zlib
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    state = {"z": None, "buf": b"", "wire": 0}
+
+    def send(line):
+        data = line.encode() + b"\r\n"
+        if state["z"]:
+            data = state["z"][0].compress(data) + state["z"][0].flush(zlib.Z_SYNC_FLUSH)
+        s.sendall(data)
+
+    def until(tag):
+        """Read until the tagged line; returns plain bytes read."""
+        needle = b"\r\n" + tag + b" "
+        out = bytearray(state["buf"])
+        state["buf"] = b""
+        while True:
+            i = out.find(needle)
+            if i >= 0 and out.endswith(b"\r\n") and out.find(b"\r\n", i + 2) == len(out) - 2:
+                return bytes(out)
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                raise ConnectionError("closed")
+            state["wire"] += len(chunk)
+            out += state["z"][1].decompress(chunk) if state["z"] else chunk
+
+    s.recv(1000)  # greeting
+    send(f'a1 LOGIN {user} "{PASSWORD}"')
+    until(b"a1")
+    if compress:
+        send("a2 COMPRESS DEFLATE")
+        got = until(b"a2")
+        assert b"a2 OK" in got, got
+        state["z"] = (zlib.compressobj(6, zlib.DEFLATED, -15), zlib.decompressobj(-15))
+    send("a3 SELECT INBOX")
+    until(b"a3")
+    wire0 = state["wire"]
+    t0 = time.monotonic()
+    send("a4 FETCH 1:* (BODY.PEEK[])")
+    plain = until(b"a4")
+    dt = time.monotonic() - t0
+    s.close()
+    return {"wire_bytes": state["wire"] - wire0, "plain_bytes": len(plain), "seconds": dt}
+
+
+def cmd_compress(a):
+    user = f"bench@{DOMAIN}"
+    work = Path(tempfile.mkdtemp(prefix="imap-compress-", dir="/var/tmp"))
+    os.chmod(work, 0o755)
+    srv = dv = None
+    try:
+        print(f"writing {a.messages} messages ...", flush=True)
+        template = work / "template" / "Maildir"
+        make_sort_maildir(template, a.messages)
+        srv, dv, dv_port = two_servers(a, template, user, dovecot_zlib=True)
+        servers = {"tern": srv.ports["imap"], "dovecot": dv_port}
+        for port in servers.values():  # index build, not measured
+            fetch_wire(port, user, False, a.timeout)
+        res = {}
+        for name, port in servers.items():
+            for compress in (False, True):
+                runs = [fetch_wire(port, user, compress, a.timeout) for _ in range(a.runs)]
+                r = {"wire_bytes": runs[0]["wire_bytes"], "plain_bytes": runs[0]["plain_bytes"],
+                     "seconds": round(statistics.median(x["seconds"] for x in runs), 3)}
+                res[f"{name}{'+deflate' if compress else ''}"] = r
+                print(f"{name:8s} {'COMPRESS' if compress else 'plain   '} wire "
+                      f"{r['wire_bytes']:>12,} B (reply {r['plain_bytes']:,} B) "
+                      f"{r['seconds']:.3f}s", flush=True)
+        benchlib.report("imap-compress", {"messages": a.messages, "runs": a.runs, "results": res})
     finally:
         if dv is not None:
             dovecot_stop(dv)
@@ -884,6 +994,10 @@ def main():
     so.add_argument("--messages", type=int, default=100000)
     so.add_argument("--runs", type=int, default=3)
     so.add_argument("--timeout", type=float, default=900)
+    z = sub.add_parser("compress")
+    z.add_argument("--messages", type=int, default=100000)
+    z.add_argument("--runs", type=int, default=3)
+    z.add_argument("--timeout", type=float, default=900)
     x = sub.add_parser("mixed")
     x.add_argument("--clients", type=int, default=20, help="concurrent clients, one user each")
     x.add_argument("--loops", type=int, default=50, help="loops per client (7 commands each)")
@@ -903,7 +1017,7 @@ def main():
         sys.exit("imap_bench: dovecot-imapd is missing (apt-get install dovecot-imapd)")
     raise_nofile()
     {"mem": cmd_mem, "idle": cmd_idle, "fetch": cmd_fetch, "mixed": cmd_mixed,
-     "sort": cmd_sort}[a.what](a)
+     "sort": cmd_sort, "compress": cmd_compress}[a.what](a)
 
 
 if __name__ == "__main__":

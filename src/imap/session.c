@@ -113,6 +113,8 @@ void imap_capability_string(struct imap_session *s, struct buf *out)
         /* RFC 5256, 5957, 5267 (ESORT), 5182, 5032 */
         buf_append_str(out, " SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES"
                             " THREAD=REFS ESORT SEARCHRES WITHIN QRESYNC");
+        if (!conn_is_compressed(s->c))
+            buf_append_str(out, " COMPRESS=DEFLATE"); /* RFC 4978 */
         /* RFC 9208: the STORAGE resource only (no message-count limits) */
         buf_append_str(out, " QUOTA QUOTA=RES-STORAGE");
     }
@@ -445,6 +447,27 @@ static void imap_cmd_starttls(struct imap_session *s, const char *tag, struct im
         imap_reply(s, NULL, "BAD TLS negotiation failed.");
 }
 
+/* RFC 4978: COMPRESS DEFLATE (authenticated or selected state). */
+static void imap_cmd_compress(struct imap_session *s, const char *tag, struct imap_arg *args,
+                              size_t n, bool is_uid)
+{
+    if (n != 1 || !imap_arg_is_atom(&args[0], "DEFLATE")) {
+        imap_reply(s, tag, "BAD Usage: COMPRESS DEFLATE");
+        return;
+    }
+    if (conn_is_compressed(s->c)) {
+        imap_reply(s, tag, "NO [COMPRESSIONACTIVE] DEFLATE active via COMPRESS.");
+        return;
+    }
+    /* the OK goes out uncompressed, everything after it compressed (§3) */
+    imap_reply(s, tag, "OK DEFLATE active.");
+    if (conn_compress(s->c) < 0) {
+        /* the client compresses from now on and we cannot: the session cannot go on */
+        log_warning("imap", "COMPRESS failed for %s: out of memory", conn_peer_ip(s->c));
+        conn_close(s->c);
+    }
+}
+
 /* ---- LOGIN and AUTHENTICATE --------------------------------------------------------- */
 
 static void imap_login_result_free(struct imap_login_result *r)
@@ -752,6 +775,7 @@ static const struct imap_command imap_commands[] = {
     {"ID", imap_cmd_id, ANY, false},
     {"ENABLE", imap_cmd_enable, AUTHED, false},
     {"STARTTLS", imap_cmd_starttls, IMAP_STATE_NOT_AUTH, false},
+    {"COMPRESS", imap_cmd_compress, AUTHED, false},
     {"LOGIN", imap_cmd_login, IMAP_STATE_NOT_AUTH, false},
     {"AUTHENTICATE", imap_cmd_authenticate, IMAP_STATE_NOT_AUTH, false},
     {"SELECT", imap_cmd_select, AUTHED, false},
