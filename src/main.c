@@ -24,6 +24,7 @@ static const struct command commands[] = {
     {"queue", cli_queue, "queue list|show|delete|hold|release|flush  manage the outbound queue"},
     {"sendmail", cli_sendmail, "sendmail [-t] [-i] [-f FROM] [RCPT...]  submit a message from stdin"},
     {"mailq", cli_mailq, "mailq                           list the queue (like queue list)"},
+    {"status", cli_status, "status                          the running server's processes and counters"},
 };
 
 static void usage(FILE *out)

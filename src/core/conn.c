@@ -154,6 +154,12 @@ void conn_ack_now(struct conn *c)
 #endif
 }
 
+bool conn_is_stopping(const struct conn *c)
+{
+    CONN_ON_LOOP();
+    return c->srv->is_stopping;
+}
+
 bool conn_is_tls(const struct conn *c)
 {
     CONN_ON_LOOP();
@@ -292,7 +298,7 @@ static void conn_finish(struct conn *c, const char *reason)
     if (c->next)
         c->next->prev = c->prev;
     srv->n_conns--;
-    server_conn_released(srv, c->peer_ip);
+    server_conn_released(srv, c->peer_ip, c->role);
     if (c->under_cb)
         evbuffer_remove_cb_entry(c->under_buf, c->under_cb);
     SSL *ssl = c->is_tls ? bufferevent_openssl_get_ssl(c->bev) : NULL;
@@ -387,6 +393,8 @@ static void conn_dispatch_read(struct conn *c)
 {
     if (c->is_paused || c->is_closing || c->is_finished || c->is_handshaking || !c->session)
         return;
+    if (c->srv->is_stopping)
+        return; /* shutting down: no new command (server_shutdown closes us soon) */
     if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
         c->proto->on_read(c->session, c);
     /* The peer half-closed after its last command: once that command is answered
@@ -483,7 +491,11 @@ static void conn_on_event(struct bufferevent *bev, short what, void *arg)
     }
     if (what & BEV_EVENT_TIMEOUT) {
         if (c->is_closing) {
-            conn_finish(c, "timeout while flushing");
+            /* Only the flush (write) timeout ends a closing connection: a read timeout
+             * that fired in the same loop turn as conn_close() (an IDLE limit reached at
+             * the very second of the idle timeout) must not cut off the farewell. */
+            if (what & BEV_EVENT_WRITING)
+                conn_finish(c, "timeout while flushing");
             return;
         }
         if (c->is_handshaking) {
@@ -738,8 +750,12 @@ bool conn_is_compressed(const struct conn *c)
 void conn_close_all(struct server *srv)
 {
     for (struct conn *c = srv->conns; c; c = c->next) {
+        if (c->is_closing || c->is_finished)
+            continue;
         if (!c->close_reason)
             c->close_reason = "shutdown";
+        if (c->session && c->proto->on_shutdown && !c->is_handshaking && !c->is_paused)
+            c->proto->on_shutdown(c->session, c);
         conn_close(c);
     }
 }

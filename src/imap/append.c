@@ -52,20 +52,14 @@ static void imap_append_cleanup(struct imap_job *j)
         close(aj->fd);
 }
 
-/* "tag NO [TRYCREATE] ..." when the mailbox is missing (RFC 3501 §6.3.11), else the
- * store's reason. */
+/* The store's refusal: its response code as it is ("[TRYCREATE] Mailbox doesn't exist",
+ * RFC 3501 §6.3.11; "[OVERQUOTA] ...", RFC 9208 §4.3), else "Append failed: reason". */
 static void imap_append_fail(struct imap_job *j, char *err)
 {
-    const char *name = IMAP_JOB(imap_append_job, j)->name;
-    struct store_status st;
-    char *err2 = NULL;
-    if (store_mailbox_status(j->ctx.user, name, &st, &err2) < 0) {
-        free(err2);
-        free(err);
-        buf_printf(&j->tagged, "%s NO [TRYCREATE] Mailbox doesn't exist: %s\r\n", j->tag, name);
-        return;
-    }
-    imap_job_err(j, "Append failed: %s", err);
+    if (err && err[0] == '[')
+        imap_job_err(j, "%s", err);
+    else
+        imap_job_err(j, "Append failed: %s", err);
 }
 
 /* A read-only view of bytes [offset, offset + len) of fd; base/size for munmap. */
@@ -99,7 +93,6 @@ static void imap_append_work(struct imap_job *j)
         imap_job_err(j, "Append failed: %s", strdup("out of memory"));
         goto out;
     }
-    uint64_t add_bytes = 0;
     for (size_t i = 0; i < n; i++) {
         const struct imap_append_msg *m = &aj->msgs[i];
         msgs[i].src.fd = -1;
@@ -119,13 +112,15 @@ static void imap_append_work(struct imap_job *j)
         msgs[i].flags = m->flags;
         msgs[i].keywords = (const char *const *)m->keywords;
         msgs[i].internaldate = m->internaldate;
-        add_bytes += m->len;
     }
-    /* RFC 9208 §5.1: the quota must hold all of them, as they are stored all or none */
-    if (!imap_quota_allows(j, add_bytes))
+    /* RFC 9208 §5.1: the quota must hold all of them, as they are stored all or none; the
+     * store checks it inside its transaction (concurrent APPENDs cannot both pass) */
+    uint64_t quota = 0;
+    if (!imap_quota_limit(j, &quota))
         goto out;
     uint32_t uidv = 0;
-    if (store_mailbox_append_many(j->ctx.user, aj->name, msgs, n, &uidv, uids, &err) < 0) {
+    if (store_mailbox_append_many(j->ctx.user, aj->name, msgs, n, quota, &uidv, uids, &err) <
+        0) {
         imap_append_fail(j, err);
         goto out;
     }

@@ -51,6 +51,19 @@ static void imap_quota_write(struct buf *out, uint64_t limit, uint64_t usage)
                (usage + 1023) / 1024, limit / 1024);
 }
 
+bool imap_quota_limit(struct imap_job *j, uint64_t *limit_r)
+{
+    struct auth_user u;
+    if (!j->ctx.auth || auth_user_lookup(j->ctx.auth, j->ctx.username, &u) != 1) {
+        buf_printf(&j->tagged, "%s NO [UNAVAILABLE] Quota lookup failed, try again later.\r\n",
+                   j->tag);
+        return false;
+    }
+    *limit_r = u.quota;
+    auth_user_free(&u);
+    return true;
+}
+
 bool imap_quota_allows(struct imap_job *j, uint64_t add_bytes)
 {
     uint64_t limit = 0, usage = 0;

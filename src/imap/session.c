@@ -855,7 +855,7 @@ static void imap_dispatch(struct imap_session *s)
 static bool imap_session_busy(struct imap_session *s)
 {
     /* A client that pipelines without reading our replies waits for them to drain. */
-    return s->is_job_in_flight || s->is_closing || s->fetch ||
+    return s->is_job_in_flight || s->is_closing || s->fetch || conn_is_stopping(s->c) ||
            conn_output_length(s->c) > 4 * CONN_OUTPUT_LOW_WATER;
 }
 
@@ -1138,6 +1138,12 @@ static void imap_on_timeout(void *session, struct conn *c)
     conn_write_str(c, "* BYE Disconnected for inactivity.\r\n");
 }
 
+static void imap_on_shutdown(void *session, struct conn *c)
+{
+    /* RFC 3501 §7.1.5: BYE, the server is closing the connection */
+    conn_write_str(c, "* BYE Server shutting down.\r\n");
+}
+
 static void imap_session_free(struct imap_session *s)
 {
     if (s->notify_sub)
@@ -1191,5 +1197,6 @@ const struct conn_protocol imap_protocol = {
     .on_drained = imap_on_drained,
     .on_tls = imap_on_tls,
     .on_timeout = imap_on_timeout,
+    .on_shutdown = imap_on_shutdown,
     .close = imap_close,
 };

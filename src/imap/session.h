@@ -273,5 +273,8 @@ imap_handler imap_cmd_getquotaroot, imap_cmd_getquota, imap_cmd_setquota;
 /* Work step (BLOCKING): may add_bytes more be stored for this user? If not, writes the
  * tagged NO ([OVERQUOTA], or [UNAVAILABLE] when the lookup failed) and returns false. */
 bool imap_quota_allows(struct imap_job *j, uint64_t add_bytes);
+/* Work step (BLOCKING): the user's storage limit from the directory now (an admin's change
+ * applies at once), 0 none. false: the tagged NO [UNAVAILABLE] is written. */
+bool imap_quota_limit(struct imap_job *j, uint64_t *limit_r);
 
 #endif

@@ -424,10 +424,21 @@ static void scan_done(void *arg)
     runner_dispatch(r);
 }
 
+static outbound_notify_fn *runner_remote;
+
+void outbound_runner_set_remote(outbound_notify_fn *fn)
+{
+    runner_remote = fn;
+}
+
 void outbound_runner_notify(const char *queue_id, const char *const *recipients,
                             size_t n_recipients)
 {
     struct outbound_runner *r = runner_current;
+    if (!r && runner_remote && n_recipients > 0) {
+        runner_remote(queue_id, recipients, n_recipients); /* the queue process's runner */
+        return;
+    }
     if (!r || r->is_stopping || n_recipients == 0 || !queue_id_is_valid(queue_id) ||
         !runner_backlog_grow(r))
         return; /* the next scan finds it */
@@ -530,22 +541,23 @@ struct outbound_runner *outbound_runner_start(struct server_context *ctx, char *
              cfg->relayhost[0] ? ", relayhost " : "", cfg->relayhost);
     return r;
 fail:
-    outbound_runner_stop(r);
+    outbound_runner_stop(r, UINT64_MAX);
     return NULL;
 }
 
-void outbound_runner_stop(struct outbound_runner *r)
+bool outbound_runner_stop(struct outbound_runner *r, uint64_t deadline_ms)
 {
     if (!r)
-        return;
+        return true;
     r->is_stopping = true;
     if (runner_current == r)
         runner_current = NULL;
     atomic_store(&r->shared.is_stopping, true);
     if (r->timer)
         event_free(r->timer);
-    if (r->pool)
-        workpool_destroy(r->pool); /* waits for deliveries; runs their done callbacks */
+    /* waits for deliveries; runs their done callbacks */
+    if (r->pool && !workpool_destroy_by(r->pool, deadline_ms))
+        return false;
     outbound_conn_cache_close_all();
     outbound_dns_free(r->shared.dns); /* no DNS callbacks after this */
     while (r->waiting) {
@@ -560,4 +572,5 @@ void outbound_runner_stop(struct outbound_runner *r)
     free(r->inflight);
     free(r->dests);
     free(r);
+    return true;
 }

@@ -88,6 +88,12 @@ void store_notify_publish(const char *user, const char *mailbox);
  * (before event_base_free). 0 or -1. */
 struct event_base;
 int store_notify_init(struct event_base *base);
+/* Several processes: fn gets every event that started in this process (loop thread), to
+ * send to the others; events from the others come in through store_notify_publish_remote
+ * (loop thread), which notifies this process's subscribers without forwarding. */
+typedef void store_notify_forward_fn(const char *user, const char *mailbox);
+void store_notify_set_forward(store_notify_forward_fn *fn);
+void store_notify_publish_remote(const char *user, const char *mailbox);
 
 /* ---- reading and changing mailboxes (POP3, IMAP) ----------------------------------- */
 
@@ -240,9 +246,12 @@ struct store_append_message {
  * none. Every file is written and fsync'd in tmp/, then all are renamed into cur/ and the
  * folder fsync'd, then all are indexed in one transaction; on any failure nothing stays.
  * uids_r (n entries, caller's) gets the new UIDs in order, *uidvalidity_r the mailbox's.
- * A missing mailbox fails with "[TRYCREATE] Mailbox doesn't exist". Durable before return. */
+ * A missing mailbox fails with "[TRYCREATE] Mailbox doesn't exist". quota (bytes, 0 none)
+ * is checked inside the indexing transaction against the user's usage, so concurrent
+ * appends cannot overrun it together; over it fails with "[OVERQUOTA] ..." and nothing
+ * stays. Durable before return. */
 int store_mailbox_append_many(struct store_user *u, const char *name,
-                              const struct store_append_message *msgs, size_t n,
+                              const struct store_append_message *msgs, size_t n, uint64_t quota,
                               uint32_t *uidvalidity_r, uint32_t *uids_r, char **error_r);
 /* BLOCKING. COPY (move=false) or MOVE (move=true) messages by UID into another mailbox;
  * dest_uids_r (malloc'd, n entries) for COPYUID: entry k is 0 when uids[k] was not in the
