@@ -26,6 +26,8 @@ bool imap_status_items_parse(const struct imap_arg *list, unsigned *items_r)
         {"UNSEEN", IMAP_ST_UNSEEN},
         {"SIZE", IMAP_ST_SIZE},
         {"HIGHESTMODSEQ", IMAP_ST_HIGHESTMODSEQ},
+        {"APPENDLIMIT", IMAP_ST_APPENDLIMIT},
+        {"MAILBOXID", IMAP_ST_MAILBOXID},
     };
     *items_r = 0;
     if (!list || list->type != IMAP_ARG_LIST || list->n == 0)

@@ -22,7 +22,8 @@
 
 #include "imap/parse.h"
 
-/* ---- STATUS items (RFC 3501 §6.3.10, RFC 7162 §3.1.10, RFC 8438 SIZE) ---- */
+/* ---- STATUS items (RFC 3501 §6.3.10, RFC 7162 §3.1.10, RFC 8438 SIZE, RFC 7889
+ * APPENDLIMIT, RFC 8474 MAILBOXID) ---- */
 enum {
     IMAP_ST_MESSAGES = 1,
     IMAP_ST_RECENT = 2,
@@ -31,6 +32,8 @@ enum {
     IMAP_ST_UNSEEN = 16,
     IMAP_ST_SIZE = 32,
     IMAP_ST_HIGHESTMODSEQ = 64,
+    IMAP_ST_APPENDLIMIT = 128, /* RFC 7889 */
+    IMAP_ST_MAILBOXID = 256,   /* RFC 8474 */
 };
 /* "(MESSAGES UNSEEN)" -> IMAP_ST_* bits; false on an unknown item, a non-list or an
  * empty list. */

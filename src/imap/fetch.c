@@ -43,6 +43,9 @@ enum imap_fetch_kind {
     FI_BODYSTRUCTURE,
     FI_SECTION,
     FI_MODSEQ,
+    FI_EMAILID,  /* RFC 8474 OBJECTID */
+    FI_THREADID, /* RFC 8474: NIL, no thread identifiers */
+    FI_SAVEDATE, /* RFC 8514 */
 };
 
 enum imap_section_spec { SEC_ALL, SEC_HEADER, SEC_FIELDS, SEC_FIELDS_NOT, SEC_MIME, SEC_TEXT };
@@ -245,6 +248,12 @@ static bool imap_fetch_add(struct imap_fetch *f, const char *s)
     } else if (strcasecmp(s, "MODSEQ") == 0) {
         it->kind = FI_MODSEQ; /* RFC 7162 §3.1.4 */
         f->has_modseq = true;
+    } else if (strcasecmp(s, "EMAILID") == 0) {
+        it->kind = FI_EMAILID;
+    } else if (strcasecmp(s, "THREADID") == 0) {
+        it->kind = FI_THREADID;
+    } else if (strcasecmp(s, "SAVEDATE") == 0) {
+        it->kind = FI_SAVEDATE;
     } else if (strcasecmp(s, "RFC822") == 0 || strcasecmp(s, "RFC822.HEADER") == 0 ||
                strcasecmp(s, "RFC822.TEXT") == 0) {
         /* RFC 3501 §6.4.5: RFC822 = BODY[], .HEADER = BODY.PEEK[HEADER], .TEXT = BODY[TEXT] */
@@ -685,6 +694,27 @@ static void imap_fetch_items(struct imap_job *j, struct imap_fetch *f)
         case FI_MODSEQ:
             buf_printf(&j->out, "MODSEQ (%llu)", (unsigned long long)m->modseq);
             break;
+        case FI_EMAILID:
+            buf_append_str(&j->out, "EMAILID (");
+            imap_write_emailid(&j->out, store_mailbox_uidvalidity(j->ctx.box), m->uid);
+            buf_append_byte(&j->out, ')');
+            break;
+        case FI_THREADID:
+            buf_append_str(&j->out, "THREADID NIL");
+            break;
+        case FI_SAVEDATE: {
+            time_t t = imap_message_savedate(m);
+            if (t == 0) {
+                buf_append_str(&j->out, "SAVEDATE NIL");
+                break;
+            }
+            struct tm tm;
+            gmtime_r(&t, &tm);
+            char date[64];
+            strftime(date, sizeof date, "%d-%b-%Y %H:%M:%S +0000", &tm);
+            buf_printf(&j->out, "SAVEDATE \"%s\"", date);
+            break;
+        }
         case FI_SECTION:
             if (it->is_streamed) {
                 imap_stream_begin(j, f, it);

@@ -317,7 +317,7 @@ static void imap_list_ext_write(struct imap_job *j, const struct imap_list_ext *
         struct store_status st;
         char *err = NULL;
         if (store_mailbox_status(j->ctx.user, name, &st, &err) == 0)
-            imap_status_write(&j->out, name, x->status_items, &st);
+            imap_status_write(&j->out, name, x->status_items, &st, j->ctx.max_append);
         free(err);
     }
 }

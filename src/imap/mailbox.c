@@ -432,6 +432,9 @@ static void imap_select_work(struct imap_job *j)
     /* RFC 7162 §3.1.2.1: a CONDSTORE server sends HIGHESTMODSEQ on every SELECT/EXAMINE */
     buf_printf(&j->out, "* OK [HIGHESTMODSEQ %llu] Highest\r\n",
                (unsigned long long)store_mailbox_highestmodseq(box));
+    buf_append_str(&j->out, "* OK [MAILBOXID ("); /* RFC 8474 §4.2 */
+    imap_write_mailboxid(&j->out, store_mailbox_uidvalidity(box));
+    buf_append_str(&j->out, ")] Ok\r\n");
     if (sj->has_qresync)
         imap_select_qresync(j, sj);
     buf_printf(&j->tagged, "%s OK [%s] %s completed.\r\n", j->tag, ro ? "READ-ONLY" : "READ-WRITE",
@@ -739,10 +742,20 @@ static void imap_mb_work(struct imap_job *j)
         done = mj->op == IMAP_MB_SUB ? "Subscribe completed." : "Unsubscribe completed.";
         break;
     }
-    if (r < 0)
+    struct store_status st;
+    char *err2 = NULL;
+    if (r < 0) {
         imap_job_err(j, "%s", err);
-    else
+    } else if (mj->op == IMAP_MB_CREATE && store_mailbox_status(user, mj->name, &st, &err2) == 0) {
+        /* RFC 8474 §4.1: CREATE tells the new mailbox's MAILBOXID */
+        buf_printf(&j->tagged, "%s OK [MAILBOXID (", j->tag);
+        imap_write_mailboxid(&j->tagged, st.uidvalidity);
+        buf_printf(&j->tagged, ")] %s\r\n", done);
+        j->is_ok = true;
+    } else {
         imap_job_ok(j, done);
+    }
+    free(err2);
 }
 
 static void imap_mb_submit(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
@@ -817,8 +830,36 @@ void imap_cmd_namespace(struct imap_session *s, const char *tag, struct imap_arg
 
 /* ---- STATUS ------------------------------------------------------------------------- */
 
+void imap_write_mailboxid(struct buf *out, uint32_t uidvalidity)
+{
+    /* RFC 8474 §4: objectid = 1*255(ALPHA / DIGIT / "_" / "-"). UIDVALIDITY values are
+     * never handed out twice per user and survive RENAME: a mailbox's own id. */
+    buf_printf(out, "M%08x", uidvalidity);
+}
+
+void imap_write_emailid(struct buf *out, uint32_t uidvalidity, uint32_t uid)
+{
+    /* a UID is never reused under a UIDVALIDITY: unique and immutable */
+    buf_printf(out, "E%08x%08x", uidvalidity, uid);
+}
+
+time_t imap_message_savedate(const struct store_message *m)
+{
+    /* RFC 8514: when the message was saved to this mailbox: the time its file was made,
+     * the leading "<seconds>." of the Maildir name every save (APPEND, COPY, delivery)
+     * gives it; 0 (NIL) for a name another program made without one */
+    const char *p = m->filename;
+    time_t t = 0;
+    size_t n = 0;
+    while (p && *p >= '0' && *p <= '9' && n < 12) {
+        t = t * 10 + (*p++ - '0');
+        n++;
+    }
+    return p && *p == '.' && n >= 9 ? t : 0;
+}
+
 void imap_status_write(struct buf *out, const char *name, unsigned items,
-                       const struct store_status *st)
+                       const struct store_status *st, uint64_t appendlimit)
 {
     buf_append_str(out, "* STATUS ");
     mime_write_string(out, name);
@@ -848,8 +889,19 @@ void imap_status_write(struct buf *out, const char *name, unsigned items,
         buf_printf(out, "%sSIZE %llu", sp, (unsigned long long)st->size);
         sp = " ";
     }
-    if (items & IMAP_ST_HIGHESTMODSEQ)
+    if (items & IMAP_ST_HIGHESTMODSEQ) {
         buf_printf(out, "%sHIGHESTMODSEQ %llu", sp, (unsigned long long)st->highestmodseq);
+        sp = " ";
+    }
+    if (items & IMAP_ST_APPENDLIMIT) { /* RFC 7889 §3.2 */
+        buf_printf(out, "%sAPPENDLIMIT %llu", sp, (unsigned long long)appendlimit);
+        sp = " ";
+    }
+    if (items & IMAP_ST_MAILBOXID) { /* RFC 8474 §4.3 */
+        buf_printf(out, "%sMAILBOXID (", sp);
+        imap_write_mailboxid(out, st->uidvalidity);
+        buf_append_byte(out, ')');
+    }
     buf_append_str(out, ")\r\n");
 }
 
@@ -873,7 +925,7 @@ static void imap_status_work(struct imap_job *j)
         imap_job_err(j, "Mailbox doesn't exist: %s", err);
         return;
     }
-    imap_status_write(&j->out, sj->name, sj->items, &st);
+    imap_status_write(&j->out, sj->name, sj->items, &st, j->ctx.max_append);
     imap_job_ok(j, "Status completed.");
 }
 

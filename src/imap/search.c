@@ -62,6 +62,11 @@ enum skey_op {
     SK_SAVED,   /* RFC 5182 "$": the saved result (sorted UIDs) */
     SK_OLDER,   /* RFC 5032 WITHIN: internal date at least num seconds ago */
     SK_YOUNGER, /* RFC 5032 WITHIN: internal date at most num seconds ago */
+    SK_EMAILID, /* RFC 8474 §7: the message's EMAILID is str */
+    SK_NONE,    /* RFC 8474 THREADID: no message has one */
+    SK_SAVEDBEFORE, /* RFC 8514: save date's day (UTC) */
+    SK_SAVEDON,
+    SK_SAVEDSINCE,
 };
 
 struct skey {
@@ -319,6 +324,37 @@ static bool skey_parse_one(struct skey_parser *sp, struct skey *k, unsigned dept
         sp->has_modseq = true;
         return *end == '\0';
     }
+    if (strcasecmp(w, "EMAILID") == 0 || strcasecmp(w, "THREADID") == 0) {
+        /* RFC 8474 §7: objectid = 1*255(ALPHA / DIGIT / "_" / "-") */
+        const char *v = skey_next_string(sp);
+        size_t len = v ? strlen(v) : 0;
+        if (len == 0 || len > 255 || strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstu"
+                                               "vwxyz0123456789_-") != len)
+            return false;
+        k->op = toupper((unsigned char)w[0]) == 'E' ? SK_EMAILID : SK_NONE;
+        k->str = strdup(v);
+        return k->str != NULL;
+    }
+    if (strcasecmp(w, "SAVEDATESUPPORTED") == 0) {
+        k->op = SK_ALL; /* RFC 8514 §4.2: every mailbox here has save dates */
+        return true;
+    }
+    static const struct {
+        const char *name;
+        enum skey_op op;
+    } saved[] = {{"SAVEDBEFORE", SK_SAVEDBEFORE}, {"SAVEDON", SK_SAVEDON},
+                 {"SAVEDSINCE", SK_SAVEDSINCE}};
+    for (size_t i = 0; i < sizeof saved / sizeof saved[0]; i++) {
+        if (strcasecmp(w, saved[i].name) == 0) {
+            const char *v = skey_next_string(sp);
+            time_t t;
+            if (!v || !imap_parse_date(v, &t))
+                return false;
+            k->op = saved[i].op;
+            k->num = (uint64_t)t;
+            return true;
+        }
+    }
     if (strcasecmp(w, "OLDER") == 0 || strcasecmp(w, "YOUNGER") == 0) {
         /* RFC 5032: OLDER/YOUNGER nz-number (seconds) */
         k->op = toupper((unsigned char)w[0]) == 'O' ? SK_OLDER : SK_YOUNGER;
@@ -536,6 +572,27 @@ static bool skey_eval(const struct skey *k, struct skey_msg *sm)
         return m->modseq >= k->num;
     case SK_SAVED:
         return imap_uid_in(k->uids, k->n_uids, m->uid);
+    case SK_EMAILID: {
+        struct buf b;
+        buf_init(&b, 64);
+        imap_write_emailid(&b, store_mailbox_uidvalidity(sm->box), m->uid);
+        bool is_same = strcmp(buf_cstr(&b), k->str) == 0;
+        buf_free(&b);
+        return is_same;
+    }
+    case SK_NONE:
+        return false;
+    case SK_SAVEDBEFORE:
+    case SK_SAVEDON:
+    case SK_SAVEDSINCE: {
+        time_t saved = imap_message_savedate(m);
+        if (saved == 0)
+            return false; /* RFC 8514 §4.3: no save date matches no date criterion */
+        int64_t sday = (int64_t)(saved - saved % 86400);
+        return k->op == SK_SAVEDBEFORE ? sday < (int64_t)k->num
+               : k->op == SK_SAVEDON   ? sday == (int64_t)k->num
+                                       : sday >= (int64_t)k->num;
+    }
     case SK_OLDER:
         return (int64_t)m->internaldate <= (int64_t)sm->now - (int64_t)k->num;
     case SK_YOUNGER:

@@ -113,6 +113,9 @@ void imap_capability_string(struct imap_session *s, struct buf *out)
         /* RFC 5256, 5957, 5267 (ESORT), 5182, 5032 */
         buf_append_str(out, " SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES"
                             " THREAD=REFS ESORT SEARCHRES WITHIN QRESYNC");
+        /* RFC 8438, 8474, 8514, 8437, 7889 (one limit for every mailbox) */
+        buf_printf(out, " STATUS=SIZE OBJECTID SAVEDATE UNAUTHENTICATE APPENDLIMIT=%zu",
+                   s->parser.max_literal);
         if (!conn_is_compressed(s->c))
             buf_append_str(out, " COMPRESS=DEFLATE"); /* RFC 4978 */
         /* RFC 9208: the STORAGE resource only (no message-count limits) */
@@ -265,6 +268,7 @@ void imap_job_submit(struct imap_session *s, struct imap_job *j)
     ctx->is_readonly = s->is_readonly;
     ctx->is_condstore = s->is_condstore;
     ctx->is_qresync = s->is_qresync;
+    ctx->max_append = s->parser.max_literal;
     s->is_job_in_flight = true;
     conn_pause_read(s->c);
     job_submit(conn_server(s->c)->pool, &j->job);
@@ -466,6 +470,42 @@ static void imap_cmd_compress(struct imap_session *s, const char *tag, struct im
         log_warning("imap", "COMPRESS failed for %s: out of memory", conn_peer_ip(s->c));
         conn_close(s->c);
     }
+}
+
+/* RFC 8437 UNAUTHENTICATE: back to the not-authenticated state as on a new connection
+ * (TLS and COMPRESS stay; the selected mailbox is closed without expunge; what ENABLE
+ * turned on and the saved search result are forgotten). No job is in flight here. */
+static void imap_cmd_unauthenticate(struct imap_session *s, const char *tag,
+                                    struct imap_arg *args, size_t n, bool is_uid)
+{
+    if (n != 0) {
+        imap_reply(s, tag, "BAD Usage: UNAUTHENTICATE");
+        return;
+    }
+    log_info("imap", "Unauthenticated: user=<%s>, rip=%s", s->username ? s->username : "",
+             conn_peer_ip(s->c));
+    if (s->notify_sub) {
+        store_notify_unsubscribe(s->notify_sub);
+        s->notify_sub = NULL;
+    }
+    if (s->box)
+        store_mailbox_close(s->box);
+    s->box = NULL;
+    imap_keywords_set_free(s->keywords);
+    s->keywords = NULL;
+    if (s->user)
+        store_user_close(s->user);
+    s->user = NULL;
+    free(s->box_name);
+    s->box_name = NULL;
+    free(s->username);
+    s->username = NULL;
+    imap_searchres_clear(s);
+    s->quota = 0;
+    s->is_readonly = s->is_condstore = s->is_qresync = false;
+    s->has_pending_changes = false;
+    s->state = IMAP_STATE_NOT_AUTH;
+    imap_reply(s, tag, "OK Unauthenticate completed.");
 }
 
 /* ---- LOGIN and AUTHENTICATE --------------------------------------------------------- */
@@ -776,6 +816,7 @@ static const struct imap_command imap_commands[] = {
     {"ENABLE", imap_cmd_enable, AUTHED, false},
     {"STARTTLS", imap_cmd_starttls, IMAP_STATE_NOT_AUTH, false},
     {"COMPRESS", imap_cmd_compress, AUTHED, false},
+    {"UNAUTHENTICATE", imap_cmd_unauthenticate, AUTHED, false},
     {"LOGIN", imap_cmd_login, IMAP_STATE_NOT_AUTH, false},
     {"AUTHENTICATE", imap_cmd_authenticate, IMAP_STATE_NOT_AUTH, false},
     {"SELECT", imap_cmd_select, AUTHED, false},

@@ -28,6 +28,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "core/buf.h"
 #include "core/job.h"
@@ -139,6 +140,7 @@ struct imap_job_ctx {
     bool is_readonly;           /* the selected mailbox was EXAMINEd */
     bool is_condstore;          /* CONDSTORE enabled: flag changes carry MODSEQ */
     bool is_qresync;            /* QRESYNC enabled: expunges are reported as VANISHED */
+    uint64_t max_append;        /* the largest message APPEND takes (RFC 7889 APPENDLIMIT) */
 };
 
 /* The base of every IMAP job; a command's job struct starts with it. */
@@ -215,7 +217,13 @@ bool imap_resolve_set(struct store_mailbox *box, const char *set, bool is_uid, s
 /* "* STATUS name (items)" for the IMAP_ST_* items (args.h) of st. */
 struct store_status;
 void imap_status_write(struct buf *out, const char *name, unsigned items,
-                       const struct store_status *st);
+                       const struct store_status *st, uint64_t appendlimit);
+/* RFC 8474 OBJECTID: a mailbox's MAILBOXID and a message's EMAILID. */
+void imap_write_mailboxid(struct buf *out, uint32_t uidvalidity);
+void imap_write_emailid(struct buf *out, uint32_t uidvalidity, uint32_t uid);
+/* RFC 8514 SAVEDATE of a message (seconds), 0 when unknown. */
+struct store_message;
+time_t imap_message_savedate(const struct store_message *m);
 /* Expunges of n messages: "* VANISHED uids" with QRESYNC (RFC 7162 §3.2.10), else one
  * "* seq EXPUNGE" per message in the order given (RFC 3501 §7.4.1 numbering). */
 void imap_write_expunges(struct imap_job *j, const uint32_t *seqs, const uint32_t *uids, size_t n);

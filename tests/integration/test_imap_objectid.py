@@ -1,0 +1,107 @@
+"""
+test_imap_objectid.py - small extensions on the wire against the real binary: STATUS=SIZE
+(RFC 8438), APPENDLIMIT (RFC 7889), OBJECTID (RFC 8474: MAILBOXID, EMAILID, THREADID,
+SEARCH EMAILID), SAVEDATE (RFC 8514: FETCH SAVEDATE, SEARCH SAVED*) and UNAUTHENTICATE
+(RFC 8437), with imaplib and raw sessions.
+"""
+
+import re
+import time
+
+from test_imap_lib import converse, fresh_user, imap_client, imaplib_login
+
+MSG = "Subject: a\n\nhello\n"
+
+
+def login(tern, user, pw):
+    c = imap_client(tern)
+    converse(c, [(f"a LOGIN {user} {pw}", r"^a OK")])
+    return c
+
+
+def cmd(c, tag, line):
+    return converse(c, [(f"{tag} {line}", rf"^{tag} (OK|NO|BAD)")])[0]
+
+
+def test_capabilities_and_status_items(tern):
+    user, pw = fresh_user(tern, "oid", messages=[MSG, MSG])
+    c = login(tern, user, pw)
+    caps = re.search(r"^\* CAPABILITY (.*)\r$", cmd(c, "a", "CAPABILITY"), re.M).group(1).split()
+    for cap in ("STATUS=SIZE", "OBJECTID", "SAVEDATE", "UNAUTHENTICATE"):
+        assert cap in caps, caps
+    limit = [int(x.split("=")[1]) for x in caps if x.startswith("APPENDLIMIT=")]
+    assert limit and limit[0] > 0, caps
+    got = cmd(c, "b", "STATUS INBOX (SIZE APPENDLIMIT MAILBOXID MESSAGES)")
+    items = dict(re.findall(r"(SIZE|APPENDLIMIT|MESSAGES) (\d+)", got))
+    assert int(items["SIZE"]) == 2 * len(MSG.replace("\n", "\r\n")), got
+    assert int(items["APPENDLIMIT"]) == limit[0], got
+    assert int(items["MESSAGES"]) == 2, got
+    mbid = re.search(r"MAILBOXID \((M[0-9a-f]+)\)", got).group(1)
+    # SELECT names it, it survives RENAME, CREATE tells a new one (RFC 8474 §4)
+    got = cmd(c, "c", "SELECT INBOX")
+    assert f"[MAILBOXID ({mbid})]" in got, got
+    got = cmd(c, "d", "CREATE Box1")
+    new_id = re.search(r"^d OK \[MAILBOXID \((M[0-9a-f]+)\)\]", got, re.M).group(1)
+    assert new_id != mbid
+    cmd(c, "e", "RENAME Box1 Box2")
+    got = cmd(c, "f", "STATUS Box2 (MAILBOXID)")
+    assert f"MAILBOXID ({new_id})" in got, got
+    # LIST-STATUS takes the new items too
+    got = cmd(c, "g", 'LIST "" Box2 RETURN (STATUS (MAILBOXID APPENDLIMIT))')
+    assert f"MAILBOXID ({new_id})" in got and "APPENDLIMIT" in got, got
+
+
+def test_emailid_and_savedate(tern):
+    user, pw = fresh_user(tern, "oid2", messages=[MSG, MSG])
+    c = login(tern, user, pw)
+    cmd(c, "s", "SELECT INBOX")
+    got = cmd(c, "a", "FETCH 1:2 (EMAILID THREADID SAVEDATE UID)")
+    ids = re.findall(r"EMAILID \((E[0-9a-f]+)\)", got)
+    assert len(ids) == 2 and ids[0] != ids[1], got
+    assert got.count("THREADID NIL") == 2, got
+    dates = re.findall(r'SAVEDATE "(\d\d-\w{3}-\d{4} \d\d:\d\d:\d\d \+0000)"', got)
+    assert len(dates) == 2, got
+    # stable: the same id again, and SEARCH finds it (RFC 8474 §7)
+    got2 = cmd(c, "b", "FETCH 2 (EMAILID)")
+    assert ids[1] in got2
+    got = cmd(c, "c", f"SEARCH EMAILID {ids[1]}")
+    assert re.search(r"^\* SEARCH 2\r$", got, re.M), got
+    got = cmd(c, "d", "SEARCH THREADID T123")
+    assert re.search(r"^\* SEARCH\r$", got, re.M), got
+    assert re.search(r"^e BAD", cmd(c, "e", "SEARCH EMAILID bad/id"), re.M)
+    # RFC 8514 §4.3 search keys on the save date (today, in UTC)
+    today = time.strftime("%d-%b-%Y", time.gmtime())
+    got = cmd(c, "f", f"SEARCH SAVEDON {today} SAVEDATESUPPORTED")
+    assert re.search(r"^\* SEARCH 1 2\r$", got, re.M), got
+    got = cmd(c, "g", "SEARCH SAVEDBEFORE 1-Jan-2000")
+    assert re.search(r"^\* SEARCH\r$", got, re.M), got
+    got = cmd(c, "h", "SEARCH SAVEDSINCE 1-Jan-2000")
+    assert re.search(r"^\* SEARCH 1 2\r$", got, re.M), got
+    # an APPEND with an old internal date is still saved today
+    m = imaplib_login(tern, user, pw)
+    assert m.append("INBOX", None, '"01-Jan-2001 00:00:00 +0000"', b"Subject: x\r\n\r\ny\r\n")[0] == "OK"
+    m.select("INBOX")
+    typ, data = m.fetch("3", "(INTERNALDATE SAVEDATE)")
+    text = data[0].decode()
+    assert "2001" in text and today in text, text
+    m.logout()
+
+
+def test_unauthenticate(tern):
+    user, pw = fresh_user(tern, "unauth", messages=[MSG])
+    c = login(tern, user, pw)
+    cmd(c, "a", "ENABLE QRESYNC")
+    cmd(c, "b", "SELECT INBOX")
+    got = cmd(c, "c", "UNAUTHENTICATE")
+    assert re.search(r"^c OK", got, re.M), got
+    # back to the not-authenticated state: commands of the other states are refused
+    assert re.search(r"^d (BAD|NO)", cmd(c, "d", "SELECT INBOX"), re.M)
+    caps = cmd(c, "e", "CAPABILITY")
+    assert "UNAUTHENTICATE" not in caps and "AUTH=" in caps, caps
+    # the same connection logs in again, as another user too; ENABLE state was reset
+    user2, pw2 = fresh_user(tern, "unauth2", messages=[MSG, MSG])
+    converse(c, [(f"f LOGIN {user2} {pw2}", r"^f OK")])
+    got = cmd(c, "g", "SELECT INBOX")
+    assert "2 EXISTS" in got and "CLOSED" not in got, got
+    assert re.search(r"^h BAD", cmd(c, "h", "SELECT INBOX (QRESYNC (1 1))"), re.M)
+    assert re.search(r"^i BAD", cmd(c, "i", "UNAUTHENTICATE extra"), re.M)
