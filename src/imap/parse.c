@@ -191,8 +191,8 @@ static enum imap_parse_result imap_parse_args(struct imap_parser *p, const char 
             if (!digits || j >= len || s[j] != '}' || j + 1 != len)
                 return imap_fail(p, "Invalid literal.");
             p->is_literal_nonsync = nonsync;
-            /* Only APPEND carries messages; other commands get line-sized literals. */
-            bool is_append = p->name && strcmp(p->name, "APPEND") == 0;
+            /* Only APPEND and REPLACE carry messages; others get line-sized literals. */
+            bool is_append = imap_parser_carries_message(p);
             uint64_t limit = p->max_literal;
             /* RFC 3502 MULTIAPPEND: several messages, each within the message limit,
              * together within IMAP_APPEND_TOTAL_FACTOR of them (saturating). */
@@ -342,6 +342,17 @@ void imap_parser_literal_external(struct imap_parser *p, uint64_t offset)
 uint64_t imap_parser_literal_remaining(const struct imap_parser *p)
 {
     return p->literal_size - p->literal_have;
+}
+
+bool imap_parser_carries_message(const struct imap_parser *p)
+{
+    if (!p->name)
+        return false;
+    if (strcmp(p->name, "APPEND") == 0 || strcmp(p->name, "REPLACE") == 0)
+        return true;
+    /* RFC 8508 UID REPLACE: the command word is the first argument */
+    return strcmp(p->name, "UID") == 0 && p->args.n > 0 &&
+           imap_arg_is_atom(&p->args.list[0], "REPLACE");
 }
 
 bool imap_arg_is_string(const struct imap_arg *a)

@@ -90,6 +90,9 @@ bool imap_parser_feed_literal(struct imap_parser *p, const char *data, size_t le
 /* The session stored the whole current literal elsewhere (APPEND spill file, from offset):
  * mark it complete with len = literal_size and no bytes; the next line follows. */
 void imap_parser_literal_external(struct imap_parser *p, uint64_t offset);
+/* Does the command being parsed carry messages in its literals (APPEND, REPLACE, UID
+ * REPLACE)? Those literals may be message-sized; others are bounded by the line limit. */
+bool imap_parser_carries_message(const struct imap_parser *p);
 /* Bytes of the literal still to come. */
 uint64_t imap_parser_literal_remaining(const struct imap_parser *p);
 

@@ -114,7 +114,7 @@ void imap_capability_string(struct imap_session *s, struct buf *out)
         buf_append_str(out, " SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES"
                             " THREAD=REFS ESORT SEARCHRES WITHIN QRESYNC");
         /* RFC 8438, 8474, 8514, 8437, 7889 (one limit for every mailbox) */
-        buf_printf(out, " STATUS=SIZE OBJECTID SAVEDATE UNAUTHENTICATE APPENDLIMIT=%zu",
+        buf_printf(out, " STATUS=SIZE OBJECTID SAVEDATE UNAUTHENTICATE REPLACE APPENDLIMIT=%zu",
                    s->parser.max_literal);
         if (!conn_is_compressed(s->c))
             buf_append_str(out, " COMPRESS=DEFLATE"); /* RFC 4978 */
@@ -830,6 +830,7 @@ static const struct imap_command imap_commands[] = {
     {"LSUB", imap_cmd_lsub, AUTHED, false},
     {"STATUS", imap_cmd_status, AUTHED, false},
     {"APPEND", imap_cmd_append, AUTHED, false},
+    {"REPLACE", imap_cmd_replace, SEL, true},
     {"NAMESPACE", imap_cmd_namespace, AUTHED, false},
     {"IDLE", imap_cmd_idle, AUTHED, false},
     {"GETQUOTAROOT", imap_cmd_getquotaroot, AUTHED, false},
@@ -938,7 +939,7 @@ static void imap_spill_discard(struct imap_session *s)
 static void imap_spill_choose(struct imap_session *s)
 {
     uint64_t size = s->parser.literal_size;
-    if (!s->parser.name || strcmp(s->parser.name, "APPEND") != 0 || size == 0)
+    if (!imap_parser_carries_message(&s->parser) || size == 0)
         return;
     if (size <= IMAP_SPILL_THRESHOLD && s->literal_memory + size <= IMAP_APPEND_MEMORY_MAX) {
         s->literal_memory += size;

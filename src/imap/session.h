@@ -236,7 +236,7 @@ void imap_write_uid_set(struct buf *out, const uint32_t *uids, size_t n);
 imap_handler imap_cmd_list, imap_cmd_lsub;
 
 /* ---- append.c ---- */
-imap_handler imap_cmd_append;
+imap_handler imap_cmd_append, imap_cmd_replace;
 
 /* ---- fetch.c ---- */
 imap_handler imap_cmd_fetch, imap_cmd_store;

@@ -105,3 +105,41 @@ def test_unauthenticate(tern):
     assert "2 EXISTS" in got and "CLOSED" not in got, got
     assert re.search(r"^h BAD", cmd(c, "h", "SELECT INBOX (QRESYNC (1 1))"), re.M)
     assert re.search(r"^i BAD", cmd(c, "i", "UNAUTHENTICATE extra"), re.M)
+
+
+def test_replace(tern):
+    draft = "Subject: draft v{}\n\nversion {}\n"
+    user, pw = fresh_user(tern, "repl", messages=[MSG, draft.format(1, 1)])
+    c = login(tern, user, pw)
+    cmd(c, "a", "SELECT INBOX")
+    assert "REPLACE" in cmd(c, "b", "CAPABILITY")
+    # RFC 8508 §3 example shape: REPLACE 2 with a new version, into the same mailbox
+    new = draft.format(2, 2).replace("\n", "\r\n").encode()
+    c.send(f"A003 REPLACE 2 INBOX (\\Seen \\Draft) {{{len(new)}}}")
+    c.expect(r"^\+ ")
+    c.send(new.decode() + "")
+    got = converse(c, [("", r"^A003 (OK|NO|BAD)")])[0]
+    m = re.search(r"^\* OK \[APPENDUID (\d+) (\d+)\] Replacement Message ID\r$", got, re.M)
+    assert m, got
+    assert re.search(r"^\* 2 EXPUNGE\r$", got, re.M), got
+    assert re.search(r"^A003 OK Replace completed", got, re.M), got
+    assert got.index("APPENDUID") < got.index("EXPUNGE")
+    got = cmd(c, "d", "UID FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert "draft v1" not in got and "draft v2" in got and "\\Draft" in got, got
+    # UID REPLACE into another mailbox, with QRESYNC: VANISHED
+    cmd(c, "e", "CREATE Drafts")
+    c2 = login(tern, user, pw)
+    cmd(c2, "f", "ENABLE QRESYNC")
+    cmd(c2, "g", "SELECT INBOX")
+    uid = int(re.search(r"UID (\d+)", cmd(c2, "h", "FETCH 2 (UID)")).group(1))
+    body = b"Subject: moved\r\n\r\nx\r\n"
+    got = converse(c2, [(f"i UID REPLACE {uid} Drafts {{{len(body)}+}}\r\n" + body.decode() +
+                         "\r\n", r"^i (OK|NO|BAD)")])[0]
+    assert re.search(rf"^\* VANISHED {uid}\r$", got, re.M), got
+    assert re.search(r"^\* OK \[APPENDUID \d+ 1\]", got, re.M), got
+    # errors: no such message, read-only, two messages
+    assert re.search(r"^j NO", cmd(c2, "j", "REPLACE 99 INBOX {1+}\r\nx"), re.M)
+    cmd(c2, "k", "EXAMINE INBOX")
+    assert re.search(r"^l NO", cmd(c2, "l", "REPLACE 1 INBOX {1+}\r\nx"), re.M)
+    cmd(c2, "m", "SELECT INBOX")
+    assert re.search(r"^n BAD", cmd(c2, "n", "REPLACE 1 INBOX {1+}\r\nx {1+}\r\ny"), re.M)
