@@ -46,6 +46,7 @@ enum imap_fetch_kind {
     FI_EMAILID,  /* RFC 8474 OBJECTID */
     FI_THREADID, /* RFC 8474: NIL, no thread identifiers */
     FI_SAVEDATE, /* RFC 8514 */
+    FI_PREVIEW,  /* RFC 8970 */
 };
 
 enum imap_section_spec { SEC_ALL, SEC_HEADER, SEC_FIELDS, SEC_FIELDS_NOT, SEC_MIME, SEC_TEXT };
@@ -254,6 +255,8 @@ static bool imap_fetch_add(struct imap_fetch *f, const char *s)
         it->kind = FI_THREADID;
     } else if (strcasecmp(s, "SAVEDATE") == 0) {
         it->kind = FI_SAVEDATE;
+    } else if (strcasecmp(s, "PREVIEW") == 0) {
+        it->kind = FI_PREVIEW; /* computed once, then cached with the message */
     } else if (strcasecmp(s, "RFC822") == 0 || strcasecmp(s, "RFC822.HEADER") == 0 ||
                strcasecmp(s, "RFC822.TEXT") == 0) {
         /* RFC 3501 §6.4.5: RFC822 = BODY[], .HEADER = BODY.PEEK[HEADER], .TEXT = BODY[TEXT] */
@@ -298,9 +301,19 @@ static bool imap_fetch_parse_items(struct imap_fetch *f, const struct imap_arg *
     if (a->type == IMAP_ARG_LIST) {
         if (a->n == 0)
             return false;
-        for (size_t i = 0; i < a->n; i++)
+        for (size_t i = 0; i < a->n; i++) {
             if (a->list[i].type != IMAP_ARG_ATOM || !imap_fetch_add(f, a->list[i].str))
                 return false;
+            /* RFC 8970 §3: PREVIEW (LAZY): the preview is always at hand, LAZY changes
+             * nothing here */
+            if (strcasecmp(a->list[i].str, "PREVIEW") == 0 && i + 1 < a->n &&
+                a->list[i + 1].type == IMAP_ARG_LIST) {
+                const struct imap_arg *mods = &a->list[++i];
+                for (size_t k = 0; k < mods->n; k++)
+                    if (!imap_arg_is_atom(&mods->list[k], "LAZY"))
+                        return false;
+            }
+        }
         return true;
     }
     if (a->type != IMAP_ARG_ATOM)
@@ -395,6 +408,12 @@ static void imap_write_cached(struct imap_job *j, size_t i, const char *field,
         buf_append_str(&b, "NIL");
     } else if (strcmp(field, "envelope") == 0) {
         mime_write_envelope(m, &b);
+    } else if (strcmp(field, "preview") == 0) {
+        struct buf text;
+        buf_init(&text, 4096);
+        mime_preview(d->bytes, d->len, m, &text);
+        mime_write_nstring(&b, text.data ? text.data : "", text.len, false);
+        buf_free(&text);
     } else {
         mime_write_bodystructure(m, strcmp(field, "bodystructure") == 0, &b);
     }
@@ -701,6 +720,10 @@ static void imap_fetch_items(struct imap_job *j, struct imap_fetch *f)
             break;
         case FI_THREADID:
             buf_append_str(&j->out, "THREADID NIL");
+            break;
+        case FI_PREVIEW:
+            buf_append_str(&j->out, "PREVIEW ");
+            imap_write_cached(j, i, "preview", d, &loaded);
             break;
         case FI_SAVEDATE: {
             time_t t = imap_message_savedate(m);

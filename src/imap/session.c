@@ -114,7 +114,8 @@ void imap_capability_string(struct imap_session *s, struct buf *out)
         buf_append_str(out, " SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES"
                             " THREAD=REFS ESORT SEARCHRES WITHIN QRESYNC");
         /* RFC 8438, 8474, 8514, 8437, 7889 (one limit for every mailbox) */
-        buf_printf(out, " STATUS=SIZE OBJECTID SAVEDATE UNAUTHENTICATE REPLACE APPENDLIMIT=%zu",
+        buf_printf(out, " STATUS=SIZE OBJECTID SAVEDATE UNAUTHENTICATE REPLACE PREVIEW"
+                        " APPENDLIMIT=%zu",
                    s->parser.max_literal);
         if (!conn_is_compressed(s->c))
             buf_append_str(out, " COMPRESS=DEFLATE"); /* RFC 4978 */

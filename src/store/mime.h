@@ -184,6 +184,11 @@ bool mime_header_decode(const char *in, size_t len, struct buf *out);
 bool mime_header_search(const char *hdr, size_t len, const char *field, struct mime_matcher *m,
                         bool with_names);
 
+/* RFC 8970 PREVIEW of a message (data parsed as root): up to 256 characters of UTF-8 plain
+ * text from its first inline text part (text/plain, else text/html without tags), white
+ * space collapsed, appended to out (nothing when it has no text). */
+bool mime_preview(const char *data, size_t len, const struct mime_part *root, struct buf *out);
+
 /* The same for an address field (From, To, Cc, Bcc...): the value is matched in its parsed
  * display form "Name <box@host>, ..." (mime_address_list_display), then RFC 2047-decoded. */
 bool mime_address_header_search(const char *hdr, size_t len, const char *field,

@@ -580,9 +580,10 @@ static bool mime_match_sink(void *arg, const char *s, size_t len)
     return !mime_matcher_feed(ctx->m, s, len) && ctx->budget > 0;
 }
 
-/* Decode a part body's Content-Transfer-Encoding and charset into the matcher. */
-static bool mime_body_feed(struct mime_body_ctx *ctx, const char *d, size_t len,
-                           const char *encoding, const char *charset)
+/* Decode a part body's Content-Transfer-Encoding and charset (to UTF-8) into sink; false
+ * when the sink said stop. */
+static bool mime_part_decode(const char *d, size_t len, const char *encoding, const char *charset,
+                             mime_sink *sink, void *arg)
 {
     enum mime_cte cte = MIME_CTE_IDENTITY;
     if (encoding && strcasecmp(encoding, "quoted-printable") == 0)
@@ -590,13 +591,11 @@ static bool mime_body_feed(struct mime_body_ctx *ctx, const char *d, size_t len,
     else if (encoding && strcasecmp(encoding, "base64") == 0)
         cte = MIME_CTE_BASE64;
     struct mime_conv c;
-    mime_conv_init(&c, charset, mime_match_sink, ctx);
-    mime_matcher_break(ctx->m);
+    mime_conv_init(&c, charset, sink, arg);
     bool more = true;
     if (cte == MIME_CTE_IDENTITY) {
         more = mime_conv_feed(&c, d, len);
         mime_conv_done(&c);
-        mime_matcher_break(ctx->m);
         return more;
     }
     char out[MIME_CHUNK];
@@ -644,6 +643,15 @@ static bool mime_body_feed(struct mime_body_ctx *ctx, const char *d, size_t len,
     if (more && o > 0)
         more = mime_conv_feed(&c, out, o);
     mime_conv_done(&c);
+    return more;
+}
+
+/* Decode a part body into the matcher, a text unit of its own. */
+static bool mime_body_feed(struct mime_body_ctx *ctx, const char *d, size_t len,
+                           const char *encoding, const char *charset)
+{
+    mime_matcher_break(ctx->m);
+    bool more = mime_part_decode(d, len, encoding, charset, mime_match_sink, ctx);
     mime_matcher_break(ctx->m);
     return more;
 }
@@ -693,4 +701,136 @@ bool mime_body_search(const char *data, size_t len, const struct mime_part *root
         return true;
     mime_body_walk(&ctx, data, len, root, 0);
     return mime_matcher_found(m);
+}
+
+/* ---- PREVIEW (RFC 8970) ------------------------------------------------------------------ */
+
+/* Decoded text kept to make a preview from (the first part of the body is enough). */
+#define MIME_PREVIEW_SOURCE 8192
+
+static bool mime_preview_sink(void *arg, const char *s, size_t len)
+{
+    struct buf *b = arg;
+    size_t room = MIME_PREVIEW_SOURCE - b->len;
+    buf_append(b, s, len < room ? len : room);
+    return b->len < MIME_PREVIEW_SOURCE;
+}
+
+static bool mime_is_attachment(const struct mime_part *p)
+{
+    return p->disposition && strcasecmp(p->disposition, "attachment") == 0;
+}
+
+/* The first inline text part of the wanted subtype (depth-first, bounded). */
+static const struct mime_part *mime_preview_part(const struct mime_part *p, const char *subtype,
+                                                 unsigned depth)
+{
+    if (depth > MIME_MAX_DEPTH || mime_is_attachment(p))
+        return NULL;
+    if (p->is_multipart) {
+        for (const struct mime_part *k = p->children; k; k = k->next) {
+            const struct mime_part *hit = mime_preview_part(k, subtype, depth + 1);
+            if (hit)
+                return hit;
+        }
+        return NULL;
+    }
+    if (p->is_message)
+        return NULL; /* a forwarded message is not this message's text */
+    bool is_text = !p->type || strcasecmp(p->type, "text") == 0;
+    bool is_sub = !p->subtype ? strcasecmp(subtype, "plain") == 0
+                              : strcasecmp(p->subtype, subtype) == 0;
+    return is_text && is_sub ? p : NULL;
+}
+
+/* HTML to text, roughly: tags and the contents of <style>/<script> dropped, the common
+ * entities decoded. */
+static void mime_html_strip(const char *s, size_t len, struct buf *out)
+{
+    size_t i = 0;
+    while (i < len) {
+        if (s[i] == '<') {
+            bool is_hidden = len - i > 6 && (strncasecmp(s + i, "<style", 6) == 0 ||
+                                              strncasecmp(s + i, "<scrip", 6) == 0);
+            const char *end = memchr(s + i, '>', len - i);
+            i = end ? (size_t)(end - s) + 1 : len;
+            if (is_hidden) { /* to the closing tag */
+                while (i < len && !(s[i] == '<' && i + 1 < len && s[i + 1] == '/'))
+                    i++;
+            }
+            buf_append_byte(out, ' ');
+            continue;
+        }
+        if (s[i] == '&') {
+            static const struct {
+                const char *name, *text;
+            } ents[] = {{"&amp;", "&"}, {"&lt;", "<"}, {"&gt;", ">"}, {"&quot;", "\""},
+                        {"&#39;", "'"}, {"&apos;", "'"}, {"&nbsp;", " "}};
+            size_t k = 0;
+            while (k < sizeof ents / sizeof ents[0] &&
+                   !(len - i >= strlen(ents[k].name) &&
+                     strncasecmp(s + i, ents[k].name, strlen(ents[k].name)) == 0))
+                k++;
+            if (k < sizeof ents / sizeof ents[0]) {
+                buf_append_str(out, ents[k].text);
+                i += strlen(ents[k].name);
+                continue;
+            }
+        }
+        buf_append_byte(out, s[i++]);
+    }
+}
+
+bool mime_preview(const char *data, size_t len, const struct mime_part *root, struct buf *out)
+{
+    /* RFC 8970 §2: a plain-text summary of the message's text, at most 256 characters:
+     * the first inline text/plain part (else text/html, tags removed), white space
+     * collapsed */
+    const struct mime_part *p = mime_preview_part(root, "plain", 0);
+    bool is_html = false;
+    if (!p) {
+        p = mime_preview_part(root, "html", 0);
+        is_html = p != NULL;
+    }
+    if (!p || p->body_offset > len || p->body_size > len - p->body_offset)
+        return true;
+    struct buf text, plain;
+    buf_init(&text, MIME_PREVIEW_SOURCE * 4);
+    buf_init(&plain, MIME_PREVIEW_SOURCE * 4);
+    (void)mime_part_decode(data + p->body_offset, (size_t)p->body_size, p->encoding,
+                           mime_part_param(p, "charset"), mime_preview_sink, &text);
+    const char *src = text.data ? text.data : "";
+    size_t n = text.len;
+    if (is_html) {
+        mime_html_strip(src, n, &plain);
+        src = plain.data ? plain.data : "";
+        n = plain.len;
+    }
+    size_t chars = 0;
+    bool need_space = false;
+    for (size_t i = 0; i < n && chars < 256;) {
+        unsigned char c = (unsigned char)src[i];
+        if (c == ' ' || c == '\t' || c == '\r' || c == '\n' || c < 0x20) {
+            need_space = out->len > 0;
+            i++;
+            continue;
+        }
+        if (need_space) {
+            buf_append_byte(out, ' ');
+            chars++;
+            need_space = false;
+            if (chars >= 256)
+                break;
+        }
+        /* one UTF-8 character (lead byte and its continuation bytes) */
+        size_t k = i + 1;
+        while (k < n && ((unsigned char)src[k] & 0xC0) == 0x80)
+            k++;
+        buf_append(out, src + i, k - i);
+        chars++;
+        i = k;
+    }
+    buf_free(&text);
+    buf_free(&plain);
+    return true;
 }

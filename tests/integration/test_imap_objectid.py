@@ -1,10 +1,11 @@
 """
 test_imap_objectid.py - small extensions on the wire against the real binary: STATUS=SIZE
 (RFC 8438), APPENDLIMIT (RFC 7889), OBJECTID (RFC 8474: MAILBOXID, EMAILID, THREADID,
-SEARCH EMAILID), SAVEDATE (RFC 8514: FETCH SAVEDATE, SEARCH SAVED*) and UNAUTHENTICATE
-(RFC 8437), with imaplib and raw sessions.
+SEARCH EMAILID), SAVEDATE (RFC 8514: FETCH SAVEDATE, SEARCH SAVED*), UNAUTHENTICATE
+(RFC 8437), REPLACE (RFC 8508) and PREVIEW (RFC 8970), with imaplib and raw sessions.
 """
 
+import imaplib
 import re
 import time
 
@@ -143,3 +144,27 @@ def test_replace(tern):
     assert re.search(r"^l NO", cmd(c2, "l", "REPLACE 1 INBOX {1+}\r\nx"), re.M)
     cmd(c2, "m", "SELECT INBOX")
     assert re.search(r"^n BAD", cmd(c2, "n", "REPLACE 1 INBOX {1+}\r\nx {1+}\r\ny"), re.M)
+
+
+def test_preview(tern):
+    html = ("Content-Type: text/html; charset=utf-8\nContent-Transfer-Encoding: base64\n\n" +
+            "PHA+SGVsbG8gPGI+d29ybGQ8L2I+ICZhbXA7IGFsbDwvcD4=\n")
+    user, pw = fresh_user(tern, "prev", messages=["Subject: a\n\nFirst   line\nsecond line\n",
+                                                   html])
+    m = imaplib_login(tern, user, pw)
+    assert "PREVIEW" in m.capability()[1][0].decode()
+    m.select("INBOX")
+    typ, data = m.fetch("1:2", "(PREVIEW)")
+    assert typ == "OK", data
+    text = b" ".join(x if isinstance(x, bytes) else b"".join(x) for x in data).decode()
+    assert 'PREVIEW "First line second line"' in text, text
+    assert 'PREVIEW "Hello world & all"' in text, text
+    # RFC 8970 §3.1: PREVIEW (LAZY) gives the same; an unknown modifier is BAD
+    typ, data = m.fetch("1", "(PREVIEW (LAZY) UID)")
+    assert 'PREVIEW "First line second line"' in data[0].decode(), data
+    try:
+        m.fetch("1", "(PREVIEW (FOO))")
+        assert False, "PREVIEW (FOO) accepted"
+    except imaplib.IMAP4.error:
+        pass
+    m.logout()
