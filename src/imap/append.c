@@ -19,6 +19,7 @@
 
 #include "imap/args.h"
 #include "imap/session.h"
+#include "store/mime.h"
 #include "store/store.h"
 
 /* One message of the command: its bytes (owned, or in the spill file), flags and date. */
@@ -92,8 +93,9 @@ static void imap_append_work(struct imap_job *j)
     uint32_t *uids = calloc(n, sizeof *uids);
     void **maps = calloc(n, sizeof *maps);
     size_t *map_sizes = calloc(n, sizeof *map_sizes);
+    struct buf *converted = calloc(n, sizeof *converted); /* zeroed: empty buffers */
     char *err = NULL;
-    if (!msgs || !uids || !maps || !map_sizes) {
+    if (!msgs || !uids || !maps || !map_sizes || !converted) {
         imap_job_err(j, "Append failed: %s", strdup("out of memory"));
         goto out;
     }
@@ -112,6 +114,13 @@ static void imap_append_work(struct imap_job *j)
                 goto out;
             }
             msgs[i].src.data = p;
+        }
+        /* RFC 3516 §4.4: binary parts with NUL octets are kept in base64, so that
+         * BODY[] can still send them (BINARY[] decodes them again) */
+        if (!converted[i].data && memchr(msgs[i].src.data, '\0', msgs[i].src.len) &&
+            mime_binary_to_base64(msgs[i].src.data, msgs[i].src.len, &converted[i])) {
+            msgs[i].src.data = converted[i].data;
+            msgs[i].src.len = msgs[i].src.size = converted[i].len;
         }
         msgs[i].flags = m->flags;
         msgs[i].keywords = (const char *const *)m->keywords;
@@ -150,6 +159,9 @@ out:
     for (size_t i = 0; maps && i < n; i++)
         if (maps[i])
             munmap(maps[i], map_sizes[i]);
+    for (size_t i = 0; converted && i < n; i++)
+        buf_free(&converted[i]);
+    free(converted);
     free(msgs);
     free(uids);
     free(maps);

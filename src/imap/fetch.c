@@ -47,6 +47,8 @@ enum imap_fetch_kind {
     FI_THREADID, /* RFC 8474: NIL, no thread identifiers */
     FI_SAVEDATE, /* RFC 8514 */
     FI_PREVIEW,  /* RFC 8970 */
+    FI_BINARY,      /* RFC 3516 BINARY[part]<partial>, BINARY.PEEK */
+    FI_BINARY_SIZE, /* RFC 3516 BINARY.SIZE[part] */
 };
 
 enum imap_section_spec { SEC_ALL, SEC_HEADER, SEC_FIELDS, SEC_FIELDS_NOT, SEC_MIME, SEC_TEXT };
@@ -80,6 +82,7 @@ struct imap_fetch {
     char *vanished_set; /* the UID set; NULL: no VANISHED modifier (or already written) */
     uint64_t vanished_since;
     bool had_errors;    /* a message could not be read (I/O error): NO */
+    bool had_unknown_cte; /* RFC 3516 §4.3: a BINARY part's encoding is unknown: NO */
     size_t n_expunged;  /* messages skipped because another session expunged them */
     /* The message being written (kept across batches while a literal streams). */
     struct imap_msg_data *msg;
@@ -268,6 +271,33 @@ static bool imap_fetch_add(struct imap_fetch *f, const char *s)
         it->label = strdup(it->spec == SEC_ALL      ? "RFC822"
                            : it->spec == SEC_HEADER ? "RFC822.HEADER"
                                                     : "RFC822.TEXT");
+    } else if (strncasecmp(s, "BINARY[", 7) == 0 || strncasecmp(s, "BINARY.PEEK[", 12) == 0 ||
+               strncasecmp(s, "BINARY.SIZE[", 12) == 0) {
+        /* RFC 3516 §4.1: section-binary = "[" [section-part] "]": part numbers only */
+        bool is_size = toupper((unsigned char)s[7]) == 'S';
+        it->kind = is_size ? FI_BINARY_SIZE : FI_BINARY;
+        it->is_peek = is_size || toupper((unsigned char)s[6]) == '.';
+        const char *sec = strchr(s, '[') + 1;
+        bool ok = imap_fetch_parse_section(it, sec) && it->spec == SEC_ALL &&
+                  !(is_size && it->has_partial);
+        free(it->label);
+        it->label = NULL;
+        if (ok) {
+            struct buf lb;
+            buf_init(&lb, 0);
+            buf_append_str(&lb, is_size ? "BINARY.SIZE[" : "BINARY[");
+            for (size_t k = 0; k < it->n_path; k++)
+                buf_printf(&lb, "%s%u", k ? "." : "", it->path[k]);
+            buf_append_byte(&lb, ']');
+            if (it->has_partial)
+                buf_printf(&lb, "<%llu>", (unsigned long long)it->start);
+            it->label = buf_steal(&lb);
+        }
+        if (!it->label)
+            return false;
+        f->needs_file = true;
+        if (!it->is_peek)
+            f->sets_seen = true;
     } else if (strncasecmp(s, "BODY[", 5) == 0 || strncasecmp(s, "BODY.PEEK[", 10) == 0) {
         it->kind = FI_SECTION;
         it->is_peek = toupper((unsigned char)s[4]) == '.';
@@ -476,6 +506,57 @@ static void imap_write_section(struct imap_job *j, const struct imap_fetch_item 
         }
         buf_printf(&j->out, "{%zu}\r\n", n);
         buf_append(&j->out, data.data ? data.data + from : "", n);
+    }
+    buf_free(&data);
+}
+
+/* RFC 3516 §4.2: BINARY[part] is the part's body with its transfer encoding undone
+ * (BINARY[] the whole message); BINARY.SIZE its size. A literal8 ("~{n}") when the
+ * bytes hold a NUL. */
+static void imap_write_binary(struct imap_job *j, struct imap_fetch *f,
+                              const struct imap_fetch_item *it, struct imap_msg_data *d)
+{
+    struct buf raw, data;
+    buf_init(&raw, 0);
+    buf_init(&data, 0);
+    bool found = true, is_known = true;
+    if (it->n_path == 0) {
+        imap_append_crlf(&data, d->bytes, d->len);
+    } else {
+        struct mime_part *root = imap_msg_mime(d);
+        const struct mime_part *p = root ? mime_part_find(root, it->path, it->n_path) : NULL;
+        if (!p || p->body_offset > d->len || p->body_size > d->len - p->body_offset) {
+            found = false;
+        } else {
+            /* decoded from the CRLF form, as a client would decode BODY[part] */
+            imap_append_crlf(&raw, d->bytes + p->body_offset, p->body_size);
+            if (p->is_multipart || p->is_message) /* containers are not encoded */
+                buf_append(&data, raw.data ? raw.data : "", raw.len);
+            else
+                is_known = mime_decode_body(raw.data ? raw.data : "", raw.len, p->encoding,
+                                            &data);
+        }
+    }
+    buf_free(&raw);
+    if (!is_known) {
+        f->had_unknown_cte = true;
+        buf_printf(&j->out, "%s NIL", it->label);
+    } else if (it->kind == FI_BINARY_SIZE) {
+        buf_printf(&j->out, "%s %zu", it->label, found ? data.len : 0);
+    } else if (!found) {
+        buf_printf(&j->out, "%s NIL", it->label);
+    } else {
+        size_t from = 0, n = data.len;
+        if (it->has_partial) {
+            from = it->start < data.len ? (size_t)it->start : data.len;
+            n = data.len - from;
+            if (n > it->len)
+                n = (size_t)it->len;
+        }
+        const char *bytes = data.data ? data.data + from : "";
+        bool has_nul = memchr(bytes, '\0', n) != NULL;
+        buf_printf(&j->out, "%s %s{%zu}\r\n", it->label, has_nul ? "~" : "", n);
+        buf_append(&j->out, bytes, n);
     }
     buf_free(&data);
 }
@@ -725,6 +806,10 @@ static void imap_fetch_items(struct imap_job *j, struct imap_fetch *f)
             buf_append_str(&j->out, "PREVIEW ");
             imap_write_cached(j, i, "preview", d, &loaded);
             break;
+        case FI_BINARY:
+        case FI_BINARY_SIZE:
+            imap_write_binary(j, f, it, d);
+            break;
         case FI_SAVEDATE: {
             time_t t = imap_message_savedate(m);
             if (t == 0) {
@@ -906,6 +991,9 @@ static void imap_fetch_finish(struct imap_session *s, struct imap_job *j)
     }
     if (f->had_errors)
         buf_printf(&j->tagged, "%s NO Some messages could not be fetched.\r\n", j->tag);
+    else if (f->had_unknown_cte)
+        buf_printf(&j->tagged, "%s NO [UNKNOWN-CTE] Unknown Content-Transfer-Encoding.\r\n",
+                   j->tag);
     else if (f->n_expunged > 0)
         /* RFC 2180 §4.1.3, RFC 5530: what the view still holds was sent; messages another
          * session expunged (not yet reported to this one) are skipped. Dovecot's reply. */

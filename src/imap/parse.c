@@ -170,8 +170,12 @@ static enum imap_parse_result imap_parse_args(struct imap_parser *p, const char 
             }
             a->str = out;
             a->len = n;
-        } else if (c == '{') {
-            /* literal = "{" number ["+"] "}" CRLF *CHAR8, and it must end the line */
+        } else if (c == '{' || (c == '~' && i + 1 < len && s[i + 1] == '{')) {
+            /* literal = "{" number ["+"] "}" CRLF *CHAR8, and it must end the line;
+             * RFC 3516 literal8 = "~{" number ["+"] "}" CRLF *OCTET (NUL allowed: a
+             * literal's length is the truth here anyway) */
+            if (c == '~')
+                i++;
             size_t j = i + 1;
             uint64_t n = 0;
             bool digits = false, overflow = false;

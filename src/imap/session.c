@@ -114,7 +114,7 @@ void imap_capability_string(struct imap_session *s, struct buf *out)
         buf_append_str(out, " SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES"
                             " THREAD=REFS ESORT SEARCHRES WITHIN QRESYNC");
         /* RFC 8438, 8474, 8514, 8437, 7889 (one limit for every mailbox) */
-        buf_printf(out, " STATUS=SIZE OBJECTID SAVEDATE UNAUTHENTICATE REPLACE PREVIEW"
+        buf_printf(out, " STATUS=SIZE OBJECTID SAVEDATE UNAUTHENTICATE REPLACE PREVIEW BINARY"
                         " APPENDLIMIT=%zu",
                    s->parser.max_literal);
         if (!conn_is_compressed(s->c))

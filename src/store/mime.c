@@ -11,6 +11,7 @@
 #include "store/mime.h"
 
 #include "core/buf.h"
+#include "core/util.h"
 
 #include <ctype.h>
 #include <stdlib.h>
@@ -1267,4 +1268,83 @@ bool mime_header_filter(const char *hdr, size_t len, const char *const *names, s
     }
     /* RFC 3501 §6.4.5: the result ends with the blank line that ends a header. */
     return buf_append(out, "\r\n", 2);
+}
+
+/* ---- binary parts to base64 (RFC 3516 §4.4) ----------------------------------------------- */
+
+/* Append part p's header with its Content-Transfer-Encoding set to base64. */
+static void mime_header_cte_base64(const char *h, size_t len, struct buf *out)
+{
+    size_t pos = 0;
+    bool done = false;
+    while (pos < len) {
+        const char *nl = memchr(h + pos, '\n', len - pos);
+        size_t le = nl ? (size_t)(nl - h) + 1 : len;
+        size_t next = le; /* with continuation lines */
+        while (next < len && (h[next] == ' ' || h[next] == '\t')) {
+            const char *cnl = memchr(h + next, '\n', len - next);
+            next = cnl ? (size_t)(cnl - h) + 1 : len;
+        }
+        if (!done && le - pos > 26 && strncasecmp(h + pos, "Content-Transfer-Encoding:", 26) == 0) {
+            buf_append_str(out, "Content-Transfer-Encoding: base64\r\n");
+            done = true;
+        } else {
+            buf_append(out, h + pos, next - pos);
+        }
+        pos = next;
+    }
+}
+
+/* Copy data[*copied..] up to the parts that need it, converting each binary leaf that
+ * holds a NUL; depth-first in byte order. */
+static void mime_binary_walk(const char *data, size_t len, const struct mime_part *p,
+                             size_t *copied, struct buf *out, bool *changed, unsigned depth)
+{
+    if (depth > MIME_MAX_DEPTH)
+        return;
+    if (p->is_multipart) {
+        for (const struct mime_part *k = p->children; k; k = k->next)
+            mime_binary_walk(data, len, k, copied, out, changed, depth + 1);
+        return;
+    }
+    if (p->is_message && p->message) {
+        mime_binary_walk(data, len, p->message, copied, out, changed, depth + 1);
+        return;
+    }
+    if (p->header_offset < *copied || p->body_offset > len || p->body_size > len - p->body_offset ||
+        !memchr(data + p->body_offset, '\0', (size_t)p->body_size))
+        return;
+    /* the bytes before this part, its header with the new encoding, the body in base64 */
+    buf_append(out, data + *copied, (size_t)p->header_offset - *copied);
+    mime_header_cte_base64(data + p->header_offset, (size_t)(p->body_offset - p->header_offset),
+                           out);
+    struct buf b64;
+    buf_init(&b64, 0);
+    util_base64_encode(data + p->body_offset, (size_t)p->body_size, &b64);
+    for (size_t i = 0; i < b64.len; i += 76) { /* RFC 2045 §6.8: lines of 76 */
+        size_t n = b64.len - i < 76 ? b64.len - i : 76;
+        buf_append(out, b64.data + i, n);
+        buf_append_str(out, "\r\n");
+    }
+    buf_free(&b64);
+    *copied = (size_t)(p->body_offset + p->body_size);
+    *changed = true;
+}
+
+bool mime_binary_to_base64(const char *data, size_t len, struct buf *out)
+{
+    /* RFC 3516 §4.4: a message APPENDed with binary content must still be sendable as
+     * BODY[] (a literal has no NUL): binary parts holding NUL are stored in base64 */
+    if (!memchr(data, '\0', len))
+        return false;
+    struct mime_part *root = mime_parse(data, len);
+    if (!root)
+        return false;
+    size_t copied = 0;
+    bool changed = false;
+    mime_binary_walk(data, len, root, &copied, out, &changed, 0);
+    if (changed)
+        buf_append(out, data + copied, len - copied);
+    mime_part_free(root);
+    return changed;
 }

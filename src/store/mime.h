@@ -184,6 +184,17 @@ bool mime_header_decode(const char *in, size_t len, struct buf *out);
 bool mime_header_search(const char *hdr, size_t len, const char *field, struct mime_matcher *m,
                         bool with_names);
 
+/* RFC 3516 BINARY: append the body d[0..len) with its Content-Transfer-Encoding (base64,
+ * quoted-printable; identity for 7bit/8bit/binary/none) undone. false for an encoding it
+ * does not know (nothing appended). */
+bool mime_decode_body(const char *d, size_t len, const char *encoding, struct buf *out);
+
+/* RFC 3516 §4.4: when a message holds NUL octets in leaf parts (binary transfer
+ * encoding), append a copy to out where those parts are base64 with their
+ * Content-Transfer-Encoding changed, and return true; false (out untouched) when there is
+ * nothing to convert. */
+bool mime_binary_to_base64(const char *data, size_t len, struct buf *out);
+
 /* RFC 8970 PREVIEW of a message (data parsed as root): up to 256 characters of UTF-8 plain
  * text from its first inline text part (text/plain, else text/html without tags), white
  * space collapsed, appended to out (nothing when it has no text). */

@@ -632,6 +632,22 @@ static bool mime_part_decode(const char *d, size_t len, const char *encoding, co
                 else
                     out[o++] = '=';
             }
+        } else if (b == ' ' || b == '\t') {
+            /* RFC 2045 §6.7 (3): white space at the end of an encoded line is padding
+             * that the decoder removes (a run of it, up to the line break) */
+            size_t k = i;
+            while (k < len && (d[k] == ' ' || d[k] == '\t'))
+                k++;
+            bool is_trailing = k >= len || d[k] == '\n' || (d[k] == '\r' && k + 1 < len &&
+                                                             d[k + 1] == '\n');
+            for (size_t q = i; q < k && !is_trailing; q++) {
+                out[o++] = d[q];
+                if (o == sizeof out) {
+                    more = mime_conv_feed(&c, out, o);
+                    o = 0;
+                }
+            }
+            i = k - 1;
         } else {
             out[o++] = (char)b;
         }
@@ -832,5 +848,27 @@ bool mime_preview(const char *data, size_t len, const struct mime_part *root, st
     }
     buf_free(&text);
     buf_free(&plain);
+    return true;
+}
+
+/* ---- BINARY (RFC 3516) ---------------------------------------------------------------- */
+
+static bool mime_raw_sink(void *arg, const char *s, size_t len)
+{
+    return buf_append(arg, s, len);
+}
+
+bool mime_decode_body(const char *d, size_t len, const char *encoding, struct buf *out)
+{
+    /* RFC 3516 §4.3: a transfer encoding we cannot undo is [UNKNOWN-CTE] */
+    static const char *const known[] = {"7bit", "8bit", "binary", "base64",
+                                        "quoted-printable"};
+    bool is_known = !encoding || !*encoding;
+    for (size_t i = 0; !is_known && i < sizeof known / sizeof known[0]; i++)
+        is_known = strcasecmp(encoding, known[i]) == 0;
+    if (!is_known)
+        return false;
+    /* no charset: the bytes as they were before the transfer encoding */
+    (void)mime_part_decode(d, len, encoding, NULL, mime_raw_sink, out);
     return true;
 }

@@ -168,3 +168,39 @@ def test_preview(tern):
     except imaplib.IMAP4.error:
         pass
     m.logout()
+
+
+def test_binary(tern):
+    b64 = ("Content-Type: multipart/mixed; boundary=x\n\n--x\n"
+           "Content-Type: application/octet-stream\nContent-Transfer-Encoding: base64\n\n"
+           "AAECAwQ=\n--x\n"
+           "Content-Type: text/plain\nContent-Transfer-Encoding: x-custom\n\nabc\n--x--\n")
+    user, pw = fresh_user(tern, "bin", messages=[b64])
+    c = imap_client(tern)
+    converse(c, [(f"a LOGIN {user} {pw}", r"^a OK")])
+    assert "BINARY" in cmd(c, "b", "CAPABILITY")
+    cmd(c, "s", "SELECT INBOX")
+    c.send("d FETCH 1 (BINARY.SIZE[1] BINARY.PEEK[1] BINARY.PEEK[1]<1.2>)")
+    raw = b""
+    while not re.search(rb"^d (OK|NO|BAD)", raw, re.M):
+        raw += c.sock.recv(65536)
+    # RFC 3516: decoded bytes; a NUL makes it a literal8
+    assert b"BINARY.SIZE[1] 5" in raw, raw
+    assert b"BINARY[1] ~{5}\r\n\x00\x01\x02\x03\x04" in raw, raw
+    assert b"BINARY[1]<1> {2}\r\n\x01\x02" in raw, raw  # no NUL in this range
+    got = cmd(c, "e", "FETCH 1 (BINARY.PEEK[2])")
+    assert re.search(r"^e NO \[UNKNOWN-CTE\]", got, re.M), got
+    assert re.search(r"^f BAD", cmd(c, "f", "FETCH 1 (BINARY[1.HEADER])"), re.M)
+    # APPEND with a literal8 holding NUL: stored in base64, BINARY gives the bytes back
+    msg = (b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n"
+           b"\r\n\x00\xffdata\r\n")
+    c.send_raw(b"g APPEND INBOX ~{%d+}\r\n" % len(msg) + msg + b"\r\n")
+    got = converse(c, [(None, r"^g (OK|NO|BAD)")])[0]
+    assert re.search(r"^g OK \[APPENDUID", got, re.M), got
+    cmd(c, "n", "NOOP")
+    c.send("h FETCH 2 (BODY.PEEK[1] BINARY.PEEK[1])")
+    raw = b""
+    while not re.search(rb"^h (OK|NO|BAD)", raw, re.M):
+        raw += c.sock.recv(65536)
+    assert b"BODY[1] {14}\r\nAP9kYXRhDQo=\r\n" in raw, raw  # base64, no NUL on the wire
+    assert b"BINARY[1] ~{8}\r\n\x00\xffdata\r\n" in raw, raw

@@ -602,6 +602,38 @@ static void test_preview(void **state)
     buf_free(&big);
 }
 
+static void test_binary(void **state)
+{
+    (void)state;
+    struct buf out;
+    buf_init(&out, 0);
+    /* RFC 3516: base64 and quoted-printable undone (QP line-end padding removed) */
+    assert_true(mime_decode_body("aGVs\r\nbG8=\r\n", 14, "BASE64", &out));
+    assert_int_equal(out.len, 5);
+    assert_memory_equal(out.data, "hello", 5);
+    buf_reset(&out);
+    assert_true(mime_decode_body("a=3Db  \r\nc=\r\nd", 17, "quoted-printable", &out));
+    assert_string_equal(out.data, "a=b\r\ncd");
+    buf_reset(&out);
+    assert_false(mime_decode_body("x", 1, "x-uuencode", &out));
+    assert_int_equal(out.len, 0);
+    /* a binary part holding NUL is turned into base64, the rest kept byte for byte */
+    static const char msg[] = "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+                              "Content-Type: text/plain\r\n\r\nhi\r\n--b\r\n"
+                              "Content-Type: application/octet-stream\r\n"
+                              "Content-Transfer-Encoding: binary\r\n\r\n\0\1\2\r\n--b--\r\n";
+    buf_reset(&out);
+    assert_true(mime_binary_to_base64(msg, sizeof msg - 1, &out));
+    assert_non_null(strstr(out.data, "Content-Transfer-Encoding: base64\r\n\r\nAAEC\r\n"));
+    assert_non_null(strstr(out.data, "\r\n\r\nhi\r\n--b\r\n"));
+    assert_null(memchr(out.data, '\0', out.len));
+    assert_non_null(strstr(out.data, "--b--\r\n"));
+    buf_reset(&out);
+    static const char plain[] = "Subject: x\r\n\r\nno nul\r\n";
+    assert_false(mime_binary_to_base64(plain, sizeof plain - 1, &out));
+    buf_free(&out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -631,6 +663,7 @@ int main(void)
         cmocka_unit_test(test_body_search_decoding),
         cmocka_unit_test(test_header_search),
         cmocka_unit_test(test_preview),
+        cmocka_unit_test(test_binary),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
