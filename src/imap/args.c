@@ -4,6 +4,7 @@
  */
 #include "imap/args.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,6 +161,95 @@ bool imap_thread_algorithm_parse(const struct imap_arg *a, enum imap_thread_algo
         *alg_r = IMAP_THREAD_REFS;
     else
         return false;
+    return true;
+}
+
+/* ---- METADATA (RFC 5464 §4) ---------------------------------------------------------- */
+
+bool imap_metadata_name_ok(char *name)
+{
+    size_t len = strlen(name);
+    bool is_private = strncasecmp(name, "/private/", 9) == 0;
+    if (len > IMAP_METADATA_MAX_NAME || (!is_private && strncasecmp(name, "/shared/", 8) != 0))
+        return false;
+    if (len <= (is_private ? 9u : 8u) || name[len - 1] == '/' || strstr(name, "//"))
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (c <= 0x20 || c >= 0x7f || c == '*' || c == '%')
+            return false;
+    }
+    for (size_t i = 0; i < len; i++) /* entry names compare case-insensitively */
+        name[i] = (char)tolower((unsigned char)name[i]);
+    return true;
+}
+
+bool imap_getmetadata_parse(struct imap_arg *args, size_t n, struct imap_getmetadata_request *r)
+{
+    memset(r, 0, sizeof *r);
+    size_t at = 0;
+    if (n >= 1 && args[0].type == IMAP_ARG_LIST) {
+        /* options: MAXSIZE n, DEPTH 0 / 1 / infinity (§4.2.1, §4.2.2) */
+        const struct imap_arg *o = &args[0];
+        for (size_t i = 0; i < o->n; i += 2) {
+            if (i + 1 >= o->n || o->list[i + 1].type != IMAP_ARG_ATOM)
+                return false;
+            const char *v = o->list[i + 1].str;
+            char *end;
+            if (imap_arg_is_atom(&o->list[i], "MAXSIZE") && !r->has_maxsize && *v >= '0' &&
+                *v <= '9') {
+                r->maxsize = strtoull(v, &end, 10);
+                if (*end)
+                    return false;
+                r->has_maxsize = true;
+            } else if (imap_arg_is_atom(&o->list[i], "DEPTH")) {
+                if (strcmp(v, "0") == 0)
+                    r->depth = 0;
+                else if (strcmp(v, "1") == 0)
+                    r->depth = 1;
+                else if (strcasecmp(v, "infinity") == 0)
+                    r->depth = -1;
+                else
+                    return false;
+            } else {
+                return false;
+            }
+        }
+        at = 1;
+    }
+    if (n != at + 2 || !imap_arg_is_string(&args[at]))
+        return false;
+    r->mailbox = &args[at];
+    struct imap_arg *e = &args[at + 1];
+    struct imap_arg *list = e->type == IMAP_ARG_LIST ? e->list : e;
+    size_t count = e->type == IMAP_ARG_LIST ? e->n : 1;
+    if (count == 0 || count > IMAP_METADATA_MAX_ENTRIES)
+        return false;
+    for (size_t i = 0; i < count; i++) {
+        if (!imap_arg_is_string(&list[i]) || !imap_metadata_name_ok(list[i].str))
+            return false;
+        r->entries[r->n_entries++] = list[i].str;
+    }
+    return true;
+}
+
+bool imap_setmetadata_parse(struct imap_arg *args, size_t n, struct imap_setmetadata_request *r)
+{
+    memset(r, 0, sizeof *r);
+    if (n != 2 || !imap_arg_is_string(&args[0]) || args[1].type != IMAP_ARG_LIST ||
+        args[1].n == 0 || args[1].n % 2 || args[1].n / 2 > IMAP_METADATA_MAX_ENTRIES)
+        return false;
+    r->mailbox = &args[0];
+    struct imap_arg *l = args[1].list;
+    for (size_t i = 0; i < args[1].n; i += 2) {
+        if (!imap_arg_is_string(&l[i]) || !imap_metadata_name_ok(l[i].str) ||
+            !imap_arg_is_string(&l[i + 1]))
+            return false;
+        r->names[r->n] = l[i].str;
+        /* the atom NIL removes the entry; a quoted "NIL" is a value */
+        r->values[r->n] = imap_arg_is_atom(&l[i + 1], "NIL") ? NULL : &l[i + 1];
+        r->n++;
+    }
     return true;
 }
 

@@ -91,6 +91,31 @@ enum imap_thread_algorithm {
 };
 bool imap_thread_algorithm_parse(const struct imap_arg *a, enum imap_thread_algorithm *alg_r);
 
+/* ---- METADATA (RFC 5464) ---- */
+#define IMAP_METADATA_MAX_ENTRIES 100 /* entries one command names */
+#define IMAP_METADATA_MAX_NAME    1024
+/* An entry name "/private/..." or "/shared/..." (RFC 5464 §3.2: no '*' or '%', no "//",
+ * not ending in '/', printable ASCII); the name is lower-cased in place when valid. */
+bool imap_metadata_name_ok(char *name);
+struct imap_getmetadata_request {
+    const struct imap_arg *mailbox;
+    bool has_maxsize;
+    uint64_t maxsize;
+    int depth; /* 0, 1, or -1 for infinity */
+    char *entries[IMAP_METADATA_MAX_ENTRIES]; /* point into the (lower-cased) arguments */
+    size_t n_entries;
+};
+/* GETMETADATA [(options)] mailbox (entry *(SP entry)) | entry. */
+bool imap_getmetadata_parse(struct imap_arg *args, size_t n, struct imap_getmetadata_request *r);
+struct imap_setmetadata_request {
+    const struct imap_arg *mailbox;
+    char *names[IMAP_METADATA_MAX_ENTRIES];
+    const struct imap_arg *values[IMAP_METADATA_MAX_ENTRIES]; /* NULL: NIL, remove it */
+    size_t n;
+};
+/* SETMETADATA mailbox (entry value *(SP entry value)). */
+bool imap_setmetadata_parse(struct imap_arg *args, size_t n, struct imap_setmetadata_request *r);
+
 /* ---- LIST ---- */
 #define IMAP_LIST_MAX_PATTERNS 64
 #define IMAP_LIST_MAX_OPTIONS  32

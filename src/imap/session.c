@@ -115,7 +115,7 @@ void imap_capability_string(struct imap_session *s, struct buf *out)
                             " THREAD=REFS ESORT SEARCHRES WITHIN QRESYNC");
         /* RFC 8438, 8474, 8514, 8437, 7889 (one limit for every mailbox) */
         buf_printf(out, " STATUS=SIZE OBJECTID SAVEDATE UNAUTHENTICATE REPLACE PREVIEW BINARY"
-                        " APPENDLIMIT=%zu",
+                        " METADATA APPENDLIMIT=%zu",
                    s->parser.max_literal);
         if (!conn_is_compressed(s->c))
             buf_append_str(out, " COMPRESS=DEFLATE"); /* RFC 4978 */
@@ -818,6 +818,8 @@ static const struct imap_command imap_commands[] = {
     {"STARTTLS", imap_cmd_starttls, IMAP_STATE_NOT_AUTH, false},
     {"COMPRESS", imap_cmd_compress, AUTHED, false},
     {"UNAUTHENTICATE", imap_cmd_unauthenticate, AUTHED, false},
+    {"GETMETADATA", imap_cmd_getmetadata, AUTHED, false},
+    {"SETMETADATA", imap_cmd_setmetadata, AUTHED, false},
     {"LOGIN", imap_cmd_login, IMAP_STATE_NOT_AUTH, false},
     {"AUTHENTICATE", imap_cmd_authenticate, IMAP_STATE_NOT_AUTH, false},
     {"SELECT", imap_cmd_select, AUTHED, false},

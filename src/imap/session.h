@@ -274,6 +274,9 @@ void imap_searchres_clear(struct imap_session *s);
  * then true; "" when empty); malloc'd copy, NULL when out of memory. */
 char *imap_searchres_expand(struct imap_session *s, const char *set, bool *is_uid);
 
+/* ---- metadata.c ---- */
+imap_handler imap_cmd_getmetadata, imap_cmd_setmetadata;
+
 /* ---- sort.c ---- */
 imap_handler imap_cmd_sort, imap_cmd_thread;
 /* ---- quota.c ---- */

@@ -66,7 +66,10 @@ static const char store_index_schema[] =
      * mod-sequence when tracking began: mailboxes from before version 3 have older
      * expunges untracked) */
     "CREATE TABLE IF NOT EXISTS expunged(mailbox INTEGER NOT NULL, uid INTEGER NOT NULL,"
-    " modseq INTEGER NOT NULL, PRIMARY KEY(mailbox, uid)) WITHOUT ROWID;";
+    " modseq INTEGER NOT NULL, PRIMARY KEY(mailbox, uid)) WITHOUT ROWID;"
+    /* Version 3: RFC 5464 METADATA entries (metadata.c); mailbox "" is the server */
+    "CREATE TABLE IF NOT EXISTS metadata(mailbox TEXT NOT NULL, name TEXT NOT NULL,"
+    " value BLOB, PRIMARY KEY(mailbox, name)) WITHOUT ROWID;";
 
 /* Version 3 column added to an existing mailboxes table (store_index_migrate). */
 static const char store_index_add_vanished[] =

@@ -21,6 +21,7 @@
  *       PRIMARY KEY(mailbox, uid))  SORT/THREAD keys (version 3, sortkeys.c)
  *   expunged(mailbox, uid, modseq, PRIMARY KEY(mailbox, uid))  tombstones for QRESYNC
  *       (version 3): every expunge above mailboxes.vanished_since is recorded
+ *   metadata(mailbox TEXT ("" server), name TEXT, value BLOB)  RFC 5464 (version 3)
  */
 #ifndef TERN_STORE_STORE_PRIVATE_H
 #define TERN_STORE_STORE_PRIVATE_H

@@ -277,6 +277,26 @@ int store_mailbox_sort_keys(struct store_mailbox *box, const bool *want,
                             struct mime_sort_keys **keys_r, char **error_r);
 void store_sort_keys_free(struct mime_sort_keys *keys, size_t n);
 
+/* RFC 5464 METADATA: entries of a mailbox (mailbox "" for the server), names as the
+ * client gave them after validation (lower-cased, "/private/..." or "/shared/..."). */
+#define STORE_METADATA_MAX_VALUE   16384 /* bytes of one value (a literal of a command
+                                            other than APPEND is at most 64 KiB anyway) */
+#define STORE_METADATA_MAX_ENTRIES 1000  /* entries per user, all mailboxes */
+struct store_metadata {
+    char *name;
+    char *value; /* len bytes, NUL-terminated for convenience */
+    size_t len;
+};
+/* BLOCKING. Set (value) or remove (value NULL) an entry. 0 done; 1 refused by a limit
+ * (*error_r starts with the "[METADATA MAXSIZE n]"/"[METADATA TOOMANY]" code); -1 error
+ * (no such mailbox, I/O). */
+int store_metadata_set(struct store_user *u, const char *mailbox, const char *name,
+                       const char *value, size_t len, char **error_r);
+/* BLOCKING. The entry name and every entry below it ("name/..."), by name. */
+int store_metadata_get(struct store_user *u, const char *mailbox, const char *name,
+                       struct store_metadata **entries_r, size_t *n_r, char **error_r);
+void store_metadata_free(struct store_metadata *entries, size_t n);
+
 /* POP3 maildrop lock: one POP3 session per user at a time (RFC 1939 §8). 0 locked,
  * 1 already in use (-ERR [IN-USE]), -1 error. Released by store_pop3_unlock or process exit. */
 int store_pop3_lock(struct store_user *u);

@@ -532,6 +532,19 @@ int store_mailbox_delete(struct store_user *u, const char *name, char **error_r)
             return -1;
         }
     }
+    /* RFC 5464 §3.4: a deleted mailbox's entries go with it */
+    sqlite3_stmt *md = NULL;
+    int mrc = SQLITE_ERROR;
+    if (store_index_prepare(u->db, "DELETE FROM metadata WHERE mailbox = ?", &md) == SQLITE_OK) {
+        sqlite3_bind_text(md, 1, canon, -1, SQLITE_STATIC);
+        mrc = sqlite3_step(md);
+    }
+    store_index_done(md);
+    if (mrc != SQLITE_DONE) {
+        store_error(error_r, "index: %s", sqlite3_errmsg(u->db));
+        store_index_rollback(u->db);
+        return -1;
+    }
     store_notify_publish_any_thread(u->user, canon);
     return store_index_commit(u->db, error_r);
 }
@@ -688,6 +701,8 @@ int store_mailbox_rename(struct store_user *u, const char *from, const char *to,
         " WHERE name = ?2 OR substr(name, 1, ?3 + 1) = ?2 || '/'",
         "UPDATE OR REPLACE subscriptions SET name = ?1 || substr(name, ?3 + 1)"
         " WHERE name = ?2 OR substr(name, 1, ?3 + 1) = ?2 || '/'",
+        "UPDATE OR REPLACE metadata SET mailbox = ?1 || substr(mailbox, ?3 + 1)"
+        " WHERE mailbox = ?2 OR substr(mailbox, 1, ?3 + 1) = ?2 || '/'",
     };
     for (size_t k = 0; k < sizeof renames / sizeof renames[0]; k++) {
         sqlite3_stmt *st = NULL;

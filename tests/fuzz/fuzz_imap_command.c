@@ -3,7 +3,8 @@
  * into lines as the session does; literals are fed from the following bytes. Whole
  * commands then go through the argument interpretation of src/imap/args.c: LIST
  * (LIST-EXTENDED, LIST-STATUS), APPEND (MULTIAPPEND), STATUS items, SEARCH RETURN
- * (ESEARCH, SAVE, PARTIAL), SORT criteria and RETURN (ESORT), THREAD algorithms.
+ * (ESEARCH, SAVE, PARTIAL), SORT criteria and RETURN (ESORT), THREAD algorithms,
+ * GETMETADATA/SETMETADATA (RFC 5464).
  */
 #include <stdint.h>
 #include <string.h>
@@ -58,6 +59,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 at = 2;
             }
             (void)imap_sort_criteria_parse(&p.args.list[at], c, &n_c);
+        } else if (r == IMAP_PARSE_DONE && strcmp(p.name, "GETMETADATA") == 0) {
+            struct imap_getmetadata_request gr;
+            (void)imap_getmetadata_parse(p.args.list, p.args.n, &gr);
+        } else if (r == IMAP_PARSE_DONE && strcmp(p.name, "SETMETADATA") == 0) {
+            struct imap_setmetadata_request sr;
+            (void)imap_setmetadata_parse(p.args.list, p.args.n, &sr);
         } else if (r == IMAP_PARSE_DONE && strcmp(p.name, "THREAD") == 0 && p.args.n >= 1) {
             enum imap_thread_algorithm alg;
             (void)imap_thread_algorithm_parse(&p.args.list[0], &alg);

@@ -368,6 +368,45 @@ static void test_sort_criteria(void **state)
     imap_parser_free(&p);
 }
 
+static void test_metadata_args(void **state)
+{
+    (void)state;
+    struct imap_parser p;
+    imap_parser_init(&p, 1024);
+    struct imap_getmetadata_request g;
+    parse_line(&p, "a GETMETADATA (MAXSIZE 1024 DEPTH infinity) \"\" (/Shared/Comment /private/x)");
+    assert_true(imap_getmetadata_parse(p.args.list, p.args.n, &g));
+    assert_true(g.has_maxsize);
+    assert_int_equal(g.maxsize, 1024);
+    assert_int_equal(g.depth, -1);
+    assert_int_equal(g.n_entries, 2);
+    assert_string_equal(g.entries[0], "/shared/comment"); /* case-insensitive names */
+    parse_line(&p, "a GETMETADATA INBOX /private/comment");
+    assert_true(imap_getmetadata_parse(p.args.list, p.args.n, &g));
+    assert_int_equal(g.depth, 0);
+    struct imap_setmetadata_request sr;
+    parse_line(&p, "a SETMETADATA INBOX (/private/a \"x\" /shared/b NIL /private/c \"NIL\")");
+    assert_true(imap_setmetadata_parse(p.args.list, p.args.n, &sr));
+    assert_int_equal(sr.n, 3);
+    assert_non_null(sr.values[0]);
+    assert_null(sr.values[1]);    /* the atom NIL removes */
+    assert_non_null(sr.values[2]); /* a quoted "NIL" is a value */
+    static const char *const bad[] = {
+        "a SETMETADATA INBOX (/comment \"x\")", "a SETMETADATA INBOX (/private/ \"x\")",
+        "a SETMETADATA INBOX (/private/a/ \"x\")", "a SETMETADATA INBOX (/private/a%b \"x\")",
+        "a SETMETADATA INBOX (/private/a)", "a SETMETADATA INBOX ()",
+        "a GETMETADATA (DEPTH 2) INBOX /private/a", "a GETMETADATA (MAXSIZE x) INBOX /private/a",
+        "a GETMETADATA INBOX", "a GETMETADATA INBOX ()"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        parse_line(&p, bad[i]);
+        bool ok = strstr(bad[i], "GET") ? imap_getmetadata_parse(p.args.list, p.args.n, &g)
+                                        : imap_setmetadata_parse(p.args.list, p.args.n, &sr);
+        if (ok)
+            fail_msg("accepted: %s", bad[i]);
+    }
+    imap_parser_free(&p);
+}
+
 /* Feed "a APPEND Box" followed by n messages "{1+}x" with optional per-message prefix. */
 static enum imap_parse_result feed_append(struct imap_parser *p, size_t n, const char *prefix)
 {
@@ -456,6 +495,7 @@ int main(void)
         cmocka_unit_test(test_seqset),          cmocka_unit_test(test_list_request),
         cmocka_unit_test(test_append_request),  cmocka_unit_test(test_search_return),
         cmocka_unit_test(test_sort_criteria),
+        cmocka_unit_test(test_metadata_args),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
