@@ -324,8 +324,8 @@ static void test_search_return(void **state)
         "a SEARCH RETURN (PARTIAL 1:-10) ALL",    "a SEARCH RETURN (PARTIAL) ALL",
         "a SEARCH RETURN (PARTIAL 1:4294967296) ALL", "a SEARCH RETURN (FOO) ALL",
         "a SEARCH RETURN MIN ALL",
-        "a SEARCH RETURN (MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN) "
-        "ALL", /* bounded */
+        ("a SEARCH RETURN (MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN) "
+         "ALL"), /* bounded */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         parse_line(&p, bad[i]);
@@ -353,8 +353,8 @@ static void test_sort_criteria(void **state)
                                       "a SORT (DATE REVERSE) UTF-8 ALL",
                                       "a SORT (REVERSE REVERSE DATE) UTF-8 ALL",
                                       "a SORT (BOGUS) UTF-8 ALL", "a SORT DATE UTF-8 ALL",
-                                      "a SORT (DATE DATE DATE DATE DATE DATE DATE DATE DATE DATE "
-                                      "DATE DATE DATE DATE DATE DATE DATE) UTF-8 ALL"};
+                                      ("a SORT (DATE DATE DATE DATE DATE DATE DATE DATE DATE DATE "
+                                       "DATE DATE DATE DATE DATE DATE DATE) UTF-8 ALL")};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         parse_line(&p, bad[i]);
         assert_false(imap_sort_criteria_parse(&p.args.list[0], c, &n));
