@@ -34,6 +34,7 @@ static struct cli_options serve_options;
 #define SERVE_MSG_QUEUED (SERVER_MSG_TO_QUEUE + 0)   /* queue id \0 recipient \0 ... */
 
 static const struct server_context *serve_ctx; /* this process's, for the forwarders */
+static struct auth_server *serve_auth_server;  /* the auth process's */
 
 /* A mailbox changed in this process: the other workers' IDLE sessions must hear of it. */
 static void serve_forward_notify(const char *user, const char *mailbox)
@@ -61,7 +62,13 @@ static void serve_forward_queued(const char *queue_id, const char *const *recipi
 static void serve_on_message(struct server_context *ctx, struct channel_msg *m)
 {
     size_t pos = 0;
-    if (m->type == SERVE_MSG_NOTIFY) {
+    if (m->type == SERVER_MSG_AUTH_CLIENT && serve_auth_server && m->fd >= 0) {
+        (void)auth_server_add_client(serve_auth_server, m->fd);
+        m->fd = -1;
+    } else if (m->type == SERVER_MSG_AUTH_CHANNEL && ctx->auth && m->fd >= 0) {
+        auth_service_set_channel(ctx->auth, m->fd);
+        m->fd = -1;
+    } else if (m->type == SERVE_MSG_NOTIFY) {
         const char *user = channel_get_str(m, &pos), *mailbox = channel_get_str(m, &pos);
         if (user && mailbox)
             store_notify_publish_remote(user, mailbox);
@@ -89,7 +96,13 @@ static int serve_init(struct server_context *ctx, char **error_r)
     if (ctx->channel >= 0)
         store_notify_set_forward(serve_forward_notify);
     char *err = NULL;
-    ctx->auth = auth_service_open(ctx->cfg, &err);
+    /* the auth process alone opens the directory; the others ask it (DESIGN §2) */
+    if (ctx->auth_channel >= 0) {
+        ctx->auth = auth_service_open_remote(ctx->cfg, ctx->auth_channel, &err);
+        ctx->auth_channel = -1; /* the service owns it now */
+    } else {
+        ctx->auth = auth_service_open(ctx->cfg, &err);
+    }
     if (!ctx->auth) {
         size_t n = strlen(err ? err : "") + 64;
         *error_r = malloc(n);
@@ -97,6 +110,14 @@ static int serve_init(struct server_context *ctx, char **error_r)
             snprintf(*error_r, n, "cannot open the directory: %s", err ? err : "unknown error");
         free(err);
         return -1;
+    }
+    if (ctx->processes == SERVER_PROC_AUTH) {
+        serve_auth_server = auth_server_new(ctx->auth, ctx->base, ctx->pool);
+        if (!serve_auth_server) {
+            *error_r = strdup("cannot start the auth server");
+            return -1;
+        }
+        return 0;
     }
     if (!(ctx->processes & SERVER_PROC_QUEUE)) {
         outbound_runner_set_remote(serve_forward_queued);
@@ -117,6 +138,8 @@ static void serve_fini(struct server_context *ctx)
                                                                    : UINT64_MAX))
         server_abandon_exit(ctx, "outbound deliveries");
     ctx->app = NULL;
+    auth_server_free(serve_auth_server);
+    serve_auth_server = NULL;
     outbound_runner_set_remote(NULL);
     store_notify_set_forward(NULL);
     if (ctx->auth)
@@ -207,6 +230,7 @@ int cli_serve(const struct cli_options *o, int argc, char **argv)
                 [CONN_ROLE_POP3S] = &pop3_protocol,
                 [CONN_ROLE_IMAP] = &imap_protocol,
                 [CONN_ROLE_IMAPS] = &imap_protocol,
+                [CONN_ROLE_LMTP] = &smtp_protocol,
             },
         .init = serve_init,
         .fini = serve_fini,

@@ -133,6 +133,23 @@ uint32_t anvil_total(void)
     return n;
 }
 
+void anvil_balance(uint32_t *mine_r, uint32_t *fewest_other_r)
+{
+    *mine_r = 0;
+    *fewest_other_r = UINT32_MAX;
+    if (!anvil_self || !anvil_mine)
+        return;
+    *mine_r = atomic_load(&anvil_mine->conns);
+    for (unsigned i = 0; i < ANVIL_SLOTS; i++) {
+        struct anvil_slot *s = &anvil_self->slots[i];
+        if (s == anvil_mine || !atomic_load(&s->pid) || s->generation != anvil_mine->generation)
+            continue;
+        uint32_t n = atomic_load(&s->conns);
+        if (n < *fewest_other_r)
+            *fewest_other_r = n;
+    }
+}
+
 bool anvil_admit(const char *addr, unsigned role, unsigned max_total, unsigned max_per_ip,
                  const char **why_r)
 {

@@ -23,7 +23,7 @@
 
 #define ANVIL_SLOTS     32 /* worker processes alive at once (two generations at a reload) */
 #define ANVIL_ADDRS     8192 /* distinct client addresses one worker can count */
-#define ANVIL_ROLES     7  /* CONN_ROLE_COUNT */
+#define ANVIL_ROLES     8  /* CONN_ROLE_COUNT */
 
 struct anvil;
 
@@ -56,5 +56,8 @@ bool anvil_admit(const char *addr, unsigned role, unsigned max_total, unsigned m
 void anvil_release(const char *addr, unsigned role);
 /* Worker: connections open in all workers together. */
 uint32_t anvil_total(void);
+/* Worker: this process's connections, and the fewest any other live worker of the same
+ * generation has (UINT32_MAX when there is no other). For balancing the accepts. */
+void anvil_balance(uint32_t *mine_r, uint32_t *fewest_other_r);
 
 #endif

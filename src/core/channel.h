@@ -31,7 +31,7 @@
 
 struct event_base;
 
-#define CHANNEL_MAX_PAYLOAD 4096
+#define CHANNEL_MAX_PAYLOAD (64 * 1024 - 64)
 
 struct channel_msg {
     uint8_t type;

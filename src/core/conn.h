@@ -50,6 +50,8 @@ enum conn_role {
     CONN_ROLE_POP3S,       /* 995: implicit TLS */
     CONN_ROLE_IMAP,        /* 143: STARTTLS offered */
     CONN_ROLE_IMAPS,       /* 993: implicit TLS */
+    CONN_ROLE_LMTP,        /* LMTP (RFC 2033) from the MTA in front: a unix socket (its
+                              permissions decide who may deliver) or a trusted TCP peer */
 };
 
 struct conn_protocol {
@@ -77,14 +79,15 @@ struct server;
 
 struct auth_service;
 
-#define CONN_ROLE_COUNT 7
+#define CONN_ROLE_COUNT 8
 
 /* Which parts of the server a process runs (server_context.processes). With
  * master_process = yes the master forks worker processes (listeners and sessions) and one
  * queue process; with no, one process runs everything. */
 #define SERVER_PROC_WORKER 1u /* listeners and protocol sessions */
 #define SERVER_PROC_QUEUE  2u /* the outbound queue runner */
-#define SERVER_PROC_ALL    (SERVER_PROC_WORKER | SERVER_PROC_QUEUE)
+#define SERVER_PROC_AUTH   4u /* the directory, password hashes, login throttle */
+#define SERVER_PROC_ALL    (SERVER_PROC_WORKER | SERVER_PROC_QUEUE | SERVER_PROC_AUTH)
 
 /* Message types between the processes (core/channel.h). The master routes by range
  * without reading payloads: TO_WORKERS goes to every other worker, TO_QUEUE to the queue
@@ -92,6 +95,8 @@ struct auth_service;
 #define SERVER_MSG_READY      1  /* child -> master: initialised and serving */
 #define SERVER_MSG_FAILED     2  /* child -> master: start-up failed (payload: reason) */
 #define SERVER_MSG_DRAIN      3  /* master -> worker: reload; stop accepting, finish */
+#define SERVER_MSG_AUTH_CLIENT  4 /* master -> auth: serve this channel (fd) */
+#define SERVER_MSG_AUTH_CHANNEL 5 /* master -> worker/queue: a new auth process's channel */
 #define SERVER_MSG_TO_WORKERS 16 /* 16..31 */
 #define SERVER_MSG_TO_QUEUE   32 /* 32..47 */
 
@@ -102,6 +107,7 @@ struct server_context {
     const struct config *cfg;
     unsigned processes;    /* SERVER_PROC_* bits this process runs */
     int channel;           /* to the master, -1 in the single-process mode */
+    int auth_channel;      /* to the auth process (workers, queue), -1 none */
     unsigned generation;   /* bumped by each reload (SIGHUP) */
     struct workpool *pool;     /* blocking work: fsync, hashing, SQLite writes */
     struct auth_service *auth; /* set by hooks.init after privileges are dropped */
@@ -162,11 +168,14 @@ bool conn_is_tls(const struct conn *c);
 const char *conn_tls_description(const struct conn *c);
 bool conn_tls_available(const struct conn *c);
 
-/* Peer and local addresses as text ("127.0.0.1", "::1"), and whether the peer is loopback. */
+/* Peer and local addresses as text ("127.0.0.1", "::1"), and whether the peer is loopback.
+ * A peer on a unix socket reads "local", counts as loopback, and conn_peer_is_local()
+ * says so. */
 const char *conn_peer_ip(const struct conn *c);
 const char *conn_local_ip(const struct conn *c);
 uint16_t conn_local_port(const struct conn *c);
 bool conn_peer_is_loopback(const struct conn *c);
+bool conn_peer_is_local(const struct conn *c);
 /* "localhost" for loopback peers, "unknown" otherwise (no blocking reverse DNS). */
 const char *conn_peer_name(const struct conn *c);
 /* Is the peer inside one of the CIDRs of the list (e.g. relay_networks)? */

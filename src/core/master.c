@@ -8,7 +8,13 @@
  *   - worker_processes workers (default: one per core): the listeners and every protocol
  *     session; each runs today's event loop with its thread pool. A client lives in one
  *     worker, so a worker that crashes takes only its own sessions along;
- *   - one queue process: the outbound queue runner (the spool, MX lookups, bounces).
+ *   - one queue process: the outbound queue runner (the spool, MX lookups, bounces);
+ *   - one auth process: the directory with the password hashes, the failed-login
+ *     throttle and the POP3 login times for all workers (auth/server.c). The others
+ *     reach it over channels the master makes and hands out: one socketpair per client
+ *     child, its end inherited at fork, the auth end passed to the auth process
+ *     (SERVER_MSG_AUTH_CLIENT); a restarted auth process gets new pairs for every live
+ *     client, whose new ends reach them as SERVER_MSG_AUTH_CHANNEL.
  * Each child drops privileges to run_user right after fork and tells the master READY
  * once it serves. The master logs "daemon started -- listening on ..." when all have.
  *
@@ -63,6 +69,8 @@
 #include <unistd.h>
 
 #define MASTER_MAX_CHILDREN   (ANVIL_SLOTS + 4)
+#define MASTER_RESPAWN_QUEUE  ANVIL_SLOTS       /* respawn[] index of the queue process */
+#define MASTER_RESPAWN_AUTH   (ANVIL_SLOTS + 1) /* and of the auth process */
 #define MASTER_MAX_WORKERS    (ANVIL_SLOTS / 2)
 #define MASTER_START_SECONDS  60   /* every child must be READY by then at start-up */
 #define MASTER_KILL_MARGIN_MS 5000 /* past shutdown_timeout before SIGKILL */
@@ -96,7 +104,7 @@ struct master {
     struct config *owned_cfg;    /* reloaded configurations are ours to free */
     struct anvil *anvil;
     struct child children[MASTER_MAX_CHILDREN];
-    struct respawn respawn[ANVIL_SLOTS + 1]; /* per worker slot, [ANVIL_SLOTS] the queue */
+    struct respawn respawn[ANVIL_SLOTS + 2]; /* per worker slot, then queue and auth */
     unsigned generation;
     unsigned n_workers;
     int sigfd;
@@ -108,7 +116,35 @@ struct master {
 
 static const char *kind_name(unsigned kind)
 {
-    return kind == SERVER_PROC_QUEUE ? "queue" : "worker";
+    return kind == SERVER_PROC_QUEUE  ? "queue"
+           : kind == SERVER_PROC_AUTH ? "auth"
+                                      : "worker";
+}
+
+static unsigned respawn_index(unsigned kind, unsigned slot)
+{
+    return kind == SERVER_PROC_QUEUE  ? MASTER_RESPAWN_QUEUE
+           : kind == SERVER_PROC_AUTH ? MASTER_RESPAWN_AUTH
+                                      : slot;
+}
+
+/* The auth process, or NULL while there is none. */
+static struct child *master_auth_child(struct master *m)
+{
+    for (size_t i = 0; i < MASTER_MAX_CHILDREN; i++)
+        if (m->children[i].pid && m->children[i].kind == SERVER_PROC_AUTH &&
+            !m->children[i].is_draining)
+            return &m->children[i];
+    return NULL;
+}
+
+/* Give the auth process the other end of a client's channel. */
+static void master_auth_give(struct master *m, int auth_end)
+{
+    struct child *a = master_auth_child(m);
+    if (!a || channel_send(a->sock, SERVER_MSG_AUTH_CLIENT, NULL, 0, auth_end) < 0)
+        log_error("master", "cannot hand a channel to the auth process: its clients will "
+                            "get temporary errors until it restarts");
 }
 
 /* ---- children ----------------------------------------------------------------------- */
@@ -130,8 +166,28 @@ static bool master_slot_in_use(struct master *m, unsigned slot)
     return false;
 }
 
+/* Per-process resource limits (issue 10): the auth and queue processes need far fewer
+ * descriptors than a worker (whose limit the master raised for max_connections), and
+ * process_memory_limit, when set, caps each child's data segment (RLIMIT_DATA: heap and
+ * private mappings), so one runaway process fails alone and the master restarts it. */
+static void master_child_limits(const struct config *cfg, unsigned kind)
+{
+    struct rlimit rl;
+    rlim_t files = kind == SERVER_PROC_AUTH ? 4096 : kind == SERVER_PROC_QUEUE ? 16384 : 0;
+    if (files && getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > files) {
+        rl.rlim_cur = files;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (cfg->process_memory_limit) {
+        rl.rlim_cur = rl.rlim_max = (rlim_t)cfg->process_memory_limit;
+        if (setrlimit(RLIMIT_DATA, &rl) < 0)
+            log_warning("master", "process_memory_limit: %s", strerror(errno));
+    }
+}
+
 /* Child side of fork: forget the master's things, drop privileges, serve, exit. */
-static void master_child_main(struct master *m, unsigned kind, unsigned slot, int sock)
+static void master_child_main(struct master *m, unsigned kind, unsigned slot, int sock,
+                              int auth_sock)
 {
     /* The master's SIGKILL-free death (kill -9) must take us along: no orphans serving. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -147,9 +203,10 @@ static void master_child_main(struct master *m, unsigned kind, unsigned slot, in
     if (kind == SERVER_PROC_WORKER)
         anvil_attach(m->anvil, slot);
     struct server_state *st = m->st;
+    master_child_limits(st->cfg, kind);
     if (st->is_root && server_drop_privileges(&st->pw) < 0)
         exit(1);
-    int rc = server_serve(st, kind, sock, slot, m->generation);
+    int rc = server_serve(st, kind, sock, auth_sock, slot, m->generation);
     close(sock);
     exit(rc);
 }
@@ -165,9 +222,16 @@ static int master_spawn(struct master *m, unsigned kind, unsigned slot)
         log_error("master", "cannot start a %s: too many processes", kind_name(kind));
         return -1;
     }
-    int sv[2];
+    int sv[2], av[2] = {-1, -1};
     if (channel_pair(sv) < 0) {
         log_error("master", "cannot start a %s: socketpair: %s", kind_name(kind), strerror(errno));
+        return -1;
+    }
+    /* a client of the auth process gets its channel at birth */
+    if (kind != SERVER_PROC_AUTH && channel_pair(av) < 0) {
+        log_error("master", "cannot start a %s: socketpair: %s", kind_name(kind), strerror(errno));
+        close(sv[0]);
+        close(sv[1]);
         return -1;
     }
     if (kind == SERVER_PROC_WORKER)
@@ -177,13 +241,24 @@ static int master_spawn(struct master *m, unsigned kind, unsigned slot)
         log_error("master", "cannot start a %s: fork: %s", kind_name(kind), strerror(errno));
         close(sv[0]);
         close(sv[1]);
+        if (av[0] >= 0) {
+            close(av[0]);
+            close(av[1]);
+        }
         return -1;
     }
     if (pid == 0) {
         close(sv[0]);
-        master_child_main(m, kind, slot, sv[1]);
+        if (av[0] >= 0)
+            close(av[0]);
+        master_child_main(m, kind, slot, sv[1], av[1]);
     }
     close(sv[1]);
+    if (av[0] >= 0) {
+        close(av[1]);
+        master_auth_give(m, av[0]);
+        close(av[0]);
+    }
     *c = (struct child){.pid = pid,
                         .kind = kind,
                         .slot = slot,
@@ -287,7 +362,7 @@ static void master_on_child_readable(struct master *m, struct child *c)
 
 static void master_schedule_respawn(struct master *m, const struct child *c, bool was_short)
 {
-    struct respawn *r = &m->respawn[c->kind == SERVER_PROC_QUEUE ? ANVIL_SLOTS : c->slot];
+    struct respawn *r = &m->respawn[respawn_index(c->kind, c->slot)];
     unsigned delay = 0;
     if (was_short) {
         delay = r->delay_ms ? r->delay_ms * 2 : MASTER_BACKOFF_MIN_MS;
@@ -351,10 +426,32 @@ static void master_reap(struct master *m)
     }
 }
 
+/* A new auth process: every live client gets a new channel to it. */
+static void master_auth_reconnect(struct master *m)
+{
+    for (size_t i = 0; i < MASTER_MAX_CHILDREN; i++) {
+        struct child *c = &m->children[i];
+        if (!c->pid || c->kind == SERVER_PROC_AUTH)
+            continue;
+        int av[2];
+        if (channel_pair(av) < 0) {
+            log_error("master", "socketpair for the auth process: %s", strerror(errno));
+            continue;
+        }
+        if (channel_send(c->sock, SERVER_MSG_AUTH_CHANNEL, NULL, 0, av[1]) == 0)
+            master_auth_give(m, av[0]);
+        else
+            log_error("master", "cannot hand tern/%s pid %d its auth channel", kind_name(c->kind),
+                      (int)c->pid);
+        close(av[0]);
+        close(av[1]);
+    }
+}
+
 static void master_respawn_due(struct master *m)
 {
     uint64_t now = util_now_ms();
-    for (unsigned i = 0; i <= ANVIL_SLOTS; i++) {
+    for (unsigned i = 0; i <= MASTER_RESPAWN_AUTH; i++) {
         struct respawn *r = &m->respawn[i];
         if (!r->is_due || r->at_ms > now)
             continue;
@@ -362,6 +459,8 @@ static void master_respawn_due(struct master *m)
         if (master_spawn(m, r->kind, r->slot) < 0) {
             r->is_due = true; /* try again in a second */
             r->at_ms = now + MASTER_BACKOFF_MIN_MS;
+        } else if (r->kind == SERVER_PROC_AUTH) {
+            master_auth_reconnect(m);
         }
     }
 }
@@ -374,7 +473,7 @@ static void master_forget_backoff(struct master *m)
         struct child *c = &m->children[i];
         if (!c->pid || now - c->started_ms < MASTER_SHORT_LIFE_MS)
             continue;
-        m->respawn[c->kind == SERVER_PROC_QUEUE ? ANVIL_SLOTS : c->slot].delay_ms = 0;
+        m->respawn[respawn_index(c->kind, c->slot)].delay_ms = 0;
     }
 }
 
@@ -475,14 +574,21 @@ static void master_reload(struct master *m)
         if (c->kind == SERVER_PROC_WORKER) {
             c->is_draining = true;
             (void)channel_send(c->sock, SERVER_MSG_DRAIN, NULL, 0, -1);
-        } else {
+        } else if (c->kind == SERVER_PROC_QUEUE) {
             c->is_draining = true;
             m->is_queue_pending = true;
             kill(c->pid, SIGTERM);
+        } else {
+            /* the directory settings may have changed: a new auth process, which every
+             * live process (old generation too) is connected to below */
+            c->is_draining = true;
+            kill(c->pid, SIGTERM);
         }
     }
-    for (unsigned s = 0; s <= ANVIL_SLOTS; s++)
-        m->respawn[s].is_due = false;
+    if (master_spawn(m, SERVER_PROC_AUTH, 0) == 0)
+        master_auth_reconnect(m);
+    for (unsigned s = 0; s < ANVIL_SLOTS; s++)
+        m->respawn[s].is_due = false; /* old-generation workers are not restarted */
     m->n_workers = master_workers_wanted(cfg);
     for (unsigned i = 0; i < m->n_workers; i++) {
         unsigned slot = master_free_slot(m);
@@ -517,6 +623,22 @@ static unsigned long master_proc_field(pid_t pid, const char *key)
     return v;
 }
 
+/* Open descriptors of a process. */
+static unsigned long master_proc_fds(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    unsigned long n = 0;
+    DIR *d = opendir(path);
+    if (!d)
+        return 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL && n < 10000000)
+        n += de->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
 static unsigned long master_count_dir(const char *dir, const char *sub)
 {
     char path[4300];
@@ -535,7 +657,7 @@ static unsigned long master_count_dir(const char *dir, const char *sub)
 static void master_status_text(struct master *m, char *out, size_t size)
 {
     static const char *const roles[ANVIL_ROLES] = {"smtp", "submission", "submissions", "pop3",
-                                                    "pop3s", "imap", "imaps"};
+                                                    "pop3s", "imap", "imaps", "lmtp"};
     size_t n = 0;
 #define OUT(...)                                                                                   \
     do {                                                                                           \
@@ -552,7 +674,7 @@ static void master_status_text(struct master *m, char *out, size_t size)
     snprintf(qdir, sizeof qdir, "%s/queue", m->cfg->data_dir);
     unsigned long q_inc = master_count_dir(qdir, "incoming"), q_act = master_count_dir(qdir, "active"),
                   q_def = master_count_dir(qdir, "deferred"), q_hold = master_count_dir(qdir, "hold");
-    OUT("queue: %lu messages (incoming %lu, active %lu, deferred %lu, hold %lu)\n",
+    OUT("spool: %lu messages (incoming %lu, active %lu, deferred %lu, hold %lu)\n",
         q_inc + q_act + q_def + q_hold, q_inc, q_act, q_def, q_hold);
     uint32_t total = 0;
     for (size_t i = 0; i < MASTER_MAX_CHILDREN; i++) {
@@ -561,9 +683,10 @@ static void master_status_text(struct master *m, char *out, size_t size)
             continue;
         unsigned long rss = master_proc_field(c->pid, "VmRSS:");
         unsigned long threads = master_proc_field(c->pid, "Threads:");
-        OUT("%s: pid %d, generation %u%s, up %llu s, rss %lu kB, threads %lu", kind_name(c->kind),
-            (int)c->pid, c->generation, c->is_draining ? " (draining)" : "",
-            (unsigned long long)((now - c->started_ms) / 1000), rss, threads);
+        unsigned long fds = master_proc_fds(c->pid);
+        OUT("%s: pid %d, generation %u%s, up %llu s, rss %lu kB, threads %lu, fds %lu",
+            kind_name(c->kind), (int)c->pid, c->generation, c->is_draining ? " (draining)" : "",
+            (unsigned long long)((now - c->started_ms) / 1000), rss, threads, fds);
         if (c->kind == SERVER_PROC_WORKER) {
             struct anvil_slot_info si;
             anvil_slot_info(m->anvil, c->slot, &si);
@@ -691,7 +814,8 @@ int master_run(struct server_state *st)
         log_warning("master", "no status socket in %s/run: `tern status` will not answer",
                     m->cfg->data_dir);
     m->n_workers = master_workers_wanted(m->cfg);
-    if (master_spawn(m, SERVER_PROC_QUEUE, 0) < 0)
+    /* the auth process first: every other child gets a channel to it at birth */
+    if (master_spawn(m, SERVER_PROC_AUTH, 0) < 0 || master_spawn(m, SERVER_PROC_QUEUE, 0) < 0)
         goto out_stop;
     for (unsigned i = 0; i < m->n_workers; i++)
         if (master_spawn(m, SERVER_PROC_WORKER, i) < 0)

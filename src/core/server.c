@@ -36,7 +36,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -51,7 +53,7 @@
 #define SERVER_NOFILE_WANTED ((rlim_t)131072)
 
 static const char *const role_names[CONN_ROLE_COUNT] = {
-    "smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps",
+    "smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps", "lmtp",
 };
 
 /* ---- accepting ------------------------------------------------------------------------ */
@@ -70,7 +72,9 @@ static bool role_is_implicit_tls(enum conn_role role)
 static void peer_ip_text(const struct sockaddr *sa, char *out, size_t size)
 {
     snprintf(out, size, "unknown");
-    if (sa->sa_family == AF_INET) {
+    if (sa->sa_family == AF_UNIX) {
+        snprintf(out, size, "local");
+    } else if (sa->sa_family == AF_INET) {
         inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)size);
     } else if (sa->sa_family == AF_INET6) {
         const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
@@ -79,6 +83,44 @@ static void peer_ip_text(const struct sockaddr *sa, char *out, size_t size)
         else
             inet_ntop(AF_INET6, a, out, (socklen_t)size);
     }
+}
+
+/* Every worker watches the same listening sockets and the kernel wakes them all; the
+ * one that wakes first takes the connection, so at light load one worker would get them
+ * all (10,000 idle IMAP clients in one process, the other cores idle). A worker that
+ * holds more than SERVER_BALANCE_SLACK connections above the least loaded worker of its
+ * generation stops accepting for SERVER_BALANCE_PAUSE_MS, and the others take the next
+ * ones (nginx's accept_disabled, with the counts of every worker from anvil.h). The pause
+ * is short and always ends: a worker that stopped serving cannot starve the others. */
+#define SERVER_BALANCE_SLACK    2
+#define SERVER_BALANCE_PAUSE_MS 10
+
+static void server_on_balance_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct server_state *st = arg;
+    st->is_accept_paused = false;
+    if (st->srv.is_stopping || st->is_draining)
+        return;
+    for (size_t i = 0; i < st->n_listeners; i++)
+        if (st->listeners[i].evl)
+            evconnlistener_enable(st->listeners[i].evl);
+}
+
+static void server_accept_balance(struct server_state *st)
+{
+    uint32_t mine, fewest;
+    anvil_balance(&mine, &fewest);
+    if (st->is_accept_paused || fewest == UINT32_MAX || mine <= fewest + SERVER_BALANCE_SLACK)
+        return;
+    if (!st->balance_timer &&
+        !(st->balance_timer = evtimer_new(st->srv.ctx.base, server_on_balance_timer, st)))
+        return;
+    for (size_t i = 0; i < st->n_listeners; i++)
+        if (st->listeners[i].evl)
+            evconnlistener_disable(st->listeners[i].evl);
+    st->is_accept_paused = true;
+    struct timeval tv = {.tv_usec = SERVER_BALANCE_PAUSE_MS * 1000};
+    evtimer_add(st->balance_timer, &tv);
 }
 
 static void server_on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
@@ -117,6 +159,7 @@ static void server_on_accept(struct evconnlistener *evl, evutil_socket_t fd, str
     if (!conn_accept(&st->srv, l->role, proto, fd, sa, (socklen_t)salen,
                      role_is_implicit_tls(l->role)))
         server_conn_released(&st->srv, ip, l->role);
+    server_accept_balance(st);
 }
 
 static void server_on_accept_resume(evutil_socket_t fd, short what, void *arg)
@@ -218,12 +261,100 @@ static int server_bind_one(struct server_state *st, enum conn_role role, int fam
     return 0;
 }
 
-/* Bind every "addr:port" of one role's list. */
-static int server_bind_role(struct server_state *st, enum conn_role role,
-                            const struct config_list *list)
+/* Bind a unix socket "unix:<path>" (lmtp.listen), as root before forking: a stale socket
+ * file of an earlier run is replaced, anything else at the path is an error; the file
+ * gets lmtp.socket_mode and belongs to the run user and lmtp.socket_group. A reload
+ * keeps the socket it already has for the same path. */
+static int server_bind_unix(struct server_state *st, const struct config *cfg,
+                            enum conn_role role, const char *path)
+{
+    if (st->n_listeners >= SERVER_MAX_LISTENERS) {
+        log_error("master", "too many listen addresses (max %d)", SERVER_MAX_LISTENERS);
+        return -1;
+    }
+    struct listener *l = &st->listeners[st->n_listeners];
+    snprintf(l->name, sizeof l->name, "unix:%s", path);
+    for (size_t i = 0; i < st->n_reuse; i++) {
+        struct listener *old = &st->reuse[i];
+        if (old->fd >= 0 && old->role == role && strcmp(old->name, l->name) == 0) {
+            l->st = st;
+            l->role = role;
+            l->fd = old->fd;
+            l->is_reused = true;
+            old->fd = -1;
+            st->n_listeners++;
+            return 0;
+        }
+    }
+    struct sockaddr_un sun;
+    memset(&sun, 0, sizeof sun);
+    sun.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof sun.sun_path) {
+        log_error("master", "cannot listen on unix:%s for %s: path longer than %zu bytes", path,
+                  role_names[role], sizeof sun.sun_path - 1);
+        return -1;
+    }
+    memcpy(sun.sun_path, path, strlen(path) + 1);
+    struct stat old_st;
+    if (lstat(path, &old_st) == 0) {
+        if (!S_ISSOCK(old_st.st_mode)) {
+            log_error("master", "cannot listen on unix:%s for %s: a file that is no socket is "
+                                "in the way", path, role_names[role]);
+            return -1;
+        }
+        (void)unlink(path); /* left by an earlier run */
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    /* the socket is created with no access for anyone until chmod below */
+    mode_t old_mask = umask(0777);
+    int rc = fd < 0 ? -1 : bind(fd, (struct sockaddr *)&sun, sizeof sun);
+    umask(old_mask);
+    if (rc < 0 || listen(fd, SERVER_LISTEN_BACKLOG) < 0) {
+        log_error("master", "cannot listen on unix:%s for %s: %s", path, role_names[role],
+                  strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    uid_t uid = st->is_root ? st->pw.pw_uid : (uid_t)-1;
+    gid_t gid = st->is_root ? st->pw.pw_gid : (gid_t)-1;
+    if (cfg->lmtp_socket_group && cfg->lmtp_socket_group[0]) {
+        struct group *gr = getgrnam(cfg->lmtp_socket_group);
+        if (!gr) {
+            log_error("master", "lmtp.socket_group: no group '%s'", cfg->lmtp_socket_group);
+            close(fd);
+            return -1;
+        }
+        gid = gr->gr_gid;
+    }
+    if ((uid != (uid_t)-1 || gid != (gid_t)-1) && chown(path, uid, gid) < 0) {
+        log_error("master", "chown unix:%s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (chmod(path, (mode_t)cfg->lmtp_socket_mode) < 0) {
+        log_error("master", "chmod unix:%s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    l->st = st;
+    l->role = role;
+    l->fd = fd;
+    st->n_listeners++;
+    return 0;
+}
+
+/* Bind every "addr:port" (or "unix:<path>") of one role's list. */
+static int server_bind_role(struct server_state *st, const struct config *cfg,
+                            enum conn_role role, const struct config_list *list)
 {
     for (size_t i = 0; i < list->n; i++) {
         const char *item = list->items[i];
+        if (strncmp(item, "unix:", 5) == 0) {
+            if (server_bind_unix(st, cfg, role, item + 5) < 0)
+                return -1;
+            continue;
+        }
         char host[INET6_ADDRSTRLEN + 1];
         const char *colon = strrchr(item, ':');
         if (!colon)
@@ -269,6 +400,8 @@ static const struct config_list *role_list(const struct config *cfg, enum conn_r
         return &cfg->imap_listen;
     case CONN_ROLE_IMAPS:
         return &cfg->imaps_listen;
+    case CONN_ROLE_LMTP:
+        return &cfg->lmtp_listen;
     }
     return NULL;
 }
@@ -477,7 +610,9 @@ static void server_on_master_msg(void *arg, struct channel_msg *m)
         server_drain(st);
         return;
     }
-    if (m->type >= SERVER_MSG_TO_WORKERS && st->srv.hooks->on_message)
+    if ((m->type >= SERVER_MSG_TO_WORKERS || m->type == SERVER_MSG_AUTH_CLIENT ||
+         m->type == SERVER_MSG_AUTH_CHANNEL) &&
+        st->srv.hooks->on_message)
         st->srv.hooks->on_message(&st->srv.ctx, m);
 }
 
@@ -510,7 +645,8 @@ int server_bind_all(struct server_state *st, const struct config *cfg)
     for (int role = 0; role < CONN_ROLE_COUNT; role++) {
         if (!st->srv.hooks->protocols[role])
             continue;
-        if (server_bind_role(st, (enum conn_role)role, role_list(cfg, (enum conn_role)role)) < 0)
+        if (server_bind_role(st, cfg, (enum conn_role)role,
+                             role_list(cfg, (enum conn_role)role)) < 0)
             return -1;
     }
     return 0;
@@ -531,8 +667,8 @@ void server_close_listeners(struct server_state *st)
     }
 }
 
-int server_serve(struct server_state *st, unsigned processes, int channel, unsigned slot,
-                 unsigned generation)
+int server_serve(struct server_state *st, unsigned processes, int channel, int auth_channel,
+                 unsigned slot, unsigned generation)
 {
     const struct config *cfg = st->cfg;
     const struct server_hooks *hooks = st->srv.hooks;
@@ -548,6 +684,7 @@ int server_serve(struct server_state *st, unsigned processes, int channel, unsig
     st->srv.ctx.cfg = cfg;
     st->srv.ctx.processes = processes;
     st->srv.ctx.channel = channel;
+    st->srv.ctx.auth_channel = auth_channel;
     st->srv.ctx.generation = generation;
     job_loop_thread_set(); /* conn_* and session code assert they run here (job.h) */
 
@@ -625,6 +762,9 @@ out:
     st->master_reader = NULL;
     if (st->drain_timer)
         event_free(st->drain_timer);
+    if (st->balance_timer)
+        event_free(st->balance_timer);
+    st->balance_timer = NULL;
     if (st->sig_term)
         event_free(st->sig_term);
     if (st->sig_int)
@@ -690,6 +830,7 @@ int server_run(const struct config *cfg, const struct server_hooks *hooks)
     st->srv.hooks = hooks;
     st->srv.ctx.cfg = cfg;
     st->srv.ctx.channel = -1;
+    st->srv.ctx.auth_channel = -1;
     st->is_root = geteuid() == 0;
 
     signal(SIGPIPE, SIG_IGN);
@@ -737,7 +878,7 @@ int server_run(const struct config *cfg, const struct server_hooks *hooks)
         anvil_attach(anvil_create(), 0);
         if (st->is_root && server_drop_privileges(&st->pw) < 0)
             goto out;
-        rc = server_serve(st, SERVER_PROC_ALL, -1, 0, 0);
+        rc = server_serve(st, SERVER_PROC_ALL, -1, -1, 0, 0);
         if (rc == 0)
             log_info("master", "stopped");
     }

@@ -24,7 +24,7 @@ struct listener {
     struct server_state *st;
     enum conn_role role;
     int fd;
-    char name[INET6_ADDRSTRLEN + 16]; /* "127.0.0.1:25" */
+    char name[INET6_ADDRSTRLEN + 128]; /* "127.0.0.1:25", "unix:/var/lib/tern/lmtp" */
     struct evconnlistener *evl;
     struct event *resume; /* re-enables accepting after an accept error */
     bool is_reused;       /* a reload took this socket over from the old set */
@@ -39,6 +39,8 @@ struct server_state {
     struct channel_reader *master_reader; /* messages from the master (children) */
     uint64_t deadline_ms; /* when a SIGTERM must be done (0: not stopping) */
     bool is_draining;     /* reload: no more accepting; exit when the sessions are gone */
+    bool is_accept_paused; /* balancing: the others take the next connections */
+    struct event *balance_timer;
     struct listener *reuse; /* reload: sockets to take over instead of binding again */
     size_t n_reuse;
     struct passwd pw;     /* run_user (when started as root) */
@@ -57,8 +59,8 @@ int server_drop_privileges(const struct passwd *pw);
 /* server.c: run one process's loop: hooks->init for processes (SERVER_PROC_*), the
  * listeners when it accepts, until SIGTERM (or the end of a drain); returns the exit code.
  * channel: to the master, -1 in the single-process mode. */
-int server_serve(struct server_state *st, unsigned processes, int channel, unsigned slot,
-                 unsigned generation);
+int server_serve(struct server_state *st, unsigned processes, int channel, int auth_channel,
+                 unsigned slot, unsigned generation);
 
 /* master.c: supervise the processes until SIGTERM; returns the exit code. */
 int master_run(struct server_state *st);
