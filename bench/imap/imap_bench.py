@@ -726,8 +726,10 @@ def fetch_wire(port, user, compress, timeout):
         while True:
             # look only at what arrived since the last look (a 100 MB reply)
             i = out.find(needle, max(0, scanned - len(needle)))
+            if i < 0 and out.startswith(tag + b" "):  # the tagged line came first
+                i = -2
             scanned = len(out)
-            if i >= 0 and out.endswith(b"\r\n") and out.find(b"\r\n", i + 2) == len(out) - 2:
+            if i != -1 and out.endswith(b"\r\n") and out.find(b"\r\n", i + 2) == len(out) - 2:
                 return bytes(out)
             chunk = s.recv(1 << 20)
             if not chunk:
