@@ -23,6 +23,7 @@ static const struct command commands[] = {
     {"hash-password", cli_hash_password, "hash-password [-s SCHEME]       like doveadm pw"},
     {"queue", cli_queue, "queue list|show|delete|hold|release|flush  manage the outbound queue"},
     {"sendmail", cli_sendmail, "sendmail [-t] [-i] [-f FROM] [RCPT...]  submit a message from stdin"},
+    {"dkim", cli_dkim, "dkim keygen|list|retire         manage DKIM signing keys"},
     {"mailq", cli_mailq, "mailq                           list the queue (like queue list)"},
 };
 

@@ -1,0 +1,49 @@
+/*
+ * mailauth-private.h - internal to the mailauth module: reading a struct mailauth_message
+ * (header section into memory, body in chunks) and small helpers shared by dkim.c,
+ * sign.c, spf.c and dmarc.c.
+ */
+#ifndef TERN_MAILAUTH_PRIVATE_H
+#define TERN_MAILAUTH_PRIVATE_H
+
+#include "core/buf.h"
+#include "mailauth/mailauth.h"
+
+/* The header section of m (prefix + the message's own, up to and including the empty
+ * line) parsed into fields. */
+struct mailauth_parsed {
+    struct buf header;           /* the section's bytes */
+    struct mailauth_header *fields;
+    size_t n_fields;
+    uint64_t body_offset;        /* where the body starts in the message (not the prefix) */
+};
+/* Read and parse the header section. 0, or -1 with *error_r (static): I/O error, over
+ * MAILAUTH_HEADER_MAX. Free with mailauth_parsed_free even on failure. */
+int mailauth_parsed_read(const struct mailauth_message *m, struct mailauth_parsed *p,
+                         const char **error_r);
+void mailauth_parsed_free(struct mailauth_parsed *p);
+/* Call fn on the body of m in chunks. 0, or -1 on a read error. */
+int mailauth_body_each(const struct mailauth_message *m, uint64_t body_offset,
+                       void (*fn)(void *arg, const char *data, size_t len), void *arg);
+
+/* The DKIM header hash input (RFC 6376 §3.7): the fields of h_list (colon separated, FWS
+ * removed) from the bottom up, then the signature field f[f_len] itself with b='s value
+ * removed and no CRLF. */
+bool mailauth_dkim_header_input(const struct mailauth_parsed *p, const char *h_list,
+                                bool is_relaxed, const char *f, size_t f_len, struct buf *out);
+
+/* Is field i named name (case-insensitive)? */
+bool mailauth_field_is(const struct mailauth_parsed *p, size_t i, const char *name);
+/* The value of field i (after the colon). */
+void mailauth_field_value(const struct mailauth_parsed *p, size_t i, const char **v_r,
+                          size_t *len_r);
+
+/* Copy text[len] into out with FWS removed; false if it does not fit (or has a NUL). */
+bool mailauth_copy_nofws(const char *text, size_t len, char *out, size_t size);
+/* Decode base64 with FWS inside (RFC 6376 §2.10) into out[max]; -1 on bad syntax. */
+int mailauth_base64_decode(const char *text, size_t len, unsigned char *out, size_t max,
+                           size_t *len_r);
+/* Is d equal to or a subdomain of parent (case-insensitive, dotted names)? */
+bool mailauth_domain_is_within(const char *d, const char *parent);
+
+#endif

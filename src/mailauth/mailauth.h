@@ -1,0 +1,284 @@
+/*
+ * mailauth.h - mail authentication (issue 12): DKIM signing and verification (RFC 6376,
+ * RFC 8463 Ed25519, RFC 8301 algorithm floor), SPF (RFC 7208), DMARC (RFC 7489),
+ * Authentication-Results (RFC 8601), and the DKIM key store.
+ *
+ * Contract:
+ * - Pure functions over bytes plus a DNS interface (struct mailauth_dns). Nothing here
+ *   touches a session, a connection or the event loop; results are plain data (fixed
+ *   arrays inside the result structs), so the module can move behind another process.
+ * - Parsers (tag lists, DKIM-Signature, key records, SPF and DMARC records, A-R) are
+ *   linear-time with explicit budgets, unit-tested and fuzzed (tests/fuzz/fuzz_mailauth_*).
+ * - DNS: every function that needs DNS takes a struct mailauth_dns and may BLOCK for at
+ *   most the resolver's timeout per query (and a bounded number of queries): call it from
+ *   a workpool thread or the CLI, never from the loop thread. A DNS failure is a
+ *   temporary result (TEMPERROR), never a silent pass.
+ * - Ownership: callers own every input; outputs are written into caller-provided structs
+ *   or appended to a caller's struct buf. The resolver (mailauth_resolver_*) and key
+ *   store handles are owned by whoever created them; both are thread-safe once created.
+ */
+#ifndef TERN_MAILAUTH_MAILAUTH_H
+#define TERN_MAILAUTH_MAILAUTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct buf;
+
+/* ---- results (RFC 8601 §2.7 result names) ------------------------------------------- */
+
+enum mailauth_result {
+    MAILAUTH_NONE,
+    MAILAUTH_PASS,
+    MAILAUTH_FAIL,
+    MAILAUTH_SOFTFAIL, /* SPF only */
+    MAILAUTH_NEUTRAL,
+    MAILAUTH_POLICY,
+    MAILAUTH_TEMPERROR,
+    MAILAUTH_PERMERROR,
+};
+/* "pass", "fail", ... as written in Authentication-Results. */
+const char *mailauth_result_name(enum mailauth_result r);
+
+/* ---- the message ---------------------------------------------------------------------- */
+
+/* A message as bytes: optional header lines we prepend (trace fields, our Message-ID),
+ * then the message itself, in memory (data/len) or in a file (fd >= 0, fd_size bytes,
+ * read with pread, so the file offset is left alone). */
+struct mailauth_message {
+    const char *prefix;
+    size_t prefix_len;
+    const char *data;
+    size_t len;
+    int fd;
+    uint64_t fd_size;
+};
+
+/* Header sections larger than this are not authenticated (permerror): a budget. */
+#define MAILAUTH_HEADER_MAX   (1024 * 1024)
+#define MAILAUTH_HEADERS_MAX  1000 /* header fields looked at */
+
+/* One header field of a parsed header section: offsets into the section's bytes. */
+struct mailauth_header {
+    size_t start;    /* first byte of the field name */
+    size_t name_len; /* name without the colon, trailing blanks excluded */
+    size_t len;      /* whole field up to and including its final CRLF */
+};
+
+/* Pure: split a header section (bytes up to and including the empty line, or all of len)
+ * into fields. At most max fields (the rest are ignored and *is_truncated_r set). Lines
+ * not of the form "name:" and not a continuation are skipped (RFC 5322 obs-forms are not
+ * signed by anyone sane). Returns the number of fields; *body_r is the offset of the
+ * body (len when there is no empty line). */
+size_t mailauth_headers_parse(const char *h, size_t len, struct mailauth_header *out, size_t max,
+                              size_t *body_r, bool *is_truncated_r);
+
+/* ---- canonicalization (RFC 6376 §3.4) -------------------------------------------------- */
+
+/* Append the canonical form of one header field (name: value CRLF as in the message) to
+ * out: relaxed (§3.4.2) or simple (§3.4.1). with_crlf false drops the final CRLF (the
+ * DKIM-Signature field itself, §3.7). */
+bool mailauth_canon_header(const char *field, size_t len, bool is_relaxed, bool with_crlf,
+                           struct buf *out);
+
+/* Incremental body canonicalizer (§3.4.3 simple, §3.4.4 relaxed): feed chunks, then
+ * finish; the canonical bytes go to emit() (at most limit of them when has_limit: l=). */
+struct mailauth_body_canon {
+    bool is_relaxed;
+    bool has_limit;
+    uint64_t limit;
+    uint64_t emitted;   /* canonical octets passed to emit (after the limit) */
+    uint64_t total;     /* canonical octets the whole body has (for l= checks) */
+    uint64_t pending_crlf;
+    bool pending_wsp;
+    bool pending_cr;
+    bool line_has_text;
+    bool has_text; /* anything but empty lines so far */
+    void (*emit)(void *arg, const char *data, size_t len);
+    void *arg;
+};
+void mailauth_body_canon_init(struct mailauth_body_canon *c, bool is_relaxed, bool has_limit,
+                              uint64_t limit, void (*emit)(void *, const char *, size_t),
+                              void *arg);
+void mailauth_body_canon_feed(struct mailauth_body_canon *c, const char *data, size_t len);
+void mailauth_body_canon_finish(struct mailauth_body_canon *c);
+
+/* ---- tag lists (RFC 6376 §3.2; also DMARC records, RFC 7489 §6.4, and ARC) ------------- */
+
+#define MAILAUTH_TAGS_MAX 32
+struct mailauth_tag {
+    char name[16];
+    const char *value; /* into the parsed text, FWS not removed inside */
+    size_t value_len;
+};
+/* Pure: parse "tag=value; tag=value" (leading/trailing FWS trimmed around names and
+ * values). -1 on syntax error, a duplicate tag (§3.2: permerror), a tag name longer than
+ * 15 or more than MAILAUTH_TAGS_MAX tags. */
+int mailauth_tags_parse(const char *text, size_t len, struct mailauth_tag *out, size_t *n_r);
+/* The tag named name, or NULL. */
+const struct mailauth_tag *mailauth_tags_find(const struct mailauth_tag *t, size_t n,
+                                              const char *name);
+
+/* ---- DNS interface -------------------------------------------------------------------- */
+
+enum mailauth_dns_status {
+    MAILAUTH_DNS_OK,       /* answer with records (n may still be 0 for NODATA) */
+    MAILAUTH_DNS_NXDOMAIN, /* no such name */
+    MAILAUTH_DNS_TEMPFAIL, /* timeout, SERVFAIL, no resolver: a temporary result */
+};
+enum { MAILAUTH_DNS_A = 1, MAILAUTH_DNS_MX = 15, MAILAUTH_DNS_TXT = 16, MAILAUTH_DNS_PTR = 12,
+       MAILAUTH_DNS_AAAA = 28 };
+#define MAILAUTH_DNS_RRS_MAX 32
+#define MAILAUTH_DNS_RR_MAX  4096 /* TXT: the character-strings joined */
+struct mailauth_dns_answer {
+    size_t n;
+    /* TXT: the strings of one record joined (RFC 7208 §3.3, RFC 6376 §3.6.2.2); A: 4
+     * octets; AAAA: 16; MX and PTR: the host name in dotted form (MX preference dropped). */
+    struct {
+        unsigned char data[MAILAUTH_DNS_RR_MAX];
+        size_t len;
+    } rr[MAILAUTH_DNS_RRS_MAX];
+    bool is_secure; /* DNSSEC validated (only from a validating resolver) */
+};
+/* A DNS implementation: the libunbound one below, or a table in tests and fuzzers. */
+struct mailauth_dns {
+    enum mailauth_dns_status (*lookup)(void *ctx, const char *name, int type,
+                                       struct mailauth_dns_answer *answer);
+    void *ctx;
+};
+
+/* The libunbound resolver: its own context (so its callbacks never run on the loop),
+ * forwarding to resolver ("IP" or "IP@port"; "" = /etc/resolv.conf). Each lookup waits
+ * at most timeout_ms (then TEMPFAIL). Thread-safe: any number of threads may look up at
+ * once. NULL with *error_r (malloc'd). */
+struct mailauth_resolver;
+struct mailauth_resolver *mailauth_resolver_create(const char *resolver, unsigned timeout_ms,
+                                                   char **error_r);
+void mailauth_resolver_free(struct mailauth_resolver *r);
+/* The interface for r (valid while r lives). */
+struct mailauth_dns mailauth_resolver_dns(struct mailauth_resolver *r);
+
+/* ---- DKIM (RFC 6376, RFC 8463) --------------------------------------------------------- */
+
+enum mailauth_dkim_alg { MAILAUTH_DKIM_RSA_SHA256, MAILAUTH_DKIM_ED25519_SHA256,
+                         MAILAUTH_DKIM_RSA_SHA1 };
+
+/* A parsed DKIM-Signature (or ARC-Message-Signature) value. */
+struct mailauth_dkim_sig {
+    enum mailauth_dkim_alg alg;
+    bool is_header_relaxed, is_body_relaxed;
+    char domain[254];   /* d= */
+    char selector[64];  /* s= */
+    char identity[320]; /* i= (default "@d") */
+    char headers[1024]; /* h= with FWS removed, colon separated */
+    unsigned char bh[64];
+    size_t bh_len;
+    unsigned char b[1024];
+    size_t b_len;
+    char b_text[16]; /* the first 8 characters of b= for header.b (RFC 6008) */
+    bool has_limit;
+    uint64_t limit;    /* l= */
+    int64_t timestamp; /* t=, -1 none */
+    int64_t expires;   /* x=, -1 none */
+};
+/* Pure: parse the value of a DKIM-Signature field (after the colon). 0, or -1 with a
+ * reason (static string) in *error_r. Checks the required tags and their syntax
+ * (§3.5, §6.1.1): v=1, a, b, bh, d, h (must contain From), s; i= within d=. */
+int mailauth_dkim_sig_parse(const char *value, size_t len, struct mailauth_dkim_sig *sig,
+                            const char **error_r);
+
+/* A parsed DKIM key record (RFC 6376 §3.6.1). */
+struct mailauth_dkim_key {
+    bool is_rsa, is_ed25519;
+    bool is_revoked;   /* p= empty */
+    bool is_testing;   /* t=y */
+    bool is_strict;    /* t=s: i= must equal d= exactly */
+    bool allows_sha1, allows_sha256;
+    unsigned char p[1024];
+    size_t p_len;
+};
+/* Pure: parse a key record. 0, or -1 with *error_r (static). */
+int mailauth_dkim_key_parse(const char *text, size_t len, struct mailauth_dkim_key *key,
+                            const char **error_r);
+
+#define MAILAUTH_DKIM_SIGS_MAX 8 /* signatures verified per message; more are ignored */
+#define MAILAUTH_RSA_BITS_MIN  1024 /* RFC 8301 §3.2 */
+struct mailauth_dkim_result {
+    enum mailauth_result result;
+    char domain[254];
+    char selector[64];
+    char identity[320];
+    const char *algorithm; /* "rsa-sha256", "ed25519-sha256", "rsa-sha1" */
+    char b_text[16];
+    unsigned key_bits;
+    char reason[160];
+};
+/* Verify the DKIM signatures of m (at most MAILAUTH_DKIM_SIGS_MAX, top-most first).
+ * results[MAILAUTH_DKIM_SIGS_MAX]; *n_r = how many; 0 signatures: *n_r = 0 (dkim=none).
+ * now: seconds since the epoch (x= expiry). BLOCKING (DNS). 0, or -1 when the message
+ * could not be read (I/O, header section over the budget: *n_r = 0). */
+int mailauth_dkim_verify(const struct mailauth_message *m, const struct mailauth_dns *dns,
+                         int64_t now, struct mailauth_dkim_result *results, size_t *n_r);
+
+/* ---- DKIM signing and the key store -------------------------------------------------- */
+
+/* A private key for signing with its d= and s=. */
+struct mailauth_signing_key {
+    char domain[254];
+    char selector[64];
+    enum mailauth_dkim_alg alg;
+    void *pkey; /* EVP_PKEY *, owned */
+};
+void mailauth_signing_key_free(struct mailauth_signing_key *k);
+
+/* Sign m with keys[n] (one DKIM-Signature each; relaxed/relaxed, SHA-256, the headers of
+ * mailauth_dkim_sign_headers present in m plus oversigning of From, To, Subject, Date,
+ * Message-ID). The fields, each ending in CRLF, are appended to out, in the order to
+ * prepend them. now: t=. 0, or -1 with *error_r (static). Any thread. */
+int mailauth_dkim_sign(const struct mailauth_message *m, const struct mailauth_signing_key *keys,
+                       size_t n, int64_t now, struct buf *out, const char **error_r);
+
+/* The key store: <data_dir>/dkim/<domain>/<selector>.pem (private key, mode 0600, a
+ * "# created=SECONDS" line before the PEM block), retired keys renamed <selector>.retired.
+ * The oldest key of each algorithm that is not retired signs: a new selector can be
+ * published next to the old one before the old one is retired (RFC 6376 §3.1 rotation). */
+struct mailauth_key_info {
+    char domain[254];
+    char selector[64];
+    enum mailauth_dkim_alg alg;
+    unsigned bits;
+    int64_t created;
+    bool is_retired;
+    bool is_signing; /* the key signing for its domain and algorithm now */
+    char *txt;       /* the DNS TXT value "v=DKIM1; k=...; p=..." (malloc'd) */
+};
+/* Generate a key (RSA 2048 or Ed25519) for domain/selector and store it. Fails if the
+ * selector exists. info_r (may be NULL) describes it (free with ..._info_free). */
+int mailauth_keys_generate(const char *data_dir, const char *domain, const char *selector,
+                           enum mailauth_dkim_alg alg, struct mailauth_key_info *info_r,
+                           char **error_r);
+/* Every key of domain (NULL: of all domains), sorted by domain, then creation time.
+ * *list_r is malloc'd; free with mailauth_keys_list_free. */
+int mailauth_keys_list(const char *data_dir, const char *domain, struct mailauth_key_info **list_r,
+                       size_t *n_r, char **error_r);
+void mailauth_keys_list_free(struct mailauth_key_info *list, size_t n);
+/* Retire domain/selector (it stops signing; remove its TXT record once messages signed
+ * with it are delivered). */
+int mailauth_keys_retire(const char *data_dir, const char *domain, const char *selector,
+                         char **error_r);
+/* The signing keys of domain: the oldest non-retired key per algorithm (RSA first).
+ * keys_r[2]; *n_r 0 when the domain has none. BLOCKING (file reads). */
+int mailauth_keys_load_signing(const char *data_dir, const char *domain,
+                               struct mailauth_signing_key keys_r[2], size_t *n_r,
+                               char **error_r);
+/* Is s a valid selector / domain name for the key store (letters, digits, '-', '.')? */
+bool mailauth_keys_is_valid_name(const char *s, size_t max);
+
+/* Pure: the domain of the From: field among the parsed fields of header section h (RFC
+ * 5322 §3.6.2), lower case, into out. false when there is none, there are several, or it
+ * has several addresses (RFC 7489 §6.6.1: such messages get no DMARC identifier). */
+bool mailauth_from_domain(const char *h, const struct mailauth_header *fields, size_t n,
+                          char *out, size_t size);
+
+#endif

@@ -1,0 +1,603 @@
+/*
+ * test_mailauth.c - unit tests of the mailauth module's DKIM part: canonicalization
+ * (RFC 6376 §3.4.5's example, chunk boundaries, empty bodies), tag lists, the
+ * DKIM-Signature and key record parsers, RFC 8463 Appendix A (Ed25519 and RSA signatures
+ * of one message), our own signatures round-tripping, altered messages failing, the RSA
+ * key floor, DNS failures giving temperror, the From domain, and the key store (keygen,
+ * rotation, retire).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "core/buf.h"
+#include "core/util.h"
+#include "mailauth/mailauth-private.h"
+#include "mailauth/mailauth.h"
+
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "test_mailauth_util.h"
+#include "test_tmpdir.h"
+
+static int setup(void **state)
+{
+    snprintf(tmp_root, sizeof tmp_root, "/tmp/tern-test-mailauth-XXXXXX");
+    return mkdtemp(tmp_root) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    rm_rf(tmp_root, 0);
+    return 0;
+}
+
+static void collect(void *arg, const char *data, size_t len)
+{
+    buf_append(arg, data, len);
+}
+
+/* Canonical body of text, fed in pieces of `piece` octets (0 = at once). */
+static char *body_canon(const char *text, bool is_relaxed, size_t piece)
+{
+    struct buf out;
+    buf_init(&out, 0);
+    struct mailauth_body_canon c;
+    mailauth_body_canon_init(&c, is_relaxed, false, 0, collect, &out);
+    size_t len = strlen(text);
+    if (piece == 0)
+        piece = len ? len : 1;
+    for (size_t i = 0; i < len; i += piece)
+        mailauth_body_canon_feed(&c, text + i, len - i < piece ? len - i : piece);
+    mailauth_body_canon_finish(&c);
+    buf_append(&out, "", 0);
+    char *s = buf_steal(&out);
+    return s ? s : strdup("");
+}
+
+/* RFC 6376 §3.4.5: the example of both canonicalizations. */
+static void test_canon_rfc6376_example(void **state)
+{
+    const char *body = " C \r\nD \t E\r\n\r\n\r\n";
+    for (size_t piece = 0; piece < 8; piece++) {
+        char *r = body_canon(body, true, piece);
+        assert_string_equal(r, " C\r\nD E\r\n");
+        free(r);
+        char *s = body_canon(body, false, piece);
+        assert_string_equal(s, " C \r\nD \t E\r\n");
+        free(s);
+    }
+    struct buf h;
+    buf_init(&h, 0);
+    assert_true(mailauth_canon_header("A: X\r\n", 6, true, true, &h));
+    const char *b = "B : Y\t\r\n\tZ  \r\n";
+    assert_true(mailauth_canon_header(b, strlen(b), true, true, &h));
+    assert_string_equal(h.data, "a:X\r\nb:Y Z\r\n");
+    buf_reset(&h);
+    assert_true(mailauth_canon_header(b, strlen(b), false, true, &h));
+    assert_string_equal(h.data, b);
+    buf_free(&h);
+}
+
+static void test_canon_edges(void **state)
+{
+    /* §3.4.3: an empty body is one CRLF in simple, nothing in relaxed */
+    char *s = body_canon("", false, 0);
+    assert_string_equal(s, "\r\n");
+    free(s);
+    s = body_canon("", true, 0);
+    assert_string_equal(s, "");
+    free(s);
+    s = body_canon("\r\n\r\n", true, 0);
+    assert_string_equal(s, "");
+    free(s);
+    /* a missing final CRLF is added; a bare CR is text; CRLF split over chunks */
+    s = body_canon("abc", true, 0);
+    assert_string_equal(s, "abc\r\n");
+    free(s);
+    for (size_t piece = 1; piece < 5; piece++) {
+        s = body_canon("a\rb  \r\n \r\n\r\nc\t\r\n", true, piece);
+        assert_string_equal(s, "a\rb\r\n\r\n\r\nc\r\n");
+        free(s);
+    }
+    /* l= keeps only the first octets */
+    struct buf out;
+    buf_init(&out, 0);
+    struct mailauth_body_canon c;
+    mailauth_body_canon_init(&c, false, true, 4, collect, &out);
+    mailauth_body_canon_feed(&c, "hello\r\nworld\r\n", 14);
+    mailauth_body_canon_finish(&c);
+    assert_int_equal(out.len, 4);
+    assert_int_equal(c.total, 14);
+    buf_free(&out);
+}
+
+static void test_tags(void **state)
+{
+    struct mailauth_tag t[MAILAUTH_TAGS_MAX];
+    size_t n;
+    const char *ok = " v=1; a = rsa-sha256 ;\r\n\tb=ab\r\n cd; ";
+    assert_int_equal(mailauth_tags_parse(ok, strlen(ok), t, &n), 0);
+    assert_int_equal(n, 3);
+    const struct mailauth_tag *a = mailauth_tags_find(t, n, "a");
+    assert_non_null(a);
+    assert_int_equal(a->value_len, 10);
+    assert_memory_equal(a->value, "rsa-sha256", 10);
+    assert_int_equal(mailauth_tags_parse("a=1; a=2", 8, t, &n), -1); /* duplicate */
+    assert_int_equal(mailauth_tags_parse("novalue", 7, t, &n), -1);
+    assert_int_equal(mailauth_tags_parse("1a=x", 4, t, &n), -1);
+    assert_int_equal(mailauth_tags_parse("=x", 2, t, &n), -1);
+}
+
+static const char RFC8463_MESSAGE[] =
+    "DKIM-Signature: v=1; a=ed25519-sha256; c=relaxed/relaxed;\r\n"
+    " d=football.example.com; i=@football.example.com;\r\n"
+    " q=dns/txt; s=brisbane; t=1528637909; h=from : to :\r\n"
+    " subject : date : message-id : from : subject : date;\r\n"
+    " bh=2jUSOH9NhtVGCQWNr9BrIAPreKQjO6Sn7XIkfJVOzv8=;\r\n"
+    " b=/gCrinpcQOoIfuHNQIbq4pgh9kyIK3AQUdt9OdqQehSwhEIug4D11Bus\r\n"
+    " Fa3bT3FY5OsU7ZbnKELq+eXdp1Q1Dw==\r\n"
+    "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed;\r\n"
+    " d=football.example.com; i=@football.example.com;\r\n"
+    " q=dns/txt; s=test; t=1528637909; h=from : to : subject :\r\n"
+    " date : message-id : from : subject : date;\r\n"
+    " bh=2jUSOH9NhtVGCQWNr9BrIAPreKQjO6Sn7XIkfJVOzv8=;\r\n"
+    " b=F45dVWDfMbQDGHJFlXUNB2HKfbCeLRyhDXgFpEL8GwpsRe0IeIixNTe3\r\n"
+    " DhCVlUrSjV4BwcVcOF6+FF3Zo9Rpo1tFOeS9mPYQTnGdaSGsgeefOsk2Jz\r\n"
+    " dA+L10TeYt9BgDfQNZtKdN1WO//KgIqXP7OdEFE4LjFYNcUxZQ4FADY+8=\r\n"
+    "From: Joe SixPack <joe@football.example.com>\r\n"
+    "To: Suzie Q <suzie@shopping.example.net>\r\n"
+    "Subject: Is dinner ready?\r\n"
+    "Date: Fri, 11 Jul 2003 21:00:37 -0700 (PDT)\r\n"
+    "Message-ID: <20030712040037.46341.5F8J@football.example.com>\r\n"
+    "\r\n"
+    "Hi.\r\n"
+    "\r\n"
+    "We lost the game.  Are you hungry yet?\r\n"
+    "\r\n"
+    "Joe.\r\n";
+
+static const struct table_row RFC8463_DNS[] = {
+    {"brisbane._domainkey.football.example.com", MAILAUTH_DNS_TXT,
+     "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="},
+    {"test._domainkey.football.example.com", MAILAUTH_DNS_TXT,
+     "v=DKIM1; k=rsa; "
+     "p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDkHlOQoBTzWRiGs5V6NpP3idY6Wk08a5qhdR6wy5bdOKb2jLQiY/"
+     "J16JYi0Qvx/byYzCNb3W91y3FutACDfzwQ/BC/e/8uBsCR+yz1Lxj+PL6lHvqMKrM3rG4hstT5QjvHO9PzoxZyVYLzBfO2EeC3Ip3G+"
+     "2kryOTIKT+l/K4w3QIDAQAB"},
+};
+
+static size_t verify_text(const char *msg, size_t len, const struct table_row *rows, size_t n_rows,
+                          struct mailauth_dkim_result *r)
+{
+    struct table_dns t = {rows, n_rows, 0};
+    struct mailauth_dns dns = table_dns(&t);
+    struct mailauth_message m = {.data = msg, .len = len, .fd = -1};
+    size_t n = 0;
+    assert_int_equal(mailauth_dkim_verify(&m, &dns, 1600000000, r, &n), 0);
+    return n;
+}
+
+/* RFC 8463 Appendix A: one message, an Ed25519 and an RSA signature, both pass. */
+static void test_rfc8463_example(void **state)
+{
+    struct mailauth_dkim_result r[MAILAUTH_DKIM_SIGS_MAX];
+    size_t n = verify_text(RFC8463_MESSAGE, sizeof RFC8463_MESSAGE - 1, RFC8463_DNS, 2, r);
+    assert_int_equal(n, 2);
+    assert_int_equal(r[0].result, MAILAUTH_PASS);
+    assert_string_equal(r[0].algorithm, "ed25519-sha256");
+    assert_string_equal(r[0].selector, "brisbane");
+    assert_int_equal(r[1].result, MAILAUTH_PASS);
+    assert_string_equal(r[1].algorithm, "rsa-sha256");
+    assert_int_equal(r[1].key_bits, 1024);
+    assert_string_equal(r[0].domain, "football.example.com");
+
+    /* one changed body octet: both fail on the body hash */
+    char *alt = strdup(RFC8463_MESSAGE);
+    char *p = strstr(alt, "hungry");
+    p[0] = 'H';
+    n = verify_text(alt, strlen(alt), RFC8463_DNS, 2, r);
+    assert_int_equal(r[0].result, MAILAUTH_FAIL);
+    assert_int_equal(r[1].result, MAILAUTH_FAIL);
+    assert_non_null(strstr(r[0].reason, "body hash"));
+    free(alt);
+    /* a changed signed header: the signature itself fails */
+    alt = strdup(RFC8463_MESSAGE);
+    p = strstr(alt, "dinner");
+    p[0] = 'D';
+    n = verify_text(alt, strlen(alt), RFC8463_DNS, 2, r);
+    assert_int_equal(r[0].result, MAILAUTH_FAIL);
+    assert_int_equal(r[1].result, MAILAUTH_FAIL);
+    assert_non_null(strstr(r[1].reason, "signature"));
+    free(alt);
+    /* an added second From (oversigned in h=): fails */
+    struct buf b;
+    buf_init(&b, 0);
+    buf_append_str(&b, "From: Mallory <m@evil.example>\r\n");
+    buf_append_str(&b, RFC8463_MESSAGE);
+    n = verify_text(b.data, b.len, RFC8463_DNS, 2, r);
+    assert_int_equal(r[0].result, MAILAUTH_FAIL);
+    buf_free(&b);
+    /* relaxed: refolding a header and blanks at line ends do not matter */
+    alt = strdup(RFC8463_MESSAGE);
+    p = strstr(alt, "Subject: Is dinner");
+    memcpy(p, "subject:Is  dinner", 18);
+    n = verify_text(alt, strlen(alt), RFC8463_DNS, 2, r);
+    (void)n;
+    assert_int_equal(r[0].result, MAILAUTH_PASS);
+    free(alt);
+}
+
+static void test_dns_outcomes(void **state)
+{
+    struct mailauth_dkim_result r[MAILAUTH_DKIM_SIGS_MAX];
+    /* no key at all: permerror; SERVFAIL/timeout: temperror, never a pass */
+    size_t n = verify_text(RFC8463_MESSAGE, sizeof RFC8463_MESSAGE - 1, NULL, 0, r);
+    assert_int_equal(n, 2);
+    assert_int_equal(r[0].result, MAILAUTH_PERMERROR);
+    static const struct table_row fail[] = {
+        {"brisbane._domainkey.football.example.com", MAILAUTH_DNS_TXT, NULL},
+        {"test._domainkey.football.example.com", MAILAUTH_DNS_TXT, "v=DKIM1; k=rsa; p="},
+    };
+    n = verify_text(RFC8463_MESSAGE, sizeof RFC8463_MESSAGE - 1, fail, 2, r);
+    assert_int_equal(r[0].result, MAILAUTH_TEMPERROR);
+    assert_int_equal(r[1].result, MAILAUTH_PERMERROR); /* revoked */
+    assert_non_null(strstr(r[1].reason, "revoked"));
+    /* a key of the wrong type */
+    static const struct table_row wrong[] = {
+        {"brisbane._domainkey.football.example.com", MAILAUTH_DNS_TXT,
+         "v=DKIM1; k=rsa; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="},
+    };
+    n = verify_text(RFC8463_MESSAGE, sizeof RFC8463_MESSAGE - 1, wrong, 1, r);
+    assert_int_equal(r[0].result, MAILAUTH_PERMERROR);
+    /* a message without signatures */
+    const char *plain = "From: a@b.example\r\n\r\nhi\r\n";
+    n = verify_text(plain, strlen(plain), NULL, 0, r);
+    assert_int_equal(n, 0);
+}
+
+static void test_sig_parse(void **state)
+{
+    struct mailauth_dkim_sig sig;
+    const char *err;
+    const char *good = "v=1; a=rsa-sha256; d=example.org; s=s1; h=From:To; bh=YWJj; b=YWJj; "
+                       "l=10; i=user@sub.example.org; t=5; x=10";
+    assert_int_equal(mailauth_dkim_sig_parse(good, strlen(good), &sig, &err), 0);
+    assert_true(sig.has_limit);
+    assert_int_equal(sig.limit, 10);
+    assert_false(sig.is_header_relaxed); /* c= absent: simple/simple */
+    static const char *const bad[] = {
+        "v=2; a=rsa-sha256; d=example.org; s=s1; h=From; bh=YWJj; b=YWJj",
+        "v=1; a=rsa-sha256; d=example.org; s=s1; h=To; bh=YWJj; b=YWJj",   /* no From */
+        "v=1; a=rsa-md5; d=example.org; s=s1; h=From; bh=YWJj; b=YWJj",
+        "v=1; a=rsa-sha256; d=example.org; s=s1; h=From; bh=YWJj",         /* no b= */
+        "v=1; a=rsa-sha256; d=example.org; s=s1; h=From; bh=YWJj; b=YWJj; i=u@other.example",
+        "v=1; a=rsa-sha256; d=example.org; s=s1; h=From; bh=YWJj; b=YWJj; c=odd/relaxed",
+        "v=1; a=rsa-sha256; d=example.org; s=s1; h=From; bh=YWJj; b=YWJj; l=x",
+        "v=1; a=rsa-sha256; d=example.org; s=s1; h=From; bh=YWJj; b=Y!Jj",
+        "v=1; a=rsa-sha256; d=example.org; s=s1; h=From; bh=YWJj; b=YWJj; t=10; x=5",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(mailauth_dkim_sig_parse(bad[i], strlen(bad[i]), &sig, &err), -1);
+
+    struct mailauth_dkim_key key;
+    assert_int_equal(mailauth_dkim_key_parse("p=YWJj; t=y:s", 13, &key, &err), 0);
+    assert_true(key.is_rsa && key.is_testing && key.is_strict);
+    assert_int_equal(mailauth_dkim_key_parse("k=dsa; p=YWJj", 13, &key, &err), -1);
+    assert_int_equal(mailauth_dkim_key_parse("p=YWJj; v=DKIM1", 15, &key, &err), -1);
+    assert_int_equal(mailauth_dkim_key_parse("v=DKIM1; s=other; p=YWJj", 25, &key, &err), -1);
+}
+
+/* Sign with the keys of the store, verify with their published records. */
+static void sign_and_verify(const char *msg, struct mailauth_dkim_result *r, size_t *n_r,
+                            const char *alter_from, const char *alter_to)
+{
+    struct mailauth_signing_key keys[2];
+    size_t nk = 0;
+    char *err = NULL;
+    assert_int_equal(mailauth_keys_load_signing(tmp_root, "example.org", keys, &nk, &err), 0);
+    assert_int_equal(nk, 2);
+    struct buf out;
+    buf_init(&out, 0);
+    const char *serr = NULL;
+    struct mailauth_message m = {.data = msg, .len = strlen(msg), .fd = -1};
+    assert_int_equal(mailauth_dkim_sign(&m, keys, nk, 1700000000, &out, &serr), 0);
+    buf_append_str(&out, msg);
+    if (alter_from) {
+        char *p = strstr(out.data, alter_from);
+        assert_non_null(p);
+        memcpy(p, alter_to, strlen(alter_to));
+    }
+    struct mailauth_key_info *list;
+    size_t nl;
+    assert_int_equal(mailauth_keys_list(tmp_root, "example.org", &list, &nl, &err), 0);
+    struct table_row rows[8];
+    char names[8][128];
+    for (size_t i = 0; i < nl && i < 8; i++) {
+        snprintf(names[i], sizeof names[i], "%s._domainkey.example.org", list[i].selector);
+        rows[i] = (struct table_row){names[i], MAILAUTH_DNS_TXT, list[i].txt};
+    }
+    *n_r = verify_text(out.data, out.len, rows, nl < 8 ? nl : 8, r);
+    mailauth_keys_list_free(list, nl);
+    for (size_t i = 0; i < nk; i++)
+        mailauth_signing_key_free(&keys[i]);
+    buf_free(&out);
+}
+
+static void test_sign_roundtrip(void **state)
+{
+    char *err = NULL;
+    struct mailauth_key_info info;
+    assert_int_equal(mailauth_keys_generate(tmp_root, "example.org", "s1-rsa",
+                                            MAILAUTH_DKIM_RSA_SHA256, &info, &err),
+                     0);
+    assert_int_equal(info.bits, 2048);
+    assert_non_null(strstr(info.txt, "k=rsa; p=MIIBIjAN"));
+    free(info.txt);
+    assert_int_equal(mailauth_keys_generate(tmp_root, "example.org", "s1-ed",
+                                            MAILAUTH_DKIM_ED25519_SHA256, NULL, &err),
+                     0);
+    /* the key file is private */
+    char path[512];
+    snprintf(path, sizeof path, "%s/dkim/example.org/s1-rsa.pem", tmp_root);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    /* an existing selector is never overwritten */
+    assert_int_equal(mailauth_keys_generate(tmp_root, "example.org", "s1-rsa",
+                                            MAILAUTH_DKIM_RSA_SHA256, NULL, &err),
+                     -1);
+    free(err);
+    err = NULL;
+
+    const char *msg = "From: Alice <alice@example.org>\r\n"
+                      "To: bob@example.net\r\n"
+                      "Subject: hello   there\r\n"
+                      "Date: Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+                      "Message-ID: <1@example.org>\r\n"
+                      "\r\n"
+                      "Body line  \r\n\r\n\r\n";
+    struct mailauth_dkim_result r[MAILAUTH_DKIM_SIGS_MAX];
+    size_t n;
+    sign_and_verify(msg, r, &n, NULL, NULL);
+    assert_int_equal(n, 2);
+    assert_int_equal(r[0].result, MAILAUTH_PASS);
+    assert_int_equal(r[1].result, MAILAUTH_PASS);
+    assert_string_equal(r[0].algorithm, "rsa-sha256");
+    assert_string_equal(r[1].algorithm, "ed25519-sha256");
+    sign_and_verify(msg, r, &n, "Body line", "Body LINE");
+    assert_int_equal(r[0].result, MAILAUTH_FAIL);
+    assert_int_equal(r[1].result, MAILAUTH_FAIL);
+    sign_and_verify(msg, r, &n, "bob@example.net", "eve@example.net");
+    assert_int_equal(r[0].result, MAILAUTH_FAIL);
+    assert_int_equal(r[1].result, MAILAUTH_FAIL);
+
+    /* a message without From is not signed */
+    struct mailauth_signing_key keys[2];
+    size_t nk;
+    assert_int_equal(mailauth_keys_load_signing(tmp_root, "example.org", keys, &nk, &err), 0);
+    struct buf out;
+    buf_init(&out, 0);
+    const char *serr = NULL;
+    struct mailauth_message m = {.data = "To: x@y\r\n\r\nhi\r\n", .len = 15, .fd = -1};
+    assert_int_equal(mailauth_dkim_sign(&m, keys, nk, 1, &out, &serr), -1);
+    for (size_t i = 0; i < nk; i++)
+        mailauth_signing_key_free(&keys[i]);
+    buf_free(&out);
+}
+
+/* A message in a file, with prefix lines, signs and verifies like one in memory. */
+static void test_sign_file_and_prefix(void **state)
+{
+    char *err = NULL;
+    assert_int_equal(mailauth_keys_generate(tmp_root, "example.org", "f-rsa",
+                                            MAILAUTH_DKIM_RSA_SHA256, NULL, &err),
+                     0);
+    assert_int_equal(mailauth_keys_generate(tmp_root, "example.org", "f-ed",
+                                            MAILAUTH_DKIM_ED25519_SHA256, NULL, &err),
+                     0);
+    char path[512];
+    snprintf(path, sizeof path, "%s/msg", tmp_root);
+    FILE *f = fopen(path, "w+");
+    assert_non_null(f);
+    fputs("From: a@example.org\r\nSubject: big\r\n\r\n", f);
+    for (int i = 0; i < 20000; i++)
+        fputs("line of text in a large message   \r\n", f);
+    fflush(f);
+    long size = ftell(f);
+    struct mailauth_signing_key keys[2];
+    size_t nk;
+    assert_int_equal(mailauth_keys_load_signing(tmp_root, "example.org", keys, &nk, &err), 0);
+    struct buf out;
+    buf_init(&out, 0);
+    const char *serr = NULL;
+    const char *prefix = "Message-ID: <p@example.org>\r\n";
+    struct mailauth_message m = {.prefix = prefix, .prefix_len = strlen(prefix), .fd = fileno(f),
+                                 .fd_size = (uint64_t)size};
+    assert_int_equal(mailauth_dkim_sign(&m, keys, nk, 1, &out, &serr), 0);
+    assert_non_null(strstr(out.data, "Message-ID:Message-ID"));
+    /* verify: signatures + prefix as the new prefix, the file as the message */
+    buf_append_str(&out, prefix);
+    struct mailauth_key_info *list;
+    size_t nl;
+    assert_int_equal(mailauth_keys_list(tmp_root, "example.org", &list, &nl, &err), 0);
+    struct table_row rows[8];
+    char names[8][128];
+    for (size_t i = 0; i < nl && i < 8; i++) {
+        snprintf(names[i], sizeof names[i], "%s._domainkey.example.org", list[i].selector);
+        rows[i] = (struct table_row){names[i], MAILAUTH_DNS_TXT, list[i].txt};
+    }
+    struct table_dns t = {rows, nl, 0};
+    struct mailauth_dns dns = table_dns(&t);
+    struct mailauth_message v = {.prefix = out.data, .prefix_len = out.len, .fd = fileno(f),
+                                 .fd_size = (uint64_t)size};
+    struct mailauth_dkim_result r[MAILAUTH_DKIM_SIGS_MAX];
+    size_t n;
+    assert_int_equal(mailauth_dkim_verify(&v, &dns, 2, r, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(r[0].result, MAILAUTH_PASS);
+    assert_int_equal(r[1].result, MAILAUTH_PASS);
+    mailauth_keys_list_free(list, nl);
+    for (size_t i = 0; i < nk; i++)
+        mailauth_signing_key_free(&keys[i]);
+    buf_free(&out);
+    fclose(f);
+}
+
+/* RFC 8301 §3.2: RSA keys under 1024 bits are not valid. */
+static void test_rsa_floor(void **state)
+{
+    EVP_PKEY *pk = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)768);
+    assert_non_null(pk);
+    struct mailauth_signing_key key = {.domain = "weak.example", .selector = "w",
+                                       .alg = MAILAUTH_DKIM_RSA_SHA256, .pkey = pk};
+    const char *msg = "From: a@weak.example\r\n\r\nhi\r\n";
+    struct mailauth_message m = {.data = msg, .len = strlen(msg), .fd = -1};
+    struct buf out;
+    buf_init(&out, 0);
+    const char *serr;
+    assert_int_equal(mailauth_dkim_sign(&m, &key, 1, 1, &out, &serr), 0);
+    buf_append_str(&out, msg);
+    unsigned char *der = NULL;
+    int dl = i2d_PUBKEY(pk, &der);
+    struct buf txt;
+    buf_init(&txt, 0);
+    buf_append_str(&txt, "v=DKIM1; p=");
+    util_base64_encode(der, (size_t)dl, &txt);
+    OPENSSL_free(der);
+    struct table_row rows[] = {{"w._domainkey.weak.example", MAILAUTH_DNS_TXT, txt.data}};
+    struct mailauth_dkim_result r[MAILAUTH_DKIM_SIGS_MAX];
+    size_t n = verify_text(out.data, out.len, rows, 1, r);
+    assert_int_equal(n, 1);
+    assert_int_equal(r[0].result, MAILAUTH_PERMERROR);
+    assert_non_null(strstr(r[0].reason, "1024"));
+    mailauth_signing_key_free(&key);
+    buf_free(&out);
+    buf_free(&txt);
+}
+
+static void test_rotation(void **state)
+{
+    char *err = NULL;
+    assert_int_equal(mailauth_keys_generate(tmp_root, "rot.example", "old",
+                                            MAILAUTH_DKIM_RSA_SHA256, NULL, &err),
+                     0);
+    /* make "new" clearly younger */
+    assert_int_equal(mailauth_keys_generate(tmp_root, "rot.example", "new",
+                                            MAILAUTH_DKIM_RSA_SHA256, NULL, &err),
+                     0);
+    char path[512];
+    snprintf(path, sizeof path, "%s/dkim/rot.example/old.pem", tmp_root);
+    /* rewrite old's created= stamp to an older time */
+    FILE *f = fopen(path, "r");
+    char text[8192];
+    size_t tl = fread(text, 1, sizeof text - 1, f);
+    text[tl] = '\0';
+    fclose(f);
+    char *pem = strstr(text, "-----BEGIN");
+    f = fopen(path, "w");
+    fprintf(f, "# created=1000\n%s", pem);
+    fclose(f);
+    struct mailauth_signing_key keys[2];
+    size_t nk;
+    assert_int_equal(mailauth_keys_load_signing(tmp_root, "rot.example", keys, &nk, &err), 0);
+    assert_int_equal(nk, 1);
+    assert_string_equal(keys[0].selector, "old"); /* both published: the old one signs */
+    mailauth_signing_key_free(&keys[0]);
+    assert_int_equal(mailauth_keys_retire(tmp_root, "rot.example", "old", &err), 0);
+    assert_int_equal(mailauth_keys_load_signing(tmp_root, "rot.example", keys, &nk, &err), 0);
+    assert_int_equal(nk, 1);
+    assert_string_equal(keys[0].selector, "new");
+    mailauth_signing_key_free(&keys[0]);
+    struct mailauth_key_info *list;
+    size_t nl;
+    assert_int_equal(mailauth_keys_list(tmp_root, "rot.example", &list, &nl, &err), 0);
+    assert_int_equal(nl, 2);
+    assert_true(list[0].is_retired);
+    assert_true(list[1].is_signing);
+    mailauth_keys_list_free(list, nl);
+    /* a retired selector is never reused, and retiring twice fails */
+    assert_int_equal(mailauth_keys_generate(tmp_root, "rot.example", "old",
+                                            MAILAUTH_DKIM_RSA_SHA256, NULL, &err),
+                     -1);
+    free(err);
+    err = NULL;
+    assert_int_equal(mailauth_keys_retire(tmp_root, "rot.example", "old", &err), -1);
+    free(err);
+    err = NULL;
+    assert_int_equal(mailauth_keys_generate(tmp_root, "../x", "s", MAILAUTH_DKIM_RSA_SHA256, NULL,
+                                            &err),
+                     -1);
+    free(err);
+}
+
+static bool from_of(const char *h, char *out, size_t size)
+{
+    struct mailauth_header f[16];
+    size_t body;
+    bool tr;
+    size_t n = mailauth_headers_parse(h, strlen(h), f, 16, &body, &tr);
+    return mailauth_from_domain(h, f, n, out, size);
+}
+
+static void test_from_domain(void **state)
+{
+    char d[256];
+    assert_true(from_of("From: Joe <Joe@Example.ORG>\r\n\r\n", d, sizeof d));
+    assert_string_equal(d, "example.org");
+    assert_true(from_of("From: joe@example.org (Joe, \"x\" <y@z.example>)\r\n\r\n", d, sizeof d));
+    assert_string_equal(d, "example.org");
+    assert_true(from_of("From: \"a@b.example, c\" <joe@sub.example.org>\r\n\r\n", d, sizeof d));
+    assert_string_equal(d, "sub.example.org");
+    assert_true(from_of("Subject: x\r\nFrom:\r\n <joe@folded.example>\r\n\r\n", d, sizeof d));
+    assert_string_equal(d, "folded.example");
+    assert_false(from_of("From: a@x.example, b@y.example\r\n\r\n", d, sizeof d));
+    assert_false(from_of("From: a@x.example\r\nFrom: b@y.example\r\n\r\n", d, sizeof d));
+    assert_false(from_of("To: a@x.example\r\n\r\n", d, sizeof d));
+    assert_false(from_of("From: undisclosed:;\r\n\r\n", d, sizeof d));
+    assert_false(from_of("From: <>\r\n\r\n", d, sizeof d));
+}
+
+static void test_headers_parse(void **state)
+{
+    const char *h = "A: 1\r\n cont\r\nbogus line\r\nB:2\r\n\r\nbody";
+    struct mailauth_header f[4];
+    size_t body;
+    bool tr;
+    size_t n = mailauth_headers_parse(h, strlen(h), f, 4, &body, &tr);
+    assert_int_equal(n, 2);
+    assert_int_equal(f[0].len, 13);
+    assert_int_equal(f[1].start, 25);
+    assert_string_equal(h + body, "body");
+    n = mailauth_headers_parse(h, strlen(h), f, 1, &body, &tr);
+    assert_int_equal(n, 1);
+    assert_true(tr);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_canon_rfc6376_example),
+        cmocka_unit_test(test_canon_edges),
+        cmocka_unit_test(test_tags),
+        cmocka_unit_test(test_rfc8463_example),
+        cmocka_unit_test(test_dns_outcomes),
+        cmocka_unit_test(test_sig_parse),
+        cmocka_unit_test_setup_teardown(test_sign_roundtrip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sign_file_and_prefix, setup, teardown),
+        cmocka_unit_test(test_rsa_floor),
+        cmocka_unit_test_setup_teardown(test_rotation, setup, teardown),
+        cmocka_unit_test(test_from_domain),
+        cmocka_unit_test(test_headers_parse),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
