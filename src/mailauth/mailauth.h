@@ -239,6 +239,14 @@ void mailauth_signing_key_free(struct mailauth_signing_key *k);
 int mailauth_dkim_sign(const struct mailauth_message *m, const struct mailauth_signing_key *keys,
                        size_t n, int64_t now, struct buf *out, const char **error_r);
 
+/* Sign m for the domain of its From field (RFC 7489 alignment: d= is the author's
+ * domain) with that domain's signing keys from the store. 1 when signed (fields appended
+ * to out, the domain in domain_r), 0 when there is no single From or its domain has no
+ * key, -1 on error (*error_r malloc'd). BLOCKING (key files); any thread. */
+int mailauth_sign_for_author(const char *data_dir, const struct mailauth_message *m, int64_t now,
+                             struct buf *out, char *domain_r, size_t domain_size,
+                             char **error_r);
+
 /* The key store: <data_dir>/dkim/<domain>/<selector>.pem (private key, mode 0600, a
  * "# created=SECONDS" line before the PEM block), retired keys renamed <selector>.retired.
  * The oldest key of each algorithm that is not retired signs: a new selector can be

@@ -220,3 +220,35 @@ out:
     mailauth_parsed_free(&p);
     return rc;
 }
+
+int mailauth_sign_for_author(const char *data_dir, const struct mailauth_message *m, int64_t now,
+                             struct buf *out, char *domain_r, size_t domain_size, char **error_r)
+{
+    struct mailauth_parsed p;
+    const char *err = NULL;
+    if (mailauth_parsed_read(m, &p, &err) < 0) {
+        mailauth_parsed_free(&p);
+        *error_r = strdup(err);
+        return -1;
+    }
+    char domain[254];
+    bool has_from =
+        mailauth_from_domain(p.header.data, p.fields, p.n_fields, domain, sizeof domain);
+    mailauth_parsed_free(&p);
+    if (!has_from)
+        return 0;
+    struct mailauth_signing_key keys[2];
+    size_t n = 0;
+    if (mailauth_keys_load_signing(data_dir, domain, keys, &n, error_r) < 0)
+        return -1;
+    if (n == 0)
+        return 0;
+    int rc = mailauth_dkim_sign(m, keys, n, now, out, &err) < 0 ? -1 : 1;
+    if (rc < 0)
+        *error_r = strdup(err);
+    else
+        snprintf(domain_r, domain_size, "%s", domain);
+    for (size_t i = 0; i < n; i++)
+        mailauth_signing_key_free(&keys[i]);
+    return rc;
+}

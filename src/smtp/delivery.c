@@ -22,6 +22,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/workpool.h"
+#include "mailauth/mailauth.h"
 #include "queue/outbound.h"
 #include "queue/queue.h"
 #include "smtp/session.h"
@@ -63,6 +64,8 @@ struct smtp_delivery_job {
 
     int queue_rc, store_rc;
     char *error;
+
+    bool is_our_mail; /* mailauth hook: from our users (authenticated / relay_networks) */
 };
 
 /* RFC 3848 / RFC 6531 §3.7.3 "with" keyword for the Received header. */
@@ -189,12 +192,43 @@ static void delivery_success_notices(struct smtp_delivery_job *job)
     free(br);
 }
 
+/* ---- mailauth hook (issue 12) ------------------------------------------------------- */
+/* Workpool thread: DKIM-sign the copy queued for remote recipients, after every header
+ * we add (Received, Message-ID, Date: they are in remote_header), with the keys of the
+ * From domain. A signing failure is logged and the message goes out unsigned: losing or
+ * delaying a user's mail over a key problem would be worse (the log says which key). */
+static void delivery_dkim_sign(struct smtp_delivery_job *job)
+{
+    struct mailauth_message m = {.prefix = job->remote_header,
+                                 .prefix_len = strlen(job->remote_header),
+                                 .data = job->src.data,
+                                 .len = job->src.len,
+                                 .fd = job->src.fd,
+                                 .fd_size = job->src.size};
+    struct buf sigs;
+    buf_init(&sigs, 0);
+    char domain[254], *err = NULL;
+    int rc = mailauth_sign_for_author(job->data_dir, &m, (int64_t)time(NULL), &sigs, domain,
+                                      sizeof domain, &err);
+    if (rc < 0) {
+        log_warning("dkim", "%s: not signed: %s", job->queue_id, err ? err : "error");
+    } else if (rc > 0 && buf_append_str(&sigs, job->remote_header)) {
+        log_info("dkim", "%s: DKIM-Signature field added (d=%s)", job->queue_id, domain);
+        free(job->remote_header);
+        job->remote_header = buf_steal(&sigs);
+    }
+    free(err);
+    buf_free(&sigs);
+}
+
 /* Workpool thread: stage the queue copy (durable, invisible to the runner), deliver the
  * local copies, then commit the queue copy — or drop it if the store failed, so that a
  * 451 never leaves a remote copy behind that the client's retry would duplicate. */
 static void delivery_work(void *arg)
 {
     struct smtp_delivery_job *job = arg;
+    if (job->n_remote && job->is_our_mail)
+        delivery_dkim_sign(job); /* mailauth hook */
     if (job->n_remote) {
         struct queue_dsn dsn = {.ret = job->dsn_ret,
                                 .envid = job->envid,
@@ -373,6 +407,8 @@ void smtp_delivery_start(struct smtp_session *s)
     buf_init(&extra, 0);
     bool is_submission =
         s->auth_user || s->role == CONN_ROLE_SUBMISSION || s->role == CONN_ROLE_SUBMISSIONS;
+    /* mailauth hook: mail our users send out is DKIM-signed (delivery_dkim_sign) */
+    job->is_our_mail = is_submission || conn_peer_in_networks(s->c, &s->cfg->relay_networks);
     if (t->reader.has_message_id) {
         job->message_id = strdup(t->reader.message_id);
     } else if (is_submission) {

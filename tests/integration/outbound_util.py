@@ -130,7 +130,21 @@ class SmtpSink:
 
 # --- DNS ---------------------------------------------------------------------------------
 
-TYPES = {"A": 1, "MX": 15, "AAAA": 28, "TXT": 16}
+TYPES = {"A": 1, "MX": 15, "AAAA": 28, "TXT": 16, "PTR": 12}
+
+# A record value that makes the server answer SERVFAIL for that name and type (mailauth
+# tests: a DNS failure must give a temporary result).
+SERVFAIL = object()
+
+
+def _txt_rdata(text):
+    """TXT RDATA: the text as character-strings of at most 255 octets."""
+    raw = text.encode() if isinstance(text, str) else text
+    out = b""
+    for i in range(0, max(len(raw), 1), 255):
+        chunk = raw[i:i + 255]
+        out += bytes([len(chunk)]) + chunk
+    return out
 
 
 def _encode_name(name):
@@ -195,6 +209,8 @@ class DnsServer:
         rrs = self.records.get((lname, tname), [])
         known = any(k[0] == lname for k in self.records)
         rcode = 0 if (rrs or known) else 3
+        if any(rr is SERVFAIL for rr in rrs):
+            rrs, rcode = [], 2
         answers = b""
         for rr in rrs:
             if tname == "A":
@@ -203,6 +219,10 @@ class DnsServer:
                 rdata = socket.inet_pton(socket.AF_INET6, rr)
             elif tname == "MX":
                 rdata = struct.pack("!H", rr[0]) + _encode_name(rr[1])
+            elif tname == "TXT":
+                rdata = _txt_rdata(rr)
+            elif tname == "PTR":
+                rdata = _encode_name(rr)
             else:
                 continue
             answers += b"\xc0\x0c" + struct.pack("!HHIH", qtype, 1, 60, len(rdata)) + rdata
