@@ -24,6 +24,7 @@ static const struct command commands[] = {
     {"queue", cli_queue, "queue list|show|delete|hold|release|flush  manage the outbound queue"},
     {"sendmail", cli_sendmail, "sendmail [-t] [-i] [-f FROM] [RCPT...]  submit a message from stdin"},
     {"dkim", cli_dkim, "dkim keygen|list|retire         manage DKIM signing keys"},
+    {"auth", cli_auth, "auth check --ip IP --helo NAME --mail-from ADDR < MESSAGE  show SPF/DKIM/DMARC"},
     {"mailq", cli_mailq, "mailq                           list the queue (like queue list)"},
 };
 

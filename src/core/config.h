@@ -91,6 +91,15 @@ struct config {
     unsigned outbound_port;        /* outbound.port: TCP port for MX-routed mail; 25 */
     struct config_list transports; /* transport.<domain> = [host]:port, stored as
                                       "<domain> [host]:port" items, in file order */
+
+    /* Mail authentication (issue 12). Added by the mailauth helper. */
+    bool mailauth_verify;          /* mailauth.verify: SPF/DKIM/DMARC on port 25; yes */
+    char *mailauth_authserv_id;    /* mailauth.authserv_id: A-R id; "" = hostname */
+    char *mailauth_spf_policy;     /* mailauth.spf_policy: mark | reject (SPF fail at RCPT) */
+    char *mailauth_dmarc_policy;   /* mailauth.dmarc_policy: enforce | junk | mark */
+    unsigned mailauth_dns_timeout; /* mailauth.dns_timeout: seconds per lookup; 5 */
+    struct config_list mailauth_policies; /* mailauth.{spf,dmarc}_policy.<domain> overrides,
+                                             "<key> <domain> <value>" items */
 };
 
 /*
@@ -109,6 +118,10 @@ void config_free(struct config *cfg);
 struct config *config_parse_buffer(const char *name, const char *text, size_t len,
                                    char *const *overrides, size_t n_overrides, bool is_root,
                                    char **error_r);
+
+/* The value of mailauth.spf_policy or mailauth.dmarc_policy (key) for one of our
+ * domains: its mailauth.<key>.<domain> override, else the global value. */
+const char *config_mailauth_policy(const struct config *cfg, const char *key, const char *domain);
 
 /* Print the effective settings as "key = value" lines; only non-defaults if non_default_only. */
 void config_show(const struct config *cfg, bool non_default_only);

@@ -159,6 +159,62 @@ void mailauth_resolver_free(struct mailauth_resolver *r);
 /* The interface for r (valid while r lives). */
 struct mailauth_dns mailauth_resolver_dns(struct mailauth_resolver *r);
 
+/* ---- SPF (RFC 7208) ------------------------------------------------------------------ */
+
+struct mailauth_spf_result {
+    enum mailauth_result result; /* none pass fail softfail neutral temperror permerror */
+    bool is_helo;                /* the HELO identity was checked (null MAIL FROM) */
+    char domain[254];            /* the domain whose policy was evaluated */
+    char mechanism[64];          /* the term that decided ("-all", "ip4:..."), or "" */
+    char explanation[256];       /* fail: the exp= text (macro-expanded), or "" */
+    char reason[96];             /* temperror / permerror: why */
+};
+/* check_host() (RFC 7208 §4) for the client ip (text), the HELO name and the MAIL FROM
+ * address (without brackets; "" for the null sender, then postmaster@HELO is checked).
+ * receiver: our host name (%{r}); now: %{t}. BLOCKING (DNS, at most 20 s). 0, or -1 out
+ * of memory. */
+int mailauth_spf_check(const struct mailauth_dns *dns, const char *ip, const char *helo,
+                       const char *mail_from, const char *receiver, int64_t now,
+                       struct mailauth_spf_result *out);
+
+/* ---- DMARC (RFC 7489) ---------------------------------------------------------------- */
+
+enum { MAILAUTH_DMARC_POLICY_NONE, MAILAUTH_DMARC_POLICY_QUARANTINE,
+       MAILAUTH_DMARC_POLICY_REJECT };
+struct mailauth_dmarc_record {
+    int policy;           /* p= */
+    int subdomain_policy; /* sp=, -1 when absent (p= applies) */
+    bool is_dkim_strict, is_spf_strict;
+    unsigned pct;
+    bool has_rua;
+    char rua[256];
+};
+/* Pure: parse a DMARC record (§6.3). 0, or -1 when it is not a usable record. */
+int mailauth_dmarc_record_parse(const char *text, size_t len, struct mailauth_dmarc_record *r);
+/* The organizational domain of domain (RFC 7489 §3.2) by the Public Suffix List. */
+void mailauth_org_domain(const char *domain, char *out, size_t size);
+
+struct mailauth_dkim_result;
+struct mailauth_dmarc_result {
+    enum mailauth_result result; /* none, pass, fail, temperror */
+    char header_from[254];
+    bool has_record;
+    struct mailauth_dmarc_record record;
+    int policy;      /* the policy that applies (p= or sp=) */
+    int disposition; /* what to do after pct= sampling */
+    bool is_sampled_out;
+    bool is_spf_aligned, is_dkim_aligned;
+    char reason[96];
+};
+/* DMARC for a message whose single From domain is from_domain ("" or NULL when the
+ * message has none or several: none), given its SPF (may be NULL) and DKIM results.
+ * BLOCKING (DNS: at most two lookups). */
+void mailauth_dmarc_check(const struct mailauth_dns *dns, const char *from_domain,
+                          const struct mailauth_spf_result *spf,
+                          const struct mailauth_dkim_result *dkim, size_t n_dkim,
+                          struct mailauth_dmarc_result *out);
+const char *mailauth_dmarc_policy_name(int policy);
+
 /* ---- DKIM (RFC 6376, RFC 8463) --------------------------------------------------------- */
 
 enum mailauth_dkim_alg { MAILAUTH_DKIM_RSA_SHA256, MAILAUTH_DKIM_ED25519_SHA256,
@@ -220,6 +276,61 @@ struct mailauth_dkim_result {
  * could not be read (I/O, header section over the budget: *n_r = 0). */
 int mailauth_dkim_verify(const struct mailauth_message *m, const struct mailauth_dns *dns,
                          int64_t now, struct mailauth_dkim_result *results, size_t *n_r);
+
+/* ---- one received message, and Authentication-Results (RFC 8601) ---------------------- */
+
+/* What is known about the transaction. */
+struct mailauth_check_args {
+    const char *ip;        /* client address (NULL: no SPF check) */
+    const char *helo;      /* HELO/EHLO name */
+    const char *mail_from; /* envelope sender, "" for the null sender */
+    const char *receiver;  /* our host name */
+    int64_t now;
+    const struct mailauth_spf_result *spf; /* already checked (at MAIL) or NULL */
+};
+struct mailauth_verdict {
+    bool has_spf, has_dmarc;
+    struct mailauth_spf_result spf;
+    struct mailauth_dkim_result dkim[MAILAUTH_DKIM_SIGS_MAX];
+    size_t n_dkim;
+    struct mailauth_dmarc_result dmarc;
+    char helo[256];
+    char mail_from[320];
+};
+/* SPF (unless given), DKIM and DMARC for message m. BLOCKING (DNS). 0, or -1 when the
+ * message cannot be read (I/O, header budget) or memory runs out. */
+int mailauth_check_message(const struct mailauth_dns *dns, const struct mailauth_message *m,
+                           const struct mailauth_check_args *a, struct mailauth_verdict *v);
+/* Append our "Authentication-Results: id; dkim=...; spf=...; dmarc=..." field (CRLF). */
+bool mailauth_ar_format(const char *authserv_id, const struct mailauth_verdict *v,
+                        struct buf *out);
+
+#define MAILAUTH_AR_METHODS_MAX 16
+#define MAILAUTH_AR_PROPS_MAX   8
+struct mailauth_ar_method {
+    char method[64];
+    char result[32];
+    struct {
+        char name[64];   /* "header.d", "smtp.mailfrom", "reason" */
+        char value[256];
+    } props[MAILAUTH_AR_PROPS_MAX];
+    size_t n_props;
+};
+/* A parsed Authentication-Results (or ARC-Authentication-Results) value. */
+struct mailauth_ar {
+    unsigned instance; /* ARC i=, 0 for a plain A-R */
+    char authserv_id[256];
+    bool is_none;      /* "no-result" */
+    struct mailauth_ar_method methods[MAILAUTH_AR_METHODS_MAX];
+    size_t n;          /* methods kept (more are parsed and dropped) */
+};
+/* Pure: parse an A-R value (after the colon). 0, or -1 on bad syntax. */
+int mailauth_ar_parse(const char *value, size_t len, struct mailauth_ar *ar);
+/* Pure: append header section h[len] (parsed into fields[n]) to out without the
+ * Authentication-Results fields whose authserv-id is authserv_id (RFC 8601 §5: they are
+ * forged). Returns how many were removed. */
+int mailauth_ar_remove_ours(const char *h, size_t len, const struct mailauth_header *fields,
+                            size_t n, const char *authserv_id, struct buf *out);
 
 /* ---- DKIM signing and the key store -------------------------------------------------- */
 

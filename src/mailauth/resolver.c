@@ -49,9 +49,19 @@ struct mailauth_resolver *mailauth_resolver_create(const char *resolver, unsigne
         rc = ub_ctx_set_fwd(r->ub, resolver);
         if (rc == 0)
             (void)ub_ctx_set_option(r->ub, "do-ip6:", strchr(resolver, ':') ? "yes" : "no");
-        /* a configured (lab, test) resolver answers RFC 6761 names too */
+        /* a configured (lab, test) resolver answers RFC 6761 names and the reverse zones
+         * unbound would otherwise answer itself (private and documentation ranges, which
+         * SPF's ptr mechanism and %{p} look up) */
+        static const char *const zones[] = {"test. transparent", "d.0.1.0.0.2.ip6.arpa. nodefault",
+                                            "2.0.192.in-addr.arpa. nodefault",
+                                            "100.51.198.in-addr.arpa. nodefault",
+                                            "113.0.203.in-addr.arpa. nodefault"};
+        for (size_t i = 0; rc == 0 && i < sizeof zones / sizeof zones[0]; i++)
+            (void)ub_ctx_set_option(r->ub, "local-zone:", zones[i]);
         if (rc == 0)
-            (void)ub_ctx_set_option(r->ub, "local-zone:", "test. transparent");
+            (void)ub_ctx_set_option(r->ub, "unblock-lan-zones:", "yes");
+        if (rc == 0)
+            (void)ub_ctx_set_option(r->ub, "insecure-lan-zones:", "yes");
     } else if (rc == 0) {
         (void)ub_ctx_resolvconf(r->ub, NULL);
         (void)ub_ctx_hosts(r->ub, NULL);
