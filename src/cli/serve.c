@@ -44,6 +44,8 @@ static int serve_init(struct server_context *ctx, char **error_r)
     }
     /* the queue runner (outbound delivery) needs the directory for local recipients */
     (void)queue_incoming_cleanup(ctx->cfg->data_dir, 60);
+    if (smtp_mailauth_start(ctx->cfg, error_r) < 0) /* issue 12: port-25 checks */
+        return -1;
     ctx->app = outbound_runner_start(ctx, error_r);
     if (!ctx->app)
         return -1;
@@ -54,6 +56,7 @@ static void serve_fini(struct server_context *ctx)
 {
     outbound_runner_stop(ctx->app);
     ctx->app = NULL;
+    smtp_mailauth_stop();
     if (ctx->auth)
         auth_service_close(ctx->auth);
     ctx->auth = NULL;

@@ -25,6 +25,7 @@
 #include "mailauth/mailauth.h"
 #include "queue/outbound.h"
 #include "queue/queue.h"
+#include "smtp/mailauth_hook.h"
 #include "smtp/session.h"
 #include "store/store.h"
 
@@ -66,6 +67,7 @@ struct smtp_delivery_job {
     char *error;
 
     bool is_our_mail; /* mailauth hook: from our users (authenticated / relay_networks) */
+    struct smtp_mailauth_job *mailauth; /* mailauth hook: port-25 checks, or NULL */
 };
 
 /* RFC 3848 / RFC 6531 §3.7.3 "with" keyword for the Received header. */
@@ -130,6 +132,7 @@ static void job_free(struct smtp_delivery_job *job)
     free(job->sender);
     free(job->message_id);
     free(job->error);
+    smtp_mailauth_job_free(job->mailauth);
     buf_free(&job->body);
     if (job->fd >= 0)
         close(job->fd);
@@ -221,12 +224,52 @@ static void delivery_dkim_sign(struct smtp_delivery_job *job)
     buf_free(&sigs);
 }
 
+/* Workpool thread: authenticate mail from strangers (SPF from MAIL, DKIM, DMARC), put our
+ * Authentication-Results on every copy, file DMARC failures to Junk. false when the
+ * message must not be delivered (job->mailauth->reply says why). */
+static bool delivery_mailauth(struct smtp_delivery_job *job)
+{
+    struct smtp_mailauth_job *mj = job->mailauth;
+    smtp_mailauth_job_run(mj, &job->body, &job->fd, &job->src);
+    if (mj->action == SMTP_MAILAUTH_REJECT || mj->action == SMTP_MAILAUTH_TEMPFAIL)
+        return false;
+    for (size_t i = 0; mj->header && i < job->n_local; i++) {
+        /* after Return-Path, X-Original-To and Delivered-To (which stay first), above
+         * our Received: where a milter's A-R lands in Postfix */
+        const char *rcvd = strstr(job->headers[i], "Received: ");
+        size_t at = rcvd ? (size_t)(rcvd - job->headers[i]) : 0;
+        struct buf h;
+        buf_init(&h, 0);
+        if (buf_append(&h, job->headers[i], at) && buf_append_str(&h, mj->header) &&
+            buf_append_str(&h, job->headers[i] + at)) {
+            free(job->headers[i]);
+            job->headers[i] = buf_steal(&h);
+            job->targets[i].header = job->headers[i];
+        }
+        buf_free(&h);
+        if (mj->action == SMTP_MAILAUTH_JUNK)
+            job->targets[i].mailbox = "Junk";
+    }
+    if (mj->header && job->n_remote) {
+        struct buf h;
+        buf_init(&h, 0);
+        if (buf_append_str(&h, mj->header) && buf_append_str(&h, job->remote_header)) {
+            free(job->remote_header);
+            job->remote_header = buf_steal(&h);
+        }
+        buf_free(&h);
+    }
+    return true;
+}
+
 /* Workpool thread: stage the queue copy (durable, invisible to the runner), deliver the
  * local copies, then commit the queue copy — or drop it if the store failed, so that a
  * 451 never leaves a remote copy behind that the client's retry would duplicate. */
 static void delivery_work(void *arg)
 {
     struct smtp_delivery_job *job = arg;
+    if (job->mailauth && !delivery_mailauth(job)) /* mailauth hook */
+        return;
     if (job->n_remote && job->is_our_mail)
         delivery_dkim_sign(job); /* mailauth hook */
     if (job->n_remote) {
@@ -274,7 +317,21 @@ static void delivery_done(void *arg)
     }
     double delay = (double)(util_now_ms() - job->start_ms) / 1000.0;
     const char *id = job->queue_id;
-    if (job->queue_rc == 0 && job->store_rc == 0) {
+    /* mailauth hook: the verdict, and a refusal in Postfix's milter-reject style */
+    struct smtp_mailauth_job *mj = job->mailauth;
+    if (mj) {
+        log_info("mailauth", "%s: %s%s", id, mj->summary,
+                 mj->action == SMTP_MAILAUTH_JUNK ? ", filed to Junk" : "");
+        if (mj->n_forged)
+            log_warning("mailauth", "%s: removed %d forged Authentication-Results field(s) "
+                                    "claiming to be ours",
+                        id, mj->n_forged);
+    }
+    if (mj && (mj->action == SMTP_MAILAUTH_REJECT || mj->action == SMTP_MAILAUTH_TEMPFAIL)) {
+        log_info("smtpd", "%s: reject: END-OF-MESSAGE from %s: %s; from=<%s> proto=ESMTP helo=<%s>",
+                 id, s->peer, mj->reply, job->sender, mj->helo);
+        smtp_reply(s, "%s", mj->reply);
+    } else if (job->queue_rc == 0 && job->store_rc == 0) {
         if (job->message_id) {
             char mid[SMTP_DATA_MESSAGE_ID_MAX + 1];
             smtp_log_safe(job->message_id, mid, sizeof mid);
@@ -459,6 +516,7 @@ void smtp_delivery_start(struct smtp_session *s)
     if (!ok)
         goto oom;
 
+    job->mailauth = smtp_mailauth_job_new(s); /* mailauth hook (NULL: not applicable) */
     smtp_txn_reset(t);
     s->is_busy = true;
     conn_pause_read(s->c);

@@ -11,6 +11,7 @@
 #include "auth/auth.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "smtp/mailauth_hook.h"
 #include "smtp/session.h"
 #include "store/store.h"
 
@@ -39,6 +40,7 @@ void smtp_txn_reset(struct smtp_txn *t)
     free(t->remote_notify);
     free(t->remote_orcpt);
     free(t->first_rcpt);
+    free(t->spf);
     if (t->body_fd >= 0)
         close(t->body_fd);
     /* Free the body too: an idle session should not keep a megabyte it once needed. */
@@ -85,6 +87,10 @@ void smtp_cmd_mail(struct smtp_session *s, const struct smtp_command *cmd)
     snprintf(s->txn.from_text, sizeof s->txn.from_text, "%s", from_text);
     s->txn.params = params;
     s->txn.start_ms = util_now_ms();
+    if (smtp_mailauth_applies(s)) {
+        smtp_mailauth_mail_start(s); /* mailauth hook: SPF, then the 250 */
+        return;
+    }
     smtp_reply(s, "250 2.1.0 Ok");
 }
 
@@ -310,6 +316,8 @@ void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
         return;
     }
     if (is_local == 1) {
+        if (!smtp_mailauth_rcpt_allowed(s, rcpt)) /* mailauth hook: SPF policy */
+            return;
         if (rcpt_local(s, rcpt, &rp) != 1)
             return;
     } else {

@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 struct auth_sasl;
+struct mailauth_spf_result;
 
 /* Message bodies up to this size stay in memory; larger ones go to an unlinked file. */
 #define SMTP_BODY_MEMORY_MAX (1024 * 1024)
@@ -78,6 +79,7 @@ struct smtp_txn {
     uint64_t body_fd_size;
     bool has_body_error; /* spill write failed */
     uint64_t start_ms;   /* MAIL time, for delay= */
+    struct mailauth_spf_result *spf; /* mailauth hook: SPF checked at MAIL, or NULL */
 };
 
 struct smtp_session {
