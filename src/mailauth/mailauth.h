@@ -169,6 +169,9 @@ struct mailauth_spf_result {
     char explanation[256];       /* fail: the exp= text (macro-expanded), or "" */
     char reason[96];             /* temperror / permerror: why */
 };
+/* Pure: the syntax check of one SPF record ("v=spf1 ..."), as check_host() applies it
+ * before evaluating any term (§4.6). 0 valid (*n_terms_r mechanisms), -1 permerror. */
+int mailauth_spf_record_parse(const char *text, size_t len, size_t *n_terms_r);
 /* check_host() (RFC 7208 §4) for the client ip (text), the HELO name and the MAIL FROM
  * address (without brackets; "" for the null sender, then postmaster@HELO is checked).
  * receiver: our host name (%{r}); now: %{t}. BLOCKING (DNS, at most 20 s). 0, or -1 out

@@ -30,6 +30,9 @@
 #define SPF_PTR_MAX       10 /* names per ptr, §4.6.4 */
 #define SPF_DEADLINE_MS   20000
 #define SPF_EXPAND_MAX    1024
+/* Every query of one check, %{p} and exp= included: the term limit bounds the mechanisms,
+ * this bounds the rest (10 mx mechanisms of 10 hosts with 2 lookups each stay below). */
+#define SPF_QUERIES_MAX   250
 
 struct spf_ctx {
     const struct mailauth_dns *dns;
@@ -43,6 +46,10 @@ struct spf_ctx {
     const char *receiver;
     int64_t now;
     int n_dns_terms, n_void;
+    unsigned n_queries; /* every lookup, whatever caused it (SPF_QUERIES_MAX) */
+    bool has_ptr_names; /* the validated PTR names below were looked up (once per check) */
+    size_t n_ptr_names;
+    char ptr_names[SPF_PTR_MAX][256];
     uint64_t deadline;
     bool is_timed_out;
     struct mailauth_dns_answer *ans; /* scratch for one lookup at a time */
@@ -55,7 +62,7 @@ struct spf_ctx {
 /* DNS lookup with the deadline; the answer lands in c->ans. */
 static enum mailauth_dns_status spf_lookup(struct spf_ctx *c, const char *name, int type)
 {
-    if (util_now_ms() > c->deadline) {
+    if (util_now_ms() > c->deadline || ++c->n_queries > SPF_QUERIES_MAX) {
         c->is_timed_out = true;
         return MAILAUTH_DNS_TEMPFAIL;
     }
@@ -129,12 +136,14 @@ static bool spf_macro_syntax(const char *s, size_t len, bool is_exp)
             return false;
         i++;
         size_t digits = 0;
+        unsigned value = 0;
         while (i < len && isdigit((unsigned char)s[i])) {
+            value = value * 10 + (unsigned)(s[i] - '0');
             digits++;
             i++;
         }
-        if (digits > 3)
-            return false;
+        if (digits > 3 || (digits > 0 && value == 0))
+            return false; /* §7.1: keeping zero parts makes no name */
         if (i < len && (s[i] == 'r' || s[i] == 'R'))
             i++;
         while (i < len && strchr(".-+,/_=", s[i]))
@@ -587,9 +596,13 @@ static bool spf_void(struct spf_ctx *c)
     return ++c->n_void <= SPF_VOID_MAX;
 }
 
-static void spf_validated_ptr(struct spf_ctx *c, const char *target, char *out, size_t size)
+/* The client's PTR names whose A/AAAA include the client (§5.5), looked up once per
+ * check however many ptr terms and %{p} macros the records hold. */
+static void spf_ptr_names(struct spf_ctx *c)
 {
-    snprintf(out, size, "unknown");
+    if (c->has_ptr_names)
+        return;
+    c->has_ptr_names = true;
     char rev[128];
     size_t o = 0;
     if (c->family == 4) {
@@ -602,25 +615,30 @@ static void spf_validated_ptr(struct spf_ctx *c, const char *target, char *out, 
     }
     if (spf_lookup(c, rev, MAILAUTH_DNS_PTR) != MAILAUTH_DNS_OK)
         return;
-    size_t n = c->ans->n < SPF_PTR_MAX ? c->ans->n : SPF_PTR_MAX;
+    size_t n = c->ans->n < SPF_PTR_MAX ? c->ans->n : SPF_PTR_MAX; /* §4.6.4: at most 10 */
     char names[SPF_PTR_MAX][256];
     for (size_t i = 0; i < n; i++)
         snprintf(names[i], sizeof names[i], "%s", (const char *)c->ans->rr[i].data);
-    char first_valid[256] = "";
     for (size_t i = 0; i < n; i++) {
         bool is_void;
-        if (spf_match_host(c, names[i], -1, &is_void) != 1)
-            continue;
-        /* prefer a name within the target domain (§5.5) */
-        if (target && mailauth_domain_is_within(names[i], target)) {
-            snprintf(out, size, "%s", names[i]);
+        if (spf_match_host(c, names[i], -1, &is_void) == 1)
+            snprintf(c->ptr_names[c->n_ptr_names++], sizeof c->ptr_names[0], "%s", names[i]);
+    }
+}
+
+static void spf_validated_ptr(struct spf_ctx *c, const char *target, char *out, size_t size)
+{
+    spf_ptr_names(c);
+    snprintf(out, size, "unknown");
+    for (size_t i = 0; i < c->n_ptr_names; i++) {
+        /* prefer a name within the target domain (§5.5), else the first validated one */
+        if (target && mailauth_domain_is_within(c->ptr_names[i], target)) {
+            snprintf(out, size, "%s", c->ptr_names[i]);
             return;
         }
-        if (!first_valid[0])
-            snprintf(first_valid, sizeof first_valid, "%s", names[i]);
     }
-    if (first_valid[0])
-        snprintf(out, size, "%s", first_valid);
+    if (c->n_ptr_names)
+        snprintf(out, size, "%s", c->ptr_names[0]);
 }
 
 static enum mailauth_result spf_check_host(struct spf_ctx *c, const char *domain, int depth,
@@ -922,5 +940,21 @@ int mailauth_spf_check(const struct mailauth_dns *dns, const char *ip, const cha
 done:
     free(c->ans);
     free(c);
+    return rc;
+}
+
+int mailauth_spf_record_parse(const char *text, size_t len, size_t *n_terms_r)
+{
+    /* §4.5: "v=spf1" then a space or the end */
+    if (len < 6 || strncasecmp(text, "v=spf1", 6) != 0 || (len > 6 && text[6] != ' ') ||
+        memchr(text, '\0', len))
+        return -1;
+    struct spf_record *r = malloc(sizeof *r);
+    if (!r)
+        return -1;
+    int rc = spf_record_parse(text + 6, len - 6, r) ? 0 : -1;
+    if (n_terms_r)
+        *n_terms_r = r->n;
+    free(r);
     return rc;
 }

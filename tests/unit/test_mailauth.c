@@ -179,7 +179,7 @@ static const struct table_row RFC8463_DNS[] = {
 static size_t verify_text(const char *msg, size_t len, const struct table_row *rows, size_t n_rows,
                           struct mailauth_dkim_result *r)
 {
-    struct table_dns t = {rows, n_rows, 0};
+    struct table_dns t = {.rows = rows, .n = n_rows};
     struct mailauth_dns dns = table_dns(&t);
     struct mailauth_message m = {.data = msg, .len = len, .fd = -1};
     size_t n = 0;
@@ -436,7 +436,7 @@ static void test_sign_file_and_prefix(void **state)
         snprintf(names[i], sizeof names[i], "%s._domainkey.example.org", list[i].selector);
         rows[i] = (struct table_row){names[i], MAILAUTH_DNS_TXT, list[i].txt};
     }
-    struct table_dns t = {rows, nl, 0};
+    struct table_dns t = {.rows = rows, .n = nl};
     struct mailauth_dns dns = table_dns(&t);
     struct mailauth_message v = {.prefix = out.data, .prefix_len = out.len, .fd = fileno(f),
                                  .fd_size = (uint64_t)size};
@@ -583,6 +583,242 @@ static void test_headers_parse(void **state)
     assert_true(tr);
 }
 
+/* ---- SPF ------------------------------------------------------------------------------ */
+
+static enum mailauth_result spf_of(const struct table_row *rows, size_t n, const char *ip,
+                                   const char *from, struct table_dns *t_out)
+{
+    struct table_dns t = {.rows = rows, .n = n};
+    struct mailauth_dns dns = table_dns(&t);
+    struct mailauth_spf_result r;
+    assert_int_equal(mailauth_spf_check(&dns, ip, "mail.example.com", from, "mx.example.net",
+                                        1000, &r),
+                     0);
+    if (t_out)
+        *t_out = t;
+    return r.result;
+}
+
+/* RFC 7208 §7.4's macro examples, through an explanation (exp=) that uses them all. */
+static void test_spf_macros(void **state)
+{
+    static const struct table_row rows[] = {
+        {"email.example.com", MAILAUTH_DNS_TXT, "v=spf1 -all exp=why.%{d2}"},
+        {"why.example.com", MAILAUTH_DNS_TXT,
+         "%{o} %{d4} %{d2} %{d1} %{dr} %{d2r} %{l} %{l-} %{lr} %{lr-} %{l1r-} "
+         "%{ir}.%{v}._spf.%{d2} %{c} %{r} %{t} %%%_%-%{L}"},
+    };
+    struct table_dns t = {.rows = rows, .n = 2};
+    struct mailauth_dns dns = table_dns(&t);
+    struct mailauth_spf_result r;
+    assert_int_equal(mailauth_spf_check(&dns, "192.0.2.3", "mail.example.com",
+                                        "strong-bad@email.example.com", "mx.example.net", 1000,
+                                        &r),
+                     0);
+    assert_int_equal(r.result, MAILAUTH_FAIL);
+    assert_string_equal(r.explanation,
+                        "email.example.com email.example.com example.com com com.example.email "
+                        "example.email "
+                        "strong-bad strong.bad strong-bad bad.strong strong "
+                        "3.2.0.192.in-addr._spf.example.com 192.0.2.3 mx.example.net 1000 "
+                        "% %20strong-bad");
+    assert_string_equal(r.mechanism, "-all");
+    /* the IPv6 form of %{ir} (nibbles) as an exists: name */
+    static const struct table_row rows6[] = {
+        {"email.example.com", MAILAUTH_DNS_TXT, "v=spf1 exists:%{ir}.%{v}._spf.%{d2} -all"},
+        {"1.0.b.c.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6._spf.example.com",
+         MAILAUTH_DNS_A, "127.0.0.2"},
+    };
+    struct table_dns t6 = {.rows = rows6, .n = 2};
+    dns = table_dns(&t6);
+    assert_int_equal(mailauth_spf_check(&dns, "2001:db8::cb01", "h", "strong-bad@email.example.com",
+                                        "r", 1, &r),
+                     0);
+    assert_int_equal(r.result, MAILAUTH_PASS);
+}
+
+/* RFC 7208 §4.6.4: 10 DNS-querying terms, 2 void lookups. */
+static void test_spf_limits(void **state)
+{
+    static const struct table_row ten[] = {
+        {"x.example", MAILAUTH_DNS_TXT,
+         "v=spf1 a a a a a a a a a a ip4:192.0.2.9 -all"},
+        {"x.example", MAILAUTH_DNS_A, "198.51.100.1"},
+    };
+    assert_int_equal(spf_of(ten, 2, "192.0.2.9", "u@x.example", NULL), MAILAUTH_PASS);
+    static const struct table_row eleven[] = {
+        {"x.example", MAILAUTH_DNS_TXT, "v=spf1 a a a a a a a a a a a ip4:192.0.2.9 -all"},
+        {"x.example", MAILAUTH_DNS_A, "198.51.100.1"},
+    };
+    assert_int_equal(spf_of(eleven, 2, "192.0.2.9", "u@x.example", NULL), MAILAUTH_PERMERROR);
+    static const struct table_row voids[] = {
+        {"x.example", MAILAUTH_DNS_TXT, "v=spf1 a:n1.x.example a:n2.x.example a:n3.x.example -all"},
+    };
+    assert_int_equal(spf_of(voids, 1, "192.0.2.9", "u@x.example", NULL), MAILAUTH_PERMERROR);
+    static const struct table_row two_voids[] = {
+        {"x.example", MAILAUTH_DNS_TXT, "v=spf1 a:n1.x.example a:n2.x.example -all"},
+    };
+    assert_int_equal(spf_of(two_voids, 1, "192.0.2.9", "u@x.example", NULL), MAILAUTH_FAIL);
+    /* an include loop ends in the term limit */
+    static const struct table_row loop[] = {
+        {"x.example", MAILAUTH_DNS_TXT, "v=spf1 include:x.example -all"},
+    };
+    assert_int_equal(spf_of(loop, 1, "192.0.2.9", "u@x.example", NULL), MAILAUTH_PERMERROR);
+    /* DNS failure: temperror; no record: none; two records: permerror */
+    static const struct table_row tf[] = {{"x.example", MAILAUTH_DNS_TXT, NULL}};
+    assert_int_equal(spf_of(tf, 1, "192.0.2.9", "u@x.example", NULL), MAILAUTH_TEMPERROR);
+    assert_int_equal(spf_of(NULL, 0, "192.0.2.9", "u@x.example", NULL), MAILAUTH_NONE);
+    static const struct table_row two[] = {
+        {"x.example", MAILAUTH_DNS_TXT, "v=spf1 -all"},
+        {"x.example", MAILAUTH_DNS_TXT, "v=spf1 +all"},
+    };
+    assert_int_equal(spf_of(two, 2, "192.0.2.9", "u@x.example", NULL), MAILAUTH_PERMERROR);
+    /* the null sender: postmaster@HELO is checked */
+    static const struct table_row helo[] = {
+        {"mail.example.com", MAILAUTH_DNS_TXT, "v=spf1 ip4:192.0.2.0/24 -all"},
+    };
+    assert_int_equal(spf_of(helo, 1, "192.0.2.9", "", NULL), MAILAUTH_PASS);
+    assert_int_equal(spf_of(helo, 1, "192.0.3.9", "", NULL), MAILAUTH_FAIL);
+}
+
+static void test_spf_syntax(void **state)
+{
+    static const char *const ok[] = {"v=spf1", "v=spf1 -all", "v=spf1 ip4:1.2.3.4/32 ip6:::1/128",
+                                     "v=spf1 a/24//64 mx:x.example/30 ptr exists:%{i}.x.example",
+                                     "v=spf1 redirect=x.example exp=e.%{d} foo=bar"};
+    static const char *const bad[] = {"v=spf10", "v=spf1 ip4:1.2.3.4/33", "v=spf1 a:foo",
+                                      "v=spf1 -nothing", "v=spf1 redirect=a.example redirect=b.example",
+                                      "v=spf1 ip6:::1//64", "v=spf1 exists:%{z}.x.example",
+                                      "v=spf1 a:%{d0}.x.example", "v=spf1 ip4:01.2.3.4"};
+    size_t n;
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        assert_int_equal(mailauth_spf_record_parse(ok[i], strlen(ok[i]), &n), 0);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(mailauth_spf_record_parse(bad[i], strlen(bad[i]), &n), -1);
+}
+
+/* ---- DMARC and Authentication-Results --------------------------------------------------- */
+
+static void test_dmarc_record(void **state)
+{
+    struct mailauth_dmarc_record r;
+    const char *t = "v=DMARC1; p=quarantine; sp=reject; adkim=s; pct=20; rua=mailto:a@b";
+    assert_int_equal(mailauth_dmarc_record_parse(t, strlen(t), &r), 0);
+    assert_int_equal(r.policy, MAILAUTH_DMARC_POLICY_QUARANTINE);
+    assert_int_equal(r.subdomain_policy, MAILAUTH_DMARC_POLICY_REJECT);
+    assert_true(r.is_dkim_strict && !r.is_spf_strict);
+    assert_int_equal(r.pct, 20);
+    /* §6.6.3: a bad p= with rua= is p=none; without rua= no policy at all */
+    t = "v=DMARC1; p=bogus; rua=mailto:a@b";
+    assert_int_equal(mailauth_dmarc_record_parse(t, strlen(t), &r), 0);
+    assert_int_equal(r.policy, MAILAUTH_DMARC_POLICY_NONE);
+    t = "v=DMARC1; p=bogus";
+    assert_int_equal(mailauth_dmarc_record_parse(t, strlen(t), &r), -1);
+    t = "p=reject; v=DMARC1";
+    assert_int_equal(mailauth_dmarc_record_parse(t, strlen(t), &r), -1);
+    t = "v=DMARC1; p=reject; pct=101";
+    assert_int_equal(mailauth_dmarc_record_parse(t, strlen(t), &r), -1);
+    char org[254];
+    mailauth_org_domain("Mail.Sub.Example.CO.UK", org, sizeof org);
+    assert_string_equal(org, "example.co.uk");
+    mailauth_org_domain("a.b.example.com", org, sizeof org);
+    assert_string_equal(org, "example.com");
+}
+
+static void test_dmarc_check(void **state)
+{
+    static const struct table_row rows[] = {
+        {"_dmarc.example.org", MAILAUTH_DNS_TXT, "v=DMARC1; p=reject; sp=quarantine"},
+        {"_dmarc.zero.example", MAILAUTH_DNS_TXT, "v=DMARC1; p=reject; pct=0"},
+        {"_dmarc.tf.example", MAILAUTH_DNS_TXT, NULL},
+    };
+    struct table_dns t = {.rows = rows, .n = 3};
+    struct mailauth_dns dns = table_dns(&t);
+    struct mailauth_spf_result spf = {.result = MAILAUTH_PASS, .domain = "bounce.example.org"};
+    struct mailauth_dkim_result dk = {.result = MAILAUTH_PASS, .domain = "other.example"};
+    struct mailauth_dmarc_result d;
+    /* SPF of a subdomain aligns in relaxed mode */
+    mailauth_dmarc_check(&dns, "example.org", &spf, &dk, 1, &d);
+    assert_int_equal(d.result, MAILAUTH_PASS);
+    assert_true(d.is_spf_aligned && !d.is_dkim_aligned);
+    /* nothing aligned: fail; the subdomain takes sp= from the org domain's record */
+    spf.result = MAILAUTH_FAIL;
+    mailauth_dmarc_check(&dns, "news.example.org", &spf, &dk, 1, &d);
+    assert_int_equal(d.result, MAILAUTH_FAIL);
+    assert_int_equal(d.policy, MAILAUTH_DMARC_POLICY_QUARANTINE);
+    assert_int_equal(d.disposition, MAILAUTH_DMARC_POLICY_QUARANTINE);
+    /* pct=0: the policy applies to no message, reject becomes quarantine */
+    mailauth_dmarc_check(&dns, "zero.example", &spf, &dk, 1, &d);
+    assert_int_equal(d.result, MAILAUTH_FAIL);
+    assert_true(d.is_sampled_out);
+    assert_int_equal(d.disposition, MAILAUTH_DMARC_POLICY_QUARANTINE);
+    /* DNS failure: temperror; no record: none; no From: none */
+    mailauth_dmarc_check(&dns, "tf.example", &spf, &dk, 1, &d);
+    assert_int_equal(d.result, MAILAUTH_TEMPERROR);
+    mailauth_dmarc_check(&dns, "none.example", &spf, &dk, 1, &d);
+    assert_int_equal(d.result, MAILAUTH_NONE);
+    mailauth_dmarc_check(&dns, "", &spf, &dk, 1, &d);
+    assert_int_equal(d.result, MAILAUTH_NONE);
+    /* DKIM temperror with nothing aligned: temperror, not fail */
+    dk.result = MAILAUTH_TEMPERROR;
+    mailauth_dmarc_check(&dns, "example.org", &spf, &dk, 1, &d);
+    assert_int_equal(d.result, MAILAUTH_TEMPERROR);
+}
+
+static void test_auth_results(void **state)
+{
+    struct mailauth_verdict v;
+    memset(&v, 0, sizeof v);
+    v.has_spf = v.has_dmarc = true;
+    v.spf.result = MAILAUTH_PASS;
+    snprintf(v.spf.domain, sizeof v.spf.domain, "example.org");
+    snprintf(v.mail_from, sizeof v.mail_from, "a b@example.org");
+    v.n_dkim = 1;
+    v.dkim[0].result = MAILAUTH_FAIL;
+    snprintf(v.dkim[0].domain, sizeof v.dkim[0].domain, "example.org");
+    snprintf(v.dkim[0].selector, sizeof v.dkim[0].selector, "s1");
+    snprintf(v.dkim[0].reason, sizeof v.dkim[0].reason, "body (hash) did not verify");
+    v.dkim[0].algorithm = "rsa-sha256";
+    v.dmarc.result = MAILAUTH_PASS;
+    snprintf(v.dmarc.header_from, sizeof v.dmarc.header_from, "example.org");
+    struct buf b;
+    buf_init(&b, 0);
+    assert_true(mailauth_ar_format("mx.example.net", &v, &b));
+    assert_string_equal(b.data, "Authentication-Results: mx.example.net;\r\n"
+                                "\tdkim=fail (body ?hash? did not verify) header.d=example.org "
+                                "header.s=s1 header.a=rsa-sha256;\r\n"
+                                "\tspf=pass (example.org) smtp.mailfrom=\"a b@example.org\";\r\n"
+                                "\tdmarc=pass header.from=example.org\r\n");
+    /* and it parses back */
+    struct mailauth_ar ar;
+    const char *colon = strchr(b.data, ':');
+    assert_int_equal(mailauth_ar_parse(colon + 1, b.len - (size_t)(colon + 1 - b.data), &ar), 0);
+    assert_string_equal(ar.authserv_id, "mx.example.net");
+    assert_int_equal(ar.n, 3);
+    assert_string_equal(ar.methods[1].method, "spf");
+    assert_string_equal(ar.methods[1].props[0].value, "a b@example.org");
+    buf_free(&b);
+    const char *bad = " ; dkim=pass";
+    assert_int_equal(mailauth_ar_parse(bad, strlen(bad), &ar), -1);
+    const char *none = " example.org 1; none";
+    assert_int_equal(mailauth_ar_parse(none, strlen(none), &ar), 0);
+    assert_true(ar.is_none);
+    /* forged fields with our id go, others stay */
+    const char *h = "Authentication-Results: MX.example.net; dkim=pass\r\n"
+                    "Subject: x\r\n"
+                    "Authentication-Results: (comment) mx.example.net;\r\n spf=pass\r\n"
+                    "Authentication-Results: other.example; spf=pass\r\n\r\n";
+    struct mailauth_header f[8];
+    size_t body;
+    bool tr;
+    size_t n = mailauth_headers_parse(h, strlen(h), f, 8, &body, &tr);
+    buf_init(&b, 0);
+    assert_int_equal(mailauth_ar_remove_ours(h, body, f, n, "mx.example.net", &b), 2);
+    assert_string_equal(b.data, "Subject: x\r\nAuthentication-Results: other.example; "
+                                "spf=pass\r\n\r\n");
+    buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -598,6 +834,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rotation, setup, teardown),
         cmocka_unit_test(test_from_domain),
         cmocka_unit_test(test_headers_parse),
+        cmocka_unit_test(test_spf_macros),
+        cmocka_unit_test(test_spf_limits),
+        cmocka_unit_test(test_spf_syntax),
+        cmocka_unit_test(test_dmarc_record),
+        cmocka_unit_test(test_dmarc_check),
+        cmocka_unit_test(test_auth_results),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

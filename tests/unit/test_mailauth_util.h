@@ -23,12 +23,15 @@ struct table_dns {
     const struct table_row *rows;
     size_t n;
     unsigned n_lookups;
+    char names[32][256]; /* the first 32 names looked up */
 };
 
 static enum mailauth_dns_status table_lookup(void *ctx, const char *name, int type,
                                              struct mailauth_dns_answer *a)
 {
     struct table_dns *t = ctx;
+    if (t->n_lookups < 32)
+        snprintf(t->names[t->n_lookups], sizeof t->names[0], "%s", name);
     t->n_lookups++;
     a->n = 0;
     bool is_known = false;
