@@ -25,6 +25,7 @@ static const struct command commands[] = {
     {"sendmail", cli_sendmail, "sendmail [-t] [-i] [-f FROM] [RCPT...]  submit a message from stdin"},
     {"dkim", cli_dkim, "dkim keygen|list|retire         manage DKIM signing keys"},
     {"auth", cli_auth, "auth check --ip IP --helo NAME --mail-from ADDR < MESSAGE  show SPF/DKIM/DMARC"},
+    {"dns", cli_dns, "dns records|check DOMAIN          DNS records to publish / compare with DNS"},
     {"mailq", cli_mailq, "mailq                           list the queue (like queue list)"},
 };
 

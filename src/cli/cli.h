@@ -32,6 +32,7 @@ int cli_mailq(const struct cli_options *o, int argc, char **argv);    /* mailq *
 /* Added by the mailauth helper (issue 12): DKIM keys, DNS records, authentication checks. */
 int cli_dkim(const struct cli_options *o, int argc, char **argv); /* dkim keygen|list|retire */
 int cli_auth(const struct cli_options *o, int argc, char **argv); /* auth check < message */
+int cli_dns(const struct cli_options *o, int argc, char **argv);  /* dns records|check DOMAIN */
 /* Print a zone-file TXT record, split into 250-octet character-strings. */
 void cli_print_txt_record(const char *name, const char *value);
 

@@ -130,7 +130,7 @@ class SmtpSink:
 
 # --- DNS ---------------------------------------------------------------------------------
 
-TYPES = {"A": 1, "MX": 15, "AAAA": 28, "TXT": 16, "PTR": 12, "CNAME": 5}
+TYPES = {"A": 1, "MX": 15, "AAAA": 28, "TXT": 16, "PTR": 12, "CNAME": 5, "SRV": 33}
 
 # A record value that makes the server answer SERVFAIL for that name and type (mailauth
 # tests: a DNS failure must give a temporary result).
@@ -244,6 +244,8 @@ class DnsServer:
                 rdata = struct.pack("!H", rr[0]) + _encode_name(rr[1])
             elif tname == "TXT":
                 rdata = _txt_rdata(rr)
+            elif tname == "SRV":
+                rdata = struct.pack("!HHH", rr[0], rr[1], rr[2]) + _encode_name(rr[3])
             elif tname == "PTR":
                 rdata = _encode_name(rr)
             else:
