@@ -450,62 +450,13 @@ static void verify_one(struct verify_sig *v, const struct mailauth_parsed *p,
         result_set(r, MAILAUTH_PERMERROR, "l= longer than the body");
         return;
     }
-    char name[400];
-    snprintf(name, sizeof name, "%s._domainkey.%s", sig->selector, sig->domain);
-    struct mailauth_dns_answer *ans = calloc(1, sizeof *ans);
-    if (!ans) {
-        result_set(r, MAILAUTH_TEMPERROR, "out of memory");
-        return;
-    }
-    enum mailauth_dns_status st = dns->lookup(dns->ctx, name, MAILAUTH_DNS_TXT, ans);
-    if (st == MAILAUTH_DNS_TEMPFAIL) {
-        result_set(r, MAILAUTH_TEMPERROR, "key lookup failed");
-        free(ans);
-        return;
-    }
-    if (st == MAILAUTH_DNS_NXDOMAIN || ans->n == 0) {
-        result_set(r, MAILAUTH_PERMERROR, "no key for signature");
-        free(ans);
-        return;
-    }
-    if (ans->n > 1) {
-        /* §3.6.2.2: several records make the result undefined; we refuse to guess */
-        result_set(r, MAILAUTH_PERMERROR, "several key records");
-        free(ans);
-        return;
-    }
-    struct mailauth_dkim_key key;
-    const char *err = NULL;
-    int rc = mailauth_dkim_key_parse((const char *)ans->rr[0].data, ans->rr[0].len, &key, &err);
-    free(ans);
-    if (rc < 0) {
-        result_set(r, MAILAUTH_PERMERROR, err);
-        return;
-    }
-    if (key.is_revoked) {
-        result_set(r, MAILAUTH_PERMERROR, "key revoked");
-        return;
-    }
-    if ((sig->alg == MAILAUTH_DKIM_ED25519_SHA256) != key.is_ed25519 || !key.allows_sha256) {
-        result_set(r, MAILAUTH_PERMERROR, "key type does not match the algorithm");
-        return;
-    }
-    if (key.is_strict) {
-        const char *at = strrchr(sig->identity, '@');
-        if (!at || strcasecmp(at + 1, sig->domain) != 0) {
-            result_set(r, MAILAUTH_PERMERROR, "t=s key with a subdomain i=");
-            return;
-        }
-    }
-    EVP_PKEY *pk = key_from_record(&key);
-    if (!pk) {
-        result_set(r, MAILAUTH_PERMERROR, "unusable public key");
-        return;
-    }
-    r->key_bits = (unsigned)EVP_PKEY_get_bits(pk);
-    if (key.is_rsa && r->key_bits < MAILAUTH_RSA_BITS_MIN) {
-        EVP_PKEY_free(pk);
-        result_set(r, MAILAUTH_PERMERROR, "RSA key shorter than 1024 bits (RFC 8301)");
+    void *pk = NULL;
+    bool is_testing = false;
+    enum mailauth_result res;
+    const char *reason;
+    if (mailauth_key_fetch(dns, sig->selector, sig->domain, sig->alg, sig->identity, &pk,
+                           &is_testing, &r->key_bits, &res, &reason) < 0) {
+        result_set(r, res, reason);
         return;
     }
     if (bh_len != sig->bh_len || memcmp(bh, sig->bh, bh_len) != 0) {
@@ -518,31 +469,105 @@ static void verify_one(struct verify_sig *v, const struct mailauth_parsed *p,
     const struct mailauth_header *sf = &p->fields[v->field];
     bool ok = mailauth_dkim_header_input(p, sig->headers, sig->is_header_relaxed,
                                          p->header.data + sf->start, sf->len, &input);
-    int vr = 0;
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    if (ok && md) {
-        if (key.is_ed25519) {
-            /* RFC 8463 §3: Ed25519 signs the SHA-256 hash of the header input */
-            unsigned char hash[32];
-            unsigned hl = 0;
-            EVP_Digest(input.data, input.len, hash, &hl, EVP_sha256(), NULL);
-            vr = EVP_DigestVerifyInit(md, NULL, NULL, NULL, pk) == 1 &&
-                 EVP_DigestVerify(md, sig->b, sig->b_len, hash, hl) == 1;
-        } else {
-            vr = EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, pk) == 1 &&
-                 EVP_DigestVerify(md, sig->b, sig->b_len, (const unsigned char *)input.data,
-                                  input.len) == 1;
-        }
-    }
-    EVP_MD_CTX_free(md);
+    bool vr = ok && mailauth_sig_check(pk, sig->alg == MAILAUTH_DKIM_ED25519_SHA256, sig->b,
+                                       sig->b_len, input.data, input.len);
     EVP_PKEY_free(pk);
     buf_free(&input);
     if (!ok)
         result_set(r, MAILAUTH_TEMPERROR, "out of memory");
     else if (vr)
-        result_set(r, MAILAUTH_PASS, key.is_testing ? "testing key" : NULL);
+        result_set(r, MAILAUTH_PASS, is_testing ? "testing key" : NULL);
     else
         result_set(r, MAILAUTH_FAIL, "signature did not verify");
+}
+
+int mailauth_key_fetch(const struct mailauth_dns *dns, const char *selector, const char *domain,
+                       enum mailauth_dkim_alg alg, const char *identity, void **pk_r,
+                       bool *is_testing_r, unsigned *bits_r, enum mailauth_result *res_r,
+                       const char **reason_r)
+{
+    char name[400];
+    snprintf(name, sizeof name, "%s._domainkey.%s", selector, domain);
+    *res_r = MAILAUTH_PERMERROR;
+    struct mailauth_dns_answer *ans = calloc(1, sizeof *ans);
+    if (!ans) {
+        *res_r = MAILAUTH_TEMPERROR;
+        *reason_r = "out of memory";
+        return -1;
+    }
+    enum mailauth_dns_status st = dns->lookup(dns->ctx, name, MAILAUTH_DNS_TXT, ans);
+    if (st == MAILAUTH_DNS_TEMPFAIL) {
+        free(ans);
+        *res_r = MAILAUTH_TEMPERROR;
+        *reason_r = "key lookup failed";
+        return -1;
+    }
+    if (st == MAILAUTH_DNS_NXDOMAIN || ans->n == 0) {
+        free(ans);
+        *reason_r = "no key for signature";
+        return -1;
+    }
+    if (ans->n > 1) {
+        /* RFC 6376 §3.6.2.2: several records make the result undefined; we refuse to guess */
+        free(ans);
+        *reason_r = "several key records";
+        return -1;
+    }
+    struct mailauth_dkim_key key;
+    int rc = mailauth_dkim_key_parse((const char *)ans->rr[0].data, ans->rr[0].len, &key,
+                                     reason_r);
+    free(ans);
+    if (rc < 0)
+        return -1;
+    if (key.is_revoked) {
+        *reason_r = "key revoked";
+        return -1;
+    }
+    if ((alg == MAILAUTH_DKIM_ED25519_SHA256) != key.is_ed25519 || !key.allows_sha256) {
+        *reason_r = "key type does not match the algorithm";
+        return -1;
+    }
+    if (key.is_strict && identity) {
+        const char *at = strrchr(identity, '@');
+        if (!at || strcasecmp(at + 1, domain) != 0) {
+            *reason_r = "t=s key with a subdomain i=";
+            return -1;
+        }
+    }
+    EVP_PKEY *pk = key_from_record(&key);
+    if (!pk) {
+        *reason_r = "unusable public key";
+        return -1;
+    }
+    *bits_r = (unsigned)EVP_PKEY_get_bits(pk);
+    if (key.is_rsa && *bits_r < MAILAUTH_RSA_BITS_MIN) {
+        EVP_PKEY_free(pk);
+        *reason_r = "RSA key shorter than 1024 bits (RFC 8301)";
+        return -1;
+    }
+    *is_testing_r = key.is_testing;
+    *pk_r = pk;
+    return 0;
+}
+
+bool mailauth_sig_check(void *pkey, bool is_ed25519, const unsigned char *sig, size_t sig_len,
+                        const char *input, size_t input_len)
+{
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int vr = 0;
+    if (md && is_ed25519) {
+        /* RFC 8463 §3: Ed25519 signs the SHA-256 hash of the header input */
+        unsigned char hash[32];
+        unsigned hl = 0;
+        EVP_Digest(input, input_len, hash, &hl, EVP_sha256(), NULL);
+        vr = EVP_DigestVerifyInit(md, NULL, NULL, NULL, pkey) == 1 &&
+             EVP_DigestVerify(md, sig, sig_len, hash, hl) == 1;
+    } else if (md) {
+        vr = EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, pkey) == 1 &&
+             EVP_DigestVerify(md, sig, sig_len, (const unsigned char *)input, input_len) == 1;
+    }
+    EVP_MD_CTX_free(md);
+    return vr;
 }
 
 int mailauth_dkim_verify(const struct mailauth_message *m, const struct mailauth_dns *dns,

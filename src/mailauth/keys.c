@@ -19,6 +19,7 @@
 #include <openssl/x509.h>
 
 #include <dirent.h>
+#include <pthread.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -310,9 +311,88 @@ int mailauth_keys_retire(const char *data_dir, const char *domain, const char *s
     return 0;
 }
 
+/* A process-wide cache of the signing keys of recently used domains, so that signing a
+ * message costs no directory scan and no PEM parsing: an entry is valid while its folder's
+ * mtime (changed by keygen and retire, which create and rename files there) is the same. */
+#define KEY_CACHE_SIZE 64
+struct key_cache_entry {
+    char path[4400]; /* <data_dir>/dkim/<domain> */
+    struct timespec mtime;
+    struct mailauth_signing_key keys[2];
+    size_t n;
+    uint64_t used;
+};
+static struct key_cache_entry key_cache[KEY_CACHE_SIZE];
+static uint64_t key_cache_clock;
+static pthread_mutex_t key_cache_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Copy entry's keys to keys_r (a reference each). */
+static void key_cache_copy(const struct key_cache_entry *e, struct mailauth_signing_key *keys_r,
+                           size_t *n_r)
+{
+    for (size_t i = 0; i < e->n; i++) {
+        keys_r[i] = e->keys[i];
+        EVP_PKEY_up_ref(e->keys[i].pkey);
+    }
+    *n_r = e->n;
+}
+
+static int keys_load_signing_uncached(const char *data_dir, const char *domain,
+                                      struct mailauth_signing_key keys_r[2], size_t *n_r,
+                                      char **error_r);
+
 int mailauth_keys_load_signing(const char *data_dir, const char *domain,
                                struct mailauth_signing_key keys_r[2], size_t *n_r,
                                char **error_r)
+{
+    *n_r = 0;
+    if (!mailauth_keys_is_valid_name(domain, 254))
+        return 0;
+    char path[4400];
+    snprintf(path, sizeof path, "%s/dkim/%s", data_dir, domain);
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return 0; /* no folder: no keys */
+    pthread_mutex_lock(&key_cache_lock);
+    struct key_cache_entry *victim = &key_cache[0];
+    for (size_t i = 0; i < KEY_CACHE_SIZE; i++) {
+        struct key_cache_entry *e = &key_cache[i];
+        if (e->path[0] && strcmp(e->path, path) == 0) {
+            if (e->mtime.tv_sec == st.st_mtim.tv_sec && e->mtime.tv_nsec == st.st_mtim.tv_nsec) {
+                e->used = ++key_cache_clock;
+                key_cache_copy(e, keys_r, n_r);
+                pthread_mutex_unlock(&key_cache_lock);
+                return 0;
+            }
+            victim = e; /* stale: reload into the same slot */
+            break;
+        }
+        if (e->used < victim->used)
+            victim = e;
+    }
+    pthread_mutex_unlock(&key_cache_lock);
+    struct mailauth_signing_key fresh[2];
+    size_t n = 0;
+    if (keys_load_signing_uncached(data_dir, domain, fresh, &n, error_r) < 0)
+        return -1;
+    pthread_mutex_lock(&key_cache_lock);
+    for (size_t i = 0; i < victim->n; i++)
+        mailauth_signing_key_free(&victim->keys[i]);
+    memset(victim, 0, sizeof *victim);
+    snprintf(victim->path, sizeof victim->path, "%s", path);
+    victim->mtime = st.st_mtim;
+    for (size_t i = 0; i < n; i++)
+        victim->keys[i] = fresh[i];
+    victim->n = n;
+    victim->used = ++key_cache_clock;
+    key_cache_copy(victim, keys_r, n_r);
+    pthread_mutex_unlock(&key_cache_lock);
+    return 0;
+}
+
+static int keys_load_signing_uncached(const char *data_dir, const char *domain,
+                                      struct mailauth_signing_key keys_r[2], size_t *n_r,
+                                      char **error_r)
 {
     *n_r = 0;
     if (!mailauth_keys_is_valid_name(domain, 254))

@@ -32,6 +32,21 @@ int mailauth_body_each(const struct mailauth_message *m, uint64_t body_offset,
 bool mailauth_dkim_header_input(const struct mailauth_parsed *p, const char *h_list,
                                 bool is_relaxed, const char *f, size_t f_len, struct buf *out);
 
+/* The public key of selector._domainkey.domain for a signature of algorithm alg (RFC 6376
+ * §3.6: one record, not revoked, the right type, t=s against identity when given, RSA at
+ * least 1024 bits). 0 with *pk_r (an EVP_PKEY *, free with EVP_PKEY_free), or -1 with
+ * the result (temperror/permerror) and a static reason. BLOCKING (DNS). */
+int mailauth_key_fetch(const struct mailauth_dns *dns, const char *selector, const char *domain,
+                       enum mailauth_dkim_alg alg, const char *identity, void **pk_r,
+                       bool *is_testing_r, unsigned *bits_r, enum mailauth_result *res_r,
+                       const char **reason_r);
+/* Check signature sig over input (SHA-256; Ed25519 over its SHA-256 hash, RFC 8463). */
+bool mailauth_sig_check(void *pkey, bool is_ed25519, const unsigned char *sig, size_t sig_len,
+                        const char *input, size_t input_len);
+/* Sign input with key (as mailauth_sig_check verifies); *len_r in, size of out; out. */
+bool mailauth_sig_make(void *pkey, bool is_ed25519, const char *input, size_t input_len,
+                       unsigned char *out, size_t *len_r);
+
 /* Is field i named name (case-insensitive)? */
 bool mailauth_field_is(const struct mailauth_parsed *p, size_t i, const char *name);
 /* The value of field i (after the colon). */

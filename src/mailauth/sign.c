@@ -50,6 +50,26 @@ void mailauth_signing_key_free(struct mailauth_signing_key *k)
     k->pkey = NULL;
 }
 
+bool mailauth_sig_make(void *pkey, bool is_ed25519, const char *input, size_t input_len,
+                       unsigned char *out, size_t *len_r)
+{
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    bool ok;
+    if (is_ed25519) {
+        /* RFC 8463 §3: Ed25519 over the SHA-256 hash of the header input */
+        unsigned char hash[32];
+        unsigned hl = 0;
+        EVP_Digest(input, input_len, hash, &hl, EVP_sha256(), NULL);
+        ok = md && EVP_DigestSignInit(md, NULL, NULL, NULL, pkey) == 1 &&
+             EVP_DigestSign(md, out, len_r, hash, hl) == 1;
+    } else {
+        ok = md && EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, pkey) == 1 &&
+             EVP_DigestSign(md, out, len_r, (const unsigned char *)input, input_len) == 1;
+    }
+    EVP_MD_CTX_free(md);
+    return ok;
+}
+
 static void sign_body_emit(void *arg, const char *data, size_t len)
 {
     EVP_DigestUpdate(arg, data, len);
@@ -132,7 +152,6 @@ int mailauth_dkim_sign(const struct mailauth_message *m, const struct mailauth_s
     buf_init(&input, 0);
     buf_init(&b64, 0);
     EVP_MD_CTX *body_md = EVP_MD_CTX_new();
-    EVP_MD_CTX *md = NULL;
     bool has_from;
     if (!body_md || !sign_header_list(&p, &hlist, &has_from)) {
         *error_r = "out of memory";
@@ -180,22 +199,7 @@ int mailauth_dkim_sign(const struct mailauth_message *m, const struct mailauth_s
         }
         unsigned char sig[1024];
         size_t sig_len = sizeof sig;
-        md = EVP_MD_CTX_new();
-        int ok;
-        if (is_ed) {
-            /* RFC 8463 §3: Ed25519 over the SHA-256 hash of the header input */
-            unsigned char hash[32];
-            unsigned hl = 0;
-            EVP_Digest(input.data, input.len, hash, &hl, EVP_sha256(), NULL);
-            ok = md && EVP_DigestSignInit(md, NULL, NULL, NULL, key->pkey) == 1 &&
-                 EVP_DigestSign(md, sig, &sig_len, hash, hl) == 1;
-        } else {
-            ok = md && EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, key->pkey) == 1 &&
-                 EVP_DigestSign(md, sig, &sig_len, (const unsigned char *)input.data,
-                                input.len) == 1;
-        }
-        EVP_MD_CTX_free(md);
-        md = NULL;
+        bool ok = mailauth_sig_make(key->pkey, is_ed, input.data, input.len, sig, &sig_len);
         if (!ok || !util_base64_encode(sig, sig_len, &b64)) {
             *error_r = "signing failed";
             free(bh_text);
