@@ -52,8 +52,25 @@ static bool headers_have_from(const char *h)
     return false;
 }
 
+/* The parser of DKIM-Signature and of ARC-Message-Signature (RFC 8617 §4.1.2: the same
+ * tags, but no v=, and i= is the instance number). */
+static int sig_parse(const char *value, size_t len, struct mailauth_dkim_sig *sig, bool is_ams,
+                     const char **error_r);
+
 int mailauth_dkim_sig_parse(const char *value, size_t len, struct mailauth_dkim_sig *sig,
                             const char **error_r)
+{
+    return sig_parse(value, len, sig, false, error_r);
+}
+
+int mailauth_arc_ams_parse(const char *value, size_t len, struct mailauth_dkim_sig *sig,
+                           const char **error_r)
+{
+    return sig_parse(value, len, sig, true, error_r);
+}
+
+static int sig_parse(const char *value, size_t len, struct mailauth_dkim_sig *sig, bool is_ams,
+                     const char **error_r)
 {
     struct mailauth_tag tags[MAILAUTH_TAGS_MAX];
     size_t n;
@@ -77,11 +94,11 @@ int mailauth_dkim_sig_parse(const char *value, size_t len, struct mailauth_dkim_
                               *t = mailauth_tags_find(tags, n, "t"),
                               *x = mailauth_tags_find(tags, n, "x");
     /* RFC 6376 §6.1.1: required tags */
-    if (!v || !a || !b || !bh || !d || !h || !s) {
+    if ((!v && !is_ams) || !a || !b || !bh || !d || !h || !s || (is_ams && !i)) {
         *error_r = "missing required tag";
         return -1;
     }
-    if (v->value_len != 1 || v->value[0] != '1') {
+    if (!is_ams && (v->value_len != 1 || v->value[0] != '1')) {
         *error_r = "incompatible version";
         return -1;
     }
@@ -155,7 +172,15 @@ int mailauth_dkim_sig_parse(const char *value, size_t len, struct mailauth_dkim_
             b->value[j] != '\n')
             sig->b_text[k++] = b->value[j];
     sig->b_text[k] = '\0';
-    if (i) {
+    if (is_ams) {
+        uint64_t inst;
+        if (!parse_uint(i->value, i->value_len, &inst) || inst < 1 || inst > MAILAUTH_ARC_MAX) {
+            *error_r = "bad i= instance";
+            return -1;
+        }
+        sig->instance = (unsigned)inst;
+        snprintf(sig->identity, sizeof sig->identity, "@%s", sig->domain);
+    } else if (i) {
         if (!mailauth_copy_nofws(i->value, i->value_len, sig->identity, sizeof sig->identity)) {
             *error_r = "bad i= identity";
             return -1;
@@ -376,6 +401,11 @@ bool mailauth_dkim_header_input(const struct mailauth_parsed *p, const char *h_l
         name = c + 1;
     }
     /* the signature field with the value of b= emptied (§3.7) */
+    return mailauth_sig_field_canon(f, f_len, is_relaxed, out);
+}
+
+bool mailauth_sig_field_canon(const char *f, size_t f_len, bool is_relaxed, struct buf *out)
+{
     struct buf tmp;
     buf_init(&tmp, 0);
     const char *colon = memchr(f, ':', f_len);

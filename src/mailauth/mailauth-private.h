@@ -32,6 +32,20 @@ int mailauth_body_each(const struct mailauth_message *m, uint64_t body_offset,
 bool mailauth_dkim_header_input(const struct mailauth_parsed *p, const char *h_list,
                                 bool is_relaxed, const char *f, size_t f_len, struct buf *out);
 
+/* Append signature field f[f_len] canonicalized (relaxed or simple) with the value of its
+ * b= tag removed and without its final CRLF (RFC 6376 §3.7, RFC 8617 §5.1.1). */
+bool mailauth_sig_field_canon(const char *f, size_t f_len, bool is_relaxed, struct buf *out);
+/* The h= list this module signs for the header section p (DKIM and ARC-Message-Signature):
+ * the usual fields present, From/To/Subject/Date/Message-ID oversigned. */
+bool mailauth_sign_header_list(const struct mailauth_parsed *p, struct buf *h, bool *has_from_r);
+/* Append the h= list to out folded after colons (lines of at most ~76 columns). */
+void mailauth_fold_list(struct buf *out, const char *list, size_t col);
+/* Append base64 text folded into lines of at most ~76 columns. */
+void mailauth_fold_base64(struct buf *out, const char *text, size_t col);
+/* The relaxed/relaxed SHA-256 body hash of m's body (from body_offset), base64, malloc'd. */
+char *mailauth_body_hash(const struct mailauth_message *m, uint64_t body_offset, bool is_relaxed,
+                         bool has_limit, uint64_t limit, unsigned char *raw_r, size_t *raw_len_r);
+
 /* The public key of selector._domainkey.domain for a signature of algorithm alg (RFC 6376
  * §3.6: one record, not revoked, the right type, t=s against identity when given, RSA at
  * least 1024 bits). 0 with *pk_r (an EVP_PKEY *, free with EVP_PKEY_free), or -1 with

@@ -240,6 +240,7 @@ struct mailauth_dkim_sig {
     uint64_t limit;    /* l= */
     int64_t timestamp; /* t=, -1 none */
     int64_t expires;   /* x=, -1 none */
+    unsigned instance; /* ARC-Message-Signature i= (RFC 8617), 0 for DKIM */
 };
 /* Pure: parse the value of a DKIM-Signature field (after the colon). 0, or -1 with a
  * reason (static string) in *error_r. Checks the required tags and their syntax
@@ -280,6 +281,45 @@ struct mailauth_dkim_result {
 int mailauth_dkim_verify(const struct mailauth_message *m, const struct mailauth_dns *dns,
                          int64_t now, struct mailauth_dkim_result *results, size_t *n_r);
 
+/* ---- ARC (RFC 8617) ------------------------------------------------------------------- */
+
+#define MAILAUTH_ARC_MAX 50 /* RFC 8617 §4.2.1: at most 50 ARC sets */
+struct mailauth_signing_key;
+/* Pure: parse an ARC-Message-Signature value (the DKIM tags; i= is the instance). */
+int mailauth_arc_ams_parse(const char *value, size_t len, struct mailauth_dkim_sig *sig,
+                           const char **error_r);
+struct mailauth_arc_seal {
+    unsigned instance;
+    enum mailauth_result cv; /* NONE, PASS or FAIL */
+    enum mailauth_dkim_alg alg;
+    char domain[254];
+    char selector[64];
+    unsigned char b[1024];
+    size_t b_len;
+};
+/* Pure: parse an ARC-Seal value (§4.1.3: i, a, b, d, s, cv required; no h= allowed). */
+int mailauth_arc_seal_parse(const char *value, size_t len, struct mailauth_arc_seal *seal,
+                            const char **error_r);
+struct mailauth_arc_result {
+    enum mailauth_result result; /* none (no chain), pass, fail, temperror */
+    unsigned n_sets;
+    char domain[254]; /* d= of the newest seal */
+    char reason[96];
+};
+/* Validate the ARC chain of m (§5.2): structure, the newest AMS, every AS. BLOCKING (DNS).
+ * 0, or -1 when the message cannot be read. */
+int mailauth_arc_verify(const struct mailauth_message *m, const struct mailauth_dns *dns,
+                        struct mailauth_arc_result *r);
+/* Add an ARC set (i = chain->n_sets + 1) to m, forwarded by us: ARC-Seal,
+ * ARC-Message-Signature and ARC-Authentication-Results (built from our A-R field ar, which
+ * must start "Authentication-Results: <authserv-id>;") appended to out, to be prepended in
+ * that order. cv follows chain (none / pass / fail). key must be RSA or Ed25519. 0, or -1
+ * with *error_r (static); a chain of 50 sets or a failed one is not sealed further
+ * (-1, "chain ..."). Any thread. */
+int mailauth_arc_seal(const struct mailauth_message *m, const struct mailauth_signing_key *key,
+                      const char *ar, const struct mailauth_arc_result *chain, int64_t now,
+                      struct buf *out, const char **error_r);
+
 /* ---- one received message, and Authentication-Results (RFC 8601) ---------------------- */
 
 /* What is known about the transaction. */
@@ -293,6 +333,7 @@ struct mailauth_check_args {
 };
 struct mailauth_verdict {
     bool has_spf, has_dmarc;
+    struct mailauth_arc_result arc;
     struct mailauth_spf_result spf;
     struct mailauth_dkim_result dkim[MAILAUTH_DKIM_SIGS_MAX];
     size_t n_dkim;

@@ -284,6 +284,12 @@ bool mailauth_ar_format(const char *authserv_id, const struct mailauth_verdict *
             ar_put_value(out, v->mail_from);
         }
     }
+    /* RFC 8617 §10.1: the "arc" method */
+    buf_printf(out, ";\r\n\tarc=%s", mailauth_result_name(v->arc.result));
+    if (v->arc.result == MAILAUTH_PASS)
+        buf_printf(out, " (i=%u, d=%s)", v->arc.n_sets, v->arc.domain);
+    else if (v->arc.result != MAILAUTH_NONE)
+        ar_put_comment(out, v->arc.reason);
     if (v->has_dmarc) {
         const struct mailauth_dmarc_result *d = &v->dmarc;
         buf_printf(out, ";\r\n\tdmarc=%s", mailauth_result_name(d->result));
@@ -318,6 +324,8 @@ int mailauth_check_message(const struct mailauth_dns *dns, const struct mailauth
         v->has_spf = true;
     }
     if (mailauth_dkim_verify(m, dns, a->now, v->dkim, &v->n_dkim) < 0)
+        return -1;
+    if (mailauth_arc_verify(m, dns, &v->arc) < 0)
         return -1;
     struct mailauth_parsed p;
     const char *err;

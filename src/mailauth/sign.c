@@ -70,6 +70,37 @@ bool mailauth_sig_make(void *pkey, bool is_ed25519, const char *input, size_t in
     return ok;
 }
 
+static void sign_body_emit(void *arg, const char *data, size_t len);
+static void sign_body_feed(void *arg, const char *data, size_t len);
+
+char *mailauth_body_hash(const struct mailauth_message *m, uint64_t body_offset, bool is_relaxed,
+                         bool has_limit, uint64_t limit, unsigned char *raw_r, size_t *raw_len_r)
+{
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(md);
+        return NULL;
+    }
+    struct mailauth_body_canon canon;
+    mailauth_body_canon_init(&canon, is_relaxed, has_limit, limit, sign_body_emit, md);
+    if (mailauth_body_each(m, body_offset, sign_body_feed, &canon) < 0) {
+        EVP_MD_CTX_free(md);
+        return NULL;
+    }
+    mailauth_body_canon_finish(&canon);
+    unsigned char bh[EVP_MAX_MD_SIZE];
+    unsigned bh_len = 0;
+    EVP_DigestFinal_ex(md, bh, &bh_len);
+    EVP_MD_CTX_free(md);
+    if (raw_r) {
+        memcpy(raw_r, bh, bh_len);
+        *raw_len_r = bh_len;
+    }
+    if (has_limit && canon.total < limit)
+        return NULL;
+    return util_base64_encode_str(bh, bh_len);
+}
+
 static void sign_body_emit(void *arg, const char *data, size_t len)
 {
     EVP_DigestUpdate(arg, data, len);
@@ -81,7 +112,7 @@ static void sign_body_feed(void *arg, const char *data, size_t len)
 }
 
 /* Append "name:name:..." for the signed fields of p (h= value). */
-static bool sign_header_list(const struct mailauth_parsed *p, struct buf *h, bool *has_from_r)
+bool mailauth_sign_header_list(const struct mailauth_parsed *p, struct buf *h, bool *has_from_r)
 {
     *has_from_r = false;
     for (size_t k = 0; k < sizeof SIGNED / sizeof SIGNED[0]; k++) {
@@ -103,7 +134,7 @@ static bool sign_header_list(const struct mailauth_parsed *p, struct buf *h, boo
 
 /* Append the h= list to out, folding ("\r\n\t" is FWS, allowed after a colon) so that no
  * line grows past ~76 columns. */
-static void fold_list(struct buf *out, const char *list, size_t col)
+void mailauth_fold_list(struct buf *out, const char *list, size_t col)
 {
     const char *p = list;
     while (*p) {
@@ -121,7 +152,7 @@ static void fold_list(struct buf *out, const char *list, size_t col)
 
 /* Append base64 text to out in lines of at most 76 columns (FWS inside b= is ignored,
  * RFC 6376 §3.5). */
-static void fold_base64(struct buf *out, const char *text, size_t col)
+void mailauth_fold_base64(struct buf *out, const char *text, size_t col)
 {
     size_t len = strlen(text), i = 0;
     while (i < len) {
@@ -151,9 +182,8 @@ int mailauth_dkim_sign(const struct mailauth_message *m, const struct mailauth_s
     buf_init(&field, 0);
     buf_init(&input, 0);
     buf_init(&b64, 0);
-    EVP_MD_CTX *body_md = EVP_MD_CTX_new();
     bool has_from;
-    if (!body_md || !sign_header_list(&p, &hlist, &has_from)) {
+    if (!mailauth_sign_header_list(&p, &hlist, &has_from)) {
         *error_r = "out of memory";
         goto out;
     }
@@ -162,20 +192,9 @@ int mailauth_dkim_sign(const struct mailauth_message *m, const struct mailauth_s
         goto out;
     }
     /* the body hash is the same for every key: relaxed, SHA-256, no l= */
-    struct mailauth_body_canon canon;
-    EVP_DigestInit_ex(body_md, EVP_sha256(), NULL);
-    mailauth_body_canon_init(&canon, true, false, 0, sign_body_emit, body_md);
-    if (mailauth_body_each(m, p.body_offset, sign_body_feed, &canon) < 0) {
-        *error_r = "cannot read the message";
-        goto out;
-    }
-    mailauth_body_canon_finish(&canon);
-    unsigned char bh[EVP_MAX_MD_SIZE];
-    unsigned bh_len = 0;
-    EVP_DigestFinal_ex(body_md, bh, &bh_len);
-    char *bh_text = util_base64_encode_str(bh, bh_len);
+    char *bh_text = mailauth_body_hash(m, p.body_offset, true, false, 0, NULL, NULL);
     if (!bh_text) {
-        *error_r = "out of memory";
+        *error_r = "cannot read the message";
         goto out;
     }
     for (size_t k = 0; k < n; k++) {
@@ -189,7 +208,7 @@ int mailauth_dkim_sign(const struct mailauth_message *m, const struct mailauth_s
                    "\ts=%s; t=%lld; h=",
                    is_ed ? "ed25519-sha256" : "rsa-sha256", key->domain, key->selector,
                    (long long)now);
-        fold_list(&field, hlist.data, 8 + strlen(key->selector) + 24 + 3);
+        mailauth_fold_list(&field, hlist.data, 8 + strlen(key->selector) + 24 + 3);
         buf_printf(&field, ";\r\n\tbh=%s;\r\n\tb=", bh_text);
         if (!field.data || !mailauth_dkim_header_input(&p, hlist.data, true, field.data,
                                                        field.len, &input)) {
@@ -205,7 +224,7 @@ int mailauth_dkim_sign(const struct mailauth_message *m, const struct mailauth_s
             free(bh_text);
             goto out;
         }
-        fold_base64(&field, b64.data, 10);
+        mailauth_fold_base64(&field, b64.data, 10);
         buf_append(&field, "\r\n", 2);
         if (!buf_append(out, field.data, field.len)) {
             *error_r = "out of memory";
@@ -216,7 +235,6 @@ int mailauth_dkim_sign(const struct mailauth_message *m, const struct mailauth_s
     free(bh_text);
     rc = 0;
 out:
-    EVP_MD_CTX_free(body_md);
     buf_free(&hlist);
     buf_free(&field);
     buf_free(&input);

@@ -258,6 +258,8 @@ static bool delivery_mailauth(struct smtp_delivery_job *job)
             job->remote_header = buf_steal(&h);
         }
         buf_free(&h);
+        /* a forward (alias to a remote address): our ARC set on top (RFC 8617) */
+        smtp_mailauth_job_seal(mj, &job->remote_header, &job->src);
     }
     return true;
 }
@@ -320,8 +322,9 @@ static void delivery_done(void *arg)
     /* mailauth hook: the verdict, and a refusal in Postfix's milter-reject style */
     struct smtp_mailauth_job *mj = job->mailauth;
     if (mj) {
-        log_info("mailauth", "%s: %s%s", id, mj->summary,
-                 mj->action == SMTP_MAILAUTH_JUNK ? ", filed to Junk" : "");
+        log_info("mailauth", "%s: %s%s%s", id, mj->summary,
+                 mj->action == SMTP_MAILAUTH_JUNK ? ", filed to Junk" : "",
+                 mj->is_sealed ? ", ARC-sealed" : "");
         if (mj->n_forged)
             log_warning("mailauth", "%s: removed %d forged Authentication-Results field(s) "
                                     "claiming to be ours",

@@ -184,6 +184,8 @@ struct smtp_mailauth_job *smtp_mailauth_job_new(const struct smtp_session *s)
     snprintf(j->authserv_id, sizeof j->authserv_id, "%s", hook_authserv_id(s->cfg));
     snprintf(j->peer, sizeof j->peer, "%s", s->peer);
     snprintf(j->data_dir, sizeof j->data_dir, "%s", s->cfg->data_dir ? s->cfg->data_dir : ".");
+    const char *at = s->txn.first_rcpt ? strrchr(s->txn.first_rcpt, '@') : NULL;
+    snprintf(j->seal_domain, sizeof j->seal_domain, "%s", at ? at + 1 : "");
     if (s->txn.spf) {
         j->spf = *s->txn.spf;
         j->has_spf = true;
@@ -347,14 +349,16 @@ void smtp_mailauth_job_run(struct smtp_mailauth_job *j, struct buf *body, int *f
     buf_init(&h, 0);
     mailauth_ar_format(j->authserv_id, v, &h);
     j->header = buf_steal(&h);
+    j->arc = v->arc;
     const struct mailauth_dmarc_result *d = &v->dmarc;
     size_t n_pass = 0;
     for (size_t i = 0; i < v->n_dkim; i++)
         n_pass += v->dkim[i].result == MAILAUTH_PASS;
     snprintf(j->summary, sizeof j->summary,
-             "spf=%s dkim=%s (%zu of %zu signatures) dmarc=%s header.from=%s%s%s",
+             "spf=%s dkim=%s (%zu of %zu signatures) arc=%s dmarc=%s header.from=%s%s%s",
              v->has_spf ? mailauth_result_name(v->spf.result) : "none",
              v->n_dkim == 0 ? "none" : n_pass ? "pass" : "fail", n_pass, v->n_dkim,
+             mailauth_result_name(v->arc.result),
              mailauth_result_name(d->result), d->header_from[0] ? d->header_from : "-",
              d->has_record ? " p=" : "", d->has_record ? mailauth_dmarc_policy_name(d->policy) : "");
     if (j->dmarc_rank == DMARC_MARK) {
@@ -378,4 +382,40 @@ void smtp_mailauth_job_run(struct smtp_mailauth_job *j, struct buf *body, int *f
                  d->header_from[0] ? d->header_from : "the From domain");
     }
     free(v);
+}
+
+void smtp_mailauth_job_seal(struct smtp_mailauth_job *j, char **remote_header,
+                            const struct store_source *src)
+{
+    if (!j->header || !j->seal_domain[0])
+        return;
+    struct mailauth_signing_key keys[2];
+    size_t n = 0;
+    char *err = NULL;
+    if (mailauth_keys_load_signing(j->data_dir, j->seal_domain, keys, &n, &err) < 0 || n == 0) {
+        free(err);
+        return; /* no key for our domain: forwarded without a seal */
+    }
+    /* RSA first (keys[0] when there is one): what ARC validators support everywhere */
+    struct mailauth_message m = {.prefix = *remote_header,
+                                 .prefix_len = strlen(*remote_header),
+                                 .data = src->data,
+                                 .len = src->len,
+                                 .fd = src->fd,
+                                 .fd_size = src->size};
+    struct buf out;
+    buf_init(&out, 0);
+    const char *serr = NULL;
+    if (mailauth_arc_seal(&m, &keys[0], j->header, &j->arc, (int64_t)time(NULL), &out, &serr) ==
+            0 &&
+        buf_append_str(&out, *remote_header)) {
+        free(*remote_header);
+        *remote_header = buf_steal(&out);
+        j->is_sealed = true;
+    } else {
+        snprintf(j->reply, sizeof j->reply, "%s", serr ? serr : "out of memory");
+    }
+    buf_free(&out);
+    for (size_t i = 0; i < n; i++)
+        mailauth_signing_key_free(&keys[i]);
 }

@@ -39,12 +39,15 @@ struct smtp_mailauth_job {
     bool has_spf;
     struct mailauth_spf_result spf;
     int dmarc_rank; /* the strictest mailauth.dmarc_policy of the recipients' domains */
+    char seal_domain[254]; /* ours, whose keys ARC-seal forwarded copies (first RCPT) */
     /* out (thread) */
     enum smtp_mailauth_action action;
     char *header;      /* "Authentication-Results: ..." CRLF, malloc'd, or NULL */
     char reply[512];   /* for REJECT / TEMPFAIL */
     char summary[400]; /* for the log line */
     int n_forged;      /* A-R fields with our id removed */
+    struct mailauth_arc_result arc; /* the chain as received */
+    bool is_sealed;
 };
 
 /* Loop thread, at end of DATA: the job for this message, or NULL (not applicable). */
@@ -54,5 +57,9 @@ struct smtp_mailauth_job *smtp_mailauth_job_new(const struct smtp_session *s);
 void smtp_mailauth_job_run(struct smtp_mailauth_job *j, struct buf *body, int *fd,
                            struct store_source *src);
 void smtp_mailauth_job_free(struct smtp_mailauth_job *j);
+/* Workpool thread, after job_run, for a copy forwarded to remote recipients: add our ARC
+ * set (RFC 8617) with the keys of seal_domain, prepended to *remote_header (replaced). */
+void smtp_mailauth_job_seal(struct smtp_mailauth_job *j, char **remote_header,
+                            const struct store_source *src);
 
 #endif

@@ -23,7 +23,7 @@ static const struct table_row rows[] = {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    struct table_dns t = {rows, sizeof rows / sizeof rows[0], 0};
+    struct table_dns t = {.rows = rows, .n = sizeof rows / sizeof rows[0]};
     struct mailauth_dns dns = table_dns(&t);
     struct mailauth_message m = {.data = (const char *)data, .len = size, .fd = -1};
     struct mailauth_dkim_result r[MAILAUTH_DKIM_SIGS_MAX];

@@ -124,7 +124,7 @@ def test_dkimpy_signed_passes_and_forged_ar_removed(srv, keys):
     assert "paypal" not in data.decode(errors="replace")
     assert "other.example; spf=pass" in ars[1]
     srv.wait_log(r"tern/mailauth\[\d+\]: [0-9A-F]+: spf=pass dkim=pass \(1 of 1 signatures\) "
-                 r"dmarc=pass header\.from=signer\.test p=reject")
+                 r"arc=none dmarc=pass header\.from=signer\.test p=reject")
     srv.wait_log(r"removed 1 forged Authentication-Results field")
     # dkimpy agrees: the stored copy (trace headers and our A-R added) still verifies
     assert dkim.verify(data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"),
@@ -140,7 +140,7 @@ def test_altered_signed_message_fails_dkim_and_dmarc_rejects(srv, keys):
     assert e.value.smtp_code == 550
     assert b"5.7.1" in e.value.smtp_error and b"DMARC" in e.value.smtp_error
     srv.wait_log(r"reject: END-OF-MESSAGE from .*: 550 5\.7\.1 .*; from=<x@quar\.test>")
-    srv.wait_log(r"dkim=fail \(0 of 1 signatures\) dmarc=fail header\.from=signer\.test")
+    srv.wait_log(r"dkim=fail \(0 of 1 signatures\) arc=none dmarc=fail header\.from=signer\.test")
 
 
 def test_quarantine_goes_to_junk(srv):
@@ -252,3 +252,59 @@ def test_auth_check_cli(srv, keys):
     cp = srv.cli("auth", "check", "--ip", "192.0.2.9", "--mail-from", "x@strict.test",
                  input=message("x@strict.test", "cli2").decode())
     assert "spf=fail" in cp.stdout and "dmarc=fail (p=reject dis=reject)" in cp.stdout
+
+
+@pytest.fixture
+def fwd(tern_factory, dns):
+    """A server whose alias fwd@example.test forwards to a remote sink."""
+    from outbound_util import SmtpSink
+    sink = SmtpSink()
+    srv = tern_factory({"dns.resolver": "127.0.0.1@%d" % dns.port, "mailauth.verify": "yes",
+                        "transport.remote.test": "[127.0.0.1]:%d" % sink.port})
+    srv.cli("alias", "add", "fwd@example.test", "carol@remote.test")
+    yield srv, sink
+    sink.close()
+
+
+def test_forward_is_arc_sealed_and_dkimpy_validates(fwd, keys):
+    from mailauth_util import keygen
+    srv, sink = fwd
+    recs = keygen(srv, "example.test", "arc", "--rsa")
+    msg = dkimpy_sign(message("Alice <alice@signer.test>", "forwarded").replace(
+        b"To: bob@example.test", b"To: fwd@example.test"), "sel", "signer.test", keys["good"][0])
+    send(srv, "alice@signer.test", msg, rcpts=("fwd@example.test",))
+    wait_for(lambda: sink.messages, what="the forwarded copy")
+    data = sink.messages[0]["data"]
+    head = data.split(b"\r\n\r\n", 1)[0]
+    assert head.startswith(b"ARC-Seal: i=1; a=rsa-sha256;")
+    assert b"cv=none" in head and b"ARC-Message-Signature: i=1;" in head
+    assert b"ARC-Authentication-Results: i=1; mail.example.test;" in head
+    srv.wait_log(r"dmarc=pass header\.from=signer\.test p=reject, ARC-sealed")
+
+    def dnsfunc(name, timeout=5):
+        name = name.decode().rstrip(".")
+        table = {"arc._domainkey.example.test": recs["arc._domainkey.example.test"],
+                 "sel._domainkey.signer.test": keys["good"][1]}
+        return table.get(name, "").encode() or None
+
+    cv, results, comment = dkim.arc_verify(data, dnsfunc=dnsfunc)
+    assert cv == b"pass", (cv, results, comment)
+    # the original DKIM signature survived the forward too
+    assert dkim.verify(data, dnsfunc=dnsfunc)
+
+
+def test_dkimpy_arc_chain_passes_in_tern(srv, keys):
+    msg = message("Alice <alice@signer.test>", "arc from dkimpy")
+    msg = b"Authentication-Results: lists.signer.test; spf=pass smtp.mailfrom=a@signer.test\r\n" + msg
+    lines = dkim.arc_sign(msg, b"sel", b"signer.test", keys["good"][0].read_bytes(),
+                          b"lists.signer.test", include_headers=[b"from", b"to", b"subject"])
+    sealed = b"".join(l.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") for l in lines) + msg
+    send(srv, "alice@signer.test", sealed)
+    ar = ar_of(delivered(srv))[0]
+    assert "arc=pass (i=1, d=signer.test)" in ar, ar
+    # and a modified body breaks it
+    send(srv, "alice@signer.test", sealed.replace(b"The body", b"Their body"))
+    wait_for(lambda: len(maildir_messages(srv.maildir("bob@example.test"))) == 2,
+             what="the second message")
+    ars = [ar_of(open(p, "rb").read())[0] for p in maildir_messages(srv.maildir("bob@example.test"))]
+    assert any("arc=fail" in a for a in ars), ars

@@ -788,13 +788,14 @@ static void test_auth_results(void **state)
                                 "\tdkim=fail (body ?hash? did not verify) header.d=example.org "
                                 "header.s=s1 header.a=rsa-sha256;\r\n"
                                 "\tspf=pass (example.org) smtp.mailfrom=\"a b@example.org\";\r\n"
+                                "\tarc=none;\r\n"
                                 "\tdmarc=pass header.from=example.org\r\n");
     /* and it parses back */
     struct mailauth_ar ar;
     const char *colon = strchr(b.data, ':');
     assert_int_equal(mailauth_ar_parse(colon + 1, b.len - (size_t)(colon + 1 - b.data), &ar), 0);
     assert_string_equal(ar.authserv_id, "mx.example.net");
-    assert_int_equal(ar.n, 3);
+    assert_int_equal(ar.n, 4);
     assert_string_equal(ar.methods[1].method, "spf");
     assert_string_equal(ar.methods[1].props[0].value, "a b@example.org");
     buf_free(&b);
@@ -819,6 +820,112 @@ static void test_auth_results(void **state)
     buf_free(&b);
 }
 
+/* ---- ARC ------------------------------------------------------------------------------ */
+
+static void test_arc_seal_and_verify(void **state)
+{
+    char *err = NULL;
+    assert_int_equal(mailauth_keys_generate(tmp_root, "fwd.example", "arc",
+                                            MAILAUTH_DKIM_RSA_SHA256, NULL, &err),
+                     0);
+    assert_int_equal(mailauth_keys_generate(tmp_root, "hop2.example", "arc2",
+                                            MAILAUTH_DKIM_ED25519_SHA256, NULL, &err),
+                     0);
+    struct mailauth_key_info *l1, *l2;
+    size_t n1, n2;
+    assert_int_equal(mailauth_keys_list(tmp_root, "fwd.example", &l1, &n1, &err), 0);
+    assert_int_equal(mailauth_keys_list(tmp_root, "hop2.example", &l2, &n2, &err), 0);
+    struct table_row rows[] = {
+        {"arc._domainkey.fwd.example", MAILAUTH_DNS_TXT, l1[0].txt},
+        {"arc2._domainkey.hop2.example", MAILAUTH_DNS_TXT, l2[0].txt},
+    };
+    struct table_dns t = {.rows = rows, .n = 2};
+    struct mailauth_dns dns = table_dns(&t);
+    struct mailauth_signing_key k1[2], k2[2];
+    size_t nk1, nk2;
+    assert_int_equal(mailauth_keys_load_signing(tmp_root, "fwd.example", k1, &nk1, &err), 0);
+    assert_int_equal(mailauth_keys_load_signing(tmp_root, "hop2.example", k2, &nk2, &err), 0);
+
+    const char *msg = "From: a@origin.example\r\nTo: list@fwd.example\r\nSubject: arc\r\n\r\n"
+                      "hello\r\n";
+    struct mailauth_message m = {.data = msg, .len = strlen(msg), .fd = -1};
+    struct mailauth_arc_result chain;
+    assert_int_equal(mailauth_arc_verify(&m, &dns, &chain), 0);
+    assert_int_equal(chain.result, MAILAUTH_NONE);
+    /* first hop */
+    struct buf set1;
+    buf_init(&set1, 0);
+    const char *serr = NULL;
+    assert_int_equal(mailauth_arc_seal(&m, &k1[0], "Authentication-Results: mx.fwd.example;\r\n"
+                                                   "\tspf=pass smtp.mailfrom=a@origin.example\r\n",
+                                       &chain, 1700000000, &set1, &serr),
+                     0);
+    assert_non_null(strstr(set1.data, "ARC-Seal: i=1; a=rsa-sha256; t=1700000000; cv=none;"));
+    assert_non_null(strstr(set1.data, "ARC-Authentication-Results: i=1; mx.fwd.example;"));
+    struct mailauth_message m1 = {.prefix = set1.data, .prefix_len = set1.len, .data = msg,
+                                  .len = strlen(msg), .fd = -1};
+    assert_int_equal(mailauth_arc_verify(&m1, &dns, &chain), 0);
+    assert_int_equal(chain.result, MAILAUTH_PASS);
+    assert_int_equal(chain.n_sets, 1);
+    assert_string_equal(chain.domain, "fwd.example");
+    /* second hop, Ed25519, on top of the first */
+    struct buf set2;
+    buf_init(&set2, 0);
+    assert_int_equal(mailauth_arc_seal(&m1, &k2[0], "Authentication-Results: hop2.example; "
+                                                    "arc=pass\r\n",
+                                       &chain, 1700000001, &set2, &serr),
+                     0);
+    assert_non_null(strstr(set2.data, "i=2; a=ed25519-sha256; t=1700000001; cv=pass;"));
+    buf_append(&set2, set1.data, set1.len);
+    struct mailauth_message m2 = {.prefix = set2.data, .prefix_len = set2.len, .data = msg,
+                                  .len = strlen(msg), .fd = -1};
+    assert_int_equal(mailauth_arc_verify(&m2, &dns, &chain), 0);
+    assert_int_equal(chain.result, MAILAUTH_PASS);
+    assert_int_equal(chain.n_sets, 2);
+    /* a changed body breaks the newest AMS; a changed older AAR breaks the seals */
+    struct mailauth_message bad = m2;
+    bad.data = "From: a@origin.example\r\nTo: list@fwd.example\r\nSubject: arc\r\n\r\nHELLO\r\n";
+    bad.len = strlen(bad.data);
+    assert_int_equal(mailauth_arc_verify(&bad, &dns, &chain), 0);
+    assert_int_equal(chain.result, MAILAUTH_FAIL);
+    char *tampered = strdup(set2.data);
+    char *p = strstr(tampered, "spf=pass smtp.mailfrom");
+    memcpy(p, "spf=fail", 8);
+    struct mailauth_message m3 = {.prefix = tampered, .prefix_len = strlen(tampered),
+                                  .data = msg, .len = strlen(msg), .fd = -1};
+    assert_int_equal(mailauth_arc_verify(&m3, &dns, &chain), 0);
+    assert_int_equal(chain.result, MAILAUTH_FAIL);
+    assert_non_null(strstr(chain.reason, "ARC-Seal"));
+    free(tampered);
+    /* a missing set member is a broken structure */
+    struct mailauth_message m4 = {.prefix = set1.data, .prefix_len = strstr(set1.data,
+                                  "ARC-Authentication-Results") - set1.data,
+                                  .data = msg, .len = strlen(msg), .fd = -1};
+    assert_int_equal(mailauth_arc_verify(&m4, &dns, &chain), 0);
+    assert_int_equal(chain.result, MAILAUTH_FAIL);
+    /* a failed chain is not sealed further */
+    assert_int_equal(mailauth_arc_seal(&m4, &k1[0], "Authentication-Results: x; none\r\n",
+                                       &chain, 1, &set1, &serr),
+                     -1);
+    struct mailauth_arc_seal seal;
+    const char *perr;
+    static const char *const seals[] = {
+        "i=1; a=rsa-sha256; cv=none; d=x.example; s=s; b=YWJj",
+        "i=51; a=rsa-sha256; cv=none; d=x.example; s=s; b=YWJj",
+        "i=1; a=rsa-sha256; cv=maybe; d=x.example; s=s; b=YWJj",
+        "i=1; a=rsa-sha256; cv=none; d=x.example; s=s; b=YWJj; h=from",
+    };
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(mailauth_arc_seal_parse(seals[i], strlen(seals[i]), &seal, &perr),
+                         i == 0 ? 0 : -1);
+    buf_free(&set1);
+    buf_free(&set2);
+    mailauth_signing_key_free(&k1[0]);
+    mailauth_signing_key_free(&k2[0]);
+    mailauth_keys_list_free(l1, n1);
+    mailauth_keys_list_free(l2, n2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -840,6 +947,7 @@ int main(void)
         cmocka_unit_test(test_dmarc_record),
         cmocka_unit_test(test_dmarc_check),
         cmocka_unit_test(test_auth_results),
+        cmocka_unit_test_setup_teardown(test_arc_seal_and_verify, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
