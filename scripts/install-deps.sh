@@ -26,7 +26,7 @@ libunbound-dev nettle-dev libcmocka-dev
 python3 python3-pytest python3-pytest-timeout
 openssl gnutls-bin ca-certificates curl swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl
 isync fetchmail dovecot-core sqlite3 passwd procps
-libpsl-dev publicsuffix
+libpsl-dev publicsuffix libcurl4-openssl-dev
 python3-dkim python3-nacl opendkim-tools python3-spf python3-yaml iproute2 util-linux
 "
 

@@ -89,6 +89,9 @@ struct config {
     char *outbound_tls;            /* outbound.tls: none | may | encrypt; default may */
     unsigned outbound_timeout;     /* outbound.timeout seconds per SMTP read/write; 300 */
     unsigned outbound_port;        /* outbound.port: TCP port for MX-routed mail; 25 */
+    bool outbound_mta_sts;          /* outbound.mta_sts: honour RFC 8461 policies; yes */
+    unsigned outbound_mta_sts_port; /* outbound.mta_sts_port: policy host's HTTPS port; 443 */
+    char *outbound_ca_file;         /* outbound.ca_file: CAs for MTA-STS; "" = system */
     struct config_list transports; /* transport.<domain> = [host]:port, stored as
                                       "<domain> [host]:port" items, in file order */
 

@@ -320,6 +320,42 @@ int mailauth_arc_seal(const struct mailauth_message *m, const struct mailauth_si
                       const char *ar, const struct mailauth_arc_result *chain, int64_t now,
                       struct buf *out, const char **error_r);
 
+/* ---- MTA-STS (RFC 8461), for the outbound client --------------------------------------- */
+
+enum mailauth_sts_mode { MAILAUTH_STS_NONE, MAILAUTH_STS_TESTING, MAILAUTH_STS_ENFORCE };
+#define MAILAUTH_STS_MX_MAX 32
+struct mailauth_sts_policy {
+    enum mailauth_sts_mode mode;
+    int64_t max_age;
+    char mx[MAILAUTH_STS_MX_MAX][256]; /* lower case; "*.example.net" wildcards */
+    size_t n_mx;
+};
+/* Pure: "v=STSv1; id=..." (§3.1). 0 with the id, or -1. */
+int mailauth_sts_record_parse(const char *text, size_t len, char *id_r, size_t id_size);
+/* Pure: the policy file (§3.2). 0, or -1 when it is not a valid policy. */
+int mailauth_sts_policy_parse(const char *text, size_t len, struct mailauth_sts_policy *p);
+/* Does MX host name mx match one of the policy's mx patterns (§4.1)? */
+bool mailauth_sts_mx_matches(const struct mailauth_sts_policy *p, const char *mx);
+
+struct mailauth_sts_opts {
+    const char *ca_file;  /* CA bundle for the policy host's certificate; NULL = system */
+    unsigned https_port;  /* 443 (tests: another port on loopback) */
+};
+enum mailauth_sts_status {
+    MAILAUTH_STS_NO_POLICY,    /* no (usable) _mta-sts record and nothing cached */
+    MAILAUTH_STS_FOUND,        /* *p holds the policy in force (fresh or cached) */
+    MAILAUTH_STS_FETCH_FAILED, /* a record, but the policy could not be fetched (err) */
+};
+/* The MTA-STS policy in force for domain (§5.1: TXT record, cache, HTTPS fetch with a
+ * validated certificate, no redirects). Process-wide cache, thread-safe. BLOCKING (DNS,
+ * HTTPS: at most ~60 s). */
+enum mailauth_sts_status mailauth_sts_get(const struct mailauth_dns *dns,
+                                          const struct mailauth_sts_opts *o, const char *domain,
+                                          int64_t now, struct mailauth_sts_policy *p, char *err,
+                                          size_t err_size);
+/* Forget every cached policy (tests). */
+void mailauth_sts_cache_clear(void);
+
 /* ---- one received message, and Authentication-Results (RFC 8601) ---------------------- */
 
 /* What is known about the transaction. */

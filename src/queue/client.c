@@ -383,22 +383,42 @@ static int client_starttls(struct client *c)
     /* SNI: the MX host name, unless we connect to an address literal */
     if (c->addr->host[0] && strcmp(c->addr->host, c->addr->ip) != 0)
         SSL_set_tlsext_host_name(c->ssl, c->addr->host);
+    /* MTA-STS (RFC 8461 §4.2): the certificate must chain to a trusted CA and name the MX
+     * host; "testing" checks the same but only logs */
+    if (c->o->auth != OUTBOUND_AUTH_NONE) {
+        SSL_set1_host(c->ssl, c->addr->host);
+        if (c->o->auth == OUTBOUND_AUTH_PKIX)
+            SSL_set_verify(c->ssl, SSL_VERIFY_PEER, NULL);
+    }
     c->in_len = 0; /* RFC 3207 §4.2: discard anything received before the handshake */
     if (SSL_RETRY(c, SSL_connect(c->ssl)) <= 0) {
         unsigned long e = ERR_get_error();
-        if (!c->err[0])
+        long vr = SSL_get_verify_result(c->ssl);
+        if (!c->err[0] && c->o->auth == OUTBOUND_AUTH_PKIX && vr != X509_V_OK)
+            snprintf(c->err, sizeof c->err,
+                     "TLS certificate verification of %s[%s] failed (%s): %s", c->addr->host,
+                     c->addr->ip, c->o->auth_policy ? c->o->auth_policy : "required",
+                     X509_verify_cert_error_string(vr));
+        else if (!c->err[0])
             snprintf(c->err, sizeof c->err, "TLS handshake with %s[%s] failed: %s", c->addr->host,
                      c->addr->ip, e ? ERR_reason_error_string(e) : "lost connection");
         ERR_clear_error();
         return -1;
     }
+    long vr = SSL_get_verify_result(c->ssl);
+    bool is_trusted = c->o->auth != OUTBOUND_AUTH_NONE && vr == X509_V_OK;
+    if (c->o->auth == OUTBOUND_AUTH_PKIX_TESTING && vr != X509_V_OK)
+        log_warning("smtp", "%s (mode testing): certificate of %s[%s] would not be accepted: %s",
+                    c->o->auth_policy ? c->o->auth_policy : "TLS policy", c->addr->host,
+                    c->addr->ip, X509_verify_cert_error_string(vr));
     const SSL_CIPHER *ci = SSL_get_current_cipher(c->ssl);
     int alg = 0;
     int bits = ci ? SSL_CIPHER_get_bits(ci, &alg) : 0;
     log_info("smtp",
-             "Untrusted TLS connection established to %s[%s]:%u: %s with cipher %s "
+             "%s TLS connection established to %s[%s]:%u: %s with cipher %s "
              "(%d/%d bits)",
-             c->addr->host, c->addr->ip, c->addr->port, SSL_get_version(c->ssl),
+             is_trusted ? "Trusted" : "Untrusted", c->addr->host, c->addr->ip, c->addr->port,
+             SSL_get_version(c->ssl),
              ci ? SSL_CIPHER_get_name(ci) : "?", bits, alg);
     return 0;
 }
@@ -550,6 +570,7 @@ struct cached_conn {
     char ip[64];
     uint16_t port;
     char user[256];
+    int auth; /* enum outbound_tls_auth the session was set up with */
     uint64_t parked_ms;
 };
 
@@ -588,8 +609,9 @@ static bool cache_take(struct client *c, struct outbound_ehlo *e)
     cache_sweep(now);
     for (size_t i = 0; i < CACHE_SLOTS && !found; i++) {
         struct cached_conn *cc = &cache[i];
+        /* a session set up without certificate checks never serves a policy that wants them */
         if (!cc->is_used || cc->port != c->addr->port || strcmp(cc->ip, c->addr->ip) != 0 ||
-            strcmp(cc->user, user) != 0)
+            strcmp(cc->user, user) != 0 || cc->auth != (int)c->o->auth)
             continue;
         c->fd = cc->fd;
         c->ssl = cc->ssl;
@@ -619,6 +641,7 @@ static bool cache_put(struct client *c, const struct outbound_ehlo *e)
         snprintf(cc->ip, sizeof cc->ip, "%s", c->addr->ip);
         cc->port = c->addr->port;
         snprintf(cc->user, sizeof cc->user, "%s", c->o->username ? c->o->username : "");
+        cc->auth = (int)c->o->auth;
         cc->parked_ms = now;
         parked = true;
     }
@@ -752,8 +775,8 @@ fresh:
         results_all(results, m->n_recipients, &res);
         goto quit;
     }
-    bool need_tls = o->tls == OUTBOUND_TLS_ENCRYPT || o->username;
-    if (e.has_starttls && o->tls != OUTBOUND_TLS_NONE && o->ssl_ctx) {
+    bool need_tls = o->tls == OUTBOUND_TLS_ENCRYPT || o->username || o->auth == OUTBOUND_AUTH_PKIX;
+    if (e.has_starttls && (o->tls != OUTBOUND_TLS_NONE || need_tls) && o->ssl_ctx) {
         if (client_printf(c, "STARTTLS\r\n") < 0 || client_reply(c, &r) < 0)
             goto io_fail;
         if (r.code == 220) {
@@ -775,7 +798,10 @@ fresh:
         }
     }
     if (need_tls && !c->ssl) {
-        result_set(&res, 450, "4.7.4", false, "TLS is required, but was not offered by host %s[%s]",
+        result_set(&res, 450, "4.7.4", false,
+                   "TLS is required%s%s, but was not offered by host %s[%s]",
+                   o->auth == OUTBOUND_AUTH_PKIX ? " by the " : "",
+                   o->auth == OUTBOUND_AUTH_PKIX && o->auth_policy ? o->auth_policy : "",
                    addr->host, addr->ip);
         results_all(results, m->n_recipients, &res);
         goto quit;
@@ -935,7 +961,7 @@ out:
     return st;
 }
 
-SSL_CTX *outbound_ssl_ctx_create(char **error_r)
+SSL_CTX *outbound_ssl_ctx_create(const char *ca_file, char **error_r)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     if (!ctx) {
@@ -943,7 +969,18 @@ SSL_CTX *outbound_ssl_ctx_create(char **error_r)
         return NULL;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    /* opportunistic TLS (RFC 7435): encrypt without authenticating the peer */
+    /* opportunistic TLS (RFC 7435): encrypt without authenticating the peer; a session
+     * under an MTA-STS policy turns verification on for itself (client_starttls) */
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    int ok = ca_file && ca_file[0] ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
+                                   : SSL_CTX_set_default_verify_paths(ctx);
+    if (ok != 1) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "cannot load the CA certificates%s%s", ca_file ? " of " : "",
+                 ca_file ? ca_file : "");
+        *error_r = strdup(msg);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
     return ctx;
 }

@@ -18,6 +18,7 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wformat-truncation"
 #endif
+#include "mailauth/mailauth.h"
 #include "queue/outbound.h"
 #include "queue/queue-private.h"
 #include "queue/queue.h"
@@ -329,6 +330,56 @@ static bool message_has_8bit(int fd, uint64_t offset, uint64_t size)
     return false;
 }
 
+/* ---- mailauth hook: MTA-STS (RFC 8461) ------------------------------------------------- */
+
+/* The MTA-STS policy of an MX-routed domain applied to its exchangers: with mode enforce
+ * only exchangers the policy names are kept (*n_addr may become 0) and certificates must
+ * validate; with testing they are checked and failures only logged. Fills o->auth and
+ * the policy name for log lines (policy_name, owned by the caller). */
+static void deliver_mta_sts(const struct outbound_shared *sh, const char *id, const char *domain,
+                            struct outbound_addr *alist, size_t *n_addr,
+                            struct outbound_client_opts *o, char *policy_name, size_t size)
+{
+    if (!sh->mailauth_dns)
+        return;
+    struct mailauth_dns dns = mailauth_resolver_dns(sh->mailauth_dns);
+    struct mailauth_sts_opts so = {.ca_file = sh->cfg->outbound_ca_file,
+                                   .https_port = sh->cfg->outbound_mta_sts_port};
+    struct mailauth_sts_policy *p = malloc(sizeof *p);
+    char err[256];
+    if (!p)
+        return;
+    enum mailauth_sts_status st = mailauth_sts_get(&dns, &so, domain, (int64_t)time(NULL), p, err,
+                                                   sizeof err);
+    if (st == MAILAUTH_STS_FETCH_FAILED)
+        log_warning("smtp", "%s: MTA-STS policy of %s could not be fetched (%s): delivering "
+                            "without it",
+                    id, domain, err);
+    if (st != MAILAUTH_STS_FOUND || p->mode == MAILAUTH_STS_NONE) {
+        free(p);
+        return;
+    }
+    snprintf(policy_name, size, "MTA-STS policy of %s", domain);
+    o->auth_policy = policy_name;
+    bool is_enforce = p->mode == MAILAUTH_STS_ENFORCE;
+    o->auth = is_enforce ? OUTBOUND_AUTH_PKIX : OUTBOUND_AUTH_PKIX_TESTING;
+    size_t kept = 0;
+    for (size_t k = 0; k < *n_addr; k++) {
+        if (mailauth_sts_mx_matches(p, alist[k].host)) {
+            alist[kept++] = alist[k];
+        } else if (is_enforce) {
+            log_info("smtp", "%s: %s: MX host %s is not in the policy: skipped", id, policy_name,
+                     alist[k].host);
+        } else {
+            log_warning("smtp", "%s: %s (mode testing): MX host %s is not in the policy", id,
+                        policy_name, alist[k].host);
+            alist[kept++] = alist[k];
+        }
+    }
+    *n_addr = kept;
+    free(p);
+}
+
 /* The route for a domain: transport.<domain>, else relayhost, else MX. *is_relay_r when
  * the relayhost (with its credentials) is used. */
 int outbound_route_for(const struct config *cfg, const char *domain, struct outbound_route *r,
@@ -427,6 +478,7 @@ static void deliver_remote_domain(struct attempt *a, const char *domain, bool ha
         goto log;
     }
     free(err);
+    char sts_name[300];
     struct outbound_client_opts o = {
         .helo_name = cfg->hostname,
         .tls = strcasecmp(cfg->outbound_tls, "encrypt") == 0 ? OUTBOUND_TLS_ENCRYPT
@@ -438,6 +490,17 @@ static void deliver_remote_domain(struct attempt *a, const char *domain, bool ha
         .ssl_ctx = sh->ssl_ctx,
         .is_stopping = &sh->is_stopping,
     };
+    /* mailauth hook: MTA-STS for MX-routed mail (not relayhost, transport or literals) */
+    if (!is_relay && !route.is_literal && strcasecmp(route.host, domain) == 0) {
+        deliver_mta_sts(sh, a->e.id, domain, alist, &n_addr, &o, sts_name, sizeof sts_name);
+        if (n_addr == 0) {
+            for (size_t k = 0; k < n; k++)
+                rcpt_set(&a->rcpts[idx[k]], RCPT_DEFER, 451, "4.7.5", "none",
+                         "no MX host of this domain matches its MTA-STS policy");
+            free(alist);
+            goto log;
+        }
+    }
     struct outbound_message m = {
         .sender = a->e.sender,
         .recipients = addrs,

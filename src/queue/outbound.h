@@ -115,6 +115,11 @@ void outbound_ehlo_parse(const struct outbound_reply *r, struct outbound_ehlo *e
 
 enum outbound_tls_policy { OUTBOUND_TLS_NONE, OUTBOUND_TLS_MAY, OUTBOUND_TLS_ENCRYPT };
 
+/* How the peer's certificate is checked (issue 12, MTA-STS): not at all (opportunistic,
+ * RFC 7435), checked and only logged (MTA-STS "testing"), or required: PKIX chain to a
+ * trusted CA and the MX host name (RFC 8461 §4.2). Required implies TLS is required. */
+enum outbound_tls_auth { OUTBOUND_AUTH_NONE, OUTBOUND_AUTH_PKIX_TESTING, OUTBOUND_AUTH_PKIX };
+
 struct outbound_client_opts {
     const char *helo_name;
     enum outbound_tls_policy tls;
@@ -123,6 +128,8 @@ struct outbound_client_opts {
     const char *password;
     SSL_CTX *ssl_ctx;
     const atomic_bool *is_stopping;
+    enum outbound_tls_auth auth; /* mailauth hook: MTA-STS (RFC 8461) */
+    const char *auth_policy;     /* for log lines: "MTA-STS policy of example.org" */
 };
 
 /* Outcome for one recipient (or for all, when the session failed before RCPT). */
@@ -163,8 +170,9 @@ enum outbound_session_status outbound_smtp_deliver(const struct outbound_client_
                                                    uint64_t *conn_ms_r);
 /* Close the SMTP sessions parked for reuse (at shutdown). */
 void outbound_conn_cache_close_all(void);
-/* A client SSL_CTX (TLS 1.2+, opportunistic: no certificate verification). */
-SSL_CTX *outbound_ssl_ctx_create(char **error_r);
+/* A client SSL_CTX (TLS 1.2+; verification off unless a session asks for it, with the CAs
+ * of ca_file, or the system's when NULL or ""). */
+SSL_CTX *outbound_ssl_ctx_create(const char *ca_file, char **error_r);
 
 /* ---- bounces (bounce.c) ------------------------------------------------------------- */
 
@@ -215,6 +223,7 @@ struct outbound_shared {
     SSL_CTX *ssl_ctx;
     atomic_bool is_stopping;
     char *relay_password; /* relayhost.password or the file's first line */
+    struct mailauth_resolver *mailauth_dns; /* mailauth hook: MTA-STS lookups (thread-safe) */
 };
 
 /* One queued message to attempt (thread side). */

@@ -20,6 +20,7 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wformat-truncation"
 #endif
+#include "mailauth/mailauth.h"
 #include "queue/outbound.h"
 #include "queue/queue-private.h"
 #include "queue/queue.h"
@@ -512,9 +513,16 @@ struct outbound_runner *outbound_runner_start(struct server_context *ctx, char *
         *error_r = strdup("cannot attach the DNS resolver to the event loop");
         goto fail;
     }
-    r->shared.ssl_ctx = outbound_ssl_ctx_create(error_r);
+    r->shared.ssl_ctx = outbound_ssl_ctx_create(cfg->outbound_ca_file, error_r);
     if (!r->shared.ssl_ctx)
         goto fail;
+    /* mailauth hook: MTA-STS discovery (RFC 8461) in the delivery threads */
+    if (cfg->outbound_mta_sts) {
+        r->shared.mailauth_dns = mailauth_resolver_create(cfg->dns_resolver,
+                                                          cfg->mailauth_dns_timeout * 1000, error_r);
+        if (!r->shared.mailauth_dns)
+            goto fail;
+    }
     /* one thread per delivery plus one for scans */
     r->pool = workpool_create(ctx->base, r->max_deliveries + 1);
     r->timer = event_new(ctx->base, -1, EV_PERSIST, runner_tick, r);
@@ -555,6 +563,7 @@ void outbound_runner_stop(struct outbound_runner *r)
     }
     if (r->shared.ssl_ctx)
         SSL_CTX_free(r->shared.ssl_ctx);
+    mailauth_resolver_free(r->shared.mailauth_dns);
     free(r->shared.relay_password);
     runner_backlog_clear(r);
     free(r->inflight);

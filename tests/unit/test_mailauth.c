@@ -926,6 +926,48 @@ static void test_arc_seal_and_verify(void **state)
     mailauth_keys_list_free(l2, n2);
 }
 
+/* ---- MTA-STS --------------------------------------------------------------------------- */
+
+static void test_mta_sts_parsers(void **state)
+{
+    char id[40];
+    const char *rec = "v=STSv1; id=20160831085700Z;";
+    assert_int_equal(mailauth_sts_record_parse(rec, strlen(rec), id, sizeof id), 0);
+    assert_string_equal(id, "20160831085700Z");
+    static const char *const bad_recs[] = {"v=STSv2; id=1", "id=1; v=STSv1", "v=STSv1",
+                                           "v=STSv1; id=a-b",
+                                           "v=STSv1; id=123456789012345678901234567890123"};
+    for (size_t i = 0; i < 5; i++)
+        assert_int_equal(mailauth_sts_record_parse(bad_recs[i], strlen(bad_recs[i]), id, sizeof id),
+                         -1);
+    /* RFC 8461 §3.2's example */
+    const char *pol = "version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\n"
+                      "mx: *.example.net\r\nmx: backupmx.example.com\r\nmax_age: 604800\r\n";
+    struct mailauth_sts_policy p;
+    assert_int_equal(mailauth_sts_policy_parse(pol, strlen(pol), &p), 0);
+    assert_int_equal(p.mode, MAILAUTH_STS_ENFORCE);
+    assert_int_equal(p.n_mx, 3);
+    assert_int_equal(p.max_age, 604800);
+    assert_true(mailauth_sts_mx_matches(&p, "Mail.Example.com."));
+    assert_true(mailauth_sts_mx_matches(&p, "mx1.example.net"));
+    assert_false(mailauth_sts_mx_matches(&p, "a.b.example.net")); /* one label only */
+    assert_false(mailauth_sts_mx_matches(&p, "example.net"));
+    assert_false(mailauth_sts_mx_matches(&p, "evil.com"));
+    static const char *const bad[] = {
+        "version: STSv1\nmode: enforce\nmax_age: 10\n",                 /* no mx */
+        "version: STSv1\nmode: sometimes\nmx: a.example\nmax_age: 10\n", /* mode */
+        "mode: enforce\nmx: a.example\nmax_age: 10\n",                  /* no version */
+        "version: STSv1\nmode: enforce\nmx: a.example\nmax_age: ten\n",
+    };
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(mailauth_sts_policy_parse(bad[i], strlen(bad[i]), &p), -1);
+    const char *none = "version: STSv1\nmode: none\nmax_age: 99999999999\n";
+    assert_int_equal(mailauth_sts_policy_parse(none, strlen(none), &p), -1); /* 11 digits */
+    none = "version: STSv1\nmode: none\nmax_age: 99999999\nunknown: x\n";
+    assert_int_equal(mailauth_sts_policy_parse(none, strlen(none), &p), 0);
+    assert_int_equal(p.max_age, 31557600); /* capped at a year */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -948,6 +990,7 @@ int main(void)
         cmocka_unit_test(test_dmarc_check),
         cmocka_unit_test(test_auth_results),
         cmocka_unit_test_setup_teardown(test_arc_seal_and_verify, setup, teardown),
+        cmocka_unit_test(test_mta_sts_parsers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
