@@ -28,6 +28,7 @@ openssl gnutls-bin ca-certificates curl swaks libnet-ssleay-perl libio-socket-ss
 isync fetchmail dovecot-core sqlite3 passwd procps
 libpsl-dev publicsuffix libcurl4-openssl-dev
 python3-dkim python3-nacl opendkim-tools python3-spf python3-yaml iproute2 util-linux
+nsd ldnsutils
 "
 
 missing=""
@@ -48,8 +49,17 @@ if [ -n "$missing" ]; then
     # No recommends: keeps the install small and never pulls in an MTA that would take
     # port 25; the recommends we need (perl TLS/SASL modules for swaks) are listed above.
     apt-get update -q
+    # Packages with daemons (nsd, dovecot-core) must not start system services: a
+    # policy-rc.d that says no, unless the machine has one already.
+    made_policy=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        made_policy=1
+    fi
     # shellcheck disable=SC2086
     apt-get install -y -q --no-install-recommends $missing
+    [ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d
 else
     echo "install-deps: all packages present"
 fi

@@ -62,7 +62,7 @@ int cli_auth(const struct cli_options *o, int argc, char **argv)
     }
     char *err = NULL;
     struct mailauth_resolver *r =
-        mailauth_resolver_create(cfg->dns_resolver, cfg->mailauth_dns_timeout * 1000, &err);
+        mailauth_resolver_create(cfg->dns_resolver, cfg->mailauth_dns_timeout * 1000, NULL, &err);
     if (!r) {
         fprintf(stderr, "tern: %s\n", err ? err : "no resolver");
         free(err);

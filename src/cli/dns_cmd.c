@@ -255,7 +255,7 @@ static int dns_check(const struct config *cfg, const char *domain)
 {
     char *err = NULL;
     struct mailauth_resolver *res =
-        mailauth_resolver_create(cfg->dns_resolver, cfg->mailauth_dns_timeout * 1000, &err);
+        mailauth_resolver_create(cfg->dns_resolver, cfg->mailauth_dns_timeout * 1000, NULL, &err);
     if (!res) {
         fprintf(stderr, "tern: %s\n", err ? err : "no resolver");
         free(err);

@@ -92,6 +92,8 @@ struct config {
     bool outbound_mta_sts;          /* outbound.mta_sts: honour RFC 8461 policies; yes */
     unsigned outbound_mta_sts_port; /* outbound.mta_sts_port: policy host's HTTPS port; 443 */
     char *outbound_ca_file;         /* outbound.ca_file: CAs for MTA-STS; "" = system */
+    bool outbound_dane;             /* outbound.dane: RFC 7672 when DNSSEC is on; yes */
+    char *dns_trust_anchor;         /* dns.trust_anchor: DNSSEC anchor file; "" = no DNSSEC */
     struct config_list transports; /* transport.<domain> = [host]:port, stored as
                                       "<domain> [host]:port" items, in file order */
 

@@ -150,11 +150,12 @@ struct mailauth_dns {
 
 /* The libunbound resolver: its own context (so its callbacks never run on the loop),
  * forwarding to resolver ("IP" or "IP@port"; "" = /etc/resolv.conf). Each lookup waits
- * at most timeout_ms (then TEMPFAIL). Thread-safe: any number of threads may look up at
- * once. NULL with *error_r (malloc'd). */
+ * at most timeout_ms (then TEMPFAIL). trust_anchor (NULL or "": none) turns DNSSEC
+ * validation on: answers say is_secure, bogus ones are TEMPFAIL. Thread-safe: any number
+ * of threads may look up at once. NULL with *error_r (malloc'd). */
 struct mailauth_resolver;
 struct mailauth_resolver *mailauth_resolver_create(const char *resolver, unsigned timeout_ms,
-                                                   char **error_r);
+                                                   const char *trust_anchor, char **error_r);
 void mailauth_resolver_free(struct mailauth_resolver *r);
 /* The interface for r (valid while r lives). */
 struct mailauth_dns mailauth_resolver_dns(struct mailauth_resolver *r);

@@ -34,7 +34,7 @@ struct query {
 };
 
 struct mailauth_resolver *mailauth_resolver_create(const char *resolver, unsigned timeout_ms,
-                                                   char **error_r)
+                                                   const char *trust_anchor, char **error_r)
 {
     struct mailauth_resolver *r = calloc(1, sizeof *r);
     if (!r || !(r->ub = ub_ctx_create())) {
@@ -65,6 +65,15 @@ struct mailauth_resolver *mailauth_resolver_create(const char *resolver, unsigne
     } else if (rc == 0) {
         (void)ub_ctx_resolvconf(r->ub, NULL);
         (void)ub_ctx_hosts(r->ub, NULL);
+    }
+    /* DNSSEC: answers are validated from this anchor (DS or DNSKEY records, zone-file
+     * format); is_secure in answers means exactly that */
+    if (rc == 0 && trust_anchor && trust_anchor[0] && ub_ctx_add_ta_file(r->ub, trust_anchor) != 0) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "dns.trust_anchor '%s': cannot be read", trust_anchor);
+        *error_r = strdup(msg);
+        mailauth_resolver_free(r);
+        return NULL;
     }
     if (rc != 0) {
         char msg[300];

@@ -385,7 +385,17 @@ static int client_starttls(struct client *c)
         SSL_set_tlsext_host_name(c->ssl, c->addr->host);
     /* MTA-STS (RFC 8461 §4.2): the certificate must chain to a trusted CA and name the MX
      * host; "testing" checks the same but only logs */
-    if (c->o->auth != OUTBOUND_AUTH_NONE) {
+    if (c->o->auth == OUTBOUND_AUTH_DANE) {
+        /* RFC 7672 §3: OpenSSL matches the chain against the TLSA records; DANE-TA
+         * certificates must name the MX host (§3.2.2), DANE-EE ones need not (§3.1.1) */
+        SSL_dane_enable(c->ssl, c->addr->host);
+        SSL_dane_set_flags(c->ssl, DANE_FLAG_NO_DANE_EE_NAMECHECKS);
+        for (size_t i = 0; i < c->o->n_tlsa; i++) {
+            const struct outbound_tlsa *t = &c->o->tlsa[i];
+            SSL_dane_tlsa_add(c->ssl, t->usage, t->selector, t->mtype, t->data, t->len);
+        }
+        SSL_set_verify(c->ssl, SSL_VERIFY_PEER, NULL);
+    } else if (c->o->auth != OUTBOUND_AUTH_NONE) {
         SSL_set1_host(c->ssl, c->addr->host);
         if (c->o->auth == OUTBOUND_AUTH_PKIX)
             SSL_set_verify(c->ssl, SSL_VERIFY_PEER, NULL);
@@ -394,7 +404,11 @@ static int client_starttls(struct client *c)
     if (SSL_RETRY(c, SSL_connect(c->ssl)) <= 0) {
         unsigned long e = ERR_get_error();
         long vr = SSL_get_verify_result(c->ssl);
-        if (!c->err[0] && c->o->auth == OUTBOUND_AUTH_PKIX && vr != X509_V_OK)
+        if (!c->err[0] && c->o->auth == OUTBOUND_AUTH_DANE && vr != X509_V_OK)
+            snprintf(c->err, sizeof c->err,
+                     "TLS certificate of %s[%s] does not match its DANE TLSA records: %s",
+                     c->addr->host, c->addr->ip, X509_verify_cert_error_string(vr));
+        else if (!c->err[0] && c->o->auth == OUTBOUND_AUTH_PKIX && vr != X509_V_OK)
             snprintf(c->err, sizeof c->err,
                      "TLS certificate verification of %s[%s] failed (%s): %s", c->addr->host,
                      c->addr->ip, c->o->auth_policy ? c->o->auth_policy : "required",
@@ -414,10 +428,12 @@ static int client_starttls(struct client *c)
     const SSL_CIPHER *ci = SSL_get_current_cipher(c->ssl);
     int alg = 0;
     int bits = ci ? SSL_CIPHER_get_bits(ci, &alg) : 0;
+    /* Postfix's words: Verified (DANE), Trusted (a CA), Untrusted (opportunistic) */
     log_info("smtp",
              "%s TLS connection established to %s[%s]:%u: %s with cipher %s "
              "(%d/%d bits)",
-             is_trusted ? "Trusted" : "Untrusted", c->addr->host, c->addr->ip, c->addr->port,
+             !is_trusted ? "Untrusted" : c->o->auth == OUTBOUND_AUTH_DANE ? "Verified" : "Trusted",
+             c->addr->host, c->addr->ip, c->addr->port,
              SSL_get_version(c->ssl),
              ci ? SSL_CIPHER_get_name(ci) : "?", bits, alg);
     return 0;
@@ -775,7 +791,8 @@ fresh:
         results_all(results, m->n_recipients, &res);
         goto quit;
     }
-    bool need_tls = o->tls == OUTBOUND_TLS_ENCRYPT || o->username || o->auth == OUTBOUND_AUTH_PKIX;
+    bool need_tls = o->tls == OUTBOUND_TLS_ENCRYPT || o->username ||
+                    o->auth == OUTBOUND_AUTH_PKIX || o->auth == OUTBOUND_AUTH_DANE;
     if (e.has_starttls && (o->tls != OUTBOUND_TLS_NONE || need_tls) && o->ssl_ctx) {
         if (client_printf(c, "STARTTLS\r\n") < 0 || client_reply(c, &r) < 0)
             goto io_fail;
@@ -800,7 +817,9 @@ fresh:
     if (need_tls && !c->ssl) {
         result_set(&res, 450, "4.7.4", false,
                    "TLS is required%s%s, but was not offered by host %s[%s]",
-                   o->auth == OUTBOUND_AUTH_PKIX ? " by the " : "",
+                   o->auth == OUTBOUND_AUTH_PKIX   ? " by the "
+                   : o->auth == OUTBOUND_AUTH_DANE ? " (DANE TLSA records)"
+                                                   : "",
                    o->auth == OUTBOUND_AUTH_PKIX && o->auth_policy ? o->auth_policy : "",
                    addr->host, addr->ip);
         results_all(results, m->n_recipients, &res);
@@ -974,6 +993,9 @@ SSL_CTX *outbound_ssl_ctx_create(const char *ca_file, char **error_r)
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
     int ok = ca_file && ca_file[0] ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
                                    : SSL_CTX_set_default_verify_paths(ctx);
+    /* DANE (RFC 7672) sessions enable it per connection */
+    if (ok == 1)
+        ok = SSL_CTX_dane_enable(ctx) > 0 ? 1 : 0;
     if (ok != 1) {
         char msg[600];
         snprintf(msg, sizeof msg, "cannot load the CA certificates%s%s", ca_file ? " of " : "",

@@ -34,7 +34,8 @@ struct outbound_dns {
     struct dns_lookup *pending; /* async lookups in progress (freed on shutdown) */
 };
 
-struct outbound_dns *outbound_dns_create(const char *resolver, char **error_r)
+struct outbound_dns *outbound_dns_create(const char *resolver, const char *trust_anchor,
+                                         char **error_r)
 {
     struct outbound_dns *d = calloc(1, sizeof *d);
     if (!d || !(d->ub = ub_ctx_create())) {
@@ -60,6 +61,14 @@ struct outbound_dns *outbound_dns_create(const char *resolver, char **error_r)
         if (ub_ctx_resolvconf(d->ub, NULL) != 0)
             log_warning("smtp", "cannot read /etc/resolv.conf; resolving without forwarders");
         (void)ub_ctx_hosts(d->ub, NULL);
+    }
+    if (r == 0 && trust_anchor && trust_anchor[0] && ub_ctx_add_ta_file(d->ub, trust_anchor) != 0) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "dns.trust_anchor '%s': cannot be read", trust_anchor);
+        *error_r = strdup(msg);
+        ub_ctx_delete(d->ub);
+        free(d);
+        return NULL;
     }
     if (r != 0) {
         char msg[256];
@@ -349,6 +358,7 @@ struct dns_lookup {
     void *arg;
     int pending;
     bool is_tempfail;
+    bool is_mx_secure; /* the MX answer (or its secure absence) was DNSSEC-validated */
     struct mx mxs[DNS_MAX_MX];
     size_t n_mx;
     struct dns_query q[DNS_MAX_MX][2];
@@ -383,8 +393,10 @@ static void dns_lookup_finish(struct dns_lookup *l, enum outbound_dns_status st,
         /* MX order; within a host IPv4 first, then IPv6 */
         for (size_t h = 0; addrs && h < l->n_mx; h++)
             for (int t = 0; t < 2; t++)
-                for (size_t k = 0; k < l->n_found[h][t] && n < DNS_MAX_ADDRS; k++)
-                    addrs[n++] = l->found[h][t][k];
+                for (size_t k = 0; k < l->n_found[h][t] && n < DNS_MAX_ADDRS; k++) {
+                    addrs[n] = l->found[h][t][k];
+                    addrs[n++].is_dnssec = l->is_mx_secure && !l->route.is_literal;
+                }
         if (n == 0) {
             free(addrs);
             addrs = NULL;
@@ -475,6 +487,7 @@ static void dns_mx_cb(void *arg, int err, struct ub_result *res)
         return;
     }
     bool is_null = false;
+    l->is_mx_secure = res->secure != 0; /* RFC 7672 §2.2: DANE needs a validated MX RRset */
     for (int i = 0; res->havedata && res->data[i] && l->n_mx < DNS_MAX_MX; i++) {
         struct mx m;
         if (outbound_dns_parse_mx((const unsigned char *)res->data[i], (size_t)res->len[i], &m.pref,

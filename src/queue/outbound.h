@@ -54,6 +54,7 @@ struct outbound_addr {
     char host[256]; /* MX host name (or the literal) */
     char ip[64];
     uint16_t port;
+    bool is_dnssec; /* the MX RRset that named host was DNSSEC-validated (DANE, RFC 7672 §2.2) */
 };
 
 enum outbound_dns_status {
@@ -64,8 +65,10 @@ enum outbound_dns_status {
 };
 
 struct outbound_dns;
-/* resolver: "" for /etc/resolv.conf, else "IP" or "IP@port". */
-struct outbound_dns *outbound_dns_create(const char *resolver, char **error_r);
+/* resolver: "" for /etc/resolv.conf, else "IP" or "IP@port". trust_anchor: "" or NULL, or a
+ * file of DS/DNSKEY records that turns DNSSEC validation on (is_dnssec in addresses). */
+struct outbound_dns *outbound_dns_create(const char *resolver, const char *trust_anchor,
+                                         char **error_r);
 void outbound_dns_free(struct outbound_dns *d);
 /* BLOCKING (thread). Addresses to try for a route, in order: MX preference order (equal
  * preferences shuffled), implicit MX (A/AAAA of the domain) when there is no MX. At most
@@ -118,7 +121,16 @@ enum outbound_tls_policy { OUTBOUND_TLS_NONE, OUTBOUND_TLS_MAY, OUTBOUND_TLS_ENC
 /* How the peer's certificate is checked (issue 12, MTA-STS): not at all (opportunistic,
  * RFC 7435), checked and only logged (MTA-STS "testing"), or required: PKIX chain to a
  * trusted CA and the MX host name (RFC 8461 §4.2). Required implies TLS is required. */
-enum outbound_tls_auth { OUTBOUND_AUTH_NONE, OUTBOUND_AUTH_PKIX_TESTING, OUTBOUND_AUTH_PKIX };
+enum outbound_tls_auth { OUTBOUND_AUTH_NONE, OUTBOUND_AUTH_PKIX_TESTING, OUTBOUND_AUTH_PKIX,
+                         OUTBOUND_AUTH_DANE };
+
+/* A usable TLSA record (RFC 6698 §2.1; RFC 7672 §3.1: usages 2 DANE-TA and 3 DANE-EE). */
+#define OUTBOUND_TLSA_MAX 8
+struct outbound_tlsa {
+    uint8_t usage, selector, mtype;
+    unsigned char data[256];
+    size_t len;
+};
 
 struct outbound_client_opts {
     const char *helo_name;
@@ -128,8 +140,10 @@ struct outbound_client_opts {
     const char *password;
     SSL_CTX *ssl_ctx;
     const atomic_bool *is_stopping;
-    enum outbound_tls_auth auth; /* mailauth hook: MTA-STS (RFC 8461) */
+    enum outbound_tls_auth auth; /* mailauth hook: MTA-STS (RFC 8461), DANE (RFC 7672) */
     const char *auth_policy;     /* for log lines: "MTA-STS policy of example.org" */
+    const struct outbound_tlsa *tlsa; /* OUTBOUND_AUTH_DANE: the host's records */
+    size_t n_tlsa;
 };
 
 /* Outcome for one recipient (or for all, when the session failed before RCPT). */

@@ -506,7 +506,7 @@ struct outbound_runner *outbound_runner_start(struct server_context *ctx, char *
     r->shared.relay_password = runner_relay_password(cfg, error_r);
     if (!r->shared.relay_password)
         goto fail;
-    r->shared.dns = outbound_dns_create(cfg->dns_resolver, error_r);
+    r->shared.dns = outbound_dns_create(cfg->dns_resolver, cfg->dns_trust_anchor, error_r);
     if (!r->shared.dns)
         goto fail;
     if (outbound_dns_attach(r->shared.dns, ctx->base) < 0) {
@@ -516,10 +516,11 @@ struct outbound_runner *outbound_runner_start(struct server_context *ctx, char *
     r->shared.ssl_ctx = outbound_ssl_ctx_create(cfg->outbound_ca_file, error_r);
     if (!r->shared.ssl_ctx)
         goto fail;
-    /* mailauth hook: MTA-STS discovery (RFC 8461) in the delivery threads */
-    if (cfg->outbound_mta_sts) {
-        r->shared.mailauth_dns = mailauth_resolver_create(cfg->dns_resolver,
-                                                          cfg->mailauth_dns_timeout * 1000, error_r);
+    /* mailauth hook: MTA-STS discovery (RFC 8461) and DANE's TLSA lookups (RFC 7672,
+     * validated from dns.trust_anchor) in the delivery threads */
+    if (cfg->outbound_mta_sts || (cfg->outbound_dane && cfg->dns_trust_anchor[0])) {
+        r->shared.mailauth_dns = mailauth_resolver_create(
+            cfg->dns_resolver, cfg->mailauth_dns_timeout * 1000, cfg->dns_trust_anchor, error_r);
         if (!r->shared.mailauth_dns)
             goto fail;
     }

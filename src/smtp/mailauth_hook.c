@@ -45,7 +45,7 @@ int smtp_mailauth_start(const struct config *cfg, char **error_r)
     if (!cfg->mailauth_verify)
         return 0;
     hook_resolver =
-        mailauth_resolver_create(cfg->dns_resolver, cfg->mailauth_dns_timeout * 1000, error_r);
+        mailauth_resolver_create(cfg->dns_resolver, cfg->mailauth_dns_timeout * 1000, NULL, error_r);
     return hook_resolver ? 0 : -1;
 }
 
