@@ -22,7 +22,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/util.h"
-#include "core/workpool.h"
+#include "core/job.h"
 #include "mailauth/mailauth.h"
 #include "smtp/mailauth_hook.h"
 #include "smtp/session.h"
@@ -70,7 +70,7 @@ static const char *hook_authserv_id(const struct config *cfg)
 /* ---- MAIL: SPF ------------------------------------------------------------------------ */
 
 struct spf_job {
-    struct smtp_session *s;
+    struct job job; /* core/job.h: first member */
     char ip[64];
     char helo[256];
     char from[ADDR_MAX_PATH + 1];
@@ -79,19 +79,20 @@ struct spf_job {
     bool is_failed;
 };
 
-static void spf_work(void *arg)
+static void spf_work(struct job *j)
 {
-    struct spf_job *job = arg;
+    struct spf_job *job = (struct spf_job *)j;
     struct mailauth_dns dns = mailauth_resolver_dns(hook_resolver);
     job->is_failed = mailauth_spf_check(&dns, job->ip, job->helo, job->from, job->receiver,
                                         (int64_t)time(NULL), &job->result) < 0;
 }
 
-static void spf_done(void *arg)
+/* Loop thread: s is NULL when the client has gone. */
+static void spf_done(void *session, struct job *j)
 {
-    struct spf_job *job = arg;
-    struct smtp_session *s = job->s;
-    if (!s->is_dead) {
+    struct spf_job *job = (struct spf_job *)j;
+    struct smtp_session *s = session;
+    if (s) {
         if (job->is_failed) {
             smtp_reply(s, "451 4.3.0 Error: out of memory");
             smtp_txn_reset(&s->txn);
@@ -107,7 +108,8 @@ static void spf_done(void *arg)
         }
     }
     free(job);
-    smtp_session_job_done(s);
+    if (s)
+        smtp_session_job_done(s);
 }
 
 void smtp_mailauth_mail_start(struct smtp_session *s)
@@ -119,14 +121,12 @@ void smtp_mailauth_mail_start(struct smtp_session *s)
         smtp_reply(s, "250 2.1.0 Ok"); /* no SPF: A-R will say spf=none */
         return;
     }
-    job->s = s;
+    job_init(&job->job, s->handle, spf_work, spf_done);
     snprintf(job->ip, sizeof job->ip, "%s", ip);
     smtp_log_safe(s->helo, job->helo, sizeof job->helo);
     snprintf(job->from, sizeof job->from, "%s", s->txn.from_text);
     snprintf(job->receiver, sizeof job->receiver, "%s", smtp_hostname(s));
-    s->is_busy = true;
-    conn_pause_read(s->c);
-    workpool_submit(s->ctx->pool, spf_work, spf_done, job);
+    smtp_session_job_start(s, &job->job);
 }
 
 /* ---- RCPT: the SPF policy ------------------------------------------------------------- */
