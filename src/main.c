@@ -26,6 +26,7 @@ static const struct command commands[] = {
     {"dkim", cli_dkim, "dkim keygen|list|retire         manage DKIM signing keys"},
     {"auth", cli_auth, "auth check --ip IP --helo NAME --mail-from ADDR < MESSAGE  show SPF/DKIM/DMARC"},
     {"dns", cli_dns, "dns records|check DOMAIN          DNS records to publish / compare with DNS"},
+    {"tlsrpt", cli_tlsrpt, "tlsrpt send [YYYY-MM-DD]         send the day's TLS-RPT reports now"},
     {"mailq", cli_mailq, "mailq                           list the queue (like queue list)"},
 };
 

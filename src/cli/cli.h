@@ -33,6 +33,7 @@ int cli_mailq(const struct cli_options *o, int argc, char **argv);    /* mailq *
 int cli_dkim(const struct cli_options *o, int argc, char **argv); /* dkim keygen|list|retire */
 int cli_auth(const struct cli_options *o, int argc, char **argv); /* auth check < message */
 int cli_dns(const struct cli_options *o, int argc, char **argv);  /* dns records|check DOMAIN */
+int cli_tlsrpt(const struct cli_options *o, int argc, char **argv); /* tlsrpt send [DAY] */
 /* Print a zone-file TXT record, split into 250-octet character-strings. */
 void cli_print_txt_record(const char *name, const char *value);
 

@@ -357,6 +357,25 @@ enum mailauth_sts_status mailauth_sts_get(const struct mailauth_dns *dns,
 /* Forget every cached policy (tests). */
 void mailauth_sts_cache_clear(void);
 
+/* ---- TLS-RPT (RFC 8460) ---------------------------------------------------------------- */
+
+/* "YYYY-MM-DD" (UTC) of when. */
+void mailauth_tlsrpt_day(int64_t when, char *out, size_t size);
+/* Note one SMTP session with an MX host of domain under a policy ("sts" or "tlsa"):
+ * result_type "success" or an RFC 8460 §4.3 failure ("validation-failure",
+ * "certificate-host-mismatch", "starttls-not-supported", "tlsa-invalid",
+ * "dnssec-invalid", "sts-policy-fetch-error", ...). Any thread; 0 or -1. */
+int mailauth_tlsrpt_record(const char *data_dir, int64_t when, const char *domain,
+                           const char *policy_type, const char *result_type, const char *mx,
+                           const char *ip);
+/* Pure: "v=TLSRPTv1; rua=..." (§3). 0 with the rua value (URIs, comma separated), or -1. */
+int mailauth_tlsrpt_record_parse(const char *text, size_t len, char *rua, size_t rua_size);
+/* The domains with sessions noted on day (malloc'd strings in a malloc'd array). */
+int mailauth_tlsrpt_domains(const char *data_dir, const char *day, char ***domains_r, size_t *n_r);
+/* Append the JSON aggregate report (§4.4) of domain for day to json. 0 or -1. */
+int mailauth_tlsrpt_report(const char *data_dir, const char *day, const char *domain,
+                           const char *organization, const char *contact, struct buf *json);
+
 /* ---- one received message, and Authentication-Results (RFC 8601) ---------------------- */
 
 /* What is known about the transaction. */

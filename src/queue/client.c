@@ -12,6 +12,7 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wformat-truncation"
 #endif
+#include "mailauth/mailauth.h"
 #include "queue/outbound.h"
 #include "queue/queue.h"
 
@@ -372,6 +373,29 @@ static int client_connect(struct client *c)
     return 0;
 }
 
+/* TLS-RPT (RFC 8460): note how TLS went with this MX under the session's policy. */
+static void client_tlsrpt(const struct client *c, const char *result_type)
+{
+    const struct outbound_client_opts *o = c->o;
+    if (!o->tlsrpt_domain || !o->data_dir || o->auth == OUTBOUND_AUTH_NONE)
+        return;
+    mailauth_tlsrpt_record(o->data_dir, (int64_t)time(NULL), o->tlsrpt_domain,
+                           o->auth == OUTBOUND_AUTH_DANE ? "tlsa" : "sts", result_type,
+                           c->addr->host, c->addr->ip);
+}
+
+/* The RFC 8460 §4.3.2 result type of a certificate the verification refused. */
+static const char *tlsrpt_cert_failure(const struct client *c, long vr)
+{
+    if (c->o->auth == OUTBOUND_AUTH_DANE)
+        return "validation-failure";
+    if (vr == X509_V_ERR_HOSTNAME_MISMATCH)
+        return "certificate-host-mismatch";
+    if (vr == X509_V_ERR_CERT_HAS_EXPIRED)
+        return "certificate-expired";
+    return "certificate-not-trusted";
+}
+
 static int client_starttls(struct client *c)
 {
     c->ssl = SSL_new(c->o->ssl_ctx);
@@ -404,6 +428,8 @@ static int client_starttls(struct client *c)
     if (SSL_RETRY(c, SSL_connect(c->ssl)) <= 0) {
         unsigned long e = ERR_get_error();
         long vr = SSL_get_verify_result(c->ssl);
+        if (vr != X509_V_OK && (c->o->auth == OUTBOUND_AUTH_DANE || c->o->auth == OUTBOUND_AUTH_PKIX))
+            client_tlsrpt(c, tlsrpt_cert_failure(c, vr));
         if (!c->err[0] && c->o->auth == OUTBOUND_AUTH_DANE && vr != X509_V_OK)
             snprintf(c->err, sizeof c->err,
                      "TLS certificate of %s[%s] does not match its DANE TLSA records: %s",
@@ -421,6 +447,9 @@ static int client_starttls(struct client *c)
     }
     long vr = SSL_get_verify_result(c->ssl);
     bool is_trusted = c->o->auth != OUTBOUND_AUTH_NONE && vr == X509_V_OK;
+    client_tlsrpt(c, c->o->auth == OUTBOUND_AUTH_PKIX_TESTING && vr != X509_V_OK
+                         ? tlsrpt_cert_failure(c, vr)
+                         : "success");
     if (c->o->auth == OUTBOUND_AUTH_PKIX_TESTING && vr != X509_V_OK)
         log_warning("smtp", "%s (mode testing): certificate of %s[%s] would not be accepted: %s",
                     c->o->auth_policy ? c->o->auth_policy : "TLS policy", c->addr->host,
@@ -814,6 +843,8 @@ fresh:
             goto quit;
         }
     }
+    if (!c->ssl && !e.has_starttls)
+        client_tlsrpt(c, "starttls-not-supported");
     if (need_tls && !c->ssl) {
         result_set(&res, 450, "4.7.4", false,
                    "TLS is required%s%s, but was not offered by host %s[%s]",

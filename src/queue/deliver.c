@@ -353,6 +353,8 @@ static int deliver_dane(const struct outbound_shared *sh, const struct outbound_
     int rc = 0;
     if (st == MAILAUTH_DNS_TEMPFAIL) {
         rc = -1;
+        mailauth_tlsrpt_record(sh->cfg->data_dir, (int64_t)time(NULL), o->tlsrpt_domain,
+                               "tlsa", "dnssec-invalid", addr->host, addr->ip);
     } else if (st == MAILAUTH_DNS_OK && a->is_secure && a->n > 0) {
         for (size_t i = 0; i < a->n && *n < OUTBOUND_TLSA_MAX; i++) {
             const unsigned char *d = a->rr[i].data;
@@ -406,10 +408,13 @@ static void deliver_mta_sts(const struct outbound_shared *sh, const char *id, co
         return;
     enum mailauth_sts_status st = mailauth_sts_get(&dns, &so, domain, (int64_t)time(NULL), p, err,
                                                    sizeof err);
-    if (st == MAILAUTH_STS_FETCH_FAILED)
+    if (st == MAILAUTH_STS_FETCH_FAILED) {
         log_warning("smtp", "%s: MTA-STS policy of %s could not be fetched (%s): delivering "
                             "without it",
                     id, domain, err);
+        mailauth_tlsrpt_record(sh->cfg->data_dir, (int64_t)time(NULL), domain, "sts",
+                               "sts-policy-fetch-error", "-", "-");
+    }
     if (st != MAILAUTH_STS_FOUND || p->mode == MAILAUTH_STS_NONE) {
         free(p);
         return;
@@ -544,6 +549,8 @@ static void deliver_remote_domain(struct attempt *a, const char *domain, bool ha
         .password = sh->relay_password,
         .ssl_ctx = sh->ssl_ctx,
         .is_stopping = &sh->is_stopping,
+        .tlsrpt_domain = domain,
+        .data_dir = cfg->data_dir,
     };
     /* mailauth hook: MTA-STS for MX-routed mail (not relayhost, transport or literals) */
     if (!is_relay && !route.is_literal && strcasecmp(route.host, domain) == 0) {

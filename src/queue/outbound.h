@@ -144,6 +144,9 @@ struct outbound_client_opts {
     const char *auth_policy;     /* for log lines: "MTA-STS policy of example.org" */
     const struct outbound_tlsa *tlsa; /* OUTBOUND_AUTH_DANE: the host's records */
     size_t n_tlsa;
+    /* TLS-RPT (RFC 8460): sessions under a policy are noted for this domain (NULL: not) */
+    const char *tlsrpt_domain;
+    const char *data_dir;
 };
 
 /* Outcome for one recipient (or for all, when the session failed before RCPT). */
@@ -226,6 +229,15 @@ int bounce_queue_notice(const char *data_dir, const struct bounce_info *info,
 /* Length of the header block at the start of a message (up to and including the empty
  * line, or all of it if none within len). */
 size_t bounce_header_length(const char *msg, size_t len);
+
+/* ---- TLS-RPT reports (tlsrpt.c, issue 12) ------------------------------------------- */
+
+struct mailauth_dns;
+/* BLOCKING. Send the RFC 8460 aggregate reports of day ("YYYY-MM-DD") to the domains that
+ * ask for them (mailto: rua); nothing when the day was sent already. *n_sent_r reports
+ * queued. 0 or -1 with *error_r. */
+int outbound_tlsrpt_send(const struct config *cfg, const struct mailauth_dns *dns,
+                         const char *day, unsigned *n_sent_r, char **error_r);
 
 /* ---- runner (runner.c) / delivery (deliver.c) --------------------------------------- */
 

@@ -1,6 +1,7 @@
 /*
  * fuzz_mta_sts.c - libFuzzer target for the MTA-STS policy file and TXT record parsers
- * (RFC 8461 §3.1, §3.2) and MX pattern matching: no crash, values in range.
+ * (RFC 8461 §3.1, §3.2), MX pattern matching, and the TLS-RPT record parser (RFC 8460
+ * §3): no crash, values in range.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -20,6 +21,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char id[40];
     if (mailauth_sts_record_parse((const char *)data, size, id, sizeof id) == 0 &&
         (strlen(id) == 0 || strlen(id) > 32))
+        abort();
+    char rua[256];
+    if (mailauth_tlsrpt_record_parse((const char *)data, size, rua, sizeof rua) == 0 &&
+        (!rua[0] || strlen(rua) >= sizeof rua))
         abort();
     return 0;
 }

@@ -117,7 +117,9 @@ def make_sender(tern_factory, pki, dns, mx, policy_server):
 def zone(mx_name="mx.sts.test", sts_id="1"):
     recs = {("sts.test", "MX"): [(10, mx_name)],
             (mx_name, "A"): ["127.0.0.1"],
-            ("mta-sts.sts.test", "A"): ["127.0.0.1"]}
+            ("mta-sts.sts.test", "A"): ["127.0.0.1"],
+            # TLS-RPT (RFC 8460): reports to a local mailbox of the sender's own server
+            ("_smtp._tls.sts.test", "TXT"): ["v=TLSRPTv1; rua=mailto:alice@example.test"]}
     if sts_id:
         recs[("_mta-sts.sts.test", "TXT")] = ["v=STSv1; id=%s" % sts_id]
     return recs
@@ -195,3 +197,37 @@ def test_none_mode_and_no_record_are_opportunistic(run):
     sender2, mx2 = run("enforce", "wrong.test", sts_id=None)  # no _mta-sts record
     sender2.wait_log(r"to=<carol@sts\.test>, .*status=sent")
     assert "MTA-STS" not in sender2.log_text()
+
+
+def test_tls_reports(run):
+    """The failed and the successful sessions of the day end up in an RFC 8460 report."""
+    import base64
+    import datetime
+    import email
+    import gzip
+    import json
+    sender, mx = run("enforce", "wrong.test")
+    sender.wait_log(r"to=<carol@sts\.test>, .*status=deferred \(.*TLS certificate verification")
+    day = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    out = sender.cli("tlsrpt", "send", day).stdout
+    assert out.startswith("1 TLS report(s) of %s queued" % day), out
+    # sent once only
+    assert sender.cli("tlsrpt", "send", day).stdout.startswith("0 TLS report(s)")
+    box = sender.maildir("alice@example.test")
+    wait_for(lambda: maildir_messages(box), what="the TLS report in alice's mailbox")
+    msg = email.message_from_bytes(open(maildir_messages(box)[0], "rb").read())
+    assert msg["TLS-Report-Domain"] == "sts.test"
+    assert msg["Subject"].startswith("Report Domain: sts.test Submitter: mail.example.test")
+    assert 'report-type="tlsrpt"' in msg["Content-Type"]
+    part = [p for p in msg.walk() if p.get_content_type() == "application/tlsrpt+gzip"][0]
+    assert part.get_filename().startswith("mail.example.test!sts.test!")
+    report = json.loads(gzip.decompress(part.get_payload(decode=True)))
+    assert report["organization-name"] == "mail.example.test"
+    assert report["date-range"]["start-datetime"] == day + "T00:00:00Z"
+    pol = report["policies"][0]
+    assert pol["policy"] == {"policy-type": "sts", "policy-domain": "sts.test"}
+    assert pol["summary"]["total-failure-session-count"] >= 1
+    detail = pol["failure-details"][0]
+    assert detail["result-type"] == "certificate-host-mismatch"
+    assert detail["receiving-mx-hostname"] == "mx.sts.test"
+    assert detail["receiving-ip"] == "127.0.0.1"

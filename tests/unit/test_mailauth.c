@@ -968,6 +968,55 @@ static void test_mta_sts_parsers(void **state)
     assert_int_equal(p.max_age, 31557600); /* capped at a year */
 }
 
+/* ---- TLS-RPT ----------------------------------------------------------------------------- */
+
+static void test_tlsrpt(void **state)
+{
+    char rua[256];
+    const char *r = "v=TLSRPTv1; rua=mailto:tls@example.com,https://r.example.com/v1";
+    assert_int_equal(mailauth_tlsrpt_record_parse(r, strlen(r), rua, sizeof rua), 0);
+    assert_string_equal(rua, "mailto:tls@example.com,https://r.example.com/v1");
+    assert_int_equal(mailauth_tlsrpt_record_parse("v=TLSRPTv2; rua=x", 17, rua, sizeof rua), -1);
+    assert_int_equal(mailauth_tlsrpt_record_parse("v=TLSRPTv1", 10, rua, sizeof rua), -1);
+    int64_t t = 1765000000; /* 2025-12-06 */
+    char day[16];
+    mailauth_tlsrpt_day(t, day, sizeof day);
+    assert_string_equal(day, "2025-12-06");
+    assert_int_equal(mailauth_tlsrpt_record(tmp_root, t, "a.example", "sts", "success", "mx.a.example",
+                                            "192.0.2.1"),
+                     0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(mailauth_tlsrpt_record(tmp_root, t, "a.example", "sts",
+                                                "certificate-expired", "mx.a.example", "192.0.2.1"),
+                         0);
+    assert_int_equal(mailauth_tlsrpt_record(tmp_root, t, "b.example", "tlsa", "validation-failure",
+                                            "mx.b.example", "192.0.2.2"),
+                     0);
+    /* fields that would break the record are refused */
+    assert_int_equal(mailauth_tlsrpt_record(tmp_root, t, "a\texample", "sts", "success", "m", "i"),
+                     -1);
+    char **domains;
+    size_t n;
+    assert_int_equal(mailauth_tlsrpt_domains(tmp_root, day, &domains, &n), 0);
+    assert_int_equal(n, 2);
+    for (size_t i = 0; i < n; i++)
+        free(domains[i]);
+    free(domains);
+    struct buf j;
+    buf_init(&j, 0);
+    assert_int_equal(mailauth_tlsrpt_report(tmp_root, day, "a.example", "mx.\"us\"", "pm@us", &j),
+                     0);
+    assert_non_null(strstr(j.data, "\"organization-name\":\"mx.\\\"us\\\"\""));
+    assert_non_null(strstr(j.data, "\"date-range\":{\"start-datetime\":\"2025-12-06T00:00:00Z\""));
+    assert_non_null(strstr(j.data, "\"total-successful-session-count\":1,"
+                                   "\"total-failure-session-count\":3"));
+    assert_non_null(strstr(j.data, "{\"result-type\":\"certificate-expired\",\"receiving-ip\":"
+                                   "\"192.0.2.1\",\"receiving-mx-hostname\":\"mx.a.example\","
+                                   "\"failed-session-count\":3}"));
+    assert_null(strstr(j.data, "tlsa"));
+    buf_free(&j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -991,6 +1040,7 @@ int main(void)
         cmocka_unit_test(test_auth_results),
         cmocka_unit_test_setup_teardown(test_arc_seal_and_verify, setup, teardown),
         cmocka_unit_test(test_mta_sts_parsers),
+        cmocka_unit_test_setup_teardown(test_tlsrpt, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
