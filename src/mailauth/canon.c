@@ -299,6 +299,13 @@ int mailauth_tags_parse(const char *text, size_t len, struct mailauth_tag *out, 
     return 0;
 }
 
+bool mailauth_tags_version_is(const struct mailauth_tag *t, size_t n, const char *version)
+{
+    size_t l = strlen(version);
+    return n > 0 && strcmp(t[0].name, "v") == 0 && t[0].value_len == l &&
+           strncmp(t[0].value, version, l) == 0;
+}
+
 const struct mailauth_tag *mailauth_tags_find(const struct mailauth_tag *t, size_t n,
                                               const char *name)
 {

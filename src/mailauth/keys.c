@@ -112,18 +112,28 @@ static void info_fill(struct mailauth_key_info *info, const char *domain, const 
     info->txt = key_txt(pk);
 }
 
-int mailauth_keys_generate(const char *data_dir, const char *domain, const char *selector,
-                           enum mailauth_dkim_alg alg, struct mailauth_key_info *info_r,
-                           char **error_r)
+/* The folder of domain's keys and the two names of selector's key (active, retired),
+ * after checking both names. 0, or -1 with *error_r. */
+static int keys_paths(const char *data_dir, const char *domain, const char *selector,
+                      char dir[4096], char pem[4200], char retired[4200], char **error_r)
 {
     if (!mailauth_keys_is_valid_name(domain, 254) || !mailauth_keys_is_valid_name(selector, 64)) {
         *error_r = keys_error("invalid domain or selector: %s %s", domain, selector);
         return -1;
     }
+    snprintf(dir, 4096, "%s/dkim/%s", data_dir, domain);
+    snprintf(pem, 4200, "%s/%s.pem", dir, selector);
+    snprintf(retired, 4200, "%s/%s.retired", dir, selector);
+    return 0;
+}
+
+int mailauth_keys_generate(const char *data_dir, const char *domain, const char *selector,
+                           enum mailauth_dkim_alg alg, struct mailauth_key_info *info_r,
+                           char **error_r)
+{
     char dir[4096], path[4200], retired[4200];
-    snprintf(dir, sizeof dir, "%s/dkim/%s", data_dir, domain);
-    snprintf(path, sizeof path, "%s/%s.pem", dir, selector);
-    snprintf(retired, sizeof retired, "%s/%s.retired", dir, selector);
+    if (keys_paths(data_dir, domain, selector, dir, path, retired, error_r) < 0)
+        return -1;
     if (util_mkdir_p(dir, 0700) < 0) {
         *error_r = keys_error("cannot create %s: %s", dir, strerror(errno));
         return -1;
@@ -293,14 +303,9 @@ void mailauth_keys_list_free(struct mailauth_key_info *list, size_t n)
 int mailauth_keys_retire(const char *data_dir, const char *domain, const char *selector,
                          char **error_r)
 {
-    if (!mailauth_keys_is_valid_name(domain, 254) || !mailauth_keys_is_valid_name(selector, 64)) {
-        *error_r = keys_error("invalid domain or selector: %s %s", domain, selector);
-        return -1;
-    }
     char dir[4096], from[4200], to[4200];
-    snprintf(dir, sizeof dir, "%s/dkim/%s", data_dir, domain);
-    snprintf(from, sizeof from, "%s/%s.pem", dir, selector);
-    snprintf(to, sizeof to, "%s/%s.retired", dir, selector);
+    if (keys_paths(data_dir, domain, selector, dir, from, to, error_r) < 0)
+        return -1;
     if (rename(from, to) < 0) {
         *error_r = keys_error(errno == ENOENT ? "no active key %s for %s" : "cannot retire %s: %s",
                               errno == ENOENT ? selector : from,

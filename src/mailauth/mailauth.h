@@ -116,6 +116,8 @@ struct mailauth_tag {
  * values). -1 on syntax error, a duplicate tag (§3.2: permerror), a tag name longer than
  * 15 or more than MAILAUTH_TAGS_MAX tags. */
 int mailauth_tags_parse(const char *text, size_t len, struct mailauth_tag *out, size_t *n_r);
+/* Is the first tag "v" with exactly this value (DMARC1, STSv1, TLSRPTv1 records)? */
+bool mailauth_tags_version_is(const struct mailauth_tag *t, size_t n, const char *version);
 /* The tag named name, or NULL. */
 const struct mailauth_tag *mailauth_tags_find(const struct mailauth_tag *t, size_t n,
                                               const char *name);
@@ -157,6 +159,13 @@ struct mailauth_resolver;
 struct mailauth_resolver *mailauth_resolver_create(const char *resolver, unsigned timeout_ms,
                                                    const char *trust_anchor, char **error_r);
 void mailauth_resolver_free(struct mailauth_resolver *r);
+/* Configure a fresh libunbound context the way every Tern resolver is: async mode,
+ * forwarding to resolver ("" = /etc/resolv.conf and /etc/hosts), RFC 6761 and private
+ * reverse zones answered by a configured resolver, DNSSEC from trust_anchor ("" = off).
+ * 0, or -1 with *error_r (malloc'd). */
+struct ub_ctx;
+int mailauth_unbound_setup(struct ub_ctx *ub, const char *resolver, const char *trust_anchor,
+                           char **error_r);
 /* The interface for r (valid while r lives). */
 struct mailauth_dns mailauth_resolver_dns(struct mailauth_resolver *r);
 

@@ -35,8 +35,7 @@ int mailauth_sts_record_parse(const char *text, size_t len, char *id_r, size_t i
     struct mailauth_tag tags[MAILAUTH_TAGS_MAX];
     size_t n;
     /* §3.1: "v=STSv1" first, then id= (1*32 alphanumerics); other tags are ignored */
-    if (mailauth_tags_parse(text, len, tags, &n) < 0 || n == 0 || strcmp(tags[0].name, "v") != 0 ||
-        tags[0].value_len != 5 || strncmp(tags[0].value, "STSv1", 5) != 0)
+    if (mailauth_tags_parse(text, len, tags, &n) < 0 || !mailauth_tags_version_is(tags, n, "STSv1"))
         return -1;
     const struct mailauth_tag *id = mailauth_tags_find(tags, n, "id");
     if (!id || id->value_len == 0 || id->value_len > 32 || id->value_len >= id_size)

@@ -11,6 +11,7 @@
  */
 #include "mailauth/mailauth-private.h"
 
+#include "core/log.h"
 #include "core/util.h"
 
 #include <poll.h>
@@ -33,6 +34,54 @@ struct query {
     struct ub_result *res;
 };
 
+int mailauth_unbound_setup(struct ub_ctx *ub, const char *resolver, const char *trust_anchor,
+                           char **error_r)
+{
+    /* async queries are answered by a libunbound thread (not a forked process) */
+    int rc = ub_ctx_async(ub, 1);
+    if (rc == 0 && resolver && resolver[0]) {
+        rc = ub_ctx_set_fwd(ub, resolver);
+        /* a test resolver on loopback speaks plain UDP/TCP; keep the queries simple */
+        if (rc == 0)
+            (void)ub_ctx_set_option(ub, "do-ip6:", strchr(resolver, ':') ? "yes" : "no");
+        /* a configured (lab, test) resolver answers RFC 6761 names and the reverse zones
+         * unbound would otherwise answer itself (private and documentation ranges, which
+         * SPF's ptr mechanism and %{p} look up) */
+        static const char *const zones[] = {"test. transparent", "d.0.1.0.0.2.ip6.arpa. nodefault",
+                                            "2.0.192.in-addr.arpa. nodefault",
+                                            "100.51.198.in-addr.arpa. nodefault",
+                                            "113.0.203.in-addr.arpa. nodefault"};
+        for (size_t i = 0; rc == 0 && i < sizeof zones / sizeof zones[0]; i++)
+            (void)ub_ctx_set_option(ub, "local-zone:", zones[i]);
+        if (rc == 0)
+            (void)ub_ctx_set_option(ub, "unblock-lan-zones:", "yes");
+        if (rc == 0)
+            (void)ub_ctx_set_option(ub, "insecure-lan-zones:", "yes");
+    } else if (rc == 0) {
+        /* no usable /etc/resolv.conf (a bare container) must not stop local mail:
+         * libunbound then resolves from the root servers itself */
+        if (ub_ctx_resolvconf(ub, NULL) != 0)
+            log_warning("smtp", "cannot read /etc/resolv.conf; resolving without forwarders");
+        (void)ub_ctx_hosts(ub, NULL);
+    }
+    if (rc != 0) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "dns.resolver '%s': %s", resolver ? resolver : "",
+                 ub_strerror(rc));
+        *error_r = strdup(msg);
+        return -1;
+    }
+    /* DNSSEC: answers are validated from this anchor (DS or DNSKEY records, zone-file
+     * format); is_secure in answers means exactly that */
+    if (trust_anchor && trust_anchor[0] && ub_ctx_add_ta_file(ub, trust_anchor) != 0) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "dns.trust_anchor '%s': cannot be read", trust_anchor);
+        *error_r = strdup(msg);
+        return -1;
+    }
+    return 0;
+}
+
 struct mailauth_resolver *mailauth_resolver_create(const char *resolver, unsigned timeout_ms,
                                                    const char *trust_anchor, char **error_r)
 {
@@ -44,42 +93,7 @@ struct mailauth_resolver *mailauth_resolver_create(const char *resolver, unsigne
     }
     r->timeout_ms = timeout_ms ? timeout_ms : 5000;
     pthread_mutex_init(&r->lock, NULL);
-    int rc = ub_ctx_async(r->ub, 1);
-    if (rc == 0 && resolver && resolver[0]) {
-        rc = ub_ctx_set_fwd(r->ub, resolver);
-        if (rc == 0)
-            (void)ub_ctx_set_option(r->ub, "do-ip6:", strchr(resolver, ':') ? "yes" : "no");
-        /* a configured (lab, test) resolver answers RFC 6761 names and the reverse zones
-         * unbound would otherwise answer itself (private and documentation ranges, which
-         * SPF's ptr mechanism and %{p} look up) */
-        static const char *const zones[] = {"test. transparent", "d.0.1.0.0.2.ip6.arpa. nodefault",
-                                            "2.0.192.in-addr.arpa. nodefault",
-                                            "100.51.198.in-addr.arpa. nodefault",
-                                            "113.0.203.in-addr.arpa. nodefault"};
-        for (size_t i = 0; rc == 0 && i < sizeof zones / sizeof zones[0]; i++)
-            (void)ub_ctx_set_option(r->ub, "local-zone:", zones[i]);
-        if (rc == 0)
-            (void)ub_ctx_set_option(r->ub, "unblock-lan-zones:", "yes");
-        if (rc == 0)
-            (void)ub_ctx_set_option(r->ub, "insecure-lan-zones:", "yes");
-    } else if (rc == 0) {
-        (void)ub_ctx_resolvconf(r->ub, NULL);
-        (void)ub_ctx_hosts(r->ub, NULL);
-    }
-    /* DNSSEC: answers are validated from this anchor (DS or DNSKEY records, zone-file
-     * format); is_secure in answers means exactly that */
-    if (rc == 0 && trust_anchor && trust_anchor[0] && ub_ctx_add_ta_file(r->ub, trust_anchor) != 0) {
-        char msg[600];
-        snprintf(msg, sizeof msg, "dns.trust_anchor '%s': cannot be read", trust_anchor);
-        *error_r = strdup(msg);
-        mailauth_resolver_free(r);
-        return NULL;
-    }
-    if (rc != 0) {
-        char msg[300];
-        snprintf(msg, sizeof msg, "dns.resolver '%s': %s", resolver ? resolver : "",
-                 ub_strerror(rc));
-        *error_r = strdup(msg);
+    if (mailauth_unbound_setup(r->ub, resolver, trust_anchor, error_r) < 0) {
         mailauth_resolver_free(r);
         return NULL;
     }

@@ -75,8 +75,8 @@ int mailauth_tlsrpt_record_parse(const char *text, size_t len, char *rua, size_t
     struct mailauth_tag tags[MAILAUTH_TAGS_MAX];
     size_t n;
     /* §3: "v=TLSRPTv1" first, then rua= (one or more URIs, comma separated) */
-    if (mailauth_tags_parse(text, len, tags, &n) < 0 || n == 0 || strcmp(tags[0].name, "v") != 0 ||
-        tags[0].value_len != 8 || strncmp(tags[0].value, "TLSRPTv1", 8) != 0)
+    if (mailauth_tags_parse(text, len, tags, &n) < 0 ||
+        !mailauth_tags_version_is(tags, n, "TLSRPTv1"))
         return -1;
     const struct mailauth_tag *r = mailauth_tags_find(tags, n, "rua");
     if (!r || r->value_len == 0 || !mailauth_copy_nofws(r->value, r->value_len, rua, rua_size))

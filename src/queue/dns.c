@@ -11,6 +11,7 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wformat-truncation"
 #endif
+#include "mailauth/mailauth.h"
 #include "queue/outbound.h"
 
 #include "core/log.h"
@@ -43,38 +44,7 @@ struct outbound_dns *outbound_dns_create(const char *resolver, const char *trust
         *error_r = strdup("cannot create the DNS resolver");
         return NULL;
     }
-    /* async queries are answered by a libunbound thread (not a forked process) */
-    int r = ub_ctx_async(d->ub, 1);
-    if (r != 0) {
-    } else if (resolver && resolver[0]) {
-        r = ub_ctx_set_fwd(d->ub, resolver);
-        /* a test resolver on loopback speaks plain UDP/TCP; keep the queries simple */
-        if (r == 0)
-            (void)ub_ctx_set_option(d->ub, "do-ip6:", strchr(resolver, ':') ? "yes" : "no");
-        /* libunbound answers RFC 6761 names (test., invalid.) itself; an explicitly
-         * configured resolver (a lab or test DNS server) gets to answer them */
-        if (r == 0)
-            (void)ub_ctx_set_option(d->ub, "local-zone:", "test. transparent");
-    } else {
-        /* no usable /etc/resolv.conf (a bare container) must not stop local mail:
-         * libunbound then resolves from the root servers itself */
-        if (ub_ctx_resolvconf(d->ub, NULL) != 0)
-            log_warning("smtp", "cannot read /etc/resolv.conf; resolving without forwarders");
-        (void)ub_ctx_hosts(d->ub, NULL);
-    }
-    if (r == 0 && trust_anchor && trust_anchor[0] && ub_ctx_add_ta_file(d->ub, trust_anchor) != 0) {
-        char msg[600];
-        snprintf(msg, sizeof msg, "dns.trust_anchor '%s': cannot be read", trust_anchor);
-        *error_r = strdup(msg);
-        ub_ctx_delete(d->ub);
-        free(d);
-        return NULL;
-    }
-    if (r != 0) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "dns.resolver '%s': %s", resolver ? resolver : "",
-                 ub_strerror(r));
-        *error_r = strdup(msg);
+    if (mailauth_unbound_setup(d->ub, resolver, trust_anchor, error_r) < 0) {
         ub_ctx_delete(d->ub);
         free(d);
         return NULL;

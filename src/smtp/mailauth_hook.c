@@ -214,25 +214,6 @@ void smtp_mailauth_job_free(struct smtp_mailauth_job *j)
     free(j);
 }
 
-/* A new unlinked file in <data_dir>/tmp for a rewritten message (like the spill file). */
-static int hook_tmpfile(const char *data_dir)
-{
-    char dir[4200];
-    snprintf(dir, sizeof dir, "%s/tmp", data_dir);
-    (void)mkdir(dir, 0700);
-#ifdef O_TMPFILE
-    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-    if (fd >= 0)
-        return fd;
-#endif
-    char path[4300];
-    snprintf(path, sizeof path, "%s/mailauth.XXXXXX", dir);
-    fd = mkstemp(path);
-    if (fd >= 0)
-        unlink(path);
-    return fd;
-}
-
 /* Remove Authentication-Results fields that carry our authserv-id (RFC 8601 §5): the
  * message is rewritten (in memory, or into a new spill file). 0, or -1 on I/O error. */
 static int hook_remove_forged(struct smtp_mailauth_job *j, struct buf *body, int *fd,
@@ -280,7 +261,7 @@ static int hook_remove_forged(struct smtp_mailauth_job *j, struct buf *body, int
                 src->len = src->size = body->len;
             }
         } else {
-            int nfd = hook_tmpfile(j->data_dir);
+            int nfd = smtp_spill_file_open(j->data_dir);
             bool ok = nfd >= 0 && util_write_all(nfd, clean.data, clean.len) == 0;
             char *chunk = ok ? malloc(65536) : NULL;
             uint64_t off = body_off, total = clean.len;

@@ -152,6 +152,9 @@ void smtp_cmd_data(struct smtp_session *s, const struct smtp_command *cmd);
 void smtp_cmd_bdat(struct smtp_session *s, const struct smtp_command *cmd);
 /* Consume message input in DATA / BDAT mode; returns false when no more can be done now. */
 bool smtp_body_read(struct smtp_session *s);
+/* An unlinked file in <data_dir>/tmp for message text (O_TMPFILE, else mkostemp +
+ * unlink). Any thread. -1 on failure. */
+int smtp_spill_file_open(const char *data_dir);
 /* Before delivery: if the body was spilled, append the in-memory tail to the file. */
 void smtp_body_finalize(struct smtp_session *s);
 

@@ -297,6 +297,32 @@ static void test_sig_parse(void **state)
     assert_int_equal(mailauth_dkim_key_parse("v=DKIM1; s=other; p=YWJj", 25, &key, &err), -1);
 }
 
+/* Generate a key into the test store; it must work. */
+static void keygen_ok(const char *domain, const char *selector, enum mailauth_dkim_alg alg)
+{
+    char *err = NULL;
+    assert_int_equal(mailauth_keys_generate(tmp_root, domain, selector, alg, NULL, &err), 0);
+}
+
+/* The published records of example.org's keys in the store, as table DNS rows. */
+struct key_zone {
+    struct mailauth_key_info *list;
+    size_t nl, n;
+    struct table_row rows[8];
+    char names[8][128];
+};
+
+static void key_zone_load(struct key_zone *z)
+{
+    char *err = NULL;
+    assert_int_equal(mailauth_keys_list(tmp_root, "example.org", &z->list, &z->nl, &err), 0);
+    z->n = z->nl < 8 ? z->nl : 8;
+    for (size_t i = 0; i < z->n; i++) {
+        snprintf(z->names[i], sizeof z->names[i], "%s._domainkey.example.org", z->list[i].selector);
+        z->rows[i] = (struct table_row){z->names[i], MAILAUTH_DNS_TXT, z->list[i].txt};
+    }
+}
+
 /* Sign with the keys of the store, verify with their published records. */
 static void sign_and_verify(const char *msg, struct mailauth_dkim_result *r, size_t *n_r,
                             const char *alter_from, const char *alter_to)
@@ -317,17 +343,10 @@ static void sign_and_verify(const char *msg, struct mailauth_dkim_result *r, siz
         assert_non_null(p);
         memcpy(p, alter_to, strlen(alter_to));
     }
-    struct mailauth_key_info *list;
-    size_t nl;
-    assert_int_equal(mailauth_keys_list(tmp_root, "example.org", &list, &nl, &err), 0);
-    struct table_row rows[8];
-    char names[8][128];
-    for (size_t i = 0; i < nl && i < 8; i++) {
-        snprintf(names[i], sizeof names[i], "%s._domainkey.example.org", list[i].selector);
-        rows[i] = (struct table_row){names[i], MAILAUTH_DNS_TXT, list[i].txt};
-    }
-    *n_r = verify_text(out.data, out.len, rows, nl < 8 ? nl : 8, r);
-    mailauth_keys_list_free(list, nl);
+    struct key_zone z;
+    key_zone_load(&z);
+    *n_r = verify_text(out.data, out.len, z.rows, z.n, r);
+    mailauth_keys_list_free(z.list, z.nl);
     for (size_t i = 0; i < nk; i++)
         mailauth_signing_key_free(&keys[i]);
     buf_free(&out);
@@ -343,9 +362,7 @@ static void test_sign_roundtrip(void **state)
     assert_int_equal(info.bits, 2048);
     assert_non_null(strstr(info.txt, "k=rsa; p=MIIBIjAN"));
     free(info.txt);
-    assert_int_equal(mailauth_keys_generate(tmp_root, "example.org", "s1-ed",
-                                            MAILAUTH_DKIM_ED25519_SHA256, NULL, &err),
-                     0);
+    keygen_ok("example.org", "s1-ed", MAILAUTH_DKIM_ED25519_SHA256);
     /* the key file is private */
     char path[512];
     snprintf(path, sizeof path, "%s/dkim/example.org/s1-rsa.pem", tmp_root);
@@ -399,12 +416,8 @@ static void test_sign_roundtrip(void **state)
 static void test_sign_file_and_prefix(void **state)
 {
     char *err = NULL;
-    assert_int_equal(mailauth_keys_generate(tmp_root, "example.org", "f-rsa",
-                                            MAILAUTH_DKIM_RSA_SHA256, NULL, &err),
-                     0);
-    assert_int_equal(mailauth_keys_generate(tmp_root, "example.org", "f-ed",
-                                            MAILAUTH_DKIM_ED25519_SHA256, NULL, &err),
-                     0);
+    keygen_ok("example.org", "f-rsa", MAILAUTH_DKIM_RSA_SHA256);
+    keygen_ok("example.org", "f-ed", MAILAUTH_DKIM_ED25519_SHA256);
     char path[512];
     snprintf(path, sizeof path, "%s/msg", tmp_root);
     FILE *f = fopen(path, "w+");
@@ -427,16 +440,9 @@ static void test_sign_file_and_prefix(void **state)
     assert_non_null(strstr(out.data, "Message-ID:Message-ID"));
     /* verify: signatures + prefix as the new prefix, the file as the message */
     buf_append_str(&out, prefix);
-    struct mailauth_key_info *list;
-    size_t nl;
-    assert_int_equal(mailauth_keys_list(tmp_root, "example.org", &list, &nl, &err), 0);
-    struct table_row rows[8];
-    char names[8][128];
-    for (size_t i = 0; i < nl && i < 8; i++) {
-        snprintf(names[i], sizeof names[i], "%s._domainkey.example.org", list[i].selector);
-        rows[i] = (struct table_row){names[i], MAILAUTH_DNS_TXT, list[i].txt};
-    }
-    struct table_dns t = {.rows = rows, .n = nl};
+    struct key_zone z;
+    key_zone_load(&z);
+    struct table_dns t = {.rows = z.rows, .n = z.n};
     struct mailauth_dns dns = table_dns(&t);
     struct mailauth_message v = {.prefix = out.data, .prefix_len = out.len, .fd = fileno(f),
                                  .fd_size = (uint64_t)size};
@@ -446,7 +452,7 @@ static void test_sign_file_and_prefix(void **state)
     assert_int_equal(n, 2);
     assert_int_equal(r[0].result, MAILAUTH_PASS);
     assert_int_equal(r[1].result, MAILAUTH_PASS);
-    mailauth_keys_list_free(list, nl);
+    mailauth_keys_list_free(z.list, z.nl);
     for (size_t i = 0; i < nk; i++)
         mailauth_signing_key_free(&keys[i]);
     buf_free(&out);
@@ -488,13 +494,9 @@ static void test_rsa_floor(void **state)
 static void test_rotation(void **state)
 {
     char *err = NULL;
-    assert_int_equal(mailauth_keys_generate(tmp_root, "rot.example", "old",
-                                            MAILAUTH_DKIM_RSA_SHA256, NULL, &err),
-                     0);
+    keygen_ok("rot.example", "old", MAILAUTH_DKIM_RSA_SHA256);
     /* make "new" clearly younger */
-    assert_int_equal(mailauth_keys_generate(tmp_root, "rot.example", "new",
-                                            MAILAUTH_DKIM_RSA_SHA256, NULL, &err),
-                     0);
+    keygen_ok("rot.example", "new", MAILAUTH_DKIM_RSA_SHA256);
     char path[512];
     snprintf(path, sizeof path, "%s/dkim/rot.example/old.pem", tmp_root);
     /* rewrite old's created= stamp to an older time */
@@ -825,12 +827,8 @@ static void test_auth_results(void **state)
 static void test_arc_seal_and_verify(void **state)
 {
     char *err = NULL;
-    assert_int_equal(mailauth_keys_generate(tmp_root, "fwd.example", "arc",
-                                            MAILAUTH_DKIM_RSA_SHA256, NULL, &err),
-                     0);
-    assert_int_equal(mailauth_keys_generate(tmp_root, "hop2.example", "arc2",
-                                            MAILAUTH_DKIM_ED25519_SHA256, NULL, &err),
-                     0);
+    keygen_ok("fwd.example", "arc", MAILAUTH_DKIM_RSA_SHA256);
+    keygen_ok("hop2.example", "arc2", MAILAUTH_DKIM_ED25519_SHA256);
     struct mailauth_key_info *l1, *l2;
     size_t n1, n2;
     assert_int_equal(mailauth_keys_list(tmp_root, "fwd.example", &l1, &n1, &err), 0);
