@@ -350,6 +350,7 @@ bool mailauth_sts_mx_matches(const struct mailauth_sts_policy *p, const char *mx
 struct mailauth_sts_opts {
     const char *ca_file;  /* CA bundle for the policy host's certificate; NULL = system */
     unsigned https_port;  /* 443 (tests: another port on loopback) */
+    const char *cache_dir; /* policies kept across restarts here; NULL = memory only */
 };
 enum mailauth_sts_status {
     MAILAUTH_STS_NO_POLICY,    /* no (usable) _mta-sts record and nothing cached */

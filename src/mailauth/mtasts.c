@@ -6,8 +6,9 @@
  *
  * Budgets: policy files of at most 64 KiB (§3.2), 32 mx patterns, fetches of at most
  * 60 s in all (RFC 8461 §3.3 suggests one minute), at most 256 cached domains.
- * The cache lives in memory only: after a restart a policy is fetched again (see
- * MAILAUTH.md: a persistent cache is future work).
+ * The cache is kept in memory and, when a folder is given, on disk (<dir>/<domain>: "id=",
+ * "expires=" lines, then the policy text), so that a restart does not open the window a
+ * missing policy gives an attacker who blocks the policy fetch (§5.1, §10.2).
  */
 /* Log texts and errors are deliberately cut to their fixed buffers. */
 #if defined(__GNUC__) && !defined(__clang__)
@@ -20,6 +21,8 @@
 #include <curl/curl.h>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -263,6 +266,70 @@ static struct sts_entry sts_cache[STS_CACHE_SIZE];
 static uint64_t sts_clock;
 static pthread_mutex_t sts_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* The policy as its file text (what sts_disk_put stores and the parser reads back). */
+static void sts_policy_text(const struct mailauth_sts_policy *p, struct buf *out)
+{
+    static const char *const modes[] = {"none", "testing", "enforce"};
+    buf_printf(out, "version: STSv1\nmode: %s\n", modes[p->mode]);
+    for (size_t i = 0; i < p->n_mx; i++)
+        buf_printf(out, "mx: %s\n", p->mx[i]);
+    buf_printf(out, "max_age: %lld\n", (long long)p->max_age);
+}
+
+/* Store an entry on disk: a temporary file renamed over the old one. Best effort. */
+static void sts_disk_put(const char *dir, const struct sts_entry *e)
+{
+    if (!dir || !dir[0] || !mailauth_keys_is_valid_name(e->domain, sizeof e->domain))
+        return;
+    char path[4400], tmp[4500];
+    snprintf(path, sizeof path, "%s/%s", dir, e->domain);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    struct buf b;
+    buf_init(&b, 0);
+    buf_printf(&b, "id=%s\nexpires=%lld\n", e->id, (long long)e->expires);
+    sts_policy_text(&e->policy, &b);
+    if (!b.data || util_mkdir_p(dir, 0700) < 0) {
+        buf_free(&b);
+        return;
+    }
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        bool ok = util_write_all(fd, b.data, b.len) == 0;
+        close(fd);
+        if (!ok || rename(tmp, path) < 0)
+            unlink(tmp);
+    }
+    buf_free(&b);
+}
+
+/* Read domain's entry from disk into *e: true when there is a valid one. */
+static bool sts_disk_get(const char *dir, const char *domain, struct sts_entry *e)
+{
+    if (!dir || !dir[0] || !mailauth_keys_is_valid_name(domain, 254))
+        return false;
+    char path[4400];
+    snprintf(path, sizeof path, "%s/%s", dir, domain);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    char text[STS_POLICY_MAX + 200];
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (n <= 0)
+        return false;
+    text[n] = '\0';
+    memset(e, 0, sizeof *e);
+    char *nl1 = strchr(text, '\n');
+    char *nl2 = nl1 ? strchr(nl1 + 1, '\n') : NULL;
+    if (!nl2 || strncmp(text, "id=", 3) != 0 || strncmp(nl1 + 1, "expires=", 8) != 0)
+        return false;
+    *nl1 = '\0';
+    snprintf(e->id, sizeof e->id, "%s", text + 3);
+    e->expires = strtoll(nl1 + 9, NULL, 10);
+    snprintf(e->domain, sizeof e->domain, "%s", domain);
+    return mailauth_sts_policy_parse(nl2 + 1, (size_t)(text + n - (nl2 + 1)), &e->policy) == 0;
+}
+
 static bool sts_cache_get(const char *domain, int64_t now, struct sts_entry *out)
 {
     bool found = false;
@@ -285,7 +352,7 @@ static bool sts_cache_get(const char *domain, int64_t now, struct sts_entry *out
 }
 
 static void sts_cache_put(const char *domain, const char *id,
-                          const struct mailauth_sts_policy *p, int64_t now)
+                          const struct mailauth_sts_policy *p, int64_t expires)
 {
     pthread_mutex_lock(&sts_lock);
     struct sts_entry *slot = &sts_cache[0];
@@ -301,7 +368,7 @@ static void sts_cache_put(const char *domain, const char *id,
     snprintf(slot->domain, sizeof slot->domain, "%s", domain);
     snprintf(slot->id, sizeof slot->id, "%s", id);
     slot->policy = *p;
-    slot->expires = now + p->max_age;
+    slot->expires = expires;
     slot->used = ++sts_clock;
     pthread_mutex_unlock(&sts_lock);
 }
@@ -321,6 +388,11 @@ enum mailauth_sts_status mailauth_sts_get(const struct mailauth_dns *dns,
     err[0] = '\0';
     struct sts_entry cached;
     bool has_cached = sts_cache_get(domain, now, &cached);
+    if (!has_cached && sts_disk_get(o->cache_dir, domain, &cached) && cached.expires > now) {
+        /* a policy from before a restart */
+        has_cached = true;
+        sts_cache_put(domain, cached.id, &cached.policy, cached.expires);
+    }
     char name[300];
     snprintf(name, sizeof name, "_mta-sts.%s", domain);
     struct mailauth_dns_answer *a = calloc(1, sizeof *a);
@@ -361,6 +433,10 @@ enum mailauth_sts_status mailauth_sts_get(const struct mailauth_dns *dns,
         }
         return MAILAUTH_STS_FETCH_FAILED;
     }
-    sts_cache_put(domain, id, p, now);
+    sts_cache_put(domain, id, p, now + p->max_age);
+    struct sts_entry e = {.expires = now + p->max_age, .policy = *p};
+    snprintf(e.domain, sizeof e.domain, "%s", domain);
+    snprintf(e.id, sizeof e.id, "%s", id);
+    sts_disk_put(o->cache_dir, &e);
     return MAILAUTH_STS_FOUND;
 }

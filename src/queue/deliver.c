@@ -400,8 +400,11 @@ static void deliver_mta_sts(const struct outbound_shared *sh, const char *id, co
     if (!sh->mailauth_dns)
         return;
     struct mailauth_dns dns = mailauth_resolver_dns(sh->mailauth_dns);
+    char cache_dir[4200];
+    snprintf(cache_dir, sizeof cache_dir, "%s/mta-sts", sh->cfg->data_dir);
     struct mailauth_sts_opts so = {.ca_file = sh->cfg->outbound_ca_file,
-                                   .https_port = sh->cfg->outbound_mta_sts_port};
+                                   .https_port = sh->cfg->outbound_mta_sts_port,
+                                   .cache_dir = cache_dir};
     struct mailauth_sts_policy *p = malloc(sizeof *p);
     char err[256];
     if (!p)

@@ -231,3 +231,19 @@ def test_tls_reports(run):
     assert detail["result-type"] == "certificate-host-mismatch"
     assert detail["receiving-mx-hostname"] == "mx.sts.test"
     assert detail["receiving-ip"] == "127.0.0.1"
+
+
+def test_policy_cache_survives_restart(run, policy_server):
+    """RFC 8461 §5.1: a cached policy stays in force across a restart, without a fetch."""
+    sender, mx = run("enforce", "mx.sts.test")
+    sender.wait_log(r"to=<carol@sts\.test>, .*status=sent")
+    assert (sender.data_dir / "mta-sts" / "sts.test").exists()
+    fetched = policy_server.requests
+    policy_server.policy = "not a policy"  # a fetch now would fail
+    sender.stop()
+    sender.start()
+    offset = sender.log_offset()
+    submit(sender)
+    sender.wait_log(r"Trusted TLS connection established to mx\.sts\.test", since=offset)
+    sender.wait_log(r"to=<carol@sts\.test>, .*status=sent", since=offset)
+    assert policy_server.requests == fetched
