@@ -142,6 +142,10 @@ bool conn_peer_is_loopback(const struct conn *c)
 {
     return false;
 }
+bool conn_peer_is_local(const struct conn *c)
+{
+    return false;
+}
 const char *conn_peer_name(const struct conn *c)
 {
     return "unknown";
