@@ -405,7 +405,9 @@ static bool spf_parse_cidr(const char *s, size_t *len, enum spf_cidr_mode mode, 
             break;
         if (l - k > 3 || (l - k > 1 && s[k] == '0'))
             return false; /* leading zeros are not in the grammar */
-        int v = atoi(s + k);
+        int v = 0; /* the digits s[k..l): s is not NUL-terminated */
+        for (size_t d = k; d < l; d++)
+            v = v * 10 + (s[d] - '0');
         bool is_double = k >= 2 && s[k - 2] == '/';
         if (is_double) {
             /* "//m" only in dual-cidr-length, and only last */
