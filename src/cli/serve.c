@@ -119,6 +119,9 @@ static int serve_init(struct server_context *ctx, char **error_r)
         }
         return 0;
     }
+    /* issue 12: the resolver of the port-25 checks, in the processes with SMTP sessions */
+    if ((ctx->processes & SERVER_PROC_WORKER) && smtp_mailauth_start(ctx->cfg, error_r) < 0)
+        return -1;
     if (!(ctx->processes & SERVER_PROC_QUEUE)) {
         outbound_runner_set_remote(serve_forward_queued);
         return 0;
@@ -138,6 +141,7 @@ static void serve_fini(struct server_context *ctx)
                                                                    : UINT64_MAX))
         server_abandon_exit(ctx, "outbound deliveries");
     ctx->app = NULL;
+    smtp_mailauth_stop();
     auth_server_free(serve_auth_server);
     serve_auth_server = NULL;
     outbound_runner_set_remote(NULL);

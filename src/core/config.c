@@ -38,6 +38,7 @@ enum config_type {
     CT_SIZE, /* uint64 bytes, optional k/M/G suffix */
     CT_PLAINTEXT,
     CT_LOG_TARGET,
+    CT_CHOICE,      /* string, one of config_choices(key) */
     CT_UIDL_FORMAT, /* string, a POP3 UIDL format (core/uidl.h) */
     CT_MODE,        /* unsigned, an octal file mode (0000-0777) */
 };
@@ -104,6 +105,7 @@ static const struct config_key config_keys[] = {
     {"queue.destination_concurrency", CT_UINT, OFF(queue_destination_concurrency), "10", "10"},
     {"queue.delay_warning_time", CT_UINT, OFF(queue_delay_warning_time), "0", "0"},
     {"dns.resolver", CT_STRING, OFF(dns_resolver), "", ""},
+    {"dns.trust_anchor", CT_PATH, OFF(dns_trust_anchor), "", ""},
     {"relayhost", CT_STRING, OFF(relayhost), "", ""},
     {"relayhost.username", CT_STRING, OFF(relayhost_username), "", ""},
     {"relayhost.password", CT_STRING, OFF(relayhost_password), "", ""},
@@ -111,9 +113,31 @@ static const struct config_key config_keys[] = {
     {"outbound.tls", CT_STRING, OFF(outbound_tls), "may", "may"},
     {"outbound.timeout", CT_UINT, OFF(outbound_timeout), "300", "300"},
     {"outbound.port", CT_UINT, OFF(outbound_port), "25", "25"},
+    {"outbound.mta_sts", CT_BOOL, OFF(outbound_mta_sts), "yes", "yes"},
+    {"outbound.mta_sts_port", CT_UINT, OFF(outbound_mta_sts_port), "443", "443"},
+    {"outbound.ca_file", CT_PATH, OFF(outbound_ca_file), "", ""},
+    {"outbound.dane", CT_BOOL, OFF(outbound_dane), "yes", "yes"},
+    {"mailauth.verify", CT_BOOL, OFF(mailauth_verify), "yes", "yes"},
+    {"mailauth.authserv_id", CT_STRING, OFF(mailauth_authserv_id), "", ""},
+    {"mailauth.spf_policy", CT_CHOICE, OFF(mailauth_spf_policy), "mark", "mark"},
+    {"mailauth.dmarc_policy", CT_CHOICE, OFF(mailauth_dmarc_policy), "enforce", "enforce"},
+    {"mailauth.dns_timeout", CT_UINT, OFF(mailauth_dns_timeout), "5", "5"},
 };
 
 #define N_KEYS (sizeof config_keys / sizeof config_keys[0])
+
+/* The names a CT_CHOICE key accepts (NULL-terminated). */
+static const char *const *config_choices(const struct config_key *k)
+{
+    static const char *const spf_policy_names[] = {"mark", "reject", NULL};
+    static const char *const dmarc_policy_names[] = {"enforce", "junk", "mark", NULL};
+    static const char *const none[] = {NULL};
+    if (k->offset == OFF(mailauth_spf_policy))
+        return spf_policy_names;
+    if (k->offset == OFF(mailauth_dmarc_policy))
+        return dmarc_policy_names;
+    return none;
+}
 
 /* The public struct plus what config_show needs to know about how it was made. */
 struct config_private {
@@ -415,6 +439,27 @@ static char *config_set(struct config *cfg, const struct config_key *k, const ch
         *(enum config_plaintext *)field = (enum config_plaintext)i;
         return NULL;
     }
+    case CT_CHOICE: {
+        const char *const *choices = config_choices(k);
+        size_t n = 0;
+        while (choices[n])
+            n++;
+        int i = enum_find(choices, n, v);
+        if (i < 0) {
+            struct buf b;
+            buf_init(&b, 0);
+            for (size_t j = 0; j < n; j++)
+                buf_printf(&b, "%s%s", j ? (j + 1 == n ? " or " : ", ") : "", choices[j]);
+            char *msg = config_asprintf("bad value '%s' for %s (use %s)", v, k->name,
+                                        b.data ? b.data : "");
+            buf_free(&b);
+            return msg;
+        }
+        char **sp = (char **)field;
+        free(*sp);
+        *sp = config_strdup(choices[i]);
+        return NULL;
+    }
     case CT_UIDL_FORMAT: {
         char *why = NULL;
         if (!uidl_format_check(v, &why)) {
@@ -493,6 +538,56 @@ static char *config_transport_add(struct config *cfg, const char *domain, const 
     return NULL;
 }
 
+/* mailauth.spf_policy.<domain> / mailauth.dmarc_policy.<domain> (issue 12): a per-domain
+ * override of the global key k, kept as "<key name> <domain> <value>" items; a later line
+ * for the same key and domain replaces the earlier one. */
+static char *config_mailauth_policy_add(struct config *cfg, const struct config_key *k,
+                                        const char *domain, const char *value)
+{
+    const char *const *choices = config_choices(k);
+    size_t n = 0;
+    while (choices[n])
+        n++;
+    int i = enum_find(choices, n, value);
+    if (i < 0 || strchr(domain, ' ') || domain[0] == '\0')
+        return config_asprintf("bad value '%.80s' for %s.%.80s", value, k->name, domain);
+    struct config_list *l = &cfg->mailauth_policies;
+    char *item = config_asprintf("%s %s %s", k->name, domain, choices[i]);
+    size_t prefix = strlen(k->name) + 1 + strlen(domain) + 1;
+    for (size_t j = 0; j < l->n; j++) {
+        if (strncasecmp(l->items[j], item, prefix) == 0) {
+            free(l->items[j]);
+            l->items[j] = item;
+            return NULL;
+        }
+    }
+    if (l->n >= 1024) {
+        free(item);
+        return config_asprintf("too many %s.* keys", k->name);
+    }
+    char **items = realloc(l->items, (l->n + 1) * sizeof *items);
+    if (!items) {
+        free(item);
+        return config_asprintf("out of memory");
+    }
+    l->items = items;
+    l->items[l->n++] = item;
+    return NULL;
+}
+
+const char *config_mailauth_policy(const struct config *cfg, const char *key, const char *domain)
+{
+    size_t kl = strlen(key), dl = domain ? strlen(domain) : 0;
+    for (size_t j = 0; domain && j < cfg->mailauth_policies.n; j++) {
+        const char *it = cfg->mailauth_policies.items[j];
+        if (strncmp(it, key, kl) == 0 && it[kl] == ' ' && strncasecmp(it + kl + 1, domain, dl) == 0 &&
+            it[kl + 1 + dl] == ' ')
+            return it + kl + 1 + dl + 1;
+    }
+    return strcmp(key, "mailauth.spf_policy") == 0 ? cfg->mailauth_spf_policy
+                                                   : cfg->mailauth_dmarc_policy;
+}
+
 /* Apply "key = value" (a line or an override). Returns NULL or a malloc'd reason;
  * a blank line or comment is a no-op. */
 static char *config_apply_line(struct config *cfg, char *line, bool is_override)
@@ -519,6 +614,13 @@ static char *config_apply_line(struct config *cfg, char *line, bool is_override)
     const struct config_key *k = config_key_find(key);
     if (!k && strncmp(key, "transport.", 10) == 0 && key[10] != '\0')
         return config_transport_add(cfg, key + 10, value);
+    if (!k && (strncmp(key, "mailauth.spf_policy.", 20) == 0 ||
+               strncmp(key, "mailauth.dmarc_policy.", 22) == 0)) {
+        const char *dot = strchr(key + 9, '.');
+        char name[32];
+        snprintf(name, sizeof name, "%.*s", (int)(dot - key), key);
+        return config_mailauth_policy_add(cfg, config_key_find(name), dot + 1, value);
+    }
     if (!k)
         return config_asprintf("unknown key '%.80s'", key);
     return config_set(cfg, k, value);
@@ -734,12 +836,13 @@ void config_free(struct config *cfg)
         const struct config_key *k = &config_keys[i];
         char *field = (char *)cfg + k->offset;
         if (k->type == CT_STRING || k->type == CT_PATH || k->type == CT_LOG_TARGET ||
-            k->type == CT_UIDL_FORMAT)
+            k->type == CT_CHOICE || k->type == CT_UIDL_FORMAT)
             free(*(char **)field);
         else if (k->type == CT_LISTEN || k->type == CT_NETWORKS)
             config_list_free((struct config_list *)field);
     }
     config_list_free(&cfg->transports);
+    config_list_free(&cfg->mailauth_policies);
     free(cfg->path);
     free(cfg);
 }
@@ -753,6 +856,7 @@ static char *config_format_value(const struct config *cfg, const struct config_k
     switch (k->type) {
     case CT_STRING:
     case CT_PATH:
+    case CT_CHOICE:
     case CT_LOG_TARGET:
     case CT_UIDL_FORMAT: {
         const char *s = *(char *const *)field;
@@ -828,6 +932,14 @@ void config_show(const struct config *cfg, bool non_default_only)
         const char *sp = strchr(item, ' ');
         if (sp)
             printf("transport.%.*s = %s\n", (int)(sp - item), item, sp + 1);
+    }
+    for (size_t i = 0; i < cfg->mailauth_policies.n; i++) {
+        const char *item = cfg->mailauth_policies.items[i];
+        const char *sp1 = strchr(item, ' ');
+        const char *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
+        if (sp2)
+            printf("%.*s.%.*s = %s\n", (int)(sp1 - item), item, (int)(sp2 - sp1 - 1), sp1 + 1,
+                   sp2 + 1);
     }
     config_free(defaults);
 }

@@ -101,8 +101,22 @@ struct config {
     char *outbound_tls;            /* outbound.tls: none | may | encrypt; default may */
     unsigned outbound_timeout;     /* outbound.timeout seconds per SMTP read/write; 300 */
     unsigned outbound_port;        /* outbound.port: TCP port for MX-routed mail; 25 */
+    bool outbound_mta_sts;          /* outbound.mta_sts: honour RFC 8461 policies; yes */
+    unsigned outbound_mta_sts_port; /* outbound.mta_sts_port: policy host's HTTPS port; 443 */
+    char *outbound_ca_file;         /* outbound.ca_file: CAs for MTA-STS; "" = system */
+    bool outbound_dane;             /* outbound.dane: RFC 7672 when DNSSEC is on; yes */
+    char *dns_trust_anchor;         /* dns.trust_anchor: DNSSEC anchor file; "" = no DNSSEC */
     struct config_list transports; /* transport.<domain> = [host]:port, stored as
                                       "<domain> [host]:port" items, in file order */
+
+    /* Mail authentication (issue 12). Added by the mailauth helper. */
+    bool mailauth_verify;          /* mailauth.verify: SPF/DKIM/DMARC on port 25; yes */
+    char *mailauth_authserv_id;    /* mailauth.authserv_id: A-R id; "" = hostname */
+    char *mailauth_spf_policy;     /* mailauth.spf_policy: mark | reject (SPF fail at RCPT) */
+    char *mailauth_dmarc_policy;   /* mailauth.dmarc_policy: enforce | junk | mark */
+    unsigned mailauth_dns_timeout; /* mailauth.dns_timeout: seconds per lookup; 5 */
+    struct config_list mailauth_policies; /* mailauth.{spf,dmarc}_policy.<domain> overrides,
+                                             "<key> <domain> <value>" items */
 };
 
 /*
@@ -121,6 +135,10 @@ void config_free(struct config *cfg);
 struct config *config_parse_buffer(const char *name, const char *text, size_t len,
                                    char *const *overrides, size_t n_overrides, bool is_root,
                                    char **error_r);
+
+/* The value of mailauth.spf_policy or mailauth.dmarc_policy (key) for one of our
+ * domains: its mailauth.<key>.<domain> override, else the global value. */
+const char *config_mailauth_policy(const struct config *cfg, const char *key, const char *domain);
 
 /* Print the effective settings as "key = value" lines; only non-defaults if non_default_only. */
 void config_show(const struct config *cfg, bool non_default_only);
