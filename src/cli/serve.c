@@ -119,6 +119,13 @@ int cli_serve(const struct cli_options *o, int argc, char **argv)
     free(overrides);
     if (!cfg)
         return 1;
+    char *err = NULL;
+    if (auth_config_check(cfg, &err) < 0) { /* before anything binds */
+        fprintf(stderr, "tern: %s\n", err ? err : "bad directory settings");
+        free(err);
+        config_free(cfg);
+        return 1;
+    }
     if (serve_open_log(cfg, is_foreground) < 0) {
         config_free(cfg);
         return 1;

@@ -7,10 +7,18 @@
  * unknown -> 550 5.1.1, directory error -> 451 4.3.0, full mailbox -> 452 4.2.2;
  * a foreign domain is relayed only for authenticated clients or relay_networks, else
  * 554 5.7.1 Relay access denied (DESIGN §6: no open relay, not even for loopback).
+ *
+ * Every directory question (is the domain ours, who receives this address, is the
+ * mailbox full, may this user send as this address) may wait on a database (an SQL
+ * directory) or a disk, so it runs in the workpool: the job carries copies of the
+ * address and parameters, the session's reads pause, and the done callback on the loop
+ * applies the answer to the transaction and replies (THE THREAD RULE: the work function
+ * never touches the session). Pipelined commands wait their turn in the input buffer.
  */
 #include "auth/auth.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "core/workpool.h"
 #include "smtp/session.h"
 #include "store/store.h"
 
@@ -48,6 +56,57 @@ void smtp_txn_reset(struct smtp_txn *t)
     t->body_fd = -1;
 }
 
+/* Start the transaction (MAIL accepted). */
+static void mail_accept(struct smtp_session *s, const struct addr *from,
+                        const struct smtp_mail_params *params, const char *from_text)
+{
+    smtp_txn_reset(&s->txn);
+    s->txn.is_active = true;
+    s->txn.from = *from;
+    snprintf(s->txn.from_text, sizeof s->txn.from_text, "%s", from_text);
+    s->txn.params = *params;
+    s->txn.start_ms = util_now_ms();
+    smtp_reply(s, "250 2.1.0 Ok");
+}
+
+/* MAIL of an authenticated client: may it use this sender? Asked in the workpool. */
+struct sender_job {
+    struct smtp_session *s;
+    struct auth_service *auth;
+    char user[ADDR_MAX_PATH + 1];
+    char from_text[ADDR_MAX_PATH + 1];
+    struct addr from;
+    struct smtp_mail_params params;
+    bool is_allowed; /* result */
+};
+
+static void sender_work(void *arg)
+{
+    struct sender_job *j = arg;
+    j->is_allowed = auth_sender_allowed(j->auth, j->user, j->from_text);
+}
+
+static void sender_done(void *arg)
+{
+    struct sender_job *j = arg;
+    struct smtp_session *s = j->s;
+    if (!s->is_dead) {
+        if (j->is_allowed) {
+            mail_accept(s, &j->from, &j->params, j->from_text);
+        } else {
+            char reply[2 * SMTP_REPLY_MAX];
+            snprintf(reply, sizeof reply,
+                     "553 5.7.1 <%s>: Sender address rejected: not owned by user %s", j->from_text,
+                     j->user);
+            log_info("smtpd", "NOQUEUE: reject: MAIL from %s: %s; from=<%s> proto=ESMTP helo=<%s>",
+                     s->peer, reply, j->from_text, s->helo);
+            smtp_reply(s, "%s", reply);
+        }
+    }
+    free(j);
+    smtp_session_job_done(s);
+}
+
 void smtp_cmd_mail(struct smtp_session *s, const struct smtp_command *cmd)
 {
     if (s->txn.is_active) {
@@ -69,23 +128,24 @@ void smtp_cmd_mail(struct smtp_session *s, const struct smtp_command *cmd)
     }
     char from_text[ADDR_MAX_PATH + 1];
     addr_format(&from, from_text, sizeof from_text);
-    if (s->auth_user && s->ctx->auth && !from.is_null &&
-        !auth_sender_allowed(s->ctx->auth, s->auth_user, from_text)) {
-        snprintf(reply, sizeof reply,
-                 "553 5.7.1 <%s>: Sender address rejected: not owned by user %s", from_text,
-                 s->auth_user);
-        log_info("smtpd", "NOQUEUE: reject: MAIL from %s: %s; from=<%s> proto=ESMTP helo=<%s>",
-                 s->peer, reply, from_text, s->helo);
-        smtp_reply(s, "%s", reply);
+    if (!s->auth_user || !s->ctx->auth || from.is_null) {
+        mail_accept(s, &from, &params, from_text);
         return;
     }
-    smtp_txn_reset(&s->txn);
-    s->txn.is_active = true;
-    s->txn.from = from;
-    snprintf(s->txn.from_text, sizeof s->txn.from_text, "%s", from_text);
-    s->txn.params = params;
-    s->txn.start_ms = util_now_ms();
-    smtp_reply(s, "250 2.1.0 Ok");
+    struct sender_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        smtp_reply(s, "451 4.3.0 Temporary failure: out of memory");
+        return;
+    }
+    j->s = s;
+    j->auth = s->ctx->auth;
+    snprintf(j->user, sizeof j->user, "%s", s->auth_user);
+    snprintf(j->from_text, sizeof j->from_text, "%s", from_text);
+    j->from = from;
+    j->params = params;
+    s->is_busy = true;
+    conn_pause_read(s->c);
+    workpool_submit(s->ctx->pool, sender_work, sender_done, j);
 }
 
 /* Append a local target unless that user already gets a copy. */
@@ -167,7 +227,36 @@ static void rcpt_reject(struct smtp_session *s, const char *rcpt, const char *fm
     smtp_reply(s, "%s", reply);
 }
 
-/* Is one of the local targets of this recipient at or over quota? */
+/* ---- RCPT: the directory's answer is worked out in the workpool --------------------- */
+
+struct rcpt_job {
+    struct smtp_session *s; /* read in rcpt_done only */
+    struct auth_service *auth;
+    struct addr to;
+    struct smtp_rcpt_params rp;
+    bool is_bare_postmaster; /* "RCPT TO:<postmaster>": the domain is found in the work */
+    bool may_relay;          /* authenticated or in relay_networks */
+    char default_domain[256];
+    char hostname[256];
+    /* results */
+    char rcpt[ADDR_MAX_PATH + 1];
+    char reply[SMTP_REPLY_MAX]; /* non-empty: the rejection to send */
+    struct auth_user *users;    /* local mailboxes, looked up */
+    size_t n_users;
+    struct auth_targets t; /* the resolved targets (remote ones are relayed) */
+    bool is_remote;        /* a foreign recipient we relay */
+};
+
+__attribute__((format(printf, 2, 3))) static void rcpt_job_reject(struct rcpt_job *j,
+                                                                  const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(j->reply, sizeof j->reply, fmt, ap);
+    va_end(ap);
+}
+
+/* Work: is one of the local targets of this recipient at or over quota? */
 static bool user_is_full(const struct auth_user *u)
 {
     if (u->quota == 0 || !u->home)
@@ -176,78 +265,133 @@ static bool user_is_full(const struct auth_user *u)
     return used >= 0 && (uint64_t)used >= u->quota;
 }
 
-/* Resolve a recipient in one of our domains. Returns 1 accepted, 0 rejected (replied). */
-static int rcpt_local(struct smtp_session *s, const char *rcpt, const struct smtp_rcpt_params *rp)
+/* Work: resolve a recipient in one of our domains into j->users and j->t, or set
+ * j->reply. Every local target is looked up first, so a rejection leaves the
+ * transaction as it was. */
+static void rcpt_resolve(struct rcpt_job *j)
 {
-    struct auth_targets t = {0};
-    int rc = auth_resolve(s->ctx->auth, rcpt, &t);
+    static const char unknown[] =
+        "550 5.1.1 <%s>: Recipient address rejected: User unknown in virtual mailbox table";
+    int rc = auth_resolve(j->auth, j->rcpt, &j->t);
     if (rc < 0) {
-        rcpt_reject(s, rcpt, "451 4.3.0 <%s>: Temporary lookup failure", rcpt);
-        return 0;
+        rcpt_job_reject(j, "451 4.3.0 <%s>: Temporary lookup failure", j->rcpt);
+        return;
     }
     if (rc == 0) {
-        rcpt_reject(s, rcpt,
-                    "550 5.1.1 <%s>: Recipient address rejected: User unknown in virtual "
-                    "mailbox table",
-                    rcpt);
-        return 0;
+        rcpt_job_reject(j, unknown, j->rcpt);
+        return;
     }
-    /* Look every local target up first, so a rejection leaves the transaction as it was. */
-    struct auth_user *users = calloc(t.n_local ? t.n_local : 1, sizeof *users);
-    int result = 1;
-    size_t n_found = 0;
-    if (!users) {
-        rcpt_reject(s, rcpt, "451 4.3.0 <%s>: Temporary lookup failure", rcpt);
-        auth_targets_free(&t);
-        return 0;
+    j->users = calloc(j->t.n_local ? j->t.n_local : 1, sizeof *j->users);
+    if (!j->users) {
+        rcpt_job_reject(j, "451 4.3.0 <%s>: Temporary lookup failure", j->rcpt);
+        return;
     }
-    for (size_t i = 0; i < t.n_local && result == 1; i++) {
-        int r = auth_user_lookup(s->ctx->auth, t.local[i], &users[n_found]);
+    for (size_t i = 0; i < j->t.n_local && !j->reply[0]; i++) {
+        struct auth_user *u = &j->users[j->n_users];
+        int r = auth_user_lookup(j->auth, j->t.local[i], u);
         if (r < 0) {
-            rcpt_reject(s, rcpt, "451 4.3.0 <%s>: Temporary lookup failure", rcpt);
-            result = 0;
-        } else if (r == 0 || !users[n_found].enabled) {
+            rcpt_job_reject(j, "451 4.3.0 <%s>: Temporary lookup failure", j->rcpt);
+        } else if (r == 0 || !u->enabled) {
             if (r > 0)
-                auth_user_free(&users[n_found]);
-            if (t.n_local == 1 && t.n_remote == 0) {
-                rcpt_reject(s, rcpt,
-                            "550 5.1.1 <%s>: Recipient address rejected: User unknown in "
-                            "virtual mailbox table",
-                            rcpt);
-                result = 0;
-            }
-        } else if (user_is_full(&users[n_found])) {
-            n_found++;
-            rcpt_reject(s, rcpt, "452 4.2.2 <%s>: Recipient address rejected: Mailbox full", rcpt);
-            result = 0;
+                auth_user_free(u);
+            if (j->t.n_local == 1 && j->t.n_remote == 0)
+                rcpt_job_reject(j, unknown, j->rcpt);
+        } else if (user_is_full(u)) {
+            j->n_users++;
+            rcpt_job_reject(j, "452 4.2.2 <%s>: Recipient address rejected: Mailbox full",
+                            j->rcpt);
         } else {
-            n_found++;
+            j->n_users++;
         }
     }
-    if (result == 1 && n_found == 0 && t.n_remote == 0) {
-        rcpt_reject(s, rcpt,
-                    "550 5.1.1 <%s>: Recipient address rejected: User unknown in virtual "
-                    "mailbox table",
-                    rcpt);
-        result = 0;
+    if (!j->reply[0] && j->n_users == 0 && j->t.n_remote == 0)
+        rcpt_job_reject(j, unknown, j->rcpt);
+}
+
+/* Work: RFC 5321 §4.1.1.3: a bare "postmaster" is ours. Route it via auth.default_domain,
+ * else the parent domain of our hostname when that is local, else the hostname. */
+static void postmaster_domain(struct rcpt_job *j)
+{
+    const char *dot = strchr(j->hostname, '.');
+    char *out = j->to.domain;
+    size_t size = sizeof j->to.domain;
+    if (j->default_domain[0])
+        snprintf(out, size, "%s", j->default_domain);
+    else if (dot && auth_domain_is_local(j->auth, dot + 1) == 1)
+        snprintf(out, size, "%s", dot + 1);
+    else
+        snprintf(out, size, "%s", j->hostname);
+}
+
+static void rcpt_work(void *arg)
+{
+    struct rcpt_job *j = arg;
+    if (j->is_bare_postmaster)
+        postmaster_domain(j);
+    addr_format(&j->to, j->rcpt, sizeof j->rcpt);
+    int is_local = auth_domain_is_local(j->auth, j->to.domain);
+    if (is_local < 0)
+        rcpt_job_reject(j, "451 4.3.0 <%s>: Temporary lookup failure", j->rcpt);
+    else if (is_local == 1)
+        rcpt_resolve(j);
+    else if (!j->may_relay) /* DESIGN §6: relaying needs SASL auth or relay_networks */
+        rcpt_job_reject(j, "554 5.7.1 <%s>: Relay access denied", j->rcpt);
+    else
+        j->is_remote = true;
+}
+
+static void rcpt_job_free(struct rcpt_job *j)
+{
+    for (size_t i = 0; i < j->n_users; i++)
+        auth_user_free(&j->users[i]);
+    free(j->users);
+    auth_targets_free(&j->t);
+    free(j);
+}
+
+/* Loop: the recipient is accepted; add its targets to the transaction and say 250. */
+static void rcpt_accept(struct smtp_session *s, struct rcpt_job *j)
+{
+    bool ok = true;
+    if (j->is_remote) {
+        ok = txn_add_remote(&s->txn, j->rcpt, &j->rp);
+    } else {
+        for (size_t i = 0; i < j->n_users && ok; i++)
+            ok = txn_add_local(&s->txn, &j->users[i], j->rcpt, &j->rp);
+        for (size_t i = 0; i < j->t.n_remote && ok; i++)
+            ok = txn_add_remote(&s->txn, j->t.remote[i], &j->rp);
     }
-    if (result == 1) {
-        for (size_t i = 0; i < n_found; i++)
-            if (!txn_add_local(&s->txn, &users[i], rcpt, rp))
-                result = -1;
-        for (size_t i = 0; i < t.n_remote; i++)
-            if (!txn_add_remote(&s->txn, t.remote[i], rp))
-                result = -1;
-        if (result < 0) {
-            rcpt_reject(s, rcpt, "451 4.3.0 <%s>: Temporary failure: out of memory", rcpt);
-            result = 0;
-        }
+    if (!ok) {
+        rcpt_reject(s, j->rcpt, "451 4.3.0 <%s>: Temporary failure: out of memory", j->rcpt);
+        return;
     }
-    for (size_t i = 0; i < n_found; i++)
-        auth_user_free(&users[i]);
-    free(users);
-    auth_targets_free(&t);
-    return result;
+    if (!s->txn.has_queue_id) {
+        util_queue_id(s->txn.queue_id);
+        s->txn.has_queue_id = true;
+        if (s->auth_user)
+            log_info("smtpd", "%s: client=%s, sasl_method=%s, sasl_username=%s", s->txn.queue_id,
+                     s->peer, s->auth_mech, s->auth_user);
+        else
+            log_info("smtpd", "%s: client=%s", s->txn.queue_id, s->peer);
+    }
+    if (!s->txn.first_rcpt)
+        s->txn.first_rcpt = strdup(j->rcpt);
+    s->txn.n_rcpt++;
+    smtp_reply(s, "250 2.1.5 Ok");
+}
+
+static void rcpt_done(void *arg)
+{
+    struct rcpt_job *j = arg;
+    struct smtp_session *s = j->s;
+    if (!s->is_dead) {
+        if (j->reply[0])
+            rcpt_reject(s, j->rcpt, "%s", j->reply);
+        else
+            rcpt_accept(s, j);
+    }
+    rcpt_job_free(j);
+    smtp_session_job_done(s);
 }
 
 static bool has_non_ascii(const char *p)
@@ -256,20 +400,6 @@ static bool has_non_ascii(const char *p)
         if ((unsigned char)*p >= 0x80)
             return true;
     return false;
-}
-
-/* RFC 5321 §4.1.1.3: a bare "postmaster" is ours. Route it via auth.default_domain,
- * else the parent domain of our hostname when that is local, else the hostname. */
-static void postmaster_domain(struct smtp_session *s, char *out, size_t size)
-{
-    const char *host = smtp_hostname(s);
-    const char *dot = strchr(host, '.');
-    if (s->cfg->default_domain && s->cfg->default_domain[0])
-        snprintf(out, size, "%s", s->cfg->default_domain);
-    else if (dot && s->ctx->auth && auth_domain_is_local(s->ctx->auth, dot + 1) == 1)
-        snprintf(out, size, "%s", dot + 1);
-    else
-        snprintf(out, size, "%s", host);
 }
 
 void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
@@ -296,46 +426,23 @@ void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
         smtp_reply(s, "452 4.5.3 Error: too many recipients");
         return;
     }
-    if (to.domain[0] == '\0')
-        postmaster_domain(s, to.domain, sizeof to.domain);
-    char rcpt[ADDR_MAX_PATH + 1];
-    addr_format(&to, rcpt, sizeof rcpt);
-    if (!s->ctx->auth) {
+    struct rcpt_job *j = s->ctx->auth ? calloc(1, sizeof *j) : NULL;
+    if (!j) {
+        char rcpt[ADDR_MAX_PATH + 1];
+        addr_format(&to, rcpt, sizeof rcpt);
         rcpt_reject(s, rcpt, "451 4.3.0 <%s>: Temporary lookup failure", rcpt);
         return;
     }
-    int is_local = auth_domain_is_local(s->ctx->auth, to.domain);
-    if (is_local < 0) {
-        rcpt_reject(s, rcpt, "451 4.3.0 <%s>: Temporary lookup failure", rcpt);
-        return;
-    }
-    if (is_local == 1) {
-        if (rcpt_local(s, rcpt, &rp) != 1)
-            return;
-    } else {
-        /* DESIGN §6: relaying needs SASL auth or a client in relay_networks. */
-        bool may_relay =
-            s->auth_user != NULL || conn_peer_in_networks(s->c, &s->cfg->relay_networks);
-        if (!may_relay) {
-            rcpt_reject(s, rcpt, "554 5.7.1 <%s>: Relay access denied", rcpt);
-            return;
-        }
-        if (!txn_add_remote(&s->txn, rcpt, &rp)) {
-            rcpt_reject(s, rcpt, "451 4.3.0 <%s>: Temporary failure: out of memory", rcpt);
-            return;
-        }
-    }
-    if (!s->txn.has_queue_id) {
-        util_queue_id(s->txn.queue_id);
-        s->txn.has_queue_id = true;
-        if (s->auth_user)
-            log_info("smtpd", "%s: client=%s, sasl_method=%s, sasl_username=%s", s->txn.queue_id,
-                     s->peer, s->auth_mech, s->auth_user);
-        else
-            log_info("smtpd", "%s: client=%s", s->txn.queue_id, s->peer);
-    }
-    if (!s->txn.first_rcpt)
-        s->txn.first_rcpt = strdup(rcpt);
-    s->txn.n_rcpt++;
-    smtp_reply(s, "250 2.1.5 Ok");
+    j->s = s;
+    j->auth = s->ctx->auth;
+    j->to = to;
+    j->rp = rp;
+    j->is_bare_postmaster = to.domain[0] == '\0';
+    j->may_relay = s->auth_user != NULL || conn_peer_in_networks(s->c, &s->cfg->relay_networks);
+    snprintf(j->default_domain, sizeof j->default_domain, "%s",
+             s->cfg->default_domain ? s->cfg->default_domain : "");
+    snprintf(j->hostname, sizeof j->hostname, "%s", smtp_hostname(s));
+    s->is_busy = true;
+    conn_pause_read(s->c);
+    workpool_submit(s->ctx->pool, rcpt_work, rcpt_done, j);
 }
