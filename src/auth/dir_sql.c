@@ -421,7 +421,7 @@ static int sql_domain_lookup(struct dir_backend *be, const char *domain, char *t
         if (rc < 0)
             return -1;
         r.is_local = rc == 1;
-        if (!r.is_local && d->q[DQ_ALIAS_DOMAIN].is_set) {
+        if (d->q[DQ_ALIAS_DOMAIN].is_set) {
             rc = lookup_row(d, DQ_ALIAS_DOMAIN, &v, &row);
             if (rc == 1 && row.n > 0 && row.values[0])
                 snprintf(r.target, sizeof r.target, "%s", row.values[0]);
@@ -430,14 +430,14 @@ static int sql_domain_lookup(struct dir_backend *be, const char *domain, char *t
                 return -1;
         }
     }
-    if (r.is_local)
-        return DIR_DOMAIN_LOCAL;
+    /* postfixadmin keeps an alias domain in the domain table too: the alias_domain row
+     * decides what its addresses are */
     char t[256];
     if (r.target[0] && auth_domain_normalize(r.target, t, sizeof t) && strcmp(t, domain) != 0) {
         snprintf(target_r, size, "%s", t);
         return DIR_DOMAIN_ALIAS;
     }
-    return DIR_DOMAIN_NONE;
+    return r.is_local ? DIR_DOMAIN_LOCAL : DIR_DOMAIN_NONE;
 }
 
 struct single_rows {
