@@ -15,13 +15,19 @@ fi
 
 # Why each is needed: DESIGN §3. nettle-dev: Debian 12's libunbound.pc requires nettle and
 # hogweed but libunbound-dev does not depend on nettle-dev (pkg-config fails without it).
+# libmariadb-dev, libpq-dev: the SQL directory drivers (directory.driver = mysql /
+# postgresql); mariadb-server, mariadb-client, postgresql: the real servers
+# tests/integration/test_directory_sql.py starts as private instances (never the system
+# services: see below); dovecot-core's doveadm makes the password hashes postfixadmin's
+# "dovecot:" settings store.
 PACKAGES="
 meson ninja-build pkg-config gcc libc6-dev clang libclang-rt-14-dev
 libevent-dev libssl-dev libgsasl-dev libcrypt-dev libargon2-dev libsqlite3-dev
-libunbound-dev nettle-dev libcmocka-dev
+libunbound-dev nettle-dev libcmocka-dev libmariadb-dev libpq-dev
 python3 python3-pytest python3-pytest-timeout
 openssl gnutls-bin ca-certificates curl swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl
 isync fetchmail dovecot-core sqlite3 passwd procps
+mariadb-server mariadb-client postgresql
 "
 
 missing=""
@@ -39,11 +45,27 @@ if [ -n "$missing" ]; then
     fi
     echo "install-deps: installing:$missing"
     export DEBIAN_FRONTEND=noninteractive
+    # Installed, not started: the tests run private instances of Dovecot, MariaDB and
+    # PostgreSQL on free ports; system services would only take memory and ports
+    # (policy-rc.d is how Debian's maintainer scripts are told not to start them).
+    made_policy=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        made_policy=1
+    fi
     # No recommends: keeps the install small and never pulls in an MTA that would take
     # port 25; the recommends we need (perl TLS/SASL modules for swaks) are listed above.
     apt-get update -q
     # shellcheck disable=SC2086
-    apt-get install -y -q --no-install-recommends $missing
+    rc=0
+    apt-get install -y -q --no-install-recommends $missing || rc=$?
+    if [ -n "$made_policy" ]; then
+        rm -f /usr/sbin/policy-rc.d
+    fi
+    if [ "$rc" != 0 ]; then
+        exit "$rc"
+    fi
 else
     echo "install-deps: all packages present"
 fi

@@ -159,12 +159,14 @@ static int stmt_compile(struct dir_sql_stmt *q, enum dir_sql_query id, const cha
 
 /* ---- settings and their checks ---------------------------------------------------- */
 
-/* "file:line: key: reason" for a key of cfg. */
-__attribute__((format(printf, 4, 5))) static int key_error(const struct config *cfg,
-                                                           const char *key, char **error_r,
-                                                           const char *fmt, ...)
+/* "file:line: key: reason", the line being where origin_key was set (the key itself, or,
+ * for a key that is missing, the one that made it necessary). */
+__attribute__((format(printf, 5, 6))) static int key_error_at(const struct config *cfg,
+                                                              const char *origin_key,
+                                                              const char *key, char **error_r,
+                                                              const char *fmt, ...)
 {
-    char *origin = config_key_origin(cfg, key), *reason = NULL;
+    char *origin = config_key_origin(cfg, origin_key), *reason = NULL;
     va_list ap;
     va_start(ap, fmt);
     if (vasprintf(&reason, fmt, ap) < 0)
@@ -175,6 +177,7 @@ __attribute__((format(printf, 4, 5))) static int key_error(const struct config *
     free(reason);
     return -1;
 }
+#define key_error(cfg, key, ...) key_error_at(cfg, key, key, __VA_ARGS__)
 
 static enum sql_driver_kind driver_kind(const struct config *cfg)
 {
@@ -222,7 +225,8 @@ int dir_sql_config_check(const struct config *cfg, char **error_r)
                          kind == SQL_DRIVER_MYSQL ? "MariaDB/MySQL" : "PostgreSQL",
                          kind == SQL_DRIVER_MYSQL ? "libmariadb-dev" : "libpq-dev");
     if (!cfg->directory_dbname || !cfg->directory_dbname[0])
-        return key_error(cfg, "directory.dbname", error_r, "must be set for directory.driver = %s",
+        return key_error_at(cfg, "directory.driver", "directory.dbname", error_r,
+                            "must be set for directory.driver = %s",
                          kind == SQL_DRIVER_MYSQL ? "mysql" : "postgresql");
     if (cfg->directory_password && cfg->directory_password[0] && cfg->directory_password_file &&
         cfg->directory_password_file[0])
@@ -269,7 +273,8 @@ int dir_sql_config_check(const struct config *cfg, char **error_r)
             continue;
         if (!text[0]) {
             if (custom_statements[i].is_required)
-                return key_error(cfg, key, error_r, "must be set for directory.schema = custom");
+                return key_error_at(cfg, "directory.schema", key, error_r,
+                                    "must be set for directory.schema = custom");
             continue;
         }
         struct sql_template t;

@@ -14,6 +14,8 @@
 
 #include "auth/sql.h"
 
+#include <time.h>
+
 enum sql_rc {
     SQL_RC_OK,
     SQL_RC_QUERY,   /* the server refused the statement; the connection is fine */
@@ -34,6 +36,11 @@ struct sql_driver {
                          const char *const *params, sql_row_fn *cb, void *arg,
                          uint64_t *affected_r, bool *has_rows_r, char *err, size_t err_size);
 };
+
+/* Test hooks (tests/unit/test_dir_sql.c): serve every driver kind with drv (NULL: the
+ * real ones again), and read the pool's time from clock (NULL: the monotonic clock). */
+void sql_driver_override(const struct sql_driver *drv);
+void sql_clock_override(time_t (*clock)(void));
 
 #ifdef TERN_HAVE_MYSQL
 extern const struct sql_driver sql_driver_mysql;

@@ -55,8 +55,23 @@ struct sql_pool {
     time_t last_logged_query_at;
 };
 
+static const struct sql_driver *driver_override;
+static time_t (*clock_override)(void);
+
+void sql_driver_override(const struct sql_driver *drv)
+{
+    driver_override = drv;
+}
+
+void sql_clock_override(time_t (*clock)(void))
+{
+    clock_override = clock;
+}
+
 static const struct sql_driver *driver_for(enum sql_driver_kind kind)
 {
+    if (driver_override)
+        return driver_override;
     switch (kind) {
     case SQL_DRIVER_MYSQL:
 #ifdef TERN_HAVE_MYSQL
@@ -102,6 +117,8 @@ static char *dup_or_empty(const char *s)
 
 static time_t now_monotonic(void)
 {
+    if (clock_override)
+        return clock_override();
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec;
