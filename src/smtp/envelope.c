@@ -9,11 +9,13 @@
  * 554 5.7.1 Relay access denied (DESIGN §6: no open relay, not even for loopback).
  *
  * Every directory question (is the domain ours, who receives this address, is the
- * mailbox full, may this user send as this address) may wait on a database (an SQL
- * directory) or a disk, so it runs in the workpool: the job carries copies of the
- * address and parameters, the session's reads pause, and the done callback on the loop
- * applies the answer to the transaction and replies (THE THREAD RULE: the work function
- * never touches the session). Pipelined commands wait their turn in the input buffer.
+ * mailbox full, may this user send as this address) is a job: a typed request (copies of
+ * the address and parameters) and its result. With a directory that may wait on a
+ * network (auth_directory_may_block: an SQL directory) the job runs in the workpool while
+ * the session's reads pause, and the done callback on the loop applies the answer to the
+ * transaction and replies (THE THREAD RULE: the work function never touches the
+ * session); pipelined commands wait their turn in the input buffer. With the local
+ * tern.db the same work function runs inline, as before SQL directories existed.
  */
 #include "auth/auth.h"
 #include "core/config.h"
@@ -86,23 +88,27 @@ static void sender_work(void *arg)
     j->is_allowed = auth_sender_allowed(j->auth, j->user, j->from_text);
 }
 
+/* Loop: apply the answer. */
+static void sender_finish(struct smtp_session *s, struct sender_job *j)
+{
+    if (j->is_allowed) {
+        mail_accept(s, &j->from, &j->params, j->from_text);
+        return;
+    }
+    char reply[2 * SMTP_REPLY_MAX];
+    snprintf(reply, sizeof reply, "553 5.7.1 <%s>: Sender address rejected: not owned by user %s",
+             j->from_text, j->user);
+    log_info("smtpd", "NOQUEUE: reject: MAIL from %s: %s; from=<%s> proto=ESMTP helo=<%s>",
+             s->peer, reply, j->from_text, s->helo);
+    smtp_reply(s, "%s", reply);
+}
+
 static void sender_done(void *arg)
 {
     struct sender_job *j = arg;
     struct smtp_session *s = j->s;
-    if (!s->is_dead) {
-        if (j->is_allowed) {
-            mail_accept(s, &j->from, &j->params, j->from_text);
-        } else {
-            char reply[2 * SMTP_REPLY_MAX];
-            snprintf(reply, sizeof reply,
-                     "553 5.7.1 <%s>: Sender address rejected: not owned by user %s", j->from_text,
-                     j->user);
-            log_info("smtpd", "NOQUEUE: reject: MAIL from %s: %s; from=<%s> proto=ESMTP helo=<%s>",
-                     s->peer, reply, j->from_text, s->helo);
-            smtp_reply(s, "%s", reply);
-        }
-    }
+    if (!s->is_dead)
+        sender_finish(s, j);
     free(j);
     smtp_session_job_done(s);
 }
@@ -143,6 +149,12 @@ void smtp_cmd_mail(struct smtp_session *s, const struct smtp_command *cmd)
     snprintf(j->from_text, sizeof j->from_text, "%s", from_text);
     j->from = from;
     j->params = params;
+    if (!auth_directory_may_block(s->ctx->auth)) {
+        sender_work(j);
+        sender_finish(s, j);
+        free(j);
+        return;
+    }
     s->is_busy = true;
     conn_pause_read(s->c);
     workpool_submit(s->ctx->pool, sender_work, sender_done, j);
@@ -380,16 +392,21 @@ static void rcpt_accept(struct smtp_session *s, struct rcpt_job *j)
     smtp_reply(s, "250 2.1.5 Ok");
 }
 
+/* Loop: apply the answer. */
+static void rcpt_finish(struct smtp_session *s, struct rcpt_job *j)
+{
+    if (j->reply[0])
+        rcpt_reject(s, j->rcpt, "%s", j->reply);
+    else
+        rcpt_accept(s, j);
+}
+
 static void rcpt_done(void *arg)
 {
     struct rcpt_job *j = arg;
     struct smtp_session *s = j->s;
-    if (!s->is_dead) {
-        if (j->reply[0])
-            rcpt_reject(s, j->rcpt, "%s", j->reply);
-        else
-            rcpt_accept(s, j);
-    }
+    if (!s->is_dead)
+        rcpt_finish(s, j);
     rcpt_job_free(j);
     smtp_session_job_done(s);
 }
@@ -442,6 +459,12 @@ void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
     snprintf(j->default_domain, sizeof j->default_domain, "%s",
              s->cfg->default_domain ? s->cfg->default_domain : "");
     snprintf(j->hostname, sizeof j->hostname, "%s", smtp_hostname(s));
+    if (!auth_directory_may_block(s->ctx->auth)) {
+        rcpt_work(j);
+        rcpt_finish(s, j);
+        rcpt_job_free(j);
+        return;
+    }
     s->is_busy = true;
     conn_pause_read(s->c);
     workpool_submit(s->ctx->pool, rcpt_work, rcpt_done, j);

@@ -36,7 +36,8 @@ import pytest
 
 from conftest import TernServer, _finish
 from sqldb_util import TERN_DB_PASSWORD, TERN_DB_USER, TLS_DB_USER, available, make_server
-from tern_util import IO_TIMEOUT, b64, make_message, maildir_messages, send_mail, wait_for
+from tern_util import (IO_TIMEOUT, Client, b64, make_message, maildir_messages, send_mail,
+                       wait_for)
 
 DB = "postfix"
 PW = "Secret-pw-1"
@@ -300,6 +301,27 @@ def test_quota_from_mailbox_row(tern, sqldb):
     typ, data = c.getquotaroot("INBOX")
     assert typ == "OK" and data[1] == [None], data
     c.logout()
+
+
+def test_pipelined_envelope(tern):
+    """RFC 2920: MAIL, RCPTs and DATA in one write; each lookup is a workpool job with an
+    SQL directory, and the replies still come back in order."""
+    c = Client(tern.host, tern.ports["smtp"])
+    try:
+        c.read_until(r"^220 ")
+        c.send("EHLO client.test")
+        c.read_until(r"^250 ")
+        c.send_raw(b"MAIL FROM:<sender@remote.example>\r\nRCPT TO:<alice@example.org>\r\n"
+                   b"RCPT TO:<nobody@example.org>\r\nRCPT TO:<x@catchall.example>\r\n"
+                   b"RCPT TO:<carol@inactive.example>\r\nDATA\r\n")
+        got = c.read_until(r"^354 ")
+        codes = [line[:3] for line in got.splitlines()]
+        assert codes == ["250", "250", "550", "250", "554", "354"], got
+        c.send_raw(b"Subject: pipelined\r\n\r\nhello\r\n.\r\nQUIT\r\n")
+        got = c.read_until(r"^221 ")
+        assert got.startswith("250 2.0.0 Ok: queued as"), got
+    finally:
+        c.close()
 
 
 # ---- administration ----------------------------------------------------------------
