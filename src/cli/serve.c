@@ -42,6 +42,12 @@ static int serve_init(struct server_context *ctx, char **error_r)
         free(err);
         return -1;
     }
+    if (auth_directory_may_block(ctx->auth)) {
+        /* One lookup now, so a wrong host or password shows in the log at start (as the
+         * outage line) rather than at the first client; start-up goes on either way. */
+        log_info("master", "directory: %s", auth_directory_name(ctx->auth));
+        (void)auth_domain_is_local(ctx->auth, "startup-probe.invalid");
+    }
     /* the queue runner (outbound delivery) needs the directory for local recipients */
     (void)queue_incoming_cleanup(ctx->cfg->data_dir, 60);
     ctx->app = outbound_runner_start(ctx, error_r);

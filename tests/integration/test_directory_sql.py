@@ -442,6 +442,16 @@ def test_tls_to_the_database(extra_tern, sqldb):
     assert not ok and "UNAVAILABLE" in text, text  # a database refusal is never "bad password"
 
 
+def test_start_with_a_wrong_database_password(extra_tern, sqldb):
+    """Start-up goes on, the log says at once why the directory cannot answer, and
+    clients get temporary failures (a refused database login is not a refused user)."""
+    srv = extra_tern(dict(sqldb.tern_keys(DB), **{"directory.password": "not-the-password"}))
+    srv.wait_log(r"directory: \S+ is unavailable: .*(denied|authentication failed)")
+    ok, text = imap_login(srv, "alice@example.org", PW)
+    assert not ok and "[UNAVAILABLE]" in text, text
+    assert rcpt(srv, "alice@example.org")[0] == 451
+
+
 # ---- the database goes away and comes back -------------------------------------------
 
 def test_database_down_then_back(tern, sqldb):
