@@ -11,16 +11,17 @@
  * Every directory question (is the domain ours, who receives this address, is the
  * mailbox full, may this user send as this address) is a job: a typed request (copies of
  * the address and parameters) and its result. With a directory that may wait on a
- * network (auth_directory_may_block: an SQL directory) the job runs in the workpool while
- * the session's reads pause, and the done callback on the loop applies the answer to the
- * transaction and replies (THE THREAD RULE: the work function never touches the
- * session); pipelined commands wait their turn in the input buffer. With the local
+ * network (auth_directory_may_block: an SQL directory) it is a core/job.h job: the work
+ * runs in the workpool while the session's reads pause, and done() on the loop applies
+ * the answer to the transaction and replies, or just frees the job when the client has
+ * gone (THE THREAD RULE: the work function never touches the session); pipelined
+ * commands wait their turn in the input buffer. With the local
  * tern.db the same work function runs inline, as before SQL directories existed.
  */
 #include "auth/auth.h"
 #include "core/config.h"
+#include "core/job.h"
 #include "core/log.h"
-#include "core/workpool.h"
 #include "smtp/session.h"
 #include "store/store.h"
 
@@ -71,9 +72,9 @@ static void mail_accept(struct smtp_session *s, const struct addr *from,
     smtp_reply(s, "250 2.1.0 Ok");
 }
 
-/* MAIL of an authenticated client: may it use this sender? Asked in the workpool. */
+/* MAIL of an authenticated client: may it use this sender? A core/job.h job. */
 struct sender_job {
-    struct smtp_session *s;
+    struct job job; /* first */
     struct auth_service *auth;
     char user[ADDR_MAX_PATH + 1];
     char from_text[ADDR_MAX_PATH + 1];
@@ -82,9 +83,9 @@ struct sender_job {
     bool is_allowed; /* result */
 };
 
-static void sender_work(void *arg)
+static void sender_work(struct job *job)
 {
-    struct sender_job *j = arg;
+    struct sender_job *j = (struct sender_job *)job;
     j->is_allowed = auth_sender_allowed(j->auth, j->user, j->from_text);
 }
 
@@ -103,14 +104,15 @@ static void sender_finish(struct smtp_session *s, struct sender_job *j)
     smtp_reply(s, "%s", reply);
 }
 
-static void sender_done(void *arg)
+static void sender_done(void *session, struct job *job)
 {
-    struct sender_job *j = arg;
-    struct smtp_session *s = j->s;
-    if (!s->is_dead)
+    struct sender_job *j = (struct sender_job *)job;
+    struct smtp_session *s = session; /* NULL: the client has gone */
+    if (s)
         sender_finish(s, j);
     free(j);
-    smtp_session_job_done(s);
+    if (s)
+        smtp_session_job_done(s);
 }
 
 void smtp_cmd_mail(struct smtp_session *s, const struct smtp_command *cmd)
@@ -143,21 +145,19 @@ void smtp_cmd_mail(struct smtp_session *s, const struct smtp_command *cmd)
         smtp_reply(s, "451 4.3.0 Temporary failure: out of memory");
         return;
     }
-    j->s = s;
     j->auth = s->ctx->auth;
     snprintf(j->user, sizeof j->user, "%s", s->auth_user);
     snprintf(j->from_text, sizeof j->from_text, "%s", from_text);
     j->from = from;
     j->params = params;
     if (!auth_directory_may_block(s->ctx->auth)) {
-        sender_work(j);
+        sender_work(&j->job);
         sender_finish(s, j);
         free(j);
         return;
     }
-    s->is_busy = true;
-    conn_pause_read(s->c);
-    workpool_submit(s->ctx->pool, sender_work, sender_done, j);
+    job_init(&j->job, s->handle, sender_work, sender_done);
+    smtp_session_job_start(s, &j->job);
 }
 
 /* Append a local target unless that user already gets a copy. */
@@ -242,7 +242,7 @@ static void rcpt_reject(struct smtp_session *s, const char *rcpt, const char *fm
 /* ---- RCPT: the directory's answer is worked out in the workpool --------------------- */
 
 struct rcpt_job {
-    struct smtp_session *s; /* read in rcpt_done only */
+    struct job job; /* first: a core/job.h job */
     struct auth_service *auth;
     struct addr to;
     struct smtp_rcpt_params rp;
@@ -335,9 +335,9 @@ static void postmaster_domain(struct rcpt_job *j)
         snprintf(out, size, "%s", j->hostname);
 }
 
-static void rcpt_work(void *arg)
+static void rcpt_work(struct job *job)
 {
-    struct rcpt_job *j = arg;
+    struct rcpt_job *j = (struct rcpt_job *)job;
     if (j->is_bare_postmaster)
         postmaster_domain(j);
     addr_format(&j->to, j->rcpt, sizeof j->rcpt);
@@ -401,14 +401,15 @@ static void rcpt_finish(struct smtp_session *s, struct rcpt_job *j)
         rcpt_accept(s, j);
 }
 
-static void rcpt_done(void *arg)
+static void rcpt_done(void *session, struct job *job)
 {
-    struct rcpt_job *j = arg;
-    struct smtp_session *s = j->s;
-    if (!s->is_dead)
+    struct rcpt_job *j = (struct rcpt_job *)job;
+    struct smtp_session *s = session; /* NULL: the client has gone */
+    if (s)
         rcpt_finish(s, j);
     rcpt_job_free(j);
-    smtp_session_job_done(s);
+    if (s)
+        smtp_session_job_done(s);
 }
 
 static bool has_non_ascii(const char *p)
@@ -450,7 +451,6 @@ void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
         rcpt_reject(s, rcpt, "451 4.3.0 <%s>: Temporary lookup failure", rcpt);
         return;
     }
-    j->s = s;
     j->auth = s->ctx->auth;
     j->to = to;
     j->rp = rp;
@@ -460,12 +460,11 @@ void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
              s->cfg->default_domain ? s->cfg->default_domain : "");
     snprintf(j->hostname, sizeof j->hostname, "%s", smtp_hostname(s));
     if (!auth_directory_may_block(s->ctx->auth)) {
-        rcpt_work(j);
+        rcpt_work(&j->job);
         rcpt_finish(s, j);
         rcpt_job_free(j);
         return;
     }
-    s->is_busy = true;
-    conn_pause_read(s->c);
-    workpool_submit(s->ctx->pool, rcpt_work, rcpt_done, j);
+    job_init(&j->job, s->handle, rcpt_work, rcpt_done);
+    smtp_session_job_start(s, &j->job);
 }
