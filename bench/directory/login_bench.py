@@ -103,22 +103,7 @@ password_query = SELECT username AS user, password FROM mailbox WHERE username =
 user_query = SELECT CONCAT('{root}/home/', maildir) AS home, {uid} AS uid, {gid} AS gid FROM mailbox WHERE username = '%u' AND active = '1'
 """)
     os.chmod(root / "dovecot-sql.conf.ext", 0o600)
-    (root / "dovecot.conf").write_text(f"""
-protocols = imap
-listen = 127.0.0.1
-base_dir = {root}/run
-state_dir = {root}/state
-log_path = {root}/dovecot.log
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-first_valid_uid = {uid}
-first_valid_gid = {gid}
-mail_location = maildir:~/Maildir
-default_internal_user = dovecot
-default_login_user = dovenull
-default_process_limit = 20000
-default_client_limit = 40000
+    auth = f"""
 passdb {{
   driver = sql
   args = {root}/dovecot-sql.conf.ext
@@ -127,35 +112,8 @@ userdb {{
   driver = sql
   args = {root}/dovecot-sql.conf.ext
 }}
-protocol imap {{
-  mail_max_userip_connections = 100000
-}}
-service imap-login {{
-  inet_listener imap {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
-""")
-    proc = subprocess.Popen([imap_bench.DOVECOT, "-F", "-c", str(root / "dovecot.conf")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            import socket
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                if s.recv(100).startswith(b"* OK"):
-                    return proc
-        except OSError:
-            pass
-        time.sleep(0.1)
-    imap_bench.dovecot_stop(proc)
-    log = (root / "dovecot.log").read_text() if (root / "dovecot.log").exists() else ""
-    raise RuntimeError(f"dovecot did not start:\n{log[-3000:]}")
+"""
+    return imap_bench.dovecot_start(root, port, uid, gid, [], auth=auth)
 
 
 # ---- clients ------------------------------------------------------------------------------

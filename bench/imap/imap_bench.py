@@ -128,11 +128,23 @@ def tern_start(overrides, users):
     return srv
 
 
-def dovecot_start(root, port, uid, gid, users):
-    """A private Dovecot (imap only) on a loopback port; users in a passwd-file."""
+def dovecot_start(root, port, uid, gid, users, auth=None):
+    """A private Dovecot (imap only) on a loopback port; users in a passwd-file, or the
+    passdb/userdb blocks given as auth (bench/directory: sql on a database)."""
     (root / "run").mkdir(parents=True, exist_ok=True)
     (root / "state").mkdir(exist_ok=True)
     (root / "passwd").write_text("".join(f"{u}:{{PLAIN}}{PASSWORD}::::::\n" for u in users))
+    if auth is None:
+        auth = f"""
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {root}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={root}/home/%u
+}}
+"""
     (root / "dovecot.conf").write_text(f"""
 protocols = imap
 listen = 127.0.0.1
@@ -149,14 +161,7 @@ default_internal_user = dovecot
 default_login_user = dovenull
 default_process_limit = 20000
 default_client_limit = 40000
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {root}/passwd
-}}
-userdb {{
-  driver = static
-  args = uid={uid} gid={gid} home={root}/home/%u
-}}
+{auth}
 protocol imap {{
   mail_max_userip_connections = 100000
 }}

@@ -8,12 +8,12 @@
  * disconnecting happen with the lock released (they block on the network). A slot is
  * either free (no handle), idle (handle, not in use) or in use by one thread.
  */
+#include "auth/auth_internal.h"
 #include "auth/sql_driver.h"
 #include "core/log.h"
 
 #include <errno.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,17 +99,6 @@ enum sql_dialect sql_driver_dialect(enum sql_driver_kind kind)
     return kind == SQL_DRIVER_MYSQL ? SQL_DIALECT_MYSQL : SQL_DIALECT_PGSQL;
 }
 
-__attribute__((format(printf, 2, 3))) static void set_error(char **error_r, const char *fmt, ...)
-{
-    if (!error_r)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    if (vasprintf(error_r, fmt, ap) < 0)
-        *error_r = NULL;
-    va_end(ap);
-}
-
 static char *dup_or_empty(const char *s)
 {
     return strdup(s ? s : "");
@@ -128,14 +117,14 @@ struct sql_pool *sql_pool_open(const struct sql_settings *s, char **error_r)
 {
     const struct sql_driver *drv = driver_for(s->driver);
     if (!drv) {
-        set_error(error_r, "this Tern was built without %s support (install %s and rebuild)",
+        auth_set_error(error_r, "this Tern was built without %s support (install %s and rebuild)",
                   s->driver == SQL_DRIVER_MYSQL ? "MariaDB/MySQL" : "PostgreSQL",
                   s->driver == SQL_DRIVER_MYSQL ? "libmariadb-dev" : "libpq-dev");
         return NULL;
     }
     struct sql_pool *p = calloc(1, sizeof *p);
     if (!p) {
-        set_error(error_r, "out of memory");
+        auth_set_error(error_r, "out of memory");
         return NULL;
     }
     p->drv = drv;
@@ -164,7 +153,7 @@ struct sql_pool *sql_pool_open(const struct sql_settings *s, char **error_r)
     if (!p->set.host || !p->set.socket || !p->set.dbname || !p->set.user || !p->set.password ||
         !p->set.tls_ca || !p->set.tls_cert || !p->set.tls_key || !p->describe) {
         sql_pool_close(p);
-        set_error(error_r, "out of memory");
+        auth_set_error(error_r, "out of memory");
         return NULL;
     }
     return p;
@@ -271,7 +260,7 @@ static struct sql_conn *connect_slot(struct sql_pool *p, struct sql_conn *c, cha
     c->is_in_use = false;
     pthread_cond_signal(&p->cond);
     outage_note_failure(p, err[0] ? err : "cannot connect");
-    set_error(error_r, "%s: %s", p->describe, err[0] ? err : "cannot connect");
+    auth_set_error(error_r, "%s: %s", p->describe, err[0] ? err : "cannot connect");
     return NULL;
 }
 
@@ -292,7 +281,7 @@ struct sql_conn *sql_conn_acquire(struct sql_pool *p, char **error_r)
         bool may_connect = !p->is_down || (!p->is_probing && now_monotonic() >= p->retry_at);
         if (p->is_down && !may_connect) {
             p->n_failed++;
-            set_error(error_r, "%s is unavailable: %s", p->describe, p->last_error);
+            auth_set_error(error_r, "%s is unavailable: %s", p->describe, p->last_error);
             break;
         }
         struct sql_conn *free_slot = find_free(p);
@@ -302,7 +291,7 @@ struct sql_conn *sql_conn_acquire(struct sql_pool *p, char **error_r)
         }
         /* every connection is busy: wait for one, bounded by the query timeout */
         if (pthread_cond_timedwait(&p->cond, &p->lock, &deadline) == ETIMEDOUT) {
-            set_error(error_r, "%s: all %u connections busy", p->describe, p->size);
+            auth_set_error(error_r, "%s: all %u connections busy", p->describe, p->size);
             break;
         }
     }
@@ -379,7 +368,7 @@ static enum sql_rc conn_run(struct sql_conn *c, const struct sql_stmt *st, const
         return rc;
     if (!err[0])
         snprintf(err, sizeof err, "%s", rc == SQL_RC_TIMEOUT ? "query timed out" : "failed");
-    set_error(error_r, "%s: %s", p->describe, err);
+    auth_set_error(error_r, "%s: %s", p->describe, err);
     if (rc == SQL_RC_QUERY) {
         log_query_error(p, err);
     } else {

@@ -28,6 +28,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from conftest import _chown_tree
+
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 START_TIMEOUT = 60.0
 TERN_DB_USER = "tern"
@@ -52,16 +54,6 @@ def _run_as(name):
         return name
     except KeyError:
         return "nobody"
-
-
-def _chown(path, user):
-    if user is None:
-        return
-    pw = pwd.getpwnam(user)
-    for root, dirs, files in os.walk(path):
-        os.chown(root, pw.pw_uid, pw.pw_gid)
-        for n in dirs + files:
-            os.lchown(os.path.join(root, n), pw.pw_uid, pw.pw_gid)
 
 
 def _wait(predicate, timeout, what, proc=None, log=None):
@@ -168,7 +160,7 @@ class MariaDB(SqlServer):
         self.socket = self.root / "mysqld.sock"
         self.log = self.root / "mysqld.log"
         self.tls = make_tls_files(self.root / "tls")
-        _chown(self.root, self.user)
+        _chown_tree(self.root, self.user)
         env = dict(os.environ)
         cmd = [find_binary("mariadb-install-db", "mysql_install_db"), "--no-defaults",
                f"--datadir={self.datadir}", "--auth-root-authentication-method=normal",
@@ -252,7 +244,7 @@ class PostgreSQL(SqlServer):
         self.tls = make_tls_files(self.root / "tls")
         pwfile = self.root / "pw"
         pwfile.write_text("root-pw\n")
-        _chown(self.root, self.user)
+        _chown_tree(self.root, self.user)
         cp = subprocess.run([str(self.bindir / "initdb"), "-D", str(self.datadir), "-U",
                              "postgres", "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8",
                              "--no-sync"], capture_output=True, text=True, timeout=120,
@@ -266,7 +258,7 @@ class PostgreSQL(SqlServer):
             f"hostnossl all {TLS_DB_USER} 127.0.0.1/32 reject\n"
             f"hostssl all {TLS_DB_USER} 127.0.0.1/32 scram-sha-256\n"
             "host all all 127.0.0.1/32 scram-sha-256\n")
-        _chown(self.datadir, self.user)
+        _chown_tree(self.datadir, self.user)
 
     def start(self):
         cmd = [str(self.bindir / "postgres"), "-D", str(self.datadir), "-p", str(self.port),
