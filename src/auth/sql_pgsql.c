@@ -4,9 +4,10 @@
  * where the template says so, so CONCAT('%n', ...) has a type), TLS via sslmode.
  *
  * libpq has no client-side query timeout, so statements are sent with PQsend* and the
- * answer is awaited with poll() on the connection's socket up to query_timeout; the
- * server's statement_timeout is set to the same value so it gives up too. A connection
- * whose query timed out is dropped (its protocol state is unknown).
+ * answer is awaited with poll() on the connection's socket up to query_timeout. A
+ * connection whose query timed out is dropped (its protocol state is unknown). No
+ * server-side setting is sent at connect (no "options"): poolers such as PgBouncer
+ * refuse unknown startup parameters.
  */
 #include "auth/sql_driver.h"
 
@@ -36,13 +37,11 @@ static void copy_error(char *err, size_t size, const char *msg)
 
 static void *pg_connect(const struct sql_settings *s, char *err, size_t err_size)
 {
-    char port[16], connect_timeout[16], options[64];
+    char port[16], connect_timeout[16];
     snprintf(port, sizeof port, "%u", s->port ? s->port : 5432);
     /* libpq treats connect_timeout below 2 as 2 */
     snprintf(connect_timeout, sizeof connect_timeout, "%u",
              s->connect_timeout ? s->connect_timeout : 5);
-    snprintf(options, sizeof options, "-c statement_timeout=%u",
-             (s->query_timeout ? s->query_timeout : 10) * 1000);
     const char *sslmode = s->tls == SQL_TLS_VERIFY ? "verify-full"
                           : s->tls == SQL_TLS_YES  ? "require"
                                                    : "disable";
@@ -64,7 +63,6 @@ static void *pg_connect(const struct sql_settings *s, char *err, size_t err_size
     if (s->password[0])
         KV("password", s->password);
     KV("connect_timeout", connect_timeout);
-    KV("options", options);
     KV("sslmode", sslmode);
     if (s->tls_ca[0])
         KV("sslrootcert", s->tls_ca);

@@ -125,6 +125,33 @@ class SqlServer:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=timeout)
 
+    def _tree(self):
+        """Our server process and its children (PostgreSQL's backends)."""
+        pids, children = [self.proc.pid], {}
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    with open(f"/proc/{d}/stat") as f:
+                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                    children.setdefault(ppid, []).append(int(d))
+                except (OSError, IndexError, ValueError):
+                    pass
+        i = 0
+        while i < len(pids):
+            pids += children.get(pids[i], [])
+            i += 1
+        return pids
+
+    def freeze(self):
+        """SIGSTOP the server (and its children): a database that hangs, not one that
+        refuses. thaw() resumes it."""
+        for pid in self._tree():
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self):
+        for pid in self._tree():
+            os.kill(pid, signal.SIGCONT)
+
     def cleanup(self):
         try:
             self.stop()

@@ -19,10 +19,12 @@ imaplib, poplib):
   - TLS to the database (a user the server accepts over TLS only);
   - the database stopped mid-run: temporary errors on every protocol (451 4.3.0,
     454 4.7.0, NO [UNAVAILABLE], -ERR [SYS/TEMP]), one log line for the outage, and
-    recovery when it is back.
+    recovery when it is back; a database that hangs (SIGSTOP) costs the timeouts, not a
+    hang; a wrong database password is a temporary failure, logged at start.
 Skipped only when a database's server binaries are not installed (CI installs them).
 """
 
+import functools
 import hashlib
 import imaplib
 import os
@@ -55,8 +57,9 @@ def doveadm(scheme):
     return _out("doveadm", "pw", "-s", scheme, "-p", PW)
 
 
+@functools.lru_cache(maxsize=1)
 def password_forms():
-    """username local part -> stored password column value."""
+    """username local part -> stored password column value (made once per run)."""
     return {
         "alice": _out("openssl", "passwd", "-1", PW),  # md5crypt, postfixadmin's default
         "sha512crypt": _out("openssl", "passwd", "-6", PW),  # php_crypt:SHA512
@@ -453,6 +456,24 @@ def test_start_with_a_wrong_database_password(extra_tern, sqldb):
 
 
 # ---- the database goes away and comes back -------------------------------------------
+
+def test_hung_database_times_out(extra_tern, sqldb):
+    """A database that stops answering (SIGSTOP) costs a lookup at most the timeouts:
+    the client gets a temporary failure, not a hang, and logins work once it answers."""
+    keys = dict(sqldb.tern_keys(DB), **{"directory.query_timeout": 2,
+                                          "directory.connect_timeout": 2})
+    srv = extra_tern(keys)
+    assert imap_login(srv, "alice@example.org", PW)[0]  # a pooled connection
+    sqldb.freeze()
+    try:
+        ok, text = imap_login(srv, "alice@example.org", PW)  # the client's bound: 15 s
+        assert not ok and "[UNAVAILABLE]" in text, text
+        srv.wait_log(r"directory: .* is unavailable: .*(timed out|timeout|Lost connection)")
+    finally:
+        sqldb.thaw()
+    wait_for(lambda: imap_login(srv, "alice@example.org", PW)[0], timeout=90,
+             what="logins after the database answers again")
+
 
 def test_database_down_then_back(tern, sqldb):
     imap_login(tern, "alice@example.org", PW)  # a pooled connection exists
