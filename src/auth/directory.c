@@ -135,9 +135,24 @@ static time_t default_clock(void)
 
 int auth_config_check(const struct config *cfg, char **error_r)
 {
-    if (cfg->directory_driver == DIRECTORY_SQLITE)
-        return 0;
-    return dir_sql_config_check(cfg, error_r);
+    if (cfg->directory_driver != DIRECTORY_SQLITE)
+        return dir_sql_config_check(cfg, error_r);
+    /* An SQL setting without an SQL driver would silently serve tern.db instead. */
+    static const char *const sql_only[] = {"directory.dbname", "directory.password_query",
+                                           "directory.user_query", "directory.domain_query"};
+    const char *const values[] = {cfg->directory_dbname, cfg->directory_password_query,
+                                  cfg->directory_user_query, cfg->directory_domain_query};
+    for (size_t i = 0; i < sizeof sql_only / sizeof sql_only[0]; i++) {
+        if (values[i] && values[i][0]) {
+            char *origin = config_key_origin(cfg, sql_only[i]);
+            auth_set_error(error_r, "%s: %s: is used only with directory.driver = mysql or "
+                                    "postgresql (the directory is tern.db)",
+                           origin ? origin : "?", sql_only[i]);
+            free(origin);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 struct auth_service *auth_service_open(const struct config *cfg, char **error_r)

@@ -562,6 +562,8 @@ static void test_config_checks(void **state)
     expect_config_error("directory.driver = mysql\ndirectory.dbname = x\n"
                         "directory.password_file = /nonexistent/pw\n",
                         "tern.conf:3: directory.password_file: cannot read /nonexistent/pw");
+    expect_config_error("directory.dbname = postfix\n",
+                        "tern.conf:1: directory.dbname: is used only with directory.driver = mysql");
     char *err = NULL;
     const char *bad = "directory.driver = oracle\n";
     assert_null(config_parse_buffer("tern.conf", bad, strlen(bad), NULL, 0, false, &err));
