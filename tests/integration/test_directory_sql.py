@@ -222,6 +222,35 @@ def rcpt(tern, to, mail_from="sender@remote.example"):
         return code, text.decode(errors="replace")
 
 
+# ---- settings (no database needed) -------------------------------------------------------
+
+def test_bad_directory_settings_stop_start_up(tmp_path):
+    """`tern config check` and `tern serve` refuse bad directory.* values with file:line
+    and the reason, before anything binds."""
+    from conftest import tern_bin
+    cases = [
+        ("directory.driver = mysql\n", "tern.conf:1: directory.dbname: must be set"),
+        ("directory.driver = postgresql\ndirectory.dbname = p\ndirectory.schema = custom\n"
+         "directory.password_query = SELECT password FROM m WHERE u = '%x'\n",
+         "tern.conf:4: directory.password_query: at offset 34: unknown variable %x"),
+        ("directory.driver = mysql\ndirectory.dbname = p\ndirectory.pool_size = 0\n",
+         "tern.conf:3: directory.pool_size: must be 1..64"),
+        ("directory.driver = mysql\ndirectory.dbname = p\ndirectory.default_pass_scheme = X\n",
+         "tern.conf:3: directory.default_pass_scheme: unknown password scheme 'X'"),
+        ("directory.tls = maybe\n", "tern.conf:1: bad value 'maybe' for directory.tls (use no, "
+                                     "yes or verify)"),
+    ]
+    for text, want in cases:
+        conf = tmp_path / "tern.conf"
+        conf.write_text(text + f"data_dir = {tmp_path}/data\n")  # case lines keep their numbers
+        want = want.replace("tern.conf:", f"{conf}:")
+        for args in (["config", "check"], ["serve", "-f"]):
+            cp = subprocess.run([str(tern_bin()), "-c", str(conf)] + args, capture_output=True,
+                                text=True, timeout=30)
+            assert cp.returncode == 1, (args, text, cp.stdout, cp.stderr)
+            assert want in cp.stderr, (args, want, cp.stderr)
+
+
 # ---- logins ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("local", ["alice", "sha512crypt", "descrypt", "sha512b64", "dvsha512",
