@@ -27,8 +27,12 @@ libunbound-dev nettle-dev libcmocka-dev libmariadb-dev libpq-dev
 python3 python3-pytest python3-pytest-timeout
 openssl gnutls-bin ca-certificates curl swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl
 isync fetchmail dovecot-core sqlite3 passwd procps
+dovecot-imapd dovecot-pop3d postfix
 mariadb-server mariadb-client postgresql
 "
+# dovecot-imapd/-pop3d and postfix: the migration and LMTP tests run their own instances
+# (tests/integration/dovecot_util.py, postfix_util.py) on loopback ports; the system
+# services must never start (they would take ports 25, 110, 143...): see below.
 
 missing=""
 for p in $PACKAGES; do
@@ -45,27 +49,22 @@ if [ -n "$missing" ]; then
     fi
     echo "install-deps: installing:$missing"
     export DEBIAN_FRONTEND=noninteractive
-    # Installed, not started: the tests run private instances of Dovecot, MariaDB and
-    # PostgreSQL on free ports; system services would only take memory and ports
-    # (policy-rc.d is how Debian's maintainer scripts are told not to start them).
-    made_policy=
+    # No recommends: keeps the install small and never pulls in an MTA that would take
+    # port 25; the recommends we need (perl TLS/SASL modules for swaks) are listed above.
+    apt-get update -q
+    # Postfix: "No configuration" (no main.cf, nothing started); and while installing,
+    # a policy-rc.d that refuses every service start (unless the machine has its own),
+    # so neither the system Postfix nor Dovecot, MariaDB or PostgreSQL ever runs.
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    made_policy=0
     if [ ! -e /usr/sbin/policy-rc.d ]; then
         printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
         chmod 755 /usr/sbin/policy-rc.d
         made_policy=1
     fi
-    # No recommends: keeps the install small and never pulls in an MTA that would take
-    # port 25; the recommends we need (perl TLS/SASL modules for swaks) are listed above.
-    apt-get update -q
     # shellcheck disable=SC2086
-    rc=0
-    apt-get install -y -q --no-install-recommends $missing || rc=$?
-    if [ -n "$made_policy" ]; then
-        rm -f /usr/sbin/policy-rc.d
-    fi
-    if [ "$rc" != 0 ]; then
-        exit "$rc"
-    fi
+    apt-get install -y -q --no-install-recommends $missing || { [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d; exit 1; }
+    if [ $made_policy = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
 else
     echo "install-deps: all packages present"
 fi

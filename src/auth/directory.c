@@ -197,6 +197,7 @@ void auth_service_close(struct auth_service *svc)
 {
     if (!svc)
         return;
+    auth_remote_close(svc);
     if (svc->dir)
         svc->dir->ops->close(svc->dir);
     pthread_mutex_destroy(&svc->throttle_lock);
@@ -209,23 +210,25 @@ void auth_service_close(struct auth_service *svc)
 
 bool auth_directory_may_block(const struct auth_service *svc)
 {
-    return svc->dir->is_network;
+    return svc->remote || svc->dir->is_network; /* the auth process: always a wait */
 }
 
 const char *auth_directory_name(const struct auth_service *svc)
 {
-    return svc->dir->name;
+    return svc->remote ? "the auth process" : svc->dir->name;
 }
 
 const char *auth_directory_read_only_reason(const struct auth_service *svc)
 {
-    return svc->dir->read_only_reason;
+    return svc->remote ? NULL : svc->dir->read_only_reason;
 }
 
 /* ---- domains ---------------------------------------------------------------------- */
 
 int auth_domain_is_local(struct auth_service *svc, const char *domain)
 {
+    if (svc->remote)
+        return auth_remote_domain_is_local(svc, domain);
     char d[256], target[256];
     if (!auth_domain_normalize(domain, d, sizeof d))
         return 0;
@@ -235,7 +238,7 @@ int auth_domain_is_local(struct auth_service *svc, const char *domain)
 
 int auth_domain_is_local_nonblocking(struct auth_service *svc, const char *domain)
 {
-    return svc->dir->is_network ? -1 : auth_domain_is_local(svc, domain);
+    return auth_directory_may_block(svc) ? -1 : auth_domain_is_local(svc, domain);
 }
 
 /* ---- alias expansion -------------------------------------------------------------- */
@@ -444,6 +447,8 @@ static int resolve_address(struct auth_service *svc, const char *addr, bool use_
 
 int auth_resolve(struct auth_service *svc, const char *address, struct auth_targets *t)
 {
+    if (svc->remote)
+        return auth_remote_resolve(svc, address, t);
     char addr[AUTH_MAX_LOGIN + 1];
     memset(t, 0, sizeof *t);
     if (!auth_addr_normalize(address, addr, sizeof addr))
@@ -507,6 +512,8 @@ static int user_get_following_alias_domain(struct auth_service *svc, const char 
 
 int auth_user_lookup(struct auth_service *svc, const char *login, struct auth_user *u_r)
 {
+    if (svc->remote)
+        return auth_remote_user_lookup(svc, login, u_r);
     char addr[AUTH_MAX_LOGIN + 1];
     memset(u_r, 0, sizeof *u_r);
     int rc = auth_name_canonical(svc, login, addr, sizeof addr);
@@ -561,6 +568,8 @@ int auth_user_list(struct auth_service *svc, const char *domain_or_null,
 
 bool auth_sender_allowed(struct auth_service *svc, const char *user, const char *mail_from)
 {
+    if (svc->remote)
+        return auth_remote_sender_allowed(svc, user, mail_from);
     if (!mail_from || !*mail_from)
         return true; /* the null sender (bounces) */
     char u[AUTH_MAX_LOGIN + 1], from[AUTH_MAX_LOGIN + 1];
@@ -648,5 +657,5 @@ const char *auth_creds_find(const struct auth_cred_set *cs, const char *scheme)
 
 bool auth_creds_any(struct auth_service *svc, const char *const *schemes)
 {
-    return svc->dir->ops->creds_any(svc->dir, schemes);
+    return svc->dir && svc->dir->ops->creds_any(svc->dir, schemes);
 }

@@ -54,6 +54,8 @@ int auth_domain_del(struct auth_service *svc, const char *domain, char **error_r
 
 int auth_domain_list(struct auth_service *svc, void (*cb)(const char *domain, void *arg), void *arg)
 {
+    if (svc->remote)
+        return auth_remote_domain_list(svc, cb, arg);
     if (!svc->dir->ops->domain_list)
         return -1;
     return svc->dir->ops->domain_list(svc->dir, cb, arg);

@@ -7,20 +7,9 @@
  * unknown -> 550 5.1.1, directory error -> 451 4.3.0, full mailbox -> 452 4.2.2;
  * a foreign domain is relayed only for authenticated clients or relay_networks, else
  * 554 5.7.1 Relay access denied (DESIGN §6: no open relay, not even for loopback).
- *
- * Every directory question (is the domain ours, who receives this address, is the
- * mailbox full, may this user send as this address) is a job: a typed request (copies of
- * the address and parameters) and its result. With a directory that may wait on a
- * network (auth_directory_may_block: an SQL directory) it is a core/job.h job: the work
- * runs in the workpool while the session's reads pause, and done() on the loop applies
- * the answer to the transaction and replies, or just frees the job when the client has
- * gone (THE THREAD RULE: the work function never touches the session); pipelined
- * commands wait their turn in the input buffer. With the local
- * tern.db the same work function runs inline, as before SQL directories existed.
  */
 #include "auth/auth.h"
 #include "core/config.h"
-#include "core/job.h"
 #include "core/log.h"
 #include "smtp/session.h"
 #include "store/store.h"
@@ -50,6 +39,9 @@ void smtp_txn_reset(struct smtp_txn *t)
     free(t->remote_notify);
     free(t->remote_orcpt);
     free(t->first_rcpt);
+    for (size_t i = 0; t->lmtp_rcpts && i < t->n_rcpt; i++)
+        free(t->lmtp_rcpts[i]);
+    free(t->lmtp_rcpts);
     if (t->body_fd >= 0)
         close(t->body_fd);
     /* Free the body too: an idle session should not keep a megabyte it once needed. */
@@ -59,7 +51,7 @@ void smtp_txn_reset(struct smtp_txn *t)
     t->body_fd = -1;
 }
 
-/* Start the transaction (MAIL accepted). */
+/* MAIL accepted: the transaction starts. */
 static void mail_accept(struct smtp_session *s, const struct addr *from,
                         const struct smtp_mail_params *params, const char *from_text)
 {
@@ -72,9 +64,10 @@ static void mail_accept(struct smtp_session *s, const struct addr *from,
     smtp_reply(s, "250 2.1.0 Ok");
 }
 
-/* MAIL of an authenticated client: may it use this sender? A core/job.h job. */
-struct sender_job {
-    struct job job; /* first */
+/* An authenticated sender's MAIL FROM, checked against its addresses in the directory
+ * on a pool thread (the directory may be another process or a database). */
+struct mail_job {
+    struct job job; /* first (core/job.h) */
     struct auth_service *auth;
     char user[ADDR_MAX_PATH + 1];
     char from_text[ADDR_MAX_PATH + 1];
@@ -83,36 +76,32 @@ struct sender_job {
     bool is_allowed; /* result */
 };
 
-static void sender_work(struct job *job)
+static void mail_work(struct job *j)
 {
-    struct sender_job *j = (struct sender_job *)job;
-    j->is_allowed = auth_sender_allowed(j->auth, j->user, j->from_text);
+    struct mail_job *mj = (struct mail_job *)j;
+    mj->is_allowed = auth_sender_allowed(mj->auth, mj->user, mj->from_text);
 }
 
-/* Loop: apply the answer. */
-static void sender_finish(struct smtp_session *s, struct sender_job *j)
+static void mail_done(void *session, struct job *j)
 {
-    if (j->is_allowed) {
-        mail_accept(s, &j->from, &j->params, j->from_text);
-        return;
-    }
-    char reply[2 * SMTP_REPLY_MAX];
-    snprintf(reply, sizeof reply, "553 5.7.1 <%s>: Sender address rejected: not owned by user %s",
-             j->from_text, j->user);
-    log_info("smtpd", "NOQUEUE: reject: MAIL from %s: %s; from=<%s> proto=ESMTP helo=<%s>",
-             s->peer, reply, j->from_text, s->helo);
-    smtp_reply(s, "%s", reply);
-}
-
-static void sender_done(void *session, struct job *job)
-{
-    struct sender_job *j = (struct sender_job *)job;
-    struct smtp_session *s = session; /* NULL: the client has gone */
-    if (s)
-        sender_finish(s, j);
-    free(j);
-    if (s)
+    struct mail_job *mj = (struct mail_job *)j;
+    struct smtp_session *s = session;
+    if (s) {
+        if (mj->is_allowed) {
+            mail_accept(s, &mj->from, &mj->params, mj->from_text);
+        } else {
+            char reply[SMTP_REPLY_MAX + 2 * (ADDR_MAX_PATH + 1)];
+            snprintf(reply, sizeof reply,
+                     "553 5.7.1 <%s>: Sender address rejected: not owned by user %s",
+                     mj->from_text, mj->user);
+            log_info("smtpd",
+                     "NOQUEUE: reject: MAIL from %s: %s; from=<%s> proto=ESMTP helo=<%s>",
+                     s->peer, reply, mj->from_text, s->helo);
+            smtp_reply(s, "%s", reply);
+        }
         smtp_session_job_done(s);
+    }
+    free(mj);
 }
 
 void smtp_cmd_mail(struct smtp_session *s, const struct smtp_command *cmd)
@@ -140,32 +129,28 @@ void smtp_cmd_mail(struct smtp_session *s, const struct smtp_command *cmd)
         mail_accept(s, &from, &params, from_text);
         return;
     }
-    struct sender_job *j = calloc(1, sizeof *j);
-    if (!j) {
-        smtp_reply(s, "451 4.3.0 Temporary failure: out of memory");
+    struct mail_job *mj = calloc(1, sizeof *mj);
+    if (!mj) {
+        smtp_reply(s, "451 4.3.0 Error: out of memory");
         return;
     }
-    j->auth = s->ctx->auth;
-    snprintf(j->user, sizeof j->user, "%s", s->auth_user);
-    snprintf(j->from_text, sizeof j->from_text, "%s", from_text);
-    j->from = from;
-    j->params = params;
-    if (!auth_directory_may_block(s->ctx->auth)) {
-        sender_work(&j->job);
-        sender_finish(s, j);
-        free(j);
-        return;
-    }
-    job_init(&j->job, s->handle, sender_work, sender_done);
-    smtp_session_job_start(s, &j->job);
+    job_init(&mj->job, s->handle, mail_work, mail_done);
+    mj->auth = s->ctx->auth;
+    snprintf(mj->user, sizeof mj->user, "%s", s->auth_user);
+    snprintf(mj->from_text, sizeof mj->from_text, "%s", from_text);
+    mj->from = from;
+    mj->params = params;
+    smtp_session_job_start(s, &mj->job);
 }
 
-/* Append a local target unless that user already gets a copy. */
+/* Append a local target unless that user already gets a copy (in LMTP: a copy for this
+ * same RCPT; each RCPT has its own copies and its own reply, RFC 2033 §4.2). */
 static bool txn_add_local(struct smtp_txn *t, const struct auth_user *u, const char *orig,
-                          const struct smtp_rcpt_params *rp)
+                          const struct smtp_rcpt_params *rp, bool is_lmtp)
 {
     for (size_t i = 0; i < t->n_local; i++)
-        if (strcasecmp(t->local[i].user, u->address) == 0)
+        if (strcasecmp(t->local[i].user, u->address) == 0 &&
+            (!is_lmtp || t->local[i].rcpt_index == t->n_rcpt))
             return true;
     if (t->n_local == t->cap_local) {
         size_t cap = t->cap_local ? t->cap_local * 2 : 8;
@@ -182,6 +167,7 @@ static bool txn_add_local(struct smtp_txn *t, const struct auth_user *u, const c
     lt->quota = u->quota;
     lt->notify = rp->notify;
     lt->orcpt = rp->orcpt[0] ? strdup(rp->orcpt) : NULL;
+    lt->rcpt_index = t->n_rcpt;
     if (!lt->user || !lt->home || !lt->orig_rcpt || (rp->orcpt[0] && !lt->orcpt)) {
         free(lt->user);
         free(lt->home);
@@ -239,36 +225,9 @@ static void rcpt_reject(struct smtp_session *s, const char *rcpt, const char *fm
     smtp_reply(s, "%s", reply);
 }
 
-/* ---- RCPT: the directory's answer is worked out in the workpool --------------------- */
+static bool lmtp_rcpt_reserve(struct smtp_txn *t);
 
-struct rcpt_job {
-    struct job job; /* first: a core/job.h job */
-    struct auth_service *auth;
-    struct addr to;
-    struct smtp_rcpt_params rp;
-    bool is_bare_postmaster; /* "RCPT TO:<postmaster>": the domain is found in the work */
-    bool may_relay;          /* authenticated or in relay_networks */
-    char default_domain[256];
-    char hostname[256];
-    /* results */
-    char rcpt[ADDR_MAX_PATH + 1];
-    char reply[SMTP_REPLY_MAX]; /* non-empty: the rejection to send */
-    struct auth_user *users;    /* local mailboxes, looked up */
-    size_t n_users;
-    struct auth_targets t; /* the resolved targets (remote ones are relayed) */
-    bool is_remote;        /* a foreign recipient we relay */
-};
-
-__attribute__((format(printf, 2, 3))) static void rcpt_job_reject(struct rcpt_job *j,
-                                                                  const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(j->reply, sizeof j->reply, fmt, ap);
-    va_end(ap);
-}
-
-/* Work: is one of the local targets of this recipient at or over quota? */
+/* Is one of the local targets of this recipient at or over quota? (BLOCKING: index) */
 static bool user_is_full(const struct auth_user *u)
 {
     if (u->quota == 0 || !u->home)
@@ -277,139 +236,200 @@ static bool user_is_full(const struct auth_user *u)
     return used >= 0 && (uint64_t)used >= u->quota;
 }
 
-/* Work: resolve a recipient in one of our domains into j->users and j->t, or set
- * j->reply. Every local target is looked up first, so a rejection leaves the
- * transaction as it was. */
-static void rcpt_resolve(struct rcpt_job *j)
+/* A recipient's lookups, on a pool thread: is the domain ours, who gets the mail, is a
+ * mailbox full. The loop then applies the verdict to the transaction (rcpt_done). */
+struct rcpt_job {
+    struct job job; /* first (core/job.h) */
+    struct auth_service *auth;
+    const struct config *cfg; /* process lifetime */
+    struct addr to;           /* as parsed; a bare "postmaster" gets our domain */
+    char host[256];           /* our hostname (postmaster's domain) */
+    struct smtp_rcpt_params rp;
+    bool may_relay; /* authenticated, or in relay_networks (decided on the loop) */
+    bool is_lmtp;   /* LMTP: final delivery only (RFC 2033), one reply per recipient */
+    /* results */
+    char rcpt[ADDR_MAX_PATH + 1];
+    char reply[SMTP_REPLY_MAX]; /* a rejection ("" when accepted) */
+    struct auth_user *users;    /* local targets found */
+    size_t n_users;
+    struct auth_targets t; /* t.remote: foreign addresses an alias points to */
+    bool is_foreign;       /* not our domain: relay to rcpt itself */
+};
+
+static void rcpt_job_free(struct rcpt_job *rj)
 {
-    static const char unknown[] =
-        "550 5.1.1 <%s>: Recipient address rejected: User unknown in virtual mailbox table";
-    int rc = auth_resolve(j->auth, j->rcpt, &j->t);
+    for (size_t i = 0; i < rj->n_users; i++)
+        auth_user_free(&rj->users[i]);
+    free(rj->users);
+    auth_targets_free(&rj->t);
+    free(rj);
+}
+
+#define RCPT_UNKNOWN                                                                               \
+    "550 5.1.1 <%s>: Recipient address rejected: User unknown in virtual mailbox table"
+
+/* Resolve a recipient in one of our domains: users (and remote alias targets) found, or
+ * the rejection in rj->reply. Every local target is looked up before anything counts, so a
+ * rejection leaves the transaction as it was. */
+static void rcpt_local(struct rcpt_job *rj)
+{
+    const char *rcpt = rj->rcpt;
+    int rc = auth_resolve(rj->auth, rcpt, &rj->t);
     if (rc < 0) {
-        rcpt_job_reject(j, "451 4.3.0 <%s>: Temporary lookup failure", j->rcpt);
+        snprintf(rj->reply, sizeof rj->reply, "451 4.3.0 <%s>: Temporary lookup failure", rcpt);
         return;
     }
     if (rc == 0) {
-        rcpt_job_reject(j, unknown, j->rcpt);
+        snprintf(rj->reply, sizeof rj->reply, RCPT_UNKNOWN, rcpt);
         return;
     }
-    j->users = calloc(j->t.n_local ? j->t.n_local : 1, sizeof *j->users);
-    if (!j->users) {
-        rcpt_job_reject(j, "451 4.3.0 <%s>: Temporary lookup failure", j->rcpt);
+    struct auth_targets *t = &rj->t;
+    rj->users = calloc(t->n_local ? t->n_local : 1, sizeof *rj->users);
+    if (!rj->users) {
+        snprintf(rj->reply, sizeof rj->reply, "451 4.3.0 <%s>: Temporary lookup failure", rcpt);
         return;
     }
-    for (size_t i = 0; i < j->t.n_local && !j->reply[0]; i++) {
-        struct auth_user *u = &j->users[j->n_users];
-        int r = auth_user_lookup(j->auth, j->t.local[i], u);
+    for (size_t i = 0; i < t->n_local; i++) {
+        struct auth_user *u = &rj->users[rj->n_users];
+        int r = auth_user_lookup(rj->auth, t->local[i], u);
         if (r < 0) {
-            rcpt_job_reject(j, "451 4.3.0 <%s>: Temporary lookup failure", j->rcpt);
-        } else if (r == 0 || !u->enabled) {
+            snprintf(rj->reply, sizeof rj->reply, "451 4.3.0 <%s>: Temporary lookup failure",
+                     rcpt);
+            return;
+        }
+        if (r == 0 || !u->enabled) {
             if (r > 0)
                 auth_user_free(u);
-            if (j->t.n_local == 1 && j->t.n_remote == 0)
-                rcpt_job_reject(j, unknown, j->rcpt);
-        } else if (user_is_full(u)) {
-            j->n_users++;
-            rcpt_job_reject(j, "452 4.2.2 <%s>: Recipient address rejected: Mailbox full",
-                            j->rcpt);
-        } else {
-            j->n_users++;
+            if (t->n_local == 1 && t->n_remote == 0) {
+                snprintf(rj->reply, sizeof rj->reply, RCPT_UNKNOWN, rcpt);
+                return;
+            }
+            continue;
+        }
+        rj->n_users++;
+        if (user_is_full(u)) {
+            snprintf(rj->reply, sizeof rj->reply,
+                     "452 4.2.2 <%s>: Recipient address rejected: Mailbox full", rcpt);
+            return;
         }
     }
-    if (!j->reply[0] && j->n_users == 0 && j->t.n_remote == 0)
-        rcpt_job_reject(j, unknown, j->rcpt);
+    if (rj->n_users == 0 && t->n_remote == 0)
+        snprintf(rj->reply, sizeof rj->reply, RCPT_UNKNOWN, rcpt);
 }
 
-/* Work: RFC 5321 §4.1.1.3: a bare "postmaster" is ours. Route it via auth.default_domain,
+/* RFC 5321 §4.1.1.3: a bare "postmaster" is ours. Route it via auth.default_domain,
  * else the parent domain of our hostname when that is local, else the hostname. */
-static void postmaster_domain(struct rcpt_job *j)
+static void postmaster_domain(struct rcpt_job *rj, char *out, size_t size)
 {
-    const char *dot = strchr(j->hostname, '.');
-    char *out = j->to.domain;
-    size_t size = sizeof j->to.domain;
-    if (j->default_domain[0])
-        snprintf(out, size, "%s", j->default_domain);
-    else if (dot && auth_domain_is_local(j->auth, dot + 1) == 1)
+    const char *dot = strchr(rj->host, '.');
+    if (rj->cfg->default_domain && rj->cfg->default_domain[0])
+        snprintf(out, size, "%s", rj->cfg->default_domain);
+    else if (dot && auth_domain_is_local(rj->auth, dot + 1) == 1)
         snprintf(out, size, "%s", dot + 1);
     else
-        snprintf(out, size, "%s", j->hostname);
+        snprintf(out, size, "%s", rj->host);
 }
 
-static void rcpt_work(struct job *job)
+/* Pool thread: the recipient's address and lookups. */
+static void rcpt_work(struct job *j)
 {
-    struct rcpt_job *j = (struct rcpt_job *)job;
-    if (j->is_bare_postmaster)
-        postmaster_domain(j);
-    addr_format(&j->to, j->rcpt, sizeof j->rcpt);
-    int is_local = auth_domain_is_local(j->auth, j->to.domain);
-    if (is_local < 0)
-        rcpt_job_reject(j, "451 4.3.0 <%s>: Temporary lookup failure", j->rcpt);
-    else if (is_local == 1)
-        rcpt_resolve(j);
-    else if (!j->may_relay) /* DESIGN §6: relaying needs SASL auth or relay_networks */
-        rcpt_job_reject(j, "554 5.7.1 <%s>: Relay access denied", j->rcpt);
-    else
-        j->is_remote = true;
-}
-
-static void rcpt_job_free(struct rcpt_job *j)
-{
-    for (size_t i = 0; i < j->n_users; i++)
-        auth_user_free(&j->users[i]);
-    free(j->users);
-    auth_targets_free(&j->t);
-    free(j);
-}
-
-/* Loop: the recipient is accepted; add its targets to the transaction and say 250. */
-static void rcpt_accept(struct smtp_session *s, struct rcpt_job *j)
-{
-    bool ok = true;
-    if (j->is_remote) {
-        ok = txn_add_remote(&s->txn, j->rcpt, &j->rp);
+    struct rcpt_job *rj = (struct rcpt_job *)j;
+    if (rj->to.domain[0] == '\0')
+        postmaster_domain(rj, rj->to.domain, sizeof rj->to.domain);
+    addr_format(&rj->to, rj->rcpt, sizeof rj->rcpt);
+    int is_local = auth_domain_is_local(rj->auth, rj->to.domain);
+    if (is_local < 0) {
+        snprintf(rj->reply, sizeof rj->reply, "451 4.3.0 <%s>: Temporary lookup failure",
+                 rj->rcpt);
+    } else if (is_local == 1) {
+        rcpt_local(rj);
+        if (!rj->reply[0] && rj->is_lmtp && rj->t.n_remote > 0)
+            /* LMTP is final delivery: an address forwarded off this host has no mailbox
+             * here (resolve such aliases in the MTA in front) */
+            snprintf(rj->reply, sizeof rj->reply,
+                     "550 5.1.1 <%s>: Recipient address rejected: forwarded off this host, "
+                     "not deliverable over LMTP",
+                     rj->rcpt);
+    } else if (rj->is_lmtp) {
+        /* LMTP never relays (RFC 2033 §1: delivery to local mailboxes) */
+        snprintf(rj->reply, sizeof rj->reply,
+                 "550 5.1.1 <%s>: Recipient address rejected: not a local address", rj->rcpt);
+    } else if (!rj->may_relay) {
+        /* DESIGN §6: relaying needs SASL auth or a client in relay_networks. */
+        snprintf(rj->reply, sizeof rj->reply, "554 5.7.1 <%s>: Relay access denied", rj->rcpt);
     } else {
-        for (size_t i = 0; i < j->n_users && ok; i++)
-            ok = txn_add_local(&s->txn, &j->users[i], j->rcpt, &j->rp);
-        for (size_t i = 0; i < j->t.n_remote && ok; i++)
-            ok = txn_add_remote(&s->txn, j->t.remote[i], &j->rp);
+        rj->is_foreign = true;
     }
-    if (!ok) {
-        rcpt_reject(s, j->rcpt, "451 4.3.0 <%s>: Temporary failure: out of memory", j->rcpt);
+}
+
+/* Loop thread: the recipient counts (250) or is refused. */
+static void rcpt_done(void *session, struct job *j)
+{
+    struct rcpt_job *rj = (struct rcpt_job *)j;
+    struct smtp_session *s = session;
+    if (!s) {
+        rcpt_job_free(rj);
         return;
     }
-    if (!s->txn.has_queue_id) {
-        util_queue_id(s->txn.queue_id);
-        s->txn.has_queue_id = true;
-        if (s->auth_user)
-            log_info("smtpd", "%s: client=%s, sasl_method=%s, sasl_username=%s", s->txn.queue_id,
-                     s->peer, s->auth_mech, s->auth_user);
-        else
-            log_info("smtpd", "%s: client=%s", s->txn.queue_id, s->peer);
+    const char *rcpt = rj->rcpt;
+    if (!rj->reply[0] && rj->is_lmtp && !lmtp_rcpt_reserve(&s->txn))
+        snprintf(rj->reply, sizeof rj->reply, "451 4.3.0 <%s>: Temporary failure: out of memory",
+                 rcpt);
+    if (!rj->reply[0]) {
+        bool ok = true;
+        if (rj->is_foreign) {
+            ok = txn_add_remote(&s->txn, rcpt, &rj->rp);
+        } else {
+            for (size_t i = 0; i < rj->n_users && ok; i++)
+                ok = txn_add_local(&s->txn, &rj->users[i], rcpt, &rj->rp, rj->is_lmtp);
+            for (size_t i = 0; i < rj->t.n_remote && ok; i++)
+                ok = txn_add_remote(&s->txn, rj->t.remote[i], &rj->rp);
+        }
+        if (ok && rj->is_lmtp && !(s->txn.lmtp_rcpts[s->txn.n_rcpt] = strdup(rcpt))) {
+            /* its copies are in the transaction: it must have its reply slot */
+            smtp_reply(s, "451 4.3.0 <%s>: Temporary failure: out of memory", rcpt);
+            smtp_txn_reset(&s->txn);
+            rcpt_job_free(rj);
+            smtp_session_job_done(s);
+            return;
+        }
+        if (!ok)
+            snprintf(rj->reply, sizeof rj->reply,
+                     "451 4.3.0 <%s>: Temporary failure: out of memory", rcpt);
     }
-    if (!s->txn.first_rcpt)
-        s->txn.first_rcpt = strdup(j->rcpt);
-    s->txn.n_rcpt++;
-    smtp_reply(s, "250 2.1.5 Ok");
+    if (rj->reply[0]) {
+        rcpt_reject(s, rcpt, "%s", rj->reply);
+    } else {
+        if (!s->txn.has_queue_id) {
+            util_queue_id(s->txn.queue_id);
+            s->txn.has_queue_id = true;
+            if (s->auth_user)
+                log_info("smtpd", "%s: client=%s, sasl_method=%s, sasl_username=%s",
+                         s->txn.queue_id, s->peer, s->auth_mech, s->auth_user);
+            else
+                log_info("smtpd", "%s: client=%s", s->txn.queue_id, s->peer);
+        }
+        if (!s->txn.first_rcpt)
+            s->txn.first_rcpt = strdup(rcpt);
+        s->txn.n_rcpt++;
+        smtp_reply(s, "250 2.1.5 Ok");
+    }
+    rcpt_job_free(rj);
+    smtp_session_job_done(s);
 }
 
-/* Loop: apply the answer. */
-static void rcpt_finish(struct smtp_session *s, struct rcpt_job *j)
+/* Room in lmtp_rcpts for one more RCPT. */
+static bool lmtp_rcpt_reserve(struct smtp_txn *t)
 {
-    if (j->reply[0])
-        rcpt_reject(s, j->rcpt, "%s", j->reply);
-    else
-        rcpt_accept(s, j);
-}
-
-static void rcpt_done(void *session, struct job *job)
-{
-    struct rcpt_job *j = (struct rcpt_job *)job;
-    struct smtp_session *s = session; /* NULL: the client has gone */
-    if (s)
-        rcpt_finish(s, j);
-    rcpt_job_free(j);
-    if (s)
-        smtp_session_job_done(s);
+    if (t->n_rcpt < t->cap_lmtp_rcpts)
+        return true;
+    size_t cap = t->cap_lmtp_rcpts ? t->cap_lmtp_rcpts * 2 : 8;
+    char **p = realloc(t->lmtp_rcpts, cap * sizeof *p);
+    if (!p)
+        return false;
+    t->lmtp_rcpts = p;
+    t->cap_lmtp_rcpts = cap;
+    return true;
 }
 
 static bool has_non_ascii(const char *p)
@@ -444,27 +464,25 @@ void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
         smtp_reply(s, "452 4.5.3 Error: too many recipients");
         return;
     }
-    struct rcpt_job *j = s->ctx->auth ? calloc(1, sizeof *j) : NULL;
-    if (!j) {
+    if (!s->ctx->auth) {
         char rcpt[ADDR_MAX_PATH + 1];
         addr_format(&to, rcpt, sizeof rcpt);
         rcpt_reject(s, rcpt, "451 4.3.0 <%s>: Temporary lookup failure", rcpt);
         return;
     }
-    j->auth = s->ctx->auth;
-    j->to = to;
-    j->rp = rp;
-    j->is_bare_postmaster = to.domain[0] == '\0';
-    j->may_relay = s->auth_user != NULL || conn_peer_in_networks(s->c, &s->cfg->relay_networks);
-    snprintf(j->default_domain, sizeof j->default_domain, "%s",
-             s->cfg->default_domain ? s->cfg->default_domain : "");
-    snprintf(j->hostname, sizeof j->hostname, "%s", smtp_hostname(s));
-    if (!auth_directory_may_block(s->ctx->auth)) {
-        rcpt_work(&j->job);
-        rcpt_finish(s, j);
-        rcpt_job_free(j);
+    struct rcpt_job *rj = calloc(1, sizeof *rj);
+    if (!rj) {
+        smtp_reply(s, "451 4.3.0 Error: out of memory");
         return;
     }
-    job_init(&j->job, s->handle, rcpt_work, rcpt_done);
-    smtp_session_job_start(s, &j->job);
+    job_init(&rj->job, s->handle, rcpt_work, rcpt_done);
+    rj->auth = s->ctx->auth;
+    rj->cfg = s->cfg;
+    rj->to = to;
+    snprintf(rj->host, sizeof rj->host, "%s", smtp_hostname(s));
+    rj->rp = rp;
+    rj->is_lmtp = s->role == CONN_ROLE_LMTP;
+    rj->may_relay = !rj->is_lmtp && (s->auth_user != NULL ||
+                                     conn_peer_in_networks(s->c, &s->cfg->relay_networks));
+    smtp_session_job_start(s, &rj->job);
 }

@@ -9,9 +9,7 @@
  *     conn_starttls() discards buffered input like the core and on_tls() follows;
  *   - workpool: jobs are queued and run after on_read returns (the loop's order);
  *   - directory: example.test with alice, bob (quota 100 bytes), disabled "off",
- *     alias "fwd" -> remote@remote.example; SASL PLAIN/LOGIN accept password "pw"; it
- *     "may block" (an SQL directory: MAIL/RCPT lookups are workpool jobs) unless
- *     harness.is_directory_local is set (tern.db: the same work runs inline);
+ *     alias "fwd" -> remote@remote.example; SASL PLAIN/LOGIN accept password "pw";
  *   - store/queue: succeed, or fail when harness.fail_store / fail_queue is set.
  */
 #ifndef TERN_TEST_SMTP_SESSION_HARNESS_H
@@ -62,7 +60,6 @@ static struct {
     size_t n_jobs;
     bool fail_store, fail_queue;
     bool hold_output; /* the peer does not read: conn_output_length() grows */
-    bool is_directory_local; /* auth_directory_may_block() answers false */
     unsigned throttle_failures;
 } harness;
 
@@ -145,6 +142,10 @@ bool conn_peer_is_loopback(const struct conn *c)
 {
     return false;
 }
+bool conn_peer_is_local(const struct conn *c)
+{
+    return false;
+}
 const char *conn_peer_name(const struct conn *c)
 {
     return "unknown";
@@ -194,11 +195,6 @@ static bool local_is(const char *address, const char *local)
 {
     size_t n = strlen(local);
     return strncasecmp(address, local, n) == 0 && strcasecmp(address + n, "@example.test") == 0;
-}
-
-bool auth_directory_may_block(const struct auth_service *svc)
-{
-    return !harness.is_directory_local;
 }
 
 int auth_domain_is_local(struct auth_service *svc, const char *domain)
@@ -450,7 +446,6 @@ static inline void harness_open(enum conn_role role, const char *data_dir)
     harness.n_jobs = 0;
     harness.fail_store = harness.fail_queue = false;
     harness.hold_output = false;
-    harness.is_directory_local = false;
     harness.throttle_failures = 0;
     struct conn *c = &harness.conn;
     memset(c, 0, sizeof *c);

@@ -30,12 +30,9 @@ static void expect_in_order(const char *const *lines)
     }
 }
 
-/* The basic transaction twice: directory lookups as workpool jobs (an SQL directory),
- * and inline (tern.db); the replies are the same. */
-static void run_basic_transaction(bool is_directory_local)
+static void test_basic_transaction(void **state)
 {
     harness_open(CONN_ROLE_SMTP, "/tmp");
-    harness.is_directory_local = is_directory_local;
     feed("EHLO client.test\r\nMAIL FROM:<a@remote.example>\r\nRCPT TO:<alice@example.test>\r\n"
          "RCPT TO:<nobody@example.test>\r\nRCPT TO:<x@elsewhere.example>\r\nDATA\r\n"
          "Subject: hi\r\n\r\n..dot\r\n.\r\nQUIT\r\n");
@@ -54,12 +51,6 @@ static void run_basic_transaction(bool is_directory_local)
                           NULL};
     expect_in_order(want);
     harness_finish("disconnect");
-}
-
-static void test_basic_transaction(void **state)
-{
-    run_basic_transaction(false);
-    run_basic_transaction(true);
 }
 
 static void test_state_and_limits(void **state)
