@@ -15,10 +15,11 @@
  * password column is read as Dovecot does: "{SCHEME}..." as marked, anything else in
  * directory.default_pass_scheme (CRYPT by default: $1$ md5crypt, $5$, $6$, $2y$, DES).
  *
- * directory.schema = custom runs the administrator's queries in Dovecot's style
- * (password_query: columns password [, user]; user_query: home, quota_rule or quota
- * [, user]; iterate_query: user; domain_query: any row = ours; alias_query: targets;
- * alias_domain_query: the target domain). Such a directory is read-only for the CLI.
+ * directory.schema = custom (the default when queries are given) runs the administrator's
+ * queries in Dovecot's style (password_query: columns password [, user]; user_query:
+ * home (or maildir), quota_rule or quota [, user]; iterate_query: user; domain_query: any
+ * row = ours; alias_query: targets; alias_domain_query: the target domain). Such a
+ * directory is read-only for the CLI.
  *
  * Every statement is prepared with bound parameters (sql_template.h): names from
  * clients never become SQL text. Lookups may block on the network (is_network); the
@@ -134,11 +135,36 @@ static const struct {
      false},
 };
 #define N_CUSTOM (sizeof custom_statements / sizeof custom_statements[0])
+/* Dovecot's %u %n %d, and Postfix's %s (the whole key looked up: what %u is here). */
+#define CUSTOM_VARS "unds"
 
 static const char *custom_value(const struct config *cfg, size_t i)
 {
     const char *v = *(char *const *)((const char *)cfg + custom_statements[i].offset);
     return v ? v : "";
+}
+
+/* directory.schema, or when it is not given: custom when queries are (they came from a
+ * Dovecot or Postfix setup), else postfixadmin. */
+static bool is_custom_schema(const struct config *cfg)
+{
+    if (config_key_is_set(cfg, "directory.schema"))
+        return cfg->directory_schema == DIRECTORY_SCHEMA_CUSTOM;
+    for (size_t i = 0; i < N_CUSTOM; i++)
+        if (custom_value(cfg, i)[0])
+            return true;
+    return false;
+}
+
+/* The key that made the schema custom: directory.schema, or the first query given. */
+static const char *custom_origin_key(const struct config *cfg)
+{
+    if (config_key_is_set(cfg, "directory.schema"))
+        return "directory.schema";
+    for (size_t i = 0; i < N_CUSTOM; i++)
+        if (custom_value(cfg, i)[0])
+            return custom_statements[i].key;
+    return "directory.schema";
 }
 
 static int stmt_compile(struct dir_sql_stmt *q, enum dir_sql_query id, const char *text,
@@ -260,7 +286,7 @@ int dir_sql_config_check(const struct config *cfg, char **error_r)
     if (read_password(cfg, &password, error_r) < 0)
         return -1;
     free(password);
-    bool is_custom = cfg->directory_schema == DIRECTORY_SCHEMA_CUSTOM;
+    bool is_custom = is_custom_schema(cfg);
     enum sql_dialect dialect = sql_driver_dialect(kind);
     for (size_t i = 0; i < N_CUSTOM; i++) {
         const char *text = custom_value(cfg, i);
@@ -273,12 +299,14 @@ int dir_sql_config_check(const struct config *cfg, char **error_r)
             continue;
         if (!text[0]) {
             if (custom_statements[i].is_required)
-                return key_error_at(cfg, "directory.schema", key, error_r,
-                                    "must be set for directory.schema = custom");
+                return key_error_at(cfg, custom_origin_key(cfg), key, error_r,
+                                    "must be set for directory.schema = custom (or, on "
+                                    "postfixadmin's tables, directory.schema = postfixadmin "
+                                    "and no queries)");
             continue;
         }
         struct sql_template t;
-        if (sql_template_compile(text, dialect, "und", NULL, &t, &err) < 0) {
+        if (sql_template_compile(text, dialect, CUSTOM_VARS, NULL, &t, &err) < 0) {
             int rc = key_error(cfg, key, error_r, "%s", err ? err : "bad query");
             free(err);
             return rc;
@@ -353,6 +381,7 @@ void dir_sql_vars_name(struct dir_sql_vars *v, const char *name, bool is_domain)
         v->domain[0] = '\0';
     }
     v->v['u' - 'a'] = name;
+    v->v['s' - 'a'] = name;
     v->v['n' - 'a'] = v->local;
     v->v['d' - 'a'] = v->domain;
 }
@@ -611,8 +640,12 @@ static int user_from_row(struct dir_sql *d, const struct dir_sql_row *row, const
     u->address = strdup(canonical);
     if (!u->address)
         return -1;
+    /* postfixadmin's maildir; a custom query's home, else a maildir column (a Postfix
+     * virtual_mailbox_maps query), both relative to mail_root unless absolute */
     const char *home = d->is_postfixadmin ? dir_sql_row_get(row, "maildir")
                                           : dir_sql_row_get(row, "home");
+    if (!home && !d->is_postfixadmin)
+        home = dir_sql_row_get(row, "maildir");
     if (home && home[0] && !(u->home = home_from(d, canonical, home))) {
         dir_user_info_free(u);
         return -1;
@@ -841,7 +874,7 @@ static int statements_compile(struct dir_sql *d, const struct config *cfg, enum 
         if (!text[0])
             continue;
         if (stmt_compile(&d->q[custom_statements[i].id], custom_statements[i].id, text, dialect,
-                         "und", NULL, &err) < 0) {
+                         CUSTOM_VARS, NULL, &err) < 0) {
             key_error(cfg, custom_statements[i].key, error_r, "%s", err ? err : "bad query");
             free(err);
             return -1;
@@ -860,7 +893,7 @@ struct dir_backend *dir_sql_open(const struct config *cfg, char **error_r)
         auth_set_error(error_r, "out of memory");
         return NULL;
     }
-    d->is_postfixadmin = cfg->directory_schema == DIRECTORY_SCHEMA_POSTFIXADMIN;
+    d->is_postfixadmin = !is_custom_schema(cfg);
     d->default_scheme = upper_dup(cfg->directory_default_pass_scheme);
     d->password_scheme = upper_dup(cfg->directory_password_scheme);
     if (cfg->directory_mail_root && cfg->directory_mail_root[0])

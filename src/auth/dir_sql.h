@@ -4,8 +4,9 @@
  *
  * The backend runs a fixed set of statements, each compiled from a template
  * (sql_template.h) at open: the postfixadmin schema's built-in ones, or the custom
- * directory.*_query keys. Variables: %u the full name looked up ("user@domain", an alias
- * source "@domain", or a domain in domain queries), %n its local part, %d its domain;
+ * directory.*_query keys. Variables: %u (and Postfix's %s) the full name looked up
+ * ("user@domain", an alias source "@domain", or a domain in domain queries), %n its local
+ * part, %d its domain;
  * administration adds %w (password value), %q (quota bytes), %a (active 1/0), %g (an
  * alias's goto list), %m (maildir).
  */

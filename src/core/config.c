@@ -57,6 +57,11 @@ struct config_key {
 static const char *const directory_drivers[] = {"sqlite", "mysql", "postgresql", NULL};
 static const char *const directory_schemas[] = {"postfixadmin", "custom", NULL};
 static const char *const directory_tls_modes[] = {"no", "yes", "verify", NULL};
+/* Other spellings admins bring from Dovecot and Postfix ("pgsql") and MariaDB. */
+static const struct {
+    const char *alias;
+    const char *name;
+} config_enum_aliases[] = {{"mariadb", "mysql"}, {"pgsql", "postgresql"}, {"postgres", "postgresql"}};
 static const struct {
     size_t offset;
     const char *const *names;
@@ -472,6 +477,9 @@ static char *config_set(struct config *cfg, const struct config_key *k, const ch
         size_t n = 0;
         while (names[n])
             n++;
+        for (size_t a = 0; a < sizeof config_enum_aliases / sizeof config_enum_aliases[0]; a++)
+            if (strcasecmp(v, config_enum_aliases[a].alias) == 0)
+                v = config_enum_aliases[a].name;
         int i = enum_find(names, n, v);
         if (i < 0) {
             struct buf b;
@@ -871,6 +879,12 @@ static char *config_derived_default(const struct config *cfg, const struct confi
     if (k->offset == OFF(tls_key))
         return path_join(cfg->data_dir, "tls/key.pem");
     return NULL;
+}
+
+bool config_key_is_set(const struct config *cfg, const char *key)
+{
+    const struct config_key *k = config_key_find(key);
+    return k && ((const struct config_private *)cfg)->key_line[k - config_keys] != 0;
 }
 
 char *config_key_origin(const struct config *cfg, const char *key)

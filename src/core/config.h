@@ -157,6 +157,9 @@ struct config *config_parse_buffer(const char *name, const char *text, size_t le
                                    char *const *overrides, size_t n_overrides, bool is_root,
                                    char **error_r);
 
+/* Was key given (in the file or by -o), rather than left at its default? */
+bool config_key_is_set(const struct config *cfg, const char *key);
+
 /* Where a key's value came from, for messages about it: "tern.conf:12", "-o key", or
  * "tern.conf (default of key)". malloc'd. */
 char *config_key_origin(const struct config *cfg, const char *key);

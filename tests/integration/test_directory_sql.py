@@ -425,8 +425,7 @@ def test_bare_md5_hex_with_default_scheme(extra_tern, sqldb):
     assert imap_login(srv, "plainmd5@example.org", PW)[0]
 
 
-CUSTOM = {
-    "directory.schema": "custom",
+CUSTOM = {  # no directory.schema: queries given make it "custom"
     "directory.password_query":
         "SELECT username AS user, password FROM mailbox WHERE username = '%u' AND active = '1'",
     "directory.user_query":
@@ -434,7 +433,8 @@ CUSTOM = {
         "WHERE username = '%u' AND active = '1'",
     "directory.iterate_query": "SELECT username AS user FROM mailbox",
     "directory.domain_query": "SELECT domain FROM domain WHERE domain = '%d' AND active = '1'",
-    "directory.alias_query": "SELECT goto FROM alias WHERE address = '%u' AND active = '1'",
+    # as pasted from Postfix's mysql_virtual_alias_maps.cf: %s is the address looked up
+    "directory.alias_query": "SELECT goto FROM alias WHERE address='%s' AND active = '1'",
     "directory.alias_domain_query":
         "SELECT target_domain FROM alias_domain WHERE alias_domain = '%d' AND active = '1'",
 }
@@ -443,6 +443,8 @@ CUSTOM = {
 def test_custom_queries(extra_tern, sqldb):
     keys = sqldb.tern_keys(DB)
     keys.update(CUSTOM)
+    # Dovecot's and MariaDB's names for the drivers are understood too
+    keys["directory.driver"] = {"mysql": "mariadb", "postgresql": "pgsql"}[sqldb.driver]
     srv = extra_tern(keys)
     assert imap_login(srv, "alice@example.org", PW)[0]
     assert imap_login(srv, "alice@aliasdom.example", PW)[0]

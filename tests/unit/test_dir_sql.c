@@ -468,13 +468,15 @@ static const struct fake_row custom_rows[] = {
      {"/var/vmail/example.org/alice/", "*:storage=1G", "901"}},
     {DQ_USER, "dave@example.org", {"home", "quota_rule"}, {"example.org/dave", "*:bytes=1000"}},
     {DQ_USER, "erin@example.org", {"user", "quota"}, {"Erin@Example.org", "5"}},
+    /* a Postfix virtual_mailbox_maps query: a maildir relative to mail_root */
+    {DQ_USER, "fred@example.org", {"maildir"}, {"example.org/fred/"}},
     {DQ_PASSWORD, "alice@example.org", {"user", "password"}, {"alice@example.org", "{PLAIN}pw"}},
 };
 
 static int setup_custom(void **state)
 {
+    /* no directory.schema: queries make it custom */
     return setup_cfg(state,
-                     "directory.schema = custom\n"
                      "directory.password_query = SELECT username AS user, password FROM mailbox "
                      "WHERE username = '%u'\n"
                      "directory.user_query = SELECT home FROM u WHERE u = '%u'\n"
@@ -501,6 +503,11 @@ static void test_custom_query_columns(void **state)
     assert_int_equal(auth_user_lookup(f->svc, "erin@example.org", &u), 1);
     assert_string_equal(u.address, "erin@example.org"); /* the "user" column, normalised */
     assert_int_equal(u.quota, 5);
+    auth_user_free(&u);
+    assert_int_equal(auth_user_lookup(f->svc, "fred@example.org", &u), 1);
+    snprintf(want, sizeof want, "%s/mail/example.org/fred", f->dir);
+    assert_string_equal(u.home, want);
+    assert_int_equal(u.quota, 77); /* no quota column: quota.default */
     auth_user_free(&u);
     char *user = NULL;
     assert_int_equal(auth_login_password(f->svc, "alice@example.org", "pw", &user), 1);
@@ -552,8 +559,7 @@ static void test_config_checks(void **state)
                         "tern.conf:4: directory.password_query: at offset 34: unknown variable %z");
     expect_config_error("directory.driver = mysql\ndirectory.dbname = x\n"
                         "directory.user_query = SELECT 1\n",
-                        "tern.conf:3: directory.user_query: is used only with directory.schema = "
-                        "custom");
+                        "tern.conf:3: directory.password_query: must be set");
     expect_config_error("directory.driver = mysql\ndirectory.dbname = x\n"
                         "directory.default_pass_scheme = ROT13\n",
                         "tern.conf:3: directory.default_pass_scheme: unknown password scheme");
@@ -562,6 +568,15 @@ static void test_config_checks(void **state)
     expect_config_error("directory.driver = mysql\ndirectory.dbname = x\n"
                         "directory.password_file = /nonexistent/pw\n",
                         "tern.conf:3: directory.password_file: cannot read /nonexistent/pw");
+    /* queries without directory.schema: custom, which needs its three queries; Postfix's
+     * %s is understood; pgsql is Dovecot's name of the driver */
+    expect_config_error("directory.driver = pgsql\ndirectory.dbname = x\n"
+                        "directory.alias_query = SELECT goto FROM alias WHERE address='%s'\n",
+                        "directory.password_query: must be set for directory.schema = custom");
+    expect_config_error("directory.driver = mysql\ndirectory.dbname = x\ndirectory.schema = "
+                        "postfixadmin\ndirectory.user_query = SELECT 1\n",
+                        "tern.conf:4: directory.user_query: is used only with directory.schema "
+                        "= custom");
     expect_config_error("directory.dbname = postfix\n",
                         "tern.conf:1: directory.dbname: is used only with directory.driver = mysql");
     char *err = NULL;
