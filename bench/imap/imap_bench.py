@@ -136,13 +136,25 @@ def tern_start(overrides, users):
     return srv
 
 
-def dovecot_start(root, port, uid, gid, users, pop3_port=None, zlib=False):
+def dovecot_start(root, port, uid, gid, users, pop3_port=None, zlib=False, auth=None):
     """A private Dovecot (imap, and pop3 when pop3_port is given) on loopback ports;
-    users in a passwd-file (bench/stress/reference.py uses the pop3 listener too)."""
+    users in a passwd-file (bench/stress/reference.py uses the pop3 listener too), or the
+    passdb/userdb blocks given as auth (bench/directory: sql on a database)."""
     (root / "run").mkdir(parents=True, exist_ok=True)
     (root / "state").mkdir(exist_ok=True)
     (root / "passwd").write_text("".join(f"{u}:{{PLAIN}}{PASSWORD}::::::\n" for u in users))
     pop3 = "" if pop3_port is None else benchlib.dovecot_login_service("pop3", pop3_port)
+    if auth is None:
+        auth = f"""
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {root}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={root}/home/%u
+}}
+"""
     (root / "dovecot.conf").write_text(f"""
 protocols = imap{' pop3' if pop3_port else ''}
 listen = 127.0.0.1
@@ -159,14 +171,7 @@ default_internal_user = dovecot
 default_login_user = dovenull
 default_process_limit = 20000
 default_client_limit = 40000
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {root}/passwd
-}}
-userdb {{
-  driver = static
-  args = uid={uid} gid={gid} home={root}/home/%u
-}}
+{auth}
 protocol imap {{
   mail_max_userip_connections = 100000
 {"  mail_plugins = $mail_plugins imap_zlib" if zlib else ""}

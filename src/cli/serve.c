@@ -97,6 +97,7 @@ static int serve_init(struct server_context *ctx, char **error_r)
         store_notify_set_forward(serve_forward_notify);
     char *err = NULL;
     /* the auth process alone opens the directory; the others ask it (DESIGN §2) */
+    bool is_local = ctx->auth_channel < 0;
     if (ctx->auth_channel >= 0) {
         ctx->auth = auth_service_open_remote(ctx->cfg, ctx->auth_channel, &err);
         ctx->auth_channel = -1; /* the service owns it now */
@@ -110,6 +111,12 @@ static int serve_init(struct server_context *ctx, char **error_r)
             snprintf(*error_r, n, "cannot open the directory: %s", err ? err : "unknown error");
         free(err);
         return -1;
+    }
+    if (is_local && auth_directory_may_block(ctx->auth)) {
+        /* One lookup now, so a wrong host or password shows in the log at start (as the
+         * outage line) rather than at the first client; start-up goes on either way. */
+        log_info("auth", "directory: %s", auth_directory_name(ctx->auth));
+        (void)auth_domain_is_local(ctx->auth, "startup-probe.invalid");
     }
     if (ctx->processes == SERVER_PROC_AUTH) {
         serve_auth_server = auth_server_new(ctx->auth, ctx->base, ctx->pool);
@@ -156,8 +163,13 @@ static void serve_fini(struct server_context *ctx)
 /* SIGHUP in the master: the configuration file read again, with the same -c and -o. */
 static struct config *serve_reload(char **error_r)
 {
-    return config_load(serve_options.config_path, serve_options.overrides,
-                       serve_options.n_overrides, error_r);
+    struct config *cfg = config_load(serve_options.config_path, serve_options.overrides,
+                                     serve_options.n_overrides, error_r);
+    if (cfg && auth_config_check(cfg, error_r) < 0) { /* the directory keys too */
+        config_free(cfg);
+        return NULL;
+    }
+    return cfg;
 }
 
 /* Send the log where the config says (stderr when in the foreground with -f). */
@@ -216,6 +228,14 @@ int cli_serve(const struct cli_options *o, int argc, char **argv)
     }
     struct config *cfg = cli_load_config(&opts);
     if (!cfg) {
+        free(overrides);
+        return 1;
+    }
+    char *err = NULL;
+    if (auth_config_check(cfg, &err) < 0) { /* before anything binds */
+        fprintf(stderr, "tern: %s\n", err ? err : "bad directory settings");
+        free(err);
+        config_free(cfg);
         free(overrides);
         return 1;
     }

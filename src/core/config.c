@@ -41,6 +41,7 @@ enum config_type {
     CT_CHOICE,      /* string, one of config_choices(key) */
     CT_UIDL_FORMAT, /* string, a POP3 UIDL format (core/uidl.h) */
     CT_MODE,        /* unsigned, an octal file mode (0000-0777) */
+    CT_ENUM,        /* unsigned index into the key's value list (config_enums) */
 };
 
 struct config_key {
@@ -52,6 +53,24 @@ struct config_key {
 };
 
 #define OFF(field) offsetof(struct config, field)
+
+/* CT_ENUM value lists (NULL-terminated), in the order of the enums in config.h. */
+static const char *const directory_drivers[] = {"sqlite", "mysql", "postgresql", NULL};
+static const char *const directory_schemas[] = {"postfixadmin", "custom", NULL};
+static const char *const directory_tls_modes[] = {"no", "yes", "verify", NULL};
+/* Other spellings admins bring from Dovecot and Postfix ("pgsql") and MariaDB. */
+static const struct {
+    const char *alias;
+    const char *name;
+} config_enum_aliases[] = {{"mariadb", "mysql"}, {"pgsql", "postgresql"}, {"postgres", "postgresql"}};
+static const struct {
+    size_t offset;
+    const char *const *names;
+} config_enums[] = {
+    {OFF(directory_driver), directory_drivers},
+    {OFF(directory_schema), directory_schemas},
+    {OFF(directory_tls), directory_tls_modes},
+};
 
 static const struct config_key config_keys[] = {
     {"hostname", CT_STRING, OFF(hostname), NULL, NULL},
@@ -122,6 +141,34 @@ static const struct config_key config_keys[] = {
     {"mailauth.spf_policy", CT_CHOICE, OFF(mailauth_spf_policy), "mark", "mark"},
     {"mailauth.dmarc_policy", CT_CHOICE, OFF(mailauth_dmarc_policy), "enforce", "enforce"},
     {"mailauth.dns_timeout", CT_UINT, OFF(mailauth_dns_timeout), "5", "5"},
+    /* The directory's backend (issue 14; docs/CONFIG.md "Directory in SQL"). */
+    {"directory.driver", CT_ENUM, OFF(directory_driver), "sqlite", "sqlite"},
+    {"directory.schema", CT_ENUM, OFF(directory_schema), "postfixadmin", "postfixadmin"},
+    {"directory.host", CT_STRING, OFF(directory_host), "localhost", "localhost"},
+    {"directory.port", CT_UINT, OFF(directory_port), "0", "0"},
+    {"directory.socket", CT_STRING, OFF(directory_socket), "", ""},
+    {"directory.dbname", CT_STRING, OFF(directory_dbname), "", ""},
+    {"directory.user", CT_STRING, OFF(directory_user), "", ""},
+    {"directory.password", CT_STRING, OFF(directory_password), "", ""},
+    {"directory.password_file", CT_PATH, OFF(directory_password_file), "", ""},
+    {"directory.pool_size", CT_UINT, OFF(directory_pool_size), "4", "4"},
+    {"directory.connect_timeout", CT_UINT, OFF(directory_connect_timeout), "5", "5"},
+    {"directory.query_timeout", CT_UINT, OFF(directory_query_timeout), "10", "10"},
+    {"directory.tls", CT_ENUM, OFF(directory_tls), "no", "no"},
+    {"directory.tls_ca", CT_PATH, OFF(directory_tls_ca), "", ""},
+    {"directory.tls_cert", CT_PATH, OFF(directory_tls_cert), "", ""},
+    {"directory.tls_key", CT_PATH, OFF(directory_tls_key), "", ""},
+    {"directory.default_pass_scheme", CT_STRING, OFF(directory_default_pass_scheme), "CRYPT",
+     "CRYPT"},
+    {"directory.password_scheme", CT_STRING, OFF(directory_password_scheme), "SHA512-CRYPT",
+     "SHA512-CRYPT"},
+    {"directory.mail_root", CT_PATH, OFF(directory_mail_root), "", ""},
+    {"directory.password_query", CT_STRING, OFF(directory_password_query), "", ""},
+    {"directory.user_query", CT_STRING, OFF(directory_user_query), "", ""},
+    {"directory.iterate_query", CT_STRING, OFF(directory_iterate_query), "", ""},
+    {"directory.domain_query", CT_STRING, OFF(directory_domain_query), "", ""},
+    {"directory.alias_query", CT_STRING, OFF(directory_alias_query), "", ""},
+    {"directory.alias_domain_query", CT_STRING, OFF(directory_alias_domain_query), "", ""},
 };
 
 #define N_KEYS (sizeof config_keys / sizeof config_keys[0])
@@ -143,6 +190,8 @@ static const char *const *config_choices(const struct config_key *k)
 struct config_private {
     struct config pub; /* first: a struct config * is a struct config_private * */
     bool is_root;      /* built with the root defaults */
+    unsigned key_line[N_KEYS]; /* line of the file that set each key; 0 default,
+                                  CONFIG_LINE_OVERRIDE from -o */
 };
 
 static const char *const plaintext_names[] = {"tls", "loopback+tls", "always"};
@@ -351,6 +400,15 @@ static bool network_item_is_valid(const char *s)
     return true;
 }
 
+/* The value list of a CT_ENUM key. */
+static const char *const *enum_names(const struct config_key *k)
+{
+    for (size_t i = 0; i < sizeof config_enums / sizeof config_enums[0]; i++)
+        if (config_enums[i].offset == k->offset)
+            return config_enums[i].names;
+    abort(); /* a CT_ENUM row without its list */
+}
+
 static int enum_find(const char *const *names, size_t n, const char *v)
 {
     for (size_t i = 0; i < n; i++)
@@ -439,25 +497,35 @@ static char *config_set(struct config *cfg, const struct config_key *k, const ch
         *(enum config_plaintext *)field = (enum config_plaintext)i;
         return NULL;
     }
-    case CT_CHOICE: {
-        const char *const *choices = config_choices(k);
+    case CT_CHOICE:
+    case CT_ENUM: {
+        /* CT_CHOICE stores the name (a string), CT_ENUM its index (an unsigned) */
+        bool is_enum = k->type == CT_ENUM;
+        const char *const *names = is_enum ? enum_names(k) : config_choices(k);
         size_t n = 0;
-        while (choices[n])
+        while (names[n])
             n++;
-        int i = enum_find(choices, n, v);
+        for (size_t a = 0;
+             is_enum && a < sizeof config_enum_aliases / sizeof config_enum_aliases[0]; a++)
+            if (strcasecmp(v, config_enum_aliases[a].alias) == 0)
+                v = config_enum_aliases[a].name;
+        int i = enum_find(names, n, v);
         if (i < 0) {
             struct buf b;
             buf_init(&b, 0);
             for (size_t j = 0; j < n; j++)
-                buf_printf(&b, "%s%s", j ? (j + 1 == n ? " or " : ", ") : "", choices[j]);
-            char *msg = config_asprintf("bad value '%s' for %s (use %s)", v, k->name,
-                                        b.data ? b.data : "");
+                buf_printf(&b, "%s%s", j == 0 ? "" : j + 1 == n ? " or " : ", ", names[j]);
+            char *r = config_asprintf("bad value '%s' for %s (use %s)", v, k->name, buf_cstr(&b));
             buf_free(&b);
-            return msg;
+            return r;
         }
-        char **sp = (char **)field;
-        free(*sp);
-        *sp = config_strdup(choices[i]);
+        if (is_enum) {
+            *(unsigned *)field = (unsigned)i;
+        } else {
+            char **sp = (char **)field;
+            free(*sp);
+            *sp = config_strdup(names[i]);
+        }
         return NULL;
     }
     case CT_UIDL_FORMAT: {
@@ -590,7 +658,7 @@ const char *config_mailauth_policy(const struct config *cfg, const char *key, co
 
 /* Apply "key = value" (a line or an override). Returns NULL or a malloc'd reason;
  * a blank line or comment is a no-op. */
-static char *config_apply_line(struct config *cfg, char *line, bool is_override)
+static char *config_apply_line(struct config *cfg, char *line, bool is_override, unsigned lineno)
 {
     if (!is_override)
         strip_comment(line);
@@ -623,7 +691,11 @@ static char *config_apply_line(struct config *cfg, char *line, bool is_override)
     }
     if (!k)
         return config_asprintf("unknown key '%.80s'", key);
-    return config_set(cfg, k, value);
+    char *err = config_set(cfg, k, value);
+    if (!err)
+        ((struct config_private *)cfg)->key_line[k - config_keys] =
+            is_override ? CONFIG_LINE_OVERRIDE : lineno;
+    return err;
 }
 
 /* ---- defaults -------------------------------------------------------------------------- */
@@ -704,6 +776,7 @@ static void config_finish(struct config *cfg)
     path_make_absolute(&cfg->log_file, cfg->data_dir);
     path_make_absolute(&cfg->tls_cert, cfg->data_dir);
     path_make_absolute(&cfg->tls_key, cfg->data_dir);
+    path_make_absolute(&cfg->directory_mail_root, cfg->data_dir);
 }
 
 static struct config *config_new_default(const char *path, bool is_root)
@@ -749,7 +822,7 @@ static struct config *config_build(const char *name, const char *text, size_t le
         memcpy(line, text + pos, n);
         line[n] = '\0';
         pos += n + (nl ? 1 : 0);
-        char *err = config_apply_line(cfg, line, false);
+        char *err = config_apply_line(cfg, line, false, lineno);
         if (err) {
             *error_r = config_asprintf("%s:%u: %s", name, lineno, err);
             free(err);
@@ -763,7 +836,7 @@ static struct config *config_build(const char *name, const char *text, size_t le
             goto fail;
         }
         memcpy(line, overrides[i], n + 1);
-        char *err = config_apply_line(cfg, line, true);
+        char *err = config_apply_line(cfg, line, true, 0);
         if (err) {
             *error_r = config_asprintf("-o %s: %s", overrides[i], err);
             free(err);
@@ -883,6 +956,8 @@ static char *config_format_value(const struct config *cfg, const struct config_k
         unsigned i = (unsigned)*(const enum config_plaintext *)field;
         return config_strdup(i < 3 ? plaintext_names[i] : "?");
     }
+    case CT_ENUM:
+        return config_strdup(enum_names(k)[*(const unsigned *)field]);
     }
     return config_strdup("");
 }
@@ -898,6 +973,23 @@ static char *config_derived_default(const struct config *cfg, const struct confi
     if (k->offset == OFF(tls_key))
         return path_join(cfg->data_dir, "tls/key.pem");
     return NULL;
+}
+
+bool config_key_is_set(const struct config *cfg, const char *key)
+{
+    const struct config_key *k = config_key_find(key);
+    return k && ((const struct config_private *)cfg)->key_line[k - config_keys] != 0;
+}
+
+char *config_key_origin(const struct config *cfg, const char *key)
+{
+    const struct config_key *k = config_key_find(key);
+    unsigned line = k ? ((const struct config_private *)cfg)->key_line[k - config_keys] : 0;
+    if (line == CONFIG_LINE_OVERRIDE)
+        return config_asprintf("-o %s", key);
+    if (line == 0)
+        return config_asprintf("%s (default of %s)", cfg->path, key);
+    return config_asprintf("%s:%u", cfg->path, line);
 }
 
 void config_show(const struct config *cfg, bool non_default_only)
@@ -921,7 +1013,8 @@ void config_show(const struct config *cfg, bool non_default_only)
             free(d);
         }
         /* A secret never goes to a terminal or a support ticket pasted from one. */
-        bool is_secret = strcmp(k->name, "relayhost.password") == 0;
+        bool is_secret =
+            strcmp(k->name, "relayhost.password") == 0 || strcmp(k->name, "directory.password") == 0;
         if (!is_default)
             printf("%s =%s%s\n", k->name, v[0] ? " " : "", is_secret && v[0] ? "(hidden)" : v);
         free(v);

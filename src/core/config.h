@@ -32,6 +32,14 @@ struct config_list {
 
 enum config_plaintext { PLAINTEXT_TLS, PLAINTEXT_LOOPBACK_TLS, PLAINTEXT_ALWAYS };
 
+/* directory.driver, directory.schema, directory.tls (in the order config.c lists them). */
+enum config_directory_driver { DIRECTORY_SQLITE, DIRECTORY_MYSQL, DIRECTORY_PGSQL };
+enum config_directory_schema { DIRECTORY_SCHEMA_POSTFIXADMIN, DIRECTORY_SCHEMA_CUSTOM };
+enum config_directory_tls { DIRECTORY_TLS_NO, DIRECTORY_TLS_YES, DIRECTORY_TLS_VERIFY };
+
+/* config_key_origin: a key set by -o rather than by a line of the file. */
+#define CONFIG_LINE_OVERRIDE 0xffffffffu
+
 struct config {
     char *path;       /* file the config came from (may not exist) */
     char *hostname;   /* hostname: banner and Received; default gethostname() */
@@ -117,6 +125,34 @@ struct config {
     unsigned mailauth_dns_timeout; /* mailauth.dns_timeout: seconds per lookup; 5 */
     struct config_list mailauth_policies; /* mailauth.{spf,dmarc}_policy.<domain> overrides,
                                              "<key> <domain> <value>" items */
+
+    /* The directory's backend (issue 14; auth/dir_backend.h). Added by the sqldir helper. */
+    unsigned directory_driver;          /* directory.driver: enum config_directory_driver */
+    unsigned directory_schema;          /* directory.schema: enum config_directory_schema */
+    char *directory_host;               /* directory.host; "localhost" */
+    unsigned directory_port;            /* directory.port; 0 = the driver's default */
+    char *directory_socket;             /* directory.socket: Unix socket (file or PG dir) */
+    char *directory_dbname;             /* directory.dbname */
+    char *directory_user;               /* directory.user */
+    char *directory_password;           /* directory.password */
+    char *directory_password_file;      /* directory.password_file: first line */
+    unsigned directory_pool_size;       /* directory.pool_size connections; 4 */
+    unsigned directory_connect_timeout; /* directory.connect_timeout seconds; 5 */
+    unsigned directory_query_timeout;   /* directory.query_timeout seconds; 10 */
+    unsigned directory_tls;             /* directory.tls: enum config_directory_tls */
+    char *directory_tls_ca;             /* directory.tls_ca: CA file to verify the server */
+    char *directory_tls_cert;           /* directory.tls_cert: client certificate */
+    char *directory_tls_key;            /* directory.tls_key: its key */
+    char *directory_default_pass_scheme; /* scheme of stored passwords without {SCHEME}; CRYPT */
+    char *directory_password_scheme;     /* scheme Tern writes passwords in; SHA512-CRYPT */
+    char *directory_mail_root;           /* base of relative maildir/home paths; "" =
+                                            <data_dir>/mail */
+    char *directory_password_query;      /* custom schema: Dovecot-style queries */
+    char *directory_user_query;
+    char *directory_iterate_query;
+    char *directory_domain_query;
+    char *directory_alias_query;
+    char *directory_alias_domain_query;
 };
 
 /*
@@ -139,6 +175,13 @@ struct config *config_parse_buffer(const char *name, const char *text, size_t le
 /* The value of mailauth.spf_policy or mailauth.dmarc_policy (key) for one of our
  * domains: its mailauth.<key>.<domain> override, else the global value. */
 const char *config_mailauth_policy(const struct config *cfg, const char *key, const char *domain);
+
+/* Was key given (in the file or by -o), rather than left at its default? */
+bool config_key_is_set(const struct config *cfg, const char *key);
+
+/* Where a key's value came from, for messages about it: "tern.conf:12", "-o key", or
+ * "tern.conf (default of key)". malloc'd. */
+char *config_key_origin(const struct config *cfg, const char *key);
 
 /* Print the effective settings as "key = value" lines; only non-defaults if non_default_only. */
 void config_show(const struct config *cfg, bool non_default_only);

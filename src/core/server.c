@@ -442,6 +442,10 @@ int server_drop_privileges(const struct passwd *pw)
         log_error("master", "privileges were not dropped (setuid(0) succeeded)");
         return -1;
     }
+    /* Libraries look for per-user files under $HOME (libpq: ~/.postgresql/ client
+     * certificates); root's home would answer "permission denied" instead of "none".
+     * Still one thread here: the workpool starts after this. */
+    setenv("HOME", pw->pw_dir && pw->pw_dir[0] ? pw->pw_dir : "/", 1);
     return 0;
 }
 

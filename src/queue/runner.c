@@ -332,8 +332,10 @@ static void job_start(struct outbound_runner *r, struct outbound_job *job)
     job->resolved = calloc(job->n_domains ? job->n_domains : 1, sizeof *job->resolved);
     for (size_t i = 0; job->resolved && i < job->n_domains; i++) {
         job->resolved[i].job = job;
-        if (r->shared.auth && auth_domain_is_local(r->shared.auth, job->domains[i]) != 0)
-            continue; /* local (or unknown on a directory error: the thread decides) */
+        /* never a network round trip on the loop: with an SQL directory the answer is
+         * "unknown" (-1) and the delivery thread looks it up (and the DNS) itself */
+        if (r->shared.auth && auth_domain_is_local_nonblocking(r->shared.auth, job->domains[i]) != 0)
+            continue; /* local (or unknown: the thread decides) */
         struct outbound_route route;
         bool is_relay;
         if (outbound_route_for(r->shared.cfg, job->domains[i], &route, &is_relay) < 0)
