@@ -32,6 +32,7 @@
 #define SCRIPT_PASSWORD       "pw"
 #define SCRIPT_MAX_OPENS      16 /* connections a script may open */
 #define SCRIPT_MAX_DELIVERIES 8  /* 'n' operations that take effect */
+#define SCRIPT_MAX_ANSWERS    16 /* 'A' and 'M' operations that take effect */
 #define SCRIPT_BIG_LINES      1024 /* ~70 KB: over a POP3 stream chunk (64 KB); four FETCH
                                      * items of it exceed an IMAP FETCH batch (256 KB) */
 
@@ -568,7 +569,7 @@ struct script {
     const struct script_protocol *sp;
     int peer;       /* the connection client bytes go to */
     unsigned split; /* header byte 1 (z) */
-    unsigned n_opens, n_deliveries;
+    unsigned n_opens, n_deliveries, n_answers;
     bool is_dirty; /* the store may have changed */
 };
 
@@ -632,7 +633,9 @@ static void script_apop(struct script *st)
 static void script_cram_md5(struct script *st)
 {
     const char *out = fake_output(st->peer), *challenge = NULL;
-    for (const char *p = out; (p = strstr(p, "+ ")) != NULL; p += 2)
+    size_t len = strlen(out);
+    const char *from = len > 4096 ? out + len - 4096 : out; /* bounded per operation */
+    for (const char *p = from; (p = strstr(p, "+ ")) != NULL; p += 2)
         if (p == out || p[-1] == '\n')
             challenge = p + 2;
     const char *end = challenge ? strpbrk(challenge, "\r\n") : NULL;
@@ -657,6 +660,29 @@ static void script_cram_md5(struct script *st)
     script_send(st, b64, strlen(b64));
     script_send(st, "\r\n", 2);
     free(b64);
+}
+
+/* Another program (a MUA on the Maildir, a cleanup script) removes the k-th message file
+ * of alice's INBOX behind the store's back: the store must notice, never crash. */
+static void script_remove_behind(uint8_t k)
+{
+    static const char *const subs[] = {"cur", "new"};
+    size_t seen = 0;
+    for (size_t i = 0; i < 2; i++) {
+        char dir[400];
+        snprintf(dir, sizeof dir, "%s/example.test/alice/Maildir/%s", world.mail_dir, subs[i]);
+        DIR *d = opendir(dir);
+        struct dirent *de;
+        while (d && (de = readdir(d)) != NULL) {
+            if (de->d_name[0] == '.' || seen++ != k % 8)
+                continue;
+            (void)unlinkat(dirfd(d), de->d_name, 0);
+            closedir(d);
+            return;
+        }
+        if (d)
+            closedir(d);
+    }
 }
 
 struct script_delivery {
@@ -708,10 +734,20 @@ static void script_op(struct script *st, uint8_t op, uint8_t arg)
             st->is_dirty = true;
         }
         break;
+    case 'r':
+        script_remove_behind(arg);
+        st->is_dirty = true;
+        break;
     case 'F': world.fault_countdown = arg % 16; break;
     case 'z': st->split = arg; break;
-    case 'A': script_apop(st); break;
-    case 'M': script_cram_md5(st); break;
+    case 'A':
+        if (st->n_answers++ < SCRIPT_MAX_ANSWERS)
+            script_apop(st);
+        break;
+    case 'M':
+        if (st->n_answers++ < SCRIPT_MAX_ANSWERS)
+            script_cram_md5(st);
+        break;
     default: break;
     }
 }
@@ -791,7 +827,7 @@ void script_run(const struct script_protocol *sp, const uint8_t *data, size_t si
         n = 0;
         uint8_t op = i + 1 < size ? data[++i] : 0;
         uint8_t arg = 0;
-        if (op && strchr("wpcnFz", op) && i + 1 < size)
+        if (op && strchr("wpcnrFz", op) && i + 1 < size)
             arg = data[++i];
         script_op(&st, op, arg);
         fake_settle();

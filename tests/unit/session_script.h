@@ -34,6 +34,7 @@
  *     l    the loop turns (store notifications)   T  timers fire too (IDLE keepalives)
  *     c<k> use connection k&3, opening it (loopback unless k&4, implicit TLS if k&8)
  *     n<k> a message is delivered to alice (bob if k&1) by another process
+ *     r<k> another program deletes the (k%8)-th message file of alice's INBOX
  *     F<k> the (k%16+1)-th next store write or fsync fails     z<k> split mode := k
  *     A    answer the greeting's APOP challenge as alice       M  answer the last "+ "
  *                                                                  CRAM-MD5 challenge

@@ -103,6 +103,12 @@ static const struct seed_expectation expectations[] = {
       "g OK [READ-WRITE]", "h BAD Invalid message set.", "n OK"}},
     {"fuzz_imap_session", "append_spill_eof", 0, {"a OK [CAPABILITY", "!b OK", "!b NO"}},
     {"fuzz_imap_session", "reset_mid_literal", 0, {"+ Ready for literal data", "!b OK"}},
+    {"fuzz_imap_session", "vanished_messages", 0,
+     {"b OK [READ-WRITE]", "c OK [EXPUNGEISSUED]", "d OK Store", "e OK", "* 1 EXPUNGE",
+      "f OK NOOP", "g OK", "h OK"}},
+    {"fuzz_imap_session", "copy_after_expunge_elsewhere", 1, {"* 2 EXPUNGE", "d OK Expunge"}},
+    {"fuzz_imap_session", "copy_after_expunge_elsewhere", 0,
+     {"b OK [READ-WRITE]", "c OK", "* 2 EXPUNGE", "d OK Move", "e OK", "f OK"}},
     {"fuzz_imap_session", "fault_append", 0,
      {"b NO Append failed", "c OK [READ-WRITE]", "d OK [COPYUID", "e NO", "f OK"}},
     /* POP3 */
@@ -152,6 +158,11 @@ static const struct seed_expectation expectations[] = {
     {"fuzz_pop3_session", "fault_quit", 0,
      {"+OK Marked to be deleted.", "-ERR [SYS/TEMP] Some deleted messages were not removed."}},
     {"fuzz_pop3_session", "fault_quit", 1, {"+OK Logged in.", "+OK 3 71054"}},
+    /* message files deleted behind the store's back */
+    {"fuzz_pop3_session", "vanished_messages", 0,
+     {"+OK 4 messages:", "-ERR Message has been removed from the server.", "+OK 69678 octets",
+      "+OK Marked to be deleted.", "+OK Logging out, messages deleted."}},
+    {"fuzz_pop3_session", "vanished_messages", 1, {"+OK Logged in.", "+OK 2 70077"}},
     {"fuzz_pop3_session", "timeout_mid_retr", 0,
      {"+OK 69678 octets", "!-ERR Disconnected for inactivity."}},
 };
