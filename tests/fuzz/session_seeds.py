@@ -32,6 +32,9 @@ def op(name, arg=None):
     return out
 
 
+CUT = b"\xff|"  # ends a segment (what 'X' repeats) and does nothing else
+
+
 def script(flags, split, *parts):
     body = b"".join(p if isinstance(p, bytes) else p.encode() for p in parts)
     return bytes([flags, split]) + body
@@ -273,6 +276,24 @@ def imap_seeds():
             login, "b SELECT INBOX\r\nc STORE 2 +FLAGS (\\Deleted)\r\nd EXPUNGE\r\n",
             op("c", ord("0")),
             "c COPY 1:3 Work\r\n", "d MOVE 1:2 Trash\r\n", "e NOOP\r\n", "f LOGOUT\r\n"),
+        # IDLE: new mail arrives while the IDLE's sync job is still running
+        "idle_mail_during_sync": script(LOOPBACK | MANUAL_JOBS, PER_LINE,
+            login, op("j"), "b SELECT INBOX\r\n", op("j"),
+            "c IDLE\r\n",
+            op("n", 0), op("l"), op("n", 0), op("l"),
+            op("w", 0), op("d"), op("j"),
+            "DONE\r\n", op("j"),
+            "d LOGOUT\r\n", op("j")),
+        # volume made by repeating ('X'): a literal big enough to go to a spill file, a
+        # MULTIAPPEND over the message limit, a line over the 64 KiB limit
+        "volume": script(LOOPBACK, WHOLE,
+            login,
+            "b APPEND INBOX {301000+}\r\n", CUT, "x" * 998 + "\r\n", op("X", 74), "\r\n",
+            "c STATUS INBOX (MESSAGES SIZE)\r\n",
+            "d APPEND Work {1+}\r\nx", CUT, " {1+}\r\nx", op("X", 255), "\r\n",
+            op("c", ord("1")),
+            login, "b NOOP ", CUT, "y" * 1000, op("X", 16), "\r\n",
+            "c LOGOUT\r\n"),
         "fault_append": script(LOOPBACK, PER_LINE,
             login,
             op("F", 0),
@@ -372,6 +393,15 @@ def pop3_seeds():
             "LIST\r\n", "RETR 1\r\n", "RETR 2\r\n", "RETR 3\r\n", "TOP 4 0\r\n",
             "DELE 1\r\n", "QUIT\r\n",
             op("c", ord("1")), user, "STAT\r\n", "QUIT\r\n"),
+        # a client that pipelines and never reads: commands wait until it does
+        "unread_output": script(LOOPBACK | MANUAL_READS, WHOLE,
+            user, op("o"),
+            CUT, "CAPA\r\n", op("X", 255), op("X", 255), op("X", 255), op("X", 255),
+            "STAT\r\n", op("o"), op("o"), op("o"), op("o"),
+            "AUTH\r\n", op("o"), "QUIT\r\n"),
+        "sasl_line_too_long": script(LOOPBACK, WHOLE,
+            "AUTH PLAIN\r\n", CUT, "A" * 1000, op("X", 3), "\r\n",
+            "AUTH LOGIN\r\n", "QUIT\r\n"),
         "timeout_mid_retr": script(LOOPBACK | MANUAL_READS | END_TIMEOUT, PER_LINE,
             user, op("o"), "RETR 3\r\n", op("p", 2)),
     }

@@ -33,6 +33,7 @@
 #define SCRIPT_MAX_OPENS      16 /* connections a script may open */
 #define SCRIPT_MAX_DELIVERIES 8  /* 'n' operations that take effect */
 #define SCRIPT_MAX_ANSWERS    16 /* 'A' and 'M' operations that take effect */
+#define SCRIPT_MAX_REPEATED   (2 * 1024 * 1024) /* bytes 'X' may send in one script */
 #define SCRIPT_BIG_LINES      1024 /* ~70 KB: over a POP3 stream chunk (64 KB); four FETCH
                                      * items of it exceed an IMAP FETCH batch (256 KB) */
 
@@ -570,6 +571,9 @@ struct script {
     int peer;       /* the connection client bytes go to */
     unsigned split; /* header byte 1 (z) */
     unsigned n_opens, n_deliveries, n_answers;
+    const uint8_t *last;  /* the last segment of client bytes sent (for 'X') */
+    size_t last_len;
+    size_t n_repeated;    /* bytes sent by 'X' so far */
     bool is_dirty; /* the store may have changed */
 };
 
@@ -740,6 +744,14 @@ static void script_op(struct script *st, uint8_t op, uint8_t arg)
         break;
     case 'F': world.fault_countdown = arg % 16; break;
     case 'z': st->split = arg; break;
+    case 'X': /* volume from a short script: long lines, big literals, many commands */
+        for (unsigned i = 0; i < ((unsigned)arg + 1) * 4 && st->last_len > 0 &&
+                             st->n_repeated + st->last_len <= SCRIPT_MAX_REPEATED;
+             i++) {
+            st->n_repeated += st->last_len;
+            script_send(st, st->last, st->last_len);
+        }
+        break;
     case 'A':
         if (st->n_answers++ < SCRIPT_MAX_ANSWERS)
             script_apop(st);
@@ -824,10 +836,14 @@ void script_run(const struct script_protocol *sp, const uint8_t *data, size_t si
             continue;
         }
         script_send(&st, segment, n);
+        if (n > 0) {
+            st.last = segment; /* stays until the next segment starts */
+            st.last_len = n;
+        }
         n = 0;
         uint8_t op = i + 1 < size ? data[++i] : 0;
         uint8_t arg = 0;
-        if (op && strchr("wpcnrFz", op) && i + 1 < size)
+        if (op && strchr("wpcnrFzX", op) && i + 1 < size)
             arg = data[++i];
         script_op(&st, op, arg);
         fake_settle();

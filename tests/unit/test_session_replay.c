@@ -109,6 +109,12 @@ static const struct seed_expectation expectations[] = {
     {"fuzz_imap_session", "copy_after_expunge_elsewhere", 1, {"* 2 EXPUNGE", "d OK Expunge"}},
     {"fuzz_imap_session", "copy_after_expunge_elsewhere", 0,
      {"b OK [READ-WRITE]", "c OK", "* 2 EXPUNGE", "d OK Move", "e OK", "f OK"}},
+    /* new mail during the IDLE's own sync: one more sync follows */
+    {"fuzz_imap_session", "idle_mail_during_sync", 0,
+     {"+ idling", "* 6 EXISTS", "c OK Idle completed.", "d OK"}},
+    {"fuzz_imap_session", "volume", 0,
+     {"b OK [APPENDUID", "* STATUS \"INBOX\" (MESSAGES 5", "* BYE Too many messages."}},
+    {"fuzz_imap_session", "volume", 1, {"a OK [CAPABILITY", "* BYE Line too long.", "!c OK"}},
     {"fuzz_imap_session", "fault_append", 0,
      {"b NO Append failed", "c OK [READ-WRITE]", "d OK [COPYUID", "e NO", "f OK"}},
     /* POP3 */
@@ -163,6 +169,13 @@ static const struct seed_expectation expectations[] = {
      {"+OK 4 messages:", "-ERR Message has been removed from the server.", "+OK 69678 octets",
       "+OK Marked to be deleted.", "+OK Logging out, messages deleted."}},
     {"fuzz_pop3_session", "vanished_messages", 1, {"+OK Logged in.", "+OK 2 70077"}},
+    /* 4097 CAPA replies wait for the client to read; all are answered, in order */
+    {"fuzz_pop3_session", "unread_output", 0,
+     {"+OK Logged in.", "EXPIRE NEVER\r\n.\r\n+OK 4 71241\r\n",
+      "-ERR Command not valid in this state.",
+      "+OK Logging out."}},
+    {"fuzz_pop3_session", "sasl_line_too_long", 0,
+     {"+ \r\n", "-ERR Line too long.", "+ VXNlcm5hbWU6"}},
     {"fuzz_pop3_session", "timeout_mid_retr", 0,
      {"+OK 69678 octets", "!-ERR Disconnected for inactivity."}},
 };
