@@ -251,7 +251,7 @@ def imap_seeds():
             "f STORE 1 FLAGS (\\Bogus\r\n",
             "g SELECT INBOX\r\nh FETCH 0:* FLAGS\r\ni FETCH 1 BODY[99]\r\n",
             "j SEARCH NOT\r\nk COPY\r\nl FETCH 1 (BODY[HEADER.FIELDS ()])\r\n",
-            "m " + "x" * 9000 + "\r\n",
+            "m ", CUT, "x" * 1125, op("X", 1), "\r\n",
             "n LOGOUT\r\n"),
         "append_spill_eof": script(LOOPBACK | END_EOF, 200,
             login,

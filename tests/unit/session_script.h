@@ -11,8 +11,8 @@
  * attachment and encoded words; a ~70 KB text that FETCH and RETR stream over several
  * drains; a forwarded message/rfc822), some flagged \Seen, \Flagged, \Answered, $Label1;
  * her "Work" mailbox one message; bob's INBOX one. After a script that ran any blocking
- * job the users' folders are restored from a template copy, so every script starts from
- * the same store. auth.max_failures is 3 (the throttle is reachable) and the throttle's
+ * job the users' folders are put back as a template copy has them (rewriting only what
+ * differs), so every script starts from the same store. auth.max_failures is 3 (the throttle is reachable) and the throttle's
  * clock jumps forward between scripts. The folder is $TERN_FUZZ_TMP, else /dev/shm, else
  * /tmp; fsync is skipped (durability is not what this checks) and TERN_FUZZ_LOG=file keeps
  * the server log.
