@@ -33,7 +33,7 @@
 #define SCRIPT_MAX_OPENS      16 /* connections a script may open */
 #define SCRIPT_MAX_DELIVERIES 8  /* 'n' operations that take effect */
 #define SCRIPT_MAX_ANSWERS    16 /* 'A' and 'M' operations that take effect */
-#define SCRIPT_MAX_REPEATED   (2 * 1024 * 1024) /* bytes 'X' may send in one script */
+#define SCRIPT_MAX_REPEATED   (512 * 1024) /* bytes 'X' may send in one script */
 #define SCRIPT_BIG_LINES      1024 /* ~70 KB: over a POP3 stream chunk (64 KB); four FETCH
                                      * items of it exceed an IMAP FETCH batch (256 KB) */
 
