@@ -121,6 +121,15 @@ struct fake_policy *fake_core_policy(void)
     return &fake.policy;
 }
 
+/* Forget a peer's transcript (the allocation stays for the next connection). */
+static void fake_peer_clear(struct fake_peer *pr)
+{
+    buf_reset(&pr->out);
+    pr->has_greeting = false;
+    pr->greeting_len = 0;
+    pr->greeting[0] = '\0';
+}
+
 void fake_core_reset(void)
 {
     for (int p = 0; p < FAKE_MAX_PEERS; p++) {
@@ -128,10 +137,7 @@ void fake_core_reset(void)
             fprintf(stderr, "fake core: reset with connection %d still open\n", p);
             abort();
         }
-        buf_reset(&fake.peers[p].out); /* the allocation stays for the next run */
-        fake.peers[p].has_greeting = false;
-        fake.peers[p].greeting_len = 0;
-        fake.peers[p].greeting[0] = '\0';
+        fake_peer_clear(&fake.peers[p]);
     }
     if (fake.n_queued || fake.n_completed) {
         fprintf(stderr, "fake core: reset with %zu jobs unfinished\n",
@@ -407,10 +413,7 @@ bool fake_open(int peer, const struct conn_protocol *proto, enum conn_role role,
     if (fake.is_stopping)
         return false;
     struct fake_peer *pr = &fake.peers[peer];
-    buf_reset(&pr->out);
-    pr->has_greeting = false;
-    pr->greeting_len = 0;
-    pr->greeting[0] = '\0';
+    fake_peer_clear(pr);
     struct conn *c = calloc(1, sizeof *c);
     if (!c || !(c->in = evbuffer_new())) {
         fprintf(stderr, "fake core: out of memory\n");
