@@ -22,7 +22,11 @@ libunbound-dev nettle-dev libcmocka-dev
 python3 python3-pytest python3-pytest-timeout
 openssl gnutls-bin ca-certificates curl swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl
 isync fetchmail dovecot-core sqlite3 passwd procps
+dovecot-imapd dovecot-pop3d postfix
 "
+# dovecot-imapd/-pop3d and postfix: the migration and LMTP tests run their own instances
+# (tests/integration/dovecot_util.py, postfix_util.py) on loopback ports; the system
+# services must never start (they would take ports 25, 110, 143...): see below.
 
 missing=""
 for p in $PACKAGES; do
@@ -42,8 +46,19 @@ if [ -n "$missing" ]; then
     # No recommends: keeps the install small and never pulls in an MTA that would take
     # port 25; the recommends we need (perl TLS/SASL modules for swaks) are listed above.
     apt-get update -q
+    # Postfix: "No configuration" (no main.cf, nothing started); and while installing,
+    # a policy-rc.d that refuses every service start (unless the machine has its own),
+    # so neither the system Postfix nor the system Dovecot ever runs.
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    made_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        made_policy=1
+    fi
     # shellcheck disable=SC2086
-    apt-get install -y -q --no-install-recommends $missing
+    apt-get install -y -q --no-install-recommends $missing || { [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d; exit 1; }
+    if [ $made_policy = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
 else
     echo "install-deps: all packages present"
 fi

@@ -21,9 +21,11 @@ static const struct command commands[] = {
     {"user", cli_user, "user add|del|passwd|list|show   manage users"},
     {"alias", cli_alias, "alias add|del|list              manage aliases"},
     {"hash-password", cli_hash_password, "hash-password [-s SCHEME]       like doveadm pw"},
+    {"import", cli_import, "import [--postfix DIR] [--dovecot DIR] [--write]  carry over Postfix+Dovecot"},
     {"queue", cli_queue, "queue list|show|delete|hold|release|flush  manage the outbound queue"},
     {"sendmail", cli_sendmail, "sendmail [-t] [-i] [-f FROM] [RCPT...]  submit a message from stdin"},
     {"mailq", cli_mailq, "mailq                           list the queue (like queue list)"},
+    {"status", cli_status, "status                          the running server's processes and counters"},
 };
 
 static void usage(FILE *out)

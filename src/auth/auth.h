@@ -31,6 +31,27 @@ struct auth_service;
 struct auth_service *auth_service_open(const struct config *cfg, char **error_r);
 void auth_service_close(struct auth_service *svc);
 
+/* ---- the auth process (DESIGN §2: it alone reads the password hashes) ------------------ */
+
+/* A directory served by the auth process over the channel sock (a SOCK_SEQPACKET end,
+ * owned from now on): every call below that needs the directory becomes a request to it
+ * (remote.c). Same contracts; a dead or silent auth process is a temporary error (-1,
+ * AUTH_SASL_TEMPFAIL), never a wrong password or an unknown user. */
+struct auth_service *auth_service_open_remote(const struct config *cfg, int sock, char **error_r);
+/* The master started a new auth process: use its channel (loop thread; owned). */
+void auth_service_set_channel(struct auth_service *svc, int sock);
+
+/* The auth process's side (server.c): answer the clients' requests from svc (a local
+ * directory) on pool threads, SASL exchanges kept between steps. Loop thread. */
+struct auth_server;
+struct event_base;
+struct workpool;
+struct auth_server *auth_server_new(struct auth_service *svc, struct event_base *base,
+                                    struct workpool *pool);
+/* Serve one more client channel (owned from now on). 0 or -1. */
+int auth_server_add_client(struct auth_server *srv, int sock);
+void auth_server_free(struct auth_server *srv);
+
 /* ---- routing ---------------------------------------------------------------------- */
 
 /* 1 if domain (any case) is one of ours, 0 if not, -1 on a directory error. */
@@ -85,6 +106,14 @@ bool auth_plaintext_allowed(struct auth_service *svc, const struct auth_peer *pe
 char *auth_mechanisms(struct auth_service *svc, const struct auth_peer *peer);
 /* Whether APOP can be served (some user has a plaintext-equivalent credential). */
 bool auth_apop_available(struct auth_service *svc);
+/* The three facts the mechanism list depends on: some user can serve CRAM-MD5, SCRAM,
+ * APOP. Fast: with a remote directory they are the auth process's last announcement. */
+void auth_mechanism_flags(struct auth_service *svc, bool *has_cram_r, bool *has_scram_r,
+                          bool *has_apop_r);
+/* BLOCKING. POP3 LOGIN-DELAY (RFC 2449 §6.5): true if user logged in successfully less
+ * than delay seconds ago; otherwise records now as its last login and returns false.
+ * One table per directory: with the auth process, one for every worker. */
+bool auth_login_too_soon(struct auth_service *svc, const char *user, unsigned delay);
 
 /* BLOCKING. Verify login/password. 1 ok (*user_r = canonical address), 0 bad credentials or
  * disabled user, -1 temporary error. */

@@ -35,7 +35,10 @@ struct auth_throttle_slot {
     unsigned count;
 };
 
+struct auth_remote;
+
 struct auth_service {
+    struct auth_remote *remote; /* non-NULL: served by the auth process (remote.c) */
     char *data_dir;
     char *default_domain; /* "" when unset */
     char *password_schemes;
@@ -103,6 +106,33 @@ bool auth_scram_parse(const char *data, size_t digest_len, struct auth_scram_key
  * RFC 5802 §2.2 Normalize() (SASLprep; ASCII and passwords SASLprep refuses are used as
  * they are: password.c scram_normalize). */
 bool auth_scram_derive(const char *password, size_t digest_len, struct auth_scram_keys *k);
+
+/* ---- the auth process's clients (remote.c): what auth.h forwards -------------------- */
+int auth_remote_domain_is_local(struct auth_service *svc, const char *domain);
+int auth_remote_resolve(struct auth_service *svc, const char *address, struct auth_targets *t);
+int auth_remote_user_lookup(struct auth_service *svc, const char *login, struct auth_user *u_r);
+bool auth_remote_sender_allowed(struct auth_service *svc, const char *user, const char *from);
+int auth_remote_login_password(struct auth_service *svc, const char *login, const char *password,
+                               char **user_r);
+int auth_remote_login_apop(struct auth_service *svc, const char *login, const char *timestamp,
+                           const char *digest_hex, char **user_r);
+bool auth_remote_throttle_is_blocked(struct auth_service *svc, const char *ip);
+int auth_remote_domain_list(struct auth_service *svc, void (*cb)(const char *domain, void *arg),
+                            void *arg);
+void auth_remote_throttle_record_failure(struct auth_service *svc, const char *ip);
+int auth_remote_login_too_soon(struct auth_service *svc, const char *user, unsigned delay);
+/* The mechanism flags the auth process announced; false when none arrived yet. */
+bool auth_remote_mechanism_flags(struct auth_service *svc, bool *has_cram_r, bool *has_scram_r,
+                                 bool *has_apop_r);
+/* One SASL step in the auth process: *sasl_id 0 starts the exchange (mech, hostname,
+ * peer) and gets its number; user/attempted are filled from the answer. */
+enum auth_sasl_status auth_remote_sasl_step(struct auth_service *svc, uint64_t *sasl_id,
+                                            const char *mech, const char *hostname,
+                                            const struct auth_peer *peer, const char *response,
+                                            char **challenge_r, char *user, size_t user_size,
+                                            char *attempted, size_t attempted_size);
+void auth_remote_sasl_free(struct auth_service *svc, uint64_t sasl_id);
+void auth_remote_close(struct auth_service *svc);
 
 /* Test hook: replace the throttle's clock (NULL restores time()). */
 void auth_throttle_set_clock(struct auth_service *svc, time_t (*clock)(void));

@@ -277,6 +277,7 @@ void auth_service_close(struct auth_service *svc)
 {
     if (!svc)
         return;
+    auth_remote_close(svc);
     if (svc->db)
         sqlite3_close(svc->db);
     pthread_mutex_destroy(&svc->db_lock);
@@ -321,6 +322,8 @@ int auth_db_user_exists(struct auth_service *svc, const char *address)
 
 int auth_domain_is_local(struct auth_service *svc, const char *domain)
 {
+    if (svc->remote)
+        return auth_remote_domain_is_local(svc, domain);
     char d[256];
     if (!domain_normalize(domain, d, sizeof d))
         return 0;
@@ -504,6 +507,8 @@ static int resolve_locked(struct auth_service *svc, const char *addr, bool use_c
 
 int auth_resolve(struct auth_service *svc, const char *address, struct auth_targets *t)
 {
+    if (svc->remote)
+        return auth_remote_resolve(svc, address, t);
     char addr[AUTH_MAX_LOGIN + 1];
     memset(t, 0, sizeof *t);
     if (!auth_addr_normalize(address, addr, sizeof addr))
@@ -550,6 +555,8 @@ static int user_fill(struct auth_service *svc, sqlite3_stmt *st, struct auth_use
 
 int auth_user_lookup(struct auth_service *svc, const char *login, struct auth_user *u_r)
 {
+    if (svc->remote)
+        return auth_remote_user_lookup(svc, login, u_r);
     char addr[AUTH_MAX_LOGIN + 1];
     memset(u_r, 0, sizeof *u_r);
     pthread_mutex_lock(&svc->db_lock);
@@ -620,6 +627,8 @@ int auth_user_list(struct auth_service *svc, const char *domain_or_null,
 
 bool auth_sender_allowed(struct auth_service *svc, const char *user, const char *mail_from)
 {
+    if (svc->remote)
+        return auth_remote_sender_allowed(svc, user, mail_from);
     if (!mail_from || !*mail_from)
         return true; /* the null sender (bounces) */
     char u[AUTH_MAX_LOGIN + 1], from[AUTH_MAX_LOGIN + 1];

@@ -167,6 +167,8 @@ int auth_domain_del(struct auth_service *svc, const char *domain, char **error_r
 
 int auth_domain_list(struct auth_service *svc, void (*cb)(const char *domain, void *arg), void *arg)
 {
+    if (svc->remote)
+        return auth_remote_domain_list(svc, cb, arg);
     pthread_mutex_lock(&svc->db_lock);
     sqlite3_stmt *st = NULL;
     int rc = -1;

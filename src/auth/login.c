@@ -35,22 +35,39 @@ bool auth_plaintext_allowed(struct auth_service *svc, const struct auth_peer *pe
     }
 }
 
+void auth_mechanism_flags(struct auth_service *svc, bool *has_cram_r, bool *has_scram_r,
+                          bool *has_apop_r)
+{
+    static const char *const cram[] = {"CRAM-MD5", "PLAIN", "CLEAR", "CLEARTEXT", NULL};
+    static const char *const scram[] = {"SCRAM-SHA-256", "PLAIN", "CLEAR", "CLEARTEXT", NULL};
+    if (svc->remote) {
+        /* announced by the auth process: no waiting on the event loop */
+        (void)auth_remote_mechanism_flags(svc, has_cram_r, has_scram_r, has_apop_r);
+        return;
+    }
+    *has_cram_r = auth_creds_any(svc, cram);
+    *has_scram_r = auth_creds_any(svc, scram);
+    *has_apop_r = auth_creds_any(svc, plaintext_schemes);
+}
+
 bool auth_apop_available(struct auth_service *svc)
 {
-    return auth_creds_any(svc, plaintext_schemes);
+    bool cram, scram, apop;
+    auth_mechanism_flags(svc, &cram, &scram, &apop);
+    return apop;
 }
 
 char *auth_mechanisms(struct auth_service *svc, const struct auth_peer *peer)
 {
-    static const char *const cram[] = {"CRAM-MD5", "PLAIN", "CLEAR", "CLEARTEXT", NULL};
-    static const char *const scram[] = {"SCRAM-SHA-256", "PLAIN", "CLEAR", "CLEARTEXT", NULL};
+    bool has_cram, has_scram, has_apop;
+    auth_mechanism_flags(svc, &has_cram, &has_scram, &has_apop);
     struct buf out;
     buf_init(&out, 256);
     if (auth_plaintext_allowed(svc, peer))
         buf_append_str(&out, "PLAIN LOGIN");
-    if (auth_creds_any(svc, cram))
+    if (has_cram)
         buf_printf(&out, "%sCRAM-MD5", out.len ? " " : "");
-    if (auth_creds_any(svc, scram))
+    if (has_scram)
         buf_printf(&out, "%sSCRAM-SHA-256", out.len ? " " : "");
     if (!out.data)
         return strdup("");
@@ -62,6 +79,8 @@ char *auth_mechanisms(struct auth_service *svc, const struct auth_peer *peer)
 int auth_login_password(struct auth_service *svc, const char *login, const char *password,
                         char **user_r)
 {
+    if (svc->remote)
+        return auth_remote_login_password(svc, login, password, user_r);
     char addr[AUTH_MAX_LOGIN + 1];
     *user_r = NULL;
     if (!password || !*password || strlen(password) > AUTH_MAX_PASSWORD)
@@ -93,6 +112,8 @@ int auth_login_password(struct auth_service *svc, const char *login, const char 
 int auth_login_apop(struct auth_service *svc, const char *login, const char *timestamp,
                     const char *digest_hex, char **user_r)
 {
+    if (svc->remote)
+        return auth_remote_login_apop(svc, login, timestamp, digest_hex, user_r);
     char addr[AUTH_MAX_LOGIN + 1];
     *user_r = NULL;
     if (!timestamp || !digest_hex || strlen(digest_hex) != 32 || strlen(timestamp) > 512)
@@ -190,6 +211,8 @@ static struct auth_throttle_slot *throttle_find(struct auth_service *svc, const 
 
 bool auth_throttle_is_blocked(struct auth_service *svc, const char *ip)
 {
+    if (svc->remote)
+        return auth_remote_throttle_is_blocked(svc, ip);
     char key[AUTH_THROTTLE_KEY_SIZE];
     if (!ip || svc->max_failures == 0 || !throttle_key(ip, key))
         return false;
@@ -206,6 +229,10 @@ bool auth_throttle_is_blocked(struct auth_service *svc, const char *ip)
  * memory is bounded and active offenders stay tracked. */
 void auth_throttle_record_failure(struct auth_service *svc, const char *ip)
 {
+    if (svc->remote) {
+        auth_remote_throttle_record_failure(svc, ip);
+        return;
+    }
     char key[AUTH_THROTTLE_KEY_SIZE];
     if (!ip || !throttle_key(ip, key))
         return;
@@ -234,4 +261,54 @@ void auth_throttle_record_failure(struct auth_service *svc, const char *ip)
         s->count++;
     s->last = now;
     pthread_mutex_unlock(&svc->throttle_lock);
+}
+
+/* ---- POP3 LOGIN-DELAY (RFC 2449 §6.5) ---------------------------------------------- */
+
+/* The last successful login time per user, in a small table (one per directory: the auth
+ * process keeps it for every worker). When it is full the oldest entry goes: a forgotten
+ * user may log in early once, which costs nothing but bandwidth. */
+#define AUTH_LOGIN_DELAY_SLOTS 4096
+
+struct auth_login_time {
+    char user[256];
+    time_t at;
+};
+
+static pthread_mutex_t login_times_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct auth_login_time login_times[AUTH_LOGIN_DELAY_SLOTS];
+
+bool auth_login_too_soon(struct auth_service *svc, const char *user, unsigned delay)
+{
+    if (svc->remote)
+        return auth_remote_login_too_soon(svc, user, delay) == 1;
+    time_t now = time(NULL);
+    pthread_mutex_lock(&login_times_lock);
+    size_t oldest = 0, free_slot = AUTH_LOGIN_DELAY_SLOTS;
+    bool is_soon = false, is_found = false;
+    for (size_t i = 0; i < AUTH_LOGIN_DELAY_SLOTS && !is_found; i++) {
+        struct auth_login_time *t = &login_times[i];
+        if (t->user[0] == '\0') {
+            if (free_slot == AUTH_LOGIN_DELAY_SLOTS)
+                free_slot = i;
+            continue;
+        }
+        if (strcasecmp(t->user, user) == 0) {
+            is_found = true;
+            if (now - t->at < (time_t)delay)
+                is_soon = true;
+            else
+                t->at = now;
+            continue;
+        }
+        if (t->at < login_times[oldest].at)
+            oldest = i;
+    }
+    if (!is_found) {
+        size_t slot = free_slot != AUTH_LOGIN_DELAY_SLOTS ? free_slot : oldest;
+        snprintf(login_times[slot].user, sizeof login_times[slot].user, "%s", user);
+        login_times[slot].at = now;
+    }
+    pthread_mutex_unlock(&login_times_lock);
+    return is_soon;
 }

@@ -55,6 +55,10 @@ struct auth_sasl {
     char *nonce;
     bool is_fake; /* unknown user: run the exchange, then fail */
     struct auth_scram_keys keys;
+    /* served by the auth process (remote.c): the exchange lives there between steps */
+    uint64_t remote_id; /* 0 until the first step started it */
+    char peer_service[16], peer_ip[64];
+    bool peer_is_tls, peer_is_loopback;
 };
 
 static const char *const plaintext_schemes[] = {"PLAIN", "CLEAR", "CLEARTEXT", NULL};
@@ -77,6 +81,12 @@ struct auth_sasl *auth_sasl_start(struct auth_service *svc, const char *mechanis
         s->name = mechs[i].name;
         snprintf(s->hostname, sizeof s->hostname, "%s",
                  hostname && *hostname ? hostname : "localhost");
+        /* copies: the steps run on pool threads, the peer's strings belong to the loop */
+        snprintf(s->peer_service, sizeof s->peer_service, "%s",
+                 peer && peer->service ? peer->service : "");
+        snprintf(s->peer_ip, sizeof s->peer_ip, "%s", peer && peer->ip ? peer->ip : "");
+        s->peer_is_tls = peer && peer->is_tls;
+        s->peer_is_loopback = peer && peer->is_loopback;
         return s;
     }
     return NULL;
@@ -101,6 +111,8 @@ void auth_sasl_free(struct auth_sasl *s)
 {
     if (!s)
         return;
+    if (s->svc->remote && s->remote_id && !s->is_done)
+        auth_remote_sasl_free(s->svc, s->remote_id); /* the auth process drops its half */
     free(s->challenge);
     free(s->client_first_bare);
     free(s->gs2_header);
@@ -542,6 +554,18 @@ enum auth_sasl_status auth_sasl_step(struct auth_sasl *s, const char *response_b
     *challenge_r = NULL;
     if (s->is_done)
         return AUTH_SASL_FAIL;
+    if (s->svc->remote) {
+        struct auth_peer peer = {.service = s->peer_service,
+                                 .ip = s->peer_ip,
+                                 .is_tls = s->peer_is_tls,
+                                 .is_loopback = s->peer_is_loopback};
+        enum auth_sasl_status st = auth_remote_sasl_step(
+            s->svc, &s->remote_id, s->name, s->hostname, &peer, response_b64, challenge_r,
+            s->user, sizeof s->user, s->login, sizeof s->login);
+        if (st != AUTH_SASL_CONTINUE)
+            s->is_done = true; /* the auth process ended its half */
+        return st;
+    }
     bool is_first = s->state == 0 && !s->challenge;
     if (response_b64 && strcmp(response_b64, "*") == 0) {
         s->is_done = true; /* RFC 4954 §4: the client cancelled */

@@ -9,6 +9,7 @@
  */
 #include "auth/auth.h"
 #include "cli/cli.h"
+#include "core/channel.h"
 #include "core/config.h"
 #include "core/conn.h"
 #include "core/log.h"
@@ -25,15 +26,83 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Open the directory and the notification channel, after privileges are dropped. */
+/* The options `tern serve` was started with, for the master's reload (SIGHUP). */
+static struct cli_options serve_options;
+
+/* Message types between the processes (core/conn.h ranges). */
+#define SERVE_MSG_NOTIFY (SERVER_MSG_TO_WORKERS + 0) /* user \0 mailbox \0 */
+#define SERVE_MSG_QUEUED (SERVER_MSG_TO_QUEUE + 0)   /* queue id \0 recipient \0 ... */
+
+static const struct server_context *serve_ctx; /* this process's, for the forwarders */
+static struct auth_server *serve_auth_server;  /* the auth process's */
+
+/* A mailbox changed in this process: the other workers' IDLE sessions must hear of it. */
+static void serve_forward_notify(const char *user, const char *mailbox)
+{
+    char payload[CHANNEL_MAX_PAYLOAD];
+    size_t len = 0;
+    if (channel_put_str(payload, &len, user) && channel_put_str(payload, &len, mailbox))
+        (void)server_send(serve_ctx, SERVE_MSG_NOTIFY, payload, len);
+}
+
+/* A message was just queued for remote recipients: the queue process delivers it now
+ * (as many recipients as fit; a message without any is found by the next scan). */
+static void serve_forward_queued(const char *queue_id, const char *const *recipients, size_t n)
+{
+    char payload[CHANNEL_MAX_PAYLOAD];
+    size_t len = 0;
+    if (!channel_put_str(payload, &len, queue_id))
+        return;
+    for (size_t i = 0; i < n; i++)
+        if (!channel_put_str(payload, &len, recipients[i]))
+            break;
+    (void)server_send(serve_ctx, SERVE_MSG_QUEUED, payload, len);
+}
+
+static void serve_on_message(struct server_context *ctx, struct channel_msg *m)
+{
+    size_t pos = 0;
+    if (m->type == SERVER_MSG_AUTH_CLIENT && serve_auth_server && m->fd >= 0) {
+        (void)auth_server_add_client(serve_auth_server, m->fd);
+        m->fd = -1;
+    } else if (m->type == SERVER_MSG_AUTH_CHANNEL && ctx->auth && m->fd >= 0) {
+        auth_service_set_channel(ctx->auth, m->fd);
+        m->fd = -1;
+    } else if (m->type == SERVE_MSG_NOTIFY) {
+        const char *user = channel_get_str(m, &pos), *mailbox = channel_get_str(m, &pos);
+        if (user && mailbox)
+            store_notify_publish_remote(user, mailbox);
+    } else if (m->type == SERVE_MSG_QUEUED && (ctx->processes & SERVER_PROC_QUEUE)) {
+        const char *id = channel_get_str(m, &pos);
+        const char *rcpts[64];
+        size_t n = 0;
+        const char *r;
+        while (n < 64 && (r = channel_get_str(m, &pos)) != NULL)
+            rcpts[n++] = r;
+        if (id)
+            outbound_runner_notify(id, rcpts, n);
+    }
+}
+
+/* Open the directory and the notification channel, after privileges are dropped; the
+ * queue runner in the process that runs the queue. */
 static int serve_init(struct server_context *ctx, char **error_r)
 {
     if (store_notify_init(ctx->base) < 0) {
         *error_r = strdup("cannot set up mailbox change notifications");
         return -1;
     }
+    serve_ctx = ctx;
+    if (ctx->channel >= 0)
+        store_notify_set_forward(serve_forward_notify);
     char *err = NULL;
-    ctx->auth = auth_service_open(ctx->cfg, &err);
+    /* the auth process alone opens the directory; the others ask it (DESIGN §2) */
+    if (ctx->auth_channel >= 0) {
+        ctx->auth = auth_service_open_remote(ctx->cfg, ctx->auth_channel, &err);
+        ctx->auth_channel = -1; /* the service owns it now */
+    } else {
+        ctx->auth = auth_service_open(ctx->cfg, &err);
+    }
     if (!ctx->auth) {
         size_t n = strlen(err ? err : "") + 64;
         *error_r = malloc(n);
@@ -41,6 +110,18 @@ static int serve_init(struct server_context *ctx, char **error_r)
             snprintf(*error_r, n, "cannot open the directory: %s", err ? err : "unknown error");
         free(err);
         return -1;
+    }
+    if (ctx->processes == SERVER_PROC_AUTH) {
+        serve_auth_server = auth_server_new(ctx->auth, ctx->base, ctx->pool);
+        if (!serve_auth_server) {
+            *error_r = strdup("cannot start the auth server");
+            return -1;
+        }
+        return 0;
+    }
+    if (!(ctx->processes & SERVER_PROC_QUEUE)) {
+        outbound_runner_set_remote(serve_forward_queued);
+        return 0;
     }
     /* the queue runner (outbound delivery) needs the directory for local recipients */
     (void)queue_incoming_cleanup(ctx->cfg->data_dir, 60);
@@ -52,15 +133,27 @@ static int serve_init(struct server_context *ctx, char **error_r)
 
 static void serve_fini(struct server_context *ctx)
 {
-    if (!outbound_runner_stop(ctx->app, ctx->shutdown_deadline_ms ? ctx->shutdown_deadline_ms
+    if (ctx->app &&
+        !outbound_runner_stop(ctx->app, ctx->shutdown_deadline_ms ? ctx->shutdown_deadline_ms
                                                                    : UINT64_MAX))
         server_abandon_exit(ctx, "outbound deliveries");
     ctx->app = NULL;
+    auth_server_free(serve_auth_server);
+    serve_auth_server = NULL;
+    outbound_runner_set_remote(NULL);
+    store_notify_set_forward(NULL);
     if (ctx->auth)
         auth_service_close(ctx->auth);
     ctx->auth = NULL;
     /* release the notification event before the loop's base is freed */
     store_notify_init(NULL);
+}
+
+/* SIGHUP in the master: the configuration file read again, with the same -c and -o. */
+static struct config *serve_reload(char **error_r)
+{
+    return config_load(serve_options.config_path, serve_options.overrides,
+                       serve_options.n_overrides, error_r);
 }
 
 /* Send the log where the config says (stderr when in the foreground with -f). */
@@ -118,9 +211,11 @@ int cli_serve(const struct cli_options *o, int argc, char **argv)
         }
     }
     struct config *cfg = cli_load_config(&opts);
-    free(overrides);
-    if (!cfg)
+    if (!cfg) {
+        free(overrides);
         return 1;
+    }
+    serve_options = opts;
     if (serve_open_log(cfg, is_foreground) < 0) {
         config_free(cfg);
         return 1;
@@ -135,11 +230,15 @@ int cli_serve(const struct cli_options *o, int argc, char **argv)
                 [CONN_ROLE_POP3S] = &pop3_protocol,
                 [CONN_ROLE_IMAP] = &imap_protocol,
                 [CONN_ROLE_IMAPS] = &imap_protocol,
+                [CONN_ROLE_LMTP] = &smtp_protocol,
             },
         .init = serve_init,
         .fini = serve_fini,
+        .on_message = serve_on_message,
+        .reload = serve_reload,
     };
     int rc = server_run(cfg, &hooks);
     config_free(cfg);
+    free(overrides);
     return rc;
 }

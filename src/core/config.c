@@ -11,6 +11,7 @@
  * tls.key and log.file are taken relative to data_dir.
  */
 #include "core/config.h"
+#include "core/uidl.h"
 #include "core/buf.h"
 
 #include <arpa/inet.h>
@@ -37,6 +38,8 @@ enum config_type {
     CT_SIZE, /* uint64 bytes, optional k/M/G suffix */
     CT_PLAINTEXT,
     CT_LOG_TARGET,
+    CT_UIDL_FORMAT, /* string, a POP3 UIDL format (core/uidl.h) */
+    CT_MODE,        /* unsigned, an octal file mode (0000-0777) */
 };
 
 struct config_key {
@@ -63,6 +66,10 @@ static const struct config_key config_keys[] = {
     {"pop3s.listen", CT_LISTEN, OFF(pop3s_listen), "*:995", "*:2995"},
     {"imap.listen", CT_LISTEN, OFF(imap_listen), "*:143", "*:2143"},
     {"imaps.listen", CT_LISTEN, OFF(imaps_listen), "*:993", "*:2993"},
+    {"lmtp.listen", CT_LISTEN, OFF(lmtp_listen), "unix:lmtp", "unix:lmtp"},
+    {"lmtp.socket_mode", CT_MODE, OFF(lmtp_socket_mode), "0660", "0660"},
+    {"lmtp.socket_group", CT_STRING, OFF(lmtp_socket_group), "", ""},
+    {"lmtp.trusted_networks", CT_NETWORKS, OFF(lmtp_trusted_networks), "", ""},
     {"tls.cert", CT_PATH, OFF(tls_cert), NULL, NULL},
     {"tls.key", CT_PATH, OFF(tls_key), NULL, NULL},
     {"relay_networks", CT_NETWORKS, OFF(relay_networks), "", ""},
@@ -78,12 +85,16 @@ static const struct config_key config_keys[] = {
     {"smtp.timeout", CT_UINT, OFF(smtp_timeout), "300", "300"},
     {"pop3.timeout", CT_UINT, OFF(pop3_timeout), "600", "600"},
     {"pop3.login_delay", CT_UINT, OFF(pop3_login_delay), "0", "0"},
+    {"pop3.uidl_format", CT_UIDL_FORMAT, OFF(pop3_uidl_format), UIDL_DEFAULT_FORMAT,
+     UIDL_DEFAULT_FORMAT},
     {"imap.timeout", CT_UINT, OFF(imap_timeout), "1800", "1800"},
     {"max_connections", CT_UINT, OFF(max_connections), "10000", "10000"},
     {"max_connections_per_ip", CT_UINT, OFF(max_connections_per_ip), "100", "100"},
     {"quota.default", CT_SIZE, OFF(quota_default), "0", "0"},
     {"worker_threads", CT_UINT, OFF(worker_threads), "16", "16"},
     {"shutdown_timeout", CT_UINT, OFF(shutdown_timeout), "10", "10"},
+    {"master_process", CT_BOOL, OFF(master_process), "yes", "yes"},
+    {"worker_processes", CT_UINT, OFF(worker_processes), "0", "0"},
     {"queue.retry_min", CT_UINT, OFF(queue_retry_min), "300", "300"},
     {"queue.retry_max", CT_UINT, OFF(queue_retry_max), "14400", "14400"},
     {"queue.lifetime", CT_UINT, OFF(queue_lifetime), "432000", "432000"},
@@ -238,9 +249,13 @@ static const char *split_list(const char *v, struct config_list *out)
 
 /* One listen item: "addr:port", "[v6]:port", "*:port" or a bare port. Rewrites *item
  * into the canonical form. */
-static bool listen_item_normalise(char **item)
+static bool listen_item_normalise(char **item, bool may_be_unix)
 {
     const char *s = *item;
+    /* "unix:<path>" (LMTP only): a relative path is made absolute under data_dir later;
+     * sockaddr_un holds 107 bytes of path, checked when binding */
+    if (strncmp(s, "unix:", 5) == 0)
+        return may_be_unix && s[5] != '\0' && strlen(s + 5) < 4096;
     char host[INET6_ADDRSTRLEN + 2];
     const char *port;
     if (s[0] == '[') {
@@ -340,7 +355,8 @@ static char *config_set(struct config *cfg, const struct config_key *k, const ch
         if (err)
             return config_asprintf("%s for %s", err, k->name);
         for (size_t i = 0; i < l.n; i++) {
-            bool ok = k->type == CT_LISTEN ? listen_item_normalise(&l.items[i])
+            bool ok = k->type == CT_LISTEN
+                          ? listen_item_normalise(&l.items[i], k->offset == OFF(lmtp_listen))
                                            : network_item_is_valid(l.items[i]);
             if (!ok) {
                 char *r = config_asprintf("bad %s '%s' for %s",
@@ -366,6 +382,16 @@ static char *config_set(struct config *cfg, const struct config_key *k, const ch
             return config_asprintf("bad boolean '%s' for %s (use yes or no)", v, k->name);
         return NULL;
     }
+    case CT_MODE: {
+        unsigned mode = 0;
+        size_t len = strlen(v);
+        for (size_t i = 0; i < len && len <= 4; i++)
+            mode = v[i] >= '0' && v[i] <= '7' ? mode * 8 + (unsigned)(v[i] - '0') : 01000;
+        if (len == 0 || len > 4 || mode > 0777)
+            return config_asprintf("bad file mode '%s' for %s (octal, e.g. 0660)", v, k->name);
+        *(unsigned *)field = mode;
+        return NULL;
+    }
     case CT_UINT: {
         uint64_t n;
         if (!parse_u64(v, UINT_MAX, &n, false))
@@ -386,6 +412,19 @@ static char *config_set(struct config *cfg, const struct config_key *k, const ch
             return config_asprintf("bad value '%s' for %s (use tls, loopback+tls or always)", v,
                                    k->name);
         *(enum config_plaintext *)field = (enum config_plaintext)i;
+        return NULL;
+    }
+    case CT_UIDL_FORMAT: {
+        char *why = NULL;
+        if (!uidl_format_check(v, &why)) {
+            char *r = config_asprintf("bad POP3 UIDL format '%s' for %s: %s", v, k->name,
+                                      why ? why : "invalid");
+            free(why);
+            return r;
+        }
+        char **sp = (char **)field;
+        free(*sp);
+        *sp = config_strdup(v);
         return NULL;
     }
     case CT_LOG_TARGET: {
@@ -549,6 +588,16 @@ static void config_finish(struct config *cfg)
         free(cfg->tls_key);
         cfg->tls_key = path_join(cfg->data_dir, "tls/key.pem");
     }
+    for (size_t i = 0; i < cfg->lmtp_listen.n; i++) {
+        char **item = &cfg->lmtp_listen.items[i];
+        if (strncmp(*item, "unix:", 5) == 0 && (*item)[5] != '/') {
+            char *path = config_strdup(*item + 5);
+            path_make_absolute(&path, cfg->data_dir);
+            free(*item);
+            *item = config_asprintf("unix:%s", path);
+            free(path);
+        }
+    }
     path_make_absolute(&cfg->log_file, cfg->data_dir);
     path_make_absolute(&cfg->tls_cert, cfg->data_dir);
     path_make_absolute(&cfg->tls_key, cfg->data_dir);
@@ -683,7 +732,8 @@ void config_free(struct config *cfg)
     for (size_t i = 0; i < N_KEYS; i++) {
         const struct config_key *k = &config_keys[i];
         char *field = (char *)cfg + k->offset;
-        if (k->type == CT_STRING || k->type == CT_PATH || k->type == CT_LOG_TARGET)
+        if (k->type == CT_STRING || k->type == CT_PATH || k->type == CT_LOG_TARGET ||
+            k->type == CT_UIDL_FORMAT)
             free(*(char **)field);
         else if (k->type == CT_LISTEN || k->type == CT_NETWORKS)
             config_list_free((struct config_list *)field);
@@ -702,7 +752,8 @@ static char *config_format_value(const struct config *cfg, const struct config_k
     switch (k->type) {
     case CT_STRING:
     case CT_PATH:
-    case CT_LOG_TARGET: {
+    case CT_LOG_TARGET:
+    case CT_UIDL_FORMAT: {
         const char *s = *(char *const *)field;
         return config_strdup(s ? s : "");
     }
@@ -719,6 +770,8 @@ static char *config_format_value(const struct config *cfg, const struct config_k
         return config_strdup(*(const bool *)field ? "yes" : "no");
     case CT_UINT:
         return config_asprintf("%u", *(const unsigned *)field);
+    case CT_MODE:
+        return config_asprintf("%04o", *(const unsigned *)field);
     case CT_SIZE:
         return config_asprintf("%llu", (unsigned long long)*(const uint64_t *)field);
     case CT_PLAINTEXT: {

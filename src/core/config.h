@@ -48,6 +48,12 @@ struct config {
     struct config_list pop3s_listen;       /* pop3s.listen: 995 */
     struct config_list imap_listen;        /* imap.listen: 143 (STARTTLS) */
     struct config_list imaps_listen;       /* imaps.listen: 993 */
+    struct config_list lmtp_listen;        /* lmtp.listen: "unix:<path>" or addr:port items;
+                                              default unix:<data_dir>/lmtp */
+    unsigned lmtp_socket_mode;             /* lmtp.socket_mode: octal; default 0660 */
+    char *lmtp_socket_group;               /* lmtp.socket_group: "" = run_user's group */
+    struct config_list lmtp_trusted_networks; /* lmtp.trusted_networks: TCP peers allowed
+                                                 besides loopback; empty */
 
     char *tls_cert; /* tls.cert: default <data_dir>/tls/cert.pem (generated if absent) */
     char *tls_key;  /* tls.key:  default <data_dir>/tls/key.pem */
@@ -66,12 +72,16 @@ struct config {
     unsigned smtp_timeout;           /* smtp.timeout seconds idle; 300 */
     unsigned pop3_timeout;           /* pop3.timeout; 600 */
     unsigned pop3_login_delay;       /* pop3.login_delay seconds between logins per user; 0 off */
+    char *pop3_uidl_format;          /* pop3.uidl_format: Dovecot's pop3_uidl_format (core/uidl.h);
+                                        default "%08Xu%08Xv" */
     unsigned imap_timeout;           /* imap.timeout; 1800 */
     unsigned max_connections;        /* max_connections total; 10000 */
     unsigned max_connections_per_ip; /* max_connections_per_ip; 100 */
     uint64_t quota_default;          /* quota.default bytes per user, 0 = unlimited */
     unsigned worker_threads;         /* worker_threads for blocking work; 16 */
     unsigned shutdown_timeout;       /* seconds SIGTERM may take at most; 10 */
+    bool master_process;             /* a root master forks the processes; yes */
+    unsigned worker_processes;       /* worker processes; 0 = one per core */
 
     /* Outbound delivery (queue runner, SMTP client; issue 5). Added by the outbound helper. */
     unsigned queue_retry_min;      /* queue.retry_min seconds; 300 (doubles per attempt) */

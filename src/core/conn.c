@@ -18,6 +18,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -42,6 +43,11 @@
 #define CONN_CLOSE_FLUSH_SECONDS 30
 /* How long a TLS handshake may take when the role has no timeout. */
 #define CONN_HANDSHAKE_SECONDS 60
+/* Lingering close: how long, and how much of the peer's input, to read and drop after
+ * our last reply before closing for good; and how many sockets may linger at once. */
+#define CONN_LINGER_SECONDS 2
+#define CONN_LINGER_BYTES   (1024 * 1024)
+#define CONN_LINGER_MAX     1024
 
 struct conn {
     struct server *srv;
@@ -59,6 +65,7 @@ struct conn {
     char local_ip[INET6_ADDRSTRLEN];
     uint16_t local_port;
     bool is_loopback;
+    bool is_local; /* accepted on a unix socket */
 
     unsigned timeout; /* seconds, 0 none */
     bool is_tls;
@@ -68,6 +75,7 @@ struct conn {
     bool has_eof;     /* the peer closed its side; finish after the pending work */
     bool is_closing;  /* conn_close(): flush then finish */
     bool is_finished; /* close() called; the struct is about to go */
+    bool wants_linger; /* our orderly close: drain the peer's input first (conn_linger) */
     const char *close_reason;
     char tls_desc[160];
 };
@@ -198,6 +206,11 @@ bool conn_peer_is_loopback(const struct conn *c)
     return c->is_loopback;
 }
 
+bool conn_peer_is_local(const struct conn *c)
+{
+    return c->is_local;
+}
+
 const char *conn_peer_name(const struct conn *c)
 {
     CONN_ON_LOOP();
@@ -276,6 +289,78 @@ static void conn_kick(struct conn *c)
     event_active(c->kick, EV_TIMEOUT, 1);
 }
 
+/* ---- lingering close ----------------------------------------------------------------
+ * Closing a socket whose receive queue still holds data makes the kernel send a RST at
+ * once, and a RST can destroy our last reply in the peer's queue before it reads it: a
+ * client that pipelined 100,000 RCPTs would never see "421 too many errors". So after an
+ * orderly close of ours (the reply flushed) the socket is shut for writing and the input
+ * read and dropped until the peer closes, CONN_LINGER_BYTES have come, or
+ * CONN_LINGER_SECONDS have passed (Apache's lingering close). */
+
+struct conn_linger {
+    int fd;
+    size_t drained;
+    struct event *ev;
+    struct conn_linger *next, *prev;
+};
+
+static struct conn_linger *conn_lingering;
+static unsigned conn_n_lingering;
+
+static void conn_linger_end(struct conn_linger *l)
+{
+    if (l->prev)
+        l->prev->next = l->next;
+    else
+        conn_lingering = l->next;
+    if (l->next)
+        l->next->prev = l->prev;
+    event_free(l->ev);
+    close(l->fd);
+    free(l);
+    conn_n_lingering--;
+}
+
+static void conn_linger_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn_linger *l = arg;
+    if (what & EV_READ) {
+        char buf[16384];
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n > 0 && (l->drained += (size_t)n) < CONN_LINGER_BYTES)
+            return;
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+    }
+    conn_linger_end(l); /* EOF, error, enough, or the time is up */
+}
+
+/* Take over fd (a duplicate of the connection's socket) for the lingering close. */
+static void conn_linger(struct event_base *base, int fd)
+{
+    struct conn_linger *l = conn_n_lingering < CONN_LINGER_MAX ? calloc(1, sizeof *l) : NULL;
+    if (!l || shutdown(fd, SHUT_WR) < 0) {
+        free(l);
+        close(fd);
+        return;
+    }
+    l->fd = fd;
+    l->ev = event_new(base, fd, EV_READ | EV_PERSIST, conn_linger_cb, l);
+    struct timeval tv = {.tv_sec = CONN_LINGER_SECONDS};
+    if (!l->ev || event_add(l->ev, &tv) < 0) {
+        if (l->ev)
+            event_free(l->ev);
+        free(l);
+        close(fd);
+        return;
+    }
+    l->next = conn_lingering;
+    if (conn_lingering)
+        conn_lingering->prev = l;
+    conn_lingering = l;
+    conn_n_lingering++;
+}
+
 /* The end: tell the protocol once, unlink, free. Only called from loop-level code. */
 static void conn_finish(struct conn *c, const char *reason)
 {
@@ -293,14 +378,20 @@ static void conn_finish(struct conn *c, const char *reason)
     if (c->next)
         c->next->prev = c->prev;
     srv->n_conns--;
-    server_conn_released(srv, c->peer_ip);
+    server_conn_released(srv, c->peer_ip, c->role);
     if (c->under_cb)
         evbuffer_remove_cb_entry(bufferevent_get_output(bufferevent_get_underlying(c->bev)),
                                  c->under_cb);
     SSL *ssl = c->is_tls ? bufferevent_openssl_get_ssl(c->bev) : NULL;
     if (ssl && !bufferevent_get_underlying(c->bev) && c->close_reason)
         SSL_shutdown(ssl);    /* a best-effort close_notify on an orderly close */
+    /* our orderly close, the peer still sending (its input unread): linger */
+    int linger_fd = -1;
+    if (c->wants_linger && !c->has_eof && !srv->is_stopping)
+        linger_fd = fcntl(c->fd, F_DUPFD_CLOEXEC, 0);
     bufferevent_free(c->bev); /* closes the socket and frees the SSL */
+    if (linger_fd >= 0)
+        conn_linger(srv->ctx.base, linger_fd);
     event_free(c->kick);
     free(c);
 }
@@ -320,8 +411,10 @@ static void conn_on_under_output(struct evbuffer *buf, const struct evbuffer_cb_
 /* Finish a closing connection whose output has drained. */
 static void conn_finish_if_flushed(struct conn *c)
 {
-    if (c->is_closing && conn_output_length(c) == 0)
+    if (c->is_closing && conn_output_length(c) == 0) {
+        c->wants_linger = true;
         conn_finish(c, c->close_reason ? c->close_reason : "disconnect");
+    }
 }
 
 static void conn_apply_timeouts(struct conn *c)
@@ -487,7 +580,11 @@ static void conn_on_event(struct bufferevent *bev, short what, void *arg)
     }
     if (what & BEV_EVENT_TIMEOUT) {
         if (c->is_closing) {
-            conn_finish(c, "timeout while flushing");
+            /* Only the flush (write) timeout ends a closing connection: a read timeout
+             * that fired in the same loop turn as conn_close() (an IDLE limit reached at
+             * the very second of the idle timeout) must not cut off the farewell. */
+            if (what & BEV_EVENT_WRITING)
+                conn_finish(c, "timeout while flushing");
             return;
         }
         if (c->is_handshaking) {
@@ -548,6 +645,7 @@ static unsigned conn_role_timeout(const struct config *cfg, enum conn_role role)
     case CONN_ROLE_SMTP:
     case CONN_ROLE_SUBMISSION:
     case CONN_ROLE_SUBMISSIONS:
+    case CONN_ROLE_LMTP:
         return cfg->smtp_timeout;
     case CONN_ROLE_POP3:
     case CONN_ROLE_POP3S:
@@ -565,7 +663,12 @@ static void conn_fill_addresses(struct conn *c, int fd, const struct sockaddr *p
     memset(&c->peer, 0, sizeof c->peer);
     memcpy(&c->peer, peer, peer_len < sizeof c->peer ? peer_len : sizeof c->peer);
     snprintf(c->peer_ip, sizeof c->peer_ip, "unknown");
-    if (peer->sa_family == AF_INET) {
+    if (peer->sa_family == AF_UNIX) {
+        /* a unix socket: its file permissions said who may connect */
+        snprintf(c->peer_ip, sizeof c->peer_ip, "local");
+        c->is_loopback = true;
+        c->is_local = true;
+    } else if (peer->sa_family == AF_INET) {
         const struct sockaddr_in *s = (const struct sockaddr_in *)peer;
         inet_ntop(AF_INET, &s->sin_addr, c->peer_ip, sizeof c->peer_ip);
         c->is_loopback = (ntohl(s->sin_addr.s_addr) >> 24) == 127;
@@ -718,4 +821,6 @@ void conn_free_all(struct server *srv, const char *reason)
 {
     while (srv->conns)
         conn_finish(srv->conns, reason);
+    while (conn_lingering)
+        conn_linger_end(conn_lingering);
 }

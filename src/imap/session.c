@@ -465,6 +465,11 @@ static void imap_login_cleanup(struct imap_job *j)
 static void imap_login_work(struct imap_job *j)
 {
     struct imap_login_job *lj = IMAP_JOB(imap_login_job, j);
+    /* the throttle lives in the auth process: asked here, never on the loop */
+    if (auth_throttle_is_blocked(j->ctx.auth, j->ctx.peer_ip)) {
+        lj->r.rc = -2;
+        return;
+    }
     char *user = NULL;
     int r = auth_login_password(j->ctx.auth, lj->user, lj->password, &user);
     if (r == 1) {
@@ -506,6 +511,11 @@ static void imap_login_finish_common(struct imap_session *s, struct imap_job *j,
         imap_login_success(s, j->tag, r, method, &j->tagged);
         return;
     }
+    if (r->rc == -2) {
+        buf_printf(&j->tagged, "%s NO [UNAVAILABLE] Too many failed logins; try again later.\r\n",
+                   j->tag);
+        return;
+    }
     if (r->rc == 0) {
         log_info("imap", "login failed: user=<%s>, method=%s, rip=%s, lip=%s%s",
                  login ? login : "", method, conn_peer_ip(s->c), conn_local_ip(s->c),
@@ -543,10 +553,6 @@ static void imap_cmd_login(struct imap_session *s, const char *tag, struct imap_
                    "connections.");
         return;
     }
-    if (auth_throttle_is_blocked(imap_auth(s), conn_peer_ip(s->c))) {
-        imap_reply(s, tag, "NO [UNAVAILABLE] Too many failed logins; try again later.");
-        return;
-    }
     struct imap_job *j = imap_job_new(s, tag, sizeof(struct imap_login_job), imap_login_work,
                                       imap_login_finish, imap_login_cleanup);
     if (!j)
@@ -563,6 +569,7 @@ struct imap_sasl_job {
     char *response; /* request: the client's line, NULL for no initial response */
     enum auth_sasl_status status;
     char *challenge;
+    bool is_throttled; /* refused: too many failed logins from this address */
     struct imap_login_result r;
 };
 
@@ -580,6 +587,11 @@ static void imap_sasl_cleanup(struct imap_job *j)
 static void imap_sasl_work(struct imap_job *j)
 {
     struct imap_sasl_job *sj = IMAP_JOB(imap_sasl_job, j);
+    if (auth_throttle_is_blocked(j->ctx.auth, j->ctx.peer_ip)) {
+        sj->is_throttled = true;
+        sj->status = AUTH_SASL_FAIL;
+        return;
+    }
     sj->status = auth_sasl_step(j->ctx.sasl, sj->response, &sj->challenge);
     if (sj->status == AUTH_SASL_OK) {
         imap_login_open_store(&j->ctx, auth_sasl_user(j->ctx.sasl), &sj->r);
@@ -617,7 +629,10 @@ static void imap_sasl_finish(struct imap_session *s, struct imap_job *j)
         sj->r.name = NULL;
         return;
     }
-    if (sj->status == AUTH_SASL_OK) {
+    if (sj->is_throttled) {
+        sj->r.rc = -2;
+        imap_login_finish_common(s, j, &sj->r, NULL, method);
+    } else if (sj->status == AUTH_SASL_OK) {
         imap_login_finish_common(s, j, &sj->r, NULL, method);
     } else if (sj->status == AUTH_SASL_FAIL) {
         sj->r.rc = 0;
@@ -651,10 +666,6 @@ static void imap_cmd_authenticate(struct imap_session *s, const char *tag, struc
     }
     if (!imap_auth(s)) {
         imap_reply(s, tag, "NO [UNAVAILABLE] Authentication is not available.");
-        return;
-    }
-    if (auth_throttle_is_blocked(imap_auth(s), conn_peer_ip(s->c))) {
-        imap_reply(s, tag, "NO [UNAVAILABLE] Too many failed logins; try again later.");
         return;
     }
     struct auth_peer peer = imap_peer(s);

@@ -16,6 +16,7 @@
 #include "core/config.h"
 #include "core/conn.h"
 #include "core/log.h"
+#include "core/uidl.h"
 #include "core/util.h"
 #include "store/store.h"
 
@@ -122,6 +123,8 @@ enum login_kind { LOGIN_PASS, LOGIN_APOP, LOGIN_SASL };
 struct login_job {
     struct job job; /* first */
     struct auth_service *auth;
+    char ip[64];            /* the client, for the throttle (copied: the thread rule) */
+    unsigned login_delay;   /* pop3.login_delay, 0 none */
     enum login_kind kind;
     char *login;  /* PASS, APOP */
     char *secret; /* PASS: password; APOP: digest (wiped before free) */
@@ -133,12 +136,15 @@ struct login_job {
     enum auth_sasl_status sasl_rc;
     char *challenge;
     char *user;
-    int open_rc; /* 0 opened, 1 maildrop in use, -1 error */
+    int open_rc; /* 0 opened, 1 maildrop in use, 2 LOGIN-DELAY not over, -1 error */
+    bool is_throttled; /* refused without a check: too many failures from ip */
     char *error;
     struct pop3_maildrop md;
     struct pop3_msginfo *msgs;
     size_t n_msgs;
     uint32_t uidvalidity;
+    char uidl_format[UIDL_FORMAT_MAX + 1]; /* pop3.uidl_format, copied at submit */
+    char *uidls;                           /* every message's UIDL, NUL-separated */
 };
 
 static void wipe_free(char *p)
@@ -161,6 +167,7 @@ static void login_job_free(struct login_job *j)
     free(j->user);
     free(j->error);
     free(j->msgs);
+    free(j->uidls);
     free(j);
 }
 
@@ -194,6 +201,58 @@ static uint64_t message_pop3_size(struct store_mailbox *box, size_t i,
     return size;
 }
 
+/* The UIDL of message i as Dovecot served it: the POP3 UIDL Dovecot kept in
+ * dovecot-uidlist (a P field; empty = the base name), else the format expanded with the
+ * GUID Dovecot kept (G field) or the base name. */
+static void message_uidl(struct login_job *j, size_t i, const struct store_message *m,
+                         char *out, size_t size)
+{
+    char *kept = store_message_get_cache(j->md.box, i, "pop3_uidl");
+    if (kept != NULL) {
+        /* verbatim (a '%' in it is no format), one printable word (RFC 1939 §7) */
+        const char *value = kept[0] != '\0' ? kept : m->filename;
+        size_t n = 0;
+        for (; value[n] != '\0' && n + 1 < size; n++)
+            out[n] = value[n] > 0x20 && value[n] < 0x7f ? value[n] : '?';
+        out[n] = '\0';
+        free(kept);
+        if (n > 0)
+            return;
+    }
+    char *guid = strstr(j->uidl_format, "g") ? store_message_get_cache(j->md.box, i, "guid") : NULL;
+    struct uidl_vars v = {
+        .uid = m->uid, .uidvalidity = j->uidvalidity, .filename = m->filename, .guid = guid};
+    if (!uidl_format(j->uidl_format, &v, out, size)) /* checked at start-up: cannot fail */
+        snprintf(out, size, "%08x%08x", m->uid, j->uidvalidity);
+    free(guid);
+}
+
+/* Every message's UIDL into one NUL-separated block (j->uidls, offsets in j->msgs). */
+static int maildrop_uidls(struct login_job *j)
+{
+    size_t cap = j->n_msgs * 18 + 1, used = 0;
+    j->uidls = malloc(cap);
+    if (j->uidls == NULL)
+        return -1;
+    for (size_t i = 0; i < j->n_msgs; i++) {
+        char uidl[UIDL_MAX];
+        message_uidl(j, i, store_mailbox_message(j->md.box, i), uidl, sizeof uidl);
+        size_t len = strlen(uidl) + 1;
+        if (used + len > cap) {
+            size_t ncap = (used + len) * 2;
+            char *n = realloc(j->uidls, ncap);
+            if (n == NULL)
+                return -1;
+            j->uidls = n;
+            cap = ncap;
+        }
+        memcpy(j->uidls + used, uidl, len);
+        j->msgs[i].uidl_offset = used;
+        used += len;
+    }
+    return 0;
+}
+
 /* Lock and open the user's INBOX (RFC 1939 §8: the maildrop is locked for POP3). */
 static void maildrop_open(struct login_job *j)
 {
@@ -219,6 +278,12 @@ static void maildrop_open(struct login_job *j)
         return;
     }
     j->md.is_locked = true;
+    /* RFC 2449 §8.1.1 LOGIN-DELAY: the last login's time is the auth process's, shared by
+     * every worker */
+    if (j->login_delay > 0 && auth_login_too_soon(j->auth, j->user, j->login_delay)) {
+        j->open_rc = 2;
+        return;
+    }
     struct store_mailbox *box = NULL;
     if (store_mailbox_open(j->md.store, "INBOX", false, &box, &j->error) != 0) {
         j->open_rc = -1;
@@ -239,6 +304,11 @@ static void maildrop_open(struct login_job *j)
         j->msgs[i].uid = m->uid;
         j->msgs[i].size = message_pop3_size(box, i, m);
     }
+    if (maildrop_uidls(j) < 0) {
+        j->error = strdup("out of memory");
+        j->open_rc = -1;
+        return;
+    }
     /* The session needs the index again only at QUIT: give its connection back now. */
     store_user_idle(j->md.store);
     j->open_rc = 0;
@@ -248,6 +318,14 @@ static void maildrop_open(struct login_job *j)
 static void login_work(struct job *job)
 {
     struct login_job *j = (struct login_job *)job;
+    /* the throttle is asked here, not on the loop: it lives in the auth process */
+    if (auth_throttle_is_blocked(j->auth, j->ip)) {
+        j->is_throttled = true;
+        j->auth_rc = 0;
+        if (j->kind == LOGIN_SASL)
+            j->sasl_rc = AUTH_SASL_FAIL;
+        return;
+    }
     switch (j->kind) {
     case LOGIN_PASS:
         j->auth_rc = auth_login_password(j->auth, j->login, j->secret, &j->user);
@@ -269,8 +347,11 @@ static void login_work(struct job *job)
         }
         break;
     }
+    bool is_failure = j->kind == LOGIN_SASL ? j->sasl_rc == AUTH_SASL_FAIL : j->auth_rc == 0;
     if (j->auth_rc == 1 && j->user != NULL)
         maildrop_open(j);
+    else if (is_failure)
+        auth_throttle_record_failure(j->auth, j->ip);
 }
 
 /* Copy text for a log line, replacing control bytes (SASL names are peer-chosen). */
@@ -284,14 +365,12 @@ static void copy_for_log(char *dst, size_t size, const char *src)
     dst[i] = '\0';
 }
 
+/* The failure was recorded in the throttle by the job (login_work). */
 static void login_failed(struct pop3_session *s, const char *login, const char *method)
 {
-    struct auth_service *auth = session_auth(s);
     s->auth_attempts++;
     copy_for_log(s->last_login, sizeof s->last_login, login);
     snprintf(s->last_method, sizeof s->last_method, "%s", method != NULL ? method : "");
-    if (auth != NULL)
-        auth_throttle_record_failure(auth, conn_peer_ip(s->conn));
     pop3_error(s, "-ERR [AUTH] Authentication failed.");
 }
 
@@ -305,6 +384,8 @@ static void login_adopt(struct pop3_session *s, struct login_job *j, const char 
     s->msgs = j->msgs;
     s->n_msgs = j->n_msgs;
     s->uidvalidity = j->uidvalidity;
+    s->uidls = j->uidls;
+    j->uidls = NULL;
     j->msgs = NULL;
     snprintf(s->method, sizeof s->method, "%s", method != NULL ? method : "");
     s->total_size = 0;
@@ -314,52 +395,8 @@ static void login_adopt(struct pop3_session *s, struct login_job *j, const char 
     s->live_size = s->total_size;
 }
 
-/* RFC 2449 §6.5 LOGIN-DELAY: the last successful login time per user, in a small table
- * (loop thread only). When it is full the oldest entry goes: a forgotten user may log in
- * early once, which costs nothing but bandwidth. */
-#define POP3_LOGIN_DELAY_SLOTS 4096
-static struct {
-    char user[256];
-    time_t at;
-} pop3_last_logins[POP3_LOGIN_DELAY_SLOTS];
-
-/* true if user logged in less than delay seconds ago; otherwise records now and false. */
-static bool pop3_login_is_too_soon(const char *user, unsigned delay)
-{
-    time_t now = time(NULL);
-    size_t oldest = 0, free_slot = POP3_LOGIN_DELAY_SLOTS;
-    for (size_t i = 0; i < POP3_LOGIN_DELAY_SLOTS; i++) {
-        if (pop3_last_logins[i].user[0] == '\0') {
-            if (free_slot == POP3_LOGIN_DELAY_SLOTS)
-                free_slot = i;
-            continue;
-        }
-        if (strcasecmp(pop3_last_logins[i].user, user) == 0) {
-            if (now - pop3_last_logins[i].at < (time_t)delay)
-                return true;
-            pop3_last_logins[i].at = now;
-            return false;
-        }
-        if (pop3_last_logins[i].at < pop3_last_logins[oldest].at)
-            oldest = i;
-    }
-    size_t slot = free_slot != POP3_LOGIN_DELAY_SLOTS ? free_slot : oldest;
-    snprintf(pop3_last_logins[slot].user, sizeof pop3_last_logins[slot].user, "%s", user);
-    pop3_last_logins[slot].at = now;
-    return false;
-}
-
 static void login_enter_transaction(struct pop3_session *s)
 {
-    unsigned delay = conn_server(s->conn)->cfg->pop3_login_delay;
-    if (delay > 0 && pop3_login_is_too_soon(s->user, delay)) {
-        /* RFC 2449 §8.1.1: [LOGIN-DELAY]; we close, so the lock goes and nothing is deleted. */
-        log_info("pop3", "Login delayed: user=<%s>, rip=%s, login_delay=%u", s->user,
-                 conn_peer_ip(s->conn), delay);
-        pop3_reply(s, "-ERR [LOGIN-DELAY] Minimum time between logins not reached.");
-        conn_close(s->conn);
-        return;
-    }
     s->state = POP3_STATE_TRANSACTION;
     free(s->user_arg);
     s->user_arg = NULL;
@@ -374,6 +411,13 @@ static void login_open_result(struct pop3_session *s, struct login_job *j, const
     if (j->open_rc == 0) {
         login_adopt(s, j, method);
         login_enter_transaction(s);
+    } else if (j->open_rc == 2) {
+        /* RFC 2449 §8.1.1: [LOGIN-DELAY]; we close: the lock goes with the job, nothing is
+         * deleted */
+        log_info("pop3", "Login delayed: user=<%s>, rip=%s, login_delay=%u", j->user,
+                 conn_peer_ip(s->conn), j->login_delay);
+        pop3_reply(s, "-ERR [LOGIN-DELAY] Minimum time between logins not reached.");
+        conn_close(s->conn);
     } else if (j->open_rc == 1) {
         /* RFC 2449 §8.1.2 / RFC 1939 §8: one POP3 session per maildrop. */
         log_info("pop3", "Maildrop in use: user=<%s>, rip=%s", j->user, conn_peer_ip(s->conn));
@@ -409,6 +453,8 @@ static void login_done(void *session, struct job *job)
     }
     pop3_job_finish(s);
     const char *method = login_method(j);
+    if (j->is_throttled)
+        log_info("pop3", "Login throttled: rip=%s", conn_peer_ip(s->conn));
     if (j->auth_rc == 1 && j->user != NULL) {
         login_open_result(s, j, method);
     } else if (j->auth_rc < 0) {
@@ -436,6 +482,8 @@ static void sasl_done(void *session, struct job *job)
     j->sasl = NULL;
     char method[32];
     snprintf(method, sizeof method, "%s", auth_sasl_mechanism(s->sasl));
+    if (j->is_throttled)
+        log_info("pop3", "Login throttled: rip=%s", conn_peer_ip(s->conn));
     switch (j->sasl_rc) {
     case AUTH_SASL_CONTINUE:
         /* RFC 5034 §4: "+ " and the base64 challenge (may be empty). */
@@ -473,27 +521,27 @@ static void sasl_done(void *session, struct job *job)
     pop3_resume(s);
 }
 
-/* Start a login job, unless this client's IP is throttled (then fail at once). */
+/* Start a login job (the job asks the throttle first: a throttled client fails it). */
 static void login_submit(struct pop3_session *s, struct login_job *j, job_done_fn *done)
 {
     struct auth_service *auth = session_auth(s);
-    if (auth == NULL || auth_throttle_is_blocked(auth, conn_peer_ip(s->conn))) {
-        char login[POP3_LOGIN_MAX], method[32];
-        copy_for_log(login, sizeof login, j->login);
-        snprintf(method, sizeof method, "%s", login_method(j) ? login_method(j) : "");
+    if (auth == NULL) {
         if (j->kind == LOGIN_SASL) {
-            copy_for_log(login, sizeof login, auth_sasl_attempted_login(s->sasl));
-            snprintf(method, sizeof method, "%s", auth_sasl_mechanism(s->sasl));
             auth_sasl_free(s->sasl);
             s->sasl = NULL;
         }
-        log_info("pop3", "Login throttled: rip=%s", conn_peer_ip(s->conn));
-        login_failed(s, login, method);
+        pop3_reply(s, "-ERR [SYS/TEMP] Authentication is not available.");
         login_job_free(j);
         return;
     }
     job_init(&j->job, s->handle, login_work, done);
     j->auth = auth;
+    snprintf(j->ip, sizeof j->ip, "%s", conn_peer_ip(s->conn));
+    const struct config *cfg = conn_server(s->conn)->cfg;
+    j->login_delay = cfg->pop3_login_delay;
+    snprintf(j->uidl_format, sizeof j->uidl_format, "%s",
+             cfg != NULL && cfg->pop3_uidl_format != NULL ? cfg->pop3_uidl_format
+                                                          : UIDL_DEFAULT_FORMAT);
     if (j->kind == LOGIN_SASL) {
         j->sasl = s->sasl; /* moved in: the session holds nothing a pool thread uses */
         s->sasl = NULL;

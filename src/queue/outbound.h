@@ -257,6 +257,11 @@ struct outbound_runner *outbound_runner_start(struct server_context *ctx, char *
  * but not past deadline_ms (util_now_ms clock, UINT64_MAX: no limit). true when stopped
  * and freed; false when deliveries still ran then (nothing freed: exit the process). */
 bool outbound_runner_stop(struct outbound_runner *r, uint64_t deadline_ms);
+/* In a process without the runner (a worker): outbound_runner_notify hands the message to
+ * fn, which sends it to the queue process (loop thread). */
+typedef void outbound_notify_fn(const char *queue_id, const char *const *recipients,
+                                size_t n_recipients);
+void outbound_runner_set_remote(outbound_notify_fn *fn);
 /* Loop thread (added by relay-perf): queue_id was just committed to active/ by this
  * process with these recipients: deliver it now instead of at the next scan. A no-op when
  * no runner runs (e.g. unit tests) or n_recipients is 0; if it cannot queue the message

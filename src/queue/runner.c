@@ -424,10 +424,21 @@ static void scan_done(void *arg)
     runner_dispatch(r);
 }
 
+static outbound_notify_fn *runner_remote;
+
+void outbound_runner_set_remote(outbound_notify_fn *fn)
+{
+    runner_remote = fn;
+}
+
 void outbound_runner_notify(const char *queue_id, const char *const *recipients,
                             size_t n_recipients)
 {
     struct outbound_runner *r = runner_current;
+    if (!r && runner_remote && n_recipients > 0) {
+        runner_remote(queue_id, recipients, n_recipients); /* the queue process's runner */
+        return;
+    }
     if (!r || r->is_stopping || n_recipients == 0 || !queue_id_is_valid(queue_id) ||
         !runner_backlog_grow(r))
         return; /* the next scan finds it */

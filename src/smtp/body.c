@@ -103,18 +103,18 @@ static void body_finish(struct smtp_session *s)
         log_info("smtpd", "%s: reject: %s from %s: %s; from=<%s> proto=%s helo=<%s>",
                  t->has_queue_id ? t->queue_id : "NOQUEUE", t->is_bdat ? "BDAT" : "END-OF-MESSAGE",
                  s->peer, reply, t->from_text, s->is_esmtp ? "ESMTP" : "SMTP", s->helo);
-        smtp_reply(s, "%s", reply);
+        smtp_reply_message(s, t->n_rcpt, "%s", reply);
         smtp_txn_reset(t);
         return;
     }
     if (t->has_body_error) {
-        smtp_reply(s, "451 4.3.0 Error: queue file write error");
+        smtp_reply_message(s, t->n_rcpt, "451 4.3.0 Error: queue file write error");
         smtp_txn_reset(t);
         return;
     }
     if (t->reader.n_received > SMTP_MAX_HOPS) {
         /* RFC 5321 §6.3: a mail loop. */
-        smtp_reply(s, "554 5.4.0 Error: too many hops");
+        smtp_reply_message(s, t->n_rcpt, "554 5.4.0 Error: too many hops");
         smtp_txn_reset(t);
         return;
     }

@@ -63,11 +63,17 @@ struct smtp_delivery_job {
 
     int queue_rc, store_rc;
     char *error;
+
+    /* LMTP (RFC 2033 §4.2): one reply per accepted RCPT, each from its own copies */
+    bool is_lmtp;
+    char **lmtp_rcpts; /* moved from the transaction, nrcpt entries */
 };
 
 /* RFC 3848 / RFC 6531 §3.7.3 "with" keyword for the Received header. */
 static const char *received_protocol(const struct smtp_session *s, bool is_utf8)
 {
+    if (s->role == CONN_ROLE_LMTP)
+        return "LMTP"; /* RFC 3848 */
     if (!s->is_esmtp)
         return "SMTP";
     bool tls = conn_is_tls(s->c), auth = s->auth_user != NULL;
@@ -127,6 +133,9 @@ static void job_free(struct smtp_delivery_job *job)
     free(job->sender);
     free(job->message_id);
     free(job->error);
+    for (size_t i = 0; job->lmtp_rcpts && i < job->nrcpt; i++)
+        free(job->lmtp_rcpts[i]);
+    free(job->lmtp_rcpts);
     buf_free(&job->body);
     if (job->fd >= 0)
         close(job->fd);
@@ -142,8 +151,10 @@ static void delivery_success_notices(struct smtp_delivery_job *job)
     if (!job->sender[0])
         return; /* RFC 3461 §6: never to the null sender */
     size_t n = 0;
+    /* (an LMTP copy that failed on its own has no success to report) */
     for (size_t i = 0; i < job->n_local; i++)
-        n += queue_notify_wants(job->local[i].notify, QUEUE_NOTIFY_SUCCESS);
+        n += queue_notify_wants(job->local[i].notify, QUEUE_NOTIFY_SUCCESS) &&
+             job->targets[i].status == STORE_OK;
     if (n == 0)
         return;
     struct bounce_rcpt *br = calloc(n, sizeof *br);
@@ -152,7 +163,8 @@ static void delivery_success_notices(struct smtp_delivery_job *job)
     size_t k = 0;
     for (size_t i = 0; i < job->n_local; i++) {
         const struct smtp_local_target *lt = &job->local[i];
-        if (!queue_notify_wants(lt->notify, QUEUE_NOTIFY_SUCCESS))
+        if (!queue_notify_wants(lt->notify, QUEUE_NOTIFY_SUCCESS) ||
+            job->targets[i].status != STORE_OK)
             continue;
         br[k++] = (struct bounce_rcpt){.address = lt->orig_rcpt,
                                        .dsn = "2.0.0",
@@ -208,6 +220,17 @@ static void delivery_work(struct job *j)
     }
     if (job->n_local) {
         job->store_rc = store_deliver(&job->src, job->targets, job->n_local, &job->error);
+        if (job->store_rc < 0 && job->is_lmtp && job->n_local > 1) {
+            /* all or nothing failed: in LMTP each recipient stands alone (one full mailbox
+             * must not refuse the others), so deliver copy by copy for their own status */
+            for (size_t i = 0; i < job->n_local; i++) {
+                char *err = NULL;
+                (void)store_deliver(&job->src, &job->targets[i], 1, &err);
+                free(err);
+            }
+            delivery_success_notices(job);
+            return;
+        }
         if (job->store_rc < 0) {
             if (job->n_remote)
                 queue_abort(job->data_dir, job->queue_id);
@@ -227,6 +250,36 @@ static void delivery_work(struct job *j)
     }
     if (job->n_local)
         delivery_success_notices(job);
+}
+
+/* LMTP: the reply for accepted RCPT k from the status of its copies (RFC 2033 §4.2);
+ * s is NULL when the client has gone (the log lines are still written). */
+static void lmtp_reply_rcpt(struct smtp_session *s, struct smtp_delivery_job *job, unsigned k,
+                            double delay)
+{
+    const char *rcpt = job->lmtp_rcpts && job->lmtp_rcpts[k] ? job->lmtp_rcpts[k] : "";
+    int status = STORE_OK;
+    for (size_t i = 0; i < job->n_local; i++) {
+        if (job->local[i].rcpt_index != k)
+            continue;
+        int st = job->store_rc == 0 ? STORE_OK : job->targets[i].status;
+        if (st != STORE_OK && status != STORE_ERR_TEMP)
+            status = st;
+        const char *text = st == STORE_OK      ? "status=sent (delivered to maildir)"
+                           : st == STORE_ERR_QUOTA ? "status=bounced (mailbox full)"
+                                                   : "status=deferred (delivery failed)";
+        log_info("local", "%s: to=<%s>, orig_to=<%s>, relay=local, delay=%.2f, dsn=%s, %s",
+                 job->queue_id, job->local[i].user, rcpt, delay,
+                 st == STORE_OK ? "2.0.0" : st == STORE_ERR_QUOTA ? "5.2.2" : "4.3.0", text);
+    }
+    if (!s)
+        return;
+    if (status == STORE_OK)
+        smtp_reply(s, "250 2.0.0 <%s> %s Saved", rcpt, job->queue_id);
+    else if (status == STORE_ERR_QUOTA)
+        smtp_reply(s, "552 5.2.2 <%s> Mailbox full", rcpt);
+    else
+        smtp_reply(s, "451 4.3.0 <%s> Temporary failure, try again later", rcpt);
 }
 
 /* The Postfix-style lines of a delivered message (DESIGN §5). */
@@ -274,6 +327,22 @@ static void delivery_done(void *session, struct job *j)
         job_free(job);
         return;
     }
+    if (job->is_lmtp) {
+        double delay = (double)(util_now_ms() - job->start_ms) / 1000.0;
+        log_info("qmgr", "%s: from=<%s>, size=%llu, nrcpt=%u (queue active)", id, job->sender,
+                 (unsigned long long)job->src.size, job->nrcpt);
+        if (job->store_rc < 0)
+            log_warning("lmtp", "%s: delivered copy by copy after: %s", id,
+                        job->error ? job->error : "unknown error");
+        if (s)
+            s->n_junk = 0;
+        for (unsigned k = 0; k < job->nrcpt; k++)
+            lmtp_reply_rcpt(s, job, k, delay);
+        job_free(job);
+        if (s)
+            smtp_session_job_done(s);
+        return;
+    }
     if (job->queue_rc == 0 && job->store_rc == 0) {
         /* Durable: logged and handed to the queue runner even if the client left
          * meanwhile (a duplicate on its retry beats a lost message). */
@@ -317,9 +386,10 @@ static void delivery_done(void *session, struct job *j)
 void smtp_delivery_start(struct smtp_session *s)
 {
     struct smtp_txn *t = &s->txn;
+    unsigned n_rcpt = t->n_rcpt; /* for the replies after the transaction is reset */
     smtp_body_finalize(s);
     if (t->has_body_error) {
-        smtp_reply(s, "451 4.3.0 Error: queue file write error");
+        smtp_reply_message(s, n_rcpt, "451 4.3.0 Error: queue file write error");
         smtp_txn_reset(t);
         return;
     }
@@ -332,7 +402,8 @@ void smtp_delivery_start(struct smtp_session *s)
             if (t->reader.delivered_to[k] == h) {
                 log_info("smtpd", "%s: reject: mail forwarding loop for %s from %s",
                          t->has_queue_id ? t->queue_id : "NOQUEUE", t->local[i].user, s->peer);
-                smtp_reply(s, "554 5.4.6 Error: mail forwarding loop for <%s>", t->local[i].user);
+                smtp_reply_message(s, n_rcpt, "554 5.4.6 Error: mail forwarding loop for <%s>",
+                                   t->local[i].user);
                 smtp_txn_reset(t);
                 return;
             }
@@ -377,6 +448,10 @@ void smtp_delivery_start(struct smtp_session *s)
     t->remote_notify = NULL;
     t->remote_orcpt = NULL;
     t->n_remote = t->cap_remote = 0;
+    job->is_lmtp = s->role == CONN_ROLE_LMTP;
+    job->lmtp_rcpts = t->lmtp_rcpts;
+    t->lmtp_rcpts = NULL;
+    t->cap_lmtp_rcpts = 0;
     job->dsn_ret = t->params.dsn_ret;
     job->envid = t->params.envid[0] ? strdup(t->params.envid) : NULL;
     job->hostname = strdup(smtp_hostname(s));
@@ -450,5 +525,5 @@ oom:
     if (job)
         job_free(job);
     smtp_txn_reset(t);
-    smtp_reply(s, "451 4.3.0 Error: out of memory");
+    smtp_reply_message(s, n_rcpt, "451 4.3.0 Error: out of memory");
 }

@@ -36,6 +36,7 @@ static const struct verb_entry verb_table[] = {
     {"STARTTLS", SMTP_VERB_STARTTLS, "starttls"},
     {"AUTH", SMTP_VERB_AUTH, "auth"},
     {"ETRN", SMTP_VERB_ETRN, "etrn"},
+    {"LHLO", SMTP_VERB_LHLO, "lhlo"},
     /* Postfix drops clients that speak HTTP to the mail port (cross-protocol attacks). */
     {"GET", SMTP_VERB_NON_SMTP, "unknown"},
     {"POST", SMTP_VERB_NON_SMTP, "unknown"},

@@ -21,6 +21,9 @@
 struct smtp_auth_job {
     struct job job;         /* first (core/job.h) */
     struct auth_sasl *sasl; /* moved in from the session, back in auth_job_done */
+    struct auth_service *auth;
+    char ip[64];       /* the client, for the throttle (copied: the thread rule) */
+    bool is_throttled; /* refused: too many failed attempts from ip */
     char *response; /* NULL: no initial response */
     char *challenge;
     enum auth_sasl_status status;
@@ -48,7 +51,14 @@ char *smtp_auth_mechanisms(struct smtp_session *s)
 static void auth_job_work(struct job *j)
 {
     struct smtp_auth_job *job = (struct smtp_auth_job *)j;
+    /* the throttle is the auth process's: asked and fed here, not on the loop */
+    if (auth_throttle_is_blocked(job->auth, job->ip)) {
+        job->is_throttled = true;
+        return;
+    }
     job->status = auth_sasl_step(job->sasl, job->response, &job->challenge);
+    if (job->status == AUTH_SASL_FAIL)
+        auth_throttle_record_failure(job->auth, job->ip);
 }
 
 static void auth_end_exchange(struct smtp_session *s)
@@ -68,6 +78,14 @@ static void auth_job_done(void *session, struct job *j)
         goto out;
     }
     s->sasl = job->sasl;
+    if (job->is_throttled) {
+        log_warning("smtpd", "%s: too many failed authentication attempts, AUTH refused", s->peer);
+        auth_end_exchange(s);
+        smtp_reply(s, "454 4.7.0 Error: too many failed authentication attempts, try again "
+                      "later");
+        smtp_session_job_done(s);
+        goto out;
+    }
     switch (job->status) {
     case AUTH_SASL_CONTINUE:
         s->input = SMTP_INPUT_AUTH;
@@ -92,7 +110,6 @@ static void auth_job_done(void *session, struct job *j)
         log_warning("smtpd", "%s: SASL %s authentication failed: authentication failure%s%s",
                     s->peer, auth_sasl_mechanism(s->sasl), login[0] ? ", sasl_username=" : "",
                     login);
-        auth_throttle_record_failure(s->ctx->auth, conn_peer_ip(s->c));
         auth_end_exchange(s);
         smtp_reply(s, "535 5.7.8 Error: authentication failed: authentication failure");
         break;
@@ -122,6 +139,8 @@ static void auth_step_submit(struct smtp_session *s, const char *response, size_
         return;
     }
     job_init(&job->job, s->handle, auth_job_work, auth_job_done);
+    job->auth = s->ctx->auth;
+    snprintf(job->ip, sizeof job->ip, "%s", conn_peer_ip(s->c));
     job->sasl = s->sasl;
     s->sasl = NULL;
     smtp_session_job_start(s, &job->job);
@@ -151,13 +170,6 @@ void smtp_cmd_auth(struct smtp_session *s, const struct smtp_command *cmd)
     size_t initial_len;
     if (!smtp_parse_auth(cmd->arg, cmd->arg_len, mech, &initial, &initial_len)) {
         smtp_reply(s, "501 5.5.4 Syntax: AUTH mechanism");
-        return;
-    }
-    const char *ip = conn_peer_ip(s->c);
-    if (auth_throttle_is_blocked(s->ctx->auth, ip)) {
-        log_warning("smtpd", "%s: too many failed authentication attempts, AUTH refused", s->peer);
-        smtp_reply(s, "454 4.7.0 Error: too many failed authentication attempts, try again "
-                      "later");
         return;
     }
     struct auth_peer peer = session_peer(s);

@@ -52,6 +52,7 @@ struct smtp_local_target {
     char *orig_rcpt; /* the RCPT TO address that led here (X-Original-To) */
     unsigned notify; /* RFC 3461 NOTIFY= of that RCPT (queue.h bits), 0 = not given */
     char *orcpt;     /* its ORCPT= ("rfc822;x", decoded) or NULL */
+    unsigned rcpt_index; /* LMTP: which accepted RCPT (0-based) this copy answers for */
 };
 
 /* The mail transaction (RFC 5321 §3.3): MAIL, RCPTs, message. */
@@ -70,6 +71,9 @@ struct smtp_txn {
     unsigned *remote_notify; /* [cap_remote] RFC 3461 NOTIFY per remote recipient */
     char **remote_orcpt;     /* [cap_remote] ORCPT per remote recipient, or NULL */
     char *first_rcpt;        /* for the Received "for <...>" clause */
+    char **lmtp_rcpts;       /* LMTP: the accepted RCPT addresses in order (n_rcpt), one
+                                reply each after DATA (RFC 2033 §4.2) */
+    size_t cap_lmtp_rcpts;
 
     /* message */
     bool is_bdat; /* BDAT used in this transaction */
@@ -144,6 +148,11 @@ void smtp_cmd_mail(struct smtp_session *s, const struct smtp_command *cmd);
 void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd);
 void smtp_txn_reset(struct smtp_txn *t);
 void smtp_txn_init(struct smtp_txn *t);
+
+/* Reply to the end of a message that is refused whole: once in SMTP, once per accepted
+ * recipient in LMTP (RFC 2033 §4.2). n_rcpt: the transaction's accepted RCPTs. */
+void smtp_reply_message(struct smtp_session *s, unsigned n_rcpt, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* body.c */
 void smtp_cmd_data(struct smtp_session *s, const struct smtp_command *cmd);

@@ -295,6 +295,9 @@ int store_index_mailbox_ensure(sqlite3 *db, const char *home, const char *name,
     r = store_index_mailbox_get(db, name, row_r, error_r);
     if (r == 1)
         r = store_index_mailbox_add(db, name, NULL, row_r, error_r);
+    /* a folder moved in from Dovecot keeps its UIDs (before anything can take UID 1) */
+    if (r == 0 && store_sync_import_dovecot(db, path, row_r, error_r) < 0)
+        r = -1;
     if (r < 0) {
         store_index_rollback(db);
         return -1;

@@ -88,6 +88,12 @@ void store_notify_publish(const char *user, const char *mailbox);
  * (before event_base_free). 0 or -1. */
 struct event_base;
 int store_notify_init(struct event_base *base);
+/* Several processes: fn gets every event that started in this process (loop thread), to
+ * send to the others; events from the others come in through store_notify_publish_remote
+ * (loop thread), which notifies this process's subscribers without forwarding. */
+typedef void store_notify_forward_fn(const char *user, const char *mailbox);
+void store_notify_set_forward(store_notify_forward_fn *fn);
+void store_notify_publish_remote(const char *user, const char *mailbox);
 
 /* ---- reading and changing mailboxes (POP3, IMAP) ----------------------------------- */
 

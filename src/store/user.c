@@ -4,6 +4,9 @@
  */
 #include "store/store-private.h"
 
+#include "core/log.h"
+#include "store/dovecot.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -25,6 +28,8 @@ static const struct {
     {"Junk", "\\Junk"},     {"Archive", "\\Archive"},
 };
 
+static void user_import_subscriptions(struct store_user *u);
+
 static int user_create_specials(struct store_user *u, char **error_r)
 {
     sqlite3_stmt *st = NULL;
@@ -35,10 +40,22 @@ static int user_create_specials(struct store_user *u, char **error_r)
     store_index_done(st);
     if (is_done)
         return 0;
+    /* A Maildir moved in from Dovecot keeps its folder list as its clients know it: the
+     * special-use marks go on the folders it has, and none is added (a client syncing
+     * every folder would otherwise find new ones). */
+    char inbox_uidlist[4300];
+    snprintf(inbox_uidlist, sizeof inbox_uidlist, "%s/Maildir/%s", u->home, DOVECOT_UIDLIST_NAME);
+    bool is_moved_in = access(inbox_uidlist, F_OK) == 0;
+    bool has_folder[sizeof store_specials / sizeof store_specials[0]];
     for (size_t i = 0; i < sizeof store_specials / sizeof store_specials[0]; i++) {
-        char path[4200];
-        if (store_mailbox_path(u->home, store_specials[i].name, path, sizeof path) < 0 ||
-            store_maildir_create(path, false) < 0) {
+        char path[4200], cur[4300];
+        if (store_mailbox_path(u->home, store_specials[i].name, path, sizeof path) < 0) {
+            store_error(error_r, "create %s: name too long", store_specials[i].name);
+            return -1;
+        }
+        snprintf(cur, sizeof cur, "%s/cur", path);
+        has_folder[i] = !is_moved_in || access(cur, F_OK) == 0;
+        if (has_folder[i] && store_maildir_create(path, false) < 0) {
             store_error(error_r, "create %s: %s", store_specials[i].name, strerror(errno));
             return -1;
         }
@@ -47,11 +64,19 @@ static int user_create_specials(struct store_user *u, char **error_r)
         return -1;
     for (size_t i = 0; i < sizeof store_specials / sizeof store_specials[0]; i++) {
         struct store_mbox_row row;
+        if (!has_folder[i])
+            continue;
         int r = store_index_mailbox_get(u->db, store_specials[i].name, &row, error_r);
-        if (r == 1)
+        if (r == 1) {
+            char path[4200];
             r = store_index_mailbox_add(u->db, store_specials[i].name, store_specials[i].use, &row,
                                         error_r);
-        else if (r == 0) {
+            /* a Sent/Trash/... moved in from Dovecot keeps its UIDs */
+            if (r == 0 &&
+                (store_mailbox_path(u->home, store_specials[i].name, path, sizeof path) < 0 ||
+                 store_sync_import_dovecot(u->db, path, &row, error_r) < 0))
+                r = -1;
+        } else if (r == 0) {
             sqlite3_stmt *up = NULL;
             if (store_index_prepare(u->db,
                                     "UPDATE mailboxes SET special_use = ? WHERE id = ? AND "
@@ -73,10 +98,90 @@ static int user_create_specials(struct store_user *u, char **error_r)
         store_index_rollback(u->db);
         return -1;
     }
-    return store_index_commit(u->db, error_r);
+    if (store_index_commit(u->db, error_r) < 0)
+        return -1;
+    /* the first open of this index: a Maildir moved in from Dovecot brings its own */
+    user_import_subscriptions(u);
+    return 0;
 }
 
 static void remove_tree(const char *path, int depth);
+
+/* Set subscribed = 1 on the rows in ids and 0 on every other, in one transaction. */
+static int user_subscriptions_set(struct store_user *u, const int64_t *ids, size_t n,
+                                  char **error_r)
+{
+    if (store_index_begin(u->db, error_r) < 0)
+        return -1;
+    if (store_index_step_static(u->db, "UPDATE mailboxes SET subscribed = 0", error_r) < 0)
+        goto fail;
+    for (size_t i = 0; i < n; i++) {
+        sqlite3_stmt *st = NULL;
+        int rc = SQLITE_ERROR;
+        if (store_index_prepare(u->db, "UPDATE mailboxes SET subscribed = 1 WHERE id = ?", &st) ==
+            SQLITE_OK) {
+            sqlite3_bind_int64(st, 1, ids[i]);
+            rc = sqlite3_step(st);
+        }
+        if (rc != SQLITE_DONE)
+            store_error(error_r, "index: %s", sqlite3_errmsg(u->db));
+        store_index_done(st);
+        if (rc != SQLITE_DONE)
+            goto fail;
+    }
+    return store_index_commit(u->db, error_r);
+fail:
+    store_index_rollback(u->db);
+    return -1;
+}
+
+/* First open of a Maildir moved in from Dovecot: its subscriptions file (dovecot.h)
+ * replaces the default ones (INBOX and the special-use mailboxes), so LSUB and LIST
+ * (SUBSCRIBED) show what Dovecot showed. A subscription to a folder that does not exist
+ * cannot be kept (a Tern subscription is a mark on a mailbox): counted in the log line. */
+static void user_import_subscriptions(struct store_user *u)
+{
+    char file[4300], *data = NULL, *error = NULL;
+    size_t len = 0;
+    snprintf(file, sizeof file, "%s/Maildir/%s", u->home, DOVECOT_SUBSCRIPTIONS_NAME);
+    int r = store_io_read_file(file, DOVECOT_SUBSCRIPTIONS_MAX_BYTES, &data, &len, &error);
+    if (r == 1)
+        return;
+    struct dovecot_subscriptions subs = {0};
+    if (r < 0 || dovecot_subscriptions_parse(data, len, &subs, &error) < 0) {
+        log_warning("store", "%s: %s; default subscriptions kept", file,
+                    error ? error : "unreadable");
+        free(data);
+        free(error);
+        return;
+    }
+    free(data);
+    int64_t *ids = calloc(subs.n > 0 ? subs.n : 1, sizeof *ids);
+    size_t n_ids = 0, n_missing = 0;
+    for (size_t i = 0; ids && i < subs.n; i++) {
+        char canon[300], path[4200];
+        struct store_mbox_row row;
+        char *err = NULL;
+        /* a folder without an index row gets one here (and keeps Dovecot's UIDs) */
+        if (store_mailbox_lookup(u, subs.names[i], canon, sizeof canon, path, sizeof path, &row,
+                                 &err) == 0)
+            ids[n_ids++] = row.id;
+        else
+            n_missing++;
+        free(err);
+    }
+    if (!ids || user_subscriptions_set(u, ids, n_ids, &error) < 0)
+        log_warning("store", "%s: %s; default subscriptions kept", file,
+                    error ? error : "out of memory");
+    else
+        log_info("store",
+                 "%s: took over Dovecot's subscriptions: %zu mailboxes, %zu without a folder,"
+                 " %zu unusable names",
+                 file, n_ids, n_missing, subs.n_skipped);
+    free(error);
+    free(ids);
+    dovecot_subscriptions_free(&subs);
+}
 
 /* Maildir spec: a file left in tmp/ for 36 hours is debris of a crashed delivery. */
 #define STORE_TMP_MAX_AGE (36 * 3600)

@@ -318,3 +318,19 @@ def maildir_messages(maildir):
         if os.path.isdir(d):
             files += [os.path.join(d, f) for f in os.listdir(d) if not f.startswith(".")]
     return sorted(files)
+
+
+def child_pids(pid):
+    """Pids of the direct children of pid (the master's processes), from /proc."""
+    kids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == pid:
+            kids.append(int(entry))
+    return sorted(kids)

@@ -290,7 +290,7 @@ uint16_t conn_local_port(const struct conn *c)
     static const uint16_t ports[CONN_ROLE_COUNT] = {
         [CONN_ROLE_SMTP] = 25,  [CONN_ROLE_SUBMISSION] = 587, [CONN_ROLE_SUBMISSIONS] = 465,
         [CONN_ROLE_POP3] = 110, [CONN_ROLE_POP3S] = 995,      [CONN_ROLE_IMAP] = 143,
-        [CONN_ROLE_IMAPS] = 993,
+        [CONN_ROLE_IMAPS] = 993, [CONN_ROLE_LMTP] = 24,
     };
     return ports[c->role];
 }
@@ -299,6 +299,12 @@ bool conn_peer_is_loopback(const struct conn *c)
 {
     FAKE_ON_LOOP();
     return c->is_loopback;
+}
+
+bool conn_peer_is_local(const struct conn *c)
+{
+    FAKE_ON_LOOP();
+    return false; /* the fake peers come over TCP, never a unix socket */
 }
 
 const char *conn_peer_name(const struct conn *c)
