@@ -34,6 +34,8 @@
 #define SCRIPT_MAX_DELIVERIES 8  /* 'n' operations that take effect */
 #define SCRIPT_MAX_ANSWERS    16 /* 'A' and 'M' operations that take effect */
 #define SCRIPT_MAX_REPEATED   (512 * 1024) /* bytes 'X' may send in one script */
+#define SCRIPT_MAX_REPEATS    4200 /* segments 'X' may send in one script (each may be a
+                                    * command: 4200 keep a run within about a second) */
 #define SCRIPT_BIG_LINES      1024 /* ~70 KB: over a POP3 stream chunk (64 KB); four FETCH
                                      * items of it exceed an IMAP FETCH batch (256 KB) */
 
@@ -574,6 +576,7 @@ struct script {
     const uint8_t *last;  /* the last segment of client bytes sent (for 'X') */
     size_t last_len;
     size_t n_repeated;    /* bytes sent by 'X' so far */
+    unsigned n_repeats;   /* segments sent by 'X' so far */
     bool is_dirty; /* the store may have changed */
 };
 
@@ -746,9 +749,11 @@ static void script_op(struct script *st, uint8_t op, uint8_t arg)
     case 'z': st->split = arg; break;
     case 'X': /* volume from a short script: long lines, big literals, many commands */
         for (unsigned i = 0; i < ((unsigned)arg + 1) * 4 && st->last_len > 0 &&
-                             st->n_repeated + st->last_len <= SCRIPT_MAX_REPEATED;
+                             st->n_repeated + st->last_len <= SCRIPT_MAX_REPEATED &&
+                             st->n_repeats < SCRIPT_MAX_REPEATS;
              i++) {
             st->n_repeated += st->last_len;
+            st->n_repeats++;
             script_send(st, st->last, st->last_len);
         }
         break;

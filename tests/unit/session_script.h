@@ -37,7 +37,7 @@
  *     r<k> another program deletes the (k%8)-th message file of alice's INBOX
  *     F<k> the (k%16+1)-th next store write or fsync fails     z<k> split mode := k
  *     X<k> the last segment (client bytes between two operations) is sent again (k+1)*4
- *          times, 512 KiB per script at most   |  nothing (ends a segment)
+ *          times (per script at most 4200 times and 512 KiB)   |  nothing (ends a segment)
  *     A    answer the greeting's APOP challenge as alice       M  answer the last "+ "
  *                                                                  CRAM-MD5 challenge
  *   Unknown operations do nothing; an operation's missing argument is 0. At the end every
