@@ -128,13 +128,15 @@ def tern_start(overrides, users):
     return srv
 
 
-def dovecot_start(root, port, uid, gid, users):
-    """A private Dovecot (imap only) on a loopback port; users in a passwd-file."""
+def dovecot_start(root, port, uid, gid, users, pop3_port=None):
+    """A private Dovecot (imap, and pop3 when pop3_port is given) on loopback ports;
+    users in a passwd-file (bench/stress/reference.py uses the pop3 listener too)."""
     (root / "run").mkdir(parents=True, exist_ok=True)
     (root / "state").mkdir(exist_ok=True)
     (root / "passwd").write_text("".join(f"{u}:{{PLAIN}}{PASSWORD}::::::\n" for u in users))
+    pop3 = "" if pop3_port is None else benchlib.dovecot_login_service("pop3", pop3_port)
     (root / "dovecot.conf").write_text(f"""
-protocols = imap
+protocols = imap{' pop3' if pop3_port else ''}
 listen = 127.0.0.1
 base_dir = {root}/run
 state_dir = {root}/state
@@ -160,16 +162,7 @@ userdb {{
 protocol imap {{
   mail_max_userip_connections = 100000
 }}
-service imap-login {{
-  inet_listener imap {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
-""")
+{benchlib.dovecot_login_service("imap", port)}{pop3}""")
     proc = subprocess.Popen([DOVECOT, "-F", "-c", str(root / "dovecot.conf")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
                             start_new_session=True)

@@ -95,6 +95,7 @@ static const struct config_key config_keys[] = {
     {"shutdown_timeout", CT_UINT, OFF(shutdown_timeout), "10", "10"},
     {"master_process", CT_BOOL, OFF(master_process), "yes", "yes"},
     {"worker_processes", CT_UINT, OFF(worker_processes), "0", "0"},
+    {"process_memory_limit", CT_SIZE, OFF(process_memory_limit), "0", "0"},
     {"queue.retry_min", CT_UINT, OFF(queue_retry_min), "300", "300"},
     {"queue.retry_max", CT_UINT, OFF(queue_retry_max), "14400", "14400"},
     {"queue.lifetime", CT_UINT, OFF(queue_lifetime), "432000", "432000"},

@@ -82,6 +82,7 @@ struct config {
     unsigned shutdown_timeout;       /* seconds SIGTERM may take at most; 10 */
     bool master_process;             /* a root master forks the processes; yes */
     unsigned worker_processes;       /* worker processes; 0 = one per core */
+    uint64_t process_memory_limit;   /* bytes of data segment per child, 0 none */
 
     /* Outbound delivery (queue runner, SMTP client; issue 5). Added by the outbound helper. */
     unsigned queue_retry_min;      /* queue.retry_min seconds; 300 (doubles per attempt) */

@@ -307,11 +307,15 @@ static bool imap_fetch_parse_items(struct imap_fetch *f, const struct imap_arg *
 
 /* ---- per-message output ------------------------------------------------------------- */
 
+/* The cached structure fields of imap_write_cached, by index. */
+static const char *const imap_structure_fields[3] = {"envelope", "body", "bodystructure"};
+
 struct imap_msg_data {
     const char *bytes; /* the file mapped read-only (LF line ends), "" when empty */
     size_t len;
     bool is_mapped;
     struct mime_part *mime;
+    char *cached[3]; /* imap_structure_fields read from the index cache, NULL none */
 };
 
 /* Map a message file (pool thread). Mapping instead of reading keeps message bytes out of
@@ -337,6 +341,10 @@ static void imap_msg_unload(struct imap_msg_data *d)
     d->is_mapped = false;
     mime_part_free(d->mime);
     d->mime = NULL;
+    for (size_t k = 0; k < 3; k++) {
+        free(d->cached[k]);
+        d->cached[k] = NULL;
+    }
 }
 
 static struct mime_part *imap_msg_mime(struct imap_msg_data *d)
@@ -365,12 +373,11 @@ static void imap_write_cached(struct imap_job *j, size_t i, const char *field,
                               struct imap_msg_data *d, bool *loaded)
 {
     struct store_mailbox *box = j->ctx.box;
-    char *v = store_message_get_cache(box, i, field);
-    if (v) {
-        buf_append_str(&j->out, v);
-        free(v);
-        return;
-    }
+    for (size_t k = 0; k < 3; k++)
+        if (strcmp(field, imap_structure_fields[k]) == 0 && d->cached[k]) {
+            buf_append_str(&j->out, d->cached[k]); /* read by imap_fetch_begin */
+            return;
+        }
     if (!*loaded) {
         *loaded = imap_msg_load(box, i, d);
     }
@@ -746,6 +753,23 @@ static void imap_fetch_begin(struct imap_job *j, struct imap_fetch *f, size_t i)
             return;
         }
         f->msg_size = (uint64_t)st.st_size;
+    }
+    /* ENVELOPE, BODY and BODYSTRUCTURE come from the index cache, else from the file: both
+     * are read before the FETCH line starts, so that a message whose file another session
+     * expunged meanwhile is skipped whole, never answered with NIL there (not valid: RFC
+     * 3501 §9; the issue 9 stress tester saw it) */
+    bool needs_load = false;
+    for (size_t k = 0; k < f->n_items; k++) {
+        enum imap_fetch_kind kind = f->items[k].kind;
+        size_t slot = kind == FI_ENVELOPE ? 0 : kind == FI_BODY ? 1 : kind == FI_BODYSTRUCTURE ? 2 : 3;
+        if (slot == 3 || f->msg->cached[slot])
+            continue;
+        f->msg->cached[slot] = store_message_get_cache(box, i, imap_structure_fields[slot]);
+        needs_load |= f->msg->cached[slot] == NULL;
+    }
+    if (needs_load && !f->msg->bytes && !imap_msg_load(box, i, f->msg)) {
+        imap_fetch_skip(f, errno);
+        return;
     }
     const struct store_message *m = store_mailbox_message(box, i);
     if (f->sets_seen && !j->ctx.is_readonly && !(m->flags & STORE_FLAG_SEEN)) {

@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "core/conn.h"
+#include "core/log.h"
 #include "imap/args.h"
 #include "imap/session.h"
 #include "store/mime.h"
@@ -185,6 +186,18 @@ void imap_write_uid_set(struct buf *out, const uint32_t *uids, size_t n)
 
 void imap_job_err(struct imap_job *j, const char *fmt, char *err)
 {
+    /* An error that names a file of the user's (an I/O failure of the store) is for the
+     * admin's log, not for the client: the reply says so without the server's paths. */
+    const char *home = j->ctx.user ? store_user_home(j->ctx.user) : NULL;
+    if (err && home && *home && strstr(err, home)) {
+        log_error("imap", "user=<%s>: %s", j->ctx.username ? j->ctx.username : "", err);
+        buf_printf(&j->tagged,
+                   "%s NO [SERVERBUG] Internal error occurred. Refer to server log for more "
+                   "information.\r\n",
+                   j->tag);
+        free(err);
+        return;
+    }
     buf_printf(&j->tagged, "%s NO ", j->tag);
     buf_printf(&j->tagged, fmt, err ? err : "failed");
     buf_append_str(&j->tagged, "\r\n");
@@ -819,18 +832,38 @@ static void imap_copy_work(struct imap_job *j)
         free(seqs);
         return;
     }
+    /* Messages another session expunged meanwhile were not copied (their dest UID is 0):
+     * they are left out of both sets (RFC 4315 §3: nz-number), and when nothing was left
+     * to copy the command says so (RFC 5530 EXPUNGEISSUED; RFC 2180 §4.4.1). */
+    size_t n_done = 0;
+    for (size_t k = 0; dest && k < n; k++) {
+        if (dest[k] == 0)
+            continue;
+        uids[n_done] = uids[k];
+        seqs[n_done] = seqs[k];
+        dest[n_done] = dest[k];
+        n_done++;
+    }
+    if (n_done == 0) {
+        buf_printf(&j->tagged,
+                   "%s NO [EXPUNGEISSUED] Some of the requested messages no longer exist.\r\n",
+                   j->tag);
+        free(dest);
+        free(uids);
+        free(seqs);
+        return;
+    }
     struct buf code;
     buf_init(&code, 0);
     buf_printf(&code, "COPYUID %u ", uidv);
-    imap_write_uid_set(&code, uids, n);
+    imap_write_uid_set(&code, uids, n_done);
     buf_append_byte(&code, ' ');
-    if (dest)
-        imap_write_uid_set(&code, dest, n);
+    imap_write_uid_set(&code, dest, n_done);
     if (move) {
         /* RFC 6851 §4.3: COPYUID in an untagged OK, then the EXPUNGEs */
         buf_printf(&j->out, "* OK [%s] Moved UIDs.\r\n", buf_cstr(&code));
         if (store_mailbox_count(box) < before)
-            for (size_t k = n; k-- > 0;)
+            for (size_t k = n_done; k-- > 0;)
                 buf_printf(&j->out, "* %u EXPUNGE\r\n", seqs[k]);
         buf_printf(&j->tagged, "%s OK Move completed.\r\n", j->tag);
     } else {

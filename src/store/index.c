@@ -100,7 +100,7 @@ static int store_index_migrate(sqlite3 *db, char **error_r)
 
 void (*store_index_open_hook)(sqlite3 *db);
 
-sqlite3 *store_index_open(const char *home, char **error_r)
+static sqlite3 *store_index_open_once(const char *home, int *code_r, char **error_r)
 {
     char path[4200];
     if (snprintf(path, sizeof path, "%s/index.db", home) >= (int)sizeof path) {
@@ -134,6 +134,7 @@ sqlite3 *store_index_open(const char *home, char **error_r)
                          "PRAGMA synchronous=NORMAL; PRAGMA cache_size=-1024;"
                          " PRAGMA temp_store=MEMORY",
                          error_r) < 0) {
+        *code_r = sqlite3_extended_errcode(db);
         store_index_close(db);
         return NULL;
     }
@@ -146,12 +147,44 @@ sqlite3 *store_index_open(const char *home, char **error_r)
         version = sqlite3_column_int(st, 0);
     sqlite3_finalize(st);
     if (version < STORE_INDEX_VERSION && store_index_migrate(db, error_r) < 0) {
+        *code_r = sqlite3_extended_errcode(db);
         store_index_close(db);
         return NULL;
     }
     if (store_index_open_hook)
         store_index_open_hook(db);
     return db;
+}
+
+/* Several processes may open a new user's index at the same moment (a delivery in the
+ * queue process, logins in two workers): the first switches it to WAL and creates the
+ * schema, and the others can meet SQLITE_BUSY, or an I/O error while the shared-memory
+ * index is being set up, where the busy handler is not consulted. A new index is worth
+ * a few tries: up to STORE_INDEX_OPEN_TRIES, a few milliseconds apart. */
+#define STORE_INDEX_OPEN_TRIES 50
+
+sqlite3 *store_index_open(const char *home, char **error_r)
+{
+    for (int attempt = 1;; attempt++) {
+        int code = SQLITE_OK;
+        char *err = NULL;
+        sqlite3 *db = store_index_open_once(home, &code, &err);
+        if (db) {
+            free(err);
+            return db;
+        }
+        int primary = code & 0xff;
+        bool is_race = primary == SQLITE_BUSY || primary == SQLITE_LOCKED || primary == SQLITE_IOERR;
+        if (!is_race || attempt >= STORE_INDEX_OPEN_TRIES) {
+            if (error_r)
+                *error_r = err;
+            else
+                free(err);
+            return NULL;
+        }
+        free(err);
+        usleep((useconds_t)(2000 + (attempt % 8) * 1000));
+    }
 }
 
 /* Transactions use cached statements too: sqlite3_exec would parse the text each time. */

@@ -126,6 +126,8 @@ struct store_message {
 int store_user_open(const char *home, const char *user, struct store_user **user_r,
                     char **error_r);
 void store_user_close(struct store_user *u);
+/* The user's folder (as given to store_user_open). */
+const char *store_user_home(const struct store_user *u);
 /* Give the user's index connection back to the shared pool; the next call on u takes one
  * again by itself. Sessions call this when a command is done, so an idle session holds
  * no SQLite connection (memory, two descriptors) and the sessions of one user share the

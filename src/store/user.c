@@ -235,6 +235,11 @@ static void user_cleanup(const char *maildir)
     closedir(d);
 }
 
+const char *store_user_home(const struct store_user *u)
+{
+    return u ? u->home : NULL;
+}
+
 int store_user_open(const char *home, const char *user, struct store_user **user_r, char **error_r)
 {
     struct store_user *u = calloc(1, sizeof *u);
