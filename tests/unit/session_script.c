@@ -669,27 +669,48 @@ static void script_cram_md5(struct script *st)
     free(b64);
 }
 
-/* Another program (a MUA on the Maildir, a cleanup script) removes the k-th message file
- * of alice's INBOX behind the store's back: the store must notice, never crash. */
+/* A message file of alice's INBOX: its base name (for delivery order) and folder. */
+struct inbox_file {
+    char name[256];
+    const char *sub; /* "cur" or "new" */
+};
+
+static int inbox_file_compare(const void *a, const void *b)
+{
+    return strcmp(((const struct inbox_file *)a)->name, ((const struct inbox_file *)b)->name);
+}
+
+/* Another program (a MUA on the Maildir, a cleanup script) removes a message file of
+ * alice's INBOX behind the store's back: the (k%8)-th by name (delivery order, whichever
+ * folder it is in), so a script always removes the same message. The store must notice,
+ * never crash. */
 static void script_remove_behind(uint8_t k)
 {
     static const char *const subs[] = {"cur", "new"};
-    size_t seen = 0;
+    struct inbox_file files[64];
+    size_t n = 0;
     for (size_t i = 0; i < 2; i++) {
         char dir[400];
         snprintf(dir, sizeof dir, "%s/example.test/alice/Maildir/%s", world.mail_dir, subs[i]);
         DIR *d = opendir(dir);
         struct dirent *de;
-        while (d && (de = readdir(d)) != NULL) {
-            if (de->d_name[0] == '.' || seen++ != k % 8)
+        while (d && (de = readdir(d)) != NULL && n < sizeof files / sizeof files[0]) {
+            if (de->d_name[0] == '.')
                 continue;
-            (void)unlinkat(dirfd(d), de->d_name, 0);
-            closedir(d);
-            return;
+            snprintf(files[n].name, sizeof files[n].name, "%s", de->d_name);
+            files[n++].sub = subs[i];
         }
         if (d)
             closedir(d);
     }
+    if (n == 0)
+        return;
+    qsort(files, n, sizeof files[0], inbox_file_compare);
+    const struct inbox_file *victim = &files[k % 8 % n];
+    char path[4096];
+    snprintf(path, sizeof path, "%s/example.test/alice/Maildir/%s/%s", world.mail_dir,
+             victim->sub, victim->name);
+    (void)unlink(path);
 }
 
 struct script_delivery {

@@ -34,7 +34,7 @@
  *     l    the loop turns (store notifications)   T  timers fire too (IDLE keepalives)
  *     c<k> use connection k&3, opening it (loopback unless k&4, implicit TLS if k&8)
  *     n<k> a message is delivered to alice (bob if k&1) by another process
- *     r<k> another program deletes the (k%8)-th message file of alice's INBOX
+ *     r<k> another program deletes the (k%8)-th message file (by name) of alice's INBOX
  *     F<k> the (k%16+1)-th next store write or fsync fails     z<k> split mode := k
  *     X<k> the last segment (client bytes between two operations) is sent again (k+1)*4
  *          times (per script at most 4200 times and 512 KiB)   |  nothing (ends a segment)

@@ -103,12 +103,16 @@ static const struct seed_expectation expectations[] = {
       "g OK [READ-WRITE]", "h BAD Invalid message set.", "n OK"}},
     {"fuzz_imap_session", "append_spill_eof", 0, {"a OK [CAPABILITY", "!b OK", "!b NO"}},
     {"fuzz_imap_session", "reset_mid_literal", 0, {"+ Ready for literal data", "!b OK"}},
+    /* message files deleted behind the store's back: nothing to copy is a NO */
     {"fuzz_imap_session", "vanished_messages", 0,
-     {"b OK [READ-WRITE]", "c OK [EXPUNGEISSUED]", "d OK Store", "e OK", "* 1 EXPUNGE",
-      "f OK NOOP", "g OK", "h OK"}},
+     {"b OK [READ-WRITE]", "c OK [EXPUNGEISSUED]", "d OK Store", "e NO [EXPUNGEISSUED]",
+      "* 1 EXPUNGE", "f OK NOOP", "g OK", "h OK", "!COPYUID"}},
+    /* RFC 4315: COPYUID pairs only what was copied (the message expunged elsewhere is
+     * left out, never paired with UID 0) */
     {"fuzz_imap_session", "copy_after_expunge_elsewhere", 1, {"* 2 EXPUNGE", "d OK Expunge"}},
     {"fuzz_imap_session", "copy_after_expunge_elsewhere", 0,
-     {"b OK [READ-WRITE]", "c OK", "* 2 EXPUNGE", "d OK Move", "e OK", "f OK"}},
+     {"b OK [READ-WRITE]", " 1,3 2:3] Copy completed.", "* 2 EXPUNGE", " 1,3 1:2] Moved UIDs.",
+      "d OK Move", "e OK", "f OK", "!,0", "! 0,"}},
     /* new mail during the IDLE's own sync: one more sync follows */
     {"fuzz_imap_session", "idle_mail_during_sync", 0,
      {"+ idling", "* 6 EXISTS", "c OK Idle completed.", "d OK"}},
