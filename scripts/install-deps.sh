@@ -13,16 +13,29 @@ if [ "${TERN_SKIP_DEPS:-0}" = 1 ]; then
     exit 0
 fi
 
-# Why each is needed: DESIGN §3. nettle-dev: Debian 12's libunbound.pc requires nettle and
+# Why each is needed: DESIGN §3. Mail authentication (issue 12): libpsl-dev + publicsuffix
+# for DMARC's organizational domain; python3-dkim (dkimpy), opendkim-tools and python3-spf
+# (pyspf, with the RFC 7208 test suite) as independent implementations the tests compare
+# with; iproute2/util-linux for the private network namespace OpenDKIM's test tool gets.
+# nettle-dev: Debian 12's libunbound.pc requires nettle and
 # hogweed but libunbound-dev does not depend on nettle-dev (pkg-config fails without it).
+# libmariadb-dev, libpq-dev: the SQL directory drivers (directory.driver = mysql /
+# postgresql); mariadb-server, mariadb-client, postgresql: the real servers
+# tests/integration/test_directory_sql.py starts as private instances (never the system
+# services: see below); dovecot-core's doveadm makes the password hashes postfixadmin's
+# "dovecot:" settings store.
 PACKAGES="
 meson ninja-build pkg-config gcc libc6-dev clang libclang-rt-14-dev
 libevent-dev libssl-dev libgsasl-dev libcrypt-dev libargon2-dev libsqlite3-dev
-libunbound-dev nettle-dev libcmocka-dev
+libunbound-dev nettle-dev libcmocka-dev libunistring-dev zlib1g-dev libmariadb-dev libpq-dev
 python3 python3-pytest python3-pytest-timeout
 openssl gnutls-bin ca-certificates curl swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl
 isync fetchmail dovecot-core sqlite3 passwd procps
 dovecot-imapd dovecot-pop3d postfix
+libpsl-dev publicsuffix libcurl4-openssl-dev
+python3-dkim python3-nacl opendkim-tools python3-spf python3-yaml iproute2 util-linux
+nsd ldnsutils
+mariadb-server mariadb-client postgresql
 "
 # dovecot-imapd/-pop3d and postfix: the migration and LMTP tests run their own instances
 # (tests/integration/dovecot_util.py, postfix_util.py) on loopback ports; the system
@@ -48,7 +61,7 @@ if [ -n "$missing" ]; then
     apt-get update -q
     # Postfix: "No configuration" (no main.cf, nothing started); and while installing,
     # a policy-rc.d that refuses every service start (unless the machine has its own),
-    # so neither the system Postfix nor the system Dovecot ever runs.
+    # so neither the system Postfix, Dovecot, NSD, MariaDB nor PostgreSQL ever runs.
     echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
     made_policy=0
     if [ ! -e /usr/sbin/policy-rc.d ]; then

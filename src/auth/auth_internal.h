@@ -1,20 +1,20 @@
 /*
  * auth_internal.h - what the files of the auth module share and nobody else sees:
- * the service struct (one SQLite connection + mutex, the throttle table), address
+ * the service struct (the directory backend, the throttle table), address
  * normalisation, and the credential lookup that SASL and logins build on.
  *
- * Thread rules: the SQLite handle is used only with svc->db_lock held; the throttle
- * table only with svc->throttle_lock held.
+ * Thread rules: the backend serialises or pools itself (dir_backend.h); the throttle
+ * table is used only with svc->throttle_lock held.
  */
 #ifndef TERN_AUTH_AUTH_INTERNAL_H
 #define TERN_AUTH_AUTH_INTERNAL_H
 
 #include "auth/auth.h"
+#include "auth/dir_backend.h"
 #include "core/buf.h"
 #include "core/config.h"
 
 #include <pthread.h>
-#include <sqlite3.h>
 #include <time.h>
 
 /* Bounds on what we accept from peers and admins. */
@@ -41,14 +41,13 @@ struct auth_service {
     struct auth_remote *remote; /* non-NULL: served by the auth process (remote.c) */
     char *data_dir;
     char *default_domain; /* "" when unset */
-    char *password_schemes;
+    char *mail_root;      /* <data_dir>/mail or directory.mail_root */
     enum config_plaintext allow_plaintext;
     unsigned max_failures;
     unsigned failure_window;
     uint64_t quota_default;
 
-    pthread_mutex_t db_lock;
-    sqlite3 *db;
+    struct dir_backend *dir; /* where domains, users and aliases are stored */
 
     pthread_mutex_t throttle_lock;
     struct auth_throttle_slot *throttle; /* AUTH_THROTTLE_SLOTS entries */
@@ -62,21 +61,25 @@ struct auth_service {
 int auth_name_canonical(struct auth_service *svc, const char *login, char *out, size_t size);
 /* Lower-case, syntax-checked "local@domain" without default-domain rules. */
 bool auth_addr_normalize(const char *addr, char *out, size_t size);
-
-/* With db_lock held: does this (normalised) domain / user exist? 1 / 0 / -1. */
-int auth_db_domain_exists(struct auth_service *svc, const char *domain);
-int auth_db_user_exists(struct auth_service *svc, const char *address);
+/* Lower-case, syntax-checked domain name. */
+bool auth_domain_normalize(const char *domain, char *out, size_t size);
+/* One readable line into *error_r (if error_r is not NULL). */
+void auth_set_error(char **error_r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ---- credentials (directory.c) ---------------------------------------------------- */
 struct auth_cred_set {
     char *address; /* canonical */
     bool enabled;
     size_t n;
-    char *scheme[16];
-    char *value[16]; /* "{SCHEME}data" */
+    char *scheme[DIR_MAX_SCHEMES];
+    char *value[DIR_MAX_SCHEMES]; /* "{SCHEME}data" */
 };
-/* Load a user's credentials by (already canonical) address. 1 / 0 no user / -1 error. */
+/* Load a user's credentials by (already canonical) address; an address in an alias
+ * domain loads the user of the target domain (cs->address says which). 1 / 0 no user /
+ * -1 error. */
 int auth_creds_load(struct auth_service *svc, const char *address, struct auth_cred_set *cs);
+/* Add one credential to a set (copies); false on no memory or a full set. */
+bool auth_creds_add(struct auth_cred_set *cs, const char *scheme, const char *value);
 void auth_creds_free(struct auth_cred_set *cs);
 /* The stored value for scheme (case-insensitive) or NULL. */
 const char *auth_creds_find(const struct auth_cred_set *cs, const char *scheme);
@@ -87,6 +90,11 @@ bool auth_creds_any(struct auth_service *svc, const char *const *schemes);
 int auth_creds_verify(const struct auth_cred_set *cs, const char *password);
 
 /* ---- password.c helpers that SASL shares ------------------------------------------ */
+/* Is name a scheme auth_password_verify knows ("SHA512-CRYPT", "PLAIN-MD5.HEX", ...)? */
+bool auth_password_scheme_is_known(const char *name);
+/* The upper-case scheme of a stored "{SCHEME}data" value into out; false when the value
+ * has no known {SCHEME} prefix. */
+bool auth_password_scheme_of(const char *stored, char *out, size_t size);
 /* Dovecot's CRAM-MD5 context (32 bytes: HMAC-MD5 inner and outer state) of a password. */
 void auth_cram_md5_context(const char *password, size_t len, unsigned char ctx_r[32]);
 /* HMAC-MD5(key context, msg) from a 32-byte context. */

@@ -68,9 +68,7 @@ int auth_login_password(struct auth_service *svc, const char *login, const char 
     *user_r = NULL;
     if (!password || !*password || strlen(password) > AUTH_MAX_PASSWORD)
         return 0;
-    pthread_mutex_lock(&svc->db_lock);
     int rc = auth_name_canonical(svc, login, addr, sizeof addr);
-    pthread_mutex_unlock(&svc->db_lock);
     if (rc <= 0)
         return rc;
     struct auth_cred_set cs;
@@ -101,9 +99,7 @@ int auth_login_apop(struct auth_service *svc, const char *login, const char *tim
     *user_r = NULL;
     if (!timestamp || !digest_hex || strlen(digest_hex) != 32 || strlen(timestamp) > 512)
         return 0;
-    pthread_mutex_lock(&svc->db_lock);
     int rc = auth_name_canonical(svc, login, addr, sizeof addr);
-    pthread_mutex_unlock(&svc->db_lock);
     if (rc <= 0)
         return rc;
     struct auth_cred_set cs;

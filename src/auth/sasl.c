@@ -231,10 +231,8 @@ static enum auth_sasl_status step_plain(struct auth_sasl *s, const struct buf *i
         char authzid_s[AUTH_MAX_LOGIN + 1], a[AUTH_MAX_LOGIN + 1], b[AUTH_MAX_LOGIN + 1];
         memcpy(authzid_s, p, authzid_len);
         authzid_s[authzid_len] = '\0';
-        pthread_mutex_lock(&s->svc->db_lock);
         int ra = auth_name_canonical(s->svc, authzid_s, a, sizeof a);
         int rb = auth_name_canonical(s->svc, authcid_s, b, sizeof b);
-        pthread_mutex_unlock(&s->svc->db_lock);
         if (ra < 0 || rb < 0)
             return AUTH_SASL_TEMPFAIL;
         if (ra == 0 || rb == 0 || strcmp(a, b) != 0) {
@@ -300,9 +298,7 @@ static enum auth_sasl_status step_cram(struct auth_sasl *s, const struct buf *in
         return AUTH_SASL_FAIL;
     set_login(s, p, (size_t)(sp - p));
     char addr[AUTH_MAX_LOGIN + 1];
-    pthread_mutex_lock(&s->svc->db_lock);
     int rc = auth_name_canonical(s->svc, s->login, addr, sizeof addr);
-    pthread_mutex_unlock(&s->svc->db_lock);
     if (rc <= 0)
         return rc < 0 ? AUTH_SASL_TEMPFAIL : AUTH_SASL_FAIL;
     struct auth_cred_set cs;
@@ -399,9 +395,7 @@ static void scram_fake_keys(struct auth_sasl *s, const char *login)
 static int scram_load_keys(struct auth_sasl *s)
 {
     char addr[AUTH_MAX_LOGIN + 1];
-    pthread_mutex_lock(&s->svc->db_lock);
     int rc = auth_name_canonical(s->svc, s->login, addr, sizeof addr);
-    pthread_mutex_unlock(&s->svc->db_lock);
     if (rc < 0)
         return -1;
     if (rc == 0) {
@@ -484,10 +478,8 @@ static enum auth_sasl_status scram_client_first(struct auth_sasl *s, const struc
     if (azid[0]) {
         /* No proxy authorization: authzid must be the user itself. */
         char a[AUTH_MAX_LOGIN + 1], b[AUTH_MAX_LOGIN + 1];
-        pthread_mutex_lock(&s->svc->db_lock);
         int ra = auth_name_canonical(s->svc, azid, a, sizeof a);
         int rb = auth_name_canonical(s->svc, s->login, b, sizeof b);
-        pthread_mutex_unlock(&s->svc->db_lock);
         if (ra < 0 || rb < 0)
             return AUTH_SASL_TEMPFAIL;
         if (ra == 0 || rb == 0 || strcmp(a, b) != 0)

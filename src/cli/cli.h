@@ -32,6 +32,14 @@ int cli_status(const struct cli_options *o, int argc, char **argv);      /* stat
 int cli_sendmail(const struct cli_options *o, int argc, char **argv); /* sendmail [-t] [-i] ... */
 int cli_mailq(const struct cli_options *o, int argc, char **argv);    /* mailq */
 
+/* Added by the mailauth helper (issue 12): DKIM keys, DNS records, authentication checks. */
+int cli_dkim(const struct cli_options *o, int argc, char **argv); /* dkim keygen|list|retire */
+int cli_auth(const struct cli_options *o, int argc, char **argv); /* auth check < message */
+int cli_dns(const struct cli_options *o, int argc, char **argv);  /* dns records|check DOMAIN */
+int cli_tlsrpt(const struct cli_options *o, int argc, char **argv); /* tlsrpt send [DAY] */
+/* Print a zone-file TXT record, split into 250-octet character-strings. */
+void cli_print_txt_record(const char *name, const char *value);
+
 /* Load the config for a command, printing "tern: <reason>" on failure (returns NULL). */
 struct config *cli_load_config(const struct cli_options *o);
 

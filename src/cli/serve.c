@@ -97,6 +97,7 @@ static int serve_init(struct server_context *ctx, char **error_r)
         store_notify_set_forward(serve_forward_notify);
     char *err = NULL;
     /* the auth process alone opens the directory; the others ask it (DESIGN §2) */
+    bool is_local = ctx->auth_channel < 0;
     if (ctx->auth_channel >= 0) {
         ctx->auth = auth_service_open_remote(ctx->cfg, ctx->auth_channel, &err);
         ctx->auth_channel = -1; /* the service owns it now */
@@ -111,6 +112,12 @@ static int serve_init(struct server_context *ctx, char **error_r)
         free(err);
         return -1;
     }
+    if (is_local && auth_directory_may_block(ctx->auth)) {
+        /* One lookup now, so a wrong host or password shows in the log at start (as the
+         * outage line) rather than at the first client; start-up goes on either way. */
+        log_info("auth", "directory: %s", auth_directory_name(ctx->auth));
+        (void)auth_domain_is_local(ctx->auth, "startup-probe.invalid");
+    }
     if (ctx->processes == SERVER_PROC_AUTH) {
         serve_auth_server = auth_server_new(ctx->auth, ctx->base, ctx->pool);
         if (!serve_auth_server) {
@@ -119,6 +126,9 @@ static int serve_init(struct server_context *ctx, char **error_r)
         }
         return 0;
     }
+    /* issue 12: the resolver of the port-25 checks, in the processes with SMTP sessions */
+    if ((ctx->processes & SERVER_PROC_WORKER) && smtp_mailauth_start(ctx->cfg, error_r) < 0)
+        return -1;
     if (!(ctx->processes & SERVER_PROC_QUEUE)) {
         outbound_runner_set_remote(serve_forward_queued);
         return 0;
@@ -138,6 +148,7 @@ static void serve_fini(struct server_context *ctx)
                                                                    : UINT64_MAX))
         server_abandon_exit(ctx, "outbound deliveries");
     ctx->app = NULL;
+    smtp_mailauth_stop();
     auth_server_free(serve_auth_server);
     serve_auth_server = NULL;
     outbound_runner_set_remote(NULL);
@@ -152,8 +163,13 @@ static void serve_fini(struct server_context *ctx)
 /* SIGHUP in the master: the configuration file read again, with the same -c and -o. */
 static struct config *serve_reload(char **error_r)
 {
-    return config_load(serve_options.config_path, serve_options.overrides,
-                       serve_options.n_overrides, error_r);
+    struct config *cfg = config_load(serve_options.config_path, serve_options.overrides,
+                                     serve_options.n_overrides, error_r);
+    if (cfg && auth_config_check(cfg, error_r) < 0) { /* the directory keys too */
+        config_free(cfg);
+        return NULL;
+    }
+    return cfg;
 }
 
 /* Send the log where the config says (stderr when in the foreground with -f). */
@@ -212,6 +228,14 @@ int cli_serve(const struct cli_options *o, int argc, char **argv)
     }
     struct config *cfg = cli_load_config(&opts);
     if (!cfg) {
+        free(overrides);
+        return 1;
+    }
+    char *err = NULL;
+    if (auth_config_check(cfg, &err) < 0) { /* before anything binds */
+        fprintf(stderr, "tern: %s\n", err ? err : "bad directory settings");
+        free(err);
+        config_free(cfg);
         free(overrides);
         return 1;
     }

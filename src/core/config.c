@@ -38,8 +38,10 @@ enum config_type {
     CT_SIZE, /* uint64 bytes, optional k/M/G suffix */
     CT_PLAINTEXT,
     CT_LOG_TARGET,
+    CT_CHOICE,      /* string, one of config_choices(key) */
     CT_UIDL_FORMAT, /* string, a POP3 UIDL format (core/uidl.h) */
     CT_MODE,        /* unsigned, an octal file mode (0000-0777) */
+    CT_ENUM,        /* unsigned index into the key's value list (config_enums) */
 };
 
 struct config_key {
@@ -51,6 +53,24 @@ struct config_key {
 };
 
 #define OFF(field) offsetof(struct config, field)
+
+/* CT_ENUM value lists (NULL-terminated), in the order of the enums in config.h. */
+static const char *const directory_drivers[] = {"sqlite", "mysql", "postgresql", NULL};
+static const char *const directory_schemas[] = {"postfixadmin", "custom", NULL};
+static const char *const directory_tls_modes[] = {"no", "yes", "verify", NULL};
+/* Other spellings admins bring from Dovecot and Postfix ("pgsql") and MariaDB. */
+static const struct {
+    const char *alias;
+    const char *name;
+} config_enum_aliases[] = {{"mariadb", "mysql"}, {"pgsql", "postgresql"}, {"postgres", "postgresql"}};
+static const struct {
+    size_t offset;
+    const char *const *names;
+} config_enums[] = {
+    {OFF(directory_driver), directory_drivers},
+    {OFF(directory_schema), directory_schemas},
+    {OFF(directory_tls), directory_tls_modes},
+};
 
 static const struct config_key config_keys[] = {
     {"hostname", CT_STRING, OFF(hostname), NULL, NULL},
@@ -95,6 +115,7 @@ static const struct config_key config_keys[] = {
     {"shutdown_timeout", CT_UINT, OFF(shutdown_timeout), "10", "10"},
     {"master_process", CT_BOOL, OFF(master_process), "yes", "yes"},
     {"worker_processes", CT_UINT, OFF(worker_processes), "0", "0"},
+    {"process_memory_limit", CT_SIZE, OFF(process_memory_limit), "0", "0"},
     {"queue.retry_min", CT_UINT, OFF(queue_retry_min), "300", "300"},
     {"queue.retry_max", CT_UINT, OFF(queue_retry_max), "14400", "14400"},
     {"queue.lifetime", CT_UINT, OFF(queue_lifetime), "432000", "432000"},
@@ -103,6 +124,7 @@ static const struct config_key config_keys[] = {
     {"queue.destination_concurrency", CT_UINT, OFF(queue_destination_concurrency), "10", "10"},
     {"queue.delay_warning_time", CT_UINT, OFF(queue_delay_warning_time), "0", "0"},
     {"dns.resolver", CT_STRING, OFF(dns_resolver), "", ""},
+    {"dns.trust_anchor", CT_PATH, OFF(dns_trust_anchor), "", ""},
     {"relayhost", CT_STRING, OFF(relayhost), "", ""},
     {"relayhost.username", CT_STRING, OFF(relayhost_username), "", ""},
     {"relayhost.password", CT_STRING, OFF(relayhost_password), "", ""},
@@ -110,14 +132,66 @@ static const struct config_key config_keys[] = {
     {"outbound.tls", CT_STRING, OFF(outbound_tls), "may", "may"},
     {"outbound.timeout", CT_UINT, OFF(outbound_timeout), "300", "300"},
     {"outbound.port", CT_UINT, OFF(outbound_port), "25", "25"},
+    {"outbound.mta_sts", CT_BOOL, OFF(outbound_mta_sts), "yes", "yes"},
+    {"outbound.mta_sts_port", CT_UINT, OFF(outbound_mta_sts_port), "443", "443"},
+    {"outbound.ca_file", CT_PATH, OFF(outbound_ca_file), "", ""},
+    {"outbound.dane", CT_BOOL, OFF(outbound_dane), "yes", "yes"},
+    {"mailauth.verify", CT_BOOL, OFF(mailauth_verify), "yes", "yes"},
+    {"mailauth.authserv_id", CT_STRING, OFF(mailauth_authserv_id), "", ""},
+    {"mailauth.spf_policy", CT_CHOICE, OFF(mailauth_spf_policy), "mark", "mark"},
+    {"mailauth.dmarc_policy", CT_CHOICE, OFF(mailauth_dmarc_policy), "enforce", "enforce"},
+    {"mailauth.dns_timeout", CT_UINT, OFF(mailauth_dns_timeout), "5", "5"},
+    /* The directory's backend (issue 14; docs/CONFIG.md "Directory in SQL"). */
+    {"directory.driver", CT_ENUM, OFF(directory_driver), "sqlite", "sqlite"},
+    {"directory.schema", CT_ENUM, OFF(directory_schema), "postfixadmin", "postfixadmin"},
+    {"directory.host", CT_STRING, OFF(directory_host), "localhost", "localhost"},
+    {"directory.port", CT_UINT, OFF(directory_port), "0", "0"},
+    {"directory.socket", CT_STRING, OFF(directory_socket), "", ""},
+    {"directory.dbname", CT_STRING, OFF(directory_dbname), "", ""},
+    {"directory.user", CT_STRING, OFF(directory_user), "", ""},
+    {"directory.password", CT_STRING, OFF(directory_password), "", ""},
+    {"directory.password_file", CT_PATH, OFF(directory_password_file), "", ""},
+    {"directory.pool_size", CT_UINT, OFF(directory_pool_size), "4", "4"},
+    {"directory.connect_timeout", CT_UINT, OFF(directory_connect_timeout), "5", "5"},
+    {"directory.query_timeout", CT_UINT, OFF(directory_query_timeout), "10", "10"},
+    {"directory.tls", CT_ENUM, OFF(directory_tls), "no", "no"},
+    {"directory.tls_ca", CT_PATH, OFF(directory_tls_ca), "", ""},
+    {"directory.tls_cert", CT_PATH, OFF(directory_tls_cert), "", ""},
+    {"directory.tls_key", CT_PATH, OFF(directory_tls_key), "", ""},
+    {"directory.default_pass_scheme", CT_STRING, OFF(directory_default_pass_scheme), "CRYPT",
+     "CRYPT"},
+    {"directory.password_scheme", CT_STRING, OFF(directory_password_scheme), "SHA512-CRYPT",
+     "SHA512-CRYPT"},
+    {"directory.mail_root", CT_PATH, OFF(directory_mail_root), "", ""},
+    {"directory.password_query", CT_STRING, OFF(directory_password_query), "", ""},
+    {"directory.user_query", CT_STRING, OFF(directory_user_query), "", ""},
+    {"directory.iterate_query", CT_STRING, OFF(directory_iterate_query), "", ""},
+    {"directory.domain_query", CT_STRING, OFF(directory_domain_query), "", ""},
+    {"directory.alias_query", CT_STRING, OFF(directory_alias_query), "", ""},
+    {"directory.alias_domain_query", CT_STRING, OFF(directory_alias_domain_query), "", ""},
 };
 
 #define N_KEYS (sizeof config_keys / sizeof config_keys[0])
+
+/* The names a CT_CHOICE key accepts (NULL-terminated). */
+static const char *const *config_choices(const struct config_key *k)
+{
+    static const char *const spf_policy_names[] = {"mark", "reject", NULL};
+    static const char *const dmarc_policy_names[] = {"enforce", "junk", "mark", NULL};
+    static const char *const none[] = {NULL};
+    if (k->offset == OFF(mailauth_spf_policy))
+        return spf_policy_names;
+    if (k->offset == OFF(mailauth_dmarc_policy))
+        return dmarc_policy_names;
+    return none;
+}
 
 /* The public struct plus what config_show needs to know about how it was made. */
 struct config_private {
     struct config pub; /* first: a struct config * is a struct config_private * */
     bool is_root;      /* built with the root defaults */
+    unsigned key_line[N_KEYS]; /* line of the file that set each key; 0 default,
+                                  CONFIG_LINE_OVERRIDE from -o */
 };
 
 static const char *const plaintext_names[] = {"tls", "loopback+tls", "always"};
@@ -326,6 +400,15 @@ static bool network_item_is_valid(const char *s)
     return true;
 }
 
+/* The value list of a CT_ENUM key. */
+static const char *const *enum_names(const struct config_key *k)
+{
+    for (size_t i = 0; i < sizeof config_enums / sizeof config_enums[0]; i++)
+        if (config_enums[i].offset == k->offset)
+            return config_enums[i].names;
+    abort(); /* a CT_ENUM row without its list */
+}
+
 static int enum_find(const char *const *names, size_t n, const char *v)
 {
     for (size_t i = 0; i < n; i++)
@@ -414,6 +497,37 @@ static char *config_set(struct config *cfg, const struct config_key *k, const ch
         *(enum config_plaintext *)field = (enum config_plaintext)i;
         return NULL;
     }
+    case CT_CHOICE:
+    case CT_ENUM: {
+        /* CT_CHOICE stores the name (a string), CT_ENUM its index (an unsigned) */
+        bool is_enum = k->type == CT_ENUM;
+        const char *const *names = is_enum ? enum_names(k) : config_choices(k);
+        size_t n = 0;
+        while (names[n])
+            n++;
+        for (size_t a = 0;
+             is_enum && a < sizeof config_enum_aliases / sizeof config_enum_aliases[0]; a++)
+            if (strcasecmp(v, config_enum_aliases[a].alias) == 0)
+                v = config_enum_aliases[a].name;
+        int i = enum_find(names, n, v);
+        if (i < 0) {
+            struct buf b;
+            buf_init(&b, 0);
+            for (size_t j = 0; j < n; j++)
+                buf_printf(&b, "%s%s", j == 0 ? "" : j + 1 == n ? " or " : ", ", names[j]);
+            char *r = config_asprintf("bad value '%s' for %s (use %s)", v, k->name, buf_cstr(&b));
+            buf_free(&b);
+            return r;
+        }
+        if (is_enum) {
+            *(unsigned *)field = (unsigned)i;
+        } else {
+            char **sp = (char **)field;
+            free(*sp);
+            *sp = config_strdup(names[i]);
+        }
+        return NULL;
+    }
     case CT_UIDL_FORMAT: {
         char *why = NULL;
         if (!uidl_format_check(v, &why)) {
@@ -492,9 +606,59 @@ static char *config_transport_add(struct config *cfg, const char *domain, const 
     return NULL;
 }
 
+/* mailauth.spf_policy.<domain> / mailauth.dmarc_policy.<domain> (issue 12): a per-domain
+ * override of the global key k, kept as "<key name> <domain> <value>" items; a later line
+ * for the same key and domain replaces the earlier one. */
+static char *config_mailauth_policy_add(struct config *cfg, const struct config_key *k,
+                                        const char *domain, const char *value)
+{
+    const char *const *choices = config_choices(k);
+    size_t n = 0;
+    while (choices[n])
+        n++;
+    int i = enum_find(choices, n, value);
+    if (i < 0 || strchr(domain, ' ') || domain[0] == '\0')
+        return config_asprintf("bad value '%.80s' for %s.%.80s", value, k->name, domain);
+    struct config_list *l = &cfg->mailauth_policies;
+    char *item = config_asprintf("%s %s %s", k->name, domain, choices[i]);
+    size_t prefix = strlen(k->name) + 1 + strlen(domain) + 1;
+    for (size_t j = 0; j < l->n; j++) {
+        if (strncasecmp(l->items[j], item, prefix) == 0) {
+            free(l->items[j]);
+            l->items[j] = item;
+            return NULL;
+        }
+    }
+    if (l->n >= 1024) {
+        free(item);
+        return config_asprintf("too many %s.* keys", k->name);
+    }
+    char **items = realloc(l->items, (l->n + 1) * sizeof *items);
+    if (!items) {
+        free(item);
+        return config_asprintf("out of memory");
+    }
+    l->items = items;
+    l->items[l->n++] = item;
+    return NULL;
+}
+
+const char *config_mailauth_policy(const struct config *cfg, const char *key, const char *domain)
+{
+    size_t kl = strlen(key), dl = domain ? strlen(domain) : 0;
+    for (size_t j = 0; domain && j < cfg->mailauth_policies.n; j++) {
+        const char *it = cfg->mailauth_policies.items[j];
+        if (strncmp(it, key, kl) == 0 && it[kl] == ' ' && strncasecmp(it + kl + 1, domain, dl) == 0 &&
+            it[kl + 1 + dl] == ' ')
+            return it + kl + 1 + dl + 1;
+    }
+    return strcmp(key, "mailauth.spf_policy") == 0 ? cfg->mailauth_spf_policy
+                                                   : cfg->mailauth_dmarc_policy;
+}
+
 /* Apply "key = value" (a line or an override). Returns NULL or a malloc'd reason;
  * a blank line or comment is a no-op. */
-static char *config_apply_line(struct config *cfg, char *line, bool is_override)
+static char *config_apply_line(struct config *cfg, char *line, bool is_override, unsigned lineno)
 {
     if (!is_override)
         strip_comment(line);
@@ -518,9 +682,20 @@ static char *config_apply_line(struct config *cfg, char *line, bool is_override)
     const struct config_key *k = config_key_find(key);
     if (!k && strncmp(key, "transport.", 10) == 0 && key[10] != '\0')
         return config_transport_add(cfg, key + 10, value);
+    if (!k && (strncmp(key, "mailauth.spf_policy.", 20) == 0 ||
+               strncmp(key, "mailauth.dmarc_policy.", 22) == 0)) {
+        const char *dot = strchr(key + 9, '.');
+        char name[32];
+        snprintf(name, sizeof name, "%.*s", (int)(dot - key), key);
+        return config_mailauth_policy_add(cfg, config_key_find(name), dot + 1, value);
+    }
     if (!k)
         return config_asprintf("unknown key '%.80s'", key);
-    return config_set(cfg, k, value);
+    char *err = config_set(cfg, k, value);
+    if (!err)
+        ((struct config_private *)cfg)->key_line[k - config_keys] =
+            is_override ? CONFIG_LINE_OVERRIDE : lineno;
+    return err;
 }
 
 /* ---- defaults -------------------------------------------------------------------------- */
@@ -601,6 +776,7 @@ static void config_finish(struct config *cfg)
     path_make_absolute(&cfg->log_file, cfg->data_dir);
     path_make_absolute(&cfg->tls_cert, cfg->data_dir);
     path_make_absolute(&cfg->tls_key, cfg->data_dir);
+    path_make_absolute(&cfg->directory_mail_root, cfg->data_dir);
 }
 
 static struct config *config_new_default(const char *path, bool is_root)
@@ -646,7 +822,7 @@ static struct config *config_build(const char *name, const char *text, size_t le
         memcpy(line, text + pos, n);
         line[n] = '\0';
         pos += n + (nl ? 1 : 0);
-        char *err = config_apply_line(cfg, line, false);
+        char *err = config_apply_line(cfg, line, false, lineno);
         if (err) {
             *error_r = config_asprintf("%s:%u: %s", name, lineno, err);
             free(err);
@@ -660,7 +836,7 @@ static struct config *config_build(const char *name, const char *text, size_t le
             goto fail;
         }
         memcpy(line, overrides[i], n + 1);
-        char *err = config_apply_line(cfg, line, true);
+        char *err = config_apply_line(cfg, line, true, 0);
         if (err) {
             *error_r = config_asprintf("-o %s: %s", overrides[i], err);
             free(err);
@@ -733,12 +909,13 @@ void config_free(struct config *cfg)
         const struct config_key *k = &config_keys[i];
         char *field = (char *)cfg + k->offset;
         if (k->type == CT_STRING || k->type == CT_PATH || k->type == CT_LOG_TARGET ||
-            k->type == CT_UIDL_FORMAT)
+            k->type == CT_CHOICE || k->type == CT_UIDL_FORMAT)
             free(*(char **)field);
         else if (k->type == CT_LISTEN || k->type == CT_NETWORKS)
             config_list_free((struct config_list *)field);
     }
     config_list_free(&cfg->transports);
+    config_list_free(&cfg->mailauth_policies);
     free(cfg->path);
     free(cfg);
 }
@@ -752,6 +929,7 @@ static char *config_format_value(const struct config *cfg, const struct config_k
     switch (k->type) {
     case CT_STRING:
     case CT_PATH:
+    case CT_CHOICE:
     case CT_LOG_TARGET:
     case CT_UIDL_FORMAT: {
         const char *s = *(char *const *)field;
@@ -778,6 +956,8 @@ static char *config_format_value(const struct config *cfg, const struct config_k
         unsigned i = (unsigned)*(const enum config_plaintext *)field;
         return config_strdup(i < 3 ? plaintext_names[i] : "?");
     }
+    case CT_ENUM:
+        return config_strdup(enum_names(k)[*(const unsigned *)field]);
     }
     return config_strdup("");
 }
@@ -793,6 +973,23 @@ static char *config_derived_default(const struct config *cfg, const struct confi
     if (k->offset == OFF(tls_key))
         return path_join(cfg->data_dir, "tls/key.pem");
     return NULL;
+}
+
+bool config_key_is_set(const struct config *cfg, const char *key)
+{
+    const struct config_key *k = config_key_find(key);
+    return k && ((const struct config_private *)cfg)->key_line[k - config_keys] != 0;
+}
+
+char *config_key_origin(const struct config *cfg, const char *key)
+{
+    const struct config_key *k = config_key_find(key);
+    unsigned line = k ? ((const struct config_private *)cfg)->key_line[k - config_keys] : 0;
+    if (line == CONFIG_LINE_OVERRIDE)
+        return config_asprintf("-o %s", key);
+    if (line == 0)
+        return config_asprintf("%s (default of %s)", cfg->path, key);
+    return config_asprintf("%s:%u", cfg->path, line);
 }
 
 void config_show(const struct config *cfg, bool non_default_only)
@@ -816,7 +1013,8 @@ void config_show(const struct config *cfg, bool non_default_only)
             free(d);
         }
         /* A secret never goes to a terminal or a support ticket pasted from one. */
-        bool is_secret = strcmp(k->name, "relayhost.password") == 0;
+        bool is_secret =
+            strcmp(k->name, "relayhost.password") == 0 || strcmp(k->name, "directory.password") == 0;
         if (!is_default)
             printf("%s =%s%s\n", k->name, v[0] ? " " : "", is_secret && v[0] ? "(hidden)" : v);
         free(v);
@@ -827,6 +1025,14 @@ void config_show(const struct config *cfg, bool non_default_only)
         const char *sp = strchr(item, ' ');
         if (sp)
             printf("transport.%.*s = %s\n", (int)(sp - item), item, sp + 1);
+    }
+    for (size_t i = 0; i < cfg->mailauth_policies.n; i++) {
+        const char *item = cfg->mailauth_policies.items[i];
+        const char *sp1 = strchr(item, ' ');
+        const char *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
+        if (sp2)
+            printf("%.*s.%.*s = %s\n", (int)(sp1 - item), item, (int)(sp2 - sp1 - 1), sp1 + 1,
+                   sp2 + 1);
     }
     config_free(defaults);
 }

@@ -32,6 +32,14 @@ struct config_list {
 
 enum config_plaintext { PLAINTEXT_TLS, PLAINTEXT_LOOPBACK_TLS, PLAINTEXT_ALWAYS };
 
+/* directory.driver, directory.schema, directory.tls (in the order config.c lists them). */
+enum config_directory_driver { DIRECTORY_SQLITE, DIRECTORY_MYSQL, DIRECTORY_PGSQL };
+enum config_directory_schema { DIRECTORY_SCHEMA_POSTFIXADMIN, DIRECTORY_SCHEMA_CUSTOM };
+enum config_directory_tls { DIRECTORY_TLS_NO, DIRECTORY_TLS_YES, DIRECTORY_TLS_VERIFY };
+
+/* config_key_origin: a key set by -o rather than by a line of the file. */
+#define CONFIG_LINE_OVERRIDE 0xffffffffu
+
 struct config {
     char *path;       /* file the config came from (may not exist) */
     char *hostname;   /* hostname: banner and Received; default gethostname() */
@@ -82,6 +90,7 @@ struct config {
     unsigned shutdown_timeout;       /* seconds SIGTERM may take at most; 10 */
     bool master_process;             /* a root master forks the processes; yes */
     unsigned worker_processes;       /* worker processes; 0 = one per core */
+    uint64_t process_memory_limit;   /* bytes of data segment per child, 0 none */
 
     /* Outbound delivery (queue runner, SMTP client; issue 5). Added by the outbound helper. */
     unsigned queue_retry_min;      /* queue.retry_min seconds; 300 (doubles per attempt) */
@@ -100,8 +109,50 @@ struct config {
     char *outbound_tls;            /* outbound.tls: none | may | encrypt; default may */
     unsigned outbound_timeout;     /* outbound.timeout seconds per SMTP read/write; 300 */
     unsigned outbound_port;        /* outbound.port: TCP port for MX-routed mail; 25 */
+    bool outbound_mta_sts;          /* outbound.mta_sts: honour RFC 8461 policies; yes */
+    unsigned outbound_mta_sts_port; /* outbound.mta_sts_port: policy host's HTTPS port; 443 */
+    char *outbound_ca_file;         /* outbound.ca_file: CAs for MTA-STS; "" = system */
+    bool outbound_dane;             /* outbound.dane: RFC 7672 when DNSSEC is on; yes */
+    char *dns_trust_anchor;         /* dns.trust_anchor: DNSSEC anchor file; "" = no DNSSEC */
     struct config_list transports; /* transport.<domain> = [host]:port, stored as
                                       "<domain> [host]:port" items, in file order */
+
+    /* Mail authentication (issue 12). Added by the mailauth helper. */
+    bool mailauth_verify;          /* mailauth.verify: SPF/DKIM/DMARC on port 25; yes */
+    char *mailauth_authserv_id;    /* mailauth.authserv_id: A-R id; "" = hostname */
+    char *mailauth_spf_policy;     /* mailauth.spf_policy: mark | reject (SPF fail at RCPT) */
+    char *mailauth_dmarc_policy;   /* mailauth.dmarc_policy: enforce | junk | mark */
+    unsigned mailauth_dns_timeout; /* mailauth.dns_timeout: seconds per lookup; 5 */
+    struct config_list mailauth_policies; /* mailauth.{spf,dmarc}_policy.<domain> overrides,
+                                             "<key> <domain> <value>" items */
+
+    /* The directory's backend (issue 14; auth/dir_backend.h). Added by the sqldir helper. */
+    unsigned directory_driver;          /* directory.driver: enum config_directory_driver */
+    unsigned directory_schema;          /* directory.schema: enum config_directory_schema */
+    char *directory_host;               /* directory.host; "localhost" */
+    unsigned directory_port;            /* directory.port; 0 = the driver's default */
+    char *directory_socket;             /* directory.socket: Unix socket (file or PG dir) */
+    char *directory_dbname;             /* directory.dbname */
+    char *directory_user;               /* directory.user */
+    char *directory_password;           /* directory.password */
+    char *directory_password_file;      /* directory.password_file: first line */
+    unsigned directory_pool_size;       /* directory.pool_size connections; 4 */
+    unsigned directory_connect_timeout; /* directory.connect_timeout seconds; 5 */
+    unsigned directory_query_timeout;   /* directory.query_timeout seconds; 10 */
+    unsigned directory_tls;             /* directory.tls: enum config_directory_tls */
+    char *directory_tls_ca;             /* directory.tls_ca: CA file to verify the server */
+    char *directory_tls_cert;           /* directory.tls_cert: client certificate */
+    char *directory_tls_key;            /* directory.tls_key: its key */
+    char *directory_default_pass_scheme; /* scheme of stored passwords without {SCHEME}; CRYPT */
+    char *directory_password_scheme;     /* scheme Tern writes passwords in; SHA512-CRYPT */
+    char *directory_mail_root;           /* base of relative maildir/home paths; "" =
+                                            <data_dir>/mail */
+    char *directory_password_query;      /* custom schema: Dovecot-style queries */
+    char *directory_user_query;
+    char *directory_iterate_query;
+    char *directory_domain_query;
+    char *directory_alias_query;
+    char *directory_alias_domain_query;
 };
 
 /*
@@ -120,6 +171,17 @@ void config_free(struct config *cfg);
 struct config *config_parse_buffer(const char *name, const char *text, size_t len,
                                    char *const *overrides, size_t n_overrides, bool is_root,
                                    char **error_r);
+
+/* The value of mailauth.spf_policy or mailauth.dmarc_policy (key) for one of our
+ * domains: its mailauth.<key>.<domain> override, else the global value. */
+const char *config_mailauth_policy(const struct config *cfg, const char *key, const char *domain);
+
+/* Was key given (in the file or by -o), rather than left at its default? */
+bool config_key_is_set(const struct config *cfg, const char *key);
+
+/* Where a key's value came from, for messages about it: "tern.conf:12", "-o key", or
+ * "tern.conf (default of key)". malloc'd. */
+char *config_key_origin(const struct config *cfg, const char *key);
 
 /* Print the effective settings as "key = value" lines; only non-defaults if non_default_only. */
 void config_show(const struct config *cfg, bool non_default_only);

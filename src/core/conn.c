@@ -31,6 +31,8 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+
+#include "core/deflate.h"
 #include <event2/event.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -56,7 +58,10 @@ struct conn {
     void *session; /* NULL until open() returned one */
     struct bufferevent *bev;
     struct event *kick;                 /* deferred work: re-dispatch input, finish a close */
-    struct evbuffer_cb_entry *under_cb; /* on the socket's output under a STARTTLS filter */
+    struct evbuffer_cb_entry *under_cb; /* on the socket's output under a STARTTLS or
+                                           COMPRESS filter */
+    struct evbuffer *under_buf;         /* that output buffer */
+    bool is_compressed;                 /* RFC 4978 COMPRESS=DEFLATE is on */
     struct conn *next, *prev;
     int fd; /* the socket (owned by bev), for socket options */
 
@@ -108,10 +113,10 @@ struct evbuffer *conn_input(struct conn *c)
 size_t conn_output_length(struct conn *c)
 {
     CONN_ON_LOOP();
-    size_t n = evbuffer_get_length(bufferevent_get_output(c->bev));
-    struct bufferevent *under = bufferevent_get_underlying(c->bev);
-    if (under)
-        n += evbuffer_get_length(bufferevent_get_output(under));
+    /* every layer: COMPRESS over TLS over the socket */
+    size_t n = 0;
+    for (struct bufferevent *b = c->bev; b; b = bufferevent_get_underlying(b))
+        n += evbuffer_get_length(bufferevent_get_output(b));
     return n;
 }
 
@@ -380,8 +385,7 @@ static void conn_finish(struct conn *c, const char *reason)
     srv->n_conns--;
     server_conn_released(srv, c->peer_ip, c->role);
     if (c->under_cb)
-        evbuffer_remove_cb_entry(bufferevent_get_output(bufferevent_get_underlying(c->bev)),
-                                 c->under_cb);
+        evbuffer_remove_cb_entry(c->under_buf, c->under_cb);
     SSL *ssl = c->is_tls ? bufferevent_openssl_get_ssl(c->bev) : NULL;
     if (ssl && !bufferevent_get_underlying(c->bev) && c->close_reason)
         SSL_shutdown(ssl);    /* a best-effort close_notify on an orderly close */
@@ -513,6 +517,21 @@ static void conn_on_kick(evutil_socket_t fd, short what, void *arg)
 
 /* ---- bufferevent callbacks ------------------------------------------------------------ */
 
+/* libevent's TLS bufferevent stops writing when its read side sees the peer's end of
+ * input, and re-arms the socket's write event only when an empty output buffer gains
+ * data: a reply already queued at that moment (a FETCH answer above the high-water mark,
+ * a farewell) would wait forever, with no write timeout either, and the session with its
+ * locks (a POP3 maildrop) would never end. Re-enabling EV_WRITE restarts the writing:
+ * the bytes reach a half-closed peer, or the write fails on a vanished one and the error
+ * event finishes the connection. */
+static void conn_restart_tls_write(struct conn *c)
+{
+    if (!c->is_tls || c->is_finished || conn_output_length(c) == 0)
+        return;
+    bufferevent_disable(c->bev, EV_WRITE);
+    bufferevent_enable(c->bev, EV_WRITE);
+}
+
 static void conn_on_read(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
@@ -612,20 +631,18 @@ static void conn_on_event(struct bufferevent *bev, short what, void *arg)
         conn_close(c);
         return;
     }
-    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && !c->is_handshaking && c->session &&
-        !c->is_closing &&
+    /* Only an end of input is a half-close: with dirty shutdowns allowed, libevent's TLS
+     * bufferevent reports a failed write (EPIPE from a vanished peer) as EOF|WRITING, and
+     * treating that as "the peer finished sending" waited forever for a flush. */
+    if ((what & BEV_EVENT_EOF) && (what & BEV_EVENT_READING) && !(what & BEV_EVENT_ERROR) &&
+        !c->is_handshaking && c->session && !c->is_closing &&
         (c->is_paused || conn_output_length(c) > 0 ||
          evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)) {
         /* e.g. "QUIT" then FIN, or a message whose fsync is still running: answer what
          * was sent before the end of input, then close. */
         c->has_eof = true;
         bufferevent_disable(c->bev, EV_READ);
-        /* A TLS bufferevent stops writing as well as reading when it sees the peer's
-         * close_notify (or a FIN it accepts as one); the replies still queued would
-         * never leave and no flush timeout would fire. TLS allows the other direction
-         * to go on, so start writing again. */
-        if (c->is_tls)
-            bufferevent_enable(c->bev, EV_WRITE);
+        conn_restart_tls_write(c);
         conn_dispatch_read(c);
         return;
     }
@@ -805,7 +822,8 @@ int conn_starttls(struct conn *c)
      * and resumes when it falls to the low one, so backpressure reaches on_drained. */
     bufferevent_setwatermark(under, EV_WRITE, CONN_OUTPUT_LOW_WATER / 2, CONN_OUTPUT_LOW_WATER * 2);
     bufferevent_enable(under, EV_READ | EV_WRITE);
-    c->under_cb = evbuffer_add_cb(bufferevent_get_output(under), conn_on_under_output, c);
+    c->under_buf = bufferevent_get_output(under);
+    c->under_cb = evbuffer_add_cb(c->under_buf, conn_on_under_output, c);
     bufferevent_openssl_set_allow_dirty_shutdown(tls, 1);
     c->bev = tls;
     c->is_handshaking = true;
@@ -813,6 +831,43 @@ int conn_starttls(struct conn *c)
     struct timeval tv = {.tv_sec = c->timeout ? c->timeout : CONN_HANDSHAKE_SECONDS};
     bufferevent_set_timeouts(c->bev, &tv, &tv);
     return 0;
+}
+
+int conn_compress(struct conn *c)
+{
+    CONN_ON_LOOP();
+    if (c->is_compressed || c->is_handshaking || c->is_closing || c->is_finished)
+        return -1;
+    /* The protocol's "OK" is queued in c->bev already and goes out uncompressed; the
+     * filter compresses only what is written from now on (RFC 4978 §3). */
+    struct bufferevent *under = c->bev;
+    bufferevent_setwatermark(under, EV_READ, 0, 0);
+    bufferevent_setwatermark(under, EV_WRITE, 0, 0);
+    bufferevent_set_timeouts(under, NULL, NULL);
+    struct bufferevent *z = deflate_filter_new(c->srv->ctx.base, under,
+                                               BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    if (!z) {
+        conn_set_callbacks(c); /* keep the connection as it was */
+        conn_apply_timeouts(c);
+        return -1;
+    }
+    /* backpressure as for STARTTLS: the filter stops while the layer below is full */
+    bufferevent_setwatermark(under, EV_WRITE, CONN_OUTPUT_LOW_WATER / 2, CONN_OUTPUT_LOW_WATER * 2);
+    bufferevent_enable(under, EV_READ | EV_WRITE);
+    if (!c->under_cb) { /* plain: watch the socket's output for a closing flush */
+        c->under_buf = bufferevent_get_output(under);
+        c->under_cb = evbuffer_add_cb(c->under_buf, conn_on_under_output, c);
+    }
+    c->bev = z;
+    c->is_compressed = true;
+    conn_set_callbacks(c);
+    conn_apply_timeouts(c);
+    return 0;
+}
+
+bool conn_is_compressed(const struct conn *c)
+{
+    return c->is_compressed;
 }
 
 /* ---- shutdown ------------------------------------------------------------------------- */

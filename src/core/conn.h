@@ -158,6 +158,11 @@ void conn_ack_now(struct conn *c);
 /* Upgrade to TLS after the queued output has been flushed in clear; discards buffered
  * input. Returns -1 if TLS is not configured or already active. on_tls() follows. */
 int conn_starttls(struct conn *c);
+/* RFC 4978 COMPRESS=DEFLATE: after the protocol queued its "OK", compress everything
+ * written from now on and inflate what is read. 0, or -1 (already compressed, out of
+ * memory: the connection stays as it was). */
+int conn_compress(struct conn *c);
+bool conn_is_compressed(const struct conn *c);
 bool conn_is_tls(const struct conn *c);
 /* "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)" style, for Received headers. */
 const char *conn_tls_description(const struct conn *c);

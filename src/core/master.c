@@ -166,6 +166,25 @@ static bool master_slot_in_use(struct master *m, unsigned slot)
     return false;
 }
 
+/* Per-process resource limits (issue 10): the auth and queue processes need far fewer
+ * descriptors than a worker (whose limit the master raised for max_connections), and
+ * process_memory_limit, when set, caps each child's data segment (RLIMIT_DATA: heap and
+ * private mappings), so one runaway process fails alone and the master restarts it. */
+static void master_child_limits(const struct config *cfg, unsigned kind)
+{
+    struct rlimit rl;
+    rlim_t files = kind == SERVER_PROC_AUTH ? 4096 : kind == SERVER_PROC_QUEUE ? 16384 : 0;
+    if (files && getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > files) {
+        rl.rlim_cur = files;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (cfg->process_memory_limit) {
+        rl.rlim_cur = rl.rlim_max = (rlim_t)cfg->process_memory_limit;
+        if (setrlimit(RLIMIT_DATA, &rl) < 0)
+            log_warning("master", "process_memory_limit: %s", strerror(errno));
+    }
+}
+
 /* Child side of fork: forget the master's things, drop privileges, serve, exit. */
 static void master_child_main(struct master *m, unsigned kind, unsigned slot, int sock,
                               int auth_sock)
@@ -184,6 +203,7 @@ static void master_child_main(struct master *m, unsigned kind, unsigned slot, in
     if (kind == SERVER_PROC_WORKER)
         anvil_attach(m->anvil, slot);
     struct server_state *st = m->st;
+    master_child_limits(st->cfg, kind);
     if (st->is_root && server_drop_privileges(&st->pw) < 0)
         exit(1);
     int rc = server_serve(st, kind, sock, auth_sock, slot, m->generation);
@@ -603,6 +623,22 @@ static unsigned long master_proc_field(pid_t pid, const char *key)
     return v;
 }
 
+/* Open descriptors of a process. */
+static unsigned long master_proc_fds(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    unsigned long n = 0;
+    DIR *d = opendir(path);
+    if (!d)
+        return 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL && n < 10000000)
+        n += de->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
 static unsigned long master_count_dir(const char *dir, const char *sub)
 {
     char path[4300];
@@ -638,7 +674,7 @@ static void master_status_text(struct master *m, char *out, size_t size)
     snprintf(qdir, sizeof qdir, "%s/queue", m->cfg->data_dir);
     unsigned long q_inc = master_count_dir(qdir, "incoming"), q_act = master_count_dir(qdir, "active"),
                   q_def = master_count_dir(qdir, "deferred"), q_hold = master_count_dir(qdir, "hold");
-    OUT("queue: %lu messages (incoming %lu, active %lu, deferred %lu, hold %lu)\n",
+    OUT("spool: %lu messages (incoming %lu, active %lu, deferred %lu, hold %lu)\n",
         q_inc + q_act + q_def + q_hold, q_inc, q_act, q_def, q_hold);
     uint32_t total = 0;
     for (size_t i = 0; i < MASTER_MAX_CHILDREN; i++) {
@@ -647,9 +683,10 @@ static void master_status_text(struct master *m, char *out, size_t size)
             continue;
         unsigned long rss = master_proc_field(c->pid, "VmRSS:");
         unsigned long threads = master_proc_field(c->pid, "Threads:");
-        OUT("%s: pid %d, generation %u%s, up %llu s, rss %lu kB, threads %lu", kind_name(c->kind),
-            (int)c->pid, c->generation, c->is_draining ? " (draining)" : "",
-            (unsigned long long)((now - c->started_ms) / 1000), rss, threads);
+        unsigned long fds = master_proc_fds(c->pid);
+        OUT("%s: pid %d, generation %u%s, up %llu s, rss %lu kB, threads %lu, fds %lu",
+            kind_name(c->kind), (int)c->pid, c->generation, c->is_draining ? " (draining)" : "",
+            (unsigned long long)((now - c->started_ms) / 1000), rss, threads, fds);
         if (c->kind == SERVER_PROC_WORKER) {
             struct anvil_slot_info si;
             anvil_slot_info(m->anvil, c->slot, &si);

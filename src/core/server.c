@@ -29,6 +29,7 @@
 #include <errno.h>
 #include <grp.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -147,6 +148,13 @@ static void server_on_accept(struct evconnlistener *evl, evutil_socket_t fd, str
             log_warning(proto->log_name, "too many connections from %s", ip);
         close(fd);
         return;
+    }
+    /* A reply is often written in pieces (untagged lines, then the tagged one): without
+     * TCP_NODELAY, Nagle holds the last piece until the client's delayed ACK (40 ms a
+     * command for a pipelining IMAP client). Dovecot and Postfix set it too. */
+    if (sa->sa_family == AF_INET || sa->sa_family == AF_INET6) {
+        int one = 1;
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
     if (!conn_accept(&st->srv, l->role, proto, fd, sa, (socklen_t)salen,
                      role_is_implicit_tls(l->role)))
@@ -434,6 +442,10 @@ int server_drop_privileges(const struct passwd *pw)
         log_error("master", "privileges were not dropped (setuid(0) succeeded)");
         return -1;
     }
+    /* Libraries look for per-user files under $HOME (libpq: ~/.postgresql/ client
+     * certificates); root's home would answer "permission denied" instead of "none".
+     * Still one thread here: the workpool starts after this. */
+    setenv("HOME", pw->pw_dir && pw->pw_dir[0] ? pw->pw_dir : "/", 1);
     return 0;
 }
 

@@ -51,6 +51,19 @@ void imap_reply(struct imap_session *s, const char *tag, const char *fmt, ...)
     conn_printf(s->c, "%s %s\r\n", tag ? tag : "*", text);
 }
 
+void imap_condstore_enable(struct imap_session *s)
+{
+    if (s->is_condstore)
+        return;
+    s->is_condstore = true;
+    /* RFC 7162 §3.1: the first CONDSTORE-enabling command issued while a mailbox is
+     * selected gets an untagged OK [HIGHESTMODSEQ] before its tagged reply (the view is
+     * the loop's: no job is in flight while a command is handled) */
+    if (s->box)
+        conn_printf(s->c, "* OK [HIGHESTMODSEQ %llu] Highest\r\n",
+                    (unsigned long long)store_mailbox_highestmodseq(s->box));
+}
+
 static struct auth_peer imap_peer(struct imap_session *s)
 {
     struct auth_peer p = {
@@ -101,6 +114,15 @@ void imap_capability_string(struct imap_session *s, struct buf *out)
         buf_append_str(out,
                        " NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE MULTIAPPEND ESEARCH"
                        " LIST-EXTENDED LIST-STATUS");
+        /* RFC 5256, 5957, 5267 (ESORT), 5182, 5032 */
+        buf_append_str(out, " SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES"
+                            " THREAD=REFS ESORT SEARCHRES WITHIN QRESYNC");
+        /* RFC 8438, 8474, 8514, 8437, 7889 (one limit for every mailbox) */
+        buf_printf(out, " STATUS=SIZE OBJECTID SAVEDATE UNAUTHENTICATE REPLACE PREVIEW BINARY"
+                        " METADATA APPENDLIMIT=%zu",
+                   s->parser.max_literal);
+        if (!conn_is_compressed(s->c))
+            buf_append_str(out, " COMPRESS=DEFLATE"); /* RFC 4978 */
         /* RFC 9208: the STORAGE resource only (no message-count limits) */
         buf_append_str(out, " QUOTA QUOTA=RES-STORAGE");
     }
@@ -220,6 +242,12 @@ void imap_job_discard(struct imap_session *s, struct imap_job *j)
     imap_job_free(j);
 }
 
+void imap_job_discard_quiet(struct imap_session *s, struct imap_job *j)
+{
+    (void)s;
+    imap_job_free(j);
+}
+
 void imap_job_submit(struct imap_session *s, struct imap_job *j)
 {
     if (j->do_sync && !s->has_pending_changes && !j->is_sync_forced)
@@ -244,6 +272,8 @@ void imap_job_submit(struct imap_session *s, struct imap_job *j)
     ctx->quota = s->quota;
     ctx->is_readonly = s->is_readonly;
     ctx->is_condstore = s->is_condstore;
+    ctx->is_qresync = s->is_qresync;
+    ctx->max_append = s->parser.max_literal;
     s->is_job_in_flight = true;
     conn_pause_read(s->c);
     job_submit(conn_server(s->c)->pool, &j->job);
@@ -394,13 +424,21 @@ static void imap_cmd_id(struct imap_session *s, const char *tag, struct imap_arg
 static void imap_cmd_enable(struct imap_session *s, const char *tag, struct imap_arg *args,
                             size_t n, bool is_uid)
 {
-    /* RFC 5161: CONDSTORE (RFC 7162 §3.1) is the one extension that can be enabled. */
-    bool condstore = false;
-    for (size_t i = 0; i < n; i++)
-        condstore |= imap_arg_is_string(&args[i]) && strcasecmp(args[i].str, "CONDSTORE") == 0;
-    if (condstore)
-        s->is_condstore = true;
-    conn_write_str(s->c, condstore ? "* ENABLED CONDSTORE\r\n" : "* ENABLED\r\n");
+    /* RFC 5161: CONDSTORE and QRESYNC (RFC 7162 §3.1, §3.2.3: QRESYNC implies CONDSTORE)
+     * can be enabled; ENABLED names those of the request, once each. */
+    bool condstore = false, qresync = false;
+    for (size_t i = 0; i < n; i++) {
+        if (!imap_arg_is_string(&args[i]))
+            continue;
+        condstore |= strcasecmp(args[i].str, "CONDSTORE") == 0;
+        qresync |= strcasecmp(args[i].str, "QRESYNC") == 0;
+    }
+    if (condstore || qresync)
+        imap_condstore_enable(s);
+    if (qresync)
+        s->is_qresync = true;
+    conn_printf(s->c, "* ENABLED%s%s\r\n", condstore ? " CONDSTORE" : "",
+                qresync ? " QRESYNC" : "");
     imap_reply(s, tag, "OK Enabled.");
 }
 
@@ -416,6 +454,63 @@ static void imap_cmd_starttls(struct imap_session *s, const char *tag, struct im
      * §6.2.1: the client must not send commands before the handshake). */
     if (conn_starttls(s->c) < 0)
         imap_reply(s, NULL, "BAD TLS negotiation failed.");
+}
+
+/* RFC 4978: COMPRESS DEFLATE (authenticated or selected state). */
+static void imap_cmd_compress(struct imap_session *s, const char *tag, struct imap_arg *args,
+                              size_t n, bool is_uid)
+{
+    if (n != 1 || !imap_arg_is_atom(&args[0], "DEFLATE")) {
+        imap_reply(s, tag, "BAD Usage: COMPRESS DEFLATE");
+        return;
+    }
+    if (conn_is_compressed(s->c)) {
+        imap_reply(s, tag, "NO [COMPRESSIONACTIVE] DEFLATE active via COMPRESS.");
+        return;
+    }
+    /* the OK goes out uncompressed, everything after it compressed (§3) */
+    imap_reply(s, tag, "OK DEFLATE active.");
+    if (conn_compress(s->c) < 0) {
+        /* the client compresses from now on and we cannot: the session cannot go on */
+        log_warning("imap", "COMPRESS failed for %s: out of memory", conn_peer_ip(s->c));
+        conn_close(s->c);
+    }
+}
+
+/* RFC 8437 UNAUTHENTICATE: back to the not-authenticated state as on a new connection
+ * (TLS and COMPRESS stay; the selected mailbox is closed without expunge; what ENABLE
+ * turned on and the saved search result are forgotten). No job is in flight here. */
+static void imap_cmd_unauthenticate(struct imap_session *s, const char *tag,
+                                    struct imap_arg *args, size_t n, bool is_uid)
+{
+    if (n != 0) {
+        imap_reply(s, tag, "BAD Usage: UNAUTHENTICATE");
+        return;
+    }
+    log_info("imap", "Unauthenticated: user=<%s>, rip=%s", s->username ? s->username : "",
+             conn_peer_ip(s->c));
+    if (s->notify_sub) {
+        store_notify_unsubscribe(s->notify_sub);
+        s->notify_sub = NULL;
+    }
+    if (s->box)
+        store_mailbox_close(s->box);
+    s->box = NULL;
+    imap_keywords_set_free(s->keywords);
+    s->keywords = NULL;
+    if (s->user)
+        store_user_close(s->user);
+    s->user = NULL;
+    free(s->box_name);
+    s->box_name = NULL;
+    free(s->username);
+    s->username = NULL;
+    imap_searchres_clear(s);
+    s->quota = 0;
+    s->is_readonly = s->is_condstore = s->is_qresync = false;
+    s->has_pending_changes = false;
+    s->state = IMAP_STATE_NOT_AUTH;
+    imap_reply(s, tag, "OK Unauthenticate completed.");
 }
 
 /* ---- LOGIN and AUTHENTICATE --------------------------------------------------------- */
@@ -747,6 +842,10 @@ static const struct imap_command imap_commands[] = {
     {"ID", imap_cmd_id, ANY, false},
     {"ENABLE", imap_cmd_enable, AUTHED, false},
     {"STARTTLS", imap_cmd_starttls, IMAP_STATE_NOT_AUTH, false},
+    {"COMPRESS", imap_cmd_compress, AUTHED, false},
+    {"UNAUTHENTICATE", imap_cmd_unauthenticate, AUTHED, false},
+    {"GETMETADATA", imap_cmd_getmetadata, AUTHED, false},
+    {"SETMETADATA", imap_cmd_setmetadata, AUTHED, false},
     {"LOGIN", imap_cmd_login, IMAP_STATE_NOT_AUTH, false},
     {"AUTHENTICATE", imap_cmd_authenticate, IMAP_STATE_NOT_AUTH, false},
     {"SELECT", imap_cmd_select, AUTHED, false},
@@ -760,6 +859,7 @@ static const struct imap_command imap_commands[] = {
     {"LSUB", imap_cmd_lsub, AUTHED, false},
     {"STATUS", imap_cmd_status, AUTHED, false},
     {"APPEND", imap_cmd_append, AUTHED, false},
+    {"REPLACE", imap_cmd_replace, SEL, true},
     {"NAMESPACE", imap_cmd_namespace, AUTHED, false},
     {"IDLE", imap_cmd_idle, AUTHED, false},
     {"GETQUOTAROOT", imap_cmd_getquotaroot, AUTHED, false},
@@ -770,6 +870,8 @@ static const struct imap_command imap_commands[] = {
     {"UNSELECT", imap_cmd_unselect, SEL, false},
     {"EXPUNGE", imap_cmd_expunge, SEL, true},
     {"SEARCH", imap_cmd_search, SEL, true},
+    {"SORT", imap_cmd_sort, SEL, true},
+    {"THREAD", imap_cmd_thread, SEL, true},
     {"FETCH", imap_cmd_fetch, SEL, true},
     {"STORE", imap_cmd_store, SEL, true},
     {"COPY", imap_cmd_copy, SEL, true},
@@ -866,7 +968,7 @@ static void imap_spill_discard(struct imap_session *s)
 static void imap_spill_choose(struct imap_session *s)
 {
     uint64_t size = s->parser.literal_size;
-    if (!s->parser.name || strcmp(s->parser.name, "APPEND") != 0 || size == 0)
+    if (!imap_parser_carries_message(&s->parser) || size == 0)
         return;
     if (size <= IMAP_SPILL_THRESHOLD && s->literal_memory + size <= IMAP_APPEND_MEMORY_MAX) {
         s->literal_memory += size;
@@ -1129,6 +1231,7 @@ static void imap_session_free(struct imap_session *s)
     if (s->user)
         store_user_close(s->user);
     free(s->box_name);
+    free(s->searchres);
     free(s->username);
     free(s->idle_tag);
     if (s->idle_timer)

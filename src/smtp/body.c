@@ -23,8 +23,13 @@
 /* Open an anonymous temporary file for a large message body. -1 on failure. */
 static int spill_open(const struct smtp_session *s)
 {
+    return smtp_spill_file_open(s->cfg->data_dir ? s->cfg->data_dir : ".");
+}
+
+int smtp_spill_file_open(const char *data_dir)
+{
     char dir[4096];
-    snprintf(dir, sizeof dir, "%s/tmp", s->cfg->data_dir ? s->cfg->data_dir : ".");
+    snprintf(dir, sizeof dir, "%s/tmp", data_dir);
     if (util_mkdir_p(dir, 0700) < 0)
         return -1;
 #ifdef O_TMPFILE

@@ -22,8 +22,10 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/workpool.h"
+#include "mailauth/mailauth.h"
 #include "queue/outbound.h"
 #include "queue/queue.h"
+#include "smtp/mailauth_hook.h"
 #include "smtp/session.h"
 #include "store/store.h"
 
@@ -64,6 +66,8 @@ struct smtp_delivery_job {
     int queue_rc, store_rc;
     char *error;
 
+    bool is_our_mail; /* mailauth hook: from our users (authenticated / relay_networks) */
+    struct smtp_mailauth_job *mailauth; /* mailauth hook: port-25 checks, or NULL */
     /* LMTP (RFC 2033 §4.2): one reply per accepted RCPT, each from its own copies */
     bool is_lmtp;
     char **lmtp_rcpts; /* moved from the transaction, nrcpt entries */
@@ -133,6 +137,7 @@ static void job_free(struct smtp_delivery_job *job)
     free(job->sender);
     free(job->message_id);
     free(job->error);
+    smtp_mailauth_job_free(job->mailauth);
     for (size_t i = 0; job->lmtp_rcpts && i < job->nrcpt; i++)
         free(job->lmtp_rcpts[i]);
     free(job->lmtp_rcpts);
@@ -201,12 +206,85 @@ static void delivery_success_notices(struct smtp_delivery_job *job)
     free(br);
 }
 
+/* ---- mailauth hook (issue 12) ------------------------------------------------------- */
+/* Workpool thread: DKIM-sign the copy queued for remote recipients, after every header
+ * we add (Received, Message-ID, Date: they are in remote_header), with the keys of the
+ * From domain. A signing failure is logged and the message goes out unsigned: losing or
+ * delaying a user's mail over a key problem would be worse (the log says which key). */
+static void delivery_dkim_sign(struct smtp_delivery_job *job)
+{
+    struct mailauth_message m = {.prefix = job->remote_header,
+                                 .prefix_len = strlen(job->remote_header),
+                                 .data = job->src.data,
+                                 .len = job->src.len,
+                                 .fd = job->src.fd,
+                                 .fd_size = job->src.size};
+    struct buf sigs;
+    buf_init(&sigs, 0);
+    char domain[254], *err = NULL;
+    int rc = mailauth_sign_for_author(job->data_dir, &m, (int64_t)time(NULL), &sigs, domain,
+                                      sizeof domain, &err);
+    if (rc < 0) {
+        log_warning("dkim", "%s: not signed: %s", job->queue_id, err ? err : "error");
+    } else if (rc > 0 && buf_append_str(&sigs, job->remote_header)) {
+        log_info("dkim", "%s: DKIM-Signature field added (d=%s)", job->queue_id, domain);
+        free(job->remote_header);
+        job->remote_header = buf_steal(&sigs);
+    }
+    free(err);
+    buf_free(&sigs);
+}
+
+/* Workpool thread: authenticate mail from strangers (SPF from MAIL, DKIM, DMARC), put our
+ * Authentication-Results on every copy, file DMARC failures to Junk. false when the
+ * message must not be delivered (job->mailauth->reply says why). */
+static bool delivery_mailauth(struct smtp_delivery_job *job)
+{
+    struct smtp_mailauth_job *mj = job->mailauth;
+    smtp_mailauth_job_run(mj, &job->body, &job->fd, &job->src);
+    if (mj->action == SMTP_MAILAUTH_REJECT || mj->action == SMTP_MAILAUTH_TEMPFAIL)
+        return false;
+    for (size_t i = 0; mj->header && i < job->n_local; i++) {
+        /* after Return-Path, X-Original-To and Delivered-To (which stay first), above
+         * our Received: where a milter's A-R lands in Postfix */
+        const char *rcvd = strstr(job->headers[i], "Received: ");
+        size_t at = rcvd ? (size_t)(rcvd - job->headers[i]) : 0;
+        struct buf h;
+        buf_init(&h, 0);
+        if (buf_append(&h, job->headers[i], at) && buf_append_str(&h, mj->header) &&
+            buf_append_str(&h, job->headers[i] + at)) {
+            free(job->headers[i]);
+            job->headers[i] = buf_steal(&h);
+            job->targets[i].header = job->headers[i];
+        }
+        buf_free(&h);
+        if (mj->action == SMTP_MAILAUTH_JUNK)
+            job->targets[i].mailbox = "Junk";
+    }
+    if (mj->header && job->n_remote) {
+        struct buf h;
+        buf_init(&h, 0);
+        if (buf_append_str(&h, mj->header) && buf_append_str(&h, job->remote_header)) {
+            free(job->remote_header);
+            job->remote_header = buf_steal(&h);
+        }
+        buf_free(&h);
+        /* a forward (alias to a remote address): our ARC set on top (RFC 8617) */
+        smtp_mailauth_job_seal(mj, &job->remote_header, &job->src);
+    }
+    return true;
+}
+
 /* Workpool thread: stage the queue copy (durable, invisible to the runner), deliver the
  * local copies, then commit the queue copy — or drop it if the store failed, so that a
  * 451 never leaves a remote copy behind that the client's retry would duplicate. */
 static void delivery_work(struct job *j)
 {
     struct smtp_delivery_job *job = (struct smtp_delivery_job *)j;
+    if (job->mailauth && !delivery_mailauth(job)) /* mailauth hook */
+        return;
+    if (job->n_remote && job->is_our_mail)
+        delivery_dkim_sign(job); /* mailauth hook */
     if (job->n_remote) {
         struct queue_dsn dsn = {.ret = job->dsn_ret,
                                 .envid = job->envid,
@@ -343,7 +421,23 @@ static void delivery_done(void *session, struct job *j)
             smtp_session_job_done(s);
         return;
     }
-    if (job->queue_rc == 0 && job->store_rc == 0) {
+    /* mailauth hook: the verdict, and a refusal in Postfix's milter-reject style */
+    struct smtp_mailauth_job *mj = job->mailauth;
+    if (mj) {
+        log_info("mailauth", "%s: %s%s%s", id, mj->summary,
+                 mj->action == SMTP_MAILAUTH_JUNK ? ", filed to Junk" : "",
+                 mj->is_sealed ? ", ARC-sealed" : "");
+        if (mj->n_forged)
+            log_warning("mailauth", "%s: removed %d forged Authentication-Results field(s) "
+                                    "claiming to be ours",
+                        id, mj->n_forged);
+    }
+    if (mj && (mj->action == SMTP_MAILAUTH_REJECT || mj->action == SMTP_MAILAUTH_TEMPFAIL)) {
+        log_info("smtpd", "%s: reject: END-OF-MESSAGE from %s: %s; from=<%s> proto=ESMTP helo=<%s>",
+                 id, mj->peer, mj->reply, job->sender, mj->helo);
+        if (s)
+            smtp_reply(s, "%s", mj->reply);
+    } else if (job->queue_rc == 0 && job->store_rc == 0) {
         /* Durable: logged and handed to the queue runner even if the client left
          * meanwhile (a duplicate on its retry beats a lost message). */
         delivery_log_sent(job);
@@ -467,6 +561,8 @@ void smtp_delivery_start(struct smtp_session *s)
     buf_init(&extra, 0);
     bool is_submission =
         s->auth_user || s->role == CONN_ROLE_SUBMISSION || s->role == CONN_ROLE_SUBMISSIONS;
+    /* mailauth hook: mail our users send out is DKIM-signed (delivery_dkim_sign) */
+    job->is_our_mail = is_submission || conn_peer_in_networks(s->c, &s->cfg->relay_networks);
     if (t->reader.has_message_id) {
         job->message_id = strdup(t->reader.message_id);
     } else if (is_submission) {
@@ -517,6 +613,7 @@ void smtp_delivery_start(struct smtp_session *s)
     if (!ok)
         goto oom;
 
+    job->mailauth = smtp_mailauth_job_new(s); /* mailauth hook (NULL: not applicable) */
     smtp_txn_reset(t);
     smtp_session_job_start(s, &job->job);
     return;

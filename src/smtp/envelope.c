@@ -11,6 +11,7 @@
 #include "auth/auth.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "smtp/mailauth_hook.h"
 #include "smtp/session.h"
 #include "store/store.h"
 
@@ -42,6 +43,7 @@ void smtp_txn_reset(struct smtp_txn *t)
     for (size_t i = 0; t->lmtp_rcpts && i < t->n_rcpt; i++)
         free(t->lmtp_rcpts[i]);
     free(t->lmtp_rcpts);
+    free(t->spf);
     if (t->body_fd >= 0)
         close(t->body_fd);
     /* Free the body too: an idle session should not keep a megabyte it once needed. */
@@ -61,6 +63,12 @@ static void mail_accept(struct smtp_session *s, const struct addr *from,
     snprintf(s->txn.from_text, sizeof s->txn.from_text, "%s", from_text);
     s->txn.params = *params;
     s->txn.start_ms = util_now_ms();
+    /* mailauth hook: SPF in its own job, then the 250. Never from mail_done: that path is
+     * for authenticated senders, which smtp_mailauth_applies() leaves out. */
+    if (smtp_mailauth_applies(s)) {
+        smtp_mailauth_mail_start(s);
+        return;
+    }
     smtp_reply(s, "250 2.1.0 Ok");
 }
 
@@ -372,6 +380,12 @@ static void rcpt_done(void *session, struct job *j)
         return;
     }
     const char *rcpt = rj->rcpt;
+    /* mailauth hook: the SPF policy of our recipient's domain (it replies on refusal) */
+    if (!rj->reply[0] && !rj->is_foreign && !rj->is_lmtp && !smtp_mailauth_rcpt_allowed(s, rcpt)) {
+        rcpt_job_free(rj);
+        smtp_session_job_done(s);
+        return;
+    }
     if (!rj->reply[0] && rj->is_lmtp && !lmtp_rcpt_reserve(&s->txn))
         snprintf(rj->reply, sizeof rj->reply, "451 4.3.0 <%s>: Temporary failure: out of memory",
                  rcpt);

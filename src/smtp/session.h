@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 struct auth_sasl;
+struct mailauth_spf_result;
 
 /* Message bodies up to this size stay in memory; larger ones go to an unlinked file. */
 #define SMTP_BODY_MEMORY_MAX (1024 * 1024)
@@ -83,6 +84,7 @@ struct smtp_txn {
     uint64_t body_fd_size;
     bool has_body_error; /* spill write failed */
     uint64_t start_ms;   /* MAIL time, for delay= */
+    struct mailauth_spf_result *spf; /* mailauth hook: SPF checked at MAIL, or NULL */
 };
 
 struct smtp_session {
@@ -159,6 +161,9 @@ void smtp_cmd_data(struct smtp_session *s, const struct smtp_command *cmd);
 void smtp_cmd_bdat(struct smtp_session *s, const struct smtp_command *cmd);
 /* Consume message input in DATA / BDAT mode; returns false when no more can be done now. */
 bool smtp_body_read(struct smtp_session *s);
+/* An unlinked file in <data_dir>/tmp for message text (O_TMPFILE, else mkostemp +
+ * unlink). Any thread. -1 on failure. */
+int smtp_spill_file_open(const char *data_dir);
 /* Before delivery: if the body was spilled, append the in-memory tail to the file. */
 void smtp_body_finalize(struct smtp_session *s);
 

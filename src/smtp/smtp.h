@@ -13,4 +13,11 @@
 
 extern const struct conn_protocol smtp_protocol;
 
+struct config;
+/* Mail authentication on port 25 (issue 12, smtp/mailauth_hook.c): create the resolver
+ * the checks use (none when mailauth.verify is off) / free it. Loop thread, at start-up
+ * and after every connection has closed. 0, or -1 with *error_r (malloc'd). */
+int smtp_mailauth_start(const struct config *cfg, char **error_r);
+void smtp_mailauth_stop(void);
+
 #endif

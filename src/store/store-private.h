@@ -16,6 +16,12 @@
  *       vsize, internaldate, modseq, envelope TEXT, bodystructure TEXT,
  *       PRIMARY KEY(mailbox, uid), UNIQUE(mailbox, basename))
  *   cache(mailbox, uid, field, value, PRIMARY KEY(mailbox, uid, field))  other cached fields
+ *   subscriptions(name TEXT PRIMARY KEY)  subscribed names (version 3), existing or not
+ *   sortkeys(mailbox, uid, sent, is_reply, subject, from_, to_, cc, dfrom, dto, msgid, refs,
+ *       PRIMARY KEY(mailbox, uid))  SORT/THREAD keys (version 3, sortkeys.c)
+ *   expunged(mailbox, uid, modseq, PRIMARY KEY(mailbox, uid))  tombstones for QRESYNC
+ *       (version 3): every expunge above mailboxes.vanished_since is recorded
+ *   metadata(mailbox TEXT ("" server), name TEXT, value BLOB)  RFC 5464 (version 3)
  */
 #ifndef TERN_STORE_STORE_PRIVATE_H
 #define TERN_STORE_STORE_PRIVATE_H
@@ -132,6 +138,12 @@ int store_index_mailbox_get(sqlite3 *db, const char *name, struct store_mbox_row
 /* Insert a mailbox row with a fresh UIDVALIDITY (inside a transaction). */
 int store_index_mailbox_add(sqlite3 *db, const char *name, const char *special_use,
                             struct store_mbox_row *row_r, char **error_r);
+/* Record that uid of mailbox was expunged at modseq (QRESYNC tombstone; inside the
+ * transaction that deletes the row). 0 or -1. */
+int store_index_tombstone_add(sqlite3 *db, int64_t mailbox, uint32_t uid, uint64_t modseq,
+                              char **error_r);
+/* Subscribe (insert) or unsubscribe (delete) a canonical name; 0 or -1. */
+int store_index_subscription_set(sqlite3 *db, const char *name, bool subscribe, char **error_r);
 /* Get or create the row and the Maildir folder of a mailbox (own transaction). */
 int store_index_mailbox_ensure(sqlite3 *db, const char *home, const char *name,
                                struct store_mbox_row *row_r, char **error_r);

@@ -655,7 +655,8 @@ static int sync_folder(sqlite3 *db, const char *path, struct store_mbox_row *row
             if (exec_stmt(db, "DELETE FROM messages WHERE mailbox = ? AND uid = ?", row->id, uid,
                           NULL, NULL, error_r) < 0 ||
                 exec_stmt(db, "DELETE FROM cache WHERE mailbox = ? AND uid = ?", row->id, uid,
-                          NULL, NULL, error_r) < 0)
+                          NULL, NULL, error_r) < 0 ||
+                store_index_tombstone_add(db, row->id, uid, row->highestmodseq + 1, error_r) < 0)
                 goto out;
             row->highestmodseq++;
             continue;

@@ -185,6 +185,9 @@ class TernServer:
             "log.target": "stderr",
             "auth.password_schemes": "ARGON2ID SCRAM-SHA-256 CRAM-MD5 PLAIN",
             "auth.allow_plaintext": "loopback+tls",
+            # Port-25 SPF/DKIM/DMARC need DNS: off unless a test brings its own DNS server
+            # (tests/integration/test_mailauth_*.py turn it on with dns.resolver).
+            "mailauth.verify": "no",
         }
         for name in PORT_NAMES:
             cfg[f"{name}.listen"] = f"{self.host}:{self.ports[name]}"
