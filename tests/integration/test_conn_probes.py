@@ -57,7 +57,7 @@ def probed(server):
     for port in GREETING:
         with Client(server.host, server.ports[port], tls=port in TLS_PORTS) as c:
             c.read_until(GREETING[port])
-    wait_for(lambda: client_sockets(server) == 0, what="the warm-up connections to end")
+    wait_for(lambda: tcp_sockets(server) == (0, 0), what="the warm-up connections to end")
     server.baseline_fds = fd_count(server)
     return server
 
@@ -68,11 +68,12 @@ def fd_count(srv):
     return sum(not re.search(r"/index\.db(-wal|-shm)?$", t) for t in fd_targets(srv.pid))
 
 
-def client_sockets(srv):
-    """How many of the server's descriptors are TCP sockets other than its listeners."""
+def tcp_sockets(srv):
+    """(client sockets the server's processes hold, connections still waiting in the
+    accept queues of its listeners), from /proc/net/tcp{,6}."""
     inodes = {m.group(1) for t in fd_targets(srv.pid)
               if (m := re.fullmatch(r"socket:\[(\d+)\]", t))}
-    n = 0
+    held = queued = 0
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             lines = open(table).read().splitlines()[1:]
@@ -80,9 +81,21 @@ def client_sockets(srv):
             continue
         for line in lines:
             f = line.split()
-            if f[9] in inodes and f[3] != "0A":  # 0A: LISTEN
-                n += 1
-    return n
+            if f[9] not in inodes:
+                continue
+            if f[3] != "0A":  # 0A: LISTEN
+                held += 1
+            else:  # a listener's rx_queue is its accept queue's length
+                queued += int(f[4].split(":")[1], 16)
+    return held, queued
+
+
+def server_connections(srv):
+    """The connection count every worker admits against (`tern status`)."""
+    out = srv.cli("status").stdout
+    m = re.search(r"^total: connections (\d+)", out, re.M)
+    assert m, out
+    return int(m.group(1))
 
 
 def reset_on_close(sock):
@@ -148,13 +161,19 @@ def connect(srv, port):
 
 
 def assert_everything_released(srv):
-    """The descriptors come back, and LIMIT clients can again be served at once."""
+    """Every probe accepted and ended, the descriptors and the connection count back
+    where they were; then LIMIT clients can again be served at once."""
+    def released():
+        held, queued = tcp_sockets(srv)
+        return (held == 0 and queued == 0 and fd_count(srv) <= srv.baseline_fds and
+                server_connections(srv) == 0)
     try:
-        wait_for(lambda: client_sockets(srv) == 0 and fd_count(srv) <= srv.baseline_fds,
-                 timeout=60, what="the server to release the probes")
+        wait_for(released, timeout=60, what="the server to release the probes")
     except AssertionError as e:
-        raise AssertionError(f"{e}: {fd_count(srv)} descriptors (baseline "
-                             f"{srv.baseline_fds}), {client_sockets(srv)} connections") from None
+        held, queued = tcp_sockets(srv)
+        raise AssertionError(f"{e}: {fd_count(srv)} descriptors (baseline {srv.baseline_fds}), "
+                             f"{held} connections held, {queued} waiting to be accepted, "
+                             f"{server_connections(srv)} counted") from None
     clients = []
     try:
         for i in range(LIMIT):
