@@ -28,7 +28,7 @@ PACKAGES="
 meson ninja-build pkg-config gcc libc6-dev clang libclang-rt-14-dev
 libevent-dev libssl-dev libgsasl-dev libcrypt-dev libargon2-dev libsqlite3-dev
 libunbound-dev nettle-dev libcmocka-dev libunistring-dev zlib1g-dev libmariadb-dev libpq-dev
-python3 python3-pytest python3-pytest-timeout
+python3 python3-pytest python3-pytest-timeout python3-pytest-xdist
 openssl gnutls-bin ca-certificates curl swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl
 isync fetchmail dovecot-core sqlite3 passwd procps
 dovecot-imapd dovecot-pop3d postfix

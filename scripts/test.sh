@@ -8,7 +8,8 @@
 #   build        gcc build in build/                     (failure = 1 failed)
 #   unit         meson test -C build                     (cmocka units)
 #   integration  pytest tests/integration tests/stress with build/tern (tests/stress: the
-#                stress tester's model units; tests/integration/test_stress.py runs it)
+#                stress tester's model units; tests/integration/test_stress.py runs it);
+#                with pytest-xdist, TERN_PYTEST_WORKERS (default: cores) test files at once
 #   asan-build   gcc ASan+UBSan build in build-asan/      (failure = 1 failed)
 #   asan-unit    meson test -C build-asan
 #   asan-integ   pytest tests/integration tests/stress with build-asan/tern
@@ -17,9 +18,11 @@
 #   tsan-integ   pytest tests/integration tests/stress -m threads with build-tsan/tern; a
 #                TSan report in a server log fails the test during which it appeared
 #   fuzz-build   clang libFuzzer build in build-fuzz/ (ASan+UBSan, coverage in every library)
-#   fuzz         tests/fuzz/run.sh: every target for TERN_FUZZ_SECONDS (default 20) each
+#   fuzz         tests/fuzz/run.sh: every target for TERN_FUZZ_SECONDS (default 10) each
 # Knobs: TERN_STAGES="build unit ..." to run a subset; TERN_FUZZ_SECONDS; TERN_PYTEST_ARGS;
+#        TERN_PYTEST_WORKERS (pytest-xdist processes; 1: none; default: cores);
 #        TERN_TSAN_ALL=1 (tsan-integ runs every test, not only those marked "threads").
+# Time budget: the whole run must stay under 20 minutes on 2 cores (README, "Tests").
 # Logs and JUnit XML land in build-logs/.
 set -u -o pipefail
 
@@ -30,8 +33,14 @@ mkdir -p "$LOGS"
 export LC_ALL=C.UTF-8 PYTHONDONTWRITEBYTECODE=1
 
 STAGES="${TERN_STAGES:-deps build unit integration asan-build asan-unit asan-integ tsan-build tsan-unit tsan-integ fuzz-build fuzz}"
-FUZZ_SECONDS="${TERN_FUZZ_SECONDS:-20}"
+# 10 s: 24 targets on 2 cores take ~2 min; the corpora keep what earlier runs found
+FUZZ_SECONDS="${TERN_FUZZ_SECONDS:-10}"
 JOBS="$(nproc 2>/dev/null || echo 2)"
+# Integration tests mostly wait (on replies, fsync, child processes), so two test files
+# at a time nearly halve a stage on 2 cores. Each worker takes its servers' ports from
+# its own range (tests/integration/conftest.py free_ports) and every server has its own
+# temp folder; --dist loadfile keeps a module (and its shared server) on one worker.
+PYTEST_WORKERS="${TERN_PYTEST_WORKERS:-$JOBS}"
 # Python from Debian (python3-pytest), not whatever python3 is first in PATH.
 PYTHON=/usr/bin/python3
 [ -x "$PYTHON" ] || PYTHON=python3
@@ -124,15 +133,19 @@ unit_stage() {
 
 # integ_stage NAME TERN_BIN [PYTEST-ARGS...]
 integ_stage() {
-    local t0=$SECONDS xml="$LOGS/$1.xml" timeout_args=()
-    banner "$1 (pytest tests/integration tests/stress, TERN_BIN=$2)"
+    local t0=$SECONDS xml="$LOGS/$1.xml" timeout_args=() xdist_args=()
     rm -f "$xml"
     if "$PYTHON" -c 'import pytest_timeout' 2>/dev/null; then
         timeout_args=(--timeout="$PER_TEST_LIMIT")  # plugin auto-loads when installed
     fi
+    if [ "$PYTEST_WORKERS" -gt 1 ] && "$PYTHON" -c 'import xdist' 2>/dev/null; then
+        xdist_args=(-n "$PYTEST_WORKERS" --dist loadfile)
+    fi
+    banner "$1 (pytest tests/integration tests/stress ${xdist_args[*]}, TERN_BIN=$2)"
     # shellcheck disable=SC2086
     TERN_BIN="$2" timeout -k 10 "$PYTEST_STAGE_LIMIT" "$PYTHON" -m pytest \
-        tests/integration tests/stress -q -rfEs --durations=10 -p no:cacheprovider "${timeout_args[@]}" --junitxml="$xml" \
+        tests/integration tests/stress -q -rfEs --durations=15 -p no:cacheprovider \
+        "${timeout_args[@]}" "${xdist_args[@]}" --junitxml="$xml" \
         "${@:3}" ${TERN_PYTEST_ARGS:-} </dev/null 2>&1 | tee "$LOGS/$1.log"
     local rc=${PIPESTATUS[0]}
     local note=""
@@ -188,7 +201,8 @@ if has_stage tsan-build; then
     has_stage tsan-unit && unit_stage tsan-unit build-tsan --timeout-multiplier 4
     if has_stage tsan-integ && [ -x build-tsan/tern ]; then
         # The whole suite under TSan takes 13-19 minutes on 2 cores; CI runs the tests
-        # marked "threads" (loop/workpool hand-offs, ~4 min). TERN_TSAN_ALL=1: every test.
+        # marked "threads" (test_stress, test_concurrency and a few other hand-offs
+        # between the loop and the workpool: 18 tests). TERN_TSAN_ALL=1: every test.
         # Like asan-integ, slow/no_sanitizer tests are skipped (TERN_SANITIZED=1).
         tsan_select=(-m threads)
         [ "${TERN_TSAN_ALL:-0}" = 1 ] && tsan_select=()

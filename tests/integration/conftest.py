@@ -22,8 +22,10 @@ file, a log line), never on sleeps; every wait here is bounded.
 """
 
 import atexit
+import functools
 import os
 import pwd
+import random
 import re
 import shutil
 import signal
@@ -90,20 +92,67 @@ def tern_bin():
     return Path(os.environ.get("TERN_BIN") or REPO / "build" / "tern").resolve()
 
 
+def _worker_port_range():
+    """(first, end) of this pytest-xdist worker's own ports, or None when not under xdist.
+
+    Between free_ports() and the server's bind the ports are free again, and bind(0) in
+    another worker may hand out the same one. So each worker takes its ports from its own
+    slice of 10000 up to the kernel's ephemeral range (where bind(0) and outgoing
+    connections take theirs); None too when that leaves under 1000 ports a worker."""
+    m = re.fullmatch(r"gw(\d+)", os.environ.get("PYTEST_XDIST_WORKER", ""))
+    if not m:
+        return None
+    workers = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), int(m.group(1)) + 1)
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral_low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    size = (ephemeral_low - 10000) // workers
+    if size < 1000:
+        return None
+    first = 10000 + int(m.group(1)) * size
+    return first, first + size
+
+
+_next_port = None  # this worker's cursor in its range: a port is not handed out twice soon
+
+
 def free_ports(n):
-    """n distinct free TCP ports on 127.0.0.1: bind port 0, hold all, then release."""
+    """n distinct free TCP ports on 127.0.0.1: bind each, hold all, then release
+    (under pytest-xdist, from this worker's own range: _worker_port_range)."""
+    global _next_port
+    span = _worker_port_range()
     socks = []
     try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
+        if span is None:
+            for _ in range(n):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.bind(("127.0.0.1", 0))
+                socks.append(s)
+        else:
+            first, end = span
+            if _next_port is None:
+                _next_port = first + random.randrange(end - first)
+            for _ in range(end - first):  # bound: one pass over the range
+                if len(socks) == n:
+                    break
+                port, _next_port = _next_port, first + (_next_port + 1 - first) % (end - first)
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                try:
+                    s.bind(("127.0.0.1", port))
+                    socks.append(s)
+                except OSError:
+                    s.close()
+            if len(socks) < n:
+                raise TernError(f"no {n} free ports in {first}-{end - 1}")
         return [s.getsockname()[1] for s in socks]
     finally:
         for s in socks:
             s.close()
 
 
+@functools.cache
 def _run_user():
     """The unprivileged user the server drops to when we run as root (None otherwise)."""
     if os.geteuid() != 0:
@@ -119,10 +168,15 @@ def _run_user():
         subprocess.run([useradd, "--system", "--no-create-home", "--home-dir", "/nonexistent",
                         "--shell", "/usr/sbin/nologin", "tern"],
                        check=True, capture_output=True, timeout=30)
-        pwd.getpwnam("tern")
-        return "tern"
-    except (OSError, subprocess.SubprocessError, KeyError):
-        return "nobody"
+    except (OSError, subprocess.SubprocessError):
+        pass  # e.g. another pytest-xdist worker made it first (or holds the passwd lock)
+    for _ in range(50):  # bound: 5 s for a concurrent useradd to finish
+        try:
+            pwd.getpwnam("tern")
+            return "tern"
+        except KeyError:
+            time.sleep(0.1)
+    return "nobody"
 
 
 def _chown_tree(path, user):

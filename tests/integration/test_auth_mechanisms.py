@@ -19,8 +19,6 @@ import pytest
 
 from tern_util import IO_TIMEOUT, tls_context
 
-pytestmark = pytest.mark.threads  # loop/workpool hand-offs: the TSan stage runs these
-
 CANDIDATES = ("PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-256", "DIGEST-MD5", "XOAUTH2")
 
 

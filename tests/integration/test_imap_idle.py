@@ -10,8 +10,6 @@ import pytest
 from test_imap_lib import add_user, converse, deliver_file, imap_client, sample_message
 from tern_util import child_pids, fd_targets, send_mail, wait_for
 
-pytestmark = pytest.mark.threads  # loop/workpool hand-offs: the TSan stage runs these
-
 
 def test_idle_keepalive_then_done_then_limit(tern_factory):
     srv = tern_factory({"imap.timeout": "4"})
@@ -38,6 +36,7 @@ def _index_descriptors(pid):
                for p in [pid] + child_pids(pid))
 
 
+@pytest.mark.threads  # a loop/workpool hand-off: the TSan stage (-m threads) runs it
 def test_idle_sessions_share_the_users_index(tern_factory):
     """Between commands a session holds no SQLite connection: twelve sessions of one user
     idling in INBOX leave at most two pooled index connections open (before, each kept its

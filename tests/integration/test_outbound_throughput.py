@@ -14,8 +14,6 @@ import pytest
 from outbound_util import SmtpSink
 from tern_util import wait_for
 
-pytestmark = pytest.mark.threads  # loop/workpool hand-offs: the TSan stage runs these
-
 SENDER = "load@client.test"
 
 
@@ -55,6 +53,7 @@ def subjects(sink):
     return out
 
 
+@pytest.mark.threads  # a loop/workpool hand-off: the TSan stage (-m threads) runs it
 def test_burst_arrives_exactly_once_over_reused_connections(tern_factory):
     sink = SmtpSink()
     try:

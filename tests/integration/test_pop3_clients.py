@@ -17,8 +17,6 @@ import pytest
 from tern_util import IO_TIMEOUT, openssl_s_client, tls_context
 from test_pop3_lib import deliver_file, fresh_user, list_size, pop3, sample_message
 
-pytestmark = pytest.mark.threads  # loop/workpool hand-offs: the TSan stage runs these
-
 CURL = shutil.which("curl")
 FETCHMAIL = shutil.which("fetchmail")
 

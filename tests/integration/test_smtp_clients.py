@@ -17,8 +17,6 @@ import pytest
 from tern_util import (IO_TIMEOUT, Client, b64, converse, maildir_messages, openssl_s_client,
                        sasl_plain, tls_context, wait_for)
 
-pytestmark = pytest.mark.threads  # loop/workpool hand-offs: the TSan stage runs these
-
 CLIENT_TIMEOUT = 60
 
 
@@ -140,6 +138,7 @@ def test_submission_sender_must_be_owned(tern):
     assert "553 5.7.1 <bob@example.test>: Sender address rejected: not owned by user" in r[2]
 
 
+@pytest.mark.threads  # a loop/workpool hand-off: the TSan stage (-m threads) runs it
 def test_smtplib_starttls_login_send_message(tern):
     tok = unique()
     msg = EmailMessage()

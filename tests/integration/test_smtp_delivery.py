@@ -91,7 +91,6 @@ def test_submission_adds_message_id_and_date(tern):
     assert re.search(rb"\nDate: \w{3}, \d{1,2} \w{3} \d{4} ", data)
 
 
-@pytest.mark.threads
 def test_20mb_message(tern):
     tok = uuid.uuid4().hex.encode()
     line = b"0123456789abcdefghijklmnopqrstuvwxyz" * 2 + b"\r\n"  # 74 octets
@@ -135,7 +134,6 @@ def test_alias_and_plus_address_go_to_one_copy(tern):
     assert b"X-Original-To: info@example.test\n" in data
 
 
-@pytest.mark.threads
 def test_kill9_durability(tern_factory):
     """Senders run while the server is killed with SIGKILL; after a restart every message
     that was acknowledged with 250 is in the Maildir exactly once."""

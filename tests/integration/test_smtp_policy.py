@@ -7,11 +7,7 @@ relay_networks, aliases that point to foreign addresses, mixed local + remote re
 import re
 import uuid
 
-import pytest
-
 from tern_util import Client, b64, converse, maildir_messages, sasl_plain, wait_for
-
-pytestmark = pytest.mark.threads  # loop/workpool hand-offs: the TSan stage runs these
 
 
 def session(srv, port="smtp"):
