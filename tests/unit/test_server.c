@@ -423,16 +423,29 @@ static void test_tls_below_1_2_refused(void **state)
 
 static void test_per_ip_limit(void **state)
 {
+    /* The limit counts every port, and the server learns of the earlier tests' closes
+     * (and of this loop's own) asynchronously: while some are still counted, fewer than
+     * three are greeted, so try again. Never more than three may be. */
     int fds[4];
-    for (int i = 0; i < 4; i++)
-        fds[i] = connect_to(port_limited);
     int greeted = 0, closed = 0;
-    for (int i = 0; i < 4; i++) {
-        const char *l = read_line(fds[i], NULL);
-        if (strcmp(l, "+OK echo tls=0\r\n") == 0)
-            greeted++;
-        else if (l[0] == '\0')
-            closed++; /* closed without a protocol reply */
+    for (int tries = 0; tries < 100 && greeted != 3; tries++) {
+        if (tries > 0) {
+            for (int i = 0; i < 4; i++)
+                close(fds[i]);
+            usleep(50 * 1000);
+        }
+        for (int i = 0; i < 4; i++)
+            fds[i] = connect_to(port_limited);
+        greeted = closed = 0;
+        for (int i = 0; i < 4; i++) {
+            const char *l = read_line(fds[i], NULL);
+            if (strcmp(l, "+OK echo tls=0\r\n") == 0)
+                greeted++;
+            else if (l[0] == '\0')
+                closed++; /* closed without a protocol reply */
+        }
+        assert_in_range(greeted, 0, 3);
+        assert_int_equal(greeted + closed, 4);
     }
     assert_int_equal(greeted, 3);
     assert_int_equal(closed, 1);
