@@ -52,6 +52,10 @@ void auth_service_close(struct auth_service *svc);
  * `tern serve` before it binds): 0, or -1 with "file:line: key: reason" in *error_r.
  * Never blocks. */
 int auth_config_check(const struct config *cfg, char **error_r);
+/* Would `tern config check` take query as a directory.*_query (custom schema) for a
+ * PostgreSQL (is_pgsql) or MySQL database? 0, or -1 with the reason in *error_r
+ * ("at offset 34: unknown variable %x"). Pure; for `tern import`. */
+int auth_sql_query_check(bool is_pgsql, const char *query, char **error_r);
 
 /* Never blocks. Can directory lookups wait on a network (an SQL directory)? */
 bool auth_directory_may_block(const struct auth_service *svc);
@@ -200,6 +204,8 @@ void auth_sasl_free(struct auth_sasl *s);
 int auth_password_hash(const char *scheme, const char *password, char **hash_r, char **error_r);
 /* BLOCKING. 1 match, 0 mismatch, -1 unknown scheme or malformed stored value. */
 int auth_password_verify(const char *stored, const char *password);
+/* Is name a scheme auth_password_verify knows ("SHA512-CRYPT", "PLAIN-MD5.HEX", ...)? */
+bool auth_password_scheme_is_known(const char *name);
 
 /* ---- administration (CLI) --------------------------------------------------------- */
 /* All NETWORK. On a read-only directory (custom SQL queries) every change fails with

@@ -6,6 +6,7 @@ tern.conf and directory settings and what cannot be carried over, and changes no
 --write writes tern.conf (refusing to replace one) and adds domains and aliases.
 """
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -73,20 +74,72 @@ def test_import_hash_maps_dry_run(tmp_path):
 
 
 def test_import_sql_maps(tmp_path):
+    """postfixadmin's tables (mysql: maps and seed-003-style Dovecot queries): the schema is
+    postfixadmin, no query is written (Tern's own replace them), config check passes."""
     pf, dc = tree(tmp_path, "sql")
-    out = run("--postfix", pf, "--dovecot", dc, config=tmp_path / "tern.conf").stdout
+    config = tmp_path / "tern.conf"
+    out = run("--postfix", pf, "--dovecot", dc, "--write", config=config).stdout
     d = section(out, "directory (")
     assert "directory.driver = mysql" in d
     assert "directory.host = localhost" in d and "directory.dbname = postfixadmin" in d
-    assert "directory.user_query = SELECT maildir FROM mailbox WHERE username='%s'" in d
-    assert "directory.alias_query = SELECT goto FROM alias" in d
+    assert "directory.user = postfix" in d  # the maps' user: they read every table
     assert "directory.default_pass_scheme = SHA512-CRYPT" in d
+    assert "directory.schema = postfixadmin" in d
+    assert not re.search(r"^directory\.\w+_query", d, re.M), d
+    # the queries it replaces, rewritten for a custom schema, as comments
+    assert "#   directory.alias_query = SELECT goto FROM alias WHERE address='%u'" in d
     # the backslash-continued query of dovecot-sql.conf.ext, joined
-    assert ("directory.password_query = SELECT username AS user, password FROM mailbox "
+    assert ("#   directory.password_query = SELECT username AS user, password FROM mailbox "
             "WHERE username = '%u' AND active = '1'") in d
+    assert "s3cret" not in out and "d0vec0t" not in out  # passwords: --write only
     assert "smtp.max_message_size = 0" in section(out, "tern.conf")
     notes = section(out, "not carried over")
     assert "mysql_virtual_domains_maps.cf" in notes  # missing file: said so
+    assert "connects as dovecot; Tern uses one database user" in notes
+    assert "postfixadmin's maildir example.org/alice/" in notes
+    assert "directory.password = s3cret" in config.read_text()
+    check(config, tmp_path)
+
+
+def check(config, tmp_path):
+    """`tern config check` accepts the written file (with a data folder of the test's)."""
+    chk = subprocess.run([str(tern_bin()), "-c", str(config), "-o",
+                          f"data_dir={tmp_path / 'data'}", "config", "check"],
+                         capture_output=True, text=True, timeout=60)
+    assert chk.returncode == 0, chk.stdout + chk.stderr + config.read_text()
+
+
+def test_import_custom_schema(tmp_path):
+    """Another schema (PostgreSQL): directory.schema = custom with every query it needs,
+    Postfix's expansions rewritten (%u is Tern's %n), a domain query made from main.cf's
+    domain list, what cannot be expressed refused with the reason; config check passes."""
+    pf, dc = tree(tmp_path, "custom")
+    config = tmp_path / "tern.conf"
+    out = run("--postfix", pf, "--dovecot", dc, "--write", config=config).stdout
+    d = section(out, "directory (")
+    for line in ("directory.driver = postgresql", "directory.host = db.example.net",
+                 "directory.port = 5433", "directory.dbname = mail", "directory.user = mail",
+                 # Dovecot's connect, same database: its TLS settings join the map's
+                 "directory.tls = verify", "directory.tls_ca = /etc/ssl/db-ca.pem",
+                 "directory.default_pass_scheme = BLF-CRYPT", "directory.schema = custom",
+                 "directory.password_query = SELECT login || '@' || dom AS user, pw AS "
+                 "password FROM users WHERE login = '%n' AND dom = '%d' AND active",
+                 # Postfix's %u is the local part; the trailing ';' goes
+                 "directory.user_query = SELECT maildir FROM users WHERE login='%n' AND "
+                 "dom='%d' AND active",
+                 "directory.domain_query = SELECT 1 WHERE '%d' IN ('example.com', "
+                 "'example.net')",
+                 # table/select_field/where_field (before Postfix 2.2) made a query
+                 "directory.alias_query = SELECT target FROM forwards WHERE source = '%u' "
+                 "AND active"):
+        assert line + "\n" in d, (line, d)
+    assert "directory.iterate_query" not in d  # userdb static: its queries are not used
+    notes = section(out, "not carried over")
+    assert "%1 (a label of the domain, counted from the right) has no Tern equivalent" in notes
+    assert "hosts=db2.example.net: not carried over (Tern connects to one database" in notes
+    assert "virtual_alias_maps has 1 aliases in text maps (postmaster@example.com" in notes
+    assert "map-pw" not in out
+    check(config, tmp_path)
 
 
 def test_import_write(tmp_path):

@@ -37,28 +37,28 @@ pytestmark = [
 USER, PASSWORD = "mig1@example.test", "migpw"
 
 
-def message(n, folder):
-    return (f"From: sender{n}@example.org\r\nTo: {USER}\r\nSubject: {folder} {n}\r\n"
+def message(n, folder, user=USER):
+    return (f"From: sender{n}@example.org\r\nTo: {user}\r\nSubject: {folder} {n}\r\n"
             f"Message-ID: <{folder.replace('/', '.')}.{n}@migration.test>\r\n"
             f"Date: Sat, 05 Dec 2026 10:{n:02d}:00 +0000\r\n\r\nbody {n} of {folder}\r\n")
 
 
-def imap(port):
+def imap(port, user=USER, password=PASSWORD):
     m = imaplib.IMAP4("127.0.0.1", port, timeout=IO_TIMEOUT)
-    m.login(USER, PASSWORD)
+    m.login(user, password)
     return m
 
 
-def populate(port):
+def populate(port, user=USER, password=PASSWORD):
     """Folders, messages with flags and keywords, expunged UIDs, subscriptions."""
-    m = imap(port)
+    m = imap(port, user, password)
     layout = {"INBOX": 12, "Work": 4, "Lists/dovecot": 3, "Sent": 2}
     for folder, n in layout.items():
         if folder != "INBOX":
             assert m.create(folder)[0] == "OK"
         for i in range(1, n + 1):
             flags = "(\\Seen)" if i % 3 == 0 else "()"
-            typ, _ = m.append(folder, flags, None, message(i, folder).encode())
+            typ, _ = m.append(folder, flags, None, message(i, folder, user).encode())
             assert typ == "OK"
     m.select("INBOX")
     # keywords: Dovecot keeps them as letters a-z in the file names + dovecot-keywords
@@ -74,10 +74,10 @@ def populate(port):
     m.logout()
 
 
-def snapshot(port):
+def snapshot(port, user=USER, password=PASSWORD):
     """What an IMAP client caches: per mailbox UIDVALIDITY, UIDNEXT, and per UID its
     flags and Message-ID; plus the subscriptions."""
-    m = imap(port)
+    m = imap(port, user, password)
     boxes = {}
     for folder in ("INBOX", "Work", "Lists/dovecot", "Sent"):
         typ, st = m.status(f'"{folder}"', "(MESSAGES UIDNEXT UIDVALIDITY)")
@@ -101,16 +101,16 @@ def snapshot(port):
     return boxes, subs
 
 
-def pop3_uidls(port):
+def pop3_uidls(port, user=USER, password=PASSWORD):
     p = poplib.POP3("127.0.0.1", port, timeout=IO_TIMEOUT)
-    p.user(USER)
-    p.pass_(PASSWORD)
+    p.user(user)
+    p.pass_(password)
     uidls = [x.decode().split()[1] for x in p.uidl()[1]]
     p.quit()
     return uidls
 
 
-def mbsync(tmp_path, port):
+def mbsync(tmp_path, port, user=USER, password=PASSWORD):
     """Sync every folder into tmp_path/local (state kept there across servers)."""
     local = tmp_path / "local"
     local.mkdir(exist_ok=True)
@@ -118,8 +118,8 @@ def mbsync(tmp_path, port):
     rc.write_text(f"""IMAPAccount server
 Host 127.0.0.1
 Port {port}
-User {USER}
-Pass {PASSWORD}
+User {user}
+Pass {password}
 SSLType None
 AuthMechs LOGIN
 
