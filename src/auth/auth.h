@@ -221,6 +221,11 @@ int auth_domain_list(struct auth_service *svc, void (*cb)(const char *domain, vo
  * unlimited (postfixadmin), also for auth_user_set_quota. The domain must exist. */
 int auth_user_add(struct auth_service *svc, const char *address, const char *password,
                   uint64_t quota, char **error_r);
+/* BLOCKING. Add a user with a password hash made elsewhere (a Dovecot passwd-file, doveadm
+ * pw): "{SCHEME}data" in a scheme auth_password_verify reads, or a bare crypt(3) string
+ * ("$6$...", read as {CRYPT}). Stored as given, so the old password keeps working. */
+int auth_user_add_hashed(struct auth_service *svc, const char *address, const char *stored,
+                         uint64_t quota, char **error_r);
 int auth_user_del(struct auth_service *svc, const char *address, char **error_r);
 int auth_user_set_password(struct auth_service *svc, const char *address, const char *password,
                            char **error_r);

@@ -192,6 +192,47 @@ int auth_user_add(struct auth_service *svc, const char *address, const char *pas
     return rc;
 }
 
+int auth_user_add_hashed(struct auth_service *svc, const char *address, const char *stored,
+                         uint64_t quota, char **error_r)
+{
+    char addr[AUTH_MAX_LOGIN + 1];
+    if (writable(svc, error_r) < 0 || !user_norm(address, addr, sizeof addr, error_r))
+        return -1;
+    if (quota > INT64_MAX) {
+        auth_set_error(error_r, "quota too large");
+        return -1;
+    }
+    char scheme[64], value[AUTH_MAX_CRED + 16];
+    if (!stored || strlen(stored) > AUTH_MAX_CRED) {
+        auth_set_error(error_r, "password hash missing or longer than %d bytes", AUTH_MAX_CRED);
+        return -1;
+    }
+    if (stored[0] == '$') { /* crypt(3), as Dovecot's CRYPT reads it */
+        snprintf(scheme, sizeof scheme, "CRYPT");
+        snprintf(value, sizeof value, "{CRYPT}%s", stored);
+    } else if (auth_password_scheme_of(stored, scheme, sizeof scheme)) {
+        snprintf(value, sizeof value, "%s", stored);
+    } else {
+        auth_set_error(error_r, "not a password hash Tern reads (want {SCHEME}data, e.g. "
+                                "from doveadm pw, or a crypt(3) $id$ string)");
+        return -1;
+    }
+    if (strlen(value) > AUTH_MAX_CRED) {
+        auth_set_error(error_r, "password hash longer than %d bytes", AUTH_MAX_CRED);
+        return -1;
+    }
+    /* a value the scheme cannot parse would lock the user out: refuse it now */
+    if (auth_password_verify(value, "tern-probe") < 0) {
+        auth_set_error(error_r, "a malformed %s value", scheme);
+        return -1;
+    }
+    if (user_precheck(svc, addr, false, error_r) < 0)
+        return -1;
+    struct dir_hashed h = {.n = 1, .scheme = {scheme}, .value = {value}};
+    bool has_quota = quota != 0 || !svc->dir->has_quota_default;
+    return svc->dir->ops->user_add(svc->dir, addr, &h, has_quota, quota, error_r);
+}
+
 int auth_user_del(struct auth_service *svc, const char *address, char **error_r)
 {
     char addr[AUTH_MAX_LOGIN + 1];
