@@ -45,7 +45,10 @@ struct import_ctx {
     size_t n_domains;
     char **alias_from, **alias_to;
     size_t n_aliases;
-    size_t n_users;
+    char **mailboxes; /* virtual_mailbox_maps' addresses (text maps) */
+    size_t n_mailboxes;
+    char **pw_user, **pw_hash; /* passwd-file users and their "{SCHEME}hash" */
+    size_t n_pw_users;
 };
 
 /* Read a whole file (at most IMPORT_MAX_FILE bytes). NULL with errno set. */
@@ -251,7 +254,13 @@ static void postfix_mailboxes(struct import_ctx *x, const char *base)
             const char *addr = kv.keys[k];
             if (addr[0] == '@' || !strchr(addr, '@'))
                 continue; /* catch-all or bare domain entries: no mailbox */
-            x->n_users++;
+            if (x->n_mailboxes < IMPORT_MAX_ENTRIES) {
+                char **nv = realloc(x->mailboxes, (x->n_mailboxes + 1) * sizeof *nv);
+                if (nv && (nv[x->n_mailboxes] = strdup(addr)))
+                    x->n_mailboxes++;
+                if (nv)
+                    x->mailboxes = nv;
+            }
             buf_printf(&x->data, "mailbox %s  (mail in %s%s%s)\n", addr, base ? base : "",
                        base && base[0] && kv.values[k][0] != '/' ? "/" : "", kv.values[k]);
             if (!list_has(x->domains, x->n_domains, addr_domain(addr)))
@@ -524,13 +533,18 @@ static void dovecot_sql(struct import_ctx *x, const char *args, bool is_passdb, 
     import_kv_free(&kv);
 }
 
+/* A Dovecot passwd-file passdb: "user:{SCHEME}hash:uid:gid:gecos:home:shell:extra" lines;
+ * the users and their hashes are kept for --write (stored as they are: the old
+ * passwords keep working). */
 static void dovecot_passwd_file(struct import_ctx *x, const char *args)
 {
     /* args may start with options ("scheme=SHA512-CRYPT username_format=%u /path") */
     char **words = import_split_list(args, NULL);
-    const char *path = NULL;
+    const char *path = NULL, *scheme = "CRYPT"; /* Dovecot's default for passwd-file */
     for (size_t i = 0; words && words[i]; i++)
-        if (!strchr(words[i], '='))
+        if (strncmp(words[i], "scheme=", 7) == 0)
+            scheme = words[i] + 7;
+        else if (!strchr(words[i], '='))
             path = words[i];
     size_t len;
     char *text = path ? read_file(path, &len) : NULL;
@@ -539,6 +553,7 @@ static void dovecot_passwd_file(struct import_ctx *x, const char *args)
         import_list_free(words);
         return;
     }
+    const char *realm = import_kv_get(&x->dovecot, "auth_default_realm");
     size_t n = 0;
     for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
         char *colon = strchr(line, ':');
@@ -548,18 +563,57 @@ static void dovecot_passwd_file(struct import_ctx *x, const char *args)
         char *hash = colon + 1, *end = strchr(hash, ':');
         if (end)
             *end = '\0';
+        char addr[512], stored[1200];
+        if (strchr(line, '@'))
+            snprintf(addr, sizeof addr, "%s", line);
+        else if (realm && realm[0])
+            snprintf(addr, sizeof addr, "%s@%s", line, realm);
+        else {
+            note(x, "passdb passwd-file %s: user %s has no domain (and there is no "
+                    "auth_default_realm): not carried over",
+                 path, line);
+            continue;
+        }
+        if (!hash[0]) {
+            note(x, "passdb passwd-file %s: user %s has no password: add it with `tern user "
+                    "add`",
+                 path, addr);
+            continue;
+        }
+        if (hash[0] == '{')
+            snprintf(stored, sizeof stored, "%s", hash);
+        else
+            snprintf(stored, sizeof stored, "{%s}%s", scheme, hash);
+        const char *scheme_end = strchr(stored, '}');
+        buf_printf(&x->data, "user %s  (password %.*s in %s)\n", addr,
+                   (int)(scheme_end - stored + 1), stored, path);
+        if (x->n_pw_users < IMPORT_MAX_ENTRIES) {
+            char **na = realloc(x->pw_user, (x->n_pw_users + 1) * sizeof *na);
+            if (na)
+                x->pw_user = na;
+            char **nh = na ? realloc(x->pw_hash, (x->n_pw_users + 1) * sizeof *nh) : NULL;
+            if (nh) {
+                x->pw_hash = nh;
+                x->pw_user[x->n_pw_users] = strdup(addr);
+                x->pw_hash[x->n_pw_users] = strdup(stored);
+                if (x->pw_user[x->n_pw_users] && x->pw_hash[x->n_pw_users]) {
+                    x->n_pw_users++;
+                } else {
+                    free(x->pw_user[x->n_pw_users]);
+                    free(x->pw_hash[x->n_pw_users]);
+                    note(x, "out of memory: user %s not carried over", addr);
+                }
+            }
+        }
+        memset(stored, 0, sizeof stored);
         n++;
-        const char *scheme_end = hash[0] == '{' ? strchr(hash, '}') : NULL;
-        buf_printf(&x->data, "user %s  (password %.*s in %s)\n", line,
-                   scheme_end ? (int)(scheme_end - hash + 1) : 0, hash, path);
     }
     free(text);
     if (n > 0)
-        note(x, "passdb passwd-file %s: %zu users with Dovecot {SCHEME} hashes; Tern verifies "
-                "these schemes, but cannot store an existing hash yet: add the users with "
-                "`tern user add` (new passwords) or keep them in an SQL directory",
+        note(x, "passdb passwd-file %s: %zu users: --write adds them to tern.db with their "
+                "password hashes as they are (the old passwords keep working; `tern user add "
+                "ADDRESS --hash HASH` does one)",
              path, n);
-    x->n_users += n;
     import_list_free(words);
 }
 
@@ -605,6 +659,24 @@ static void location_example(const char *path, char *out, size_t size)
     }
     snprintf(out, size, "%s", buf_cstr(&b));
     buf_free(&b);
+}
+
+/* Mailboxes of text maps that no passwd-file entry gives a password: Tern cannot log
+ * them in until an admin adds them. */
+static void mailboxes_without_password(struct import_ctx *x)
+{
+    if (x->sql.driver)
+        return;
+    size_t n = 0;
+    const char *first = NULL;
+    for (size_t i = 0; i < x->n_mailboxes; i++)
+        if (!list_has(x->pw_user, x->n_pw_users, x->mailboxes[i]) && n++ == 0)
+            first = x->mailboxes[i];
+    if (n > 0)
+        note(x, "%zu mailbox%s of virtual_mailbox_maps (%s%s) %s no password in Dovecot's "
+                "passdb that Tern reads: add %s with `tern user add` (or --hash)",
+             n, n == 1 ? "" : "es", first, n > 1 ? ", ..." : "", n == 1 ? "has" : "have",
+             n == 1 ? "it" : "them");
 }
 
 /* Domains and aliases from main.cf or text maps while the directory is SQL: Tern reads
@@ -779,6 +851,15 @@ static int write_directory(const struct cli_options *o, struct import_ctx *x)
         free(err);
         err = NULL;
     }
+    size_t n_users = 0;
+    for (size_t i = 0; i < x->n_pw_users; i++) {
+        if (auth_user_add_hashed(svc, x->pw_user[i], x->pw_hash[i], 0, &err) == 0)
+            n_users++;
+        else if (!err || !strstr(err, "exists"))
+            failures++, fprintf(stderr, "tern: user %s: %s\n", x->pw_user[i], err ? err : "?");
+        free(err);
+        err = NULL;
+    }
     for (size_t i = 0; i < x->n_aliases; i++) {
         if (auth_alias_add(svc, x->alias_from[i], x->alias_to[i], &err) == 0)
             n_aliases++;
@@ -788,8 +869,8 @@ static int write_directory(const struct cli_options *o, struct import_ctx *x)
         free(err);
         err = NULL;
     }
-    printf("added %zu domains and %zu aliases to the directory%s\n", n_domains, n_aliases,
-           x->n_users ? "; mailboxes are not created (see the notes)" : "");
+    printf("added %zu domains, %zu users and %zu aliases to the directory\n", n_domains,
+           n_users, n_aliases);
     auth_service_close(svc);
     config_free(cfg);
     return failures ? 1 : 0;
@@ -812,6 +893,17 @@ static void import_ctx_free(struct import_ctx *x)
     }
     free(x->alias_from);
     free(x->alias_to);
+    for (size_t i = 0; i < x->n_pw_users; i++) {
+        free(x->pw_user[i]);
+        if (x->pw_hash[i])
+            memset(x->pw_hash[i], 0, strlen(x->pw_hash[i]));
+        free(x->pw_hash[i]);
+    }
+    free(x->pw_user);
+    free(x->pw_hash);
+    for (size_t i = 0; i < x->n_mailboxes; i++)
+        free(x->mailboxes[i]);
+    free(x->mailboxes);
 }
 
 int cli_import(const struct cli_options *o, int argc, char **argv)
@@ -863,6 +955,7 @@ int cli_import(const struct cli_options *o, int argc, char **argv)
     if (x.sql.notes.len)
         buf_append(&x.notes, x.sql.notes.data, x.sql.notes.len);
     sql_and_text_maps(&x);
+    mailboxes_without_password(&x);
     mail_plan(&x);
     struct buf dir;
     buf_init(&dir, 0);

@@ -11,7 +11,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from conftest import tern_bin
+from conftest import TernServer, _chown_tree, _finish, tern_bin
+from test_directory_sql import imap_login
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "import"
 
@@ -68,7 +69,8 @@ def test_import_hash_maps_dry_run(tmp_path):
     assert "header_checks" in notes  # no Tern equivalent: said, not dropped silently
     assert "lmtp:unix:<data_dir>/lmtp" in notes
     assert "mail_location = maildir:/var/vmail/%d/%n" in notes
-    assert "cannot store an existing hash" in notes
+    assert "2 users: --write adds them to tern.db with their password hashes" in notes
+    assert "1 mailbox of virtual_mailbox_maps (carol@example.org) has no password" in notes
     assert "smtpd_banner" not in notes  # install details are not noise
     assert not config.exists()  # a dry run changes nothing
 
@@ -148,7 +150,7 @@ def test_import_write(tmp_path):
     data_dir = tmp_path / "data"
     r = run("--postfix", pf, "--dovecot", dc, "--write", config=config)
     assert "wrote " + str(config) in r.stdout
-    assert "added 2 domains and 3 aliases" in r.stdout, r.stdout + r.stderr
+    assert "added 2 domains, 2 users and 3 aliases" in r.stdout, r.stdout + r.stderr
     text = config.read_text()
     assert "hostname = mail.example.com" in text
     # the written file is a valid config that `tern config check` accepts
@@ -159,8 +161,38 @@ def test_import_write(tmp_path):
     r = run("--postfix", pf, "--dovecot", dc, "--write", config=config, check=False)
     assert r.returncode == 1 and "exists" in r.stderr  # never replaced silently
     r = run("--postfix", pf, "--dovecot", dc, "--write", "--force", config=config)
-    assert "added 0 domains and 0 aliases" in r.stdout, r.stdout + r.stderr  # already there
+    assert "added 0 domains, 0 users and 0 aliases" in r.stdout, r.stdout + r.stderr
     config.write_text(config.read_text() + f"data_dir = {data_dir}\n")
     lst = subprocess.run([str(tern_bin()), "-c", str(config), "alias", "list"],
                          capture_output=True, text=True, timeout=60)
     assert "info@example.com" in lst.stdout, lst.stdout + lst.stderr
+    # the passwd-file's users keep their passwords: Tern logs them in with the old ones
+    srv = TernServer({}, name="import")  # its data folder is one the run user can reach
+    try:
+        for f in data_dir.glob("tern.db*"):
+            shutil.copy(f, srv.data_dir / f.name)
+        _chown_tree(srv.data_dir, srv.run_user)
+        srv.start()
+        for user, password in (("alice@example.com", "alice-pw"), ("bob@example.com", "bob-pw")):
+            assert imap_login(srv, user, password)[0], user
+            ok, text = imap_login(srv, user, password + "x")
+            assert not ok and "AUTHENTICATIONFAILED" in text, text
+    finally:
+        _finish(srv)
+
+
+def test_user_add_with_a_hash(tern):
+    """`tern user add --hash`: a hash made elsewhere is stored as it is; what Tern cannot
+    read is refused (it would lock the user out)."""
+    stored = subprocess.run(["openssl", "passwd", "-6", "moved-pw"], capture_output=True,
+                            text=True, check=True, timeout=30).stdout.strip()
+    tern.cli("user", "add", "moved@example.test", "--hash", stored)  # bare crypt(3)
+    assert imap_login(tern, "moved@example.test", "moved-pw")[0]
+    assert not imap_login(tern, "moved@example.test", "other")[0]
+    for bad in ("{NOSUCH}abc", "plain-text", "{ARGON2ID}$argon2id$v=19$m=8,t=1,p=1$x$y"):
+        cp = tern.cli("user", "add", "bad@example.test", "--hash", bad, check=False)
+        assert cp.returncode == 1 and ("not a password hash" in cp.stderr or
+                                       "malformed" in cp.stderr), (bad, cp.stderr)
+    cp = tern.cli("user", "add", "x@example.test", "--hash", stored, "--password-stdin",
+                  check=False)
+    assert cp.returncode == 2  # one or the other
