@@ -231,7 +231,9 @@ int auth_user_add_hashed(struct auth_service *svc, const char *address, const ch
         return -1;
     struct dir_hashed h = {.n = 1, .scheme = {scheme}, .value = {value}};
     bool has_quota = quota != 0 || !svc->dir->has_quota_default;
-    return svc->dir->ops->user_add(svc->dir, addr, &h, has_quota, quota, error_r);
+    int rc = svc->dir->ops->user_add(svc->dir, addr, &h, has_quota, quota, error_r);
+    auth_mech_forget(svc); /* a {CRAM-MD5} or {SCRAM-...} hash changes the offer */
+    return rc;
 }
 
 int auth_user_del(struct auth_service *svc, const char *address, char **error_r)
