@@ -1,7 +1,7 @@
 """
 dovecot_util.py - a real Dovecot (Debian's dovecot-imapd + dovecot-pop3d) for migration
 tests: its own config, base_dir, log and mail location in a temp folder, IMAP and POP3 on
-free loopback ports, plaintext logins from a passwd-file. Never the system instance: it
+free loopback ports, plaintext logins from a passwd-file (SHA512-CRYPT hashes). Never the system instance: it
 runs as `dovecot -F -c <our config>` and is stopped by its PID.
 
     dc = Dovecot(mail_user="tern")             # mail files owned by that system user
@@ -117,9 +117,22 @@ service stats {{
 """
 
     def add_user(self, address, password):
+        """A passwd-file user whose password is stored as `doveadm pw` makes it
+        (SHA512-CRYPT, Dovecot's usual choice): a move carries this hash, not the password."""
+        cp = subprocess.run(["doveadm", "pw", "-s", "SHA512-CRYPT", "-p", password],
+                            text=True, capture_output=True, timeout=60)
+        assert cp.returncode == 0, cp.stderr
         with open(self.passwd, "a") as f:
-            f.write(f"{address}:{{PLAIN}}{password}\n")
+            f.write(f"{address}:{cp.stdout.strip()}\n")
         self.users[address] = password
+
+    def stored_hash(self, address):
+        """The passwd-file's "{SCHEME}hash" of address."""
+        for line in self.passwd.read_text().splitlines():
+            user, _, rest = line.partition(":")
+            if user == address:
+                return rest.partition(":")[0]
+        raise KeyError(address)
 
     def maildir(self, address):
         return self.home_root / address.partition("@")[0] / "Maildir"

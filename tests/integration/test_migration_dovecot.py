@@ -4,7 +4,8 @@ test_migration_dovecot.py - issue 14: a move from Dovecot that no client notices
 A real Dovecot (Debian's dovecot-imapd/-pop3d, started here on loopback with its own
 config and mail location, dovecot_util.py) serves a mailbox with subfolders, keywords,
 expunged UIDs and subscriptions; mbsync and fetchmail (keep, UIDL) sync it; Dovecot stops;
-the Maildir is copied into a Tern user's home; then over IMAP and POP3 Tern must show the
+the user is added to Tern with the passwd-file's SHA512-CRYPT hash as Dovecot stored it and
+the Maildir is copied into its home; then over IMAP and POP3 Tern must show the
 same UIDVALIDITY, UIDNEXT, UIDs, flags and keywords, subscriptions and UIDLs, mbsync must
 re-sync transferring 0 messages and fetchmail must fetch 0 old messages (and each exactly
 the one message delivered after the move, which proves the checks can see a transfer).
@@ -23,7 +24,7 @@ import pytest
 
 from dovecot_util import HAS_DOVECOT, Dovecot
 from tern_util import IO_TIMEOUT, wait_for
-from test_pop3_lib import add_user, deliver_file
+from test_pop3_lib import deliver_file
 
 MBSYNC = shutil.which("mbsync")
 FETCHMAIL = shutil.which("fetchmail")
@@ -220,7 +221,10 @@ def _check_dovecot_side(dc, before, subs_before, tmp_path, out, n_fetched, fm_ou
 
 def _move_and_check(tern, dc, before, subs_before, uidls_before, tmp_path):
     synced = local_files(tmp_path)
-    add_user(tern, USER, PASSWORD)
+    # the user moves with Dovecot's stored hash, not a new password: every client below
+    # logs in with the old one
+    tern.cli("user", "add", USER, "--hash", dc.stored_hash(USER))
+    tern.users[USER] = PASSWORD
     move_maildir(dc.maildir(USER), tern)
     # a fresh UIDVALIDITY would be the time now: let it differ from Dovecot's values
     newest = max(int(st["UIDVALIDITY"]) for st, _ in before.values())
