@@ -65,6 +65,12 @@ const char *import_kv_get(const struct import_kv *kv, const char *name);
 char *import_postconf_expand(const struct import_kv *kv, const char *value);
 void import_kv_free(struct import_kv *kv);
 
+/* Append one "  - ...\n" line (what cannot be carried over, and why) to notes. */
+void import_note(struct buf *notes, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* *error_r = a malloc'd reason (printf format, at most 300 bytes); nothing when error_r
+ * is NULL. */
+void import_error(char **error_r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Split a Postfix list value ("a, b c" — commas and/or white space) into words:
  * malloc'd vector, NULL-terminated; *n_r gets the count. */
 char **import_split_list(const char *value, size_t *n_r);

@@ -78,17 +78,6 @@ static char *read_file(const char *path, size_t *len_r)
     return data;
 }
 
-static void note(struct import_ctx *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void note(struct import_ctx *x, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    buf_append_str(&x->notes, "  - ");
-    buf_vprintf(&x->notes, fmt, ap);
-    buf_append_str(&x->notes, "\n");
-    va_end(ap);
-}
-
 static void conf_set(struct import_ctx *x, const char *key, const char *value, const char *from)
 {
     buf_printf(&x->conf, "%s = %s\n", key, value);
@@ -164,7 +153,7 @@ static void map_sql(struct import_ctx *x, const char *param, const char *type, c
     struct import_kv kv;
     char *err = NULL;
     if (!text || import_postconf_parse(text, len, &kv, &err) < 0) {
-        note(x, "%s = %s:%s: cannot read %s: %s", param, type, file, path,
+        import_note(&x->notes, "%s = %s:%s: cannot read %s: %s", param, type, file, path,
              err ? err : strerror(errno));
         free(err);
         free(text);
@@ -183,7 +172,7 @@ static bool map_read(struct import_ctx *x, const char *param, const char *spec,
         spec += 6; /* proxymap(8) only forwards the lookup */
     const char *colon = strchr(spec, ':');
     if (!colon) {
-        note(x, "%s: '%s' is not a map", param, spec);
+        import_note(&x->notes, "%s: '%s' is not a map", param, spec);
         return false;
     }
     char type[32];
@@ -194,7 +183,7 @@ static bool map_read(struct import_ctx *x, const char *param, const char *spec,
     }
     if (strcmp(type, "hash") != 0 && strcmp(type, "lmdb") != 0 && strcmp(type, "btree") != 0 &&
         strcmp(type, "texthash") != 0 && strcmp(type, "cdb") != 0) {
-        note(x, "%s = %s: %s maps are not read", param, spec, type);
+        import_note(&x->notes, "%s = %s: %s maps are not read", param, spec, type);
         return false;
     }
     char path[4200];
@@ -203,7 +192,7 @@ static bool map_read(struct import_ctx *x, const char *param, const char *spec,
     char *text = read_file(path, &len);
     char *err = NULL;
     if (!text || import_postmap_parse(text, len, kv, &err) < 0) {
-        note(x, "%s: cannot read %s (the text source of %s): %s", param, path, spec,
+        import_note(&x->notes, "%s: cannot read %s (the text source of %s): %s", param, path, spec,
              err ? err : strerror(errno));
         free(err);
         free(text);
@@ -264,7 +253,7 @@ static void postfix_mailboxes(struct import_ctx *x, const char *base)
             buf_printf(&x->data, "mailbox %s  (mail in %s%s%s)\n", addr, base ? base : "",
                        base && base[0] && kv.values[k][0] != '/' ? "/" : "", kv.values[k]);
             if (!list_has(x->domains, x->n_domains, addr_domain(addr)))
-                note(x, "mailbox %s: its domain is not in virtual_mailbox_domains", addr);
+                import_note(&x->notes, "mailbox %s: its domain is not in virtual_mailbox_domains", addr);
         }
         import_kv_free(&kv);
     }
@@ -337,7 +326,7 @@ static void postfix_networks(struct import_ctx *x, const char *value)
     for (size_t i = 0; words && words[i]; i++) {
         char *w = words[i];
         if (strchr(w, ':') && w[0] != '[') {
-            note(x, "mynetworks: %s (a map or file) is not read", w);
+            import_note(&x->notes, "mynetworks: %s (a map or file) is not read", w);
             continue;
         }
         char cidr[128];
@@ -401,7 +390,7 @@ static void postfix_settings(struct import_ctx *x)
         if (v[0])
             conf_set(x, "relayhost", v, "main.cf relayhost");
         if (v[0] && import_kv_get(&x->maincf, "smtp_sasl_password_maps"))
-            note(x, "relayhost %s: its login is in smtp_sasl_password_maps; set "
+            import_note(&x->notes, "relayhost %s: its login is in smtp_sasl_password_maps; set "
                     "relayhost.username and relayhost.password_file by hand",
                  v);
         free(v);
@@ -410,7 +399,7 @@ static void postfix_settings(struct import_ctx *x)
         char **words = import_split_list(v, NULL);
         for (size_t i = 0; words && words[i]; i++)
             if (strcmp(words[i], "localhost") != 0 && strncmp(words[i], "localhost.", 10) != 0)
-                note(x, "mydestination %s: Tern has no system (Unix account) mailboxes; make "
+                import_note(&x->notes, "mydestination %s: Tern has no system (Unix account) mailboxes; make "
                         "it a domain with virtual users",
                      words[i]);
         import_list_free(words);
@@ -418,7 +407,7 @@ static void postfix_settings(struct import_ctx *x)
     }
     if ((v = MAIN("virtual_transport"))) {
         if (strncmp(v, "lmtp:", 5) == 0 || strcmp(v, "dovecot") == 0)
-            note(x, "virtual_transport = %s: Tern delivers itself; if Postfix stays in front, "
+            import_note(&x->notes, "virtual_transport = %s: Tern delivers itself; if Postfix stays in front, "
                     "use virtual_transport = lmtp:unix:<data_dir>/lmtp (lmtp.listen)",
                  v);
         free(v);
@@ -432,7 +421,7 @@ static void postfix_settings(struct import_ctx *x)
             continue;
         if (import_kv_get(&x->maincf, k) != x->maincf.values[i])
             continue; /* only the last definition */
-        note(x, "main.cf %s = %s: not carried over (no Tern equivalent)", k, x->maincf.values[i]);
+        import_note(&x->notes, "main.cf %s = %s: not carried over (no Tern equivalent)", k, x->maincf.values[i]);
     }
 }
 
@@ -446,14 +435,14 @@ static void dovecot_read(struct import_ctx *x, const char *path, bool is_optiona
     char *text = read_file(path, &len);
     if (!text) {
         if (!is_optional)
-            note(x, "cannot read %s: %s", path, strerror(errno));
+            import_note(&x->notes, "cannot read %s: %s", path, strerror(errno));
         return;
     }
     x->n_dovecot_files++;
     struct import_kv kv;
     char *err = NULL;
     if (import_doveconf_parse(text, len, &kv, &err) < 0) {
-        note(x, "%s: %s (its settings are not read)", path, err ? err : "bad syntax");
+        import_note(&x->notes, "%s: %s (its settings are not read)", path, err ? err : "bad syntax");
         free(err);
         free(text);
         return;
@@ -498,7 +487,7 @@ static void dovecot_read(struct import_ctx *x, const char *path, bool is_optiona
                 dovecot_read(x, g.gl_pathv[k], is_try, depth + 1);
             globfree(&g);
         } else if (!is_try && !strpbrk(inc, "*?[")) {
-            note(x, "%s: !include %s: not found", path, inc);
+            import_note(&x->notes, "%s: !include %s: not found", path, inc);
         }
     }
     for (size_t i = 0; i < kv.n; i++) {
@@ -522,7 +511,7 @@ static void dovecot_sql(struct import_ctx *x, const char *args, bool is_passdb, 
     struct import_kv kv;
     char *err = NULL;
     if (!text || import_doveconf_parse(text, len, &kv, &err) < 0) {
-        note(x, "%s sql: cannot read %s: %s", is_passdb ? "passdb" : "userdb", path,
+        import_note(&x->notes, "%s sql: cannot read %s: %s", is_passdb ? "passdb" : "userdb", path,
              err ? err : strerror(errno));
         free(err);
         free(text);
@@ -549,7 +538,7 @@ static void dovecot_passwd_file(struct import_ctx *x, const char *args)
     size_t len;
     char *text = path ? read_file(path, &len) : NULL;
     if (!text) {
-        note(x, "passdb passwd-file %s: cannot read it", path ? path : args);
+        import_note(&x->notes, "passdb passwd-file %s: cannot read it", path ? path : args);
         import_list_free(words);
         return;
     }
@@ -569,13 +558,13 @@ static void dovecot_passwd_file(struct import_ctx *x, const char *args)
         else if (realm && realm[0])
             snprintf(addr, sizeof addr, "%s@%s", line, realm);
         else {
-            note(x, "passdb passwd-file %s: user %s has no domain (and there is no "
+            import_note(&x->notes, "passdb passwd-file %s: user %s has no domain (and there is no "
                     "auth_default_realm): not carried over",
                  path, line);
             continue;
         }
         if (!hash[0]) {
-            note(x, "passdb passwd-file %s: user %s has no password: add it with `tern user "
+            import_note(&x->notes, "passdb passwd-file %s: user %s has no password: add it with `tern user "
                     "add`",
                  path, addr);
             continue;
@@ -601,7 +590,7 @@ static void dovecot_passwd_file(struct import_ctx *x, const char *args)
                 } else {
                     free(x->pw_user[x->n_pw_users]);
                     free(x->pw_hash[x->n_pw_users]);
-                    note(x, "out of memory: user %s not carried over", addr);
+                    import_note(&x->notes, "out of memory: user %s not carried over", addr);
                 }
             }
         }
@@ -610,7 +599,7 @@ static void dovecot_passwd_file(struct import_ctx *x, const char *args)
     }
     free(text);
     if (n > 0)
-        note(x, "passdb passwd-file %s: %zu users: --write adds them to tern.db with their "
+        import_note(&x->notes, "passdb passwd-file %s: %zu users: --write adds them to tern.db with their "
                 "password hashes as they are (the old passwords keep working; `tern user add "
                 "ADDRESS --hash HASH` does one)",
              path, n);
@@ -673,7 +662,7 @@ static void mailboxes_without_password(struct import_ctx *x)
         if (!list_has(x->pw_user, x->n_pw_users, x->mailboxes[i]) && n++ == 0)
             first = x->mailboxes[i];
     if (n > 0)
-        note(x, "%zu mailbox%s of virtual_mailbox_maps (%s%s) %s no password in Dovecot's "
+        import_note(&x->notes, "%zu mailbox%s of virtual_mailbox_maps (%s%s) %s no password in Dovecot's "
                 "passdb that Tern reads: add %s with `tern user add` (or --hash)",
              n, n == 1 ? "" : "es", first, n > 1 ? ", ..." : "", n == 1 ? "has" : "have",
              n == 1 ? "it" : "them");
@@ -686,13 +675,13 @@ static void sql_and_text_maps(struct import_ctx *x)
     if (!x->sql.driver)
         return;
     if (x->n_domains > 0 && !x->sql.made_domain_query)
-        note(x, "virtual_mailbox_domains names %zu domain%s in main.cf or text maps (%s%s): "
+        import_note(&x->notes, "virtual_mailbox_domains names %zu domain%s in main.cf or text maps (%s%s): "
                 "with the SQL directory Tern reads domains from the database: make sure they "
                 "are there",
              x->n_domains, x->n_domains == 1 ? "" : "s", x->domains[0],
              x->n_domains > 1 ? ", ..." : "");
     if (x->n_aliases > 0)
-        note(x, "virtual_alias_maps has %zu aliases in text maps (%s -> %s%s): with the SQL "
+        import_note(&x->notes, "virtual_alias_maps has %zu aliases in text maps (%s -> %s%s): with the SQL "
                 "directory Tern reads aliases from the database: add them there%s",
              x->n_aliases, x->alias_from[0], x->alias_to[0], x->n_aliases > 1 ? ", ..." : "",
              x->sql.is_postfixadmin ? " (`tern alias add` writes postfixadmin's alias table)"
@@ -706,7 +695,7 @@ static void mail_plan(struct import_ctx *x)
     if (!loc)
         return;
     if (strncmp(loc, "maildir:", 8) != 0) {
-        note(x, "mail_location = %s: only Maildir can be moved in; convert it first (dsync)",
+        import_note(&x->notes, "mail_location = %s: only Maildir can be moved in; convert it first (dsync)",
              loc);
         return;
     }
@@ -725,7 +714,7 @@ static void mail_plan(struct import_ctx *x)
     const char *example = !x->sql.driver || x->sql.is_postfixadmin
                               ? "<data_dir>/mail/example.org/alice/Maildir"
                               : "<home>/Maildir";
-    note(x, "mail_location = %s: stop Dovecot, then copy each user's Maildir into Tern "
+    import_note(&x->notes, "mail_location = %s: stop Dovecot, then copy each user's Maildir into Tern "
             "before the user logs in or receives mail there: to <home>/Maildir, owned by "
             "run_user, where <home> is %s; e.g. alice@example.org%s: `cp -a %s/. %s/`. "
             "dovecot-uidlist, dovecot-keywords and subscriptions come along, so UIDVALIDITY, "
@@ -733,7 +722,7 @@ static void mail_plan(struct import_ctx *x)
          loc, home, x->sql.is_postfixadmin ? " (postfixadmin's maildir example.org/alice/)" : "",
          from, example);
     if (opts && strstr(opts, "LAYOUT=fs"))
-        note(x, "mail_location %s: LAYOUT=fs folders: Tern reads Maildir++ (.Folder) "
+        import_note(&x->notes, "mail_location %s: LAYOUT=fs folders: Tern reads Maildir++ (.Folder) "
                 "folders; convert with dsync first",
              loc);
 }
@@ -746,7 +735,7 @@ static void dovecot_settings(struct import_ctx *x)
         uidl = import_kv_get(&x->dovecot, "pop3_uidl_format");
     if (uidl) {
         if (strstr(uidl, "%m"))
-            note(x, "pop3_uidl_format = %s: %%m is not available from a Maildir", uidl);
+            import_note(&x->notes, "pop3_uidl_format = %s: %%m is not available from a Maildir", uidl);
         else
             conf_set(x, "pop3.uidl_format", uidl, "dovecot pop3_uidl_format");
     }
@@ -755,7 +744,7 @@ static void dovecot_settings(struct import_ctx *x)
         conf_set(x, "auth.default_domain", realm, "dovecot auth_default_realm");
     const char *mechs = import_kv_get(&x->dovecot, "auth_mechanisms");
     if (mechs)
-        note(x, "auth_mechanisms = %s: Tern offers the SASL mechanisms its stored schemes "
+        import_note(&x->notes, "auth_mechanisms = %s: Tern offers the SASL mechanisms its stored schemes "
                 "allow (auth.password_schemes)",
              mechs);
     const char *ssl_cert = import_kv_get(&x->dovecot, "ssl_cert");
@@ -776,7 +765,7 @@ static void dovecot_settings(struct import_ctx *x)
     if (driver && strcmp(driver, "passwd-file") == 0 && args)
         dovecot_passwd_file(x, args);
     else if (driver && !is_pass_sql)
-        note(x, "passdb driver = %s: not carried over (Tern reads SQLite, MySQL or "
+        import_note(&x->notes, "passdb driver = %s: not carried over (Tern reads SQLite, MySQL or "
                 "PostgreSQL directories)",
              driver);
 }
@@ -935,9 +924,9 @@ int cli_import(const struct cli_options *o, int argc, char **argv)
     char *text = read_file(path, &len);
     char *err = NULL;
     if (!text) {
-        note(&x, "cannot read %s: %s", path, strerror(errno));
+        import_note(&x.notes, "cannot read %s: %s", path, strerror(errno));
     } else if (import_postconf_parse(text, len, &x.maincf, &err) < 0) {
-        note(&x, "%s: %s", path, err ? err : "unreadable");
+        import_note(&x.notes, "%s: %s", path, err ? err : "unreadable");
         free(err);
     }
     free(text);

@@ -15,7 +15,6 @@
 #include "auth/auth.h"
 #include "cli/import.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,18 +30,6 @@ static const char *const role_keys[IMPORT_ROLE_N] = {
 static const enum import_role role_order[IMPORT_ROLE_N] = {IMPORT_ROLE_PASSWORD, IMPORT_ROLE_USER,
                                                            IMPORT_ROLE_DOMAIN, IMPORT_ROLE_ALIAS,
                                                            IMPORT_ROLE_ITERATE};
-
-static void plan_note(struct import_plan *p, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void plan_note(struct import_plan *p, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    buf_append_str(&p->notes, "  - ");
-    buf_vprintf(&p->notes, fmt, ap);
-    buf_append_str(&p->notes, "\n");
-    va_end(ap);
-}
 
 void import_plan_init(struct import_plan *p)
 {
@@ -110,7 +97,7 @@ static void plan_use_db(struct import_plan *p, const char *driver, struct import
                         const char *from)
 {
     if (db->other)
-        plan_note(p,
+        import_note(&p->notes,
                   "%s: %s: not carried over (Tern connects to one database server, with "
                   "the directory.* settings)",
                   from, db->other);
@@ -125,16 +112,16 @@ static void plan_use_db(struct import_plan *p, const char *driver, struct import
     db_describe(&p->db, mine, sizeof mine);
     db_describe(db, theirs, sizeof theirs);
     if (strcmp(p->driver, driver) != 0)
-        plan_note(p,
+        import_note(&p->notes,
                   "%s: a %s database; Tern reads one directory, the %s database %s (from "
                   "%s)",
                   from, driver, p->driver, mine, p->db_from);
     else if (!same(p->db.host, db->host) || !same(p->db.port, db->port) ||
              !same(p->db.socket, db->socket) || !same(p->db.dbname, db->dbname))
-        plan_note(p, "%s: database %s; Tern reads one database, %s (from %s)", from, theirs, mine,
+        import_note(&p->notes, "%s: database %s; Tern reads one database, %s (from %s)", from, theirs, mine,
                   p->db_from);
     else if (!merge_db(&p->db, db))
-        plan_note(p,
+        import_note(&p->notes,
                   "%s: connects as %s; Tern uses one database user for every lookup, %s "
                   "(from %s): it must be able to read every table the queries read (and "
                   "write postfixadmin's tables for `tern domain/user/alias`)",
@@ -180,7 +167,7 @@ void import_plan_postfix_map(struct import_plan *p, const char *param, const cha
                    *where = import_kv_get(kv, "where_field"),
                    *more = import_kv_get(kv, "additional_conditions");
         if (!table || !select || !where) {
-            plan_note(p,
+            import_note(&p->notes,
                       "%s: no query (nor table, select_field and where_field): not "
                       "carried over",
                       from);
@@ -192,19 +179,19 @@ void import_plan_postfix_map(struct import_plan *p, const char *param, const cha
     }
     const char *v = import_kv_get(kv, "result_format");
     if (v && strcmp(v, "%s") != 0)
-        plan_note(p,
+        import_note(&p->notes,
                   "%s: result_format = %s: not carried over (Tern reads the column the "
                   "query returns)",
                   from, v);
     if ((v = import_kv_get(kv, "domain")))
-        plan_note(p,
+        import_note(&p->notes,
                   "%s: domain = %s (Postfix asks this map for those domains only): Tern "
                   "asks it for every domain",
                   from, v);
     char *err = NULL;
     char *text = import_postfix_query(query, role == IMPORT_ROLE_DOMAIN, &err);
     if (!text)
-        plan_note(p, "%s: query not carried over: %s", from, err ? err : "unreadable");
+        import_note(&p->notes, "%s: query not carried over: %s", from, err ? err : "unreadable");
     free(err);
     plan_add(p, role, false, query, text, from);
 }
@@ -214,7 +201,7 @@ void import_plan_dovecot(struct import_plan *p, const char *path, const struct i
 {
     const char *driver = import_kv_get(kv, "driver");
     if (!driver || (strcmp(driver, "mysql") != 0 && strcmp(driver, "pgsql") != 0)) {
-        plan_note(p,
+        import_note(&p->notes,
                   "%s: driver = %s: not carried over (Tern's SQL directory reads MySQL/"
                   "MariaDB or PostgreSQL)",
                   path, driver ? driver : "(none)");
@@ -249,7 +236,7 @@ void import_plan_dovecot(struct import_plan *p, const char *path, const struct i
         char *err = NULL;
         char *text = import_dovecot_query(query, &err);
         if (!text)
-            plan_note(p, "%s: not carried over: %s", from, err ? err : "unreadable");
+            import_note(&p->notes, "%s: not carried over: %s", from, err ? err : "unreadable");
         free(err);
         plan_add(p, keys[i].role, true, query, text, from);
     }
@@ -316,7 +303,7 @@ void import_plan_decide(struct import_plan *p, char *const *domains, size_t n_do
     if (p->n_queries == 0)
         p->why_custom = strdup("no queries to recognise a schema by");
     if (p->default_pass_scheme && !auth_password_scheme_is_known(p->default_pass_scheme)) {
-        plan_note(p,
+        import_note(&p->notes,
                   "%s: default_pass_scheme = %s: a scheme Tern does not read; set "
                   "directory.default_pass_scheme by hand",
                   p->scheme_from, p->default_pass_scheme);
@@ -329,7 +316,7 @@ void import_plan_decide(struct import_plan *p, char *const *domains, size_t n_do
         char *err = NULL;
         if (q && auth_sql_query_check(is_pgsql, q->text, &err) < 0) {
             if (!p->is_postfixadmin)
-                plan_note(p, "%s: %s: `tern config check` would refuse it: %s", q->from,
+                import_note(&p->notes, "%s: %s: `tern config check` would refuse it: %s", q->from,
                           role_keys[r], err ? err : "?");
             q = NULL;
         }
@@ -342,7 +329,7 @@ void import_plan_decide(struct import_plan *p, char *const *domains, size_t n_do
         const struct import_query *q = &p->queries[i];
         const struct import_query *c = p->chosen[q->role];
         if (q->text && c && c != q)
-            plan_note(p, "%s: not carried over: Tern runs one %s, %s's (%s)", q->from,
+            import_note(&p->notes, "%s: not carried over: Tern runs one %s, %s's (%s)", q->from,
                       role_keys[q->role], c->from, c->original);
     }
     if (!p->chosen[IMPORT_ROLE_DOMAIN] && n_domains > 0)
@@ -358,7 +345,7 @@ void import_plan_decide(struct import_plan *p, char *const *domains, size_t n_do
     for (size_t i = 0; i < sizeof required / sizeof required[0]; i++)
         if (!p->chosen[required[i].role] &&
             !(required[i].role == IMPORT_ROLE_DOMAIN && p->made_domain_query))
-            plan_note(p,
+            import_note(&p->notes,
                       "%s: nothing to carry it over from (%s in SQL); the custom schema "
                       "needs it: write it before `tern config check`",
                       role_keys[required[i].role], required[i].what);

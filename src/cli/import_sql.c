@@ -12,24 +12,10 @@
 #include "core/buf.h"
 
 #include <ctype.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-
-static void sql_error(char **error_r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sql_error(char **error_r, const char *fmt, ...)
-{
-    if (!error_r)
-        return;
-    char text[300];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(text, sizeof text, fmt, ap);
-    va_end(ap);
-    *error_r = strdup(text);
-}
 
 /* [p, p + *len) without white space around it and without trailing ';'s (one statement
  * written the way mysql(1) wants it: Tern prepares it, where ';' would be refused). */
@@ -50,7 +36,7 @@ char *import_postfix_query(const char *query, bool is_domain_key, char **error_r
 {
     size_t len = strlen(query);
     if (len > IMPORT_MAX_VALUE) {
-        sql_error(error_r, "query longer than %u bytes", IMPORT_MAX_VALUE);
+        import_error(error_r, "query longer than %u bytes", IMPORT_MAX_VALUE);
         return NULL;
     }
     const char *p = statement_trim(query, &len);
@@ -78,7 +64,7 @@ char *import_postfix_query(const char *query, bool is_domain_key, char **error_r
         case 'd':
         case 'D':
             if (is_domain_key) {
-                sql_error(error_r,
+                import_error(error_r,
                           "%%%c: Postfix has no domain part for a domain name and "
                           "never runs this query (use %%s)",
                           c);
@@ -87,25 +73,25 @@ char *import_postfix_query(const char *query, bool is_domain_key, char **error_r
             tern = "%d";
             break;
         case '\0':
-            sql_error(error_r, "'%%' at the end of the query");
+            import_error(error_r, "'%%' at the end of the query");
             goto fail;
         default:
             if (c >= '1' && c <= '9')
-                sql_error(error_r,
+                import_error(error_r,
                           "%%%c (a label of the domain, counted from the right) has "
                           "no Tern equivalent",
                           c);
             else if ((unsigned char)c >= 0x20 && (unsigned char)c < 0x7f)
-                sql_error(error_r, "%%%c is not a Postfix expansion", c);
+                import_error(error_r, "%%%c is not a Postfix expansion", c);
             else
-                sql_error(error_r, "'%%' followed by byte 0x%02x", (unsigned char)c);
+                import_error(error_r, "'%%' followed by byte 0x%02x", (unsigned char)c);
             goto fail;
         }
         buf_append_str(&out, tern);
         i++;
     }
     if (!buf_append(&out, "", 0) || out.len == 0) {
-        sql_error(error_r, out.len == 0 ? "empty query" : "out of memory");
+        import_error(error_r, out.len == 0 ? "empty query" : "out of memory");
         goto fail;
     }
     return buf_steal(&out);
@@ -120,12 +106,12 @@ char *import_dovecot_query(const char *query, char **error_r)
 {
     size_t len = strlen(query);
     if (len > IMPORT_MAX_VALUE) {
-        sql_error(error_r, "query longer than %u bytes", IMPORT_MAX_VALUE);
+        import_error(error_r, "query longer than %u bytes", IMPORT_MAX_VALUE);
         return NULL;
     }
     const char *p = statement_trim(query, &len);
     if (len == 0) {
-        sql_error(error_r, "empty query");
+        import_error(error_r, "empty query");
         return NULL;
     }
     for (size_t i = 0; i < len; i++) {
@@ -143,7 +129,7 @@ char *import_dovecot_query(const char *query, char **error_r)
                                       (n == 8 && memcmp(p + k + 1, "username", 8) == 0) ||
                                       (n == 6 && memcmp(p + k + 1, "domain", 6) == 0));
             if (!is_known) {
-                sql_error(error_r,
+                import_error(error_r,
                           "%%{%.*s}: a Dovecot variable Tern has not (Tern has %%u, "
                           "%%n, %%d, %%{user}, %%{username}, %%{domain})",
                           (int)(n > 40 ? 40 : n), p + k + 1);
@@ -160,7 +146,7 @@ char *import_dovecot_query(const char *query, char **error_r)
             continue;
         }
         if (c == 's')
-            sql_error(error_r, "%%s: Dovecot's service name (imap, pop3, ...) has no Tern "
+            import_error(error_r, "%%s: Dovecot's service name (imap, pop3, ...) has no Tern "
                                "equivalent (Tern would read it as the user name)");
         else if ((unsigned char)c > 0x20 && (unsigned char)c < 0x7f) {
             /* name the whole variable: modifiers, width and the letter ("%1Mu", "%r") */
@@ -169,12 +155,12 @@ char *import_dovecot_query(const char *query, char **error_r)
                    (isupper((unsigned char)p[end]) || isdigit((unsigned char)p[end]) ||
                     p[end] == '-' || p[end] == '.'))
                 end++;
-            sql_error(error_r,
+            import_error(error_r,
                       "%%%.*s: a Dovecot variable or modifier Tern has not (Tern has "
                       "%%u, %%n, %%d and the modifiers L and U)",
                       (int)(end - i), p + i + 1);
         } else
-            sql_error(error_r, "'%%' without a variable (write %%%% for a literal %%)");
+            import_error(error_r, "'%%' without a variable (write %%%% for a literal %%)");
         return NULL;
     }
     return strndup(p, len);
@@ -311,7 +297,7 @@ bool import_sql_is_postfixadmin(const char *query, unsigned *tables_r, char **wh
     struct token *toks = len <= IMPORT_MAX_VALUE ? malloc(SQL_MAX_TOKENS * sizeof *toks) : NULL;
     size_t n = 0;
     if (!toks || sql_lex(query, len, toks, &n) < 0) {
-        sql_error(why_r, "the query is too long to read");
+        import_error(why_r, "the query is too long to read");
         free(toks);
         return false;
     }
@@ -336,7 +322,7 @@ bool import_sql_is_postfixadmin(const char *query, unsigned *tables_r, char **wh
             while (k < N_PFA_TABLES && !word_is(&toks[name], postfixadmin_tables[k].table))
                 k++;
             if (k == N_PFA_TABLES) {
-                sql_error(why_r, "reads table %.*s, not one of postfixadmin's",
+                import_error(why_r, "reads table %.*s, not one of postfixadmin's",
                           (int)(toks[name].len > 64 ? 64 : toks[name].len), toks[name].p);
                 is_ok = false;
                 break;
@@ -359,13 +345,13 @@ bool import_sql_is_postfixadmin(const char *query, unsigned *tables_r, char **wh
         for (size_t c = 0; c < 2 && postfixadmin_tables[k].key_columns[c]; c++)
             is_named = is_named || names_column(toks, n, postfixadmin_tables[k].key_columns[c]);
         if (!is_named) {
-            sql_error(why_r, "reads table %s without naming its column %s",
+            import_error(why_r, "reads table %s without naming its column %s",
                       postfixadmin_tables[k].table, postfixadmin_tables[k].key_columns[0]);
             is_ok = false;
         }
     }
     if (is_ok && tables == 0) {
-        sql_error(why_r, "reads no table");
+        import_error(why_r, "reads no table");
         is_ok = false;
     }
     free(toks);
