@@ -33,7 +33,7 @@ mkdir -p "$LOGS"
 export LC_ALL=C.UTF-8 PYTHONDONTWRITEBYTECODE=1
 
 STAGES="${TERN_STAGES:-deps build unit integration asan-build asan-unit asan-integ tsan-build tsan-unit tsan-integ fuzz-build fuzz}"
-# 10 s: the 25 targets, two at a time, took 157 s on a loaded 2-core machine (20 s: 255 s)
+# 10 s: the 25 targets, two at a time, took 157 s on a loaded 2-core machine (at 20 s, CI took 255 s)
 FUZZ_SECONDS="${TERN_FUZZ_SECONDS:-10}"
 JOBS="$(nproc 2>/dev/null || echo 2)"
 # Integration tests mostly wait (on replies, fsync, child processes), so two test files
