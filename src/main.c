@@ -20,6 +20,7 @@ static const struct command commands[] = {
     {"domain", cli_domain, "domain add|del|list [DOMAIN]    manage local domains"},
     {"user", cli_user, "user add|del|passwd|list|show   manage users"},
     {"alias", cli_alias, "alias add|del|list              manage aliases"},
+    {"auth", cli_auth, "auth blocks [clear ADDR [ACCOUNT]|clear --all]  failed-login blocks"},
     {"hash-password", cli_hash_password, "hash-password [-s SCHEME]       like doveadm pw"},
     {"queue", cli_queue, "queue list|show|delete|hold|release|flush  manage the outbound queue"},
     {"sendmail", cli_sendmail, "sendmail [-t] [-i] [-f FROM] [RCPT...]  submit a message from stdin"},

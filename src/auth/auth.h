@@ -67,7 +67,7 @@ bool auth_sender_allowed(struct auth_service *svc, const char *user, const char 
 
 /* ---- credentials ------------------------------------------------------------------ */
 
-/* Context of a login attempt, for logs, throttling and the plaintext policy. */
+/* Context of a login attempt, for logs and the plaintext policy. */
 struct auth_peer {
     const char *service; /* "smtp", "pop3", "imap" (SASL service name) */
     const char *ip;
@@ -93,11 +93,6 @@ int auth_login_password(struct auth_service *svc, const char *login, const char 
 /* BLOCKING. APOP (RFC 1939 §7): digest_hex = MD5(timestamp + password). Same returns. */
 int auth_login_apop(struct auth_service *svc, const char *login, const char *timestamp,
                     const char *digest_hex, char **user_r);
-
-/* Failed-login throttle per client (auth.max_failures per auth.failure_window): ip is
- * conn_peer_ip(); an IPv4 client is counted per address, an IPv6 client per /64. */
-bool auth_throttle_is_blocked(struct auth_service *svc, const char *ip);
-void auth_throttle_record_failure(struct auth_service *svc, const char *ip);
 
 /* ---- SASL exchanges (shared by SMTP AUTH, POP3 AUTH, IMAP AUTHENTICATE) --------------- */
 

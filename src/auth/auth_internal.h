@@ -1,10 +1,9 @@
 /*
  * auth_internal.h - what the files of the auth module share and nobody else sees:
- * the service struct (one SQLite connection + mutex, the throttle table), address
+ * the service struct (one SQLite connection + mutex), address
  * normalisation, and the credential lookup that SASL and logins build on.
  *
- * Thread rules: the SQLite handle is used only with svc->db_lock held; the throttle
- * table only with svc->throttle_lock held.
+ * Thread rules: the SQLite handle is used only with svc->db_lock held.
  */
 #ifndef TERN_AUTH_AUTH_INTERNAL_H
 #define TERN_AUTH_AUTH_INTERNAL_H
@@ -23,33 +22,17 @@
 #define AUTH_MAX_CRED       1024 /* a stored "{SCHEME}..." value */
 #define AUTH_ALIAS_DEPTH    10   /* alias expansion depth (Postfix uses 100; 10 is plenty) */
 #define AUTH_ALIAS_MAX_OUT  1000 /* addresses one resolve may produce */
-#define AUTH_THROTTLE_SLOTS 4096 /* IPv4 addresses / IPv6 /64s tracked by the throttle */
-
-/* A throttle key: "a.b.c.d", or "xxxx:xxxx:xxxx:xxxx::/64" (login.c). */
-#define AUTH_THROTTLE_KEY_SIZE 48
-
-struct auth_throttle_slot {
-    char key[AUTH_THROTTLE_KEY_SIZE]; /* "" for a free slot */
-    time_t window_start;              /* first failure of the current window */
-    time_t last;                      /* last failure: the oldest slot is evicted first */
-    unsigned count;
-};
 
 struct auth_service {
     char *data_dir;
     char *default_domain; /* "" when unset */
     char *password_schemes;
     enum config_plaintext allow_plaintext;
-    unsigned max_failures;
-    unsigned failure_window;
     uint64_t quota_default;
 
     pthread_mutex_t db_lock;
     sqlite3 *db;
 
-    pthread_mutex_t throttle_lock;
-    struct auth_throttle_slot *throttle; /* AUTH_THROTTLE_SLOTS entries */
-    time_t (*clock)(void);               /* time source; tests replace it */
     unsigned char fake_secret[32];       /* fake SCRAM salts for unknown users */
 };
 
@@ -103,8 +86,5 @@ bool auth_scram_parse(const char *data, size_t digest_len, struct auth_scram_key
  * RFC 5802 §2.2 Normalize() (SASLprep; ASCII and passwords SASLprep refuses are used as
  * they are: password.c scram_normalize). */
 bool auth_scram_derive(const char *password, size_t digest_len, struct auth_scram_keys *k);
-
-/* Test hook: replace the throttle's clock (NULL restores time()). */
-void auth_throttle_set_clock(struct auth_service *svc, time_t (*clock)(void));
 
 #endif

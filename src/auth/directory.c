@@ -210,11 +210,6 @@ static int schema_init(sqlite3 *db, char **error_r)
     return 0;
 }
 
-static time_t default_clock(void)
-{
-    return time(NULL);
-}
-
 struct auth_service *auth_service_open(const struct config *cfg, char **error_r)
 {
     struct auth_service *svc = calloc(1, sizeof *svc);
@@ -227,14 +222,9 @@ struct auth_service *auth_service_open(const struct config *cfg, char **error_r)
     svc->password_schemes =
         xstrdup(cfg->password_schemes ? cfg->password_schemes : "ARGON2ID SCRAM-SHA-256");
     svc->allow_plaintext = cfg->allow_plaintext;
-    svc->max_failures = cfg->auth_max_failures;
-    svc->failure_window = cfg->auth_failure_window;
     svc->quota_default = cfg->quota_default;
-    svc->clock = default_clock;
-    svc->throttle = calloc(AUTH_THROTTLE_SLOTS, sizeof *svc->throttle);
     pthread_mutex_init(&svc->db_lock, NULL);
-    pthread_mutex_init(&svc->throttle_lock, NULL);
-    if (!svc->data_dir || !svc->default_domain || !svc->password_schemes || !svc->throttle) {
+    if (!svc->data_dir || !svc->default_domain || !svc->password_schemes) {
         set_err(error_r, "out of memory%s", "");
         goto fail;
     }
@@ -280,8 +270,6 @@ void auth_service_close(struct auth_service *svc)
     if (svc->db)
         sqlite3_close(svc->db);
     pthread_mutex_destroy(&svc->db_lock);
-    pthread_mutex_destroy(&svc->throttle_lock);
-    free(svc->throttle);
     free(svc->data_dir);
     free(svc->default_domain);
     free(svc->password_schemes);

@@ -23,6 +23,7 @@ int cli_user(const struct cli_options *o, int argc, char **argv);        /* user
 int cli_alias(const struct cli_options *o, int argc, char **argv);       /* alias add|del|list */
 int cli_hash_password(const struct cli_options *o, int argc, char **argv); /* hash-password [-s scheme] */
 int cli_queue(const struct cli_options *o, int argc, char **argv);       /* queue list|show|delete|hold|release */
+int cli_auth(const struct cli_options *o, int argc, char **argv);        /* auth blocks [clear ...] */
 
 /* Added by the outbound helper: local submission and the queue listing (also run when
  * the binary is invoked as "sendmail" or "mailq"). */

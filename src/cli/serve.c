@@ -14,6 +14,8 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "imap/imap.h"
+#include "policy/control.h"
+#include "policy/penalty.h"
 #include "pop3/pop3.h"
 #include "queue/outbound.h"
 #include "smtp/smtp.h"
@@ -24,6 +26,31 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The control socket `tern auth blocks` talks to (one server per process). */
+static struct policy_control *serve_control;
+
+/* The failed-login policy's table and the control socket that lists and lifts its
+ * blocks. (When the auth process exists, both move there.) */
+static int serve_init_policy(struct server_context *ctx, char **error_r)
+{
+    struct penalty_limits limits;
+    penalty_limits_from_config(ctx->cfg, &limits);
+    ctx->penalty = penalty_table_new(&limits);
+    if (!ctx->penalty) {
+        *error_r = strdup("out of memory");
+        return -1;
+    }
+    /* Without the socket the server still serves; only `tern auth blocks` cannot reach it
+     * (e.g. a data_dir path longer than a Unix socket name allows). */
+    char *err = NULL;
+    serve_control = policy_control_start(ctx->base, ctx->cfg->data_dir, ctx->penalty, &err);
+    if (!serve_control)
+        log_warning("master", "control socket: %s; `tern auth blocks` will not reach this server",
+                    err ? err : "unknown error");
+    free(err);
+    return 0;
+}
 
 /* Open the directory and the notification channel, after privileges are dropped. */
 static int serve_init(struct server_context *ctx, char **error_r)
@@ -42,6 +69,8 @@ static int serve_init(struct server_context *ctx, char **error_r)
         free(err);
         return -1;
     }
+    if (serve_init_policy(ctx, error_r) < 0)
+        return -1;
     /* the queue runner (outbound delivery) needs the directory for local recipients */
     (void)queue_incoming_cleanup(ctx->cfg->data_dir, 60);
     ctx->app = outbound_runner_start(ctx, error_r);
@@ -57,6 +86,10 @@ static void serve_fini(struct server_context *ctx)
     if (ctx->auth)
         auth_service_close(ctx->auth);
     ctx->auth = NULL;
+    policy_control_stop(serve_control);
+    serve_control = NULL;
+    penalty_table_free(ctx->penalty);
+    ctx->penalty = NULL;
     /* release the notification event before the loop's base is freed */
     store_notify_init(NULL);
 }

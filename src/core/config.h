@@ -55,8 +55,14 @@ struct config {
     struct config_list relay_networks;     /* relay_networks: CIDRs allowed to relay; empty */
     enum config_plaintext allow_plaintext; /* auth.allow_plaintext; default loopback+tls */
     char *default_domain;                  /* auth.default_domain: for bare logins; "" none */
-    unsigned auth_max_failures;            /* auth.max_failures per IP per window; 10 */
+    unsigned auth_max_failures;            /* auth.max_failures per IP per window: block; 100 */
+    unsigned auth_account_max_failures;    /* auth.account_max_failures per IP+account; 10 */
     unsigned auth_failure_window;          /* auth.failure_window seconds; 300 */
+    unsigned auth_failure_delay;           /* auth.failure_delay ms, doubled per failure; 2000 */
+    unsigned auth_failure_delay_max;       /* auth.failure_delay_max ms; 15000 */
+    unsigned auth_block_time;              /* auth.block_time seconds a block lasts; 900 */
+    struct config_list auth_trusted_networks; /* auth.trusted_networks: proxies that may pass
+                                                 the client address (ID, XCLIENT); empty */
     char *password_schemes; /* auth.password_schemes: schemes stored by `tern user add`/passwd,
                                space separated; default "ARGON2ID SCRAM-SHA-256" */
 
@@ -65,8 +71,11 @@ struct config {
     unsigned smtp_max_errors;        /* smtp.max_errors before 421; 20 */
     unsigned smtp_timeout;           /* smtp.timeout seconds idle; 300 */
     unsigned pop3_timeout;           /* pop3.timeout; 600 */
+    unsigned pop3_login_timeout;     /* pop3.login_timeout: connect to login, seconds; 180 */
     unsigned pop3_login_delay;       /* pop3.login_delay seconds between logins per user; 0 off */
     unsigned imap_timeout;           /* imap.timeout; 1800 */
+    unsigned imap_login_timeout;     /* imap.login_timeout: connect to login, seconds; 180 */
+    unsigned tls_handshake_timeout;  /* tls.handshake_timeout seconds (implicit and STARTTLS); 60 */
     unsigned max_connections;        /* max_connections total; 10000 */
     unsigned max_connections_per_ip; /* max_connections_per_ip; 100 */
     uint64_t quota_default;          /* quota.default bytes per user, 0 = unlimited */

@@ -73,6 +73,7 @@ struct conn_protocol {
 struct server;
 
 struct auth_service;
+struct penalty_table;
 
 #define CONN_ROLE_COUNT 7
 
@@ -81,6 +82,7 @@ struct server_context {
     const struct config *cfg;
     struct workpool *pool;     /* blocking work: fsync, hashing, SQLite writes */
     struct auth_service *auth; /* set by hooks.init after privileges are dropped */
+    struct penalty_table *penalty; /* failed-login policy (policy/penalty.h); may be NULL */
     void *app;                 /* reserved for the application (queue runner etc.) */
 };
 
@@ -133,6 +135,11 @@ void conn_pause_read(struct conn *c);
 void conn_resume_read(struct conn *c);
 /* Idle timeout in seconds for reads (0 = none); re-armed by every read. */
 void conn_set_timeout(struct conn *c, unsigned seconds);
+/* A deadline, seconds from now, that reads do not re-arm (0 = none): the pre-login
+ * limit (imap.login_timeout, pop3.login_timeout), armed by the core at accept so that it
+ * covers an implicit-TLS handshake too. When it passes, on_timeout() runs (if the session
+ * is open) and the connection closes. A session clears it once the client logs in. */
+void conn_set_deadline(struct conn *c, unsigned seconds);
 /* Close once queued output is flushed; then close() is called. */
 void conn_close(struct conn *c);
 

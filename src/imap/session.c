@@ -26,7 +26,9 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "core/workpool.h"
+#include "imap/args.h"
 #include "imap/session.h"
+#include "policy/penalty.h"
 #include "store/store.h"
 
 #define IMAP_MAX_APPEND_DEFAULT (64ull * 1024 * 1024)
@@ -203,7 +205,8 @@ void imap_job_submit(struct imap_job *j)
         s->has_pending_changes = false;
     s->is_job_in_flight = true;
     conn_pause_read(s->c);
-    workpool_submit(conn_server(s->c)->pool, imap_job_work, imap_job_done, j);
+    workpool_submit_delayed(conn_server(s->c)->pool, j->delay_ms, imap_job_work, imap_job_done,
+                            j);
 }
 
 /* ---- notifications and IDLE (RFC 2177) ---------------------------------------------- */
@@ -345,6 +348,15 @@ static void imap_cmd_logout(struct imap_session *s, const char *tag, struct imap
 static void imap_cmd_id(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
                         bool is_uid)
 {
+    /* A trusted proxy (webmail) passes the real client address, which the failed-login
+     * policy then counts instead of the proxy's own (Dovecot's login_trusted_networks). */
+    const struct config *cfg = conn_server(s->c)->cfg;
+    char ip[sizeof s->client_ip];
+    if (s->state == IMAP_STATE_NOT_AUTH && imap_id_originating_ip(args, n, ip, sizeof ip) &&
+        conn_peer_in_networks(s->c, &cfg->auth_trusted_networks)) {
+        memcpy(s->client_ip, ip, sizeof ip);
+        log_debug("imap", "ID: client address %s passed by %s", ip, conn_peer_ip(s->c));
+    }
     /* RFC 2971: we do not name the software (the greeting does not either). */
     conn_write_str(s->c, "* ID NIL\r\n");
     imap_reply(s, tag, "OK ID completed.");
@@ -379,6 +391,61 @@ static void imap_cmd_starttls(struct imap_session *s, const char *tag, struct im
 
 /* ---- LOGIN and AUTHENTICATE --------------------------------------------------------- */
 
+#define IMAP_BLOCKED_REPLY "NO [UNAVAILABLE] Too many failed logins; try again later."
+
+/* The address logins are counted against: the client's, or the one a trusted proxy
+ * passed in ID. */
+static const char *imap_rip(struct imap_session *s)
+{
+    return s->client_ip[0] ? s->client_ip : conn_peer_ip(s->c);
+}
+
+static void imap_penalty_query(struct imap_session *s, const char *account,
+                               struct penalty_query *q_r)
+{
+    const struct config *cfg = conn_server(s->c)->cfg;
+    penalty_query_init(q_r, "imap", conn_peer_ip(s->c),
+                       conn_peer_in_networks(s->c, &cfg->auth_trusted_networks), s->client_ip,
+                       account);
+}
+
+/* Before a login (account NULL: not known yet): false when the failed-login policy blocks
+ * it (the reply is written); else *delay_ms_r is how long the check must wait. */
+static bool imap_penalty_admit(struct imap_session *s, const char *tag, const char *account,
+                               unsigned *delay_ms_r)
+{
+    *delay_ms_r = 0;
+    struct penalty_table *t = conn_server(s->c)->penalty;
+    if (!t)
+        return true;
+    struct penalty_query q;
+    struct penalty_answer a;
+    imap_penalty_query(s, account, &q);
+    penalty_check(t, &q, &a);
+    if (a.verdict == PENALTY_BLOCKED) {
+        log_info("imap", "login refused (blocked): rip=%s, lip=%s", imap_rip(s),
+                 conn_local_ip(s->c));
+        imap_reply(s, tag, IMAP_BLOCKED_REPLY);
+        return false;
+    }
+    *delay_ms_r = a.delay_ms > 600000 ? 600000 : (unsigned)a.delay_ms;
+    return true;
+}
+
+/* After a password check: count it; true when a success must be refused all the same. */
+static bool imap_penalty_is_refused(struct imap_session *s, const char *account,
+                                    bool is_success)
+{
+    struct penalty_table *t = conn_server(s->c)->penalty;
+    if (!t)
+        return false;
+    struct penalty_query q;
+    struct penalty_answer a;
+    imap_penalty_query(s, account, &q);
+    penalty_report(t, &q, is_success, &a);
+    return is_success && a.verdict == PENALTY_BLOCKED;
+}
+
 /* Work: after credentials are good, open the user's store. */
 static void imap_login_open_store(struct imap_job *j, const char *user)
 {
@@ -408,8 +475,6 @@ static void imap_login_work(struct imap_job *j)
         imap_login_open_store(j, user);
     } else {
         j->number = r; /* 0 bad credentials, -1 temporary */
-        if (r == 0)
-            auth_throttle_record_failure(imap_auth(j->s), conn_peer_ip(j->s->c));
     }
     free(user);
 }
@@ -423,8 +488,9 @@ static void imap_login_success(struct imap_session *s, const char *tag, struct s
     s->username = name;
     s->state = IMAP_STATE_AUTH;
     s->notify_sub = store_notify_subscribe(s->username, imap_notify, s);
+    conn_set_deadline(s->c, 0); /* imap.login_timeout no longer applies */
     log_info("imap", "Login: user=<%s>, method=%s, rip=%s, lip=%s%s", s->username, method,
-             conn_peer_ip(s->c), conn_local_ip(s->c), conn_is_tls(s->c) ? ", TLS" : "");
+             imap_rip(s), conn_local_ip(s->c), conn_is_tls(s->c) ? ", TLS" : "");
     struct buf caps;
     buf_init(&caps, 0);
     imap_capability_string(s, &caps);
@@ -438,7 +504,7 @@ static void imap_login_finish_common(struct imap_job *j, const char *method)
     if (j->number != 1) {
         if (j->number == 0) {
             log_info("imap", "login failed: user=<%s>, method=%s, rip=%s, lip=%s%s",
-                     j->arg1 ? j->arg1 : "", method, conn_peer_ip(s->c), conn_local_ip(s->c),
+                     j->arg1 ? j->arg1 : "", method, imap_rip(s), conn_local_ip(s->c),
                      conn_is_tls(s->c) ? ", TLS" : "");
             buf_printf(&j->tagged, "%s NO [AUTHENTICATIONFAILED] Authentication failed.\r\n",
                        j->tag);
@@ -453,8 +519,20 @@ static void imap_login_finish_common(struct imap_job *j, const char *method)
     j->new_name = NULL;
 }
 
+/* A correct password for a blocked account or address: refused like a wrong one. */
+static void imap_login_refuse_blocked(struct imap_job *j, const char *method)
+{
+    log_info("imap", "login refused (blocked): user=<%s>, method=%s, rip=%s, lip=%s",
+             j->arg1 ? j->arg1 : "", method, imap_rip(j->s), conn_local_ip(j->s->c));
+    buf_printf(&j->tagged, "%s " IMAP_BLOCKED_REPLY "\r\n", j->tag);
+}
+
 static void imap_login_finish(struct imap_job *j)
 {
+    if (j->number >= 0 && imap_penalty_is_refused(j->s, j->arg1, j->number == 1)) {
+        imap_login_refuse_blocked(j, "PLAIN");
+        return;
+    }
     /* Dovecot logs the LOGIN command as method=PLAIN; admins grep for that. */
     imap_login_finish_common(j, "PLAIN");
 }
@@ -477,13 +555,13 @@ static void imap_cmd_login(struct imap_session *s, const char *tag, struct imap_
                    "connections.");
         return;
     }
-    if (auth_throttle_is_blocked(imap_auth(s), conn_peer_ip(s->c))) {
-        imap_reply(s, tag, "NO [UNAVAILABLE] Too many failed logins; try again later.");
+    unsigned delay_ms;
+    if (!imap_penalty_admit(s, tag, args[0].str, &delay_ms))
         return;
-    }
     struct imap_job *j = imap_job_new(s, tag, imap_login_work, imap_login_finish);
     if (!j)
         return;
+    j->delay_ms = delay_ms;
     j->arg1 = strdup(args[0].str);
     j->arg2 = strdup(args[1].str);
     imap_job_submit(j);
@@ -496,11 +574,8 @@ static void imap_sasl_work(struct imap_job *j)
     enum auth_sasl_status st = auth_sasl_step(j->s->sasl, j->arg2, &challenge);
     j->flags = st;
     j->arg1 = challenge;
-    if (st == AUTH_SASL_OK) {
+    if (st == AUTH_SASL_OK)
         imap_login_open_store(j, auth_sasl_user(j->s->sasl));
-    } else if (st == AUTH_SASL_FAIL) {
-        auth_throttle_record_failure(imap_auth(j->s), conn_peer_ip(j->s->c));
-    }
 }
 
 static void imap_sasl_end(struct imap_session *s)
@@ -523,6 +598,16 @@ static void imap_sasl_finish(struct imap_job *j)
     const char *mech = auth_sasl_mechanism(s->sasl);
     char method[32];
     snprintf(method, sizeof method, "%s", mech ? mech : "?");
+    if ((st == AUTH_SASL_OK && j->number == 1) || st == AUTH_SASL_FAIL) {
+        const char *login = auth_sasl_attempted_login(s->sasl);
+        if (imap_penalty_is_refused(s, login, st == AUTH_SASL_OK)) {
+            free(j->arg1);
+            j->arg1 = strdup(login);
+            imap_login_refuse_blocked(j, method);
+            imap_sasl_end(s);
+            return;
+        }
+    }
     if (st == AUTH_SASL_OK && j->number == 1 && j->arg1 && *j->arg1) {
         /* RFC 3501 §6.2.2 has no success data in OK: send the server's final message
          * (SCRAM's "v=...") as a challenge; the login completes after the client's
@@ -550,11 +635,12 @@ static void imap_sasl_finish(struct imap_job *j)
     imap_sasl_end(s);
 }
 
-static void imap_sasl_submit(struct imap_session *s, const char *response)
+static void imap_sasl_submit(struct imap_session *s, const char *response, unsigned delay_ms)
 {
     struct imap_job *j = imap_job_new(s, s->sasl_tag, imap_sasl_work, imap_sasl_finish);
     if (!j)
         return;
+    j->delay_ms = delay_ms;
     j->arg2 = response ? strdup(response) : NULL;
     imap_job_submit(j);
 }
@@ -571,10 +657,9 @@ static void imap_cmd_authenticate(struct imap_session *s, const char *tag, struc
         imap_reply(s, tag, "NO [UNAVAILABLE] Authentication is not available.");
         return;
     }
-    if (auth_throttle_is_blocked(imap_auth(s), conn_peer_ip(s->c))) {
-        imap_reply(s, tag, "NO [UNAVAILABLE] Too many failed logins; try again later.");
+    unsigned delay_ms;
+    if (!imap_penalty_admit(s, tag, NULL, &delay_ms))
         return;
-    }
     struct auth_peer peer = imap_peer(s);
     const struct config *cfg = conn_server(s->c)->cfg;
     s->sasl = auth_sasl_start(imap_auth(s), args[0].str, &peer, cfg->hostname);
@@ -584,7 +669,7 @@ static void imap_cmd_authenticate(struct imap_session *s, const char *tag, struc
     }
     s->sasl_tag = strdup(tag);
     /* RFC 4959 SASL-IR: the initial response is the second argument ("=" = empty). */
-    imap_sasl_submit(s, n == 2 ? args[1].str : NULL);
+    imap_sasl_submit(s, n == 2 ? args[1].str : NULL, delay_ms);
 }
 
 /* A client line while AUTHENTICATE waits for a response. */
@@ -620,7 +705,7 @@ static void imap_sasl_line(struct imap_session *s, const char *line)
         imap_sasl_end(s);
         return;
     }
-    imap_sasl_submit(s, line);
+    imap_sasl_submit(s, line, 0);
 }
 
 /* ---- the command table -------------------------------------------------------------- */

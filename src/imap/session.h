@@ -61,6 +61,9 @@ struct imap_session {
     bool is_closing;    /* LOGOUT/BYE sent */
     bool is_logged_out; /* the client said LOGOUT (for the log) */
 
+    /* the client address a trusted proxy passed (ID x-originating-ip); "" none */
+    char client_ip[64];
+
     /* authenticated user */
     char *username;
     struct store_user *user;
@@ -107,6 +110,7 @@ struct imap_job {
     bool is_sync_forced; /* sync even without a notification (NOOP, CHECK, IDLE) */
     bool keep_paused;    /* set by finish: another job follows (FETCH batches) */
     bool is_ok;          /* set by work */
+    unsigned delay_ms;   /* hold the job this long before it runs (failed-login delay) */
     /* command payload */
     char *arg1, *arg2;
     struct buf data; /* APPEND message (in memory) */

@@ -6,9 +6,10 @@
  *
  * Policy (DESIGN §6): plaintext USER/PASS, PLAIN and LOGIN only where
  * auth_plaintext_allowed() says so (TLS, or loopback by default); otherwise CAPA does not
- * list USER and USER gets a clear -ERR. Failures are "-ERR [AUTH]" (RFC 3206), recorded
- * in the per-IP throttle and logged at disconnect; a blocked IP gets the same reply
- * without a password check.
+ * list USER and USER gets a clear -ERR. Failures are "-ERR [AUTH]" (RFC 3206), counted
+ * by the failed-login policy (policy/penalty.h: a growing delay per address before the
+ * check, blocks per address and per (address, login)) and logged at disconnect; a
+ * blocked attempt gets "-ERR [AUTH]" without a password check.
  */
 #include "pop3/session.h"
 
@@ -17,6 +18,7 @@
 #include "core/conn.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "policy/penalty.h"
 #include "store/store.h"
 
 #include <inttypes.h>
@@ -287,14 +289,48 @@ static void copy_for_log(char *dst, size_t size, const char *src)
     dst[i] = '\0';
 }
 
+/* The failed-login policy's question (account NULL: not known yet). POP3 has no way
+ * to pass a client address: a trusted proxy is only spared the address rules. */
+static void session_penalty_query(struct pop3_session *s, const char *account,
+                                  struct penalty_query *q_r)
+{
+    const struct config *cfg = conn_server(s->conn)->cfg;
+    penalty_query_init(q_r, "pop3", conn_peer_ip(s->conn),
+                       conn_peer_in_networks(s->conn, &cfg->auth_trusted_networks), NULL,
+                       account);
+}
+
+/* After a credential check: count it; true when a success must be refused all the same
+ * (the pair or address is blocked). */
+static bool session_penalty_is_refused(struct pop3_session *s, const char *account,
+                                       bool is_success)
+{
+    struct penalty_table *t = conn_server(s->conn)->penalty;
+    if (t == NULL)
+        return false;
+    struct penalty_query q;
+    struct penalty_answer a;
+    session_penalty_query(s, account, &q);
+    penalty_report(t, &q, is_success, &a);
+    return is_success && a.verdict == PENALTY_BLOCKED;
+}
+
 static void login_failed(struct pop3_session *s, const char *login, const char *method)
 {
-    struct auth_service *auth = session_auth(s);
     s->auth_attempts++;
     copy_for_log(s->last_login, sizeof s->last_login, login);
     snprintf(s->last_method, sizeof s->last_method, "%s", method != NULL ? method : "");
-    if (auth != NULL)
-        auth_throttle_record_failure(auth, conn_peer_ip(s->conn));
+    session_penalty_is_refused(s, login, false);
+    pop3_error(s, "-ERR [AUTH] Authentication failed.");
+}
+
+/* A correct password for a blocked account or address: refused like a wrong one. */
+static void login_refused_blocked(struct pop3_session *s, const char *login, const char *method)
+{
+    s->auth_attempts++;
+    copy_for_log(s->last_login, sizeof s->last_login, login);
+    snprintf(s->last_method, sizeof s->last_method, "%s", method != NULL ? method : "");
+    log_info("pop3", "Login throttled: rip=%s", conn_peer_ip(s->conn));
     pop3_error(s, "-ERR [AUTH] Authentication failed.");
 }
 
@@ -368,6 +404,7 @@ static void login_enter_transaction(struct pop3_session *s)
         return;
     }
     s->state = POP3_STATE_TRANSACTION;
+    conn_set_deadline(s->conn, 0); /* pop3.login_timeout no longer applies */
     free(s->user_arg);
     s->user_arg = NULL;
     log_info("pop3", "Login: user=<%s>, method=%s, rip=%s, lip=%s%s", s->user, s->method,
@@ -415,7 +452,9 @@ static void login_done(void *arg)
         return;
     }
     const char *method = login_method(j);
-    if (j->auth_rc == 1 && j->user != NULL) {
+    if (j->auth_rc == 1 && j->user != NULL && session_penalty_is_refused(s, j->login, true)) {
+        login_refused_blocked(s, j->login, method);
+    } else if (j->auth_rc == 1 && j->user != NULL) {
         login_open_result(s, j, method);
     } else if (j->auth_rc < 0) {
         log_error("pop3", "Temporary authentication failure: user=<%s>, rip=%s", j->login,
@@ -444,10 +483,14 @@ static void sasl_done(void *arg)
         /* RFC 5034 §4: "+ " and the base64 challenge (may be empty). */
         pop3_replyf(s, "+ %s", j->challenge != NULL ? j->challenge : "");
         break;
-    case AUTH_SASL_OK:
+    case AUTH_SASL_OK: {
+        char login[POP3_LOGIN_MAX];
+        copy_for_log(login, sizeof login, auth_sasl_attempted_login(s->sasl));
         auth_sasl_free(s->sasl);
         s->sasl = NULL;
-        if (j->open_rc == 0 && j->challenge != NULL && j->challenge[0] != '\0') {
+        if (session_penalty_is_refused(s, login, true)) {
+            login_refused_blocked(s, login, method);
+        } else if (j->open_rc == 0 && j->challenge != NULL && j->challenge[0] != '\0') {
             /* RFC 5034 §4: additional data with success goes in a last challenge; the
              * client answers with an empty line, then we say +OK. */
             login_adopt(s, j, method);
@@ -457,6 +500,7 @@ static void sasl_done(void *arg)
             login_open_result(s, j, method);
         }
         break;
+    }
     case AUTH_SASL_TEMPFAIL:
         auth_sasl_free(s->sasl);
         s->sasl = NULL;
@@ -476,11 +520,19 @@ static void sasl_done(void *arg)
     pop3_resume(s);
 }
 
-/* Start a login job, unless this client's IP is throttled (then fail at once). */
+/* Start a login job after the failed-login delay, unless the policy blocks it (then
+ * fail at once). */
 static void login_submit(struct pop3_session *s, struct login_job *j, void (*done)(void *))
 {
     struct auth_service *auth = session_auth(s);
-    if (auth == NULL || auth_throttle_is_blocked(auth, conn_peer_ip(s->conn))) {
+    struct penalty_answer verdict = {.verdict = PENALTY_ALLOW};
+    struct penalty_table *t = conn_server(s->conn)->penalty;
+    if (t != NULL) {
+        struct penalty_query q;
+        session_penalty_query(s, j->kind == LOGIN_SASL ? NULL : j->login, &q);
+        penalty_check(t, &q, &verdict);
+    }
+    if (auth == NULL || verdict.verdict == PENALTY_BLOCKED) {
         char login[POP3_LOGIN_MAX], method[32];
         copy_for_log(login, sizeof login, j->login);
         snprintf(method, sizeof method, "%s", login_method(j) ? login_method(j) : "");
@@ -497,7 +549,8 @@ static void login_submit(struct pop3_session *s, struct login_job *j, void (*don
     }
     j->s = s;
     j->auth = auth;
-    pop3_job_start(s, login_work, done, j);
+    pop3_job_start(s, login_work, done, j,
+                   verdict.delay_ms > 600000 ? 600000 : (unsigned)verdict.delay_ms);
 }
 
 /* ---- USER / PASS / APOP ------------------------------------------------------------- */

@@ -429,7 +429,7 @@ static void message_send(struct pop3_session *s, size_t index, bool is_top, uint
     j->n = 1;
     if (!is_top)
         j->n = peek_pipelined_retr(s, j->index, 1, POP3_PREFETCH_MAX + 1 - s->n_prefetch);
-    pop3_job_start(s, open_work, open_done, j);
+    pop3_job_start(s, open_work, open_done, j, 0);
 }
 
 void pop3_cmd_retr(struct pop3_session *s, const char *args, size_t len)
@@ -555,5 +555,5 @@ void pop3_cmd_quit(struct pop3_session *s, const char *args, size_t len)
     s->box = NULL;
     s->is_locked = false;
     s->is_quitting = true;
-    pop3_job_start(s, quit_work, quit_done, j);
+    pop3_job_start(s, quit_work, quit_done, j, 0);
 }

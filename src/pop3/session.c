@@ -126,11 +126,12 @@ static bool session_leave(struct pop3_session *s)
     return false;
 }
 
-void pop3_job_start(struct pop3_session *s, void (*work)(void *), void (*done)(void *), void *job)
+void pop3_job_start(struct pop3_session *s, void (*work)(void *), void (*done)(void *), void *job,
+                    unsigned delay_ms)
 {
     s->has_job = true;
     conn_pause_read(s->conn);
-    workpool_submit(conn_server(s->conn)->pool, work, done, job);
+    workpool_submit_delayed(conn_server(s->conn)->pool, delay_ms, work, done, job);
 }
 
 bool pop3_job_finish(struct pop3_session *s)

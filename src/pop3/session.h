@@ -122,8 +122,10 @@ void pop3_replyf(struct pop3_session *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Count a bad command; true when the limit closed the session. */
 bool pop3_error(struct pop3_session *s, const char *reply);
-/* Pause reads and run work on the workpool; done runs on the loop with the job. */
-void pop3_job_start(struct pop3_session *s, void (*work)(void *), void (*done)(void *), void *job);
+/* Pause reads and run work on the workpool after delay_ms (the failed-login delay; 0 for
+ * everything else); done runs on the loop with the job. */
+void pop3_job_start(struct pop3_session *s, void (*work)(void *), void (*done)(void *), void *job,
+                    unsigned delay_ms);
 /* Called first by every done callback: false when the session died meanwhile (then it
  * has been freed and the job must only release its own data). */
 bool pop3_job_finish(struct pop3_session *s);

@@ -6,12 +6,14 @@
  * done callback on the loop thread. Policy: one successful AUTH per session, not inside
  * a mail transaction; plaintext mechanisms only where auth.allow_plaintext allows
  * (538 5.7.11 otherwise, RFC 4954 §6); "*" cancels (501 5.7.0); failures are logged
- * Postfix-style and counted by the per-IP throttle (auth_throttle_*).
+ * Postfix-style and counted by the failed-login policy (policy/penalty.h): a delay per
+ * client address before the first step, a block per address or (address, login).
  */
 #include "auth/auth.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "core/workpool.h"
+#include "policy/penalty.h"
 #include "smtp/session.h"
 
 #include <stdio.h>
@@ -45,6 +47,29 @@ char *smtp_auth_mechanisms(struct smtp_session *s)
     return auth_mechanisms(s->ctx->auth, &peer);
 }
 
+/* The failed-login policy's question for this session (account NULL: not known yet). */
+static void session_penalty_query(const struct smtp_session *s, const char *account,
+                                  struct penalty_query *q_r)
+{
+    penalty_query_init(q_r, "smtpd", conn_peer_ip(s->c),
+                       conn_peer_in_networks(s->c, &s->cfg->auth_trusted_networks),
+                       s->client_ip, account);
+}
+
+/* After a SASL exchange ended: count it; true when a success must be refused. */
+static bool session_penalty_is_refused(const struct smtp_session *s, bool is_success)
+{
+    if (!s->ctx->penalty)
+        return false;
+    struct penalty_query q;
+    struct penalty_answer a;
+    session_penalty_query(s, auth_sasl_attempted_login(s->sasl), &q);
+    penalty_report(s->ctx->penalty, &q, is_success, &a);
+    return is_success && a.verdict == PENALTY_BLOCKED;
+}
+
+#define SMTP_BLOCKED_REPLY "454 4.7.0 Error: too many failed authentication attempts, try again later"
+
 static void auth_job_work(void *arg)
 {
     struct smtp_auth_job *job = arg;
@@ -73,6 +98,13 @@ static void auth_job_done(void *arg)
         smtp_reply(s, "334 %s", job->challenge ? job->challenge : "");
         break;
     case AUTH_SASL_OK: {
+        if (session_penalty_is_refused(s, true)) {
+            log_warning("smtpd", "%s: SASL %s authentication refused: blocked after failed "
+                        "logins", s->peer, auth_sasl_mechanism(s->sasl));
+            auth_end_exchange(s);
+            smtp_reply(s, SMTP_BLOCKED_REPLY);
+            break;
+        }
         const char *user = auth_sasl_user(s->sasl);
         free(s->auth_user);
         s->auth_user = strdup(user ? user : "");
@@ -91,7 +123,7 @@ static void auth_job_done(void *arg)
         log_warning("smtpd", "%s: SASL %s authentication failed: authentication failure%s%s",
                     s->peer, auth_sasl_mechanism(s->sasl), login[0] ? ", sasl_username=" : "",
                     login);
-        auth_throttle_record_failure(s->ctx->auth, conn_peer_ip(s->c));
+        session_penalty_is_refused(s, false);
         auth_end_exchange(s);
         smtp_reply(s, "535 5.7.8 Error: authentication failed: authentication failure");
         break;
@@ -110,8 +142,10 @@ out:
     free(job);
 }
 
-/* Run one SASL step in the workpool. response: as the client sent it, or NULL. */
-static void auth_step_submit(struct smtp_session *s, const char *response, size_t len)
+/* Run one SASL step in the workpool, after delay_ms (the failed-login delay). response:
+ * as the client sent it, or NULL. */
+static void auth_step_submit(struct smtp_session *s, const char *response, size_t len,
+                             unsigned delay_ms)
 {
     struct smtp_auth_job *job = calloc(1, sizeof *job);
     if (!job || (response && !(job->response = strndup(response, len)))) {
@@ -124,7 +158,7 @@ static void auth_step_submit(struct smtp_session *s, const char *response, size_
     job->sasl = s->sasl;
     s->is_busy = true;
     conn_pause_read(s->c);
-    workpool_submit(s->ctx->pool, auth_job_work, auth_job_done, job);
+    workpool_submit_delayed(s->ctx->pool, delay_ms, auth_job_work, auth_job_done, job);
 }
 
 static bool is_plaintext_mechanism(const char *mech)
@@ -153,11 +187,15 @@ void smtp_cmd_auth(struct smtp_session *s, const struct smtp_command *cmd)
         smtp_reply(s, "501 5.5.4 Syntax: AUTH mechanism");
         return;
     }
-    const char *ip = conn_peer_ip(s->c);
-    if (auth_throttle_is_blocked(s->ctx->auth, ip)) {
+    struct penalty_answer verdict = {.verdict = PENALTY_ALLOW};
+    if (s->ctx->penalty) {
+        struct penalty_query q;
+        session_penalty_query(s, NULL, &q);
+        penalty_check(s->ctx->penalty, &q, &verdict);
+    }
+    if (verdict.verdict == PENALTY_BLOCKED) {
         log_warning("smtpd", "%s: too many failed authentication attempts, AUTH refused", s->peer);
-        smtp_reply(s, "454 4.7.0 Error: too many failed authentication attempts, try again "
-                      "later");
+        smtp_reply(s, SMTP_BLOCKED_REPLY);
         return;
     }
     struct auth_peer peer = session_peer(s);
@@ -171,7 +209,8 @@ void smtp_cmd_auth(struct smtp_session *s, const struct smtp_command *cmd)
                       "mechanism");
         return;
     }
-    auth_step_submit(s, initial, initial_len);
+    auth_step_submit(s, initial, initial_len,
+                     verdict.delay_ms > 600000 ? 600000 : (unsigned)verdict.delay_ms);
 }
 
 void smtp_auth_abort(struct smtp_session *s, const char *reply)
@@ -198,5 +237,5 @@ void smtp_auth_response(struct smtp_session *s, const char *line, size_t len)
         return;
     }
     s->input = SMTP_INPUT_COMMAND; /* until the step says CONTINUE */
-    auth_step_submit(s, line, len);
+    auth_step_submit(s, line, len, 0);
 }

@@ -52,6 +52,7 @@ static void cmd_help(struct smtp_session *s, const struct smtp_command *cmd);
 static void cmd_starttls(struct smtp_session *s, const struct smtp_command *cmd);
 static void cmd_not_implemented(struct smtp_session *s, const struct smtp_command *cmd);
 static void cmd_non_smtp(struct smtp_session *s, const struct smtp_command *cmd);
+static void cmd_xclient(struct smtp_session *s, const struct smtp_command *cmd);
 
 /* The command table: verb -> handler and flags. State rules that depend on the
  * transaction (need MAIL, need RCPT, nested MAIL) are checked in the handlers, each
@@ -72,6 +73,7 @@ static const struct smtp_command_def command_table[] = {
     {SMTP_VERB_HELP, cmd_help, CMD_JUNK},
     {SMTP_VERB_STARTTLS, cmd_starttls, CMD_NEEDS_HELO},
     {SMTP_VERB_AUTH, smtp_cmd_auth, CMD_NEEDS_HELO},
+    {SMTP_VERB_XCLIENT, cmd_xclient, 0},
     {SMTP_VERB_NON_SMTP, cmd_non_smtp, 0},
 };
 
@@ -101,6 +103,12 @@ static bool can_starttls(const struct smtp_session *s)
     return !conn_is_tls(s->c) && conn_tls_available(s->c);
 }
 
+/* XCLIENT only from auth.trusted_networks (Postfix: smtpd_authorized_xclient_hosts). */
+static bool can_xclient(const struct smtp_session *s)
+{
+    return conn_peer_in_networks(s->c, &s->cfg->auth_trusted_networks);
+}
+
 static void cmd_ehlo(struct smtp_session *s, const struct smtp_command *cmd)
 {
     if (!smtp_parse_helo(cmd->arg, cmd->arg_len, s->helo, sizeof s->helo)) {
@@ -125,6 +133,8 @@ static void cmd_ehlo(struct smtp_session *s, const struct smtp_command *cmd)
         buf_printf(&b, "250-AUTH %s\r\n250-AUTH=%s\r\n", mechs, mechs);
     }
     free(mechs);
+    if (can_xclient(s))
+        buf_append_str(&b, "250-XCLIENT NAME ADDR PROTO HELO LOGIN\r\n");
     buf_append_str(&b, "250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-DSN\r\n250-SMTPUTF8\r\n"
                        "250 CHUNKING\r\n");
     conn_write(s->c, b.data, b.len);
@@ -192,6 +202,45 @@ static void cmd_non_smtp(struct smtp_session *s, const struct smtp_command *cmd)
     log_warning("smtpd", "non-SMTP command from %s: %.*s", s->peer,
                 (int)(cmd->arg_len > 100 ? 100 : cmd->arg_len), cmd->arg);
     session_close_with(s, "221 2.7.0 Error: I can break rules, too. Goodbye.");
+}
+
+/* Postfix's XCLIENT: a trusted proxy passes the real client's address, name, HELO,
+ * protocol and login; the session starts over as that client's, with a new greeting. The
+ * address is the one failed logins are counted against and the one logged; relaying
+ * decisions keep the connection's own address. */
+static void cmd_xclient(struct smtp_session *s, const struct smtp_command *cmd)
+{
+    if (!can_xclient(s)) {
+        smtp_reply(s, "550 5.7.0 Error: insufficient authorization");
+        return;
+    }
+    if (s->txn.is_active) {
+        smtp_reply(s, "503 5.5.1 Error: MAIL transaction in progress");
+        return;
+    }
+    struct smtp_xclient x;
+    char reply[SMTP_REPLY_MAX];
+    if (!smtp_parse_xclient(cmd->arg, cmd->arg_len, &x, reply, sizeof reply)) {
+        smtp_reply(s, "%s", reply);
+        return;
+    }
+    char old_peer[sizeof s->peer];
+    memcpy(old_peer, s->peer, sizeof old_peer);
+    if (x.addr[0])
+        memcpy(s->client_ip, x.addr, sizeof x.addr);
+    const char *ip = s->client_ip[0] ? s->client_ip : conn_peer_ip(s->c);
+    snprintf(s->peer, sizeof s->peer, "%.200s[%s]", x.name[0] ? x.name : "unknown", ip);
+    log_info("smtpd", "client=%s, xclient from %s", s->peer, old_peer);
+    smtp_txn_reset(&s->txn);
+    s->has_helo = x.helo[0] != '\0';
+    s->is_esmtp = x.proto == 2;
+    memcpy(s->helo, x.helo, sizeof s->helo);
+    if (x.login[0]) {
+        free(s->auth_user);
+        s->auth_user = strdup(x.login);
+        snprintf(s->auth_mech, sizeof s->auth_mech, "XCLIENT");
+    }
+    smtp_reply(s, "220 %s ESMTP", smtp_hostname(s));
 }
 
 static void cmd_starttls(struct smtp_session *s, const struct smtp_command *cmd)

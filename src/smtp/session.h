@@ -86,6 +86,7 @@ struct smtp_session {
     const struct config *cfg;
     enum conn_role role;
     char peer[320]; /* "name[ip]" for logs */
+    char client_ip[64]; /* the client address XCLIENT passed ("" none): penalised logins */
 
     enum smtp_input input;
     bool has_helo;

@@ -173,6 +173,10 @@ class TernServer:
             "log.target": "stderr",
             "auth.password_schemes": "ARGON2ID SCRAM-SHA-256 CRAM-MD5 PLAIN",
             "auth.allow_plaintext": "loopback+tls",
+            # failed-login delays (2 s doubling to 15 s by default) in milliseconds here,
+            # so tests that fail a login on purpose do not wait; policy tests raise them
+            "auth.failure_delay": "5",
+            "auth.failure_delay_max": "20",
         }
         for name in PORT_NAMES:
             cfg[f"{name}.listen"] = f"{self.host}:{self.ports[name]}"

@@ -21,6 +21,7 @@
 #include "core/conn.h"
 #include "core/log.h"
 #include "core/workpool.h"
+#include "policy/penalty.h"
 #include "queue/outbound.h"
 #include "queue/queue.h"
 #include "smtp/smtp.h"
@@ -60,7 +61,6 @@ static struct {
     size_t n_jobs;
     bool fail_store, fail_queue;
     bool hold_output; /* the peer does not read: conn_output_length() grows */
-    unsigned throttle_failures;
 } harness;
 
 /* ---- conn ------------------------------------------------------------------------- */
@@ -170,6 +170,12 @@ void workpool_submit(struct workpool *pool, workpool_fn *work, workpool_fn *done
     harness.jobs[harness.n_jobs++] = (struct harness_job){work, done, arg};
 }
 
+void workpool_submit_delayed(struct workpool *pool, unsigned delay_ms, workpool_fn *work,
+                             workpool_fn *done, void *arg)
+{
+    workpool_submit(pool, work, done, arg);
+}
+
 static inline void harness_run_jobs(void)
 {
     while (harness.n_jobs) {
@@ -262,16 +268,6 @@ bool auth_plaintext_allowed(struct auth_service *svc, const struct auth_peer *pe
 char *auth_mechanisms(struct auth_service *svc, const struct auth_peer *peer)
 {
     return strdup(peer->is_tls ? "PLAIN LOGIN CRAM-MD5" : "CRAM-MD5");
-}
-
-bool auth_throttle_is_blocked(struct auth_service *svc, const char *ip)
-{
-    return harness.throttle_failures >= 5;
-}
-
-void auth_throttle_record_failure(struct auth_service *svc, const char *ip)
-{
-    harness.throttle_failures++;
 }
 
 struct auth_sasl {
@@ -434,10 +430,13 @@ static inline void harness_open(enum conn_role role, const char *data_dir)
     harness.ctx.cfg = &harness.cfg;
     harness.ctx.auth = (struct auth_service *)&harness; /* opaque, never dereferenced */
     harness.ctx.pool = (struct workpool *)&harness;
+    /* the real failed-login policy: a flood of 5 failures blocks the address */
+    static const struct penalty_limits limits = {
+        .window_ms = 300000, .address_max_failures = 5, .block_ms = 900000};
+    harness.ctx.penalty = penalty_table_new(&limits);
     harness.n_jobs = 0;
     harness.fail_store = harness.fail_queue = false;
     harness.hold_output = false;
-    harness.throttle_failures = 0;
     struct conn *c = &harness.conn;
     memset(c, 0, sizeof *c);
     c->in = evbuffer_new();
@@ -507,6 +506,8 @@ static inline void harness_finish(const char *reason)
     }
     evbuffer_free(c->in);
     buf_free(&c->out);
+    penalty_table_free(harness.ctx.penalty);
+    harness.ctx.penalty = NULL;
 }
 
 static inline const char *harness_output(void)

@@ -67,8 +67,16 @@ static void test_defaults_user(void **state)
     assert_int_equal(cfg->max_connections, 10000);
     assert_int_equal(cfg->max_connections_per_ip, 100);
     assert_int_equal(cfg->worker_threads, 16);
-    assert_int_equal(cfg->auth_max_failures, 10);
+    assert_int_equal(cfg->auth_max_failures, 100);
+    assert_int_equal(cfg->auth_account_max_failures, 10);
     assert_int_equal(cfg->auth_failure_window, 300);
+    assert_int_equal(cfg->auth_failure_delay, 2000);
+    assert_int_equal(cfg->auth_failure_delay_max, 15000);
+    assert_int_equal(cfg->auth_block_time, 900);
+    assert_int_equal(cfg->auth_trusted_networks.n, 0);
+    assert_int_equal(cfg->imap_login_timeout, 180);
+    assert_int_equal(cfg->pop3_login_timeout, 180);
+    assert_int_equal(cfg->tls_handshake_timeout, 60);
     assert_int_equal(cfg->quota_default, 0);
     assert_int_equal(cfg->relay_networks.n, 0);
     assert_string_equal(cfg->default_domain, "");

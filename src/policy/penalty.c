@@ -1,0 +1,402 @@
+/*
+ * penalty.c - the failed-login policy tables: delays per address, locks per (address,
+ * account) pair, blocks per address (penalty.h).
+ *
+ * Two fixed arrays searched linearly: a login costs a password hash (milliseconds), so
+ * scanning a few thousand small entries is noise next to it, and the memory is bounded
+ * whatever a flood of distinct addresses does.
+ */
+#include "policy/penalty.h"
+
+#include "core/config.h"
+#include "core/log.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct penalty_address {
+    char key[PENALTY_KEY_SIZE]; /* "" = free slot */
+    unsigned failures;          /* in the current window */
+    uint64_t last_failure_ms;
+    uint64_t blocked_until_ms; /* 0 = not blocked */
+};
+
+struct penalty_pair {
+    char key[PENALTY_KEY_SIZE]; /* the address key; "" = free slot */
+    char account[PENALTY_ACCOUNT_SIZE];
+    unsigned failures;
+    uint64_t last_failure_ms;
+    uint64_t blocked_until_ms;
+};
+
+struct penalty_table {
+    struct penalty_limits limits;
+    struct penalty_address addresses[PENALTY_ADDRESS_SLOTS];
+    struct penalty_pair pairs[PENALTY_PAIR_SLOTS];
+};
+
+void penalty_limits_from_config(const struct config *cfg, struct penalty_limits *l_r)
+{
+    l_r->delay_initial_ms = cfg->auth_failure_delay;
+    l_r->delay_max_ms = cfg->auth_failure_delay_max;
+    l_r->window_ms = (uint64_t)cfg->auth_failure_window * 1000;
+    l_r->account_max_failures = cfg->auth_account_max_failures;
+    l_r->address_max_failures = cfg->auth_max_failures;
+    l_r->block_ms = (uint64_t)cfg->auth_block_time * 1000;
+}
+
+struct penalty_table *penalty_table_new(const struct penalty_limits *limits)
+{
+    struct penalty_table *t = calloc(1, sizeof *t);
+    if (t)
+        t->limits = *limits;
+    return t;
+}
+
+void penalty_table_free(struct penalty_table *t)
+{
+    free(t);
+}
+
+uint64_t penalty_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+void penalty_query_init(struct penalty_query *q_r, const char *service, const char *peer_ip,
+                        bool is_peer_trusted, const char *passed_ip, const char *account)
+{
+    bool is_passed = is_peer_trusted && passed_ip && passed_ip[0];
+    q_r->ip = is_passed ? passed_ip : peer_ip;
+    q_r->is_trusted = is_peer_trusted && !is_passed;
+    q_r->account = account;
+    q_r->service = service;
+    q_r->now_ms = penalty_now_ms();
+}
+
+/* ---- keys ------------------------------------------------------------------------------ */
+
+/* What failures are counted against: an IPv4 address, or the /64 of an IPv6 one (an
+ * IPv4-mapped IPv6 address is an IPv4 client). Anything else ("unknown") is its own key.
+ * false: too long to be a key. */
+static bool penalty_address_key(const char *ip, char key[PENALTY_KEY_SIZE])
+{
+    struct in6_addr a6;
+    if (inet_pton(AF_INET6, ip, &a6) == 1) {
+        if (IN6_IS_ADDR_V4MAPPED(&a6))
+            return inet_ntop(AF_INET, &a6.s6_addr[12], key, PENALTY_KEY_SIZE) != NULL;
+        memset(&a6.s6_addr[8], 0, 8);
+        char net[INET6_ADDRSTRLEN];
+        if (!inet_ntop(AF_INET6, &a6, net, sizeof net))
+            return false;
+        int n = snprintf(key, PENALTY_KEY_SIZE, "%s/64", net);
+        return n > 0 && n < PENALTY_KEY_SIZE;
+    }
+    int n = snprintf(key, PENALTY_KEY_SIZE, "%s", ip);
+    return n >= 0 && n < PENALTY_KEY_SIZE;
+}
+
+/* Lower-case, cut to PENALTY_ACCOUNT_SIZE - 1, control bytes made '?' (it is logged). */
+static void penalty_account_key(const char *account, char out[PENALTY_ACCOUNT_SIZE])
+{
+    size_t i = 0;
+    for (; account && account[i] && i + 1 < PENALTY_ACCOUNT_SIZE; i++) {
+        unsigned char ch = (unsigned char)account[i];
+        out[i] = ch < 0x20 || ch == 0x7f ? '?' : (char)tolower(ch);
+    }
+    out[i] = '\0';
+}
+
+/* ---- slots ----------------------------------------------------------------------------- */
+
+static struct penalty_address *address_find(struct penalty_table *t, const char *key)
+{
+    for (size_t i = 0; i < PENALTY_ADDRESS_SLOTS; i++)
+        if (t->addresses[i].key[0] && strcmp(t->addresses[i].key, key) == 0)
+            return &t->addresses[i];
+    return NULL;
+}
+
+static struct penalty_pair *pair_find(struct penalty_table *t, const char *key,
+                                      const char *account)
+{
+    for (size_t i = 0; i < PENALTY_PAIR_SLOTS; i++)
+        if (t->pairs[i].key[0] && strcmp(t->pairs[i].key, key) == 0 &&
+            strcmp(t->pairs[i].account, account) == 0)
+            return &t->pairs[i];
+    return NULL;
+}
+
+/* Eviction order: a free slot, else the oldest unblocked one, else the oldest. */
+static bool slot_is_better_victim(bool is_blocked, uint64_t last, bool best_blocked,
+                                  uint64_t best_last)
+{
+    if (is_blocked != best_blocked)
+        return !is_blocked;
+    return last < best_last;
+}
+
+static struct penalty_address *address_take(struct penalty_table *t, const char *key,
+                                            uint64_t now)
+{
+    struct penalty_address *best = NULL;
+    for (size_t i = 0; i < PENALTY_ADDRESS_SLOTS; i++) {
+        struct penalty_address *a = &t->addresses[i];
+        if (!a->key[0]) {
+            best = a;
+            break;
+        }
+        if (!best || slot_is_better_victim(a->blocked_until_ms > now, a->last_failure_ms,
+                                           best->blocked_until_ms > now, best->last_failure_ms))
+            best = a;
+    }
+    memset(best, 0, sizeof *best);
+    memcpy(best->key, key, PENALTY_KEY_SIZE);
+    return best;
+}
+
+static struct penalty_pair *pair_take(struct penalty_table *t, const char *key,
+                                      const char *account, uint64_t now)
+{
+    struct penalty_pair *best = NULL;
+    for (size_t i = 0; i < PENALTY_PAIR_SLOTS; i++) {
+        struct penalty_pair *p = &t->pairs[i];
+        if (!p->key[0]) {
+            best = p;
+            break;
+        }
+        if (!best || slot_is_better_victim(p->blocked_until_ms > now, p->last_failure_ms,
+                                           best->blocked_until_ms > now, best->last_failure_ms))
+            best = p;
+    }
+    memset(best, 0, sizeof *best);
+    memcpy(best->key, key, PENALTY_KEY_SIZE);
+    memcpy(best->account, account, PENALTY_ACCOUNT_SIZE);
+    return best;
+}
+
+/* A block that ran out is lifted (and logged) when next looked at. */
+static void address_expire(struct penalty_address *a, uint64_t now)
+{
+    if (a->blocked_until_ms && a->blocked_until_ms <= now) {
+        log_info("auth", "unblock: rip=%s (block expired)", a->key);
+        a->blocked_until_ms = 0;
+        a->failures = 0;
+    }
+}
+
+static void pair_expire(struct penalty_pair *p, uint64_t now)
+{
+    if (p->blocked_until_ms && p->blocked_until_ms <= now) {
+        log_info("auth", "unblock: rip=%s, user=<%s> (block expired)", p->key, p->account);
+        p->blocked_until_ms = 0;
+        p->failures = 0;
+    }
+}
+
+/* Failures older than the window are forgotten before a new one is counted. */
+static void count_failure(const struct penalty_limits *l, unsigned *failures, uint64_t *last,
+                          uint64_t now)
+{
+    if (*failures && now - *last >= l->window_ms)
+        *failures = 0;
+    if (*failures < UINT32_MAX)
+        (*failures)++;
+    *last = now;
+}
+
+/* min(initial * 2^(f-1), max) */
+static uint64_t delay_for(const struct penalty_limits *l, unsigned failures)
+{
+    if (failures == 0 || l->delay_initial_ms == 0)
+        return 0;
+    uint64_t d = l->delay_initial_ms;
+    for (unsigned i = 1; i < failures && d < l->delay_max_ms; i++)
+        d *= 2;
+    return d < l->delay_max_ms ? d : l->delay_max_ms;
+}
+
+/* ---- requests -------------------------------------------------------------------------- */
+
+void penalty_check(struct penalty_table *t, const struct penalty_query *q,
+                   struct penalty_answer *a_r)
+{
+    a_r->verdict = PENALTY_ALLOW;
+    a_r->delay_ms = 0;
+    char key[PENALTY_KEY_SIZE];
+    if (!q->ip || !penalty_address_key(q->ip, key))
+        return;
+    uint64_t now = q->now_ms;
+    if (!q->is_trusted) {
+        struct penalty_address *a = address_find(t, key);
+        if (a) {
+            address_expire(a, now);
+            if (a->blocked_until_ms) {
+                a_r->verdict = PENALTY_BLOCKED;
+                return;
+            }
+            if (a->failures && now - a->last_failure_ms < t->limits.window_ms) {
+                uint64_t until = a->last_failure_ms + delay_for(&t->limits, a->failures);
+                a_r->delay_ms = until > now ? until - now : 0;
+            }
+        }
+    }
+    if (q->account && q->account[0]) {
+        char account[PENALTY_ACCOUNT_SIZE];
+        penalty_account_key(q->account, account);
+        struct penalty_pair *p = pair_find(t, key, account);
+        if (p) {
+            pair_expire(p, now);
+            if (p->blocked_until_ms) {
+                a_r->verdict = PENALTY_BLOCKED;
+                a_r->delay_ms = 0;
+            }
+        }
+    }
+}
+
+void penalty_report(struct penalty_table *t, const struct penalty_query *q, bool is_success,
+                    struct penalty_answer *a_r)
+{
+    a_r->verdict = PENALTY_ALLOW;
+    a_r->delay_ms = 0;
+    char key[PENALTY_KEY_SIZE];
+    if (!q->ip || !penalty_address_key(q->ip, key))
+        return;
+    uint64_t now = q->now_ms;
+    const struct penalty_limits *l = &t->limits;
+    char account[PENALTY_ACCOUNT_SIZE];
+    penalty_account_key(q->account, account);
+    const char *service = q->service ? q->service : "auth";
+
+    struct penalty_address *a = q->is_trusted ? NULL : address_find(t, key);
+    if (a)
+        address_expire(a, now);
+    struct penalty_pair *p = account[0] ? pair_find(t, key, account) : NULL;
+    if (p)
+        pair_expire(p, now);
+
+    if (is_success) {
+        /* the right password for a blocked pair or address is refused all the same:
+         * otherwise a block would only stop the guesses that fail */
+        if ((a && a->blocked_until_ms) || (p && p->blocked_until_ms)) {
+            a_r->verdict = PENALTY_BLOCKED;
+            return;
+        }
+        if (p)
+            memset(p, 0, sizeof *p);
+        return;
+    }
+
+    if (!q->is_trusted) {
+        if (!a)
+            a = address_take(t, key, now);
+        count_failure(l, &a->failures, &a->last_failure_ms, now);
+        if (!a->blocked_until_ms && l->address_max_failures &&
+            a->failures >= l->address_max_failures) {
+            a->blocked_until_ms = now + l->block_ms;
+            log_warning(service, "block: rip=%s, %u failed logins, blocked for %llu s", key,
+                        a->failures, (unsigned long long)(l->block_ms / 1000));
+        }
+        if (a->blocked_until_ms)
+            a_r->verdict = PENALTY_BLOCKED;
+    }
+    if (account[0]) {
+        if (!p)
+            p = pair_take(t, key, account, now);
+        count_failure(l, &p->failures, &p->last_failure_ms, now);
+        if (!p->blocked_until_ms && l->account_max_failures &&
+            p->failures >= l->account_max_failures) {
+            p->blocked_until_ms = now + l->block_ms;
+            log_warning(service,
+                        "block: rip=%s, user=<%s>, %u failed logins, blocked for %llu s", key,
+                        account, p->failures, (unsigned long long)(l->block_ms / 1000));
+        }
+        if (p->blocked_until_ms)
+            a_r->verdict = PENALTY_BLOCKED;
+    }
+}
+
+/* ---- administration -------------------------------------------------------------------- */
+
+size_t penalty_blocks_list(struct penalty_table *t, uint64_t now_ms,
+                           void (*cb)(const struct penalty_block *b, void *arg), void *arg)
+{
+    size_t n = 0;
+    struct penalty_block b;
+    for (size_t i = 0; i < PENALTY_ADDRESS_SLOTS; i++) {
+        struct penalty_address *a = &t->addresses[i];
+        if (!a->key[0])
+            continue;
+        address_expire(a, now_ms);
+        if (!a->blocked_until_ms)
+            continue;
+        memset(&b, 0, sizeof b);
+        memcpy(b.ip, a->key, sizeof b.ip);
+        b.failures = a->failures;
+        b.remaining_ms = a->blocked_until_ms - now_ms;
+        cb(&b, arg);
+        n++;
+    }
+    for (size_t i = 0; i < PENALTY_PAIR_SLOTS; i++) {
+        struct penalty_pair *p = &t->pairs[i];
+        if (!p->key[0])
+            continue;
+        pair_expire(p, now_ms);
+        if (!p->blocked_until_ms)
+            continue;
+        memcpy(b.ip, p->key, sizeof b.ip);
+        memcpy(b.account, p->account, sizeof b.account);
+        b.failures = p->failures;
+        b.remaining_ms = p->blocked_until_ms - now_ms;
+        cb(&b, arg);
+        n++;
+    }
+    return n;
+}
+
+size_t penalty_blocks_clear(struct penalty_table *t, const char *ip, const char *account,
+                            const char *by, uint64_t now_ms)
+{
+    char key[PENALTY_KEY_SIZE];
+    if (ip && !penalty_address_key(ip, key))
+        return 0;
+    char acct[PENALTY_ACCOUNT_SIZE] = "";
+    if (account)
+        penalty_account_key(account, acct);
+    size_t n = 0;
+    if (!account || !account[0]) {
+        for (size_t i = 0; i < PENALTY_ADDRESS_SLOTS; i++) {
+            struct penalty_address *a = &t->addresses[i];
+            if (!a->key[0] || (ip && strcmp(a->key, key) != 0))
+                continue;
+            if (a->blocked_until_ms > now_ms) {
+                log_info("auth", "unblock: rip=%s (cleared by %s)", a->key, by);
+                n++;
+            }
+            memset(a, 0, sizeof *a);
+        }
+    }
+    if (!account || account[0]) {
+        for (size_t i = 0; i < PENALTY_PAIR_SLOTS; i++) {
+            struct penalty_pair *p = &t->pairs[i];
+            if (!p->key[0] || (ip && strcmp(p->key, key) != 0) ||
+                (account && strcmp(p->account, acct) != 0))
+                continue;
+            if (p->blocked_until_ms > now_ms) {
+                log_info("auth", "unblock: rip=%s, user=<%s> (cleared by %s)", p->key, p->account,
+                         by);
+                n++;
+            }
+            memset(p, 0, sizeof *p);
+        }
+    }
+    return n;
+}
