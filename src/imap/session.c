@@ -423,7 +423,13 @@ static bool imap_penalty_admit(struct imap_session *s, const char *tag, const ch
     imap_penalty_query(s, account, &q);
     penalty_check(t, &q, &a);
     if (a.verdict == PENALTY_BLOCKED) {
-        log_info("imap", "login refused (blocked): rip=%s, lip=%s", imap_rip(s),
+        char user[128] = "";
+        for (size_t i = 0; account && account[i] && i + 1 < sizeof user; i++) {
+            unsigned char ch = (unsigned char)account[i];
+            user[i] = ch < 0x20 || ch == 0x7f || ch == '>' ? '?' : (char)ch;
+            user[i + 1] = '\0';
+        }
+        log_info("imap", "login refused (blocked): user=<%s>, rip=%s, lip=%s", user, imap_rip(s),
                  conn_local_ip(s->c));
         imap_reply(s, tag, IMAP_BLOCKED_REPLY);
         return false;
