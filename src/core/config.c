@@ -12,6 +12,7 @@
  */
 #include "core/config.h"
 #include "core/buf.h"
+#include "core/util.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -37,6 +38,8 @@ enum config_type {
     CT_SIZE, /* uint64 bytes, optional k/M/G suffix */
     CT_PLAINTEXT,
     CT_LOG_TARGET,
+    CT_MILTERS,       /* list of filter socket addresses (util_socket_address_parse) */
+    CT_MILTER_ACTION, /* tempfail | accept */
 };
 
 struct config_key {
@@ -106,6 +109,14 @@ static const struct config_key config_keys[] = {
     {"outbound.tls", CT_STRING, OFF(outbound_tls), "may", "may"},
     {"outbound.timeout", CT_UINT, OFF(outbound_timeout), "300", "300"},
     {"outbound.port", CT_UINT, OFF(outbound_port), "25", "25"},
+    {"smtp.milters", CT_MILTERS, OFF(smtp_milters), "", ""},
+    {"submission.milters", CT_MILTERS, OFF(submission_milters), "", ""},
+    {"sendmail.milters", CT_MILTERS, OFF(sendmail_milters), "", ""},
+    {"milter.connect_timeout", CT_UINT, OFF(milter_connect_timeout), "30", "30"},
+    {"milter.command_timeout", CT_UINT, OFF(milter_command_timeout), "30", "30"},
+    {"milter.content_timeout", CT_UINT, OFF(milter_content_timeout), "300", "300"},
+    {"milter.default_action", CT_MILTER_ACTION, OFF(milter_default_action), "tempfail",
+     "tempfail"},
 };
 
 #define N_KEYS (sizeof config_keys / sizeof config_keys[0])
@@ -118,6 +129,7 @@ struct config_private {
 
 static const char *const plaintext_names[] = {"tls", "loopback+tls", "always"};
 static const char *const log_target_names[] = {"stderr", "syslog", "file"};
+static const char *const milter_action_names[] = {"tempfail", "accept"};
 
 static char *config_strdup(const char *s)
 {
@@ -341,18 +353,27 @@ static char *config_set(struct config *cfg, const struct config_key *k, const ch
         return NULL;
     }
     case CT_LISTEN:
-    case CT_NETWORKS: {
+    case CT_NETWORKS:
+    case CT_MILTERS: {
         struct config_list l;
         const char *err = split_list(v, &l);
         if (err)
             return config_asprintf("%s for %s", err, k->name);
         for (size_t i = 0; i < l.n; i++) {
+            int family;
+            char host[256], port[8];
             bool ok = k->type == CT_LISTEN ? listen_item_normalise(&l.items[i])
-                                           : network_item_is_valid(l.items[i]);
+                      : k->type == CT_NETWORKS
+                          ? network_item_is_valid(l.items[i])
+                          : util_socket_address_parse(l.items[i], &family, host, sizeof host,
+                                                      port, sizeof port);
             if (!ok) {
-                char *r = config_asprintf("bad %s '%s' for %s",
-                                          k->type == CT_LISTEN ? "listen address" : "network",
-                                          l.items[i], k->name);
+                char *r = config_asprintf(
+                    "bad %s '%s' for %s",
+                    k->type == CT_LISTEN     ? "listen address"
+                    : k->type == CT_NETWORKS ? "network"
+                                             : "milter address (inet:IP:PORT or unix:/path)",
+                    l.items[i], k->name);
                 config_list_free(&l);
                 return r;
             }
@@ -403,6 +424,15 @@ static char *config_set(struct config *cfg, const struct config_key *k, const ch
         char **sp = (char **)field;
         free(*sp);
         *sp = config_strdup(log_target_names[i]);
+        return NULL;
+    }
+    case CT_MILTER_ACTION: {
+        int i = enum_find(milter_action_names, 2, v);
+        if (i < 0)
+            return config_asprintf("bad value '%s' for %s (use tempfail or accept)", v, k->name);
+        char **sp = (char **)field;
+        free(*sp);
+        *sp = config_strdup(milter_action_names[i]);
         return NULL;
     }
     }
@@ -690,9 +720,10 @@ void config_free(struct config *cfg)
     for (size_t i = 0; i < N_KEYS; i++) {
         const struct config_key *k = &config_keys[i];
         char *field = (char *)cfg + k->offset;
-        if (k->type == CT_STRING || k->type == CT_PATH || k->type == CT_LOG_TARGET)
+        if (k->type == CT_STRING || k->type == CT_PATH || k->type == CT_LOG_TARGET ||
+            k->type == CT_MILTER_ACTION)
             free(*(char **)field);
-        else if (k->type == CT_LISTEN || k->type == CT_NETWORKS)
+        else if (k->type == CT_LISTEN || k->type == CT_NETWORKS || k->type == CT_MILTERS)
             config_list_free((struct config_list *)field);
     }
     config_list_free(&cfg->transports);
@@ -709,12 +740,14 @@ static char *config_format_value(const struct config *cfg, const struct config_k
     switch (k->type) {
     case CT_STRING:
     case CT_PATH:
-    case CT_LOG_TARGET: {
+    case CT_LOG_TARGET:
+    case CT_MILTER_ACTION: {
         const char *s = *(char *const *)field;
         return config_strdup(s ? s : "");
     }
     case CT_LISTEN:
-    case CT_NETWORKS: {
+    case CT_NETWORKS:
+    case CT_MILTERS: {
         const struct config_list *l = (const struct config_list *)field;
         struct buf b;
         buf_init(&b, 0);

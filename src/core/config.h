@@ -98,6 +98,14 @@ struct config {
     char *outbound_tls;            /* outbound.tls: none | may | encrypt; default may */
     unsigned outbound_timeout;     /* outbound.timeout seconds per SMTP read/write; 300 */
     unsigned outbound_port;        /* outbound.port: TCP port for MX-routed mail; 25 */
+    /* Milters (issue 13): socket addresses, in the order they are asked. */
+    struct config_list smtp_milters;       /* smtp.milters: port 25 (smtpd_milters) */
+    struct config_list submission_milters; /* submission.milters: 587 and 465 */
+    struct config_list sendmail_milters;   /* sendmail.milters: `tern sendmail` (non_smtpd) */
+    unsigned milter_connect_timeout;       /* milter.connect_timeout seconds; 30 */
+    unsigned milter_command_timeout;       /* milter.command_timeout seconds; 30 */
+    unsigned milter_content_timeout;       /* milter.content_timeout seconds; 300 */
+    char *milter_default_action;           /* milter.default_action: tempfail | accept */
     struct config_list transports; /* transport.<domain> = [host]:port, stored as
                                       "<domain> [host]:port" items, in file order */
 };

@@ -24,6 +24,7 @@
 #include "core/workpool.h"
 #include "queue/outbound.h"
 #include "queue/queue.h"
+#include "smtp/delivery.h"
 #include "smtp/session.h"
 #include "store/store.h"
 
@@ -33,37 +34,6 @@
 #include <strings.h>
 #include <time.h>
 #include <unistd.h>
-
-struct smtp_delivery_job {
-    struct smtp_session *s;
-    char queue_id[UTIL_QUEUE_ID_SIZE];
-    char *data_dir;
-    char *sender;
-    unsigned nrcpt;
-    uint64_t start_ms;
-    char *message_id; /* for the log line, may be NULL */
-
-    struct buf body; /* message in memory, or the tail already flushed */
-    int fd;          /* spill file or -1 */
-    struct store_source src;
-
-    struct smtp_local_target *local; /* moved from the transaction */
-    size_t n_local;
-    struct store_target *targets;
-    char **headers; /* per local target */
-    char **remote;  /* moved from the transaction */
-    size_t n_remote;
-    char *remote_header;
-    unsigned *remote_notify; /* moved from the transaction (RFC 3461) */
-    char **remote_orcpt;
-    int dsn_ret;
-    char *envid;    /* ENVID or NULL */
-    char *hostname; /* for the success DSN's Reporting-MTA */
-    time_t arrival;
-
-    int queue_rc, store_rc;
-    char *error;
-};
 
 /* RFC 3848 / RFC 6531 §3.7.3 "with" keyword for the Received header. */
 static const char *received_protocol(const struct smtp_session *s, bool is_utf8)
@@ -127,6 +97,7 @@ static void job_free(struct smtp_delivery_job *job)
     free(job->sender);
     free(job->message_id);
     free(job->error);
+    smtp_filter_free(job->filter);
     buf_free(&job->body);
     if (job->fd >= 0)
         close(job->fd);
@@ -192,9 +163,39 @@ static void delivery_success_notices(struct smtp_delivery_job *job)
 /* Workpool thread: stage the queue copy (durable, invisible to the runner), deliver the
  * local copies, then commit the queue copy — or drop it if the store failed, so that a
  * 451 never leaves a remote copy behind that the client's retry would duplicate. */
+/* A message the milters quarantined: every recipient, local ones too, into the hold
+ * queue (Postfix's quarantine); `tern queue release` lets the runner deliver it. */
+static void delivery_hold(struct smtp_delivery_job *job)
+{
+    size_t n = job->n_local + job->n_remote;
+    const char **rcpts = calloc(n, sizeof *rcpts);
+    if (!rcpts) {
+        job->queue_rc = -1;
+        return;
+    }
+    for (size_t i = 0; i < job->n_local; i++)
+        rcpts[i] = job->local[i].orig_rcpt;
+    for (size_t i = 0; i < job->n_remote; i++)
+        rcpts[job->n_local + i] = job->remote[i];
+    job->queue_rc = queue_enqueue_staged_dsn(job->data_dir, job->queue_id, job->sender, rcpts, n,
+                                             job->remote_header, &job->src, NULL, &job->error);
+    free(rcpts);
+    if (job->queue_rc == 0 &&
+        (job->queue_rc = queue_commit_held(job->data_dir, job->queue_id, &job->error)) < 0)
+        queue_abort(job->data_dir, job->queue_id);
+}
+
 static void delivery_work(void *arg)
 {
     struct smtp_delivery_job *job = arg;
+    if (job->filter && !smtp_filter_run(job)) {
+        job->is_filtered_out = true; /* refused or discarded: the done callback answers */
+        return;
+    }
+    if (smtp_filter_is_held(job->filter)) {
+        delivery_hold(job);
+        return;
+    }
     if (job->n_remote) {
         struct queue_dsn dsn = {.ret = job->dsn_ret,
                                 .envid = job->envid,
@@ -240,6 +241,30 @@ static void delivery_done(void *arg)
     }
     double delay = (double)(util_now_ms() - job->start_ms) / 1000.0;
     const char *id = job->queue_id;
+    if (job->is_filtered_out) {
+        /* a milter refused or discarded the message: Postfix's log line and its reply */
+        const char *why = smtp_filter_why(job->filter);
+        if (smtp_filter_is_discarded(job->filter)) {
+            log_info("cleanup", "%s: discard: %s; from=<%s>", id, why, job->sender);
+            smtp_reply(s, "250 2.0.0 Ok: queued as %s", id);
+        } else {
+            const char *reply = smtp_filter_reply(job->filter);
+            log_info("cleanup", "%s: milter-reject: END-OF-MESSAGE from %s: %s; from=<%s>", id,
+                     s->peer, why, job->sender);
+            smtp_reply(s, "%s", reply);
+        }
+        job_free(job);
+        smtp_session_job_done(s);
+        return;
+    }
+    if (smtp_filter_is_held(job->filter) && job->queue_rc == 0) {
+        log_info("qmgr", "%s: from=<%s>, size=%llu, nrcpt=%u (queue hold)", id, job->sender,
+                 (unsigned long long)job->src.size, job->nrcpt);
+        smtp_reply(s, "250 2.0.0 Ok: queued as %s", id);
+        job_free(job);
+        smtp_session_job_done(s);
+        return;
+    }
     if (job->queue_rc == 0 && job->store_rc == 0) {
         if (job->message_id) {
             char mid[SMTP_DATA_MESSAGE_ID_MAX + 1];
@@ -412,7 +437,11 @@ void smtp_delivery_start(struct smtp_session *s)
             };
         }
     }
-    if (ok && job->n_remote) {
+    bool is_oom = false;
+    job->filter = ok ? smtp_filter_prepare(s, job, &is_oom) : NULL;
+    if (is_oom)
+        ok = false;
+    if (ok && (job->n_remote || job->filter)) {
         struct buf h;
         buf_init(&h, 0);
         received_header(&h, s, job->queue_id, job->n_remote == 1 ? job->remote[0] : NULL, date);

@@ -375,6 +375,11 @@ int queue_commit(const char *data_dir, const char *id, char **error_r)
     return 0;
 }
 
+int queue_commit_held(const char *data_dir, const char *id, char **error_r)
+{
+    return 0;
+}
+
 void queue_abort(const char *data_dir, const char *id)
 {
 }
