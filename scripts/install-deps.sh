@@ -22,6 +22,7 @@ libunbound-dev nettle-dev libcmocka-dev
 python3 python3-pytest python3-pytest-timeout
 openssl gnutls-bin ca-certificates curl swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl
 isync fetchmail dovecot-core sqlite3 passwd procps
+rspamd opendkim opendkim-tools iproute2 util-linux
 "
 
 missing=""

@@ -9,6 +9,7 @@
  */
 #include "milter/milter.h"
 
+#include "core/config.h"
 #include "core/log.h"
 #include "core/util.h"
 
@@ -171,6 +172,30 @@ bool milter_address_is_valid(const char *address)
     int family;
     char host[256], port[8];
     return util_socket_address_parse(address, &family, host, sizeof host, port, sizeof port);
+}
+
+size_t milter_specs_from_config(const struct config *cfg, const struct config_list *list,
+                                struct milter_spec **specs_r, bool *is_oom_r)
+{
+    *specs_r = NULL;
+    *is_oom_r = false;
+    if (list->n == 0)
+        return 0;
+    struct milter_spec *specs = calloc(list->n, sizeof *specs);
+    if (!specs) {
+        *is_oom_r = true;
+        return 0;
+    }
+    bool is_accept = cfg->milter_default_action && strcmp(cfg->milter_default_action, "accept") == 0;
+    for (size_t i = 0; i < list->n; i++) {
+        snprintf(specs[i].address, sizeof specs[i].address, "%s", list->items[i]);
+        specs[i].connect_timeout_ms = cfg->milter_connect_timeout * 1000;
+        specs[i].command_timeout_ms = cfg->milter_command_timeout * 1000;
+        specs[i].content_timeout_ms = cfg->milter_content_timeout * 1000;
+        specs[i].default_action = is_accept ? MILTER_DEFAULT_ACCEPT : MILTER_DEFAULT_TEMPFAIL;
+    }
+    *specs_r = specs;
+    return list->n;
 }
 
 /* ---- one conversation ----------------------------------------------------------------- */

@@ -62,9 +62,14 @@ struct milter_spec {
     enum milter_default default_action;
 };
 
-/* "inet:127.0.0.1:11332", "inet6:[::1]:11332", "unix:/run/x.sock" -> a spec with the
- * timeouts left 0. false if malformed. Used by config check and start-up. */
+/* "inet:127.0.0.1:11332", "inet6:[::1]:11332", "unix:/run/x.sock": well formed? */
 bool milter_address_is_valid(const char *address);
+struct config;
+/* The specs of a list of addresses (smtp.milters, ...) with the milter.* timeouts and
+ * default action of cfg. Returns how many; *specs_r is malloc'd (NULL when none or out of
+ * memory: then *is_oom_r). */
+size_t milter_specs_from_config(const struct config *cfg, const struct config_list *list,
+                                struct milter_spec **specs_r, bool *is_oom_r);
 
 /* The message and its envelope, as plain data. */
 struct milter_message {

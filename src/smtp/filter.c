@@ -52,23 +52,11 @@ struct smtp_filter *smtp_filter_prepare(struct smtp_session *s, const struct smt
     if (list->n == 0)
         return NULL;
     struct smtp_filter *f = calloc(1, sizeof *f);
-    if (!f || !(f->specs = calloc(list->n, sizeof *f->specs))) {
+    if (!f || !(f->n_specs = milter_specs_from_config(s->cfg, list, &f->specs, is_oom_r))) {
         free(f);
         *is_oom_r = true;
         return NULL;
     }
-    for (size_t i = 0; i < list->n; i++) {
-        struct milter_spec *m = &f->specs[i];
-        snprintf(m->address, sizeof m->address, "%s", list->items[i]);
-        m->connect_timeout_ms = s->cfg->milter_connect_timeout * 1000;
-        m->command_timeout_ms = s->cfg->milter_command_timeout * 1000;
-        m->content_timeout_ms = s->cfg->milter_content_timeout * 1000;
-        m->default_action = s->cfg->milter_default_action &&
-                                    strcmp(s->cfg->milter_default_action, "accept") == 0
-                                ? MILTER_DEFAULT_ACCEPT
-                                : MILTER_DEFAULT_TEMPFAIL;
-    }
-    f->n_specs = list->n;
     f->auth = s->ctx->auth;
     f->max_size = s->cfg->smtp_max_message_size;
     const char *ip = s->client_ip[0] ? s->client_ip : conn_peer_ip(s->c);
