@@ -1002,7 +1002,12 @@ int milter_message_rewrite(const char *data, size_t len, const struct milter_out
                 if (!f.len) {
                     of[at].is_deleted = true;
                 } else {
-                    of[at].made = buf_steal(&f);
+                    /* the field keeps the name as the message spelt it */
+                    struct buf g;
+                    buf_init(&g, 0);
+                    if (!field_format(&g, of[at].name, ch->value))
+                        rc = -1;
+                    of[at].made = buf_steal(&g);
                     of[at].text = NULL;
                 }
                 buf_free(&f);
