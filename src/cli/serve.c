@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "imap/imap.h"
+#include "policy/anvil.h"
 #include "policy/control.h"
 #include "policy/penalty.h"
 #include "pop3/pop3.h"
@@ -37,7 +38,10 @@ static int serve_init_policy(struct server_context *ctx, char **error_r)
     struct penalty_limits limits;
     penalty_limits_from_config(ctx->cfg, &limits);
     ctx->penalty = penalty_table_new(&limits);
-    if (!ctx->penalty) {
+    struct anvil_limits rates;
+    anvil_limits_from_config(ctx->cfg, &rates);
+    ctx->anvil = anvil_new(&rates);
+    if (!ctx->penalty || !ctx->anvil) {
         *error_r = strdup("out of memory");
         return -1;
     }
@@ -90,6 +94,8 @@ static void serve_fini(struct server_context *ctx)
     serve_control = NULL;
     penalty_table_free(ctx->penalty);
     ctx->penalty = NULL;
+    anvil_free(ctx->anvil);
+    ctx->anvil = NULL;
     /* release the notification event before the loop's base is freed */
     store_notify_init(NULL);
 }

@@ -98,6 +98,13 @@ struct config {
     char *outbound_tls;            /* outbound.tls: none | may | encrypt; default may */
     unsigned outbound_timeout;     /* outbound.timeout seconds per SMTP read/write; 300 */
     unsigned outbound_port;        /* outbound.port: TCP port for MX-routed mail; 25 */
+    /* Rate limits (policy/anvil.h), per ratelimit.window seconds; 0 = no limit. */
+    unsigned ratelimit_connections;     /* ratelimit.connections per client address */
+    unsigned ratelimit_messages;        /* ratelimit.messages (MAIL) per client address */
+    unsigned ratelimit_recipients;      /* ratelimit.recipients (RCPT) per client address */
+    unsigned ratelimit_user_messages;   /* ratelimit.user_messages per authenticated user */
+    unsigned ratelimit_user_recipients; /* ratelimit.user_recipients per authenticated user */
+    unsigned ratelimit_window;          /* ratelimit.window seconds; 60 */
     /* Milters (issue 13): socket addresses, in the order they are asked. */
     struct config_list smtp_milters;       /* smtp.milters: port 25 (smtpd_milters) */
     struct config_list submission_milters; /* submission.milters: 587 and 465 */

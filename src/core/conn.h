@@ -74,6 +74,7 @@ struct server;
 
 struct auth_service;
 struct penalty_table;
+struct anvil;
 
 #define CONN_ROLE_COUNT 7
 
@@ -83,6 +84,7 @@ struct server_context {
     struct workpool *pool;     /* blocking work: fsync, hashing, SQLite writes */
     struct auth_service *auth; /* set by hooks.init after privileges are dropped */
     struct penalty_table *penalty; /* failed-login policy (policy/penalty.h); may be NULL */
+    struct anvil *anvil;           /* rate limits (policy/anvil.h); may be NULL */
     void *app;                 /* reserved for the application (queue runner etc.) */
 };
 

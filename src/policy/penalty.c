@@ -10,10 +10,9 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "policy/address.h"
 
-#include <arpa/inet.h>
 #include <ctype.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,26 +81,6 @@ void penalty_query_init(struct penalty_query *q_r, const char *service, const ch
 }
 
 /* ---- keys ------------------------------------------------------------------------------ */
-
-/* What failures are counted against: an IPv4 address, or the /64 of an IPv6 one (an
- * IPv4-mapped IPv6 address is an IPv4 client). Anything else ("unknown") is its own key.
- * false: too long to be a key. */
-static bool penalty_address_key(const char *ip, char key[PENALTY_KEY_SIZE])
-{
-    struct in6_addr a6;
-    if (inet_pton(AF_INET6, ip, &a6) == 1) {
-        if (IN6_IS_ADDR_V4MAPPED(&a6))
-            return inet_ntop(AF_INET, &a6.s6_addr[12], key, PENALTY_KEY_SIZE) != NULL;
-        memset(&a6.s6_addr[8], 0, 8);
-        char net[INET6_ADDRSTRLEN];
-        if (!inet_ntop(AF_INET6, &a6, net, sizeof net))
-            return false;
-        int n = snprintf(key, PENALTY_KEY_SIZE, "%s/64", net);
-        return n > 0 && n < PENALTY_KEY_SIZE;
-    }
-    int n = snprintf(key, PENALTY_KEY_SIZE, "%s", ip);
-    return n >= 0 && n < PENALTY_KEY_SIZE;
-}
 
 /* Lower-case, cut to PENALTY_ACCOUNT_SIZE - 1, control bytes made '?' (it is logged). */
 static void penalty_account_key(const char *account, char out[PENALTY_ACCOUNT_SIZE])
@@ -231,7 +210,7 @@ void penalty_check(struct penalty_table *t, const struct penalty_query *q,
     a_r->verdict = PENALTY_ALLOW;
     a_r->delay_ms = 0;
     char key[PENALTY_KEY_SIZE];
-    if (!q->ip || !penalty_address_key(q->ip, key))
+    if (!q->ip || !policy_address_key(q->ip, key))
         return;
     uint64_t now = q->now_ms;
     if (!q->is_trusted) {
@@ -268,7 +247,7 @@ void penalty_report(struct penalty_table *t, const struct penalty_query *q, bool
     a_r->verdict = PENALTY_ALLOW;
     a_r->delay_ms = 0;
     char key[PENALTY_KEY_SIZE];
-    if (!q->ip || !penalty_address_key(q->ip, key))
+    if (!q->ip || !policy_address_key(q->ip, key))
         return;
     uint64_t now = q->now_ms;
     const struct penalty_limits *l = &t->limits;
@@ -366,7 +345,7 @@ size_t penalty_blocks_clear(struct penalty_table *t, const char *ip, const char 
                             const char *by, uint64_t now_ms)
 {
     char key[PENALTY_KEY_SIZE];
-    if (ip && !penalty_address_key(ip, key))
+    if (ip && !policy_address_key(ip, key))
         return 0;
     char acct[PENALTY_ACCOUNT_SIZE] = "";
     if (account)

@@ -44,7 +44,7 @@ struct config;
 
 #define PENALTY_ADDRESS_SLOTS 4096
 #define PENALTY_PAIR_SLOTS    4096
-#define PENALTY_KEY_SIZE      48  /* "a.b.c.d" or "xxxx:xxxx:xxxx:xxxx::/64" */
+#define PENALTY_KEY_SIZE      48  /* POLICY_KEY_SIZE (policy/address.h) */
 #define PENALTY_ACCOUNT_SIZE  256 /* longer login names are compared on their first 255 */
 
 struct penalty_limits {

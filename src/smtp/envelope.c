@@ -11,6 +11,7 @@
 #include "auth/auth.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "policy/anvil.h"
 #include "smtp/session.h"
 #include "store/store.h"
 
@@ -79,6 +80,8 @@ void smtp_cmd_mail(struct smtp_session *s, const struct smtp_command *cmd)
         smtp_reply(s, "%s", reply);
         return;
     }
+    if (!smtp_rate_allowed(s, ANVIL_MESSAGE))
+        return;
     smtp_txn_reset(&s->txn);
     s->txn.is_active = true;
     s->txn.from = from;
@@ -296,6 +299,8 @@ void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
         smtp_reply(s, "452 4.5.3 Error: too many recipients");
         return;
     }
+    if (!smtp_rate_allowed(s, ANVIL_RECIPIENT))
+        return;
     if (to.domain[0] == '\0')
         postmaster_domain(s, to.domain, sizeof to.domain);
     char rcpt[ADDR_MAX_PATH + 1];

@@ -17,6 +17,7 @@
 #include "auth/auth.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "policy/anvil.h"
 #include "smtp/session.h"
 
 #include <event2/buffer.h>
@@ -486,6 +487,39 @@ void smtp_txn_init(struct smtp_txn *t)
     buf_init(&t->body, 0);
 }
 
+bool smtp_rate_allowed(struct smtp_session *s, int event)
+{
+    if (!s->ctx->anvil || conn_peer_in_networks(s->c, &s->cfg->relay_networks) ||
+        conn_peer_in_networks(s->c, &s->cfg->auth_trusted_networks))
+        return true;
+    const char *ip = s->client_ip[0] ? s->client_ip : conn_peer_ip(s->c);
+    struct anvil_query q = {.event = (enum anvil_event)event,
+                            .ip = ip,
+                            .user = s->auth_user,
+                            .now_ms = util_now_ms()};
+    struct anvil_answer a;
+    anvil_event(s->ctx->anvil, &q, &a);
+    if (a.is_allowed)
+        return true;
+    static const char *const what[] = {"Connection rate", "Message delivery request rate",
+                                       "Recipient address rate"};
+    const char *service = s->role == CONN_ROLE_SMTP ? "smtp" : "submission";
+    if (a.is_user_limit)
+        log_warning("smtpd", "%s limit exceeded: %u from %s for user %s, service %s",
+                    what[event], a.count + 1, s->peer, s->auth_user, service);
+    else
+        log_warning("smtpd", "%s limit exceeded: %u from %s for service %s", what[event],
+                    a.count + 1, s->peer, service);
+    const char *who = a.is_user_limit ? s->auth_user : ip;
+    if (event == ANVIL_CONNECTION)
+        smtp_reply(s, "421 4.7.0 %s Error: too many connections from %s", smtp_hostname(s), ip);
+    else if (event == ANVIL_MESSAGE)
+        smtp_reply(s, "450 4.7.1 Error: too much mail from %s", who);
+    else
+        smtp_reply(s, "450 4.7.1 Error: too many recipients from %s", who);
+    return false;
+}
+
 static void *smtp_open(struct conn *c)
 {
     struct smtp_session *s = calloc(1, sizeof *s);
@@ -501,6 +535,11 @@ static void *smtp_open(struct conn *c)
     snprintf(s->peer, sizeof s->peer, "%s[%s]", conn_peer_name(c), ip ? ip : "unknown");
     log_info("smtpd", "connect from %s", s->peer);
     conn_set_timeout(c, s->cfg->smtp_timeout ? s->cfg->smtp_timeout : 300);
+    if (!smtp_rate_allowed(s, ANVIL_CONNECTION)) {
+        s->input = SMTP_INPUT_CLOSED;
+        conn_close(c);
+        return s;
+    }
     /* RFC 5321 §4.3.1 greeting; no software name or version (DESIGN §6). */
     conn_printf(c, "220 %s ESMTP\r\n", smtp_hostname(s));
     return s;

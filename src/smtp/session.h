@@ -134,6 +134,12 @@ void smtp_log_safe(const char *in, char *out, size_t size);
 
 /* session.c */
 void smtp_session_free(struct smtp_session *s);
+/* Rate limits (policy/anvil.h): count a connection, MAIL or RCPT (event: enum anvil_event)
+ * for the client address and the authenticated user. false: over a limit, the reply
+ * (421 for a connection, 450 4.7.1 otherwise) is written and the refusal logged.
+ * relay_networks and auth.trusted_networks are exempt (Postfix:
+ * smtpd_client_event_limit_exceptions = $mynetworks). */
+bool smtp_rate_allowed(struct smtp_session *s, int event);
 /* Resume reading after a workpool job (or free the session if it died meanwhile). Returns
  * false when the session was freed. */
 bool smtp_session_job_done(struct smtp_session *s);

@@ -1,0 +1,58 @@
+/*
+ * anvil.h - rate limits per client address and per authenticated user (Postfix's anvil:
+ * smtpd_client_connection_rate_limit, _message_rate_limit, _recipient_rate_limit).
+ *
+ * Each limit counts events in fixed windows of ratelimit.window seconds (Postfix's
+ * anvil_rate_time_unit, 60 s): connections and messages (MAIL) and recipients (RCPT)
+ * per client address (an IPv4 address, an IPv6 /64), and messages and recipients per
+ * authenticated user wherever they connect from. An event over a limit is refused (the
+ * caller answers 421 4.7.0 for a connection, 450 4.7.1 for MAIL or RCPT) and is not
+ * counted, so a client that waits gets through at the next window. A limit of 0 is off.
+ *
+ * Shape for the process split: like penalty.h, a request of plain data (kind, address,
+ * user, time) answered with plain data; the table can move into one process serving
+ * every worker. Memory: ANVIL_SLOTS entries; the least recently used is evicted.
+ * Thread rules: not thread-safe; one owner thread (the event loop).
+ */
+#ifndef TERN_POLICY_ANVIL_H
+#define TERN_POLICY_ANVIL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct config;
+
+#define ANVIL_SLOTS 8192
+
+enum anvil_event { ANVIL_CONNECTION, ANVIL_MESSAGE, ANVIL_RECIPIENT, ANVIL_EVENT_COUNT };
+
+struct anvil_limits {
+    unsigned address[ANVIL_EVENT_COUNT]; /* per client address per window; 0 = no limit */
+    unsigned user[ANVIL_EVENT_COUNT];    /* per authenticated user (connections unused) */
+    uint64_t window_ms;
+};
+
+struct anvil;
+
+void anvil_limits_from_config(const struct config *cfg, struct anvil_limits *l_r);
+struct anvil *anvil_new(const struct anvil_limits *limits);
+void anvil_free(struct anvil *a);
+
+/* One event, as plain data. */
+struct anvil_query {
+    enum anvil_event event;
+    const char *ip;   /* client address */
+    const char *user; /* authenticated user, NULL when none */
+    uint64_t now_ms;
+};
+
+struct anvil_answer {
+    bool is_allowed;
+    bool is_user_limit; /* the refusal came from the user's limit, not the address's */
+    unsigned count;     /* events in this window, this one included when allowed */
+};
+
+/* Count the event if it is within the limits; else refuse it (not counted). */
+void anvil_event(struct anvil *a, const struct anvil_query *q, struct anvil_answer *a_r);
+
+#endif
