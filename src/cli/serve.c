@@ -16,6 +16,7 @@
 #include "imap/imap.h"
 #include "policy/anvil.h"
 #include "policy/control.h"
+#include "policy/dnscache.h"
 #include "policy/penalty.h"
 #include "pop3/pop3.h"
 #include "queue/outbound.h"
@@ -41,7 +42,8 @@ static int serve_init_policy(struct server_context *ctx, char **error_r)
     struct anvil_limits rates;
     anvil_limits_from_config(ctx->cfg, &rates);
     ctx->anvil = anvil_new(&rates);
-    if (!ctx->penalty || !ctx->anvil) {
+    ctx->dnscache = dns_cache_new();
+    if (!ctx->penalty || !ctx->anvil || !ctx->dnscache) {
         *error_r = strdup("out of memory");
         return -1;
     }
@@ -96,6 +98,8 @@ static void serve_fini(struct server_context *ctx)
     ctx->penalty = NULL;
     anvil_free(ctx->anvil);
     ctx->anvil = NULL;
+    dns_cache_free(ctx->dnscache);
+    ctx->dnscache = NULL;
     /* release the notification event before the loop's base is freed */
     store_notify_init(NULL);
 }

@@ -12,6 +12,7 @@
  */
 #include "core/config.h"
 #include "core/buf.h"
+#include "core/dnsbl_site.h"
 #include "core/util.h"
 
 #include <arpa/inet.h>
@@ -39,6 +40,7 @@ enum config_type {
     CT_PLAINTEXT,
     CT_LOG_TARGET,
     CT_MILTERS,       /* list of filter socket addresses (util_socket_address_parse) */
+    CT_DNSBL,         /* list of DNS list sites (core/dnsbl_site.h) */
     CT_MILTER_ACTION, /* tempfail | accept */
 };
 
@@ -109,6 +111,17 @@ static const struct config_key config_keys[] = {
     {"outbound.tls", CT_STRING, OFF(outbound_tls), "may", "may"},
     {"outbound.timeout", CT_UINT, OFF(outbound_timeout), "300", "300"},
     {"outbound.port", CT_UINT, OFF(outbound_port), "25", "25"},
+    {"smtp.greet_pause", CT_UINT, OFF(smtp_greet_pause), "0", "0"},
+    {"smtp.reject_unauth_pipelining", CT_BOOL, OFF(smtp_reject_unauth_pipelining), "yes", "yes"},
+    {"smtp.helo_checks", CT_BOOL, OFF(smtp_helo_checks), "yes", "yes"},
+    {"smtp.helo_require_fqdn", CT_BOOL, OFF(smtp_helo_require_fqdn), "no", "no"},
+    {"smtp.reject_unknown_sender_domain", CT_BOOL, OFF(smtp_reject_unknown_sender_domain), "no",
+     "no"},
+    {"smtp.dnsbl_sites", CT_DNSBL, OFF(smtp_dnsbl_sites), "", ""},
+    {"smtp.dnsbl_threshold", CT_UINT, OFF(smtp_dnsbl_threshold), "1", "1"},
+    {"smtp.rhsbl_sites", CT_DNSBL, OFF(smtp_rhsbl_sites), "", ""},
+    {"smtp.rhsbl_threshold", CT_UINT, OFF(smtp_rhsbl_threshold), "1", "1"},
+    {"smtp.dns_timeout", CT_UINT, OFF(smtp_dns_timeout), "10000", "10000"},
     {"ratelimit.connections", CT_UINT, OFF(ratelimit_connections), "0", "0"},
     {"ratelimit.messages", CT_UINT, OFF(ratelimit_messages), "0", "0"},
     {"ratelimit.recipients", CT_UINT, OFF(ratelimit_recipients), "0", "0"},
@@ -360,7 +373,8 @@ static char *config_set(struct config *cfg, const struct config_key *k, const ch
     }
     case CT_LISTEN:
     case CT_NETWORKS:
-    case CT_MILTERS: {
+    case CT_MILTERS:
+    case CT_DNSBL: {
         struct config_list l;
         const char *err = split_list(v, &l);
         if (err)
@@ -368,9 +382,12 @@ static char *config_set(struct config *cfg, const struct config_key *k, const ch
         for (size_t i = 0; i < l.n; i++) {
             int family;
             char host[256], port[8];
+            struct dnsbl_site site;
             bool ok = k->type == CT_LISTEN ? listen_item_normalise(&l.items[i])
                       : k->type == CT_NETWORKS
                           ? network_item_is_valid(l.items[i])
+                      : k->type == CT_DNSBL
+                          ? dnsbl_site_parse(l.items[i], &site)
                           : util_socket_address_parse(l.items[i], &family, host, sizeof host,
                                                       port, sizeof port);
             if (!ok) {
@@ -378,6 +395,7 @@ static char *config_set(struct config *cfg, const struct config_key *k, const ch
                     "bad %s '%s' for %s",
                     k->type == CT_LISTEN     ? "listen address"
                     : k->type == CT_NETWORKS ? "network"
+                    : k->type == CT_DNSBL    ? "DNS list site (domain[=filter]*weight)"
                                              : "milter address (inet:IP:PORT or unix:/path)",
                     l.items[i], k->name);
                 config_list_free(&l);
@@ -729,7 +747,8 @@ void config_free(struct config *cfg)
         if (k->type == CT_STRING || k->type == CT_PATH || k->type == CT_LOG_TARGET ||
             k->type == CT_MILTER_ACTION)
             free(*(char **)field);
-        else if (k->type == CT_LISTEN || k->type == CT_NETWORKS || k->type == CT_MILTERS)
+        else if (k->type == CT_LISTEN || k->type == CT_NETWORKS || k->type == CT_MILTERS ||
+                 k->type == CT_DNSBL)
             config_list_free((struct config_list *)field);
     }
     config_list_free(&cfg->transports);
@@ -753,7 +772,8 @@ static char *config_format_value(const struct config *cfg, const struct config_k
     }
     case CT_LISTEN:
     case CT_NETWORKS:
-    case CT_MILTERS: {
+    case CT_MILTERS:
+    case CT_DNSBL: {
         const struct config_list *l = (const struct config_list *)field;
         struct buf b;
         buf_init(&b, 0);

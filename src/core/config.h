@@ -98,6 +98,17 @@ struct config {
     char *outbound_tls;            /* outbound.tls: none | may | encrypt; default may */
     unsigned outbound_timeout;     /* outbound.timeout seconds per SMTP read/write; 300 */
     unsigned outbound_port;        /* outbound.port: TCP port for MX-routed mail; 25 */
+    /* Port-25 screening (smtp/screen.c). */
+    unsigned smtp_greet_pause;             /* smtp.greet_pause ms before the banner; 0 */
+    bool smtp_reject_unauth_pipelining;    /* smtp.reject_unauth_pipelining; yes */
+    bool smtp_helo_checks;                 /* smtp.helo_checks: syntax, not us; yes */
+    bool smtp_helo_require_fqdn;           /* smtp.helo_require_fqdn; no */
+    bool smtp_reject_unknown_sender_domain; /* smtp.reject_unknown_sender_domain; no */
+    struct config_list smtp_dnsbl_sites;   /* smtp.dnsbl_sites: domain[=filter]*weight */
+    unsigned smtp_dnsbl_threshold;         /* smtp.dnsbl_threshold; 1 */
+    struct config_list smtp_rhsbl_sites;   /* smtp.rhsbl_sites: for sender and HELO domains */
+    unsigned smtp_rhsbl_threshold;         /* smtp.rhsbl_threshold; 1 */
+    unsigned smtp_dns_timeout;             /* smtp.dns_timeout ms for those lookups; 10000 */
     /* Rate limits (policy/anvil.h), per ratelimit.window seconds; 0 = no limit. */
     unsigned ratelimit_connections;     /* ratelimit.connections per client address */
     unsigned ratelimit_messages;        /* ratelimit.messages (MAIL) per client address */

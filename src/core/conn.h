@@ -75,6 +75,7 @@ struct server;
 struct auth_service;
 struct penalty_table;
 struct anvil;
+struct dns_cache;
 
 #define CONN_ROLE_COUNT 7
 
@@ -85,6 +86,7 @@ struct server_context {
     struct auth_service *auth; /* set by hooks.init after privileges are dropped */
     struct penalty_table *penalty; /* failed-login policy (policy/penalty.h); may be NULL */
     struct anvil *anvil;           /* rate limits (policy/anvil.h); may be NULL */
+    struct dns_cache *dnscache;    /* DNS list answers (policy/dnscache.h); may be NULL */
     void *app;                 /* reserved for the application (queue runner etc.) */
 };
 

@@ -424,6 +424,11 @@ static void scan_done(void *arg)
     runner_dispatch(r);
 }
 
+struct outbound_dns *outbound_runner_dns(void)
+{
+    return runner_current && !runner_current->is_stopping ? runner_current->shared.dns : NULL;
+}
+
 void outbound_runner_notify(const char *queue_id, const char *const *recipients,
                             size_t n_recipients)
 {

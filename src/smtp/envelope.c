@@ -82,11 +82,19 @@ void smtp_cmd_mail(struct smtp_session *s, const struct smtp_command *cmd)
     }
     if (!smtp_rate_allowed(s, ANVIL_MESSAGE))
         return;
+    if (smtp_screen_mail(s, &from, from_text, &params))
+        return; /* RHSBL / sender domain lookups; they answer */
+    smtp_mail_accept(s, &from, from_text, &params);
+}
+
+void smtp_mail_accept(struct smtp_session *s, const struct addr *from, const char *from_text,
+                      const struct smtp_mail_params *params)
+{
     smtp_txn_reset(&s->txn);
     s->txn.is_active = true;
-    s->txn.from = from;
+    s->txn.from = *from;
     snprintf(s->txn.from_text, sizeof s->txn.from_text, "%s", from_text);
-    s->txn.params = params;
+    s->txn.params = *params;
     s->txn.start_ms = util_now_ms();
     smtp_reply(s, "250 2.1.0 Ok");
 }

@@ -91,6 +91,10 @@ static void cmd_helo(struct smtp_session *s, const struct smtp_command *cmd)
         smtp_reply(s, "501 Syntax: HELO hostname");
         return;
     }
+    if (!smtp_screen_helo(s, s->helo)) {
+        s->helo[0] = '\0';
+        return;
+    }
     /* RFC 5321 §4.1.4: HELO/EHLO resets the transaction. */
     smtp_txn_reset(&s->txn);
     s->has_helo = true;
@@ -114,6 +118,10 @@ static void cmd_ehlo(struct smtp_session *s, const struct smtp_command *cmd)
 {
     if (!smtp_parse_helo(cmd->arg, cmd->arg_len, s->helo, sizeof s->helo)) {
         smtp_reply(s, "501 Syntax: EHLO hostname");
+        return;
+    }
+    if (!smtp_screen_helo(s, s->helo)) {
+        s->helo[0] = '\0';
         return;
     }
     smtp_txn_reset(&s->txn);
@@ -140,6 +148,7 @@ static void cmd_ehlo(struct smtp_session *s, const struct smtp_command *cmd)
                        "250 CHUNKING\r\n");
     conn_write(s->c, b.data, b.len);
     buf_free(&b);
+    s->has_pipelining = true; /* RFC 2920: from now on the client may pipeline */
     s->stat_ok[s->cur_verb]++;
 }
 
@@ -235,6 +244,7 @@ static void cmd_xclient(struct smtp_session *s, const struct smtp_command *cmd)
     smtp_txn_reset(&s->txn);
     s->has_helo = x.helo[0] != '\0';
     s->is_esmtp = x.proto == 2;
+    s->has_pipelining = false;
     memcpy(s->helo, x.helo, sizeof s->helo);
     if (x.login[0]) {
         free(s->auth_user);
@@ -411,7 +421,7 @@ static bool session_read_line(struct smtp_session *s, struct evbuffer *in)
     line[line_len] = '\0';
     if (s->input == SMTP_INPUT_AUTH)
         smtp_auth_response(s, line, line_len);
-    else
+    else if (smtp_screen_pipelining(s, line, evbuffer_get_length(in)))
         session_command(s, line, line_len);
     return true;
 }
@@ -540,6 +550,8 @@ static void *smtp_open(struct conn *c)
         conn_close(c);
         return s;
     }
+    if (smtp_screen_greet(s))
+        return s; /* the banner follows the pause and the DNS list lookups */
     /* RFC 5321 §4.3.1 greeting; no software name or version (DESIGN §6). */
     conn_printf(c, "220 %s ESMTP\r\n", smtp_hostname(s));
     return s;
@@ -552,6 +564,7 @@ static void smtp_on_tls(void *session, struct conn *c)
     smtp_txn_reset(&s->txn);
     s->has_helo = false;
     s->is_esmtp = false;
+    s->has_pipelining = false;
     s->helo[0] = '\0';
     free(s->auth_user);
     s->auth_user = NULL;
@@ -589,6 +602,7 @@ static void session_timeout(struct smtp_session *s)
 
 void smtp_session_free(struct smtp_session *s)
 {
+    smtp_screen_free(s);
     smtp_txn_reset(&s->txn);
     buf_free(&s->txn.body);
     if (s->sasl)

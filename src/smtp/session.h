@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 struct auth_sasl;
+struct smtp_screen;
 
 /* Message bodies up to this size stay in memory; larger ones go to an unlinked file. */
 #define SMTP_BODY_MEMORY_MAX (1024 * 1024)
@@ -91,6 +92,8 @@ struct smtp_session {
     enum smtp_input input;
     bool has_helo;
     bool is_esmtp;
+    bool has_pipelining;         /* PIPELINING was announced (EHLO reply sent) */
+    struct smtp_screen *screen;  /* port-25 checks in progress (screen.c), or NULL */
     char helo[256];
 
     char *auth_user; /* after AUTH: canonical user */
@@ -146,6 +149,9 @@ bool smtp_session_job_done(struct smtp_session *s);
 
 /* envelope.c */
 void smtp_cmd_mail(struct smtp_session *s, const struct smtp_command *cmd);
+/* MAIL passed every check: start the transaction and answer 250. */
+void smtp_mail_accept(struct smtp_session *s, const struct addr *from, const char *from_text,
+                      const struct smtp_mail_params *params);
 void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd);
 void smtp_txn_reset(struct smtp_txn *t);
 void smtp_txn_init(struct smtp_txn *t);
@@ -165,6 +171,20 @@ void smtp_auth_response(struct smtp_session *s, const char *line, size_t len);
 void smtp_auth_abort(struct smtp_session *s, const char *reply);
 /* Which SASL mechanisms to advertise now (malloc'd, "" when none) or NULL. */
 char *smtp_auth_mechanisms(struct smtp_session *s);
+
+/* screen.c: port-25 screening (greeting pause, early talkers, DNSBL, pipelining, HELO,
+ * RHSBL and sender domains). Each returns what the caller should do next. */
+/* At connect: true when the checks run and the banner (or refusal) comes later. */
+bool smtp_screen_greet(struct smtp_session *s);
+/* A command line was read and `pending` octets follow it: false when that is pipelining
+ * before PIPELINING was announced (the reply is written, the connection closes). */
+bool smtp_screen_pipelining(struct smtp_session *s, const char *line, size_t pending);
+/* HELO/EHLO argument: false when refused (the reply is written). */
+bool smtp_screen_helo(struct smtp_session *s, const char *helo);
+/* MAIL: true when lookups run; the answer (a refusal, or smtp_mail_accept) comes later. */
+bool smtp_screen_mail(struct smtp_session *s, const struct addr *from, const char *from_text,
+                      const struct smtp_mail_params *params);
+void smtp_screen_free(struct smtp_session *s);
 
 /* etrn.c */
 /* ETRN (RFC 1985): flush the deferred mail of a domain in the workpool. */
