@@ -17,6 +17,7 @@
 #include "policy/anvil.h"
 #include "policy/control.h"
 #include "policy/dnscache.h"
+#include "policy/greylist.h"
 #include "policy/penalty.h"
 #include "pop3/pop3.h"
 #include "queue/outbound.h"
@@ -46,6 +47,15 @@ static int serve_init_policy(struct server_context *ctx, char **error_r)
     if (!ctx->penalty || !ctx->anvil || !ctx->dnscache) {
         *error_r = strdup("out of memory");
         return -1;
+    }
+    if (ctx->cfg->greylist_enabled) {
+        struct greylist_limits gl;
+        greylist_limits_from_config(ctx->cfg, &gl);
+        char path[4200];
+        snprintf(path, sizeof path, "%s/greylist.db", ctx->cfg->data_dir);
+        ctx->greylist = greylist_open(path, &gl, error_r);
+        if (!ctx->greylist)
+            return -1;
     }
     /* Without the socket the server still serves; only `tern auth blocks` cannot reach it
      * (e.g. a data_dir path longer than a Unix socket name allows). */
@@ -100,6 +110,8 @@ static void serve_fini(struct server_context *ctx)
     ctx->anvil = NULL;
     dns_cache_free(ctx->dnscache);
     ctx->dnscache = NULL;
+    greylist_close(ctx->greylist);
+    ctx->greylist = NULL;
     /* release the notification event before the loop's base is freed */
     store_notify_init(NULL);
 }

@@ -109,6 +109,12 @@ struct config {
     struct config_list smtp_rhsbl_sites;   /* smtp.rhsbl_sites: for sender and HELO domains */
     unsigned smtp_rhsbl_threshold;         /* smtp.rhsbl_threshold; 1 */
     unsigned smtp_dns_timeout;             /* smtp.dns_timeout ms for those lookups; 10000 */
+    /* Greylisting (policy/greylist.h), off by default. */
+    bool greylist_enabled;          /* greylist.enabled; no */
+    unsigned greylist_delay;        /* greylist.delay seconds; 300 */
+    unsigned greylist_retry_window; /* greylist.retry_window seconds; 172800 */
+    unsigned greylist_max_age;      /* greylist.max_age seconds; 3024000 (35 days) */
+    unsigned greylist_auto_pass;    /* greylist.auto_pass passes to the pass list; 5 */
     /* Rate limits (policy/anvil.h), per ratelimit.window seconds; 0 = no limit. */
     unsigned ratelimit_connections;     /* ratelimit.connections per client address */
     unsigned ratelimit_messages;        /* ratelimit.messages (MAIL) per client address */

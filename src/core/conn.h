@@ -76,6 +76,7 @@ struct auth_service;
 struct penalty_table;
 struct anvil;
 struct dns_cache;
+struct greylist;
 
 #define CONN_ROLE_COUNT 7
 
@@ -87,6 +88,7 @@ struct server_context {
     struct penalty_table *penalty; /* failed-login policy (policy/penalty.h); may be NULL */
     struct anvil *anvil;           /* rate limits (policy/anvil.h); may be NULL */
     struct dns_cache *dnscache;    /* DNS list answers (policy/dnscache.h); may be NULL */
+    struct greylist *greylist;     /* greylisting (policy/greylist.h); NULL when off */
     void *app;                 /* reserved for the application (queue runner etc.) */
 };
 

@@ -283,6 +283,8 @@ static void postmaster_domain(struct smtp_session *s, char *out, size_t size)
         snprintf(out, size, "%s", host);
 }
 
+static void rcpt_accepted(struct smtp_session *s, const char *rcpt);
+
 void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
 {
     if (!s->txn.is_active) {
@@ -323,8 +325,10 @@ void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
         return;
     }
     if (is_local == 1) {
-        if (rcpt_local(s, rcpt, &rp) != 1)
-            return;
+        if (smtp_screen_rcpt(s, rcpt, &rp))
+            return; /* greylisting runs; it continues with smtp_rcpt_accept_local */
+        smtp_rcpt_accept_local(s, rcpt, &rp);
+        return;
     } else {
         /* DESIGN §6: relaying needs SASL auth or a client in relay_networks. */
         bool may_relay =
@@ -338,6 +342,19 @@ void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
             return;
         }
     }
+    rcpt_accepted(s, rcpt);
+}
+
+void smtp_rcpt_accept_local(struct smtp_session *s, const char *rcpt,
+                            const struct smtp_rcpt_params *rp)
+{
+    if (rcpt_local(s, rcpt, rp) == 1)
+        rcpt_accepted(s, rcpt);
+}
+
+/* A recipient was added to the transaction: the queue id, the log line, 250. */
+static void rcpt_accepted(struct smtp_session *s, const char *rcpt)
+{
     if (!s->txn.has_queue_id) {
         util_queue_id(s->txn.queue_id);
         s->txn.has_queue_id = true;

@@ -11,7 +11,8 @@
  *   - HELO/EHLO: a hostname or address literal of valid syntax, optionally fully
  *     qualified, and not our own name or address;
  *   - MAIL: RHSBL lookups of the sender and HELO domains (smtp.rhsbl_sites) and,
- *     optionally, a sender domain that has no MX, A or AAAA record.
+ *     optionally, a sender domain that has no MX, A or AAAA record;
+ *   - RCPT: greylisting of local recipients (greylist.enabled), on the workpool.
  * Clients in relay_networks or auth.trusted_networks, and authenticated ones, skip the
  * checks. A DNS failure never rejects: only answers count. Lookups go through the queue
  * runner's libunbound resolver on the event loop; answers are cached (policy/dnscache.h).
@@ -26,7 +27,9 @@
 #include "core/config.h"
 #include "core/dnsbl_site.h"
 #include "core/log.h"
+#include "core/workpool.h"
 #include "policy/dnscache.h"
+#include "policy/greylist.h"
 #include "queue/outbound.h"
 #include "smtp/session.h"
 
@@ -37,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #define SCREEN_MAX_SITES 32
 
@@ -554,4 +558,68 @@ bool smtp_screen_helo(struct smtp_session *s, const char *helo)
              safe);
     smtp_reply(s, "%s", reply);
     return false;
+}
+
+/* ---- RCPT: greylisting ---------------------------------------------------------------- */
+
+struct greylist_job {
+    struct smtp_session *s;
+    struct greylist *greylist; /* thread-safe service handle */
+    char ip[64];
+    char sender[ADDR_MAX_PATH + 1];
+    char rcpt[ADDR_MAX_PATH + 1];
+    struct smtp_rcpt_params rp;
+    struct greylist_answer answer;
+};
+
+static void greylist_work(void *arg)
+{
+    struct greylist_job *j = arg;
+    greylist_check(j->greylist, j->ip, j->sender, j->rcpt, time(NULL), &j->answer);
+}
+
+static void greylist_done(void *arg)
+{
+    struct greylist_job *j = arg;
+    struct smtp_session *s = j->s;
+    if (!s->is_dead) {
+        if (j->answer.verdict == GREYLIST_DEFER) {
+            char reply[SMTP_REPLY_MAX];
+            snprintf(reply, sizeof reply,
+                     "450 4.7.1 <%.300s>: Recipient address rejected: Greylisted, try again in "
+                     "%u seconds",
+                     j->rcpt, j->answer.retry_in);
+            log_info("smtpd", "NOQUEUE: reject: RCPT from %s: %s; from=<%s> to=<%s> proto=%s "
+                              "helo=<%s>",
+                     s->peer, reply, j->sender, j->rcpt, s->is_esmtp ? "ESMTP" : "SMTP",
+                     s->helo);
+            smtp_reply(s, "%s", reply);
+        } else {
+            if (j->answer.verdict == GREYLIST_ERROR)
+                log_warning("smtpd", "%s: greylisting failed: <%s> accepted", s->peer, j->rcpt);
+            smtp_rcpt_accept_local(s, j->rcpt, &j->rp);
+        }
+    }
+    free(j);
+    smtp_session_job_done(s);
+}
+
+bool smtp_screen_rcpt(struct smtp_session *s, const char *rcpt,
+                      const struct smtp_rcpt_params *rp)
+{
+    if (!s->ctx->greylist || !s->ctx->pool || screen_is_exempt(s))
+        return false;
+    struct greylist_job *j = calloc(1, sizeof *j);
+    if (!j)
+        return false;
+    j->s = s;
+    j->greylist = s->ctx->greylist;
+    snprintf(j->ip, sizeof j->ip, "%s", screen_ip(s));
+    snprintf(j->sender, sizeof j->sender, "%s", s->txn.from_text);
+    snprintf(j->rcpt, sizeof j->rcpt, "%s", rcpt);
+    j->rp = *rp;
+    s->is_busy = true;
+    conn_pause_read(s->c);
+    workpool_submit(s->ctx->pool, greylist_work, greylist_done, j);
+    return true;
 }

@@ -149,6 +149,9 @@ bool smtp_session_job_done(struct smtp_session *s);
 
 /* envelope.c */
 void smtp_cmd_mail(struct smtp_session *s, const struct smtp_command *cmd);
+/* A local recipient passed the checks: resolve it into the transaction and answer. */
+void smtp_rcpt_accept_local(struct smtp_session *s, const char *rcpt,
+                            const struct smtp_rcpt_params *rp);
 /* MAIL passed every check: start the transaction and answer 250. */
 void smtp_mail_accept(struct smtp_session *s, const struct addr *from, const char *from_text,
                       const struct smtp_mail_params *params);
@@ -184,6 +187,10 @@ bool smtp_screen_helo(struct smtp_session *s, const char *helo);
 /* MAIL: true when lookups run; the answer (a refusal, or smtp_mail_accept) comes later. */
 bool smtp_screen_mail(struct smtp_session *s, const struct addr *from, const char *from_text,
                       const struct smtp_mail_params *params);
+/* RCPT for a local recipient: true when greylisting runs (policy/greylist.h, on the
+ * workpool); it answers 450 or continues with smtp_rcpt_accept_local. */
+bool smtp_screen_rcpt(struct smtp_session *s, const char *rcpt,
+                      const struct smtp_rcpt_params *rp);
 void smtp_screen_free(struct smtp_session *s);
 
 /* etrn.c */
