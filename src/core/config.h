@@ -122,6 +122,10 @@ struct config {
     unsigned ratelimit_user_messages;   /* ratelimit.user_messages per authenticated user */
     unsigned ratelimit_user_recipients; /* ratelimit.user_recipients per authenticated user */
     unsigned ratelimit_window;          /* ratelimit.window seconds; 60 */
+    /* Junk delivery: spam goes to the user's Junk mailbox instead of INBOX. */
+    char *junk_header;    /* junk.header "Name: value" that marks spam; "X-Spam: Yes" */
+    char *junk_mailbox;   /* junk.mailbox; "Junk" */
+    bool junk_quarantine; /* junk.quarantine: a milter's quarantine means Junk, not hold; no */
     /* Milters (issue 13): socket addresses, in the order they are asked. */
     struct config_list smtp_milters;       /* smtp.milters: port 25 (smtpd_milters) */
     struct config_list submission_milters; /* submission.milters: 587 and 465 */

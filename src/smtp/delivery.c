@@ -97,6 +97,8 @@ static void job_free(struct smtp_delivery_job *job)
     free(job->sender);
     free(job->message_id);
     free(job->error);
+    free(job->junk_header);
+    free(job->junk_mailbox);
     smtp_filter_free(job->filter);
     buf_free(&job->body);
     if (job->fd >= 0)
@@ -192,6 +194,7 @@ static void delivery_work(void *arg)
         job->is_filtered_out = true; /* refused or discarded: the done callback answers */
         return;
     }
+    smtp_filter_junk(job);
     if (smtp_filter_is_held(job->filter)) {
         delivery_hold(job);
         return;
@@ -439,6 +442,13 @@ void smtp_delivery_start(struct smtp_session *s)
     }
     bool is_oom = false;
     job->filter = ok ? smtp_filter_prepare(s, job, &is_oom) : NULL;
+    job->junk_header = strdup(s->cfg->junk_header ? s->cfg->junk_header : "");
+    job->junk_mailbox = strdup(s->cfg->junk_mailbox && s->cfg->junk_mailbox[0]
+                                   ? s->cfg->junk_mailbox
+                                   : "Junk");
+    job->is_junk_quarantine = s->cfg->junk_quarantine;
+    if (!job->junk_header || !job->junk_mailbox)
+        is_oom = true;
     if (is_oom)
         ok = false;
     if (ok && (job->n_remote || job->filter)) {

@@ -49,6 +49,10 @@ struct smtp_delivery_job {
     char *error;
 
     struct smtp_filter *filter; /* the milters' run (filter.c), NULL when none */
+    char *junk_header;          /* junk.header ("" off), junk.mailbox, junk.quarantine */
+    char *junk_mailbox;
+    bool is_junk_quarantine;
+    bool is_junk;               /* set by the work: local copies went to junk_mailbox */
     bool is_filtered_out;       /* the milters refused or discarded the message */
 };
 
@@ -69,6 +73,13 @@ bool smtp_filter_is_held(const struct smtp_filter *f);
 const char *smtp_filter_reply(const struct smtp_filter *f);
 const char *smtp_filter_why(const struct smtp_filter *f);
 bool smtp_filter_is_discarded(const struct smtp_filter *f);
+/* Workpool thread, after smtp_filter_run: is the message spam (a milter quarantined it
+ * with junk.quarantine on, or its header holds junk.header)? Then every local copy goes
+ * to junk.mailbox (job->is_junk). */
+void smtp_filter_junk(struct smtp_delivery_job *job);
+/* Does the header section of data[0..len) hold the field "Name: value" (name and value
+ * compared without case, the value as a prefix, white space around it ignored)? */
+bool smtp_header_has_field(const char *data, size_t len, const char *field);
 void smtp_filter_free(struct smtp_filter *f);
 
 #endif

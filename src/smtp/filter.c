@@ -112,6 +112,82 @@ bool smtp_filter_is_held(const struct smtp_filter *f)
     return f && f->is_held;
 }
 
+bool smtp_header_has_field(const char *data, size_t len, const char *field)
+{
+    const char *colon = strchr(field, ':');
+    if (!colon || colon == field)
+        return false;
+    size_t name_len = (size_t)(colon - field);
+    const char *want = colon + 1;
+    while (*want == ' ' || *want == '\t')
+        want++;
+    size_t want_len = strlen(want);
+    while (want_len && (want[want_len - 1] == ' ' || want[want_len - 1] == '\t'))
+        want_len--;
+    size_t pos = 0;
+    while (pos < len) {
+        const char *nl = memchr(data + pos, '\n', len - pos);
+        size_t end = nl ? (size_t)(nl - data) : len;
+        size_t line_len = end - pos;
+        if (line_len && data[end - 1] == '\r')
+            line_len--;
+        if (line_len == 0)
+            return false; /* the end of the header section */
+        const char *line = data + pos;
+        if (line_len > name_len && line[name_len] == ':' &&
+            strncasecmp(line, field, name_len) == 0) {
+            const char *v = line + name_len + 1;
+            size_t vlen = line_len - name_len - 1;
+            while (vlen && (*v == ' ' || *v == '\t'))
+                v++, vlen--;
+            if (vlen >= want_len && strncasecmp(v, want, want_len) == 0)
+                return true;
+        }
+        pos = end + 1;
+    }
+    return false;
+}
+
+/* The first octets of the message (its header section, in practice). */
+static size_t message_head(const struct smtp_delivery_job *job, char *buf, size_t size)
+{
+    if (job->src.fd < 0) {
+        size_t n = job->src.len < size ? job->src.len : size;
+        memcpy(buf, job->src.data, n);
+        return n;
+    }
+    ssize_t r = pread(job->src.fd, buf, size, 0);
+    return r > 0 ? (size_t)r : 0;
+}
+
+void smtp_filter_junk(struct smtp_delivery_job *job)
+{
+    bool is_spam = false;
+    const char *why = NULL;
+    if (job->is_junk_quarantine && job->filter && job->filter->is_held) {
+        job->filter->is_held = false; /* Junk instead of the hold queue */
+        is_spam = true;
+        why = "milter quarantine";
+    }
+    if (!is_spam && job->junk_header && job->junk_header[0]) {
+        static const size_t head_max = 64 * 1024;
+        char *head = malloc(head_max);
+        if (head) {
+            size_t n = message_head(job, head, head_max);
+            is_spam = smtp_header_has_field(head, n, job->junk_header);
+            free(head);
+        }
+        why = job->junk_header;
+    }
+    if (!is_spam || job->n_local == 0)
+        return;
+    job->is_junk = true;
+    for (size_t i = 0; i < job->n_local; i++)
+        job->targets[i].mailbox = job->junk_mailbox;
+    log_info("cleanup", "%s: spam (%s): local copies go to %s", job->queue_id, why,
+             job->junk_mailbox);
+}
+
 bool smtp_filter_is_discarded(const struct smtp_filter *f)
 {
     return f && f->outcome.verdict == MILTER_DISCARD;

@@ -519,12 +519,15 @@ static bool helo_is_valid(const char *h)
     return len > 0 && len <= 255;
 }
 
-/* Is h our own name or address, which no outside client can honestly say? */
+/* Is h our own name or address, which no outside client can honestly say? A client on
+ * this host (its address is the one it connected to) may. */
 static bool helo_is_us(const struct smtp_session *s, const char *h)
 {
+    const char *local = conn_local_ip(s->c);
+    if (strcmp(conn_peer_ip(s->c), local) == 0)
+        return false;
     if (strcasecmp(h, smtp_hostname(s)) == 0)
         return true;
-    const char *local = conn_local_ip(s->c);
     size_t len = strlen(h);
     if (h[0] == '[' && len > 2) {
         const char *ip = h + 1;

@@ -22,6 +22,8 @@ options {
     .include "$CONFDIR/options.inc"
     dns { nameserver = ["127.0.0.1:1"]; timeout = 0.2s; retransmits = 1; }
     local_addrs = [];
+    # YJS*... (the GTUBE variant for "add header") as well as the standard XJS*... reject
+    enable_test_patterns = true;
 }
 logging { type = "file"; filename = "$LOGDIR/rspamd.log"; level = "info"; }
 worker "rspamd_proxy" {
@@ -32,6 +34,7 @@ worker "rspamd_proxy" {
     count = 1;
     spam_header = "X-Spam";
     reject_message = "Spam message rejected";
+    quarantine_on_reject = %(quarantine)s;
 }
 """
 MILTER_HEADERS = """use = ["x-spamd-result", "x-rspamd-queue-id", "x-spam-status"];
@@ -65,13 +68,15 @@ def stop(proc):
 
 
 class Rspamd:
-    def __init__(self):
+    def __init__(self, quarantine_on_reject=False):
         if not shutil.which("rspamd"):
             raise RuntimeError("rspamd is not installed (scripts/install-deps.sh)")
         self.dir = Path(tempfile.mkdtemp(prefix="rspamd-it-"))
         self.port = free_ports(1)[0]
         (self.dir / "local" / "local.d").mkdir(parents=True)
-        (self.dir / "rspamd.conf").write_text(RSPAMD_CONF % {"port": self.port})
+        (self.dir / "rspamd.conf").write_text(
+            RSPAMD_CONF % {"port": self.port,
+                           "quarantine": "true" if quarantine_on_reject else "false"})
         (self.dir / "local" / "local.d" / "milter_headers.conf").write_text(MILTER_HEADERS)
         (self.dir / "local" / "local.d" / "fuzzy_check.conf").write_text("enabled = false;\n")
         d = str(self.dir)
