@@ -97,7 +97,9 @@ static int serve_init(struct server_context *ctx, char **error_r)
 
 static void serve_fini(struct server_context *ctx)
 {
-    outbound_runner_stop(ctx->app);
+    if (!outbound_runner_stop(ctx->app, ctx->shutdown_deadline_ms ? ctx->shutdown_deadline_ms
+                                                                   : UINT64_MAX))
+        server_abandon_exit(ctx, "outbound deliveries");
     ctx->app = NULL;
     if (ctx->auth)
         auth_service_close(ctx->auth);

@@ -96,6 +96,7 @@ static const struct config_key config_keys[] = {
     {"max_connections_per_ip", CT_UINT, OFF(max_connections_per_ip), "100", "100"},
     {"quota.default", CT_SIZE, OFF(quota_default), "0", "0"},
     {"worker_threads", CT_UINT, OFF(worker_threads), "16", "16"},
+    {"shutdown_timeout", CT_UINT, OFF(shutdown_timeout), "10", "10"},
     {"queue.retry_min", CT_UINT, OFF(queue_retry_min), "300", "300"},
     {"queue.retry_max", CT_UINT, OFF(queue_retry_max), "14400", "14400"},
     {"queue.lifetime", CT_UINT, OFF(queue_lifetime), "432000", "432000"},

@@ -80,6 +80,7 @@ struct config {
     unsigned max_connections_per_ip; /* max_connections_per_ip; 100 */
     uint64_t quota_default;          /* quota.default bytes per user, 0 = unlimited */
     unsigned worker_threads;         /* worker_threads for blocking work; 16 */
+    unsigned shutdown_timeout;       /* seconds SIGTERM may take at most; 10 */
 
     /* Outbound delivery (queue runner, SMTP client; issue 5). Added by the outbound helper. */
     unsigned queue_retry_min;      /* queue.retry_min seconds; 300 (doubles per attempt) */

@@ -12,6 +12,7 @@
  */
 #include "core/config.h"
 #include "core/conn_internal.h"
+#include "core/job.h"
 #include "core/log.h"
 #include "core/tls.h"
 
@@ -32,6 +33,10 @@
 #include <event2/event.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+
+/* Every conn_* call a session makes must come from the loop thread: a workpool thread
+ * that reaches a connection is the use-after-free of issue 9 (job.h, the thread rule). */
+#define CONN_ON_LOOP() job_assert_loop_thread(__func__)
 
 /* How long a closing connection may take to flush its last reply. */
 #define CONN_CLOSE_FLUSH_SECONDS 30
@@ -77,21 +82,25 @@ static void conn_open_session(struct conn *c);
 
 const struct server_context *conn_server(const struct conn *c)
 {
+    CONN_ON_LOOP();
     return &c->srv->ctx;
 }
 
 enum conn_role conn_role(const struct conn *c)
 {
+    CONN_ON_LOOP();
     return c->role;
 }
 
 struct evbuffer *conn_input(struct conn *c)
 {
+    CONN_ON_LOOP();
     return bufferevent_get_input(c->bev);
 }
 
 size_t conn_output_length(struct conn *c)
 {
+    CONN_ON_LOOP();
     size_t n = evbuffer_get_length(bufferevent_get_output(c->bev));
     struct bufferevent *under = bufferevent_get_underlying(c->bev);
     if (under)
@@ -101,6 +110,7 @@ size_t conn_output_length(struct conn *c)
 
 void conn_write(struct conn *c, const void *data, size_t len)
 {
+    CONN_ON_LOOP();
     if (c->is_finished || len == 0)
         return;
     if (bufferevent_write(c->bev, data, len) < 0)
@@ -114,6 +124,7 @@ void conn_write_str(struct conn *c, const char *s)
 
 void conn_printf(struct conn *c, const char *fmt, ...)
 {
+    CONN_ON_LOOP();
     if (c->is_finished)
         return;
     va_list ap;
@@ -124,6 +135,7 @@ void conn_printf(struct conn *c, const char *fmt, ...)
 
 void conn_ack_now(struct conn *c)
 {
+    CONN_ON_LOOP();
 #ifdef TCP_QUICKACK
     /* Linux: acknowledge what has arrived now instead of after the delayed-ACK timer
      * (up to 40 ms). A client with Nagle on (most; Python's imaplib sends an APPEND
@@ -138,44 +150,58 @@ void conn_ack_now(struct conn *c)
 #endif
 }
 
+bool conn_is_stopping(const struct conn *c)
+{
+    CONN_ON_LOOP();
+    return c->srv->is_stopping;
+}
+
 bool conn_is_tls(const struct conn *c)
 {
+    CONN_ON_LOOP();
     return c->is_tls;
 }
 
 const char *conn_tls_description(const struct conn *c)
 {
+    CONN_ON_LOOP();
     return c->is_tls ? c->tls_desc : "";
 }
 
 /* STARTTLS can be offered: a TLS context exists and this connection is still plain. */
 bool conn_tls_available(const struct conn *c)
 {
+    CONN_ON_LOOP();
     return tls_context_get() != NULL && !c->is_tls && !c->is_handshaking;
 }
 
 const char *conn_peer_ip(const struct conn *c)
 {
+    CONN_ON_LOOP();
     return c->peer_ip;
 }
 
 const char *conn_local_ip(const struct conn *c)
 {
+    CONN_ON_LOOP();
     return c->local_ip;
 }
 
 uint16_t conn_local_port(const struct conn *c)
 {
+    CONN_ON_LOOP();
     return c->local_port;
 }
 
 bool conn_peer_is_loopback(const struct conn *c)
 {
+    CONN_ON_LOOP();
     return c->is_loopback;
 }
 
 const char *conn_peer_name(const struct conn *c)
 {
+    CONN_ON_LOOP();
     return c->is_loopback ? "localhost" : "unknown";
 }
 
@@ -220,6 +246,7 @@ static bool conn_net_contains(const char *net, int family, const unsigned char *
 
 bool conn_peer_in_networks(const struct conn *c, const struct config_list *nets)
 {
+    CONN_ON_LOOP();
     int family;
     unsigned char addr[16];
     if (c->peer.ss_family == AF_INET) {
@@ -316,6 +343,7 @@ static void conn_apply_timeouts(struct conn *c)
 
 void conn_set_timeout(struct conn *c, unsigned seconds)
 {
+    CONN_ON_LOOP();
     c->timeout = seconds;
     if (!c->is_finished)
         conn_apply_timeouts(c);
@@ -358,6 +386,7 @@ void conn_set_deadline(struct conn *c, unsigned seconds)
 
 void conn_close(struct conn *c)
 {
+    CONN_ON_LOOP();
     if (c->is_closing || c->is_finished)
         return;
     c->is_closing = true;
@@ -372,6 +401,7 @@ void conn_close(struct conn *c)
 
 void conn_pause_read(struct conn *c)
 {
+    CONN_ON_LOOP();
     if (c->is_paused || c->is_finished)
         return;
     c->is_paused = true;
@@ -380,6 +410,7 @@ void conn_pause_read(struct conn *c)
 
 void conn_resume_read(struct conn *c)
 {
+    CONN_ON_LOOP();
     if (!c->is_paused || c->is_finished)
         return;
     c->is_paused = false;
@@ -396,6 +427,8 @@ static void conn_dispatch_read(struct conn *c)
 {
     if (c->is_paused || c->is_closing || c->is_finished || c->is_handshaking || !c->session)
         return;
+    if (c->srv->is_stopping)
+        return; /* shutting down: no new command (server_shutdown closes us soon) */
     if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
         c->proto->on_read(c->session, c);
     /* The peer half-closed after its last command: once that command is answered
@@ -692,6 +725,7 @@ bool conn_accept(struct server *srv, enum conn_role role, const struct conn_prot
 
 int conn_starttls(struct conn *c)
 {
+    CONN_ON_LOOP();
     SSL_CTX *ctx = tls_context_get();
     if (!ctx || c->is_tls || c->is_handshaking || c->is_closing || c->is_finished)
         return -1;
@@ -735,8 +769,12 @@ int conn_starttls(struct conn *c)
 void conn_close_all(struct server *srv)
 {
     for (struct conn *c = srv->conns; c; c = c->next) {
+        if (c->is_closing || c->is_finished)
+            continue;
         if (!c->close_reason)
             c->close_reason = "shutdown";
+        if (c->session && c->proto->on_shutdown && !c->is_handshaking && !c->is_paused)
+            c->proto->on_shutdown(c->session, c);
         conn_close(c);
     }
 }

@@ -65,6 +65,9 @@ struct conn_protocol {
     void (*on_tls)(void *session, struct conn *c);
     /* Idle timeout fired (optional); the session writes its farewell, core then closes. */
     void (*on_timeout)(void *session, struct conn *c);
+    /* The server is shutting down (optional): write a farewell ("421 ...", "* BYE ..."),
+     * core then flushes and closes. Not called while the session's job runs. */
+    void (*on_shutdown)(void *session, struct conn *c);
     /* The connection is gone (peer closed, error, or conn_close()). Free the session. */
     void (*close)(void *session, const char *reason);
 };
@@ -90,7 +93,14 @@ struct server_context {
     struct dns_cache *dnscache;    /* DNS list answers (policy/dnscache.h); may be NULL */
     struct greylist *greylist;     /* greylisting (policy/greylist.h); NULL when off */
     void *app;                 /* reserved for the application (queue runner etc.) */
+    uint64_t shutdown_deadline_ms; /* for hooks.fini: stop by then (util_now_ms clock) */
 };
+
+/* Shutdown took longer than shutdown_timeout with work still running that uses what a
+ * normal exit frees: log it and _exit(0) at once (fini hooks call this when their own
+ * threads do not stop in time). Never returns. */
+void server_abandon_exit(const struct server_context *ctx, const char *what)
+    __attribute__((noreturn));
 
 /* What `tern serve` plugs into the core. protocols[role] may be NULL (role not served). */
 struct server_hooks {
@@ -134,6 +144,10 @@ bool conn_peer_is_loopback(const struct conn *c);
 const char *conn_peer_name(const struct conn *c);
 /* Is the peer inside one of the CIDRs of the list (e.g. relay_networks)? */
 bool conn_peer_in_networks(const struct conn *c, const struct config_list *nets);
+
+/* The server is shutting down: take no new command (finish the one running, whose reply
+ * still goes out; the core then closes the connection). */
+bool conn_is_stopping(const struct conn *c);
 
 /* Stop/resume delivering on_read while the session waits for blocking work.
  * conn_resume_read() calls on_read again soon if input is already buffered. */

@@ -10,12 +10,14 @@
  * Over a limit the socket is accepted and closed at once without a protocol reply (the
  * same for every protocol), and one warning is logged.
  *
- * Signals through libevent: SIGTERM/SIGINT stop (listeners closed, in-flight workpool jobs
- * finished, connections flushed and closed, hooks->fini), SIGHUP reloads the certificate,
- * SIGPIPE is ignored.
+ * Signals through libevent: SIGTERM/SIGINT stop within shutdown_timeout (server_shutdown:
+ * listeners closed, no new command taken, commands running finish and answer, farewells,
+ * connections flushed and closed, then the pools and hooks->fini, each bounded by the
+ * same deadline), SIGHUP reloads the certificate, SIGPIPE is ignored.
  */
 #include "core/config.h"
 #include "core/conn_internal.h"
+#include "core/job.h"
 #include "core/log.h"
 #include "core/tls.h"
 #include "core/util.h"
@@ -40,7 +42,6 @@
 
 #define SERVER_MAX_LISTENERS  128
 #define SERVER_IP_BUCKETS     4096
-#define SERVER_SHUTDOWN_GRACE 5 /* seconds to flush replies on shutdown */
 /* Bursts of connects (benchmarks, 10,000 IDLE clients reconnecting) must not overflow the
  * accept queue; the kernel caps this at net.core.somaxconn. */
 #define SERVER_LISTEN_BACKLOG 4096
@@ -75,6 +76,7 @@ struct server_state {
     struct ip_count *ips[SERVER_IP_BUCKETS];
     struct event *sig_term, *sig_int, *sig_hup, *shutdown_timer;
     int exit_code;
+    uint64_t deadline_ms; /* when a SIGTERM must be done (0: not stopping) */
 };
 
 /* ---- per-IP counts -------------------------------------------------------------------- */
@@ -400,7 +402,8 @@ static void server_run_until(struct server_state *st, bool (*done)(struct server
 
 static bool server_jobs_done(struct server_state *st)
 {
-    return workpool_pending(st->srv.ctx.pool) == 0;
+    /* the sessions' jobs (job.h); the queue runner's own pool is stopped by fini */
+    return job_in_flight() == 0;
 }
 
 static bool server_conns_done(struct server_state *st)
@@ -408,25 +411,57 @@ static bool server_conns_done(struct server_state *st)
     return st->srv.conns == NULL;
 }
 
+/* Run the loop until done(st) or deadline_ms passes. */
+static void server_run_until_ms(struct server_state *st, bool (*done)(struct server_state *),
+                                uint64_t deadline_ms)
+{
+    uint64_t now = util_now_ms();
+    if (now >= deadline_ms || done(st))
+        return;
+    uint64_t left = deadline_ms - now;
+    struct timeval tv = {.tv_sec = (time_t)(left / 1000), .tv_usec = (suseconds_t)(left % 1000) * 1000};
+    st->shutdown_timer = evtimer_new(st->srv.ctx.base, server_on_shutdown_timer, st);
+    if (!st->shutdown_timer)
+        return;
+    evtimer_add(st->shutdown_timer, &tv);
+    server_run_until(st, done);
+    event_free(st->shutdown_timer);
+    st->shutdown_timer = NULL;
+}
+
 /*
- * After the loop stopped (listeners already closed): let in-flight jobs finish while the
- * loop still runs, so their replies ("250 queued", "+OK") reach the client - a message
- * made durable but never acknowledged would be sent again; then flush and close every
- * connection. Both phases share one grace period; what is left after it is cut off.
+ * After the loop stopped (listeners already closed), within shutdown_timeout in all:
+ *   1. sessions take no new command (conn_is_stopping) and the commands already running
+ *      finish while the loop still runs, so their replies ("250 queued", "+OK") reach the
+ *      client: a message made durable but never acknowledged would be sent again;
+ *   2. every connection gets its farewell (on_shutdown), is flushed and closed;
+ *   3. what is left is cut off: sessions freed (their queued jobs cancelled, job.h).
+ * Phase 1 may use at most half of the time, so that phase 2 always has some.
  */
 static void server_shutdown(struct server_state *st)
 {
-    struct timeval grace = {.tv_sec = SERVER_SHUTDOWN_GRACE};
-    st->shutdown_timer = evtimer_new(st->srv.ctx.base, server_on_shutdown_timer, st);
-    if (st->shutdown_timer) {
-        evtimer_add(st->shutdown_timer, &grace);
-        server_run_until(st, server_jobs_done);
-        conn_close_all(&st->srv);
-        server_run_until(st, server_conns_done);
-        event_free(st->shutdown_timer);
-        st->shutdown_timer = NULL;
-    }
+    uint64_t start = util_now_ms();
+    uint64_t total = (uint64_t)st->srv.ctx.cfg->shutdown_timeout * 1000;
+    st->deadline_ms = start + total;
+    server_run_until_ms(st, server_jobs_done, start + total / 2);
+    conn_close_all(&st->srv);
+    server_run_until_ms(st, server_conns_done, st->deadline_ms);
+    if (st->srv.conns)
+        log_warning("master", "shutdown: %zu connections still open after %us: closing them",
+                    st->srv.n_conns, st->srv.ctx.cfg->shutdown_timeout);
     conn_free_all(&st->srv, "shutdown");
+}
+
+/* The deadline passed with work still running on pool threads that use the services and
+ * memory a normal exit would free: leave without waiting or freeing. Nothing is lost: a
+ * job that has not finished has acknowledged nothing (no 250/OK/+OK went out for it), and
+ * a delivery interrupted before its rename leaves only tmp/ debris, cleaned later. */
+void server_abandon_exit(const struct server_context *ctx, const char *what)
+{
+    log_warning("master", "shutdown: %s still running after %us: exiting without them", what,
+                ctx->cfg->shutdown_timeout);
+    log_info("master", "stopped");
+    _exit(0);
 }
 
 /* ---- run ------------------------------------------------------------------------------ */
@@ -508,6 +543,7 @@ int server_run(const struct config *cfg, const struct server_hooks *hooks)
     }
     st->srv.ctx.base = base;
     st->srv.ctx.cfg = cfg;
+    job_loop_thread_set(); /* conn_* and session code assert they run here (job.h) */
     st->srv.hooks = hooks;
 
     if (is_root) {
@@ -579,12 +615,17 @@ int server_run(const struct config *cfg, const struct server_hooks *hooks)
 out:
     free(err);
     conn_free_all(&st->srv, "shutdown");
+    /* The sessions are gone (their queued jobs cancelled): wait for the jobs still
+     * running, but not past the deadline. Before fini, which closes the services those
+     * jobs use. */
+    if (!st->deadline_ms)
+        st->deadline_ms = util_now_ms() + (uint64_t)cfg->shutdown_timeout * 1000;
+    st->srv.ctx.shutdown_deadline_ms = st->deadline_ms;
+    if (st->srv.ctx.pool && !workpool_destroy_by(st->srv.ctx.pool, st->deadline_ms))
+        server_abandon_exit(&st->srv.ctx, "blocking jobs");
+    st->srv.ctx.pool = NULL;
     if (has_init && hooks->fini)
         hooks->fini(&st->srv.ctx);
-    /* last: fini and the sessions' close() may still hand work to the pool; destroy
-     * waits for every job and runs its done() */
-    if (st->srv.ctx.pool)
-        workpool_destroy(st->srv.ctx.pool);
     for (size_t i = 0; i < st->n_listeners; i++) {
         if (st->listeners[i].evl)
             evconnlistener_free(st->listeners[i].evl);

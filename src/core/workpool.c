@@ -10,6 +10,7 @@
  */
 #include "core/workpool.h"
 #include "core/log.h"
+#include "core/util.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -18,6 +19,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 struct workpool_job {
@@ -39,6 +41,9 @@ struct workpool {
     struct event_base *base;
     pthread_mutex_t lock;
     pthread_cond_t has_work;
+    pthread_cond_t has_exited; /* a thread left workpool_thread (shutdown) */
+    unsigned n_alive;          /* threads not yet out of workpool_thread */
+    size_t n_busy;             /* jobs queued or running (under lock) */
     struct job_list pending;   /* waiting for a thread */
     struct job_list completed; /* work done, done() not yet run */
     bool is_stopping;
@@ -88,6 +93,7 @@ static void *workpool_thread(void *p)
         if (j->work)
             j->work(j->arg);
         pthread_mutex_lock(&pool->lock);
+        pool->n_busy--;
         bool was_empty = pool->completed.head == NULL;
         job_list_push(&pool->completed, j);
         if (was_empty) {
@@ -96,6 +102,8 @@ static void *workpool_thread(void *p)
             (void)w; /* an eventfd counter cannot overflow with our writes */
         }
     }
+    pool->n_alive--;
+    pthread_cond_broadcast(&pool->has_exited);
     pthread_mutex_unlock(&pool->lock);
     return NULL;
 }
@@ -134,6 +142,7 @@ struct workpool *workpool_create(struct event_base *base, unsigned threads)
     pool->base = base;
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->has_work, NULL);
+    pthread_cond_init(&pool->has_exited, NULL);
     pool->notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (pool->notify_fd < 0)
         goto fail;
@@ -144,11 +153,14 @@ struct workpool *workpool_create(struct event_base *base, unsigned threads)
     pool->threads = calloc(threads, sizeof *pool->threads);
     if (!pool->threads)
         goto fail;
+    pthread_mutex_lock(&pool->lock);
     for (unsigned i = 0; i < threads; i++) {
         if (pthread_create(&pool->threads[i], NULL, workpool_thread, pool) != 0)
             break;
         pool->n_threads++;
+        pool->n_alive++;
     }
+    pthread_mutex_unlock(&pool->lock);
     if (pool->n_threads == 0)
         goto fail;
     return pool;
@@ -160,6 +172,7 @@ fail:
         close(pool->notify_fd);
     free(pool->threads);
     pthread_cond_destroy(&pool->has_work);
+    pthread_cond_destroy(&pool->has_exited);
     pthread_mutex_destroy(&pool->lock);
     free(pool);
     return NULL;
@@ -186,6 +199,7 @@ void workpool_submit(struct workpool *pool, workpool_fn *work, workpool_fn *done
         return;
     }
     job_list_push(&pool->pending, j);
+    pool->n_busy++;
     pthread_cond_signal(&pool->has_work);
     pthread_mutex_unlock(&pool->lock);
     pool->n_pending++;
@@ -252,16 +266,55 @@ size_t workpool_pending(const struct workpool *pool)
     return pool ? pool->n_pending : 0;
 }
 
-void workpool_destroy(struct workpool *pool)
+size_t workpool_busy(struct workpool *pool)
 {
     if (!pool)
-        return;
-    workpool_expedite(pool);
+        return 0;
+    pthread_mutex_lock(&pool->lock);
+    size_t n = pool->n_busy;
+    pthread_mutex_unlock(&pool->lock);
+    return n;
+}
+
+void workpool_destroy(struct workpool *pool)
+{
+    (void)workpool_destroy_by(pool, UINT64_MAX);
+}
+
+bool workpool_destroy_by(struct workpool *pool, uint64_t deadline_ms)
+{
+    if (!pool)
+        return true;
+    workpool_expedite(pool); /* delayed jobs run now: nothing waits out a delay */
     pthread_mutex_lock(&pool->lock);
     pool->is_stopping = true;
     pthread_cond_broadcast(&pool->has_work);
+    /* Threads drain the pending queue before they exit; wait for that, but not past the
+     * deadline (a job stuck on a dead disk or peer must not hang the shutdown). */
+    while (pool->n_alive > 0) {
+        if (deadline_ms == UINT64_MAX) {
+            pthread_cond_wait(&pool->has_exited, &pool->lock);
+            continue;
+        }
+        uint64_t now = util_now_ms();
+        if (now >= deadline_ms)
+            break;
+        /* has_exited uses CLOCK_REALTIME: wait in slices of the remaining time */
+        uint64_t left = deadline_ms - now;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += (time_t)(left / 1000);
+        ts.tv_nsec += (long)(left % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&pool->has_exited, &pool->lock, &ts);
+    }
+    bool is_done = pool->n_alive == 0;
     pthread_mutex_unlock(&pool->lock);
-    /* Threads drain the pending queue before they exit. */
+    if (!is_done)
+        return false;
     for (unsigned i = 0; i < pool->n_threads; i++)
         pthread_join(pool->threads[i], NULL);
     pthread_mutex_lock(&pool->lock);
@@ -272,6 +325,8 @@ void workpool_destroy(struct workpool *pool)
     close(pool->notify_fd);
     free(pool->threads);
     pthread_cond_destroy(&pool->has_work);
+    pthread_cond_destroy(&pool->has_exited);
     pthread_mutex_destroy(&pool->lock);
     free(pool);
+    return true;
 }

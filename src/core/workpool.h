@@ -4,9 +4,9 @@
  *
  * workpool_submit(pool, work, done, arg): work(arg) runs on a pool thread; afterwards
  * done(arg) runs on the loop thread. The caller owns arg throughout and frees it in done.
- * A session waiting for a job pauses its reads (conn_pause_read) and must stay alive until
- * done runs: if the peer disconnects meanwhile, the session marks itself closed and frees
- * itself in done instead (the close callback must not free a session with a job in flight).
+ * Sessions do not call this directly: they submit typed jobs through core/job.h, which
+ * finds the session again by handle when the job is done (a client may leave at any
+ * moment) and keeps work() away from every session and connection object.
  *
  * Many threads doing fsync at once lets the filesystem journal commit them together
  * (group commit), which is how durable delivery stays fast.
@@ -16,7 +16,9 @@
 #ifndef TERN_CORE_WORKPOOL_H
 #define TERN_CORE_WORKPOOL_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct event_base;
 struct workpool;
@@ -26,6 +28,12 @@ typedef void workpool_fn(void *arg);
 struct workpool *workpool_create(struct event_base *base, unsigned threads);
 /* Wait for queued jobs to finish, join threads, run pending done callbacks, free. */
 void workpool_destroy(struct workpool *pool);
+/* The same, but wait only until deadline_ms (util_now_ms() clock): true when done and
+ * freed; false when threads were still busy then (the pool is left alone, not freed: its
+ * threads still use it; the caller logs and exits the process). Graceful shutdown. */
+bool workpool_destroy_by(struct workpool *pool, uint64_t deadline_ms);
+/* Jobs running or queued on pool threads right now (any thread). */
+size_t workpool_busy(struct workpool *pool);
 void workpool_submit(struct workpool *pool, workpool_fn *work, workpool_fn *done, void *arg);
 /* Like workpool_submit, but the job enters the queue only after delay_ms (a timer on the
  * loop; no thread waits). The failed-login delay holds a password check this way. It

@@ -13,6 +13,7 @@
  * in the index (store_message_get_cache/set_cache) after the first MIME parse.
  */
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,7 +71,8 @@ struct imap_fetch {
     bool needs_file, needs_fd, sets_seen, has_flags;
     bool has_modseq;   /* a MODSEQ item was asked for (or CHANGEDSINCE) */
     bool is_condstore; /* the session enabled CONDSTORE: flag changes carry MODSEQ */
-    bool had_errors;
+    bool had_errors;    /* a message could not be read (I/O error): NO */
+    size_t n_expunged;  /* messages skipped because another session expunged them */
     /* The message being written (kept across batches while a literal streams). */
     struct imap_msg_data *msg;
     size_t msg_index;     /* view index */
@@ -362,7 +364,7 @@ static void imap_append_crlf(struct buf *out, const char *s, size_t len)
 static void imap_write_cached(struct imap_job *j, size_t i, const char *field,
                               struct imap_msg_data *d, bool *loaded)
 {
-    struct store_mailbox *box = j->s->box;
+    struct store_mailbox *box = j->ctx.box;
     char *v = store_message_get_cache(box, i, field);
     if (v) {
         buf_append_str(&j->out, v);
@@ -422,9 +424,7 @@ static void imap_write_section(struct imap_job *j, const struct imap_fetch_item 
             case SEC_FIELDS_NOT:
                 mime_header_filter(src + msg->header_offset, msg->header_size,
                                    (const char *const *)it->fields, it->n_fields,
-                                   it->spec == SEC_FIELDS_NOT, &j->data);
-                buf_append(&data, j->data.data, j->data.len);
-                buf_reset(&j->data);
+                                   it->spec == SEC_FIELDS_NOT, &data);
                 break;
             }
         }
@@ -636,9 +636,8 @@ static void imap_fetch_msg_end(struct imap_fetch *f)
 /* Write items from f->msg_next_item on; stops early when an item starts streaming. */
 static void imap_fetch_items(struct imap_job *j, struct imap_fetch *f)
 {
-    struct imap_session *s = j->s;
     size_t i = f->msg_index;
-    const struct store_message *m = store_mailbox_message(s->box, i);
+    const struct store_message *m = store_mailbox_message(j->ctx.box, i);
     struct imap_msg_data *d = f->msg;
     bool loaded = d->bytes != NULL;
     while (f->msg_next_item < f->n_items) {
@@ -703,10 +702,21 @@ static void imap_fetch_items(struct imap_job *j, struct imap_fetch *f)
     imap_fetch_msg_end(f);
 }
 
+/* Message f->msg_index cannot be read: gone (another session or program expunged it:
+ * skipped, the view's promise per RFC 2180 §4.1.3) or an I/O error. */
+static void imap_fetch_skip(struct imap_fetch *f, int error)
+{
+    if (error == ENOENT)
+        f->n_expunged++;
+    else
+        f->had_errors = true;
+    imap_fetch_msg_end(f);
+}
+
 /* Start message i: load what the items need, set \Seen, write "* n FETCH (". */
 static void imap_fetch_begin(struct imap_job *j, struct imap_fetch *f, size_t i)
 {
-    struct imap_session *s = j->s;
+    struct store_mailbox *box = j->ctx.box;
     f->msg = calloc(1, sizeof *f->msg);
     if (!f->msg) {
         f->had_errors = true;
@@ -717,32 +727,38 @@ static void imap_fetch_begin(struct imap_job *j, struct imap_fetch *f, size_t i)
     f->msg_add_flags = false;
     f->msg_need_sp = false;
     f->msg_header_end = UINT64_MAX;
-    if (f->needs_file && !imap_msg_load(s->box, i, f->msg)) {
+    if (f->needs_file && !imap_msg_load(box, i, f->msg)) {
         /* expunged behind our back, or unreadable: skip, report at the end */
-        f->had_errors = true;
-        imap_fetch_msg_end(f);
+        imap_fetch_skip(f, errno);
         return;
     }
     if (f->needs_fd) {
         char *err = NULL;
         struct stat st;
-        if (store_message_open(s->box, i, &f->msg_fd, &err) < 0 || fstat(f->msg_fd, &st) < 0) {
+        if (store_message_open(box, i, &f->msg_fd, &err) < 0) {
+            int e = errno;
             free(err);
-            f->had_errors = true;
-            imap_fetch_msg_end(f);
+            imap_fetch_skip(f, e);
+            return;
+        }
+        if (fstat(f->msg_fd, &st) < 0) {
+            imap_fetch_skip(f, errno);
             return;
         }
         f->msg_size = (uint64_t)st.st_size;
     }
-    const struct store_message *m = store_mailbox_message(s->box, i);
-    if (f->sets_seen && !s->is_readonly && !(m->flags & STORE_FLAG_SEEN)) {
+    const struct store_message *m = store_mailbox_message(box, i);
+    if (f->sets_seen && !j->ctx.is_readonly && !(m->flags & STORE_FLAG_SEEN)) {
         /* RFC 3501 §6.4.5: BODY[...] sets \Seen; the new flags are reported too. */
         char *err = NULL;
-        if (store_message_set_flags(s->box, i, 1, STORE_FLAG_SEEN, NULL, &err) == 0)
+        if (store_message_set_flags(box, i, 1, STORE_FLAG_SEEN, NULL, &err) == 0)
             f->msg_add_flags = !f->has_flags;
         free(err);
-        m = store_mailbox_message(s->box, i);
+        m = store_mailbox_message(box, i);
     }
+    /* RFC 3501 §7.2.6: no keyword in FLAGS the client has not been told of */
+    if (f->has_flags || f->msg_add_flags)
+        imap_keywords_announce(&j->ctx, m->keywords, &j->out);
     buf_printf(&j->out, "* %zu FETCH (", i + 1);
     if (f->is_uid) {
         /* RFC 3501 §6.4.8: UID FETCH always returns the UID */
@@ -759,7 +775,7 @@ static void imap_fetch_begin(struct imap_job *j, struct imap_fetch *f, size_t i)
 
 static void imap_fetch_work_batch(struct imap_job *j)
 {
-    struct imap_fetch *f = j->s->fetch;
+    struct imap_fetch *f = j->ctx.fetch;
     while (j->out.len < IMAP_FETCH_BATCH) {
         if (f->is_streaming) {
             if (!imap_stream_continue(j, f))
@@ -775,21 +791,25 @@ static void imap_fetch_work_batch(struct imap_job *j)
 
 /* One batch. UID FETCH may report expunges (RFC 3501 §7.4.1), but only after its last
  * batch: a sync in between would renumber the view the remaining batches index. */
+struct imap_fetch_job {
+    struct imap_job base;
+    bool has_deferred_sync; /* result: the sync waits for the last batch */
+};
+
 static void imap_fetch_work(struct imap_job *j)
 {
-    struct imap_fetch *f = j->s->fetch;
+    struct imap_fetch *f = j->ctx.fetch;
     imap_fetch_work_batch(j);
     if (j->do_sync && (f->next < f->n_idx || f->is_streaming)) {
         j->do_sync = false;
-        j->number = 1; /* finish: the changes are still pending */
+        IMAP_JOB(imap_fetch_job, j)->has_deferred_sync = true;
     }
 }
 
-static void imap_fetch_finish(struct imap_job *j)
+static void imap_fetch_finish(struct imap_session *s, struct imap_job *j)
 {
-    struct imap_session *s = j->s;
     struct imap_fetch *f = s->fetch;
-    if (j->number == 1)
+    if (IMAP_JOB(imap_fetch_job, j)->has_deferred_sync)
         s->has_pending_changes = true;
     if (f->next < f->n_idx || f->is_streaming) {
         j->keep_paused = true;
@@ -798,6 +818,11 @@ static void imap_fetch_finish(struct imap_job *j)
     }
     if (f->had_errors)
         buf_printf(&j->tagged, "%s NO Some messages could not be fetched.\r\n", j->tag);
+    else if (f->n_expunged > 0)
+        /* RFC 2180 §4.1.3, RFC 5530: what the view still holds was sent; messages another
+         * session expunged (not yet reported to this one) are skipped. Dovecot's reply. */
+        buf_printf(&j->tagged, "%s OK [EXPUNGEISSUED] Some messages were already expunged.\r\n",
+                   j->tag);
     else
         buf_printf(&j->tagged, "%s OK Fetch completed.\r\n", j->tag);
     imap_fetch_free(f);
@@ -808,11 +833,12 @@ static void imap_fetch_finish(struct imap_job *j)
 void imap_fetch_resume(struct imap_session *s)
 {
     s->is_fetch_waiting_drain = false;
-    struct imap_job *j = imap_job_new(s, s->fetch->tag, imap_fetch_work, imap_fetch_finish);
+    struct imap_job *j = imap_job_new(s, s->fetch->tag, sizeof(struct imap_fetch_job),
+                                      imap_fetch_work, imap_fetch_finish, NULL);
     if (!j)
         return;
     j->do_sync = s->fetch->is_uid;
-    imap_job_submit(j);
+    imap_job_submit(s, j);
 }
 
 void imap_cmd_fetch(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
@@ -872,44 +898,59 @@ void imap_cmd_fetch(struct imap_session *s, const char *tag, struct imap_arg *ar
     if (f->has_modseq)
         s->is_condstore = true;
     f->is_condstore = s->is_condstore;
-    s->fetch = f;
-    struct imap_job *j = imap_job_new(s, tag, imap_fetch_work, imap_fetch_finish);
+    struct imap_job *j = imap_job_new(s, tag, sizeof(struct imap_fetch_job), imap_fetch_work,
+                                      imap_fetch_finish, NULL);
     if (!j) {
         imap_fetch_free(f);
-        s->fetch = NULL;
         return;
     }
+    s->fetch = f;
     j->do_sync = is_uid;
-    imap_job_submit(j);
+    imap_job_submit(s, j);
 }
 
 /* ---- STORE -------------------------------------------------------------------------- */
 
+struct imap_store_job {
+    struct imap_job base;
+    size_t *idx; /* view indexes, resolved on the loop */
+    size_t n;
+    int mode; /* store.h: 0 replace, 1 add, -1 remove */
+    unsigned flags;
+    char **keywords;
+    uint64_t unchangedsince; /* UINT64_MAX: no UNCHANGEDSINCE */
+    bool is_uid, is_silent, is_condstore;
+};
+
+static void imap_store_cleanup(struct imap_job *j)
+{
+    struct imap_store_job *sj = IMAP_JOB(imap_store_job, j);
+    free(sj->idx);
+    imap_keywords_free(sj->keywords);
+}
+
 static void imap_store_work(struct imap_job *j)
 {
-    struct imap_session *s = j->s;
-    size_t *idx = j->ptr;
-    size_t n = (size_t)j->number;
-    int mode = (int)j->flags >> 8;
-    unsigned flags = j->flags & 0xff;
-    bool silent = j->arg1 != NULL;
-    bool condstore = j->arg2 != NULL;
-    uint64_t unchangedsince = j->fd_size; /* UINT64_MAX: no UNCHANGEDSINCE */
+    struct imap_store_job *sj = IMAP_JOB(imap_store_job, j);
+    struct store_mailbox *box = j->ctx.box;
+    bool silent = sj->is_silent;
+    bool condstore = sj->is_condstore;
     struct buf modified;
     buf_init(&modified, 0);
-    size_t n_expunged = 0;
-    for (size_t k = 0; k < n; k++) {
+    for (size_t k = 0; k < sj->n; k++) {
         char *err = NULL;
-        const struct store_message *m = store_mailbox_message(s->box, idx[k]);
+        size_t i = sj->idx[k];
+        const struct store_message *m = store_mailbox_message(box, i);
         /* the store compares UNCHANGEDSINCE with the modseq the index has now, not with
          * this session's view: another session's change counts too */
-        int r = store_message_store_flags(s->box, idx[k], mode - 1, flags,
-                                          (const char *const *)j->keywords, unchangedsince, &err);
+        int r = store_message_store_flags(box, i, sj->mode, sj->flags,
+                                          (const char *const *)sj->keywords, sj->unchangedsince,
+                                          &err);
         if (r == 2) {
-            /* expunged by another session since our last sync: nothing to store, no
-             * FETCH for it; the tagged reply says so (RFC 5530 EXPUNGEISSUED) */
+            /* expunged by another session since our last sync: nothing to store and no
+             * FETCH for it; the EXPUNGE reaches the client at its next sync. The command
+             * still succeeds (RFC 2180 §4.2.1; Dovecot answers OK the same way). */
             free(err);
-            n_expunged++;
             continue;
         }
         if (r < 0) {
@@ -921,14 +962,16 @@ static void imap_store_work(struct imap_job *j)
             /* RFC 7162 §3.1.3: changed since the client looked: not stored, reported in
              * [MODIFIED] (UIDs for UID STORE, else sequence numbers) */
             buf_printf(&modified, "%s%u", modified.len ? "," : "",
-                       j->is_uid ? m->uid : (unsigned)(idx[k] + 1));
+                       sj->is_uid ? m->uid : (unsigned)(i + 1));
             continue;
         }
-        m = store_mailbox_message(s->box, idx[k]);
+        m = store_mailbox_message(box, i);
         /* RFC 7162 §3.1.3: a CONDSTORE client hears MODSEQ even with .SILENT */
         if (!silent || condstore) {
-            buf_printf(&j->out, "* %zu FETCH (", idx[k] + 1);
-            if (j->is_uid)
+            if (!silent) /* RFC 3501 §7.2.6: FLAGS announces keywords first */
+                imap_keywords_announce(&j->ctx, m->keywords, &j->out);
+            buf_printf(&j->out, "* %zu FETCH (", i + 1);
+            if (sj->is_uid)
                 buf_printf(&j->out, "UID %u ", m->uid);
             if (!silent) {
                 buf_append_str(&j->out, "FLAGS ");
@@ -940,11 +983,7 @@ static void imap_store_work(struct imap_job *j)
             buf_append_str(&j->out, ")\r\n");
         }
     }
-    if (n_expunged > 0)
-        buf_printf(&j->tagged,
-                   "%s NO [EXPUNGEISSUED] Some of the requested messages no longer exist.\r\n",
-                   j->tag);
-    else if (modified.len)
+    if (modified.len)
         buf_printf(&j->tagged, "%s OK [MODIFIED %s] Conditional STORE failed.\r\n", j->tag,
                    modified.data);
     else
@@ -1008,24 +1047,24 @@ void imap_cmd_store(struct imap_session *s, const char *tag, struct imap_arg *ar
         imap_reply(s, tag, "BAD Invalid message set.");
         return;
     }
-    struct imap_job *j = imap_job_new(s, tag, imap_store_work, NULL);
+    struct imap_job *j = imap_job_new(s, tag, sizeof(struct imap_store_job), imap_store_work, NULL,
+                                      imap_store_cleanup);
     if (!j) {
         free(idx);
         imap_keywords_free(kw);
         return;
     }
-    j->ptr = idx;
-    j->ptr_free = free;
-    j->number = (int64_t)cnt;
-    j->flags = (unsigned)((mode + 1) << 8) | flags;
-    j->keywords = kw;
-    j->is_uid = is_uid;
-    if (silent)
-        j->arg1 = strdup("silent");
-    if (s->is_condstore)
-        j->arg2 = strdup("condstore");
-    j->fd_size = unchangedsince;
+    struct imap_store_job *sj = IMAP_JOB(imap_store_job, j);
+    sj->idx = idx;
+    sj->n = cnt;
+    sj->mode = mode;
+    sj->flags = flags;
+    sj->keywords = kw;
+    sj->unchangedsince = unchangedsince;
+    sj->is_uid = is_uid;
+    sj->is_silent = silent;
+    sj->is_condstore = s->is_condstore;
     /* RFC 3501 §7.4.1: UID STORE may report expunges (after its FETCH responses). */
     j->do_sync = is_uid;
-    imap_job_submit(j);
+    imap_job_submit(s, j);
 }

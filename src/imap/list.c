@@ -51,12 +51,29 @@ static bool imap_list_match(const char *pat, const char *name)
     return prev[nl];
 }
 
+struct imap_list_job {
+    struct imap_job base;
+    char *reference, *pattern; /* the basic LIST/LSUB */
+    bool is_lsub;
+    struct imap_list_ext *ext; /* the extended LIST (RFC 5258) */
+};
+
+static void imap_list_ext_free(struct imap_list_ext *x);
+
+static void imap_list_cleanup(struct imap_job *j)
+{
+    struct imap_list_job *lj = IMAP_JOB(imap_list_job, j);
+    free(lj->reference);
+    free(lj->pattern);
+    imap_list_ext_free(lj->ext);
+}
+
 static void imap_list_work(struct imap_job *j)
 {
-    struct imap_session *s = j->s;
-    bool lsub = j->flags != 0;
+    const struct imap_list_job *lj = IMAP_JOB(imap_list_job, j);
+    bool lsub = lj->is_lsub;
     const char *cmd = lsub ? "LSUB" : "LIST";
-    if (j->arg2[0] == '\0') {
+    if (lj->pattern[0] == '\0') {
         /* RFC 3501 §6.3.8: an empty pattern asks for the delimiter */
         if (!lsub)
             buf_append_str(&j->out, "* LIST (\\Noselect) \"/\" \"\"\r\n");
@@ -65,12 +82,12 @@ static void imap_list_work(struct imap_job *j)
     }
     struct buf pattern;
     buf_init(&pattern, 0);
-    buf_append_str(&pattern, j->arg1);
-    buf_append_str(&pattern, j->arg2);
+    buf_append_str(&pattern, lj->reference);
+    buf_append_str(&pattern, lj->pattern);
     struct store_mailbox_info *list = NULL;
     size_t n = 0;
     char *err = NULL;
-    if (store_mailbox_list(s->user, &list, &n, &err) < 0) {
+    if (store_mailbox_list(j->ctx.user, &list, &n, &err) < 0) {
         buf_free(&pattern);
         imap_job_err(j, "%s", err);
         return;
@@ -113,14 +130,18 @@ static void imap_list_submit(struct imap_session *s, const char *tag, struct ima
         imap_reply(s, tag, "BAD Usage: %s reference pattern", lsub ? "LSUB" : "LIST");
         return;
     }
-    struct imap_job *j = imap_job_new(s, tag, imap_list_work, NULL);
+    struct imap_job *j = imap_job_new(s, tag, sizeof(struct imap_list_job), imap_list_work, NULL,
+                                      imap_list_cleanup);
     if (!j)
         return;
-    j->arg1 = strdup(args[0].str);
-    j->arg2 = strdup(args[1].str);
-    j->flags = lsub;
+    struct imap_list_job *lj = IMAP_JOB(imap_list_job, j);
+    lj->is_lsub = lsub;
+    if (!(lj->reference = strdup(args[0].str)) || !(lj->pattern = strdup(args[1].str))) {
+        imap_job_discard(s, j);
+        return;
+    }
     j->do_sync = true;
-    imap_job_submit(j);
+    imap_job_submit(s, j);
 }
 
 /* ---- extended LIST (RFC 5258, RFC 5819, RFC 6154) ----------------------------------- */
@@ -132,9 +153,8 @@ struct imap_list_ext {
     size_t n_patterns;
 };
 
-static void imap_list_ext_free(void *ptr)
+static void imap_list_ext_free(struct imap_list_ext *x)
 {
-    struct imap_list_ext *x = ptr;
     if (!x)
         return;
     for (size_t i = 0; i < x->n_patterns; i++)
@@ -237,7 +257,7 @@ static void imap_list_ext_write(struct imap_job *j, const struct imap_list_ext *
     if ((x->ret & IMAP_LIST_RET_STATUS) && !is_nonexistent) {
         struct store_status st;
         char *err = NULL;
-        if (store_mailbox_status(j->s->user, name, &st, &err) == 0)
+        if (store_mailbox_status(j->ctx.user, name, &st, &err) == 0)
             imap_status_write(&j->out, name, x->status_items, &st);
         free(err);
     }
@@ -245,7 +265,7 @@ static void imap_list_ext_write(struct imap_job *j, const struct imap_list_ext *
 
 static void imap_list_ext_work(struct imap_job *j)
 {
-    const struct imap_list_ext *x = j->ptr;
+    const struct imap_list_ext *x = IMAP_JOB(imap_list_job, j)->ext;
     if (!x->is_pattern_list && x->n_patterns == 1 && x->patterns[0][0] == '\0') {
         /* RFC 3501 §6.3.8: an empty pattern asks for the delimiter */
         buf_append_str(&j->out, "* LIST (\\Noselect) \"/\" \"\"\r\n");
@@ -255,7 +275,7 @@ static void imap_list_ext_work(struct imap_job *j)
     struct store_mailbox_info *list = NULL;
     size_t n = 0;
     char *err = NULL;
-    if (store_mailbox_list(j->s->user, &list, &n, &err) < 0) {
+    if (store_mailbox_list(j->ctx.user, &list, &n, &err) < 0) {
         imap_job_err(j, "%s", err);
         return;
     }
@@ -319,15 +339,15 @@ static void imap_list_ext_submit(struct imap_session *s, const char *tag,
     }
     if (r->status_items & IMAP_ST_HIGHESTMODSEQ)
         s->is_condstore = true; /* RFC 7162 §3.1.10, as STATUS does */
-    struct imap_job *j = imap_job_new(s, tag, imap_list_ext_work, NULL);
+    struct imap_job *j = imap_job_new(s, tag, sizeof(struct imap_list_job), imap_list_ext_work,
+                                      NULL, imap_list_cleanup);
     if (!j) {
         imap_list_ext_free(x);
         return;
     }
-    j->ptr = x;
-    j->ptr_free = imap_list_ext_free;
+    IMAP_JOB(imap_list_job, j)->ext = x;
     j->do_sync = true;
-    imap_job_submit(j);
+    imap_job_submit(s, j);
 }
 
 void imap_cmd_list(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,

@@ -4,8 +4,9 @@
  * (UN)SUBSCRIBE, STATUS, NAMESPACE, NOOP/CHECK, CLOSE/UNSELECT, EXPUNGE, COPY/MOVE (RFC 4315
  * UIDPLUS, RFC 6851), and the untagged updates a sync produces (RFC 3501 §7.3-7.4).
  *
- * Each command runs as an imap_job: the *_work functions run on a pool thread and may use
- * the session's store handles (the session is paused); *_finish runs on the loop.
+ * Each command runs as a typed imap_job (session.h): the *_work functions run on a pool
+ * thread and see only their job (the session's handles moved into j->ctx); *_finish runs
+ * on the loop with the session.
  */
 #include <ctype.h>
 #include <stdio.h>
@@ -192,11 +193,11 @@ void imap_job_err(struct imap_job *j, const char *fmt, char *err)
 
 void imap_job_sync(struct imap_job *j)
 {
-    struct imap_session *s = j->s;
+    struct store_mailbox *box = j->ctx.box;
     struct store_sync_changes ch;
     memset(&ch, 0, sizeof ch);
     char *err = NULL;
-    if (store_mailbox_sync(s->box, &ch, &err) < 0) {
+    if (store_mailbox_sync(box, &ch, &err) < 0) {
         free(err);
         return;
     }
@@ -204,12 +205,12 @@ void imap_job_sync(struct imap_job *j)
      * the numbers in the order they must be sent. */
     for (size_t i = 0; i < ch.n_expunged; i++)
         buf_printf(&j->out, "* %u EXPUNGE\r\n", ch.expunged_seqs[i]);
-    size_t count = store_mailbox_count(s->box);
+    size_t count = store_mailbox_count(box);
     if (ch.n_new > 0) {
         buf_printf(&j->out, "* %zu EXISTS\r\n", count);
         size_t recent = 0;
         for (size_t i = 0; i < count; i++)
-            if (store_mailbox_message(s->box, i)->flags & STORE_FLAG_RECENT)
+            if (store_mailbox_message(box, i)->flags & STORE_FLAG_RECENT)
                 recent++;
         buf_printf(&j->out, "* %zu RECENT\r\n", recent);
     }
@@ -217,11 +218,12 @@ void imap_job_sync(struct imap_job *j)
         size_t k = ch.flag_changed[i];
         if (k >= count)
             continue;
-        const struct store_message *m = store_mailbox_message(s->box, k);
+        const struct store_message *m = store_mailbox_message(box, k);
+        imap_keywords_announce(&j->ctx, m->keywords, &j->out);
         buf_printf(&j->out, "* %zu FETCH (UID %u FLAGS ", k + 1, m->uid);
         imap_write_flags(&j->out, m->flags, m->keywords);
         /* RFC 7162 §3.1.4.1: unsolicited flag changes carry MODSEQ for CONDSTORE clients */
-        if (s->is_condstore)
+        if (j->ctx.is_condstore)
             buf_printf(&j->out, " MODSEQ (%llu)", (unsigned long long)m->modseq);
         buf_append_str(&j->out, ")\r\n");
     }
@@ -236,9 +238,14 @@ void imap_job_ok(struct imap_job *j, const char *text)
 
 /* ---- NOOP / CHECK ------------------------------------------------------------------- */
 
+struct imap_noop_job {
+    struct imap_job base;
+    const char *text; /* static completion text */
+};
+
 static void imap_noop_work(struct imap_job *j)
 {
-    imap_job_ok(j, j->arg1);
+    imap_job_ok(j, IMAP_JOB(imap_noop_job, j)->text);
 }
 
 static void imap_noop_submit(struct imap_session *s, const char *tag, const char *done)
@@ -248,13 +255,14 @@ static void imap_noop_submit(struct imap_session *s, const char *tag, const char
         return;
     }
     /* RFC 3501 §6.1.2: NOOP is how clients poll for new mail and flag changes. */
-    struct imap_job *j = imap_job_new(s, tag, imap_noop_work, NULL);
+    struct imap_job *j =
+        imap_job_new(s, tag, sizeof(struct imap_noop_job), imap_noop_work, NULL, NULL);
     if (!j)
         return;
-    j->arg1 = strdup(done);
+    IMAP_JOB(imap_noop_job, j)->text = done;
     j->do_sync = true;
     j->is_sync_forced = true;
-    imap_job_submit(j);
+    imap_job_submit(s, j);
 }
 
 void imap_cmd_noop(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
@@ -271,32 +279,40 @@ void imap_cmd_check(struct imap_session *s, const char *tag, struct imap_arg *ar
 
 /* ---- SELECT / EXAMINE --------------------------------------------------------------- */
 
+struct imap_select_job {
+    struct imap_job base;
+    char *name; /* request: the mailbox */
+    bool is_readonly, is_condstore;
+};
+
+static void imap_select_cleanup(struct imap_job *j)
+{
+    free(IMAP_JOB(imap_select_job, j)->name);
+}
+
 static void imap_select_work(struct imap_job *j)
 {
-    struct imap_session *s = j->s;
+    struct imap_select_job *sj = IMAP_JOB(imap_select_job, j);
     char *err = NULL;
-    bool ro = j->flags != 0;
-    if (s->box) {
+    bool ro = sj->is_readonly;
+    struct store_mailbox *box = j->ctx.box;
+    j->ctx.box = NULL;
+    if (box) {
         /* The mailbox already selected (clients re-SELECT it to poll): bring the view up
          * to date instead of reading the whole mailbox again (issue 4). */
-        if (store_mailbox_reopen(s->box, j->arg1, ro, &err) == 0) {
-            j->new_box = s->box;
-            s->box = NULL;
+        if (store_mailbox_reopen(box, sj->name, ro, &err) != 0) {
+            /* RFC 3501 §6.3.1: a SELECT first deselects (no expunge). */
+            store_mailbox_close(box);
+            box = NULL;
         }
         free(err);
         err = NULL;
     }
-    if (s->box) {
-        /* RFC 3501 §6.3.1: a SELECT first deselects (no expunge). */
-        store_mailbox_close(s->box);
-        s->box = NULL;
-    }
-    if (!j->new_box && store_mailbox_open(s->user, j->arg1, ro, &j->new_box, &err) < 0) {
-        j->new_box = NULL;
+    if (!box && store_mailbox_open(j->ctx.user, sj->name, ro, &box, &err) < 0) {
         imap_job_err(j, "Mailbox doesn't exist: %s", err);
         return;
     }
-    struct store_mailbox *box = j->new_box;
+    j->ctx.box = box;
     size_t count = store_mailbox_count(box);
     size_t recent = 0, first_unseen = 0;
     for (size_t i = 0; i < count; i++) {
@@ -306,12 +322,7 @@ static void imap_select_work(struct imap_job *j)
         if (!(m->flags & STORE_FLAG_SEEN) && first_unseen == 0)
             first_unseen = i + 1;
     }
-    buf_append_str(&j->out, "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n");
-    if (ro)
-        buf_append_str(&j->out, "* OK [PERMANENTFLAGS ()] Read-only mailbox.\r\n");
-    else
-        buf_append_str(&j->out, "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen "
-                                "\\Draft \\*)] Flags permitted.\r\n");
+    imap_keywords_select(&j->ctx, ro, &j->out);
     buf_printf(&j->out, "* %zu EXISTS\r\n* %zu RECENT\r\n", count, recent);
     if (first_unseen)
         buf_printf(&j->out, "* OK [UNSEEN %zu] First unseen.\r\n", first_unseen);
@@ -325,23 +336,21 @@ static void imap_select_work(struct imap_job *j)
     j->is_ok = true;
 }
 
-static void imap_select_finish(struct imap_job *j)
+static void imap_select_finish(struct imap_session *s, struct imap_job *j)
 {
-    struct imap_session *s = j->s;
+    struct imap_select_job *sj = IMAP_JOB(imap_select_job, j);
     free(s->box_name);
     s->box_name = NULL;
     s->has_pending_changes = false;
-    if (!j->new_box) {
+    if (!s->box) {
         s->state = IMAP_STATE_AUTH;
         return;
     }
-    s->box = j->new_box;
-    j->new_box = NULL;
-    s->box_name = j->arg1;
-    j->arg1 = NULL;
-    s->is_readonly = j->flags != 0;
+    s->box_name = sj->name;
+    sj->name = NULL;
+    s->is_readonly = sj->is_readonly;
     s->state = IMAP_STATE_SELECTED;
-    if (j->number == 1)
+    if (sj->is_condstore)
         s->is_condstore = true; /* SELECT mailbox (CONDSTORE), RFC 7162 §3.1.8 */
 }
 
@@ -364,18 +373,20 @@ static void imap_select_common(struct imap_session *s, const char *tag, struct i
         imap_reply(s, tag, "BAD Usage: %s mailbox [(CONDSTORE)]", ro ? "EXAMINE" : "SELECT");
         return;
     }
-    struct imap_job *j = imap_job_new(s, tag, imap_select_work, imap_select_finish);
+    struct imap_job *j = imap_job_new(s, tag, sizeof(struct imap_select_job), imap_select_work,
+                                      imap_select_finish, imap_select_cleanup);
     if (!j) {
         free(name);
         return;
     }
-    j->arg1 = name;
-    j->flags = ro;
-    j->number = condstore;
+    struct imap_select_job *sj = IMAP_JOB(imap_select_job, j);
+    sj->name = name;
+    sj->is_readonly = ro;
+    sj->is_condstore = condstore;
     /* Stop reporting on the old mailbox at once. */
     free(s->box_name);
     s->box_name = NULL;
-    imap_job_submit(j);
+    imap_job_submit(s, j);
 }
 
 void imap_cmd_select(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
@@ -392,14 +403,27 @@ void imap_cmd_examine(struct imap_session *s, const char *tag, struct imap_arg *
 
 /* ---- CLOSE / UNSELECT / EXPUNGE ----------------------------------------------------- */
 
-/* Expunge \Deleted messages (restricted to the UID set in arg1 when given); with
+struct imap_expunge_job {
+    struct imap_job base;
+    char *uid_set; /* UID EXPUNGE's set, NULL for all */
+    bool is_close; /* CLOSE or UNSELECT: the view goes afterwards */
+    bool is_expunge; /* expunge \Deleted (EXPUNGE, UID EXPUNGE, CLOSE) */
+};
+
+static void imap_expunge_cleanup(struct imap_job *j)
+{
+    free(IMAP_JOB(imap_expunge_job, j)->uid_set);
+}
+
+/* Expunge \Deleted messages (restricted to the job's UID set when given); with
  * report=true send EXPUNGE responses. */
 static void imap_expunge_deleted(struct imap_job *j, bool report)
 {
-    struct imap_session *s = j->s;
-    size_t count = store_mailbox_count(s->box);
+    struct store_mailbox *box = j->ctx.box;
+    const char *uid_set = IMAP_JOB(imap_expunge_job, j)->uid_set;
+    size_t count = store_mailbox_count(box);
     size_t *sel = NULL, n_sel = count;
-    if (j->arg1 && !imap_resolve_set(s->box, j->arg1, true, &sel, &n_sel)) {
+    if (uid_set && !imap_resolve_set(box, uid_set, true, &sel, &n_sel)) {
         buf_printf(&j->tagged, "%s BAD Invalid UID set.\r\n", j->tag);
         return;
     }
@@ -409,7 +433,7 @@ static void imap_expunge_deleted(struct imap_job *j, bool report)
     if (uids && seqs) {
         for (size_t k = 0; k < n_sel; k++) {
             size_t i = sel ? sel[k] : k;
-            const struct store_message *m = store_mailbox_message(s->box, i);
+            const struct store_message *m = store_mailbox_message(box, i);
             if (m->flags & STORE_FLAG_DELETED) {
                 uids[n] = m->uid;
                 seqs[n] = (uint32_t)(i + 1);
@@ -420,13 +444,13 @@ static void imap_expunge_deleted(struct imap_job *j, bool report)
     free(sel);
     char *err = NULL;
     /* RFC 3501 EXPUNGE/CLOSE: unsynced, as Dovecot (store.h, ARCHITECTURE.md §4) */
-    if (n > 0 && store_mailbox_expunge_uids_unsynced(s->box, uids, n, &err) < 0) {
+    if (n > 0 && store_mailbox_expunge_uids_unsynced(box, uids, n, &err) < 0) {
         imap_job_err(j, "Expunge failed: %s", err);
         free(uids);
         free(seqs);
         return;
     }
-    if (report && n > 0 && store_mailbox_count(s->box) < count) {
+    if (report && n > 0 && store_mailbox_count(box) < count) {
         /* The view already dropped them: report here, highest first, so no number
          * shifts under the client (RFC 3501 §7.4.1). */
         for (size_t k = n; k-- > 0;)
@@ -439,7 +463,7 @@ static void imap_expunge_deleted(struct imap_job *j, bool report)
 
 static void imap_expunge_work(struct imap_job *j)
 {
-    if (j->s->is_readonly) {
+    if (j->ctx.is_readonly) {
         buf_printf(&j->tagged, "%s NO Mailbox is read-only.\r\n", j->tag);
         return;
     }
@@ -455,32 +479,34 @@ void imap_cmd_expunge(struct imap_session *s, const char *tag, struct imap_arg *
         imap_reply(s, tag, "BAD Usage: UID EXPUNGE uid-set");
         return;
     }
-    struct imap_job *j = imap_job_new(s, tag, imap_expunge_work, NULL);
+    struct imap_job *j = imap_job_new(s, tag, sizeof(struct imap_expunge_job), imap_expunge_work,
+                                      NULL, imap_expunge_cleanup);
     if (!j)
         return;
-    if (is_uid)
-        j->arg1 = strdup(args[0].str);
+    if (is_uid && !(IMAP_JOB(imap_expunge_job, j)->uid_set = strdup(args[0].str))) {
+        imap_job_discard(s, j);
+        return;
+    }
     j->do_sync = true;
     j->is_sync_forced = true;
-    imap_job_submit(j);
+    imap_job_submit(s, j);
 }
 
 static void imap_close_work(struct imap_job *j)
 {
-    struct imap_session *s = j->s;
+    struct imap_expunge_job *ej = IMAP_JOB(imap_expunge_job, j);
     /* RFC 3501 §6.4.2: CLOSE expunges silently when the mailbox is read-write. */
-    if (j->flags && !s->is_readonly)
+    if (ej->is_expunge && !j->ctx.is_readonly)
         imap_expunge_deleted(j, false);
     buf_reset(&j->tagged);
     buf_reset(&j->out);
-    store_mailbox_close(s->box);
-    s->box = NULL;
-    buf_printf(&j->tagged, "%s OK %s completed.\r\n", j->tag, j->flags ? "Close" : "Unselect");
+    store_mailbox_close(j->ctx.box);
+    j->ctx.box = NULL;
+    buf_printf(&j->tagged, "%s OK %s completed.\r\n", j->tag, ej->is_expunge ? "Close" : "Unselect");
 }
 
-static void imap_close_finish(struct imap_job *j)
+static void imap_close_finish(struct imap_session *s, struct imap_job *j)
 {
-    struct imap_session *s = j->s;
     free(s->box_name);
     s->box_name = NULL;
     s->state = IMAP_STATE_AUTH;
@@ -488,11 +514,13 @@ static void imap_close_finish(struct imap_job *j)
 
 static void imap_close_submit(struct imap_session *s, const char *tag, bool expunge)
 {
-    struct imap_job *j = imap_job_new(s, tag, imap_close_work, imap_close_finish);
+    struct imap_job *j = imap_job_new(s, tag, sizeof(struct imap_expunge_job), imap_close_work,
+                                      imap_close_finish, imap_expunge_cleanup);
     if (!j)
         return;
-    j->flags = expunge;
-    imap_job_submit(j);
+    IMAP_JOB(imap_expunge_job, j)->is_close = true;
+    IMAP_JOB(imap_expunge_job, j)->is_expunge = expunge;
+    imap_job_submit(s, j);
 }
 
 void imap_cmd_close(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
@@ -511,29 +539,42 @@ void imap_cmd_unselect(struct imap_session *s, const char *tag, struct imap_arg 
 
 enum imap_mb_op { IMAP_MB_CREATE, IMAP_MB_DELETE, IMAP_MB_RENAME, IMAP_MB_SUB, IMAP_MB_UNSUB };
 
+struct imap_mb_job {
+    struct imap_job base;
+    enum imap_mb_op op;
+    char *name, *new_name; /* new_name: RENAME's target */
+};
+
+static void imap_mb_cleanup(struct imap_job *j)
+{
+    free(IMAP_JOB(imap_mb_job, j)->name);
+    free(IMAP_JOB(imap_mb_job, j)->new_name);
+}
+
 static void imap_mb_work(struct imap_job *j)
 {
-    struct imap_session *s = j->s;
+    struct imap_mb_job *mj = IMAP_JOB(imap_mb_job, j);
+    struct store_user *user = j->ctx.user;
     char *err = NULL;
     int r = -1;
     const char *done = "";
-    switch ((enum imap_mb_op)j->flags) {
+    switch (mj->op) {
     case IMAP_MB_CREATE:
-        r = store_mailbox_create(s->user, j->arg1, &err);
+        r = store_mailbox_create(user, mj->name, &err);
         done = "Create completed.";
         break;
     case IMAP_MB_DELETE:
-        r = store_mailbox_delete(s->user, j->arg1, &err);
+        r = store_mailbox_delete(user, mj->name, &err);
         done = "Delete completed.";
         break;
     case IMAP_MB_RENAME:
-        r = store_mailbox_rename(s->user, j->arg1, j->arg2, &err);
+        r = store_mailbox_rename(user, mj->name, mj->new_name, &err);
         done = "Rename completed.";
         break;
     case IMAP_MB_SUB:
     case IMAP_MB_UNSUB:
-        r = store_mailbox_subscribe(s->user, j->arg1, j->flags == IMAP_MB_SUB, &err);
-        done = j->flags == IMAP_MB_SUB ? "Subscribe completed." : "Unsubscribe completed.";
+        r = store_mailbox_subscribe(user, mj->name, mj->op == IMAP_MB_SUB, &err);
+        done = mj->op == IMAP_MB_SUB ? "Subscribe completed." : "Unsubscribe completed.";
         break;
     }
     if (r < 0)
@@ -561,17 +602,19 @@ static void imap_mb_submit(struct imap_session *s, const char *tag, struct imap_
         free(a2);
         return;
     }
-    struct imap_job *j = imap_job_new(s, tag, imap_mb_work, NULL);
+    struct imap_job *j =
+        imap_job_new(s, tag, sizeof(struct imap_mb_job), imap_mb_work, NULL, imap_mb_cleanup);
     if (!j) {
         free(a1);
         free(a2);
         return;
     }
-    j->arg1 = a1;
-    j->arg2 = a2;
-    j->flags = op;
+    struct imap_mb_job *mj = IMAP_JOB(imap_mb_job, j);
+    mj->op = op;
+    mj->name = a1;
+    mj->new_name = a2;
     j->do_sync = true;
-    imap_job_submit(j);
+    imap_job_submit(s, j);
 }
 
 void imap_cmd_create(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
@@ -648,15 +691,27 @@ void imap_status_write(struct buf *out, const char *name, unsigned items,
     buf_append_str(out, ")\r\n");
 }
 
+struct imap_status_job {
+    struct imap_job base;
+    char *name;
+    unsigned items; /* IMAP_ST_* */
+};
+
+static void imap_status_cleanup(struct imap_job *j)
+{
+    free(IMAP_JOB(imap_status_job, j)->name);
+}
+
 static void imap_status_work(struct imap_job *j)
 {
+    struct imap_status_job *sj = IMAP_JOB(imap_status_job, j);
     struct store_status st;
     char *err = NULL;
-    if (store_mailbox_status(j->s->user, j->arg1, &st, &err) < 0) {
+    if (store_mailbox_status(j->ctx.user, sj->name, &st, &err) < 0) {
         imap_job_err(j, "Mailbox doesn't exist: %s", err);
         return;
     }
-    imap_status_write(&j->out, j->arg1, j->flags, &st);
+    imap_status_write(&j->out, sj->name, sj->items, &st);
     imap_job_ok(j, "Status completed.");
 }
 
@@ -677,25 +732,39 @@ void imap_cmd_status(struct imap_session *s, const char *tag, struct imap_arg *a
     }
     if (items & IMAP_ST_HIGHESTMODSEQ)
         s->is_condstore = true; /* RFC 7162 §3.1.10; enables CONDSTORE */
-    struct imap_job *j = imap_job_new(s, tag, imap_status_work, NULL);
+    struct imap_job *j = imap_job_new(s, tag, sizeof(struct imap_status_job), imap_status_work,
+                                      NULL, imap_status_cleanup);
     if (!j) {
         free(name);
         return;
     }
-    j->arg1 = name;
-    j->flags = items;
+    IMAP_JOB(imap_status_job, j)->name = name;
+    IMAP_JOB(imap_status_job, j)->items = items;
     j->do_sync = true;
-    imap_job_submit(j);
+    imap_job_submit(s, j);
 }
 
 /* ---- COPY / MOVE -------------------------------------------------------------------- */
 
+struct imap_copy_job {
+    struct imap_job base;
+    char *set, *dest;
+    bool is_uid, is_move;
+};
+
+static void imap_copy_cleanup(struct imap_job *j)
+{
+    free(IMAP_JOB(imap_copy_job, j)->set);
+    free(IMAP_JOB(imap_copy_job, j)->dest);
+}
+
 static void imap_copy_work(struct imap_job *j)
 {
-    struct imap_session *s = j->s;
-    bool move = j->flags != 0;
+    struct imap_copy_job *cj = IMAP_JOB(imap_copy_job, j);
+    struct store_mailbox *box = j->ctx.box;
+    bool move = cj->is_move;
     size_t *idx = NULL, n = 0;
-    if (!imap_resolve_set(s->box, j->arg1, j->is_uid, &idx, &n)) {
+    if (!imap_resolve_set(box, cj->set, cj->is_uid, &idx, &n)) {
         buf_printf(&j->tagged, "%s BAD Invalid message set.\r\n", j->tag);
         return;
     }
@@ -704,7 +773,7 @@ static void imap_copy_work(struct imap_job *j)
         imap_job_ok(j, move ? "No messages moved." : "No messages copied.");
         return;
     }
-    if (move && s->is_readonly) {
+    if (move && j->ctx.is_readonly) {
         free(idx);
         buf_printf(&j->tagged, "%s NO Mailbox is read-only.\r\n", j->tag);
         return;
@@ -719,30 +788,30 @@ static void imap_copy_work(struct imap_job *j)
         return;
     }
     for (size_t k = 0; k < n; k++) {
-        uids[k] = store_mailbox_message(s->box, idx[k])->uid;
+        uids[k] = store_mailbox_message(box, idx[k])->uid;
         seqs[k] = (uint32_t)(idx[k] + 1);
     }
     /* COPY adds to the user's usage; MOVE stays inside the same user's quota */
     uint64_t add_bytes = 0;
     for (size_t k = 0; k < n && !move; k++)
-        add_bytes += store_mailbox_message(s->box, idx[k])->size;
+        add_bytes += store_mailbox_message(box, idx[k])->size;
     free(idx);
     if (add_bytes > 0 && !imap_quota_allows(j, add_bytes)) {
         free(uids);
         free(seqs);
         return;
     }
-    size_t before = store_mailbox_count(s->box);
+    size_t before = store_mailbox_count(box);
     uint32_t uidv = 0, *dest = NULL;
     char *err = NULL;
-    if (store_mailbox_copy_uids(s->box, uids, n, j->arg2, move, &uidv, &dest, &err) < 0) {
+    if (store_mailbox_copy_uids(box, uids, n, cj->dest, move, &uidv, &dest, &err) < 0) {
         struct store_status st;
         char *err2 = NULL;
-        if (store_mailbox_status(s->user, j->arg2, &st, &err2) < 0) {
+        if (store_mailbox_status(j->ctx.user, cj->dest, &st, &err2) < 0) {
             free(err2);
             free(err);
             buf_printf(&j->tagged, "%s NO [TRYCREATE] Mailbox doesn't exist: %s\r\n", j->tag,
-                       j->arg2);
+                       cj->dest);
         } else {
             imap_job_err(j, "Copy failed: %s", err);
         }
@@ -760,7 +829,7 @@ static void imap_copy_work(struct imap_job *j)
     if (move) {
         /* RFC 6851 §4.3: COPYUID in an untagged OK, then the EXPUNGEs */
         buf_printf(&j->out, "* OK [%s] Moved UIDs.\r\n", buf_cstr(&code));
-        if (store_mailbox_count(s->box) < before)
+        if (store_mailbox_count(box) < before)
             for (size_t k = n; k-- > 0;)
                 buf_printf(&j->out, "* %u EXPUNGE\r\n", seqs[k]);
         buf_printf(&j->tagged, "%s OK Move completed.\r\n", j->tag);
@@ -782,20 +851,25 @@ static void imap_copy_submit(struct imap_session *s, const char *tag, struct ima
         imap_reply(s, tag, "BAD Usage: %s set mailbox", move ? "MOVE" : "COPY");
         return;
     }
-    struct imap_job *j = imap_job_new(s, tag, imap_copy_work, NULL);
+    struct imap_job *j = imap_job_new(s, tag, sizeof(struct imap_copy_job), imap_copy_work, NULL,
+                                      imap_copy_cleanup);
     if (!j) {
         free(dest);
         return;
     }
-    j->arg1 = strdup(args[0].str);
-    j->arg2 = dest;
-    j->is_uid = is_uid;
-    j->flags = move;
+    struct imap_copy_job *cj = IMAP_JOB(imap_copy_job, j);
+    cj->dest = dest;
+    cj->is_uid = is_uid;
+    cj->is_move = move;
+    if (!(cj->set = strdup(args[0].str))) {
+        imap_job_discard(s, j);
+        return;
+    }
     /* MOVE expunges: the sync may report; COPY changes nothing here (FETCH-like rules
      * do not apply to COPY, so pending changes may be reported too). */
     j->do_sync = true;
     j->is_sync_forced = move || (s->box_name && strcmp(s->box_name, dest) == 0);
-    imap_job_submit(j);
+    imap_job_submit(s, j);
 }
 
 void imap_cmd_copy(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,

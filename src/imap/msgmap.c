@@ -6,6 +6,7 @@
 
 #include "store/store.h"
 
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -20,12 +21,15 @@ bool imap_message_map(struct store_mailbox *box, size_t i, struct imap_message_m
     int fd = -1;
     char *err = NULL;
     if (store_message_open(box, i, &fd, &err) < 0) {
+        int e = errno; /* ENOENT: expunged (store.h) */
         free(err);
+        errno = e;
         return false;
     }
     struct stat st;
     if (fstat(fd, &st) < 0 || st.st_size < 0 || (uint64_t)st.st_size > SIZE_MAX / 2) {
         close(fd);
+        errno = EIO;
         return false;
     }
     m->len = (size_t)st.st_size;
@@ -39,6 +43,8 @@ bool imap_message_map(struct store_mailbox *box, size_t i, struct imap_message_m
         }
     }
     close(fd);
+    if (!m->bytes)
+        errno = EIO;
     return m->bytes != NULL;
 }
 

@@ -19,7 +19,6 @@
 #include <strings.h>
 
 #include "auth/auth.h"
-#include "core/conn.h"
 #include "imap/session.h"
 #include "store/mime.h"
 #include "store/store.h"
@@ -28,10 +27,10 @@
 
 /* BLOCKING. The user's limit (0 = none) and usage in bytes (left 0 without a limit).
  * 0, or -1 on a lookup error. */
-static int imap_quota_read(struct imap_session *s, uint64_t *limit_r, uint64_t *usage_r)
+static int imap_quota_read(const struct imap_job_ctx *ctx, uint64_t *limit_r, uint64_t *usage_r)
 {
     struct auth_user u;
-    if (auth_user_lookup(conn_server(s->c)->auth, s->username, &u) != 1)
+    if (!ctx->auth || auth_user_lookup(ctx->auth, ctx->username, &u) != 1)
         return -1;
     *limit_r = u.quota;
     *usage_r = 0;
@@ -52,10 +51,23 @@ static void imap_quota_write(struct buf *out, uint64_t limit, uint64_t usage)
                (usage + 1023) / 1024, limit / 1024);
 }
 
+bool imap_quota_limit(struct imap_job *j, uint64_t *limit_r)
+{
+    struct auth_user u;
+    if (!j->ctx.auth || auth_user_lookup(j->ctx.auth, j->ctx.username, &u) != 1) {
+        buf_printf(&j->tagged, "%s NO [UNAVAILABLE] Quota lookup failed, try again later.\r\n",
+                   j->tag);
+        return false;
+    }
+    *limit_r = u.quota;
+    auth_user_free(&u);
+    return true;
+}
+
 bool imap_quota_allows(struct imap_job *j, uint64_t add_bytes)
 {
     uint64_t limit = 0, usage = 0;
-    if (imap_quota_read(j->s, &limit, &usage) < 0) {
+    if (imap_quota_read(&j->ctx, &limit, &usage) < 0) {
         buf_printf(&j->tagged, "%s NO [UNAVAILABLE] Quota lookup failed, try again later.\r\n",
                    j->tag);
         return false;
@@ -82,22 +94,33 @@ static void imap_quota_write_astring(struct buf *out, const char *s)
         mime_write_string(out, s);
 }
 
+struct imap_quota_job {
+    struct imap_job base;
+    char *name; /* GETQUOTAROOT's mailbox or GETQUOTA's root */
+};
+
+static void imap_quota_cleanup(struct imap_job *j)
+{
+    free(IMAP_JOB(imap_quota_job, j)->name);
+}
+
 static void imap_getquotaroot_work(struct imap_job *j)
 {
+    const char *name = IMAP_JOB(imap_quota_job, j)->name;
     struct store_status st;
     char *err = NULL;
     /* RFC 9208 §4.3.2: the mailbox must exist */
-    if (store_mailbox_status(j->s->user, j->arg1, &st, &err) < 0) {
+    if (store_mailbox_status(j->ctx.user, name, &st, &err) < 0) {
         imap_job_err(j, "%s", err);
         return;
     }
     uint64_t limit = 0, usage = 0;
-    if (imap_quota_read(j->s, &limit, &usage) < 0) {
+    if (imap_quota_read(&j->ctx, &limit, &usage) < 0) {
         buf_printf(&j->tagged, "%s NO [UNAVAILABLE] Quota lookup failed.\r\n", j->tag);
         return;
     }
     buf_append_str(&j->out, "* QUOTAROOT ");
-    imap_quota_write_astring(&j->out, j->arg1);
+    imap_quota_write_astring(&j->out, name);
     if (limit != 0)
         buf_append_str(&j->out, " \"" IMAP_QUOTA_ROOT "\"");
     buf_append_str(&j->out, "\r\n");
@@ -110,11 +133,11 @@ static void imap_getquotaroot_work(struct imap_job *j)
 static void imap_getquota_work(struct imap_job *j)
 {
     uint64_t limit = 0, usage = 0;
-    if (imap_quota_read(j->s, &limit, &usage) < 0) {
+    if (imap_quota_read(&j->ctx, &limit, &usage) < 0) {
         buf_printf(&j->tagged, "%s NO [UNAVAILABLE] Quota lookup failed.\r\n", j->tag);
         return;
     }
-    if (limit == 0 || strcmp(j->arg1, IMAP_QUOTA_ROOT) != 0) {
+    if (limit == 0 || strcmp(IMAP_JOB(imap_quota_job, j)->name, IMAP_QUOTA_ROOT) != 0) {
         buf_printf(&j->tagged, "%s NO Quota root doesn't exist.\r\n", j->tag);
         return;
     }
@@ -132,14 +155,14 @@ void imap_cmd_getquotaroot(struct imap_session *s, const char *tag, struct imap_
         imap_reply(s, tag, "BAD Usage: GETQUOTAROOT mailbox");
         return;
     }
-    struct imap_job *j = imap_job_new(s, tag, imap_getquotaroot_work, NULL);
+    struct imap_job *j = imap_job_new(s, tag, sizeof(struct imap_quota_job),
+                                      imap_getquotaroot_work, NULL, imap_quota_cleanup);
     if (!j) {
         free(name);
-        imap_reply(s, tag, "NO [SERVERBUG] Out of memory.");
         return;
     }
-    j->arg1 = name;
-    imap_job_submit(j);
+    IMAP_JOB(imap_quota_job, j)->name = name;
+    imap_job_submit(s, j);
 }
 
 void imap_cmd_getquota(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
@@ -150,15 +173,15 @@ void imap_cmd_getquota(struct imap_session *s, const char *tag, struct imap_arg 
         imap_reply(s, tag, "BAD Usage: GETQUOTA root");
         return;
     }
-    char *root = strdup(args[0].str);
-    struct imap_job *j = root ? imap_job_new(s, tag, imap_getquota_work, NULL) : NULL;
-    if (!j) {
-        free(root);
-        imap_reply(s, tag, "NO [SERVERBUG] Out of memory.");
+    struct imap_job *j = imap_job_new(s, tag, sizeof(struct imap_quota_job), imap_getquota_work,
+                                      NULL, imap_quota_cleanup);
+    if (!j)
+        return;
+    if (!(IMAP_JOB(imap_quota_job, j)->name = strdup(args[0].str))) {
+        imap_job_discard(s, j);
         return;
     }
-    j->arg1 = root;
-    imap_job_submit(j);
+    imap_job_submit(s, j);
 }
 
 void imap_cmd_setquota(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,

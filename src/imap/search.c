@@ -495,44 +495,57 @@ static bool skey_eval(const struct skey *k, struct skey_msg *sm)
     return false;
 }
 
-/* j->flags: IMAP_SEARCH_RET_* of an ESEARCH (RFC 4731), 0 for the plain * SEARCH. */
-#define IMAP_SEARCH_IS_ESEARCH(j) ((j)->flags != 0)
+
+struct imap_search_job {
+    struct imap_job base;
+    struct skey *root;  /* the parsed criteria */
+    unsigned esearch;   /* IMAP_SEARCH_RET_* of an ESEARCH (RFC 4731), 0 for * SEARCH */
+    bool is_uid;
+    bool has_modseq;    /* a MODSEQ criterion: report the highest mod-sequence */
+};
+
+static void imap_search_cleanup(struct imap_job *j)
+{
+    skey_free(IMAP_JOB(imap_search_job, j)->root);
+}
 
 /* RFC 4731 §3.1: "* ESEARCH (TAG "t") [UID] [MIN n] [MAX n] [ALL set] [COUNT n]", the
  * order Dovecot uses; MIN, MAX and ALL only when something matched. */
 static void imap_esearch_write(struct imap_job *j, const uint32_t *hits, size_t n,
                                uint64_t max_modseq)
 {
+    const struct imap_search_job *sj = IMAP_JOB(imap_search_job, j);
     buf_printf(&j->out, "* ESEARCH (TAG \"%s\")", j->tag);
-    if (j->is_uid)
+    if (sj->is_uid)
         buf_append_str(&j->out, " UID");
-    if (n > 0 && (j->flags & IMAP_SEARCH_RET_MIN))
+    if (n > 0 && (sj->esearch & IMAP_SEARCH_RET_MIN))
         buf_printf(&j->out, " MIN %u", hits[0]);
-    if (n > 0 && (j->flags & IMAP_SEARCH_RET_MAX))
+    if (n > 0 && (sj->esearch & IMAP_SEARCH_RET_MAX))
         buf_printf(&j->out, " MAX %u", hits[n - 1]);
-    if (n > 0 && (j->flags & IMAP_SEARCH_RET_ALL)) {
+    if (n > 0 && (sj->esearch & IMAP_SEARCH_RET_ALL)) {
         buf_append_str(&j->out, " ALL ");
         imap_write_uid_set(&j->out, hits, n);
     }
-    if (j->flags & IMAP_SEARCH_RET_COUNT)
+    if (sj->esearch & IMAP_SEARCH_RET_COUNT)
         buf_printf(&j->out, " COUNT %zu", n);
     /* RFC 7162 §3.1.5: the highest mod-sequence of what matched */
-    if (j->number == 1 && max_modseq > 0)
+    if (sj->has_modseq && max_modseq > 0)
         buf_printf(&j->out, " MODSEQ %llu", (unsigned long long)max_modseq);
     buf_append_str(&j->out, "\r\n");
 }
 
 static void imap_search_work(struct imap_job *j)
 {
-    struct imap_session *s = j->s;
-    const struct skey *root = j->ptr;
-    size_t count = store_mailbox_count(s->box);
-    uint32_t max_uid = count ? store_mailbox_message(s->box, count - 1)->uid : 0;
+    const struct imap_search_job *sj = IMAP_JOB(imap_search_job, j);
+    struct store_mailbox *box = j->ctx.box;
+    const struct skey *root = sj->root;
+    size_t count = store_mailbox_count(box);
+    uint32_t max_uid = count ? store_mailbox_message(box, count - 1)->uid : 0;
     uint64_t max_modseq = 0;
     /* ESEARCH collects the hits (ascending: view order) to report MIN/MAX/ALL/COUNT */
     uint32_t *hits = NULL;
     size_t n_hits = 0;
-    if (IMAP_SEARCH_IS_ESEARCH(j)) {
+    if (sj->esearch) {
         hits = calloc(count ? count : 1, sizeof *hits);
         if (!hits) {
             buf_printf(&j->tagged, "%s NO Out of memory.\r\n", j->tag);
@@ -543,15 +556,15 @@ static void imap_search_work(struct imap_job *j)
     }
     for (size_t i = 0; i < count; i++) {
         struct skey_msg sm = {
-            .m = store_mailbox_message(s->box, i),
+            .m = store_mailbox_message(box, i),
             .seq = (uint32_t)(i + 1),
             .max_seq = (uint32_t)count,
             .max_uid = max_uid,
-            .box = s->box,
+            .box = box,
             .index = i,
         };
         if (skey_eval(root, &sm)) {
-            uint32_t v = j->is_uid ? sm.m->uid : sm.seq;
+            uint32_t v = sj->is_uid ? sm.m->uid : sm.seq;
             if (hits)
                 hits[n_hits++] = v;
             else
@@ -566,7 +579,7 @@ static void imap_search_work(struct imap_job *j)
         free(hits);
     } else {
         /* RFC 7162 §3.1.5: a search with MODSEQ reports the highest mod-sequence found */
-        if (j->number == 1 && max_modseq > 0)
+        if (sj->has_modseq && max_modseq > 0)
             buf_printf(&j->out, " (MODSEQ %llu)", (unsigned long long)max_modseq);
         buf_append_str(&j->out, "\r\n");
     }
@@ -611,20 +624,21 @@ void imap_cmd_search(struct imap_session *s, const char *tag, struct imap_arg *a
         imap_reply(s, tag, "BAD Invalid search criteria.");
         return;
     }
-    struct imap_job *j = imap_job_new(s, tag, imap_search_work, NULL);
+    struct imap_job *j = imap_job_new(s, tag, sizeof(struct imap_search_job), imap_search_work,
+                                      NULL, imap_search_cleanup);
     if (!j) {
         skey_free(root);
         return;
     }
-    j->ptr = root;
-    j->ptr_free = skey_free;
-    j->flags = esearch;
-    j->number = sp.has_modseq;
+    struct imap_search_job *sj = IMAP_JOB(imap_search_job, j);
+    sj->root = root;
+    sj->esearch = esearch;
+    sj->has_modseq = sp.has_modseq;
+    sj->is_uid = is_uid;
     if (sp.has_modseq)
         s->is_condstore = true; /* RFC 7162 §3.1 */
-    j->is_uid = is_uid;
     /* RFC 3501 §7.4.1: EXPUNGE may not be sent during SEARCH, but may during UID SEARCH
      * (its results are UIDs); the sync runs after the search, on the view it used. */
     j->do_sync = is_uid;
-    imap_job_submit(j);
+    imap_job_submit(s, j);
 }

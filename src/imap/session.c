@@ -106,71 +106,87 @@ void imap_capability_string(struct imap_session *s, struct buf *out)
 
 /* ---- jobs --------------------------------------------------------------------------- */
 
-struct imap_job *imap_job_new(struct imap_session *s, const char *tag, imap_job_fn *work,
-                              imap_job_fn *finish)
+static void imap_job_work_run(struct job *job);
+static void imap_job_done(void *session, struct job *job);
+
+struct imap_job *imap_job_new(struct imap_session *s, const char *tag, size_t size,
+                              imap_job_fn *work, imap_finish_fn *finish, imap_cleanup_fn *cleanup)
 {
-    struct imap_job *j = calloc(1, sizeof *j);
-    if (!j)
+    struct imap_job *j = size >= sizeof *j ? calloc(1, size) : NULL;
+    if (j)
+        j->tag = strdup(tag ? tag : "*");
+    if (!j || !j->tag) {
+        free(j);
+        imap_reply(s, tag, "NO [SERVERBUG] Out of memory.");
         return NULL;
-    j->s = s;
-    j->tag = strdup(tag ? tag : "*");
+    }
+    job_init(&j->job, s->handle, imap_job_work_run, imap_job_done);
     j->work = work;
     j->finish = finish;
+    j->cleanup = cleanup;
     buf_init(&j->out, 0);
     buf_init(&j->tagged, 0);
-    buf_init(&j->data, 0);
-    j->fd = -1;
     return j;
 }
 
+/* Loop thread: free the job; handles still in it are closed (the session has gone). */
 static void imap_job_free(struct imap_job *j)
 {
+    if (j->cleanup)
+        j->cleanup(j);
+    if (j->ctx.fetch)
+        imap_fetch_free(j->ctx.fetch);
+    if (j->ctx.sasl)
+        auth_sasl_free(j->ctx.sasl);
+    imap_keywords_set_free(j->ctx.keywords);
+    if (j->ctx.box)
+        store_mailbox_close(j->ctx.box);
+    if (j->ctx.user)
+        store_user_close(j->ctx.user);
+    free(j->ctx.username);
     free(j->tag);
     buf_free(&j->out);
     buf_free(&j->tagged);
-    buf_free(&j->data);
-    if (j->fd >= 0)
-        close(j->fd);
-    free(j->arg1);
-    free(j->arg2);
-    imap_keywords_free(j->keywords);
-    if (j->ptr_free)
-        j->ptr_free(j->ptr);
-    if (j->new_box)
-        store_mailbox_close(j->new_box);
-    if (j->new_user)
-        store_user_close(j->new_user);
-    free(j->new_name);
     free(j);
 }
 
-static void imap_session_free(struct imap_session *s);
 static void imap_session_process(struct imap_session *s);
 
-static void imap_job_work(void *arg)
+/* Pool thread: the command's work, then the sync its reply may carry. */
+static void imap_job_work_run(struct job *job)
 {
-    struct imap_job *j = arg;
+    struct imap_job *j = (struct imap_job *)job;
     j->work(j);
-    if (j->do_sync && j->s->box)
+    if (j->do_sync && j->ctx.box)
         imap_job_sync(j);
     /* Between commands a session holds no index connection (memory, descriptors): the
      * sessions of one user share the store's pooled ones. */
-    store_user_idle(j->s->user);
-    store_user_idle(j->new_user);
+    store_user_idle(j->ctx.user);
 }
 
-static void imap_job_done(void *arg)
+/* Loop thread: the session found again (or NULL: it has gone, a normal case). */
+static void imap_job_done(void *session, struct job *job)
 {
-    struct imap_job *j = arg;
-    struct imap_session *s = j->s;
-    s->is_job_in_flight = false;
-    if (s->is_dead) {
+    struct imap_job *j = (struct imap_job *)job;
+    struct imap_session *s = session;
+    if (!s) {
         imap_job_free(j);
-        imap_session_free(s);
         return;
     }
+    s->is_job_in_flight = false;
+    /* The handles come back (the work may have replaced or closed box). */
+    s->user = j->ctx.user;
+    s->box = j->ctx.box;
+    s->fetch = j->ctx.fetch;
+    s->sasl = j->ctx.sasl;
+    s->keywords = j->ctx.keywords;
+    j->ctx.keywords = NULL;
+    j->ctx.user = NULL;
+    j->ctx.box = NULL;
+    j->ctx.fetch = NULL;
+    j->ctx.sasl = NULL;
     if (j->finish)
-        j->finish(j);
+        j->finish(s, j);
     if (j->out.len)
         conn_write(s->c, j->out.data, j->out.len);
     if (j->tagged.len)
@@ -196,17 +212,39 @@ static void imap_job_done(void *arg)
     imap_session_process(s);
 }
 
-void imap_job_submit(struct imap_job *j)
+void imap_job_discard(struct imap_session *s, struct imap_job *j)
 {
-    struct imap_session *s = j->s;
+    imap_reply(s, j->tag, "NO [SERVERBUG] Out of memory.");
+    imap_job_free(j);
+}
+
+void imap_job_submit(struct imap_session *s, struct imap_job *j)
+{
     if (j->do_sync && !s->has_pending_changes && !j->is_sync_forced)
         j->do_sync = false;
     if (j->do_sync)
         s->has_pending_changes = false;
+    /* Move the handles in: nothing on the loop uses them until the job is done. */
+    struct imap_job_ctx *ctx = &j->ctx;
+    ctx->auth = imap_auth(s);
+    ctx->user = s->user;
+    ctx->box = s->box;
+    ctx->fetch = s->fetch;
+    ctx->sasl = s->sasl;
+    ctx->keywords = s->keywords;
+    s->keywords = NULL;
+    s->user = NULL;
+    s->box = NULL;
+    s->fetch = NULL;
+    s->sasl = NULL;
+    ctx->username = strdup(s->username ? s->username : "");
+    snprintf(ctx->peer_ip, sizeof ctx->peer_ip, "%s", conn_peer_ip(s->c));
+    ctx->quota = s->quota;
+    ctx->is_readonly = s->is_readonly;
+    ctx->is_condstore = s->is_condstore;
     s->is_job_in_flight = true;
     conn_pause_read(s->c);
-    workpool_submit_delayed(conn_server(s->c)->pool, j->delay_ms, imap_job_work, imap_job_done,
-                            j);
+    job_submit_delayed(conn_server(s->c)->pool, &j->job, j->delay_ms);
 }
 
 /* ---- notifications and IDLE (RFC 2177) ---------------------------------------------- */
@@ -218,22 +256,20 @@ static void imap_idle_sync_work(struct imap_job *j)
 
 void imap_session_start_idle_sync(struct imap_session *s)
 {
-    struct imap_job *j = imap_job_new(s, NULL, imap_idle_sync_work, NULL);
+    struct imap_job *j =
+        imap_job_new(s, NULL, sizeof *j, imap_idle_sync_work, NULL, NULL);
     if (!j)
         return;
     j->do_sync = true;
     j->is_sync_forced = true;
-    s->has_pending_changes = false;
-    s->is_job_in_flight = true;
-    conn_pause_read(s->c);
-    workpool_submit(conn_server(s->c)->pool, imap_job_work, imap_job_done, j);
+    imap_job_submit(s, j);
 }
 
 static void imap_notify(const char *user, const char *mailbox, void *arg)
 {
     struct imap_session *s = arg;
     (void)user;
-    if (!s->box_name || s->is_dead)
+    if (!s->box_name)
         return;
     if (mailbox && strcasecmp(mailbox, s->box_name) != 0 &&
         !(strcasecmp(s->box_name, "INBOX") == 0 && strcasecmp(mailbox, "INBOX") == 0))
@@ -261,7 +297,7 @@ static void imap_idle_keepalive(evutil_socket_t fd, short what, void *arg)
 {
     struct imap_session *s = arg;
     (void)fd, (void)what;
-    if (!s->is_idling || s->is_dead || s->is_closing)
+    if (!s->is_idling || s->is_closing)
         return;
     /* half a second of slack: the timer may fire a little before the limit */
     if (imap_now_ms() + 500 >= s->idle_start_ms + (uint64_t)imap_idle_limit(s) * 1000u) {
@@ -452,46 +488,83 @@ static bool imap_penalty_is_refused(struct imap_session *s, const char *account,
     return is_success && a.verdict == PENALTY_BLOCKED;
 }
 
+/* A correct password for a blocked account or address: refused like a wrong one. */
+static void imap_login_refuse_blocked(struct imap_session *s, struct imap_job *j,
+                                      const char *login, const char *method)
+{
+    log_info("imap", "login refused (blocked): user=<%s>, method=%s, rip=%s, lip=%s",
+             login ? login : "", method, imap_rip(s), conn_local_ip(s->c));
+    buf_printf(&j->tagged, "%s " IMAP_BLOCKED_REPLY "\r\n", j->tag);
+}
+
+static void imap_login_result_free(struct imap_login_result *r)
+{
+    if (r->user)
+        store_user_close(r->user);
+    r->user = NULL;
+    free(r->name);
+    r->name = NULL;
+}
+
 /* Work: after credentials are good, open the user's store. */
-static void imap_login_open_store(struct imap_job *j, const char *user)
+static void imap_login_open_store(const struct imap_job_ctx *ctx, const char *user,
+                                  struct imap_login_result *r)
 {
     struct auth_user u;
-    int r = auth_user_lookup(imap_auth(j->s), user, &u);
-    if (r != 1) {
-        j->number = -1;
+    r->rc = -1;
+    if (!user || auth_user_lookup(ctx->auth, user, &u) != 1)
         return;
-    }
     char *err = NULL;
-    if (store_user_open(u.home, u.address, &j->new_user, &err) < 0) {
+    if (store_user_open(u.home, u.address, &r->user, &err) < 0) {
         log_error("imap", "store open failed for %s: %s", u.address, err ? err : "?");
         free(err);
-        j->number = -1;
-    } else {
-        j->new_name = strdup(u.address);
-        j->number = 1;
+        r->user = NULL;
+    } else if ((r->name = strdup(u.address)) != NULL) {
+        r->quota = u.quota;
+        r->rc = 1;
     }
     auth_user_free(&u);
 }
 
+struct imap_login_job {
+    struct imap_job base;
+    char *user, *password; /* request */
+    struct imap_login_result r;
+};
+
+static void imap_login_cleanup(struct imap_job *j)
+{
+    struct imap_login_job *lj = IMAP_JOB(imap_login_job, j);
+    free(lj->user);
+    if (lj->password) {
+        explicit_bzero(lj->password, strlen(lj->password));
+        free(lj->password);
+    }
+    imap_login_result_free(&lj->r);
+}
+
 static void imap_login_work(struct imap_job *j)
 {
+    struct imap_login_job *lj = IMAP_JOB(imap_login_job, j);
     char *user = NULL;
-    int r = auth_login_password(imap_auth(j->s), j->arg1, j->arg2, &user);
+    int r = auth_login_password(j->ctx.auth, lj->user, lj->password, &user);
     if (r == 1) {
-        imap_login_open_store(j, user);
+        imap_login_open_store(&j->ctx, user, &lj->r);
     } else {
-        j->number = r; /* 0 bad credentials, -1 temporary */
+        lj->r.rc = r; /* 0 bad credentials, -1 temporary */
     }
     free(user);
 }
 
-/* Finish a successful login: become authenticated and listen for changes. */
 /* Become authenticated as name (owning user and name) and write the tagged OK to out. */
-static void imap_login_success(struct imap_session *s, const char *tag, struct store_user *user,
-                               char *name, const char *method, struct buf *out)
+static void imap_login_success(struct imap_session *s, const char *tag,
+                               struct imap_login_result *r, const char *method, struct buf *out)
 {
-    s->user = user;
-    s->username = name;
+    s->user = r->user;
+    s->username = r->name;
+    s->quota = r->quota;
+    r->user = NULL;
+    r->name = NULL;
     s->state = IMAP_STATE_AUTH;
     s->notify_sub = store_notify_subscribe(s->username, imap_notify, s);
     conn_set_deadline(s->c, 0); /* imap.login_timeout no longer applies */
@@ -504,43 +577,36 @@ static void imap_login_success(struct imap_session *s, const char *tag, struct s
     buf_free(&caps);
 }
 
-static void imap_login_finish_common(struct imap_job *j, const char *method)
+/* The reply to a finished login attempt: OK and authenticated, or NO. */
+static void imap_login_finish_common(struct imap_session *s, struct imap_job *j,
+                                     struct imap_login_result *r, const char *login,
+                                     const char *method)
 {
-    struct imap_session *s = j->s;
-    if (j->number != 1) {
-        if (j->number == 0) {
-            log_info("imap", "login failed: user=<%s>, method=%s, rip=%s, lip=%s%s",
-                     j->arg1 ? j->arg1 : "", method, imap_rip(s), conn_local_ip(s->c),
-                     conn_is_tls(s->c) ? ", TLS" : "");
-            buf_printf(&j->tagged, "%s NO [AUTHENTICATIONFAILED] Authentication failed.\r\n",
-                       j->tag);
-        } else {
-            buf_printf(&j->tagged, "%s NO [UNAVAILABLE] Temporary authentication failure.\r\n",
-                       j->tag);
-        }
+    if (r->rc == 1) {
+        imap_login_success(s, j->tag, r, method, &j->tagged);
         return;
     }
-    imap_login_success(s, j->tag, j->new_user, j->new_name, method, &j->tagged);
-    j->new_user = NULL;
-    j->new_name = NULL;
+    if (r->rc == 0) {
+        log_info("imap", "login failed: user=<%s>, method=%s, rip=%s, lip=%s%s",
+                 login ? login : "", method, imap_rip(s), conn_local_ip(s->c),
+                 conn_is_tls(s->c) ? ", TLS" : "");
+        buf_printf(&j->tagged, "%s NO [AUTHENTICATIONFAILED] Authentication failed.\r\n",
+                   j->tag);
+    } else {
+        buf_printf(&j->tagged, "%s NO [UNAVAILABLE] Temporary authentication failure.\r\n",
+                   j->tag);
+    }
 }
 
-/* A correct password for a blocked account or address: refused like a wrong one. */
-static void imap_login_refuse_blocked(struct imap_job *j, const char *method)
+static void imap_login_finish(struct imap_session *s, struct imap_job *j)
 {
-    log_info("imap", "login refused (blocked): user=<%s>, method=%s, rip=%s, lip=%s",
-             j->arg1 ? j->arg1 : "", method, imap_rip(j->s), conn_local_ip(j->s->c));
-    buf_printf(&j->tagged, "%s " IMAP_BLOCKED_REPLY "\r\n", j->tag);
-}
-
-static void imap_login_finish(struct imap_job *j)
-{
-    if (j->number >= 0 && imap_penalty_is_refused(j->s, j->arg1, j->number == 1)) {
-        imap_login_refuse_blocked(j, "PLAIN");
+    struct imap_login_job *lj = IMAP_JOB(imap_login_job, j);
+    if (lj->r.rc >= 0 && imap_penalty_is_refused(s, lj->user, lj->r.rc == 1)) {
+        imap_login_refuse_blocked(s, j, lj->user, "PLAIN");
         return;
     }
     /* Dovecot logs the LOGIN command as method=PLAIN; admins grep for that. */
-    imap_login_finish_common(j, "PLAIN");
+    imap_login_finish_common(s, j, &lj->r, lj->user, "PLAIN");
 }
 
 static void imap_cmd_login(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
@@ -564,24 +630,43 @@ static void imap_cmd_login(struct imap_session *s, const char *tag, struct imap_
     unsigned delay_ms;
     if (!imap_penalty_admit(s, tag, args[0].str, &delay_ms))
         return;
-    struct imap_job *j = imap_job_new(s, tag, imap_login_work, imap_login_finish);
+    struct imap_job *j = imap_job_new(s, tag, sizeof(struct imap_login_job), imap_login_work,
+                                      imap_login_finish, imap_login_cleanup);
     if (!j)
         return;
+    struct imap_login_job *lj = IMAP_JOB(imap_login_job, j);
+    lj->user = strdup(args[0].str);
+    lj->password = strdup(args[1].str);
     j->delay_ms = delay_ms;
-    j->arg1 = strdup(args[0].str);
-    j->arg2 = strdup(args[1].str);
-    imap_job_submit(j);
+    imap_job_submit(s, j);
 }
 
-/* One SASL step in the pool; the response (or NULL) is in arg2. */
+/* One SASL step in the pool; the exchange (ctx.sasl) is moved into the job. */
+struct imap_sasl_job {
+    struct imap_job base;
+    char *response; /* request: the client's line, NULL for no initial response */
+    enum auth_sasl_status status;
+    char *challenge;
+    struct imap_login_result r;
+};
+
+static void imap_sasl_cleanup(struct imap_job *j)
+{
+    struct imap_sasl_job *sj = IMAP_JOB(imap_sasl_job, j);
+    if (sj->response) {
+        explicit_bzero(sj->response, strlen(sj->response));
+        free(sj->response);
+    }
+    free(sj->challenge);
+    imap_login_result_free(&sj->r);
+}
+
 static void imap_sasl_work(struct imap_job *j)
 {
-    char *challenge = NULL;
-    enum auth_sasl_status st = auth_sasl_step(j->s->sasl, j->arg2, &challenge);
-    j->flags = st;
-    j->arg1 = challenge;
-    if (st == AUTH_SASL_OK)
-        imap_login_open_store(j, auth_sasl_user(j->s->sasl));
+    struct imap_sasl_job *sj = IMAP_JOB(imap_sasl_job, j);
+    sj->status = auth_sasl_step(j->ctx.sasl, sj->response, &sj->challenge);
+    if (sj->status == AUTH_SASL_OK)
+        imap_login_open_store(&j->ctx, auth_sasl_user(j->ctx.sasl), &sj->r);
 }
 
 static void imap_sasl_end(struct imap_session *s)
@@ -592,63 +677,58 @@ static void imap_sasl_end(struct imap_session *s)
     s->sasl_tag = NULL;
 }
 
-static void imap_sasl_finish(struct imap_job *j)
+static void imap_sasl_finish(struct imap_session *s, struct imap_job *j)
 {
-    struct imap_session *s = j->s;
-    enum auth_sasl_status st = (enum auth_sasl_status)j->flags;
-    if (st == AUTH_SASL_CONTINUE) {
+    struct imap_sasl_job *sj = IMAP_JOB(imap_sasl_job, j);
+    if (sj->status == AUTH_SASL_CONTINUE) {
         /* RFC 3501 §7.5: "+ " base64 challenge; the next line is the response */
-        buf_printf(&j->out, "+ %s\r\n", j->arg1 ? j->arg1 : "");
+        buf_printf(&j->out, "+ %s\r\n", sj->challenge ? sj->challenge : "");
         return;
     }
     const char *mech = auth_sasl_mechanism(s->sasl);
     char method[32];
     snprintf(method, sizeof method, "%s", mech ? mech : "?");
-    if ((st == AUTH_SASL_OK && j->number == 1) || st == AUTH_SASL_FAIL) {
+    if ((sj->status == AUTH_SASL_OK && sj->r.rc == 1) || sj->status == AUTH_SASL_FAIL) {
         const char *login = auth_sasl_attempted_login(s->sasl);
-        if (imap_penalty_is_refused(s, login, st == AUTH_SASL_OK)) {
-            free(j->arg1);
-            j->arg1 = strdup(login);
-            imap_login_refuse_blocked(j, method);
+        if (imap_penalty_is_refused(s, login, sj->status == AUTH_SASL_OK)) {
+            imap_login_refuse_blocked(s, j, login, method);
             imap_sasl_end(s);
             return;
         }
     }
-    if (st == AUTH_SASL_OK && j->number == 1 && j->arg1 && *j->arg1) {
+    if (sj->status == AUTH_SASL_OK && sj->r.rc == 1 && sj->challenge && *sj->challenge) {
         /* RFC 3501 §6.2.2 has no success data in OK: send the server's final message
          * (SCRAM's "v=...") as a challenge; the login completes after the client's
          * (empty) answer. */
-        buf_printf(&j->out, "+ %s\r\n", j->arg1);
-        s->sasl_pending_user = j->new_user;
-        s->sasl_pending_name = j->new_name;
-        j->new_user = NULL;
-        j->new_name = NULL;
+        buf_printf(&j->out, "+ %s\r\n", sj->challenge);
+        s->sasl_pending = sj->r;
+        sj->r.user = NULL;
+        sj->r.name = NULL;
         return;
     }
-    if (st == AUTH_SASL_OK) {
-        free(j->arg1);
-        j->arg1 = NULL;
-        imap_login_finish_common(j, method);
-    } else if (st == AUTH_SASL_FAIL) {
-        free(j->arg1);
-        j->arg1 = strdup(auth_sasl_attempted_login(s->sasl));
-        j->number = 0;
-        imap_login_finish_common(j, method);
+    if (sj->status == AUTH_SASL_OK) {
+        imap_login_finish_common(s, j, &sj->r, NULL, method);
+    } else if (sj->status == AUTH_SASL_FAIL) {
+        sj->r.rc = 0;
+        imap_login_finish_common(s, j, &sj->r, auth_sasl_attempted_login(s->sasl), method);
     } else {
-        j->number = -1;
-        imap_login_finish_common(j, method);
+        sj->r.rc = -1;
+        imap_login_finish_common(s, j, &sj->r, NULL, method);
     }
     imap_sasl_end(s);
 }
 
 static void imap_sasl_submit(struct imap_session *s, const char *response, unsigned delay_ms)
 {
-    struct imap_job *j = imap_job_new(s, s->sasl_tag, imap_sasl_work, imap_sasl_finish);
-    if (!j)
+    struct imap_job *j = imap_job_new(s, s->sasl_tag, sizeof(struct imap_sasl_job),
+                                      imap_sasl_work, imap_sasl_finish, imap_sasl_cleanup);
+    if (!j) {
+        imap_sasl_end(s);
         return;
+    }
+    IMAP_JOB(imap_sasl_job, j)->response = response ? strdup(response) : NULL;
     j->delay_ms = delay_ms;
-    j->arg2 = response ? strdup(response) : NULL;
-    imap_job_submit(j);
+    imap_job_submit(s, j);
 }
 
 static void imap_cmd_authenticate(struct imap_session *s, const char *tag, struct imap_arg *args,
@@ -681,24 +761,20 @@ static void imap_cmd_authenticate(struct imap_session *s, const char *tag, struc
 /* A client line while AUTHENTICATE waits for a response. */
 static void imap_sasl_line(struct imap_session *s, const char *line)
 {
-    if (s->sasl_pending_name) {
+    if (s->sasl_pending.name) {
         /* the answer to the server's final message: the exchange is over */
-        struct store_user *user = s->sasl_pending_user;
-        char *name = s->sasl_pending_name;
-        s->sasl_pending_user = NULL;
-        s->sasl_pending_name = NULL;
+        struct imap_login_result r = s->sasl_pending;
+        memset(&s->sasl_pending, 0, sizeof s->sasl_pending);
         if (strcmp(line, "*") == 0) {
             imap_reply(s, s->sasl_tag, "BAD Authentication aborted by client.");
-            if (user)
-                store_user_close(user);
-            free(name);
+            imap_login_result_free(&r);
         } else {
             const char *mech = auth_sasl_mechanism(s->sasl);
             char method[32];
             snprintf(method, sizeof method, "%s", mech ? mech : "?");
             struct buf out;
             buf_init(&out, 0);
-            imap_login_success(s, s->sasl_tag, user, name, method, &out);
+            imap_login_success(s, s->sasl_tag, &r, method, &out);
             conn_write(s->c, out.data, out.len);
             buf_free(&out);
         }
@@ -811,7 +887,7 @@ static void imap_dispatch(struct imap_session *s)
 static bool imap_session_busy(struct imap_session *s)
 {
     /* A client that pipelines without reading our replies waits for them to drain. */
-    return s->is_job_in_flight || s->is_closing || s->is_dead || s->fetch ||
+    return s->is_job_in_flight || s->is_closing || s->fetch || conn_is_stopping(s->c) ||
            conn_output_length(s->c) > 4 * CONN_OUTPUT_LOW_WATER;
 }
 
@@ -1041,6 +1117,7 @@ static void *imap_open(struct conn *c)
     if (!s)
         return NULL;
     s->c = c;
+    s->handle = job_session_add(s);
     s->state = IMAP_STATE_NOT_AUTH;
     s->spill_fd = -1;
     const struct config *cfg = conn_server(c)->cfg;
@@ -1093,6 +1170,12 @@ static void imap_on_timeout(void *session, struct conn *c)
     conn_write_str(c, "* BYE Disconnected for inactivity.\r\n");
 }
 
+static void imap_on_shutdown(void *session, struct conn *c)
+{
+    /* RFC 3501 §7.1.5: BYE, the server is closing the connection */
+    conn_write_str(c, "* BYE Server shutting down.\r\n");
+}
+
 static void imap_session_free(struct imap_session *s)
 {
     if (s->notify_sub)
@@ -1102,11 +1185,10 @@ static void imap_session_free(struct imap_session *s)
     if (s->sasl)
         auth_sasl_free(s->sasl);
     free(s->sasl_tag);
-    if (s->sasl_pending_user)
-        store_user_close(s->sasl_pending_user);
-    free(s->sasl_pending_name);
+    imap_login_result_free(&s->sasl_pending);
     if (s->box)
         store_mailbox_close(s->box);
+    imap_keywords_set_free(s->keywords);
     if (s->user)
         store_user_close(s->user);
     free(s->box_name);
@@ -1133,11 +1215,9 @@ static void imap_close(void *session, const char *reason)
         s->notify_sub = NULL;
     }
     imap_idle_timer(s, false);
-    if (s->is_job_in_flight) {
-        /* The job's done callback frees the session (workpool.h). */
-        s->is_dead = true;
-        return;
-    }
+    /* A job in flight holds the session's handles and closes them itself when it finds
+     * the session gone (job.h); one not started yet is cancelled. */
+    job_session_remove(s->handle);
     imap_session_free(s);
 }
 
@@ -1148,5 +1228,6 @@ const struct conn_protocol imap_protocol = {
     .on_drained = imap_on_drained,
     .on_tls = imap_on_tls,
     .on_timeout = imap_on_timeout,
+    .on_shutdown = imap_on_shutdown,
     .close = imap_close,
 };

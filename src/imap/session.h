@@ -9,11 +9,18 @@
  *   fetch.c    FETCH and STORE
  *   search.c   SEARCH
  *
- * Blocking work: a command handler (loop thread) fills a struct imap_job and submits it;
- * job->work runs on a workpool thread and does the store/auth calls, writing the whole
- * reply into job->out; job->finish (loop thread, optional) updates the session; then the
- * reply is written and reading resumes. While a job is in flight the session reads nothing,
- * so the store handles (user, box) are used by one thread at a time.
+ * Blocking work (core/job.h, the thread rule): a command handler (loop thread) fills a
+ * typed job, a struct embedding struct imap_job first, with its request (copied strings,
+ * plain values) and submits it. The session's store handles and any FETCH or AUTHENTICATE
+ * state in progress are MOVED into the job's ctx at submit (the session's fields are NULL
+ * meanwhile) together with plain copies of what the work may need to know (user name,
+ * peer address, read-only, CONDSTORE). job->work runs on a workpool thread and sees only
+ * the job: it does the store/auth calls and writes the whole reply into job->out and
+ * job->tagged. Back on the loop the session is found again by its handle: the handles
+ * move back, job->finish (optional) updates the session, the reply is written and
+ * reading resumes. When the session has gone, the job closes the handles itself. While
+ * a job is in flight the session reads nothing, so handles are used by one thread at a
+ * time.
  */
 #ifndef TERN_IMAP_SESSION_H
 #define TERN_IMAP_SESSION_H
@@ -23,12 +30,14 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "core/job.h"
 #include "imap/parse.h"
 
 struct conn;
 struct store_user;
 struct store_mailbox;
 struct auth_sasl;
+struct auth_service;
 struct event;
 
 enum imap_state {
@@ -39,6 +48,15 @@ enum imap_state {
 };
 
 struct imap_fetch;
+struct imap_keywords;
+
+/* What a login's work gives back: the user's store, opened on the pool thread. */
+struct imap_login_result {
+    int rc; /* 1 logged in, 0 bad credentials, -1 temporary failure */
+    struct store_user *user;
+    char *name;     /* canonical user@domain */
+    uint64_t quota; /* bytes, 0 none */
+};
 
 struct imap_session {
     struct conn *c;
@@ -56,16 +74,17 @@ struct imap_session {
     bool is_spilling;         /* the literal being read goes to the file */
     uint64_t spill_remaining; /* bytes of that literal still to come */
     uint64_t literal_memory;  /* bytes of this command's APPEND literals kept in memory */
+    uint64_t handle;    /* core/job.h: jobs find the session again by it */
     bool is_job_in_flight;
-    bool is_dead;       /* connection closed while a job was in flight */
     bool is_closing;    /* LOGOUT/BYE sent */
     bool is_logged_out; /* the client said LOGOUT (for the log) */
 
     /* the client address a trusted proxy passed (ID x-originating-ip); "" none */
     char client_ip[64];
 
-    /* authenticated user */
+    /* authenticated user (user, box, fetch and sasl are NULL while moved into a job) */
     char *username;
+    uint64_t quota; /* storage limit in bytes from the directory at login, 0 none */
     struct store_user *user;
     void *notify_sub;
     bool has_pending_changes; /* a store notification arrived */
@@ -74,11 +93,11 @@ struct imap_session {
     struct auth_sasl *sasl;
     char *sasl_tag;
     /* authenticated, waiting for the client's answer to the server's final SASL data */
-    struct store_user *sasl_pending_user;
-    char *sasl_pending_name;
+    struct imap_login_result sasl_pending;
 
     /* selected mailbox */
     struct store_mailbox *box;
+    struct imap_keywords *keywords; /* announced in FLAGS (keywords.c); moves with box */
     char *box_name;
     bool is_readonly;
 
@@ -95,13 +114,38 @@ struct imap_session {
 };
 
 struct imap_job;
+/* Pool thread: the job and nothing else (never a session or a connection). */
 typedef void imap_job_fn(struct imap_job *j);
+/* Loop thread, session alive: apply the result to the session before the reply goes. */
+typedef void imap_finish_fn(struct imap_session *s, struct imap_job *j);
+/* Loop thread: free the command's own request and result fields (not the base). */
+typedef void imap_cleanup_fn(struct imap_job *j);
 
+/* What a command's work may use besides its own request: the session's handles, moved
+ * in at submit and moved back on the loop when the job is done (closed if the session
+ * has gone), and plain copies of the session facts the work needs. */
+struct imap_job_ctx {
+    struct auth_service *auth;  /* process lifetime */
+    struct store_user *user;    /* the session's store (NULL before login) */
+    struct store_mailbox *box;  /* the selected mailbox; work may replace or close it */
+    struct imap_fetch *fetch;   /* a FETCH continuing across batches */
+    struct auth_sasl *sasl;     /* an AUTHENTICATE exchange */
+    struct imap_keywords *keywords; /* keywords the client was told of (keywords.c) */
+    char *username;             /* copy of the logged-in user ("" before login) */
+    char peer_ip[46];           /* copy of the client's address */
+    uint64_t quota;             /* the user's storage limit in bytes, 0 none (at login) */
+    bool is_readonly;           /* the selected mailbox was EXAMINEd */
+    bool is_condstore;          /* CONDSTORE enabled: flag changes carry MODSEQ */
+};
+
+/* The base of every IMAP job; a command's job struct starts with it. */
 struct imap_job {
-    struct imap_session *s;
+    struct job job; /* first: core/job.h */
     char *tag;
-    imap_job_fn *work;   /* pool thread */
-    imap_job_fn *finish; /* loop thread, before the reply is written (may be NULL) */
+    imap_job_fn *work;       /* pool thread */
+    imap_finish_fn *finish;  /* loop thread, before the reply is written (may be NULL) */
+    imap_cleanup_fn *cleanup; /* frees the command's fields (may be NULL) */
+    struct imap_job_ctx ctx;
     struct buf out;      /* untagged reply lines */
     struct buf tagged;   /* the tagged completion, written after out */
     bool do_sync;        /* may report mailbox changes (never for FETCH/STORE/SEARCH,
@@ -111,32 +155,33 @@ struct imap_job {
     bool keep_paused;    /* set by finish: another job follows (FETCH batches) */
     bool is_ok;          /* set by work */
     unsigned delay_ms;   /* hold the job this long before it runs (failed-login delay) */
-    /* command payload */
-    char *arg1, *arg2;
-    struct buf data; /* APPEND message (in memory) */
-    int fd;          /* APPEND message in a spill file (-1 none); closed with the job */
-    uint64_t fd_size;
-    unsigned flags;
-    char **keywords;
-    int64_t number;
-    bool is_uid;
-    void *ptr;
-    void (*ptr_free)(void *ptr);
-    /* results for finish */
-    struct store_mailbox *new_box;
-    struct store_user *new_user;
-    char *new_name;
 };
 
+/* The typed job of a command: struct T { struct imap_job base; ... }. */
+#define IMAP_JOB(type, j) ((struct type *)(void *)(j))
+
 /* ---- session.c ---- */
-struct imap_job *imap_job_new(struct imap_session *s, const char *tag, imap_job_fn *work,
-                              imap_job_fn *finish);
-void imap_job_submit(struct imap_job *j);
+/* A job of `size` bytes (the command's struct, zeroed) for s, or NULL (out of memory:
+ * "NO" already answered). */
+struct imap_job *imap_job_new(struct imap_session *s, const char *tag, size_t size,
+                              imap_job_fn *work, imap_finish_fn *finish, imap_cleanup_fn *cleanup);
+/* Move the session's handles in, pause reading and queue the job. */
+void imap_job_submit(struct imap_session *s, struct imap_job *j);
 void imap_reply(struct imap_session *s, const char *tag, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* CAPABILITY list for the current state, without "* CAPABILITY ". */
 void imap_capability_string(struct imap_session *s, struct buf *out);
 void imap_session_start_idle_sync(struct imap_session *s);
+
+/* Free a job that was never submitted (filling it ran out of memory): "NO" to the tag. */
+void imap_job_discard(struct imap_session *s, struct imap_job *j);
+
+/* ---- keywords.c ---- */
+/* SELECT/EXAMINE: the set becomes the view's keywords; writes FLAGS and PERMANENTFLAGS. */
+void imap_keywords_select(struct imap_job_ctx *ctx, bool is_readonly, struct buf *out);
+/* Before a FETCH line with these flags: announce keywords the client has not seen. */
+void imap_keywords_announce(struct imap_job_ctx *ctx, char *const *keywords, struct buf *out);
+void imap_keywords_set_free(struct imap_keywords *k);
 
 /* ---- mailbox.c ---- */
 typedef void imap_handler(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
@@ -188,5 +233,8 @@ imap_handler imap_cmd_getquotaroot, imap_cmd_getquota, imap_cmd_setquota;
 /* Work step (BLOCKING): may add_bytes more be stored for this user? If not, writes the
  * tagged NO ([OVERQUOTA], or [UNAVAILABLE] when the lookup failed) and returns false. */
 bool imap_quota_allows(struct imap_job *j, uint64_t add_bytes);
+/* Work step (BLOCKING): the user's storage limit from the directory now (an admin's change
+ * applies at once), 0 none. false: the tagged NO [UNAVAILABLE] is written. */
+bool imap_quota_limit(struct imap_job *j, uint64_t *limit_r);
 
 #endif

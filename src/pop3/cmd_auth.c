@@ -120,14 +120,15 @@ void pop3_cmd_stls(struct pop3_session *s, const char *args, size_t len)
 
 enum login_kind { LOGIN_PASS, LOGIN_APOP, LOGIN_SASL };
 
+/* A PASS, APOP or AUTH step: credentials in, an opened maildrop out (core/job.h). */
 struct login_job {
-    struct pop3_session *s;
+    struct job job; /* first */
     struct auth_service *auth;
     enum login_kind kind;
     char *login;  /* PASS, APOP */
     char *secret; /* PASS: password; APOP: digest (wiped before free) */
     char timestamp[320];
-    struct auth_sasl *sasl; /* SASL: borrowed from the session for the job */
+    struct auth_sasl *sasl; /* SASL: moved from the session into the job and back */
     char *response;         /* SASL: client response, NULL = none */
     /* results */
     int auth_rc; /* 1 ok, 0 bad credentials, -1 temporary failure */
@@ -136,9 +137,7 @@ struct login_job {
     char *user;
     int open_rc; /* 0 opened, 1 maildrop in use, -1 error */
     char *error;
-    bool is_locked;
-    struct store_user *store;
-    struct store_mailbox *box;
+    struct pop3_maildrop md;
     struct pop3_msginfo *msgs;
     size_t n_msgs;
     uint32_t uidvalidity;
@@ -154,12 +153,9 @@ static void wipe_free(char *p)
 
 static void login_job_free(struct login_job *j)
 {
-    if (j->is_locked)
-        store_pop3_unlock(j->store);
-    if (j->box != NULL)
-        store_mailbox_close(j->box);
-    if (j->store != NULL)
-        store_user_close(j->store);
+    pop3_maildrop_close(&j->md);
+    if (j->sasl != NULL)
+        auth_sasl_free(j->sasl);
     free(j->login);
     wipe_free(j->secret);
     wipe_free(j->response);
@@ -210,27 +206,28 @@ static void maildrop_open(struct login_job *j)
         j->open_rc = -1;
         return;
     }
-    rc = store_user_open(u.home, u.address, &j->store, &j->error);
+    rc = store_user_open(u.home, u.address, &j->md.store, &j->error);
     auth_user_free(&u);
     if (rc != 0) {
-        j->store = NULL;
+        j->md.store = NULL;
         j->open_rc = -1;
         return;
     }
-    rc = store_pop3_lock(j->store);
+    rc = store_pop3_lock(j->md.store);
     if (rc != 0) {
         j->open_rc = rc == 1 ? 1 : -1;
         if (rc < 0)
             j->error = strdup("maildrop lock failed");
         return;
     }
-    j->is_locked = true;
-    if (store_mailbox_open(j->store, "INBOX", false, &j->box, &j->error) != 0) {
-        j->box = NULL;
+    j->md.is_locked = true;
+    struct store_mailbox *box = NULL;
+    if (store_mailbox_open(j->md.store, "INBOX", false, &box, &j->error) != 0) {
         j->open_rc = -1;
         return;
     }
-    size_t n = store_mailbox_count(j->box);
+    j->md.box = box;
+    size_t n = store_mailbox_count(box);
     j->msgs = calloc(n > 0 ? n : 1, sizeof *j->msgs);
     if (j->msgs == NULL) {
         j->error = strdup("out of memory");
@@ -238,21 +235,21 @@ static void maildrop_open(struct login_job *j)
         return;
     }
     j->n_msgs = n;
-    j->uidvalidity = store_mailbox_uidvalidity(j->box);
+    j->uidvalidity = store_mailbox_uidvalidity(box);
     for (size_t i = 0; i < n; i++) {
-        const struct store_message *m = store_mailbox_message(j->box, i);
+        const struct store_message *m = store_mailbox_message(box, i);
         j->msgs[i].uid = m->uid;
-        j->msgs[i].size = message_pop3_size(j->box, i, m);
+        j->msgs[i].size = message_pop3_size(box, i, m);
     }
     /* The session needs the index again only at QUIT: give its connection back now. */
-    store_user_idle(j->store);
+    store_user_idle(j->md.store);
     j->open_rc = 0;
 }
 
 /* Workpool thread: check credentials (slow hashes), then open the maildrop. */
-static void login_work(void *arg)
+static void login_work(struct job *job)
 {
-    struct login_job *j = arg;
+    struct login_job *j = (struct login_job *)job;
     switch (j->kind) {
     case LOGIN_PASS:
         j->auth_rc = auth_login_password(j->auth, j->login, j->secret, &j->user);
@@ -339,15 +336,11 @@ static void login_adopt(struct pop3_session *s, struct login_job *j, const char 
 {
     s->user = j->user;
     j->user = NULL;
-    s->store = j->store;
-    s->box = j->box;
-    s->is_locked = j->is_locked;
+    s->md = j->md;
+    memset(&j->md, 0, sizeof j->md);
     s->msgs = j->msgs;
     s->n_msgs = j->n_msgs;
     s->uidvalidity = j->uidvalidity;
-    j->store = NULL;
-    j->box = NULL;
-    j->is_locked = false;
     j->msgs = NULL;
     snprintf(s->method, sizeof s->method, "%s", method != NULL ? method : "");
     s->total_size = 0;
@@ -442,15 +435,16 @@ static const char *login_method(struct login_job *j)
     return NULL;
 }
 
-/* Loop thread: the verdict of a PASS or APOP job. */
-static void login_done(void *arg)
+/* Loop thread: the verdict of a PASS or APOP job (s NULL: the client has gone). */
+static void login_done(void *session, struct job *job)
 {
-    struct login_job *j = arg;
-    struct pop3_session *s = j->s;
-    if (!pop3_job_finish(s)) {
+    struct login_job *j = (struct login_job *)job;
+    struct pop3_session *s = session;
+    if (s == NULL) {
         login_job_free(j);
         return;
     }
+    pop3_job_finish(s);
     const char *method = login_method(j);
     if (j->auth_rc == 1 && j->user != NULL && session_penalty_is_refused(s, j->login, true)) {
         login_refused_blocked(s, j->login, method);
@@ -467,15 +461,18 @@ static void login_done(void *arg)
     pop3_resume(s);
 }
 
-/* Loop thread: one SASL step finished. */
-static void sasl_done(void *arg)
+/* Loop thread: one SASL step finished (s NULL: the client has gone). */
+static void sasl_done(void *session, struct job *job)
 {
-    struct login_job *j = arg;
-    struct pop3_session *s = j->s;
-    if (!pop3_job_finish(s)) {
+    struct login_job *j = (struct login_job *)job;
+    struct pop3_session *s = session;
+    if (s == NULL) {
         login_job_free(j);
         return;
     }
+    pop3_job_finish(s);
+    s->sasl = j->sasl; /* the exchange comes back to the session */
+    j->sasl = NULL;
     char method[32];
     snprintf(method, sizeof method, "%s", auth_sasl_mechanism(s->sasl));
     switch (j->sasl_rc) {
@@ -522,7 +519,7 @@ static void sasl_done(void *arg)
 
 /* Start a login job after the failed-login delay, unless the policy blocks it (then
  * fail at once). */
-static void login_submit(struct pop3_session *s, struct login_job *j, void (*done)(void *))
+static void login_submit(struct pop3_session *s, struct login_job *j, job_done_fn *done)
 {
     struct auth_service *auth = session_auth(s);
     struct penalty_answer verdict = {.verdict = PENALTY_ALLOW};
@@ -547,10 +544,14 @@ static void login_submit(struct pop3_session *s, struct login_job *j, void (*don
         login_job_free(j);
         return;
     }
-    j->s = s;
+    job_init(&j->job, s->handle, login_work, done);
     j->auth = auth;
-    pop3_job_start(s, login_work, done, j,
-                   verdict.delay_ms > 600000 ? 600000 : (unsigned)verdict.delay_ms);
+    if (j->kind == LOGIN_SASL) {
+        j->sasl = s->sasl; /* moved in: the session holds nothing a pool thread uses */
+        s->sasl = NULL;
+    }
+    pop3_job_start_delayed(s, &j->job,
+                           verdict.delay_ms > 600000 ? 600000 : (unsigned)verdict.delay_ms);
 }
 
 /* ---- USER / PASS / APOP ------------------------------------------------------------- */
@@ -676,7 +677,6 @@ static void sasl_submit(struct pop3_session *s, const char *response, size_t len
         return;
     }
     j->kind = LOGIN_SASL;
-    j->sasl = s->sasl;
     if (response != NULL) {
         j->response = strndup(response, len);
         if (j->response == NULL) {

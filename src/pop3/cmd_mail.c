@@ -321,8 +321,8 @@ static size_t peek_pipelined_retr(struct pop3_session *s, size_t *list, size_t n
 }
 
 struct open_job {
-    struct pop3_session *s;
-    struct store_mailbox *box;
+    struct job job;          /* first (core/job.h) */
+    struct pop3_maildrop md; /* moved in for the job, back in open_done */
     bool is_top;
     uint64_t top_lines;
     size_t n; /* [0] is the message asked for; the rest ahead */
@@ -331,12 +331,12 @@ struct open_job {
     char *error;
 };
 
-static void open_work(void *arg)
+static void open_work(struct job *job)
 {
-    struct open_job *j = arg;
+    struct open_job *j = (struct open_job *)job;
     for (size_t k = 0; k < j->n; k++) {
         char *error = NULL;
-        if (store_message_open(j->box, j->index[k], &j->fd[k], &error) != 0) {
+        if (store_message_open(j->md.box, j->index[k], &j->fd[k], &error) != 0) {
             j->fd[k] = -1;
             if (k == 0)
                 j->error = error;
@@ -366,11 +366,17 @@ static void message_begin(struct pop3_session *s, size_t index, bool is_top, uin
     stream_start(s, is_from_job);
 }
 
-static void open_done(void *arg)
+static void open_done(void *session, struct job *job)
 {
-    struct open_job *j = arg;
-    struct pop3_session *s = j->s;
-    bool is_alive = pop3_job_finish(s);
+    struct open_job *j = (struct open_job *)job;
+    struct pop3_session *s = session;
+    bool is_alive = s != NULL;
+    if (is_alive) {
+        pop3_job_finish(s);
+        s->md = j->md; /* the maildrop comes back */
+    } else {
+        pop3_maildrop_close(&j->md); /* no deletion: only QUIT deletes (RFC 1939 §6) */
+    }
     /* Keep the files opened ahead (bounded table); close what does not fit. */
     for (size_t k = 1; k < j->n; k++) {
         if (j->fd[k] < 0)
@@ -421,15 +427,16 @@ static void message_send(struct pop3_session *s, size_t index, bool is_top, uint
         pop3_reply(s, "-ERR [SYS/TEMP] Out of memory.");
         return;
     }
-    j->s = s;
-    j->box = s->box;
+    job_init(&j->job, s->handle, open_work, open_done);
+    j->md = s->md; /* moved in; back in open_done */
+    memset(&s->md, 0, sizeof s->md);
     j->is_top = is_top;
     j->top_lines = lines;
     j->index[0] = index;
     j->n = 1;
     if (!is_top)
         j->n = peek_pipelined_retr(s, j->index, 1, POP3_PREFETCH_MAX + 1 - s->n_prefetch);
-    pop3_job_start(s, open_work, open_done, j, 0);
+    pop3_job_start(s, &j->job);
 }
 
 void pop3_cmd_retr(struct pop3_session *s, const char *args, size_t len)
@@ -462,10 +469,8 @@ void pop3_cmd_top(struct pop3_session *s, const char *args, size_t len)
 /* ---- QUIT: the UPDATE state ------------------------------------------------------------ */
 
 struct quit_job {
-    struct pop3_session *s;
-    struct store_user *store;
-    struct store_mailbox *box;
-    bool is_locked;
+    struct job job; /* first; essential: runs even if the client left after QUIT */
+    struct pop3_maildrop md;
     uint32_t *uids; /* marked for deletion */
     size_t n_uids;
     char *user; /* for the change notification */
@@ -478,23 +483,25 @@ struct quit_job {
  * in the store a flag change is a rename plus a directory fsync per message, which made
  * QUIT after a 10,000-message download take ~18 s, and doing it after the reply made the
  * next session's file names stale. */
-static void quit_work(void *arg)
+static void quit_work(struct job *job)
 {
-    struct quit_job *j = arg;
+    struct quit_job *j = (struct quit_job *)job;
     j->rc = 0;
     if (j->n_uids > 0)
-        j->rc = store_mailbox_expunge_uids(j->box, j->uids, j->n_uids, &j->error);
-    if (j->is_locked)
-        store_pop3_unlock(j->store);
-    store_mailbox_close(j->box);
-    store_user_close(j->store);
+        j->rc = store_mailbox_expunge_uids(j->md.box, j->uids, j->n_uids, &j->error);
+    pop3_maildrop_close(&j->md);
 }
 
-static void quit_done(void *arg)
+static void quit_done(void *session, struct job *job)
 {
-    struct quit_job *j = arg;
-    struct pop3_session *s = j->s;
-    bool is_alive = pop3_job_finish(s);
+    struct quit_job *j = (struct quit_job *)job;
+    struct pop3_session *s = session;
+    bool is_alive = s != NULL;
+    if (is_alive)
+        pop3_job_finish(s);
+    else if (j->rc != 0)
+        log_error("pop3", "QUIT could not delete messages: user=<%s>: %s", j->user,
+                  j->error != NULL ? j->error : "unknown error");
     if (j->rc == 0 && j->n_uids > 0 && j->user != NULL)
         store_notify_publish(j->user, "INBOX"); /* IMAP sessions learn of the expunge */
     if (is_alive) {
@@ -546,14 +553,12 @@ void pop3_cmd_quit(struct pop3_session *s, const char *args, size_t len)
     for (size_t i = 0; i < s->n_msgs; i++)
         if (s->msgs[i].is_deleted)
             j->uids[j->n_uids++] = s->msgs[i].uid;
-    /* The job owns the maildrop from here: it is released even if the peer vanishes. */
-    j->s = s;
-    j->store = s->store;
-    j->box = s->box;
-    j->is_locked = s->is_locked;
-    s->store = NULL;
-    s->box = NULL;
-    s->is_locked = false;
+    /* The job owns the maildrop from here: it is released even if the peer vanishes, and
+     * the deletions happen even then (the client said QUIT: RFC 1939 §6 UPDATE). */
+    job_init(&j->job, s->handle, quit_work, quit_done);
+    j->job.is_essential = true;
+    j->md = s->md;
+    memset(&s->md, 0, sizeof s->md);
     s->is_quitting = true;
-    pop3_job_start(s, quit_work, quit_done, j, 0);
+    pop3_job_start(s, &j->job);
 }

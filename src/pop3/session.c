@@ -83,18 +83,23 @@ void pop3_maildrop_release(struct pop3_session *s)
 {
     /* A dropped connection deletes nothing (RFC 1939 §6: only QUIT enters UPDATE). These
      * calls are quick (lock release, closing handles) and run on the loop. */
-    if (s->is_locked && s->store != NULL)
-        store_pop3_unlock(s->store);
-    s->is_locked = false;
-    if (s->box != NULL)
-        store_mailbox_close(s->box);
-    s->box = NULL;
-    if (s->store != NULL)
-        store_user_close(s->store);
-    s->store = NULL;
+    pop3_maildrop_close(&s->md);
     free(s->msgs);
     s->msgs = NULL;
     s->n_msgs = 0;
+}
+
+void pop3_maildrop_close(struct pop3_maildrop *md)
+{
+    if (md->is_locked && md->store != NULL)
+        store_pop3_unlock(md->store);
+    md->is_locked = false;
+    if (md->box != NULL)
+        store_mailbox_close(md->box);
+    md->box = NULL;
+    if (md->store != NULL)
+        store_user_close(md->store);
+    md->store = NULL;
 }
 
 void pop3_session_free(struct pop3_session *s)
@@ -109,40 +114,21 @@ void pop3_session_free(struct pop3_session *s)
     free(s);
 }
 
-/* Guard against the core calling close() synchronously from inside our own calls. */
-static void session_enter(struct pop3_session *s)
+void pop3_job_start(struct pop3_session *s, struct job *job)
 {
-    s->depth++;
+    pop3_job_start_delayed(s, job, 0);
 }
 
-/* Returns true when the session was freed. */
-static bool session_leave(struct pop3_session *s)
-{
-    s->depth--;
-    if (s->depth == 0 && s->is_closed && !s->has_job) {
-        pop3_session_free(s);
-        return true;
-    }
-    return false;
-}
-
-void pop3_job_start(struct pop3_session *s, void (*work)(void *), void (*done)(void *), void *job,
-                    unsigned delay_ms)
+void pop3_job_start_delayed(struct pop3_session *s, struct job *job, unsigned delay_ms)
 {
     s->has_job = true;
     conn_pause_read(s->conn);
-    workpool_submit_delayed(conn_server(s->conn)->pool, delay_ms, work, done, job);
+    job_submit_delayed(conn_server(s->conn)->pool, job, delay_ms);
 }
 
-bool pop3_job_finish(struct pop3_session *s)
+void pop3_job_finish(struct pop3_session *s)
 {
     s->has_job = false;
-    if (s->is_closed) {
-        if (s->depth == 0)
-            pop3_session_free(s);
-        return false;
-    }
-    return true;
 }
 
 /* ---- command table ----------------------------------------------------------------- */
@@ -199,7 +185,8 @@ static void run_line(struct pop3_session *s, const char *line, size_t len)
 /* Is the session waiting for something other than the next command? */
 static bool is_busy(const struct pop3_session *s)
 {
-    return s->has_job || s->stream.kind != POP3_STREAM_NONE || s->is_closed || s->is_quitting ||
+    return s->has_job || s->stream.kind != POP3_STREAM_NONE || s->is_quitting ||
+           conn_is_stopping(s->conn) ||
            s->is_tls_pending;
 }
 
@@ -304,12 +291,8 @@ static void process_input(struct pop3_session *s)
 
 void pop3_resume(struct pop3_session *s)
 {
-    session_enter(s);
-    if (!s->is_closed) {
-        conn_resume_read(s->conn);
-        process_input(s);
-    }
-    session_leave(s);
+    conn_resume_read(s->conn);
+    process_input(s);
 }
 
 /* ---- conn_protocol callbacks --------------------------------------------------------- */
@@ -320,6 +303,7 @@ static void *pop3_open(struct conn *c)
     if (s == NULL)
         return NULL;
     s->conn = c;
+    s->handle = job_session_add(s);
     s->state = POP3_STATE_AUTHORIZATION;
     s->stream.fd = -1;
     const struct config *cfg = conn_server(c)->cfg;
@@ -330,27 +314,20 @@ static void *pop3_open(struct conn *c)
 
 static void pop3_on_read(void *session, struct conn *c)
 {
-    struct pop3_session *s = session;
-    session_enter(s);
-    process_input(s);
-    session_leave(s);
+    process_input(session);
 }
 
 static void pop3_on_drained(void *session, struct conn *c)
 {
     struct pop3_session *s = session;
-    if (s->is_output_paused && s->stream.kind == POP3_STREAM_NONE && !s->is_closed) {
+    if (s->is_output_paused && s->stream.kind == POP3_STREAM_NONE) {
         s->is_output_paused = false;
         pop3_resume(s);
         return;
     }
-    if (s->stream.kind == POP3_STREAM_NONE || s->is_closed)
+    if (s->stream.kind == POP3_STREAM_NONE)
         return;
-    session_enter(s);
-    bool is_finished = pop3_stream_continue(s);
-    if (session_leave(s))
-        return;
-    if (is_finished)
+    if (pop3_stream_continue(s))
         pop3_resume(s);
 }
 
@@ -414,13 +391,10 @@ static void log_disconnect(struct pop3_session *s, const char *reason)
 static void pop3_on_close(void *session, const char *reason)
 {
     struct pop3_session *s = session;
-    if (s->is_closed)
-        return;
     log_disconnect(s, reason);
-    s->is_closed = true;
-    pop3_stream_abort(s);
-    if (s->has_job || s->depth > 0)
-        return; /* freed by the job's done callback or when our own call unwinds */
+    /* A job in flight holds what it needs (core/job.h) and releases it when it finds the
+     * session gone; one not started yet is cancelled (not QUIT's: it is essential). */
+    job_session_remove(s->handle);
     pop3_session_free(s);
 }
 

@@ -7,12 +7,14 @@
  *               (UPDATE state), with LIST/UIDL/RETR streamed under backpressure
  *
  * Ownership: struct pop3_session is owned by the pop3 module: created in open(), freed by
- * the close callback, or, when a workpool job is in flight at close, by that job's done
- * callback (DESIGN: a session never blocks the loop; workpool.h rules).
+ * the close callback at once. Blocking work runs as typed jobs (core/job.h): a job holds
+ * copies of what it needs and the handles moved into it (struct pop3_maildrop); its done
+ * callback finds the session again by handle, or closes the handles when it has gone.
  */
 #ifndef TERN_POP3_SESSION_H
 #define TERN_POP3_SESSION_H
 
+#include "core/job.h"
 #include "pop3/parse.h"
 
 #include <stdbool.h>
@@ -70,16 +72,23 @@ struct pop3_prefetch {
     int fd;
 };
 
+/* The locked, opened INBOX of a logged-in session: handles that move together into a job
+ * and back (a view needs its user, the lock lives in the user). */
+struct pop3_maildrop {
+    struct store_user *store;
+    struct store_mailbox *box;
+    bool is_locked; /* we hold the POP3 maildrop lock */
+};
+
 struct pop3_session {
     struct conn *conn;
+    uint64_t handle; /* core/job.h: jobs find the session again by it */
     enum pop3_state state;
-    bool is_closed;           /* the connection is gone; free when the job in flight ends */
-    bool has_job;             /* a workpool job holds this session */
+    bool has_job;             /* a job is in flight (the maildrop may be in it) */
     bool is_tls_pending;      /* STLS accepted: ignore input until on_tls */
     bool is_quitting;         /* QUIT answered (or closing): ignore further input */
     bool is_output_paused;    /* reading paused until queued output drains */
     uint64_t line_started_ms; /* monotonic time the pending partial line began, 0 none */
-    unsigned depth;           /* nesting of our callbacks: close() defers the free until 0 */
     const char *close_reason; /* static text for the disconnect log line, or NULL */
     unsigned errors;          /* bad commands so far */
     struct pop3_lines lines;
@@ -96,9 +105,7 @@ struct pop3_session {
     /* TRANSACTION */
     char *user;      /* canonical "user@domain" */
     char method[32]; /* mechanism used to log in */
-    struct store_user *store;
-    struct store_mailbox *box;
-    bool is_locked; /* we hold the POP3 maildrop lock */
+    struct pop3_maildrop md; /* empty while a job holds it */
     struct pop3_msginfo *msgs;
     size_t n_msgs;
     uint32_t uidvalidity;
@@ -122,13 +129,15 @@ void pop3_replyf(struct pop3_session *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Count a bad command; true when the limit closed the session. */
 bool pop3_error(struct pop3_session *s, const char *reply);
-/* Pause reads and run work on the workpool after delay_ms (the failed-login delay; 0 for
- * everything else); done runs on the loop with the job. */
-void pop3_job_start(struct pop3_session *s, void (*work)(void *), void (*done)(void *), void *job,
-                    unsigned delay_ms);
-/* Called first by every done callback: false when the session died meanwhile (then it
- * has been freed and the job must only release its own data). */
-bool pop3_job_finish(struct pop3_session *s);
+/* Pause reads and submit job (job_init done by the caller with s->handle); its done
+ * callback gets the session or NULL (gone: release the job's own data and handles). */
+void pop3_job_start(struct pop3_session *s, struct job *job);
+/* The same after delay_ms (the failed-login delay). */
+void pop3_job_start_delayed(struct pop3_session *s, struct job *job, unsigned delay_ms);
+/* Called first by every done callback whose session is alive. */
+void pop3_job_finish(struct pop3_session *s);
+/* Close the handles of a maildrop (unlock, view, user); any thread that owns it. */
+void pop3_maildrop_close(struct pop3_maildrop *md);
 /* Resume reading commands after a job or stream. */
 void pop3_resume(struct pop3_session *s);
 /* Close after queued output (QUIT, too many errors). */

@@ -271,8 +271,10 @@ void outbound_deliver(struct outbound_job *job);
 struct outbound_runner;
 /* Loop thread: start the runner (timer + delivery pool). NULL with *error_r. */
 struct outbound_runner *outbound_runner_start(struct server_context *ctx, char **error_r);
-/* Loop thread: stop; waits for deliveries in flight (they notice the stop within ~1 s). */
-void outbound_runner_stop(struct outbound_runner *r);
+/* Loop thread: stop; waits for deliveries in flight (they notice the stop within ~1 s),
+ * but not past deadline_ms (util_now_ms clock, UINT64_MAX: no limit). true when stopped
+ * and freed; false when deliveries still ran then (nothing freed: exit the process). */
+bool outbound_runner_stop(struct outbound_runner *r, uint64_t deadline_ms);
 /* Loop thread (added by relay-perf): queue_id was just committed to active/ by this
  * process with these recipients: deliver it now instead of at the next scan. A no-op when
  * no runner runs (e.g. unit tests) or n_recipients is 0; if it cannot queue the message

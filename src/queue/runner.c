@@ -535,22 +535,23 @@ struct outbound_runner *outbound_runner_start(struct server_context *ctx, char *
              cfg->relayhost[0] ? ", relayhost " : "", cfg->relayhost);
     return r;
 fail:
-    outbound_runner_stop(r);
+    outbound_runner_stop(r, UINT64_MAX);
     return NULL;
 }
 
-void outbound_runner_stop(struct outbound_runner *r)
+bool outbound_runner_stop(struct outbound_runner *r, uint64_t deadline_ms)
 {
     if (!r)
-        return;
+        return true;
     r->is_stopping = true;
     if (runner_current == r)
         runner_current = NULL;
     atomic_store(&r->shared.is_stopping, true);
     if (r->timer)
         event_free(r->timer);
-    if (r->pool)
-        workpool_destroy(r->pool); /* waits for deliveries; runs their done callbacks */
+    /* waits for deliveries; runs their done callbacks */
+    if (r->pool && !workpool_destroy_by(r->pool, deadline_ms))
+        return false;
     outbound_conn_cache_close_all();
     outbound_dns_free(r->shared.dns); /* no DNS callbacks after this */
     while (r->waiting) {
@@ -565,4 +566,5 @@ void outbound_runner_stop(struct outbound_runner *r)
     free(r->inflight);
     free(r->dests);
     free(r);
+    return true;
 }

@@ -187,9 +187,9 @@ static void delivery_hold(struct smtp_delivery_job *job)
         queue_abort(job->data_dir, job->queue_id);
 }
 
-static void delivery_work(void *arg)
+static void delivery_work(struct job *j)
 {
-    struct smtp_delivery_job *job = arg;
+    struct smtp_delivery_job *job = (struct smtp_delivery_job *)j;
     if (job->filter && !smtp_filter_run(job)) {
         job->is_filtered_out = true; /* refused or discarded: the done callback answers */
         return;
@@ -233,70 +233,90 @@ static void delivery_work(void *arg)
         delivery_success_notices(job);
 }
 
-static void delivery_done(void *arg)
+/* The Postfix-style lines of a delivered message (DESIGN §5). */
+static void delivery_log_sent(const struct smtp_delivery_job *job)
 {
-    struct smtp_delivery_job *job = arg;
-    struct smtp_session *s = job->s;
-    if (s->is_dead) {
-        smtp_session_job_done(s);
+    double delay = (double)(util_now_ms() - job->start_ms) / 1000.0;
+    const char *id = job->queue_id;
+    if (job->message_id) {
+        char mid[SMTP_DATA_MESSAGE_ID_MAX + 1];
+        smtp_log_safe(job->message_id, mid, sizeof mid);
+        log_info("cleanup", "%s: message-id=%s", id, mid);
+    }
+    log_info("qmgr", "%s: from=<%s>, size=%llu, nrcpt=%u (queue active)", id, job->sender,
+             (unsigned long long)job->src.size, job->nrcpt);
+    for (size_t i = 0; i < job->n_local; i++) {
+        const struct smtp_local_target *t = &job->local[i];
+        if (strcasecmp(t->orig_rcpt, t->user) != 0)
+            log_info("local",
+                     "%s: to=<%s>, orig_to=<%s>, relay=local, delay=%.2f, dsn=2.0.0, "
+                     "status=sent (delivered to maildir)",
+                     id, t->user, t->orig_rcpt, delay);
+        else
+            log_info("local",
+                     "%s: to=<%s>, relay=local, delay=%.2f, dsn=2.0.0, status=sent "
+                     "(delivered to maildir)",
+                     id, t->user, delay);
+    }
+    for (size_t i = 0; i < job->n_remote; i++)
+        log_info("qmgr",
+                 "%s: to=<%s>, relay=none, delay=%.2f, dsn=4.0.0, status=deferred (queued "
+                 "for delivery)",
+                 id, job->remote[i], delay);
+}
+
+/* Loop thread: the delivery's verdict; s is NULL when the client has gone. */
+static void delivery_done(void *session, struct job *j)
+{
+    struct smtp_delivery_job *job = (struct smtp_delivery_job *)j;
+    struct smtp_session *s = session;
+    const char *id = job->queue_id;
+    if (job->job.was_cancelled) {
+        /* The client left before the delivery started: it never got a 250 and will send
+         * the message again, so nothing was done for nobody (core/job.h). */
+        log_info("smtpd", "%s: client gone before delivery: not delivered", id);
         job_free(job);
         return;
     }
-    double delay = (double)(util_now_ms() - job->start_ms) / 1000.0;
-    const char *id = job->queue_id;
     if (job->is_filtered_out) {
         /* a milter refused or discarded the message: Postfix's log line and its reply */
         const char *why = smtp_filter_why(job->filter);
         if (smtp_filter_is_discarded(job->filter)) {
             log_info("cleanup", "%s: discard: %s; from=<%s>", id, why, job->sender);
-            smtp_reply(s, "250 2.0.0 Ok: queued as %s", id);
+            if (s)
+                smtp_reply(s, "250 2.0.0 Ok: queued as %s", id);
         } else {
-            const char *reply = smtp_filter_reply(job->filter);
             log_info("cleanup", "%s: milter-reject: END-OF-MESSAGE from %s: %s; from=<%s>", id,
-                     s->peer, why, job->sender);
-            smtp_reply(s, "%s", reply);
+                     s ? s->peer : "a client that left", why, job->sender);
+            if (s)
+                smtp_reply(s, "%s", smtp_filter_reply(job->filter));
         }
         job_free(job);
-        smtp_session_job_done(s);
+        if (s)
+            smtp_session_job_done(s);
         return;
     }
     if (smtp_filter_is_held(job->filter) && job->queue_rc == 0) {
         log_info("qmgr", "%s: from=<%s>, size=%llu, nrcpt=%u (queue hold)", id, job->sender,
                  (unsigned long long)job->src.size, job->nrcpt);
-        smtp_reply(s, "250 2.0.0 Ok: queued as %s", id);
+        if (s)
+            smtp_reply(s, "250 2.0.0 Ok: queued as %s", id);
         job_free(job);
-        smtp_session_job_done(s);
+        if (s)
+            smtp_session_job_done(s);
         return;
     }
     if (job->queue_rc == 0 && job->store_rc == 0) {
-        if (job->message_id) {
-            char mid[SMTP_DATA_MESSAGE_ID_MAX + 1];
-            smtp_log_safe(job->message_id, mid, sizeof mid);
-            log_info("cleanup", "%s: message-id=%s", id, mid);
-        }
-        log_info("qmgr", "%s: from=<%s>, size=%llu, nrcpt=%u (queue active)", id, job->sender,
-                 (unsigned long long)job->src.size, job->nrcpt);
-        for (size_t i = 0; i < job->n_local; i++) {
-            const struct smtp_local_target *t = &job->local[i];
-            if (strcasecmp(t->orig_rcpt, t->user) != 0)
-                log_info("local",
-                         "%s: to=<%s>, orig_to=<%s>, relay=local, delay=%.2f, dsn=2.0.0, "
-                         "status=sent (delivered to maildir)",
-                         id, t->user, t->orig_rcpt, delay);
-            else
-                log_info("local",
-                         "%s: to=<%s>, relay=local, delay=%.2f, dsn=2.0.0, status=sent "
-                         "(delivered to maildir)",
-                         id, t->user, delay);
-        }
-        for (size_t i = 0; i < job->n_remote; i++)
-            log_info("qmgr",
-                     "%s: to=<%s>, relay=none, delay=%.2f, dsn=4.0.0, status=deferred (queued "
-                     "for delivery)",
-                     id, job->remote[i], delay);
-        s->n_junk = 0;
-        smtp_reply(s, "250 2.0.0 Ok: queued as %s", id);
+        /* Durable: logged and handed to the queue runner even if the client left
+         * meanwhile (a duplicate on its retry beats a lost message). */
+        delivery_log_sent(job);
         outbound_runner_notify(id, (const char *const *)job->remote, job->n_remote);
+        if (s) {
+            s->n_junk = 0;
+            smtp_reply(s, "250 2.0.0 Ok: queued as %s", id);
+        } else {
+            log_info("smtpd", "%s: client gone before the reply: delivered anyway", id);
+        }
     } else {
         bool is_quota = false, is_only_quota = job->store_rc < 0;
         for (size_t i = 0; job->store_rc < 0 && i < job->n_local; i++) {
@@ -308,7 +328,9 @@ static void delivery_done(void *arg)
         log_warning("smtpd", "%s: %s failed: %s", id,
                     job->queue_rc < 0 ? "queue file write" : "local delivery",
                     job->error ? job->error : "unknown error");
-        if (job->queue_rc == 0 && is_quota && is_only_quota) {
+        if (!s) {
+            /* nothing to answer */
+        } else if (job->queue_rc == 0 && is_quota && is_only_quota) {
             /* store.h: 552 5.2.2, or 452 4.2.2 when other recipients share the message
              * (the retry then gets 452 at RCPT for the full mailbox only). */
             if (job->n_local == 1 && job->n_remote == 0)
@@ -320,7 +342,8 @@ static void delivery_done(void *arg)
         }
     }
     job_free(job);
-    smtp_session_job_done(s);
+    if (s)
+        smtp_session_job_done(s);
 }
 
 void smtp_delivery_start(struct smtp_session *s)
@@ -351,7 +374,7 @@ void smtp_delivery_start(struct smtp_session *s)
     if (!job)
         goto oom;
     job->fd = -1;
-    job->s = s;
+    job_init(&job->job, s->handle, delivery_work, delivery_done);
     memcpy(job->queue_id, t->queue_id, sizeof job->queue_id);
     job->data_dir = strdup(s->cfg->data_dir ? s->cfg->data_dir : ".");
     job->sender = strdup(t->from_text);
@@ -463,9 +486,7 @@ void smtp_delivery_start(struct smtp_session *s)
         goto oom;
 
     smtp_txn_reset(t);
-    s->is_busy = true;
-    conn_pause_read(s->c);
-    workpool_submit(s->ctx->pool, delivery_work, delivery_done, job);
+    smtp_session_job_start(s, &job->job);
     return;
 
 oom:

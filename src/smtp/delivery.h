@@ -8,6 +8,7 @@
 #define TERN_SMTP_DELIVERY_H
 
 #include "core/buf.h"
+#include "core/job.h"
 #include "core/util.h"
 #include "smtp/session.h"
 #include "store/store.h"
@@ -19,7 +20,7 @@
 struct smtp_filter;
 
 struct smtp_delivery_job {
-    struct smtp_session *s;
+    struct job job; /* first (core/job.h) */
     char queue_id[UTIL_QUEUE_ID_SIZE];
     char *data_dir;
     char *sender;

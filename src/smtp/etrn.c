@@ -30,7 +30,7 @@
 #define ETRN_MAX_DOMAINS 1000 /* distinct domains flushed for one "@domain" */
 
 struct etrn_job {
-    struct smtp_session *s;
+    struct job job; /* first (core/job.h) */
     char *data_dir;
     char node[256];     /* the domain, lower case, without "@" */
     bool is_subdomains; /* "@domain" */
@@ -96,9 +96,9 @@ static void etrn_collect(const struct queue_entry *e, void *arg)
 }
 
 /* Workpool thread: find the node's mail and flush it (renames, directory fsync). */
-static void etrn_work(void *arg)
+static void etrn_work(struct job *j)
 {
-    struct etrn_job *job = arg;
+    struct etrn_job *job = (struct etrn_job *)j;
     char *err = NULL;
     if (queue_list(job->data_dir, etrn_collect, job, &err) < 0) {
         log_warning("smtpd", "ETRN %s: cannot list the queue: %s", job->node, err ? err : "?");
@@ -124,11 +124,11 @@ static void etrn_job_free(struct etrn_job *job)
     free(job);
 }
 
-static void etrn_done(void *arg)
+static void etrn_done(void *session, struct job *j)
 {
-    struct etrn_job *job = arg;
-    struct smtp_session *s = job->s;
-    if (!s->is_dead) {
+    struct etrn_job *job = (struct etrn_job *)j;
+    struct smtp_session *s = session;
+    if (s) {
         const char *at = job->is_subdomains ? "@" : "";
         /* RFC 1985 §5 reply codes */
         if (job->is_failed) {
@@ -144,7 +144,8 @@ static void etrn_done(void *arg)
         }
     }
     etrn_job_free(job);
-    smtp_session_job_done(s);
+    if (s)
+        smtp_session_job_done(s);
 }
 
 void smtp_cmd_etrn(struct smtp_session *s, const struct smtp_command *cmd)
@@ -187,7 +188,7 @@ void smtp_cmd_etrn(struct smtp_session *s, const struct smtp_command *cmd)
         smtp_reply(s, "458 Unable to queue messages for node %.*s", (int)len, arg);
         return;
     }
-    job->s = s;
+    job_init(&job->job, s->handle, etrn_work, etrn_done);
     job->is_subdomains = is_subdomains;
     for (size_t i = 0; i < len; i++)
         job->node[i] = (char)((arg[i] >= 'A' && arg[i] <= 'Z') ? arg[i] + 32 : arg[i]);
@@ -204,7 +205,5 @@ void smtp_cmd_etrn(struct smtp_session *s, const struct smtp_command *cmd)
         d[dl] = '\0';
         job->has_transport = etrn_matches(job, d);
     }
-    s->is_busy = true;
-    conn_pause_read(s->c);
-    workpool_submit(s->ctx->pool, etrn_work, etrn_done, job);
+    smtp_session_job_start(s, &job->job);
 }

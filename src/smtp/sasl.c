@@ -21,8 +21,8 @@
 #include <string.h>
 
 struct smtp_auth_job {
-    struct smtp_session *s;
-    struct auth_sasl *sasl;
+    struct job job;         /* first (core/job.h) */
+    struct auth_sasl *sasl; /* moved in from the session, back in auth_job_done */
     char *response; /* NULL: no initial response */
     char *challenge;
     enum auth_sasl_status status;
@@ -70,9 +70,9 @@ static bool session_penalty_is_refused(const struct smtp_session *s, bool is_suc
 
 #define SMTP_BLOCKED_REPLY "454 4.7.0 Error: too many failed authentication attempts, try again later"
 
-static void auth_job_work(void *arg)
+static void auth_job_work(struct job *j)
 {
-    struct smtp_auth_job *job = arg;
+    struct smtp_auth_job *job = (struct smtp_auth_job *)j;
     job->status = auth_sasl_step(job->sasl, job->response, &job->challenge);
 }
 
@@ -84,14 +84,15 @@ static void auth_end_exchange(struct smtp_session *s)
     s->input = SMTP_INPUT_COMMAND;
 }
 
-static void auth_job_done(void *arg)
+static void auth_job_done(void *session, struct job *j)
 {
-    struct smtp_auth_job *job = arg;
-    struct smtp_session *s = job->s;
-    if (s->is_dead) {
-        smtp_session_job_done(s); /* frees the session and its sasl */
+    struct smtp_auth_job *job = (struct smtp_auth_job *)j;
+    struct smtp_session *s = session;
+    if (!s) {
+        auth_sasl_free(job->sasl); /* the client has gone */
         goto out;
     }
+    s->sasl = job->sasl;
     switch (job->status) {
     case AUTH_SASL_CONTINUE:
         s->input = SMTP_INPUT_AUTH;
@@ -154,11 +155,10 @@ static void auth_step_submit(struct smtp_session *s, const char *response, size_
         smtp_reply(s, "454 4.7.0 Temporary authentication failure: out of memory");
         return;
     }
-    job->s = s;
+    job_init(&job->job, s->handle, auth_job_work, auth_job_done);
     job->sasl = s->sasl;
-    s->is_busy = true;
-    conn_pause_read(s->c);
-    workpool_submit_delayed(s->ctx->pool, delay_ms, auth_job_work, auth_job_done, job);
+    s->sasl = NULL;
+    smtp_session_job_start_delayed(s, &job->job, delay_ms);
 }
 
 static bool is_plaintext_mechanism(const char *mech)

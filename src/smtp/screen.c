@@ -17,17 +17,17 @@
  * checks. A DNS failure never rejects: only answers count. Lookups go through the queue
  * runner's libunbound resolver on the event loop; answers are cached (policy/dnscache.h).
  *
- * Lifetime: while lookups or the pause run the session is busy (s->is_busy, its reads
+ * Lifetime: while lookups or the pause run the session is busy (s->is_busy, its commands
  * unprocessed). The checks end when every answer is in, or at smtp.dns_timeout (lookups
- * not answered by then count as not listed); a session that died meanwhile is freed
- * then (the workpool-job rule of session.h). Answers find the session through a ticket
- * shared with their queries: once the checks ended the ticket is detached, and a late
- * answer only frees its query.
+ * not answered by then count as not listed). The timers belong to the session and go
+ * with it; answers find the session through a ticket shared with their queries, which
+ * the end of the checks or the session's end detaches: a late answer only frees its
+ * query. The greylist check is a core/job.h job like any other.
  */
 #include "core/config.h"
 #include "core/dnsbl_site.h"
 #include "core/log.h"
-#include "core/workpool.h"
+#include "core/job.h"
 #include "policy/dnscache.h"
 #include "policy/greylist.h"
 #include "queue/outbound.h"
@@ -161,7 +161,7 @@ static void screen_answer(struct screen_query *q, const struct dns_cache_entry *
     }
     ticket_release(q->ticket);
     struct smtp_screen *sc = s->screen;
-    if (!s->is_dead && !is_tempfail) {
+    if (!is_tempfail) {
         const struct config_list *sites = q->kind == SCREEN_DNSBL ? &s->cfg->smtp_dnsbl_sites
                                                                   : &s->cfg->smtp_rhsbl_sites;
         struct dnsbl_site site;
@@ -204,9 +204,9 @@ static void screen_dns_cb(void *arg, const struct outbound_dns_answer *a)
     for (size_t i = 0; i < a->n_a && i < DNSCACHE_MAX_A; i++, e.n_a++)
         memcpy(e.a[i], a->a[i], sizeof e.a[i]);
     bool is_tempfail = a->status == OUTBOUND_DNS_TEMPFAIL;
-    if (s && !s->is_dead && !is_tempfail && s->ctx->dnscache)
+    if (s && !is_tempfail && s->ctx->dnscache)
         dns_cache_put(s->ctx->dnscache, q->name, q->rrtype, a->ttl, &e, util_now_ms());
-    if (s && is_tempfail && !s->is_dead)
+    if (s && is_tempfail)
         log_warning("smtpd", "%s: DNS lookup of %s failed: not counted", s->peer, q->name);
     screen_answer(q, &e, is_tempfail);
 }
@@ -269,9 +269,8 @@ static void screen_on_deadline(evutil_socket_t fd, short what, void *arg)
 {
     struct smtp_session *s = arg;
     struct smtp_screen *sc = s->screen;
-    if (!s->is_dead)
-        log_warning("smtpd", "%s: DNS lookups not answered in %u ms: not counted", s->peer,
-                    s->cfg->smtp_dns_timeout);
+    log_warning("smtpd", "%s: DNS lookups not answered in %u ms: not counted", s->peer,
+                s->cfg->smtp_dns_timeout);
     if (sc->pause) {
         /* the pause still runs: the checks end with it */
         sc->pending = 1;
@@ -456,14 +455,15 @@ static void screen_mail_finish(struct smtp_session *s)
 static void screen_finish(struct smtp_session *s)
 {
     struct smtp_screen *sc = s->screen;
-    if (!s->is_dead) {
-        if (sc->phase == SCREEN_GREET)
-            screen_greet_finish(s);
-        else
-            screen_mail_finish(s);
-    }
+    /* end the phase first: what follows may close the connection */
+    enum screen_phase phase = sc->phase;
     screen_phase_end(sc);
-    smtp_session_job_done(s); /* frees a session that died meanwhile */
+    s->is_busy = false;
+    if (phase == SCREEN_GREET)
+        screen_greet_finish(s);
+    else
+        screen_mail_finish(s);
+    smtp_session_job_done(s);
 }
 
 /* ---- pipelining and HELO -------------------------------------------------------------- */
@@ -566,7 +566,7 @@ bool smtp_screen_helo(struct smtp_session *s, const char *helo)
 /* ---- RCPT: greylisting ---------------------------------------------------------------- */
 
 struct greylist_job {
-    struct smtp_session *s;
+    struct job job; /* first (core/job.h) */
     struct greylist *greylist; /* thread-safe service handle */
     char ip[64];
     char sender[ADDR_MAX_PATH + 1];
@@ -575,33 +575,34 @@ struct greylist_job {
     struct greylist_answer answer;
 };
 
-static void greylist_work(void *arg)
+static void greylist_work(struct job *job)
 {
-    struct greylist_job *j = arg;
+    struct greylist_job *j = (struct greylist_job *)job;
     greylist_check(j->greylist, j->ip, j->sender, j->rcpt, time(NULL), &j->answer);
 }
 
-static void greylist_done(void *arg)
+static void greylist_done(void *session, struct job *job)
 {
-    struct greylist_job *j = arg;
-    struct smtp_session *s = j->s;
-    if (!s->is_dead) {
-        if (j->answer.verdict == GREYLIST_DEFER) {
-            char reply[SMTP_REPLY_MAX];
-            snprintf(reply, sizeof reply,
-                     "450 4.7.1 <%.300s>: Recipient address rejected: Greylisted, try again in "
-                     "%u seconds",
-                     j->rcpt, j->answer.retry_in);
-            log_info("smtpd", "NOQUEUE: reject: RCPT from %s: %s; from=<%s> to=<%s> proto=%s "
-                              "helo=<%s>",
-                     s->peer, reply, j->sender, j->rcpt, s->is_esmtp ? "ESMTP" : "SMTP",
-                     s->helo);
-            smtp_reply(s, "%s", reply);
-        } else {
-            if (j->answer.verdict == GREYLIST_ERROR)
-                log_warning("smtpd", "%s: greylisting failed: <%s> accepted", s->peer, j->rcpt);
-            smtp_rcpt_accept_local(s, j->rcpt, &j->rp);
-        }
+    struct greylist_job *j = (struct greylist_job *)job;
+    struct smtp_session *s = session;
+    if (!s || j->job.was_cancelled) {
+        free(j); /* the client has gone */
+        return;
+    }
+    if (j->answer.verdict == GREYLIST_DEFER) {
+        char reply[SMTP_REPLY_MAX];
+        snprintf(reply, sizeof reply,
+                 "450 4.7.1 <%.300s>: Recipient address rejected: Greylisted, try again in %u "
+                 "seconds",
+                 j->rcpt, j->answer.retry_in);
+        log_info("smtpd", "NOQUEUE: reject: RCPT from %s: %s; from=<%s> to=<%s> proto=%s "
+                          "helo=<%s>",
+                 s->peer, reply, j->sender, j->rcpt, s->is_esmtp ? "ESMTP" : "SMTP", s->helo);
+        smtp_reply(s, "%s", reply);
+    } else {
+        if (j->answer.verdict == GREYLIST_ERROR)
+            log_warning("smtpd", "%s: greylisting failed: <%s> accepted", s->peer, j->rcpt);
+        smtp_rcpt_accept_local(s, j->rcpt, &j->rp);
     }
     free(j);
     smtp_session_job_done(s);
@@ -615,14 +616,12 @@ bool smtp_screen_rcpt(struct smtp_session *s, const char *rcpt,
     struct greylist_job *j = calloc(1, sizeof *j);
     if (!j)
         return false;
-    j->s = s;
+    job_init(&j->job, s->handle, greylist_work, greylist_done);
     j->greylist = s->ctx->greylist;
     snprintf(j->ip, sizeof j->ip, "%s", screen_ip(s));
     snprintf(j->sender, sizeof j->sender, "%s", s->txn.from_text);
     snprintf(j->rcpt, sizeof j->rcpt, "%s", rcpt);
     j->rp = *rp;
-    s->is_busy = true;
-    conn_pause_read(s->c);
-    workpool_submit(s->ctx->pool, greylist_work, greylist_done, j);
+    smtp_session_job_start(s, &j->job);
     return true;
 }

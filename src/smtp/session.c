@@ -445,7 +445,7 @@ static void smtp_on_read(void *session, struct conn *c)
     struct evbuffer *in;
     /* Bounded: every round consumes input or returns. conn_input() is fetched anew each
      * round because STARTTLS replaces the connection's buffers. */
-    while (!s->is_busy && evbuffer_get_length(in = conn_input(c)) > 0) {
+    while (!s->is_busy && !conn_is_stopping(c) && evbuffer_get_length(in = conn_input(c)) > 0) {
         if (s->input != SMTP_INPUT_CLOSED && conn_output_length(c) >= SMTP_OUTPUT_HIGH_WATER) {
             /* Paused (not merely returning), so a peer that half-closes after its last
              * command still gets every pipelined command answered. */
@@ -536,6 +536,7 @@ static void *smtp_open(struct conn *c)
     if (!s)
         return NULL;
     s->c = c;
+    s->handle = job_session_add(s);
     s->ctx = conn_server(c);
     s->cfg = s->ctx->cfg;
     s->role = conn_role(c);
@@ -586,6 +587,16 @@ static void smtp_on_timeout(void *session, struct conn *c)
     session_timeout(session);
 }
 
+static void smtp_on_shutdown(void *session, struct conn *c)
+{
+    struct smtp_session *s = session;
+    /* RFC 5321 §3.8: 421 may be sent at any time when the service must shut down; a
+     * message not yet answered with 250 is the client's to send again. */
+    log_info("smtpd", "disconnect: server shutting down, %s", s->peer);
+    smtp_reply(s, "421 4.3.2 Service shutting down, closing transmission channel");
+    s->input = SMTP_INPUT_CLOSED;
+}
+
 /* "421 timeout" and the Postfix log line; the caller (or the core) closes. */
 static void session_timeout(struct smtp_session *s)
 {
@@ -629,24 +640,29 @@ static void smtp_close(void *session, const char *reason)
     smtp_stats_format(s, &b);
     log_info("smtpd", "disconnect from %s%s", s->peer, buf_cstr(&b));
     buf_free(&b);
-    if (s->is_busy) {
-        s->is_dead = true; /* the job's done callback frees the session */
-        s->c = NULL;
-        return;
-    }
+    /* A job in flight holds what it needs and finds no session when it is done; one not
+     * started yet is cancelled (core/job.h). */
+    job_session_remove(s->handle);
     smtp_session_free(s);
 }
 
-bool smtp_session_job_done(struct smtp_session *s)
+void smtp_session_job_start(struct smtp_session *s, struct job *job)
+{
+    smtp_session_job_start_delayed(s, job, 0);
+}
+
+void smtp_session_job_start_delayed(struct smtp_session *s, struct job *job, unsigned delay_ms)
+{
+    s->is_busy = true;
+    conn_pause_read(s->c);
+    job_submit_delayed(s->ctx->pool, job, delay_ms);
+}
+
+void smtp_session_job_done(struct smtp_session *s)
 {
     s->is_busy = false;
-    if (s->is_dead) {
-        smtp_session_free(s);
-        return false;
-    }
     session_check_errors(s);
     conn_resume_read(s->c);
-    return true;
 }
 
 const struct conn_protocol smtp_protocol = {
@@ -656,5 +672,6 @@ const struct conn_protocol smtp_protocol = {
     .on_drained = smtp_on_drained,
     .on_tls = smtp_on_tls,
     .on_timeout = smtp_on_timeout,
+    .on_shutdown = smtp_on_shutdown,
     .close = smtp_close,
 };

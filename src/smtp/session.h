@@ -4,9 +4,9 @@
  * MAIL/RCPT policy; body.c: DATA/BDAT and the spill file; sasl.c: AUTH; delivery.c:
  * trace headers and the workpool delivery job; reply.c: replies and log helpers).
  *
- * Ownership: a session is created by smtp_protocol.open() and freed by close(), or, when
- * a workpool job is in flight at close time, by that job's done callback (is_dead).
- * Every field is used on the loop thread only; jobs copy what they need.
+ * Ownership: a session is created by smtp_protocol.open() and freed by close() at once.
+ * Every field is used on the loop thread only; jobs (core/job.h) copy what they need or
+ * have it moved in (the SASL exchange), and find the session again by its handle.
  */
 #ifndef TERN_SMTP_SESSION_H
 #define TERN_SMTP_SESSION_H
@@ -14,6 +14,7 @@
 #include "core/addr.h"
 #include "core/buf.h"
 #include "core/conn.h"
+#include "core/job.h"
 #include "core/util.h"
 #include "smtp/data.h"
 #include "smtp/parse.h"
@@ -100,8 +101,8 @@ struct smtp_session {
     char auth_mech[21];
     struct auth_sasl *sasl; /* during an AUTH exchange */
 
+    uint64_t handle;         /* core/job.h: jobs find the session again by it */
     bool is_busy;            /* a workpool job is in flight */
-    bool is_dead;            /* the connection closed while busy: done() frees */
     bool is_output_paused;   /* reading paused until queued output drains */
     uint64_t line_started_ms; /* monotonic time the pending partial line began, 0 none */
     uint64_t body_started_ms; /* monotonic time DATA text / a BDAT chunk began, 0 none */
@@ -143,9 +144,12 @@ void smtp_session_free(struct smtp_session *s);
  * relay_networks and auth.trusted_networks are exempt (Postfix:
  * smtpd_client_event_limit_exceptions = $mynetworks). */
 bool smtp_rate_allowed(struct smtp_session *s, int event);
-/* Resume reading after a workpool job (or free the session if it died meanwhile). Returns
- * false when the session was freed. */
-bool smtp_session_job_done(struct smtp_session *s);
+/* Pause reading and submit job (job_init'ed by the caller with s->handle). */
+void smtp_session_job_start(struct smtp_session *s, struct job *job);
+/* The same after delay_ms (the failed-login delay). */
+void smtp_session_job_start_delayed(struct smtp_session *s, struct job *job, unsigned delay_ms);
+/* A job's done callback found its session: resume reading. */
+void smtp_session_job_done(struct smtp_session *s);
 
 /* envelope.c */
 void smtp_cmd_mail(struct smtp_session *s, const struct smtp_command *cmd);

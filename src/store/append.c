@@ -6,9 +6,11 @@
  * any of the messages, none of the messages are appended"):
  *   1. each message is written to tmp/ and fsync'd (nothing visible yet);
  *   2. all are renamed into cur/, then cur/ is fsync'd once;
- *   3. all are indexed in one SQLite transaction (UIDs handed out in order).
+ *   3. all are indexed in one SQLite transaction (UIDs handed out in order), which also
+ *      checks the quota: two APPENDs racing each other cannot both pass it (issue 9).
  * Any failure unlinks every file made so far (and fsyncs cur/ if something reached it);
  * the transaction is rolled back, so no UID is ever shown for a message that is gone.
+ * APPEND of one message is this with n = 1 (store_mailbox_append).
  */
 #include "store/store-private.h"
 
@@ -91,10 +93,30 @@ static int append_write_tmp(const char *path, const struct store_append_message 
     return 0;
 }
 
-/* Phase 3: index every file in one transaction. */
+/* Would adding add_bytes to the usage read with row pass quota (bytes, 0 none)? The usage
+ * is the index's (all mailboxes); the sum itself only when the usage row is missing. */
+static bool append_quota_allows(struct store_user *u, const struct store_mbox_row *row,
+                                uint64_t quota, uint64_t add_bytes, char **error_r)
+{
+    if (quota == 0)
+        return true;
+    int64_t usage = row->user_bytes >= 0 ? row->user_bytes : store_index_usage(u->db);
+    if (usage < 0) {
+        store_error(error_r, "cannot read the quota usage");
+        return false;
+    }
+    if (add_bytes > quota || (uint64_t)usage > quota - add_bytes) {
+        /* Dovecot's wording, which clients show to users (RFC 9208 §4.3, RFC 5530) */
+        store_error(error_r, "[OVERQUOTA] Quota exceeded (mailbox for user is full)");
+        return false;
+    }
+    return true;
+}
+
+/* Phase 3: index every file in one transaction, the quota checked inside it. */
 static int append_index(struct store_user *u, const char *canon,
                         const struct store_append_message *msgs, const struct append_file *files,
-                        size_t n, int64_t mtime_before, int64_t mtime_after,
+                        size_t n, uint64_t quota, int64_t mtime_before, int64_t mtime_after,
                         uint32_t *uidvalidity_r, uint32_t *uids_r, char **error_r)
 {
     struct store_mbox_row row;
@@ -103,6 +125,13 @@ static int append_index(struct store_user *u, const char *canon,
     if (store_index_mailbox_get(u->db, canon, &row, error_r) != 0) {
         if (!error_r || !*error_r)
             store_error(error_r, "Mailbox doesn't exist: %s", canon); /* deleted meanwhile */
+        store_index_rollback(u->db);
+        return -1;
+    }
+    uint64_t add_bytes = 0;
+    for (size_t k = 0; k < n; k++)
+        add_bytes += files[k].size;
+    if (!append_quota_allows(u, &row, quota, add_bytes, error_r)) {
         store_index_rollback(u->db);
         return -1;
     }
@@ -131,7 +160,7 @@ static int append_index(struct store_user *u, const char *canon,
 }
 
 int store_mailbox_append_many(struct store_user *u, const char *name,
-                              const struct store_append_message *msgs, size_t n,
+                              const struct store_append_message *msgs, size_t n, uint64_t quota,
                               uint32_t *uidvalidity_r, uint32_t *uids_r, char **error_r)
 {
     if (n == 0) {
@@ -153,6 +182,13 @@ int store_mailbox_append_many(struct store_user *u, const char *name,
         }
         return -1;
     }
+    /* Already over quota: refuse before writing anything (the check that counts is the
+     * one inside the transaction; this one only saves the writes). */
+    uint64_t add_bytes = 0;
+    for (size_t k = 0; k < n; k++)
+        add_bytes += store_source_size(&msgs[k].src);
+    if (!append_quota_allows(u, &row, quota, add_bytes, error_r))
+        return -1;
     struct append_file *files = calloc(n, sizeof *files);
     if (!files) {
         store_error(error_r, "out of memory");
@@ -181,8 +217,8 @@ int store_mailbox_append_many(struct store_user *u, const char *name,
         store_error(error_r, "fsync %s: %s", cur_dir, strerror(errno));
         goto undo;
     }
-    if (append_index(u, canon, msgs, files, n, mtime_before, mtime_after, uidvalidity_r, uids_r,
-                     error_r) < 0)
+    if (append_index(u, canon, msgs, files, n, quota, mtime_before, mtime_after, uidvalidity_r,
+                     uids_r, error_r) < 0)
         goto undo;
     store_notify_publish_any_thread(u->user, canon);
     ret = 0;

@@ -1,6 +1,6 @@
 /*
- * copy.c - APPEND, COPY and MOVE (durable before return, UIDs for UIDPLUS), and the
- * ENVELOPE/BODYSTRUCTURE cache.
+ * copy.c - COPY and MOVE (durable before return, UIDs for UIDPLUS), APPEND of one message
+ * (the one-message case of append.c), and the ENVELOPE/BODYSTRUCTURE cache.
  */
 #include "store/store-private.h"
 
@@ -27,98 +27,10 @@ int store_mailbox_append(struct store_user *u, const char *name, const struct st
                          unsigned flags, const char *const *keywords, time_t internaldate,
                          uint32_t *uidvalidity_r, uint32_t *uid_r, char **error_r)
 {
-    if (store_user_attach(u, error_r) < 0)
-        return -1;
-    char canon[300], path[4200];
-    struct store_mbox_row row;
-    if (store_mailbox_lookup(u, name, canon, sizeof canon, path, sizeof path, &row, error_r) < 0) {
-        store_error_trycreate(error_r);
-        return -1;
-    }
-    flags &= ~(unsigned)STORE_FLAG_RECENT;
-    char unique[400], tmp_path[4700], base[600], fname[700], final_path[5000];
-    store_maildir_unique_name(unique, sizeof unique);
-    snprintf(tmp_path, sizeof tmp_path, "%s/tmp/%s", path, unique);
-    int fd = open(tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        store_error(error_r, "create %s: %s", tmp_path, strerror(errno));
-        return -1;
-    }
-    uint64_t size, vsize;
-    if (store_io_write_message(fd, NULL, src, &size, &vsize, error_r) < 0)
-        goto fail_fd;
-    /* RFC 3501 §6.3.11: the internal date; Maildir keeps it as the file's mtime. */
-    if (internaldate > 0) {
-        struct timespec ts[2] = {{internaldate, 0}, {internaldate, 0}};
-        (void)futimens(fd, ts);
-    } else {
-        internaldate = time(NULL);
-    }
-    if (store_io_fsync(fd) < 0) {
-        store_error(error_r, "fsync %s: %s", tmp_path, strerror(errno));
-        goto fail_fd;
-    }
-    if (close(fd) < 0) {
-        fd = -1;
-        store_error(error_r, "close %s: %s", tmp_path, strerror(errno));
-        goto fail_fd;
-    }
-    fd = -1;
-    snprintf(base, sizeof base, "%s,S=%llu,W=%llu", unique, (unsigned long long)size,
-             (unsigned long long)vsize);
-    if (store_maildir_name_with_flags(base, flags, NULL, fname, sizeof fname) < 0) {
-        store_error(error_r, "file name too long");
-        goto fail_fd;
-    }
-    snprintf(final_path, sizeof final_path, "%s/cur/%s", path, fname);
-    char cur_dir[4300];
-    snprintf(cur_dir, sizeof cur_dir, "%s/cur", path);
-    int64_t mtime_before = store_sync_dir_mtime(cur_dir);
-    if (rename(tmp_path, final_path) < 0) {
-        store_error(error_r, "rename %s: %s", tmp_path, strerror(errno));
-        goto fail_fd;
-    }
-    int64_t mtime_after = store_sync_dir_mtime(cur_dir);
-    if (store_io_fsync_dir(cur_dir) < 0) {
-        store_error(error_r, "fsync %s: %s", cur_dir, strerror(errno));
-        goto fail_final;
-    }
-    char loc[800];
-    snprintf(loc, sizeof loc, "cur/%s", fname);
-    char *kw_text = store_keywords_join(keywords);
-    if (store_index_begin(u->db, error_r) < 0) {
-        free(kw_text);
-        goto fail_final;
-    }
-    if (store_index_mailbox_get(u->db, canon, &row, error_r) != 0) {
-        store_index_rollback(u->db);
-        free(kw_text);
-        goto fail_final;
-    }
-    store_sync_own_change(&row.cur_mtime, mtime_before, mtime_after);
-    if (store_index_message_add(u->db, &row, base, loc, flags, kw_text, size, vsize, internaldate,
-                                uid_r, error_r) < 0 ||
-        store_index_mailbox_save(u->db, &row, error_r) < 0) {
-        store_index_rollback(u->db);
-        free(kw_text);
-        goto fail_final;
-    }
-    free(kw_text);
-    if (store_index_commit(u->db, error_r) < 0)
-        goto fail_final;
-    *uidvalidity_r = row.uidvalidity;
-    store_notify_publish_any_thread(u->user, canon);
-    return 0;
-fail_final:
-    /* Not acknowledged, so not kept: a retry by the client must not make a duplicate. */
-    (void)unlink(final_path);
-    (void)store_io_fsync_dir(cur_dir);
-    return -1;
-fail_fd:
-    if (fd >= 0)
-        close(fd);
-    (void)unlink(tmp_path);
-    return -1;
+    /* one message is the one-message case of MULTIAPPEND (append.c): one code path */
+    struct store_append_message m = {
+        .src = *src, .flags = flags, .keywords = keywords, .internaldate = internaldate};
+    return store_mailbox_append_many(u, name, &m, 1, 0, uidvalidity_r, uid_r, error_r);
 }
 
 /* Make dest a copy of src: a hard link when possible, else a byte copy (fsync'd). */

@@ -98,6 +98,8 @@ static int store_index_migrate(sqlite3 *db, char **error_r)
     return store_index_commit(db, error_r);
 }
 
+void (*store_index_open_hook)(sqlite3 *db);
+
 sqlite3 *store_index_open(const char *home, char **error_r)
 {
     char path[4200];
@@ -147,6 +149,8 @@ sqlite3 *store_index_open(const char *home, char **error_r)
         store_index_close(db);
         return NULL;
     }
+    if (store_index_open_hook)
+        store_index_open_hook(db);
     return db;
 }
 
@@ -174,9 +178,11 @@ int store_index_mailbox_get(sqlite3 *db, const char *name, struct store_mbox_row
                             char **error_r)
 {
     sqlite3_stmt *st = NULL;
+    /* the usage row comes along: a quota check costs no statement of its own */
     if (store_index_prepare(db,
                             "SELECT id, uidvalidity, uidnext, highestmodseq, first_recent_uid,"
-                            " cur_mtime, new_mtime FROM mailboxes WHERE name = ?",
+                            " cur_mtime, new_mtime, (SELECT bytes FROM usage WHERE id = 1)"
+                            " FROM mailboxes WHERE name = ?",
                             &st) != SQLITE_OK) {
         store_error(error_r, "index: %s", sqlite3_errmsg(db));
         return -1;
@@ -192,6 +198,8 @@ int store_index_mailbox_get(sqlite3 *db, const char *name, struct store_mbox_row
         row_r->first_recent_uid = (uint32_t)sqlite3_column_int64(st, 4);
         row_r->cur_mtime = sqlite3_column_int64(st, 5);
         row_r->new_mtime = sqlite3_column_int64(st, 6);
+        row_r->user_bytes =
+            sqlite3_column_type(st, 7) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 7);
         ret = 0;
     } else if (rc == SQLITE_DONE) {
         ret = 1;
@@ -261,6 +269,7 @@ int store_index_mailbox_add(sqlite3 *db, const char *name, const char *special_u
     row_r->uidvalidity = (uint32_t)uidvalidity;
     row_r->uidnext = 1;
     row_r->highestmodseq = 1;
+    row_r->user_bytes = -1;
     row_r->first_recent_uid = 1;
     return 0;
 }

@@ -34,6 +34,10 @@
 /* ---- fault injection (tests): NULL means the real system call ---------------------- */
 extern ssize_t (*store_io_write_hook)(int fd, const void *data, size_t len);
 extern int (*store_io_fsync_hook)(int fd);
+/* Called with every index connection the store opens (tests trace its statements). */
+extern void (*store_index_open_hook)(sqlite3 *db);
+/* The clock of the tmp/ debris cleanup at login (tests move it forward). */
+extern time_t (*store_clock_hook)(void);
 
 /* write(2) all bytes through the hook; 0 or -1 (errno set). */
 int store_io_write_all(int fd, const void *data, size_t len);
@@ -115,6 +119,7 @@ struct store_mbox_row {
     uint32_t uidvalidity, uidnext, first_recent_uid;
     uint64_t highestmodseq;
     int64_t cur_mtime, new_mtime;
+    int64_t user_bytes; /* the user's usage (all mailboxes) read with the row, -1 unknown */
 };
 /* Look up a mailbox row by canonical name: 0 found, 1 absent, -1 error. */
 int store_index_mailbox_get(sqlite3 *db, const char *name, struct store_mbox_row *row_r,

@@ -186,7 +186,9 @@ void store_sync_changes_free(struct store_sync_changes *c);
 int store_mailbox_reopen(struct store_mailbox *box, const char *name, bool read_only,
                          char **error_r);
 
-/* BLOCKING. Open a message's file for reading (LF line ends on disk). Caller closes fd. */
+/* BLOCKING. Open a message's file for reading (LF line ends on disk). Caller closes fd.
+ * On failure errno is ENOENT when the message was expunged (by another session or
+ * program), anything else for an I/O error. */
 int store_message_open(struct store_mailbox *box, size_t i, int *fd_r, char **error_r);
 
 /* BLOCKING. Set flags/keywords of message i: mode 0 = replace, 1 = add, -1 = remove.
@@ -229,9 +231,12 @@ struct store_append_message {
  * none. Every file is written and fsync'd in tmp/, then all are renamed into cur/ and the
  * folder fsync'd, then all are indexed in one transaction; on any failure nothing stays.
  * uids_r (n entries, caller's) gets the new UIDs in order, *uidvalidity_r the mailbox's.
- * A missing mailbox fails with "[TRYCREATE] Mailbox doesn't exist". Durable before return. */
+ * A missing mailbox fails with "[TRYCREATE] Mailbox doesn't exist". quota (bytes, 0 none)
+ * is checked inside the indexing transaction against the user's usage, so concurrent
+ * appends cannot overrun it together; over it fails with "[OVERQUOTA] ..." and nothing
+ * stays. Durable before return. */
 int store_mailbox_append_many(struct store_user *u, const char *name,
-                              const struct store_append_message *msgs, size_t n,
+                              const struct store_append_message *msgs, size_t n, uint64_t quota,
                               uint32_t *uidvalidity_r, uint32_t *uids_r, char **error_r);
 /* BLOCKING. COPY (move=false) or MOVE (move=true) messages by UID into another mailbox;
  * dest_uids_r (malloc'd, n entries) for COPYUID: entry k is 0 when uids[k] was not in the

@@ -94,8 +94,11 @@ static void tmp_cleanup(const char *folder, time_t now)
         if (de->d_name[0] == '.')
             continue;
         struct stat st;
+        /* ctime, not mtime alone: APPEND sets a file's mtime to its internal date (maybe
+         * years ago) while it is still in tmp/ (issue 9: a login's cleanup removed a
+         * message being appended). futimens() sets ctime to now; only the kernel does. */
         if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
-            st.st_mtime < now - STORE_TMP_MAX_AGE)
+            st.st_mtime < now - STORE_TMP_MAX_AGE && st.st_ctime < now - STORE_TMP_MAX_AGE)
             (void)unlinkat(dirfd(d), de->d_name, 0);
     }
     closedir(d);
@@ -103,9 +106,11 @@ static void tmp_cleanup(const char *folder, time_t now)
 
 /* At login: finish deletes interrupted by a crash ("..deleted-*" folders) and remove
  * stale tmp/ files, so neither eats disk space forever. */
+time_t (*store_clock_hook)(void);
+
 static void user_cleanup(const char *maildir)
 {
-    time_t now = time(NULL);
+    time_t now = store_clock_hook ? store_clock_hook() : time(NULL);
     tmp_cleanup(maildir, now);
     DIR *d = opendir(maildir);
     if (!d)

@@ -514,13 +514,16 @@ int store_message_open(struct store_mailbox *box, size_t i, int *fd_r, char **er
             return 0;
         }
         if (errno != ENOENT) {
-            store_error(error_r, "open %s: %s", path, strerror(errno));
+            int e = errno;
+            store_error(error_r, "open %s: %s", path, strerror(e));
+            errno = e;
             return -1;
         }
         if (attempt == 0 && view_relocate(box, m) < 0)
             break;
     }
     store_error(error_r, "Message was expunged");
+    errno = ENOENT; /* callers tell "expunged" from an I/O error by it (store.h) */
     return -1;
 }
 

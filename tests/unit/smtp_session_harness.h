@@ -117,6 +117,11 @@ bool conn_is_tls(const struct conn *c)
 {
     return c->is_tls;
 }
+bool conn_is_stopping(const struct conn *c)
+{
+    (void)c;
+    return false;
+}
 const char *conn_tls_description(const struct conn *c)
 {
     return "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)";
