@@ -49,6 +49,7 @@
 # smtp.milters = inet:127.0.0.1:PORT, Postfix with smtpd_milters = inet:127.0.0.1:PORT.
 #
 #     MILTER=rspamd MESSAGES=2000 RUNS=3 bench/smtp/run.sh
+# TERN_EXTRA="key = value" adds lines to tern's config (e.g. worker_threads = 50).
 set -euo pipefail
 
 MESSAGES=${MESSAGES:-5000}
@@ -182,7 +183,8 @@ fi
 
 # ---- Tern ----------------------------------------------------------------------------------
 tern_setup "smtp.max_recipients = 1000
-$TERN_MILTER"
+$TERN_MILTER
+${TERN_EXTRA:-}"
 echo benchpw | tern_cli user add bench@example.test --password-stdin >/dev/null
 tern_start
 TMAIL="$WORK/tern/data/mail/example.test/bench/Maildir"

@@ -13,6 +13,7 @@
 #include "core/conn.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "core/workpool.h"
 #include "imap/imap.h"
 #include "policy/anvil.h"
 #include "policy/control.h"
@@ -47,6 +48,17 @@ static int serve_init_policy(struct server_context *ctx, char **error_r)
     if (!ctx->penalty || !ctx->anvil || !ctx->dnscache) {
         *error_r = strdup("out of memory");
         return -1;
+    }
+    if (ctx->cfg->smtp_milters.n || ctx->cfg->submission_milters.n) {
+        /* milter conversations wait on sockets: their own threads, so they neither queue
+         * behind fsyncs nor hold the fsync pool (milter.concurrency at once) */
+        ctx->milter_pool = workpool_create(ctx->base, ctx->cfg->milter_concurrency
+                                                          ? ctx->cfg->milter_concurrency
+                                                          : 64);
+        if (!ctx->milter_pool) {
+            *error_r = strdup("cannot start the milter threads");
+            return -1;
+        }
     }
     if (ctx->cfg->greylist_enabled) {
         struct greylist_limits gl;
@@ -97,6 +109,10 @@ static int serve_init(struct server_context *ctx, char **error_r)
 
 static void serve_fini(struct server_context *ctx)
 {
+    /* milter conversations end first: their done callbacks may hand deliveries to the
+     * main pool, which the core destroys after fini */
+    workpool_destroy(ctx->milter_pool);
+    ctx->milter_pool = NULL;
     if (!outbound_runner_stop(ctx->app, ctx->shutdown_deadline_ms ? ctx->shutdown_deadline_ms
                                                                    : UINT64_MAX))
         server_abandon_exit(ctx, "outbound deliveries");

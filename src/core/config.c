@@ -143,6 +143,7 @@ static const struct config_key config_keys[] = {
     {"milter.connect_timeout", CT_UINT, OFF(milter_connect_timeout), "30", "30"},
     {"milter.command_timeout", CT_UINT, OFF(milter_command_timeout), "30", "30"},
     {"milter.content_timeout", CT_UINT, OFF(milter_content_timeout), "300", "300"},
+    {"milter.concurrency", CT_UINT, OFF(milter_concurrency), "64", "64"},
     {"milter.default_action", CT_MILTER_ACTION, OFF(milter_default_action), "tempfail",
      "tempfail"},
 };

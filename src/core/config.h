@@ -135,6 +135,7 @@ struct config {
     unsigned milter_command_timeout;       /* milter.command_timeout seconds; 30 */
     unsigned milter_content_timeout;       /* milter.content_timeout seconds; 300 */
     char *milter_default_action;           /* milter.default_action: tempfail | accept */
+    unsigned milter_concurrency;           /* milter.concurrency: conversations at once; 64 */
     struct config_list transports; /* transport.<domain> = [host]:port, stored as
                                       "<domain> [host]:port" items, in file order */
 };

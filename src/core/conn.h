@@ -92,6 +92,7 @@ struct server_context {
     struct anvil *anvil;           /* rate limits (policy/anvil.h); may be NULL */
     struct dns_cache *dnscache;    /* DNS list answers (policy/dnscache.h); may be NULL */
     struct greylist *greylist;     /* greylisting (policy/greylist.h); NULL when off */
+    struct workpool *milter_pool;  /* milter conversations (milter.concurrency); NULL none */
     void *app;                 /* reserved for the application (queue runner etc.) */
     uint64_t shutdown_deadline_ms; /* for hooks.fini: stop by then (util_now_ms clock) */
 };

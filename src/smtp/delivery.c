@@ -187,14 +187,24 @@ static void delivery_hold(struct smtp_delivery_job *job)
         queue_abort(job->data_dir, job->queue_id);
 }
 
+/* The milters and the spam verdict (filter.c); false when the milters refused or
+ * discarded the message (the done callback answers). */
+static bool delivery_filter(struct smtp_delivery_job *job)
+{
+    if (job->filter && !smtp_filter_run(job)) {
+        job->is_filtered_out = true;
+        return false;
+    }
+    smtp_filter_junk(job);
+    job->is_filtered = true;
+    return true;
+}
+
 static void delivery_work(struct job *j)
 {
     struct smtp_delivery_job *job = (struct smtp_delivery_job *)j;
-    if (job->filter && !smtp_filter_run(job)) {
-        job->is_filtered_out = true; /* refused or discarded: the done callback answers */
+    if (!job->is_filtered && !delivery_filter(job))
         return;
-    }
-    smtp_filter_junk(job);
     if (smtp_filter_is_held(job->filter)) {
         delivery_hold(job);
         return;
@@ -346,6 +356,26 @@ static void delivery_done(void *session, struct job *j)
         smtp_session_job_done(s);
 }
 
+/* Milter pool thread: the conversations with the milters (mostly waiting on sockets, so
+ * they run on their own pool, milter.concurrency threads, not on the fsync pool). */
+static void delivery_filter_work(struct job *j)
+{
+    (void)delivery_filter((struct smtp_delivery_job *)j);
+}
+
+/* Loop thread: the milters are done; deliver on the main pool, or answer now. */
+static void delivery_filter_done(void *session, struct job *j)
+{
+    struct smtp_delivery_job *job = (struct smtp_delivery_job *)j;
+    struct smtp_session *s = session;
+    if (!s || job->job.was_cancelled || job->is_filtered_out) {
+        delivery_done(session, j);
+        return;
+    }
+    job_init(&job->job, s->handle, delivery_work, delivery_done);
+    job_submit(s->ctx->pool, &job->job); /* the session stays busy, its reads paused */
+}
+
 void smtp_delivery_start(struct smtp_session *s)
 {
     struct smtp_txn *t = &s->txn;
@@ -486,7 +516,11 @@ void smtp_delivery_start(struct smtp_session *s)
         goto oom;
 
     smtp_txn_reset(t);
-    smtp_session_job_start(s, &job->job);
+    if (job->filter && s->ctx->milter_pool)
+        job_init(&job->job, s->handle, delivery_filter_work, delivery_filter_done);
+    smtp_session_job_start_on(s, &job->job,
+                              job->filter && s->ctx->milter_pool ? s->ctx->milter_pool
+                                                                 : s->ctx->pool);
     return;
 
 oom:

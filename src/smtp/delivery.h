@@ -55,6 +55,7 @@ struct smtp_delivery_job {
     bool is_junk_quarantine;
     bool is_junk;               /* set by the work: local copies went to junk_mailbox */
     bool is_filtered_out;       /* the milters refused or discarded the message */
+    bool is_filtered;           /* the milters and the spam verdict are done */
 };
 
 

@@ -658,6 +658,13 @@ void smtp_session_job_start_delayed(struct smtp_session *s, struct job *job, uns
     job_submit_delayed(s->ctx->pool, job, delay_ms);
 }
 
+void smtp_session_job_start_on(struct smtp_session *s, struct job *job, struct workpool *pool)
+{
+    s->is_busy = true;
+    conn_pause_read(s->c);
+    job_submit(pool, job);
+}
+
 void smtp_session_job_done(struct smtp_session *s)
 {
     s->is_busy = false;

@@ -148,6 +148,8 @@ bool smtp_rate_allowed(struct smtp_session *s, int event);
 void smtp_session_job_start(struct smtp_session *s, struct job *job);
 /* The same after delay_ms (the failed-login delay). */
 void smtp_session_job_start_delayed(struct smtp_session *s, struct job *job, unsigned delay_ms);
+/* The same on another pool (the milters' own, ctx->milter_pool). */
+void smtp_session_job_start_on(struct smtp_session *s, struct job *job, struct workpool *pool);
 /* A job's done callback found its session: resume reading. */
 void smtp_session_job_done(struct smtp_session *s);
 
