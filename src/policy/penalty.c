@@ -18,25 +18,19 @@
 #include <string.h>
 #include <time.h>
 
-struct penalty_address {
-    char key[PENALTY_KEY_SIZE]; /* "" = free slot */
-    unsigned failures;          /* in the current window */
+/* One counted key: an address (account "") or an (address, account) pair. */
+struct penalty_slot {
+    char key[PENALTY_KEY_SIZE]; /* the address key; "" = free slot */
+    char account[PENALTY_ACCOUNT_SIZE];
+    unsigned failures; /* in the current window */
     uint64_t last_failure_ms;
     uint64_t blocked_until_ms; /* 0 = not blocked */
 };
 
-struct penalty_pair {
-    char key[PENALTY_KEY_SIZE]; /* the address key; "" = free slot */
-    char account[PENALTY_ACCOUNT_SIZE];
-    unsigned failures;
-    uint64_t last_failure_ms;
-    uint64_t blocked_until_ms;
-};
-
 struct penalty_table {
     struct penalty_limits limits;
-    struct penalty_address addresses[PENALTY_ADDRESS_SLOTS];
-    struct penalty_pair pairs[PENALTY_PAIR_SLOTS];
+    struct penalty_slot addresses[PENALTY_ADDRESS_SLOTS];
+    struct penalty_slot pairs[PENALTY_PAIR_SLOTS];
 };
 
 void penalty_limits_from_config(const struct config *cfg, struct penalty_limits *l_r)
@@ -95,86 +89,48 @@ static void penalty_account_key(const char *account, char out[PENALTY_ACCOUNT_SI
 
 /* ---- slots ----------------------------------------------------------------------------- */
 
-static struct penalty_address *address_find(struct penalty_table *t, const char *key)
-{
-    for (size_t i = 0; i < PENALTY_ADDRESS_SLOTS; i++)
-        if (t->addresses[i].key[0] && strcmp(t->addresses[i].key, key) == 0)
-            return &t->addresses[i];
-    return NULL;
-}
-
-static struct penalty_pair *pair_find(struct penalty_table *t, const char *key,
+/* The slot of (key, account) in slots[0..n), or NULL. */
+static struct penalty_slot *slot_find(struct penalty_slot *slots, size_t n, const char *key,
                                       const char *account)
 {
-    for (size_t i = 0; i < PENALTY_PAIR_SLOTS; i++)
-        if (t->pairs[i].key[0] && strcmp(t->pairs[i].key, key) == 0 &&
-            strcmp(t->pairs[i].account, account) == 0)
-            return &t->pairs[i];
+    for (size_t i = 0; i < n; i++)
+        if (slots[i].key[0] && strcmp(slots[i].key, key) == 0 &&
+            strcmp(slots[i].account, account) == 0)
+            return &slots[i];
     return NULL;
 }
 
-/* Eviction order: a free slot, else the oldest unblocked one, else the oldest. */
-static bool slot_is_better_victim(bool is_blocked, uint64_t last, bool best_blocked,
-                                  uint64_t best_last)
-{
-    if (is_blocked != best_blocked)
-        return !is_blocked;
-    return last < best_last;
-}
-
-static struct penalty_address *address_take(struct penalty_table *t, const char *key,
-                                            uint64_t now)
-{
-    struct penalty_address *best = NULL;
-    for (size_t i = 0; i < PENALTY_ADDRESS_SLOTS; i++) {
-        struct penalty_address *a = &t->addresses[i];
-        if (!a->key[0]) {
-            best = a;
-            break;
-        }
-        if (!best || slot_is_better_victim(a->blocked_until_ms > now, a->last_failure_ms,
-                                           best->blocked_until_ms > now, best->last_failure_ms))
-            best = a;
-    }
-    memset(best, 0, sizeof *best);
-    memcpy(best->key, key, PENALTY_KEY_SIZE);
-    return best;
-}
-
-static struct penalty_pair *pair_take(struct penalty_table *t, const char *key,
+/* A slot for (key, account): a free one, else the oldest unblocked, else the oldest. */
+static struct penalty_slot *slot_take(struct penalty_slot *slots, size_t n, const char *key,
                                       const char *account, uint64_t now)
 {
-    struct penalty_pair *best = NULL;
-    for (size_t i = 0; i < PENALTY_PAIR_SLOTS; i++) {
-        struct penalty_pair *p = &t->pairs[i];
+    struct penalty_slot *best = NULL;
+    for (size_t i = 0; i < n; i++) {
+        struct penalty_slot *p = &slots[i];
         if (!p->key[0]) {
             best = p;
             break;
         }
-        if (!best || slot_is_better_victim(p->blocked_until_ms > now, p->last_failure_ms,
-                                           best->blocked_until_ms > now, best->last_failure_ms))
+        bool is_blocked = p->blocked_until_ms > now;
+        bool best_blocked = best && best->blocked_until_ms > now;
+        if (!best || (is_blocked != best_blocked ? !is_blocked
+                                                 : p->last_failure_ms < best->last_failure_ms))
             best = p;
     }
     memset(best, 0, sizeof *best);
     memcpy(best->key, key, PENALTY_KEY_SIZE);
-    memcpy(best->account, account, PENALTY_ACCOUNT_SIZE);
+    snprintf(best->account, sizeof best->account, "%s", account);
     return best;
 }
 
 /* A block that ran out is lifted (and logged) when next looked at. */
-static void address_expire(struct penalty_address *a, uint64_t now)
-{
-    if (a->blocked_until_ms && a->blocked_until_ms <= now) {
-        log_info("auth", "unblock: rip=%s (block expired)", a->key);
-        a->blocked_until_ms = 0;
-        a->failures = 0;
-    }
-}
-
-static void pair_expire(struct penalty_pair *p, uint64_t now)
+static void slot_expire(struct penalty_slot *p, uint64_t now)
 {
     if (p->blocked_until_ms && p->blocked_until_ms <= now) {
-        log_info("auth", "unblock: rip=%s, user=<%s> (block expired)", p->key, p->account);
+        if (p->account[0])
+            log_info("auth", "unblock: rip=%s, user=<%s> (block expired)", p->key, p->account);
+        else
+            log_info("auth", "unblock: rip=%s (block expired)", p->key);
         p->blocked_until_ms = 0;
         p->failures = 0;
     }
@@ -214,9 +170,9 @@ void penalty_check(struct penalty_table *t, const struct penalty_query *q,
         return;
     uint64_t now = q->now_ms;
     if (!q->is_trusted) {
-        struct penalty_address *a = address_find(t, key);
+        struct penalty_slot *a = slot_find(t->addresses, PENALTY_ADDRESS_SLOTS, key, "");
         if (a) {
-            address_expire(a, now);
+            slot_expire(a, now);
             if (a->blocked_until_ms) {
                 a_r->verdict = PENALTY_BLOCKED;
                 return;
@@ -230,9 +186,9 @@ void penalty_check(struct penalty_table *t, const struct penalty_query *q,
     if (q->account && q->account[0]) {
         char account[PENALTY_ACCOUNT_SIZE];
         penalty_account_key(q->account, account);
-        struct penalty_pair *p = pair_find(t, key, account);
+        struct penalty_slot *p = slot_find(t->pairs, PENALTY_PAIR_SLOTS, key, account);
         if (p) {
-            pair_expire(p, now);
+            slot_expire(p, now);
             if (p->blocked_until_ms) {
                 a_r->verdict = PENALTY_BLOCKED;
                 a_r->delay_ms = 0;
@@ -255,12 +211,14 @@ void penalty_report(struct penalty_table *t, const struct penalty_query *q, bool
     penalty_account_key(q->account, account);
     const char *service = q->service ? q->service : "auth";
 
-    struct penalty_address *a = q->is_trusted ? NULL : address_find(t, key);
+    struct penalty_slot *a =
+        q->is_trusted ? NULL : slot_find(t->addresses, PENALTY_ADDRESS_SLOTS, key, "");
     if (a)
-        address_expire(a, now);
-    struct penalty_pair *p = account[0] ? pair_find(t, key, account) : NULL;
+        slot_expire(a, now);
+    struct penalty_slot *p =
+        account[0] ? slot_find(t->pairs, PENALTY_PAIR_SLOTS, key, account) : NULL;
     if (p)
-        pair_expire(p, now);
+        slot_expire(p, now);
 
     if (is_success) {
         /* the right password for a blocked pair or address is refused all the same:
@@ -276,7 +234,7 @@ void penalty_report(struct penalty_table *t, const struct penalty_query *q, bool
 
     if (!q->is_trusted) {
         if (!a)
-            a = address_take(t, key, now);
+            a = slot_take(t->addresses, PENALTY_ADDRESS_SLOTS, key, "", now);
         count_failure(l, &a->failures, &a->last_failure_ms, now);
         if (!a->blocked_until_ms && l->address_max_failures &&
             a->failures >= l->address_max_failures) {
@@ -289,7 +247,7 @@ void penalty_report(struct penalty_table *t, const struct penalty_query *q, bool
     }
     if (account[0]) {
         if (!p)
-            p = pair_take(t, key, account, now);
+            p = slot_take(t->pairs, PENALTY_PAIR_SLOTS, key, account, now);
         count_failure(l, &p->failures, &p->last_failure_ms, now);
         if (!p->blocked_until_ms && l->account_max_failures &&
             p->failures >= l->account_max_failures) {
@@ -311,10 +269,10 @@ size_t penalty_blocks_list(struct penalty_table *t, uint64_t now_ms,
     size_t n = 0;
     struct penalty_block b;
     for (size_t i = 0; i < PENALTY_ADDRESS_SLOTS; i++) {
-        struct penalty_address *a = &t->addresses[i];
+        struct penalty_slot *a = &t->addresses[i];
         if (!a->key[0])
             continue;
-        address_expire(a, now_ms);
+        slot_expire(a, now_ms);
         if (!a->blocked_until_ms)
             continue;
         memset(&b, 0, sizeof b);
@@ -325,10 +283,10 @@ size_t penalty_blocks_list(struct penalty_table *t, uint64_t now_ms,
         n++;
     }
     for (size_t i = 0; i < PENALTY_PAIR_SLOTS; i++) {
-        struct penalty_pair *p = &t->pairs[i];
+        struct penalty_slot *p = &t->pairs[i];
         if (!p->key[0])
             continue;
-        pair_expire(p, now_ms);
+        slot_expire(p, now_ms);
         if (!p->blocked_until_ms)
             continue;
         memcpy(b.ip, p->key, sizeof b.ip);
@@ -353,7 +311,7 @@ size_t penalty_blocks_clear(struct penalty_table *t, const char *ip, const char 
     size_t n = 0;
     if (!account || !account[0]) {
         for (size_t i = 0; i < PENALTY_ADDRESS_SLOTS; i++) {
-            struct penalty_address *a = &t->addresses[i];
+            struct penalty_slot *a = &t->addresses[i];
             if (!a->key[0] || (ip && strcmp(a->key, key) != 0))
                 continue;
             if (a->blocked_until_ms > now_ms) {
@@ -365,7 +323,7 @@ size_t penalty_blocks_clear(struct penalty_table *t, const char *ip, const char 
     }
     if (!account || account[0]) {
         for (size_t i = 0; i < PENALTY_PAIR_SLOTS; i++) {
-            struct penalty_pair *p = &t->pairs[i];
+            struct penalty_slot *p = &t->pairs[i];
             if (!p->key[0] || (ip && strcmp(p->key, key) != 0) ||
                 (account && strcmp(p->account, acct) != 0))
                 continue;

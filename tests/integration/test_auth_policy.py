@@ -16,47 +16,32 @@ import socket
 
 import pytest
 
-from tern_util import Client, converse, sasl_plain
+from tern_util import OTHER_IP, Client, SourceAddressMixin, can_bind_source, sasl_plain
 
-OTHER_IP = "127.0.0.2"
 imaplib.Commands.setdefault("ID", ("NONAUTH", "AUTH", "SELECTED"))  # RFC 2971
 
 
 def _source_ok():
-    try:
-        s = socket.socket()
-        s.bind((OTHER_IP, 0))
-        s.close()
-        return True
-    except OSError:
-        return False
+    return can_bind_source(OTHER_IP)
 
 
 needs_other_ip = pytest.mark.skipif(not _source_ok(), reason="cannot bind 127.0.0.2")
 
 
-class IMAP(imaplib.IMAP4):
+class IMAP(SourceAddressMixin, imaplib.IMAP4):
     """imaplib from a chosen source address."""
 
     def __init__(self, host, port, source=None):
         self._source = source
         super().__init__(host, port, timeout=30)
 
-    def _create_socket(self, timeout):
-        src = (self._source, 0) if self._source else None
-        return socket.create_connection((self.host, self.port), timeout, source_address=src)
 
-
-class POP3(poplib.POP3):
+class POP3(SourceAddressMixin, poplib.POP3):
     """poplib from a chosen source address."""
 
     def __init__(self, host, port, source=None):
         self._source = source
         super().__init__(host, port, timeout=30)
-
-    def _create_socket(self, timeout):
-        src = (self._source, 0) if self._source else None
-        return socket.create_connection((self.host, self.port), timeout, source_address=src)
 
 
 def imap_login(srv, user, pw, source=None, client_ip=None):

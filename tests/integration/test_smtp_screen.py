@@ -11,19 +11,10 @@ import pytest
 
 from conftest import free_ports
 from outbound_util import DnsServer
-from tern_util import Client, converse, send_mail
-
-OTHER_IP = "127.0.0.2"
-
+from tern_util import OTHER_IP, Client, can_bind_source, converse, send_mail
 
 def _can_bind_other():
-    try:
-        s = socket.socket()
-        s.bind((OTHER_IP, 0))
-        s.close()
-        return True
-    except OSError:
-        return False
+    return can_bind_source(OTHER_IP)
 
 
 def raw(srv, port="smtp", source=None):
