@@ -176,6 +176,19 @@ static void test_errors(void **state)
                  "t.conf:1: bad boolean 'maybe' for log.debug (use yes or no)");
     expect_error("relay_networks = 10.0.0.0/33\n",
                  "t.conf:1: bad network '10.0.0.0/33' for relay_networks");
+    expect_error("auth.trusted_networks = 127.0.0.1/40\n",
+                 "t.conf:1: bad network '127.0.0.1/40' for auth.trusted_networks");
+    expect_error("smtp.milters = inet:localhost:11332\n",
+                 "t.conf:1: bad milter address (inet:IP:PORT or unix:/path) "
+                 "'inet:localhost:11332' for smtp.milters");
+    expect_error("milter.default_action = reject\n",
+                 "t.conf:1: bad value 'reject' for milter.default_action (use tempfail or "
+                 "accept)");
+    expect_error("smtp.dnsbl_sites = zen.spamhaus.org*x\n",
+                 "t.conf:1: bad DNS list site (domain[=filter]*weight) 'zen.spamhaus.org*x' "
+                 "for smtp.dnsbl_sites");
+    expect_error("greylist.enabled = perhaps\n",
+                 "t.conf:1: bad boolean 'perhaps' for greylist.enabled (use yes or no)");
     expect_error("just some words\n", "t.conf:1: missing '=' in \"just some words\"");
     expect_error("= value\n", "t.conf:1: missing key before '='");
     expect_error("data_dir =\n", "t.conf:1: empty value for data_dir"); /* found by fuzz_config */
