@@ -193,6 +193,16 @@ uint16_t conn_local_port(const struct conn *c)
     return c->local_port;
 }
 
+uint16_t conn_peer_port(const struct conn *c)
+{
+    CONN_ON_LOOP();
+    if (c->peer.ss_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)&c->peer)->sin_port);
+    if (c->peer.ss_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)&c->peer)->sin6_port);
+    return 0;
+}
+
 bool conn_peer_is_loopback(const struct conn *c)
 {
     CONN_ON_LOOP();

@@ -140,6 +140,8 @@ bool conn_tls_available(const struct conn *c);
 const char *conn_peer_ip(const struct conn *c);
 const char *conn_local_ip(const struct conn *c);
 uint16_t conn_local_port(const struct conn *c);
+/* The client's port (0 when not an IP connection): the milters' {client_port}. */
+uint16_t conn_peer_port(const struct conn *c);
 bool conn_peer_is_loopback(const struct conn *c);
 /* "localhost" for loopback peers, "unknown" otherwise (no blocking reverse DNS). */
 const char *conn_peer_name(const struct conn *c);

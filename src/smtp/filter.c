@@ -65,6 +65,7 @@ struct smtp_filter *smtp_filter_prepare(struct smtp_session *s, const struct smt
     f->client_name = strndup(name, name_len);
     f->client_addr = strdup(ip ? ip : "unknown");
     f->local_addr = strdup(conn_local_ip(s->c));
+    f->client_port = conn_peer_port(s->c);
     f->helo = strdup(s->helo);
     f->hostname = strdup(smtp_hostname(s));
     f->auth_user = s->auth_user ? strdup(s->auth_user) : NULL;

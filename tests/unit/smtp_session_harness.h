@@ -138,6 +138,10 @@ const char *conn_local_ip(const struct conn *c)
 {
     return "192.0.2.1";
 }
+uint16_t conn_peer_port(const struct conn *c)
+{
+    return 4711;
+}
 bool conn_peer_is_loopback(const struct conn *c)
 {
     return false;
