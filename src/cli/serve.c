@@ -15,7 +15,7 @@
 #include "core/util.h"
 #include "core/workpool.h"
 #include "imap/imap.h"
-#include "policy/anvil.h"
+#include "policy/ratelimit.h"
 #include "policy/control.h"
 #include "policy/dnscache.h"
 #include "policy/greylist.h"
@@ -41,11 +41,11 @@ static int serve_init_policy(struct server_context *ctx, char **error_r)
     struct penalty_limits limits;
     penalty_limits_from_config(ctx->cfg, &limits);
     ctx->penalty = penalty_table_new(&limits);
-    struct anvil_limits rates;
-    anvil_limits_from_config(ctx->cfg, &rates);
-    ctx->anvil = anvil_new(&rates);
+    struct ratelimit_limits rates;
+    ratelimit_limits_from_config(ctx->cfg, &rates);
+    ctx->ratelimit = ratelimit_new(&rates);
     ctx->dnscache = dns_cache_new();
-    if (!ctx->penalty || !ctx->anvil || !ctx->dnscache) {
+    if (!ctx->penalty || !ctx->ratelimit || !ctx->dnscache) {
         *error_r = strdup("out of memory");
         return -1;
     }
@@ -124,8 +124,8 @@ static void serve_fini(struct server_context *ctx)
     serve_control = NULL;
     penalty_table_free(ctx->penalty);
     ctx->penalty = NULL;
-    anvil_free(ctx->anvil);
-    ctx->anvil = NULL;
+    ratelimit_free(ctx->ratelimit);
+    ctx->ratelimit = NULL;
     dns_cache_free(ctx->dnscache);
     ctx->dnscache = NULL;
     greylist_close(ctx->greylist);

@@ -116,7 +116,7 @@ struct config {
     unsigned greylist_retry_window; /* greylist.retry_window seconds; 172800 */
     unsigned greylist_max_age;      /* greylist.max_age seconds; 3024000 (35 days) */
     unsigned greylist_auto_pass;    /* greylist.auto_pass passes to the pass list; 5 */
-    /* Rate limits (policy/anvil.h), per ratelimit.window seconds; 0 = no limit. */
+    /* Rate limits (policy/ratelimit.h), per ratelimit.window seconds; 0 = no limit. */
     unsigned ratelimit_connections;     /* ratelimit.connections per client address */
     unsigned ratelimit_messages;        /* ratelimit.messages (MAIL) per client address */
     unsigned ratelimit_recipients;      /* ratelimit.recipients (RCPT) per client address */

@@ -77,7 +77,7 @@ struct server;
 
 struct auth_service;
 struct penalty_table;
-struct anvil;
+struct ratelimit;
 struct dns_cache;
 struct greylist;
 
@@ -89,7 +89,7 @@ struct server_context {
     struct workpool *pool;     /* blocking work: fsync, hashing, SQLite writes */
     struct auth_service *auth; /* set by hooks.init after privileges are dropped */
     struct penalty_table *penalty; /* failed-login policy (policy/penalty.h); may be NULL */
-    struct anvil *anvil;           /* rate limits (policy/anvil.h); may be NULL */
+    struct ratelimit *ratelimit;   /* rate limits (policy/ratelimit.h); may be NULL */
     struct dns_cache *dnscache;    /* DNS list answers (policy/dnscache.h); may be NULL */
     struct greylist *greylist;     /* greylisting (policy/greylist.h); NULL when off */
     struct workpool *milter_pool;  /* milter conversations (milter.concurrency); NULL none */

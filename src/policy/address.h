@@ -1,5 +1,5 @@
 /*
- * address.h - the client key the policy tables count against (penalty.h, anvil.h).
+ * address.h - the client key the policy tables count against (penalty.h, ratelimit.h).
  *
  * IPv4: the address. IPv6: the /64 it lies in (one link, RFC 4291 §2.5.4, and the least
  * a customer is given, RFC 6177: whoever holds one IPv6 address can use 2^64 more, so

@@ -11,7 +11,7 @@
 #include "auth/auth.h"
 #include "core/config.h"
 #include "core/log.h"
-#include "policy/anvil.h"
+#include "policy/ratelimit.h"
 #include "smtp/session.h"
 #include "store/store.h"
 
@@ -80,7 +80,7 @@ void smtp_cmd_mail(struct smtp_session *s, const struct smtp_command *cmd)
         smtp_reply(s, "%s", reply);
         return;
     }
-    if (!smtp_rate_allowed(s, ANVIL_MESSAGE))
+    if (!smtp_rate_allowed(s, RATELIMIT_MESSAGE))
         return;
     if (smtp_screen_mail(s, &from, from_text, &params))
         return; /* RHSBL / sender domain lookups; they answer */
@@ -309,7 +309,7 @@ void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
         smtp_reply(s, "452 4.5.3 Error: too many recipients");
         return;
     }
-    if (!smtp_rate_allowed(s, ANVIL_RECIPIENT))
+    if (!smtp_rate_allowed(s, RATELIMIT_RECIPIENT))
         return;
     if (to.domain[0] == '\0')
         postmaster_domain(s, to.domain, sizeof to.domain);

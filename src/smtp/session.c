@@ -17,7 +17,7 @@
 #include "auth/auth.h"
 #include "core/config.h"
 #include "core/log.h"
-#include "policy/anvil.h"
+#include "policy/ratelimit.h"
 #include "smtp/session.h"
 
 #include <event2/buffer.h>
@@ -499,16 +499,16 @@ void smtp_txn_init(struct smtp_txn *t)
 
 bool smtp_rate_allowed(struct smtp_session *s, int event)
 {
-    if (!s->ctx->anvil || conn_peer_in_networks(s->c, &s->cfg->relay_networks) ||
+    if (!s->ctx->ratelimit || conn_peer_in_networks(s->c, &s->cfg->relay_networks) ||
         conn_peer_in_networks(s->c, &s->cfg->auth_trusted_networks))
         return true;
     const char *ip = s->client_ip[0] ? s->client_ip : conn_peer_ip(s->c);
-    struct anvil_query q = {.event = (enum anvil_event)event,
+    struct ratelimit_query q = {.event = (enum ratelimit_event)event,
                             .ip = ip,
                             .user = s->auth_user,
                             .now_ms = util_now_ms()};
-    struct anvil_answer a;
-    anvil_event(s->ctx->anvil, &q, &a);
+    struct ratelimit_answer a;
+    ratelimit_event(s->ctx->ratelimit, &q, &a);
     if (a.is_allowed)
         return true;
     static const char *const what[] = {"Connection rate", "Message delivery request rate",
@@ -521,9 +521,9 @@ bool smtp_rate_allowed(struct smtp_session *s, int event)
         log_warning("smtpd", "%s limit exceeded: %u from %s for service %s", what[event],
                     a.count + 1, s->peer, service);
     const char *who = a.is_user_limit ? s->auth_user : ip;
-    if (event == ANVIL_CONNECTION)
+    if (event == RATELIMIT_CONNECTION)
         smtp_reply(s, "421 4.7.0 %s Error: too many connections from %s", smtp_hostname(s), ip);
-    else if (event == ANVIL_MESSAGE)
+    else if (event == RATELIMIT_MESSAGE)
         smtp_reply(s, "450 4.7.1 Error: too much mail from %s", who);
     else
         smtp_reply(s, "450 4.7.1 Error: too many recipients from %s", who);
@@ -546,7 +546,7 @@ static void *smtp_open(struct conn *c)
     snprintf(s->peer, sizeof s->peer, "%s[%s]", conn_peer_name(c), ip ? ip : "unknown");
     log_info("smtpd", "connect from %s", s->peer);
     conn_set_timeout(c, s->cfg->smtp_timeout ? s->cfg->smtp_timeout : 300);
-    if (!smtp_rate_allowed(s, ANVIL_CONNECTION)) {
+    if (!smtp_rate_allowed(s, RATELIMIT_CONNECTION)) {
         s->input = SMTP_INPUT_CLOSED;
         conn_close(c);
         return s;

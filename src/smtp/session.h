@@ -138,7 +138,7 @@ void smtp_log_safe(const char *in, char *out, size_t size);
 
 /* session.c */
 void smtp_session_free(struct smtp_session *s);
-/* Rate limits (policy/anvil.h): count a connection, MAIL or RCPT (event: enum anvil_event)
+/* Rate limits (policy/ratelimit.h): count a connection, MAIL or RCPT (event: enum ratelimit_event)
  * for the client address and the authenticated user. false: over a limit, the reply
  * (421 for a connection, 450 4.7.1 otherwise) is written and the refusal logged.
  * relay_networks and auth.trusted_networks are exempt (Postfix:

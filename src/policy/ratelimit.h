@@ -1,5 +1,5 @@
 /*
- * anvil.h - rate limits per client address and per authenticated user (Postfix's anvil:
+ * ratelimit.h - rate limits per client address and per authenticated user (Postfix's anvil:
  * smtpd_client_connection_rate_limit, _message_rate_limit, _recipient_rate_limit).
  *
  * Each limit counts events in fixed windows of ratelimit.window seconds (Postfix's
@@ -11,48 +11,48 @@
  *
  * Shape for the process split: like penalty.h, a request of plain data (kind, address,
  * user, time) answered with plain data; the table can move into one process serving
- * every worker. Memory: ANVIL_SLOTS entries; the least recently used is evicted.
+ * every worker. Memory: RATELIMIT_SLOTS entries; the least recently used is evicted.
  * Thread rules: not thread-safe; one owner thread (the event loop).
  */
-#ifndef TERN_POLICY_ANVIL_H
-#define TERN_POLICY_ANVIL_H
+#ifndef TERN_POLICY_RATELIMIT_H
+#define TERN_POLICY_RATELIMIT_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
 struct config;
 
-#define ANVIL_SLOTS 8192
+#define RATELIMIT_SLOTS 8192
 
-enum anvil_event { ANVIL_CONNECTION, ANVIL_MESSAGE, ANVIL_RECIPIENT, ANVIL_EVENT_COUNT };
+enum ratelimit_event { RATELIMIT_CONNECTION, RATELIMIT_MESSAGE, RATELIMIT_RECIPIENT, RATELIMIT_EVENT_COUNT };
 
-struct anvil_limits {
-    unsigned address[ANVIL_EVENT_COUNT]; /* per client address per window; 0 = no limit */
-    unsigned user[ANVIL_EVENT_COUNT];    /* per authenticated user (connections unused) */
+struct ratelimit_limits {
+    unsigned address[RATELIMIT_EVENT_COUNT]; /* per client address per window; 0 = no limit */
+    unsigned user[RATELIMIT_EVENT_COUNT];    /* per authenticated user (connections unused) */
     uint64_t window_ms;
 };
 
-struct anvil;
+struct ratelimit;
 
-void anvil_limits_from_config(const struct config *cfg, struct anvil_limits *l_r);
-struct anvil *anvil_new(const struct anvil_limits *limits);
-void anvil_free(struct anvil *a);
+void ratelimit_limits_from_config(const struct config *cfg, struct ratelimit_limits *l_r);
+struct ratelimit *ratelimit_new(const struct ratelimit_limits *limits);
+void ratelimit_free(struct ratelimit *a);
 
 /* One event, as plain data. */
-struct anvil_query {
-    enum anvil_event event;
+struct ratelimit_query {
+    enum ratelimit_event event;
     const char *ip;   /* client address */
     const char *user; /* authenticated user, NULL when none */
     uint64_t now_ms;
 };
 
-struct anvil_answer {
+struct ratelimit_answer {
     bool is_allowed;
     bool is_user_limit; /* the refusal came from the user's limit, not the address's */
     unsigned count;     /* events in this window, this one included when allowed */
 };
 
 /* Count the event if it is within the limits; else refuse it (not counted). */
-void anvil_event(struct anvil *a, const struct anvil_query *q, struct anvil_answer *a_r);
+void ratelimit_event(struct ratelimit *a, const struct ratelimit_query *q, struct ratelimit_answer *a_r);
 
 #endif
