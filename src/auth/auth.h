@@ -94,6 +94,26 @@ int auth_login_password(struct auth_service *svc, const char *login, const char 
 int auth_login_apop(struct auth_service *svc, const char *login, const char *timestamp,
                     const char *digest_hex, char **user_r);
 
+/* ---- the failed-login policy (policy/penalty.h) ------------------------------------ */
+
+/* One table per directory: when the auth process serves the directory (DESIGN §2), one
+ * for every worker, as the auth process owns the failed-login state. Plain data in and
+ * out (penalty.h's request and answer), fast (no hashing): loop thread. */
+struct penalty_query;
+struct penalty_answer;
+struct penalty_block;
+/* Before verifying credentials: blocked, or allowed after answer->delay_ms. */
+void auth_penalty_check(struct auth_service *svc, const struct penalty_query *q,
+                        struct penalty_answer *a_r);
+/* After verifying: count the attempt; PENALTY_BLOCKED on a success means refuse it. */
+void auth_penalty_report(struct auth_service *svc, const struct penalty_query *q,
+                         bool is_success, struct penalty_answer *a_r);
+/* `tern auth blocks`: list the active blocks / lift them (penalty_blocks_* rules). */
+size_t auth_penalty_blocks_list(struct auth_service *svc,
+                                void (*cb)(const struct penalty_block *b, void *arg), void *arg);
+size_t auth_penalty_blocks_clear(struct auth_service *svc, const char *ip, const char *account,
+                                 const char *by);
+
 /* ---- SASL exchanges (shared by SMTP AUTH, POP3 AUTH, IMAP AUTHENTICATE) --------------- */
 
 struct auth_sasl;

@@ -33,6 +33,9 @@ struct auth_service {
     pthread_mutex_t db_lock;
     sqlite3 *db;
 
+    pthread_mutex_t penalty_lock;   /* guards penalty */
+    struct penalty_table *penalty;  /* the failed-login policy (policy/penalty.h) */
+
     unsigned char fake_secret[32];       /* fake SCRAM salts for unknown users */
 };
 

@@ -14,6 +14,7 @@
  * timeout let `tern user add` (another process) write while the server reads.
  */
 #include "auth/auth_internal.h"
+#include "policy/penalty.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "core/util.h"
@@ -224,7 +225,11 @@ struct auth_service *auth_service_open(const struct config *cfg, char **error_r)
     svc->allow_plaintext = cfg->allow_plaintext;
     svc->quota_default = cfg->quota_default;
     pthread_mutex_init(&svc->db_lock, NULL);
-    if (!svc->data_dir || !svc->default_domain || !svc->password_schemes) {
+    pthread_mutex_init(&svc->penalty_lock, NULL);
+    struct penalty_limits limits;
+    penalty_limits_from_config(cfg, &limits);
+    svc->penalty = penalty_table_new(&limits);
+    if (!svc->data_dir || !svc->default_domain || !svc->password_schemes || !svc->penalty) {
         set_err(error_r, "out of memory%s", "");
         goto fail;
     }
@@ -270,6 +275,8 @@ void auth_service_close(struct auth_service *svc)
     if (svc->db)
         sqlite3_close(svc->db);
     pthread_mutex_destroy(&svc->db_lock);
+    pthread_mutex_destroy(&svc->penalty_lock);
+    penalty_table_free(svc->penalty);
     free(svc->data_dir);
     free(svc->default_domain);
     free(svc->password_schemes);

@@ -8,6 +8,7 @@
 #define OPENSSL_SUPPRESS_DEPRECATED /* MD5() one-shot for APOP */
 
 #include "auth/auth_internal.h"
+#include "policy/penalty.h"
 
 #include <openssl/crypto.h>
 #include <openssl/md5.h>
@@ -132,4 +133,40 @@ int auth_login_apop(struct auth_service *svc, const char *login, const char *tim
         rc = -1;
     auth_creds_free(&cs);
     return rc;
+}
+
+/* ---- the failed-login policy ------------------------------------------------------------ */
+
+void auth_penalty_check(struct auth_service *svc, const struct penalty_query *q,
+                        struct penalty_answer *a_r)
+{
+    pthread_mutex_lock(&svc->penalty_lock);
+    penalty_check(svc->penalty, q, a_r);
+    pthread_mutex_unlock(&svc->penalty_lock);
+}
+
+void auth_penalty_report(struct auth_service *svc, const struct penalty_query *q,
+                         bool is_success, struct penalty_answer *a_r)
+{
+    pthread_mutex_lock(&svc->penalty_lock);
+    penalty_report(svc->penalty, q, is_success, a_r);
+    pthread_mutex_unlock(&svc->penalty_lock);
+}
+
+size_t auth_penalty_blocks_list(struct auth_service *svc,
+                                void (*cb)(const struct penalty_block *b, void *arg), void *arg)
+{
+    pthread_mutex_lock(&svc->penalty_lock);
+    size_t n = penalty_blocks_list(svc->penalty, penalty_now_ms(), cb, arg);
+    pthread_mutex_unlock(&svc->penalty_lock);
+    return n;
+}
+
+size_t auth_penalty_blocks_clear(struct auth_service *svc, const char *ip, const char *account,
+                                 const char *by)
+{
+    pthread_mutex_lock(&svc->penalty_lock);
+    size_t n = penalty_blocks_clear(svc->penalty, ip, account, by, penalty_now_ms());
+    pthread_mutex_unlock(&svc->penalty_lock);
+    return n;
 }

@@ -14,7 +14,7 @@
 #include "cli/cli.h"
 #include "core/buf.h"
 #include "core/config.h"
-#include "policy/control.h"
+#include "auth/control.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,7 +91,7 @@ int cli_auth(const struct cli_options *o, int argc, char **argv)
     size_t answer_len = 0;
     FILE *out = open_memstream(&answer, &answer_len);
     char *error = NULL;
-    int rc = out ? policy_control_request(cfg->data_dir, buf_cstr(&req), out, &error) : -1;
+    int rc = out ? auth_control_request(cfg->data_dir, buf_cstr(&req), out, &error) : -1;
     if (out)
         fclose(out);
     buf_free(&req);

@@ -16,10 +16,9 @@
 #include "core/workpool.h"
 #include "imap/imap.h"
 #include "policy/ratelimit.h"
-#include "policy/control.h"
+#include "auth/control.h"
 #include "policy/dnscache.h"
 #include "policy/greylist.h"
-#include "policy/penalty.h"
 #include "pop3/pop3.h"
 #include "queue/outbound.h"
 #include "smtp/smtp.h"
@@ -32,20 +31,17 @@
 #include <string.h>
 
 /* The control socket `tern auth blocks` talks to (one server per process). */
-static struct policy_control *serve_control;
+static struct auth_control *serve_control;
 
 /* The failed-login policy's table and the control socket that lists and lifts its
  * blocks. (When the auth process exists, both move there.) */
 static int serve_init_policy(struct server_context *ctx, char **error_r)
 {
-    struct penalty_limits limits;
-    penalty_limits_from_config(ctx->cfg, &limits);
-    ctx->penalty = penalty_table_new(&limits);
     struct ratelimit_limits rates;
     ratelimit_limits_from_config(ctx->cfg, &rates);
     ctx->ratelimit = ratelimit_new(&rates);
     ctx->dnscache = dns_cache_new();
-    if (!ctx->penalty || !ctx->ratelimit || !ctx->dnscache) {
+    if (!ctx->ratelimit || !ctx->dnscache) {
         *error_r = strdup("out of memory");
         return -1;
     }
@@ -72,7 +68,7 @@ static int serve_init_policy(struct server_context *ctx, char **error_r)
     /* Without the socket the server still serves; only `tern auth blocks` cannot reach it
      * (e.g. a data_dir path longer than a Unix socket name allows). */
     char *err = NULL;
-    serve_control = policy_control_start(ctx->base, ctx->cfg->data_dir, ctx->penalty, &err);
+    serve_control = auth_control_start(ctx->base, ctx->cfg->data_dir, ctx->auth, &err);
     if (!serve_control)
         log_warning("master", "control socket: %s; `tern auth blocks` will not reach this server",
                     err ? err : "unknown error");
@@ -117,13 +113,11 @@ static void serve_fini(struct server_context *ctx)
                                                                    : UINT64_MAX))
         server_abandon_exit(ctx, "outbound deliveries");
     ctx->app = NULL;
+    auth_control_stop(serve_control); /* it answers from the directory's blocks */
+    serve_control = NULL;
     if (ctx->auth)
         auth_service_close(ctx->auth);
     ctx->auth = NULL;
-    policy_control_stop(serve_control);
-    serve_control = NULL;
-    penalty_table_free(ctx->penalty);
-    ctx->penalty = NULL;
     ratelimit_free(ctx->ratelimit);
     ctx->ratelimit = NULL;
     dns_cache_free(ctx->dnscache);

@@ -76,7 +76,6 @@ struct conn_protocol {
 struct server;
 
 struct auth_service;
-struct penalty_table;
 struct ratelimit;
 struct dns_cache;
 struct greylist;
@@ -88,7 +87,6 @@ struct server_context {
     const struct config *cfg;
     struct workpool *pool;     /* blocking work: fsync, hashing, SQLite writes */
     struct auth_service *auth; /* set by hooks.init after privileges are dropped */
-    struct penalty_table *penalty; /* failed-login policy (policy/penalty.h); may be NULL */
     struct ratelimit *ratelimit;   /* rate limits (policy/ratelimit.h); may be NULL */
     struct dns_cache *dnscache;    /* DNS list answers (policy/dnscache.h); may be NULL */
     struct greylist *greylist;     /* greylisting (policy/greylist.h); NULL when off */

@@ -451,13 +451,10 @@ static bool imap_penalty_admit(struct imap_session *s, const char *tag, const ch
                                unsigned *delay_ms_r)
 {
     *delay_ms_r = 0;
-    struct penalty_table *t = conn_server(s->c)->penalty;
-    if (!t)
-        return true;
     struct penalty_query q;
     struct penalty_answer a;
     imap_penalty_query(s, account, &q);
-    penalty_check(t, &q, &a);
+    auth_penalty_check(imap_auth(s), &q, &a);
     if (a.verdict == PENALTY_BLOCKED) {
         char user[128] = "";
         for (size_t i = 0; account && account[i] && i + 1 < sizeof user; i++) {
@@ -478,13 +475,10 @@ static bool imap_penalty_admit(struct imap_session *s, const char *tag, const ch
 static bool imap_penalty_is_refused(struct imap_session *s, const char *account,
                                     bool is_success)
 {
-    struct penalty_table *t = conn_server(s->c)->penalty;
-    if (!t)
-        return false;
     struct penalty_query q;
     struct penalty_answer a;
     imap_penalty_query(s, account, &q);
-    penalty_report(t, &q, is_success, &a);
+    auth_penalty_report(imap_auth(s), &q, is_success, &a);
     return is_success && a.verdict == PENALTY_BLOCKED;
 }
 

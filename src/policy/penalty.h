@@ -30,8 +30,12 @@
  * flood of distinct keys evicts the entry whose last failure is oldest, preferring
  * entries that hold no block.
  *
+ * The table belongs to the directory (auth.h auth_penalty_*, one per struct auth_service):
+ * sessions ask through those, so where the directory is served (the auth process) the
+ * failed-login state is one for every worker.
+ *
  * Ownership: penalty_table_new() returns a table the caller frees with
- * penalty_table_free(). Thread rules: not thread-safe; one owner thread (the event loop).
+ * penalty_table_free(). Thread rules: not thread-safe; the auth service serialises calls.
  */
 #ifndef TERN_POLICY_PENALTY_H
 #define TERN_POLICY_PENALTY_H

@@ -302,13 +302,13 @@ static void session_penalty_query(struct pop3_session *s, const char *account,
 static bool session_penalty_is_refused(struct pop3_session *s, const char *account,
                                        bool is_success)
 {
-    struct penalty_table *t = conn_server(s->conn)->penalty;
-    if (t == NULL)
+    struct auth_service *auth = session_auth(s);
+    if (auth == NULL)
         return false;
     struct penalty_query q;
     struct penalty_answer a;
     session_penalty_query(s, account, &q);
-    penalty_report(t, &q, is_success, &a);
+    auth_penalty_report(auth, &q, is_success, &a);
     return is_success && a.verdict == PENALTY_BLOCKED;
 }
 
@@ -523,11 +523,10 @@ static void login_submit(struct pop3_session *s, struct login_job *j, job_done_f
 {
     struct auth_service *auth = session_auth(s);
     struct penalty_answer verdict = {.verdict = PENALTY_ALLOW};
-    struct penalty_table *t = conn_server(s->conn)->penalty;
-    if (t != NULL) {
+    if (auth != NULL) {
         struct penalty_query q;
         session_penalty_query(s, j->kind == LOGIN_SASL ? NULL : j->login, &q);
-        penalty_check(t, &q, &verdict);
+        auth_penalty_check(auth, &q, &verdict);
     }
     if (auth == NULL || verdict.verdict == PENALTY_BLOCKED) {
         char login[POP3_LOGIN_MAX], method[32];

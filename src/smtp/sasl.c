@@ -59,12 +59,10 @@ static void session_penalty_query(const struct smtp_session *s, const char *acco
 /* After a SASL exchange ended: count it; true when a success must be refused. */
 static bool session_penalty_is_refused(const struct smtp_session *s, bool is_success)
 {
-    if (!s->ctx->penalty)
-        return false;
     struct penalty_query q;
     struct penalty_answer a;
     session_penalty_query(s, auth_sasl_attempted_login(s->sasl), &q);
-    penalty_report(s->ctx->penalty, &q, is_success, &a);
+    auth_penalty_report(s->ctx->auth, &q, is_success, &a);
     return is_success && a.verdict == PENALTY_BLOCKED;
 }
 
@@ -188,11 +186,9 @@ void smtp_cmd_auth(struct smtp_session *s, const struct smtp_command *cmd)
         return;
     }
     struct penalty_answer verdict = {.verdict = PENALTY_ALLOW};
-    if (s->ctx->penalty) {
-        struct penalty_query q;
-        session_penalty_query(s, NULL, &q);
-        penalty_check(s->ctx->penalty, &q, &verdict);
-    }
+    struct penalty_query q;
+    session_penalty_query(s, NULL, &q);
+    auth_penalty_check(s->ctx->auth, &q, &verdict);
     if (verdict.verdict == PENALTY_BLOCKED) {
         log_warning("smtpd", "%s: too many failed authentication attempts, AUTH refused", s->peer);
         smtp_reply(s, SMTP_BLOCKED_REPLY);

@@ -11,30 +11,34 @@
  * The socket is created mode 0600 (owned by run_user): only root and run_user may ask.
  * Requests are capped at CONTROL_MAX_LINE octets.
  *
- * Ownership: policy_control_start() returns a handle freed by policy_control_stop(),
+ * The blocks belong to the directory's failed-login table (auth.h auth_penalty_*): when
+ * the auth process serves the directory, that is where this socket belongs too.
+ *
+ * Ownership: auth_control_start() returns a handle freed by auth_control_stop(),
  * which also removes the socket file. Thread rules: the server side runs on the event
- * loop; policy_control_request() is a blocking client for the CLI.
+ * loop; auth_control_request() is a blocking client for the CLI.
  */
-#ifndef TERN_POLICY_CONTROL_H
-#define TERN_POLICY_CONTROL_H
+#ifndef TERN_AUTH_CONTROL_H
+#define TERN_AUTH_CONTROL_H
 
 #include <stdio.h>
 
+struct auth_service;
 struct event_base;
-struct penalty_table;
-struct policy_control;
+struct auth_control;
 
 #define CONTROL_MAX_LINE 1024
 #define CONTROL_SOCKET   "control.sock"
 
-/* Listen on <data_dir>/control.sock (replacing a stale one). NULL with *error_r. */
-struct policy_control *policy_control_start(struct event_base *base, const char *data_dir,
-                                            struct penalty_table *penalty, char **error_r);
-void policy_control_stop(struct policy_control *pc);
+/* Listen on <data_dir>/control.sock (replacing a stale one), answering from svc's
+ * failed-login blocks (auth_penalty_*). NULL with *error_r. */
+struct auth_control *auth_control_start(struct event_base *base, const char *data_dir,
+                                        struct auth_service *svc, char **error_r);
+void auth_control_stop(struct auth_control *pc);
 
 /* CLI side: send request to the server of data_dir, copy the answer to out. 0, or -1
  * with *error_r (e.g. the server is not running). Waits at most 10 s. */
-int policy_control_request(const char *data_dir, const char *request, FILE *out,
+int auth_control_request(const char *data_dir, const char *request, FILE *out,
                            char **error_r);
 
 #endif

@@ -5,7 +5,9 @@
  * reads one line (at most CONTROL_MAX_LINE), writes the answer and closes once it is
  * flushed. A client that says nothing is dropped after CONTROL_TIMEOUT seconds.
  */
-#include "policy/control.h"
+#include "auth/control.h"
+
+#include "auth/auth.h"
 
 #include "core/buf.h"
 #include "core/log.h"
@@ -25,9 +27,9 @@
 
 #define CONTROL_TIMEOUT 10
 
-struct policy_control {
+struct auth_control {
     struct evconnlistener *listener;
-    struct penalty_table *penalty;
+    struct auth_service *svc;
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 };
 
@@ -59,21 +61,20 @@ static void list_one(const struct penalty_block *b, void *arg)
 }
 
 /* Answer one request line into out. */
-static void control_answer(struct policy_control *pc, char *line, struct evbuffer *out)
+static void control_answer(struct auth_control *pc, char *line, struct evbuffer *out)
 {
     char *save = NULL;
     const char *verb = strtok_r(line, " ", &save);
     const char *a1 = verb ? strtok_r(NULL, " ", &save) : NULL;
     const char *a2 = a1 ? strtok_r(NULL, " ", &save) : NULL;
-    uint64_t now = penalty_now_ms();
     if (verb && strcmp(verb, "blocks-list") == 0 && !a1) {
-        size_t n = penalty_blocks_list(pc->penalty, now, list_one, out);
+        size_t n = auth_penalty_blocks_list(pc->svc, list_one, out);
         evbuffer_add_printf(out, "end %zu\n", n);
     } else if (verb && strcmp(verb, "blocks-clear") == 0 && a1 &&
                !strtok_r(NULL, " ", &save)) {
         const char *ip = strcmp(a1, "*") == 0 ? NULL : a1;
         const char *account = !a2 ? NULL : strcmp(a2, "-") == 0 ? "" : a2;
-        size_t n = penalty_blocks_clear(pc->penalty, ip, account, "tern auth blocks", now);
+        size_t n = auth_penalty_blocks_clear(pc->svc, ip, account, "tern auth blocks");
         evbuffer_add_printf(out, "cleared %zu\n", n);
     } else {
         evbuffer_add_printf(out, "error unknown request\n");
@@ -95,7 +96,7 @@ static void control_on_written(struct bufferevent *bev, void *arg)
 
 static void control_on_read(struct bufferevent *bev, void *arg)
 {
-    struct policy_control *pc = arg;
+    struct auth_control *pc = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
     size_t len = 0;
     char *line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF);
@@ -130,15 +131,15 @@ static void control_on_accept(struct evconnlistener *l, evutil_socket_t fd,
     bufferevent_enable(bev, EV_READ | EV_WRITE);
 }
 
-struct policy_control *policy_control_start(struct event_base *base, const char *data_dir,
-                                            struct penalty_table *penalty, char **error_r)
+struct auth_control *auth_control_start(struct event_base *base, const char *data_dir,
+                                        struct auth_service *svc, char **error_r)
 {
-    struct policy_control *pc = calloc(1, sizeof *pc);
+    struct auth_control *pc = calloc(1, sizeof *pc);
     if (!pc) {
         *error_r = strdup("out of memory");
         return NULL;
     }
-    pc->penalty = penalty;
+    pc->svc = svc;
     if (!control_path(data_dir, pc->path, sizeof pc->path)) {
         *error_r = strdup("control socket path too long (data_dir)");
         free(pc);
@@ -170,7 +171,7 @@ struct policy_control *policy_control_start(struct event_base *base, const char 
     return pc;
 }
 
-void policy_control_stop(struct policy_control *pc)
+void auth_control_stop(struct auth_control *pc)
 {
     if (!pc)
         return;
@@ -181,7 +182,7 @@ void policy_control_stop(struct policy_control *pc)
 
 /* ---- client ----------------------------------------------------------------------------- */
 
-int policy_control_request(const char *data_dir, const char *request, FILE *out,
+int auth_control_request(const char *data_dir, const char *request, FILE *out,
                            char **error_r)
 {
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
