@@ -7,10 +7,11 @@
 #   deps         scripts/install-deps.sh (skip with TERN_SKIP_DEPS=1)
 #   build        gcc build in build/                     (failure = 1 failed)
 #   unit         meson test -C build                     (cmocka units)
-#   integration  pytest tests/integration with build/tern
+#   integration  pytest tests/integration tests/stress with build/tern (tests/stress: the
+#                stress tester's model units; tests/integration/test_stress.py runs it)
 #   asan-build   gcc ASan+UBSan build in build-asan/      (failure = 1 failed)
 #   asan-unit    meson test -C build-asan
-#   asan-integ   pytest tests/integration with build-asan/tern
+#   asan-integ   pytest tests/integration tests/stress with build-asan/tern
 #   fuzz-build   clang libFuzzer build in build-fuzz/ (ASan+UBSan, coverage in every library)
 #   fuzz         tests/fuzz/run.sh: every target for TERN_FUZZ_SECONDS (default 20) each
 # Knobs: TERN_STAGES="build unit ..." to run a subset; TERN_FUZZ_SECONDS; TERN_PYTEST_ARGS.
@@ -119,14 +120,14 @@ unit_stage() {
 # integ_stage NAME TERN_BIN
 integ_stage() {
     local t0=$SECONDS xml="$LOGS/$1.xml" timeout_args=()
-    banner "$1 (pytest tests/integration, TERN_BIN=$2)"
+    banner "$1 (pytest tests/integration tests/stress, TERN_BIN=$2)"
     rm -f "$xml"
     if "$PYTHON" -c 'import pytest_timeout' 2>/dev/null; then
         timeout_args=(--timeout="$PER_TEST_LIMIT")  # plugin auto-loads when installed
     fi
     # shellcheck disable=SC2086
-    TERN_BIN="$2" timeout -k 10 "$PYTEST_STAGE_LIMIT" "$PYTHON" -m pytest tests/integration \
-        -q -rfEs --durations=10 -p no:cacheprovider "${timeout_args[@]}" --junitxml="$xml" \
+    TERN_BIN="$2" timeout -k 10 "$PYTEST_STAGE_LIMIT" "$PYTHON" -m pytest \
+        tests/integration tests/stress -q -rfEs --durations=10 -p no:cacheprovider "${timeout_args[@]}" --junitxml="$xml" \
         ${TERN_PYTEST_ARGS:-} </dev/null 2>&1 | tee "$LOGS/$1.log"
     local rc=${PIPESTATUS[0]}
     local note=""

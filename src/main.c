@@ -20,11 +20,17 @@ static const struct command commands[] = {
     {"domain", cli_domain, "domain add|del|list [DOMAIN]    manage local domains"},
     {"user", cli_user, "user add|del|passwd|list|show   manage users"},
     {"alias", cli_alias, "alias add|del|list              manage aliases"},
-    {"auth", cli_auth, "auth blocks [clear ADDR [ACCOUNT]|clear --all]  failed-login blocks"},
+    {"auth", cli_auth, "auth blocks [clear ADDR [ACCOUNT]|clear --all]  failed-login blocks\n"
+                       "  auth check --ip IP --helo NAME --mail-from ADDR < MESSAGE  show SPF/DKIM/DMARC"},
     {"hash-password", cli_hash_password, "hash-password [-s SCHEME]       like doveadm pw"},
+    {"import", cli_import, "import [--postfix DIR] [--dovecot DIR] [--write]  carry over Postfix+Dovecot"},
     {"queue", cli_queue, "queue list|show|delete|hold|release|flush  manage the outbound queue"},
     {"sendmail", cli_sendmail, "sendmail [-t] [-i] [-f FROM] [RCPT...]  submit a message from stdin"},
+    {"dkim", cli_dkim, "dkim keygen|list|retire         manage DKIM signing keys"},
+    {"dns", cli_dns, "dns records|check DOMAIN          DNS records to publish / compare with DNS"},
+    {"tlsrpt", cli_tlsrpt, "tlsrpt send [YYYY-MM-DD]         send the day's TLS-RPT reports now"},
     {"mailq", cli_mailq, "mailq                           list the queue (like queue list)"},
+    {"status", cli_status, "status                          the running server's processes and counters"},
 };
 
 static void usage(FILE *out)

@@ -16,6 +16,12 @@ machine, same run, same client code (bench/README.md rules). Run by hand, as roo
   fetch   SELECT INBOX + "UID FETCH 1:* (UID FLAGS RFC822.SIZE)" on a mailbox of N
           messages written directly as Maildir files (the same copy for both servers):
           the first (cold: index build) and then --runs warm timings, median reported.
+  sort    SORT (DATE, SUBJECT, FROM, REVERSE ARRIVAL, DISPLAYFROM) and THREAD (REFERENCES,
+          ORDEREDSUBJECT, REFS) of a whole mailbox of N list-like messages (topics with
+          replies, References, dates in several zones): the first after SELECT (cold: keys
+          not cached) and the warm median of --runs.
+  compress  FETCH 1:* (BODY.PEEK[]) of N list-like messages, plain and after COMPRESS
+          DEFLATE (RFC 4978; Dovecot with imap_zlib): bytes on the wire and seconds.
   mixed   issue 4: N concurrent clients, each its own user with its own copy of the same
           Maildir, each doing a fixed number of loops of SELECT INBOX, FETCH
           BODY.PEEK[HEADER] of 10 random messages, FETCH BODY.PEEK[] of one, STORE +FLAGS
@@ -26,6 +32,8 @@ machine, same run, same client code (bench/README.md rules). Run by hand, as roo
   imap_bench.py idle  [--conns 10000] [--timeout 600]
   imap_bench.py fetch [--messages 100000] [--size 2000] [--runs 3] [--perf]
   imap_bench.py mixed [--clients 20] [--loops 50] [--messages 500] [--procs]
+  imap_bench.py sort  [--messages 100000] [--runs 3]
+  imap_bench.py compress [--messages 100000] [--runs 3]
 
 Results are appended to bench/results/imap-<subcommand>.jsonl. Numbers are measurements,
 never test assertions.
@@ -128,13 +136,27 @@ def tern_start(overrides, users):
     return srv
 
 
-def dovecot_start(root, port, uid, gid, users):
-    """A private Dovecot (imap only) on a loopback port; users in a passwd-file."""
+def dovecot_start(root, port, uid, gid, users, pop3_port=None, zlib=False, auth=None):
+    """A private Dovecot (imap, and pop3 when pop3_port is given) on loopback ports;
+    users in a passwd-file (bench/stress/reference.py uses the pop3 listener too), or the
+    passdb/userdb blocks given as auth (bench/directory: sql on a database)."""
     (root / "run").mkdir(parents=True, exist_ok=True)
     (root / "state").mkdir(exist_ok=True)
     (root / "passwd").write_text("".join(f"{u}:{{PLAIN}}{PASSWORD}::::::\n" for u in users))
+    pop3 = "" if pop3_port is None else benchlib.dovecot_login_service("pop3", pop3_port)
+    if auth is None:
+        auth = f"""
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {root}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={root}/home/%u
+}}
+"""
     (root / "dovecot.conf").write_text(f"""
-protocols = imap
+protocols = imap{' pop3' if pop3_port else ''}
 listen = 127.0.0.1
 base_dir = {root}/run
 state_dir = {root}/state
@@ -149,27 +171,12 @@ default_internal_user = dovecot
 default_login_user = dovenull
 default_process_limit = 20000
 default_client_limit = 40000
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {root}/passwd
-}}
-userdb {{
-  driver = static
-  args = uid={uid} gid={gid} home={root}/home/%u
-}}
+{auth}
 protocol imap {{
   mail_max_userip_connections = 100000
+{"  mail_plugins = $mail_plugins imap_zlib" if zlib else ""}
 }}
-service imap-login {{
-  inet_listener imap {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
-""")
+{benchlib.dovecot_login_service("imap", port)}{pop3}""")
     proc = subprocess.Popen([DOVECOT, "-F", "-c", str(root / "dovecot.conf")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -539,6 +546,246 @@ def cmd_fetch(a):
         shutil.rmtree(work, ignore_errors=True)
 
 
+# ---- sort / thread ---------------------------------------------------------------------------
+
+SORT_CMDS = ["SORT (DATE) UTF-8 ALL", "SORT (SUBJECT) UTF-8 ALL", "SORT (FROM) UTF-8 ALL",
+             "SORT (REVERSE ARRIVAL) UTF-8 ALL", "SORT (DISPLAYFROM) UTF-8 ALL",
+             "THREAD REFERENCES UTF-8 ALL", "THREAD ORDEREDSUBJECT UTF-8 ALL",
+             "THREAD REFS UTF-8 ALL"]
+
+
+def make_sort_maildir(md, n, seed=1):
+    """n messages of list-like mail: topics with replies (Re:, [list] tags, References),
+    500 senders with display names, dates over a year in several zones."""
+    import random
+    rnd = random.Random(seed)
+    for sub in ("cur", "new", "tmp"):
+        (md / sub).mkdir(parents=True)
+    now = int(time.time()) - n
+    pid = os.getpid()
+    topics = max(1, n // 8)
+    last_in_topic = {}
+    zones = ["+0000", "-0500", "+0100", "+0530", "-0800"]
+    months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+    for i in range(n):
+        t = rnd.randrange(topics)
+        refs = last_in_topic.get(t, [])
+        subj = f"topic number {t} about things"
+        if refs:
+            subj = rnd.choice(["Re: ", "RE: ", "Re: [list] ", "Fwd: "]) + subj
+        elif rnd.random() < 0.3:
+            subj = "[list] " + subj
+        who = rnd.randrange(500)
+        hdr = [f"From: Sender {who:03d} <user{who}@example{who % 7}.org>",
+               f"To: <bench@{DOMAIN}>", f"Subject: {subj}",
+               f"Date: {rnd.randrange(1, 29)} {rnd.choice(months)} 2025 "
+               f"{rnd.randrange(24):02d}:{rnd.randrange(60):02d}:{rnd.randrange(60):02d} "
+               f"{rnd.choice(zones)}",
+               f"Message-ID: <m{i}@example.org>"]
+        if refs:
+            hdr.append("In-Reply-To: " + refs[-1])
+            hdr.append("References: " + " ".join(refs[-10:]))
+        last_in_topic[t] = refs + [f"<m{i}@example.org>"]
+        text = "\n".join(hdr) + "\n\n" + ("body line\n" * rnd.randrange(2, 40))
+        p = md / "cur" / f"{now + i}.M{i:08d}P{pid}.bench:2,S"
+        with open(p, "w") as f:
+            f.write(text)
+        os.utime(p, (now + i, now + i))
+
+
+async def commands_once(port, user, cmds, timeout):
+    """LOGIN, SELECT INBOX, then each command timed; {cmd: seconds}, lines per command."""
+    c = await Imap.open(port, timeout)
+    await c.cmd(f'LOGIN {user} "{PASSWORD}"', timeout)
+    await c.cmd("SELECT INBOX", timeout)
+    out, lines = {}, {}
+    for cmd in cmds:
+        t0 = time.monotonic()
+        # cmd_bulk finds the tagged line after an untagged one; NOOP may have none
+        lines[cmd] = await (c.cmd(cmd, timeout) if cmd == "NOOP" else c.cmd_bulk(cmd, timeout))
+        out[cmd] = time.monotonic() - t0
+    await c.cmd("LOGOUT", timeout)
+    c.close()
+    return out, lines
+
+
+def command_cpu(port, pid, user, cmd, timeout):
+    """(wall seconds of cmd, server CPU seconds of a session doing only cmd, less the CPU
+    of a session doing NOOP): CPU is what a loaded machine does not distort."""
+    def session_cpu(cmds):
+        c0 = cpu_seconds(pid)
+        r, _ = asyncio.run(commands_once(port, user, cmds, timeout))
+        time.sleep(0.3)  # let Dovecot's master reap the imap process (cutime)
+        return r, cpu_seconds(pid) - c0
+    _, base = session_cpu(["NOOP"])
+    r, used = session_cpu([cmd])
+    return r[cmd], max(0.0, used - base)
+
+
+def two_servers(a, template, user, dovecot_zlib=False):
+    """tern and a private Dovecot, each with its own copy of the template Maildir."""
+    srv = tern_start({}, [user])
+    run_user = srv.run_user or "root"
+    uid, gid = pwd.getpwnam(run_user).pw_uid, pwd.getpwnam(run_user).pw_gid
+    tmd = srv.maildir(user)
+    if tmd.exists():
+        shutil.rmtree(tmd)
+    tmd.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(template, tmd)
+    chown_tree(srv.data_dir / "mail", uid, gid)
+    work = template.parent.parent
+    dhome = work / "dv" / "home" / user
+    dhome.mkdir(parents=True)
+    shutil.copytree(template, dhome / "Maildir")
+    chown_tree(work / "dv" / "home", uid, gid)
+    dv_port = free_port()
+    dv = dovecot_start(work / "dv", dv_port, uid, gid, [user], zlib=dovecot_zlib)
+    subprocess.run(["sync"], check=False)
+    return srv, dv, dv_port
+
+
+def cmd_sort(a):
+    user = f"bench@{DOMAIN}"
+    work = Path(tempfile.mkdtemp(prefix="imap-sort-", dir="/var/tmp"))
+    os.chmod(work, 0o755)
+    srv = dv = None
+    try:
+        print(f"writing {a.messages} messages ...", flush=True)
+        template = work / "template" / "Maildir"
+        make_sort_maildir(template, a.messages)
+        srv, dv, dv_port = two_servers(a, template, user)
+        servers = {"tern": srv.ports["imap"], "dovecot": dv_port}
+        # SELECT once first so the index build is not what the first SORT measures
+        for port in servers.values():
+            asyncio.run(commands_once(port, user, ["NOOP"], a.timeout))
+        res = {n: {"cold": None, "warm": []} for n in servers}
+        for name, port in servers.items():
+            res[name]["cold"], lines = asyncio.run(commands_once(port, user, SORT_CMDS,
+                                                                 a.timeout))
+            print(f"cold {name:8s} " + ", ".join(f"{k.split(' UTF-8')[0]} {v:.3f}s"
+                                                   for k, v in res[name]["cold"].items()),
+                  flush=True)
+        pids = {"tern": srv.pid, "dovecot": dv.pid}
+        cpu = {n: {c: [] for c in SORT_CMDS} for n in servers}
+        for run in range(a.runs):
+            for name, port in servers.items():
+                r = {}
+                for cmd in SORT_CMDS:
+                    r[cmd], used = command_cpu(port, pids[name], user, cmd, a.timeout)
+                    cpu[name][cmd].append(used)
+                res[name]["warm"].append(r)
+        load = os.getloadavg()[0]
+        print(f"\n{a.messages} messages, warm median of {a.runs} (cold = first after SELECT); "
+              f"load average {load:.1f} on {os.cpu_count()} cores:")
+        summary = {}
+        for cmd in SORT_CMDS:
+            t = statistics.median(r[cmd] for r in res["tern"]["warm"])
+            d = statistics.median(r[cmd] for r in res["dovecot"]["warm"])
+            tcpu = statistics.median(cpu["tern"][cmd])
+            dcpu = statistics.median(cpu["dovecot"][cmd])
+            tc, dc = res["tern"]["cold"][cmd], res["dovecot"]["cold"][cmd]
+            summary[cmd] = {"tern_warm_s": round(t, 4), "dovecot_warm_s": round(d, 4),
+                            "tern_cpu_s": round(tcpu, 3), "dovecot_cpu_s": round(dcpu, 3),
+                            "tern_cold_s": round(tc, 4), "dovecot_cold_s": round(dc, 4)}
+            print(f"  {cmd:36s} wall tern {t:.3f}s dovecot {d:.3f}s; server CPU tern "
+                  f"{tcpu:.3f}s dovecot {dcpu:.3f}s; cold wall tern {tc:.3f}s dovecot {dc:.3f}s",
+                  flush=True)
+        benchlib.report("imap-sort", {"messages": a.messages, "runs": a.runs,
+                                      "loadavg": load, "results": summary})
+    finally:
+        if dv is not None:
+            dovecot_stop(dv)
+        if srv is not None:
+            srv.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# ---- compress ---------------------------------------------------------------------------------
+
+def fetch_wire(port, user, compress, timeout):
+    """LOGIN, [COMPRESS DEFLATE], SELECT, FETCH 1:* (BODY.PEEK[]): bytes on the wire of the
+    FETCH reply, its inflated size and seconds (blocking socket, zlib in the client)."""
+    import zlib
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    state = {"z": None, "buf": b"", "wire": 0}
+
+    def send(line):
+        data = line.encode() + b"\r\n"
+        if state["z"]:
+            data = state["z"][0].compress(data) + state["z"][0].flush(zlib.Z_SYNC_FLUSH)
+        s.sendall(data)
+
+    def until(tag):
+        """Read until the tagged line; returns plain bytes read."""
+        needle = b"\r\n" + tag + b" "
+        out = bytearray(state["buf"])
+        state["buf"] = b""
+        scanned = 0
+        while True:
+            # look only at what arrived since the last look (a 100 MB reply)
+            i = out.find(needle, max(0, scanned - len(needle)))
+            if i < 0 and out.startswith(tag + b" "):  # the tagged line came first
+                i = -2
+            scanned = len(out)
+            if i != -1 and out.endswith(b"\r\n") and out.find(b"\r\n", i + 2) == len(out) - 2:
+                return bytes(out)
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                raise ConnectionError("closed")
+            state["wire"] += len(chunk)
+            out += state["z"][1].decompress(chunk) if state["z"] else chunk
+
+    s.recv(1000)  # greeting
+    send(f'a1 LOGIN {user} "{PASSWORD}"')
+    until(b"a1")
+    if compress:
+        send("a2 COMPRESS DEFLATE")
+        got = until(b"a2")
+        assert b"a2 OK" in got, got
+        state["z"] = (zlib.compressobj(6, zlib.DEFLATED, -15), zlib.decompressobj(-15))
+    send("a3 SELECT INBOX")
+    until(b"a3")
+    wire0 = state["wire"]
+    t0 = time.monotonic()
+    send("a4 FETCH 1:* (BODY.PEEK[])")
+    plain = until(b"a4")
+    dt = time.monotonic() - t0
+    s.close()
+    return {"wire_bytes": state["wire"] - wire0, "plain_bytes": len(plain), "seconds": dt}
+
+
+def cmd_compress(a):
+    user = f"bench@{DOMAIN}"
+    work = Path(tempfile.mkdtemp(prefix="imap-compress-", dir="/var/tmp"))
+    os.chmod(work, 0o755)
+    srv = dv = None
+    try:
+        print(f"writing {a.messages} messages ...", flush=True)
+        template = work / "template" / "Maildir"
+        make_sort_maildir(template, a.messages)
+        srv, dv, dv_port = two_servers(a, template, user, dovecot_zlib=True)
+        servers = {"tern": srv.ports["imap"], "dovecot": dv_port}
+        for port in servers.values():  # index build, not measured
+            asyncio.run(commands_once(port, user, ["NOOP"], a.timeout))
+        res = {}
+        for name, port in servers.items():
+            for compress in (False, True):
+                runs = [fetch_wire(port, user, compress, a.timeout) for _ in range(a.runs)]
+                r = {"wire_bytes": runs[0]["wire_bytes"], "plain_bytes": runs[0]["plain_bytes"],
+                     "seconds": round(statistics.median(x["seconds"] for x in runs), 3)}
+                res[f"{name}{'+deflate' if compress else ''}"] = r
+                print(f"{name:8s} {'COMPRESS' if compress else 'plain   '} wire "
+                      f"{r['wire_bytes']:>12,} B (reply {r['plain_bytes']:,} B) "
+                      f"{r['seconds']:.3f}s", flush=True)
+        benchlib.report("imap-compress", {"messages": a.messages, "runs": a.runs, "results": res})
+    finally:
+        if dv is not None:
+            dovecot_stop(dv)
+        if srv is not None:
+            srv.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 # ---- mixed ----------------------------------------------------------------------------------
 
 MIXED_CMDS = 7  # IMAP commands per loop (see mixed_client)
@@ -746,6 +993,14 @@ def main():
     f.add_argument("--perf", action="store_true",
                    help="profile tern's cold SELECT+FETCH with perf (cpu-clock)")
     f.add_argument("--timeout", type=float, default=600)
+    so = sub.add_parser("sort")
+    so.add_argument("--messages", type=int, default=100000)
+    so.add_argument("--runs", type=int, default=3)
+    so.add_argument("--timeout", type=float, default=900)
+    z = sub.add_parser("compress")
+    z.add_argument("--messages", type=int, default=100000)
+    z.add_argument("--runs", type=int, default=3)
+    z.add_argument("--timeout", type=float, default=900)
     x = sub.add_parser("mixed")
     x.add_argument("--clients", type=int, default=20, help="concurrent clients, one user each")
     x.add_argument("--loops", type=int, default=50, help="loops per client (7 commands each)")
@@ -764,7 +1019,8 @@ def main():
     if not Path("/usr/lib/dovecot/imap").exists() and a.what != "idle":
         sys.exit("imap_bench: dovecot-imapd is missing (apt-get install dovecot-imapd)")
     raise_nofile()
-    {"mem": cmd_mem, "idle": cmd_idle, "fetch": cmd_fetch, "mixed": cmd_mixed}[a.what](a)
+    {"mem": cmd_mem, "idle": cmd_idle, "fetch": cmd_fetch, "mixed": cmd_mixed,
+     "sort": cmd_sort, "compress": cmd_compress}[a.what](a)
 
 
 if __name__ == "__main__":

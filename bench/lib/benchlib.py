@@ -15,6 +15,7 @@ Import from a benchmark script:
   rss_kb(pid) -> int                      resident memory of a process, from /proc
   report(name, dict)                      print one JSON line and append it to
                                           bench/results/<name>.jsonl
+  dovecot_login_service(proto, port)      config text of a private Dovecot's listener
 
 Everything here is stdlib only. Numbers are measurements, never test assertions.
 """
@@ -36,6 +37,13 @@ def start_tern(overrides=None):
     """A provisioned, running tern on free loopback ports (see tests/integration/conftest.py)."""
     import conftest  # the integration fixtures' server class; needs python3-pytest
     return conftest._make_server(overrides, name="tern-bench")
+
+
+def dovecot_login_service(proto, port):
+    """Dovecot config text: the `proto`-login service listening on 127.0.0.1:port, its
+    implicit-TLS listener off (the private Dovecots of bench/imap, bench/pop3, bench/stress)."""
+    return (f"service {proto}-login {{\n  inet_listener {proto} {{\n    address = 127.0.0.1\n"
+            f"    port = {port}\n  }}\n  inet_listener {proto}s {{\n    port = 0\n  }}\n}}\n")
 
 
 def make_message(size, i=0, sender="bench@example.org", rcpt="alice@example.test"):

@@ -183,16 +183,7 @@ userdb {{
   driver = static
   args = uid={uid} gid={gid} home={root}/home/%u
 }}
-service pop3-login {{
-  inet_listener pop3 {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-  inet_listener pop3s {{
-    port = 0
-  }}
-}}
-""")
+{benchlib.dovecot_login_service("pop3", port)}""")
     proc = subprocess.Popen([DOVECOT, "-F", "-c", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:

@@ -31,6 +31,8 @@
 #     side under `strace -f -c` (attached to the server and all its processes) and prints the
 #     counts of fsync/fdatasync/rename/link/unlink/write, i.e. what each side makes durable.
 #     (strace slows the servers: never combine those N messages with the timed numbers.)
+#   - with MAILAUTH=1, instead of the comparison: what DKIM verification + SPF + DMARC and
+#     DKIM signing cost per message on this path (bench/smtp/mailauth.sh);
 #   - with PERF=N, after that, sends N more messages to tern under `perf record -e cpu-clock`
 #     and prints the top symbols and the split by thread.
 #
@@ -188,6 +190,14 @@ ${TERN_EXTRA:-}"
 echo benchpw | tern_cli user add bench@example.test --password-stdin >/dev/null
 tern_start
 TMAIL="$WORK/tern/data/mail/example.test/bench/Maildir"
+
+# ---- MAILAUTH=1: the cost of mail authentication instead (bench/smtp/mailauth.sh) ----------
+if [ -n "${MAILAUTH:-}" ]; then
+    # shellcheck source=mailauth.sh
+    . "$(dirname "$0")/mailauth.sh"
+    mailauth_bench
+    exit 0
+fi
 
 # ---- reference: Dovecot LMTP -------------------------------------------------------------
 LPORT=$(free_port)

@@ -1,10 +1,14 @@
 /*
- * auth.h - the directory (domains, users, aliases in SQLite), password schemes, SASL.
+ * auth.h - the directory (domains, users, aliases), password schemes, SASL.
  *
- * One struct auth_service per process, opened on <data_dir>/tern.db (created with its
- * schema on first open, WAL mode). It answers three kinds of question:
+ * One struct auth_service per process. The directory lives where directory.driver says
+ * (auth/dir_backend.h): <data_dir>/tern.db (SQLite, the default, created with its schema
+ * on first open), or a MariaDB/MySQL or PostgreSQL database — postfixadmin's tables read
+ * as they are, or an administrator's own Dovecot-style queries. Whatever the backend,
+ * the service answers the same questions with plain data in and plain data out:
  *   - routing: is this domain ours, who receives mail for this address (aliases one-to-many,
- *     catch-all "@domain", "user+tag@domain" -> user), may this login use this MAIL FROM;
+ *     catch-all "@domain", "user+tag@domain" -> user, alias domains), may this login use
+ *     this MAIL FROM;
  *   - credentials: verify a password (Dovecot-style "{SCHEME}..." strings), APOP, SASL
  *     exchanges (PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-256), which mechanisms the store can serve;
  *   - administration for the CLI: add/del/list domains, users, aliases, set passwords.
@@ -12,10 +16,20 @@
  * Login names: "user@domain"; a bare "user" is mapped to auth.default_domain, or, when that
  * is empty and the directory has exactly one domain, to that domain.
  *
+ * Answers: lookups return 1 / 0 / -1, and -1 ALWAYS means "the directory could not answer
+ * now" (database down, timed out, broken query): callers turn it into a temporary failure
+ * (SMTP 451 4.3.0 / 454 4.7.0, IMAP NO [UNAVAILABLE], POP3 -ERR [SYS/TEMP]), never into
+ * "no such user" or "wrong password".
+ *
  * Ownership: strings returned through *_r are malloc'd; the caller frees them (or calls the
- * matching *_free). Thread rules: every function is thread-safe (one SQLite connection
- * guarded by a mutex). Functions marked BLOCKING may run a slow hash: call them from the
- * workpool, never on the event loop. Lookups without the mark are fast (indexed SQLite reads).
+ * matching *_free). Thread rules: every function is thread-safe. Two marks say what may
+ * block, so that no event loop ever waits:
+ *   BLOCKING  may run a slow password hash;
+ *   NETWORK   may wait on the directory's database (up to directory.connect_timeout +
+ *             directory.query_timeout) when auth_directory_may_block() is true: every
+ *             lookup, routing and administration function below, unless it says
+ *             "never blocks".
+ * Call BLOCKING and NETWORK functions from the workpool (or the CLI), never on the loop.
  */
 #ifndef TERN_AUTH_AUTH_H
 #define TERN_AUTH_AUTH_H
@@ -27,14 +41,54 @@
 struct config;
 struct auth_service;
 
-/* Open (creating if needed) <cfg->data_dir>/tern.db. NULL with *error_r on failure. */
+/* Open the directory cfg->directory_driver names (creating <data_dir>/tern.db if needed;
+ * an SQL directory is connected on first use, and a database that is down at start is
+ * an outage like any other). NULL with *error_r on failure: a bad directory.* setting
+ * comes back as "file:line: key: reason". */
 struct auth_service *auth_service_open(const struct config *cfg, char **error_r);
 void auth_service_close(struct auth_service *svc);
 
+/* Check the directory.* keys of cfg without opening anything (tern config check, and
+ * `tern serve` before it binds): 0, or -1 with "file:line: key: reason" in *error_r.
+ * Never blocks. */
+int auth_config_check(const struct config *cfg, char **error_r);
+
+/* Never blocks. Can directory lookups wait on a network (an SQL directory)? */
+bool auth_directory_may_block(const struct auth_service *svc);
+/* Never blocks. "tern.db" or "mysql://user@host:port/db", for messages. */
+const char *auth_directory_name(const struct auth_service *svc);
+/* Never blocks. NULL when the CLI may change the directory, else why it may not. */
+const char *auth_directory_read_only_reason(const struct auth_service *svc);
+
+/* ---- the auth process (DESIGN §2: it alone reads the password hashes) ------------------ */
+
+/* A directory served by the auth process over the channel sock (a SOCK_SEQPACKET end,
+ * owned from now on): every call below that needs the directory becomes a request to it
+ * (remote.c). Same contracts; a dead or silent auth process is a temporary error (-1,
+ * AUTH_SASL_TEMPFAIL), never a wrong password or an unknown user. */
+struct auth_service *auth_service_open_remote(const struct config *cfg, int sock, char **error_r);
+/* The master started a new auth process: use its channel (loop thread; owned). */
+void auth_service_set_channel(struct auth_service *svc, int sock);
+
+/* The auth process's side (server.c): answer the clients' requests from svc (a local
+ * directory) on pool threads, SASL exchanges kept between steps. Loop thread. */
+struct auth_server;
+struct event_base;
+struct workpool;
+struct auth_server *auth_server_new(struct auth_service *svc, struct event_base *base,
+                                    struct workpool *pool);
+/* Serve one more client channel (owned from now on). 0 or -1. */
+int auth_server_add_client(struct auth_server *srv, int sock);
+void auth_server_free(struct auth_server *srv);
+
 /* ---- routing ---------------------------------------------------------------------- */
 
-/* 1 if domain (any case) is one of ours, 0 if not, -1 on a directory error. */
+/* NETWORK. 1 if domain (any case) is one of ours (or an alias domain of one), 0 if not,
+ * -1 on a directory error. */
 int auth_domain_is_local(struct auth_service *svc, const char *domain);
+/* Never blocks: auth_domain_is_local for a local directory, -1 ("ask later, off the
+ * loop") when answering would need the network. */
+int auth_domain_is_local_nonblocking(struct auth_service *svc, const char *domain);
 
 /* Where mail for one address goes after alias expansion (depth-limited, loop-safe). */
 struct auth_targets {
@@ -43,7 +97,7 @@ struct auth_targets {
     char **remote; /* foreign addresses an alias points to */
     size_t n_remote;
 };
-/* Resolve address. Returns 1 if it exists (targets filled), 0 if the domain is ours but no
+/* NETWORK. Resolve address. Returns 1 if it exists (targets filled), 0 if the domain is ours but no
  * user or alias matches (550 5.1.1), -1 on a directory error (451). Domain must be local.
  * Lookup order per address: exact alias, exact user, "user+tag" -> "user" (alias or user),
  * then the domain's catch-all "@domain". An alias listing its own source keeps a copy for
@@ -57,12 +111,13 @@ struct auth_user {
     uint64_t quota; /* bytes, 0 = unlimited (user value or quota.default) */
     bool enabled;
 };
-/* 1 found, 0 no such user, -1 error. Accepts a bare login name (default domain). */
+/* NETWORK. 1 found, 0 no such user, -1 error. Accepts a bare login name (default domain);
+ * a login in an alias domain finds the user of the target domain. */
 int auth_user_lookup(struct auth_service *svc, const char *login, struct auth_user *u_r);
 void auth_user_free(struct auth_user *u);
 
-/* May the authenticated user send with this envelope sender? Own address, an alias that
- * resolves to the user, or the null sender. */
+/* NETWORK. May the authenticated user send with this envelope sender? Own address, an
+ * alias that resolves to the user, or the null sender. A directory error answers false. */
 bool auth_sender_allowed(struct auth_service *svc, const char *user, const char *mail_from);
 
 /* ---- credentials ------------------------------------------------------------------ */
@@ -79,36 +134,63 @@ struct auth_peer {
  * under auth.allow_plaintext? */
 bool auth_plaintext_allowed(struct auth_service *svc, const struct auth_peer *peer);
 
-/* Space-separated SASL mechanisms to advertise for this peer, e.g.
- * "PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256": plaintext ones only when allowed; CRAM-MD5 and
- * SCRAM-SHA-256 only when some user has a credential that can serve them. Caller frees. */
+/* Never blocks on a network (called on the loop for EHLO/CAPA/CAPABILITY). Space-separated
+ * SASL mechanisms to advertise for this peer, e.g. "PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256":
+ * plaintext ones only when allowed; CRAM-MD5 and SCRAM-SHA-256 only when some user has a
+ * credential that can serve them (an SQL directory: when directory.default_pass_scheme is
+ * a plaintext one). Caller frees. */
 char *auth_mechanisms(struct auth_service *svc, const struct auth_peer *peer);
-/* Whether APOP can be served (some user has a plaintext-equivalent credential). */
+/* Never blocks on a network. Whether APOP can be served (some user has a
+ * plaintext-equivalent credential). */
 bool auth_apop_available(struct auth_service *svc);
+/* The three facts the mechanism list depends on: some user can serve CRAM-MD5, SCRAM,
+ * APOP. Fast: with a remote directory they are the auth process's last announcement. */
+void auth_mechanism_flags(struct auth_service *svc, bool *has_cram_r, bool *has_scram_r,
+                          bool *has_apop_r);
+/* BLOCKING. POP3 LOGIN-DELAY (RFC 2449 §6.5): true if user logged in successfully less
+ * than delay seconds ago; otherwise records now as its last login and returns false.
+ * One table per directory: with the auth process, one for every worker. */
+bool auth_login_too_soon(struct auth_service *svc, const char *user, unsigned delay);
 
-/* BLOCKING. Verify login/password. 1 ok (*user_r = canonical address), 0 bad credentials or
+/* BLOCKING, NETWORK. Verify login/password. 1 ok (*user_r = canonical address), 0 bad credentials or
  * disabled user, -1 temporary error. */
 int auth_login_password(struct auth_service *svc, const char *login, const char *password,
                         char **user_r);
-/* BLOCKING. APOP (RFC 1939 §7): digest_hex = MD5(timestamp + password). Same returns. */
+/* BLOCKING, NETWORK. APOP (RFC 1939 §7): digest_hex = MD5(timestamp + password). Same returns. */
 int auth_login_apop(struct auth_service *svc, const char *login, const char *timestamp,
                     const char *digest_hex, char **user_r);
 
 /* ---- the failed-login policy (policy/penalty.h) ------------------------------------ */
 
-/* One table per directory: when the auth process serves the directory (DESIGN §2), one
- * for every worker, as the auth process owns the failed-login state. Plain data in and
- * out (penalty.h's request and answer), fast (no hashing): loop thread. */
+/* One table per directory: with the auth process (DESIGN §2), the auth process's, for
+ * every worker (issue 10: it owns the failed-login state). Plain data in and out
+ * (penalty.h's request and answer); the table does no hashing, but with a remote
+ * directory each call is a request to the auth process: BLOCKING, so sessions make them
+ * in their login jobs, beside the credential check. The auth process stamps the time
+ * itself (q->now_ms is used only with a local directory). */
 struct penalty_query;
 struct penalty_answer;
 struct penalty_block;
-/* Before verifying credentials: blocked, or allowed after answer->delay_ms. */
+/* BLOCKING. Before verifying credentials: blocked, or allowed after answer->delay_ms. */
 void auth_penalty_check(struct auth_service *svc, const struct penalty_query *q,
                         struct penalty_answer *a_r);
-/* After verifying: count the attempt; PENALTY_BLOCKED on a success means refuse it. */
+/* BLOCKING. After verifying: count the attempt; PENALTY_BLOCKED on a success means
+ * refuse it. */
 void auth_penalty_report(struct auth_service *svc, const struct penalty_query *q,
                          bool is_success, struct penalty_answer *a_r);
-/* `tern auth blocks`: list the active blocks / lift them (penalty_blocks_* rules). */
+/* BLOCKING. A login job's policy step before it verifies credentials (penalty.h's struct
+ * penalty_gate, filled on the loop): true to verify now; false when the attempt is
+ * refused (g->is_blocked) or must first be held g->delay_ms (the job's done callback
+ * submits it again after that delay; the check is not repeated). */
+struct penalty_gate;
+bool auth_penalty_gate_enter(struct auth_service *svc, struct penalty_gate *g,
+                             const char *account);
+/* BLOCKING. After verifying: rc 1 succeeded, 0 failed (counted), -1 a temporary error
+ * (not counted). true when a success must be refused as a failure (g->is_blocked). */
+bool auth_penalty_gate_report(struct auth_service *svc, struct penalty_gate *g,
+                              const char *account, int rc);
+/* Never blocks. `tern auth blocks` (auth/control.c, in the process that holds the table):
+ * list the active blocks / lift them (penalty_blocks_* rules); 0 without a local table. */
 size_t auth_penalty_blocks_list(struct auth_service *svc,
                                 void (*cb)(const struct penalty_block *b, void *arg), void *arg);
 size_t auth_penalty_blocks_clear(struct auth_service *svc, const char *ip, const char *account,
@@ -129,7 +211,7 @@ enum auth_sasl_status {
  * hostname is used for CRAM-MD5 challenges "<random.time@hostname>". */
 struct auth_sasl *auth_sasl_start(struct auth_service *svc, const char *mechanism,
                                   const struct auth_peer *peer, const char *hostname);
-/* BLOCKING. Feed one client response: base64 text as the client sent it (NULL when the
+/* BLOCKING, NETWORK. Feed one client response: base64 text as the client sent it (NULL when the
  * mechanism starts and the client gave no initial response; "=" means empty initial
  * response, RFC 4954). *challenge_r: malloc'd base64 to send next (or NULL). LOGIN prompts
  * are "Username:" / "Password:" (VXNlcm5hbWU6 / UGFzc3dvcmQ6), as the seeds show. */
@@ -151,14 +233,17 @@ int auth_password_hash(const char *scheme, const char *password, char **hash_r, 
 int auth_password_verify(const char *stored, const char *password);
 
 /* ---- administration (CLI) --------------------------------------------------------- */
+/* All NETWORK. On a read-only directory (custom SQL queries) every change fails with
+ * auth_directory_read_only_reason() in *error_r. */
 
 int auth_domain_add(struct auth_service *svc, const char *domain, char **error_r);
 int auth_domain_del(struct auth_service *svc, const char *domain, char **error_r);
 /* Calls cb for each domain in order. */
 int auth_domain_list(struct auth_service *svc, void (*cb)(const char *domain, void *arg),
                      void *arg);
-/* BLOCKING. Store the password in each scheme of auth.password_schemes. quota 0 means
- * "follow quota.default" (also for auth_user_set_quota). The domain must exist. */
+/* BLOCKING. Store the password in each scheme of auth.password_schemes (tern.db) or in
+ * directory.password_scheme (SQL). quota 0 means "follow quota.default" (tern.db) or
+ * unlimited (postfixadmin), also for auth_user_set_quota. The domain must exist. */
 int auth_user_add(struct auth_service *svc, const char *address, const char *password,
                   uint64_t quota, char **error_r);
 int auth_user_del(struct auth_service *svc, const char *address, char **error_r);

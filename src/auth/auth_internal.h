@@ -1,19 +1,20 @@
 /*
  * auth_internal.h - what the files of the auth module share and nobody else sees:
- * the service struct (one SQLite connection + mutex), address
+ * the service struct (the directory backend, the failed-login table), address
  * normalisation, and the credential lookup that SASL and logins build on.
  *
- * Thread rules: the SQLite handle is used only with svc->db_lock held.
+ * Thread rules: the backend serialises or pools itself (dir_backend.h); the failed-login
+ * table is used only with svc->penalty_lock held.
  */
 #ifndef TERN_AUTH_AUTH_INTERNAL_H
 #define TERN_AUTH_AUTH_INTERNAL_H
 
 #include "auth/auth.h"
+#include "auth/dir_backend.h"
 #include "core/buf.h"
 #include "core/config.h"
 
 #include <pthread.h>
-#include <sqlite3.h>
 #include <time.h>
 
 /* Bounds on what we accept from peers and admins. */
@@ -23,18 +24,22 @@
 #define AUTH_ALIAS_DEPTH    10   /* alias expansion depth (Postfix uses 100; 10 is plenty) */
 #define AUTH_ALIAS_MAX_OUT  1000 /* addresses one resolve may produce */
 
+struct auth_remote;
+
 struct auth_service {
+    struct auth_remote *remote; /* non-NULL: served by the auth process (remote.c) */
     char *data_dir;
     char *default_domain; /* "" when unset */
-    char *password_schemes;
+    char *mail_root;      /* <data_dir>/mail or directory.mail_root */
     enum config_plaintext allow_plaintext;
     uint64_t quota_default;
 
-    pthread_mutex_t db_lock;
-    sqlite3 *db;
+    struct dir_backend *dir; /* where domains, users and aliases are stored */
 
     pthread_mutex_t penalty_lock;   /* guards penalty */
-    struct penalty_table *penalty;  /* the failed-login policy (policy/penalty.h) */
+    struct penalty_table *penalty;  /* the failed-login policy (policy/penalty.h); NULL when
+                                     * remote: the auth process holds it */
+    uint64_t (*penalty_clock)(void); /* its clock in ms, NULL: penalty_now_ms (tests) */
 
     unsigned char fake_secret[32];       /* fake SCRAM salts for unknown users */
 };
@@ -45,21 +50,25 @@ struct auth_service {
 int auth_name_canonical(struct auth_service *svc, const char *login, char *out, size_t size);
 /* Lower-case, syntax-checked "local@domain" without default-domain rules. */
 bool auth_addr_normalize(const char *addr, char *out, size_t size);
-
-/* With db_lock held: does this (normalised) domain / user exist? 1 / 0 / -1. */
-int auth_db_domain_exists(struct auth_service *svc, const char *domain);
-int auth_db_user_exists(struct auth_service *svc, const char *address);
+/* Lower-case, syntax-checked domain name. */
+bool auth_domain_normalize(const char *domain, char *out, size_t size);
+/* One readable line into *error_r (if error_r is not NULL). */
+void auth_set_error(char **error_r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ---- credentials (directory.c) ---------------------------------------------------- */
 struct auth_cred_set {
     char *address; /* canonical */
     bool enabled;
     size_t n;
-    char *scheme[16];
-    char *value[16]; /* "{SCHEME}data" */
+    char *scheme[DIR_MAX_SCHEMES];
+    char *value[DIR_MAX_SCHEMES]; /* "{SCHEME}data" */
 };
-/* Load a user's credentials by (already canonical) address. 1 / 0 no user / -1 error. */
+/* Load a user's credentials by (already canonical) address; an address in an alias
+ * domain loads the user of the target domain (cs->address says which). 1 / 0 no user /
+ * -1 error. */
 int auth_creds_load(struct auth_service *svc, const char *address, struct auth_cred_set *cs);
+/* Add one credential to a set (copies); false on no memory or a full set. */
+bool auth_creds_add(struct auth_cred_set *cs, const char *scheme, const char *value);
 void auth_creds_free(struct auth_cred_set *cs);
 /* The stored value for scheme (case-insensitive) or NULL. */
 const char *auth_creds_find(const struct auth_cred_set *cs, const char *scheme);
@@ -70,6 +79,11 @@ bool auth_creds_any(struct auth_service *svc, const char *const *schemes);
 int auth_creds_verify(const struct auth_cred_set *cs, const char *password);
 
 /* ---- password.c helpers that SASL shares ------------------------------------------ */
+/* Is name a scheme auth_password_verify knows ("SHA512-CRYPT", "PLAIN-MD5.HEX", ...)? */
+bool auth_password_scheme_is_known(const char *name);
+/* The upper-case scheme of a stored "{SCHEME}data" value into out; false when the value
+ * has no known {SCHEME} prefix. */
+bool auth_password_scheme_of(const char *stored, char *out, size_t size);
 /* Dovecot's CRAM-MD5 context (32 bytes: HMAC-MD5 inner and outer state) of a password. */
 void auth_cram_md5_context(const char *password, size_t len, unsigned char ctx_r[32]);
 /* HMAC-MD5(key context, msg) from a 32-byte context. */
@@ -89,5 +103,40 @@ bool auth_scram_parse(const char *data, size_t digest_len, struct auth_scram_key
  * RFC 5802 §2.2 Normalize() (SASLprep; ASCII and passwords SASLprep refuses are used as
  * they are: password.c scram_normalize). */
 bool auth_scram_derive(const char *password, size_t digest_len, struct auth_scram_keys *k);
+
+/* ---- the auth process's clients (remote.c): what auth.h forwards -------------------- */
+int auth_remote_domain_is_local(struct auth_service *svc, const char *domain);
+int auth_remote_resolve(struct auth_service *svc, const char *address, struct auth_targets *t);
+int auth_remote_user_lookup(struct auth_service *svc, const char *login, struct auth_user *u_r);
+bool auth_remote_sender_allowed(struct auth_service *svc, const char *user, const char *from);
+int auth_remote_login_password(struct auth_service *svc, const char *login, const char *password,
+                               char **user_r);
+int auth_remote_login_apop(struct auth_service *svc, const char *login, const char *timestamp,
+                           const char *digest_hex, char **user_r);
+int auth_remote_domain_list(struct auth_service *svc, void (*cb)(const char *domain, void *arg),
+                            void *arg);
+/* The failed-login policy's check and report (auth_penalty_*), asked of the auth
+ * process; a call it cannot answer allows without delay (the login that follows fails
+ * as a temporary error anyway). */
+void auth_remote_penalty_check(struct auth_service *svc, const struct penalty_query *q,
+                               struct penalty_answer *a_r);
+void auth_remote_penalty_report(struct auth_service *svc, const struct penalty_query *q,
+                                bool is_success, struct penalty_answer *a_r);
+int auth_remote_login_too_soon(struct auth_service *svc, const char *user, unsigned delay);
+/* The mechanism flags the auth process announced; false when none arrived yet. */
+bool auth_remote_mechanism_flags(struct auth_service *svc, bool *has_cram_r, bool *has_scram_r,
+                                 bool *has_apop_r);
+/* One SASL step in the auth process: *sasl_id 0 starts the exchange (mech, hostname,
+ * peer) and gets its number; user/attempted are filled from the answer. */
+enum auth_sasl_status auth_remote_sasl_step(struct auth_service *svc, uint64_t *sasl_id,
+                                            const char *mech, const char *hostname,
+                                            const struct auth_peer *peer, const char *response,
+                                            char **challenge_r, char *user, size_t user_size,
+                                            char *attempted, size_t attempted_size);
+void auth_remote_sasl_free(struct auth_service *svc, uint64_t sasl_id);
+void auth_remote_close(struct auth_service *svc);
+
+/* Test hook: the failed-login table's clock in milliseconds (NULL: the monotonic clock). */
+void auth_penalty_set_clock(struct auth_service *svc, uint64_t (*clock_ms)(void));
 
 #endif

@@ -4,6 +4,10 @@
  * Server side: an evconnlistener on a Unix socket; each connection is a bufferevent that
  * reads one line (at most CONTROL_MAX_LINE), writes the answer and closes once it is
  * flushed. A client that says nothing is dropped after CONTROL_TIMEOUT seconds.
+ *
+ * The socket is bound under a temporary name and renamed into place, and at the end
+ * removed only if the file is still ours: an auth process that a reload replaces stops
+ * after its successor started, and must not take the successor's socket along.
  */
 #include "auth/control.h"
 
@@ -31,6 +35,8 @@ struct auth_control {
     struct evconnlistener *listener;
     struct auth_service *svc;
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    dev_t dev; /* the socket file we made: only that one is removed at the end */
+    ino_t ino;
 };
 
 static bool control_path(const char *data_dir, char *out, size_t size)
@@ -146,19 +152,30 @@ struct auth_control *auth_control_start(struct event_base *base, const char *dat
         return NULL;
     }
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
-    memcpy(sun.sun_path, pc->path, strlen(pc->path) + 1);
-    unlink(pc->path); /* a stale socket of an earlier run */
+    int n = snprintf(sun.sun_path, sizeof sun.sun_path, "%s.%ld", pc->path, (long)getpid());
+    if (n < 0 || (size_t)n >= sizeof sun.sun_path) {
+        *error_r = strdup("control socket path too long (data_dir)");
+        free(pc);
+        return NULL;
+    }
+    unlink(sun.sun_path); /* a stale one of a process with our pid */
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     mode_t old = umask(077);
     bool is_bound = fd >= 0 && bind(fd, (struct sockaddr *)&sun, sizeof sun) == 0;
     umask(old);
-    if (!is_bound || listen(fd, 16) < 0) {
+    struct stat st;
+    if (!is_bound || listen(fd, 16) < 0 || stat(sun.sun_path, &st) < 0 ||
+        rename(sun.sun_path, pc->path) < 0) {
         control_error(error_r, "cannot listen on", pc->path);
+        if (is_bound)
+            unlink(sun.sun_path);
         if (fd >= 0)
             close(fd);
         free(pc);
         return NULL;
     }
+    pc->dev = st.st_dev;
+    pc->ino = st.st_ino;
     pc->listener =
         evconnlistener_new(base, control_on_accept, pc, LEV_OPT_CLOSE_ON_FREE, -1, fd);
     if (!pc->listener) {
@@ -176,7 +193,9 @@ void auth_control_stop(struct auth_control *pc)
     if (!pc)
         return;
     evconnlistener_free(pc->listener);
-    unlink(pc->path);
+    struct stat st;
+    if (stat(pc->path, &st) == 0 && st.st_dev == pc->dev && st.st_ino == pc->ino)
+        unlink(pc->path); /* ours, not a successor's */
     free(pc);
 }
 

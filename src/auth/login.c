@@ -1,7 +1,7 @@
 /*
  * login.c - password logins (USER/PASS, IMAP LOGIN, SASL PLAIN/LOGIN), APOP, the
- * plaintext policy and which mechanisms to advertise. (Failed logins are counted by
- * the sessions' calls to the login-failure policy, src/policy/penalty.h.)
+ * plaintext policy, which mechanisms to advertise, the failed-login policy's table
+ * (policy/penalty.h: the auth process's for every worker) and POP3's LOGIN-DELAY times.
  *
  * Thread rules: any thread. auth_login_* are BLOCKING (they run slow hashes).
  */
@@ -34,22 +34,39 @@ bool auth_plaintext_allowed(struct auth_service *svc, const struct auth_peer *pe
     }
 }
 
+void auth_mechanism_flags(struct auth_service *svc, bool *has_cram_r, bool *has_scram_r,
+                          bool *has_apop_r)
+{
+    static const char *const cram[] = {"CRAM-MD5", "PLAIN", "CLEAR", "CLEARTEXT", NULL};
+    static const char *const scram[] = {"SCRAM-SHA-256", "PLAIN", "CLEAR", "CLEARTEXT", NULL};
+    if (svc->remote) {
+        /* announced by the auth process: no waiting on the event loop */
+        (void)auth_remote_mechanism_flags(svc, has_cram_r, has_scram_r, has_apop_r);
+        return;
+    }
+    *has_cram_r = auth_creds_any(svc, cram);
+    *has_scram_r = auth_creds_any(svc, scram);
+    *has_apop_r = auth_creds_any(svc, plaintext_schemes);
+}
+
 bool auth_apop_available(struct auth_service *svc)
 {
-    return auth_creds_any(svc, plaintext_schemes);
+    bool cram, scram, apop;
+    auth_mechanism_flags(svc, &cram, &scram, &apop);
+    return apop;
 }
 
 char *auth_mechanisms(struct auth_service *svc, const struct auth_peer *peer)
 {
-    static const char *const cram[] = {"CRAM-MD5", "PLAIN", "CLEAR", "CLEARTEXT", NULL};
-    static const char *const scram[] = {"SCRAM-SHA-256", "PLAIN", "CLEAR", "CLEARTEXT", NULL};
+    bool has_cram, has_scram, has_apop;
+    auth_mechanism_flags(svc, &has_cram, &has_scram, &has_apop);
     struct buf out;
     buf_init(&out, 256);
     if (auth_plaintext_allowed(svc, peer))
         buf_append_str(&out, "PLAIN LOGIN");
-    if (auth_creds_any(svc, cram))
+    if (has_cram)
         buf_printf(&out, "%sCRAM-MD5", out.len ? " " : "");
-    if (auth_creds_any(svc, scram))
+    if (has_scram)
         buf_printf(&out, "%sSCRAM-SHA-256", out.len ? " " : "");
     if (!out.data)
         return strdup("");
@@ -61,13 +78,13 @@ char *auth_mechanisms(struct auth_service *svc, const struct auth_peer *peer)
 int auth_login_password(struct auth_service *svc, const char *login, const char *password,
                         char **user_r)
 {
+    if (svc->remote)
+        return auth_remote_login_password(svc, login, password, user_r);
     char addr[AUTH_MAX_LOGIN + 1];
     *user_r = NULL;
     if (!password || !*password || strlen(password) > AUTH_MAX_PASSWORD)
         return 0;
-    pthread_mutex_lock(&svc->db_lock);
     int rc = auth_name_canonical(svc, login, addr, sizeof addr);
-    pthread_mutex_unlock(&svc->db_lock);
     if (rc <= 0)
         return rc;
     struct auth_cred_set cs;
@@ -92,13 +109,13 @@ int auth_login_password(struct auth_service *svc, const char *login, const char 
 int auth_login_apop(struct auth_service *svc, const char *login, const char *timestamp,
                     const char *digest_hex, char **user_r)
 {
+    if (svc->remote)
+        return auth_remote_login_apop(svc, login, timestamp, digest_hex, user_r);
     char addr[AUTH_MAX_LOGIN + 1];
     *user_r = NULL;
     if (!timestamp || !digest_hex || strlen(digest_hex) != 32 || strlen(timestamp) > 512)
         return 0;
-    pthread_mutex_lock(&svc->db_lock);
     int rc = auth_name_canonical(svc, login, addr, sizeof addr);
-    pthread_mutex_unlock(&svc->db_lock);
     if (rc <= 0)
         return rc;
     struct auth_cred_set cs;
@@ -137,27 +154,58 @@ int auth_login_apop(struct auth_service *svc, const char *login, const char *tim
 
 /* ---- the failed-login policy ------------------------------------------------------------ */
 
+/* The table's clock (tests replace it). penalty_lock held. */
+static uint64_t auth_penalty_now(struct auth_service *svc)
+{
+    return svc->penalty_clock ? svc->penalty_clock() : penalty_now_ms();
+}
+
+void auth_penalty_set_clock(struct auth_service *svc, uint64_t (*clock_ms)(void))
+{
+    pthread_mutex_lock(&svc->penalty_lock);
+    svc->penalty_clock = clock_ms;
+    pthread_mutex_unlock(&svc->penalty_lock);
+}
+
+/* The table is the auth process's when the directory is remote: the check and the report
+ * are requests to it, so every worker counts into one table. */
 void auth_penalty_check(struct auth_service *svc, const struct penalty_query *q,
                         struct penalty_answer *a_r)
 {
+    if (svc->remote) {
+        auth_remote_penalty_check(svc, q, a_r);
+        return;
+    }
+    struct penalty_query at = *q;
     pthread_mutex_lock(&svc->penalty_lock);
-    penalty_check(svc->penalty, q, a_r);
+    if (svc->penalty_clock)
+        at.now_ms = svc->penalty_clock();
+    penalty_check(svc->penalty, &at, a_r);
     pthread_mutex_unlock(&svc->penalty_lock);
 }
 
 void auth_penalty_report(struct auth_service *svc, const struct penalty_query *q,
                          bool is_success, struct penalty_answer *a_r)
 {
+    if (svc->remote) {
+        auth_remote_penalty_report(svc, q, is_success, a_r);
+        return;
+    }
+    struct penalty_query at = *q;
     pthread_mutex_lock(&svc->penalty_lock);
-    penalty_report(svc->penalty, q, is_success, a_r);
+    if (svc->penalty_clock)
+        at.now_ms = svc->penalty_clock();
+    penalty_report(svc->penalty, &at, is_success, a_r);
     pthread_mutex_unlock(&svc->penalty_lock);
 }
 
 size_t auth_penalty_blocks_list(struct auth_service *svc,
                                 void (*cb)(const struct penalty_block *b, void *arg), void *arg)
 {
+    if (!svc->penalty)
+        return 0; /* a client of the auth process holds no table */
     pthread_mutex_lock(&svc->penalty_lock);
-    size_t n = penalty_blocks_list(svc->penalty, penalty_now_ms(), cb, arg);
+    size_t n = penalty_blocks_list(svc->penalty, auth_penalty_now(svc), cb, arg);
     pthread_mutex_unlock(&svc->penalty_lock);
     return n;
 }
@@ -165,8 +213,60 @@ size_t auth_penalty_blocks_list(struct auth_service *svc,
 size_t auth_penalty_blocks_clear(struct auth_service *svc, const char *ip, const char *account,
                                  const char *by)
 {
+    if (!svc->penalty)
+        return 0;
     pthread_mutex_lock(&svc->penalty_lock);
-    size_t n = penalty_blocks_clear(svc->penalty, ip, account, by, penalty_now_ms());
+    size_t n = penalty_blocks_clear(svc->penalty, ip, account, by, auth_penalty_now(svc));
     pthread_mutex_unlock(&svc->penalty_lock);
     return n;
+}
+
+/* ---- POP3 LOGIN-DELAY (RFC 2449 §6.5) ---------------------------------------------- */
+
+/* The last successful login time per user, in a small table (one per directory: the auth
+ * process keeps it for every worker). When it is full the oldest entry goes: a forgotten
+ * user may log in early once, which costs nothing but bandwidth. */
+#define AUTH_LOGIN_DELAY_SLOTS 4096
+
+struct auth_login_time {
+    char user[256];
+    time_t at;
+};
+
+static pthread_mutex_t login_times_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct auth_login_time login_times[AUTH_LOGIN_DELAY_SLOTS];
+
+bool auth_login_too_soon(struct auth_service *svc, const char *user, unsigned delay)
+{
+    if (svc->remote)
+        return auth_remote_login_too_soon(svc, user, delay) == 1;
+    time_t now = time(NULL);
+    pthread_mutex_lock(&login_times_lock);
+    size_t oldest = 0, free_slot = AUTH_LOGIN_DELAY_SLOTS;
+    bool is_soon = false, is_found = false;
+    for (size_t i = 0; i < AUTH_LOGIN_DELAY_SLOTS && !is_found; i++) {
+        struct auth_login_time *t = &login_times[i];
+        if (t->user[0] == '\0') {
+            if (free_slot == AUTH_LOGIN_DELAY_SLOTS)
+                free_slot = i;
+            continue;
+        }
+        if (strcasecmp(t->user, user) == 0) {
+            is_found = true;
+            if (now - t->at < (time_t)delay)
+                is_soon = true;
+            else
+                t->at = now;
+            continue;
+        }
+        if (t->at < login_times[oldest].at)
+            oldest = i;
+    }
+    if (!is_found) {
+        size_t slot = free_slot != AUTH_LOGIN_DELAY_SLOTS ? free_slot : oldest;
+        snprintf(login_times[slot].user, sizeof login_times[slot].user, "%s", user);
+        login_times[slot].at = now;
+    }
+    pthread_mutex_unlock(&login_times_lock);
+    return is_soon;
 }

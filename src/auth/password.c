@@ -89,13 +89,16 @@ static const struct scheme schemes[] = {
     {"SSHA512", KIND_SALTED, "SHA512", NULL, ENC_B64, 0},
 };
 
-/* Find a scheme by name; "NAME.HEX" / "NAME.B64" pick the encoding of digest schemes. */
-static const struct scheme *scheme_find(const char *name, size_t len, enum digest_encoding *enc_r)
+/* Find a scheme by name; "NAME.HEX" / "NAME.B64" pick the encoding of digest schemes,
+ * "NAME.B64" marks a base64-encoded crypt string (*is_crypt_b64_r). */
+static const struct scheme *scheme_find_ext(const char *name, size_t len, enum digest_encoding *enc_r,
+                                            bool *is_crypt_b64_r)
 {
     size_t base_len = len;
     const char *dot = memchr(name, '.', len);
     bool has_enc = false;
     enum digest_encoding enc = ENC_B64;
+    *is_crypt_b64_r = false;
     if (dot) {
         base_len = (size_t)(dot - name);
         size_t elen = len - base_len - 1;
@@ -111,13 +114,42 @@ static const struct scheme *scheme_find(const char *name, size_t len, enum diges
     for (size_t i = 0; i < sizeof schemes / sizeof schemes[0]; i++) {
         if (strlen(schemes[i].name) == base_len &&
             strncasecmp(schemes[i].name, name, base_len) == 0) {
-            if (has_enc && schemes[i].kind != KIND_DIGEST)
+            if (has_enc && schemes[i].kind == KIND_CRYPT && enc == ENC_B64)
+                *is_crypt_b64_r = true;
+            else if (has_enc && schemes[i].kind != KIND_DIGEST)
                 return NULL;
             *enc_r = has_enc ? enc : schemes[i].enc;
             return &schemes[i];
         }
     }
     return NULL;
+}
+
+static const struct scheme *scheme_find(const char *name, size_t len, enum digest_encoding *enc_r)
+{
+    bool is_crypt_b64;
+    return scheme_find_ext(name, len, enc_r, &is_crypt_b64);
+}
+
+bool auth_password_scheme_is_known(const char *name)
+{
+    enum digest_encoding enc;
+    return name && *name && scheme_find(name, strlen(name), &enc) != NULL;
+}
+
+bool auth_password_scheme_of(const char *stored, char *out, size_t size)
+{
+    enum digest_encoding enc;
+    const char *close = stored && stored[0] == '{' ? strchr(stored, '}') : NULL;
+    size_t len = close ? (size_t)(close - stored - 1) : 0;
+    if (!close || len == 0 || len >= size || !scheme_find(stored + 1, len, &enc))
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = stored[1 + i];
+        out[i] = c >= 'a' && c <= 'z' ? (char)(c - 'a' + 'A') : c;
+    }
+    out[len] = '\0';
+    return true;
 }
 
 static int hexval(int c)
@@ -425,11 +457,12 @@ int auth_password_verify(const char *stored, const char *password)
     const char *data = stored;
     const struct scheme *sc = NULL;
     enum digest_encoding enc = ENC_B64;
+    bool is_crypt_b64 = false;
     if (stored[0] == '{') {
         const char *close = strchr(stored, '}');
         if (!close)
             return -1;
-        sc = scheme_find(stored + 1, (size_t)(close - stored - 1), &enc);
+        sc = scheme_find_ext(stored + 1, (size_t)(close - stored - 1), &enc, &is_crypt_b64);
         data = close + 1;
     } else if (stored[0] == '$') {
         sc = scheme_find("CRYPT", 5, &enc); /* bare crypt(3) string */
@@ -451,7 +484,12 @@ int auth_password_verify(const char *stored, const char *password)
         break;
     }
     case KIND_CRYPT:
-        rc = verify_crypt(data, password);
+        if (!is_crypt_b64) {
+            rc = verify_crypt(data, password);
+        } else if (util_base64_decode(data, strlen(data), &b) && b.len > 0 &&
+                   !memchr(b.data, '\0', b.len)) {
+            rc = verify_crypt(b.data, password);
+        }
         break;
     case KIND_SCRAM:
         rc = verify_scram(data, strcmp(sc->digest, "SHA1") == 0 ? 20 : 32, password);
@@ -572,7 +610,9 @@ static int hash_scram(const struct scheme *sc, const char *password, struct buf 
 int auth_password_hash(const char *scheme, const char *password, char **hash_r, char **error_r)
 {
     enum digest_encoding enc;
-    const struct scheme *sc = scheme ? scheme_find(scheme, strlen(scheme), &enc) : NULL;
+    bool is_crypt_b64 = false;
+    const struct scheme *sc =
+        scheme ? scheme_find_ext(scheme, strlen(scheme), &enc, &is_crypt_b64) : NULL;
     *hash_r = NULL;
     if (!sc) {
         set_error(error_r, "unknown password scheme");
@@ -595,7 +635,18 @@ int auth_password_hash(const char *scheme, const char *password, char **hash_r, 
         rc = hash_argon2(sc, password, &out, error_r);
         break;
     case KIND_CRYPT:
-        rc = hash_crypt(sc, password, &out, error_r);
+        if (!is_crypt_b64) {
+            rc = hash_crypt(sc, password, &out, error_r);
+        } else {
+            struct buf plain;
+            buf_init(&plain, 1024);
+            rc = hash_crypt(sc, password, &plain, error_r);
+            char *b64 = rc == 0 ? util_base64_encode_str(plain.data, plain.len) : NULL;
+            if (rc == 0 && (!b64 || !buf_append_str(&out, b64)))
+                rc = -1;
+            free(b64);
+            buf_free(&plain);
+        }
         break;
     case KIND_SCRAM:
         rc = hash_scram(sc, password, &out);

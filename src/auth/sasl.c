@@ -55,6 +55,10 @@ struct auth_sasl {
     char *nonce;
     bool is_fake; /* unknown user: run the exchange, then fail */
     struct auth_scram_keys keys;
+    /* served by the auth process (remote.c): the exchange lives there between steps */
+    uint64_t remote_id; /* 0 until the first step started it */
+    char peer_service[16], peer_ip[64];
+    bool peer_is_tls, peer_is_loopback;
 };
 
 static const char *const plaintext_schemes[] = {"PLAIN", "CLEAR", "CLEARTEXT", NULL};
@@ -77,6 +81,12 @@ struct auth_sasl *auth_sasl_start(struct auth_service *svc, const char *mechanis
         s->name = mechs[i].name;
         snprintf(s->hostname, sizeof s->hostname, "%s",
                  hostname && *hostname ? hostname : "localhost");
+        /* copies: the steps run on pool threads, the peer's strings belong to the loop */
+        snprintf(s->peer_service, sizeof s->peer_service, "%s",
+                 peer && peer->service ? peer->service : "");
+        snprintf(s->peer_ip, sizeof s->peer_ip, "%s", peer && peer->ip ? peer->ip : "");
+        s->peer_is_tls = peer && peer->is_tls;
+        s->peer_is_loopback = peer && peer->is_loopback;
         return s;
     }
     return NULL;
@@ -101,6 +111,8 @@ void auth_sasl_free(struct auth_sasl *s)
 {
     if (!s)
         return;
+    if (s->svc->remote && s->remote_id && !s->is_done)
+        auth_remote_sasl_free(s->svc, s->remote_id); /* the auth process drops its half */
     free(s->challenge);
     free(s->client_first_bare);
     free(s->gs2_header);
@@ -168,10 +180,8 @@ static enum auth_sasl_status step_plain(struct auth_sasl *s, const struct buf *i
         char authzid_s[AUTH_MAX_LOGIN + 1], a[AUTH_MAX_LOGIN + 1], b[AUTH_MAX_LOGIN + 1];
         memcpy(authzid_s, p, authzid_len);
         authzid_s[authzid_len] = '\0';
-        pthread_mutex_lock(&s->svc->db_lock);
         int ra = auth_name_canonical(s->svc, authzid_s, a, sizeof a);
         int rb = auth_name_canonical(s->svc, authcid_s, b, sizeof b);
-        pthread_mutex_unlock(&s->svc->db_lock);
         if (ra < 0 || rb < 0)
             return AUTH_SASL_TEMPFAIL;
         if (ra == 0 || rb == 0 || strcmp(a, b) != 0) {
@@ -237,9 +247,7 @@ static enum auth_sasl_status step_cram(struct auth_sasl *s, const struct buf *in
         return AUTH_SASL_FAIL;
     set_login(s, p, (size_t)(sp - p));
     char addr[AUTH_MAX_LOGIN + 1];
-    pthread_mutex_lock(&s->svc->db_lock);
     int rc = auth_name_canonical(s->svc, s->login, addr, sizeof addr);
-    pthread_mutex_unlock(&s->svc->db_lock);
     if (rc <= 0)
         return rc < 0 ? AUTH_SASL_TEMPFAIL : AUTH_SASL_FAIL;
     struct auth_cred_set cs;
@@ -336,9 +344,7 @@ static void scram_fake_keys(struct auth_sasl *s, const char *login)
 static int scram_load_keys(struct auth_sasl *s)
 {
     char addr[AUTH_MAX_LOGIN + 1];
-    pthread_mutex_lock(&s->svc->db_lock);
     int rc = auth_name_canonical(s->svc, s->login, addr, sizeof addr);
-    pthread_mutex_unlock(&s->svc->db_lock);
     if (rc < 0)
         return -1;
     if (rc == 0) {
@@ -421,10 +427,8 @@ static enum auth_sasl_status scram_client_first(struct auth_sasl *s, const struc
     if (azid[0]) {
         /* No proxy authorization: authzid must be the user itself. */
         char a[AUTH_MAX_LOGIN + 1], b[AUTH_MAX_LOGIN + 1];
-        pthread_mutex_lock(&s->svc->db_lock);
         int ra = auth_name_canonical(s->svc, azid, a, sizeof a);
         int rb = auth_name_canonical(s->svc, s->login, b, sizeof b);
-        pthread_mutex_unlock(&s->svc->db_lock);
         if (ra < 0 || rb < 0)
             return AUTH_SASL_TEMPFAIL;
         if (ra == 0 || rb == 0 || strcmp(a, b) != 0)
@@ -542,6 +546,18 @@ enum auth_sasl_status auth_sasl_step(struct auth_sasl *s, const char *response_b
     *challenge_r = NULL;
     if (s->is_done)
         return AUTH_SASL_FAIL;
+    if (s->svc->remote) {
+        struct auth_peer peer = {.service = s->peer_service,
+                                 .ip = s->peer_ip,
+                                 .is_tls = s->peer_is_tls,
+                                 .is_loopback = s->peer_is_loopback};
+        enum auth_sasl_status st = auth_remote_sasl_step(
+            s->svc, &s->remote_id, s->name, s->hostname, &peer, response_b64, challenge_r,
+            s->user, sizeof s->user, s->login, sizeof s->login);
+        if (st != AUTH_SASL_CONTINUE)
+            s->is_done = true; /* the auth process ended its half */
+        return st;
+    }
     bool is_first = s->state == 0 && !s->challenge;
     if (response_b64 && strcmp(response_b64, "*") == 0) {
         s->is_done = true; /* RFC 4954 §4: the client cancelled */

@@ -1,6 +1,7 @@
 /*
- * auth_cmd.c - `tern auth blocks`: list and lift the failed-login blocks the running
- * server holds (policy/penalty.h), through its control socket (policy/control.h).
+ * auth_cmd.c - `tern auth`: `auth check` (auth_check_cmd.c) and `auth blocks`, which lists
+ * and lifts the failed-login blocks the running server holds (policy/penalty.h: the auth
+ * process's table), through its control socket (auth/control.h).
  *
  *   tern auth blocks                      list: ADDRESS ACCOUNT FAILURES SECONDS-LEFT
  *   tern auth blocks clear ADDRESS [ACCOUNT | -]
@@ -20,7 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char auth_usage[] = "usage: tern auth blocks [clear ADDRESS [ACCOUNT|-] | clear --all]\n";
+static const char auth_usage[] =
+    "usage: tern auth blocks [clear ADDRESS [ACCOUNT|-] | clear --all]\n"
+    "       tern auth check [--ip IP] [--helo NAME] [--mail-from ADDR] < message\n";
 
 /* An argument goes into a one-line request: no spaces or control bytes in it. */
 static bool is_request_word(const char *w)
@@ -62,6 +65,8 @@ static int auth_blocks_print(const char *answer)
 
 int cli_auth(const struct cli_options *o, int argc, char **argv)
 {
+    if (argc >= 2 && strcmp(argv[1], "check") == 0)
+        return cli_auth_check(o, argc, argv);
     if (argc < 2 || strcmp(argv[1], "blocks") != 0) {
         fputs(auth_usage, stderr);
         return 2;

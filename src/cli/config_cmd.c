@@ -2,11 +2,13 @@
  * config_cmd.c - `tern config check` (validate, exit 0/1) and `tern config show [-n]`
  * (effective settings, or only those that differ from the defaults, like postconf -n).
  */
+#include "auth/auth.h"
 #include "cli/cli.h"
 #include "core/config.h"
 
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int config_usage(void)
@@ -25,6 +27,14 @@ int cli_config(const struct cli_options *o, int argc, char **argv)
         struct config *cfg = cli_load_config(o);
         if (!cfg)
             return 1;
+        /* keys whose meaning depends on others (the directory's driver and queries) */
+        char *err = NULL;
+        if (auth_config_check(cfg, &err) < 0) {
+            fprintf(stderr, "tern: %s\n", err ? err : "bad directory settings");
+            free(err);
+            config_free(cfg);
+            return 1;
+        }
         printf("config OK: %s\n", cfg->path);
         config_free(cfg);
         return 0;

@@ -9,6 +9,7 @@
  */
 #include "auth/auth.h"
 #include "cli/cli.h"
+#include "core/channel.h"
 #include "core/config.h"
 #include "core/conn.h"
 #include "core/log.h"
@@ -33,8 +34,9 @@
 /* The control socket `tern auth blocks` talks to (one server per process). */
 static struct auth_control *serve_control;
 
-/* The failed-login policy's table and the control socket that lists and lifts its
- * blocks. (When the auth process exists, both move there.) */
+/* The abuse defences of the processes with sessions (the workers): rate limits (their
+ * counts shared by every worker through the anvil), the DNS list cache, the milter
+ * threads, greylisting (its triplets in <data_dir>/greylist.db, shared through SQLite). */
 static int serve_init_policy(struct server_context *ctx, char **error_r)
 {
     struct ratelimit_limits rates;
@@ -65,26 +67,100 @@ static int serve_init_policy(struct server_context *ctx, char **error_r)
         if (!ctx->greylist)
             return -1;
     }
-    /* Without the socket the server still serves; only `tern auth blocks` cannot reach it
-     * (e.g. a data_dir path longer than a Unix socket name allows). */
-    char *err = NULL;
-    serve_control = auth_control_start(ctx->base, ctx->cfg->data_dir, ctx->auth, &err);
-    if (!serve_control)
-        log_warning("master", "control socket: %s; `tern auth blocks` will not reach this server",
-                    err ? err : "unknown error");
-    free(err);
     return 0;
 }
 
-/* Open the directory and the notification channel, after privileges are dropped. */
+/* The control socket of `tern auth blocks`, in the process that holds the failed-login
+ * table (the auth process, or the only one). Without it the server still serves; only
+ * `tern auth blocks` cannot reach it (e.g. a data_dir longer than a socket name allows). */
+static void serve_start_control(struct server_context *ctx)
+{
+    char *err = NULL;
+    serve_control = auth_control_start(ctx->base, ctx->cfg->data_dir, ctx->auth, &err);
+    if (!serve_control)
+        log_warning("auth", "control socket: %s; `tern auth blocks` will not reach this server",
+                    err ? err : "unknown error");
+    free(err);
+}
+
+/* The options `tern serve` was started with, for the master's reload (SIGHUP). */
+static struct cli_options serve_options;
+
+/* Message types between the processes (core/conn.h ranges). */
+#define SERVE_MSG_NOTIFY (SERVER_MSG_TO_WORKERS + 0) /* user \0 mailbox \0 */
+#define SERVE_MSG_QUEUED (SERVER_MSG_TO_QUEUE + 0)   /* queue id \0 recipient \0 ... */
+
+static const struct server_context *serve_ctx; /* this process's, for the forwarders */
+static struct auth_server *serve_auth_server;  /* the auth process's */
+
+/* A mailbox changed in this process: the other workers' IDLE sessions must hear of it. */
+static void serve_forward_notify(const char *user, const char *mailbox)
+{
+    char payload[CHANNEL_MAX_PAYLOAD];
+    size_t len = 0;
+    if (channel_put_str(payload, &len, user) && channel_put_str(payload, &len, mailbox))
+        (void)server_send(serve_ctx, SERVE_MSG_NOTIFY, payload, len);
+}
+
+/* A message was just queued for remote recipients: the queue process delivers it now
+ * (as many recipients as fit; a message without any is found by the next scan). */
+static void serve_forward_queued(const char *queue_id, const char *const *recipients, size_t n)
+{
+    char payload[CHANNEL_MAX_PAYLOAD];
+    size_t len = 0;
+    if (!channel_put_str(payload, &len, queue_id))
+        return;
+    for (size_t i = 0; i < n; i++)
+        if (!channel_put_str(payload, &len, recipients[i]))
+            break;
+    (void)server_send(serve_ctx, SERVE_MSG_QUEUED, payload, len);
+}
+
+static void serve_on_message(struct server_context *ctx, struct channel_msg *m)
+{
+    size_t pos = 0;
+    if (m->type == SERVER_MSG_AUTH_CLIENT && serve_auth_server && m->fd >= 0) {
+        (void)auth_server_add_client(serve_auth_server, m->fd);
+        m->fd = -1;
+    } else if (m->type == SERVER_MSG_AUTH_CHANNEL && ctx->auth && m->fd >= 0) {
+        auth_service_set_channel(ctx->auth, m->fd);
+        m->fd = -1;
+    } else if (m->type == SERVE_MSG_NOTIFY) {
+        const char *user = channel_get_str(m, &pos), *mailbox = channel_get_str(m, &pos);
+        if (user && mailbox)
+            store_notify_publish_remote(user, mailbox);
+    } else if (m->type == SERVE_MSG_QUEUED && (ctx->processes & SERVER_PROC_QUEUE)) {
+        const char *id = channel_get_str(m, &pos);
+        const char *rcpts[64];
+        size_t n = 0;
+        const char *r;
+        while (n < 64 && (r = channel_get_str(m, &pos)) != NULL)
+            rcpts[n++] = r;
+        if (id)
+            outbound_runner_notify(id, rcpts, n);
+    }
+}
+
+/* Open the directory and the notification channel, after privileges are dropped; the
+ * queue runner in the process that runs the queue. */
 static int serve_init(struct server_context *ctx, char **error_r)
 {
     if (store_notify_init(ctx->base) < 0) {
         *error_r = strdup("cannot set up mailbox change notifications");
         return -1;
     }
+    serve_ctx = ctx;
+    if (ctx->channel >= 0)
+        store_notify_set_forward(serve_forward_notify);
     char *err = NULL;
-    ctx->auth = auth_service_open(ctx->cfg, &err);
+    /* the auth process alone opens the directory; the others ask it (DESIGN §2) */
+    bool is_local = ctx->auth_channel < 0;
+    if (ctx->auth_channel >= 0) {
+        ctx->auth = auth_service_open_remote(ctx->cfg, ctx->auth_channel, &err);
+        ctx->auth_channel = -1; /* the service owns it now */
+    } else {
+        ctx->auth = auth_service_open(ctx->cfg, &err);
+    }
     if (!ctx->auth) {
         size_t n = strlen(err ? err : "") + 64;
         *error_r = malloc(n);
@@ -93,8 +169,33 @@ static int serve_init(struct server_context *ctx, char **error_r)
         free(err);
         return -1;
     }
-    if (serve_init_policy(ctx, error_r) < 0)
+    if (is_local && auth_directory_may_block(ctx->auth)) {
+        /* One lookup now, so a wrong host or password shows in the log at start (as the
+         * outage line) rather than at the first client; start-up goes on either way. */
+        log_info("auth", "directory: %s", auth_directory_name(ctx->auth));
+        (void)auth_domain_is_local(ctx->auth, "startup-probe.invalid");
+    }
+    if (ctx->processes & SERVER_PROC_AUTH)
+        serve_start_control(ctx); /* the failed-login table is this process's */
+    if (ctx->processes == SERVER_PROC_AUTH) {
+        serve_auth_server = auth_server_new(ctx->auth, ctx->base, ctx->pool);
+        if (!serve_auth_server) {
+            *error_r = strdup("cannot start the auth server");
+            return -1;
+        }
+        return 0;
+    }
+    if ((ctx->processes & SERVER_PROC_WORKER) && serve_init_policy(ctx, error_r) < 0)
         return -1;
+    /* issue 12: the resolver of the port-25 checks, in the processes with SMTP sessions;
+     * issue 13: the screening's own */
+    if ((ctx->processes & SERVER_PROC_WORKER) && (smtp_mailauth_start(ctx->cfg, error_r) < 0 ||
+                                                  smtp_screen_start(ctx->cfg, ctx->base, error_r) < 0))
+        return -1;
+    if (!(ctx->processes & SERVER_PROC_QUEUE)) {
+        outbound_runner_set_remote(serve_forward_queued);
+        return 0;
+    }
     /* the queue runner (outbound delivery) needs the directory for local recipients */
     (void)queue_incoming_cleanup(ctx->cfg->data_dir, 60);
     ctx->app = outbound_runner_start(ctx, error_r);
@@ -109,12 +210,19 @@ static void serve_fini(struct server_context *ctx)
      * main pool, which the core destroys after fini */
     workpool_destroy(ctx->milter_pool);
     ctx->milter_pool = NULL;
-    if (!outbound_runner_stop(ctx->app, ctx->shutdown_deadline_ms ? ctx->shutdown_deadline_ms
+    if (ctx->app &&
+        !outbound_runner_stop(ctx->app, ctx->shutdown_deadline_ms ? ctx->shutdown_deadline_ms
                                                                    : UINT64_MAX))
         server_abandon_exit(ctx, "outbound deliveries");
     ctx->app = NULL;
+    smtp_mailauth_stop();
+    smtp_screen_stop();
     auth_control_stop(serve_control); /* it answers from the directory's blocks */
     serve_control = NULL;
+    auth_server_free(serve_auth_server);
+    serve_auth_server = NULL;
+    outbound_runner_set_remote(NULL);
+    store_notify_set_forward(NULL);
     if (ctx->auth)
         auth_service_close(ctx->auth);
     ctx->auth = NULL;
@@ -126,6 +234,18 @@ static void serve_fini(struct server_context *ctx)
     ctx->greylist = NULL;
     /* release the notification event before the loop's base is freed */
     store_notify_init(NULL);
+}
+
+/* SIGHUP in the master: the configuration file read again, with the same -c and -o. */
+static struct config *serve_reload(char **error_r)
+{
+    struct config *cfg = config_load(serve_options.config_path, serve_options.overrides,
+                                     serve_options.n_overrides, error_r);
+    if (cfg && auth_config_check(cfg, error_r) < 0) { /* the directory keys too */
+        config_free(cfg);
+        return NULL;
+    }
+    return cfg;
 }
 
 /* Send the log where the config says (stderr when in the foreground with -f). */
@@ -183,9 +303,19 @@ int cli_serve(const struct cli_options *o, int argc, char **argv)
         }
     }
     struct config *cfg = cli_load_config(&opts);
-    free(overrides);
-    if (!cfg)
+    if (!cfg) {
+        free(overrides);
         return 1;
+    }
+    char *err = NULL;
+    if (auth_config_check(cfg, &err) < 0) { /* before anything binds */
+        fprintf(stderr, "tern: %s\n", err ? err : "bad directory settings");
+        free(err);
+        config_free(cfg);
+        free(overrides);
+        return 1;
+    }
+    serve_options = opts;
     if (serve_open_log(cfg, is_foreground) < 0) {
         config_free(cfg);
         return 1;
@@ -200,11 +330,15 @@ int cli_serve(const struct cli_options *o, int argc, char **argv)
                 [CONN_ROLE_POP3S] = &pop3_protocol,
                 [CONN_ROLE_IMAP] = &imap_protocol,
                 [CONN_ROLE_IMAPS] = &imap_protocol,
+                [CONN_ROLE_LMTP] = &smtp_protocol,
             },
         .init = serve_init,
         .fini = serve_fini,
+        .on_message = serve_on_message,
+        .reload = serve_reload,
     };
     int rc = server_run(cfg, &hooks);
     config_free(cfg);
+    free(overrides);
     return rc;
 }

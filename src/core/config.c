@@ -11,6 +11,7 @@
  * tls.key and log.file are taken relative to data_dir.
  */
 #include "core/config.h"
+#include "core/uidl.h"
 #include "core/buf.h"
 #include "core/dnsbl_site.h"
 #include "core/util.h"
@@ -41,7 +42,10 @@ enum config_type {
     CT_LOG_TARGET,
     CT_MILTERS,       /* list of filter socket addresses (util_socket_address_parse) */
     CT_DNSBL,         /* list of DNS list sites (core/dnsbl_site.h) */
-    CT_MILTER_ACTION, /* tempfail | accept */
+    CT_CHOICE,      /* string, one of config_choices(key) */
+    CT_UIDL_FORMAT, /* string, a POP3 UIDL format (core/uidl.h) */
+    CT_MODE,        /* unsigned, an octal file mode (0000-0777) */
+    CT_ENUM,        /* unsigned index into the key's value list (config_enums) */
 };
 
 struct config_key {
@@ -53,6 +57,24 @@ struct config_key {
 };
 
 #define OFF(field) offsetof(struct config, field)
+
+/* CT_ENUM value lists (NULL-terminated), in the order of the enums in config.h. */
+static const char *const directory_drivers[] = {"sqlite", "mysql", "postgresql", NULL};
+static const char *const directory_schemas[] = {"postfixadmin", "custom", NULL};
+static const char *const directory_tls_modes[] = {"no", "yes", "verify", NULL};
+/* Other spellings admins bring from Dovecot and Postfix ("pgsql") and MariaDB. */
+static const struct {
+    const char *alias;
+    const char *name;
+} config_enum_aliases[] = {{"mariadb", "mysql"}, {"pgsql", "postgresql"}, {"postgres", "postgresql"}};
+static const struct {
+    size_t offset;
+    const char *const *names;
+} config_enums[] = {
+    {OFF(directory_driver), directory_drivers},
+    {OFF(directory_schema), directory_schemas},
+    {OFF(directory_tls), directory_tls_modes},
+};
 
 static const struct config_key config_keys[] = {
     {"hostname", CT_STRING, OFF(hostname), NULL, NULL},
@@ -68,6 +90,10 @@ static const struct config_key config_keys[] = {
     {"pop3s.listen", CT_LISTEN, OFF(pop3s_listen), "*:995", "*:2995"},
     {"imap.listen", CT_LISTEN, OFF(imap_listen), "*:143", "*:2143"},
     {"imaps.listen", CT_LISTEN, OFF(imaps_listen), "*:993", "*:2993"},
+    {"lmtp.listen", CT_LISTEN, OFF(lmtp_listen), "unix:lmtp", "unix:lmtp"},
+    {"lmtp.socket_mode", CT_MODE, OFF(lmtp_socket_mode), "0660", "0660"},
+    {"lmtp.socket_group", CT_STRING, OFF(lmtp_socket_group), "", ""},
+    {"lmtp.trusted_networks", CT_NETWORKS, OFF(lmtp_trusted_networks), "", ""},
     {"tls.cert", CT_PATH, OFF(tls_cert), NULL, NULL},
     {"tls.key", CT_PATH, OFF(tls_key), NULL, NULL},
     {"relay_networks", CT_NETWORKS, OFF(relay_networks), "", ""},
@@ -89,6 +115,8 @@ static const struct config_key config_keys[] = {
     {"pop3.timeout", CT_UINT, OFF(pop3_timeout), "600", "600"},
     {"pop3.login_timeout", CT_UINT, OFF(pop3_login_timeout), "180", "180"},
     {"pop3.login_delay", CT_UINT, OFF(pop3_login_delay), "0", "0"},
+    {"pop3.uidl_format", CT_UIDL_FORMAT, OFF(pop3_uidl_format), UIDL_DEFAULT_FORMAT,
+     UIDL_DEFAULT_FORMAT},
     {"imap.timeout", CT_UINT, OFF(imap_timeout), "1800", "1800"},
     {"imap.login_timeout", CT_UINT, OFF(imap_login_timeout), "180", "180"},
     {"tls.handshake_timeout", CT_UINT, OFF(tls_handshake_timeout), "60", "60"},
@@ -97,6 +125,9 @@ static const struct config_key config_keys[] = {
     {"quota.default", CT_SIZE, OFF(quota_default), "0", "0"},
     {"worker_threads", CT_UINT, OFF(worker_threads), "16", "16"},
     {"shutdown_timeout", CT_UINT, OFF(shutdown_timeout), "10", "10"},
+    {"master_process", CT_BOOL, OFF(master_process), "yes", "yes"},
+    {"worker_processes", CT_UINT, OFF(worker_processes), "0", "0"},
+    {"process_memory_limit", CT_SIZE, OFF(process_memory_limit), "0", "0"},
     {"queue.retry_min", CT_UINT, OFF(queue_retry_min), "300", "300"},
     {"queue.retry_max", CT_UINT, OFF(queue_retry_max), "14400", "14400"},
     {"queue.lifetime", CT_UINT, OFF(queue_lifetime), "432000", "432000"},
@@ -105,6 +136,7 @@ static const struct config_key config_keys[] = {
     {"queue.destination_concurrency", CT_UINT, OFF(queue_destination_concurrency), "10", "10"},
     {"queue.delay_warning_time", CT_UINT, OFF(queue_delay_warning_time), "0", "0"},
     {"dns.resolver", CT_STRING, OFF(dns_resolver), "", ""},
+    {"dns.trust_anchor", CT_PATH, OFF(dns_trust_anchor), "", ""},
     {"relayhost", CT_STRING, OFF(relayhost), "", ""},
     {"relayhost.username", CT_STRING, OFF(relayhost_username), "", ""},
     {"relayhost.password", CT_STRING, OFF(relayhost_password), "", ""},
@@ -144,21 +176,75 @@ static const struct config_key config_keys[] = {
     {"milter.command_timeout", CT_UINT, OFF(milter_command_timeout), "30", "30"},
     {"milter.content_timeout", CT_UINT, OFF(milter_content_timeout), "300", "300"},
     {"milter.concurrency", CT_UINT, OFF(milter_concurrency), "64", "64"},
-    {"milter.default_action", CT_MILTER_ACTION, OFF(milter_default_action), "tempfail",
+    {"milter.default_action", CT_CHOICE, OFF(milter_default_action), "tempfail",
      "tempfail"},
+    {"outbound.mta_sts", CT_BOOL, OFF(outbound_mta_sts), "yes", "yes"},
+    {"outbound.mta_sts_port", CT_UINT, OFF(outbound_mta_sts_port), "443", "443"},
+    {"outbound.ca_file", CT_PATH, OFF(outbound_ca_file), "", ""},
+    {"outbound.dane", CT_BOOL, OFF(outbound_dane), "yes", "yes"},
+    {"mailauth.verify", CT_BOOL, OFF(mailauth_verify), "yes", "yes"},
+    {"mailauth.authserv_id", CT_STRING, OFF(mailauth_authserv_id), "", ""},
+    {"mailauth.spf_policy", CT_CHOICE, OFF(mailauth_spf_policy), "mark", "mark"},
+    {"mailauth.dmarc_policy", CT_CHOICE, OFF(mailauth_dmarc_policy), "enforce", "enforce"},
+    {"mailauth.dns_timeout", CT_UINT, OFF(mailauth_dns_timeout), "5", "5"},
+    /* The directory's backend (issue 14; docs/CONFIG.md "Directory in SQL"). */
+    {"directory.driver", CT_ENUM, OFF(directory_driver), "sqlite", "sqlite"},
+    {"directory.schema", CT_ENUM, OFF(directory_schema), "postfixadmin", "postfixadmin"},
+    {"directory.host", CT_STRING, OFF(directory_host), "localhost", "localhost"},
+    {"directory.port", CT_UINT, OFF(directory_port), "0", "0"},
+    {"directory.socket", CT_STRING, OFF(directory_socket), "", ""},
+    {"directory.dbname", CT_STRING, OFF(directory_dbname), "", ""},
+    {"directory.user", CT_STRING, OFF(directory_user), "", ""},
+    {"directory.password", CT_STRING, OFF(directory_password), "", ""},
+    {"directory.password_file", CT_PATH, OFF(directory_password_file), "", ""},
+    {"directory.pool_size", CT_UINT, OFF(directory_pool_size), "4", "4"},
+    {"directory.connect_timeout", CT_UINT, OFF(directory_connect_timeout), "5", "5"},
+    {"directory.query_timeout", CT_UINT, OFF(directory_query_timeout), "10", "10"},
+    {"directory.tls", CT_ENUM, OFF(directory_tls), "no", "no"},
+    {"directory.tls_ca", CT_PATH, OFF(directory_tls_ca), "", ""},
+    {"directory.tls_cert", CT_PATH, OFF(directory_tls_cert), "", ""},
+    {"directory.tls_key", CT_PATH, OFF(directory_tls_key), "", ""},
+    {"directory.default_pass_scheme", CT_STRING, OFF(directory_default_pass_scheme), "CRYPT",
+     "CRYPT"},
+    {"directory.password_scheme", CT_STRING, OFF(directory_password_scheme), "SHA512-CRYPT",
+     "SHA512-CRYPT"},
+    {"directory.mail_root", CT_PATH, OFF(directory_mail_root), "", ""},
+    {"directory.password_query", CT_STRING, OFF(directory_password_query), "", ""},
+    {"directory.user_query", CT_STRING, OFF(directory_user_query), "", ""},
+    {"directory.iterate_query", CT_STRING, OFF(directory_iterate_query), "", ""},
+    {"directory.domain_query", CT_STRING, OFF(directory_domain_query), "", ""},
+    {"directory.alias_query", CT_STRING, OFF(directory_alias_query), "", ""},
+    {"directory.alias_domain_query", CT_STRING, OFF(directory_alias_domain_query), "", ""},
 };
 
 #define N_KEYS (sizeof config_keys / sizeof config_keys[0])
+
+/* The names a CT_CHOICE key accepts (NULL-terminated). */
+static const char *const *config_choices(const struct config_key *k)
+{
+    static const char *const spf_policy_names[] = {"mark", "reject", NULL};
+    static const char *const dmarc_policy_names[] = {"enforce", "junk", "mark", NULL};
+    static const char *const milter_action_names[] = {"tempfail", "accept", NULL};
+    static const char *const none[] = {NULL};
+    if (k->offset == OFF(milter_default_action))
+        return milter_action_names;
+    if (k->offset == OFF(mailauth_spf_policy))
+        return spf_policy_names;
+    if (k->offset == OFF(mailauth_dmarc_policy))
+        return dmarc_policy_names;
+    return none;
+}
 
 /* The public struct plus what config_show needs to know about how it was made. */
 struct config_private {
     struct config pub; /* first: a struct config * is a struct config_private * */
     bool is_root;      /* built with the root defaults */
+    unsigned key_line[N_KEYS]; /* line of the file that set each key; 0 default,
+                                  CONFIG_LINE_OVERRIDE from -o */
 };
 
 static const char *const plaintext_names[] = {"tls", "loopback+tls", "always"};
 static const char *const log_target_names[] = {"stderr", "syslog", "file"};
-static const char *const milter_action_names[] = {"tempfail", "accept"};
 
 static char *config_strdup(const char *s)
 {
@@ -286,9 +372,13 @@ static const char *split_list(const char *v, struct config_list *out)
 
 /* One listen item: "addr:port", "[v6]:port", "*:port" or a bare port. Rewrites *item
  * into the canonical form. */
-static bool listen_item_normalise(char **item)
+static bool listen_item_normalise(char **item, bool may_be_unix)
 {
     const char *s = *item;
+    /* "unix:<path>" (LMTP only): a relative path is made absolute under data_dir later;
+     * sockaddr_un holds 107 bytes of path, checked when binding */
+    if (strncmp(s, "unix:", 5) == 0)
+        return may_be_unix && s[5] != '\0' && strlen(s + 5) < 4096;
     char host[INET6_ADDRSTRLEN + 2];
     const char *port;
     if (s[0] == '[') {
@@ -359,6 +449,15 @@ static bool network_item_is_valid(const char *s)
     return true;
 }
 
+/* The value list of a CT_ENUM key. */
+static const char *const *enum_names(const struct config_key *k)
+{
+    for (size_t i = 0; i < sizeof config_enums / sizeof config_enums[0]; i++)
+        if (config_enums[i].offset == k->offset)
+            return config_enums[i].names;
+    abort(); /* a CT_ENUM row without its list */
+}
+
 static int enum_find(const char *const *names, size_t n, const char *v)
 {
     for (size_t i = 0; i < n; i++)
@@ -393,7 +492,8 @@ static char *config_set(struct config *cfg, const struct config_key *k, const ch
             int family;
             char host[256], port[8];
             struct dnsbl_site site;
-            bool ok = k->type == CT_LISTEN ? listen_item_normalise(&l.items[i])
+            bool ok = k->type == CT_LISTEN
+                          ? listen_item_normalise(&l.items[i], k->offset == OFF(lmtp_listen))
                       : k->type == CT_NETWORKS
                           ? network_item_is_valid(l.items[i])
                       : k->type == CT_DNSBL
@@ -428,6 +528,16 @@ static char *config_set(struct config *cfg, const struct config_key *k, const ch
             return config_asprintf("bad boolean '%s' for %s (use yes or no)", v, k->name);
         return NULL;
     }
+    case CT_MODE: {
+        unsigned mode = 0;
+        size_t len = strlen(v);
+        for (size_t i = 0; i < len && len <= 4; i++)
+            mode = v[i] >= '0' && v[i] <= '7' ? mode * 8 + (unsigned)(v[i] - '0') : 01000;
+        if (len == 0 || len > 4 || mode > 0777)
+            return config_asprintf("bad file mode '%s' for %s (octal, e.g. 0660)", v, k->name);
+        *(unsigned *)field = mode;
+        return NULL;
+    }
     case CT_UINT: {
         uint64_t n;
         if (!parse_u64(v, UINT_MAX, &n, false))
@@ -450,6 +560,50 @@ static char *config_set(struct config *cfg, const struct config_key *k, const ch
         *(enum config_plaintext *)field = (enum config_plaintext)i;
         return NULL;
     }
+    case CT_CHOICE:
+    case CT_ENUM: {
+        /* CT_CHOICE stores the name (a string), CT_ENUM its index (an unsigned) */
+        bool is_enum = k->type == CT_ENUM;
+        const char *const *names = is_enum ? enum_names(k) : config_choices(k);
+        size_t n = 0;
+        while (names[n])
+            n++;
+        for (size_t a = 0;
+             is_enum && a < sizeof config_enum_aliases / sizeof config_enum_aliases[0]; a++)
+            if (strcasecmp(v, config_enum_aliases[a].alias) == 0)
+                v = config_enum_aliases[a].name;
+        int i = enum_find(names, n, v);
+        if (i < 0) {
+            struct buf b;
+            buf_init(&b, 0);
+            for (size_t j = 0; j < n; j++)
+                buf_printf(&b, "%s%s", j == 0 ? "" : j + 1 == n ? " or " : ", ", names[j]);
+            char *r = config_asprintf("bad value '%s' for %s (use %s)", v, k->name, buf_cstr(&b));
+            buf_free(&b);
+            return r;
+        }
+        if (is_enum) {
+            *(unsigned *)field = (unsigned)i;
+        } else {
+            char **sp = (char **)field;
+            free(*sp);
+            *sp = config_strdup(names[i]);
+        }
+        return NULL;
+    }
+    case CT_UIDL_FORMAT: {
+        char *why = NULL;
+        if (!uidl_format_check(v, &why)) {
+            char *r = config_asprintf("bad POP3 UIDL format '%s' for %s: %s", v, k->name,
+                                      why ? why : "invalid");
+            free(why);
+            return r;
+        }
+        char **sp = (char **)field;
+        free(*sp);
+        *sp = config_strdup(v);
+        return NULL;
+    }
     case CT_LOG_TARGET: {
         int i = enum_find(log_target_names, 3, v);
         if (i < 0)
@@ -458,15 +612,6 @@ static char *config_set(struct config *cfg, const struct config_key *k, const ch
         char **sp = (char **)field;
         free(*sp);
         *sp = config_strdup(log_target_names[i]);
-        return NULL;
-    }
-    case CT_MILTER_ACTION: {
-        int i = enum_find(milter_action_names, 2, v);
-        if (i < 0)
-            return config_asprintf("bad value '%s' for %s (use tempfail or accept)", v, k->name);
-        char **sp = (char **)field;
-        free(*sp);
-        *sp = config_strdup(milter_action_names[i]);
         return NULL;
     }
     }
@@ -524,9 +669,59 @@ static char *config_transport_add(struct config *cfg, const char *domain, const 
     return NULL;
 }
 
+/* mailauth.spf_policy.<domain> / mailauth.dmarc_policy.<domain> (issue 12): a per-domain
+ * override of the global key k, kept as "<key name> <domain> <value>" items; a later line
+ * for the same key and domain replaces the earlier one. */
+static char *config_mailauth_policy_add(struct config *cfg, const struct config_key *k,
+                                        const char *domain, const char *value)
+{
+    const char *const *choices = config_choices(k);
+    size_t n = 0;
+    while (choices[n])
+        n++;
+    int i = enum_find(choices, n, value);
+    if (i < 0 || strchr(domain, ' ') || domain[0] == '\0')
+        return config_asprintf("bad value '%.80s' for %s.%.80s", value, k->name, domain);
+    struct config_list *l = &cfg->mailauth_policies;
+    char *item = config_asprintf("%s %s %s", k->name, domain, choices[i]);
+    size_t prefix = strlen(k->name) + 1 + strlen(domain) + 1;
+    for (size_t j = 0; j < l->n; j++) {
+        if (strncasecmp(l->items[j], item, prefix) == 0) {
+            free(l->items[j]);
+            l->items[j] = item;
+            return NULL;
+        }
+    }
+    if (l->n >= 1024) {
+        free(item);
+        return config_asprintf("too many %s.* keys", k->name);
+    }
+    char **items = realloc(l->items, (l->n + 1) * sizeof *items);
+    if (!items) {
+        free(item);
+        return config_asprintf("out of memory");
+    }
+    l->items = items;
+    l->items[l->n++] = item;
+    return NULL;
+}
+
+const char *config_mailauth_policy(const struct config *cfg, const char *key, const char *domain)
+{
+    size_t kl = strlen(key), dl = domain ? strlen(domain) : 0;
+    for (size_t j = 0; domain && j < cfg->mailauth_policies.n; j++) {
+        const char *it = cfg->mailauth_policies.items[j];
+        if (strncmp(it, key, kl) == 0 && it[kl] == ' ' && strncasecmp(it + kl + 1, domain, dl) == 0 &&
+            it[kl + 1 + dl] == ' ')
+            return it + kl + 1 + dl + 1;
+    }
+    return strcmp(key, "mailauth.spf_policy") == 0 ? cfg->mailauth_spf_policy
+                                                   : cfg->mailauth_dmarc_policy;
+}
+
 /* Apply "key = value" (a line or an override). Returns NULL or a malloc'd reason;
  * a blank line or comment is a no-op. */
-static char *config_apply_line(struct config *cfg, char *line, bool is_override)
+static char *config_apply_line(struct config *cfg, char *line, bool is_override, unsigned lineno)
 {
     if (!is_override)
         strip_comment(line);
@@ -550,9 +745,20 @@ static char *config_apply_line(struct config *cfg, char *line, bool is_override)
     const struct config_key *k = config_key_find(key);
     if (!k && strncmp(key, "transport.", 10) == 0 && key[10] != '\0')
         return config_transport_add(cfg, key + 10, value);
+    if (!k && (strncmp(key, "mailauth.spf_policy.", 20) == 0 ||
+               strncmp(key, "mailauth.dmarc_policy.", 22) == 0)) {
+        const char *dot = strchr(key + 9, '.');
+        char name[32];
+        snprintf(name, sizeof name, "%.*s", (int)(dot - key), key);
+        return config_mailauth_policy_add(cfg, config_key_find(name), dot + 1, value);
+    }
     if (!k)
         return config_asprintf("unknown key '%.80s'", key);
-    return config_set(cfg, k, value);
+    char *err = config_set(cfg, k, value);
+    if (!err)
+        ((struct config_private *)cfg)->key_line[k - config_keys] =
+            is_override ? CONFIG_LINE_OVERRIDE : lineno;
+    return err;
 }
 
 /* ---- defaults -------------------------------------------------------------------------- */
@@ -620,9 +826,20 @@ static void config_finish(struct config *cfg)
         free(cfg->tls_key);
         cfg->tls_key = path_join(cfg->data_dir, "tls/key.pem");
     }
+    for (size_t i = 0; i < cfg->lmtp_listen.n; i++) {
+        char **item = &cfg->lmtp_listen.items[i];
+        if (strncmp(*item, "unix:", 5) == 0 && (*item)[5] != '/') {
+            char *path = config_strdup(*item + 5);
+            path_make_absolute(&path, cfg->data_dir);
+            free(*item);
+            *item = config_asprintf("unix:%s", path);
+            free(path);
+        }
+    }
     path_make_absolute(&cfg->log_file, cfg->data_dir);
     path_make_absolute(&cfg->tls_cert, cfg->data_dir);
     path_make_absolute(&cfg->tls_key, cfg->data_dir);
+    path_make_absolute(&cfg->directory_mail_root, cfg->data_dir);
 }
 
 static struct config *config_new_default(const char *path, bool is_root)
@@ -668,7 +885,7 @@ static struct config *config_build(const char *name, const char *text, size_t le
         memcpy(line, text + pos, n);
         line[n] = '\0';
         pos += n + (nl ? 1 : 0);
-        char *err = config_apply_line(cfg, line, false);
+        char *err = config_apply_line(cfg, line, false, lineno);
         if (err) {
             *error_r = config_asprintf("%s:%u: %s", name, lineno, err);
             free(err);
@@ -682,7 +899,7 @@ static struct config *config_build(const char *name, const char *text, size_t le
             goto fail;
         }
         memcpy(line, overrides[i], n + 1);
-        char *err = config_apply_line(cfg, line, true);
+        char *err = config_apply_line(cfg, line, true, 0);
         if (err) {
             *error_r = config_asprintf("-o %s: %s", overrides[i], err);
             free(err);
@@ -755,13 +972,14 @@ void config_free(struct config *cfg)
         const struct config_key *k = &config_keys[i];
         char *field = (char *)cfg + k->offset;
         if (k->type == CT_STRING || k->type == CT_PATH || k->type == CT_LOG_TARGET ||
-            k->type == CT_MILTER_ACTION)
+            k->type == CT_CHOICE || k->type == CT_UIDL_FORMAT)
             free(*(char **)field);
         else if (k->type == CT_LISTEN || k->type == CT_NETWORKS || k->type == CT_MILTERS ||
                  k->type == CT_DNSBL)
             config_list_free((struct config_list *)field);
     }
     config_list_free(&cfg->transports);
+    config_list_free(&cfg->mailauth_policies);
     free(cfg->path);
     free(cfg);
 }
@@ -775,8 +993,9 @@ static char *config_format_value(const struct config *cfg, const struct config_k
     switch (k->type) {
     case CT_STRING:
     case CT_PATH:
+    case CT_CHOICE:
     case CT_LOG_TARGET:
-    case CT_MILTER_ACTION: {
+    case CT_UIDL_FORMAT: {
         const char *s = *(char *const *)field;
         return config_strdup(s ? s : "");
     }
@@ -795,12 +1014,16 @@ static char *config_format_value(const struct config *cfg, const struct config_k
         return config_strdup(*(const bool *)field ? "yes" : "no");
     case CT_UINT:
         return config_asprintf("%u", *(const unsigned *)field);
+    case CT_MODE:
+        return config_asprintf("%04o", *(const unsigned *)field);
     case CT_SIZE:
         return config_asprintf("%llu", (unsigned long long)*(const uint64_t *)field);
     case CT_PLAINTEXT: {
         unsigned i = (unsigned)*(const enum config_plaintext *)field;
         return config_strdup(i < 3 ? plaintext_names[i] : "?");
     }
+    case CT_ENUM:
+        return config_strdup(enum_names(k)[*(const unsigned *)field]);
     }
     return config_strdup("");
 }
@@ -816,6 +1039,23 @@ static char *config_derived_default(const struct config *cfg, const struct confi
     if (k->offset == OFF(tls_key))
         return path_join(cfg->data_dir, "tls/key.pem");
     return NULL;
+}
+
+bool config_key_is_set(const struct config *cfg, const char *key)
+{
+    const struct config_key *k = config_key_find(key);
+    return k && ((const struct config_private *)cfg)->key_line[k - config_keys] != 0;
+}
+
+char *config_key_origin(const struct config *cfg, const char *key)
+{
+    const struct config_key *k = config_key_find(key);
+    unsigned line = k ? ((const struct config_private *)cfg)->key_line[k - config_keys] : 0;
+    if (line == CONFIG_LINE_OVERRIDE)
+        return config_asprintf("-o %s", key);
+    if (line == 0)
+        return config_asprintf("%s (default of %s)", cfg->path, key);
+    return config_asprintf("%s:%u", cfg->path, line);
 }
 
 void config_show(const struct config *cfg, bool non_default_only)
@@ -839,7 +1079,8 @@ void config_show(const struct config *cfg, bool non_default_only)
             free(d);
         }
         /* A secret never goes to a terminal or a support ticket pasted from one. */
-        bool is_secret = strcmp(k->name, "relayhost.password") == 0;
+        bool is_secret =
+            strcmp(k->name, "relayhost.password") == 0 || strcmp(k->name, "directory.password") == 0;
         if (!is_default)
             printf("%s =%s%s\n", k->name, v[0] ? " " : "", is_secret && v[0] ? "(hidden)" : v);
         free(v);
@@ -850,6 +1091,14 @@ void config_show(const struct config *cfg, bool non_default_only)
         const char *sp = strchr(item, ' ');
         if (sp)
             printf("transport.%.*s = %s\n", (int)(sp - item), item, sp + 1);
+    }
+    for (size_t i = 0; i < cfg->mailauth_policies.n; i++) {
+        const char *item = cfg->mailauth_policies.items[i];
+        const char *sp1 = strchr(item, ' ');
+        const char *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
+        if (sp2)
+            printf("%.*s.%.*s = %s\n", (int)(sp1 - item), item, (int)(sp2 - sp1 - 1), sp1 + 1,
+                   sp2 + 1);
     }
     config_free(defaults);
 }

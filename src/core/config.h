@@ -32,6 +32,14 @@ struct config_list {
 
 enum config_plaintext { PLAINTEXT_TLS, PLAINTEXT_LOOPBACK_TLS, PLAINTEXT_ALWAYS };
 
+/* directory.driver, directory.schema, directory.tls (in the order config.c lists them). */
+enum config_directory_driver { DIRECTORY_SQLITE, DIRECTORY_MYSQL, DIRECTORY_PGSQL };
+enum config_directory_schema { DIRECTORY_SCHEMA_POSTFIXADMIN, DIRECTORY_SCHEMA_CUSTOM };
+enum config_directory_tls { DIRECTORY_TLS_NO, DIRECTORY_TLS_YES, DIRECTORY_TLS_VERIFY };
+
+/* config_key_origin: a key set by -o rather than by a line of the file. */
+#define CONFIG_LINE_OVERRIDE 0xffffffffu
+
 struct config {
     char *path;       /* file the config came from (may not exist) */
     char *hostname;   /* hostname: banner and Received; default gethostname() */
@@ -48,6 +56,12 @@ struct config {
     struct config_list pop3s_listen;       /* pop3s.listen: 995 */
     struct config_list imap_listen;        /* imap.listen: 143 (STARTTLS) */
     struct config_list imaps_listen;       /* imaps.listen: 993 */
+    struct config_list lmtp_listen;        /* lmtp.listen: "unix:<path>" or addr:port items;
+                                              default unix:<data_dir>/lmtp */
+    unsigned lmtp_socket_mode;             /* lmtp.socket_mode: octal; default 0660 */
+    char *lmtp_socket_group;               /* lmtp.socket_group: "" = run_user's group */
+    struct config_list lmtp_trusted_networks; /* lmtp.trusted_networks: TCP peers allowed
+                                                 besides loopback; empty */
 
     char *tls_cert; /* tls.cert: default <data_dir>/tls/cert.pem (generated if absent) */
     char *tls_key;  /* tls.key:  default <data_dir>/tls/key.pem */
@@ -73,6 +87,8 @@ struct config {
     unsigned pop3_timeout;           /* pop3.timeout; 600 */
     unsigned pop3_login_timeout;     /* pop3.login_timeout: connect to login, seconds; 180 */
     unsigned pop3_login_delay;       /* pop3.login_delay seconds between logins per user; 0 off */
+    char *pop3_uidl_format;          /* pop3.uidl_format: Dovecot's pop3_uidl_format (core/uidl.h);
+                                        default "%08Xu%08Xv" */
     unsigned imap_timeout;           /* imap.timeout; 1800 */
     unsigned imap_login_timeout;     /* imap.login_timeout: connect to login, seconds; 180 */
     unsigned tls_handshake_timeout;  /* tls.handshake_timeout seconds (implicit and STARTTLS); 60 */
@@ -81,6 +97,9 @@ struct config {
     uint64_t quota_default;          /* quota.default bytes per user, 0 = unlimited */
     unsigned worker_threads;         /* worker_threads for blocking work; 16 */
     unsigned shutdown_timeout;       /* seconds SIGTERM may take at most; 10 */
+    bool master_process;             /* a root master forks the processes; yes */
+    unsigned worker_processes;       /* worker processes; 0 = one per core */
+    uint64_t process_memory_limit;   /* bytes of data segment per child, 0 none */
 
     /* Outbound delivery (queue runner, SMTP client; issue 5). Added by the outbound helper. */
     unsigned queue_retry_min;      /* queue.retry_min seconds; 300 (doubles per attempt) */
@@ -136,8 +155,50 @@ struct config {
     unsigned milter_content_timeout;       /* milter.content_timeout seconds; 300 */
     char *milter_default_action;           /* milter.default_action: tempfail | accept */
     unsigned milter_concurrency;           /* milter.concurrency: conversations at once; 64 */
+    bool outbound_mta_sts;          /* outbound.mta_sts: honour RFC 8461 policies; yes */
+    unsigned outbound_mta_sts_port; /* outbound.mta_sts_port: policy host's HTTPS port; 443 */
+    char *outbound_ca_file;         /* outbound.ca_file: CAs for MTA-STS; "" = system */
+    bool outbound_dane;             /* outbound.dane: RFC 7672 when DNSSEC is on; yes */
+    char *dns_trust_anchor;         /* dns.trust_anchor: DNSSEC anchor file; "" = no DNSSEC */
     struct config_list transports; /* transport.<domain> = [host]:port, stored as
                                       "<domain> [host]:port" items, in file order */
+
+    /* Mail authentication (issue 12). Added by the mailauth helper. */
+    bool mailauth_verify;          /* mailauth.verify: SPF/DKIM/DMARC on port 25; yes */
+    char *mailauth_authserv_id;    /* mailauth.authserv_id: A-R id; "" = hostname */
+    char *mailauth_spf_policy;     /* mailauth.spf_policy: mark | reject (SPF fail at RCPT) */
+    char *mailauth_dmarc_policy;   /* mailauth.dmarc_policy: enforce | junk | mark */
+    unsigned mailauth_dns_timeout; /* mailauth.dns_timeout: seconds per lookup; 5 */
+    struct config_list mailauth_policies; /* mailauth.{spf,dmarc}_policy.<domain> overrides,
+                                             "<key> <domain> <value>" items */
+
+    /* The directory's backend (issue 14; auth/dir_backend.h). Added by the sqldir helper. */
+    unsigned directory_driver;          /* directory.driver: enum config_directory_driver */
+    unsigned directory_schema;          /* directory.schema: enum config_directory_schema */
+    char *directory_host;               /* directory.host; "localhost" */
+    unsigned directory_port;            /* directory.port; 0 = the driver's default */
+    char *directory_socket;             /* directory.socket: Unix socket (file or PG dir) */
+    char *directory_dbname;             /* directory.dbname */
+    char *directory_user;               /* directory.user */
+    char *directory_password;           /* directory.password */
+    char *directory_password_file;      /* directory.password_file: first line */
+    unsigned directory_pool_size;       /* directory.pool_size connections; 4 */
+    unsigned directory_connect_timeout; /* directory.connect_timeout seconds; 5 */
+    unsigned directory_query_timeout;   /* directory.query_timeout seconds; 10 */
+    unsigned directory_tls;             /* directory.tls: enum config_directory_tls */
+    char *directory_tls_ca;             /* directory.tls_ca: CA file to verify the server */
+    char *directory_tls_cert;           /* directory.tls_cert: client certificate */
+    char *directory_tls_key;            /* directory.tls_key: its key */
+    char *directory_default_pass_scheme; /* scheme of stored passwords without {SCHEME}; CRYPT */
+    char *directory_password_scheme;     /* scheme Tern writes passwords in; SHA512-CRYPT */
+    char *directory_mail_root;           /* base of relative maildir/home paths; "" =
+                                            <data_dir>/mail */
+    char *directory_password_query;      /* custom schema: Dovecot-style queries */
+    char *directory_user_query;
+    char *directory_iterate_query;
+    char *directory_domain_query;
+    char *directory_alias_query;
+    char *directory_alias_domain_query;
 };
 
 /*
@@ -156,6 +217,17 @@ void config_free(struct config *cfg);
 struct config *config_parse_buffer(const char *name, const char *text, size_t len,
                                    char *const *overrides, size_t n_overrides, bool is_root,
                                    char **error_r);
+
+/* The value of mailauth.spf_policy or mailauth.dmarc_policy (key) for one of our
+ * domains: its mailauth.<key>.<domain> override, else the global value. */
+const char *config_mailauth_policy(const struct config *cfg, const char *key, const char *domain);
+
+/* Was key given (in the file or by -o), rather than left at its default? */
+bool config_key_is_set(const struct config *cfg, const char *key);
+
+/* Where a key's value came from, for messages about it: "tern.conf:12", "-o key", or
+ * "tern.conf (default of key)". malloc'd. */
+char *config_key_origin(const struct config *cfg, const char *key);
 
 /* Print the effective settings as "key = value" lines; only non-defaults if non_default_only. */
 void config_show(const struct config *cfg, bool non_default_only);

@@ -18,6 +18,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -30,6 +31,8 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+
+#include "core/deflate.h"
 #include <event2/event.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -42,6 +45,11 @@
 #define CONN_CLOSE_FLUSH_SECONDS 30
 /* How long a TLS handshake may take when tls.handshake_timeout is 0. */
 #define CONN_HANDSHAKE_SECONDS 60
+/* Lingering close: how long, and how much of the peer's input, to read and drop after
+ * our last reply before closing for good; and how many sockets may linger at once. */
+#define CONN_LINGER_SECONDS 2
+#define CONN_LINGER_BYTES   (1024 * 1024)
+#define CONN_LINGER_MAX     1024
 
 struct conn {
     struct server *srv;
@@ -51,7 +59,10 @@ struct conn {
     struct bufferevent *bev;
     struct event *kick;                 /* deferred work: re-dispatch input, finish a close */
     struct event *deadline;             /* conn_set_deadline(); NULL until first armed */
-    struct evbuffer_cb_entry *under_cb; /* on the socket's output under a STARTTLS filter */
+    struct evbuffer_cb_entry *under_cb; /* on the socket's output under a STARTTLS or
+                                           COMPRESS filter */
+    struct evbuffer *under_buf;         /* that output buffer */
+    bool is_compressed;                 /* RFC 4978 COMPRESS=DEFLATE is on */
     struct conn *next, *prev;
     int fd; /* the socket (owned by bev), for socket options */
 
@@ -60,6 +71,7 @@ struct conn {
     char local_ip[INET6_ADDRSTRLEN];
     uint16_t local_port;
     bool is_loopback;
+    bool is_local; /* accepted on a unix socket */
 
     unsigned timeout; /* seconds, 0 none */
     bool is_tls;
@@ -69,6 +81,7 @@ struct conn {
     bool has_eof;     /* the peer closed its side; finish after the pending work */
     bool is_closing;  /* conn_close(): flush then finish */
     bool is_finished; /* close() called; the struct is about to go */
+    bool wants_linger; /* our orderly close: drain the peer's input first (conn_linger) */
     const char *close_reason;
     char tls_desc[160];
 };
@@ -101,10 +114,10 @@ struct evbuffer *conn_input(struct conn *c)
 size_t conn_output_length(struct conn *c)
 {
     CONN_ON_LOOP();
-    size_t n = evbuffer_get_length(bufferevent_get_output(c->bev));
-    struct bufferevent *under = bufferevent_get_underlying(c->bev);
-    if (under)
-        n += evbuffer_get_length(bufferevent_get_output(under));
+    /* every layer: COMPRESS over TLS over the socket */
+    size_t n = 0;
+    for (struct bufferevent *b = c->bev; b; b = bufferevent_get_underlying(b))
+        n += evbuffer_get_length(bufferevent_get_output(b));
     return n;
 }
 
@@ -209,6 +222,11 @@ bool conn_peer_is_loopback(const struct conn *c)
     return c->is_loopback;
 }
 
+bool conn_peer_is_local(const struct conn *c)
+{
+    return c->is_local;
+}
+
 const char *conn_peer_name(const struct conn *c)
 {
     CONN_ON_LOOP();
@@ -287,6 +305,78 @@ static void conn_kick(struct conn *c)
     event_active(c->kick, EV_TIMEOUT, 1);
 }
 
+/* ---- lingering close ----------------------------------------------------------------
+ * Closing a socket whose receive queue still holds data makes the kernel send a RST at
+ * once, and a RST can destroy our last reply in the peer's queue before it reads it: a
+ * client that pipelined 100,000 RCPTs would never see "421 too many errors". So after an
+ * orderly close of ours (the reply flushed) the socket is shut for writing and the input
+ * read and dropped until the peer closes, CONN_LINGER_BYTES have come, or
+ * CONN_LINGER_SECONDS have passed (Apache's lingering close). */
+
+struct conn_linger {
+    int fd;
+    size_t drained;
+    struct event *ev;
+    struct conn_linger *next, *prev;
+};
+
+static struct conn_linger *conn_lingering;
+static unsigned conn_n_lingering;
+
+static void conn_linger_end(struct conn_linger *l)
+{
+    if (l->prev)
+        l->prev->next = l->next;
+    else
+        conn_lingering = l->next;
+    if (l->next)
+        l->next->prev = l->prev;
+    event_free(l->ev);
+    close(l->fd);
+    free(l);
+    conn_n_lingering--;
+}
+
+static void conn_linger_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn_linger *l = arg;
+    if (what & EV_READ) {
+        char buf[16384];
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n > 0 && (l->drained += (size_t)n) < CONN_LINGER_BYTES)
+            return;
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+    }
+    conn_linger_end(l); /* EOF, error, enough, or the time is up */
+}
+
+/* Take over fd (a duplicate of the connection's socket) for the lingering close. */
+static void conn_linger(struct event_base *base, int fd)
+{
+    struct conn_linger *l = conn_n_lingering < CONN_LINGER_MAX ? calloc(1, sizeof *l) : NULL;
+    if (!l || shutdown(fd, SHUT_WR) < 0) {
+        free(l);
+        close(fd);
+        return;
+    }
+    l->fd = fd;
+    l->ev = event_new(base, fd, EV_READ | EV_PERSIST, conn_linger_cb, l);
+    struct timeval tv = {.tv_sec = CONN_LINGER_SECONDS};
+    if (!l->ev || event_add(l->ev, &tv) < 0) {
+        if (l->ev)
+            event_free(l->ev);
+        free(l);
+        close(fd);
+        return;
+    }
+    l->next = conn_lingering;
+    if (conn_lingering)
+        conn_lingering->prev = l;
+    conn_lingering = l;
+    conn_n_lingering++;
+}
+
 /* The end: tell the protocol once, unlink, free. Only called from loop-level code. */
 static void conn_finish(struct conn *c, const char *reason)
 {
@@ -304,14 +394,19 @@ static void conn_finish(struct conn *c, const char *reason)
     if (c->next)
         c->next->prev = c->prev;
     srv->n_conns--;
-    server_conn_released(srv, c->peer_ip);
+    server_conn_released(srv, c->peer_ip, c->role);
     if (c->under_cb)
-        evbuffer_remove_cb_entry(bufferevent_get_output(bufferevent_get_underlying(c->bev)),
-                                 c->under_cb);
+        evbuffer_remove_cb_entry(c->under_buf, c->under_cb);
     SSL *ssl = c->is_tls ? bufferevent_openssl_get_ssl(c->bev) : NULL;
     if (ssl && !bufferevent_get_underlying(c->bev) && c->close_reason)
         SSL_shutdown(ssl);    /* a best-effort close_notify on an orderly close */
+    /* our orderly close, the peer still sending (its input unread): linger */
+    int linger_fd = -1;
+    if (c->wants_linger && !c->has_eof && !srv->is_stopping)
+        linger_fd = fcntl(c->fd, F_DUPFD_CLOEXEC, 0);
     bufferevent_free(c->bev); /* closes the socket and frees the SSL */
+    if (linger_fd >= 0)
+        conn_linger(srv->ctx.base, linger_fd);
     event_free(c->kick);
     if (c->deadline)
         event_free(c->deadline);
@@ -333,8 +428,10 @@ static void conn_on_under_output(struct evbuffer *buf, const struct evbuffer_cb_
 /* Finish a closing connection whose output has drained. */
 static void conn_finish_if_flushed(struct conn *c)
 {
-    if (c->is_closing && conn_output_length(c) == 0)
+    if (c->is_closing && conn_output_length(c) == 0) {
+        c->wants_linger = true;
         conn_finish(c, c->close_reason ? c->close_reason : "disconnect");
+    }
 }
 
 static void conn_apply_timeouts(struct conn *c)
@@ -379,6 +476,7 @@ static void conn_on_deadline(evutil_socket_t fd, short what, void *arg)
 
 void conn_set_deadline(struct conn *c, unsigned seconds)
 {
+    CONN_ON_LOOP();
     if (c->is_finished)
         return;
     if (seconds == 0) {
@@ -468,6 +566,21 @@ static void conn_on_kick(evutil_socket_t fd, short what, void *arg)
 
 /* ---- bufferevent callbacks ------------------------------------------------------------ */
 
+/* libevent's TLS bufferevent stops writing when its read side sees the peer's end of
+ * input, and re-arms the socket's write event only when an empty output buffer gains
+ * data: a reply already queued at that moment (a FETCH answer above the high-water mark,
+ * a farewell) would wait forever, with no write timeout either, and the session with its
+ * locks (a POP3 maildrop) would never end. Re-enabling EV_WRITE restarts the writing:
+ * the bytes reach a half-closed peer, or the write fails on a vanished one and the error
+ * event finishes the connection. */
+static void conn_restart_tls_write(struct conn *c)
+{
+    if (!c->is_tls || c->is_finished || conn_output_length(c) == 0)
+        return;
+    bufferevent_disable(c->bev, EV_WRITE);
+    bufferevent_enable(c->bev, EV_WRITE);
+}
+
 static void conn_on_read(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
@@ -535,7 +648,11 @@ static void conn_on_event(struct bufferevent *bev, short what, void *arg)
     }
     if (what & BEV_EVENT_TIMEOUT) {
         if (c->is_closing) {
-            conn_finish(c, "timeout while flushing");
+            /* Only the flush (write) timeout ends a closing connection: a read timeout
+             * that fired in the same loop turn as conn_close() (an IDLE limit reached at
+             * the very second of the idle timeout) must not cut off the farewell. */
+            if (what & BEV_EVENT_WRITING)
+                conn_finish(c, "timeout while flushing");
             return;
         }
         if (c->is_handshaking) {
@@ -556,14 +673,18 @@ static void conn_on_event(struct bufferevent *bev, short what, void *arg)
         conn_close(c);
         return;
     }
-    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && !c->is_handshaking && c->session &&
-        !c->is_closing &&
+    /* Only an end of input is a half-close: with dirty shutdowns allowed, libevent's TLS
+     * bufferevent reports a failed write (EPIPE from a vanished peer) as EOF|WRITING, and
+     * treating that as "the peer finished sending" waited forever for a flush. */
+    if ((what & BEV_EVENT_EOF) && (what & BEV_EVENT_READING) && !(what & BEV_EVENT_ERROR) &&
+        !c->is_handshaking && c->session && !c->is_closing &&
         (c->is_paused || conn_output_length(c) > 0 ||
          evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)) {
         /* e.g. "QUIT" then FIN, or a message whose fsync is still running: answer what
          * was sent before the end of input, then close. */
         c->has_eof = true;
         bufferevent_disable(c->bev, EV_READ);
+        conn_restart_tls_write(c);
         conn_dispatch_read(c);
         return;
     }
@@ -596,6 +717,7 @@ static unsigned conn_role_timeout(const struct config *cfg, enum conn_role role)
     case CONN_ROLE_SMTP:
     case CONN_ROLE_SUBMISSION:
     case CONN_ROLE_SUBMISSIONS:
+    case CONN_ROLE_LMTP:
         return cfg->smtp_timeout;
     case CONN_ROLE_POP3:
     case CONN_ROLE_POP3S:
@@ -639,7 +761,12 @@ static void conn_fill_addresses(struct conn *c, int fd, const struct sockaddr *p
     memset(&c->peer, 0, sizeof c->peer);
     memcpy(&c->peer, peer, peer_len < sizeof c->peer ? peer_len : sizeof c->peer);
     snprintf(c->peer_ip, sizeof c->peer_ip, "unknown");
-    if (peer->sa_family == AF_INET) {
+    if (peer->sa_family == AF_UNIX) {
+        /* a unix socket: its file permissions said who may connect */
+        snprintf(c->peer_ip, sizeof c->peer_ip, "local");
+        c->is_loopback = true;
+        c->is_local = true;
+    } else if (peer->sa_family == AF_INET) {
         const struct sockaddr_in *s = (const struct sockaddr_in *)peer;
         inet_ntop(AF_INET, &s->sin_addr, c->peer_ip, sizeof c->peer_ip);
         c->is_loopback = (ntohl(s->sin_addr.s_addr) >> 24) == 127;
@@ -764,7 +891,8 @@ int conn_starttls(struct conn *c)
      * and resumes when it falls to the low one, so backpressure reaches on_drained. */
     bufferevent_setwatermark(under, EV_WRITE, CONN_OUTPUT_LOW_WATER / 2, CONN_OUTPUT_LOW_WATER * 2);
     bufferevent_enable(under, EV_READ | EV_WRITE);
-    c->under_cb = evbuffer_add_cb(bufferevent_get_output(under), conn_on_under_output, c);
+    c->under_buf = bufferevent_get_output(under);
+    c->under_cb = evbuffer_add_cb(c->under_buf, conn_on_under_output, c);
     bufferevent_openssl_set_allow_dirty_shutdown(tls, 1);
     c->bev = tls;
     c->is_handshaking = true;
@@ -772,6 +900,43 @@ int conn_starttls(struct conn *c)
     struct timeval tv = {.tv_sec = conn_handshake_timeout(c)};
     bufferevent_set_timeouts(c->bev, &tv, &tv);
     return 0;
+}
+
+int conn_compress(struct conn *c)
+{
+    CONN_ON_LOOP();
+    if (c->is_compressed || c->is_handshaking || c->is_closing || c->is_finished)
+        return -1;
+    /* The protocol's "OK" is queued in c->bev already and goes out uncompressed; the
+     * filter compresses only what is written from now on (RFC 4978 §3). */
+    struct bufferevent *under = c->bev;
+    bufferevent_setwatermark(under, EV_READ, 0, 0);
+    bufferevent_setwatermark(under, EV_WRITE, 0, 0);
+    bufferevent_set_timeouts(under, NULL, NULL);
+    struct bufferevent *z = deflate_filter_new(c->srv->ctx.base, under,
+                                               BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    if (!z) {
+        conn_set_callbacks(c); /* keep the connection as it was */
+        conn_apply_timeouts(c);
+        return -1;
+    }
+    /* backpressure as for STARTTLS: the filter stops while the layer below is full */
+    bufferevent_setwatermark(under, EV_WRITE, CONN_OUTPUT_LOW_WATER / 2, CONN_OUTPUT_LOW_WATER * 2);
+    bufferevent_enable(under, EV_READ | EV_WRITE);
+    if (!c->under_cb) { /* plain: watch the socket's output for a closing flush */
+        c->under_buf = bufferevent_get_output(under);
+        c->under_cb = evbuffer_add_cb(c->under_buf, conn_on_under_output, c);
+    }
+    c->bev = z;
+    c->is_compressed = true;
+    conn_set_callbacks(c);
+    conn_apply_timeouts(c);
+    return 0;
+}
+
+bool conn_is_compressed(const struct conn *c)
+{
+    return c->is_compressed;
 }
 
 /* ---- shutdown ------------------------------------------------------------------------- */
@@ -793,4 +958,6 @@ void conn_free_all(struct server *srv, const char *reason)
 {
     while (srv->conns)
         conn_finish(srv->conns, reason);
+    while (conn_lingering)
+        conn_linger_end(conn_lingering);
 }

@@ -50,6 +50,8 @@ enum conn_role {
     CONN_ROLE_POP3S,       /* 995: implicit TLS */
     CONN_ROLE_IMAP,        /* 143: STARTTLS offered */
     CONN_ROLE_IMAPS,       /* 993: implicit TLS */
+    CONN_ROLE_LMTP,        /* LMTP (RFC 2033) from the MTA in front: a unix socket (its
+                              permissions decide who may deliver) or a trusted TCP peer */
 };
 
 struct conn_protocol {
@@ -80,11 +82,36 @@ struct ratelimit;
 struct dns_cache;
 struct greylist;
 
-#define CONN_ROLE_COUNT 7
+#define CONN_ROLE_COUNT 8
+
+/* Which parts of the server a process runs (server_context.processes). With
+ * master_process = yes the master forks worker processes (listeners and sessions) and one
+ * queue process; with no, one process runs everything. */
+#define SERVER_PROC_WORKER 1u /* listeners and protocol sessions */
+#define SERVER_PROC_QUEUE  2u /* the outbound queue runner */
+#define SERVER_PROC_AUTH   4u /* the directory, password hashes, login throttle */
+#define SERVER_PROC_ALL    (SERVER_PROC_WORKER | SERVER_PROC_QUEUE | SERVER_PROC_AUTH)
+
+/* Message types between the processes (core/channel.h). The master routes by range
+ * without reading payloads: TO_WORKERS goes to every other worker, TO_QUEUE to the queue
+ * process. The core's own: */
+#define SERVER_MSG_READY      1  /* child -> master: initialised and serving */
+#define SERVER_MSG_FAILED     2  /* child -> master: start-up failed (payload: reason) */
+#define SERVER_MSG_DRAIN      3  /* master -> worker: reload; stop accepting, finish */
+#define SERVER_MSG_AUTH_CLIENT  4 /* master -> auth: serve this channel (fd) */
+#define SERVER_MSG_AUTH_CHANNEL 5 /* master -> worker/queue: a new auth process's channel */
+#define SERVER_MSG_TO_WORKERS 16 /* 16..31 */
+#define SERVER_MSG_TO_QUEUE   32 /* 32..47 */
+
+struct channel_msg;
 
 struct server_context {
     struct event_base *base;
     const struct config *cfg;
+    unsigned processes;    /* SERVER_PROC_* bits this process runs */
+    int channel;           /* to the master, -1 in the single-process mode */
+    int auth_channel;      /* to the auth process (workers, queue), -1 none */
+    unsigned generation;   /* bumped by each reload (SIGHUP) */
     struct workpool *pool;     /* blocking work: fsync, hashing, SQLite writes */
     struct auth_service *auth; /* set by hooks.init after privileges are dropped */
     struct ratelimit *ratelimit;   /* rate limits (policy/ratelimit.h); may be NULL */
@@ -109,7 +136,16 @@ struct server_hooks {
     int (*init)(struct server_context *ctx, char **error_r);
     /* Called once on shutdown after every connection is closed. */
     void (*fini)(struct server_context *ctx);
+    /* A message from another process (types SERVER_MSG_TO_*), loop thread (optional). */
+    void (*on_message)(struct server_context *ctx, struct channel_msg *m);
+    /* SIGHUP in the master: the configuration read again, or NULL with *error_r (the
+     * old one stays). Optional: without it a reload only re-reads the certificate. */
+    struct config *(*reload)(char **error_r);
 };
+
+/* Send a message to other processes through the master (type SERVER_MSG_TO_*). A no-op
+ * returning -1 in the single-process mode; best effort otherwise (channel.h). */
+int server_send(const struct server_context *ctx, uint8_t type, const void *payload, size_t len);
 
 /* The context of the server this connection belongs to. */
 const struct server_context *conn_server(const struct conn *c);
@@ -129,18 +165,26 @@ void conn_ack_now(struct conn *c);
 /* Upgrade to TLS after the queued output has been flushed in clear; discards buffered
  * input. Returns -1 if TLS is not configured or already active. on_tls() follows. */
 int conn_starttls(struct conn *c);
+/* RFC 4978 COMPRESS=DEFLATE: after the protocol queued its "OK", compress everything
+ * written from now on and inflate what is read. 0, or -1 (already compressed, out of
+ * memory: the connection stays as it was). */
+int conn_compress(struct conn *c);
+bool conn_is_compressed(const struct conn *c);
 bool conn_is_tls(const struct conn *c);
 /* "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)" style, for Received headers. */
 const char *conn_tls_description(const struct conn *c);
 bool conn_tls_available(const struct conn *c);
 
-/* Peer and local addresses as text ("127.0.0.1", "::1"), and whether the peer is loopback. */
+/* Peer and local addresses as text ("127.0.0.1", "::1"), and whether the peer is loopback.
+ * A peer on a unix socket reads "local", counts as loopback, and conn_peer_is_local()
+ * says so. */
 const char *conn_peer_ip(const struct conn *c);
 const char *conn_local_ip(const struct conn *c);
 uint16_t conn_local_port(const struct conn *c);
 /* The client's port (0 when not an IP connection): the milters' {client_port}. */
 uint16_t conn_peer_port(const struct conn *c);
 bool conn_peer_is_loopback(const struct conn *c);
+bool conn_peer_is_local(const struct conn *c);
 /* "localhost" for loopback peers, "unknown" otherwise (no blocking reverse DNS). */
 const char *conn_peer_name(const struct conn *c);
 /* Is the peer inside one of the CIDRs of the list (e.g. relay_networks)? */
@@ -164,11 +208,16 @@ void conn_set_deadline(struct conn *c, unsigned seconds);
 /* Close once queued output is flushed; then close() is called. */
 void conn_close(struct conn *c);
 
-/* Serve: create data_dir, set up TLS, bind the listeners in cfg, drop privileges to
- * cfg->run_user when root, call hooks->init, log "daemon started -- listening on ..." once
- * every listener is bound (the readiness line tests wait for), run the loop until
- * SIGTERM/SIGINT. SIGHUP reloads the TLS certificate without dropping connections.
- * Returns the process exit code. */
+/* Serve: create data_dir, set up TLS, bind the listeners in cfg (as root), then either
+ * (master_process = yes, the default) stay root as the master and fork the processes:
+ * worker_processes workers (listeners and sessions, one per core by default) and one
+ * queue process, each dropping privileges to run_user and calling hooks->init; restart a
+ * child that dies; SIGHUP reloads the certificate and, with hooks->reload, the
+ * configuration (a new generation of processes takes new connections, the old one
+ * finishes its sessions); or (master_process = no) drop privileges and run everything in
+ * this process. "daemon started -- listening on ..." is logged once every process is
+ * serving (the readiness line tests wait for). Runs until SIGTERM/SIGINT, bounded by
+ * shutdown_timeout. Returns the process exit code. cfg stays the caller's. */
 int server_run(const struct config *cfg, const struct server_hooks *hooks);
 
 #endif

@@ -28,7 +28,7 @@ bool conn_accept(struct server *srv, enum conn_role role, const struct conn_prot
 void conn_close_all(struct server *srv);
 /* Shutdown deadline passed: finish every connection at once. */
 void conn_free_all(struct server *srv, const char *reason);
-/* conn.c tells server.c a connection from ip is gone (per-IP counts). */
-void server_conn_released(struct server *srv, const char *ip);
+/* conn.c tells server.c a connection from ip is gone (per-IP counts, anvil.h). */
+void server_conn_released(struct server *srv, const char *ip, enum conn_role role);
 
 #endif

@@ -16,7 +16,9 @@
  * same deadline), SIGHUP reloads the certificate, SIGPIPE is ignored.
  */
 #include "core/config.h"
-#include "core/conn_internal.h"
+#include "core/anvil.h"
+#include "core/channel.h"
+#include "core/server_internal.h"
 #include "core/job.h"
 #include "core/log.h"
 #include "core/tls.h"
@@ -27,21 +29,22 @@
 #include <errno.h>
 #include <grp.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <event2/thread.h>
 
-#define SERVER_MAX_LISTENERS  128
-#define SERVER_IP_BUCKETS     4096
 /* Bursts of connects (benchmarks, 10,000 IDLE clients reconnecting) must not overflow the
  * accept queue; the kernel caps this at net.core.somaxconn. */
 #define SERVER_LISTEN_BACKLOG 4096
@@ -50,67 +53,16 @@
 #define SERVER_NOFILE_WANTED ((rlim_t)131072)
 
 static const char *const role_names[CONN_ROLE_COUNT] = {
-    "smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps",
+    "smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps", "lmtp",
 };
-
-struct listener {
-    struct server_state *st;
-    enum conn_role role;
-    int fd;
-    char name[INET6_ADDRSTRLEN + 16]; /* "127.0.0.1:25" */
-    struct evconnlistener *evl;
-    struct event *resume; /* re-enables accepting after an accept error */
-};
-
-/* Connections per client address: a small chained hash table. */
-struct ip_count {
-    struct ip_count *next;
-    unsigned n;
-    char ip[INET6_ADDRSTRLEN];
-};
-
-struct server_state {
-    struct server srv; /* first: conn.c sees a struct server * */
-    struct listener listeners[SERVER_MAX_LISTENERS];
-    size_t n_listeners;
-    struct ip_count *ips[SERVER_IP_BUCKETS];
-    struct event *sig_term, *sig_int, *sig_hup, *shutdown_timer;
-    int exit_code;
-    uint64_t deadline_ms; /* when a SIGTERM must be done (0: not stopping) */
-};
-
-/* ---- per-IP counts -------------------------------------------------------------------- */
-
-static size_t ip_hash(const char *ip)
-{
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (const char *p = ip; *p; p++)
-        h = (h ^ (unsigned char)*p) * 16777619u;
-    return h % SERVER_IP_BUCKETS;
-}
-
-static struct ip_count **ip_find(struct server_state *st, const char *ip)
-{
-    struct ip_count **pp = &st->ips[ip_hash(ip)];
-    while (*pp && strcmp((*pp)->ip, ip) != 0)
-        pp = &(*pp)->next;
-    return pp;
-}
-
-void server_conn_released(struct server *srv, const char *ip)
-{
-    struct server_state *st = (struct server_state *)srv;
-    struct ip_count **pp = ip_find(st, ip);
-    struct ip_count *e = *pp;
-    if (!e)
-        return;
-    if (--e->n == 0) {
-        *pp = e->next;
-        free(e);
-    }
-}
 
 /* ---- accepting ------------------------------------------------------------------------ */
+
+void server_conn_released(struct server *srv, const char *ip, enum conn_role role)
+{
+    (void)srv;
+    anvil_release(ip, (unsigned)role);
+}
 
 static bool role_is_implicit_tls(enum conn_role role)
 {
@@ -120,7 +72,9 @@ static bool role_is_implicit_tls(enum conn_role role)
 static void peer_ip_text(const struct sockaddr *sa, char *out, size_t size)
 {
     snprintf(out, size, "unknown");
-    if (sa->sa_family == AF_INET) {
+    if (sa->sa_family == AF_UNIX) {
+        snprintf(out, size, "local");
+    } else if (sa->sa_family == AF_INET) {
         inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)size);
     } else if (sa->sa_family == AF_INET6) {
         const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
@@ -129,6 +83,44 @@ static void peer_ip_text(const struct sockaddr *sa, char *out, size_t size)
         else
             inet_ntop(AF_INET6, a, out, (socklen_t)size);
     }
+}
+
+/* Every worker watches the same listening sockets and the kernel wakes them all; the
+ * one that wakes first takes the connection, so at light load one worker would get them
+ * all (10,000 idle IMAP clients in one process, the other cores idle). A worker that
+ * holds more than SERVER_BALANCE_SLACK connections above the least loaded worker of its
+ * generation stops accepting for SERVER_BALANCE_PAUSE_MS, and the others take the next
+ * ones (nginx's accept_disabled, with the counts of every worker from anvil.h). The pause
+ * is short and always ends: a worker that stopped serving cannot starve the others. */
+#define SERVER_BALANCE_SLACK    2
+#define SERVER_BALANCE_PAUSE_MS 10
+
+static void server_on_balance_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct server_state *st = arg;
+    st->is_accept_paused = false;
+    if (st->srv.is_stopping || st->is_draining)
+        return;
+    for (size_t i = 0; i < st->n_listeners; i++)
+        if (st->listeners[i].evl)
+            evconnlistener_enable(st->listeners[i].evl);
+}
+
+static void server_accept_balance(struct server_state *st)
+{
+    uint32_t mine, fewest;
+    anvil_balance(&mine, &fewest);
+    if (st->is_accept_paused || fewest == UINT32_MAX || mine <= fewest + SERVER_BALANCE_SLACK)
+        return;
+    if (!st->balance_timer &&
+        !(st->balance_timer = evtimer_new(st->srv.ctx.base, server_on_balance_timer, st)))
+        return;
+    for (size_t i = 0; i < st->n_listeners; i++)
+        if (st->listeners[i].evl)
+            evconnlistener_disable(st->listeners[i].evl);
+    st->is_accept_paused = true;
+    struct timeval tv = {.tv_usec = SERVER_BALANCE_PAUSE_MS * 1000};
+    evtimer_add(st->balance_timer, &tv);
 }
 
 static void server_on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
@@ -140,35 +132,34 @@ static void server_on_accept(struct evconnlistener *evl, evutil_socket_t fd, str
     const struct conn_protocol *proto = st->srv.hooks->protocols[l->role];
     char ip[INET6_ADDRSTRLEN];
     peer_ip_text(sa, ip, sizeof ip);
-    if (st->srv.is_stopping || !proto) {
+    if (st->srv.is_stopping || st->is_draining || !proto) {
         close(fd);
         return;
     }
-    if (cfg->max_connections && st->srv.n_conns >= cfg->max_connections) {
-        log_warning(proto->log_name, "too many connections in total (%u): dropped %s",
-                    cfg->max_connections, ip);
+    /* Limits over every worker process (anvil.h): over one, the socket is closed at once
+     * without a protocol reply (the same for every protocol) and one warning logged. */
+    const char *why = NULL;
+    if (!anvil_admit(ip, (unsigned)l->role, cfg->max_connections, cfg->max_connections_per_ip,
+                     &why)) {
+        if (strcmp(why, "total") == 0)
+            log_warning(proto->log_name, "too many connections in total (%u): dropped %s",
+                        cfg->max_connections, ip);
+        else
+            log_warning(proto->log_name, "too many connections from %s", ip);
         close(fd);
         return;
     }
-    struct ip_count **pp = ip_find(st, ip);
-    if (cfg->max_connections_per_ip && *pp && (*pp)->n >= cfg->max_connections_per_ip) {
-        log_warning(proto->log_name, "too many connections from %s", ip);
-        close(fd);
-        return;
+    /* A reply is often written in pieces (untagged lines, then the tagged one): without
+     * TCP_NODELAY, Nagle holds the last piece until the client's delayed ACK (40 ms a
+     * command for a pipelining IMAP client). Dovecot and Postfix set it too. */
+    if (sa->sa_family == AF_INET || sa->sa_family == AF_INET6) {
+        int one = 1;
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
-    if (!*pp) {
-        struct ip_count *e = calloc(1, sizeof *e);
-        if (!e) {
-            close(fd);
-            return;
-        }
-        snprintf(e->ip, sizeof e->ip, "%s", ip);
-        *pp = e;
-    }
-    (*pp)->n++;
     if (!conn_accept(&st->srv, l->role, proto, fd, sa, (socklen_t)salen,
                      role_is_implicit_tls(l->role)))
-        server_conn_released(&st->srv, ip);
+        server_conn_released(&st->srv, ip, l->role);
+    server_accept_balance(st);
 }
 
 static void server_on_accept_resume(evutil_socket_t fd, short what, void *arg)
@@ -230,6 +221,19 @@ static int server_bind_one(struct server_state *st, enum conn_role role, int fam
         snprintf(l->name, sizeof l->name, "[%s]:%u", strcmp(host, "*") ? host : "::", port);
     else
         snprintf(l->name, sizeof l->name, "%s:%u", strcmp(host, "*") ? host : "0.0.0.0", port);
+    for (size_t i = 0; i < st->n_reuse; i++) {
+        struct listener *old = &st->reuse[i];
+        if (old->fd >= 0 && old->role == role && strcmp(old->name, l->name) == 0) {
+            /* a reload keeps the socket: connections in its backlog are not lost */
+            l->st = st;
+            l->role = role;
+            l->fd = old->fd;
+            l->is_reused = true;
+            old->fd = -1;
+            st->n_listeners++;
+            return 0;
+        }
+    }
     int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) {
         if (is_optional)
@@ -257,12 +261,100 @@ static int server_bind_one(struct server_state *st, enum conn_role role, int fam
     return 0;
 }
 
-/* Bind every "addr:port" of one role's list. */
-static int server_bind_role(struct server_state *st, enum conn_role role,
-                            const struct config_list *list)
+/* Bind a unix socket "unix:<path>" (lmtp.listen), as root before forking: a stale socket
+ * file of an earlier run is replaced, anything else at the path is an error; the file
+ * gets lmtp.socket_mode and belongs to the run user and lmtp.socket_group. A reload
+ * keeps the socket it already has for the same path. */
+static int server_bind_unix(struct server_state *st, const struct config *cfg,
+                            enum conn_role role, const char *path)
+{
+    if (st->n_listeners >= SERVER_MAX_LISTENERS) {
+        log_error("master", "too many listen addresses (max %d)", SERVER_MAX_LISTENERS);
+        return -1;
+    }
+    struct listener *l = &st->listeners[st->n_listeners];
+    snprintf(l->name, sizeof l->name, "unix:%s", path);
+    for (size_t i = 0; i < st->n_reuse; i++) {
+        struct listener *old = &st->reuse[i];
+        if (old->fd >= 0 && old->role == role && strcmp(old->name, l->name) == 0) {
+            l->st = st;
+            l->role = role;
+            l->fd = old->fd;
+            l->is_reused = true;
+            old->fd = -1;
+            st->n_listeners++;
+            return 0;
+        }
+    }
+    struct sockaddr_un sun;
+    memset(&sun, 0, sizeof sun);
+    sun.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof sun.sun_path) {
+        log_error("master", "cannot listen on unix:%s for %s: path longer than %zu bytes", path,
+                  role_names[role], sizeof sun.sun_path - 1);
+        return -1;
+    }
+    memcpy(sun.sun_path, path, strlen(path) + 1);
+    struct stat old_st;
+    if (lstat(path, &old_st) == 0) {
+        if (!S_ISSOCK(old_st.st_mode)) {
+            log_error("master", "cannot listen on unix:%s for %s: a file that is no socket is "
+                                "in the way", path, role_names[role]);
+            return -1;
+        }
+        (void)unlink(path); /* left by an earlier run */
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    /* the socket is created with no access for anyone until chmod below */
+    mode_t old_mask = umask(0777);
+    int rc = fd < 0 ? -1 : bind(fd, (struct sockaddr *)&sun, sizeof sun);
+    umask(old_mask);
+    if (rc < 0 || listen(fd, SERVER_LISTEN_BACKLOG) < 0) {
+        log_error("master", "cannot listen on unix:%s for %s: %s", path, role_names[role],
+                  strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    uid_t uid = st->is_root ? st->pw.pw_uid : (uid_t)-1;
+    gid_t gid = st->is_root ? st->pw.pw_gid : (gid_t)-1;
+    if (cfg->lmtp_socket_group && cfg->lmtp_socket_group[0]) {
+        struct group *gr = getgrnam(cfg->lmtp_socket_group);
+        if (!gr) {
+            log_error("master", "lmtp.socket_group: no group '%s'", cfg->lmtp_socket_group);
+            close(fd);
+            return -1;
+        }
+        gid = gr->gr_gid;
+    }
+    if ((uid != (uid_t)-1 || gid != (gid_t)-1) && chown(path, uid, gid) < 0) {
+        log_error("master", "chown unix:%s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (chmod(path, (mode_t)cfg->lmtp_socket_mode) < 0) {
+        log_error("master", "chmod unix:%s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    l->st = st;
+    l->role = role;
+    l->fd = fd;
+    st->n_listeners++;
+    return 0;
+}
+
+/* Bind every "addr:port" (or "unix:<path>") of one role's list. */
+static int server_bind_role(struct server_state *st, const struct config *cfg,
+                            enum conn_role role, const struct config_list *list)
 {
     for (size_t i = 0; i < list->n; i++) {
         const char *item = list->items[i];
+        if (strncmp(item, "unix:", 5) == 0) {
+            if (server_bind_unix(st, cfg, role, item + 5) < 0)
+                return -1;
+            continue;
+        }
         char host[INET6_ADDRSTRLEN + 1];
         const char *colon = strrchr(item, ':');
         if (!colon)
@@ -308,6 +400,8 @@ static const struct config_list *role_list(const struct config *cfg, enum conn_r
         return &cfg->imap_listen;
     case CONN_ROLE_IMAPS:
         return &cfg->imaps_listen;
+    case CONN_ROLE_LMTP:
+        return &cfg->lmtp_listen;
     }
     return NULL;
 }
@@ -337,7 +431,7 @@ static void server_chown_data_dir(const struct config *cfg, const struct passwd 
     server_chown(cfg->tls_key, pw);
 }
 
-static int server_drop_privileges(const struct passwd *pw)
+int server_drop_privileges(const struct passwd *pw)
 {
     if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
         setuid(pw->pw_uid) < 0) {
@@ -348,6 +442,10 @@ static int server_drop_privileges(const struct passwd *pw)
         log_error("master", "privileges were not dropped (setuid(0) succeeded)");
         return -1;
     }
+    /* Libraries look for per-user files under $HOME (libpq: ~/.postgresql/ client
+     * certificates); root's home would answer "permission denied" instead of "none".
+     * Still one thread here: the workpool starts after this. */
+    setenv("HOME", pw->pw_dir && pw->pw_dir[0] ? pw->pw_dir : "/", 1);
     return 0;
 }
 
@@ -419,7 +517,8 @@ static void server_run_until_ms(struct server_state *st, bool (*done)(struct ser
     if (now >= deadline_ms || done(st))
         return;
     uint64_t left = deadline_ms - now;
-    struct timeval tv = {.tv_sec = (time_t)(left / 1000), .tv_usec = (suseconds_t)(left % 1000) * 1000};
+    struct timeval tv = {.tv_sec = (time_t)(left / 1000),
+                         .tv_usec = (suseconds_t)(left % 1000) * 1000};
     st->shutdown_timer = evtimer_new(st->srv.ctx.base, server_on_shutdown_timer, st);
     if (!st->shutdown_timer)
         return;
@@ -440,6 +539,7 @@ static void server_run_until_ms(struct server_state *st, bool (*done)(struct ser
  */
 static void server_shutdown(struct server_state *st)
 {
+    st->srv.is_stopping = true;
     uint64_t start = util_now_ms();
     uint64_t total = (uint64_t)st->srv.ctx.cfg->shutdown_timeout * 1000;
     st->deadline_ms = start + total;
@@ -464,127 +564,142 @@ void server_abandon_exit(const struct server_context *ctx, const char *what)
     _exit(0);
 }
 
+/* ---- reload: draining an old generation -------------------------------------------------- */
+
+/* A drained worker whose last connection closed ends like a SIGTERM'd one. */
+static void server_on_drain_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct server_state *st = arg;
+    if (st->srv.conns == NULL || util_now_ms() >= st->deadline_ms)
+        event_base_loopbreak(st->srv.ctx.base);
+}
+
+/* SERVER_MSG_DRAIN: a new generation takes new connections; this one stops accepting,
+ * keeps its sessions until they end (IMAP IDLE included) and exits then, or after
+ * imap.timeout at the latest (then its sessions get the shutdown farewell). */
+static void server_drain(struct server_state *st)
+{
+    if (st->is_draining || st->srv.is_stopping)
+        return;
+    st->is_draining = true;
+    for (size_t i = 0; i < st->n_listeners; i++) {
+        if (st->listeners[i].evl) {
+            evconnlistener_free(st->listeners[i].evl);
+            st->listeners[i].evl = NULL;
+        }
+    }
+    unsigned limit = st->srv.ctx.cfg->imap_timeout ? st->srv.ctx.cfg->imap_timeout : 1800;
+    st->deadline_ms = util_now_ms() + (uint64_t)limit * 1000;
+    log_info("master", "reload: this generation finishes its %zu sessions and exits",
+             st->srv.n_conns);
+    st->drain_timer = event_new(st->srv.ctx.base, -1, EV_PERSIST, server_on_drain_timer, st);
+    struct timeval tv = {.tv_sec = 1};
+    if (st->drain_timer)
+        event_add(st->drain_timer, &tv);
+    server_on_drain_timer(-1, 0, st);
+}
+
+/* ---- messages from the master ----------------------------------------------------------- */
+
+int server_send(const struct server_context *ctx, uint8_t type, const void *payload, size_t len)
+{
+    if (ctx->channel < 0)
+        return -1;
+    return channel_send(ctx->channel, type, payload, len, -1);
+}
+
+static void server_on_master_msg(void *arg, struct channel_msg *m)
+{
+    struct server_state *st = arg;
+    if (m->type == SERVER_MSG_DRAIN) {
+        server_drain(st);
+        return;
+    }
+    if ((m->type >= SERVER_MSG_TO_WORKERS || m->type == SERVER_MSG_AUTH_CLIENT ||
+         m->type == SERVER_MSG_AUTH_CHANNEL) &&
+        st->srv.hooks->on_message)
+        st->srv.hooks->on_message(&st->srv.ctx, m);
+}
+
+static void server_on_master_gone(void *arg)
+{
+    /* PR_SET_DEATHSIG normally ends us first; if the master is gone, so are we. */
+    struct server_state *st = arg;
+    server_stop(st, "the master's exit");
+}
+
 /* ---- run ------------------------------------------------------------------------------ */
 
-static void server_log_ready(struct server_state *st)
+void server_listeners_text(const struct server_state *st, char *line, size_t size)
 {
-    char line[4096];
     size_t n = 0;
-    for (size_t i = 0; i < st->n_listeners && n < sizeof line; i++) {
-        int m = snprintf(line + n, sizeof line - n, "%s%s=%s", i ? " " : "",
+    line[0] = '\0';
+    for (size_t i = 0; i < st->n_listeners && n < size; i++) {
+        int m = snprintf(line + n, size - n, "%s%s=%s", i ? " " : "",
                          role_names[st->listeners[i].role], st->listeners[i].name);
         if (m < 0)
             break;
         n += (size_t)m;
     }
     if (st->n_listeners == 0)
-        snprintf(line, sizeof line, "(nothing)");
-    log_info("master", "daemon started -- listening on %s", line);
+        snprintf(line, size, "(nothing)");
 }
 
-int server_run(const struct config *cfg, const struct server_hooks *hooks)
+int server_bind_all(struct server_state *st, const struct config *cfg)
 {
-    struct server_state *st = calloc(1, sizeof *st);
-    if (!st) {
-        log_error("master", "out of memory");
-        return 1;
+    for (int role = 0; role < CONN_ROLE_COUNT; role++) {
+        if (!st->srv.hooks->protocols[role])
+            continue;
+        if (server_bind_role(st, cfg, (enum conn_role)role,
+                             role_list(cfg, (enum conn_role)role)) < 0)
+            return -1;
     }
-    int rc = 1;
-    bool is_root = geteuid() == 0;
-    struct passwd *pw = NULL;
+    return 0;
+}
+
+void server_close_listeners(struct server_state *st)
+{
+    for (size_t i = 0; i < st->n_listeners; i++) {
+        if (st->listeners[i].evl)
+            evconnlistener_free(st->listeners[i].evl);
+        else if (st->listeners[i].fd >= 0)
+            close(st->listeners[i].fd);
+        st->listeners[i].evl = NULL;
+        st->listeners[i].fd = -1;
+        if (st->listeners[i].resume)
+            event_free(st->listeners[i].resume);
+        st->listeners[i].resume = NULL;
+    }
+}
+
+int server_serve(struct server_state *st, unsigned processes, int channel, int auth_channel,
+                 unsigned slot, unsigned generation)
+{
+    const struct config *cfg = st->cfg;
+    const struct server_hooks *hooks = st->srv.hooks;
     char *err = NULL;
     bool has_init = false;
-
-    signal(SIGPIPE, SIG_IGN);
-    /* Mail, the directory and keys are private to the run user (like Dovecot's 0600
-     * mail files); files that must be shared set their mode explicitly. */
-    umask(077);
-    /* A logged-in IMAP/POP3 session holds its socket plus the user's index (SQLite db,
-     * WAL, shm): 10,000 IDLE clients need ~30,000+ descriptors. Raise the soft limit to
-     * the hard one; as root (before dropping privileges) raise the hard limit too, up to
-     * SERVER_NOFILE_WANTED but never past the kernel's fs.nr_open. */
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
-        if (geteuid() == 0 && rl.rlim_max != RLIM_INFINITY && rl.rlim_max < SERVER_NOFILE_WANTED) {
-            rlim_t wanted = SERVER_NOFILE_WANTED;
-            FILE *f = fopen("/proc/sys/fs/nr_open", "r");
-            unsigned long long nr_open = 0;
-            if (f) {
-                if (fscanf(f, "%llu", &nr_open) == 1 && nr_open > 0 && nr_open < wanted)
-                    wanted = (rlim_t)nr_open;
-                fclose(f);
-            }
-            struct rlimit raised = {.rlim_cur = wanted, .rlim_max = wanted};
-            if (wanted > rl.rlim_max && setrlimit(RLIMIT_NOFILE, &raised) == 0)
-                rl = raised;
-        }
-        if (rl.rlim_cur < rl.rlim_max) {
-            rl.rlim_cur = rl.rlim_max;
-            setrlimit(RLIMIT_NOFILE, &rl);
-        }
-        /* One descriptor per connection, plus about a thousand for the rest (pooled index
-         * connections: up to 512; listeners, logs, the queue, messages being read): say
-         * at start-up when max_connections cannot be reached, rather than meeting
-         * "Too many open files" under load. */
-        uint64_t need = (uint64_t)cfg->max_connections + 1024;
-        if (rl.rlim_cur != RLIM_INFINITY && cfg->max_connections != 0 && need > rl.rlim_cur)
-            log_warning("master",
-                        "open files limit is %llu: max_connections = %u needs about %llu "
-                        "(raise LimitNOFILE= / ulimit -n, or lower max_connections)",
-                        (unsigned long long)rl.rlim_cur, cfg->max_connections,
-                        (unsigned long long)need);
-    }
-    evthread_use_pthreads();
+    int rc = 1;
     struct event_base *base = event_base_new();
     if (!base) {
         log_error("master", "cannot create the event loop");
-        free(st);
         return 1;
     }
     st->srv.ctx.base = base;
     st->srv.ctx.cfg = cfg;
+    st->srv.ctx.processes = processes;
+    st->srv.ctx.channel = channel;
+    st->srv.ctx.auth_channel = auth_channel;
+    st->srv.ctx.generation = generation;
     job_loop_thread_set(); /* conn_* and session code assert they run here (job.h) */
-    st->srv.hooks = hooks;
-
-    if (is_root) {
-        pw = getpwnam(cfg->run_user);
-        if (!pw) {
-            log_error("master",
-                      "run_user '%s' does not exist: create it (useradd --system %s) or set "
-                      "run_user in %s",
-                      cfg->run_user, cfg->run_user, cfg->path);
-            goto out;
-        }
-        if (pw->pw_uid == 0) {
-            log_error("master", "run_user '%s' is root: refusing to serve as root", cfg->run_user);
-            goto out;
-        }
-    }
-    if (util_mkdir_p(cfg->data_dir, 0755) < 0) {
-        log_error("master", "cannot create data_dir %s: %s", cfg->data_dir, strerror(errno));
-        goto out;
-    }
-    if (tls_context_init(cfg->tls_cert, cfg->tls_key, cfg->hostname, &err) < 0) {
-        log_error("master", "TLS: %s", err ? err : "unknown error");
-        goto out;
-    }
-    if (is_root)
-        server_chown_data_dir(cfg, pw);
-
-    for (int role = 0; role < CONN_ROLE_COUNT; role++) {
-        if (!hooks->protocols[role])
-            continue;
-        if (server_bind_role(st, (enum conn_role)role, role_list(cfg, (enum conn_role)role)) < 0)
-            goto out;
-    }
-    if (is_root && server_drop_privileges(pw) < 0)
-        goto out;
 
     st->srv.ctx.pool = workpool_create(base, cfg->worker_threads);
     if (!st->srv.ctx.pool)
         goto out;
     if (hooks->init && hooks->init(&st->srv.ctx, &err) < 0) {
         log_error("master", "start-up failed: %s", err ? err : "unknown error");
+        if (channel >= 0)
+            channel_send(channel, SERVER_MSG_FAILED, err ? err : "", err ? strlen(err) : 0, -1);
         goto out;
     }
     has_init = true;
@@ -597,8 +712,22 @@ int server_run(const struct config *cfg, const struct server_hooks *hooks)
         log_error("master", "cannot install signal handlers");
         goto out;
     }
+    if (channel >= 0) {
+        st->master_reader =
+            channel_reader_new(base, channel, server_on_master_msg, server_on_master_gone, st);
+        if (!st->master_reader) {
+            log_error("master", "cannot watch the master's channel");
+            goto out;
+        }
+    }
     for (size_t i = 0; i < st->n_listeners; i++) {
         struct listener *l = &st->listeners[i];
+        if (!(processes & SERVER_PROC_WORKER)) {
+            close(l->fd); /* not ours to accept on */
+            l->fd = -1;
+            continue;
+        }
+        l->st = st;
         l->evl = evconnlistener_new(base, server_on_accept, l,
                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, l->fd);
         if (!l->evl) {
@@ -608,7 +737,14 @@ int server_run(const struct config *cfg, const struct server_hooks *hooks)
         l->fd = -1; /* owned by the evconnlistener now (backlog 0: listen() was called) */
         evconnlistener_set_error_cb(l->evl, server_on_accept_error);
     }
-    server_log_ready(st);
+    (void)slot;
+    if (channel >= 0) {
+        channel_send(channel, SERVER_MSG_READY, NULL, 0, -1);
+    } else {
+        char line[4096];
+        server_listeners_text(st, line, sizeof line);
+        log_info("master", "daemon started -- listening on %s", line);
+    }
     event_base_dispatch(base);
     server_shutdown(st);
     rc = 0;
@@ -618,7 +754,7 @@ out:
     /* The sessions are gone (their queued jobs cancelled): wait for the jobs still
      * running, but not past the deadline. Before fini, which closes the services those
      * jobs use. */
-    if (!st->deadline_ms)
+    if (!st->deadline_ms || st->is_draining)
         st->deadline_ms = util_now_ms() + (uint64_t)cfg->shutdown_timeout * 1000;
     st->srv.ctx.shutdown_deadline_ms = st->deadline_ms;
     if (st->srv.ctx.pool && !workpool_destroy_by(st->srv.ctx.pool, st->deadline_ms))
@@ -626,31 +762,135 @@ out:
     st->srv.ctx.pool = NULL;
     if (has_init && hooks->fini)
         hooks->fini(&st->srv.ctx);
-    for (size_t i = 0; i < st->n_listeners; i++) {
-        if (st->listeners[i].evl)
-            evconnlistener_free(st->listeners[i].evl);
-        else if (st->listeners[i].fd >= 0)
-            close(st->listeners[i].fd);
-        if (st->listeners[i].resume)
-            event_free(st->listeners[i].resume);
-    }
-    for (size_t i = 0; i < SERVER_IP_BUCKETS; i++) {
-        while (st->ips[i]) {
-            struct ip_count *e = st->ips[i];
-            st->ips[i] = e->next;
-            free(e);
-        }
-    }
+    server_close_listeners(st);
+    channel_reader_free(st->master_reader);
+    st->master_reader = NULL;
+    if (st->drain_timer)
+        event_free(st->drain_timer);
+    if (st->balance_timer)
+        event_free(st->balance_timer);
+    st->balance_timer = NULL;
     if (st->sig_term)
         event_free(st->sig_term);
     if (st->sig_int)
         event_free(st->sig_int);
     if (st->sig_hup)
         event_free(st->sig_hup);
-    tls_context_free();
+    st->drain_timer = st->sig_term = st->sig_int = st->sig_hup = NULL;
     event_base_free(base);
+    return rc;
+}
+
+/* Raise the descriptor limit (as root: the hard one too) and warn when max_connections
+ * cannot be reached with it. */
+static void server_raise_nofile(const struct config *cfg)
+{
+    /* A logged-in IMAP/POP3 session holds its socket plus the user's index (SQLite db,
+     * WAL, shm): 10,000 IDLE clients need ~30,000+ descriptors. Raise the soft limit to
+     * the hard one; as root (before dropping privileges) raise the hard limit too, up to
+     * SERVER_NOFILE_WANTED but never past the kernel's fs.nr_open. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (geteuid() == 0 && rl.rlim_max != RLIM_INFINITY && rl.rlim_max < SERVER_NOFILE_WANTED) {
+        rlim_t wanted = SERVER_NOFILE_WANTED;
+        FILE *f = fopen("/proc/sys/fs/nr_open", "r");
+        unsigned long long nr_open = 0;
+        if (f) {
+            if (fscanf(f, "%llu", &nr_open) == 1 && nr_open > 0 && nr_open < wanted)
+                wanted = (rlim_t)nr_open;
+            fclose(f);
+        }
+        struct rlimit raised = {.rlim_cur = wanted, .rlim_max = wanted};
+        if (wanted > rl.rlim_max && setrlimit(RLIMIT_NOFILE, &raised) == 0)
+            rl = raised;
+    }
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    /* One descriptor per connection, plus about a thousand for the rest (pooled index
+     * connections: up to 512; listeners, logs, the queue, messages being read): say
+     * at start-up when max_connections cannot be reached, rather than meeting
+     * "Too many open files" under load. */
+    uint64_t need = (uint64_t)cfg->max_connections + 1024;
+    if (rl.rlim_cur != RLIM_INFINITY && cfg->max_connections != 0 && need > rl.rlim_cur)
+        log_warning("master",
+                    "open files limit is %llu: max_connections = %u needs about %llu "
+                    "(raise LimitNOFILE= / ulimit -n, or lower max_connections)",
+                    (unsigned long long)rl.rlim_cur, cfg->max_connections,
+                    (unsigned long long)need);
+}
+
+int server_run(const struct config *cfg, const struct server_hooks *hooks)
+{
+    struct server_state *st = calloc(1, sizeof *st);
+    if (!st) {
+        log_error("master", "out of memory");
+        return 1;
+    }
+    int rc = 1;
+    char *err = NULL;
+    st->cfg = cfg;
+    st->srv.hooks = hooks;
+    st->srv.ctx.cfg = cfg;
+    st->srv.ctx.channel = -1;
+    st->srv.ctx.auth_channel = -1;
+    st->is_root = geteuid() == 0;
+
+    signal(SIGPIPE, SIG_IGN);
+    /* Mail, the directory and keys are private to the run user (like Dovecot's 0600
+     * mail files); files that must be shared set their mode explicitly. */
+    umask(077);
+    server_raise_nofile(cfg);
+    evthread_use_pthreads();
+
+    if (st->is_root) {
+        struct passwd *pw = getpwnam(cfg->run_user);
+        if (!pw) {
+            log_error("master",
+                      "run_user '%s' does not exist: create it (useradd --system %s) or set "
+                      "run_user in %s",
+                      cfg->run_user, cfg->run_user, cfg->path);
+            goto out;
+        }
+        if (pw->pw_uid == 0) {
+            log_error("master", "run_user '%s' is root: refusing to serve as root", cfg->run_user);
+            goto out;
+        }
+        st->pw = *pw;
+        snprintf(st->pw_name, sizeof st->pw_name, "%s", pw->pw_name);
+        st->pw.pw_name = st->pw_name;
+        st->pw.pw_passwd = st->pw.pw_gecos = st->pw.pw_dir = st->pw.pw_shell = NULL;
+    }
+    if (util_mkdir_p(cfg->data_dir, 0755) < 0) {
+        log_error("master", "cannot create data_dir %s: %s", cfg->data_dir, strerror(errno));
+        goto out;
+    }
+    if (tls_context_init(cfg->tls_cert, cfg->tls_key, cfg->hostname, &err) < 0) {
+        log_error("master", "TLS: %s", err ? err : "unknown error");
+        goto out;
+    }
+    if (st->is_root)
+        server_chown_data_dir(cfg, &st->pw);
+    if (server_bind_all(st, cfg) < 0)
+        goto out;
+
+    if (cfg->master_process) {
+        rc = master_run(st);
+    } else {
+        /* one process does it all: the counts live in a private mapping */
+        anvil_attach(anvil_create(), 0);
+        if (st->is_root && server_drop_privileges(&st->pw) < 0)
+            goto out;
+        rc = server_serve(st, SERVER_PROC_ALL, -1, -1, 0, 0);
+        if (rc == 0)
+            log_info("master", "stopped");
+    }
+out:
+    free(err);
+    server_close_listeners(st);
+    tls_context_free();
     free(st);
-    if (rc == 0)
-        log_info("master", "stopped");
     return rc;
 }

@@ -1,6 +1,7 @@
 /*
  * append.c - APPEND (RFC 3501 §6.3.11) and MULTIAPPEND (RFC 3502): one or several messages
- * in one command, answered with APPENDUID (RFC 4315 §3, a UID set for several).
+ * in one command, answered with APPENDUID (RFC 4315 §3, a UID set for several); REPLACE
+ * (RFC 8508): an APPEND that then expunges one message of the selected mailbox.
  *
  * The whole command, literals included, is read before it runs (session.c): big literals
  * went to the session's spill file, each at its own offset; the others are in the
@@ -18,6 +19,7 @@
 
 #include "imap/args.h"
 #include "imap/session.h"
+#include "store/mime.h"
 #include "store/store.h"
 
 /* One message of the command: its bytes (owned, or in the spill file), flags and date. */
@@ -37,6 +39,9 @@ struct imap_append_job {
     struct imap_append_msg *msgs;
     size_t n;
     int fd; /* the command's spill file, -1 none */
+    /* RFC 8508 REPLACE: the selected mailbox's message the new one replaces */
+    bool is_replace;
+    uint32_t replace_uid;
 };
 
 static void imap_append_cleanup(struct imap_job *j)
@@ -88,8 +93,9 @@ static void imap_append_work(struct imap_job *j)
     uint32_t *uids = calloc(n, sizeof *uids);
     void **maps = calloc(n, sizeof *maps);
     size_t *map_sizes = calloc(n, sizeof *map_sizes);
+    struct buf *converted = calloc(n, sizeof *converted); /* zeroed: empty buffers */
     char *err = NULL;
-    if (!msgs || !uids || !maps || !map_sizes) {
+    if (!msgs || !uids || !maps || !map_sizes || !converted) {
         imap_job_err(j, "Append failed: %s", strdup("out of memory"));
         goto out;
     }
@@ -109,6 +115,13 @@ static void imap_append_work(struct imap_job *j)
             }
             msgs[i].src.data = p;
         }
+        /* RFC 3516 §4.4: binary parts with NUL octets are kept in base64, so that
+         * BODY[] can still send them (BINARY[] decodes them again) */
+        if (!converted[i].data && memchr(msgs[i].src.data, '\0', msgs[i].src.len) &&
+            mime_binary_to_base64(msgs[i].src.data, msgs[i].src.len, &converted[i])) {
+            msgs[i].src.data = converted[i].data;
+            msgs[i].src.len = msgs[i].src.size = converted[i].len;
+        }
         msgs[i].flags = m->flags;
         msgs[i].keywords = (const char *const *)m->keywords;
         msgs[i].internaldate = m->internaldate;
@@ -124,6 +137,19 @@ static void imap_append_work(struct imap_job *j)
         imap_append_fail(j, err);
         goto out;
     }
+    if (aj->is_replace) {
+        /* RFC 8508 §3.3: the new message's APPENDUID untagged, the old one expunged (as
+         * MOVE does: EXPUNGE or VANISHED), then the tagged OK */
+        buf_printf(&j->out, "* OK [APPENDUID %u %u] Replacement Message ID\r\n", uidv, uids[0]);
+        /* the view keeps the message until the job's sync (forced), which reports it */
+        if (store_mailbox_expunge_uids_unsynced(j->ctx.box, &aj->replace_uid, 1, &err) < 0) {
+            imap_job_err(j, "Replace stored the new message but could not expunge: %s", err);
+            goto out;
+        }
+        buf_printf(&j->tagged, "%s OK Replace completed.\r\n", j->tag);
+        j->is_ok = true;
+        goto out;
+    }
     /* RFC 4315 §3 / RFC 3502 §6.3.11: APPENDUID uidvalidity uid-set, in append order */
     buf_printf(&j->tagged, "%s OK [APPENDUID %u ", j->tag, uidv);
     imap_write_uid_set(&j->tagged, uids, n);
@@ -133,23 +159,35 @@ out:
     for (size_t i = 0; maps && i < n; i++)
         if (maps[i])
             munmap(maps[i], map_sizes[i]);
+    for (size_t i = 0; converted && i < n; i++)
+        buf_free(&converted[i]);
+    free(converted);
     free(msgs);
     free(uids);
     free(maps);
     free(map_sizes);
 }
 
-void imap_cmd_append(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
-                     bool is_uid)
+/* APPEND, or REPLACE of the selected mailbox's message replace_uid (0: APPEND). */
+static void imap_append_submit(struct imap_session *s, const char *tag, struct imap_arg *args,
+                               size_t n, uint32_t replace_uid)
 {
+    const char *cmd = replace_uid ? "REPLACE" : "APPEND";
     char *name = n >= 2 ? imap_mailbox_name(&args[0]) : NULL;
     if (!name) {
-        imap_reply(s, tag, "BAD Usage: APPEND mailbox [(flags)] [date-time] literal");
+        imap_reply(s, tag, "BAD Usage: %s%s mailbox [(flags)] [date-time] literal", cmd,
+                   replace_uid ? " message" : "");
         return;
     }
     struct imap_append_request r;
     const char *why = NULL;
-    if (!imap_append_request_parse(args, n, &r, &why)) {
+    bool ok = imap_append_request_parse(args, n, &r, &why);
+    if (ok && replace_uid && r.n_parts != 1) { /* RFC 8508: one message, no MULTIAPPEND */
+        ok = false;
+        why = "REPLACE takes one message";
+    }
+    if (!ok) {
+        imap_append_request_free(&r); /* empty after a failed parse */
         free(name);
         imap_reply(s, tag, "BAD %s", why);
         return;
@@ -160,6 +198,8 @@ void imap_cmd_append(struct imap_session *s, const char *tag, struct imap_arg *a
     if (aj) {
         aj->fd = -1;
         aj->name = name;
+        aj->is_replace = replace_uid != 0;
+        aj->replace_uid = replace_uid;
         aj->msgs = calloc(r.n_parts, sizeof *aj->msgs);
         if (!aj->msgs) {
             imap_job_discard(s, j);
@@ -193,7 +233,48 @@ void imap_cmd_append(struct imap_session *s, const char *tag, struct imap_arg *a
     aj->fd = s->spill_fd; /* the job closes it */
     s->spill_fd = -1;
     j->do_sync = true;
-    if (s->box_name && strcmp(s->box_name, aj->name) == 0)
-        j->is_sync_forced = true; /* appended to the selected mailbox: EXISTS now */
+    /* appended to the selected mailbox: EXISTS now; REPLACE: its EXPUNGE now (§3.3) */
+    if (replace_uid || (s->box_name && strcmp(s->box_name, aj->name) == 0))
+        j->is_sync_forced = true;
     imap_job_submit(s, j);
+}
+
+void imap_cmd_append(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
+                     bool is_uid)
+{
+    imap_append_submit(s, tag, args, n, 0);
+}
+
+void imap_cmd_replace(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
+                      bool is_uid)
+{
+    /* RFC 8508 §3: REPLACE message-number mailbox [flags] [date-time] literal; UID REPLACE
+     * with a UID. The message must be in the selected mailbox, which must be writable. */
+    char *end = NULL;
+    unsigned long v = n >= 1 && args[0].type == IMAP_ARG_ATOM && args[0].str[0] >= '1' &&
+                              args[0].str[0] <= '9'
+                          ? strtoul(args[0].str, &end, 10)
+                          : 0;
+    if (!v || *end || v > UINT32_MAX) {
+        imap_reply(s, tag, "BAD Usage: %sREPLACE message mailbox [(flags)] [date-time] literal",
+                   is_uid ? "UID " : "");
+        return;
+    }
+    if (s->is_readonly) {
+        imap_reply(s, tag, "NO Mailbox is read-only.");
+        return;
+    }
+    /* the view is the loop's while no job is in flight */
+    size_t count = store_mailbox_count(s->box), i = 0;
+    if (is_uid) {
+        while (i < count && store_mailbox_message(s->box, i)->uid != v)
+            i++;
+    } else {
+        i = v - 1;
+    }
+    if (i >= count) {
+        imap_reply(s, tag, "NO No such message.");
+        return;
+    }
+    imap_append_submit(s, tag, args + 1, n - 1, store_mailbox_message(s->box, i)->uid);
 }

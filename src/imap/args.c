@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +57,8 @@ bool imap_status_items_parse(const struct imap_arg *list, unsigned *items_r)
         {"UNSEEN", IMAP_ST_UNSEEN},
         {"SIZE", IMAP_ST_SIZE},
         {"HIGHESTMODSEQ", IMAP_ST_HIGHESTMODSEQ},
+        {"APPENDLIMIT", IMAP_ST_APPENDLIMIT},
+        {"MAILBOXID", IMAP_ST_MAILBOXID},
     };
     *items_r = 0;
     if (!list || list->type != IMAP_ARG_LIST || list->n == 0)
@@ -74,27 +77,209 @@ bool imap_status_items_parse(const struct imap_arg *list, unsigned *items_r)
 
 /* ---- SEARCH RETURN (RFC 4731 §3.1) ------------------------------------------------- */
 
-bool imap_search_return_parse(const struct imap_arg *list, unsigned *opts_r)
+/* RFC 5267 §4.4 partial-range "lo:hi" (RFC 9394: or "-lo:-hi" from the end). */
+static bool imap_partial_range_parse(const char *s, struct imap_search_return *r)
 {
-    *opts_r = 0;
+    bool is_from_end = *s == '-';
+    uint64_t v[2] = {0, 0};
+    for (int k = 0; k < 2; k++) {
+        if (is_from_end) {
+            if (*s != '-')
+                return false;
+            s++;
+        }
+        if (*s < '1' || *s > '9')
+            return false;
+        while (*s >= '0' && *s <= '9') {
+            v[k] = v[k] * 10 + (uint64_t)(*s++ - '0');
+            if (v[k] > UINT32_MAX)
+                return false;
+        }
+        if (k == 0 && *s++ != ':')
+            return false;
+    }
+    if (*s != '\0')
+        return false;
+    r->partial_lo = (uint32_t)(v[0] < v[1] ? v[0] : v[1]);
+    r->partial_hi = (uint32_t)(v[0] < v[1] ? v[1] : v[0]);
+    r->is_from_end = is_from_end;
+    return true;
+}
+
+bool imap_search_return_parse(const struct imap_arg *list, struct imap_search_return *r)
+{
+    memset(r, 0, sizeof *r);
     if (!list || list->type != IMAP_ARG_LIST || list->n > IMAP_SEARCH_MAX_RETURN)
         return false;
     for (size_t i = 0; i < list->n; i++) {
         const struct imap_arg *a = &list->list[i];
-        if (imap_arg_is_atom(a, "MIN"))
-            *opts_r |= IMAP_SEARCH_RET_MIN;
-        else if (imap_arg_is_atom(a, "MAX"))
-            *opts_r |= IMAP_SEARCH_RET_MAX;
-        else if (imap_arg_is_atom(a, "ALL"))
-            *opts_r |= IMAP_SEARCH_RET_ALL;
-        else if (imap_arg_is_atom(a, "COUNT"))
-            *opts_r |= IMAP_SEARCH_RET_COUNT;
-        else
-            return false; /* SAVE (RFC 5182) is not offered */
+        if (imap_arg_is_atom(a, "MIN")) {
+            r->opts |= IMAP_SEARCH_RET_MIN;
+        } else if (imap_arg_is_atom(a, "MAX")) {
+            r->opts |= IMAP_SEARCH_RET_MAX;
+        } else if (imap_arg_is_atom(a, "ALL")) {
+            r->opts |= IMAP_SEARCH_RET_ALL;
+        } else if (imap_arg_is_atom(a, "COUNT")) {
+            r->opts |= IMAP_SEARCH_RET_COUNT;
+        } else if (imap_arg_is_atom(a, "SAVE")) {
+            r->opts |= IMAP_SEARCH_RET_SAVE;
+        } else if (imap_arg_is_atom(a, "PARTIAL") && !(r->opts & IMAP_SEARCH_RET_PARTIAL) &&
+                   i + 1 < list->n && list->list[i + 1].type == IMAP_ARG_ATOM &&
+                   imap_partial_range_parse(list->list[i + 1].str, r)) {
+            r->opts |= IMAP_SEARCH_RET_PARTIAL;
+            i++;
+        } else {
+            return false;
+        }
     }
     /* RFC 4731 §3.1: an empty list is the same as (ALL) */
-    if (*opts_r == 0)
-        *opts_r = IMAP_SEARCH_RET_ALL;
+    if (r->opts == 0)
+        r->opts = IMAP_SEARCH_RET_ALL;
+    /* RFC 5267 §4.4: PARTIAL and ALL are mutually exclusive */
+    if ((r->opts & IMAP_SEARCH_RET_PARTIAL) && (r->opts & IMAP_SEARCH_RET_ALL))
+        return false;
+    return true;
+}
+
+/* ---- SORT (RFC 5256 §3 sort-criteria, RFC 5957) ------------------------------------ */
+
+bool imap_sort_criteria_parse(const struct imap_arg *list, struct imap_sort_criterion *c,
+                              size_t *n_r)
+{
+    static const struct {
+        const char *name;
+        enum imap_sort_key key;
+    } keys[] = {
+        {"ARRIVAL", IMAP_SORT_ARRIVAL}, {"CC", IMAP_SORT_CC},
+        {"DATE", IMAP_SORT_DATE},       {"FROM", IMAP_SORT_FROM},
+        {"SIZE", IMAP_SORT_SIZE},       {"SUBJECT", IMAP_SORT_SUBJECT},
+        {"TO", IMAP_SORT_TO},           {"DISPLAYFROM", IMAP_SORT_DISPLAYFROM},
+        {"DISPLAYTO", IMAP_SORT_DISPLAYTO},
+    };
+    *n_r = 0;
+    if (!list || list->type != IMAP_ARG_LIST || list->n == 0)
+        return false;
+    bool is_reverse = false;
+    for (size_t i = 0; i < list->n; i++) {
+        const struct imap_arg *a = &list->list[i];
+        if (imap_arg_is_atom(a, "REVERSE")) {
+            if (is_reverse)
+                return false;
+            is_reverse = true;
+            continue;
+        }
+        size_t k = 0;
+        while (k < sizeof keys / sizeof keys[0] && !imap_arg_is_atom(a, keys[k].name))
+            k++;
+        if (k == sizeof keys / sizeof keys[0] || *n_r == IMAP_SORT_MAX_CRITERIA)
+            return false;
+        c[*n_r].key = keys[k].key;
+        c[*n_r].is_reverse = is_reverse;
+        (*n_r)++;
+        is_reverse = false;
+    }
+    return !is_reverse; /* a trailing REVERSE reverses nothing */
+}
+
+bool imap_thread_algorithm_parse(const struct imap_arg *a, enum imap_thread_algorithm *alg_r)
+{
+    if (imap_arg_is_atom(a, "ORDEREDSUBJECT"))
+        *alg_r = IMAP_THREAD_ORDEREDSUBJECT;
+    else if (imap_arg_is_atom(a, "REFERENCES"))
+        *alg_r = IMAP_THREAD_REFERENCES;
+    else if (imap_arg_is_atom(a, "REFS"))
+        *alg_r = IMAP_THREAD_REFS;
+    else
+        return false;
+    return true;
+}
+
+/* ---- METADATA (RFC 5464 §4) ---------------------------------------------------------- */
+
+bool imap_metadata_name_ok(char *name)
+{
+    size_t len = strlen(name);
+    bool is_private = strncasecmp(name, "/private/", 9) == 0;
+    if (len > IMAP_METADATA_MAX_NAME || (!is_private && strncasecmp(name, "/shared/", 8) != 0))
+        return false;
+    if (len <= (is_private ? 9u : 8u) || name[len - 1] == '/' || strstr(name, "//"))
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (c <= 0x20 || c >= 0x7f || c == '*' || c == '%')
+            return false;
+    }
+    for (size_t i = 0; i < len; i++) /* entry names compare case-insensitively */
+        name[i] = (char)tolower((unsigned char)name[i]);
+    return true;
+}
+
+bool imap_getmetadata_parse(struct imap_arg *args, size_t n, struct imap_getmetadata_request *r)
+{
+    memset(r, 0, sizeof *r);
+    size_t at = 0;
+    if (n >= 1 && args[0].type == IMAP_ARG_LIST) {
+        /* options: MAXSIZE n, DEPTH 0 / 1 / infinity (§4.2.1, §4.2.2) */
+        const struct imap_arg *o = &args[0];
+        for (size_t i = 0; i < o->n; i += 2) {
+            if (i + 1 >= o->n || o->list[i + 1].type != IMAP_ARG_ATOM)
+                return false;
+            const char *v = o->list[i + 1].str;
+            char *end;
+            if (imap_arg_is_atom(&o->list[i], "MAXSIZE") && !r->has_maxsize && *v >= '0' &&
+                *v <= '9') {
+                r->maxsize = strtoull(v, &end, 10);
+                if (*end)
+                    return false;
+                r->has_maxsize = true;
+            } else if (imap_arg_is_atom(&o->list[i], "DEPTH")) {
+                if (strcmp(v, "0") == 0)
+                    r->depth = 0;
+                else if (strcmp(v, "1") == 0)
+                    r->depth = 1;
+                else if (strcasecmp(v, "infinity") == 0)
+                    r->depth = -1;
+                else
+                    return false;
+            } else {
+                return false;
+            }
+        }
+        at = 1;
+    }
+    if (n != at + 2 || !imap_arg_is_string(&args[at]))
+        return false;
+    r->mailbox = &args[at];
+    struct imap_arg *e = &args[at + 1];
+    struct imap_arg *list = e->type == IMAP_ARG_LIST ? e->list : e;
+    size_t count = e->type == IMAP_ARG_LIST ? e->n : 1;
+    if (count == 0 || count > IMAP_METADATA_MAX_ENTRIES)
+        return false;
+    for (size_t i = 0; i < count; i++) {
+        if (!imap_arg_is_string(&list[i]) || !imap_metadata_name_ok(list[i].str))
+            return false;
+        r->entries[r->n_entries++] = list[i].str;
+    }
+    return true;
+}
+
+bool imap_setmetadata_parse(struct imap_arg *args, size_t n, struct imap_setmetadata_request *r)
+{
+    memset(r, 0, sizeof *r);
+    if (n != 2 || !imap_arg_is_string(&args[0]) || args[1].type != IMAP_ARG_LIST ||
+        args[1].n == 0 || args[1].n % 2 || args[1].n / 2 > IMAP_METADATA_MAX_ENTRIES)
+        return false;
+    r->mailbox = &args[0];
+    struct imap_arg *l = args[1].list;
+    for (size_t i = 0; i < args[1].n; i += 2) {
+        if (!imap_arg_is_string(&l[i]) || !imap_metadata_name_ok(l[i].str) ||
+            !imap_arg_is_string(&l[i + 1]))
+            return false;
+        r->names[r->n] = l[i].str;
+        /* the atom NIL removes the entry; a quoted "NIL" is a value */
+        r->values[r->n] = imap_arg_is_atom(&l[i + 1], "NIL") ? NULL : &l[i + 1];
+        r->n++;
+    }
     return true;
 }
 

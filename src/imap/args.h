@@ -7,7 +7,7 @@
  *
  * Every list a client controls is bounded here: LIST patterns (IMAP_LIST_MAX_PATTERNS),
  * LIST options (IMAP_LIST_MAX_OPTIONS), APPEND messages (IMAP_MAX_APPEND_MESSAGES),
- * SEARCH return options (IMAP_SEARCH_MAX_RETURN).
+ * SEARCH return options (IMAP_SEARCH_MAX_RETURN), SORT criteria (IMAP_SORT_MAX_CRITERIA).
  *
  * Ownership: a request points into the argument tree (valid until imap_parser_reset) except
  * what its *_free function releases. Thread rules: none.
@@ -17,11 +17,13 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <time.h>
 
 #include "imap/parse.h"
 
-/* ---- STATUS items (RFC 3501 §6.3.10, RFC 7162 §3.1.10, RFC 8438 SIZE) ---- */
+/* ---- STATUS items (RFC 3501 §6.3.10, RFC 7162 §3.1.10, RFC 8438 SIZE, RFC 7889
+ * APPENDLIMIT, RFC 8474 MAILBOXID) ---- */
 enum {
     IMAP_ST_MESSAGES = 1,
     IMAP_ST_RECENT = 2,
@@ -30,6 +32,8 @@ enum {
     IMAP_ST_UNSEEN = 16,
     IMAP_ST_SIZE = 32,
     IMAP_ST_HIGHESTMODSEQ = 64,
+    IMAP_ST_APPENDLIMIT = 128, /* RFC 7889 */
+    IMAP_ST_MAILBOXID = 256,   /* RFC 8474 */
 };
 /* "(MESSAGES UNSEEN)" -> IMAP_ST_* bits; false on an unknown item, a non-list or an
  * empty list. */
@@ -42,17 +46,82 @@ bool imap_status_items_parse(const struct imap_arg *list, unsigned *items_r);
  * or the list breaks RFC 2971 §3.3 (odd count, a field over 30 octets, over 30 pairs). */
 bool imap_id_originating_ip(const struct imap_arg *args, size_t n, char *ip_r, size_t size);
 
-/* ---- SEARCH RETURN (RFC 4731 ESEARCH) ---- */
+/* ---- SEARCH RETURN (RFC 4731 ESEARCH, RFC 5182 SAVE, RFC 5267/9394 PARTIAL) ---- */
 #define IMAP_SEARCH_MAX_RETURN 16
 enum {
     IMAP_SEARCH_RET_MIN = 1,
     IMAP_SEARCH_RET_MAX = 2,
     IMAP_SEARCH_RET_ALL = 4,
     IMAP_SEARCH_RET_COUNT = 8,
+    IMAP_SEARCH_RET_SAVE = 16,    /* RFC 5182 SEARCHRES */
+    IMAP_SEARCH_RET_PARTIAL = 32, /* RFC 5267 §4.4 */
 };
-/* "(MIN MAX COUNT ALL)" -> IMAP_SEARCH_RET_* bits; "()" means ALL (RFC 4731 §3.1).
- * false on an unknown option, a non-list or more than IMAP_SEARCH_MAX_RETURN options. */
-bool imap_search_return_parse(const struct imap_arg *list, unsigned *opts_r);
+struct imap_search_return {
+    unsigned opts; /* IMAP_SEARCH_RET_* */
+    /* PARTIAL lo:hi, 1-based positions in the result; is_from_end: "-lo:-hi" counts from
+     * the last result (RFC 9394) */
+    uint32_t partial_lo, partial_hi;
+    bool is_from_end;
+};
+/* "(MIN MAX COUNT ALL SAVE PARTIAL 1:10)" -> r; "()" means ALL (RFC 4731 §3.1), "(SAVE)"
+ * alone returns nothing (RFC 5182 §2.4). false on an unknown option, a bad range, PARTIAL
+ * with ALL, a non-list or more than IMAP_SEARCH_MAX_RETURN options. */
+bool imap_search_return_parse(const struct imap_arg *list, struct imap_search_return *r);
+
+/* ---- SORT criteria (RFC 5256 §3, RFC 5957 DISPLAYFROM/DISPLAYTO) ---- */
+#define IMAP_SORT_MAX_CRITERIA 16
+enum imap_sort_key {
+    IMAP_SORT_ARRIVAL,
+    IMAP_SORT_CC,
+    IMAP_SORT_DATE,
+    IMAP_SORT_FROM,
+    IMAP_SORT_SIZE,
+    IMAP_SORT_SUBJECT,
+    IMAP_SORT_TO,
+    IMAP_SORT_DISPLAYFROM,
+    IMAP_SORT_DISPLAYTO,
+};
+struct imap_sort_criterion {
+    enum imap_sort_key key;
+    bool is_reverse;
+};
+/* "(REVERSE DATE SUBJECT)" -> criteria (at most IMAP_SORT_MAX_CRITERIA); false on an
+ * unknown key, a REVERSE without a key after it, an empty list or a non-list. */
+bool imap_sort_criteria_parse(const struct imap_arg *list, struct imap_sort_criterion *c,
+                              size_t *n_r);
+
+/* ---- THREAD algorithms (RFC 5256 §3, THREAD=REFS) ---- */
+enum imap_thread_algorithm {
+    IMAP_THREAD_ORDEREDSUBJECT,
+    IMAP_THREAD_REFERENCES,
+    IMAP_THREAD_REFS,
+};
+bool imap_thread_algorithm_parse(const struct imap_arg *a, enum imap_thread_algorithm *alg_r);
+
+/* ---- METADATA (RFC 5464) ---- */
+#define IMAP_METADATA_MAX_ENTRIES 100 /* entries one command names */
+#define IMAP_METADATA_MAX_NAME    1024
+/* An entry name "/private/..." or "/shared/..." (RFC 5464 §3.2: no '*' or '%', no "//",
+ * not ending in '/', printable ASCII); the name is lower-cased in place when valid. */
+bool imap_metadata_name_ok(char *name);
+struct imap_getmetadata_request {
+    const struct imap_arg *mailbox;
+    bool has_maxsize;
+    uint64_t maxsize;
+    int depth; /* 0, 1, or -1 for infinity */
+    char *entries[IMAP_METADATA_MAX_ENTRIES]; /* point into the (lower-cased) arguments */
+    size_t n_entries;
+};
+/* GETMETADATA [(options)] mailbox (entry *(SP entry)) | entry. */
+bool imap_getmetadata_parse(struct imap_arg *args, size_t n, struct imap_getmetadata_request *r);
+struct imap_setmetadata_request {
+    const struct imap_arg *mailbox;
+    char *names[IMAP_METADATA_MAX_ENTRIES];
+    const struct imap_arg *values[IMAP_METADATA_MAX_ENTRIES]; /* NULL: NIL, remove it */
+    size_t n;
+};
+/* SETMETADATA mailbox (entry value *(SP entry value)). */
+bool imap_setmetadata_parse(struct imap_arg *args, size_t n, struct imap_setmetadata_request *r);
 
 /* ---- LIST ---- */
 #define IMAP_LIST_MAX_PATTERNS 64

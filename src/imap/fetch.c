@@ -43,6 +43,12 @@ enum imap_fetch_kind {
     FI_BODYSTRUCTURE,
     FI_SECTION,
     FI_MODSEQ,
+    FI_EMAILID,  /* RFC 8474 OBJECTID */
+    FI_THREADID, /* RFC 8474: NIL, no thread identifiers */
+    FI_SAVEDATE, /* RFC 8514 */
+    FI_PREVIEW,  /* RFC 8970 */
+    FI_BINARY,      /* RFC 3516 BINARY[part]<partial>, BINARY.PEEK */
+    FI_BINARY_SIZE, /* RFC 3516 BINARY.SIZE[part] */
 };
 
 enum imap_section_spec { SEC_ALL, SEC_HEADER, SEC_FIELDS, SEC_FIELDS_NOT, SEC_MIME, SEC_TEXT };
@@ -71,7 +77,12 @@ struct imap_fetch {
     bool needs_file, needs_fd, sets_seen, has_flags;
     bool has_modseq;   /* a MODSEQ item was asked for (or CHANGEDSINCE) */
     bool is_condstore; /* the session enabled CONDSTORE: flag changes carry MODSEQ */
+    /* RFC 7162 §3.2.6 UID FETCH ... (CHANGEDSINCE m VANISHED): VANISHED (EARLIER) for
+     * the UIDs of the set expunged after m, before the first FETCH line */
+    char *vanished_set; /* the UID set; NULL: no VANISHED modifier (or already written) */
+    uint64_t vanished_since;
     bool had_errors;    /* a message could not be read (I/O error): NO */
+    bool had_unknown_cte; /* RFC 3516 §4.3: a BINARY part's encoding is unknown: NO */
     size_t n_expunged;  /* messages skipped because another session expunged them */
     /* The message being written (kept across batches while a literal streams). */
     struct imap_msg_data *msg;
@@ -95,6 +106,7 @@ void imap_fetch_free(struct imap_fetch *f)
 {
     if (!f)
         return;
+    free(f->vanished_set);
     for (size_t i = 0; i < f->n_items; i++) {
         free(f->items[i].label);
         for (size_t k = 0; k < f->items[i].n_fields; k++)
@@ -240,6 +252,14 @@ static bool imap_fetch_add(struct imap_fetch *f, const char *s)
     } else if (strcasecmp(s, "MODSEQ") == 0) {
         it->kind = FI_MODSEQ; /* RFC 7162 §3.1.4 */
         f->has_modseq = true;
+    } else if (strcasecmp(s, "EMAILID") == 0) {
+        it->kind = FI_EMAILID;
+    } else if (strcasecmp(s, "THREADID") == 0) {
+        it->kind = FI_THREADID;
+    } else if (strcasecmp(s, "SAVEDATE") == 0) {
+        it->kind = FI_SAVEDATE;
+    } else if (strcasecmp(s, "PREVIEW") == 0) {
+        it->kind = FI_PREVIEW; /* computed once, then cached with the message */
     } else if (strcasecmp(s, "RFC822") == 0 || strcasecmp(s, "RFC822.HEADER") == 0 ||
                strcasecmp(s, "RFC822.TEXT") == 0) {
         /* RFC 3501 §6.4.5: RFC822 = BODY[], .HEADER = BODY.PEEK[HEADER], .TEXT = BODY[TEXT] */
@@ -251,6 +271,33 @@ static bool imap_fetch_add(struct imap_fetch *f, const char *s)
         it->label = strdup(it->spec == SEC_ALL      ? "RFC822"
                            : it->spec == SEC_HEADER ? "RFC822.HEADER"
                                                     : "RFC822.TEXT");
+    } else if (strncasecmp(s, "BINARY[", 7) == 0 || strncasecmp(s, "BINARY.PEEK[", 12) == 0 ||
+               strncasecmp(s, "BINARY.SIZE[", 12) == 0) {
+        /* RFC 3516 §4.1: section-binary = "[" [section-part] "]": part numbers only */
+        bool is_size = toupper((unsigned char)s[7]) == 'S';
+        it->kind = is_size ? FI_BINARY_SIZE : FI_BINARY;
+        it->is_peek = is_size || toupper((unsigned char)s[6]) == '.';
+        const char *sec = strchr(s, '[') + 1;
+        bool ok = imap_fetch_parse_section(it, sec) && it->spec == SEC_ALL &&
+                  !(is_size && it->has_partial);
+        free(it->label);
+        it->label = NULL;
+        if (ok) {
+            struct buf lb;
+            buf_init(&lb, 0);
+            buf_append_str(&lb, is_size ? "BINARY.SIZE[" : "BINARY[");
+            for (size_t k = 0; k < it->n_path; k++)
+                buf_printf(&lb, "%s%u", k ? "." : "", it->path[k]);
+            buf_append_byte(&lb, ']');
+            if (it->has_partial)
+                buf_printf(&lb, "<%llu>", (unsigned long long)it->start);
+            it->label = buf_steal(&lb);
+        }
+        if (!it->label)
+            return false;
+        f->needs_file = true;
+        if (!it->is_peek)
+            f->sets_seen = true;
     } else if (strncasecmp(s, "BODY[", 5) == 0 || strncasecmp(s, "BODY.PEEK[", 10) == 0) {
         it->kind = FI_SECTION;
         it->is_peek = toupper((unsigned char)s[4]) == '.';
@@ -284,9 +331,19 @@ static bool imap_fetch_parse_items(struct imap_fetch *f, const struct imap_arg *
     if (a->type == IMAP_ARG_LIST) {
         if (a->n == 0)
             return false;
-        for (size_t i = 0; i < a->n; i++)
+        for (size_t i = 0; i < a->n; i++) {
             if (a->list[i].type != IMAP_ARG_ATOM || !imap_fetch_add(f, a->list[i].str))
                 return false;
+            /* RFC 8970 §3: PREVIEW (LAZY): the preview is always at hand, LAZY changes
+             * nothing here */
+            if (strcasecmp(a->list[i].str, "PREVIEW") == 0 && i + 1 < a->n &&
+                a->list[i + 1].type == IMAP_ARG_LIST) {
+                const struct imap_arg *mods = &a->list[++i];
+                for (size_t k = 0; k < mods->n; k++)
+                    if (!imap_arg_is_atom(&mods->list[k], "LAZY"))
+                        return false;
+            }
+        }
         return true;
     }
     if (a->type != IMAP_ARG_ATOM)
@@ -307,11 +364,15 @@ static bool imap_fetch_parse_items(struct imap_fetch *f, const struct imap_arg *
 
 /* ---- per-message output ------------------------------------------------------------- */
 
+/* The cached structure fields of imap_write_cached, by index. */
+static const char *const imap_structure_fields[3] = {"envelope", "body", "bodystructure"};
+
 struct imap_msg_data {
     const char *bytes; /* the file mapped read-only (LF line ends), "" when empty */
     size_t len;
     bool is_mapped;
     struct mime_part *mime;
+    char *cached[3]; /* imap_structure_fields read from the index cache, NULL none */
 };
 
 /* Map a message file (pool thread). Mapping instead of reading keeps message bytes out of
@@ -337,6 +398,10 @@ static void imap_msg_unload(struct imap_msg_data *d)
     d->is_mapped = false;
     mime_part_free(d->mime);
     d->mime = NULL;
+    for (size_t k = 0; k < 3; k++) {
+        free(d->cached[k]);
+        d->cached[k] = NULL;
+    }
 }
 
 static struct mime_part *imap_msg_mime(struct imap_msg_data *d)
@@ -365,12 +430,11 @@ static void imap_write_cached(struct imap_job *j, size_t i, const char *field,
                               struct imap_msg_data *d, bool *loaded)
 {
     struct store_mailbox *box = j->ctx.box;
-    char *v = store_message_get_cache(box, i, field);
-    if (v) {
-        buf_append_str(&j->out, v);
-        free(v);
-        return;
-    }
+    for (size_t k = 0; k < 3; k++)
+        if (strcmp(field, imap_structure_fields[k]) == 0 && d->cached[k]) {
+            buf_append_str(&j->out, d->cached[k]); /* read by imap_fetch_begin */
+            return;
+        }
     if (!*loaded) {
         *loaded = imap_msg_load(box, i, d);
     }
@@ -381,6 +445,12 @@ static void imap_write_cached(struct imap_job *j, size_t i, const char *field,
         buf_append_str(&b, "NIL");
     } else if (strcmp(field, "envelope") == 0) {
         mime_write_envelope(m, &b);
+    } else if (strcmp(field, "preview") == 0) {
+        struct buf text;
+        buf_init(&text, 4096);
+        mime_preview(d->bytes, d->len, m, &text);
+        mime_write_nstring(&b, text.data ? text.data : "", text.len, false);
+        buf_free(&text);
     } else {
         mime_write_bodystructure(m, strcmp(field, "bodystructure") == 0, &b);
     }
@@ -443,6 +513,57 @@ static void imap_write_section(struct imap_job *j, const struct imap_fetch_item 
         }
         buf_printf(&j->out, "{%zu}\r\n", n);
         buf_append(&j->out, data.data ? data.data + from : "", n);
+    }
+    buf_free(&data);
+}
+
+/* RFC 3516 §4.2: BINARY[part] is the part's body with its transfer encoding undone
+ * (BINARY[] the whole message); BINARY.SIZE its size. A literal8 ("~{n}") when the
+ * bytes hold a NUL. */
+static void imap_write_binary(struct imap_job *j, struct imap_fetch *f,
+                              const struct imap_fetch_item *it, struct imap_msg_data *d)
+{
+    struct buf raw, data;
+    buf_init(&raw, 0);
+    buf_init(&data, 0);
+    bool found = true, is_known = true;
+    if (it->n_path == 0) {
+        imap_append_crlf(&data, d->bytes, d->len);
+    } else {
+        struct mime_part *root = imap_msg_mime(d);
+        const struct mime_part *p = root ? mime_part_find(root, it->path, it->n_path) : NULL;
+        if (!p || p->body_offset > d->len || p->body_size > d->len - p->body_offset) {
+            found = false;
+        } else {
+            /* decoded from the CRLF form, as a client would decode BODY[part] */
+            imap_append_crlf(&raw, d->bytes + p->body_offset, p->body_size);
+            if (p->is_multipart || p->is_message) /* containers are not encoded */
+                buf_append(&data, raw.data ? raw.data : "", raw.len);
+            else
+                is_known = mime_decode_body(raw.data ? raw.data : "", raw.len, p->encoding,
+                                            &data);
+        }
+    }
+    buf_free(&raw);
+    if (!is_known) {
+        f->had_unknown_cte = true;
+        buf_printf(&j->out, "%s NIL", it->label);
+    } else if (it->kind == FI_BINARY_SIZE) {
+        buf_printf(&j->out, "%s %zu", it->label, found ? data.len : 0);
+    } else if (!found) {
+        buf_printf(&j->out, "%s NIL", it->label);
+    } else {
+        size_t from = 0, n = data.len;
+        if (it->has_partial) {
+            from = it->start < data.len ? (size_t)it->start : data.len;
+            n = data.len - from;
+            if (n > it->len)
+                n = (size_t)it->len;
+        }
+        const char *bytes = data.data ? data.data + from : "";
+        bool has_nul = memchr(bytes, '\0', n) != NULL;
+        buf_printf(&j->out, "%s %s{%zu}\r\n", it->label, has_nul ? "~" : "", n);
+        buf_append(&j->out, bytes, n);
     }
     buf_free(&data);
 }
@@ -680,6 +801,35 @@ static void imap_fetch_items(struct imap_job *j, struct imap_fetch *f)
         case FI_MODSEQ:
             buf_printf(&j->out, "MODSEQ (%llu)", (unsigned long long)m->modseq);
             break;
+        case FI_EMAILID:
+            buf_append_str(&j->out, "EMAILID (");
+            imap_write_emailid(&j->out, store_mailbox_uidvalidity(j->ctx.box), m->uid);
+            buf_append_byte(&j->out, ')');
+            break;
+        case FI_THREADID:
+            buf_append_str(&j->out, "THREADID NIL");
+            break;
+        case FI_PREVIEW:
+            buf_append_str(&j->out, "PREVIEW ");
+            imap_write_cached(j, i, "preview", d, &loaded);
+            break;
+        case FI_BINARY:
+        case FI_BINARY_SIZE:
+            imap_write_binary(j, f, it, d);
+            break;
+        case FI_SAVEDATE: {
+            time_t t = imap_message_savedate(m);
+            if (t == 0) {
+                buf_append_str(&j->out, "SAVEDATE NIL");
+                break;
+            }
+            struct tm tm;
+            gmtime_r(&t, &tm);
+            char date[64];
+            strftime(date, sizeof date, "%d-%b-%Y %H:%M:%S +0000", &tm);
+            buf_printf(&j->out, "SAVEDATE \"%s\"", date);
+            break;
+        }
         case FI_SECTION:
             if (it->is_streamed) {
                 imap_stream_begin(j, f, it);
@@ -747,6 +897,23 @@ static void imap_fetch_begin(struct imap_job *j, struct imap_fetch *f, size_t i)
         }
         f->msg_size = (uint64_t)st.st_size;
     }
+    /* ENVELOPE, BODY and BODYSTRUCTURE come from the index cache, else from the file: both
+     * are read before the FETCH line starts, so that a message whose file another session
+     * expunged meanwhile is skipped whole, never answered with NIL there (not valid: RFC
+     * 3501 §9; the issue 9 stress tester saw it) */
+    bool needs_load = false;
+    for (size_t k = 0; k < f->n_items; k++) {
+        enum imap_fetch_kind kind = f->items[k].kind;
+        size_t slot = kind == FI_ENVELOPE ? 0 : kind == FI_BODY ? 1 : kind == FI_BODYSTRUCTURE ? 2 : 3;
+        if (slot == 3 || f->msg->cached[slot])
+            continue;
+        f->msg->cached[slot] = store_message_get_cache(box, i, imap_structure_fields[slot]);
+        needs_load |= f->msg->cached[slot] == NULL;
+    }
+    if (needs_load && !f->msg->bytes && !imap_msg_load(box, i, f->msg)) {
+        imap_fetch_skip(f, errno);
+        return;
+    }
     const struct store_message *m = store_mailbox_message(box, i);
     if (f->sets_seen && !j->ctx.is_readonly && !(m->flags & STORE_FLAG_SEEN)) {
         /* RFC 3501 §6.4.5: BODY[...] sets \Seen; the new flags are reported too. */
@@ -773,9 +940,39 @@ static void imap_fetch_begin(struct imap_job *j, struct imap_fetch *f, size_t i)
     imap_fetch_items(j, f);
 }
 
+/* The VANISHED (EARLIER) line of a UID FETCH with the VANISHED modifier (first batch). */
+static void imap_fetch_vanished(struct imap_job *j, struct imap_fetch *f)
+{
+    struct store_mailbox *box = j->ctx.box;
+    struct imap_seqset set;
+    uint32_t *gone = NULL;
+    size_t n_gone = 0;
+    char *err = NULL;
+    if (imap_seqset_parse(f->vanished_set, &set) &&
+        store_mailbox_vanished(box, f->vanished_since, &gone, &n_gone, &err) == 0) {
+        uint32_t star = store_mailbox_uidnext(box) - 1;
+        size_t k = 0;
+        for (size_t i = 0; i < n_gone; i++)
+            if (imap_seqset_contains(&set, gone[i], star))
+                gone[k++] = gone[i];
+        if (k > 0) {
+            buf_append_str(&j->out, "* VANISHED (EARLIER) ");
+            imap_write_uid_set(&j->out, gone, k);
+            buf_append_str(&j->out, "\r\n");
+        }
+    }
+    imap_seqset_free(&set);
+    free(err);
+    free(gone);
+    free(f->vanished_set);
+    f->vanished_set = NULL;
+}
+
 static void imap_fetch_work_batch(struct imap_job *j)
 {
     struct imap_fetch *f = j->ctx.fetch;
+    if (f->vanished_set)
+        imap_fetch_vanished(j, f);
     while (j->out.len < IMAP_FETCH_BATCH) {
         if (f->is_streaming) {
             if (!imap_stream_continue(j, f))
@@ -818,6 +1015,9 @@ static void imap_fetch_finish(struct imap_session *s, struct imap_job *j)
     }
     if (f->had_errors)
         buf_printf(&j->tagged, "%s NO Some messages could not be fetched.\r\n", j->tag);
+    else if (f->had_unknown_cte)
+        buf_printf(&j->tagged, "%s NO [UNKNOWN-CTE] Unknown Content-Transfer-Encoding.\r\n",
+                   j->tag);
     else if (f->n_expunged > 0)
         /* RFC 2180 §4.1.3, RFC 5530: what the view still holds was sent; messages another
          * session expunged (not yet reported to this one) are skipped. Dovecot's reply. */
@@ -845,19 +1045,30 @@ void imap_cmd_fetch(struct imap_session *s, const char *tag, struct imap_arg *ar
                     bool is_uid)
 {
     uint64_t changedsince = 0;
-    bool has_changedsince = false;
+    bool has_changedsince = false, has_vanished = false;
     if (n == 3) {
-        /* RFC 7162 §3.1.4.1: FETCH set items (CHANGEDSINCE modseq) */
+        /* RFC 7162 §3.1.4.1: FETCH set items (CHANGEDSINCE modseq); §3.2.6: and VANISHED
+         * (UID FETCH, QRESYNC enabled, only with CHANGEDSINCE) */
         const struct imap_arg *mod = &args[2];
-        char *end = NULL;
-        if (mod->type != IMAP_ARG_LIST || mod->n != 2 ||
-            !imap_arg_is_atom(&mod->list[0], "CHANGEDSINCE") ||
-            mod->list[1].type != IMAP_ARG_ATOM || !isdigit((unsigned char)mod->list[1].str[0]) ||
-            (changedsince = strtoull(mod->list[1].str, &end, 10), *end != '\0')) {
+        bool ok = mod->type == IMAP_ARG_LIST && mod->n >= 1 && mod->n <= 3;
+        for (size_t i = 0; ok && i < mod->n; i++) {
+            char *end = NULL;
+            if (imap_arg_is_atom(&mod->list[i], "VANISHED") && !has_vanished) {
+                has_vanished = true;
+            } else if (imap_arg_is_atom(&mod->list[i], "CHANGEDSINCE") && !has_changedsince &&
+                       i + 1 < mod->n && mod->list[i + 1].type == IMAP_ARG_ATOM &&
+                       isdigit((unsigned char)mod->list[i + 1].str[0])) {
+                changedsince = strtoull(mod->list[++i].str, &end, 10);
+                ok = *end == '\0';
+                has_changedsince = true;
+            } else {
+                ok = false;
+            }
+        }
+        if (!ok || (has_vanished && (!has_changedsince || !is_uid || !s->is_qresync))) {
             imap_reply(s, tag, "BAD Invalid FETCH modifier.");
             return;
         }
-        has_changedsince = true;
         n = 2;
     }
     if (n != 2 || args[0].type != IMAP_ARG_ATOM) {
@@ -880,7 +1091,12 @@ void imap_cmd_fetch(struct imap_session *s, const char *tag, struct imap_arg *ar
         imap_reply(s, tag, "BAD Too many fetch items.");
         return;
     }
-    if (!imap_resolve_set(s->box, args[0].str, is_uid, &f->idx, &f->n_idx)) {
+    /* RFC 5182: "$" is the saved search result (UIDs; the replies keep their form) */
+    bool is_set_uid = is_uid;
+    char *set = imap_searchres_expand(s, args[0].str, &is_set_uid);
+    bool is_resolved = set && imap_resolve_set(s->box, set, is_set_uid, &f->idx, &f->n_idx);
+    free(set);
+    if (!is_resolved) {
         imap_fetch_free(f);
         imap_reply(s, tag, "BAD Invalid message set.");
         return;
@@ -896,8 +1112,16 @@ void imap_cmd_fetch(struct imap_session *s, const char *tag, struct imap_arg *ar
     }
     /* RFC 7162 §3.1: MODSEQ and CHANGEDSINCE enable CONDSTORE for the session */
     if (f->has_modseq)
-        s->is_condstore = true;
+        imap_condstore_enable(s);
     f->is_condstore = s->is_condstore;
+    if (has_vanished) {
+        f->vanished_since = changedsince;
+        if (!(f->vanished_set = strdup(args[0].str))) {
+            imap_fetch_free(f);
+            imap_reply(s, tag, "NO [SERVERBUG] Out of memory.");
+            return;
+        }
+    }
     struct imap_job *j = imap_job_new(s, tag, sizeof(struct imap_fetch_job), imap_fetch_work,
                                       imap_fetch_finish, NULL);
     if (!j) {
@@ -971,7 +1195,8 @@ static void imap_store_work(struct imap_job *j)
             if (!silent) /* RFC 3501 §7.2.6: FLAGS announces keywords first */
                 imap_keywords_announce(&j->ctx, m->keywords, &j->out);
             buf_printf(&j->out, "* %zu FETCH (", i + 1);
-            if (sj->is_uid)
+            /* QRESYNC clients key their cache by UID: they get it with every change */
+            if (sj->is_uid || j->ctx.is_qresync)
                 buf_printf(&j->out, "UID %u ", m->uid);
             if (!silent) {
                 buf_append_str(&j->out, "FLAGS ");
@@ -1009,7 +1234,7 @@ void imap_cmd_store(struct imap_session *s, const char *tag, struct imap_arg *ar
         }
         args++;
         n--;
-        s->is_condstore = true;
+        imap_condstore_enable(s);
     }
     if (n != 3 || set_arg->type != IMAP_ARG_ATOM || args[1].type != IMAP_ARG_ATOM) {
         imap_reply(s, tag, "BAD Usage: STORE set [+-]FLAGS[.SILENT] (flags)");
@@ -1042,7 +1267,11 @@ void imap_cmd_store(struct imap_session *s, const char *tag, struct imap_arg *ar
         return;
     }
     size_t *idx = NULL, cnt = 0;
-    if (!imap_resolve_set(s->box, set_arg->str, is_uid, &idx, &cnt)) {
+    bool is_set_uid = is_uid;
+    char *set = imap_searchres_expand(s, set_arg->str, &is_set_uid);
+    bool is_resolved = set && imap_resolve_set(s->box, set, is_set_uid, &idx, &cnt);
+    free(set);
+    if (!is_resolved) {
         imap_keywords_free(kw);
         imap_reply(s, tag, "BAD Invalid message set.");
         return;

@@ -68,6 +68,78 @@ static void imap_list_cleanup(struct imap_job *j)
     imap_list_ext_free(lj->ext);
 }
 
+/* Does name match the pattern? The name INBOX is case-insensitive (RFC 3501 §5.1): a
+ * pattern that spells it ("inbox", "Inbox*") matches it, but "*x" does not. */
+static bool imap_list_name_matches(const char *pattern, const char *name, bool is_inbox)
+{
+    if (imap_list_match(pattern, name))
+        return true;
+    if (!is_inbox || strncasecmp(pattern, "INBOX", 5) != 0)
+        return false;
+    char up[256];
+    snprintf(up, sizeof up, "INBOX%s", pattern + 5);
+    return imap_list_match(up, "INBOX");
+}
+
+static int imap_list_name_cmp(const void *a, const void *b)
+{
+    const struct store_mailbox_info *const *x = a, *const *y = b;
+    return strcmp((*x)->name, (*y)->name);
+}
+
+/* Index of the list sorted by name, for finding parents by name (n log n). */
+static const struct store_mailbox_info **imap_list_by_name(const struct store_mailbox_info *list,
+                                                           size_t n)
+{
+    const struct store_mailbox_info **by_name = calloc(n ? n : 1, sizeof *by_name);
+    if (!by_name)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        by_name[i] = &list[i];
+    qsort(by_name, n, sizeof *by_name, imap_list_name_cmp);
+    return by_name;
+}
+
+/* The entry named name (of length len), or NULL. */
+static const struct store_mailbox_info *
+imap_list_find(const struct store_mailbox_info **by_name, size_t n, const char *name)
+{
+    struct store_mailbox_info key = {.name = (char *)name};
+    const struct store_mailbox_info *kp = &key;
+    const struct store_mailbox_info **hit =
+        bsearch(&kp, by_name, n, sizeof *by_name, imap_list_name_cmp);
+    return hit ? *hit : NULL;
+}
+
+/* RFC 3501 §6.3.9: "if foo/bar is subscribed and foo is not, LSUB of % lists foo with
+ * \Noselect". Marks every unsubscribed ancestor that matches the pattern of a subscribed
+ * name that does not match it. NULL on out of memory (then no parents are listed). */
+static bool *imap_lsub_parents(const struct store_mailbox_info *list, size_t n,
+                               const char *pattern)
+{
+    bool *is_parent = calloc(n ? n : 1, sizeof *is_parent);
+    const struct store_mailbox_info **by_name = imap_list_by_name(list, n);
+    if (!is_parent || !by_name) {
+        free(is_parent);
+        free(by_name);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!list[i].subscribed || imap_list_match(pattern, list[i].name))
+            continue;
+        char name[1100];
+        snprintf(name, sizeof name, "%s", list[i].name);
+        for (char *slash = strrchr(name, '/'); slash; slash = strrchr(name, '/')) {
+            *slash = '\0';
+            const struct store_mailbox_info *hit = imap_list_find(by_name, n, name);
+            if (hit && !hit->subscribed && imap_list_match(pattern, name))
+                is_parent[hit - list] = true;
+        }
+    }
+    free(by_name);
+    return is_parent;
+}
+
 static void imap_list_work(struct imap_job *j)
 {
     const struct imap_list_job *lj = IMAP_JOB(imap_list_job, j);
@@ -92,25 +164,23 @@ static void imap_list_work(struct imap_job *j)
         imap_job_err(j, "%s", err);
         return;
     }
+    /* LSUB: names of unsubscribed parents to list as \Noselect (RFC 3501 §6.3.9) */
+    bool *is_lsub_parent = lsub ? imap_lsub_parents(list, n, buf_cstr(&pattern)) : NULL;
     for (size_t i = 0; i < n; i++) {
         const struct store_mailbox_info *mi = &list[i];
         const char *name = mi->name;
         bool is_inbox = strcasecmp(name, "INBOX") == 0;
-        bool match = imap_list_match(buf_cstr(&pattern), is_inbox ? "INBOX" : name);
-        if (!match && is_inbox) {
-            /* INBOX matches case-insensitively */
-            char up[256];
-            snprintf(up, sizeof up, "%s", buf_cstr(&pattern));
-            for (char *c = up; *c; c++)
-                *c = (char)toupper((unsigned char)*c);
-            match = imap_list_match(up, "INBOX");
-        }
-        if (!match || (lsub && !mi->subscribed))
+        bool match = imap_list_name_matches(buf_cstr(&pattern), is_inbox ? "INBOX" : name,
+                                            is_inbox);
+        bool is_parent = is_lsub_parent && is_lsub_parent[i];
+        if (!match || (lsub && !mi->subscribed && !is_parent) ||
+            (!lsub && mi->is_nonexistent))
             continue;
         buf_printf(&j->out, "* %s (", cmd);
         /* RFC 3348 CHILDREN and RFC 6154 SPECIAL-USE attributes */
         buf_append_str(&j->out, mi->has_children ? "\\HasChildren" : "\\HasNoChildren");
-        if (mi->noselect)
+        /* LSUB: \Noselect marks a parent listed only for its subscribed children */
+        if (lsub ? is_parent : mi->noselect)
             buf_append_str(&j->out, " \\Noselect");
         if (!lsub && mi->special_use)
             buf_printf(&j->out, " %s", mi->special_use);
@@ -118,6 +188,7 @@ static void imap_list_work(struct imap_job *j)
         mime_write_string(&j->out, is_inbox ? "INBOX" : name);
         buf_append_str(&j->out, "\r\n");
     }
+    free(is_lsub_parent);
     store_mailbox_info_free(list, n);
     buf_free(&pattern);
     imap_job_ok(j, lsub ? "Lsub completed." : "List completed.");
@@ -162,20 +233,6 @@ static void imap_list_ext_free(struct imap_list_ext *x)
     free(x);
 }
 
-/* Does name match the pattern? INBOX matches case-insensitively (RFC 3501 §5.1). */
-static bool imap_list_name_matches(const char *pattern, const char *name, bool is_inbox)
-{
-    if (imap_list_match(pattern, name))
-        return true;
-    if (!is_inbox)
-        return false;
-    char up[256];
-    snprintf(up, sizeof up, "%s", pattern);
-    for (char *c = up; *c; c++)
-        *c = (char)toupper((unsigned char)*c);
-    return imap_list_match(up, "INBOX");
-}
-
 /* Does a mailbox meet the selection criteria? (none: every name does) */
 static bool imap_list_meets(const struct store_mailbox_info *mi, unsigned select)
 {
@@ -186,37 +243,39 @@ static bool imap_list_meets(const struct store_mailbox_info *mi, unsigned select
     return true;
 }
 
-static int imap_list_name_cmp(const void *a, const void *b)
+/* Does the name match any of the (non-empty) patterns of an extended LIST? */
+static bool imap_list_ext_matches(const struct imap_list_ext *x, const char *name, bool is_inbox)
 {
-    const struct store_mailbox_info *const *x = a, *const *y = b;
-    return strcmp((*x)->name, (*y)->name);
+    /* RFC 5258 §3: a mailbox matching several patterns is listed once; empty patterns in
+     * a list are ignored */
+    for (size_t k = 0; k < x->n_patterns; k++)
+        if (x->patterns[k][0] != '\0' && imap_list_name_matches(x->patterns[k], name, is_inbox))
+            return true;
+    return false;
 }
 
 /* RFC 5258 §3.5 RECURSIVEMATCH: mark (in has_child_r) every mailbox with a descendant
- * that meets the selection. Ancestors are found by name in a sorted index: n log n. */
-static bool imap_list_mark_parents(const struct store_mailbox_info *list, size_t n, unsigned select,
-                                   bool *has_child_r)
+ * that meets the selection criteria but does not itself match the patterns (§4: CHILDINFO
+ * tells of children the reply does not list). Ancestors are found by name: n log n. */
+static bool imap_list_mark_parents(const struct store_mailbox_info *list, size_t n,
+                                   const struct imap_list_ext *x, bool *has_child_r)
 {
-    const struct store_mailbox_info **by_name = calloc(n ? n : 1, sizeof *by_name);
+    const struct store_mailbox_info **by_name = imap_list_by_name(list, n);
     if (!by_name)
         return false;
-    for (size_t i = 0; i < n; i++)
-        by_name[i] = &list[i];
-    qsort(by_name, n, sizeof *by_name, imap_list_name_cmp);
     for (size_t i = 0; i < n; i++) {
-        if (!imap_list_meets(&list[i], select))
+        bool is_inbox = strcasecmp(list[i].name, "INBOX") == 0;
+        if (!imap_list_meets(&list[i], x->select) ||
+            imap_list_ext_matches(x, is_inbox ? "INBOX" : list[i].name, is_inbox))
             continue;
         char name[1100];
         snprintf(name, sizeof name, "%s", list[i].name);
         /* names are at most a few hundred bytes: the walk up is bounded by that */
         for (char *slash = strrchr(name, '/'); slash; slash = strrchr(name, '/')) {
             *slash = '\0';
-            struct store_mailbox_info key = {.name = name};
-            const struct store_mailbox_info *kp = &key;
-            const struct store_mailbox_info **hit =
-                bsearch(&kp, by_name, n, sizeof *by_name, imap_list_name_cmp);
+            const struct store_mailbox_info *hit = imap_list_find(by_name, n, name);
             if (hit)
-                has_child_r[*hit - list] = true;
+                has_child_r[hit - list] = true;
         }
     }
     free(by_name);
@@ -258,7 +317,7 @@ static void imap_list_ext_write(struct imap_job *j, const struct imap_list_ext *
         struct store_status st;
         char *err = NULL;
         if (store_mailbox_status(j->ctx.user, name, &st, &err) == 0)
-            imap_status_write(&j->out, name, x->status_items, &st);
+            imap_status_write(&j->out, name, x->status_items, &st, j->ctx.max_append);
         free(err);
     }
 }
@@ -284,7 +343,7 @@ static void imap_list_ext_work(struct imap_job *j)
      * RECURSIVEMATCH adds nothing, as in Dovecot */
     bool is_recursive =
         (x->select & IMAP_LIST_SEL_RECURSIVEMATCH) && (x->select & IMAP_LIST_SEL_SUBSCRIBED);
-    if (!has_child || (is_recursive && !imap_list_mark_parents(list, n, x->select, has_child))) {
+    if (!has_child || (is_recursive && !imap_list_mark_parents(list, n, x, has_child))) {
         free(has_child);
         store_mailbox_info_free(list, n);
         imap_job_err(j, "%s", strdup("out of memory"));
@@ -294,15 +353,13 @@ static void imap_list_ext_work(struct imap_job *j)
         const struct store_mailbox_info *mi = &list[i];
         bool is_inbox = strcasecmp(mi->name, "INBOX") == 0;
         const char *name = is_inbox ? "INBOX" : mi->name;
-        bool match = false;
-        /* RFC 5258 §3: a mailbox matching several patterns is listed once; empty
-         * patterns in a list are ignored */
-        for (size_t k = 0; k < x->n_patterns && !match; k++)
-            match =
-                x->patterns[k][0] != '\0' && imap_list_name_matches(x->patterns[k], name, is_inbox);
-        if (!match)
+        if (!imap_list_ext_matches(x, name, is_inbox))
             continue;
         bool meets = imap_list_meets(mi, x->select);
+        /* a subscribed name without a mailbox is listed only by LIST (SUBSCRIBED)
+         * (RFC 5258 §3.1, with \NonExistent) */
+        if (mi->is_nonexistent && !(x->select & IMAP_LIST_SEL_SUBSCRIBED))
+            continue;
         bool child = is_recursive && has_child[i];
         if (!meets && !child)
             continue;
@@ -338,7 +395,7 @@ static void imap_list_ext_submit(struct imap_session *s, const char *tag,
         x->patterns[x->n_patterns++] = p;
     }
     if (r->status_items & IMAP_ST_HIGHESTMODSEQ)
-        s->is_condstore = true; /* RFC 7162 §3.1.10, as STATUS does */
+        imap_condstore_enable(s); /* RFC 7162 §3.1.10, as STATUS does */
     struct imap_job *j = imap_job_new(s, tag, sizeof(struct imap_list_job), imap_list_ext_work,
                                       NULL, imap_list_cleanup);
     if (!j) {

@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "core/conn.h"
+#include "core/log.h"
 #include "imap/args.h"
 #include "imap/session.h"
 #include "store/mime.h"
@@ -143,6 +144,10 @@ bool imap_resolve_set(struct store_mailbox *box, const char *set, bool is_uid, s
     struct imap_seqset seq;
     *idx_r = NULL;
     *n_r = 0;
+    if (set[0] == '\0') { /* an empty saved result (imap_searchres_expand) */
+        *idx_r = malloc(sizeof **idx_r);
+        return *idx_r != NULL;
+    }
     if (strcmp(set, "$") == 0 || !imap_seqset_parse(set, &seq))
         return false;
     size_t count = store_mailbox_count(box);
@@ -185,6 +190,18 @@ void imap_write_uid_set(struct buf *out, const uint32_t *uids, size_t n)
 
 void imap_job_err(struct imap_job *j, const char *fmt, char *err)
 {
+    /* An error that names a file of the user's (an I/O failure of the store) is for the
+     * admin's log, not for the client: the reply says so without the server's paths. */
+    const char *home = j->ctx.user ? store_user_home(j->ctx.user) : NULL;
+    if (err && home && *home && strstr(err, home)) {
+        log_error("imap", "user=<%s>: %s", j->ctx.username ? j->ctx.username : "", err);
+        buf_printf(&j->tagged,
+                   "%s NO [SERVERBUG] Internal error occurred. Refer to server log for more "
+                   "information.\r\n",
+                   j->tag);
+        free(err);
+        return;
+    }
     buf_printf(&j->tagged, "%s NO ", j->tag);
     buf_printf(&j->tagged, fmt, err ? err : "failed");
     buf_append_str(&j->tagged, "\r\n");
@@ -203,8 +220,7 @@ void imap_job_sync(struct imap_job *j)
     }
     /* RFC 3501 §7.4.1: each EXPUNGE renumbers the following messages; the store gives
      * the numbers in the order they must be sent. */
-    for (size_t i = 0; i < ch.n_expunged; i++)
-        buf_printf(&j->out, "* %u EXPUNGE\r\n", ch.expunged_seqs[i]);
+    imap_write_expunges(j, ch.expunged_seqs, ch.expunged_uids, ch.n_expunged);
     size_t count = store_mailbox_count(box);
     if (ch.n_new > 0) {
         buf_printf(&j->out, "* %zu EXISTS\r\n", count);
@@ -228,6 +244,54 @@ void imap_job_sync(struct imap_job *j)
         buf_append_str(&j->out, ")\r\n");
     }
     store_sync_changes_free(&ch);
+}
+
+static int imap_u32_cmp(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+void imap_write_expunges(struct imap_job *j, const uint32_t *seqs, const uint32_t *uids, size_t n)
+{
+    if (n == 0)
+        return;
+    if (!j->ctx.is_qresync) {
+        for (size_t k = 0; k < n; k++)
+            buf_printf(&j->out, "* %u EXPUNGE\r\n", seqs[k]);
+        return;
+    }
+    /* RFC 7162 §3.2.10: once QRESYNC is enabled, expunges are "* VANISHED uid-set" */
+    uint32_t *sorted = malloc(n * sizeof *sorted);
+    if (!sorted) { /* out of memory: one VANISHED per message says the same */
+        for (size_t k = 0; k < n; k++)
+            buf_printf(&j->out, "* VANISHED %u\r\n", uids[k]);
+        return;
+    }
+    memcpy(sorted, uids, n * sizeof *sorted);
+    qsort(sorted, n, sizeof *sorted, imap_u32_cmp);
+    buf_append_str(&j->out, "* VANISHED ");
+    imap_write_uid_set(&j->out, sorted, n);
+    buf_append_str(&j->out, "\r\n");
+    free(sorted);
+}
+
+/* seqs ascending (as the view had them): EXPUNGE highest first, so that no number shifts
+ * under the client (RFC 3501 §7.4.1), or one VANISHED. */
+static void imap_write_expunges_desc(struct imap_job *j, const uint32_t *seqs,
+                                     const uint32_t *uids, size_t n)
+{
+    uint32_t *rev = malloc((n ? n : 1) * sizeof *rev);
+    if (!rev || j->ctx.is_qresync) {
+        free(rev);
+        if (j->ctx.is_qresync)
+            imap_write_expunges(j, seqs, uids, n);
+        return;
+    }
+    for (size_t k = 0; k < n; k++)
+        rev[k] = seqs[n - 1 - k];
+    imap_write_expunges(j, rev, uids, n);
+    free(rev);
 }
 
 void imap_job_ok(struct imap_job *j, const char *text)
@@ -283,11 +347,58 @@ struct imap_select_job {
     struct imap_job base;
     char *name; /* request: the mailbox */
     bool is_readonly, is_condstore;
+    bool was_selected; /* QRESYNC session with a mailbox selected: [CLOSED] first */
+    /* RFC 7162 §3.2.5 QRESYNC parameter: what the client knows */
+    bool has_qresync;
+    uint32_t qr_uidvalidity;
+    uint64_t qr_modseq;
+    char *qr_known_uids; /* NULL: all */
 };
 
 static void imap_select_cleanup(struct imap_job *j)
 {
     free(IMAP_JOB(imap_select_job, j)->name);
+    free(IMAP_JOB(imap_select_job, j)->qr_known_uids);
+}
+
+/* RFC 7162 §3.2.5.1: what changed since the client's mod-sequence, when its UIDVALIDITY
+ * is still the mailbox's: VANISHED (EARLIER) for what was expunged (of the known UIDs),
+ * then FETCH (UID FLAGS MODSEQ) for what changed. */
+static void imap_select_qresync(struct imap_job *j, const struct imap_select_job *sj)
+{
+    struct store_mailbox *box = j->ctx.box;
+    if (sj->qr_uidvalidity != store_mailbox_uidvalidity(box))
+        return;
+    uint32_t *gone = NULL;
+    size_t n_gone = 0;
+    char *err = NULL;
+    struct imap_seqset known = {0};
+    bool has_known = sj->qr_known_uids && imap_seqset_parse(sj->qr_known_uids, &known);
+    if (store_mailbox_vanished(box, sj->qr_modseq, &gone, &n_gone, &err) == 0) {
+        uint32_t star = store_mailbox_uidnext(box) - 1;
+        size_t k = 0;
+        for (size_t i = 0; i < n_gone; i++)
+            if (!has_known || imap_seqset_contains(&known, gone[i], star))
+                gone[k++] = gone[i];
+        if (k > 0) {
+            buf_append_str(&j->out, "* VANISHED (EARLIER) ");
+            imap_write_uid_set(&j->out, gone, k);
+            buf_append_str(&j->out, "\r\n");
+        }
+    }
+    free(err);
+    free(gone);
+    imap_seqset_free(&known);
+    size_t count = store_mailbox_count(box);
+    for (size_t i = 0; i < count; i++) {
+        const struct store_message *m = store_mailbox_message(box, i);
+        if (m->modseq <= sj->qr_modseq)
+            continue;
+        imap_keywords_announce(&j->ctx, m->keywords, &j->out);
+        buf_printf(&j->out, "* %zu FETCH (UID %u FLAGS ", i + 1, m->uid);
+        imap_write_flags(&j->out, m->flags, m->keywords);
+        buf_printf(&j->out, " MODSEQ (%llu))\r\n", (unsigned long long)m->modseq);
+    }
 }
 
 static void imap_select_work(struct imap_job *j)
@@ -297,6 +408,9 @@ static void imap_select_work(struct imap_job *j)
     bool ro = sj->is_readonly;
     struct store_mailbox *box = j->ctx.box;
     j->ctx.box = NULL;
+    /* RFC 7162 §3.2.11: the mailbox selected before is closed; QRESYNC clients are told */
+    if (sj->was_selected)
+        buf_append_str(&j->out, "* OK [CLOSED] Previous mailbox closed.\r\n");
     if (box) {
         /* The mailbox already selected (clients re-SELECT it to poll): bring the view up
          * to date instead of reading the whole mailbox again (issue 4). */
@@ -331,6 +445,11 @@ static void imap_select_work(struct imap_job *j)
     /* RFC 7162 §3.1.2.1: a CONDSTORE server sends HIGHESTMODSEQ on every SELECT/EXAMINE */
     buf_printf(&j->out, "* OK [HIGHESTMODSEQ %llu] Highest\r\n",
                (unsigned long long)store_mailbox_highestmodseq(box));
+    buf_append_str(&j->out, "* OK [MAILBOXID ("); /* RFC 8474 §4.2 */
+    imap_write_mailboxid(&j->out, store_mailbox_uidvalidity(box));
+    buf_append_str(&j->out, ")] Ok\r\n");
+    if (sj->has_qresync)
+        imap_select_qresync(j, sj);
     buf_printf(&j->tagged, "%s OK [%s] %s completed.\r\n", j->tag, ro ? "READ-ONLY" : "READ-WRITE",
                ro ? "Examine" : "Select");
     j->is_ok = true;
@@ -354,23 +473,55 @@ static void imap_select_finish(struct imap_session *s, struct imap_job *j)
         s->is_condstore = true; /* SELECT mailbox (CONDSTORE), RFC 7162 §3.1.8 */
 }
 
+/* RFC 7162 §3.2.5: "QRESYNC (uidvalidity mod-sequence [known-uids [(seqs uids)]])".
+ * The sequence match data is accepted and not needed (the index keeps tombstones). */
+static bool imap_select_qresync_parse(const struct imap_arg *a, struct imap_select_job *sj)
+{
+    if (a->type != IMAP_ARG_LIST || a->n < 2 || a->n > 4)
+        return false;
+    const struct imap_arg *v = a->list;
+    char *end;
+    if (v[0].type != IMAP_ARG_ATOM || v[1].type != IMAP_ARG_ATOM || v[0].str[0] < '1' ||
+        v[0].str[0] > '9' || v[1].str[0] < '1' || v[1].str[0] > '9')
+        return false;
+    unsigned long long uidv = strtoull(v[0].str, &end, 10);
+    if (*end || uidv > UINT32_MAX)
+        return false;
+    unsigned long long modseq = strtoull(v[1].str, &end, 10);
+    if (*end)
+        return false;
+    struct imap_seqset set;
+    if (a->n >= 3) {
+        if (v[2].type != IMAP_ARG_ATOM || !imap_seqset_parse(v[2].str, &set))
+            return false;
+        imap_seqset_free(&set);
+        if (!(sj->qr_known_uids = strdup(v[2].str)))
+            return false;
+    }
+    if (a->n == 4) {
+        const struct imap_arg *m = &v[3];
+        if (m->type != IMAP_ARG_LIST || m->n != 2 || m->list[0].type != IMAP_ARG_ATOM ||
+            m->list[1].type != IMAP_ARG_ATOM || !imap_seqset_parse(m->list[0].str, &set))
+            return false;
+        imap_seqset_free(&set);
+        if (!imap_seqset_parse(m->list[1].str, &set))
+            return false;
+        imap_seqset_free(&set);
+    }
+    sj->has_qresync = true;
+    sj->qr_uidvalidity = (uint32_t)uidv;
+    sj->qr_modseq = modseq;
+    return true;
+}
+
 static void imap_select_common(struct imap_session *s, const char *tag, struct imap_arg *args,
                                size_t n, bool ro)
 {
-    char *name = n >= 1 ? imap_mailbox_name(&args[0]) : NULL;
-    bool condstore = false;
-    if (name && n == 2) {
-        /* RFC 4466 select parameters: only (CONDSTORE) is known */
-        condstore = args[1].type == IMAP_ARG_LIST && args[1].n == 1 &&
-                    imap_arg_is_atom(&args[1].list[0], "CONDSTORE");
-        if (!condstore) {
-            free(name);
-            name = NULL;
-        }
-    }
-    if (!name || n > 2) {
+    const char *cmd = ro ? "EXAMINE" : "SELECT";
+    char *name = n >= 1 && n <= 2 ? imap_mailbox_name(&args[0]) : NULL;
+    if (!name || (n == 2 && (args[1].type != IMAP_ARG_LIST || args[1].n == 0))) {
         free(name);
-        imap_reply(s, tag, "BAD Usage: %s mailbox [(CONDSTORE)]", ro ? "EXAMINE" : "SELECT");
+        imap_reply(s, tag, "BAD Usage: %s mailbox [(CONDSTORE | QRESYNC (...))]", cmd);
         return;
     }
     struct imap_job *j = imap_job_new(s, tag, sizeof(struct imap_select_job), imap_select_work,
@@ -382,10 +533,34 @@ static void imap_select_common(struct imap_session *s, const char *tag, struct i
     struct imap_select_job *sj = IMAP_JOB(imap_select_job, j);
     sj->name = name;
     sj->is_readonly = ro;
-    sj->is_condstore = condstore;
+    /* RFC 4466 select parameters: CONDSTORE (RFC 7162 §3.1.8), QRESYNC (§3.2.5) */
+    for (size_t i = 0; n == 2 && i < args[1].n; i++) {
+        const struct imap_arg *p = &args[1].list[i];
+        if (imap_arg_is_atom(p, "CONDSTORE")) {
+            sj->is_condstore = true;
+        } else if (imap_arg_is_atom(p, "QRESYNC") && i + 1 < args[1].n && !sj->has_qresync) {
+            /* §3.2.5: only after ENABLE QRESYNC */
+            if (!s->is_qresync) {
+                imap_job_discard_quiet(s, j);
+                imap_reply(s, tag, "BAD QRESYNC is not enabled.");
+                return;
+            }
+            if (!imap_select_qresync_parse(&args[1].list[++i], sj)) {
+                imap_job_discard_quiet(s, j);
+                imap_reply(s, tag, "BAD Invalid QRESYNC parameters.");
+                return;
+            }
+        } else {
+            imap_job_discard_quiet(s, j);
+            imap_reply(s, tag, "BAD Unknown %s parameter.", cmd);
+            return;
+        }
+    }
+    sj->was_selected = s->box != NULL && s->is_qresync;
     /* Stop reporting on the old mailbox at once. */
     free(s->box_name);
     s->box_name = NULL;
+    imap_searchres_clear(s); /* RFC 5182 §2.1: a saved result is per selected mailbox */
     imap_job_submit(s, j);
 }
 
@@ -453,8 +628,7 @@ static void imap_expunge_deleted(struct imap_job *j, bool report)
     if (report && n > 0 && store_mailbox_count(box) < count) {
         /* The view already dropped them: report here, highest first, so no number
          * shifts under the client (RFC 3501 §7.4.1). */
-        for (size_t k = n; k-- > 0;)
-            buf_printf(&j->out, "* %u EXPUNGE\r\n", seqs[k]);
+        imap_write_expunges_desc(j, seqs, uids, n);
     }
     free(uids);
     free(seqs);
@@ -483,7 +657,10 @@ void imap_cmd_expunge(struct imap_session *s, const char *tag, struct imap_arg *
                                       NULL, imap_expunge_cleanup);
     if (!j)
         return;
-    if (is_uid && !(IMAP_JOB(imap_expunge_job, j)->uid_set = strdup(args[0].str))) {
+    bool is_set_uid = true;
+    if (is_uid &&
+        !(IMAP_JOB(imap_expunge_job, j)->uid_set = imap_searchres_expand(s, args[0].str,
+                                                                          &is_set_uid))) {
         imap_job_discard(s, j);
         return;
     }
@@ -509,6 +686,7 @@ static void imap_close_finish(struct imap_session *s, struct imap_job *j)
 {
     free(s->box_name);
     s->box_name = NULL;
+    imap_searchres_clear(s);
     s->state = IMAP_STATE_AUTH;
 }
 
@@ -577,10 +755,20 @@ static void imap_mb_work(struct imap_job *j)
         done = mj->op == IMAP_MB_SUB ? "Subscribe completed." : "Unsubscribe completed.";
         break;
     }
-    if (r < 0)
+    struct store_status st;
+    char *err2 = NULL;
+    if (r < 0) {
         imap_job_err(j, "%s", err);
-    else
+    } else if (mj->op == IMAP_MB_CREATE && store_mailbox_status(user, mj->name, &st, &err2) == 0) {
+        /* RFC 8474 §4.1: CREATE tells the new mailbox's MAILBOXID */
+        buf_printf(&j->tagged, "%s OK [MAILBOXID (", j->tag);
+        imap_write_mailboxid(&j->tagged, st.uidvalidity);
+        buf_printf(&j->tagged, ")] %s\r\n", done);
+        j->is_ok = true;
+    } else {
         imap_job_ok(j, done);
+    }
+    free(err2);
 }
 
 static void imap_mb_submit(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
@@ -655,8 +843,36 @@ void imap_cmd_namespace(struct imap_session *s, const char *tag, struct imap_arg
 
 /* ---- STATUS ------------------------------------------------------------------------- */
 
+void imap_write_mailboxid(struct buf *out, uint32_t uidvalidity)
+{
+    /* RFC 8474 §4: objectid = 1*255(ALPHA / DIGIT / "_" / "-"). UIDVALIDITY values are
+     * never handed out twice per user and survive RENAME: a mailbox's own id. */
+    buf_printf(out, "M%08x", uidvalidity);
+}
+
+void imap_write_emailid(struct buf *out, uint32_t uidvalidity, uint32_t uid)
+{
+    /* a UID is never reused under a UIDVALIDITY: unique and immutable */
+    buf_printf(out, "E%08x%08x", uidvalidity, uid);
+}
+
+time_t imap_message_savedate(const struct store_message *m)
+{
+    /* RFC 8514: when the message was saved to this mailbox: the time its file was made,
+     * the leading "<seconds>." of the Maildir name every save (APPEND, COPY, delivery)
+     * gives it; 0 (NIL) for a name another program made without one */
+    const char *p = m->filename;
+    time_t t = 0;
+    size_t n = 0;
+    while (p && *p >= '0' && *p <= '9' && n < 12) {
+        t = t * 10 + (*p++ - '0');
+        n++;
+    }
+    return p && *p == '.' && n >= 9 ? t : 0;
+}
+
 void imap_status_write(struct buf *out, const char *name, unsigned items,
-                       const struct store_status *st)
+                       const struct store_status *st, uint64_t appendlimit)
 {
     buf_append_str(out, "* STATUS ");
     mime_write_string(out, name);
@@ -686,8 +902,19 @@ void imap_status_write(struct buf *out, const char *name, unsigned items,
         buf_printf(out, "%sSIZE %llu", sp, (unsigned long long)st->size);
         sp = " ";
     }
-    if (items & IMAP_ST_HIGHESTMODSEQ)
+    if (items & IMAP_ST_HIGHESTMODSEQ) {
         buf_printf(out, "%sHIGHESTMODSEQ %llu", sp, (unsigned long long)st->highestmodseq);
+        sp = " ";
+    }
+    if (items & IMAP_ST_APPENDLIMIT) { /* RFC 7889 §3.2 */
+        buf_printf(out, "%sAPPENDLIMIT %llu", sp, (unsigned long long)appendlimit);
+        sp = " ";
+    }
+    if (items & IMAP_ST_MAILBOXID) { /* RFC 8474 §4.3 */
+        buf_printf(out, "%sMAILBOXID (", sp);
+        imap_write_mailboxid(out, st->uidvalidity);
+        buf_append_byte(out, ')');
+    }
     buf_append_str(out, ")\r\n");
 }
 
@@ -711,7 +938,7 @@ static void imap_status_work(struct imap_job *j)
         imap_job_err(j, "Mailbox doesn't exist: %s", err);
         return;
     }
-    imap_status_write(&j->out, sj->name, sj->items, &st);
+    imap_status_write(&j->out, sj->name, sj->items, &st, j->ctx.max_append);
     imap_job_ok(j, "Status completed.");
 }
 
@@ -731,7 +958,7 @@ void imap_cmd_status(struct imap_session *s, const char *tag, struct imap_arg *a
         return;
     }
     if (items & IMAP_ST_HIGHESTMODSEQ)
-        s->is_condstore = true; /* RFC 7162 §3.1.10; enables CONDSTORE */
+        imap_condstore_enable(s); /* RFC 7162 §3.1.10; enables CONDSTORE */
     struct imap_job *j = imap_job_new(s, tag, sizeof(struct imap_status_job), imap_status_work,
                                       NULL, imap_status_cleanup);
     if (!j) {
@@ -819,19 +1046,38 @@ static void imap_copy_work(struct imap_job *j)
         free(seqs);
         return;
     }
+    /* Messages another session expunged meanwhile were not copied (their dest UID is 0):
+     * they are left out of both sets (RFC 4315 §3: nz-number), and when nothing was left
+     * to copy the command says so (RFC 5530 EXPUNGEISSUED; RFC 2180 §4.4.1). */
+    size_t n_done = 0;
+    for (size_t k = 0; dest && k < n; k++) {
+        if (dest[k] == 0)
+            continue;
+        uids[n_done] = uids[k];
+        seqs[n_done] = seqs[k];
+        dest[n_done] = dest[k];
+        n_done++;
+    }
+    if (n_done == 0) {
+        buf_printf(&j->tagged,
+                   "%s NO [EXPUNGEISSUED] Some of the requested messages no longer exist.\r\n",
+                   j->tag);
+        free(dest);
+        free(uids);
+        free(seqs);
+        return;
+    }
     struct buf code;
     buf_init(&code, 0);
     buf_printf(&code, "COPYUID %u ", uidv);
-    imap_write_uid_set(&code, uids, n);
+    imap_write_uid_set(&code, uids, n_done);
     buf_append_byte(&code, ' ');
-    if (dest)
-        imap_write_uid_set(&code, dest, n);
+    imap_write_uid_set(&code, dest, n_done);
     if (move) {
         /* RFC 6851 §4.3: COPYUID in an untagged OK, then the EXPUNGEs */
         buf_printf(&j->out, "* OK [%s] Moved UIDs.\r\n", buf_cstr(&code));
         if (store_mailbox_count(box) < before)
-            for (size_t k = n; k-- > 0;)
-                buf_printf(&j->out, "* %u EXPUNGE\r\n", seqs[k]);
+            imap_write_expunges_desc(j, seqs, uids, n_done);
         buf_printf(&j->tagged, "%s OK Move completed.\r\n", j->tag);
     } else {
         buf_printf(&j->tagged, "%s OK [%s] Copy completed.\r\n", j->tag, buf_cstr(&code));
@@ -861,7 +1107,8 @@ static void imap_copy_submit(struct imap_session *s, const char *tag, struct ima
     cj->dest = dest;
     cj->is_uid = is_uid;
     cj->is_move = move;
-    if (!(cj->set = strdup(args[0].str))) {
+    /* RFC 5182: "$" is the saved search result */
+    if (!(cj->set = imap_searchres_expand(s, args[0].str, &cj->is_uid))) {
         imap_job_discard(s, j);
         return;
     }

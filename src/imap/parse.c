@@ -82,6 +82,20 @@ static bool imap_is_atom_char(unsigned char c)
     return c > ' ' && c != 127 && c != '(' && c != ')' && c != '"' && c != '{';
 }
 
+/* Does an atom that reaches '[' name a FETCH section ("BODY[", "BODY.PEEK[", RFC 3516
+ * "BINARY[", "BINARY.PEEK[", "BINARY.SIZE[")? Only there do brackets hold spaces and
+ * parens; anywhere else '[' is an ordinary ATOM-CHAR (RFC 3501 §9: only ']' is a
+ * resp-special), so "SELECT a[b" names the mailbox "a[b". */
+static bool imap_is_section_prefix(const char *s, size_t n)
+{
+    static const char *const names[] = {"BODY", "BODY.PEEK", "BINARY", "BINARY.PEEK",
+                                        "BINARY.SIZE"};
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)
+        if (strlen(names[k]) == n && strncasecmp(s, names[k], n) == 0)
+            return true;
+    return false;
+}
+
 static enum imap_parse_result imap_fail(struct imap_parser *p, const char *why)
 {
     p->error = why;
@@ -156,8 +170,12 @@ static enum imap_parse_result imap_parse_args(struct imap_parser *p, const char 
             }
             a->str = out;
             a->len = n;
-        } else if (c == '{') {
-            /* literal = "{" number ["+"] "}" CRLF *CHAR8, and it must end the line */
+        } else if (c == '{' || (c == '~' && i + 1 < len && s[i + 1] == '{')) {
+            /* literal = "{" number ["+"] "}" CRLF *CHAR8, and it must end the line;
+             * RFC 3516 literal8 = "~{" number ["+"] "}" CRLF *OCTET (NUL allowed: a
+             * literal's length is the truth here anyway) */
+            if (c == '~')
+                i++;
             size_t j = i + 1;
             uint64_t n = 0;
             bool digits = false, overflow = false;
@@ -177,8 +195,8 @@ static enum imap_parse_result imap_parse_args(struct imap_parser *p, const char 
             if (!digits || j >= len || s[j] != '}' || j + 1 != len)
                 return imap_fail(p, "Invalid literal.");
             p->is_literal_nonsync = nonsync;
-            /* Only APPEND carries messages; other commands get line-sized literals. */
-            bool is_append = p->name && strcmp(p->name, "APPEND") == 0;
+            /* Only APPEND and REPLACE carry messages; others get line-sized literals. */
+            bool is_append = imap_parser_carries_message(p);
             uint64_t limit = p->max_literal;
             /* RFC 3502 MULTIAPPEND: several messages, each within the message limit,
              * together within IMAP_APPEND_TOTAL_FACTOR of them (saturating). */
@@ -220,7 +238,7 @@ static enum imap_parse_result imap_parse_args(struct imap_parser *p, const char 
         } else if (imap_is_atom_char(c)) {
             size_t st = i;
             while (i < len && imap_is_atom_char((unsigned char)s[i])) {
-                if (s[i] == '[') {
+                if (s[i] == '[' && imap_is_section_prefix(s + st, i - st)) {
                     /* BODY[HEADER.FIELDS (A B)]: brackets hold spaces and parens */
                     int d = 0;
                     while (i < len) {
@@ -330,6 +348,17 @@ uint64_t imap_parser_literal_remaining(const struct imap_parser *p)
     return p->literal_size - p->literal_have;
 }
 
+bool imap_parser_carries_message(const struct imap_parser *p)
+{
+    if (!p->name)
+        return false;
+    if (strcmp(p->name, "APPEND") == 0 || strcmp(p->name, "REPLACE") == 0)
+        return true;
+    /* RFC 8508 UID REPLACE: the command word is the first argument */
+    return strcmp(p->name, "UID") == 0 && p->args.n > 0 &&
+           imap_arg_is_atom(&p->args.list[0], "REPLACE");
+}
+
 bool imap_arg_is_string(const struct imap_arg *a)
 {
     return a && a->type != IMAP_ARG_LIST;
@@ -342,21 +371,24 @@ bool imap_arg_is_atom(const struct imap_arg *a, const char *upper)
 
 /* ---- sequence sets ------------------------------------------------------------------ */
 
-static bool imap_seq_number(const char **sp, uint32_t *v_r)
+/* One seq-number: '*' (is_star_r) or an nz-number. */
+static bool imap_seq_number(const char **sp, uint32_t *v_r, bool *is_star_r)
 {
     const char *s = *sp;
+    *is_star_r = false;
     if (*s == '*') {
-        *v_r = UINT32_MAX;
+        *v_r = 0;
+        *is_star_r = true;
         *sp = s + 1;
         return true;
     }
-    /* RFC 3501 §9: nz-number = digit-nz *DIGIT, up to 2^32-1 */
+    /* RFC 3501 §9: nz-number = digit-nz *DIGIT, up to 2^32-1 (4294967295 is a valid UID) */
     if (*s < '1' || *s > '9')
         return false;
     uint64_t n = 0;
     while (isdigit((unsigned char)*s)) {
         n = n * 10 + (uint64_t)(*s - '0');
-        if (n >= UINT32_MAX)
+        if (n > UINT32_MAX)
             return false;
         s++;
     }
@@ -372,12 +404,14 @@ bool imap_seqset_parse(const char *s, struct imap_seqset *set_r)
     size_t cap = 0;
     for (;;) {
         uint32_t lo, hi;
-        if (!imap_seq_number(&s, &lo))
+        bool is_lo_star, is_hi_star;
+        if (!imap_seq_number(&s, &lo, &is_lo_star))
             goto fail;
         hi = lo;
+        is_hi_star = is_lo_star;
         if (*s == ':') {
             s++;
-            if (!imap_seq_number(&s, &hi))
+            if (!imap_seq_number(&s, &hi, &is_hi_star))
                 goto fail;
         }
         if (set_r->n == cap) {
@@ -389,8 +423,7 @@ bool imap_seqset_parse(const char *s, struct imap_seqset *set_r)
                 goto fail;
             set_r->r = r;
         }
-        set_r->r[set_r->n].lo = lo < hi ? lo : hi;
-        set_r->r[set_r->n].hi = lo < hi ? hi : lo;
+        set_r->r[set_r->n] = (struct imap_seq_range){lo, hi, is_lo_star, is_hi_star};
         set_r->n++;
         if (*s == '\0')
             return true;
@@ -413,8 +446,8 @@ void imap_seqset_free(struct imap_seqset *set)
 bool imap_seqset_contains(const struct imap_seqset *set, uint32_t v, uint32_t star)
 {
     for (size_t i = 0; i < set->n; i++) {
-        uint32_t lo = set->r[i].lo == UINT32_MAX ? star : set->r[i].lo;
-        uint32_t hi = set->r[i].hi == UINT32_MAX ? star : set->r[i].hi;
+        uint32_t lo = set->r[i].is_lo_star ? star : set->r[i].lo;
+        uint32_t hi = set->r[i].is_hi_star ? star : set->r[i].hi;
         if (lo > hi) {
             uint32_t t = lo;
             lo = hi;

@@ -9,8 +9,9 @@
  * next line. Sizes are checked before anything is allocated: a {4294967295} literal is an
  * error, not an allocation.
  *
- * Arguments: atoms (also "1:*", "\Seen", "BODY[HEADER.FIELDS (A B)]<0.10>": an atom with
- * '[' runs to the matching ']', spaces and parens included), quoted strings, literals, and
+ * Arguments: atoms (also "1:*", "\Seen", "BODY[HEADER.FIELDS (A B)]<0.10>": a BODY/BINARY
+ * section atom runs from '[' to the matching ']', spaces and parens included; elsewhere '['
+ * is an ordinary atom char), quoted strings, literals, and
  * parenthesised lists (nesting limited to IMAP_MAX_LIST_DEPTH).
  *
  * Ownership: the parser owns the tree; it lives until imap_parser_reset(). Thread rules:
@@ -89,6 +90,9 @@ bool imap_parser_feed_literal(struct imap_parser *p, const char *data, size_t le
 /* The session stored the whole current literal elsewhere (APPEND spill file, from offset):
  * mark it complete with len = literal_size and no bytes; the next line follows. */
 void imap_parser_literal_external(struct imap_parser *p, uint64_t offset);
+/* Does the command being parsed carry messages in its literals (APPEND, REPLACE, UID
+ * REPLACE)? Those literals may be message-sized; others are bounded by the line limit. */
+bool imap_parser_carries_message(const struct imap_parser *p);
 /* Bytes of the literal still to come. */
 uint64_t imap_parser_literal_remaining(const struct imap_parser *p);
 
@@ -96,9 +100,11 @@ uint64_t imap_parser_literal_remaining(const struct imap_parser *p);
 bool imap_arg_is_string(const struct imap_arg *a);
 bool imap_arg_is_atom(const struct imap_arg *a, const char *upper);
 
-/* Sequence sets (RFC 3501 §9 sequence-set): ranges with '*' as UINT32_MAX. */
+/* Sequence sets (RFC 3501 §9 sequence-set): ranges as written ("5:2" stays 5:2), '*'
+ * marked apart from the number 4294967295 (a valid UID). */
 struct imap_seq_range {
     uint32_t lo, hi;
+    bool is_lo_star, is_hi_star;
 };
 struct imap_seqset {
     struct imap_seq_range *r;

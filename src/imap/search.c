@@ -59,6 +59,14 @@ enum skey_op {
     SK_UIDSET,
     SK_SEQSET,
     SK_MODSEQ, /* RFC 7162 §3.1.5: mod-sequence >= num */
+    SK_SAVED,   /* RFC 5182 "$": the saved result (sorted UIDs) */
+    SK_OLDER,   /* RFC 5032 WITHIN: internal date at least num seconds ago */
+    SK_YOUNGER, /* RFC 5032 WITHIN: internal date at most num seconds ago */
+    SK_EMAILID, /* RFC 8474 §7: the message's EMAILID is str */
+    SK_NONE,    /* RFC 8474 THREADID: no message has one */
+    SK_SAVEDBEFORE, /* RFC 8514: save date's day (UTC) */
+    SK_SAVEDON,
+    SK_SAVEDSINCE,
 };
 
 struct skey {
@@ -69,6 +77,9 @@ struct skey {
     struct skey *kids; /* AND: list; OR: two; NOT: one */
     size_t n_kids;
     struct mime_matcher *matcher; /* HEADER/BODY/TEXT: the needle */
+    bool is_address;              /* FROM/TO/CC/BCC: match the parsed addresses */
+    uint32_t *uids;               /* SK_SAVED: ascending */
+    size_t n_uids;
 };
 
 static void skey_free_contents(struct skey *k)
@@ -77,6 +88,7 @@ static void skey_free_contents(struct skey *k)
     free(k->str2);
     imap_seqset_free(&k->set);
     mime_matcher_free(k->matcher);
+    free(k->uids);
     for (size_t i = 0; i < k->n_kids; i++)
         skey_free_contents(&k->kids[i]);
     free(k->kids);
@@ -97,6 +109,8 @@ struct skey_parser {
     size_t n_keys;
     bool needs_file;
     bool has_modseq;
+    const uint32_t *saved; /* RFC 5182: the session's saved result, for "$" */
+    size_t n_saved;
 };
 
 /* RFC 3501 §9 date: "1-Feb-1994" (optionally quoted): midnight UTC of that day. */
@@ -132,7 +146,8 @@ static const char *skey_next_string(struct skey_parser *sp)
 static bool skey_parse_list(struct skey_parser *sp, struct imap_arg *args, size_t n, struct skey *k,
                             unsigned depth)
 {
-    struct skey_parser sub = {.args = args, .n = n, .pos = 0, .n_keys = sp->n_keys};
+    struct skey_parser sub = {.args = args, .n = n, .pos = 0, .n_keys = sp->n_keys,
+                              .saved = sp->saved, .n_saved = sp->n_saved};
     k->op = SK_AND;
     k->kids = calloc(n ? n : 1, sizeof *k->kids);
     if (!k->kids)
@@ -147,6 +162,19 @@ static bool skey_parse_list(struct skey_parser *sp, struct imap_arg *args, size_
     sp->n_keys = sub.n_keys;
     sp->needs_file |= sub.needs_file;
     sp->has_modseq |= sub.has_modseq;
+    return true;
+}
+
+/* RFC 5182 §2.1: "$" is the saved result (as UIDs, so it survives expunges). */
+static bool skey_parse_saved(struct skey_parser *sp, struct skey *k)
+{
+    k->op = SK_SAVED;
+    k->uids = malloc((sp->n_saved ? sp->n_saved : 1) * sizeof *k->uids);
+    if (!k->uids)
+        return false;
+    if (sp->n_saved)
+        memcpy(k->uids, sp->saved, sp->n_saved * sizeof *k->uids);
+    k->n_uids = sp->n_saved;
     return true;
 }
 
@@ -242,6 +270,7 @@ static bool skey_parse_one(struct skey_parser *sp, struct skey *k, unsigned dept
             k->str = strdup(header_keys[i]);
             k->str2 = strdup(v);
             k->matcher = mime_matcher_new(v, strlen(v));
+            k->is_address = i < 4; /* not SUBJECT */
             sp->needs_file = true;
             return k->str && k->str2 && k->matcher;
         }
@@ -295,11 +324,56 @@ static bool skey_parse_one(struct skey_parser *sp, struct skey *k, unsigned dept
         sp->has_modseq = true;
         return *end == '\0';
     }
+    if (strcasecmp(w, "EMAILID") == 0 || strcasecmp(w, "THREADID") == 0) {
+        /* RFC 8474 §7: objectid = 1*255(ALPHA / DIGIT / "_" / "-") */
+        const char *v = skey_next_string(sp);
+        size_t len = v ? strlen(v) : 0;
+        if (len == 0 || len > 255 || strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstu"
+                                               "vwxyz0123456789_-") != len)
+            return false;
+        k->op = toupper((unsigned char)w[0]) == 'E' ? SK_EMAILID : SK_NONE;
+        k->str = strdup(v);
+        return k->str != NULL;
+    }
+    if (strcasecmp(w, "SAVEDATESUPPORTED") == 0) {
+        k->op = SK_ALL; /* RFC 8514 §4.2: every mailbox here has save dates */
+        return true;
+    }
+    static const struct {
+        const char *name;
+        enum skey_op op;
+    } saved[] = {{"SAVEDBEFORE", SK_SAVEDBEFORE}, {"SAVEDON", SK_SAVEDON},
+                 {"SAVEDSINCE", SK_SAVEDSINCE}};
+    for (size_t i = 0; i < sizeof saved / sizeof saved[0]; i++) {
+        if (strcasecmp(w, saved[i].name) == 0) {
+            const char *v = skey_next_string(sp);
+            time_t t;
+            if (!v || !imap_parse_date(v, &t))
+                return false;
+            k->op = saved[i].op;
+            k->num = (uint64_t)t;
+            return true;
+        }
+    }
+    if (strcasecmp(w, "OLDER") == 0 || strcasecmp(w, "YOUNGER") == 0) {
+        /* RFC 5032: OLDER/YOUNGER nz-number (seconds) */
+        k->op = toupper((unsigned char)w[0]) == 'O' ? SK_OLDER : SK_YOUNGER;
+        const char *v = skey_next_string(sp);
+        char *end;
+        if (!v || *v < '1' || *v > '9')
+            return false;
+        k->num = strtoull(v, &end, 10);
+        return *end == '\0' && k->num <= UINT32_MAX;
+    }
     if (strcasecmp(w, "UID") == 0) {
         const char *v = skey_next_string(sp);
+        if (v && strcmp(v, "$") == 0)
+            return skey_parse_saved(sp, k);
         k->op = SK_UIDSET;
         return v && imap_seqset_parse(v, &k->set);
     }
+    if (strcmp(w, "$") == 0)
+        return skey_parse_saved(sp, k);
     k->op = SK_SEQSET;
     return imap_seqset_parse(w, &k->set);
 }
@@ -308,6 +382,7 @@ static bool skey_parse_one(struct skey_parser *sp, struct skey *k, unsigned dept
 
 struct skey_msg {
     const struct store_message *m;
+    time_t now; /* WITHIN: the time the search started */
     uint32_t seq, max_seq, max_uid;
     const char *bytes; /* the mapped file (or "" when empty) */
     size_t len;
@@ -365,6 +440,8 @@ static bool skey_header_match(const struct skey *k, struct skey_msg *sm)
     if (!skey_load(sm))
         return false;
     mime_matcher_reset(k->matcher);
+    if (k->is_address)
+        return mime_address_header_search(sm->bytes, sm->header_len, k->str, k->matcher);
     return mime_header_search(sm->bytes, sm->header_len, k->str, k->matcher, false);
 }
 
@@ -431,6 +508,8 @@ static bool skey_has_keyword(const struct store_message *m, const char *kw)
     return false;
 }
 
+static bool imap_uid_in(const uint32_t *uids, size_t n, uint32_t uid);
+
 static bool skey_eval(const struct skey *k, struct skey_msg *sm)
 {
     const struct store_message *m = sm->m;
@@ -491,154 +570,363 @@ static bool skey_eval(const struct skey *k, struct skey_msg *sm)
         return imap_seqset_contains(&k->set, sm->seq, sm->max_seq);
     case SK_MODSEQ:
         return m->modseq >= k->num;
+    case SK_SAVED:
+        return imap_uid_in(k->uids, k->n_uids, m->uid);
+    case SK_EMAILID: {
+        struct buf b;
+        buf_init(&b, 64);
+        imap_write_emailid(&b, store_mailbox_uidvalidity(sm->box), m->uid);
+        bool is_same = strcmp(buf_cstr(&b), k->str) == 0;
+        buf_free(&b);
+        return is_same;
+    }
+    case SK_NONE:
+        return false;
+    case SK_SAVEDBEFORE:
+    case SK_SAVEDON:
+    case SK_SAVEDSINCE: {
+        time_t saved = imap_message_savedate(m);
+        if (saved == 0)
+            return false; /* RFC 8514 §4.3: no save date matches no date criterion */
+        int64_t sday = (int64_t)(saved - saved % 86400);
+        return k->op == SK_SAVEDBEFORE ? sday < (int64_t)k->num
+               : k->op == SK_SAVEDON   ? sday == (int64_t)k->num
+                                       : sday >= (int64_t)k->num;
+    }
+    case SK_OLDER:
+        return (int64_t)m->internaldate <= (int64_t)sm->now - (int64_t)k->num;
+    case SK_YOUNGER:
+        return (int64_t)m->internaldate >= (int64_t)sm->now - (int64_t)k->num;
     }
     return false;
 }
 
-
-struct imap_search_job {
-    struct imap_job base;
-    struct skey *root;  /* the parsed criteria */
-    unsigned esearch;   /* IMAP_SEARCH_RET_* of an ESEARCH (RFC 4731), 0 for * SEARCH */
-    bool is_uid;
-    bool has_modseq;    /* a MODSEQ criterion: report the highest mod-sequence */
-};
-
-static void imap_search_cleanup(struct imap_job *j)
+/* Is uid in the ascending array? */
+static bool imap_uid_in(const uint32_t *uids, size_t n, uint32_t uid)
 {
-    skey_free(IMAP_JOB(imap_search_job, j)->root);
-}
-
-/* RFC 4731 §3.1: "* ESEARCH (TAG "t") [UID] [MIN n] [MAX n] [ALL set] [COUNT n]", the
- * order Dovecot uses; MIN, MAX and ALL only when something matched. */
-static void imap_esearch_write(struct imap_job *j, const uint32_t *hits, size_t n,
-                               uint64_t max_modseq)
-{
-    const struct imap_search_job *sj = IMAP_JOB(imap_search_job, j);
-    buf_printf(&j->out, "* ESEARCH (TAG \"%s\")", j->tag);
-    if (sj->is_uid)
-        buf_append_str(&j->out, " UID");
-    if (n > 0 && (sj->esearch & IMAP_SEARCH_RET_MIN))
-        buf_printf(&j->out, " MIN %u", hits[0]);
-    if (n > 0 && (sj->esearch & IMAP_SEARCH_RET_MAX))
-        buf_printf(&j->out, " MAX %u", hits[n - 1]);
-    if (n > 0 && (sj->esearch & IMAP_SEARCH_RET_ALL)) {
-        buf_append_str(&j->out, " ALL ");
-        imap_write_uid_set(&j->out, hits, n);
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (uids[mid] < uid)
+            lo = mid + 1;
+        else if (uids[mid] > uid)
+            hi = mid;
+        else
+            return true;
     }
-    if (sj->esearch & IMAP_SEARCH_RET_COUNT)
-        buf_printf(&j->out, " COUNT %zu", n);
-    /* RFC 7162 §3.1.5: the highest mod-sequence of what matched */
-    if (sj->has_modseq && max_modseq > 0)
-        buf_printf(&j->out, " MODSEQ %llu", (unsigned long long)max_modseq);
-    buf_append_str(&j->out, "\r\n");
+    return false;
 }
 
-static void imap_search_work(struct imap_job *j)
+/* ---- the query API (session.h) ------------------------------------------------------ */
+
+struct skey *imap_search_parse(struct imap_arg *args, size_t n, const uint32_t *saved,
+                               size_t n_saved, bool *has_modseq_r)
 {
-    const struct imap_search_job *sj = IMAP_JOB(imap_search_job, j);
-    struct store_mailbox *box = j->ctx.box;
-    const struct skey *root = sj->root;
-    size_t count = store_mailbox_count(box);
+    struct skey *root = calloc(1, sizeof *root);
+    if (!root)
+        return NULL;
+    struct skey_parser sp = {.args = args, .n = n, .pos = 0, .saved = saved,
+                             .n_saved = n_saved};
+    if (n == 0 || !skey_parse_list(&sp, args, n, root, 0)) {
+        skey_free(root);
+        return NULL;
+    }
+    if (has_modseq_r)
+        *has_modseq_r = sp.has_modseq;
+    return root;
+}
+
+void imap_search_free(struct skey *root)
+{
+    skey_free(root);
+}
+
+size_t imap_search_match(const struct skey *root, struct store_mailbox *box, bool *match)
+{
+    size_t count = store_mailbox_count(box), n = 0;
     uint32_t max_uid = count ? store_mailbox_message(box, count - 1)->uid : 0;
-    uint64_t max_modseq = 0;
-    /* ESEARCH collects the hits (ascending: view order) to report MIN/MAX/ALL/COUNT */
-    uint32_t *hits = NULL;
-    size_t n_hits = 0;
-    if (sj->esearch) {
-        hits = calloc(count ? count : 1, sizeof *hits);
-        if (!hits) {
-            buf_printf(&j->tagged, "%s NO Out of memory.\r\n", j->tag);
-            return;
-        }
-    } else {
-        buf_append_str(&j->out, "* SEARCH");
-    }
+    time_t now = time(NULL);
     for (size_t i = 0; i < count; i++) {
         struct skey_msg sm = {
             .m = store_mailbox_message(box, i),
+            .now = now,
             .seq = (uint32_t)(i + 1),
             .max_seq = (uint32_t)count,
             .max_uid = max_uid,
             .box = box,
             .index = i,
         };
-        if (skey_eval(root, &sm)) {
-            uint32_t v = sj->is_uid ? sm.m->uid : sm.seq;
-            if (hits)
-                hits[n_hits++] = v;
-            else
-                buf_printf(&j->out, " %u", v);
-            if (sm.m->modseq > max_modseq)
-                max_modseq = sm.m->modseq;
-        }
+        match[i] = skey_eval(root, &sm);
+        n += match[i];
         skey_msg_release(&sm);
     }
-    if (hits) {
-        imap_esearch_write(j, hits, n_hits, max_modseq);
-        free(hits);
+    return n;
+}
+
+
+/* ---- ESEARCH responses (RFC 4731, RFC 5267 ESORT and PARTIAL) ------------------------ */
+
+void imap_esearch_write(struct buf *out, const char *tag, bool is_uid,
+                        const struct imap_search_return *ret, const uint32_t *v, size_t n,
+                        uint64_t modseq)
+{
+    /* "* ESEARCH (TAG "t") [UID] [MIN n] [MAX n] [ALL set] [COUNT n] [PARTIAL (r set)]
+     * [MODSEQ m]", the order Dovecot uses; MIN, MAX and ALL only when something matched.
+     * v is in result order: ascending for SEARCH, sort order for SORT (RFC 5267 §3.1:
+     * MIN and MAX are then the first and last in that order). */
+    buf_printf(out, "* ESEARCH (TAG \"%s\")", tag);
+    if (is_uid)
+        buf_append_str(out, " UID");
+    if (n > 0 && (ret->opts & IMAP_SEARCH_RET_MIN))
+        buf_printf(out, " MIN %u", v[0]);
+    if (n > 0 && (ret->opts & IMAP_SEARCH_RET_MAX))
+        buf_printf(out, " MAX %u", v[n - 1]);
+    if (n > 0 && (ret->opts & IMAP_SEARCH_RET_ALL)) {
+        buf_append_str(out, " ALL ");
+        imap_write_uid_set(out, v, n);
+    }
+    if (ret->opts & IMAP_SEARCH_RET_COUNT)
+        buf_printf(out, " COUNT %zu", n);
+    if (ret->opts & IMAP_SEARCH_RET_PARTIAL) {
+        /* RFC 5267 §4.4: the results at positions lo..hi (RFC 9394: counted from the
+         * end for -lo:-hi), or NIL when there are none */
+        const char *minus = ret->is_from_end ? "-" : "";
+        buf_printf(out, " PARTIAL (%s%u:%s%u ", minus, ret->partial_lo, minus, ret->partial_hi);
+        size_t first = 0, last = 0; /* [first, last) of v */
+        if (ret->partial_lo <= n) {
+            size_t hi = ret->partial_hi < n ? ret->partial_hi : n;
+            first = ret->is_from_end ? n - hi : ret->partial_lo - 1;
+            last = ret->is_from_end ? n - ret->partial_lo + 1 : hi;
+        }
+        if (last > first)
+            imap_write_uid_set(out, v + first, last - first);
+        else
+            buf_append_str(out, "NIL");
+        buf_append_byte(out, ')');
+    }
+    if (modseq > 0)
+        buf_printf(out, " MODSEQ %llu", (unsigned long long)modseq);
+    buf_append_str(out, "\r\n");
+}
+
+static int imap_uid_cmp(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+bool imap_searchres_make(const struct imap_search_return *ret, const uint32_t *uids, size_t n,
+                         uint32_t **saved_r, size_t *n_saved_r)
+{
+    /* RFC 5182 §2.4: with MIN and/or MAX alone only those messages are saved */
+    unsigned only = IMAP_SEARCH_RET_MIN | IMAP_SEARCH_RET_MAX | IMAP_SEARCH_RET_SAVE;
+    bool is_min_max = (ret->opts & ~only) == 0 &&
+                      (ret->opts & (IMAP_SEARCH_RET_MIN | IMAP_SEARCH_RET_MAX));
+    uint32_t *saved = malloc((n ? n : 1) * sizeof *saved);
+    if (!saved)
+        return false;
+    size_t k = 0;
+    if (is_min_max) {
+        if (n > 0 && (ret->opts & IMAP_SEARCH_RET_MIN))
+            saved[k++] = uids[0];
+        if (n > 0 && (ret->opts & IMAP_SEARCH_RET_MAX) && (k == 0 || uids[n - 1] != saved[0]))
+            saved[k++] = uids[n - 1];
     } else {
+        if (n)
+            memcpy(saved, uids, n * sizeof *saved);
+        k = n;
+    }
+    qsort(saved, k, sizeof *saved, imap_uid_cmp);
+    *saved_r = saved;
+    *n_saved_r = k;
+    return true;
+}
+
+void imap_searchres_finish(struct imap_session *s, struct imap_job *j, uint32_t **saved,
+                           size_t *n_saved)
+{
+    /* RFC 5182 §2.1: a command that fails leaves the saved result empty */
+    free(s->searchres);
+    s->searchres = j->is_ok ? *saved : NULL;
+    s->n_searchres = j->is_ok ? *n_saved : 0;
+    if (!j->is_ok)
+        free(*saved);
+    *saved = NULL;
+    *n_saved = 0;
+}
+
+char *imap_searchres_expand(struct imap_session *s, const char *set, bool *is_uid)
+{
+    if (strcmp(set, "$") != 0)
+        return strdup(set);
+    /* RFC 5182 §2.1: "$" is the saved result, kept as UIDs */
+    *is_uid = true;
+    struct buf b;
+    buf_init(&b, 0);
+    /* an empty result is "" (imap_resolve_set: the empty set; no client atom is empty) */
+    imap_write_uid_set(&b, s->searchres, s->n_searchres);
+    char *r = buf_steal(&b);
+    return r ? r : strdup("");
+}
+
+/* ---- SEARCH ------------------------------------------------------------------------ */
+
+struct imap_search_job {
+    struct imap_job base;
+    struct skey *root; /* the parsed criteria */
+    struct imap_search_return ret; /* ESEARCH options; opts 0 for the plain * SEARCH */
+    bool is_uid;
+    bool has_modseq; /* a MODSEQ criterion: report the highest mod-sequence */
+    /* result for finish: the RFC 5182 saved result (UIDs, ascending) */
+    uint32_t *saved;
+    size_t n_saved;
+};
+
+static void imap_search_cleanup(struct imap_job *j)
+{
+    struct imap_search_job *sj = IMAP_JOB(imap_search_job, j);
+    skey_free(sj->root);
+    free(sj->saved);
+}
+
+static void imap_search_finish(struct imap_session *s, struct imap_job *j)
+{
+    struct imap_search_job *sj = IMAP_JOB(imap_search_job, j);
+    imap_searchres_finish(s, j, &sj->saved, &sj->n_saved);
+}
+
+static void imap_search_work(struct imap_job *j)
+{
+    struct imap_search_job *sj = IMAP_JOB(imap_search_job, j);
+    struct store_mailbox *box = j->ctx.box;
+    size_t count = store_mailbox_count(box);
+    bool *match = calloc(count ? count : 1, sizeof *match);
+    uint32_t *hits = calloc(count ? count : 1, sizeof *hits);
+    uint32_t *uids = calloc(count ? count : 1, sizeof *uids);
+    if (!match || !hits || !uids) {
+        free(match);
+        free(hits);
+        free(uids);
+        buf_printf(&j->tagged, "%s NO Out of memory.\r\n", j->tag);
+        return;
+    }
+    imap_search_match(sj->root, box, match);
+    uint64_t max_modseq = 0, min_hit_modseq = 0, max_hit_modseq = 0;
+    size_t n_hits = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (!match[i])
+            continue;
+        const struct store_message *m = store_mailbox_message(box, i);
+        hits[n_hits] = sj->is_uid ? m->uid : (uint32_t)(i + 1);
+        uids[n_hits++] = m->uid;
+        if (m->modseq > max_modseq)
+            max_modseq = m->modseq;
+        if (min_hit_modseq == 0)
+            min_hit_modseq = m->modseq;
+        max_hit_modseq = m->modseq;
+    }
+    unsigned opts = sj->ret.opts;
+    if (opts == 0) {
+        buf_append_str(&j->out, "* SEARCH");
+        for (size_t k = 0; k < n_hits; k++)
+            buf_printf(&j->out, " %u", hits[k]);
         /* RFC 7162 §3.1.5: a search with MODSEQ reports the highest mod-sequence found */
         if (sj->has_modseq && max_modseq > 0)
             buf_printf(&j->out, " (MODSEQ %llu)", (unsigned long long)max_modseq);
         buf_append_str(&j->out, "\r\n");
+    } else if (opts != IMAP_SEARCH_RET_SAVE) { /* RFC 5182 §2.4: SAVE alone says nothing */
+        /* RFC 7162 §3.1.5 with RFC 4731: when only MIN and/or MAX are returned, MODSEQ is
+         * the highest mod-sequence of the message(s) they return, not of every match */
+        unsigned only = IMAP_SEARCH_RET_MIN | IMAP_SEARCH_RET_MAX | IMAP_SEARCH_RET_SAVE;
+        if ((opts & ~only) == 0) {
+            max_modseq = 0;
+            if ((opts & IMAP_SEARCH_RET_MIN) && min_hit_modseq > max_modseq)
+                max_modseq = min_hit_modseq;
+            if ((opts & IMAP_SEARCH_RET_MAX) && max_hit_modseq > max_modseq)
+                max_modseq = max_hit_modseq;
+        }
+        imap_esearch_write(&j->out, j->tag, sj->is_uid, &sj->ret, hits, n_hits,
+                           sj->has_modseq ? max_modseq : 0);
+    }
+    bool is_saved = !(opts & IMAP_SEARCH_RET_SAVE) ||
+                    imap_searchres_make(&sj->ret, uids, n_hits, &sj->saved, &sj->n_saved);
+    free(match);
+    free(hits);
+    free(uids);
+    if (!is_saved) {
+        buf_printf(&j->tagged, "%s NO Out of memory.\r\n", j->tag);
+        return;
     }
     buf_printf(&j->tagged, "%s OK Search completed.\r\n", j->tag);
     j->is_ok = true;
+}
+
+bool imap_search_charset_ok(struct imap_session *s, const char *tag, const struct imap_arg *cs)
+{
+    /* RFC 3501 §6.4.4: US-ASCII must be supported; UTF-8 is what the decoded text is
+     * matched in (US-ASCII is a subset). */
+    if (imap_arg_is_string(cs) &&
+        (strcasecmp(cs->str, "UTF-8") == 0 || strcasecmp(cs->str, "US-ASCII") == 0))
+        return true;
+    imap_reply(s, tag, "NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset.");
+    return false;
 }
 
 void imap_cmd_search(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
                      bool is_uid)
 {
     size_t start = 0;
-    unsigned esearch = 0;
+    struct imap_search_return ret = {0};
     /* RFC 4731 §3.1: SEARCH [RETURN (options)] [CHARSET x] criteria */
     if (n >= 1 && imap_arg_is_atom(&args[0], "RETURN")) {
-        if (n < 2 || !imap_search_return_parse(&args[1], &esearch)) {
+        if (n < 2 || !imap_search_return_parse(&args[1], &ret)) {
             imap_reply(s, tag, "BAD Unknown SEARCH return option.");
             return;
         }
         start = 2;
     }
     if (n >= start + 2 && imap_arg_is_atom(&args[start], "CHARSET")) {
-        /* RFC 3501 §6.4.4: US-ASCII must be supported; UTF-8 is what the decoded text is
-         * matched in (US-ASCII is a subset). */
-        const struct imap_arg *cs = &args[start + 1];
-        if (!imap_arg_is_string(cs) ||
-            (strcasecmp(cs->str, "UTF-8") != 0 && strcasecmp(cs->str, "US-ASCII") != 0)) {
-            imap_reply(s, tag, "NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset.");
+        if (!imap_search_charset_ok(s, tag, &args[start + 1]))
             return;
-        }
         start += 2;
     }
     if (start >= n) {
         imap_reply(s, tag, "BAD Missing search criteria.");
         return;
     }
-    struct skey *root = calloc(1, sizeof *root);
-    if (!root)
-        return;
-    struct skey_parser sp = {.args = args, .n = n, .pos = 0};
-    if (!skey_parse_list(&sp, args + start, n - start, root, 0)) {
-        skey_free(root);
+    bool has_modseq = false;
+    struct skey *root =
+        imap_search_parse(args + start, n - start, s->searchres, s->n_searchres, &has_modseq);
+    if (!root) {
+        if (ret.opts & IMAP_SEARCH_RET_SAVE)
+            imap_searchres_clear(s); /* RFC 5182 §2.1 */
         imap_reply(s, tag, "BAD Invalid search criteria.");
         return;
     }
     struct imap_job *j = imap_job_new(s, tag, sizeof(struct imap_search_job), imap_search_work,
-                                      NULL, imap_search_cleanup);
+                                      (ret.opts & IMAP_SEARCH_RET_SAVE) ? imap_search_finish
+                                                                        : NULL,
+                                      imap_search_cleanup);
     if (!j) {
         skey_free(root);
         return;
     }
     struct imap_search_job *sj = IMAP_JOB(imap_search_job, j);
     sj->root = root;
-    sj->esearch = esearch;
-    sj->has_modseq = sp.has_modseq;
+    sj->ret = ret;
+    sj->has_modseq = has_modseq;
     sj->is_uid = is_uid;
-    if (sp.has_modseq)
-        s->is_condstore = true; /* RFC 7162 §3.1 */
+    if (has_modseq)
+        imap_condstore_enable(s); /* RFC 7162 §3.1 */
     /* RFC 3501 §7.4.1: EXPUNGE may not be sent during SEARCH, but may during UID SEARCH
      * (its results are UIDs); the sync runs after the search, on the view it used. */
     j->do_sync = is_uid;
     imap_job_submit(s, j);
+}
+
+void imap_searchres_clear(struct imap_session *s)
+{
+    free(s->searchres);
+    s->searchres = NULL;
+    s->n_searchres = 0;
 }

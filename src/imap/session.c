@@ -53,6 +53,19 @@ void imap_reply(struct imap_session *s, const char *tag, const char *fmt, ...)
     conn_printf(s->c, "%s %s\r\n", tag ? tag : "*", text);
 }
 
+void imap_condstore_enable(struct imap_session *s)
+{
+    if (s->is_condstore)
+        return;
+    s->is_condstore = true;
+    /* RFC 7162 §3.1: the first CONDSTORE-enabling command issued while a mailbox is
+     * selected gets an untagged OK [HIGHESTMODSEQ] before its tagged reply (the view is
+     * the loop's: no job is in flight while a command is handled) */
+    if (s->box)
+        conn_printf(s->c, "* OK [HIGHESTMODSEQ %llu] Highest\r\n",
+                    (unsigned long long)store_mailbox_highestmodseq(s->box));
+}
+
 static struct auth_peer imap_peer(struct imap_session *s)
 {
     struct auth_peer p = {
@@ -99,6 +112,15 @@ void imap_capability_string(struct imap_session *s, struct buf *out)
         buf_append_str(out,
                        " NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE MULTIAPPEND ESEARCH"
                        " LIST-EXTENDED LIST-STATUS");
+        /* RFC 5256, 5957, 5267 (ESORT), 5182, 5032 */
+        buf_append_str(out, " SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES"
+                            " THREAD=REFS ESORT SEARCHRES WITHIN QRESYNC");
+        /* RFC 8438, 8474, 8514, 8437, 7889 (one limit for every mailbox) */
+        buf_printf(out, " STATUS=SIZE OBJECTID SAVEDATE UNAUTHENTICATE REPLACE PREVIEW BINARY"
+                        " METADATA APPENDLIMIT=%zu",
+                   s->parser.max_literal);
+        if (!conn_is_compressed(s->c))
+            buf_append_str(out, " COMPRESS=DEFLATE"); /* RFC 4978 */
         /* RFC 9208: the STORAGE resource only (no message-count limits) */
         buf_append_str(out, " QUOTA QUOTA=RES-STORAGE");
     }
@@ -173,6 +195,14 @@ static void imap_job_done(void *session, struct job *job)
         imap_job_free(j);
         return;
     }
+    if (j->hold_ms) {
+        /* the failed-login delay: the job runs again once it is over (a timer, no thread
+         * waits); it keeps what it holds and the session stays paused */
+        unsigned delay = j->hold_ms;
+        j->hold_ms = 0;
+        job_submit_delayed(conn_server(s->c)->pool, &j->job, delay);
+        return;
+    }
     s->is_job_in_flight = false;
     /* The handles come back (the work may have replaced or closed box). */
     s->user = j->ctx.user;
@@ -218,6 +248,12 @@ void imap_job_discard(struct imap_session *s, struct imap_job *j)
     imap_job_free(j);
 }
 
+void imap_job_discard_quiet(struct imap_session *s, struct imap_job *j)
+{
+    (void)s;
+    imap_job_free(j);
+}
+
 void imap_job_submit(struct imap_session *s, struct imap_job *j)
 {
     if (j->do_sync && !s->has_pending_changes && !j->is_sync_forced)
@@ -242,9 +278,11 @@ void imap_job_submit(struct imap_session *s, struct imap_job *j)
     ctx->quota = s->quota;
     ctx->is_readonly = s->is_readonly;
     ctx->is_condstore = s->is_condstore;
+    ctx->is_qresync = s->is_qresync;
+    ctx->max_append = s->parser.max_literal;
     s->is_job_in_flight = true;
     conn_pause_read(s->c);
-    job_submit_delayed(conn_server(s->c)->pool, &j->job, j->delay_ms);
+    job_submit(conn_server(s->c)->pool, &j->job);
 }
 
 /* ---- notifications and IDLE (RFC 2177) ---------------------------------------------- */
@@ -401,13 +439,21 @@ static void imap_cmd_id(struct imap_session *s, const char *tag, struct imap_arg
 static void imap_cmd_enable(struct imap_session *s, const char *tag, struct imap_arg *args,
                             size_t n, bool is_uid)
 {
-    /* RFC 5161: CONDSTORE (RFC 7162 §3.1) is the one extension that can be enabled. */
-    bool condstore = false;
-    for (size_t i = 0; i < n; i++)
-        condstore |= imap_arg_is_string(&args[i]) && strcasecmp(args[i].str, "CONDSTORE") == 0;
-    if (condstore)
-        s->is_condstore = true;
-    conn_write_str(s->c, condstore ? "* ENABLED CONDSTORE\r\n" : "* ENABLED\r\n");
+    /* RFC 5161: CONDSTORE and QRESYNC (RFC 7162 §3.1, §3.2.3: QRESYNC implies CONDSTORE)
+     * can be enabled; ENABLED names those of the request, once each. */
+    bool condstore = false, qresync = false;
+    for (size_t i = 0; i < n; i++) {
+        if (!imap_arg_is_string(&args[i]))
+            continue;
+        condstore |= strcasecmp(args[i].str, "CONDSTORE") == 0;
+        qresync |= strcasecmp(args[i].str, "QRESYNC") == 0;
+    }
+    if (condstore || qresync)
+        imap_condstore_enable(s);
+    if (qresync)
+        s->is_qresync = true;
+    conn_printf(s->c, "* ENABLED%s%s\r\n", condstore ? " CONDSTORE" : "",
+                qresync ? " QRESYNC" : "");
     imap_reply(s, tag, "OK Enabled.");
 }
 
@@ -425,6 +471,65 @@ static void imap_cmd_starttls(struct imap_session *s, const char *tag, struct im
         imap_reply(s, NULL, "BAD TLS negotiation failed.");
 }
 
+/* RFC 4978: COMPRESS DEFLATE (authenticated or selected state). */
+static void imap_cmd_compress(struct imap_session *s, const char *tag, struct imap_arg *args,
+                              size_t n, bool is_uid)
+{
+    if (n != 1 || !imap_arg_is_atom(&args[0], "DEFLATE")) {
+        imap_reply(s, tag, "BAD Usage: COMPRESS DEFLATE");
+        return;
+    }
+    if (conn_is_compressed(s->c)) {
+        imap_reply(s, tag, "NO [COMPRESSIONACTIVE] DEFLATE active via COMPRESS.");
+        return;
+    }
+    /* the OK goes out uncompressed, everything after it compressed (§3) */
+    imap_reply(s, tag, "OK DEFLATE active.");
+    if (conn_compress(s->c) < 0) {
+        /* the client compresses from now on and we cannot: the session cannot go on */
+        log_warning("imap", "COMPRESS failed for %s: out of memory", conn_peer_ip(s->c));
+        conn_close(s->c);
+    }
+}
+
+/* RFC 8437 UNAUTHENTICATE: back to the not-authenticated state as on a new connection
+ * (TLS and COMPRESS stay; the selected mailbox is closed without expunge; what ENABLE
+ * turned on and the saved search result are forgotten). No job is in flight here. */
+static void imap_cmd_unauthenticate(struct imap_session *s, const char *tag,
+                                    struct imap_arg *args, size_t n, bool is_uid)
+{
+    if (n != 0) {
+        imap_reply(s, tag, "BAD Usage: UNAUTHENTICATE");
+        return;
+    }
+    log_info("imap", "Unauthenticated: user=<%s>, rip=%s", s->username ? s->username : "",
+             conn_peer_ip(s->c));
+    if (s->notify_sub) {
+        store_notify_unsubscribe(s->notify_sub);
+        s->notify_sub = NULL;
+    }
+    if (s->box)
+        store_mailbox_close(s->box);
+    s->box = NULL;
+    imap_keywords_set_free(s->keywords);
+    s->keywords = NULL;
+    if (s->user)
+        store_user_close(s->user);
+    s->user = NULL;
+    free(s->box_name);
+    s->box_name = NULL;
+    free(s->username);
+    s->username = NULL;
+    imap_searchres_clear(s);
+    s->quota = 0;
+    s->is_readonly = s->is_condstore = s->is_qresync = false;
+    s->has_pending_changes = false;
+    s->state = IMAP_STATE_NOT_AUTH;
+    /* a stranger again: the pre-login limit applies anew (imap.login_timeout) */
+    conn_set_deadline(s->c, conn_server(s->c)->cfg->imap_login_timeout);
+    imap_reply(s, tag, "OK Unauthenticate completed.");
+}
+
 /* ---- LOGIN and AUTHENTICATE --------------------------------------------------------- */
 
 #define IMAP_BLOCKED_REPLY "NO [UNAVAILABLE] Too many failed logins; try again later."
@@ -436,58 +541,28 @@ static const char *imap_rip(struct imap_session *s)
     return s->client_ip[0] ? s->client_ip : conn_peer_ip(s->c);
 }
 
-static void imap_penalty_query(struct imap_session *s, const char *account,
-                               struct penalty_query *q_r)
+/* The failed-login policy's view of this client, for a login job (plain data). */
+static void imap_penalty_gate(struct imap_session *s, struct penalty_gate *g, bool is_first)
 {
     const struct config *cfg = conn_server(s->c)->cfg;
-    penalty_query_init(q_r, "imap", conn_peer_ip(s->c),
-                       conn_peer_in_networks(s->c, &cfg->auth_trusted_networks), s->client_ip,
-                       account);
+    penalty_gate_init(g, "imap", conn_peer_ip(s->c),
+                      conn_peer_in_networks(s->c, &cfg->auth_trusted_networks), s->client_ip);
+    g->is_checked = !is_first;
 }
 
-/* Before a login (account NULL: not known yet): false when the failed-login policy blocks
- * it (the reply is written); else *delay_ms_r is how long the check must wait. */
-static bool imap_penalty_admit(struct imap_session *s, const char *tag, const char *account,
-                               unsigned *delay_ms_r)
-{
-    *delay_ms_r = 0;
-    struct penalty_query q;
-    struct penalty_answer a;
-    imap_penalty_query(s, account, &q);
-    auth_penalty_check(imap_auth(s), &q, &a);
-    if (a.verdict == PENALTY_BLOCKED) {
-        char user[128] = "";
-        for (size_t i = 0; account && account[i] && i + 1 < sizeof user; i++) {
-            unsigned char ch = (unsigned char)account[i];
-            user[i] = ch < 0x20 || ch == 0x7f || ch == '>' ? '?' : (char)ch;
-            user[i + 1] = '\0';
-        }
-        log_info("imap", "login refused (blocked): user=<%s>, rip=%s, lip=%s", user, imap_rip(s),
-                 conn_local_ip(s->c));
-        imap_reply(s, tag, IMAP_BLOCKED_REPLY);
-        return false;
-    }
-    *delay_ms_r = a.delay_ms > 600000 ? 600000 : (unsigned)a.delay_ms;
-    return true;
-}
-
-/* After a password check: count it; true when a success must be refused all the same. */
-static bool imap_penalty_is_refused(struct imap_session *s, const char *account,
-                                    bool is_success)
-{
-    struct penalty_query q;
-    struct penalty_answer a;
-    imap_penalty_query(s, account, &q);
-    auth_penalty_report(imap_auth(s), &q, is_success, &a);
-    return is_success && a.verdict == PENALTY_BLOCKED;
-}
-
-/* A correct password for a blocked account or address: refused like a wrong one. */
+/* A login the policy refused (blocked before the check, or a correct password of a
+ * blocked account or address): answered like Dovecot's auth penalty. */
 static void imap_login_refuse_blocked(struct imap_session *s, struct imap_job *j,
                                       const char *login, const char *method)
 {
-    log_info("imap", "login refused (blocked): user=<%s>, method=%s, rip=%s, lip=%s",
-             login ? login : "", method, imap_rip(s), conn_local_ip(s->c));
+    char user[128] = "";
+    for (size_t i = 0; login && login[i] && i + 1 < sizeof user; i++) {
+        unsigned char ch = (unsigned char)login[i];
+        user[i] = ch < 0x20 || ch == 0x7f || ch == '>' ? '?' : (char)ch;
+        user[i + 1] = '\0';
+    }
+    log_info("imap", "login refused (blocked): user=<%s>, method=%s, rip=%s, lip=%s", user,
+             method, imap_rip(s), conn_local_ip(s->c));
     buf_printf(&j->tagged, "%s " IMAP_BLOCKED_REPLY "\r\n", j->tag);
 }
 
@@ -522,7 +597,8 @@ static void imap_login_open_store(const struct imap_job_ctx *ctx, const char *us
 
 struct imap_login_job {
     struct imap_job base;
-    char *user, *password; /* request */
+    char *user, *password;    /* request */
+    struct penalty_gate gate; /* the failed-login policy (request and answers) */
     struct imap_login_result r;
 };
 
@@ -537,12 +613,22 @@ static void imap_login_cleanup(struct imap_job *j)
     imap_login_result_free(&lj->r);
 }
 
+/* The failed-login policy lives in the auth process: asked and told here, never on the
+ * loop. A held attempt comes back with j->hold_ms set (imap_job_done runs it again). */
 static void imap_login_work(struct imap_job *j)
 {
     struct imap_login_job *lj = IMAP_JOB(imap_login_job, j);
+    if (!auth_penalty_gate_enter(j->ctx.auth, &lj->gate, lj->user)) {
+        j->hold_ms = lj->gate.delay_ms; /* held: it runs again; else blocked */
+        lj->gate.delay_ms = 0;
+        lj->r.rc = lj->gate.is_blocked ? -2 : 0;
+        return;
+    }
     char *user = NULL;
     int r = auth_login_password(j->ctx.auth, lj->user, lj->password, &user);
-    if (r == 1) {
+    if (auth_penalty_gate_report(j->ctx.auth, &lj->gate, lj->user, r)) {
+        lj->r.rc = -2; /* a correct password, refused: the store stays closed */
+    } else if (r == 1) {
         imap_login_open_store(&j->ctx, user, &lj->r);
     } else {
         lj->r.rc = r; /* 0 bad credentials, -1 temporary */
@@ -580,6 +666,10 @@ static void imap_login_finish_common(struct imap_session *s, struct imap_job *j,
         imap_login_success(s, j->tag, r, method, &j->tagged);
         return;
     }
+    if (r->rc == -2) {
+        imap_login_refuse_blocked(s, j, login, method);
+        return;
+    }
     if (r->rc == 0) {
         log_info("imap", "login failed: user=<%s>, method=%s, rip=%s, lip=%s%s",
                  login ? login : "", method, imap_rip(s), conn_local_ip(s->c),
@@ -595,10 +685,6 @@ static void imap_login_finish_common(struct imap_session *s, struct imap_job *j,
 static void imap_login_finish(struct imap_session *s, struct imap_job *j)
 {
     struct imap_login_job *lj = IMAP_JOB(imap_login_job, j);
-    if (lj->r.rc >= 0 && imap_penalty_is_refused(s, lj->user, lj->r.rc == 1)) {
-        imap_login_refuse_blocked(s, j, lj->user, "PLAIN");
-        return;
-    }
     /* Dovecot logs the LOGIN command as method=PLAIN; admins grep for that. */
     imap_login_finish_common(s, j, &lj->r, lj->user, "PLAIN");
 }
@@ -621,9 +707,6 @@ static void imap_cmd_login(struct imap_session *s, const char *tag, struct imap_
                    "connections.");
         return;
     }
-    unsigned delay_ms;
-    if (!imap_penalty_admit(s, tag, args[0].str, &delay_ms))
-        return;
     struct imap_job *j = imap_job_new(s, tag, sizeof(struct imap_login_job), imap_login_work,
                                       imap_login_finish, imap_login_cleanup);
     if (!j)
@@ -631,7 +714,7 @@ static void imap_cmd_login(struct imap_session *s, const char *tag, struct imap_
     struct imap_login_job *lj = IMAP_JOB(imap_login_job, j);
     lj->user = strdup(args[0].str);
     lj->password = strdup(args[1].str);
-    j->delay_ms = delay_ms;
+    imap_penalty_gate(s, &lj->gate, true);
     imap_job_submit(s, j);
 }
 
@@ -641,6 +724,7 @@ struct imap_sasl_job {
     char *response; /* request: the client's line, NULL for no initial response */
     enum auth_sasl_status status;
     char *challenge;
+    struct penalty_gate gate; /* the failed-login policy (request and answers) */
     struct imap_login_result r;
 };
 
@@ -658,7 +742,25 @@ static void imap_sasl_cleanup(struct imap_job *j)
 static void imap_sasl_work(struct imap_job *j)
 {
     struct imap_sasl_job *sj = IMAP_JOB(imap_sasl_job, j);
+    if (!auth_penalty_gate_enter(j->ctx.auth, &sj->gate, NULL)) {
+        j->hold_ms = sj->gate.delay_ms; /* held: it runs again; else blocked */
+        sj->gate.delay_ms = 0;
+        if (sj->gate.is_blocked) {
+            sj->status = AUTH_SASL_FAIL;
+            sj->r.rc = -2;
+        }
+        return;
+    }
     sj->status = auth_sasl_step(j->ctx.sasl, sj->response, &sj->challenge);
+    if (sj->status == AUTH_SASL_CONTINUE)
+        return;
+    int rc = sj->status == AUTH_SASL_OK ? 1 : sj->status == AUTH_SASL_FAIL ? 0 : -1;
+    if (auth_penalty_gate_report(j->ctx.auth, &sj->gate, auth_sasl_attempted_login(j->ctx.sasl),
+                                 rc)) {
+        sj->status = AUTH_SASL_FAIL; /* a correct password, refused: the store stays closed */
+        sj->r.rc = -2;
+        return;
+    }
     if (sj->status == AUTH_SASL_OK)
         imap_login_open_store(&j->ctx, auth_sasl_user(j->ctx.sasl), &sj->r);
 }
@@ -682,14 +784,6 @@ static void imap_sasl_finish(struct imap_session *s, struct imap_job *j)
     const char *mech = auth_sasl_mechanism(s->sasl);
     char method[32];
     snprintf(method, sizeof method, "%s", mech ? mech : "?");
-    if ((sj->status == AUTH_SASL_OK && sj->r.rc == 1) || sj->status == AUTH_SASL_FAIL) {
-        const char *login = auth_sasl_attempted_login(s->sasl);
-        if (imap_penalty_is_refused(s, login, sj->status == AUTH_SASL_OK)) {
-            imap_login_refuse_blocked(s, j, login, method);
-            imap_sasl_end(s);
-            return;
-        }
-    }
     if (sj->status == AUTH_SASL_OK && sj->r.rc == 1 && sj->challenge && *sj->challenge) {
         /* RFC 3501 §6.2.2 has no success data in OK: send the server's final message
          * (SCRAM's "v=...") as a challenge; the login completes after the client's
@@ -700,7 +794,9 @@ static void imap_sasl_finish(struct imap_session *s, struct imap_job *j)
         sj->r.name = NULL;
         return;
     }
-    if (sj->status == AUTH_SASL_OK) {
+    if (sj->r.rc == -2) {
+        imap_login_finish_common(s, j, &sj->r, auth_sasl_attempted_login(s->sasl), method);
+    } else if (sj->status == AUTH_SASL_OK) {
         imap_login_finish_common(s, j, &sj->r, NULL, method);
     } else if (sj->status == AUTH_SASL_FAIL) {
         sj->r.rc = 0;
@@ -712,7 +808,8 @@ static void imap_sasl_finish(struct imap_session *s, struct imap_job *j)
     imap_sasl_end(s);
 }
 
-static void imap_sasl_submit(struct imap_session *s, const char *response, unsigned delay_ms)
+/* One step of the exchange; the first one asks the failed-login policy first. */
+static void imap_sasl_submit(struct imap_session *s, const char *response, bool is_first)
 {
     struct imap_job *j = imap_job_new(s, s->sasl_tag, sizeof(struct imap_sasl_job),
                                       imap_sasl_work, imap_sasl_finish, imap_sasl_cleanup);
@@ -721,7 +818,7 @@ static void imap_sasl_submit(struct imap_session *s, const char *response, unsig
         return;
     }
     IMAP_JOB(imap_sasl_job, j)->response = response ? strdup(response) : NULL;
-    j->delay_ms = delay_ms;
+    imap_penalty_gate(s, &IMAP_JOB(imap_sasl_job, j)->gate, is_first);
     imap_job_submit(s, j);
 }
 
@@ -737,9 +834,6 @@ static void imap_cmd_authenticate(struct imap_session *s, const char *tag, struc
         imap_reply(s, tag, "NO [UNAVAILABLE] Authentication is not available.");
         return;
     }
-    unsigned delay_ms;
-    if (!imap_penalty_admit(s, tag, NULL, &delay_ms))
-        return;
     struct auth_peer peer = imap_peer(s);
     const struct config *cfg = conn_server(s->c)->cfg;
     s->sasl = auth_sasl_start(imap_auth(s), args[0].str, &peer, cfg->hostname);
@@ -749,7 +843,7 @@ static void imap_cmd_authenticate(struct imap_session *s, const char *tag, struc
     }
     s->sasl_tag = strdup(tag);
     /* RFC 4959 SASL-IR: the initial response is the second argument ("=" = empty). */
-    imap_sasl_submit(s, n == 2 ? args[1].str : NULL, delay_ms);
+    imap_sasl_submit(s, n == 2 ? args[1].str : NULL, true);
 }
 
 /* A client line while AUTHENTICATE waits for a response. */
@@ -781,7 +875,7 @@ static void imap_sasl_line(struct imap_session *s, const char *line)
         imap_sasl_end(s);
         return;
     }
-    imap_sasl_submit(s, line, 0);
+    imap_sasl_submit(s, line, false);
 }
 
 /* ---- the command table -------------------------------------------------------------- */
@@ -804,6 +898,10 @@ static const struct imap_command imap_commands[] = {
     {"ID", imap_cmd_id, ANY, false},
     {"ENABLE", imap_cmd_enable, AUTHED, false},
     {"STARTTLS", imap_cmd_starttls, IMAP_STATE_NOT_AUTH, false},
+    {"COMPRESS", imap_cmd_compress, AUTHED, false},
+    {"UNAUTHENTICATE", imap_cmd_unauthenticate, AUTHED, false},
+    {"GETMETADATA", imap_cmd_getmetadata, AUTHED, false},
+    {"SETMETADATA", imap_cmd_setmetadata, AUTHED, false},
     {"LOGIN", imap_cmd_login, IMAP_STATE_NOT_AUTH, false},
     {"AUTHENTICATE", imap_cmd_authenticate, IMAP_STATE_NOT_AUTH, false},
     {"SELECT", imap_cmd_select, AUTHED, false},
@@ -817,6 +915,7 @@ static const struct imap_command imap_commands[] = {
     {"LSUB", imap_cmd_lsub, AUTHED, false},
     {"STATUS", imap_cmd_status, AUTHED, false},
     {"APPEND", imap_cmd_append, AUTHED, false},
+    {"REPLACE", imap_cmd_replace, SEL, true},
     {"NAMESPACE", imap_cmd_namespace, AUTHED, false},
     {"IDLE", imap_cmd_idle, AUTHED, false},
     {"GETQUOTAROOT", imap_cmd_getquotaroot, AUTHED, false},
@@ -827,6 +926,8 @@ static const struct imap_command imap_commands[] = {
     {"UNSELECT", imap_cmd_unselect, SEL, false},
     {"EXPUNGE", imap_cmd_expunge, SEL, true},
     {"SEARCH", imap_cmd_search, SEL, true},
+    {"SORT", imap_cmd_sort, SEL, true},
+    {"THREAD", imap_cmd_thread, SEL, true},
     {"FETCH", imap_cmd_fetch, SEL, true},
     {"STORE", imap_cmd_store, SEL, true},
     {"COPY", imap_cmd_copy, SEL, true},
@@ -923,7 +1024,7 @@ static void imap_spill_discard(struct imap_session *s)
 static void imap_spill_choose(struct imap_session *s)
 {
     uint64_t size = s->parser.literal_size;
-    if (!s->parser.name || strcmp(s->parser.name, "APPEND") != 0 || size == 0)
+    if (!imap_parser_carries_message(&s->parser) || size == 0)
         return;
     if (size <= IMAP_SPILL_THRESHOLD && s->literal_memory + size <= IMAP_APPEND_MEMORY_MAX) {
         s->literal_memory += size;
@@ -1186,6 +1287,7 @@ static void imap_session_free(struct imap_session *s)
     if (s->user)
         store_user_close(s->user);
     free(s->box_name);
+    free(s->searchres);
     free(s->username);
     free(s->idle_tag);
     if (s->idle_timer)

@@ -28,6 +28,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "core/buf.h"
 #include "core/job.h"
@@ -103,10 +104,15 @@ struct imap_session {
 
     /* IDLE */
     bool is_condstore; /* RFC 7162 CONDSTORE enabled: flag changes carry MODSEQ */
+    bool is_qresync;   /* RFC 7162 §3.2 QRESYNC enabled: VANISHED instead of EXPUNGE */
     bool is_idling;
     char *idle_tag;
     struct event *idle_timer; /* "* OK Still here" keepalives while idling */
     uint64_t idle_start_ms;   /* monotonic start of the IDLE (RFC 2177 time limit) */
+
+    /* RFC 5182 SEARCHRES: the saved search result "$" as ascending UIDs */
+    uint32_t *searchres;
+    size_t n_searchres;
 
     /* FETCH continuing across batches (backpressure) */
     struct imap_fetch *fetch;
@@ -136,6 +142,8 @@ struct imap_job_ctx {
     uint64_t quota;             /* the user's storage limit in bytes, 0 none (at login) */
     bool is_readonly;           /* the selected mailbox was EXAMINEd */
     bool is_condstore;          /* CONDSTORE enabled: flag changes carry MODSEQ */
+    bool is_qresync;            /* QRESYNC enabled: expunges are reported as VANISHED */
+    uint64_t max_append;        /* the largest message APPEND takes (RFC 7889 APPENDLIMIT) */
 };
 
 /* The base of every IMAP job; a command's job struct starts with it. */
@@ -154,7 +162,8 @@ struct imap_job {
     bool is_sync_forced; /* sync even without a notification (NOOP, CHECK, IDLE) */
     bool keep_paused;    /* set by finish: another job follows (FETCH batches) */
     bool is_ok;          /* set by work */
-    unsigned delay_ms;   /* hold the job this long before it runs (failed-login delay) */
+    unsigned hold_ms;    /* set by work: run it again after this delay (the failed-login
+                            delay), nothing else done with it until then */
 };
 
 /* The typed job of a command: struct T { struct imap_job base; ... }. */
@@ -172,9 +181,14 @@ void imap_reply(struct imap_session *s, const char *tag, const char *fmt, ...)
 /* CAPABILITY list for the current state, without "* CAPABILITY ". */
 void imap_capability_string(struct imap_session *s, struct buf *out);
 void imap_session_start_idle_sync(struct imap_session *s);
+/* A CONDSTORE-enabling command (RFC 7162 §3.1): enable it, telling HIGHESTMODSEQ the first
+ * time while a mailbox is selected. Loop thread, no job in flight. */
+void imap_condstore_enable(struct imap_session *s);
 
 /* Free a job that was never submitted (filling it ran out of memory): "NO" to the tag. */
 void imap_job_discard(struct imap_session *s, struct imap_job *j);
+/* Free a job that was never submitted, without a reply (the caller answers). */
+void imap_job_discard_quiet(struct imap_session *s, struct imap_job *j);
 
 /* ---- keywords.c ---- */
 /* SELECT/EXAMINE: the set becomes the view's keywords; writes FLAGS and PERMANENTFLAGS. */
@@ -208,7 +222,16 @@ bool imap_resolve_set(struct store_mailbox *box, const char *set, bool is_uid, s
 /* "* STATUS name (items)" for the IMAP_ST_* items (args.h) of st. */
 struct store_status;
 void imap_status_write(struct buf *out, const char *name, unsigned items,
-                       const struct store_status *st);
+                       const struct store_status *st, uint64_t appendlimit);
+/* RFC 8474 OBJECTID: a mailbox's MAILBOXID and a message's EMAILID. */
+void imap_write_mailboxid(struct buf *out, uint32_t uidvalidity);
+void imap_write_emailid(struct buf *out, uint32_t uidvalidity, uint32_t uid);
+/* RFC 8514 SAVEDATE of a message (seconds), 0 when unknown. */
+struct store_message;
+time_t imap_message_savedate(const struct store_message *m);
+/* Expunges of n messages: "* VANISHED uids" with QRESYNC (RFC 7162 §3.2.10), else one
+ * "* seq EXPUNGE" per message in the order given (RFC 3501 §7.4.1 numbering). */
+void imap_write_expunges(struct imap_job *j, const uint32_t *seqs, const uint32_t *uids, size_t n);
 /* "tag OK text" into the job's tagged reply. */
 void imap_job_ok(struct imap_job *j, const char *text);
 /* Append "a:b,c" for a list of UIDs (in the order given, runs compressed). */
@@ -218,7 +241,7 @@ void imap_write_uid_set(struct buf *out, const uint32_t *uids, size_t n);
 imap_handler imap_cmd_list, imap_cmd_lsub;
 
 /* ---- append.c ---- */
-imap_handler imap_cmd_append;
+imap_handler imap_cmd_append, imap_cmd_replace;
 
 /* ---- fetch.c ---- */
 imap_handler imap_cmd_fetch, imap_cmd_store;
@@ -228,6 +251,39 @@ void imap_fetch_resume(struct imap_session *s);
 
 /* ---- search.c ---- */
 imap_handler imap_cmd_search;
+/* SEARCH criteria (RFC 3501 §6.4.4, RFC 7162 MODSEQ, RFC 5032 WITHIN, RFC 5182 "$"):
+ * parsed on the loop (saved: the session's saved result, copied), evaluated in work. */
+struct skey;
+struct imap_search_return;
+struct skey *imap_search_parse(struct imap_arg *args, size_t n, const uint32_t *saved,
+                               size_t n_saved, bool *has_modseq_r);
+void imap_search_free(struct skey *root);
+/* Work step (BLOCKING): match[i] for every message i of box; returns how many match. */
+size_t imap_search_match(const struct skey *root, struct store_mailbox *box, bool *match);
+/* "CHARSET"/SORT/THREAD charset argument: true for UTF-8 and US-ASCII, else NO
+ * [BADCHARSET] answered. */
+bool imap_search_charset_ok(struct imap_session *s, const char *tag, const struct imap_arg *cs);
+/* "* ESEARCH ..." of results v[0..n) in result order (RFC 4731, RFC 5267); modseq 0: none. */
+void imap_esearch_write(struct buf *out, const char *tag, bool is_uid,
+                        const struct imap_search_return *ret, const uint32_t *v, size_t n,
+                        uint64_t modseq);
+/* RFC 5182: the UIDs to save for RETURN (SAVE) from the results' UIDs (result order);
+ * malloc'd, ascending. false when out of memory. */
+bool imap_searchres_make(const struct imap_search_return *ret, const uint32_t *uids, size_t n,
+                         uint32_t **saved_r, size_t *n_saved_r);
+/* finish step: the job's saved result becomes the session's (empty when the job failed). */
+void imap_searchres_finish(struct imap_session *s, struct imap_job *j, uint32_t **saved,
+                           size_t *n_saved);
+void imap_searchres_clear(struct imap_session *s);
+/* A command's set argument with "$" replaced by the saved result as a UID set (*is_uid
+ * then true; "" when empty); malloc'd copy, NULL when out of memory. */
+char *imap_searchres_expand(struct imap_session *s, const char *set, bool *is_uid);
+
+/* ---- metadata.c ---- */
+imap_handler imap_cmd_getmetadata, imap_cmd_setmetadata;
+
+/* ---- sort.c ---- */
+imap_handler imap_cmd_sort, imap_cmd_thread;
 /* ---- quota.c ---- */
 imap_handler imap_cmd_getquotaroot, imap_cmd_getquota, imap_cmd_setquota;
 /* Work step (BLOCKING): may add_bytes more be stored for this user? If not, writes the

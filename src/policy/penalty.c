@@ -74,6 +74,22 @@ void penalty_query_init(struct penalty_query *q_r, const char *service, const ch
     q_r->now_ms = penalty_now_ms();
 }
 
+void penalty_gate_init(struct penalty_gate *g, const char *service, const char *peer_ip,
+                       bool is_peer_trusted, const char *passed_ip)
+{
+    memset(g, 0, sizeof *g);
+    snprintf(g->peer_ip, sizeof g->peer_ip, "%s", peer_ip ? peer_ip : "");
+    snprintf(g->passed_ip, sizeof g->passed_ip, "%s", passed_ip ? passed_ip : "");
+    g->is_peer_trusted = is_peer_trusted;
+    g->service = service;
+}
+
+void penalty_gate_query(const struct penalty_gate *g, const char *account,
+                        struct penalty_query *q_r)
+{
+    penalty_query_init(q_r, g->service, g->peer_ip, g->is_peer_trusted, g->passed_ip, account);
+}
+
 /* ---- keys ------------------------------------------------------------------------------ */
 
 /* Lower-case, cut to PENALTY_ACCOUNT_SIZE - 1, control bytes made '?' (it is logged). */

@@ -50,6 +50,7 @@ struct config;
 #define PENALTY_PAIR_SLOTS    4096
 #define PENALTY_KEY_SIZE      48  /* POLICY_KEY_SIZE (policy/address.h) */
 #define PENALTY_ACCOUNT_SIZE  256 /* longer login names are compared on their first 255 */
+#define PENALTY_DELAY_MAX_MS  600000 /* a delay is never longer, whatever the config says */
 
 struct penalty_limits {
     uint64_t delay_initial_ms;     /* auth.failure_delay; 0 = no delays */
@@ -84,6 +85,27 @@ struct penalty_query {
  * passed (NULL or "": none; ignored from an untrusted peer). */
 void penalty_query_init(struct penalty_query *q_r, const char *service, const char *peer_ip,
                         bool is_peer_trusted, const char *passed_ip, const char *account);
+
+/* What a login job carries for the policy (plain data copied on the loop, the thread
+ * rule) and what the policy answered it; auth.h's auth_penalty_gate_* use it on the
+ * job's pool thread, beside the credential check. */
+struct penalty_gate {
+    char peer_ip[64];     /* the connection's address */
+    char passed_ip[64];   /* the client address a trusted proxy passed ("" none) */
+    bool is_peer_trusted; /* the peer lies in auth.trusted_networks */
+    const char *service;  /* static: "imap", "pop3", "smtpd" */
+    bool is_checked;      /* the check before verifying has run */
+    /* answers */
+    bool is_blocked;   /* refused: not verified (check), or a success refused (report) */
+    unsigned delay_ms; /* hold the attempt this long first: the loop runs the job again */
+};
+
+/* Fill a gate on the loop (arguments as penalty_query_init's). */
+void penalty_gate_init(struct penalty_gate *g, const char *service, const char *peer_ip,
+                       bool is_peer_trusted, const char *passed_ip);
+/* The query of the gate's client for account (NULL: not known yet), now. */
+void penalty_gate_query(const struct penalty_gate *g, const char *account,
+                        struct penalty_query *q_r);
 
 enum penalty_verdict {
     PENALTY_ALLOW,   /* go ahead (after delay_ms) */

@@ -7,9 +7,11 @@
  * Policy (DESIGN §6): plaintext USER/PASS, PLAIN and LOGIN only where
  * auth_plaintext_allowed() says so (TLS, or loopback by default); otherwise CAPA does not
  * list USER and USER gets a clear -ERR. Failures are "-ERR [AUTH]" (RFC 3206), counted
- * by the failed-login policy (policy/penalty.h: a growing delay per address before the
- * check, blocks per address and per (address, login)) and logged at disconnect; a
- * blocked attempt gets "-ERR [AUTH]" without a password check.
+ * by the failed-login policy (policy/penalty.h, the auth process's table for every
+ * worker: the login job asks it before the check, which it may block or hold for a
+ * growing delay, and tells it the outcome) and logged at disconnect; a blocked attempt
+ * gets the same reply without a password check, a correct password of a blocked account
+ * too (and the maildrop stays closed).
  */
 #include "pop3/session.h"
 
@@ -17,6 +19,7 @@
 #include "core/config.h"
 #include "core/conn.h"
 #include "core/log.h"
+#include "core/uidl.h"
 #include "core/util.h"
 #include "policy/penalty.h"
 #include "store/store.h"
@@ -124,6 +127,8 @@ enum login_kind { LOGIN_PASS, LOGIN_APOP, LOGIN_SASL };
 struct login_job {
     struct job job; /* first */
     struct auth_service *auth;
+    struct penalty_gate gate; /* the failed-login policy (copied: the thread rule) */
+    unsigned login_delay;   /* pop3.login_delay, 0 none */
     enum login_kind kind;
     char *login;  /* PASS, APOP */
     char *secret; /* PASS: password; APOP: digest (wiped before free) */
@@ -135,12 +140,14 @@ struct login_job {
     enum auth_sasl_status sasl_rc;
     char *challenge;
     char *user;
-    int open_rc; /* 0 opened, 1 maildrop in use, -1 error */
+    int open_rc; /* 0 opened, 1 maildrop in use, 2 LOGIN-DELAY not over, -1 error */
     char *error;
     struct pop3_maildrop md;
     struct pop3_msginfo *msgs;
     size_t n_msgs;
     uint32_t uidvalidity;
+    char uidl_format[UIDL_FORMAT_MAX + 1]; /* pop3.uidl_format, copied at submit */
+    char *uidls;                           /* every message's UIDL, NUL-separated */
 };
 
 static void wipe_free(char *p)
@@ -163,6 +170,7 @@ static void login_job_free(struct login_job *j)
     free(j->user);
     free(j->error);
     free(j->msgs);
+    free(j->uidls);
     free(j);
 }
 
@@ -196,6 +204,58 @@ static uint64_t message_pop3_size(struct store_mailbox *box, size_t i,
     return size;
 }
 
+/* The UIDL of message i as Dovecot served it: the POP3 UIDL Dovecot kept in
+ * dovecot-uidlist (a P field; empty = the base name), else the format expanded with the
+ * GUID Dovecot kept (G field) or the base name. */
+static void message_uidl(struct login_job *j, size_t i, const struct store_message *m,
+                         char *out, size_t size)
+{
+    char *kept = store_message_get_cache(j->md.box, i, "pop3_uidl");
+    if (kept != NULL) {
+        /* verbatim (a '%' in it is no format), one printable word (RFC 1939 §7) */
+        const char *value = kept[0] != '\0' ? kept : m->filename;
+        size_t n = 0;
+        for (; value[n] != '\0' && n + 1 < size; n++)
+            out[n] = value[n] > 0x20 && value[n] < 0x7f ? value[n] : '?';
+        out[n] = '\0';
+        free(kept);
+        if (n > 0)
+            return;
+    }
+    char *guid = strstr(j->uidl_format, "g") ? store_message_get_cache(j->md.box, i, "guid") : NULL;
+    struct uidl_vars v = {
+        .uid = m->uid, .uidvalidity = j->uidvalidity, .filename = m->filename, .guid = guid};
+    if (!uidl_format(j->uidl_format, &v, out, size)) /* checked at start-up: cannot fail */
+        snprintf(out, size, "%08x%08x", m->uid, j->uidvalidity);
+    free(guid);
+}
+
+/* Every message's UIDL into one NUL-separated block (j->uidls, offsets in j->msgs). */
+static int maildrop_uidls(struct login_job *j)
+{
+    size_t cap = j->n_msgs * 18 + 1, used = 0;
+    j->uidls = malloc(cap);
+    if (j->uidls == NULL)
+        return -1;
+    for (size_t i = 0; i < j->n_msgs; i++) {
+        char uidl[UIDL_MAX];
+        message_uidl(j, i, store_mailbox_message(j->md.box, i), uidl, sizeof uidl);
+        size_t len = strlen(uidl) + 1;
+        if (used + len > cap) {
+            size_t ncap = (used + len) * 2;
+            char *n = realloc(j->uidls, ncap);
+            if (n == NULL)
+                return -1;
+            j->uidls = n;
+            cap = ncap;
+        }
+        memcpy(j->uidls + used, uidl, len);
+        j->msgs[i].uidl_offset = used;
+        used += len;
+    }
+    return 0;
+}
+
 /* Lock and open the user's INBOX (RFC 1939 §8: the maildrop is locked for POP3). */
 static void maildrop_open(struct login_job *j)
 {
@@ -221,6 +281,12 @@ static void maildrop_open(struct login_job *j)
         return;
     }
     j->md.is_locked = true;
+    /* RFC 2449 §8.1.1 LOGIN-DELAY: the last login's time is the auth process's, shared by
+     * every worker */
+    if (j->login_delay > 0 && auth_login_too_soon(j->auth, j->user, j->login_delay)) {
+        j->open_rc = 2;
+        return;
+    }
     struct store_mailbox *box = NULL;
     if (store_mailbox_open(j->md.store, "INBOX", false, &box, &j->error) != 0) {
         j->open_rc = -1;
@@ -241,15 +307,27 @@ static void maildrop_open(struct login_job *j)
         j->msgs[i].uid = m->uid;
         j->msgs[i].size = message_pop3_size(box, i, m);
     }
+    if (maildrop_uidls(j) < 0) {
+        j->error = strdup("out of memory");
+        j->open_rc = -1;
+        return;
+    }
     /* The session needs the index again only at QUIT: give its connection back now. */
     store_user_idle(j->md.store);
     j->open_rc = 0;
 }
 
-/* Workpool thread: check credentials (slow hashes), then open the maildrop. */
+/* Workpool thread: ask the failed-login policy (it lives in the auth process), check
+ * credentials (slow hashes), tell the policy, then open the maildrop. */
 static void login_work(struct job *job)
 {
     struct login_job *j = (struct login_job *)job;
+    if (!auth_penalty_gate_enter(j->auth, &j->gate, j->kind == LOGIN_SASL ? NULL : j->login)) {
+        j->auth_rc = 0; /* blocked; or held first (the done callback runs us again) */
+        if (j->kind == LOGIN_SASL)
+            j->sasl_rc = AUTH_SASL_FAIL;
+        return;
+    }
     switch (j->kind) {
     case LOGIN_PASS:
         j->auth_rc = auth_login_password(j->auth, j->login, j->secret, &j->user);
@@ -271,8 +349,33 @@ static void login_work(struct job *job)
         }
         break;
     }
+    bool is_over = j->kind != LOGIN_SASL || j->sasl_rc != AUTH_SASL_CONTINUE;
+    const char *account = j->kind == LOGIN_SASL ? auth_sasl_attempted_login(j->sasl) : j->login;
+    if (is_over && auth_penalty_gate_report(j->auth, &j->gate, account, j->auth_rc)) {
+        /* a correct password for a blocked account or address: refused like a wrong one,
+         * the maildrop left alone */
+        j->auth_rc = 0;
+        if (j->kind == LOGIN_SASL)
+            j->sasl_rc = AUTH_SASL_FAIL;
+        free(j->user);
+        j->user = NULL;
+        free(j->challenge);
+        j->challenge = NULL;
+    }
     if (j->auth_rc == 1 && j->user != NULL)
         maildrop_open(j);
+}
+
+/* Loop thread: a login job the policy holds for its delay runs again once it is over
+ * (a timer; no thread waits). true when it was resubmitted. */
+static bool login_held(struct pop3_session *s, struct login_job *j)
+{
+    if (j->gate.delay_ms == 0)
+        return false;
+    unsigned delay = j->gate.delay_ms;
+    j->gate.delay_ms = 0;
+    pop3_job_start_delayed(s, &j->job, delay);
+    return true;
 }
 
 /* Copy text for a log line, replacing control bytes (SASL names are peer-chosen). */
@@ -286,48 +389,12 @@ static void copy_for_log(char *dst, size_t size, const char *src)
     dst[i] = '\0';
 }
 
-/* The failed-login policy's question (account NULL: not known yet). POP3 has no way
- * to pass a client address: a trusted proxy is only spared the address rules. */
-static void session_penalty_query(struct pop3_session *s, const char *account,
-                                  struct penalty_query *q_r)
-{
-    const struct config *cfg = conn_server(s->conn)->cfg;
-    penalty_query_init(q_r, "pop3", conn_peer_ip(s->conn),
-                       conn_peer_in_networks(s->conn, &cfg->auth_trusted_networks), NULL,
-                       account);
-}
-
-/* After a credential check: count it; true when a success must be refused all the same
- * (the pair or address is blocked). */
-static bool session_penalty_is_refused(struct pop3_session *s, const char *account,
-                                       bool is_success)
-{
-    struct auth_service *auth = session_auth(s);
-    if (auth == NULL)
-        return false;
-    struct penalty_query q;
-    struct penalty_answer a;
-    session_penalty_query(s, account, &q);
-    auth_penalty_report(auth, &q, is_success, &a);
-    return is_success && a.verdict == PENALTY_BLOCKED;
-}
-
+/* The failure was counted by the job (login_work). */
 static void login_failed(struct pop3_session *s, const char *login, const char *method)
 {
     s->auth_attempts++;
     copy_for_log(s->last_login, sizeof s->last_login, login);
     snprintf(s->last_method, sizeof s->last_method, "%s", method != NULL ? method : "");
-    session_penalty_is_refused(s, login, false);
-    pop3_error(s, "-ERR [AUTH] Authentication failed.");
-}
-
-/* A correct password for a blocked account or address: refused like a wrong one. */
-static void login_refused_blocked(struct pop3_session *s, const char *login, const char *method)
-{
-    s->auth_attempts++;
-    copy_for_log(s->last_login, sizeof s->last_login, login);
-    snprintf(s->last_method, sizeof s->last_method, "%s", method != NULL ? method : "");
-    log_info("pop3", "Login throttled: rip=%s", conn_peer_ip(s->conn));
     pop3_error(s, "-ERR [AUTH] Authentication failed.");
 }
 
@@ -341,6 +408,8 @@ static void login_adopt(struct pop3_session *s, struct login_job *j, const char 
     s->msgs = j->msgs;
     s->n_msgs = j->n_msgs;
     s->uidvalidity = j->uidvalidity;
+    s->uidls = j->uidls;
+    j->uidls = NULL;
     j->msgs = NULL;
     snprintf(s->method, sizeof s->method, "%s", method != NULL ? method : "");
     s->total_size = 0;
@@ -350,52 +419,8 @@ static void login_adopt(struct pop3_session *s, struct login_job *j, const char 
     s->live_size = s->total_size;
 }
 
-/* RFC 2449 §6.5 LOGIN-DELAY: the last successful login time per user, in a small table
- * (loop thread only). When it is full the oldest entry goes: a forgotten user may log in
- * early once, which costs nothing but bandwidth. */
-#define POP3_LOGIN_DELAY_SLOTS 4096
-static struct {
-    char user[256];
-    time_t at;
-} pop3_last_logins[POP3_LOGIN_DELAY_SLOTS];
-
-/* true if user logged in less than delay seconds ago; otherwise records now and false. */
-static bool pop3_login_is_too_soon(const char *user, unsigned delay)
-{
-    time_t now = time(NULL);
-    size_t oldest = 0, free_slot = POP3_LOGIN_DELAY_SLOTS;
-    for (size_t i = 0; i < POP3_LOGIN_DELAY_SLOTS; i++) {
-        if (pop3_last_logins[i].user[0] == '\0') {
-            if (free_slot == POP3_LOGIN_DELAY_SLOTS)
-                free_slot = i;
-            continue;
-        }
-        if (strcasecmp(pop3_last_logins[i].user, user) == 0) {
-            if (now - pop3_last_logins[i].at < (time_t)delay)
-                return true;
-            pop3_last_logins[i].at = now;
-            return false;
-        }
-        if (pop3_last_logins[i].at < pop3_last_logins[oldest].at)
-            oldest = i;
-    }
-    size_t slot = free_slot != POP3_LOGIN_DELAY_SLOTS ? free_slot : oldest;
-    snprintf(pop3_last_logins[slot].user, sizeof pop3_last_logins[slot].user, "%s", user);
-    pop3_last_logins[slot].at = now;
-    return false;
-}
-
 static void login_enter_transaction(struct pop3_session *s)
 {
-    unsigned delay = conn_server(s->conn)->cfg->pop3_login_delay;
-    if (delay > 0 && pop3_login_is_too_soon(s->user, delay)) {
-        /* RFC 2449 §8.1.1: [LOGIN-DELAY]; we close, so the lock goes and nothing is deleted. */
-        log_info("pop3", "Login delayed: user=<%s>, rip=%s, login_delay=%u", s->user,
-                 conn_peer_ip(s->conn), delay);
-        pop3_reply(s, "-ERR [LOGIN-DELAY] Minimum time between logins not reached.");
-        conn_close(s->conn);
-        return;
-    }
     s->state = POP3_STATE_TRANSACTION;
     conn_set_deadline(s->conn, 0); /* pop3.login_timeout no longer applies */
     free(s->user_arg);
@@ -411,6 +436,13 @@ static void login_open_result(struct pop3_session *s, struct login_job *j, const
     if (j->open_rc == 0) {
         login_adopt(s, j, method);
         login_enter_transaction(s);
+    } else if (j->open_rc == 2) {
+        /* RFC 2449 §8.1.1: [LOGIN-DELAY]; we close: the lock goes with the job, nothing is
+         * deleted */
+        log_info("pop3", "Login delayed: user=<%s>, rip=%s, login_delay=%u", j->user,
+                 conn_peer_ip(s->conn), j->login_delay);
+        pop3_reply(s, "-ERR [LOGIN-DELAY] Minimum time between logins not reached.");
+        conn_close(s->conn);
     } else if (j->open_rc == 1) {
         /* RFC 2449 §8.1.2 / RFC 1939 §8: one POP3 session per maildrop. */
         log_info("pop3", "Maildrop in use: user=<%s>, rip=%s", j->user, conn_peer_ip(s->conn));
@@ -445,10 +477,12 @@ static void login_done(void *session, struct job *job)
         return;
     }
     pop3_job_finish(s);
+    if (login_held(s, j))
+        return;
     const char *method = login_method(j);
-    if (j->auth_rc == 1 && j->user != NULL && session_penalty_is_refused(s, j->login, true)) {
-        login_refused_blocked(s, j->login, method);
-    } else if (j->auth_rc == 1 && j->user != NULL) {
+    if (j->gate.is_blocked)
+        log_info("pop3", "Login throttled: rip=%s", conn_peer_ip(s->conn));
+    if (j->auth_rc == 1 && j->user != NULL) {
         login_open_result(s, j, method);
     } else if (j->auth_rc < 0) {
         log_error("pop3", "Temporary authentication failure: user=<%s>, rip=%s", j->login,
@@ -471,23 +505,23 @@ static void sasl_done(void *session, struct job *job)
         return;
     }
     pop3_job_finish(s);
+    if (login_held(s, j))
+        return;
     s->sasl = j->sasl; /* the exchange comes back to the session */
     j->sasl = NULL;
     char method[32];
     snprintf(method, sizeof method, "%s", auth_sasl_mechanism(s->sasl));
+    if (j->gate.is_blocked)
+        log_info("pop3", "Login throttled: rip=%s", conn_peer_ip(s->conn));
     switch (j->sasl_rc) {
     case AUTH_SASL_CONTINUE:
         /* RFC 5034 §4: "+ " and the base64 challenge (may be empty). */
         pop3_replyf(s, "+ %s", j->challenge != NULL ? j->challenge : "");
         break;
-    case AUTH_SASL_OK: {
-        char login[POP3_LOGIN_MAX];
-        copy_for_log(login, sizeof login, auth_sasl_attempted_login(s->sasl));
+    case AUTH_SASL_OK:
         auth_sasl_free(s->sasl);
         s->sasl = NULL;
-        if (session_penalty_is_refused(s, login, true)) {
-            login_refused_blocked(s, login, method);
-        } else if (j->open_rc == 0 && j->challenge != NULL && j->challenge[0] != '\0') {
+        if (j->open_rc == 0 && j->challenge != NULL && j->challenge[0] != '\0') {
             /* RFC 5034 §4: additional data with success goes in a last challenge; the
              * client answers with an empty line, then we say +OK. */
             login_adopt(s, j, method);
@@ -497,7 +531,6 @@ static void sasl_done(void *session, struct job *job)
             login_open_result(s, j, method);
         }
         break;
-    }
     case AUTH_SASL_TEMPFAIL:
         auth_sasl_free(s->sasl);
         s->sasl = NULL;
@@ -517,40 +550,37 @@ static void sasl_done(void *session, struct job *job)
     pop3_resume(s);
 }
 
-/* Start a login job after the failed-login delay, unless the policy blocks it (then
- * fail at once). */
-static void login_submit(struct pop3_session *s, struct login_job *j, job_done_fn *done)
+/* Start a login job (the job asks the failed-login policy first, unless it is a later
+ * step of a SASL exchange: is_first false). POP3 cannot pass a client address: a trusted
+ * proxy is only spared the address rules. */
+static void login_submit(struct pop3_session *s, struct login_job *j, job_done_fn *done,
+                         bool is_first)
 {
     struct auth_service *auth = session_auth(s);
-    struct penalty_answer verdict = {.verdict = PENALTY_ALLOW};
-    if (auth != NULL) {
-        struct penalty_query q;
-        session_penalty_query(s, j->kind == LOGIN_SASL ? NULL : j->login, &q);
-        auth_penalty_check(auth, &q, &verdict);
-    }
-    if (auth == NULL || verdict.verdict == PENALTY_BLOCKED) {
-        char login[POP3_LOGIN_MAX], method[32];
-        copy_for_log(login, sizeof login, j->login);
-        snprintf(method, sizeof method, "%s", login_method(j) ? login_method(j) : "");
+    if (auth == NULL) {
         if (j->kind == LOGIN_SASL) {
-            copy_for_log(login, sizeof login, auth_sasl_attempted_login(s->sasl));
-            snprintf(method, sizeof method, "%s", auth_sasl_mechanism(s->sasl));
             auth_sasl_free(s->sasl);
             s->sasl = NULL;
         }
-        log_info("pop3", "Login throttled: rip=%s", conn_peer_ip(s->conn));
-        login_failed(s, login, method);
+        pop3_reply(s, "-ERR [SYS/TEMP] Authentication is not available.");
         login_job_free(j);
         return;
     }
     job_init(&j->job, s->handle, login_work, done);
     j->auth = auth;
+    const struct config *cfg = conn_server(s->conn)->cfg;
+    penalty_gate_init(&j->gate, "pop3", conn_peer_ip(s->conn),
+                      conn_peer_in_networks(s->conn, &cfg->auth_trusted_networks), NULL);
+    j->gate.is_checked = !is_first;
+    j->login_delay = cfg->pop3_login_delay;
+    snprintf(j->uidl_format, sizeof j->uidl_format, "%s",
+             cfg != NULL && cfg->pop3_uidl_format != NULL ? cfg->pop3_uidl_format
+                                                          : UIDL_DEFAULT_FORMAT);
     if (j->kind == LOGIN_SASL) {
         j->sasl = s->sasl; /* moved in: the session holds nothing a pool thread uses */
         s->sasl = NULL;
     }
-    pop3_job_start_delayed(s, &j->job,
-                           verdict.delay_ms > 600000 ? 600000 : (unsigned)verdict.delay_ms);
+    pop3_job_start(s, &j->job);
 }
 
 /* ---- USER / PASS / APOP ------------------------------------------------------------- */
@@ -603,7 +633,7 @@ void pop3_cmd_pass(struct pop3_session *s, const char *args, size_t len)
         pop3_reply(s, "-ERR [SYS/TEMP] Out of memory.");
         return;
     }
-    login_submit(s, j, login_done);
+    login_submit(s, j, login_done, true);
 }
 
 void pop3_cmd_apop(struct pop3_session *s, const char *args, size_t len)
@@ -647,7 +677,7 @@ void pop3_cmd_apop(struct pop3_session *s, const char *args, size_t len)
     }
     free(s->user_arg);
     s->user_arg = NULL;
-    login_submit(s, j, login_done);
+    login_submit(s, j, login_done, true);
 }
 
 /* ---- AUTH (RFC 5034) ---------------------------------------------------------------- */
@@ -666,7 +696,8 @@ static void auth_list(struct pop3_session *s)
     free(mechs);
 }
 
-static void sasl_submit(struct pop3_session *s, const char *response, size_t len)
+static void sasl_submit(struct pop3_session *s, const char *response, size_t len,
+                        bool is_first)
 {
     struct login_job *j = calloc(1, sizeof *j);
     if (j == NULL) {
@@ -686,7 +717,7 @@ static void sasl_submit(struct pop3_session *s, const char *response, size_t len
             return;
         }
     }
-    login_submit(s, j, sasl_done);
+    login_submit(s, j, sasl_done, is_first);
 }
 
 void pop3_cmd_auth(struct pop3_session *s, const char *args, size_t len)
@@ -723,9 +754,9 @@ void pop3_cmd_auth(struct pop3_session *s, const char *args, size_t len)
     s->user_arg = NULL;
     /* RFC 5034 §4: an optional initial response ("=" for an empty one). */
     if (a.n == 2)
-        sasl_submit(s, a.v[1], a.len[1]);
+        sasl_submit(s, a.v[1], a.len[1], true);
     else
-        sasl_submit(s, NULL, 0);
+        sasl_submit(s, NULL, 0, true);
 }
 
 void pop3_sasl_line(struct pop3_session *s, const char *line, size_t len)
@@ -750,5 +781,5 @@ void pop3_sasl_line(struct pop3_session *s, const char *line, size_t len)
         pop3_reply(s, "-ERR Authentication aborted.");
         return;
     }
-    sasl_submit(s, line, len);
+    sasl_submit(s, line, len, false);
 }

@@ -11,8 +11,10 @@
  * of the file, then stop while CONN_OUTPUT_LOW_WATER bytes are queued and continue from
  * on_drained. A message is never held in memory whole.
  *
- * UIDL (RFC 1939 §7): "%08X%08X" of UID and UIDVALIDITY, Dovecot's default format, so
- * values survive sessions and restarts (the index keeps both) and never repeat.
+ * UIDL (RFC 1939 §7): pop3.uidl_format, by default Dovecot's "%08Xu%08Xv" (lower-case hex
+ * of UID and UIDVALIDITY), or the POP3 UIDL Dovecot kept for a message moved in from it;
+ * computed at login (cmd_auth.c), so values survive sessions and restarts and never
+ * repeat.
  */
 #include "pop3/session.h"
 
@@ -64,9 +66,10 @@ static bool args_expect(struct pop3_session *s, const char *args, size_t len, si
     return true;
 }
 
-static void format_uidl(const struct pop3_session *s, size_t i, char *out, size_t size)
+/* UIDL of message i, as computed at login (pop3.uidl_format, cmd_auth.c). */
+static const char *msg_uidl(const struct pop3_session *s, size_t i)
 {
-    snprintf(out, size, "%08" PRIX32 "%08" PRIX32, s->msgs[i].uid, s->uidvalidity);
+    return s->uidls + s->msgs[i].uidl_offset;
 }
 
 /* ---- STAT, NOOP, RSET, DELE ------------------------------------------------------------ */
@@ -129,9 +132,7 @@ static bool stream_lines(struct pop3_session *s)
             n = snprintf(batch + used, sizeof batch - used, "%zu %" PRIu64 "\r\n", i + 1,
                          s->msgs[i].size);
         } else {
-            char uidl[32];
-            format_uidl(s, i, uidl, sizeof uidl);
-            n = snprintf(batch + used, sizeof batch - used, "%zu %s\r\n", i + 1, uidl);
+            n = snprintf(batch + used, sizeof batch - used, "%zu %s\r\n", i + 1, msg_uidl(s, i));
         }
         if (n > 0)
             used += (size_t)n;
@@ -245,9 +246,7 @@ void pop3_cmd_uidl(struct pop3_session *s, const char *args, size_t len)
         return;
     if (a.n == 1) {
         if (msg_lookup(s, a.v[0], a.len[0], &i)) {
-            char uidl[32];
-            format_uidl(s, i, uidl, sizeof uidl);
-            pop3_replyf(s, "+OK %zu %s", i + 1, uidl);
+            pop3_replyf(s, "+OK %zu %s", i + 1, msg_uidl(s, i));
         }
         return;
     }
@@ -428,6 +427,10 @@ static void message_send(struct pop3_session *s, size_t index, bool is_top, uint
         return;
     }
     job_init(&j->job, s->handle, open_work, open_done);
+    /* no descriptor until open_work opens one: a job cancelled before it ran (its client
+     * left) must not close descriptor 0 in open_done */
+    for (size_t k = 0; k < POP3_PREFETCH_MAX + 1; k++)
+        j->fd[k] = -1;
     j->md = s->md; /* moved in; back in open_done */
     memset(&s->md, 0, sizeof s->md);
     j->is_top = is_top;

@@ -85,6 +85,7 @@ void pop3_maildrop_release(struct pop3_session *s)
      * calls are quick (lock release, closing handles) and run on the loop. */
     pop3_maildrop_close(&s->md);
     free(s->msgs);
+    free(s->uidls);
     s->msgs = NULL;
     s->n_msgs = 0;
 }

@@ -58,7 +58,8 @@ struct pop3_stream {
 /* What we know about one message of the maildrop snapshot (RFC 1939: numbers are fixed
  * for the session). Bodies are never held: only sizes and marks. */
 struct pop3_msginfo {
-    uint64_t size; /* exact RETR octets (see parse.h) */
+    uint64_t size;       /* exact RETR octets (see parse.h) */
+    size_t uidl_offset;  /* its UIDL in pop3_session.uidls */
     uint32_t uid;
     bool is_deleted;
     bool is_retrieved;
@@ -109,6 +110,7 @@ struct pop3_session {
     struct pop3_msginfo *msgs;
     size_t n_msgs;
     uint32_t uidvalidity;
+    char *uidls;              /* UIDLs of the snapshot, NUL-separated (pop3.uidl_format) */
     uint64_t total_size;      /* all messages, deleted or not */
     size_t n_live;            /* messages not marked deleted (STAT) */
     uint64_t live_size;       /* their octets (STAT) */

@@ -12,6 +12,7 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wformat-truncation"
 #endif
+#include "mailauth/mailauth.h"
 #include "queue/outbound.h"
 #include "queue/queue.h"
 
@@ -372,6 +373,29 @@ static int client_connect(struct client *c)
     return 0;
 }
 
+/* TLS-RPT (RFC 8460): note how TLS went with this MX under the session's policy. */
+static void client_tlsrpt(const struct client *c, const char *result_type)
+{
+    const struct outbound_client_opts *o = c->o;
+    if (!o->tlsrpt_domain || !o->data_dir || o->auth == OUTBOUND_AUTH_NONE)
+        return;
+    mailauth_tlsrpt_record(o->data_dir, (int64_t)time(NULL), o->tlsrpt_domain,
+                           o->auth == OUTBOUND_AUTH_DANE ? "tlsa" : "sts", result_type,
+                           c->addr->host, c->addr->ip);
+}
+
+/* The RFC 8460 §4.3.2 result type of a certificate the verification refused. */
+static const char *tlsrpt_cert_failure(const struct client *c, long vr)
+{
+    if (c->o->auth == OUTBOUND_AUTH_DANE)
+        return "validation-failure";
+    if (vr == X509_V_ERR_HOSTNAME_MISMATCH)
+        return "certificate-host-mismatch";
+    if (vr == X509_V_ERR_CERT_HAS_EXPIRED)
+        return "certificate-expired";
+    return "certificate-not-trusted";
+}
+
 static int client_starttls(struct client *c)
 {
     c->ssl = SSL_new(c->o->ssl_ctx);
@@ -383,22 +407,63 @@ static int client_starttls(struct client *c)
     /* SNI: the MX host name, unless we connect to an address literal */
     if (c->addr->host[0] && strcmp(c->addr->host, c->addr->ip) != 0)
         SSL_set_tlsext_host_name(c->ssl, c->addr->host);
+    /* MTA-STS (RFC 8461 §4.2): the certificate must chain to a trusted CA and name the MX
+     * host; "testing" checks the same but only logs */
+    if (c->o->auth == OUTBOUND_AUTH_DANE) {
+        /* RFC 7672 §3: OpenSSL matches the chain against the TLSA records; DANE-TA
+         * certificates must name the MX host (§3.2.2), DANE-EE ones need not (§3.1.1) */
+        SSL_dane_enable(c->ssl, c->addr->host);
+        SSL_dane_set_flags(c->ssl, DANE_FLAG_NO_DANE_EE_NAMECHECKS);
+        for (size_t i = 0; i < c->o->n_tlsa; i++) {
+            const struct outbound_tlsa *t = &c->o->tlsa[i];
+            SSL_dane_tlsa_add(c->ssl, t->usage, t->selector, t->mtype, t->data, t->len);
+        }
+        SSL_set_verify(c->ssl, SSL_VERIFY_PEER, NULL);
+    } else if (c->o->auth != OUTBOUND_AUTH_NONE) {
+        SSL_set1_host(c->ssl, c->addr->host);
+        if (c->o->auth == OUTBOUND_AUTH_PKIX)
+            SSL_set_verify(c->ssl, SSL_VERIFY_PEER, NULL);
+    }
     c->in_len = 0; /* RFC 3207 §4.2: discard anything received before the handshake */
     if (SSL_RETRY(c, SSL_connect(c->ssl)) <= 0) {
         unsigned long e = ERR_get_error();
-        if (!c->err[0])
+        long vr = SSL_get_verify_result(c->ssl);
+        if (vr != X509_V_OK && (c->o->auth == OUTBOUND_AUTH_DANE || c->o->auth == OUTBOUND_AUTH_PKIX))
+            client_tlsrpt(c, tlsrpt_cert_failure(c, vr));
+        if (!c->err[0] && c->o->auth == OUTBOUND_AUTH_DANE && vr != X509_V_OK)
+            snprintf(c->err, sizeof c->err,
+                     "TLS certificate of %s[%s] does not match its DANE TLSA records: %s",
+                     c->addr->host, c->addr->ip, X509_verify_cert_error_string(vr));
+        else if (!c->err[0] && c->o->auth == OUTBOUND_AUTH_PKIX && vr != X509_V_OK)
+            snprintf(c->err, sizeof c->err,
+                     "TLS certificate verification of %s[%s] failed (%s): %s", c->addr->host,
+                     c->addr->ip, c->o->auth_policy ? c->o->auth_policy : "required",
+                     X509_verify_cert_error_string(vr));
+        else if (!c->err[0])
             snprintf(c->err, sizeof c->err, "TLS handshake with %s[%s] failed: %s", c->addr->host,
                      c->addr->ip, e ? ERR_reason_error_string(e) : "lost connection");
         ERR_clear_error();
         return -1;
     }
+    long vr = SSL_get_verify_result(c->ssl);
+    bool is_trusted = c->o->auth != OUTBOUND_AUTH_NONE && vr == X509_V_OK;
+    client_tlsrpt(c, c->o->auth == OUTBOUND_AUTH_PKIX_TESTING && vr != X509_V_OK
+                         ? tlsrpt_cert_failure(c, vr)
+                         : "success");
+    if (c->o->auth == OUTBOUND_AUTH_PKIX_TESTING && vr != X509_V_OK)
+        log_warning("smtp", "%s (mode testing): certificate of %s[%s] would not be accepted: %s",
+                    c->o->auth_policy ? c->o->auth_policy : "TLS policy", c->addr->host,
+                    c->addr->ip, X509_verify_cert_error_string(vr));
     const SSL_CIPHER *ci = SSL_get_current_cipher(c->ssl);
     int alg = 0;
     int bits = ci ? SSL_CIPHER_get_bits(ci, &alg) : 0;
+    /* Postfix's words: Verified (DANE), Trusted (a CA), Untrusted (opportunistic) */
     log_info("smtp",
-             "Untrusted TLS connection established to %s[%s]:%u: %s with cipher %s "
+             "%s TLS connection established to %s[%s]:%u: %s with cipher %s "
              "(%d/%d bits)",
-             c->addr->host, c->addr->ip, c->addr->port, SSL_get_version(c->ssl),
+             !is_trusted ? "Untrusted" : c->o->auth == OUTBOUND_AUTH_DANE ? "Verified" : "Trusted",
+             c->addr->host, c->addr->ip, c->addr->port,
+             SSL_get_version(c->ssl),
              ci ? SSL_CIPHER_get_name(ci) : "?", bits, alg);
     return 0;
 }
@@ -550,6 +615,7 @@ struct cached_conn {
     char ip[64];
     uint16_t port;
     char user[256];
+    int auth; /* enum outbound_tls_auth the session was set up with */
     uint64_t parked_ms;
 };
 
@@ -588,8 +654,9 @@ static bool cache_take(struct client *c, struct outbound_ehlo *e)
     cache_sweep(now);
     for (size_t i = 0; i < CACHE_SLOTS && !found; i++) {
         struct cached_conn *cc = &cache[i];
+        /* a session set up without certificate checks never serves a policy that wants them */
         if (!cc->is_used || cc->port != c->addr->port || strcmp(cc->ip, c->addr->ip) != 0 ||
-            strcmp(cc->user, user) != 0)
+            strcmp(cc->user, user) != 0 || cc->auth != (int)c->o->auth)
             continue;
         c->fd = cc->fd;
         c->ssl = cc->ssl;
@@ -619,6 +686,7 @@ static bool cache_put(struct client *c, const struct outbound_ehlo *e)
         snprintf(cc->ip, sizeof cc->ip, "%s", c->addr->ip);
         cc->port = c->addr->port;
         snprintf(cc->user, sizeof cc->user, "%s", c->o->username ? c->o->username : "");
+        cc->auth = (int)c->o->auth;
         cc->parked_ms = now;
         parked = true;
     }
@@ -752,8 +820,9 @@ fresh:
         results_all(results, m->n_recipients, &res);
         goto quit;
     }
-    bool need_tls = o->tls == OUTBOUND_TLS_ENCRYPT || o->username;
-    if (e.has_starttls && o->tls != OUTBOUND_TLS_NONE && o->ssl_ctx) {
+    bool need_tls = o->tls == OUTBOUND_TLS_ENCRYPT || o->username ||
+                    o->auth == OUTBOUND_AUTH_PKIX || o->auth == OUTBOUND_AUTH_DANE;
+    if (e.has_starttls && (o->tls != OUTBOUND_TLS_NONE || need_tls) && o->ssl_ctx) {
         if (client_printf(c, "STARTTLS\r\n") < 0 || client_reply(c, &r) < 0)
             goto io_fail;
         if (r.code == 220) {
@@ -774,8 +843,15 @@ fresh:
             goto quit;
         }
     }
+    if (!c->ssl && !e.has_starttls)
+        client_tlsrpt(c, "starttls-not-supported");
     if (need_tls && !c->ssl) {
-        result_set(&res, 450, "4.7.4", false, "TLS is required, but was not offered by host %s[%s]",
+        result_set(&res, 450, "4.7.4", false,
+                   "TLS is required%s%s, but was not offered by host %s[%s]",
+                   o->auth == OUTBOUND_AUTH_PKIX   ? " by the "
+                   : o->auth == OUTBOUND_AUTH_DANE ? " (DANE TLSA records)"
+                                                   : "",
+                   o->auth == OUTBOUND_AUTH_PKIX && o->auth_policy ? o->auth_policy : "",
                    addr->host, addr->ip);
         results_all(results, m->n_recipients, &res);
         goto quit;
@@ -935,7 +1011,7 @@ out:
     return st;
 }
 
-SSL_CTX *outbound_ssl_ctx_create(char **error_r)
+SSL_CTX *outbound_ssl_ctx_create(const char *ca_file, char **error_r)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     if (!ctx) {
@@ -943,7 +1019,21 @@ SSL_CTX *outbound_ssl_ctx_create(char **error_r)
         return NULL;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    /* opportunistic TLS (RFC 7435): encrypt without authenticating the peer */
+    /* opportunistic TLS (RFC 7435): encrypt without authenticating the peer; a session
+     * under an MTA-STS policy turns verification on for itself (client_starttls) */
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    int ok = ca_file && ca_file[0] ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
+                                   : SSL_CTX_set_default_verify_paths(ctx);
+    /* DANE (RFC 7672) sessions enable it per connection */
+    if (ok == 1)
+        ok = SSL_CTX_dane_enable(ctx) > 0 ? 1 : 0;
+    if (ok != 1) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "cannot load the CA certificates%s%s", ca_file ? " of " : "",
+                 ca_file ? ca_file : "");
+        *error_r = strdup(msg);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
     return ctx;
 }

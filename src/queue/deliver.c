@@ -18,6 +18,7 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wformat-truncation"
 #endif
+#include "mailauth/mailauth.h"
 #include "queue/outbound.h"
 #include "queue/queue-private.h"
 #include "queue/queue.h"
@@ -329,6 +330,119 @@ static bool message_has_8bit(int fd, uint64_t offset, uint64_t size)
     return false;
 }
 
+/* ---- mailauth hook: DANE (RFC 7672) --------------------------------------------------- */
+
+/* DANE for one exchanger whose MX RRset was DNSSEC-validated: the TLSA records at
+ * _port._tcp.host. 1: usable secure records, o->auth = DANE with tlsa[*n]; 0: no DANE for
+ * this host (insecure, none); -1: the lookup failed or was bogus, the host must not be
+ * used (§2.2). Secure but unusable records make TLS mandatory without authentication. */
+static int deliver_dane(const struct outbound_shared *sh, const struct outbound_addr *addr,
+                        struct outbound_client_opts *o, struct outbound_tlsa *tlsa, size_t *n)
+{
+    *n = 0;
+    if (!sh->cfg->outbound_dane || !sh->cfg->dns_trust_anchor[0] || !sh->mailauth_dns ||
+        !addr->is_dnssec)
+        return 0;
+    struct mailauth_dns dns = mailauth_resolver_dns(sh->mailauth_dns);
+    char name[300];
+    snprintf(name, sizeof name, "_%u._tcp.%s", addr->port, addr->host);
+    struct mailauth_dns_answer *a = calloc(1, sizeof *a);
+    if (!a)
+        return -1;
+    enum mailauth_dns_status st = dns.lookup(dns.ctx, name, 52 /* TLSA */, a);
+    int rc = 0;
+    if (st == MAILAUTH_DNS_TEMPFAIL) {
+        rc = -1;
+        mailauth_tlsrpt_record(sh->cfg->data_dir, (int64_t)time(NULL), o->tlsrpt_domain,
+                               "tlsa", "dnssec-invalid", addr->host, addr->ip);
+    } else if (st == MAILAUTH_DNS_OK && a->is_secure && a->n > 0) {
+        for (size_t i = 0; i < a->n && *n < OUTBOUND_TLSA_MAX; i++) {
+            const unsigned char *d = a->rr[i].data;
+            size_t len = a->rr[i].len;
+            if (len < 4)
+                continue;
+            /* §3.1.3: PKIX-TA(0) and PKIX-EE(1) are not for SMTP; selector 0/1; matching
+             * 0 (full), 1 (SHA-256, 32 octets), 2 (SHA-512, 64 octets) */
+            size_t dl = len - 3;
+            if ((d[0] != 2 && d[0] != 3) || d[1] > 1 || d[2] > 2 ||
+                (d[2] == 1 && dl != 32) || (d[2] == 2 && dl != 64) || dl > sizeof tlsa->data)
+                continue;
+            struct outbound_tlsa *t = &tlsa[(*n)++];
+            t->usage = d[0];
+            t->selector = d[1];
+            t->mtype = d[2];
+            memcpy(t->data, d + 3, dl);
+            t->len = dl;
+        }
+        if (*n > 0) {
+            o->auth = OUTBOUND_AUTH_DANE; /* RFC 8461 §2: DANE takes precedence over MTA-STS */
+            o->tlsa = tlsa;
+            o->n_tlsa = *n;
+        } else {
+            o->tls = OUTBOUND_TLS_ENCRYPT; /* §2.2: unusable records still mean "use TLS" */
+        }
+        rc = 1;
+    }
+    free(a);
+    return rc;
+}
+
+/* ---- mailauth hook: MTA-STS (RFC 8461) ------------------------------------------------- */
+
+/* The MTA-STS policy of an MX-routed domain applied to its exchangers: with mode enforce
+ * only exchangers the policy names are kept (*n_addr may become 0) and certificates must
+ * validate; with testing they are checked and failures only logged. Fills o->auth and
+ * the policy name for log lines (policy_name, owned by the caller). */
+static void deliver_mta_sts(const struct outbound_shared *sh, const char *id, const char *domain,
+                            struct outbound_addr *alist, size_t *n_addr,
+                            struct outbound_client_opts *o, char *policy_name, size_t size)
+{
+    if (!sh->mailauth_dns)
+        return;
+    struct mailauth_dns dns = mailauth_resolver_dns(sh->mailauth_dns);
+    char cache_dir[4200];
+    snprintf(cache_dir, sizeof cache_dir, "%s/mta-sts", sh->cfg->data_dir);
+    struct mailauth_sts_opts so = {.ca_file = sh->cfg->outbound_ca_file,
+                                   .https_port = sh->cfg->outbound_mta_sts_port,
+                                   .cache_dir = cache_dir};
+    struct mailauth_sts_policy *p = malloc(sizeof *p);
+    char err[256];
+    if (!p)
+        return;
+    enum mailauth_sts_status st = mailauth_sts_get(&dns, &so, domain, (int64_t)time(NULL), p, err,
+                                                   sizeof err);
+    if (st == MAILAUTH_STS_FETCH_FAILED) {
+        log_warning("smtp", "%s: MTA-STS policy of %s could not be fetched (%s): delivering "
+                            "without it",
+                    id, domain, err);
+        mailauth_tlsrpt_record(sh->cfg->data_dir, (int64_t)time(NULL), domain, "sts",
+                               "sts-policy-fetch-error", "-", "-");
+    }
+    if (st != MAILAUTH_STS_FOUND || p->mode == MAILAUTH_STS_NONE) {
+        free(p);
+        return;
+    }
+    snprintf(policy_name, size, "MTA-STS policy of %s", domain);
+    o->auth_policy = policy_name;
+    bool is_enforce = p->mode == MAILAUTH_STS_ENFORCE;
+    o->auth = is_enforce ? OUTBOUND_AUTH_PKIX : OUTBOUND_AUTH_PKIX_TESTING;
+    size_t kept = 0;
+    for (size_t k = 0; k < *n_addr; k++) {
+        if (mailauth_sts_mx_matches(p, alist[k].host)) {
+            alist[kept++] = alist[k];
+        } else if (is_enforce) {
+            log_info("smtp", "%s: %s: MX host %s is not in the policy: skipped", id, policy_name,
+                     alist[k].host);
+        } else {
+            log_warning("smtp", "%s: %s (mode testing): MX host %s is not in the policy", id,
+                        policy_name, alist[k].host);
+            alist[kept++] = alist[k];
+        }
+    }
+    *n_addr = kept;
+    free(p);
+}
+
 /* The route for a domain: transport.<domain>, else relayhost, else MX. *is_relay_r when
  * the relayhost (with its credentials) is used. */
 int outbound_route_for(const struct config *cfg, const char *domain, struct outbound_route *r,
@@ -427,6 +541,7 @@ static void deliver_remote_domain(struct attempt *a, const char *domain, bool ha
         goto log;
     }
     free(err);
+    char sts_name[300];
     struct outbound_client_opts o = {
         .helo_name = cfg->hostname,
         .tls = strcasecmp(cfg->outbound_tls, "encrypt") == 0 ? OUTBOUND_TLS_ENCRYPT
@@ -437,7 +552,20 @@ static void deliver_remote_domain(struct attempt *a, const char *domain, bool ha
         .password = sh->relay_password,
         .ssl_ctx = sh->ssl_ctx,
         .is_stopping = &sh->is_stopping,
+        .tlsrpt_domain = domain,
+        .data_dir = cfg->data_dir,
     };
+    /* mailauth hook: MTA-STS for MX-routed mail (not relayhost, transport or literals) */
+    if (!is_relay && !route.is_literal && strcasecmp(route.host, domain) == 0) {
+        deliver_mta_sts(sh, a->e.id, domain, alist, &n_addr, &o, sts_name, sizeof sts_name);
+        if (n_addr == 0) {
+            for (size_t k = 0; k < n; k++)
+                rcpt_set(&a->rcpts[idx[k]], RCPT_DEFER, 451, "4.7.5", "none",
+                         "no MX host of this domain matches its MTA-STS policy");
+            free(alist);
+            goto log;
+        }
+    }
     struct outbound_message m = {
         .sender = a->e.sender,
         .recipients = addrs,
@@ -455,7 +583,22 @@ static void deliver_remote_domain(struct attempt *a, const char *domain, bool ha
         memset(res, 0, n * sizeof *res);
         used = &alist[k];
         t0 = util_now_ms();
-        if (outbound_smtp_deliver(&o, used, &m, res, &conn_ms) == OUTBOUND_SESSION_DONE)
+        /* mailauth hook: DANE for this exchanger, when its MX RRset was validated */
+        struct outbound_client_opts ok = o;
+        struct outbound_tlsa tlsa[OUTBOUND_TLSA_MAX];
+        size_t n_tlsa;
+        if (deliver_dane(sh, used, &ok, tlsa, &n_tlsa) < 0) {
+            for (size_t j = 0; j < n; j++) {
+                res[j].code = 451;
+                snprintf(res[j].dsn, sizeof res[j].dsn, "4.7.5");
+                snprintf(res[j].text, sizeof res[j].text,
+                         "TLSA lookup for %s failed (DNSSEC): host not used", used->host);
+            }
+            if (k + 1 < n_addr)
+                log_info("smtp", "%s: %s", a->e.id, res[0].text);
+            continue;
+        }
+        if (outbound_smtp_deliver(&ok, used, &m, res, &conn_ms) == OUTBOUND_SESSION_DONE)
             break;
         if (atomic_load(&sh->is_stopping))
             break;

@@ -11,6 +11,7 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wformat-truncation"
 #endif
+#include "mailauth/mailauth.h"
 #include "queue/outbound.h"
 
 #include "core/log.h"
@@ -55,7 +56,8 @@ static void dns_single_unlink(struct dns_single *q)
         q->next->prev = q->prev;
 }
 
-struct outbound_dns *outbound_dns_create(const char *resolver, char **error_r)
+struct outbound_dns *outbound_dns_create(const char *resolver, const char *trust_anchor,
+                                         char **error_r)
 {
     struct outbound_dns *d = calloc(1, sizeof *d);
     if (!d || !(d->ub = ub_ctx_create())) {
@@ -63,30 +65,7 @@ struct outbound_dns *outbound_dns_create(const char *resolver, char **error_r)
         *error_r = strdup("cannot create the DNS resolver");
         return NULL;
     }
-    /* async queries are answered by a libunbound thread (not a forked process) */
-    int r = ub_ctx_async(d->ub, 1);
-    if (r != 0) {
-    } else if (resolver && resolver[0]) {
-        r = ub_ctx_set_fwd(d->ub, resolver);
-        /* a test resolver on loopback speaks plain UDP/TCP; keep the queries simple */
-        if (r == 0)
-            (void)ub_ctx_set_option(d->ub, "do-ip6:", strchr(resolver, ':') ? "yes" : "no");
-        /* libunbound answers RFC 6761 names (test., invalid.) itself; an explicitly
-         * configured resolver (a lab or test DNS server) gets to answer them */
-        if (r == 0)
-            (void)ub_ctx_set_option(d->ub, "local-zone:", "test. transparent");
-    } else {
-        /* no usable /etc/resolv.conf (a bare container) must not stop local mail:
-         * libunbound then resolves from the root servers itself */
-        if (ub_ctx_resolvconf(d->ub, NULL) != 0)
-            log_warning("smtp", "cannot read /etc/resolv.conf; resolving without forwarders");
-        (void)ub_ctx_hosts(d->ub, NULL);
-    }
-    if (r != 0) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "dns.resolver '%s': %s", resolver ? resolver : "",
-                 ub_strerror(r));
-        *error_r = strdup(msg);
+    if (mailauth_unbound_setup(d->ub, resolver, trust_anchor, error_r) < 0) {
         ub_ctx_delete(d->ub);
         free(d);
         return NULL;
@@ -378,6 +357,7 @@ struct dns_lookup {
     void *arg;
     int pending;
     bool is_tempfail;
+    bool is_mx_secure; /* the MX answer (or its secure absence) was DNSSEC-validated */
     struct mx mxs[DNS_MAX_MX];
     size_t n_mx;
     struct dns_query q[DNS_MAX_MX][2];
@@ -412,8 +392,10 @@ static void dns_lookup_finish(struct dns_lookup *l, enum outbound_dns_status st,
         /* MX order; within a host IPv4 first, then IPv6 */
         for (size_t h = 0; addrs && h < l->n_mx; h++)
             for (int t = 0; t < 2; t++)
-                for (size_t k = 0; k < l->n_found[h][t] && n < DNS_MAX_ADDRS; k++)
-                    addrs[n++] = l->found[h][t][k];
+                for (size_t k = 0; k < l->n_found[h][t] && n < DNS_MAX_ADDRS; k++) {
+                    addrs[n] = l->found[h][t][k];
+                    addrs[n++].is_dnssec = l->is_mx_secure && !l->route.is_literal;
+                }
         if (n == 0) {
             free(addrs);
             addrs = NULL;
@@ -504,6 +486,7 @@ static void dns_mx_cb(void *arg, int err, struct ub_result *res)
         return;
     }
     bool is_null = false;
+    l->is_mx_secure = res->secure != 0; /* RFC 7672 §2.2: DANE needs a validated MX RRset */
     for (int i = 0; res->havedata && res->data[i] && l->n_mx < DNS_MAX_MX; i++) {
         struct mx m;
         if (outbound_dns_parse_mx((const unsigned char *)res->data[i], (size_t)res->len[i], &m.pref,

@@ -54,6 +54,7 @@ struct outbound_addr {
     char host[256]; /* MX host name (or the literal) */
     char ip[64];
     uint16_t port;
+    bool is_dnssec; /* the MX RRset that named host was DNSSEC-validated (DANE, RFC 7672 §2.2) */
 };
 
 enum outbound_dns_status {
@@ -64,8 +65,10 @@ enum outbound_dns_status {
 };
 
 struct outbound_dns;
-/* resolver: "" for /etc/resolv.conf, else "IP" or "IP@port". */
-struct outbound_dns *outbound_dns_create(const char *resolver, char **error_r);
+/* resolver: "" for /etc/resolv.conf, else "IP" or "IP@port". trust_anchor: "" or NULL, or a
+ * file of DS/DNSKEY records that turns DNSSEC validation on (is_dnssec in addresses). */
+struct outbound_dns *outbound_dns_create(const char *resolver, const char *trust_anchor,
+                                         char **error_r);
 void outbound_dns_free(struct outbound_dns *d);
 /* BLOCKING (thread). Addresses to try for a route, in order: MX preference order (equal
  * preferences shuffled), implicit MX (A/AAAA of the domain) when there is no MX. At most
@@ -100,8 +103,6 @@ struct outbound_dns_answer {
 typedef void outbound_dns_query_cb(void *arg, const struct outbound_dns_answer *answer);
 int outbound_dns_query_async(struct outbound_dns *d, const char *name, int rrtype,
                              outbound_dns_query_cb *cb, void *arg);
-/* The resolver of the running queue runner (attached to the loop), or NULL. */
-struct outbound_dns *outbound_runner_dns(void);
 
 /* Pure: parse an MX RDATA (preference + uncompressed wire name) into pref and dotted name
  * ("." for the root, i.e. null MX). 0 or -1. */
@@ -133,6 +134,20 @@ void outbound_ehlo_parse(const struct outbound_reply *r, struct outbound_ehlo *e
 
 enum outbound_tls_policy { OUTBOUND_TLS_NONE, OUTBOUND_TLS_MAY, OUTBOUND_TLS_ENCRYPT };
 
+/* How the peer's certificate is checked (issue 12, MTA-STS): not at all (opportunistic,
+ * RFC 7435), checked and only logged (MTA-STS "testing"), or required: PKIX chain to a
+ * trusted CA and the MX host name (RFC 8461 §4.2). Required implies TLS is required. */
+enum outbound_tls_auth { OUTBOUND_AUTH_NONE, OUTBOUND_AUTH_PKIX_TESTING, OUTBOUND_AUTH_PKIX,
+                         OUTBOUND_AUTH_DANE };
+
+/* A usable TLSA record (RFC 6698 §2.1; RFC 7672 §3.1: usages 2 DANE-TA and 3 DANE-EE). */
+#define OUTBOUND_TLSA_MAX 8
+struct outbound_tlsa {
+    uint8_t usage, selector, mtype;
+    unsigned char data[256];
+    size_t len;
+};
+
 struct outbound_client_opts {
     const char *helo_name;
     enum outbound_tls_policy tls;
@@ -141,6 +156,13 @@ struct outbound_client_opts {
     const char *password;
     SSL_CTX *ssl_ctx;
     const atomic_bool *is_stopping;
+    enum outbound_tls_auth auth; /* mailauth hook: MTA-STS (RFC 8461), DANE (RFC 7672) */
+    const char *auth_policy;     /* for log lines: "MTA-STS policy of example.org" */
+    const struct outbound_tlsa *tlsa; /* OUTBOUND_AUTH_DANE: the host's records */
+    size_t n_tlsa;
+    /* TLS-RPT (RFC 8460): sessions under a policy are noted for this domain (NULL: not) */
+    const char *tlsrpt_domain;
+    const char *data_dir;
 };
 
 /* Outcome for one recipient (or for all, when the session failed before RCPT). */
@@ -181,8 +203,9 @@ enum outbound_session_status outbound_smtp_deliver(const struct outbound_client_
                                                    uint64_t *conn_ms_r);
 /* Close the SMTP sessions parked for reuse (at shutdown). */
 void outbound_conn_cache_close_all(void);
-/* A client SSL_CTX (TLS 1.2+, opportunistic: no certificate verification). */
-SSL_CTX *outbound_ssl_ctx_create(char **error_r);
+/* A client SSL_CTX (TLS 1.2+; verification off unless a session asks for it, with the CAs
+ * of ca_file, or the system's when NULL or ""). */
+SSL_CTX *outbound_ssl_ctx_create(const char *ca_file, char **error_r);
 
 /* ---- bounces (bounce.c) ------------------------------------------------------------- */
 
@@ -223,6 +246,15 @@ int bounce_queue_notice(const char *data_dir, const struct bounce_info *info,
  * line, or all of it if none within len). */
 size_t bounce_header_length(const char *msg, size_t len);
 
+/* ---- TLS-RPT reports (tlsrpt.c, issue 12) ------------------------------------------- */
+
+struct mailauth_dns;
+/* BLOCKING. Send the RFC 8460 aggregate reports of day ("YYYY-MM-DD") to the domains that
+ * ask for them (mailto: rua); nothing when the day was sent already. *n_sent_r reports
+ * queued. 0 or -1 with *error_r. */
+int outbound_tlsrpt_send(const struct config *cfg, const struct mailauth_dns *dns,
+                         const char *day, unsigned *n_sent_r, char **error_r);
+
 /* ---- runner (runner.c) / delivery (deliver.c) --------------------------------------- */
 
 /* What delivery threads share (read-only after start, except the flag). */
@@ -233,6 +265,7 @@ struct outbound_shared {
     SSL_CTX *ssl_ctx;
     atomic_bool is_stopping;
     char *relay_password; /* relayhost.password or the file's first line */
+    struct mailauth_resolver *mailauth_dns; /* mailauth hook: MTA-STS lookups (thread-safe) */
 };
 
 /* One queued message to attempt (thread side). */
@@ -275,6 +308,11 @@ struct outbound_runner *outbound_runner_start(struct server_context *ctx, char *
  * but not past deadline_ms (util_now_ms clock, UINT64_MAX: no limit). true when stopped
  * and freed; false when deliveries still ran then (nothing freed: exit the process). */
 bool outbound_runner_stop(struct outbound_runner *r, uint64_t deadline_ms);
+/* In a process without the runner (a worker): outbound_runner_notify hands the message to
+ * fn, which sends it to the queue process (loop thread). */
+typedef void outbound_notify_fn(const char *queue_id, const char *const *recipients,
+                                size_t n_recipients);
+void outbound_runner_set_remote(outbound_notify_fn *fn);
 /* Loop thread (added by relay-perf): queue_id was just committed to active/ by this
  * process with these recipients: deliver it now instead of at the next scan. A no-op when
  * no runner runs (e.g. unit tests) or n_recipients is 0; if it cannot queue the message

@@ -20,6 +20,7 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wformat-truncation"
 #endif
+#include "mailauth/mailauth.h"
 #include "queue/outbound.h"
 #include "queue/queue-private.h"
 #include "queue/queue.h"
@@ -31,6 +32,7 @@
 #include "core/workpool.h"
 
 #include <ctype.h>
+#include <time.h>
 #include <dirent.h>
 #include <errno.h>
 #include <event2/event.h>
@@ -82,7 +84,55 @@ struct outbound_runner {
     struct scan_item *backlog;    /* due messages not yet dispatched (scans, notifications) */
     size_t n_backlog, cap_backlog;
     bool is_scan_useful; /* the last scan found unknown mail: rescan when drained */
+    char tlsrpt_day[16];  /* mailauth hook: the UTC day whose TLS reports were looked at */
+    bool is_tlsrpt_running;
 };
+
+/* ---- mailauth hook: the daily TLS-RPT reports (RFC 8460) ----------------------------- */
+
+struct tlsrpt_job {
+    struct outbound_runner *r; /* the runner outlives its pool's jobs (stop waits) */
+    const struct config *cfg;
+    struct mailauth_resolver *dns;
+    char day[16];
+};
+
+static void tlsrpt_work(void *arg)
+{
+    struct tlsrpt_job *j = arg;
+    struct mailauth_dns dns = mailauth_resolver_dns(j->dns);
+    unsigned n = 0;
+    char *err = NULL;
+    if (outbound_tlsrpt_send(j->cfg, &dns, j->day, &n, &err) < 0)
+        log_warning("tlsrpt", "TLS reports of %s: %s", j->day, err ? err : "failed");
+    free(err);
+}
+
+static void tlsrpt_done(void *arg)
+{
+    struct tlsrpt_job *j = arg;
+    j->r->is_tlsrpt_running = false;
+    free(j);
+}
+
+/* Loop thread, every tick: once a UTC day has ended, send its reports (a delivery thread). */
+static void runner_tlsrpt_check(struct outbound_runner *r)
+{
+    char today[16];
+    mailauth_tlsrpt_day((int64_t)time(NULL), today, sizeof today);
+    if (strcmp(today, r->tlsrpt_day) == 0 || r->is_tlsrpt_running || !r->shared.mailauth_dns)
+        return;
+    snprintf(r->tlsrpt_day, sizeof r->tlsrpt_day, "%s", today);
+    struct tlsrpt_job *j = calloc(1, sizeof *j);
+    if (!j)
+        return;
+    j->r = r;
+    j->cfg = r->shared.cfg;
+    j->dns = r->shared.mailauth_dns;
+    mailauth_tlsrpt_day((int64_t)time(NULL) - 86400, j->day, sizeof j->day);
+    r->is_tlsrpt_running = true;
+    workpool_submit(r->pool, tlsrpt_work, tlsrpt_done, j);
+}
 
 struct scan_job {
     struct outbound_runner *r;
@@ -282,8 +332,10 @@ static void job_start(struct outbound_runner *r, struct outbound_job *job)
     job->resolved = calloc(job->n_domains ? job->n_domains : 1, sizeof *job->resolved);
     for (size_t i = 0; job->resolved && i < job->n_domains; i++) {
         job->resolved[i].job = job;
-        if (r->shared.auth && auth_domain_is_local(r->shared.auth, job->domains[i]) != 0)
-            continue; /* local (or unknown on a directory error: the thread decides) */
+        /* never a network round trip on the loop: with an SQL directory the answer is
+         * "unknown" (-1) and the delivery thread looks it up (and the DNS) itself */
+        if (r->shared.auth && auth_domain_is_local_nonblocking(r->shared.auth, job->domains[i]) != 0)
+            continue; /* local (or unknown: the thread decides) */
         struct outbound_route route;
         bool is_relay;
         if (outbound_route_for(r->shared.cfg, job->domains[i], &route, &is_relay) < 0)
@@ -424,15 +476,21 @@ static void scan_done(void *arg)
     runner_dispatch(r);
 }
 
-struct outbound_dns *outbound_runner_dns(void)
+static outbound_notify_fn *runner_remote;
+
+void outbound_runner_set_remote(outbound_notify_fn *fn)
 {
-    return runner_current && !runner_current->is_stopping ? runner_current->shared.dns : NULL;
+    runner_remote = fn;
 }
 
 void outbound_runner_notify(const char *queue_id, const char *const *recipients,
                             size_t n_recipients)
 {
     struct outbound_runner *r = runner_current;
+    if (!r && runner_remote && n_recipients > 0) {
+        runner_remote(queue_id, recipients, n_recipients); /* the queue process's runner */
+        return;
+    }
     if (!r || r->is_stopping || n_recipients == 0 || !queue_id_is_valid(queue_id) ||
         !runner_backlog_grow(r))
         return; /* the next scan finds it */
@@ -449,6 +507,8 @@ void outbound_runner_notify(const char *queue_id, const char *const *recipients,
 static void runner_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct outbound_runner *r = arg;
+    if (!r->is_stopping)
+        runner_tlsrpt_check(r); /* mailauth hook */
     if (r->is_scanning || r->is_stopping || r->n_inflight >= r->max_deliveries)
         return;
     struct scan_job *sj = calloc(1, sizeof *sj);
@@ -510,16 +570,24 @@ struct outbound_runner *outbound_runner_start(struct server_context *ctx, char *
     r->shared.relay_password = runner_relay_password(cfg, error_r);
     if (!r->shared.relay_password)
         goto fail;
-    r->shared.dns = outbound_dns_create(cfg->dns_resolver, error_r);
+    r->shared.dns = outbound_dns_create(cfg->dns_resolver, cfg->dns_trust_anchor, error_r);
     if (!r->shared.dns)
         goto fail;
     if (outbound_dns_attach(r->shared.dns, ctx->base) < 0) {
         *error_r = strdup("cannot attach the DNS resolver to the event loop");
         goto fail;
     }
-    r->shared.ssl_ctx = outbound_ssl_ctx_create(error_r);
+    r->shared.ssl_ctx = outbound_ssl_ctx_create(cfg->outbound_ca_file, error_r);
     if (!r->shared.ssl_ctx)
         goto fail;
+    /* mailauth hook: MTA-STS discovery (RFC 8461) and DANE's TLSA lookups (RFC 7672,
+     * validated from dns.trust_anchor) in the delivery threads */
+    if (cfg->outbound_mta_sts || (cfg->outbound_dane && cfg->dns_trust_anchor[0])) {
+        r->shared.mailauth_dns = mailauth_resolver_create(
+            cfg->dns_resolver, cfg->mailauth_dns_timeout * 1000, cfg->dns_trust_anchor, error_r);
+        if (!r->shared.mailauth_dns)
+            goto fail;
+    }
     /* one thread per delivery plus one for scans */
     r->pool = workpool_create(ctx->base, r->max_deliveries + 1);
     r->timer = event_new(ctx->base, -1, EV_PERSIST, runner_tick, r);
@@ -561,6 +629,7 @@ bool outbound_runner_stop(struct outbound_runner *r, uint64_t deadline_ms)
     }
     if (r->shared.ssl_ctx)
         SSL_CTX_free(r->shared.ssl_ctx);
+    mailauth_resolver_free(r->shared.mailauth_dns);
     free(r->shared.relay_password);
     runner_backlog_clear(r);
     free(r->inflight);

@@ -23,8 +23,13 @@
 /* Open an anonymous temporary file for a large message body. -1 on failure. */
 static int spill_open(const struct smtp_session *s)
 {
+    return smtp_spill_file_open(s->cfg->data_dir ? s->cfg->data_dir : ".");
+}
+
+int smtp_spill_file_open(const char *data_dir)
+{
     char dir[4096];
-    snprintf(dir, sizeof dir, "%s/tmp", s->cfg->data_dir ? s->cfg->data_dir : ".");
+    snprintf(dir, sizeof dir, "%s/tmp", data_dir);
     if (util_mkdir_p(dir, 0700) < 0)
         return -1;
 #ifdef O_TMPFILE
@@ -103,18 +108,18 @@ static void body_finish(struct smtp_session *s)
         log_info("smtpd", "%s: reject: %s from %s: %s; from=<%s> proto=%s helo=<%s>",
                  t->has_queue_id ? t->queue_id : "NOQUEUE", t->is_bdat ? "BDAT" : "END-OF-MESSAGE",
                  s->peer, reply, t->from_text, s->is_esmtp ? "ESMTP" : "SMTP", s->helo);
-        smtp_reply(s, "%s", reply);
+        smtp_reply_message(s, t->n_rcpt, "%s", reply);
         smtp_txn_reset(t);
         return;
     }
     if (t->has_body_error) {
-        smtp_reply(s, "451 4.3.0 Error: queue file write error");
+        smtp_reply_message(s, t->n_rcpt, "451 4.3.0 Error: queue file write error");
         smtp_txn_reset(t);
         return;
     }
     if (t->reader.n_received > SMTP_MAX_HOPS) {
         /* RFC 5321 §6.3: a mail loop. */
-        smtp_reply(s, "554 5.4.0 Error: too many hops");
+        smtp_reply_message(s, t->n_rcpt, "554 5.4.0 Error: too many hops");
         smtp_txn_reset(t);
         return;
     }

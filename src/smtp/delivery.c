@@ -22,9 +22,11 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/workpool.h"
+#include "mailauth/mailauth.h"
 #include "queue/outbound.h"
 #include "queue/queue.h"
 #include "smtp/delivery.h"
+#include "smtp/mailauth_hook.h"
 #include "smtp/session.h"
 #include "store/store.h"
 
@@ -38,6 +40,8 @@
 /* RFC 3848 / RFC 6531 §3.7.3 "with" keyword for the Received header. */
 static const char *received_protocol(const struct smtp_session *s, bool is_utf8)
 {
+    if (s->role == CONN_ROLE_LMTP)
+        return "LMTP"; /* RFC 3848 */
     if (!s->is_esmtp)
         return "SMTP";
     bool tls = conn_is_tls(s->c), auth = s->auth_user != NULL;
@@ -100,6 +104,10 @@ static void job_free(struct smtp_delivery_job *job)
     free(job->junk_header);
     free(job->junk_mailbox);
     smtp_filter_free(job->filter);
+    smtp_mailauth_job_free(job->mailauth);
+    for (size_t i = 0; job->lmtp_rcpts && i < job->nrcpt; i++)
+        free(job->lmtp_rcpts[i]);
+    free(job->lmtp_rcpts);
     buf_free(&job->body);
     if (job->fd >= 0)
         close(job->fd);
@@ -115,8 +123,10 @@ static void delivery_success_notices(struct smtp_delivery_job *job)
     if (!job->sender[0])
         return; /* RFC 3461 §6: never to the null sender */
     size_t n = 0;
+    /* (an LMTP copy that failed on its own has no success to report) */
     for (size_t i = 0; i < job->n_local; i++)
-        n += queue_notify_wants(job->local[i].notify, QUEUE_NOTIFY_SUCCESS);
+        n += queue_notify_wants(job->local[i].notify, QUEUE_NOTIFY_SUCCESS) &&
+             job->targets[i].status == STORE_OK;
     if (n == 0)
         return;
     struct bounce_rcpt *br = calloc(n, sizeof *br);
@@ -125,7 +135,8 @@ static void delivery_success_notices(struct smtp_delivery_job *job)
     size_t k = 0;
     for (size_t i = 0; i < job->n_local; i++) {
         const struct smtp_local_target *lt = &job->local[i];
-        if (!queue_notify_wants(lt->notify, QUEUE_NOTIFY_SUCCESS))
+        if (!queue_notify_wants(lt->notify, QUEUE_NOTIFY_SUCCESS) ||
+            job->targets[i].status != STORE_OK)
             continue;
         br[k++] = (struct bounce_rcpt){.address = lt->orig_rcpt,
                                        .dsn = "2.0.0",
@@ -162,9 +173,77 @@ static void delivery_success_notices(struct smtp_delivery_job *job)
     free(br);
 }
 
-/* Workpool thread: stage the queue copy (durable, invisible to the runner), deliver the
- * local copies, then commit the queue copy — or drop it if the store failed, so that a
- * 451 never leaves a remote copy behind that the client's retry would duplicate. */
+/* ---- mailauth hook (issue 12) ------------------------------------------------------- */
+/* Workpool thread: DKIM-sign the copy queued for remote recipients, after every header
+ * we add (Received, Message-ID, Date: they are in remote_header), with the keys of the
+ * From domain. A signing failure is logged and the message goes out unsigned: losing or
+ * delaying a user's mail over a key problem would be worse (the log says which key). */
+static void delivery_dkim_sign(struct smtp_delivery_job *job)
+{
+    struct mailauth_message m = {.prefix = job->remote_header,
+                                 .prefix_len = strlen(job->remote_header),
+                                 .data = job->src.data,
+                                 .len = job->src.len,
+                                 .fd = job->src.fd,
+                                 .fd_size = job->src.size};
+    struct buf sigs;
+    buf_init(&sigs, 0);
+    char domain[254], *err = NULL;
+    int rc = mailauth_sign_for_author(job->data_dir, &m, (int64_t)time(NULL), &sigs, domain,
+                                      sizeof domain, &err);
+    if (rc < 0) {
+        log_warning("dkim", "%s: not signed: %s", job->queue_id, err ? err : "error");
+    } else if (rc > 0 && buf_append_str(&sigs, job->remote_header)) {
+        log_info("dkim", "%s: DKIM-Signature field added (d=%s)", job->queue_id, domain);
+        free(job->remote_header);
+        job->remote_header = buf_steal(&sigs);
+    }
+    free(err);
+    buf_free(&sigs);
+}
+
+/* Workpool thread: authenticate mail from strangers (SPF from MAIL, DKIM, DMARC), put our
+ * Authentication-Results on every copy, file DMARC failures to Junk. false when the
+ * message must not be delivered (job->mailauth->reply says why). */
+static bool delivery_mailauth(struct smtp_delivery_job *job)
+{
+    struct smtp_mailauth_job *mj = job->mailauth;
+    smtp_mailauth_job_run(mj, &job->body, &job->fd, &job->src);
+    if (mj->action == SMTP_MAILAUTH_REJECT || mj->action == SMTP_MAILAUTH_TEMPFAIL)
+        return false;
+    for (size_t i = 0; mj->header && i < job->n_local; i++) {
+        /* after Return-Path, X-Original-To and Delivered-To (which stay first), above
+         * our Received: where a milter's A-R lands in Postfix */
+        const char *rcvd = strstr(job->headers[i], "Received: ");
+        size_t at = rcvd ? (size_t)(rcvd - job->headers[i]) : 0;
+        struct buf h;
+        buf_init(&h, 0);
+        if (buf_append(&h, job->headers[i], at) && buf_append_str(&h, mj->header) &&
+            buf_append_str(&h, job->headers[i] + at)) {
+            free(job->headers[i]);
+            job->headers[i] = buf_steal(&h);
+            job->targets[i].header = job->headers[i];
+        }
+        buf_free(&h);
+        if (mj->action == SMTP_MAILAUTH_JUNK)
+            job->targets[i].mailbox = "Junk";
+    }
+    if (mj->header && job->n_remote) {
+        struct buf h;
+        buf_init(&h, 0);
+        if (buf_append_str(&h, mj->header) && buf_append_str(&h, job->remote_header)) {
+            free(job->remote_header);
+            job->remote_header = buf_steal(&h);
+        }
+        buf_free(&h);
+        /* a forward (alias to a remote address): our ARC set on top (RFC 8617) */
+        smtp_mailauth_job_seal(mj, &job->remote_header, &job->src);
+    }
+    return true;
+}
+
+/* ---- milters and junk (issue 13) ------------------------------------------------------ */
+
 /* A message the milters quarantined: every recipient, local ones too, into the hold
  * queue (Postfix's quarantine); `tern queue release` lets the runner deliver it. */
 static void delivery_hold(struct smtp_delivery_job *job)
@@ -200,15 +279,24 @@ static bool delivery_filter(struct smtp_delivery_job *job)
     return true;
 }
 
+/* Workpool thread: the milters (unless they ran on their own pool already), then mail
+ * authentication; stage the queue copy (durable, invisible to the runner), deliver the
+ * local copies, then commit the queue copy — or drop it if the store failed, so that a
+ * 451 never leaves a remote copy behind that the client's retry would duplicate. A
+ * message the milters quarantined goes to the hold queue whole. */
 static void delivery_work(struct job *j)
 {
     struct smtp_delivery_job *job = (struct smtp_delivery_job *)j;
     if (!job->is_filtered && !delivery_filter(job))
         return;
+    if (job->mailauth && !delivery_mailauth(job)) /* mailauth hook */
+        return;
     if (smtp_filter_is_held(job->filter)) {
         delivery_hold(job);
         return;
     }
+    if (job->n_remote && job->is_our_mail)
+        delivery_dkim_sign(job); /* mailauth hook */
     if (job->n_remote) {
         struct queue_dsn dsn = {.ret = job->dsn_ret,
                                 .envid = job->envid,
@@ -222,6 +310,17 @@ static void delivery_work(struct job *j)
     }
     if (job->n_local) {
         job->store_rc = store_deliver(&job->src, job->targets, job->n_local, &job->error);
+        if (job->store_rc < 0 && job->is_lmtp && job->n_local > 1) {
+            /* all or nothing failed: in LMTP each recipient stands alone (one full mailbox
+             * must not refuse the others), so deliver copy by copy for their own status */
+            for (size_t i = 0; i < job->n_local; i++) {
+                char *err = NULL;
+                (void)store_deliver(&job->src, &job->targets[i], 1, &err);
+                free(err);
+            }
+            delivery_success_notices(job);
+            return;
+        }
         if (job->store_rc < 0) {
             if (job->n_remote)
                 queue_abort(job->data_dir, job->queue_id);
@@ -241,6 +340,36 @@ static void delivery_work(struct job *j)
     }
     if (job->n_local)
         delivery_success_notices(job);
+}
+
+/* LMTP: the reply for accepted RCPT k from the status of its copies (RFC 2033 §4.2);
+ * s is NULL when the client has gone (the log lines are still written). */
+static void lmtp_reply_rcpt(struct smtp_session *s, struct smtp_delivery_job *job, unsigned k,
+                            double delay)
+{
+    const char *rcpt = job->lmtp_rcpts && job->lmtp_rcpts[k] ? job->lmtp_rcpts[k] : "";
+    int status = STORE_OK;
+    for (size_t i = 0; i < job->n_local; i++) {
+        if (job->local[i].rcpt_index != k)
+            continue;
+        int st = job->store_rc == 0 ? STORE_OK : job->targets[i].status;
+        if (st != STORE_OK && status != STORE_ERR_TEMP)
+            status = st;
+        const char *text = st == STORE_OK      ? "status=sent (delivered to maildir)"
+                           : st == STORE_ERR_QUOTA ? "status=bounced (mailbox full)"
+                                                   : "status=deferred (delivery failed)";
+        log_info("local", "%s: to=<%s>, orig_to=<%s>, relay=local, delay=%.2f, dsn=%s, %s",
+                 job->queue_id, job->local[i].user, rcpt, delay,
+                 st == STORE_OK ? "2.0.0" : st == STORE_ERR_QUOTA ? "5.2.2" : "4.3.0", text);
+    }
+    if (!s)
+        return;
+    if (status == STORE_OK)
+        smtp_reply(s, "250 2.0.0 <%s> %s Saved", rcpt, job->queue_id);
+    else if (status == STORE_ERR_QUOTA)
+        smtp_reply(s, "552 5.2.2 <%s> Mailbox full", rcpt);
+    else
+        smtp_reply(s, "451 4.3.0 <%s> Temporary failure, try again later", rcpt);
 }
 
 /* The Postfix-style lines of a delivered message (DESIGN §5). */
@@ -288,6 +417,22 @@ static void delivery_done(void *session, struct job *j)
         job_free(job);
         return;
     }
+    if (job->is_lmtp) {
+        double delay = (double)(util_now_ms() - job->start_ms) / 1000.0;
+        log_info("qmgr", "%s: from=<%s>, size=%llu, nrcpt=%u (queue active)", id, job->sender,
+                 (unsigned long long)job->src.size, job->nrcpt);
+        if (job->store_rc < 0)
+            log_warning("lmtp", "%s: delivered copy by copy after: %s", id,
+                        job->error ? job->error : "unknown error");
+        if (s)
+            s->n_junk = 0;
+        for (unsigned k = 0; k < job->nrcpt; k++)
+            lmtp_reply_rcpt(s, job, k, delay);
+        job_free(job);
+        if (s)
+            smtp_session_job_done(s);
+        return;
+    }
     if (job->is_filtered_out) {
         /* a milter refused or discarded the message: Postfix's log line and its reply */
         const char *why = smtp_filter_why(job->filter);
@@ -306,17 +451,28 @@ static void delivery_done(void *session, struct job *j)
             smtp_session_job_done(s);
         return;
     }
-    if (smtp_filter_is_held(job->filter) && job->queue_rc == 0) {
+    /* mailauth hook: the verdict, and a refusal in Postfix's milter-reject style */
+    struct smtp_mailauth_job *mj = job->mailauth;
+    if (mj) {
+        log_info("mailauth", "%s: %s%s%s", id, mj->summary,
+                 mj->action == SMTP_MAILAUTH_JUNK ? ", filed to Junk" : "",
+                 mj->is_sealed ? ", ARC-sealed" : "");
+        if (mj->n_forged)
+            log_warning("mailauth", "%s: removed %d forged Authentication-Results field(s) "
+                                    "claiming to be ours",
+                        id, mj->n_forged);
+    }
+    if (mj && (mj->action == SMTP_MAILAUTH_REJECT || mj->action == SMTP_MAILAUTH_TEMPFAIL)) {
+        log_info("smtpd", "%s: reject: END-OF-MESSAGE from %s: %s; from=<%s> proto=ESMTP helo=<%s>",
+                 id, mj->peer, mj->reply, job->sender, mj->helo);
+        if (s)
+            smtp_reply(s, "%s", mj->reply);
+    } else if (smtp_filter_is_held(job->filter) && job->queue_rc == 0) {
         log_info("qmgr", "%s: from=<%s>, size=%llu, nrcpt=%u (queue hold)", id, job->sender,
                  (unsigned long long)job->src.size, job->nrcpt);
         if (s)
             smtp_reply(s, "250 2.0.0 Ok: queued as %s", id);
-        job_free(job);
-        if (s)
-            smtp_session_job_done(s);
-        return;
-    }
-    if (job->queue_rc == 0 && job->store_rc == 0) {
+    } else if (job->queue_rc == 0 && job->store_rc == 0) {
         /* Durable: logged and handed to the queue runner even if the client left
          * meanwhile (a duplicate on its retry beats a lost message). */
         delivery_log_sent(job);
@@ -379,9 +535,10 @@ static void delivery_filter_done(void *session, struct job *j)
 void smtp_delivery_start(struct smtp_session *s)
 {
     struct smtp_txn *t = &s->txn;
+    unsigned n_rcpt = t->n_rcpt; /* for the replies after the transaction is reset */
     smtp_body_finalize(s);
     if (t->has_body_error) {
-        smtp_reply(s, "451 4.3.0 Error: queue file write error");
+        smtp_reply_message(s, n_rcpt, "451 4.3.0 Error: queue file write error");
         smtp_txn_reset(t);
         return;
     }
@@ -394,7 +551,8 @@ void smtp_delivery_start(struct smtp_session *s)
             if (t->reader.delivered_to[k] == h) {
                 log_info("smtpd", "%s: reject: mail forwarding loop for %s from %s",
                          t->has_queue_id ? t->queue_id : "NOQUEUE", t->local[i].user, s->peer);
-                smtp_reply(s, "554 5.4.6 Error: mail forwarding loop for <%s>", t->local[i].user);
+                smtp_reply_message(s, n_rcpt, "554 5.4.6 Error: mail forwarding loop for <%s>",
+                                   t->local[i].user);
                 smtp_txn_reset(t);
                 return;
             }
@@ -439,6 +597,10 @@ void smtp_delivery_start(struct smtp_session *s)
     t->remote_notify = NULL;
     t->remote_orcpt = NULL;
     t->n_remote = t->cap_remote = 0;
+    job->is_lmtp = s->role == CONN_ROLE_LMTP;
+    job->lmtp_rcpts = t->lmtp_rcpts;
+    t->lmtp_rcpts = NULL;
+    t->cap_lmtp_rcpts = 0;
     job->dsn_ret = t->params.dsn_ret;
     job->envid = t->params.envid[0] ? strdup(t->params.envid) : NULL;
     job->hostname = strdup(smtp_hostname(s));
@@ -454,6 +616,8 @@ void smtp_delivery_start(struct smtp_session *s)
     buf_init(&extra, 0);
     bool is_submission =
         s->auth_user || s->role == CONN_ROLE_SUBMISSION || s->role == CONN_ROLE_SUBMISSIONS;
+    /* mailauth hook: mail our users send out is DKIM-signed (delivery_dkim_sign) */
+    job->is_our_mail = is_submission || conn_peer_in_networks(s->c, &s->cfg->relay_networks);
     if (t->reader.has_message_id) {
         job->message_id = strdup(t->reader.message_id);
     } else if (is_submission) {
@@ -504,6 +668,7 @@ void smtp_delivery_start(struct smtp_session *s)
         is_oom = true;
     if (is_oom)
         ok = false;
+    /* the milters' quarantine queues a copy with the Received line as the remote one */
     if (ok && (job->n_remote || job->filter)) {
         struct buf h;
         buf_init(&h, 0);
@@ -515,6 +680,7 @@ void smtp_delivery_start(struct smtp_session *s)
     if (!ok)
         goto oom;
 
+    job->mailauth = smtp_mailauth_job_new(s); /* mailauth hook (NULL: not applicable) */
     smtp_txn_reset(t);
     if (job->filter && s->ctx->milter_pool)
         job_init(&job->job, s->handle, delivery_filter_work, delivery_filter_done);
@@ -527,5 +693,5 @@ oom:
     if (job)
         job_free(job);
     smtp_txn_reset(t);
-    smtp_reply(s, "451 4.3.0 Error: out of memory");
+    smtp_reply_message(s, n_rcpt, "451 4.3.0 Error: out of memory");
 }

@@ -18,6 +18,7 @@
 #include <time.h>
 
 struct smtp_filter;
+struct smtp_mailauth_job;
 
 struct smtp_delivery_job {
     struct job job; /* first (core/job.h) */
@@ -48,6 +49,12 @@ struct smtp_delivery_job {
 
     int queue_rc, store_rc;
     char *error;
+
+    bool is_our_mail; /* mailauth hook: from our users (authenticated / relay_networks) */
+    struct smtp_mailauth_job *mailauth; /* mailauth hook: port-25 checks, or NULL */
+    /* LMTP (RFC 2033 §4.2): one reply per accepted RCPT, each from its own copies */
+    bool is_lmtp;
+    char **lmtp_rcpts; /* moved from the transaction, nrcpt entries */
 
     struct smtp_filter *filter; /* the milters' run (filter.c), NULL when none */
     char *junk_header;          /* junk.header ("" off), junk.mailbox, junk.quarantine */

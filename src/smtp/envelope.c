@@ -7,11 +7,20 @@
  * unknown -> 550 5.1.1, directory error -> 451 4.3.0, full mailbox -> 452 4.2.2;
  * a foreign domain is relayed only for authenticated clients or relay_networks, else
  * 554 5.7.1 Relay access denied (DESIGN §6: no open relay, not even for loopback).
+ *
+ * Abuse defences (issue 13) on the way: MAIL and RCPT count against the rate limits
+ * (smtp_rate_allowed; refused there with 450 4.7.1), MAIL goes through the port-25
+ * screens (RHSBL, unknown sender domains: screen.c, which continues with
+ * smtp_mail_accept), and a local recipient of a port-25 stranger is greylisted in the
+ * RCPT job, after its lookups (policy/greylist.h: the triplets are in SQLite, shared by
+ * every worker).
  */
 #include "auth/auth.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "policy/greylist.h"
 #include "policy/ratelimit.h"
+#include "smtp/mailauth_hook.h"
 #include "smtp/session.h"
 #include "store/store.h"
 
@@ -20,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 void smtp_txn_reset(struct smtp_txn *t)
@@ -40,6 +50,10 @@ void smtp_txn_reset(struct smtp_txn *t)
     free(t->remote_notify);
     free(t->remote_orcpt);
     free(t->first_rcpt);
+    for (size_t i = 0; t->lmtp_rcpts && i < t->n_rcpt; i++)
+        free(t->lmtp_rcpts[i]);
+    free(t->lmtp_rcpts);
+    free(t->spf);
     if (t->body_fd >= 0)
         close(t->body_fd);
     /* Free the body too: an idle session should not keep a megabyte it once needed. */
@@ -47,6 +61,77 @@ void smtp_txn_reset(struct smtp_txn *t)
     memset(t, 0, sizeof *t);
     buf_init(&t->body, 0);
     t->body_fd = -1;
+}
+
+void smtp_mail_accept(struct smtp_session *s, const struct addr *from, const char *from_text,
+                      const struct smtp_mail_params *params)
+{
+    smtp_txn_reset(&s->txn);
+    s->txn.is_active = true;
+    s->txn.from = *from;
+    snprintf(s->txn.from_text, sizeof s->txn.from_text, "%s", from_text);
+    s->txn.params = *params;
+    s->txn.start_ms = util_now_ms();
+    /* mailauth hook: SPF in its own job, then the 250. Never from mail_done: that path is
+     * for authenticated senders, which smtp_mailauth_applies() leaves out. */
+    if (smtp_mailauth_applies(s)) {
+        smtp_mailauth_mail_start(s);
+        return;
+    }
+    smtp_reply(s, "250 2.1.0 Ok");
+}
+
+/* MAIL with a sender the client may use: the rate limit, then the port-25 screens (their
+ * lookups continue with smtp_mail_accept), else accepted now. From mail_done only for
+ * authenticated senders, which the screens leave out: no second job starts there. */
+static void mail_checked(struct smtp_session *s, const struct addr *from,
+                         const struct smtp_mail_params *params, const char *from_text)
+{
+    if (!smtp_rate_allowed(s, RATELIMIT_MESSAGE))
+        return;
+    if (smtp_screen_mail(s, from, from_text, params))
+        return;
+    smtp_mail_accept(s, from, from_text, params);
+}
+
+/* An authenticated sender's MAIL FROM, checked against its addresses in the directory
+ * on a pool thread (the directory may be another process or a database). */
+struct mail_job {
+    struct job job; /* first (core/job.h) */
+    struct auth_service *auth;
+    char user[ADDR_MAX_PATH + 1];
+    char from_text[ADDR_MAX_PATH + 1];
+    struct addr from;
+    struct smtp_mail_params params;
+    bool is_allowed; /* result */
+};
+
+static void mail_work(struct job *j)
+{
+    struct mail_job *mj = (struct mail_job *)j;
+    mj->is_allowed = auth_sender_allowed(mj->auth, mj->user, mj->from_text);
+}
+
+static void mail_done(void *session, struct job *j)
+{
+    struct mail_job *mj = (struct mail_job *)j;
+    struct smtp_session *s = session;
+    if (s) {
+        if (mj->is_allowed) {
+            mail_checked(s, &mj->from, &mj->params, mj->from_text);
+        } else {
+            char reply[SMTP_REPLY_MAX + 2 * (ADDR_MAX_PATH + 1)];
+            snprintf(reply, sizeof reply,
+                     "553 5.7.1 <%s>: Sender address rejected: not owned by user %s",
+                     mj->from_text, mj->user);
+            log_info("smtpd",
+                     "NOQUEUE: reject: MAIL from %s: %s; from=<%s> proto=ESMTP helo=<%s>",
+                     s->peer, reply, mj->from_text, s->helo);
+            smtp_reply(s, "%s", reply);
+        }
+        smtp_session_job_done(s);
+    }
+    free(mj);
 }
 
 void smtp_cmd_mail(struct smtp_session *s, const struct smtp_command *cmd)
@@ -70,41 +155,32 @@ void smtp_cmd_mail(struct smtp_session *s, const struct smtp_command *cmd)
     }
     char from_text[ADDR_MAX_PATH + 1];
     addr_format(&from, from_text, sizeof from_text);
-    if (s->auth_user && s->ctx->auth && !from.is_null &&
-        !auth_sender_allowed(s->ctx->auth, s->auth_user, from_text)) {
-        snprintf(reply, sizeof reply,
-                 "553 5.7.1 <%s>: Sender address rejected: not owned by user %s", from_text,
-                 s->auth_user);
-        log_info("smtpd", "NOQUEUE: reject: MAIL from %s: %s; from=<%s> proto=ESMTP helo=<%s>",
-                 s->peer, reply, from_text, s->helo);
-        smtp_reply(s, "%s", reply);
+    if (!s->auth_user || !s->ctx->auth || from.is_null) {
+        mail_checked(s, &from, &params, from_text);
         return;
     }
-    if (!smtp_rate_allowed(s, RATELIMIT_MESSAGE))
+    struct mail_job *mj = calloc(1, sizeof *mj);
+    if (!mj) {
+        smtp_reply(s, "451 4.3.0 Error: out of memory");
         return;
-    if (smtp_screen_mail(s, &from, from_text, &params))
-        return; /* RHSBL / sender domain lookups; they answer */
-    smtp_mail_accept(s, &from, from_text, &params);
+    }
+    job_init(&mj->job, s->handle, mail_work, mail_done);
+    mj->auth = s->ctx->auth;
+    snprintf(mj->user, sizeof mj->user, "%s", s->auth_user);
+    snprintf(mj->from_text, sizeof mj->from_text, "%s", from_text);
+    mj->from = from;
+    mj->params = params;
+    smtp_session_job_start(s, &mj->job);
 }
 
-void smtp_mail_accept(struct smtp_session *s, const struct addr *from, const char *from_text,
-                      const struct smtp_mail_params *params)
-{
-    smtp_txn_reset(&s->txn);
-    s->txn.is_active = true;
-    s->txn.from = *from;
-    snprintf(s->txn.from_text, sizeof s->txn.from_text, "%s", from_text);
-    s->txn.params = *params;
-    s->txn.start_ms = util_now_ms();
-    smtp_reply(s, "250 2.1.0 Ok");
-}
-
-/* Append a local target unless that user already gets a copy. */
+/* Append a local target unless that user already gets a copy (in LMTP: a copy for this
+ * same RCPT; each RCPT has its own copies and its own reply, RFC 2033 §4.2). */
 static bool txn_add_local(struct smtp_txn *t, const struct auth_user *u, const char *orig,
-                          const struct smtp_rcpt_params *rp)
+                          const struct smtp_rcpt_params *rp, bool is_lmtp)
 {
     for (size_t i = 0; i < t->n_local; i++)
-        if (strcasecmp(t->local[i].user, u->address) == 0)
+        if (strcasecmp(t->local[i].user, u->address) == 0 &&
+            (!is_lmtp || t->local[i].rcpt_index == t->n_rcpt))
             return true;
     if (t->n_local == t->cap_local) {
         size_t cap = t->cap_local ? t->cap_local * 2 : 8;
@@ -121,6 +197,7 @@ static bool txn_add_local(struct smtp_txn *t, const struct auth_user *u, const c
     lt->quota = u->quota;
     lt->notify = rp->notify;
     lt->orcpt = rp->orcpt[0] ? strdup(rp->orcpt) : NULL;
+    lt->rcpt_index = t->n_rcpt;
     if (!lt->user || !lt->home || !lt->orig_rcpt || (rp->orcpt[0] && !lt->orcpt)) {
         free(lt->user);
         free(lt->home);
@@ -178,7 +255,9 @@ static void rcpt_reject(struct smtp_session *s, const char *rcpt, const char *fm
     smtp_reply(s, "%s", reply);
 }
 
-/* Is one of the local targets of this recipient at or over quota? */
+static bool lmtp_rcpt_reserve(struct smtp_txn *t);
+
+/* Is one of the local targets of this recipient at or over quota? (BLOCKING: index) */
 static bool user_is_full(const struct auth_user *u)
 {
     if (u->quota == 0 || !u->home)
@@ -187,78 +266,230 @@ static bool user_is_full(const struct auth_user *u)
     return used >= 0 && (uint64_t)used >= u->quota;
 }
 
-/* Resolve a recipient in one of our domains. Returns 1 accepted, 0 rejected (replied). */
-static int rcpt_local(struct smtp_session *s, const char *rcpt, const struct smtp_rcpt_params *rp)
+/* A recipient's lookups, on a pool thread: is the domain ours, who gets the mail, is a
+ * mailbox full. The loop then applies the verdict to the transaction (rcpt_done). */
+struct rcpt_job {
+    struct job job; /* first (core/job.h) */
+    struct auth_service *auth;
+    const struct config *cfg; /* process lifetime */
+    struct addr to;           /* as parsed; a bare "postmaster" gets our domain */
+    char host[256];           /* our hostname (postmaster's domain) */
+    struct smtp_rcpt_params rp;
+    bool may_relay; /* authenticated, or in relay_networks (decided on the loop) */
+    bool is_lmtp;   /* LMTP: final delivery only (RFC 2033), one reply per recipient */
+    /* greylisting of a local recipient (NULL: not for this session) */
+    struct greylist *greylist; /* thread-safe service handle */
+    char client_ip[64];
+    char sender[ADDR_MAX_PATH + 1];
+    bool is_greylist_error; /* result: the database failed, the recipient passed */
+    /* results */
+    char rcpt[ADDR_MAX_PATH + 1];
+    char reply[SMTP_REPLY_MAX]; /* a rejection ("" when accepted) */
+    struct auth_user *users;    /* local targets found */
+    size_t n_users;
+    struct auth_targets t; /* t.remote: foreign addresses an alias points to */
+    bool is_foreign;       /* not our domain: relay to rcpt itself */
+};
+
+static void rcpt_job_free(struct rcpt_job *rj)
 {
-    struct auth_targets t = {0};
-    int rc = auth_resolve(s->ctx->auth, rcpt, &t);
+    for (size_t i = 0; i < rj->n_users; i++)
+        auth_user_free(&rj->users[i]);
+    free(rj->users);
+    auth_targets_free(&rj->t);
+    free(rj);
+}
+
+#define RCPT_UNKNOWN                                                                               \
+    "550 5.1.1 <%s>: Recipient address rejected: User unknown in virtual mailbox table"
+
+/* Resolve a recipient in one of our domains: users (and remote alias targets) found, or
+ * the rejection in rj->reply. Every local target is looked up before anything counts, so a
+ * rejection leaves the transaction as it was. */
+static void rcpt_local(struct rcpt_job *rj)
+{
+    const char *rcpt = rj->rcpt;
+    int rc = auth_resolve(rj->auth, rcpt, &rj->t);
     if (rc < 0) {
-        rcpt_reject(s, rcpt, "451 4.3.0 <%s>: Temporary lookup failure", rcpt);
-        return 0;
+        snprintf(rj->reply, sizeof rj->reply, "451 4.3.0 <%s>: Temporary lookup failure", rcpt);
+        return;
     }
     if (rc == 0) {
-        rcpt_reject(s, rcpt,
-                    "550 5.1.1 <%s>: Recipient address rejected: User unknown in virtual "
-                    "mailbox table",
-                    rcpt);
-        return 0;
+        snprintf(rj->reply, sizeof rj->reply, RCPT_UNKNOWN, rcpt);
+        return;
     }
-    /* Look every local target up first, so a rejection leaves the transaction as it was. */
-    struct auth_user *users = calloc(t.n_local ? t.n_local : 1, sizeof *users);
-    int result = 1;
-    size_t n_found = 0;
-    if (!users) {
-        rcpt_reject(s, rcpt, "451 4.3.0 <%s>: Temporary lookup failure", rcpt);
-        auth_targets_free(&t);
-        return 0;
+    struct auth_targets *t = &rj->t;
+    rj->users = calloc(t->n_local ? t->n_local : 1, sizeof *rj->users);
+    if (!rj->users) {
+        snprintf(rj->reply, sizeof rj->reply, "451 4.3.0 <%s>: Temporary lookup failure", rcpt);
+        return;
     }
-    for (size_t i = 0; i < t.n_local && result == 1; i++) {
-        int r = auth_user_lookup(s->ctx->auth, t.local[i], &users[n_found]);
+    for (size_t i = 0; i < t->n_local; i++) {
+        struct auth_user *u = &rj->users[rj->n_users];
+        int r = auth_user_lookup(rj->auth, t->local[i], u);
         if (r < 0) {
-            rcpt_reject(s, rcpt, "451 4.3.0 <%s>: Temporary lookup failure", rcpt);
-            result = 0;
-        } else if (r == 0 || !users[n_found].enabled) {
+            snprintf(rj->reply, sizeof rj->reply, "451 4.3.0 <%s>: Temporary lookup failure",
+                     rcpt);
+            return;
+        }
+        if (r == 0 || !u->enabled) {
             if (r > 0)
-                auth_user_free(&users[n_found]);
-            if (t.n_local == 1 && t.n_remote == 0) {
-                rcpt_reject(s, rcpt,
-                            "550 5.1.1 <%s>: Recipient address rejected: User unknown in "
-                            "virtual mailbox table",
-                            rcpt);
-                result = 0;
+                auth_user_free(u);
+            if (t->n_local == 1 && t->n_remote == 0) {
+                snprintf(rj->reply, sizeof rj->reply, RCPT_UNKNOWN, rcpt);
+                return;
             }
-        } else if (user_is_full(&users[n_found])) {
-            n_found++;
-            rcpt_reject(s, rcpt, "452 4.2.2 <%s>: Recipient address rejected: Mailbox full", rcpt);
-            result = 0;
+            continue;
+        }
+        rj->n_users++;
+        if (user_is_full(u)) {
+            snprintf(rj->reply, sizeof rj->reply,
+                     "452 4.2.2 <%s>: Recipient address rejected: Mailbox full", rcpt);
+            return;
+        }
+    }
+    if (rj->n_users == 0 && t->n_remote == 0)
+        snprintf(rj->reply, sizeof rj->reply, RCPT_UNKNOWN, rcpt);
+}
+
+/* RFC 5321 §4.1.1.3: a bare "postmaster" is ours. Route it via auth.default_domain,
+ * else the parent domain of our hostname when that is local, else the hostname. */
+static void postmaster_domain(struct rcpt_job *rj, char *out, size_t size)
+{
+    const char *dot = strchr(rj->host, '.');
+    if (rj->cfg->default_domain && rj->cfg->default_domain[0])
+        snprintf(out, size, "%s", rj->cfg->default_domain);
+    else if (dot && auth_domain_is_local(rj->auth, dot + 1) == 1)
+        snprintf(out, size, "%s", dot + 1);
+    else
+        snprintf(out, size, "%s", rj->host);
+}
+
+/* A found local recipient of a port-25 stranger: greylisting (RFC 6647) defers a new
+ * triplet. After the lookups, so unknown users are refused at once and never fill the
+ * table. A database failure lets the recipient pass (never lose mail to it). */
+static void rcpt_greylist(struct rcpt_job *rj)
+{
+    struct greylist_answer a;
+    greylist_check(rj->greylist, rj->client_ip, rj->sender, rj->rcpt, time(NULL), &a);
+    if (a.verdict == GREYLIST_DEFER)
+        snprintf(rj->reply, sizeof rj->reply,
+                 "450 4.7.1 <%s>: Recipient address rejected: Greylisted, try again in %u "
+                 "seconds",
+                 rj->rcpt, a.retry_in);
+    rj->is_greylist_error = a.verdict == GREYLIST_ERROR;
+}
+
+/* Pool thread: the recipient's address and lookups. */
+static void rcpt_work(struct job *j)
+{
+    struct rcpt_job *rj = (struct rcpt_job *)j;
+    if (rj->to.domain[0] == '\0')
+        postmaster_domain(rj, rj->to.domain, sizeof rj->to.domain);
+    addr_format(&rj->to, rj->rcpt, sizeof rj->rcpt);
+    int is_local = auth_domain_is_local(rj->auth, rj->to.domain);
+    if (is_local < 0) {
+        snprintf(rj->reply, sizeof rj->reply, "451 4.3.0 <%s>: Temporary lookup failure",
+                 rj->rcpt);
+    } else if (is_local == 1) {
+        rcpt_local(rj);
+        if (!rj->reply[0] && rj->is_lmtp && rj->t.n_remote > 0)
+            /* LMTP is final delivery: an address forwarded off this host has no mailbox
+             * here (resolve such aliases in the MTA in front) */
+            snprintf(rj->reply, sizeof rj->reply,
+                     "550 5.1.1 <%s>: Recipient address rejected: forwarded off this host, "
+                     "not deliverable over LMTP",
+                     rj->rcpt);
+        if (!rj->reply[0] && rj->greylist)
+            rcpt_greylist(rj);
+    } else if (rj->is_lmtp) {
+        /* LMTP never relays (RFC 2033 §1: delivery to local mailboxes) */
+        snprintf(rj->reply, sizeof rj->reply,
+                 "550 5.1.1 <%s>: Recipient address rejected: not a local address", rj->rcpt);
+    } else if (!rj->may_relay) {
+        /* DESIGN §6: relaying needs SASL auth or a client in relay_networks. */
+        snprintf(rj->reply, sizeof rj->reply, "554 5.7.1 <%s>: Relay access denied", rj->rcpt);
+    } else {
+        rj->is_foreign = true;
+    }
+}
+
+/* Loop thread: the recipient counts (250) or is refused. */
+static void rcpt_done(void *session, struct job *j)
+{
+    struct rcpt_job *rj = (struct rcpt_job *)j;
+    struct smtp_session *s = session;
+    if (!s) {
+        rcpt_job_free(rj);
+        return;
+    }
+    const char *rcpt = rj->rcpt;
+    if (rj->is_greylist_error)
+        log_warning("smtpd", "%s: greylisting failed: <%s> accepted", s->peer, rcpt);
+    /* mailauth hook: the SPF policy of our recipient's domain (it replies on refusal) */
+    if (!rj->reply[0] && !rj->is_foreign && !rj->is_lmtp && !smtp_mailauth_rcpt_allowed(s, rcpt)) {
+        rcpt_job_free(rj);
+        smtp_session_job_done(s);
+        return;
+    }
+    if (!rj->reply[0] && rj->is_lmtp && !lmtp_rcpt_reserve(&s->txn))
+        snprintf(rj->reply, sizeof rj->reply, "451 4.3.0 <%s>: Temporary failure: out of memory",
+                 rcpt);
+    if (!rj->reply[0]) {
+        bool ok = true;
+        if (rj->is_foreign) {
+            ok = txn_add_remote(&s->txn, rcpt, &rj->rp);
         } else {
-            n_found++;
+            for (size_t i = 0; i < rj->n_users && ok; i++)
+                ok = txn_add_local(&s->txn, &rj->users[i], rcpt, &rj->rp, rj->is_lmtp);
+            for (size_t i = 0; i < rj->t.n_remote && ok; i++)
+                ok = txn_add_remote(&s->txn, rj->t.remote[i], &rj->rp);
         }
-    }
-    if (result == 1 && n_found == 0 && t.n_remote == 0) {
-        rcpt_reject(s, rcpt,
-                    "550 5.1.1 <%s>: Recipient address rejected: User unknown in virtual "
-                    "mailbox table",
-                    rcpt);
-        result = 0;
-    }
-    if (result == 1) {
-        for (size_t i = 0; i < n_found; i++)
-            if (!txn_add_local(&s->txn, &users[i], rcpt, rp))
-                result = -1;
-        for (size_t i = 0; i < t.n_remote; i++)
-            if (!txn_add_remote(&s->txn, t.remote[i], rp))
-                result = -1;
-        if (result < 0) {
-            rcpt_reject(s, rcpt, "451 4.3.0 <%s>: Temporary failure: out of memory", rcpt);
-            result = 0;
+        if (ok && rj->is_lmtp && !(s->txn.lmtp_rcpts[s->txn.n_rcpt] = strdup(rcpt))) {
+            /* its copies are in the transaction: it must have its reply slot */
+            smtp_reply(s, "451 4.3.0 <%s>: Temporary failure: out of memory", rcpt);
+            smtp_txn_reset(&s->txn);
+            rcpt_job_free(rj);
+            smtp_session_job_done(s);
+            return;
         }
+        if (!ok)
+            snprintf(rj->reply, sizeof rj->reply,
+                     "451 4.3.0 <%s>: Temporary failure: out of memory", rcpt);
     }
-    for (size_t i = 0; i < n_found; i++)
-        auth_user_free(&users[i]);
-    free(users);
-    auth_targets_free(&t);
-    return result;
+    if (rj->reply[0]) {
+        rcpt_reject(s, rcpt, "%s", rj->reply);
+    } else {
+        if (!s->txn.has_queue_id) {
+            util_queue_id(s->txn.queue_id);
+            s->txn.has_queue_id = true;
+            if (s->auth_user)
+                log_info("smtpd", "%s: client=%s, sasl_method=%s, sasl_username=%s",
+                         s->txn.queue_id, s->peer, s->auth_mech, s->auth_user);
+            else
+                log_info("smtpd", "%s: client=%s", s->txn.queue_id, s->peer);
+        }
+        if (!s->txn.first_rcpt)
+            s->txn.first_rcpt = strdup(rcpt);
+        s->txn.n_rcpt++;
+        smtp_reply(s, "250 2.1.5 Ok");
+    }
+    rcpt_job_free(rj);
+    smtp_session_job_done(s);
+}
+
+/* Room in lmtp_rcpts for one more RCPT. */
+static bool lmtp_rcpt_reserve(struct smtp_txn *t)
+{
+    if (t->n_rcpt < t->cap_lmtp_rcpts)
+        return true;
+    size_t cap = t->cap_lmtp_rcpts ? t->cap_lmtp_rcpts * 2 : 8;
+    char **p = realloc(t->lmtp_rcpts, cap * sizeof *p);
+    if (!p)
+        return false;
+    t->lmtp_rcpts = p;
+    t->cap_lmtp_rcpts = cap;
+    return true;
 }
 
 static bool has_non_ascii(const char *p)
@@ -268,22 +499,6 @@ static bool has_non_ascii(const char *p)
             return true;
     return false;
 }
-
-/* RFC 5321 §4.1.1.3: a bare "postmaster" is ours. Route it via auth.default_domain,
- * else the parent domain of our hostname when that is local, else the hostname. */
-static void postmaster_domain(struct smtp_session *s, char *out, size_t size)
-{
-    const char *host = smtp_hostname(s);
-    const char *dot = strchr(host, '.');
-    if (s->cfg->default_domain && s->cfg->default_domain[0])
-        snprintf(out, size, "%s", s->cfg->default_domain);
-    else if (dot && s->ctx->auth && auth_domain_is_local(s->ctx->auth, dot + 1) == 1)
-        snprintf(out, size, "%s", dot + 1);
-    else
-        snprintf(out, size, "%s", host);
-}
-
-static void rcpt_accepted(struct smtp_session *s, const char *rcpt);
 
 void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
 {
@@ -311,61 +526,29 @@ void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
     }
     if (!smtp_rate_allowed(s, RATELIMIT_RECIPIENT))
         return;
-    if (to.domain[0] == '\0')
-        postmaster_domain(s, to.domain, sizeof to.domain);
-    char rcpt[ADDR_MAX_PATH + 1];
-    addr_format(&to, rcpt, sizeof rcpt);
     if (!s->ctx->auth) {
+        char rcpt[ADDR_MAX_PATH + 1];
+        addr_format(&to, rcpt, sizeof rcpt);
         rcpt_reject(s, rcpt, "451 4.3.0 <%s>: Temporary lookup failure", rcpt);
         return;
     }
-    int is_local = auth_domain_is_local(s->ctx->auth, to.domain);
-    if (is_local < 0) {
-        rcpt_reject(s, rcpt, "451 4.3.0 <%s>: Temporary lookup failure", rcpt);
+    struct rcpt_job *rj = calloc(1, sizeof *rj);
+    if (!rj) {
+        smtp_reply(s, "451 4.3.0 Error: out of memory");
         return;
     }
-    if (is_local == 1) {
-        if (smtp_screen_rcpt(s, rcpt, &rp))
-            return; /* greylisting runs; it continues with smtp_rcpt_accept_local */
-        smtp_rcpt_accept_local(s, rcpt, &rp);
-        return;
-    } else {
-        /* DESIGN §6: relaying needs SASL auth or a client in relay_networks. */
-        bool may_relay =
-            s->auth_user != NULL || conn_peer_in_networks(s->c, &s->cfg->relay_networks);
-        if (!may_relay) {
-            rcpt_reject(s, rcpt, "554 5.7.1 <%s>: Relay access denied", rcpt);
-            return;
-        }
-        if (!txn_add_remote(&s->txn, rcpt, &rp)) {
-            rcpt_reject(s, rcpt, "451 4.3.0 <%s>: Temporary failure: out of memory", rcpt);
-            return;
-        }
+    job_init(&rj->job, s->handle, rcpt_work, rcpt_done);
+    rj->auth = s->ctx->auth;
+    rj->cfg = s->cfg;
+    rj->to = to;
+    snprintf(rj->host, sizeof rj->host, "%s", smtp_hostname(s));
+    rj->rp = rp;
+    rj->is_lmtp = s->role == CONN_ROLE_LMTP;
+    rj->may_relay = !rj->is_lmtp && (s->auth_user != NULL ||
+                                     conn_peer_in_networks(s->c, &s->cfg->relay_networks));
+    if ((rj->greylist = smtp_screen_greylist(s)) != NULL) {
+        snprintf(rj->client_ip, sizeof rj->client_ip, "%s", smtp_screen_client_ip(s));
+        snprintf(rj->sender, sizeof rj->sender, "%s", s->txn.from_text);
     }
-    rcpt_accepted(s, rcpt);
-}
-
-void smtp_rcpt_accept_local(struct smtp_session *s, const char *rcpt,
-                            const struct smtp_rcpt_params *rp)
-{
-    if (rcpt_local(s, rcpt, rp) == 1)
-        rcpt_accepted(s, rcpt);
-}
-
-/* A recipient was added to the transaction: the queue id, the log line, 250. */
-static void rcpt_accepted(struct smtp_session *s, const char *rcpt)
-{
-    if (!s->txn.has_queue_id) {
-        util_queue_id(s->txn.queue_id);
-        s->txn.has_queue_id = true;
-        if (s->auth_user)
-            log_info("smtpd", "%s: client=%s, sasl_method=%s, sasl_username=%s", s->txn.queue_id,
-                     s->peer, s->auth_mech, s->auth_user);
-        else
-            log_info("smtpd", "%s: client=%s", s->txn.queue_id, s->peer);
-    }
-    if (!s->txn.first_rcpt)
-        s->txn.first_rcpt = strdup(rcpt);
-    s->txn.n_rcpt++;
-    smtp_reply(s, "250 2.1.5 Ok");
+    smtp_session_job_start(s, &rj->job);
 }

@@ -41,6 +41,10 @@ struct smtp_filter {
 
 static const struct config_list *listener_milters(const struct smtp_session *s)
 {
+    /* LMTP is final delivery from an MTA that ran its own filters (RFC 2033): none here */
+    static const struct config_list none;
+    if (s->role == CONN_ROLE_LMTP)
+        return &none;
     return s->role == CONN_ROLE_SMTP ? &s->cfg->smtp_milters : &s->cfg->submission_milters;
 }
 

@@ -39,6 +39,7 @@ static const struct verb_entry verb_table[] = {
     {"AUTH", SMTP_VERB_AUTH, "auth"},
     {"ETRN", SMTP_VERB_ETRN, "etrn"},
     {"XCLIENT", SMTP_VERB_XCLIENT, "xclient"},
+    {"LHLO", SMTP_VERB_LHLO, "lhlo"},
     /* Postfix drops clients that speak HTTP to the mail port (cross-protocol attacks). */
     {"GET", SMTP_VERB_NON_SMTP, "unknown"},
     {"POST", SMTP_VERB_NON_SMTP, "unknown"},

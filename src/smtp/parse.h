@@ -45,6 +45,7 @@ enum smtp_verb {
     SMTP_VERB_AUTH,
     SMTP_VERB_ETRN,
     SMTP_VERB_XCLIENT,
+    SMTP_VERB_LHLO,     /* RFC 2033 §4.1: LMTP's greeting (LMTP role only) */
     SMTP_VERB_NON_SMTP, /* "GET /", "POST /", "CONNECT": a web client or proxy probe */
     SMTP_VERB_COUNT
 };

@@ -46,6 +46,18 @@ void smtp_reply(struct smtp_session *s, const char *fmt, ...)
     conn_write(s->c, line, len);
 }
 
+void smtp_reply_message(struct smtp_session *s, unsigned n_rcpt, const char *fmt, ...)
+{
+    char line[SMTP_REPLY_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    unsigned n = s->role == CONN_ROLE_LMTP && n_rcpt > 0 ? n_rcpt : 1;
+    for (unsigned i = 0; i < n; i++)
+        smtp_reply(s, "%s", line);
+}
+
 void smtp_log_reject(struct smtp_session *s, const char *cmd, const char *reply, const char *to)
 {
     const char *id = s->txn.has_queue_id ? s->txn.queue_id : "NOQUEUE";

@@ -6,8 +6,10 @@
  * done callback on the loop thread. Policy: one successful AUTH per session, not inside
  * a mail transaction; plaintext mechanisms only where auth.allow_plaintext allows
  * (538 5.7.11 otherwise, RFC 4954 §6); "*" cancels (501 5.7.0); failures are logged
- * Postfix-style and counted by the failed-login policy (policy/penalty.h): a delay per
- * client address before the first step, a block per address or (address, login).
+ * Postfix-style and counted by the failed-login policy (policy/penalty.h, the auth
+ * process's table for every worker): the job of the first step asks it (a block, or a
+ * delay that holds the step), every ending step reports to it. The client address is
+ * the one a trusted proxy passed with XCLIENT.
  */
 #include "auth/auth.h"
 #include "core/config.h"
@@ -23,6 +25,8 @@
 struct smtp_auth_job {
     struct job job;         /* first (core/job.h) */
     struct auth_sasl *sasl; /* moved in from the session, back in auth_job_done */
+    struct auth_service *auth;
+    struct penalty_gate gate; /* the failed-login policy (copied: the thread rule) */
     char *response; /* NULL: no initial response */
     char *challenge;
     enum auth_sasl_status status;
@@ -47,31 +51,22 @@ char *smtp_auth_mechanisms(struct smtp_session *s)
     return auth_mechanisms(s->ctx->auth, &peer);
 }
 
-/* The failed-login policy's question for this session (account NULL: not known yet). */
-static void session_penalty_query(const struct smtp_session *s, const char *account,
-                                  struct penalty_query *q_r)
-{
-    penalty_query_init(q_r, "smtpd", conn_peer_ip(s->c),
-                       conn_peer_in_networks(s->c, &s->cfg->auth_trusted_networks),
-                       s->client_ip, account);
-}
+#define SMTP_BLOCKED_REPLY                                                                         \
+    "454 4.7.0 Error: too many failed authentication attempts, try again later"
 
-/* After a SASL exchange ended: count it; true when a success must be refused. */
-static bool session_penalty_is_refused(const struct smtp_session *s, bool is_success)
-{
-    struct penalty_query q;
-    struct penalty_answer a;
-    session_penalty_query(s, auth_sasl_attempted_login(s->sasl), &q);
-    auth_penalty_report(s->ctx->auth, &q, is_success, &a);
-    return is_success && a.verdict == PENALTY_BLOCKED;
-}
-
-#define SMTP_BLOCKED_REPLY "454 4.7.0 Error: too many failed authentication attempts, try again later"
-
+/* The policy is the auth process's: asked and told here, not on the loop. */
 static void auth_job_work(struct job *j)
 {
     struct smtp_auth_job *job = (struct smtp_auth_job *)j;
+    if (!auth_penalty_gate_enter(job->auth, &job->gate, NULL))
+        return; /* blocked, or held first (auth_job_done) */
     job->status = auth_sasl_step(job->sasl, job->response, &job->challenge);
+    if (job->status != AUTH_SASL_CONTINUE)
+        (void)auth_penalty_gate_report(job->auth, &job->gate,
+                                       auth_sasl_attempted_login(job->sasl),
+                                       job->status == AUTH_SASL_OK     ? 1
+                                       : job->status == AUTH_SASL_FAIL ? 0
+                                                                       : -1);
 }
 
 static void auth_end_exchange(struct smtp_session *s)
@@ -90,16 +85,31 @@ static void auth_job_done(void *session, struct job *j)
         auth_sasl_free(job->sasl); /* the client has gone */
         goto out;
     }
+    if (job->gate.delay_ms) {
+        /* the failed-login delay: the step runs once it is over (a timer, no thread waits) */
+        unsigned delay = job->gate.delay_ms;
+        job->gate.delay_ms = 0;
+        smtp_session_job_start_delayed(s, &job->job, delay);
+        return;
+    }
     s->sasl = job->sasl;
+    if (job->gate.is_blocked && job->status != AUTH_SASL_OK) {
+        log_warning("smtpd", "%s: too many failed authentication attempts, AUTH refused", s->peer);
+        auth_end_exchange(s);
+        smtp_reply(s, SMTP_BLOCKED_REPLY);
+        smtp_session_job_done(s);
+        goto out;
+    }
     switch (job->status) {
     case AUTH_SASL_CONTINUE:
         s->input = SMTP_INPUT_AUTH;
         smtp_reply(s, "334 %s", job->challenge ? job->challenge : "");
         break;
     case AUTH_SASL_OK: {
-        if (session_penalty_is_refused(s, true)) {
-            log_warning("smtpd", "%s: SASL %s authentication refused: blocked after failed "
-                        "logins", s->peer, auth_sasl_mechanism(s->sasl));
+        if (job->gate.is_blocked) {
+            log_warning("smtpd",
+                        "%s: SASL %s authentication refused: blocked after failed logins",
+                        s->peer, auth_sasl_mechanism(s->sasl));
             auth_end_exchange(s);
             smtp_reply(s, SMTP_BLOCKED_REPLY);
             break;
@@ -122,7 +132,6 @@ static void auth_job_done(void *session, struct job *j)
         log_warning("smtpd", "%s: SASL %s authentication failed: authentication failure%s%s",
                     s->peer, auth_sasl_mechanism(s->sasl), login[0] ? ", sasl_username=" : "",
                     login);
-        session_penalty_is_refused(s, false);
         auth_end_exchange(s);
         smtp_reply(s, "535 5.7.8 Error: authentication failed: authentication failure");
         break;
@@ -141,10 +150,10 @@ out:
     free(job);
 }
 
-/* Run one SASL step in the workpool, after delay_ms (the failed-login delay). response:
- * as the client sent it, or NULL. */
+/* Run one SASL step in the workpool (the first one asks the failed-login policy first).
+ * response: as the client sent it, or NULL. */
 static void auth_step_submit(struct smtp_session *s, const char *response, size_t len,
-                             unsigned delay_ms)
+                             bool is_first)
 {
     struct smtp_auth_job *job = calloc(1, sizeof *job);
     if (!job || (response && !(job->response = strndup(response, len)))) {
@@ -154,9 +163,13 @@ static void auth_step_submit(struct smtp_session *s, const char *response, size_
         return;
     }
     job_init(&job->job, s->handle, auth_job_work, auth_job_done);
+    job->auth = s->ctx->auth;
+    penalty_gate_init(&job->gate, "smtpd", conn_peer_ip(s->c),
+                      conn_peer_in_networks(s->c, &s->cfg->auth_trusted_networks), s->client_ip);
+    job->gate.is_checked = !is_first;
     job->sasl = s->sasl;
     s->sasl = NULL;
-    smtp_session_job_start_delayed(s, &job->job, delay_ms);
+    smtp_session_job_start(s, &job->job);
 }
 
 static bool is_plaintext_mechanism(const char *mech)
@@ -185,15 +198,6 @@ void smtp_cmd_auth(struct smtp_session *s, const struct smtp_command *cmd)
         smtp_reply(s, "501 5.5.4 Syntax: AUTH mechanism");
         return;
     }
-    struct penalty_answer verdict = {.verdict = PENALTY_ALLOW};
-    struct penalty_query q;
-    session_penalty_query(s, NULL, &q);
-    auth_penalty_check(s->ctx->auth, &q, &verdict);
-    if (verdict.verdict == PENALTY_BLOCKED) {
-        log_warning("smtpd", "%s: too many failed authentication attempts, AUTH refused", s->peer);
-        smtp_reply(s, SMTP_BLOCKED_REPLY);
-        return;
-    }
     struct auth_peer peer = session_peer(s);
     if (is_plaintext_mechanism(mech) && !auth_plaintext_allowed(s->ctx->auth, &peer)) {
         smtp_reply(s, "538 5.7.11 Encryption required for requested authentication mechanism");
@@ -205,8 +209,7 @@ void smtp_cmd_auth(struct smtp_session *s, const struct smtp_command *cmd)
                       "mechanism");
         return;
     }
-    auth_step_submit(s, initial, initial_len,
-                     verdict.delay_ms > 600000 ? 600000 : (unsigned)verdict.delay_ms);
+    auth_step_submit(s, initial, initial_len, true);
 }
 
 void smtp_auth_abort(struct smtp_session *s, const char *reply)
@@ -233,5 +236,5 @@ void smtp_auth_response(struct smtp_session *s, const char *line, size_t len)
         return;
     }
     s->input = SMTP_INPUT_COMMAND; /* until the step says CONTINUE */
-    auth_step_submit(s, line, len, 0);
+    auth_step_submit(s, line, len, false);
 }

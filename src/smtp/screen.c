@@ -12,24 +12,25 @@
  *     qualified, and not our own name or address;
  *   - MAIL: RHSBL lookups of the sender and HELO domains (smtp.rhsbl_sites) and,
  *     optionally, a sender domain that has no MX, A or AAAA record;
- *   - RCPT: greylisting of local recipients (greylist.enabled), on the workpool.
+ *   - RCPT: greylisting of local recipients (greylist.enabled), in the RCPT job
+ *     (envelope.c asks smtp_screen_greylist whether it applies).
  * Clients in relay_networks or auth.trusted_networks, and authenticated ones, skip the
- * checks. A DNS failure never rejects: only answers count. Lookups go through the queue
- * runner's libunbound resolver on the event loop; answers are cached (policy/dnscache.h).
+ * checks. A DNS failure never rejects: only answers count. Lookups go through this
+ * process's own libunbound resolver on the event loop (smtp_screen_start: every worker
+ * has one, like the queue runner); answers are cached per process (policy/dnscache.h).
  *
  * Lifetime: while lookups or the pause run the session is busy (s->is_busy, its commands
  * unprocessed). The checks end when every answer is in, or at smtp.dns_timeout (lookups
  * not answered by then count as not listed). The timers belong to the session and go
  * with it; answers find the session through a ticket shared with their queries, which
  * the end of the checks or the session's end detaches: a late answer only frees its
- * query. The greylist check is a core/job.h job like any other.
+ * query.
  */
 #include "core/config.h"
 #include "core/dnsbl_site.h"
 #include "core/log.h"
 #include "core/job.h"
 #include "policy/dnscache.h"
-#include "policy/greylist.h"
 #include "queue/outbound.h"
 #include "smtp/session.h"
 
@@ -87,6 +88,29 @@ struct screen_query {
     int rrtype;
     char name[320];
 };
+
+/* The resolver of the lookups (smtp_screen_start), NULL when no check needs DNS. */
+static struct outbound_dns *screen_dns;
+
+int smtp_screen_start(const struct config *cfg, struct event_base *base, char **error_r)
+{
+    if (!cfg->smtp_dnsbl_sites.n && !cfg->smtp_rhsbl_sites.n &&
+        !cfg->smtp_reject_unknown_sender_domain)
+        return 0;
+    screen_dns = outbound_dns_create(cfg->dns_resolver, cfg->dns_trust_anchor, error_r);
+    if (screen_dns && outbound_dns_attach(screen_dns, base) < 0) {
+        outbound_dns_free(screen_dns);
+        screen_dns = NULL;
+        *error_r = strdup("cannot watch the screening resolver");
+    }
+    return screen_dns ? 0 : -1;
+}
+
+void smtp_screen_stop(void)
+{
+    outbound_dns_free(screen_dns); /* queries still in flight are answered TEMPFAIL */
+    screen_dns = NULL;
+}
 
 static bool screen_is_exempt(const struct smtp_session *s)
 {
@@ -232,7 +256,7 @@ static void screen_query(struct smtp_session *s, enum screen_kind kind, unsigned
         screen_answer(q, &e, false);
         return;
     }
-    if (outbound_dns_query_async(outbound_runner_dns(), name, rrtype, screen_dns_cb, q) < 0) {
+    if (outbound_dns_query_async(screen_dns, name, rrtype, screen_dns_cb, q) < 0) {
         struct dns_cache_entry none = {0};
         screen_answer(q, &none, true); /* no resolver: not counted */
     }
@@ -385,7 +409,7 @@ bool smtp_screen_mail(struct smtp_session *s, const struct addr *from, const cha
     bool has_domain = !from->is_null && from->domain[0] && from->domain[0] != '[';
     bool wants_rhsbl = cfg->smtp_rhsbl_sites.n > 0;
     bool wants_domain = cfg->smtp_reject_unknown_sender_domain && has_domain;
-    if (screen_is_exempt(s) || (!wants_rhsbl && !wants_domain) || !outbound_runner_dns())
+    if (screen_is_exempt(s) || (!wants_rhsbl && !wants_domain) || !screen_dns)
         return false;
     bool is_helo_name = s->helo[0] && s->helo[0] != '[' && strchr(s->helo, '.');
     if (!has_domain && !is_helo_name)
@@ -463,7 +487,8 @@ static void screen_finish(struct smtp_session *s)
         screen_greet_finish(s);
     else
         screen_mail_finish(s);
-    smtp_session_job_done(s);
+    if (!s->is_busy) /* smtp_mail_accept may have started the SPF job: it resumes then */
+        smtp_session_job_done(s);
 }
 
 /* ---- pipelining and HELO -------------------------------------------------------------- */
@@ -563,65 +588,14 @@ bool smtp_screen_helo(struct smtp_session *s, const char *helo)
     return false;
 }
 
-/* ---- RCPT: greylisting ---------------------------------------------------------------- */
+/* ---- RCPT: greylisting -------------------------------------------------------------- */
 
-struct greylist_job {
-    struct job job; /* first (core/job.h) */
-    struct greylist *greylist; /* thread-safe service handle */
-    char ip[64];
-    char sender[ADDR_MAX_PATH + 1];
-    char rcpt[ADDR_MAX_PATH + 1];
-    struct smtp_rcpt_params rp;
-    struct greylist_answer answer;
-};
-
-static void greylist_work(struct job *job)
+struct greylist *smtp_screen_greylist(const struct smtp_session *s)
 {
-    struct greylist_job *j = (struct greylist_job *)job;
-    greylist_check(j->greylist, j->ip, j->sender, j->rcpt, time(NULL), &j->answer);
+    return screen_is_exempt(s) ? NULL : s->ctx->greylist;
 }
 
-static void greylist_done(void *session, struct job *job)
+const char *smtp_screen_client_ip(const struct smtp_session *s)
 {
-    struct greylist_job *j = (struct greylist_job *)job;
-    struct smtp_session *s = session;
-    if (!s || j->job.was_cancelled) {
-        free(j); /* the client has gone */
-        return;
-    }
-    if (j->answer.verdict == GREYLIST_DEFER) {
-        char reply[SMTP_REPLY_MAX];
-        snprintf(reply, sizeof reply,
-                 "450 4.7.1 <%.300s>: Recipient address rejected: Greylisted, try again in %u "
-                 "seconds",
-                 j->rcpt, j->answer.retry_in);
-        log_info("smtpd", "NOQUEUE: reject: RCPT from %s: %s; from=<%s> to=<%s> proto=%s "
-                          "helo=<%s>",
-                 s->peer, reply, j->sender, j->rcpt, s->is_esmtp ? "ESMTP" : "SMTP", s->helo);
-        smtp_reply(s, "%s", reply);
-    } else {
-        if (j->answer.verdict == GREYLIST_ERROR)
-            log_warning("smtpd", "%s: greylisting failed: <%s> accepted", s->peer, j->rcpt);
-        smtp_rcpt_accept_local(s, j->rcpt, &j->rp);
-    }
-    free(j);
-    smtp_session_job_done(s);
-}
-
-bool smtp_screen_rcpt(struct smtp_session *s, const char *rcpt,
-                      const struct smtp_rcpt_params *rp)
-{
-    if (!s->ctx->greylist || !s->ctx->pool || screen_is_exempt(s))
-        return false;
-    struct greylist_job *j = calloc(1, sizeof *j);
-    if (!j)
-        return false;
-    job_init(&j->job, s->handle, greylist_work, greylist_done);
-    j->greylist = s->ctx->greylist;
-    snprintf(j->ip, sizeof j->ip, "%s", screen_ip(s));
-    snprintf(j->sender, sizeof j->sender, "%s", s->txn.from_text);
-    snprintf(j->rcpt, sizeof j->rcpt, "%s", rcpt);
-    j->rp = *rp;
-    smtp_session_job_start(s, &j->job);
-    return true;
+    return screen_ip(s);
 }

@@ -45,6 +45,7 @@ struct smtp_command_def {
 
 static void cmd_helo(struct smtp_session *s, const struct smtp_command *cmd);
 static void cmd_ehlo(struct smtp_session *s, const struct smtp_command *cmd);
+static void cmd_lhlo(struct smtp_session *s, const struct smtp_command *cmd);
 static void cmd_rset(struct smtp_session *s, const struct smtp_command *cmd);
 static void cmd_noop(struct smtp_session *s, const struct smtp_command *cmd);
 static void cmd_quit(struct smtp_session *s, const struct smtp_command *cmd);
@@ -61,6 +62,7 @@ static void cmd_xclient(struct smtp_session *s, const struct smtp_command *cmd);
 static const struct smtp_command_def command_table[] = {
     {SMTP_VERB_HELO, cmd_helo, 0},
     {SMTP_VERB_EHLO, cmd_ehlo, 0},
+    {SMTP_VERB_LHLO, cmd_lhlo, 0},
     {SMTP_VERB_MAIL, smtp_cmd_mail, CMD_NEEDS_HELO},
     {SMTP_VERB_RCPT, smtp_cmd_rcpt, CMD_NEEDS_HELO},
     {SMTP_VERB_DATA, smtp_cmd_data, CMD_NEEDS_HELO},
@@ -114,23 +116,34 @@ static bool can_xclient(const struct smtp_session *s)
     return conn_peer_in_networks(s->c, &s->cfg->auth_trusted_networks);
 }
 
-static void cmd_ehlo(struct smtp_session *s, const struct smtp_command *cmd)
+/* EHLO and LHLO: take the client's name, reset the transaction (RFC 5321 §4.1.4) and
+ * start the capability reply in b with what both offer. false (replied) on bad syntax
+ * or a name the HELO checks refuse. */
+static bool extended_hello(struct smtp_session *s, const struct smtp_command *cmd,
+                           const char *syntax_reply, struct buf *b)
 {
     if (!smtp_parse_helo(cmd->arg, cmd->arg_len, s->helo, sizeof s->helo)) {
-        smtp_reply(s, "501 Syntax: EHLO hostname");
-        return;
+        smtp_reply(s, "%s", syntax_reply);
+        return false;
     }
     if (!smtp_screen_helo(s, s->helo)) {
         s->helo[0] = '\0';
-        return;
+        return false;
     }
     smtp_txn_reset(&s->txn);
     s->has_helo = true;
     s->is_esmtp = true;
+    buf_init(b, 0);
+    buf_printf(b, "250-%s\r\n250-PIPELINING\r\n", smtp_hostname(s));
+    buf_printf(b, "250-SIZE %llu\r\n", (unsigned long long)s->cfg->smtp_max_message_size);
+    return true;
+}
+
+static void cmd_ehlo(struct smtp_session *s, const struct smtp_command *cmd)
+{
     struct buf b;
-    buf_init(&b, 0);
-    buf_printf(&b, "250-%s\r\n250-PIPELINING\r\n", smtp_hostname(s));
-    buf_printf(&b, "250-SIZE %llu\r\n", (unsigned long long)s->cfg->smtp_max_message_size);
+    if (!extended_hello(s, cmd, "501 Syntax: EHLO hostname", &b))
+        return;
     buf_append_str(&b, "250-VRFY\r\n");
     if (s->role == CONN_ROLE_SMTP)
         buf_append_str(&b, "250-ETRN\r\n"); /* RFC 1985 */
@@ -150,6 +163,31 @@ static void cmd_ehlo(struct smtp_session *s, const struct smtp_command *cmd)
     buf_free(&b);
     s->has_pipelining = true; /* RFC 2920: from now on the client may pipeline */
     s->stat_ok[s->cur_verb]++;
+}
+
+/* RFC 2033 §4.1: LHLO is EHLO for LMTP. Offered: what final delivery needs, no TLS or
+ * AUTH (the socket's permissions or the trusted network are the authentication), no
+ * CHUNKING (BDAT would need per-recipient replies after LAST). */
+static void cmd_lhlo(struct smtp_session *s, const struct smtp_command *cmd)
+{
+    struct buf b;
+    if (!extended_hello(s, cmd, "501 5.5.4 Syntax: LHLO hostname", &b))
+        return;
+    buf_append_str(&b, "250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n");
+    conn_write(s->c, b.data, b.len);
+    buf_free(&b);
+    s->stat_ok[s->cur_verb]++;
+}
+
+/* Which verbs a role takes: LMTP (RFC 2033 §4.1) has LHLO instead of HELO/EHLO and
+ * none of SMTP's TLS, AUTH, BDAT, ETRN; SMTP roles have no LHLO. */
+static bool role_takes_verb(const struct smtp_session *s, enum smtp_verb verb)
+{
+    if (s->role != CONN_ROLE_LMTP)
+        return verb != SMTP_VERB_LHLO;
+    return verb != SMTP_VERB_HELO && verb != SMTP_VERB_EHLO && verb != SMTP_VERB_STARTTLS &&
+           verb != SMTP_VERB_AUTH && verb != SMTP_VERB_BDAT && verb != SMTP_VERB_ETRN &&
+           verb != SMTP_VERB_XCLIENT;
 }
 
 static void cmd_rset(struct smtp_session *s, const struct smtp_command *cmd)
@@ -308,12 +346,13 @@ static void session_command(struct smtp_session *s, const char *line, size_t len
             break;
         }
     }
-    if (!def) {
+    if (!def || !role_takes_verb(s, cmd.verb)) {
         smtp_reply(s, "502 5.5.2 Error: command not recognized");
         return;
     }
     if ((def->flags & CMD_NEEDS_HELO) && !s->has_helo) {
-        smtp_reply(s, "503 5.5.1 Error: send HELO/EHLO first");
+        smtp_reply(s, s->role == CONN_ROLE_LMTP ? "503 5.5.1 Error: send LHLO first"
+                                                : "503 5.5.1 Error: send HELO/EHLO first");
         return;
     }
     if (cmd.verb == SMTP_VERB_MAIL || cmd.verb == SMTP_VERB_DATA)
@@ -546,6 +585,21 @@ static void *smtp_open(struct conn *c)
     snprintf(s->peer, sizeof s->peer, "%s[%s]", conn_peer_name(c), ip ? ip : "unknown");
     log_info("smtpd", "connect from %s", s->peer);
     conn_set_timeout(c, s->cfg->smtp_timeout ? s->cfg->smtp_timeout : 300);
+    if (s->role == CONN_ROLE_LMTP) {
+        /* Unauthenticated delivery into any mailbox: only from the unix socket (its file
+         * permissions decide) or a loopback / lmtp.trusted_networks TCP peer. */
+        if (!conn_peer_is_local(c) && !conn_peer_is_loopback(c) &&
+            !conn_peer_in_networks(c, &s->cfg->lmtp_trusted_networks)) {
+            log_warning("smtpd", "LMTP from untrusted %s refused (lmtp.trusted_networks)",
+                        s->peer);
+            conn_printf(c, "421 4.7.0 %s LMTP not available to you\r\n", smtp_hostname(s));
+            s->input = SMTP_INPUT_CLOSED;
+            conn_close(c);
+            return s;
+        }
+        conn_printf(c, "220 %s LMTP\r\n", smtp_hostname(s));
+        return s;
+    }
     if (!smtp_rate_allowed(s, RATELIMIT_CONNECTION)) {
         s->input = SMTP_INPUT_CLOSED;
         conn_close(c);

@@ -24,6 +24,8 @@
 
 struct auth_sasl;
 struct smtp_screen;
+struct greylist;
+struct mailauth_spf_result;
 
 /* Message bodies up to this size stay in memory; larger ones go to an unlinked file. */
 #define SMTP_BODY_MEMORY_MAX (1024 * 1024)
@@ -53,6 +55,7 @@ struct smtp_local_target {
     char *orig_rcpt; /* the RCPT TO address that led here (X-Original-To) */
     unsigned notify; /* RFC 3461 NOTIFY= of that RCPT (queue.h bits), 0 = not given */
     char *orcpt;     /* its ORCPT= ("rfc822;x", decoded) or NULL */
+    unsigned rcpt_index; /* LMTP: which accepted RCPT (0-based) this copy answers for */
 };
 
 /* The mail transaction (RFC 5321 §3.3): MAIL, RCPTs, message. */
@@ -71,6 +74,9 @@ struct smtp_txn {
     unsigned *remote_notify; /* [cap_remote] RFC 3461 NOTIFY per remote recipient */
     char **remote_orcpt;     /* [cap_remote] ORCPT per remote recipient, or NULL */
     char *first_rcpt;        /* for the Received "for <...>" clause */
+    char **lmtp_rcpts;       /* LMTP: the accepted RCPT addresses in order (n_rcpt), one
+                                reply each after DATA (RFC 2033 §4.2) */
+    size_t cap_lmtp_rcpts;
 
     /* message */
     bool is_bdat; /* BDAT used in this transaction */
@@ -80,6 +86,7 @@ struct smtp_txn {
     uint64_t body_fd_size;
     bool has_body_error; /* spill write failed */
     uint64_t start_ms;   /* MAIL time, for delay= */
+    struct mailauth_spf_result *spf; /* mailauth hook: SPF checked at MAIL, or NULL */
 };
 
 struct smtp_session {
@@ -155,9 +162,6 @@ void smtp_session_job_done(struct smtp_session *s);
 
 /* envelope.c */
 void smtp_cmd_mail(struct smtp_session *s, const struct smtp_command *cmd);
-/* A local recipient passed the checks: resolve it into the transaction and answer. */
-void smtp_rcpt_accept_local(struct smtp_session *s, const char *rcpt,
-                            const struct smtp_rcpt_params *rp);
 /* MAIL passed every check: start the transaction and answer 250. */
 void smtp_mail_accept(struct smtp_session *s, const struct addr *from, const char *from_text,
                       const struct smtp_mail_params *params);
@@ -165,11 +169,19 @@ void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd);
 void smtp_txn_reset(struct smtp_txn *t);
 void smtp_txn_init(struct smtp_txn *t);
 
+/* Reply to the end of a message that is refused whole: once in SMTP, once per accepted
+ * recipient in LMTP (RFC 2033 §4.2). n_rcpt: the transaction's accepted RCPTs. */
+void smtp_reply_message(struct smtp_session *s, unsigned n_rcpt, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* body.c */
 void smtp_cmd_data(struct smtp_session *s, const struct smtp_command *cmd);
 void smtp_cmd_bdat(struct smtp_session *s, const struct smtp_command *cmd);
 /* Consume message input in DATA / BDAT mode; returns false when no more can be done now. */
 bool smtp_body_read(struct smtp_session *s);
+/* An unlinked file in <data_dir>/tmp for message text (O_TMPFILE, else mkostemp +
+ * unlink). Any thread. -1 on failure. */
+int smtp_spill_file_open(const char *data_dir);
 /* Before delivery: if the body was spilled, append the in-memory tail to the file. */
 void smtp_body_finalize(struct smtp_session *s);
 
@@ -183,6 +195,7 @@ char *smtp_auth_mechanisms(struct smtp_session *s);
 
 /* screen.c: port-25 screening (greeting pause, early talkers, DNSBL, pipelining, HELO,
  * RHSBL and sender domains). Each returns what the caller should do next. */
+
 /* At connect: true when the checks run and the banner (or refusal) comes later. */
 bool smtp_screen_greet(struct smtp_session *s);
 /* A command line was read and `pending` octets follow it: false when that is pipelining
@@ -193,10 +206,11 @@ bool smtp_screen_helo(struct smtp_session *s, const char *helo);
 /* MAIL: true when lookups run; the answer (a refusal, or smtp_mail_accept) comes later. */
 bool smtp_screen_mail(struct smtp_session *s, const struct addr *from, const char *from_text,
                       const struct smtp_mail_params *params);
-/* RCPT for a local recipient: true when greylisting runs (policy/greylist.h, on the
- * workpool); it answers 450 or continues with smtp_rcpt_accept_local. */
-bool smtp_screen_rcpt(struct smtp_session *s, const char *rcpt,
-                      const struct smtp_rcpt_params *rp);
+/* RCPT of a local recipient: the greylist its RCPT job checks (ctx->greylist), or NULL
+ * when this session is exempt or greylisting is off. */
+struct greylist *smtp_screen_greylist(const struct smtp_session *s);
+/* The client's address for the checks (XCLIENT's, else the connection's). */
+const char *smtp_screen_client_ip(const struct smtp_session *s);
 void smtp_screen_free(struct smtp_session *s);
 
 /* etrn.c */

@@ -5,9 +5,11 @@
  * failure leaves nothing behind (RFC 3502 §6.3.11: "If the server is unable to append
  * any of the messages, none of the messages are appended"):
  *   1. each message is written to tmp/ and fsync'd (nothing visible yet);
- *   2. all are renamed into cur/, then cur/ is fsync'd once;
- *   3. all are indexed in one SQLite transaction (UIDs handed out in order), which also
- *      checks the quota: two APPENDs racing each other cannot both pass it (issue 9).
+ *   2. under the index's write lock, all are renamed into cur/ and indexed in one SQLite
+ *      transaction (UIDs handed out in order), which also checks the quota: two APPENDs
+ *      racing each other cannot both pass it, and no other session's sync can index a
+ *      file before its row is ours (issue 9);
+ *   3. cur/ is fsync'd once, before the caller acknowledges.
  * Any failure unlinks every file made so far (and fsyncs cur/ if something reached it);
  * the transaction is rolled back, so no UID is ever shown for a message that is gone.
  * APPEND of one message is this with n = 1 (store_mailbox_append).
@@ -113,11 +115,16 @@ static bool append_quota_allows(struct store_user *u, const struct store_mbox_ro
     return true;
 }
 
-/* Phase 3: index every file in one transaction, the quota checked inside it. */
-static int append_index(struct store_user *u, const char *canon,
-                        const struct store_append_message *msgs, const struct append_file *files,
-                        size_t n, uint64_t quota, int64_t mtime_before, int64_t mtime_after,
-                        uint32_t *uidvalidity_r, uint32_t *uids_r, char **error_r)
+/* Phases 2 and 3, under the index's write lock: rename every file into cur/ and index it
+ * in one transaction, the quota checked inside it. Renaming under the lock means no other
+ * session's sync can find a file before its row is ours: it used to give the file a UID
+ * of its own, a client could expunge that, and APPENDUID then named a UID that never
+ * had a message (issue 9's stress tester: "acknowledged APPEND lost"). The renames are
+ * cheap; the folder's fsync comes after the commit, before the caller acknowledges. */
+static int append_commit(struct store_user *u, const char *canon, const char *path,
+                         const struct store_append_message *msgs, struct append_file *files,
+                         size_t n, uint64_t quota, uint32_t *uidvalidity_r, uint32_t *uids_r,
+                         char **error_r)
 {
     struct store_mbox_row row;
     if (store_index_begin(u->db, error_r) < 0)
@@ -135,7 +142,22 @@ static int append_index(struct store_user *u, const char *canon,
         store_index_rollback(u->db);
         return -1;
     }
-    store_sync_own_change(&row.cur_mtime, mtime_before, mtime_after);
+    char cur_dir[4300];
+    snprintf(cur_dir, sizeof cur_dir, "%s/cur", path);
+    int64_t mtime_before = store_sync_dir_mtime(cur_dir);
+    for (size_t k = 0; k < n; k++) {
+        char tmp_path[4700], final_path[5000];
+        append_tmp_path(path, &files[k], tmp_path, sizeof tmp_path);
+        append_final_path(path, &files[k], final_path, sizeof final_path);
+        if (rename(tmp_path, final_path) < 0) {
+            store_error(error_r, "rename %s: %s", tmp_path, strerror(errno));
+            store_index_rollback(u->db);
+            return -1;
+        }
+        files[k].is_written = false;
+        files[k].is_renamed = true;
+    }
+    store_sync_own_change(&row.cur_mtime, mtime_before, store_sync_dir_mtime(cur_dir));
     for (size_t k = 0; k < n; k++) {
         char base[600], loc[800];
         append_base(&files[k], base, sizeof base);
@@ -200,26 +222,14 @@ int store_mailbox_append_many(struct store_user *u, const char *name,
     for (size_t k = 0; k < n; k++)
         if (append_write_tmp(path, &msgs[k], &files[k], error_r) < 0)
             goto undo;
-    int64_t mtime_before = store_sync_dir_mtime(cur_dir);
-    for (size_t k = 0; k < n; k++) {
-        char tmp_path[4700], final_path[5000];
-        append_tmp_path(path, &files[k], tmp_path, sizeof tmp_path);
-        append_final_path(path, &files[k], final_path, sizeof final_path);
-        if (rename(tmp_path, final_path) < 0) {
-            store_error(error_r, "rename %s: %s", tmp_path, strerror(errno));
-            goto undo;
-        }
-        files[k].is_written = false;
-        files[k].is_renamed = true;
-    }
-    int64_t mtime_after = store_sync_dir_mtime(cur_dir);
+    if (append_commit(u, canon, path, msgs, files, n, quota, uidvalidity_r, uids_r, error_r) < 0)
+        goto undo;
+    /* Durable before the caller acknowledges. Should the fsync fail, the files go again:
+     * the rows committed a moment ago vanish at the next sync (never acknowledged). */
     if (store_io_fsync_dir(cur_dir) < 0) {
         store_error(error_r, "fsync %s: %s", cur_dir, strerror(errno));
         goto undo;
     }
-    if (append_index(u, canon, msgs, files, n, quota, mtime_before, mtime_after, uidvalidity_r,
-                     uids_r, error_r) < 0)
-        goto undo;
     store_notify_publish_any_thread(u->user, canon);
     ret = 0;
     goto out;

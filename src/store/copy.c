@@ -33,11 +33,15 @@ int store_mailbox_append(struct store_user *u, const char *name, const struct st
     return store_mailbox_append_many(u, name, &m, 1, 0, uidvalidity_r, uid_r, error_r);
 }
 
-/* Make dest a copy of src: a hard link when possible, else a byte copy (fsync'd). */
-static int copy_file(const char *src, const char *tmp_dir_file, const char *dest, char **error_r)
+/* Make tmp (a name in the destination's tmp/) a copy of src: a hard link when possible,
+ * else a byte copy (fsync'd). The caller renames it into cur/ under the index lock.
+ * 0 done, 1 the source is gone (expunged by another session meanwhile), -1 error. */
+static int copy_file(const char *src, const char *tmp, char **error_r)
 {
-    if (link(src, dest) == 0)
+    if (link(src, tmp) == 0)
         return 0;
+    if (errno == ENOENT)
+        return 1;
     if (errno != EXDEV && errno != EPERM && errno != EMLINK && errno != ENOTSUP) {
         store_error(error_r, "link %s: %s", src, strerror(errno));
         return -1;
@@ -52,9 +56,9 @@ static int copy_file(const char *src, const char *tmp_dir_file, const char *dest
         close(in);
         return -1;
     }
-    int out = open(tmp_dir_file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    int out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (out < 0) {
-        store_error(error_r, "create %s: %s", tmp_dir_file, strerror(errno));
+        store_error(error_r, "create %s: %s", tmp, strerror(errno));
         close(in);
         return -1;
     }
@@ -64,15 +68,14 @@ static int copy_file(const char *src, const char *tmp_dir_file, const char *dest
     if (store_io_write_raw(out, NULL, &s, &written, error_r) == 0 && store_io_fsync(out) == 0 &&
         close(out) == 0) {
         out = -1;
-        if (rename(tmp_dir_file, dest) == 0)
-            ret = 0;
+        ret = 0;
     }
     if (out >= 0)
         close(out);
     close(in);
     if (ret < 0) {
         store_error(error_r, "copy %s: %s", src, strerror(errno));
-        (void)unlink(tmp_dir_file);
+        (void)unlink(tmp);
     }
     return ret;
 }
@@ -93,20 +96,20 @@ int store_mailbox_copy_uids(struct store_mailbox *box, const uint32_t *uids, siz
     }
     uint32_t *out = calloc(n + 1, sizeof *out);
     char **made = calloc(n + 1, sizeof *made);      /* created file paths, for undo */
+    char **tmps = calloc(n + 1, sizeof *tmps);      /* the copies in tmp/, before the rename */
     char **bases = calloc(n + 1, sizeof *bases);    /* their base names */
     char **locs = calloc(n + 1, sizeof *locs);      /* their locations */
     size_t *idx = calloc(n + 1, sizeof *idx);       /* view index of each uid */
     uint32_t *moved = calloc(n + 1, sizeof *moved); /* source uids copied */
     size_t n_made = 0;
     int ret = -1;
-    if (!out || !made || !bases || !locs || !idx || !moved) {
+    if (!out || !made || !tmps || !bases || !locs || !idx || !moved) {
         store_error(error_r, "out of memory");
         goto out;
     }
-    /* 1. the files: one new name per copy, linked (or copied) straight into cur/ */
+    /* 1. the files: one new name per copy, linked (or copied) into tmp/ */
     char cur_dir[4300];
     snprintf(cur_dir, sizeof cur_dir, "%s/cur", path);
-    int64_t mtime_before = store_sync_dir_mtime(cur_dir);
     for (size_t k = 0; k < n; k++) {
         size_t i = store_view_find_uid(box, uids[k]);
         idx[k] = i;
@@ -128,31 +131,44 @@ int store_mailbox_copy_uids(struct store_mailbox *box, const uint32_t *uids, siz
         }
         snprintf(dst, sizeof dst, "%s/cur/%s", path, fname);
         snprintf(tmp, sizeof tmp, "%s/tmp/%s", path, unique);
-        if (copy_file(src_path, tmp, dst, error_r) < 0)
+        int cr = copy_file(src_path, tmp, error_r);
+        if (cr < 0)
             goto undo;
+        if (cr > 0) {
+            idx[k] = SIZE_MAX; /* expunged meanwhile: not copied (dest uid 0) */
+            continue;
+        }
+        tmps[n_made] = strdup(tmp);
         made[n_made] = strdup(dst);
         bases[n_made] = strdup(base);
         char loc[800];
         snprintf(loc, sizeof loc, "cur/%s", fname);
         locs[n_made] = strdup(loc);
         n_made++;
-        if (!made[n_made - 1] || !bases[n_made - 1] || !locs[n_made - 1]) {
+        if (!tmps[n_made - 1] || !made[n_made - 1] || !bases[n_made - 1] || !locs[n_made - 1]) {
             store_error(error_r, "out of memory");
             goto undo;
         }
     }
-    int64_t mtime_after = store_sync_dir_mtime(cur_dir);
-    if (n_made > 0 && store_io_fsync_dir(cur_dir) < 0) {
-        store_error(error_r, "fsync %s: %s", cur_dir, strerror(errno));
-        goto undo;
-    }
-    /* 2. the index of the destination, one transaction for all copies */
+    /* 2. under the index's write lock: the copies into cur/, and their rows, one
+     * transaction for all. Renamed under the lock so that no other session's sync finds a
+     * copy before its row is ours (it would give it a UID of its own, and COPYUID would
+     * name another: append.c has the same rule). */
     if (store_index_begin(u->db, error_r) < 0)
         goto undo;
     if (store_index_mailbox_get(u->db, canon, &row, error_r) != 0)
         goto undo_txn;
+    int64_t mtime_before = store_sync_dir_mtime(cur_dir);
+    for (size_t k = 0; k < n_made; k++) {
+        if (rename(tmps[k], made[k]) < 0) {
+            store_error(error_r, "rename %s: %s", tmps[k], strerror(errno));
+            goto undo_txn;
+        }
+        free(tmps[k]);
+        tmps[k] = NULL; /* now in cur/: made[k] */
+    }
     if (n_made > 0)
-        store_sync_own_change(&row.cur_mtime, mtime_before, mtime_after);
+        store_sync_own_change(&row.cur_mtime, mtime_before, store_sync_dir_mtime(cur_dir));
     size_t j = 0, n_moved = 0;
     for (size_t k = 0; k < n; k++) {
         if (idx[k] == SIZE_MAX)
@@ -172,6 +188,11 @@ int store_mailbox_copy_uids(struct store_mailbox *box, const uint32_t *uids, siz
         goto undo_txn;
     if (store_index_commit(u->db, error_r) < 0)
         goto undo;
+    /* durable before the caller acknowledges (the rows vanish at the next sync if not) */
+    if (n_made > 0 && store_io_fsync_dir(cur_dir) < 0) {
+        store_error(error_r, "fsync %s: %s", cur_dir, strerror(errno));
+        goto undo;
+    }
     *dest_uidvalidity_r = row.uidvalidity;
     store_notify_publish_any_thread(u->user, canon);
     /* 3. MOVE (RFC 6851): the copies are durable; now expunge the originals */
@@ -184,9 +205,12 @@ int store_mailbox_copy_uids(struct store_mailbox *box, const uint32_t *uids, siz
 undo_txn:
     store_index_rollback(u->db);
 undo:
-    for (size_t k = 0; k < n_made; k++)
-        if (made[k])
+    for (size_t k = 0; k < n_made; k++) {
+        if (tmps[k])
+            (void)unlink(tmps[k]); /* not renamed yet */
+        else if (made[k])
             (void)unlink(made[k]);
+    }
     if (n_made > 0) {
         char d[4300];
         snprintf(d, sizeof d, "%s/cur", path);
@@ -198,10 +222,12 @@ out_keep:
      * reason (RFC 6851 §3.3 allows a partial MOVE), no UIDs returned. */
 out:
     for (size_t k = 0; k < n_made; k++) {
+        free(tmps[k]);
         free(made[k]);
         free(bases[k]);
         free(locs[k]);
     }
+    free(tmps);
     free(made);
     free(bases);
     free(locs);

@@ -118,6 +118,10 @@ static void deliver_index(struct copy *c, struct store_target *t)
     int r = store_index_mailbox_get(db, c->canon, &row, &error);
     if (r == 1)
         r = store_index_mailbox_add(db, c->canon, NULL, &row, &error);
+    /* the first message of a folder moved in from Dovecot: its old messages keep their
+     * UIDs and this one comes after them */
+    if (r == 0 && store_sync_import_dovecot(db, c->mbox_path, &row, &error) < 0)
+        r = -1;
     if (r < 0 ||
         store_index_message_add(db, &row, c->basename, location, 0, NULL, c->size, c->vsize,
                                 time(NULL), &t->uid, &error) < 0 ||

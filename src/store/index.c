@@ -20,8 +20,8 @@
 #include <unistd.h>
 
 #define STORE_INDEX_BUSY_MS     30000
-#define STORE_INDEX_VERSION     2
-#define STORE_INDEX_VERSION_STR "2"
+#define STORE_INDEX_VERSION     3
+#define STORE_INDEX_VERSION_STR "3"
 
 static const char store_index_schema[] =
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);"
@@ -47,7 +47,48 @@ static const char store_index_schema[] =
     " SELECT 1, COALESCE(SUM(size), 0), COUNT(*) FROM messages;"
     STORE_INDEX_USAGE_ADD_TRIGGER
     "CREATE TRIGGER IF NOT EXISTS usage_del AFTER DELETE ON messages BEGIN"
-    " UPDATE usage SET bytes = bytes - OLD.size, messages = messages - 1 WHERE id = 1; END;";
+    " UPDATE usage SET bytes = bytes - OLD.size, messages = messages - 1 WHERE id = 1; END;"
+    /* Version 3: subscriptions are names, apart from mailboxes (RFC 3501 §6.3.6: deleting
+     * a mailbox leaves its name subscribed); mailboxes.subscribed is no longer used. */
+    "CREATE TABLE IF NOT EXISTS subscriptions(name TEXT PRIMARY KEY) WITHOUT ROWID;"
+    "INSERT OR IGNORE INTO subscriptions(name) SELECT name FROM mailboxes WHERE subscribed = 1;"
+    /* Version 3: SORT/THREAD keys of a message (sortkeys.c), gone with the message */
+    "CREATE TABLE IF NOT EXISTS sortkeys(mailbox INTEGER NOT NULL, uid INTEGER NOT NULL,"
+    " sent INTEGER NOT NULL, is_reply INTEGER NOT NULL, subject TEXT, from_ TEXT, to_ TEXT,"
+    " cc TEXT, dfrom TEXT, dto TEXT, msgid TEXT, refs TEXT,"
+    " PRIMARY KEY(mailbox, uid)) WITHOUT ROWID;"
+    "CREATE TRIGGER IF NOT EXISTS sortkeys_del AFTER DELETE ON messages BEGIN"
+    " DELETE FROM sortkeys WHERE mailbox = OLD.mailbox AND uid = OLD.uid; END;"
+    "CREATE TRIGGER IF NOT EXISTS sortkeys_move AFTER UPDATE OF mailbox, uid ON messages BEGIN"
+    " DELETE FROM sortkeys WHERE mailbox = OLD.mailbox AND uid = OLD.uid; END;"
+    /* Version 3: expunged UIDs with the mod-sequence of their expunge (RFC 7162 QRESYNC
+     * VANISHED); complete for expunges above mailboxes.vanished_since (the highest
+     * mod-sequence when tracking began: mailboxes from before version 3 have older
+     * expunges untracked) */
+    "CREATE TABLE IF NOT EXISTS expunged(mailbox INTEGER NOT NULL, uid INTEGER NOT NULL,"
+    " modseq INTEGER NOT NULL, PRIMARY KEY(mailbox, uid)) WITHOUT ROWID;"
+    /* Version 3: RFC 5464 METADATA entries (metadata.c); mailbox "" is the server */
+    "CREATE TABLE IF NOT EXISTS metadata(mailbox TEXT NOT NULL, name TEXT NOT NULL,"
+    " value BLOB, PRIMARY KEY(mailbox, name)) WITHOUT ROWID;";
+
+/* Version 3 column added to an existing mailboxes table (store_index_migrate). */
+static const char store_index_add_vanished[] =
+    "ALTER TABLE mailboxes ADD COLUMN vanished_since INTEGER NOT NULL DEFAULT 0;"
+    "UPDATE mailboxes SET vanished_since = highestmodseq;";
+
+/* Does the mailboxes table have the column vanished_since (version 3)? */
+static bool store_index_has_vanished(sqlite3 *db)
+{
+    sqlite3_stmt *st = NULL;
+    bool has = false;
+    if (sqlite3_prepare_v2(db, "PRAGMA table_info(mailboxes)", -1, &st, NULL) == SQLITE_OK)
+        while (!has && sqlite3_step(st) == SQLITE_ROW) {
+            const char *name = (const char *)sqlite3_column_text(st, 1);
+            has = name && strcmp(name, "vanished_since") == 0;
+        }
+    sqlite3_finalize(st);
+    return has;
+}
 
 int store_index_exec(sqlite3 *db, const char *sql, char **error_r)
 {
@@ -91,6 +132,8 @@ static int store_index_migrate(sqlite3 *db, char **error_r)
     sqlite3_finalize(st);
     if (version < STORE_INDEX_VERSION &&
         (store_index_exec(db, store_index_schema, error_r) < 0 ||
+         (!store_index_has_vanished(db) &&
+          store_index_exec(db, store_index_add_vanished, error_r) < 0) ||
          store_index_exec(db, "PRAGMA user_version = " STORE_INDEX_VERSION_STR, error_r) < 0)) {
         store_index_rollback(db);
         return -1;
@@ -100,7 +143,7 @@ static int store_index_migrate(sqlite3 *db, char **error_r)
 
 void (*store_index_open_hook)(sqlite3 *db);
 
-sqlite3 *store_index_open(const char *home, char **error_r)
+static sqlite3 *store_index_open_once(const char *home, int *code_r, char **error_r)
 {
     char path[4200];
     if (snprintf(path, sizeof path, "%s/index.db", home) >= (int)sizeof path) {
@@ -134,6 +177,7 @@ sqlite3 *store_index_open(const char *home, char **error_r)
                          "PRAGMA synchronous=NORMAL; PRAGMA cache_size=-1024;"
                          " PRAGMA temp_store=MEMORY",
                          error_r) < 0) {
+        *code_r = sqlite3_extended_errcode(db);
         store_index_close(db);
         return NULL;
     }
@@ -146,12 +190,44 @@ sqlite3 *store_index_open(const char *home, char **error_r)
         version = sqlite3_column_int(st, 0);
     sqlite3_finalize(st);
     if (version < STORE_INDEX_VERSION && store_index_migrate(db, error_r) < 0) {
+        *code_r = sqlite3_extended_errcode(db);
         store_index_close(db);
         return NULL;
     }
     if (store_index_open_hook)
         store_index_open_hook(db);
     return db;
+}
+
+/* Several processes may open a new user's index at the same moment (a delivery in the
+ * queue process, logins in two workers): the first switches it to WAL and creates the
+ * schema, and the others can meet SQLITE_BUSY, or an I/O error while the shared-memory
+ * index is being set up, where the busy handler is not consulted. A new index is worth
+ * a few tries: up to STORE_INDEX_OPEN_TRIES, a few milliseconds apart. */
+#define STORE_INDEX_OPEN_TRIES 50
+
+sqlite3 *store_index_open(const char *home, char **error_r)
+{
+    for (int attempt = 1;; attempt++) {
+        int code = SQLITE_OK;
+        char *err = NULL;
+        sqlite3 *db = store_index_open_once(home, &code, &err);
+        if (db) {
+            free(err);
+            return db;
+        }
+        int primary = code & 0xff;
+        bool is_race = primary == SQLITE_BUSY || primary == SQLITE_LOCKED || primary == SQLITE_IOERR;
+        if (!is_race || attempt >= STORE_INDEX_OPEN_TRIES) {
+            if (error_r)
+                *error_r = err;
+            else
+                free(err);
+            return NULL;
+        }
+        free(err);
+        usleep((useconds_t)(2000 + (attempt % 8) * 1000));
+    }
 }
 
 /* Transactions use cached statements too: sqlite3_exec would parse the text each time. */
@@ -256,7 +332,8 @@ int store_index_mailbox_add(sqlite3 *db, const char *name, const char *special_u
         sqlite3_bind_text(st, 3, special_use, -1, SQLITE_STATIC);
     else
         sqlite3_bind_null(st, 3);
-    sqlite3_bind_int(st, 4, special_use || strcmp(name, "INBOX") == 0 ? 1 : 0);
+    bool is_auto_subscribed = special_use || strcmp(name, "INBOX") == 0;
+    sqlite3_bind_int(st, 4, is_auto_subscribed ? 1 : 0);
     int rc = sqlite3_step(st);
     if (rc != SQLITE_DONE) {
         store_error(error_r, "index: %s", sqlite3_errmsg(db));
@@ -264,8 +341,11 @@ int store_index_mailbox_add(sqlite3 *db, const char *name, const char *special_u
         return -1;
     }
     store_index_done(st);
+    int64_t id = sqlite3_last_insert_rowid(db);
+    if (is_auto_subscribed && store_index_subscription_set(db, name, true, error_r) < 0)
+        return -1;
     memset(row_r, 0, sizeof *row_r);
-    row_r->id = sqlite3_last_insert_rowid(db);
+    row_r->id = id;
     row_r->uidvalidity = (uint32_t)uidvalidity;
     row_r->uidnext = 1;
     row_r->highestmodseq = 1;
@@ -295,6 +375,9 @@ int store_index_mailbox_ensure(sqlite3 *db, const char *home, const char *name,
     r = store_index_mailbox_get(db, name, row_r, error_r);
     if (r == 1)
         r = store_index_mailbox_add(db, name, NULL, row_r, error_r);
+    /* a folder moved in from Dovecot keeps its UIDs (before anything can take UID 1) */
+    if (r == 0 && store_sync_import_dovecot(db, path, row_r, error_r) < 0)
+        r = -1;
     if (r < 0) {
         store_index_rollback(db);
         return -1;
@@ -561,4 +644,39 @@ void store_index_pool_flush(void)
         free(p);
     }
     pthread_mutex_unlock(&index_pool_lock);
+}
+
+int store_index_subscription_set(sqlite3 *db, const char *name, bool subscribe, char **error_r)
+{
+    sqlite3_stmt *st = NULL;
+    const char *sql = subscribe ? "INSERT OR IGNORE INTO subscriptions(name) VALUES(?)"
+                                : "DELETE FROM subscriptions WHERE name = ?";
+    int rc = SQLITE_ERROR;
+    if (store_index_prepare(db, sql, &st) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        rc = sqlite3_step(st);
+    }
+    if (rc != SQLITE_DONE)
+        store_error(error_r, "index: %s", sqlite3_errmsg(db));
+    store_index_done(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+int store_index_tombstone_add(sqlite3 *db, int64_t mailbox, uint32_t uid, uint64_t modseq,
+                              char **error_r)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = SQLITE_ERROR;
+    if (store_index_prepare(db,
+                            "INSERT OR REPLACE INTO expunged(mailbox, uid, modseq) VALUES(?, ?, ?)",
+                            &st) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, mailbox);
+        sqlite3_bind_int64(st, 2, uid);
+        sqlite3_bind_int64(st, 3, (int64_t)modseq);
+        rc = sqlite3_step(st);
+    }
+    if (rc != SQLITE_DONE)
+        store_error(error_r, "index: %s", sqlite3_errmsg(db));
+    store_index_done(st);
+    return rc == SQLITE_DONE ? 0 : -1;
 }

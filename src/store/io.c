@@ -287,3 +287,74 @@ int store_io_write_raw(int fd, const char *header, const struct store_source *sr
     *size_r = r.size;
     return 0;
 }
+
+int store_io_read_file(const char *path, size_t max, char **data_r, size_t *len_r,
+                       char **error_r)
+{
+    *data_r = NULL;
+    *len_r = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return 1;
+        store_error(error_r, "open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        store_error(error_r, "fstat %s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > max) {
+        store_error(error_r, "%s: %s", path,
+                    !S_ISREG(st.st_mode) ? "not a regular file" : "file too large");
+        close(fd);
+        return -1;
+    }
+    /* one byte more than the budget: a file that grew meanwhile is still refused */
+    size_t cap = (size_t)st.st_size + 1, len = 0;
+    char *data = malloc(cap + 1);
+    if (!data) {
+        close(fd);
+        store_error(error_r, "out of memory");
+        return -1;
+    }
+    for (;;) {
+        ssize_t n = read(fd, data + len, cap - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            store_error(error_r, "read %s: %s", path, strerror(errno));
+            free(data);
+            close(fd);
+            return -1;
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+        if (len == cap) {
+            if (cap > max) {
+                store_error(error_r, "%s: file too large", path);
+                free(data);
+                close(fd);
+                return -1;
+            }
+            size_t ncap = cap * 2 > max + 1 ? max + 1 : cap * 2;
+            char *nd = realloc(data, ncap + 1);
+            if (!nd) {
+                free(data);
+                close(fd);
+                store_error(error_r, "out of memory");
+                return -1;
+            }
+            data = nd;
+            cap = ncap;
+        }
+    }
+    close(fd);
+    data[len] = '\0';
+    *data_r = data;
+    *len_r = len;
+    return 0;
+}

@@ -11,6 +11,7 @@
 #include "store/mime.h"
 
 #include "core/buf.h"
+#include "core/util.h"
 
 #include <ctype.h>
 #include <stdlib.h>
@@ -948,39 +949,34 @@ static int mime_addr_token(const char **sp, struct buf *w, struct buf *comment)
     return 'a';
 }
 
-static bool mime_write_address(struct buf *out, const char *name, size_t nlen, const char *mbox,
-                               const char *host)
-{
-    bool ok = buf_append_byte(out, '(');
-    ok = ok && mime_write_nstring(out, name, nlen, name == NULL || nlen == 0) &&
-         buf_append_str(out, " NIL ") && mime_write_string(out, mbox) &&
-         buf_append_byte(out, ' ') && mime_write_string(out, host) && buf_append_byte(out, ')');
-    return ok;
-}
-
-/* Parse an address list and write its ENVELOPE form "((...)(...))" or NIL if empty. */
-static bool mime_write_address_list(struct buf *out, const char *value)
+/* Parse an RFC 5322 address list, calling back per group start, mailbox and group end
+ * (mime.h). Tolerant like Dovecot: a mailbox without '@' has a NULL host, a comment stands
+ * for the display name
+ * of a mailbox that has none, an obsolete route "<@a,@b:x@y>" is kept as its adl.
+ * At most 10,000 entries. */
+void mime_address_list_parse(const char *value, const struct mime_address_visitor *v)
 {
     if (!value)
-        return buf_append_str(out, "NIL");
-    struct buf list, phrase, local, domain, w, comment;
-    buf_init(&list, 0);
+        return;
+    struct buf phrase, local, domain, w, comment, route;
+    buf_init(&route, MIME_MAX_VALUE);
     buf_init(&comment, 256);
     buf_init(&phrase, MIME_MAX_VALUE);
     buf_init(&local, MIME_MAX_VALUE);
     buf_init(&domain, MIME_MAX_VALUE);
     buf_init(&w, MIME_MAX_VALUE);
     const char *s = value;
-    bool in_group = false;
+    bool in_group = false, is_stopped = false;
     size_t n_addr = 0;
     /* One mailbox (or group start) per iteration; a tolerant state machine:
      * words before '<' or ':' form the phrase; after '<' local@domain up to '>';
      * without angle brackets the words are local-part '@' domain. */
-    while (*mime_skip_cfws(s) && n_addr < 10000) {
+    while (!is_stopped && *mime_skip_cfws(s) && n_addr < 10000) {
         buf_reset(&phrase);
         buf_reset(&local);
         buf_reset(&domain);
         buf_reset(&comment);
+        buf_reset(&route);
         bool in_angle = false, seen_at = false, done_angle = false;
         int t;
         for (;;) {
@@ -1008,9 +1004,14 @@ static bool mime_write_address_list(struct buf *out, const char *value)
                     buf_append_byte(&local, '.');
             } else if (t == '@') {
                 if (in_angle && !seen_at && local.len == 0) {
-                    /* obsolete route "<@a,@b:x@y>": skip to ':' */
+                    /* obsolete route "<@a,@b:x@y>": kept as the address's adl "@a,@b" */
+                    const char *st = s - 1;
                     while (*s && *s != ':' && *s != '>')
                         s++;
+                    buf_reset(&route);
+                    for (const char *c = st; c < s; c++)
+                        if (*c != ' ' && *c != '\t' && *c != '\r' && *c != '\n')
+                            buf_append_byte(&route, *c);
                     if (*s == ':')
                         s++;
                     continue;
@@ -1030,54 +1031,159 @@ static bool mime_write_address_list(struct buf *out, const char *value)
                 in_angle = false;
                 done_angle = true;
             } else if (t == ':' && !in_angle && !in_group) {
-                /* group start: "name:" (RFC 3501: (NIL NIL "name" NIL)) */
+                /* group start "name:" */
                 if (local.len) {
                     if (phrase.len)
                         buf_append_byte(&phrase, ' ');
                     buf_append(&phrase, local.data, local.len);
                 }
-                if (!buf_cstr(&list)[0])
-                    buf_append_byte(&list, '(');
-                buf_append_str(&list, "(NIL NIL ");
-                mime_write_nstring(&list, phrase.data ? phrase.data : "", phrase.len, false);
-                buf_append_str(&list, " NIL)");
+                if (v->group_start && !v->group_start(v->arg, buf_cstr(&phrase)))
+                    is_stopped = true;
                 buf_reset(&phrase);
                 buf_reset(&local);
                 in_group = true;
                 n_addr++;
+                if (is_stopped)
+                    break;
             }
         }
-        if (local.len || domain.len) {
-            if (!buf_cstr(&list)[0])
-                buf_append_byte(&list, '(');
+        if (!is_stopped && (local.len || domain.len)) {
             const struct buf *name = phrase.len ? &phrase : &comment;
-            /* RFC 3501 §7.4.2 allows no NIL host for a mailbox: Dovecot's placeholder */
-            mime_write_address(&list, name->data, name->len, buf_cstr(&local),
-                               seen_at && domain.len ? buf_cstr(&domain) : "MISSING_DOMAIN");
+            struct mime_address a = {
+                .name = name->len ? buf_cstr(name) : NULL,
+                .adl = route.len ? buf_cstr(&route) : NULL,
+                .mailbox = buf_cstr(&local),
+                .host = seen_at && domain.len ? buf_cstr(&domain) : NULL,
+            };
+            if (v->address && !v->address(v->arg, &a))
+                is_stopped = true;
             n_addr++;
         }
-        if (t == ';' && in_group) {
-            buf_append_str(&list, "(NIL NIL NIL NIL)");
+        if (!is_stopped && t == ';' && in_group) {
+            if (v->group_end && !v->group_end(v->arg))
+                is_stopped = true;
             in_group = false;
         }
         if (t == 0)
             break;
     }
-    if (in_group)
-        buf_append_str(&list, "(NIL NIL NIL NIL)");
-    bool ok;
-    if (list.len == 0) {
-        ok = buf_append_str(out, "NIL");
-    } else {
-        ok = buf_append(out, list.data, list.len) && buf_append_byte(out, ')');
-    }
-    buf_free(&list);
+    if (!is_stopped && in_group && v->group_end)
+        (void)v->group_end(v->arg);
     buf_free(&phrase);
     buf_free(&local);
     buf_free(&domain);
     buf_free(&w);
     buf_free(&comment);
+    buf_free(&route);
+}
+
+/* ENVELOPE form: "((name adl mailbox host)...)" with groups as (NIL NIL name NIL) ...
+ * (NIL NIL NIL NIL) (RFC 3501 §7.4.2). */
+static bool mime_env_group_start(void *arg, const char *name)
+{
+    struct buf *list = arg;
+    return buf_append_str(list, list->len ? "(NIL NIL " : "((NIL NIL ") &&
+           mime_write_string(list, name) && buf_append_str(list, " NIL)");
+}
+
+static bool mime_env_address(void *arg, const struct mime_address *a)
+{
+    struct buf *list = arg;
+    return (list->len || buf_append_byte(list, '(')) && buf_append_byte(list, '(') &&
+           mime_write_nstring(list, a->name, a->name ? strlen(a->name) : 0, !a->name) &&
+           buf_append_byte(list, ' ') &&
+           mime_write_nstring(list, a->adl, a->adl ? strlen(a->adl) : 0, !a->adl) &&
+           buf_append_byte(list, ' ') && mime_write_string(list, a->mailbox) &&
+           buf_append_byte(list, ' ') &&
+           /* RFC 3501 §7.4.2 allows no NIL host for a mailbox: Dovecot's placeholder */
+           mime_write_string(list, a->host ? a->host : "MISSING_DOMAIN") &&
+           buf_append_byte(list, ')');
+}
+
+static bool mime_env_group_end(void *arg)
+{
+    struct buf *list = arg;
+    return buf_append_str(list, "(NIL NIL NIL NIL)");
+}
+
+/* Parse an address list and write its ENVELOPE form "((...)(...))" or NIL if empty. */
+static bool mime_write_address_list(struct buf *out, const char *value)
+{
+    struct buf list;
+    buf_init(&list, 0);
+    const struct mime_address_visitor v = {mime_env_group_start, mime_env_address,
+                                           mime_env_group_end, &list};
+    mime_address_list_parse(value, &v);
+    bool ok;
+    if (list.len == 0)
+        ok = buf_append_str(out, "NIL");
+    else
+        ok = buf_append(out, list.data, list.len) && buf_append_byte(out, ')');
+    buf_free(&list);
     return ok;
+}
+
+/* Display form for SEARCH (as Dovecot matches address headers): "Name <box@host>, ...",
+ * groups as "name: ...;". */
+static bool mime_disp_sep(struct buf *out, bool *is_first)
+{
+    bool ok = *is_first || buf_append_str(out, ", ");
+    *is_first = false;
+    return ok;
+}
+
+struct mime_disp {
+    struct buf *out;
+    bool is_first;
+};
+
+static bool mime_disp_group_start(void *arg, const char *name)
+{
+    struct mime_disp *d = arg;
+    bool ok = mime_disp_sep(d->out, &d->is_first) && buf_append_str(d->out, name) &&
+              buf_append_str(d->out, ": ");
+    d->is_first = true;
+    return ok;
+}
+
+static bool mime_disp_address(void *arg, const struct mime_address *a)
+{
+    struct mime_disp *d = arg;
+    bool ok = mime_disp_sep(d->out, &d->is_first);
+    if (a->name)
+        ok = ok && buf_append_str(d->out, a->name) && buf_append_str(d->out, " <");
+    ok = ok && buf_append_str(d->out, a->mailbox) &&
+         (!a->host || (buf_append_byte(d->out, '@') && buf_append_str(d->out, a->host)));
+    return ok && (!a->name || buf_append_byte(d->out, '>'));
+}
+
+static bool mime_disp_group_end(void *arg)
+{
+    struct mime_disp *d = arg;
+    d->is_first = false;
+    return buf_append_byte(d->out, ';');
+}
+
+bool mime_address_list_display(const char *value, struct buf *out)
+{
+    struct mime_disp d = {out, true};
+    const struct mime_address_visitor v = {mime_disp_group_start, mime_disp_address,
+                                           mime_disp_group_end, &d};
+    mime_address_list_parse(value, &v);
+    return true;
+}
+
+/* Does an address header value hold no address at all ("Sender: " or only a comment)? */
+static bool mime_address_list_is_empty(const char *value)
+{
+    if (!value)
+        return true;
+    struct buf b;
+    buf_init(&b, 0);
+    (void)mime_write_address_list(&b, value);
+    bool is_empty = b.len == 0 || strcmp(buf_cstr(&b), "NIL") == 0;
+    buf_free(&b);
+    return is_empty;
 }
 
 bool mime_write_envelope(const struct mime_part *msg, struct buf *out)
@@ -1087,9 +1193,13 @@ bool mime_write_envelope(const struct mime_part *msg, struct buf *out)
               buf_append_byte(out, ' ') && mime_write_string(out, e[MIME_ENV_SUBJECT]) &&
               buf_append_byte(out, ' ') && mime_write_address_list(out, e[MIME_ENV_FROM]) &&
               buf_append_byte(out, ' ');
-    /* RFC 3501 §7.4.2: Sender and Reply-To default to From when absent. */
-    const char *sender = e[MIME_ENV_SENDER] ? e[MIME_ENV_SENDER] : e[MIME_ENV_FROM];
-    const char *reply_to = e[MIME_ENV_REPLY_TO] ? e[MIME_ENV_REPLY_TO] : e[MIME_ENV_FROM];
+    /* RFC 3501 §7.4.2: Sender and Reply-To default to From when absent; an empty field
+     * ("Sender: ") counts as absent, as in Dovecot. */
+    const char *sender =
+        !mime_address_list_is_empty(e[MIME_ENV_SENDER]) ? e[MIME_ENV_SENDER] : e[MIME_ENV_FROM];
+    const char *reply_to = !mime_address_list_is_empty(e[MIME_ENV_REPLY_TO])
+                               ? e[MIME_ENV_REPLY_TO]
+                               : e[MIME_ENV_FROM];
     ok = ok && mime_write_address_list(out, sender) && buf_append_byte(out, ' ') &&
          mime_write_address_list(out, reply_to) && buf_append_byte(out, ' ') &&
          mime_write_address_list(out, e[MIME_ENV_TO]) && buf_append_byte(out, ' ') &&
@@ -1158,4 +1268,83 @@ bool mime_header_filter(const char *hdr, size_t len, const char *const *names, s
     }
     /* RFC 3501 §6.4.5: the result ends with the blank line that ends a header. */
     return buf_append(out, "\r\n", 2);
+}
+
+/* ---- binary parts to base64 (RFC 3516 §4.4) ----------------------------------------------- */
+
+/* Append part p's header with its Content-Transfer-Encoding set to base64. */
+static void mime_header_cte_base64(const char *h, size_t len, struct buf *out)
+{
+    size_t pos = 0;
+    bool done = false;
+    while (pos < len) {
+        const char *nl = memchr(h + pos, '\n', len - pos);
+        size_t le = nl ? (size_t)(nl - h) + 1 : len;
+        size_t next = le; /* with continuation lines */
+        while (next < len && (h[next] == ' ' || h[next] == '\t')) {
+            const char *cnl = memchr(h + next, '\n', len - next);
+            next = cnl ? (size_t)(cnl - h) + 1 : len;
+        }
+        if (!done && le - pos > 26 && strncasecmp(h + pos, "Content-Transfer-Encoding:", 26) == 0) {
+            buf_append_str(out, "Content-Transfer-Encoding: base64\r\n");
+            done = true;
+        } else {
+            buf_append(out, h + pos, next - pos);
+        }
+        pos = next;
+    }
+}
+
+/* Copy data[*copied..] up to the parts that need it, converting each binary leaf that
+ * holds a NUL; depth-first in byte order. */
+static void mime_binary_walk(const char *data, size_t len, const struct mime_part *p,
+                             size_t *copied, struct buf *out, bool *changed, unsigned depth)
+{
+    if (depth > MIME_MAX_DEPTH)
+        return;
+    if (p->is_multipart) {
+        for (const struct mime_part *k = p->children; k; k = k->next)
+            mime_binary_walk(data, len, k, copied, out, changed, depth + 1);
+        return;
+    }
+    if (p->is_message && p->message) {
+        mime_binary_walk(data, len, p->message, copied, out, changed, depth + 1);
+        return;
+    }
+    if (p->header_offset < *copied || p->body_offset > len || p->body_size > len - p->body_offset ||
+        !memchr(data + p->body_offset, '\0', (size_t)p->body_size))
+        return;
+    /* the bytes before this part, its header with the new encoding, the body in base64 */
+    buf_append(out, data + *copied, (size_t)p->header_offset - *copied);
+    mime_header_cte_base64(data + p->header_offset, (size_t)(p->body_offset - p->header_offset),
+                           out);
+    struct buf b64;
+    buf_init(&b64, 0);
+    util_base64_encode(data + p->body_offset, (size_t)p->body_size, &b64);
+    for (size_t i = 0; i < b64.len; i += 76) { /* RFC 2045 §6.8: lines of 76 */
+        size_t n = b64.len - i < 76 ? b64.len - i : 76;
+        buf_append(out, b64.data + i, n);
+        buf_append_str(out, "\r\n");
+    }
+    buf_free(&b64);
+    *copied = (size_t)(p->body_offset + p->body_size);
+    *changed = true;
+}
+
+bool mime_binary_to_base64(const char *data, size_t len, struct buf *out)
+{
+    /* RFC 3516 §4.4: a message APPENDed with binary content must still be sendable as
+     * BODY[] (a literal has no NUL): binary parts holding NUL are stored in base64 */
+    if (!memchr(data, '\0', len))
+        return false;
+    struct mime_part *root = mime_parse(data, len);
+    if (!root)
+        return false;
+    size_t copied = 0;
+    bool changed = false;
+    mime_binary_walk(data, len, root, &copied, out, &changed, 0);
+    if (changed)
+        buf_append(out, data + copied, len - copied);
+    mime_part_free(root);
+    return changed;
 }

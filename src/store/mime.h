@@ -94,6 +94,61 @@ bool mime_write_string(struct buf *out, const char *s);
 const struct mime_part *mime_part_find(const struct mime_part *root, const uint32_t *path,
                                        size_t n);
 
+/* One mailbox of an address list (strings valid during the callback only). name is the
+ * display name (or a comment standing for it), NULL when none; adl the obsolete route;
+ * host NULL when the address has no '@'. */
+struct mime_address {
+    const char *name, *adl, *mailbox, *host;
+};
+/* Callbacks of mime_address_list_parse (any may be NULL); returning false stops it. */
+struct mime_address_visitor {
+    bool (*group_start)(void *arg, const char *name);
+    bool (*address)(void *arg, const struct mime_address *a);
+    bool (*group_end)(void *arg);
+    void *arg;
+};
+/* Parse an RFC 5322 address list value (unfolded or not), tolerant of broken input. */
+void mime_address_list_parse(const char *value, const struct mime_address_visitor *v);
+/* Append "Name <box@host>, other@host, group: a@b;" for the list (SEARCH FROM/TO...). */
+bool mime_address_list_display(const char *value, struct buf *out);
+
+/* ---- SORT and THREAD keys (mime_sort.c, RFC 5256, RFC 5957, RFC 5051) ---------------- */
+
+/* At most this many ids of a References field are kept for threading. */
+#define MIME_MAX_REFERENCES 1000
+
+/* RFC 5051 i;unicode-casemap: append the comparison form of UTF-8 text (titlecase, then
+ * NFKD; invalid octets as U+FFFD): two strings compare as their forms' octets. */
+bool mime_casemap(const char *s, size_t len, struct buf *out);
+/* RFC 5256 §2.1 base subject of a subject already RFC 2047-decoded (steps 2-7), appended
+ * to out (not casemapped). *is_reply_r (may be NULL): a reply/forward marker ("Re:",
+ * "Fwd:", "(fwd)", "[fwd: ...]") was removed (RFC 5256 §3 REFERENCES step 5). */
+bool mime_base_subject(const char *subject, size_t len, struct buf *out, bool *is_reply_r);
+/* RFC 5322 §3.3 date-time (and the obsolete §4.3 forms) to seconds since the epoch in
+ * UTC; false when it cannot be parsed. */
+bool mime_date_parse(const char *s, int64_t *t_r);
+/* Call fn for each msg-id "<left@right>" of a field value (white space and comments
+ * dropped), at most max of them; returns how many. value may be NULL. */
+typedef void mime_msgid_fn(void *arg, const char *id, size_t len);
+size_t mime_msgids(const char *value, size_t max, mime_msgid_fn *fn, void *arg);
+
+/* What SORT and THREAD compare of one message. Strings are owned, never NULL after a
+ * successful parse except message_id. */
+struct mime_sort_keys {
+    int64_t sent;          /* Date: in UTC, -1 when absent or unparsable (RFC 5256 §2.2:
+                              the caller uses the internal date then) */
+    bool is_reply;         /* the subject marks a reply or forward */
+    char *subject;         /* casemapped base subject */
+    char *from, *to, *cc;  /* casemapped addr-mailbox of the first address (RFC 5256) */
+    char *display_from, *display_to; /* casemapped RFC 5957 display form */
+    char *message_id;      /* "<a@b>" or NULL */
+    char *references;      /* space-separated ids: References, else In-Reply-To's first */
+};
+/* Fill k from a header block (LF or CRLF). false only when out of memory (k is then
+ * partly filled: free it). */
+bool mime_sort_keys_parse(const char *hdr, size_t len, struct mime_sort_keys *k);
+void mime_sort_keys_free(struct mime_sort_keys *k);
+
 /* Size of data when every bare LF is sent as CRLF. */
 uint64_t mime_crlf_size(const char *data, size_t len);
 
@@ -128,6 +183,27 @@ bool mime_header_decode(const char *in, size_t len, struct buf *out);
  * reset first (callers reset it per message). False when no such field exists. */
 bool mime_header_search(const char *hdr, size_t len, const char *field, struct mime_matcher *m,
                         bool with_names);
+
+/* RFC 3516 BINARY: append the body d[0..len) with its Content-Transfer-Encoding (base64,
+ * quoted-printable; identity for 7bit/8bit/binary/none) undone. false for an encoding it
+ * does not know (nothing appended). */
+bool mime_decode_body(const char *d, size_t len, const char *encoding, struct buf *out);
+
+/* RFC 3516 §4.4: when a message holds NUL octets in leaf parts (binary transfer
+ * encoding), append a copy to out where those parts are base64 with their
+ * Content-Transfer-Encoding changed, and return true; false (out untouched) when there is
+ * nothing to convert. */
+bool mime_binary_to_base64(const char *data, size_t len, struct buf *out);
+
+/* RFC 8970 PREVIEW of a message (data parsed as root): up to 256 characters of UTF-8 plain
+ * text from its first inline text part (text/plain, else text/html without tags), white
+ * space collapsed, appended to out (nothing when it has no text). */
+bool mime_preview(const char *data, size_t len, const struct mime_part *root, struct buf *out);
+
+/* The same for an address field (From, To, Cc, Bcc...): the value is matched in its parsed
+ * display form "Name <box@host>, ..." (mime_address_list_display), then RFC 2047-decoded. */
+bool mime_address_header_search(const char *hdr, size_t len, const char *field,
+                                struct mime_matcher *m);
 
 /* Does the body of the message (data, parsed as root) contain the needle of m? Text parts
  * are decoded (Content-Transfer-Encoding base64/quoted-printable, charset to UTF-8),

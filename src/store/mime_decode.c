@@ -475,8 +475,24 @@ bool mime_header_decode(const char *in, size_t len, struct buf *out)
 
 /* ---- header fields --------------------------------------------------------------------- */
 
+/* mime_header_search, and with is_address the value matched in its display form. */
+static bool mime_header_search_value(const char *hdr, size_t len, const char *field,
+                                     struct mime_matcher *m, bool with_names, bool is_address);
+
 bool mime_header_search(const char *hdr, size_t len, const char *field, struct mime_matcher *m,
                         bool with_names)
+{
+    return mime_header_search_value(hdr, len, field, m, with_names, false);
+}
+
+bool mime_address_header_search(const char *hdr, size_t len, const char *field,
+                                struct mime_matcher *m)
+{
+    return mime_header_search_value(hdr, len, field, m, false, true);
+}
+
+static bool mime_header_search_value(const char *hdr, size_t len, const char *field,
+                                     struct mime_matcher *m, bool with_names, bool is_address)
 {
     struct buf value, dec;
     buf_init(&value, MIME_MAX_VALUE);
@@ -525,7 +541,17 @@ bool mime_header_search(const char *hdr, size_t len, const char *field, struct m
             buf_append(&dec, line, nlen);
             buf_append(&dec, ": ", 2);
         }
-        mime_header_decode(value.data ? value.data : "", value.len, &dec);
+        if (is_address) {
+            /* RFC 3501 §6.4.4 FROM "user@host" must find "<user (c)@ (c) host>": match the
+             * parsed addresses as "Name <box@host>" (comments dropped), as Dovecot does */
+            struct buf disp;
+            buf_init(&disp, MIME_MAX_VALUE);
+            mime_address_list_display(buf_cstr(&value), &disp);
+            mime_header_decode(disp.data ? disp.data : "", disp.len, &dec);
+            buf_free(&disp);
+        } else {
+            mime_header_decode(value.data ? value.data : "", value.len, &dec);
+        }
         mime_matcher_break(m);
         mime_matcher_feed(m, dec.data ? dec.data : "", dec.len);
         mime_matcher_break(m);
@@ -554,9 +580,10 @@ static bool mime_match_sink(void *arg, const char *s, size_t len)
     return !mime_matcher_feed(ctx->m, s, len) && ctx->budget > 0;
 }
 
-/* Decode a part body's Content-Transfer-Encoding and charset into the matcher. */
-static bool mime_body_feed(struct mime_body_ctx *ctx, const char *d, size_t len,
-                           const char *encoding, const char *charset)
+/* Decode a part body's Content-Transfer-Encoding and charset (to UTF-8) into sink; false
+ * when the sink said stop. */
+static bool mime_part_decode(const char *d, size_t len, const char *encoding, const char *charset,
+                             mime_sink *sink, void *arg)
 {
     enum mime_cte cte = MIME_CTE_IDENTITY;
     if (encoding && strcasecmp(encoding, "quoted-printable") == 0)
@@ -564,13 +591,11 @@ static bool mime_body_feed(struct mime_body_ctx *ctx, const char *d, size_t len,
     else if (encoding && strcasecmp(encoding, "base64") == 0)
         cte = MIME_CTE_BASE64;
     struct mime_conv c;
-    mime_conv_init(&c, charset, mime_match_sink, ctx);
-    mime_matcher_break(ctx->m);
+    mime_conv_init(&c, charset, sink, arg);
     bool more = true;
     if (cte == MIME_CTE_IDENTITY) {
         more = mime_conv_feed(&c, d, len);
         mime_conv_done(&c);
-        mime_matcher_break(ctx->m);
         return more;
     }
     char out[MIME_CHUNK];
@@ -607,6 +632,22 @@ static bool mime_body_feed(struct mime_body_ctx *ctx, const char *d, size_t len,
                 else
                     out[o++] = '=';
             }
+        } else if (b == ' ' || b == '\t') {
+            /* RFC 2045 §6.7 (3): white space at the end of an encoded line is padding
+             * that the decoder removes (a run of it, up to the line break) */
+            size_t k = i;
+            while (k < len && (d[k] == ' ' || d[k] == '\t'))
+                k++;
+            bool is_trailing = k >= len || d[k] == '\n' || (d[k] == '\r' && k + 1 < len &&
+                                                             d[k + 1] == '\n');
+            for (size_t q = i; q < k && !is_trailing; q++) {
+                out[o++] = d[q];
+                if (o == sizeof out) {
+                    more = mime_conv_feed(&c, out, o);
+                    o = 0;
+                }
+            }
+            i = k - 1;
         } else {
             out[o++] = (char)b;
         }
@@ -618,6 +659,15 @@ static bool mime_body_feed(struct mime_body_ctx *ctx, const char *d, size_t len,
     if (more && o > 0)
         more = mime_conv_feed(&c, out, o);
     mime_conv_done(&c);
+    return more;
+}
+
+/* Decode a part body into the matcher, a text unit of its own. */
+static bool mime_body_feed(struct mime_body_ctx *ctx, const char *d, size_t len,
+                           const char *encoding, const char *charset)
+{
+    mime_matcher_break(ctx->m);
+    bool more = mime_part_decode(d, len, encoding, charset, mime_match_sink, ctx);
     mime_matcher_break(ctx->m);
     return more;
 }
@@ -667,4 +717,158 @@ bool mime_body_search(const char *data, size_t len, const struct mime_part *root
         return true;
     mime_body_walk(&ctx, data, len, root, 0);
     return mime_matcher_found(m);
+}
+
+/* ---- PREVIEW (RFC 8970) ------------------------------------------------------------------ */
+
+/* Decoded text kept to make a preview from (the first part of the body is enough). */
+#define MIME_PREVIEW_SOURCE 8192
+
+static bool mime_preview_sink(void *arg, const char *s, size_t len)
+{
+    struct buf *b = arg;
+    size_t room = MIME_PREVIEW_SOURCE - b->len;
+    buf_append(b, s, len < room ? len : room);
+    return b->len < MIME_PREVIEW_SOURCE;
+}
+
+static bool mime_is_attachment(const struct mime_part *p)
+{
+    return p->disposition && strcasecmp(p->disposition, "attachment") == 0;
+}
+
+/* The first inline text part of the wanted subtype (depth-first, bounded). */
+static const struct mime_part *mime_preview_part(const struct mime_part *p, const char *subtype,
+                                                 unsigned depth)
+{
+    if (depth > MIME_MAX_DEPTH || mime_is_attachment(p))
+        return NULL;
+    if (p->is_multipart) {
+        for (const struct mime_part *k = p->children; k; k = k->next) {
+            const struct mime_part *hit = mime_preview_part(k, subtype, depth + 1);
+            if (hit)
+                return hit;
+        }
+        return NULL;
+    }
+    if (p->is_message)
+        return NULL; /* a forwarded message is not this message's text */
+    bool is_text = !p->type || strcasecmp(p->type, "text") == 0;
+    bool is_sub = !p->subtype ? strcasecmp(subtype, "plain") == 0
+                              : strcasecmp(p->subtype, subtype) == 0;
+    return is_text && is_sub ? p : NULL;
+}
+
+/* HTML to text, roughly: tags and the contents of <style>/<script> dropped, the common
+ * entities decoded. */
+static void mime_html_strip(const char *s, size_t len, struct buf *out)
+{
+    size_t i = 0;
+    while (i < len) {
+        if (s[i] == '<') {
+            bool is_hidden = len - i > 6 && (strncasecmp(s + i, "<style", 6) == 0 ||
+                                              strncasecmp(s + i, "<scrip", 6) == 0);
+            const char *end = memchr(s + i, '>', len - i);
+            i = end ? (size_t)(end - s) + 1 : len;
+            if (is_hidden) { /* to the closing tag */
+                while (i < len && !(s[i] == '<' && i + 1 < len && s[i + 1] == '/'))
+                    i++;
+            }
+            buf_append_byte(out, ' ');
+            continue;
+        }
+        if (s[i] == '&') {
+            static const struct {
+                const char *name, *text;
+            } ents[] = {{"&amp;", "&"}, {"&lt;", "<"}, {"&gt;", ">"}, {"&quot;", "\""},
+                        {"&#39;", "'"}, {"&apos;", "'"}, {"&nbsp;", " "}};
+            size_t k = 0;
+            while (k < sizeof ents / sizeof ents[0] &&
+                   !(len - i >= strlen(ents[k].name) &&
+                     strncasecmp(s + i, ents[k].name, strlen(ents[k].name)) == 0))
+                k++;
+            if (k < sizeof ents / sizeof ents[0]) {
+                buf_append_str(out, ents[k].text);
+                i += strlen(ents[k].name);
+                continue;
+            }
+        }
+        buf_append_byte(out, s[i++]);
+    }
+}
+
+bool mime_preview(const char *data, size_t len, const struct mime_part *root, struct buf *out)
+{
+    /* RFC 8970 §2: a plain-text summary of the message's text, at most 256 characters:
+     * the first inline text/plain part (else text/html, tags removed), white space
+     * collapsed */
+    const struct mime_part *p = mime_preview_part(root, "plain", 0);
+    bool is_html = false;
+    if (!p) {
+        p = mime_preview_part(root, "html", 0);
+        is_html = p != NULL;
+    }
+    if (!p || p->body_offset > len || p->body_size > len - p->body_offset)
+        return true;
+    struct buf text, plain;
+    buf_init(&text, MIME_PREVIEW_SOURCE * 4);
+    buf_init(&plain, MIME_PREVIEW_SOURCE * 4);
+    (void)mime_part_decode(data + p->body_offset, (size_t)p->body_size, p->encoding,
+                           mime_part_param(p, "charset"), mime_preview_sink, &text);
+    const char *src = text.data ? text.data : "";
+    size_t n = text.len;
+    if (is_html) {
+        mime_html_strip(src, n, &plain);
+        src = plain.data ? plain.data : "";
+        n = plain.len;
+    }
+    size_t chars = 0;
+    bool need_space = false;
+    for (size_t i = 0; i < n && chars < 256;) {
+        unsigned char c = (unsigned char)src[i];
+        if (c == ' ' || c == '\t' || c == '\r' || c == '\n' || c < 0x20) {
+            need_space = out->len > 0;
+            i++;
+            continue;
+        }
+        if (need_space) {
+            buf_append_byte(out, ' ');
+            chars++;
+            need_space = false;
+            if (chars >= 256)
+                break;
+        }
+        /* one UTF-8 character (lead byte and its continuation bytes) */
+        size_t k = i + 1;
+        while (k < n && ((unsigned char)src[k] & 0xC0) == 0x80)
+            k++;
+        buf_append(out, src + i, k - i);
+        chars++;
+        i = k;
+    }
+    buf_free(&text);
+    buf_free(&plain);
+    return true;
+}
+
+/* ---- BINARY (RFC 3516) ---------------------------------------------------------------- */
+
+static bool mime_raw_sink(void *arg, const char *s, size_t len)
+{
+    return buf_append(arg, s, len);
+}
+
+bool mime_decode_body(const char *d, size_t len, const char *encoding, struct buf *out)
+{
+    /* RFC 3516 §4.3: a transfer encoding we cannot undo is [UNKNOWN-CTE] */
+    static const char *const known[] = {"7bit", "8bit", "binary", "base64",
+                                        "quoted-printable"};
+    bool is_known = !encoding || !*encoding;
+    for (size_t i = 0; !is_known && i < sizeof known / sizeof known[0]; i++)
+        is_known = strcasecmp(encoding, known[i]) == 0;
+    if (!is_known)
+        return false;
+    /* no charset: the bytes as they were before the transfer encoding */
+    (void)mime_part_decode(d, len, encoding, NULL, mime_raw_sink, out);
+    return true;
 }

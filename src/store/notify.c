@@ -7,6 +7,11 @@
  * elsewhere it queues the event and wakes the loop through a pipe registered by
  * store_notify_init(). Without store_notify_init() (CLI, tests) events from other
  * threads are delivered at the next loop-thread publish/subscribe.
+ *
+ * Across processes (one master, several workers): every event that starts in this
+ * process is also handed to the forward function (store_notify_set_forward), which sends
+ * it to the master for the other processes; one that arrives from another process is
+ * injected with store_notify_publish_remote() and not forwarded again.
  */
 #include "store/store-private.h"
 
@@ -43,6 +48,7 @@ static struct notify_event notify_pending[NOTIFY_MAX_PENDING];
 static size_t notify_n_pending;
 static int notify_pipe[2] = {-1, -1};
 static struct event *notify_event;
+static store_notify_forward_fn *notify_forward;
 
 static bool notify_on_loop_thread(void)
 {
@@ -73,8 +79,10 @@ static void notify_sweep(void)
     }
 }
 
-static void notify_dispatch(const char *user, const char *mailbox)
+static void notify_dispatch(const char *user, const char *mailbox, bool is_local)
 {
+    if (is_local && notify_forward)
+        notify_forward(user, mailbox);
     notify_dispatch_depth++;
     for (struct notify_sub *s = notify_subs; s; s = s->next)
         if (!s->is_dead && strcasecmp(s->user, user) == 0)
@@ -94,7 +102,7 @@ static void notify_drain(void)
         }
         struct notify_event ev = notify_pending[--notify_n_pending];
         pthread_mutex_unlock(&notify_lock);
-        notify_dispatch(ev.user, ev.mailbox);
+        notify_dispatch(ev.user, ev.mailbox, true);
         free(ev.user);
         free(ev.mailbox);
     }
@@ -171,7 +179,21 @@ void store_notify_publish(const char *user, const char *mailbox)
     }
     notify_claim_loop_thread();
     notify_drain();
-    notify_dispatch(user, mailbox);
+    notify_dispatch(user, mailbox, true);
+}
+
+void store_notify_set_forward(store_notify_forward_fn *fn)
+{
+    notify_forward = fn;
+}
+
+void store_notify_publish_remote(const char *user, const char *mailbox)
+{
+    if (!user || !mailbox)
+        return;
+    notify_claim_loop_thread();
+    notify_drain();
+    notify_dispatch(user, mailbox, false);
 }
 
 void store_notify_publish_any_thread(const char *user, const char *mailbox)
@@ -180,7 +202,7 @@ void store_notify_publish_any_thread(const char *user, const char *mailbox)
         return; /* nobody subscribed yet in this process */
     if (notify_on_loop_thread()) {
         notify_drain();
-        notify_dispatch(user, mailbox);
+        notify_dispatch(user, mailbox, true);
         return;
     }
     pthread_mutex_lock(&notify_lock);

@@ -16,6 +16,12 @@
  *       vsize, internaldate, modseq, envelope TEXT, bodystructure TEXT,
  *       PRIMARY KEY(mailbox, uid), UNIQUE(mailbox, basename))
  *   cache(mailbox, uid, field, value, PRIMARY KEY(mailbox, uid, field))  other cached fields
+ *   subscriptions(name TEXT PRIMARY KEY)  subscribed names (version 3), existing or not
+ *   sortkeys(mailbox, uid, sent, is_reply, subject, from_, to_, cc, dfrom, dto, msgid, refs,
+ *       PRIMARY KEY(mailbox, uid))  SORT/THREAD keys (version 3, sortkeys.c)
+ *   expunged(mailbox, uid, modseq, PRIMARY KEY(mailbox, uid))  tombstones for QRESYNC
+ *       (version 3): every expunge above mailboxes.vanished_since is recorded
+ *   metadata(mailbox TEXT ("" server), name TEXT, value BLOB)  RFC 5464 (version 3)
  */
 #ifndef TERN_STORE_STORE_PRIVATE_H
 #define TERN_STORE_STORE_PRIVATE_H
@@ -53,6 +59,11 @@ void store_error(char **error_r, const char *fmt, ...) __attribute__((format(pri
 
 /* A unique Maildir base name without S=/W=: "<sec>.M<usec>P<pid>Q<n>.<host>". */
 void store_maildir_unique_name(char *out, size_t size);
+
+/* Read a whole file of at most max bytes (a NUL is added after it). 0 read, 1 absent
+ * (ENOENT), -1 error or larger than max (reason in *error_r). Symlinks are not followed. */
+int store_io_read_file(const char *path, size_t max, char **data_r, size_t *len_r,
+                       char **error_r);
 
 /* Write header (may be NULL) then the source, converting CRLF to LF, to fd; counts the
  * bytes written (size, LF) and the CRLF size (vsize). Streams in chunks. 0 or -1. */
@@ -127,6 +138,12 @@ int store_index_mailbox_get(sqlite3 *db, const char *name, struct store_mbox_row
 /* Insert a mailbox row with a fresh UIDVALIDITY (inside a transaction). */
 int store_index_mailbox_add(sqlite3 *db, const char *name, const char *special_use,
                             struct store_mbox_row *row_r, char **error_r);
+/* Record that uid of mailbox was expunged at modseq (QRESYNC tombstone; inside the
+ * transaction that deletes the row). 0 or -1. */
+int store_index_tombstone_add(sqlite3 *db, int64_t mailbox, uint32_t uid, uint64_t modseq,
+                              char **error_r);
+/* Subscribe (insert) or unsubscribe (delete) a canonical name; 0 or -1. */
+int store_index_subscription_set(sqlite3 *db, const char *name, bool subscribe, char **error_r);
 /* Get or create the row and the Maildir folder of a mailbox (own transaction). */
 int store_index_mailbox_ensure(sqlite3 *db, const char *home, const char *name,
                                struct store_mbox_row *row_r, char **error_r);
@@ -165,6 +182,14 @@ int store_mailbox_lookup(struct store_user *u, const char *name, char *canon_r, 
  * new/ to cur/. row must be fresh (read inside the transaction); it is updated and saved. */
 int store_sync_locked(struct store_user *u, const char *path, struct store_mbox_row *row,
                       bool move_new, char **error_r);
+/* Inside a transaction, on a mailbox that never gave out a UID (row->uidnext == 1):
+ * when its folder holds a dovecot-uidlist (a Maildir moved in from Dovecot), take over
+ * its UIDVALIDITY, next UID and UIDs, the keywords of dovecot-keywords and the POP3 UIDL
+ * and GUID fields, and index the folder with them (dovecot.h). A malformed file is
+ * logged once and left alone (the next sync hands out fresh UIDs). 0, or -1 on an index
+ * error. */
+int store_sync_import_dovecot(sqlite3 *db, const char *path, struct store_mbox_row *row,
+                              char **error_r);
 /* mtime (ns) of a directory, 0 if it cannot be read. */
 int64_t store_sync_dir_mtime(const char *dir);
 /* After our own change to a folder (rename/unlink/link), inside the transaction that

@@ -88,6 +88,12 @@ void store_notify_publish(const char *user, const char *mailbox);
  * (before event_base_free). 0 or -1. */
 struct event_base;
 int store_notify_init(struct event_base *base);
+/* Several processes: fn gets every event that started in this process (loop thread), to
+ * send to the others; events from the others come in through store_notify_publish_remote
+ * (loop thread), which notifies this process's subscribers without forwarding. */
+typedef void store_notify_forward_fn(const char *user, const char *mailbox);
+void store_notify_set_forward(store_notify_forward_fn *fn);
+void store_notify_publish_remote(const char *user, const char *mailbox);
 
 /* ---- reading and changing mailboxes (POP3, IMAP) ----------------------------------- */
 
@@ -120,6 +126,8 @@ struct store_message {
 int store_user_open(const char *home, const char *user, struct store_user **user_r,
                     char **error_r);
 void store_user_close(struct store_user *u);
+/* The user's folder (as given to store_user_open). */
+const char *store_user_home(const struct store_user *u);
 /* Give the user's index connection back to the shared pool; the next call on u takes one
  * again by itself. Sessions call this when a command is done, so an idle session holds
  * no SQLite connection (memory, two descriptors) and the sessions of one user share the
@@ -134,6 +142,7 @@ struct store_mailbox_info {
     bool subscribed;
     bool has_children;
     bool noselect;
+    bool is_nonexistent; /* only a subscribed name: no such mailbox (noselect too) */
 };
 int store_mailbox_list(struct store_user *u, struct store_mailbox_info **list_r, size_t *n_r,
                        char **error_r);
@@ -168,6 +177,7 @@ const struct store_message *store_mailbox_message(const struct store_mailbox *bo
 /* What a sync found since the view's last sync (IMAP untagged EXPUNGE/EXISTS/FETCH). */
 struct store_sync_changes {
     uint32_t *expunged_seqs; /* 1-based sequence numbers as EXPUNGE must report them, in order */
+    uint32_t *expunged_uids; /* the same messages' UIDs (QRESYNC VANISHED), in that order */
     size_t n_expunged;
     size_t *flag_changed;     /* 0-based indexes (after expunges) whose flags changed */
     size_t n_flag_changed;
@@ -185,6 +195,13 @@ void store_sync_changes_free(struct store_sync_changes *c);
  * and open anew, which reports the reason). */
 int store_mailbox_reopen(struct store_mailbox *box, const char *name, bool read_only,
                          char **error_r);
+
+/* BLOCKING. RFC 7162 QRESYNC: the UIDs (ascending, malloc'd) expunged from this mailbox
+ * after mod-sequence modseq and no longer in the view, from the index's tombstones; for a
+ * modseq older than the tombstones reach, every UID below UIDNEXT the view lacks (a
+ * superset the RFC allows). 0 or -1. */
+int store_mailbox_vanished(struct store_mailbox *box, uint64_t modseq, uint32_t **uids_r,
+                           size_t *n_r, char **error_r);
 
 /* BLOCKING. Open a message's file for reading (LF line ends on disk). Caller closes fd.
  * On failure errno is ENOENT when the message was expunged (by another session or
@@ -251,6 +268,36 @@ int store_mailbox_copy_uids(struct store_mailbox *box, const uint32_t *uids, siz
 char *store_message_get_cache(struct store_mailbox *box, size_t i, const char *field);
 int store_message_set_cache(struct store_mailbox *box, size_t i, const char *field,
                             const char *value);
+
+/* BLOCKING. SORT/THREAD keys (mime.h struct mime_sort_keys) of every message of the
+ * view: keys_r gets store_mailbox_count() entries by view index, sent resolved (the
+ * internal date when the message has no usable Date:). Keys are cached in the index;
+ * messages with want[i] false (want NULL: none) are not computed when not cached yet
+ * (their entries may be empty). Free with store_sort_keys_free(). */
+struct mime_sort_keys;
+int store_mailbox_sort_keys(struct store_mailbox *box, const bool *want,
+                            struct mime_sort_keys **keys_r, char **error_r);
+void store_sort_keys_free(struct mime_sort_keys *keys, size_t n);
+
+/* RFC 5464 METADATA: entries of a mailbox (mailbox "" for the server), names as the
+ * client gave them after validation (lower-cased, "/private/..." or "/shared/..."). */
+#define STORE_METADATA_MAX_VALUE   16384 /* bytes of one value (a literal of a command
+                                            other than APPEND is at most 64 KiB anyway) */
+#define STORE_METADATA_MAX_ENTRIES 1000  /* entries per user, all mailboxes */
+struct store_metadata {
+    char *name;
+    char *value; /* len bytes, NUL-terminated for convenience */
+    size_t len;
+};
+/* BLOCKING. Set (value) or remove (value NULL) an entry. 0 done; 1 refused by a limit
+ * (*error_r starts with the "[METADATA MAXSIZE n]"/"[METADATA TOOMANY]" code); -1 error
+ * (no such mailbox, I/O). */
+int store_metadata_set(struct store_user *u, const char *mailbox, const char *name,
+                       const char *value, size_t len, char **error_r);
+/* BLOCKING. The entry name and every entry below it ("name/..."), by name. */
+int store_metadata_get(struct store_user *u, const char *mailbox, const char *name,
+                       struct store_metadata **entries_r, size_t *n_r, char **error_r);
+void store_metadata_free(struct store_metadata *entries, size_t n);
 
 /* POP3 maildrop lock: one POP3 session per user at a time (RFC 1939 §8). 0 locked,
  * 1 already in use (-ERR [IN-USE]), -1 error. Released by store_pop3_unlock or process exit. */

@@ -19,6 +19,9 @@
  */
 #include "store/store-private.h"
 
+#include "core/log.h"
+#include "store/dovecot.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -33,6 +36,13 @@
 /* A directory mtime younger than this is not trusted to reveal later changes. */
 #define SYNC_MTIME_SLACK_NS (2LL * 1000000000LL)
 #define SYNC_MAX_FILES      10000000
+
+/* What a first index build takes over from Dovecot (store_sync_import_dovecot). */
+struct sync_import {
+    struct dovecot_uidlist uidlist;
+    struct dovecot_keywords keywords; /* all NULL when the folder has none */
+    size_t n_listed;                  /* files that got their Dovecot UID */
+};
 
 struct scan_entry {
     char *name; /* file name in its directory */
@@ -397,11 +407,35 @@ int store_maildir_locate(const char *path, const char *basename, char *location,
     return 1;
 }
 
+/* Record a value Dovecot kept for a message (POP3 UIDL, GUID) in the cache table, where
+ * store_message_get_cache() finds it. */
+static int import_cache_add(sqlite3 *db, int64_t mailbox, uint32_t uid, const char *field,
+                            const char *value, char **error_r)
+{
+    sqlite3_stmt *st = NULL;
+    if (store_index_prepare(db,
+                            "INSERT OR REPLACE INTO cache(mailbox, uid, field, value)"
+                            " VALUES(?,?,?,?)",
+                            &st) != SQLITE_OK) {
+        store_error(error_r, "index: %s", sqlite3_errmsg(db));
+        return -1;
+    }
+    sqlite3_bind_int64(st, 1, mailbox);
+    sqlite3_bind_int64(st, 2, uid);
+    sqlite3_bind_text(st, 3, field, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, value, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE)
+        store_error(error_r, "index: %s", sqlite3_errmsg(db));
+    store_index_done(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
 /* Insert the unknown entries of s (not is_matched) with the next UIDs, in s's order, into
  * the current transaction. Their sizes are computed meanwhile by helper threads (large
  * numbers only). The insert is one cached statement bound per file. */
 static int index_unknown(sqlite3 *db, const char *path, struct scan *s, struct store_mbox_row *row,
-                         char **error_r)
+                         struct sync_import *imp, char **error_r)
 {
     struct sizes_job j = {.dfd_cur = -1, .dfd_new = -1};
     pthread_t helpers[SIZES_MAX_HELPERS];
@@ -477,18 +511,31 @@ static int index_unknown(sqlite3 *db, const char *path, struct scan *s, struct s
             e->is_indexed = true;
             continue;
         }
-        if (row->uidnext == 0 || row->uidnext == UINT32_MAX) {
+        /* a file Dovecot listed keeps its UID (all below the list's next UID, which
+         * row->uidnext starts at); any other gets the next one */
+        const struct dovecot_uidlist_rec *rec =
+            imp ? dovecot_uidlist_find(&imp->uidlist, e->name, e->base_len) : NULL;
+        uint32_t uid = rec ? rec->uid : row->uidnext;
+        if (!rec && (row->uidnext == 0 || row->uidnext == UINT32_MAX)) {
             store_error(error_r, "UID space exhausted");
             goto out;
         }
-        char loc[600];
+        char loc[600], keywords[STORE_MAX_KEYWORD_BYTES];
         entry_location(e, loc, sizeof loc);
+        keywords[0] = '\0';
+        if (imp && !e->is_new && e->name[e->base_len] == ':' &&
+            !dovecot_keywords_of_info(&imp->keywords, e->name + e->base_len + 1, keywords,
+                                      sizeof keywords))
+            keywords[0] = '\0'; /* cannot happen: 26 names of <= 256 bytes */
         sqlite3_bind_int64(ins, 1, row->id);
-        sqlite3_bind_int64(ins, 2, row->uidnext);
+        sqlite3_bind_int64(ins, 2, uid);
         sqlite3_bind_text(ins, 3, e->name, (int)e->base_len, SQLITE_STATIC);
         sqlite3_bind_text(ins, 4, loc, -1, SQLITE_STATIC);
         sqlite3_bind_int(ins, 5, (int)(entry_flags(e) & ~(unsigned)STORE_FLAG_RECENT));
-        sqlite3_bind_null(ins, 6);
+        if (keywords[0] != '\0')
+            sqlite3_bind_text(ins, 6, keywords, -1, SQLITE_TRANSIENT);
+        else
+            sqlite3_bind_null(ins, 6);
         sqlite3_bind_int64(ins, 7, (int64_t)e->size);
         sqlite3_bind_int64(ins, 8, (int64_t)e->vsize);
         sqlite3_bind_int64(ins, 9, e->mtime);
@@ -498,7 +545,15 @@ static int index_unknown(sqlite3 *db, const char *path, struct scan *s, struct s
             goto out;
         }
         sqlite3_reset(ins);
-        row->uidnext++;
+        if (rec) {
+            imp->n_listed++;
+            if ((rec->pop3_uidl && import_cache_add(db, row->id, uid, "pop3_uidl", rec->pop3_uidl,
+                                                    error_r) < 0) ||
+                (rec->guid && import_cache_add(db, row->id, uid, "guid", rec->guid, error_r) < 0))
+                goto out;
+        } else {
+            row->uidnext++;
+        }
         row->highestmodseq++;
         e->is_indexed = true;
         added_bytes += e->size;
@@ -541,8 +596,10 @@ out_nothreads:
     return ret;
 }
 
-int store_sync_locked(struct store_user *u, const char *path, struct store_mbox_row *row,
-                      bool move_new, char **error_r)
+/* Bring the index of one folder in line with it (store_sync_locked); imp: a first
+ * build taking over Dovecot's UIDs, or NULL. */
+static int sync_folder(sqlite3 *db, const char *path, struct store_mbox_row *row, bool move_new,
+                       struct sync_import *imp, char **error_r)
 {
     char cur_dir[4300], new_dir[4300];
     snprintf(cur_dir, sizeof cur_dir, "%s/cur", path);
@@ -572,11 +629,11 @@ int store_sync_locked(struct store_user *u, const char *path, struct store_mbox_
         qsort(s.e, s.n, sizeof *s.e, scan_entry_cmp);
 
     /* 1. rows: vanished files and changed flags / locations */
-    if (store_index_prepare(u->db,
+    if (store_index_prepare(db,
                             "SELECT uid, basename, location, flags, modseq FROM messages"
                             " WHERE mailbox = ?",
                             &st) != SQLITE_OK) {
-        store_error(error_r, "index: %s", sqlite3_errmsg(u->db));
+        store_error(error_r, "index: %s", sqlite3_errmsg(db));
         goto out;
     }
     sqlite3_bind_int64(st, 1, row->id);
@@ -595,10 +652,11 @@ int store_sync_locked(struct store_user *u, const char *path, struct store_mbox_
                 (!scan_new && strncmp(loc, "new/", 4) == 0))
                 continue; /* its folder is unchanged since the last full scan */
             /* gone from disk: expunged behind our back */
-            if (exec_stmt(u->db, "DELETE FROM messages WHERE mailbox = ? AND uid = ?", row->id, uid,
+            if (exec_stmt(db, "DELETE FROM messages WHERE mailbox = ? AND uid = ?", row->id, uid,
                           NULL, NULL, error_r) < 0 ||
-                exec_stmt(u->db, "DELETE FROM cache WHERE mailbox = ? AND uid = ?", row->id, uid,
-                          NULL, NULL, error_r) < 0)
+                exec_stmt(db, "DELETE FROM cache WHERE mailbox = ? AND uid = ?", row->id, uid,
+                          NULL, NULL, error_r) < 0 ||
+                store_index_tombstone_add(db, row->id, uid, row->highestmodseq + 1, error_r) < 0)
                 goto out;
             row->highestmodseq++;
             continue;
@@ -614,11 +672,11 @@ int store_sync_locked(struct store_user *u, const char *path, struct store_mbox_
             row->highestmodseq++; /* a flag change is a CONDSTORE modification */
         if (eflags != flags || strcmp(eloc, loc) != 0) {
             sqlite3_stmt *up = NULL;
-            if (store_index_prepare(u->db,
+            if (store_index_prepare(db,
                                     "UPDATE messages SET flags = ?, modseq = ?, location = ?"
                                     " WHERE mailbox = ? AND uid = ?",
                                     &up) != SQLITE_OK) {
-                store_error(error_r, "index: %s", sqlite3_errmsg(u->db));
+                store_error(error_r, "index: %s", sqlite3_errmsg(db));
                 goto out;
             }
             sqlite3_bind_int(up, 1, (int)eflags);
@@ -628,21 +686,21 @@ int store_sync_locked(struct store_user *u, const char *path, struct store_mbox_
             sqlite3_bind_int64(up, 5, uid);
             int urc = sqlite3_step(up);
             if (urc != SQLITE_DONE)
-                store_error(error_r, "index: %s", sqlite3_errmsg(u->db));
+                store_error(error_r, "index: %s", sqlite3_errmsg(db));
             store_index_done(up);
             if (urc != SQLITE_DONE)
                 goto out;
         }
     }
     if (rc != SQLITE_DONE) {
-        store_error(error_r, "index: %s", sqlite3_errmsg(u->db));
+        store_error(error_r, "index: %s", sqlite3_errmsg(db));
         goto out;
     }
     store_index_done(st);
     st = NULL;
 
     /* 2. unknown files get the next UIDs, in name (= time) order */
-    if (index_unknown(u->db, path, &s, row, error_r) < 0)
+    if (index_unknown(db, path, &s, row, imp, error_r) < 0)
         goto out;
 
     /* 3. SELECT read-write: new/ -> cur/ (the message is no longer "new" to MUAs) */
@@ -655,7 +713,7 @@ int store_sync_locked(struct store_user *u, const char *path, struct store_mbox_
             snprintf(base, sizeof base, "%.*s", (int)e->base_len, e->name);
             sqlite3_stmt *q = NULL;
             unsigned flags = 0;
-            if (store_index_prepare(u->db,
+            if (store_index_prepare(db,
                                     "SELECT flags FROM messages WHERE mailbox = ? AND basename = ?",
                                     &q) == SQLITE_OK) {
                 sqlite3_bind_int64(q, 1, row->id);
@@ -673,7 +731,7 @@ int store_sync_locked(struct store_user *u, const char *path, struct store_mbox_
             n_moved++;
             snprintf(loc, sizeof loc, "cur/%s", to_name);
             sqlite3_stmt *up = NULL;
-            if (store_index_prepare(u->db,
+            if (store_index_prepare(db,
                                     "UPDATE messages SET location = ? WHERE mailbox = ? AND "
                                     "basename = ?",
                                     &up) == SQLITE_OK) {
@@ -700,11 +758,124 @@ done:
     bool is_changed = orig.uidnext != row->uidnext || orig.highestmodseq != row->highestmodseq ||
                       orig.cur_mtime != row->cur_mtime || orig.new_mtime != row->new_mtime ||
                       orig.first_recent_uid != row->first_recent_uid;
-    if (is_changed && store_index_mailbox_save(u->db, row, error_r) < 0)
+    if (is_changed && store_index_mailbox_save(db, row, error_r) < 0)
         goto out;
     ret = 0;
 out:
     store_index_done(st);
     scan_free(&s);
     return ret;
+}
+
+/* Read and parse <path>/<name> with parse(); 1 absent, 0 parsed, -1 unreadable or
+ * malformed (reason in *error_r). */
+static int import_read(const char *path, const char *name, size_t max,
+                       int (*parse)(const char *, size_t, void *, char **), void *out,
+                       char **error_r)
+{
+    char file[4400];
+    snprintf(file, sizeof file, "%s/%s", path, name);
+    char *data = NULL;
+    size_t len = 0;
+    int r = store_io_read_file(file, max, &data, &len, error_r);
+    if (r != 0)
+        return r;
+    r = parse(data, len, out, error_r);
+    free(data);
+    return r < 0 ? -1 : 0;
+}
+
+static int parse_uidlist(const char *d, size_t n, void *out, char **error_r)
+{
+    return dovecot_uidlist_parse(d, n, out, error_r);
+}
+
+static int parse_keywords(const char *d, size_t n, void *out, char **error_r)
+{
+    return dovecot_keywords_parse(d, n, out, error_r);
+}
+
+/* The mailbox takes Dovecot's UIDVALIDITY; meta's last_uidvalidity stays the highest
+ * value this index ever handed out or took over (store_index_next_uidvalidity). */
+static int import_uidvalidity(sqlite3 *db, struct store_mbox_row *row, uint32_t uidvalidity,
+                              char **error_r)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = SQLITE_ERROR;
+    if (store_index_prepare(db, "UPDATE mailboxes SET uidvalidity = ? WHERE id = ?", &st) ==
+        SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, uidvalidity);
+        sqlite3_bind_int64(st, 2, row->id);
+        rc = sqlite3_step(st);
+    }
+    store_index_done(st);
+    st = NULL;
+    if (rc == SQLITE_DONE &&
+        store_index_prepare(db,
+                            "INSERT OR REPLACE INTO meta(key, value) VALUES('last_uidvalidity',"
+                            " MAX(?, COALESCE((SELECT CAST(value AS INTEGER) FROM meta"
+                            " WHERE key = 'last_uidvalidity'), 0)))",
+                            &st) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, uidvalidity);
+        rc = sqlite3_step(st);
+    } else {
+        rc = SQLITE_ERROR;
+    }
+    if (rc != SQLITE_DONE)
+        store_error(error_r, "index: %s", sqlite3_errmsg(db));
+    store_index_done(st);
+    if (rc != SQLITE_DONE)
+        return -1;
+    row->uidvalidity = uidvalidity;
+    return 0;
+}
+
+int store_sync_import_dovecot(sqlite3 *db, const char *path, struct store_mbox_row *row,
+                              char **error_r)
+{
+    if (row->uidnext != 1)
+        return 0; /* UIDs were handed out already: clients know this mailbox from us */
+    struct sync_import imp = {0};
+    char *reason = NULL;
+    int r = import_read(path, DOVECOT_UIDLIST_NAME, DOVECOT_UIDLIST_MAX_BYTES, parse_uidlist,
+                        &imp.uidlist, &reason);
+    if (r == 1)
+        return 0; /* not a Dovecot folder */
+    if (r < 0) {
+        log_warning("store", "%s/%s: %s; its messages get new UIDs", path, DOVECOT_UIDLIST_NAME,
+                    reason ? reason : "unreadable");
+        free(reason);
+        /* hand them out now, so the next sync does not read (and log) the file again */
+        return sync_folder(db, path, row, false, NULL, error_r);
+    }
+    r = import_read(path, DOVECOT_KEYWORDS_NAME, DOVECOT_KEYWORDS_MAX_BYTES, parse_keywords,
+                    &imp.keywords, &reason);
+    if (r < 0 || imp.keywords.n_skipped > 0) {
+        log_warning("store", "%s/%s: %s; keywords of its letters are %s", path,
+                    DOVECOT_KEYWORDS_NAME, reason ? reason : "lines skipped",
+                    r < 0 ? "dropped" : "taken where valid");
+        free(reason);
+        reason = NULL;
+    }
+    int ret = -1;
+    if (import_uidvalidity(db, row, imp.uidlist.uidvalidity, error_r) < 0)
+        goto out;
+    row->uidnext = imp.uidlist.uidnext;
+    if (sync_folder(db, path, row, false, &imp, error_r) < 0)
+        goto out;
+    log_info("store", "%s: took over Dovecot's UIDs: uidvalidity=%u, uidnext=%u, %zu of %zu listed"
+             " files found", path, row->uidvalidity, row->uidnext, imp.n_listed, imp.uidlist.n);
+    ret = 0;
+out:
+    dovecot_uidlist_free(&imp.uidlist);
+    dovecot_keywords_free(&imp.keywords);
+    return ret;
+}
+
+int store_sync_locked(struct store_user *u, const char *path, struct store_mbox_row *row,
+                      bool move_new, char **error_r)
+{
+    if (row->uidnext == 1 && store_sync_import_dovecot(u->db, path, row, error_r) < 0)
+        return -1;
+    return sync_folder(u->db, path, row, move_new, NULL, error_r);
 }

@@ -4,6 +4,9 @@
  */
 #include "store/store-private.h"
 
+#include "core/log.h"
+#include "store/dovecot.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -25,6 +28,8 @@ static const struct {
     {"Junk", "\\Junk"},     {"Archive", "\\Archive"},
 };
 
+static void user_import_subscriptions(struct store_user *u);
+
 static int user_create_specials(struct store_user *u, char **error_r)
 {
     sqlite3_stmt *st = NULL;
@@ -35,10 +40,22 @@ static int user_create_specials(struct store_user *u, char **error_r)
     store_index_done(st);
     if (is_done)
         return 0;
+    /* A Maildir moved in from Dovecot keeps its folder list as its clients know it: the
+     * special-use marks go on the folders it has, and none is added (a client syncing
+     * every folder would otherwise find new ones). */
+    char inbox_uidlist[4300];
+    snprintf(inbox_uidlist, sizeof inbox_uidlist, "%s/Maildir/%s", u->home, DOVECOT_UIDLIST_NAME);
+    bool is_moved_in = access(inbox_uidlist, F_OK) == 0;
+    bool has_folder[sizeof store_specials / sizeof store_specials[0]];
     for (size_t i = 0; i < sizeof store_specials / sizeof store_specials[0]; i++) {
-        char path[4200];
-        if (store_mailbox_path(u->home, store_specials[i].name, path, sizeof path) < 0 ||
-            store_maildir_create(path, false) < 0) {
+        char path[4200], cur[4300];
+        if (store_mailbox_path(u->home, store_specials[i].name, path, sizeof path) < 0) {
+            store_error(error_r, "create %s: name too long", store_specials[i].name);
+            return -1;
+        }
+        snprintf(cur, sizeof cur, "%s/cur", path);
+        has_folder[i] = !is_moved_in || access(cur, F_OK) == 0;
+        if (has_folder[i] && store_maildir_create(path, false) < 0) {
             store_error(error_r, "create %s: %s", store_specials[i].name, strerror(errno));
             return -1;
         }
@@ -47,11 +64,19 @@ static int user_create_specials(struct store_user *u, char **error_r)
         return -1;
     for (size_t i = 0; i < sizeof store_specials / sizeof store_specials[0]; i++) {
         struct store_mbox_row row;
+        if (!has_folder[i])
+            continue;
         int r = store_index_mailbox_get(u->db, store_specials[i].name, &row, error_r);
-        if (r == 1)
+        if (r == 1) {
+            char path[4200];
             r = store_index_mailbox_add(u->db, store_specials[i].name, store_specials[i].use, &row,
                                         error_r);
-        else if (r == 0) {
+            /* a Sent/Trash/... moved in from Dovecot keeps its UIDs */
+            if (r == 0 &&
+                (store_mailbox_path(u->home, store_specials[i].name, path, sizeof path) < 0 ||
+                 store_sync_import_dovecot(u->db, path, &row, error_r) < 0))
+                r = -1;
+        } else if (r == 0) {
             sqlite3_stmt *up = NULL;
             if (store_index_prepare(u->db,
                                     "UPDATE mailboxes SET special_use = ? WHERE id = ? AND "
@@ -73,10 +98,90 @@ static int user_create_specials(struct store_user *u, char **error_r)
         store_index_rollback(u->db);
         return -1;
     }
-    return store_index_commit(u->db, error_r);
+    if (store_index_commit(u->db, error_r) < 0)
+        return -1;
+    /* the first open of this index: a Maildir moved in from Dovecot brings its own */
+    user_import_subscriptions(u);
+    return 0;
 }
 
 static void remove_tree(const char *path, int depth);
+
+/* Replace every subscription with the names given (canonical), in one transaction. */
+static int user_subscriptions_set(struct store_user *u, char *const *names, size_t n,
+                                  char **error_r)
+{
+    if (store_index_begin(u->db, error_r) < 0)
+        return -1;
+    if (store_index_step_static(u->db, "DELETE FROM subscriptions", error_r) < 0)
+        goto fail;
+    for (size_t i = 0; i < n; i++)
+        if (store_index_subscription_set(u->db, names[i], true, error_r) < 0)
+            goto fail;
+    return store_index_commit(u->db, error_r);
+fail:
+    store_index_rollback(u->db);
+    return -1;
+}
+
+/* First open of a Maildir moved in from Dovecot: its subscriptions file (dovecot.h)
+ * replaces the default ones (INBOX and the special-use mailboxes), so LSUB and LIST
+ * (SUBSCRIBED) show what Dovecot showed. Subscriptions are names (RFC 3501 §6.3.6), so one
+ * to a folder that does not exist is kept too (LIST (SUBSCRIBED) shows it \NonExistent). */
+static void user_import_subscriptions(struct store_user *u)
+{
+    char file[4300], *data = NULL, *error = NULL;
+    size_t len = 0;
+    snprintf(file, sizeof file, "%s/Maildir/%s", u->home, DOVECOT_SUBSCRIPTIONS_NAME);
+    int r = store_io_read_file(file, DOVECOT_SUBSCRIPTIONS_MAX_BYTES, &data, &len, &error);
+    if (r == 1)
+        return;
+    struct dovecot_subscriptions subs = {0};
+    if (r < 0 || dovecot_subscriptions_parse(data, len, &subs, &error) < 0) {
+        log_warning("store", "%s: %s; default subscriptions kept", file,
+                    error ? error : "unreadable");
+        free(data);
+        free(error);
+        return;
+    }
+    free(data);
+    char **names = calloc(subs.n > 0 ? subs.n : 1, sizeof *names);
+    size_t n_names = 0, n_missing = 0;
+    for (size_t i = 0; names && i < subs.n; i++) {
+        char canon[300], path[4200], dir[300];
+        struct store_mbox_row row;
+        char *err = NULL;
+        /* a folder without an index row gets one here (and keeps Dovecot's UIDs) */
+        if (store_mailbox_lookup(u, subs.names[i], canon, sizeof canon, path, sizeof path, &row,
+                                 &err) != 0) {
+            n_missing++;
+            free(err);
+            err = NULL;
+            if (store_mailbox_name_to_dir(subs.names[i], dir, sizeof dir, canon, sizeof canon,
+                                          &err) < 0) {
+                free(err);
+                continue;
+            }
+        }
+        free(err);
+        names[n_names] = strdup(canon);
+        if (names[n_names])
+            n_names++;
+    }
+    if (!names || user_subscriptions_set(u, names, n_names, &error) < 0)
+        log_warning("store", "%s: %s; default subscriptions kept", file,
+                    error ? error : "out of memory");
+    else
+        log_info("store",
+                 "%s: took over Dovecot's subscriptions: %zu names (%zu without a folder),"
+                 " %zu unusable names",
+                 file, n_names, n_missing, subs.n_skipped);
+    free(error);
+    for (size_t i = 0; names && i < n_names; i++)
+        free(names[i]);
+    free(names);
+    dovecot_subscriptions_free(&subs);
+}
 
 /* Maildir spec: a file left in tmp/ for 36 hours is debris of a crashed delivery. */
 #define STORE_TMP_MAX_AGE (36 * 3600)
@@ -128,6 +233,11 @@ static void user_cleanup(const char *maildir)
             tmp_cleanup(path, now);
     }
     closedir(d);
+}
+
+const char *store_user_home(const struct store_user *u)
+{
+    return u ? u->home : NULL;
 }
 
 int store_user_open(const char *home, const char *user, struct store_user **user_r, char **error_r)
@@ -298,8 +408,11 @@ int store_mailbox_list(struct store_user *u, struct store_mailbox_info **list_r,
         closedir(d);
     }
     sqlite3_stmt *st = NULL;
-    if (store_index_prepare(u->db, "SELECT name, special_use, subscribed FROM mailboxes", &st) !=
-        SQLITE_OK) {
+    if (store_index_prepare(u->db,
+                            "SELECT name, special_use,"
+                            " EXISTS(SELECT 1 FROM subscriptions s WHERE s.name = mailboxes.name)"
+                            " FROM mailboxes",
+                            &st) != SQLITE_OK) {
         store_error(error_r, "index: %s", sqlite3_errmsg(u->db));
         return -1;
     }
@@ -335,11 +448,37 @@ int store_mailbox_list(struct store_user *u, struct store_mailbox_info **list_r,
             }
         }
     }
+    /* RFC 3501 §6.3.6: a subscribed name stays subscribed when its mailbox goes away;
+     * such names are listed as nonexistent (LSUB, LIST (SUBSCRIBED)). A parent that is
+     * only a name for its children is subscribed too when its own name is. */
+    if (store_index_prepare(u->db, "SELECT name FROM subscriptions", &st) != SQLITE_OK) {
+        store_error(error_r, "index: %s", sqlite3_errmsg(u->db));
+        goto fail;
+    }
+    while (sqlite3_step(st) == SQLITE_ROW && l.n < STORE_MAX_MAILBOXES * 2) {
+        const char *name = (const char *)sqlite3_column_text(st, 0);
+        if (!name)
+            continue;
+        struct store_mailbox_info *m = list_find(&l, name);
+        if (m) {
+            m->subscribed = true;
+            continue;
+        }
+        m = list_add(&l, name);
+        if (!m)
+            goto oom;
+        m->subscribed = true;
+        m->noselect = true;
+        m->is_nonexistent = true;
+    }
+    store_index_done(st);
+    st = NULL;
     for (size_t i = 0; i < l.n; i++) {
         size_t len = strlen(l.v[i].name);
         for (size_t j = 0; j < l.n && !l.v[i].has_children; j++)
-            l.v[i].has_children =
-                strncmp(l.v[j].name, l.v[i].name, len) == 0 && l.v[j].name[len] == '/';
+            l.v[i].has_children = !l.v[j].is_nonexistent &&
+                                  strncmp(l.v[j].name, l.v[i].name, len) == 0 &&
+                                  l.v[j].name[len] == '/';
     }
     if (l.n > 1)
         qsort(l.v, l.n, sizeof *l.v, info_cmp);
@@ -347,9 +486,10 @@ int store_mailbox_list(struct store_user *u, struct store_mailbox_info **list_r,
     *n_r = l.n;
     return 0;
 oom:
+    store_error(error_r, "out of memory");
+fail:
     store_index_done(st);
     store_mailbox_info_free(l.v, l.n);
-    store_error(error_r, "out of memory");
     return -1;
 }
 
@@ -406,9 +546,10 @@ int store_mailbox_create(struct store_user *u, const char *name, char **error_r)
     int r = store_index_mailbox_get(u->db, canon, &row, error_r);
     if (r == 0) {
         sqlite3_stmt *st = NULL;
-        for (int k = 0; k < 3; k++) {
+        for (int k = 0; k < 4; k++) {
             static const char *const sql[] = {"DELETE FROM messages WHERE mailbox = ?",
                                               "DELETE FROM cache WHERE mailbox = ?",
+                                              "DELETE FROM expunged WHERE mailbox = ?",
                                               "DELETE FROM mailboxes WHERE id = ?"};
             if (store_index_prepare(u->db, sql[k], &st) == SQLITE_OK) {
                 sqlite3_bind_int64(st, 1, row.id);
@@ -484,8 +625,9 @@ int store_mailbox_delete(struct store_user *u, const char *name, char **error_r)
         return -1;
     static const char *const sql[] = {"DELETE FROM messages WHERE mailbox = ?",
                                       "DELETE FROM cache WHERE mailbox = ?",
+                                      "DELETE FROM expunged WHERE mailbox = ?",
                                       "DELETE FROM mailboxes WHERE id = ?"};
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 4; k++) {
         sqlite3_stmt *st = NULL;
         int rc = SQLITE_ERROR;
         if (store_index_prepare(u->db, sql[k], &st) == SQLITE_OK) {
@@ -499,6 +641,19 @@ int store_mailbox_delete(struct store_user *u, const char *name, char **error_r)
             store_index_rollback(u->db);
             return -1;
         }
+    }
+    /* RFC 5464 §3.4: a deleted mailbox's entries go with it */
+    sqlite3_stmt *md = NULL;
+    int mrc = SQLITE_ERROR;
+    if (store_index_prepare(u->db, "DELETE FROM metadata WHERE mailbox = ?", &md) == SQLITE_OK) {
+        sqlite3_bind_text(md, 1, canon, -1, SQLITE_STATIC);
+        mrc = sqlite3_step(md);
+    }
+    store_index_done(md);
+    if (mrc != SQLITE_DONE) {
+        store_error(error_r, "index: %s", sqlite3_errmsg(u->db));
+        store_index_rollback(u->db);
+        return -1;
     }
     store_notify_publish_any_thread(u->user, canon);
     return store_index_commit(u->db, error_r);
@@ -553,6 +708,10 @@ static int rename_inbox(struct store_user *u, const char *to, char **error_r)
         }
     }
     static const char *const moves[] = {
+        /* INBOX's messages leave it: tombstones at its next mod-sequence (QRESYNC) */
+        ("INSERT OR REPLACE INTO expunged(mailbox, uid, modseq) SELECT ?1, uid,"
+         " (SELECT highestmodseq FROM mailboxes WHERE id = ?1) + 1 FROM messages"
+         " WHERE mailbox = ?1"),
         "UPDATE messages SET mailbox = ?2 WHERE mailbox = ?1",
         "UPDATE cache SET mailbox = ?2 WHERE mailbox = ?1",
         ("UPDATE mailboxes SET uidnext = (SELECT uidnext FROM mailboxes WHERE id = ?1),"
@@ -561,7 +720,7 @@ static int rename_inbox(struct store_user *u, const char *to, char **error_r)
         ("UPDATE mailboxes SET highestmodseq = highestmodseq + 1, cur_mtime = 0, new_mtime = 0"
          " WHERE id = ?1"),
     };
-    for (int k = 0; k < 4; k++) {
+    for (size_t k = 0; k < sizeof moves / sizeof moves[0]; k++) {
         int rc = SQLITE_ERROR;
         if (store_index_prepare(u->db, moves[k], &st) == SQLITE_OK) {
             sqlite3_bind_int64(st, 1, inbox.id);
@@ -645,24 +804,32 @@ int store_mailbox_rename(struct store_user *u, const char *from, const char *to,
         store_index_rollback(u->db);
         return -1;
     }
-    sqlite3_stmt *st = NULL;
-    int rc = SQLITE_ERROR;
-    /* name = to || substr(name, len(from)+1) for the mailbox and its inferiors */
-    if (store_index_prepare(u->db,
-                            "UPDATE mailboxes SET name = ?1 || substr(name, ?3 + 1)"
-                            " WHERE name = ?2 OR substr(name, 1, ?3 + 1) = ?2 || '/'",
-                            &st) == SQLITE_OK) {
-        sqlite3_bind_text(st, 1, to_canon, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, from_canon, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, (int64_t)flen);
-        rc = sqlite3_step(st);
-    }
-    if (rc != SQLITE_DONE)
-        store_error(error_r, "index: %s", sqlite3_errmsg(u->db));
-    store_index_done(st);
-    if (rc != SQLITE_DONE) {
-        store_index_rollback(u->db);
-        return -1;
+    /* name = to || substr(name, len(from)+1) for the mailbox and its inferiors; their
+     * subscriptions follow them (as Dovecot's rename does) */
+    static const char *const renames[] = {
+        "UPDATE mailboxes SET name = ?1 || substr(name, ?3 + 1)"
+        " WHERE name = ?2 OR substr(name, 1, ?3 + 1) = ?2 || '/'",
+        "UPDATE OR REPLACE subscriptions SET name = ?1 || substr(name, ?3 + 1)"
+        " WHERE name = ?2 OR substr(name, 1, ?3 + 1) = ?2 || '/'",
+        "UPDATE OR REPLACE metadata SET mailbox = ?1 || substr(mailbox, ?3 + 1)"
+        " WHERE mailbox = ?2 OR substr(mailbox, 1, ?3 + 1) = ?2 || '/'",
+    };
+    for (size_t k = 0; k < sizeof renames / sizeof renames[0]; k++) {
+        sqlite3_stmt *st = NULL;
+        int rc = SQLITE_ERROR;
+        if (store_index_prepare(u->db, renames[k], &st) == SQLITE_OK) {
+            sqlite3_bind_text(st, 1, to_canon, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 2, from_canon, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(st, 3, (int64_t)flen);
+            rc = sqlite3_step(st);
+        }
+        if (rc != SQLITE_DONE)
+            store_error(error_r, "index: %s", sqlite3_errmsg(u->db));
+        store_index_done(st);
+        if (rc != SQLITE_DONE) {
+            store_index_rollback(u->db);
+            return -1;
+        }
     }
     return store_index_commit(u->db, error_r);
 }
@@ -673,22 +840,18 @@ int store_mailbox_subscribe(struct store_user *u, const char *name, bool subscri
         return -1;
     char canon[300], path[4200];
     struct store_mbox_row row;
-    if (store_mailbox_lookup(u, name, canon, sizeof canon, path, sizeof path, &row, error_r) < 0)
-        return -1;
-    sqlite3_stmt *st = NULL;
-    int rc = SQLITE_ERROR;
-    if (store_index_prepare(u->db, "UPDATE mailboxes SET subscribed = ? WHERE id = ?", &st) ==
-        SQLITE_OK) {
-        sqlite3_bind_int(st, 1, subscribe ? 1 : 0);
-        sqlite3_bind_int64(st, 2, row.id);
-        rc = sqlite3_step(st);
+    if (subscribe) {
+        /* only an existing mailbox can be subscribed (as Dovecot) */
+        if (store_mailbox_lookup(u, name, canon, sizeof canon, path, sizeof path, &row,
+                                 error_r) < 0)
+            return -1;
+    } else {
+        /* RFC 3501 §6.3.7: a name that no longer exists can be unsubscribed */
+        char dir[300];
+        if (store_mailbox_name_to_dir(name, dir, sizeof dir, canon, sizeof canon, error_r) < 0)
+            return -1;
     }
-    if (rc != SQLITE_DONE)
-        store_error(error_r, "index: %s", sqlite3_errmsg(u->db));
-    store_index_done(st);
-    if (rc != SQLITE_DONE)
-        return -1;
-    return 0;
+    return store_index_subscription_set(u->db, canon, subscribe, error_r);
 }
 
 int store_mailbox_status(struct store_user *u, const char *name, struct store_status *st_r,

@@ -364,9 +364,11 @@ static int view_apply(struct store_mailbox *box, struct view_update *up,
     struct view_delta *d = &up->delta;
     struct view_msg *out = malloc((box->n + d->n_changed + 1) * sizeof *out);
     uint32_t *exp = calloc(box->n + 1, sizeof *exp);
+    uint32_t *exp_uids = calloc(box->n + 1, sizeof *exp_uids);
     size_t *chg = calloc(box->n + d->n_changed + 1, sizeof *chg);
-    if (!out || !exp || !chg) {
+    if (!out || !exp || !exp_uids || !chg) {
         free(out);
+        free(exp_uids);
         free(exp);
         free(chg);
         view_delta_free(d);
@@ -390,6 +392,7 @@ static int view_apply(struct store_mailbox *box, struct view_update *up,
             j++; /* cannot happen (rows below uidnext are never added); freed below */
         if (!is_alive) {
             exp[n_exp] = (uint32_t)(i + 1 - n_exp);
+            exp_uids[n_exp] = uid;
             n_exp++;
             view_msg_free(old);
             continue;
@@ -422,12 +425,14 @@ static int view_apply(struct store_mailbox *box, struct view_update *up,
     view_mark_recent(box->msgs, box->n, up->recent_lo, up->recent_hi);
     if (changes_r) {
         changes_r->expunged_seqs = exp;
+        changes_r->expunged_uids = exp_uids;
         changes_r->n_expunged = n_exp;
         changes_r->flag_changed = chg;
         changes_r->n_flag_changed = n_chg;
         changes_r->n_new = n_new;
     } else {
         free(exp);
+        free(exp_uids);
         free(chg);
     }
     return 0;
@@ -480,6 +485,7 @@ void store_sync_changes_free(struct store_sync_changes *c)
     if (!c)
         return;
     free(c->expunged_seqs);
+    free(c->expunged_uids);
     free(c->flag_changed);
     memset(c, 0, sizeof *c);
 }
@@ -851,20 +857,27 @@ static int expunge_index(struct store_mailbox *box, const uint32_t *uids, size_t
                  SQLITE_OK &&
              store_index_prepare(db, "DELETE FROM cache WHERE mailbox = ? AND uid = ?", &delc) ==
                  SQLITE_OK;
+    /* RFC 7162: an expunge is a modification; its mod-sequence goes with a tombstone */
+    uint64_t modseq = row.highestmodseq + 1;
     for (size_t k = 0; ok && k < n; k++) {
         sqlite3_stmt *sts[2] = {del, delc};
+        bool is_deleted = false;
         for (int s = 0; s < 2 && ok; s++) {
             sqlite3_reset(sts[s]);
             sqlite3_bind_int64(sts[s], 1, row.id);
             sqlite3_bind_int64(sts[s], 2, uids[k]);
             ok = sqlite3_step(sts[s]) == SQLITE_DONE;
+            if (s == 0)
+                is_deleted = ok && sqlite3_changes(db) > 0;
         }
+        if (ok && is_deleted)
+            ok = store_index_tombstone_add(db, row.id, uids[k], modseq, NULL) == 0;
     }
     if (!ok)
         store_error(error_r, "index: %s", sqlite3_errmsg(db));
     store_index_done(del);
     store_index_done(delc);
-    row.highestmodseq++;
+    row.highestmodseq = modseq;
     /* our unlinks: [0] new/, [1] cur/ (0 = folder not touched) */
     if (mtime_after[0] != 0)
         store_sync_own_change(&row.new_mtime, mtime_before[0], mtime_after[0]);
@@ -971,4 +984,86 @@ int store_mailbox_expunge_uids_unsynced(struct store_mailbox *box, const uint32_
      * gives it a new UID), never lose one. Saves a synchronous write per IMAP EXPUNGE,
      * the second-largest wait of the mixed load after APPEND's two (issue 4). */
     return view_expunge(box, uids, n, false, error_r);
+}
+
+/* Append uid to a growing array; false when out of memory. */
+static bool vanished_push(uint32_t **v, size_t *n, size_t *cap, uint32_t uid)
+{
+    if (*n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 64;
+        uint32_t *nv = realloc(*v, ncap * sizeof *nv);
+        if (!nv)
+            return false;
+        *v = nv;
+        *cap = ncap;
+    }
+    (*v)[(*n)++] = uid;
+    return true;
+}
+
+int store_mailbox_vanished(struct store_mailbox *box, uint64_t modseq, uint32_t **uids_r,
+                           size_t *n_r, char **error_r)
+{
+    *uids_r = NULL;
+    *n_r = 0;
+    if (store_user_attach(box->u, error_r) < 0)
+        return -1;
+    sqlite3 *db = box->u->db;
+    sqlite3_stmt *st = NULL;
+    int64_t since = INT64_MAX;
+    if (store_index_prepare(db, "SELECT vanished_since FROM mailboxes WHERE id = ?", &st) ==
+        SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, box->row.id);
+        if (sqlite3_step(st) == SQLITE_ROW)
+            since = sqlite3_column_int64(st, 0);
+    }
+    store_index_done(st);
+    uint32_t *v = NULL;
+    size_t n = 0, cap = 0;
+    if ((int64_t)modseq >= since) {
+        /* every expunge after modseq has its tombstone */
+        if (store_index_prepare(db,
+                                "SELECT uid FROM expunged WHERE mailbox = ? AND modseq > ?"
+                                " ORDER BY uid",
+                                &st) != SQLITE_OK) {
+            store_error(error_r, "index: %s", sqlite3_errmsg(db));
+            return -1;
+        }
+        sqlite3_bind_int64(st, 1, box->row.id);
+        sqlite3_bind_int64(st, 2, (int64_t)modseq);
+        int rc;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            uint32_t uid = (uint32_t)sqlite3_column_int64(st, 0);
+            /* a UID the view still shows is reported by its own sync later */
+            if (view_find_uid(box, uid) == SIZE_MAX && !vanished_push(&v, &n, &cap, uid)) {
+                store_index_done(st);
+                free(v);
+                store_error(error_r, "out of memory");
+                return -1;
+            }
+        }
+        store_index_done(st);
+        if (rc != SQLITE_DONE) {
+            free(v);
+            store_error(error_r, "index: %s", sqlite3_errmsg(db));
+            return -1;
+        }
+    } else {
+        /* expunges that old were not tracked: every UID below UIDNEXT the view lacks
+         * (RFC 7162 §3.2.5.1 lets the server name UIDs the client may not know) */
+        uint32_t next = 1;
+        for (size_t i = 0; i <= box->n; i++) {
+            uint32_t until = i < box->n ? box->msgs[i].pub.uid : box->row.uidnext;
+            for (uint32_t uid = next; uid < until; uid++)
+                if (!vanished_push(&v, &n, &cap, uid)) {
+                    free(v);
+                    store_error(error_r, "out of memory");
+                    return -1;
+                }
+            next = until + 1;
+        }
+    }
+    *uids_r = v;
+    *n_r = n;
+    return 0;
 }

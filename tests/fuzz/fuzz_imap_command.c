@@ -2,7 +2,9 @@
  * fuzz_imap_command.c - libFuzzer target for the IMAP command parser: the input is cut
  * into lines as the session does; literals are fed from the following bytes. Whole
  * commands then go through the argument interpretation of src/imap/args.c: LIST
- * (LIST-EXTENDED, LIST-STATUS), APPEND (MULTIAPPEND), STATUS items, SEARCH RETURN.
+ * (LIST-EXTENDED, LIST-STATUS), APPEND (MULTIAPPEND), STATUS items, SEARCH RETURN
+ * (ESEARCH, SAVE, PARTIAL), SORT criteria and RETURN (ESORT), THREAD algorithms,
+ * GETMETADATA/SETMETADATA (RFC 5464).
  */
 #include <stdint.h>
 #include <string.h>
@@ -45,8 +47,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (imap_append_request_parse(p.args.list, p.args.n, &ar, &why))
                 imap_append_request_free(&ar);
         } else if (r == IMAP_PARSE_DONE && strcmp(p.name, "SEARCH") == 0 && p.args.n >= 2) {
-            unsigned opts;
-            (void)imap_search_return_parse(&p.args.list[1], &opts);
+            struct imap_search_return ret;
+            (void)imap_search_return_parse(&p.args.list[1], &ret);
+        } else if (r == IMAP_PARSE_DONE && strcmp(p.name, "SORT") == 0 && p.args.n >= 1) {
+            struct imap_sort_criterion c[IMAP_SORT_MAX_CRITERIA];
+            size_t n_c;
+            struct imap_search_return ret;
+            size_t at = 0;
+            if (p.args.n >= 3 && imap_arg_is_atom(&p.args.list[0], "RETURN")) {
+                (void)imap_search_return_parse(&p.args.list[1], &ret);
+                at = 2;
+            }
+            (void)imap_sort_criteria_parse(&p.args.list[at], c, &n_c);
+        } else if (r == IMAP_PARSE_DONE && strcmp(p.name, "GETMETADATA") == 0) {
+            struct imap_getmetadata_request gr;
+            (void)imap_getmetadata_parse(p.args.list, p.args.n, &gr);
+        } else if (r == IMAP_PARSE_DONE && strcmp(p.name, "SETMETADATA") == 0) {
+            struct imap_setmetadata_request sr;
+            (void)imap_setmetadata_parse(p.args.list, p.args.n, &sr);
+        } else if (r == IMAP_PARSE_DONE && strcmp(p.name, "THREAD") == 0 && p.args.n >= 1) {
+            enum imap_thread_algorithm alg;
+            (void)imap_thread_algorithm_parse(&p.args.list[0], &alg);
         } else if (r == IMAP_PARSE_DONE && strcmp(p.name, "ID") == 0) {
             char ip[64];
             (void)imap_id_originating_ip(p.args.list, p.args.n, ip, sizeof ip);

@@ -2,9 +2,12 @@
  * fuzz_mime.c - libFuzzer target for the MIME structure parser and its IMAP output:
  * any bytes must parse without crashing, offsets must stay inside the input, and every
  * part path must resolve or fail cleanly. The SEARCH decoders (RFC 2047 header words,
- * base64/quoted-printable bodies, charset conversion, the matcher) run over the same input.
+ * base64/quoted-printable bodies, charset conversion, the matcher), the SORT/THREAD keys
+ * (base subject, i;unicode-casemap, dates, message ids, addresses), PREVIEW, BINARY
+ * decoding and the binary-to-base64 rewrite run over the same input.
  */
 #include <assert.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -56,6 +59,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     buf_init(&b, 0);
     mime_header_decode((const char *)data, size, &b);
+    buf_reset(&b);
+    /* SORT/THREAD keys of the header, the base subject and casemap of the raw input */
+    struct mime_sort_keys k;
+    (void)mime_sort_keys_parse((const char *)data, size, &k);
+    mime_sort_keys_free(&k);
+    bool is_reply;
+    (void)mime_base_subject((const char *)data, size, &b, &is_reply);
+    buf_reset(&b);
+    (void)mime_casemap((const char *)data, size, &b);
+    buf_reset(&b);
+    (void)mime_preview((const char *)data, size, p, &b);
+    buf_reset(&b);
+    (void)mime_decode_body((const char *)data, size, size > 0 && data[0] & 1 ? "base64"
+                                                                             : "quoted-printable",
+                           &b);
+    buf_reset(&b);
+    (void)mime_binary_to_base64((const char *)data, size, &b);
     buf_free(&b);
     mime_part_free(p);
     return 0;

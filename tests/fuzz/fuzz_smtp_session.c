@@ -1,7 +1,7 @@
 /*
  * fuzz_smtp_session.c - libFuzzer target for the whole SMTP session state machine
  * (session.c, envelope.c, body.c, sasl.c, delivery.c) over the stub core, directory and
- * store of tests/unit/smtp_session_harness.h.
+ * store of tests/unit/smtp_session_harness.h (over the fake core, tests/unit/fake_core.h).
  *
  * Input: byte 0 picks the role and injected failures, byte 1 the piece size the rest
  * is fed in (pipelining and split lines), then the client's bytes. At the end the
@@ -29,15 +29,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (mode & 0x10)
         harness_timeout();
     if (mode & 0x20) {
-        /* drop the connection with input pending and maybe a job in the workpool */
-        struct conn *c = &harness.conn;
-        if (!c->is_closing && !c->is_finished) {
-            static const char msg[] = "MAIL FROM:<>\r\nRCPT TO:<alice@example.test>\r\n"
-                                      "DATA\r\nx\r\n.\r\n";
-            evbuffer_add(c->in, msg, sizeof msg - 1);
-            if (!c->is_paused)
-                smtp_protocol.on_read(c->session, c);
-        }
+        /* drop the connection with a delivery job still queued in the pool */
+        fake_core_policy()->auto_jobs = false;
+        static const char msg[] = "MAIL FROM:<>\r\nRCPT TO:<alice@example.test>\r\n"
+                                  "DATA\r\nx\r\n.\r\n";
+        harness_feed(msg, sizeof msg - 1);
     }
     harness_finish("lost connection");
     return 0;

@@ -180,6 +180,9 @@ class TernServer:
             # many tests write several commands at once before EHLO's reply (on purpose:
             # the parser is what they test); test_smtp_screen.py turns the check on
             "smtp.reject_unauth_pipelining": "no",
+            # Port-25 SPF/DKIM/DMARC need DNS: off unless a test brings its own DNS server
+            # (tests/integration/test_mailauth_*.py turn it on with dns.resolver).
+            "mailauth.verify": "no",
         }
         for name in PORT_NAMES:
             cfg[f"{name}.listen"] = f"{self.host}:{self.ports[name]}"

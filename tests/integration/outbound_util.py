@@ -130,7 +130,24 @@ class SmtpSink:
 
 # --- DNS ---------------------------------------------------------------------------------
 
-TYPES = {"A": 1, "MX": 15, "AAAA": 28, "TXT": 16}
+TYPES = {"A": 1, "MX": 15, "AAAA": 28, "TXT": 16, "PTR": 12, "CNAME": 5, "SRV": 33}
+
+# A record value that makes the server answer SERVFAIL for that name and type (mailauth
+# tests: a DNS failure must give a temporary result).
+SERVFAIL = object()
+
+
+def _txt_rdata(text):
+    """TXT RDATA: the text as character-strings of at most 255 octets (a list or tuple
+    gives the strings one by one)."""
+    if isinstance(text, (list, tuple)):
+        return b"".join(bytes([len(p.encode()[:255])]) + p.encode()[:255] for p in text)
+    raw = text.encode() if isinstance(text, str) else text
+    out = b""
+    for i in range(0, max(len(raw), 1), 255):
+        chunk = raw[i:i + 255]
+        out += bytes([len(chunk)]) + chunk
+    return out
 
 
 def _encode_name(name):
@@ -195,7 +212,29 @@ class DnsServer:
         rrs = self.records.get((lname, tname), [])
         known = any(k[0] == lname for k in self.records)
         rcode = 0 if (rrs or known) else 3
+        if any(rr is SERVFAIL for rr in rrs):
+            rrs, rcode = [], 2
         answers = b""
+        cname = self.records.get((lname, "CNAME")) if not rrs and tname != "CNAME" else None
+        if cname:
+            # one level of CNAME, with the target's records of the type asked for
+            target = cname[0]
+            answers += b"\xc0\x0c" + struct.pack("!HHIH", 5, 1, 60, len(_encode_name(target))) + \
+                _encode_name(target)
+            extra = self.records.get((target.lower().rstrip("."), tname), [])
+            n_extra = 0
+            for rr in extra:
+                if rr is SERVFAIL:
+                    continue
+                rdata = self._rdata(tname, rr)
+                if rdata is None:
+                    continue
+                answers += _encode_name(target) + struct.pack("!HHIH", qtype, 1, 60,
+                                                               len(rdata)) + rdata
+                n_extra += 1
+            rflags = 0x8400 | (flags & 0x0100) | 0x0080
+            head = struct.pack("!HHHHHH", qid, rflags, 1, 1 + n_extra, 0, 0)
+            return head + question + answers
         for rr in rrs:
             if tname == "A":
                 rdata = socket.inet_aton(rr)
@@ -204,9 +243,11 @@ class DnsServer:
             elif tname == "MX":
                 rdata = struct.pack("!H", rr[0]) + _encode_name(rr[1])
             elif tname == "TXT":
-                raw = rr.encode()
-                rdata = b"".join(bytes([len(raw[i:i + 255])]) + raw[i:i + 255]
-                                 for i in range(0, len(raw), 255))
+                rdata = _txt_rdata(rr)
+            elif tname == "SRV":
+                rdata = struct.pack("!HHH", rr[0], rr[1], rr[2]) + _encode_name(rr[3])
+            elif tname == "PTR":
+                rdata = _encode_name(rr)
             else:
                 continue
             answers += b"\xc0\x0c" + struct.pack("!HHIH", qtype, 1, 60, len(rdata)) + rdata
@@ -214,6 +255,20 @@ class DnsServer:
         rflags = 0x8400 | (flags & 0x0100) | 0x0080 | rcode
         head = struct.pack("!HHHHHH", qid, rflags, 1, len(rrs), 0, 0)
         return head + question + answers
+
+    @staticmethod
+    def _rdata(tname, rr):
+        if tname == "A":
+            return socket.inet_aton(rr)
+        if tname == "AAAA":
+            return socket.inet_pton(socket.AF_INET6, rr)
+        if tname == "MX":
+            return struct.pack("!H", rr[0]) + _encode_name(rr[1])
+        if tname == "TXT":
+            return _txt_rdata(rr)
+        if tname in ("PTR", "CNAME"):
+            return _encode_name(rr)
+        return None
 
     def _serve_udp(self):
         while self.running:

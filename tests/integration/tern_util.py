@@ -344,3 +344,19 @@ class SourceAddressMixin:
     def _create_socket(self, timeout):
         src = (self._source, 0) if self._source else None
         return socket.create_connection((self.host, self.port), timeout, source_address=src)
+
+
+def child_pids(pid):
+    """Pids of the direct children of pid (the master's processes), from /proc."""
+    kids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == pid:
+            kids.append(int(entry))
+    return sorted(kids)

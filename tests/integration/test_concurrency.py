@@ -18,7 +18,9 @@ The sanitizer builds run these too; a sanitizer report in the server's log fails
 import imaplib
 import poplib
 import smtplib
+import re
 import socket
+import ssl
 import threading
 
 import pytest
@@ -307,3 +309,51 @@ def test_sigterm_under_load_exits_and_loses_nothing(tern_factory):
     doubled = [x for x in want if seen.get(x, 0) > 1]
     assert not lost, f"{len(lost)} acknowledged messages lost, e.g. {lost[:5]}"
     assert not doubled, f"acknowledged messages stored twice: {doubled[:5]}"
+
+
+def _tls_send_and_close(tern, port, payload):
+    """Over implicit TLS: send pipelined commands, read nothing, close (a FIN, then the
+    kernel answers our late replies with a RST)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    s = socket.create_connection((tern.host, tern.ports[port]), timeout=10)
+    t = ctx.wrap_socket(s)
+    t.recv(4096)  # greeting
+    t.sendall(payload)
+    t.close()
+
+
+def _total_connections(tern):
+    out = tern.cli("status").stdout
+    m = re.search(r"^total: connections (\d+)", out, re.M)
+    return int(m.group(1)) if m else -1
+
+
+def test_tls_peer_gone_with_replies_queued(tern):
+    """A TLS client that pipelines commands and closes without reading. libevent's TLS
+    bufferevent reports the failed write (EPIPE) as EOF|WRITING, which conn.c took for a
+    half-close and waited for a flush that could never come (libevent had stopped writing,
+    so no write timeout either): the connection never ended, a POP3 maildrop stayed
+    locked ([IN-USE] for every later login) and SIGTERM waited for it (the stress tester's
+    pop3-lock and shutdown-hang)."""
+    user, pw = fresh_user(tern, "tls-gone", [sample_message(i) for i in range(20)])
+    # LIST/UIDL/TOP stream replies bigger than the socket buffers while the client is gone
+    pop3 = (b"USER %s\r\nPASS %s\r\n" % (user.encode(), pw.encode())
+            + b"LIST\r\nUIDL\r\nTOP 1 5\r\n" * 200)
+    imap = (b"a LOGIN %s %s\r\nb SELECT INBOX\r\n" % (user.encode(), pw.encode())
+            + b"c FETCH 1:* (FLAGS UID ENVELOPE BODYSTRUCTURE)\r\n" * 100)
+    for _ in range(6):
+        _tls_send_and_close(tern, "pop3s", pop3)
+        _tls_send_and_close(tern, "imaps", imap)
+    try:
+        wait_for(lambda: _total_connections(tern) == 0, timeout=60,
+                 what="every connection of the departed TLS clients to end")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{tern.cli('status').stdout}") from None
+    # the maildrop is free again
+    p = poplib.POP3(tern.host, tern.ports["pop3"], timeout=30)
+    p.user(user)
+    p.pass_(pw)
+    assert p.stat()[0] == 20
+    p.quit()

@@ -3,13 +3,15 @@
  * without sockets, threads or disks, for tests/unit/test_smtp_session.c and
  * tests/fuzz/fuzz_smtp_session.c. Include it in exactly one .c file.
  *
- * It defines the conn_*, workpool_*, auth_*, store_* and queue_* functions the smtp
- * module calls, so the linker takes these instead of the real objects:
- *   - conn: input is an evbuffer the harness fills; output is collected (capped);
- *     conn_starttls() discards buffered input like the core and on_tls() follows;
- *   - workpool: jobs are queued and run after on_read returns (the loop's order);
+ * The core (conn_*, workpool_submit) is tests/unit/fake_core.c, linked beside; this
+ * header defines the auth_*, store_* and queue_* functions the smtp module calls, so the
+ * linker takes these instead of the real objects:
+ *   - the session is peer 0 of the fake core; jobs run and output drains as a loop with
+ *     a reading client would (fake_core_policy() can hold either back);
  *   - directory: example.test with alice, bob (quota 100 bytes), disabled "off",
  *     alias "fwd" -> remote@remote.example; SASL PLAIN/LOGIN accept password "pw";
+ *   - the failed-login policy: the real one (policy/penalty.h) on a table of the harness
+ *     (auth_penalty_check/report; the job's steps are auth/gate.c's);
  *   - store/queue: succeed, or fail when harness.fail_store / fail_queue is set.
  */
 #ifndef TERN_TEST_SMTP_SESSION_HARNESS_H
@@ -20,7 +22,7 @@
 #include "core/config.h"
 #include "core/conn.h"
 #include "core/log.h"
-#include "core/workpool.h"
+#include "fake_core.h"
 #include "policy/penalty.h"
 #include "queue/outbound.h"
 #include "queue/queue.h"
@@ -36,164 +38,12 @@
 #include <strings.h>
 #include <unistd.h>
 
-#define HARNESS_OUTPUT_MAX (256 * 1024)
-#define HARNESS_MAX_JOBS   8
-
-struct conn {
-    struct evbuffer *in;
-    struct buf out;
-    enum conn_role role;
-    bool is_tls, is_closing, is_paused, is_tls_pending, is_finished;
-    size_t queued; /* output not yet taken by the peer (only while hold_output is set) */
-    void *session;
-};
-
-struct harness_job {
-    workpool_fn *work, *done;
-    void *arg;
-};
-
+/* The SMTP side of the harness: config and injected failures (the core is fake_core.h). */
 static struct {
-    struct conn conn;
     struct config cfg;
-    struct server_context ctx;
-    struct harness_job jobs[HARNESS_MAX_JOBS];
-    size_t n_jobs;
     bool fail_store, fail_queue;
-    bool hold_output; /* the peer does not read: conn_output_length() grows */
+    struct penalty_table *penalty; /* the directory's failed-login table */
 } harness;
-
-/* ---- conn ------------------------------------------------------------------------- */
-
-const struct server_context *conn_server(const struct conn *c)
-{
-    return &harness.ctx;
-}
-enum conn_role conn_role(const struct conn *c)
-{
-    return c->role;
-}
-struct evbuffer *conn_input(struct conn *c)
-{
-    return c->in;
-}
-void conn_write(struct conn *c, const void *data, size_t len)
-{
-    if (c->is_finished)
-        return;
-    if (harness.hold_output)
-        c->queued += len;
-    if (c->out.len + len > HARNESS_OUTPUT_MAX)
-        buf_reset(&c->out); /* keep the tail: tests look at the last replies */
-    buf_append(&c->out, data, len);
-}
-void conn_write_str(struct conn *c, const char *s)
-{
-    conn_write(c, s, strlen(s));
-}
-void conn_printf(struct conn *c, const char *fmt, ...)
-{
-    char line[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        conn_write(c, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
-}
-size_t conn_output_length(struct conn *c)
-{
-    return c->queued;
-}
-int conn_starttls(struct conn *c)
-{
-    if (c->is_tls)
-        return -1;
-    evbuffer_drain(c->in, evbuffer_get_length(c->in)); /* RFC 3207 §4 */
-    c->is_tls_pending = true;
-    return 0;
-}
-bool conn_is_tls(const struct conn *c)
-{
-    return c->is_tls;
-}
-bool conn_is_stopping(const struct conn *c)
-{
-    (void)c;
-    return false;
-}
-const char *conn_tls_description(const struct conn *c)
-{
-    return "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)";
-}
-bool conn_tls_available(const struct conn *c)
-{
-    return true;
-}
-const char *conn_peer_ip(const struct conn *c)
-{
-    return "192.0.2.7";
-}
-const char *conn_local_ip(const struct conn *c)
-{
-    return "192.0.2.1";
-}
-uint16_t conn_peer_port(const struct conn *c)
-{
-    return 4711;
-}
-bool conn_peer_is_loopback(const struct conn *c)
-{
-    return false;
-}
-const char *conn_peer_name(const struct conn *c)
-{
-    return "unknown";
-}
-bool conn_peer_in_networks(const struct conn *c, const struct config_list *nets)
-{
-    return false;
-}
-void conn_pause_read(struct conn *c)
-{
-    c->is_paused = true;
-}
-void conn_resume_read(struct conn *c)
-{
-    c->is_paused = false;
-}
-void conn_set_timeout(struct conn *c, unsigned seconds)
-{
-}
-void conn_close(struct conn *c)
-{
-    c->is_closing = true;
-}
-
-/* ---- workpool --------------------------------------------------------------------- */
-
-void workpool_submit(struct workpool *pool, workpool_fn *work, workpool_fn *done, void *arg)
-{
-    if (harness.n_jobs == HARNESS_MAX_JOBS)
-        abort(); /* a session never has more than one job in flight */
-    harness.jobs[harness.n_jobs++] = (struct harness_job){work, done, arg};
-}
-
-void workpool_submit_delayed(struct workpool *pool, unsigned delay_ms, workpool_fn *work,
-                             workpool_fn *done, void *arg)
-{
-    workpool_submit(pool, work, done, arg);
-}
-
-static inline void harness_run_jobs(void)
-{
-    while (harness.n_jobs) {
-        struct harness_job j = harness.jobs[0];
-        memmove(harness.jobs, harness.jobs + 1, --harness.n_jobs * sizeof harness.jobs[0]);
-        j.work(j.arg);
-        j.done(j.arg);
-    }
-}
 
 /* ---- directory and SASL ----------------------------------------------------------- */
 
@@ -277,6 +127,18 @@ bool auth_plaintext_allowed(struct auth_service *svc, const struct auth_peer *pe
 char *auth_mechanisms(struct auth_service *svc, const struct auth_peer *peer)
 {
     return strdup(peer->is_tls ? "PLAIN LOGIN CRAM-MD5" : "CRAM-MD5");
+}
+
+void auth_penalty_check(struct auth_service *svc, const struct penalty_query *q,
+                        struct penalty_answer *a_r)
+{
+    penalty_check(harness.penalty, q, a_r);
+}
+
+void auth_penalty_report(struct auth_service *svc, const struct penalty_query *q,
+                         bool is_success, struct penalty_answer *a_r)
+{
+    penalty_report(harness.penalty, q, is_success, a_r);
 }
 
 struct auth_sasl {
@@ -384,28 +246,6 @@ int queue_commit(const char *data_dir, const char *id, char **error_r)
     return 0;
 }
 
-/* The directory's failed-login table (auth.h auth_penalty_*): the real policy on a
- * table of the harness. */
-static struct penalty_table *harness_penalty;
-
-void auth_penalty_check(struct auth_service *svc, const struct penalty_query *q,
-                        struct penalty_answer *a_r)
-{
-    penalty_check(harness_penalty, q, a_r);
-}
-
-void auth_penalty_report(struct auth_service *svc, const struct penalty_query *q,
-                         bool is_success, struct penalty_answer *a_r)
-{
-    penalty_report(harness_penalty, q, is_success, a_r);
-}
-
-/* No resolver in the harness: the screen's DNS checks never run. */
-struct outbound_dns *outbound_runner_dns(void)
-{
-    return NULL;
-}
-
 int queue_commit_held(const char *data_dir, const char *id, char **error_r)
 {
     return 0;
@@ -447,7 +287,7 @@ int bounce_queue_notice(const char *data_dir, const struct bounce_info *info,
 
 /* ---- driving ---------------------------------------------------------------------- */
 
-/* A new connection on role; greeting in the output. */
+/* A new connection on role (peer 0); greeting in the output. */
 static inline void harness_open(enum conn_role role, const char *data_dir)
 {
     static bool is_log_open;
@@ -455,6 +295,10 @@ static inline void harness_open(enum conn_role role, const char *data_dir)
         log_open(LOG_TARGET_FILE, "/dev/null");
         is_log_open = true;
     }
+    fake_core_init();
+    fake_core_reset();
+    *fake_core_policy() = (struct fake_policy){.auto_jobs = true, .auto_drain = true,
+                                               .auto_handshake = true};
     memset(&harness.cfg, 0, sizeof harness.cfg);
     harness.cfg.hostname = "mail.example.test";
     harness.cfg.data_dir = (char *)data_dir;
@@ -463,92 +307,56 @@ static inline void harness_open(enum conn_role role, const char *data_dir)
     harness.cfg.smtp_max_errors = 20;
     harness.cfg.smtp_timeout = 300;
     harness.cfg.default_domain = "";
-    harness.ctx.cfg = &harness.cfg;
-    harness.ctx.auth = (struct auth_service *)&harness; /* opaque, never dereferenced */
-    harness.ctx.pool = (struct workpool *)&harness;
+    struct server_context *ctx = fake_core_context();
+    ctx->cfg = &harness.cfg;
+    ctx->auth = (struct auth_service *)&harness; /* opaque, never dereferenced */
+    harness.fail_store = harness.fail_queue = false;
     /* the real failed-login policy: a flood of 5 failures blocks the address */
     static const struct penalty_limits limits = {
         .window_ms = 300000, .address_max_failures = 5, .block_ms = 900000};
-    harness_penalty = penalty_table_new(&limits);
-    harness.n_jobs = 0;
-    harness.fail_store = harness.fail_queue = false;
-    harness.hold_output = false;
-    struct conn *c = &harness.conn;
-    memset(c, 0, sizeof *c);
-    c->in = evbuffer_new();
-    buf_init(&c->out, 0);
-    c->role = role;
-    c->is_tls = role == CONN_ROLE_SUBMISSIONS;
-    c->session = smtp_protocol.open(c);
+    penalty_table_free(harness.penalty);
+    harness.penalty = penalty_table_new(&limits);
+    fake_open(0, &smtp_protocol, role, role == CONN_ROLE_SUBMISSIONS, false);
+    fake_settle();
 }
 
-/* Deliver input as the core would: on_read while input is there and reading is on;
- * jobs run between reads; STARTTLS completes after the read that asked for it. */
+/* The client sends bytes (one read); the loop then runs what is due. */
 static inline void harness_feed(const void *data, size_t len)
 {
-    struct conn *c = &harness.conn;
-    if (c->is_finished || c->is_closing)
-        return;
-    evbuffer_add(c->in, data, len);
-    for (int round = 0; round < 100000; round++) {
-        if (!c->is_paused && !c->is_closing && evbuffer_get_length(c->in) > 0) {
-            size_t before = evbuffer_get_length(c->in);
-            smtp_protocol.on_read(c->session, c);
-            if (c->is_tls_pending) {
-                c->is_tls_pending = false;
-                c->is_tls = true;
-                smtp_protocol.on_tls(c->session, c);
-            }
-            if (harness.n_jobs == 0 && evbuffer_get_length(c->in) == before)
-                break; /* waiting for more input */
-        }
-        if (harness.n_jobs == 0)
-            break;
-        harness_run_jobs();
-    }
+    fake_feed(0, data, len);
+    fake_settle();
 }
 
-/* The peer reads everything queued: on_drained (as the core calls it), then any input
- * that waited is delivered again. */
+/* The client reads everything queued (on_drained as the core calls it). */
 static inline void harness_drain(void)
 {
-    struct conn *c = &harness.conn;
-    c->queued = 0;
-    if (c->is_finished || c->is_closing)
-        return;
-    if (smtp_protocol.on_drained)
-        smtp_protocol.on_drained(c->session, c);
-    harness_feed("", 0);
+    fake_drain(0, SIZE_MAX);
+    fake_settle();
+}
+
+/* The peer no longer reads our output (or reads it again). */
+static inline void harness_hold_output(bool is_held)
+{
+    fake_core_policy()->auto_drain = !is_held;
 }
 
 static inline void harness_timeout(void)
 {
-    struct conn *c = &harness.conn;
-    if (!c->is_finished && !c->is_closing) {
-        smtp_protocol.on_timeout(c->session, c);
-        c->is_closing = true;
-    }
+    fake_timeout(0, false);
+    fake_settle();
 }
 
-/* The connection ends (peer gone or after conn_close): close(), then pending jobs run
- * (the session must survive them when it was busy). */
+/* The connection ends (peer gone, or after the session closed it): close(), then
+ * pending jobs run (the session must survive them when it was busy). */
 static inline void harness_finish(const char *reason)
 {
-    struct conn *c = &harness.conn;
-    if (!c->is_finished) {
-        c->is_finished = true;
-        smtp_protocol.close(c->session, reason);
-        harness_run_jobs();
-    }
-    evbuffer_free(c->in);
-    buf_free(&c->out);
-    penalty_table_free(harness_penalty);
-    harness_penalty = NULL;
+    fake_drop(0, reason);
+    fake_jobs_run_all();
 }
 
 static inline const char *harness_output(void)
 {
-    return buf_cstr(&harness.conn.out);
+    return fake_output(0);
 }
 
 #endif

@@ -17,6 +17,7 @@
 
 #include <openssl/md5.h>
 #include <pthread.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -272,27 +273,37 @@ static void test_user_list(void **state)
     buf_free(&b);
 }
 
+/* Run SQL on the fixture's tern.db through a second connection (as another process). */
+static int exec_tern_db(const struct fixture *f, const char *sql)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/tern.db", f->dir);
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open(path, &db);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    sqlite3_close(db);
+    return rc;
+}
+
 /* A malformed stored credential is skipped; the others still verify the password. */
 static void test_malformed_credential_skipped(void **state)
 {
     struct fixture *f = *state;
     add_domain(f->svc, "example.test");
     add_user(f->svc, "alice@example.test", "alicepw");
-    assert_int_equal(sqlite3_exec(f->svc->db,
+    assert_int_equal(exec_tern_db(f,
                                   "UPDATE credentials SET value = '{PLAIN-MD5}zz' "
                                   "WHERE scheme = 'CRAM-MD5';"
                                   "UPDATE credentials SET value = '{BOGUS}x' "
-                                  "WHERE scheme = 'PLAIN'",
-                                  NULL, NULL, NULL),
+                                  "WHERE scheme = 'PLAIN'"),
                      SQLITE_OK);
     char *user = NULL;
     assert_int_equal(auth_login_password(f->svc, "alice", "alicepw", &user), 1);
     free(user);
     assert_int_equal(auth_login_password(f->svc, "alice", "wrong", &user), 0);
     /* Nothing usable at all: a failed login, not a server error. */
-    assert_int_equal(
-        sqlite3_exec(f->svc->db, "UPDATE credentials SET value = '{BOGUS}x'", NULL, NULL, NULL),
-        SQLITE_OK);
+    assert_int_equal(exec_tern_db(f, "UPDATE credentials SET value = '{BOGUS}x'"), SQLITE_OK);
     assert_int_equal(auth_login_password(f->svc, "alice", "alicepw", &user), 0);
 }
 

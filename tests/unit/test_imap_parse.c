@@ -79,6 +79,25 @@ static void test_fetch_items(void **state)
     imap_parser_reset(&p);
     assert_int_equal(feed(&p, "a fetch 2 body[text]"), IMAP_PARSE_DONE);
     assert_string_equal(p.args.list[1].str, "body[text]");
+    imap_parser_reset(&p);
+    assert_int_equal(feed(&p, "a fetch 2 (BINARY.PEEK[1] BODY[HEADER"), IMAP_PARSE_ERROR);
+    imap_parser_free(&p);
+}
+
+/* RFC 3501 §9: '[' is an ATOM-CHAR; only section atoms pair brackets. */
+static void test_bracket_atoms(void **state)
+{
+    (void)state;
+    struct imap_parser p;
+    imap_parser_init(&p, 1024);
+    assert_int_equal(feed(&p, "a SELECT !#$&'+,-.0123456789:;<=>?@^_`|[}"), IMAP_PARSE_DONE);
+    assert_int_equal(p.args.n, 1);
+    assert_string_equal(p.args.list[0].str, "!#$&'+,-.0123456789:;<=>?@^_`|[}");
+    imap_parser_reset(&p);
+    assert_int_equal(feed(&p, "a LIST \"\" a[b%* (x)"), IMAP_PARSE_DONE);
+    assert_int_equal(p.args.n, 3);
+    assert_string_equal(p.args.list[1].str, "a[b%*");
+    assert_int_equal(p.args.list[2].type, IMAP_ARG_LIST);
     imap_parser_free(&p);
 }
 
@@ -186,6 +205,14 @@ static void test_seqset(void **state)
     assert_false(imap_seqset_parse("1,", &s));
     assert_false(imap_seqset_parse("1:", &s));
     assert_false(imap_seqset_parse("4294967296", &s));
+    /* 4294967295 is a number (the largest UID), not '*' */
+    assert_true(imap_seqset_parse("1:4294967295", &s));
+    assert_true(imap_seqset_contains(&s, 4294967295u, 10));
+    assert_true(imap_seqset_contains(&s, 20, 10));
+    imap_seqset_free(&s);
+    assert_true(imap_seqset_parse("4294967295", &s));
+    assert_false(imap_seqset_contains(&s, 10, 10));
+    imap_seqset_free(&s);
     assert_false(imap_seqset_parse("", &s));
 }
 
@@ -300,21 +327,112 @@ static void test_search_return(void **state)
     (void)state;
     struct imap_parser p;
     imap_parser_init(&p, 1024);
-    unsigned opts = 0;
+    struct imap_search_return r;
     parse_line(&p, "a SEARCH RETURN (min MAX COUNT ALL) ALL");
-    assert_true(imap_search_return_parse(&p.args.list[1], &opts));
-    assert_int_equal(opts, IMAP_SEARCH_RET_MIN | IMAP_SEARCH_RET_MAX | IMAP_SEARCH_RET_COUNT |
-                               IMAP_SEARCH_RET_ALL);
+    assert_true(imap_search_return_parse(&p.args.list[1], &r));
+    assert_int_equal(r.opts, IMAP_SEARCH_RET_MIN | IMAP_SEARCH_RET_MAX | IMAP_SEARCH_RET_COUNT |
+                                 IMAP_SEARCH_RET_ALL);
     parse_line(&p, "a SEARCH RETURN () ALL");
-    assert_true(imap_search_return_parse(&p.args.list[1], &opts));
-    assert_int_equal(opts, IMAP_SEARCH_RET_ALL); /* RFC 4731 §3.1 */
-    parse_line(&p, "a SEARCH RETURN (SAVE) ALL");
-    assert_false(imap_search_return_parse(&p.args.list[1], &opts));
-    parse_line(&p, "a SEARCH RETURN MIN ALL");
-    assert_false(imap_search_return_parse(&p.args.list[1], &opts));
-    parse_line(&p, "a SEARCH RETURN (MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN "
-                   "MIN MIN) ALL");
-    assert_false(imap_search_return_parse(&p.args.list[1], &opts)); /* bounded */
+    assert_true(imap_search_return_parse(&p.args.list[1], &r));
+    assert_int_equal(r.opts, IMAP_SEARCH_RET_ALL); /* RFC 4731 §3.1 */
+    parse_line(&p, "a SEARCH RETURN (SAVE) ALL"); /* RFC 5182: saves, returns nothing */
+    assert_true(imap_search_return_parse(&p.args.list[1], &r));
+    assert_int_equal(r.opts, IMAP_SEARCH_RET_SAVE);
+    parse_line(&p, "a SEARCH RETURN (PARTIAL 10:1 COUNT) ALL"); /* RFC 5267 §4.4 */
+    assert_true(imap_search_return_parse(&p.args.list[1], &r));
+    assert_int_equal(r.opts, IMAP_SEARCH_RET_PARTIAL | IMAP_SEARCH_RET_COUNT);
+    assert_int_equal(r.partial_lo, 1);
+    assert_int_equal(r.partial_hi, 10);
+    assert_false(r.is_from_end);
+    parse_line(&p, "a SEARCH RETURN (PARTIAL -1:-100) ALL"); /* RFC 9394 */
+    assert_true(imap_search_return_parse(&p.args.list[1], &r));
+    assert_true(r.is_from_end);
+    assert_int_equal(r.partial_hi, 100);
+    static const char *const bad[] = {
+        "a SEARCH RETURN (PARTIAL 1:10 ALL) ALL", "a SEARCH RETURN (PARTIAL 0:10) ALL",
+        "a SEARCH RETURN (PARTIAL 1:-10) ALL",    "a SEARCH RETURN (PARTIAL) ALL",
+        "a SEARCH RETURN (PARTIAL 1:4294967296) ALL", "a SEARCH RETURN (FOO) ALL",
+        "a SEARCH RETURN MIN ALL",
+        ("a SEARCH RETURN (MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN) "
+         "ALL"), /* bounded */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        parse_line(&p, bad[i]);
+        assert_false(imap_search_return_parse(&p.args.list[1], &r));
+    }
+    imap_parser_free(&p);
+}
+
+static void test_sort_criteria(void **state)
+{
+    (void)state;
+    struct imap_parser p;
+    imap_parser_init(&p, 1024);
+    struct imap_sort_criterion c[IMAP_SORT_MAX_CRITERIA];
+    size_t n;
+    parse_line(&p, "a SORT (REVERSE date subject displayFROM) UTF-8 ALL");
+    assert_true(imap_sort_criteria_parse(&p.args.list[0], c, &n));
+    assert_int_equal(n, 3);
+    assert_int_equal(c[0].key, IMAP_SORT_DATE);
+    assert_true(c[0].is_reverse);
+    assert_int_equal(c[1].key, IMAP_SORT_SUBJECT);
+    assert_false(c[1].is_reverse);
+    assert_int_equal(c[2].key, IMAP_SORT_DISPLAYFROM);
+    static const char *const bad[] = {"a SORT () UTF-8 ALL", "a SORT (REVERSE) UTF-8 ALL",
+                                      "a SORT (DATE REVERSE) UTF-8 ALL",
+                                      "a SORT (REVERSE REVERSE DATE) UTF-8 ALL",
+                                      "a SORT (BOGUS) UTF-8 ALL", "a SORT DATE UTF-8 ALL",
+                                      ("a SORT (DATE DATE DATE DATE DATE DATE DATE DATE DATE DATE "
+                                       "DATE DATE DATE DATE DATE DATE DATE) UTF-8 ALL")};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        parse_line(&p, bad[i]);
+        assert_false(imap_sort_criteria_parse(&p.args.list[0], c, &n));
+    }
+    enum imap_thread_algorithm alg;
+    parse_line(&p, "a THREAD refs UTF-8 ALL");
+    assert_true(imap_thread_algorithm_parse(&p.args.list[0], &alg));
+    assert_int_equal(alg, IMAP_THREAD_REFS);
+    parse_line(&p, "a THREAD (REFERENCES) UTF-8 ALL");
+    assert_false(imap_thread_algorithm_parse(&p.args.list[0], &alg));
+    imap_parser_free(&p);
+}
+
+static void test_metadata_args(void **state)
+{
+    (void)state;
+    struct imap_parser p;
+    imap_parser_init(&p, 1024);
+    struct imap_getmetadata_request g;
+    parse_line(&p, "a GETMETADATA (MAXSIZE 1024 DEPTH infinity) \"\" (/Shared/Comment /private/x)");
+    assert_true(imap_getmetadata_parse(p.args.list, p.args.n, &g));
+    assert_true(g.has_maxsize);
+    assert_int_equal(g.maxsize, 1024);
+    assert_int_equal(g.depth, -1);
+    assert_int_equal(g.n_entries, 2);
+    assert_string_equal(g.entries[0], "/shared/comment"); /* case-insensitive names */
+    parse_line(&p, "a GETMETADATA INBOX /private/comment");
+    assert_true(imap_getmetadata_parse(p.args.list, p.args.n, &g));
+    assert_int_equal(g.depth, 0);
+    struct imap_setmetadata_request sr;
+    parse_line(&p, "a SETMETADATA INBOX (/private/a \"x\" /shared/b NIL /private/c \"NIL\")");
+    assert_true(imap_setmetadata_parse(p.args.list, p.args.n, &sr));
+    assert_int_equal(sr.n, 3);
+    assert_non_null(sr.values[0]);
+    assert_null(sr.values[1]);    /* the atom NIL removes */
+    assert_non_null(sr.values[2]); /* a quoted "NIL" is a value */
+    static const char *const bad[] = {
+        "a SETMETADATA INBOX (/comment \"x\")", "a SETMETADATA INBOX (/private/ \"x\")",
+        "a SETMETADATA INBOX (/private/a/ \"x\")", "a SETMETADATA INBOX (/private/a%b \"x\")",
+        "a SETMETADATA INBOX (/private/a)", "a SETMETADATA INBOX ()",
+        "a GETMETADATA (DEPTH 2) INBOX /private/a", "a GETMETADATA (MAXSIZE x) INBOX /private/a",
+        "a GETMETADATA INBOX", "a GETMETADATA INBOX ()"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        parse_line(&p, bad[i]);
+        bool ok = strstr(bad[i], "GET") ? imap_getmetadata_parse(p.args.list, p.args.n, &g)
+                                        : imap_setmetadata_parse(p.args.list, p.args.n, &sr);
+        if (ok)
+            fail_msg("accepted: %s", bad[i]);
+    }
     imap_parser_free(&p);
 }
 
@@ -401,10 +519,13 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_simple),          cmocka_unit_test(test_missing_tag),
         cmocka_unit_test(test_fetch_items),     cmocka_unit_test(test_literals),
+        cmocka_unit_test(test_bracket_atoms),
         cmocka_unit_test(test_literal_too_big), cmocka_unit_test(test_quoted_and_nesting),
         cmocka_unit_test(test_seqset),          cmocka_unit_test(test_id_originating_ip),
         cmocka_unit_test(test_list_request),
         cmocka_unit_test(test_append_request),  cmocka_unit_test(test_search_return),
+        cmocka_unit_test(test_sort_criteria),
+        cmocka_unit_test(test_metadata_args),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -554,6 +554,86 @@ static void test_header_search(void **state)
     mime_matcher_free(m);
 }
 
+/* The preview text of a whole message (RFC 8970). */
+static char *preview_of(const char *msg)
+{
+    struct mime_part *root = mime_parse(msg, strlen(msg));
+    assert_non_null(root);
+    struct buf b;
+    buf_init(&b, 0);
+    assert_true(mime_preview(msg, strlen(msg), root, &b));
+    mime_part_free(root);
+    char *r = buf_steal(&b);
+    return r ? r : strdup("");
+}
+
+static void test_preview(void **state)
+{
+    (void)state;
+    char *p = preview_of("Subject: x\n\nHello,\n\n  this   is\tthe text.\n");
+    assert_string_equal(p, "Hello, this is the text.");
+    free(p);
+    /* the text/plain alternative; quoted-printable and a charset decoded */
+    p = preview_of("Content-Type: multipart/alternative; boundary=b\n\n--b\n"
+                   "Content-Type: text/html\n\n<p>html</p>\n--b\n"
+                   "Content-Type: text/plain; charset=iso-8859-1\n"
+                   "Content-Transfer-Encoding: quoted-printable\n\ncaf=E9 =\nau lait\n--b--\n");
+    assert_string_equal(p, "caf\xc3\xa9 au lait");
+    free(p);
+    /* HTML only: tags, styles and entities */
+    p = preview_of("Content-Type: text/html\n\n<html><style>p{x:1}</style><p>A &amp; B</p>"
+                   "<br>c&lt;d</html>\n");
+    assert_string_equal(p, "A & B c<d");
+    free(p);
+    /* no text at all (an attachment only): empty */
+    p = preview_of("Content-Type: multipart/mixed; boundary=b\n\n--b\n"
+                   "Content-Type: text/plain\nContent-Disposition: attachment\n\nsecret\n--b--\n");
+    assert_string_equal(p, "");
+    free(p);
+    /* at most 256 characters, never cutting a UTF-8 character */
+    struct buf big;
+    buf_init(&big, 0);
+    buf_append_str(&big, "Content-Type: text/plain; charset=utf-8\n\n");
+    for (int i = 0; i < 300; i++)
+        buf_append_str(&big, "\xc3\xa9");
+    p = preview_of(big.data);
+    assert_int_equal(strlen(p), 512);
+    free(p);
+    buf_free(&big);
+}
+
+static void test_binary(void **state)
+{
+    (void)state;
+    struct buf out;
+    buf_init(&out, 0);
+    /* RFC 3516: base64 and quoted-printable undone (QP line-end padding removed) */
+    assert_true(mime_decode_body("aGVs\r\nbG8=\r\n", 14, "BASE64", &out));
+    assert_int_equal(out.len, 5);
+    assert_memory_equal(out.data, "hello", 5);
+    buf_reset(&out);
+    assert_true(mime_decode_body("a=3Db  \r\nc=\r\nd", 17, "quoted-printable", &out));
+    assert_string_equal(out.data, "a=b\r\ncd");
+    buf_reset(&out);
+    assert_false(mime_decode_body("x", 1, "x-uuencode", &out));
+    assert_int_equal(out.len, 0);
+    /* a binary part holding NUL is turned into base64, the rest kept byte for byte */
+    static const char msg[] = "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+                              "Content-Type: text/plain\r\n\r\nhi\r\n--b\r\n"
+                              "Content-Type: application/octet-stream\r\n"
+                              "Content-Transfer-Encoding: binary\r\n\r\n\0\1\2\r\n--b--\r\n";
+    buf_reset(&out);
+    assert_true(mime_binary_to_base64(msg, sizeof msg - 1, &out));
+    assert_non_null(strstr(out.data, "Content-Transfer-Encoding: base64\r\n\r\nAAEC\r\n"));
+    assert_non_null(strstr(out.data, "\r\n\r\nhi\r\n--b\r\n"));
+    assert_null(memchr(out.data, '\0', out.len));
+    assert_non_null(strstr(out.data, "--b--\r\n"));
+    buf_reset(&out);
+    static const char plain[] = "Subject: x\r\n\r\nno nul\r\n";
+    assert_false(mime_binary_to_base64(plain, sizeof plain - 1, &out));
+    buf_free(&out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -582,6 +662,8 @@ int main(void)
         cmocka_unit_test(test_matcher_folding),
         cmocka_unit_test(test_body_search_decoding),
         cmocka_unit_test(test_header_search),
+        cmocka_unit_test(test_preview),
+        cmocka_unit_test(test_binary),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

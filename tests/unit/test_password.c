@@ -232,6 +232,56 @@ static void test_scram_saslprep(void **state)
 
 /* `doveadm pw` hashes SCRAM passwords without SASLprep: its hashes of passwords SASLprep
  * changes must still verify with the password as typed (doveadm pw 2.3.19 output). */
+/* The forms postfixadmin 3.3 writes into mailbox.password ($CONF['encrypt']): md5crypt
+ * (its default) and php_crypt without a prefix, 'system' DES crypt, 'sha512.b64'
+ * (doveadm's SHA512-CRYPT.B64 encoding: the crypt string in base64), 'md5' hex. A value
+ * without {SCHEME} is read by the SQL directory as "{<default_pass_scheme>}value". */
+static void test_postfixadmin_forms(void **state)
+{
+    (void)state;
+    static const struct vector forms[] = {
+        /* openssl passwd -1 -salt Xy7.aB12 (postfixadmin's own md5crypt, same format) */
+        {"p@ss wörd", "$1$Xy7.aB12$/f4aio1EjKdhMCvk3L1NJ0"},
+        {"p@ss wörd", "{CRYPT}$1$Xy7.aB12$/f4aio1EjKdhMCvk3L1NJ0"},
+        {"p@ss wörd", "{MD5-CRYPT}$1$6FdZqGJ2$qFTpDRRXVcxlMq6H2JsZT1"},
+        /* perl crypt(pw, "ab"): DES, 'system' (only 8 characters count) */
+        {"p@ss wörd", "{CRYPT}abJ4ze/E06ywM"},
+        {"p@ss wö", "{crypt}abJ4ze/E06ywM"}, /* courier authlib's lower-case marker */
+        /* doveadm pw -s SHA512-CRYPT.B64 */
+        {"p@ss wörd",
+         "{SHA512-CRYPT.B64}JDYkSW8xZ1lRemVXU1dwemR6UyRYUDBpNU4yNTQ2SmwyVTVvblNBdkNBTEk1Q05zR1hXc"
+         "DRrV1NFaTI1c3pSV2JUaVVPLmhOYzVWWmtjWVhRYWpmZVI3ZlNBamJucnEyb0pKc1BTek9lLg=="},
+        /* md5 hex ('md5'), read with default_pass_scheme = PLAIN-MD5 */
+        {"pw", "{PLAIN-MD5}8fe4c11451281c094a6578e6ddbf5eed"},
+        {"p@ss wörd", "{SSHA256}HW2NATzPfstlqfJ60Hja0b9phASJEmeCmwcIkUa3Nt7OSHEW"},
+    };
+    for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++) {
+        if (auth_password_verify(forms[i].stored, forms[i].password) != 1)
+            fail_msg("%s does not verify", forms[i].stored);
+        if (auth_password_verify(forms[i].stored, "Wrong-password") != 0)
+            fail_msg("%s verifies a wrong password", forms[i].stored);
+    }
+    /* a .B64 value that is not base64 of a crypt string is malformed, not a mismatch */
+    assert_int_equal(auth_password_verify("{SHA512-CRYPT.B64}!!!!", "x"), -1);
+    assert_int_equal(auth_password_verify("{BLF-CRYPT.HEX}00", "x"), -1);
+    /* we write .B64 crypt too, and read it back */
+    char *hash = NULL, *err = NULL;
+    assert_int_equal(auth_password_hash("SHA512-CRYPT.B64", "pw", &hash, &err), 0);
+    assert_memory_equal(hash, "{SHA512-CRYPT.B64}JDYk", 22); /* base64("$6$") */
+    assert_int_equal(auth_password_verify(hash, "pw"), 1);
+    free(hash);
+    /* which scheme a stored value is in (tern user show, the SQL directory) */
+    char scheme[64];
+    assert_true(auth_password_scheme_of("{sha512-crypt.b64}x", scheme, sizeof scheme));
+    assert_string_equal(scheme, "SHA512-CRYPT.B64");
+    assert_false(auth_password_scheme_of("$1$abc$def", scheme, sizeof scheme));
+    assert_false(auth_password_scheme_of("{NOPE}x", scheme, sizeof scheme));
+    assert_true(auth_password_scheme_is_known("PLAIN-MD5.HEX"));
+    assert_true(auth_password_scheme_is_known("crypt"));
+    assert_false(auth_password_scheme_is_known("ARGON2ID.HEX"));
+    assert_false(auth_password_scheme_is_known(""));
+}
+
 static void test_scram_doveadm_unprepared(void **state)
 {
     (void)state;
@@ -259,6 +309,7 @@ int main(void)
         cmocka_unit_test(test_scram_keys_of_unprepared_bytes),
         cmocka_unit_test(test_scram_saslprep),
         cmocka_unit_test(test_scram_doveadm_unprepared),
+        cmocka_unit_test(test_postfixadmin_forms),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

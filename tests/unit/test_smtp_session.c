@@ -146,11 +146,9 @@ static void test_delivery_failures_and_busy_close(void **state)
     expect_in_order(want);
     /* hang up while the delivery job is queued: close() first, then the job's done() */
     harness.fail_queue = false;
-    struct conn *c = &harness.conn;
-    const char *msg = "MAIL FROM:<>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\nz\r\n.\r\n";
-    evbuffer_add(c->in, msg, strlen(msg));
-    smtp_protocol.on_read(c->session, c);
-    assert_int_equal(harness.n_jobs, 1);
+    fake_core_policy()->auto_jobs = false;
+    feed("MAIL FROM:<>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\nz\r\n.\r\n");
+    assert_int_equal(fake_jobs_queued(), 1);
     harness_finish("lost connection"); /* must not touch freed memory (ASan) */
 }
 
@@ -195,7 +193,7 @@ static void test_timeout_and_errors(void **state)
     const char *want2[] = {"502 5.5.2 Error: command not recognized\r\n",
                            "421 4.7.0 mail.example.test Error: too many errors\r\n", NULL};
     expect_in_order(want2);
-    assert_true(harness.conn.is_closing);
+    assert_true(fake_is_closing(0));
     harness_finish("disconnect");
 }
 
@@ -205,7 +203,7 @@ static void test_timeout_and_errors(void **state)
 static void test_unread_output_is_bounded(void **state)
 {
     harness_open(CONN_ROLE_SMTP, "/tmp");
-    harness.hold_output = true;
+    harness_hold_output(true);
     enum { N = 20000 }; /* ~5 MB of EHLO replies if nothing stopped it */
     struct evbuffer *all = evbuffer_new();
     for (int i = 0; i < N; i++)
@@ -214,16 +212,16 @@ static void test_unread_output_is_bounded(void **state)
     size_t len = evbuffer_get_length(all);
     harness_feed(evbuffer_pullup(all, -1), len);
     evbuffer_free(all);
-    assert_true(harness.conn.queued < 1024 * 1024);
-    assert_true(harness.conn.is_paused);
-    assert_true(evbuffer_get_length(harness.conn.in) > 0); /* commands wait, unanswered */
-    assert_false(harness.conn.is_closing);
+    assert_true(fake_queued(0) < 1024 * 1024);
+    assert_true(fake_is_paused(0));
+    assert_true(fake_input_length(0) > 0); /* commands wait, unanswered */
+    assert_false(fake_is_closing(0));
     /* the peer reads: everything is answered, up to QUIT */
-    harness.hold_output = false;
-    for (int i = 0; i < N && !harness.conn.is_closing; i++)
+    harness_hold_output(false);
+    for (int i = 0; i < N && !fake_is_closing(0); i++)
         harness_drain();
-    assert_true(harness.conn.is_closing);
-    assert_int_equal(evbuffer_get_length(harness.conn.in), 0);
+    assert_true(fake_is_closing(0));
+    assert_int_equal(fake_input_length(0), 0);
     const char *tail[] = {"250 CHUNKING\r\n221 2.0.0 Bye\r\n", NULL};
     expect_in_order(tail);
     assert_null(strstr(harness_output(), "421 "));
@@ -237,12 +235,12 @@ static void test_dribbled_line_times_out(void **state)
     harness_open(CONN_ROLE_SMTP, "/tmp");
     harness.cfg.smtp_timeout = 1;
     feed("EHLO c\r\nNO");
-    assert_false(harness.conn.is_closing);
+    assert_false(fake_is_closing(0));
     usleep(1100 * 1000); /* past the 1 s deadline of the partial line */
     feed("O");
     const char *want[] = {"421 4.4.2 mail.example.test Error: timeout exceeded\r\n", NULL};
     expect_in_order(want);
-    assert_true(harness.conn.is_closing);
+    assert_true(fake_is_closing(0));
     harness_finish("timeout");
 
     /* whole lines restart the clock: a slow but line-by-line client is served */
@@ -253,7 +251,7 @@ static void test_dribbled_line_times_out(void **state)
     feed("OP\r\nNO");
     usleep(600 * 1000);
     feed("OP\r\n");
-    assert_false(harness.conn.is_closing);
+    assert_false(fake_is_closing(0));
     assert_null(strstr(harness_output(), "421 "));
     harness_finish("disconnect");
 }
@@ -267,13 +265,13 @@ static void test_trickled_message_text_times_out(void **state)
     harness.cfg.smtp_timeout = 1;
     feed("EHLO c\r\nMAIL FROM:<a@remote.example>\r\nRCPT TO:<alice@example.test>\r\n"
          "DATA\r\nSubject: x\r\n");
-    assert_false(harness.conn.is_closing);
+    assert_false(fake_is_closing(0));
     usleep(700 * 1000);
     feed("a\r\n"); /* whole lines, each inside the timeout */
     usleep(700 * 1000);
     feed("b\r\n");
     expect_in_order(want);
-    assert_true(harness.conn.is_closing);
+    assert_true(fake_is_closing(0));
     assert_null(strstr(harness_output(), "queued as"));
     harness_finish("timeout");
 
@@ -287,7 +285,7 @@ static void test_trickled_message_text_times_out(void **state)
     usleep(700 * 1000);
     feed("BDAT 2\r\nef");
     expect_in_order(want);
-    assert_true(harness.conn.is_closing);
+    assert_true(fake_is_closing(0));
     harness_finish("timeout");
 
     /* a message sent at once is unaffected, and the next one has its own clock */
@@ -298,7 +296,7 @@ static void test_trickled_message_text_times_out(void **state)
     usleep(1100 * 1000);
     feed("MAIL FROM:<a@remote.example>\r\nRCPT TO:<alice@example.test>\r\n"
          "DATA\r\nSubject: y\r\n\r\nhi\r\n.\r\n");
-    assert_false(harness.conn.is_closing);
+    assert_false(fake_is_closing(0));
     assert_null(strstr(harness_output(), "421 "));
     harness_finish("disconnect");
 }

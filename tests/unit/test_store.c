@@ -1096,9 +1096,40 @@ static void test_kill9_during_delivery(void **state)
     store_user_close(u);
 }
 
+/* Several processes open a new user's store at the same moment (with one master and
+ * several workers: logins in two workers and a delivery in the queue process). The first
+ * switches the index to WAL and creates its schema; before issue 10's fix the others
+ * could fail with "database is locked" or "disk I/O error" (3 of 600 opens here). */
+static void test_user_open_racing_processes(void **state)
+{
+    (void)state;
+    store_index_pool_flush();
+    int fails = 0;
+    for (int round = 0; round < 30; round++) {
+        char home[512];
+        snprintf(home, sizeof home, "%s/race%d", tmp_root, round);
+        pid_t kids[6];
+        for (int k = 0; k < 6; k++) {
+            kids[k] = fork();
+            if (kids[k] == 0) {
+                struct store_user *u = NULL;
+                char *err = NULL;
+                _exit(store_user_open(home, "race@example.test", &u, &err) == 0 ? 0 : 1);
+            }
+        }
+        for (int k = 0; k < 6; k++) {
+            int st = 0;
+            waitpid(kids[k], &st, 0);
+            fails += !WIFEXITED(st) || WEXITSTATUS(st) != 0;
+        }
+    }
+    assert_int_equal(fails, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_user_open_racing_processes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deliver_two_users, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deliver_from_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deliver_quota, setup, teardown),

@@ -108,11 +108,32 @@ static void test_view_delta_sync(void **state)
     assert_int_equal(store_mailbox_expunge_uids_unsynced(b, gone, 2, &error), 0);
     append_n(u, 2);
 
+    /* QRESYNC tombstones: a view that has not synced yet still shows UIDs 1 and 4, so
+     * they are not "vanished" for it yet; b no longer shows them */
+    uint64_t before = store_mailbox_highestmodseq(a);
+    uint32_t *van = NULL;
+    size_t n_van = 0;
+    assert_int_equal(store_mailbox_vanished(a, before, &van, &n_van, &error), 0);
+    assert_int_equal(n_van, 0);
+    free(van);
     assert_int_equal(store_mailbox_sync(a, &ch, &error), 0);
     /* RFC 3501 §7.4.1: UID 1 at seq 1, then UID 4 at seq 3 once UID 1 is gone */
     assert_int_equal(ch.n_expunged, 2);
     assert_int_equal(ch.expunged_seqs[0], 1);
     assert_int_equal(ch.expunged_seqs[1], 3);
+    assert_int_equal(ch.expunged_uids[0], 1);
+    assert_int_equal(ch.expunged_uids[1], 4);
+    assert_int_equal(store_mailbox_vanished(a, before, &van, &n_van, &error), 0);
+    assert_int_equal(n_van, 2);
+    assert_int_equal(van[0], 1);
+    assert_int_equal(van[1], 4);
+    free(van);
+    /* after the expunge's own mod-sequence nothing more vanished */
+    assert_int_equal(store_mailbox_vanished(a, store_mailbox_highestmodseq(a), &van, &n_van,
+                                            &error),
+                     0);
+    assert_int_equal(n_van, 0);
+    free(van);
     assert_int_equal(ch.n_new, 2);
     assert_int_equal(ch.n_flag_changed, 1);
     assert_int_equal(ch.flag_changed[0], 0); /* UID 2, first after the expunges */

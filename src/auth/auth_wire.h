@@ -1,0 +1,52 @@
+/*
+ * auth_wire.h - the requests between the auth process (server.c) and its clients
+ * (remote.c): one SOCK_SEQPACKET datagram each (core/channel.h), the channel type byte
+ * naming the request. Payload: a 4-byte request id (host order: both ends are the same
+ * binary on the same machine), then NUL-terminated strings. An answer carries the same
+ * type and id, a 4-byte return code, then strings. Id 0 is a message without an answer.
+ *
+ *   type                  request strings                  answer: rc, strings
+ *   DOMAIN_IS_LOCAL       domain                           1/0/-1
+ *   RESOLVE               address                          1/0/-1, n_local, locals, remotes
+ *   USER_LOOKUP           login                            1/0/-1, address, home, quota, enabled
+ *   SENDER_ALLOWED        user, mail_from                  1/0
+ *   LOGIN_PASSWORD        login, password                  1/0/-1, user
+ *   LOGIN_APOP            login, timestamp, digest         1/0/-1, user
+ *   PENALTY_CHECK         ip, account, trusted, service    verdict, delay ms
+ *   PENALTY_REPORT        ip, account, trusted, service,   verdict
+ *                         success
+ *   LOGIN_TOO_SOON        user, delay seconds              1/0 (POP3 LOGIN-DELAY)
+ *   SASL_STEP             id, mech, hostname, service, ip, tls, loopback, has_response,
+ *                         response                         status, id, has_challenge,
+ *                                                          challenge, user, attempted login
+ *   SASL_FREE (id 0)      id                               (none)
+ *   MECHS (id 0, pushed)  "CSA": CRAM-MD5, SCRAM-SHA-256, APOP available ('1'/'0')
+ *   DOMAIN_LIST           (none)                           0/-1, the local domains in order
+ *
+ * PENALTY_*: the failed-login policy (policy/penalty.h, one table in the auth process for
+ * every worker): trusted and success are "1"/"0", the verdict is enum penalty_verdict;
+ * the auth process takes the time from its own clock.
+ *
+ * Both ends treat the other's bytes as untrusted: every string must end inside the
+ * payload, counts are checked against what arrived.
+ */
+#ifndef TERN_AUTH_AUTH_WIRE_H
+#define TERN_AUTH_AUTH_WIRE_H
+
+enum auth_msg {
+    AUTH_MSG_DOMAIN_IS_LOCAL = 1,
+    AUTH_MSG_RESOLVE,
+    AUTH_MSG_USER_LOOKUP,
+    AUTH_MSG_SENDER_ALLOWED,
+    AUTH_MSG_LOGIN_PASSWORD,
+    AUTH_MSG_LOGIN_APOP,
+    AUTH_MSG_PENALTY_CHECK,
+    AUTH_MSG_PENALTY_REPORT,
+    AUTH_MSG_LOGIN_TOO_SOON,
+    AUTH_MSG_SASL_STEP,
+    AUTH_MSG_SASL_FREE,
+    AUTH_MSG_MECHS,
+    AUTH_MSG_DOMAIN_LIST,
+};
+
+#endif

@@ -1,0 +1,549 @@
+/*
+ * remote.c - the directory as a client of the auth process (DESIGN §2: the auth process
+ * alone reads the password hashes). A worker or the queue process opens its auth_service
+ * with auth_service_open_remote(); then every auth_* call of auth.h that needs the
+ * directory becomes a request on a SOCK_SEQPACKET channel to the auth process (server.c)
+ * and waits for the answer. The wire format (auth_wire.h) is plain data: a request id,
+ * then NUL-terminated strings; no pointer crosses.
+ *
+ * Threads: the calls come from workpool threads (they were BLOCKING before too) and wait
+ * on a condition variable; one reader thread per process receives the answers and wakes
+ * the caller whose id it is. A call that gets no answer within AUTH_REMOTE_TIMEOUT_S
+ * (the auth process died or hangs) fails as a temporary error, never as "wrong password"
+ * or "no such user". When the master starts a new auth process it hands us a new channel
+ * (auth_service_set_channel, loop thread): calls waiting on the old one fail (temporary),
+ * new ones use the new one.
+ *
+ * Calls made on the event loop must not wait for another process: the SASL mechanism
+ * list and APOP availability are kept here from the auth process's announcements
+ * (AUTH_MSG_MECHS, sent when a client joins and whenever they change); auth_sasl_start
+ * builds the exchange locally (sasl.c) and its first step carries the start.
+ */
+#include "auth/auth_internal.h"
+#include "auth/auth_wire.h"
+#include "core/channel.h"
+#include "core/log.h"
+#include "policy/penalty.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define AUTH_REMOTE_TIMEOUT_S 30 /* a slow hash under load takes a fraction of that */
+#define AUTH_REMOTE_PENDING   1024 /* calls waiting at once (workpool threads: far fewer) */
+
+struct auth_pending {
+    uint32_t id; /* 0: free */
+    bool is_done;
+    struct channel_msg *reply; /* owned by the caller, filled by the reader */
+};
+
+struct auth_remote {
+    pthread_mutex_t lock;
+    pthread_cond_t cond; /* an answer arrived, or the channel changed */
+    int sock;            /* -1 while there is no auth process */
+    unsigned generation; /* bumped by every new channel: stale waits fail */
+    uint32_t next_id;
+    struct auth_pending pending[AUTH_REMOTE_PENDING];
+    pthread_t reader;
+    bool has_reader, is_stopping;
+    /* announced by the auth process (AUTH_MSG_MECHS) */
+    bool has_mechs, has_cram, has_scram, has_apop;
+};
+
+/* ---- the reader thread ---------------------------------------------------------------- */
+
+static void remote_on_msg(struct auth_remote *r, struct channel_msg *m)
+{
+    uint32_t id;
+    if (m->len < 4)
+        return;
+    memcpy(&id, m->payload, 4);
+    if (id == 0 && m->type == AUTH_MSG_MECHS) {
+        size_t pos = 4;
+        const char *flags = channel_get_str(m, &pos);
+        if (!flags || strlen(flags) < 3)
+            return;
+        pthread_mutex_lock(&r->lock);
+        r->has_cram = flags[0] == '1';
+        r->has_scram = flags[1] == '1';
+        r->has_apop = flags[2] == '1';
+        r->has_mechs = true;
+        pthread_cond_broadcast(&r->cond);
+        pthread_mutex_unlock(&r->lock);
+        return;
+    }
+    pthread_mutex_lock(&r->lock);
+    for (size_t i = 0; i < AUTH_REMOTE_PENDING; i++) {
+        struct auth_pending *p = &r->pending[i];
+        if (p->id == id && !p->is_done) {
+            memcpy(p->reply, m, sizeof *m);
+            m->fd = -1; /* (answers carry none; if one came, the caller closes it) */
+            p->is_done = true;
+            pthread_cond_broadcast(&r->cond);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&r->lock);
+}
+
+static void *remote_reader(void *arg)
+{
+    struct auth_remote *r = arg;
+    struct channel_msg *m = malloc(sizeof *m);
+    if (!m)
+        return NULL;
+    pthread_mutex_lock(&r->lock);
+    while (!r->is_stopping) {
+        int sock = r->sock;
+        unsigned gen = r->generation;
+        if (sock < 0) {
+            pthread_cond_wait(&r->cond, &r->lock);
+            continue;
+        }
+        pthread_mutex_unlock(&r->lock);
+        struct pollfd pfd = {.fd = sock, .events = POLLIN};
+        int pr = poll(&pfd, 1, 500); /* wakes to notice a new channel or the stop */
+        int got = pr > 0 ? channel_recv(sock, m) : 0;
+        if (got > 0)
+            remote_on_msg(r, m);
+        if (got > 0 && m->fd >= 0)
+            close(m->fd);
+        pthread_mutex_lock(&r->lock);
+        if (got < 0 && r->generation == gen) {
+            /* the auth process is gone: every call waiting on it fails (temporary);
+             * the master starts another and hands us its channel */
+            log_warning("auth", "the auth process closed its channel");
+            close(r->sock);
+            r->sock = -1;
+            r->generation++;
+            pthread_cond_broadcast(&r->cond);
+        }
+    }
+    pthread_mutex_unlock(&r->lock);
+    free(m);
+    return NULL;
+}
+
+/* ---- calls ---------------------------------------------------------------------------- */
+
+/* Send a request of type with the given strings and wait for its answer in *reply.
+ * 0 answered, -1 no auth process, no answer in time, or the request did not fit. */
+static int remote_call(struct auth_service *svc, uint8_t type, const char *const *args, size_t n,
+                       struct channel_msg *reply)
+{
+    struct auth_remote *r = svc->remote;
+    char *payload = malloc(CHANNEL_MAX_PAYLOAD);
+    if (!payload)
+        return -1;
+    size_t len = 4;
+    for (size_t i = 0; i < n; i++)
+        if (!channel_put_str(payload, &len, args[i])) {
+            log_error("auth", "request to the auth process too long: refused");
+            free(payload);
+            return -1;
+        }
+    pthread_mutex_lock(&r->lock);
+    struct auth_pending *p = NULL;
+    for (size_t i = 0; i < AUTH_REMOTE_PENDING && !p; i++)
+        if (r->pending[i].id == 0)
+            p = &r->pending[i];
+    if (!p || r->sock < 0) {
+        pthread_mutex_unlock(&r->lock);
+        free(payload);
+        return -1;
+    }
+    uint32_t id = ++r->next_id;
+    if (id == 0)
+        id = ++r->next_id;
+    *p = (struct auth_pending){.id = id, .reply = reply};
+    memcpy(payload, &id, 4);
+    int sock = r->sock;
+    unsigned gen = r->generation;
+    /* SEQPACKET keeps each request whole; a full socket buffer (the auth process is
+     * behind) waits a little for room rather than failing at once */
+    int sent = -1;
+    for (int tries = 0; tries < 100 && sent < 0; tries++) {
+        sent = channel_send(sock, type, payload, len, -1);
+        if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+            break;
+        if (sent < 0) {
+            pthread_mutex_unlock(&r->lock);
+            struct pollfd pfd = {.fd = sock, .events = POLLOUT};
+            (void)poll(&pfd, 1, 50);
+            pthread_mutex_lock(&r->lock);
+            if (r->generation != gen)
+                break;
+        }
+    }
+    free(payload);
+    int rc = -1;
+    if (sent == 0) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += AUTH_REMOTE_TIMEOUT_S;
+        while (!p->is_done && r->generation == gen)
+            if (pthread_cond_timedwait(&r->cond, &r->lock, &until) == ETIMEDOUT)
+                break;
+        rc = p->is_done ? 0 : -1;
+        if (rc < 0 && r->generation == gen)
+            log_warning("auth", "no answer from the auth process in %d s", AUTH_REMOTE_TIMEOUT_S);
+    }
+    memset(p, 0, sizeof *p);
+    pthread_mutex_unlock(&r->lock);
+    return rc;
+}
+
+/* The answer's return code and the position of its first string. */
+static int reply_rc(const struct channel_msg *m, size_t *pos)
+{
+    int32_t rc;
+    if (m->len < 8)
+        return -1;
+    memcpy(&rc, m->payload + 4, 4);
+    *pos = 8;
+    return rc;
+}
+
+static struct channel_msg *reply_new(void)
+{
+    struct channel_msg *m = malloc(sizeof *m);
+    if (m)
+        m->fd = -1;
+    return m;
+}
+
+static void reply_free(struct channel_msg *m)
+{
+    if (m && m->fd >= 0)
+        close(m->fd);
+    free(m);
+}
+
+/* A call whose answer is just the code (and -1 when there is none). */
+static int remote_rc(struct auth_service *svc, uint8_t type, const char *const *args, size_t n)
+{
+    struct channel_msg *m = reply_new();
+    size_t pos;
+    int rc = m && remote_call(svc, type, args, n, m) == 0 ? reply_rc(m, &pos) : -1;
+    reply_free(m);
+    return rc;
+}
+
+/* ---- the auth_* calls ----------------------------------------------------------------- */
+
+int auth_remote_domain_is_local(struct auth_service *svc, const char *domain)
+{
+    const char *a[] = {domain};
+    return remote_rc(svc, AUTH_MSG_DOMAIN_IS_LOCAL, a, 1);
+}
+
+int auth_remote_resolve(struct auth_service *svc, const char *address, struct auth_targets *t)
+{
+    memset(t, 0, sizeof *t);
+    const char *a[] = {address};
+    struct channel_msg *m = reply_new();
+    size_t pos = 0;
+    int rc = m && remote_call(svc, AUTH_MSG_RESOLVE, a, 1, m) == 0 ? reply_rc(m, &pos) : -1;
+    if (rc == 1) {
+        /* "n_local", the local addresses, then the remote ones */
+        const char *count = channel_get_str(m, &pos);
+        size_t n_local = count ? strtoul(count, NULL, 10) : 0;
+        size_t cap = m->len / 2 + 1; /* every address takes at least two bytes */
+        t->local = calloc(n_local < cap ? n_local + 1 : 1, sizeof *t->local);
+        t->remote = calloc(cap, sizeof *t->remote);
+        const char *s;
+        while (t->local && t->remote && (s = channel_get_str(m, &pos)) != NULL) {
+            char *copy = strdup(s);
+            if (!copy)
+                break;
+            if (t->n_local < n_local && t->n_local < cap)
+                t->local[t->n_local++] = copy;
+            else
+                t->remote[t->n_remote++] = copy;
+        }
+        if (!t->local || !t->remote || t->n_local != n_local) {
+            auth_targets_free(t);
+            rc = -1;
+        }
+    }
+    reply_free(m);
+    return rc;
+}
+
+int auth_remote_user_lookup(struct auth_service *svc, const char *login, struct auth_user *u_r)
+{
+    memset(u_r, 0, sizeof *u_r);
+    const char *a[] = {login};
+    struct channel_msg *m = reply_new();
+    size_t pos = 0;
+    int rc = m && remote_call(svc, AUTH_MSG_USER_LOOKUP, a, 1, m) == 0 ? reply_rc(m, &pos) : -1;
+    if (rc == 1) {
+        const char *address = channel_get_str(m, &pos), *home = channel_get_str(m, &pos);
+        const char *quota = channel_get_str(m, &pos), *enabled = channel_get_str(m, &pos);
+        if (!address || !home || !quota || !enabled) {
+            rc = -1;
+        } else {
+            u_r->address = strdup(address);
+            u_r->home = strdup(home);
+            u_r->quota = strtoull(quota, NULL, 10);
+            u_r->enabled = strcmp(enabled, "1") == 0;
+            if (!u_r->address || !u_r->home) {
+                auth_user_free(u_r);
+                rc = -1;
+            }
+        }
+    }
+    reply_free(m);
+    return rc;
+}
+
+bool auth_remote_sender_allowed(struct auth_service *svc, const char *user, const char *from)
+{
+    const char *a[] = {user, from};
+    return remote_rc(svc, AUTH_MSG_SENDER_ALLOWED, a, 2) == 1;
+}
+
+/* A login answer: rc and the canonical user. */
+static int remote_login(struct auth_service *svc, uint8_t type, const char *const *a, size_t n,
+                        char **user_r)
+{
+    *user_r = NULL;
+    struct channel_msg *m = reply_new();
+    size_t pos = 0;
+    int rc = m && remote_call(svc, type, a, n, m) == 0 ? reply_rc(m, &pos) : -1;
+    if (rc == 1) {
+        const char *user = channel_get_str(m, &pos);
+        if (!user || !(*user_r = strdup(user)))
+            rc = -1;
+    }
+    if (m)
+        explicit_bzero(m->payload, m->len);
+    reply_free(m);
+    return rc;
+}
+
+int auth_remote_login_password(struct auth_service *svc, const char *login, const char *password,
+                               char **user_r)
+{
+    const char *a[] = {login, password};
+    return remote_login(svc, AUTH_MSG_LOGIN_PASSWORD, a, 2, user_r);
+}
+
+int auth_remote_login_apop(struct auth_service *svc, const char *login, const char *timestamp,
+                           const char *digest_hex, char **user_r)
+{
+    const char *a[] = {login, timestamp, digest_hex};
+    return remote_login(svc, AUTH_MSG_LOGIN_APOP, a, 3, user_r);
+}
+
+int auth_remote_domain_list(struct auth_service *svc, void (*cb)(const char *domain, void *arg),
+                            void *arg)
+{
+    struct channel_msg *m = reply_new();
+    size_t pos = 0;
+    int rc = m && remote_call(svc, AUTH_MSG_DOMAIN_LIST, NULL, 0, m) == 0 ? reply_rc(m, &pos) : -1;
+    const char *d;
+    while (rc == 0 && (d = channel_get_str(m, &pos)) != NULL)
+        cb(d, arg);
+    reply_free(m);
+    return rc;
+}
+
+/* The query's strings, in PENALTY_* order (auth_wire.h). */
+static size_t penalty_args(const struct penalty_query *q, const char *a[5], bool is_success)
+{
+    a[0] = q->ip ? q->ip : "";
+    a[1] = q->account ? q->account : "";
+    a[2] = q->is_trusted ? "1" : "0";
+    a[3] = q->service ? q->service : "";
+    a[4] = is_success ? "1" : "0";
+    return 5;
+}
+
+void auth_remote_penalty_check(struct auth_service *svc, const struct penalty_query *q,
+                               struct penalty_answer *a_r)
+{
+    *a_r = (struct penalty_answer){.verdict = PENALTY_ALLOW};
+    const char *a[5];
+    (void)penalty_args(q, a, false);
+    struct channel_msg *m = reply_new();
+    size_t pos = 0;
+    int rc = m && remote_call(svc, AUTH_MSG_PENALTY_CHECK, a, 4, m) == 0 ? reply_rc(m, &pos) : -1;
+    if (rc == PENALTY_BLOCKED) {
+        a_r->verdict = PENALTY_BLOCKED;
+    } else if (rc == PENALTY_ALLOW) {
+        const char *delay = channel_get_str(m, &pos);
+        a_r->delay_ms = delay ? strtoull(delay, NULL, 10) : 0;
+    }
+    reply_free(m);
+}
+
+void auth_remote_penalty_report(struct auth_service *svc, const struct penalty_query *q,
+                                bool is_success, struct penalty_answer *a_r)
+{
+    *a_r = (struct penalty_answer){.verdict = PENALTY_ALLOW};
+    const char *a[5];
+    int rc = remote_rc(svc, AUTH_MSG_PENALTY_REPORT, a, penalty_args(q, a, is_success));
+    if (rc == PENALTY_BLOCKED)
+        a_r->verdict = PENALTY_BLOCKED;
+}
+
+int auth_remote_login_too_soon(struct auth_service *svc, const char *user, unsigned delay)
+{
+    char d[16];
+    snprintf(d, sizeof d, "%u", delay);
+    const char *a[] = {user, d};
+    return remote_rc(svc, AUTH_MSG_LOGIN_TOO_SOON, a, 2);
+}
+
+bool auth_remote_mechanism_flags(struct auth_service *svc, bool *has_cram_r, bool *has_scram_r,
+                                 bool *has_apop_r)
+{
+    struct auth_remote *r = svc->remote;
+    pthread_mutex_lock(&r->lock);
+    bool has = r->has_mechs;
+    *has_cram_r = r->has_cram;
+    *has_scram_r = r->has_scram;
+    *has_apop_r = r->has_apop;
+    pthread_mutex_unlock(&r->lock);
+    return has;
+}
+
+enum auth_sasl_status auth_remote_sasl_step(struct auth_service *svc, uint64_t *sasl_id,
+                                            const char *mech, const char *hostname,
+                                            const struct auth_peer *peer, const char *response,
+                                            char **challenge_r, char *user, size_t user_size,
+                                            char *attempted, size_t attempted_size)
+{
+    *challenge_r = NULL;
+    char id[24];
+    snprintf(id, sizeof id, "%llu", (unsigned long long)*sasl_id);
+    const char *a[] = {id,
+                       mech,
+                       hostname,
+                       peer->service ? peer->service : "",
+                       peer->ip ? peer->ip : "",
+                       peer->is_tls ? "1" : "0",
+                       peer->is_loopback ? "1" : "0",
+                       response ? "1" : "0",
+                       response ? response : ""};
+    struct channel_msg *m = reply_new();
+    size_t pos = 0;
+    int rc = m && remote_call(svc, AUTH_MSG_SASL_STEP, a, 9, m) == 0 ? reply_rc(m, &pos) : -1;
+    enum auth_sasl_status st = AUTH_SASL_TEMPFAIL;
+    if (rc >= 0) {
+        const char *new_id = channel_get_str(m, &pos), *has_ch = channel_get_str(m, &pos);
+        const char *ch = channel_get_str(m, &pos), *u = channel_get_str(m, &pos);
+        const char *att = channel_get_str(m, &pos);
+        if (new_id && has_ch && ch && u && att) {
+            st = (enum auth_sasl_status)rc;
+            *sasl_id = strtoull(new_id, NULL, 10);
+            if (strcmp(has_ch, "1") == 0)
+                *challenge_r = strdup(ch);
+            snprintf(user, user_size, "%s", u);
+            snprintf(attempted, attempted_size, "%s", att);
+        }
+    }
+    if (m)
+        explicit_bzero(m->payload, m->len);
+    reply_free(m);
+    return st;
+}
+
+void auth_remote_sasl_free(struct auth_service *svc, uint64_t sasl_id)
+{
+    struct auth_remote *r = svc->remote;
+    char payload[64];
+    size_t len = 4;
+    uint32_t zero = 0;
+    memcpy(payload, &zero, 4);
+    char id[24];
+    snprintf(id, sizeof id, "%llu", (unsigned long long)sasl_id);
+    channel_put_str(payload, &len, id);
+    pthread_mutex_lock(&r->lock);
+    if (r->sock >= 0)
+        (void)channel_send(r->sock, AUTH_MSG_SASL_FREE, payload, len, -1); /* no answer */
+    pthread_mutex_unlock(&r->lock);
+}
+
+/* ---- opening ---------------------------------------------------------------------------- */
+
+struct auth_service *auth_service_open_remote(const struct config *cfg, int sock, char **error_r)
+{
+    struct auth_service *svc = calloc(1, sizeof *svc);
+    struct auth_remote *r = calloc(1, sizeof *r);
+    if (!svc || !r) {
+        free(svc);
+        free(r);
+        *error_r = strdup("out of memory");
+        return NULL;
+    }
+    svc->allow_plaintext = cfg->allow_plaintext;
+    svc->remote = r;
+    pthread_mutex_init(&r->lock, NULL);
+    pthread_cond_init(&r->cond, NULL);
+    r->sock = sock;
+    if (pthread_create(&r->reader, NULL, remote_reader, r) != 0) {
+        *error_r = strdup("cannot start the auth reader thread");
+        auth_service_close(svc);
+        return NULL;
+    }
+    r->has_reader = true;
+    /* the mechanism list the auth process announces first: wait a moment for it so the
+     * first greeting advertises the right SASL mechanisms */
+    pthread_mutex_lock(&r->lock);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    while (!r->has_mechs)
+        if (pthread_cond_timedwait(&r->cond, &r->lock, &until) == ETIMEDOUT)
+            break;
+    bool has = r->has_mechs;
+    pthread_mutex_unlock(&r->lock);
+    if (!has)
+        log_warning("auth", "the auth process has not announced its mechanisms yet");
+    return svc;
+}
+
+void auth_service_set_channel(struct auth_service *svc, int sock)
+{
+    struct auth_remote *r = svc->remote;
+    if (!r) {
+        close(sock);
+        return;
+    }
+    pthread_mutex_lock(&r->lock);
+    if (r->sock >= 0)
+        close(r->sock);
+    r->sock = sock;
+    r->generation++;
+    pthread_cond_broadcast(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+}
+
+void auth_remote_close(struct auth_service *svc)
+{
+    struct auth_remote *r = svc->remote;
+    if (!r)
+        return;
+    pthread_mutex_lock(&r->lock);
+    r->is_stopping = true;
+    pthread_cond_broadcast(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+    if (r->has_reader)
+        pthread_join(r->reader, NULL);
+    if (r->sock >= 0)
+        close(r->sock);
+    pthread_cond_destroy(&r->cond);
+    pthread_mutex_destroy(&r->lock);
+    free(r);
+    svc->remote = NULL;
+}

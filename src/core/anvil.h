@@ -1,0 +1,63 @@
+/*
+ * anvil.h - connection counts shared by every worker process: per client address (for
+ * max_connections_per_ip) and in total (max_connections), plus the per-worker counters
+ * `tern status` shows. Named after Postfix's anvil, which keeps such counts for all smtpd
+ * processes; ours is a shared memory mapping rather than a server, so an accept costs a
+ * few memory reads and no message.
+ *
+ * The master creates the mapping before forking and gives each worker process a slot.
+ * A worker writes only its own slot (its loop thread), so there are no locks: readers
+ * (other workers' admission checks, the master's status) may see a count a moment old,
+ * which only makes a limit a little soft at the edge. When a worker dies the master
+ * clears its slot before handing it to the replacement, so a crash leaks no counts.
+ *
+ * Thread rules: anvil_* on a worker's loop thread (its slot) or in the master.
+ */
+#ifndef TERN_CORE_ANVIL_H
+#define TERN_CORE_ANVIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define ANVIL_SLOTS     32 /* worker processes alive at once (two generations at a reload) */
+#define ANVIL_ADDRS     8192 /* distinct client addresses one worker can count */
+#define ANVIL_ROLES     8  /* CONN_ROLE_COUNT */
+
+struct anvil;
+
+/* What a worker publishes about itself (read by `tern status` through the master). */
+struct anvil_slot_info {
+    pid_t pid;        /* 0: slot unused */
+    unsigned generation;
+    uint64_t started; /* unix time */
+    uint32_t conns;   /* open connections */
+    uint32_t by_role[ANVIL_ROLES];
+    uint64_t accepted; /* connections accepted since start */
+};
+
+/* Master: the shared mapping (MAP_SHARED | MAP_ANONYMOUS), NULL on failure. */
+struct anvil *anvil_create(void);
+/* Master: forget everything slot counted (its worker is gone) and mark it for pid. */
+void anvil_slot_reset(struct anvil *a, unsigned slot, pid_t pid, unsigned generation);
+/* Master: mark the slot unused. */
+void anvil_slot_clear(struct anvil *a, unsigned slot);
+/* Anyone: a copy of slot's published counters. */
+void anvil_slot_info(const struct anvil *a, unsigned slot, struct anvil_slot_info *info_r);
+
+/* Worker: the slot this process writes (set once after fork). */
+void anvil_attach(struct anvil *a, unsigned slot);
+/* Worker: may one more connection from addr (text, IPv4 or IPv6) be accepted under the
+ * limits (0 = none)? Counts every worker's connections. When true it is counted. */
+bool anvil_admit(const char *addr, unsigned role, unsigned max_total, unsigned max_per_ip,
+                 const char **why_r);
+/* Worker: a connection counted by anvil_admit has gone. */
+void anvil_release(const char *addr, unsigned role);
+/* Worker: connections open in all workers together. */
+uint32_t anvil_total(void);
+/* Worker: this process's connections, and the fewest any other live worker of the same
+ * generation has (UINT32_MAX when there is no other). For balancing the accepts. */
+void anvil_balance(uint32_t *mine_r, uint32_t *fewest_other_r);
+
+#endif

@@ -1,0 +1,306 @@
+"""
+test_process_model.py - issue 10: one root master, several worker processes, an auth
+process and a queue process (DESIGN §2).
+
+  - `tern status` lists every process; the children run as run_user, the master as root;
+  - a worker killed with SIGSEGV under SMTP and IMAP load: only its own sessions end, the
+    other workers' sessions go on, the master logs it the Postfix way and starts a new
+    one, new connections are served, and no acknowledged message is lost or doubled;
+  - the auth and queue processes are restarted the same way; meanwhile logins get a
+    temporary error, never "authentication failed" for a good password;
+  - a delivery handled by one worker wakes IDLE sessions in the others;
+  - the POP3 maildrop lock holds across workers;
+  - SIGHUP with a new certificate and with a new configuration keeps established sessions.
+Which worker holds a session is read from its "Login: user=<...>" log line (the pid in
+"tern/imap[pid]"), so every session logs in as its own user. No test asserts on time.
+"""
+
+import imaplib
+import os
+import re
+import signal
+import smtplib
+import socket
+import ssl
+import subprocess
+import threading
+
+import pytest
+
+from test_imap_lib import add_user, imaplib_login, sample_message
+from tern_util import child_pids, wait_for
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: a root master and run_user")
+
+
+def _status(srv):
+    cp = srv.cli("status")
+    return cp.stdout
+
+
+def _pids(srv, kind):
+    """Pids of the live processes of one kind ("worker", "auth", "queue") from tern status."""
+    return [int(p) for p in re.findall(rf"^{kind}: pid (\d+)", _status(srv), re.M)]
+
+
+def _login_pid(srv, user, since=0):
+    """The pid of the worker that logged user in (its last Login line)."""
+    m = srv.wait_log(rf"tern/(?:imap|pop3)\[(\d+)\]: Login: user=<{re.escape(user)}>", since=since)
+    return int(m.group(1))
+
+
+def _sessions_on_workers(srv, prefix, n, want_workers=2):
+    """Log n users in over IMAP (SELECT INBOX), until they span want_workers workers."""
+    sessions = []
+    for k in range(n):
+        user = f"{prefix}{k}@example.test"
+        add_user(srv, user, "pw")
+        c = imaplib_login(srv, user, "pw")
+        c.select("INBOX")
+        sessions.append((user, c, _login_pid(srv, user)))
+    assert len({pid for _, _, pid in sessions}) >= want_workers, \
+        f"{n} sessions all landed in one worker: {[p for *_, p in sessions]}"
+    return sessions
+
+
+def test_processes_status_and_users(tern_factory):
+    srv = tern_factory({"worker_processes": "3"})
+    out = _status(srv)
+    assert re.search(r"^master: pid %d, uptime \d+ s" % srv.pid, out, re.M), out
+    assert len(_pids(srv, "worker")) == 3, out
+    assert len(_pids(srv, "auth")) == 1 and len(_pids(srv, "queue")) == 1, out
+    assert re.search(r"^total: connections \d+, max_connections \d+$", out, re.M), out
+    kids = set(child_pids(srv.pid))
+    assert kids == set(_pids(srv, "worker") + _pids(srv, "auth") + _pids(srv, "queue"))
+    # status counts a connection in the worker that holds it
+    add_user(srv, "st@example.test", "pw")
+    c = imaplib_login(srv, "st@example.test", "pw")
+    pid = _login_pid(srv, "st@example.test")
+    out = _status(srv)
+    line = re.search(rf"^worker: pid {pid}, .*$", out, re.M).group(0)
+    assert re.search(r"connections 1 \(.*imap 1", line), line
+    c.logout()
+
+
+def test_worker_killed_under_load_only_its_sessions_end(tern_factory):
+    srv = tern_factory({"worker_processes": "2"})
+    sessions = _sessions_on_workers(srv, "kw", 8)
+    victim = sessions[0][2]
+    survivors = [(u, c) for u, c, pid in sessions if pid != victim]
+    doomed = [(u, c) for u, c, pid in sessions if pid == victim]
+    add_user(srv, "load@example.test", "pw")
+    acked, lock, stop = [], threading.Lock(), threading.Event()
+
+    def smtp_load(k):
+        i = 0
+        while not stop.is_set() and i < 2000:
+            tag = f"kill-{k}-{i}"
+            i += 1
+            try:
+                s = smtplib.SMTP(srv.host, srv.ports["smtp"], timeout=30)
+                s.sendmail("a@example.org", ["load@example.test"],
+                           f"Subject: {tag}\r\n\r\nbody\r\n")
+                with lock:
+                    acked.append(tag)
+                s.quit()
+            except (smtplib.SMTPException, OSError):
+                continue  # a session in the killed worker: the client retries
+
+    threads = [threading.Thread(target=smtp_load, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: len(acked) >= 40, timeout=120, what="deliveries under way")
+    since = srv.log_offset()
+    os.kill(victim, signal.SIGSEGV)
+    srv.wait_log(rf"warning: process tern/worker pid {victim} killed by signal 11", since=since)
+    srv.wait_log(r"process tern/worker pid \d+ started", since=since, timeout=30)
+    # the other worker's sessions carry on
+    for user, c in survivors:
+        assert c.noop()[0] == "OK", user
+    # the dead worker's sessions are gone
+    for user, c in doomed:
+        with pytest.raises((imaplib.IMAP4.abort, OSError, EOFError)):
+            c.noop()
+    # new connections are served (by the survivor or the replacement)
+    c = imaplib_login(srv, "kw1@example.test", "pw")
+    assert c.select("INBOX")[0] == "OK"
+    c.logout()
+    wait_for(lambda: len(acked) >= 80, timeout=120, what="deliveries after the restart")
+    stop.set()
+    for t in threads:
+        t.join(60)
+    assert len(_pids(srv, "worker")) == 2
+    # every acknowledged message exactly once
+    seen = {}
+    box = srv.maildir("load@example.test")
+    for sub in ("new", "cur"):
+        for f in (box / sub).iterdir():
+            m = re.search(rb"^Subject: (\S+)", f.read_bytes(), re.M)
+            if m:
+                seen[m.group(1).decode()] = seen.get(m.group(1).decode(), 0) + 1
+    with lock:
+        lost = [t for t in acked if t not in seen]
+        doubled = [t for t in acked if seen.get(t, 0) > 1]
+    assert not lost, f"acknowledged but lost: {lost[:5]}"
+    assert not doubled, f"acknowledged and doubled: {doubled[:5]}"
+    for _, c in survivors:
+        c.logout()
+
+
+def test_auth_process_killed_and_restarted(tern_factory):
+    srv = tern_factory({"worker_processes": "2"})
+    add_user(srv, "ak@example.test", "pw")
+    (auth_pid,) = _pids(srv, "auth")
+    since = srv.log_offset()
+    os.kill(auth_pid, signal.SIGSEGV)
+    srv.wait_log(rf"warning: process tern/auth pid {auth_pid} killed by signal 11", since=since)
+
+    def login_ok():
+        try:
+            c = imaplib.IMAP4(srv.host, srv.ports["imap"])
+        except OSError:
+            return False
+        try:
+            c.login("ak@example.test", "pw")
+            c.logout()
+            return True
+        except imaplib.IMAP4.error as e:
+            # while there is no auth process: a temporary failure, never a wrong password
+            assert b"UNAVAILABLE" in e.args[0] if isinstance(e.args[0], bytes) \
+                else "UNAVAILABLE" in str(e), e
+            return False
+
+    wait_for(login_ok, timeout=60, what="logins after the auth process restarted")
+    (new_auth,) = _pids(srv, "auth")
+    assert new_auth != auth_pid
+    # a wrong password is still refused, a right one still accepted
+    c = imaplib.IMAP4(srv.host, srv.ports["imap"])
+    with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+        c.login("ak@example.test", "wrong")
+    c.logout()
+
+
+def test_queue_process_killed_and_restarted(tern_factory):
+    srv = tern_factory({"worker_processes": "1"})
+    (qpid,) = _pids(srv, "queue")
+    since = srv.log_offset()
+    os.kill(qpid, signal.SIGSEGV)
+    srv.wait_log(rf"warning: process tern/queue pid {qpid} killed by signal 11", since=since)
+    srv.wait_log(r"queue runner started", since=since)
+    wait_for(lambda: _pids(srv, "queue") and _pids(srv, "queue")[0] != qpid, timeout=30,
+             what="a new queue process")
+    # local delivery still works (workers and the new queue process are unaffected)
+    s = smtplib.SMTP(srv.host, srv.ports["smtp"], timeout=30)
+    s.sendmail("a@example.org", ["alice@example.test"], "Subject: after\r\n\r\nbody\r\n")
+    s.quit()
+
+
+def test_delivery_in_one_worker_wakes_idle_sessions_in_all(tern_factory):
+    srv = tern_factory({"worker_processes": "2"})
+    sessions = _sessions_on_workers(srv, "idle", 8)
+    for _, c, _ in sessions:
+        c.send(f"{c._new_tag().decode()} IDLE\r\n".encode())
+        assert c.readline().startswith(b"+")
+    for user, _, _ in sessions:
+        s = smtplib.SMTP(srv.host, srv.ports["smtp"], timeout=30)
+        s.sendmail("a@example.org", [user], "Subject: wake\r\n\r\nbody\r\n")
+        s.quit()
+    for user, c, pid in sessions:
+        c.sock.settimeout(30)
+        line = c.readline()
+        assert re.match(rb"^\* 1 EXISTS", line), (user, pid, line)
+        c.send(b"DONE\r\n")
+
+
+def test_pop3_maildrop_lock_holds_across_workers(tern_factory):
+    import poplib
+    srv = tern_factory({"worker_processes": "2"})
+    add_user(srv, "lock@example.test", "pw")
+    holder = poplib.POP3(srv.host, srv.ports["pop3"], timeout=30)
+    holder.user("lock@example.test")
+    holder.pass_("pw")
+    holder_pid = _login_pid(srv, "lock@example.test")
+    refused_in = set()
+    for _ in range(12):
+        since = srv.log_offset()
+        p = poplib.POP3(srv.host, srv.ports["pop3"], timeout=30)
+        p.user("lock@example.test")
+        with pytest.raises(poplib.error_proto, match="IN-USE"):
+            p.pass_("pw")
+        p.close()
+        m = srv.wait_log(r"tern/pop3\[(\d+)\]: Maildrop in use: user=<lock@example.test>",
+                         since=since)
+        refused_in.add(int(m.group(1)))
+    assert any(pid != holder_pid for pid in refused_in), \
+        f"every attempt landed in the holder's worker {holder_pid}: the test proves nothing"
+    holder.quit()
+
+
+def _new_certificate(srv, cn):
+    cert, key = srv.data_dir / "tls" / "cert.pem", srv.data_dir / "tls" / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", f"/CN={cn}", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    os.chown(cert, *_owner(srv))
+    os.chown(key, *_owner(srv))
+
+
+def _owner(srv):
+    import pwd
+    pw = pwd.getpwnam(srv.run_user)
+    return pw.pw_uid, pw.pw_gid
+
+
+def _peer_cn(srv):
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection((srv.host, srv.ports["imaps"]), timeout=10) as raw:
+        with ctx.wrap_socket(raw) as s:
+            der = s.getpeercert(binary_form=True)
+    out = subprocess.run(["openssl", "x509", "-inform", "DER", "-noout", "-subject"],
+                         input=der, capture_output=True, check=True).stdout.decode()
+    return out
+
+
+def test_sighup_new_certificate_keeps_sessions(tern_factory):
+    srv = tern_factory({"worker_processes": "2"})
+    sessions = _sessions_on_workers(srv, "cert", 6)
+    _new_certificate(srv, "reloaded.example.test")
+    since = srv.log_offset()
+    os.kill(srv.pid, signal.SIGHUP)
+    srv.wait_log(r"reload: TLS certificate reloaded", since=since)
+    wait_for(lambda: "reloaded.example.test" in _peer_cn(srv), timeout=30,
+             what="new TLS connections get the new certificate")
+    for user, c, _ in sessions:
+        assert c.noop()[0] == "OK", user
+        c.logout()
+
+
+def test_sighup_new_configuration_keeps_sessions(tern_factory):
+    srv = tern_factory({"worker_processes": "2"})
+    sessions = _sessions_on_workers(srv, "conf", 6)
+    old_workers = set(_pids(srv, "worker"))
+    # a new listener in the new configuration
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        extra = s.getsockname()[1]
+    srv.write_config({"worker_processes": "2",
+                      "imap.listen": f"127.0.0.1:{srv.ports['imap']} 127.0.0.1:{extra}"})
+    since = srv.log_offset()
+    os.kill(srv.pid, signal.SIGHUP)
+    srv.wait_log(r"reload: configuration reloaded, generation 1", since=since)
+    # established sessions live on in the old generation, which drains
+    for user, c, _ in sessions:
+        assert c.noop()[0] == "OK", user
+    c = imaplib.IMAP4(srv.host, extra)  # the new listener serves
+    c.login("conf0@example.test", "pw")
+    new_pid = _login_pid(srv, "conf0@example.test", since=since)
+    assert new_pid not in old_workers
+    c.logout()
+    for user, c, _ in sessions:
+        c.logout()
+    # with their last session gone the old workers exit; two new ones remain
+    wait_for(lambda: not (old_workers & set(child_pids(srv.pid))), timeout=60,
+             what="the old generation's exit")
+    assert len(_pids(srv, "worker")) == 2
