@@ -1,34 +1,27 @@
 /*
- * ratelimit.c - rate limits per client address and per user in fixed windows (ratelimit.h).
+ * ratelimit.c - rate limits per client address and per user (ratelimit.h), counted in the
+ * anvil (core/anvil.h) so that every worker process sees every other's events.
  *
- * One open-addressed hash table of RATELIMIT_SLOTS entries keyed by "a:<address key>" or
- * "u:<user>"; a probe sequence of at most RATELIMIT_PROBE slots, and when all are taken the
- * least recently used of them is reused, so a flood of distinct keys costs a bounded
- * table and a bounded search.
+ * A counter's key is ANVIL_RATE_KEY bytes: the kind ('a' a client address, 'u' a user),
+ * the event, then 16 bytes naming the client: an IPv4 address as ::ffff:a.b.c.d, an IPv6
+ * address cut to its /64 (policy/address.h says why), or, for a user name (lower case)
+ * and anything that is no address, the first 16 bytes of its SHA-256.
  */
 #include "policy/ratelimit.h"
 
+#include "core/anvil.h"
 #include "core/config.h"
-#include "policy/address.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
-#include <stdio.h>
+#include <openssl/sha.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define RATELIMIT_KEY_SIZE 330 /* "u:" + a login of up to 320 octets */
-#define RATELIMIT_PROBE    16
-
-struct ratelimit_slot {
-    char key[RATELIMIT_KEY_SIZE]; /* "" = free */
-    uint64_t window_start_ms;
-    uint64_t last_ms;
-    unsigned count[RATELIMIT_EVENT_COUNT];
-};
+#define RATELIMIT_NAME_MAX 330 /* a login of up to 320 octets, lower-cased for the digest */
 
 struct ratelimit {
     struct ratelimit_limits limits;
-    struct ratelimit_slot slots[RATELIMIT_SLOTS];
 };
 
 void ratelimit_limits_from_config(const struct config *cfg, struct ratelimit_limits *l_r)
@@ -55,92 +48,76 @@ void ratelimit_free(struct ratelimit *a)
     free(a);
 }
 
-/* FNV-1a */
-static uint64_t ratelimit_hash(const char *s)
+/* The 16 bytes of a name: its SHA-256's first half, lower-cased first when asked. */
+static void ratelimit_digest(const char *name, bool is_lower, uint8_t out[16])
 {
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
+    char buf[RATELIMIT_NAME_MAX];
+    size_t n = 0;
+    for (; name[n] && n < sizeof buf; n++)
+        buf[n] = is_lower ? (char)tolower((unsigned char)name[n]) : name[n];
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)buf, n, md);
+    memcpy(out, md, 16);
 }
 
-/* The slot of key, taken (and reset) when absent; never the slot keep. */
-static struct ratelimit_slot *ratelimit_slot(struct ratelimit *a, const char *key, uint64_t now,
-                                     const struct ratelimit_slot *keep)
+/* The counter key of event for an address (kind 'a') or a user (kind 'u'). */
+static void ratelimit_key(char kind, enum ratelimit_event ev, const char *who,
+                          uint8_t key[ANVIL_RATE_KEY])
 {
-    uint64_t h = ratelimit_hash(key);
-    struct ratelimit_slot *victim = NULL;
-    for (unsigned i = 0; i < RATELIMIT_PROBE; i++) {
-        struct ratelimit_slot *s = &a->slots[(h + i) % RATELIMIT_SLOTS];
-        if (s->key[0] && strcmp(s->key, key) == 0)
-            return s;
-        if (s == keep)
-            continue;
-        if (!s->key[0]) {
-            if (!victim || victim->key[0])
-                victim = s;
-        } else if (!victim || (victim->key[0] && s->last_ms < victim->last_ms)) {
-            victim = s;
-        }
+    memset(key, 0, ANVIL_RATE_KEY);
+    key[0] = (uint8_t)kind;
+    key[1] = (uint8_t)ev;
+    uint8_t *id = key + ANVIL_RATE_KEY - 16;
+    struct in_addr v4;
+    if (kind == 'a' && inet_pton(AF_INET, who, &v4) == 1) {
+        id[10] = id[11] = 0xff;
+        memcpy(id + 12, &v4, 4);
+    } else if (kind == 'a' && inet_pton(AF_INET6, who, id) == 1) {
+        static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        if (memcmp(id, v4mapped, 12) != 0)
+            memset(id + 8, 0, 8); /* the /64 */
+    } else {
+        ratelimit_digest(who, kind == 'u', id);
     }
-    memset(victim, 0, sizeof *victim);
-    snprintf(victim->key, sizeof victim->key, "%s", key);
-    victim->window_start_ms = now;
-    return victim;
 }
 
-/* The slot's counters for the current window. */
-static void ratelimit_roll(const struct ratelimit *a, struct ratelimit_slot *s, uint64_t now)
-{
-    if (now - s->window_start_ms >= a->limits.window_ms) {
-        memset(s->count, 0, sizeof s->count);
-        s->window_start_ms = now;
-    }
-    s->last_ms = now;
-}
-
-void ratelimit_event(struct ratelimit *a, const struct ratelimit_query *q, struct ratelimit_answer *a_r)
+void ratelimit_event(struct ratelimit *a, const struct ratelimit_query *q,
+                     struct ratelimit_answer *a_r)
 {
     a_r->is_allowed = true;
     a_r->is_user_limit = false;
     a_r->count = 0;
     enum ratelimit_event ev = q->event;
-    unsigned addr_limit = a->limits.address[ev];
-    unsigned user_limit = q->user && q->user[0] ? a->limits.user[ev] : 0;
-    if (!addr_limit && !user_limit)
+    if (ev >= RATELIMIT_EVENT_COUNT)
         return;
-    char key[RATELIMIT_KEY_SIZE];
-    struct ratelimit_slot *as = NULL, *us = NULL;
-    char ak[POLICY_KEY_SIZE];
-    if (addr_limit && q->ip && policy_address_key(q->ip, ak)) {
-        snprintf(key, sizeof key, "a:%s", ak);
-        as = ratelimit_slot(a, key, q->now_ms, NULL);
-        ratelimit_roll(a, as, q->now_ms);
+    unsigned addr_limit = q->ip ? a->limits.address[ev] : 0;
+    unsigned user_limit = q->user && q->user[0] ? a->limits.user[ev] : 0;
+    uint64_t window = a->limits.window_ms ? a->limits.window_ms : 60000;
+    uint8_t ak[ANVIL_RATE_KEY], uk[ANVIL_RATE_KEY];
+    uint32_t an = 0, un = 0;
+    if (addr_limit) {
+        ratelimit_key('a', ev, q->ip, ak);
+        an = anvil_rate_count(ak, q->now_ms, window);
     }
     if (user_limit) {
-        size_t n = snprintf(key, sizeof key, "u:%s", q->user);
-        for (size_t i = 2; i < n && i < sizeof key; i++)
-            key[i] = (char)tolower((unsigned char)key[i]);
-        us = ratelimit_slot(a, key, q->now_ms, as);
-        ratelimit_roll(a, us, q->now_ms);
+        ratelimit_key('u', ev, q->user, uk);
+        un = anvil_rate_count(uk, q->now_ms, window);
     }
     /* both must allow before either counts: a refused event is not counted */
-    if (as && as->count[ev] >= addr_limit) {
+    if (addr_limit && an >= addr_limit) {
         a_r->is_allowed = false;
-        a_r->count = as->count[ev];
+        a_r->count = an;
         return;
     }
-    if (us && us->count[ev] >= user_limit) {
+    if (user_limit && un >= user_limit) {
         a_r->is_allowed = false;
         a_r->is_user_limit = true;
-        a_r->count = us->count[ev];
+        a_r->count = un;
         return;
     }
-    if (as)
-        a_r->count = ++as->count[ev];
-    if (us) {
-        unsigned c = ++us->count[ev];
-        if (!as)
-            a_r->count = c;
-    }
+    if (addr_limit)
+        anvil_rate_add(ak, q->now_ms, window);
+    if (user_limit)
+        anvil_rate_add(uk, q->now_ms, window);
+    a_r->count = addr_limit ? an + 1 : user_limit ? un + 1 : 0;
 }

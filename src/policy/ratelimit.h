@@ -2,27 +2,33 @@
  * ratelimit.h - rate limits per client address and per authenticated user (Postfix's anvil:
  * smtpd_client_connection_rate_limit, _message_rate_limit, _recipient_rate_limit).
  *
- * Each limit counts events in fixed windows of ratelimit.window seconds (Postfix's
- * anvil_rate_time_unit, 60 s): connections and messages (MAIL) and recipients (RCPT)
- * per client address (an IPv4 address, an IPv6 /64), and messages and recipients per
- * authenticated user wherever they connect from. An event over a limit is refused (the
- * caller answers 421 4.7.0 for a connection, 450 4.7.1 for MAIL or RCPT) and is not
- * counted, so a client that waits gets through at the next window. A limit of 0 is off.
+ * Each limit counts events in windows of ratelimit.window seconds (Postfix's
+ * anvil_rate_time_unit, 60 s) that start with a client's first event: connections and
+ * messages (MAIL) and recipients (RCPT) per client address (an IPv4 address, an IPv6
+ * /64), and messages and recipients per authenticated user wherever they connect from. An
+ * event over a limit is refused (the caller answers 421 4.7.0 for a connection, 450 4.7.1
+ * for MAIL or RCPT) and is not counted, so a client that waits gets through in the next
+ * window. A limit of 0 is off.
  *
- * Shape for the process split: like penalty.h, a request of plain data (kind, address,
- * user, time) answered with plain data; the table can move into one process serving
- * every worker. Memory: RATELIMIT_SLOTS entries; the least recently used is evicted.
- * Thread rules: not thread-safe; one owner thread (the event loop).
+ * The counts live in the anvil (core/anvil.h), shared by every worker process: each
+ * worker adds its own events, a check adds up all of them, so a limit holds for the whole
+ * server, not per worker. Without an attached anvil nothing is counted (and nothing
+ * refused): `tern serve` attaches one in both process models.
+ *
+ * Ownership: ratelimit_new() returns limits the caller frees with ratelimit_free().
+ * Thread rules: ratelimit_event() on a worker's loop thread (anvil.h).
  */
 #ifndef TERN_POLICY_RATELIMIT_H
 #define TERN_POLICY_RATELIMIT_H
+
+#include "core/anvil.h"
 
 #include <stdbool.h>
 #include <stdint.h>
 
 struct config;
 
-#define RATELIMIT_SLOTS 8192
+#define RATELIMIT_SLOTS ANVIL_RATES /* counters one worker keeps */
 
 enum ratelimit_event { RATELIMIT_CONNECTION, RATELIMIT_MESSAGE, RATELIMIT_RECIPIENT, RATELIMIT_EVENT_COUNT };
 
