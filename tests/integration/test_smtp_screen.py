@@ -111,9 +111,10 @@ def test_helo_checks(tern_factory):
 
 
 def test_dnsbl_weights_threshold_and_cache(tern_factory, dns):
+    # the answer cache is per worker process: one worker, so both connections share it
     srv = tern_factory({"dns.resolver": f"127.0.0.1@{dns.port}",
                         "smtp.dnsbl_sites": "bl.test=127.0.0.[2..3]*2, other.test*1",
-                        "smtp.dnsbl_threshold": 3})
+                        "smtp.dnsbl_threshold": 3, "worker_processes": 1})
     c = raw(srv)
     got = c.read_line()
     assert got.startswith("554 5.7.1 Service unavailable; client [127.0.0.1] blocked using "
