@@ -11,8 +11,11 @@
  * The socket is created mode 0600 (owned by run_user): only root and run_user may ask.
  * Requests are capped at CONTROL_MAX_LINE octets.
  *
- * The blocks belong to the directory's failed-login table (auth.h auth_penalty_*): when
- * the auth process serves the directory, that is where this socket belongs too.
+ * The blocks belong to the directory's failed-login table (auth.h auth_penalty_*): the
+ * socket is served by the process that holds it, the auth process (or the only process
+ * with master_process = no). It is bound under a temporary name and renamed into place,
+ * and removed at the end only while it is still this process's (a reload starts the new
+ * auth process before the old one stops).
  *
  * Ownership: auth_control_start() returns a handle freed by auth_control_stop(),
  * which also removes the socket file. Thread rules: the server side runs on the event

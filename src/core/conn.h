@@ -89,7 +89,7 @@ struct greylist;
  * queue process; with no, one process runs everything. */
 #define SERVER_PROC_WORKER 1u /* listeners and protocol sessions */
 #define SERVER_PROC_QUEUE  2u /* the outbound queue runner */
-#define SERVER_PROC_AUTH   4u /* the directory, password hashes, login throttle */
+#define SERVER_PROC_AUTH   4u /* the directory, password hashes, failed-login table */
 #define SERVER_PROC_ALL    (SERVER_PROC_WORKER | SERVER_PROC_QUEUE | SERVER_PROC_AUTH)
 
 /* Message types between the processes (core/channel.h). The master routes by range

@@ -3,9 +3,10 @@
  * DNSCACHE_MIN_TTL, at most DNSCACHE_MAX_TTL seconds), so a client that reconnects, or a
  * flood from one address, asks the DNS once. Failures (SERVFAIL, timeouts) are not kept.
  *
- * Plain data in and out (name, type, status, addresses), so the cache can move into one
- * process with the other policy tables. Memory: DNSCACHE_SLOTS entries, the least
- * recently used of a probe sequence reused. Thread rules: one owner thread (the loop).
+ * Plain data in and out (name, type, status, addresses). One cache per worker process
+ * (it only saves lookups: a client whose connections land in several workers is looked
+ * up once per worker). Memory: DNSCACHE_SLOTS entries, the least recently used of a probe
+ * sequence reused. Thread rules: one owner thread (the loop).
  */
 #ifndef TERN_POLICY_DNSCACHE_H
 #define TERN_POLICY_DNSCACHE_H

@@ -8,8 +8,9 @@
  * The client network is the IPv4 /24 or IPv6 /64 (postgrey's default: a sending farm
  * retries from a neighbouring address). Senders and recipients are compared
  * case-insensitively. State lives in SQLite (<data_dir>/greylist.db, WAL), so it survives
- * restarts and can later sit behind one process for every worker; calls are plain-data
- * requests with the time passed in.
+ * restarts and is one for every worker process (each opens the file; a check is one
+ * BEGIN IMMEDIATE transaction, with a busy timeout); calls are plain-data requests with
+ * the time passed in.
  *
  * Ownership: greylist_open() returns a handle freed with greylist_close(). Thread rules:
  * greylist_check() is BLOCKING (SQLite): call it from the workpool; the handle is

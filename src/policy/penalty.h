@@ -20,19 +20,20 @@
  * that address is penalised; when it passes none, rule 1 and 3 are skipped for it and
  * only the pairs are counted (query.is_trusted).
  *
- * Shape for the process split (DESIGN §2: the auth process will own this state for every
- * worker): each call is a request of plain data answered with plain data, no pointers into
- * sessions, and time is passed in (now_ms, monotonic), so the table can move behind a
- * socket without changing its callers. Blocks and unblocks are logged here ("auth"
- * service), once each: an expired block is logged when it is next looked at.
+ * Each call is a request of plain data answered with plain data, no pointers into
+ * sessions, and time is passed in (now_ms, monotonic): that is what lets the table live in
+ * the auth process for every worker (auth_wire.h PENALTY_*). Blocks are logged here under
+ * the query's service name, unblocks as "auth", once each: an expired block is logged
+ * when it is next looked at.
  *
  * Memory: fixed tables (PENALTY_ADDRESS_SLOTS addresses, PENALTY_PAIR_SLOTS pairs); a
  * flood of distinct keys evicts the entry whose last failure is oldest, preferring
  * entries that hold no block.
  *
  * The table belongs to the directory (auth.h auth_penalty_*, one per struct auth_service):
- * sessions ask through those, so where the directory is served (the auth process) the
- * failed-login state is one for every worker.
+ * sessions ask through those from their login jobs (struct penalty_gate below), so where
+ * the directory is served (the auth process) the failed-login state is one for every
+ * worker.
  *
  * Ownership: penalty_table_new() returns a table the caller frees with
  * penalty_table_free(). Thread rules: not thread-safe; the auth service serialises calls.
