@@ -8,8 +8,10 @@
  *
  * A request is read on the event loop, copied into a job and answered from a workpool
  * thread (directory lookups and password hashes block); the answer is sent from there
- * under the client's send lock. A client whose channel closes is dropped once the jobs
- * that hold it are done (reference count), with the SASL exchanges it had open.
+ * under the client's send lock. The failed-login policy's requests are answered on the
+ * loop at once (a table look-up under its lock), so a flood of slow hashes queued on the
+ * pool does not delay them. A client whose channel closes is dropped once the jobs that
+ * hold it are done (reference count), with the SASL exchanges it had open.
  *
  * SASL exchanges live here between steps, keyed by a number the client sends back; an
  * exchange belongs to the client that started it (another client's number is refused),
@@ -406,6 +408,12 @@ static void client_on_msg(void *arg, struct channel_msg *m)
             if (e)
                 sasl_put(c->srv, e, true);
         }
+        return;
+    }
+    if (m->type == AUTH_MSG_PENALTY_CHECK || m->type == AUTH_MSG_PENALTY_REPORT) {
+        /* a look-up in the failed-login table (no hash, no directory): answered here, not
+         * queued on the pool behind the password hashes of a login flood */
+        request_answer(c->srv, c, m);
         return;
     }
     struct auth_request *r = malloc(sizeof *r);
