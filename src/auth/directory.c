@@ -166,6 +166,7 @@ struct auth_service *auth_service_open(const struct config *cfg, char **error_r)
     struct penalty_limits limits;
     penalty_limits_from_config(cfg, &limits);
     svc->penalty = penalty_table_new(&limits);
+    pthread_mutex_init(&svc->mech_lock, NULL);
     if (svc->data_dir) {
         if (cfg->directory_mail_root && cfg->directory_mail_root[0])
             svc->mail_root = xstrdup(cfg->directory_mail_root);
@@ -199,6 +200,7 @@ void auth_service_close(struct auth_service *svc)
         pthread_mutex_destroy(&svc->penalty_lock);
         penalty_table_free(svc->penalty);
     }
+    pthread_mutex_destroy(&svc->mech_lock);
     free(svc->data_dir);
     free(svc->default_domain);
     free(svc->mail_root);
