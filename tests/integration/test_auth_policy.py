@@ -95,7 +95,7 @@ def test_pair_lock_spares_other_accounts_and_addresses(tern_factory):
 def test_delay_holds_the_address_not_the_password(tern_factory):
     """After a failure from 127.0.0.1, the next attempt from there waits; one from
     127.0.0.2 sent later is answered first; the waiting correct password then succeeds."""
-    srv = tern_factory({"auth.failure_delay": 3000, "auth.failure_delay_max": 3000})
+    srv = tern_factory({"auth.failure_delay": 2000, "auth.failure_delay_max": 2000})
     assert "AUTHENTICATIONFAILED" in imap_login(srv, "bob@example.test", "guess")
     held = Client(srv.host, srv.ports["imap"])
     held.read_line()
@@ -227,15 +227,16 @@ def test_pre_login_timeouts(tern_factory):
                         "tls.handshake_timeout": 1})
     m = IMAP(srv.host, srv.ports["imap"])
     m.login("alice@example.test", "alicepw")
+    # the three strangers wait out their limits together
     silent = Client(srv.host, srv.ports["imap"])
+    pop = Client(srv.host, srv.ports["pop3"])
+    raw = socket.create_connection((srv.host, srv.ports["imaps"]), 30)
     silent.read_line()
+    pop.read_line()
     assert "* BYE Disconnected for inactivity." in silent.read_until(r"^\* BYE", timeout=20)
     assert silent.is_closed(timeout=20)
-    pop = Client(srv.host, srv.ports["pop3"])
-    pop.read_line()
     assert "-ERR Disconnected for inactivity." in pop.read_until(r"^-ERR", timeout=20)
     assert pop.is_closed(timeout=20)
-    raw = socket.create_connection((srv.host, srv.ports["imaps"]), 30)
     raw.settimeout(20)
     assert raw.recv(100) == b""  # closed without a word: no TLS, nothing to say
     raw.close()

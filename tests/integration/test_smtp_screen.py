@@ -42,7 +42,7 @@ def dns():
 
 
 def test_early_talker_is_dropped_patient_client_served(tern_factory):
-    srv = tern_factory({"smtp.greet_pause": 3000})
+    srv = tern_factory({"smtp.greet_pause": 1500})
     c = raw(srv)
     c.send("EHLO impatient.example")  # before the banner
     assert c.read_line().startswith("521 5.5.1 Protocol error")
