@@ -126,7 +126,7 @@ bool auth_sender_allowed(struct auth_service *svc, const char *user, const char 
 
 /* ---- credentials ------------------------------------------------------------------ */
 
-/* Context of a login attempt, for logs, throttling and the plaintext policy. */
+/* Context of a login attempt, for logs and the plaintext policy. */
 struct auth_peer {
     const char *service; /* "smtp", "pop3", "imap" (SASL service name) */
     const char *ip;
@@ -178,10 +178,41 @@ int auth_login_password(struct auth_service *svc, const char *login, const char 
 int auth_login_apop(struct auth_service *svc, const char *login, const char *timestamp,
                     const char *digest_hex, char **user_r);
 
-/* Failed-login throttle per client (auth.max_failures per auth.failure_window): ip is
- * conn_peer_ip(); an IPv4 client is counted per address, an IPv6 client per /64. */
-bool auth_throttle_is_blocked(struct auth_service *svc, const char *ip);
-void auth_throttle_record_failure(struct auth_service *svc, const char *ip);
+/* ---- the failed-login policy (policy/penalty.h) ------------------------------------ */
+
+/* One table per directory: with the auth process (DESIGN §2), the auth process's, for
+ * every worker (issue 10: it owns the failed-login state). Plain data in and out
+ * (penalty.h's request and answer); the table does no hashing, but with a remote
+ * directory each call is a request to the auth process: BLOCKING, so sessions make them
+ * in their login jobs, beside the credential check. The auth process stamps the time
+ * itself (q->now_ms is used only with a local directory). */
+struct penalty_query;
+struct penalty_answer;
+struct penalty_block;
+/* BLOCKING. Before verifying credentials: blocked, or allowed after answer->delay_ms. */
+void auth_penalty_check(struct auth_service *svc, const struct penalty_query *q,
+                        struct penalty_answer *a_r);
+/* BLOCKING. After verifying: count the attempt; PENALTY_BLOCKED on a success means
+ * refuse it. */
+void auth_penalty_report(struct auth_service *svc, const struct penalty_query *q,
+                         bool is_success, struct penalty_answer *a_r);
+/* BLOCKING. A login job's policy step before it verifies credentials (penalty.h's struct
+ * penalty_gate, filled on the loop): true to verify now; false when the attempt is
+ * refused (g->is_blocked) or must first be held g->delay_ms (the job's done callback
+ * submits it again after that delay; the check is not repeated). */
+struct penalty_gate;
+bool auth_penalty_gate_enter(struct auth_service *svc, struct penalty_gate *g,
+                             const char *account);
+/* BLOCKING. After verifying: rc 1 succeeded, 0 failed (counted), -1 a temporary error
+ * (not counted). true when a success must be refused as a failure (g->is_blocked). */
+bool auth_penalty_gate_report(struct auth_service *svc, struct penalty_gate *g,
+                              const char *account, int rc);
+/* Never blocks. `tern auth blocks` (auth/control.c, in the process that holds the table):
+ * list the active blocks / lift them (penalty_blocks_* rules); 0 without a local table. */
+size_t auth_penalty_blocks_list(struct auth_service *svc,
+                                void (*cb)(const struct penalty_block *b, void *arg), void *arg);
+size_t auth_penalty_blocks_clear(struct auth_service *svc, const char *ip, const char *account,
+                                 const char *by);
 
 /* ---- SASL exchanges (shared by SMTP AUTH, POP3 AUTH, IMAP AUTHENTICATE) --------------- */
 
