@@ -8,7 +8,7 @@ minutes by default) without DONE ends with an untagged BYE and the connection cl
 import os
 
 from test_imap_lib import add_user, converse, deliver_file, imap_client, sample_message
-from tern_util import send_mail, wait_for
+from tern_util import child_pids, send_mail, wait_for
 
 
 def test_idle_keepalive_then_done_then_limit(tern_factory):
@@ -30,16 +30,43 @@ def test_idle_keepalive_then_done_then_limit(tern_factory):
 
 
 def _index_descriptors(pid):
-    """Descriptors of the server open on some user's index.db (or its -wal)."""
+    """Descriptors open on some user's index.db (or its -wal) in the server: the master
+    pid and its children (the workers hold the sessions)."""
     n = 0
-    for fd in os.listdir(f"/proc/{pid}/fd"):
+    for p in [pid] + child_pids(pid):
         try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            fds = os.listdir(f"/proc/{p}/fd")
         except OSError:
-            continue  # closed meanwhile
-        if "/index.db" in target:
-            n += 1
+            continue  # a child gone meanwhile
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{p}/fd/{fd}")
+            except OSError:
+                continue  # closed meanwhile
+            if "/index.db" in target:
+                n += 1
     return n
+
+
+def test_logged_in_sessions_hold_no_index_connection(tern_factory):
+    """A session that only logged in holds no SQLite connection either: the LOGIN job
+    gives the one store_user_open used back to the pool (a regression kept one per
+    session, two descriptors and ~110 KB each, in every idle authenticated session)."""
+    # one worker process: the pool (and the bound below) is per process
+    srv = tern_factory({"worker_threads": "4", "worker_processes": "1"})
+    add_user(srv, "loginonly@example.test", "loginpw")
+    sessions = []
+    for k in range(12):
+        c = imap_client(srv)
+        converse(c, [(f"a{k} LOGIN loginonly@example.test loginpw", rf"^a{k} OK")])
+        sessions.append(c)
+    # as below: pooled connections (db + wal, at most 2 idle per user), the -shm, deferred
+    # closes; before the fix, 24 (db + wal of each session)
+    limit = 2 * 2 + 1 + 4
+    wait_for(lambda: _index_descriptors(srv.pid) <= limit, timeout=20,
+             what="no index connection held per logged-in session")
+    for k, c in enumerate(sessions):
+        converse(c, [(f"z{k} LOGOUT", rf"^z{k} OK")])
 
 
 def test_idle_sessions_share_the_users_index(tern_factory):
@@ -47,7 +74,8 @@ def test_idle_sessions_share_the_users_index(tern_factory):
     idling in INBOX leave at most two pooled index connections open (before, each kept its
     own: two descriptors and ~100 KB per session), and every one of them still hears of a
     message delivered over SMTP while it idles."""
-    srv = tern_factory({"worker_threads": "4"})
+    # one worker process: the pool (and the bound below) is per process
+    srv = tern_factory({"worker_threads": "4", "worker_processes": "1"})
     add_user(srv, "sharer@example.test", "sharepw")
     deliver_file(srv, "sharer@example.test", sample_message(1))
     sessions = []
