@@ -52,6 +52,10 @@ void auth_service_close(struct auth_service *svc);
  * `tern serve` before it binds): 0, or -1 with "file:line: key: reason" in *error_r.
  * Never blocks. */
 int auth_config_check(const struct config *cfg, char **error_r);
+/* Would `tern config check` take query as a directory.*_query (custom schema) for a
+ * PostgreSQL (is_pgsql) or MySQL database? 0, or -1 with the reason in *error_r
+ * ("at offset 34: unknown variable %x"). Pure; for `tern import`. */
+int auth_sql_query_check(bool is_pgsql, const char *query, char **error_r);
 
 /* Never blocks. Can directory lookups wait on a network (an SQL directory)? */
 bool auth_directory_may_block(const struct auth_service *svc);
@@ -122,7 +126,7 @@ bool auth_sender_allowed(struct auth_service *svc, const char *user, const char 
 
 /* ---- credentials ------------------------------------------------------------------ */
 
-/* Context of a login attempt, for logs, throttling and the plaintext policy. */
+/* Context of a login attempt, for logs and the plaintext policy. */
 struct auth_peer {
     const char *service; /* "smtp", "pop3", "imap" (SASL service name) */
     const char *ip;
@@ -160,10 +164,41 @@ int auth_login_password(struct auth_service *svc, const char *login, const char 
 int auth_login_apop(struct auth_service *svc, const char *login, const char *timestamp,
                     const char *digest_hex, char **user_r);
 
-/* Failed-login throttle per client (auth.max_failures per auth.failure_window): ip is
- * conn_peer_ip(); an IPv4 client is counted per address, an IPv6 client per /64. */
-bool auth_throttle_is_blocked(struct auth_service *svc, const char *ip);
-void auth_throttle_record_failure(struct auth_service *svc, const char *ip);
+/* ---- the failed-login policy (policy/penalty.h) ------------------------------------ */
+
+/* One table per directory: with the auth process (DESIGN §2), the auth process's, for
+ * every worker (issue 10: it owns the failed-login state). Plain data in and out
+ * (penalty.h's request and answer); the table does no hashing, but with a remote
+ * directory each call is a request to the auth process: BLOCKING, so sessions make them
+ * in their login jobs, beside the credential check. The auth process stamps the time
+ * itself (q->now_ms is used only with a local directory). */
+struct penalty_query;
+struct penalty_answer;
+struct penalty_block;
+/* BLOCKING. Before verifying credentials: blocked, or allowed after answer->delay_ms. */
+void auth_penalty_check(struct auth_service *svc, const struct penalty_query *q,
+                        struct penalty_answer *a_r);
+/* BLOCKING. After verifying: count the attempt; PENALTY_BLOCKED on a success means
+ * refuse it. */
+void auth_penalty_report(struct auth_service *svc, const struct penalty_query *q,
+                         bool is_success, struct penalty_answer *a_r);
+/* BLOCKING. A login job's policy step before it verifies credentials (penalty.h's struct
+ * penalty_gate, filled on the loop): true to verify now; false when the attempt is
+ * refused (g->is_blocked) or must first be held g->delay_ms (the job's done callback
+ * submits it again after that delay; the check is not repeated). */
+struct penalty_gate;
+bool auth_penalty_gate_enter(struct auth_service *svc, struct penalty_gate *g,
+                             const char *account);
+/* BLOCKING. After verifying: rc 1 succeeded, 0 failed (counted), -1 a temporary error
+ * (not counted). true when a success must be refused as a failure (g->is_blocked). */
+bool auth_penalty_gate_report(struct auth_service *svc, struct penalty_gate *g,
+                              const char *account, int rc);
+/* Never blocks. `tern auth blocks` (auth/control.c, in the process that holds the table):
+ * list the active blocks / lift them (penalty_blocks_* rules); 0 without a local table. */
+size_t auth_penalty_blocks_list(struct auth_service *svc,
+                                void (*cb)(const struct penalty_block *b, void *arg), void *arg);
+size_t auth_penalty_blocks_clear(struct auth_service *svc, const char *ip, const char *account,
+                                 const char *by);
 
 /* ---- SASL exchanges (shared by SMTP AUTH, POP3 AUTH, IMAP AUTHENTICATE) --------------- */
 
@@ -200,6 +235,8 @@ void auth_sasl_free(struct auth_sasl *s);
 int auth_password_hash(const char *scheme, const char *password, char **hash_r, char **error_r);
 /* BLOCKING. 1 match, 0 mismatch, -1 unknown scheme or malformed stored value. */
 int auth_password_verify(const char *stored, const char *password);
+/* Is name a scheme auth_password_verify knows ("SHA512-CRYPT", "PLAIN-MD5.HEX", ...)? */
+bool auth_password_scheme_is_known(const char *name);
 
 /* ---- administration (CLI) --------------------------------------------------------- */
 /* All NETWORK. On a read-only directory (custom SQL queries) every change fails with
@@ -215,6 +252,11 @@ int auth_domain_list(struct auth_service *svc, void (*cb)(const char *domain, vo
  * unlimited (postfixadmin), also for auth_user_set_quota. The domain must exist. */
 int auth_user_add(struct auth_service *svc, const char *address, const char *password,
                   uint64_t quota, char **error_r);
+/* BLOCKING. Add a user with a password hash made elsewhere (a Dovecot passwd-file, doveadm
+ * pw): "{SCHEME}data" in a scheme auth_password_verify reads, or a bare crypt(3) string
+ * ("$6$...", read as {CRYPT}). Stored as given, so the old password keeps working. */
+int auth_user_add_hashed(struct auth_service *svc, const char *address, const char *stored,
+                         uint64_t quota, char **error_r);
 int auth_user_del(struct auth_service *svc, const char *address, char **error_r);
 int auth_user_set_password(struct auth_service *svc, const char *address, const char *password,
                            char **error_r);

@@ -134,6 +134,8 @@ bool pop3_error(struct pop3_session *s, const char *reply);
 /* Pause reads and submit job (job_init done by the caller with s->handle); its done
  * callback gets the session or NULL (gone: release the job's own data and handles). */
 void pop3_job_start(struct pop3_session *s, struct job *job);
+/* The same after delay_ms (the failed-login delay). */
+void pop3_job_start_delayed(struct pop3_session *s, struct job *job, unsigned delay_ms);
 /* Called first by every done callback whose session is alive. */
 void pop3_job_finish(struct pop3_session *s);
 /* Close the handles of a maildrop (unlock, view, user); any thread that owns it. */

@@ -695,7 +695,9 @@ int queue_release(const char *data_dir, const char *id, char **error_r)
 }
 
 /* Second phase: move a staged message into active/ where the runner sees it. */
-int queue_commit(const char *data_dir, const char *queue_id, char **error_r)
+/* Move a staged message into dir ("active" or "hold"), durably. */
+static int queue_commit_into(const char *data_dir, const char *queue_id, const char *dir,
+                             char **error_r)
 {
     if (!queue_id_is_valid(queue_id)) {
         store_error(error_r, "invalid queue id");
@@ -703,8 +705,8 @@ int queue_commit(const char *data_dir, const char *queue_id, char **error_r)
     }
     char tmp_path[4200], final_path[4200], active_dir[4200];
     snprintf(tmp_path, sizeof tmp_path, "%s/queue/incoming/%s", data_dir, queue_id);
-    snprintf(active_dir, sizeof active_dir, "%s/queue/active", data_dir);
-    snprintf(final_path, sizeof final_path, "%s/queue/active/%s", data_dir, queue_id);
+    snprintf(active_dir, sizeof active_dir, "%s/queue/%s", data_dir, dir);
+    snprintf(final_path, sizeof final_path, "%s/queue/%s/%s", data_dir, dir, queue_id);
     if (rename(tmp_path, final_path) < 0) {
         store_error(error_r, "rename %s: %s", tmp_path, strerror(errno));
         return -1;
@@ -716,6 +718,16 @@ int queue_commit(const char *data_dir, const char *queue_id, char **error_r)
         return -1;
     }
     return 0;
+}
+
+int queue_commit(const char *data_dir, const char *queue_id, char **error_r)
+{
+    return queue_commit_into(data_dir, queue_id, "active", error_r);
+}
+
+int queue_commit_held(const char *data_dir, const char *queue_id, char **error_r)
+{
+    return queue_commit_into(data_dir, queue_id, "hold", error_r);
 }
 
 /* Drop a staged message that will not be acknowledged. */

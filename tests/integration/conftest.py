@@ -173,6 +173,13 @@ class TernServer:
             "log.target": "stderr",
             "auth.password_schemes": "ARGON2ID SCRAM-SHA-256 CRAM-MD5 PLAIN",
             "auth.allow_plaintext": "loopback+tls",
+            # failed-login delays (2 s doubling to 15 s by default) in milliseconds here,
+            # so tests that fail a login on purpose do not wait; policy tests raise them
+            "auth.failure_delay": "5",
+            "auth.failure_delay_max": "20",
+            # many tests write several commands at once before EHLO's reply (on purpose:
+            # the parser is what they test); test_smtp_screen.py turns the check on
+            "smtp.reject_unauth_pipelining": "no",
             # Port-25 SPF/DKIM/DMARC need DNS: off unless a test brings its own DNS server
             # (tests/integration/test_mailauth_*.py turn it on with dns.resolver).
             "mailauth.verify": "no",

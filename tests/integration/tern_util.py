@@ -320,6 +320,32 @@ def maildir_messages(maildir):
     return sorted(files)
 
 
+# --- other client addresses (added by the abuse helper) ------------------------------------
+
+OTHER_IP = "127.0.0.2"  # a second loopback address: "another client" for per-address rules
+
+
+def can_bind_source(ip=OTHER_IP):
+    """Can this machine open connections from ip (a loopback alias)?"""
+    try:
+        s = socket.socket()
+        s.bind((ip, 0))
+        s.close()
+        return True
+    except OSError:
+        return False
+
+
+class SourceAddressMixin:
+    """For imaplib/poplib classes: connect from self._source when set (before __init__)."""
+
+    _source = None
+
+    def _create_socket(self, timeout):
+        src = (self._source, 0) if self._source else None
+        return socket.create_connection((self.host, self.port), timeout, source_address=src)
+
+
 def child_pids(pid):
     """Pids of the direct children of pid (the master's processes), from /proc."""
     kids = []

@@ -1,7 +1,7 @@
 /*
  * test_directory.c - the SQLite directory: schema, domains, users, credentials,
  * alias expansion (one-to-many, catch-all, +tag, loops, depth), sender rules,
- * mechanism advertising, APOP and the failure throttle. Each test gets a fresh
+ * mechanism advertising and APOP. Each test gets a fresh
  * data dir under /tmp.
  */
 #define OPENSSL_SUPPRESS_DEPRECATED
@@ -39,8 +39,6 @@ static int setup_with(void **state, const char *schemes, const char *default_dom
     f->cfg.default_domain = (char *)default_domain;
     f->cfg.password_schemes = (char *)schemes;
     f->cfg.allow_plaintext = PLAINTEXT_LOOPBACK_TLS;
-    f->cfg.auth_max_failures = 3;
-    f->cfg.auth_failure_window = 300;
     f->cfg.quota_default = 1000;
     char *err = NULL;
     f->svc = auth_service_open(&f->cfg, &err);
@@ -453,7 +451,7 @@ static void test_sender_allowed(void **state)
     assert_false(auth_sender_allowed(f->svc, "bob@example.test", "info@example.test"));
 }
 
-/* ---- mechanisms, APOP, throttle --------------------------------------------------- */
+/* ---- mechanisms, APOP ----------------------------------------------------------- */
 
 static void test_mechanisms(void **state)
 {
@@ -518,86 +516,6 @@ static void test_apop(void **state)
         auth_login_apop(f->svc, "nobody", ts, "20376e3ca8d030b31e1fda962a4dfcfb", &user), 0);
 }
 
-static time_t fake_now;
-static time_t fake_clock(void)
-{
-    return fake_now;
-}
-
-static void test_throttle(void **state)
-{
-    struct fixture *f = *state;
-    fake_now = 1000;
-    auth_throttle_set_clock(f->svc, fake_clock);
-    const char *ip = "192.0.2.7";
-    assert_false(auth_throttle_is_blocked(f->svc, ip));
-    auth_throttle_record_failure(f->svc, ip);
-    auth_throttle_record_failure(f->svc, ip);
-    assert_false(auth_throttle_is_blocked(f->svc, ip));
-    auth_throttle_record_failure(f->svc, ip);
-    assert_true(auth_throttle_is_blocked(f->svc, ip));
-    assert_false(auth_throttle_is_blocked(f->svc, "192.0.2.8"));
-    fake_now += 299;
-    assert_true(auth_throttle_is_blocked(f->svc, ip));
-    fake_now += 1;
-    assert_false(auth_throttle_is_blocked(f->svc, ip));
-    /* A flood of other addresses cannot grow the table; the old entry is evicted. */
-    auth_throttle_record_failure(f->svc, ip);
-    auth_throttle_record_failure(f->svc, ip);
-    auth_throttle_record_failure(f->svc, ip);
-    assert_true(auth_throttle_is_blocked(f->svc, ip));
-    char other[48];
-    for (int i = 0; i < AUTH_THROTTLE_SLOTS + 10; i++) {
-        fake_now++;
-        snprintf(other, sizeof other, "10.%d.%d.%d", i >> 16 & 255, i >> 8 & 255, i & 255);
-        auth_throttle_record_failure(f->svc, other);
-    }
-    assert_false(auth_throttle_is_blocked(f->svc, ip));
-    auth_throttle_set_clock(f->svc, NULL);
-}
-
-/* IPv6 clients are counted per /64 (an attacker owns all of it), IPv4 per address;
- * an IPv4-mapped IPv6 address is the IPv4 client it maps. */
-static void test_throttle_ipv6_per_64(void **state)
-{
-    struct fixture *f = *state;
-    fake_now = 5000;
-    auth_throttle_set_clock(f->svc, fake_clock);
-    /* three failures from three addresses of one /64 */
-    auth_throttle_record_failure(f->svc, "2001:db8:1:2::1");
-    auth_throttle_record_failure(f->svc, "2001:db8:1:2::2");
-    assert_false(auth_throttle_is_blocked(f->svc, "2001:db8:1:2::1"));
-    auth_throttle_record_failure(f->svc, "2001:db8:1:2:ffff:ffff:ffff:ffff");
-    assert_true(auth_throttle_is_blocked(f->svc, "2001:db8:1:2::1"));
-    assert_true(auth_throttle_is_blocked(f->svc, "2001:db8:1:2:abcd::7"));
-    assert_true(auth_throttle_is_blocked(f->svc, "2001:DB8:1:2:0:0:0:9")); /* other spelling */
-    /* the neighbouring /64s are other clients */
-    assert_false(auth_throttle_is_blocked(f->svc, "2001:db8:1:3::1"));
-    assert_false(auth_throttle_is_blocked(f->svc, "2001:db8:1:1:ffff:ffff:ffff:ffff"));
-    assert_false(auth_throttle_is_blocked(f->svc, "2001:db8:1::1"));
-
-    /* IPv4 stays per address, also when it arrives IPv4-mapped */
-    auth_throttle_record_failure(f->svc, "198.51.100.1");
-    auth_throttle_record_failure(f->svc, "::ffff:198.51.100.1");
-    auth_throttle_record_failure(f->svc, "198.51.100.1");
-    assert_true(auth_throttle_is_blocked(f->svc, "198.51.100.1"));
-    assert_true(auth_throttle_is_blocked(f->svc, "::ffff:198.51.100.1"));
-    assert_false(auth_throttle_is_blocked(f->svc, "198.51.100.2"));
-    assert_false(auth_throttle_is_blocked(f->svc, "::ffff:198.51.100.2"));
-    assert_false(auth_throttle_is_blocked(f->svc, "198.51.100.0"));
-
-    /* not an address (conn's "unknown"): still counted, as itself */
-    for (int i = 0; i < 3; i++)
-        auth_throttle_record_failure(f->svc, "unknown");
-    assert_true(auth_throttle_is_blocked(f->svc, "unknown"));
-    assert_false(auth_throttle_is_blocked(f->svc, "::"));
-
-    fake_now += 300; /* auth.failure_window */
-    assert_false(auth_throttle_is_blocked(f->svc, "2001:db8:1:2::1"));
-    assert_false(auth_throttle_is_blocked(f->svc, "198.51.100.1"));
-    auth_throttle_set_clock(f->svc, NULL);
-}
-
 /* ---- threads ----------------------------------------------------------------------- */
 
 static void *reader(void *arg)
@@ -655,8 +573,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mechanisms, setup, teardown),
         cmocka_unit_test(test_mechanisms_strong_only),
         cmocka_unit_test_setup_teardown(test_apop, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_throttle, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_throttle_ipv6_per_64, setup, teardown),
         cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
