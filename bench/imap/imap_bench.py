@@ -6,13 +6,22 @@ machine, same run, same client code (bench/README.md rules). Run by hand, as roo
 
   mem     memory per idle authenticated IMAP connection (DESIGN §7: <= 1/20 of Dovecot's,
           aim < 64 KB). Opens N connections that LOGIN (plain, loopback) and then sit idle
-          (optionally SELECT INBOX too), and reads the servers' memory before and after:
-          Tern = VmRSS of its one process; Dovecot = the sum of VmRSS and the sum of Pss
-          (smaps_rollup, shared pages split between sharers) over the master and all its
-          descendants (one imap process per connection). Per connection = growth / N.
+          (optionally SELECT INBOX too), then N more, and reads the servers' memory
+          before, after N and after 2N: for both servers the sum of VmRSS and the sum of
+          Pss (smaps_rollup, shared pages split between sharers) over the master and all
+          its descendants (tern: master, workers, auth, queue; Dovecot: one imap process
+          per connection, plus its imap-login proxy over TLS). Per connection = growth / N
+          from the warm baseline, and (2N - N) / N, the cost of one more connection.
+          --tls: implicit TLS (imaps) on both, with the same RSA 2048 certificate;
+          --workers: tern's worker_processes; --rounds: alternating, medians printed.
   idle    Tern only: N concurrent connections LOGIN + SELECT INBOX + IDLE; then one
           message is delivered over SMTP and every connection must see "* n EXISTS";
-          counts connect/login/IDLE/notification errors. Bounded by --timeout.
+          counts connect/login/IDLE/notification errors; latency per connection from the
+          SMTP 250 of its user's message to its EXISTS (median, p99, max, within 2 s);
+          RSS/PSS of all tern processes. --procs client processes (asyncio each),
+          --sources 127.0.x.y source addresses (more than 64K connections to one port),
+          --workers, --tls. Raises RLIMIT_NOFILE (hard too, as root) before tern starts.
+          Bounded by --timeout.
   fetch   SELECT INBOX + "UID FETCH 1:* (UID FLAGS RFC822.SIZE)" on a mailbox of N
           messages written directly as Maildir files (the same copy for both servers):
           the first (cold: index build) and then --runs warm timings, median reported.
@@ -28,8 +37,10 @@ machine, same run, same client code (bench/README.md rules). Run by hand, as roo
           (\\Seen) on 3, APPEND 10 KB, STORE +FLAGS (\\Deleted) on one, EXPUNGE (7 commands);
           tern then Dovecot, same seeds; commands/s of each and tern/Dovecot.
 
-  imap_bench.py mem   [--conns 1000] [--users 100] [--select] [--no-login]
-  imap_bench.py idle  [--conns 10000] [--timeout 600]
+  imap_bench.py mem   [--conns 1000] [--users 100] [--select] [--no-login] [--tls]
+                      [--workers 2] [--rounds 3] [--set key=value]
+  imap_bench.py idle  [--conns 10000] [--timeout 600] [--procs 4] [--sources 16]
+                      [--workers 2] [--tls]
   imap_bench.py fetch [--messages 100000] [--size 2000] [--runs 3] [--perf]
   imap_bench.py mixed [--clients 20] [--loops 50] [--messages 500] [--procs]
   imap_bench.py sort  [--messages 100000] [--runs 3]
@@ -124,11 +135,31 @@ def memory(root_pid):
     return len(pids), rss, pss
 
 
+def memory_by_process(root_pid):
+    """{pid: (VmRSS kB, Pss kB)} of root_pid and its descendants (tern: master, workers,
+    auth and queue processes; where the growth of the sum lands)."""
+    return {p: (proc_field(p, "VmRSS"), proc_field(p, "Pss", "smaps_rollup"))
+            for p in descendants(root_pid)}
+
+
+def process_growth(before, after):
+    """'pid:+rss/+pss' for the processes whose RSS changed by more than 1 MB."""
+    out = []
+    for p, (rss, pss) in sorted(after.items()):
+        r0, p0 = before.get(p, (0, 0))
+        if abs(rss - r0) > 1024:
+            out.append(f"{p}:{rss - r0:+d}/{pss - p0:+d}kB")
+    return " ".join(out)
+
+
 # ---- servers ------------------------------------------------------------------------------
 
-def tern_start(overrides, users):
-    """A tern from the integration fixtures, with bench users u0000.. added."""
+def tern_start(overrides, users, workers=None):
+    """A tern from the integration fixtures, with bench users u0000.. added; workers:
+    worker_processes (None: the default, one per core)."""
     cfg = {"max_connections": 0, "max_connections_per_ip": 0}
+    if workers is not None:
+        cfg["worker_processes"] = workers
     cfg.update(overrides)
     srv = benchlib.start_tern(cfg)
     for u in users:
@@ -136,14 +167,20 @@ def tern_start(overrides, users):
     return srv
 
 
-def dovecot_start(root, port, uid, gid, users, pop3_port=None, zlib=False, auth=None):
+def dovecot_start(root, port, uid, gid, users, pop3_port=None, zlib=False, auth=None,
+                  tls=None, extra=""):
     """A private Dovecot (imap, and pop3 when pop3_port is given) on loopback ports;
     users in a passwd-file (bench/stress/reference.py uses the pop3 listener too), or the
-    passdb/userdb blocks given as auth (bench/directory: sql on a database)."""
+    passdb/userdb blocks given as auth (bench/directory: sql on a database).
+    tls = (cert_path, key_path, imaps_port, pop3s_port): ssl = yes with that certificate
+    and the implicit-TLS listeners on those ports (0: off). extra: more config text."""
     (root / "run").mkdir(parents=True, exist_ok=True)
     (root / "state").mkdir(exist_ok=True)
     (root / "passwd").write_text("".join(f"{u}:{{PLAIN}}{PASSWORD}::::::\n" for u in users))
-    pop3 = "" if pop3_port is None else benchlib.dovecot_login_service("pop3", pop3_port)
+    cert, key, imaps_port, pop3s_port = tls or (None, None, 0, 0)
+    pop3 = ("" if pop3_port is None else
+            benchlib.dovecot_login_service("pop3", pop3_port, pop3s_port))
+    ssl_conf = (f"ssl = yes\nssl_cert = <{cert}\nssl_key = <{key}\n" if tls else "ssl = no\n")
     if auth is None:
         auth = f"""
 passdb {{
@@ -161,8 +198,7 @@ listen = 127.0.0.1
 base_dir = {root}/run
 state_dir = {root}/state
 log_path = {root}/dovecot.log
-ssl = no
-disable_plaintext_auth = no
+{ssl_conf}disable_plaintext_auth = no
 auth_mechanisms = plain login
 first_valid_uid = {uid}
 first_valid_gid = {gid}
@@ -172,11 +208,14 @@ default_login_user = dovenull
 default_process_limit = 20000
 default_client_limit = 40000
 {auth}
+service imap {{
+  process_limit = 100000
+}}
 protocol imap {{
   mail_max_userip_connections = 100000
 {"  mail_plugins = $mail_plugins imap_zlib" if zlib else ""}
 }}
-{benchlib.dovecot_login_service("imap", port)}{pop3}""")
+{benchlib.dovecot_login_service("imap", port, imaps_port)}{pop3}{extra}""")
     proc = subprocess.Popen([DOVECOT, "-F", "-c", str(root / "dovecot.conf")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -195,6 +234,16 @@ protocol imap {{
     raise RuntimeError(f"dovecot did not start:\n{log[-3000:]}")
 
 
+def dovecot_log_tail(root, lines=8):
+    """The last error lines of a private Dovecot's log (why connections were refused)."""
+    try:
+        text = (root / "dovecot.log").read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no dovecot.log)"
+    bad = [ln for ln in text if re.search(r"error|fatal|warning", ln, re.I)]
+    return "dovecot.log:\n  " + "\n  ".join((bad or text)[-lines:])
+
+
 def dovecot_stop(proc):
     proc.terminate()
     try:
@@ -210,14 +259,16 @@ class Imap:
     """One IMAP connection: tagged commands, replies read until the tagged line."""
 
     def __init__(self, reader, writer):
-        self.r, self.w, self.n = reader, writer, 0
+        self.r, self.w, self.n, self.user = reader, writer, 0, None
 
     @classmethod
-    async def open(cls, port, timeout):
+    async def open(cls, port, timeout, ssl=None, local_addr=None):
         # short bounds for connect and greeting: a server out of descriptors leaves
-        # connections in the listen queue, never greeted; fail those fast
-        r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port),
-                                      min(timeout, 15))
+        # connections in the listen queue, never greeted; fail those fast.
+        # ssl: a client SSLContext (implicit TLS); local_addr: (source ip, 0).
+        r, w = await asyncio.wait_for(
+            asyncio.open_connection("127.0.0.1", port, ssl=ssl, local_addr=local_addr),
+            min(timeout, 15))
         c = cls(r, w)
         line = await asyncio.wait_for(r.readline(), min(timeout, 15))
         if not line.startswith(b"* OK"):
@@ -263,19 +314,25 @@ class Imap:
         self.w.close()
 
 
-async def open_many(port, users, n, select, idle, timeout, parallel=64, login=True):
+async def open_many(port, users, n, select, idle, timeout, parallel=64, login=True,
+                    ssl=None, sources=None, first=0):
     """n logged-in connections (round-robin over users); returns (conns, errors).
-    login=False: connections that only got the greeting (the cost before any login)."""
+    login=False: connections that only got the greeting (the cost before any login).
+    ssl: a client SSLContext (implicit TLS). sources: source addresses used round-robin
+    (many 127.x addresses give more than 64K connections to one port). first: the index
+    of the first connection (client processes each open their own slice)."""
     sem = asyncio.Semaphore(parallel)
     errors = {}
 
     async def one(i):
         async with sem:
             try:
-                c = await Imap.open(port, timeout)
+                src = (sources[i % len(sources)], 0) if sources else None
+                c = await Imap.open(port, timeout, ssl=ssl, local_addr=src)
                 if not login:
                     return c
-                await c.cmd(f'LOGIN {users[i % len(users)]} "{PASSWORD}"', timeout)
+                c.user = users[i % len(users)]
+                await c.cmd(f'LOGIN {c.user} "{PASSWORD}"', timeout)
                 if select or idle:
                     await c.cmd("SELECT INBOX", timeout)
                 if idle:
@@ -290,7 +347,7 @@ async def open_many(port, users, n, select, idle, timeout, parallel=64, login=Tr
                 errors[key] = errors.get(key, 0) + 1
                 return None
 
-    conns = await asyncio.gather(*(one(i) for i in range(n)))
+    conns = await asyncio.gather(*(one(first + i) for i in range(n)))
     return [c for c in conns if c], errors
 
 
@@ -306,29 +363,67 @@ def settle():
     time.sleep(2)
 
 
-async def mem_one(name, port, pid, users, conns_n, select, timeout, login=True):
+async def mem_one(name, port, pid, users, conns_n, select, timeout, login=True, ssl=None):
+    """Memory of conns_n idle connections, then of 2 x conns_n (bench/README.md): per
+    connection = growth / n from the warm baseline, and (RSS(2N) - RSS(N)) / N, which
+    leaves out what is paid once per user or per process (pooled index connections,
+    caches) and keeps only what each further connection costs."""
     # warm up: one login per user so per-user caches exist before the baseline.
-    warm, err = await open_many(port, users, len(users), select, False, timeout)
+    warm, err = await open_many(port, users, len(users), select, False, timeout, ssl=ssl)
     await close_all(warm)
     settle()
     p0, rss0, pss0 = memory(pid)
+    by0 = memory_by_process(pid)
+    load = benchlib.load_average()
     t0 = time.monotonic()
     conns, errors = await open_many(port, users, conns_n, select, False, timeout,
-                                    login=login)
+                                    login=login, ssl=ssl)
     t_open = time.monotonic() - t0
     settle()
     p1, rss1, pss1 = memory(pid)
-    n = len(conns)
+    by1 = memory_by_process(pid)
+    more, errors2 = await open_many(port, users, conns_n, select, False, timeout,
+                                    login=login, ssl=ssl, first=conns_n)
+    settle()
+    p2, rss2, pss2 = memory(pid)
+    for k, v in errors2.items():
+        errors[k] = errors.get(k, 0) + v
+    n, n2 = len(conns), len(more)
+    tls = None
+    if ssl is not None and conns:
+        sslobj = conns[0].w.get_extra_info("ssl_object")
+        tls = f"{sslobj.version()} {sslobj.cipher()[0]}" if sslobj else None
     res = {
-        "server": name, "conns": n, "errors": errors, "open_s": round(t_open, 2),
-        "procs_before": p0, "procs_after": p1,
-        "rss_before_kb": rss0, "rss_after_kb": rss1, "pss_before_kb": pss0,
-        "pss_after_kb": pss1,
+        "server": name, "conns": n, "conns_2n": n + n2, "errors": errors,
+        "open_s": round(t_open, 2), "procs_before": p0, "procs_after": p1,
+        "procs_2n": p2, "loadavg": load, "tls": tls,
+        "rss_before_kb": rss0, "rss_after_kb": rss1, "rss_2n_kb": rss2,
+        "pss_before_kb": pss0, "pss_after_kb": pss1, "pss_2n_kb": pss2,
         "rss_per_conn_kb": round((rss1 - rss0) / n, 2) if n else None,
         "pss_per_conn_kb": round((pss1 - pss0) / n, 2) if n else None,
+        "rss_marginal_kb": round((rss2 - rss1) / n2, 2) if n2 else None,
+        "pss_marginal_kb": round((pss2 - pss1) / n2, 2) if n2 else None,
+        "growth_by_process": process_growth(by0, by1) if p1 < 20 else None,
     }
-    await close_all(conns)
+    await close_all(conns + more)
     return res
+
+
+def tern_settings(pairs):
+    """{key: value} from --set key=value arguments (extra tern.conf lines)."""
+    out = {}
+    for kv in pairs or []:
+        k, sep, v = kv.partition("=")
+        if not sep:
+            sys.exit(f"--set {kv!r}: expected key=value")
+        out[k.strip()] = v.strip()
+    return out
+
+
+def tls_files(srv):
+    """The certificate and key tern generated on its first start (RSA 2048, self-signed):
+    the reference servers are given the same pair, so both sides do the same handshake."""
+    return srv.data_dir / "tls" / "cert.pem", srv.data_dir / "tls" / "key.pem"
 
 
 def cmd_mem(a):
@@ -336,28 +431,54 @@ def cmd_mem(a):
     work = Path(tempfile.mkdtemp(prefix="imap-bench-"))
     os.chmod(work, 0o755)
     srv = dv = None
+    ssl = benchlib.tls_client_context() if a.tls else None
     try:
-        srv = tern_start({}, users)
+        srv = tern_start(tern_settings(a.set), users, workers=a.workers)
         run_user = srv.run_user or "root"
         uid, gid = pwd.getpwnam(run_user).pw_uid, pwd.getpwnam(run_user).pw_gid
-        dv_port = free_port()
+        dv_port, dv_tls_port = free_port(), free_port()
         (work / "dv" / "home").mkdir(parents=True)
         chown_tree(work / "dv" / "home", uid, gid)
-        dv = dovecot_start(work / "dv", dv_port, uid, gid, users)
-        out = []
-        for name, port, pid in (("tern", srv.ports["imap"], srv.pid),
-                                ("dovecot", dv_port, dv.pid)):
-            r = asyncio.run(mem_one(name, port, pid, users, a.conns, a.select, a.timeout,
-                                    login=not a.no_login))
-            r.update({"users": a.users, "select": a.select, "login": not a.no_login})
-            print(f"{name:8s} {r['conns']} conns ({r['open_s']}s, errors {r['errors']}): "
-                  f"procs {r['procs_before']}->{r['procs_after']}, RSS "
-                  f"{r['rss_before_kb']}->{r['rss_after_kb']} kB = {r['rss_per_conn_kb']} "
-                  f"kB/conn; PSS {r['pss_before_kb']}->{r['pss_after_kb']} kB = "
-                  f"{r['pss_per_conn_kb']} kB/conn", flush=True)
-            benchlib.report("imap-mem", r)
-            out.append(r)
-        t, d = out
+        cert, key = tls_files(srv)
+        dv = dovecot_start(work / "dv", dv_port, uid, gid, users,
+                           tls=(cert, key, dv_tls_port, 0) if a.tls else None)
+        servers = [("tern", srv.ports["imaps" if a.tls else "imap"], srv.pid),
+                   ("dovecot", dv_tls_port if a.tls else dv_port, dv.pid)]
+        runs = {"tern": [], "dovecot": []}
+        for rnd in range(a.rounds):
+            for name, port, pid in (servers if rnd % 2 == 0 else servers[::-1]):
+                if name == "tern" and rnd > 0:
+                    # a fresh tern: the heap a round freed stays with the processes
+                    # (malloc keeps it), and the next round would reuse it unseen
+                    srv.stop()
+                    srv.start()
+                    pid = srv.pid
+                r = asyncio.run(mem_one(name, port, pid, users, a.conns, a.select, a.timeout,
+                                        login=not a.no_login, ssl=ssl))
+                r.update({"users": a.users, "select": a.select, "login": not a.no_login,
+                          "workers": a.workers, "round": rnd + 1})
+                print(f"{name:8s} {r['conns']}+{r['conns_2n'] - r['conns']} conns"
+                      f"{' TLS ' + r['tls'] if r['tls'] else ''} "
+                      f"({r['open_s']}s, errors {r['errors']}, load {r['loadavg']}): "
+                      f"procs {r['procs_before']}->{r['procs_after']}->{r['procs_2n']}, RSS "
+                      f"{r['rss_before_kb']}->{r['rss_after_kb']}->{r['rss_2n_kb']} kB = "
+                      f"{r['rss_per_conn_kb']} kB/conn (N), {r['rss_marginal_kb']} (2N-N); "
+                      f"PSS {r['pss_before_kb']}->{r['pss_after_kb']}->{r['pss_2n_kb']} kB = "
+                      f"{r['pss_per_conn_kb']} (N), {r['pss_marginal_kb']} (2N-N)"
+                      + (f"; by process {r['growth_by_process']}" if r["growth_by_process"]
+                         else ""), flush=True)
+                benchlib.report("imap-mem", r)
+                runs[name].append(r)
+                if r["errors"] and name == "dovecot":
+                    print(dovecot_log_tail(work / "dv"), flush=True)
+        med = {n: {k: statistics.median(r[k] for r in rs if r[k] is not None)
+                   for k in ("rss_per_conn_kb", "pss_per_conn_kb", "rss_marginal_kb",
+                             "pss_marginal_kb")} for n, rs in runs.items()}
+        t, d = med["tern"], med["dovecot"]
+        for label, m in (("tern", t), ("dovecot", d)):
+            print(f"median of {a.rounds}: {label} kB/conn RSS {m['rss_per_conn_kb']} (N) "
+                  f"{m['rss_marginal_kb']} (2N-N), PSS {m['pss_per_conn_kb']} (N) "
+                  f"{m['pss_marginal_kb']} (2N-N)", flush=True)
         if t["rss_per_conn_kb"] and t["pss_per_conn_kb"]:
             print(f"ratio dovecot/tern: RSS {d['rss_per_conn_kb'] / t['rss_per_conn_kb']:.1f}x, "
                   f"PSS {d['pss_per_conn_kb'] / t['pss_per_conn_kb']:.1f}x (target >= 20x)")
@@ -371,58 +492,147 @@ def cmd_mem(a):
 
 # ---- idle -----------------------------------------------------------------------------------
 
-async def idle_run(srv, users, n, timeout):
-    port = srv.ports["imap"]
-    _, rss0, _ = memory(srv.pid)
-    t0 = time.monotonic()
-    conns, errors = await open_many(port, users, n, False, True, timeout)
-    t_open = time.monotonic() - t0
-    await asyncio.sleep(2)
-    _, rss1, _ = memory(srv.pid)
-    # One delivery to every user; each idling connection must see EXISTS.
-    t1 = time.monotonic()
-    with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=60) as s:
-        for i in range(0, len(users), 50):
-            s.sendmail("bench@example.org", users[i:i + 50],
-                       b"From: <bench@example.org>\r\nSubject: idle\r\n\r\nhello\r\n")
-    seen = 0
-    notify_err = {}
+async def idle_client(port, users, first, n, sources, tls, timeout, conn):
+    """One client process's share: connections first..first+n-1 (users round-robin,
+    source addresses round-robin) LOGIN + SELECT INBOX + IDLE; reports ("ready", count,
+    errors) on conn, waits for "go", then records the arrival time of each connection's
+    first "* n EXISTS" until all have one or `timeout`; reports ("done", [(user index,
+    arrival time)], errors)."""
+    ssl = benchlib.tls_client_context() if tls else None
+    conns, errors = await open_many(port, users, n, False, True, timeout, parallel=32,
+                                    ssl=ssl, sources=sources, first=first)
+    conn.send(("ready", len(conns), errors))
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, conn.recv)  # "go"
+    arrivals, notify_err = [], {}
 
     async def wait_exists(c):
-        nonlocal seen
         try:
             while True:
                 line = await asyncio.wait_for(c.r.readline(), timeout)
                 if not line:
                     raise ConnectionError("closed")
                 if re.match(rb"\* \d+ EXISTS", line):
-                    seen += 1
+                    arrivals.append((c.user, time.time()))
                     return
-        except Exception as e:
+        except Exception as e:  # counted, never raised
             k = type(e).__name__ + ": " + str(e)[:80]
             notify_err[k] = notify_err.get(k, 0) + 1
 
     await asyncio.gather(*(wait_exists(c) for c in conns))
-    t_notify = time.monotonic() - t1
-    alive = srv.is_running()
+    conn.send(("done", arrivals, notify_err))
+    await loop.run_in_executor(None, conn.recv)  # "close"
     await close_all(conns)
-    return {"requested": n, "idling": len(conns), "open_errors": errors, "open_s": round(t_open, 1),
-            "notified": seen, "notify_errors": notify_err, "notify_s": round(t_notify, 2),
-            "rss_before_kb": rss0, "rss_idle_kb": rss1,
-            "rss_per_conn_kb": round((rss1 - rss0) / max(1, len(conns)), 2),
-            "server_alive": alive}
+
+
+def idle_client_process(args):
+    asyncio.run(idle_client(*args))
+
+
+def idle_run(srv, users, a):
+    """a.conns IDLE connections over a.procs client processes; one message to every user
+    over SMTP; per connection the time from the SMTP acknowledgement of its user's message
+    to its EXISTS."""
+    import multiprocessing as mp
+    port = srv.ports["imaps" if a.tls else "imap"]
+    sources = [f"127.0.{1 + k // 250}.{1 + k % 250}" for k in range(a.sources)] \
+        if a.sources else None
+    _, rss0, pss0 = memory(srv.pid)
+    per = [a.conns // a.procs + (1 if k < a.conns % a.procs else 0) for k in range(a.procs)]
+    ctx = mp.get_context("fork")
+    pipes, procs, first = [], [], 0
+    t0 = time.monotonic()
+    for k in range(a.procs):
+        here, there = ctx.Pipe()
+        pr = ctx.Process(target=idle_client_process,
+                         args=((port, users, first, per[k], sources, a.tls, a.timeout, there),))
+        pr.start()
+        pipes.append(here)
+        procs.append(pr)
+        first += per[k]
+    idling, errors = 0, {}
+    for pp in pipes:
+        _, n, e = pp.recv()
+        idling += n
+        for k, v in e.items():
+            errors[k] = errors.get(k, 0) + v
+    t_open = time.monotonic() - t0
+    time.sleep(2)
+    nprocs, rss1, pss1 = memory(srv.pid)
+    by = memory_by_process(srv.pid)
+    load = benchlib.load_average()
+    print(f"{idling} of {a.conns} idling after {t_open:.1f}s (open errors {errors}); "
+          f"tern RSS {rss0} -> {rss1} kB, PSS {pss0} -> {pss1} kB; load {load}", flush=True)
+    for pp in pipes:
+        pp.send("go")
+    # One message to every user (50 recipients per transaction); each user's message is
+    # on disk when its transaction's 250 arrives: that is the start of its latency.
+    acked = {}
+    t_smtp = time.time()
+    with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=120) as smtp:
+        for i in range(0, len(users), 50):
+            smtp.sendmail("bench@example.org", users[i:i + 50],
+                          b"From: <bench@example.org>\r\nSubject: idle\r\n\r\nhello\r\n")
+            t = time.time()
+            for u in users[i:i + 50]:
+                acked[u] = t
+    lat, notify_err = [], {}
+    for pp in pipes:
+        _, arrivals, e = pp.recv()
+        lat += [t - acked[u] for u, t in arrivals]
+        for k, v in e.items():
+            notify_err[k] = notify_err.get(k, 0) + v
+    alive = srv.is_running()
+    for pp in pipes:
+        pp.send("close")
+    for pr in procs:
+        pr.join(timeout=120)
+    lat.sort()
+
+    def q(f):
+        return round(lat[min(len(lat) - 1, int(f * len(lat)))], 3) if lat else None
+    return {"requested": a.conns, "idling": idling, "open_errors": errors,
+            "open_s": round(t_open, 1), "notified": len(lat), "notify_errors": notify_err,
+            "within_2s": sum(1 for x in lat if x <= 2.0),
+            "latency_median_s": q(0.5), "latency_p99_s": q(0.99), "latency_max_s": q(1.0),
+            "smtp_s": round(max(acked.values()) - t_smtp, 2),
+            "rss_before_kb": rss0, "rss_idle_kb": rss1, "pss_before_kb": pss0,
+            "pss_idle_kb": pss1, "processes": nprocs,
+            "rss_by_process_kb": {p: v[0] for p, v in by.items()},
+            "rss_per_conn_kb": round((rss1 - rss0) / max(1, idling), 2),
+            "pss_per_conn_kb": round((pss1 - pss0) / max(1, idling), 2),
+            "loadavg": load, "server_alive": alive}
 
 
 def cmd_idle(a):
-    hard = raise_nofile()
-    if hard < a.conns + 100:
-        sys.exit(f"RLIMIT_NOFILE hard limit {hard} < {a.conns + 100}")
+    need = a.conns + 1000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < need:  # root: raise the hard limit; tern (started after) inherits it
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (need, need))
+        except (ValueError, OSError) as e:
+            # no CAP_SYS_RESOURCE (a container): every process, each tern worker and
+            # each client process, stays under the old hard limit
+            print(f"RLIMIT_NOFILE hard limit {hard} < {need} and cannot be raised ({e}): "
+                  f"each tern worker and each client process is limited to {hard} "
+                  f"descriptors", flush=True)
+            if a.conns / a.procs > hard - 200:
+                sys.exit(f"{a.conns} connections over {a.procs} client processes: more "
+                         f"than {hard - 200} each; raise --procs")
+    raise_nofile()
+    if a.sources and a.conns / a.sources > 25000:
+        sys.exit(f"{a.conns} connections over {a.sources} source addresses: more than "
+                 f"25,000 ephemeral ports per address (ip_local_port_range); raise --sources")
     users = [f"u{i:04d}@{DOMAIN}" for i in range(a.users)]
     srv = None
     try:
-        srv = tern_start({}, users)
-        r = asyncio.run(idle_run(srv, users, a.conns, a.timeout))
-        r["users"] = a.users
+        cfg = {"max_connections": 0}
+        if a.tls:
+            cfg["imap.timeout"] = 3600
+        srv = tern_start(cfg, users, workers=a.workers)
+        r = idle_run(srv, users, a)
+        r.update({"users": a.users, "workers": a.workers, "procs": a.procs,
+                  "sources": a.sources, "tls": a.tls})
         errs = [ln for ln in srv.log_text().splitlines()
                 if re.search(r"error|warning|fatal|panic", ln, re.I)]
         r["server_log_errors"] = len(errs)
@@ -982,10 +1192,24 @@ def main():
     m.add_argument("--no-login", action="store_true",
                    help="connections that only read the greeting (pre-login cost)")
     m.add_argument("--timeout", type=float, default=120)
+    m.add_argument("--tls", action="store_true",
+                   help="implicit TLS (tern imaps, Dovecot imaps with tern's certificate)")
+    m.add_argument("--workers", type=int, default=None,
+                   help="tern worker_processes (default: one per core)")
+    m.add_argument("--rounds", type=int, default=1,
+                   help="measurements per server, alternating which goes first")
+    m.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="an extra tern.conf setting (repeatable)")
     i = sub.add_parser("idle")
     i.add_argument("--conns", type=int, default=10000)
     i.add_argument("--users", type=int, default=100)
     i.add_argument("--timeout", type=float, default=600)
+    i.add_argument("--procs", type=int, default=1, help="client processes")
+    i.add_argument("--sources", type=int, default=0,
+                   help="source addresses 127.0.x.y to spread over (0: the kernel's choice)")
+    i.add_argument("--workers", type=int, default=None,
+                   help="tern worker_processes (default: one per core)")
+    i.add_argument("--tls", action="store_true", help="implicit TLS (imaps)")
     f = sub.add_parser("fetch")
     f.add_argument("--messages", type=int, default=100000)
     f.add_argument("--size", type=int, default=2000)

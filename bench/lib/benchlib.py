@@ -15,7 +15,11 @@ Import from a benchmark script:
   rss_kb(pid) -> int                      resident memory of a process, from /proc
   report(name, dict)                      print one JSON line and append it to
                                           bench/results/<name>.jsonl
-  dovecot_login_service(proto, port)      config text of a private Dovecot's listener
+  dovecot_login_service(proto, port, tls_port=0)
+                                          config text of a private Dovecot's listeners
+  tls_client_context() -> SSLContext      a client context that accepts the benches'
+                                          self-signed certificates (loopback only)
+  load_average() -> str                   "1.23 2.34 3.45" from /proc/loadavg
 
 Everything here is stdlib only. Numbers are measurements, never test assertions.
 """
@@ -39,11 +43,29 @@ def start_tern(overrides=None):
     return conftest._make_server(overrides, name="tern-bench")
 
 
-def dovecot_login_service(proto, port):
+def dovecot_login_service(proto, port, tls_port=0):
     """Dovecot config text: the `proto`-login service listening on 127.0.0.1:port, its
-    implicit-TLS listener off (the private Dovecots of bench/imap, bench/pop3, bench/stress)."""
+    implicit-TLS listener on tls_port (0: off; the private Dovecots of bench/imap,
+    bench/pop3, bench/stress, bench/tls). port 0 turns the plain listener off."""
     return (f"service {proto}-login {{\n  inet_listener {proto} {{\n    address = 127.0.0.1\n"
-            f"    port = {port}\n  }}\n  inet_listener {proto}s {{\n    port = 0\n  }}\n}}\n")
+            f"    port = {port}\n  }}\n  inet_listener {proto}s {{\n"
+            f"    address = 127.0.0.1\n    port = {tls_port}\n  }}\n}}\n")
+
+
+def tls_client_context():
+    """A TLS client context for the benches: no certificate check (the servers run
+    self-signed certificates on loopback), TLS 1.2 or 1.3 as the server chooses."""
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def load_average():
+    """The 1, 5 and 15 minute load averages, as /proc/loadavg prints them."""
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
 
 
 def make_message(size, i=0, sender="bench@example.org", rcpt="alice@example.test"):

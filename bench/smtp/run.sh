@@ -5,6 +5,7 @@
 #
 #     bench/smtp/run.sh                 # MESSAGES=5000 SESSIONS=50 SIZE=10240 RUNS=3
 #     MESSAGES=20000 RUNS=1 bench/smtp/run.sh
+#     WORKERS=2 bench/smtp/run.sh       # tern's worker_processes (default: one per core)
 #
 # What it does:
 #   - installs the `postfix` package if smtp-source is missing (debconf "No configuration",
@@ -184,9 +185,12 @@ milter_protocol = 6"
 fi
 
 # ---- Tern ----------------------------------------------------------------------------------
+# WORKERS=N: tern's worker_processes (unset: tern's default, one per core)
 tern_setup "smtp.max_recipients = 1000
-$TERN_MILTER
+$TERN_MILTER${WORKERS:+
+worker_processes = $WORKERS}
 ${TERN_EXTRA:-}"
+log "tern: worker_processes = ${WORKERS:-default (one per core: $(nproc))}"
 echo benchpw | tern_cli user add bench@example.test --password-stdin >/dev/null
 tern_start
 TMAIL="$WORK/tern/data/mail/example.test/bench/Maildir"

@@ -596,6 +596,10 @@ static void imap_login_open_store(const struct imap_job_ctx *ctx, const char *us
         r->quota = u.quota;
         r->rc = 1;
     }
+    /* The opened store travels in r, not in ctx.user, so imap_job_work_run's
+     * store_user_idle misses it: give its index connection back to the pool here, or
+     * every session that only logged in keeps one (two descriptors, ~110 KB). */
+    store_user_idle(r->user);
     auth_user_free(&u);
 }
 

@@ -36,13 +36,35 @@ def _index_descriptors(pid):
                for p in [pid] + child_pids(pid))
 
 
+def test_logged_in_sessions_hold_no_index_connection(tern_factory):
+    """A session that only logged in holds no SQLite connection either: the LOGIN job
+    gives the one store_user_open used back to the pool (a regression kept one per
+    session, two descriptors and ~110 KB each, in every idle authenticated session)."""
+    # one worker process: the pool (and the bound below) is per process
+    srv = tern_factory({"worker_threads": "4", "worker_processes": "1"})
+    add_user(srv, "loginonly@example.test", "loginpw")
+    sessions = []
+    for k in range(12):
+        c = imap_client(srv)
+        converse(c, [(f"a{k} LOGIN loginonly@example.test loginpw", rf"^a{k} OK")])
+        sessions.append(c)
+    # as below: pooled connections (db + wal, at most 2 idle per user), the -shm, deferred
+    # closes; before the fix, 24 (db + wal of each session)
+    limit = 2 * 2 + 1 + 4
+    wait_for(lambda: _index_descriptors(srv.pid) <= limit, timeout=20,
+             what="no index connection held per logged-in session")
+    for k, c in enumerate(sessions):
+        converse(c, [(f"z{k} LOGOUT", rf"^z{k} OK")])
+
+
 @pytest.mark.threads  # a loop/workpool hand-off: the TSan stage (-m threads) runs it
 def test_idle_sessions_share_the_users_index(tern_factory):
     """Between commands a session holds no SQLite connection: twelve sessions of one user
     idling in INBOX leave at most two pooled index connections open (before, each kept its
     own: two descriptors and ~100 KB per session), and every one of them still hears of a
     message delivered over SMTP while it idles."""
-    srv = tern_factory({"worker_threads": "4"})
+    # one worker process: the pool (and the bound below) is per process
+    srv = tern_factory({"worker_threads": "4", "worker_processes": "1"})
     add_user(srv, "sharer@example.test", "sharepw")
     deliver_file(srv, "sharer@example.test", sample_message(1))
     sessions = []
