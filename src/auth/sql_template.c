@@ -184,7 +184,7 @@ static int literal_piece(struct compiler *c, size_t pos, const char *p, size_t n
 static int quoted_string(struct compiler *c, size_t pos, char q, size_t *next_r)
 {
     bool is_mysql = c->dialect == SQL_DIALECT_MYSQL;
-    size_t end;
+    size_t end = 0; /* set by string_end; gcc -O3 cannot see it (maybe-uninitialized) */
     if (string_end(c, pos, q, is_mysql, &end) < 0)
         return -1;
     const char *body = c->text + pos + 1;
@@ -305,7 +305,7 @@ static int compile_loop(struct compiler *c)
             if (quoted_string(c, i, ch, &next) < 0)
                 return -1;
         } else if (ch == '"' || (ch == '`' && is_mysql)) {
-            size_t end;
+            size_t end = 0; /* as in quoted_string */
             if (string_end(c, i, ch, false, &end) < 0 ||
                 verbatim_no_vars(c, i, end + 1, "a quoted identifier") < 0)
                 return -1;
