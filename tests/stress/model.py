@@ -990,6 +990,8 @@ def check_final(ledger, final, v):
     for user, tok in ledger.acked_smtp:
         if not any(mbox[0] == user for mbox in mb):
             continue
+        if (user, tok) in ledger.pop_intents:
+            continue  # a POP3 session read it (TOP) and DELE'd it before any IMAP view saw it
         if (user, tok) not in observed and final_tokens[(user, tok)] == 0:
             v.add("lost", f"SMTP delivery {tok} to {user} was acknowledged (250) but never "
                   f"appeared")

@@ -297,6 +297,24 @@ def test_final_lost_duplicate_and_convergence():
                               "uid-renumbered": 1}
 
 
+def test_delivery_deleted_over_pop3_before_any_imap_view_is_not_lost():
+    """An SMTP delivery no IMAP view ever saw, read (TOP) and DELE'd by a POP3 session that
+    sent QUIT, is gone by request; one nobody deleted is still lost."""
+    led = Ledger()
+    v = Violations()
+    p = Pop3Model(USER, v, led)
+    p.on_login(1.0)
+    p.on_uidl({1: "u1"})
+    p.tokens[1] = "r.s1.1"
+    p.on_dele(1)
+    p.on_quit_sent()
+    led.acked_smtp.append((USER, "r.s1.1"))
+    led.acked_smtp.append((USER, "r.s1.2"))
+    check_final(led, FinalState(mailboxes={MBOX: {}}), v)
+    assert dict(v.counts) == {"lost": 1}
+    assert "r.s1.2" in v.examples["lost"][0]["detail"]
+
+
 def test_final_uid_reuse_and_resurrection():
     led = Ledger()
     led.note_uid(MBOX, 1, "r.a1.1")
