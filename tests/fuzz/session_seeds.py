@@ -6,7 +6,8 @@ The script format is in tests/unit/session_script.h: byte 0 flags, byte 1 split 
 then client bytes with 0xFF-prefixed operations. The sessions follow what the admins of
 the user's seed documents (outside this repository) type in telnet and openssl s_client
 sessions, plus the orderings a real client and server produce (pipelining, literals
-across reads, slow readers, disconnects while a job runs). tests/unit/test_session_replay.c replays every file and
+across reads, slow readers, disconnects while a job runs).
+tests/unit/test_session_replay.c replays every file and
 checks the replies each one must reach; add a row there for a new seed.
 
 Usage: tests/fuzz/session_seeds.py   (rewrites the two corpus folders' seed files)
