@@ -316,7 +316,8 @@ def test_gnutls_cli_starttls_by_sigalrm(tern):
         expect(regex, since)
 
     try:
-        step(None, r"^220 mail\.example\.test ESMTP")
+        # The banner may already be in `out` when the first step starts: look from the start.
+        expect(r"^220 mail\.example\.test ESMTP", 0)
         step("ehlo test", r"^250 CHUNKING")
         with cond:
             since = len(out)
