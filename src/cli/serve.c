@@ -63,7 +63,9 @@ static void serve_on_message(struct server_context *ctx, struct channel_msg *m)
 {
     size_t pos = 0;
     if (m->type == SERVER_MSG_AUTH_CLIENT && serve_auth_server && m->fd >= 0) {
-        (void)auth_server_add_client(serve_auth_server, m->fd);
+        /* the master names the client's kind: what it may ask */
+        (void)auth_server_add_client(serve_auth_server, m->fd,
+                                     (unsigned)strtoul(m->payload, NULL, 10));
         m->fd = -1;
     } else if (m->type == SERVER_MSG_AUTH_CHANNEL && ctx->auth && m->fd >= 0) {
         auth_service_set_channel(ctx->auth, m->fd);
@@ -84,6 +86,16 @@ static void serve_on_message(struct server_context *ctx, struct channel_msg *m)
     }
 }
 
+/* Before a child drops its privileges (as root): a login process creates the resolver of
+ * the port-25 checks now, while /etc/resolv.conf is still in reach (its root will be an
+ * empty directory). */
+static int serve_prepare(struct server_context *ctx, char **error_r)
+{
+    if (ctx->processes == SERVER_PROC_LOGIN)
+        return smtp_mailauth_start(ctx->cfg, error_r);
+    return 0;
+}
+
 /* Open the directory and the notification channel, after privileges are dropped; the
  * queue runner in the process that runs the queue. */
 static int serve_init(struct server_context *ctx, char **error_r)
@@ -93,7 +105,8 @@ static int serve_init(struct server_context *ctx, char **error_r)
         return -1;
     }
     serve_ctx = ctx;
-    if (ctx->channel >= 0)
+    /* a login process changes no mailbox: it has nothing to tell the workers */
+    if (ctx->channel >= 0 && ctx->processes != SERVER_PROC_LOGIN)
         store_notify_set_forward(serve_forward_notify);
     char *err = NULL;
     /* the auth process alone opens the directory; the others ask it (DESIGN §2) */
@@ -126,7 +139,10 @@ static int serve_init(struct server_context *ctx, char **error_r)
         }
         return 0;
     }
-    /* issue 12: the resolver of the port-25 checks, in the processes with SMTP sessions */
+    if (ctx->processes == SERVER_PROC_LOGIN)
+        return 0; /* (its resolver was made in serve_prepare) */
+    /* issue 12: the resolver of the port-25 checks, in the processes that run SMTP
+     * sessions or deliver their messages */
     if ((ctx->processes & SERVER_PROC_WORKER) && smtp_mailauth_start(ctx->cfg, error_r) < 0)
         return -1;
     if (!(ctx->processes & SERVER_PROC_QUEUE)) {
@@ -256,6 +272,7 @@ int cli_serve(const struct cli_options *o, int argc, char **argv)
                 [CONN_ROLE_IMAPS] = &imap_protocol,
                 [CONN_ROLE_LMTP] = &smtp_protocol,
             },
+        .prepare = serve_prepare,
         .init = serve_init,
         .fini = serve_fini,
         .on_message = serve_on_message,
