@@ -145,6 +145,9 @@ static int serve_init(struct server_context *ctx, char **error_r)
      * sessions or deliver their messages */
     if ((ctx->processes & SERVER_PROC_WORKER) && smtp_mailauth_start(ctx->cfg, error_r) < 0)
         return -1;
+    /* a mail worker delivers what the login processes' SMTP sessions receive */
+    if (ctx->processes == SERVER_PROC_WORKER)
+        smtp_remote_serve(ctx);
     if (!(ctx->processes & SERVER_PROC_QUEUE)) {
         outbound_runner_set_remote(serve_forward_queued);
         return 0;

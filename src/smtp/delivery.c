@@ -25,7 +25,9 @@
 #include "mailauth/mailauth.h"
 #include "queue/outbound.h"
 #include "queue/queue.h"
+#include "smtp/delivery.h"
 #include "smtp/mailauth_hook.h"
+#include "smtp/remote.h"
 #include "smtp/session.h"
 #include "store/store.h"
 
@@ -34,44 +36,8 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <sys/mman.h>
 #include <unistd.h>
-
-struct smtp_delivery_job {
-    struct job job; /* first (core/job.h) */
-    char queue_id[UTIL_QUEUE_ID_SIZE];
-    char *data_dir;
-    char *sender;
-    unsigned nrcpt;
-    uint64_t start_ms;
-    char *message_id; /* for the log line, may be NULL */
-
-    struct buf body; /* message in memory, or the tail already flushed */
-    int fd;          /* spill file or -1 */
-    struct store_source src;
-
-    struct smtp_local_target *local; /* moved from the transaction */
-    size_t n_local;
-    struct store_target *targets;
-    char **headers; /* per local target */
-    char **remote;  /* moved from the transaction */
-    size_t n_remote;
-    char *remote_header;
-    unsigned *remote_notify; /* moved from the transaction (RFC 3461) */
-    char **remote_orcpt;
-    int dsn_ret;
-    char *envid;    /* ENVID or NULL */
-    char *hostname; /* for the success DSN's Reporting-MTA */
-    time_t arrival;
-
-    int queue_rc, store_rc;
-    char *error;
-
-    bool is_our_mail; /* mailauth hook: from our users (authenticated / relay_networks) */
-    struct smtp_mailauth_job *mailauth; /* mailauth hook: port-25 checks, or NULL */
-    /* LMTP (RFC 2033 §4.2): one reply per accepted RCPT, each from its own copies */
-    bool is_lmtp;
-    char **lmtp_rcpts; /* moved from the transaction, nrcpt entries */
-};
 
 /* RFC 3848 / RFC 6531 §3.7.3 "with" keyword for the Received header. */
 static const char *received_protocol(const struct smtp_session *s, bool is_utf8)
@@ -109,7 +75,7 @@ static void received_header(struct buf *b, const struct smtp_session *s, const c
     buf_printf(b, "; %s\r\n", date);
 }
 
-static void job_free(struct smtp_delivery_job *job)
+void smtp_delivery_job_free(struct smtp_delivery_job *job)
 {
     for (size_t i = 0; i < job->n_local; i++) {
         free(job->local[i].user);
@@ -144,6 +110,8 @@ static void job_free(struct smtp_delivery_job *job)
     buf_free(&job->body);
     if (job->fd >= 0)
         close(job->fd);
+    if (job->map)
+        munmap(job->map, job->map_len);
     free(job);
 }
 
@@ -278,9 +246,8 @@ static bool delivery_mailauth(struct smtp_delivery_job *job)
 /* Workpool thread: stage the queue copy (durable, invisible to the runner), deliver the
  * local copies, then commit the queue copy — or drop it if the store failed, so that a
  * 451 never leaves a remote copy behind that the client's retry would duplicate. */
-static void delivery_work(struct job *j)
+void smtp_delivery_work(struct smtp_delivery_job *job)
 {
-    struct smtp_delivery_job *job = (struct smtp_delivery_job *)j;
     if (job->mailauth && !delivery_mailauth(job)) /* mailauth hook */
         return;
     if (job->n_remote && job->is_our_mail)
@@ -328,6 +295,16 @@ static void delivery_work(struct job *j)
     }
     if (job->n_local)
         delivery_success_notices(job);
+}
+
+/* Workpool thread: deliver here, or (a login process) have a mail worker deliver. */
+static void delivery_work(struct job *j)
+{
+    struct smtp_delivery_job *job = (struct smtp_delivery_job *)j;
+    if (job->is_remote)
+        smtp_remote_deliver(job);
+    else
+        smtp_delivery_work(job);
 }
 
 /* LMTP: the reply for accepted RCPT k from the status of its copies (RFC 2033 §4.2);
@@ -402,7 +379,7 @@ static void delivery_done(void *session, struct job *j)
         /* The client left before the delivery started: it never got a 250 and will send
          * the message again, so nothing was done for nobody (core/job.h). */
         log_info("smtpd", "%s: client gone before delivery: not delivered", id);
-        job_free(job);
+        smtp_delivery_job_free(job);
         return;
     }
     if (job->is_lmtp) {
@@ -416,7 +393,7 @@ static void delivery_done(void *session, struct job *j)
             s->n_junk = 0;
         for (unsigned k = 0; k < job->nrcpt; k++)
             lmtp_reply_rcpt(s, job, k, delay);
-        job_free(job);
+        smtp_delivery_job_free(job);
         if (s)
             smtp_session_job_done(s);
         return;
@@ -441,7 +418,8 @@ static void delivery_done(void *session, struct job *j)
         /* Durable: logged and handed to the queue runner even if the client left
          * meanwhile (a duplicate on its retry beats a lost message). */
         delivery_log_sent(job);
-        outbound_runner_notify(id, (const char *const *)job->remote, job->n_remote);
+        if (!job->is_remote) /* (a mail worker that delivered told the queue runner) */
+            outbound_runner_notify(id, (const char *const *)job->remote, job->n_remote);
         if (s) {
             s->n_junk = 0;
             smtp_reply(s, "250 2.0.0 Ok: queued as %s", id);
@@ -472,7 +450,7 @@ static void delivery_done(void *session, struct job *j)
             smtp_reply(s, "451 4.3.0 Error: queue file write error");
         }
     }
-    job_free(job);
+    smtp_delivery_job_free(job);
     if (s)
         smtp_session_job_done(s);
 }
@@ -508,6 +486,7 @@ void smtp_delivery_start(struct smtp_session *s)
         goto oom;
     job->fd = -1;
     job_init(&job->job, s->handle, delivery_work, delivery_done);
+    job->is_remote = conn_is_login_process(s->c);
     memcpy(job->queue_id, t->queue_id, sizeof job->queue_id);
     job->data_dir = strdup(s->cfg->data_dir ? s->cfg->data_dir : ".");
     job->sender = strdup(t->from_text);
@@ -620,7 +599,7 @@ void smtp_delivery_start(struct smtp_session *s)
 
 oom:
     if (job)
-        job_free(job);
+        smtp_delivery_job_free(job);
     smtp_txn_reset(t);
     smtp_reply_message(s, n_rcpt, "451 4.3.0 Error: out of memory");
 }

@@ -12,6 +12,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "smtp/mailauth_hook.h"
+#include "smtp/remote.h"
 #include "smtp/session.h"
 #include "store/store.h"
 
@@ -255,6 +256,7 @@ struct rcpt_job {
     struct smtp_rcpt_params rp;
     bool may_relay; /* authenticated, or in relay_networks (decided on the loop) */
     bool is_lmtp;   /* LMTP: final delivery only (RFC 2033), one reply per recipient */
+    bool is_remote; /* a login process: a mail worker tells whether a mailbox is full */
     /* results */
     char rcpt[ADDR_MAX_PATH + 1];
     char reply[SMTP_REPLY_MAX]; /* a rejection ("" when accepted) */
@@ -315,7 +317,7 @@ static void rcpt_local(struct rcpt_job *rj)
             continue;
         }
         rj->n_users++;
-        if (user_is_full(u)) {
+        if (rj->is_remote ? smtp_remote_user_is_full(u->address) == 1 : user_is_full(u)) {
             snprintf(rj->reply, sizeof rj->reply,
                      "452 4.2.2 <%s>: Recipient address rejected: Mailbox full", rcpt);
             return;
@@ -496,6 +498,7 @@ void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
     snprintf(rj->host, sizeof rj->host, "%s", smtp_hostname(s));
     rj->rp = rp;
     rj->is_lmtp = s->role == CONN_ROLE_LMTP;
+    rj->is_remote = conn_is_login_process(s->c);
     rj->may_relay = !rj->is_lmtp && (s->auth_user != NULL ||
                                      conn_peer_in_networks(s->c, &s->cfg->relay_networks));
     smtp_session_job_start(s, &rj->job);

@@ -20,4 +20,10 @@ struct config;
 int smtp_mailauth_start(const struct config *cfg, char **error_r);
 void smtp_mailauth_stop(void);
 
+struct server_context;
+/* A mail worker (privilege separation): deliver the messages, answer the usage and ETRN
+ * questions of the login processes' SMTP and LMTP sessions (smtp/remote.h), with ctx's
+ * directory, pool and configuration. Loop thread, once, from init. */
+void smtp_remote_serve(const struct server_context *ctx);
+
 #endif
