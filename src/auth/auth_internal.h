@@ -53,7 +53,17 @@ struct auth_service {
     struct auth_throttle_slot *throttle; /* AUTH_THROTTLE_SLOTS entries */
     time_t (*clock)(void);               /* time source; tests replace it */
     unsigned char fake_secret[32];       /* fake SCRAM salts for unknown users */
+
+    /* Which challenge mechanisms some stored credential can answer (auth_mechanism_flags):
+     * asked for every CAPA/EHLO/CAPABILITY, so remembered for a second instead of a
+     * directory query each time on the event loop. Under mech_lock. */
+    pthread_mutex_t mech_lock;
+    uint64_t mech_checked_ms; /* util_now_ms() of the last query; 0 never */
+    bool has_mech_cram, has_mech_scram, has_mech_apop;
 };
+
+/* The credentials changed through this service: auth_mechanism_flags asks again. */
+void auth_mech_forget(struct auth_service *svc);
 
 /* ---- names ------------------------------------------------------------------------ */
 /* Normalise a login or address to lower-case "local@domain"; bare names get the default

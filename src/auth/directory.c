@@ -171,6 +171,7 @@ struct auth_service *auth_service_open(const struct config *cfg, char **error_r)
     svc->clock = default_clock;
     svc->throttle = calloc(AUTH_THROTTLE_SLOTS, sizeof *svc->throttle);
     pthread_mutex_init(&svc->throttle_lock, NULL);
+    pthread_mutex_init(&svc->mech_lock, NULL);
     if (svc->data_dir) {
         if (cfg->directory_mail_root && cfg->directory_mail_root[0])
             svc->mail_root = xstrdup(cfg->directory_mail_root);
@@ -201,6 +202,7 @@ void auth_service_close(struct auth_service *svc)
     if (svc->dir)
         svc->dir->ops->close(svc->dir);
     pthread_mutex_destroy(&svc->throttle_lock);
+    pthread_mutex_destroy(&svc->mech_lock);
     free(svc->throttle);
     free(svc->data_dir);
     free(svc->default_domain);

@@ -189,6 +189,7 @@ int auth_user_add(struct auth_service *svc, const char *address, const char *pas
     bool has_quota = quota != 0 || !svc->dir->has_quota_default;
     int rc = svc->dir->ops->user_add(svc->dir, addr, &h, has_quota, quota, error_r);
     hashed_free(&h);
+    auth_mech_forget(svc);
     return rc;
 }
 
@@ -197,7 +198,9 @@ int auth_user_del(struct auth_service *svc, const char *address, char **error_r)
     char addr[AUTH_MAX_LOGIN + 1];
     if (writable(svc, error_r) < 0 || !user_norm(address, addr, sizeof addr, error_r))
         return -1;
-    return svc->dir->ops->user_del(svc->dir, addr, error_r);
+    int rc = svc->dir->ops->user_del(svc->dir, addr, error_r);
+    auth_mech_forget(svc);
+    return rc;
 }
 
 int auth_user_set_quota(struct auth_service *svc, const char *address, uint64_t quota,
@@ -220,7 +223,9 @@ int auth_user_set_enabled(struct auth_service *svc, const char *address, bool en
     char addr[AUTH_MAX_LOGIN + 1];
     if (writable(svc, error_r) < 0 || !user_norm(address, addr, sizeof addr, error_r))
         return -1;
-    return svc->dir->ops->user_set_enabled(svc->dir, addr, enabled, error_r);
+    int rc = svc->dir->ops->user_set_enabled(svc->dir, addr, enabled, error_r);
+    auth_mech_forget(svc);
+    return rc;
 }
 
 int auth_user_set_password(struct auth_service *svc, const char *address, const char *password,
@@ -235,6 +240,7 @@ int auth_user_set_password(struct auth_service *svc, const char *address, const 
         return -1;
     int rc = svc->dir->ops->user_set_password(svc->dir, addr, &h, error_r);
     hashed_free(&h);
+    auth_mech_forget(svc);
     return rc;
 }
 

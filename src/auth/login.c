@@ -8,6 +8,7 @@
 #define OPENSSL_SUPPRESS_DEPRECATED /* MD5() one-shot for APOP */
 
 #include "auth/auth_internal.h"
+#include "core/util.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -16,6 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* How long auth_mechanism_flags trusts its last directory query. */
+#define AUTH_MECH_RECHECK_MS 1000
 
 /* Credentials that hold the password itself (can answer any challenge). */
 static const char *const plaintext_schemes[] = {"PLAIN", "CLEAR", "CLEARTEXT", NULL};
@@ -45,9 +49,26 @@ void auth_mechanism_flags(struct auth_service *svc, bool *has_cram_r, bool *has_
         (void)auth_remote_mechanism_flags(svc, has_cram_r, has_scram_r, has_apop_r);
         return;
     }
-    *has_cram_r = auth_creds_any(svc, cram);
-    *has_scram_r = auth_creds_any(svc, scram);
-    *has_apop_r = auth_creds_any(svc, plaintext_schemes);
+    /* A user added with a CRAM-capable password shows up in the offer within a second. */
+    pthread_mutex_lock(&svc->mech_lock);
+    uint64_t now = util_now_ms();
+    if (svc->mech_checked_ms == 0 || now - svc->mech_checked_ms >= AUTH_MECH_RECHECK_MS) {
+        svc->has_mech_cram = auth_creds_any(svc, cram);
+        svc->has_mech_scram = auth_creds_any(svc, scram);
+        svc->has_mech_apop = auth_creds_any(svc, plaintext_schemes);
+        svc->mech_checked_ms = now > 0 ? now : 1;
+    }
+    *has_cram_r = svc->has_mech_cram;
+    *has_scram_r = svc->has_mech_scram;
+    *has_apop_r = svc->has_mech_apop;
+    pthread_mutex_unlock(&svc->mech_lock);
+}
+
+void auth_mech_forget(struct auth_service *svc)
+{
+    pthread_mutex_lock(&svc->mech_lock);
+    svc->mech_checked_ms = 0;
+    pthread_mutex_unlock(&svc->mech_lock);
 }
 
 bool auth_apop_available(struct auth_service *svc)

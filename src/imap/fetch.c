@@ -460,6 +460,22 @@ static void imap_write_cached(struct imap_job *j, size_t i, const char *field,
     buf_free(&b);
 }
 
+/* RFC 3501 §6.4.5: the <start.len> of a partial fetch, in octets of what is sent (the
+ * CRLF form, or the decoded bytes for BINARY): the slice [*from_r, *from_r + *n_r). */
+static void fetch_partial_range(const struct imap_fetch_item *it, size_t len, size_t *from_r,
+                                size_t *n_r)
+{
+    size_t from = 0, n = len;
+    if (it->has_partial) {
+        from = it->start < len ? (size_t)it->start : len;
+        n = len - from;
+        if (n > it->len)
+            n = (size_t)it->len;
+    }
+    *from_r = from;
+    *n_r = n;
+}
+
 static void imap_write_section(struct imap_job *j, const struct imap_fetch_item *it,
                                struct imap_msg_data *d)
 {
@@ -503,14 +519,8 @@ static void imap_write_section(struct imap_job *j, const struct imap_fetch_item 
     if (!found) {
         buf_append_str(&j->out, "NIL");
     } else {
-        size_t from = 0, n = data.len;
-        if (it->has_partial) {
-            /* RFC 3501 §6.4.5: <start.len> in octets of the CRLF form */
-            from = it->start < data.len ? (size_t)it->start : data.len;
-            n = data.len - from;
-            if (n > it->len)
-                n = (size_t)it->len;
-        }
+        size_t from, n;
+        fetch_partial_range(it, data.len, &from, &n);
         buf_printf(&j->out, "{%zu}\r\n", n);
         buf_append(&j->out, data.data ? data.data + from : "", n);
     }
@@ -553,13 +563,8 @@ static void imap_write_binary(struct imap_job *j, struct imap_fetch *f,
     } else if (!found) {
         buf_printf(&j->out, "%s NIL", it->label);
     } else {
-        size_t from = 0, n = data.len;
-        if (it->has_partial) {
-            from = it->start < data.len ? (size_t)it->start : data.len;
-            n = data.len - from;
-            if (n > it->len)
-                n = (size_t)it->len;
-        }
+        size_t from, n;
+        fetch_partial_range(it, data.len, &from, &n);
         const char *bytes = data.data ? data.data + from : "";
         bool has_nul = memchr(bytes, '\0', n) != NULL;
         buf_printf(&j->out, "%s %s{%zu}\r\n", it->label, has_nul ? "~" : "", n);

@@ -198,6 +198,15 @@ static void dns_error(char **error_r, const char *fmt, const char *arg)
     *error_r = strdup(msg);
 }
 
+/* The addresses of a route whose MX answer (or its secure absence) was validated may use
+ * DANE: the same rule on the blocking path (a domain first met in a delivery thread) as
+ * on the loop's. */
+static void dns_mark_secure(struct outbound_addr *addrs, size_t n, bool is_mx_secure)
+{
+    for (size_t i = 0; i < n; i++)
+        addrs[i].is_dnssec = is_mx_secure;
+}
+
 enum outbound_dns_status outbound_dns_route(struct outbound_dns *d,
                                             const struct outbound_route *route,
                                             struct outbound_addr **addrs_r, size_t *n_r,
@@ -239,6 +248,7 @@ enum outbound_dns_status outbound_dns_route(struct outbound_dns *d,
     struct mx mxs[DNS_MAX_MX];
     size_t n_mx = 0;
     bool is_null = false;
+    bool is_mx_secure = res->secure != 0; /* RFC 7672 §2.2: DANE needs a validated MX RRset */
     for (int i = 0; res->havedata && res->data[i] && n_mx < DNS_MAX_MX; i++) {
         struct mx m;
         if (outbound_dns_parse_mx((const unsigned char *)res->data[i], (size_t)res->len[i], &m.pref,
@@ -263,6 +273,7 @@ enum outbound_dns_status outbound_dns_route(struct outbound_dns *d,
         if (s == OUTBOUND_DNS_NOTFOUND)
             dns_error(error_r, "Host or domain name not found. Name service error for name=%s",
                       route->host);
+        dns_mark_secure(*addrs_r, *n_r, is_mx_secure);
         return s;
     }
     qsort(mxs, n_mx, sizeof mxs[0], mx_cmp);
@@ -274,8 +285,10 @@ enum outbound_dns_status outbound_dns_route(struct outbound_dns *d,
             tempfail = true;
         free(err);
     }
-    if (*n_r > 0)
+    if (*n_r > 0) {
+        dns_mark_secure(*addrs_r, *n_r, is_mx_secure);
         return OUTBOUND_DNS_OK;
+    }
     dns_error(error_r, "Host or domain name lookup failed for the MX hosts of %s", route->host);
     return tempfail ? OUTBOUND_DNS_TEMPFAIL : OUTBOUND_DNS_NOTFOUND;
 }

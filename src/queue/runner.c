@@ -332,10 +332,12 @@ static void job_start(struct outbound_runner *r, struct outbound_job *job)
     job->resolved = calloc(job->n_domains ? job->n_domains : 1, sizeof *job->resolved);
     for (size_t i = 0; job->resolved && i < job->n_domains; i++) {
         job->resolved[i].job = job;
-        /* never a network round trip on the loop: with an SQL directory the answer is
-         * "unknown" (-1) and the delivery thread looks it up (and the DNS) itself */
-        if (r->shared.auth && auth_domain_is_local_nonblocking(r->shared.auth, job->domains[i]) != 0)
-            continue; /* local (or unknown: the thread decides) */
+        /* never a round trip to the auth process or an SQL server on the loop: "unknown"
+         * (-1) there. An unknown domain is resolved anyway (the DNS wait stays on the
+         * loop); the delivery thread decides local or remote, and a local one (rare in
+         * the queue: a retry) only wasted a query. */
+        if (r->shared.auth && auth_domain_is_local_nonblocking(r->shared.auth, job->domains[i]) == 1)
+            continue;
         struct outbound_route route;
         bool is_relay;
         if (outbound_route_for(r->shared.cfg, job->domains[i], &route, &is_relay) < 0)

@@ -306,3 +306,32 @@ def test_sighup_new_configuration_keeps_sessions(tern_factory):
     wait_for(lambda: not (old_workers & set(child_pids(srv.pid))), timeout=60,
              what="the old generation's exit")
     assert len(_pids(srv, "worker")) == 2
+
+
+def test_single_process_mode_serves_every_protocol(tern_factory):
+    """master_process = no (the debugging mode): one process, no auth or queue child, and
+    it still receives over SMTP, serves IMAP and POP3, and offers CRAM-MD5 to a user
+    added while it runs (the directory is read in-process)."""
+    import poplib
+    srv = tern_factory({"master_process": "no"})
+    assert child_pids(srv.pid) == [], "single-process mode started children"
+    add_user(srv, "solo@example.test", "pw")
+    with smtplib.SMTP(srv.host, srv.ports["smtp"], timeout=30) as s:
+        s.ehlo("client.example.net")
+        s.sendmail("a@example.net", ["solo@example.test"], sample_message(1).replace("\n", "\r\n"))
+    c = imaplib_login(srv, "solo@example.test", "pw")
+    typ, data = c.select("INBOX")
+    assert typ == "OK" and int(data[0]) == 1
+    c.logout()
+    p = poplib.POP3(srv.host, srv.ports["pop3"], timeout=30)
+    p.user("solo@example.test")
+    p.pass_("pw")
+    assert p.stat()[0] == 1
+    p.quit()
+
+    def offers_cram():
+        with smtplib.SMTP(srv.host, srv.ports["submission"], timeout=30) as s:
+            s.ehlo("client.example.net")
+            return "CRAM-MD5" in s.esmtp_features.get("auth", "").upper()
+    # the offer is re-read from the directory at most once a second
+    wait_for(offers_cram, timeout=30, what="CRAM-MD5 in the EHLO of submission")
