@@ -1280,6 +1280,20 @@ static bool conn_adopt_check_socket(int fd, const struct conn_handoff *h, bool *
            strcmp(pip, h->peer_ip) == 0 && pport == h->peer_port;
 }
 
+/* Put what the client pipelined after its login command into bev's input, as if it had
+ * just been read. A socket bufferevent keeps the end of its input frozen (only libevent
+ * itself adds there), so it is thawed for the copy. */
+static bool conn_preload_input(struct bufferevent *bev, const char *data, size_t len)
+{
+    if (len == 0)
+        return true;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    evbuffer_unfreeze(in, 0);
+    bool ok = evbuffer_add(in, data, len) == 0;
+    evbuffer_freeze(in, 0);
+    return ok;
+}
+
 bool conn_adopt(struct server *srv, const struct conn_protocol *proto, int fd,
                 const struct conn_handoff *h)
 {
@@ -1314,8 +1328,7 @@ bool conn_adopt(struct server *srv, const struct conn_protocol *proto, int fd,
     evutil_make_socket_nonblocking(fd);
     c->bev = bufferevent_socket_new(srv->ctx.base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
     c->kick = event_new(srv->ctx.base, -1, 0, conn_on_kick, c);
-    if (!c->bev || !c->kick ||
-        (h->input_len && evbuffer_add(bufferevent_get_input(c->bev), h->input, h->input_len) < 0)) {
+    if (!c->bev || !c->kick || !conn_preload_input(c->bev, h->input, h->input_len)) {
         if (c->bev)
             bufferevent_free(c->bev);
         else
