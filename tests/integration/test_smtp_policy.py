@@ -17,7 +17,14 @@ def session(srv, port="smtp"):
 
 
 def queued_files(srv, qid):
-    return [p for p in (srv.data_dir / "queue").rglob(qid) if p.is_file()]
+    """The spool files of qid. The queue process may be moving the file between its
+    directories (incoming -> active -> deferred) while the walk lists them, so a walk
+    can miss a file that is there all along: a few walks, stopping at the first find."""
+    for _ in range(5):
+        found = [p for p in (srv.data_dir / "queue").rglob(qid) if p.is_file()]
+        if found:
+            return found
+    return []
 
 
 def test_plaintext_auth_needs_tls_when_configured(tern_factory):
