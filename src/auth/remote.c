@@ -214,8 +214,10 @@ static int reply_rc(const struct channel_msg *m, size_t *pos)
 static struct channel_msg *reply_new(void)
 {
     struct channel_msg *m = malloc(sizeof *m);
-    if (m)
+    if (m) {
         m->fd = -1;
+        m->len = 0; /* a failed call leaves it so: remote_login wipes m->len bytes */
+    }
     return m;
 }
 

@@ -683,6 +683,13 @@ static void conn_on_event(struct bufferevent *bev, short what, void *arg)
             bufferevent_enable(c->bev, EV_READ);
             return;
         }
+        if (what & BEV_EVENT_WRITING)
+            /* libevent disabled writing when the write timer fired. Re-arm it: what is
+             * queued still goes to a peer that resumes reading, and the flush timeout of
+             * conn_close() finishes one that never does. Left disabled, the closing
+             * connection waited forever (no write, so no timer either) with its session,
+             * its descriptor and a POP3 maildrop lock. */
+            bufferevent_enable(c->bev, EV_WRITE);
         if (c->session && c->proto->on_timeout)
             c->proto->on_timeout(c->session, c);
         c->close_reason = "timeout";

@@ -230,7 +230,10 @@ bool workpool_destroy_by(struct workpool *pool, uint64_t deadline_ms)
     /* Threads drain the pending queue before they exit; wait for that, but not past the
      * deadline (a job stuck on a dead disk or peer must not hang the shutdown). */
     while (pool->n_alive > 0) {
-        if (deadline_ms == UINT64_MAX) {
+        /* With nothing queued or running the threads are only leaving (nothing can block
+         * them): wait for that whatever the deadline, so that a shutdown whose sessions
+         * used up the time still ends cleanly instead of as "jobs still running". */
+        if (deadline_ms == UINT64_MAX || pool->n_busy == 0) {
             pthread_cond_wait(&pool->has_exited, &pool->lock);
             continue;
         }

@@ -1013,6 +1013,8 @@ static void imap_fetch_finish(struct imap_session *s, struct imap_job *j)
     struct imap_fetch *f = s->fetch;
     if (IMAP_JOB(imap_fetch_job, j)->has_deferred_sync)
         s->has_pending_changes = true;
+    /* a batch ends at a message boundary or inside a literal (imap_fetch_work_batch) */
+    s->is_in_fetch_literal = f->is_streaming;
     if (f->next < f->n_idx || f->is_streaming) {
         j->keep_paused = true;
         s->is_fetch_waiting_drain = true;

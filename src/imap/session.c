@@ -1247,6 +1247,10 @@ static void imap_on_timeout(void *session, struct conn *c)
         conn_write_str(c, "* BYE IDLE time limit reached.\r\n");
         return;
     }
+    /* A write timeout in the middle of a streamed FETCH literal: the farewell would be
+     * read as octets of the message (RFC 3501 §4.3), so the connection just closes. */
+    if (s->is_in_fetch_literal)
+        return;
     conn_write_str(c, "* BYE Disconnected for inactivity.\r\n");
 }
 

@@ -122,6 +122,7 @@ struct imap_session {
     /* FETCH continuing across batches (backpressure) */
     struct imap_fetch *fetch;
     bool is_fetch_waiting_drain;
+    bool is_in_fetch_literal; /* the output so far ends inside a streamed literal */
 };
 
 struct imap_job;

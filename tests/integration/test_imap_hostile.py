@@ -7,6 +7,7 @@ throttle, and slowloris (command lines, literals and SASL responses trickled oct
 
 import re
 import socket
+import time
 
 from test_imap_lib import (Client, converse, fresh_user, imap_client, imaplib_login,
                            read_literal_reply, sample_message, wire)
@@ -266,3 +267,49 @@ def test_idle_without_input_still_ends_by_its_own_limit(tern_factory):
     partner.send("DONE")
     partner.read_until(r"^i OK")
     converse(partner, [("z NOOP", r"^z OK")])
+
+
+def _fetch_and_stall(srv, user, pw, wait):
+    """FETCH a large message over a socket with a small receive buffer, read nothing for
+    `wait` seconds (past imap.timeout), then read until the server closes. Returns (the
+    announced literal size, the bytes after the literal's "{n}\\r\\n")."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)  # fills quickly
+    s.settimeout(60)
+    s.connect((srv.host, srv.ports["imap"]))
+    c = Client.__new__(Client)
+    c.host, c.timeout, c.sock, c.buf, c.transcript = srv.host, 60, s, b"", []
+    c.read_line()
+    converse(c, [(f"a LOGIN {user} {pw}", r"^a OK"), ("b SELECT INBOX", r"^b OK")])
+    c.send("c FETCH 1 BODY.PEEK[]")
+    line = c.read_line()
+    m = re.search(r"\{(\d+)\}\r\n$", line)
+    assert m, line
+    time.sleep(wait)  # not an assertion on time: the server's write timeout must pass
+    # Once the reader resumes, the server sends what it had queued and closes (before
+    # the fix it never wrote again: the connection stayed open, the session with it).
+    assert c.is_closed(timeout=60), "the timed-out connection was never closed"
+    data, c.buf = c.buf, b""
+    c.close()
+    return int(m.group(1)), data
+
+
+def test_write_timeout_inside_a_streamed_literal_sends_no_bye(tern_factory):
+    """A client that stops reading in the middle of a streamed FETCH literal is dropped by
+    the write timeout: what was queued still reaches it if it reads again, then the
+    connection closes (libevent had disabled writing, so it never did), and no "* BYE" is
+    written into the literal's octets (it would read as message text, RFC 3501 §4.3;
+    POP3 already keeps its farewell out of a RETR)."""
+    srv = tern_factory({"imap.timeout": "2"})
+    line = b"z" * 78 + b"\r\n"
+    msg = b"Subject: stalled fetch\r\n\r\n" + line * 120000  # ~9.6 MB: past every buffer
+    user, pw = fresh_user(srv, "stall", [msg])
+    for wait in (4, 8, 16):  # bounded: retried only if the timeout had not fired yet
+        size, data = _fetch_and_stall(srv, user, pw, wait)
+        if len(data) < size:
+            break  # the write timeout cut the literal short: the case under test
+    else:
+        raise AssertionError("the write timeout never cut the stalled FETCH")
+    assert b"BYE" not in data, data[data.find(b"BYE") - 200:][:300]
+    assert msg.startswith(data), "the literal carried bytes that are not the message's"
+    still_alive(srv)

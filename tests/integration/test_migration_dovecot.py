@@ -168,7 +168,12 @@ def fetchmail(tmp_path, port):
                   f"  keep sslproto '' mda \"{mda}\"\n")
     rc.chmod(0o600)
     env = dict(os.environ, HOME=str(home), FETCHMAILHOME=str(home))
-    r = subprocess.run([FETCHMAIL, "-f", str(rc), "-v", "--nodetach", "--nosyslog"],
+    # the lock file of the previous run (one per server here) is removed first: fetchmail
+    # refuses to run when the pid in it is alive, and a recycled pid can be
+    pidfile = home / "fetchmail.pid"
+    pidfile.unlink(missing_ok=True)
+    r = subprocess.run([FETCHMAIL, "-f", str(rc), "-v", "--nodetach", "--nosyslog",
+                        "--pidfile", str(pidfile)],
                        capture_output=True, text=True, timeout=120, env=env)
     # exit 1 = "no new mail", 0 = mail fetched
     assert r.returncode in (0, 1), r.stdout + r.stderr

@@ -238,6 +238,40 @@ def test_idle_timeout(tern_factory):
     c.close()
 
 
+def test_stalled_retr_ends_and_releases_the_maildrop(tern_factory):
+    """A client that stops reading in the middle of a big RETR is dropped by the write
+    timeout: when it reads again it gets what was queued (no -ERR inside the message),
+    the connection closes and the maildrop lock is released. Before, libevent had
+    disabled writing at the timeout: the closing connection waited forever, holding the
+    lock ([IN-USE] for every later login)."""
+    srv = tern_factory({"pop3.timeout": 2})
+    line = b"q" * 78 + b"\r\n"
+    msg = b"Subject: stalled retr\r\n\r\n" + line * 120000  # ~9.6 MB: past every buffer
+    user, pw = fresh_user(srv, "st", [msg])
+    for wait in (4, 8, 16):  # bounded: retried only if the timeout had not fired yet
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)  # fills quickly
+        s.settimeout(IO_TIMEOUT)
+        s.connect((srv.host, srv.ports["pop3"]))
+        c = Client.__new__(Client)
+        c.host, c.timeout, c.sock, c.buf, c.transcript = srv.host, IO_TIMEOUT, s, b"", []
+        converse(c, [(None, r"^\+OK"), (f"USER {user}", r"^\+OK"), (f"PASS {pw}", r"^\+OK"),
+                     ("RETR 1", r"^\+OK")])
+        time.sleep(wait)  # not an assertion on time: the server's write timeout must pass
+        assert c.is_closed(timeout=60), "the timed-out connection was never closed"
+        data, c.buf = c.buf, b""
+        c.close()
+        if not data.endswith(b"\r\n.\r\n"):
+            break  # the write timeout cut the RETR short: the case under test
+    else:
+        raise AssertionError("the write timeout never cut the stalled RETR")
+    assert b"-ERR" not in data
+    assert msg.startswith(data)
+    p = pop3(srv, user, pw)  # not [IN-USE]: the lock went with the session
+    assert p.stat()[0] == 1
+    p.quit()
+
+
 def test_imap_beside_pop3_sees_deletes(tern):
     user, pw = fresh_user(tern, "im", [sample_message(1), sample_message(2)])
     try:

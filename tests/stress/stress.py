@@ -94,6 +94,12 @@ def parse_args(argv=None):
                     help="probability that a STORE adds \\Deleted (default: by mailbox size)")
     ap.add_argument("--no-self-copy", dest="self_copy", action="store_false",
                     help="COPY only to other mailboxes (default: also into the selected one)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a tern.conf setting for our own server (repeatable), e.g. "
+                         "master_process=no, worker_processes=3")
+    ap.add_argument("--mem-interval", type=float, default=60.0, metavar="S",
+                    help="sample the server's processes' RSS and the load average every "
+                         "S seconds of the mix (60)")
     ap.add_argument("--json", help="append the summary as one JSON line to this file")
     ap.add_argument("--examples", type=int, default=3, help="examples printed per kind")
     g = ap.add_argument_group("an already running server (no server is started)")
@@ -122,12 +128,20 @@ def parse_args(argv=None):
         args.session_length = (lo, hi)
     except (ValueError, AssertionError):
         ap.error("--session-length: MIN,MAX with 1 <= MIN <= MAX")
+    try:
+        args.set = dict(kv.split("=", 1) for kv in args.set)
+        assert all(k.strip() for k in args.set)
+    except (ValueError, AssertionError):
+        ap.error("--set: KEY=VALUE, e.g. master_process=no")
+    args.set = {k.strip(): v.strip() for k, v in args.set.items()}
     args.external = args.host is not None
     if args.external and not (args.imap_port and args.pop3_port and args.smtp_port
                               and args.user):
         ap.error("--host needs --imap-port, --pop3-port, --smtp-port and --user")
     if not args.external and args.user:
         ap.error("--user needs --host (its own server gets its own users)")
+    if args.external and args.set:
+        ap.error("--set configures our own server only")
     return args
 
 
@@ -151,7 +165,8 @@ class OwnServer:
         # Many clients from one address: no per-IP cap and no failed-login throttle (the
         # clients drop some logins with a wrong password on purpose).
         self.srv = conftest.TernServer({"max_connections_per_ip": 0,
-                                        "auth.max_failures": 1000000}, name="tern-stress")
+                                        "auth.max_failures": 1000000, **args.set},
+                                       name="tern-stress")
         self.users = [(f"stress{i}@example.test", DEFAULT_PASSWORD)
                       for i in range(1, args.users + 1)]
         try:
@@ -197,6 +212,13 @@ class OwnServer:
 
     def restart(self):
         self.srv.start()
+
+    def memory(self):
+        """{process: RSS in kB}: `tern status` names the master's children (workers, auth,
+        queue); the master itself, or the only process with master_process = no, from
+        /proc."""
+        return server_memory(self.srv.proc.pid, lambda: self.srv.cli(
+            "status", check=False, timeout=10).stdout)
 
     def cleanup(self):
         self.srv.cleanup()
@@ -245,6 +267,102 @@ class ExternalServer:
 
     def cleanup(self):
         return None
+
+    def memory(self):
+        return server_memory(self.pid, None) if self.pid else {}
+
+
+# `tern status` (src/core/master.c): "worker: pid 123, generation 1, up 5 s, rss 9120 kB, ..."
+STATUS_RSS_RE = re.compile(r"^(\w+): pid (\d+),.*? rss (\d+) kB", re.M)
+
+
+def _proc_rss_kb(pid):
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def server_memory(pid, status_text):
+    """RSS (kB) of the server's processes: "master" (or "server" when it runs alone) and,
+    from `tern status`, "worker1", "worker2", ..., "auth", "queue" in its order."""
+    out = {}
+    text = ""
+    if status_text is not None:
+        try:
+            text = status_text() or ""
+        except Exception:                          # noqa: BLE001 - not running, timeout
+            text = ""
+    seen = Counter()
+    for m in STATUS_RSS_RE.finditer(text):
+        kind = m.group(1)
+        if kind in ("master", "total", "spool"):
+            continue
+        seen[kind] += 1
+        name = f"{kind}{seen[kind]}" if kind == "worker" else kind
+        out[name] = int(m.group(3))
+    rss = _proc_rss_kb(pid)
+    if rss is not None:
+        out["master" if out else "server"] = rss
+    return out
+
+
+def load_average():
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except (OSError, ValueError):
+        return None
+
+
+class MemorySampler(threading.Thread):
+    """Samples (seconds into the mix, {process: RSS kB}, load average) every interval."""
+
+    def __init__(self, server, interval):
+        super().__init__(daemon=True, name="memory-sampler")
+        self.server, self.interval = server, interval
+        self.samples = []
+        self.stop = threading.Event()
+        self.t0 = time.monotonic()
+
+    def sample(self):
+        self.samples.append((round(time.monotonic() - self.t0, 1), self.server.memory(),
+                             load_average()))
+
+    def run(self):
+        while not self.stop.wait(self.interval):
+            self.sample()
+
+
+def memory_report(samples):
+    """Lines for the summary and a dict for the JSON: RSS per process at the start, at the
+    end and its peak; the load average's first, last and highest 1-minute value."""
+    if not samples:
+        return [], {}
+    first, last = samples[0][1], samples[-1][1]
+    procs = sorted(set(first) | set(last))
+    rep = {"rss_kb": {}, "load": {}}
+    lines = []
+    for p in procs:
+        vals = [s[1][p] for s in samples if p in s[1]]
+        a, b = first.get(p), last.get(p)
+        rep["rss_kb"][p] = {"start": a, "end": b, "max": max(vals) if vals else None}
+        growth = f"{b - a:+d} kB" if a is not None and b is not None else "n/a"
+        lines.append(f"  rss {p:<10} start {a} kB, end {b} kB ({growth}), "
+                     f"max {max(vals) if vals else None} kB")
+    rep["samples"] = [{"t": t, "rss_kb": m, "load": ld} for t, m, ld in samples]
+    lines.append("  rss over time (kB; " + ", ".join(procs) + "):")
+    for t, m, _ in samples:
+        lines.append(f"    {t:>7.1f} s " + " ".join(f"{m.get(p, '-'):>7}" for p in procs))
+    loads = [s[2] for s in samples if s[2]]
+    if loads:
+        rep["load"] = {"start": loads[0], "end": loads[-1],
+                       "max_1min": max(x[0] for x in loads)}
+        lines.append(f"  load average: start {loads[0]}, end {loads[-1]}, highest 1-min "
+                     f"{max(x[0] for x in loads):.2f} ({len(samples)} samples)")
+    return lines, rep
 
 
 # --------------------------------------------------------------------------------------
@@ -536,6 +654,9 @@ def print_summary(args, info, ledger, v, examples):
             w(f"--- {kind} example {i + 1}: {ex['detail']}")
             if ex["context"]:
                 w("    " + ex["context"].replace("\n", "\n    "))
+    if info.get("memory_lines"):
+        w("server memory and machine load over the mix:")
+        out.extend(info["memory_lines"])
     w(f"server alive at the end: {info['alive']}; sanitizer reports: "
       f"{info['sanitizer'] or 'none'}; SIGTERM: {info['sigterm']}")
     if info.get("kept"):
@@ -569,10 +690,18 @@ def main(argv=None):
             return 2
         print(f"stress: server {info['server']}; {args.clients} clients for "
               f"{args.seconds:g} s (seed {args.seed})", flush=True)
+        sampler = MemorySampler(server, args.mem_interval)
+        sampler.sample()                           # after set-up, before the mix
+        sampler.start()
         t0 = time.monotonic()
         ctx.deadline = t0 + args.seconds
         cv, cl = run_clients(ctx, args)
         elapsed = time.monotonic() - t0
+        sampler.stop.set()
+        sampler.join(15)
+        if server.alive():
+            sampler.sample()                       # after the mix, before the final pass
+        info["memory_lines"], info["memory"] = memory_report(sampler.samples)
         v.merge(cv)
         ledger.merge(cl)
         info["elapsed"] = elapsed
@@ -619,6 +748,8 @@ def main(argv=None):
                "ops": count_ops(ledger), "ops_per_s": round(info.get("ops_per_s", 0), 1),
                "violations": dict(v.counts), "alive": info.get("alive"),
                "sigterm": info.get("sigterm"), "sanitizer": info.get("sanitizer"),
+               "settings": args.set, "memory": info.get("memory"),
+               "acked_append": ledger.acked_append, "acked_smtp": len(ledger.acked_smtp),
                "result": "FAIL" if v else "PASS"}
         with open(args.json, "a") as f:
             f.write(json.dumps(rec) + "\n")

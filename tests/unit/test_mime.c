@@ -608,11 +608,15 @@ static void test_binary(void **state)
     struct buf out;
     buf_init(&out, 0);
     /* RFC 3516: base64 and quoted-printable undone (QP line-end padding removed) */
-    assert_true(mime_decode_body("aGVs\r\nbG8=\r\n", 14, "BASE64", &out));
+    /* lengths from the literals: a count past the end read the next bytes in memory
+     * (other data under clang: test_binary failed in the clang and TSan builds) */
+    static const char b64[] = "aGVs\r\nbG8=\r\n";
+    assert_true(mime_decode_body(b64, sizeof b64 - 1, "BASE64", &out));
     assert_int_equal(out.len, 5);
     assert_memory_equal(out.data, "hello", 5);
     buf_reset(&out);
-    assert_true(mime_decode_body("a=3Db  \r\nc=\r\nd", 17, "quoted-printable", &out));
+    static const char qp[] = "a=3Db  \r\nc=\r\nd";
+    assert_true(mime_decode_body(qp, sizeof qp - 1, "quoted-printable", &out));
     assert_string_equal(out.data, "a=b\r\ncd");
     buf_reset(&out);
     assert_false(mime_decode_body("x", 1, "x-uuencode", &out));

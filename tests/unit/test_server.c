@@ -25,12 +25,14 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <openssl/ssl.h>
 
 #include "core/config.h"
 #include "core/conn.h"
 #include "core/job.h"
 #include "core/log.h"
+#include "core/util.h"
 #include "core/workpool.h"
 
 /* ---- the echo protocol (runs in the child) ------------------------------------------- */
@@ -522,6 +524,21 @@ static void test_sigterm_finishes_jobs(void **state)
     assert_true(connect_to(port_plain) < 0); /* listeners are gone */
 }
 
+/* A shutdown whose connections used the whole shutdown_timeout reaches the pool with its
+ * deadline passed. Idle threads leave at once: that is "done", not "jobs still running"
+ * (before, the worker logged "blocking jobs still running" and _exit()ed without its
+ * clean-up: services not closed, no leak check). */
+static void test_idle_pool_stops_after_the_deadline(void **state)
+{
+    (void)state;
+    struct event_base *base = event_base_new();
+    assert_non_null(base);
+    struct workpool *pool = workpool_create(base, 4);
+    assert_non_null(pool);
+    assert_true(workpool_destroy_by(pool, util_now_ms() - 1));
+    event_base_free(base);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -537,6 +554,7 @@ int main(void)
         cmocka_unit_test(test_reset_with_output_pending),
         cmocka_unit_test(test_sighup_reload),
         cmocka_unit_test(test_sigterm_finishes_jobs),
+        cmocka_unit_test(test_idle_pool_stops_after_the_deadline),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
