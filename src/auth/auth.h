@@ -52,6 +52,10 @@ void auth_service_close(struct auth_service *svc);
  * `tern serve` before it binds): 0, or -1 with "file:line: key: reason" in *error_r.
  * Never blocks. */
 int auth_config_check(const struct config *cfg, char **error_r);
+/* Would `tern config check` take query as a directory.*_query (custom schema) for a
+ * PostgreSQL (is_pgsql) or MySQL database? 0, or -1 with the reason in *error_r
+ * ("at offset 34: unknown variable %x"). Pure; for `tern import`. */
+int auth_sql_query_check(bool is_pgsql, const char *query, char **error_r);
 
 /* Never blocks. Can directory lookups wait on a network (an SQL directory)? */
 bool auth_directory_may_block(const struct auth_service *svc);
@@ -231,6 +235,8 @@ void auth_sasl_free(struct auth_sasl *s);
 int auth_password_hash(const char *scheme, const char *password, char **hash_r, char **error_r);
 /* BLOCKING. 1 match, 0 mismatch, -1 unknown scheme or malformed stored value. */
 int auth_password_verify(const char *stored, const char *password);
+/* Is name a scheme auth_password_verify knows ("SHA512-CRYPT", "PLAIN-MD5.HEX", ...)? */
+bool auth_password_scheme_is_known(const char *name);
 
 /* ---- administration (CLI) --------------------------------------------------------- */
 /* All NETWORK. On a read-only directory (custom SQL queries) every change fails with
@@ -246,6 +252,11 @@ int auth_domain_list(struct auth_service *svc, void (*cb)(const char *domain, vo
  * unlimited (postfixadmin), also for auth_user_set_quota. The domain must exist. */
 int auth_user_add(struct auth_service *svc, const char *address, const char *password,
                   uint64_t quota, char **error_r);
+/* BLOCKING. Add a user with a password hash made elsewhere (a Dovecot passwd-file, doveadm
+ * pw): "{SCHEME}data" in a scheme auth_password_verify reads, or a bare crypt(3) string
+ * ("$6$...", read as {CRYPT}). Stored as given, so the old password keeps working. */
+int auth_user_add_hashed(struct auth_service *svc, const char *address, const char *stored,
+                         uint64_t quota, char **error_r);
 int auth_user_del(struct auth_service *svc, const char *address, char **error_r);
 int auth_user_set_password(struct auth_service *svc, const char *address, const char *password,
                            char **error_r);

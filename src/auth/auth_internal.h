@@ -100,8 +100,6 @@ bool auth_creds_any(struct auth_service *svc, const char *const *schemes);
 int auth_creds_verify(const struct auth_cred_set *cs, const char *password);
 
 /* ---- password.c helpers that SASL shares ------------------------------------------ */
-/* Is name a scheme auth_password_verify knows ("SHA512-CRYPT", "PLAIN-MD5.HEX", ...)? */
-bool auth_password_scheme_is_known(const char *name);
 /* The upper-case scheme of a stored "{SCHEME}data" value into out; false when the value
  * has no known {SCHEME} prefix. */
 bool auth_password_scheme_of(const char *stored, char *out, size_t size);

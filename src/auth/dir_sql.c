@@ -18,8 +18,9 @@
  * directory.schema = custom (the default when queries are given) runs the administrator's
  * queries in Dovecot's style (password_query: columns password [, user]; user_query:
  * home (or maildir), quota_rule or quota [, user]; iterate_query: user; domain_query: any
- * row = ours; alias_query: targets; alias_domain_query: the target domain). Such a
- * directory is read-only for the CLI.
+ * row = ours; alias_query: targets; alias_domain_query: the target domain; instead of
+ * user, Dovecot's username and domain columns). Such a directory is read-only for the
+ * CLI.
  *
  * Every statement is prepared with bound parameters (sql_template.h): names from
  * clients never become SQL text. Lookups may block on the network (is_network); the
@@ -313,6 +314,16 @@ int dir_sql_config_check(const struct config *cfg, char **error_r)
         }
         sql_template_free(&t);
     }
+    return 0;
+}
+
+int auth_sql_query_check(bool is_pgsql, const char *query, char **error_r)
+{
+    struct sql_template t;
+    enum sql_dialect dialect = is_pgsql ? SQL_DIALECT_PGSQL : SQL_DIALECT_MYSQL;
+    if (sql_template_compile(query, dialect, CUSTOM_VARS, NULL, &t, error_r) < 0)
+        return -1;
+    sql_template_free(&t);
     return 0;
 }
 
@@ -627,15 +638,48 @@ static bool quota_rule_bytes(const char *rule, uint64_t *bytes_r)
     return true;
 }
 
+/* The name a row gives the user, into out (size AUTH_MAX_LOGIN + 1): postfixadmin's
+ * username; for a custom query Dovecot's fields, applied to looked_up (NULL for an
+ * iterate row) in Dovecot's order: "user" replaces the name, "username" its local part,
+ * "domain" its domain (Dovecot's "user, or username and domain"). false: none given. */
+static bool row_user_name(const struct dir_sql *d, const struct dir_sql_row *row,
+                          const char *looked_up, char *out, size_t size)
+{
+    if (d->is_postfixadmin) {
+        const char *name = dir_sql_row_get(row, "username");
+        return name && snprintf(out, size, "%s", name) < (int)size;
+    }
+    const char *user = dir_sql_row_get(row, "user"), *username = dir_sql_row_get(row, "username"),
+               *domain = dir_sql_row_get(row, "domain");
+    char name[2 * AUTH_MAX_LOGIN + 2];
+    snprintf(name, sizeof name, "%s", user ? user : looked_up ? looked_up : "");
+    if (username) {
+        const char *at = strrchr(name, '@');
+        char rest[AUTH_MAX_LOGIN + 1];
+        snprintf(rest, sizeof rest, "%s", at ? at : "");
+        snprintf(name, sizeof name, "%s%s", username, rest);
+    }
+    if (domain && domain[0]) {
+        char *at = strrchr(name, '@');
+        if (at)
+            *at = '\0';
+        size_t n = strlen(name);
+        snprintf(name + n, sizeof name - n, "@%s", domain);
+    }
+    if (!name[0] || (!user && !username && !domain) || strlen(name) >= size)
+        return false;
+    snprintf(out, size, "%s", name);
+    return true;
+}
+
 /* A user from a DQ_USER / DQ_ITERATE row. -1 when the row is unusable. */
 static int user_from_row(struct dir_sql *d, const struct dir_sql_row *row, const char *address,
                          struct dir_user_info *u)
 {
     memset(u, 0, sizeof *u);
-    char canonical[AUTH_MAX_LOGIN + 1];
-    const char *name = d->is_postfixadmin ? dir_sql_row_get(row, "username")
-                                          : dir_sql_row_get(row, "user");
-    if (!name || !auth_addr_normalize(name, canonical, sizeof canonical))
+    char canonical[AUTH_MAX_LOGIN + 1], name[AUTH_MAX_LOGIN + 1];
+    if (!row_user_name(d, row, address, name, sizeof name) ||
+        !auth_addr_normalize(name, canonical, sizeof canonical))
         snprintf(canonical, sizeof canonical, "%s", address);
     u->address = strdup(canonical);
     if (!u->address)
@@ -708,9 +752,9 @@ static int sql_creds_load(struct dir_backend *be, const char *address, struct au
     struct dir_sql_row row;
     int rc = lookup_row(d, DQ_PASSWORD, &v, &row);
     if (rc == 1) {
-        const char *name = dir_sql_row_get(&row, d->is_postfixadmin ? "username" : "user");
-        char canonical[AUTH_MAX_LOGIN + 1];
-        if (!name || !auth_addr_normalize(name, canonical, sizeof canonical))
+        char canonical[AUTH_MAX_LOGIN + 1], name[AUTH_MAX_LOGIN + 1];
+        if (!row_user_name(d, &row, address, name, sizeof name) ||
+            !auth_addr_normalize(name, canonical, sizeof canonical))
             snprintf(canonical, sizeof canonical, "%s", address);
         const char *password = dir_sql_row_get(&row, "password");
         cs->address = strdup(canonical);
@@ -764,8 +808,8 @@ static bool iterate_row(void *arg, const struct sql_row *row)
         r->users = grown;
         r->cap = cap;
     }
-    const char *name = r->d->is_postfixadmin ? dir_sql_row_get(&copy, "username")
-                                             : dir_sql_row_get(&copy, "user");
+    char given[AUTH_MAX_LOGIN + 1];
+    const char *name = row_user_name(r->d, &copy, NULL, given, sizeof given) ? given : NULL;
     if (!name && copy.n > 0)
         name = copy.values[0];
     if (name && !copy.is_oom && user_from_row(r->d, &copy, name, &r->users[r->n]) == 0)

@@ -170,27 +170,77 @@ static int user_precheck(struct auth_service *svc, const char *addr, bool want_e
     return 0;
 }
 
-int auth_user_add(struct auth_service *svc, const char *address, const char *password,
-                  uint64_t quota, char **error_r)
+/* The checks every add makes before it stores anything: a writable directory, a
+ * well-formed address (normalised into addr_r), a quota SQL can hold, a domain that exists
+ * and no user of that name yet. 0 or -1 with *error_r. */
+static int user_add_check(struct auth_service *svc, const char *address, uint64_t quota,
+                          char addr_r[AUTH_MAX_LOGIN + 1], char **error_r)
 {
-    char addr[AUTH_MAX_LOGIN + 1];
-    if (writable(svc, error_r) < 0 || !user_norm(address, addr, sizeof addr, error_r))
+    if (writable(svc, error_r) < 0 || !user_norm(address, addr_r, AUTH_MAX_LOGIN + 1, error_r))
         return -1;
     if (quota > INT64_MAX) {
         auth_set_error(error_r, "quota too large");
         return -1;
     }
-    if (user_precheck(svc, addr, false, error_r) < 0)
-        return -1;
-    struct dir_hashed h;
-    if (hash_all(svc, password, &h, error_r) < 0)
-        return -1;
+    return user_precheck(svc, addr_r, false, error_r);
+}
+
+/* Store a checked new user with its credentials. */
+static int user_add_store(struct auth_service *svc, const char *addr, const struct dir_hashed *h,
+                          uint64_t quota, char **error_r)
+{
     /* quota 0: "follow quota.default" where the backend has that, else unlimited */
     bool has_quota = quota != 0 || !svc->dir->has_quota_default;
-    int rc = svc->dir->ops->user_add(svc->dir, addr, &h, has_quota, quota, error_r);
-    hashed_free(&h);
-    auth_mech_forget(svc);
+    int rc = svc->dir->ops->user_add(svc->dir, addr, h, has_quota, quota, error_r);
+    auth_mech_forget(svc); /* the credentials changed: so may the mechanism offer */
     return rc;
+}
+
+int auth_user_add(struct auth_service *svc, const char *address, const char *password,
+                  uint64_t quota, char **error_r)
+{
+    char addr[AUTH_MAX_LOGIN + 1];
+    struct dir_hashed h;
+    if (user_add_check(svc, address, quota, addr, error_r) < 0 ||
+        hash_all(svc, password, &h, error_r) < 0)
+        return -1;
+    int rc = user_add_store(svc, addr, &h, quota, error_r);
+    hashed_free(&h);
+    return rc;
+}
+
+int auth_user_add_hashed(struct auth_service *svc, const char *address, const char *stored,
+                         uint64_t quota, char **error_r)
+{
+    char addr[AUTH_MAX_LOGIN + 1];
+    if (user_add_check(svc, address, quota, addr, error_r) < 0)
+        return -1;
+    char scheme[64], value[AUTH_MAX_CRED + 16];
+    if (!stored || strlen(stored) > AUTH_MAX_CRED) {
+        auth_set_error(error_r, "password hash missing or longer than %d bytes", AUTH_MAX_CRED);
+        return -1;
+    }
+    if (stored[0] == '$') { /* crypt(3), as Dovecot's CRYPT reads it */
+        snprintf(scheme, sizeof scheme, "CRYPT");
+        snprintf(value, sizeof value, "{CRYPT}%s", stored);
+    } else if (auth_password_scheme_of(stored, scheme, sizeof scheme)) {
+        snprintf(value, sizeof value, "%s", stored);
+    } else {
+        auth_set_error(error_r, "not a password hash Tern reads (want {SCHEME}data, e.g. "
+                                "from doveadm pw, or a crypt(3) $id$ string)");
+        return -1;
+    }
+    if (strlen(value) > AUTH_MAX_CRED) {
+        auth_set_error(error_r, "password hash longer than %d bytes", AUTH_MAX_CRED);
+        return -1;
+    }
+    /* a value the scheme cannot parse would lock the user out: refuse it now */
+    if (auth_password_verify(value, "tern-probe") < 0) {
+        auth_set_error(error_r, "a malformed %s value", scheme);
+        return -1;
+    }
+    struct dir_hashed h = {.n = 1, .scheme = {scheme}, .value = {value}};
+    return user_add_store(svc, addr, &h, quota, error_r);
 }
 
 int auth_user_del(struct auth_service *svc, const char *address, char **error_r)

@@ -3,7 +3,7 @@
  * the administrator's view of the directory (src/auth/auth.h).
  *
  *   tern domain add|del DOMAIN | list
- *   tern user add ADDRESS [--password-stdin] [--quota BYTES]
+ *   tern user add ADDRESS [--password-stdin | --hash HASH] [--quota BYTES]
  *   tern user passwd ADDRESS [--password-stdin]
  *   tern user del ADDRESS | list [DOMAIN] | show ADDRESS
  *   tern user quota ADDRESS BYTES | enable ADDRESS | disable ADDRESS
@@ -11,7 +11,9 @@
  *   tern hash-password [-s SCHEME] [-p PASS] [-t HASH]     (like `doveadm pw`)
  *
  * Passwords come from a no-echo prompt on the terminal, or, with --password-stdin, from
- * one line of standard input (for scripts). Errors: one line "tern: ..." on stderr and
+ * one line of standard input (for scripts); --hash stores a hash made elsewhere (a Dovecot
+ * passwd-file's "{SHA512-CRYPT}$6$...", `doveadm pw`), so a moved user keeps the old
+ * password. Errors: one line "tern: ..." on stderr and
  * exit 1; usage errors exit 2.
  *
  * Run as root against a data dir owned by another user (the server's run_user), the
@@ -257,7 +259,7 @@ static int user_show(struct auth_service *svc, const char *address)
 int cli_user(const struct cli_options *o, int argc, char **argv)
 {
     static const char usage[] =
-        "user add ADDRESS [--password-stdin] [--quota BYTES] | passwd ADDRESS "
+        "user add ADDRESS [--password-stdin | --hash HASH] [--quota BYTES] | passwd ADDRESS "
         "[--password-stdin] | del ADDRESS | list [DOMAIN] | show ADDRESS | quota ADDRESS "
         "BYTES | enable ADDRESS | disable ADDRESS";
     if (argc < 2)
@@ -265,6 +267,7 @@ int cli_user(const struct cli_options *o, int argc, char **argv)
     const char *sub = argv[1];
     const char *address = argc >= 3 ? argv[2] : NULL;
     bool from_stdin = false;
+    const char *hash = NULL;
     uint64_t quota = 0;
 
     /* Validate the command line fully before opening anything. */
@@ -272,8 +275,11 @@ int cli_user(const struct cli_options *o, int argc, char **argv)
         if (!address || address[0] == '-')
             return usage_error(usage);
         for (int i = 3; i < argc; i++) {
-            if (strcmp(argv[i], "--password-stdin") == 0) {
+            if (strcmp(argv[i], "--password-stdin") == 0 && !hash) {
                 from_stdin = true;
+            } else if (strcmp(sub, "add") == 0 && strcmp(argv[i], "--hash") == 0 &&
+                       i + 1 < argc && !from_stdin) {
+                hash = argv[++i];
             } else if (strcmp(sub, "add") == 0 && strcmp(argv[i], "--quota") == 0 && i + 1 < argc) {
                 if (!parse_bytes(argv[++i], &quota)) {
                     fprintf(stderr, "tern: bad --quota value '%s'\n", argv[i]);
@@ -307,7 +313,9 @@ int cli_user(const struct cli_options *o, int argc, char **argv)
         return 1;
     char *err = NULL;
     int rc;
-    if (strcmp(sub, "add") == 0 || strcmp(sub, "passwd") == 0) {
+    if (hash) {
+        rc = report(auth_user_add_hashed(svc, address, hash, quota, &err), &err);
+    } else if (strcmp(sub, "add") == 0 || strcmp(sub, "passwd") == 0) {
         char pw[PASSWORD_MAX + 2];
         rc = get_new_password(from_stdin, pw, sizeof pw);
         if (rc == 0)

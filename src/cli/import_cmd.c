@@ -10,8 +10,9 @@
  * an existing password hash yet) and mail is not moved (the printed plan says how: a
  * Maildir copied into a user's home keeps its UIDs, keywords and subscriptions).
  *
- * SQL maps and passdbs (mysql:, pgsql:, passdb driver = sql) become "directory.*" keys
- * for the SQL directory driver; their names are printed, not validated here.
+ * SQL maps and passdbs (mysql:, pgsql:, passdb/userdb driver = sql) become the SQL
+ * directory's "directory.*" keys (import_plan.c): directory.schema = postfixadmin when
+ * the queries read postfixadmin's tables, else custom with the queries rewritten for Tern.
  */
 #include "auth/auth.h"
 #include "cli/cli.h"
@@ -37,14 +38,17 @@ struct import_ctx {
     struct import_kv dovecot; /* dovecot.conf and its includes, merged in reading order */
     size_t n_dovecot_files;
     struct buf conf;  /* tern.conf lines */
-    struct buf dir;   /* directory.* lines */
+    struct import_plan sql; /* the SQL directory, when the host has one */
     struct buf data;  /* domain/user/alias lines */
     struct buf notes; /* what cannot be carried over, and the mail plan */
     char **domains;
     size_t n_domains;
     char **alias_from, **alias_to;
     size_t n_aliases;
-    size_t n_users;
+    char **mailboxes; /* virtual_mailbox_maps' addresses (text maps) */
+    size_t n_mailboxes;
+    char **pw_user, **pw_hash; /* passwd-file users and their "{SCHEME}hash" */
+    size_t n_pw_users;
 };
 
 /* Read a whole file (at most IMPORT_MAX_FILE bytes). NULL with errno set. */
@@ -72,17 +76,6 @@ static char *read_file(const char *path, size_t *len_r)
     data[len] = '\0';
     *len_r = len;
     return data;
-}
-
-static void note(struct import_ctx *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void note(struct import_ctx *x, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    buf_append_str(&x->notes, "  - ");
-    buf_vprintf(&x->notes, fmt, ap);
-    buf_append_str(&x->notes, "\n");
-    va_end(ap);
 }
 
 static void conf_set(struct import_ctx *x, const char *key, const char *value, const char *from)
@@ -150,9 +143,8 @@ static void map_path(struct import_ctx *x, const char *file, char *out, size_t s
         snprintf(out, size, "%s/%s", x->postfix_dir, file);
 }
 
-/* mysql:/pgsql: map: its connection settings for the SQL directory driver. */
-static void map_sql(struct import_ctx *x, const char *param, const char *type, const char *file,
-                    const char *what)
+/* mysql:/pgsql: map: its connection and query go to the SQL directory plan. */
+static void map_sql(struct import_ctx *x, const char *param, const char *type, const char *file)
 {
     char path[4200];
     map_path(x, file, path, sizeof path);
@@ -161,27 +153,14 @@ static void map_sql(struct import_ctx *x, const char *param, const char *type, c
     struct import_kv kv;
     char *err = NULL;
     if (!text || import_postconf_parse(text, len, &kv, &err) < 0) {
-        note(x, "%s = %s:%s: cannot read %s: %s", param, type, file, path,
+        import_note(&x->notes, "%s = %s:%s: cannot read %s: %s", param, type, file, path,
              err ? err : strerror(errno));
         free(err);
         free(text);
         return;
     }
     free(text);
-    const char *driver = strcmp(type, "mysql") == 0 ? "mysql" : "pgsql";
-    if (!x->dir.len || !strstr(x->dir.data, "directory.driver"))
-        buf_printf(&x->dir, "directory.driver = %s\n", driver);
-    static const char *const conn_keys[] = {"hosts", "user", "password", "dbname"};
-    static const char *const tern_keys[] = {"host", "user", "password", "dbname"};
-    for (size_t i = 0; i < 4; i++) {
-        const char *v = import_kv_get(&kv, conn_keys[i]);
-        if (v && !strstr(x->dir.data, tern_keys[i]))
-            buf_printf(&x->dir, "directory.%s = %s\n", tern_keys[i], v);
-    }
-    const char *query = import_kv_get(&kv, "query");
-    if (query)
-        buf_printf(&x->dir, "directory.%s_query = %s\n#   from %s (%s)\n", what, query, path,
-                   param);
+    import_plan_postfix_map(&x->sql, param, type, path, &kv);
     import_kv_free(&kv);
 }
 
@@ -193,21 +172,18 @@ static bool map_read(struct import_ctx *x, const char *param, const char *spec,
         spec += 6; /* proxymap(8) only forwards the lookup */
     const char *colon = strchr(spec, ':');
     if (!colon) {
-        note(x, "%s: '%s' is not a map", param, spec);
+        import_note(&x->notes, "%s: '%s' is not a map", param, spec);
         return false;
     }
     char type[32];
     snprintf(type, sizeof type, "%.*s", (int)(colon - spec), spec);
     if (strcmp(type, "mysql") == 0 || strcmp(type, "pgsql") == 0) {
-        map_sql(x, param, type, colon + 1,
-                strcmp(param, "virtual_alias_maps") == 0       ? "alias"
-                : strcmp(param, "virtual_mailbox_domains") == 0 ? "domain"
-                                                               : "user");
+        map_sql(x, param, type, colon + 1);
         return false;
     }
     if (strcmp(type, "hash") != 0 && strcmp(type, "lmdb") != 0 && strcmp(type, "btree") != 0 &&
         strcmp(type, "texthash") != 0 && strcmp(type, "cdb") != 0) {
-        note(x, "%s = %s: %s maps are not read", param, spec, type);
+        import_note(&x->notes, "%s = %s: %s maps are not read", param, spec, type);
         return false;
     }
     char path[4200];
@@ -216,7 +192,7 @@ static bool map_read(struct import_ctx *x, const char *param, const char *spec,
     char *text = read_file(path, &len);
     char *err = NULL;
     if (!text || import_postmap_parse(text, len, kv, &err) < 0) {
-        note(x, "%s: cannot read %s (the text source of %s): %s", param, path, spec,
+        import_note(&x->notes, "%s: cannot read %s (the text source of %s): %s", param, path, spec,
              err ? err : strerror(errno));
         free(err);
         free(text);
@@ -267,11 +243,17 @@ static void postfix_mailboxes(struct import_ctx *x, const char *base)
             const char *addr = kv.keys[k];
             if (addr[0] == '@' || !strchr(addr, '@'))
                 continue; /* catch-all or bare domain entries: no mailbox */
-            x->n_users++;
+            if (x->n_mailboxes < IMPORT_MAX_ENTRIES) {
+                char **nv = realloc(x->mailboxes, (x->n_mailboxes + 1) * sizeof *nv);
+                if (nv && (nv[x->n_mailboxes] = strdup(addr)))
+                    x->n_mailboxes++;
+                if (nv)
+                    x->mailboxes = nv;
+            }
             buf_printf(&x->data, "mailbox %s  (mail in %s%s%s)\n", addr, base ? base : "",
                        base && base[0] && kv.values[k][0] != '/' ? "/" : "", kv.values[k]);
             if (!list_has(x->domains, x->n_domains, addr_domain(addr)))
-                note(x, "mailbox %s: its domain is not in virtual_mailbox_domains", addr);
+                import_note(&x->notes, "mailbox %s: its domain is not in virtual_mailbox_domains", addr);
         }
         import_kv_free(&kv);
     }
@@ -344,7 +326,7 @@ static void postfix_networks(struct import_ctx *x, const char *value)
     for (size_t i = 0; words && words[i]; i++) {
         char *w = words[i];
         if (strchr(w, ':') && w[0] != '[') {
-            note(x, "mynetworks: %s (a map or file) is not read", w);
+            import_note(&x->notes, "mynetworks: %s (a map or file) is not read", w);
             continue;
         }
         char cidr[128];
@@ -408,7 +390,7 @@ static void postfix_settings(struct import_ctx *x)
         if (v[0])
             conf_set(x, "relayhost", v, "main.cf relayhost");
         if (v[0] && import_kv_get(&x->maincf, "smtp_sasl_password_maps"))
-            note(x, "relayhost %s: its login is in smtp_sasl_password_maps; set "
+            import_note(&x->notes, "relayhost %s: its login is in smtp_sasl_password_maps; set "
                     "relayhost.username and relayhost.password_file by hand",
                  v);
         free(v);
@@ -417,7 +399,7 @@ static void postfix_settings(struct import_ctx *x)
         char **words = import_split_list(v, NULL);
         for (size_t i = 0; words && words[i]; i++)
             if (strcmp(words[i], "localhost") != 0 && strncmp(words[i], "localhost.", 10) != 0)
-                note(x, "mydestination %s: Tern has no system (Unix account) mailboxes; make "
+                import_note(&x->notes, "mydestination %s: Tern has no system (Unix account) mailboxes; make "
                         "it a domain with virtual users",
                      words[i]);
         import_list_free(words);
@@ -425,7 +407,7 @@ static void postfix_settings(struct import_ctx *x)
     }
     if ((v = MAIN("virtual_transport"))) {
         if (strncmp(v, "lmtp:", 5) == 0 || strcmp(v, "dovecot") == 0)
-            note(x, "virtual_transport = %s: Tern delivers itself; if Postfix stays in front, "
+            import_note(&x->notes, "virtual_transport = %s: Tern delivers itself; if Postfix stays in front, "
                     "use virtual_transport = lmtp:unix:<data_dir>/lmtp (lmtp.listen)",
                  v);
         free(v);
@@ -439,7 +421,7 @@ static void postfix_settings(struct import_ctx *x)
             continue;
         if (import_kv_get(&x->maincf, k) != x->maincf.values[i])
             continue; /* only the last definition */
-        note(x, "main.cf %s = %s: not carried over (no Tern equivalent)", k, x->maincf.values[i]);
+        import_note(&x->notes, "main.cf %s = %s: not carried over (no Tern equivalent)", k, x->maincf.values[i]);
     }
 }
 
@@ -453,14 +435,14 @@ static void dovecot_read(struct import_ctx *x, const char *path, bool is_optiona
     char *text = read_file(path, &len);
     if (!text) {
         if (!is_optional)
-            note(x, "cannot read %s: %s", path, strerror(errno));
+            import_note(&x->notes, "cannot read %s: %s", path, strerror(errno));
         return;
     }
     x->n_dovecot_files++;
     struct import_kv kv;
     char *err = NULL;
     if (import_doveconf_parse(text, len, &kv, &err) < 0) {
-        note(x, "%s: %s (its settings are not read)", path, err ? err : "bad syntax");
+        import_note(&x->notes, "%s: %s (its settings are not read)", path, err ? err : "bad syntax");
         free(err);
         free(text);
         return;
@@ -505,7 +487,7 @@ static void dovecot_read(struct import_ctx *x, const char *path, bool is_optiona
                 dovecot_read(x, g.gl_pathv[k], is_try, depth + 1);
             globfree(&g);
         } else if (!is_try && !strpbrk(inc, "*?[")) {
-            note(x, "%s: !include %s: not found", path, inc);
+            import_note(&x->notes, "%s: !include %s: not found", path, inc);
         }
     }
     for (size_t i = 0; i < kv.n; i++) {
@@ -516,24 +498,8 @@ static void dovecot_read(struct import_ctx *x, const char *path, bool is_optiona
     import_kv_free(&kv);
 }
 
-/* "host=db.example.com dbname=mail user=postfix password=secret" (Dovecot's connect). */
-static void sql_connect(struct import_ctx *x, const char *connect)
-{
-    char **words = import_split_list(connect, NULL);
-    for (size_t i = 0; words && words[i]; i++) {
-        char *eq = strchr(words[i], '=');
-        if (!eq)
-            continue;
-        *eq = '\0';
-        if (strcmp(words[i], "host") == 0 || strcmp(words[i], "dbname") == 0 ||
-            strcmp(words[i], "user") == 0 || strcmp(words[i], "password") == 0 ||
-            strcmp(words[i], "port") == 0)
-            buf_printf(&x->dir, "directory.%s = %s\n", words[i], eq + 1);
-    }
-    import_list_free(words);
-}
-
-static void dovecot_sql(struct import_ctx *x, const char *args)
+/* A dovecot-sql.conf.ext (args of a passdb and/or userdb with driver = sql). */
+static void dovecot_sql(struct import_ctx *x, const char *args, bool is_passdb, bool is_userdb)
 {
     char path[4200];
     if (args[0] == '/')
@@ -545,46 +511,38 @@ static void dovecot_sql(struct import_ctx *x, const char *args)
     struct import_kv kv;
     char *err = NULL;
     if (!text || import_doveconf_parse(text, len, &kv, &err) < 0) {
-        note(x, "passdb sql: cannot read %s: %s", path, err ? err : strerror(errno));
+        import_note(&x->notes, "%s sql: cannot read %s: %s", is_passdb ? "passdb" : "userdb", path,
+             err ? err : strerror(errno));
         free(err);
         free(text);
         return;
     }
     free(text);
-    const char *driver = import_kv_get(&kv, "driver");
-    buf_printf(&x->dir, "# from %s\n", path);
-    buf_printf(&x->dir, "directory.driver = %s\n",
-               driver && strcmp(driver, "pgsql") == 0 ? "pgsql"
-               : driver && strcmp(driver, "sqlite") == 0 ? "sqlite"
-                                                         : "mysql");
-    const char *connect = import_kv_get(&kv, "connect");
-    if (connect)
-        sql_connect(x, connect);
-    static const char *const keys[] = {"default_pass_scheme", "password_query", "user_query",
-                                       "iterate_query"};
-    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
-        const char *v = import_kv_get(&kv, keys[i]);
-        if (v)
-            buf_printf(&x->dir, "directory.%s = %s\n", keys[i], v);
-    }
+    import_plan_dovecot(&x->sql, path, &kv, is_passdb, is_userdb);
     import_kv_free(&kv);
 }
 
+/* A Dovecot passwd-file passdb: "user:{SCHEME}hash:uid:gid:gecos:home:shell:extra" lines;
+ * the users and their hashes are kept for --write (stored as they are: the old
+ * passwords keep working). */
 static void dovecot_passwd_file(struct import_ctx *x, const char *args)
 {
     /* args may start with options ("scheme=SHA512-CRYPT username_format=%u /path") */
     char **words = import_split_list(args, NULL);
-    const char *path = NULL;
+    const char *path = NULL, *scheme = "CRYPT"; /* Dovecot's default for passwd-file */
     for (size_t i = 0; words && words[i]; i++)
-        if (!strchr(words[i], '='))
+        if (strncmp(words[i], "scheme=", 7) == 0)
+            scheme = words[i] + 7;
+        else if (!strchr(words[i], '='))
             path = words[i];
     size_t len;
     char *text = path ? read_file(path, &len) : NULL;
     if (!text) {
-        note(x, "passdb passwd-file %s: cannot read it", path ? path : args);
+        import_note(&x->notes, "passdb passwd-file %s: cannot read it", path ? path : args);
         import_list_free(words);
         return;
     }
+    const char *realm = import_kv_get(&x->dovecot, "auth_default_realm");
     size_t n = 0;
     for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
         char *colon = strchr(line, ':');
@@ -594,40 +552,190 @@ static void dovecot_passwd_file(struct import_ctx *x, const char *args)
         char *hash = colon + 1, *end = strchr(hash, ':');
         if (end)
             *end = '\0';
+        char addr[512], stored[1200];
+        if (strchr(line, '@'))
+            snprintf(addr, sizeof addr, "%s", line);
+        else if (realm && realm[0])
+            snprintf(addr, sizeof addr, "%s@%s", line, realm);
+        else {
+            import_note(&x->notes, "passdb passwd-file %s: user %s has no domain (and there is no "
+                    "auth_default_realm): not carried over",
+                 path, line);
+            continue;
+        }
+        if (!hash[0]) {
+            import_note(&x->notes, "passdb passwd-file %s: user %s has no password: add it with `tern user "
+                    "add`",
+                 path, addr);
+            continue;
+        }
+        if (hash[0] == '{')
+            snprintf(stored, sizeof stored, "%s", hash);
+        else
+            snprintf(stored, sizeof stored, "{%s}%s", scheme, hash);
+        const char *scheme_end = strchr(stored, '}');
+        buf_printf(&x->data, "user %s  (password %.*s in %s)\n", addr,
+                   (int)(scheme_end - stored + 1), stored, path);
+        if (x->n_pw_users < IMPORT_MAX_ENTRIES) {
+            char **na = realloc(x->pw_user, (x->n_pw_users + 1) * sizeof *na);
+            if (na)
+                x->pw_user = na;
+            char **nh = na ? realloc(x->pw_hash, (x->n_pw_users + 1) * sizeof *nh) : NULL;
+            if (nh) {
+                x->pw_hash = nh;
+                x->pw_user[x->n_pw_users] = strdup(addr);
+                x->pw_hash[x->n_pw_users] = strdup(stored);
+                if (x->pw_user[x->n_pw_users] && x->pw_hash[x->n_pw_users]) {
+                    x->n_pw_users++;
+                } else {
+                    free(x->pw_user[x->n_pw_users]);
+                    free(x->pw_hash[x->n_pw_users]);
+                    import_note(&x->notes, "out of memory: user %s not carried over", addr);
+                }
+            }
+        }
+        memset(stored, 0, sizeof stored);
         n++;
-        const char *scheme_end = hash[0] == '{' ? strchr(hash, '}') : NULL;
-        buf_printf(&x->data, "user %s  (password %.*s in %s)\n", line,
-                   scheme_end ? (int)(scheme_end - hash + 1) : 0, hash, path);
     }
     free(text);
     if (n > 0)
-        note(x, "passdb passwd-file %s: %zu users with Dovecot {SCHEME} hashes; Tern verifies "
-                "these schemes, but cannot store an existing hash yet: add the users with "
-                "`tern user add` (new passwords) or keep them in an SQL directory",
+        import_note(&x->notes, "passdb passwd-file %s: %zu users: --write adds them to tern.db with their "
+                "password hashes as they are (the old passwords keep working; `tern user add "
+                "ADDRESS --hash HASH` does one)",
              path, n);
-    x->n_users += n;
     import_list_free(words);
+}
+
+/* The first "section/driver" and "section/args" of a Dovecot section kind (passdb, userdb:
+ * Dovecot asks them in order). */
+static void dovecot_first(const struct import_ctx *x, const char *kind, const char **driver_r,
+                          const char **args_r)
+{
+    char driver_key[32], args_key[32];
+    snprintf(driver_key, sizeof driver_key, "%s/driver", kind);
+    snprintf(args_key, sizeof args_key, "%s/args", kind);
+    *driver_r = *args_r = NULL;
+    for (size_t i = 0; i < x->dovecot.n; i++) {
+        if (strcmp(x->dovecot.keys[i], driver_key) == 0 && !*driver_r)
+            *driver_r = x->dovecot.values[i];
+        else if (strcmp(x->dovecot.keys[i], args_key) == 0 && !*args_r)
+            *args_r = x->dovecot.values[i];
+    }
+}
+
+/* Dovecot's mail_location template with the example user's values: the folder an admin
+ * copies from. */
+static void location_example(const char *path, char *out, size_t size)
+{
+    struct buf b;
+    buf_init(&b, 4096);
+    for (const char *p = path; *p; p++) {
+        if (*p == '~' && p == path) {
+            buf_append_str(&b, "<home>");
+            continue;
+        }
+        const char *v = p[0] == '%' ? p + 1 : NULL;
+        if (v && (*v == 'L' || *v == 'U'))
+            v++;
+        const char *value = !v ? NULL : *v == 'u' ? "alice@example.org" : *v == 'n' ? "alice"
+                                  : *v == 'd' ? "example.org" : NULL;
+        if (value) {
+            buf_append_str(&b, value);
+            p = v;
+        } else {
+            buf_append(&b, p, 1);
+        }
+    }
+    snprintf(out, size, "%s", buf_cstr(&b));
+    buf_free(&b);
+}
+
+/* Mailboxes of text maps that no passwd-file entry gives a password: Tern cannot log
+ * them in until an admin adds them. */
+static void mailboxes_without_password(struct import_ctx *x)
+{
+    if (x->sql.driver)
+        return;
+    size_t n = 0;
+    const char *first = NULL;
+    for (size_t i = 0; i < x->n_mailboxes; i++)
+        if (!list_has(x->pw_user, x->n_pw_users, x->mailboxes[i]) && n++ == 0)
+            first = x->mailboxes[i];
+    if (n > 0)
+        import_note(&x->notes, "%zu mailbox%s of virtual_mailbox_maps (%s%s) %s no password in Dovecot's "
+                "passdb that Tern reads: add %s with `tern user add` (or --hash)",
+             n, n == 1 ? "" : "es", first, n > 1 ? ", ..." : "", n == 1 ? "has" : "have",
+             n == 1 ? "it" : "them");
+}
+
+/* Domains and aliases from main.cf or text maps while the directory is SQL: Tern reads
+ * them from the database (a custom domain_query made of the domains aside). */
+static void sql_and_text_maps(struct import_ctx *x)
+{
+    if (!x->sql.driver)
+        return;
+    if (x->n_domains > 0 && !x->sql.made_domain_query)
+        import_note(&x->notes, "virtual_mailbox_domains names %zu domain%s in main.cf or text maps (%s%s): "
+                "with the SQL directory Tern reads domains from the database: make sure they "
+                "are there",
+             x->n_domains, x->n_domains == 1 ? "" : "s", x->domains[0],
+             x->n_domains > 1 ? ", ..." : "");
+    if (x->n_aliases > 0)
+        import_note(&x->notes, "virtual_alias_maps has %zu aliases in text maps (%s -> %s%s): with the SQL "
+                "directory Tern reads aliases from the database: add them there%s",
+             x->n_aliases, x->alias_from[0], x->alias_to[0], x->n_aliases > 1 ? ", ..." : "",
+             x->sql.is_postfixadmin ? " (`tern alias add` writes postfixadmin's alias table)"
+                                    : "");
+}
+
+/* Where each user's mail goes, from Dovecot's mail_location and Tern's directory. */
+static void mail_plan(struct import_ctx *x)
+{
+    const char *loc = import_kv_get(&x->dovecot, "mail_location");
+    if (!loc)
+        return;
+    if (strncmp(loc, "maildir:", 8) != 0) {
+        import_note(&x->notes, "mail_location = %s: only Maildir can be moved in; convert it first (dsync)",
+             loc);
+        return;
+    }
+    char path[2048], from[2200];
+    snprintf(path, sizeof path, "%s", loc + 8);
+    char *opts = strchr(path, ':');
+    if (opts)
+        *opts++ = '\0';
+    location_example(path, from, sizeof from);
+    const char *home = !x->sql.driver ? "<data_dir>/mail/<domain>/<user>"
+                       : x->sql.is_postfixadmin
+                           ? "<directory.mail_root>/<mailbox.maildir> (mail_root: <data_dir>/mail "
+                             "unless set)"
+                           : "the home (or maildir) user_query returns, under "
+                             "directory.mail_root (<data_dir>/mail) unless absolute";
+    const char *example = !x->sql.driver || x->sql.is_postfixadmin
+                              ? "<data_dir>/mail/example.org/alice/Maildir"
+                              : "<home>/Maildir";
+    import_note(&x->notes, "mail_location = %s: stop Dovecot, then copy each user's Maildir into Tern "
+            "before the user logs in or receives mail there: to <home>/Maildir, owned by "
+            "run_user, where <home> is %s; e.g. alice@example.org%s: `cp -a %s/. %s/`. "
+            "dovecot-uidlist, dovecot-keywords and subscriptions come along, so UIDVALIDITY, "
+            "UIDs, keywords, subscriptions and POP3 UIDLs stay what clients know",
+         loc, home, x->sql.is_postfixadmin ? " (postfixadmin's maildir example.org/alice/)" : "",
+         from, example);
+    if (opts && strstr(opts, "LAYOUT=fs"))
+        import_note(&x->notes, "mail_location %s: LAYOUT=fs folders: Tern reads Maildir++ (.Folder) "
+                "folders; convert with dsync first",
+             loc);
 }
 
 static void dovecot_settings(struct import_ctx *x)
 {
-    const char *loc = import_kv_get(&x->dovecot, "mail_location");
-    if (loc) {
-        bool is_maildir = strncmp(loc, "maildir:", 8) == 0;
-        note(x, "mail_location = %s: %s", loc,
-             is_maildir ? "copy each user's Maildir to <data_dir>/mail/<domain>/<user>/Maildir "
-                          "(as the server's run_user); dovecot-uidlist, dovecot-keywords and "
-                          "subscriptions come along, so UIDs, keywords and subscriptions stay "
-                          "what clients know"
-                        : "only Maildir can be moved in; convert it first (dsync)");
-    }
     /* Dovecot's own key wins over the default; a protocol pop3 section over both */
     const char *uidl = import_kv_get(&x->dovecot, "protocol pop3/pop3_uidl_format");
     if (!uidl)
         uidl = import_kv_get(&x->dovecot, "pop3_uidl_format");
     if (uidl) {
         if (strstr(uidl, "%m"))
-            note(x, "pop3_uidl_format = %s: %%m is not available from a Maildir", uidl);
+            import_note(&x->notes, "pop3_uidl_format = %s: %%m is not available from a Maildir", uidl);
         else
             conf_set(x, "pop3.uidl_format", uidl, "dovecot pop3_uidl_format");
     }
@@ -636,7 +744,7 @@ static void dovecot_settings(struct import_ctx *x)
         conf_set(x, "auth.default_domain", realm, "dovecot auth_default_realm");
     const char *mechs = import_kv_get(&x->dovecot, "auth_mechanisms");
     if (mechs)
-        note(x, "auth_mechanisms = %s: Tern offers the SASL mechanisms its stored schemes "
+        import_note(&x->notes, "auth_mechanisms = %s: Tern offers the SASL mechanisms its stored schemes "
                 "allow (auth.password_schemes)",
              mechs);
     const char *ssl_cert = import_kv_get(&x->dovecot, "ssl_cert");
@@ -645,20 +753,19 @@ static void dovecot_settings(struct import_ctx *x)
     const char *ssl_key = import_kv_get(&x->dovecot, "ssl_key");
     if (ssl_key && ssl_key[0] == '<' && (!x->conf.len || !strstr(x->conf.data, "tls.key")))
         conf_set(x, "tls.key", ssl_key + 1, "dovecot ssl_key");
-    /* the first passdb (Dovecot asks them in order) */
-    const char *driver = NULL, *args = NULL;
-    for (size_t i = 0; i < x->dovecot.n; i++) {
-        if (strcmp(x->dovecot.keys[i], "passdb/driver") == 0 && !driver)
-            driver = x->dovecot.values[i];
-        else if (strcmp(x->dovecot.keys[i], "passdb/args") == 0 && driver && !args)
-            args = x->dovecot.values[i];
-    }
-    if (driver && strcmp(driver, "sql") == 0 && args)
-        dovecot_sql(x, args);
-    else if (driver && strcmp(driver, "passwd-file") == 0 && args)
+    const char *driver, *args, *user_driver, *user_args;
+    dovecot_first(x, "passdb", &driver, &args);
+    dovecot_first(x, "userdb", &user_driver, &user_args);
+    bool is_user_sql = user_driver && strcmp(user_driver, "sql") == 0 && user_args;
+    bool is_pass_sql = driver && strcmp(driver, "sql") == 0 && args;
+    if (is_pass_sql)
+        dovecot_sql(x, args, true, is_user_sql && strcmp(args, user_args) == 0);
+    if (is_user_sql && (!is_pass_sql || strcmp(args, user_args) != 0))
+        dovecot_sql(x, user_args, false, true);
+    if (driver && strcmp(driver, "passwd-file") == 0 && args)
         dovecot_passwd_file(x, args);
-    else if (driver)
-        note(x, "passdb driver = %s: not carried over (Tern reads SQLite, MySQL or "
+    else if (driver && !is_pass_sql)
+        import_note(&x->notes, "passdb driver = %s: not carried over (Tern reads SQLite, MySQL or "
                 "PostgreSQL directories)",
              driver);
 }
@@ -683,13 +790,24 @@ static int write_config(const struct cli_options *o, struct import_ctx *x, bool 
     }
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.import-tmp", path);
-    FILE *f = fopen(tmp, "w");
+    /* the database password may be in it: readable by the owner only */
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                  x->sql.db.password ? 0600 : 0644);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
     if (!f) {
         fprintf(stderr, "tern: cannot write %s: %s\n", tmp, strerror(errno));
+        if (fd >= 0)
+            close(fd);
         return 1;
     }
+    struct buf dir;
+    buf_init(&dir, 0);
+    import_plan_write(&x->sql, true, &dir);
     fprintf(f, "# written by `tern import` from %s and %s\n%s%s", x->postfix_dir, x->dovecot_dir,
-            x->conf.len ? x->conf.data : "", x->dir.len ? x->dir.data : "");
+            buf_cstr(&x->conf), buf_cstr(&dir));
+    if (dir.data)
+        memset(dir.data, 0, dir.len);
+    buf_free(&dir);
     if (fflush(f) != 0 || fsync(fileno(f)) != 0 || fclose(f) != 0 || rename(tmp, path) < 0) {
         fprintf(stderr, "tern: cannot write %s: %s\n", path, strerror(errno));
         unlink(tmp);
@@ -726,6 +844,15 @@ static int write_directory(const struct cli_options *o, struct import_ctx *x)
         free(err);
         err = NULL;
     }
+    size_t n_users = 0;
+    for (size_t i = 0; i < x->n_pw_users; i++) {
+        if (auth_user_add_hashed(svc, x->pw_user[i], x->pw_hash[i], 0, &err) == 0)
+            n_users++;
+        else if (!err || !strstr(err, "exists"))
+            failures++, fprintf(stderr, "tern: user %s: %s\n", x->pw_user[i], err ? err : "?");
+        free(err);
+        err = NULL;
+    }
     for (size_t i = 0; i < x->n_aliases; i++) {
         if (auth_alias_add(svc, x->alias_from[i], x->alias_to[i], &err) == 0)
             n_aliases++;
@@ -735,8 +862,8 @@ static int write_directory(const struct cli_options *o, struct import_ctx *x)
         free(err);
         err = NULL;
     }
-    printf("added %zu domains and %zu aliases to the directory%s\n", n_domains, n_aliases,
-           x->n_users ? "; mailboxes are not created (see the notes)" : "");
+    printf("added %zu domains, %zu users and %zu aliases to the directory\n", n_domains,
+           n_users, n_aliases);
     auth_service_close(svc);
     config_free(cfg);
     return failures ? 1 : 0;
@@ -747,7 +874,7 @@ static void import_ctx_free(struct import_ctx *x)
     import_kv_free(&x->maincf);
     import_kv_free(&x->dovecot);
     buf_free(&x->conf);
-    buf_free(&x->dir);
+    import_plan_free(&x->sql);
     buf_free(&x->data);
     buf_free(&x->notes);
     for (size_t i = 0; i < x->n_domains; i++)
@@ -759,6 +886,17 @@ static void import_ctx_free(struct import_ctx *x)
     }
     free(x->alias_from);
     free(x->alias_to);
+    for (size_t i = 0; i < x->n_pw_users; i++) {
+        free(x->pw_user[i]);
+        if (x->pw_hash[i])
+            memset(x->pw_hash[i], 0, strlen(x->pw_hash[i]));
+        free(x->pw_hash[i]);
+    }
+    free(x->pw_user);
+    free(x->pw_hash);
+    for (size_t i = 0; i < x->n_mailboxes; i++)
+        free(x->mailboxes[i]);
+    free(x->mailboxes);
 }
 
 int cli_import(const struct cli_options *o, int argc, char **argv)
@@ -781,7 +919,7 @@ int cli_import(const struct cli_options *o, int argc, char **argv)
         }
     }
     buf_init(&x.conf, 0);
-    buf_init(&x.dir, 0);
+    import_plan_init(&x.sql);
     buf_init(&x.data, 0);
     buf_init(&x.notes, 0);
     char path[4200];
@@ -790,9 +928,9 @@ int cli_import(const struct cli_options *o, int argc, char **argv)
     char *text = read_file(path, &len);
     char *err = NULL;
     if (!text) {
-        note(&x, "cannot read %s: %s", path, strerror(errno));
+        import_note(&x.notes, "cannot read %s: %s", path, strerror(errno));
     } else if (import_postconf_parse(text, len, &x.maincf, &err) < 0) {
-        note(&x, "%s: %s", path, err ? err : "unreadable");
+        import_note(&x.notes, "%s: %s", path, err ? err : "unreadable");
         free(err);
     }
     free(text);
@@ -806,21 +944,33 @@ int cli_import(const struct cli_options *o, int argc, char **argv)
     snprintf(path, sizeof path, "%s/dovecot.conf", x.dovecot_dir);
     dovecot_read(&x, path, false, 0);
     dovecot_settings(&x);
+    import_plan_decide(&x.sql, x.domains, x.n_domains);
+    if (x.sql.notes.len)
+        buf_append(&x.notes, x.sql.notes.data, x.sql.notes.len);
+    sql_and_text_maps(&x);
+    mailboxes_without_password(&x);
+    mail_plan(&x);
+    struct buf dir;
+    buf_init(&dir, 0);
+    import_plan_write(&x.sql, false, &dir);
 
     printf("# tern import: from %s and %s (a dry run changes nothing; --write writes)\n\n",
            x.postfix_dir, x.dovecot_dir);
     print_section("tern.conf", &x.conf);
     print_section("directory (for directory.driver; names as the SQL directory reads them)",
-                  &x.dir);
+                  &dir);
+    buf_free(&dir);
     print_section("directory data", &x.data);
     print_section("not carried over / to do by hand", &x.notes);
     int rc = 0;
     if (is_write) {
         rc = write_config(o, &x, is_force);
-        if (rc == 0 && x.dir.len == 0)
+        if (rc == 0 && !x.sql.driver)
             rc = write_directory(o, &x);
         else if (rc == 0)
-            printf("the directory is SQL: domains and aliases stay in that database\n");
+            printf("the directory is SQL (directory.schema = %s): domains, mailboxes and "
+                   "aliases stay in that database\n",
+                   x.sql.is_postfixadmin ? "postfixadmin" : "custom");
     }
     import_ctx_free(&x);
     return rc;

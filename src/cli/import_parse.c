@@ -13,12 +13,21 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void import_error(char **error_r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void import_error(char **error_r, const char *fmt, ...)
+void import_note(struct buf *notes, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    buf_append_str(notes, "  - ");
+    buf_vprintf(notes, fmt, ap);
+    buf_append_str(notes, "\n");
+    va_end(ap);
+}
+
+void import_error(char **error_r, const char *fmt, ...)
 {
     if (!error_r)
         return;
-    char text[256];
+    char text[300];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);

@@ -1,13 +1,17 @@
 """
 dovecot_util.py - a real Dovecot (Debian's dovecot-imapd + dovecot-pop3d) for migration
 tests: its own config, base_dir, log and mail location in a temp folder, IMAP and POP3 on
-free loopback ports, plaintext logins from a passwd-file. Never the system instance: it
+free loopback ports, plaintext logins from a passwd-file (SHA512-CRYPT hashes). Never the system instance: it
 runs as `dovecot -F -c <our config>` and is stopped by its PID.
 
     dc = Dovecot(mail_user="tern")             # mail files owned by that system user
     dc.add_user("mig1@example.test", "pw")      # home: <root>/home/mig1
     dc.start(); ... dc.stop(); dc.cleanup()
     dc.maildir("mig1@example.test")             # -> Path of its Maildir
+
+An SQL setup instead of the passwd-file (test_migration_sql.py): Dovecot(mail_user,
+auth=<passdb/userdb blocks>, mail_location="maildir:/srv/vmail/%d/%n", conf_dir=<folder
+where dovecot.conf is written, beside its dovecot-sql.conf.ext>).
 """
 
 import os
@@ -28,7 +32,7 @@ HAS_DOVECOT = os.path.exists(DOVECOT) and os.path.exists("/usr/lib/dovecot/imap"
 
 
 class Dovecot:
-    def __init__(self, mail_user):
+    def __init__(self, mail_user, auth=None, mail_location="maildir:~/Maildir", conf_dir=None):
         # its own folder, reachable by Dovecot's unprivileged processes (pytest's tmp_path
         # is under a 0700 folder)
         self.root = Path(tempfile.mkdtemp(prefix="dovecot-it-"))
@@ -43,6 +47,24 @@ class Dovecot:
         self.log = self.root / "dovecot.log"
         self.proc = None
         self.users = {}
+        self.auth = auth
+        self.mail_location = mail_location
+        self.conf_dir = Path(conf_dir) if conf_dir else self.root
+
+    def auth_blocks(self):
+        """passdb/userdb: the given ones, else the passwd-file with static homes."""
+        if self.auth is not None:
+            return self.auth
+        uid, gid = self.pw.pw_uid, self.pw.pw_gid
+        return f"""passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {self.passwd}
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={self.home_root}/%n
+}}
+"""
 
     def config(self):
         uid, gid = self.pw.pw_uid, self.pw.pw_gid
@@ -56,7 +78,7 @@ listen = 127.0.0.1
 ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain login
-mail_location = maildir:~/Maildir
+mail_location = {self.mail_location}
 first_valid_uid = {min(uid, 500)}
 default_login_user = dovenull
 default_internal_user = dovecot
@@ -66,15 +88,7 @@ namespace inbox {{
   inbox = yes
   separator = /
 }}
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {self.passwd}
-}}
-userdb {{
-  driver = static
-  args = uid={uid} gid={gid} home={self.home_root}/%n
-}}
-service imap-login {{
+{self.auth_blocks()}service imap-login {{
   inet_listener imap {{
     address = 127.0.0.1
     port = {self.ports['imap']}
@@ -103,15 +117,28 @@ service stats {{
 """
 
     def add_user(self, address, password):
+        """A passwd-file user whose password is stored as `doveadm pw` makes it
+        (SHA512-CRYPT, Dovecot's usual choice): a move carries this hash, not the password."""
+        cp = subprocess.run(["doveadm", "pw", "-s", "SHA512-CRYPT", "-p", password],
+                            text=True, capture_output=True, timeout=60)
+        assert cp.returncode == 0, cp.stderr
         with open(self.passwd, "a") as f:
-            f.write(f"{address}:{{PLAIN}}{password}\n")
+            f.write(f"{address}:{cp.stdout.strip()}\n")
         self.users[address] = password
+
+    def stored_hash(self, address):
+        """The passwd-file's "{SCHEME}hash" of address."""
+        for line in self.passwd.read_text().splitlines():
+            user, _, rest = line.partition(":")
+            if user == address:
+                return rest.partition(":")[0]
+        raise KeyError(address)
 
     def maildir(self, address):
         return self.home_root / address.partition("@")[0] / "Maildir"
 
     def start(self):
-        conf = self.root / "dovecot.conf"
+        conf = self.conf_dir / "dovecot.conf"
         conf.write_text(self.config())
         self.proc = subprocess.Popen([DOVECOT, "-F", "-c", str(conf)], stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT)

@@ -12,6 +12,7 @@ started, stopped by its PID.
     db.start(); db.load_postfixadmin("postfix")
     db.sql("postfix", "INSERT INTO domain ...")
     db.tern_keys("postfix")                   # directory.* keys for tern.conf
+    db = module_server("mysql", load)         # started and loaded, or the test skips
     db.stop(); db.start()                     # an outage and its end
     db.cleanup()
 
@@ -368,3 +369,21 @@ def make_server(driver, root):
     if not available(driver):
         return None
     return MariaDB(root) if driver == "mysql" else PostgreSQL(root)
+
+
+def module_server(driver, load):
+    """For a module fixture: a started server of driver in a fresh folder the database's
+    own account can reach (pytest's tmp_path is 0700 root), after load(db) filled it;
+    skips the test when the binaries are absent. The caller cleans it up (db.cleanup())."""
+    import pytest
+    import tempfile
+    if not available(driver):
+        pytest.skip(f"{driver} server binaries not installed (scripts/install-deps.sh)")
+    db = make_server(driver, tempfile.mkdtemp(prefix=f"sqldir-{driver}-"))
+    try:
+        db.start()
+        load(db)
+    except BaseException:
+        db.cleanup()
+        raise
+    return db

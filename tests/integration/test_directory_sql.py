@@ -32,12 +32,11 @@ import poplib
 import re
 import smtplib
 import subprocess
-import tempfile
 
 import pytest
 
 from conftest import TernServer, _finish
-from sqldb_util import TERN_DB_PASSWORD, TERN_DB_USER, TLS_DB_USER, available, make_server
+from sqldb_util import TERN_DB_PASSWORD, TERN_DB_USER, TLS_DB_USER, module_server
 from tern_util import (IO_TIMEOUT, Client, b64, make_message, maildir_messages, send_mail,
                        wait_for)
 
@@ -126,18 +125,11 @@ def load_rows(db, forms):
 
 @pytest.fixture(scope="module", params=["mysql", "postgresql"])
 def sqldb(request):
-    driver = request.param
-    if not available(driver):
-        pytest.skip(f"{driver} server binaries not installed (scripts/install-deps.sh)")
-    # a folder the database's own account can reach (pytest's tmp_path is 0700 root)
-    db = make_server(driver, tempfile.mkdtemp(prefix=f"sqldir-{driver}-"))
-    try:
-        db.start()
+    def load(db):
         db.load_postfixadmin(DB)
         load_rows(db, password_forms())
-    except BaseException:
-        db.cleanup()
-        raise
+
+    db = module_server(request.param, load)
     yield db
     db.cleanup()
 

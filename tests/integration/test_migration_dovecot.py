@@ -4,7 +4,8 @@ test_migration_dovecot.py - issue 14: a move from Dovecot that no client notices
 A real Dovecot (Debian's dovecot-imapd/-pop3d, started here on loopback with its own
 config and mail location, dovecot_util.py) serves a mailbox with subfolders, keywords,
 expunged UIDs and subscriptions; mbsync and fetchmail (keep, UIDL) sync it; Dovecot stops;
-the Maildir is copied into a Tern user's home; then over IMAP and POP3 Tern must show the
+the user is added to Tern with the passwd-file's SHA512-CRYPT hash as Dovecot stored it and
+the Maildir is copied into its home; then over IMAP and POP3 Tern must show the
 same UIDVALIDITY, UIDNEXT, UIDs, flags and keywords, subscriptions and UIDLs, mbsync must
 re-sync transferring 0 messages and fetchmail must fetch 0 old messages (and each exactly
 the one message delivered after the move, which proves the checks can see a transfer).
@@ -23,7 +24,7 @@ import pytest
 
 from dovecot_util import HAS_DOVECOT, Dovecot
 from tern_util import IO_TIMEOUT, wait_for
-from test_pop3_lib import add_user, deliver_file
+from test_pop3_lib import deliver_file
 
 MBSYNC = shutil.which("mbsync")
 FETCHMAIL = shutil.which("fetchmail")
@@ -37,28 +38,28 @@ pytestmark = [
 USER, PASSWORD = "mig1@example.test", "migpw"
 
 
-def message(n, folder):
-    return (f"From: sender{n}@example.org\r\nTo: {USER}\r\nSubject: {folder} {n}\r\n"
+def message(n, folder, user=USER):
+    return (f"From: sender{n}@example.org\r\nTo: {user}\r\nSubject: {folder} {n}\r\n"
             f"Message-ID: <{folder.replace('/', '.')}.{n}@migration.test>\r\n"
             f"Date: Sat, 05 Dec 2026 10:{n:02d}:00 +0000\r\n\r\nbody {n} of {folder}\r\n")
 
 
-def imap(port):
+def imap(port, user=USER, password=PASSWORD):
     m = imaplib.IMAP4("127.0.0.1", port, timeout=IO_TIMEOUT)
-    m.login(USER, PASSWORD)
+    m.login(user, password)
     return m
 
 
-def populate(port):
+def populate(port, user=USER, password=PASSWORD):
     """Folders, messages with flags and keywords, expunged UIDs, subscriptions."""
-    m = imap(port)
+    m = imap(port, user, password)
     layout = {"INBOX": 12, "Work": 4, "Lists/dovecot": 3, "Sent": 2}
     for folder, n in layout.items():
         if folder != "INBOX":
             assert m.create(folder)[0] == "OK"
         for i in range(1, n + 1):
             flags = "(\\Seen)" if i % 3 == 0 else "()"
-            typ, _ = m.append(folder, flags, None, message(i, folder).encode())
+            typ, _ = m.append(folder, flags, None, message(i, folder, user).encode())
             assert typ == "OK"
     m.select("INBOX")
     # keywords: Dovecot keeps them as letters a-z in the file names + dovecot-keywords
@@ -74,10 +75,10 @@ def populate(port):
     m.logout()
 
 
-def snapshot(port):
+def snapshot(port, user=USER, password=PASSWORD):
     """What an IMAP client caches: per mailbox UIDVALIDITY, UIDNEXT, and per UID its
     flags and Message-ID; plus the subscriptions."""
-    m = imap(port)
+    m = imap(port, user, password)
     boxes = {}
     for folder in ("INBOX", "Work", "Lists/dovecot", "Sent"):
         typ, st = m.status(f'"{folder}"', "(MESSAGES UIDNEXT UIDVALIDITY)")
@@ -101,16 +102,16 @@ def snapshot(port):
     return boxes, subs
 
 
-def pop3_uidls(port):
+def pop3_uidls(port, user=USER, password=PASSWORD):
     p = poplib.POP3("127.0.0.1", port, timeout=IO_TIMEOUT)
-    p.user(USER)
-    p.pass_(PASSWORD)
+    p.user(user)
+    p.pass_(password)
     uidls = [x.decode().split()[1] for x in p.uidl()[1]]
     p.quit()
     return uidls
 
 
-def mbsync(tmp_path, port):
+def mbsync(tmp_path, port, user=USER, password=PASSWORD):
     """Sync every folder into tmp_path/local (state kept there across servers)."""
     local = tmp_path / "local"
     local.mkdir(exist_ok=True)
@@ -118,8 +119,8 @@ def mbsync(tmp_path, port):
     rc.write_text(f"""IMAPAccount server
 Host 127.0.0.1
 Port {port}
-User {USER}
-Pass {PASSWORD}
+User {user}
+Pass {password}
 SSLType None
 AuthMechs LOGIN
 
@@ -225,7 +226,10 @@ def _check_dovecot_side(dc, before, subs_before, tmp_path, out, n_fetched, fm_ou
 
 def _move_and_check(tern, dc, before, subs_before, uidls_before, tmp_path):
     synced = local_files(tmp_path)
-    add_user(tern, USER, PASSWORD)
+    # the user moves with Dovecot's stored hash, not a new password: every client below
+    # logs in with the old one
+    tern.cli("user", "add", USER, "--hash", dc.stored_hash(USER))
+    tern.users[USER] = PASSWORD
     move_maildir(dc.maildir(USER), tern)
     # a fresh UIDVALIDITY would be the time now: let it differ from Dovecot's values
     newest = max(int(st["UIDVALIDITY"]) for st, _ in before.values())
