@@ -34,7 +34,9 @@ bad:
 uint64_t wire_num(struct wire_reader *r, uint64_t max)
 {
     const char *s = wire_str(r, 21);
-    if (r->is_bad || !*s)
+    /* canonical decimal only (no leading zero), as wire_put_num writes it: one number has
+     * one spelling, so a record that decodes encodes back to the same bytes */
+    if (r->is_bad || !*s || (s[0] == '0' && s[1]))
         goto bad;
     uint64_t v = 0;
     for (const char *p = s; *p; p++) {

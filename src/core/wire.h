@@ -30,7 +30,7 @@ struct wire_reader {
 void wire_reader_init(struct wire_reader *r, const char *data, size_t len);
 /* The next string (shorter than max_len bytes; "" is allowed), or "" with is_bad set. */
 const char *wire_str(struct wire_reader *r, size_t max_len);
-/* The next number, at most max (1-20 digits), or 0 with is_bad set. */
+/* The next number, at most max (1-20 digits, no leading zero), or 0 with is_bad set. */
 uint64_t wire_num(struct wire_reader *r, uint64_t max);
 /* The bytes after the last field read (not NUL-separated). */
 const char *wire_rest(const struct wire_reader *r, size_t *len_r);
