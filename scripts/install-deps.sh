@@ -23,12 +23,13 @@ fi
 # postgresql); mariadb-server, mariadb-client, postgresql: the real servers
 # tests/integration/test_directory_sql.py starts as private instances (never the system
 # services: see below); dovecot-core's doveadm makes the password hashes postfixadmin's
-# "dovecot:" settings store.
+# "dovecot:" settings store. rspamd and opendkim: the milter tests run private instances
+# of both on loopback (never the system services: see below).
 PACKAGES="
 meson ninja-build pkg-config gcc libc6-dev clang libclang-rt-14-dev
 libevent-dev libssl-dev libgsasl-dev libcrypt-dev libargon2-dev libsqlite3-dev
 libunbound-dev nettle-dev libcmocka-dev libunistring-dev zlib1g-dev libmariadb-dev libpq-dev
-python3 python3-pytest python3-pytest-timeout
+python3 python3-pytest python3-pytest-timeout python3-pytest-xdist
 openssl gnutls-bin ca-certificates curl swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl
 isync fetchmail dovecot-core sqlite3 passwd procps
 dovecot-imapd dovecot-pop3d postfix
@@ -36,6 +37,7 @@ libpsl-dev publicsuffix libcurl4-openssl-dev
 python3-dkim python3-nacl opendkim-tools python3-spf python3-yaml iproute2 util-linux
 nsd ldnsutils
 mariadb-server mariadb-client postgresql
+rspamd opendkim
 "
 # dovecot-imapd/-pop3d and postfix: the migration and LMTP tests run their own instances
 # (tests/integration/dovecot_util.py, postfix_util.py) on loopback ports; the system
@@ -61,7 +63,8 @@ if [ -n "$missing" ]; then
     apt-get update -q
     # Postfix: "No configuration" (no main.cf, nothing started); and while installing,
     # a policy-rc.d that refuses every service start (unless the machine has its own),
-    # so neither the system Postfix, Dovecot, NSD, MariaDB nor PostgreSQL ever runs.
+    # so neither the system Postfix, Dovecot, NSD, MariaDB, PostgreSQL, rspamd nor OpenDKIM
+    # ever runs.
     echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
     made_policy=0
     if [ ! -e /usr/sbin/policy-rc.d ]; then

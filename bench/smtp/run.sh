@@ -44,6 +44,14 @@
 # with SYSCALLS=100 (docs/PERFORMANCE.md): tern fsync(tmp file) + rename + fsync(new/) before
 # its 250 (plus a shared SQLite WAL fdatasync); Postfix fsync(queue file) before its 250;
 # Dovecot LMTP fsync(tmp file) + rename + fdatasync(new/) (+ dovecot-uidlist fdatasync, shared).
+#
+# MILTER=rspamd (issue 13): both sides send every message through the same private rspamd
+# (milter-proxy mode, scanning itself, DNS pointed at a dead loopback port so it never asks
+# the network), started here from $WORK on a free loopback port: tern with
+# smtp.milters = inet:127.0.0.1:PORT, Postfix with smtpd_milters = inet:127.0.0.1:PORT.
+#
+#     MILTER=rspamd MESSAGES=2000 RUNS=3 bench/smtp/run.sh
+# TERN_EXTRA="key = value" adds lines to tern's config (e.g. worker_threads = 50).
 set -euo pipefail
 
 MESSAGES=${MESSAGES:-5000}
@@ -134,8 +142,51 @@ perf_pass() {
         | grep -v -e '^#' -e '^$' | head -10 || true
 }
 
+# ---- the shared milter (MILTER=rspamd) -------------------------------------------------------
+TERN_MILTER=""
+POSTFIX_MILTER=""
+if [ "${MILTER:-}" = rspamd ]; then
+    command -v rspamd >/dev/null || bench_install rspamd
+    RPORT=$(free_port)
+    R="$WORK/rspamd"
+    mkdir -p "$R/local/local.d"
+    cat > "$R/rspamd.conf" <<RSPAMD
+.include "\$CONFDIR/common.conf"
+options {
+    pidfile = "\$RUNDIR/rspamd.pid";
+    .include "\$CONFDIR/options.inc"
+    dns { nameserver = ["127.0.0.1:1"]; timeout = 0.2s; retransmits = 1; }
+}
+logging { type = "file"; filename = "\$LOGDIR/rspamd.log"; level = "warning"; }
+worker "rspamd_proxy" {
+    bind_socket = "127.0.0.1:$RPORT";
+    milter = yes;
+    timeout = 120s;
+    upstream "local" { default = yes; self_scan = yes; }
+    count = 2;
+}
+RSPAMD
+    echo 'enabled = false;' > "$R/local/local.d/fuzzy_check.conf"
+    printf 'use = ["x-spamd-result"];\nskip_local = false;\n' > "$R/local/local.d/milter_headers.conf"
+    rspamd -f -i -c "$R/rspamd.conf" --var="DBDIR=$R" --var="RUNDIR=$R" --var="LOGDIR=$R" \
+        --var="LOCAL_CONFDIR=$R/local" > "$R/stderr.txt" 2>&1 &
+    PIDS+=("$!")
+    log "rspamd: starting on 127.0.0.1:$RPORT (compiling its expressions takes a while)"
+    for _ in $(seq 600); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$RPORT") 2>/dev/null && break
+        sleep 0.5
+    done
+    (exec 3<>"/dev/tcp/127.0.0.1/$RPORT") 2>/dev/null || die "rspamd did not start: $(tail "$R/rspamd.log")"
+    TERN_MILTER="smtp.milters = inet:127.0.0.1:$RPORT"
+    POSTFIX_MILTER="smtpd_milters = inet:127.0.0.1:$RPORT
+milter_default_action = tempfail
+milter_protocol = 6"
+fi
+
 # ---- Tern ----------------------------------------------------------------------------------
-tern_setup "smtp.max_recipients = 1000"
+tern_setup "smtp.max_recipients = 1000
+$TERN_MILTER
+${TERN_EXTRA:-}"
 echo benchpw | tern_cli user add bench@example.test --password-stdin >/dev/null
 tern_start
 TMAIL="$WORK/tern/data/mail/example.test/bench/Maildir"
@@ -190,7 +241,8 @@ dovecot -c "$D/dovecot.conf" || die "dovecot did not start: $(tail "$D/dovecot.l
 postfix_start "virtual_mailbox_domains = example.test
 virtual_transport = lmtp:inet:127.0.0.1:$LPORT
 lmtp_destination_concurrency_limit = 50
-default_destination_concurrency_limit = 50"
+default_destination_concurrency_limit = 50
+$POSTFIX_MILTER"
 PMAIL="$D/mail/example.test/bench/Maildir"
 
 # ---- timed runs: alternating tern / reference, so a load change on a shared box hits both --
@@ -230,8 +282,8 @@ perf_pass
 syscall_pass postfix "$(tr -d ' ' < "$P/spool/pid/master.pid")" "$PPORT" "$PMAIL/new"
 syscall_pass dovecot-lmtp "$(cat "$D/run/master.pid")" "$PPORT" "$PMAIL/new"
 
-printf '\nSMTP receive + durable local delivery, %d x %d-byte messages, %d sessions (median of %d)\n' \
-    "$MESSAGES" "$SIZE" "$SESSIONS" "$RUNS"
+printf '\nSMTP receive + durable local delivery%s, %d x %d-byte messages, %d sessions (median of %d)\n' \
+    "${MILTER:+ through $MILTER (milter)}" "$MESSAGES" "$SIZE" "$SESSIONS" "$RUNS"
 printf '  tern:                   %10.1f msg/s\n' "$TERN_RATE"
 printf '  postfix + dovecot lmtp: %10.1f msg/s\n' "$REF_RATE"
 printf '  ratio tern / reference: %10.2f x\n' "$(echo "$TERN_RATE / $REF_RATE" | bc -l)"

@@ -127,7 +127,7 @@ bool auth_sender_allowed(struct auth_service *svc, const char *user, const char 
 
 /* ---- credentials ------------------------------------------------------------------ */
 
-/* Context of a login attempt, for logs, throttling and the plaintext policy. */
+/* Context of a login attempt, for logs and the plaintext policy. */
 struct auth_peer {
     const char *service; /* "smtp", "pop3", "imap" (SASL service name) */
     const char *ip;
@@ -139,11 +139,25 @@ struct auth_peer {
  * under auth.allow_plaintext? */
 bool auth_plaintext_allowed(struct auth_service *svc, const struct auth_peer *peer);
 
+/* May this peer use a SASL mechanism now? One rule for advertising (EHLO, CAPA,
+ * CAPABILITY, bare POP3 AUTH) and for accepting (AUTH, AUTHENTICATE): a mechanism is
+ * accepted exactly when it is advertised to that peer in that state. */
+enum auth_mech_status {
+    AUTH_MECH_OK,          /* advertised: the exchange may start */
+    AUTH_MECH_UNKNOWN,     /* not a mechanism we implement */
+    AUTH_MECH_NEEDS_TLS,   /* plaintext (PLAIN, LOGIN) refused by auth.allow_plaintext here;
+                              every policy allows it over TLS */
+    AUTH_MECH_UNAVAILABLE, /* no enabled user has a credential that can answer it
+                              (CRAM-MD5, SCRAM-SHA-256 need a stored key or the password) */
+};
+/* Name case-insensitive. Never blocks on a network (auth_mechanism_flags below): safe on
+ * the loop. */
+enum auth_mech_status auth_mechanism_status(struct auth_service *svc, const char *mechanism,
+                                            const struct auth_peer *peer);
 /* Never blocks on a network (called on the loop for EHLO/CAPA/CAPABILITY). Space-separated
- * SASL mechanisms to advertise for this peer, e.g. "PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256":
- * plaintext ones only when allowed; CRAM-MD5 and SCRAM-SHA-256 only when some user has a
- * credential that can serve them (an SQL directory: when directory.default_pass_scheme is
- * a plaintext one). Caller frees. */
+ * SASL mechanisms to advertise for this peer: those whose status is AUTH_MECH_OK, e.g.
+ * "PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256" (an SQL directory serves CRAM-MD5 and SCRAM-SHA-256
+ * when directory.default_pass_scheme is a plaintext one). Caller frees. */
 char *auth_mechanisms(struct auth_service *svc, const struct auth_peer *peer);
 /* Never blocks on a network. Whether APOP can be served (some user has a
  * plaintext-equivalent credential). */
@@ -165,10 +179,41 @@ int auth_login_password(struct auth_service *svc, const char *login, const char 
 int auth_login_apop(struct auth_service *svc, const char *login, const char *timestamp,
                     const char *digest_hex, char **user_r);
 
-/* Failed-login throttle per client (auth.max_failures per auth.failure_window): ip is
- * conn_peer_ip(); an IPv4 client is counted per address, an IPv6 client per /64. */
-bool auth_throttle_is_blocked(struct auth_service *svc, const char *ip);
-void auth_throttle_record_failure(struct auth_service *svc, const char *ip);
+/* ---- the failed-login policy (policy/penalty.h) ------------------------------------ */
+
+/* One table per directory: with the auth process (DESIGN §2), the auth process's, for
+ * every worker (issue 10: it owns the failed-login state). Plain data in and out
+ * (penalty.h's request and answer); the table does no hashing, but with a remote
+ * directory each call is a request to the auth process: BLOCKING, so sessions make them
+ * in their login jobs, beside the credential check. The auth process stamps the time
+ * itself (q->now_ms is used only with a local directory). */
+struct penalty_query;
+struct penalty_answer;
+struct penalty_block;
+/* BLOCKING. Before verifying credentials: blocked, or allowed after answer->delay_ms. */
+void auth_penalty_check(struct auth_service *svc, const struct penalty_query *q,
+                        struct penalty_answer *a_r);
+/* BLOCKING. After verifying: count the attempt; PENALTY_BLOCKED on a success means
+ * refuse it. */
+void auth_penalty_report(struct auth_service *svc, const struct penalty_query *q,
+                         bool is_success, struct penalty_answer *a_r);
+/* BLOCKING. A login job's policy step before it verifies credentials (penalty.h's struct
+ * penalty_gate, filled on the loop): true to verify now; false when the attempt is
+ * refused (g->is_blocked) or must first be held g->delay_ms (the job's done callback
+ * submits it again after that delay; the check is not repeated). */
+struct penalty_gate;
+bool auth_penalty_gate_enter(struct auth_service *svc, struct penalty_gate *g,
+                             const char *account);
+/* BLOCKING. After verifying: rc 1 succeeded, 0 failed (counted), -1 a temporary error
+ * (not counted). true when a success must be refused as a failure (g->is_blocked). */
+bool auth_penalty_gate_report(struct auth_service *svc, struct penalty_gate *g,
+                              const char *account, int rc);
+/* Never blocks. `tern auth blocks` (auth/control.c, in the process that holds the table):
+ * list the active blocks / lift them (penalty_blocks_* rules); 0 without a local table. */
+size_t auth_penalty_blocks_list(struct auth_service *svc,
+                                void (*cb)(const struct penalty_block *b, void *arg), void *arg);
+size_t auth_penalty_blocks_clear(struct auth_service *svc, const char *ip, const char *account,
+                                 const char *by);
 
 /* ---- handing a logged-in session over (privilege separation, DESIGN §2) ----------------
  * A login process (which may read no mailbox) checks the credentials through the auth
@@ -205,8 +250,9 @@ enum auth_sasl_status {
     AUTH_SASL_FAIL,     /* bad credentials or malformed exchange */
     AUTH_SASL_TEMPFAIL, /* directory error */
 };
-/* Start mechanism (case-insensitive). NULL if unknown or not allowed for this peer.
- * hostname is used for CRAM-MD5 challenges "<random.time@hostname>". */
+/* Start mechanism (case-insensitive). NULL unless auth_mechanism_status() is AUTH_MECH_OK
+ * for this peer (or out of memory): sessions ask auth_mechanism_status() first to choose
+ * their refusal. hostname is used for CRAM-MD5 challenges "<random.time@hostname>". */
 struct auth_sasl *auth_sasl_start(struct auth_service *svc, const char *mechanism,
                                   const struct auth_peer *peer, const char *hostname);
 /* BLOCKING, NETWORK. Feed one client response: base64 text as the client sent it (NULL when the

@@ -1,10 +1,10 @@
 /*
  * auth_internal.h - what the files of the auth module share and nobody else sees:
- * the service struct (the directory backend, the throttle table), address
+ * the service struct (the directory backend, the failed-login table), address
  * normalisation, and the credential lookup that SASL and logins build on.
  *
- * Thread rules: the backend serialises or pools itself (dir_backend.h); the throttle
- * table is used only with svc->throttle_lock held.
+ * Thread rules: the backend serialises or pools itself (dir_backend.h); the failed-login
+ * table is used only with svc->penalty_lock held.
  */
 #ifndef TERN_AUTH_AUTH_INTERNAL_H
 #define TERN_AUTH_AUTH_INTERNAL_H
@@ -23,17 +23,6 @@
 #define AUTH_MAX_CRED       1024 /* a stored "{SCHEME}..." value */
 #define AUTH_ALIAS_DEPTH    10   /* alias expansion depth (Postfix uses 100; 10 is plenty) */
 #define AUTH_ALIAS_MAX_OUT  1000 /* addresses one resolve may produce */
-#define AUTH_THROTTLE_SLOTS 4096 /* IPv4 addresses / IPv6 /64s tracked by the throttle */
-
-/* A throttle key: "a.b.c.d", or "xxxx:xxxx:xxxx:xxxx::/64" (login.c). */
-#define AUTH_THROTTLE_KEY_SIZE 48
-
-struct auth_throttle_slot {
-    char key[AUTH_THROTTLE_KEY_SIZE]; /* "" for a free slot */
-    time_t window_start;              /* first failure of the current window */
-    time_t last;                      /* last failure: the oldest slot is evicted first */
-    unsigned count;
-};
 
 struct auth_remote;
 
@@ -43,15 +32,15 @@ struct auth_service {
     char *default_domain; /* "" when unset */
     char *mail_root;      /* <data_dir>/mail or directory.mail_root */
     enum config_plaintext allow_plaintext;
-    unsigned max_failures;
-    unsigned failure_window;
     uint64_t quota_default;
 
     struct dir_backend *dir; /* where domains, users and aliases are stored */
 
-    pthread_mutex_t throttle_lock;
-    struct auth_throttle_slot *throttle; /* AUTH_THROTTLE_SLOTS entries */
-    time_t (*clock)(void);               /* time source; tests replace it */
+    pthread_mutex_t penalty_lock;   /* guards penalty */
+    struct penalty_table *penalty;  /* the failed-login policy (policy/penalty.h); NULL when
+                                     * remote: the auth process holds it */
+    uint64_t (*penalty_clock)(void); /* its clock in ms, NULL: penalty_now_ms (tests) */
+
     unsigned char fake_secret[32];       /* fake SCRAM salts for unknown users */
 
     /* Which challenge mechanisms some stored credential can answer (auth_mechanism_flags):
@@ -136,10 +125,15 @@ int auth_remote_login_apop(struct auth_service *svc, const char *login, const ch
                            char *token_r);
 int auth_remote_login_redeem(struct auth_service *svc, const char *token, const char *user,
                              const char *binding);
-bool auth_remote_throttle_is_blocked(struct auth_service *svc, const char *ip);
 int auth_remote_domain_list(struct auth_service *svc, void (*cb)(const char *domain, void *arg),
                             void *arg);
-void auth_remote_throttle_record_failure(struct auth_service *svc, const char *ip);
+/* The failed-login policy's check and report (auth_penalty_*), asked of the auth
+ * process; a call it cannot answer allows without delay (the login that follows fails
+ * as a temporary error anyway). */
+void auth_remote_penalty_check(struct auth_service *svc, const struct penalty_query *q,
+                               struct penalty_answer *a_r);
+void auth_remote_penalty_report(struct auth_service *svc, const struct penalty_query *q,
+                                bool is_success, struct penalty_answer *a_r);
 int auth_remote_login_too_soon(struct auth_service *svc, const char *user, unsigned delay);
 /* The mechanism flags the auth process announced; false when none arrived yet. */
 bool auth_remote_mechanism_flags(struct auth_service *svc, bool *has_cram_r, bool *has_scram_r,
@@ -172,7 +166,7 @@ bool auth_tokens_redeem(struct auth_tokens *t, const char *token, const char *us
 /* Test hook: the tokens' clock (NULL: time()). */
 void auth_tokens_set_clock(struct auth_tokens *t, time_t (*clock)(void));
 
-/* Test hook: replace the throttle's clock (NULL restores time()). */
-void auth_throttle_set_clock(struct auth_service *svc, time_t (*clock)(void));
+/* Test hook: the failed-login table's clock in milliseconds (NULL: the monotonic clock). */
+void auth_penalty_set_clock(struct auth_service *svc, uint64_t (*clock_ms)(void));
 
 #endif

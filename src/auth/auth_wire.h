@@ -19,8 +19,9 @@
  *   LOGIN_PASSWORD        login, password, [binding]       1/0/-1, user, [token]
  *   LOGIN_APOP            login, timestamp, digest,        1/0/-1, user, [token]
  *                         [binding]
- *   THROTTLE_BLOCKED      ip                               1/0
- *   THROTTLE_FAILURE      ip                               0
+ *   PENALTY_CHECK         ip, account, trusted, service    verdict, delay ms
+ *   PENALTY_REPORT        ip, account, trusted, service,   verdict
+ *                         success
  *   LOGIN_TOO_SOON        user, delay seconds              1/0 (POP3 LOGIN-DELAY)
  *   SASL_STEP             id, mech, hostname, service, ip, tls, loopback, has_response,
  *                         response, [binding]              status, id, has_challenge,
@@ -30,6 +31,10 @@
  *   MECHS (id 0, pushed)  "CSA": CRAM-MD5, SCRAM-SHA-256, APOP available ('1'/'0')
  *   DOMAIN_LIST           (none)                           0/-1, the local domains in order
  *   TOKEN_REDEEM          token, user, binding             1/0/-1 (mail workers only)
+ *
+ * PENALTY_*: the failed-login policy (policy/penalty.h, one table in the auth process for
+ * every worker): trusted and success are "1"/"0", the verdict is enum penalty_verdict;
+ * the auth process takes the time from its own clock.
  *
  * Both ends treat the other's bytes as untrusted: every string must end inside the
  * payload, counts are checked against what arrived.
@@ -44,8 +49,8 @@ enum auth_msg {
     AUTH_MSG_SENDER_ALLOWED,
     AUTH_MSG_LOGIN_PASSWORD,
     AUTH_MSG_LOGIN_APOP,
-    AUTH_MSG_THROTTLE_BLOCKED,
-    AUTH_MSG_THROTTLE_FAILURE,
+    AUTH_MSG_PENALTY_CHECK,
+    AUTH_MSG_PENALTY_REPORT,
     AUTH_MSG_LOGIN_TOO_SOON,
     AUTH_MSG_SASL_STEP,
     AUTH_MSG_SASL_FREE,

@@ -15,6 +15,7 @@
  * on the network).
  */
 #include "auth/auth_internal.h"
+#include "policy/penalty.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "core/util.h"
@@ -128,11 +129,6 @@ static char *xstrdup(const char *s)
     return s ? strdup(s) : NULL;
 }
 
-static time_t default_clock(void)
-{
-    return time(NULL);
-}
-
 int auth_config_check(const struct config *cfg, char **error_r)
 {
     if (cfg->directory_driver != DIRECTORY_SQLITE)
@@ -165,12 +161,11 @@ struct auth_service *auth_service_open(const struct config *cfg, char **error_r)
     svc->data_dir = xstrdup(cfg->data_dir ? cfg->data_dir : ".");
     svc->default_domain = xstrdup(cfg->default_domain ? cfg->default_domain : "");
     svc->allow_plaintext = cfg->allow_plaintext;
-    svc->max_failures = cfg->auth_max_failures;
-    svc->failure_window = cfg->auth_failure_window;
     svc->quota_default = cfg->quota_default;
-    svc->clock = default_clock;
-    svc->throttle = calloc(AUTH_THROTTLE_SLOTS, sizeof *svc->throttle);
-    pthread_mutex_init(&svc->throttle_lock, NULL);
+    pthread_mutex_init(&svc->penalty_lock, NULL);
+    struct penalty_limits limits;
+    penalty_limits_from_config(cfg, &limits);
+    svc->penalty = penalty_table_new(&limits);
     pthread_mutex_init(&svc->mech_lock, NULL);
     if (svc->data_dir) {
         if (cfg->directory_mail_root && cfg->directory_mail_root[0])
@@ -178,7 +173,7 @@ struct auth_service *auth_service_open(const struct config *cfg, char **error_r)
         else if (asprintf(&svc->mail_root, "%s/mail", svc->data_dir) < 0)
             svc->mail_root = NULL;
     }
-    if (!svc->data_dir || !svc->default_domain || !svc->mail_root || !svc->throttle) {
+    if (!svc->data_dir || !svc->default_domain || !svc->mail_root || !svc->penalty) {
         auth_set_error(error_r, "out of memory");
         goto fail;
     }
@@ -201,9 +196,11 @@ void auth_service_close(struct auth_service *svc)
     auth_remote_close(svc);
     if (svc->dir)
         svc->dir->ops->close(svc->dir);
-    pthread_mutex_destroy(&svc->throttle_lock);
+    if (svc->penalty) {
+        pthread_mutex_destroy(&svc->penalty_lock);
+        penalty_table_free(svc->penalty);
+    }
     pthread_mutex_destroy(&svc->mech_lock);
-    free(svc->throttle);
     free(svc->data_dir);
     free(svc->default_domain);
     free(svc->mail_root);

@@ -1,7 +1,9 @@
 /*
  * login.c - password logins (USER/PASS, IMAP LOGIN, SASL PLAIN/LOGIN), APOP, the
- * plaintext policy, which mechanisms to advertise, and the failure throttle (per IPv4
- * address, per IPv6 /64).
+ * plaintext policy, the credential kinds the directory holds (auth_mechanism_flags: which
+ * SASL mechanisms a peer may use is decided from them in sasl.c), the failed-login
+ * policy's table (policy/penalty.h: the auth process's for every worker) and POP3's
+ * LOGIN-DELAY times.
  *
  * Thread rules: any thread. auth_login_* are BLOCKING (they run slow hashes).
  */
@@ -9,9 +11,8 @@
 
 #include "auth/auth_internal.h"
 #include "core/util.h"
+#include "policy/penalty.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <openssl/crypto.h>
 #include <openssl/md5.h>
 #include <stdio.h>
@@ -76,23 +77,6 @@ bool auth_apop_available(struct auth_service *svc)
     bool cram, scram, apop;
     auth_mechanism_flags(svc, &cram, &scram, &apop);
     return apop;
-}
-
-char *auth_mechanisms(struct auth_service *svc, const struct auth_peer *peer)
-{
-    bool has_cram, has_scram, has_apop;
-    auth_mechanism_flags(svc, &has_cram, &has_scram, &has_apop);
-    struct buf out;
-    buf_init(&out, 256);
-    if (auth_plaintext_allowed(svc, peer))
-        buf_append_str(&out, "PLAIN LOGIN");
-    if (has_cram)
-        buf_printf(&out, "%sCRAM-MD5", out.len ? " " : "");
-    if (has_scram)
-        buf_printf(&out, "%sSCRAM-SHA-256", out.len ? " " : "");
-    if (!out.data)
-        return strdup("");
-    return buf_steal(&out);
 }
 
 /* ---- logins ----------------------------------------------------------------------- */
@@ -203,110 +187,73 @@ int auth_login_apop(struct auth_service *svc, const char *login, const char *tim
     return rc;
 }
 
-/* ---- throttle --------------------------------------------------------------------- */
+/* ---- the failed-login policy ------------------------------------------------------------ */
 
-static time_t throttle_now(struct auth_service *svc)
+/* The table's clock (tests replace it). penalty_lock held. */
+static uint64_t auth_penalty_now(struct auth_service *svc)
 {
-    return svc->clock();
+    return svc->penalty_clock ? svc->penalty_clock() : penalty_now_ms();
 }
 
-static time_t time_clock(void)
+void auth_penalty_set_clock(struct auth_service *svc, uint64_t (*clock_ms)(void))
 {
-    return time(NULL);
+    pthread_mutex_lock(&svc->penalty_lock);
+    svc->penalty_clock = clock_ms;
+    pthread_mutex_unlock(&svc->penalty_lock);
 }
 
-void auth_throttle_set_clock(struct auth_service *svc, time_t (*clock)(void))
-{
-    pthread_mutex_lock(&svc->throttle_lock);
-    svc->clock = clock ? clock : time_clock;
-    pthread_mutex_unlock(&svc->throttle_lock);
-}
-
-/*
- * What the throttle counts failures against. IPv4: the address. IPv6: the /64 it lies in.
- * A /64 is one link (RFC 4291 §2.5.4: 64-bit interface identifiers) and the least a
- * customer is given (RFC 6177), so whoever attacks from one IPv6 address can pick any of
- * 2^64 others; counting per address would never throttle them. An IPv4-mapped IPv6
- * address (::ffff:a.b.c.d) is an IPv4 client and is keyed as one. Anything that is not
- * an address (conn's "unknown") is its own key. false: too long to be a key.
- */
-static bool throttle_key(const char *ip, char key[AUTH_THROTTLE_KEY_SIZE])
-{
-    struct in6_addr a6;
-    if (inet_pton(AF_INET6, ip, &a6) == 1) {
-        if (IN6_IS_ADDR_V4MAPPED(&a6))
-            return inet_ntop(AF_INET, &a6.s6_addr[12], key, AUTH_THROTTLE_KEY_SIZE) != NULL;
-        memset(&a6.s6_addr[8], 0, 8);
-        char net[INET6_ADDRSTRLEN];
-        if (!inet_ntop(AF_INET6, &a6, net, sizeof net))
-            return false;
-        int n = snprintf(key, AUTH_THROTTLE_KEY_SIZE, "%s/64", net);
-        return n > 0 && n < AUTH_THROTTLE_KEY_SIZE;
-    }
-    int n = snprintf(key, AUTH_THROTTLE_KEY_SIZE, "%s", ip);
-    return n >= 0 && n < AUTH_THROTTLE_KEY_SIZE;
-}
-
-static struct auth_throttle_slot *throttle_find(struct auth_service *svc, const char *key)
-{
-    for (size_t i = 0; i < AUTH_THROTTLE_SLOTS; i++)
-        if (svc->throttle[i].key[0] && strcmp(svc->throttle[i].key, key) == 0)
-            return &svc->throttle[i];
-    return NULL;
-}
-
-bool auth_throttle_is_blocked(struct auth_service *svc, const char *ip)
-{
-    if (svc->remote)
-        return auth_remote_throttle_is_blocked(svc, ip);
-    char key[AUTH_THROTTLE_KEY_SIZE];
-    if (!ip || svc->max_failures == 0 || !throttle_key(ip, key))
-        return false;
-    pthread_mutex_lock(&svc->throttle_lock);
-    struct auth_throttle_slot *s = throttle_find(svc, key);
-    time_t now = throttle_now(svc);
-    bool blocked =
-        s && now - s->window_start < (time_t)svc->failure_window && s->count >= svc->max_failures;
-    pthread_mutex_unlock(&svc->throttle_lock);
-    return blocked;
-}
-
-/* A fixed table: a flood of distinct addresses evicts the slot idle the longest, so the
- * memory is bounded and active offenders stay tracked. */
-void auth_throttle_record_failure(struct auth_service *svc, const char *ip)
+/* The table is the auth process's when the directory is remote: the check and the report
+ * are requests to it, so every worker counts into one table. */
+void auth_penalty_check(struct auth_service *svc, const struct penalty_query *q,
+                        struct penalty_answer *a_r)
 {
     if (svc->remote) {
-        auth_remote_throttle_record_failure(svc, ip);
+        auth_remote_penalty_check(svc, q, a_r);
         return;
     }
-    char key[AUTH_THROTTLE_KEY_SIZE];
-    if (!ip || !throttle_key(ip, key))
+    struct penalty_query at = *q;
+    pthread_mutex_lock(&svc->penalty_lock);
+    if (svc->penalty_clock)
+        at.now_ms = svc->penalty_clock();
+    penalty_check(svc->penalty, &at, a_r);
+    pthread_mutex_unlock(&svc->penalty_lock);
+}
+
+void auth_penalty_report(struct auth_service *svc, const struct penalty_query *q,
+                         bool is_success, struct penalty_answer *a_r)
+{
+    if (svc->remote) {
+        auth_remote_penalty_report(svc, q, is_success, a_r);
         return;
-    pthread_mutex_lock(&svc->throttle_lock);
-    time_t now = throttle_now(svc);
-    struct auth_throttle_slot *s = throttle_find(svc, key);
-    if (!s) {
-        s = &svc->throttle[0];
-        for (size_t i = 0; i < AUTH_THROTTLE_SLOTS; i++) {
-            if (!svc->throttle[i].key[0]) {
-                s = &svc->throttle[i];
-                break;
-            }
-            if (svc->throttle[i].last < s->last)
-                s = &svc->throttle[i];
-        }
-        memset(s, 0, sizeof *s);
-        memcpy(s->key, key, sizeof s->key);
-        s->window_start = now;
     }
-    if (now - s->window_start >= (time_t)svc->failure_window) {
-        s->window_start = now;
-        s->count = 0;
-    }
-    if (s->count < UINT32_MAX)
-        s->count++;
-    s->last = now;
-    pthread_mutex_unlock(&svc->throttle_lock);
+    struct penalty_query at = *q;
+    pthread_mutex_lock(&svc->penalty_lock);
+    if (svc->penalty_clock)
+        at.now_ms = svc->penalty_clock();
+    penalty_report(svc->penalty, &at, is_success, a_r);
+    pthread_mutex_unlock(&svc->penalty_lock);
+}
+
+size_t auth_penalty_blocks_list(struct auth_service *svc,
+                                void (*cb)(const struct penalty_block *b, void *arg), void *arg)
+{
+    if (!svc->penalty)
+        return 0; /* a client of the auth process holds no table */
+    pthread_mutex_lock(&svc->penalty_lock);
+    size_t n = penalty_blocks_list(svc->penalty, auth_penalty_now(svc), cb, arg);
+    pthread_mutex_unlock(&svc->penalty_lock);
+    return n;
+}
+
+size_t auth_penalty_blocks_clear(struct auth_service *svc, const char *ip, const char *account,
+                                 const char *by)
+{
+    if (!svc->penalty)
+        return 0;
+    pthread_mutex_lock(&svc->penalty_lock);
+    size_t n = penalty_blocks_clear(svc->penalty, ip, account, by, auth_penalty_now(svc));
+    pthread_mutex_unlock(&svc->penalty_lock);
+    return n;
 }
 
 /* ---- POP3 LOGIN-DELAY (RFC 2449 §6.5) ---------------------------------------------- */

@@ -23,6 +23,7 @@
 #include "auth/auth_wire.h"
 #include "core/channel.h"
 #include "core/log.h"
+#include "policy/penalty.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -371,16 +372,43 @@ int auth_remote_domain_list(struct auth_service *svc, void (*cb)(const char *dom
     return rc;
 }
 
-bool auth_remote_throttle_is_blocked(struct auth_service *svc, const char *ip)
+/* The query's strings, in PENALTY_* order (auth_wire.h). */
+static size_t penalty_args(const struct penalty_query *q, const char *a[5], bool is_success)
 {
-    const char *a[] = {ip};
-    return remote_rc(svc, AUTH_MSG_THROTTLE_BLOCKED, a, 1) == 1;
+    a[0] = q->ip ? q->ip : "";
+    a[1] = q->account ? q->account : "";
+    a[2] = q->is_trusted ? "1" : "0";
+    a[3] = q->service ? q->service : "";
+    a[4] = is_success ? "1" : "0";
+    return 5;
 }
 
-void auth_remote_throttle_record_failure(struct auth_service *svc, const char *ip)
+void auth_remote_penalty_check(struct auth_service *svc, const struct penalty_query *q,
+                               struct penalty_answer *a_r)
 {
-    const char *a[] = {ip};
-    (void)remote_rc(svc, AUTH_MSG_THROTTLE_FAILURE, a, 1);
+    *a_r = (struct penalty_answer){.verdict = PENALTY_ALLOW};
+    const char *a[5];
+    (void)penalty_args(q, a, false);
+    struct channel_msg *m = reply_new();
+    size_t pos = 0;
+    int rc = m && remote_call(svc, AUTH_MSG_PENALTY_CHECK, a, 4, m) == 0 ? reply_rc(m, &pos) : -1;
+    if (rc == PENALTY_BLOCKED) {
+        a_r->verdict = PENALTY_BLOCKED;
+    } else if (rc == PENALTY_ALLOW) {
+        const char *delay = channel_get_str(m, &pos);
+        a_r->delay_ms = delay ? strtoull(delay, NULL, 10) : 0;
+    }
+    reply_free(m);
+}
+
+void auth_remote_penalty_report(struct auth_service *svc, const struct penalty_query *q,
+                                bool is_success, struct penalty_answer *a_r)
+{
+    *a_r = (struct penalty_answer){.verdict = PENALTY_ALLOW};
+    const char *a[5];
+    int rc = remote_rc(svc, AUTH_MSG_PENALTY_REPORT, a, penalty_args(q, a, is_success));
+    if (rc == PENALTY_BLOCKED)
+        a_r->verdict = PENALTY_BLOCKED;
 }
 
 int auth_remote_login_too_soon(struct auth_service *svc, const char *user, unsigned delay)

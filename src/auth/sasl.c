@@ -7,6 +7,9 @@
  * the seeds byte for byte (GNU SASL's LOGIN prompts "User Name"), and each mechanism is
  * a small state machine over already-decoded bytes, which keeps it fuzzable.
  *
+ * Which mechanisms a peer may use is decided here, once, for advertising and accepting
+ * alike (auth_mechanism_status).
+ *
  * Each exchange is an object owned by one session; steps may run on a worker thread
  * (they verify passwords), but never two at once for the same object.
  */
@@ -28,15 +31,22 @@
 
 enum sasl_mech { MECH_PLAIN, MECH_LOGIN, MECH_CRAM_MD5, MECH_SCRAM_SHA_256 };
 
-static const struct {
+/* What a mechanism needs stored: nothing particular (it verifies a password, any
+ * credential will do), or a credential a challenge-response can be answered from (its
+ * own key or the password itself: auth_mechanism_flags). */
+enum mech_credential { CRED_ANY, CRED_CRAM_MD5, CRED_SCRAM_SHA_256 };
+
+/* The mechanisms, in the order they are advertised. */
+static const struct sasl_mech_info {
     const char *name;
     enum sasl_mech mech;
-    bool is_plaintext;
+    bool is_plaintext; /* sends the password: subject to auth.allow_plaintext */
+    enum mech_credential needs;
 } mechs[] = {
-    {"PLAIN", MECH_PLAIN, true},
-    {"LOGIN", MECH_LOGIN, true},
-    {"CRAM-MD5", MECH_CRAM_MD5, false},
-    {"SCRAM-SHA-256", MECH_SCRAM_SHA_256, false},
+    {"PLAIN", MECH_PLAIN, true, CRED_ANY},
+    {"LOGIN", MECH_LOGIN, true, CRED_ANY},
+    {"CRAM-MD5", MECH_CRAM_MD5, false, CRED_CRAM_MD5},
+    {"SCRAM-SHA-256", MECH_SCRAM_SHA_256, false, CRED_SCRAM_SHA_256},
 };
 
 struct auth_sasl {
@@ -65,33 +75,74 @@ struct auth_sasl {
 
 static const char *const plaintext_schemes[] = {"PLAIN", "CLEAR", "CLEARTEXT", NULL};
 
+static const struct sasl_mech_info *mech_find(const char *name)
+{
+    for (size_t i = 0; name && i < sizeof mechs / sizeof mechs[0]; i++)
+        if (strcasecmp(mechs[i].name, name) == 0)
+            return &mechs[i];
+    return NULL;
+}
+
+/* The one rule behind both advertising and accepting a mechanism; has_cram/has_scram
+ * from auth_mechanism_flags(). */
+static enum auth_mech_status mech_status(struct auth_service *svc,
+                                         const struct sasl_mech_info *m,
+                                         const struct auth_peer *peer, bool has_cram,
+                                         bool has_scram)
+{
+    if (m->is_plaintext && !auth_plaintext_allowed(svc, peer))
+        return AUTH_MECH_NEEDS_TLS;
+    if ((m->needs == CRED_CRAM_MD5 && !has_cram) || (m->needs == CRED_SCRAM_SHA_256 && !has_scram))
+        return AUTH_MECH_UNAVAILABLE;
+    return AUTH_MECH_OK;
+}
+
+enum auth_mech_status auth_mechanism_status(struct auth_service *svc, const char *mechanism,
+                                            const struct auth_peer *peer)
+{
+    const struct sasl_mech_info *m = mech_find(mechanism);
+    if (!m)
+        return AUTH_MECH_UNKNOWN;
+    bool has_cram, has_scram, has_apop;
+    auth_mechanism_flags(svc, &has_cram, &has_scram, &has_apop);
+    return mech_status(svc, m, peer, has_cram, has_scram);
+}
+
+char *auth_mechanisms(struct auth_service *svc, const struct auth_peer *peer)
+{
+    bool has_cram, has_scram, has_apop;
+    auth_mechanism_flags(svc, &has_cram, &has_scram, &has_apop);
+    struct buf out;
+    buf_init(&out, 256);
+    for (size_t i = 0; i < sizeof mechs / sizeof mechs[0]; i++)
+        if (mech_status(svc, &mechs[i], peer, has_cram, has_scram) == AUTH_MECH_OK)
+            buf_printf(&out, "%s%s", out.len ? " " : "", mechs[i].name);
+    if (!out.data)
+        return strdup("");
+    return buf_steal(&out);
+}
+
 struct auth_sasl *auth_sasl_start(struct auth_service *svc, const char *mechanism,
                                   const struct auth_peer *peer, const char *hostname)
 {
-    if (!mechanism)
+    const struct sasl_mech_info *m = mech_find(mechanism);
+    /* RFC 4954 §4, RFC 5034 §4, RFC 3501 §6.2.2: only what we advertise is accepted */
+    if (!m || auth_mechanism_status(svc, mechanism, peer) != AUTH_MECH_OK)
         return NULL;
-    for (size_t i = 0; i < sizeof mechs / sizeof mechs[0]; i++) {
-        if (strcasecmp(mechs[i].name, mechanism) != 0)
-            continue;
-        if (mechs[i].is_plaintext && !auth_plaintext_allowed(svc, peer))
-            return NULL;
-        struct auth_sasl *s = calloc(1, sizeof *s);
-        if (!s)
-            return NULL;
-        s->svc = svc;
-        s->mech = mechs[i].mech;
-        s->name = mechs[i].name;
-        snprintf(s->hostname, sizeof s->hostname, "%s",
-                 hostname && *hostname ? hostname : "localhost");
-        /* copies: the steps run on pool threads, the peer's strings belong to the loop */
-        snprintf(s->peer_service, sizeof s->peer_service, "%s",
-                 peer && peer->service ? peer->service : "");
-        snprintf(s->peer_ip, sizeof s->peer_ip, "%s", peer && peer->ip ? peer->ip : "");
-        s->peer_is_tls = peer && peer->is_tls;
-        s->peer_is_loopback = peer && peer->is_loopback;
-        return s;
-    }
-    return NULL;
+    struct auth_sasl *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->svc = svc;
+    s->mech = m->mech;
+    s->name = m->name;
+    snprintf(s->hostname, sizeof s->hostname, "%s", hostname && *hostname ? hostname : "localhost");
+    /* copies: the steps run on pool threads, the peer's strings belong to the loop */
+    snprintf(s->peer_service, sizeof s->peer_service, "%s",
+             peer && peer->service ? peer->service : "");
+    snprintf(s->peer_ip, sizeof s->peer_ip, "%s", peer && peer->ip ? peer->ip : "");
+    s->peer_is_tls = peer && peer->is_tls;
+    s->peer_is_loopback = peer && peer->is_loopback;
+    return s;
 }
 
 const char *auth_sasl_mechanism(const struct auth_sasl *s)

@@ -1,13 +1,17 @@
 /*
  * server.c - the auth process's side of auth_wire.h: it owns the directory (tern.db and
- * the password hashes: no other process opens it), the failed-login throttle and the
- * POP3 login times for every worker, and answers the requests of its clients (the
- * workers and the queue process, one SEQPACKET channel each, handed over by the master).
+ * the password hashes: no other process opens it), the failed-login policy's table
+ * (policy/penalty.h; `tern auth blocks` reaches it through auth/control.c, served here
+ * too) and the POP3 login times for every worker, and answers the requests of its
+ * clients (the workers and the queue process, one SEQPACKET channel each, handed over by
+ * the master).
  *
  * A request is read on the event loop, copied into a job and answered from a workpool
  * thread (directory lookups and password hashes block); the answer is sent from there
- * under the client's send lock. A client whose channel closes is dropped once the jobs
- * that hold it are done (reference count), with the SASL exchanges it had open.
+ * under the client's send lock. The failed-login policy's requests are answered on the
+ * loop at once (a table look-up under its lock), so a flood of slow hashes queued on the
+ * pool does not delay them. A client whose channel closes is dropped once the jobs that
+ * hold it are done (reference count), with the SASL exchanges it had open.
  *
  * SASL exchanges live here between steps, keyed by a number the client sends back; an
  * exchange belongs to the client that started it (another client's number is refused),
@@ -27,6 +31,7 @@
 #include "core/conn.h"
 #include "core/log.h"
 #include "core/workpool.h"
+#include "policy/penalty.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -378,17 +383,28 @@ static void request_answer(struct auth_server *srv, struct auth_client *c, struc
             return; /* a login process may not redeem: no answer (it times out) */
         answer_begin(&a, id, auth_tokens_redeem(srv->tokens, s1, s2, s3) ? 1 : 0);
         break;
-    case AUTH_MSG_THROTTLE_BLOCKED:
-        if (!s1)
+    case AUTH_MSG_PENALTY_CHECK:
+    case AUTH_MSG_PENALTY_REPORT: {
+        const char *s4 = channel_get_str(m, &pos), *s5 = channel_get_str(m, &pos);
+        if (!s1 || !s2 || !s3 || !s4 || (m->type == AUTH_MSG_PENALTY_REPORT && !s5))
             return;
-        answer_begin(&a, id, auth_throttle_is_blocked(svc, s1) ? 1 : 0);
+        /* the table keeps the account's first PENALTY_ACCOUNT_SIZE - 1 octets */
+        struct penalty_query q = {.ip = s1,
+                                  .account = s2,
+                                  .is_trusted = strcmp(s3, "1") == 0,
+                                  .service = s4,
+                                  .now_ms = penalty_now_ms()};
+        struct penalty_answer pa;
+        if (m->type == AUTH_MSG_PENALTY_CHECK)
+            auth_penalty_check(svc, &q, &pa);
+        else
+            auth_penalty_report(svc, &q, strcmp(s5, "1") == 0, &pa);
+        char delay[24];
+        snprintf(delay, sizeof delay, "%llu", (unsigned long long)pa.delay_ms);
+        answer_begin(&a, id, (int32_t)pa.verdict);
+        answer_str(&a, delay);
         break;
-    case AUTH_MSG_THROTTLE_FAILURE:
-        if (!s1)
-            return;
-        auth_throttle_record_failure(svc, s1);
-        answer_begin(&a, id, 0);
-        break;
+    }
     case AUTH_MSG_LOGIN_TOO_SOON:
         if (!s1 || !s2)
             return;
@@ -433,6 +449,12 @@ static void client_on_msg(void *arg, struct channel_msg *m)
             if (e)
                 sasl_put(c->srv, e, true);
         }
+        return;
+    }
+    if (m->type == AUTH_MSG_PENALTY_CHECK || m->type == AUTH_MSG_PENALTY_REPORT) {
+        /* a look-up in the failed-login table (no hash, no directory): answered here, not
+         * queued on the pool behind the password hashes of a login flood */
+        request_answer(c->srv, c, m);
         return;
     }
     struct auth_request *r = malloc(sizeof *r);

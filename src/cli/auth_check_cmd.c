@@ -21,7 +21,7 @@ static int auth_usage(void)
     return 2;
 }
 
-int cli_auth(const struct cli_options *o, int argc, char **argv)
+int cli_auth_check(const struct cli_options *o, int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "check") != 0)
         return auth_usage();

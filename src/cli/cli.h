@@ -23,6 +23,7 @@ int cli_user(const struct cli_options *o, int argc, char **argv);        /* user
 int cli_alias(const struct cli_options *o, int argc, char **argv);       /* alias add|del|list */
 int cli_hash_password(const struct cli_options *o, int argc, char **argv); /* hash-password [-s scheme] */
 int cli_queue(const struct cli_options *o, int argc, char **argv);       /* queue list|show|delete|hold|release */
+int cli_auth(const struct cli_options *o, int argc, char **argv);        /* auth blocks|check ... */
 /* Added by the migration helper (issue 14): read a Postfix + Dovecot host's config. */
 int cli_import(const struct cli_options *o, int argc, char **argv); /* import [--write] ... */
 int cli_status(const struct cli_options *o, int argc, char **argv);      /* status */
@@ -34,7 +35,7 @@ int cli_mailq(const struct cli_options *o, int argc, char **argv);    /* mailq *
 
 /* Added by the mailauth helper (issue 12): DKIM keys, DNS records, authentication checks. */
 int cli_dkim(const struct cli_options *o, int argc, char **argv); /* dkim keygen|list|retire */
-int cli_auth(const struct cli_options *o, int argc, char **argv); /* auth check < message */
+int cli_auth_check(const struct cli_options *o, int argc, char **argv); /* auth check < message */
 int cli_dns(const struct cli_options *o, int argc, char **argv);  /* dns records|check DOMAIN */
 int cli_tlsrpt(const struct cli_options *o, int argc, char **argv); /* tlsrpt send [DAY] */
 /* Print a zone-file TXT record, split into 250-octet character-strings. */

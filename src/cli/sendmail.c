@@ -10,6 +10,12 @@
  * mailboxes, remote ones over SMTP. -t takes the recipients from To/Cc/Bcc and removes Bcc.
  *
  * Run as root, we first drop to run_user so the queue file belongs to the server.
+ *
+ * sendmail.milters (Postfix's non_smtpd_milters) see the message before it is queued, as
+ * a local submission without a client address: a reject exits 69 (EX_UNAVAILABLE) with
+ * the milter's reply, a tempfail 75 (EX_TEMPFAIL), a discard 0 with nothing queued, a
+ * quarantine queues the message on hold; header, body, sender and recipient changes are
+ * applied to what is queued.
  */
 #include "cli/cli.h"
 
@@ -17,6 +23,7 @@
 #include "core/config.h"
 #include "core/util.h"
 #include "mailauth/mailauth.h"
+#include "milter/milter.h"
 #include "queue/queue.h"
 #include "store/store.h"
 
@@ -157,6 +164,84 @@ int cli_mailq(const struct cli_options *o, int argc, char **argv)
     char verb0[] = "queue", verb1[] = "list";
     char *qargv[] = {verb0, verb1, NULL};
     return cli_queue(o, 2, qargv);
+}
+
+/* Run sendmail.milters over the message in *src. 0 queue it (*src may now point into
+ * rewritten; *is_held_r: to the hold queue), 1 discarded, else the exit code. */
+static int sendmail_filter(const struct config *cfg, const char *id, struct buf *sender,
+                           struct rcpt_list *rcpts, const char *domain, struct store_source *src,
+                           struct buf *rewritten, bool *is_held_r)
+{
+    *is_held_r = false;
+    struct milter_spec *specs;
+    bool is_oom;
+    size_t n = milter_specs_from_config(cfg, &cfg->sendmail_milters, &specs, &is_oom);
+    if (n == 0)
+        return is_oom ? 75 : 0;
+    struct milter_message m = {
+        .client_name = "localhost",
+        .hostname = cfg->hostname,
+        .daemon_name = cfg->hostname,
+        .queue_id = id,
+        .sender = sender->data ? sender->data : "",
+        .rcpts = (const char *const *)rcpts->items,
+        .n_rcpts = rcpts->n,
+        .helo = "",
+        .data = src->data,
+        .len = src->len,
+    };
+    struct milter_outcome o;
+    milter_run(specs, n, &m, &o);
+    free(specs);
+    int rc = 0;
+    if (o.verdict == MILTER_REJECT || o.verdict == MILTER_TEMPFAIL) {
+        fprintf(stderr, "sendmail: fatal: message refused: %s\n", o.reply);
+        rc = o.verdict == MILTER_REJECT ? 69 : 75;
+    } else if (o.verdict == MILTER_DISCARD) {
+        fprintf(stderr, "sendmail: message discarded by a milter\n");
+        rc = 1;
+    }
+    bool has_content_change = o.has_new_body;
+    for (size_t i = 0; rc == 0 && i < o.n_changes; i++) {
+        const struct milter_change *c = &o.changes[i];
+        const char *a = c->name;
+        size_t len = strlen(a);
+        if (len >= 2 && a[0] == '<' && a[len - 1] == '>')
+            a++, len -= 2;
+        if (c->kind == MILTER_ADD_RCPT) {
+            if (rcpt_list_add(rcpts, a, len, domain) < 0)
+                fprintf(stderr, "sendmail: milter: cannot add recipient %s\n", c->name);
+        } else if (c->kind == MILTER_DEL_RCPT) {
+            for (size_t k = rcpts->n; k-- > 0;)
+                if (strlen(rcpts->items[k]) == len && strncasecmp(rcpts->items[k], a, len) == 0) {
+                    free(rcpts->items[k]);
+                    memmove(&rcpts->items[k], &rcpts->items[k + 1],
+                            (rcpts->n - k - 1) * sizeof *rcpts->items);
+                    rcpts->n--;
+                }
+        } else if (c->kind == MILTER_CHANGE_FROM) {
+            buf_reset(sender);
+            buf_append(sender, a, len);
+        } else {
+            has_content_change = true;
+        }
+    }
+    if (rc == 0 && has_content_change) {
+        if (milter_message_rewrite(src->data, src->len, &o, UINT64_MAX, rewritten) < 0) {
+            fprintf(stderr, "sendmail: fatal: out of memory\n");
+            rc = 75;
+        } else {
+            *src = (struct store_source){
+                .data = rewritten->data, .len = rewritten->len, .fd = -1, .size = rewritten->len};
+        }
+    }
+    if (rc == 0 && rcpts->n == 0) {
+        fprintf(stderr, "sendmail: a milter removed every recipient\n");
+        rc = 1;
+    }
+    *is_held_r = rc == 0 && o.quarantine != NULL;
+    milter_outcome_free(&o);
+    return rc;
 }
 
 int cli_sendmail(const struct cli_options *o, int argc, char **argv)
@@ -339,20 +424,39 @@ int cli_sendmail(const struct cli_options *o, int argc, char **argv)
         goto out_free;
     }
     struct store_source src = {.data = head.data, .len = head.len, .fd = -1, .size = head.len};
+    struct buf rewritten;
+    buf_init(&rewritten, 0);
+    bool is_held = false;
+    int frc = sendmail_filter(cfg, id, &sender, &rcpts, domain, &src, &rewritten, &is_held);
+    if (frc != 0) {
+        buf_free(&rewritten);
+        buf_free(&head);
+        ret = frc == 1 ? 0 : frc;
+        goto out_free;
+    }
     char *error = NULL;
-    /* mailauth hook (issue 12): local submission is our users' mail: DKIM-sign it */
+    /* mailauth hook (issue 12): local submission is our users' mail: DKIM-sign it, as the
+     * milters left it */
     struct buf sigs;
     buf_init(&sigs, 0);
     char dkim_domain[254];
-    struct mailauth_message am = {.data = head.data, .len = head.len, .fd = -1};
+    struct mailauth_message am = {.data = src.data, .len = src.len, .fd = -1};
     if (mailauth_sign_for_author(cfg->data_dir, &am, (int64_t)now, &sigs, dkim_domain,
                                  sizeof dkim_domain, &error) < 0) {
         fprintf(stderr, "sendmail: warning: not DKIM-signed: %s\n", error ? error : "error");
         free(error);
         error = NULL;
     }
-    if (queue_enqueue(cfg->data_dir, id, sender.data ? sender.data : "",
-                      (const char *const *)rcpts.items, rcpts.n, sigs.data, &src, &error) < 0) {
+    int qrc = is_held ? queue_enqueue_staged(cfg->data_dir, id, sender.data ? sender.data : "",
+                                             (const char *const *)rcpts.items, rcpts.n,
+                                             sigs.data, &src, &error)
+                      : queue_enqueue(cfg->data_dir, id, sender.data ? sender.data : "",
+                                      (const char *const *)rcpts.items, rcpts.n, sigs.data, &src,
+                                      &error);
+    if (qrc == 0 && is_held && (qrc = queue_commit_held(cfg->data_dir, id, &error)) < 0)
+        queue_abort(cfg->data_dir, id);
+    buf_free(&rewritten);
+    if (qrc < 0) {
         buf_free(&sigs);
         fprintf(stderr, "sendmail: fatal: cannot queue the message: %s\n", error ? error : "error");
         free(error);

@@ -14,7 +14,12 @@
 #include "core/conn.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "core/workpool.h"
 #include "imap/imap.h"
+#include "policy/ratelimit.h"
+#include "auth/control.h"
+#include "policy/dnscache.h"
+#include "policy/greylist.h"
 #include "pop3/pop3.h"
 #include "queue/outbound.h"
 #include "smtp/smtp.h"
@@ -25,6 +30,65 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The control socket `tern auth blocks` talks to (one server per process). */
+static struct auth_control *serve_control;
+
+/* The abuse defences of the processes with SMTP sessions (the login processes, or the
+ * only process): rate limits (their counts shared by every process through the anvil),
+ * the DNS list cache, the milter threads. Nothing here opens a file: a login process is
+ * chrooted into an empty directory. */
+static int serve_init_policy(struct server_context *ctx, char **error_r)
+{
+    struct ratelimit_limits rates;
+    ratelimit_limits_from_config(ctx->cfg, &rates);
+    ctx->ratelimit = ratelimit_new(&rates);
+    ctx->dnscache = dns_cache_new();
+    if (!ctx->ratelimit || !ctx->dnscache) {
+        *error_r = strdup("out of memory");
+        return -1;
+    }
+    if (ctx->cfg->smtp_milters.n || ctx->cfg->submission_milters.n) {
+        /* milter conversations wait on sockets: their own threads, so they neither queue
+         * behind fsyncs nor hold the fsync pool (milter.concurrency at once) */
+        ctx->milter_pool = workpool_create(ctx->base, ctx->cfg->milter_concurrency
+                                                          ? ctx->cfg->milter_concurrency
+                                                          : 64);
+        if (!ctx->milter_pool) {
+            *error_r = strdup("cannot start the milter threads");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Greylisting (its triplets in <data_dir>/greylist.db, shared through SQLite) in the
+ * processes that may open files: the mail workers, which answer the login processes'
+ * GREYLIST requests (smtp/remote.h), or the only process. */
+static int serve_init_greylist(struct server_context *ctx, char **error_r)
+{
+    if (!ctx->cfg->greylist_enabled)
+        return 0;
+    struct greylist_limits gl;
+    greylist_limits_from_config(ctx->cfg, &gl);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/greylist.db", ctx->cfg->data_dir);
+    ctx->greylist = greylist_open(path, &gl, error_r);
+    return ctx->greylist ? 0 : -1;
+}
+
+/* The control socket of `tern auth blocks`, in the process that holds the failed-login
+ * table (the auth process, or the only one). Without it the server still serves; only
+ * `tern auth blocks` cannot reach it (e.g. a data_dir longer than a socket name allows). */
+static void serve_start_control(struct server_context *ctx)
+{
+    char *err = NULL;
+    serve_control = auth_control_start(ctx->base, ctx->cfg->data_dir, ctx->auth, &err);
+    if (!serve_control)
+        log_warning("auth", "control socket: %s; `tern auth blocks` will not reach this server",
+                    err ? err : "unknown error");
+    free(err);
+}
 
 /* The options `tern serve` was started with, for the master's reload (SIGHUP). */
 static struct cli_options serve_options;
@@ -92,7 +156,8 @@ static void serve_on_message(struct server_context *ctx, struct channel_msg *m)
 static int serve_prepare(struct server_context *ctx, char **error_r)
 {
     if (ctx->processes == SERVER_PROC_LOGIN)
-        return smtp_mailauth_start(ctx->cfg, error_r);
+        return smtp_mailauth_start(ctx->cfg, error_r) < 0 ? -1
+                                                           : smtp_screen_prepare(ctx->cfg, error_r);
     return 0;
 }
 
@@ -131,6 +196,8 @@ static int serve_init(struct server_context *ctx, char **error_r)
         log_info("auth", "directory: %s", auth_directory_name(ctx->auth));
         (void)auth_domain_is_local(ctx->auth, "startup-probe.invalid");
     }
+    if (ctx->processes & SERVER_PROC_AUTH)
+        serve_start_control(ctx); /* the failed-login table is this process's */
     if (ctx->processes == SERVER_PROC_AUTH) {
         serve_auth_server = auth_server_new(ctx->auth, ctx->base, ctx->pool);
         if (!serve_auth_server) {
@@ -139,11 +206,20 @@ static int serve_init(struct server_context *ctx, char **error_r)
         }
         return 0;
     }
-    if (ctx->processes == SERVER_PROC_LOGIN)
-        return 0; /* (its resolver was made in serve_prepare) */
+    /* issue 13, privilege separation (docs/ARCHITECTURE.md §1): the SMTP sessions, and
+     * with them the rate limits, the DNS list cache, the screening and the milters, are in
+     * the login processes (in the only process without a master); greylisting's SQLite
+     * file is opened by the mail workers, which the login processes ask at RCPT */
+    if ((ctx->processes & SERVER_PROC_WORKER) && serve_init_greylist(ctx, error_r) < 0)
+        return -1;
+    if ((ctx->processes & SERVER_PROC_LOGIN) && serve_init_policy(ctx, error_r) < 0)
+        return -1;
     /* issue 12: the resolver of the port-25 checks, in the processes that run SMTP
-     * sessions or deliver their messages */
+     * sessions or deliver their messages (a login process made it in serve_prepare);
+     * issue 13: the screening's own (made in serve_prepare too, attached to the loop now) */
     if ((ctx->processes & SERVER_PROC_WORKER) && smtp_mailauth_start(ctx->cfg, error_r) < 0)
+        return -1;
+    if ((ctx->processes & SERVER_PROC_LOGIN) && smtp_screen_start(ctx->cfg, ctx->base, error_r) < 0)
         return -1;
     /* a mail worker delivers what the login processes' SMTP sessions receive */
     if (ctx->processes == SERVER_PROC_WORKER)
@@ -162,12 +238,19 @@ static int serve_init(struct server_context *ctx, char **error_r)
 
 static void serve_fini(struct server_context *ctx)
 {
+    /* milter conversations end first: their done callbacks may hand deliveries to the
+     * main pool, which the core destroys after fini */
+    workpool_destroy(ctx->milter_pool);
+    ctx->milter_pool = NULL;
     if (ctx->app &&
         !outbound_runner_stop(ctx->app, ctx->shutdown_deadline_ms ? ctx->shutdown_deadline_ms
                                                                    : UINT64_MAX))
         server_abandon_exit(ctx, "outbound deliveries");
     ctx->app = NULL;
     smtp_mailauth_stop();
+    smtp_screen_stop();
+    auth_control_stop(serve_control); /* it answers from the directory's blocks */
+    serve_control = NULL;
     auth_server_free(serve_auth_server);
     serve_auth_server = NULL;
     outbound_runner_set_remote(NULL);
@@ -175,6 +258,12 @@ static void serve_fini(struct server_context *ctx)
     if (ctx->auth)
         auth_service_close(ctx->auth);
     ctx->auth = NULL;
+    ratelimit_free(ctx->ratelimit);
+    ctx->ratelimit = NULL;
+    dns_cache_free(ctx->dnscache);
+    ctx->dnscache = NULL;
+    greylist_close(ctx->greylist);
+    ctx->greylist = NULL;
     /* release the notification event before the loop's base is freed */
     store_notify_init(NULL);
 }

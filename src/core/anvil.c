@@ -5,6 +5,12 @@
  * Only the owner writes a slot. A lookup probes ANVIL_PROBE positions from the address's
  * hash and does not stop at an empty one: the owner reuses entries whose count fell to 0
  * for any address, so there are no tombstones and a reader simply scans the window.
+ *
+ * Rate counters (anvil_rate_*) are a second table per slot, probed the same way from a
+ * keyed hash (the seed is drawn when the mapping is made, so a client cannot choose keys
+ * that crowd one probe window). The owner claims an entry by clearing its count and
+ * start before it writes the key: a reader that races it sees no count, or a moment-old
+ * one, never a count under another key for long.
  */
 #include "core/anvil.h"
 
@@ -12,13 +18,22 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <time.h>
 
-#define ANVIL_PROBE 32
+#define ANVIL_PROBE      32
+#define ANVIL_RATE_PROBE 16
 
 struct anvil_entry {
     uint8_t addr[16];      /* IPv6, or IPv4 as ::ffff:a.b.c.d */
     _Atomic uint32_t count;
+};
+
+struct anvil_rate {
+    uint8_t key[ANVIL_RATE_KEY];
+    _Atomic uint64_t start_ms; /* the window's first event; 0: free */
+    _Atomic uint64_t last_ms;  /* the last event: the least recently used makes room */
+    _Atomic uint32_t count;    /* events in the window */
 };
 
 struct anvil_slot {
@@ -32,9 +47,11 @@ struct anvil_slot {
     _Atomic uint32_t by_role[ANVIL_ROLES];
     _Atomic uint64_t accepted;
     struct anvil_entry addrs[ANVIL_ADDRS];
+    struct anvil_rate rates[ANVIL_RATES];
 };
 
 struct anvil {
+    uint64_t seed; /* of the rate counters' hash, drawn by anvil_create */
     struct anvil_slot slots[ANVIL_SLOTS];
 };
 
@@ -45,7 +62,12 @@ struct anvil *anvil_create(void)
 {
     void *p = mmap(NULL, sizeof(struct anvil), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
                    -1, 0);
-    return p == MAP_FAILED ? NULL : p;
+    if (p == MAP_FAILED)
+        return NULL;
+    struct anvil *a = p;
+    if (getrandom(&a->seed, sizeof a->seed, 0) != (ssize_t)sizeof a->seed)
+        a->seed = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ull ^ (uint64_t)(uintptr_t)p;
+    return a;
 }
 
 void anvil_slot_reset(struct anvil *a, unsigned slot, pid_t pid, unsigned generation,
@@ -55,6 +77,7 @@ void anvil_slot_reset(struct anvil *a, unsigned slot, pid_t pid, unsigned genera
         return;
     struct anvil_slot *s = &a->slots[slot];
     memset(s->addrs, 0, sizeof s->addrs);
+    memset(s->rates, 0, sizeof s->rates);
     atomic_store(&s->conns, 0);
     atomic_store(&s->sessions, 0);
     atomic_store(&s->is_draining, false);
@@ -136,6 +159,83 @@ static uint32_t anvil_count_in(struct anvil_slot *s, const uint8_t key[16], uint
             n += atomic_load(&e->count);
     }
     return n;
+}
+
+/* ---- rate counters ------------------------------------------------------------------- */
+
+bool anvil_is_attached(void)
+{
+    return anvil_self != NULL && anvil_mine != NULL;
+}
+
+/* Where key's probe window starts: FNV-1a over the key from the mapping's seed, mixed. */
+static uint32_t anvil_rate_hash(const uint8_t key[ANVIL_RATE_KEY])
+{
+    uint64_t h = 14695981039346656037ull ^ anvil_self->seed;
+    for (int i = 0; i < ANVIL_RATE_KEY; i++)
+        h = (h ^ key[i]) * 1099511628211ull;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    return (uint32_t)h;
+}
+
+/* Is entry e a live counter of key at now? Its count then, else 0. */
+static uint32_t anvil_rate_live(struct anvil_rate *e, const uint8_t key[ANVIL_RATE_KEY],
+                                uint64_t now_ms, uint64_t window_ms)
+{
+    uint64_t start = atomic_load(&e->start_ms);
+    if (start == 0 || now_ms - start >= window_ms || memcmp(e->key, key, ANVIL_RATE_KEY) != 0)
+        return 0;
+    return atomic_load(&e->count);
+}
+
+uint32_t anvil_rate_count(const uint8_t key[ANVIL_RATE_KEY], uint64_t now_ms, uint64_t window_ms)
+{
+    if (!anvil_is_attached())
+        return 0;
+    uint32_t h = anvil_rate_hash(key), n = 0;
+    for (unsigned i = 0; i < ANVIL_SLOTS; i++) {
+        struct anvil_slot *s = &anvil_self->slots[i];
+        if (s != anvil_mine && !atomic_load(&s->pid))
+            continue;
+        for (unsigned k = 0; k < ANVIL_RATE_PROBE; k++)
+            n += anvil_rate_live(&s->rates[(h + k) % ANVIL_RATES], key, now_ms, window_ms);
+    }
+    return n;
+}
+
+void anvil_rate_add(const uint8_t key[ANVIL_RATE_KEY], uint64_t now_ms, uint64_t window_ms)
+{
+    if (!anvil_is_attached())
+        return;
+    if (now_ms == 0)
+        now_ms = 1; /* start 0 means a free entry */
+    uint32_t h = anvil_rate_hash(key);
+    struct anvil_rate *e = NULL, *free_e = NULL, *lru = NULL;
+    for (unsigned k = 0; k < ANVIL_RATE_PROBE && !e; k++) {
+        struct anvil_rate *c = &anvil_mine->rates[(h + k) % ANVIL_RATES];
+        uint64_t start = atomic_load(&c->start_ms);
+        if (start != 0 && memcmp(c->key, key, ANVIL_RATE_KEY) == 0)
+            e = c;
+        else if (start == 0 || now_ms - start >= window_ms)
+            free_e = free_e ? free_e : c;
+        else if (!lru || atomic_load(&c->last_ms) < atomic_load(&lru->last_ms))
+            lru = c;
+    }
+    if (e && now_ms - atomic_load(&e->start_ms) >= window_ms) {
+        /* the key's window is over: a new one starts with this event */
+        atomic_store(&e->count, 0);
+        atomic_store(&e->start_ms, now_ms);
+    } else if (!e) {
+        e = free_e ? free_e : lru;
+        atomic_store(&e->count, 0);
+        atomic_store(&e->start_ms, 0);
+        memcpy(e->key, key, ANVIL_RATE_KEY);
+        atomic_store(&e->start_ms, now_ms);
+    }
+    atomic_store(&e->last_ms, now_ms);
+    atomic_fetch_add(&e->count, 1);
 }
 
 uint32_t anvil_total(void)

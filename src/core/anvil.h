@@ -14,6 +14,12 @@
  * which only makes a limit a little soft at the edge. When a worker dies the master
  * clears its slot before handing it to the replacement, so a crash leaks no counts.
  *
+ * The rate limits' counters (policy/ratelimit.h, issue 13) live here too, in the same
+ * way: each worker counts its own events per key in its slot, and a check adds up every
+ * live worker's count of the key in its current window. So a client gets a limit once,
+ * not once per worker; two workers deciding at the same instant may each let one event
+ * more through, and a worker that dies takes its counts along.
+ *
  * Thread rules: anvil_* on a worker's loop thread (its slot) or in the master.
  */
 #ifndef TERN_CORE_ANVIL_H
@@ -28,6 +34,8 @@
                               a reload) */
 #define ANVIL_ADDRS     8192 /* distinct client addresses one worker can count */
 #define ANVIL_ROLES     8  /* CONN_ROLE_COUNT */
+#define ANVIL_RATES     8192 /* rate counters one worker keeps (keys of its recent events) */
+#define ANVIL_RATE_KEY  20   /* a rate counter's key: opaque bytes (policy/ratelimit.c) */
 
 struct anvil;
 
@@ -65,6 +73,15 @@ bool anvil_admit(const char *addr, unsigned role, unsigned max_total, unsigned m
                  const char **why_r);
 /* Worker: a connection counted by anvil_admit has gone. */
 void anvil_release(const char *addr, unsigned role);
+/* Worker: how many events of key every live worker counted in its current window (a
+ * window is window_ms from a worker's first event of the key; an older one counts 0). */
+uint32_t anvil_rate_count(const uint8_t key[ANVIL_RATE_KEY], uint64_t now_ms, uint64_t window_ms);
+/* Worker: one more event of key, counted in this process's slot. When its table is full
+ * around the key, the counter used least recently makes room. */
+void anvil_rate_add(const uint8_t key[ANVIL_RATE_KEY], uint64_t now_ms, uint64_t window_ms);
+/* Is a mapping attached (the rate limits have somewhere to count)? */
+bool anvil_is_attached(void);
+
 /* Worker: connections open in all workers together. */
 uint32_t anvil_total(void);
 /* Worker: this process's connections, and the fewest any other live process of the same

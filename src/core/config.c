@@ -13,6 +13,8 @@
 #include "core/config.h"
 #include "core/uidl.h"
 #include "core/buf.h"
+#include "core/dnsbl_site.h"
+#include "core/util.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -38,6 +40,8 @@ enum config_type {
     CT_SIZE, /* uint64 bytes, optional k/M/G suffix */
     CT_PLAINTEXT,
     CT_LOG_TARGET,
+    CT_MILTERS,       /* list of filter socket addresses (util_socket_address_parse) */
+    CT_DNSBL,         /* list of DNS list sites (core/dnsbl_site.h) */
     CT_CHOICE,      /* string, one of config_choices(key) */
     CT_UIDL_FORMAT, /* string, a POP3 UIDL format (core/uidl.h) */
     CT_MODE,        /* unsigned, an octal file mode (0000-0777) */
@@ -98,8 +102,13 @@ static const struct config_key config_keys[] = {
     {"relay_networks", CT_NETWORKS, OFF(relay_networks), "", ""},
     {"auth.allow_plaintext", CT_PLAINTEXT, OFF(allow_plaintext), "loopback+tls", "loopback+tls"},
     {"auth.default_domain", CT_STRING, OFF(default_domain), "", ""},
-    {"auth.max_failures", CT_UINT, OFF(auth_max_failures), "10", "10"},
+    {"auth.max_failures", CT_UINT, OFF(auth_max_failures), "100", "100"},
+    {"auth.account_max_failures", CT_UINT, OFF(auth_account_max_failures), "10", "10"},
     {"auth.failure_window", CT_UINT, OFF(auth_failure_window), "300", "300"},
+    {"auth.failure_delay", CT_UINT, OFF(auth_failure_delay), "2000", "2000"},
+    {"auth.failure_delay_max", CT_UINT, OFF(auth_failure_delay_max), "15000", "15000"},
+    {"auth.block_time", CT_UINT, OFF(auth_block_time), "900", "900"},
+    {"auth.trusted_networks", CT_NETWORKS, OFF(auth_trusted_networks), "", ""},
     {"auth.password_schemes", CT_STRING, OFF(password_schemes), "ARGON2ID SCRAM-SHA-256",
      "ARGON2ID SCRAM-SHA-256"},
     {"smtp.max_message_size", CT_SIZE, OFF(smtp_max_message_size), "52428800", "52428800"},
@@ -107,10 +116,13 @@ static const struct config_key config_keys[] = {
     {"smtp.max_errors", CT_UINT, OFF(smtp_max_errors), "20", "20"},
     {"smtp.timeout", CT_UINT, OFF(smtp_timeout), "300", "300"},
     {"pop3.timeout", CT_UINT, OFF(pop3_timeout), "600", "600"},
+    {"pop3.login_timeout", CT_UINT, OFF(pop3_login_timeout), "180", "180"},
     {"pop3.login_delay", CT_UINT, OFF(pop3_login_delay), "0", "0"},
     {"pop3.uidl_format", CT_UIDL_FORMAT, OFF(pop3_uidl_format), UIDL_DEFAULT_FORMAT,
      UIDL_DEFAULT_FORMAT},
     {"imap.timeout", CT_UINT, OFF(imap_timeout), "1800", "1800"},
+    {"imap.login_timeout", CT_UINT, OFF(imap_login_timeout), "180", "180"},
+    {"tls.handshake_timeout", CT_UINT, OFF(tls_handshake_timeout), "60", "60"},
     {"max_connections", CT_UINT, OFF(max_connections), "10000", "10000"},
     {"max_connections_per_ip", CT_UINT, OFF(max_connections_per_ip), "100", "100"},
     {"quota.default", CT_SIZE, OFF(quota_default), "0", "0"},
@@ -136,6 +148,40 @@ static const struct config_key config_keys[] = {
     {"outbound.tls", CT_STRING, OFF(outbound_tls), "may", "may"},
     {"outbound.timeout", CT_UINT, OFF(outbound_timeout), "300", "300"},
     {"outbound.port", CT_UINT, OFF(outbound_port), "25", "25"},
+    {"smtp.greet_pause", CT_UINT, OFF(smtp_greet_pause), "0", "0"},
+    {"smtp.reject_unauth_pipelining", CT_BOOL, OFF(smtp_reject_unauth_pipelining), "yes", "yes"},
+    {"smtp.helo_checks", CT_BOOL, OFF(smtp_helo_checks), "yes", "yes"},
+    {"smtp.helo_require_fqdn", CT_BOOL, OFF(smtp_helo_require_fqdn), "no", "no"},
+    {"smtp.reject_unknown_sender_domain", CT_BOOL, OFF(smtp_reject_unknown_sender_domain), "no",
+     "no"},
+    {"smtp.dnsbl_sites", CT_DNSBL, OFF(smtp_dnsbl_sites), "", ""},
+    {"smtp.dnsbl_threshold", CT_UINT, OFF(smtp_dnsbl_threshold), "1", "1"},
+    {"smtp.rhsbl_sites", CT_DNSBL, OFF(smtp_rhsbl_sites), "", ""},
+    {"smtp.rhsbl_threshold", CT_UINT, OFF(smtp_rhsbl_threshold), "1", "1"},
+    {"smtp.dns_timeout", CT_UINT, OFF(smtp_dns_timeout), "10000", "10000"},
+    {"greylist.enabled", CT_BOOL, OFF(greylist_enabled), "no", "no"},
+    {"greylist.delay", CT_UINT, OFF(greylist_delay), "300", "300"},
+    {"greylist.retry_window", CT_UINT, OFF(greylist_retry_window), "172800", "172800"},
+    {"greylist.max_age", CT_UINT, OFF(greylist_max_age), "3024000", "3024000"},
+    {"greylist.auto_pass", CT_UINT, OFF(greylist_auto_pass), "5", "5"},
+    {"ratelimit.connections", CT_UINT, OFF(ratelimit_connections), "0", "0"},
+    {"ratelimit.messages", CT_UINT, OFF(ratelimit_messages), "0", "0"},
+    {"ratelimit.recipients", CT_UINT, OFF(ratelimit_recipients), "0", "0"},
+    {"ratelimit.user_messages", CT_UINT, OFF(ratelimit_user_messages), "0", "0"},
+    {"ratelimit.user_recipients", CT_UINT, OFF(ratelimit_user_recipients), "0", "0"},
+    {"ratelimit.window", CT_UINT, OFF(ratelimit_window), "60", "60"},
+    {"junk.header", CT_STRING, OFF(junk_header), "X-Spam: Yes", "X-Spam: Yes"},
+    {"junk.mailbox", CT_STRING, OFF(junk_mailbox), "Junk", "Junk"},
+    {"junk.quarantine", CT_BOOL, OFF(junk_quarantine), "no", "no"},
+    {"smtp.milters", CT_MILTERS, OFF(smtp_milters), "", ""},
+    {"submission.milters", CT_MILTERS, OFF(submission_milters), "", ""},
+    {"sendmail.milters", CT_MILTERS, OFF(sendmail_milters), "", ""},
+    {"milter.connect_timeout", CT_UINT, OFF(milter_connect_timeout), "30", "30"},
+    {"milter.command_timeout", CT_UINT, OFF(milter_command_timeout), "30", "30"},
+    {"milter.content_timeout", CT_UINT, OFF(milter_content_timeout), "300", "300"},
+    {"milter.concurrency", CT_UINT, OFF(milter_concurrency), "64", "64"},
+    {"milter.default_action", CT_CHOICE, OFF(milter_default_action), "tempfail",
+     "tempfail"},
     {"outbound.mta_sts", CT_BOOL, OFF(outbound_mta_sts), "yes", "yes"},
     {"outbound.mta_sts_port", CT_UINT, OFF(outbound_mta_sts_port), "443", "443"},
     {"outbound.ca_file", CT_PATH, OFF(outbound_ca_file), "", ""},
@@ -182,7 +228,10 @@ static const char *const *config_choices(const struct config_key *k)
 {
     static const char *const spf_policy_names[] = {"mark", "reject", NULL};
     static const char *const dmarc_policy_names[] = {"enforce", "junk", "mark", NULL};
+    static const char *const milter_action_names[] = {"tempfail", "accept", NULL};
     static const char *const none[] = {NULL};
+    if (k->offset == OFF(milter_default_action))
+        return milter_action_names;
     if (k->offset == OFF(mailauth_spf_policy))
         return spf_policy_names;
     if (k->offset == OFF(mailauth_dmarc_policy))
@@ -436,19 +485,33 @@ static char *config_set(struct config *cfg, const struct config_key *k, const ch
         return NULL;
     }
     case CT_LISTEN:
-    case CT_NETWORKS: {
+    case CT_NETWORKS:
+    case CT_MILTERS:
+    case CT_DNSBL: {
         struct config_list l;
         const char *err = split_list(v, &l);
         if (err)
             return config_asprintf("%s for %s", err, k->name);
         for (size_t i = 0; i < l.n; i++) {
+            int family;
+            char host[256], port[8];
+            struct dnsbl_site site;
             bool ok = k->type == CT_LISTEN
                           ? listen_item_normalise(&l.items[i], k->offset == OFF(lmtp_listen))
-                                           : network_item_is_valid(l.items[i]);
+                      : k->type == CT_NETWORKS
+                          ? network_item_is_valid(l.items[i])
+                      : k->type == CT_DNSBL
+                          ? dnsbl_site_parse(l.items[i], &site)
+                          : util_socket_address_parse(l.items[i], &family, host, sizeof host,
+                                                      port, sizeof port);
             if (!ok) {
-                char *r = config_asprintf("bad %s '%s' for %s",
-                                          k->type == CT_LISTEN ? "listen address" : "network",
-                                          l.items[i], k->name);
+                char *r = config_asprintf(
+                    "bad %s '%s' for %s",
+                    k->type == CT_LISTEN     ? "listen address"
+                    : k->type == CT_NETWORKS ? "network"
+                    : k->type == CT_DNSBL    ? "DNS list site (domain[=filter]*weight)"
+                                             : "milter address (inet:IP:PORT or unix:/path)",
+                    l.items[i], k->name);
                 config_list_free(&l);
                 return r;
             }
@@ -920,7 +983,8 @@ void config_free(struct config *cfg)
         if (k->type == CT_STRING || k->type == CT_PATH || k->type == CT_LOG_TARGET ||
             k->type == CT_CHOICE || k->type == CT_UIDL_FORMAT)
             free(*(char **)field);
-        else if (k->type == CT_LISTEN || k->type == CT_NETWORKS)
+        else if (k->type == CT_LISTEN || k->type == CT_NETWORKS || k->type == CT_MILTERS ||
+                 k->type == CT_DNSBL)
             config_list_free((struct config_list *)field);
     }
     config_list_free(&cfg->transports);
@@ -945,7 +1009,9 @@ static char *config_format_value(const struct config *cfg, const struct config_k
         return config_strdup(s ? s : "");
     }
     case CT_LISTEN:
-    case CT_NETWORKS: {
+    case CT_NETWORKS:
+    case CT_MILTERS:
+    case CT_DNSBL: {
         const struct config_list *l = (const struct config_list *)field;
         struct buf b;
         buf_init(&b, 0);

@@ -74,8 +74,14 @@ struct config {
     struct config_list relay_networks;     /* relay_networks: CIDRs allowed to relay; empty */
     enum config_plaintext allow_plaintext; /* auth.allow_plaintext; default loopback+tls */
     char *default_domain;                  /* auth.default_domain: for bare logins; "" none */
-    unsigned auth_max_failures;            /* auth.max_failures per IP per window; 10 */
+    unsigned auth_max_failures;            /* auth.max_failures per IP per window: block; 100 */
+    unsigned auth_account_max_failures;    /* auth.account_max_failures per IP+account; 10 */
     unsigned auth_failure_window;          /* auth.failure_window seconds; 300 */
+    unsigned auth_failure_delay;           /* auth.failure_delay ms, doubled per failure; 2000 */
+    unsigned auth_failure_delay_max;       /* auth.failure_delay_max ms; 15000 */
+    unsigned auth_block_time;              /* auth.block_time seconds a block lasts; 900 */
+    struct config_list auth_trusted_networks; /* auth.trusted_networks: proxies that may pass
+                                                 the client address (ID, XCLIENT); empty */
     char *password_schemes; /* auth.password_schemes: schemes stored by `tern user add`/passwd,
                                space separated; default "ARGON2ID SCRAM-SHA-256" */
 
@@ -84,10 +90,13 @@ struct config {
     unsigned smtp_max_errors;        /* smtp.max_errors before 421; 20 */
     unsigned smtp_timeout;           /* smtp.timeout seconds idle; 300 */
     unsigned pop3_timeout;           /* pop3.timeout; 600 */
+    unsigned pop3_login_timeout;     /* pop3.login_timeout: connect to login, seconds; 180 */
     unsigned pop3_login_delay;       /* pop3.login_delay seconds between logins per user; 0 off */
     char *pop3_uidl_format;          /* pop3.uidl_format: Dovecot's pop3_uidl_format (core/uidl.h);
                                         default "%08Xu%08Xv" */
     unsigned imap_timeout;           /* imap.timeout; 1800 */
+    unsigned imap_login_timeout;     /* imap.login_timeout: connect to login, seconds; 180 */
+    unsigned tls_handshake_timeout;  /* tls.handshake_timeout seconds (implicit and STARTTLS); 60 */
     unsigned max_connections;        /* max_connections total; 10000 */
     unsigned max_connections_per_ip; /* max_connections_per_ip; 100 */
     uint64_t quota_default;          /* quota.default bytes per user, 0 = unlimited */
@@ -115,6 +124,43 @@ struct config {
     char *outbound_tls;            /* outbound.tls: none | may | encrypt; default may */
     unsigned outbound_timeout;     /* outbound.timeout seconds per SMTP read/write; 300 */
     unsigned outbound_port;        /* outbound.port: TCP port for MX-routed mail; 25 */
+    /* Port-25 screening (smtp/screen.c). */
+    unsigned smtp_greet_pause;             /* smtp.greet_pause ms before the banner; 0 */
+    bool smtp_reject_unauth_pipelining;    /* smtp.reject_unauth_pipelining; yes */
+    bool smtp_helo_checks;                 /* smtp.helo_checks: syntax, not us; yes */
+    bool smtp_helo_require_fqdn;           /* smtp.helo_require_fqdn; no */
+    bool smtp_reject_unknown_sender_domain; /* smtp.reject_unknown_sender_domain; no */
+    struct config_list smtp_dnsbl_sites;   /* smtp.dnsbl_sites: domain[=filter]*weight */
+    unsigned smtp_dnsbl_threshold;         /* smtp.dnsbl_threshold; 1 */
+    struct config_list smtp_rhsbl_sites;   /* smtp.rhsbl_sites: for sender and HELO domains */
+    unsigned smtp_rhsbl_threshold;         /* smtp.rhsbl_threshold; 1 */
+    unsigned smtp_dns_timeout;             /* smtp.dns_timeout ms for those lookups; 10000 */
+    /* Greylisting (policy/greylist.h), off by default. */
+    bool greylist_enabled;          /* greylist.enabled; no */
+    unsigned greylist_delay;        /* greylist.delay seconds; 300 */
+    unsigned greylist_retry_window; /* greylist.retry_window seconds; 172800 */
+    unsigned greylist_max_age;      /* greylist.max_age seconds; 3024000 (35 days) */
+    unsigned greylist_auto_pass;    /* greylist.auto_pass passes to the pass list; 5 */
+    /* Rate limits (policy/ratelimit.h), per ratelimit.window seconds; 0 = no limit. */
+    unsigned ratelimit_connections;     /* ratelimit.connections per client address */
+    unsigned ratelimit_messages;        /* ratelimit.messages (MAIL) per client address */
+    unsigned ratelimit_recipients;      /* ratelimit.recipients (RCPT) per client address */
+    unsigned ratelimit_user_messages;   /* ratelimit.user_messages per authenticated user */
+    unsigned ratelimit_user_recipients; /* ratelimit.user_recipients per authenticated user */
+    unsigned ratelimit_window;          /* ratelimit.window seconds; 60 */
+    /* Junk delivery: spam goes to the user's Junk mailbox instead of INBOX. */
+    char *junk_header;    /* junk.header "Name: value" that marks spam; "X-Spam: Yes" */
+    char *junk_mailbox;   /* junk.mailbox; "Junk" */
+    bool junk_quarantine; /* junk.quarantine: a milter's quarantine means Junk, not hold; no */
+    /* Milters (issue 13): socket addresses, in the order they are asked. */
+    struct config_list smtp_milters;       /* smtp.milters: port 25 (smtpd_milters) */
+    struct config_list submission_milters; /* submission.milters: 587 and 465 */
+    struct config_list sendmail_milters;   /* sendmail.milters: `tern sendmail` (non_smtpd) */
+    unsigned milter_connect_timeout;       /* milter.connect_timeout seconds; 30 */
+    unsigned milter_command_timeout;       /* milter.command_timeout seconds; 30 */
+    unsigned milter_content_timeout;       /* milter.content_timeout seconds; 300 */
+    char *milter_default_action;           /* milter.default_action: tempfail | accept */
+    unsigned milter_concurrency;           /* milter.concurrency: conversations at once; 64 */
     bool outbound_mta_sts;          /* outbound.mta_sts: honour RFC 8461 policies; yes */
     unsigned outbound_mta_sts_port; /* outbound.mta_sts_port: policy host's HTTPS port; 443 */
     char *outbound_ca_file;         /* outbound.ca_file: CAs for MTA-STS; "" = system */

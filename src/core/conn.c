@@ -63,7 +63,7 @@
 
 /* How long a closing connection may take to flush its last reply. */
 #define CONN_CLOSE_FLUSH_SECONDS 30
-/* How long a TLS handshake may take when the role has no timeout. */
+/* How long a TLS handshake may take when tls.handshake_timeout is 0. */
 #define CONN_HANDSHAKE_SECONDS 60
 /* Lingering close: how long, and how much of the peer's input, to read and drop after
  * our last reply before closing for good; and how many sockets may linger at once. */
@@ -78,6 +78,7 @@ struct conn {
     void *session; /* NULL until open() returned one */
     struct bufferevent *bev;
     struct event *kick;                 /* deferred work: re-dispatch input, finish a close */
+    struct event *deadline;             /* conn_set_deadline(); NULL until first armed */
     struct evbuffer_cb_entry *under_cb; /* on the socket's output under a STARTTLS or
                                            COMPRESS filter */
     struct evbuffer *under_buf;         /* that output buffer */
@@ -240,6 +241,16 @@ uint16_t conn_local_port(const struct conn *c)
 {
     CONN_ON_LOOP();
     return c->local_port;
+}
+
+uint16_t conn_peer_port(const struct conn *c)
+{
+    CONN_ON_LOOP();
+    if (c->peer.ss_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)&c->peer)->sin_port);
+    if (c->peer.ss_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)&c->peer)->sin6_port);
+    return 0;
 }
 
 bool conn_peer_is_loopback(const struct conn *c)
@@ -445,6 +456,8 @@ static void conn_finish(struct conn *c, const char *reason)
     if (linger_fd >= 0)
         conn_linger(srv->ctx.base, linger_fd);
     event_free(c->kick);
+    if (c->deadline)
+        event_free(c->deadline);
     free(c);
 }
 
@@ -489,6 +502,42 @@ void conn_set_timeout(struct conn *c, unsigned seconds)
     c->timeout = seconds;
     if (!c->is_finished)
         conn_apply_timeouts(c);
+}
+
+static void conn_on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    if (c->is_closing || c->is_finished)
+        return;
+    if (!c->session) {
+        /* still in the implicit-TLS handshake: nobody to say goodbye */
+        log_info(c->proto->log_name, "TLS handshake timeout from %s[%s]", conn_peer_name(c),
+                 c->peer_ip);
+        conn_finish(c, "timeout");
+        return;
+    }
+    if (c->proto->on_timeout)
+        c->proto->on_timeout(c->session, c);
+    c->close_reason = "timeout";
+    conn_close(c);
+}
+
+void conn_set_deadline(struct conn *c, unsigned seconds)
+{
+    CONN_ON_LOOP();
+    if (c->is_finished)
+        return;
+    if (seconds == 0) {
+        if (c->deadline)
+            event_del(c->deadline);
+        return;
+    }
+    if (!c->deadline)
+        c->deadline = evtimer_new(c->srv->ctx.base, conn_on_deadline, c);
+    if (!c->deadline)
+        return; /* out of memory: the idle timeout still applies */
+    struct timeval tv = {.tv_sec = seconds};
+    evtimer_add(c->deadline, &tv);
 }
 
 void conn_close(struct conn *c)
@@ -659,8 +708,15 @@ static void conn_on_event(struct bufferevent *bev, short what, void *arg)
                 c->proto->on_tls(c->session, c);
             conn_dispatch_read(c);
         }
-        conn_finish_if_flushed(c);
-        return;
+        /* Deferred callbacks accumulate: a peer that closes right after its handshake
+         * (TLS scanners, `openssl s_time -new`, monitoring probes) arrives here as
+         * CONNECTED|EOF or CONNECTED|ERROR in one call. libevent has already stopped
+         * reading, so no later event would ever report that end: handle it now, or the
+         * connection (its socket, its admission counts) stays forever. */
+        if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))) {
+            conn_finish_if_flushed(c);
+            return;
+        }
     }
     if (what & BEV_EVENT_TIMEOUT) {
         if (c->is_closing) {
@@ -755,6 +811,32 @@ static unsigned conn_role_timeout(const struct config *cfg, enum conn_role role)
         return cfg->imap_timeout;
     }
     return 300;
+}
+
+/* The pre-login deadline of a role (0: none; SMTP has its idle timeout only, like
+ * Postfix's smtpd_timeout, since port 25 clients never log in). */
+static unsigned conn_role_login_timeout(const struct config *cfg, enum conn_role role)
+{
+    switch (role) {
+    case CONN_ROLE_POP3:
+    case CONN_ROLE_POP3S:
+        return cfg->pop3_login_timeout;
+    case CONN_ROLE_IMAP:
+    case CONN_ROLE_IMAPS:
+        return cfg->imap_login_timeout;
+    default:
+        return 0;
+    }
+}
+
+/* A handshake stalls for at most tls.handshake_timeout, never the role's long idle
+ * timeout (imap.timeout is 30 minutes: a silent client on 993 would hold a slot). */
+static unsigned conn_handshake_timeout(const struct conn *c)
+{
+    unsigned t = c->srv->ctx.cfg->tls_handshake_timeout;
+    if (!t)
+        t = CONN_HANDSHAKE_SECONDS;
+    return c->timeout && c->timeout < t ? c->timeout : t;
 }
 
 static void conn_fill_addresses(struct conn *c, int fd, const struct sockaddr *peer,
@@ -852,8 +934,9 @@ bool conn_accept(struct server *srv, enum conn_role role, const struct conn_prot
     srv->conns = c;
     srv->n_conns++;
     conn_set_callbacks(c);
+    conn_set_deadline(c, conn_role_login_timeout(srv->ctx.cfg, role));
     if (is_implicit_tls) {
-        struct timeval tv = {.tv_sec = c->timeout ? c->timeout : CONN_HANDSHAKE_SECONDS};
+        struct timeval tv = {.tv_sec = conn_handshake_timeout(c)};
         bufferevent_set_timeouts(c->bev, &tv, &tv);
         return true; /* open() once BEV_EVENT_CONNECTED arrives */
     }
@@ -902,7 +985,7 @@ int conn_starttls(struct conn *c)
     c->bev = tls;
     c->is_handshaking = true;
     conn_set_callbacks(c);
-    struct timeval tv = {.tv_sec = c->timeout ? c->timeout : CONN_HANDSHAKE_SECONDS};
+    struct timeval tv = {.tv_sec = conn_handshake_timeout(c)};
     bufferevent_set_timeouts(c->bev, &tv, &tv);
     return 0;
 }

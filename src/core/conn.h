@@ -119,6 +119,9 @@ struct conn_protocol {
 struct server;
 
 struct auth_service;
+struct ratelimit;
+struct dns_cache;
+struct greylist;
 
 #define CONN_ROLE_COUNT 8
 
@@ -127,7 +130,7 @@ struct auth_service;
  * queue process; with no, one process runs everything. */
 #define SERVER_PROC_WORKER 1u /* mail worker: sessions after login, deliveries */
 #define SERVER_PROC_QUEUE  2u /* the outbound queue runner */
-#define SERVER_PROC_AUTH   4u /* the directory, password hashes, login throttle */
+#define SERVER_PROC_AUTH   4u /* the directory, password hashes, failed-login table */
 #define SERVER_PROC_LOGIN  8u /* listeners, TLS, SMTP/LMTP, IMAP and POP3 before login */
 #define SERVER_PROC_ALL                                                                            \
     (SERVER_PROC_WORKER | SERVER_PROC_QUEUE | SERVER_PROC_AUTH | SERVER_PROC_LOGIN)
@@ -161,6 +164,10 @@ struct server_context {
     unsigned generation;   /* bumped by each reload (SIGHUP) */
     struct workpool *pool;     /* blocking work: fsync, hashing, SQLite writes */
     struct auth_service *auth; /* set by hooks.init after privileges are dropped */
+    struct ratelimit *ratelimit;   /* rate limits (policy/ratelimit.h); may be NULL */
+    struct dns_cache *dnscache;    /* DNS list answers (policy/dnscache.h); may be NULL */
+    struct greylist *greylist;     /* greylisting (policy/greylist.h); NULL when off */
+    struct workpool *milter_pool;  /* milter conversations (milter.concurrency); NULL none */
     void *app;                 /* reserved for the application (queue runner etc.) */
     uint64_t shutdown_deadline_ms; /* for hooks.fini: stop by then (util_now_ms clock) */
 };
@@ -229,6 +236,8 @@ bool conn_tls_available(const struct conn *c);
 const char *conn_peer_ip(const struct conn *c);
 const char *conn_local_ip(const struct conn *c);
 uint16_t conn_local_port(const struct conn *c);
+/* The client's port (0 when not an IP connection): the milters' {client_port}. */
+uint16_t conn_peer_port(const struct conn *c);
 bool conn_peer_is_loopback(const struct conn *c);
 bool conn_peer_is_local(const struct conn *c);
 /* "localhost" for loopback peers, "unknown" otherwise (no blocking reverse DNS). */
@@ -246,6 +255,11 @@ void conn_pause_read(struct conn *c);
 void conn_resume_read(struct conn *c);
 /* Idle timeout in seconds for reads (0 = none); re-armed by every read. */
 void conn_set_timeout(struct conn *c, unsigned seconds);
+/* A deadline, seconds from now, that reads do not re-arm (0 = none): the pre-login
+ * limit (imap.login_timeout, pop3.login_timeout), armed by the core at accept so that it
+ * covers an implicit-TLS handshake too. When it passes, on_timeout() runs (if the session
+ * is open) and the connection closes. A session clears it once the client logs in. */
+void conn_set_deadline(struct conn *c, unsigned seconds);
 /* Close once queued output is flushed; then close() is called. */
 void conn_close(struct conn *c);
 

@@ -179,6 +179,11 @@ static void job_run_done(void *arg)
 
 void job_submit(struct workpool *pool, struct job *job)
 {
+    job_submit_delayed(pool, job, 0);
+}
+
+void job_submit_delayed(struct workpool *pool, struct job *job, unsigned delay_ms)
+{
     job_assert_loop_thread("job_submit");
     struct job_slot *slot = job_slot_of(job->owner);
     if (slot) {
@@ -189,7 +194,7 @@ void job_submit(struct workpool *pool, struct job *job)
         slot->jobs = job;
     }
     n_in_flight++;
-    workpool_submit(pool, job_run_work, job_run_done, job);
+    workpool_submit_delayed(pool, delay_ms, job_run_work, job_run_done, job);
 }
 
 size_t job_in_flight(void)

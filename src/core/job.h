@@ -70,6 +70,9 @@ size_t job_session_count(void);
 void job_init(struct job *job, uint64_t owner, job_work_fn *work, job_done_fn *done);
 /* Queue the job on pool; done() follows on the loop thread. */
 void job_submit(struct workpool *pool, struct job *job);
+/* The same after delay_ms (a timer on the loop, no thread waits): the failed-login delay
+ * holds a password check this way. An owner that goes meanwhile cancels it as usual. */
+void job_submit_delayed(struct workpool *pool, struct job *job, unsigned delay_ms);
 /* Jobs submitted whose done() has not run yet, in this process. */
 size_t job_in_flight(void);
 

@@ -17,7 +17,8 @@
  *     only its own sessions along;
  *   - one queue process: the outbound queue runner (the spool, MX lookups, bounces);
  *   - one auth process: the directory with the password hashes, the failed-login
- *     throttle and the POP3 login times for all workers (auth/server.c). The others
+ *     policy's table (and the socket `tern auth blocks` talks to) and the POP3 login
+ *     times for all workers (auth/server.c). The others
  *     reach it over channels the master makes and hands out: one socketpair per client
  *     child, its end inherited at fork, the auth end passed to the auth process
  *     (SERVER_MSG_AUTH_CLIENT); a restarted auth process gets new pairs for every live

@@ -586,6 +586,7 @@ static void server_stop(struct server_state *st, const char *why)
         return;
     st->srv.is_stopping = true;
     log_info("master", "terminating on %s", why);
+    workpool_expedite(st->srv.ctx.pool); /* no shutdown waits out a failed-login delay */
     for (size_t i = 0; i < st->n_listeners; i++) {
         if (st->listeners[i].evl) {
             evconnlistener_free(st->listeners[i].evl); /* closes the socket */

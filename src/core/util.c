@@ -7,6 +7,7 @@
 #include "core/util.h"
 #include "core/buf.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -14,7 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -305,4 +308,53 @@ uint64_t util_now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+bool util_socket_address_parse(const char *address, int *family_r, char *host, size_t hsize,
+                          char *port, size_t psize)
+{
+    if (strncmp(address, "unix:", 5) == 0) {
+        const char *path = address + 5;
+        *family_r = AF_UNIX;
+        return path[0] == '/' && strlen(path) < sizeof(((struct sockaddr_un *)0)->sun_path) &&
+               snprintf(host, hsize, "%s", path) < (int)hsize;
+    }
+    const char *rest;
+    if (strncmp(address, "inet:", 5) == 0)
+        rest = address + 5;
+    else if (strncmp(address, "inet6:", 6) == 0)
+        rest = address + 6;
+    else
+        return false;
+    *family_r = AF_INET;
+    const char *colon;
+    if (rest[0] == '[') {
+        const char *close = strchr(rest, ']');
+        if (!close || close[1] != ':')
+            return false;
+        if ((size_t)(close - rest - 1) >= hsize)
+            return false;
+        memcpy(host, rest + 1, (size_t)(close - rest - 1));
+        host[close - rest - 1] = '\0';
+        colon = close + 1;
+    } else {
+        colon = strrchr(rest, ':');
+        if (!colon || (size_t)(colon - rest) >= hsize || colon == rest)
+            return false;
+        memcpy(host, rest, (size_t)(colon - rest));
+        host[colon - rest] = '\0';
+    }
+    const char *p = colon + 1;
+    if (!*p || strlen(p) >= psize)
+        return false;
+    for (const char *q = p; *q; q++)
+        if (*q < '0' || *q > '9')
+            return false;
+    long n = strtol(p, NULL, 10);
+    if (n < 1 || n > 65535)
+        return false;
+    snprintf(port, psize, "%s", p);
+    /* numeric addresses only: no blocking DNS lookup when a message is in flight */
+    unsigned char bin[16];
+    return inet_pton(AF_INET, host, bin) == 1 || inet_pton(AF_INET6, host, bin) == 1;
 }

@@ -58,4 +58,11 @@ int util_mkdir_p(const char *path, unsigned mode);
 /* Monotonic clock in milliseconds. */
 uint64_t util_now_ms(void);
 
+/* A filter's socket address as Postfix writes it: "inet:HOST:PORT", "inet6:[HOST]:PORT"
+ * (HOST numeric: no DNS lookup) or "unix:/absolute/path" (short enough for sun_path).
+ * Fills *family_r (AF_INET for both inet forms, AF_UNIX), host (or the path) and port.
+ * false if malformed. */
+bool util_socket_address_parse(const char *address, int *family_r, char *host, size_t hsize,
+                               char *port, size_t psize);
+
 #endif

@@ -27,6 +27,10 @@ struct workpool_job {
     workpool_fn *done;
     void *arg;
     struct workpool_job *next;
+    /* a delayed job: its timer and its place in the pool's delayed list (loop thread) */
+    struct workpool *pool;
+    struct event *timer;
+    struct workpool_job *delayed_prev, *delayed_next;
 };
 
 struct job_list {
@@ -49,6 +53,7 @@ struct workpool {
     pthread_t *threads;
     unsigned n_threads;
     size_t n_pending; /* submitted, done() not yet run; loop thread only */
+    struct workpool_job *delayed; /* waiting for their timer; loop thread only */
 };
 
 static void job_list_push(struct job_list *l, struct workpool_job *j)
@@ -200,6 +205,62 @@ void workpool_submit(struct workpool *pool, workpool_fn *work, workpool_fn *done
     pool->n_pending++;
 }
 
+/* Move a delayed job into the queue (its timer fired, or the pool is stopping). */
+static void workpool_release_delayed(struct workpool_job *j)
+{
+    struct workpool *pool = j->pool;
+    if (j->delayed_prev)
+        j->delayed_prev->delayed_next = j->delayed_next;
+    else
+        pool->delayed = j->delayed_next;
+    if (j->delayed_next)
+        j->delayed_next->delayed_prev = j->delayed_prev;
+    event_free(j->timer);
+    j->timer = NULL;
+    pool->n_pending--; /* workpool_submit counts it again */
+    workpool_fn *work = j->work, *done = j->done;
+    void *arg = j->arg;
+    free(j);
+    workpool_submit(pool, work, done, arg);
+}
+
+static void workpool_on_delay(evutil_socket_t fd, short what, void *arg)
+{
+    workpool_release_delayed(arg);
+}
+
+void workpool_submit_delayed(struct workpool *pool, unsigned delay_ms, workpool_fn *work,
+                             workpool_fn *done, void *arg)
+{
+    if (delay_ms == 0) {
+        workpool_submit(pool, work, done, arg);
+        return;
+    }
+    struct workpool_job *j = calloc(1, sizeof *j);
+    if (!j)
+        log_fatal("master", "workpool: out of memory");
+    j->work = work;
+    j->done = done;
+    j->arg = arg;
+    j->pool = pool;
+    j->timer = evtimer_new(pool->base, workpool_on_delay, j);
+    if (!j->timer)
+        log_fatal("master", "workpool: out of memory");
+    struct timeval tv = {.tv_sec = delay_ms / 1000, .tv_usec = (delay_ms % 1000) * 1000};
+    evtimer_add(j->timer, &tv);
+    j->delayed_next = pool->delayed;
+    if (pool->delayed)
+        pool->delayed->delayed_prev = j;
+    pool->delayed = j;
+    pool->n_pending++;
+}
+
+void workpool_expedite(struct workpool *pool)
+{
+    while (pool && pool->delayed)
+        workpool_release_delayed(pool->delayed);
+}
+
 size_t workpool_pending(const struct workpool *pool)
 {
     return pool ? pool->n_pending : 0;
@@ -224,6 +285,7 @@ bool workpool_destroy_by(struct workpool *pool, uint64_t deadline_ms)
 {
     if (!pool)
         return true;
+    workpool_expedite(pool); /* delayed jobs run now: nothing waits out a delay */
     pthread_mutex_lock(&pool->lock);
     pool->is_stopping = true;
     pthread_cond_broadcast(&pool->has_work);

@@ -35,6 +35,14 @@ bool workpool_destroy_by(struct workpool *pool, uint64_t deadline_ms);
 /* Jobs running or queued on pool threads right now (any thread). */
 size_t workpool_busy(struct workpool *pool);
 void workpool_submit(struct workpool *pool, workpool_fn *work, workpool_fn *done, void *arg);
+/* Like workpool_submit, but the job enters the queue only after delay_ms (a timer on the
+ * loop; no thread waits). The failed-login delay holds a password check this way. It
+ * counts as pending from now; workpool_expedite() and workpool_destroy() queue waiting
+ * jobs at once, so a shutdown never waits out a delay. */
+void workpool_submit_delayed(struct workpool *pool, unsigned delay_ms, workpool_fn *work,
+                             workpool_fn *done, void *arg);
+/* Queue every delayed job now (graceful stop). */
+void workpool_expedite(struct workpool *pool);
 /* Jobs submitted whose done() has not run yet (loop thread; used for a graceful stop). */
 size_t workpool_pending(const struct workpool *pool);
 

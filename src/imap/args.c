@@ -4,6 +4,8 @@
  */
 #include "imap/args.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +13,34 @@
 #include <strings.h>
 
 #include "imap/session.h"
+
+/* ---- ID ---------------------------------------------------------------------------- */
+
+bool imap_id_originating_ip(const struct imap_arg *args, size_t n, char *ip_r, size_t size)
+{
+    /* ID ("name" "value" ...) or ID NIL */
+    if (n != 1 || args[0].type != IMAP_ARG_LIST)
+        return false;
+    const struct imap_arg *l = &args[0];
+    if (l->n % 2 != 0 || l->n / 2 > IMAP_ID_MAX_FIELDS)
+        return false;
+    for (size_t i = 0; i < l->n; i += 2) {
+        const struct imap_arg *field = &l->list[i], *value = &l->list[i + 1];
+        if (field->type == IMAP_ARG_LIST || field->len > 30 || !field->str)
+            return false;
+        if (strcasecmp(field->str, "x-originating-ip") != 0 || value->type == IMAP_ARG_LIST ||
+            !value->str)
+            continue;
+        unsigned char bin[sizeof(struct in6_addr)];
+        if (value->len >= size || value->len >= INET6_ADDRSTRLEN ||
+            strlen(value->str) != value->len ||
+            (inet_pton(AF_INET, value->str, bin) != 1 && inet_pton(AF_INET6, value->str, bin) != 1))
+            return false;
+        memcpy(ip_r, value->str, value->len + 1);
+        return true;
+    }
+    return false;
+}
 
 /* ---- STATUS items ------------------------------------------------------------------- */
 

@@ -39,6 +39,13 @@ enum {
  * empty list. */
 bool imap_status_items_parse(const struct imap_arg *list, unsigned *items_r);
 
+/* ---- ID (RFC 2971) ---- */
+#define IMAP_ID_MAX_FIELDS 30 /* RFC 2971 §3.3: at most 30 field-value pairs */
+/* The client address a proxy passes in ID ("x-originating-ip", as Dovecot and Roundcube
+ * send it) into ip_r, checked to be an IPv4 or IPv6 address. false when absent, malformed,
+ * or the list breaks RFC 2971 §3.3 (odd count, a field over 30 octets, over 30 pairs). */
+bool imap_id_originating_ip(const struct imap_arg *args, size_t n, char *ip_r, size_t size);
+
 /* ---- SEARCH RETURN (RFC 4731 ESEARCH, RFC 5182 SAVE, RFC 5267/9394 PARTIAL) ---- */
 #define IMAP_SEARCH_MAX_RETURN 16
 enum {

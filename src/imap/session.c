@@ -26,7 +26,9 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "core/workpool.h"
+#include "imap/args.h"
 #include "imap/session.h"
+#include "policy/penalty.h"
 #include "store/store.h"
 
 #define IMAP_MAX_APPEND_DEFAULT (64ull * 1024 * 1024)
@@ -79,6 +81,10 @@ static struct auth_service *imap_auth(struct imap_session *s)
 {
     return conn_server(s->c)->auth;
 }
+
+/* LOGIN, or AUTHENTICATE PLAIN/LOGIN, where auth.allow_plaintext refuses them. */
+#define IMAP_NO_PRIVACY_REQUIRED                                                            \
+    "NO [PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure connections."
 
 static bool imap_plaintext_ok(struct imap_session *s)
 {
@@ -191,6 +197,14 @@ static void imap_job_done(void *session, struct job *job)
     struct imap_session *s = session;
     if (!s) {
         imap_job_free(j);
+        return;
+    }
+    if (j->hold_ms) {
+        /* the failed-login delay: the job runs again once it is over (a timer, no thread
+         * waits); it keeps what it holds and the session stays paused */
+        unsigned delay = j->hold_ms;
+        j->hold_ms = 0;
+        job_submit_delayed(conn_server(s->c)->pool, &j->job, delay);
         return;
     }
     s->is_job_in_flight = false;
@@ -415,6 +429,15 @@ static void imap_cmd_logout(struct imap_session *s, const char *tag, struct imap
 static void imap_cmd_id(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
                         bool is_uid)
 {
+    /* A trusted proxy (webmail) passes the real client address, which the failed-login
+     * policy then counts instead of the proxy's own (Dovecot's login_trusted_networks). */
+    const struct config *cfg = conn_server(s->c)->cfg;
+    char ip[sizeof s->client_ip];
+    if (s->state == IMAP_STATE_NOT_AUTH && imap_id_originating_ip(args, n, ip, sizeof ip) &&
+        conn_peer_in_networks(s->c, &cfg->auth_trusted_networks)) {
+        memcpy(s->client_ip, ip, sizeof ip);
+        log_debug("imap", "ID: client address %s passed by %s", ip, conn_peer_ip(s->c));
+    }
     /* RFC 2971: we do not name the software (the greeting does not either). */
     conn_write_str(s->c, "* ID NIL\r\n");
     imap_reply(s, tag, "OK ID completed.");
@@ -509,10 +532,46 @@ static void imap_cmd_unauthenticate(struct imap_session *s, const char *tag,
     s->is_readonly = s->is_condstore = s->is_qresync = false;
     s->has_pending_changes = false;
     s->state = IMAP_STATE_NOT_AUTH;
+    /* a stranger again: the pre-login limit applies anew (imap.login_timeout) */
+    conn_set_deadline(s->c, conn_server(s->c)->cfg->imap_login_timeout);
     imap_reply(s, tag, "OK Unauthenticate completed.");
 }
 
 /* ---- LOGIN and AUTHENTICATE --------------------------------------------------------- */
+
+#define IMAP_BLOCKED_REPLY "NO [UNAVAILABLE] Too many failed logins; try again later."
+
+/* The address logins are counted against: the client's, or the one a trusted proxy
+ * passed in ID. */
+static const char *imap_rip(struct imap_session *s)
+{
+    return s->client_ip[0] ? s->client_ip : conn_peer_ip(s->c);
+}
+
+/* The failed-login policy's view of this client, for a login job (plain data). */
+static void imap_penalty_gate(struct imap_session *s, struct penalty_gate *g, bool is_first)
+{
+    const struct config *cfg = conn_server(s->c)->cfg;
+    penalty_gate_init(g, "imap", conn_peer_ip(s->c),
+                      conn_peer_in_networks(s->c, &cfg->auth_trusted_networks), s->client_ip);
+    g->is_checked = !is_first;
+}
+
+/* A login the policy refused (blocked before the check, or a correct password of a
+ * blocked account or address): answered like Dovecot's auth penalty. */
+static void imap_login_refuse_blocked(struct imap_session *s, struct imap_job *j,
+                                      const char *login, const char *method)
+{
+    char user[128] = "";
+    for (size_t i = 0; login && login[i] && i + 1 < sizeof user; i++) {
+        unsigned char ch = (unsigned char)login[i];
+        user[i] = ch < 0x20 || ch == 0x7f || ch == '>' ? '?' : (char)ch;
+        user[i + 1] = '\0';
+    }
+    log_info("imap", "login refused (blocked): user=<%s>, method=%s, rip=%s, lip=%s", user,
+             method, imap_rip(s), conn_local_ip(s->c));
+    buf_printf(&j->tagged, "%s " IMAP_BLOCKED_REPLY "\r\n", j->tag);
+}
 
 void imap_login_result_free(struct imap_login_result *r)
 {
@@ -545,7 +604,8 @@ void imap_login_open_store(const struct imap_job_ctx *ctx, const char *user,
 
 struct imap_login_job {
     struct imap_job base;
-    char *user, *password; /* request */
+    char *user, *password;    /* request */
+    struct penalty_gate gate; /* the failed-login policy (request and answers) */
     struct imap_login_result r;
 };
 
@@ -560,36 +620,40 @@ static void imap_login_cleanup(struct imap_job *j)
     imap_login_result_free(&lj->r);
 }
 
+/* The failed-login policy lives in the auth process: asked and told here, never on the
+ * loop. A held attempt comes back with j->hold_ms set (imap_job_done runs it again). */
 static void imap_login_work(struct imap_job *j)
 {
     struct imap_login_job *lj = IMAP_JOB(imap_login_job, j);
-    /* the throttle lives in the auth process: asked here, never on the loop */
-    if (auth_throttle_is_blocked(j->ctx.auth, j->ctx.peer_ip)) {
-        lj->r.rc = -2;
+    if (!auth_penalty_gate_enter(j->ctx.auth, &lj->gate, lj->user)) {
+        j->hold_ms = lj->gate.delay_ms; /* held: it runs again; else blocked */
+        lj->gate.delay_ms = 0;
+        lj->r.rc = lj->gate.is_blocked ? -2 : 0;
         return;
     }
     char *user = NULL;
+    int r;
     if (j->ctx.is_login_process) {
         /* a login process opens no mailbox: the auth process's token goes along with
          * the session to the mail worker that will (handoff.c) */
-        int r = auth_login_password_token(j->ctx.auth, lj->user, lj->password, j->ctx.binding,
-                                          &user, lj->r.token);
-        lj->r.rc = r == 1 && !lj->r.token[0] ? -1 : r;
-        if (lj->r.rc == 1)
-            lj->r.name = user;
-        else
-            free(user);
-        if (r == 0)
-            auth_throttle_record_failure(j->ctx.auth, j->ctx.peer_ip);
-        return;
+        r = auth_login_password_token(j->ctx.auth, lj->user, lj->password, j->ctx.binding, &user,
+                                      lj->r.token);
+        if (r == 1 && !lj->r.token[0])
+            r = -1;
+    } else {
+        r = auth_login_password(j->ctx.auth, lj->user, lj->password, &user);
     }
-    int r = auth_login_password(j->ctx.auth, lj->user, lj->password, &user);
-    if (r == 1) {
+    if (auth_penalty_gate_report(j->ctx.auth, &lj->gate, lj->user, r)) {
+        lj->r.rc = -2; /* a correct password, refused: the store stays closed */
+        lj->r.token[0] = '\0'; /* never handed over: it expires unspent */
+    } else if (r == 1 && j->ctx.is_login_process) {
+        lj->r.name = user;
+        user = NULL;
+        lj->r.rc = 1;
+    } else if (r == 1) {
         imap_login_open_store(&j->ctx, user, &lj->r);
     } else {
         lj->r.rc = r; /* 0 bad credentials, -1 temporary */
-        if (r == 0)
-            auth_throttle_record_failure(j->ctx.auth, j->ctx.peer_ip);
     }
     free(user);
 }
@@ -605,8 +669,9 @@ static void imap_login_success(struct imap_session *s, const char *tag,
     r->name = NULL;
     s->state = IMAP_STATE_AUTH;
     s->notify_sub = store_notify_subscribe(s->username, imap_notify, s);
+    conn_set_deadline(s->c, 0); /* imap.login_timeout no longer applies */
     log_info("imap", "Login: user=<%s>, method=%s, rip=%s, lip=%s%s", s->username, method,
-             conn_peer_ip(s->c), conn_local_ip(s->c), conn_is_tls(s->c) ? ", TLS" : "");
+             imap_rip(s), conn_local_ip(s->c), conn_is_tls(s->c) ? ", TLS" : "");
     struct buf caps;
     buf_init(&caps, 0);
     imap_capability_string(s, &caps);
@@ -629,13 +694,12 @@ void imap_login_finish_common(struct imap_session *s, struct imap_job *j,
         return;
     }
     if (r->rc == -2) {
-        buf_printf(&j->tagged, "%s NO [UNAVAILABLE] Too many failed logins; try again later.\r\n",
-                   j->tag);
+        imap_login_refuse_blocked(s, j, login, method);
         return;
     }
     if (r->rc == 0) {
         log_info("imap", "login failed: user=<%s>, method=%s, rip=%s, lip=%s%s",
-                 login ? login : "", method, conn_peer_ip(s->c), conn_local_ip(s->c),
+                 login ? login : "", method, imap_rip(s), conn_local_ip(s->c),
                  conn_is_tls(s->c) ? ", TLS" : "");
         buf_printf(&j->tagged, "%s NO [AUTHENTICATIONFAILED] Authentication failed.\r\n",
                    j->tag);
@@ -665,9 +729,7 @@ static void imap_cmd_login(struct imap_session *s, const char *tag, struct imap_
     }
     if (!imap_plaintext_ok(s)) {
         /* RFC 3501 §6.2.3 with LOGINDISABLED advertised */
-        imap_reply(s, tag,
-                   "NO [PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure "
-                   "connections.");
+        imap_reply(s, tag, IMAP_NO_PRIVACY_REQUIRED);
         return;
     }
     struct imap_job *j = imap_job_new(s, tag, sizeof(struct imap_login_job), imap_login_work,
@@ -677,6 +739,7 @@ static void imap_cmd_login(struct imap_session *s, const char *tag, struct imap_
     struct imap_login_job *lj = IMAP_JOB(imap_login_job, j);
     lj->user = strdup(args[0].str);
     lj->password = strdup(args[1].str);
+    imap_penalty_gate(s, &lj->gate, true);
     imap_job_submit(s, j);
 }
 
@@ -686,7 +749,7 @@ struct imap_sasl_job {
     char *response; /* request: the client's line, NULL for no initial response */
     enum auth_sasl_status status;
     char *challenge;
-    bool is_throttled; /* refused: too many failed logins from this address */
+    struct penalty_gate gate; /* the failed-login policy (request and answers) */
     struct imap_login_result r;
 };
 
@@ -704,12 +767,25 @@ static void imap_sasl_cleanup(struct imap_job *j)
 static void imap_sasl_work(struct imap_job *j)
 {
     struct imap_sasl_job *sj = IMAP_JOB(imap_sasl_job, j);
-    if (auth_throttle_is_blocked(j->ctx.auth, j->ctx.peer_ip)) {
-        sj->is_throttled = true;
-        sj->status = AUTH_SASL_FAIL;
+    if (!auth_penalty_gate_enter(j->ctx.auth, &sj->gate, NULL)) {
+        j->hold_ms = sj->gate.delay_ms; /* held: it runs again; else blocked */
+        sj->gate.delay_ms = 0;
+        if (sj->gate.is_blocked) {
+            sj->status = AUTH_SASL_FAIL;
+            sj->r.rc = -2;
+        }
         return;
     }
     sj->status = auth_sasl_step(j->ctx.sasl, sj->response, &sj->challenge);
+    if (sj->status == AUTH_SASL_CONTINUE)
+        return;
+    int rc = sj->status == AUTH_SASL_OK ? 1 : sj->status == AUTH_SASL_FAIL ? 0 : -1;
+    if (auth_penalty_gate_report(j->ctx.auth, &sj->gate, auth_sasl_attempted_login(j->ctx.sasl),
+                                 rc)) {
+        sj->status = AUTH_SASL_FAIL; /* a correct password, refused: the store stays closed */
+        sj->r.rc = -2;
+        return;
+    }
     if (sj->status == AUTH_SASL_OK && j->ctx.is_login_process) {
         /* handed over with the auth process's token (handoff.c) */
         const char *token = auth_sasl_token(j->ctx.sasl);
@@ -719,8 +795,6 @@ static void imap_sasl_work(struct imap_job *j)
             sj->r.rc = -1;
     } else if (sj->status == AUTH_SASL_OK) {
         imap_login_open_store(&j->ctx, auth_sasl_user(j->ctx.sasl), &sj->r);
-    } else if (sj->status == AUTH_SASL_FAIL) {
-        auth_throttle_record_failure(j->ctx.auth, j->ctx.peer_ip);
     }
 }
 
@@ -762,9 +836,8 @@ static void imap_sasl_finish(struct imap_session *s, struct imap_job *j)
         sj->r.name = NULL;
         return;
     }
-    if (sj->is_throttled) {
-        sj->r.rc = -2;
-        imap_login_finish_common(s, j, &sj->r, NULL, method);
+    if (sj->r.rc == -2) {
+        imap_login_finish_common(s, j, &sj->r, auth_sasl_attempted_login(s->sasl), method);
     } else if (sj->status == AUTH_SASL_OK) {
         imap_login_finish_common(s, j, &sj->r, NULL, method);
     } else if (sj->status == AUTH_SASL_FAIL) {
@@ -777,7 +850,8 @@ static void imap_sasl_finish(struct imap_session *s, struct imap_job *j)
     imap_sasl_end(s);
 }
 
-static void imap_sasl_submit(struct imap_session *s, const char *response)
+/* One step of the exchange; the first one asks the failed-login policy first. */
+static void imap_sasl_submit(struct imap_session *s, const char *response, bool is_first)
 {
     struct imap_job *j = imap_job_new(s, s->sasl_tag, sizeof(struct imap_sasl_job),
                                       imap_sasl_work, imap_sasl_finish, imap_sasl_cleanup);
@@ -786,6 +860,7 @@ static void imap_sasl_submit(struct imap_session *s, const char *response)
         return;
     }
     IMAP_JOB(imap_sasl_job, j)->response = response ? strdup(response) : NULL;
+    imap_penalty_gate(s, &IMAP_JOB(imap_sasl_job, j)->gate, is_first);
     imap_job_submit(s, j);
 }
 
@@ -803,9 +878,22 @@ static void imap_cmd_authenticate(struct imap_session *s, const char *tag, struc
     }
     struct auth_peer peer = imap_peer(s);
     const struct config *cfg = conn_server(s->c)->cfg;
+    switch (auth_mechanism_status(imap_auth(s), args[0].str, &peer)) {
+    case AUTH_MECH_OK:
+        break;
+    case AUTH_MECH_NEEDS_TLS:
+        imap_reply(s, tag, IMAP_NO_PRIVACY_REQUIRED);
+        return;
+    case AUTH_MECH_UNKNOWN:
+    case AUTH_MECH_UNAVAILABLE:
+        /* RFC 3501 §6.2.2 / RFC 9051 §6.2.2: NO for a mechanism not supported (not
+         * listed as AUTH= in CAPABILITY for this connection) */
+        imap_reply(s, tag, "NO Unsupported authentication mechanism.");
+        return;
+    }
     s->sasl = auth_sasl_start(imap_auth(s), args[0].str, &peer, cfg->hostname);
     if (!s->sasl) {
-        imap_reply(s, tag, "NO Unsupported authentication mechanism.");
+        imap_reply(s, tag, "NO [UNAVAILABLE] Temporary authentication failure.");
         return;
     }
     if (conn_is_login_process(s->c)) {
@@ -815,7 +903,7 @@ static void imap_cmd_authenticate(struct imap_session *s, const char *tag, struc
     }
     s->sasl_tag = strdup(tag);
     /* RFC 4959 SASL-IR: the initial response is the second argument ("=" = empty). */
-    imap_sasl_submit(s, n == 2 ? args[1].str : NULL);
+    imap_sasl_submit(s, n == 2 ? args[1].str : NULL, true);
 }
 
 /* A client line while AUTHENTICATE waits for a response. */
@@ -852,7 +940,7 @@ static void imap_sasl_line(struct imap_session *s, const char *line)
         imap_sasl_end(s);
         return;
     }
-    imap_sasl_submit(s, line);
+    imap_sasl_submit(s, line, false);
 }
 
 /* ---- the command table -------------------------------------------------------------- */

@@ -83,6 +83,9 @@ struct imap_session {
     bool is_closing;    /* LOGOUT/BYE sent */
     bool is_logged_out; /* the client said LOGOUT (for the log) */
 
+    /* the client address a trusted proxy passed (ID x-originating-ip); "" none */
+    char client_ip[64];
+
     /* authenticated user (user, box, fetch and sasl are NULL while moved into a job) */
     char *username;
     uint64_t quota; /* storage limit in bytes from the directory at login, 0 none */
@@ -170,6 +173,8 @@ struct imap_job {
     bool is_sync_forced; /* sync even without a notification (NOOP, CHECK, IDLE) */
     bool keep_paused;    /* set by finish: another job follows (FETCH batches) */
     bool is_ok;          /* set by work */
+    unsigned hold_ms;    /* set by work: run it again after this delay (the failed-login
+                            delay), nothing else done with it until then */
 };
 
 /* The typed job of a command: struct T { struct imap_job base; ... }. */

@@ -6,9 +6,12 @@
  *
  * Policy (DESIGN §6): plaintext USER/PASS, PLAIN and LOGIN only where
  * auth_plaintext_allowed() says so (TLS, or loopback by default); otherwise CAPA does not
- * list USER and USER gets a clear -ERR. Failures are "-ERR [AUTH]" (RFC 3206), recorded
- * in the per-IP throttle and logged at disconnect; a blocked IP gets the same reply
- * without a password check.
+ * list USER and USER gets a clear -ERR. Failures are "-ERR [AUTH]" (RFC 3206), counted
+ * by the failed-login policy (policy/penalty.h, the auth process's table for every
+ * worker: the login job asks it before the check, which it may block or hold for a
+ * growing delay, and tells it the outcome) and logged at disconnect; a blocked attempt
+ * gets the same reply without a password check, a correct password of a blocked account
+ * too (and the maildrop stays closed).
  */
 #include "pop3/session.h"
 
@@ -18,6 +21,7 @@
 #include "core/log.h"
 #include "core/uidl.h"
 #include "core/util.h"
+#include "policy/penalty.h"
 #include "store/store.h"
 
 #include <inttypes.h>
@@ -125,7 +129,7 @@ enum login_kind { LOGIN_PASS, LOGIN_APOP, LOGIN_SASL, LOGIN_TOKEN };
 struct login_job {
     struct job job; /* first */
     struct auth_service *auth;
-    char ip[64];            /* the client, for the throttle (copied: the thread rule) */
+    struct penalty_gate gate; /* the failed-login policy (copied: the thread rule) */
     unsigned login_delay;   /* pop3.login_delay, 0 none */
     enum login_kind kind;
     char *login;  /* PASS, APOP */
@@ -139,7 +143,6 @@ struct login_job {
     char *challenge;
     char *user;
     int open_rc; /* 0 opened, 1 maildrop in use, 2 LOGIN-DELAY not over, -1 error */
-    bool is_throttled; /* refused without a check: too many failures from ip */
     char *error;
     struct pop3_maildrop md;
     struct pop3_msginfo *msgs;
@@ -180,12 +183,17 @@ static void pop3_login_job_free(struct login_job *j)
     free(j);
 }
 
-/* The exact RETR size of message i: from the index cache, else by reading the file once
- * and caching it (so a 100,000-message maildrop is scanned only on its first login). */
+/* Index cache field of a message's POP3 size. (Older versions cached under "pop3size"
+ * the size with the byte-stuffing counted; those values are left unread.) */
+#define POP3_SIZE_CACHE_FIELD "pop3vsize"
+
+/* The LIST size of message i (see parse.h): from the index cache, else by reading the
+ * file once and caching it (so a 100,000-message maildrop is scanned only on its first
+ * login). */
 static uint64_t message_pop3_size(struct store_mailbox *box, size_t i,
                                   const struct store_message *m)
 {
-    char *cached = store_message_get_cache(box, i, "pop3size");
+    char *cached = store_message_get_cache(box, i, POP3_SIZE_CACHE_FIELD);
     if (cached != NULL) {
         uint64_t v;
         bool is_ok = pop3_number_parse(cached, strlen(cached), &v);
@@ -200,7 +208,7 @@ static uint64_t message_pop3_size(struct store_mailbox *box, size_t i,
         if (pop3_msg_size_fd(fd, &size) == 0) {
             char text[32];
             snprintf(text, sizeof text, "%" PRIu64, size);
-            (void)store_message_set_cache(box, i, "pop3size", text); /* best effort */
+            (void)store_message_set_cache(box, i, POP3_SIZE_CACHE_FIELD, text); /* best effort */
         } else {
             size = m->vsize;
         }
@@ -323,13 +331,15 @@ static void maildrop_open(struct login_job *j)
     j->open_rc = 0;
 }
 
-/* Workpool thread: check credentials (slow hashes), then open the maildrop (a login
- * process opens none: the token goes along with the session instead). */
+/* Workpool thread: ask the failed-login policy (it lives in the auth process), check
+ * credentials (slow hashes), tell the policy, then open the maildrop (a login process
+ * opens none: the token goes along with the session instead). */
 static void login_work(struct job *job)
 {
     struct login_job *j = (struct login_job *)job;
     if (j->kind == LOGIN_TOKEN) {
-        /* a mail worker: the session a login process handed over, as its PASS would */
+        /* a mail worker: the session a login process handed over, as its PASS would (the
+         * login process asked and told the policy already) */
         j->auth_rc = auth_login_redeem(j->auth, j->token, j->login, j->binding);
         if (j->auth_rc == 1 && (j->user = strdup(j->login)) != NULL)
             maildrop_open(j);
@@ -337,10 +347,8 @@ static void login_work(struct job *job)
             j->auth_rc = -1;
         return;
     }
-    /* the throttle is asked here, not on the loop: it lives in the auth process */
-    if (auth_throttle_is_blocked(j->auth, j->ip)) {
-        j->is_throttled = true;
-        j->auth_rc = 0;
+    if (!auth_penalty_gate_enter(j->auth, &j->gate, j->kind == LOGIN_SASL ? NULL : j->login)) {
+        j->auth_rc = 0; /* blocked; or held first (the done callback runs us again) */
         if (j->kind == LOGIN_SASL)
             j->sasl_rc = AUTH_SASL_FAIL;
         return;
@@ -375,14 +383,38 @@ static void login_work(struct job *job)
         }
         break;
     }
-    bool is_failure = j->kind == LOGIN_SASL ? j->sasl_rc == AUTH_SASL_FAIL : j->auth_rc == 0;
+    bool is_over = j->kind != LOGIN_SASL || j->sasl_rc != AUTH_SASL_CONTINUE;
+    const char *account = j->kind == LOGIN_SASL ? auth_sasl_attempted_login(j->sasl) : j->login;
+    if (is_over && auth_penalty_gate_report(j->auth, &j->gate, account, j->auth_rc)) {
+        /* a correct password for a blocked account or address: refused like a wrong one,
+         * the maildrop left alone */
+        j->auth_rc = 0;
+        if (j->kind == LOGIN_SASL)
+            j->sasl_rc = AUTH_SASL_FAIL;
+        free(j->user);
+        j->user = NULL;
+        free(j->challenge);
+        j->challenge = NULL;
+        explicit_bzero(j->token, sizeof j->token); /* never handed over: expires unspent */
+    }
     if (j->auth_rc == 1 && j->user != NULL && j->is_login_process) {
         if (!j->token[0])
             j->auth_rc = -1; /* no token: the session cannot move (a temporary failure) */
     } else if (j->auth_rc == 1 && j->user != NULL) {
         maildrop_open(j);
-    } else if (is_failure)
-        auth_throttle_record_failure(j->auth, j->ip);
+    }
+}
+
+/* Loop thread: a login job the policy holds for its delay runs again once it is over
+ * (a timer; no thread waits). true when it was resubmitted. */
+static bool login_held(struct pop3_session *s, struct login_job *j)
+{
+    if (j->gate.delay_ms == 0)
+        return false;
+    unsigned delay = j->gate.delay_ms;
+    j->gate.delay_ms = 0;
+    pop3_job_start_delayed(s, &j->job, delay);
+    return true;
 }
 
 /* Copy text for a log line, replacing control bytes (SASL names are peer-chosen). */
@@ -396,7 +428,7 @@ static void copy_for_log(char *dst, size_t size, const char *src)
     dst[i] = '\0';
 }
 
-/* The failure was recorded in the throttle by the job (login_work). */
+/* The failure was counted by the job (login_work). */
 static void login_failed(struct pop3_session *s, const char *login, const char *method)
 {
     s->auth_attempts++;
@@ -429,6 +461,7 @@ static void login_adopt(struct pop3_session *s, struct login_job *j, const char 
 static void login_enter_transaction(struct pop3_session *s)
 {
     s->state = POP3_STATE_TRANSACTION;
+    conn_set_deadline(s->conn, 0); /* pop3.login_timeout no longer applies */
     free(s->user_arg);
     s->user_arg = NULL;
     log_info("pop3", "Login: user=<%s>, method=%s, rip=%s, lip=%s%s", s->user, s->method,
@@ -515,8 +548,10 @@ static void login_done(void *session, struct job *job)
         return;
     }
     pop3_job_finish(s);
+    if (login_held(s, j))
+        return;
     const char *method = login_method(j);
-    if (j->is_throttled)
+    if (j->gate.is_blocked)
         log_info("pop3", "Login throttled: rip=%s", conn_peer_ip(s->conn));
     if (j->kind == LOGIN_TOKEN) {
         pop3_adopt_done(s, j, method);
@@ -554,11 +589,13 @@ static void sasl_done(void *session, struct job *job)
         return;
     }
     pop3_job_finish(s);
+    if (login_held(s, j))
+        return;
     s->sasl = j->sasl; /* the exchange comes back to the session */
     j->sasl = NULL;
     char method[32];
     snprintf(method, sizeof method, "%s", auth_sasl_mechanism(s->sasl));
-    if (j->is_throttled)
+    if (j->gate.is_blocked)
         log_info("pop3", "Login throttled: rip=%s", conn_peer_ip(s->conn));
     switch (j->sasl_rc) {
     case AUTH_SASL_CONTINUE:
@@ -606,8 +643,11 @@ static void sasl_done(void *session, struct job *job)
     pop3_resume(s);
 }
 
-/* Start a login job (the job asks the throttle first: a throttled client fails it). */
-static void login_submit(struct pop3_session *s, struct login_job *j, job_done_fn *done)
+/* Start a login job (the job asks the failed-login policy first, unless it is a later
+ * step of a SASL exchange: is_first false). POP3 cannot pass a client address: a trusted
+ * proxy is only spared the address rules. */
+static void login_submit(struct pop3_session *s, struct login_job *j, job_done_fn *done,
+                         bool is_first)
 {
     struct auth_service *auth = session_auth(s);
     if (auth == NULL) {
@@ -621,11 +661,13 @@ static void login_submit(struct pop3_session *s, struct login_job *j, job_done_f
     }
     job_init(&j->job, s->handle, login_work, done);
     j->auth = auth;
-    snprintf(j->ip, sizeof j->ip, "%s", conn_peer_ip(s->conn));
     j->is_login_process = conn_is_login_process(s->conn);
     if (j->is_login_process || j->kind == LOGIN_TOKEN)
         conn_login_binding(s->conn, "pop3", j->binding, sizeof j->binding);
     const struct config *cfg = conn_server(s->conn)->cfg;
+    penalty_gate_init(&j->gate, "pop3", conn_peer_ip(s->conn),
+                      conn_peer_in_networks(s->conn, &cfg->auth_trusted_networks), NULL);
+    j->gate.is_checked = !is_first;
     j->login_delay = cfg->pop3_login_delay;
     snprintf(j->uidl_format, sizeof j->uidl_format, "%s",
              cfg != NULL && cfg->pop3_uidl_format != NULL ? cfg->pop3_uidl_format
@@ -687,7 +729,7 @@ void pop3_cmd_pass(struct pop3_session *s, const char *args, size_t len)
         pop3_reply(s, "-ERR [SYS/TEMP] Out of memory.");
         return;
     }
-    login_submit(s, j, login_done);
+    login_submit(s, j, login_done, true);
 }
 
 void pop3_cmd_apop(struct pop3_session *s, const char *args, size_t len)
@@ -731,7 +773,7 @@ void pop3_cmd_apop(struct pop3_session *s, const char *args, size_t len)
     }
     free(s->user_arg);
     s->user_arg = NULL;
-    login_submit(s, j, login_done);
+    login_submit(s, j, login_done, true);
 }
 
 /* ---- AUTH (RFC 5034) ---------------------------------------------------------------- */
@@ -750,7 +792,8 @@ static void auth_list(struct pop3_session *s)
     free(mechs);
 }
 
-static void sasl_submit(struct pop3_session *s, const char *response, size_t len)
+static void sasl_submit(struct pop3_session *s, const char *response, size_t len,
+                        bool is_first)
 {
     struct login_job *j = calloc(1, sizeof *j);
     if (j == NULL) {
@@ -770,7 +813,7 @@ static void sasl_submit(struct pop3_session *s, const char *response, size_t len
             return;
         }
     }
-    login_submit(s, j, sasl_done);
+    login_submit(s, j, sasl_done, is_first);
 }
 
 void pop3_cmd_auth(struct pop3_session *s, const char *args, size_t len)
@@ -793,14 +836,22 @@ void pop3_cmd_auth(struct pop3_session *s, const char *args, size_t len)
     mech[a.len[0]] = '\0';
     struct auth_peer peer;
     pop3_auth_peer(s, &peer);
+    switch (auth_mechanism_status(session_auth(s), mech, &peer)) {
+    case AUTH_MECH_OK:
+        break;
+    case AUTH_MECH_NEEDS_TLS:
+        pop3_error(s, "-ERR [AUTH] Plaintext authentication disallowed on non-secure "
+                      "(SSL/TLS) connections.");
+        return;
+    case AUTH_MECH_UNKNOWN:
+    case AUTH_MECH_UNAVAILABLE:
+        /* RFC 5034 §4: a mechanism the server does not offer (CAPA SASL) gets -ERR */
+        pop3_error(s, "-ERR Unsupported authentication mechanism.");
+        return;
+    }
     s->sasl = auth_sasl_start(session_auth(s), mech, &peer, session_hostname(s));
     if (s->sasl == NULL) {
-        bool is_plain = strcasecmp(mech, "PLAIN") == 0 || strcasecmp(mech, "LOGIN") == 0;
-        if (is_plain && !is_plaintext_allowed(s))
-            pop3_error(s, "-ERR [AUTH] Plaintext authentication disallowed on non-secure "
-                          "(SSL/TLS) connections.");
-        else
-            pop3_error(s, "-ERR Unsupported authentication mechanism.");
+        pop3_error(s, "-ERR [SYS/TEMP] Temporary authentication failure.");
         return;
     }
     free(s->user_arg);
@@ -812,9 +863,9 @@ void pop3_cmd_auth(struct pop3_session *s, const char *args, size_t len)
     }
     /* RFC 5034 §4: an optional initial response ("=" for an empty one). */
     if (a.n == 2)
-        sasl_submit(s, a.v[1], a.len[1]);
+        sasl_submit(s, a.v[1], a.len[1], true);
     else
-        sasl_submit(s, NULL, 0);
+        sasl_submit(s, NULL, 0, true);
 }
 
 void pop3_sasl_line(struct pop3_session *s, const char *line, size_t len)
@@ -839,7 +890,7 @@ void pop3_sasl_line(struct pop3_session *s, const char *line, size_t len)
         pop3_reply(s, "-ERR Authentication aborted.");
         return;
     }
-    sasl_submit(s, line, len);
+    sasl_submit(s, line, len, false);
 }
 
 /* ---- privilege separation (pop3/handoff.c) ------------------------------------------ */
@@ -859,6 +910,6 @@ bool pop3_login_token_start(struct pop3_session *s, const struct conn_handoff *h
         pop3_login_job_free(j);
         return false;
     }
-    login_submit(s, j, login_done);
+    login_submit(s, j, login_done, true);
     return true;
 }

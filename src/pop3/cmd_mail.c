@@ -359,7 +359,7 @@ static void message_begin(struct pop3_session *s, size_t index, bool is_top, uin
         pop3_reply(s, "+OK");
     } else {
         pop3_msg_init(&st->conv);
-        /* The size is exactly what follows (see parse.h), as LIST said. */
+        /* The size LIST said: what follows less the byte-stuffing (see parse.h). */
         pop3_replyf(s, "+OK %" PRIu64 " octets", s->msgs[index].size);
     }
     stream_start(s, is_from_job);

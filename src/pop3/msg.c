@@ -1,7 +1,7 @@
 /*
  * msg.c - the RETR/TOP converter: stored message (LF line ends) to wire form (CRLF line
- * ends, byte-stuffed), and the exact wire size of a message (see parse.h for why LIST and
- * STAT report exactly what RETR sends).
+ * ends, byte-stuffed), and the size LIST and STAT report for a message (see parse.h: what
+ * RETR sends, less the byte-stuffing).
  *
  * The converter is a resumable state machine fed in chunks of any size, so RETR streams a
  * file of any length through a fixed buffer, and the size scan is the same code with a
@@ -51,8 +51,10 @@ size_t pop3_msg_feed(struct pop3_msg *m, const char *in, size_t len, char *out)
             m->is_line_start = false;
             m->has_line_text = false;
             /* RFC 1939 §3: a line starting with the termination octet is byte-stuffed. */
-            if (in[i] == '.')
+            if (in[i] == '.') {
                 emit(out, &pos, ".", 1);
+                m->stuffed++;
+            }
         }
         const char *lf = memchr(in + i, '\n', len - i);
         size_t end = lf != NULL ? (size_t)(lf - in) : len;
@@ -105,6 +107,11 @@ size_t pop3_msg_finish(struct pop3_msg *m, char *out)
     return pos;
 }
 
+uint64_t pop3_msg_size(const struct pop3_msg *m)
+{
+    return m->out_total - m->stuffed;
+}
+
 int pop3_msg_size_fd(int fd, uint64_t *size_r)
 {
     char chunk[64 * 1024];
@@ -125,6 +132,6 @@ int pop3_msg_size_fd(int fd, uint64_t *size_r)
         off += n;
     }
     pop3_msg_finish(&m, NULL);
-    *size_r = m.out_total;
+    *size_r = pop3_msg_size(&m);
     return 0;
 }

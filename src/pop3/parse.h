@@ -6,13 +6,15 @@
  *
  * Everything here is used by the session code and fuzzed by tests/fuzz/fuzz_pop3_command.c.
  *
- * Size accounting (RFC 1939 §5 and §11): RFC 1939 lets LIST/STAT report a size that
- * differs from what RETR sends (§11 "the size may differ ... by the byte-stuffing").
- * Tern reports the EXACT number of octets RETR sends between its "+OK" line and the
- * terminating ".CRLF": CRLF line ends, one extra '.' for every line that begins with '.',
- * and a CRLF added when the stored message does not end with a line end. pop3_msg_*
- * with a NULL output computes exactly that number, so LIST, STAT and RETR can never
- * disagree (both go through the same state machine).
+ * Size accounting (RFC 1939 §5 and §11): LIST, STAT and RETR's "+OK n octets" report
+ * the size of the message as RETR delivers it once the client has removed the
+ * byte-stuffing: CRLF line ends, plus the CRLF added when the stored message does not end
+ * with a line end. §11: lines beginning with '.' "need not (and must not) be counted
+ * twice". That is the Maildir W= size (the size with CRLF line ends) Dovecot lists, and
+ * what poplib and fetchmail count. The converter counts both the octets it sends
+ * (out_total, for the log's retr=/top= counters) and the stuffing among them, and the
+ * size scan is the same state machine with a NULL output, so LIST and RETR cannot
+ * disagree.
  *
  * Thread rules: none (pure); the size scan runs on workpool threads.
  */
@@ -112,7 +114,8 @@ struct pop3_msg {
     bool has_line_text; /* current line has bytes other than CR */
     bool is_done;       /* TOP limit reached: ignore further input */
     uint64_t top_lines; /* TOP: body lines still to send */
-    uint64_t out_total; /* octets produced so far (what LIST/STAT report for RETR) */
+    uint64_t out_total; /* octets produced so far, byte-stuffing included */
+    uint64_t stuffed;   /* of those, the '.' added by byte-stuffing (RFC 1939 §3) */
 };
 
 /* Start converting a whole message (RETR / size scan). */
@@ -131,8 +134,12 @@ size_t pop3_msg_feed(struct pop3_msg *m, const char *in, size_t len, char *out);
  * in out_total), then ".\r\n" (3 bytes, not counted). out must hold 5 bytes (NULL: count). */
 size_t pop3_msg_finish(struct pop3_msg *m, char *out);
 
-/* The octets RETR sends for a stored message, scanning fd from offset 0 (BLOCKING: reads
- * the file once). Returns 0 and *size_r, or -1 on a read error. */
+/* The message size so far as LIST/STAT count it: out_total less the byte-stuffing. */
+uint64_t pop3_msg_size(const struct pop3_msg *m);
+
+/* The size LIST/STAT report for a stored message (pop3_msg_size of a whole RETR),
+ * scanning fd from offset 0 (BLOCKING: reads the file once). Returns 0 and *size_r, or
+ * -1 on a read error. */
 int pop3_msg_size_fd(int fd, uint64_t *size_r);
 
 #endif

@@ -117,9 +117,14 @@ void pop3_session_free(struct pop3_session *s)
 
 void pop3_job_start(struct pop3_session *s, struct job *job)
 {
+    pop3_job_start_delayed(s, job, 0);
+}
+
+void pop3_job_start_delayed(struct pop3_session *s, struct job *job, unsigned delay_ms)
+{
     s->has_job = true;
     conn_pause_read(s->conn);
-    job_submit(conn_server(s->conn)->pool, job);
+    job_submit_delayed(conn_server(s->conn)->pool, job, delay_ms);
 }
 
 void pop3_job_finish(struct pop3_session *s)

@@ -61,8 +61,8 @@ struct pop3_stream {
 /* What we know about one message of the maildrop snapshot (RFC 1939: numbers are fixed
  * for the session). Bodies are never held: only sizes and marks. */
 struct pop3_msginfo {
-    uint64_t size;       /* exact RETR octets (see parse.h) */
-    size_t uidl_offset;  /* its UIDL in pop3_session.uidls */
+    uint64_t size;      /* LIST size: RETR octets less byte-stuffing (see parse.h) */
+    size_t uidl_offset; /* its UIDL in pop3_session.uidls */
     uint32_t uid;
     bool is_deleted;
     bool is_retrieved;
@@ -137,6 +137,8 @@ bool pop3_error(struct pop3_session *s, const char *reply);
 /* Pause reads and submit job (job_init done by the caller with s->handle); its done
  * callback gets the session or NULL (gone: release the job's own data and handles). */
 void pop3_job_start(struct pop3_session *s, struct job *job);
+/* The same after delay_ms (the failed-login delay). */
+void pop3_job_start_delayed(struct pop3_session *s, struct job *job, unsigned delay_ms);
 /* Called first by every done callback whose session is alive. */
 void pop3_job_finish(struct pop3_session *s);
 /* Close the handles of a maildrop (unlock, view, user); any thread that owns it. */

@@ -28,12 +28,33 @@
 #define DNS_MAX_ADDRS 32
 
 struct dns_lookup;
+struct dns_single;
 
 struct outbound_dns {
     struct ub_ctx *ub;
     struct event *ev;           /* ub_fd readable: ub_process on the loop */
     struct dns_lookup *pending; /* async lookups in progress (freed on shutdown) */
+    struct dns_single *queries; /* single queries in progress (answered TEMPFAIL on shutdown) */
 };
+
+/* One outbound_dns_query_async() in flight. */
+struct dns_single {
+    struct outbound_dns *d;
+    int rrtype;
+    outbound_dns_query_cb *cb;
+    void *arg;
+    struct dns_single *next, *prev;
+};
+
+static void dns_single_unlink(struct dns_single *q)
+{
+    if (q->prev)
+        q->prev->next = q->next;
+    else
+        q->d->queries = q->next;
+    if (q->next)
+        q->next->prev = q->prev;
+}
 
 struct outbound_dns *outbound_dns_create(const char *resolver, const char *trust_anchor,
                                          char **error_r)
@@ -62,6 +83,14 @@ void outbound_dns_free(struct outbound_dns *d)
     if (d->ev)
         event_free(d->ev);
     ub_ctx_delete(d->ub); /* outstanding async callbacks are never called after this */
+    /* a session waiting for a query learns it will not come (it may then free itself) */
+    while (d->queries) {
+        struct dns_single *q = d->queries;
+        dns_single_unlink(q);
+        struct outbound_dns_answer a = {.status = OUTBOUND_DNS_TEMPFAIL};
+        q->cb(q->arg, &a);
+        free(q);
+    }
     while (d->pending) {
         struct dns_lookup *l = d->pending;
         d->pending = dns_lookup_next(l);
@@ -513,6 +542,55 @@ int outbound_dns_attach(struct outbound_dns *d, struct event_base *base)
     d->ev = event_new(base, fd, EV_READ | EV_PERSIST, dns_on_readable, d);
     if (!d->ev || event_add(d->ev, NULL) < 0)
         return -1;
+    return 0;
+}
+
+static void dns_single_cb(void *arg, int err, struct ub_result *res)
+{
+    struct dns_single *q = arg;
+    dns_single_unlink(q);
+    struct outbound_dns_answer a = {.status = OUTBOUND_DNS_TEMPFAIL};
+    if (err == 0 && res) {
+        if (res->rcode == 3 /* NXDOMAIN */ || (res->rcode == 0 && !res->havedata))
+            a.status = OUTBOUND_DNS_NOTFOUND;
+        else if (res->rcode == 0 && res->havedata)
+            a.status = OUTBOUND_DNS_OK;
+        a.ttl = res->ttl > 0 ? (unsigned)res->ttl : 0;
+        for (int i = 0; q->rrtype == 1 && res->havedata && res->data[i] &&
+                        a.n_a < OUTBOUND_DNS_MAX_A;
+             i++) {
+            if (res->len[i] == 4 &&
+                inet_ntop(AF_INET, res->data[i], a.a[a.n_a], sizeof a.a[0]))
+                a.n_a++;
+        }
+    }
+    if (res)
+        ub_resolve_free(res);
+    q->cb(q->arg, &a);
+    free(q);
+}
+
+int outbound_dns_query_async(struct outbound_dns *d, const char *name, int rrtype,
+                             outbound_dns_query_cb *cb, void *arg)
+{
+    if (!d || !d->ev)
+        return -1;
+    struct dns_single *q = calloc(1, sizeof *q);
+    if (!q)
+        return -1;
+    q->d = d;
+    q->rrtype = rrtype;
+    q->cb = cb;
+    q->arg = arg;
+    q->next = d->queries;
+    if (d->queries)
+        d->queries->prev = q;
+    d->queries = q;
+    if (ub_resolve_async(d->ub, name, rrtype, 1, q, dns_single_cb, NULL) != 0) {
+        dns_single_unlink(q);
+        free(q);
+        return -1;
+    }
     return 0;
 }
 

@@ -88,6 +88,22 @@ struct event_base;
 int outbound_dns_attach(struct outbound_dns *d, struct event_base *base);
 int outbound_dns_route_async(struct outbound_dns *d, const struct outbound_route *route,
                              outbound_dns_cb *cb, void *arg);
+/* Loop side (issue 13: DNSBL, RHSBL, sender domains): one query of rrtype (1 A, 28 AAAA,
+ * 15 MX, 16 TXT) for name. cb runs later on the loop thread (never inside this call) with
+ * the status (OK: records exist; NOTFOUND: NXDOMAIN or no record of that type; TEMPFAIL:
+ * SERVFAIL, timeout, or the resolver shut down) and, for A, up to OUTBOUND_DNS_MAX_A
+ * addresses as text. 0, or -1 (not started: cb will not run). */
+#define OUTBOUND_DNS_MAX_A 16
+struct outbound_dns_answer {
+    enum outbound_dns_status status;
+    size_t n_a;
+    char a[OUTBOUND_DNS_MAX_A][16];
+    unsigned ttl; /* seconds, of the answer (0 when none) */
+};
+typedef void outbound_dns_query_cb(void *arg, const struct outbound_dns_answer *answer);
+int outbound_dns_query_async(struct outbound_dns *d, const char *name, int rrtype,
+                             outbound_dns_query_cb *cb, void *arg);
+
 /* Pure: parse an MX RDATA (preference + uncompressed wire name) into pref and dotted name
  * ("." for the root, i.e. null MX). 0 or -1. */
 int outbound_dns_parse_mx(const unsigned char *rdata, size_t len, uint16_t *pref_r, char *name_r,

@@ -35,6 +35,8 @@ int queue_enqueue_staged(const char *data_dir, const char *queue_id, const char 
                          const char *const *recipients, size_t n_recipients, const char *header,
                          const struct store_source *src, char **error_r);
 int queue_commit(const char *data_dir, const char *queue_id, char **error_r);
+/* Like queue_commit, into hold/ (a milter quarantined it: `tern queue release` sends it). */
+int queue_commit_held(const char *data_dir, const char *queue_id, char **error_r);
 void queue_abort(const char *data_dir, const char *queue_id);
 /* At start-up: remove staged files older than max_age seconds (their process died before
  * commit, so they were never acknowledged). Returns how many were removed. */

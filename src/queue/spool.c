@@ -530,12 +530,25 @@ int queue_read(const char *data_dir, const char *id, struct queue_entry *e_r, in
     return r;
 }
 
+/* Index of a state name in queue_states (QUEUE_N_STATES if none). */
+static int state_index(const char *name)
+{
+    int s = 0;
+    while (s < QUEUE_N_STATES && strcmp(queue_states[s], name) != 0)
+        s++;
+    return s;
+}
+
+/* By arrival, then id; copies of one message by state, in the order they were scanned. */
 static int entry_cmp(const void *a, const void *b)
 {
     const struct queue_entry *x = a, *y = b;
     if (x->arrival != y->arrival)
         return x->arrival < y->arrival ? -1 : 1;
-    return strcmp(x->id, y->id);
+    int c = strcmp(x->id, y->id);
+    if (c != 0)
+        return c;
+    return state_index(x->state) - state_index(y->state);
 }
 
 int queue_list(const char *data_dir, void (*cb)(const struct queue_entry *e, void *arg), void *arg,
@@ -588,8 +601,13 @@ int queue_list(const char *data_dir, void (*cb)(const struct queue_entry *e, voi
     }
     if (ret == 0 && n > 0) {
         qsort(list, n, sizeof *list, entry_cmp); /* list is NULL when n is 0 (UBSan) */
+        /* One message can be seen twice: a deferral writes deferred/<id> before it
+         * removes active/<id> (never zero copies), and a move between directories can
+         * happen between our two scans. List it once, in the later state (the newer
+         * copy, scanned last). */
         for (size_t i = 0; i < n; i++)
-            cb(&list[i], arg);
+            if (i + 1 == n || strcmp(list[i].id, list[i + 1].id) != 0)
+                cb(&list[i], arg);
     }
     for (size_t i = 0; i < n; i++)
         queue_entry_free(&list[i]);
@@ -695,7 +713,9 @@ int queue_release(const char *data_dir, const char *id, char **error_r)
 }
 
 /* Second phase: move a staged message into active/ where the runner sees it. */
-int queue_commit(const char *data_dir, const char *queue_id, char **error_r)
+/* Move a staged message into dir ("active" or "hold"), durably. */
+static int queue_commit_into(const char *data_dir, const char *queue_id, const char *dir,
+                             char **error_r)
 {
     if (!queue_id_is_valid(queue_id)) {
         store_error(error_r, "invalid queue id");
@@ -703,8 +723,8 @@ int queue_commit(const char *data_dir, const char *queue_id, char **error_r)
     }
     char tmp_path[4200], final_path[4200], active_dir[4200];
     snprintf(tmp_path, sizeof tmp_path, "%s/queue/incoming/%s", data_dir, queue_id);
-    snprintf(active_dir, sizeof active_dir, "%s/queue/active", data_dir);
-    snprintf(final_path, sizeof final_path, "%s/queue/active/%s", data_dir, queue_id);
+    snprintf(active_dir, sizeof active_dir, "%s/queue/%s", data_dir, dir);
+    snprintf(final_path, sizeof final_path, "%s/queue/%s/%s", data_dir, dir, queue_id);
     if (rename(tmp_path, final_path) < 0) {
         store_error(error_r, "rename %s: %s", tmp_path, strerror(errno));
         return -1;
@@ -716,6 +736,16 @@ int queue_commit(const char *data_dir, const char *queue_id, char **error_r)
         return -1;
     }
     return 0;
+}
+
+int queue_commit(const char *data_dir, const char *queue_id, char **error_r)
+{
+    return queue_commit_into(data_dir, queue_id, "active", error_r);
+}
+
+int queue_commit_held(const char *data_dir, const char *queue_id, char **error_r)
+{
+    return queue_commit_into(data_dir, queue_id, "hold", error_r);
 }
 
 /* Drop a staged message that will not be acknowledged. */

@@ -103,6 +103,9 @@ void smtp_delivery_job_free(struct smtp_delivery_job *job)
     free(job->sender);
     free(job->message_id);
     free(job->error);
+    free(job->junk_header);
+    free(job->junk_mailbox);
+    smtp_filter_free(job->filter);
     smtp_mailauth_job_free(job->mailauth);
     for (size_t i = 0; job->lmtp_rcpts && i < job->nrcpt; i++)
         free(job->lmtp_rcpts[i]);
@@ -243,13 +246,59 @@ static bool delivery_mailauth(struct smtp_delivery_job *job)
     return true;
 }
 
-/* Workpool thread: stage the queue copy (durable, invisible to the runner), deliver the
+/* ---- milters and junk (issue 13) ------------------------------------------------------ */
+
+/* A message the milters quarantined: every recipient, local ones too, into the hold
+ * queue (Postfix's quarantine); `tern queue release` lets the runner deliver it. */
+static void delivery_hold(struct smtp_delivery_job *job)
+{
+    size_t n = job->n_local + job->n_remote;
+    const char **rcpts = calloc(n, sizeof *rcpts);
+    if (!rcpts) {
+        job->queue_rc = -1;
+        return;
+    }
+    for (size_t i = 0; i < job->n_local; i++)
+        rcpts[i] = job->local[i].orig_rcpt;
+    for (size_t i = 0; i < job->n_remote; i++)
+        rcpts[job->n_local + i] = job->remote[i];
+    job->queue_rc = queue_enqueue_staged_dsn(job->data_dir, job->queue_id, job->sender, rcpts, n,
+                                             job->remote_header, &job->src, NULL, &job->error);
+    free(rcpts);
+    if (job->queue_rc == 0 &&
+        (job->queue_rc = queue_commit_held(job->data_dir, job->queue_id, &job->error)) < 0)
+        queue_abort(job->data_dir, job->queue_id);
+}
+
+/* The milters and the spam verdict (filter.c); false when the milters refused or
+ * discarded the message (the done callback answers). */
+static bool delivery_filter(struct smtp_delivery_job *job)
+{
+    if (job->filter && !smtp_filter_run(job)) {
+        job->is_filtered_out = true;
+        return false;
+    }
+    job->is_held = smtp_filter_is_held(job->filter);
+    smtp_filter_junk(job);
+    job->is_filtered = true;
+    return true;
+}
+
+/* Workpool thread: the milters (unless they ran on their own pool already), then mail
+ * authentication; stage the queue copy (durable, invisible to the runner), deliver the
  * local copies, then commit the queue copy — or drop it if the store failed, so that a
- * 451 never leaves a remote copy behind that the client's retry would duplicate. */
+ * 451 never leaves a remote copy behind that the client's retry would duplicate. A
+ * message the milters quarantined goes to the hold queue whole. */
 void smtp_delivery_work(struct smtp_delivery_job *job)
 {
+    if (!job->is_filtered && !delivery_filter(job))
+        return;
     if (job->mailauth && !delivery_mailauth(job)) /* mailauth hook */
         return;
+    if (job->is_held) {
+        delivery_hold(job);
+        return;
+    }
     if (job->n_remote && job->is_our_mail)
         delivery_dkim_sign(job); /* mailauth hook */
     if (job->n_remote) {
@@ -297,14 +346,15 @@ void smtp_delivery_work(struct smtp_delivery_job *job)
         delivery_success_notices(job);
 }
 
-/* Workpool thread: deliver here, or (a login process) have a mail worker deliver. */
+/* Workpool thread: deliver here, or (a login process) run the milters here, then have a
+ * mail worker deliver what they left (docs/ARCHITECTURE.md §1). */
 static void delivery_work(struct job *j)
 {
     struct smtp_delivery_job *job = (struct smtp_delivery_job *)j;
-    if (job->is_remote)
-        smtp_remote_deliver(job);
-    else
+    if (!job->is_remote)
         smtp_delivery_work(job);
+    else if (job->is_filtered || delivery_filter(job))
+        smtp_remote_deliver(job);
 }
 
 /* LMTP: the reply for accepted RCPT k from the status of its copies (RFC 2033 §4.2);
@@ -398,6 +448,24 @@ static void delivery_done(void *session, struct job *j)
             smtp_session_job_done(s);
         return;
     }
+    if (job->is_filtered_out) {
+        /* a milter refused or discarded the message: Postfix's log line and its reply */
+        const char *why = smtp_filter_why(job->filter);
+        if (smtp_filter_is_discarded(job->filter)) {
+            log_info("cleanup", "%s: discard: %s; from=<%s>", id, why, job->sender);
+            if (s)
+                smtp_reply(s, "250 2.0.0 Ok: queued as %s", id);
+        } else {
+            log_info("cleanup", "%s: milter-reject: END-OF-MESSAGE from %s: %s; from=<%s>", id,
+                     s ? s->peer : "a client that left", why, job->sender);
+            if (s)
+                smtp_reply(s, "%s", smtp_filter_reply(job->filter));
+        }
+        smtp_delivery_job_free(job);
+        if (s)
+            smtp_session_job_done(s);
+        return;
+    }
     /* mailauth hook: the verdict, and a refusal in Postfix's milter-reject style */
     struct smtp_mailauth_job *mj = job->mailauth;
     if (mj) {
@@ -414,6 +482,11 @@ static void delivery_done(void *session, struct job *j)
                  id, mj->peer, mj->reply, job->sender, mj->helo);
         if (s)
             smtp_reply(s, "%s", mj->reply);
+    } else if (smtp_filter_is_held(job->filter) && job->queue_rc == 0) {
+        log_info("qmgr", "%s: from=<%s>, size=%llu, nrcpt=%u (queue hold)", id, job->sender,
+                 (unsigned long long)job->src.size, job->nrcpt);
+        if (s)
+            smtp_reply(s, "250 2.0.0 Ok: queued as %s", id);
     } else if (job->queue_rc == 0 && job->store_rc == 0) {
         /* Durable: logged and handed to the queue runner even if the client left
          * meanwhile (a duplicate on its retry beats a lost message). */
@@ -453,6 +526,26 @@ static void delivery_done(void *session, struct job *j)
     smtp_delivery_job_free(job);
     if (s)
         smtp_session_job_done(s);
+}
+
+/* Milter pool thread: the conversations with the milters (mostly waiting on sockets, so
+ * they run on their own pool, milter.concurrency threads, not on the fsync pool). */
+static void delivery_filter_work(struct job *j)
+{
+    (void)delivery_filter((struct smtp_delivery_job *)j);
+}
+
+/* Loop thread: the milters are done; deliver on the main pool, or answer now. */
+static void delivery_filter_done(void *session, struct job *j)
+{
+    struct smtp_delivery_job *job = (struct smtp_delivery_job *)j;
+    struct smtp_session *s = session;
+    if (!s || job->job.was_cancelled || job->is_filtered_out) {
+        delivery_done(session, j);
+        return;
+    }
+    job_init(&job->job, s->handle, delivery_work, delivery_done);
+    job_submit(s->ctx->pool, &job->job); /* the session stays busy, its reads paused */
 }
 
 void smtp_delivery_start(struct smtp_session *s)
@@ -581,7 +674,19 @@ void smtp_delivery_start(struct smtp_session *s)
             };
         }
     }
-    if (ok && job->n_remote) {
+    bool is_oom = false;
+    job->filter = ok ? smtp_filter_prepare(s, job, &is_oom) : NULL;
+    job->junk_header = strdup(s->cfg->junk_header ? s->cfg->junk_header : "");
+    job->junk_mailbox = strdup(s->cfg->junk_mailbox && s->cfg->junk_mailbox[0]
+                                   ? s->cfg->junk_mailbox
+                                   : "Junk");
+    job->is_junk_quarantine = s->cfg->junk_quarantine;
+    if (!job->junk_header || !job->junk_mailbox)
+        is_oom = true;
+    if (is_oom)
+        ok = false;
+    /* the milters' quarantine queues a copy with the Received line as the remote one */
+    if (ok && (job->n_remote || job->filter)) {
         struct buf h;
         buf_init(&h, 0);
         received_header(&h, s, job->queue_id, job->n_remote == 1 ? job->remote[0] : NULL, date);
@@ -594,7 +699,11 @@ void smtp_delivery_start(struct smtp_session *s)
 
     job->mailauth = smtp_mailauth_job_new(s); /* mailauth hook (NULL: not applicable) */
     smtp_txn_reset(t);
-    smtp_session_job_start(s, &job->job);
+    if (job->filter && s->ctx->milter_pool)
+        job_init(&job->job, s->handle, delivery_filter_work, delivery_filter_done);
+    smtp_session_job_start_on(s, &job->job,
+                              job->filter && s->ctx->milter_pool ? s->ctx->milter_pool
+                                                                 : s->ctx->pool);
     return;
 
 oom:

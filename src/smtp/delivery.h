@@ -2,12 +2,14 @@
  * delivery.h - internal to the smtp module: the delivery job of a received message
  * (delivery.c), shared with smtp/remote.c, which carries it between a login process and
  * the mail worker that delivers it (privilege separation: the login process may write
- * neither mailboxes nor the spool).
+ * neither mailboxes nor the spool), and the milter step (filter.c) that runs first in the
+ * same job (in the login process: docs/ARCHITECTURE.md §1).
  *
  * Ownership: the job owns every string and array below (smtp_delivery_job_free). On a
  * login process it is filled on the loop from the session and the transaction; on a mail
  * worker from the envelope a login process sent (smtp/remote.c), the homes and quotas
- * looked up again in the directory. Thread rules: core/job.h (the work sees the job only).
+ * looked up again in the directory. Thread rules: core/job.h (the work sees the job only,
+ * never the session).
  */
 #ifndef TERN_SMTP_DELIVERY_H
 #define TERN_SMTP_DELIVERY_H
@@ -15,6 +17,7 @@
 #include "core/buf.h"
 #include "core/job.h"
 #include "core/util.h"
+#include "smtp/session.h"
 #include "store/store.h"
 
 #include <stdbool.h>
@@ -22,7 +25,7 @@
 #include <stdint.h>
 #include <time.h>
 
-struct smtp_local_target;
+struct smtp_filter;
 struct smtp_mailauth_job;
 
 struct smtp_delivery_job {
@@ -61,16 +64,51 @@ struct smtp_delivery_job {
     bool is_lmtp;
     char **lmtp_rcpts; /* moved from the transaction, nrcpt entries */
 
+    struct smtp_filter *filter; /* the milters' run (filter.c), NULL when none */
+    char *junk_header;          /* junk.header ("" off), junk.mailbox, junk.quarantine */
+    char *junk_mailbox;
+    bool is_junk_quarantine;
+    bool is_junk;               /* set by the work: local copies went to junk_mailbox */
+    bool is_held;               /* set by the work: a milter quarantined the message */
+    bool is_filtered_out;       /* the milters refused or discarded the message */
+    bool is_filtered;           /* the milters and the spam verdict are done */
+
     /* privilege separation (smtp/remote.c) */
     bool is_remote; /* a login process: a mail worker delivers, the results come back */
     void *map;      /* a mail worker: the login process's sealed message, mapped */
     size_t map_len;
 };
 
-/* Workpool thread: deliver the message here (queue copy, local copies, success DSNs);
- * the results go into the job (queue_rc, store_rc, targets[].status, error, mailauth). */
+/* Workpool thread: deliver the message here (the milters first unless they ran already,
+ * then the queue copy, local copies, success DSNs); the results go into the job
+ * (queue_rc, store_rc, targets[].status, error, mailauth, is_filtered_out). */
 void smtp_delivery_work(struct smtp_delivery_job *job);
 /* Free the job and everything it holds. Any thread that owns it. */
 void smtp_delivery_job_free(struct smtp_delivery_job *job);
+
+/* filter.c */
+/* Loop thread: copy what the milters of this listener need (their specs, the macros,
+ * the recipients as given) from the session into a new filter, or NULL when the
+ * listener has no milters (or out of memory: *is_oom_r). */
+struct smtp_filter *smtp_filter_prepare(struct smtp_session *s, const struct smtp_delivery_job *job,
+                                        bool *is_oom_r);
+/* Workpool thread: run the milters over the job's message and apply what they decided
+ * to the job (headers, body, sender, recipients). true: deliver (perhaps to hold, see
+ * smtp_filter_is_held); false: do not deliver, smtp_filter_reply() says what to answer. */
+bool smtp_filter_run(struct smtp_delivery_job *job);
+/* After smtp_filter_run: a milter quarantined the message (it goes to the hold queue). */
+bool smtp_filter_is_held(const struct smtp_filter *f);
+/* The reply for a message the milters refused or discarded, and the log reason. */
+const char *smtp_filter_reply(const struct smtp_filter *f);
+const char *smtp_filter_why(const struct smtp_filter *f);
+bool smtp_filter_is_discarded(const struct smtp_filter *f);
+/* Workpool thread, after smtp_filter_run: is the message spam (a milter quarantined it
+ * with junk.quarantine on, or its header holds junk.header)? Then every local copy goes
+ * to junk.mailbox (job->is_junk). */
+void smtp_filter_junk(struct smtp_delivery_job *job);
+/* Does the header section of data[0..len) hold the field "Name: value" (name and value
+ * compared without case, the value as a prefix, white space around it ignored)? */
+bool smtp_header_has_field(const char *data, size_t len, const char *field);
+void smtp_filter_free(struct smtp_filter *f);
 
 #endif

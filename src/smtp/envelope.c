@@ -7,10 +7,19 @@
  * unknown -> 550 5.1.1, directory error -> 451 4.3.0, full mailbox -> 452 4.2.2;
  * a foreign domain is relayed only for authenticated clients or relay_networks, else
  * 554 5.7.1 Relay access denied (DESIGN §6: no open relay, not even for loopback).
+ *
+ * Abuse defences (issue 13) on the way: MAIL and RCPT count against the rate limits
+ * (smtp_rate_allowed; refused there with 450 4.7.1), MAIL goes through the port-25
+ * screens (RHSBL, unknown sender domains: screen.c, which continues with
+ * smtp_mail_accept), and a local recipient of a port-25 stranger is greylisted in the
+ * RCPT job, after its lookups (policy/greylist.h: the triplets are in SQLite, shared by
+ * every worker).
  */
 #include "auth/auth.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "policy/greylist.h"
+#include "policy/ratelimit.h"
 #include "smtp/mailauth_hook.h"
 #include "smtp/remote.h"
 #include "smtp/session.h"
@@ -21,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 void smtp_txn_reset(struct smtp_txn *t)
@@ -54,9 +64,8 @@ void smtp_txn_reset(struct smtp_txn *t)
     t->body_fd = -1;
 }
 
-/* MAIL accepted: the transaction starts. */
-static void mail_accept(struct smtp_session *s, const struct addr *from,
-                        const struct smtp_mail_params *params, const char *from_text)
+void smtp_mail_accept(struct smtp_session *s, const struct addr *from, const char *from_text,
+                      const struct smtp_mail_params *params)
 {
     smtp_txn_reset(&s->txn);
     s->txn.is_active = true;
@@ -71,6 +80,19 @@ static void mail_accept(struct smtp_session *s, const struct addr *from,
         return;
     }
     smtp_reply(s, "250 2.1.0 Ok");
+}
+
+/* MAIL with a sender the client may use: the rate limit, then the port-25 screens (their
+ * lookups continue with smtp_mail_accept), else accepted now. From mail_done only for
+ * authenticated senders, which the screens leave out: no second job starts there. */
+static void mail_checked(struct smtp_session *s, const struct addr *from,
+                         const struct smtp_mail_params *params, const char *from_text)
+{
+    if (!smtp_rate_allowed(s, RATELIMIT_MESSAGE))
+        return;
+    if (smtp_screen_mail(s, from, from_text, params))
+        return;
+    smtp_mail_accept(s, from, from_text, params);
 }
 
 /* An authenticated sender's MAIL FROM, checked against its addresses in the directory
@@ -97,7 +119,7 @@ static void mail_done(void *session, struct job *j)
     struct smtp_session *s = session;
     if (s) {
         if (mj->is_allowed) {
-            mail_accept(s, &mj->from, &mj->params, mj->from_text);
+            mail_checked(s, &mj->from, &mj->params, mj->from_text);
         } else {
             char reply[SMTP_REPLY_MAX + 2 * (ADDR_MAX_PATH + 1)];
             snprintf(reply, sizeof reply,
@@ -135,7 +157,7 @@ void smtp_cmd_mail(struct smtp_session *s, const struct smtp_command *cmd)
     char from_text[ADDR_MAX_PATH + 1];
     addr_format(&from, from_text, sizeof from_text);
     if (!s->auth_user || !s->ctx->auth || from.is_null) {
-        mail_accept(s, &from, &params, from_text);
+        mail_checked(s, &from, &params, from_text);
         return;
     }
     struct mail_job *mj = calloc(1, sizeof *mj);
@@ -257,6 +279,13 @@ struct rcpt_job {
     bool may_relay; /* authenticated, or in relay_networks (decided on the loop) */
     bool is_lmtp;   /* LMTP: final delivery only (RFC 2033), one reply per recipient */
     bool is_remote; /* a login process: a mail worker tells whether a mailbox is full */
+    /* greylisting of a local recipient: here (greylist, the only process) or asked of a
+     * mail worker (is_greylist_remote, a login process); neither: not for this session */
+    struct greylist *greylist; /* thread-safe service handle */
+    bool is_greylist_remote;
+    char client_ip[64];
+    char sender[ADDR_MAX_PATH + 1];
+    bool is_greylist_error; /* result: the database failed, the recipient passed */
     /* results */
     char rcpt[ADDR_MAX_PATH + 1];
     char reply[SMTP_REPLY_MAX]; /* a rejection ("" when accepted) */
@@ -340,6 +369,24 @@ static void postmaster_domain(struct rcpt_job *rj, char *out, size_t size)
         snprintf(out, size, "%s", rj->host);
 }
 
+/* A found local recipient of a port-25 stranger: greylisting (RFC 6647) defers a new
+ * triplet. After the lookups, so unknown users are refused at once and never fill the
+ * table. A database failure lets the recipient pass (never lose mail to it). */
+static void rcpt_greylist(struct rcpt_job *rj)
+{
+    struct greylist_answer a;
+    if (rj->is_greylist_remote)
+        smtp_remote_greylist(rj->client_ip, rj->sender, rj->rcpt, &a);
+    else
+        greylist_check(rj->greylist, rj->client_ip, rj->sender, rj->rcpt, time(NULL), &a);
+    if (a.verdict == GREYLIST_DEFER)
+        snprintf(rj->reply, sizeof rj->reply,
+                 "450 4.7.1 <%s>: Recipient address rejected: Greylisted, try again in %u "
+                 "seconds",
+                 rj->rcpt, a.retry_in);
+    rj->is_greylist_error = a.verdict == GREYLIST_ERROR;
+}
+
 /* Pool thread: the recipient's address and lookups. */
 static void rcpt_work(struct job *j)
 {
@@ -360,6 +407,8 @@ static void rcpt_work(struct job *j)
                      "550 5.1.1 <%s>: Recipient address rejected: forwarded off this host, "
                      "not deliverable over LMTP",
                      rj->rcpt);
+        if (!rj->reply[0] && (rj->greylist || rj->is_greylist_remote))
+            rcpt_greylist(rj);
     } else if (rj->is_lmtp) {
         /* LMTP never relays (RFC 2033 §1: delivery to local mailboxes) */
         snprintf(rj->reply, sizeof rj->reply,
@@ -382,6 +431,8 @@ static void rcpt_done(void *session, struct job *j)
         return;
     }
     const char *rcpt = rj->rcpt;
+    if (rj->is_greylist_error)
+        log_warning("smtpd", "%s: greylisting failed: <%s> accepted", s->peer, rcpt);
     /* mailauth hook: the SPF policy of our recipient's domain (it replies on refusal) */
     if (!rj->reply[0] && !rj->is_foreign && !rj->is_lmtp && !smtp_mailauth_rcpt_allowed(s, rcpt)) {
         rcpt_job_free(rj);
@@ -480,6 +531,8 @@ void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
         smtp_reply(s, "452 4.5.3 Error: too many recipients");
         return;
     }
+    if (!smtp_rate_allowed(s, RATELIMIT_RECIPIENT))
+        return;
     if (!s->ctx->auth) {
         char rcpt[ADDR_MAX_PATH + 1];
         addr_format(&to, rcpt, sizeof rcpt);
@@ -501,5 +554,11 @@ void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
     rj->is_remote = conn_is_login_process(s->c);
     rj->may_relay = !rj->is_lmtp && (s->auth_user != NULL ||
                                      conn_peer_in_networks(s->c, &s->cfg->relay_networks));
+    rj->greylist = smtp_screen_greylist(s);
+    rj->is_greylist_remote = rj->is_remote && smtp_screen_is_greylisted(s);
+    if (rj->greylist || rj->is_greylist_remote) {
+        snprintf(rj->client_ip, sizeof rj->client_ip, "%s", smtp_screen_client_ip(s));
+        snprintf(rj->sender, sizeof rj->sender, "%s", s->txn.from_text);
+    }
     smtp_session_job_start(s, &rj->job);
 }

@@ -9,8 +9,10 @@
 #include "smtp/parse.h"
 #include "queue/queue.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 struct verb_entry {
     const char *name;
@@ -36,6 +38,7 @@ static const struct verb_entry verb_table[] = {
     {"STARTTLS", SMTP_VERB_STARTTLS, "starttls"},
     {"AUTH", SMTP_VERB_AUTH, "auth"},
     {"ETRN", SMTP_VERB_ETRN, "etrn"},
+    {"XCLIENT", SMTP_VERB_XCLIENT, "xclient"},
     {"LHLO", SMTP_VERB_LHLO, "lhlo"},
     /* Postfix drops clients that speak HTTP to the mail port (cross-protocol attacks). */
     {"GET", SMTP_VERB_NON_SMTP, "unknown"},
@@ -447,5 +450,86 @@ bool smtp_parse_helo(const char *arg, size_t len, char *out, size_t size)
     }
     memcpy(out, arg, i);
     out[i] = '\0';
+    return true;
+}
+
+/* ---- XCLIENT ---------------------------------------------------------------------------- */
+
+/* One attribute value: xtext-decoded into out, "[UNAVAILABLE]"/"[TEMPUNAVAIL]" as "". */
+static bool xclient_value(const char *v, size_t vlen, char *out, size_t size)
+{
+    if ((vlen == 13 && memcmp(v, "[UNAVAILABLE]", 13) == 0) ||
+        (vlen == 12 && memcmp(v, "[TEMPUNAVAIL]", 12) == 0)) {
+        out[0] = '\0';
+        return true;
+    }
+    if (!queue_xtext_decode(v, vlen, out, size))
+        return false;
+    for (const char *p = out; *p; p++)
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
+            return false;
+    return true;
+}
+
+bool smtp_parse_xclient(const char *arg, size_t len, struct smtp_xclient *x_r, char *reply_r,
+                        size_t reply_size)
+{
+    memset(x_r, 0, sizeof *x_r);
+    size_t i = 0, n_attrs = 0;
+    while (i < len) {
+        while (i < len && is_blank(arg[i]))
+            i++;
+        if (i >= len)
+            break;
+        size_t start = i;
+        while (i < len && !is_blank(arg[i]))
+            i++;
+        const char *tok = arg + start;
+        size_t tlen = i - start;
+        const char *eq = memchr(tok, '=', tlen);
+        if (!eq || eq == tok || ++n_attrs > 16) {
+            snprintf(reply_r, reply_size, "501 5.5.4 Bad XCLIENT attribute syntax");
+            return false;
+        }
+        size_t klen = (size_t)(eq - tok);
+        const char *v = eq + 1;
+        size_t vlen = tlen - klen - 1;
+        bool ok = true;
+        char tmp[64];
+        if (token_equals_ci(tok, klen, "ADDR")) {
+            ok = xclient_value(v, vlen, tmp, sizeof tmp);
+            const char *ip = tmp;
+            if (ok && strncasecmp(ip, "IPV6:", 5) == 0)
+                ip += 5;
+            unsigned char bin[16];
+            if (ok && ip[0])
+                ok = inet_pton(AF_INET, ip, bin) == 1 || inet_pton(AF_INET6, ip, bin) == 1;
+            if (ok)
+                snprintf(x_r->addr, sizeof x_r->addr, "%s", ip);
+        } else if (token_equals_ci(tok, klen, "NAME")) {
+            ok = xclient_value(v, vlen, x_r->name, sizeof x_r->name);
+        } else if (token_equals_ci(tok, klen, "HELO")) {
+            ok = xclient_value(v, vlen, x_r->helo, sizeof x_r->helo);
+        } else if (token_equals_ci(tok, klen, "LOGIN")) {
+            ok = xclient_value(v, vlen, x_r->login, sizeof x_r->login);
+        } else if (token_equals_ci(tok, klen, "PROTO")) {
+            ok = xclient_value(v, vlen, tmp, sizeof tmp);
+            if (ok && strcasecmp(tmp, "SMTP") == 0)
+                x_r->proto = 1;
+            else if (ok && strcasecmp(tmp, "ESMTP") == 0)
+                x_r->proto = 2;
+            else if (ok && tmp[0])
+                ok = false;
+        }
+        if (!ok) {
+            snprintf(reply_r, reply_size, "501 5.5.4 Bad %.*s syntax", (int)(klen > 16 ? 16 : klen),
+                     tok);
+            return false;
+        }
+    }
+    if (n_attrs == 0) {
+        snprintf(reply_r, reply_size, "501 5.5.4 Syntax: XCLIENT attribute=value...");
+        return false;
+    }
     return true;
 }

@@ -44,6 +44,7 @@ enum smtp_verb {
     SMTP_VERB_STARTTLS,
     SMTP_VERB_AUTH,
     SMTP_VERB_ETRN,
+    SMTP_VERB_XCLIENT,
     SMTP_VERB_LHLO,     /* RFC 2033 §4.1: LMTP's greeting (LMTP role only) */
     SMTP_VERB_NON_SMTP, /* "GET /", "POST /", "CONNECT": a web client or proxy probe */
     SMTP_VERB_COUNT
@@ -110,5 +111,21 @@ bool smtp_parse_auth(const char *arg, size_t len, char mech_r[21], const char **
 /* The HELO/EHLO argument: one domain or address literal, printable ASCII, <= 255 octets.
  * Copies it into out (size >= 256). */
 bool smtp_parse_helo(const char *arg, size_t len, char *out, size_t size);
+
+/* Postfix's XCLIENT (XCLIENT_README): "attr=xtext ..." with attr one of NAME, ADDR, PORT,
+ * PROTO, HELO, LOGIN, DESTADDR, DESTPORT (case-insensitive). A value "[UNAVAILABLE]" or
+ * "[TEMPUNAVAIL]" means unknown (left ""). ADDR is an IPv4 or IPv6 address ("IPV6:" prefix
+ * allowed), PROTO is SMTP or ESMTP, HELO a HELO argument, LOGIN a login name of at most
+ * 320 octets. Unknown attributes are ignored (Postfix refuses them; we only must not trust
+ * them). false with a 501 reply in reply_r on a syntax error. */
+struct smtp_xclient {
+    char addr[64];  /* "" unless given */
+    char name[256];
+    char helo[256];
+    char login[321];
+    int proto; /* 0 not given, 1 SMTP, 2 ESMTP */
+};
+bool smtp_parse_xclient(const char *arg, size_t len, struct smtp_xclient *x_r, char *reply_r,
+                        size_t reply_size);
 
 #endif

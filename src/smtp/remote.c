@@ -31,6 +31,7 @@
 #include "core/conn.h"
 #include "core/log.h"
 #include "core/wire.h"
+#include "policy/greylist.h"
 #include "queue/outbound.h"
 #include "smtp/delivery.h"
 #include "smtp/mailauth_hook.h"
@@ -45,6 +46,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define REMOTE_ENVELOPE_MAGIC   "tern-envelope-1"
@@ -75,7 +77,9 @@ bool smtp_remote_envelope_encode(const struct smtp_delivery_job *job, struct buf
     for (size_t i = 0; ok && i < job->n_remote; i++)
         ok = wire_put_str(b, job->remote[i]) && wire_put_num(b, job->remote_notify[i]) &&
              wire_put_str(b, job->remote_orcpt ? job->remote_orcpt[i] : NULL);
-    ok = ok && wire_put_str(b, job->remote_header) && wire_put_num(b, job->mailauth != NULL);
+    /* the milters ran in the login process: what they decided for the copies */
+    ok = ok && wire_put_str(b, job->remote_header) && wire_put_num(b, job->is_held) &&
+         wire_put_num(b, job->is_junk) && wire_put_num(b, job->mailauth != NULL);
     const struct smtp_mailauth_job *m = job->mailauth;
     if (ok && m)
         ok = wire_put_str(b, m->ip) && wire_put_str(b, m->helo) && wire_put_str(b, m->from) &&
@@ -198,8 +202,11 @@ struct smtp_delivery_job *smtp_remote_envelope_decode(const char *data, size_t l
             goto bad;
     }
     job->remote_header = dup_field(&r, REMOTE_HEADER_MAX, true, &is_oom);
+    job->is_held = wire_num(&r, 1) == 1;
+    job->is_junk = wire_num(&r, 1) == 1;
+    job->is_filtered = true; /* (the milters ran in the login process) */
     bool has_mailauth = wire_num(&r, 1) == 1;
-    if (r.is_bad || is_oom || (n_remote && !job->remote_header))
+    if (r.is_bad || is_oom || ((n_remote || job->is_held) && !job->remote_header))
         goto bad;
     if (has_mailauth) {
         struct smtp_mailauth_job *m = calloc(1, sizeof *m);
@@ -238,7 +245,8 @@ bad:
  * file, when the body went to one, is that memfd already (body.c). */
 static int remote_message_fd(struct smtp_delivery_job *job, const struct buf *env)
 {
-    int fd = job->fd;
+    /* the spill file, unless the milters rewrote the message into memory */
+    int fd = job->src.fd >= 0 ? job->fd : -1;
     uint64_t body_len = job->src.fd >= 0 ? job->src.size : job->src.len;
     if (fd < 0) {
         fd = memfd_create("tern-message", MFD_CLOEXEC | MFD_ALLOW_SEALING);
@@ -249,7 +257,9 @@ static int remote_message_fd(struct smtp_delivery_job *job, const struct buf *en
                 close(fd);
             return -1;
         }
-        job->fd = fd; /* closed with the job */
+        if (job->fd >= 0)
+            close(job->fd); /* the original the milters replaced */
+        job->fd = fd;       /* closed with the job */
     }
     if (pwrite(fd, env->data, env->len, (off_t)body_len) != (ssize_t)env->len ||
         fcntl(fd, F_ADD_SEALS, REMOTE_SEALS | F_SEAL_SEAL) < 0) {
@@ -363,6 +373,33 @@ void smtp_remote_etrn(const char *node, bool is_subdomains, size_t *n_queued_r, 
     buf_free(&req);
 }
 
+void smtp_remote_greylist(const char *ip, const char *sender, const char *rcpt,
+                          struct greylist_answer *a_r)
+{
+    *a_r = (struct greylist_answer){.verdict = GREYLIST_ERROR};
+    struct buf req;
+    buf_init(&req, 1024);
+    struct channel_msg *reply = malloc(sizeof *reply);
+    int32_t rc = -1;
+    size_t off;
+    if (reply && wire_put_str(&req, ip) && wire_put_str(&req, sender) &&
+        wire_put_str(&req, rcpt) &&
+        backend_call(BACKEND_MSG_GREYLIST, req.data, req.len, -1, REMOTE_SHORT_TIMEOUT, reply, &rc,
+                     &off) == 0 &&
+        (rc == GREYLIST_PASS || rc == GREYLIST_DEFER)) {
+        struct wire_reader r;
+        wire_reader_init(&r, reply->payload + off, reply->len - off);
+        unsigned retry_in = (unsigned)wire_num(&r, UINT32_MAX);
+        bool is_pass_listed = wire_num(&r, 1) == 1;
+        if (!r.is_bad)
+            *a_r = (struct greylist_answer){.verdict = (enum greylist_verdict)rc,
+                                            .retry_in = retry_in,
+                                            .is_pass_listed = is_pass_listed};
+    }
+    free(reply);
+    buf_free(&req);
+}
+
 /* ---- mail worker side ------------------------------------------------------------------------ */
 
 static const struct server_context *remote_ctx;
@@ -470,11 +507,15 @@ static bool remote_lookup_users(struct smtp_delivery_job *job)
         t->quota = u.quota;
         u.home = NULL;
         auth_user_free(&u);
+        /* spam (junk.*): the mailbox is this worker's setting, never the login's word */
+        const char *junk = remote_ctx->cfg->junk_mailbox && remote_ctx->cfg->junk_mailbox[0]
+                               ? remote_ctx->cfg->junk_mailbox
+                               : "Junk";
         job->targets[i] = (struct store_target){.user = t->user,
                                                 .home = t->home,
                                                 .quota = t->quota,
                                                 .header = job->headers[i],
-                                                .mailbox = NULL};
+                                                .mailbox = job->is_junk ? junk : NULL};
     }
     return true;
 }
@@ -588,6 +629,28 @@ static void remote_etrn_work(struct job *jb)
     buf_free(&b);
 }
 
+/* Pool thread: a login process's greylisting triplet, checked in this worker's file. */
+static void remote_greylist_work(struct job *jb)
+{
+    struct remote_job *j = (struct remote_job *)jb;
+    struct wire_reader r;
+    wire_reader_init(&r, j->data, j->data_len);
+    const char *ip = wire_str(&r, 64);
+    const char *sender = wire_str(&r, ADDR_MAX_PATH + 1);
+    const char *rcpt = wire_str(&r, ADDR_MAX_PATH + 1);
+    size_t rest;
+    (void)wire_rest(&r, &rest);
+    struct greylist_answer a = {.verdict = GREYLIST_ERROR};
+    if (!r.is_bad && rest == 0 && ip[0] && rcpt[0] && remote_ctx->greylist)
+        greylist_check(remote_ctx->greylist, ip, sender, rcpt, time(NULL), &a);
+    struct buf b;
+    buf_init(&b, 64);
+    bool ok = wire_put_num(&b, a.retry_in) && wire_put_num(&b, a.is_pass_listed);
+    backend_reply(j->req, ok ? (int32_t)a.verdict : GREYLIST_ERROR, b.data, ok ? b.len : 0);
+    j->req = NULL;
+    buf_free(&b);
+}
+
 static void remote_plain_done(void *owner, struct job *jb)
 {
     remote_job_free((struct remote_job *)jb);
@@ -603,10 +666,16 @@ static void remote_on_etrn(struct backend_request *req, void *arg)
     remote_submit(req, remote_etrn_work, remote_plain_done);
 }
 
+static void remote_on_greylist(struct backend_request *req, void *arg)
+{
+    remote_submit(req, remote_greylist_work, remote_plain_done);
+}
+
 void smtp_remote_serve(const struct server_context *ctx)
 {
     remote_ctx = ctx;
     backend_server_handle(BACKEND_MSG_DELIVER, remote_on_deliver, NULL);
     backend_server_handle(BACKEND_MSG_USAGE, remote_on_usage, NULL);
     backend_server_handle(BACKEND_MSG_ETRN, remote_on_etrn, NULL);
+    backend_server_handle(BACKEND_MSG_GREYLIST, remote_on_greylist, NULL);
 }

@@ -7,14 +7,16 @@
  *            delivered by the worker exactly as delivery.c would here; the worker answers
  *            once the copies are durable, so the 250 still means "on stable storage";
  *   USAGE    is a local user's mailbox full (RCPT, 452 4.2.2);
- *   ETRN     flush the deferred mail of a node (etrn.c).
+ *   ETRN     flush the deferred mail of a node (etrn.c);
+ *   GREYLIST check and record a (client, sender, recipient) triplet at RCPT
+ *            (policy/greylist.h: the SQLite file a chrooted login process cannot open).
  *
  * A mail worker checks a login process's request as it would a client's: the envelope is
  * parsed with bounds (smtp_remote_envelope_decode, fuzzed), the queue id and every
  * address that reaches the spool's text envelope are checked, and each local user's home
  * and quota are looked up again in the directory (never taken from the login process).
  *
- * Thread rules: smtp_remote_deliver/usage/etrn on pool threads (they block);
+ * Thread rules: smtp_remote_deliver/usage/etrn/greylist on pool threads (they block);
  * smtp_remote_serve on the loop of a mail worker, once, after the auth service is open.
  */
 #ifndef TERN_SMTP_REMOTE_H
@@ -38,8 +40,14 @@ int smtp_remote_user_is_full(const char *user);
  * failure, as smtp_etrn_flush). */
 void smtp_remote_etrn(const char *node, bool is_subdomains, size_t *n_queued_r, int *moved_r);
 
+/* Greylisting in a mail worker: a_r as greylist_check's (GREYLIST_ERROR when no worker
+ * answered: the recipient passes, as with a database failure). */
+struct greylist_answer;
+void smtp_remote_greylist(const char *ip, const char *sender, const char *rcpt,
+                          struct greylist_answer *a_r);
+
 /* ---- mail worker side ---- */
-/* Serve the login processes' DELIVER, USAGE and ETRN requests with ctx's directory, pool
+/* Serve the login processes' DELIVER, USAGE, ETRN and GREYLIST requests with ctx's directory, pool
  * and configuration (which stay valid until the process ends). */
 void smtp_remote_serve(const struct server_context *ctx);
 

@@ -6,12 +6,16 @@
  * done callback on the loop thread. Policy: one successful AUTH per session, not inside
  * a mail transaction; plaintext mechanisms only where auth.allow_plaintext allows
  * (538 5.7.11 otherwise, RFC 4954 §6); "*" cancels (501 5.7.0); failures are logged
- * Postfix-style and counted by the per-IP throttle (auth_throttle_*).
+ * Postfix-style and counted by the failed-login policy (policy/penalty.h, the auth
+ * process's table for every worker): the job of the first step asks it (a block, or a
+ * delay that holds the step), every ending step reports to it. The client address is
+ * the one a trusted proxy passed with XCLIENT.
  */
 #include "auth/auth.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "core/workpool.h"
+#include "policy/penalty.h"
 #include "smtp/session.h"
 
 #include <stdio.h>
@@ -22,8 +26,7 @@ struct smtp_auth_job {
     struct job job;         /* first (core/job.h) */
     struct auth_sasl *sasl; /* moved in from the session, back in auth_job_done */
     struct auth_service *auth;
-    char ip[64];       /* the client, for the throttle (copied: the thread rule) */
-    bool is_throttled; /* refused: too many failed attempts from ip */
+    struct penalty_gate gate; /* the failed-login policy (copied: the thread rule) */
     char *response; /* NULL: no initial response */
     char *challenge;
     enum auth_sasl_status status;
@@ -48,17 +51,22 @@ char *smtp_auth_mechanisms(struct smtp_session *s)
     return auth_mechanisms(s->ctx->auth, &peer);
 }
 
+#define SMTP_BLOCKED_REPLY                                                                         \
+    "454 4.7.0 Error: too many failed authentication attempts, try again later"
+
+/* The policy is the auth process's: asked and told here, not on the loop. */
 static void auth_job_work(struct job *j)
 {
     struct smtp_auth_job *job = (struct smtp_auth_job *)j;
-    /* the throttle is the auth process's: asked and fed here, not on the loop */
-    if (auth_throttle_is_blocked(job->auth, job->ip)) {
-        job->is_throttled = true;
-        return;
-    }
+    if (!auth_penalty_gate_enter(job->auth, &job->gate, NULL))
+        return; /* blocked, or held first (auth_job_done) */
     job->status = auth_sasl_step(job->sasl, job->response, &job->challenge);
-    if (job->status == AUTH_SASL_FAIL)
-        auth_throttle_record_failure(job->auth, job->ip);
+    if (job->status != AUTH_SASL_CONTINUE)
+        (void)auth_penalty_gate_report(job->auth, &job->gate,
+                                       auth_sasl_attempted_login(job->sasl),
+                                       job->status == AUTH_SASL_OK     ? 1
+                                       : job->status == AUTH_SASL_FAIL ? 0
+                                                                       : -1);
 }
 
 static void auth_end_exchange(struct smtp_session *s)
@@ -77,12 +85,18 @@ static void auth_job_done(void *session, struct job *j)
         auth_sasl_free(job->sasl); /* the client has gone */
         goto out;
     }
+    if (job->gate.delay_ms) {
+        /* the failed-login delay: the step runs once it is over (a timer, no thread waits) */
+        unsigned delay = job->gate.delay_ms;
+        job->gate.delay_ms = 0;
+        smtp_session_job_start_delayed(s, &job->job, delay);
+        return;
+    }
     s->sasl = job->sasl;
-    if (job->is_throttled) {
+    if (job->gate.is_blocked && job->status != AUTH_SASL_OK) {
         log_warning("smtpd", "%s: too many failed authentication attempts, AUTH refused", s->peer);
         auth_end_exchange(s);
-        smtp_reply(s, "454 4.7.0 Error: too many failed authentication attempts, try again "
-                      "later");
+        smtp_reply(s, SMTP_BLOCKED_REPLY);
         smtp_session_job_done(s);
         goto out;
     }
@@ -92,6 +106,14 @@ static void auth_job_done(void *session, struct job *j)
         smtp_reply(s, "334 %s", job->challenge ? job->challenge : "");
         break;
     case AUTH_SASL_OK: {
+        if (job->gate.is_blocked) {
+            log_warning("smtpd",
+                        "%s: SASL %s authentication refused: blocked after failed logins",
+                        s->peer, auth_sasl_mechanism(s->sasl));
+            auth_end_exchange(s);
+            smtp_reply(s, SMTP_BLOCKED_REPLY);
+            break;
+        }
         const char *user = auth_sasl_user(s->sasl);
         free(s->auth_user);
         s->auth_user = strdup(user ? user : "");
@@ -128,8 +150,10 @@ out:
     free(job);
 }
 
-/* Run one SASL step in the workpool. response: as the client sent it, or NULL. */
-static void auth_step_submit(struct smtp_session *s, const char *response, size_t len)
+/* Run one SASL step in the workpool (the first one asks the failed-login policy first).
+ * response: as the client sent it, or NULL. */
+static void auth_step_submit(struct smtp_session *s, const char *response, size_t len,
+                             bool is_first)
 {
     struct smtp_auth_job *job = calloc(1, sizeof *job);
     if (!job || (response && !(job->response = strndup(response, len)))) {
@@ -140,15 +164,12 @@ static void auth_step_submit(struct smtp_session *s, const char *response, size_
     }
     job_init(&job->job, s->handle, auth_job_work, auth_job_done);
     job->auth = s->ctx->auth;
-    snprintf(job->ip, sizeof job->ip, "%s", conn_peer_ip(s->c));
+    penalty_gate_init(&job->gate, "smtpd", conn_peer_ip(s->c),
+                      conn_peer_in_networks(s->c, &s->cfg->auth_trusted_networks), s->client_ip);
+    job->gate.is_checked = !is_first;
     job->sasl = s->sasl;
     s->sasl = NULL;
     smtp_session_job_start(s, &job->job);
-}
-
-static bool is_plaintext_mechanism(const char *mech)
-{
-    return strcmp(mech, "PLAIN") == 0 || strcmp(mech, "LOGIN") == 0;
 }
 
 void smtp_cmd_auth(struct smtp_session *s, const struct smtp_command *cmd)
@@ -173,17 +194,25 @@ void smtp_cmd_auth(struct smtp_session *s, const struct smtp_command *cmd)
         return;
     }
     struct auth_peer peer = session_peer(s);
-    if (is_plaintext_mechanism(mech) && !auth_plaintext_allowed(s->ctx->auth, &peer)) {
+    switch (auth_mechanism_status(s->ctx->auth, mech, &peer)) {
+    case AUTH_MECH_OK:
+        break;
+    case AUTH_MECH_NEEDS_TLS:
+        /* RFC 4954 §6 */
         smtp_reply(s, "538 5.7.11 Encryption required for requested authentication mechanism");
+        return;
+    case AUTH_MECH_UNKNOWN:
+    case AUTH_MECH_UNAVAILABLE:
+        /* RFC 4954 §4: a mechanism not offered in EHLO is rejected with 504 */
+        smtp_reply(s, "504 5.5.4 Unsupported authentication mechanism");
         return;
     }
     s->sasl = auth_sasl_start(s->ctx->auth, mech, &peer, smtp_hostname(s));
     if (!s->sasl) {
-        smtp_reply(s, "535 5.7.8 Error: authentication failed: Invalid authentication "
-                      "mechanism");
+        smtp_reply(s, "454 4.7.0 Temporary authentication failure");
         return;
     }
-    auth_step_submit(s, initial, initial_len);
+    auth_step_submit(s, initial, initial_len, true);
 }
 
 void smtp_auth_abort(struct smtp_session *s, const char *reply)
@@ -210,5 +239,5 @@ void smtp_auth_response(struct smtp_session *s, const char *line, size_t len)
         return;
     }
     s->input = SMTP_INPUT_COMMAND; /* until the step says CONTINUE */
-    auth_step_submit(s, line, len);
+    auth_step_submit(s, line, len, false);
 }

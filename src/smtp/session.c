@@ -17,6 +17,7 @@
 #include "auth/auth.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "policy/ratelimit.h"
 #include "smtp/session.h"
 
 #include <event2/buffer.h>
@@ -53,6 +54,7 @@ static void cmd_help(struct smtp_session *s, const struct smtp_command *cmd);
 static void cmd_starttls(struct smtp_session *s, const struct smtp_command *cmd);
 static void cmd_not_implemented(struct smtp_session *s, const struct smtp_command *cmd);
 static void cmd_non_smtp(struct smtp_session *s, const struct smtp_command *cmd);
+static void cmd_xclient(struct smtp_session *s, const struct smtp_command *cmd);
 
 /* The command table: verb -> handler and flags. State rules that depend on the
  * transaction (need MAIL, need RCPT, nested MAIL) are checked in the handlers, each
@@ -74,6 +76,7 @@ static const struct smtp_command_def command_table[] = {
     {SMTP_VERB_HELP, cmd_help, CMD_JUNK},
     {SMTP_VERB_STARTTLS, cmd_starttls, CMD_NEEDS_HELO},
     {SMTP_VERB_AUTH, smtp_cmd_auth, CMD_NEEDS_HELO},
+    {SMTP_VERB_XCLIENT, cmd_xclient, 0},
     {SMTP_VERB_NON_SMTP, cmd_non_smtp, 0},
 };
 
@@ -90,6 +93,10 @@ static void cmd_helo(struct smtp_session *s, const struct smtp_command *cmd)
         smtp_reply(s, "501 Syntax: HELO hostname");
         return;
     }
+    if (!smtp_screen_helo(s, s->helo)) {
+        s->helo[0] = '\0';
+        return;
+    }
     /* RFC 5321 §4.1.4: HELO/EHLO resets the transaction. */
     smtp_txn_reset(&s->txn);
     s->has_helo = true;
@@ -103,13 +110,24 @@ static bool can_starttls(const struct smtp_session *s)
     return !conn_is_tls(s->c) && conn_tls_available(s->c);
 }
 
+/* XCLIENT only from auth.trusted_networks (Postfix: smtpd_authorized_xclient_hosts). */
+static bool can_xclient(const struct smtp_session *s)
+{
+    return conn_peer_in_networks(s->c, &s->cfg->auth_trusted_networks);
+}
+
 /* EHLO and LHLO: take the client's name, reset the transaction (RFC 5321 §4.1.4) and
- * start the capability reply in b with what both offer. false (replied) on bad syntax. */
+ * start the capability reply in b with what both offer. false (replied) on bad syntax
+ * or a name the HELO checks refuse. */
 static bool extended_hello(struct smtp_session *s, const struct smtp_command *cmd,
                            const char *syntax_reply, struct buf *b)
 {
     if (!smtp_parse_helo(cmd->arg, cmd->arg_len, s->helo, sizeof s->helo)) {
         smtp_reply(s, "%s", syntax_reply);
+        return false;
+    }
+    if (!smtp_screen_helo(s, s->helo)) {
+        s->helo[0] = '\0';
         return false;
     }
     smtp_txn_reset(&s->txn);
@@ -137,10 +155,13 @@ static void cmd_ehlo(struct smtp_session *s, const struct smtp_command *cmd)
         buf_printf(&b, "250-AUTH %s\r\n250-AUTH=%s\r\n", mechs, mechs);
     }
     free(mechs);
+    if (can_xclient(s))
+        buf_append_str(&b, "250-XCLIENT NAME ADDR PROTO HELO LOGIN\r\n");
     buf_append_str(&b, "250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-DSN\r\n250-SMTPUTF8\r\n"
                        "250 CHUNKING\r\n");
     conn_write(s->c, b.data, b.len);
     buf_free(&b);
+    s->has_pipelining = true; /* RFC 2920: from now on the client may pipeline */
     s->stat_ok[s->cur_verb]++;
 }
 
@@ -165,7 +186,8 @@ static bool role_takes_verb(const struct smtp_session *s, enum smtp_verb verb)
     if (s->role != CONN_ROLE_LMTP)
         return verb != SMTP_VERB_LHLO;
     return verb != SMTP_VERB_HELO && verb != SMTP_VERB_EHLO && verb != SMTP_VERB_STARTTLS &&
-           verb != SMTP_VERB_AUTH && verb != SMTP_VERB_BDAT && verb != SMTP_VERB_ETRN;
+           verb != SMTP_VERB_AUTH && verb != SMTP_VERB_BDAT && verb != SMTP_VERB_ETRN &&
+           verb != SMTP_VERB_XCLIENT;
 }
 
 static void cmd_rset(struct smtp_session *s, const struct smtp_command *cmd)
@@ -228,6 +250,46 @@ static void cmd_non_smtp(struct smtp_session *s, const struct smtp_command *cmd)
     log_warning("smtpd", "non-SMTP command from %s: %.*s", s->peer,
                 (int)(cmd->arg_len > 100 ? 100 : cmd->arg_len), cmd->arg);
     session_close_with(s, "221 2.7.0 Error: I can break rules, too. Goodbye.");
+}
+
+/* Postfix's XCLIENT: a trusted proxy passes the real client's address, name, HELO,
+ * protocol and login; the session starts over as that client's, with a new greeting. The
+ * address is the one failed logins are counted against and the one logged; relaying
+ * decisions keep the connection's own address. */
+static void cmd_xclient(struct smtp_session *s, const struct smtp_command *cmd)
+{
+    if (!can_xclient(s)) {
+        smtp_reply(s, "550 5.7.0 Error: insufficient authorization");
+        return;
+    }
+    if (s->txn.is_active) {
+        smtp_reply(s, "503 5.5.1 Error: MAIL transaction in progress");
+        return;
+    }
+    struct smtp_xclient x;
+    char reply[SMTP_REPLY_MAX];
+    if (!smtp_parse_xclient(cmd->arg, cmd->arg_len, &x, reply, sizeof reply)) {
+        smtp_reply(s, "%s", reply);
+        return;
+    }
+    char old_peer[sizeof s->peer];
+    memcpy(old_peer, s->peer, sizeof old_peer);
+    if (x.addr[0])
+        memcpy(s->client_ip, x.addr, sizeof x.addr);
+    const char *ip = s->client_ip[0] ? s->client_ip : conn_peer_ip(s->c);
+    snprintf(s->peer, sizeof s->peer, "%.200s[%s]", x.name[0] ? x.name : "unknown", ip);
+    log_info("smtpd", "client=%s, xclient from %s", s->peer, old_peer);
+    smtp_txn_reset(&s->txn);
+    s->has_helo = x.helo[0] != '\0';
+    s->is_esmtp = x.proto == 2;
+    s->has_pipelining = false;
+    memcpy(s->helo, x.helo, sizeof s->helo);
+    if (x.login[0]) {
+        free(s->auth_user);
+        s->auth_user = strdup(x.login);
+        snprintf(s->auth_mech, sizeof s->auth_mech, "XCLIENT");
+    }
+    smtp_reply(s, "220 %s ESMTP", smtp_hostname(s));
 }
 
 static void cmd_starttls(struct smtp_session *s, const struct smtp_command *cmd)
@@ -398,7 +460,7 @@ static bool session_read_line(struct smtp_session *s, struct evbuffer *in)
     line[line_len] = '\0';
     if (s->input == SMTP_INPUT_AUTH)
         smtp_auth_response(s, line, line_len);
-    else
+    else if (smtp_screen_pipelining(s, line, evbuffer_get_length(in)))
         session_command(s, line, line_len);
     return true;
 }
@@ -474,6 +536,39 @@ void smtp_txn_init(struct smtp_txn *t)
     buf_init(&t->body, 0);
 }
 
+bool smtp_rate_allowed(struct smtp_session *s, int event)
+{
+    if (!s->ctx->ratelimit || conn_peer_in_networks(s->c, &s->cfg->relay_networks) ||
+        conn_peer_in_networks(s->c, &s->cfg->auth_trusted_networks))
+        return true;
+    const char *ip = s->client_ip[0] ? s->client_ip : conn_peer_ip(s->c);
+    struct ratelimit_query q = {.event = (enum ratelimit_event)event,
+                            .ip = ip,
+                            .user = s->auth_user,
+                            .now_ms = util_now_ms()};
+    struct ratelimit_answer a;
+    ratelimit_event(s->ctx->ratelimit, &q, &a);
+    if (a.is_allowed)
+        return true;
+    static const char *const what[] = {"Connection rate", "Message delivery request rate",
+                                       "Recipient address rate"};
+    const char *service = s->role == CONN_ROLE_SMTP ? "smtp" : "submission";
+    if (a.is_user_limit)
+        log_warning("smtpd", "%s limit exceeded: %u from %s for user %s, service %s",
+                    what[event], a.count + 1, s->peer, s->auth_user, service);
+    else
+        log_warning("smtpd", "%s limit exceeded: %u from %s for service %s", what[event],
+                    a.count + 1, s->peer, service);
+    const char *who = a.is_user_limit ? s->auth_user : ip;
+    if (event == RATELIMIT_CONNECTION)
+        smtp_reply(s, "421 4.7.0 %s Error: too many connections from %s", smtp_hostname(s), ip);
+    else if (event == RATELIMIT_MESSAGE)
+        smtp_reply(s, "450 4.7.1 Error: too much mail from %s", who);
+    else
+        smtp_reply(s, "450 4.7.1 Error: too many recipients from %s", who);
+    return false;
+}
+
 static void *smtp_open(struct conn *c)
 {
     struct smtp_session *s = calloc(1, sizeof *s);
@@ -505,6 +600,13 @@ static void *smtp_open(struct conn *c)
         conn_printf(c, "220 %s LMTP\r\n", smtp_hostname(s));
         return s;
     }
+    if (!smtp_rate_allowed(s, RATELIMIT_CONNECTION)) {
+        s->input = SMTP_INPUT_CLOSED;
+        conn_close(c);
+        return s;
+    }
+    if (smtp_screen_greet(s))
+        return s; /* the banner follows the pause and the DNS list lookups */
     /* RFC 5321 §4.3.1 greeting; no software name or version (DESIGN §6). */
     conn_printf(c, "220 %s ESMTP\r\n", smtp_hostname(s));
     return s;
@@ -517,6 +619,7 @@ static void smtp_on_tls(void *session, struct conn *c)
     smtp_txn_reset(&s->txn);
     s->has_helo = false;
     s->is_esmtp = false;
+    s->has_pipelining = false;
     s->helo[0] = '\0';
     free(s->auth_user);
     s->auth_user = NULL;
@@ -564,6 +667,7 @@ static void session_timeout(struct smtp_session *s)
 
 void smtp_session_free(struct smtp_session *s)
 {
+    smtp_screen_free(s);
     smtp_txn_reset(&s->txn);
     buf_free(&s->txn.body);
     if (s->sasl)
@@ -598,9 +702,21 @@ static void smtp_close(void *session, const char *reason)
 
 void smtp_session_job_start(struct smtp_session *s, struct job *job)
 {
+    smtp_session_job_start_delayed(s, job, 0);
+}
+
+void smtp_session_job_start_delayed(struct smtp_session *s, struct job *job, unsigned delay_ms)
+{
     s->is_busy = true;
     conn_pause_read(s->c);
-    job_submit(s->ctx->pool, job);
+    job_submit_delayed(s->ctx->pool, job, delay_ms);
+}
+
+void smtp_session_job_start_on(struct smtp_session *s, struct job *job, struct workpool *pool)
+{
+    s->is_busy = true;
+    conn_pause_read(s->c);
+    job_submit(pool, job);
 }
 
 void smtp_session_job_done(struct smtp_session *s)

@@ -23,6 +23,8 @@
 #include <stdint.h>
 
 struct auth_sasl;
+struct smtp_screen;
+struct greylist;
 struct mailauth_spf_result;
 
 /* Message bodies up to this size stay in memory; larger ones go to an unlinked file. */
@@ -93,10 +95,13 @@ struct smtp_session {
     const struct config *cfg;
     enum conn_role role;
     char peer[320]; /* "name[ip]" for logs */
+    char client_ip[64]; /* the client address XCLIENT passed ("" none): penalised logins */
 
     enum smtp_input input;
     bool has_helo;
     bool is_esmtp;
+    bool has_pipelining;         /* PIPELINING was announced (EHLO reply sent) */
+    struct smtp_screen *screen;  /* port-25 checks in progress (screen.c), or NULL */
     char helo[256];
 
     char *auth_user; /* after AUTH: canonical user */
@@ -140,13 +145,26 @@ void smtp_log_safe(const char *in, char *out, size_t size);
 
 /* session.c */
 void smtp_session_free(struct smtp_session *s);
+/* Rate limits (policy/ratelimit.h): count a connection, MAIL or RCPT (event: enum ratelimit_event)
+ * for the client address and the authenticated user. false: over a limit, the reply
+ * (421 for a connection, 450 4.7.1 otherwise) is written and the refusal logged.
+ * relay_networks and auth.trusted_networks are exempt (Postfix:
+ * smtpd_client_event_limit_exceptions = $mynetworks). */
+bool smtp_rate_allowed(struct smtp_session *s, int event);
 /* Pause reading and submit job (job_init'ed by the caller with s->handle). */
 void smtp_session_job_start(struct smtp_session *s, struct job *job);
+/* The same after delay_ms (the failed-login delay). */
+void smtp_session_job_start_delayed(struct smtp_session *s, struct job *job, unsigned delay_ms);
+/* The same on another pool (the milters' own, ctx->milter_pool). */
+void smtp_session_job_start_on(struct smtp_session *s, struct job *job, struct workpool *pool);
 /* A job's done callback found its session: resume reading. */
 void smtp_session_job_done(struct smtp_session *s);
 
 /* envelope.c */
 void smtp_cmd_mail(struct smtp_session *s, const struct smtp_command *cmd);
+/* MAIL passed every check: start the transaction and answer 250. */
+void smtp_mail_accept(struct smtp_session *s, const struct addr *from, const char *from_text,
+                      const struct smtp_mail_params *params);
 void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd);
 void smtp_txn_reset(struct smtp_txn *t);
 void smtp_txn_init(struct smtp_txn *t);
@@ -174,6 +192,29 @@ void smtp_auth_response(struct smtp_session *s, const char *line, size_t len);
 void smtp_auth_abort(struct smtp_session *s, const char *reply);
 /* Which SASL mechanisms to advertise now (malloc'd, "" when none) or NULL. */
 char *smtp_auth_mechanisms(struct smtp_session *s);
+
+/* screen.c: port-25 screening (greeting pause, early talkers, DNSBL, pipelining, HELO,
+ * RHSBL and sender domains). Each returns what the caller should do next. */
+
+/* At connect: true when the checks run and the banner (or refusal) comes later. */
+bool smtp_screen_greet(struct smtp_session *s);
+/* A command line was read and `pending` octets follow it: false when that is pipelining
+ * before PIPELINING was announced (the reply is written, the connection closes). */
+bool smtp_screen_pipelining(struct smtp_session *s, const char *line, size_t pending);
+/* HELO/EHLO argument: false when refused (the reply is written). */
+bool smtp_screen_helo(struct smtp_session *s, const char *helo);
+/* MAIL: true when lookups run; the answer (a refusal, or smtp_mail_accept) comes later. */
+bool smtp_screen_mail(struct smtp_session *s, const struct addr *from, const char *from_text,
+                      const struct smtp_mail_params *params);
+/* RCPT of a local recipient: the greylist its RCPT job checks (ctx->greylist), or NULL
+ * when this session is exempt or greylisting is off. */
+struct greylist *smtp_screen_greylist(const struct smtp_session *s);
+/* RCPT of a local recipient in a login process (no greylist file here): does greylisting
+ * apply to this session (the RCPT job then asks a mail worker, smtp/remote.h)? */
+bool smtp_screen_is_greylisted(const struct smtp_session *s);
+/* The client's address for the checks (XCLIENT's, else the connection's). */
+const char *smtp_screen_client_ip(const struct smtp_session *s);
+void smtp_screen_free(struct smtp_session *s);
 
 /* etrn.c */
 /* ETRN (RFC 1985): flush the deferred mail of a domain in the workpool. */

@@ -19,6 +19,15 @@ struct config;
  * and after every connection has closed. 0, or -1 with *error_r (malloc'd). */
 int smtp_mailauth_start(const struct config *cfg, char **error_r);
 void smtp_mailauth_stop(void);
+/* Port-25 screening (issue 13, smtp/screen.c): the resolver of the DNS list and sender
+ * domain checks, attached to base (none when no check needs DNS) / freed. Same rules. */
+struct event_base;
+int smtp_screen_start(const struct config *cfg, struct event_base *base, char **error_r);
+/* The same resolver made ahead, before the process enters its chroot (a login process:
+ * libunbound reads resolv.conf, hosts and the trust anchor when it is made);
+ * smtp_screen_start then only attaches it. */
+int smtp_screen_prepare(const struct config *cfg, char **error_r);
+void smtp_screen_stop(void);
 
 struct server_context;
 /* A mail worker (privilege separation): deliver the messages, answer the usage and ETRN

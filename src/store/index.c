@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,8 +118,19 @@ static int store_index_busy(void *arg, int count)
     return 1;
 }
 
-/* Create or upgrade the schema, once, under the write lock (several sessions may open
- * a new user's index at the same moment). */
+/* Inside a transaction: bring the schema to STORE_INDEX_VERSION. 0 or -1. */
+static int store_index_schema_apply(sqlite3 *db, char **error_r)
+{
+    if (store_index_exec(db, store_index_schema, error_r) < 0 ||
+        (!store_index_has_vanished(db) &&
+         store_index_exec(db, store_index_add_vanished, error_r) < 0) ||
+        store_index_exec(db, "PRAGMA user_version = " STORE_INDEX_VERSION_STR, error_r) < 0)
+        return -1;
+    return 0;
+}
+
+/* Upgrade the schema of an index made by an older version, once, under the write lock
+ * (several sessions may open it at the same moment). */
 static int store_index_migrate(sqlite3 *db, char **error_r)
 {
     if (store_index_exec(db, "PRAGMA journal_mode=WAL", error_r) < 0 ||
@@ -130,11 +142,7 @@ static int store_index_migrate(sqlite3 *db, char **error_r)
         sqlite3_step(st) == SQLITE_ROW)
         version = sqlite3_column_int(st, 0);
     sqlite3_finalize(st);
-    if (version < STORE_INDEX_VERSION &&
-        (store_index_exec(db, store_index_schema, error_r) < 0 ||
-         (!store_index_has_vanished(db) &&
-          store_index_exec(db, store_index_add_vanished, error_r) < 0) ||
-         store_index_exec(db, "PRAGMA user_version = " STORE_INDEX_VERSION_STR, error_r) < 0)) {
+    if (version < STORE_INDEX_VERSION && store_index_schema_apply(db, error_r) < 0) {
         store_index_rollback(db);
         return -1;
     }
@@ -142,6 +150,61 @@ static int store_index_migrate(sqlite3 *db, char **error_r)
 }
 
 void (*store_index_open_hook)(sqlite3 *db);
+
+/*
+ * A new user's index is made whole in a private file, then linked into place: no other
+ * connection ever meets a half-made database. When every session opened index.db and
+ * created the schema in it, the processes that open a new user's index at the same
+ * moment (the first deliveries, concurrent logins in two workers) met each other's
+ * rollback journal while the first switched the file to WAL, and failed with "disk I/O
+ * error" (SQLITE_IOERR_DELETE_NOENT) or "database is locked". The schema is written in
+ * rollback mode and the switch to WAL comes last, so the private file is complete
+ * without its -wal when closed. 0, or -1 with *error_r.
+ */
+static int store_index_create(const char *path, char **error_r)
+{
+    static atomic_uint n_created;
+    char tmp[4300];
+    snprintf(tmp, sizeof tmp, "%s.new.%ld.%u", path, (long)getpid(),
+             atomic_fetch_add(&n_created, 1));
+    /* The index holds subjects and addresses: private to the user (0600), which SQLite
+     * then also gives the -wal and -shm files (it copies the database file's mode). */
+    int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        store_error(error_r, "create %s: %s", tmp, strerror(errno));
+        return -1;
+    }
+    close(fd);
+    sqlite3 *db = NULL;
+    int rc = -1;
+    if (sqlite3_open_v2(tmp, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        store_error(error_r, "open %s: %s", tmp, db ? sqlite3_errmsg(db) : "out of memory");
+    } else if (store_index_exec(db, "BEGIN", error_r) == 0) {
+        if (store_index_schema_apply(db, error_r) == 0 &&
+            store_index_exec(db, "COMMIT", error_r) == 0 &&
+            store_index_exec(db, "PRAGMA journal_mode=WAL", error_r) == 0)
+            rc = 0;
+        else
+            (void)sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    }
+    if (db && sqlite3_close(db) != SQLITE_OK && rc == 0) {
+        store_error(error_r, "close %s: %s", tmp, sqlite3_errmsg(db));
+        rc = -1;
+    }
+    /* EEXIST: another session made it first; theirs is as good as ours */
+    if (rc == 0 && link(tmp, path) < 0 && errno != EEXIST) {
+        store_error(error_r, "link %s: %s", path, strerror(errno));
+        rc = -1;
+    }
+    static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
+    for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+        char leftover[4400];
+        snprintf(leftover, sizeof leftover, "%s%s", tmp, suffixes[i]);
+        (void)unlink(leftover);
+    }
+    return rc;
+}
 
 static sqlite3 *store_index_open_once(const char *home, int *code_r, char **error_r)
 {
@@ -155,14 +218,17 @@ static sqlite3 *store_index_open_once(const char *home, int *code_r, char **erro
         store_error(error_r, "mkdir %s: %s", home, strerror(errno));
         return NULL;
     }
-    /* The index holds subjects and addresses: private to the user (0600), which SQLite
-     * then also gives the -wal and -shm files (it copies the database file's mode). */
-    int pfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (pfd >= 0)
-        close(pfd);
+    if (access(path, F_OK) < 0) {
+        if (errno != ENOENT) {
+            store_error(error_r, "%s: %s", path, strerror(errno));
+            return NULL;
+        }
+        if (store_index_create(path, error_r) < 0)
+            return NULL;
+    }
     sqlite3 *db = NULL;
-    int rc = sqlite3_open_v2(
-        path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    /* no SQLITE_OPEN_CREATE: an index is only ever made by store_index_create */
+    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         store_error(error_r, "open %s: %s", path, db ? sqlite3_errmsg(db) : "out of memory");
         store_index_close(db);
@@ -181,8 +247,8 @@ static sqlite3 *store_index_open_once(const char *home, int *code_r, char **erro
         store_index_close(db);
         return NULL;
     }
-    /* Every delivery opens the index: create the schema only the first time
-     * (user_version marks it; journal_mode=WAL is persistent in the file). */
+    /* Every delivery opens the index: upgrade the schema of an index made by an older
+     * version only (user_version marks it; journal_mode=WAL is persistent in the file). */
     int version = 0;
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK &&
@@ -199,11 +265,12 @@ static sqlite3 *store_index_open_once(const char *home, int *code_r, char **erro
     return db;
 }
 
-/* Several processes may open a new user's index at the same moment (a delivery in the
- * queue process, logins in two workers): the first switches it to WAL and creates the
- * schema, and the others can meet SQLITE_BUSY, or an I/O error while the shared-memory
- * index is being set up, where the busy handler is not consulted. A new index is worth
- * a few tries: up to STORE_INDEX_OPEN_TRIES, a few milliseconds apart. */
+/* Several processes may open a user's index at the same moment (a delivery in the
+ * queue process, logins in two workers). A new index appears whole (store_index_create);
+ * what is left is SQLITE_BUSY, or an I/O error while the shared-memory index is being
+ * set up, where the busy handler is not consulted (and an upgrade of an old index by
+ * several at once). Worth a few tries: up to STORE_INDEX_OPEN_TRIES, a few milliseconds
+ * apart. */
 #define STORE_INDEX_OPEN_TRIES 50
 
 sqlite3 *store_index_open(const char *home, char **error_r)

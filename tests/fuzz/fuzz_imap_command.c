@@ -68,6 +68,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         } else if (r == IMAP_PARSE_DONE && strcmp(p.name, "THREAD") == 0 && p.args.n >= 1) {
             enum imap_thread_algorithm alg;
             (void)imap_thread_algorithm_parse(&p.args.list[0], &alg);
+        } else if (r == IMAP_PARSE_DONE && strcmp(p.name, "ID") == 0) {
+            char ip[64];
+            (void)imap_id_originating_ip(p.args.list, p.args.n, ip, sizeof ip);
         } else if (r == IMAP_PARSE_DONE && strcmp(p.name, "STATUS") == 0 && p.args.n == 2) {
             unsigned items;
             (void)imap_status_items_parse(&p.args.list[1], &items);

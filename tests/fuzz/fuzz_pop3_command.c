@@ -54,7 +54,7 @@ static void fuzz_lines(const uint8_t *data, size_t size)
 }
 
 static char *convert(const uint8_t *data, size_t size, bool is_top, uint64_t lines, size_t step,
-                     size_t *len_r, uint64_t *counted_r)
+                     size_t *len_r, uint64_t *counted_r, uint64_t *size_r)
 {
     struct pop3_msg m;
     if (is_top)
@@ -72,6 +72,7 @@ static char *convert(const uint8_t *data, size_t size, bool is_top, uint64_t lin
     used += pop3_msg_finish(&m, out + used);
     *len_r = used;
     *counted_r = m.out_total;
+    *size_r = pop3_msg_size(&m);
     return out;
 }
 
@@ -80,10 +81,10 @@ static void fuzz_message(const uint8_t *data, size_t size, bool is_top)
     uint64_t lines = size > 1 ? data[1] % 8 : 0;
     size_t step = size > 2 ? (size_t)data[2] % 31 + 1 : 1;
     size_t len_a, len_b;
-    uint64_t counted_a, counted_b;
-    char *a = convert(data, size, is_top, lines, size > 0 ? size : 1, &len_a, &counted_a);
-    char *b = convert(data, size, is_top, lines, step, &len_b, &counted_b);
-    if (len_a != len_b || memcmp(a, b, len_a) != 0 || counted_a != counted_b)
+    uint64_t counted_a, counted_b, size_a, size_b;
+    char *a = convert(data, size, is_top, lines, size > 0 ? size : 1, &len_a, &counted_a, &size_a);
+    char *b = convert(data, size, is_top, lines, step, &len_b, &counted_b, &size_b);
+    if (len_a != len_b || memcmp(a, b, len_a) != 0 || counted_a != counted_b || size_a != size_b)
         abort();
     if (counted_a + 3 != len_a || len_a > 2 * size + 5)
         abort();
@@ -91,6 +92,7 @@ static void fuzz_message(const uint8_t *data, size_t size, bool is_top)
         abort();
     if (len_a >= 5 && memcmp(a + len_a - 5, "\r\n.\r\n", 5) != 0)
         abort();
+    uint64_t n_stuffed = 0;
     for (size_t i = 0; i < len_a; i++) {
         if (a[i] == '\n' && (i == 0 || a[i - 1] != '\r'))
             abort();
@@ -98,7 +100,12 @@ static void fuzz_message(const uint8_t *data, size_t size, bool is_top)
         bool is_line_start = i == 0 || a[i - 1] == '\n';
         if (is_line_start && i + 3 < len_a && memcmp(a + i, ".\r\n", 3) == 0)
             abort();
+        if (is_line_start && i + 3 < len_a && a[i] == '.')
+            n_stuffed++; /* every line-start dot before the terminator was stuffed */
     }
+    /* RFC 1939 §11: the LIST size is what was sent less the byte-stuffing */
+    if (size_a != counted_a - n_stuffed)
+        abort();
     free(a);
     free(b);
 }

@@ -30,8 +30,6 @@ static void fuzz_init(void)
     cfg.default_domain = "";
     cfg.password_schemes = "PLAIN CRAM-MD5";
     cfg.allow_plaintext = PLAINTEXT_ALWAYS;
-    cfg.auth_max_failures = 10;
-    cfg.auth_failure_window = 300;
     char *err = NULL;
     svc = auth_service_open(&cfg, &err);
     if (!svc || auth_domain_add(svc, "example.test", &err) != 0 ||

@@ -53,5 +53,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char helo[256];
     if (smtp_parse_helo(cmd.arg, cmd.arg_len, helo, sizeof helo))
         assert(strlen(helo) <= 255);
+    struct smtp_xclient x;
+    if (smtp_parse_xclient(cmd.arg, cmd.arg_len, &x, reply, sizeof reply))
+        assert(strlen(x.addr) < sizeof x.addr && strlen(x.login) <= 320 && x.proto <= 2);
+    else
+        assert(reply[0] == '5');
     return 0;
 }

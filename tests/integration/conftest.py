@@ -10,6 +10,7 @@ Fixtures:
   tern          one server per test module (module scope)
   tern_factory  tern_factory(overrides=None) -> a fresh server with extra/replaced config
                 keys (value None drops a key); every server it made is stopped at teardown
+  tern_module_factory  the same, module scope (for module fixtures with their own config)
 
 Server object (TernServer): .host .ports .data_dir .config_path .pid .returncode
   .cli(*args, input=None, check=True)  -> subprocess.CompletedProcess (text mode)
@@ -21,8 +22,10 @@ file, a log line), never on sleeps; every wait here is bounded.
 """
 
 import atexit
+import functools
 import os
 import pwd
+import random
 import re
 import shutil
 import signal
@@ -31,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -43,8 +47,15 @@ READY_RE = r"daemon started -- listening on"
 START_TIMEOUT = float(os.environ.get("TERN_START_TIMEOUT", "30"))
 STOP_TIMEOUT = 20.0
 CLI_TIMEOUT = 120.0
-# Sanitizer reports in the server log fail the test that owned the server.
-SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error: ")
+# Sanitizer reports in the server log fail the test during which they appeared (see
+# _sanitizer_watch) and, failing that, the fixture that owned the server. ThreadSanitizer
+# reports are WARNINGs (it goes on after each: halt_on_error=0).
+SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error: |"
+                          r"WARNING: ThreadSanitizer:")
+# ThreadSanitizer: report every race and go on (one test run lists them all); the
+# suppressions file holds only reports in libraries, each with its reason.
+TSAN_OPTIONS = (f"halt_on_error=0:second_deadlock_stack=1:history_size=4:"
+                f"suppressions={REPO / 'tests' / 'tsan.supp'}")
 
 USERS = {"alice@example.test": "alicepw", "bob@example.test": "bobpw"}
 ALIASES = {"info@example.test": "alice@example.test"}
@@ -54,6 +65,8 @@ DOMAIN = "example.test"
 # Servers started and not yet reaped: killed at exit or on SIGTERM/SIGINT so that a
 # runner killing pytest (stage time limit) leaves no orphan server behind.
 _LIVE = {}
+# Every server object still referenced, for the per-test sanitizer check.
+_SERVERS = weakref.WeakSet()
 
 
 def _kill_live_servers():
@@ -79,20 +92,67 @@ def tern_bin():
     return Path(os.environ.get("TERN_BIN") or REPO / "build" / "tern").resolve()
 
 
+def _worker_port_range():
+    """(first, end) of this pytest-xdist worker's own ports, or None when not under xdist.
+
+    Between free_ports() and the server's bind the ports are free again, and bind(0) in
+    another worker may hand out the same one. So each worker takes its ports from its own
+    slice of 10000 up to the kernel's ephemeral range (where bind(0) and outgoing
+    connections take theirs); None too when that leaves under 1000 ports a worker."""
+    m = re.fullmatch(r"gw(\d+)", os.environ.get("PYTEST_XDIST_WORKER", ""))
+    if not m:
+        return None
+    workers = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), int(m.group(1)) + 1)
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral_low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    size = (ephemeral_low - 10000) // workers
+    if size < 1000:
+        return None
+    first = 10000 + int(m.group(1)) * size
+    return first, first + size
+
+
+_next_port = None  # this worker's cursor in its range: a port is not handed out twice soon
+
+
 def free_ports(n):
-    """n distinct free TCP ports on 127.0.0.1: bind port 0, hold all, then release."""
+    """n distinct free TCP ports on 127.0.0.1: bind each, hold all, then release
+    (under pytest-xdist, from this worker's own range: _worker_port_range)."""
+    global _next_port
+    span = _worker_port_range()
     socks = []
     try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
+        if span is None:
+            for _ in range(n):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.bind(("127.0.0.1", 0))
+                socks.append(s)
+        else:
+            first, end = span
+            if _next_port is None:
+                _next_port = first + random.randrange(end - first)
+            for _ in range(end - first):  # bound: one pass over the range
+                if len(socks) == n:
+                    break
+                port, _next_port = _next_port, first + (_next_port + 1 - first) % (end - first)
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                try:
+                    s.bind(("127.0.0.1", port))
+                    socks.append(s)
+                except OSError:
+                    s.close()
+            if len(socks) < n:
+                raise TernError(f"no {n} free ports in {first}-{end - 1}")
         return [s.getsockname()[1] for s in socks]
     finally:
         for s in socks:
             s.close()
 
 
+@functools.cache
 def _system_user(name):
     """A system user for the server to switch to (created when missing); None when that
     cannot be done."""
@@ -106,12 +166,18 @@ def _system_user(name):
         subprocess.run([useradd, "--system", "--no-create-home", "--home-dir", "/nonexistent",
                         "--shell", "/usr/sbin/nologin", name],
                        check=True, capture_output=True, timeout=30)
-        pwd.getpwnam(name)
-        return name
-    except (OSError, subprocess.SubprocessError, KeyError):
-        return None
+    except (OSError, subprocess.SubprocessError):
+        pass  # e.g. another pytest-xdist worker made it first (or holds the passwd lock)
+    for _ in range(50):  # bound: 5 s for a concurrent useradd to finish
+        try:
+            pwd.getpwnam(name)
+            return name
+        except KeyError:
+            time.sleep(0.1)
+    return None
 
 
+@functools.cache
 def _run_user():
     """The unprivileged user the server drops to when we run as root (None otherwise)."""
     if os.geteuid() != 0:
@@ -197,6 +263,7 @@ class TernServer:
         self.proc = None
         self.returncode = None
         self._log_file = None
+        self.reported_upto = 0  # log offset up to which sanitizer reports were raised
         self.write_config(overrides or {})
         _chown_tree(self.root, self.run_user)
         self.chown_data()
@@ -209,6 +276,13 @@ class TernServer:
             "log.target": "stderr",
             "auth.password_schemes": "ARGON2ID SCRAM-SHA-256 CRAM-MD5 PLAIN",
             "auth.allow_plaintext": "loopback+tls",
+            # failed-login delays (2 s doubling to 15 s by default) in milliseconds here,
+            # so tests that fail a login on purpose do not wait; policy tests raise them
+            "auth.failure_delay": "5",
+            "auth.failure_delay_max": "20",
+            # many tests write several commands at once before EHLO's reply (on purpose:
+            # the parser is what they test); test_smtp_screen.py turns the check on
+            "smtp.reject_unauth_pipelining": "no",
             # Port-25 SPF/DKIM/DMARC need DNS: off unless a test brings its own DNS server
             # (tests/integration/test_mailauth_*.py turn it on with dns.resolver).
             "mailauth.verify": "no",
@@ -307,11 +381,13 @@ class TernServer:
         env = dict(os.environ)
         # Sanitized builds: stop at the first UBSan report so it cannot go unnoticed.
         env.setdefault("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1")
+        env.setdefault("TSAN_OPTIONS", TSAN_OPTIONS)
         self.proc = subprocess.Popen(
             [str(self.bin), "-c", str(self.config_path), "serve", "-f"],
             stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
             cwd=str(self.root), env=env, start_new_session=True)
         _LIVE[self.proc.pid] = self.proc
+        _SERVERS.add(self)
         self.returncode = None
         pat = re.compile(READY_RE)
         deadline = time.monotonic() + timeout
@@ -367,17 +443,26 @@ class TernServer:
         local, _, domain = address.partition("@")
         return self.data_dir / "mail" / domain.lower() / local / "Maildir"
 
-    def sanitizer_report(self):
-        m = SANITIZER_RE.search(self.log_text())
-        return self.log_text()[max(0, m.start() - 200):][:6000] if m else None
+    def sanitizer_report(self, since=0):
+        """The first sanitizer report in the log after offset since that no check has
+        raised yet (each report fails one test, once), or None."""
+        text = self.log_text()
+        since = max(since, self.reported_upto)
+        m = SANITIZER_RE.search(text, since)
+        if not m:
+            return None
+        self.reported_upto = len(text)
+        return text[max(since, m.start() - 200):][:6000]
 
     def cleanup(self):
-        """Stop, then remove the temp folder (kept when TERN_KEEP_DATA is set)."""
+        """Stop, then remove the temp folder (kept when TERN_KEEP_DATA is set or the log
+        holds a sanitizer report). Returns a report not raised by a test yet, or None."""
         try:
             self.stop()
         finally:
             report = self.sanitizer_report()
-            if not os.environ.get("TERN_KEEP_DATA") and report is None:
+            is_clean = report is None and self.reported_upto == 0
+            if not os.environ.get("TERN_KEEP_DATA") and is_clean:
                 shutil.rmtree(self.root, ignore_errors=True)
         return report
 
@@ -412,9 +497,9 @@ def tern():
     _finish(srv)
 
 
-@pytest.fixture
-def tern_factory():
-    """tern_factory(overrides=None, provision=True, start=True) -> a fresh server."""
+def _factory():
+    """A server factory and the teardown that stops what it made (failing the owner on
+    a sanitizer report)."""
     made = []
 
     def factory(overrides=None, provision=True, start=True):
@@ -422,14 +507,49 @@ def tern_factory():
         made.append(srv)
         return srv
 
+    def finish():
+        errors = []
+        for srv in made:
+            report = srv.cleanup()
+            if report:
+                errors.append(f"{srv.root}:\n{report}")
+        if errors:
+            pytest.fail("sanitizer report in server log:\n" + "\n".join(errors), pytrace=False)
+
+    return factory, finish
+
+
+@pytest.fixture
+def tern_factory():
+    """tern_factory(overrides=None, provision=True, start=True) -> a fresh server."""
+    factory, finish = _factory()
     yield factory
-    errors = []
-    for srv in made:
-        report = srv.cleanup()
+    finish()
+
+
+@pytest.fixture(scope="module")
+def tern_module_factory():
+    """The same, for servers shared by the tests of one module (module-scoped fixtures
+    with their own config)."""
+    factory, finish = _factory()
+    yield factory
+    finish()
+
+
+@pytest.fixture(autouse=True)
+def _sanitizer_watch():
+    """Fail the test during which a server's log got a sanitizer report (a module's
+    server is shared by many tests: the report belongs to the one that was running)."""
+    offsets = {srv: srv.log_offset() for srv in list(_SERVERS)}
+    yield
+    reports = []
+    for srv in list(_SERVERS):
+        report = srv.sanitizer_report(since=offsets.get(srv, 0))
         if report:
-            errors.append(f"{srv.root}:\n{report}")
-    if errors:
-        pytest.fail("sanitizer report in server log:\n" + "\n".join(errors), pytrace=False)
+            reports.append(f"{srv.root}:\n{report}")
+    if reports:
+        pytest.fail("sanitizer report in server log during this test:\n" + "\n".join(reports),
+                    pytrace=False)
 
 
 def is_sanitized():
@@ -444,6 +564,10 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "no_sanitizer: asserts on memory use or speed-bound volume; skipped when "
         "TERN_SANITIZED=1")
+    config.addinivalue_line(
+        "markers", "threads: drives the hand-offs between the event loop and the workpool "
+        "(jobs, clients leaving mid-job, notifications, shutdown); the ThreadSanitizer stage "
+        "runs only these (scripts/test.sh tsan-integ: -m threads)")
     signal.signal(signal.SIGTERM, _on_fatal_signal)
 
 

@@ -173,14 +173,14 @@ def _decode_name(data, pos):
 class DnsServer:
     """Answers from a dict; enough for libunbound in forward mode."""
 
-    def __init__(self, records):
+    def __init__(self, records, port=0):
         self.records = {(k[0].lower().rstrip("."), k[1]): v for k, v in records.items()}
         self.queries = []
         # the UDP port the kernel picks may be busy on TCP (an outgoing connection of a
         # parallel test or benchmark uses it as its local port): pick again (bounded)
         for attempt in range(50):
             self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            self.udp.bind(("127.0.0.1", 0))
+            self.udp.bind(("127.0.0.1", port))
             self.port = self.udp.getsockname()[1]
             self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -12,6 +12,9 @@ conftest.py puts this folder on sys.path).
                                      `openssl s_client` session driven line by line
   send_mail(tern, from, to, body, ...) -> (code, text) of the DATA reply, via smtplib
   wait_for(predicate, timeout=10, what=...)  bounded poll on a condition
+  tls_context()                      client TLS context that accepts the test certificate
+  fd_targets(pid)                    what each open descriptor of a process (and of its
+                                     children: workers, queue, auth) points to
   maildir_messages(path) -> sorted list of message files in new/ and cur/
 
 Every read has a timeout (a bound, never something a test asserts on).
@@ -81,10 +84,7 @@ class Client:
             self._wrap()
 
     def _wrap(self):
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        self.sock = ctx.wrap_socket(self.sock, server_hostname="mail.example.test")
+        self.sock = tls_context().wrap_socket(self.sock, server_hostname="mail.example.test")
 
     def starttls(self):
         """Upgrade after the server said go ahead; any buffered input is discarded."""
@@ -310,6 +310,32 @@ def wait_for(predicate, timeout=10, what="condition"):
         delay = min(delay * 2, 0.2)
 
 
+def tls_context():
+    """A client TLS context that accepts the servers' self-signed test certificates."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def fd_targets(pid, with_children=True):
+    """readlink() of every open descriptor of process pid and (by default) its children,
+    the master's workers, queue and auth processes ("socket:[123]", a path...);
+    descriptors closed or processes gone while we look are left out."""
+    targets = []
+    for p in [pid] + (child_pids(pid) if with_children else []):
+        try:
+            fds = os.listdir(f"/proc/{p}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                targets.append(os.readlink(f"/proc/{p}/fd/{fd}"))
+            except OSError:
+                continue
+    return targets
+
+
 def maildir_messages(maildir):
     """Message files in new/ and cur/ of a Maildir path (sorted by name)."""
     files = []
@@ -318,6 +344,32 @@ def maildir_messages(maildir):
         if os.path.isdir(d):
             files += [os.path.join(d, f) for f in os.listdir(d) if not f.startswith(".")]
     return sorted(files)
+
+
+# --- other client addresses (added by the abuse helper) ------------------------------------
+
+OTHER_IP = "127.0.0.2"  # a second loopback address: "another client" for per-address rules
+
+
+def can_bind_source(ip=OTHER_IP):
+    """Can this machine open connections from ip (a loopback alias)?"""
+    try:
+        s = socket.socket()
+        s.bind((ip, 0))
+        s.close()
+        return True
+    except OSError:
+        return False
+
+
+class SourceAddressMixin:
+    """For imaplib/poplib classes: connect from self._source when set (before __init__)."""
+
+    _source = None
+
+    def _create_socket(self, timeout):
+        src = (self._source, 0) if self._source else None
+        return socket.create_connection((self.host, self.port), timeout, source_address=src)
 
 
 def child_pids(pid):

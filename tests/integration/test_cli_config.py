@@ -10,7 +10,6 @@ import os
 import re
 import signal
 import socket
-import ssl
 import shutil
 import subprocess
 import tempfile
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tern_util import wait_for
+from tern_util import tls_context, wait_for
 
 PORT_NAMES = ("smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps")
 
@@ -261,9 +260,7 @@ def test_sighup_reload_keeps_serving(tern_factory):
     srv = tern_factory()
     since = srv.log_offset()
     os.kill(srv.pid, signal.SIGHUP)
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
+    ctx = tls_context()
 
     def tls_banner():
         with socket.create_connection((srv.host, srv.ports["imaps"]), timeout=10) as raw:

@@ -7,6 +7,8 @@ STORE (UNCHANGEDSINCE) with [MODIFIED], SEARCH MODSEQ, and MODSEQ in unsolicited
 
 import re
 
+import pytest
+
 from test_imap_lib import converse, fresh_user, imap_client, imaplib_login, sample_message
 
 
@@ -90,6 +92,7 @@ def test_enable_and_plain_select(tern):
                  ("i LOGOUT", r"^i OK")])
 
 
+@pytest.mark.threads  # a loop/workpool hand-off: the TSan stage (-m threads) runs it
 def test_store_from_a_stale_session_keeps_the_others_flags(tern):
     """Two imaplib sessions on one mailbox. B changes flags without having synced since
     A's change: B's +FLAGS builds on the flags as they are now (A's \\Flagged and keyword
@@ -124,6 +127,7 @@ def test_store_from_a_stale_session_keeps_the_others_flags(tern):
     b.logout()
 
 
+@pytest.mark.threads  # a loop/workpool hand-off: the TSan stage (-m threads) runs it
 def test_store_on_a_message_another_session_expunged(tern):
     """A's view still lists message 1 after B expunged it: STORE 1:2 stores 2, skips 1
     and answers OK as Dovecot does (RFC 2180 §4.2.1: the view's promise holds until A is

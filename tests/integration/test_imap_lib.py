@@ -14,10 +14,10 @@ import itertools
 import os
 import pwd
 import re
-import ssl
 import time
 
-from tern_util import IO_TIMEOUT, Client, b64, converse, sasl_plain  # noqa: F401
+from tern_util import (IO_TIMEOUT, Client, b64, converse, sasl_plain,  # noqa: F401
+                       tls_context)
 
 _counter = itertools.count()
 
@@ -94,10 +94,7 @@ def read_literal_reply(c, tag):
 
 def imaplib_login(tern, user, password, tls=False):
     if tls:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        m = imaplib.IMAP4_SSL(tern.host, tern.ports["imaps"], ssl_context=ctx,
+        m = imaplib.IMAP4_SSL(tern.host, tern.ports["imaps"], ssl_context=tls_context(),
                               timeout=IO_TIMEOUT)
     else:
         m = imaplib.IMAP4(tern.host, tern.ports["imap"], timeout=IO_TIMEOUT)

@@ -6,6 +6,8 @@ reach a client (RFC 3501 §7.4.1: not during FETCH/STORE/SEARCH; at NOOP and in 
 
 import re
 
+import pytest
+
 from test_imap_lib import (converse, fresh_user, imap_client, imaplib_login,
                            read_literal_reply, sample_message)
 
@@ -75,6 +77,7 @@ def test_expunge_by_other_session_waits_for_noop(tern):
     assert "* SEARCH 1 2\r\n" in got
 
 
+@pytest.mark.threads  # a loop/workpool hand-off: the TSan stage (-m threads) runs it
 def test_idle_reports_expunge_and_new_mail_from_other_session(tern):
     user, pw = fresh_user(tern, "idle2", [sample_message(1), sample_message(2)])
     c = login_select(tern, user, pw)

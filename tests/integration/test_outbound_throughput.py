@@ -9,6 +9,8 @@ arrives exactly once over a handful of connections.
 import re
 import smtplib
 
+import pytest
+
 from outbound_util import SmtpSink
 from tern_util import wait_for
 
@@ -51,6 +53,7 @@ def subjects(sink):
     return out
 
 
+@pytest.mark.threads  # a loop/workpool hand-off: the TSan stage (-m threads) runs it
 def test_burst_arrives_exactly_once_over_reused_connections(tern_factory):
     sink = SmtpSink()
     try:

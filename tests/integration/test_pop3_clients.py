@@ -5,16 +5,17 @@ implicit TLS on the pop3s port), curl pop3:// and pop3s://, fetchmail fetching a
 """
 
 import os
+import re
 import shutil
-import ssl
+import smtplib
 import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from tern_util import openssl_s_client
-from test_pop3_lib import deliver_file, fresh_user, pop3, sample_message, wire_form
+from tern_util import IO_TIMEOUT, openssl_s_client, tls_context
+from test_pop3_lib import deliver_file, fresh_user, list_size, pop3, sample_message
 
 CURL = shutil.which("curl")
 FETCHMAIL = shutil.which("fetchmail")
@@ -25,15 +26,17 @@ def test_poplib_plain(tern):
     user, pw = fresh_user(tern, "pl", msgs)
     p = pop3(tern, user, pw)
     count, total = p.stat()
-    assert count == 3 and total == sum(len(wire_form(m)) for m in msgs)
+    assert count == 3 and total == sum(list_size(m) for m in msgs)
     resp, listing, _ = p.list()
     assert resp.startswith(b"+OK")
-    assert [int(x.split()[1]) for x in listing] == [len(wire_form(m)) for m in msgs]
+    assert [int(x.split()[1]) for x in listing] == [list_size(m) for m in msgs]
     resp, lines, octets = p.retr(2)
     # poplib strips CRLF and un-stuffs: the lines are the stored message's lines
     assert lines == [ln.encode() for ln in msgs[1].rstrip("\n").split("\n")]
-    # the reply announces the exact octets sent (poplib's own count omits byte-stuffing)
-    assert resp == f"+OK {len(wire_form(msgs[1]))} octets".encode()
+    # the reply announces the size LIST gave: the octets less byte-stuffing (RFC 1939
+    # §11), which is also poplib's own count
+    assert resp == f"+OK {list_size(msgs[1])} octets".encode()
+    assert octets == list_size(msgs[1])
     resp, uidls, _ = p.uidl()
     ids = [x.split()[1] for x in uidls]
     assert len(set(ids)) == 3 and all(0x21 <= b <= 0x7e for i in ids for b in i)
@@ -50,15 +53,51 @@ def test_poplib_plain(tern):
     p.quit()
 
 
+# Stored forms a maildrop holds: tern's own LF files, and what other programs leave.
+QUIRKY_MESSAGES = (
+    "Subject: dots\n\n.\n..\n.leading dot\n...three\nplain\n",  # LF, dot-lines
+    "Subject: crlf\r\n\r\n.dot\r\nline\r\n",  # CRLF file
+    "Subject: cr only\r\r.not a line start\rlast\r",  # CR-only line ends
+    "Subject: mixed\n\r\n.a\r\nb\rc\n.\n",
+    "Subject: open end\n\n.last line without newline",
+)
+
+
+def test_poplib_list_size_is_retr_size_unstuffed(tern):
+    """RFC 1939 §11: LIST/STAT count a message as RETR delivers it once unstuffed; lines
+    starting with '.' are not counted twice. poplib's RETR octet count is exactly that."""
+    msgs = list(QUIRKY_MESSAGES)
+    user, pw = fresh_user(tern, "sz", msgs)
+    # and one through SMTP: the size is then the Maildir W= size, as Dovecot lists it
+    body = "Subject: via smtp\r\n\r\n.one\r\n..two\r\nthree\r\n"
+    with smtplib.SMTP(tern.host, tern.ports["smtp"], timeout=IO_TIMEOUT) as s:
+        s.sendmail("a@example.org", [user], body.encode())
+    maildir = tern.maildir(user)
+    names = [f.name for f in (maildir / "new").iterdir() if ",W=" in f.name]
+    assert len(names) == 1, names
+    w_size = int(re.search(r",W=(\d+)", names[0]).group(1))
+    want = {m.split("\n")[0].split("\r")[0]: list_size(m) for m in msgs}
+    want["Subject: via smtp"] = w_size
+    p = pop3(tern, user, pw)
+    listing = {int(n): int(size) for n, size in (x.split() for x in p.list()[1])}
+    assert len(listing) == len(want)
+    for i, size in listing.items():
+        resp, lines, octets = p.retr(i)
+        assert resp == f"+OK {size} octets".encode()
+        assert octets == size, (i, lines)  # poplib's count of the unstuffed octets
+        subject = next(ln for ln in lines if ln.startswith(b"Subject:")).decode()
+        assert size == want.pop(subject.split("\r")[0]), (i, lines)
+    assert not want
+    assert p.stat() == (len(listing), sum(listing.values()))
+    p.quit()
+
+
 def test_poplib_stls_and_capa(tern):
     user, pw = fresh_user(tern, "st", [sample_message(1)])
     p = pop3(tern)
     caps = p.capa()
     assert "STLS" in caps and "USER" in caps  # loopback: plaintext allowed
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    p.stls(context=ctx)
+    p.stls(context=tls_context())
     caps = p.capa()
     assert "STLS" not in caps  # RFC 2595: not offered once TLS is active
     p.user(user)
@@ -99,7 +138,7 @@ def test_curl_pop3_and_pop3s(tern):
     out = subprocess.run(base + [f"pop3://{tern.host}:{tern.ports['pop3']}/"],
                          capture_output=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    sizes = [len(wire_form(m)) for m in msgs]
+    sizes = [list_size(m) for m in msgs]
     assert out.stdout.replace(b"\r\n", b"\n") == f"1 {sizes[0]}\n2 {sizes[1]}\n".encode()
     out = subprocess.run(base + [f"pop3://{tern.host}:{tern.ports['pop3']}/2"],
                          capture_output=True, timeout=60)
@@ -162,6 +201,11 @@ def test_fetchmail_fetch_keep_then_delete(tern, mode):
     cp, text = _fetchmail(tern, user, pw, port, opts, keep=True)
     assert cp.returncode == 0, cp.stdout + cp.stderr
     assert text.count("--END--") == 3, cp.stdout + cp.stderr
+    # fetchmail announces the STAT total and each message's LIST size: no byte-stuffing
+    out = cp.stdout + cp.stderr
+    assert re.search(rf"3 messages for .* \({sum(list_size(m) for m in msgs)} octets\)", out), out
+    announced = [int(n) for n in re.findall(r"of 3 \((\d+) octets\)", out)]
+    assert announced == [list_size(m) for m in msgs], out
     for i in range(3):
         assert f"body {i}\n.dot line\n" in text  # un-stuffed by fetchmail
     if mode == "stls":

@@ -7,6 +7,9 @@ test_pop3_lib.py - helpers shared by the POP3 integration tests (no tests here).
                                       picks it up at the next login
   wire_form(text)                     what RETR must send for a stored message: CRLF line
                                       ends and byte-stuffing (RFC 1939 §3)
+  list_size(text)                     what LIST/STAT/"+OK n octets" must say: the octets of
+                                      wire_form without the byte-stuffing (RFC 1939 §11)
+  unstuff(wire)                       a multi-line reply's body with the byte-stuffing removed
   pop3(tern, user=None, password=None, port='pop3', tls=False) -> poplib client, logged in
                                       when a user is given
   Client / converse / apop_digest / sasl_plain / b64 re-exported from tern_util
@@ -17,10 +20,10 @@ import os
 import poplib
 import pwd
 import re
-import ssl
 import time
 
-from tern_util import IO_TIMEOUT, Client, apop_digest, b64, converse, sasl_plain  # noqa: F401
+from tern_util import (IO_TIMEOUT, Client, apop_digest, b64, converse,  # noqa: F401
+                       sasl_plain, tls_context)
 
 _counter = itertools.count()
 
@@ -67,23 +70,40 @@ def sample_message(n, subject=None, body=None):
             f"Message-Id: <{n}.{time.time()}@example.org>\n\n{body}")
 
 
-def wire_form(text):
-    """RFC 1939 §3: CRLF line ends, lines starting with '.' get one more '.'."""
+def crlf_form(text):
+    """The message with CRLF line ends (a CR already before an LF stays one CR; a bare CR
+    stays), ending with a line end as RETR sends it."""
     data = text.encode() if isinstance(text, str) else text
     data = re.sub(rb"(?<!\r)\n", b"\r\n", data)
-    if data and not data.endswith(b"\r\n"):
+    if data.endswith(b"\r") and not data.endswith(b"\r\n"):
+        data += b"\n"
+    elif data and not data.endswith(b"\r\n"):
         data += b"\r\n"
-    lines = data.split(b"\r\n")[:-1]
+    return data
+
+
+def wire_form(text):
+    """RFC 1939 §3: CRLF line ends, lines starting with '.' get one more '.'."""
+    lines = crlf_form(text).split(b"\r\n")[:-1]
     return b"".join((b"." + ln if ln.startswith(b".") else ln) + b"\r\n" for ln in lines)
+
+
+def unstuff(wire):
+    """Undo RFC 1939 §3 byte-stuffing in a reply body (CRLF lines, terminator removed)."""
+    lines = wire.split(b"\r\n")
+    return b"\r\n".join(ln[1:] if ln.startswith(b".") else ln for ln in lines)
+
+
+def list_size(text):
+    """RFC 1939 §11: the size LIST/STAT report does not count the byte-stuffing."""
+    return len(crlf_form(text))
 
 
 def pop3(tern, user=None, password=None, port="pop3", tls=False):
     """A poplib client; logged in with USER/PASS when user is given."""
     if tls:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        p = poplib.POP3_SSL(tern.host, tern.ports[port], context=ctx, timeout=IO_TIMEOUT)
+        p = poplib.POP3_SSL(tern.host, tern.ports[port], context=tls_context(),
+                            timeout=IO_TIMEOUT)
     else:
         p = poplib.POP3(tern.host, tern.ports[port], timeout=IO_TIMEOUT)
     if user:

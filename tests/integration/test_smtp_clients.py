@@ -8,7 +8,6 @@ Every message is found again in the Maildir by a unique header.
 
 import re
 import smtplib
-import ssl
 import subprocess
 import uuid
 from email.message import EmailMessage
@@ -16,7 +15,7 @@ from email.message import EmailMessage
 import pytest
 
 from tern_util import (IO_TIMEOUT, Client, b64, converse, maildir_messages, openssl_s_client,
-                       sasl_plain, wait_for)
+                       sasl_plain, tls_context, wait_for)
 
 CLIENT_TIMEOUT = 60
 
@@ -139,13 +138,7 @@ def test_submission_sender_must_be_owned(tern):
     assert "553 5.7.1 <bob@example.test>: Sender address rejected: not owned by user" in r[2]
 
 
-def _ctx():
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
+@pytest.mark.threads  # a loop/workpool hand-off: the TSan stage (-m threads) runs it
 def test_smtplib_starttls_login_send_message(tern):
     tok = unique()
     msg = EmailMessage()
@@ -157,7 +150,7 @@ def test_smtplib_starttls_login_send_message(tern):
                       timeout=IO_TIMEOUT) as s:
         s.ehlo()
         assert s.has_extn("starttls")
-        s.starttls(context=_ctx())
+        s.starttls(context=tls_context())
         s.ehlo()
         assert not s.has_extn("starttls")
         s.login("alice@example.test", "alicepw")
@@ -171,7 +164,7 @@ def test_smtplib_starttls_login_send_message(tern):
 def test_smtplib_implicit_tls_465(tern):
     tok = unique()
     with smtplib.SMTP_SSL(tern.host, tern.ports["submissions"], local_hostname="client.test",
-                          context=_ctx(), timeout=IO_TIMEOUT) as s:
+                          context=tls_context(), timeout=IO_TIMEOUT) as s:
         s.login("bob@example.test", "bobpw")
         s.sendmail("bob@example.test", ["alice@example.test"],
                    f"Subject: {tok}\r\n\r\nvia 465\r\n")

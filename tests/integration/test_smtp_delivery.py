@@ -14,6 +14,8 @@ import threading
 import time
 import uuid
 
+import pytest
+
 from tern_util import IO_TIMEOUT, Client, converse, maildir_messages, wait_for
 
 
@@ -53,6 +55,7 @@ def send_raw_message(tern, rcpts, wire_body, mail_from="sender@remote.example",
     return reply
 
 
+@pytest.mark.threads
 def test_dot_stuffing_and_8bit_byte_for_byte(tern):
     tok = uuid.uuid4().hex.encode()
     body = (b"Subject: " + tok + b"\r\nContent-Type: text/plain; charset=utf-8\r\n"
@@ -179,6 +182,7 @@ def test_kill9_durability(tern_factory):
     converse(c, [("EHLO client.test", r"^250 "), ("QUIT", r"^221 ")])
 
 
+@pytest.mark.threads
 def test_quota_at_data_and_at_rcpt(tern):
     user = "quota@example.test"
     if not tern.maildir(user).parent.exists():

@@ -254,10 +254,20 @@ def test_seed004_japanese_auth_plain_relay_after_auth(tern):
     assert re.search(r"^250-AUTH .*PLAIN", r[0], re.M)
     assert re.search(r"^250-AUTH=.*PLAIN", r[0], re.M)
     qid = queued_id(r[7])
-    # foreign recipient: spooled in the queue, durable before the 250
-    spooled = list((tern.data_dir / "queue").rglob(qid))
-    assert spooled, list((tern.data_dir / "queue").rglob("*"))
-    data = spooled[0].read_bytes()
+    # foreign recipient: spooled in the queue, durable before the 250. The queue moves
+    # the file (incoming/ -> active/ -> deferred/) by rename, so one walk of the folders
+    # can miss it: look again, briefly.
+    queue = tern.data_dir / "queue"
+
+    def spooled():
+        for p in queue.rglob(qid):
+            try:
+                return p.read_bytes()
+            except (FileNotFoundError, IsADirectoryError):
+                continue
+        return None
+
+    data = wait_for(spooled, timeout=5, what=f"{qid} in the queue")
     assert b"seed004" in data
     assert re.search(rb"by mail\.example\.test \(Tern\) with ESMTPA id " + qid.encode(), data)
     # submission adds the missing Message-ID and Date (RFC 6409 §8)

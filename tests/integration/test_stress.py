@@ -15,7 +15,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO, is_sanitized, tern_bin
+
+pytestmark = pytest.mark.threads  # loop/workpool hand-offs: the TSan stage runs these
 
 STRESS = REPO / "tests" / "stress" / "stress.py"
 SECONDS = 30

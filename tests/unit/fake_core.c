@@ -27,6 +27,7 @@ struct conn {
     struct evbuffer *in;
     enum conn_role role;
     unsigned timeout;
+    unsigned deadline; /* conn_set_deadline (recorded only) */
     size_t queued; /* written, not yet read by the peer */
     const char *close_reason;
     bool is_tls, is_loopback, is_handshaking, is_paused, is_closing, is_finished, has_eof;
@@ -313,6 +314,12 @@ uint16_t conn_local_port(const struct conn *c)
     return ports[c->role];
 }
 
+uint16_t conn_peer_port(const struct conn *c)
+{
+    FAKE_ON_LOOP();
+    return 4711;
+}
+
 bool conn_peer_is_loopback(const struct conn *c)
 {
     FAKE_ON_LOOP();
@@ -394,6 +401,12 @@ void conn_set_timeout(struct conn *c, unsigned seconds)
 {
     FAKE_ON_LOOP();
     c->timeout = seconds;
+}
+
+void conn_set_deadline(struct conn *c, unsigned seconds)
+{
+    FAKE_ON_LOOP();
+    c->deadline = seconds; /* recorded only: the fake core has no clock (fake_timeout) */
 }
 
 void conn_close(struct conn *c)
@@ -601,6 +614,15 @@ void workpool_submit(struct workpool *pool, workpool_fn *work, workpool_fn *done
         abort();
     }
     fake.queued[fake.n_queued++] = (struct fake_job){work, done, arg};
+}
+
+/* The fake core has no clock: a delayed job (the failed-login delay) is queued at once,
+ * so the paths that hold a job are run without the wait. */
+void workpool_submit_delayed(struct workpool *pool, unsigned delay_ms, workpool_fn *work,
+                             workpool_fn *done, void *arg)
+{
+    (void)delay_ms;
+    workpool_submit(pool, work, done, arg);
 }
 
 void fake_run_on_worker(void (*fn)(void *), void *arg)

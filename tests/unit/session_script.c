@@ -8,7 +8,7 @@
 #include "test_tmpdir.h"
 
 #include "auth/auth.h"
-#include "auth/auth_internal.h" /* auth_throttle_set_clock */
+#include "auth/auth_internal.h" /* auth_penalty_set_clock */
 #include "core/config.h"
 #include "core/job.h"
 #include "core/log.h"
@@ -93,9 +93,9 @@ static ssize_t script_write(int fd, const void *data, size_t len)
     return write(fd, data, len);
 }
 
-static time_t script_clock(void)
+static uint64_t script_clock_ms(void)
 {
-    return world.clock;
+    return (uint64_t)world.clock * 1000;
 }
 
 /* ---- folders ------------------------------------------------------------------------- */
@@ -543,7 +543,7 @@ void script_world_init(void)
     if (!world.auth)
         script_die("directory", err);
     world.clock = time(NULL);
-    auth_throttle_set_clock(world.auth, script_clock);
+    auth_penalty_set_clock(world.auth, script_clock_ms);
     store_io_fsync_hook = script_fsync;
     store_io_write_hook = script_write;
     struct server_context *ctx = fake_core_context();

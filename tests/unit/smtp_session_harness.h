@@ -10,6 +10,8 @@
  *     a reading client would (fake_core_policy() can hold either back);
  *   - directory: example.test with alice, bob (quota 100 bytes), disabled "off",
  *     alias "fwd" -> remote@remote.example; SASL PLAIN/LOGIN accept password "pw";
+ *   - the failed-login policy: the real one (policy/penalty.h) on a table of the harness
+ *     (auth_penalty_check/report; the job's steps are auth/gate.c's);
  *   - store/queue: succeed, or fail when harness.fail_store / fail_queue is set.
  */
 #ifndef TERN_TEST_SMTP_SESSION_HARNESS_H
@@ -21,6 +23,7 @@
 #include "core/conn.h"
 #include "core/log.h"
 #include "fake_core.h"
+#include "policy/penalty.h"
 #include "queue/outbound.h"
 #include "queue/queue.h"
 #include "smtp/smtp.h"
@@ -39,7 +42,7 @@
 static struct {
     struct config cfg;
     bool fail_store, fail_queue;
-    unsigned throttle_failures;
+    struct penalty_table *penalty; /* the directory's failed-login table */
 } harness;
 
 /* ---- directory and SASL ----------------------------------------------------------- */
@@ -126,14 +129,25 @@ char *auth_mechanisms(struct auth_service *svc, const struct auth_peer *peer)
     return strdup(peer->is_tls ? "PLAIN LOGIN CRAM-MD5" : "CRAM-MD5");
 }
 
-bool auth_throttle_is_blocked(struct auth_service *svc, const char *ip)
+/* The same rule as auth_mechanisms() above. */
+enum auth_mech_status auth_mechanism_status(struct auth_service *svc, const char *mechanism,
+                                            const struct auth_peer *peer)
 {
-    return harness.throttle_failures >= 5;
+    if (strcasecmp(mechanism, "PLAIN") == 0 || strcasecmp(mechanism, "LOGIN") == 0)
+        return peer->is_tls ? AUTH_MECH_OK : AUTH_MECH_NEEDS_TLS;
+    return strcasecmp(mechanism, "CRAM-MD5") == 0 ? AUTH_MECH_OK : AUTH_MECH_UNKNOWN;
 }
 
-void auth_throttle_record_failure(struct auth_service *svc, const char *ip)
+void auth_penalty_check(struct auth_service *svc, const struct penalty_query *q,
+                        struct penalty_answer *a_r)
 {
-    harness.throttle_failures++;
+    penalty_check(harness.penalty, q, a_r);
+}
+
+void auth_penalty_report(struct auth_service *svc, const struct penalty_query *q,
+                         bool is_success, struct penalty_answer *a_r)
+{
+    penalty_report(harness.penalty, q, is_success, a_r);
 }
 
 struct auth_sasl {
@@ -241,6 +255,11 @@ int queue_commit(const char *data_dir, const char *id, char **error_r)
     return 0;
 }
 
+int queue_commit_held(const char *data_dir, const char *id, char **error_r)
+{
+    return 0;
+}
+
 void queue_abort(const char *data_dir, const char *id)
 {
 }
@@ -301,7 +320,11 @@ static inline void harness_open(enum conn_role role, const char *data_dir)
     ctx->cfg = &harness.cfg;
     ctx->auth = (struct auth_service *)&harness; /* opaque, never dereferenced */
     harness.fail_store = harness.fail_queue = false;
-    harness.throttle_failures = 0;
+    /* the real failed-login policy: a flood of 5 failures blocks the address */
+    static const struct penalty_limits limits = {
+        .window_ms = 300000, .address_max_failures = 5, .block_ms = 900000};
+    penalty_table_free(harness.penalty);
+    harness.penalty = penalty_table_new(&limits);
     fake_open(0, &smtp_protocol, role, role == CONN_ROLE_SUBMISSIONS, false);
     fake_settle();
 }

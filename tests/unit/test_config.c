@@ -67,8 +67,16 @@ static void test_defaults_user(void **state)
     assert_int_equal(cfg->max_connections, 10000);
     assert_int_equal(cfg->max_connections_per_ip, 100);
     assert_int_equal(cfg->worker_threads, 16);
-    assert_int_equal(cfg->auth_max_failures, 10);
+    assert_int_equal(cfg->auth_max_failures, 100);
+    assert_int_equal(cfg->auth_account_max_failures, 10);
     assert_int_equal(cfg->auth_failure_window, 300);
+    assert_int_equal(cfg->auth_failure_delay, 2000);
+    assert_int_equal(cfg->auth_failure_delay_max, 15000);
+    assert_int_equal(cfg->auth_block_time, 900);
+    assert_int_equal(cfg->auth_trusted_networks.n, 0);
+    assert_int_equal(cfg->imap_login_timeout, 180);
+    assert_int_equal(cfg->pop3_login_timeout, 180);
+    assert_int_equal(cfg->tls_handshake_timeout, 60);
     assert_int_equal(cfg->quota_default, 0);
     assert_int_equal(cfg->relay_networks.n, 0);
     assert_string_equal(cfg->default_domain, "");
@@ -168,6 +176,19 @@ static void test_errors(void **state)
                  "t.conf:1: bad boolean 'maybe' for log.debug (use yes or no)");
     expect_error("relay_networks = 10.0.0.0/33\n",
                  "t.conf:1: bad network '10.0.0.0/33' for relay_networks");
+    expect_error("auth.trusted_networks = 127.0.0.1/40\n",
+                 "t.conf:1: bad network '127.0.0.1/40' for auth.trusted_networks");
+    expect_error("smtp.milters = inet:localhost:11332\n",
+                 "t.conf:1: bad milter address (inet:IP:PORT or unix:/path) "
+                 "'inet:localhost:11332' for smtp.milters");
+    expect_error("milter.default_action = reject\n",
+                 "t.conf:1: bad value 'reject' for milter.default_action (use tempfail or "
+                 "accept)");
+    expect_error("smtp.dnsbl_sites = zen.spamhaus.org*x\n",
+                 "t.conf:1: bad DNS list site (domain[=filter]*weight) 'zen.spamhaus.org*x' "
+                 "for smtp.dnsbl_sites");
+    expect_error("greylist.enabled = perhaps\n",
+                 "t.conf:1: bad boolean 'perhaps' for greylist.enabled (use yes or no)");
     expect_error("just some words\n", "t.conf:1: missing '=' in \"just some words\"");
     expect_error("= value\n", "t.conf:1: missing key before '='");
     expect_error("data_dir =\n", "t.conf:1: empty value for data_dir"); /* found by fuzz_config */

@@ -1,7 +1,7 @@
 /*
  * test_directory.c - the SQLite directory: schema, domains, users, credentials,
  * alias expansion (one-to-many, catch-all, +tag, loops, depth), sender rules,
- * mechanism advertising, APOP and the failure throttle. Each test gets a fresh
+ * mechanism advertising and APOP. Each test gets a fresh
  * data dir under /tmp.
  */
 #define OPENSSL_SUPPRESS_DEPRECATED
@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 struct fixture {
@@ -39,8 +40,6 @@ static int setup_with(void **state, const char *schemes, const char *default_dom
     f->cfg.default_domain = (char *)default_domain;
     f->cfg.password_schemes = (char *)schemes;
     f->cfg.allow_plaintext = PLAINTEXT_LOOPBACK_TLS;
-    f->cfg.auth_max_failures = 3;
-    f->cfg.auth_failure_window = 300;
     f->cfg.quota_default = 1000;
     char *err = NULL;
     f->svc = auth_service_open(&f->cfg, &err);
@@ -453,7 +452,28 @@ static void test_sender_allowed(void **state)
     assert_false(auth_sender_allowed(f->svc, "bob@example.test", "info@example.test"));
 }
 
-/* ---- mechanisms, APOP, throttle --------------------------------------------------- */
+/* ---- mechanisms, APOP ----------------------------------------------------------- */
+
+/* The rule: a mechanism is accepted exactly when it is advertised to that peer. */
+static void assert_accepted_iff_advertised(struct auth_service *svc, const struct auth_peer *peer)
+{
+    static const char *const names[] = {"PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-256",
+                                        "DIGEST-MD5", "GSSAPI", "plain", "cram-md5"};
+    char *list = auth_mechanisms(svc, peer);
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        bool is_advertised = false;
+        char *copy = strdup(list), *save = NULL;
+        for (char *w = strtok_r(copy, " ", &save); w; w = strtok_r(NULL, " ", &save))
+            is_advertised |= strcasecmp(w, names[i]) == 0;
+        free(copy);
+        struct auth_sasl *s = auth_sasl_start(svc, names[i], peer, "h");
+        assert_int_equal(s != NULL, is_advertised);
+        assert_int_equal(auth_mechanism_status(svc, names[i], peer) == AUTH_MECH_OK,
+                         is_advertised);
+        auth_sasl_free(s);
+    }
+    free(list);
+}
 
 static void test_mechanisms(void **state)
 {
@@ -465,6 +485,17 @@ static void test_mechanisms(void **state)
     assert_string_equal(m, ""); /* nobody has CRAM/SCRAM credentials yet */
     free(m);
     assert_false(auth_apop_available(f->svc));
+    /* not advertised, so not accepted either */
+    assert_int_equal(auth_mechanism_status(f->svc, "CRAM-MD5", &lo), AUTH_MECH_UNAVAILABLE);
+    assert_int_equal(auth_mechanism_status(f->svc, "SCRAM-SHA-256", &tls), AUTH_MECH_UNAVAILABLE);
+    assert_null(auth_sasl_start(f->svc, "CRAM-MD5", &lo, "h"));
+    assert_int_equal(auth_mechanism_status(f->svc, "PLAIN", &plain), AUTH_MECH_NEEDS_TLS);
+    assert_int_equal(auth_mechanism_status(f->svc, "login", &lo), AUTH_MECH_OK);
+    assert_int_equal(auth_mechanism_status(f->svc, "DIGEST-MD5", &tls), AUTH_MECH_UNKNOWN);
+    assert_int_equal(auth_mechanism_status(f->svc, NULL, &tls), AUTH_MECH_UNKNOWN);
+    assert_accepted_iff_advertised(f->svc, &plain);
+    assert_accepted_iff_advertised(f->svc, &lo);
+    assert_accepted_iff_advertised(f->svc, &tls);
     add_domain(f->svc, "example.test");
     add_user(f->svc, "alice@example.test", "x"); /* SHA512-CRYPT CRAM-MD5 PLAIN */
     m = auth_mechanisms(f->svc, &plain);
@@ -478,6 +509,9 @@ static void test_mechanisms(void **state)
     assert_true(auth_apop_available(f->svc));
     assert_null(auth_sasl_start(f->svc, "PLAIN", &plain, "h"));
     assert_null(auth_sasl_start(f->svc, "DIGEST-MD5", &lo, "h"));
+    assert_accepted_iff_advertised(f->svc, &plain);
+    assert_accepted_iff_advertised(f->svc, &lo);
+    assert_accepted_iff_advertised(f->svc, &tls);
 }
 
 static void test_mechanisms_strong_only(void **state)
@@ -493,6 +527,11 @@ static void test_mechanisms_strong_only(void **state)
     assert_string_equal(m, "PLAIN LOGIN");
     free(m);
     assert_false(auth_apop_available(f->svc));
+    /* only hashes stored: CRAM-MD5 and SCRAM cannot be answered, so they are refused */
+    assert_int_equal(auth_mechanism_status(f->svc, "CRAM-MD5", &tls), AUTH_MECH_UNAVAILABLE);
+    assert_null(auth_sasl_start(f->svc, "CRAM-MD5", &tls, "h"));
+    assert_null(auth_sasl_start(f->svc, "SCRAM-SHA-256", &tls, "h"));
+    assert_accepted_iff_advertised(f->svc, &tls);
     teardown(&st);
 }
 
@@ -516,86 +555,6 @@ static void test_apop(void **state)
     assert_int_equal(auth_login_apop(f->svc, "alice", ts, "short", &user), 0);
     assert_int_equal(
         auth_login_apop(f->svc, "nobody", ts, "20376e3ca8d030b31e1fda962a4dfcfb", &user), 0);
-}
-
-static time_t fake_now;
-static time_t fake_clock(void)
-{
-    return fake_now;
-}
-
-static void test_throttle(void **state)
-{
-    struct fixture *f = *state;
-    fake_now = 1000;
-    auth_throttle_set_clock(f->svc, fake_clock);
-    const char *ip = "192.0.2.7";
-    assert_false(auth_throttle_is_blocked(f->svc, ip));
-    auth_throttle_record_failure(f->svc, ip);
-    auth_throttle_record_failure(f->svc, ip);
-    assert_false(auth_throttle_is_blocked(f->svc, ip));
-    auth_throttle_record_failure(f->svc, ip);
-    assert_true(auth_throttle_is_blocked(f->svc, ip));
-    assert_false(auth_throttle_is_blocked(f->svc, "192.0.2.8"));
-    fake_now += 299;
-    assert_true(auth_throttle_is_blocked(f->svc, ip));
-    fake_now += 1;
-    assert_false(auth_throttle_is_blocked(f->svc, ip));
-    /* A flood of other addresses cannot grow the table; the old entry is evicted. */
-    auth_throttle_record_failure(f->svc, ip);
-    auth_throttle_record_failure(f->svc, ip);
-    auth_throttle_record_failure(f->svc, ip);
-    assert_true(auth_throttle_is_blocked(f->svc, ip));
-    char other[48];
-    for (int i = 0; i < AUTH_THROTTLE_SLOTS + 10; i++) {
-        fake_now++;
-        snprintf(other, sizeof other, "10.%d.%d.%d", i >> 16 & 255, i >> 8 & 255, i & 255);
-        auth_throttle_record_failure(f->svc, other);
-    }
-    assert_false(auth_throttle_is_blocked(f->svc, ip));
-    auth_throttle_set_clock(f->svc, NULL);
-}
-
-/* IPv6 clients are counted per /64 (an attacker owns all of it), IPv4 per address;
- * an IPv4-mapped IPv6 address is the IPv4 client it maps. */
-static void test_throttle_ipv6_per_64(void **state)
-{
-    struct fixture *f = *state;
-    fake_now = 5000;
-    auth_throttle_set_clock(f->svc, fake_clock);
-    /* three failures from three addresses of one /64 */
-    auth_throttle_record_failure(f->svc, "2001:db8:1:2::1");
-    auth_throttle_record_failure(f->svc, "2001:db8:1:2::2");
-    assert_false(auth_throttle_is_blocked(f->svc, "2001:db8:1:2::1"));
-    auth_throttle_record_failure(f->svc, "2001:db8:1:2:ffff:ffff:ffff:ffff");
-    assert_true(auth_throttle_is_blocked(f->svc, "2001:db8:1:2::1"));
-    assert_true(auth_throttle_is_blocked(f->svc, "2001:db8:1:2:abcd::7"));
-    assert_true(auth_throttle_is_blocked(f->svc, "2001:DB8:1:2:0:0:0:9")); /* other spelling */
-    /* the neighbouring /64s are other clients */
-    assert_false(auth_throttle_is_blocked(f->svc, "2001:db8:1:3::1"));
-    assert_false(auth_throttle_is_blocked(f->svc, "2001:db8:1:1:ffff:ffff:ffff:ffff"));
-    assert_false(auth_throttle_is_blocked(f->svc, "2001:db8:1::1"));
-
-    /* IPv4 stays per address, also when it arrives IPv4-mapped */
-    auth_throttle_record_failure(f->svc, "198.51.100.1");
-    auth_throttle_record_failure(f->svc, "::ffff:198.51.100.1");
-    auth_throttle_record_failure(f->svc, "198.51.100.1");
-    assert_true(auth_throttle_is_blocked(f->svc, "198.51.100.1"));
-    assert_true(auth_throttle_is_blocked(f->svc, "::ffff:198.51.100.1"));
-    assert_false(auth_throttle_is_blocked(f->svc, "198.51.100.2"));
-    assert_false(auth_throttle_is_blocked(f->svc, "::ffff:198.51.100.2"));
-    assert_false(auth_throttle_is_blocked(f->svc, "198.51.100.0"));
-
-    /* not an address (conn's "unknown"): still counted, as itself */
-    for (int i = 0; i < 3; i++)
-        auth_throttle_record_failure(f->svc, "unknown");
-    assert_true(auth_throttle_is_blocked(f->svc, "unknown"));
-    assert_false(auth_throttle_is_blocked(f->svc, "::"));
-
-    fake_now += 300; /* auth.failure_window */
-    assert_false(auth_throttle_is_blocked(f->svc, "2001:db8:1:2::1"));
-    assert_false(auth_throttle_is_blocked(f->svc, "198.51.100.1"));
-    auth_throttle_set_clock(f->svc, NULL);
 }
 
 /* ---- threads ----------------------------------------------------------------------- */
@@ -655,8 +614,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mechanisms, setup, teardown),
         cmocka_unit_test(test_mechanisms_strong_only),
         cmocka_unit_test_setup_teardown(test_apop, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_throttle, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_throttle_ipv6_per_64, setup, teardown),
         cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -223,6 +223,35 @@ static void parse_line(struct imap_parser *p, const char *line)
     assert_int_equal(feed(p, line), IMAP_PARSE_DONE);
 }
 
+/* RFC 2971 ID: the address a proxy passes, validated; a broken list passes none. */
+static void test_id_originating_ip(void **state)
+{
+    (void)state;
+    struct imap_parser p;
+    imap_parser_init(&p, 1024);
+    char ip[64];
+    parse_line(&p, "a ID (\"name\" \"Roundcube\" \"x-originating-ip\" \"192.0.2.7\")");
+    assert_true(imap_id_originating_ip(p.args.list, p.args.n, ip, sizeof ip));
+    assert_string_equal(ip, "192.0.2.7");
+    parse_line(&p, "a ID (\"X-Originating-IP\" \"2001:db8::5\")");
+    assert_true(imap_id_originating_ip(p.args.list, p.args.n, ip, sizeof ip));
+    assert_string_equal(ip, "2001:db8::5");
+    const char *bad[] = {
+        "a ID NIL",
+        "a ID (\"name\" \"x\")",
+        "a ID (\"x-originating-ip\" \"not-an-ip\")",
+        "a ID (\"x-originating-ip\" \"192.0.2.7 \")",
+        "a ID (\"x-originating-ip\")",
+        "a ID (\"x-originating-ip\" (\"192.0.2.7\"))",
+        "a ID (\"a-field-name-longer-than-thirty-octets\" \"v\" \"x-originating-ip\" \"192.0.2.7\")",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        parse_line(&p, bad[i]);
+        assert_false(imap_id_originating_ip(p.args.list, p.args.n, ip, sizeof ip));
+    }
+    imap_parser_free(&p);
+}
+
 static void test_list_request(void **state)
 {
     (void)state;
@@ -492,7 +521,8 @@ int main(void)
         cmocka_unit_test(test_fetch_items),     cmocka_unit_test(test_literals),
         cmocka_unit_test(test_bracket_atoms),
         cmocka_unit_test(test_literal_too_big), cmocka_unit_test(test_quoted_and_nesting),
-        cmocka_unit_test(test_seqset),          cmocka_unit_test(test_list_request),
+        cmocka_unit_test(test_seqset),          cmocka_unit_test(test_id_originating_ip),
+        cmocka_unit_test(test_list_request),
         cmocka_unit_test(test_append_request),  cmocka_unit_test(test_search_return),
         cmocka_unit_test(test_sort_criteria),
         cmocka_unit_test(test_metadata_args),

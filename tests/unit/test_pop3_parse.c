@@ -169,9 +169,9 @@ static void test_number_parse(void **state)
 /* ---- converter ------------------------------------------------------------------------ */
 
 /* Convert a whole message in one go; returns malloc'd output, *len_r bytes incl. ".\r\n",
- * *counted_r the octets the converter counted (LIST size). */
+ * *counted_r the octets the converter counted as sent, *size_r the LIST size. */
 static char *convert(const char *msg, size_t len, bool is_top, uint64_t lines, size_t step,
-                     size_t *len_r, uint64_t *counted_r)
+                     size_t *len_r, uint64_t *counted_r, uint64_t *size_r)
 {
     struct pop3_msg m;
     if (is_top)
@@ -188,7 +188,18 @@ static char *convert(const char *msg, size_t len, bool is_top, uint64_t lines, s
     out[used] = '\0';
     *len_r = used;
     *counted_r = m.out_total;
+    *size_r = pop3_msg_size(&m);
     return out;
+}
+
+/* Lines of wire output (before the terminator) that begin with '.': each was stuffed. */
+static size_t stuffed_lines(const char *wire, size_t len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i + 3 < len; i++)
+        if (wire[i] == '.' && (i == 0 || wire[i - 1] == '\n'))
+            n++;
+    return n;
 }
 
 static void expect_conversion(const char *msg, bool is_top, uint64_t lines, const char *want)
@@ -196,13 +207,24 @@ static void expect_conversion(const char *msg, bool is_top, uint64_t lines, cons
     size_t len = strlen(msg);
     for (size_t step = 1; step <= len + 1; step++) {
         size_t out_len;
-        uint64_t counted;
-        char *out = convert(msg, len, is_top, lines, step, &out_len, &counted);
+        uint64_t counted, size;
+        char *out = convert(msg, len, is_top, lines, step, &out_len, &counted, &size);
         assert_string_equal(out, want);
-        /* The counted size is everything before the terminating ".\r\n". */
+        /* The counted octets are everything before the terminating ".\r\n"... */
         assert_int_equal(counted, out_len - 3);
+        /* ...and RFC 1939 §11: the size does not count the byte-stuffing. */
+        assert_int_equal(size, out_len - 3 - stuffed_lines(out, out_len));
         free(out);
     }
+}
+
+/* The LIST size of a whole message. */
+static uint64_t list_size(const char *msg)
+{
+    size_t out_len;
+    uint64_t counted, size;
+    free(convert(msg, strlen(msg), false, 0, strlen(msg) + 1, &out_len, &counted, &size));
+    return size;
 }
 
 static void test_msg_crlf_and_stuffing(void **state)
@@ -215,6 +237,21 @@ static void test_msg_crlf_and_stuffing(void **state)
     expect_conversion(".", false, 0, "..\r\n.\r\n");
     /* A bare CR stays as it is and does not start a line. */
     expect_conversion("a\r.b\n", false, 0, "a\r.b\r\n.\r\n");
+    /* CR-only line ends: kept; the last one gets its LF so the terminator starts a line. */
+    expect_conversion("a\r.b\r", false, 0, "a\r.b\r\n.\r\n");
+}
+
+/* RFC 1939 §11: dot-lines "need not (and must not) be counted twice". The LIST size is
+ * the size with CRLF line ends, the Maildir W= size Dovecot lists. */
+static void test_msg_size_ignores_stuffing(void **state)
+{
+    const char *msg = "Subject: dots\n\n.\n..\n.leading\nplain\n";
+    const char *crlf = "Subject: dots\r\n\r\n.\r\n..\r\n.leading\r\nplain\r\n";
+    assert_int_equal(list_size(msg), strlen(crlf));
+    /* Same size whatever the stored line ends: LF, CRLF. */
+    assert_int_equal(list_size(crlf), strlen(crlf));
+    /* No final line end: counted with the CRLF RETR adds. */
+    assert_int_equal(list_size("a\n.b"), strlen("a\r\n.b\r\n"));
 }
 
 /* RFC 1939 §7 TOP: header, blank line, then n body lines. */
@@ -229,7 +266,7 @@ static void test_msg_top(void **state)
     expect_conversion("From: a", true, 0, "From: a\r\n.\r\n");
 }
 
-/* The size scan over a file equals the octets of the converted stream. */
+/* The size scan over a file equals the LIST size of the converted stream. */
 static void test_msg_size_fd(void **state)
 {
     char path[] = "/tmp/test_pop3_parse_XXXXXX";
@@ -245,10 +282,12 @@ static void test_msg_size_fd(void **state)
     uint64_t size = 0;
     assert_int_equal(pop3_msg_size_fd(fd, &size), 0);
     size_t out_len;
-    uint64_t counted;
-    char *out = convert(msg, len, false, 0, 65536, &out_len, &counted);
-    assert_true(size == counted);
-    assert_int_equal(counted, out_len - 3);
+    uint64_t counted, converted_size;
+    char *out = convert(msg, len, false, 0, 65536, &out_len, &counted, &converted_size);
+    assert_true(size == converted_size);
+    size_t n_stuffed = stuffed_lines(out, out_len);
+    assert_true(n_stuffed > 1000);
+    assert_int_equal(size, out_len - 3 - n_stuffed);
     free(out);
     free(msg);
     close(fd);
@@ -265,6 +304,7 @@ int main(void)
         cmocka_unit_test(test_args_split),
         cmocka_unit_test(test_number_parse),
         cmocka_unit_test(test_msg_crlf_and_stuffing),
+        cmocka_unit_test(test_msg_size_ignores_stuffing),
         cmocka_unit_test(test_msg_top),
         cmocka_unit_test(test_msg_size_fd),
     };

@@ -124,6 +124,29 @@ static void test_queue_cycle(void **state)
     assert_int_equal(c.n, 0);
 }
 
+/* A deferral writes deferred/<id> before it removes active/<id>: a listing in between
+ * sees two copies of one message and must show it once, as deferred. */
+static void test_queue_list_shows_a_message_once(void **state)
+{
+    enqueue("EEEE5", "alice@example.test");
+    enqueue("FFFF6", "bob@example.test");
+    char from[4200], dir[4200], to[4300];
+    snprintf(from, sizeof from, "%s/queue/active/EEEE5", tmp_root);
+    snprintf(dir, sizeof dir, "%s/queue/deferred", tmp_root);
+    snprintf(to, sizeof to, "%s/EEEE5", dir);
+    (void)mkdir(dir, 0700);
+    assert_int_equal(link(from, to), 0); /* the deferred copy, the active one not yet gone */
+    struct collected c = {0};
+    char *error = NULL;
+    assert_int_equal(queue_list(tmp_root, collect, &c, &error), 0);
+    assert_int_equal(c.n, 2);
+    int i = strcmp(c.ids[0], "EEEE5") == 0 ? 0 : 1;
+    assert_string_equal(c.ids[i], "EEEE5");
+    assert_string_equal(c.states[i], "deferred");
+    assert_string_equal(c.ids[1 - i], "FFFF6");
+    assert_string_equal(c.states[1 - i], "active");
+}
+
 static int fail_after;
 static int fault_fsync(int fd)
 {
@@ -372,6 +395,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_queue_cycle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_list_shows_a_message_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_staged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_fsync_fault, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_dsn_round_trip, setup, teardown),

@@ -40,8 +40,6 @@ static int setup_schemes(void **state, const char *schemes)
     f->cfg.default_domain = "";
     f->cfg.password_schemes = (char *)schemes;
     f->cfg.allow_plaintext = PLAINTEXT_LOOPBACK_TLS;
-    f->cfg.auth_max_failures = 10;
-    f->cfg.auth_failure_window = 300;
     char *err = NULL;
     f->svc = auth_service_open(&f->cfg, &err);
     if (!f->svc)

@@ -426,15 +426,27 @@ static void test_tls_below_1_2_refused(void **state)
 static void test_per_ip_limit(void **state)
 {
     int fds[4];
-    for (int i = 0; i < 4; i++)
-        fds[i] = connect_to(port_limited);
     int greeted = 0, closed = 0;
-    for (int i = 0; i < 4; i++) {
-        const char *l = read_line(fds[i], NULL);
-        if (strcmp(l, "+OK echo tls=0\r\n") == 0)
-            greeted++;
-        else if (l[0] == '\0')
-            closed++; /* closed without a protocol reply */
+    /* Retried while the TLS connections of the tests before still hold slots (the server
+     * learns of their close asynchronously; on a loaded machine later than this starts).
+     * Never more than 3 greeted: a fourth is always a failure. */
+    for (int tries = 0; tries < 100; tries++) {
+        for (int i = 0; i < 4; i++)
+            fds[i] = connect_to(port_limited);
+        greeted = closed = 0;
+        for (int i = 0; i < 4; i++) {
+            const char *l = read_line(fds[i], NULL);
+            if (strcmp(l, "+OK echo tls=0\r\n") == 0)
+                greeted++;
+            else if (l[0] == '\0')
+                closed++; /* closed without a protocol reply */
+        }
+        assert_true(greeted <= 3);
+        if (greeted == 3)
+            break;
+        for (int i = 0; i < 4; i++)
+            close(fds[i]);
+        usleep(20 * 1000);
     }
     assert_int_equal(greeted, 3);
     assert_int_equal(closed, 1);

@@ -415,6 +415,31 @@ static void test_bdat_chunk(void **state)
     buf_free(&out);
 }
 
+/* Postfix's XCLIENT attributes: xtext values, [UNAVAILABLE], checked addresses. */
+static void test_xclient(void **state)
+{
+    struct smtp_xclient x;
+    char reply[SMTP_REPLY_MAX];
+    const char *ok = "ADDR=192.0.2.9 NAME=client.example HELO=[192.0.2.9] PROTO=ESMTP "
+                     "LOGIN=bob+2Bx@example.test PORT=4711";
+    assert_true(smtp_parse_xclient(ok, strlen(ok), &x, reply, sizeof reply));
+    assert_string_equal(x.addr, "192.0.2.9");
+    assert_string_equal(x.name, "client.example");
+    assert_string_equal(x.helo, "[192.0.2.9]");
+    assert_string_equal(x.login, "bob+x@example.test");
+    assert_int_equal(x.proto, 2);
+    const char *v6 = "addr=IPV6:2001:db8::1 name=[UNAVAILABLE]";
+    assert_true(smtp_parse_xclient(v6, strlen(v6), &x, reply, sizeof reply));
+    assert_string_equal(x.addr, "2001:db8::1");
+    assert_string_equal(x.name, "");
+    const char *bad[] = {"", "ADDR", "=x", "ADDR=999.1.1.1", "ADDR=bogus", "PROTO=HTTP",
+                         "NAME=a+0Db", "LOGIN=+zz"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_false(smtp_parse_xclient(bad[i], strlen(bad[i]), &x, reply, sizeof reply));
+        assert_int_equal(reply[0], '5');
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -424,6 +449,7 @@ int main(void)
         cmocka_unit_test(test_rcpt),
         cmocka_unit_test(test_bdat_auth_helo),
         cmocka_unit_test(test_dsn_params),
+        cmocka_unit_test(test_xclient),
         cmocka_unit_test(test_data_basic),
         cmocka_unit_test(test_data_smuggling),
         cmocka_unit_test(test_data_size_nul_long_lines),

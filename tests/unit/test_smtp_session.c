@@ -124,8 +124,7 @@ static void test_auth_failures_and_cancel(void **state)
                           "501 5.7.0 Authentication aborted\r\n",
                           "535 5.7.8 Error: authentication failed: authentication failure\r\n",
                           "454 4.7.0 Temporary authentication failure\r\n",
-                          "535 5.7.8 Error: authentication failed: Invalid authentication "
-                          "mechanism\r\n",
+                          "504 5.5.4 Unsupported authentication mechanism\r\n",
                           "501 5.5.4 Syntax: AUTH mechanism\r\n",
                           "454 4.7.0 Error: too many failed authentication attempts",
                           NULL};

@@ -225,8 +225,9 @@ static void *append_racer(void *arg)
 {
     struct racer *r = arg;
     struct store_user *u = NULL;
-    static char body[1000];
+    char body[1000]; /* one per thread: a shared static one was written by all (a race) */
     memset(body, 'x', sizeof body - 1);
+    body[sizeof body - 1] = '\0';
     memcpy(body, "Subject: race\n\n", 15);
     if (store_user_open(r->home, "racer@example.test", &u, &r->error) < 0) {
         r->rc = -2;

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "test_tmpdir.h"
@@ -308,12 +309,48 @@ static void test_build_large_folder(void **state)
     free(big);
 }
 
+/* Several processes (the workers) open a new user's index at the same moment: every one
+ * gets a usable index. Before, a connection could meet another's half-made file (its
+ * rollback journal while it switched to WAL) and fail with a disk I/O error. */
+static void test_first_open_from_many_processes(void **state)
+{
+    (void)state;
+    enum { ROUNDS = 50, PROCS = 6 };
+    for (int round = 0; round < ROUNDS; round++) {
+        char home[600];
+        snprintf(home, sizeof home, "%s/user%d", tmp_root, round);
+        pid_t kids[PROCS];
+        for (int k = 0; k < PROCS; k++) {
+            kids[k] = fork();
+            assert_true(kids[k] >= 0);
+            if (kids[k] == 0) {
+                char *error = NULL;
+                sqlite3 *db = store_index_open(home, &error);
+                struct store_mbox_row row;
+                int rc = db && store_index_mailbox_get(db, "INBOX", &row, &error) >= 0 ? 0 : 1;
+                if (rc)
+                    fprintf(stderr, "round %d: %s\n", round, error ? error : "?");
+                store_index_close(db);
+                _exit(rc);
+            }
+        }
+        int failures = 0;
+        for (int k = 0; k < PROCS; k++) {
+            int status = 0;
+            assert_int_equal(waitpid(kids[k], &status, 0), kids[k]);
+            failures += !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        }
+        assert_int_equal(failures, 0);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_stmt_cache_fresh_after_reuse, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stmt_cache_nested_same_text, setup, teardown),
         cmocka_unit_test_setup_teardown(test_build_large_folder, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_first_open_from_many_processes, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
