@@ -385,7 +385,7 @@ static void request_answer(struct auth_server *srv, struct auth_client *c, struc
         break;
     case AUTH_MSG_PENALTY_CHECK:
     case AUTH_MSG_PENALTY_REPORT: {
-        const char *s4 = channel_get_str(m, &pos), *s5 = channel_get_str(m, &pos);
+        const char *s5 = channel_get_str(m, &pos); /* (s1-s4 were read above) */
         if (!s1 || !s2 || !s3 || !s4 || (m->type == AUTH_MSG_PENALTY_REPORT && !s5))
             return;
         /* the table keeps the account's first PENALTY_ACCOUNT_SIZE - 1 octets */
