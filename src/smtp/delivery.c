@@ -278,8 +278,8 @@ static bool delivery_filter(struct smtp_delivery_job *job)
         job->is_filtered_out = true;
         return false;
     }
+    smtp_filter_junk(job); /* (a quarantine with junk.quarantine = yes is no hold) */
     job->is_held = smtp_filter_is_held(job->filter);
-    smtp_filter_junk(job);
     job->is_filtered = true;
     return true;
 }
