@@ -101,7 +101,33 @@ static void test_roundtrip(void **state)
     assert_int_equal(b->mailauth->spf.result, MAILAUTH_SOFTFAIL);
     assert_string_equal(b->mailauth->spf.domain, "example.org");
     assert_int_equal(b->mailauth->dmarc_rank, 2);
+    /* the milters ran in the login process: not again in the worker, nothing decided */
+    assert_true(b->is_filtered);
+    assert_false(b->is_held);
+    assert_false(b->is_junk);
     smtp_delivery_job_free(b);
+    smtp_delivery_job_free(j);
+}
+
+/* What the milters decided in the login process reaches the worker as two flags; a hold
+ * without the Received line the hold queue needs is refused. */
+static void test_milter_flags(void **state)
+{
+    struct smtp_delivery_job *j = sample();
+    j->is_held = true;
+    j->is_junk = true;
+    struct smtp_delivery_job *b = roundtrip(j);
+    assert_non_null(b);
+    assert_true(b->is_held);
+    assert_true(b->is_junk);
+    assert_true(b->is_filtered);
+    smtp_delivery_job_free(b);
+    for (size_t i = 0; i < j->n_remote; i++)
+        free(j->remote[i]);
+    j->n_remote = 0;
+    free(j->remote_header);
+    j->remote_header = NULL;
+    assert_null(roundtrip(j));
     smtp_delivery_job_free(j);
 }
 
@@ -143,6 +169,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip),
+        cmocka_unit_test(test_milter_flags),
         cmocka_unit_test(test_hostile),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
