@@ -48,6 +48,15 @@ static int serve_init_policy(struct server_context *ctx, char **error_r)
         *error_r = strdup("out of memory");
         return -1;
     }
+    /* a chrooted login process reaches no unix socket outside its empty root */
+    const struct config_list *lists[] = {&ctx->cfg->smtp_milters, &ctx->cfg->submission_milters};
+    for (size_t l = 0; ctx->processes == SERVER_PROC_LOGIN && l < 2; l++)
+        for (size_t i = 0; i < lists[l]->n; i++)
+            if (strncmp(lists[l]->items[i], "unix:", 5) == 0)
+                log_warning("smtpd",
+                            "milter %s: login processes are chrooted into %s; a unix socket "
+                            "outside it cannot be reached (use inet:)",
+                            lists[l]->items[i], ctx->cfg->login_chroot ? ctx->cfg->login_chroot : "login_chroot");
     if (ctx->cfg->smtp_milters.n || ctx->cfg->submission_milters.n) {
         /* milter conversations wait on sockets: their own threads, so they neither queue
          * behind fsyncs nor hold the fsync pool (milter.concurrency at once) */
