@@ -230,6 +230,8 @@ static int serve_init(struct server_context *ctx, char **error_r)
         return -1;
     if ((ctx->processes & SERVER_PROC_LOGIN) && smtp_screen_start(ctx->cfg, ctx->base, error_r) < 0)
         return -1;
+    if (ctx->processes == SERVER_PROC_LOGIN)
+        return 0; /* it queues nothing: the mail workers tell the queue runner */
     /* a mail worker delivers what the login processes' SMTP sessions receive */
     if (ctx->processes == SERVER_PROC_WORKER)
         smtp_remote_serve(ctx);
