@@ -79,8 +79,12 @@ else
     echo "install-deps: all packages present"
 fi
 
-# The server drops privileges to this user when started as root (config: run_user).
-if [ "$(id -u)" = 0 ] && ! getent passwd tern >/dev/null; then
-    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin tern
-    echo "install-deps: created system user tern"
-fi
+# The users the server's processes run as when started as root (docs/SECURITY.md):
+# tern (run_user: mail workers, queue), tern-login (login_user: the login processes,
+# chrooted) and tern-auth (auth_user: the auth process, owner of tern.db).
+for u in tern tern-login tern-auth; do
+    if [ "$(id -u)" = 0 ] && ! getent passwd "$u" >/dev/null; then
+        useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$u"
+        echo "install-deps: created system user $u"
+    fi
+done

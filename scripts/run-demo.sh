@@ -80,6 +80,9 @@ fi
 if [ -n "$RUN_USER" ]; then
     chown -R "$RUN_USER:" "$DATA"
     chown root: "$CONF" "$PWFILE"
+    # run/ (the master's socket, the login processes' empty root) stays root's; the
+    # server gives tern.db to auth_user itself
+    if [ -d "$DATA/run" ]; then chown -R root: "$DATA/run"; fi
 fi
 
 echo

@@ -122,13 +122,18 @@ imaps.listen =
 run_user = $TERN_RUN_USER
 $1
 EOF
-    id "$TERN_RUN_USER" >/dev/null 2>&1 || useradd --system --no-create-home \
-        --home-dir /nonexistent --shell /usr/sbin/nologin "$TERN_RUN_USER"
+    # run_user, and the login processes' and the auth process's users (docs/SECURITY.md)
+    for u in "$TERN_RUN_USER" tern-login tern-auth; do
+        id "$u" >/dev/null 2>&1 || useradd --system --no-create-home \
+            --home-dir /nonexistent --shell /usr/sbin/nologin "$u"
+    done
     tern_cli domain add example.test >/dev/null
 }
 
 tern_start() {
     chown -R "$TERN_RUN_USER" "$WORK/tern"
+    # (the login processes' empty root must stay root's; the server re-owns tern.db)
+    if [ -d "$WORK/tern/data/run" ]; then chown -R root:root "$WORK/tern/data/run"; fi
     # Not through tern_cli: a backgrounded function is a subshell, and $! must be tern
     # itself (cleanup kills it; strace and perf attach to it).
     "$TERN_BIN" -c "$WORK/tern/tern.conf" serve -f > "$WORK/tern/server.log" 2>&1 &

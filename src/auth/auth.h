@@ -81,8 +81,9 @@ struct event_base;
 struct workpool;
 struct auth_server *auth_server_new(struct auth_service *svc, struct event_base *base,
                                     struct workpool *pool);
-/* Serve one more client channel (owned from now on). 0 or -1. */
-int auth_server_add_client(struct auth_server *srv, int sock);
+/* Serve one more client channel (owned from now on) of a process of kind (SERVER_PROC_*:
+ * what it may ask, auth_wire.h). 0 or -1. */
+int auth_server_add_client(struct auth_server *srv, int sock, unsigned kind);
 void auth_server_free(struct auth_server *srv);
 
 /* ---- routing ---------------------------------------------------------------------- */
@@ -214,6 +215,30 @@ size_t auth_penalty_blocks_list(struct auth_service *svc,
 size_t auth_penalty_blocks_clear(struct auth_service *svc, const char *ip, const char *account,
                                  const char *by);
 
+/* ---- handing a logged-in session over (privilege separation, DESIGN §2) ----------------
+ * A login process (which may read no mailbox) checks the credentials through the auth
+ * process and hands the logged-in connection to a mail worker. The auth process answers
+ * a successful check from a login process with a one-time token bound to the canonical
+ * user and the connection; the mail worker redeems it before it opens the mailbox, so a
+ * login process taken over by an attacker cannot ask for a mailbox without its password.
+ * Single-process mode has no tokens (the session never moves). */
+#define AUTH_TOKEN_SIZE  65  /* 64 hex digits and the NUL */
+/* A binding names the connection (conn_login_binding: service, both addresses and
+ * ports); the auth process only compares it. */
+#define AUTH_BINDING_MAX 160
+/* BLOCKING, NETWORK. auth_login_password / auth_login_apop that also return the token for
+ * binding in token_r (AUTH_TOKEN_SIZE bytes; "" when no token was issued: a local
+ * directory, or not asked from a login process). Same return codes. */
+int auth_login_password_token(struct auth_service *svc, const char *login, const char *password,
+                              const char *binding, char **user_r, char *token_r);
+int auth_login_apop_token(struct auth_service *svc, const char *login, const char *timestamp,
+                          const char *digest_hex, const char *binding, char **user_r,
+                          char *token_r);
+/* BLOCKING, NETWORK. In a mail worker: is token the auth process's unspent proof that user
+ * logged in on binding? 1 yes (the token is spent now), 0 no, -1 temporary failure. */
+int auth_login_redeem(struct auth_service *svc, const char *token, const char *user,
+                      const char *binding);
+
 /* ---- SASL exchanges (shared by SMTP AUTH, POP3 AUTH, IMAP AUTHENTICATE) --------------- */
 
 struct auth_sasl;
@@ -240,6 +265,12 @@ const char *auth_sasl_mechanism(const struct auth_sasl *s); /* upper-case name *
 const char *auth_sasl_user(const struct auth_sasl *s);      /* after AUTH_SASL_OK */
 /* The login name the client tried (for the failure log line), or "" if none yet. */
 const char *auth_sasl_attempted_login(const struct auth_sasl *s);
+/* In a login process, before the first step: the connection (conn_login_binding) a
+ * successful exchange is handed over with; the auth process then issues a token. */
+void auth_sasl_set_binding(struct auth_sasl *s, const char *binding);
+/* After AUTH_SASL_OK of an exchange with a binding: the token for the handover
+ * (auth_login_redeem), or "" when none was issued. */
+const char *auth_sasl_token(const struct auth_sasl *s);
 void auth_sasl_free(struct auth_sasl *s);
 
 /* ---- password schemes (Dovecot-compatible "{SCHEME}data") -------------------------- */

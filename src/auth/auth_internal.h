@@ -117,10 +117,14 @@ int auth_remote_domain_is_local(struct auth_service *svc, const char *domain);
 int auth_remote_resolve(struct auth_service *svc, const char *address, struct auth_targets *t);
 int auth_remote_user_lookup(struct auth_service *svc, const char *login, struct auth_user *u_r);
 bool auth_remote_sender_allowed(struct auth_service *svc, const char *user, const char *from);
+/* binding NULL: no token asked (token_r may be NULL then) */
 int auth_remote_login_password(struct auth_service *svc, const char *login, const char *password,
-                               char **user_r);
+                               const char *binding, char **user_r, char *token_r);
 int auth_remote_login_apop(struct auth_service *svc, const char *login, const char *timestamp,
-                           const char *digest_hex, char **user_r);
+                           const char *digest_hex, const char *binding, char **user_r,
+                           char *token_r);
+int auth_remote_login_redeem(struct auth_service *svc, const char *token, const char *user,
+                             const char *binding);
 int auth_remote_domain_list(struct auth_service *svc, void (*cb)(const char *domain, void *arg),
                             void *arg);
 /* The failed-login policy's check and report (auth_penalty_*), asked of the auth
@@ -135,14 +139,32 @@ int auth_remote_login_too_soon(struct auth_service *svc, const char *user, unsig
 bool auth_remote_mechanism_flags(struct auth_service *svc, bool *has_cram_r, bool *has_scram_r,
                                  bool *has_apop_r);
 /* One SASL step in the auth process: *sasl_id 0 starts the exchange (mech, hostname,
- * peer) and gets its number; user/attempted are filled from the answer. */
+ * peer) and gets its number; user/attempted (and, with a binding, token:
+ * AUTH_TOKEN_SIZE bytes) are filled from the answer. */
 enum auth_sasl_status auth_remote_sasl_step(struct auth_service *svc, uint64_t *sasl_id,
                                             const char *mech, const char *hostname,
-                                            const struct auth_peer *peer, const char *response,
-                                            char **challenge_r, char *user, size_t user_size,
-                                            char *attempted, size_t attempted_size);
+                                            const struct auth_peer *peer, const char *binding,
+                                            const char *response, char **challenge_r,
+                                            char *user, size_t user_size, char *attempted,
+                                            size_t attempted_size, char *token);
 void auth_remote_sasl_free(struct auth_service *svc, uint64_t sasl_id);
 void auth_remote_close(struct auth_service *svc);
+
+/* ---- one-time login tokens (token.c), kept by the auth process -------------------- */
+#define AUTH_TOKEN_LIFETIME_S 60 /* from the check to the mail worker's redemption */
+struct auth_tokens;
+struct auth_tokens *auth_tokens_new(void);
+void auth_tokens_free(struct auth_tokens *t);
+/* A new token for user on binding into token_r (AUTH_TOKEN_SIZE); false when the
+ * arguments are too long (token_r is "" then). */
+bool auth_tokens_issue(struct auth_tokens *t, const char *user, const char *binding,
+                       char *token_r);
+/* Spend token: true when it was issued for exactly user and binding and has not expired.
+ * A token found is spent whatever the outcome. */
+bool auth_tokens_redeem(struct auth_tokens *t, const char *token, const char *user,
+                        const char *binding);
+/* Test hook: the tokens' clock (NULL: time()). */
+void auth_tokens_set_clock(struct auth_tokens *t, time_t (*clock)(void));
 
 /* Test hook: the failed-login table's clock in milliseconds (NULL: the monotonic clock). */
 void auth_penalty_set_clock(struct auth_service *svc, uint64_t (*clock_ms)(void));

@@ -5,23 +5,32 @@
  * binary on the same machine), then NUL-terminated strings. An answer carries the same
  * type and id, a 4-byte return code, then strings. Id 0 is a message without an answer.
  *
+ * Each client is of one kind, which the master names when it hands the channel over
+ * (SERVER_MSG_AUTH_CLIENT's payload: the SERVER_PROC_* bit as text): a login process's
+ * successful LOGIN_PASSWORD, LOGIN_APOP or SASL_STEP that carries a binding (the last
+ * request string, "[binding]" below) is answered with a one-time token as the last
+ * string; only a mail worker may redeem one (TOKEN_REDEEM). auth.h says why.
+ *
  *   type                  request strings                  answer: rc, strings
  *   DOMAIN_IS_LOCAL       domain                           1/0/-1
  *   RESOLVE               address                          1/0/-1, n_local, locals, remotes
  *   USER_LOOKUP           login                            1/0/-1, address, home, quota, enabled
  *   SENDER_ALLOWED        user, mail_from                  1/0
- *   LOGIN_PASSWORD        login, password                  1/0/-1, user
- *   LOGIN_APOP            login, timestamp, digest         1/0/-1, user
+ *   LOGIN_PASSWORD        login, password, [binding]       1/0/-1, user, [token]
+ *   LOGIN_APOP            login, timestamp, digest,        1/0/-1, user, [token]
+ *                         [binding]
  *   PENALTY_CHECK         ip, account, trusted, service    verdict, delay ms
  *   PENALTY_REPORT        ip, account, trusted, service,   verdict
  *                         success
  *   LOGIN_TOO_SOON        user, delay seconds              1/0 (POP3 LOGIN-DELAY)
  *   SASL_STEP             id, mech, hostname, service, ip, tls, loopback, has_response,
- *                         response                         status, id, has_challenge,
- *                                                          challenge, user, attempted login
+ *                         response, [binding]              status, id, has_challenge,
+ *                                                          challenge, user, attempted login,
+ *                                                          [token]
  *   SASL_FREE (id 0)      id                               (none)
  *   MECHS (id 0, pushed)  "CSA": CRAM-MD5, SCRAM-SHA-256, APOP available ('1'/'0')
  *   DOMAIN_LIST           (none)                           0/-1, the local domains in order
+ *   TOKEN_REDEEM          token, user, binding             1/0/-1 (mail workers only)
  *
  * PENALTY_*: the failed-login policy (policy/penalty.h, one table in the auth process for
  * every worker): trusted and success are "1"/"0", the verdict is enum penalty_verdict;
@@ -47,6 +56,7 @@ enum auth_msg {
     AUTH_MSG_SASL_FREE,
     AUTH_MSG_MECHS,
     AUTH_MSG_DOMAIN_LIST,
+    AUTH_MSG_TOKEN_REDEEM,
 };
 
 #endif

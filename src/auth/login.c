@@ -85,7 +85,7 @@ int auth_login_password(struct auth_service *svc, const char *login, const char 
                         char **user_r)
 {
     if (svc->remote)
-        return auth_remote_login_password(svc, login, password, user_r);
+        return auth_remote_login_password(svc, login, password, NULL, user_r, NULL);
     char addr[AUTH_MAX_LOGIN + 1];
     *user_r = NULL;
     if (!password || !*password || strlen(password) > AUTH_MAX_PASSWORD)
@@ -110,13 +110,42 @@ int auth_login_password(struct auth_service *svc, const char *login, const char 
     return rc;
 }
 
+/* ---- handing a session over (auth.h) ----------------------------------------------- */
+
+int auth_login_password_token(struct auth_service *svc, const char *login, const char *password,
+                              const char *binding, char **user_r, char *token_r)
+{
+    token_r[0] = '\0';
+    if (svc->remote)
+        return auth_remote_login_password(svc, login, password, binding, user_r, token_r);
+    return auth_login_password(svc, login, password, user_r);
+}
+
+int auth_login_apop_token(struct auth_service *svc, const char *login, const char *timestamp,
+                          const char *digest_hex, const char *binding, char **user_r,
+                          char *token_r)
+{
+    token_r[0] = '\0';
+    if (svc->remote)
+        return auth_remote_login_apop(svc, login, timestamp, digest_hex, binding, user_r,
+                                      token_r);
+    return auth_login_apop(svc, login, timestamp, digest_hex, user_r);
+}
+
+int auth_login_redeem(struct auth_service *svc, const char *token, const char *user,
+                      const char *binding)
+{
+    /* only the auth process keeps tokens: a local directory never issued one */
+    return svc->remote ? auth_remote_login_redeem(svc, token, user, binding) : 0;
+}
+
 /* RFC 1939 §7: digest = MD5(timestamp || shared secret), 32 lower-case hex digits.
  * Only a plaintext-equivalent credential can answer it. */
 int auth_login_apop(struct auth_service *svc, const char *login, const char *timestamp,
                     const char *digest_hex, char **user_r)
 {
     if (svc->remote)
-        return auth_remote_login_apop(svc, login, timestamp, digest_hex, user_r);
+        return auth_remote_login_apop(svc, login, timestamp, digest_hex, NULL, user_r, NULL);
     char addr[AUTH_MAX_LOGIN + 1];
     *user_r = NULL;
     if (!timestamp || !digest_hex || strlen(digest_hex) != 32 || strlen(timestamp) > 512)

@@ -313,9 +313,9 @@ bool auth_remote_sender_allowed(struct auth_service *svc, const char *user, cons
     return remote_rc(svc, AUTH_MSG_SENDER_ALLOWED, a, 2) == 1;
 }
 
-/* A login answer: rc and the canonical user. */
+/* A login answer: rc, the canonical user and, when asked (binding), the token. */
 static int remote_login(struct auth_service *svc, uint8_t type, const char *const *a, size_t n,
-                        char **user_r)
+                        char **user_r, char *token_r)
 {
     *user_r = NULL;
     struct channel_msg *m = reply_new();
@@ -325,6 +325,9 @@ static int remote_login(struct auth_service *svc, uint8_t type, const char *cons
         const char *user = channel_get_str(m, &pos);
         if (!user || !(*user_r = strdup(user)))
             rc = -1;
+        const char *token = token_r ? channel_get_str(m, &pos) : NULL;
+        if (token_r && token && strlen(token) < AUTH_TOKEN_SIZE)
+            memcpy(token_r, token, strlen(token) + 1);
     }
     if (m)
         explicit_bzero(m->payload, m->len);
@@ -333,17 +336,27 @@ static int remote_login(struct auth_service *svc, uint8_t type, const char *cons
 }
 
 int auth_remote_login_password(struct auth_service *svc, const char *login, const char *password,
-                               char **user_r)
+                               const char *binding, char **user_r, char *token_r)
 {
-    const char *a[] = {login, password};
-    return remote_login(svc, AUTH_MSG_LOGIN_PASSWORD, a, 2, user_r);
+    const char *a[] = {login, password, binding};
+    return remote_login(svc, AUTH_MSG_LOGIN_PASSWORD, a, binding ? 3 : 2, user_r,
+                        binding ? token_r : NULL);
 }
 
 int auth_remote_login_apop(struct auth_service *svc, const char *login, const char *timestamp,
-                           const char *digest_hex, char **user_r)
+                           const char *digest_hex, const char *binding, char **user_r,
+                           char *token_r)
 {
-    const char *a[] = {login, timestamp, digest_hex};
-    return remote_login(svc, AUTH_MSG_LOGIN_APOP, a, 3, user_r);
+    const char *a[] = {login, timestamp, digest_hex, binding};
+    return remote_login(svc, AUTH_MSG_LOGIN_APOP, a, binding ? 4 : 3, user_r,
+                        binding ? token_r : NULL);
+}
+
+int auth_remote_login_redeem(struct auth_service *svc, const char *token, const char *user,
+                             const char *binding)
+{
+    const char *a[] = {token, user, binding};
+    return remote_rc(svc, AUTH_MSG_TOKEN_REDEEM, a, 3);
 }
 
 int auth_remote_domain_list(struct auth_service *svc, void (*cb)(const char *domain, void *arg),
@@ -421,9 +434,10 @@ bool auth_remote_mechanism_flags(struct auth_service *svc, bool *has_cram_r, boo
 
 enum auth_sasl_status auth_remote_sasl_step(struct auth_service *svc, uint64_t *sasl_id,
                                             const char *mech, const char *hostname,
-                                            const struct auth_peer *peer, const char *response,
-                                            char **challenge_r, char *user, size_t user_size,
-                                            char *attempted, size_t attempted_size)
+                                            const struct auth_peer *peer, const char *binding,
+                                            const char *response, char **challenge_r,
+                                            char *user, size_t user_size, char *attempted,
+                                            size_t attempted_size, char *token)
 {
     *challenge_r = NULL;
     char id[24];
@@ -436,10 +450,13 @@ enum auth_sasl_status auth_remote_sasl_step(struct auth_service *svc, uint64_t *
                        peer->is_tls ? "1" : "0",
                        peer->is_loopback ? "1" : "0",
                        response ? "1" : "0",
-                       response ? response : ""};
+                       response ? response : "",
+                       binding};
     struct channel_msg *m = reply_new();
     size_t pos = 0;
-    int rc = m && remote_call(svc, AUTH_MSG_SASL_STEP, a, 9, m) == 0 ? reply_rc(m, &pos) : -1;
+    int rc = m && remote_call(svc, AUTH_MSG_SASL_STEP, a, binding ? 10 : 9, m) == 0
+                 ? reply_rc(m, &pos)
+                 : -1;
     enum auth_sasl_status st = AUTH_SASL_TEMPFAIL;
     if (rc >= 0) {
         const char *new_id = channel_get_str(m, &pos), *has_ch = channel_get_str(m, &pos);
@@ -452,6 +469,10 @@ enum auth_sasl_status auth_remote_sasl_step(struct auth_service *svc, uint64_t *
                 *challenge_r = strdup(ch);
             snprintf(user, user_size, "%s", u);
             snprintf(attempted, attempted_size, "%s", att);
+            /* a login process's exchange: the token comes with the success */
+            const char *tok = channel_get_str(m, &pos);
+            if (tok && st == AUTH_SASL_OK && strlen(tok) < AUTH_TOKEN_SIZE)
+                memcpy(token, tok, strlen(tok) + 1);
         }
     }
     if (m)

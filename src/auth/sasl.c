@@ -69,6 +69,8 @@ struct auth_sasl {
     uint64_t remote_id; /* 0 until the first step started it */
     char peer_service[16], peer_ip[64];
     bool peer_is_tls, peer_is_loopback;
+    char binding[AUTH_BINDING_MAX + 1]; /* a login process's connection, "" none */
+    char token[AUTH_TOKEN_SIZE];        /* its token after AUTH_SASL_OK, "" none */
 };
 
 static const char *const plaintext_schemes[] = {"PLAIN", "CLEAR", "CLEARTEXT", NULL};
@@ -158,6 +160,16 @@ const char *auth_sasl_attempted_login(const struct auth_sasl *s)
     return s->login;
 }
 
+void auth_sasl_set_binding(struct auth_sasl *s, const char *binding)
+{
+    snprintf(s->binding, sizeof s->binding, "%s", binding ? binding : "");
+}
+
+const char *auth_sasl_token(const struct auth_sasl *s)
+{
+    return s->token;
+}
+
 void auth_sasl_free(struct auth_sasl *s)
 {
     if (!s)
@@ -169,6 +181,7 @@ void auth_sasl_free(struct auth_sasl *s)
     free(s->gs2_header);
     free(s->nonce);
     OPENSSL_cleanse(&s->keys, sizeof s->keys);
+    OPENSSL_cleanse(s->token, sizeof s->token);
     free(s);
 }
 
@@ -603,8 +616,9 @@ enum auth_sasl_status auth_sasl_step(struct auth_sasl *s, const char *response_b
                                  .is_tls = s->peer_is_tls,
                                  .is_loopback = s->peer_is_loopback};
         enum auth_sasl_status st = auth_remote_sasl_step(
-            s->svc, &s->remote_id, s->name, s->hostname, &peer, response_b64, challenge_r,
-            s->user, sizeof s->user, s->login, sizeof s->login);
+            s->svc, &s->remote_id, s->name, s->hostname, &peer,
+            s->binding[0] ? s->binding : NULL, response_b64, challenge_r, s->user,
+            sizeof s->user, s->login, sizeof s->login, s->token);
         if (st != AUTH_SASL_CONTINUE)
             s->is_done = true; /* the auth process ended its half */
         return st;

@@ -20,10 +20,15 @@
  *
  * Every AUTH_SERVER_MECHS_S the mechanism flags are read again (an admin may have added
  * the first CRAM-MD5 credential) and announced to all clients when they changed.
+ *
+ * Clients have a kind (the master says which when it hands the channel over): a login
+ * process's successful login that names its connection gets a one-time token with the
+ * answer (token.c), and only a mail worker may redeem one (auth.h, privilege separation).
  */
 #include "auth/auth_internal.h"
 #include "auth/auth_wire.h"
 #include "core/channel.h"
+#include "core/conn.h"
 #include "core/log.h"
 #include "core/workpool.h"
 #include "policy/penalty.h"
@@ -46,6 +51,7 @@
 struct auth_client {
     struct auth_server *srv;
     int sock;
+    unsigned kind; /* SERVER_PROC_* of the process at the other end */
     pthread_mutex_t send_lock;
     atomic_int refs; /* the loop's one while open, plus one per job in flight */
     struct channel_reader *reader;
@@ -71,6 +77,7 @@ struct auth_server {
     struct event *timer;
     char mechs[4]; /* last announced "CSA" flags, "" none yet */
     bool is_mechs_job;
+    struct auth_tokens *tokens; /* issued to login processes, redeemed by mail workers */
 };
 
 static void client_release(struct auth_client *c)
@@ -216,6 +223,27 @@ static void sasl_drop(struct auth_server *srv, struct auth_client *owner, time_t
     pthread_mutex_unlock(&srv->sasl_lock);
 }
 
+/* ---- tokens ------------------------------------------------------------------------------ */
+
+/* The binding a request carries, when its client is a login process (whose successful
+ * logins get a token); NULL otherwise. */
+static const char *client_binding(const struct auth_client *c, const char *binding)
+{
+    return c->kind == SERVER_PROC_LOGIN && binding && binding[0] ? binding : NULL;
+}
+
+/* A token for user on binding, as the answer's last string ("" when none could be made:
+ * the mail worker then refuses the session with a temporary error). */
+static void answer_token(struct auth_server *srv, struct answer *a, const char *user,
+                         const char *binding)
+{
+    char token[AUTH_TOKEN_SIZE];
+    if (!user || !auth_tokens_issue(srv->tokens, user, binding, token))
+        token[0] = '\0';
+    answer_str(a, token);
+    explicit_bzero(token, sizeof token);
+}
+
 static void sasl_step(struct auth_server *srv, struct auth_client *c, const struct channel_msg *m,
                       uint32_t id)
 {
@@ -224,6 +252,7 @@ static void sasl_step(struct auth_server *srv, struct auth_client *c, const stru
     for (int i = 0; i < 9; i++)
         if (!(f[i] = channel_get_str(m, &pos)))
             return; /* malformed: no answer (the caller times out) */
+    const char *binding = client_binding(c, channel_get_str(m, &pos));
     uint64_t sid = strtoull(f[0], NULL, 10);
     struct auth_peer peer = {.service = f[3],
                              .ip = f[4],
@@ -259,6 +288,8 @@ static void sasl_step(struct auth_server *srv, struct auth_client *c, const stru
     answer_str(&a, challenge ? challenge : "");
     answer_str(&a, st == AUTH_SASL_OK && auth_sasl_user(e->sasl) ? auth_sasl_user(e->sasl) : "");
     answer_str(&a, auth_sasl_attempted_login(e->sasl) ? auth_sasl_attempted_login(e->sasl) : "");
+    if (st == AUTH_SASL_OK && binding)
+        answer_token(srv, &a, auth_sasl_user(e->sasl), binding);
     free(challenge);
     sasl_put(srv, e, st != AUTH_SASL_CONTINUE);
     answer_send(c, AUTH_MSG_SASL_STEP, &a);
@@ -281,6 +312,7 @@ static void request_answer(struct auth_server *srv, struct auth_client *c, struc
     const char *s1 = channel_get_str(m, &pos);
     const char *s2 = channel_get_str(m, &pos);
     const char *s3 = channel_get_str(m, &pos);
+    const char *s4 = channel_get_str(m, &pos);
     struct auth_service *svc = srv->svc;
     struct answer a;
     switch (m->type) {
@@ -336,15 +368,24 @@ static void request_answer(struct auth_server *srv, struct auth_client *c, struc
         char *user = NULL;
         int rc = m->type == AUTH_MSG_LOGIN_PASSWORD ? auth_login_password(svc, s1, s2, &user)
                                                     : auth_login_apop(svc, s1, s2, s3, &user);
+        const char *binding =
+            client_binding(c, m->type == AUTH_MSG_LOGIN_PASSWORD ? s3 : s4);
         answer_begin(&a, id, rc);
         if (rc == 1)
             answer_str(&a, user ? user : "");
+        if (rc == 1 && binding)
+            answer_token(srv, &a, user, binding);
         free(user);
         break;
     }
+    case AUTH_MSG_TOKEN_REDEEM:
+        if (!s1 || !s2 || !s3 || c->kind != SERVER_PROC_WORKER)
+            return; /* a login process may not redeem: no answer (it times out) */
+        answer_begin(&a, id, auth_tokens_redeem(srv->tokens, s1, s2, s3) ? 1 : 0);
+        break;
     case AUTH_MSG_PENALTY_CHECK:
     case AUTH_MSG_PENALTY_REPORT: {
-        const char *s4 = channel_get_str(m, &pos), *s5 = channel_get_str(m, &pos);
+        const char *s5 = channel_get_str(m, &pos); /* (s1-s4 were read above) */
         if (!s1 || !s2 || !s3 || !s4 || (m->type == AUTH_MSG_PENALTY_REPORT && !s5))
             return;
         /* the table keeps the account's first PENALTY_ACCOUNT_SIZE - 1 octets */
@@ -508,9 +549,10 @@ struct auth_server *auth_server_new(struct auth_service *svc, struct event_base 
     srv->pool = pool;
     pthread_mutex_init(&srv->sasl_lock, NULL);
     srv->sasl = calloc(AUTH_SERVER_SASL_MAX, sizeof *srv->sasl);
+    srv->tokens = auth_tokens_new();
     srv->timer = event_new(base, -1, EV_PERSIST, server_tick, srv);
     struct timeval tv = {.tv_sec = AUTH_SERVER_MECHS_S};
-    if (!srv->sasl || !srv->timer || event_add(srv->timer, &tv) < 0) {
+    if (!srv->sasl || !srv->tokens || !srv->timer || event_add(srv->timer, &tv) < 0) {
         auth_server_free(srv);
         return NULL;
     }
@@ -521,7 +563,7 @@ struct auth_server *auth_server_new(struct auth_service *svc, struct event_base 
     return srv;
 }
 
-int auth_server_add_client(struct auth_server *srv, int sock)
+int auth_server_add_client(struct auth_server *srv, int sock, unsigned kind)
 {
     struct auth_client *c = calloc(1, sizeof *c);
     if (!c) {
@@ -530,6 +572,7 @@ int auth_server_add_client(struct auth_server *srv, int sock)
     }
     c->srv = srv;
     c->sock = sock;
+    c->kind = kind;
     pthread_mutex_init(&c->send_lock, NULL);
     atomic_init(&c->refs, 1);
     c->reader = channel_reader_new(srv->base, sock, client_on_msg, client_on_closed, c);
@@ -558,5 +601,6 @@ void auth_server_free(struct auth_server *srv)
         free(srv->sasl);
     }
     pthread_mutex_destroy(&srv->sasl_lock);
+    auth_tokens_free(srv->tokens);
     free(srv);
 }

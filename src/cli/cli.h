@@ -43,5 +43,10 @@ void cli_print_txt_record(const char *name, const char *value);
 
 /* Load the config for a command, printing "tern: <reason>" on failure (returns NULL). */
 struct config *cli_load_config(const struct cli_options *o);
+/* Before a command run as root opens the directory: data_dir is made for run_user when
+ * missing, and a missing tern.db is created empty, owned by the user that will read it
+ * (auth_user, or run_user without separated processes). The command stays root: files
+ * SQLite adds get the database's owner. 0, or 1 after printing the reason. */
+int cli_directory_prepare(const struct config *cfg);
 
 #endif

@@ -17,7 +17,9 @@
  * exit 1; usage errors exit 2.
  *
  * Run as root against a data dir owned by another user (the server's run_user), the
- * commands first switch to that owner so tern.db and its WAL files keep their owner.
+ * commands stay root and keep tern.db's owner (the auth process's user): SQLite gives the
+ * files it adds the database's owner, and a new tern.db is made for that user first
+ * (cli_directory_prepare).
  */
 #include "auth/auth.h"
 #include "cli/cli.h"
@@ -50,43 +52,13 @@ static int usage_error(const char *usage)
     return 2;
 }
 
-/* ---- privileges ------------------------------------------------------------------- */
-
-/* As root, become the owner of data_dir before touching tern.db: files root creates
- * there (the database, its -wal and -shm) would lock the server out. A data dir that does
- * not exist yet is created for run_user, the user the server will run as. */
-static int drop_to_data_dir_owner(const struct config *cfg)
-{
-    struct stat st;
-    if (geteuid() != 0 || !cfg->data_dir)
-        return 0;
-    if (stat(cfg->data_dir, &st) < 0) {
-        int stat_errno = errno; /* getpwnam may change errno */
-        struct passwd *pw = cfg->run_user ? getpwnam(cfg->run_user) : NULL;
-        if (stat_errno != ENOENT || !pw || pw->pw_uid == 0)
-            return 0;
-        if (util_mkdir_p(cfg->data_dir, 0750) < 0 ||
-            chown(cfg->data_dir, pw->pw_uid, pw->pw_gid) < 0 || stat(cfg->data_dir, &st) < 0)
-            return fail(cfg->data_dir, strerror(errno));
-    }
-    if (st.st_uid == 0)
-        return 0;
-    if (setgroups(0, NULL) < 0 || setgid(st.st_gid) < 0 || setuid(st.st_uid) < 0) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "cannot switch to uid %u: %s", (unsigned)st.st_uid,
-                 strerror(errno));
-        return fail(msg, NULL);
-    }
-    return 0;
-}
-
 /* Load the config and open the directory; NULL after printing the reason. */
 static struct auth_service *open_directory(const struct cli_options *o, struct config **cfg_r)
 {
     struct config *cfg = cli_load_config(o);
     if (!cfg)
         return NULL;
-    if (drop_to_data_dir_owner(cfg) != 0) {
+    if (cli_directory_prepare(cfg) != 0) {
         config_free(cfg);
         return NULL;
     }

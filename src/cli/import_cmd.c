@@ -822,6 +822,10 @@ static int write_directory(const struct cli_options *o, struct import_ctx *x)
     struct config *cfg = cli_load_config(o);
     if (!cfg)
         return 1;
+    if (cli_directory_prepare(cfg) != 0) {
+        config_free(cfg);
+        return 1;
+    }
     char *err = NULL;
     struct auth_service *svc = auth_service_open(cfg, &err);
     if (!svc) {

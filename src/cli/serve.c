@@ -34,9 +34,10 @@
 /* The control socket `tern auth blocks` talks to (one server per process). */
 static struct auth_control *serve_control;
 
-/* The abuse defences of the processes with sessions (the workers): rate limits (their
- * counts shared by every worker through the anvil), the DNS list cache, the milter
- * threads, greylisting (its triplets in <data_dir>/greylist.db, shared through SQLite). */
+/* The abuse defences of the processes with SMTP sessions (the login processes, or the
+ * only process): rate limits (their counts shared by every process through the anvil),
+ * the DNS list cache, the milter threads. Nothing here opens a file: a login process is
+ * chrooted into an empty directory. */
 static int serve_init_policy(struct server_context *ctx, char **error_r)
 {
     struct ratelimit_limits rates;
@@ -47,6 +48,15 @@ static int serve_init_policy(struct server_context *ctx, char **error_r)
         *error_r = strdup("out of memory");
         return -1;
     }
+    /* a chrooted login process reaches no unix socket outside its empty root */
+    const struct config_list *lists[] = {&ctx->cfg->smtp_milters, &ctx->cfg->submission_milters};
+    for (size_t l = 0; ctx->processes == SERVER_PROC_LOGIN && l < 2; l++)
+        for (size_t i = 0; i < lists[l]->n; i++)
+            if (strncmp(lists[l]->items[i], "unix:", 5) == 0)
+                log_warning("smtpd",
+                            "milter %s: login processes are chrooted into %s; a unix socket "
+                            "outside it cannot be reached (use inet:)",
+                            lists[l]->items[i], ctx->cfg->login_chroot ? ctx->cfg->login_chroot : "login_chroot");
     if (ctx->cfg->smtp_milters.n || ctx->cfg->submission_milters.n) {
         /* milter conversations wait on sockets: their own threads, so they neither queue
          * behind fsyncs nor hold the fsync pool (milter.concurrency at once) */
@@ -58,16 +68,22 @@ static int serve_init_policy(struct server_context *ctx, char **error_r)
             return -1;
         }
     }
-    if (ctx->cfg->greylist_enabled) {
-        struct greylist_limits gl;
-        greylist_limits_from_config(ctx->cfg, &gl);
-        char path[4200];
-        snprintf(path, sizeof path, "%s/greylist.db", ctx->cfg->data_dir);
-        ctx->greylist = greylist_open(path, &gl, error_r);
-        if (!ctx->greylist)
-            return -1;
-    }
     return 0;
+}
+
+/* Greylisting (its triplets in <data_dir>/greylist.db, shared through SQLite) in the
+ * processes that may open files: the mail workers, which answer the login processes'
+ * GREYLIST requests (smtp/remote.h), or the only process. */
+static int serve_init_greylist(struct server_context *ctx, char **error_r)
+{
+    if (!ctx->cfg->greylist_enabled)
+        return 0;
+    struct greylist_limits gl;
+    greylist_limits_from_config(ctx->cfg, &gl);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/greylist.db", ctx->cfg->data_dir);
+    ctx->greylist = greylist_open(path, &gl, error_r);
+    return ctx->greylist ? 0 : -1;
 }
 
 /* The control socket of `tern auth blocks`, in the process that holds the failed-login
@@ -120,7 +136,9 @@ static void serve_on_message(struct server_context *ctx, struct channel_msg *m)
 {
     size_t pos = 0;
     if (m->type == SERVER_MSG_AUTH_CLIENT && serve_auth_server && m->fd >= 0) {
-        (void)auth_server_add_client(serve_auth_server, m->fd);
+        /* the master names the client's kind: what it may ask */
+        (void)auth_server_add_client(serve_auth_server, m->fd,
+                                     (unsigned)strtoul(m->payload, NULL, 10));
         m->fd = -1;
     } else if (m->type == SERVER_MSG_AUTH_CHANNEL && ctx->auth && m->fd >= 0) {
         auth_service_set_channel(ctx->auth, m->fd);
@@ -141,6 +159,17 @@ static void serve_on_message(struct server_context *ctx, struct channel_msg *m)
     }
 }
 
+/* Before a child drops its privileges (as root): a login process creates the resolver of
+ * the port-25 checks now, while /etc/resolv.conf is still in reach (its root will be an
+ * empty directory). */
+static int serve_prepare(struct server_context *ctx, char **error_r)
+{
+    if (ctx->processes == SERVER_PROC_LOGIN)
+        return smtp_mailauth_start(ctx->cfg, error_r) < 0 ? -1
+                                                           : smtp_screen_prepare(ctx->cfg, error_r);
+    return 0;
+}
+
 /* Open the directory and the notification channel, after privileges are dropped; the
  * queue runner in the process that runs the queue. */
 static int serve_init(struct server_context *ctx, char **error_r)
@@ -150,7 +179,8 @@ static int serve_init(struct server_context *ctx, char **error_r)
         return -1;
     }
     serve_ctx = ctx;
-    if (ctx->channel >= 0)
+    /* a login process changes no mailbox: it has nothing to tell the workers */
+    if (ctx->channel >= 0 && ctx->processes != SERVER_PROC_LOGIN)
         store_notify_set_forward(serve_forward_notify);
     char *err = NULL;
     /* the auth process alone opens the directory; the others ask it (DESIGN §2) */
@@ -185,13 +215,26 @@ static int serve_init(struct server_context *ctx, char **error_r)
         }
         return 0;
     }
-    if ((ctx->processes & SERVER_PROC_WORKER) && serve_init_policy(ctx, error_r) < 0)
+    /* issue 13, privilege separation (docs/ARCHITECTURE.md §1): the SMTP sessions, and
+     * with them the rate limits, the DNS list cache, the screening and the milters, are in
+     * the login processes (in the only process without a master); greylisting's SQLite
+     * file is opened by the mail workers, which the login processes ask at RCPT */
+    if ((ctx->processes & SERVER_PROC_WORKER) && serve_init_greylist(ctx, error_r) < 0)
         return -1;
-    /* issue 12: the resolver of the port-25 checks, in the processes with SMTP sessions;
-     * issue 13: the screening's own */
-    if ((ctx->processes & SERVER_PROC_WORKER) && (smtp_mailauth_start(ctx->cfg, error_r) < 0 ||
-                                                  smtp_screen_start(ctx->cfg, ctx->base, error_r) < 0))
+    if ((ctx->processes & SERVER_PROC_LOGIN) && serve_init_policy(ctx, error_r) < 0)
         return -1;
+    /* issue 12: the resolver of the port-25 checks, in the processes that run SMTP
+     * sessions or deliver their messages (a login process made it in serve_prepare);
+     * issue 13: the screening's own (made in serve_prepare too, attached to the loop now) */
+    if ((ctx->processes & SERVER_PROC_WORKER) && smtp_mailauth_start(ctx->cfg, error_r) < 0)
+        return -1;
+    if ((ctx->processes & SERVER_PROC_LOGIN) && smtp_screen_start(ctx->cfg, ctx->base, error_r) < 0)
+        return -1;
+    if (ctx->processes == SERVER_PROC_LOGIN)
+        return 0; /* it queues nothing: the mail workers tell the queue runner */
+    /* a mail worker delivers what the login processes' SMTP sessions receive */
+    if (ctx->processes == SERVER_PROC_WORKER)
+        smtp_remote_serve(ctx);
     if (!(ctx->processes & SERVER_PROC_QUEUE)) {
         outbound_runner_set_remote(serve_forward_queued);
         return 0;
@@ -332,6 +375,7 @@ int cli_serve(const struct cli_options *o, int argc, char **argv)
                 [CONN_ROLE_IMAPS] = &imap_protocol,
                 [CONN_ROLE_LMTP] = &smtp_protocol,
             },
+        .prepare = serve_prepare,
         .init = serve_init,
         .fini = serve_fini,
         .on_message = serve_on_message,

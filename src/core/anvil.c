@@ -38,7 +38,10 @@ struct anvil_rate {
 
 struct anvil_slot {
     _Atomic pid_t pid;
+    unsigned kind;
     unsigned generation;
+    _Atomic bool is_draining;
+    _Atomic uint32_t sessions;
     uint64_t started;
     _Atomic uint32_t conns;
     _Atomic uint32_t by_role[ANVIL_ROLES];
@@ -67,7 +70,8 @@ struct anvil *anvil_create(void)
     return a;
 }
 
-void anvil_slot_reset(struct anvil *a, unsigned slot, pid_t pid, unsigned generation)
+void anvil_slot_reset(struct anvil *a, unsigned slot, pid_t pid, unsigned generation,
+                      unsigned kind)
 {
     if (slot >= ANVIL_SLOTS)
         return;
@@ -75,6 +79,9 @@ void anvil_slot_reset(struct anvil *a, unsigned slot, pid_t pid, unsigned genera
     memset(s->addrs, 0, sizeof s->addrs);
     memset(s->rates, 0, sizeof s->rates);
     atomic_store(&s->conns, 0);
+    atomic_store(&s->sessions, 0);
+    atomic_store(&s->is_draining, false);
+    s->kind = kind;
     for (int i = 0; i < ANVIL_ROLES; i++)
         atomic_store(&s->by_role[i], 0);
     atomic_store(&s->accepted, 0);
@@ -86,9 +93,15 @@ void anvil_slot_reset(struct anvil *a, unsigned slot, pid_t pid, unsigned genera
 void anvil_slot_clear(struct anvil *a, unsigned slot)
 {
     if (slot < ANVIL_SLOTS) {
-        anvil_slot_reset(a, slot, 0, 0);
+        anvil_slot_reset(a, slot, 0, 0, 0);
         a->slots[slot].started = 0;
     }
+}
+
+void anvil_slot_set_draining(struct anvil *a, unsigned slot)
+{
+    if (slot < ANVIL_SLOTS)
+        atomic_store(&a->slots[slot].is_draining, true);
 }
 
 void anvil_slot_info(const struct anvil *a, unsigned slot, struct anvil_slot_info *info_r)
@@ -98,7 +111,10 @@ void anvil_slot_info(const struct anvil *a, unsigned slot, struct anvil_slot_inf
         return;
     struct anvil_slot *s = (struct anvil_slot *)&a->slots[slot];
     info_r->pid = atomic_load(&s->pid);
+    info_r->kind = s->kind;
     info_r->generation = s->generation;
+    info_r->is_draining = atomic_load(&s->is_draining);
+    info_r->sessions = atomic_load(&s->sessions);
     info_r->started = s->started;
     info_r->conns = atomic_load(&s->conns);
     for (int i = 0; i < ANVIL_ROLES; i++)
@@ -242,7 +258,8 @@ void anvil_balance(uint32_t *mine_r, uint32_t *fewest_other_r)
     *mine_r = atomic_load(&anvil_mine->conns);
     for (unsigned i = 0; i < ANVIL_SLOTS; i++) {
         struct anvil_slot *s = &anvil_self->slots[i];
-        if (s == anvil_mine || !atomic_load(&s->pid) || s->generation != anvil_mine->generation)
+        if (s == anvil_mine || !atomic_load(&s->pid) || s->generation != anvil_mine->generation ||
+            s->kind != anvil_mine->kind || atomic_load(&s->is_draining))
             continue;
         uint32_t n = atomic_load(&s->conns);
         if (n < *fewest_other_r)
@@ -318,4 +335,16 @@ void anvil_release(const char *addr, unsigned role)
         atomic_fetch_sub(&anvil_mine->conns, 1);
     if (role < ANVIL_ROLES && atomic_load(&anvil_mine->by_role[role]) > 0)
         atomic_fetch_sub(&anvil_mine->by_role[role], 1);
+}
+
+void anvil_session_add(void)
+{
+    if (anvil_mine)
+        atomic_fetch_add(&anvil_mine->sessions, 1);
+}
+
+void anvil_session_release(void)
+{
+    if (anvil_mine && atomic_load(&anvil_mine->sessions) > 0)
+        atomic_fetch_sub(&anvil_mine->sessions, 1);
 }

@@ -1,7 +1,10 @@
 /*
- * anvil.h - connection counts shared by every worker process: per client address (for
- * max_connections_per_ip) and in total (max_connections), plus the per-worker counters
- * `tern status` shows. Named after Postfix's anvil, which keeps such counts for all smtpd
+ * anvil.h - connection counts shared by the processes that hold client connections (the
+ * login processes, which accept, and the mail workers, which hold the plain sessions
+ * handed to them): per client address (for max_connections_per_ip) and in total
+ * (max_connections), plus the per-process counters `tern status` shows. A connection is
+ * counted once, where its socket is: a TLS session relayed by a login process for a mail
+ * worker counts in the login process and shows as a session of the worker. Named after Postfix's anvil, which keeps such counts for all smtpd
  * processes; ours is a shared memory mapping rather than a server, so an accept costs a
  * few memory reads and no message.
  *
@@ -27,7 +30,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define ANVIL_SLOTS     32 /* worker processes alive at once (two generations at a reload) */
+#define ANVIL_SLOTS     64 /* login and worker processes alive at once (two generations at
+                              a reload) */
 #define ANVIL_ADDRS     8192 /* distinct client addresses one worker can count */
 #define ANVIL_ROLES     8  /* CONN_ROLE_COUNT */
 #define ANVIL_RATES     8192 /* rate counters one worker keeps (keys of its recent events) */
@@ -38,7 +42,10 @@ struct anvil;
 /* What a worker publishes about itself (read by `tern status` through the master). */
 struct anvil_slot_info {
     pid_t pid;        /* 0: slot unused */
+    unsigned kind;    /* SERVER_PROC_WORKER or SERVER_PROC_LOGIN */
     unsigned generation;
+    bool is_draining; /* an old generation: accepts nothing */
+    uint32_t sessions; /* mail worker: sessions handed over to it (plain and relayed) */
     uint64_t started; /* unix time */
     uint32_t conns;   /* open connections */
     uint32_t by_role[ANVIL_ROLES];
@@ -47,8 +54,12 @@ struct anvil_slot_info {
 
 /* Master: the shared mapping (MAP_SHARED | MAP_ANONYMOUS), NULL on failure. */
 struct anvil *anvil_create(void);
-/* Master: forget everything slot counted (its worker is gone) and mark it for pid. */
-void anvil_slot_reset(struct anvil *a, unsigned slot, pid_t pid, unsigned generation);
+/* Master: forget everything slot counted (its process is gone) and mark it for pid, a
+ * process of kind (SERVER_PROC_*). */
+void anvil_slot_reset(struct anvil *a, unsigned slot, pid_t pid, unsigned generation,
+                      unsigned kind);
+/* Master: the slot's process drains (a reload): the others no longer balance with it. */
+void anvil_slot_set_draining(struct anvil *a, unsigned slot);
 /* Master: mark the slot unused. */
 void anvil_slot_clear(struct anvil *a, unsigned slot);
 /* Anyone: a copy of slot's published counters. */
@@ -73,8 +84,12 @@ bool anvil_is_attached(void);
 
 /* Worker: connections open in all workers together. */
 uint32_t anvil_total(void);
-/* Worker: this process's connections, and the fewest any other live worker of the same
- * generation has (UINT32_MAX when there is no other). For balancing the accepts. */
+/* Worker: this process's connections, and the fewest any other live process of the same
+ * kind and generation that is not draining has (UINT32_MAX when there is no other). For
+ * balancing the accepts. */
 void anvil_balance(uint32_t *mine_r, uint32_t *fewest_other_r);
+/* Mail worker: a session handed over to this process arrived / is gone (display only). */
+void anvil_session_add(void);
+void anvil_session_release(void);
 
 #endif

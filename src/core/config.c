@@ -80,6 +80,9 @@ static const struct config_key config_keys[] = {
     {"hostname", CT_STRING, OFF(hostname), NULL, NULL},
     {"data_dir", CT_PATH, OFF(data_dir), "/var/lib/tern", "var"},
     {"run_user", CT_STRING, OFF(run_user), "tern", "tern"},
+    {"login_user", CT_STRING, OFF(login_user), "tern-login", "tern-login"},
+    {"auth_user", CT_STRING, OFF(auth_user), "tern-auth", "tern-auth"},
+    {"login_chroot", CT_PATH, OFF(login_chroot), NULL, NULL},
     {"log.target", CT_LOG_TARGET, OFF(log_target), "stderr", "stderr"},
     {"log.file", CT_PATH, OFF(log_file), NULL, NULL},
     {"log.debug", CT_BOOL, OFF(log_debug), "no", "no"},
@@ -127,6 +130,7 @@ static const struct config_key config_keys[] = {
     {"shutdown_timeout", CT_UINT, OFF(shutdown_timeout), "10", "10"},
     {"master_process", CT_BOOL, OFF(master_process), "yes", "yes"},
     {"worker_processes", CT_UINT, OFF(worker_processes), "0", "0"},
+    {"login_processes", CT_UINT, OFF(login_processes), "0", "0"},
     {"process_memory_limit", CT_SIZE, OFF(process_memory_limit), "0", "0"},
     {"queue.retry_min", CT_UINT, OFF(queue_retry_min), "300", "300"},
     {"queue.retry_max", CT_UINT, OFF(queue_retry_max), "14400", "14400"},
@@ -826,6 +830,10 @@ static void config_finish(struct config *cfg)
         free(cfg->tls_key);
         cfg->tls_key = path_join(cfg->data_dir, "tls/key.pem");
     }
+    if (!cfg->login_chroot || !cfg->login_chroot[0]) {
+        free(cfg->login_chroot);
+        cfg->login_chroot = path_join(cfg->data_dir, "run/login-root");
+    }
     for (size_t i = 0; i < cfg->lmtp_listen.n; i++) {
         char **item = &cfg->lmtp_listen.items[i];
         if (strncmp(*item, "unix:", 5) == 0 && (*item)[5] != '/') {
@@ -839,6 +847,7 @@ static void config_finish(struct config *cfg)
     path_make_absolute(&cfg->log_file, cfg->data_dir);
     path_make_absolute(&cfg->tls_cert, cfg->data_dir);
     path_make_absolute(&cfg->tls_key, cfg->data_dir);
+    path_make_absolute(&cfg->login_chroot, cfg->data_dir);
     path_make_absolute(&cfg->directory_mail_root, cfg->data_dir);
 }
 
@@ -1038,6 +1047,8 @@ static char *config_derived_default(const struct config *cfg, const struct confi
         return path_join(cfg->data_dir, "tls/cert.pem");
     if (k->offset == OFF(tls_key))
         return path_join(cfg->data_dir, "tls/key.pem");
+    if (k->offset == OFF(login_chroot))
+        return path_join(cfg->data_dir, "run/login-root");
     return NULL;
 }
 

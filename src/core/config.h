@@ -45,6 +45,11 @@ struct config {
     char *hostname;   /* hostname: banner and Received; default gethostname() */
     char *data_dir;   /* data_dir: absolute after load */
     char *run_user;   /* run_user: user to drop to when started as root; default "tern" */
+    char *login_user; /* login_user: the login processes' user (privilege separation);
+                         default "tern-login" */
+    char *auth_user;  /* auth_user: the auth process's user, owner of tern.db; "tern-auth" */
+    char *login_chroot; /* login_chroot: the login processes' empty root directory;
+                           default <data_dir>/run/login-root */
     char *log_target; /* log.target: stderr | syslog | file; default stderr */
     char *log_file;   /* log.file: default <data_dir>/log/maillog */
     bool log_debug;   /* log.debug */
@@ -99,6 +104,7 @@ struct config {
     unsigned shutdown_timeout;       /* seconds SIGTERM may take at most; 10 */
     bool master_process;             /* a root master forks the processes; yes */
     unsigned worker_processes;       /* worker processes; 0 = one per core */
+    unsigned login_processes;        /* login processes; 0 = as many as workers */
     uint64_t process_memory_limit;   /* bytes of data segment per child, 0 none */
 
     /* Outbound delivery (queue runner, SMTP client; issue 5). Added by the outbound helper. */

@@ -9,7 +9,21 @@
  * done callback) never finds its own close() running underneath it. For that every
  * bufferevent uses BEV_OPT_DEFER_CALLBACKS, and conn_close()/conn_resume_read() only
  * schedule the kick event.
+ *
+ * Handing a session over (login process -> mail worker, conn.h): conn_handoff() pauses
+ * the connection, takes the input the session has not read into the record, and sends
+ * the record with the socket to a mail worker from a pool thread (core/backend.h). A
+ * plain connection is then forgotten here without a byte written or a shutdown: the mail
+ * worker's copy of the socket carries on. A TLS connection cannot move (OpenSSL's state
+ * stays in this process): the worker gets one end of a socketpair instead, and this
+ * connection becomes a relay of the plaintext between the client's TLS and the other end
+ * (conn_relay_*): no session, bounded buffers in both directions (reading stops on one
+ * side while the other's output is above CONN_RELAY_HIGH), and an end on either side
+ * ends the other after its last bytes are through. conn_adopt() is the mail worker's
+ * side: a struct conn made from the record, its input preloaded.
  */
+#include "core/backend.h"
+#include "core/channel.h"
 #include "core/config.h"
 #include "core/conn_internal.h"
 #include "core/job.h"
@@ -36,6 +50,12 @@
 #include <event2/event.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+
+/* Relay (conn_handoff over TLS): a direction stops reading while what it wrote waits
+ * above this, and resumes below CONN_OUTPUT_LOW_WATER. */
+#define CONN_RELAY_HIGH (128 * 1024)
+/* How long a mail worker may take to adopt a handed-over session. */
+#define CONN_HANDOFF_TIMEOUT_S 10
 
 /* Every conn_* call a session makes must come from the loop thread: a workpool thread
  * that reaches a connection is the use-after-free of issue 9 (job.h, the thread rule). */
@@ -69,9 +89,22 @@ struct conn {
     struct sockaddr_storage peer;
     char peer_ip[INET6_ADDRSTRLEN];
     char local_ip[INET6_ADDRSTRLEN];
-    uint16_t local_port;
+    uint16_t peer_port, local_port;
     bool is_loopback;
     bool is_local; /* accepted on a unix socket */
+
+    /* privilege separation (conn_handoff, conn_adopt) */
+    uint64_t handle;         /* job.h handle while a handoff job runs, 0 none */
+    bool is_handing_off;     /* a handoff is in flight: nothing is read or written */
+    bool is_handed_off;      /* login side, plain: the mail worker has the socket */
+    bool is_adopted;         /* worker side: a session a login process handed over */
+    bool is_relay_end;       /* worker side: the socket is a login process's relay end */
+    bool is_anvil_counted;   /* counted in anvil.h (not a relayed session in a worker) */
+    bool is_relay;           /* login side, TLS: relaying for a mail worker (no session) */
+    bool is_relay_in_paused, is_relay_out_paused;
+    bool has_handoff_failed; /* on_handoff_failed is due (from the kick) */
+    int relay_fd;               /* our end of the socketpair until the relay starts */
+    struct bufferevent *relay;  /* that end, relaying */
 
     unsigned timeout; /* seconds, 0 none */
     bool is_tls;
@@ -85,6 +118,10 @@ struct conn {
     const char *close_reason;
     char tls_desc[160];
 };
+
+static void conn_relay_client_read(struct conn *c);
+static void conn_relay_client_drained(struct conn *c);
+static void conn_relay_client_eof(struct conn *c);
 
 static void conn_on_read(struct bufferevent *bev, void *arg);
 static void conn_on_write(struct bufferevent *bev, void *arg);
@@ -394,17 +431,28 @@ static void conn_finish(struct conn *c, const char *reason)
     if (c->next)
         c->next->prev = c->prev;
     srv->n_conns--;
-    server_conn_released(srv, c->peer_ip, c->role);
+    if (c->is_anvil_counted)
+        server_conn_released(srv, c->peer_ip, c->role);
+    if (c->is_adopted)
+        server_session_released(srv);
+    if (c->handle)
+        job_session_remove(c->handle); /* a handoff job still queued is cancelled */
+    if (c->relay)
+        bufferevent_free(c->relay); /* the mail worker reads the end of its input */
+    if (c->relay_fd >= 0)
+        close(c->relay_fd);
     if (c->under_cb)
         evbuffer_remove_cb_entry(c->under_buf, c->under_cb);
-    SSL *ssl = c->is_tls ? bufferevent_openssl_get_ssl(c->bev) : NULL;
+    SSL *ssl = c->is_tls && !c->is_adopted ? bufferevent_openssl_get_ssl(c->bev) : NULL;
     if (ssl && !bufferevent_get_underlying(c->bev) && c->close_reason)
         SSL_shutdown(ssl);    /* a best-effort close_notify on an orderly close */
-    /* our orderly close, the peer still sending (its input unread): linger */
+    /* our orderly close, the peer still sending (its input unread): linger. Never for a
+     * socket handed to a mail worker (it lives on there) or a relay's far end. */
     int linger_fd = -1;
-    if (c->wants_linger && !c->has_eof && !srv->is_stopping)
+    if (c->wants_linger && !c->has_eof && !srv->is_stopping && !c->is_handed_off &&
+        !c->is_relay_end)
         linger_fd = fcntl(c->fd, F_DUPFD_CLOEXEC, 0);
-    bufferevent_free(c->bev); /* closes the socket and frees the SSL */
+    bufferevent_free(c->bev); /* closes (our copy of) the socket and frees the SSL */
     if (linger_fd >= 0)
         conn_linger(srv->ctx.base, linger_fd);
     event_free(c->kick);
@@ -522,8 +570,8 @@ void conn_resume_read(struct conn *c)
     if (!c->is_paused || c->is_finished)
         return;
     c->is_paused = false;
-    if (c->is_closing)
-        return;
+    if (c->is_closing || c->is_handing_off)
+        return; /* (a handoff that fails enables reading again itself) */
     if (!c->has_eof)
         bufferevent_enable(c->bev, EV_READ);
     if (c->has_eof || evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
@@ -533,7 +581,8 @@ void conn_resume_read(struct conn *c)
 /* Hand input to the protocol while it is willing to take it. */
 static void conn_dispatch_read(struct conn *c)
 {
-    if (c->is_paused || c->is_closing || c->is_finished || c->is_handshaking || !c->session)
+    if (c->is_paused || c->is_closing || c->is_finished || c->is_handshaking || !c->session ||
+        c->is_handing_off)
         return;
     if (c->srv->is_stopping)
         return; /* shutting down: no new command (server_shutdown closes us soon) */
@@ -547,9 +596,17 @@ static void conn_dispatch_read(struct conn *c)
     }
 }
 
+static void conn_handoff_fail(struct conn *c);
+
 static void conn_on_kick(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
+    if (c->has_handoff_failed) {
+        c->has_handoff_failed = false;
+        conn_handoff_fail(c);
+        conn_finish_if_flushed(c);
+        return;
+    }
     if (!c->session && !c->is_handshaking && !c->is_closing && !c->is_opened) {
         c->is_opened = true;
         conn_open_session(c);
@@ -584,6 +641,10 @@ static void conn_restart_tls_write(struct conn *c)
 static void conn_on_read(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
+    if (c->is_relay) {
+        conn_relay_client_read(c);
+        return;
+    }
     conn_dispatch_read(c);
     conn_finish_if_flushed(c);
 }
@@ -593,6 +654,10 @@ static void conn_on_write(struct bufferevent *bev, void *arg)
     struct conn *c = arg;
     if (c->is_closing) {
         conn_finish_if_flushed(c);
+        return;
+    }
+    if (c->is_relay) {
+        conn_relay_client_drained(c);
         return;
     }
     if (c->session && c->proto->on_drained && !c->is_handshaking)
@@ -685,6 +750,11 @@ static void conn_on_event(struct bufferevent *bev, short what, void *arg)
             c->proto->on_timeout(c->session, c);
         c->close_reason = "timeout";
         conn_close(c);
+        return;
+    }
+    if (c->is_relay && (what & BEV_EVENT_EOF) && (what & BEV_EVENT_READING) &&
+        !(what & BEV_EVENT_ERROR) && !c->is_closing) {
+        conn_relay_client_eof(c);
         return;
     }
     /* Only an end of input is a half-close: with dirty shutdowns allowed, libevent's TLS
@@ -784,6 +854,7 @@ static void conn_fill_addresses(struct conn *c, int fd, const struct sockaddr *p
         const struct sockaddr_in *s = (const struct sockaddr_in *)peer;
         inet_ntop(AF_INET, &s->sin_addr, c->peer_ip, sizeof c->peer_ip);
         c->is_loopback = (ntohl(s->sin_addr.s_addr) >> 24) == 127;
+        c->peer_port = ntohs(s->sin_port);
     } else if (peer->sa_family == AF_INET6) {
         const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)peer;
         if (IN6_IS_ADDR_V4MAPPED(&s->sin6_addr)) {
@@ -793,6 +864,7 @@ static void conn_fill_addresses(struct conn *c, int fd, const struct sockaddr *p
             inet_ntop(AF_INET6, &s->sin6_addr, c->peer_ip, sizeof c->peer_ip);
             c->is_loopback = IN6_IS_ADDR_LOOPBACK(&s->sin6_addr);
         }
+        c->peer_port = ntohs(s->sin6_port);
     }
     struct sockaddr_storage local;
     socklen_t llen = sizeof local;
@@ -825,6 +897,8 @@ bool conn_accept(struct server *srv, enum conn_role role, const struct conn_prot
     c->role = role;
     c->proto = proto;
     c->fd = fd;
+    c->relay_fd = -1;
+    c->is_anvil_counted = true; /* server.c admitted it */
     conn_fill_addresses(c, fd, peer, peer_len);
     c->timeout = conn_role_timeout(srv->ctx.cfg, role);
     evutil_make_socket_nonblocking(fd);
@@ -974,4 +1048,404 @@ void conn_free_all(struct server *srv, const char *reason)
         conn_finish(srv->conns, reason);
     while (conn_lingering)
         conn_linger_end(conn_lingering);
+}
+
+/* ---- privilege separation: handing a session over ------------------------------------ */
+
+bool conn_is_login_process(const struct conn *c)
+{
+    unsigned p = c->srv->ctx.processes;
+    return (p & SERVER_PROC_LOGIN) && !(p & SERVER_PROC_WORKER);
+}
+
+bool conn_is_handed_over(const struct conn *c)
+{
+    return c->is_adopted;
+}
+
+void conn_login_binding(const struct conn *c, const char *service, char *out, size_t size)
+{
+    /* what the login process and the mail worker both know of the connection */
+    snprintf(out, size, "%s %s %u %s %u", service, c->peer_ip, (unsigned)c->peer_port,
+             c->local_ip, (unsigned)c->local_port);
+}
+
+struct conn_handoff_job {
+    struct job job; /* first (core/job.h); owner: the connection's handle */
+    char *data;     /* the encoded record */
+    size_t len;
+    int fd;         /* what goes over: a copy of the socket, or the relay's far end */
+    bool is_adopted; /* result: a mail worker took the session */
+};
+
+/* Pool thread: give the record and the descriptor to a mail worker, wait for its word. */
+static void conn_handoff_work(struct job *job)
+{
+    struct conn_handoff_job *j = (struct conn_handoff_job *)job;
+    struct channel_msg *reply = malloc(sizeof *reply);
+    int32_t rc = 0;
+    size_t off;
+    if (reply && backend_call(BACKEND_MSG_HANDOFF, j->data, j->len, j->fd,
+                              CONN_HANDOFF_TIMEOUT_S, reply, &rc, &off) == 0)
+        j->is_adopted = rc == 1;
+    free(reply);
+}
+
+static void conn_handoff_job_free(struct conn_handoff_job *j)
+{
+    if (j->fd >= 0)
+        close(j->fd); /* ours: the mail worker received its own copy */
+    explicit_bzero(j->data, j->len);
+    free(j->data);
+    free(j);
+}
+
+/* The handoff failed: the session answers and goes on (kick: loop level). */
+static void conn_handoff_fail(struct conn *c)
+{
+    c->is_handing_off = false;
+    if (c->relay_fd >= 0)
+        close(c->relay_fd);
+    c->relay_fd = -1;
+    conn_apply_timeouts(c);
+    if (!c->is_paused && !c->is_closing)
+        bufferevent_enable(c->bev, EV_READ);
+    if (c->session && c->proto->on_handoff_failed)
+        c->proto->on_handoff_failed(c->session, c);
+    else
+        conn_close(c);
+}
+
+static void conn_relay_start(struct conn *c);
+
+/* Loop thread: the mail worker's word (c NULL: the client left meanwhile). */
+static void conn_handoff_done(void *owner, struct job *job)
+{
+    struct conn_handoff_job *j = (struct conn_handoff_job *)job;
+    struct conn *c = owner;
+    bool is_adopted = j->is_adopted;
+    conn_handoff_job_free(j);
+    if (!c)
+        return;
+    job_session_remove(c->handle);
+    c->handle = 0;
+    if (!is_adopted) {
+        log_warning(c->proto->log_name, "no mail worker took the session of %s: answered "
+                                        "with a temporary failure",
+                    c->peer_ip);
+        conn_handoff_fail(c);
+        return;
+    }
+    c->is_handing_off = false;
+    if (c->is_tls) {
+        conn_relay_start(c);
+        return;
+    }
+    /* plain: the mail worker's copy of the socket carries the session on; ours closes
+     * without a byte, a FIN or a lingering read */
+    c->is_handed_off = true;
+    conn_finish(c, "handoff");
+}
+
+void conn_handoff(struct conn *c, struct conn_handoff *h)
+{
+    CONN_ON_LOOP();
+    struct conn_handoff_job *j = NULL;
+    if (c->is_finished || c->is_closing || c->is_handing_off || c->is_compressed ||
+        c->is_handshaking || c->srv->ctx.channel < 0)
+        goto fail;
+    c->is_handing_off = true;
+    bufferevent_disable(c->bev, EV_READ);
+    bufferevent_set_timeouts(c->bev, NULL, NULL); /* no idle farewell while it moves */
+    h->role = c->role;
+    h->is_tls = c->is_tls;
+    snprintf(h->peer_ip, sizeof h->peer_ip, "%s", c->peer_ip);
+    snprintf(h->local_ip, sizeof h->local_ip, "%s", c->local_ip);
+    h->peer_port = c->peer_port;
+    h->local_port = c->local_port;
+    snprintf(h->tls_desc, sizeof h->tls_desc, "%s", c->is_tls ? c->tls_desc : "");
+    /* what the client sent after the login command goes along, read by the worker's
+     * session first (more arrives on the socket, or through the relay, after it) */
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    size_t pending = evbuffer_get_length(in);
+    if (pending > CONN_HANDOFF_INPUT_MAX) {
+        log_warning(c->proto->log_name, "%s pipelined %zu bytes after logging in: not handed "
+                                        "over",
+                    c->peer_ip, pending);
+        goto fail;
+    }
+    h->input_len = pending;
+    if (pending && evbuffer_copyout(in, h->input, pending) != (ev_ssize_t)pending)
+        goto fail;
+    j = calloc(1, sizeof *j);
+    if (!j)
+        goto fail;
+    j->fd = -1;
+    j->data = malloc(CHANNEL_MAX_PAYLOAD);
+    if (!j->data || conn_handoff_encode(h, j->data, CHANNEL_MAX_PAYLOAD - 8, &j->len) < 0)
+        goto fail;
+    if (c->is_tls) {
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
+            goto fail;
+        c->relay_fd = sv[0];
+        j->fd = sv[1];
+    } else if ((j->fd = fcntl(c->fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+        goto fail;
+    }
+    evbuffer_drain(in, pending); /* it travels in the record now */
+    c->handle = job_session_add(c);
+    job_init(&j->job, c->handle, conn_handoff_work, conn_handoff_done);
+    explicit_bzero(h, sizeof *h);
+    free(h);
+    job_submit(c->srv->ctx.pool, &j->job);
+    return;
+fail:
+    if (j)
+        conn_handoff_job_free(j);
+    explicit_bzero(h, sizeof *h);
+    free(h);
+    if (c->is_finished)
+        return;
+    /* on_handoff_failed from the loop, not from inside this call (re-entrancy rule) */
+    c->is_handing_off = true;
+    c->has_handoff_failed = true;
+    conn_kick(c);
+}
+
+/* ---- the TLS relay (login side) ------------------------------------------------------ */
+
+/* Client -> mail worker: what the client sent (decrypted) goes into the socketpair. */
+static void conn_relay_client_read(struct conn *c)
+{
+    struct evbuffer *to = bufferevent_get_output(c->relay);
+    evbuffer_add_buffer(to, bufferevent_get_input(c->bev));
+    if (evbuffer_get_length(to) > CONN_RELAY_HIGH) {
+        /* the worker is behind: stop reading the client until it caught up */
+        c->is_relay_in_paused = true;
+        bufferevent_disable(c->bev, EV_READ);
+    }
+}
+
+/* The client's output fell below CONN_OUTPUT_LOW_WATER: read the worker again. */
+static void conn_relay_client_drained(struct conn *c)
+{
+    if (c->is_relay_out_paused) {
+        c->is_relay_out_paused = false;
+        bufferevent_enable(c->relay, EV_READ);
+    }
+}
+
+/* The client finished sending: pass the end on once its last bytes are through, then
+ * wait for the worker's last words (its farewell) and its close. */
+static void conn_relay_client_eof(struct conn *c)
+{
+    c->has_eof = true;
+    conn_relay_client_read(c);
+    bufferevent_disable(c->bev, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_output(c->relay)) == 0)
+        shutdown(bufferevent_getfd(c->relay), SHUT_WR);
+}
+
+/* Mail worker -> client: its replies go out through TLS. */
+static void conn_relay_on_read(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    evbuffer_add_buffer(bufferevent_get_output(c->bev), bufferevent_get_input(bev));
+    if (conn_output_length(c) > CONN_RELAY_HIGH) {
+        /* the client is slow: the worker's output waits in the socketpair (and then in
+         * the worker, whose FETCH stops at its own high mark) */
+        c->is_relay_out_paused = true;
+        bufferevent_disable(bev, EV_READ);
+    }
+}
+
+/* The socketpair's output fell below the low mark: read the client again. */
+static void conn_relay_on_write(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    size_t queued = evbuffer_get_length(bufferevent_get_output(bev));
+    if (c->is_relay_in_paused && !c->has_eof && queued <= CONN_OUTPUT_LOW_WATER) {
+        c->is_relay_in_paused = false;
+        bufferevent_enable(c->bev, EV_READ);
+    }
+    if (c->has_eof && queued == 0)
+        shutdown(bufferevent_getfd(bev), SHUT_WR);
+}
+
+/* The mail worker closed its end (the session is over) or it died: flush what it said
+ * to the client, then close. */
+static void conn_relay_on_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct conn *c = arg;
+    if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
+        return;
+    evbuffer_add_buffer(bufferevent_get_output(c->bev), bufferevent_get_input(bev));
+    bufferevent_disable(bev, EV_READ | EV_WRITE);
+    if (!c->close_reason)
+        c->close_reason = (what & BEV_EVENT_ERROR) ? "mail worker gone" : "disconnect";
+    conn_close(c);
+    conn_restart_tls_write(c);
+}
+
+/* The mail worker adopted the session: the session here ends; the plaintext is relayed. */
+static void conn_relay_start(struct conn *c)
+{
+    int fd = c->relay_fd;
+    c->relay_fd = -1;
+    c->relay = bufferevent_socket_new(c->srv->ctx.base, fd,
+                                      BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    if (!c->relay) {
+        close(fd);
+        c->close_reason = "out of memory";
+        c->is_relay = true; /* no session any more: nothing to answer */
+        if (c->session && c->proto->close)
+            c->proto->close(c->session, "handoff");
+        c->session = NULL;
+        conn_finish(c, "out of memory");
+        return;
+    }
+    bufferevent_setcb(c->relay, conn_relay_on_read, conn_relay_on_write, conn_relay_on_event, c);
+    bufferevent_setwatermark(c->relay, EV_WRITE, CONN_OUTPUT_LOW_WATER, 0);
+    bufferevent_enable(c->relay, EV_READ | EV_WRITE);
+    void *session = c->session;
+    c->session = NULL;
+    c->is_relay = true;
+    if (session && c->proto->close)
+        c->proto->close(session, "handoff");
+    /* the mail worker keeps the protocol's idle timeout; here only a client that stops
+     * reading is cut off (the write timeout) */
+    struct timeval tv = {.tv_sec = c->timeout ? c->timeout : CONN_CLOSE_FLUSH_SECONDS};
+    bufferevent_set_timeouts(c->bev, NULL, &tv);
+    bufferevent_enable(c->bev, EV_READ);
+    conn_relay_client_read(c); /* anything decrypted while the handoff was in flight */
+}
+
+/* ---- adopting a handed-over session (mail worker) ------------------------------------- */
+
+/* The address and port of a socket address, for comparing with the record. */
+static void conn_sockaddr_text(const struct sockaddr_storage *ss, char *ip, size_t size,
+                               uint16_t *port_r)
+{
+    snprintf(ip, size, "unknown");
+    *port_r = 0;
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *s = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &s->sin_addr, ip, (socklen_t)size);
+        *port_r = ntohs(s->sin_port);
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)ss;
+        if (IN6_IS_ADDR_V4MAPPED(&s->sin6_addr))
+            inet_ntop(AF_INET, &s->sin6_addr.s6_addr[12], ip, (socklen_t)size);
+        else
+            inet_ntop(AF_INET6, &s->sin6_addr, ip, (socklen_t)size);
+        *port_r = ntohs(s->sin6_port);
+    }
+}
+
+/* Does the socket fd match what the record says (a plain connection), or is it a relay's
+ * socketpair end (a TLS connection)? A login process cannot pass off one client's socket
+ * as another's, nor a plain connection as TLS. */
+static bool conn_adopt_check_socket(int fd, const struct conn_handoff *h, bool *is_relay_r)
+{
+    struct sockaddr_storage local, peer;
+    socklen_t llen = sizeof local, plen = sizeof peer;
+    if (getsockname(fd, (struct sockaddr *)&local, &llen) < 0)
+        return false;
+    if (local.ss_family == AF_UNIX) {
+        int type = 0;
+        socklen_t tlen = sizeof type;
+        *is_relay_r = true;
+        return h->is_tls && getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) == 0 &&
+               type == SOCK_STREAM;
+    }
+    *is_relay_r = false;
+    if (h->is_tls || getpeername(fd, (struct sockaddr *)&peer, &plen) < 0)
+        return false;
+    char lip[INET6_ADDRSTRLEN], pip[INET6_ADDRSTRLEN];
+    uint16_t lport, pport;
+    conn_sockaddr_text(&local, lip, sizeof lip, &lport);
+    conn_sockaddr_text(&peer, pip, sizeof pip, &pport);
+    return strcmp(lip, h->local_ip) == 0 && lport == h->local_port &&
+           strcmp(pip, h->peer_ip) == 0 && pport == h->peer_port;
+}
+
+/* Put what the client pipelined after its login command into bev's input, as if it had
+ * just been read. A socket bufferevent keeps the end of its input frozen (only libevent
+ * itself adds there), so it is thawed for the copy. */
+static bool conn_preload_input(struct bufferevent *bev, const char *data, size_t len)
+{
+    if (len == 0)
+        return true;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    evbuffer_unfreeze(in, 0);
+    bool ok = evbuffer_add(in, data, len) == 0;
+    evbuffer_freeze(in, 0);
+    return ok;
+}
+
+bool conn_adopt(struct server *srv, const struct conn_protocol *proto, int fd,
+                const struct conn_handoff *h)
+{
+    bool is_relay_end = false;
+    struct conn *c = NULL;
+    if (!proto->adopt || !conn_adopt_check_socket(fd, h, &is_relay_end) ||
+        !(c = calloc(1, sizeof *c))) {
+        close(fd);
+        return false;
+    }
+    c->srv = srv;
+    c->role = h->role;
+    c->proto = proto;
+    c->fd = fd;
+    c->relay_fd = -1;
+    c->is_adopted = true;
+    c->is_relay_end = is_relay_end;
+    c->is_tls = h->is_tls;
+    c->is_opened = true;
+    snprintf(c->tls_desc, sizeof c->tls_desc, "%s", h->tls_desc);
+    snprintf(c->peer_ip, sizeof c->peer_ip, "%s", h->peer_ip);
+    snprintf(c->local_ip, sizeof c->local_ip, "%s", h->local_ip);
+    c->peer_port = h->peer_port;
+    c->local_port = h->local_port;
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET, c->peer_ip, &a4) == 1)
+        c->is_loopback = (ntohl(a4.s_addr) >> 24) == 127;
+    else if (inet_pton(AF_INET6, c->peer_ip, &a6) == 1)
+        c->is_loopback = IN6_IS_ADDR_LOOPBACK(&a6);
+    c->timeout = conn_role_timeout(srv->ctx.cfg, c->role);
+    evutil_make_socket_nonblocking(fd);
+    c->bev = bufferevent_socket_new(srv->ctx.base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    c->kick = event_new(srv->ctx.base, -1, 0, conn_on_kick, c);
+    if (!c->bev || !c->kick || !conn_preload_input(c->bev, h->input, h->input_len)) {
+        if (c->bev)
+            bufferevent_free(c->bev);
+        else
+            close(fd);
+        if (c->kick)
+            event_free(c->kick);
+        free(c);
+        return false;
+    }
+    c->next = srv->conns;
+    if (srv->conns)
+        srv->conns->prev = c;
+    srv->conns = c;
+    srv->n_conns++;
+    /* counted where the client's socket is: here for a plain connection; a relayed one
+     * stays counted in the login process (shown here as a session) */
+    c->is_anvil_counted = !is_relay_end;
+    server_conn_adopted(srv, c->peer_ip, c->role, c->is_anvil_counted);
+    conn_set_callbacks(c);
+    conn_apply_timeouts(c);
+    c->session = proto->adopt(c, h);
+    if (!c->session) {
+        /* refused before a byte was written: the login process answers the client */
+        c->is_handed_off = true; /* (no lingering close of a socket that lives on) */
+        conn_finish(c, "refused");
+        return false;
+    }
+    conn_kick(c); /* the preloaded input, once the session reads */
+    return true;
 }

@@ -54,6 +54,40 @@ enum conn_role {
                               permissions decide who may deliver) or a trusted TCP peer */
 };
 
+/* A session moving from a login process to a mail worker after its client logged in
+ * (privilege separation, DESIGN §2, docs/SECURITY.md): the connection's facts and the
+ * protocol's state as plain data, sent with the socket (SCM_RIGHTS, core/backend.h): the
+ * client's own socket for a plain connection, or one end of a socketpair when the login
+ * process keeps the TLS and relays the plaintext. The mail worker treats every field as
+ * hostile (the login process may have been taken over): conn_handoff_decode checks them,
+ * and the session is served only once the auth process confirms the token. */
+#define CONN_HANDOFF_INPUT_MAX (32 * 1024)
+#define CONN_HANDOFF_SASL_MAX  512
+struct conn_handoff {
+    enum conn_role role;
+    bool is_tls; /* the client's link is TLS (kept by the login process) */
+    char peer_ip[46], local_ip[46];
+    uint16_t peer_port, local_port;
+    char tls_desc[160];
+    /* the protocol's: who logged in, and the command to answer */
+    char user[321];  /* canonical, as the auth process vouched */
+    char token[65];  /* the auth process's one-time proof (auth_login_redeem) */
+    char tag[65];    /* IMAP: the tag of the LOGIN/AUTHENTICATE to answer */
+    char method[32]; /* for the Login log line: PLAIN, APOP, CRAM-MD5, ... */
+    char sasl_final[CONN_HANDOFF_SASL_MAX + 1]; /* SASL data with success (SCRAM's "v="),
+                                                   sent as a last challenge; "" none */
+    unsigned errors; /* POP3: bad commands so far */
+    /* what the client sent after the login command, not yet read by the session */
+    size_t input_len;
+    char input[CONN_HANDOFF_INPUT_MAX];
+};
+
+/* The record as one message's data: 0 and *len_r, or -1 when it does not fit size. */
+int conn_handoff_encode(const struct conn_handoff *h, char *out, size_t size, size_t *len_r);
+/* Parse a record (hostile bytes: every field checked, strings bounded and terminated,
+ * role known). true when well-formed. */
+bool conn_handoff_decode(const char *data, size_t len, struct conn_handoff *h_r);
+
 struct conn_protocol {
     const char *log_name; /* "smtpd", "pop3", "imap": the log service name */
     /* A connection was accepted (and, for implicit TLS, the handshake finished).
@@ -72,6 +106,13 @@ struct conn_protocol {
     void (*on_shutdown)(void *session, struct conn *c);
     /* The connection is gone (peer closed, error, or conn_close()). Free the session. */
     void (*close)(void *session, const char *reason);
+    /* Mail worker: a session handed over after login (optional; without it the role is
+     * not handed over). Return the session, which answers the login command once the
+     * token is redeemed, or NULL to refuse (the login process then answers). */
+    void *(*adopt)(struct conn *c, const struct conn_handoff *h);
+    /* Login process: conn_handoff() failed (no mail worker took the session); the session
+     * answers the login command with a temporary failure and goes on (optional). */
+    void (*on_handoff_failed)(void *session, struct conn *c);
 };
 
 /* The running server: loop, TLS context, listeners. One per process. */
@@ -87,10 +128,12 @@ struct greylist;
 /* Which parts of the server a process runs (server_context.processes). With
  * master_process = yes the master forks worker processes (listeners and sessions) and one
  * queue process; with no, one process runs everything. */
-#define SERVER_PROC_WORKER 1u /* listeners and protocol sessions */
+#define SERVER_PROC_WORKER 1u /* mail worker: sessions after login, deliveries */
 #define SERVER_PROC_QUEUE  2u /* the outbound queue runner */
 #define SERVER_PROC_AUTH   4u /* the directory, password hashes, failed-login table */
-#define SERVER_PROC_ALL    (SERVER_PROC_WORKER | SERVER_PROC_QUEUE | SERVER_PROC_AUTH)
+#define SERVER_PROC_LOGIN  8u /* listeners, TLS, SMTP/LMTP, IMAP and POP3 before login */
+#define SERVER_PROC_ALL                                                                            \
+    (SERVER_PROC_WORKER | SERVER_PROC_QUEUE | SERVER_PROC_AUTH | SERVER_PROC_LOGIN)
 
 /* Message types between the processes (core/channel.h). The master routes by range
  * without reading payloads: TO_WORKERS goes to every other worker, TO_QUEUE to the queue
@@ -98,8 +141,14 @@ struct greylist;
 #define SERVER_MSG_READY      1  /* child -> master: initialised and serving */
 #define SERVER_MSG_FAILED     2  /* child -> master: start-up failed (payload: reason) */
 #define SERVER_MSG_DRAIN      3  /* master -> worker: reload; stop accepting, finish */
-#define SERVER_MSG_AUTH_CLIENT  4 /* master -> auth: serve this channel (fd) */
-#define SERVER_MSG_AUTH_CHANNEL 5 /* master -> worker/queue: a new auth process's channel */
+#define SERVER_MSG_AUTH_CLIENT  4 /* master -> auth: serve this channel (fd); payload: the
+                                     client's SERVER_PROC_* kind as decimal text */
+#define SERVER_MSG_AUTH_CHANNEL 5 /* master -> worker/queue/login: a new auth process's channel */
+#define SERVER_MSG_BACKEND_CLIENT  6 /* master -> worker: a login process's channel (fd);
+                                        payload: its pid as decimal text (core/backend.h) */
+#define SERVER_MSG_BACKEND_CHANNEL 7 /* master -> login: a mail worker's channel (fd);
+                                        payload: its pid */
+#define SERVER_MSG_BACKEND_RETIRE  8 /* master -> login: that worker drains (payload: pid) */
 #define SERVER_MSG_TO_WORKERS 16 /* 16..31 */
 #define SERVER_MSG_TO_QUEUE   32 /* 32..47 */
 
@@ -108,7 +157,8 @@ struct channel_msg;
 struct server_context {
     struct event_base *base;
     const struct config *cfg;
-    unsigned processes;    /* SERVER_PROC_* bits this process runs */
+    unsigned processes;    /* SERVER_PROC_* bits this process runs (all four: the
+                              single-process mode, where no session is handed over) */
     int channel;           /* to the master, -1 in the single-process mode */
     int auth_channel;      /* to the auth process (workers, queue), -1 none */
     unsigned generation;   /* bumped by each reload (SIGHUP) */
@@ -131,6 +181,11 @@ void server_abandon_exit(const struct server_context *ctx, const char *what)
 /* What `tern serve` plugs into the core. protocols[role] may be NULL (role not served). */
 struct server_hooks {
     const struct conn_protocol *protocols[CONN_ROLE_COUNT];
+    /* Called once in a child (optional), as root when started as root, before it drops
+     * privileges and (a login process) enters its chroot: open what cannot be reached
+     * afterwards (the resolver's /etc/resolv.conf). Start no thread and take no input.
+     * 0, or -1 with *error_r. */
+    int (*prepare)(struct server_context *ctx, char **error_r);
     /* Called once after binding and dropping privileges, before accepting: open the
      * directory, the store, the queue. Return 0, or -1 with *error_r (start-up fails). */
     int (*init)(struct server_context *ctx, char **error_r);
@@ -207,6 +262,23 @@ void conn_set_timeout(struct conn *c, unsigned seconds);
 void conn_set_deadline(struct conn *c, unsigned seconds);
 /* Close once queued output is flushed; then close() is called. */
 void conn_close(struct conn *c);
+
+/* True in a login process: a session hands its client over to a mail worker after login
+ * (conn_handoff) instead of opening the mailbox itself. False in a mail worker and in the
+ * single-process mode. */
+bool conn_is_login_process(const struct conn *c);
+/* True for a session a mail worker adopted (conn_protocol.adopt). */
+bool conn_is_handed_over(const struct conn *c);
+/* Login process: hand the logged-in session to a mail worker. h (malloc'd, owned by the
+ * core from now on) has the protocol's fields filled (user, token, tag, method,
+ * sasl_final, errors); the core adds the connection's facts and the input the session
+ * has not read (the caller must have consumed what belongs to the login command). Reading
+ * pauses; later either close() is called with reason "handoff" (a mail worker has the
+ * client; a TLS connection stays here as a relay of the plaintext, without a session) or
+ * on_handoff_failed() (the session answers and goes on). */
+void conn_handoff(struct conn *c, struct conn_handoff *h);
+/* The binding of this connection for a login token (auth_login_binding). */
+void conn_login_binding(const struct conn *c, const char *service, char *out, size_t size);
 
 /* Serve: create data_dir, set up TLS, bind the listeners in cfg (as root), then either
  * (master_process = yes, the default) stay root as the master and fork the processes:

@@ -24,11 +24,20 @@ struct server {
  * false (socket closed) when out of memory; the caller releases the admission. */
 bool conn_accept(struct server *srv, enum conn_role role, const struct conn_protocol *proto, int fd,
                  const struct sockaddr *peer, socklen_t peer_len, bool is_implicit_tls);
+/* Mail worker: serve fd (a handed-over socket, or a login process's relay end) with
+ * proto->adopt, as the record h says. false (fd closed, nothing written) when the socket
+ * does not match the record, out of memory, or refused: the login process answers. */
+bool conn_adopt(struct server *srv, const struct conn_protocol *proto, int fd,
+                const struct conn_handoff *h);
 /* Shutdown: ask every connection to close (flush, then close()). */
 void conn_close_all(struct server *srv);
 /* Shutdown deadline passed: finish every connection at once. */
 void conn_free_all(struct server *srv, const char *reason);
 /* conn.c tells server.c a connection from ip is gone (per-IP counts, anvil.h). */
 void server_conn_released(struct server *srv, const char *ip, enum conn_role role);
+/* An adopted session arrived (is_counted: a plain connection, counted like an accepted
+ * one), and an uncounted (relayed) one is gone. */
+void server_conn_adopted(struct server *srv, const char *ip, enum conn_role role, bool is_counted);
+void server_session_released(struct server *srv);
 
 #endif

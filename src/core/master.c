@@ -5,9 +5,16 @@
  *
  * The master parses nothing from the network: it holds the listening sockets (bound as
  * root before the first fork) but never accepts on them. Its children are
- *   - worker_processes workers (default: one per core): the listeners and every protocol
- *     session; each runs today's event loop with its thread pool. A client lives in one
- *     worker, so a worker that crashes takes only its own sessions along;
+ *   - login_processes login processes (default: as many as workers): the listeners, TLS,
+ *     SMTP and LMTP sessions whole, and IMAP and POP3 sessions until their client has
+ *     logged in. They run as login_user, chrooted into an empty directory: a bug reachable
+ *     before login gives an attacker no mailbox, no password hash and no spool (DESIGN §2,
+ *     docs/SECURITY.md). What needs those they ask a mail worker (core/backend.h), and a
+ *     logged-in session is handed to one (conn_handoff);
+ *   - worker_processes mail workers (default: one per core): the sessions after login and
+ *     the deliveries the login processes ask for, as run_user; each runs the event loop
+ *     with its thread pool. A session lives in one worker, so a worker that crashes takes
+ *     only its own sessions along;
  *   - one queue process: the outbound queue runner (the spool, MX lookups, bounces);
  *   - one auth process: the directory with the password hashes, the failed-login
  *     policy's table (and the socket `tern auth blocks` talks to) and the POP3 login
@@ -16,8 +23,13 @@
  *     child, its end inherited at fork, the auth end passed to the auth process
  *     (SERVER_MSG_AUTH_CLIENT); a restarted auth process gets new pairs for every live
  *     client, whose new ends reach them as SERVER_MSG_AUTH_CHANNEL.
- * Each child drops privileges to run_user right after fork and tells the master READY
- * once it serves. The master logs "daemon started -- listening on ..." when all have.
+ * The login processes and the mail workers talk over one channel per pair, which the
+ * master makes and hands out (SERVER_MSG_BACKEND_CHANNEL to the login process,
+ * SERVER_MSG_BACKEND_CLIENT to the worker) whenever either starts; it carries nothing
+ * itself. Each child drops privileges right after fork (run_user; the auth process to
+ * auth_user, the owner of tern.db; a login process to login_user inside login_chroot)
+ * and tells the master READY once it serves. The master logs "daemon started --
+ * listening on ..." when all have.
  *
  * A child that dies is logged as Postfix does ("warning: process tern/worker pid 123
  * killed by signal 11") and started again: at once the first time, with a growing pause
@@ -28,14 +40,18 @@
  * Messages (channel.h) go child -> master -> children by type range: SERVER_MSG_TO_WORKERS
  * to every other worker (change notifications: a delivery in one process wakes IDLE
  * sessions in all), SERVER_MSG_TO_QUEUE to the queue process (a message just queued).
- * The master copies payloads without reading them.
+ * The master copies payloads without reading them, and routes nothing a login process
+ * sends (it has no business waking IDLE sessions or the queue runner).
  *
  * SIGHUP: the certificate is read again and, with hooks->reload, the configuration. A
  * new configuration starts a new generation: new listeners are bound (unchanged ones
- * kept), the queue process is replaced (never two runners at once), new workers start,
- * and the old workers get SERVER_MSG_DRAIN: they stop accepting and exit when their last
- * session ends, so established sessions are not dropped. Without a new configuration the
- * SIGHUP is passed on and every child reloads its certificate in place.
+ * kept), the queue and auth processes are replaced (never two runners at once), new
+ * workers and login processes start, and the old ones get SERVER_MSG_DRAIN: they stop
+ * accepting and exit when their last session ends, so established sessions are not
+ * dropped (the login processes learn which workers drain: SERVER_MSG_BACKEND_RETIRE).
+ * Without a new configuration the login processes are replaced the same way (chrooted,
+ * they cannot read the certificate: new ones get it from the master at fork), and the
+ * workers and the queue process reload it in place on the SIGHUP passed on.
  *
  * SIGTERM/SIGINT: passed on; each child stops within shutdown_timeout (server.c); the
  * master waits that long plus a margin, kills what is left, and exits.
@@ -72,7 +88,8 @@
 #define MASTER_MAX_CHILDREN   (ANVIL_SLOTS + 4)
 #define MASTER_RESPAWN_QUEUE  ANVIL_SLOTS       /* respawn[] index of the queue process */
 #define MASTER_RESPAWN_AUTH   (ANVIL_SLOTS + 1) /* and of the auth process */
-#define MASTER_MAX_WORKERS    (ANVIL_SLOTS / 2)
+#define MASTER_MAX_WORKERS    (ANVIL_SLOTS / 4) /* workers and login processes: two
+                                                   generations of each at a reload */
 #define MASTER_START_SECONDS  60   /* every child must be READY by then at start-up */
 #define MASTER_KILL_MARGIN_MS 5000 /* past shutdown_timeout before SIGKILL */
 #define MASTER_BACKOFF_MIN_MS 1000
@@ -82,8 +99,8 @@
 
 struct child {
     pid_t pid;            /* 0: this entry is free */
-    unsigned kind;        /* SERVER_PROC_WORKER or SERVER_PROC_QUEUE */
-    unsigned slot;        /* anvil slot (workers) */
+    unsigned kind;        /* SERVER_PROC_WORKER, _LOGIN, _QUEUE or _AUTH */
+    unsigned slot;        /* anvil slot (workers and login processes) */
     unsigned generation;
     int sock;             /* the master's end of the channel */
     bool is_ready;
@@ -105,9 +122,9 @@ struct master {
     struct config *owned_cfg;    /* reloaded configurations are ours to free */
     struct anvil *anvil;
     struct child children[MASTER_MAX_CHILDREN];
-    struct respawn respawn[ANVIL_SLOTS + 2]; /* per worker slot, then queue and auth */
+    struct respawn respawn[ANVIL_SLOTS + 2]; /* per anvil slot, then queue and auth */
     unsigned generation;
-    unsigned n_workers;
+    unsigned n_workers, n_logins;
     int sigfd;
     int status_fd;
     char status_path[4300];
@@ -117,9 +134,16 @@ struct master {
 
 static const char *kind_name(unsigned kind)
 {
-    return kind == SERVER_PROC_QUEUE  ? "queue"
-           : kind == SERVER_PROC_AUTH ? "auth"
-                                      : "worker";
+    return kind == SERVER_PROC_QUEUE   ? "queue"
+           : kind == SERVER_PROC_AUTH  ? "auth"
+           : kind == SERVER_PROC_LOGIN ? "login"
+                                       : "worker";
+}
+
+/* Workers and login processes have an anvil slot (they hold client connections). */
+static bool kind_has_slot(unsigned kind)
+{
+    return kind == SERVER_PROC_WORKER || kind == SERVER_PROC_LOGIN;
 }
 
 static unsigned respawn_index(unsigned kind, unsigned slot)
@@ -139,11 +163,14 @@ static struct child *master_auth_child(struct master *m)
     return NULL;
 }
 
-/* Give the auth process the other end of a client's channel. */
-static void master_auth_give(struct master *m, int auth_end)
+/* Give the auth process the other end of a client's channel, with the client's kind
+ * (what it may ask: auth_wire.h). */
+static void master_auth_give(struct master *m, int auth_end, unsigned kind)
 {
     struct child *a = master_auth_child(m);
-    if (!a || channel_send(a->sock, SERVER_MSG_AUTH_CLIENT, NULL, 0, auth_end) < 0)
+    char payload[16];
+    int n = snprintf(payload, sizeof payload, "%u", kind);
+    if (!a || channel_send(a->sock, SERVER_MSG_AUTH_CLIENT, payload, (size_t)n, auth_end) < 0)
         log_error("master", "cannot hand a channel to the auth process: its clients will "
                             "get temporary errors until it restarts");
 }
@@ -161,10 +188,70 @@ static struct child *master_child_by_pid(struct master *m, pid_t pid)
 static bool master_slot_in_use(struct master *m, unsigned slot)
 {
     for (size_t i = 0; i < MASTER_MAX_CHILDREN; i++)
-        if (m->children[i].pid && m->children[i].kind == SERVER_PROC_WORKER &&
+        if (m->children[i].pid && kind_has_slot(m->children[i].kind) &&
             m->children[i].slot == slot)
             return true;
     return false;
+}
+
+/* Connect a login process and a mail worker: one channel, an end for each (backend.h).
+ * Their master channels carry the ends; a process not reading yet finds them queued. */
+static void master_backend_pair(struct master *m, struct child *login, struct child *worker)
+{
+    (void)m;
+    int sv[2];
+    if (channel_pair(sv) < 0) {
+        log_error("master", "socketpair between tern/login pid %d and tern/worker pid %d: %s",
+                  (int)login->pid, (int)worker->pid, strerror(errno));
+        return;
+    }
+    char lpid[16], wpid[16];
+    int ln = snprintf(lpid, sizeof lpid, "%d", (int)login->pid);
+    int wn = snprintf(wpid, sizeof wpid, "%d", (int)worker->pid);
+    if (channel_send(worker->sock, SERVER_MSG_BACKEND_CLIENT, lpid, (size_t)ln, sv[0]) < 0 ||
+        channel_send(login->sock, SERVER_MSG_BACKEND_CHANNEL, wpid, (size_t)wn, sv[1]) < 0)
+        log_error("master", "cannot connect tern/login pid %d with tern/worker pid %d",
+                  (int)login->pid, (int)worker->pid);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+/* A new login process or worker c: a channel with every live process of the other kind
+ * (a new login process only with the workers that do not drain). */
+static void master_backend_connect(struct master *m, struct child *c)
+{
+    for (size_t i = 0; i < MASTER_MAX_CHILDREN; i++) {
+        struct child *o = &m->children[i];
+        if (!o->pid || o == c)
+            continue;
+        if (c->kind == SERVER_PROC_LOGIN && o->kind == SERVER_PROC_WORKER && !o->is_draining)
+            master_backend_pair(m, c, o);
+        else if (c->kind == SERVER_PROC_WORKER && o->kind == SERVER_PROC_LOGIN)
+            master_backend_pair(m, o, c);
+    }
+}
+
+/* A worker drains: the login processes send it nothing new. */
+static void master_backend_retire(struct master *m, const struct child *w)
+{
+    char wpid[16];
+    int n = snprintf(wpid, sizeof wpid, "%d", (int)w->pid);
+    for (size_t i = 0; i < MASTER_MAX_CHILDREN; i++) {
+        struct child *o = &m->children[i];
+        if (o->pid && o->kind == SERVER_PROC_LOGIN)
+            (void)channel_send(o->sock, SERVER_MSG_BACKEND_RETIRE, wpid, (size_t)n, -1);
+    }
+}
+
+/* Tell a worker or login process to drain (a reload). */
+static void master_drain(struct master *m, struct child *c)
+{
+    c->is_draining = true;
+    if (kind_has_slot(c->kind))
+        anvil_slot_set_draining(m->anvil, c->slot);
+    (void)channel_send(c->sock, SERVER_MSG_DRAIN, NULL, 0, -1);
+    if (c->kind == SERVER_PROC_WORKER)
+        master_backend_retire(m, c);
 }
 
 /* Per-process resource limits (issue 10): the auth and queue processes need far fewer
@@ -175,6 +262,7 @@ static void master_child_limits(const struct config *cfg, unsigned kind)
 {
     struct rlimit rl;
     rlim_t files = kind == SERVER_PROC_AUTH ? 4096 : kind == SERVER_PROC_QUEUE ? 16384 : 0;
+    /* (login processes and workers keep the limit raised for max_connections) */
     if (files && getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > files) {
         rl.rlim_cur = files;
         (void)setrlimit(RLIMIT_NOFILE, &rl);
@@ -201,12 +289,15 @@ static void master_child_main(struct master *m, unsigned kind, unsigned slot, in
     for (size_t i = 0; i < MASTER_MAX_CHILDREN; i++)
         if (m->children[i].pid && m->children[i].sock >= 0)
             close(m->children[i].sock);
-    if (kind == SERVER_PROC_WORKER)
+    if (kind_has_slot(kind))
         anvil_attach(m->anvil, slot);
     struct server_state *st = m->st;
     master_child_limits(st->cfg, kind);
-    if (st->is_root && server_drop_privileges(&st->pw) < 0)
+    if (server_child_privileges(st, kind) < 0) {
+        char why[] = "cannot prepare or drop privileges (see the log)";
+        (void)channel_send(sock, SERVER_MSG_FAILED, why, sizeof why - 1, -1);
         exit(1);
+    }
     int rc = server_serve(st, kind, sock, auth_sock, slot, m->generation);
     close(sock);
     exit(rc);
@@ -235,8 +326,8 @@ static int master_spawn(struct master *m, unsigned kind, unsigned slot)
         close(sv[1]);
         return -1;
     }
-    if (kind == SERVER_PROC_WORKER)
-        anvil_slot_reset(m->anvil, slot, 0, m->generation);
+    if (kind_has_slot(kind))
+        anvil_slot_reset(m->anvil, slot, 0, m->generation, kind);
     pid_t pid = fork();
     if (pid < 0) {
         log_error("master", "cannot start a %s: fork: %s", kind_name(kind), strerror(errno));
@@ -257,7 +348,7 @@ static int master_spawn(struct master *m, unsigned kind, unsigned slot)
     close(sv[1]);
     if (av[0] >= 0) {
         close(av[1]);
-        master_auth_give(m, av[0]);
+        master_auth_give(m, av[0], kind);
         close(av[0]);
     }
     *c = (struct child){.pid = pid,
@@ -266,8 +357,10 @@ static int master_spawn(struct master *m, unsigned kind, unsigned slot)
                         .generation = m->generation,
                         .sock = sv[0],
                         .started_ms = util_now_ms()};
-    if (kind == SERVER_PROC_WORKER)
-        anvil_slot_reset(m->anvil, slot, pid, m->generation);
+    if (kind_has_slot(kind))
+        anvil_slot_reset(m->anvil, slot, pid, m->generation, kind);
+    if (kind == SERVER_PROC_WORKER || kind == SERVER_PROC_LOGIN)
+        master_backend_connect(m, c);
     return 0;
 }
 
@@ -340,6 +433,8 @@ static void master_on_msg(struct master *m, struct child *c, struct channel_msg 
                   (int)c->pid, why);
         return;
     }
+    if (c->kind == SERVER_PROC_LOGIN)
+        return; /* nothing a login process says is passed on */
     if (msg->type >= SERVER_MSG_TO_WORKERS && msg->type < SERVER_MSG_TO_QUEUE)
         master_send_all(m, SERVER_PROC_WORKER, c->sock, msg->type, msg->payload, msg->len);
     else if (msg->type >= SERVER_MSG_TO_QUEUE && msg->type < SERVER_MSG_TO_QUEUE + 16)
@@ -392,7 +487,7 @@ static void master_reap(struct master *m)
         close(c->sock);
         memset(c, 0, sizeof *c);
         c->sock = -1;
-        if (dead.kind == SERVER_PROC_WORKER && !master_slot_in_use(m, dead.slot))
+        if (kind_has_slot(dead.kind) && !master_slot_in_use(m, dead.slot))
             anvil_slot_clear(m->anvil, dead.slot);
         bool is_clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
         if (WIFSIGNALED(status))
@@ -417,11 +512,9 @@ static void master_reap(struct master *m)
             (void)master_spawn(m, SERVER_PROC_QUEUE, 0);
             continue;
         }
-        if (dead.is_draining || (dead.kind == SERVER_PROC_WORKER && dead.generation != m->generation))
+        if (dead.is_draining)
             continue; /* an old generation has finished */
-        if (is_clean && dead.kind == SERVER_PROC_WORKER) {
-            /* a worker does not exit 0 on its own: treat it like a crash */
-        }
+        /* (a worker or login process does not exit 0 on its own: restarted like a crash) */
         bool was_short = util_now_ms() - dead.started_ms < MASTER_SHORT_LIFE_MS;
         master_schedule_respawn(m, &dead, was_short);
     }
@@ -440,7 +533,7 @@ static void master_auth_reconnect(struct master *m)
             continue;
         }
         if (channel_send(c->sock, SERVER_MSG_AUTH_CHANNEL, NULL, 0, av[1]) == 0)
-            master_auth_give(m, av[0]);
+            master_auth_give(m, av[0], c->kind);
         else
             log_error("master", "cannot hand tern/%s pid %d its auth channel", kind_name(c->kind),
                       (int)c->pid);
@@ -490,6 +583,48 @@ static unsigned master_workers_wanted(const struct config *cfg)
     return n > MASTER_MAX_WORKERS ? MASTER_MAX_WORKERS : n;
 }
 
+static unsigned master_logins_wanted(const struct config *cfg)
+{
+    unsigned n = cfg->login_processes ? cfg->login_processes : master_workers_wanted(cfg);
+    return n > MASTER_MAX_WORKERS ? MASTER_MAX_WORKERS : n;
+}
+
+/* Start n processes of kind (workers or login processes) in free slots; false when not
+ * all could start. */
+static bool master_spawn_slotted(struct master *m, unsigned kind, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        unsigned slot = master_free_slot(m);
+        if (slot == ANVIL_SLOTS || master_spawn(m, kind, slot) < 0)
+            return false;
+    }
+    return true;
+}
+
+/* Replace the login processes (the certificate changed: chrooted, they cannot read it;
+ * new ones get it at fork). The old ones finish their sessions and relays. */
+static void master_replace_logins(struct master *m)
+{
+    for (size_t i = 0; i < MASTER_MAX_CHILDREN; i++) {
+        struct child *c = &m->children[i];
+        if (c->pid && c->kind == SERVER_PROC_LOGIN && !c->is_draining)
+            master_drain(m, c);
+    }
+    for (unsigned s = 0; s < ANVIL_SLOTS; s++)
+        if (m->respawn[s].is_due && m->respawn[s].kind == SERVER_PROC_LOGIN)
+            m->respawn[s].is_due = false;
+    if (!master_spawn_slotted(m, SERVER_PROC_LOGIN, m->n_logins))
+        log_error("master", "reload: could not start every login process");
+}
+
+/* Pass a signal on to the processes of the kinds given. */
+static void master_signal_kinds(struct master *m, unsigned kinds, int sig)
+{
+    for (size_t i = 0; i < MASTER_MAX_CHILDREN; i++)
+        if (m->children[i].pid && (m->children[i].kind & kinds))
+            kill(m->children[i].pid, sig);
+}
+
 static void master_reload(struct master *m)
 {
     char *err = NULL;
@@ -507,8 +642,10 @@ static void master_reload(struct master *m)
             log_error("master", "reload: configuration not reloaded: %s", err ? err : "unknown");
             free(err);
         }
-        /* the certificate only: every child re-reads it in place */
-        master_signal_all(m, SIGHUP);
+        /* the certificate only: the workers and the queue process re-read it in place,
+         * the login processes are replaced */
+        master_signal_kinds(m, SERVER_PROC_WORKER | SERVER_PROC_QUEUE, SIGHUP);
+        master_replace_logins(m);
         return;
     }
     /* A generation still draining from an earlier reload is told to stop now, so two
@@ -555,7 +692,8 @@ static void master_reload(struct master *m)
         st->cfg = m->cfg;
         st->srv.ctx.cfg = m->cfg;
         config_free(cfg);
-        master_signal_all(m, SIGHUP);
+        master_signal_kinds(m, SERVER_PROC_WORKER | SERVER_PROC_QUEUE, SIGHUP);
+        master_replace_logins(m);
         return;
     }
     for (size_t i = 0; i < n_old; i++)
@@ -566,15 +704,14 @@ static void master_reload(struct master *m)
     m->owned_cfg = cfg;
     m->cfg = cfg;
     m->generation++;
-    /* the old workers finish their sessions; the queue process is replaced (two
-     * runners must never deliver the same message) */
+    /* the old workers and login processes finish their sessions; the queue process is
+     * replaced (two runners must never deliver the same message) */
     for (size_t i = 0; i < MASTER_MAX_CHILDREN; i++) {
         struct child *c = &m->children[i];
         if (!c->pid)
             continue;
-        if (c->kind == SERVER_PROC_WORKER) {
-            c->is_draining = true;
-            (void)channel_send(c->sock, SERVER_MSG_DRAIN, NULL, 0, -1);
+        if (kind_has_slot(c->kind)) {
+            master_drain(m, c);
         } else if (c->kind == SERVER_PROC_QUEUE) {
             c->is_draining = true;
             m->is_queue_pending = true;
@@ -589,15 +726,14 @@ static void master_reload(struct master *m)
     if (master_spawn(m, SERVER_PROC_AUTH, 0) == 0)
         master_auth_reconnect(m);
     for (unsigned s = 0; s < ANVIL_SLOTS; s++)
-        m->respawn[s].is_due = false; /* old-generation workers are not restarted */
+        m->respawn[s].is_due = false; /* old-generation processes are not restarted */
     m->n_workers = master_workers_wanted(cfg);
-    for (unsigned i = 0; i < m->n_workers; i++) {
-        unsigned slot = master_free_slot(m);
-        if (slot == ANVIL_SLOTS || master_spawn(m, SERVER_PROC_WORKER, slot) < 0) {
-            log_error("master", "reload: could not start every worker");
-            break;
-        }
-    }
+    m->n_logins = master_logins_wanted(cfg);
+    /* the workers first: each new login process connects to the new workers */
+    if (!master_spawn_slotted(m, SERVER_PROC_WORKER, m->n_workers))
+        log_error("master", "reload: could not start every worker");
+    if (!master_spawn_slotted(m, SERVER_PROC_LOGIN, m->n_logins))
+        log_error("master", "reload: could not start every login process");
     if (!m->is_queue_pending)
         (void)master_spawn(m, SERVER_PROC_QUEUE, 0);
     log_info("master", "reload: configuration reloaded, generation %u", m->generation);
@@ -688,14 +824,20 @@ static void master_status_text(struct master *m, char *out, size_t size)
         OUT("%s: pid %d, generation %u%s, up %llu s, rss %lu kB, threads %lu, fds %lu",
             kind_name(c->kind), (int)c->pid, c->generation, c->is_draining ? " (draining)" : "",
             (unsigned long long)((now - c->started_ms) / 1000), rss, threads, fds);
-        if (c->kind == SERVER_PROC_WORKER) {
+        if (kind_has_slot(c->kind)) {
+            /* a connection counts where its socket is: a login process (before login,
+             * SMTP, and the TLS sessions it relays) or the worker a plain session was
+             * handed to; a worker's sessions include the relayed ones */
             struct anvil_slot_info si;
             anvil_slot_info(m->anvil, c->slot, &si);
             total += si.conns;
             OUT(", connections %u (", si.conns);
             for (int r = 0; r < ANVIL_ROLES; r++)
                 OUT("%s%s %u", r ? ", " : "", roles[r], si.by_role[r]);
-            OUT("), accepted %llu", (unsigned long long)si.accepted);
+            if (c->kind == SERVER_PROC_WORKER)
+                OUT("), sessions %u", si.sessions);
+            else
+                OUT("), accepted %llu", (unsigned long long)si.accepted);
         }
         OUT("\n");
     }
@@ -815,13 +957,15 @@ int master_run(struct server_state *st)
         log_warning("master", "no status socket in %s/run: `tern status` will not answer",
                     m->cfg->data_dir);
     m->n_workers = master_workers_wanted(m->cfg);
-    /* the auth process first: every other child gets a channel to it at birth */
-    if (master_spawn(m, SERVER_PROC_AUTH, 0) < 0 || master_spawn(m, SERVER_PROC_QUEUE, 0) < 0)
+    m->n_logins = master_logins_wanted(m->cfg);
+    /* the auth process first: every other child gets a channel to it at birth; then the
+     * workers, so each login process is connected to them at its birth */
+    if (master_spawn(m, SERVER_PROC_AUTH, 0) < 0 || master_spawn(m, SERVER_PROC_QUEUE, 0) < 0 ||
+        !master_spawn_slotted(m, SERVER_PROC_WORKER, m->n_workers) ||
+        !master_spawn_slotted(m, SERVER_PROC_LOGIN, m->n_logins))
         goto out_stop;
-    for (unsigned i = 0; i < m->n_workers; i++)
-        if (master_spawn(m, SERVER_PROC_WORKER, i) < 0)
-            goto out_stop;
-    log_debug("master", "started %u workers and the queue process", m->n_workers);
+    log_debug("master", "started %u workers, %u login processes, the auth and queue processes",
+              m->n_workers, m->n_logins);
 
     for (;;) {
         if (m->is_stopping && master_count_children(m) == 0)

@@ -17,6 +17,7 @@
  */
 #include "core/config.h"
 #include "core/anvil.h"
+#include "core/backend.h"
 #include "core/channel.h"
 #include "core/server_internal.h"
 #include "core/job.h"
@@ -27,6 +28,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -39,6 +41,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -62,6 +65,21 @@ void server_conn_released(struct server *srv, const char *ip, enum conn_role rol
 {
     (void)srv;
     anvil_release(ip, (unsigned)role);
+}
+
+void server_conn_adopted(struct server *srv, const char *ip, enum conn_role role, bool is_counted)
+{
+    (void)srv;
+    const char *why;
+    if (is_counted) /* the limits were applied where it was accepted */
+        (void)anvil_admit(ip, (unsigned)role, 0, 0, &why);
+    anvil_session_add();
+}
+
+void server_session_released(struct server *srv)
+{
+    (void)srv;
+    anvil_session_release();
 }
 
 static bool role_is_implicit_tls(enum conn_role role)
@@ -416,19 +434,130 @@ static void server_chown(const char *path, const struct passwd *pw)
 }
 
 /* data_dir and what sits directly in it (tern.db, tls/, queue/, mail/, log/) belong to
- * the run user: the CLI may have created them as root before the first start. */
-static void server_chown_data_dir(const struct config *cfg, const struct passwd *pw)
+ * the run user: the CLI may have created them as root before the first start. With the
+ * processes separated (auth_user set apart), tern.db and its WAL files belong to the auth
+ * user instead, mode 0600, so no other process can read the password hashes, and the
+ * auth user's group may create files in data_dir (SQLite makes tern.db-wal and -shm
+ * next to the database) under the sticky bit: it can remove only its own. */
+static void server_chown_data_dir(const struct server_state *st, const struct config *cfg)
 {
-    static const char *const entries[] = {"tern.db", "tern.db-wal", "tern.db-shm", "tls",
-                                          "queue",   "mail",        "log"};
+    static const char *const entries[] = {"tls", "queue", "mail", "log"};
+    static const char *const db_files[] = {"tern.db", "tern.db-wal", "tern.db-shm"};
+    const struct passwd *pw = &st->pw;
+    bool is_auth_apart = cfg->master_process && st->pw_auth.pw_uid != pw->pw_uid;
+    const struct passwd *db_owner = is_auth_apart ? &st->pw_auth : pw;
     server_chown(cfg->data_dir, pw);
     char path[4096];
     for (size_t i = 0; i < sizeof entries / sizeof entries[0]; i++) {
         if ((size_t)snprintf(path, sizeof path, "%s/%s", cfg->data_dir, entries[i]) < sizeof path)
             server_chown(path, pw);
     }
+    for (size_t i = 0; i < sizeof db_files / sizeof db_files[0]; i++) {
+        if ((size_t)snprintf(path, sizeof path, "%s/%s", cfg->data_dir, db_files[i]) >= sizeof path)
+            continue;
+        server_chown(path, db_owner);
+        if (is_auth_apart && chmod(path, 0600) < 0 && errno != ENOENT)
+            log_warning("master", "chmod %s: %s", path, strerror(errno));
+    }
+    if (is_auth_apart && cfg->directory_driver == DIRECTORY_SQLITE) {
+        struct stat sb;
+        if (chown(cfg->data_dir, pw->pw_uid, st->pw_auth.pw_gid) < 0 ||
+            stat(cfg->data_dir, &sb) < 0 ||
+            chmod(cfg->data_dir, (sb.st_mode & 0777) | S_ISVTX | S_IRWXG) < 0)
+            log_warning("master", "cannot open %s to %s's group: %s", cfg->data_dir,
+                        st->pw_auth.pw_name, strerror(errno));
+    }
     server_chown(cfg->tls_cert, pw);
     server_chown(cfg->tls_key, pw);
+}
+
+/* The login processes' root: an empty directory that root owns and no one else may write
+ * (created when missing). 0 or -1 (logged). */
+static int server_make_login_root(const char *dir)
+{
+    struct stat sb;
+    if (lstat(dir, &sb) < 0) {
+        if (errno != ENOENT || util_mkdir_p(dir, 0700) < 0 || chmod(dir, 0555) < 0 ||
+            lstat(dir, &sb) < 0) {
+            log_error("master", "login_chroot %s: cannot create it: %s", dir, strerror(errno));
+            return -1;
+        }
+    }
+    if (!S_ISDIR(sb.st_mode) || sb.st_uid != 0 || (sb.st_mode & 0022)) {
+        log_error("master", "login_chroot %s: must be a directory owned by root that nobody "
+                            "else may write",
+                  dir);
+        return -1;
+    }
+    return 0;
+}
+
+/* Enter dir as the root directory, without following a link swapped in meanwhile. */
+static int server_enter_chroot(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb) < 0 || sb.st_uid != 0 || (sb.st_mode & 0022) ||
+        fchdir(fd) < 0 || chroot(".") < 0 || chdir("/") < 0) {
+        log_error("master", "cannot enter login_chroot %s: %s", dir,
+                  fd < 0 || errno ? strerror(errno) : "not owned by root, or writable");
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
+/* The entry of user name (for a config key) into pw_r (strings kept in name_buf); 0, or -1
+ * logged. */
+static int server_lookup_user(const struct config *cfg, const char *key, const char *name,
+                              struct passwd *pw_r, char *name_buf, size_t name_size)
+{
+    struct passwd *pw = name ? getpwnam(name) : NULL;
+    if (!pw) {
+        log_error("master", "%s '%s' does not exist: create it (useradd --system %s) or set %s "
+                            "in %s",
+                  key, name ? name : "", name ? name : "", key, cfg->path);
+        return -1;
+    }
+    if (pw->pw_uid == 0) {
+        log_error("master", "%s '%s' is root: refusing to serve as root", key, name);
+        return -1;
+    }
+    *pw_r = *pw;
+    snprintf(name_buf, name_size, "%s", pw->pw_name);
+    pw_r->pw_name = name_buf;
+    pw_r->pw_passwd = pw_r->pw_gecos = pw_r->pw_dir = pw_r->pw_shell = NULL;
+    return 0;
+}
+
+int server_child_privileges(struct server_state *st, unsigned kind)
+{
+    const struct server_hooks *hooks = st->srv.hooks;
+    st->srv.ctx.cfg = st->cfg;
+    st->srv.ctx.processes = kind;
+    if (hooks->prepare) {
+        char *err = NULL;
+        if (hooks->prepare(&st->srv.ctx, &err) < 0) {
+            log_error("master", "start-up failed: %s", err ? err : "unknown error");
+            free(err);
+            return -1;
+        }
+    }
+    if (!st->is_root)
+        return 0;
+    if (kind == SERVER_PROC_AUTH)
+        return server_drop_privileges(&st->pw_auth);
+    if (kind != SERVER_PROC_LOGIN)
+        return server_drop_privileges(&st->pw);
+    /* A login process: the clock's zone is read now (no /etc inside), then the empty
+     * root, then the user, which may read nothing of ours. */
+    tzset();
+    if (initgroups(st->pw_login.pw_name, st->pw_login.pw_gid) < 0 ||
+        server_enter_chroot(st->cfg->login_chroot) < 0)
+        return -1;
+    return server_drop_privileges(&st->pw_login);
 }
 
 int server_drop_privileges(const struct passwd *pw)
@@ -570,7 +699,10 @@ void server_abandon_exit(const struct server_context *ctx, const char *what)
 static void server_on_drain_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct server_state *st = arg;
-    if (st->srv.conns == NULL || util_now_ms() >= st->deadline_ms)
+    /* a worker also finishes the requests of login processes (deliveries) it took */
+    bool is_idle = st->srv.conns == NULL && backend_server_in_flight() == 0 &&
+                   job_in_flight() == 0;
+    if (is_idle || util_now_ms() >= st->deadline_ms)
         event_base_loopbreak(st->srv.ctx.base);
 }
 
@@ -608,11 +740,61 @@ int server_send(const struct server_context *ctx, uint8_t type, const void *payl
     return channel_send(ctx->channel, type, payload, len, -1);
 }
 
+/* A mail worker: a login process hands a logged-in session over (backend.h). */
+static void server_on_handoff(struct backend_request *req, void *arg)
+{
+    struct server_state *st = arg;
+    size_t len;
+    const char *data = backend_request_data(req, &len);
+    int fd = backend_request_take_fd(req);
+    struct conn_handoff *h = malloc(sizeof *h);
+    bool is_adopted = false;
+    if (fd >= 0 && h && conn_handoff_decode(data, len, h) && !st->is_draining &&
+        !st->srv.is_stopping && st->srv.hooks->protocols[h->role]) {
+        is_adopted = conn_adopt(&st->srv, st->srv.hooks->protocols[h->role], fd, h);
+        fd = -1; /* conn_adopt took it */
+    }
+    if (fd >= 0)
+        close(fd);
+    if (!is_adopted)
+        log_warning("master", "refused a session from login process pid %d (malformed, "
+                              "not matching its socket, or out of memory)",
+                    (int)backend_request_login_pid(req));
+    if (h) {
+        explicit_bzero(h, sizeof *h);
+        free(h);
+    }
+    backend_reply(req, is_adopted ? 1 : 0, NULL, 0);
+}
+
+/* The pid a SERVER_MSG_BACKEND_* message names (decimal text), 0 when malformed. */
+static pid_t server_msg_pid(const struct channel_msg *m)
+{
+    char *end;
+    long v = strtol(m->payload, &end, 10);
+    return *end == '\0' && v > 0 && v < (1L << 30) ? (pid_t)v : 0;
+}
+
 static void server_on_master_msg(void *arg, struct channel_msg *m)
 {
     struct server_state *st = arg;
+    unsigned p = st->srv.ctx.processes;
     if (m->type == SERVER_MSG_DRAIN) {
         server_drain(st);
+        return;
+    }
+    if (m->type == SERVER_MSG_BACKEND_CLIENT && (p & SERVER_PROC_WORKER) && m->fd >= 0) {
+        (void)backend_server_add(st->srv.ctx.base, m->fd, server_msg_pid(m));
+        m->fd = -1;
+        return;
+    }
+    if (m->type == SERVER_MSG_BACKEND_CHANNEL && (p & SERVER_PROC_LOGIN) && m->fd >= 0) {
+        backend_client_add(m->fd, server_msg_pid(m));
+        m->fd = -1;
+        return;
+    }
+    if (m->type == SERVER_MSG_BACKEND_RETIRE && (p & SERVER_PROC_LOGIN)) {
+        backend_client_retire(server_msg_pid(m));
         return;
     }
     if ((m->type >= SERVER_MSG_TO_WORKERS || m->type == SERVER_MSG_AUTH_CLIENT ||
@@ -696,6 +878,15 @@ int server_serve(struct server_state *st, unsigned processes, int channel, int a
     st->srv.ctx.pool = workpool_create(base, cfg->worker_threads);
     if (!st->srv.ctx.pool)
         goto out;
+    /* privilege separation: a login process asks the mail workers (backend.h); a mail
+     * worker adopts the sessions they hand over */
+    bool is_separated = channel >= 0 && processes != SERVER_PROC_ALL;
+    if (is_separated && (processes & SERVER_PROC_LOGIN) && backend_client_start() < 0) {
+        log_error("master", "cannot start the channels to the mail workers");
+        goto out;
+    }
+    if (is_separated && (processes & SERVER_PROC_WORKER))
+        backend_server_handle(BACKEND_MSG_HANDOFF, server_on_handoff, st);
     if (hooks->init && hooks->init(&st->srv.ctx, &err) < 0) {
         log_error("master", "start-up failed: %s", err ? err : "unknown error");
         if (channel >= 0)
@@ -722,8 +913,8 @@ int server_serve(struct server_state *st, unsigned processes, int channel, int a
     }
     for (size_t i = 0; i < st->n_listeners; i++) {
         struct listener *l = &st->listeners[i];
-        if (!(processes & SERVER_PROC_WORKER)) {
-            close(l->fd); /* not ours to accept on */
+        if (!(processes & SERVER_PROC_LOGIN)) {
+            close(l->fd); /* not ours to accept on: the login processes accept */
             l->fd = -1;
             continue;
         }
@@ -757,6 +948,9 @@ out:
     if (!st->deadline_ms || st->is_draining)
         st->deadline_ms = util_now_ms() + (uint64_t)cfg->shutdown_timeout * 1000;
     st->srv.ctx.shutdown_deadline_ms = st->deadline_ms;
+    /* calls to the mail workers still waiting fail now rather than at their timeout */
+    backend_client_stop();
+    backend_server_stop();
     if (st->srv.ctx.pool && !workpool_destroy_by(st->srv.ctx.pool, st->deadline_ms))
         server_abandon_exit(&st->srv.ctx, "blocking jobs");
     st->srv.ctx.pool = NULL;
@@ -845,24 +1039,9 @@ int server_run(const struct config *cfg, const struct server_hooks *hooks)
     server_raise_nofile(cfg);
     evthread_use_pthreads();
 
-    if (st->is_root) {
-        struct passwd *pw = getpwnam(cfg->run_user);
-        if (!pw) {
-            log_error("master",
-                      "run_user '%s' does not exist: create it (useradd --system %s) or set "
-                      "run_user in %s",
-                      cfg->run_user, cfg->run_user, cfg->path);
-            goto out;
-        }
-        if (pw->pw_uid == 0) {
-            log_error("master", "run_user '%s' is root: refusing to serve as root", cfg->run_user);
-            goto out;
-        }
-        st->pw = *pw;
-        snprintf(st->pw_name, sizeof st->pw_name, "%s", pw->pw_name);
-        st->pw.pw_name = st->pw_name;
-        st->pw.pw_passwd = st->pw.pw_gecos = st->pw.pw_dir = st->pw.pw_shell = NULL;
-    }
+    if (st->is_root && server_lookup_user(cfg, "run_user", cfg->run_user, &st->pw, st->pw_name,
+                                          sizeof st->pw_name) < 0)
+        goto out;
     if (util_mkdir_p(cfg->data_dir, 0755) < 0) {
         log_error("master", "cannot create data_dir %s: %s", cfg->data_dir, strerror(errno));
         goto out;
@@ -871,8 +1050,20 @@ int server_run(const struct config *cfg, const struct server_hooks *hooks)
         log_error("master", "TLS: %s", err ? err : "unknown error");
         goto out;
     }
+    if (st->is_root && cfg->master_process &&
+        (server_lookup_user(cfg, "login_user", cfg->login_user, &st->pw_login,
+                            st->pw_login_name, sizeof st->pw_login_name) < 0 ||
+         server_lookup_user(cfg, "auth_user", cfg->auth_user, &st->pw_auth, st->pw_auth_name,
+                            sizeof st->pw_auth_name) < 0 ||
+         server_make_login_root(cfg->login_chroot) < 0))
+        goto out;
+    if (st->is_root && cfg->master_process &&
+        (st->pw_login.pw_uid == st->pw.pw_uid || st->pw_auth.pw_uid == st->pw.pw_uid))
+        log_warning("master", "login_user or auth_user is run_user '%s': the processes are not "
+                              "separated by privileges (docs/SECURITY.md)",
+                    st->pw.pw_name);
     if (st->is_root)
-        server_chown_data_dir(cfg, &st->pw);
+        server_chown_data_dir(st, cfg);
     if (server_bind_all(st, cfg) < 0)
         goto out;
 

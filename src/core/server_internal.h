@@ -45,6 +45,8 @@ struct server_state {
     size_t n_reuse;
     struct passwd pw;     /* run_user (when started as root) */
     char pw_name[64];
+    struct passwd pw_login, pw_auth; /* login_user and auth_user (root, master mode) */
+    char pw_login_name[64], pw_auth_name[64];
     bool is_root;
 };
 
@@ -56,6 +58,10 @@ void server_close_listeners(struct server_state *st);
 void server_listeners_text(const struct server_state *st, char *out, size_t size);
 /* server.c: drop root for run_user (setgroups/setgid/setuid, checked). 0 or -1. */
 int server_drop_privileges(const struct passwd *pw);
+/* server.c: in a child of kind (SERVER_PROC_*) right after fork: hooks->prepare, then
+ * (when root) the kind's user: auth_user for the auth process, login_user inside
+ * login_chroot for a login process, run_user for the others. 0 or -1 (logged). */
+int server_child_privileges(struct server_state *st, unsigned kind);
 /* server.c: run one process's loop: hooks->init for processes (SERVER_PROC_*), the
  * listeners when it accepts, until SIGTERM (or the end of a drain); returns the exit code.
  * channel: to the master, -1 in the single-process mode. */

@@ -284,6 +284,9 @@ void imap_job_submit(struct imap_session *s, struct imap_job *j)
     ctx->is_condstore = s->is_condstore;
     ctx->is_qresync = s->is_qresync;
     ctx->max_append = s->parser.max_literal;
+    ctx->is_login_process = conn_is_login_process(s->c);
+    if (ctx->is_login_process)
+        conn_login_binding(s->c, "imap", ctx->binding, sizeof ctx->binding);
     s->is_job_in_flight = true;
     conn_pause_read(s->c);
     job_submit(conn_server(s->c)->pool, &j->job);
@@ -570,18 +573,18 @@ static void imap_login_refuse_blocked(struct imap_session *s, struct imap_job *j
     buf_printf(&j->tagged, "%s " IMAP_BLOCKED_REPLY "\r\n", j->tag);
 }
 
-static void imap_login_result_free(struct imap_login_result *r)
+void imap_login_result_free(struct imap_login_result *r)
 {
     if (r->user)
         store_user_close(r->user);
     r->user = NULL;
     free(r->name);
     r->name = NULL;
+    explicit_bzero(r->token, sizeof r->token);
 }
 
-/* Work: after credentials are good, open the user's store. */
-static void imap_login_open_store(const struct imap_job_ctx *ctx, const char *user,
-                                  struct imap_login_result *r)
+void imap_login_open_store(const struct imap_job_ctx *ctx, const char *user,
+                           struct imap_login_result *r)
 {
     struct auth_user u;
     r->rc = -1;
@@ -633,9 +636,24 @@ static void imap_login_work(struct imap_job *j)
         return;
     }
     char *user = NULL;
-    int r = auth_login_password(j->ctx.auth, lj->user, lj->password, &user);
+    int r;
+    if (j->ctx.is_login_process) {
+        /* a login process opens no mailbox: the auth process's token goes along with
+         * the session to the mail worker that will (handoff.c) */
+        r = auth_login_password_token(j->ctx.auth, lj->user, lj->password, j->ctx.binding, &user,
+                                      lj->r.token);
+        if (r == 1 && !lj->r.token[0])
+            r = -1;
+    } else {
+        r = auth_login_password(j->ctx.auth, lj->user, lj->password, &user);
+    }
     if (auth_penalty_gate_report(j->ctx.auth, &lj->gate, lj->user, r)) {
         lj->r.rc = -2; /* a correct password, refused: the store stays closed */
+        lj->r.token[0] = '\0'; /* never handed over: it expires unspent */
+    } else if (r == 1 && j->ctx.is_login_process) {
+        lj->r.name = user;
+        user = NULL;
+        lj->r.rc = 1;
     } else if (r == 1) {
         imap_login_open_store(&j->ctx, user, &lj->r);
     } else {
@@ -665,11 +683,16 @@ static void imap_login_success(struct imap_session *s, const char *tag,
     buf_free(&caps);
 }
 
-/* The reply to a finished login attempt: OK and authenticated, or NO. */
-static void imap_login_finish_common(struct imap_session *s, struct imap_job *j,
-                                     struct imap_login_result *r, const char *login,
-                                     const char *method)
+void imap_login_finish_common(struct imap_session *s, struct imap_job *j,
+                              struct imap_login_result *r, const char *login, const char *method)
 {
+    if (r->rc == 1 && conn_is_login_process(s->c)) {
+        if (imap_handoff(s, j->tag, r, method, NULL)) {
+            j->keep_paused = true; /* until the mail worker has the session, or it failed */
+            return;
+        }
+        r->rc = -1;
+    }
     if (r->rc == 1) {
         imap_login_success(s, j->tag, r, method, &j->tagged);
         return;
@@ -767,8 +790,16 @@ static void imap_sasl_work(struct imap_job *j)
         sj->r.rc = -2;
         return;
     }
-    if (sj->status == AUTH_SASL_OK)
+    if (sj->status == AUTH_SASL_OK && j->ctx.is_login_process) {
+        /* handed over with the auth process's token (handoff.c) */
+        const char *token = auth_sasl_token(j->ctx.sasl);
+        sj->r.rc = token[0] ? 1 : -1;
+        snprintf(sj->r.token, sizeof sj->r.token, "%s", token);
+        if (sj->r.rc == 1 && !(sj->r.name = strdup(auth_sasl_user(j->ctx.sasl))))
+            sj->r.rc = -1;
+    } else if (sj->status == AUTH_SASL_OK) {
         imap_login_open_store(&j->ctx, auth_sasl_user(j->ctx.sasl), &sj->r);
+    }
 }
 
 static void imap_sasl_end(struct imap_session *s)
@@ -790,6 +821,15 @@ static void imap_sasl_finish(struct imap_session *s, struct imap_job *j)
     const char *mech = auth_sasl_mechanism(s->sasl);
     char method[32];
     snprintf(method, sizeof method, "%s", mech ? mech : "?");
+    if (sj->status == AUTH_SASL_OK && sj->r.rc == 1 && conn_is_login_process(s->c) &&
+        imap_handoff(s, j->tag, &sj->r, method, sj->challenge)) {
+        /* the mail worker sends the final data (if any) and the OK */
+        j->keep_paused = true;
+        imap_sasl_end(s);
+        return;
+    }
+    if (sj->status == AUTH_SASL_OK && sj->r.rc == 1 && conn_is_login_process(s->c))
+        sj->r.rc = -1; /* (could not be handed over: a temporary failure) */
     if (sj->status == AUTH_SASL_OK && sj->r.rc == 1 && sj->challenge && *sj->challenge) {
         /* RFC 3501 §6.2.2 has no success data in OK: send the server's final message
          * (SCRAM's "v=...") as a challenge; the login completes after the client's
@@ -860,6 +900,11 @@ static void imap_cmd_authenticate(struct imap_session *s, const char *tag, struc
         imap_reply(s, tag, "NO [UNAVAILABLE] Temporary authentication failure.");
         return;
     }
+    if (conn_is_login_process(s->c)) {
+        char binding[AUTH_BINDING_MAX + 1];
+        conn_login_binding(s->c, "imap", binding, sizeof binding);
+        auth_sasl_set_binding(s->sasl, binding);
+    }
     s->sasl_tag = strdup(tag);
     /* RFC 4959 SASL-IR: the initial response is the second argument ("=" = empty). */
     imap_sasl_submit(s, n == 2 ? args[1].str : NULL, true);
@@ -875,10 +920,15 @@ static void imap_sasl_line(struct imap_session *s, const char *line)
         if (strcmp(line, "*") == 0) {
             imap_reply(s, s->sasl_tag, "BAD Authentication aborted by client.");
             imap_login_result_free(&r);
+            if (conn_is_handed_over(s->c)) {
+                /* a mail worker serves no client before login */
+                s->is_closing = true;
+                conn_close(s->c);
+            }
         } else {
-            const char *mech = auth_sasl_mechanism(s->sasl);
+            const char *mech = s->sasl ? auth_sasl_mechanism(s->sasl) : s->sasl_method;
             char method[32];
-            snprintf(method, sizeof method, "%s", mech ? mech : "?");
+            snprintf(method, sizeof method, "%s", mech && *mech ? mech : "?");
             struct buf out;
             buf_init(&out, 0);
             imap_login_success(s, s->sasl_tag, &r, method, &out);
@@ -1168,7 +1218,7 @@ static void imap_session_process(struct imap_session *s)
             conn_close(s->c);
             return;
         }
-        if (s->sasl) {
+        if (s->sasl || s->sasl_pending.name) {
             imap_input_done(s);
             imap_sasl_line(s, line);
             free(line);
@@ -1225,7 +1275,7 @@ static void imap_session_process(struct imap_session *s)
 
 /* ---- connection callbacks ----------------------------------------------------------- */
 
-static void *imap_open(struct conn *c)
+struct imap_session *imap_session_new(struct conn *c)
 {
     struct imap_session *s = calloc(1, sizeof *s);
     if (!s)
@@ -1240,6 +1290,14 @@ static void *imap_open(struct conn *c)
     imap_parser_init(&s->parser, (size_t)max);
     if (cfg && cfg->imap_timeout)
         conn_set_timeout(c, cfg->imap_timeout);
+    return s;
+}
+
+static void *imap_open(struct conn *c)
+{
+    struct imap_session *s = imap_session_new(c);
+    if (!s)
+        return NULL;
     struct buf caps;
     buf_init(&caps, 0);
     imap_capability_string(s, &caps);
@@ -1294,7 +1352,7 @@ static void imap_on_shutdown(void *session, struct conn *c)
     conn_write_str(c, "* BYE Server shutting down.\r\n");
 }
 
-static void imap_session_free(struct imap_session *s)
+void imap_session_free(struct imap_session *s)
 {
     if (s->notify_sub)
         store_notify_unsubscribe(s->notify_sub);
@@ -1303,6 +1361,7 @@ static void imap_session_free(struct imap_session *s)
     if (s->sasl)
         auth_sasl_free(s->sasl);
     free(s->sasl_tag);
+    free(s->handoff_tag);
     imap_login_result_free(&s->sasl_pending);
     if (s->box)
         store_mailbox_close(s->box);
@@ -1349,4 +1408,6 @@ const struct conn_protocol imap_protocol = {
     .on_timeout = imap_on_timeout,
     .on_shutdown = imap_on_shutdown,
     .close = imap_close,
+    .adopt = imap_adopt,
+    .on_handoff_failed = imap_on_handoff_failed,
 };

@@ -40,6 +40,7 @@ struct store_mailbox;
 struct auth_sasl;
 struct auth_service;
 struct event;
+struct conn_handoff;
 
 enum imap_state {
     IMAP_STATE_NOT_AUTH = 1 << 0,
@@ -51,12 +52,14 @@ enum imap_state {
 struct imap_fetch;
 struct imap_keywords;
 
-/* What a login's work gives back: the user's store, opened on the pool thread. */
+/* What a login's work gives back: the user's store, opened on the pool thread; in a login
+ * process instead the auth process's token for the handover (no store). */
 struct imap_login_result {
     int rc; /* 1 logged in, 0 bad credentials, -1 temporary failure */
     struct store_user *user;
     char *name;     /* canonical user@domain */
     uint64_t quota; /* bytes, 0 none */
+    char token[65]; /* login process: AUTH_TOKEN_SIZE, "" none */
 };
 
 struct imap_session {
@@ -95,6 +98,11 @@ struct imap_session {
     char *sasl_tag;
     /* authenticated, waiting for the client's answer to the server's final SASL data */
     struct imap_login_result sasl_pending;
+    char sasl_method[32]; /* its mechanism (a handed-over session has no exchange here) */
+
+    /* privilege separation (imap/handoff.c) */
+    char *handoff_tag; /* login process: the login command being handed over */
+    char handoff_method[32];
 
     /* selected mailbox */
     struct store_mailbox *box;
@@ -145,6 +153,8 @@ struct imap_job_ctx {
     bool is_condstore;          /* CONDSTORE enabled: flag changes carry MODSEQ */
     bool is_qresync;            /* QRESYNC enabled: expunges are reported as VANISHED */
     uint64_t max_append;        /* the largest message APPEND takes (RFC 7889 APPENDLIMIT) */
+    bool is_login_process;      /* logins are handed over (conn_is_login_process) */
+    char binding[161];          /* login process: the connection (conn_login_binding) */
 };
 
 /* The base of every IMAP job; a command's job struct starts with it. */
@@ -190,6 +200,29 @@ void imap_condstore_enable(struct imap_session *s);
 void imap_job_discard(struct imap_session *s, struct imap_job *j);
 /* Free a job that was never submitted, without a reply (the caller answers). */
 void imap_job_discard_quiet(struct imap_session *s, struct imap_job *j);
+
+/* ---- session.c, for handoff.c ---- */
+/* Work: after credentials are good, open the user's store into r. */
+void imap_login_open_store(const struct imap_job_ctx *ctx, const char *user,
+                           struct imap_login_result *r);
+void imap_login_result_free(struct imap_login_result *r);
+/* The reply to a finished login attempt: OK and authenticated, or NO. */
+void imap_login_finish_common(struct imap_session *s, struct imap_job *j,
+                              struct imap_login_result *r, const char *login, const char *method);
+/* A new session for c (NOT_AUTH), without the greeting; NULL when out of memory. */
+struct imap_session *imap_session_new(struct conn *c);
+/* Free a session and what it holds (after job_session_remove of its handle). */
+void imap_session_free(struct imap_session *s);
+
+/* ---- handoff.c (privilege separation: conn_handoff) ---- */
+/* Login process: the client logged in; hand the session to a mail worker, which answers
+ * tag (after writing sasl_final as a last challenge, when not NULL or ""). false when it
+ * could not even start (nothing written: the caller answers with a temporary failure). */
+bool imap_handoff(struct imap_session *s, const char *tag, struct imap_login_result *r,
+                  const char *method, const char *sasl_final);
+void imap_on_handoff_failed(void *session, struct conn *c);
+/* Mail worker: a session a login process handed over (conn_protocol.adopt). */
+void *imap_adopt(struct conn *c, const struct conn_handoff *h);
 
 /* ---- keywords.c ---- */
 /* SELECT/EXAMINE: the set becomes the view's keywords; writes FLAGS and PERMANENTFLAGS. */

@@ -121,7 +121,9 @@ void pop3_cmd_stls(struct pop3_session *s, const char *args, size_t len)
 
 /* ---- the login job ------------------------------------------------------------------- */
 
-enum login_kind { LOGIN_PASS, LOGIN_APOP, LOGIN_SASL };
+/* LOGIN_TOKEN: a mail worker's first step of a session a login process handed over (the
+ * auth process confirms the token, then the maildrop opens: pop3/handoff.c). */
+enum login_kind { LOGIN_PASS, LOGIN_APOP, LOGIN_SASL, LOGIN_TOKEN };
 
 /* A PASS, APOP or AUTH step: credentials in, an opened maildrop out (core/job.h). */
 struct login_job {
@@ -148,6 +150,12 @@ struct login_job {
     uint32_t uidvalidity;
     char uidl_format[UIDL_FORMAT_MAX + 1]; /* pop3.uidl_format, copied at submit */
     char *uidls;                           /* every message's UIDL, NUL-separated */
+    /* privilege separation (pop3/handoff.c) */
+    bool is_login_process; /* the credentials' token goes along with the session */
+    char binding[AUTH_BINDING_MAX + 1];
+    char token[AUTH_TOKEN_SIZE];
+    char method[32]; /* LOGIN_TOKEN: how the client logged in */
+    char sasl_final[POP3_SASL_FINAL_MAX + 1]; /* LOGIN_TOKEN: data with success, "" none */
 };
 
 static void wipe_free(char *p)
@@ -158,8 +166,9 @@ static void wipe_free(char *p)
     }
 }
 
-static void login_job_free(struct login_job *j)
+static void pop3_login_job_free(struct login_job *j)
 {
+    explicit_bzero(j->token, sizeof j->token);
     pop3_maildrop_close(&j->md);
     if (j->sasl != NULL)
         auth_sasl_free(j->sasl);
@@ -323,22 +332,41 @@ static void maildrop_open(struct login_job *j)
 }
 
 /* Workpool thread: ask the failed-login policy (it lives in the auth process), check
- * credentials (slow hashes), tell the policy, then open the maildrop. */
+ * credentials (slow hashes), tell the policy, then open the maildrop (a login process
+ * opens none: the token goes along with the session instead). */
 static void login_work(struct job *job)
 {
     struct login_job *j = (struct login_job *)job;
+    if (j->kind == LOGIN_TOKEN) {
+        /* a mail worker: the session a login process handed over, as its PASS would (the
+         * login process asked and told the policy already) */
+        j->auth_rc = auth_login_redeem(j->auth, j->token, j->login, j->binding);
+        if (j->auth_rc == 1 && (j->user = strdup(j->login)) != NULL)
+            maildrop_open(j);
+        else if (j->auth_rc == 1)
+            j->auth_rc = -1;
+        return;
+    }
     if (!auth_penalty_gate_enter(j->auth, &j->gate, j->kind == LOGIN_SASL ? NULL : j->login)) {
         j->auth_rc = 0; /* blocked; or held first (the done callback runs us again) */
         if (j->kind == LOGIN_SASL)
             j->sasl_rc = AUTH_SASL_FAIL;
         return;
     }
+    const char *binding = j->is_login_process ? j->binding : NULL;
     switch (j->kind) {
     case LOGIN_PASS:
-        j->auth_rc = auth_login_password(j->auth, j->login, j->secret, &j->user);
+        j->auth_rc = binding ? auth_login_password_token(j->auth, j->login, j->secret, binding,
+                                                         &j->user, j->token)
+                             : auth_login_password(j->auth, j->login, j->secret, &j->user);
         break;
     case LOGIN_APOP:
-        j->auth_rc = auth_login_apop(j->auth, j->login, j->timestamp, j->secret, &j->user);
+        j->auth_rc = binding ? auth_login_apop_token(j->auth, j->login, j->timestamp, j->secret,
+                                                     binding, &j->user, j->token)
+                             : auth_login_apop(j->auth, j->login, j->timestamp, j->secret,
+                                               &j->user);
+        break;
+    case LOGIN_TOKEN:
         break;
     case LOGIN_SASL:
         j->sasl_rc = auth_sasl_step(j->sasl, j->response, &j->challenge);
@@ -351,6 +379,7 @@ static void login_work(struct job *job)
             j->user = u != NULL ? strdup(u) : NULL;
             if (j->user == NULL)
                 j->auth_rc = -1;
+            snprintf(j->token, sizeof j->token, "%s", auth_sasl_token(j->sasl));
         }
         break;
     }
@@ -366,9 +395,14 @@ static void login_work(struct job *job)
         j->user = NULL;
         free(j->challenge);
         j->challenge = NULL;
+        explicit_bzero(j->token, sizeof j->token); /* never handed over: expires unspent */
     }
-    if (j->auth_rc == 1 && j->user != NULL)
+    if (j->auth_rc == 1 && j->user != NULL && j->is_login_process) {
+        if (!j->token[0])
+            j->auth_rc = -1; /* no token: the session cannot move (a temporary failure) */
+    } else if (j->auth_rc == 1 && j->user != NULL) {
         maildrop_open(j);
+    }
 }
 
 /* Loop thread: a login job the policy holds for its delay runs again once it is over
@@ -435,7 +469,9 @@ static void login_enter_transaction(struct pop3_session *s)
     pop3_reply(s, "+OK Logged in.");
 }
 
-/* Reply for a login whose credentials were good: opened, in use, or broken store. */
+/* Reply for a login whose credentials were good: opened, in use, or broken store. (A
+ * handed-over session stays in AUTHORIZATION too, in the mail worker: its client has
+ * logged in once and may retry, RFC 2449 §8.1.2.) */
 static void login_open_result(struct pop3_session *s, struct login_job *j, const char *method)
 {
     if (j->open_rc == 0) {
@@ -459,6 +495,34 @@ static void login_open_result(struct pop3_session *s, struct login_job *j, const
     }
 }
 
+/* A mail worker: the verdict on a session a login process handed over. It serves no
+ * client that has not logged in: a token the auth process did not confirm ends the
+ * connection after the reply. */
+static void pop3_adopt_done(struct pop3_session *s, struct login_job *j, const char *method)
+{
+    if (j->auth_rc == 1 && j->user != NULL) {
+        if (j->open_rc == 0 && j->sasl_final[0] != '\0') {
+            /* RFC 5034 §4: the final data, then +OK after the client's empty answer */
+            login_adopt(s, j, method);
+            s->is_sasl_final = true;
+            pop3_replyf(s, "+ %s", j->sasl_final);
+            return;
+        }
+        login_open_result(s, j, method);
+        return;
+    }
+    if (j->auth_rc == 0) {
+        log_warning("pop3", "handed-over session refused: the auth process did not confirm its "
+                            "token: user=<%s>, rip=%s",
+                    j->login, conn_peer_ip(s->conn));
+        pop3_reply(s, "-ERR [AUTH] Authentication failed.");
+    } else {
+        pop3_reply(s, "-ERR [SYS/TEMP] Temporary authentication failure.");
+    }
+    s->close_reason = "login not confirmed";
+    pop3_close(s);
+}
+
 static const char *login_method(struct login_job *j)
 {
     switch (j->kind) {
@@ -466,6 +530,8 @@ static const char *login_method(struct login_job *j)
         return "PLAIN"; /* Dovecot logs USER/PASS as PLAIN (seed 003) */
     case LOGIN_APOP:
         return "APOP";
+    case LOGIN_TOKEN:
+        return j->method;
     case LOGIN_SASL:
         break;
     }
@@ -478,7 +544,7 @@ static void login_done(void *session, struct job *job)
     struct login_job *j = (struct login_job *)job;
     struct pop3_session *s = session;
     if (s == NULL) {
-        login_job_free(j);
+        pop3_login_job_free(j);
         return;
     }
     pop3_job_finish(s);
@@ -487,7 +553,20 @@ static void login_done(void *session, struct job *job)
     const char *method = login_method(j);
     if (j->gate.is_blocked)
         log_info("pop3", "Login throttled: rip=%s", conn_peer_ip(s->conn));
-    if (j->auth_rc == 1 && j->user != NULL) {
+    if (j->kind == LOGIN_TOKEN) {
+        pop3_adopt_done(s, j, method);
+        pop3_login_job_free(j);
+        pop3_resume(s);
+        return;
+    }
+    if (j->auth_rc == 1 && j->user != NULL && j->is_login_process) {
+        /* the mail worker opens the maildrop and says +OK (handoff.c) */
+        if (pop3_handoff(s, j->user, j->token, method, NULL)) {
+            pop3_login_job_free(j);
+            return; /* stays paused: close("handoff") or on_handoff_failed follows */
+        }
+        pop3_reply(s, "-ERR [SYS/TEMP] Temporary authentication failure.");
+    } else if (j->auth_rc == 1 && j->user != NULL) {
         login_open_result(s, j, method);
     } else if (j->auth_rc < 0) {
         log_error("pop3", "Temporary authentication failure: user=<%s>, rip=%s", j->login,
@@ -496,7 +575,7 @@ static void login_done(void *session, struct job *job)
     } else {
         login_failed(s, j->login, method);
     }
-    login_job_free(j);
+    pop3_login_job_free(j);
     pop3_resume(s);
 }
 
@@ -506,7 +585,7 @@ static void sasl_done(void *session, struct job *job)
     struct login_job *j = (struct login_job *)job;
     struct pop3_session *s = session;
     if (s == NULL) {
-        login_job_free(j);
+        pop3_login_job_free(j);
         return;
     }
     pop3_job_finish(s);
@@ -526,6 +605,15 @@ static void sasl_done(void *session, struct job *job)
     case AUTH_SASL_OK:
         auth_sasl_free(s->sasl);
         s->sasl = NULL;
+        if (j->is_login_process) {
+            /* the mail worker opens the maildrop, sends the final data and +OK */
+            if (j->auth_rc == 1 && pop3_handoff(s, j->user, j->token, method, j->challenge)) {
+                pop3_login_job_free(j);
+                return;
+            }
+            pop3_reply(s, "-ERR [SYS/TEMP] Temporary authentication failure.");
+            break;
+        }
         if (j->open_rc == 0 && j->challenge != NULL && j->challenge[0] != '\0') {
             /* RFC 5034 §4: additional data with success goes in a last challenge; the
              * client answers with an empty line, then we say +OK. */
@@ -551,7 +639,7 @@ static void sasl_done(void *session, struct job *job)
         break;
     }
     }
-    login_job_free(j);
+    pop3_login_job_free(j);
     pop3_resume(s);
 }
 
@@ -568,11 +656,14 @@ static void login_submit(struct pop3_session *s, struct login_job *j, job_done_f
             s->sasl = NULL;
         }
         pop3_reply(s, "-ERR [SYS/TEMP] Authentication is not available.");
-        login_job_free(j);
+        pop3_login_job_free(j);
         return;
     }
     job_init(&j->job, s->handle, login_work, done);
     j->auth = auth;
+    j->is_login_process = conn_is_login_process(s->conn);
+    if (j->is_login_process || j->kind == LOGIN_TOKEN)
+        conn_login_binding(s->conn, "pop3", j->binding, sizeof j->binding);
     const struct config *cfg = conn_server(s->conn)->cfg;
     penalty_gate_init(&j->gate, "pop3", conn_peer_ip(s->conn),
                       conn_peer_in_networks(s->conn, &cfg->auth_trusted_networks), NULL);
@@ -634,7 +725,7 @@ void pop3_cmd_pass(struct pop3_session *s, const char *args, size_t len)
     s->user_arg = NULL;
     j->secret = strndup(args, len);
     if (j->secret == NULL) {
-        login_job_free(j);
+        pop3_login_job_free(j);
         pop3_reply(s, "-ERR [SYS/TEMP] Out of memory.");
         return;
     }
@@ -676,7 +767,7 @@ void pop3_cmd_apop(struct pop3_session *s, const char *args, size_t len)
     j->secret = strdup(digest);
     snprintf(j->timestamp, sizeof j->timestamp, "%s", s->apop_timestamp);
     if (j->login == NULL || j->secret == NULL) {
-        login_job_free(j);
+        pop3_login_job_free(j);
         pop3_reply(s, "-ERR [SYS/TEMP] Out of memory.");
         return;
     }
@@ -715,7 +806,7 @@ static void sasl_submit(struct pop3_session *s, const char *response, size_t len
     if (response != NULL) {
         j->response = strndup(response, len);
         if (j->response == NULL) {
-            login_job_free(j);
+            pop3_login_job_free(j);
             auth_sasl_free(s->sasl);
             s->sasl = NULL;
             pop3_reply(s, "-ERR [SYS/TEMP] Out of memory.");
@@ -765,6 +856,11 @@ void pop3_cmd_auth(struct pop3_session *s, const char *args, size_t len)
     }
     free(s->user_arg);
     s->user_arg = NULL;
+    if (conn_is_login_process(s->conn)) {
+        char binding[AUTH_BINDING_MAX + 1];
+        conn_login_binding(s->conn, "pop3", binding, sizeof binding);
+        auth_sasl_set_binding(s->sasl, binding);
+    }
     /* RFC 5034 §4: an optional initial response ("=" for an empty one). */
     if (a.n == 2)
         sasl_submit(s, a.v[1], a.len[1], true);
@@ -795,4 +891,25 @@ void pop3_sasl_line(struct pop3_session *s, const char *line, size_t len)
         return;
     }
     sasl_submit(s, line, len, false);
+}
+
+/* ---- privilege separation (pop3/handoff.c) ------------------------------------------ */
+
+bool pop3_login_token_start(struct pop3_session *s, const struct conn_handoff *h)
+{
+    struct login_job *j = calloc(1, sizeof *j);
+    if (j == NULL || (j->login = strdup(h->user)) == NULL) {
+        free(j);
+        return false;
+    }
+    j->kind = LOGIN_TOKEN;
+    snprintf(j->token, sizeof j->token, "%s", h->token);
+    snprintf(j->method, sizeof j->method, "%s", h->method);
+    snprintf(j->sasl_final, sizeof j->sasl_final, "%s", h->sasl_final);
+    if (session_auth(s) == NULL) {
+        pop3_login_job_free(j);
+        return false;
+    }
+    login_submit(s, j, login_done, true);
+    return true;
 }

@@ -298,7 +298,7 @@ void pop3_resume(struct pop3_session *s)
 
 /* ---- conn_protocol callbacks --------------------------------------------------------- */
 
-static void *pop3_open(struct conn *c)
+struct pop3_session *pop3_session_new(struct conn *c)
 {
     struct pop3_session *s = calloc(1, sizeof *s);
     if (s == NULL)
@@ -309,7 +309,14 @@ static void *pop3_open(struct conn *c)
     s->stream.fd = -1;
     const struct config *cfg = conn_server(c)->cfg;
     conn_set_timeout(c, cfg != NULL ? cfg->pop3_timeout : 600);
-    pop3_greeting(s);
+    return s;
+}
+
+static void *pop3_open(struct conn *c)
+{
+    struct pop3_session *s = pop3_session_new(c);
+    if (s != NULL)
+        pop3_greeting(s);
     return s;
 }
 
@@ -392,7 +399,9 @@ static void log_disconnect(struct pop3_session *s, const char *reason)
 static void pop3_on_close(void *session, const char *reason)
 {
     struct pop3_session *s = session;
-    log_disconnect(s, reason);
+    /* a session handed to a mail worker goes on there: it logs its own end */
+    if (reason == NULL || strcmp(reason, "handoff") != 0)
+        log_disconnect(s, reason);
     /* A job in flight holds what it needs (core/job.h) and releases it when it finds the
      * session gone; one not started yet is cancelled (not QUIT's: it is essential). */
     job_session_remove(s->handle);
@@ -407,4 +416,6 @@ const struct conn_protocol pop3_protocol = {
     .on_tls = pop3_on_tls,
     .on_timeout = pop3_on_timeout,
     .close = pop3_on_close,
+    .adopt = pop3_adopt,
+    .on_handoff_failed = pop3_on_handoff_failed,
 };

@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 struct conn;
+struct conn_handoff;
 struct auth_sasl;
 struct store_user;
 struct store_mailbox;
@@ -37,6 +38,8 @@ enum pop3_state {
 #define POP3_MAX_ERRORS 10
 /* Longest login name we keep from USER / APOP / SASL (RFC 5321 path limit). */
 #define POP3_LOGIN_MAX 256
+/* SASL data with success a handed-over session sends (CONN_HANDOFF_SASL_MAX). */
+#define POP3_SASL_FINAL_MAX 512
 
 /* A long reply written in pieces from on_drained (natural backpressure). */
 enum pop3_stream_kind {
@@ -163,6 +166,24 @@ void pop3_cmd_auth(struct pop3_session *s, const char *args, size_t len);
 void pop3_sasl_line(struct pop3_session *s, const char *line, size_t len);
 /* Build the greeting (with the APOP timestamp when offered). */
 void pop3_greeting(struct pop3_session *s);
+
+/* A mail worker: start the session a login process handed over (redeem its token, open
+ * the maildrop, answer the login command); false when out of memory. */
+bool pop3_login_token_start(struct pop3_session *s, const struct conn_handoff *h);
+
+/* ---- session.c, for handoff.c --------------------------------------------------- */
+/* A new session for c in AUTHORIZATION, without the greeting; NULL when out of memory. */
+struct pop3_session *pop3_session_new(struct conn *c);
+
+/* ---- handoff.c (privilege separation: conn_handoff) ----------------------------- */
+/* Login process: the client logged in; hand the session to a mail worker, which opens
+ * the maildrop and answers (after sasl_final as a last challenge, when not NULL/""). false
+ * when it could not even start (the caller answers). */
+bool pop3_handoff(struct pop3_session *s, const char *user, const char *token,
+                  const char *method, const char *sasl_final);
+void pop3_on_handoff_failed(void *session, struct conn *c);
+/* Mail worker: conn_protocol.adopt. */
+void *pop3_adopt(struct conn *c, const struct conn_handoff *h);
 
 /* ---- cmd_mail.c ---------------------------------------------------------------- */
 void pop3_cmd_stat(struct pop3_session *s, const char *args, size_t len);

@@ -18,11 +18,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
-/* Open an anonymous temporary file for a large message body. -1 on failure. */
+/* Open an anonymous temporary file for a large message body. -1 on failure. A login
+ * process has no data folder in its root: its spill file is a memfd, which it seals and
+ * passes to the mail worker that delivers (smtp/remote.c). */
 static int spill_open(const struct smtp_session *s)
 {
+    if (conn_is_login_process(s->c))
+        return memfd_create("tern-message", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     return smtp_spill_file_open(s->cfg->data_dir ? s->cfg->data_dir : ".");
 }
 

@@ -27,6 +27,7 @@
 #include "queue/queue.h"
 #include "smtp/delivery.h"
 #include "smtp/mailauth_hook.h"
+#include "smtp/remote.h"
 #include "smtp/session.h"
 #include "store/store.h"
 
@@ -35,6 +36,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 /* RFC 3848 / RFC 6531 §3.7.3 "with" keyword for the Received header. */
@@ -73,7 +75,7 @@ static void received_header(struct buf *b, const struct smtp_session *s, const c
     buf_printf(b, "; %s\r\n", date);
 }
 
-static void job_free(struct smtp_delivery_job *job)
+void smtp_delivery_job_free(struct smtp_delivery_job *job)
 {
     for (size_t i = 0; i < job->n_local; i++) {
         free(job->local[i].user);
@@ -111,6 +113,8 @@ static void job_free(struct smtp_delivery_job *job)
     buf_free(&job->body);
     if (job->fd >= 0)
         close(job->fd);
+    if (job->map)
+        munmap(job->map, job->map_len);
     free(job);
 }
 
@@ -274,7 +278,8 @@ static bool delivery_filter(struct smtp_delivery_job *job)
         job->is_filtered_out = true;
         return false;
     }
-    smtp_filter_junk(job);
+    smtp_filter_junk(job); /* (a quarantine with junk.quarantine = yes is no hold) */
+    job->is_held = smtp_filter_is_held(job->filter);
     job->is_filtered = true;
     return true;
 }
@@ -284,14 +289,13 @@ static bool delivery_filter(struct smtp_delivery_job *job)
  * local copies, then commit the queue copy — or drop it if the store failed, so that a
  * 451 never leaves a remote copy behind that the client's retry would duplicate. A
  * message the milters quarantined goes to the hold queue whole. */
-static void delivery_work(struct job *j)
+void smtp_delivery_work(struct smtp_delivery_job *job)
 {
-    struct smtp_delivery_job *job = (struct smtp_delivery_job *)j;
     if (!job->is_filtered && !delivery_filter(job))
         return;
     if (job->mailauth && !delivery_mailauth(job)) /* mailauth hook */
         return;
-    if (smtp_filter_is_held(job->filter)) {
+    if (job->is_held) {
         delivery_hold(job);
         return;
     }
@@ -340,6 +344,17 @@ static void delivery_work(struct job *j)
     }
     if (job->n_local)
         delivery_success_notices(job);
+}
+
+/* Workpool thread: deliver here, or (a login process) run the milters here, then have a
+ * mail worker deliver what they left (docs/ARCHITECTURE.md §1). */
+static void delivery_work(struct job *j)
+{
+    struct smtp_delivery_job *job = (struct smtp_delivery_job *)j;
+    if (!job->is_remote)
+        smtp_delivery_work(job);
+    else if (job->is_filtered || delivery_filter(job))
+        smtp_remote_deliver(job);
 }
 
 /* LMTP: the reply for accepted RCPT k from the status of its copies (RFC 2033 §4.2);
@@ -414,7 +429,7 @@ static void delivery_done(void *session, struct job *j)
         /* The client left before the delivery started: it never got a 250 and will send
          * the message again, so nothing was done for nobody (core/job.h). */
         log_info("smtpd", "%s: client gone before delivery: not delivered", id);
-        job_free(job);
+        smtp_delivery_job_free(job);
         return;
     }
     if (job->is_lmtp) {
@@ -428,7 +443,7 @@ static void delivery_done(void *session, struct job *j)
             s->n_junk = 0;
         for (unsigned k = 0; k < job->nrcpt; k++)
             lmtp_reply_rcpt(s, job, k, delay);
-        job_free(job);
+        smtp_delivery_job_free(job);
         if (s)
             smtp_session_job_done(s);
         return;
@@ -446,7 +461,7 @@ static void delivery_done(void *session, struct job *j)
             if (s)
                 smtp_reply(s, "%s", smtp_filter_reply(job->filter));
         }
-        job_free(job);
+        smtp_delivery_job_free(job);
         if (s)
             smtp_session_job_done(s);
         return;
@@ -476,7 +491,8 @@ static void delivery_done(void *session, struct job *j)
         /* Durable: logged and handed to the queue runner even if the client left
          * meanwhile (a duplicate on its retry beats a lost message). */
         delivery_log_sent(job);
-        outbound_runner_notify(id, (const char *const *)job->remote, job->n_remote);
+        if (!job->is_remote) /* (a mail worker that delivered told the queue runner) */
+            outbound_runner_notify(id, (const char *const *)job->remote, job->n_remote);
         if (s) {
             s->n_junk = 0;
             smtp_reply(s, "250 2.0.0 Ok: queued as %s", id);
@@ -507,7 +523,7 @@ static void delivery_done(void *session, struct job *j)
             smtp_reply(s, "451 4.3.0 Error: queue file write error");
         }
     }
-    job_free(job);
+    smtp_delivery_job_free(job);
     if (s)
         smtp_session_job_done(s);
 }
@@ -563,6 +579,7 @@ void smtp_delivery_start(struct smtp_session *s)
         goto oom;
     job->fd = -1;
     job_init(&job->job, s->handle, delivery_work, delivery_done);
+    job->is_remote = conn_is_login_process(s->c);
     memcpy(job->queue_id, t->queue_id, sizeof job->queue_id);
     job->data_dir = strdup(s->cfg->data_dir ? s->cfg->data_dir : ".");
     job->sender = strdup(t->from_text);
@@ -691,7 +708,7 @@ void smtp_delivery_start(struct smtp_session *s)
 
 oom:
     if (job)
-        job_free(job);
+        smtp_delivery_job_free(job);
     smtp_txn_reset(t);
     smtp_reply_message(s, n_rcpt, "451 4.3.0 Error: out of memory");
 }

@@ -1,8 +1,15 @@
 /*
- * delivery.h - internal to the smtp module: the delivery job that delivery.c fills on the
- * loop and runs in the workpool, and the milter step (filter.c) that runs first in the
- * same job. Everything here is plain data owned by the job (the thread rule): the work
- * function never reads the session.
+ * delivery.h - internal to the smtp module: the delivery job of a received message
+ * (delivery.c), shared with smtp/remote.c, which carries it between a login process and
+ * the mail worker that delivers it (privilege separation: the login process may write
+ * neither mailboxes nor the spool), and the milter step (filter.c) that runs first in the
+ * same job (in the login process: docs/ARCHITECTURE.md §1).
+ *
+ * Ownership: the job owns every string and array below (smtp_delivery_job_free). On a
+ * login process it is filled on the loop from the session and the transaction; on a mail
+ * worker from the envelope a login process sent (smtp/remote.c), the homes and quotas
+ * looked up again in the directory. Thread rules: core/job.h (the work sees the job only,
+ * never the session).
  */
 #ifndef TERN_SMTP_DELIVERY_H
 #define TERN_SMTP_DELIVERY_H
@@ -14,6 +21,7 @@
 #include "store/store.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -61,10 +69,22 @@ struct smtp_delivery_job {
     char *junk_mailbox;
     bool is_junk_quarantine;
     bool is_junk;               /* set by the work: local copies went to junk_mailbox */
+    bool is_held;               /* set by the work: a milter quarantined the message */
     bool is_filtered_out;       /* the milters refused or discarded the message */
     bool is_filtered;           /* the milters and the spam verdict are done */
+
+    /* privilege separation (smtp/remote.c) */
+    bool is_remote; /* a login process: a mail worker delivers, the results come back */
+    void *map;      /* a mail worker: the login process's sealed message, mapped */
+    size_t map_len;
 };
 
+/* Workpool thread: deliver the message here (the milters first unless they ran already,
+ * then the queue copy, local copies, success DSNs); the results go into the job
+ * (queue_rc, store_rc, targets[].status, error, mailauth, is_filtered_out). */
+void smtp_delivery_work(struct smtp_delivery_job *job);
+/* Free the job and everything it holds. Any thread that owns it. */
+void smtp_delivery_job_free(struct smtp_delivery_job *job);
 
 /* filter.c */
 /* Loop thread: copy what the milters of this listener need (their specs, the macros,

@@ -21,6 +21,7 @@
 #include "policy/greylist.h"
 #include "policy/ratelimit.h"
 #include "smtp/mailauth_hook.h"
+#include "smtp/remote.h"
 #include "smtp/session.h"
 #include "store/store.h"
 
@@ -277,8 +278,11 @@ struct rcpt_job {
     struct smtp_rcpt_params rp;
     bool may_relay; /* authenticated, or in relay_networks (decided on the loop) */
     bool is_lmtp;   /* LMTP: final delivery only (RFC 2033), one reply per recipient */
-    /* greylisting of a local recipient (NULL: not for this session) */
+    bool is_remote; /* a login process: a mail worker tells whether a mailbox is full */
+    /* greylisting of a local recipient: here (greylist, the only process) or asked of a
+     * mail worker (is_greylist_remote, a login process); neither: not for this session */
     struct greylist *greylist; /* thread-safe service handle */
+    bool is_greylist_remote;
     char client_ip[64];
     char sender[ADDR_MAX_PATH + 1];
     bool is_greylist_error; /* result: the database failed, the recipient passed */
@@ -342,7 +346,7 @@ static void rcpt_local(struct rcpt_job *rj)
             continue;
         }
         rj->n_users++;
-        if (user_is_full(u)) {
+        if (rj->is_remote ? smtp_remote_user_is_full(u->address) == 1 : user_is_full(u)) {
             snprintf(rj->reply, sizeof rj->reply,
                      "452 4.2.2 <%s>: Recipient address rejected: Mailbox full", rcpt);
             return;
@@ -371,7 +375,10 @@ static void postmaster_domain(struct rcpt_job *rj, char *out, size_t size)
 static void rcpt_greylist(struct rcpt_job *rj)
 {
     struct greylist_answer a;
-    greylist_check(rj->greylist, rj->client_ip, rj->sender, rj->rcpt, time(NULL), &a);
+    if (rj->is_greylist_remote)
+        smtp_remote_greylist(rj->client_ip, rj->sender, rj->rcpt, &a);
+    else
+        greylist_check(rj->greylist, rj->client_ip, rj->sender, rj->rcpt, time(NULL), &a);
     if (a.verdict == GREYLIST_DEFER)
         snprintf(rj->reply, sizeof rj->reply,
                  "450 4.7.1 <%s>: Recipient address rejected: Greylisted, try again in %u "
@@ -400,7 +407,7 @@ static void rcpt_work(struct job *j)
                      "550 5.1.1 <%s>: Recipient address rejected: forwarded off this host, "
                      "not deliverable over LMTP",
                      rj->rcpt);
-        if (!rj->reply[0] && rj->greylist)
+        if (!rj->reply[0] && (rj->greylist || rj->is_greylist_remote))
             rcpt_greylist(rj);
     } else if (rj->is_lmtp) {
         /* LMTP never relays (RFC 2033 §1: delivery to local mailboxes) */
@@ -544,9 +551,12 @@ void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
     snprintf(rj->host, sizeof rj->host, "%s", smtp_hostname(s));
     rj->rp = rp;
     rj->is_lmtp = s->role == CONN_ROLE_LMTP;
+    rj->is_remote = conn_is_login_process(s->c);
     rj->may_relay = !rj->is_lmtp && (s->auth_user != NULL ||
                                      conn_peer_in_networks(s->c, &s->cfg->relay_networks));
-    if ((rj->greylist = smtp_screen_greylist(s)) != NULL) {
+    rj->greylist = smtp_screen_greylist(s);
+    rj->is_greylist_remote = rj->is_remote && smtp_screen_is_greylisted(s);
+    if (rj->greylist || rj->is_greylist_remote) {
         snprintf(rj->client_ip, sizeof rj->client_ip, "%s", smtp_screen_client_ip(s));
         snprintf(rj->sender, sizeof rj->sender, "%s", s->txn.from_text);
     }

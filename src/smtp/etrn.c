@@ -20,6 +20,7 @@
 #include "core/log.h"
 #include "core/workpool.h"
 #include "queue/queue.h"
+#include "smtp/remote.h"
 #include "smtp/session.h"
 
 #include <stdio.h>
@@ -29,12 +30,11 @@
 
 #define ETRN_MAX_DOMAINS 1000 /* distinct domains flushed for one "@domain" */
 
-struct etrn_job {
-    struct job job; /* first (core/job.h) */
-    char *data_dir;
-    char node[256];     /* the domain, lower case, without "@" */
+/* The flush of one node (also run by a mail worker for a login process: smtp/remote.c). */
+struct etrn_flush {
+    const char *data_dir;
+    const char *node;   /* the domain, lower case, without "@" */
     bool is_subdomains; /* "@domain" */
-    bool has_transport;
     /* results */
     size_t n_queued; /* messages in the queue with a recipient in the node */
     int moved;
@@ -43,8 +43,20 @@ struct etrn_job {
     size_t n_domains;
 };
 
+struct etrn_job {
+    struct job job; /* first (core/job.h) */
+    char *data_dir;
+    char node[256];
+    bool is_subdomains;
+    bool has_transport;
+    bool is_remote; /* a login process: a mail worker flushes */
+    size_t n_queued;
+    int moved;
+    bool is_failed;
+};
+
 /* Does domain d belong to the node (itself, or a subdomain for "@node")? */
-static bool etrn_matches(const struct etrn_job *job, const char *d)
+static bool etrn_matches(const struct etrn_flush *job, const char *d)
 {
     if (strcasecmp(d, job->node) == 0)
         return true;
@@ -71,7 +83,7 @@ static bool etrn_domain_ok(const char *d, size_t len)
 /* queue_list callback: count matching messages and collect their domains. */
 static void etrn_collect(const struct queue_entry *e, void *arg)
 {
-    struct etrn_job *job = arg;
+    struct etrn_flush *job = arg;
     bool is_counted = false;
     for (size_t i = 0; i < e->n_recipients; i++) {
         const char *at = strrchr(e->recipients[i], '@');
@@ -95,31 +107,45 @@ static void etrn_collect(const struct queue_entry *e, void *arg)
     }
 }
 
-/* Workpool thread: find the node's mail and flush it (renames, directory fsync). */
+void smtp_etrn_flush(const char *data_dir, const char *node, bool is_subdomains,
+                     size_t *n_queued_r, int *moved_r)
+{
+    struct etrn_flush f = {.data_dir = data_dir, .node = node, .is_subdomains = is_subdomains};
+    char *err = NULL;
+    if (queue_list(data_dir, etrn_collect, &f, &err) < 0) {
+        log_warning("smtpd", "ETRN %s: cannot list the queue: %s", node, err ? err : "?");
+        free(err);
+        f.is_failed = true;
+    }
+    for (size_t i = 0; !f.is_failed && i < f.n_domains; i++) {
+        int r = queue_flush_domain(data_dir, f.domains[i]);
+        if (r < 0)
+            f.is_failed = true;
+        else
+            f.moved += r;
+    }
+    for (size_t i = 0; i < f.n_domains; i++)
+        free(f.domains[i]);
+    free(f.domains);
+    *n_queued_r = f.n_queued;
+    *moved_r = f.is_failed ? -1 : f.moved;
+}
+
+/* Workpool thread: find the node's mail and flush it (renames, directory fsync), here or
+ * (a login process) in a mail worker. */
 static void etrn_work(struct job *j)
 {
     struct etrn_job *job = (struct etrn_job *)j;
-    char *err = NULL;
-    if (queue_list(job->data_dir, etrn_collect, job, &err) < 0) {
-        log_warning("smtpd", "ETRN %s: cannot list the queue: %s", job->node, err ? err : "?");
-        free(err);
-        job->is_failed = true;
-        return;
-    }
-    for (size_t i = 0; i < job->n_domains; i++) {
-        int r = queue_flush_domain(job->data_dir, job->domains[i]);
-        if (r < 0)
-            job->is_failed = true;
-        else
-            job->moved += r;
-    }
+    if (job->is_remote)
+        smtp_remote_etrn(job->node, job->is_subdomains, &job->n_queued, &job->moved);
+    else
+        smtp_etrn_flush(job->data_dir, job->node, job->is_subdomains, &job->n_queued,
+                        &job->moved);
+    job->is_failed = job->moved < 0;
 }
 
 static void etrn_job_free(struct etrn_job *job)
 {
-    for (size_t i = 0; i < job->n_domains; i++)
-        free(job->domains[i]);
-    free(job->domains);
     free(job->data_dir);
     free(job);
 }
@@ -190,6 +216,7 @@ void smtp_cmd_etrn(struct smtp_session *s, const struct smtp_command *cmd)
     }
     job_init(&job->job, s->handle, etrn_work, etrn_done);
     job->is_subdomains = is_subdomains;
+    job->is_remote = conn_is_login_process(s->c);
     for (size_t i = 0; i < len; i++)
         job->node[i] = (char)((arg[i] >= 'A' && arg[i] <= 'Z') ? arg[i] + 32 : arg[i]);
     job->node[len] = '\0';
@@ -203,7 +230,8 @@ void smtp_cmd_etrn(struct smtp_session *s, const struct smtp_command *cmd)
             continue;
         memcpy(d, item, dl);
         d[dl] = '\0';
-        job->has_transport = etrn_matches(job, d);
+        struct etrn_flush f = {.node = job->node, .is_subdomains = is_subdomains};
+        job->has_transport = etrn_matches(&f, d);
     }
     smtp_session_job_start(s, &job->job);
 }

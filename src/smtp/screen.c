@@ -92,13 +92,30 @@ struct screen_query {
 /* The resolver of the lookups (smtp_screen_start), NULL when no check needs DNS. */
 static struct outbound_dns *screen_dns;
 
+/* Does any configured check need DNS? */
+static bool screen_needs_dns(const struct config *cfg)
+{
+    return cfg->smtp_dnsbl_sites.n || cfg->smtp_rhsbl_sites.n ||
+           cfg->smtp_reject_unknown_sender_domain;
+}
+
+int smtp_screen_prepare(const struct config *cfg, char **error_r)
+{
+    if (!screen_needs_dns(cfg) || screen_dns)
+        return 0;
+    /* no trust anchor: the lists' answers are taken as they come (no DNSSEC here), and
+     * libunbound would read the anchor file only at the first query, inside the chroot */
+    screen_dns = outbound_dns_create(cfg->dns_resolver, NULL, error_r);
+    return screen_dns ? 0 : -1;
+}
+
 int smtp_screen_start(const struct config *cfg, struct event_base *base, char **error_r)
 {
-    if (!cfg->smtp_dnsbl_sites.n && !cfg->smtp_rhsbl_sites.n &&
-        !cfg->smtp_reject_unknown_sender_domain)
+    if (!screen_needs_dns(cfg))
         return 0;
-    screen_dns = outbound_dns_create(cfg->dns_resolver, cfg->dns_trust_anchor, error_r);
-    if (screen_dns && outbound_dns_attach(screen_dns, base) < 0) {
+    if (smtp_screen_prepare(cfg, error_r) < 0)
+        return -1;
+    if (outbound_dns_attach(screen_dns, base) < 0) {
         outbound_dns_free(screen_dns);
         screen_dns = NULL;
         *error_r = strdup("cannot watch the screening resolver");
@@ -593,6 +610,11 @@ bool smtp_screen_helo(struct smtp_session *s, const char *helo)
 struct greylist *smtp_screen_greylist(const struct smtp_session *s)
 {
     return screen_is_exempt(s) ? NULL : s->ctx->greylist;
+}
+
+bool smtp_screen_is_greylisted(const struct smtp_session *s)
+{
+    return s->cfg->greylist_enabled && !screen_is_exempt(s);
 }
 
 const char *smtp_screen_client_ip(const struct smtp_session *s)

@@ -209,6 +209,9 @@ bool smtp_screen_mail(struct smtp_session *s, const struct addr *from, const cha
 /* RCPT of a local recipient: the greylist its RCPT job checks (ctx->greylist), or NULL
  * when this session is exempt or greylisting is off. */
 struct greylist *smtp_screen_greylist(const struct smtp_session *s);
+/* RCPT of a local recipient in a login process (no greylist file here): does greylisting
+ * apply to this session (the RCPT job then asks a mail worker, smtp/remote.h)? */
+bool smtp_screen_is_greylisted(const struct smtp_session *s);
 /* The client's address for the checks (XCLIENT's, else the connection's). */
 const char *smtp_screen_client_ip(const struct smtp_session *s);
 void smtp_screen_free(struct smtp_session *s);

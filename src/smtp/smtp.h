@@ -23,6 +23,16 @@ void smtp_mailauth_stop(void);
  * domain checks, attached to base (none when no check needs DNS) / freed. Same rules. */
 struct event_base;
 int smtp_screen_start(const struct config *cfg, struct event_base *base, char **error_r);
+/* The same resolver made ahead, before the process enters its chroot (a login process:
+ * libunbound reads resolv.conf, hosts and the trust anchor when it is made);
+ * smtp_screen_start then only attaches it. */
+int smtp_screen_prepare(const struct config *cfg, char **error_r);
 void smtp_screen_stop(void);
+
+struct server_context;
+/* A mail worker (privilege separation): deliver the messages, answer the usage and ETRN
+ * questions of the login processes' SMTP and LMTP sessions (smtp/remote.h), with ctx's
+ * directory, pool and configuration. Loop thread, once, from init. */
+void smtp_remote_serve(const struct server_context *ctx);
 
 #endif

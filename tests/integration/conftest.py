@@ -153,44 +153,79 @@ def free_ports(n):
 
 
 @functools.cache
-def _run_user():
-    """The unprivileged user the server drops to when we run as root (None otherwise)."""
-    if os.geteuid() != 0:
-        return None
-    for name in ("tern",):
-        try:
-            pwd.getpwnam(name)
-            return name
-        except KeyError:
-            pass
+def _system_user(name):
+    """A system user for the server to switch to (created when missing); None when that
+    cannot be done."""
+    try:
+        pwd.getpwnam(name)
+        return name
+    except KeyError:
+        pass
     useradd = shutil.which("useradd") or "/usr/sbin/useradd"
     try:
         subprocess.run([useradd, "--system", "--no-create-home", "--home-dir", "/nonexistent",
-                        "--shell", "/usr/sbin/nologin", "tern"],
+                        "--shell", "/usr/sbin/nologin", name],
                        check=True, capture_output=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
         pass  # e.g. another pytest-xdist worker made it first (or holds the passwd lock)
     for _ in range(50):  # bound: 5 s for a concurrent useradd to finish
         try:
-            pwd.getpwnam("tern")
-            return "tern"
+            pwd.getpwnam(name)
+            return name
         except KeyError:
             time.sleep(0.1)
-    return "nobody"
+    return None
 
 
-def _chown_tree(path, user):
-    """Give the whole data folder to the run user (the CLI ran as root before start)."""
+@functools.cache
+def _run_user():
+    """The unprivileged user the server drops to when we run as root (None otherwise)."""
+    if os.geteuid() != 0:
+        return None
+    return _system_user("tern") or "nobody"
+
+
+def _separated_users():
+    """(login_user, auth_user): the login processes' and the auth process's users
+    (privilege separation, docs/SECURITY.md), as scripts/install-deps.sh creates them;
+    (None, None) when not root."""
+    if os.geteuid() != 0:
+        return None, None
+    return _system_user("tern-login"), _system_user("tern-auth")
+
+
+def _chown_tree(path, user, auth_user=None):
+    """Give the data folder to the run user as the server does at start (the CLI ran as
+    root before): everything to run_user, except tern.db and its WAL files, which belong
+    to auth_user (mode 0600), and run/ (the master's, with the login processes' empty
+    root), which stays root's. data_dir itself gets auth_user's group, writable, sticky
+    (SQLite creates tern.db-wal and -shm next to the database)."""
     if user is None:
         return
     pw = pwd.getpwnam(user)
+    path = str(path)
+    run_dir = os.path.join(path, "run") if os.path.basename(path) == "data" else None
     for root, dirs, files in os.walk(path):
+        if run_dir and root == os.path.dirname(run_dir) and "run" in dirs:
+            dirs.remove("run")
         os.chown(root, pw.pw_uid, pw.pw_gid)
         for name in dirs + files:
             try:
                 os.lchown(os.path.join(root, name), pw.pw_uid, pw.pw_gid)
             except FileNotFoundError:
                 pass
+    if auth_user is None or os.path.basename(path) != "data":
+        return
+    apw = pwd.getpwnam(auth_user)
+    for name in ("tern.db", "tern.db-wal", "tern.db-shm"):
+        f = os.path.join(path, name)
+        try:
+            os.chown(f, apw.pw_uid, apw.pw_gid)
+            os.chmod(f, 0o600)
+        except FileNotFoundError:
+            pass
+    os.chown(path, pw.pw_uid, apw.pw_gid)
+    os.chmod(path, (os.stat(path).st_mode & 0o777) | 0o1070)
 
 
 def _config_value(v):
@@ -222,6 +257,7 @@ class TernServer:
         self.config_path = self.root / "tern.conf"
         self.log_path = self.root / "server.log"
         self.run_user = _run_user()
+        self.login_user, self.auth_user = _separated_users()
         self.ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES))))
         self.users = dict(USERS)
         self.proc = None
@@ -230,6 +266,7 @@ class TernServer:
         self.reported_upto = 0  # log offset up to which sanitizer reports were raised
         self.write_config(overrides or {})
         _chown_tree(self.root, self.run_user)
+        self.chown_data()
 
     # --- config -------------------------------------------------------------------
     def base_config(self):
@@ -254,6 +291,9 @@ class TernServer:
             cfg[f"{name}.listen"] = f"{self.host}:{self.ports[name]}"
         if self.run_user:
             cfg["run_user"] = self.run_user
+        if self.login_user and self.auth_user:
+            cfg["login_user"] = self.login_user
+            cfg["auth_user"] = self.auth_user
         return cfg
 
     def write_config(self, overrides):
@@ -269,6 +309,11 @@ class TernServer:
         lines += [f"{k} = {v}" for k, v in cfg.items()]
         self.config_path.write_text("\n".join(lines) + "\n")
 
+    def chown_data(self):
+        """Owners as the server sets them at start (tern.db to the auth user)."""
+        _chown_tree(self.data_dir, self.run_user,
+                    self.auth_user if self.config.get("master_process", "yes") != "no" else None)
+
     # --- CLI ----------------------------------------------------------------------
     def cli(self, *args, input=None, check=True, timeout=CLI_TIMEOUT, env=None):
         """Run `tern -c <config> args...`; text in/out. check=True raises with stderr."""
@@ -278,7 +323,7 @@ class TernServer:
             full_env.update(env)
         cp = subprocess.run(cmd, input=input if input is not None else "", text=True,
                             capture_output=True, timeout=timeout, env=full_env)
-        _chown_tree(self.data_dir, self.run_user)
+        self.chown_data()
         if check and cp.returncode != 0:
             raise TernError(f"{' '.join(cmd)} exited {cp.returncode}\n"
                             f"stdout:\n{cp.stdout}\nstderr:\n{cp.stderr}")
@@ -330,7 +375,7 @@ class TernServer:
         """Start `tern serve -f` on the same ports and data; wait for the readiness line."""
         if self.is_running():
             raise TernError("server already running")
-        _chown_tree(self.data_dir, self.run_user)
+        self.chown_data()
         since = self.log_offset()
         self._log_file = open(self.log_path, "ab", buffering=0)
         env = dict(os.environ)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tern_bin
+from conftest import _system_user, tern_bin
 
 DOVEADM = shutil.which("doveadm")
 needs_doveadm = pytest.mark.skipif(DOVEADM is None, reason="doveadm (dovecot-core) not installed")
@@ -244,26 +244,50 @@ def test_user_add_without_password_source_fails(cli):
     assert cli.ok("user", "list").stdout == ""
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to test the privilege drop")
-def test_root_drops_to_data_dir_owner(cli):
+def _auth_owner():
+    """The user tern.db must belong to (auth_user's default, docs/SECURITY.md)."""
+    name = _system_user("tern-auth")
+    assert name, "cannot create the auth user tern-auth"
+    return pwd.getpwnam(name)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to test the file owners")
+def test_root_keeps_the_owners(cli):
+    """As root, the CLI leaves what it writes to the users that will read it: tern.db to
+    the auth process's user (mode 0600), everything else to the data folder's owner."""
     owner = pwd.getpwnam("nobody")
+    db_owner = _auth_owner()
     cli.data_dir.mkdir()
     os.chown(cli.data_dir, owner.pw_uid, owner.pw_gid)
     cli.ok("domain", "add", "example.test")
     cli.ok("user", "add", "a@example.test", "--password-stdin", input="pw\n")
     for name in os.listdir(cli.data_dir):
         st = os.stat(cli.data_dir / name)
-        assert st.st_uid == owner.pw_uid, f"{name} owned by uid {st.st_uid}"
+        want = db_owner.pw_uid if name.startswith("tern.db") else owner.pw_uid
+        assert st.st_uid == want, f"{name} owned by uid {st.st_uid}, not {want}"
+    assert os.stat(cli.data_dir / "tern.db").st_mode & 0o777 == 0o600
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to test the privilege drop")
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to test the file owners")
 def test_root_creates_missing_data_dir_for_run_user(cli):
     owner = pwd.getpwnam("nobody")
+    db_owner = _auth_owner()
     with open(cli.config_path, "a") as f:
         f.write("run_user = nobody\n")
     assert not cli.data_dir.exists()
     cli.ok("domain", "add", "example.test")
     assert os.stat(cli.data_dir).st_uid == owner.pw_uid
+    assert os.stat(cli.data_dir / "tern.db").st_uid == db_owner.pw_uid
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to test the file owners")
+def test_root_single_process_gives_the_directory_to_run_user(cli):
+    """Without separated processes (master_process = no) one process reads tern.db: it
+    belongs to run_user."""
+    owner = pwd.getpwnam("nobody")
+    with open(cli.config_path, "a") as f:
+        f.write("run_user = nobody\nmaster_process = no\n")
+    cli.ok("domain", "add", "example.test")
     assert os.stat(cli.data_dir / "tern.db").st_uid == owner.pw_uid
 
 

@@ -76,10 +76,12 @@ def test_processes_status_and_users(tern_factory):
     out = _status(srv)
     assert re.search(r"^master: pid %d, uptime \d+ s" % srv.pid, out, re.M), out
     assert len(_pids(srv, "worker")) == 3, out
+    assert len(_pids(srv, "login")) == 3, out  # login_processes: as many as workers
     assert len(_pids(srv, "auth")) == 1 and len(_pids(srv, "queue")) == 1, out
     assert re.search(r"^total: connections \d+, max_connections \d+$", out, re.M), out
     kids = set(child_pids(srv.pid))
-    assert kids == set(_pids(srv, "worker") + _pids(srv, "auth") + _pids(srv, "queue"))
+    assert kids == set(_pids(srv, "worker") + _pids(srv, "login") + _pids(srv, "auth") +
+                       _pids(srv, "queue"))
     # status counts a connection in the worker that holds it
     add_user(srv, "st@example.test", "pw")
     c = imaplib_login(srv, "st@example.test", "pw")

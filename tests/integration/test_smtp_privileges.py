@@ -1,10 +1,12 @@
 """
 test_smtp_privileges.py - DESIGN §2 privileges: started as root, `tern serve` binds its
 listeners (a port below 1024 included) as the master, which stays root and parses nothing
-from the network; every process that does (the workers, the queue process) runs as
-run_user only: every Uid/Gid field in /proc/<pid>/status is the run user's, no
-supplementary root group, setuid(0) impossible, and everything they create in the data
-folder belongs to the run user (the master's own control socket in run/ is root's).
+from the network; every other process runs as its own unprivileged user only (the mail
+workers and the queue process as run_user, the login processes as login_user, the auth
+process as auth_user: docs/SECURITY.md): every Uid/Gid field in /proc/<pid>/status is
+that user's, no supplementary root group, setuid(0) impossible, and everything they
+create in the data folder belongs to the run user, except tern.db and its WAL files
+(auth_user's) and run/ (the master's control socket and the login processes' root).
 """
 
 import os
@@ -50,8 +52,14 @@ def test_serve_binds_low_port_then_runs_as_run_user(tern_factory):
     kids = child_pids(srv.pid)
     assert len(kids) >= 2, f"a master with workers and a queue process: {kids}"
     assert proc_ids(srv.pid, "Uid")[0] == 0  # the master keeps root (binding, restarts)
-    # every process that touches network input or mail, and its threads: the run user
+    status = srv.cli("status").stdout
+    kinds = {int(pid): kind for kind, pid in re.findall(r"^(\w+): pid (\d+)", status, re.M)}
+    user_of = {"worker": srv.run_user, "queue": srv.run_user, "login": srv.login_user,
+               "auth": srv.auth_user}
+    assert set(kids) <= set(kinds) and {kinds[k] for k in kids} == set(user_of), status
+    # every process that touches network input or mail, and its threads: its own user
     for pid in kids:
+        pw = pwd.getpwnam(user_of[kinds[pid]])
         for tid in os.listdir(f"/proc/{pid}/task"):
             uids = proc_ids(f"{pid}/task/{tid}", "Uid")
             gids = proc_ids(f"{pid}/task/{tid}", "Gid")
@@ -67,13 +75,16 @@ def test_serve_binds_low_port_then_runs_as_run_user(tern_factory):
     assert code == 250
     wait_for(lambda: any((srv.maildir("alice@example.test") / "new").iterdir()),
              what="the delivered message")
+    pw = pwd.getpwnam(srv.run_user)
+    auth_uid = pwd.getpwnam(srv.auth_user).pw_uid
     bad = []
     for root, dirs, files in os.walk(srv.data_dir):
         if root == str(srv.data_dir):
             dirs[:] = [d for d in dirs if d != "run"]  # the master's control socket
         for name in dirs + files:
             st = os.lstat(os.path.join(root, name))
-            if st.st_uid != pw.pw_uid:
+            is_db = root == str(srv.data_dir) and name.startswith("tern.db")
+            if st.st_uid != (auth_uid if is_db else pw.pw_uid):
                 bad.append(f"{os.path.join(root, name)} uid={st.st_uid}")
     assert os.stat(srv.data_dir).st_uid == pw.pw_uid
-    assert not bad, "not owned by the run user:\n" + "\n".join(bad[:20])
+    assert not bad, "not owned by the run user (tern.db: the auth user):\n" + "\n".join(bad[:20])

@@ -344,6 +344,34 @@ bool conn_peer_in_networks(const struct conn *c, const struct config_list *nets)
     return false; /* the fake peers are in no configured network */
 }
 
+/* The fake core is a single process: sessions are never handed over (conn.h). */
+bool conn_is_login_process(const struct conn *c)
+{
+    FAKE_ON_LOOP();
+    return false;
+}
+
+bool conn_is_handed_over(const struct conn *c)
+{
+    FAKE_ON_LOOP();
+    return false;
+}
+
+void conn_handoff(struct conn *c, struct conn_handoff *h)
+{
+    /* never called: conn_is_login_process() is false here */
+    (void)c;
+    free(h);
+    abort();
+}
+
+void conn_login_binding(const struct conn *c, const char *service, char *out, size_t size)
+{
+    FAKE_ON_LOOP();
+    snprintf(out, size, "%s %s 0 %s %u", service, conn_peer_ip(c), conn_local_ip(c),
+             (unsigned)conn_local_port(c));
+}
+
 bool conn_is_stopping(const struct conn *c)
 {
     FAKE_ON_LOOP();

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "core/anvil.h"
+#include "core/conn.h"
 #include "policy/ratelimit.h"
 
 static bool event(struct ratelimit *a, enum ratelimit_event ev, const char *ip, const char *user,
@@ -29,8 +30,8 @@ static struct anvil *fresh_anvil(void)
 {
     struct anvil *a = anvil_create();
     assert_non_null(a);
-    anvil_slot_reset(a, 0, 1000, 1);
-    anvil_slot_reset(a, 1, 1001, 1);
+    anvil_slot_reset(a, 0, 1000, 1, SERVER_PROC_LOGIN);
+    anvil_slot_reset(a, 1, 1001, 1, SERVER_PROC_LOGIN);
     anvil_attach(a, 0);
     return a;
 }

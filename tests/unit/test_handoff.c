@@ -1,0 +1,191 @@
+/*
+ * test_handoff.c - the plain-data records between processes: core/wire.h fields and the
+ * record of a session handed from a login process to a mail worker (conn_handoff_encode /
+ * conn_handoff_decode, core/handoff.c), including what a taken-over login process could
+ * send instead.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/buf.h"
+#include "core/conn.h"
+#include "core/wire.h"
+
+#define TOKEN "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+static void test_wire_fields(void **state)
+{
+    struct buf b;
+    buf_init(&b, 0);
+    assert_true(wire_put_str(&b, "abc"));
+    assert_true(wire_put_num(&b, 18446744073709551615ull));
+    assert_true(wire_put_str(&b, ""));
+    assert_true(wire_put_num(&b, 7));
+    assert_true(buf_append(&b, "rest", 4));
+    struct wire_reader r;
+    wire_reader_init(&r, b.data, b.len);
+    assert_string_equal(wire_str(&r, 4), "abc");
+    assert_true(wire_num(&r, UINT64_MAX) == UINT64_MAX);
+    assert_string_equal(wire_str(&r, 1), "");
+    assert_int_equal(wire_num(&r, 7), 7);
+    size_t n;
+    const char *rest = wire_rest(&r, &n);
+    assert_int_equal(n, 4);
+    assert_memory_equal(rest, "rest", 4);
+    assert_false(r.is_bad);
+    buf_free(&b);
+}
+
+static void test_wire_hostile(void **state)
+{
+    struct wire_reader r;
+    /* a string longer than allowed */
+    wire_reader_init(&r, "abcd", 5);
+    (void)wire_str(&r, 4);
+    assert_true(r.is_bad);
+    /* no terminating NUL inside the record */
+    wire_reader_init(&r, "abcd", 4);
+    (void)wire_str(&r, 100);
+    assert_true(r.is_bad);
+    /* numbers: digits only, within the bound, no overflow, not empty, no leading zero
+     * (fuzz_handoff: "07" decoded as 7 encoded back as "7") */
+    const char *bad[] = {"12a", "-1", "", "99999999999999999999999", "8", "07", "00"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        wire_reader_init(&r, bad[i], strlen(bad[i]) + 1);
+        (void)wire_num(&r, 7);
+        assert_true(r.is_bad);
+    }
+    /* the first failure sticks */
+    wire_reader_init(&r, "x\0" "5", 4);
+    (void)wire_num(&r, 9);
+    assert_int_equal(wire_num(&r, 9), 0);
+    assert_true(r.is_bad);
+}
+
+static struct conn_handoff *sample(void)
+{
+    struct conn_handoff *h = calloc(1, sizeof *h);
+    assert_non_null(h);
+    h->role = CONN_ROLE_IMAPS;
+    h->is_tls = true;
+    strcpy(h->peer_ip, "2001:db8::7");
+    h->peer_port = 50123;
+    strcpy(h->local_ip, "192.0.2.1");
+    h->local_port = 993;
+    strcpy(h->tls_desc, "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)");
+    strcpy(h->user, "alice@example.org");
+    strcpy(h->token, TOKEN);
+    strcpy(h->tag, "a001");
+    strcpy(h->method, "SCRAM-SHA-256");
+    strcpy(h->sasl_final, "dj1hYmNkZWY=");
+    h->errors = 3;
+    memcpy(h->input, "b SELECT INBOX\r\n\0x", 18);
+    h->input_len = 18;
+    return h;
+}
+
+static void test_handoff_roundtrip(void **state)
+{
+    struct conn_handoff *h = sample(), *back = calloc(1, sizeof *back);
+    char *wire = malloc((64 * 1024));
+    size_t len;
+    assert_int_equal(conn_handoff_encode(h, wire, (64 * 1024), &len), 0);
+    assert_true(conn_handoff_decode(wire, len, back));
+    assert_int_equal(back->role, CONN_ROLE_IMAPS);
+    assert_true(back->is_tls);
+    assert_string_equal(back->peer_ip, "2001:db8::7");
+    assert_int_equal(back->peer_port, 50123);
+    assert_string_equal(back->local_ip, "192.0.2.1");
+    assert_int_equal(back->local_port, 993);
+    assert_string_equal(back->tls_desc, h->tls_desc);
+    assert_string_equal(back->user, "alice@example.org");
+    assert_string_equal(back->token, TOKEN);
+    assert_string_equal(back->tag, "a001");
+    assert_string_equal(back->method, "SCRAM-SHA-256");
+    assert_string_equal(back->sasl_final, "dj1hYmNkZWY=");
+    assert_int_equal(back->errors, 3);
+    assert_int_equal(back->input_len, 18);
+    assert_memory_equal(back->input, h->input, 18);
+    /* the input must be exactly the rest: one byte more or less is refused */
+    assert_false(conn_handoff_decode(wire, len - 1, back));
+    wire[len] = 'x';
+    assert_false(conn_handoff_decode(wire, len + 1, back));
+    /* too small an output buffer */
+    assert_int_equal(conn_handoff_encode(h, wire, 40, &len), -1);
+    free(wire);
+    free(h);
+    free(back);
+}
+
+/* Change one field of the sample and check the record is refused. */
+static void expect_refused(void (*change)(struct conn_handoff *))
+{
+    struct conn_handoff *h = sample(), *back = calloc(1, sizeof *back);
+    char *wire = malloc((64 * 1024));
+    size_t len;
+    change(h);
+    assert_int_equal(conn_handoff_encode(h, wire, (64 * 1024), &len), 0);
+    assert_false(conn_handoff_decode(wire, len, back));
+    free(wire);
+    free(h);
+    free(back);
+}
+
+static void bad_peer(struct conn_handoff *h) { strcpy(h->peer_ip, "localhost"); }
+static void bad_local(struct conn_handoff *h) { strcpy(h->local_ip, "1.2.3"); }
+static void bad_token(struct conn_handoff *h) { h->token[5] = 'G'; }
+static void short_token(struct conn_handoff *h) { h->token[63] = '\0'; }
+static void bad_user(struct conn_handoff *h) { strcpy(h->user, "alice\r\n@example.org"); }
+static void no_user(struct conn_handoff *h) { h->user[0] = '\0'; }
+static void bad_tag(struct conn_handoff *h) { strcpy(h->tag, "a 1"); }
+static void bad_method(struct conn_handoff *h) { strcpy(h->method, "PLAIN\x01"); }
+static void no_method(struct conn_handoff *h) { h->method[0] = '\0'; }
+static void bad_final(struct conn_handoff *h) { strcpy(h->sasl_final, "v=abc\r\n"); }
+static void bad_desc(struct conn_handoff *h) { strcpy(h->tls_desc, "TLS\n1.3"); }
+
+static void test_handoff_hostile(void **state)
+{
+    expect_refused(bad_peer);
+    expect_refused(bad_local);
+    expect_refused(bad_token);
+    expect_refused(short_token);
+    expect_refused(bad_user);
+    expect_refused(no_user);
+    expect_refused(bad_tag);
+    expect_refused(bad_method);
+    expect_refused(no_method);
+    expect_refused(bad_final);
+    expect_refused(bad_desc);
+    /* a role beyond the table, a port beyond 16 bits, too much input */
+    struct conn_handoff *back = calloc(1, sizeof *back);
+    const char role[] = "8\0" "127.0.0.1\0" "1\0" "127.0.0.1\0" "143\0" "0\0\0" "u\0" TOKEN
+                        "\0t\0PLAIN\0\0" "0\0" "0";
+    assert_false(conn_handoff_decode(role, sizeof role, back));
+    const char port[] = "5\0" "127.0.0.1\0" "65536\0" "127.0.0.1\0" "143\0" "0\0\0" "u\0" TOKEN
+                        "\0t\0PLAIN\0\0" "0\0" "0";
+    assert_false(conn_handoff_decode(port, sizeof port, back));
+    const char ok[] = "5\0" "127.0.0.1\0" "1\0" "127.0.0.1\0" "143\0" "0\0\0" "u\0" TOKEN
+                      "\0t\0PLAIN\0\0" "0\0" "0";
+    assert_true(conn_handoff_decode(ok, sizeof ok, back));
+    const char big[] = "5\0" "127.0.0.1\0" "1\0" "127.0.0.1\0" "143\0" "0\0\0" "u\0" TOKEN
+                       "\0t\0PLAIN\0\0" "0\0" "99999";
+    assert_false(conn_handoff_decode(big, sizeof big, back));
+    free(back);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_wire_fields),
+        cmocka_unit_test(test_wire_hostile),
+        cmocka_unit_test(test_handoff_roundtrip),
+        cmocka_unit_test(test_handoff_hostile),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
