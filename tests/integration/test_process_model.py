@@ -411,3 +411,22 @@ def _set_nofile(pid, soft):
     _, st = os.waitpid(child, 0)
     assert st == 0 and out, f"could not set the descriptor limit of pid {pid}"
     return int(out)
+
+
+def test_graceful_stop_is_quiet_and_stops_auth_last(tern_factory):
+    """SIGTERM: every child stops, the auth process last (sessions finishing their last
+    commands may still need it), and a clean stop logs no warning (before, each process
+    logged that its auth channel had closed)."""
+    srv = tern_factory({"worker_processes": "2"})
+    c = imaplib_login(srv, "alice@example.test", srv.users["alice@example.test"])
+    c.select("INBOX")
+    with smtplib.SMTP(srv.host, srv.ports["smtp"], timeout=30) as s:
+        s.sendmail("someone@example.org", ["bob@example.test"], "Subject: x\r\n\r\nbody\r\n")
+    since = srv.log_offset()
+    srv.stop()
+    log = srv.log_text()[since:]
+    assert not re.search(r"warning:|error:|fatal:", log), log
+    order = re.findall(r"tern/(\w+)\[\d+\]: terminating on signal 15", log)
+    assert order[0] == "master" and order[-1] == "auth", order
+    assert sorted(order[1:-1]) == ["login", "login", "queue", "worker", "worker"], order
+    assert re.search(r"tern/master\[\d+\]: stopped", log), log
