@@ -3,6 +3,7 @@
  * over the octets, every field copied into a fixed-size member.
  */
 #include "imap/url.h"
+#include "store/dovecot.h"
 
 #include <ctype.h>
 #include <openssl/evp.h>
@@ -48,9 +49,10 @@ static bool url_is_char(unsigned char ch, bool is_bchar)
 }
 
 /* Decode the run of (b)chars at the cursor, up to a stop character, into out (size
- * octets with the NUL). Refuses control octets, octets above 127 and overlong text. */
-static bool url_decode_run(struct url_cursor *c, bool is_bchar, char *out, size_t size,
-                           size_t *n_r)
+ * octets with the NUL). Refuses control octets, overlong text and (unless is_8bit)
+ * octets above 127. */
+static bool url_decode_run_8bit(struct url_cursor *c, bool is_bchar, bool is_8bit, char *out,
+                                size_t size, size_t *n_r)
 {
     size_t n = 0;
     while (c->i < c->len) {
@@ -69,12 +71,39 @@ static bool url_decode_run(struct url_cursor *c, bool is_bchar, char *out, size_
         } else {
             break;
         }
-        if (v < 0x20 || v >= 0x7f || n + 1 >= size)
+        if (v < 0x20 || v == 0x7f || (v > 0x7f && !is_8bit) || n + 1 >= size)
             return false;
         out[n++] = (char)v;
     }
     out[n] = '\0';
     *n_r = n;
+    return true;
+}
+
+static bool url_decode_run(struct url_cursor *c, bool is_bchar, char *out, size_t size,
+                           size_t *n_r)
+{
+    return url_decode_run_8bit(c, is_bchar, false, out, size, n_r);
+}
+
+/* RFC 5092 §3.3: a mailbox name in a URL is UTF-8; IMAP names here are modified UTF-7
+ * (RFC 3501 §5.1.3). An ASCII name is taken as it is (RFC 2192 URLs carried the modified
+ * UTF-7 form itself, "&AOk-"); one with 8-bit octets is converted. */
+static bool url_mailbox_decode(struct url_cursor *c, char *out, size_t size, size_t *n_r)
+{
+    char raw[IMAP_URL_MAX_MAILBOX + 1];
+    size_t n;
+    if (!url_decode_run_8bit(c, true, true, raw, sizeof raw, &n))
+        return false;
+    bool is_ascii = true;
+    for (size_t i = 0; i < n && is_ascii; i++)
+        is_ascii = (unsigned char)raw[i] < 0x80;
+    if (is_ascii) {
+        memcpy(out, raw, n + 1);
+    } else if (!dovecot_utf8_to_mutf7(raw, n, out, size)) {
+        return false;
+    }
+    *n_r = strlen(out);
     return true;
 }
 
@@ -288,7 +317,7 @@ bool imap_url_parse(const char *s, size_t len, struct imap_url *u, const char **
     /* enc-mailbox [uidvalidity] "/;UID=": the mailbox may hold '/', it ends at the
      * first ";" (bchar has none) */
     size_t n;
-    if (!url_decode_run(&c, true, u->mailbox, sizeof u->mailbox, &n) || n == 0) {
+    if (!url_mailbox_decode(&c, u->mailbox, sizeof u->mailbox, &n) || n == 0) {
         *error_r = "Invalid mailbox in IMAP URL";
         return false;
     }

@@ -11,8 +11,8 @@
  *   /mailbox[;UIDVALIDITY=n]/;UID=n[/;SECTION=s][/;PARTIAL=o[.l]]   (relative to the
  *       session's own server and user: RFC 4469 §5)
  * Keys are case-insensitive; %XX escapes are decoded (a NUL or control octet is refused).
- * Names with octets above 127 are refused: mailbox names here are modified UTF-7 as
- * IMAP sends them (RFC 5092 §3.3 would need a UTF-8 conversion; not done).
+ * A mailbox name with 8-bit octets is UTF-8 (RFC 5092) and becomes modified UTF-7, the
+ * form IMAP names take here; an ASCII one is used as it is (RFC 2192's "&AOk-" form).
  *
  * Resolving (urlauth.c, BLOCKING, pool threads only): imap_url_fetch opens the owner's
  * mailbox, checks UIDVALIDITY, the URLAUTH token (HMAC-SHA1 with the mailbox's access

@@ -53,14 +53,29 @@ static bool url_find_uid(struct store_mailbox *box, uint32_t uid, size_t *i_r)
     return false;
 }
 
+/* Does the user a URL names (its iuserinfo or access identifier) stand for canonical?
+ * The same text, or a login the directory resolves to it (a bare name in the default
+ * domain, an alias domain's login). */
+static bool url_user_is(struct auth_service *auth, const char *given, const char *canonical)
+{
+    if (strcasecmp(given, canonical) == 0)
+        return true;
+    struct auth_user au;
+    if (!auth || !given[0] || auth_user_lookup(auth, given, &au) != 1)
+        return false;
+    bool is_same = strcasecmp(au.address, canonical) == 0;
+    auth_user_free(&au);
+    return is_same;
+}
+
 /* May reader r use URL u (URLAUTH parts only; the token is checked apart)? */
 static bool url_access_allows(const struct imap_url_reader *r, const struct imap_url *u)
 {
     switch (u->access) {
     case IMAP_URL_ACCESS_SUBMIT:
-        return r->is_submit && strcasecmp(u->access_user, r->username) == 0;
+        return r->is_submit && url_user_is(r->auth, u->access_user, r->username);
     case IMAP_URL_ACCESS_USER:
-        return !r->is_submit && strcasecmp(u->access_user, r->username) == 0;
+        return !r->is_submit && url_user_is(r->auth, u->access_user, r->username);
     case IMAP_URL_ACCESS_AUTHUSER:
     case IMAP_URL_ACCESS_ANONYMOUS:
         return true; /* every reader here has logged in */
@@ -121,7 +136,7 @@ int imap_url_fetch(const struct imap_url_reader *r, const char *url, size_t url_
         /* RFC 4469 §5: a plain URL names one of the session's own messages */
         if (r->needs_urlauth)
             return url_fail(error_r, IMAP_URL_BAD, "The URL carries no URLAUTH");
-        if (u.is_absolute && strcasecmp(u.user, r->username) != 0)
+        if (u.is_absolute && !url_user_is(r->auth, u.user, r->username))
             return url_fail(error_r, IMAP_URL_BAD, "Not a URL of this user's mailboxes");
     } else {
         if (!u.mechanism[0] || strcasecmp(u.mechanism, "INTERNAL") != 0 || !u.user[0])
@@ -247,7 +262,7 @@ static void imap_genurlauth_work(struct imap_job *j)
         /* an absolute URL of one of the user's own messages, ending in ;URLAUTH=<access> */
         if (!imap_url_parse(url, strlen(url), &u, &why) || !u.is_absolute ||
             u.access == IMAP_URL_ACCESS_NONE || u.mechanism[0] ||
-            strcasecmp(u.user, j->ctx.username) != 0) {
+            !url_user_is(j->ctx.auth, u.user, j->ctx.username)) {
             buf_free(&line);
             struct buf code;
             buf_init(&code, 0);

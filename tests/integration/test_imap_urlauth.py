@@ -137,6 +137,12 @@ def test_catenate_absolute_url_and_partial(tern):
     got = catenate(c, "b", "INBOX", [("URL", url), ("TEXT", b": tail\r\n\r\nbody\r\n")])
     new_uid = re.search(r"APPENDUID \d+ (\d+)", got).group(1)
     assert fetch_body(c, "INBOX", new_uid) == b"From: tail\r\n\r\nbody\r\n"
+    # RFC 5092: a UTF-8 mailbox name in a URL is the modified UTF-7 name IMAP uses
+    cmd(c, "cr", 'CREATE "Entw&APw-rfe"')
+    _, duid = append_draft(c, '"Entw&APw-rfe"')
+    got = catenate(c, "u", "INBOX", [("URL", f"/Entw%C3%BCrfe/;UID={duid}/;section=1")])
+    new_uid = re.search(r"APPENDUID \d+ (\d+)", got).group(1)
+    assert fetch_body(c, "INBOX", new_uid) == fetch_body(c, '"Entw&APw-rfe"', duid, "1")
 
 
 def test_catenate_spilled_text(tern):

@@ -40,6 +40,11 @@ static void test_rfc4469_relative(void **state)
     assert_string_equal(u.mailbox, "a/b/c");
     assert_int_equal(u.uidvalidity, 0);
     assert_string_equal(u.section, "");
+    /* RFC 5092: UTF-8 names become modified UTF-7; ASCII ones stay as written */
+    assert_true(parse("/Entw%C3%BCrfe/;UID=1", &u));
+    assert_string_equal(u.mailbox, "Entw&APw-rfe");
+    assert_true(parse("/Entw&APw-rfe/;UID=1", &u));
+    assert_string_equal(u.mailbox, "Entw&APw-rfe");
 }
 
 static void test_rfc4467_urls(void **state)
@@ -114,7 +119,7 @@ static void test_refusals(void **state)
         "/INBOX/;UID=4294967296",             /* past 2^32-1 */
         "/INBOX;UIDVALIDITY=x/;UID=1",
         "/IN%0ABOX/;UID=1",                   /* a control octet, escaped */
-        "/IN%C3%A9/;UID=1",                   /* 8-bit names: not converted */
+        "/IN%C3/;UID=1",                      /* 8-bit, not UTF-8 */
         "/IN%4/;UID=1",                       /* a broken escape */
         "/INBOX/;UID=1;URLAUTH=authuser",     /* URLAUTH needs an absolute URL */
         "imap://a@h/INBOX/;UID=1;URLAUTH=somebody",
