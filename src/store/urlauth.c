@@ -31,8 +31,10 @@ int store_urlauth_key(struct store_user *u, const char *mailbox, bool create,
                              error_r) < 0)
         return -1;
     *uidvalidity_r = row.uidvalidity;
+    /* reading takes no write lock (URLFETCH, BURL); making a key is one transaction, so
+     * two sessions making one at once agree on it */
     if (store_index_step_static(u->db, urlauth_schema, error_r) < 0 ||
-        store_index_begin(u->db, error_r) < 0)
+        (create && store_index_begin(u->db, error_r) < 0))
         return -1;
     int found = -1;
     sqlite3_stmt *st = NULL;
@@ -70,10 +72,11 @@ int store_urlauth_key(struct store_user *u, const char *mailbox, bool create,
     if (found < 0) {
         if (!*error_r)
             store_error(error_r, "index: %s", sqlite3_errmsg(u->db));
-        store_index_rollback(u->db);
+        if (create)
+            store_index_rollback(u->db);
         return -1;
     }
-    if (store_index_commit(u->db, error_r) < 0)
+    if (create && store_index_commit(u->db, error_r) < 0)
         return -1;
     return found;
 }
