@@ -13,9 +13,10 @@
  * Where the octets come from: the SMTP session of a login process runs chrooted and may
  * read no mailbox, so the job asks a mail worker (smtp/remote.c, BACKEND_MSG_BURL: a
  * bounded record of user, URL and size limit, and an empty memfd the worker fills, seals
- * and sizes); with master_process = no the job reads the URL in place. Either way the
- * octets come back to the loop as the job's result and join the message as a BDAT chunk
- * (body.c), within the message size limit.
+ * and sizes); with master_process = no the job reads the URL in place. The octets come
+ * back to the loop as the job's result (the sealed memfd, mapped and fed in pieces, so
+ * no copy of them is made in this process's heap; or the buffer the job read them into)
+ * and join the message as a BDAT chunk (body.c), within the message size limit.
  */
 #include "auth/auth.h"
 #include "core/config.h"
@@ -24,10 +25,13 @@
 #include "smtp/remote.h"
 #include "smtp/session.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <time.h>
 
 #define BURL_DEFAULT_MAX (50ull * 1024 * 1024) /* no smtp.max_message_size: this much */
@@ -43,7 +47,9 @@ struct burl_job {
     struct auth_service *auth;
     /* results */
     int rc; /* IMAP_URL_* */
-    struct buf data;
+    struct buf data; /* read in place */
+    int fd;          /* or: a mail worker's sealed memfd of fd_len octets */
+    uint64_t fd_len;
     char error[256];
 };
 
@@ -81,8 +87,8 @@ static void burl_work(struct job *j)
 {
     struct burl_job *job = (struct burl_job *)j;
     if (job->is_remote) {
-        job->rc = smtp_remote_burl(job->user, job->url, job->max, &job->data, job->error,
-                                   sizeof job->error);
+        job->rc = smtp_remote_burl(job->user, job->url, job->max, &job->fd, &job->fd_len,
+                                   job->error, sizeof job->error);
         return;
     }
     struct imap_url_reader r = {.auth = job->auth,
@@ -96,6 +102,29 @@ static void burl_work(struct job *j)
     free(err);
 }
 
+/* Loop thread: the octets join the message (a memfd is memory: mapping it waits on no
+ * disk). */
+static void burl_add(struct smtp_session *s, struct burl_job *job)
+{
+    if (job->fd < 0) {
+        smtp_body_add_chunk(s, job->data.data ? job->data.data : "", job->data.len,
+                            job->is_last);
+        return;
+    }
+    void *map = job->fd_len ? mmap(NULL, (size_t)job->fd_len, PROT_READ, MAP_SHARED, job->fd, 0)
+                            : NULL;
+    if (job->fd_len && map == MAP_FAILED) {
+        log_error("smtpd", "%s: BURL: cannot map the octets: %s", s->txn.queue_id,
+                  strerror(errno));
+        smtp_reply(s, "451 4.3.0 Error: queue file write error");
+        smtp_txn_reset(&s->txn);
+        return;
+    }
+    smtp_body_add_chunk(s, map ? map : "", (size_t)job->fd_len, job->is_last);
+    if (map)
+        munmap(map, (size_t)job->fd_len);
+}
+
 static void burl_done(void *session, struct job *j)
 {
     struct burl_job *job = (struct burl_job *)j;
@@ -106,8 +135,7 @@ static void burl_done(void *session, struct job *j)
         smtp_log_safe(job->url, url, sizeof url);
         switch (job->rc) {
         case IMAP_URL_OK:
-            smtp_body_add_chunk(s, job->data.data ? job->data.data : "", job->data.len,
-                                job->is_last);
+            burl_add(s, job);
             break;
         case IMAP_URL_TOOBIG:
             /* RFC 1870 §6.2: as BDAT past the limit; the transaction is over */
@@ -130,6 +158,8 @@ static void burl_done(void *session, struct job *j)
         }
     }
     buf_free(&job->data);
+    if (job->fd >= 0)
+        close(job->fd);
     free(job);
     if (s)
         smtp_session_job_done(s);
@@ -178,6 +208,7 @@ void smtp_cmd_burl(struct smtp_session *s, const struct smtp_command *cmd)
         return;
     }
     job_init(&job->job, s->handle, burl_work, burl_done);
+    job->fd = -1;
     memcpy(job->url, url, url_len);
     job->url[url_len] = '\0';
     job->url_len = url_len;

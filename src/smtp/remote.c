@@ -407,9 +407,11 @@ void smtp_remote_greylist(const char *ip, const char *sender, const char *rcpt,
     buf_free(&req);
 }
 
-int smtp_remote_burl(const char *user, const char *url, uint64_t max, struct buf *out,
-                     char *error, size_t error_size)
+int smtp_remote_burl(const char *user, const char *url, uint64_t max, int *fd_r,
+                     uint64_t *len_r, char *error, size_t error_size)
 {
+    *fd_r = -1;
+    *len_r = 0;
     snprintf(error, error_size, "no mail worker answered");
     struct buf req;
     buf_init(&req, IMAP_URL_MAX + ADDR_MAX_PATH + 64);
@@ -434,13 +436,14 @@ int smtp_remote_burl(const char *user, const char *url, uint64_t max, struct buf
             snprintf(error, error_size, "a mail worker's answer was malformed");
         } else if (rc == IMAP_URL_OK &&
                    (fstat(fd, &sb) < 0 || (uint64_t)sb.st_size != len || seals < 0 ||
-                    (seals & REMOTE_SEALS) != REMOTE_SEALS || !buf_reserve(out, (size_t)len) ||
-                    (len && pread(fd, out->data + out->len, (size_t)len, 0) != (ssize_t)len))) {
+                    (seals & REMOTE_SEALS) != REMOTE_SEALS)) {
+            /* sealed: the size read now is the size for good */
             rc = IMAP_URL_TEMP;
-            snprintf(error, error_size, "cannot read the octets a mail worker passed");
+            snprintf(error, error_size, "a mail worker passed octets that are not sealed");
         } else if (rc == IMAP_URL_OK) {
-            out->len += (size_t)len;
-            out->data[out->len] = '\0';
+            *fd_r = fd;
+            *len_r = len;
+            fd = -1;
         }
     }
     if (fd >= 0)

@@ -52,10 +52,11 @@ void smtp_remote_greylist(const char *ip, const char *sender, const char *rcpt,
                           struct greylist_answer *a_r);
 
 /* BURL in a mail worker: the octets url names for the authenticated user, at most max,
- * appended to out. IMAP_URL_* (imap/url.h); IMAP_URL_TEMP when no worker answered or the
- * answer was not a sealed memfd of the size it said. error gets the worker's reason. */
-int smtp_remote_burl(const char *user, const char *url, uint64_t max, struct buf *out,
-                     char *error, size_t error_size);
+ * in a sealed memfd (*fd_r, the caller closes it; *len_r octets). IMAP_URL_* (imap/url.h);
+ * IMAP_URL_TEMP when no worker answered or the answer was not a sealed memfd of the size
+ * it said. error gets the worker's reason. */
+int smtp_remote_burl(const char *user, const char *url, uint64_t max, int *fd_r,
+                     uint64_t *len_r, char *error, size_t error_size);
 
 /* ---- mail worker side ---- */
 /* Serve the login processes' DELIVER, USAGE, ETRN, GREYLIST and BURL requests with ctx's directory, pool
