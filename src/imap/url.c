@@ -80,8 +80,7 @@ static bool url_decode_run_8bit(struct url_cursor *c, bool is_bchar, bool is_8bi
     return true;
 }
 
-static bool url_decode_run(struct url_cursor *c, bool is_bchar, char *out, size_t size,
-                           size_t *n_r)
+static bool url_decode_run(struct url_cursor *c, bool is_bchar, char *out, size_t size, size_t *n_r)
 {
     return url_decode_run_8bit(c, is_bchar, false, out, size, n_r);
 }
@@ -156,8 +155,8 @@ bool imap_url_datetime_parse(const char *s, size_t len, time_t *t_r)
     int y, mo, d, h, mi, sec;
     if (len < 20 || !dt_digits(s, 4, &y) || s[4] != '-' || !dt_digits(s + 5, 2, &mo) ||
         s[7] != '-' || !dt_digits(s + 8, 2, &d) || (s[10] != 'T' && s[10] != 't') ||
-        !dt_digits(s + 11, 2, &h) || s[13] != ':' || !dt_digits(s + 14, 2, &mi) ||
-        s[16] != ':' || !dt_digits(s + 17, 2, &sec))
+        !dt_digits(s + 11, 2, &h) || s[13] != ':' || !dt_digits(s + 14, 2, &mi) || s[16] != ':' ||
+        !dt_digits(s + 17, 2, &sec))
         return false;
     if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
         return false;
@@ -175,8 +174,7 @@ bool imap_url_datetime_parse(const char *s, size_t len, time_t *t_r)
         i++;
     } else if (i + 6 == len && (s[i] == '+' || s[i] == '-') && s[i + 3] == ':') {
         int oh, om;
-        if (!dt_digits(s + i + 1, 2, &oh) || !dt_digits(s + i + 4, 2, &om) || oh > 23 ||
-            om > 59)
+        if (!dt_digits(s + i + 1, 2, &oh) || !dt_digits(s + i + 4, 2, &om) || oh > 23 || om > 59)
             return false;
         offset = (long)(oh * 3600 + om * 60) * (s[i] == '-' ? -1 : 1);
         i += 6;
@@ -230,8 +228,8 @@ static bool url_server(struct url_cursor *c, struct imap_url *u)
             return false;
         u->host[n++] = c->s[c->i++];
     } else {
-        while (c->i < c->len && (isalnum((unsigned char)c->s[c->i]) || c->s[c->i] == '-' ||
-                                 c->s[c->i] == '.')) {
+        while (c->i < c->len &&
+               (isalnum((unsigned char)c->s[c->i]) || c->s[c->i] == '-' || c->s[c->i] == '.')) {
             if (n + 1 >= sizeof u->host)
                 return false;
             u->host[n++] = c->s[c->i++];
@@ -276,8 +274,8 @@ static bool url_access(struct url_cursor *c, struct imap_url *u)
     if (c->s[c->i++] != ':')
         return false;
     size_t m = 0;
-    while (c->i < c->len && (isalnum((unsigned char)c->s[c->i]) || c->s[c->i] == '-' ||
-                             c->s[c->i] == '.')) {
+    while (c->i < c->len &&
+           (isalnum((unsigned char)c->s[c->i]) || c->s[c->i] == '-' || c->s[c->i] == '.')) {
         if (m + 1 >= sizeof u->mechanism)
             return false;
         u->mechanism[m++] = c->s[c->i++];
@@ -393,8 +391,8 @@ bool imap_url_parse(const char *s, size_t len, struct imap_url *u, const char **
     return true;
 }
 
-void imap_urlauth_token(const unsigned char *key, size_t key_len, const char *rump,
-                        size_t rump_len, char hex_r[IMAP_URL_TOKEN_HEX + 1])
+void imap_urlauth_token(const unsigned char *key, size_t key_len, const char *rump, size_t rump_len,
+                        char hex_r[IMAP_URL_TOKEN_HEX + 1])
 {
     unsigned char mac[EVP_MAX_MD_SIZE];
     unsigned int mac_len = 0;

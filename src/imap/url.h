@@ -45,11 +45,11 @@ enum imap_url_access {
 };
 
 struct imap_url {
-    bool is_absolute;                    /* "imap://..." (else "/mailbox...") */
-    char user[IMAP_URL_MAX_USER + 1];    /* decoded; "" when absent */
-    char host[256];                      /* "" for a relative URL */
+    bool is_absolute;                 /* "imap://..." (else "/mailbox...") */
+    char user[IMAP_URL_MAX_USER + 1]; /* decoded; "" when absent */
+    char host[256];                   /* "" for a relative URL */
     char mailbox[IMAP_URL_MAX_MAILBOX + 1];
-    uint32_t uidvalidity;                /* 0: not given */
+    uint32_t uidvalidity; /* 0: not given */
     uint32_t uid;
     char section[IMAP_URL_MAX_SECTION + 1]; /* decoded, "" the whole message */
     bool has_partial;
@@ -58,11 +58,11 @@ struct imap_url {
     time_t expire;
     enum imap_url_access access;
     char access_user[IMAP_URL_MAX_USER + 1]; /* SUBMIT/USER: decoded */
-    char mechanism[32];                  /* "" for a rump URL (no verifier) */
-    char token[2 * IMAP_URL_TOKEN_HEX + 1]; /* enc-urlauth as given, "" none */
-    size_t rump_len;                     /* octets of the URL up to and including the
-                                            access identifier (RFC 4467 §3: what is
-                                            signed); 0 when no ;URLAUTH= */
+    char mechanism[32];                      /* "" for a rump URL (no verifier) */
+    char token[2 * IMAP_URL_TOKEN_HEX + 1];  /* enc-urlauth as given, "" none */
+    size_t rump_len;                         /* octets of the URL up to and including the
+                                                access identifier (RFC 4467 §3: what is
+                                                signed); 0 when no ;URLAUTH= */
 };
 
 /* Parse len octets of s. false with a reason in *error_r (static text). */
@@ -74,8 +74,8 @@ bool imap_url_datetime_parse(const char *s, size_t len, time_t *t_r);
 
 /* HMAC-SHA1 of the rump URL with key (key_len octets) in lower-case hex (RFC 4467 §7
  * "INTERNAL" mechanism). */
-void imap_urlauth_token(const unsigned char *key, size_t key_len, const char *rump,
-                        size_t rump_len, char hex_r[IMAP_URL_TOKEN_HEX + 1]);
+void imap_urlauth_token(const unsigned char *key, size_t key_len, const char *rump, size_t rump_len,
+                        char hex_r[IMAP_URL_TOKEN_HEX + 1]);
 
 /* ---- resolving (urlauth.c) ---- */
 struct auth_service;
@@ -94,14 +94,14 @@ struct imap_url_reader {
 
 enum {
     IMAP_URL_OK = 0,
-    IMAP_URL_BAD = 1,     /* the URL is invalid, refused or names nothing: [BADURL] */
-    IMAP_URL_TOOBIG = 2,  /* more than max octets: [TOOBIG] */
-    IMAP_URL_TEMP = -1,   /* could not read it now (I/O, directory) */
+    IMAP_URL_BAD = 1,    /* the URL is invalid, refused or names nothing: [BADURL] */
+    IMAP_URL_TOOBIG = 2, /* more than max octets: [TOOBIG] */
+    IMAP_URL_TEMP = -1,  /* could not read it now (I/O, directory) */
 };
 /* BLOCKING. Append the octets url names to out (at most max octets in all of out).
  * IMAP_URL_* with a reason in *error_r (malloc'd) when not OK. */
-int imap_url_fetch(const struct imap_url_reader *r, const char *url, size_t url_len,
-                   uint64_t max, struct buf *out, char **error_r);
+int imap_url_fetch(const struct imap_url_reader *r, const char *url, size_t url_len, uint64_t max,
+                   struct buf *out, char **error_r);
 
 /* fetch.c: the octets of a message's BODY[section] (section as in a FETCH, without the
  * brackets, "" the whole message) with CRLF line ends; msg is the stored file (LF).

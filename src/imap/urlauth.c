@@ -124,8 +124,8 @@ static int url_read_message(struct store_user *owner, const struct imap_url *u, 
     return rc;
 }
 
-int imap_url_fetch(const struct imap_url_reader *r, const char *url, size_t url_len,
-                   uint64_t max, struct buf *out, char **error_r)
+int imap_url_fetch(const struct imap_url_reader *r, const char *url, size_t url_len, uint64_t max,
+                   struct buf *out, char **error_r)
 {
     struct imap_url u;
     const char *why = NULL;
@@ -355,9 +355,8 @@ void imap_cmd_resetkey(struct imap_session *s, const char *tag, struct imap_arg 
         imap_reply(s, tag, "BAD Invalid mailbox name.");
         return;
     }
-    struct imap_job *j =
-        imap_job_new(s, tag, sizeof(struct imap_urls_job), imap_resetkey_work, NULL,
-                     imap_urls_cleanup);
+    struct imap_job *j = imap_job_new(s, tag, sizeof(struct imap_urls_job), imap_resetkey_work,
+                                      NULL, imap_urls_cleanup);
     if (!j) {
         free(name);
         return;

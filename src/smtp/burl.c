@@ -46,7 +46,7 @@ struct burl_job {
     bool is_remote; /* a login process: a mail worker reads the URL */
     struct auth_service *auth;
     /* results */
-    int rc; /* IMAP_URL_* */
+    int rc;          /* IMAP_URL_* */
     struct buf data; /* read in place */
     int fd;          /* or: a mail worker's sealed memfd of fd_len octets */
     uint64_t fd_len;
@@ -65,8 +65,8 @@ bool smtp_burl_has_fetch(void)
     return burl_fetch != NULL;
 }
 
-int smtp_burl_fetch(const struct imap_url_reader *r, const char *url, size_t url_len,
-                    uint64_t max, struct buf *out, char **error_r)
+int smtp_burl_fetch(const struct imap_url_reader *r, const char *url, size_t url_len, uint64_t max,
+                    struct buf *out, char **error_r)
 {
     if (!burl_fetch) {
         *error_r = strdup("BURL is not available");
@@ -107,15 +107,13 @@ static void burl_work(struct job *j)
 static void burl_add(struct smtp_session *s, struct burl_job *job)
 {
     if (job->fd < 0) {
-        smtp_body_add_chunk(s, job->data.data ? job->data.data : "", job->data.len,
-                            job->is_last);
+        smtp_body_add_chunk(s, job->data.data ? job->data.data : "", job->data.len, job->is_last);
         return;
     }
-    void *map = job->fd_len ? mmap(NULL, (size_t)job->fd_len, PROT_READ, MAP_SHARED, job->fd, 0)
-                            : NULL;
+    void *map =
+        job->fd_len ? mmap(NULL, (size_t)job->fd_len, PROT_READ, MAP_SHARED, job->fd, 0) : NULL;
     if (job->fd_len && map == MAP_FAILED) {
-        log_error("smtpd", "%s: BURL: cannot map the octets: %s", s->txn.queue_id,
-                  strerror(errno));
+        log_error("smtpd", "%s: BURL: cannot map the octets: %s", s->txn.queue_id, strerror(errno));
         smtp_reply(s, "451 4.3.0 Error: queue file write error");
         smtp_txn_reset(&s->txn);
         return;
@@ -199,8 +197,8 @@ void smtp_cmd_burl(struct smtp_session *s, const struct smtp_command *cmd)
         smtp_reply(s, "554 5.6.6 IMAP URL resolution failed");
         return;
     }
-    uint64_t limit = s->cfg->smtp_max_message_size ? s->cfg->smtp_max_message_size
-                                                   : BURL_DEFAULT_MAX;
+    uint64_t limit =
+        s->cfg->smtp_max_message_size ? s->cfg->smtp_max_message_size : BURL_DEFAULT_MAX;
     uint64_t used = s->txn.is_bdat ? s->txn.reader.size : 0;
     struct burl_job *job = calloc(1, sizeof *job);
     if (!job) {

@@ -27,8 +27,7 @@ int store_urlauth_key(struct store_user *u, const char *mailbox, bool create,
 {
     char canon[300], path[4200];
     struct store_mbox_row row;
-    if (store_mailbox_lookup(u, mailbox, canon, sizeof canon, path, sizeof path, &row,
-                             error_r) < 0)
+    if (store_mailbox_lookup(u, mailbox, canon, sizeof canon, path, sizeof path, &row, error_r) < 0)
         return -1;
     *uidvalidity_r = row.uidvalidity;
     /* reading takes no write lock (URLFETCH, BURL); making a key is one transaction, so
@@ -87,8 +86,8 @@ int store_urlauth_reset(struct store_user *u, const char *mailbox, char **error_
         return -1;
     char canon[300], path[4200];
     struct store_mbox_row row;
-    if (mailbox && store_mailbox_lookup(u, mailbox, canon, sizeof canon, path, sizeof path,
-                                        &row, error_r) < 0)
+    if (mailbox &&
+        store_mailbox_lookup(u, mailbox, canon, sizeof canon, path, sizeof path, &row, error_r) < 0)
         return -1;
     if (store_index_step_static(u->db, urlauth_schema, error_r) < 0)
         return -1;

@@ -63,7 +63,8 @@ static void test_rfc4467_urls(void **state)
     assert_string_equal(u.access_user, "fred");
     assert_string_equal(u.mechanism, "internal");
     assert_string_equal(u.token, "91354a473744909de610943775f92038");
-    assert_int_equal(u.rump_len, strlen(url) - strlen(":internal:91354a473744909de610943775f92038"));
+    assert_int_equal(u.rump_len,
+                     strlen(url) - strlen(":internal:91354a473744909de610943775f92038"));
     /* a rump URL, as GENURLAUTH takes it */
     assert_true(parse("imap://joe@example.com/INBOX/;uid=20/;section=1.2;urlauth=user+fred", &u));
     assert_int_equal(u.access, IMAP_URL_ACCESS_USER);
@@ -111,17 +112,17 @@ static void test_refusals(void **state)
     struct imap_url u;
     static const char *const bad[] = {
         "",
-        "INBOX/;UID=1",                       /* neither absolute nor "/" */
+        "INBOX/;UID=1", /* neither absolute nor "/" */
         "http://h/INBOX/;UID=1",
-        "imap://h",                           /* no message */
-        "imap://h/INBOX",                     /* no UID */
-        "/INBOX/;UID=0",                      /* nz-number */
-        "/INBOX/;UID=4294967296",             /* past 2^32-1 */
+        "imap://h",               /* no message */
+        "imap://h/INBOX",         /* no UID */
+        "/INBOX/;UID=0",          /* nz-number */
+        "/INBOX/;UID=4294967296", /* past 2^32-1 */
         "/INBOX;UIDVALIDITY=x/;UID=1",
-        "/IN%0ABOX/;UID=1",                   /* a control octet, escaped */
-        "/IN%C3/;UID=1",                      /* 8-bit, not UTF-8 */
-        "/IN%4/;UID=1",                       /* a broken escape */
-        "/INBOX/;UID=1;URLAUTH=authuser",     /* URLAUTH needs an absolute URL */
+        "/IN%0ABOX/;UID=1",               /* a control octet, escaped */
+        "/IN%C3/;UID=1",                  /* 8-bit, not UTF-8 */
+        "/IN%4/;UID=1",                   /* a broken escape */
+        "/INBOX/;UID=1;URLAUTH=authuser", /* URLAUTH needs an absolute URL */
         "imap://a@h/INBOX/;UID=1;URLAUTH=somebody",
         "imap://a@h/INBOX/;UID=1;URLAUTH=user+",
         "imap://a@h/INBOX/;UID=1;URLAUTH=authuser:internal:abc", /* token too short */
