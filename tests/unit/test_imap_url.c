@@ -126,8 +126,8 @@ static void test_refusals(void **state)
         "imap://a@h/INBOX/;UID=1;URLAUTH=somebody",
         "imap://a@h/INBOX/;UID=1;URLAUTH=user+",
         "imap://a@h/INBOX/;UID=1;URLAUTH=authuser:internal:abc", /* token too short */
-        "imap://a@h/INBOX/;UID=1;URLAUTH=authuser:internal:"
-        "0123456789abcdef0123456789abcdef01234567x",
+        ("imap://a@h/INBOX/;UID=1;URLAUTH=authuser:internal:"
+         "0123456789abcdef0123456789abcdef01234567x"), /* not hex */
         "imap://a@h/INBOX/;UID=1;EXPIRE=2006-02-28T09:00:00Z", /* no URLAUTH after */
         "imap://a@h/INBOX/;UID=1/;PARTIAL=1.0",
         "imap://a;b@h/INBOX/;UID=1",
