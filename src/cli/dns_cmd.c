@@ -6,12 +6,14 @@
  * The records: MX (hostname), SPF ("v=spf1 mx -all"), DKIM (every key of the domain that
  * is not retired), DMARC (p=reject, reports to postmaster), MTA-STS (RFC 8461: the
  * _mta-sts TXT whose id is a hash of the policy, and the policy text to serve at
- * https://mta-sts.DOMAIN/.well-known/mta-sts.txt), TLS-RPT (RFC 8460), and the SRV records
+ * https://mta-sts.DOMAIN/.well-known/mta-sts.txt: http_mtasts_policy, what mta_sts.listen
+ * serves), TLS-RPT (RFC 8460), and the SRV records
  * of RFC 6186 / RFC 8314 for client autoconfiguration, from the configured listeners.
  */
 #include "cli/cli.h"
 #include "core/buf.h"
 #include "core/config.h"
+#include "http/http.h"
 #include "mailauth/mailauth.h"
 
 #include <openssl/evp.h>
@@ -48,13 +50,6 @@ static unsigned listen_port(const struct config_list *l)
         return 0;
     const char *colon = strrchr(l->items[0], ':');
     return (unsigned)strtoul(colon ? colon + 1 : l->items[0], NULL, 10);
-}
-
-/* The MTA-STS policy (RFC 8461 §3.2) for our MX. */
-static void sts_policy(const struct config *cfg, struct buf *out)
-{
-    /* testing first: enforce only once the TLS-RPT reports show every sender gets through */
-    buf_printf(out, "version: STSv1\nmode: testing\nmx: %s\nmax_age: 604800\n", cfg->hostname);
 }
 
 static void add(struct dns_record *r, size_t *n, const char *what, const char *name, int type,
@@ -102,7 +97,7 @@ static size_t dns_expected(const struct config *cfg, const char *domain, struct 
     /* RFC 8461 §3.1: id changes whenever the policy does: a hash of its text */
     struct buf policy;
     buf_init(&policy, 0);
-    sts_policy(cfg, &policy);
+    http_mtasts_policy(cfg, &policy);
     unsigned char md[32];
     unsigned ml = 0;
     EVP_Digest(policy.data, policy.len, md, &ml, EVP_sha256(), NULL);
@@ -169,13 +164,17 @@ static int dns_records(const struct config *cfg, const char *domain)
     }
     struct buf policy;
     buf_init(&policy, 0);
-    sts_policy(cfg, &policy);
+    http_mtasts_policy(cfg, &policy);
     printf(";\n; MTA-STS policy: serve this text at https://mta-sts.%s/.well-known/mta-sts.txt\n"
-           "; (mta-sts.%s needs an A/AAAA record and a certificate valid for that name)\n",
+           "; (mta-sts.%s needs an A/AAAA record and a certificate valid for that name;\n"
+           "; Tern serves it itself with mta_sts.listen and tls.sni_certs)\n",
            domain, domain);
     for (char *line = policy.data, *nl; line && *line; line = nl + 1) {
         nl = strchr(line, '\n');
-        printf(";   %.*s\n", (int)(nl ? nl - line : (long)strlen(line)), line);
+        int n = (int)(nl ? nl - line : (long)strlen(line));
+        if (n > 0 && line[n - 1] == '\r')
+            n--;
+        printf(";   %.*s\n", n, line);
         if (!nl)
             break;
     }

@@ -794,7 +794,8 @@ static unsigned long master_count_dir(const char *dir, const char *sub)
 static void master_status_text(struct master *m, char *out, size_t size)
 {
     static const char *const roles[ANVIL_ROLES] = {"smtp", "submission", "submissions", "pop3",
-                                                    "pop3s", "imap", "imaps", "lmtp"};
+                                                    "pop3s", "imap", "imaps", "lmtp",
+                                                    "mta-sts"};
     size_t n = 0;
 #define OUT(...)                                                                                   \
     do {                                                                                           \

@@ -12,19 +12,15 @@ import os
 import shutil
 import smtplib
 import ssl
-import subprocess
 import tempfile
 import threading
 from pathlib import Path
 
 import pytest
 
+from mailauth_util import make_test_pki
 from outbound_util import DnsServer
 from tern_util import maildir_messages, wait_for
-
-
-def openssl(*args, cwd):
-    subprocess.run(["openssl"] + list(args), cwd=cwd, check=True, capture_output=True)
 
 
 @pytest.fixture(scope="module")
@@ -33,23 +29,9 @@ def pki():
     folder the servers' run user can read."""
     d = Path(tempfile.mkdtemp(prefix="tern-pki-"))
     os.chmod(d, 0o755)
-    yield from _pki(d)
-    shutil.rmtree(d, ignore_errors=True)
-
-
-def _pki(d):
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-            "ca.pem", "-days", "2", "-subj", "/CN=Tern test CA", cwd=d)
-    for name in ("mta-sts.sts.test", "mx.sts.test", "wrong.test"):
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", name + ".key", "-out",
-                name + ".csr", "-subj", "/CN=" + name, cwd=d)
-        (d / (name + ".ext")).write_text("subjectAltName=DNS:%s\n" % name)
-        openssl("x509", "-req", "-in", name + ".csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                "-CAcreateserial", "-out", name + ".pem", "-days", "2", "-extfile",
-                name + ".ext", cwd=d)
-    for f in d.iterdir():
-        os.chmod(f, 0o644)
+    make_test_pki(d, ("mta-sts.sts.test", "mx.sts.test", "wrong.test"))
     yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
 class PolicyServer:
