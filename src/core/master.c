@@ -704,6 +704,16 @@ static void master_reload(struct master *m)
     m->owned_cfg = cfg;
     m->cfg = cfg;
     m->generation++;
+    /* tls.cert, tls.key or tls.sni_certs may name other files now (an MTA-STS
+     * certificate added): the new generation forks with them; a failure keeps the
+     * context loaded above */
+    if (tls_context_init(cfg->tls_cert, cfg->tls_key, cfg->hostname, cfg->tls_sni_certs.items,
+                         cfg->tls_sni_certs.n, &err) < 0) {
+        log_error("master", "reload: TLS certificates of the new configuration not loaded: %s",
+                  err ? err : "unknown");
+        free(err);
+        err = NULL;
+    }
     /* the old workers and login processes finish their sessions; the queue process is
      * replaced (two runners must never deliver the same message) */
     for (size_t i = 0; i < MASTER_MAX_CHILDREN; i++) {

@@ -9,6 +9,7 @@ Tern that serves it (and enforcing it).
 import os
 import re
 import shutil
+import signal
 import smtplib
 import socket
 import ssl
@@ -178,6 +179,20 @@ def test_single_process_mode(tern_factory, pki):
     status, _, body = curl(srv, pki)
     assert status == 200
     assert body == b"version: STSv1\r\nmode: testing\r\nmx: mail.example.test\r\nmax_age: 604800\r\n"
+
+
+def test_reload_adds_listener_and_certificate(tern_factory, pki):
+    """SIGHUP with a configuration that turns the listener on and names its certificate:
+    the new generation serves the policy with the mta-sts.<domain> certificate."""
+    srv = tern_factory()
+    port = free_ports(1)[0]
+    srv.sts_port = port
+    srv.write_config(sts_config(pki, port, **{"mta_sts.mode": "none"}))
+    since = srv.log_offset()
+    os.kill(srv.pid, signal.SIGHUP)
+    srv.wait_log(r"reload: configuration reloaded, generation 1", since=since)
+    status, _, body = curl(srv, pki)  # verified against the test CA: the SNI certificate
+    assert status == 200 and b"mode: none\r\n" in body
 
 
 def test_bad_config_stops_start(tern_factory):
