@@ -1,7 +1,8 @@
 /*
  * dns_cmd.c - `tern dns records DOMAIN` prints every DNS record a mail domain served by
  * this Tern should publish (zone-file syntax); `tern dns check DOMAIN` looks each one up
- * (dns.resolver) and says OK, MISSING or DIFFERENT; exit 0 only when all are OK.
+ * (dns.resolver) and says OK, MISSING or DIFFERENT, and fetches the MTA-STS policy as a
+ * sender would to compare it with ours; exit 0 only when all are OK.
  *
  * The records: MX (hostname), SPF ("v=spf1 mx -all"), DKIM (every key of the domain that
  * is not retired), DMARC (p=reject, reports to postmaster), MTA-STS (RFC 8461: the
@@ -250,6 +251,55 @@ static int dns_check_one(const struct mailauth_dns *dns, const struct dns_record
     return has_kind ? 2 : 1;
 }
 
+/* Is the policy served the one we would serve (mode, max_age, the same mx patterns)? */
+static bool sts_policy_is_same(const struct mailauth_sts_policy *a,
+                               const struct mailauth_sts_policy *b)
+{
+    if (a->mode != b->mode || a->max_age != b->max_age || a->n_mx != b->n_mx)
+        return false;
+    for (size_t i = 0; i < a->n_mx; i++)
+        if (strcmp(a->mx[i], b->mx[i]) != 0)
+            return false;
+    return true;
+}
+
+/* RFC 8461 §3.3: the policy host must serve the policy whose id the _mta-sts record
+ * publishes: fetch it as a sender would (outbound.ca_file, outbound.mta_sts_port) and
+ * compare. Prints one line; 0 OK, 1 otherwise. */
+static int dns_check_sts_policy(const struct config *cfg, const struct mailauth_dns *dns,
+                                const char *domain)
+{
+    struct buf text;
+    buf_init(&text, 0);
+    http_mtasts_policy(cfg, &text);
+    struct mailauth_sts_policy *want = calloc(2, sizeof *want), *have = want ? want + 1 : NULL;
+    int rc = 1;
+    if (!want || !text.data || mailauth_sts_policy_parse(text.data, text.len, want) < 0) {
+        printf("%-9s %-8s (cannot build our policy: check mta_sts.*)\n", "ERROR", "MTA-STS");
+        goto out;
+    }
+    struct mailauth_sts_opts o = {.ca_file = cfg->outbound_ca_file,
+                                  .https_port = cfg->outbound_mta_sts_port};
+    char err[256];
+    static const char *const modes[] = {"none", "testing", "enforce"};
+    if (mailauth_sts_fetch(dns, &o, domain, have, err, sizeof err) < 0) {
+        printf("%-9s %-8s https://mta-sts.%s/.well-known/mta-sts.txt (%s)\n", "MISSING",
+               "MTA-STS", domain, err);
+    } else if (!sts_policy_is_same(want, have)) {
+        printf("%-9s %-8s https://mta-sts.%s/.well-known/mta-sts.txt (serves mode %s, %zu mx, "
+               "max_age %lld; ours: mode %s, %zu mx, max_age %lld)\n",
+               "DIFFERENT", "MTA-STS", domain, modes[have->mode], have->n_mx,
+               (long long)have->max_age, modes[want->mode], want->n_mx, (long long)want->max_age);
+    } else {
+        printf("%-9s %-8s https://mta-sts.%s/.well-known/mta-sts.txt\n", "OK", "MTA-STS", domain);
+        rc = 0;
+    }
+out:
+    free(want);
+    buf_free(&text);
+    return rc;
+}
+
 static int dns_check(const struct config *cfg, const char *domain)
 {
     char *err = NULL;
@@ -285,6 +335,8 @@ static int dns_check(const struct config *cfg, const char *domain)
         if (c != 0)
             rc = 1;
     }
+    if (dns_check_sts_policy(cfg, &dns, domain) != 0)
+        rc = 1;
 out:
     free(a);
     free(r);

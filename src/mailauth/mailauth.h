@@ -357,6 +357,12 @@ enum mailauth_sts_status {
     MAILAUTH_STS_FOUND,        /* *p holds the policy in force (fresh or cached) */
     MAILAUTH_STS_FETCH_FAILED, /* a record, but the policy could not be fetched (err) */
 };
+/* GET https://mta-sts.<domain>/.well-known/mta-sts.txt (§3.3) at the address dns gives,
+ * certificate checked, no redirects, 64 KiB, text/plain, parsed. No cache. 0 with *p, or
+ * -1 with err. BLOCKING (DNS, HTTPS: at most ~60 s). */
+int mailauth_sts_fetch(const struct mailauth_dns *dns, const struct mailauth_sts_opts *o,
+                       const char *domain, struct mailauth_sts_policy *p, char *err,
+                       size_t err_size);
 /* The MTA-STS policy in force for domain (§5.1: TXT record, cache, HTTPS fetch with a
  * validated certificate, no redirects). Process-wide cache, thread-safe. BLOCKING (DNS,
  * HTTPS: at most ~60 s). */

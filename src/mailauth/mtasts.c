@@ -225,11 +225,9 @@ void *mailauth_curl_new(const struct mailauth_dns *dns, const char *host, unsign
     return curl;
 }
 
-/* GET https://mta-sts.<domain>/.well-known/mta-sts.txt, connecting to the address our own
- * resolver gives (so one resolver config covers it). 0 with the policy, or -1 with err. */
-static int sts_fetch(const struct mailauth_dns *dns, const struct mailauth_sts_opts *o,
-                     const char *domain, struct mailauth_sts_policy *p, char *err,
-                     size_t err_size)
+int mailauth_sts_fetch(const struct mailauth_dns *dns, const struct mailauth_sts_opts *o,
+                       const char *domain, struct mailauth_sts_policy *p, char *err,
+                       size_t err_size)
 {
     char host[300];
     snprintf(host, sizeof host, "mta-sts.%s", domain);
@@ -449,7 +447,7 @@ enum mailauth_sts_status mailauth_sts_get(const struct mailauth_dns *dns,
         *p = cached.policy;
         return MAILAUTH_STS_FOUND;
     }
-    if (sts_fetch(dns, o, domain, p, err, err_size) < 0) {
+    if (mailauth_sts_fetch(dns, o, domain, p, err, err_size) < 0) {
         if (has_cached) {
             *p = cached.policy; /* §5.1: keep the old policy when the new one cannot be had */
             return MAILAUTH_STS_FOUND;
