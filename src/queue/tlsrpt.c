@@ -200,6 +200,10 @@ static int tlsrpt_deliver(const struct config *cfg, const struct mailauth_dns *d
                           const struct buf *gz, bool *is_posted_r)
 {
     *is_posted_r = false;
+    for (const unsigned char *c = (const unsigned char *)uri; *c; c++)
+        if (*c < 0x21 || *c >= 0x7f) /* from DNS: nothing that could break a log line or
+                                        the .done file */
+            return -1;
     if (strncasecmp(uri, "https:", 6) == 0) {
         long status = 0;
         char err[300];
