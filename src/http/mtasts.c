@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define LOG_NAME "mta-sts"
 
@@ -66,11 +67,22 @@ static void http_answer(struct http_session *s, int status, const char *body, si
         body_len = (size_t)snprintf(fallback, sizeof fallback, "%s\n", http_status_text(status));
         body = fallback;
     }
+    /* RFC 9110 §6.6.1: an origin server with a clock sends Date (IMF-fixdate, UTC) */
+    char date[64];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    snprintf(date, sizeof date, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday % 7],
+             tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+             tm.tm_sec);
     /* RFC 9112 §9.6: we close after this answer, and say so */
     conn_printf(s->c,
-                "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
                 "Content-Length: %zu\r\n%sConnection: close\r\n\r\n",
-                status, http_status_text(status), body_len,
+                status, http_status_text(status), date, body_len,
                 status == 405 ? "Allow: GET, HEAD\r\n" : "");
     if (!is_head)
         conn_write(s->c, body, body_len);

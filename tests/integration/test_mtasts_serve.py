@@ -101,6 +101,7 @@ def test_curl_gets_the_policy(server, pki):
     assert status == 200
     assert headers["content-type"].startswith("text/plain")
     assert headers["connection"] == "close"
+    assert re.fullmatch(r"\w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT", headers["date"])
     assert int(headers["content-length"]) == len(body)
     assert body == POLICY
     server.wait_log(r"tern/mta-sts\[\d+\]: GET /\.well-known/mta-sts\.txt "
