@@ -88,7 +88,7 @@ struct outbound_runner {
     char tlsrpt_day[16];  /* mailauth hook: the UTC day whose TLS reports were looked at */
     bool is_tlsrpt_running;
     /* reports that could not be delivered (an https: receiver down): that day again at
-     * tlsrpt_retry_at (util_now_ms clock), the wait doubling from TLSRPT_RETRY_FIRST_MS */
+     * tlsrpt_retry_at (util_now_ms clock), the wait doubling as the queue's retries do */
     char tlsrpt_retry_day[16];
     uint64_t tlsrpt_retry_at;
     uint64_t tlsrpt_retry_wait;
@@ -97,9 +97,8 @@ struct outbound_runner {
 /* ---- mailauth hook: the daily TLS-RPT reports (RFC 8460) ----------------------------- */
 
 /* RFC 8460 §5.4: retries with exponential back-off, for up to a day (tlsrpt.c gives up
- * 24 hours after the first attempt) */
-#define TLSRPT_RETRY_FIRST_MS (5 * 60 * 1000ull)
-#define TLSRPT_RETRY_MAX_MS   (4 * 3600 * 1000ull)
+ * 24 hours after the first attempt): the schedule of the queue's own retries,
+ * queue.retry_min (5 minutes) doubling to queue.retry_max (4 hours) */
 
 struct tlsrpt_job {
     struct outbound_runner *r; /* the runner outlives its pool's jobs (stop waits) */
@@ -129,11 +128,11 @@ static void tlsrpt_done(void *arg)
     r->is_tlsrpt_running = false;
     if (j->counts.pending || j->has_failed) {
         /* the same day again later, waiting twice as long each time */
+        uint64_t first = (uint64_t)j->cfg->queue_retry_min * 1000,
+                 most = (uint64_t)j->cfg->queue_retry_max * 1000;
         bool is_same_day = strcmp(r->tlsrpt_retry_day, j->day) == 0 && r->tlsrpt_retry_wait;
-        r->tlsrpt_retry_wait = !is_same_day ? TLSRPT_RETRY_FIRST_MS
-                               : r->tlsrpt_retry_wait * 2 > TLSRPT_RETRY_MAX_MS
-                                   ? TLSRPT_RETRY_MAX_MS
-                                   : r->tlsrpt_retry_wait * 2;
+        uint64_t wait = is_same_day ? r->tlsrpt_retry_wait * 2 : first;
+        r->tlsrpt_retry_wait = wait > most ? most : wait < 1000 ? 1000 : wait;
         snprintf(r->tlsrpt_retry_day, sizeof r->tlsrpt_retry_day, "%s", j->day);
         r->tlsrpt_retry_at = util_now_ms() + r->tlsrpt_retry_wait;
     } else if (strcmp(r->tlsrpt_retry_day, j->day) == 0) {

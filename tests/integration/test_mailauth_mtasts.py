@@ -314,3 +314,39 @@ def test_tls_reports_https(tern_factory, pki):
     finally:
         dns.close()
         reports.close()
+
+
+def test_tls_reports_https_retried_by_the_runner(tern_factory, pki):
+    """The queue runner sends yesterday's reports at start; an https: receiver that fails
+    gets the report again on the queue's retry schedule (queue.retry_min, doubling)."""
+    import datetime
+    day = (datetime.datetime.now(datetime.timezone.utc)
+           - datetime.timedelta(days=1)).strftime("%Y-%m-%d")
+    reports = ReportServer(pki)
+    reports.status = 503
+    url = "https://reports.sts.test:%d/v1" % reports.port
+    dns = DnsServer({("_smtp._tls.sts.test", "TXT"): ["v=TLSRPTv1; rua=%s" % url],
+                     ("reports.sts.test", "A"): ["127.0.0.1"]})
+    try:
+        sender = tern_factory({"dns.resolver": "127.0.0.1@%d" % dns.port,
+                               "outbound.ca_file": str(pki / "ca.pem"),
+                               "queue.retry_min": "1"}, start=False)
+        (sender.data_dir / "tlsrpt").mkdir(exist_ok=True)
+        (sender.data_dir / "tlsrpt" / day).write_text(
+            "sts.test\tsts\tstarttls-not-supported\tmx.sts.test\t127.0.0.1\n")
+        sender.chown_data()
+        sender.start()
+        sender.wait_log(r"tern/tlsrpt\[\d+\]: warning: TLS report for sts\.test \(%s\) to %s not "
+                        r"delivered: HTTP status 503; tried again later" % (day, re.escape(url)),
+                        timeout=30)
+        reports.status = 200
+        sender.wait_log(r"tern/tlsrpt\[\d+\]: TLS report for sts\.test \(%s\) posted to %s: "
+                        r"HTTP 200" % (day, re.escape(url)), timeout=30)
+        wait_for(lambda: (sender.data_dir / "tlsrpt" / (day + ".sent")).exists(),
+                 what="the day marked sent")
+        ok = [p for p in reports.posts]
+        assert len(ok) >= 2 and ok[-1][2]["policies"][0]["failure-details"][0]["result-type"] \
+            == "starttls-not-supported"
+    finally:
+        dns.close()
+        reports.close()
