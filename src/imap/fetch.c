@@ -774,7 +774,7 @@ static void imap_fetch_items(struct imap_job *j, struct imap_fetch *f)
         switch (it->kind) {
         case FI_FLAGS:
             buf_append_str(&j->out, "FLAGS ");
-            imap_write_flags(&j->out, m->flags, m->keywords);
+            imap_write_flags(&j->out, imap_flags_shown(&j->ctx, m->flags), m->keywords);
             break;
         case FI_UID:
             buf_printf(&j->out, "UID %u", m->uid);
@@ -848,7 +848,7 @@ static void imap_fetch_items(struct imap_job *j, struct imap_fetch *f)
     }
     if (f->msg_add_flags) {
         buf_append_str(&j->out, " FLAGS ");
-        imap_write_flags(&j->out, m->flags, m->keywords);
+        imap_write_flags(&j->out, imap_flags_shown(&j->ctx, m->flags), m->keywords);
         /* RFC 7162 §3.1.4.1: a flag change reported to a CONDSTORE client has its MODSEQ */
         if (f->is_condstore && !f->has_modseq)
             buf_printf(&j->out, " MODSEQ (%llu)", (unsigned long long)m->modseq);
@@ -1207,7 +1207,7 @@ static void imap_store_work(struct imap_job *j)
                 buf_printf(&j->out, "UID %u ", m->uid);
             if (!silent) {
                 buf_append_str(&j->out, "FLAGS ");
-                imap_write_flags(&j->out, m->flags, m->keywords);
+                imap_write_flags(&j->out, imap_flags_shown(&j->ctx, m->flags), m->keywords);
             }
             if (condstore)
                 buf_printf(&j->out, "%sMODSEQ (%llu)", silent ? "" : " ",

@@ -78,6 +78,10 @@ struct imap_session {
     bool is_spilling;         /* the literal being read goes to the file */
     uint64_t spill_remaining; /* bytes of that literal still to come */
     uint64_t literal_memory;  /* bytes of this command's APPEND literals kept in memory */
+    /* LITERAL- (RFC 7888 §5): a refused command's {n+} literal octets still to skip, and
+     * whether the rest of that command (its following lines) is being skipped */
+    uint64_t skip_remaining;
+    bool is_skipping;
     uint64_t handle;    /* core/job.h: jobs find the session again by it */
     bool is_job_in_flight;
     bool is_closing;    /* LOGOUT/BYE sent */
@@ -113,6 +117,8 @@ struct imap_session {
     /* IDLE */
     bool is_condstore; /* RFC 7162 CONDSTORE enabled: flag changes carry MODSEQ */
     bool is_qresync;   /* RFC 7162 §3.2 QRESYNC enabled: VANISHED instead of EXPUNGE */
+    bool is_rev2;        /* RFC 9051 Appendix A: ENABLE IMAP4rev2 (imap_is_utf8 too) */
+    bool is_utf8_accept; /* RFC 6855 §3: ENABLE UTF8=ACCEPT */
     bool is_idling;
     char *idle_tag;
     struct event *idle_timer; /* "* OK Still here" keepalives while idling */
@@ -152,6 +158,8 @@ struct imap_job_ctx {
     bool is_readonly;           /* the selected mailbox was EXAMINEd */
     bool is_condstore;          /* CONDSTORE enabled: flag changes carry MODSEQ */
     bool is_qresync;            /* QRESYNC enabled: expunges are reported as VANISHED */
+    bool is_rev2;               /* IMAP4rev2 enabled: no \Recent, ESEARCH, LIST in SELECT */
+    bool is_utf8;               /* mailbox names in UTF-8 (imap_is_utf8) */
     uint64_t max_append;        /* the largest message APPEND takes (RFC 7889 APPENDLIMIT) */
     bool is_login_process;      /* logins are handed over (conn_is_login_process) */
     char binding[161];          /* login process: the connection (conn_login_binding) */
@@ -179,6 +187,13 @@ struct imap_job {
 
 /* The typed job of a command: struct T { struct imap_job base; ... }. */
 #define IMAP_JOB(type, j) ((struct type *)(void *)(j))
+
+/* Does the session speak UTF-8 mailbox names and quoted strings (RFC 9051 §5.1 after
+ * ENABLE IMAP4rev2, RFC 6855 §3 after ENABLE UTF8=ACCEPT)? */
+static inline bool imap_is_utf8(const struct imap_session *s)
+{
+    return s->is_rev2 || s->is_utf8_accept;
+}
 
 /* ---- session.c ---- */
 /* A job of `size` bytes (the command's struct, zeroed) for s, or NULL (out of memory:
@@ -249,6 +264,15 @@ bool imap_parse_flags(const struct imap_arg *a, unsigned *flags_r, char ***keywo
 void imap_keywords_free(char **k);
 /* Mailbox name from an astring argument ("inbox" -> "INBOX"); malloc'd or NULL. */
 char *imap_mailbox_name(const struct imap_arg *a);
+/* The same for a command of s: a UTF-8 session's name becomes the store's modified UTF-7
+ * (mailname.h); NULL also when that name is not allowed. */
+char *imap_session_mailbox_name(const struct imap_session *s, const struct imap_arg *a);
+/* A stored mailbox name as the client reads it: UTF-8 (quoted) for a UTF-8 session. */
+void imap_write_mailbox(struct buf *out, const char *stored, bool is_utf8);
+/* A name already in the client's form (UTF-8 for a UTF-8 session). */
+void imap_write_mailbox_shown(struct buf *out, const char *shown, bool is_utf8);
+/* The flags a message shows this session (IMAP4rev2: without \Recent). */
+unsigned imap_flags_shown(const struct imap_job_ctx *ctx, unsigned flags);
 /* 0-based indexes of the view matching a sequence or UID set, malloc'd. */
 bool imap_resolve_set(struct store_mailbox *box, const char *set, bool is_uid, size_t **idx_r,
                       size_t *n_r);
@@ -256,7 +280,7 @@ bool imap_resolve_set(struct store_mailbox *box, const char *set, bool is_uid, s
 /* "* STATUS name (items)" for the IMAP_ST_* items (args.h) of st. */
 struct store_status;
 void imap_status_write(struct buf *out, const char *name, unsigned items,
-                       const struct store_status *st, uint64_t appendlimit);
+                       const struct store_status *st, uint64_t appendlimit, bool is_utf8);
 /* RFC 8474 OBJECTID: a mailbox's MAILBOXID and a message's EMAILID. */
 void imap_write_mailboxid(struct buf *out, uint32_t uidvalidity);
 void imap_write_emailid(struct buf *out, uint32_t uidvalidity, uint32_t uid);

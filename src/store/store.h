@@ -157,6 +157,7 @@ int store_mailbox_subscribe(struct store_user *u, const char *name, bool subscri
 
 struct store_status {
     uint32_t messages, recent, unseen, uidnext, uidvalidity;
+    uint32_t deleted; /* messages flagged \Deleted (RFC 9051 STATUS DELETED) */
     uint64_t size, highestmodseq;
 };
 int store_mailbox_status(struct store_user *u, const char *name, struct store_status *st_r,
