@@ -859,6 +859,19 @@ static void imap_mb_work(struct imap_job *j)
     }
     struct store_status st;
     char *err2 = NULL;
+    if (r == 0) {
+        /* RFC 5465 §5.4-5.5: other sessions' NOTIFY hears of it (renaming INBOX leaves
+         * an INBOX: the new name is a new mailbox) */
+        static const int kinds[] = {STORE_CHANGE_CREATED, STORE_CHANGE_DELETED,
+                                    STORE_CHANGE_RENAMED, STORE_CHANGE_SUBSCRIBED,
+                                    STORE_CHANGE_UNSUBSCRIBED};
+        bool is_inbox_rename = mj->op == IMAP_MB_RENAME && strcmp(mj->name, "INBOX") == 0;
+        if (mj->op == IMAP_MB_RENAME && !is_inbox_rename)
+            imap_notify_publish(j, STORE_CHANGE_RENAMED, mj->new_name, mj->name);
+        else
+            imap_notify_publish(j, is_inbox_rename ? STORE_CHANGE_CREATED : kinds[mj->op],
+                                mj->op == IMAP_MB_RENAME ? mj->new_name : mj->name, NULL);
+    }
     if (r < 0) {
         imap_job_err(j, "%s", err);
     } else if (mj->op == IMAP_MB_CREATE && store_mailbox_status(user, mj->name, &st, &err2) == 0) {

@@ -128,6 +128,14 @@ static void imap_setmetadata_work(struct imap_job *j)
             return;
         }
     }
+    /* RFC 5465 §5.6-5.7: NOTIFY's metadata events name the entries */
+    struct buf names;
+    buf_init(&names, 0);
+    for (size_t i = 0; i < mj->n_set; i++)
+        buf_printf(&names, "%s%s", i ? " " : "", mj->names[i]);
+    if (names.len)
+        imap_notify_publish(j, STORE_CHANGE_METADATA, mj->mailbox, buf_cstr(&names));
+    buf_free(&names);
     imap_job_ok(j, "Setmetadata completed.");
 }
 

@@ -138,7 +138,7 @@ void imap_capability_string(struct imap_session *s, struct buf *out)
             buf_append_str(out, " COMPRESS=DEFLATE"); /* RFC 4978 */
         /* RFC 9208: the STORAGE resource only (no message-count limits) */
         buf_append_str(out, " QUOTA QUOTA=RES-STORAGE");
-        buf_append_str(out, " UTF8=ACCEPT"); /* RFC 6855 */
+        buf_append_str(out, " UTF8=ACCEPT NOTIFY"); /* RFC 6855, RFC 5465 */
     }
 }
 
@@ -254,6 +254,8 @@ static void imap_job_done(void *session, struct job *job)
         imap_session_start_idle_sync(s);
         return;
     }
+    if (imap_notify_kick(s)) /* RFC 5465: what NOTIFY has waiting goes out between commands */
+        return;
     conn_resume_read(s->c);
     imap_session_process(s);
 }
@@ -274,8 +276,10 @@ void imap_job_submit(struct imap_session *s, struct imap_job *j)
 {
     if (j->do_sync && !s->has_pending_changes && !j->is_sync_forced)
         j->do_sync = false;
-    if (j->do_sync)
+    if (j->do_sync) {
         s->has_pending_changes = false;
+        s->is_notify_sync_pending = false;
+    }
     /* Move the handles in: nothing on the loop uses them until the job is done. */
     struct imap_job_ctx *ctx = &j->ctx;
     ctx->auth = imap_auth(s);
@@ -337,6 +341,15 @@ static void imap_notify(const char *user, const char *mailbox, void *arg)
     /* An idling client hears about new mail at once. */
     if (s->is_idling && !s->is_job_in_flight)
         imap_session_start_idle_sync(s);
+}
+
+/* Every change of the user's mailboxes: the messages' ones as before, and whatever a
+ * NOTIFY asked for (notify.c). */
+static void imap_notify_change(const struct store_change_event *ev, void *arg)
+{
+    if (ev->kind == STORE_CHANGE_MESSAGES)
+        imap_notify(ev->user, ev->mailbox, arg);
+    imap_notify_event(arg, ev);
 }
 
 static uint64_t imap_now_ms(void)
@@ -562,6 +575,9 @@ static void imap_cmd_unauthenticate(struct imap_session *s, const char *tag,
     free(s->username);
     s->username = NULL;
     imap_searchres_clear(s);
+    imap_notify_free(s->notify);
+    s->notify = NULL;
+    s->is_notify_sync_pending = false;
     s->quota = 0;
     s->is_readonly = s->is_condstore = s->is_qresync = false;
     s->is_rev2 = s->is_utf8_accept = false;
@@ -708,7 +724,7 @@ static void imap_login_success(struct imap_session *s, const char *tag,
     r->user = NULL;
     r->name = NULL;
     s->state = IMAP_STATE_AUTH;
-    s->notify_sub = store_notify_subscribe(s->username, imap_notify, s);
+    s->notify_sub = store_notify_subscribe_changes(s->username, imap_notify_change, s);
     conn_set_deadline(s->c, 0); /* imap.login_timeout no longer applies */
     log_info("imap", "Login: user=<%s>, method=%s, rip=%s, lip=%s%s", s->username, method,
              imap_rip(s), conn_local_ip(s->c), conn_is_tls(s->c) ? ", TLS" : "");
@@ -1007,6 +1023,7 @@ static const struct imap_command imap_commands[] = {
     {"UNAUTHENTICATE", imap_cmd_unauthenticate, AUTHED, false},
     {"GETMETADATA", imap_cmd_getmetadata, AUTHED, false},
     {"SETMETADATA", imap_cmd_setmetadata, AUTHED, false},
+    {"NOTIFY", imap_cmd_notify, AUTHED, false},
     {"LOGIN", imap_cmd_login, IMAP_STATE_NOT_AUTH, false},
     {"AUTHENTICATE", imap_cmd_authenticate, IMAP_STATE_NOT_AUTH, false},
     {"SELECT", imap_cmd_select, AUTHED, false},
@@ -1470,6 +1487,7 @@ void imap_session_free(struct imap_session *s)
         store_user_close(s->user);
     free(s->box_name);
     free(s->searchres);
+    imap_notify_free(s->notify);
     free(s->username);
     free(s->idle_tag);
     if (s->idle_timer)

@@ -132,6 +132,11 @@ struct imap_session {
     struct imap_fetch *fetch;
     bool is_fetch_waiting_drain;
     bool is_in_fetch_literal; /* the output so far ends inside a streamed literal */
+    bool is_fetch_internal;   /* imap_fetch_internal is starting a FETCH */
+
+    /* RFC 5465 NOTIFY (notify.c); NULL until NOTIFY SET */
+    struct imap_notify *notify;
+    bool is_notify_sync_pending; /* NOTIFY SELECTED: the selected mailbox changed */
 };
 
 struct imap_job;
@@ -304,6 +309,12 @@ imap_handler imap_cmd_append, imap_cmd_replace;
 /* ---- fetch.c ---- */
 imap_handler imap_cmd_fetch, imap_cmd_store;
 void imap_fetch_free(struct imap_fetch *f);
+/* Are these FETCH items (an attribute or a list) valid? (RFC 5465 MessageNew's list) */
+bool imap_fetch_items_ok(const struct imap_arg *items);
+/* RFC 5465 §5.2: UID FETCH uid_lo:uid_hi items without a command of the client's: the
+ * FETCH lines go out unsolicited, with no completion. Loop thread, no job in flight. */
+void imap_fetch_internal(struct imap_session *s, uint32_t uid_lo, uint32_t uid_hi,
+                         struct imap_arg *items);
 /* on_drained: continue a FETCH that waits for the output to drain. */
 void imap_fetch_resume(struct imap_session *s);
 
@@ -339,6 +350,20 @@ char *imap_searchres_expand(struct imap_session *s, const char *set, bool *is_ui
 
 /* ---- metadata.c ---- */
 imap_handler imap_cmd_getmetadata, imap_cmd_setmetadata;
+
+/* ---- notify.c (RFC 5465) ---- */
+imap_handler imap_cmd_notify;
+struct store_change_event;
+/* A change of the user's mailboxes (store_notify_subscribe_changes): queue what NOTIFY
+ * asked for. Loop thread. */
+void imap_notify_event(struct imap_session *s, const struct store_change_event *ev);
+/* Between commands (no job in flight): send what NOTIFY has waiting, by starting a job.
+ * true when one was started (the caller then waits for it). */
+bool imap_notify_kick(struct imap_session *s);
+void imap_notify_free(struct imap_notify *n);
+/* Work step: publish a mailbox-level change this session made (origin: its handle). */
+void imap_notify_publish(const struct imap_job *j, int kind, const char *mailbox,
+                         const char *detail);
 
 /* ---- sort.c ---- */
 imap_handler imap_cmd_sort, imap_cmd_thread;
