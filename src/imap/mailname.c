@@ -6,41 +6,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistr.h>
 #include <uninorm.h>
 
 #include "store/dovecot.h"
-
-/* One UTF-8 sequence at s[0..len): its code point, or -1 when it is not one (RFC 3629 §4:
- * no overlong form, no surrogate, nothing past U+10FFFF). *n_r gets its length. */
-static long mailname_utf8_next(const unsigned char *s, size_t len, size_t *n_r)
-{
-    unsigned char c = s[0];
-    size_t n;
-    long cp, min;
-    if (c < 0x80) {
-        *n_r = 1;
-        return c;
-    } else if ((c & 0xe0) == 0xc0) {
-        n = 2, cp = c & 0x1f, min = 0x80;
-    } else if ((c & 0xf0) == 0xe0) {
-        n = 3, cp = c & 0x0f, min = 0x800;
-    } else if ((c & 0xf8) == 0xf0) {
-        n = 4, cp = c & 0x07, min = 0x10000;
-    } else {
-        return -1;
-    }
-    if (n > len)
-        return -1;
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return -1;
-        cp = (cp << 6) | (s[i] & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-        return -1;
-    *n_r = n;
-    return cp;
-}
 
 /* RFC 6855 §3: Net-Unicode (RFC 5198 §2) without controls, DEL, LS and PS. */
 static bool mailname_cp_ok(long cp)
@@ -50,13 +19,16 @@ static bool mailname_cp_ok(long cp)
 
 bool imap_mailname_utf8_ok(const char *s, size_t len)
 {
-    const unsigned char *u = (const unsigned char *)s;
+    const uint8_t *u = (const uint8_t *)s;
+    /* RFC 3629 §4 (libunistring: no overlong form, surrogate, or past U+10FFFF) */
+    if (u8_check(u, len) != NULL)
+        return false;
     for (size_t i = 0; i < len;) {
-        size_t n;
-        long cp = mailname_utf8_next(u + i, len - i, &n);
-        if (cp < 0 || !mailname_cp_ok(cp))
+        ucs4_t cp;
+        int n = u8_mbtoucr(&cp, u + i, len - i);
+        if (n <= 0 || !mailname_cp_ok((long)cp))
             return false;
-        i += n;
+        i += (size_t)n;
     }
     return true;
 }
@@ -75,7 +47,9 @@ char *imap_mailname_import(const char *utf8, size_t len)
      * unit, two units for 4 octets); bounded by the length check above */
     size_t size = nfc_len * 4 + 16;
     char *out = nfc_len <= IMAP_MAILNAME_MAX ? malloc(size) : NULL;
-    if (out && !dovecot_utf8_to_mutf7((const char *)nfc, nfc_len, out, size)) {
+    /* the limit is the stored form's too (it is longer: up to 8/3 per character) */
+    if (out && (!dovecot_utf8_to_mutf7((const char *)nfc, nfc_len, out, size) ||
+                strlen(out) > IMAP_MAILNAME_MAX)) {
         free(out);
         out = NULL;
     }
@@ -97,31 +71,6 @@ static int mailname_b64(unsigned char c)
     if (c == ',')
         return 63;
     return -1;
-}
-
-/* Append the UTF-8 form of cp to out (room checked by the caller: 4 octets). */
-static size_t mailname_utf8_put(char *out, long cp)
-{
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (char)(0xc0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3f));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xe0 | (cp >> 12));
-        out[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
-        out[2] = (char)(0x80 | (cp & 0x3f));
-        return 3;
-    }
-    out[0] = (char)(0xf0 | (cp >> 18));
-    out[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
-    out[3] = (char)(0x80 | (cp & 0x3f));
-    return 4;
 }
 
 /* Decode s (modified UTF-7) into out (UTF-8, NUL-terminated; at least 2 * strlen(s) + 1
@@ -182,7 +131,7 @@ static bool mailname_decode(const char *s, char *out)
             /* printable ASCII must stand for itself; NUL, CR and LF cannot be sent */
             if ((cp >= 0x20 && cp <= 0x7e) || cp == 0 || cp == '\r' || cp == '\n')
                 return false;
-            o += mailname_utf8_put(out + o, cp);
+            o += (size_t)u8_uctomb((uint8_t *)out + o, (ucs4_t)cp, 4);
         }
         /* the run must end with "-", hold whole units, and pad with zero bits */
         if (*p != '-' || n_units == 0 || high || n_bits >= 6 || bits != 0)

@@ -19,7 +19,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* Names longer than this (in either form) are refused: the store's own limit is lower. */
+/* Names longer than this (in either form, octets) are refused: the store's own limit is
+ * lower. */
 #define IMAP_MAILNAME_MAX 1024
 
 /* Is s[0..len) a mailbox name RFC 6855 §3 allows: valid UTF-8 (no overlong form, no

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistr.h>
 
 void imap_parser_init(struct imap_parser *p, size_t max_literal)
 {
@@ -35,39 +36,6 @@ void imap_parser_reset(struct imap_parser *p)
     imap_parser_init(p, max);
     p->max_nonsync = max_nonsync;
     p->is_utf8 = is_utf8;
-}
-
-/* RFC 3629 §4: is s[0..len) UTF-8 (no overlong form, surrogate, or past U+10FFFF)? */
-static bool imap_is_utf8(const unsigned char *s, size_t len)
-{
-    for (size_t i = 0; i < len;) {
-        unsigned char c = s[i];
-        size_t n;
-        uint32_t cp, min;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if ((c & 0xe0) == 0xc0) {
-            n = 2, cp = c & 0x1f, min = 0x80;
-        } else if ((c & 0xf0) == 0xe0) {
-            n = 3, cp = c & 0x0f, min = 0x800;
-        } else if ((c & 0xf8) == 0xf0) {
-            n = 4, cp = c & 0x07, min = 0x10000;
-        } else {
-            return false;
-        }
-        if (n > len - i)
-            return false;
-        for (size_t k = 1; k < n; k++) {
-            if ((s[i + k] & 0xc0) != 0x80)
-                return false;
-            cp = (cp << 6) | (s[i + k] & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return false;
-        i += n;
-    }
-    return true;
 }
 
 void imap_parser_free(struct imap_parser *p)
@@ -200,7 +168,7 @@ static enum imap_parse_result imap_parse_args(struct imap_parser *p, const char 
             }
             out[n] = '\0';
             /* RFC 6855 §3: once UTF-8 is enabled, 8-bit octets that are not UTF-8 are BAD */
-            if (p->is_utf8 && !imap_is_utf8((const unsigned char *)out, n)) {
+            if (p->is_utf8 && u8_check((const uint8_t *)out, n) != NULL) {
                 free(out);
                 return imap_fail(p, "Invalid UTF-8 in quoted string.");
             }
