@@ -1321,13 +1321,21 @@ static void imap_session_process(struct imap_session *s)
             /* the rest of a refused command; another {n+} literal of it is skipped too,
              * within the same limits as any literal */
             uint64_t size = 0;
-            if (imap_line_nonsync_literal(line, len, &size) && size <= s->parser.max_literal) {
+            bool is_literal = imap_line_nonsync_literal(line, len, &size);
+            free(line);
+            if (is_literal && size > s->parser.max_literal) {
+                /* its octets follow regardless and are no command: the session ends */
+                conn_write_str(s->c, "* BYE [TOOBIG] Literal too large.\r\n");
+                s->is_closing = true;
+                conn_close(s->c);
+                return;
+            }
+            if (is_literal) {
                 s->skip_remaining = size;
             } else {
                 s->is_skipping = false;
                 imap_input_done(s);
             }
-            free(line);
             continue;
         }
         enum imap_parse_result r = imap_parser_feed_line(&s->parser, line, len);

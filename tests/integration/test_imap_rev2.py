@@ -346,3 +346,9 @@ def test_literal_minus(tern_factory):
     assert status(c.read_until(r"^A4 (OK|NO|BAD)"), "A4") == "OK"
     got = cmd(c, "st", "STATUS INBOX (MESSAGES)")
     assert "MESSAGES 1" in got, got
+    # a further {n+} of a refused command that is past any limit: its octets cannot be
+    # skipped for ever, so the session ends (RFC 7888 §4 choice 2, with TOOBIG)
+    c.send_raw(b"A5 APPEND INBOX {5000+}\r\n" + b"z" * 5000 + b" {99999999999+}\r\n")
+    got = c.read_until(r"^\* BYE")
+    assert re.search(r"^A5 BAD \[TOOBIG\]", got, re.M), got
+    assert "* BYE [TOOBIG]" in got and c.is_closed(), got
