@@ -777,7 +777,14 @@ static bool notify_submit(struct imap_session *s, const char *tag, struct imap_n
 bool imap_notify_kick(struct imap_session *s)
 {
     struct imap_notify *n = s->notify;
-    if (!n || s->is_job_in_flight || s->fetch || s->is_closing || s->state == IMAP_STATE_NOT_AUTH)
+    if (s->is_job_in_flight || s->fetch || s->is_closing || s->state == IMAP_STATE_NOT_AUTH)
+        return false;
+    if (s->is_notify_overflowed) {
+        s->is_notify_overflowed = false;
+        conn_write_str(s->c,
+                       "* OK [NOTIFICATIONOVERFLOW] Too many notifications; NOTIFY is off.\r\n");
+    }
+    if (!n)
         return false;
     /* §5.2: the FETCH of new messages follows their EXISTS, whichever command or event
      * reported them */
@@ -803,12 +810,16 @@ bool imap_notify_kick(struct imap_session *s)
     return notify_submit(s, NULL, NULL, false);
 }
 
-/* §5.8: too much waits: tell the client and stop, as after NOTIFY NONE. */
+/* §5.8: too much waits: stop, as after NOTIFY NONE, and tell the client when it can be
+ * told (imap_notify_kick: not while a FETCH may be in the middle of a literal). */
 static void notify_overflow(struct imap_session *s)
 {
-    conn_write_str(s->c, "* OK [NOTIFICATIONOVERFLOW] Too many notifications; NOTIFY is off.\r\n");
     imap_notify_free(s->notify);
     s->notify = NULL;
+    s->is_notify_sync_pending = false;
+    s->is_notify_overflowed = true;
+    if (!s->is_job_in_flight)
+        imap_notify_kick(s);
 }
 
 void imap_notify_event(struct imap_session *s, const struct store_change_event *ev)

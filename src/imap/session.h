@@ -137,6 +137,7 @@ struct imap_session {
     /* RFC 5465 NOTIFY (notify.c); NULL until NOTIFY SET */
     struct imap_notify *notify;
     bool is_notify_sync_pending; /* NOTIFY SELECTED: the selected mailbox changed */
+    bool is_notify_overflowed;   /* RFC 5465 §5.8: NOTIFY was turned off, not told yet */
 };
 
 struct imap_job;

@@ -11,6 +11,8 @@ all of it across two mail worker processes.
 
 import re
 
+import pytest
+
 from test_imap_lib import add_user, converse, fresh_user, imap_client, read_literal_reply
 
 
@@ -312,3 +314,27 @@ def test_selected_delayed_waits_for_a_command(tern):
     # the FETCH of a partial header keeps its literal intact (read_literal_reply)
     a.send("f FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
     assert b"Subject: n" in read_literal_reply(a, "f")
+
+
+@pytest.mark.slow
+def test_overflow_while_output_is_blocked(tern):
+    """§5.8: a client that does not read while its FETCH output is stuck cannot be sent
+    its notifications; past the bound it is told NOTIFICATIONOVERFLOW and NOTIFY is off."""
+    body = "x" * 1022 + "\n"
+    big = "Subject: big\nFrom: a@x\n\n" + body * 1024  # ~1 MB each
+    user, pw = fresh_user(tern, "nfover", messages=[big] * 24)
+    a = login(tern, user, pw)
+    b = login(tern, user, pw)
+    cmd(a, "n", "NOTIFY SET (personal (MailboxName))")
+    cmd(a, "s", "SELECT INBOX")
+    a.send("f FETCH 1:* BODY.PEEK[]")  # ~24 MB the client does not read for now
+    for i in range(70):
+        cmd(b, "c", f"CREATE Flood{i:02d}")
+    raw = read_literal_reply(a, "f")  # literal by literal: nothing inside them but mail
+    assert raw.count(b" FETCH (BODY[] {") == 24
+    assert b"NOTIFICATIONOVERFLOW" not in raw  # told after the FETCH, never inside it
+    got = raw[-4000:].decode(errors="replace") + quiet(a)
+    assert "* OK [NOTIFICATIONOVERFLOW]" in got, got[-2000:]
+    # NOTIFY is off now: a later change is not told
+    cmd(b, "c2", "CREATE AfterOverflow")
+    assert "AfterOverflow" not in quiet(a, "q2")
