@@ -259,7 +259,7 @@ void imap_job_sync(struct imap_job *j)
     struct store_sync_changes ch;
     memset(&ch, 0, sizeof ch);
     char *err = NULL;
-    if (store_mailbox_sync(box, &ch, &err) < 0) {
+    if (store_mailbox_sync_shared(box, j->ctx.sync_share, &ch, &err) < 0) {
         free(err);
         return;
     }
@@ -538,6 +538,7 @@ static void imap_select_work(struct imap_job *j)
     buf_append_str(&j->out, "* OK [MAILBOXID ("); /* RFC 8474 §4.2 */
     imap_write_mailboxid(&j->out, store_mailbox_uidvalidity(box));
     buf_append_str(&j->out, ")] Ok\r\n");
+    buf_append_str(&j->out, "* OK [URLMECH INTERNAL] Ok\r\n"); /* RFC 4467 §6.1 */
     if (sj->has_qresync)
         imap_select_qresync(j, sj);
     buf_printf(&j->tagged, "%s OK [%s] %s completed.\r\n", j->tag, ro ? "READ-ONLY" : "READ-WRITE",

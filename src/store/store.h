@@ -214,6 +214,19 @@ struct store_sync_changes {
 int store_mailbox_sync(struct store_mailbox *box, struct store_sync_changes *changes_r,
                        char **error_r);
 void store_sync_changes_free(struct store_sync_changes *c);
+/* Several views of one mailbox synced one after the other on one thread (the IMAP IDLE
+ * sessions one change woke): the first does the round as store_mailbox_sync() does and
+ * the share keeps its result; every later view in the state the first one started from
+ * gets a copy of it, without the index or a folder scan; any other view syncs as usual
+ * (and its round is kept instead). \Recent goes to the first read-write view only
+ * (RFC 3501 §2.3.2). A share belongs to one thread at a time; NULL share = plain sync. */
+struct store_sync_share;
+/* The view's folder (unique per user and mailbox): what groups views for a share. */
+const char *store_mailbox_folder(const struct store_mailbox *box);
+struct store_sync_share *store_sync_share_new(void);
+void store_sync_share_free(struct store_sync_share *share);
+int store_mailbox_sync_shared(struct store_mailbox *box, struct store_sync_share *share,
+                              struct store_sync_changes *changes_r, char **error_r);
 /* BLOCKING. SELECT/EXAMINE of the mailbox this view already shows (name compared as the
  * store canonicalises it, same read_only): bring the view to the state
  * store_mailbox_open() would give a new one (\Recent only on what this call claims),
@@ -326,6 +339,16 @@ int store_metadata_get(struct store_user *u, const char *mailbox, const char *na
                        struct store_metadata **entries_r, size_t *n_r, char **error_r);
 void store_metadata_free(struct store_metadata *entries, size_t n);
 
+/* RFC 4467 URLAUTH mailbox access keys (urlauth.c): secret random bytes per mailbox,
+ * bound to its name and UIDVALIDITY, in the user's index. BLOCKING. store_urlauth_key:
+ * the mailbox's key into key_r and its UIDVALIDITY (made now when create and none yet):
+ * 1 found or made, 0 none (create false), -1 error or no such mailbox.
+ * store_urlauth_reset: forget the key of mailbox (NULL: every key of the user); 0 or -1. */
+#define STORE_URLAUTH_KEY_SIZE 32
+int store_urlauth_key(struct store_user *u, const char *mailbox, bool create,
+                      unsigned char key_r[STORE_URLAUTH_KEY_SIZE], uint32_t *uidvalidity_r,
+                      char **error_r);
+int store_urlauth_reset(struct store_user *u, const char *mailbox, char **error_r);
 /* POP3 maildrop lock: one POP3 session per user at a time (RFC 1939 §8). 0 locked,
  * 1 already in use (-ERR [IN-USE]), -1 error. Released by store_pop3_unlock or process exit. */
 int store_pop3_lock(struct store_user *u);
