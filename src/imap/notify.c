@@ -45,9 +45,8 @@ static bool notify_atom_is(const struct imap_arg *a, const char *name)
 }
 
 /* events = "(" event *(SP event) ")" / "NONE" */
-static enum imap_notify_parse_result notify_parse_events(const struct imap_arg *a,
-                                                         struct imap_notify_group *g,
-                                                         const char **error_r)
+static enum imap_notify_parse_result
+notify_parse_events(const struct imap_arg *a, struct imap_notify_group *g, const char **error_r)
 {
     static const struct {
         const char *name;
@@ -84,7 +83,8 @@ static enum imap_notify_parse_result notify_parse_events(const struct imap_arg *
         }
         g->events |= bit;
         /* MessageNew may carry the FETCH items of its new messages */
-        if (bit == IMAP_NOTIFY_MESSAGE_NEW && i + 1 < a->n && a->list[i + 1].type == IMAP_ARG_LIST) {
+        if (bit == IMAP_NOTIFY_MESSAGE_NEW && i + 1 < a->n &&
+            a->list[i + 1].type == IMAP_ARG_LIST) {
             if (g->fetch_att) {
                 *error_r = "MessageNew given twice.";
                 return IMAP_NOTIFY_PARSE_BAD;
@@ -123,15 +123,14 @@ static bool notify_parse_names(const struct imap_arg *a, struct imap_notify_grou
 }
 
 enum imap_notify_parse_result imap_notify_parse(const struct imap_arg *args, size_t n,
-                                                struct imap_notify_request *r,
-                                                const char **error_r)
+                                                struct imap_notify_request *r, const char **error_r)
 {
     static const struct {
         const char *name;
         enum imap_notify_filter filter;
     } filters[] = {
-        {"SELECTED", IMAP_NOTIFY_SELECTED},   {"SELECTED-DELAYED", IMAP_NOTIFY_SELECTED_DELAYED},
-        {"INBOXES", IMAP_NOTIFY_INBOXES},     {"PERSONAL", IMAP_NOTIFY_PERSONAL},
+        {"SELECTED", IMAP_NOTIFY_SELECTED},     {"SELECTED-DELAYED", IMAP_NOTIFY_SELECTED_DELAYED},
+        {"INBOXES", IMAP_NOTIFY_INBOXES},       {"PERSONAL", IMAP_NOTIFY_PERSONAL},
         {"SUBSCRIBED", IMAP_NOTIFY_SUBSCRIBED}, {"SUBTREE", IMAP_NOTIFY_SUBTREE},
         {"MAILBOXES", IMAP_NOTIFY_MAILBOXES},
     };
@@ -163,7 +162,8 @@ enum imap_notify_parse_result imap_notify_parse(const struct imap_arg *args, siz
         }
         struct imap_notify_group *g = &r->groups[r->n_groups++];
         size_t k = 0;
-        while (k < sizeof filters / sizeof filters[0] && !notify_atom_is(&a->list[0], filters[k].name))
+        while (k < sizeof filters / sizeof filters[0] &&
+               !notify_atom_is(&a->list[0], filters[k].name))
             k++;
         if (k == sizeof filters / sizeof filters[0]) {
             *error_r = "Unknown mailbox filter.";
@@ -203,7 +203,7 @@ enum imap_notify_parse_result imap_notify_parse(const struct imap_arg *args, siz
 
 /* ---- the session's state ---------------------------------------------------------------- */
 
-#define IMAP_NOTIFY_MAX_PENDING 64  /* events waiting for a job: more is an overflow (§5.8) */
+#define IMAP_NOTIFY_MAX_PENDING 64   /* events waiting for a job: more is an overflow (§5.8) */
 #define IMAP_NOTIFY_MAX_CACHE   1000 /* mailboxes whose last STATUS is remembered */
 
 /* One event group for other mailboxes, as plain data (copied into each job). */
@@ -405,8 +405,8 @@ static bool notify_watches_need_list(const struct imap_notify_watch *w, size_t n
 
 struct imap_notify_job {
     struct imap_job base;
-    bool is_set;     /* NOTIFY SET: statuses of the watched mailboxes, the tagged OK */
-    bool has_status; /* NOTIFY SET STATUS: and tell them */
+    bool is_set;               /* NOTIFY SET: statuses of the watched mailboxes, the tagged OK */
+    bool has_status;           /* NOTIFY SET STATUS: and tell them */
     struct imap_notify *state; /* NOTIFY SET: the new state, installed by finish */
     struct imap_notify_watch *watches; /* a copy (events job) */
     size_t n_watches;
@@ -624,8 +624,8 @@ static void notify_job_event(struct imap_notify_job *nj, struct imap_job *j,
     case STORE_CHANGE_METADATA: {
         /* §5.6-5.7: RFC 5464 §4.4.2's unsolicited form, entry names only */
         bool is_server = e->mailbox[0] == '\0';
-        unsigned want = is_server ? IMAP_NOTIFY_SERVER_METADATA_CHANGE
-                                  : IMAP_NOTIFY_MAILBOX_METADATA_CHANGE;
+        unsigned want =
+            is_server ? IMAP_NOTIFY_SERVER_METADATA_CHANGE : IMAP_NOTIFY_MAILBOX_METADATA_CHANGE;
         unsigned ev = 0;
         for (size_t i = 0; i < nw && is_server; i++)
             ev |= w[i].events & want; /* a user-event: whatever the filter */
@@ -834,13 +834,13 @@ void imap_notify_event(struct imap_session *s, const struct store_change_event *
         notify_name_eq(ev->mailbox, s->box_name)) {
         /* §6.1.1 SELECTED: at once; SELECTED-DELAYED: with the next command that may
          * report (has_pending_changes, set by the plain notification) */
-        if (n->has_selected && !n->is_delayed &&
-            (n->selected_events & IMAP_NOTIFY_MESSAGE_EVENTS))
+        if (n->has_selected && !n->is_delayed && (n->selected_events & IMAP_NOTIFY_MESSAGE_EVENTS))
             s->is_notify_sync_pending = true;
     } else {
         bool is_dup = false;
         for (size_t i = 0; i < n->n_pending && !is_dup; i++)
-            is_dup = n->pending[i].kind == ev->kind && strcmp(n->pending[i].mailbox, ev->mailbox) == 0 &&
+            is_dup = n->pending[i].kind == ev->kind &&
+                     strcmp(n->pending[i].mailbox, ev->mailbox) == 0 &&
                      ev->kind == STORE_CHANGE_MESSAGES;
         if (!is_dup) {
             if (n->n_pending >= IMAP_NOTIFY_MAX_PENDING) {

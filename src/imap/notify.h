@@ -43,11 +43,11 @@ enum {
     IMAP_NOTIFY_MAILBOX_METADATA_CHANGE = 32,
     IMAP_NOTIFY_SERVER_METADATA_CHANGE = 64,
 };
-#define IMAP_NOTIFY_MESSAGE_EVENTS                                                          \
+#define IMAP_NOTIFY_MESSAGE_EVENTS                                                                 \
     (IMAP_NOTIFY_MESSAGE_NEW | IMAP_NOTIFY_MESSAGE_EXPUNGE | IMAP_NOTIFY_FLAG_CHANGE)
 /* the BADEVENT list (RFC 5465 §3.1: every event the server supports) */
-#define IMAP_NOTIFY_EVENT_NAMES                                                             \
-    "MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange "                  \
+#define IMAP_NOTIFY_EVENT_NAMES                                                                    \
+    "MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange "                         \
     "MailboxMetadataChange ServerMetadataChange"
 
 struct imap_notify_group {

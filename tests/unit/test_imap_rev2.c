@@ -57,12 +57,12 @@ static void test_mailname_import(void **state)
     check_import("Cafe\xcc\x81", "Caf&AOk-");
     /* RFC 6855 §3: not UTF-8, or controls, DEL, C1, LS, PS */
     check_import("bad\xff", NULL);
-    check_import("\xc0\xaf", NULL);          /* overlong "/" */
-    check_import("\xed\xa0\x80", NULL);      /* a surrogate */
+    check_import("\xc0\xaf", NULL);     /* overlong "/" */
+    check_import("\xed\xa0\x80", NULL); /* a surrogate */
     check_import("tab\there", NULL);
     check_import("del\x7f", NULL);
-    check_import("c1\xc2\x85", NULL);        /* U+0085 */
-    check_import("ls\xe2\x80\xa8", NULL);    /* U+2028 */
+    check_import("c1\xc2\x85", NULL);     /* U+0085 */
+    check_import("ls\xe2\x80\xa8", NULL); /* U+2028 */
     char long_name[IMAP_MAILNAME_MAX + 2];
     memset(long_name, 'a', sizeof long_name - 1);
     long_name[sizeof long_name - 1] = '\0';
@@ -86,16 +86,16 @@ static void test_mailname_export(void **state)
     check_export("A&-B", "A&B", true);
     check_export("&2D3eAA-", "😀", true);
     /* RFC 9051 A.1: not modified UTF-7: sent as they are */
-    check_export("&Jjo!", "&Jjo!", false);                         /* no shift back */
+    check_export("&Jjo!", "&Jjo!", false);                           /* no shift back */
     check_export("&U,BTFw-&ZeVnLIqe-", "&U,BTFw-&ZeVnLIqe-", false); /* superfluous shift */
-    check_export("&AGE-", "&AGE-", false);                          /* "a" encoded */
+    check_export("&AGE-", "&AGE-", false);                           /* "a" encoded */
     check_export("&-", "&", true);
     check_export("a&b", "a&b", false);
-    check_export("&2D0-", "&2D0-", false);                          /* lone high surrogate */
-    check_export("&3gA-", "&3gA-", false);                          /* lone low surrogate */
-    check_export("&AAA-", "&AAA-", false);                          /* NUL */
-    check_export("&AOkA-", "&AOkA-", false);                        /* leftover bits */
-    check_export("raw\xc3\xa9", "raw\xc3\xa9", false);              /* 8-bit: not mUTF-7 */
+    check_export("&2D0-", "&2D0-", false);             /* lone high surrogate */
+    check_export("&3gA-", "&3gA-", false);             /* lone low surrogate */
+    check_export("&AAA-", "&AAA-", false);             /* NUL */
+    check_export("&AOkA-", "&AOkA-", false);           /* leftover bits */
+    check_export("raw\xc3\xa9", "raw\xc3\xa9", false); /* 8-bit: not mUTF-7 */
     check_export("", "", true);
 }
 
@@ -257,7 +257,10 @@ static void test_notify_parse(void **state)
     assert_int_equal(r.groups[0].events, 0);
     /* the rules of §5, §6.1 and §8 */
     static const char *const bad[] = {
-        "a NOTIFY", "a NOTIFY SET", "a NOTIFY SET STATUS", "a NOTIFY NONE x",
+        "a NOTIFY",
+        "a NOTIFY SET",
+        "a NOTIFY SET STATUS",
+        "a NOTIFY NONE x",
         "a NOTIFY SET (selected (MessageNew))",
         "a NOTIFY SET (selected (MessageExpunge FlagChange))",
         "a NOTIFY SET (personal (FlagChange))",
