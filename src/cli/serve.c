@@ -105,19 +105,27 @@ static void serve_start_control(struct server_context *ctx)
 static struct cli_options serve_options;
 
 /* Message types between the processes (core/conn.h ranges). */
-#define SERVE_MSG_NOTIFY (SERVER_MSG_TO_WORKERS + 0) /* user \0 mailbox \0 */
+#define SERVE_MSG_NOTIFY (SERVER_MSG_TO_WORKERS + 0) /* user \0 mailbox \0 [kind \0 detail \0] */
 #define SERVE_MSG_QUEUED (SERVER_MSG_TO_QUEUE + 0)   /* queue id \0 recipient \0 ... */
 
 static const struct server_context *serve_ctx; /* this process's, for the forwarders */
 static struct auth_server *serve_auth_server;  /* the auth process's */
 
 /* A mailbox changed in this process: the other workers' IDLE sessions must hear of it. */
-static void serve_forward_notify(const char *user, const char *mailbox)
+static void serve_forward_notify(const struct store_change_event *ev)
 {
     char payload[CHANNEL_MAX_PAYLOAD];
     size_t len = 0;
-    if (channel_put_str(payload, &len, user) && channel_put_str(payload, &len, mailbox))
-        (void)server_send(serve_ctx, SERVE_MSG_NOTIFY, payload, len);
+    if (!channel_put_str(payload, &len, ev->user) || !channel_put_str(payload, &len, ev->mailbox))
+        return;
+    /* a mailbox-level change (NOTIFY) says which, and its detail (old name, entries) */
+    if (ev->kind != STORE_CHANGE_MESSAGES) {
+        char kind[2] = {(char)('0' + (int)ev->kind), '\0'}; /* one digit: 1..6 */
+        if (!channel_put_str(payload, &len, kind) ||
+            !channel_put_str(payload, &len, ev->detail ? ev->detail : ""))
+            return; /* too long to travel: the other workers do not hear of it */
+    }
+    (void)server_send(serve_ctx, SERVE_MSG_NOTIFY, payload, len);
 }
 
 /* A message was just queued for remote recipients: the queue process delivers it now
@@ -147,8 +155,18 @@ static void serve_on_message(struct server_context *ctx, struct channel_msg *m)
         m->fd = -1;
     } else if (m->type == SERVE_MSG_NOTIFY) {
         const char *user = channel_get_str(m, &pos), *mailbox = channel_get_str(m, &pos);
-        if (user && mailbox)
+        const char *kind = user && mailbox ? channel_get_str(m, &pos) : NULL;
+        const char *detail = kind ? channel_get_str(m, &pos) : NULL;
+        unsigned k = kind && kind[0] >= '1' && kind[0] <= '9' && !kind[1] ? (unsigned)(kind[0] - '0')
+                                                                        : 0;
+        if (user && mailbox && k > 0 && k <= STORE_CHANGE_METADATA) {
+            struct store_change_event ev = {.user = user, .mailbox = mailbox,
+                                            .kind = (enum store_change)k,
+                                            .detail = detail && *detail ? detail : NULL};
+            store_notify_publish_remote_change(&ev);
+        } else if (user && mailbox) {
             store_notify_publish_remote(user, mailbox);
+        }
     } else if (m->type == SERVE_MSG_QUEUED && (ctx->processes & SERVER_PROC_QUEUE)) {
         const char *id = channel_get_str(m, &pos);
         const char *rcpts[64];

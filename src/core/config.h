@@ -98,6 +98,7 @@ struct config {
                                         default "%08Xu%08Xv" */
     unsigned imap_timeout;           /* imap.timeout; 1800 */
     unsigned imap_login_timeout;     /* imap.login_timeout: connect to login, seconds; 180 */
+    bool imap_literal_plus; /* imap.literal_plus: LITERAL+ (yes) or LITERAL- (no); yes */
     unsigned tls_handshake_timeout;  /* tls.handshake_timeout seconds (implicit and STARTTLS); 60 */
     unsigned max_connections;        /* max_connections total; 10000 */
     unsigned max_connections_per_ip; /* max_connections_per_ip; 100 */

@@ -87,6 +87,21 @@ static void imap_append_fail(struct imap_job *j, char *err)
         imap_job_err(j, "Append failed: %s", err);
 }
 
+/* Has the message's header section (up to the first empty line) an 8-bit octet? */
+static bool imap_header_has_8bit(const char *data, size_t len)
+{
+    bool at_line_start = true;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)data[i];
+        if (c >= 0x80)
+            return true;
+        if (at_line_start && (c == '\n' || (c == '\r' && i + 1 < len && data[i + 1] == '\n')))
+            return false; /* the empty line: the body follows */
+        at_line_start = c == '\n';
+    }
+    return false;
+}
+
 /* A read-only view of bytes [offset, offset + len) of fd; base/size for munmap. */
 static const char *imap_spill_map(int fd, uint64_t offset, size_t len, void **base_r,
                                   size_t *size_r)
@@ -200,6 +215,14 @@ static void imap_append_work(struct imap_job *j)
             }
             msgs[i].src.data = p;
         }
+        /* RFC 6855 §4: UTF-8 header fields only from a client that enabled UTF-8
+         * (UTF8=ACCEPT, or IMAP4rev2 whose messages may have them: RFC 9051 §4.3.1) */
+        if (!j->ctx.is_utf8 && imap_header_has_8bit(msgs[i].src.data, msgs[i].src.len)) {
+            buf_printf(&j->tagged,
+                       "%s NO 8-bit header fields need ENABLE UTF8=ACCEPT (RFC 6855).\r\n",
+                       j->tag);
+            goto out;
+        }
         /* RFC 3516 §4.4: binary parts with NUL octets are kept in base64, so that
          * BODY[] can still send them (BINARY[] decodes them again) */
         if (memchr(msgs[i].src.data, '\0', msgs[i].src.len)) {
@@ -292,7 +315,7 @@ static void imap_append_submit(struct imap_session *s, const char *tag, struct i
                                size_t n, uint32_t replace_uid)
 {
     const char *cmd = replace_uid ? "REPLACE" : "APPEND";
-    char *name = n >= 2 ? imap_mailbox_name(&args[0]) : NULL;
+    char *name = n >= 2 ? imap_session_mailbox_name(s, &args[0]) : NULL;
     if (!name) {
         imap_reply(s, tag, "BAD Usage: %s%s mailbox [(flags)] [date-time] literal", cmd,
                    replace_uid ? " message" : "");

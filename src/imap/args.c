@@ -59,6 +59,7 @@ bool imap_status_items_parse(const struct imap_arg *list, unsigned *items_r)
         {"HIGHESTMODSEQ", IMAP_ST_HIGHESTMODSEQ},
         {"APPENDLIMIT", IMAP_ST_APPENDLIMIT},
         {"MAILBOXID", IMAP_ST_MAILBOXID},
+        {"DELETED", IMAP_ST_DELETED},
     };
     *items_r = 0;
     if (!list || list->type != IMAP_ARG_LIST || list->n == 0)
@@ -499,6 +500,18 @@ bool imap_append_request_parse(const struct imap_arg *args, size_t n, struct ima
                 goto fail;
             }
             i++;
+        }
+        /* RFC 6855 §4: append-data =/ "UTF8" SP "(" literal8 ")" */
+        if (i + 1 < n && imap_arg_is_atom(&args[i], "UTF8") && args[i + 1].type == IMAP_ARG_LIST) {
+            const struct imap_arg *l = &args[i + 1];
+            if (l->n != 1 || l->list[0].type != IMAP_ARG_LITERAL || !l->list[0].is_literal8) {
+                *error_r = "UTF8 takes one literal8: UTF8 (~{n}...)";
+                goto fail;
+            }
+            m->data = &l->list[0];
+            m->is_utf8 = true;
+            i += 2;
+            continue;
         }
         if (i + 1 < n && imap_arg_is_atom(&args[i], "CATENATE") &&
             args[i + 1].type == IMAP_ARG_LIST) {

@@ -23,7 +23,7 @@
 #include "imap/parse.h"
 
 /* ---- STATUS items (RFC 3501 §6.3.10, RFC 7162 §3.1.10, RFC 8438 SIZE, RFC 7889
- * APPENDLIMIT, RFC 8474 MAILBOXID) ---- */
+ * APPENDLIMIT, RFC 8474 MAILBOXID, RFC 9051 DELETED) ---- */
 enum {
     IMAP_ST_MESSAGES = 1,
     IMAP_ST_RECENT = 2,
@@ -34,6 +34,7 @@ enum {
     IMAP_ST_HIGHESTMODSEQ = 64,
     IMAP_ST_APPENDLIMIT = 128, /* RFC 7889 */
     IMAP_ST_MAILBOXID = 256,   /* RFC 8474 */
+    IMAP_ST_DELETED = 512,     /* RFC 9051 §6.3.11: messages flagged \Deleted */
 };
 /* "(MESSAGES UNSEEN)" -> IMAP_ST_* bits; false on an unknown item, a non-list or an
  * empty list. */
@@ -165,6 +166,7 @@ struct imap_append_part {
     const struct imap_arg *data; /* the message: a literal (or string) argument, or NULL
                                     for a CATENATE */
     const struct imap_arg *catenate; /* RFC 4469: the list of (TEXT literal | URL url) */
+    bool is_utf8;                    /* RFC 6855 §4: given as UTF8 (literal8) */
 };
 #define IMAP_CATENATE_MAX_PARTS 256 /* parts of one CATENATE message */
 
@@ -175,7 +177,8 @@ struct imap_append_request {
 };
 
 /* APPEND mailbox 1*([(flags)] [date-time] (literal | CATENATE (cat-part *(SP cat-part))))
- * (RFC 3502 §6.3.11, RFC 4469 §5: cat-part = "TEXT" SP literal / "URL" SP astring). false with a reason
+ * (RFC 3502 §6.3.11, RFC 4469 §5: cat-part = "TEXT" SP literal / "URL" SP astring; the
+ * literal may be RFC 6855 §4 "UTF8 (~{n}...)"). false with a reason
  * in *error_r; the request is then empty. */
 bool imap_append_request_parse(const struct imap_arg *args, size_t n, struct imap_append_request *r,
                                const char **error_r);

@@ -71,6 +71,7 @@ struct imap_fetch_item {
 struct imap_fetch {
     char *tag;
     bool is_uid;
+    bool is_internal; /* NOTIFY's FETCH of new messages (imap_fetch_internal): no tagged line */
     struct imap_fetch_item items[64];
     size_t n_items;
     size_t *idx;
@@ -800,7 +801,7 @@ static void imap_fetch_items(struct imap_job *j, struct imap_fetch *f)
         switch (it->kind) {
         case FI_FLAGS:
             buf_append_str(&j->out, "FLAGS ");
-            imap_write_flags(&j->out, m->flags, m->keywords);
+            imap_write_flags(&j->out, imap_flags_shown(&j->ctx, m->flags), m->keywords);
             break;
         case FI_UID:
             buf_printf(&j->out, "UID %u", m->uid);
@@ -874,7 +875,7 @@ static void imap_fetch_items(struct imap_job *j, struct imap_fetch *f)
     }
     if (f->msg_add_flags) {
         buf_append_str(&j->out, " FLAGS ");
-        imap_write_flags(&j->out, m->flags, m->keywords);
+        imap_write_flags(&j->out, imap_flags_shown(&j->ctx, m->flags), m->keywords);
         /* RFC 7162 §3.1.4.1: a flag change reported to a CONDSTORE client has its MODSEQ */
         if (f->is_condstore && !f->has_modseq)
             buf_printf(&j->out, " MODSEQ (%llu)", (unsigned long long)m->modseq);
@@ -1046,7 +1047,9 @@ static void imap_fetch_finish(struct imap_session *s, struct imap_job *j)
         s->is_fetch_waiting_drain = true;
         return;
     }
-    if (f->had_errors)
+    if (f->is_internal)
+        ; /* RFC 5465 §5.2: NOTIFY's FETCH of new messages has no completion of its own */
+    else if (f->had_errors)
         buf_printf(&j->tagged, "%s NO Some messages could not be fetched.\r\n", j->tag);
     else if (f->had_unknown_cte)
         buf_printf(&j->tagged, "%s NO [UNKNOWN-CTE] Unknown Content-Transfer-Encoding.\r\n",
@@ -1072,6 +1075,28 @@ void imap_fetch_resume(struct imap_session *s)
         return;
     j->do_sync = s->fetch->is_uid;
     imap_job_submit(s, j);
+}
+
+bool imap_fetch_items_ok(const struct imap_arg *items)
+{
+    struct imap_fetch *f = calloc(1, sizeof *f);
+    if (!f)
+        return false;
+    f->msg_fd = -1;
+    bool ok = imap_fetch_parse_items(f, items);
+    imap_fetch_free(f);
+    return ok;
+}
+
+void imap_fetch_internal(struct imap_session *s, uint32_t uid_lo, uint32_t uid_hi,
+                         struct imap_arg *items)
+{
+    char set[32];
+    snprintf(set, sizeof set, "%u:%u", uid_lo, uid_hi);
+    struct imap_arg args[2] = {{.type = IMAP_ARG_ATOM, .str = set, .len = strlen(set)}, *items};
+    s->is_fetch_internal = true;
+    imap_cmd_fetch(s, "*", args, 2, true);
+    s->is_fetch_internal = false;
 }
 
 void imap_cmd_fetch(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
@@ -1112,6 +1137,7 @@ void imap_cmd_fetch(struct imap_session *s, const char *tag, struct imap_arg *ar
     if (!f)
         return;
     f->is_uid = is_uid;
+    f->is_internal = s->is_fetch_internal;
     f->msg_fd = -1;
     f->tag = strdup(tag);
     if (!imap_fetch_parse_items(f, &args[1])) {
@@ -1233,7 +1259,7 @@ static void imap_store_work(struct imap_job *j)
                 buf_printf(&j->out, "UID %u ", m->uid);
             if (!silent) {
                 buf_append_str(&j->out, "FLAGS ");
-                imap_write_flags(&j->out, m->flags, m->keywords);
+                imap_write_flags(&j->out, imap_flags_shown(&j->ctx, m->flags), m->keywords);
             }
             if (condstore)
                 buf_printf(&j->out, "%sMODSEQ (%llu)", silent ? "" : " ",

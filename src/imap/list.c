@@ -17,6 +17,7 @@
 
 #include "core/conn.h"
 #include "imap/args.h"
+#include "imap/mailname.h"
 #include "imap/session.h"
 #include "store/mime.h"
 #include "store/store.h"
@@ -79,6 +80,47 @@ static bool imap_list_name_matches(const char *pattern, const char *name, bool i
     char up[256];
     snprintf(up, sizeof up, "INBOX%s", pattern + 5);
     return imap_list_match(up, "INBOX");
+}
+
+/* RFC 9051 §5.1, RFC 6855 §3: a UTF-8 session matches its patterns against, and is
+ * shown, the names in UTF-8. The list's names become their UTF-8 form; the store's own
+ * names are returned (for LIST-STATUS), one per entry, or NULL when nothing changed
+ * (a session without UTF-8) or out of memory (*is_ok_r false). */
+static char **imap_list_to_utf8(const struct imap_job *j, struct store_mailbox_info *list,
+                                size_t n, bool *is_ok_r)
+{
+    *is_ok_r = true;
+    if (!j->ctx.is_utf8)
+        return NULL;
+    char **stored = calloc(n ? n : 1, sizeof *stored);
+    if (!stored) {
+        *is_ok_r = false;
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char *shown = imap_mailname_export(list[i].name);
+        if (!shown) {
+            *is_ok_r = false;
+            continue;
+        }
+        stored[i] = list[i].name;
+        list[i].name = shown;
+    }
+    return stored;
+}
+
+/* Undo imap_list_to_utf8 (the store frees its own names). */
+static void imap_list_from_utf8(struct store_mailbox_info *list, size_t n, char **stored)
+{
+    if (!stored)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        if (!stored[i])
+            continue;
+        free(list[i].name);
+        list[i].name = stored[i];
+    }
+    free(stored);
 }
 
 static int imap_list_name_cmp(const void *a, const void *b)
@@ -164,6 +206,15 @@ static void imap_list_work(struct imap_job *j)
         imap_job_err(j, "%s", err);
         return;
     }
+    bool is_ok;
+    char **stored = imap_list_to_utf8(j, list, n, &is_ok);
+    if (!is_ok) {
+        imap_list_from_utf8(list, n, stored);
+        store_mailbox_info_free(list, n);
+        buf_free(&pattern);
+        imap_job_err(j, "%s", strdup("out of memory"));
+        return;
+    }
     /* LSUB: names of unsubscribed parents to list as \Noselect (RFC 3501 §6.3.9) */
     bool *is_lsub_parent = lsub ? imap_lsub_parents(list, n, buf_cstr(&pattern)) : NULL;
     for (size_t i = 0; i < n; i++) {
@@ -185,10 +236,11 @@ static void imap_list_work(struct imap_job *j)
         if (!lsub && mi->special_use)
             buf_printf(&j->out, " %s", mi->special_use);
         buf_append_str(&j->out, ") \"/\" ");
-        mime_write_string(&j->out, is_inbox ? "INBOX" : name);
+        imap_write_mailbox_shown(&j->out, is_inbox ? "INBOX" : name, j->ctx.is_utf8);
         buf_append_str(&j->out, "\r\n");
     }
     free(is_lsub_parent);
+    imap_list_from_utf8(list, n, stored);
     store_mailbox_info_free(list, n);
     buf_free(&pattern);
     imap_job_ok(j, lsub ? "Lsub completed." : "List completed.");
@@ -285,7 +337,7 @@ static bool imap_list_mark_parents(const struct store_mailbox_info *list, size_t
 /* One "* LIST" line (and "* STATUS" after it for LIST-STATUS) of an extended LIST. */
 static void imap_list_ext_write(struct imap_job *j, const struct imap_list_ext *x,
                                 const struct store_mailbox_info *mi, const char *name,
-                                bool has_child)
+                                const char *stored, bool has_child)
 {
     bool is_nonexistent = mi->noselect; /* a Maildir++ parent that is only a name */
     buf_append_str(&j->out, "* LIST (");
@@ -306,7 +358,7 @@ static void imap_list_ext_write(struct imap_job *j, const struct imap_list_ext *
     if ((x->ret & IMAP_LIST_RET_SPECIAL_USE) && mi->special_use)
         buf_printf(&j->out, "%s%s", sp, mi->special_use);
     buf_append_str(&j->out, ") \"/\" ");
-    mime_write_string(&j->out, name);
+    imap_write_mailbox_shown(&j->out, name, j->ctx.is_utf8);
     /* RFC 5258 §3.5: a child meets the selection criteria (SUBSCRIBED) */
     if (has_child)
         buf_append_str(&j->out, " (\"CHILDINFO\" (\"SUBSCRIBED\"))");
@@ -316,8 +368,9 @@ static void imap_list_ext_write(struct imap_job *j, const struct imap_list_ext *
     if ((x->ret & IMAP_LIST_RET_STATUS) && !is_nonexistent) {
         struct store_status st;
         char *err = NULL;
-        if (store_mailbox_status(j->ctx.user, name, &st, &err) == 0)
-            imap_status_write(&j->out, name, x->status_items, &st, j->ctx.max_append);
+        if (store_mailbox_status(j->ctx.user, stored, &st, &err) == 0)
+            imap_status_write(&j->out, stored, x->status_items, &st, j->ctx.max_append,
+                              j->ctx.is_utf8);
         free(err);
     }
 }
@@ -338,13 +391,16 @@ static void imap_list_ext_work(struct imap_job *j)
         imap_job_err(j, "%s", err);
         return;
     }
-    bool *has_child = calloc(n ? n : 1, sizeof *has_child);
+    bool is_ok;
+    char **stored = imap_list_to_utf8(j, list, n, &is_ok);
+    bool *has_child = is_ok ? calloc(n ? n : 1, sizeof *has_child) : NULL;
     /* CHILDINFO is defined for SUBSCRIBED (RFC 5258 §3.5); with SPECIAL-USE alone a
      * RECURSIVEMATCH adds nothing, as in Dovecot */
     bool is_recursive =
         (x->select & IMAP_LIST_SEL_RECURSIVEMATCH) && (x->select & IMAP_LIST_SEL_SUBSCRIBED);
     if (!has_child || (is_recursive && !imap_list_mark_parents(list, n, x, has_child))) {
         free(has_child);
+        imap_list_from_utf8(list, n, stored);
         store_mailbox_info_free(list, n);
         imap_job_err(j, "%s", strdup("out of memory"));
         return;
@@ -363,9 +419,10 @@ static void imap_list_ext_work(struct imap_job *j)
         bool child = is_recursive && has_child[i];
         if (!meets && !child)
             continue;
-        imap_list_ext_write(j, x, mi, name, child);
+        imap_list_ext_write(j, x, mi, name, stored && !is_inbox ? stored[i] : name, child);
     }
     free(has_child);
+    imap_list_from_utf8(list, n, stored);
     store_mailbox_info_free(list, n);
     imap_job_ok(j, "List completed.");
 }

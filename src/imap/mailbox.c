@@ -18,6 +18,7 @@
 #include "core/conn.h"
 #include "core/log.h"
 #include "imap/args.h"
+#include "imap/mailname.h"
 #include "imap/session.h"
 #include "store/mime.h"
 #include "store/store.h"
@@ -138,6 +139,50 @@ char *imap_mailbox_name(const struct imap_arg *a)
     return strndup(a->str, len);
 }
 
+char *imap_session_mailbox_name(const struct imap_session *s, const struct imap_arg *a)
+{
+    if (!imap_is_utf8(s))
+        return imap_mailbox_name(a);
+    /* RFC 9051 §5.1 / RFC 6855 §3: a UTF-8 name, kept in the store's modified UTF-7 */
+    char *name = imap_mailbox_name(a);
+    if (!name || strcmp(name, "INBOX") == 0)
+        return name;
+    char *stored = imap_mailname_import(name, strlen(name));
+    free(name);
+    return stored;
+}
+
+void imap_write_mailbox(struct buf *out, const char *stored, bool is_utf8)
+{
+    char *name = is_utf8 ? imap_mailname_export(stored) : NULL;
+    imap_write_mailbox_shown(out, name ? name : stored, is_utf8);
+    free(name);
+}
+
+void imap_write_mailbox_shown(struct buf *out, const char *shown, bool is_utf8)
+{
+    size_t len = strlen(shown);
+    /* RFC 9051 §4.3 / RFC 6855 §3: a UTF-8 session takes UTF-8 in quoted strings; others
+     * get 8-bit names as literals (mime_write_string) */
+    if (is_utf8 && imap_mailname_utf8_ok(shown, len)) {
+        buf_append_byte(out, '"');
+        for (size_t i = 0; i < len; i++) {
+            if (shown[i] == '"' || shown[i] == '\\')
+                buf_append_byte(out, '\\');
+            buf_append_byte(out, shown[i]);
+        }
+        buf_append_byte(out, '"');
+    } else {
+        mime_write_string(out, shown);
+    }
+}
+
+unsigned imap_flags_shown(const struct imap_job_ctx *ctx, unsigned flags)
+{
+    /* RFC 9051 Appendix E item 12: no \Recent for IMAP4rev2 */
+    return ctx->is_rev2 ? flags & ~(unsigned)STORE_FLAG_RECENT : flags;
+}
+
 bool imap_resolve_set(struct store_mailbox *box, const char *set, bool is_uid, size_t **idx_r,
                       size_t *n_r)
 {
@@ -222,7 +267,9 @@ void imap_job_sync(struct imap_job *j)
      * the numbers in the order they must be sent. */
     imap_write_expunges(j, ch.expunged_seqs, ch.expunged_uids, ch.n_expunged);
     size_t count = store_mailbox_count(box);
-    if (ch.n_new > 0) {
+    if (ch.n_new > 0 && j->ctx.is_rev2) {
+        buf_printf(&j->out, "* %zu EXISTS\r\n", count); /* RFC 9051: no RECENT */
+    } else if (ch.n_new > 0) {
         buf_printf(&j->out, "* %zu EXISTS\r\n", count);
         size_t recent = 0;
         for (size_t i = 0; i < count; i++)
@@ -237,7 +284,7 @@ void imap_job_sync(struct imap_job *j)
         const struct store_message *m = store_mailbox_message(box, k);
         imap_keywords_announce(&j->ctx, m->keywords, &j->out);
         buf_printf(&j->out, "* %zu FETCH (UID %u FLAGS ", k + 1, m->uid);
-        imap_write_flags(&j->out, m->flags, m->keywords);
+        imap_write_flags(&j->out, imap_flags_shown(&j->ctx, m->flags), m->keywords);
         /* RFC 7162 §3.1.4.1: unsolicited flag changes carry MODSEQ for CONDSTORE clients */
         if (j->ctx.is_condstore)
             buf_printf(&j->out, " MODSEQ (%llu)", (unsigned long long)m->modseq);
@@ -353,12 +400,49 @@ struct imap_select_job {
     uint32_t qr_uidvalidity;
     uint64_t qr_modseq;
     char *qr_known_uids; /* NULL: all */
+    char *given; /* RFC 9051 §6.3.2: the name as a UTF-8 client wrote it, when it is not
+                    the normalized one (LIST ... OLDNAME); else NULL */
 };
 
 static void imap_select_cleanup(struct imap_job *j)
 {
     free(IMAP_JOB(imap_select_job, j)->name);
     free(IMAP_JOB(imap_select_job, j)->qr_known_uids);
+    free(IMAP_JOB(imap_select_job, j)->given);
+}
+
+/* RFC 9051 §6.3.2: IMAP4rev2's SELECT/EXAMINE tells the mailbox's LIST response, its
+ * attributes as LIST gives them, and OLDNAME when the client's spelling was not the
+ * normalized name (RFC 5258 §6 OLDNAME). */
+static void imap_select_list(struct imap_job *j, const struct imap_select_job *sj)
+{
+    struct store_mailbox_info *list = NULL;
+    size_t n = 0;
+    char *err = NULL;
+    const struct store_mailbox_info *mi = NULL;
+    if (store_mailbox_list(j->ctx.user, &list, &n, &err) == 0)
+        for (size_t i = 0; i < n && !mi; i++)
+            if (strcmp(list[i].name, sj->name) == 0 ||
+                (strcmp(sj->name, "INBOX") == 0 && strcasecmp(list[i].name, "INBOX") == 0))
+                mi = &list[i];
+    free(err);
+    buf_append_str(&j->out, "* LIST (");
+    if (mi) {
+        buf_append_str(&j->out, mi->has_children ? "\\HasChildren" : "\\HasNoChildren");
+        if (mi->subscribed)
+            buf_append_str(&j->out, " \\Subscribed");
+        if (mi->special_use)
+            buf_printf(&j->out, " %s", mi->special_use);
+    }
+    buf_append_str(&j->out, ") \"/\" ");
+    imap_write_mailbox(&j->out, sj->name, j->ctx.is_utf8);
+    if (sj->given) {
+        buf_append_str(&j->out, " (\"OLDNAME\" (");
+        imap_write_mailbox_shown(&j->out, sj->given, true);
+        buf_append_str(&j->out, "))");
+    }
+    buf_append_str(&j->out, "\r\n");
+    store_mailbox_info_free(list, n);
 }
 
 /* RFC 7162 §3.2.5.1: what changed since the client's mod-sequence, when its UIDVALIDITY
@@ -396,7 +480,7 @@ static void imap_select_qresync(struct imap_job *j, const struct imap_select_job
             continue;
         imap_keywords_announce(&j->ctx, m->keywords, &j->out);
         buf_printf(&j->out, "* %zu FETCH (UID %u FLAGS ", i + 1, m->uid);
-        imap_write_flags(&j->out, m->flags, m->keywords);
+        imap_write_flags(&j->out, imap_flags_shown(&j->ctx, m->flags), m->keywords);
         buf_printf(&j->out, " MODSEQ (%llu))\r\n", (unsigned long long)m->modseq);
     }
 }
@@ -437,9 +521,15 @@ static void imap_select_work(struct imap_job *j)
             first_unseen = i + 1;
     }
     imap_keywords_select(&j->ctx, ro, &j->out);
-    buf_printf(&j->out, "* %zu EXISTS\r\n* %zu RECENT\r\n", count, recent);
-    if (first_unseen)
-        buf_printf(&j->out, "* OK [UNSEEN %zu] First unseen.\r\n", first_unseen);
+    if (j->ctx.is_rev2) {
+        /* RFC 9051 Appendix E items 10-12: LIST instead of RECENT and [UNSEEN] */
+        buf_printf(&j->out, "* %zu EXISTS\r\n", count);
+        imap_select_list(j, sj);
+    } else {
+        buf_printf(&j->out, "* %zu EXISTS\r\n* %zu RECENT\r\n", count, recent);
+        if (first_unseen)
+            buf_printf(&j->out, "* OK [UNSEEN %zu] First unseen.\r\n", first_unseen);
+    }
     buf_printf(&j->out, "* OK [UIDVALIDITY %u] UIDs valid\r\n", store_mailbox_uidvalidity(box));
     buf_printf(&j->out, "* OK [UIDNEXT %u] Predicted next UID\r\n", store_mailbox_uidnext(box));
     /* RFC 7162 §3.1.2.1: a CONDSTORE server sends HIGHESTMODSEQ on every SELECT/EXAMINE */
@@ -519,7 +609,7 @@ static void imap_select_common(struct imap_session *s, const char *tag, struct i
                                size_t n, bool ro)
 {
     const char *cmd = ro ? "EXAMINE" : "SELECT";
-    char *name = n >= 1 && n <= 2 ? imap_mailbox_name(&args[0]) : NULL;
+    char *name = n >= 1 && n <= 2 ? imap_session_mailbox_name(s, &args[0]) : NULL;
     if (!name || (n == 2 && (args[1].type != IMAP_ARG_LIST || args[1].n == 0))) {
         free(name);
         imap_reply(s, tag, "BAD Usage: %s mailbox [(CONDSTORE | QRESYNC (...))]", cmd);
@@ -557,7 +647,19 @@ static void imap_select_common(struct imap_session *s, const char *tag, struct i
             return;
         }
     }
-    sj->was_selected = s->box != NULL && s->is_qresync;
+    /* RFC 7162 §3.2.11 and RFC 9051 §6.3.2: [CLOSED] for the mailbox selected before */
+    sj->was_selected = s->box != NULL && (s->is_qresync || s->is_rev2);
+    if (s->is_rev2 && imap_is_utf8(s) && strcmp(name, "INBOX") != 0) {
+        /* the client's spelling, when it is not the normalized name (OLDNAME) */
+        char *shown = imap_mailname_export(name);
+        char *given = imap_mailbox_name(&args[0]);
+        if (shown && given && strcmp(shown, given) != 0) {
+            sj->given = given;
+            given = NULL;
+        }
+        free(shown);
+        free(given);
+    }
     /* Stop reporting on the old mailbox at once. */
     free(s->box_name);
     s->box_name = NULL;
@@ -758,6 +860,19 @@ static void imap_mb_work(struct imap_job *j)
     }
     struct store_status st;
     char *err2 = NULL;
+    if (r == 0) {
+        /* RFC 5465 §5.4-5.5: other sessions' NOTIFY hears of it (renaming INBOX leaves
+         * an INBOX: the new name is a new mailbox) */
+        static const int kinds[] = {STORE_CHANGE_CREATED, STORE_CHANGE_DELETED,
+                                    STORE_CHANGE_RENAMED, STORE_CHANGE_SUBSCRIBED,
+                                    STORE_CHANGE_UNSUBSCRIBED};
+        bool is_inbox_rename = mj->op == IMAP_MB_RENAME && strcmp(mj->name, "INBOX") == 0;
+        if (mj->op == IMAP_MB_RENAME && !is_inbox_rename)
+            imap_notify_publish(j, STORE_CHANGE_RENAMED, mj->new_name, mj->name);
+        else
+            imap_notify_publish(j, is_inbox_rename ? STORE_CHANGE_CREATED : kinds[mj->op],
+                                mj->op == IMAP_MB_RENAME ? mj->new_name : mj->name, NULL);
+    }
     if (r < 0) {
         imap_job_err(j, "%s", err);
     } else if (mj->op == IMAP_MB_CREATE && store_mailbox_status(user, mj->name, &st, &err2) == 0) {
@@ -776,8 +891,8 @@ static void imap_mb_submit(struct imap_session *s, const char *tag, struct imap_
                            enum imap_mb_op op)
 {
     size_t want = op == IMAP_MB_RENAME ? 2 : 1;
-    char *a1 = n == want ? imap_mailbox_name(&args[0]) : NULL;
-    char *a2 = n == want && want == 2 ? imap_mailbox_name(&args[1]) : NULL;
+    char *a1 = n == want ? imap_session_mailbox_name(s, &args[0]) : NULL;
+    char *a2 = n == want && want == 2 ? imap_session_mailbox_name(s, &args[1]) : NULL;
     if (!a1 || (want == 2 && !a2)) {
         free(a1);
         free(a2);
@@ -873,10 +988,10 @@ time_t imap_message_savedate(const struct store_message *m)
 }
 
 void imap_status_write(struct buf *out, const char *name, unsigned items,
-                       const struct store_status *st, uint64_t appendlimit)
+                       const struct store_status *st, uint64_t appendlimit, bool is_utf8)
 {
     buf_append_str(out, "* STATUS ");
-    mime_write_string(out, name);
+    imap_write_mailbox(out, name, is_utf8);
     buf_append_str(out, " (");
     const char *sp = "";
     if (items & IMAP_ST_MESSAGES) {
@@ -915,7 +1030,10 @@ void imap_status_write(struct buf *out, const char *name, unsigned items,
         buf_printf(out, "%sMAILBOXID (", sp);
         imap_write_mailboxid(out, st->uidvalidity);
         buf_append_byte(out, ')');
+        sp = " ";
     }
+    if (items & IMAP_ST_DELETED) /* RFC 9051 §6.3.11 */
+        buf_printf(out, "%sDELETED %u", sp, st->deleted);
     buf_append_str(out, ")\r\n");
 }
 
@@ -939,14 +1057,14 @@ static void imap_status_work(struct imap_job *j)
         imap_job_err(j, "Mailbox doesn't exist: %s", err);
         return;
     }
-    imap_status_write(&j->out, sj->name, sj->items, &st, j->ctx.max_append);
+    imap_status_write(&j->out, sj->name, sj->items, &st, j->ctx.max_append, j->ctx.is_utf8);
     imap_job_ok(j, "Status completed.");
 }
 
 void imap_cmd_status(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
                      bool is_uid)
 {
-    char *name = n == 2 ? imap_mailbox_name(&args[0]) : NULL;
+    char *name = n == 2 ? imap_session_mailbox_name(s, &args[0]) : NULL;
     if (!name || args[1].type != IMAP_ARG_LIST || args[1].n == 0) {
         free(name);
         imap_reply(s, tag, "BAD Usage: STATUS mailbox (items)");
@@ -1093,7 +1211,8 @@ static void imap_copy_work(struct imap_job *j)
 static void imap_copy_submit(struct imap_session *s, const char *tag, struct imap_arg *args,
                              size_t n, bool is_uid, bool move)
 {
-    char *dest = n == 2 && args[0].type == IMAP_ARG_ATOM ? imap_mailbox_name(&args[1]) : NULL;
+    char *dest =
+        n == 2 && args[0].type == IMAP_ARG_ATOM ? imap_session_mailbox_name(s, &args[1]) : NULL;
     if (!dest) {
         imap_reply(s, tag, "BAD Usage: %s set mailbox", move ? "MOVE" : "COPY");
         return;

@@ -101,7 +101,7 @@ static void imap_getmetadata_work(struct imap_job *j)
         store_metadata_free(v, n);
     }
     buf_append_str(&j->out, "* METADATA ");
-    mime_write_string(&j->out, mj->mailbox);
+    imap_write_mailbox(&j->out, mj->mailbox, j->ctx.is_utf8);
     /* values may hold NUL (literal8): appended by length, never as a C string */
     buf_append_str(&j->out, " (");
     buf_append(&j->out, items.data ? items.data : "", items.len);
@@ -128,6 +128,14 @@ static void imap_setmetadata_work(struct imap_job *j)
             return;
         }
     }
+    /* RFC 5465 §5.6-5.7: NOTIFY's metadata events name the entries */
+    struct buf names;
+    buf_init(&names, 0);
+    for (size_t i = 0; i < mj->n_set; i++)
+        buf_printf(&names, "%s%s", i ? " " : "", mj->names[i]);
+    if (names.len)
+        imap_notify_publish(j, STORE_CHANGE_METADATA, mj->mailbox, buf_cstr(&names));
+    buf_free(&names);
     imap_job_ok(j, "Setmetadata completed.");
 }
 
@@ -147,7 +155,7 @@ void imap_cmd_getmetadata(struct imap_session *s, const char *tag, struct imap_a
     mj->depth = r.depth;
     mj->has_maxsize = r.has_maxsize;
     mj->maxsize = r.maxsize;
-    bool ok = (mj->mailbox = r.mailbox->len ? imap_mailbox_name(r.mailbox) : strdup("")) != NULL;
+    bool ok = (mj->mailbox = r.mailbox->len ? imap_session_mailbox_name(s, r.mailbox) : strdup("")) != NULL;
     for (size_t i = 0; ok && i < r.n_entries; i++)
         ok = (mj->entries[mj->n_entries++] = strdup(r.entries[i])) != NULL;
     if (!ok) {
@@ -171,7 +179,7 @@ void imap_cmd_setmetadata(struct imap_session *s, const char *tag, struct imap_a
         return;
     struct imap_metadata_job *mj = IMAP_JOB(imap_metadata_job, j);
     mj->is_set = true;
-    bool ok = (mj->mailbox = r.mailbox->len ? imap_mailbox_name(r.mailbox) : strdup("")) != NULL;
+    bool ok = (mj->mailbox = r.mailbox->len ? imap_session_mailbox_name(s, r.mailbox) : strdup("")) != NULL;
     for (size_t i = 0; ok && i < r.n; i++) {
         mj->names[i] = strdup(r.names[i]);
         mj->n_set++;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistr.h>
 
 void imap_parser_init(struct imap_parser *p, size_t max_literal)
 {
@@ -27,11 +28,14 @@ static void imap_arg_free(struct imap_arg *a)
 
 void imap_parser_reset(struct imap_parser *p)
 {
-    size_t max = p->max_literal;
+    size_t max = p->max_literal, max_nonsync = p->max_nonsync;
+    bool is_utf8 = p->is_utf8;
     free(p->tag);
     free(p->name);
     imap_arg_free(&p->args);
     imap_parser_init(p, max);
+    p->max_nonsync = max_nonsync;
+    p->is_utf8 = is_utf8;
 }
 
 void imap_parser_free(struct imap_parser *p)
@@ -163,6 +167,11 @@ static enum imap_parse_result imap_parse_args(struct imap_parser *p, const char 
                 return imap_fail(p, "Missing '\"'.");
             }
             out[n] = '\0';
+            /* RFC 6855 §3: once UTF-8 is enabled, 8-bit octets that are not UTF-8 are BAD */
+            if (p->is_utf8 && u8_check((const uint8_t *)out, n) != NULL) {
+                free(out);
+                return imap_fail(p, "Invalid UTF-8 in quoted string.");
+            }
             struct imap_arg *a = imap_arg_add(p, IMAP_ARG_QUOTED);
             if (!a) {
                 free(out);
@@ -174,7 +183,8 @@ static enum imap_parse_result imap_parse_args(struct imap_parser *p, const char 
             /* literal = "{" number ["+"] "}" CRLF *CHAR8, and it must end the line;
              * RFC 3516 literal8 = "~{" number ["+"] "}" CRLF *OCTET (NUL allowed: a
              * literal's length is the truth here anyway) */
-            if (c == '~')
+            bool is_literal8 = c == '~';
+            if (is_literal8)
                 i++;
             size_t j = i + 1;
             uint64_t n = 0;
@@ -219,9 +229,17 @@ static enum imap_parse_result imap_parse_args(struct imap_parser *p, const char 
                 p->is_literal_too_big = true;
                 return imap_fail(p, "Literal too large.");
             }
+            /* RFC 7888 §5: with LITERAL-, a non-synchronizing literal is at most 4096
+             * octets; a larger one is read (the session skips it) and refused */
+            if (nonsync && p->max_nonsync && n > p->max_nonsync) {
+                p->is_nonsync_too_big = true;
+                p->literal_size = n;
+                return imap_fail(p, "Non-synchronizing literal too large.");
+            }
             struct imap_arg *a = imap_arg_add(p, IMAP_ARG_LITERAL);
             if (!a)
                 return imap_fail(p, "Too many arguments.");
+            a->is_literal8 = is_literal8;
             /* Memory grows as the bytes arrive: an announced size costs nothing. */
             size_t first = n < 4096 ? (size_t)n + 1 : 4096;
             a->str = malloc(first);

@@ -9,6 +9,10 @@
  * next line. Sizes are checked before anything is allocated: a {4294967295} literal is an
  * error, not an allocation.
  *
+ * LITERAL- (RFC 7888 §5, RFC 9051 §4.3): with max_nonsync set, a "{n+}" literal larger
+ * than it is an error (is_nonsync_too_big) whose octets the session skips. With is_utf8
+ * (RFC 6855 §3), a quoted string with 8-bit octets that are not UTF-8 is an error.
+ *
  * Arguments: atoms (also "1:*", "\Seen", "BODY[HEADER.FIELDS (A B)]<0.10>": a BODY/BINARY
  * section atom runs from '[' to the matching ']', spaces and parens included; elsewhere '['
  * is an ordinary atom char), quoted strings, literals, and
@@ -28,6 +32,8 @@
 #define IMAP_MAX_LIST_DEPTH 32
 #define IMAP_MAX_ARGS       100000
 #define IMAP_MAX_TAG        64
+/* RFC 7888 §5, RFC 9051 §4.3: the largest non-synchronizing literal under LITERAL- */
+#define IMAP_LITERAL_MINUS_MAX 4096
 /* MULTIAPPEND (RFC 3502): at most this many messages in one APPEND, and all their
  * literals together at most IMAP_APPEND_TOTAL_FACTOR times the largest message. */
 #define IMAP_MAX_APPEND_MESSAGES 1000
@@ -47,6 +53,7 @@ struct imap_arg {
     struct imap_arg *list;    /* IMAP_ARG_LIST: the elements */
     size_t n, cap;            /* elements / allocated (for a literal: bytes allocated) */
     bool is_external;         /* literal bytes went to the session's spill file (len = size) */
+    bool is_literal8;         /* RFC 3516 "~{n}": may hold any octet (RFC 6855 UTF8 APPEND) */
     uint64_t external_offset; /* ... starting at this offset of the file */
 };
 
@@ -58,12 +65,17 @@ enum imap_parse_result {
 
 struct imap_parser {
     size_t max_literal;   /* largest literal accepted */
+    /* kept across commands (imap_parser_reset), set by the session: */
+    size_t max_nonsync; /* RFC 7888 §5 LITERAL-: largest {n+} literal, 0 no own limit */
+    bool is_utf8;       /* RFC 6855 §3: 8-bit in quoted strings must be valid UTF-8 */
     char *tag;            /* valid once the first line was parsed */
     char *name;           /* upper-case command name */
     struct imap_arg args; /* IMAP_ARG_LIST of the arguments */
     const char *error;
     bool is_literal_too_big; /* the error is an oversized literal (NO [TOOBIG]) */
     bool is_over_limit;      /* the error is too many messages in one APPEND (NO [LIMIT]) */
+    bool is_nonsync_too_big; /* LITERAL-: a {n+} literal over max_nonsync (BAD [TOOBIG]);
+                                literal_size octets of it follow and are to be skipped */
     /* Literal in progress */
     uint64_t literal_size;
     bool is_literal_nonsync;

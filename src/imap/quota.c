@@ -120,7 +120,10 @@ static void imap_getquotaroot_work(struct imap_job *j)
         return;
     }
     buf_append_str(&j->out, "* QUOTAROOT ");
-    imap_quota_write_astring(&j->out, name);
+    if (j->ctx.is_utf8)
+        imap_write_mailbox(&j->out, name, true); /* RFC 6855 §3 */
+    else
+        imap_quota_write_astring(&j->out, name);
     if (limit != 0)
         buf_append_str(&j->out, " \"" IMAP_QUOTA_ROOT "\"");
     buf_append_str(&j->out, "\r\n");
@@ -150,7 +153,7 @@ void imap_cmd_getquotaroot(struct imap_session *s, const char *tag, struct imap_
                            bool is_uid)
 {
     (void)is_uid;
-    char *name = n == 1 ? imap_mailbox_name(&args[0]) : NULL;
+    char *name = n == 1 ? imap_session_mailbox_name(s, &args[0]) : NULL;
     if (!name) {
         imap_reply(s, tag, "BAD Usage: GETQUOTAROOT mailbox");
         return;

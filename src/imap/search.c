@@ -886,10 +886,19 @@ void imap_cmd_search(struct imap_session *s, const char *tag, struct imap_arg *a
         start = 2;
     }
     if (n >= start + 2 && imap_arg_is_atom(&args[start], "CHARSET")) {
+        if (s->is_utf8_accept) {
+            /* RFC 6855 §3: after ENABLE UTF8=ACCEPT a SEARCH names no charset */
+            imap_reply(s, tag, "BAD SEARCH CHARSET is not allowed after ENABLE UTF8=ACCEPT.");
+            return;
+        }
         if (!imap_search_charset_ok(s, tag, &args[start + 1]))
             return;
         start += 2;
     }
+    /* RFC 9051 §6.4.4: IMAP4rev2 answers every SEARCH with ESEARCH, RETURN () or none
+     * meaning ALL (RFC 4731 §3.1) */
+    if (s->is_rev2 && ret.opts == 0)
+        ret.opts = IMAP_SEARCH_RET_ALL;
     if (start >= n) {
         imap_reply(s, tag, "BAD Missing search criteria.");
         return;

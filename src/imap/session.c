@@ -92,9 +92,20 @@ static bool imap_plaintext_ok(struct imap_session *s)
     return imap_auth(s) && auth_plaintext_allowed(imap_auth(s), &p);
 }
 
+/* RFC 7888 §5: LITERAL+ or LITERAL- (never both), imap.literal_plus */
+static bool imap_has_literal_plus(const struct imap_session *s)
+{
+    const struct config *cfg = conn_server(s->c)->cfg;
+    return !cfg || cfg->imap_literal_plus;
+}
+
 void imap_capability_string(struct imap_session *s, struct buf *out)
 {
-    buf_append_str(out, "IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE CONDSTORE");
+    /* RFC 9051 Appendix A: both revisions; IMAP4rev2 after ENABLE IMAP4rev2. The login
+     * process and the mail worker build the list with this same function, so what a
+     * client reads before and after login differs only by state (RFC 9051 §7.2.2). */
+    buf_printf(out, "IMAP4rev1 IMAP4rev2 SASL-IR %s ID ENABLE IDLE CONDSTORE",
+               imap_has_literal_plus(s) ? "LITERAL+" : "LITERAL-");
     if (s->state == IMAP_STATE_NOT_AUTH) {
         if (!conn_is_tls(s->c) && conn_tls_available(s->c))
             buf_append_str(out, " STARTTLS");
@@ -128,6 +139,7 @@ void imap_capability_string(struct imap_session *s, struct buf *out)
         /* RFC 9208: the STORAGE resource only (no message-count limits) */
         buf_append_str(out, " QUOTA QUOTA=RES-STORAGE");
         buf_append_str(out, " CATENATE URLAUTH"); /* RFC 4469, 4467 (imap/urlauth.c) */
+        buf_append_str(out, " UTF8=ACCEPT NOTIFY"); /* RFC 6855, RFC 5465 */
     }
 }
 
@@ -243,6 +255,8 @@ static void imap_job_done(void *session, struct job *job)
         imap_session_start_idle_sync(s);
         return;
     }
+    if (imap_notify_kick(s)) /* RFC 5465: what NOTIFY has waiting goes out between commands */
+        return;
     conn_resume_read(s->c);
     imap_session_process(s);
 }
@@ -265,8 +279,10 @@ static void imap_job_prepare(struct imap_session *s, struct imap_job *j)
 {
     if (j->do_sync && !s->has_pending_changes && !j->is_sync_forced)
         j->do_sync = false;
-    if (j->do_sync)
+    if (j->do_sync) {
         s->has_pending_changes = false;
+        s->is_notify_sync_pending = false;
+    }
     /* Move the handles in: nothing on the loop uses them until the job is done. */
     struct imap_job_ctx *ctx = &j->ctx;
     ctx->auth = imap_auth(s);
@@ -286,6 +302,8 @@ static void imap_job_prepare(struct imap_session *s, struct imap_job *j)
     ctx->is_readonly = s->is_readonly;
     ctx->is_condstore = s->is_condstore;
     ctx->is_qresync = s->is_qresync;
+    ctx->is_rev2 = s->is_rev2;
+    ctx->is_utf8 = imap_is_utf8(s);
     ctx->max_append = s->parser.max_literal;
     ctx->is_login_process = conn_is_login_process(s->c);
     if (ctx->is_login_process)
@@ -481,6 +499,15 @@ static void imap_notify(const char *user, const char *mailbox, void *arg)
         imap_session_idle_sync(s, true);
 }
 
+/* Every change of the user's mailboxes: the messages' ones as before, and whatever a
+ * NOTIFY asked for (notify.c). */
+static void imap_notify_change(const struct store_change_event *ev, void *arg)
+{
+    if (ev->kind == STORE_CHANGE_MESSAGES)
+        imap_notify(ev->user, ev->mailbox, arg);
+    imap_notify_event(arg, ev);
+}
+
 static uint64_t imap_now_ms(void)
 {
     struct timespec ts;
@@ -599,24 +626,44 @@ static void imap_cmd_id(struct imap_session *s, const char *tag, struct imap_arg
     imap_reply(s, tag, "OK ID completed.");
 }
 
+/* A UTF-8 session's parser checks quoted strings (RFC 6855 §3). */
+static void imap_session_utf8_update(struct imap_session *s)
+{
+    s->parser.is_utf8 = imap_is_utf8(s);
+}
+
 static void imap_cmd_enable(struct imap_session *s, const char *tag, struct imap_arg *args,
                             size_t n, bool is_uid)
 {
-    /* RFC 5161: CONDSTORE and QRESYNC (RFC 7162 §3.1, §3.2.3: QRESYNC implies CONDSTORE)
-     * can be enabled; ENABLED names those of the request, once each. */
-    bool condstore = false, qresync = false;
+    /* RFC 5161: CONDSTORE and QRESYNC (RFC 7162 §3.1, §3.2.3: QRESYNC implies CONDSTORE),
+     * IMAP4rev2 (RFC 9051 Appendix A) and UTF8=ACCEPT (RFC 6855 §3) can be enabled;
+     * ENABLED names those of the request, once each (RFC 9051 §6.3.1). */
+    bool condstore = false, qresync = false, rev2 = false, utf8 = false;
+    if (n == 0) {
+        imap_reply(s, tag, "BAD Usage: ENABLE capability ...");
+        return;
+    }
     for (size_t i = 0; i < n; i++) {
         if (!imap_arg_is_string(&args[i]))
             continue;
         condstore |= strcasecmp(args[i].str, "CONDSTORE") == 0;
         qresync |= strcasecmp(args[i].str, "QRESYNC") == 0;
+        rev2 |= strcasecmp(args[i].str, "IMAP4rev2") == 0;
+        utf8 |= strcasecmp(args[i].str, "UTF8=ACCEPT") == 0;
     }
     if (condstore || qresync)
         imap_condstore_enable(s);
     if (qresync)
         s->is_qresync = true;
-    conn_printf(s->c, "* ENABLED%s%s\r\n", condstore ? " CONDSTORE" : "",
-                qresync ? " QRESYNC" : "");
+    /* a capability already on is not named again (§6.3.1: only what this command
+     * enabled) */
+    bool new_rev2 = rev2 && !s->is_rev2, new_utf8 = utf8 && !s->is_utf8_accept;
+    s->is_rev2 |= rev2;
+    s->is_utf8_accept |= utf8;
+    imap_session_utf8_update(s);
+    conn_printf(s->c, "* ENABLED%s%s%s%s\r\n", condstore ? " CONDSTORE" : "",
+                qresync ? " QRESYNC" : "", new_rev2 ? " IMAP4rev2" : "",
+                new_utf8 ? " UTF8=ACCEPT" : "");
     imap_reply(s, tag, "OK Enabled.");
 }
 
@@ -684,8 +731,13 @@ static void imap_cmd_unauthenticate(struct imap_session *s, const char *tag,
     free(s->username);
     s->username = NULL;
     imap_searchres_clear(s);
+    imap_notify_free(s->notify);
+    s->notify = NULL;
+    s->is_notify_sync_pending = false;
     s->quota = 0;
     s->is_readonly = s->is_condstore = s->is_qresync = false;
+    s->is_rev2 = s->is_utf8_accept = false;
+    imap_session_utf8_update(s);
     s->has_pending_changes = false;
     s->state = IMAP_STATE_NOT_AUTH;
     /* a stranger again: the pre-login limit applies anew (imap.login_timeout) */
@@ -828,7 +880,7 @@ static void imap_login_success(struct imap_session *s, const char *tag,
     r->user = NULL;
     r->name = NULL;
     s->state = IMAP_STATE_AUTH;
-    s->notify_sub = store_notify_subscribe(s->username, imap_notify, s);
+    s->notify_sub = store_notify_subscribe_changes(s->username, imap_notify_change, s);
     conn_set_deadline(s->c, 0); /* imap.login_timeout no longer applies */
     log_info("imap", "Login: user=<%s>, method=%s, rip=%s, lip=%s%s", s->username, method,
              imap_rip(s), conn_local_ip(s->c), conn_is_tls(s->c) ? ", TLS" : "");
@@ -1127,6 +1179,7 @@ static const struct imap_command imap_commands[] = {
     {"UNAUTHENTICATE", imap_cmd_unauthenticate, AUTHED, false},
     {"GETMETADATA", imap_cmd_getmetadata, AUTHED, false},
     {"SETMETADATA", imap_cmd_setmetadata, AUTHED, false},
+    {"NOTIFY", imap_cmd_notify, AUTHED, false},
     {"LOGIN", imap_cmd_login, IMAP_STATE_NOT_AUTH, false},
     {"AUTHENTICATE", imap_cmd_authenticate, IMAP_STATE_NOT_AUTH, false},
     {"SELECT", imap_cmd_select, AUTHED, false},
@@ -1306,11 +1359,45 @@ static void imap_input_done(struct imap_session *s)
     s->input_literal_octets = 0;
 }
 
+/* Does a line end with a non-synchronizing literal "{n+}" (RFC 7888 §3)? Its size. */
+static bool imap_line_nonsync_literal(const char *line, size_t len, uint64_t *size_r)
+{
+    if (len < 4 || line[len - 1] != '}' || line[len - 2] != '+')
+        return false;
+    size_t i = len - 2;
+    uint64_t n = 0, scale = 1;
+    size_t digits = 0;
+    while (i > 0 && line[i - 1] >= '0' && line[i - 1] <= '9' && digits < 19) {
+        n += (uint64_t)(line[i - 1] - '0') * scale;
+        scale *= 10;
+        digits++;
+        i--;
+    }
+    if (digits == 0 || i == 0 || line[i - 1] != '{')
+        return false;
+    *size_r = n;
+    return true;
+}
+
 /* Consume as much buffered input as the session can act on now. */
 static void imap_session_process(struct imap_session *s)
 {
     struct evbuffer *in = conn_input(s->c);
     while (!imap_session_busy(s)) {
+        if (s->skip_remaining > 0) {
+            /* LITERAL-: the octets of a refused {n+} literal (RFC 7888 §4, choice 1) */
+            size_t avail = evbuffer_get_length(in);
+            if (avail == 0) {
+                if (!imap_input_deadline(s))
+                    conn_ack_now(s->c);
+                return;
+            }
+            size_t take = avail < s->skip_remaining ? avail : (size_t)s->skip_remaining;
+            evbuffer_drain(in, take);
+            s->skip_remaining -= take;
+            s->input_literal_octets += take;
+            continue;
+        }
         if (s->is_in_literal) {
             size_t avail = evbuffer_get_length(in);
             if (avail == 0) {
@@ -1389,6 +1476,27 @@ static void imap_session_process(struct imap_session *s)
             free(line);
             continue;
         }
+        if (s->is_skipping) {
+            /* the rest of a refused command; another {n+} literal of it is skipped too,
+             * within the same limits as any literal */
+            uint64_t size = 0;
+            bool is_literal = imap_line_nonsync_literal(line, len, &size);
+            free(line);
+            if (is_literal && size > s->parser.max_literal) {
+                /* its octets follow regardless and are no command: the session ends */
+                conn_write_str(s->c, "* BYE [TOOBIG] Literal too large.\r\n");
+                s->is_closing = true;
+                conn_close(s->c);
+                return;
+            }
+            if (is_literal) {
+                s->skip_remaining = size;
+            } else {
+                s->is_skipping = false;
+                imap_input_done(s);
+            }
+            continue;
+        }
         enum imap_parse_result r = imap_parser_feed_line(&s->parser, line, len);
         free(line);
         if (r == IMAP_PARSE_LITERAL) {
@@ -1403,6 +1511,18 @@ static void imap_session_process(struct imap_session *s)
         }
         if (r == IMAP_PARSE_ERROR) {
             struct imap_parser *p = &s->parser;
+            if (p->is_nonsync_too_big) {
+                /* RFC 7888 §5: LITERAL- and a larger {n+}: tagged BAD [TOOBIG] (sent
+                 * before the octets are read, §4), then the octets and the rest of the
+                 * command are skipped */
+                imap_reply(s, p->tag, "BAD [TOOBIG] Non-synchronizing literal over %d octets.",
+                           IMAP_LITERAL_MINUS_MAX);
+                s->skip_remaining = p->literal_size;
+                s->is_skipping = true;
+                imap_parser_reset(p);
+                imap_spill_discard(s);
+                continue;
+            }
             if ((p->is_literal_too_big || p->is_over_limit) && p->is_literal_nonsync) {
                 /* RFC 7888 §4: the data follows regardless; we cannot resync. */
                 conn_write_str(s->c, p->is_over_limit ? "* BYE Too many messages.\r\n"
@@ -1447,6 +1567,9 @@ struct imap_session *imap_session_new(struct conn *c)
     uint64_t max =
         cfg && cfg->smtp_max_message_size ? cfg->smtp_max_message_size : IMAP_MAX_APPEND_DEFAULT;
     imap_parser_init(&s->parser, (size_t)max);
+    /* RFC 7888 §5 / RFC 9051 §4.3: LITERAL- takes {n+} literals up to 4096 octets */
+    if (!imap_has_literal_plus(s))
+        s->parser.max_nonsync = IMAP_LITERAL_MINUS_MAX;
     if (cfg && cfg->imap_timeout)
         conn_set_timeout(c, cfg->imap_timeout);
     return s;
@@ -1487,6 +1610,8 @@ static void imap_on_tls(void *session, struct conn *c)
     imap_parser_reset(&s->parser);
     imap_spill_discard(s);
     s->is_in_literal = false;
+    s->skip_remaining = 0;
+    s->is_skipping = false;
     imap_input_done(s);
 }
 
@@ -1529,6 +1654,7 @@ void imap_session_free(struct imap_session *s)
         store_user_close(s->user);
     free(s->box_name);
     free(s->searchres);
+    imap_notify_free(s->notify);
     free(s->username);
     free(s->idle_tag);
     if (s->idle_timer)

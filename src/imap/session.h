@@ -78,6 +78,10 @@ struct imap_session {
     bool is_spilling;         /* the literal being read goes to the file */
     uint64_t spill_remaining; /* bytes of that literal still to come */
     uint64_t literal_memory;  /* bytes of this command's APPEND literals kept in memory */
+    /* LITERAL- (RFC 7888 §5): a refused command's {n+} literal octets still to skip, and
+     * whether the rest of that command (its following lines) is being skipped */
+    uint64_t skip_remaining;
+    bool is_skipping;
     uint64_t handle;    /* core/job.h: jobs find the session again by it */
     bool is_job_in_flight;
     bool is_closing;    /* LOGOUT/BYE sent */
@@ -113,6 +117,8 @@ struct imap_session {
     /* IDLE */
     bool is_condstore; /* RFC 7162 CONDSTORE enabled: flag changes carry MODSEQ */
     bool is_qresync;   /* RFC 7162 §3.2 QRESYNC enabled: VANISHED instead of EXPUNGE */
+    bool is_rev2;        /* RFC 9051 Appendix A: ENABLE IMAP4rev2 (imap_is_utf8 too) */
+    bool is_utf8_accept; /* RFC 6855 §3: ENABLE UTF8=ACCEPT */
     bool is_idling;
     char *idle_tag;
     struct event *idle_timer; /* "* OK Still here" keepalives while idling */
@@ -126,6 +132,12 @@ struct imap_session {
     struct imap_fetch *fetch;
     bool is_fetch_waiting_drain;
     bool is_in_fetch_literal; /* the output so far ends inside a streamed literal */
+    bool is_fetch_internal;   /* imap_fetch_internal is starting a FETCH */
+
+    /* RFC 5465 NOTIFY (notify.c); NULL until NOTIFY SET */
+    struct imap_notify *notify;
+    bool is_notify_sync_pending; /* NOTIFY SELECTED: the selected mailbox changed */
+    bool is_notify_overflowed;   /* RFC 5465 §5.8: NOTIFY was turned off, not told yet */
 };
 
 struct imap_job;
@@ -152,6 +164,8 @@ struct imap_job_ctx {
     bool is_readonly;           /* the selected mailbox was EXAMINEd */
     bool is_condstore;          /* CONDSTORE enabled: flag changes carry MODSEQ */
     bool is_qresync;            /* QRESYNC enabled: expunges are reported as VANISHED */
+    bool is_rev2;               /* IMAP4rev2 enabled: no \Recent, ESEARCH, LIST in SELECT */
+    bool is_utf8;               /* mailbox names in UTF-8 (imap_is_utf8) */
     uint64_t max_append;        /* the largest message APPEND takes (RFC 7889 APPENDLIMIT) */
     bool is_login_process;      /* logins are handed over (conn_is_login_process) */
     char binding[161];          /* login process: the connection (conn_login_binding) */
@@ -181,6 +195,13 @@ struct imap_job {
 
 /* The typed job of a command: struct T { struct imap_job base; ... }. */
 #define IMAP_JOB(type, j) ((struct type *)(void *)(j))
+
+/* Does the session speak UTF-8 mailbox names and quoted strings (RFC 9051 §5.1 after
+ * ENABLE IMAP4rev2, RFC 6855 §3 after ENABLE UTF8=ACCEPT)? */
+static inline bool imap_is_utf8(const struct imap_session *s)
+{
+    return s->is_rev2 || s->is_utf8_accept;
+}
 
 /* ---- session.c ---- */
 /* A job of `size` bytes (the command's struct, zeroed) for s, or NULL (out of memory:
@@ -251,6 +272,15 @@ bool imap_parse_flags(const struct imap_arg *a, unsigned *flags_r, char ***keywo
 void imap_keywords_free(char **k);
 /* Mailbox name from an astring argument ("inbox" -> "INBOX"); malloc'd or NULL. */
 char *imap_mailbox_name(const struct imap_arg *a);
+/* The same for a command of s: a UTF-8 session's name becomes the store's modified UTF-7
+ * (mailname.h); NULL also when that name is not allowed. */
+char *imap_session_mailbox_name(const struct imap_session *s, const struct imap_arg *a);
+/* A stored mailbox name as the client reads it: UTF-8 (quoted) for a UTF-8 session. */
+void imap_write_mailbox(struct buf *out, const char *stored, bool is_utf8);
+/* A name already in the client's form (UTF-8 for a UTF-8 session). */
+void imap_write_mailbox_shown(struct buf *out, const char *shown, bool is_utf8);
+/* The flags a message shows this session (IMAP4rev2: without \Recent). */
+unsigned imap_flags_shown(const struct imap_job_ctx *ctx, unsigned flags);
 /* 0-based indexes of the view matching a sequence or UID set, malloc'd. */
 bool imap_resolve_set(struct store_mailbox *box, const char *set, bool is_uid, size_t **idx_r,
                       size_t *n_r);
@@ -258,7 +288,7 @@ bool imap_resolve_set(struct store_mailbox *box, const char *set, bool is_uid, s
 /* "* STATUS name (items)" for the IMAP_ST_* items (args.h) of st. */
 struct store_status;
 void imap_status_write(struct buf *out, const char *name, unsigned items,
-                       const struct store_status *st, uint64_t appendlimit);
+                       const struct store_status *st, uint64_t appendlimit, bool is_utf8);
 /* RFC 8474 OBJECTID: a mailbox's MAILBOXID and a message's EMAILID. */
 void imap_write_mailboxid(struct buf *out, uint32_t uidvalidity);
 void imap_write_emailid(struct buf *out, uint32_t uidvalidity, uint32_t uid);
@@ -287,6 +317,12 @@ void imap_write_badurl(struct buf *out, const char *url);
 /* ---- fetch.c ---- */
 imap_handler imap_cmd_fetch, imap_cmd_store;
 void imap_fetch_free(struct imap_fetch *f);
+/* Are these FETCH items (an attribute or a list) valid? (RFC 5465 MessageNew's list) */
+bool imap_fetch_items_ok(const struct imap_arg *items);
+/* RFC 5465 §5.2: UID FETCH uid_lo:uid_hi items without a command of the client's: the
+ * FETCH lines go out unsolicited, with no completion. Loop thread, no job in flight. */
+void imap_fetch_internal(struct imap_session *s, uint32_t uid_lo, uint32_t uid_hi,
+                         struct imap_arg *items);
 /* on_drained: continue a FETCH that waits for the output to drain. */
 void imap_fetch_resume(struct imap_session *s);
 
@@ -322,6 +358,20 @@ char *imap_searchres_expand(struct imap_session *s, const char *set, bool *is_ui
 
 /* ---- metadata.c ---- */
 imap_handler imap_cmd_getmetadata, imap_cmd_setmetadata;
+
+/* ---- notify.c (RFC 5465) ---- */
+imap_handler imap_cmd_notify;
+struct store_change_event;
+/* A change of the user's mailboxes (store_notify_subscribe_changes): queue what NOTIFY
+ * asked for. Loop thread. */
+void imap_notify_event(struct imap_session *s, const struct store_change_event *ev);
+/* Between commands (no job in flight): send what NOTIFY has waiting, by starting a job.
+ * true when one was started (the caller then waits for it). */
+bool imap_notify_kick(struct imap_session *s);
+void imap_notify_free(struct imap_notify *n);
+/* Work step: publish a mailbox-level change this session made (origin: its handle). */
+void imap_notify_publish(const struct imap_job *j, int kind, const char *mailbox,
+                         const char *detail);
 
 /* ---- sort.c ---- */
 imap_handler imap_cmd_sort, imap_cmd_thread;

@@ -350,7 +350,8 @@ void imap_cmd_resetkey(struct imap_session *s, const char *tag, struct imap_arg 
             return;
         }
     }
-    char *name = n ? imap_mailbox_name(&args[0]) : NULL;
+    /* a UTF-8 session (IMAP4rev2, UTF8=ACCEPT) names it in UTF-8 */
+    char *name = n ? imap_session_mailbox_name(s, &args[0]) : NULL;
     if (n && !name) {
         imap_reply(s, tag, "BAD Invalid mailbox name.");
         return;

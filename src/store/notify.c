@@ -12,6 +12,12 @@
  * process is also handed to the forward function (store_notify_set_forward), which sends
  * it to the master for the other processes; one that arrives from another process is
  * injected with store_notify_publish_remote() and not forwarded again.
+ *
+ * An event is a struct store_change_event: the messages of a mailbox changed (what the
+ * store itself publishes, and all a store_notify_subscribe subscriber hears of), or a
+ * mailbox-level change a protocol publishes for RFC 5465 NOTIFY (created, deleted,
+ * renamed, (un)subscribed, METADATA), heard by store_notify_subscribe_changes
+ * subscribers.
  */
 #include "store/store-private.h"
 
@@ -37,13 +43,16 @@ struct notify_sub {
     struct notify_sub *next_dead;   /* unsubscribed during a dispatch: freed after it */
     unsigned bucket;
     char *user;
-    store_notify_fn *fn;
+    store_notify_fn *fn;          /* messages' events only, or NULL */
+    store_change_fn *change_fn;   /* every event, or NULL */
     void *arg;
     bool is_dead;
 };
 
 struct notify_event {
-    char *user, *mailbox;
+    char *user, *mailbox, *detail;
+    enum store_change kind;
+    uint64_t origin;
 };
 
 static pthread_mutex_t notify_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -104,18 +113,30 @@ static void notify_sweep(void)
     }
 }
 
-static void notify_dispatch(const char *user, const char *mailbox, bool is_local)
+static void notify_dispatch(const struct store_change_event *ev, bool is_local)
 {
     if (is_local && notify_forward)
-        notify_forward(user, mailbox);
+        notify_forward(ev);
     notify_dispatch_depth++;
     /* a callback may subscribe (at the bucket's head: not visited) or unsubscribe (only
      * marked until the dispatch is over), never unlink what this walk stands on */
-    for (struct notify_sub *s = notify_buckets[notify_bucket(user)]; s; s = s->next)
-        if (!s->is_dead && strcasecmp(s->user, user) == 0)
-            s->fn(user, mailbox, s->arg);
+    for (struct notify_sub *s = notify_buckets[notify_bucket(ev->user)]; s; s = s->next) {
+        if (s->is_dead || strcasecmp(s->user, ev->user) != 0)
+            continue;
+        if (s->change_fn)
+            s->change_fn(ev, s->arg);
+        else if (ev->kind == STORE_CHANGE_MESSAGES)
+            s->fn(ev->user, ev->mailbox, s->arg);
+    }
     if (--notify_dispatch_depth == 0)
         notify_sweep();
+}
+
+/* The plain event: the messages of (user, mailbox) changed. */
+static void notify_dispatch_messages(const char *user, const char *mailbox, bool is_local)
+{
+    struct store_change_event ev = {.user = user, .mailbox = mailbox};
+    notify_dispatch(&ev, is_local);
 }
 
 /* Deliver events queued by other threads (loop thread). */
@@ -129,9 +150,13 @@ static void notify_drain(void)
         }
         struct notify_event ev = notify_pending[--notify_n_pending];
         pthread_mutex_unlock(&notify_lock);
-        notify_dispatch(ev.user, ev.mailbox, true);
+        struct store_change_event ce = {.user = ev.user, .mailbox = ev.mailbox,
+                                        .kind = ev.kind, .detail = ev.detail,
+                                        .origin = ev.origin};
+        notify_dispatch(&ce, true);
         free(ev.user);
         free(ev.mailbox);
+        free(ev.detail);
     }
 }
 
@@ -169,7 +194,21 @@ int store_notify_init(struct event_base *base)
     return 0;
 }
 
+static void *notify_subscribe(const char *user, store_notify_fn *fn, store_change_fn *change_fn,
+                              void *arg);
+
 void *store_notify_subscribe(const char *user, store_notify_fn *fn, void *arg)
+{
+    return notify_subscribe(user, fn, NULL, arg);
+}
+
+void *store_notify_subscribe_changes(const char *user, store_change_fn *fn, void *arg)
+{
+    return notify_subscribe(user, NULL, fn, arg);
+}
+
+static void *notify_subscribe(const char *user, store_notify_fn *fn, store_change_fn *change_fn,
+                              void *arg)
 {
     notify_claim_loop_thread();
     notify_drain();
@@ -182,6 +221,7 @@ void *store_notify_subscribe(const char *user, store_notify_fn *fn, void *arg)
         return NULL;
     }
     s->fn = fn;
+    s->change_fn = change_fn;
     s->arg = arg;
     s->bucket = notify_bucket(user);
     s->next = notify_buckets[s->bucket];
@@ -213,7 +253,7 @@ void store_notify_publish(const char *user, const char *mailbox)
     }
     notify_claim_loop_thread();
     notify_drain();
-    notify_dispatch(user, mailbox, true);
+    notify_dispatch_messages(user, mailbox, true);
 }
 
 void store_notify_set_forward(store_notify_forward_fn *fn)
@@ -227,34 +267,60 @@ void store_notify_publish_remote(const char *user, const char *mailbox)
         return;
     notify_claim_loop_thread();
     notify_drain();
-    notify_dispatch(user, mailbox, false);
+    notify_dispatch_messages(user, mailbox, false);
+}
+
+void store_notify_publish_remote_change(const struct store_change_event *ev)
+{
+    if (!ev->user || !ev->mailbox)
+        return;
+    struct store_change_event copy = *ev;
+    copy.origin = 0; /* another process's session: never one of ours */
+    notify_claim_loop_thread();
+    notify_drain();
+    notify_dispatch(&copy, false);
 }
 
 void store_notify_publish_any_thread(const char *user, const char *mailbox)
 {
-    if (!user || !mailbox || !notify_has_loop_thread)
+    struct store_change_event ev = {.user = user, .mailbox = mailbox};
+    store_notify_publish_change(&ev);
+}
+
+void store_notify_publish_change(const struct store_change_event *ev)
+{
+    if (!ev->user || !ev->mailbox || !notify_has_loop_thread)
         return; /* nobody subscribed yet in this process */
     if (notify_on_loop_thread()) {
         notify_drain();
-        notify_dispatch(user, mailbox, true);
+        notify_dispatch(ev, true);
         return;
     }
     pthread_mutex_lock(&notify_lock);
     bool is_dup = false;
-    for (size_t i = 0; i < notify_n_pending && !is_dup; i++)
-        is_dup = strcasecmp(notify_pending[i].user, user) == 0 &&
-                 strcmp(notify_pending[i].mailbox, mailbox) == 0;
+    /* the messages' events of one mailbox say the same thing twice: one is enough */
+    for (size_t i = 0; i < notify_n_pending && !is_dup && ev->kind == STORE_CHANGE_MESSAGES;
+         i++)
+        is_dup = notify_pending[i].kind == STORE_CHANGE_MESSAGES &&
+                 strcasecmp(notify_pending[i].user, ev->user) == 0 &&
+                 strcmp(notify_pending[i].mailbox, ev->mailbox) == 0;
     /* When the queue is full the event is dropped: sessions also re-sync on their
-     * NOOP/IDLE tick, so a lost wake-up only delays, never loses, a change. */
+     * NOOP/IDLE tick, so a lost wake-up only delays, never loses, a change (a NOTIFY
+     * session's mailbox events can be lost; RFC 5465 §5.8 would be the honest answer). */
     if (!is_dup && notify_n_pending < NOTIFY_MAX_PENDING) {
-        char *u = strdup(user), *m = strdup(mailbox);
-        if (u && m) {
-            notify_pending[notify_n_pending].user = u;
-            notify_pending[notify_n_pending].mailbox = m;
-            notify_n_pending++;
+        char *u = strdup(ev->user), *m = strdup(ev->mailbox);
+        char *d = ev->detail ? strdup(ev->detail) : NULL;
+        if (u && m && (d || !ev->detail)) {
+            struct notify_event *p = &notify_pending[notify_n_pending++];
+            p->user = u;
+            p->mailbox = m;
+            p->detail = d;
+            p->kind = ev->kind;
+            p->origin = ev->origin;
         } else {
             free(u);
             free(m);
+            free(d);
         }
     }
     pthread_mutex_unlock(&notify_lock);

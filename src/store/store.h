@@ -91,9 +91,35 @@ int store_notify_init(struct event_base *base);
 /* Several processes: fn gets every event that started in this process (loop thread), to
  * send to the others; events from the others come in through store_notify_publish_remote
  * (loop thread), which notifies this process's subscribers without forwarding. */
-typedef void store_notify_forward_fn(const char *user, const char *mailbox);
+/* What changed, beyond a mailbox's messages (RFC 5465 NOTIFY's mailbox events). The
+ * store publishes STORE_CHANGE_MESSAGES itself; the protocol that made a mailbox-level
+ * change publishes the others with store_notify_publish_change. */
+enum store_change {
+    STORE_CHANGE_MESSAGES,     /* new, expunged or flagged messages (the plain events) */
+    STORE_CHANGE_CREATED,      /* mailbox created */
+    STORE_CHANGE_DELETED,      /* mailbox deleted */
+    STORE_CHANGE_RENAMED,      /* mailbox renamed; detail: its old name */
+    STORE_CHANGE_SUBSCRIBED,   /* subscribed */
+    STORE_CHANGE_UNSUBSCRIBED, /* unsubscribed */
+    STORE_CHANGE_METADATA,     /* METADATA entries changed; detail: their names, space
+                                  separated; mailbox "" for server entries */
+};
+struct store_change_event {
+    const char *user, *mailbox;
+    enum store_change kind;
+    const char *detail; /* see above, or NULL */
+    uint64_t origin;    /* the session that made the change, in this process; 0 none */
+};
+/* fn gets every kind of change (store_notify_subscribe's fn only the messages' ones). */
+typedef void store_change_fn(const struct store_change_event *ev, void *arg);
+void *store_notify_subscribe_changes(const char *user, store_change_fn *fn, void *arg);
+/* Any thread (bounded queue, like the messages' events). */
+void store_notify_publish_change(const struct store_change_event *ev);
+typedef void store_notify_forward_fn(const struct store_change_event *ev);
 void store_notify_set_forward(store_notify_forward_fn *fn);
 void store_notify_publish_remote(const char *user, const char *mailbox);
+/* One from another process (origin is not ours: it is dropped). */
+void store_notify_publish_remote_change(const struct store_change_event *ev);
 
 /* ---- reading and changing mailboxes (POP3, IMAP) ----------------------------------- */
 
@@ -157,6 +183,7 @@ int store_mailbox_subscribe(struct store_user *u, const char *name, bool subscri
 
 struct store_status {
     uint32_t messages, recent, unseen, uidnext, uidvalidity;
+    uint32_t deleted; /* messages flagged \Deleted (RFC 9051 STATUS DELETED) */
     uint64_t size, highestmodseq;
 };
 int store_mailbox_status(struct store_user *u, const char *name, struct store_status *st_r,

@@ -875,18 +875,21 @@ int store_mailbox_status(struct store_user *u, const char *name, struct store_st
     memset(st_r, 0, sizeof *st_r);
     if (store_index_prepare(u->db,
                             "SELECT COUNT(*), COALESCE(SUM(uid >= ?2), 0),"
-                            " COALESCE(SUM((flags & ?3) = 0), 0), COALESCE(SUM(vsize), 0)"
+                            " COALESCE(SUM((flags & ?3) = 0), 0), COALESCE(SUM(vsize), 0),"
+                            " COALESCE(SUM((flags & ?4) != 0), 0)"
                             " FROM messages WHERE mailbox = ?1",
                             &st) == SQLITE_OK) {
         sqlite3_bind_int64(st, 1, row.id);
         sqlite3_bind_int64(st, 2, row.first_recent_uid);
         sqlite3_bind_int(st, 3, STORE_FLAG_SEEN);
+        sqlite3_bind_int(st, 4, STORE_FLAG_DELETED);
         rc = sqlite3_step(st);
         if (rc == SQLITE_ROW) {
             st_r->messages = (uint32_t)sqlite3_column_int64(st, 0);
             st_r->recent = (uint32_t)sqlite3_column_int64(st, 1);
             st_r->unseen = (uint32_t)sqlite3_column_int64(st, 2);
             st_r->size = (uint64_t)sqlite3_column_int64(st, 3);
+            st_r->deleted = (uint32_t)sqlite3_column_int64(st, 4);
         }
     }
     if (rc != SQLITE_ROW)

@@ -58,6 +58,7 @@ def imap_seeds():
     m2 = literal_message("second")
     m3 = literal_message("third")
     big = literal_message("too big for bob", 4000)
+    utf8_msg = "From: J\u00f6ran <j@example.test>\r\nSubject: Gr\u00fc\u00dfe\r\n\r\nx\r\n"
     return {
         # seed 000: LOGIN, CAPABILITY, LIST, SELECT, FETCH FLAGS, FETCH body[text], LOGOUT
         "telnet_basic": script(LOOPBACK, PER_LINE,
@@ -187,6 +188,34 @@ def imap_seeds():
             op("c", ord("0")),
             "DONE\r\n",
             "e LOGOUT\r\n",
+            op("c", ord("1")),
+            "g LOGOUT\r\n"),
+        # IMAP4rev2 + UTF8=ACCEPT + NOTIFY (RFC 9051, 6855, 5465): connection 1 changes
+        # what connection 0 watches; the loop turns deliver the notifications
+        "rev2_notify": script(LOOPBACK, PER_LINE,
+            login,
+            "b ENABLE IMAP4rev2 UTF8=ACCEPT\r\n",
+            "c NOTIFY SET STATUS (selected (MessageNew (UID FLAGS) MessageExpunge)) "
+            "(personal (MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange "
+            "MailboxMetadataChange ServerMetadataChange))\r\n",
+            "d SELECT INBOX\r\n",
+            "e SEARCH UNSEEN\r\n",
+            "f STATUS Work (MESSAGES DELETED SIZE)\r\n",
+            'g CREATE "Entwürfe"\r\n',
+            "h APPEND INBOX UTF8 (~{%d+}\r\n%s)\r\n" % (len(utf8_msg.encode()), utf8_msg),
+            op("c", ord("1")),
+            login,
+            "b CREATE Projects\r\nc SUBSCRIBE Projects\r\n",
+            'd SETMETADATA INBOX (/private/comment "x")\r\n',
+            "e APPEND Work {%d+}\r\n%s\r\n" % (len(m2), m2),
+            "f RENAME Projects Archive/Projects\r\n",
+            op("l"),
+            op("c", ord("0")),
+            op("n", 0), op("l"),
+            "i NOOP\r\n",
+            "j NOTIFY NONE\r\n",
+            "k LIST \"\" \"Entw*\"\r\n",
+            "l LOGOUT\r\n",
             op("c", ord("1")),
             "g LOGOUT\r\n"),
         # the client leaves while its job waits or runs (job.h: done() gets no session)
