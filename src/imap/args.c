@@ -123,6 +123,10 @@ bool imap_search_return_parse(const struct imap_arg *list, struct imap_search_re
             r->opts |= IMAP_SEARCH_RET_COUNT;
         } else if (imap_arg_is_atom(a, "SAVE")) {
             r->opts |= IMAP_SEARCH_RET_SAVE;
+        } else if (imap_arg_is_atom(a, "UPDATE")) {
+            r->opts |= IMAP_SEARCH_RET_UPDATE; /* RFC 5267 §4.3 */
+        } else if (imap_arg_is_atom(a, "CONTEXT")) {
+            r->opts |= IMAP_SEARCH_RET_CONTEXT; /* RFC 5267 §4.2: a hint */
         } else if (imap_arg_is_atom(a, "PARTIAL") && !(r->opts & IMAP_SEARCH_RET_PARTIAL) &&
                    i + 1 < list->n && list->list[i + 1].type == IMAP_ARG_ATOM &&
                    imap_partial_range_parse(list->list[i + 1].str, r)) {
@@ -132,9 +136,11 @@ bool imap_search_return_parse(const struct imap_arg *list, struct imap_search_re
             return false;
         }
     }
-    /* RFC 4731 §3.1: an empty list is the same as (ALL) */
-    if (r->opts == 0)
-        r->opts = IMAP_SEARCH_RET_ALL;
+    /* RFC 4731 §3.1: an empty list is the same as (ALL); so is a list of only UPDATE and
+     * CONTEXT (RFC 5267), which ask for no result data of their own: the client needs the
+     * initial result the updates apply to */
+    if ((r->opts & ~(unsigned)(IMAP_SEARCH_RET_UPDATE | IMAP_SEARCH_RET_CONTEXT)) == 0)
+        r->opts |= IMAP_SEARCH_RET_ALL;
     /* RFC 5267 §4.4: PARTIAL and ALL are mutually exclusive */
     if ((r->opts & IMAP_SEARCH_RET_PARTIAL) && (r->opts & IMAP_SEARCH_RET_ALL))
         return false;

@@ -55,6 +55,10 @@ enum {
     IMAP_SEARCH_RET_COUNT = 8,
     IMAP_SEARCH_RET_SAVE = 16,    /* RFC 5182 SEARCHRES */
     IMAP_SEARCH_RET_PARTIAL = 32, /* RFC 5267 §4.4 */
+    IMAP_SEARCH_RET_UPDATE = 64,  /* RFC 5267 §4.3: keep the result and notify changes */
+    IMAP_SEARCH_RET_CONTEXT = 128, /* RFC 5267 §4.2: a hint, no effect here */
+    /* the options that ask for no result data of their own */
+    IMAP_SEARCH_RET_HINTS = IMAP_SEARCH_RET_UPDATE | IMAP_SEARCH_RET_CONTEXT,
 };
 struct imap_search_return {
     unsigned opts; /* IMAP_SEARCH_RET_* */
@@ -63,8 +67,9 @@ struct imap_search_return {
     uint32_t partial_lo, partial_hi;
     bool is_from_end;
 };
-/* "(MIN MAX COUNT ALL SAVE PARTIAL 1:10)" -> r; "()" means ALL (RFC 4731 §3.1), "(SAVE)"
- * alone returns nothing (RFC 5182 §2.4). false on an unknown option, a bad range, PARTIAL
+/* "(MIN MAX COUNT ALL SAVE PARTIAL 1:10 UPDATE CONTEXT)" -> r; "()" means ALL (RFC 4731
+ * §3.1), and so do "(UPDATE)" and "(CONTEXT)" alone; "(SAVE)" alone returns nothing
+ * (RFC 5182 §2.4). false on an unknown option, a bad range, PARTIAL
  * with ALL, a non-list or more than IMAP_SEARCH_MAX_RETURN options. */
 bool imap_search_return_parse(const struct imap_arg *list, struct imap_search_return *r);
 

@@ -561,6 +561,7 @@ static void imap_select_common(struct imap_session *s, const char *tag, struct i
     free(s->box_name);
     s->box_name = NULL;
     imap_searchres_clear(s); /* RFC 5182 §2.1: a saved result is per selected mailbox */
+    imap_updates_clear(s);
     imap_job_submit(s, j);
 }
 
@@ -687,6 +688,7 @@ static void imap_close_finish(struct imap_session *s, struct imap_job *j)
     free(s->box_name);
     s->box_name = NULL;
     imap_searchres_clear(s);
+    imap_updates_clear(s);
     s->state = IMAP_STATE_AUTH;
 }
 

@@ -1,5 +1,6 @@
 /*
- * search.c - SEARCH and UID SEARCH (RFC 3501 §6.4.4), with RETURN options (RFC 4731 ESEARCH).
+ * search.c - SEARCH and UID SEARCH (RFC 3501 §6.4.4), with RETURN options (RFC 4731 ESEARCH,
+ * RFC 5267 PARTIAL and UPDATE: the updates themselves are context.c's).
  *
  * The criteria are parsed on the loop into a small tree (AND lists, OR, NOT, leaves);
  * evaluation runs in the pool, mapping a message file only when a key needs its text
@@ -641,28 +642,55 @@ void imap_search_free(struct skey *root)
     skey_free(root);
 }
 
+/* Evaluate root on message i of the view (max_uid: the view's highest UID). */
+static bool imap_search_eval_at(const struct skey *root, struct store_mailbox *box, size_t i,
+                                size_t count, uint32_t max_uid, time_t now)
+{
+    struct skey_msg sm = {
+        .m = store_mailbox_message(box, i),
+        .now = now,
+        .seq = (uint32_t)(i + 1),
+        .max_seq = (uint32_t)count,
+        .max_uid = max_uid,
+        .box = box,
+        .index = i,
+    };
+    bool is_match = skey_eval(root, &sm);
+    skey_msg_release(&sm);
+    return is_match;
+}
+
 size_t imap_search_match(const struct skey *root, struct store_mailbox *box, bool *match)
 {
     size_t count = store_mailbox_count(box), n = 0;
     uint32_t max_uid = count ? store_mailbox_message(box, count - 1)->uid : 0;
     time_t now = time(NULL);
     for (size_t i = 0; i < count; i++) {
-        struct skey_msg sm = {
-            .m = store_mailbox_message(box, i),
-            .now = now,
-            .seq = (uint32_t)(i + 1),
-            .max_seq = (uint32_t)count,
-            .max_uid = max_uid,
-            .box = box,
-            .index = i,
-        };
-        match[i] = skey_eval(root, &sm);
+        match[i] = imap_search_eval_at(root, box, i, count, max_uid, now);
         n += match[i];
-        skey_msg_release(&sm);
     }
     return n;
 }
 
+bool imap_search_match_one(const struct skey *root, struct store_mailbox *box, size_t i)
+{
+    size_t count = store_mailbox_count(box);
+    return imap_search_eval_at(root, box, i, count, store_mailbox_message(box, count - 1)->uid,
+                               time(NULL));
+}
+
+bool imap_search_is_updatable(const struct skey *k)
+{
+    /* RFC 5267 §4.3: the result must follow from the messages alone. Sequence numbers
+     * shift under every expunge and OLDER/YOUNGER move with the clock, with no change to
+     * notify of: such programs get no updates (§4.3.1 lets the server refuse). */
+    if (k->op == SK_SEQSET || k->op == SK_OLDER || k->op == SK_YOUNGER)
+        return false;
+    for (size_t i = 0; i < k->n_kids; i++)
+        if (!imap_search_is_updatable(&k->kids[i]))
+            return false;
+    return true;
+}
 
 /* ---- ESEARCH responses (RFC 4731, RFC 5267 ESORT and PARTIAL) ------------------------ */
 
@@ -719,7 +747,8 @@ bool imap_searchres_make(const struct imap_search_return *ret, const uint32_t *u
                          uint32_t **saved_r, size_t *n_saved_r)
 {
     /* RFC 5182 §2.4: with MIN and/or MAX alone only those messages are saved */
-    unsigned only = IMAP_SEARCH_RET_MIN | IMAP_SEARCH_RET_MAX | IMAP_SEARCH_RET_SAVE;
+    unsigned only = IMAP_SEARCH_RET_MIN | IMAP_SEARCH_RET_MAX | IMAP_SEARCH_RET_SAVE |
+                    IMAP_SEARCH_RET_HINTS;
     bool is_min_max = (ret->opts & ~only) == 0 &&
                       (ret->opts & (IMAP_SEARCH_RET_MIN | IMAP_SEARCH_RET_MAX));
     uint32_t *saved = malloc((n ? n : 1) * sizeof *saved);
@@ -777,6 +806,7 @@ struct imap_search_job {
     struct imap_search_return ret; /* ESEARCH options; opts 0 for the plain * SEARCH */
     bool is_uid;
     bool has_modseq; /* a MODSEQ criterion: report the highest mod-sequence */
+    struct imap_update_request update; /* RETURN (UPDATE): RFC 5267 §4.3 */
     /* result for finish: the RFC 5182 saved result (UIDs, ascending) */
     uint32_t *saved;
     size_t n_saved;
@@ -825,8 +855,12 @@ static void imap_search_work(struct imap_job *j)
             min_hit_modseq = m->modseq;
         max_hit_modseq = m->modseq;
     }
-    unsigned opts = sj->ret.opts;
-    if (opts == 0) {
+    /* UPDATE and CONTEXT ask for no data of their own (RFC 5267 §4.2-4.3) */
+    unsigned opts = sj->ret.opts & ~(unsigned)IMAP_SEARCH_RET_HINTS;
+    /* RFC 5267 §4.3.1: a refused UPDATE is an untagged NO, the other options still hold */
+    if (sj->ret.opts & IMAP_SEARCH_RET_UPDATE)
+        imap_update_start(j, &sj->update, &sj->root, uids, n_hits);
+    if (sj->ret.opts == 0) {
         buf_append_str(&j->out, "* SEARCH");
         for (size_t k = 0; k < n_hits; k++)
             buf_printf(&j->out, " %u", hits[k]);
@@ -884,6 +918,10 @@ void imap_cmd_search(struct imap_session *s, const char *tag, struct imap_arg *a
             return;
         }
         start = 2;
+        if ((ret.opts & IMAP_SEARCH_RET_UPDATE) && imap_update_find(s->updates, tag)) {
+            imap_reply(s, tag, "BAD Tag reuse."); /* RFC 5267 §4.3 */
+            return;
+        }
     }
     if (n >= start + 2 && imap_arg_is_atom(&args[start], "CHARSET")) {
         if (!imap_search_charset_ok(s, tag, &args[start + 1]))
@@ -916,6 +954,8 @@ void imap_cmd_search(struct imap_session *s, const char *tag, struct imap_arg *a
     sj->ret = ret;
     sj->has_modseq = has_modseq;
     sj->is_uid = is_uid;
+    if (ret.opts & IMAP_SEARCH_RET_UPDATE)
+        imap_update_request_init(s, tag, root, is_uid, NULL, 0, &sj->update);
     if (has_modseq)
         imap_condstore_enable(s); /* RFC 7162 §3.1 */
     /* RFC 3501 §7.4.1: EXPUNGE may not be sent during SEARCH, but may during UID SEARCH
