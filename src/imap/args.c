@@ -147,6 +147,66 @@ bool imap_search_return_parse(const struct imap_arg *list, struct imap_search_re
     return true;
 }
 
+/* ---- COMPARATOR (RFC 5255 §4.7) -------------------------------------------------- */
+
+const char *const imap_comparators[IMAP_N_COMPARATORS] = {"i;unicode-casemap",
+                                                          "i;ascii-casemap"};
+
+/* RFC 4790 §3.2 wildcard match of name against pattern ('*' any run; ASCII case ignored).
+ * Greedy with one backtrack point: O(len(pattern) * len(name)), both bounded. */
+static bool imap_collation_match(const char *pat, const char *name)
+{
+    const char *star = NULL, *resume = NULL;
+    while (*name) {
+        if (*pat == '*') {
+            star = pat++;
+            resume = name;
+        } else if (*pat && tolower((unsigned char)*pat) == tolower((unsigned char)*name)) {
+            pat++;
+            name++;
+        } else if (star) {
+            pat = star + 1;
+            name = ++resume;
+        } else {
+            return false;
+        }
+    }
+    while (*pat == '*')
+        pat++;
+    return *pat == '\0';
+}
+
+int imap_comparator_choose(const struct imap_arg *args, size_t n, unsigned *matched_r)
+{
+    *matched_r = 0;
+    if (n == 0 || n > IMAP_COMPARATOR_MAX_ARGS)
+        return -2;
+    for (size_t i = 0; i < n; i++)
+        if (!imap_arg_is_string(&args[i]) || args[i].len > IMAP_COMPARATOR_MAX_NAME ||
+            strlen(args[i].str) != args[i].len)
+            return -2;
+    for (size_t i = 0; i < n; i++) {
+        /* RFC 5255 §4.7: "default" is the server's default comparator */
+        if (strcasecmp(args[i].str, "default") == 0) {
+            *matched_r = 1u;
+            return 0;
+        }
+        unsigned matched = 0;
+        for (size_t k = 0; k < IMAP_N_COMPARATORS; k++)
+            if (imap_collation_match(args[i].str, imap_comparators[k]))
+                matched |= 1u << k;
+        if (matched) {
+            /* the first argument that matches wins; among what it matches, the first
+             * comparator in the server's order */
+            *matched_r = matched;
+            for (size_t k = 0; k < IMAP_N_COMPARATORS; k++)
+                if (matched & (1u << k))
+                    return (int)k;
+        }
+    }
+    return -1;
+}
+
 /* ---- SORT (RFC 5256 §3 sort-criteria, RFC 5957) ------------------------------------ */
 
 bool imap_sort_criteria_parse(const struct imap_arg *list, struct imap_sort_criterion *c,

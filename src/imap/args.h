@@ -95,6 +95,20 @@ struct imap_sort_criterion {
 bool imap_sort_criteria_parse(const struct imap_arg *list, struct imap_sort_criterion *c,
                               size_t *n_r);
 
+/* ---- COMPARATOR (RFC 5255 §4.7) ---- */
+#define IMAP_COMPARATOR_MAX_ARGS 32
+#define IMAP_COMPARATOR_MAX_NAME 255
+#define IMAP_N_COMPARATORS       2
+/* The comparators offered, indexed by enum mime_comparator: [0] i;unicode-casemap is the
+ * default (RFC 5255 §4.3). */
+extern const char *const imap_comparators[IMAP_N_COMPARATORS];
+/* COMPARATOR arg...: the comparator the first argument that matches any names ("default"
+ * or an RFC 4790 §3.2 collation spec, '*' a wildcard, ASCII case ignored), with in
+ * *matched_r a bit per comparator that argument matched (RFC 5255 §4.8: listed when more
+ * than one). -1 when nothing matches, -2 when the arguments are not strings, too many or
+ * too long. */
+int imap_comparator_choose(const struct imap_arg *args, size_t n, unsigned *matched_r);
+
 /* ---- THREAD algorithms (RFC 5256 §3, THREAD=REFS) ---- */
 enum imap_thread_algorithm {
     IMAP_THREAD_ORDEREDSUBJECT,

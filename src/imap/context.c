@@ -33,6 +33,7 @@ struct imap_update {
     char *tag;
     struct skey *root;
     bool is_sort;
+    enum mime_comparator cmp;
     struct imap_sort_criterion crit[IMAP_SORT_MAX_CRITERIA];
     size_t n_crit;
     uint32_t *uids; /* the result as last told */
@@ -93,6 +94,7 @@ void imap_update_request_init(struct imap_session *s, const char *tag, const str
     else if (s->updates && s->updates->n >= IMAP_MAX_UPDATES)
         r->refusal = "Too many contexts";
     r->is_sort = crit != NULL;
+    r->cmp = s->comparator;
     if (crit) {
         memcpy(r->crit, crit, n_crit * sizeof *crit);
         r->n_crit = n_crit;
@@ -146,6 +148,7 @@ void imap_update_start(struct imap_job *j, const struct imap_update_request *r,
     u->root = *root;
     *root = NULL;
     u->is_sort = r->is_sort;
+    u->cmp = r->cmp;
     memcpy(u->crit, r->crit, sizeof u->crit);
     u->n_crit = r->n_crit;
     u->seen_modseq = imap_view_max_modseq(j->ctx.box);
@@ -317,7 +320,7 @@ static bool imap_update_sorted(const struct imap_update *u, struct store_mailbox
         idx[k] = imap_view_find(box, set[k]);
         match[idx[k]] = true; /* set comes from the view: always found */
     }
-    if (ok && imap_sort_order(box, u->crit, u->n_crit, match, idx, n, &err) < 0) {
+    if (ok && imap_sort_order(box, u->cmp, u->crit, u->n_crit, match, idx, n, &err) < 0) {
         free(err);
         ok = false;
     }

@@ -112,6 +112,7 @@ struct skey_parser {
     bool has_modseq;
     const uint32_t *saved; /* RFC 5182: the session's saved result, for "$" */
     size_t n_saved;
+    enum mime_comparator cmp; /* RFC 5255: how text keys compare */
 };
 
 /* RFC 3501 §9 date: "1-Feb-1994" (optionally quoted): midnight UTC of that day. */
@@ -148,7 +149,7 @@ static bool skey_parse_list(struct skey_parser *sp, struct imap_arg *args, size_
                             unsigned depth)
 {
     struct skey_parser sub = {.args = args, .n = n, .pos = 0, .n_keys = sp->n_keys,
-                              .saved = sp->saved, .n_saved = sp->n_saved};
+                              .saved = sp->saved, .n_saved = sp->n_saved, .cmp = sp->cmp};
     k->op = SK_AND;
     k->kids = calloc(n ? n : 1, sizeof *k->kids);
     if (!k->kids)
@@ -270,7 +271,7 @@ static bool skey_parse_one(struct skey_parser *sp, struct skey *k, unsigned dept
             k->op = SK_HEADER;
             k->str = strdup(header_keys[i]);
             k->str2 = strdup(v);
-            k->matcher = mime_matcher_new(v, strlen(v));
+            k->matcher = mime_matcher_new_cmp(v, strlen(v), sp->cmp);
             k->is_address = i < 4; /* not SUBJECT */
             sp->needs_file = true;
             return k->str && k->str2 && k->matcher;
@@ -284,7 +285,7 @@ static bool skey_parse_one(struct skey_parser *sp, struct skey *k, unsigned dept
         k->op = SK_HEADER;
         k->str = strdup(f);
         k->str2 = strdup(v);
-        k->matcher = mime_matcher_new(v, strlen(v));
+        k->matcher = mime_matcher_new_cmp(v, strlen(v), sp->cmp);
         sp->needs_file = true;
         return k->str && k->str2 && k->matcher;
     }
@@ -294,7 +295,7 @@ static bool skey_parse_one(struct skey_parser *sp, struct skey *k, unsigned dept
             return false;
         k->op = toupper((unsigned char)w[0]) == 'B' ? SK_BODY : SK_TEXT;
         k->str = strdup(v);
-        k->matcher = mime_matcher_new(v, strlen(v));
+        k->matcher = mime_matcher_new_cmp(v, strlen(v), sp->cmp);
         sp->needs_file = true;
         return k->str && k->matcher;
     }
@@ -623,11 +624,18 @@ static bool imap_uid_in(const uint32_t *uids, size_t n, uint32_t uid)
 struct skey *imap_search_parse(struct imap_arg *args, size_t n, const uint32_t *saved,
                                size_t n_saved, bool *has_modseq_r)
 {
+    return imap_search_parse_cmp(args, n, saved, n_saved, MIME_CMP_UNICODE_CASEMAP,
+                                 has_modseq_r);
+}
+
+struct skey *imap_search_parse_cmp(struct imap_arg *args, size_t n, const uint32_t *saved,
+                                   size_t n_saved, enum mime_comparator cmp, bool *has_modseq_r)
+{
     struct skey *root = calloc(1, sizeof *root);
     if (!root)
         return NULL;
     struct skey_parser sp = {.args = args, .n = n, .pos = 0, .saved = saved,
-                             .n_saved = n_saved};
+                             .n_saved = n_saved, .cmp = cmp};
     if (n == 0 || !skey_parse_list(&sp, args, n, root, 0)) {
         skey_free(root);
         return NULL;
@@ -933,8 +941,8 @@ void imap_cmd_search(struct imap_session *s, const char *tag, struct imap_arg *a
         return;
     }
     bool has_modseq = false;
-    struct skey *root =
-        imap_search_parse(args + start, n - start, s->searchres, s->n_searchres, &has_modseq);
+    struct skey *root = imap_search_parse_cmp(args + start, n - start, s->searchres,
+                                              s->n_searchres, s->comparator, &has_modseq);
     if (!root) {
         if (ret.opts & IMAP_SEARCH_RET_SAVE)
             imap_searchres_clear(s); /* RFC 5182 §2.1 */

@@ -119,7 +119,7 @@ void imap_capability_string(struct imap_session *s, struct buf *out)
         /* RFC 5256, 5957, 5267 (ESORT), 5182, 5032 */
         buf_append_str(out, " SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES"
                             " THREAD=REFS ESORT SEARCHRES WITHIN QRESYNC");
-        buf_append_str(out, " CONTEXT=SEARCH CONTEXT=SORT"); /* RFC 5267 */
+        buf_append_str(out, " CONTEXT=SEARCH CONTEXT=SORT I18NLEVEL=1"); /* RFC 5267, 5255 */
         /* RFC 8438, 8474, 8514, 8437, 7889 (one limit for every mailbox) */
         buf_printf(out, " STATUS=SIZE OBJECTID SAVEDATE UNAUTHENTICATE REPLACE PREVIEW BINARY"
                         " METADATA APPENDLIMIT=%zu",
@@ -536,6 +536,7 @@ static void imap_cmd_unauthenticate(struct imap_session *s, const char *tag,
     s->username = NULL;
     imap_searchres_clear(s);
     imap_updates_clear(s);
+    s->comparator = MIME_CMP_UNICODE_CASEMAP;
     s->quota = 0;
     s->is_readonly = s->is_condstore = s->is_qresync = false;
     s->has_pending_changes = false;
@@ -1006,6 +1007,7 @@ static const struct imap_command imap_commands[] = {
     {"SORT", imap_cmd_sort, SEL, true},
     {"THREAD", imap_cmd_thread, SEL, true},
     {"CANCELUPDATE", imap_cmd_cancelupdate, SEL, false},
+    {"COMPARATOR", imap_cmd_comparator, AUTHED, false},
     {"FETCH", imap_cmd_fetch, SEL, true},
     {"STORE", imap_cmd_store, SEL, true},
     {"COPY", imap_cmd_copy, SEL, true},

@@ -35,6 +35,7 @@
 #include "core/job.h"
 #include "imap/args.h"
 #include "imap/parse.h"
+#include "store/mime.h"
 
 struct conn;
 struct store_user;
@@ -120,6 +121,9 @@ struct imap_session {
     char *idle_tag;
     struct event *idle_timer; /* "* OK Still here" keepalives while idling */
     uint64_t idle_start_ms;   /* monotonic start of the IDLE (RFC 2177 time limit) */
+
+    /* RFC 5255 COMPARATOR: how SEARCH and SORT compare strings (session lifetime) */
+    enum mime_comparator comparator;
 
     /* RFC 5267 updating contexts of the selected mailbox (context.c); moves with box */
     struct imap_updates *updates;
@@ -306,6 +310,10 @@ bool imap_search_match_one(const struct skey *root, struct store_mailbox *box, s
 /* Can the result of the program be kept up to date from the messages' changes alone (no
  * sequence numbers, no time-relative keys)? */
 bool imap_search_is_updatable(const struct skey *root);
+/* The same with text keys compared by cmp (RFC 5255 COMPARATOR; the function above: the
+ * default, i;unicode-casemap). */
+struct skey *imap_search_parse_cmp(struct imap_arg *args, size_t n, const uint32_t *saved,
+                                   size_t n_saved, enum mime_comparator cmp, bool *has_modseq_r);
 /* "CHARSET"/SORT/THREAD charset argument: true for UTF-8 and US-ASCII, else NO
  * [BADCHARSET] answered. */
 bool imap_search_charset_ok(struct imap_session *s, const char *tag, const struct imap_arg *cs);
@@ -337,6 +345,7 @@ char *imap_searchres_expand(struct imap_session *s, const char *set, bool *is_ui
 struct imap_update_request {
     const char *refusal; /* NULL: start a context; else the text of "* NO [NOUPDATE]" */
     bool is_sort;
+    enum mime_comparator cmp; /* the SORT's comparator */
     struct imap_sort_criterion crit[IMAP_SORT_MAX_CRITERIA];
     size_t n_crit;
 };
@@ -364,8 +373,11 @@ imap_handler imap_cmd_getmetadata, imap_cmd_setmetadata;
 imap_handler imap_cmd_sort, imap_cmd_thread;
 /* BLOCKING. Sort idx[0..n) (indexes of the view; match: the same messages as flags, for
  * the keys) by the criteria, the sequence number breaking ties (RFC 5256 §3). */
-int imap_sort_order(struct store_mailbox *box, const struct imap_sort_criterion *crit,
-                    size_t n_crit, const bool *match, size_t *idx, size_t n, char **error_r);
+int imap_sort_order(struct store_mailbox *box, enum mime_comparator cmp,
+                    const struct imap_sort_criterion *crit, size_t n_crit, const bool *match,
+                    size_t *idx, size_t n, char **error_r);
+/* ---- COMPARATOR (RFC 5255 §4.7), in sort.c ---- */
+imap_handler imap_cmd_comparator;
 /* ---- quota.c ---- */
 imap_handler imap_cmd_getquotaroot, imap_cmd_getquota, imap_cmd_setquota;
 /* Work step (BLOCKING): may add_bytes more be stored for this user? If not, writes the

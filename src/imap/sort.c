@@ -14,6 +14,7 @@
 #include <strings.h>
 
 #include "core/buf.h"
+#include "core/conn.h"
 #include "imap/args.h"
 #include "imap/session.h"
 #include "imap/thread.h"
@@ -27,6 +28,7 @@ struct imap_sort_job {
     size_t n_crit;
     struct imap_search_return ret; /* ESORT (RFC 5267): opts 0 for the plain * SORT */
     bool is_thread;
+    enum mime_comparator cmp; /* RFC 5255 §4.2: the session's comparator */
     enum imap_thread_algorithm alg;
     bool is_uid;
     struct imap_update_request update; /* RETURN (UPDATE): RFC 5267 §4.3 */
@@ -124,11 +126,13 @@ static bool sort_needs_keys(const struct imap_sort_criterion *crit, size_t n_cri
     return false;
 }
 
-int imap_sort_order(struct store_mailbox *box, const struct imap_sort_criterion *crit,
-                    size_t n_crit, const bool *match, size_t *idx, size_t n, char **error_r)
+int imap_sort_order(struct store_mailbox *box, enum mime_comparator cmp,
+                    const struct imap_sort_criterion *crit, size_t n_crit, const bool *match,
+                    size_t *idx, size_t n, char **error_r)
 {
     struct mime_sort_keys *keys = NULL;
-    if (sort_needs_keys(crit, n_crit) && store_mailbox_sort_keys(box, match, &keys, error_r) < 0)
+    if (sort_needs_keys(crit, n_crit) &&
+        store_mailbox_sort_keys_cmp(box, match, cmp, &keys, error_r) < 0)
         return -1;
     struct sort_ctx ctx = {crit, n_crit, box, keys};
     qsort_r(idx, n, sizeof *idx, sort_cmp, &ctx);
@@ -185,13 +189,13 @@ static void imap_sort_work(struct imap_job *j)
                 idx[n++] = i;
     }
     if (ok && sj->is_thread) {
-        if (store_mailbox_sort_keys(box, match, &keys, &err) < 0) {
+        if (store_mailbox_sort_keys_cmp(box, match, sj->cmp, &keys, &err) < 0) {
             imap_job_err(j, "%s", err);
             goto done;
         }
         ok = sort_thread(j, idx, n, keys);
     } else if (ok) {
-        if (imap_sort_order(box, sj->crit, sj->n_crit, match, idx, n, &err) < 0) {
+        if (imap_sort_order(box, sj->cmp, sj->crit, sj->n_crit, match, idx, n, &err) < 0) {
             imap_job_err(j, "%s", err);
             goto done;
         }
@@ -243,7 +247,8 @@ static bool imap_sort_search_parse(struct imap_session *s, const char *tag, stru
     }
     if (!imap_search_charset_ok(s, tag, &args[0]))
         return false;
-    *root_r = imap_search_parse(args + 1, n - 1, s->searchres, s->n_searchres, has_modseq_r);
+    *root_r = imap_search_parse_cmp(args + 1, n - 1, s->searchres, s->n_searchres,
+                                    s->comparator, has_modseq_r);
     if (!*root_r) {
         imap_reply(s, tag, "BAD Invalid search criteria.");
         return false;
@@ -268,6 +273,7 @@ static void imap_sort_submit(struct imap_session *s, const char *tag, struct ima
     sj->is_thread = tmpl->is_thread;
     sj->alg = tmpl->alg;
     sj->is_uid = tmpl->is_uid;
+    sj->cmp = s->comparator;
     sj->root = root;
     if (sj->ret.opts & IMAP_SEARCH_RET_UPDATE)
         imap_update_request_init(s, tag, root, sj->is_uid, sj->crit, sj->n_crit, &sj->update);
@@ -325,4 +331,47 @@ void imap_cmd_thread(struct imap_session *s, const char *tag, struct imap_arg *a
     if (!imap_sort_search_parse(s, tag, args + 1, n - 1, &root, &has_modseq))
         return;
     imap_sort_submit(s, tag, &tmpl, root, has_modseq);
+}
+
+/* ---- COMPARATOR (RFC 5255 §4.7-4.9) ---------------------------------------------------- */
+
+void imap_cmd_comparator(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
+                         bool is_uid)
+{
+    (void)is_uid;
+    if (n == 0) {
+        /* no arguments: which comparator is active */
+        conn_printf(s->c, "* COMPARATOR %s\r\n", imap_comparators[s->comparator]);
+        imap_reply(s, tag, "OK Comparator completed.");
+        return;
+    }
+    unsigned matched = 0;
+    int k = imap_comparator_choose(args, n, &matched);
+    if (k == -2) {
+        imap_reply(s, tag, "BAD Invalid comparator arguments.");
+        return;
+    }
+    if (k < 0) {
+        imap_reply(s, tag, "NO [BADCOMPARATOR] No such comparator.");
+        return;
+    }
+    s->comparator = (enum mime_comparator)k;
+    /* RFC 5255 §4.8: the active comparator, then what the winning argument matched when
+     * that was more than one */
+    struct buf b;
+    buf_init(&b, 0);
+    buf_printf(&b, "* COMPARATOR %s", imap_comparators[k]);
+    if (matched & (matched - 1)) {
+        const char *sep = " (";
+        for (size_t i = 0; i < IMAP_N_COMPARATORS; i++) {
+            if (matched & (1u << i)) {
+                buf_printf(&b, "%s%s", sep, imap_comparators[i]);
+                sep = " ";
+            }
+        }
+        buf_append_byte(&b, ')');
+    }
+    conn_printf(s->c, "%s\r\n", buf_cstr(&b));
+    buf_free(&b);
+    imap_reply(s, tag, "OK Comparator completed.");
 }

@@ -277,6 +277,12 @@ int store_message_set_cache(struct store_mailbox *box, size_t i, const char *fie
 struct mime_sort_keys;
 int store_mailbox_sort_keys(struct store_mailbox *box, const bool *want,
                             struct mime_sort_keys **keys_r, char **error_r);
+/* The same for another comparator (mime.h enum mime_comparator): keys other than
+ * i;unicode-casemap's are not cached, every wanted header is read. */
+enum mime_comparator;
+int store_mailbox_sort_keys_cmp(struct store_mailbox *box, const bool *want,
+                                enum mime_comparator cmp, struct mime_sort_keys **keys_r,
+                                char **error_r);
 void store_sort_keys_free(struct mime_sort_keys *keys, size_t n);
 
 /* RFC 5464 METADATA: entries of a mailbox (mailbox "" for the server), names as the

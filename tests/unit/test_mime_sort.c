@@ -192,6 +192,18 @@ static void test_sort_keys(void **state)
     assert_true(mime_sort_keys_parse("", 0, &k)); /* no header at all */
     assert_string_equal(k.subject, "");
     mime_sort_keys_free(&k);
+
+    /* RFC 5255 COMPARATOR i;ascii-casemap: only a-z are mapped, the rest stays as is */
+    const char *h3 = "Subject: Re: =?utf-8?q?=C3=A9clair?= au caf\xc3\xa9\n"
+                     "From: =?utf-8?q?=C3=89mile?= <Emile@Example.org>\n\n";
+    assert_true(mime_sort_keys_parse_cmp(h3, strlen(h3), MIME_CMP_ASCII_CASEMAP, &k));
+    assert_string_equal(k.subject, "\xc3\xa9" "CLAIR AU CAF\xc3\xa9");
+    assert_string_equal(k.display_from, "\xc3\x89MILE");
+    assert_string_equal(k.from, "EMILE"); /* RFC 5256: the addr-mailbox */
+    mime_sort_keys_free(&k);
+    assert_true(mime_sort_keys_parse(h3, strlen(h3), &k));
+    assert_string_equal(k.subject, "E\xcc\x81" "CLAIR AU CAFE\xcc\x81");
+    mime_sort_keys_free(&k);
 }
 
 int main(void)
