@@ -64,7 +64,7 @@ enum skey_op {
     SK_OLDER,   /* RFC 5032 WITHIN: internal date at least num seconds ago */
     SK_YOUNGER, /* RFC 5032 WITHIN: internal date at most num seconds ago */
     SK_EMAILID, /* RFC 8474 §7: the message's EMAILID is str */
-    SK_NONE,    /* RFC 8474 THREADID: no message has one */
+    SK_THREADID, /* RFC 8474 §7: the message's THREADID is str */
     SK_SAVEDBEFORE, /* RFC 8514: save date's day (UTC) */
     SK_SAVEDON,
     SK_SAVEDSINCE,
@@ -333,8 +333,10 @@ static bool skey_parse_one(struct skey_parser *sp, struct skey *k, unsigned dept
         if (len == 0 || len > 255 || strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstu"
                                                "vwxyz0123456789_-") != len)
             return false;
-        k->op = toupper((unsigned char)w[0]) == 'E' ? SK_EMAILID : SK_NONE;
+        k->op = toupper((unsigned char)w[0]) == 'E' ? SK_EMAILID : SK_THREADID;
         k->str = strdup(v);
+        if (k->op == SK_THREADID)
+            sp->needs_file = true;
         return k->str != NULL;
     }
     if (strcasecmp(w, "SAVEDATESUPPORTED") == 0) {
@@ -582,8 +584,16 @@ static bool skey_eval(const struct skey *k, struct skey_msg *sm)
         buf_free(&b);
         return is_same;
     }
-    case SK_NONE:
-        return false;
+    case SK_THREADID: {
+        if (!skey_load(sm))
+            return false;
+        struct buf b;
+        buf_init(&b, 32);
+        bool is_same = imap_write_threadid(&b, sm->bytes, sm->header_len) &&
+                       strcmp(buf_cstr(&b), k->str) == 0;
+        buf_free(&b);
+        return is_same;
+    }
     case SK_SAVEDBEFORE:
     case SK_SAVEDON:
     case SK_SAVEDSINCE: {

@@ -271,6 +271,9 @@ void imap_status_write(struct buf *out, const char *name, unsigned items,
 /* RFC 8474 OBJECTID: a mailbox's MAILBOXID and a message's EMAILID. */
 void imap_write_mailboxid(struct buf *out, uint32_t uidvalidity);
 void imap_write_emailid(struct buf *out, uint32_t uidvalidity, uint32_t uid);
+/* RFC 8474 THREADID of the message msg[0..len) (its header is enough); false when it has
+ * no Message-ID, References or In-Reply-To (no thread: NIL). */
+bool imap_write_threadid(struct buf *out, const char *msg, size_t len);
 /* RFC 8514 SAVEDATE of a message (seconds), 0 when unknown. */
 struct store_message;
 time_t imap_message_savedate(const struct store_message *m);

@@ -157,6 +157,10 @@ bool mime_sort_keys_parse(const char *hdr, size_t len, struct mime_sort_keys *k)
 bool mime_sort_keys_parse_cmp(const char *hdr, size_t len, enum mime_comparator cmp,
                               struct mime_sort_keys *k);
 void mime_sort_keys_free(struct mime_sort_keys *k);
+/* The msg-id of the first message of msg's thread (a message, or its header block): the
+ * first id of References, else of In-Reply-To, else its own Message-ID; malloc'd "<a@b>",
+ * NULL when it has none (or out of memory). */
+char *mime_thread_root(const char *msg, size_t len);
 
 /* Size of data when every bare LF is sent as CRLF. */
 uint64_t mime_crlf_size(const char *data, size_t len);

@@ -567,6 +567,24 @@ bool mime_sort_keys_parse_cmp(const char *hdr, size_t len, enum mime_comparator 
            k->references;
 }
 
+char *mime_thread_root(const char *msg, size_t len)
+{
+    char *f[SORT_F_COUNT] = {0};
+    sort_fields(msg, len, f);
+    char *root = NULL;
+    /* RFC 5322 §3.6.4: References starts with the thread's first message (a client that
+     * shortens it keeps the first id); a reply without it names its parent in
+     * In-Reply-To; a message that starts a thread has only its own Message-ID */
+    mime_msgids(f[SORT_F_REFERENCES], 1, sort_first_id, &root);
+    if (!root)
+        mime_msgids(f[SORT_F_IN_REPLY_TO], 1, sort_first_id, &root);
+    if (!root)
+        mime_msgids(f[SORT_F_MESSAGE_ID], 1, sort_first_id, &root);
+    for (int i = 0; i < SORT_F_COUNT; i++)
+        free(f[i]);
+    return root;
+}
+
 void mime_sort_keys_free(struct mime_sort_keys *k)
 {
     if (!k)

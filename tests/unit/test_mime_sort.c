@@ -206,9 +206,34 @@ static void test_sort_keys(void **state)
     mime_sort_keys_free(&k);
 }
 
+/* RFC 8474 THREADID's input: the first message of the thread a message names. */
+static void test_thread_root(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *msg, *root;
+    } cases[] = {
+        {"Message-ID: <m@x>\nReferences: <r@x>\n <p@x>\nIn-Reply-To: <p@x>\n\n", "<r@x>"},
+        {"Message-ID: <m@x>\nIn-Reply-To: <p@x> (comment)\n\n", "<p@x>"},
+        {"Message-ID: <m@x>\r\n\r\nReferences: <body@x>\n", "<m@x>"}, /* header only */
+        {"Message-ID:\n <m@x>\nReferences: garbage\n\n", "<m@x>"},
+        {"Subject: none\n\n", NULL},
+        {"", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *r = mime_thread_root(cases[i].msg, strlen(cases[i].msg));
+        if (cases[i].root)
+            assert_string_equal(r, cases[i].root);
+        else
+            assert_null(r);
+        free(r);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_thread_root),
         cmocka_unit_test(test_base_subject), cmocka_unit_test(test_casemap),
         cmocka_unit_test(test_date),         cmocka_unit_test(test_msgids),
         cmocka_unit_test(test_sort_keys),
