@@ -38,8 +38,9 @@ struct imap_update {
     size_t n_crit;
     uint32_t *uids; /* the result as last told */
     size_t n;
-    uint64_t seen_modseq; /* highest mod-sequence of the view when last evaluated */
-    size_t seen_count;    /* messages in the view then */
+    uint64_t seen_modseq;     /* highest mod-sequence of the view when last evaluated */
+    size_t seen_count;        /* messages in the view then */
+    uint64_t seen_generation; /* store_mailbox_generation() then */
 };
 
 struct imap_updates {
@@ -153,6 +154,7 @@ void imap_update_start(struct imap_job *j, const struct imap_update_request *r,
     u->n_crit = r->n_crit;
     u->seen_modseq = imap_view_max_modseq(j->ctx.box);
     u->seen_count = store_mailbox_count(j->ctx.box);
+    u->seen_generation = store_mailbox_generation(j->ctx.box);
     all->v[all->n++] = u;
 }
 
@@ -336,9 +338,12 @@ static bool imap_update_sorted(const struct imap_update *u, struct store_mailbox
     return true;
 }
 
-/* Has anything of the view changed since u last looked? */
+/* Has anything of the view changed since u last looked? Most commands change nothing
+ * (the generation tells in O(1): a FETCH in many batches costs no scans). */
 static bool imap_update_is_stale(const struct imap_update *u, struct store_mailbox *box)
 {
+    if (store_mailbox_generation(box) == u->seen_generation)
+        return false;
     size_t count = store_mailbox_count(box);
     if (count != u->seen_count)
         return true;
@@ -353,8 +358,10 @@ static bool imap_update_is_stale(const struct imap_update *u, struct store_mailb
 static void imap_update_check_one(struct imap_job *j, struct imap_update *u)
 {
     struct store_mailbox *box = j->ctx.box;
-    if (!imap_update_is_stale(u, box))
+    if (!imap_update_is_stale(u, box)) {
+        u->seen_generation = store_mailbox_generation(box);
         return;
+    }
     uint32_t *set = NULL, *order = NULL;
     size_t n = 0;
     if (!imap_update_members(u, box, &set, &n))
@@ -375,6 +382,7 @@ static void imap_update_check_one(struct imap_job *j, struct imap_update *u)
     u->n = n;
     u->seen_modseq = imap_view_max_modseq(box);
     u->seen_count = store_mailbox_count(box);
+    u->seen_generation = store_mailbox_generation(box);
 }
 
 void imap_updates_check(struct imap_job *j)

@@ -173,6 +173,9 @@ uint64_t store_mailbox_highestmodseq(const struct store_mailbox *box);
 size_t store_mailbox_count(const struct store_mailbox *box);
 /* Borrowed pointer, valid until the next sync/expunge on this view. */
 const struct store_message *store_mailbox_message(const struct store_mailbox *box, size_t i);
+/* A number that changes whenever the view's messages change (a sync applied changes, or
+ * this view set a message's flags): equal numbers mean nothing to look at again. */
+uint64_t store_mailbox_generation(const struct store_mailbox *box);
 
 /* What a sync found since the view's last sync (IMAP untagged EXPUNGE/EXISTS/FETCH). */
 struct store_sync_changes {
