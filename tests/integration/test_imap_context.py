@@ -166,19 +166,25 @@ def test_sort_context_positions(tern):
 
 
 def test_updates_during_idle(tern):
-    """§4.3.2: ADDTO may come at any time, also while the client IDLEs."""
+    """§4.3.2: ADDTO may come at any time, also while the client IDLEs; two IDLE sessions
+    of the mailbox sync in one batch (the second takes the first one's round) and each
+    hears about its own context."""
     user, pw = fresh_user(tern, "ctxidle", messages=messages(2))
-    c = login(tern, user, pw)
-    cmd(c, "s", "SELECT INBOX")
-    cmd(c, "D01", "UID SEARCH RETURN (UPDATE) SUBJECT urgent")
-    converse(c, [("i IDLE", r"^\+ ")])
+    clients = []
+    for tag in ("D01", "D02"):
+        c = login(tern, user, pw)
+        cmd(c, "s", "SELECT INBOX")
+        cmd(c, tag, "UID SEARCH RETURN (UPDATE) SUBJECT urgent")
+        converse(c, [("i IDLE", r"^\+ ")])
+        clients.append((c, tag))
     other = imaplib_login(tern, user, pw)
     other.append("INBOX", None, None, sample_message(3, subject="urgent: read").encode())
-    got = c.read_until(r'^\* ESEARCH \(TAG "D01"\) UID ADDTO \(0 3\)\r$')
-    assert "EXISTS" in got
-    converse(c, [("DONE", r"^i OK")])
+    for c, tag in clients:
+        got = c.read_until(rf'^\* ESEARCH \(TAG "{tag}"\) UID ADDTO \(0 3\)\r$')
+        assert "EXISTS" in got
+        converse(c, [("DONE", r"^i OK")])
+        c.close()
     other.logout()
-    c.close()
 
 
 def test_refusals_limit_and_tag_reuse(tern):
