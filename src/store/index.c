@@ -789,6 +789,15 @@ int store_index_tombstones_prune(sqlite3 *db, int64_t mailbox, size_t max, size_
     return 0;
 }
 
+int store_index_tombstones_bound(sqlite3 *db, int64_t mailbox, uint64_t modseq, size_t n_added,
+                                 char **error_r)
+{
+    if (n_added == 0 || (n_added < STORE_TOMBSTONES_CHECK && modseq % STORE_TOMBSTONES_CHECK != 0))
+        return 0;
+    return store_index_tombstones_prune(db, mailbox, STORE_TOMBSTONES_MAX, STORE_TOMBSTONES_KEEP,
+                                        error_r);
+}
+
 int store_index_tombstone_add(sqlite3 *db, int64_t mailbox, uint32_t uid, uint64_t modseq,
                               char **error_r)
 {

@@ -699,8 +699,7 @@ static int sync_folder(sqlite3 *db, const char *path, struct store_mbox_row *row
     }
     store_index_done(st);
     st = NULL;
-    if (n_vanished > 0 && store_index_tombstones_prune(db, row->id, STORE_TOMBSTONES_MAX,
-                                                       STORE_TOMBSTONES_KEEP, error_r) < 0)
+    if (store_index_tombstones_bound(db, row->id, row->highestmodseq, n_vanished, error_r) < 0)
         goto out;
 
     /* 2. unknown files get the next UIDs, in name (= time) order */

@@ -1015,8 +1015,7 @@ static int expunge_index(struct store_mailbox *box, const uint32_t *uids, size_t
             ok = store_index_tombstone_add(db, row.id, uids[k], modseq, NULL) == 0;
     }
     if (ok)
-        ok = store_index_tombstones_prune(db, row.id, STORE_TOMBSTONES_MAX,
-                                          STORE_TOMBSTONES_KEEP, NULL) == 0;
+        ok = store_index_tombstones_bound(db, row.id, modseq, n, NULL) == 0;
     if (!ok)
         store_error(error_r, "index: %s", sqlite3_errmsg(db));
     store_index_done(del);
