@@ -82,12 +82,11 @@ bool imap_update_find(const struct imap_updates *u, const char *tag)
     return false;
 }
 
-void imap_update_request_init(struct imap_session *s, const char *tag, const struct skey *root,
-                              bool is_uid, const struct imap_sort_criterion *crit, size_t n_crit,
+void imap_update_request_init(struct imap_session *s, const struct skey *root, bool is_uid,
+                              const struct imap_sort_criterion *crit, size_t n_crit,
                               struct imap_update_request *r)
 {
     memset(r, 0, sizeof *r);
-    (void)tag;
     if (!is_uid)
         r->refusal = "Updates only for UID SEARCH and UID SORT";
     else if (!imap_search_is_updatable(root))

@@ -973,7 +973,7 @@ void imap_cmd_search(struct imap_session *s, const char *tag, struct imap_arg *a
     sj->has_modseq = has_modseq;
     sj->is_uid = is_uid;
     if (ret.opts & IMAP_SEARCH_RET_UPDATE)
-        imap_update_request_init(s, tag, root, is_uid, NULL, 0, &sj->update);
+        imap_update_request_init(s, root, is_uid, NULL, 0, &sj->update);
     if (has_modseq)
         imap_condstore_enable(s); /* RFC 7162 §3.1 */
     /* RFC 3501 §7.4.1: EXPUNGE may not be sent during SEARCH, but may during UID SEARCH

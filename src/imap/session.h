@@ -354,9 +354,9 @@ struct imap_update_request {
     struct imap_sort_criterion crit[IMAP_SORT_MAX_CRITERIA];
     size_t n_crit;
 };
-/* Loop: fill r for the command tag (crit NULL for SEARCH). */
-void imap_update_request_init(struct imap_session *s, const char *tag, const struct skey *root,
-                              bool is_uid, const struct imap_sort_criterion *crit, size_t n_crit,
+/* Loop: fill r for a searching command (crit NULL for SEARCH). */
+void imap_update_request_init(struct imap_session *s, const struct skey *root, bool is_uid,
+                              const struct imap_sort_criterion *crit, size_t n_crit,
                               struct imap_update_request *r);
 /* Has a context this tag (RFC 5267 §4.3: reusing it is BAD)? u may be NULL. */
 bool imap_update_find(const struct imap_updates *u, const char *tag);

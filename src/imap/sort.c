@@ -276,7 +276,7 @@ static void imap_sort_submit(struct imap_session *s, const char *tag, struct ima
     sj->cmp = s->comparator;
     sj->root = root;
     if (sj->ret.opts & IMAP_SEARCH_RET_UPDATE)
-        imap_update_request_init(s, tag, root, sj->is_uid, sj->crit, sj->n_crit, &sj->update);
+        imap_update_request_init(s, root, sj->is_uid, sj->crit, sj->n_crit, &sj->update);
     if (has_modseq)
         imap_condstore_enable(s); /* RFC 7162 §3.1 */
     /* RFC 3501 §7.4.1 as for SEARCH: only the UID forms may report expunges */
