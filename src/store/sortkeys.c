@@ -61,9 +61,10 @@ static char *sortkeys_column(sqlite3_stmt *st, int col)
     return t ? strdup(t) : NULL;
 }
 
-/* Rows of the mailbox's cached keys into keys[] by view index; have[i] set for each. */
-static int sortkeys_load(struct store_mailbox *box, sqlite3 *db, struct mime_sort_keys *keys,
-                         bool *have, char **error_r)
+/* Rows of the mailbox's cached keys into keys[] by view index; have[i] set for each. Only
+ * the wanted messages' strings are copied (want NULL: all). */
+static int sortkeys_load(struct store_mailbox *box, sqlite3 *db, const bool *want,
+                         struct mime_sort_keys *keys, bool *have, char **error_r)
 {
     sqlite3_stmt *st = NULL;
     if (store_index_prepare(db,
@@ -77,7 +78,7 @@ static int sortkeys_load(struct store_mailbox *box, sqlite3 *db, struct mime_sor
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         size_t i = store_view_find_uid(box, (uint32_t)sqlite3_column_int64(st, 0));
-        if (i == SIZE_MAX || have[i])
+        if (i == SIZE_MAX || have[i] || (want && !want[i]))
             continue;
         struct mime_sort_keys *k = &keys[i];
         k->sent = sqlite3_column_int64(st, 1);
@@ -167,7 +168,7 @@ int store_mailbox_sort_keys_cmp(struct store_mailbox *box, const bool *want,
         goto fail;
     }
     if (store_user_attach(u, error_r) < 0 ||
-        (is_cached && sortkeys_load(box, u->db, keys, have, error_r) < 0))
+        (is_cached && sortkeys_load(box, u->db, want, keys, have, error_r) < 0))
         goto fail;
     struct buf hdr;
     buf_init(&hdr, STORE_SORT_MAX_HEADER + 8192);
