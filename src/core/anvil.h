@@ -88,7 +88,10 @@ uint32_t anvil_total(void);
  * kind and generation that is not draining has (UINT32_MAX when there is no other). For
  * balancing the accepts. */
 void anvil_balance(uint32_t *mine_r, uint32_t *fewest_other_r);
-/* Mail worker: a session handed over to this process arrived / is gone (display only). */
+/* Anyone: the sessions the mail worker pid holds (0 when unknown): a login process
+ * hands a session to the worker with the fewest. */
+uint32_t anvil_sessions_of(pid_t pid);
+/* Mail worker: a session handed over to this process arrived / is gone. */
 void anvil_session_add(void);
 void anvil_session_release(void);
 

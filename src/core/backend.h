@@ -68,6 +68,11 @@ void backend_client_retire(pid_t worker_pid);
  * answer (no mail worker, it died, timeout, request too large). reply is the caller's. */
 int backend_call(uint8_t type, const void *data, size_t len, int fd, unsigned timeout_s,
                  struct channel_msg *reply, int32_t *rc_r, size_t *data_off_r);
+/* The answer (rc) of a worker that did not receive the request's descriptor (it is out of
+ * descriptors) and did nothing: backend_call asks up to BACKEND_FD_LOST_TRIES others
+ * before it returns this. */
+#define BACKEND_RC_FD_LOST    (-1000)
+#define BACKEND_FD_LOST_TRIES 3
 
 /* ---- worker side -------------------------------------------------------------------------- */
 

@@ -616,7 +616,14 @@ static void server_stop(struct server_state *st, const char *why)
     if (st->srv.is_stopping)
         return;
     st->srv.is_stopping = true;
-    log_info("master", "terminating on %s", why);
+    /* a child names itself (the master's own line comes from master.c) */
+    unsigned kind = st->srv.ctx.processes;
+    log_info(kind == SERVER_PROC_QUEUE    ? "queue"
+             : kind == SERVER_PROC_AUTH   ? "auth"
+             : kind == SERVER_PROC_LOGIN  ? "login"
+             : kind == SERVER_PROC_WORKER ? "worker"
+                                          : "master",
+             "terminating on %s", why);
     workpool_expedite(st->srv.ctx.pool); /* no shutdown waits out a failed-login delay */
     for (size_t i = 0; i < st->n_listeners; i++) {
         if (st->listeners[i].evl) {

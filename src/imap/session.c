@@ -450,7 +450,10 @@ static bool imap_idle_pending_add(struct imap_session *s, struct imap_job *j)
     return true;
 }
 
-void imap_session_start_idle_sync(struct imap_session *s)
+/* An IDLE session's sync job: queued for the next batch (is_batched: a notification woke
+ * it, and every other session of the mailbox with it) or submitted at once (the sync at
+ * the start of IDLE, or after the session's own command). */
+static void imap_session_idle_sync(struct imap_session *s, bool is_batched)
 {
     struct imap_job *j =
         imap_job_new(s, NULL, sizeof *j, imap_idle_sync_work, NULL, NULL);
@@ -460,8 +463,13 @@ void imap_session_start_idle_sync(struct imap_session *s)
     j->is_sync_forced = true;
     j->is_idle_sync = true;
     imap_job_prepare(s, j);
-    if (!imap_idle_pending_add(s, j))
+    if (!is_batched || !imap_idle_pending_add(s, j))
         job_submit(conn_server(s->c)->pool, &j->job);
+}
+
+void imap_session_start_idle_sync(struct imap_session *s)
+{
+    imap_session_idle_sync(s, false);
 }
 
 static void imap_notify(const char *user, const char *mailbox, void *arg)
@@ -476,7 +484,7 @@ static void imap_notify(const char *user, const char *mailbox, void *arg)
     s->has_pending_changes = true;
     /* An idling client hears about new mail at once. */
     if (s->is_idling && !s->is_job_in_flight)
-        imap_session_start_idle_sync(s);
+        imap_session_idle_sync(s, true);
 }
 
 static uint64_t imap_now_ms(void)
