@@ -9,9 +9,12 @@
  * move into every job with the selected mailbox (session.h, the thread rule), and
  * imap_updates_check() runs on the pool thread after the command's work and sync:
  *
- *  - a message whose mod-sequence is above the highest the context saw is evaluated again
- *    (new mail, flag changes by anyone, this session's own STORE and APPEND: every change
- *    of a message gives it a new mod-sequence, RFC 7162 §3.1);
+ *  - a message whose mod-sequence is above the view's HIGHESTMODSEQ when the context last
+ *    looked is evaluated again (new mail, flag changes by anyone, this session's own STORE
+ *    and APPEND: every change of a message gives it a new mod-sequence, RFC 7162 §3.1).
+ *    The view's HIGHESTMODSEQ moves only with a sync, never with this view's own flag
+ *    change, so a change another session committed before our own STORE (a lower
+ *    mod-sequence, synced later) is still above it;
  *  - a UID of the result the view no longer has was expunged;
  *  - the differences are written: REMOVEFROM first, then ADDTO. A SEARCH context uses
  *    context position 0 and sets in mailbox order (§4.3.3-4.3.4 RECOMMENDED); a SORT
@@ -38,7 +41,7 @@ struct imap_update {
     size_t n_crit;
     uint32_t *uids; /* the result as last told */
     size_t n;
-    uint64_t seen_modseq;     /* highest mod-sequence of the view when last evaluated */
+    uint64_t seen_modseq;     /* the view's HIGHESTMODSEQ when last evaluated */
     size_t seen_count;        /* messages in the view then */
     uint64_t seen_generation; /* store_mailbox_generation() then */
 };
@@ -101,18 +104,6 @@ void imap_update_request_init(struct imap_session *s, const struct skey *root, b
     }
 }
 
-/* The view's highest message mod-sequence. */
-static uint64_t imap_view_max_modseq(struct store_mailbox *box)
-{
-    uint64_t max = 0;
-    for (size_t i = 0, n = store_mailbox_count(box); i < n; i++) {
-        uint64_t m = store_mailbox_message(box, i)->modseq;
-        if (m > max)
-            max = m;
-    }
-    return max;
-}
-
 void imap_update_start(struct imap_job *j, const struct imap_update_request *r,
                        struct skey **root, const uint32_t *uids, size_t n)
 {
@@ -151,7 +142,7 @@ void imap_update_start(struct imap_job *j, const struct imap_update_request *r,
     u->cmp = r->cmp;
     memcpy(u->crit, r->crit, sizeof u->crit);
     u->n_crit = r->n_crit;
-    u->seen_modseq = imap_view_max_modseq(j->ctx.box);
+    u->seen_modseq = store_mailbox_highestmodseq(j->ctx.box);
     u->seen_count = store_mailbox_count(j->ctx.box);
     u->seen_generation = store_mailbox_generation(j->ctx.box);
     all->v[all->n++] = u;
@@ -379,7 +370,7 @@ static void imap_update_check_one(struct imap_job *j, struct imap_update *u)
     free(u->uids);
     u->uids = order;
     u->n = n;
-    u->seen_modseq = imap_view_max_modseq(box);
+    u->seen_modseq = store_mailbox_highestmodseq(box);
     u->seen_count = store_mailbox_count(box);
     u->seen_generation = store_mailbox_generation(box);
 }

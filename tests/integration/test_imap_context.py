@@ -132,6 +132,24 @@ def test_own_store_and_append_update_search(tern):
     c.close()
 
 
+def test_other_change_synced_after_own_store(tern):
+    """Mail another session committed before this session's own STORE (a lower
+    mod-sequence, synced only later by NOOP) still reaches the context."""
+    user, pw = fresh_user(tern, "ctxrace", messages=messages(2))
+    c = login(tern, user, pw)
+    cmd(c, "s", "SELECT INBOX")
+    cmd(c, "R01", "UID SEARCH RETURN (UPDATE) SUBJECT urgent")
+    other = imaplib_login(tern, user, pw)
+    other.append("INBOX", None, None, sample_message(3, subject="urgent: late").encode())
+    got = cmd(c, "st", r"STORE 1 +FLAGS (\Seen)")  # sequence form: no sync here
+    assert "EXISTS" not in got, got
+    got = cmd(c, "n", "NOOP")
+    assert "3 EXISTS" in got, got
+    assert re.search(r'^\* ESEARCH \(TAG "R01"\) UID ADDTO \(0 3\)\r$', got, re.M), got
+    other.logout()
+    c.close()
+
+
 def test_sort_context_positions(tern):
     """CONTEXT=SORT (§4.3.3 C01): positions keep the client's copy in sort order through
     new mail, flag changes and expunges."""
