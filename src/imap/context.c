@@ -93,7 +93,7 @@ void imap_update_request_init(struct imap_session *s, const struct skey *root, b
     if (!is_uid)
         r->refusal = "Updates only for UID SEARCH and UID SORT";
     else if (!imap_search_is_updatable(root))
-        r->refusal = "No updates for sequence numbers or OLDER/YOUNGER";
+        r->refusal = "No updates for sequence numbers, UID * or OLDER/YOUNGER";
     else if (s->updates && s->updates->n >= IMAP_MAX_UPDATES)
         r->refusal = "Too many contexts";
     r->is_sort = crit != NULL;

@@ -704,6 +704,11 @@ bool imap_search_is_updatable(const struct skey *k)
      * notify of: such programs get no updates (§4.3.1 lets the server refuse). */
     if (k->op == SK_SEQSET || k->op == SK_OLDER || k->op == SK_YOUNGER)
         return false;
+    /* "*" is the highest UID at the time of evaluation: it moves with new mail and with
+     * the expunge of the last message, changing what older messages match */
+    for (size_t i = 0; k->op == SK_UIDSET && i < k->set.n; i++)
+        if (k->set.r[i].is_lo_star || k->set.r[i].is_hi_star)
+            return false;
     for (size_t i = 0; i < k->n_kids; i++)
         if (!imap_search_is_updatable(&k->kids[i]))
             return false;

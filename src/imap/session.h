@@ -313,7 +313,7 @@ size_t imap_search_match(const struct skey *root, struct store_mailbox *box, boo
 /* Does message i of the view match (the view is not empty)? */
 bool imap_search_match_one(const struct skey *root, struct store_mailbox *box, size_t i);
 /* Can the result of the program be kept up to date from the messages' changes alone (no
- * sequence numbers, no time-relative keys)? */
+ * sequence numbers, no UID "*", no time-relative keys)? */
 bool imap_search_is_updatable(const struct skey *root);
 /* The same with text keys compared by cmp (RFC 5255 COMPARATOR; the function above: the
  * default, i;unicode-casemap). */

@@ -231,6 +231,8 @@ def test_refusals_limit_and_tag_reuse(tern):
     assert re.search(r'^\* NO \[NOUPDATE "S3"\]', got, re.M), got
     got = cmd(c, "S4", "UID SEARCH RETURN (UPDATE) UID 1:2")
     assert "NOUPDATE" not in got, got
+    got = cmd(c, "S5", "UID SEARCH RETURN (UPDATE) UID 2:*")
+    assert re.search(r'^\* NO \[NOUPDATE "S5"\]', got, re.M), got
     c.close()
 
 
