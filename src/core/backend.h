@@ -49,6 +49,7 @@ enum backend_msg {
     BACKEND_MSG_USAGE,       /* is a user's mailbox full (RCPT) */
     BACKEND_MSG_ETRN,        /* flush the queue for a domain */
     BACKEND_MSG_GREYLIST,    /* a greylisting triplet at RCPT (the SQLite file is here) */
+    BACKEND_MSG_BURL,        /* RFC 4468 BURL: the octets an IMAP URL names (smtp/burl.c) */
     BACKEND_MSG_COUNT
 };
 

@@ -1029,17 +1029,22 @@ bool conn_is_compressed(const struct conn *c)
 
 /* ---- shutdown ------------------------------------------------------------------------- */
 
-void conn_close_all(struct server *srv)
+size_t conn_close_some(struct server *srv, size_t max)
 {
+    size_t n = 0;
     for (struct conn *c = srv->conns; c; c = c->next) {
         if (c->is_closing || c->is_finished)
             continue;
+        if (n == max)
+            return 1; /* more are left */
         if (!c->close_reason)
             c->close_reason = "shutdown";
         if (c->session && c->proto->on_shutdown && !c->is_handshaking && !c->is_paused)
             c->proto->on_shutdown(c->session, c);
         conn_close(c);
+        n++;
     }
+    return 0;
 }
 
 void conn_free_all(struct server *srv, const char *reason)

@@ -128,6 +128,7 @@ void imap_capability_string(struct imap_session *s, struct buf *out)
             buf_append_str(out, " COMPRESS=DEFLATE"); /* RFC 4978 */
         /* RFC 9208: the STORAGE resource only (no message-count limits) */
         buf_append_str(out, " QUOTA QUOTA=RES-STORAGE");
+        buf_append_str(out, " CATENATE URLAUTH"); /* RFC 4469, 4467 (imap/urlauth.c) */
     }
 }
 
@@ -1148,6 +1149,9 @@ static const struct imap_command imap_commands[] = {
     {"LSUB", imap_cmd_lsub, AUTHED, false},
     {"STATUS", imap_cmd_status, AUTHED, false},
     {"APPEND", imap_cmd_append, AUTHED, false},
+    {"GENURLAUTH", imap_cmd_genurlauth, AUTHED, false},
+    {"RESETKEY", imap_cmd_resetkey, AUTHED, false},
+    {"URLFETCH", imap_cmd_urlfetch, AUTHED, false},
     {"REPLACE", imap_cmd_replace, SEL, true},
     {"NAMESPACE", imap_cmd_namespace, AUTHED, false},
     {"IDLE", imap_cmd_idle, AUTHED, false},
