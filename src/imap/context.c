@@ -104,8 +104,8 @@ void imap_update_request_init(struct imap_session *s, const struct skey *root, b
     }
 }
 
-void imap_update_start(struct imap_job *j, const struct imap_update_request *r,
-                       struct skey **root, const uint32_t *uids, size_t n)
+void imap_update_start(struct imap_job *j, const struct imap_update_request *r, struct skey **root,
+                       const uint32_t *uids, size_t n)
 {
     const char *refusal = r->refusal;
     struct imap_updates *all = j->ctx.updates;
@@ -180,8 +180,8 @@ static bool imap_u32_has(const uint32_t *v, size_t n, uint32_t uid)
 /* The new membership of u (ascending UIDs, into *set_r): unchanged messages keep their
  * answer, changed ones (mod-sequence above seen) are evaluated again, expunged ones
  * leave. false when out of memory. */
-static bool imap_update_members(struct imap_update *u, struct store_mailbox *box,
-                                uint32_t **set_r, size_t *n_r)
+static bool imap_update_members(struct imap_update *u, struct store_mailbox *box, uint32_t **set_r,
+                                size_t *n_r)
 {
     size_t count = store_mailbox_count(box);
     uint32_t *old = malloc((u->n ? u->n : 1) * sizeof *old);
@@ -384,8 +384,8 @@ void imap_updates_check(struct imap_job *j)
 
 /* ---- CANCELUPDATE (RFC 5267 §4.3.5) ------------------------------------------------- */
 
-void imap_cmd_cancelupdate(struct imap_session *s, const char *tag, struct imap_arg *args,
-                           size_t n, bool is_uid)
+void imap_cmd_cancelupdate(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
+                           bool is_uid)
 {
     (void)is_uid;
     /* command-select =/ "CANCELUPDATE" 1*(SP quoted) */
