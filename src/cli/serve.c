@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "core/workpool.h"
+#include "http/http.h"
 #include "imap/imap.h"
 #include "imap/url.h"
 #include "policy/ratelimit.h"
@@ -377,6 +378,7 @@ int cli_serve(const struct cli_options *o, int argc, char **argv)
                 [CONN_ROLE_IMAP] = &imap_protocol,
                 [CONN_ROLE_IMAPS] = &imap_protocol,
                 [CONN_ROLE_LMTP] = &smtp_protocol,
+                [CONN_ROLE_MTA_STS] = &http_mtasts_protocol,
             },
         .prepare = serve_prepare,
         .init = serve_init,

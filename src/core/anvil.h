@@ -33,7 +33,7 @@
 #define ANVIL_SLOTS     64 /* login and worker processes alive at once (two generations at
                               a reload) */
 #define ANVIL_ADDRS     8192 /* distinct client addresses one worker can count */
-#define ANVIL_ROLES     8  /* CONN_ROLE_COUNT */
+#define ANVIL_ROLES     9  /* CONN_ROLE_COUNT */
 #define ANVIL_RATES     8192 /* rate counters one worker keeps (keys of its recent events) */
 #define ANVIL_RATE_KEY  20   /* a rate counter's key: opaque bytes (policy/ratelimit.c) */
 

@@ -809,6 +809,8 @@ static unsigned conn_role_timeout(const struct config *cfg, enum conn_role role)
     case CONN_ROLE_IMAP:
     case CONN_ROLE_IMAPS:
         return cfg->imap_timeout;
+    case CONN_ROLE_MTA_STS:
+        return 10; /* HTTP_READ_TIMEOUT (http/http.h): one small request, then we close */
     }
     return 300;
 }
@@ -824,6 +826,8 @@ static unsigned conn_role_login_timeout(const struct config *cfg, enum conn_role
     case CONN_ROLE_IMAP:
     case CONN_ROLE_IMAPS:
         return cfg->imap_login_timeout;
+    case CONN_ROLE_MTA_STS:
+        return 30; /* HTTP_CONN_DEADLINE: handshake, request and answer in all */
     default:
         return 0;
     }

@@ -732,6 +732,16 @@ static void master_reload(struct master *m)
     m->owned_cfg = cfg;
     m->cfg = cfg;
     m->generation++;
+    /* tls.cert, tls.key or tls.sni_certs may name other files now (an MTA-STS
+     * certificate added): the new generation forks with them; a failure keeps the
+     * context loaded above */
+    if (tls_context_init(cfg->tls_cert, cfg->tls_key, cfg->hostname, cfg->tls_sni_certs.items,
+                         cfg->tls_sni_certs.n, &err) < 0) {
+        log_error("master", "reload: TLS certificates of the new configuration not loaded: %s",
+                  err ? err : "unknown");
+        free(err);
+        err = NULL;
+    }
     /* the old workers and login processes finish their sessions; the queue process is
      * replaced (two runners must never deliver the same message) */
     for (size_t i = 0; i < MASTER_MAX_CHILDREN; i++) {
@@ -822,7 +832,8 @@ static unsigned long master_count_dir(const char *dir, const char *sub)
 static void master_status_text(struct master *m, char *out, size_t size)
 {
     static const char *const roles[ANVIL_ROLES] = {"smtp", "submission", "submissions", "pop3",
-                                                    "pop3s", "imap", "imaps", "lmtp"};
+                                                    "pop3s", "imap", "imaps", "lmtp",
+                                                    "mta-sts"};
     size_t n = 0;
 #define OUT(...)                                                                                   \
     do {                                                                                           \

@@ -57,7 +57,7 @@
 #define SERVER_CLOSE_BATCH   256 /* connections said goodbye to per loop pass at shutdown */
 
 static const char *const role_names[CONN_ROLE_COUNT] = {
-    "smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps", "lmtp",
+    "smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps", "lmtp", "mta-sts",
 };
 
 /* ---- accepting ------------------------------------------------------------------------ */
@@ -85,7 +85,8 @@ void server_session_released(struct server *srv)
 
 static bool role_is_implicit_tls(enum conn_role role)
 {
-    return role == CONN_ROLE_SUBMISSIONS || role == CONN_ROLE_POP3S || role == CONN_ROLE_IMAPS;
+    return role == CONN_ROLE_SUBMISSIONS || role == CONN_ROLE_POP3S || role == CONN_ROLE_IMAPS ||
+           role == CONN_ROLE_MTA_STS;
 }
 
 static void peer_ip_text(const struct sockaddr *sa, char *out, size_t size)
@@ -421,6 +422,8 @@ static const struct config_list *role_list(const struct config *cfg, enum conn_r
         return &cfg->imaps_listen;
     case CONN_ROLE_LMTP:
         return &cfg->lmtp_listen;
+    case CONN_ROLE_MTA_STS:
+        return &cfg->mta_sts_listen;
     }
     return NULL;
 }
@@ -1089,7 +1092,8 @@ int server_run(const struct config *cfg, const struct server_hooks *hooks)
         log_error("master", "cannot create data_dir %s: %s", cfg->data_dir, strerror(errno));
         goto out;
     }
-    if (tls_context_init(cfg->tls_cert, cfg->tls_key, cfg->hostname, &err) < 0) {
+    if (tls_context_init(cfg->tls_cert, cfg->tls_key, cfg->hostname, cfg->tls_sni_certs.items,
+                         cfg->tls_sni_certs.n, &err) < 0) {
         log_error("master", "TLS: %s", err ? err : "unknown error");
         goto out;
     }

@@ -170,8 +170,10 @@ static void test_handoff_hostile(void **state)
     expect_refused(bad_desc);
     /* a role beyond the table, a port beyond 16 bits, too much input */
     struct conn_handoff *back = calloc(1, sizeof *back);
-    const char role[] = "8\0" "127.0.0.1\0" "1\0" "127.0.0.1\0" "143\0" "0\0\0" "u\0" TOKEN
-                        "\0t\0PLAIN\0\0" "0\0" "0";
+    char role[] = "?\0" "127.0.0.1\0" "1\0" "127.0.0.1\0" "143\0" "0\0\0" "u\0" TOKEN
+                  "\0t\0PLAIN\0\0" "0\0" "0";
+    _Static_assert(CONN_ROLE_COUNT < 10, "one digit");
+    role[0] = (char)('0' + CONN_ROLE_COUNT); /* the first number that is no role */
     assert_false(conn_handoff_decode(role, sizeof role, back));
     const char port[] = "5\0" "127.0.0.1\0" "65536\0" "127.0.0.1\0" "143\0" "0\0\0" "u\0" TOKEN
                         "\0t\0PLAIN\0\0" "0\0" "0";
