@@ -124,6 +124,10 @@ bool imap_search_return_parse(const struct imap_arg *list, struct imap_search_re
             r->opts |= IMAP_SEARCH_RET_COUNT;
         } else if (imap_arg_is_atom(a, "SAVE")) {
             r->opts |= IMAP_SEARCH_RET_SAVE;
+        } else if (imap_arg_is_atom(a, "UPDATE")) {
+            r->opts |= IMAP_SEARCH_RET_UPDATE; /* RFC 5267 §4.3 */
+        } else if (imap_arg_is_atom(a, "CONTEXT")) {
+            r->opts |= IMAP_SEARCH_RET_CONTEXT; /* RFC 5267 §4.2: a hint */
         } else if (imap_arg_is_atom(a, "PARTIAL") && !(r->opts & IMAP_SEARCH_RET_PARTIAL) &&
                    i + 1 < list->n && list->list[i + 1].type == IMAP_ARG_ATOM &&
                    imap_partial_range_parse(list->list[i + 1].str, r)) {
@@ -133,13 +137,75 @@ bool imap_search_return_parse(const struct imap_arg *list, struct imap_search_re
             return false;
         }
     }
-    /* RFC 4731 §3.1: an empty list is the same as (ALL) */
-    if (r->opts == 0)
-        r->opts = IMAP_SEARCH_RET_ALL;
+    /* RFC 4731 §3.1: an empty list is the same as (ALL); so is a list of only UPDATE and
+     * CONTEXT (RFC 5267), which ask for no result data of their own: the client needs the
+     * initial result the updates apply to */
+    if ((r->opts & ~(unsigned)(IMAP_SEARCH_RET_UPDATE | IMAP_SEARCH_RET_CONTEXT)) == 0)
+        r->opts |= IMAP_SEARCH_RET_ALL;
     /* RFC 5267 §4.4: PARTIAL and ALL are mutually exclusive */
     if ((r->opts & IMAP_SEARCH_RET_PARTIAL) && (r->opts & IMAP_SEARCH_RET_ALL))
         return false;
     return true;
+}
+
+/* ---- COMPARATOR (RFC 5255 §4.7) -------------------------------------------------- */
+
+const char *const imap_comparators[IMAP_N_COMPARATORS] = {"i;unicode-casemap",
+                                                          "i;ascii-casemap"};
+
+/* RFC 4790 §3.2 wildcard match of name against pattern ('*' any run; ASCII case ignored).
+ * Greedy with one backtrack point: O(len(pattern) * len(name)), both bounded. */
+static bool imap_collation_match(const char *pat, const char *name)
+{
+    const char *star = NULL, *resume = NULL;
+    while (*name) {
+        if (*pat == '*') {
+            star = pat++;
+            resume = name;
+        } else if (*pat && tolower((unsigned char)*pat) == tolower((unsigned char)*name)) {
+            pat++;
+            name++;
+        } else if (star) {
+            pat = star + 1;
+            name = ++resume;
+        } else {
+            return false;
+        }
+    }
+    while (*pat == '*')
+        pat++;
+    return *pat == '\0';
+}
+
+int imap_comparator_choose(const struct imap_arg *args, size_t n, unsigned *matched_r)
+{
+    *matched_r = 0;
+    if (n == 0 || n > IMAP_COMPARATOR_MAX_ARGS)
+        return -2;
+    for (size_t i = 0; i < n; i++)
+        if (!imap_arg_is_string(&args[i]) || args[i].len > IMAP_COMPARATOR_MAX_NAME ||
+            strlen(args[i].str) != args[i].len)
+            return -2;
+    for (size_t i = 0; i < n; i++) {
+        /* RFC 5255 §4.7: "default" is the server's default comparator */
+        if (strcasecmp(args[i].str, "default") == 0) {
+            *matched_r = 1u;
+            return 0;
+        }
+        unsigned matched = 0;
+        for (size_t k = 0; k < IMAP_N_COMPARATORS; k++)
+            if (imap_collation_match(args[i].str, imap_comparators[k]))
+                matched |= 1u << k;
+        if (matched) {
+            /* the first argument that matches wins; among what it matches, the first
+             * comparator in the server's order */
+            *matched_r = matched;
+            for (size_t k = 0; k < IMAP_N_COMPARATORS; k++)
+                if (matched & (1u << k))
+                    return (int)k;
+        }
+    }
+    return -1;
 }
 
 /* ---- SORT (RFC 5256 §3 sort-criteria, RFC 5957) ------------------------------------ */

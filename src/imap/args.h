@@ -56,6 +56,10 @@ enum {
     IMAP_SEARCH_RET_COUNT = 8,
     IMAP_SEARCH_RET_SAVE = 16,    /* RFC 5182 SEARCHRES */
     IMAP_SEARCH_RET_PARTIAL = 32, /* RFC 5267 §4.4 */
+    IMAP_SEARCH_RET_UPDATE = 64,  /* RFC 5267 §4.3: keep the result and notify changes */
+    IMAP_SEARCH_RET_CONTEXT = 128, /* RFC 5267 §4.2: a hint, no effect here */
+    /* the options that ask for no result data of their own */
+    IMAP_SEARCH_RET_HINTS = IMAP_SEARCH_RET_UPDATE | IMAP_SEARCH_RET_CONTEXT,
 };
 struct imap_search_return {
     unsigned opts; /* IMAP_SEARCH_RET_* */
@@ -64,8 +68,9 @@ struct imap_search_return {
     uint32_t partial_lo, partial_hi;
     bool is_from_end;
 };
-/* "(MIN MAX COUNT ALL SAVE PARTIAL 1:10)" -> r; "()" means ALL (RFC 4731 §3.1), "(SAVE)"
- * alone returns nothing (RFC 5182 §2.4). false on an unknown option, a bad range, PARTIAL
+/* "(MIN MAX COUNT ALL SAVE PARTIAL 1:10 UPDATE CONTEXT)" -> r; "()" means ALL (RFC 4731
+ * §3.1), and so do "(UPDATE)" and "(CONTEXT)" alone; "(SAVE)" alone returns nothing
+ * (RFC 5182 §2.4). false on an unknown option, a bad range, PARTIAL
  * with ALL, a non-list or more than IMAP_SEARCH_MAX_RETURN options. */
 bool imap_search_return_parse(const struct imap_arg *list, struct imap_search_return *r);
 
@@ -90,6 +95,20 @@ struct imap_sort_criterion {
  * unknown key, a REVERSE without a key after it, an empty list or a non-list. */
 bool imap_sort_criteria_parse(const struct imap_arg *list, struct imap_sort_criterion *c,
                               size_t *n_r);
+
+/* ---- COMPARATOR (RFC 5255 §4.7) ---- */
+#define IMAP_COMPARATOR_MAX_ARGS 32
+#define IMAP_COMPARATOR_MAX_NAME 255
+#define IMAP_N_COMPARATORS       2
+/* The comparators offered, indexed by enum mime_comparator: [0] i;unicode-casemap is the
+ * default (RFC 5255 §4.3). */
+extern const char *const imap_comparators[IMAP_N_COMPARATORS];
+/* COMPARATOR arg...: the comparator the first argument that matches any names ("default"
+ * or an RFC 4790 §3.2 collation spec, '*' a wildcard, ASCII case ignored), with in
+ * *matched_r a bit per comparator that argument matched (RFC 5255 §4.8: listed when more
+ * than one). -1 when nothing matches, -2 when the arguments are not strings, too many or
+ * too long. */
+int imap_comparator_choose(const struct imap_arg *args, size_t n, unsigned *matched_r);
 
 /* ---- THREAD algorithms (RFC 5256 §3, THREAD=REFS) ---- */
 enum imap_thread_algorithm {

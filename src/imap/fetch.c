@@ -45,7 +45,7 @@ enum imap_fetch_kind {
     FI_SECTION,
     FI_MODSEQ,
     FI_EMAILID,  /* RFC 8474 OBJECTID */
-    FI_THREADID, /* RFC 8474: NIL, no thread identifiers */
+    FI_THREADID, /* RFC 8474: the thread's first message, hashed (mailbox.c) */
     FI_SAVEDATE, /* RFC 8514 */
     FI_PREVIEW,  /* RFC 8970 */
     FI_BINARY,      /* RFC 3516 BINARY[part]<partial>, BINARY.PEEK */
@@ -838,9 +838,19 @@ static void imap_fetch_items(struct imap_job *j, struct imap_fetch *f)
             imap_write_emailid(&j->out, store_mailbox_uidvalidity(j->ctx.box), m->uid);
             buf_append_byte(&j->out, ')');
             break;
-        case FI_THREADID:
-            buf_append_str(&j->out, "THREADID NIL");
+        case FI_THREADID: {
+            /* RFC 8474 §5.2: "(" objectid ")" / NIL; from the header (mailbox.c) */
+            if (!loaded)
+                loaded = imap_msg_load(j->ctx.box, i, d);
+            struct buf id;
+            buf_init(&id, 32);
+            if (loaded && imap_write_threadid(&id, d->bytes, d->len))
+                buf_printf(&j->out, "THREADID (%s)", buf_cstr(&id));
+            else
+                buf_append_str(&j->out, "THREADID NIL");
+            buf_free(&id);
             break;
+        }
         case FI_PREVIEW:
             buf_append_str(&j->out, "PREVIEW ");
             imap_write_cached(j, i, "preview", d, &loaded);

@@ -664,6 +664,7 @@ static void imap_select_common(struct imap_session *s, const char *tag, struct i
     free(s->box_name);
     s->box_name = NULL;
     imap_searchres_clear(s); /* RFC 5182 §2.1: a saved result is per selected mailbox */
+    imap_updates_clear(s);
     imap_job_submit(s, j);
 }
 
@@ -790,6 +791,7 @@ static void imap_close_finish(struct imap_session *s, struct imap_job *j)
     free(s->box_name);
     s->box_name = NULL;
     imap_searchres_clear(s);
+    imap_updates_clear(s);
     s->state = IMAP_STATE_AUTH;
 }
 
@@ -964,6 +966,23 @@ void imap_write_mailboxid(struct buf *out, uint32_t uidvalidity)
     /* RFC 8474 §4: objectid = 1*255(ALPHA / DIGIT / "_" / "-"). UIDVALIDITY values are
      * never handed out twice per user and survive RENAME: a mailbox's own id. */
     buf_printf(out, "M%08x", uidvalidity);
+}
+
+bool imap_write_threadid(struct buf *out, const char *msg, size_t len)
+{
+    /* RFC 8474 §5.2: the same THREADID for every message of a thread, in every mailbox,
+     * for ever. A thread here is the messages that name one first message (mime.h
+     * mime_thread_root), so the id follows from the message's own header: no state, no
+     * renumbering when THREAD=REFERENCES would regroup. "T" + 64-bit FNV-1a of the root's
+     * msg-id (objectid: 1*255 ALPHA/DIGIT/"_"/"-"). */
+    char *root = mime_thread_root(msg, len);
+    if (!root)
+        return false;
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const unsigned char *p = (const unsigned char *)root; *p; p++)
+        h = (h ^ *p) * 0x100000001b3ull;
+    free(root);
+    return buf_printf(out, "T%016llx", (unsigned long long)h);
 }
 
 void imap_write_emailid(struct buf *out, uint32_t uidvalidity, uint32_t uid)

@@ -1,5 +1,6 @@
 /*
- * search.c - SEARCH and UID SEARCH (RFC 3501 §6.4.4), with RETURN options (RFC 4731 ESEARCH).
+ * search.c - SEARCH and UID SEARCH (RFC 3501 §6.4.4), with RETURN options (RFC 4731 ESEARCH,
+ * RFC 5267 PARTIAL and UPDATE: the updates themselves are context.c's).
  *
  * The criteria are parsed on the loop into a small tree (AND lists, OR, NOT, leaves);
  * evaluation runs in the pool, mapping a message file only when a key needs its text
@@ -63,7 +64,7 @@ enum skey_op {
     SK_OLDER,   /* RFC 5032 WITHIN: internal date at least num seconds ago */
     SK_YOUNGER, /* RFC 5032 WITHIN: internal date at most num seconds ago */
     SK_EMAILID, /* RFC 8474 §7: the message's EMAILID is str */
-    SK_NONE,    /* RFC 8474 THREADID: no message has one */
+    SK_THREADID, /* RFC 8474 §7: the message's THREADID is str */
     SK_SAVEDBEFORE, /* RFC 8514: save date's day (UTC) */
     SK_SAVEDON,
     SK_SAVEDSINCE,
@@ -111,6 +112,7 @@ struct skey_parser {
     bool has_modseq;
     const uint32_t *saved; /* RFC 5182: the session's saved result, for "$" */
     size_t n_saved;
+    enum mime_comparator cmp; /* RFC 5255: how text keys compare */
 };
 
 /* RFC 3501 §9 date: "1-Feb-1994" (optionally quoted): midnight UTC of that day. */
@@ -147,7 +149,7 @@ static bool skey_parse_list(struct skey_parser *sp, struct imap_arg *args, size_
                             unsigned depth)
 {
     struct skey_parser sub = {.args = args, .n = n, .pos = 0, .n_keys = sp->n_keys,
-                              .saved = sp->saved, .n_saved = sp->n_saved};
+                              .saved = sp->saved, .n_saved = sp->n_saved, .cmp = sp->cmp};
     k->op = SK_AND;
     k->kids = calloc(n ? n : 1, sizeof *k->kids);
     if (!k->kids)
@@ -269,7 +271,7 @@ static bool skey_parse_one(struct skey_parser *sp, struct skey *k, unsigned dept
             k->op = SK_HEADER;
             k->str = strdup(header_keys[i]);
             k->str2 = strdup(v);
-            k->matcher = mime_matcher_new(v, strlen(v));
+            k->matcher = mime_matcher_new_cmp(v, strlen(v), sp->cmp);
             k->is_address = i < 4; /* not SUBJECT */
             sp->needs_file = true;
             return k->str && k->str2 && k->matcher;
@@ -283,7 +285,7 @@ static bool skey_parse_one(struct skey_parser *sp, struct skey *k, unsigned dept
         k->op = SK_HEADER;
         k->str = strdup(f);
         k->str2 = strdup(v);
-        k->matcher = mime_matcher_new(v, strlen(v));
+        k->matcher = mime_matcher_new_cmp(v, strlen(v), sp->cmp);
         sp->needs_file = true;
         return k->str && k->str2 && k->matcher;
     }
@@ -293,7 +295,7 @@ static bool skey_parse_one(struct skey_parser *sp, struct skey *k, unsigned dept
             return false;
         k->op = toupper((unsigned char)w[0]) == 'B' ? SK_BODY : SK_TEXT;
         k->str = strdup(v);
-        k->matcher = mime_matcher_new(v, strlen(v));
+        k->matcher = mime_matcher_new_cmp(v, strlen(v), sp->cmp);
         sp->needs_file = true;
         return k->str && k->matcher;
     }
@@ -331,8 +333,10 @@ static bool skey_parse_one(struct skey_parser *sp, struct skey *k, unsigned dept
         if (len == 0 || len > 255 || strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstu"
                                                "vwxyz0123456789_-") != len)
             return false;
-        k->op = toupper((unsigned char)w[0]) == 'E' ? SK_EMAILID : SK_NONE;
+        k->op = toupper((unsigned char)w[0]) == 'E' ? SK_EMAILID : SK_THREADID;
         k->str = strdup(v);
+        if (k->op == SK_THREADID)
+            sp->needs_file = true;
         return k->str != NULL;
     }
     if (strcasecmp(w, "SAVEDATESUPPORTED") == 0) {
@@ -580,8 +584,16 @@ static bool skey_eval(const struct skey *k, struct skey_msg *sm)
         buf_free(&b);
         return is_same;
     }
-    case SK_NONE:
-        return false;
+    case SK_THREADID: {
+        if (!skey_load(sm))
+            return false;
+        struct buf b;
+        buf_init(&b, 32);
+        bool is_same = imap_write_threadid(&b, sm->bytes, sm->header_len) &&
+                       strcmp(buf_cstr(&b), k->str) == 0;
+        buf_free(&b);
+        return is_same;
+    }
     case SK_SAVEDBEFORE:
     case SK_SAVEDON:
     case SK_SAVEDSINCE: {
@@ -622,11 +634,18 @@ static bool imap_uid_in(const uint32_t *uids, size_t n, uint32_t uid)
 struct skey *imap_search_parse(struct imap_arg *args, size_t n, const uint32_t *saved,
                                size_t n_saved, bool *has_modseq_r)
 {
+    return imap_search_parse_cmp(args, n, saved, n_saved, MIME_CMP_UNICODE_CASEMAP,
+                                 has_modseq_r);
+}
+
+struct skey *imap_search_parse_cmp(struct imap_arg *args, size_t n, const uint32_t *saved,
+                                   size_t n_saved, enum mime_comparator cmp, bool *has_modseq_r)
+{
     struct skey *root = calloc(1, sizeof *root);
     if (!root)
         return NULL;
     struct skey_parser sp = {.args = args, .n = n, .pos = 0, .saved = saved,
-                             .n_saved = n_saved};
+                             .n_saved = n_saved, .cmp = cmp};
     if (n == 0 || !skey_parse_list(&sp, args, n, root, 0)) {
         skey_free(root);
         return NULL;
@@ -641,28 +660,60 @@ void imap_search_free(struct skey *root)
     skey_free(root);
 }
 
+/* Evaluate root on message i of the view (max_uid: the view's highest UID). */
+static bool imap_search_eval_at(const struct skey *root, struct store_mailbox *box, size_t i,
+                                size_t count, uint32_t max_uid, time_t now)
+{
+    struct skey_msg sm = {
+        .m = store_mailbox_message(box, i),
+        .now = now,
+        .seq = (uint32_t)(i + 1),
+        .max_seq = (uint32_t)count,
+        .max_uid = max_uid,
+        .box = box,
+        .index = i,
+    };
+    bool is_match = skey_eval(root, &sm);
+    skey_msg_release(&sm);
+    return is_match;
+}
+
 size_t imap_search_match(const struct skey *root, struct store_mailbox *box, bool *match)
 {
     size_t count = store_mailbox_count(box), n = 0;
     uint32_t max_uid = count ? store_mailbox_message(box, count - 1)->uid : 0;
     time_t now = time(NULL);
     for (size_t i = 0; i < count; i++) {
-        struct skey_msg sm = {
-            .m = store_mailbox_message(box, i),
-            .now = now,
-            .seq = (uint32_t)(i + 1),
-            .max_seq = (uint32_t)count,
-            .max_uid = max_uid,
-            .box = box,
-            .index = i,
-        };
-        match[i] = skey_eval(root, &sm);
+        match[i] = imap_search_eval_at(root, box, i, count, max_uid, now);
         n += match[i];
-        skey_msg_release(&sm);
     }
     return n;
 }
 
+bool imap_search_match_one(const struct skey *root, struct store_mailbox *box, size_t i)
+{
+    size_t count = store_mailbox_count(box);
+    return imap_search_eval_at(root, box, i, count, store_mailbox_message(box, count - 1)->uid,
+                               time(NULL));
+}
+
+bool imap_search_is_updatable(const struct skey *k)
+{
+    /* RFC 5267 §4.3: the result must follow from the messages alone. Sequence numbers
+     * shift under every expunge and OLDER/YOUNGER move with the clock, with no change to
+     * notify of: such programs get no updates (§4.3.1 lets the server refuse). */
+    if (k->op == SK_SEQSET || k->op == SK_OLDER || k->op == SK_YOUNGER)
+        return false;
+    /* "*" is the highest UID at the time of evaluation: it moves with new mail and with
+     * the expunge of the last message, changing what older messages match */
+    for (size_t i = 0; k->op == SK_UIDSET && i < k->set.n; i++)
+        if (k->set.r[i].is_lo_star || k->set.r[i].is_hi_star)
+            return false;
+    for (size_t i = 0; i < k->n_kids; i++)
+        if (!imap_search_is_updatable(&k->kids[i]))
+            return false;
+    return true;
+}
 
 /* ---- ESEARCH responses (RFC 4731, RFC 5267 ESORT and PARTIAL) ------------------------ */
 
@@ -719,7 +770,8 @@ bool imap_searchres_make(const struct imap_search_return *ret, const uint32_t *u
                          uint32_t **saved_r, size_t *n_saved_r)
 {
     /* RFC 5182 §2.4: with MIN and/or MAX alone only those messages are saved */
-    unsigned only = IMAP_SEARCH_RET_MIN | IMAP_SEARCH_RET_MAX | IMAP_SEARCH_RET_SAVE;
+    unsigned only = IMAP_SEARCH_RET_MIN | IMAP_SEARCH_RET_MAX | IMAP_SEARCH_RET_SAVE |
+                    IMAP_SEARCH_RET_HINTS;
     bool is_min_max = (ret->opts & ~only) == 0 &&
                       (ret->opts & (IMAP_SEARCH_RET_MIN | IMAP_SEARCH_RET_MAX));
     uint32_t *saved = malloc((n ? n : 1) * sizeof *saved);
@@ -777,6 +829,7 @@ struct imap_search_job {
     struct imap_search_return ret; /* ESEARCH options; opts 0 for the plain * SEARCH */
     bool is_uid;
     bool has_modseq; /* a MODSEQ criterion: report the highest mod-sequence */
+    struct imap_update_request update; /* RETURN (UPDATE): RFC 5267 §4.3 */
     /* result for finish: the RFC 5182 saved result (UIDs, ascending) */
     uint32_t *saved;
     size_t n_saved;
@@ -825,8 +878,12 @@ static void imap_search_work(struct imap_job *j)
             min_hit_modseq = m->modseq;
         max_hit_modseq = m->modseq;
     }
-    unsigned opts = sj->ret.opts;
-    if (opts == 0) {
+    /* UPDATE and CONTEXT ask for no data of their own (RFC 5267 §4.2-4.3) */
+    unsigned opts = sj->ret.opts & ~(unsigned)IMAP_SEARCH_RET_HINTS;
+    /* RFC 5267 §4.3.1: a refused UPDATE is an untagged NO, the other options still hold */
+    if (sj->ret.opts & IMAP_SEARCH_RET_UPDATE)
+        imap_update_start(j, &sj->update, &sj->root, uids, n_hits);
+    if (sj->ret.opts == 0) {
         buf_append_str(&j->out, "* SEARCH");
         for (size_t k = 0; k < n_hits; k++)
             buf_printf(&j->out, " %u", hits[k]);
@@ -884,6 +941,10 @@ void imap_cmd_search(struct imap_session *s, const char *tag, struct imap_arg *a
             return;
         }
         start = 2;
+        if ((ret.opts & IMAP_SEARCH_RET_UPDATE) && imap_update_find(s->updates, tag)) {
+            imap_reply(s, tag, "BAD Tag reuse."); /* RFC 5267 §4.3 */
+            return;
+        }
     }
     if (n >= start + 2 && imap_arg_is_atom(&args[start], "CHARSET")) {
         if (s->is_utf8_accept) {
@@ -904,8 +965,8 @@ void imap_cmd_search(struct imap_session *s, const char *tag, struct imap_arg *a
         return;
     }
     bool has_modseq = false;
-    struct skey *root =
-        imap_search_parse(args + start, n - start, s->searchres, s->n_searchres, &has_modseq);
+    struct skey *root = imap_search_parse_cmp(args + start, n - start, s->searchres,
+                                              s->n_searchres, s->comparator, &has_modseq);
     if (!root) {
         if (ret.opts & IMAP_SEARCH_RET_SAVE)
             imap_searchres_clear(s); /* RFC 5182 §2.1 */
@@ -925,6 +986,8 @@ void imap_cmd_search(struct imap_session *s, const char *tag, struct imap_arg *a
     sj->ret = ret;
     sj->has_modseq = has_modseq;
     sj->is_uid = is_uid;
+    if (ret.opts & IMAP_SEARCH_RET_UPDATE)
+        imap_update_request_init(s, root, is_uid, NULL, 0, &sj->update);
     if (has_modseq)
         imap_condstore_enable(s); /* RFC 7162 §3.1 */
     /* RFC 3501 §7.4.1: EXPUNGE may not be sent during SEARCH, but may during UID SEARCH

@@ -130,6 +130,7 @@ void imap_capability_string(struct imap_session *s, struct buf *out)
         /* RFC 5256, 5957, 5267 (ESORT), 5182, 5032 */
         buf_append_str(out, " SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES"
                             " THREAD=REFS ESORT SEARCHRES WITHIN QRESYNC");
+        buf_append_str(out, " CONTEXT=SEARCH CONTEXT=SORT I18NLEVEL=1"); /* RFC 5267, 5255 */
         /* RFC 8438, 8474, 8514, 8437, 7889 (one limit for every mailbox) */
         buf_printf(out, " STATUS=SIZE OBJECTID SAVEDATE UNAUTHENTICATE REPLACE PREVIEW BINARY"
                         " METADATA APPENDLIMIT=%zu",
@@ -178,6 +179,7 @@ static void imap_job_free(struct imap_job *j)
     if (j->ctx.sasl)
         auth_sasl_free(j->ctx.sasl);
     imap_keywords_set_free(j->ctx.keywords);
+    imap_updates_free(j->ctx.updates);
     if (j->ctx.box)
         store_mailbox_close(j->ctx.box);
     if (j->ctx.user)
@@ -198,6 +200,7 @@ static void imap_job_work_run(struct job *job)
     j->work(j);
     if (j->do_sync && j->ctx.box)
         imap_job_sync(j);
+    imap_updates_check(j); /* RFC 5267 §4.3: UID ADDTO/REMOVEFROM may go at any time */
     /* Between commands a session holds no index connection (memory, descriptors): the
      * sessions of one user share the store's pooled ones. */
     store_user_idle(j->ctx.user);
@@ -228,6 +231,8 @@ static void imap_job_done(void *session, struct job *job)
     s->sasl = j->ctx.sasl;
     s->keywords = j->ctx.keywords;
     j->ctx.keywords = NULL;
+    s->updates = j->ctx.updates;
+    j->ctx.updates = NULL;
     j->ctx.user = NULL;
     j->ctx.box = NULL;
     j->ctx.fetch = NULL;
@@ -292,6 +297,8 @@ static void imap_job_prepare(struct imap_session *s, struct imap_job *j)
     ctx->sasl = s->sasl;
     ctx->keywords = s->keywords;
     s->keywords = NULL;
+    ctx->updates = s->updates;
+    s->updates = NULL;
     s->user = NULL;
     s->box = NULL;
     s->fetch = NULL;
@@ -734,6 +741,8 @@ static void imap_cmd_unauthenticate(struct imap_session *s, const char *tag,
     imap_notify_free(s->notify);
     s->notify = NULL;
     s->is_notify_sync_pending = false;
+    imap_updates_clear(s);
+    s->comparator = MIME_CMP_UNICODE_CASEMAP;
     s->quota = 0;
     s->is_readonly = s->is_condstore = s->is_qresync = false;
     s->is_rev2 = s->is_utf8_accept = false;
@@ -1209,6 +1218,8 @@ static const struct imap_command imap_commands[] = {
     {"SEARCH", imap_cmd_search, SEL, true},
     {"SORT", imap_cmd_sort, SEL, true},
     {"THREAD", imap_cmd_thread, SEL, true},
+    {"CANCELUPDATE", imap_cmd_cancelupdate, SEL, false},
+    {"COMPARATOR", imap_cmd_comparator, AUTHED, false},
     {"FETCH", imap_cmd_fetch, SEL, true},
     {"STORE", imap_cmd_store, SEL, true},
     {"COPY", imap_cmd_copy, SEL, true},
@@ -1650,6 +1661,7 @@ void imap_session_free(struct imap_session *s)
     if (s->box)
         store_mailbox_close(s->box);
     imap_keywords_set_free(s->keywords);
+    imap_updates_free(s->updates);
     if (s->user)
         store_user_close(s->user);
     free(s->box_name);

@@ -8,6 +8,7 @@
  *   args.c     what LIST/APPEND/STATUS arguments mean (pure, see args.h)
  *   fetch.c    FETCH and STORE
  *   search.c   SEARCH
+ *   context.c  RFC 5267 updating contexts (SEARCH/SORT RETURN (UPDATE)), CANCELUPDATE
  *
  * Blocking work (core/job.h, the thread rule): a command handler (loop thread) fills a
  * typed job, a struct embedding struct imap_job first, with its request (copied strings,
@@ -32,7 +33,9 @@
 
 #include "core/buf.h"
 #include "core/job.h"
+#include "imap/args.h"
 #include "imap/parse.h"
+#include "store/mime.h"
 
 struct conn;
 struct store_user;
@@ -51,6 +54,7 @@ enum imap_state {
 
 struct imap_fetch;
 struct imap_keywords;
+struct imap_updates;
 
 /* What a login's work gives back: the user's store, opened on the pool thread; in a login
  * process instead the auth process's token for the handover (no store). */
@@ -124,6 +128,12 @@ struct imap_session {
     struct event *idle_timer; /* "* OK Still here" keepalives while idling */
     uint64_t idle_start_ms;   /* monotonic start of the IDLE (RFC 2177 time limit) */
 
+    /* RFC 5255 COMPARATOR: how SEARCH and SORT compare strings (session lifetime) */
+    enum mime_comparator comparator;
+
+    /* RFC 5267 updating contexts of the selected mailbox (context.c); moves with box */
+    struct imap_updates *updates;
+
     /* RFC 5182 SEARCHRES: the saved search result "$" as ascending UIDs */
     uint32_t *searchres;
     size_t n_searchres;
@@ -158,6 +168,7 @@ struct imap_job_ctx {
     struct imap_fetch *fetch;   /* a FETCH continuing across batches */
     struct auth_sasl *sasl;     /* an AUTHENTICATE exchange */
     struct imap_keywords *keywords; /* keywords the client was told of (keywords.c) */
+    struct imap_updates *updates;   /* RFC 5267 updating contexts (context.c) */
     char *username;             /* copy of the logged-in user ("" before login) */
     char peer_ip[46];           /* copy of the client's address */
     uint64_t quota;             /* the user's storage limit in bytes, 0 none (at login) */
@@ -292,6 +303,9 @@ void imap_status_write(struct buf *out, const char *name, unsigned items,
 /* RFC 8474 OBJECTID: a mailbox's MAILBOXID and a message's EMAILID. */
 void imap_write_mailboxid(struct buf *out, uint32_t uidvalidity);
 void imap_write_emailid(struct buf *out, uint32_t uidvalidity, uint32_t uid);
+/* RFC 8474 THREADID of the message msg[0..len) (its header is enough); false when it has
+ * no Message-ID, References or In-Reply-To (no thread: NIL). */
+bool imap_write_threadid(struct buf *out, const char *msg, size_t len);
 /* RFC 8514 SAVEDATE of a message (seconds), 0 when unknown. */
 struct store_message;
 time_t imap_message_savedate(const struct store_message *m);
@@ -337,6 +351,15 @@ struct skey *imap_search_parse(struct imap_arg *args, size_t n, const uint32_t *
 void imap_search_free(struct skey *root);
 /* Work step (BLOCKING): match[i] for every message i of box; returns how many match. */
 size_t imap_search_match(const struct skey *root, struct store_mailbox *box, bool *match);
+/* Does message i of the view match (the view is not empty)? */
+bool imap_search_match_one(const struct skey *root, struct store_mailbox *box, size_t i);
+/* Can the result of the program be kept up to date from the messages' changes alone (no
+ * sequence numbers, no UID "*", no time-relative keys)? */
+bool imap_search_is_updatable(const struct skey *root);
+/* The same with text keys compared by cmp (RFC 5255 COMPARATOR; the function above: the
+ * default, i;unicode-casemap). */
+struct skey *imap_search_parse_cmp(struct imap_arg *args, size_t n, const uint32_t *saved,
+                                   size_t n_saved, enum mime_comparator cmp, bool *has_modseq_r);
 /* "CHARSET"/SORT/THREAD charset argument: true for UTF-8 and US-ASCII, else NO
  * [BADCHARSET] answered. */
 bool imap_search_charset_ok(struct imap_session *s, const char *tag, const struct imap_arg *cs);
@@ -355,6 +378,39 @@ void imap_searchres_clear(struct imap_session *s);
 /* A command's set argument with "$" replaced by the saved result as a UID set (*is_uid
  * then true; "" when empty); malloc'd copy, NULL when out of memory. */
 char *imap_searchres_expand(struct imap_session *s, const char *set, bool *is_uid);
+
+/* ---- context.c (RFC 5267 §4.3 CONTEXT=SEARCH / CONTEXT=SORT updates) ----
+ * A context keeps its search program and the result as last told (UIDs). After every
+ * command's work (pool thread, the contexts moved in with the mailbox) the messages whose
+ * mod-sequence passed the one last seen are evaluated again and the messages gone from
+ * the view are dropped; the differences go out as "* ESEARCH (TAG "t") UID REMOVEFROM"
+ * and "ADDTO" lines. Only the UID forms (UID SEARCH, UID SORT) get contexts: UIDs may be
+ * sent at any time, sequence numbers would have to be ordered around every EXPUNGE. */
+#define IMAP_MAX_UPDATES 4 /* contexts one session may hold (RFC 5267 §4.3.1: >= 1) */
+/* What a searching command's RETURN (UPDATE) asks for, decided on the loop. */
+struct imap_update_request {
+    const char *refusal; /* NULL: start a context; else the text of "* NO [NOUPDATE]" */
+    bool is_sort;
+    enum mime_comparator cmp; /* the SORT's comparator */
+    struct imap_sort_criterion crit[IMAP_SORT_MAX_CRITERIA];
+    size_t n_crit;
+};
+/* Loop: fill r for a searching command (crit NULL for SEARCH). */
+void imap_update_request_init(struct imap_session *s, const struct skey *root, bool is_uid,
+                              const struct imap_sort_criterion *crit, size_t n_crit,
+                              struct imap_update_request *r);
+/* Has a context this tag (RFC 5267 §4.3: reusing it is BAD)? u may be NULL. */
+bool imap_update_find(const struct imap_updates *u, const char *tag);
+/* Work: start the context of the job's command with its result (UIDs in result order),
+ * taking *root; or write the untagged NO [NOUPDATE]. */
+void imap_update_start(struct imap_job *j, const struct imap_update_request *r,
+                       struct skey **root, const uint32_t *uids, size_t n);
+/* Work (after the command and its sync): write the changes of every context. */
+void imap_updates_check(struct imap_job *j);
+void imap_updates_free(struct imap_updates *u);
+/* Loop: forget the session's contexts (the mailbox is left). */
+void imap_updates_clear(struct imap_session *s);
+imap_handler imap_cmd_cancelupdate;
 
 /* ---- metadata.c ---- */
 imap_handler imap_cmd_getmetadata, imap_cmd_setmetadata;
@@ -375,6 +431,13 @@ void imap_notify_publish(const struct imap_job *j, int kind, const char *mailbox
 
 /* ---- sort.c ---- */
 imap_handler imap_cmd_sort, imap_cmd_thread;
+/* BLOCKING. Sort idx[0..n) (indexes of the view; match: the same messages as flags, for
+ * the keys) by the criteria, the sequence number breaking ties (RFC 5256 §3). */
+int imap_sort_order(struct store_mailbox *box, enum mime_comparator cmp,
+                    const struct imap_sort_criterion *crit, size_t n_crit, const bool *match,
+                    size_t *idx, size_t n, char **error_r);
+/* ---- COMPARATOR (RFC 5255 §4.7), in sort.c ---- */
+imap_handler imap_cmd_comparator;
 /* ---- quota.c ---- */
 imap_handler imap_cmd_getquotaroot, imap_cmd_getquota, imap_cmd_setquota;
 /* Work step (BLOCKING): may add_bytes more be stored for this user? If not, writes the

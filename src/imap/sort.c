@@ -1,6 +1,6 @@
 /*
- * sort.c - SORT and THREAD (RFC 5256), with SORT=DISPLAY (RFC 5957), ESORT and PARTIAL
- * (RFC 5267) and RETURN (SAVE) (RFC 5182).
+ * sort.c - SORT and THREAD (RFC 5256), with SORT=DISPLAY (RFC 5957), ESORT, PARTIAL and
+ * CONTEXT=SORT updates (RFC 5267, kept by context.c) and RETURN (SAVE) (RFC 5182).
  *
  * The search criteria are the SEARCH ones (search.c), parsed on the loop. The work runs
  * the search over the view, takes the messages' keys from the index (store.h
@@ -14,6 +14,7 @@
 #include <strings.h>
 
 #include "core/buf.h"
+#include "core/conn.h"
 #include "imap/args.h"
 #include "imap/session.h"
 #include "imap/thread.h"
@@ -27,8 +28,10 @@ struct imap_sort_job {
     size_t n_crit;
     struct imap_search_return ret; /* ESORT (RFC 5267): opts 0 for the plain * SORT */
     bool is_thread;
+    enum mime_comparator cmp; /* RFC 5255 §4.2: the session's comparator */
     enum imap_thread_algorithm alg;
     bool is_uid;
+    struct imap_update_request update; /* RETURN (UPDATE): RFC 5267 §4.3 */
     /* result for finish: the RFC 5182 saved result (UIDs, ascending) */
     uint32_t *saved;
     size_t n_saved;
@@ -47,9 +50,11 @@ static void imap_sort_finish(struct imap_session *s, struct imap_job *j)
     imap_searchres_finish(s, j, &sj->saved, &sj->n_saved);
 }
 
-/* What the comparator sees: the view, the keys (NULL when no criterion needs them). */
+/* What the comparator sees: the criteria, the view, the keys (NULL when no criterion
+ * needs them). */
 struct sort_ctx {
-    const struct imap_sort_job *sj;
+    const struct imap_sort_criterion *crit;
+    size_t n_crit;
     struct store_mailbox *box;
     const struct mime_sort_keys *keys;
 };
@@ -74,8 +79,8 @@ static int sort_cmp(const void *x, const void *y, void *arg)
     const struct store_message *mb = store_mailbox_message(ctx->box, b);
     const struct mime_sort_keys *ka = ctx->keys ? &ctx->keys[a] : NULL;
     const struct mime_sort_keys *kb = ctx->keys ? &ctx->keys[b] : NULL;
-    for (size_t i = 0; i < ctx->sj->n_crit; i++) {
-        const struct imap_sort_criterion *c = &ctx->sj->crit[i];
+    for (size_t i = 0; i < ctx->n_crit; i++) {
+        const struct imap_sort_criterion *c = &ctx->crit[i];
         int r = 0;
         switch (c->key) {
         case IMAP_SORT_ARRIVAL:
@@ -113,14 +118,27 @@ static int sort_cmp(const void *x, const void *y, void *arg)
 }
 
 /* Do the criteria need the header keys (anything but ARRIVAL and SIZE)? */
-static bool sort_needs_keys(const struct imap_sort_job *sj)
+static bool sort_needs_keys(const struct imap_sort_criterion *crit, size_t n_crit)
 {
-    if (sj->is_thread)
-        return true;
-    for (size_t i = 0; i < sj->n_crit; i++)
-        if (sj->crit[i].key != IMAP_SORT_ARRIVAL && sj->crit[i].key != IMAP_SORT_SIZE)
+    for (size_t i = 0; i < n_crit; i++)
+        if (crit[i].key != IMAP_SORT_ARRIVAL && crit[i].key != IMAP_SORT_SIZE)
             return true;
     return false;
+}
+
+int imap_sort_order(struct store_mailbox *box, enum mime_comparator cmp,
+                    const struct imap_sort_criterion *crit, size_t n_crit, const bool *match,
+                    size_t *idx, size_t n, char **error_r)
+{
+    struct mime_sort_keys *keys = NULL;
+    if (sort_needs_keys(crit, n_crit) &&
+        store_mailbox_sort_keys_cmp(box, match, cmp, &keys, error_r) < 0)
+        return -1;
+    struct sort_ctx ctx = {crit, n_crit, box, keys};
+    qsort_r(idx, n, sizeof *idx, sort_cmp, &ctx);
+    if (keys)
+        store_sort_keys_free(keys, store_mailbox_count(box));
+    return 0;
 }
 
 /* THREAD: the matched messages' keys to the threading algorithm. */
@@ -169,29 +187,36 @@ static void imap_sort_work(struct imap_job *j)
         for (size_t i = 0; i < count; i++)
             if (match[i])
                 idx[n++] = i;
-        if (sort_needs_keys(sj) && store_mailbox_sort_keys(box, match, &keys, &err) < 0) {
+    }
+    if (ok && sj->is_thread) {
+        if (store_mailbox_sort_keys_cmp(box, match, sj->cmp, &keys, &err) < 0) {
             imap_job_err(j, "%s", err);
             goto done;
         }
-    }
-    if (ok && sj->is_thread) {
         ok = sort_thread(j, idx, n, keys);
     } else if (ok) {
-        struct sort_ctx ctx = {sj, box, keys};
-        qsort_r(idx, n, sizeof *idx, sort_cmp, &ctx);
+        if (imap_sort_order(box, sj->cmp, sj->crit, sj->n_crit, match, idx, n, &err) < 0) {
+            imap_job_err(j, "%s", err);
+            goto done;
+        }
         for (size_t k = 0; k < n; k++) {
             const struct store_message *m = store_mailbox_message(box, idx[k]);
             values[k] = sj->is_uid ? m->uid : (uint32_t)idx[k] + 1;
             uids[k] = m->uid;
         }
-        unsigned opts = sj->ret.opts;
-        if (opts == 0) {
+        /* UPDATE and CONTEXT ask for no data of their own (RFC 5267 §4.2-4.3) */
+        unsigned opts = sj->ret.opts & ~(unsigned)IMAP_SEARCH_RET_HINTS;
+        if (sj->ret.opts == 0) {
             ok = buf_append_str(&j->out, "* SORT");
             for (size_t k = 0; k < n && ok; k++)
                 ok = buf_printf(&j->out, " %u", values[k]);
             ok = ok && buf_append_str(&j->out, "\r\n");
-        } else if (opts != IMAP_SEARCH_RET_SAVE) { /* RFC 5182 §2.4: SAVE alone says nothing */
-            imap_esearch_write(&j->out, j->tag, sj->is_uid, &sj->ret, values, n, 0);
+        } else {
+            /* RFC 5267 §4.3.1: a refused UPDATE is an untagged NO, the rest still holds */
+            if (sj->ret.opts & IMAP_SEARCH_RET_UPDATE)
+                imap_update_start(j, &sj->update, &sj->root, uids, n);
+            if (opts != IMAP_SEARCH_RET_SAVE) /* RFC 5182 §2.4: SAVE alone says nothing */
+                imap_esearch_write(&j->out, j->tag, sj->is_uid, &sj->ret, values, n, 0);
         }
         if (ok && (opts & IMAP_SEARCH_RET_SAVE))
             ok = imap_searchres_make(&sj->ret, uids, n, &sj->saved, &sj->n_saved);
@@ -222,7 +247,8 @@ static bool imap_sort_search_parse(struct imap_session *s, const char *tag, stru
     }
     if (!imap_search_charset_ok(s, tag, &args[0]))
         return false;
-    *root_r = imap_search_parse(args + 1, n - 1, s->searchres, s->n_searchres, has_modseq_r);
+    *root_r = imap_search_parse_cmp(args + 1, n - 1, s->searchres, s->n_searchres,
+                                    s->comparator, has_modseq_r);
     if (!*root_r) {
         imap_reply(s, tag, "BAD Invalid search criteria.");
         return false;
@@ -247,7 +273,10 @@ static void imap_sort_submit(struct imap_session *s, const char *tag, struct ima
     sj->is_thread = tmpl->is_thread;
     sj->alg = tmpl->alg;
     sj->is_uid = tmpl->is_uid;
+    sj->cmp = s->comparator;
     sj->root = root;
+    if (sj->ret.opts & IMAP_SEARCH_RET_UPDATE)
+        imap_update_request_init(s, root, sj->is_uid, sj->crit, sj->n_crit, &sj->update);
     if (has_modseq)
         imap_condstore_enable(s); /* RFC 7162 §3.1 */
     /* RFC 3501 §7.4.1 as for SEARCH: only the UID forms may report expunges */
@@ -274,6 +303,10 @@ void imap_cmd_sort(struct imap_session *s, const char *tag, struct imap_arg *arg
         imap_reply(s, tag, "BAD Invalid sort criteria.");
         return;
     }
+    if ((tmpl.ret.opts & IMAP_SEARCH_RET_UPDATE) && imap_update_find(s->updates, tag)) {
+        imap_reply(s, tag, "BAD Tag reuse."); /* RFC 5267 §4.3 */
+        return;
+    }
     struct skey *root = NULL;
     bool has_modseq = false;
     if (!imap_sort_search_parse(s, tag, args + 1, n - 1, &root, &has_modseq)) {
@@ -298,4 +331,47 @@ void imap_cmd_thread(struct imap_session *s, const char *tag, struct imap_arg *a
     if (!imap_sort_search_parse(s, tag, args + 1, n - 1, &root, &has_modseq))
         return;
     imap_sort_submit(s, tag, &tmpl, root, has_modseq);
+}
+
+/* ---- COMPARATOR (RFC 5255 §4.7-4.9) ---------------------------------------------------- */
+
+void imap_cmd_comparator(struct imap_session *s, const char *tag, struct imap_arg *args, size_t n,
+                         bool is_uid)
+{
+    (void)is_uid;
+    if (n == 0) {
+        /* no arguments: which comparator is active */
+        conn_printf(s->c, "* COMPARATOR %s\r\n", imap_comparators[s->comparator]);
+        imap_reply(s, tag, "OK Comparator completed.");
+        return;
+    }
+    unsigned matched = 0;
+    int k = imap_comparator_choose(args, n, &matched);
+    if (k == -2) {
+        imap_reply(s, tag, "BAD Invalid comparator arguments.");
+        return;
+    }
+    if (k < 0) {
+        imap_reply(s, tag, "NO [BADCOMPARATOR] No such comparator.");
+        return;
+    }
+    s->comparator = (enum mime_comparator)k;
+    /* RFC 5255 §4.8: the active comparator, then what the winning argument matched when
+     * that was more than one */
+    struct buf b;
+    buf_init(&b, 0);
+    buf_printf(&b, "* COMPARATOR %s", imap_comparators[k]);
+    if (matched & (matched - 1)) {
+        const char *sep = " (";
+        for (size_t i = 0; i < IMAP_N_COMPARATORS; i++) {
+            if (matched & (1u << i)) {
+                buf_printf(&b, "%s%s", sep, imap_comparators[i]);
+                sep = " ";
+            }
+        }
+        buf_append_byte(&b, ')');
+    }
+    conn_printf(s->c, "%s\r\n", buf_cstr(&b));
+    buf_free(&b);
+    imap_reply(s, tag, "OK Comparator completed.");
 }

@@ -729,6 +729,75 @@ int store_index_subscription_set(sqlite3 *db, const char *name, bool subscribe, 
     return rc == SQLITE_DONE ? 0 : -1;
 }
 
+int store_index_tombstones_prune(sqlite3 *db, int64_t mailbox, size_t max, size_t keep,
+                                 char **error_r)
+{
+    /* Counting stops past max rows (LIMIT/OFFSET), and the sort below runs only once per
+     * max - keep new tombstones: between prunes an expunge costs one bounded scan. */
+    sqlite3_stmt *st = NULL;
+    bool is_over = false;
+    int64_t cutoff = -1;
+    int rc = store_index_prepare(
+        db, "SELECT 1 FROM expunged WHERE mailbox = ? LIMIT 1 OFFSET ?", &st);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, mailbox);
+        sqlite3_bind_int64(st, 2, (int64_t)max);
+        rc = sqlite3_step(st);
+        is_over = rc == SQLITE_ROW;
+        rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+    }
+    store_index_done(st);
+    st = NULL;
+    if (rc == SQLITE_OK && is_over) {
+        /* the newest `keep` stay; every row at or below the next one's mod-sequence goes
+         * (a mod-sequence is never split: VANISHED (EARLIER) is exact above the floor) */
+        rc = store_index_prepare(db,
+                                 "SELECT modseq FROM expunged WHERE mailbox = ?"
+                                 " ORDER BY modseq DESC LIMIT 1 OFFSET ?",
+                                 &st);
+        if (rc == SQLITE_OK) {
+            sqlite3_bind_int64(st, 1, mailbox);
+            sqlite3_bind_int64(st, 2, (int64_t)keep);
+            rc = sqlite3_step(st);
+            if (rc == SQLITE_ROW)
+                cutoff = sqlite3_column_int64(st, 0);
+            rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+        }
+        store_index_done(st);
+        st = NULL;
+    }
+    static const char *const prune[] = {
+        "DELETE FROM expunged WHERE mailbox = ?1 AND modseq <= ?2",
+        /* RFC 7162 §3.2.5.1: below the floor VANISHED (EARLIER) names every UID the
+         * client may have had (store_mailbox_vanished) */
+        "UPDATE mailboxes SET vanished_since = max(vanished_since, ?2) WHERE id = ?1",
+    };
+    for (size_t k = 0; rc == SQLITE_OK && cutoff >= 0 && k < 2; k++) {
+        rc = store_index_prepare(db, prune[k], &st);
+        if (rc == SQLITE_OK) {
+            sqlite3_bind_int64(st, 1, mailbox);
+            sqlite3_bind_int64(st, 2, cutoff);
+            rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+        }
+        store_index_done(st);
+        st = NULL;
+    }
+    if (rc != SQLITE_OK) {
+        store_error(error_r, "index: %s", sqlite3_errmsg(db));
+        return -1;
+    }
+    return 0;
+}
+
+int store_index_tombstones_bound(sqlite3 *db, int64_t mailbox, uint64_t modseq, size_t n_added,
+                                 char **error_r)
+{
+    if (n_added == 0 || (n_added < STORE_TOMBSTONES_CHECK && modseq % STORE_TOMBSTONES_CHECK != 0))
+        return 0;
+    return store_index_tombstones_prune(db, mailbox, STORE_TOMBSTONES_MAX, STORE_TOMBSTONES_KEEP,
+                                        error_r);
+}
+
 int store_index_tombstone_add(sqlite3 *db, int64_t mailbox, uint32_t uid, uint64_t modseq,
                               char **error_r)
 {

@@ -132,13 +132,19 @@ bool mime_date_parse(const char *s, int64_t *t_r);
 typedef void mime_msgid_fn(void *arg, const char *id, size_t len);
 size_t mime_msgids(const char *value, size_t max, mime_msgid_fn *fn, void *arg);
 
+/* RFC 4790 comparators (RFC 5255 COMPARATOR): how SEARCH and SORT compare strings. */
+enum mime_comparator {
+    MIME_CMP_UNICODE_CASEMAP = 0, /* RFC 5051: titlecase + NFKD; the default (RFC 5255) */
+    MIME_CMP_ASCII_CASEMAP,       /* RFC 4790 §9.2: a-z as A-Z, everything else as is */
+};
+
 /* What SORT and THREAD compare of one message. Strings are owned, never NULL after a
  * successful parse except message_id. */
 struct mime_sort_keys {
     int64_t sent;          /* Date: in UTC, -1 when absent or unparsable (RFC 5256 §2.2:
                               the caller uses the internal date then) */
     bool is_reply;         /* the subject marks a reply or forward */
-    char *subject;         /* casemapped base subject */
+    char *subject;         /* casemapped base subject (by the comparator's mapping) */
     char *from, *to, *cc;  /* casemapped addr-mailbox of the first address (RFC 5256) */
     char *display_from, *display_to; /* casemapped RFC 5957 display form */
     char *message_id;      /* "<a@b>" or NULL */
@@ -147,7 +153,14 @@ struct mime_sort_keys {
 /* Fill k from a header block (LF or CRLF). false only when out of memory (k is then
  * partly filled: free it). */
 bool mime_sort_keys_parse(const char *hdr, size_t len, struct mime_sort_keys *k);
+/* The same with the strings mapped for another comparator than i;unicode-casemap. */
+bool mime_sort_keys_parse_cmp(const char *hdr, size_t len, enum mime_comparator cmp,
+                              struct mime_sort_keys *k);
 void mime_sort_keys_free(struct mime_sort_keys *k);
+/* The msg-id of the first message of msg's thread (a message, or its header block): the
+ * first id of References, else of In-Reply-To, else its own Message-ID; malloc'd "<a@b>",
+ * NULL when it has none (or out of memory). */
+char *mime_thread_root(const char *msg, size_t len);
 
 /* Size of data when every bare LF is sent as CRLF. */
 uint64_t mime_crlf_size(const char *data, size_t len);
@@ -160,10 +173,12 @@ bool mime_header_filter(const char *hdr, size_t len, const char *const *names, s
 /* ---- text decoding for SEARCH (mime_decode.c) ---------------------------------------- */
 
 /* Case-insensitive substring matcher over UTF-8 text fed in pieces: KMP over code points
- * folded to lower case (ASCII, Latin-1, Latin Extended-A, basic Greek and Cyrillic).
+ * mapped by the comparator (i;unicode-casemap for mime_matcher_new).
  * Linear time; memory proportional to the needle only. An empty needle matches anything. */
 struct mime_matcher;
 struct mime_matcher *mime_matcher_new(const char *needle, size_t len);
+struct mime_matcher *mime_matcher_new_cmp(const char *needle, size_t len,
+                                          enum mime_comparator cmp);
 void mime_matcher_free(struct mime_matcher *m);
 /* Forget any match and partial state (a new message). */
 void mime_matcher_reset(struct mime_matcher *m);

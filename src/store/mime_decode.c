@@ -4,8 +4,8 @@
  * §6.8 base64) and charset conversion to UTF-8, and a case-insensitive substring matcher.
  *
  * Everything streams: a part body goes through a CTE decoder and a charset converter in
- * small fixed-size chunks into the matcher (Knuth-Morris-Pratt over case-folded code
- * points), so the work is linear in the message size and the memory is bounded by the
+ * small fixed-size chunks into the matcher (Knuth-Morris-Pratt over code points mapped by
+ * the comparator: i;unicode-casemap, RFC 5051, by default; i;ascii-casemap, RFC 4790), so the work is linear in the message size and the memory is bounded by the
  * needle, whatever the message. Charsets: UTF-8 and US-ASCII pass through, ISO-8859-1 is
  * converted here, anything else through iconv(3) (unknown charsets pass through raw).
  * Bytes that are not valid UTF-8 stand for themselves (mapped to U+DC80..U+DCFF, like
@@ -15,12 +15,11 @@
  */
 #include <errno.h>
 #include <iconv.h>
-#include <locale.h>
-#include <pthread.h>
-#include <wctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unicase.h>
+#include <uninorm.h>
 
 #include "core/buf.h"
 #include "core/util.h"
@@ -30,53 +29,37 @@
 
 /* ---- case folding and the matcher -------------------------------------------------- */
 
-/* The C.UTF-8 locale for towlower_l() beyond the table below (glibc has it built in);
- * uselocale-free, so the process locale is never touched. (locale_t)0 when missing. */
-static locale_t mime_utf8_locale;
-static pthread_once_t mime_locale_once = PTHREAD_ONCE_INIT;
-
-static void mime_locale_init(void)
+/* RFC 5051 §2 (i;unicode-casemap) on one code point: its titlecase mapping (Unicode simple
+ * titlecase, libunistring's uc_totitle), then every decomposition (canonical and
+ * compatibility, as NFKD) applied recursively: at most MIME_FOLD_MAX code points. Applied
+ * per code point, without NFKD's reordering of combining marks, so that the matcher can
+ * fold a stream; needle and text go through the same mapping. i;ascii-casemap (RFC 4790
+ * §9.2) maps a-z to A-Z only. Invalid-byte stand-ins (U+DC80..U+DCFF) stay as they are. */
+#define MIME_FOLD_MAX UC_DECOMPOSITION_MAX_LENGTH
+static size_t mime_fold(enum mime_comparator cmp, uint32_t c, uint32_t out[MIME_FOLD_MAX])
 {
-    mime_utf8_locale = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
-}
-
-/* Simple lower-case folding: ASCII, Latin-1, Latin Extended-A, basic Greek and Cyrillic
- * by table; other letters by towlower_l() in C.UTF-8 (Latin Extended-B and Additional,
- * accented Greek, ...). Invalid-byte stand-ins (U+DC80..U+DCFF) stay as they are. */
-static uint32_t mime_fold(uint32_t c)
-{
-    if (c < 0x80)
-        return c >= 'A' && c <= 'Z' ? c + 32 : c;
-    if (c >= 0xC0 && c <= 0xDE && c != 0xD7)
-        return c + 0x20;
-    if (c >= 0x100 && c <= 0x17F) {
-        if (c == 0x130)
-            return 'i';
-        if (c == 0x178)
-            return 0xFF;
-        if (c == 0x17F)
-            return 's';
-        if ((c >= 0x139 && c <= 0x148) || (c >= 0x179 && c <= 0x17E))
-            return (c & 1) ? c + 1 : c; /* odd code points are the capitals here */
-        if (c <= 0x137 || (c >= 0x14A && c <= 0x177))
-            return c | 1u; /* even code points are the capitals here */
-        return c;
+    if (c < 0x80 || cmp == MIME_CMP_ASCII_CASEMAP || (c >= 0xD800 && c <= 0xDFFF) ||
+        c > 0x10FFFF) {
+        out[0] = c >= 'a' && c <= 'z' ? c - 32 : c;
+        return 1;
     }
-    if (c >= 0x391 && c <= 0x3A9 && c != 0x3A2)
-        return c + 0x20;
-    if (c == 0x3C2)
-        return 0x3C3; /* final sigma */
-    if (c >= 0x410 && c <= 0x42F)
-        return c + 0x20;
-    if (c >= 0x400 && c <= 0x40F)
-        return c + 0x50;
-    if (c < 0x180 || (c >= 0xD800 && c <= 0xDFFF) || c > 0x10FFFF)
-        return c;
-    pthread_once(&mime_locale_once, mime_locale_init);
-    if (mime_utf8_locale == (locale_t)0)
-        return c;
-    wint_t l = towlower_l((wint_t)c, mime_utf8_locale);
-    return l == WEOF ? c : (uint32_t)l;
+    ucs4_t stack[MIME_FOLD_MAX];
+    size_t sp = 0, n = 0;
+    stack[sp++] = uc_totitle(c);
+    while (sp > 0) {
+        ucs4_t x = stack[--sp], d[UC_DECOMPOSITION_MAX_LENGTH];
+        int tag;
+        int k = uc_decomposition(x, &tag, d);
+        if (k <= 0) {
+            if (n < MIME_FOLD_MAX)
+                out[n++] = x;
+            continue;
+        }
+        for (int i = k - 1; i >= 0; i--) /* the first one comes out first */
+            if (sp < MIME_FOLD_MAX)
+                stack[sp++] = d[i];
+    }
+    return n;
 }
 
 struct mime_utf8 {
@@ -87,6 +70,7 @@ struct mime_utf8 {
 };
 
 struct mime_matcher {
+    enum mime_comparator cmp;
     uint32_t *needle; /* folded code points */
     size_t *fail;     /* KMP failure function */
     size_t n;
@@ -130,6 +114,7 @@ static void mime_utf8_byte(struct mime_utf8 *u, unsigned char b, void (*fn)(void
 
 /* Collects code points into a growing array (for the needle). */
 struct mime_cp_list {
+    enum mime_comparator cmp;
     uint32_t *v;
     size_t n, cap;
     bool is_oom;
@@ -138,23 +123,33 @@ struct mime_cp_list {
 static void mime_list_cp(void *arg, uint32_t cp)
 {
     struct mime_cp_list *l = arg;
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 64;
-        uint32_t *v = realloc(l->v, cap * sizeof *v);
-        if (!v) {
-            l->is_oom = true;
-            return;
+    uint32_t f[MIME_FOLD_MAX];
+    size_t nf = mime_fold(l->cmp, cp, f);
+    for (size_t i = 0; i < nf; i++) {
+        if (l->n == l->cap) {
+            size_t cap = l->cap ? l->cap * 2 : 64;
+            uint32_t *v = realloc(l->v, cap * sizeof *v);
+            if (!v) {
+                l->is_oom = true;
+                return;
+            }
+            l->v = v;
+            l->cap = cap;
         }
-        l->v = v;
-        l->cap = cap;
+        l->v[l->n++] = f[i];
     }
-    l->v[l->n++] = mime_fold(cp);
 }
 
 struct mime_matcher *mime_matcher_new(const char *needle, size_t len)
 {
+    return mime_matcher_new_cmp(needle, len, MIME_CMP_UNICODE_CASEMAP);
+}
+
+struct mime_matcher *mime_matcher_new_cmp(const char *needle, size_t len,
+                                          enum mime_comparator cmp)
+{
     struct mime_matcher *m = calloc(1, sizeof *m);
-    struct mime_cp_list l = {0};
+    struct mime_cp_list l = {.cmp = cmp};
     struct mime_utf8 u = {0};
     if (!m)
         return NULL;
@@ -162,6 +157,7 @@ struct mime_matcher *mime_matcher_new(const char *needle, size_t len)
         mime_utf8_byte(&u, (unsigned char)needle[i], mime_list_cp, &l);
     for (unsigned i = 0; u.need > 0 && i < u.have; i++)
         mime_list_cp(&l, 0xDC00u + u.bytes[i]);
+    m->cmp = cmp;
     m->needle = l.v;
     m->n = l.n;
     m->fail = calloc(l.n ? l.n : 1, sizeof *m->fail);
@@ -205,15 +201,16 @@ bool mime_matcher_is_empty(const struct mime_matcher *m)
 static void mime_matcher_cp(void *arg, uint32_t cp)
 {
     struct mime_matcher *m = arg;
-    if (m->is_found)
-        return;
-    cp = mime_fold(cp);
-    while (m->state > 0 && m->needle[m->state] != cp)
-        m->state = m->fail[m->state - 1];
-    if (m->needle[m->state] == cp)
-        m->state++;
-    if (m->state == m->n)
-        m->is_found = true;
+    uint32_t f[MIME_FOLD_MAX];
+    size_t nf = mime_fold(m->cmp, cp, f);
+    for (size_t i = 0; i < nf && !m->is_found; i++) {
+        while (m->state > 0 && m->needle[m->state] != f[i])
+            m->state = m->fail[m->state - 1];
+        if (m->needle[m->state] == f[i])
+            m->state++;
+        if (m->state == m->n)
+            m->is_found = true;
+    }
 }
 
 /* End a text unit (bytes of an incomplete UTF-8 sequence count as themselves) and start

@@ -459,8 +459,21 @@ static bool sort_first_group(void *arg, const char *name)
     return false;
 }
 
+/* s[0..len) mapped for the comparator: i;unicode-casemap (mime_casemap) or
+ * i;ascii-casemap (a-z as A-Z), so that comparing the results as octets is the
+ * comparator's ordering. */
+static bool sort_map(enum mime_comparator cmp, const char *s, size_t len, struct buf *out)
+{
+    if (cmp == MIME_CMP_UNICODE_CASEMAP)
+        return mime_casemap(s, len, out);
+    bool ok = true;
+    for (size_t i = 0; i < len && ok; i++)
+        ok = buf_append_byte(out, s[i] >= 'a' && s[i] <= 'z' ? (char)(s[i] - 32) : s[i]);
+    return ok;
+}
+
 /* Casemapped copy of s (NULL -> ""), RFC 2047-decoded first when is_encoded. */
-static char *sort_casemapped(const char *s, bool is_encoded)
+static char *sort_casemapped(enum mime_comparator cmp, const char *s, bool is_encoded)
 {
     struct buf dec, out;
     buf_init(&dec, MIME_MAX_VALUE * 2);
@@ -471,20 +484,21 @@ static char *sort_casemapped(const char *s, bool is_encoded)
         text = dec.data ? dec.data : "";
         len = dec.len;
     }
-    mime_casemap(text, len, &out);
+    sort_map(cmp, text, len, &out);
     buf_free(&dec);
     char *r = buf_steal(&out);
     return r ? r : strdup("");
 }
 
-static void sort_address_keys(const char *value, char **mailbox_r, char **display_r)
+static void sort_address_keys(enum mime_comparator cmp, const char *value, char **mailbox_r,
+                              char **display_r)
 {
     struct sort_first_addr f = {0};
     const struct mime_address_visitor v = {sort_first_group, sort_first_address, NULL, &f};
     mime_address_list_parse(value, &v);
-    *mailbox_r = sort_casemapped(f.mailbox, false);
+    *mailbox_r = sort_casemapped(cmp, f.mailbox, false);
     if (display_r)
-        *display_r = sort_casemapped(f.display, true);
+        *display_r = sort_casemapped(cmp, f.display, true);
     free(f.mailbox);
     free(f.display);
 }
@@ -506,6 +520,12 @@ static void sort_first_id(void *arg, const char *id, size_t len)
 
 bool mime_sort_keys_parse(const char *hdr, size_t len, struct mime_sort_keys *k)
 {
+    return mime_sort_keys_parse_cmp(hdr, len, MIME_CMP_UNICODE_CASEMAP, k);
+}
+
+bool mime_sort_keys_parse_cmp(const char *hdr, size_t len, enum mime_comparator cmp,
+                              struct mime_sort_keys *k)
+{
     memset(k, 0, sizeof *k);
     char *f[SORT_F_COUNT] = {0};
     sort_fields(hdr, len, f);
@@ -522,15 +542,15 @@ bool mime_sort_keys_parse(const char *hdr, size_t len, struct mime_sort_keys *k)
         mime_base_subject(dec.data ? dec.data : "", dec.len, &base, &k->is_reply);
     struct buf mapped;
     buf_init(&mapped, MIME_MAX_VALUE * 8);
-    mime_casemap(base.data ? base.data : "", base.len, &mapped);
+    sort_map(cmp, base.data ? base.data : "", base.len, &mapped);
     k->subject = buf_steal(&mapped);
     if (!k->subject)
         k->subject = strdup("");
     buf_free(&dec);
     buf_free(&base);
-    sort_address_keys(f[SORT_F_FROM], &k->from, &k->display_from);
-    sort_address_keys(f[SORT_F_TO], &k->to, &k->display_to);
-    sort_address_keys(f[SORT_F_CC], &k->cc, NULL);
+    sort_address_keys(cmp, f[SORT_F_FROM], &k->from, &k->display_from);
+    sort_address_keys(cmp, f[SORT_F_TO], &k->to, &k->display_to);
+    sort_address_keys(cmp, f[SORT_F_CC], &k->cc, NULL);
     mime_msgids(f[SORT_F_MESSAGE_ID], 1, sort_first_id, &k->message_id);
     /* RFC 5256 §3 REFERENCES (1)(A): the References ids, or without them the first id
      * of In-Reply-To */
@@ -545,6 +565,24 @@ bool mime_sort_keys_parse(const char *hdr, size_t len, struct mime_sort_keys *k)
         free(f[i]);
     return k->subject && k->from && k->display_from && k->to && k->display_to && k->cc &&
            k->references;
+}
+
+char *mime_thread_root(const char *msg, size_t len)
+{
+    char *f[SORT_F_COUNT] = {0};
+    sort_fields(msg, len, f);
+    char *root = NULL;
+    /* RFC 5322 §3.6.4: References starts with the thread's first message (a client that
+     * shortens it keeps the first id); a reply without it names its parent in
+     * In-Reply-To; a message that starts a thread has only its own Message-ID */
+    mime_msgids(f[SORT_F_REFERENCES], 1, sort_first_id, &root);
+    if (!root)
+        mime_msgids(f[SORT_F_IN_REPLY_TO], 1, sort_first_id, &root);
+    if (!root)
+        mime_msgids(f[SORT_F_MESSAGE_ID], 1, sort_first_id, &root);
+    for (int i = 0; i < SORT_F_COUNT; i++)
+        free(f[i]);
+    return root;
 }
 
 void mime_sort_keys_free(struct mime_sort_keys *k)

@@ -61,9 +61,10 @@ static char *sortkeys_column(sqlite3_stmt *st, int col)
     return t ? strdup(t) : NULL;
 }
 
-/* Rows of the mailbox's cached keys into keys[] by view index; have[i] set for each. */
-static int sortkeys_load(struct store_mailbox *box, sqlite3 *db, struct mime_sort_keys *keys,
-                         bool *have, char **error_r)
+/* Rows of the mailbox's cached keys into keys[] by view index; have[i] set for each. Only
+ * the wanted messages' strings are copied (want NULL: all). */
+static int sortkeys_load(struct store_mailbox *box, sqlite3 *db, const bool *want,
+                         struct mime_sort_keys *keys, bool *have, char **error_r)
 {
     sqlite3_stmt *st = NULL;
     if (store_index_prepare(db,
@@ -77,7 +78,7 @@ static int sortkeys_load(struct store_mailbox *box, sqlite3 *db, struct mime_sor
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         size_t i = store_view_find_uid(box, (uint32_t)sqlite3_column_int64(st, 0));
-        if (i == SIZE_MAX || have[i])
+        if (i == SIZE_MAX || have[i] || (want && !want[i]))
             continue;
         struct mime_sort_keys *k = &keys[i];
         k->sent = sqlite3_column_int64(st, 1);
@@ -147,6 +148,15 @@ static int sortkeys_save(struct store_mailbox *box, sqlite3 *db, const struct mi
 int store_mailbox_sort_keys(struct store_mailbox *box, const bool *want,
                             struct mime_sort_keys **keys_r, char **error_r)
 {
+    return store_mailbox_sort_keys_cmp(box, want, MIME_CMP_UNICODE_CASEMAP, keys_r, error_r);
+}
+
+int store_mailbox_sort_keys_cmp(struct store_mailbox *box, const bool *want,
+                                enum mime_comparator cmp, struct mime_sort_keys **keys_r,
+                                char **error_r)
+{
+    /* the cache holds i;unicode-casemap keys: another comparator reads the headers */
+    bool is_cached = cmp == MIME_CMP_UNICODE_CASEMAP;
     struct store_user *u = store_view_user(box);
     size_t n = store_mailbox_count(box);
     struct mime_sort_keys *keys = calloc(n ? n : 1, sizeof *keys);
@@ -157,7 +167,8 @@ int store_mailbox_sort_keys(struct store_mailbox *box, const bool *want,
         store_error(error_r, "out of memory");
         goto fail;
     }
-    if (store_user_attach(u, error_r) < 0 || sortkeys_load(box, u->db, keys, have, error_r) < 0)
+    if (store_user_attach(u, error_r) < 0 ||
+        (is_cached && sortkeys_load(box, u->db, want, keys, have, error_r) < 0))
         goto fail;
     struct buf hdr;
     buf_init(&hdr, STORE_SORT_MAX_HEADER + 8192);
@@ -167,7 +178,7 @@ int store_mailbox_sort_keys(struct store_mailbox *box, const bool *want,
         buf_reset(&hdr);
         /* an expunged file leaves empty keys: the message sorts as having no headers */
         (void)sortkeys_read_header(box, i, &hdr);
-        if (!mime_sort_keys_parse(hdr.data ? hdr.data : "", hdr.len, &keys[i])) {
+        if (!mime_sort_keys_parse_cmp(hdr.data ? hdr.data : "", hdr.len, cmp, &keys[i])) {
             buf_free(&hdr);
             store_error(error_r, "out of memory");
             goto fail;
@@ -175,7 +186,7 @@ int store_mailbox_sort_keys(struct store_mailbox *box, const bool *want,
         todo[n_todo++] = i;
     }
     buf_free(&hdr);
-    if (n_todo > 0) {
+    if (is_cached && n_todo > 0) {
         char *err = NULL;
         if (sortkeys_save(box, u->db, keys, todo, n_todo, &err) < 0)
             log_warning("store", "%s: sort keys not cached (computed again next time): %s",

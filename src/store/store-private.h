@@ -20,7 +20,8 @@
  *   sortkeys(mailbox, uid, sent, is_reply, subject, from_, to_, cc, dfrom, dto, msgid, refs,
  *       PRIMARY KEY(mailbox, uid))  SORT/THREAD keys (version 3, sortkeys.c)
  *   expunged(mailbox, uid, modseq, PRIMARY KEY(mailbox, uid))  tombstones for QRESYNC
- *       (version 3): every expunge above mailboxes.vanished_since is recorded
+ *       (version 3): every expunge above mailboxes.vanished_since is recorded; about
+ *       STORE_TOMBSTONES_MAX per mailbox at most (older ones pruned, vanished_since raised)
  *   metadata(mailbox TEXT ("" server), name TEXT, value BLOB)  RFC 5464 (version 3)
  */
 #ifndef TERN_STORE_STORE_PRIVATE_H
@@ -142,6 +143,22 @@ int store_index_mailbox_add(sqlite3 *db, const char *name, const char *special_u
  * transaction that deletes the row). 0 or -1. */
 int store_index_tombstone_add(sqlite3 *db, int64_t mailbox, uint32_t uid, uint64_t modseq,
                               char **error_r);
+/* QRESYNC tombstones are bounded (Dovecot keeps expunges only as far back as its
+ * transaction log reaches): a mailbox with more than STORE_TOMBSTONES_MAX keeps the newest
+ * STORE_TOMBSTONES_KEEP (whole mod-sequences), and mailboxes.vanished_since rises to the
+ * highest mod-sequence dropped, below which VANISHED (EARLIER) answers with every UID the
+ * view lacks. Inside the transaction that added tombstones; 0 or -1. */
+#define STORE_TOMBSTONES_MAX  10000
+#define STORE_TOMBSTONES_KEEP 7500
+int store_index_tombstones_prune(sqlite3 *db, int64_t mailbox, size_t max, size_t keep,
+                                 char **error_r);
+/* The same, amortised: the count (a scan of up to STORE_TOMBSTONES_MAX rows, ~0.5 ms) runs
+ * when the transaction's mod-sequence is a multiple of STORE_TOMBSTONES_CHECK or it added
+ * that many tombstones, so a mailbox holds at most STORE_TOMBSTONES_MAX +
+ * STORE_TOMBSTONES_CHECK^2 of them between checks. */
+#define STORE_TOMBSTONES_CHECK 32
+int store_index_tombstones_bound(sqlite3 *db, int64_t mailbox, uint64_t modseq, size_t n_added,
+                                 char **error_r);
 /* Subscribe (insert) or unsubscribe (delete) a canonical name; 0 or -1. */
 int store_index_subscription_set(sqlite3 *db, const char *name, bool subscribe, char **error_r);
 /* Get or create the row and the Maildir folder of a mailbox (own transaction). */

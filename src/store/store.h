@@ -200,6 +200,9 @@ uint64_t store_mailbox_highestmodseq(const struct store_mailbox *box);
 size_t store_mailbox_count(const struct store_mailbox *box);
 /* Borrowed pointer, valid until the next sync/expunge on this view. */
 const struct store_message *store_mailbox_message(const struct store_mailbox *box, size_t i);
+/* A number that changes whenever the view's messages change (a sync applied changes, or
+ * this view set a message's flags): equal numbers mean nothing to look at again. */
+uint64_t store_mailbox_generation(const struct store_mailbox *box);
 
 /* What a sync found since the view's last sync (IMAP untagged EXPUNGE/EXISTS/FETCH). */
 struct store_sync_changes {
@@ -317,6 +320,12 @@ int store_message_set_cache(struct store_mailbox *box, size_t i, const char *fie
 struct mime_sort_keys;
 int store_mailbox_sort_keys(struct store_mailbox *box, const bool *want,
                             struct mime_sort_keys **keys_r, char **error_r);
+/* The same for another comparator (mime.h enum mime_comparator): keys other than
+ * i;unicode-casemap's are not cached, every wanted header is read. */
+enum mime_comparator;
+int store_mailbox_sort_keys_cmp(struct store_mailbox *box, const bool *want,
+                                enum mime_comparator cmp, struct mime_sort_keys **keys_r,
+                                char **error_r);
 void store_sort_keys_free(struct mime_sort_keys *keys, size_t n);
 
 /* RFC 5464 METADATA: entries of a mailbox (mailbox "" for the server), names as the

@@ -619,7 +619,7 @@ static int sync_folder(sqlite3 *db, const char *path, struct store_mbox_row *row
     sqlite3_stmt *st = NULL;
     int ret = -1;
     const struct store_mbox_row orig = *row;
-    size_t n_moved = 0;
+    size_t n_moved = 0, n_vanished = 0;
     if (!scan_new && !scan_cur)
         goto done; /* neither folder changed since it was last read: nothing to do */
     if ((scan_new && scan_dir(&s, new_dir, true, error_r) < 0) ||
@@ -659,6 +659,7 @@ static int sync_folder(sqlite3 *db, const char *path, struct store_mbox_row *row
                 store_index_tombstone_add(db, row->id, uid, row->highestmodseq + 1, error_r) < 0)
                 goto out;
             row->highestmodseq++;
+            n_vanished++;
             continue;
         }
         e->is_matched = true;
@@ -698,6 +699,8 @@ static int sync_folder(sqlite3 *db, const char *path, struct store_mbox_row *row
     }
     store_index_done(st);
     st = NULL;
+    if (store_index_tombstones_bound(db, row->id, row->highestmodseq, n_vanished, error_r) < 0)
+        goto out;
 
     /* 2. unknown files get the next UIDs, in name (= time) order */
     if (index_unknown(db, path, &s, row, imp, error_r) < 0)

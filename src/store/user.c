@@ -734,6 +734,10 @@ static int rename_inbox(struct store_user *u, const char *to, char **error_r)
         }
         store_index_done(st);
     }
+    /* every INBOX message became a tombstone: check the bound now */
+    if (store_index_tombstones_prune(u->db, inbox.id, STORE_TOMBSTONES_MAX, STORE_TOMBSTONES_KEEP,
+                                     error_r) < 0)
+        goto fail;
     if (store_index_commit(u->db, error_r) < 0)
         return -1;
     store_notify_publish_any_thread(u->user, "INBOX");

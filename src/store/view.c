@@ -33,6 +33,7 @@ struct store_mailbox {
     struct store_mbox_row row; /* uidvalidity, uidnext, highestmodseq as of the last sync */
     struct view_msg *msgs;
     size_t n;
+    uint64_t generation; /* bumped whenever msgs change (store_mailbox_generation) */
 };
 
 static void view_msg_free(struct view_msg *m)
@@ -331,6 +332,11 @@ uint32_t store_mailbox_uidnext(const struct store_mailbox *box)
     return box->row.uidnext;
 }
 
+uint64_t store_mailbox_generation(const struct store_mailbox *box)
+{
+    return box->generation;
+}
+
 uint64_t store_mailbox_highestmodseq(const struct store_mailbox *box)
 {
     return box->row.highestmodseq;
@@ -421,6 +427,7 @@ static int view_apply(struct store_mailbox *box, struct view_update *up,
     free(box->msgs);
     box->msgs = out;
     box->n = o;
+    box->generation++;
     view_delta_free(d);
     view_mark_recent(box->msgs, box->n, up->recent_lo, up->recent_hi);
     if (changes_r) {
@@ -893,6 +900,7 @@ int store_message_store_flags(struct store_mailbox *box, size_t i, int mode, uns
     m->pub.keywords = nkw;
     nkw = NULL;
     m->pub.modseq = cur_modseq;
+    box->generation++;
     char *dup = strdup(new_loc);
     if (dup) {
         free(m->location);
@@ -1006,6 +1014,8 @@ static int expunge_index(struct store_mailbox *box, const uint32_t *uids, size_t
         if (ok && is_deleted)
             ok = store_index_tombstone_add(db, row.id, uids[k], modseq, NULL) == 0;
     }
+    if (ok)
+        ok = store_index_tombstones_bound(db, row.id, modseq, n, NULL) == 0;
     if (!ok)
         store_error(error_r, "index: %s", sqlite3_errmsg(db));
     store_index_done(del);

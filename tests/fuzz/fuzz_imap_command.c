@@ -65,6 +65,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         } else if (r == IMAP_PARSE_DONE && strcmp(p.name, "SETMETADATA") == 0) {
             struct imap_setmetadata_request sr;
             (void)imap_setmetadata_parse(p.args.list, p.args.n, &sr);
+        } else if (r == IMAP_PARSE_DONE && strcmp(p.name, "COMPARATOR") == 0) {
+            unsigned matched;
+            (void)imap_comparator_choose(p.args.list, p.args.n, &matched);
         } else if (r == IMAP_PARSE_DONE && strcmp(p.name, "THREAD") == 0 && p.args.n >= 1) {
             enum imap_thread_algorithm alg;
             (void)imap_thread_algorithm_parse(&p.args.list[0], &alg);

@@ -50,7 +50,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t nlen = size > 0 ? data[0] % 8 : 0;
     if (nlen > size)
         nlen = size;
-    struct mime_matcher *m = mime_matcher_new((const char *)data + size - nlen, nlen);
+    /* both comparators (RFC 5255): i;unicode-casemap folds one code point into many */
+    enum mime_comparator cmp = size > 1 && (data[1] & 1) ? MIME_CMP_ASCII_CASEMAP
+                                                          : MIME_CMP_UNICODE_CASEMAP;
+    struct mime_matcher *m = mime_matcher_new_cmp((const char *)data + size - nlen, nlen, cmp);
     if (m) {
         (void)mime_body_search((const char *)data, size, p, m, 1 << 20);
         mime_matcher_reset(m);
@@ -62,8 +65,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     buf_reset(&b);
     /* SORT/THREAD keys of the header, the base subject and casemap of the raw input */
     struct mime_sort_keys k;
-    (void)mime_sort_keys_parse((const char *)data, size, &k);
+    (void)mime_sort_keys_parse_cmp((const char *)data, size, cmp, &k);
     mime_sort_keys_free(&k);
+    free(mime_thread_root((const char *)data, size)); /* RFC 8474 THREADID */
     bool is_reply;
     (void)mime_base_subject((const char *)data, size, &b, &is_reply);
     buf_reset(&b);

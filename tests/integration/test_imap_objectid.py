@@ -88,6 +88,38 @@ def test_emailid_and_savedate(tern):
     m.logout()
 
 
+def test_threadid(tern):
+    """RFC 8474 §5.2, §7: a thread's messages share a THREADID (here: the first message's
+    id, from References, else In-Reply-To, else Message-ID), in every mailbox; a message
+    with no id at all has none (NIL); SEARCH THREADID finds the thread."""
+    thread = [
+        "Message-ID: <root@x>\nSubject: plan\n\nroot\n",
+        "Message-ID: <a1@x>\nReferences: <root@x>\nSubject: Re: plan\n\nr1\n",
+        "Message-ID: <a2@x>\nIn-Reply-To: <root@x>\nSubject: Re: plan\n\nr2\n",
+        "Message-ID: <a3@x>\nReferences: <root@x>\n <a1@x>\nSubject: Re: plan\n\nr3\n",
+        "Message-ID: <other@x>\nSubject: plan\n\nanother thread, same subject\n",
+        MSG,
+    ]
+    user, pw = fresh_user(tern, "thrid", messages=thread)
+    c = login(tern, user, pw)
+    cmd(c, "s", "SELECT INBOX")
+    got = cmd(c, "a", "FETCH 1:6 (THREADID)")
+    ids = dict((int(n), t) for n, t in re.findall(r"^\* (\d+) FETCH \(THREADID \(?(\w+)", got,
+                                                   re.M))
+    assert len(ids) == 6, got
+    assert ids[1] == ids[2] == ids[3] == ids[4] != ids[5], ids
+    assert re.fullmatch(r"T[0-9a-f]{16}", ids[1]), ids
+    assert ids[6] == "NIL", got
+    got = cmd(c, "b", f"SEARCH THREADID {ids[1]}")
+    assert re.search(r"^\* SEARCH 1 2 3 4\r$", got, re.M), got
+    # the same in another mailbox: it follows from the message, not where it lies
+    cmd(c, "c", "CREATE Other")
+    cmd(c, "d", "COPY 3 Other")
+    cmd(c, "e", "SELECT Other")
+    got = cmd(c, "f", "FETCH 1 (THREADID)")
+    assert f"THREADID ({ids[1]})" in got, got
+
+
 def test_unauthenticate(tern):
     user, pw = fresh_user(tern, "unauth", messages=[MSG])
     c = login(tern, user, pw)

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "imap/args.h"
+#include "store/mime.h"
 #include "imap/parse.h"
 #include "store/store.h"
 
@@ -348,11 +349,28 @@ static void test_search_return(void **state)
     assert_true(imap_search_return_parse(&p.args.list[1], &r));
     assert_true(r.is_from_end);
     assert_int_equal(r.partial_hi, 100);
+    /* RFC 5267 §4.2-4.3: UPDATE and CONTEXT ask for no data: alone they mean ALL too */
+    parse_line(&p, "a SEARCH RETURN (update) ALL");
+    assert_true(imap_search_return_parse(&p.args.list[1], &r));
+    assert_int_equal(r.opts, IMAP_SEARCH_RET_UPDATE | IMAP_SEARCH_RET_ALL);
+    parse_line(&p, "a SEARCH RETURN (CONTEXT UPDATE) ALL");
+    assert_true(imap_search_return_parse(&p.args.list[1], &r));
+    assert_int_equal(r.opts, IMAP_SEARCH_RET_HINTS | IMAP_SEARCH_RET_ALL);
+    parse_line(&p, "a SEARCH RETURN (UPDATE COUNT) ALL");
+    assert_true(imap_search_return_parse(&p.args.list[1], &r));
+    assert_int_equal(r.opts, IMAP_SEARCH_RET_UPDATE | IMAP_SEARCH_RET_COUNT);
+    parse_line(&p, "a SEARCH RETURN (PARTIAL 1:5 UPDATE) ALL");
+    assert_true(imap_search_return_parse(&p.args.list[1], &r));
+    assert_int_equal(r.opts, IMAP_SEARCH_RET_UPDATE | IMAP_SEARCH_RET_PARTIAL);
+    parse_line(&p, "a SEARCH RETURN (SAVE UPDATE) ALL");
+    assert_true(imap_search_return_parse(&p.args.list[1], &r));
+    assert_int_equal(r.opts, IMAP_SEARCH_RET_UPDATE | IMAP_SEARCH_RET_SAVE);
     static const char *const bad[] = {
         "a SEARCH RETURN (PARTIAL 1:10 ALL) ALL", "a SEARCH RETURN (PARTIAL 0:10) ALL",
         "a SEARCH RETURN (PARTIAL 1:-10) ALL",    "a SEARCH RETURN (PARTIAL) ALL",
         "a SEARCH RETURN (PARTIAL 1:4294967296) ALL", "a SEARCH RETURN (FOO) ALL",
-        "a SEARCH RETURN MIN ALL",
+        "a SEARCH RETURN MIN ALL", "a SEARCH RETURN (UPDATE 1) ALL",
+        "a SEARCH RETURN ((UPDATE)) ALL",
         ("a SEARCH RETURN (MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN MIN) "
          "ALL"), /* bounded */
     };
@@ -360,6 +378,42 @@ static void test_search_return(void **state)
         parse_line(&p, bad[i]);
         assert_false(imap_search_return_parse(&p.args.list[1], &r));
     }
+    imap_parser_free(&p);
+}
+
+/* RFC 5255 §4.7: the first argument that matches anything wins; wildcards; "default". */
+static void test_comparator_choose(void **state)
+{
+    (void)state;
+    struct imap_parser p;
+    imap_parser_init(&p, 1024);
+    unsigned m;
+    parse_line(&p, "a COMPARATOR i;ascii-casemap");
+    assert_int_equal(imap_comparator_choose(p.args.list, p.args.n, &m), MIME_CMP_ASCII_CASEMAP);
+    assert_int_equal(m, 2u);
+    parse_line(&p, "a COMPARATOR \"cz;*\" \"I;UNICODE-CASEMAP\" i;ascii-casemap");
+    assert_int_equal(imap_comparator_choose(p.args.list, p.args.n, &m), MIME_CMP_UNICODE_CASEMAP);
+    assert_int_equal(m, 1u);
+    parse_line(&p, "a COMPARATOR \"i;*\"");
+    assert_int_equal(imap_comparator_choose(p.args.list, p.args.n, &m), MIME_CMP_UNICODE_CASEMAP);
+    assert_int_equal(m, 3u); /* both matched: the response lists them */
+    parse_line(&p, "a COMPARATOR \"*ascii*\" default");
+    assert_int_equal(imap_comparator_choose(p.args.list, p.args.n, &m), MIME_CMP_ASCII_CASEMAP);
+    parse_line(&p, "a COMPARATOR default i;ascii-casemap");
+    assert_int_equal(imap_comparator_choose(p.args.list, p.args.n, &m), MIME_CMP_UNICODE_CASEMAP);
+    parse_line(&p, "a COMPARATOR i;octet \"en;*\" \"*x\"");
+    assert_int_equal(imap_comparator_choose(p.args.list, p.args.n, &m), -1);
+    parse_line(&p, "a COMPARATOR \"**a*s*c*i*i**\"");
+    assert_int_equal(imap_comparator_choose(p.args.list, p.args.n, &m), MIME_CMP_ASCII_CASEMAP);
+    static const char *const bad[] = {"a COMPARATOR (i;octet)", "a COMPARATOR NIL x (y)"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        parse_line(&p, bad[i]);
+        assert_int_equal(imap_comparator_choose(p.args.list, p.args.n, &m), -2);
+    }
+    char line[512];
+    snprintf(line, sizeof line, "a COMPARATOR %0300d", 7); /* too long a name */
+    parse_line(&p, line);
+    assert_int_equal(imap_comparator_choose(p.args.list, p.args.n, &m), -2);
     imap_parser_free(&p);
 }
 
@@ -524,7 +578,7 @@ int main(void)
         cmocka_unit_test(test_seqset),          cmocka_unit_test(test_id_originating_ip),
         cmocka_unit_test(test_list_request),
         cmocka_unit_test(test_append_request),  cmocka_unit_test(test_search_return),
-        cmocka_unit_test(test_sort_criteria),
+        cmocka_unit_test(test_sort_criteria),   cmocka_unit_test(test_comparator_choose),
         cmocka_unit_test(test_metadata_args),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -504,6 +504,45 @@ static bool bfind(const char *needle, const char *msg)
     return r;
 }
 
+static bool mfind_cmp(const char *needle, const char *text, enum mime_comparator cmp)
+{
+    struct mime_matcher *m = mime_matcher_new_cmp(needle, strlen(needle), cmp);
+    assert_non_null(m);
+    mime_matcher_feed(m, text, strlen(text));
+    mime_matcher_break(m);
+    bool r = mime_matcher_found(m);
+    mime_matcher_free(m);
+    return r;
+}
+
+/* RFC 5051 i;unicode-casemap (titlecase, then NFKD decompositions) against RFC 4790
+ * i;ascii-casemap, as SEARCH uses them after COMPARATOR (RFC 5255). */
+static void test_matcher_comparators(void **state)
+{
+    (void)state;
+    const enum mime_comparator u = MIME_CMP_UNICODE_CASEMAP, a = MIME_CMP_ASCII_CASEMAP;
+    assert_true(mfind_cmp("hello", "HeLLo", u));
+    assert_true(mfind_cmp("hello", "HeLLo", a));
+    assert_true(mfind_cmp("été", "ÉTÉ", u));
+    assert_false(mfind_cmp("été", "ÉTÉ", a)); /* only a-z fold */
+    assert_true(mfind_cmp("été", "xétéx", a));
+    /* decomposed and precomposed forms are one (NFKD) */
+    assert_true(mfind_cmp("e\xcc\x81t\xc3\xa9", "\xc3\x89te\xcc\x81", u));
+    /* compatibility decompositions: circled digit, full-width letters, the "dz" digraphs'
+     * titlecase (U+01C4..U+01C6 all become U+01C5 Dž) */
+    assert_true(mfind_cmp("1", "\xe2\x91\xa0", u));
+    assert_true(mfind_cmp("abc", "\xef\xbd\x81\xef\xbd\x82\xef\xbd\x83", u));
+    assert_false(mfind_cmp("abc", "\xef\xbd\x81\xef\xbd\x82\xef\xbd\x83", a));
+    assert_true(mfind_cmp("\xc7\x86", "\xc7\x84", u));
+    /* long s and final sigma title-case to S and Σ */
+    assert_true(mfind_cmp("\xc5\xbf", "S", u));
+    assert_true(mfind_cmp("\xcf\x82", "\xce\xa3", u));
+    /* a base letter is found in its accented form (substring of the decomposition), not
+     * the other way round */
+    assert_true(mfind_cmp("cafe", "CAFÉ", u));
+    assert_false(mfind_cmp("café", "CAFE", u));
+}
+
 static void test_body_search_decoding(void **state)
 {
     (void)state;
@@ -664,6 +703,7 @@ int main(void)
         cmocka_unit_test(test_many_parts_linear),
         cmocka_unit_test(test_rfc2047_decode),
         cmocka_unit_test(test_matcher_folding),
+        cmocka_unit_test(test_matcher_comparators),
         cmocka_unit_test(test_body_search_decoding),
         cmocka_unit_test(test_header_search),
         cmocka_unit_test(test_preview),

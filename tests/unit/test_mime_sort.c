@@ -192,11 +192,48 @@ static void test_sort_keys(void **state)
     assert_true(mime_sort_keys_parse("", 0, &k)); /* no header at all */
     assert_string_equal(k.subject, "");
     mime_sort_keys_free(&k);
+
+    /* RFC 5255 COMPARATOR i;ascii-casemap: only a-z are mapped, the rest stays as is */
+    const char *h3 = "Subject: Re: =?utf-8?q?=C3=A9clair?= au caf\xc3\xa9\n"
+                     "From: =?utf-8?q?=C3=89mile?= <Emile@Example.org>\n\n";
+    assert_true(mime_sort_keys_parse_cmp(h3, strlen(h3), MIME_CMP_ASCII_CASEMAP, &k));
+    assert_string_equal(k.subject, "\xc3\xa9" "CLAIR AU CAF\xc3\xa9");
+    assert_string_equal(k.display_from, "\xc3\x89MILE");
+    assert_string_equal(k.from, "EMILE"); /* RFC 5256: the addr-mailbox */
+    mime_sort_keys_free(&k);
+    assert_true(mime_sort_keys_parse(h3, strlen(h3), &k));
+    assert_string_equal(k.subject, "E\xcc\x81" "CLAIR AU CAFE\xcc\x81");
+    mime_sort_keys_free(&k);
+}
+
+/* RFC 8474 THREADID's input: the first message of the thread a message names. */
+static void test_thread_root(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *msg, *root;
+    } cases[] = {
+        {"Message-ID: <m@x>\nReferences: <r@x>\n <p@x>\nIn-Reply-To: <p@x>\n\n", "<r@x>"},
+        {"Message-ID: <m@x>\nIn-Reply-To: <p@x> (comment)\n\n", "<p@x>"},
+        {"Message-ID: <m@x>\r\n\r\nReferences: <body@x>\n", "<m@x>"}, /* header only */
+        {"Message-ID:\n <m@x>\nReferences: garbage\n\n", "<m@x>"},
+        {"Subject: none\n\n", NULL},
+        {"", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *r = mime_thread_root(cases[i].msg, strlen(cases[i].msg));
+        if (cases[i].root)
+            assert_string_equal(r, cases[i].root);
+        else
+            assert_null(r);
+        free(r);
+    }
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_thread_root),
         cmocka_unit_test(test_base_subject), cmocka_unit_test(test_casemap),
         cmocka_unit_test(test_date),         cmocka_unit_test(test_msgids),
         cmocka_unit_test(test_sort_keys),

@@ -85,6 +85,12 @@ static const struct seed_expectation expectations[] = {
     {"fuzz_imap_session", "two_sessions", 1,
      {"b OK [READ-WRITE]", "c OK Store", "* 1 EXPUNGE", "d OK Expunge", "e OK Store",
       "f OK [APPENDUID", "g OK"}},
+    {"fuzz_imap_session", "context_comparator", 0,
+     {"* ESEARCH (TAG \"c\") UID COUNT 0", "c OK", "* ESEARCH (TAG \"d\") UID ALL", "d OK",
+      "* COMPARATOR i;unicode-casemap", "* COMPARATOR i;unicode-casemap (i;unicode-casemap "
+      "i;ascii-casemap)", "* NO [NOUPDATE \"g\"]", "* ESEARCH (TAG \"c\") UID ADDTO (0 1)",
+      "* ESEARCH (TAG \"d\") UID ADDTO (", "h OK", "i OK Updates cancelled.",
+      "j BAD Unknown tag.", "* 1 FETCH (THREADID", "l OK"}},
     {"fuzz_imap_session", "disconnect_during_jobs", 1, {"a OK [CAPABILITY", "!b OK"}},
     {"fuzz_imap_session", "disconnect_during_jobs", 2,
      {"b OK [READ-WRITE]", "* 3 FETCH (FLAGS (\\Seen) BODY[] {69678}", "c OK Fetch",

@@ -366,6 +366,150 @@ static void test_expunge_unsynced(void **state)
     store_user_close(u);
 }
 
+/* QRESYNC tombstones are bounded: pruning keeps the newest (whole mod-sequences) and
+ * raises the floor, and VANISHED stays correct on both sides of it (exact above, every
+ * UID the view lacks below). */
+static void test_tombstones_pruned(void **state)
+{
+    char home[512];
+    struct store_user *u = open_user("tomb", home, sizeof home);
+    deliver_n(home, 12);
+    struct store_mailbox *a = NULL;
+    char *error = NULL;
+    assert_int_equal(store_mailbox_open(u, "INBOX", false, &a, &error), 0);
+    uint64_t start = store_mailbox_highestmodseq(a);
+    /* UIDs 1..10 one by one (modseq start+1 .. start+10), then 11 and 12 together */
+    uint64_t after[13] = {0};
+    for (uint32_t uid = 1; uid <= 10; uid++) {
+        assert_int_equal(store_mailbox_expunge_uids_unsynced(a, &uid, 1, &error), 0);
+        struct store_sync_changes ch;
+        assert_int_equal(store_mailbox_sync(a, &ch, &error), 0);
+        store_sync_changes_free(&ch);
+        after[uid] = store_mailbox_highestmodseq(a);
+        assert_true(after[uid] > after[uid - 1] && after[uid] > start);
+    }
+    uint32_t pair[] = {11, 12};
+    assert_int_equal(store_mailbox_expunge_uids_unsynced(a, pair, 2, &error), 0);
+    struct store_sync_changes ch;
+    assert_int_equal(store_mailbox_sync(a, &ch, &error), 0);
+    store_sync_changes_free(&ch);
+    after[11] = after[12] = store_mailbox_highestmodseq(a);
+    /* 12 tombstones, far below the server's bound: nothing pruned by the expunges */
+    uint32_t *van = NULL;
+    size_t n_van = 0;
+    assert_int_equal(store_mailbox_vanished(a, start, &van, &n_van, &error), 0);
+    assert_int_equal(n_van, 12);
+    free(van);
+
+    assert_int_equal(store_user_attach(u, &error), 0);
+    sqlite3 *db = u->db;
+    int64_t id = store_view_mailbox_id(a);
+    /* under the limit: a no-op */
+    assert_int_equal(store_index_begin(db, &error), 0);
+    assert_int_equal(store_index_tombstones_prune(db, id, 12, 3, &error), 0);
+    assert_int_equal(store_index_commit(db, &error), 0);
+    assert_int_equal(store_mailbox_vanished(a, start, &van, &n_van, &error), 0);
+    assert_int_equal(n_van, 12);
+    free(van);
+    /* over it: the newest 4 stay (11 and 12 share a mod-sequence), the rest go */
+    assert_int_equal(store_index_begin(db, &error), 0);
+    assert_int_equal(store_index_tombstones_prune(db, id, 6, 4, &error), 0);
+    assert_int_equal(store_index_commit(db, &error), 0);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*), min(uid) FROM expunged WHERE mailbox = ?",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_int64(st, 1, id);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(st, 0), 4); /* UIDs 9, 10, 11, 12 */
+    assert_int_equal(sqlite3_column_int(st, 1), 9);
+    sqlite3_finalize(st);
+    /* above the floor (UID 8's mod-sequence): exact */
+    assert_int_equal(store_mailbox_vanished(a, after[8], &van, &n_van, &error), 0);
+    assert_int_equal(n_van, 4);
+    assert_int_equal(van[0], 9);
+    assert_int_equal(van[3], 12);
+    free(van);
+    assert_int_equal(store_mailbox_vanished(a, after[10], &van, &n_van, &error), 0);
+    assert_int_equal(n_van, 2);
+    assert_int_equal(van[0], 11);
+    free(van);
+    /* below it: every UID below UIDNEXT the view lacks, a superset of what was expunged
+     * after that point (RFC 7162 §3.2.5.1) */
+    assert_int_equal(store_mailbox_vanished(a, after[3], &van, &n_van, &error), 0);
+    assert_int_equal(n_van, 12);
+    for (size_t k = 0; k < n_van; k++)
+        assert_int_equal(van[k], k + 1);
+    free(van);
+    /* a mod-sequence is never split: keeping 1 of the pair 11+12 drops both, and the
+     * floor moves to their mod-sequence (exact from there on, a superset below) */
+    assert_int_equal(store_index_begin(db, &error), 0);
+    assert_int_equal(store_index_tombstones_prune(db, id, 2, 1, &error), 0);
+    assert_int_equal(store_index_commit(db, &error), 0);
+    assert_int_equal(store_mailbox_vanished(a, after[11], &van, &n_van, &error), 0);
+    assert_int_equal(n_van, 0);
+    free(van);
+    assert_int_equal(store_mailbox_vanished(a, after[10], &van, &n_van, &error), 0);
+    assert_int_equal(n_van, 12);
+    free(van);
+    store_mailbox_close(a);
+    store_user_close(u);
+}
+
+/* The expunge path itself prunes: STORE_TOMBSTONES_MAX old tombstones plus expunges one
+ * by one leave, by the time a check ran (at most STORE_TOMBSTONES_CHECK expunges later),
+ * only the real ones: the old ones all share mod-sequence 1. */
+static void test_tombstones_pruned_by_expunge(void **state)
+{
+    char home[512];
+    struct store_user *u = open_user("tomb2", home, sizeof home);
+    deliver_n(home, STORE_TOMBSTONES_CHECK + 1);
+    struct store_mailbox *a = NULL;
+    char *error = NULL;
+    assert_int_equal(store_mailbox_open(u, "INBOX", false, &a, &error), 0);
+    assert_int_equal(store_user_attach(u, &error), 0);
+    sqlite3 *db = u->db;
+    int64_t id = store_view_mailbox_id(a);
+    /* old expunges of UIDs never seen by this view, at mod-sequence 1 */
+    assert_int_equal(store_index_begin(db, &error), 0);
+    for (uint32_t k = 0; k < STORE_TOMBSTONES_MAX; k++)
+        assert_int_equal(store_index_tombstone_add(db, id, 100000 + k, 1, &error), 0);
+    assert_int_equal(store_index_commit(db, &error), 0);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT (SELECT count(*) FROM expunged WHERE mailbox = ?1),"
+                                        " vanished_since FROM mailboxes WHERE id = ?1",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    int count = 0;
+    uint32_t uid = 1;
+    for (; uid <= STORE_TOMBSTONES_CHECK + 1; uid++) {
+        assert_int_equal(store_mailbox_expunge_uids_unsynced(a, &uid, 1, &error), 0);
+        sqlite3_reset(st);
+        sqlite3_bind_int64(st, 1, id);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        count = sqlite3_column_int(st, 0);
+        if (count <= STORE_TOMBSTONES_KEEP)
+            break;
+        assert_int_equal(count, STORE_TOMBSTONES_MAX + (int)uid); /* not checked yet */
+    }
+    assert_true(uid <= STORE_TOMBSTONES_CHECK); /* a check came within the bound */
+    assert_int_equal(count, (int)uid);          /* the real ones stay */
+    assert_int_equal(sqlite3_column_int64(st, 1), 1);
+    sqlite3_finalize(st);
+    struct store_sync_changes ch;
+    assert_int_equal(store_mailbox_sync(a, &ch, &error), 0);
+    store_sync_changes_free(&ch);
+    uint32_t *van = NULL;
+    size_t n_van = 0;
+    assert_int_equal(store_mailbox_vanished(a, 1, &van, &n_van, &error), 0);
+    assert_int_equal(n_van, uid);
+    assert_int_equal(van[0], 1);
+    free(van);
+    store_mailbox_close(a);
+    store_user_close(u);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -373,6 +517,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_view_shared_sync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_view_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expunge_unsynced, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tombstones_pruned, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tombstones_pruned_by_expunge, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
