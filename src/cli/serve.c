@@ -36,14 +36,14 @@ static struct auth_control *serve_control;
 
 /* The abuse defences of the processes with SMTP sessions (the login processes, or the
  * only process): rate limits (their counts shared by every process through the anvil),
- * the DNS list cache, the milter threads. Nothing here opens a file: a login process is
+ * the DNS list cache (one for every process, in the anvil too), the milter threads. Nothing here opens a file: a login process is
  * chrooted into an empty directory. */
 static int serve_init_policy(struct server_context *ctx, char **error_r)
 {
     struct ratelimit_limits rates;
     ratelimit_limits_from_config(ctx->cfg, &rates);
     ctx->ratelimit = ratelimit_new(&rates);
-    ctx->dnscache = dns_cache_new();
+    ctx->dnscache = dns_cache_new_shared(); /* every process's, in the anvil */
     if (!ctx->ratelimit || !ctx->dnscache) {
         *error_r = strdup("out of memory");
         return -1;
