@@ -36,8 +36,8 @@ static struct auth_control *serve_control;
 
 /* The abuse defences of the processes with SMTP sessions (the login processes, or the
  * only process): rate limits (their counts shared by every process through the anvil),
- * the DNS list cache (one for every process, in the anvil too), the milter threads. Nothing here opens a file: a login process is
- * chrooted into an empty directory. */
+ * the DNS list cache (one for every process, in the anvil too), the milter threads.
+ * Nothing here opens a file: a login process is chrooted into an empty directory. */
 static int serve_init_policy(struct server_context *ctx, char **error_r)
 {
     struct ratelimit_limits rates;

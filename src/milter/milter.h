@@ -2,9 +2,10 @@
  * milter.h - the Sendmail milter protocol, version 6 as Postfix speaks it (milter8.c), as
  * a client: rspamd, OpenDKIM, clamav-milter and every other filter speak it.
  *
- * One call runs one message through a list of milters, one after the other, each in its
- * own conversation: option negotiation (SMFIC_OPTNEG: actions and protocol flags, the
- * macros a milter asks for), then every stage the milter did not switch off
+ * A list of milters is asked one after the other, each in its own conversation: for an
+ * SMTP session stage by stage (milter_session below), for a local submission all at once
+ * (milter_run). A conversation: option negotiation (SMFIC_OPTNEG: actions and protocol
+ * flags, the macros a milter asks for), then every stage the milter did not switch off
  * (SMFIP_NO*): connect, helo, mail, rcpt (each), data, header (each), end of headers,
  * body (65535-octet chunks), end of message, quit; a stage marked no-reply (SMFIP_NR_*)
  * is not waited for. Macros sent: j, _, {daemon_name}, {client_addr}, {client_name},

@@ -47,11 +47,11 @@ struct penalty_store *penalty_store_open(const char *path, char **error_r)
         *error_r = malloc(n);
         if (*error_r)
             snprintf(*error_r, n, "%s: %s", path,
-                     err         ? err
-                     : !ps       ? "out of memory"
-                     : fd < 0    ? "cannot create"
-                     : ps->db    ? sqlite3_errmsg(ps->db)
-                                 : "cannot open");
+                     err      ? err
+                     : !ps    ? "out of memory"
+                     : fd < 0 ? "cannot create"
+                     : ps->db ? sqlite3_errmsg(ps->db)
+                              : "cannot open");
         sqlite3_free(err);
         penalty_store_close(ps);
         return NULL;

@@ -41,7 +41,7 @@ enum smtp_milter_stage { STAGE_CONNECT, STAGE_HELO, STAGE_MAIL, STAGE_RCPT };
 
 /* One stage's request (copies) and answer. */
 struct milter_job {
-    struct job job; /* first (core/job.h) */
+    struct job job;            /* first (core/job.h) */
     struct milter_session *ms; /* moved in at submit, moved back in done */
     enum smtp_milter_stage stage;
     bool is_xclient; /* connect after XCLIENT: the 220 is XCLIENT's reply */
@@ -114,8 +114,7 @@ static void milter_done(void *session, struct job *j)
         return;
     }
     s->milters->ms = mj->ms;
-    if ((mj->stage == STAGE_MAIL || mj->stage == STAGE_RCPT) &&
-        mj->o.verdict == MILTER_DISCARD) {
+    if ((mj->stage == STAGE_MAIL || mj->stage == STAGE_RCPT) && mj->o.verdict == MILTER_DISCARD) {
         /* Postfix: "milter-discard": the transaction goes on; its message is dropped */
         log_info("smtpd", "%s: milter-discard: %s from %s: %s",
                  s->txn.has_queue_id ? s->txn.queue_id : "NOQUEUE",
@@ -136,16 +135,15 @@ static bool stage_start(struct smtp_session *s, struct milter_job *mj)
     mj->ms = s->milters->ms;
     s->milters->ms = NULL;
     job_init(&mj->job, s->handle, milter_work, milter_done);
-    smtp_session_job_start_on(s, &mj->job, s->ctx->milter_pool ? s->ctx->milter_pool
-                                                                : s->ctx->pool);
+    smtp_session_job_start_on(s, &mj->job,
+                              s->ctx->milter_pool ? s->ctx->milter_pool : s->ctx->pool);
     return true;
 }
 
 /* A new stage job, or NULL when no milter is to be asked now (or out of memory: then the
  * milters are passed over, logged). */
 static struct milter_job *stage_new(struct smtp_session *s, enum smtp_milter_stage stage,
-                                    smtp_milter_next_fn *next, void *arg,
-                                    void (*arg_free)(void *))
+                                    smtp_milter_next_fn *next, void *arg, void (*arg_free)(void *))
 {
     if (!s->milters || !s->milters->ms || !milter_session_is_active(s->milters->ms))
         return NULL;
@@ -304,8 +302,8 @@ bool smtp_milter_rcpt(struct smtp_session *s, const char *rcpt, smtp_milter_next
     return stage_start(s, mj);
 }
 
-bool smtp_milter_refuses(struct smtp_session *s, const char *cmd,
-                         const struct milter_outcome *o, const char *to)
+bool smtp_milter_refuses(struct smtp_session *s, const char *cmd, const struct milter_outcome *o,
+                         const char *to)
 {
     if (o->verdict != MILTER_REJECT && o->verdict != MILTER_TEMPFAIL)
         return false;
