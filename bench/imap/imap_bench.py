@@ -563,6 +563,13 @@ def idle_run(srv, users, a):
     load = benchlib.load_average()
     print(f"{idling} of {a.conns} idling after {t_open:.1f}s (open errors {errors}); "
           f"tern RSS {rss0} -> {rss1} kB, PSS {pss0} -> {pss1} kB; load {load}", flush=True)
+    prof = None
+    if a.perf:
+        # every tern process, during the notifications only (software clock: VMs)
+        prof = subprocess.Popen(["perf", "record", "-q", "-g", "-e", "cpu-clock", "-F", "999",
+                                 "-p", ",".join(str(p) for p in by), "-o", a.perf],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1)
     for pp in pipes:
         pp.send("go")
     # One message to every user (50 recipients per transaction); each user's message is
@@ -582,6 +589,15 @@ def idle_run(srv, users, a):
         lat += [t - acked[u] for u, t in arrivals]
         for k, v in e.items():
             notify_err[k] = notify_err.get(k, 0) + v
+    if prof is not None:
+        prof.send_signal(2)
+        prof.wait(timeout=60)
+        rep = subprocess.run(["perf", "report", "-i", a.perf, "--no-children",
+                              "--sort", "comm,dso,symbol", "--stdio", "-g", "none"],
+                             capture_output=True, text=True)
+        top = [ln for ln in rep.stdout.splitlines() if ln.strip() and
+               not ln.startswith("#")][:30]
+        print("tern profile during the notifications (self time):\n" + "\n".join(top))
     alive = srv.is_running()
     for pp in pipes:
         pp.send("close")
@@ -1210,6 +1226,9 @@ def main():
     i.add_argument("--workers", type=int, default=None,
                    help="tern worker_processes (default: one per core)")
     i.add_argument("--tls", action="store_true", help="implicit TLS (imaps)")
+    i.add_argument("--perf", metavar="FILE",
+                   help="perf record every tern process during the notifications into FILE "
+                        "and print the top of its report")
     f = sub.add_parser("fetch")
     f.add_argument("--messages", type=int, default=100000)
     f.add_argument("--size", type=int, default=2000)

@@ -214,7 +214,7 @@ void imap_job_sync(struct imap_job *j)
     struct store_sync_changes ch;
     memset(&ch, 0, sizeof ch);
     char *err = NULL;
-    if (store_mailbox_sync(box, &ch, &err) < 0) {
+    if (store_mailbox_sync_shared(box, j->ctx.sync_share, &ch, &err) < 0) {
         free(err);
         return;
     }

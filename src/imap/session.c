@@ -258,7 +258,9 @@ void imap_job_discard_quiet(struct imap_session *s, struct imap_job *j)
     imap_job_free(j);
 }
 
-void imap_job_submit(struct imap_session *s, struct imap_job *j)
+/* Move the session's handles into j and pause reading: what imap_job_submit does before
+ * it queues the job. */
+static void imap_job_prepare(struct imap_session *s, struct imap_job *j)
 {
     if (j->do_sync && !s->has_pending_changes && !j->is_sync_forced)
         j->do_sync = false;
@@ -288,7 +290,16 @@ void imap_job_submit(struct imap_session *s, struct imap_job *j)
     if (ctx->is_login_process)
         conn_login_binding(s->c, "imap", ctx->binding, sizeof ctx->binding);
     s->is_job_in_flight = true;
-    conn_pause_read(s->c);
+    /* An IDLE sync keeps reading (two epoll changes less per woken session): the input
+     * waits in its bounded buffer, since a session with a job in flight parses nothing,
+     * and imap_job_done parses it. */
+    if (!j->is_idle_sync)
+        conn_pause_read(s->c);
+}
+
+void imap_job_submit(struct imap_session *s, struct imap_job *j)
+{
+    imap_job_prepare(s, j);
     job_submit(conn_server(s->c)->pool, &j->job);
 }
 
@@ -299,6 +310,139 @@ static void imap_idle_sync_work(struct imap_job *j)
     (void)j; /* the sync itself runs after work (do_sync) */
 }
 
+/*
+ * IDLE syncs in batches. One change wakes every IDLE session of the mailbox in this
+ * process; a thousand sessions of one user each ran a job that read the same rows from
+ * the index (one write transaction each, one after the other) and each paid a thread hop,
+ * so notifying 100,000 IDLE sessions took 19 s. Their sync jobs are gathered until the
+ * loop comes round (every notification of one dispatch), grouped by mailbox folder and
+ * mode, and a group runs as one job on one pool thread: the first view syncs and the
+ * others take a copy of its changes (store_sync_share). Each member is an ordinary
+ * imap_job (the handles moved in as for any job), finished by imap_job_done as if it had
+ * run alone; a member whose session has gone is freed unrun. Loop thread only.
+ */
+#define IMAP_IDLE_BATCH_MAX 1024
+
+struct imap_idle_pending {
+    struct imap_job *j;
+    struct workpool *pool;
+};
+
+struct imap_idle_batch {
+    struct job job; /* no owner: the members' sessions are found one by one */
+    size_t n;
+    struct imap_job *m[];
+};
+
+static struct imap_idle_pending *idle_pending;
+static size_t idle_n_pending, idle_cap_pending;
+static bool idle_is_flush_armed;
+
+/* Pool thread: the members' syncs, sharing one round per state. */
+static void imap_idle_batch_work(struct job *job)
+{
+    struct imap_idle_batch *b = (struct imap_idle_batch *)job;
+    struct store_sync_share *share = store_sync_share_new(); /* NULL: each syncs alone */
+    for (size_t i = 0; i < b->n; i++) {
+        b->m[i]->ctx.sync_share = share;
+        imap_job_work_run(&b->m[i]->job);
+        b->m[i]->ctx.sync_share = NULL;
+    }
+    store_sync_share_free(share);
+}
+
+/* Loop thread: every member finished with its session (or freed, the session gone). */
+static void imap_idle_batch_done(void *session, struct job *job)
+{
+    (void)session;
+    struct imap_idle_batch *b = (struct imap_idle_batch *)job;
+    for (size_t i = 0; i < b->n; i++)
+        imap_job_done(job_session_find(b->m[i]->job.owner), &b->m[i]->job);
+    free(b);
+}
+
+/* Order of the pending syncs: by folder, then mode (a share holds for one of each). */
+static int imap_idle_pending_cmp(const void *a, const void *b)
+{
+    const struct imap_job *x = ((const struct imap_idle_pending *)a)->j;
+    const struct imap_job *y = ((const struct imap_idle_pending *)b)->j;
+    int c = strcmp(x->ctx.box ? store_mailbox_folder(x->ctx.box) : "",
+                   y->ctx.box ? store_mailbox_folder(y->ctx.box) : "");
+    return c ? c : (int)x->ctx.is_readonly - (int)y->ctx.is_readonly;
+}
+
+static bool imap_idle_same_group(const struct imap_job *x, const struct imap_job *y)
+{
+    return imap_idle_pending_cmp(&(struct imap_idle_pending){.j = (struct imap_job *)x},
+                                 &(struct imap_idle_pending){.j = (struct imap_job *)y}) == 0;
+}
+
+/* Submit members [from, to) of v as one batch (one member: as a plain job). */
+static void imap_idle_submit_group(struct imap_idle_pending *v, size_t from, size_t to)
+{
+    struct imap_idle_batch *b =
+        to - from > 1 ? malloc(sizeof *b + (to - from) * sizeof b->m[0]) : NULL;
+    if (!b) {
+        for (size_t i = from; i < to; i++)
+            job_submit(v[i].pool, &v[i].j->job);
+        return;
+    }
+    job_init(&b->job, 0, imap_idle_batch_work, imap_idle_batch_done);
+    b->n = 0;
+    for (size_t i = from; i < to; i++)
+        b->m[b->n++] = v[i].j;
+    job_submit(v[from].pool, &b->job);
+}
+
+/* Loop thread, once the notifications of this round have been dispatched. */
+static void imap_idle_flush(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what, (void)arg;
+    idle_is_flush_armed = false;
+    struct imap_idle_pending *v = idle_pending;
+    size_t n = 0;
+    for (size_t i = 0; i < idle_n_pending; i++) {
+        if (!job_session_find(idle_pending[i].j->job.owner))
+            imap_job_done(NULL, &idle_pending[i].j->job); /* the client left meanwhile */
+        else
+            v[n++] = idle_pending[i];
+    }
+    idle_pending = NULL;
+    idle_n_pending = idle_cap_pending = 0;
+    if (n > 1)
+        qsort(v, n, sizeof *v, imap_idle_pending_cmp);
+    size_t from = 0;
+    for (size_t i = 1; i <= n; i++) {
+        if (i == n || i - from == IMAP_IDLE_BATCH_MAX || !imap_idle_same_group(v[from].j, v[i].j)) {
+            imap_idle_submit_group(v, from, i);
+            from = i;
+        }
+    }
+    free(v);
+}
+
+/* Queue j (prepared) for the next flush; false when it cannot be queued (run it alone). */
+static bool imap_idle_pending_add(struct imap_session *s, struct imap_job *j)
+{
+    const struct server_context *srv = conn_server(s->c);
+    if (idle_n_pending == idle_cap_pending) {
+        size_t cap = idle_cap_pending ? idle_cap_pending * 2 : 64;
+        struct imap_idle_pending *v = realloc(idle_pending, cap * sizeof *v);
+        if (!v)
+            return false;
+        idle_pending = v;
+        idle_cap_pending = cap;
+    }
+    if (!idle_is_flush_armed) {
+        const struct timeval now = {0, 0};
+        if (event_base_once(srv->base, -1, EV_TIMEOUT, imap_idle_flush, NULL, &now) < 0)
+            return false;
+        idle_is_flush_armed = true;
+    }
+    idle_pending[idle_n_pending++] = (struct imap_idle_pending){j, srv->pool};
+    return true;
+}
+
 void imap_session_start_idle_sync(struct imap_session *s)
 {
     struct imap_job *j =
@@ -307,7 +451,10 @@ void imap_session_start_idle_sync(struct imap_session *s)
         return;
     j->do_sync = true;
     j->is_sync_forced = true;
-    imap_job_submit(s, j);
+    j->is_idle_sync = true;
+    imap_job_prepare(s, j);
+    if (!imap_idle_pending_add(s, j))
+        job_submit(conn_server(s->c)->pool, &j->job);
 }
 
 static void imap_notify(const char *user, const char *mailbox, void *arg)

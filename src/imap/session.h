@@ -155,6 +155,7 @@ struct imap_job_ctx {
     uint64_t max_append;        /* the largest message APPEND takes (RFC 7889 APPENDLIMIT) */
     bool is_login_process;      /* logins are handed over (conn_is_login_process) */
     char binding[161];          /* login process: the connection (conn_login_binding) */
+    struct store_sync_share *sync_share; /* borrowed: a batch of IDLE syncs (session.c) */
 };
 
 /* The base of every IMAP job; a command's job struct starts with it. */
@@ -172,6 +173,7 @@ struct imap_job {
                             UID forms may, after their own responses) */
     bool is_sync_forced; /* sync even without a notification (NOOP, CHECK, IDLE) */
     bool keep_paused;    /* set by finish: another job follows (FETCH batches) */
+    bool is_idle_sync;   /* an IDLE session's sync: reading stays on meanwhile */
     bool is_ok;          /* set by work */
     unsigned hold_ms;    /* set by work: run it again after this delay (the failed-login
                             delay), nothing else done with it until then */

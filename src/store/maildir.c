@@ -215,6 +215,23 @@ char **store_keywords_parse(const char *text)
     return kw;
 }
 
+char **store_keywords_copy(char *const *kw)
+{
+    size_t n = 0;
+    while (kw && kw[n])
+        n++;
+    if (n == 0)
+        return NULL;
+    char **c = calloc(n + 1, sizeof *c);
+    for (size_t i = 0; c && i < n; i++) {
+        if (!(c[i] = strdup(kw[i]))) {
+            store_keywords_free(c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
 char *store_keywords_join(const char *const *kw)
 {
     size_t len = 1;

@@ -216,5 +216,8 @@ void store_notify_publish_any_thread(const char *user, const char *mailbox);
 char **store_keywords_parse(const char *text);
 char *store_keywords_join(const char *const *kw);
 void store_keywords_free(char **kw);
+/* A copy of a NULL-terminated keyword list; NULL for none, or when out of memory with
+ * kw non-empty. */
+char **store_keywords_copy(char *const *kw);
 
 #endif

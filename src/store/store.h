@@ -187,6 +187,19 @@ struct store_sync_changes {
 int store_mailbox_sync(struct store_mailbox *box, struct store_sync_changes *changes_r,
                        char **error_r);
 void store_sync_changes_free(struct store_sync_changes *c);
+/* Several views of one mailbox synced one after the other on one thread (the IMAP IDLE
+ * sessions one change woke): the first does the round as store_mailbox_sync() does and
+ * the share keeps its result; every later view in the state the first one started from
+ * gets a copy of it, without the index or a folder scan; any other view syncs as usual
+ * (and its round is kept instead). \Recent goes to the first read-write view only
+ * (RFC 3501 §2.3.2). A share belongs to one thread at a time; NULL share = plain sync. */
+struct store_sync_share;
+/* The view's folder (unique per user and mailbox): what groups views for a share. */
+const char *store_mailbox_folder(const struct store_mailbox *box);
+struct store_sync_share *store_sync_share_new(void);
+void store_sync_share_free(struct store_sync_share *share);
+int store_mailbox_sync_shared(struct store_mailbox *box, struct store_sync_share *share,
+                              struct store_sync_changes *changes_r, char **error_r);
 /* BLOCKING. SELECT/EXAMINE of the mailbox this view already shows (name compared as the
  * store canonicalises it, same read_only): bring the view to the state
  * store_mailbox_open() would give a new one (\Recent only on what this call claims),

@@ -438,15 +438,143 @@ static int view_apply(struct store_mailbox *box, struct view_update *up,
     return 0;
 }
 
+/* One sync round's result, kept for the other views of a batch (store_sync_share). */
+struct store_sync_share {
+    bool is_set;
+    char *home;                 /* the user's folder and the mailbox the round was for */
+    char name[300];
+    bool is_read_only;
+    struct store_mbox_row old;  /* the state the views it applies to are in */
+    size_t old_n;
+    struct store_mbox_row row;  /* the state after the round */
+    bool is_unchanged;
+    struct view_delta delta;    /* a copy: each view consumes its own */
+    uint32_t recent_lo, recent_hi; /* what another view of the batch sees as \Recent */
+};
+
+struct store_sync_share *store_sync_share_new(void)
+{
+    return calloc(1, sizeof(struct store_sync_share));
+}
+
+static void share_clear(struct store_sync_share *sh)
+{
+    free(sh->home);
+    sh->home = NULL;
+    view_delta_free(&sh->delta);
+    sh->is_set = false;
+}
+
+void store_sync_share_free(struct store_sync_share *sh)
+{
+    if (!sh)
+        return;
+    share_clear(sh);
+    free(sh);
+}
+
+/* A deep copy of delta d into out. false when out of memory (out is then empty). */
+static bool view_delta_copy(const struct view_delta *d, struct view_delta *out)
+{
+    memset(out, 0, sizeof *out);
+    if (d->n_changed) {
+        out->changed = calloc(d->n_changed, sizeof *out->changed);
+        if (!out->changed)
+            return false;
+        for (size_t i = 0; i < d->n_changed; i++) {
+            const struct view_msg *m = &d->changed[i];
+            struct view_msg *c = &out->changed[out->n_changed++];
+            c->pub = m->pub;
+            c->pub.filename = strdup(m->pub.filename ? m->pub.filename : "");
+            c->pub.keywords = store_keywords_copy(m->pub.keywords);
+            c->location = strdup(m->location ? m->location : "");
+            if (!c->pub.filename || !c->location ||
+                (m->pub.keywords && m->pub.keywords[0] && !c->pub.keywords)) {
+                view_delta_free(out);
+                return false;
+            }
+        }
+    }
+    if (d->survivors) {
+        out->survivors = malloc((d->n_survivors + 1) * sizeof *out->survivors);
+        if (!out->survivors) {
+            view_delta_free(out);
+            return false;
+        }
+        memcpy(out->survivors, d->survivors, d->n_survivors * sizeof *out->survivors);
+        out->n_survivors = d->n_survivors;
+    }
+    return true;
+}
+
+/* Whether share holds a round that applies to box as it is now: the same user, mailbox
+ * and mode, and the view in the state the round started from, so the same rows changed
+ * for it (the delta depends only on that state and the index). */
+static bool share_fits(const struct store_sync_share *sh, const struct store_mailbox *box)
+{
+    return sh && sh->is_set && strcmp(sh->home, box->u->home) == 0 &&
+           strcmp(sh->name, box->name) == 0 && sh->is_read_only == box->is_read_only &&
+           sh->old.id == box->row.id && sh->old.uidvalidity == box->row.uidvalidity &&
+           sh->old.uidnext == box->row.uidnext &&
+           sh->old.highestmodseq == box->row.highestmodseq && sh->old_n == box->n;
+}
+
+/* Keep a copy of the round up (box before it: old, old_n) for the batch's other views. */
+static void share_record(struct store_sync_share *sh, const struct store_mailbox *box,
+                         const struct view_update *up, size_t old_n)
+{
+    share_clear(sh);
+    if (!(sh->home = strdup(box->u->home)))
+        return;
+    if (!up->is_unchanged && !view_delta_copy(&up->delta, &sh->delta)) {
+        share_clear(sh);
+        return;
+    }
+    snprintf(sh->name, sizeof sh->name, "%s", box->name);
+    sh->is_read_only = box->is_read_only;
+    sh->old = up->old;
+    sh->old_n = old_n;
+    sh->row = box->row;
+    sh->is_unchanged = up->is_unchanged;
+    /* RFC 3501 §2.3.2: a read-write round claimed the new messages' \Recent for its own
+     * session; the others see none. A read-only round claimed nothing: they see what it saw. */
+    sh->recent_lo = box->is_read_only ? up->recent_lo : box->row.uidnext;
+    sh->recent_hi = box->is_read_only ? up->recent_hi : box->row.uidnext;
+    sh->is_set = true;
+}
+
 int store_mailbox_sync(struct store_mailbox *box, struct store_sync_changes *changes_r,
                        char **error_r)
 {
+    return store_mailbox_sync_shared(box, NULL, changes_r, error_r);
+}
+
+int store_mailbox_sync_shared(struct store_mailbox *box, struct store_sync_share *share,
+                              struct store_sync_changes *changes_r, char **error_r)
+{
     memset(changes_r, 0, sizeof *changes_r);
-    if (store_user_attach(box->u, error_r) < 0)
-        return -1;
     struct view_update up;
-    if (view_refresh(box, false, &up, error_r) < 0)
-        return -1;
+    if (share_fits(share, box)) {
+        /* Another view of the batch read this round already: no index, no folder scan. */
+        memset(&up, 0, sizeof up);
+        if (!share->is_unchanged && !view_delta_copy(&share->delta, &up.delta)) {
+            store_error(error_r, "out of memory");
+            return -1;
+        }
+        up.old = box->row;
+        up.is_unchanged = share->is_unchanged;
+        up.recent_lo = share->recent_lo;
+        up.recent_hi = share->recent_hi;
+        box->row = share->row;
+    } else {
+        if (store_user_attach(box->u, error_r) < 0)
+            return -1;
+        size_t old_n = box->n;
+        if (view_refresh(box, false, &up, error_r) < 0)
+            return -1;
+        if (share)
+            share_record(share, box, &up, old_n);
+    }
     if (up.is_unchanged) {
         /* nothing new in the index; only a fresh \Recent claim can matter */
         view_mark_recent(box->msgs, box->n, up.recent_lo, up.recent_hi);
@@ -806,6 +934,11 @@ size_t store_view_find_uid(const struct store_mailbox *box, uint32_t uid)
 }
 
 const char *store_view_path(const struct store_mailbox *box)
+{
+    return box->path;
+}
+
+const char *store_mailbox_folder(const struct store_mailbox *box)
 {
     return box->path;
 }

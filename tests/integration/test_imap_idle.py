@@ -5,6 +5,8 @@ still ends the IDLE normally, and an IDLE that lasts imap.timeout (the IDLE limi
 minutes by default) without DONE ends with an untagged BYE and the connection closed.
 """
 
+import re
+
 import pytest
 
 from test_imap_lib import add_user, converse, deliver_file, imap_client, sample_message
@@ -92,3 +94,52 @@ def test_idle_sessions_share_the_users_index(tern_factory):
     # extra connections were closed when the burst was over
     wait_for(lambda: _index_descriptors(srv.pid) <= limit, timeout=20,
              what="no index connection held per session after the burst")
+
+
+@pytest.mark.threads  # one job syncs many sessions' views: the TSan stage runs it
+def test_idle_sessions_woken_together_each_see_every_change(tern_factory):
+    """One change wakes every IDLE session of the mailbox, and their syncs run in one job
+    (the first view reads the index, the others take a copy of its round): each session
+    must still get exactly its own numbering of every change, \\Recent must go to one
+    session only (RFC 3501 §2.3.2), and EXAMINE sessions, another mode, sync apart."""
+    import imaplib
+    srv = tern_factory({"worker_processes": "1"})  # every session in one process
+    add_user(srv, "crowd@example.test", "crowdpw")
+    deliver_file(srv, "crowd@example.test", sample_message(1))
+    sessions, recent_at_select = [], []
+    for k in range(12):
+        c = imap_client(srv)
+        verb = "EXAMINE" if k >= 10 else "SELECT"
+        got = converse(c, [(f"a{k} LOGIN crowd@example.test crowdpw", rf"^a{k} OK"),
+                           (f"b{k} {verb} INBOX", rf"^b{k} OK"),
+                           (f"c{k} IDLE", r"^\+ ")])
+        recent_at_select.append(int(re.search(r"^\* (\d+) RECENT", got[1], re.M).group(1)))
+        sessions.append(c)
+    send_mail(srv, "someone@example.org", ["crowd@example.test"], "news for the crowd")
+    claimed = 0
+    for k, c in enumerate(sessions):
+        got = converse(c, [(None, r"^\* 2 EXISTS\r\n\* \d+ RECENT\r$")], timeout=30)[0]
+        recent = int(re.search(r"^\* (\d+) RECENT", got, re.M).group(1))
+        if k < 10 and recent > recent_at_select[k]:
+            claimed += 1
+    assert claimed == 1, "the new message is \\Recent in exactly one read-write session"
+
+    # another client flags message 2, then deletes and expunges message 1
+    m = imaplib.IMAP4(srv.host, srv.ports["imap"])
+    m.login("crowd@example.test", "crowdpw")
+    m.select("INBOX")
+    assert m.store("2", "+FLAGS", "(\\Flagged $Crowd)")[0] == "OK"
+    for c in sessions:
+        converse(c, [(None, r"^\* 2 FETCH \(UID 2 FLAGS \([^)]*\\Flagged[^)]*\)\)\r$")],
+                 timeout=30)
+    assert m.store("1", "+FLAGS", "(\\Deleted)")[0] == "OK"
+    assert m.expunge()[0] == "OK"
+    m.logout()
+    for k, c in enumerate(sessions):
+        converse(c, [(None, r"^\* 1 EXPUNGE\r$")], timeout=30)
+        got = converse(c, [("DONE", rf"^c{k} OK Idle completed"),
+                           (f"d{k} FETCH 1:* (UID FLAGS)", rf"^d{k} OK")])[1]
+        # the one message left, numbered 1 in every session, with the keyword announced
+        assert re.search(r"^\* 1 FETCH \(UID 2 FLAGS \([^)]*\$Crowd[^)]*\)\)\r$", got, re.M), got
+        assert not re.search(r"^\* 2 FETCH", got, re.M), got
+        c.close()

@@ -184,6 +184,104 @@ static void test_view_delta_sync(void **state)
     store_user_close(u);
 }
 
+/* The changes of one sync as a comparable string. */
+static void changes_text(const struct store_sync_changes *ch, char *out, size_t size)
+{
+    size_t o = (size_t)snprintf(out, size, "new %zu exp", ch->n_new);
+    for (size_t i = 0; i < ch->n_expunged && o < size; i++)
+        o += (size_t)snprintf(out + o, size - o, " %u/%u", ch->expunged_seqs[i],
+                              ch->expunged_uids[i]);
+    for (size_t i = 0; i < ch->n_flag_changed && o < size; i++)
+        o += (size_t)snprintf(out + o, size - o, " chg %zu", ch->flag_changed[i]);
+}
+
+/* IDLE batches (store_mailbox_sync_shared): views in the same state take the first one's
+ * round; a view in another state, or another mode, syncs by itself; \Recent goes to the
+ * first read-write view only. */
+static void test_view_shared_sync(void **state)
+{
+    char home[512];
+    struct store_user *u = open_user("sam", home, sizeof home);
+    deliver_n(home, 6);
+    struct store_mailbox *a = NULL, *b = NULL, *c = NULL, *e = NULL, *w = NULL;
+    char *error = NULL;
+    assert_int_equal(store_mailbox_open(u, "INBOX", false, &w, &error), 0);
+    assert_int_equal(store_mailbox_open(u, "INBOX", false, &a, &error), 0);
+    assert_int_equal(store_mailbox_open(u, "INBOX", false, &b, &error), 0);
+    assert_int_equal(store_mailbox_open(u, "INBOX", true, &e, &error), 0);
+    /* c opens after a first change, so it is in another state than a and b */
+    assert_int_equal(store_message_set_flags(w, 2, 1, STORE_FLAG_ANSWERED, NULL, &error), 0);
+    assert_int_equal(store_mailbox_open(u, "INBOX", false, &c, &error), 0);
+
+    const char *kw[] = {"$Label2", NULL};
+    assert_int_equal(store_message_set_flags(w, 1, 1, STORE_FLAG_FLAGGED, kw, &error), 0);
+    uint32_t gone[] = {1, 4};
+    assert_int_equal(store_mailbox_expunge_uids_unsynced(w, gone, 2, &error), 0);
+    append_n(u, 2);
+
+    struct store_sync_share *share = store_sync_share_new();
+    assert_non_null(share);
+    struct store_sync_changes cha, chb, chc, che;
+    assert_int_equal(store_mailbox_sync_shared(a, share, &cha, &error), 0);
+    append_n(u, 1); /* after a's round: b, taking a copy of it, does not see this one */
+    assert_int_equal(store_mailbox_sync_shared(b, share, &chb, &error), 0);
+    assert_int_equal(store_mailbox_sync_shared(c, share, &chc, &error), 0);
+    assert_int_equal(store_mailbox_sync_shared(e, share, &che, &error), 0);
+    store_sync_share_free(share);
+
+    char ta[512], tb[512], tc[512], te[512];
+    changes_text(&cha, ta, sizeof ta);
+    changes_text(&chb, tb, sizeof tb);
+    changes_text(&chc, tc, sizeof tc);
+    changes_text(&che, te, sizeof te);
+    assert_string_equal(ta, "new 2 exp 1/1 3/4 chg 0 chg 1");
+    assert_string_equal(tb, ta);
+    /* c synced by itself (another state): it saw the third append and not UID 3's
+     * \Answered again; e (read-only: another mode) too */
+    assert_string_equal(tc, "new 3 exp 1/1 3/4 chg 0");
+    assert_string_equal(te, "new 3 exp 1/1 3/4 chg 0 chg 1");
+    store_sync_changes_free(&cha);
+    store_sync_changes_free(&chb);
+    store_sync_changes_free(&chc);
+    store_sync_changes_free(&che);
+
+    assert_int_equal(store_mailbox_count(a), 6);
+    assert_int_equal(store_mailbox_count(b), 6);
+    assert_int_equal(store_mailbox_uidnext(b), store_mailbox_uidnext(a));
+    assert_int_equal(store_mailbox_highestmodseq(b), store_mailbox_highestmodseq(a));
+    for (size_t i = 0; i < 6; i++) {
+        const struct store_message *ma = store_mailbox_message(a, i);
+        const struct store_message *mb = store_mailbox_message(b, i);
+        assert_int_equal(ma->uid, mb->uid);
+        assert_string_equal(ma->filename, mb->filename);
+        assert_int_equal(n_keywords(ma->keywords), n_keywords(mb->keywords));
+        assert_int_equal(ma->flags & ~(unsigned)STORE_FLAG_RECENT,
+                         mb->flags & ~(unsigned)STORE_FLAG_RECENT);
+        /* RFC 3501 §2.3.2: the new messages are \Recent in one session only */
+        assert_false(mb->flags & STORE_FLAG_RECENT);
+        assert_int_equal(!!(ma->flags & STORE_FLAG_RECENT), ma->uid >= 7);
+    }
+    assert_string_equal(store_mailbox_message(b, 0)->keywords[0], "$Label2");
+
+    /* the next plain sync brings b up to date from where the copy left it */
+    assert_int_equal(store_mailbox_sync(b, &chb, &error), 0);
+    assert_int_equal(chb.n_new, 1);
+    assert_int_equal(chb.n_expunged + chb.n_flag_changed, 0);
+    store_sync_changes_free(&chb);
+    assert_int_equal(store_mailbox_sync(a, &cha, &error), 0);
+    store_sync_changes_free(&cha);
+    assert_view_matches_index(u, a);
+    assert_view_matches_index(u, b);
+    assert_view_matches_index(u, c);
+    assert_view_matches_index(u, e);
+    store_mailbox_close(a);
+    store_mailbox_close(b);
+    store_mailbox_close(c);
+    store_mailbox_close(e);
+    store_mailbox_close(w);
+    store_user_close(u);
+}
+
 static void test_view_reopen(void **state)
 {
     char home[512];
@@ -272,6 +370,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_view_delta_sync, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_view_shared_sync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_view_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expunge_unsynced, setup, teardown),
     };
