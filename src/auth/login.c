@@ -236,10 +236,15 @@ static void *penalty_saver_main(void *arg)
             int rc = n == SIZE_MAX ? -1 : penalty_store_save(svc->penalty_store, r, n);
             free(r);
             pthread_mutex_lock(&svc->penalty_lock);
-            if (rc == 0)
+            if (rc == 0) {
                 svc->penalty_saved = gen;
-            else /* tried again at the next tick; the table in memory is unaffected */
+            } else if (rc > 0) {
+                /* a newer auth process (a reload) owns the file: it loaded what we had */
+                log_info("auth", "failed-login table: saved by the new auth process now");
+                break;
+            } else { /* tried again at the next tick; the table in memory is unaffected */
                 log_warning("auth", "cannot save the failed-login table");
+            }
         }
         if (is_stopping)
             break;

@@ -173,10 +173,13 @@ size_t penalty_table_import(struct penalty_table *t, const struct penalty_record
 /* penalty_store.c: the records in SQLite (<data_dir>/penalty.db). BLOCKING (file I/O):
  * never on an event loop. One store is used by one thread at a time. */
 struct penalty_store;
-/* Open (create, mode 0600) the file; NULL with *error_r (malloc'd) on failure. */
+/* Open (create, mode 0600) the file and claim it: from then on a store opened earlier by
+ * another process (the auth process a reload replaces) saves nothing more. NULL with
+ * *error_r (malloc'd) on failure. */
 struct penalty_store *penalty_store_open(const char *path, char **error_r);
 void penalty_store_close(struct penalty_store *ps);
-/* Replace what the file holds with records[0..n), in one transaction. 0 or -1. */
+/* Replace what the file holds with records[0..n), in one transaction. 0, -1 on failure,
+ * 1 when a newer process claimed the file (nothing written; stop saving). */
 int penalty_store_save(struct penalty_store *ps, const struct penalty_record *records, size_t n);
 /* Read at most max records (malloc'd into *records_r). Returns how many, -1 on failure. */
 long penalty_store_load(struct penalty_store *ps, size_t max, struct penalty_record **records_r);

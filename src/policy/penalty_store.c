@@ -17,17 +17,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 struct penalty_store {
     sqlite3 *db;
+    int64_t owner; /* this process's claim on the file (penalty_store_open) */
 };
 
 static const char penalty_schema[] =
     "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
     "CREATE TABLE IF NOT EXISTS entry (address TEXT NOT NULL, account TEXT NOT NULL,"
     " failures INTEGER NOT NULL, last_failure INTEGER NOT NULL,"
-    " blocked_until INTEGER NOT NULL, PRIMARY KEY (address, account)) WITHOUT ROWID;";
+    " blocked_until INTEGER NOT NULL, PRIMARY KEY (address, account)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS owner (id INTEGER PRIMARY KEY CHECK (id = 1),"
+    " token INTEGER NOT NULL);";
 
 struct penalty_store *penalty_store_open(const char *path, char **error_r)
 {
@@ -56,7 +60,31 @@ struct penalty_store *penalty_store_open(const char *path, char **error_r)
         penalty_store_close(ps);
         return NULL;
     }
+    /* the file is this process's from now on: a process it replaces (a reload starts the
+     * new auth process while the old one stops) no longer writes over what we save */
+    if (getrandom(&ps->owner, sizeof ps->owner, 0) != (ssize_t)sizeof ps->owner)
+        ps->owner = (int64_t)getpid() * 1000003 ^ (int64_t)(uintptr_t)ps;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(ps->db, "INSERT OR REPLACE INTO owner (id, token) VALUES (1, ?)", -1,
+                           &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, ps->owner);
+        (void)sqlite3_step(st);
+    }
+    sqlite3_finalize(st);
     return ps;
+}
+
+/* Is the file still ours (no newer process claimed it)? Inside the save's transaction. */
+static bool store_is_owned(struct penalty_store *ps)
+{
+    sqlite3_stmt *st = NULL;
+    bool is_owned = false;
+    if (sqlite3_prepare_v2(ps->db, "SELECT token FROM owner WHERE id = 1", -1, &st, NULL) ==
+            SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        is_owned = sqlite3_column_int64(st, 0) == ps->owner;
+    sqlite3_finalize(st);
+    return is_owned;
 }
 
 void penalty_store_close(struct penalty_store *ps)
@@ -70,8 +98,15 @@ void penalty_store_close(struct penalty_store *ps)
 
 int penalty_store_save(struct penalty_store *ps, const struct penalty_record *records, size_t n)
 {
-    if (sqlite3_exec(ps->db, "BEGIN IMMEDIATE; DELETE FROM entry;", NULL, NULL, NULL) !=
-        SQLITE_OK) {
+    if (sqlite3_exec(ps->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+        sqlite3_exec(ps->db, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
+    }
+    if (!store_is_owned(ps)) {
+        sqlite3_exec(ps->db, "ROLLBACK", NULL, NULL, NULL);
+        return 1;
+    }
+    if (sqlite3_exec(ps->db, "DELETE FROM entry", NULL, NULL, NULL) != SQLITE_OK) {
         sqlite3_exec(ps->db, "ROLLBACK", NULL, NULL, NULL);
         return -1;
     }

@@ -322,6 +322,14 @@ static void test_store_round_trip(void **state)
     assert_int_equal(back[0].failures, 3);
     assert_int_equal(back[0].blocked_until_unix_ms, 9);
     free(back);
+    /* a newer process claims the file (a reload): the old one writes no more */
+    struct penalty_store *newer = penalty_store_open(path, &err);
+    assert_non_null(newer);
+    assert_int_equal(penalty_store_save(ps, r, 2), 1);
+    assert_int_equal(penalty_store_save(newer, r, 2), 0);
+    assert_int_equal(penalty_store_load(ps, 100, &back), 2);
+    free(back);
+    penalty_store_close(newer);
     penalty_store_close(ps);
     unlink(path);
     char wal[64];
