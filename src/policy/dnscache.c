@@ -197,11 +197,12 @@ void dns_cache_put(struct dns_cache *c, const char *name, int rrtype, unsigned t
             break;
         }
         uint64_t used = atomic_load_explicit(&s->used_ms, memory_order_relaxed);
-        if (used < victim_used) {
+        if (!victim || used < victim_used) { /* (!victim: even a forged maximum) */
             victim = s;
             victim_used = used;
         }
     }
+
     /* take it: even -> odd; a slot odd for longer than a writer needs is a dead one's */
     uint32_t seq = atomic_load_explicit(&victim->seq, memory_order_relaxed);
     uint32_t mine = seq + 1;
