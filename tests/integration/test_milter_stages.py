@@ -213,3 +213,35 @@ def test_silent_milter_times_out_without_stopping_other_sessions(tern_factory, m
     code, text = result["mail"]
     assert code == 451 and text.startswith(b"4.7.1"), result
     srv.wait_log(rf"milter inet:127\.0\.0\.1:{m.port}: timeout; default action tempfail")
+
+
+def test_macros_of_an_authenticated_submission(tern_factory, milter_factory):
+    """submission.milters: {auth_authen} and {auth_type} at MAIL, as Postfix sends them."""
+    m = milter_factory()
+    srv = tern_factory({"submission.milters": m.address})
+    with smtplib.SMTP(srv.host, srv.ports["submission"], local_hostname="client.example",
+                      timeout=60) as s:
+        s.ehlo()
+        s.login("alice@example.test", "alicepw")
+        s.mail("alice@example.test")
+        (mail_ev,) = m.find("mail")
+        assert mail_ev[3].get("{auth_authen}") == "alice@example.test", mail_ev
+        assert mail_ev[3].get("{auth_type}") in ("PLAIN", "LOGIN", "CRAM-MD5"), mail_ev
+        assert s.rcpt("bob@example.test")[0] == 250
+        assert s.data(MSG)[0] == 250
+
+
+def test_xclient_starts_a_new_conversation(tern_factory, milter_factory):
+    """XCLIENT (from auth.trusted_networks) names another client: the milters meet it
+    with a new connect stage, its address in the macros, before XCLIENT's 220."""
+    m = milter_factory({"connect:client.example": "reject"})
+    srv = tern_factory({"smtp.milters": m.address, "auth.trusted_networks": "127.0.0.0/8"})
+    with _smtp(srv) as s:
+        s.ehlo()
+        code, text = s.docmd("XCLIENT", "ADDR=192.0.2.9 NAME=client.example HELO=client.example")
+        assert code == 554, (code, text)  # the milter refuses the client XCLIENT named
+        assert s.docmd("MAIL", "FROM:<a@remote.example>")[0] == 503
+    connects = m.find("connect")
+    assert [e[2] for e in connects] == ["localhost", "client.example"], connects
+    assert connects[1][3].get("{client_addr}") == "192.0.2.9", connects[1]
+    assert connects[0][0] != connects[1][0], "a new connection for the new client"
