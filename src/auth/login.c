@@ -293,7 +293,9 @@ int auth_penalty_persist_start(struct auth_service *svc, const char *path, char 
         *error_r = strdup("cannot start the thread that saves the failed-login table");
         return -1;
     }
+    pthread_mutex_lock(&svc->penalty_lock);
     svc->has_penalty_saver = true;
+    pthread_mutex_unlock(&svc->penalty_lock);
     return 0;
 }
 
@@ -303,10 +305,10 @@ void auth_penalty_persist_stop(struct auth_service *svc)
         return;
     pthread_mutex_lock(&svc->penalty_lock);
     svc->is_penalty_saver_stopping = true; /* (it saves what changed, then ends) */
+    svc->has_penalty_saver = false;        /* nobody signals the condition any more */
     pthread_cond_signal(&svc->penalty_cond);
     pthread_mutex_unlock(&svc->penalty_lock);
     pthread_join(svc->penalty_saver, NULL);
-    svc->has_penalty_saver = false;
     pthread_cond_destroy(&svc->penalty_cond);
     penalty_store_close(svc->penalty_store);
     svc->penalty_store = NULL;
