@@ -181,6 +181,7 @@ def test_milters_in_order(tern_factory, milter_factory):
     assert second.find("eom") and first.find("eom")
 
 
+@pytest.mark.threads
 def test_silent_milter_times_out_without_stopping_other_sessions(tern_factory, milter_factory):
     """A milter that never answers MAIL: its default action after milter.command_timeout,
     and meanwhile the server serves other clients (nothing waits on the event loop)."""
