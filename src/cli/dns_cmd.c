@@ -1,17 +1,20 @@
 /*
  * dns_cmd.c - `tern dns records DOMAIN` prints every DNS record a mail domain served by
  * this Tern should publish (zone-file syntax); `tern dns check DOMAIN` looks each one up
- * (dns.resolver) and says OK, MISSING or DIFFERENT; exit 0 only when all are OK.
+ * (dns.resolver) and says OK, MISSING or DIFFERENT, and fetches the MTA-STS policy as a
+ * sender would to compare it with ours; exit 0 only when all are OK.
  *
  * The records: MX (hostname), SPF ("v=spf1 mx -all"), DKIM (every key of the domain that
  * is not retired), DMARC (p=reject, reports to postmaster), MTA-STS (RFC 8461: the
  * _mta-sts TXT whose id is a hash of the policy, and the policy text to serve at
- * https://mta-sts.DOMAIN/.well-known/mta-sts.txt), TLS-RPT (RFC 8460), and the SRV records
+ * https://mta-sts.DOMAIN/.well-known/mta-sts.txt: http_mtasts_policy, what mta_sts.listen
+ * serves), TLS-RPT (RFC 8460), and the SRV records
  * of RFC 6186 / RFC 8314 for client autoconfiguration, from the configured listeners.
  */
 #include "cli/cli.h"
 #include "core/buf.h"
 #include "core/config.h"
+#include "http/http.h"
 #include "mailauth/mailauth.h"
 
 #include <openssl/evp.h>
@@ -48,13 +51,6 @@ static unsigned listen_port(const struct config_list *l)
         return 0;
     const char *colon = strrchr(l->items[0], ':');
     return (unsigned)strtoul(colon ? colon + 1 : l->items[0], NULL, 10);
-}
-
-/* The MTA-STS policy (RFC 8461 §3.2) for our MX. */
-static void sts_policy(const struct config *cfg, struct buf *out)
-{
-    /* testing first: enforce only once the TLS-RPT reports show every sender gets through */
-    buf_printf(out, "version: STSv1\nmode: testing\nmx: %s\nmax_age: 604800\n", cfg->hostname);
 }
 
 static void add(struct dns_record *r, size_t *n, const char *what, const char *name, int type,
@@ -102,7 +98,7 @@ static size_t dns_expected(const struct config *cfg, const char *domain, struct 
     /* RFC 8461 §3.1: id changes whenever the policy does: a hash of its text */
     struct buf policy;
     buf_init(&policy, 0);
-    sts_policy(cfg, &policy);
+    http_mtasts_policy(cfg, &policy);
     unsigned char md[32];
     unsigned ml = 0;
     EVP_Digest(policy.data, policy.len, md, &ml, EVP_sha256(), NULL);
@@ -169,13 +165,17 @@ static int dns_records(const struct config *cfg, const char *domain)
     }
     struct buf policy;
     buf_init(&policy, 0);
-    sts_policy(cfg, &policy);
+    http_mtasts_policy(cfg, &policy);
     printf(";\n; MTA-STS policy: serve this text at https://mta-sts.%s/.well-known/mta-sts.txt\n"
-           "; (mta-sts.%s needs an A/AAAA record and a certificate valid for that name)\n",
+           "; (mta-sts.%s needs an A/AAAA record and a certificate valid for that name;\n"
+           "; Tern serves it itself with mta_sts.listen and tls.sni_certs)\n",
            domain, domain);
     for (char *line = policy.data, *nl; line && *line; line = nl + 1) {
         nl = strchr(line, '\n');
-        printf(";   %.*s\n", (int)(nl ? nl - line : (long)strlen(line)), line);
+        int n = (int)(nl ? nl - line : (long)strlen(line));
+        if (n > 0 && line[n - 1] == '\r')
+            n--;
+        printf(";   %.*s\n", n, line);
         if (!nl)
             break;
     }
@@ -251,6 +251,55 @@ static int dns_check_one(const struct mailauth_dns *dns, const struct dns_record
     return has_kind ? 2 : 1;
 }
 
+/* Is the policy served the one we would serve (mode, max_age, the same mx patterns)? */
+static bool sts_policy_is_same(const struct mailauth_sts_policy *a,
+                               const struct mailauth_sts_policy *b)
+{
+    if (a->mode != b->mode || a->max_age != b->max_age || a->n_mx != b->n_mx)
+        return false;
+    for (size_t i = 0; i < a->n_mx; i++)
+        if (strcmp(a->mx[i], b->mx[i]) != 0)
+            return false;
+    return true;
+}
+
+/* RFC 8461 §3.3: the policy host must serve the policy whose id the _mta-sts record
+ * publishes: fetch it as a sender would (outbound.ca_file, outbound.mta_sts_port) and
+ * compare. Prints one line; 0 OK, 1 otherwise. */
+static int dns_check_sts_policy(const struct config *cfg, const struct mailauth_dns *dns,
+                                const char *domain)
+{
+    struct buf text;
+    buf_init(&text, 0);
+    http_mtasts_policy(cfg, &text);
+    struct mailauth_sts_policy *want = calloc(2, sizeof *want), *have = want ? want + 1 : NULL;
+    int rc = 1;
+    if (!want || !text.data || mailauth_sts_policy_parse(text.data, text.len, want) < 0) {
+        printf("%-9s %-8s (cannot build our policy: check mta_sts.*)\n", "ERROR", "MTA-STS");
+        goto out;
+    }
+    struct mailauth_sts_opts o = {.ca_file = cfg->outbound_ca_file,
+                                  .https_port = cfg->outbound_mta_sts_port};
+    char err[256];
+    static const char *const modes[] = {"none", "testing", "enforce"};
+    if (mailauth_sts_fetch(dns, &o, domain, have, err, sizeof err) < 0) {
+        printf("%-9s %-8s https://mta-sts.%s/.well-known/mta-sts.txt (%s)\n", "MISSING",
+               "MTA-STS", domain, err);
+    } else if (!sts_policy_is_same(want, have)) {
+        printf("%-9s %-8s https://mta-sts.%s/.well-known/mta-sts.txt (serves mode %s, %zu mx, "
+               "max_age %lld; ours: mode %s, %zu mx, max_age %lld)\n",
+               "DIFFERENT", "MTA-STS", domain, modes[have->mode], have->n_mx,
+               (long long)have->max_age, modes[want->mode], want->n_mx, (long long)want->max_age);
+    } else {
+        printf("%-9s %-8s https://mta-sts.%s/.well-known/mta-sts.txt\n", "OK", "MTA-STS", domain);
+        rc = 0;
+    }
+out:
+    free(want);
+    buf_free(&text);
+    return rc;
+}
+
 static int dns_check(const struct config *cfg, const char *domain)
 {
     char *err = NULL;
@@ -286,6 +335,8 @@ static int dns_check(const struct config *cfg, const char *domain)
         if (c != 0)
             rc = 1;
     }
+    if (dns_check_sts_policy(cfg, &dns, domain) != 0)
+        rc = 1;
 out:
     free(a);
     free(r);

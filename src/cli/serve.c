@@ -15,7 +15,9 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "core/workpool.h"
+#include "http/http.h"
 #include "imap/imap.h"
+#include "imap/url.h"
 #include "policy/ratelimit.h"
 #include "auth/control.h"
 #include "policy/dnscache.h"
@@ -224,6 +226,8 @@ static int serve_init(struct server_context *ctx, char **error_r)
         }
         return 0;
     }
+    /* RFC 4468 BURL: submission reads IMAP URLs (in a mail worker for a login process) */
+    smtp_burl_set_fetch(imap_url_fetch);
     /* issue 13, privilege separation (docs/ARCHITECTURE.md §1): the SMTP sessions, and
      * with them the rate limits, the DNS list cache, the screening and the milters, are in
      * the login processes (in the only process without a master); greylisting's SQLite
@@ -383,6 +387,7 @@ int cli_serve(const struct cli_options *o, int argc, char **argv)
                 [CONN_ROLE_IMAP] = &imap_protocol,
                 [CONN_ROLE_IMAPS] = &imap_protocol,
                 [CONN_ROLE_LMTP] = &smtp_protocol,
+                [CONN_ROLE_MTA_STS] = &http_mtasts_protocol,
             },
         .prepare = serve_prepare,
         .init = serve_init,

@@ -1,7 +1,9 @@
 /*
  * tlsrpt_cmd.c - `tern tlsrpt send [YYYY-MM-DD]`: send the TLS-RPT aggregate reports (RFC
  * 8460) of a day now (default: yesterday, UTC), as the queue runner does once a day. A day
- * already sent is not sent again. Reports are queued; the running server delivers them.
+ * already sent is not sent again. Reports for mailto: addresses are queued (the running
+ * server delivers them), https: ones POSTed now; a POST that failed is tried again by the
+ * next run (of this command or the runner).
  */
 #include "cli/cli.h"
 #include "core/config.h"
@@ -39,9 +41,10 @@ int cli_tlsrpt(const struct cli_options *o, int argc, char **argv)
     int rc = 1;
     if (r) {
         struct mailauth_dns dns = mailauth_resolver_dns(r);
-        unsigned n = 0;
+        struct outbound_tlsrpt_counts n;
         if (outbound_tlsrpt_send(cfg, &dns, day, &n, &err) == 0) {
-            printf("%u TLS report(s) of %s queued\n", n, day);
+            printf("%u TLS report(s) of %s queued, %u posted, %u to try again\n", n.queued, day,
+                   n.posted, n.pending);
             rc = 0;
         }
         mailauth_resolver_free(r);

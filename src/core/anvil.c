@@ -347,6 +347,16 @@ void anvil_release(const char *addr, unsigned role)
         atomic_fetch_sub(&anvil_mine->by_role[role], 1);
 }
 
+uint32_t anvil_sessions_of(pid_t pid)
+{
+    if (!anvil_self || pid <= 0)
+        return 0;
+    for (unsigned i = 0; i < ANVIL_SLOTS; i++)
+        if (atomic_load(&anvil_self->slots[i].pid) == pid)
+            return atomic_load(&anvil_self->slots[i].sessions);
+    return 0;
+}
+
 void anvil_session_add(void)
 {
     if (anvil_mine)

@@ -36,7 +36,7 @@
 #define ANVIL_SLOTS     64 /* login and worker processes alive at once (two generations at
                               a reload) */
 #define ANVIL_ADDRS     8192 /* distinct client addresses one worker can count */
-#define ANVIL_ROLES     8  /* CONN_ROLE_COUNT */
+#define ANVIL_ROLES     9  /* CONN_ROLE_COUNT */
 #define ANVIL_RATES     8192 /* rate counters one worker keeps (keys of its recent events) */
 #define ANVIL_RATE_KEY  20   /* a rate counter's key: opaque bytes (policy/ratelimit.c) */
 #define ANVIL_DNS_AREA  (2u * 1024 * 1024) /* the DNS answer cache (policy/dnscache.c) */
@@ -96,7 +96,10 @@ uint32_t anvil_total(void);
  * kind and generation that is not draining has (UINT32_MAX when there is no other). For
  * balancing the accepts. */
 void anvil_balance(uint32_t *mine_r, uint32_t *fewest_other_r);
-/* Mail worker: a session handed over to this process arrived / is gone (display only). */
+/* Anyone: the sessions the mail worker pid holds (0 when unknown): a login process
+ * hands a session to the worker with the fewest. */
+uint32_t anvil_sessions_of(pid_t pid);
+/* Mail worker: a session handed over to this process arrived / is gone. */
 void anvil_session_add(void);
 void anvil_session_release(void);
 

@@ -12,6 +12,7 @@
  * data only) into a struct backend_request that holds a reference on its channel, so an
  * answer from a pool thread after the login process has gone goes nowhere harmlessly.
  */
+#include "core/anvil.h"
 #include "core/backend.h"
 #include "core/channel.h"
 #include "core/log.h"
@@ -245,30 +246,37 @@ void backend_client_retire(pid_t worker_pid)
     pthread_mutex_unlock(&cl.lock);
 }
 
-/* Under the lock: the channel for the next call (fewest in flight, current ones before
- * retired ones), or BACKEND_CHANNELS when there is none. */
-static size_t client_choose(void)
+/* Under the lock: the channel for the next call (fewest in flight, plus for a session
+ * handoff the sessions each worker holds; current ones before retired ones; none of the
+ * excluded bits), or BACKEND_CHANNELS when there is none. */
+static size_t client_choose(uint64_t excluded, bool is_session)
 {
+    uint32_t load[BACKEND_CHANNELS];
     size_t best = BACKEND_CHANNELS;
     for (size_t k = 0; k < BACKEND_CHANNELS; k++) {
         size_t i = (cl.next_rr + k) % BACKEND_CHANNELS;
         const struct backend_chan *ch = &cl.chans[i];
-        if (ch->sock < 0)
+        if (ch->sock < 0 || (excluded & ((uint64_t)1 << i)))
             continue;
+        /* a session stays for hours: count the ones the worker holds (the anvil), not
+         * only the calls in flight, or a worker that answers faster gets more and more */
+        load[i] = ch->in_flight + (is_session ? anvil_sessions_of(ch->pid) : 0);
         if (best == BACKEND_CHANNELS) {
             best = i;
             continue;
         }
         const struct backend_chan *b = &cl.chans[best];
-        if (ch->is_retired != b->is_retired ? !ch->is_retired : ch->in_flight < b->in_flight)
+        if (ch->is_retired != b->is_retired ? !ch->is_retired : load[i] < load[best])
             best = i;
     }
     cl.next_rr = (cl.next_rr + 1) % BACKEND_CHANNELS;
     return best;
 }
 
-int backend_call(uint8_t type, const void *data, size_t len, int fd, unsigned timeout_s,
-                 struct channel_msg *reply, int32_t *rc_r, size_t *data_off_r)
+/* One backend_call on a channel not in excluded; *chan_r gets the channel used. */
+static int backend_call_on(uint8_t type, const void *data, size_t len, int fd,
+                           unsigned timeout_s, struct channel_msg *reply, int32_t *rc_r,
+                           size_t *data_off_r, uint64_t excluded, size_t *chan_r)
 {
     *rc_r = -1;
     *data_off_r = 8;
@@ -284,7 +292,8 @@ int backend_call(uint8_t type, const void *data, size_t len, int fd, unsigned ti
     for (size_t k = 0; k < BACKEND_PENDING && !p; k++)
         if (cl.pending[k].id == 0)
             p = &cl.pending[k];
-    size_t i = client_choose();
+    size_t i = client_choose(excluded, type == BACKEND_MSG_HANDOFF);
+    *chan_r = i;
     if (!p || i == BACKEND_CHANNELS || cl.is_stopping) {
         pthread_mutex_unlock(&cl.lock);
         free(payload);
@@ -335,6 +344,24 @@ int backend_call(uint8_t type, const void *data, size_t len, int fd, unsigned ti
     memset(p, 0, sizeof *p);
     pthread_mutex_unlock(&cl.lock);
     return rc;
+}
+
+int backend_call(uint8_t type, const void *data, size_t len, int fd, unsigned timeout_s,
+                 struct channel_msg *reply, int32_t *rc_r, size_t *data_off_r)
+{
+    uint64_t tried = 0;
+    for (int attempt = 0;; attempt++) {
+        size_t chan = BACKEND_CHANNELS;
+        int rc = backend_call_on(type, data, len, fd, timeout_s, reply, rc_r, data_off_r, tried,
+                                 &chan);
+        /* A worker out of descriptors did nothing with the request: another may take it. */
+        if (rc == 0 && *rc_r == BACKEND_RC_FD_LOST && chan < BACKEND_CHANNELS &&
+            attempt < BACKEND_FD_LOST_TRIES) {
+            tried |= (uint64_t)1 << chan;
+            continue;
+        }
+        return rc;
+    }
 }
 
 /* ---- worker side ------------------------------------------------------------------------ */
@@ -399,6 +426,22 @@ static void server_on_msg(void *arg, struct channel_msg *m)
     m->fd = -1;
     atomic_fetch_add(&bc->refs, 1);
     atomic_fetch_add(&sv.in_flight, 1);
+    if (m->is_fd_lost) {
+        /* The kernel could not give us the request's descriptor (this process is at its
+         * RLIMIT_NOFILE): say so at once, so the login process asks another worker
+         * instead of waiting out its timeout. Logged at most every 10 s. */
+        static time_t last_log;
+        time_t now = time(NULL);
+        if (now - last_log >= 10) {
+            last_log = now;
+            log_warning("master", "a request from login process pid %d came without its "
+                                  "descriptor: this mail worker is out of descriptors "
+                                  "(RLIMIT_NOFILE); refused so another worker takes it",
+                        (int)bc->login_pid);
+        }
+        backend_reply(r, BACKEND_RC_FD_LOST, NULL, 0);
+        return;
+    }
     sv.fn[r->type](r, sv.arg[r->type]);
 }
 

@@ -49,6 +49,7 @@ enum backend_msg {
     BACKEND_MSG_USAGE,       /* is a user's mailbox full (RCPT) */
     BACKEND_MSG_ETRN,        /* flush the queue for a domain */
     BACKEND_MSG_GREYLIST,    /* a greylisting triplet at RCPT (the SQLite file is here) */
+    BACKEND_MSG_BURL,        /* RFC 4468 BURL: the octets an IMAP URL names (smtp/burl.c) */
     BACKEND_MSG_COUNT
 };
 
@@ -68,6 +69,11 @@ void backend_client_retire(pid_t worker_pid);
  * answer (no mail worker, it died, timeout, request too large). reply is the caller's. */
 int backend_call(uint8_t type, const void *data, size_t len, int fd, unsigned timeout_s,
                  struct channel_msg *reply, int32_t *rc_r, size_t *data_off_r);
+/* The answer (rc) of a worker that did not receive the request's descriptor (it is out of
+ * descriptors) and did nothing: backend_call asks up to BACKEND_FD_LOST_TRIES others
+ * before it returns this. */
+#define BACKEND_RC_FD_LOST    (-1000)
+#define BACKEND_FD_LOST_TRIES 3
 
 /* ---- worker side -------------------------------------------------------------------------- */
 

@@ -81,12 +81,22 @@ int channel_recv(int sock, struct channel_msg *m)
                 close(fd);
         }
     }
-    if ((mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0) {
+    m->is_fd_lost = false;
+    if ((mh.msg_flags & MSG_TRUNC) != 0) {
         /* a peer that sends more than a message may hold is not ours to trust */
         if (m->fd >= 0)
             close(m->fd);
         m->fd = -1;
         return 0;
+    }
+    if ((mh.msg_flags & MSG_CTRUNC) != 0) {
+        /* The descriptor did not fit: we are at RLIMIT_NOFILE (or the peer sent more than
+         * one). The message still arrives, marked, so the receiver can refuse it at once
+         * instead of leaving its sender waiting. */
+        if (m->fd >= 0)
+            close(m->fd);
+        m->fd = -1;
+        m->is_fd_lost = true;
     }
     m->type = (uint8_t)buf[0];
     m->len = (size_t)n - 1;

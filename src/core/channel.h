@@ -38,6 +38,8 @@ struct channel_msg {
     size_t len;                        /* payload bytes */
     char payload[CHANNEL_MAX_PAYLOAD + 1]; /* always NUL after len */
     int fd;                            /* passed descriptor, -1 none; the receiver owns it */
+    bool is_fd_lost;                   /* one was sent but not received: the receiver is out
+                                          of descriptors (MSG_CTRUNC); fd is -1 */
 };
 
 /* A pair of connected, non-blocking, close-on-exec SEQPACKET sockets. 0 or -1 (errno). */

@@ -46,6 +46,8 @@ enum config_type {
     CT_UIDL_FORMAT, /* string, a POP3 UIDL format (core/uidl.h) */
     CT_MODE,        /* unsigned, an octal file mode (0000-0777) */
     CT_ENUM,        /* unsigned index into the key's value list (config_enums) */
+    CT_CERTS,       /* list of "CERT" or "CERT:KEY" files, made absolute (tls.sni_certs) */
+    CT_HOSTS,       /* list of host names, "*.domain" wildcards allowed (mta_sts.mx) */
 };
 
 struct config_key {
@@ -99,6 +101,7 @@ static const struct config_key config_keys[] = {
     {"lmtp.trusted_networks", CT_NETWORKS, OFF(lmtp_trusted_networks), "", ""},
     {"tls.cert", CT_PATH, OFF(tls_cert), NULL, NULL},
     {"tls.key", CT_PATH, OFF(tls_key), NULL, NULL},
+    {"tls.sni_certs", CT_CERTS, OFF(tls_sni_certs), "", ""},
     {"relay_networks", CT_NETWORKS, OFF(relay_networks), "", ""},
     {"auth.allow_plaintext", CT_PLAINTEXT, OFF(allow_plaintext), "loopback+tls", "loopback+tls"},
     {"auth.default_domain", CT_STRING, OFF(default_domain), "", ""},
@@ -186,6 +189,11 @@ static const struct config_key config_keys[] = {
     {"outbound.mta_sts_port", CT_UINT, OFF(outbound_mta_sts_port), "443", "443"},
     {"outbound.ca_file", CT_PATH, OFF(outbound_ca_file), "", ""},
     {"outbound.dane", CT_BOOL, OFF(outbound_dane), "yes", "yes"},
+    /* Our own MTA-STS policy served over HTTPS (issue 12; http/http.h), off by default. */
+    {"mta_sts.listen", CT_LISTEN, OFF(mta_sts_listen), "", ""},
+    {"mta_sts.mode", CT_CHOICE, OFF(mta_sts_mode), "testing", "testing"},
+    {"mta_sts.mx", CT_HOSTS, OFF(mta_sts_mx), "", ""},
+    {"mta_sts.max_age", CT_UINT, OFF(mta_sts_max_age), "604800", "604800"},
     {"mailauth.verify", CT_BOOL, OFF(mailauth_verify), "yes", "yes"},
     {"mailauth.authserv_id", CT_STRING, OFF(mailauth_authserv_id), "", ""},
     {"mailauth.spf_policy", CT_CHOICE, OFF(mailauth_spf_policy), "mark", "mark"},
@@ -229,7 +237,10 @@ static const char *const *config_choices(const struct config_key *k)
     static const char *const spf_policy_names[] = {"mark", "reject", NULL};
     static const char *const dmarc_policy_names[] = {"enforce", "junk", "mark", NULL};
     static const char *const milter_action_names[] = {"tempfail", "accept", NULL};
+    static const char *const sts_mode_names[] = {"none", "testing", "enforce", NULL};
     static const char *const none[] = {NULL};
+    if (k->offset == OFF(mta_sts_mode))
+        return sts_mode_names;
     if (k->offset == OFF(milter_default_action))
         return milter_action_names;
     if (k->offset == OFF(mailauth_spf_policy))
@@ -423,6 +434,40 @@ static bool listen_item_normalise(char **item, bool may_be_unix)
     return true;
 }
 
+/* One tls.sni_certs item: "CERT" or "CERT:KEY", neither part empty. */
+static bool cert_item_is_valid(const char *s)
+{
+    const char *colon = strchr(s, ':');
+    return s[0] != '\0' && s[0] != ':' && (!colon || (colon[1] != '\0' && !strchr(colon + 1, ':')));
+}
+
+/* One mta_sts.mx item (RFC 8461 §3.2): a host name of LDH labels, the first may be "*". */
+static bool host_item_is_valid(const char *s)
+{
+    size_t len = strlen(s), label = 0;
+    if (len == 0 || len > 253)
+        return false;
+    if (s[0] == '*') {
+        if (s[1] != '.' || s[2] == '\0')
+            return false;
+        s += 2;
+    }
+    for (const char *p = s;; p++) {
+        if (*p == '.' || *p == '\0') {
+            if (label == 0 || label > 63 || p[-1] == '-')
+                return false;
+            if (*p == '\0')
+                return true;
+            label = 0;
+        } else if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                   (*p >= '0' && *p <= '9') || (*p == '-' && label > 0)) {
+            label++;
+        } else {
+            return false;
+        }
+    }
+}
+
 /* One network: an IPv4/IPv6 address with an optional "/prefix". */
 static bool network_item_is_valid(const char *s)
 {
@@ -487,7 +532,9 @@ static char *config_set(struct config *cfg, const struct config_key *k, const ch
     case CT_LISTEN:
     case CT_NETWORKS:
     case CT_MILTERS:
-    case CT_DNSBL: {
+    case CT_DNSBL:
+    case CT_CERTS:
+    case CT_HOSTS: {
         struct config_list l;
         const char *err = split_list(v, &l);
         if (err)
@@ -502,6 +549,10 @@ static char *config_set(struct config *cfg, const struct config_key *k, const ch
                           ? network_item_is_valid(l.items[i])
                       : k->type == CT_DNSBL
                           ? dnsbl_site_parse(l.items[i], &site)
+                      : k->type == CT_CERTS
+                          ? cert_item_is_valid(l.items[i])
+                      : k->type == CT_HOSTS
+                          ? host_item_is_valid(l.items[i])
                           : util_socket_address_parse(l.items[i], &family, host, sizeof host,
                                                       port, sizeof port);
             if (!ok) {
@@ -510,6 +561,8 @@ static char *config_set(struct config *cfg, const struct config_key *k, const ch
                     k->type == CT_LISTEN     ? "listen address"
                     : k->type == CT_NETWORKS ? "network"
                     : k->type == CT_DNSBL    ? "DNS list site (domain[=filter]*weight)"
+                    : k->type == CT_CERTS    ? "certificate (CERT_FILE or CERT_FILE:KEY_FILE)"
+                    : k->type == CT_HOSTS    ? "host name (mx.example.org or *.example.org)"
                                              : "milter address (inet:IP:PORT or unix:/path)",
                     l.items[i], k->name);
                 config_list_free(&l);
@@ -546,6 +599,10 @@ static char *config_set(struct config *cfg, const struct config_key *k, const ch
         uint64_t n;
         if (!parse_u64(v, UINT_MAX, &n, false))
             return config_asprintf("bad number '%s' for %s", v, k->name);
+        /* RFC 8461 §3.2: max_age is at most 31557600 (a year), and a policy that expires at
+         * once protects nothing */
+        if (k->offset == OFF(mta_sts_max_age) && (n == 0 || n > 31557600))
+            return config_asprintf("bad number '%s' for %s (1 to 31557600 seconds)", v, k->name);
         *(unsigned *)field = (unsigned)n;
         return NULL;
     }
@@ -849,6 +906,22 @@ static void config_finish(struct config *cfg)
     path_make_absolute(&cfg->tls_key, cfg->data_dir);
     path_make_absolute(&cfg->login_chroot, cfg->data_dir);
     path_make_absolute(&cfg->directory_mail_root, cfg->data_dir);
+    for (size_t i = 0; i < cfg->tls_sni_certs.n; i++) {
+        /* "CERT" or "CERT:KEY", each part under data_dir when relative (as tls.cert) */
+        char **item = &cfg->tls_sni_certs.items[i];
+        char *colon = strchr(*item, ':');
+        char *cert = config_strdup(*item), *key = NULL;
+        if (colon) {
+            cert[colon - *item] = '\0';
+            key = config_strdup(colon + 1);
+            path_make_absolute(&key, cfg->data_dir);
+        }
+        path_make_absolute(&cert, cfg->data_dir);
+        free(*item);
+        *item = key ? config_asprintf("%s:%s", cert, key) : config_strdup(cert);
+        free(cert);
+        free(key);
+    }
 }
 
 static struct config *config_new_default(const char *path, bool is_root)
@@ -984,7 +1057,7 @@ void config_free(struct config *cfg)
             k->type == CT_CHOICE || k->type == CT_UIDL_FORMAT)
             free(*(char **)field);
         else if (k->type == CT_LISTEN || k->type == CT_NETWORKS || k->type == CT_MILTERS ||
-                 k->type == CT_DNSBL)
+                 k->type == CT_DNSBL || k->type == CT_CERTS || k->type == CT_HOSTS)
             config_list_free((struct config_list *)field);
     }
     config_list_free(&cfg->transports);
@@ -1011,7 +1084,9 @@ static char *config_format_value(const struct config *cfg, const struct config_k
     case CT_LISTEN:
     case CT_NETWORKS:
     case CT_MILTERS:
-    case CT_DNSBL: {
+    case CT_DNSBL:
+    case CT_CERTS:
+    case CT_HOSTS: {
         const struct config_list *l = (const struct config_list *)field;
         struct buf b;
         buf_init(&b, 0);

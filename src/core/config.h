@@ -70,6 +70,8 @@ struct config {
 
     char *tls_cert; /* tls.cert: default <data_dir>/tls/cert.pem (generated if absent) */
     char *tls_key;  /* tls.key:  default <data_dir>/tls/key.pem */
+    struct config_list tls_sni_certs; /* tls.sni_certs: more certificates chosen by SNI,
+                                         "CERT" (key inside) or "CERT:KEY"; empty */
 
     struct config_list relay_networks;     /* relay_networks: CIDRs allowed to relay; empty */
     enum config_plaintext allow_plaintext; /* auth.allow_plaintext; default loopback+tls */
@@ -164,6 +166,11 @@ struct config {
     bool outbound_mta_sts;          /* outbound.mta_sts: honour RFC 8461 policies; yes */
     unsigned outbound_mta_sts_port; /* outbound.mta_sts_port: policy host's HTTPS port; 443 */
     char *outbound_ca_file;         /* outbound.ca_file: CAs for MTA-STS; "" = system */
+    /* Our own MTA-STS policy over HTTPS (issue 12, http/http.h). */
+    struct config_list mta_sts_listen; /* mta_sts.listen: HTTPS listener; empty = off */
+    char *mta_sts_mode;                /* mta_sts.mode: none | testing | enforce; testing */
+    struct config_list mta_sts_mx;     /* mta_sts.mx: the policy's mx lines; empty = hostname */
+    unsigned mta_sts_max_age;          /* mta_sts.max_age seconds; 604800 */
     bool outbound_dane;             /* outbound.dane: RFC 7672 when DNSSEC is on; yes */
     char *dns_trust_anchor;         /* dns.trust_anchor: DNSSEC anchor file; "" = no DNSSEC */
     struct config_list transports; /* transport.<domain> = [host]:port, stored as

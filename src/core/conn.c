@@ -809,6 +809,8 @@ static unsigned conn_role_timeout(const struct config *cfg, enum conn_role role)
     case CONN_ROLE_IMAP:
     case CONN_ROLE_IMAPS:
         return cfg->imap_timeout;
+    case CONN_ROLE_MTA_STS:
+        return 10; /* HTTP_READ_TIMEOUT (http/http.h): one small request, then we close */
     }
     return 300;
 }
@@ -824,6 +826,8 @@ static unsigned conn_role_login_timeout(const struct config *cfg, enum conn_role
     case CONN_ROLE_IMAP:
     case CONN_ROLE_IMAPS:
         return cfg->imap_login_timeout;
+    case CONN_ROLE_MTA_STS:
+        return 30; /* HTTP_CONN_DEADLINE: handshake, request and answer in all */
     default:
         return 0;
     }
@@ -1029,17 +1033,22 @@ bool conn_is_compressed(const struct conn *c)
 
 /* ---- shutdown ------------------------------------------------------------------------- */
 
-void conn_close_all(struct server *srv)
+size_t conn_close_some(struct server *srv, size_t max)
 {
+    size_t n = 0;
     for (struct conn *c = srv->conns; c; c = c->next) {
         if (c->is_closing || c->is_finished)
             continue;
+        if (n == max)
+            return 1; /* more are left */
         if (!c->close_reason)
             c->close_reason = "shutdown";
         if (c->session && c->proto->on_shutdown && !c->is_handshaking && !c->is_paused)
             c->proto->on_shutdown(c->session, c);
         conn_close(c);
+        n++;
     }
+    return 0;
 }
 
 void conn_free_all(struct server *srv, const char *reason)

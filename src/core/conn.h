@@ -52,6 +52,7 @@ enum conn_role {
     CONN_ROLE_IMAPS,       /* 993: implicit TLS */
     CONN_ROLE_LMTP,        /* LMTP (RFC 2033) from the MTA in front: a unix socket (its
                               permissions decide who may deliver) or a trusted TCP peer */
+    CONN_ROLE_MTA_STS,     /* HTTPS (implicit TLS): our MTA-STS policy file (RFC 8461 §3.3) */
 };
 
 /* A session moving from a login process to a mail worker after its client logged in
@@ -123,7 +124,7 @@ struct ratelimit;
 struct dns_cache;
 struct greylist;
 
-#define CONN_ROLE_COUNT 8
+#define CONN_ROLE_COUNT 9
 
 /* Which parts of the server a process runs (server_context.processes). With
  * master_process = yes the master forks worker processes (listeners and sessions) and one

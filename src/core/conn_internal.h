@@ -30,7 +30,9 @@ bool conn_accept(struct server *srv, enum conn_role role, const struct conn_prot
 bool conn_adopt(struct server *srv, const struct conn_protocol *proto, int fd,
                 const struct conn_handoff *h);
 /* Shutdown: ask every connection to close (flush, then close()). */
-void conn_close_all(struct server *srv);
+/* Give up to max connections that are not closing yet their farewell and close them:
+ * 0 when none is left, else non-zero. */
+size_t conn_close_some(struct server *srv, size_t max);
 /* Shutdown deadline passed: finish every connection at once. */
 void conn_free_all(struct server *srv, const char *reason);
 /* conn.c tells server.c a connection from ip is gone (per-IP counts, anvil.h). */

@@ -129,6 +129,7 @@ struct master {
     int status_fd;
     char status_path[4300];
     bool is_started, is_stopping, is_queue_pending;
+    bool is_auth_stopped; /* a graceful stop has sent the auth process its SIGTERM */
     uint64_t start_ms, stop_deadline_ms;
 };
 
@@ -388,6 +389,33 @@ static void master_signal_all(struct master *m, int sig)
     for (size_t i = 0; i < MASTER_MAX_CHILDREN; i++)
         if (m->children[i].pid)
             kill(m->children[i].pid, sig);
+}
+
+/* A graceful stop: every child but the auth process now; the auth process once the others
+ * have gone (master_stop_auth_when_alone), so sessions finishing their last commands can
+ * still log in or look a user up, and no process logs that its auth channel closed. */
+static void master_signal_stop(struct master *m)
+{
+    for (size_t i = 0; i < MASTER_MAX_CHILDREN; i++)
+        if (m->children[i].pid && m->children[i].kind != SERVER_PROC_AUTH)
+            kill(m->children[i].pid, SIGTERM);
+}
+
+static void master_stop_auth_when_alone(struct master *m)
+{
+    struct child *auth = NULL;
+    for (size_t i = 0; i < MASTER_MAX_CHILDREN; i++) {
+        struct child *c = &m->children[i];
+        if (!c->pid)
+            continue;
+        if (c->kind != SERVER_PROC_AUTH)
+            return;
+        auth = c;
+    }
+    if (auth && !m->is_auth_stopped) {
+        m->is_auth_stopped = true;
+        kill(auth->pid, SIGTERM);
+    }
 }
 
 static bool master_all_ready(struct master *m)
@@ -704,6 +732,16 @@ static void master_reload(struct master *m)
     m->owned_cfg = cfg;
     m->cfg = cfg;
     m->generation++;
+    /* tls.cert, tls.key or tls.sni_certs may name other files now (an MTA-STS
+     * certificate added): the new generation forks with them; a failure keeps the
+     * context loaded above */
+    if (tls_context_init(cfg->tls_cert, cfg->tls_key, cfg->hostname, cfg->tls_sni_certs.items,
+                         cfg->tls_sni_certs.n, &err) < 0) {
+        log_error("master", "reload: TLS certificates of the new configuration not loaded: %s",
+                  err ? err : "unknown");
+        free(err);
+        err = NULL;
+    }
     /* the old workers and login processes finish their sessions; the queue process is
      * replaced (two runners must never deliver the same message) */
     for (size_t i = 0; i < MASTER_MAX_CHILDREN; i++) {
@@ -794,7 +832,8 @@ static unsigned long master_count_dir(const char *dir, const char *sub)
 static void master_status_text(struct master *m, char *out, size_t size)
 {
     static const char *const roles[ANVIL_ROLES] = {"smtp", "submission", "submissions", "pop3",
-                                                    "pop3s", "imap", "imaps", "lmtp"};
+                                                    "pop3s", "imap", "imaps", "lmtp",
+                                                    "mta-sts"};
     size_t n = 0;
 #define OUT(...)                                                                                   \
     do {                                                                                           \
@@ -911,7 +950,7 @@ static void master_on_signal(struct master *m)
                 m->is_stopping = true;
                 m->stop_deadline_ms =
                     util_now_ms() + (uint64_t)m->cfg->shutdown_timeout * 1000 + MASTER_KILL_MARGIN_MS;
-                master_signal_all(m, SIGTERM);
+                master_signal_stop(m);
             }
             break;
         default:
@@ -970,6 +1009,8 @@ int master_run(struct server_state *st)
     for (;;) {
         if (m->is_stopping && master_count_children(m) == 0)
             break;
+        if (m->is_stopping)
+            master_stop_auth_when_alone(m);
         uint64_t now = util_now_ms();
         if (m->is_stopping && now >= m->stop_deadline_ms) {
             log_warning("master", "stop: %zu processes still running: killed",

@@ -54,9 +54,10 @@
 
 /* Descriptors we ask for when started as root (see server_run). */
 #define SERVER_NOFILE_WANTED ((rlim_t)131072)
+#define SERVER_CLOSE_BATCH   256 /* connections said goodbye to per loop pass at shutdown */
 
 static const char *const role_names[CONN_ROLE_COUNT] = {
-    "smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps", "lmtp",
+    "smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps", "lmtp", "mta-sts",
 };
 
 /* ---- accepting ------------------------------------------------------------------------ */
@@ -84,7 +85,8 @@ void server_session_released(struct server *srv)
 
 static bool role_is_implicit_tls(enum conn_role role)
 {
-    return role == CONN_ROLE_SUBMISSIONS || role == CONN_ROLE_POP3S || role == CONN_ROLE_IMAPS;
+    return role == CONN_ROLE_SUBMISSIONS || role == CONN_ROLE_POP3S || role == CONN_ROLE_IMAPS ||
+           role == CONN_ROLE_MTA_STS;
 }
 
 static void peer_ip_text(const struct sockaddr *sa, char *out, size_t size)
@@ -420,6 +422,8 @@ static const struct config_list *role_list(const struct config *cfg, enum conn_r
         return &cfg->imaps_listen;
     case CONN_ROLE_LMTP:
         return &cfg->lmtp_listen;
+    case CONN_ROLE_MTA_STS:
+        return &cfg->mta_sts_listen;
     }
     return NULL;
 }
@@ -617,7 +621,14 @@ static void server_stop(struct server_state *st, const char *why)
     if (st->srv.is_stopping)
         return;
     st->srv.is_stopping = true;
-    log_info("master", "terminating on %s", why);
+    /* a child names itself (the master's own line comes from master.c) */
+    unsigned kind = st->srv.ctx.processes;
+    log_info(kind == SERVER_PROC_QUEUE    ? "queue"
+             : kind == SERVER_PROC_AUTH   ? "auth"
+             : kind == SERVER_PROC_LOGIN  ? "login"
+             : kind == SERVER_PROC_WORKER ? "worker"
+                                          : "master",
+             "terminating on %s", why);
     workpool_expedite(st->srv.ctx.pool); /* no shutdown waits out a failed-login delay */
     for (size_t i = 0; i < st->n_listeners; i++) {
         if (st->listeners[i].evl) {
@@ -705,7 +716,11 @@ static void server_shutdown(struct server_state *st)
     uint64_t total = (uint64_t)st->srv.ctx.cfg->shutdown_timeout * 1000;
     st->deadline_ms = start + total;
     server_run_until_ms(st, server_jobs_done, start + total / 2);
-    conn_close_all(&st->srv);
+    /* In batches, the loop writing each batch out before the next: OpenSSL takes a 17 KB
+     * record buffer for a TLS connection's farewell and close_notify and frees it once
+     * written, so closing 100,000 TLS sessions at once needed 1.7 GB at one moment. */
+    while (conn_close_some(&st->srv, SERVER_CLOSE_BATCH) && util_now_ms() < st->deadline_ms)
+        event_base_loop(st->srv.ctx.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
     server_run_until_ms(st, server_conns_done, st->deadline_ms);
     if (st->srv.conns)
         log_warning("master", "shutdown: %zu connections still open after %us: closing them",
@@ -1078,7 +1093,8 @@ int server_run(const struct config *cfg, const struct server_hooks *hooks)
         log_error("master", "cannot create data_dir %s: %s", cfg->data_dir, strerror(errno));
         goto out;
     }
-    if (tls_context_init(cfg->tls_cert, cfg->tls_key, cfg->hostname, &err) < 0) {
+    if (tls_context_init(cfg->tls_cert, cfg->tls_key, cfg->hostname, cfg->tls_sni_certs.items,
+                         cfg->tls_sni_certs.n, &err) < 0) {
         log_error("master", "TLS: %s", err ? err : "unknown error");
         goto out;
     }

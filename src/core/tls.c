@@ -2,6 +2,14 @@
  * tls.c - the server's OpenSSL 3 context (see tls.h): TLS 1.2 minimum, certificate and
  * key from files, a self-signed pair generated on first start, reload on SIGHUP.
  *
+ * SNI (RFC 6066 §3): besides the default pair, tls.sni_certs may name more certificates
+ * (each "CERT" with its key inside, or "CERT:KEY"); a client that names a host one of
+ * them is valid for (subjectAltName or CN, wildcards as X509_check_host allows) gets
+ * that one, every other client the default. The MTA-STS listener needs this: its
+ * clients ask for mta-sts.<domain>, which the mail host's certificate rarely names.
+ * Each extra certificate has a context of its own; the set hangs off the default
+ * context as ex_data and is freed with it, so a reload swaps them all at once.
+ *
  * The generated certificate is what a fresh install needs to offer STARTTLS and the
  * implicit-TLS ports at once (DESIGN §1): RSA 2048, SHA-256, X.509 v3, CN and
  * subjectAltName DNS = hostname, valid 10 years. The key file is created 0600 with
@@ -19,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -31,6 +40,16 @@
 
 static SSL_CTX *tls_ctx;
 static char *tls_cert_path, *tls_key_path, *tls_hostname;
+static char **tls_sni_items; /* "CERT" or "CERT:KEY", as configured */
+static size_t tls_n_sni;
+
+/* The extra certificates of one default context (see the file comment). */
+struct tls_sni_set {
+    size_t n;
+    SSL_CTX *ctx[TLS_SNI_MAX];
+};
+static int tls_sni_index = -1;
+static pthread_once_t tls_sni_once = PTHREAD_ONCE_INIT;
 
 /* "reason: <first OpenSSL error>" into a malloc'd string. */
 static char *tls_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -175,8 +194,43 @@ out:
     return rc;
 }
 
-/* A new server context from the files. */
-static SSL_CTX *tls_context_build(char **error_r)
+/* The ex_data free function: the set goes with its default context. */
+static void tls_sni_set_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                             void *argp)
+{
+    struct tls_sni_set *set = ptr;
+    if (!set)
+        return;
+    for (size_t i = 0; i < set->n; i++)
+        SSL_CTX_free(set->ctx[i]);
+    free(set);
+}
+
+static void tls_sni_index_make(void)
+{
+    tls_sni_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, tls_sni_set_free);
+}
+
+/* RFC 6066 §3: the client's server_name picks the certificate. Any other name, or none,
+ * keeps the default (a mail client that sends none still gets the mail host's). */
+static int tls_on_servername(SSL *ssl, int *alert, void *arg)
+{
+    const struct tls_sni_set *set = arg;
+    const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    if (!name || !set)
+        return SSL_TLSEXT_ERR_OK;
+    for (size_t i = 0; i < set->n; i++) {
+        X509 *cert = SSL_CTX_get0_certificate(set->ctx[i]);
+        if (cert && X509_check_host(cert, name, 0, 0, NULL) == 1) {
+            SSL_set_SSL_CTX(ssl, set->ctx[i]);
+            break;
+        }
+    }
+    return SSL_TLSEXT_ERR_OK;
+}
+
+/* A server context with one certificate chain and its key. */
+static SSL_CTX *tls_context_build_one(const char *cert_path, const char *key_path, char **error_r)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx) {
@@ -190,36 +244,94 @@ static SSL_CTX *tls_context_build(char **error_r)
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     static const unsigned char sid_ctx[] = "tern";
     SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx - 1);
-    if (SSL_CTX_use_certificate_chain_file(ctx, tls_cert_path) != 1) {
-        *error_r = tls_error("cannot load certificate %s", tls_cert_path);
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert_path) != 1) {
+        *error_r = tls_error("cannot load certificate %s", cert_path);
         SSL_CTX_free(ctx);
         return NULL;
     }
-    if (SSL_CTX_use_PrivateKey_file(ctx, tls_key_path, SSL_FILETYPE_PEM) != 1) {
-        *error_r = tls_error("cannot load key %s", tls_key_path);
+    if (SSL_CTX_use_PrivateKey_file(ctx, key_path, SSL_FILETYPE_PEM) != 1) {
+        *error_r = tls_error("cannot load key %s", key_path);
         SSL_CTX_free(ctx);
         return NULL;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
-        *error_r = tls_error("key %s does not match certificate %s", tls_key_path, tls_cert_path);
+        *error_r = tls_error("key %s does not match certificate %s", key_path, cert_path);
         SSL_CTX_free(ctx);
         return NULL;
     }
     return ctx;
 }
 
+/* A new server context from the files: the default pair, and the SNI certificates. */
+static SSL_CTX *tls_context_build(char **error_r)
+{
+    SSL_CTX *ctx = tls_context_build_one(tls_cert_path, tls_key_path, error_r);
+    if (!ctx || tls_n_sni == 0)
+        return ctx;
+    pthread_once(&tls_sni_once, tls_sni_index_make);
+    struct tls_sni_set *set = calloc(1, sizeof *set);
+    if (tls_sni_index < 0 || !set || SSL_CTX_set_ex_data(ctx, tls_sni_index, set) != 1) {
+        free(set);
+        SSL_CTX_free(ctx);
+        *error_r = tls_error("cannot set up SNI");
+        return NULL;
+    }
+    /* from now on the set is freed with ctx */
+    for (size_t i = 0; i < tls_n_sni; i++) {
+        char cert[4096];
+        snprintf(cert, sizeof cert, "%s", tls_sni_items[i]);
+        char *colon = strchr(cert, ':');
+        const char *key = cert;
+        if (colon) {
+            *colon = '\0';
+            key = colon + 1;
+        }
+        set->ctx[set->n] = tls_context_build_one(cert, key, error_r);
+        if (!set->ctx[set->n]) {
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+        set->n++;
+    }
+    SSL_CTX_set_tlsext_servername_callback(ctx, tls_on_servername);
+    SSL_CTX_set_tlsext_servername_arg(ctx, set);
+    return ctx;
+}
+
+/* Forget the configured SNI items. */
+static void tls_sni_items_free(void)
+{
+    for (size_t i = 0; i < tls_n_sni; i++)
+        free(tls_sni_items[i]);
+    free(tls_sni_items);
+    tls_sni_items = NULL;
+    tls_n_sni = 0;
+}
+
 int tls_context_init(const char *cert_path, const char *key_path, const char *hostname,
-                     char **error_r)
+                     char *const *sni_certs, size_t n_sni, char **error_r)
 {
     free(tls_cert_path);
     free(tls_key_path);
     free(tls_hostname);
+    tls_sni_items_free();
     tls_cert_path = strdup(cert_path);
     tls_key_path = strdup(key_path);
     tls_hostname = strdup(hostname);
     if (!tls_cert_path || !tls_key_path || !tls_hostname) {
         *error_r = strdup("out of memory");
         return -1;
+    }
+    if (n_sni > TLS_SNI_MAX) {
+        *error_r = strdup("too many SNI certificates");
+        return -1;
+    }
+    tls_sni_items = n_sni ? calloc(n_sni, sizeof *tls_sni_items) : NULL;
+    for (size_t i = 0; i < n_sni; i++) {
+        if (!tls_sni_items || !(tls_sni_items[tls_n_sni++] = strdup(sni_certs[i]))) {
+            *error_r = strdup("out of memory");
+            return -1;
+        }
     }
     struct stat st;
     bool has_cert = stat(cert_path, &st) == 0;
@@ -271,4 +383,5 @@ void tls_context_free(void)
     free(tls_key_path);
     free(tls_hostname);
     tls_cert_path = tls_key_path = tls_hostname = NULL;
+    tls_sni_items_free();
 }

@@ -7,7 +7,8 @@
  * went to the session's spill file, each at its own offset; the others are in the
  * argument tree and are taken over without copying. One message or several, they go to
  * store_mailbox_append_many, which stores all of them or none and returns only when all
- * are durable.
+ * are durable. A CATENATE message (RFC 4469) is put together in the job from its text
+ * parts and the octets its URLs name (imap/urlauth.c), then stored like any other.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -19,11 +20,25 @@
 
 #include "imap/args.h"
 #include "imap/session.h"
+#include "imap/url.h"
 #include "store/mime.h"
 #include "store/store.h"
 
-/* One message of the command: its bytes (owned, or in the spill file), flags and date. */
+/* A piece of a CATENATE message (RFC 4469): text of the command (owned, or in the spill
+ * file) or a URL whose octets are read when the job runs. */
+struct imap_catenate_part {
+    char *url; /* NULL: text */
+    char *data;
+    size_t len;
+    bool is_external;
+    uint64_t offset;
+};
+
+/* One message of the command: its bytes (owned, or in the spill file), or the parts it is
+ * made of (CATENATE), flags and date. */
 struct imap_append_msg {
+    struct imap_catenate_part *parts; /* CATENATE, else NULL */
+    size_t n_parts;
     unsigned flags;
     char **keywords;
     time_t internaldate;
@@ -50,6 +65,11 @@ static void imap_append_cleanup(struct imap_job *j)
     for (size_t i = 0; i < aj->n; i++) {
         imap_keywords_free(aj->msgs[i].keywords);
         free(aj->msgs[i].data);
+        for (size_t k = 0; k < aj->msgs[i].n_parts; k++) {
+            free(aj->msgs[i].parts[k].url);
+            free(aj->msgs[i].parts[k].data);
+        }
+        free(aj->msgs[i].parts);
     }
     free(aj->msgs);
     free(aj->name);
@@ -84,6 +104,66 @@ static const char *imap_spill_map(int fd, uint64_t offset, size_t len, void **ba
     return (const char *)p + skip;
 }
 
+/* Pool thread: RFC 4469 §5, the message a CATENATE makes, its text and URL parts joined
+ * into out (at most the APPEND size limit). false with the tagged NO written: [BADURL url]
+ * for a URL that is invalid or names nothing the user may read, [TOOBIG] past the limit. */
+static bool imap_catenate_build(struct imap_job *j, int spill_fd, const struct imap_append_msg *m,
+                                struct buf *out)
+{
+    struct imap_url_reader r = {.auth = j->ctx.auth,
+                                .user = j->ctx.user,
+                                .username = j->ctx.username,
+                                .now = time(NULL)};
+    uint64_t max = j->ctx.max_append;
+    for (size_t k = 0; k < m->n_parts; k++) {
+        const struct imap_catenate_part *p = &m->parts[k];
+        if (p->url) {
+            char *err = NULL;
+            int rc = imap_url_fetch(&r, p->url, strlen(p->url), max, out, &err);
+            if (rc == IMAP_URL_OK) {
+                free(err);
+                continue;
+            }
+            if (rc == IMAP_URL_BAD) {
+                struct buf code;
+                buf_init(&code, 0);
+                imap_write_badurl(&code, p->url);
+                buf_printf(&j->tagged, "%s NO %s %s\r\n", j->tag, buf_cstr(&code),
+                           err ? err : "Invalid URL");
+                buf_free(&code);
+                free(err);
+            } else if (rc == IMAP_URL_TOOBIG) {
+                free(err);
+                buf_printf(&j->tagged, "%s NO [TOOBIG] Message too large.\r\n", j->tag);
+            } else {
+                imap_job_err(j, "Append failed: %s", err);
+            }
+            return false;
+        }
+        void *map = NULL;
+        size_t map_size = 0;
+        const char *text = p->data ? p->data : "";
+        if (p->is_external &&
+            !(text = imap_spill_map(spill_fd, p->offset, p->len, &map, &map_size))) {
+            imap_job_err(j, "Append failed: %s", strdup("cannot read the message"));
+            return false;
+        }
+        bool is_too_big = p->len > max || out->len > max - p->len;
+        bool ok = is_too_big || p->len == 0 || buf_append(out, text, p->len);
+        if (map)
+            munmap(map, map_size);
+        if (is_too_big) {
+            buf_printf(&j->tagged, "%s NO [TOOBIG] Message too large.\r\n", j->tag);
+            return false;
+        }
+        if (!ok) {
+            imap_job_err(j, "Append failed: %s", strdup("out of memory"));
+            return false;
+        }
+    }
+    return true;
+}
+
 /* Pool thread: APPEND of one message is MULTIAPPEND of one (RFC 3502: all or none). */
 static void imap_append_work(struct imap_job *j)
 {
@@ -105,7 +185,12 @@ static void imap_append_work(struct imap_job *j)
         msgs[i].src.data = m->data ? m->data : "";
         msgs[i].src.len = m->len;
         msgs[i].src.size = m->len;
-        if (m->is_external) {
+        if (m->parts) {
+            if (!imap_catenate_build(j, aj->fd, m, &converted[i]))
+                goto out; /* the reply is written */
+            msgs[i].src.data = converted[i].data ? converted[i].data : "";
+            msgs[i].src.len = msgs[i].src.size = converted[i].len;
+        } else if (m->is_external) {
             const char *p = aj->fd >= 0 ? imap_spill_map(aj->fd, m->offset, m->len, &maps[i],
                                                          &map_sizes[i])
                                         : NULL;
@@ -117,10 +202,17 @@ static void imap_append_work(struct imap_job *j)
         }
         /* RFC 3516 §4.4: binary parts with NUL octets are kept in base64, so that
          * BODY[] can still send them (BINARY[] decodes them again) */
-        if (!converted[i].data && memchr(msgs[i].src.data, '\0', msgs[i].src.len) &&
-            mime_binary_to_base64(msgs[i].src.data, msgs[i].src.len, &converted[i])) {
-            msgs[i].src.data = converted[i].data;
-            msgs[i].src.len = msgs[i].src.size = converted[i].len;
+        if (memchr(msgs[i].src.data, '\0', msgs[i].src.len)) {
+            struct buf b64;
+            buf_init(&b64, 0);
+            if (mime_binary_to_base64(msgs[i].src.data, msgs[i].src.len, &b64)) {
+                buf_free(&converted[i]);
+                converted[i] = b64;
+                msgs[i].src.data = converted[i].data;
+                msgs[i].src.len = msgs[i].src.size = converted[i].len;
+            } else {
+                buf_free(&b64);
+            }
         }
         msgs[i].flags = m->flags;
         msgs[i].keywords = (const char *const *)m->keywords;
@@ -166,6 +258,33 @@ out:
     free(uids);
     free(maps);
     free(map_sizes);
+}
+
+/* Take a CATENATE list's parts into m: the URLs copied, the text literals taken over (or
+ * their place in the spill file). false when out of memory. */
+static bool imap_catenate_take(struct imap_append_msg *m, struct imap_arg *list)
+{
+    m->parts = calloc(list->n / 2, sizeof *m->parts);
+    if (!m->parts)
+        return false;
+    for (size_t k = 0; k + 1 < list->n; k += 2) {
+        struct imap_catenate_part *p = &m->parts[m->n_parts++];
+        struct imap_arg *v = &list->list[k + 1];
+        if (imap_arg_is_atom(&list->list[k], "URL")) {
+            if (!(p->url = strndup(v->str, v->len)))
+                return false;
+        } else if (v->is_external) {
+            p->is_external = true;
+            p->offset = v->external_offset;
+            p->len = v->len;
+        } else {
+            p->data = v->str; /* taken over without copying */
+            p->len = v->len;
+            v->str = NULL;
+            v->len = 0;
+        }
+    }
+    return true;
 }
 
 /* APPEND, or REPLACE of the selected mailbox's message replace_uid (0: APPEND). */
@@ -216,6 +335,14 @@ static void imap_append_submit(struct imap_session *s, const char *tag, struct i
         m->keywords = p->keywords;
         p->keywords = NULL;
         m->internaldate = p->internaldate ? p->internaldate : time(NULL);
+        aj->n++;
+        if (p->catenate) {
+            if (!imap_catenate_take(m, (struct imap_arg *)p->catenate)) {
+                imap_job_discard(s, j);
+                aj = NULL;
+            }
+            continue;
+        }
         m->len = data->len;
         if (data->is_external) {
             m->is_external = true;
@@ -225,7 +352,6 @@ static void imap_append_submit(struct imap_session *s, const char *tag, struct i
             data->str = NULL;
             data->len = 0;
         }
-        aj->n++;
     }
     imap_append_request_free(&r);
     if (!aj)

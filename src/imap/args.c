@@ -445,6 +445,24 @@ void imap_append_request_free(struct imap_append_request *r)
     memset(r, 0, sizeof *r);
 }
 
+/* RFC 4469 §5: cat-part *(SP cat-part), each "TEXT" SP literal or "URL" SP astring. */
+static bool imap_catenate_parts_ok(const struct imap_arg *list)
+{
+    if (list->n == 0 || list->n % 2 != 0 || list->n / 2 > IMAP_CATENATE_MAX_PARTS)
+        return false;
+    for (size_t k = 0; k < list->n; k += 2) {
+        const struct imap_arg *v = &list->list[k + 1];
+        if (imap_arg_is_atom(&list->list[k], "TEXT")) {
+            if (v->type != IMAP_ARG_LITERAL)
+                return false;
+        } else if (!imap_arg_is_atom(&list->list[k], "URL") || !imap_arg_is_string(v) ||
+                   v->is_external) {
+            return false;
+        }
+    }
+    return true;
+}
+
 bool imap_append_request_parse(const struct imap_arg *args, size_t n, struct imap_append_request *r,
                                const char **error_r)
 {
@@ -482,6 +500,16 @@ bool imap_append_request_parse(const struct imap_arg *args, size_t n, struct ima
             }
             i++;
         }
+        if (i + 1 < n && imap_arg_is_atom(&args[i], "CATENATE") &&
+            args[i + 1].type == IMAP_ARG_LIST) {
+            if (!imap_catenate_parts_ok(&args[i + 1])) {
+                *error_r = "Invalid CATENATE parts.";
+                goto fail;
+            }
+            m->catenate = &args[i + 1];
+            i += 2;
+            continue;
+        }
         if (i >= n || !imap_arg_is_string(&args[i]))
             goto fail;
         m->data = &args[i++];
@@ -489,7 +517,7 @@ bool imap_append_request_parse(const struct imap_arg *args, size_t n, struct ima
     /* RFC 3502 §6.3.11: append-data is a literal; a lone message may still be a quoted
      * string, as APPEND always accepted */
     for (size_t k = 0; r->n_parts > 1 && k < r->n_parts; k++) {
-        if (r->parts[k].data->type != IMAP_ARG_LITERAL)
+        if (r->parts[k].data && r->parts[k].data->type != IMAP_ARG_LITERAL)
             goto fail;
     }
     *error_r = NULL;

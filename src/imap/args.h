@@ -162,8 +162,11 @@ struct imap_append_part {
     unsigned flags;
     char **keywords;             /* owned */
     time_t internaldate;         /* 0 when not given */
-    const struct imap_arg *data; /* the message: a literal (or string) argument */
+    const struct imap_arg *data; /* the message: a literal (or string) argument, or NULL
+                                    for a CATENATE */
+    const struct imap_arg *catenate; /* RFC 4469: the list of (TEXT literal | URL url) */
 };
+#define IMAP_CATENATE_MAX_PARTS 256 /* parts of one CATENATE message */
 
 struct imap_append_request {
     const struct imap_arg *mailbox;
@@ -171,7 +174,8 @@ struct imap_append_request {
     size_t n_parts;
 };
 
-/* APPEND mailbox 1*([(flags)] [date-time] literal) (RFC 3502 §6.3.11). false with a reason
+/* APPEND mailbox 1*([(flags)] [date-time] (literal | CATENATE (cat-part *(SP cat-part))))
+ * (RFC 3502 §6.3.11, RFC 4469 §5: cat-part = "TEXT" SP literal / "URL" SP astring). false with a reason
  * in *error_r; the request is then empty. */
 bool imap_append_request_parse(const struct imap_arg *args, size_t n, struct imap_append_request *r,
                                const char **error_r);

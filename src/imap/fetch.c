@@ -26,6 +26,7 @@
 #include "core/conn.h"
 #include "imap/session.h"
 #include "imap/msgmap.h"
+#include "imap/url.h"
 #include "store/mime.h"
 #include "store/store.h"
 
@@ -476,45 +477,51 @@ static void fetch_partial_range(const struct imap_fetch_item *it, size_t len, si
     *n_r = n;
 }
 
+/* The octets of BODY[section] of the message d (CRLF line ends) into data; false when the
+ * section names no part. */
+static bool imap_section_data(const struct imap_fetch_item *it, struct imap_msg_data *d,
+                              struct buf *data)
+{
+    const char *src = d->bytes;
+    if (it->spec == SEC_ALL && it->n_path == 0) {
+        imap_append_crlf(data, src, d->len);
+        return true;
+    }
+    struct mime_part *root = imap_msg_mime(d);
+    const struct mime_part *p = root ? mime_part_find(root, it->path, it->n_path) : NULL;
+    if (!p)
+        return false;
+    /* HEADER/TEXT of a message/rfc822 part mean the encapsulated message's. */
+    const struct mime_part *msg = it->n_path > 0 && p->is_message ? p->message : p;
+    switch (it->spec) {
+    case SEC_ALL:
+        imap_append_crlf(data, src + p->body_offset, p->body_size);
+        break;
+    case SEC_MIME:
+        imap_append_crlf(data, src + p->header_offset, p->header_size);
+        break;
+    case SEC_HEADER:
+        imap_append_crlf(data, src + msg->header_offset, msg->header_size);
+        break;
+    case SEC_TEXT:
+        imap_append_crlf(data, src + msg->body_offset, msg->body_size);
+        break;
+    case SEC_FIELDS:
+    case SEC_FIELDS_NOT:
+        mime_header_filter(src + msg->header_offset, msg->header_size,
+                           (const char *const *)it->fields, it->n_fields,
+                           it->spec == SEC_FIELDS_NOT, data);
+        break;
+    }
+    return true;
+}
+
 static void imap_write_section(struct imap_job *j, const struct imap_fetch_item *it,
                                struct imap_msg_data *d)
 {
     struct buf data;
     buf_init(&data, 0);
-    bool found = true;
-    const char *src = d->bytes;
-    if (it->spec == SEC_ALL && it->n_path == 0) {
-        imap_append_crlf(&data, src, d->len);
-    } else {
-        struct mime_part *root = imap_msg_mime(d);
-        const struct mime_part *p = root ? mime_part_find(root, it->path, it->n_path) : NULL;
-        if (!p) {
-            found = false;
-        } else {
-            /* HEADER/TEXT of a message/rfc822 part mean the encapsulated message's. */
-            const struct mime_part *msg = it->n_path > 0 && p->is_message ? p->message : p;
-            switch (it->spec) {
-            case SEC_ALL:
-                imap_append_crlf(&data, src + p->body_offset, p->body_size);
-                break;
-            case SEC_MIME:
-                imap_append_crlf(&data, src + p->header_offset, p->header_size);
-                break;
-            case SEC_HEADER:
-                imap_append_crlf(&data, src + msg->header_offset, msg->header_size);
-                break;
-            case SEC_TEXT:
-                imap_append_crlf(&data, src + msg->body_offset, msg->body_size);
-                break;
-            case SEC_FIELDS:
-            case SEC_FIELDS_NOT:
-                mime_header_filter(src + msg->header_offset, msg->header_size,
-                                   (const char *const *)it->fields, it->n_fields,
-                                   it->spec == SEC_FIELDS_NOT, &data);
-                break;
-            }
-        }
-    }
+    bool found = imap_section_data(it, d, &data);
     buf_printf(&j->out, "%s ", it->label);
     if (!found) {
         buf_append_str(&j->out, "NIL");
@@ -525,6 +532,25 @@ static void imap_write_section(struct imap_job *j, const struct imap_fetch_item 
         buf_append(&j->out, data.data ? data.data + from : "", n);
     }
     buf_free(&data);
+}
+
+bool imap_section_extract(const char *msg, size_t len, const char *section, struct buf *out)
+{
+    /* the FETCH section grammar, as "section]" (imap_fetch_parse_section's input) */
+    char text[IMAP_URL_MAX_SECTION + 2];
+    struct imap_fetch_item it;
+    memset(&it, 0, sizeof it);
+    int n = snprintf(text, sizeof text, "%s]", section);
+    bool ok = n > 0 && (size_t)n < sizeof text && imap_fetch_parse_section(&it, text);
+    if (ok) {
+        struct imap_msg_data d = {.bytes = msg, .len = len};
+        ok = imap_section_data(&it, &d, out);
+        mime_part_free(d.mime);
+    }
+    free(it.label);
+    for (size_t k = 0; k < it.n_fields; k++)
+        free(it.fields[k]);
+    return ok;
 }
 
 /* RFC 3516 §4.2: BINARY[part] is the part's body with its transfer encoding undone

@@ -448,6 +448,7 @@ static void imap_select_work(struct imap_job *j)
     buf_append_str(&j->out, "* OK [MAILBOXID ("); /* RFC 8474 §4.2 */
     imap_write_mailboxid(&j->out, store_mailbox_uidvalidity(box));
     buf_append_str(&j->out, ")] Ok\r\n");
+    buf_append_str(&j->out, "* OK [URLMECH INTERNAL] Ok\r\n"); /* RFC 4467 §6.1 */
     if (sj->has_qresync)
         imap_select_qresync(j, sj);
     buf_printf(&j->tagged, "%s OK [%s] %s completed.\r\n", j->tag, ro ? "READ-ONLY" : "READ-WRITE",

@@ -127,6 +127,7 @@ void imap_capability_string(struct imap_session *s, struct buf *out)
             buf_append_str(out, " COMPRESS=DEFLATE"); /* RFC 4978 */
         /* RFC 9208: the STORAGE resource only (no message-count limits) */
         buf_append_str(out, " QUOTA QUOTA=RES-STORAGE");
+        buf_append_str(out, " CATENATE URLAUTH"); /* RFC 4469, 4467 (imap/urlauth.c) */
     }
 }
 
@@ -443,7 +444,10 @@ static bool imap_idle_pending_add(struct imap_session *s, struct imap_job *j)
     return true;
 }
 
-void imap_session_start_idle_sync(struct imap_session *s)
+/* An IDLE session's sync job: queued for the next batch (is_batched: a notification woke
+ * it, and every other session of the mailbox with it) or submitted at once (the sync at
+ * the start of IDLE, or after the session's own command). */
+static void imap_session_idle_sync(struct imap_session *s, bool is_batched)
 {
     struct imap_job *j =
         imap_job_new(s, NULL, sizeof *j, imap_idle_sync_work, NULL, NULL);
@@ -453,8 +457,13 @@ void imap_session_start_idle_sync(struct imap_session *s)
     j->is_sync_forced = true;
     j->is_idle_sync = true;
     imap_job_prepare(s, j);
-    if (!imap_idle_pending_add(s, j))
+    if (!is_batched || !imap_idle_pending_add(s, j))
         job_submit(conn_server(s->c)->pool, &j->job);
+}
+
+void imap_session_start_idle_sync(struct imap_session *s)
+{
+    imap_session_idle_sync(s, false);
 }
 
 static void imap_notify(const char *user, const char *mailbox, void *arg)
@@ -469,7 +478,7 @@ static void imap_notify(const char *user, const char *mailbox, void *arg)
     s->has_pending_changes = true;
     /* An idling client hears about new mail at once. */
     if (s->is_idling && !s->is_job_in_flight)
-        imap_session_start_idle_sync(s);
+        imap_session_idle_sync(s, true);
 }
 
 static uint64_t imap_now_ms(void)
@@ -1131,6 +1140,9 @@ static const struct imap_command imap_commands[] = {
     {"LSUB", imap_cmd_lsub, AUTHED, false},
     {"STATUS", imap_cmd_status, AUTHED, false},
     {"APPEND", imap_cmd_append, AUTHED, false},
+    {"GENURLAUTH", imap_cmd_genurlauth, AUTHED, false},
+    {"RESETKEY", imap_cmd_resetkey, AUTHED, false},
+    {"URLFETCH", imap_cmd_urlfetch, AUTHED, false},
     {"REPLACE", imap_cmd_replace, SEL, true},
     {"NAMESPACE", imap_cmd_namespace, AUTHED, false},
     {"IDLE", imap_cmd_idle, AUTHED, false},

@@ -279,6 +279,11 @@ imap_handler imap_cmd_list, imap_cmd_lsub;
 /* ---- append.c ---- */
 imap_handler imap_cmd_append, imap_cmd_replace;
 
+/* ---- urlauth.c (RFC 4467) ---- */
+imap_handler imap_cmd_genurlauth, imap_cmd_resetkey, imap_cmd_urlfetch;
+/* "[BADURL url]" (RFC 4469 §6), the URL cut before anything a response code cannot hold. */
+void imap_write_badurl(struct buf *out, const char *url);
+
 /* ---- fetch.c ---- */
 imap_handler imap_cmd_fetch, imap_cmd_store;
 void imap_fetch_free(struct imap_fetch *f);

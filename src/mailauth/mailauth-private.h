@@ -72,6 +72,16 @@ bool mailauth_copy_nofws(const char *text, size_t len, char *out, size_t size);
 /* Decode base64 with FWS inside (RFC 6376 §2.10) into out[max]; -1 on bad syntax. */
 int mailauth_base64_decode(const char *text, size_t len, unsigned char *out, size_t max,
                            size_t *len_r);
+/* A libcurl handle for an HTTPS request to host:port at the address our resolver gives
+ * (CURLOPT_RESOLVE: one resolver configuration covers HTTPS too), https only, no
+ * redirects, certificate and name verified, 15 s to connect; the caller sets the URL,
+ * CAINFO, the total timeout and the callbacks, then frees the handle and *resolve_r
+ * (after the transfer). A CURL *, or NULL with err when host has no address. BLOCKING
+ * (DNS). */
+struct curl_slist;
+void *mailauth_curl_new(const struct mailauth_dns *dns, const char *host, unsigned port,
+                        struct curl_slist **resolve_r, char *err, size_t err_size);
+
 /* Is d equal to or a subdomain of parent (case-insensitive, dotted names)? */
 bool mailauth_domain_is_within(const char *d, const char *parent);
 

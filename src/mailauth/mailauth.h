@@ -357,6 +357,12 @@ enum mailauth_sts_status {
     MAILAUTH_STS_FOUND,        /* *p holds the policy in force (fresh or cached) */
     MAILAUTH_STS_FETCH_FAILED, /* a record, but the policy could not be fetched (err) */
 };
+/* GET https://mta-sts.<domain>/.well-known/mta-sts.txt (§3.3) at the address dns gives,
+ * certificate checked, no redirects, 64 KiB, text/plain, parsed. No cache. 0 with *p, or
+ * -1 with err. BLOCKING (DNS, HTTPS: at most ~60 s). */
+int mailauth_sts_fetch(const struct mailauth_dns *dns, const struct mailauth_sts_opts *o,
+                       const char *domain, struct mailauth_sts_policy *p, char *err,
+                       size_t err_size);
 /* The MTA-STS policy in force for domain (§5.1: TXT record, cache, HTTPS fetch with a
  * validated certificate, no redirects). Process-wide cache, thread-safe. BLOCKING (DNS,
  * HTTPS: at most ~60 s). */
@@ -382,6 +388,14 @@ int mailauth_tlsrpt_record(const char *data_dir, int64_t when, const char *domai
 int mailauth_tlsrpt_record_parse(const char *text, size_t len, char *rua, size_t rua_size);
 /* The domains with sessions noted on day (malloc'd strings in a malloc'd array). */
 int mailauth_tlsrpt_domains(const char *data_dir, const char *day, char ***domains_r, size_t *n_r);
+/* Submit a report (gzip'd JSON) to an https: rua URI (§5.3.1): POST with Content-Type
+ * application/tlsrpt+gzip to the address our resolver gives for the URI's host, its
+ * certificate checked against ca_file (NULL or "": the system's CAs), no redirects, at
+ * most 60 s. 0 when the receiver answered 2xx; -1 with err (and *status_r, the HTTP
+ * status or 0). BLOCKING. */
+int mailauth_tlsrpt_post(const struct mailauth_dns *dns, const char *url, const char *ca_file,
+                         const char *body, size_t len, long *status_r, char *err,
+                         size_t err_size);
 /* Append the JSON aggregate report (§4.4) of domain for day to json. 0 or -1. */
 int mailauth_tlsrpt_report(const char *data_dir, const char *day, const char *domain,
                            const char *organization, const char *contact, struct buf *json);

@@ -176,21 +176,22 @@ static void curl_init_once(void)
     curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
-/* GET https://mta-sts.<domain>/.well-known/mta-sts.txt, connecting to the address our own
- * resolver gives (so one resolver config covers it). 0 with the policy, or -1 with err. */
-static int sts_fetch(const struct mailauth_dns *dns, const struct mailauth_sts_opts *o,
-                     const char *domain, struct mailauth_sts_policy *p, char *err,
-                     size_t err_size)
+void *mailauth_curl_new(const struct mailauth_dns *dns, const char *host, unsigned port,
+                        struct curl_slist **resolve_r, char *err, size_t err_size)
 {
     pthread_once(&curl_once, curl_init_once);
-    char host[300];
-    snprintf(host, sizeof host, "mta-sts.%s", domain);
+    *resolve_r = NULL;
     struct mailauth_dns_answer *a = calloc(1, sizeof *a);
     if (!a) {
         snprintf(err, err_size, "out of memory");
-        return -1;
+        return NULL;
     }
     char ip[64] = "";
+    unsigned char literal[16];
+    /* an address literal ("192.0.2.1", "[2001:db8::1]") needs no lookup */
+    bool is_literal = host[0] == '[' || inet_pton(AF_INET, host, literal) == 1;
+    if (is_literal)
+        snprintf(ip, sizeof ip, "%s", host);
     for (int t = 0; t < 2 && !ip[0]; t++) {
         int type = t == 0 ? MAILAUTH_DNS_A : MAILAUTH_DNS_AAAA;
         if (dns->lookup(dns->ctx, host, type, a) == MAILAUTH_DNS_OK && a->n > 0)
@@ -199,31 +200,51 @@ static int sts_fetch(const struct mailauth_dns *dns, const struct mailauth_sts_o
     free(a);
     if (!ip[0]) {
         snprintf(err, err_size, "no address for %s", host);
-        return -1;
+        return NULL;
     }
-    unsigned port = o->https_port ? o->https_port : 443;
-    char url[400], resolve[400];
-    snprintf(url, sizeof url, "https://%s:%u/.well-known/mta-sts.txt", host, port);
+    char resolve[400];
     snprintf(resolve, sizeof resolve, strchr(ip, ':') ? "%s:%u:[%s]" : "%s:%u:%s", host, port, ip);
     CURL *curl = curl_easy_init();
-    struct curl_slist *res = curl_slist_append(NULL, resolve);
-    struct fetch_buf body = {0};
-    int rc = -1;
-    if (!curl || !res) {
+    *resolve_r = curl_slist_append(NULL, resolve);
+    if (!curl || !*resolve_r) {
         snprintf(err, err_size, "out of memory");
-        goto out;
+        if (curl)
+            curl_easy_cleanup(curl);
+        curl_slist_free_all(*resolve_r);
+        *resolve_r = NULL;
+        return NULL;
     }
-    curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_RESOLVE, res);
+    if (!is_literal)
+        curl_easy_setopt(curl, CURLOPT_RESOLVE, *resolve_r);
     curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "https");
-    curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L); /* §3.3: no redirects */
+    curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 2L);
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, 15L);
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    return curl;
+}
+
+int mailauth_sts_fetch(const struct mailauth_dns *dns, const struct mailauth_sts_opts *o,
+                       const char *domain, struct mailauth_sts_policy *p, char *err,
+                       size_t err_size)
+{
+    char host[300];
+    snprintf(host, sizeof host, "mta-sts.%s", domain);
+    unsigned port = o->https_port ? o->https_port : 443;
+    char url[400];
+    snprintf(url, sizeof url, "https://%s:%u/.well-known/mta-sts.txt", host, port);
+    struct curl_slist *res;
+    CURL *curl = mailauth_curl_new(dns, host, port, &res, err, err_size);
+    struct fetch_buf body = {0};
+    int rc = -1;
+    if (!curl)
+        goto out;
+    /* §3.3: no redirects (mailauth_curl_new), a validated certificate */
+    curl_easy_setopt(curl, CURLOPT_URL, url);
     if (o->ca_file && o->ca_file[0])
         curl_easy_setopt(curl, CURLOPT_CAINFO, o->ca_file);
     curl_easy_setopt(curl, CURLOPT_TIMEOUT, (long)STS_FETCH_TIMEOUT);
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, 15L);
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, fetch_write);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
     curl_easy_setopt(curl, CURLOPT_USERAGENT, "Tern MTA-STS");
@@ -426,7 +447,7 @@ enum mailauth_sts_status mailauth_sts_get(const struct mailauth_dns *dns,
         *p = cached.policy;
         return MAILAUTH_STS_FOUND;
     }
-    if (sts_fetch(dns, o, domain, p, err, err_size) < 0) {
+    if (mailauth_sts_fetch(dns, o, domain, p, err, err_size) < 0) {
         if (has_cached) {
             *p = cached.policy; /* §5.1: keep the old policy when the new one cannot be had */
             return MAILAUTH_STS_FOUND;

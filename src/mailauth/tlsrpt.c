@@ -9,10 +9,16 @@
  * type). Reports are best effort: the file is not fsync'd.
  *
  * Budgets: lines of at most 1 KiB, 4096 distinct (domain, result, mx, ip) groups a day.
+ *
+ * mailauth_tlsrpt_post() submits a report to an https: rua URI (§5.3.1) with libcurl:
+ * POST, application/tlsrpt+gzip, the certificate verified, no redirects, 15 s to
+ * connect and 60 s in all, the answer's body discarded (at most 64 KiB read).
  */
 #include "mailauth/mailauth-private.h"
 
 #include "core/util.h"
+
+#include <curl/curl.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -25,6 +31,8 @@
 #include <unistd.h>
 
 #define TLSRPT_GROUPS_MAX 4096
+#define TLSRPT_POST_TIMEOUT 60
+#define TLSRPT_ANSWER_MAX (64 * 1024)
 
 /* Is s safe in a line of the record (no tabs, newlines or control octets)? */
 static bool tlsrpt_field_ok(const char *s)
@@ -232,3 +240,77 @@ int mailauth_tlsrpt_report(const char *data_dir, const char *day, const char *do
     free(g);
     return 0;
 }
+
+/* The receiver's answer body: counted, not kept; past TLSRPT_ANSWER_MAX the transfer
+ * stops (the status line is what counts). */
+static size_t tlsrpt_discard(char *ptr, size_t size, size_t nmemb, void *arg)
+{
+    size_t *total = arg;
+    *total += size * nmemb;
+    return *total > TLSRPT_ANSWER_MAX ? 0 : size * nmemb;
+}
+
+int mailauth_tlsrpt_post(const struct mailauth_dns *dns, const char *url, const char *ca_file,
+                         const char *body, size_t len, long *status_r, char *err,
+                         size_t err_size)
+{
+    *status_r = 0;
+    err[0] = '\0';
+    /* §3: the URI's host and port; only https (a plain http: rua is not used) */
+    CURLU *u = curl_url();
+    char *scheme = NULL, *host = NULL, *port = NULL;
+    int rc = -1;
+    if (!u || curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK ||
+        strcasecmp(scheme, "https") != 0) {
+        snprintf(err, err_size, "not an https URI");
+        curl_free(scheme);
+        curl_free(host);
+        curl_free(port);
+        curl_url_cleanup(u);
+        return -1;
+    }
+    char name[256];
+    snprintf(name, sizeof name, "%s", host);
+    unsigned p = (unsigned)strtoul(port, NULL, 10);
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(port);
+    curl_url_cleanup(u);
+    struct curl_slist *resolve = NULL, *headers = NULL;
+    CURL *curl = mailauth_curl_new(dns, name, p, &resolve, err, err_size);
+    if (!curl)
+        return -1;
+    headers = curl_slist_append(NULL, "Content-Type: application/tlsrpt+gzip");
+    size_t answered = 0;
+    if (!headers) {
+        snprintf(err, err_size, "out of memory");
+        goto out;
+    }
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    if (ca_file && ca_file[0])
+        curl_easy_setopt(curl, CURLOPT_CAINFO, ca_file);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT, (long)TLSRPT_POST_TIMEOUT);
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, tlsrpt_discard);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &answered);
+    curl_easy_setopt(curl, CURLOPT_USERAGENT, "Tern TLS-RPT");
+    CURLcode cc = curl_easy_perform(curl);
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, status_r);
+    if (cc != CURLE_OK && !(cc == CURLE_WRITE_ERROR && *status_r >= 200 && *status_r < 300))
+        snprintf(err, err_size, "%s", curl_easy_strerror(cc));
+    else if (*status_r < 200 || *status_r > 299) /* §5.3.1: success is a 2xx answer */
+        snprintf(err, err_size, "HTTP status %ld", *status_r);
+    else
+        rc = 0;
+out:
+    curl_slist_free_all(headers);
+    curl_slist_free_all(resolve);
+    curl_easy_cleanup(curl);
+    return rc;
+}
+

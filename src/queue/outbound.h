@@ -249,11 +249,17 @@ size_t bounce_header_length(const char *msg, size_t len);
 /* ---- TLS-RPT reports (tlsrpt.c, issue 12) ------------------------------------------- */
 
 struct mailauth_dns;
+struct outbound_tlsrpt_counts {
+    unsigned queued;  /* reports queued as mail (mailto:) */
+    unsigned posted;  /* reports POSTed (https:, answered 2xx) */
+    unsigned pending; /* deliveries that failed and are tried again by a later call */
+};
 /* BLOCKING. Send the RFC 8460 aggregate reports of day ("YYYY-MM-DD") to the domains that
- * ask for them (mailto: rua); nothing when the day was sent already. *n_sent_r reports
- * queued. 0 or -1 with *error_r. */
+ * ask for them (mailto: and https: rua); what was delivered by an earlier call is not
+ * sent again, and nothing once the day is done. 0 with *counts, or -1 with *error_r. */
 int outbound_tlsrpt_send(const struct config *cfg, const struct mailauth_dns *dns,
-                         const char *day, unsigned *n_sent_r, char **error_r);
+                         const char *day, struct outbound_tlsrpt_counts *counts,
+                         char **error_r);
 
 /* ---- runner (runner.c) / delivery (deliver.c) --------------------------------------- */
 

@@ -29,6 +29,7 @@
 #include "core/config.h"
 #include "core/conn.h"
 #include "core/log.h"
+#include "core/util.h"
 #include "core/workpool.h"
 
 #include <ctype.h>
@@ -86,52 +87,91 @@ struct outbound_runner {
     bool is_scan_useful; /* the last scan found unknown mail: rescan when drained */
     char tlsrpt_day[16];  /* mailauth hook: the UTC day whose TLS reports were looked at */
     bool is_tlsrpt_running;
+    /* reports that could not be delivered (an https: receiver down): that day again at
+     * tlsrpt_retry_at (util_now_ms clock), the wait doubling as the queue's retries do */
+    char tlsrpt_retry_day[16];
+    uint64_t tlsrpt_retry_at;
+    uint64_t tlsrpt_retry_wait;
 };
 
 /* ---- mailauth hook: the daily TLS-RPT reports (RFC 8460) ----------------------------- */
+
+/* RFC 8460 §5.4: retries with exponential back-off, for up to a day (tlsrpt.c gives up
+ * 24 hours after the first attempt): the schedule of the queue's own retries,
+ * queue.retry_min (5 minutes) doubling to queue.retry_max (4 hours) */
 
 struct tlsrpt_job {
     struct outbound_runner *r; /* the runner outlives its pool's jobs (stop waits) */
     const struct config *cfg;
     struct mailauth_resolver *dns;
     char day[16];
+    struct outbound_tlsrpt_counts counts; /* the result, read in tlsrpt_done */
+    bool has_failed;
 };
 
 static void tlsrpt_work(void *arg)
 {
     struct tlsrpt_job *j = arg;
     struct mailauth_dns dns = mailauth_resolver_dns(j->dns);
-    unsigned n = 0;
     char *err = NULL;
-    if (outbound_tlsrpt_send(j->cfg, &dns, j->day, &n, &err) < 0)
+    if (outbound_tlsrpt_send(j->cfg, &dns, j->day, &j->counts, &err) < 0) {
         log_warning("tlsrpt", "TLS reports of %s: %s", j->day, err ? err : "failed");
+        j->has_failed = true;
+    }
     free(err);
 }
 
 static void tlsrpt_done(void *arg)
 {
     struct tlsrpt_job *j = arg;
-    j->r->is_tlsrpt_running = false;
+    struct outbound_runner *r = j->r;
+    r->is_tlsrpt_running = false;
+    if (j->counts.pending || j->has_failed) {
+        /* the same day again later, waiting twice as long each time */
+        uint64_t first = (uint64_t)j->cfg->queue_retry_min * 1000,
+                 most = (uint64_t)j->cfg->queue_retry_max * 1000;
+        bool is_same_day = strcmp(r->tlsrpt_retry_day, j->day) == 0 && r->tlsrpt_retry_wait;
+        uint64_t wait = is_same_day ? r->tlsrpt_retry_wait * 2 : first;
+        r->tlsrpt_retry_wait = wait > most ? most : wait < 1000 ? 1000 : wait;
+        snprintf(r->tlsrpt_retry_day, sizeof r->tlsrpt_retry_day, "%s", j->day);
+        r->tlsrpt_retry_at = util_now_ms() + r->tlsrpt_retry_wait;
+    } else if (strcmp(r->tlsrpt_retry_day, j->day) == 0) {
+        r->tlsrpt_retry_day[0] = '\0';
+        r->tlsrpt_retry_at = r->tlsrpt_retry_wait = 0;
+    }
     free(j);
 }
 
-/* Loop thread, every tick: once a UTC day has ended, send its reports (a delivery thread). */
-static void runner_tlsrpt_check(struct outbound_runner *r)
+/* Send day's reports on a delivery thread. */
+static void runner_tlsrpt_start(struct outbound_runner *r, const char *day)
 {
-    char today[16];
-    mailauth_tlsrpt_day((int64_t)time(NULL), today, sizeof today);
-    if (strcmp(today, r->tlsrpt_day) == 0 || r->is_tlsrpt_running || !r->shared.mailauth_dns)
-        return;
-    snprintf(r->tlsrpt_day, sizeof r->tlsrpt_day, "%s", today);
     struct tlsrpt_job *j = calloc(1, sizeof *j);
     if (!j)
         return;
     j->r = r;
     j->cfg = r->shared.cfg;
     j->dns = r->shared.mailauth_dns;
-    mailauth_tlsrpt_day((int64_t)time(NULL) - 86400, j->day, sizeof j->day);
+    snprintf(j->day, sizeof j->day, "%s", day);
     r->is_tlsrpt_running = true;
     workpool_submit(r->pool, tlsrpt_work, tlsrpt_done, j);
+}
+
+/* Loop thread, every tick: once a UTC day has ended, send its reports; retry a day whose
+ * reports could not all be delivered when its time has come. */
+static void runner_tlsrpt_check(struct outbound_runner *r)
+{
+    if (r->is_tlsrpt_running || !r->shared.mailauth_dns)
+        return;
+    char today[16];
+    mailauth_tlsrpt_day((int64_t)time(NULL), today, sizeof today);
+    if (strcmp(today, r->tlsrpt_day) != 0) {
+        snprintf(r->tlsrpt_day, sizeof r->tlsrpt_day, "%s", today);
+        char yesterday[16];
+        mailauth_tlsrpt_day((int64_t)time(NULL) - 86400, yesterday, sizeof yesterday);
+        runner_tlsrpt_start(r, yesterday);
+    } else if (r->tlsrpt_retry_day[0] && util_now_ms() >= r->tlsrpt_retry_at) {
+        runner_tlsrpt_start(r, r->tlsrpt_retry_day);
+    }
 }
 
 struct scan_job {

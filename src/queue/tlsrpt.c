@@ -3,8 +3,11 @@
  * whose MX hosts we talked to under an MTA-STS or DANE policy on a day (mailauth/tlsrpt.c
  * noted the sessions), look up _smtp._tls.<domain>, build the JSON report, gzip it and
  * queue it as a multipart/report; report-type="tlsrpt" message to every mailto: address
- * of the record, DKIM-signed like our users' mail when the sender domain has keys. HTTPS
- * report URIs are not used (a known gap). A day is marked sent (<day>.sent) once done.
+ * of the record, DKIM-signed like our users' mail when the sender domain has keys, and
+ * POST it to every https: address (§5.3.1, mailauth_tlsrpt_post). Each delivery is noted
+ * in <day>.done, so a run after a failed POST (or a DNS failure) delivers only what is
+ * missing; the day is marked sent (<day>.sent) once nothing is, or 24 hours after the
+ * first attempt (§5.4).
  *
  * BLOCKING: run on a delivery-pool thread (the runner, once a day) or from the CLI.
  */
@@ -126,10 +129,117 @@ static int tlsrpt_queue(const struct config *cfg, const char *day, const char *d
     return rc;
 }
 
-int outbound_tlsrpt_send(const struct config *cfg, const struct mailauth_dns *dns,
-                         const char *day, unsigned *n_sent_r, char **error_r)
+/* <day>.done: "first=<epoch>" (the first attempt), then one "<domain> <uri>" line per
+ * report delivered (queued for a mailto:, answered 2xx for an https:). */
+struct tlsrpt_state {
+    char path[4300];
+    int64_t first;
+    struct buf done; /* the lines after the first, each ending in \n */
+};
+
+static void tlsrpt_state_load(struct tlsrpt_state *st, const struct config *cfg, const char *day,
+                              int64_t now)
 {
-    *n_sent_r = 0;
+    snprintf(st->path, sizeof st->path, "%s/tlsrpt/%s.done", cfg->data_dir, day);
+    buf_init(&st->done, 1u << 20);
+    st->first = now;
+    FILE *f = fopen(st->path, "r");
+    if (!f)
+        return;
+    char line[1400];
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "first=", 6) == 0)
+            st->first = strtoll(line + 6, NULL, 10);
+        else if (strchr(line, '\n'))
+            buf_append_str(&st->done, line);
+    }
+    fclose(f);
+}
+
+static bool tlsrpt_state_has(const struct tlsrpt_state *st, const char *domain, const char *uri)
+{
+    char line[1400];
+    snprintf(line, sizeof line, "%s %s\n", domain, uri);
+    size_t n = strlen(line);
+    for (size_t pos = 0; pos < st->done.len;) {
+        const char *nl = memchr(st->done.data + pos, '\n', st->done.len - pos);
+        size_t end = nl ? (size_t)(nl - st->done.data) + 1 : st->done.len;
+        if (end - pos == n && strncasecmp(st->done.data + pos, line, n) == 0)
+            return true;
+        pos = end;
+    }
+    return false;
+}
+
+/* Write the file whole (it is small): a temporary file renamed over it. Best effort. */
+static void tlsrpt_state_write(const struct tlsrpt_state *st)
+{
+    char tmp[4400];
+    snprintf(tmp, sizeof tmp, "%s.tmp", st->path);
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        return;
+    fprintf(f, "first=%lld\n", (long long)st->first);
+    if (st->done.len)
+        fwrite(st->done.data, 1, st->done.len, f);
+    if (fclose(f) != 0 || rename(tmp, st->path) != 0)
+        unlink(tmp);
+}
+
+/* Note one delivery. */
+static void tlsrpt_state_add(struct tlsrpt_state *st, const char *domain, const char *uri)
+{
+    buf_printf(&st->done, "%s %s\n", domain, uri);
+    tlsrpt_state_write(st);
+}
+
+/* Deliver one report to one rua URI: a mailto: is queued, an https: POSTed (§5.3). Returns
+ * 1 delivered (queued or posted), 0 to try again on a later run, -1 an URI we do not use. */
+static int tlsrpt_deliver(const struct config *cfg, const struct mailauth_dns *dns,
+                          const char *day, const char *domain, const char *uri,
+                          const struct buf *gz, bool *is_posted_r)
+{
+    *is_posted_r = false;
+    for (const unsigned char *c = (const unsigned char *)uri; *c; c++)
+        if (*c < 0x21 || *c >= 0x7f) /* from DNS: nothing that could break a log line or
+                                        the .done file */
+            return -1;
+    if (strncasecmp(uri, "https:", 6) == 0) {
+        long status = 0;
+        char err[300];
+        if (mailauth_tlsrpt_post(dns, uri, cfg->outbound_ca_file, gz->data, gz->len, &status,
+                                 err, sizeof err) == 0) {
+            log_info("tlsrpt", "TLS report for %s (%s) posted to %s: HTTP %ld", domain, day, uri,
+                     status);
+            *is_posted_r = true;
+            return 1;
+        }
+        log_warning("tlsrpt", "TLS report for %s (%s) to %s not delivered: %s; tried again "
+                              "later", domain, day, uri, err);
+        return 0;
+    }
+    if (strncasecmp(uri, "mailto:", 7) != 0)
+        return -1;
+    char to[320];
+    snprintf(to, sizeof to, "%s", uri + 7);
+    char *q = strchr(to, '?');
+    if (q)
+        *q = '\0';
+    if (!strchr(to, '@'))
+        return -1;
+    char *err = NULL;
+    int rc = tlsrpt_queue(cfg, day, domain, to, gz, &err) == 0 ? 1 : 0;
+    if (rc == 0)
+        log_warning("tlsrpt", "cannot queue the TLS report for %s: %s; tried again later", domain,
+                    err ? err : "?");
+    free(err);
+    return rc;
+}
+
+int outbound_tlsrpt_send(const struct config *cfg, const struct mailauth_dns *dns,
+                         const char *day, struct outbound_tlsrpt_counts *counts, char **error_r)
+{
+    memset(counts, 0, sizeof *counts);
     char marker[4300];
     snprintf(marker, sizeof marker, "%s/tlsrpt/%s.sent", cfg->data_dir, day);
     if (access(marker, F_OK) == 0)
@@ -140,6 +250,9 @@ int outbound_tlsrpt_send(const struct config *cfg, const struct mailauth_dns *dn
         *error_r = strdup("cannot read the TLS-RPT record");
         return -1;
     }
+    int64_t now = (int64_t)time(NULL);
+    struct tlsrpt_state st;
+    tlsrpt_state_load(&st, cfg, day, now);
     struct mailauth_dns_answer *a = calloc(1, sizeof *a);
     int rc = a ? 0 : -1;
     char contact[300];
@@ -147,7 +260,12 @@ int outbound_tlsrpt_send(const struct config *cfg, const struct mailauth_dns *dn
     for (size_t i = 0; a && i < n; i++) {
         char name[300], rua[1024] = "";
         snprintf(name, sizeof name, "_smtp._tls.%s", domains[i]);
-        if (dns->lookup(dns->ctx, name, MAILAUTH_DNS_TXT, a) != MAILAUTH_DNS_OK)
+        enum mailauth_dns_status ds = dns->lookup(dns->ctx, name, MAILAUTH_DNS_TXT, a);
+        if (ds == MAILAUTH_DNS_TEMPFAIL) {
+            counts->pending++; /* the record may be there: ask again on a later run */
+            continue;
+        }
+        if (ds != MAILAUTH_DNS_OK)
             continue; /* no record: the domain asked for no reports */
         for (size_t k = 0; k < a->n && !rua[0]; k++)
             if (mailauth_tlsrpt_record_parse((const char *)a->rr[k].data, a->rr[k].len, rua,
@@ -165,25 +283,19 @@ int outbound_tlsrpt_send(const struct config *cfg, const struct mailauth_dns *dn
             buf_free(&gz);
             continue;
         }
-        /* rua: URIs separated by commas; mailto: ones are ours to use (§3) */
+        /* rua: URIs separated by commas (§3), each delivered once */
         char *save = NULL;
         for (char *u = strtok_r(rua, ",", &save); u; u = strtok_r(NULL, ",", &save)) {
-            if (strncasecmp(u, "mailto:", 7) != 0)
+            if (tlsrpt_state_has(&st, domains[i], u))
                 continue;
-            char to[320];
-            snprintf(to, sizeof to, "%s", u + 7);
-            char *q = strchr(to, '?');
-            if (q)
-                *q = '\0';
-            if (!strchr(to, '@'))
-                continue;
-            char *err = NULL;
-            if (tlsrpt_queue(cfg, day, domains[i], to, &gz, &err) == 0)
-                (*n_sent_r)++;
-            else
-                log_warning("tlsrpt", "cannot queue the TLS report for %s: %s", domains[i],
-                            err ? err : "?");
-            free(err);
+            bool is_posted;
+            int d = tlsrpt_deliver(cfg, dns, day, domains[i], u, &gz, &is_posted);
+            if (d == 1) {
+                tlsrpt_state_add(&st, domains[i], u);
+                (*(is_posted ? &counts->posted : &counts->queued))++;
+            } else if (d == 0) {
+                counts->pending++;
+            }
         }
         buf_free(&json);
         buf_free(&gz);
@@ -192,12 +304,21 @@ int outbound_tlsrpt_send(const struct config *cfg, const struct mailauth_dns *dn
     for (size_t i = 0; i < n; i++)
         free(domains[i]);
     free(domains);
-    if (rc == 0) {
+    /* RFC 8460 §5.4: retry for up to 24 hours after the first attempt, then give up */
+    if (rc == 0 && counts->pending && now - st.first >= 86400) {
+        log_warning("tlsrpt", "TLS reports of %s: %u not delivered within 24 hours of the first "
+                              "attempt: given up", day, counts->pending);
+        counts->pending = 0;
+    }
+    if (rc == 0 && counts->pending == 0) {
         int fd = open(marker, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
         if (fd >= 0)
             close(fd);
-    } else {
+    } else if (rc == 0 && st.done.len == 0) {
+        tlsrpt_state_write(&st); /* remember when the first attempt was */
+    } else if (rc < 0) {
         *error_r = strdup("out of memory");
     }
+    buf_free(&st.done);
     return rc;
 }

@@ -189,6 +189,27 @@ static void bdat_chunk_done(struct smtp_session *s)
     smtp_reply(s, "250 2.0.0 Ok: %llu bytes", (unsigned long long)t->reader.size);
 }
 
+void smtp_body_add_chunk(struct smtp_session *s, const char *data, size_t len, bool is_last)
+{
+    struct smtp_txn *t = &s->txn;
+    if (!t->is_bdat) {
+        t->is_bdat = true; /* RFC 4468 §3: BURL and BDAT make one message, DATA none */
+        smtp_data_init(&t->reader, s->cfg->smtp_max_message_size);
+        buf_reset(&t->body);
+    }
+    /* in pieces, so the in-memory part never grows past SMTP_BODY_MEMORY_MAX + a piece */
+    for (size_t off = 0; off < len;) {
+        size_t n = len - off < SMTP_BODY_MEMORY_MAX ? len - off : SMTP_BODY_MEMORY_MAX;
+        smtp_data_feed_chunk(&t->reader, data + off, n, &t->body);
+        off += n;
+        if (t->body.len >= SMTP_BODY_MEMORY_MAX)
+            spill_flush(s);
+    }
+    s->bdat_is_last = is_last;
+    s->bdat_error[0] = '\0';
+    bdat_chunk_done(s);
+}
+
 bool smtp_body_read(struct smtp_session *s)
 {
     struct evbuffer *in = conn_input(s->c);

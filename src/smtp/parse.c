@@ -40,6 +40,7 @@ static const struct verb_entry verb_table[] = {
     {"ETRN", SMTP_VERB_ETRN, "etrn"},
     {"XCLIENT", SMTP_VERB_XCLIENT, "xclient"},
     {"LHLO", SMTP_VERB_LHLO, "lhlo"},
+    {"BURL", SMTP_VERB_BURL, "burl"},
     /* Postfix drops clients that speak HTTP to the mail port (cross-protocol attacks). */
     {"GET", SMTP_VERB_NON_SMTP, "unknown"},
     {"POST", SMTP_VERB_NON_SMTP, "unknown"},
@@ -396,6 +397,27 @@ bool smtp_parse_bdat(const char *arg, size_t len, uint64_t *size_r, bool *is_las
     if (j == i) /* "BDAT 10LAST" */
         return false;
     if (!token_equals_ci(arg + j, len - j, "LAST"))
+        return false;
+    *is_last_r = true;
+    return true;
+}
+
+bool smtp_parse_burl(const char *arg, size_t len, const char **url_r, size_t *url_len_r,
+                     bool *is_last_r)
+{
+    size_t i = 0;
+    while (i < len && !is_blank(arg[i]))
+        i++;
+    if (i == 0)
+        return false;
+    *url_r = arg;
+    *url_len_r = i;
+    while (i < len && is_blank(arg[i]))
+        i++;
+    *is_last_r = false;
+    if (i == len)
+        return true;
+    if (!token_equals_ci(arg + i, len - i, "LAST"))
         return false;
     *is_last_r = true;
     return true;

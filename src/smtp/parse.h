@@ -46,6 +46,7 @@ enum smtp_verb {
     SMTP_VERB_ETRN,
     SMTP_VERB_XCLIENT,
     SMTP_VERB_LHLO,     /* RFC 2033 §4.1: LMTP's greeting (LMTP role only) */
+    SMTP_VERB_BURL,     /* RFC 4468: message text from an IMAP URL (submission) */
     SMTP_VERB_NON_SMTP, /* "GET /", "POST /", "CONNECT": a web client or proxy probe */
     SMTP_VERB_COUNT
 };
@@ -102,6 +103,9 @@ bool smtp_parse_rcpt_dsn(const char *arg, size_t len, struct addr *to_r,
 
 /* RFC 3030 §2: "BDAT <chunk-size> [LAST]"; chunk-size is 1*DIGIT. */
 bool smtp_parse_bdat(const char *arg, size_t len, uint64_t *size_r, bool *is_last_r);
+/* RFC 4468 §3: "BURL <absolute-URI> [LAST]": the URL (not copied) and LAST. */
+bool smtp_parse_burl(const char *arg, size_t len, const char **url_r, size_t *url_len_r,
+                     bool *is_last_r);
 
 /* Split "MECHANISM [initial-response]" of AUTH. mech_r gets the upper-cased name
  * (<= 20 chars, RFC 4422 §3.1), *initial_r/initial_len_r the response or NULL. */

@@ -23,6 +23,12 @@
  *
  * USAGE: data = the user; answer rc 1 full, 0 not (or unknown). ETRN: data = node,
  * is_subdomains; answer rc 0 with n_queued, moved, or rc -1.
+ *
+ * BURL: data = user, url, max (wire fields) and an empty memfd; the worker reads the URL
+ * as that user's submission (imap_url_fetch: the URLAUTH must grant "submit+user"),
+ * writes the octets into the memfd and seals it; answer rc IMAP_URL_*, then length and a
+ * reason. What a login process gains by lying about the user is nothing it does not see
+ * anyway: a URL is only read with its token, and the tokens pass through it.
  */
 #include "auth/auth.h"
 #include "core/backend.h"
@@ -31,6 +37,7 @@
 #include "core/conn.h"
 #include "core/log.h"
 #include "core/wire.h"
+#include "imap/url.h"
 #include "policy/greylist.h"
 #include "queue/outbound.h"
 #include "smtp/delivery.h"
@@ -400,6 +407,52 @@ void smtp_remote_greylist(const char *ip, const char *sender, const char *rcpt,
     buf_free(&req);
 }
 
+int smtp_remote_burl(const char *user, const char *url, uint64_t max, int *fd_r,
+                     uint64_t *len_r, char *error, size_t error_size)
+{
+    *fd_r = -1;
+    *len_r = 0;
+    snprintf(error, error_size, "no mail worker answered");
+    struct buf req;
+    buf_init(&req, IMAP_URL_MAX + ADDR_MAX_PATH + 64);
+    struct channel_msg *reply = malloc(sizeof *reply);
+    int fd = memfd_create("tern-burl", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    int32_t rc = IMAP_URL_TEMP;
+    size_t off;
+    if (!reply || fd < 0 || !wire_put_str(&req, user) || !wire_put_str(&req, url) ||
+        !wire_put_num(&req, max) ||
+        backend_call(BACKEND_MSG_BURL, req.data, req.len, fd, REMOTE_SHORT_TIMEOUT, reply, &rc,
+                     &off) < 0)
+        rc = IMAP_URL_TEMP;
+    if (rc != IMAP_URL_TEMP) {
+        struct wire_reader r;
+        wire_reader_init(&r, reply->payload + off, reply->len - off);
+        uint64_t len = wire_num(&r, max);
+        snprintf(error, error_size, "%s", wire_str(&r, 256));
+        struct stat sb;
+        int seals = fcntl(fd, F_GET_SEALS);
+        if (r.is_bad || (rc != IMAP_URL_OK && rc != IMAP_URL_BAD && rc != IMAP_URL_TOOBIG)) {
+            rc = IMAP_URL_TEMP;
+            snprintf(error, error_size, "a mail worker's answer was malformed");
+        } else if (rc == IMAP_URL_OK &&
+                   (fstat(fd, &sb) < 0 || (uint64_t)sb.st_size != len || seals < 0 ||
+                    (seals & REMOTE_SEALS) != REMOTE_SEALS)) {
+            /* sealed: the size read now is the size for good */
+            rc = IMAP_URL_TEMP;
+            snprintf(error, error_size, "a mail worker passed octets that are not sealed");
+        } else if (rc == IMAP_URL_OK) {
+            *fd_r = fd;
+            *len_r = len;
+            fd = -1;
+        }
+    }
+    if (fd >= 0)
+        close(fd);
+    free(reply);
+    buf_free(&req);
+    return rc;
+}
+
 /* ---- mail worker side ------------------------------------------------------------------------ */
 
 static const struct server_context *remote_ctx;
@@ -651,6 +704,60 @@ static void remote_greylist_work(struct job *jb)
     buf_free(&b);
 }
 
+/* Pool thread: a login process's BURL (RFC 4468), read as the submission of its user. */
+static void remote_burl_work(struct job *jb)
+{
+    struct remote_job *j = (struct remote_job *)jb;
+    struct wire_reader r;
+    wire_reader_init(&r, j->data, j->data_len);
+    const char *user = wire_str(&r, ADDR_MAX_PATH + 1);
+    const char *url = wire_str(&r, IMAP_URL_MAX + 1);
+    uint64_t limit = remote_ctx->cfg->smtp_max_message_size
+                         ? remote_ctx->cfg->smtp_max_message_size
+                         : 50ull * 1024 * 1024;
+    uint64_t max = wire_num(&r, limit);
+    size_t rest;
+    (void)wire_rest(&r, &rest);
+    /* the descriptor must be an empty, writable memfd (sealable, nothing sealed yet): a
+     * pipe or another file of the login process's would be written to or block */
+    struct stat sb;
+    int seals = j->fd >= 0 ? fcntl(j->fd, F_GET_SEALS) : -1;
+    if (r.is_bad || rest != 0 || !user[0] || !is_line_safe(user) || !url[0] || seals != 0 ||
+        fstat(j->fd, &sb) < 0 || !S_ISREG(sb.st_mode) || sb.st_size != 0) {
+        log_warning("smtpd", "a login process (pid %d) sent a malformed BURL request: refused",
+                    (int)backend_request_login_pid(j->req));
+        backend_reply(j->req, IMAP_URL_TEMP, NULL, 0);
+        j->req = NULL;
+        return;
+    }
+    struct imap_url_reader reader = {.auth = remote_ctx->auth,
+                                     .username = user,
+                                     .is_submit = true,
+                                     .needs_urlauth = true,
+                                     .now = time(NULL)};
+    struct buf data;
+    buf_init(&data, (size_t)max + 1);
+    char *err = NULL;
+    int rc = smtp_burl_fetch(&reader, url, strlen(url), max, &data, &err);
+    if (rc == IMAP_URL_OK &&
+        ((data.len && util_write_all(j->fd, data.data, data.len) < 0) ||
+         fcntl(j->fd, F_ADD_SEALS, REMOTE_SEALS | F_SEAL_SEAL) < 0)) {
+        free(err);
+        err = strdup("cannot pass the octets on");
+        rc = IMAP_URL_TEMP;
+    }
+    struct buf b;
+    buf_init(&b, 512);
+    char why[256];
+    snprintf(why, sizeof why, "%s", err ? err : "");
+    bool ok = wire_put_num(&b, rc == IMAP_URL_OK ? data.len : 0) && wire_put_str(&b, why);
+    backend_reply(j->req, ok ? rc : IMAP_URL_TEMP, b.data, ok ? b.len : 0);
+    j->req = NULL;
+    free(err);
+    buf_free(&b);
+    buf_free(&data);
+}
+
 static void remote_plain_done(void *owner, struct job *jb)
 {
     remote_job_free((struct remote_job *)jb);
@@ -671,6 +778,11 @@ static void remote_on_greylist(struct backend_request *req, void *arg)
     remote_submit(req, remote_greylist_work, remote_plain_done);
 }
 
+static void remote_on_burl(struct backend_request *req, void *arg)
+{
+    remote_submit(req, remote_burl_work, remote_plain_done);
+}
+
 void smtp_remote_serve(const struct server_context *ctx)
 {
     remote_ctx = ctx;
@@ -678,4 +790,5 @@ void smtp_remote_serve(const struct server_context *ctx)
     backend_server_handle(BACKEND_MSG_USAGE, remote_on_usage, NULL);
     backend_server_handle(BACKEND_MSG_ETRN, remote_on_etrn, NULL);
     backend_server_handle(BACKEND_MSG_GREYLIST, remote_on_greylist, NULL);
+    backend_server_handle(BACKEND_MSG_BURL, remote_on_burl, NULL);
 }

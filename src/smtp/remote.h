@@ -9,7 +9,10 @@
  *   USAGE    is a local user's mailbox full (RCPT, 452 4.2.2);
  *   ETRN     flush the deferred mail of a node (etrn.c);
  *   GREYLIST check and record a (client, sender, recipient) triplet at RCPT
- *            (policy/greylist.h: the SQLite file a chrooted login process cannot open).
+ *            (policy/greylist.h: the SQLite file a chrooted login process cannot open);
+ *   BURL     the octets an IMAP URL names (RFC 4468, smtp/burl.c): the worker checks the
+ *            URLAUTH for "submit+<user>" itself (imap_url_fetch) and writes the octets
+ *            into the login process's empty memfd, which it then seals.
  *
  * A mail worker checks a login process's request as it would a client's: the envelope is
  * parsed with bounds (smtp_remote_envelope_decode, fuzzed), the queue id and every
@@ -25,6 +28,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "smtp/smtp.h"
 
 struct smtp_delivery_job;
 struct server_context;
@@ -46,8 +51,15 @@ struct greylist_answer;
 void smtp_remote_greylist(const char *ip, const char *sender, const char *rcpt,
                           struct greylist_answer *a_r);
 
+/* BURL in a mail worker: the octets url names for the authenticated user, at most max,
+ * in a sealed memfd (*fd_r, the caller closes it; *len_r octets). IMAP_URL_* (imap/url.h);
+ * IMAP_URL_TEMP when no worker answered or the answer was not a sealed memfd of the size
+ * it said. error gets the worker's reason. */
+int smtp_remote_burl(const char *user, const char *url, uint64_t max, int *fd_r,
+                     uint64_t *len_r, char *error, size_t error_size);
+
 /* ---- mail worker side ---- */
-/* Serve the login processes' DELIVER, USAGE, ETRN and GREYLIST requests with ctx's directory, pool
+/* Serve the login processes' DELIVER, USAGE, ETRN, GREYLIST and BURL requests with ctx's directory, pool
  * and configuration (which stay valid until the process ends). */
 void smtp_remote_serve(const struct server_context *ctx);
 

@@ -87,7 +87,7 @@ void smtp_log_milter_reject(struct smtp_session *s, const char *cmd, const char 
 /* Postfix's order for the disconnect statistics. */
 static const enum smtp_verb stat_order[] = {
     SMTP_VERB_HELO, SMTP_VERB_EHLO, SMTP_VERB_STARTTLS, SMTP_VERB_AUTH,
-    SMTP_VERB_MAIL, SMTP_VERB_RCPT, SMTP_VERB_DATA,     SMTP_VERB_BDAT,
+    SMTP_VERB_MAIL, SMTP_VERB_RCPT, SMTP_VERB_DATA,     SMTP_VERB_BDAT, SMTP_VERB_BURL,
     SMTP_VERB_RSET, SMTP_VERB_NOOP, SMTP_VERB_VRFY,     SMTP_VERB_ETRN,
     SMTP_VERB_QUIT, SMTP_VERB_HELP, SMTP_VERB_EXPN,     SMTP_VERB_UNKNOWN,
 };

@@ -69,6 +69,7 @@ static const struct smtp_command_def command_table[] = {
     {SMTP_VERB_RCPT, smtp_cmd_rcpt, CMD_NEEDS_HELO},
     {SMTP_VERB_DATA, smtp_cmd_data, CMD_NEEDS_HELO},
     {SMTP_VERB_BDAT, smtp_cmd_bdat, 0}, /* checks itself: the chunk must be consumed */
+    {SMTP_VERB_BURL, smtp_cmd_burl, CMD_NEEDS_HELO},
     {SMTP_VERB_RSET, cmd_rset, CMD_JUNK},
     {SMTP_VERB_NOOP, cmd_noop, CMD_JUNK},
     {SMTP_VERB_QUIT, cmd_quit, 0},
@@ -184,6 +185,8 @@ static void ehlo_capabilities(struct smtp_session *s, struct buf *b)
     free(mechs);
     if (can_xclient(s))
         buf_append_str(b, "250-XCLIENT NAME ADDR PROTO HELO LOGIN\r\n");
+    if (smtp_burl_is_offered(s))
+        buf_append_str(b, "250-BURL imap\r\n"); /* RFC 4468 §3 */
     buf_append_str(b, "250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-DSN\r\n250-SMTPUTF8\r\n"
                       "250 CHUNKING\r\n");
 }
@@ -210,6 +213,7 @@ static bool role_takes_verb(const struct smtp_session *s, enum smtp_verb verb)
         return verb != SMTP_VERB_LHLO;
     return verb != SMTP_VERB_HELO && verb != SMTP_VERB_EHLO && verb != SMTP_VERB_STARTTLS &&
            verb != SMTP_VERB_AUTH && verb != SMTP_VERB_BDAT && verb != SMTP_VERB_ETRN &&
+           verb != SMTP_VERB_BURL &&
            verb != SMTP_VERB_XCLIENT;
 }
 
@@ -357,8 +361,8 @@ static void session_command(struct smtp_session *s, const char *line, size_t len
     size_t limit = SMTP_COMMAND_LINE_MAX - 2;
     if (cmd.verb == SMTP_VERB_MAIL || cmd.verb == SMTP_VERB_RCPT)
         limit = SMTP_MAIL_LINE_MAX - 2;
-    else if (cmd.verb == SMTP_VERB_AUTH)
-        limit = SMTP_AUTH_LINE_MAX - 2;
+    else if (cmd.verb == SMTP_VERB_AUTH || cmd.verb == SMTP_VERB_BURL)
+        limit = SMTP_AUTH_LINE_MAX - 2; /* BURL: an IMAP URL (RFC 4468 §3) */
     if (len > limit) {
         smtp_reply(s, "500 5.5.2 Error: line too long");
         return;

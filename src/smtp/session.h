@@ -189,6 +189,9 @@ void smtp_reply_message(struct smtp_session *s, unsigned n_rcpt, const char *fmt
 /* body.c */
 void smtp_cmd_data(struct smtp_session *s, const struct smtp_command *cmd);
 void smtp_cmd_bdat(struct smtp_session *s, const struct smtp_command *cmd);
+/* BURL: len octets an IMAP URL named join the message as a BDAT chunk would, then the
+ * chunk's reply (250, or the end of the message when is_last). */
+void smtp_body_add_chunk(struct smtp_session *s, const char *data, size_t len, bool is_last);
 /* Consume message input in DATA / BDAT mode; returns false when no more can be done now. */
 bool smtp_body_read(struct smtp_session *s);
 /* An unlinked file in <data_dir>/tmp for message text (O_TMPFILE, else mkostemp +
@@ -267,6 +270,11 @@ void smtp_milter_free(struct smtp_session *s);
 /* etrn.c */
 /* ETRN (RFC 1985): flush the deferred mail of a domain in the workpool. */
 void smtp_cmd_etrn(struct smtp_session *s, const struct smtp_command *cmd);
+
+/* burl.c (RFC 4468) */
+void smtp_cmd_burl(struct smtp_session *s, const struct smtp_command *cmd);
+/* Does this session offer "BURL imap" (an authenticated submission session)? */
+bool smtp_burl_is_offered(const struct smtp_session *s);
 
 /* delivery.c */
 /* The message is complete and checked: deliver it in the workpool; the reply follows. */

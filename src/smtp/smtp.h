@@ -11,6 +11,10 @@
 
 #include "core/conn.h"
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
 extern const struct conn_protocol smtp_protocol;
 
 struct config;
@@ -34,5 +38,17 @@ struct server_context;
  * questions of the login processes' SMTP and LMTP sessions (smtp/remote.h), with ctx's
  * directory, pool and configuration. Loop thread, once, from init. */
 void smtp_remote_serve(const struct server_context *ctx);
+
+/* BURL's reader of IMAP URLs (imap_url_fetch, imap/url.h), wired in by `tern serve` so
+ * the smtp module does not link the imap one; NULL (the default): BURL is not offered.
+ * Set before the loop runs. smtp_burl_fetch() calls it (any thread). */
+struct imap_url_reader;
+struct buf;
+typedef int smtp_burl_fetch_fn(const struct imap_url_reader *r, const char *url, size_t url_len,
+                               uint64_t max, struct buf *out, char **error_r);
+void smtp_burl_set_fetch(smtp_burl_fetch_fn *fn);
+bool smtp_burl_has_fetch(void);
+int smtp_burl_fetch(const struct imap_url_reader *r, const char *url, size_t url_len,
+                    uint64_t max, struct buf *out, char **error_r);
 
 #endif

@@ -312,6 +312,16 @@ int store_metadata_get(struct store_user *u, const char *mailbox, const char *na
                        struct store_metadata **entries_r, size_t *n_r, char **error_r);
 void store_metadata_free(struct store_metadata *entries, size_t n);
 
+/* RFC 4467 URLAUTH mailbox access keys (urlauth.c): secret random bytes per mailbox,
+ * bound to its name and UIDVALIDITY, in the user's index. BLOCKING. store_urlauth_key:
+ * the mailbox's key into key_r and its UIDVALIDITY (made now when create and none yet):
+ * 1 found or made, 0 none (create false), -1 error or no such mailbox.
+ * store_urlauth_reset: forget the key of mailbox (NULL: every key of the user); 0 or -1. */
+#define STORE_URLAUTH_KEY_SIZE 32
+int store_urlauth_key(struct store_user *u, const char *mailbox, bool create,
+                      unsigned char key_r[STORE_URLAUTH_KEY_SIZE], uint32_t *uidvalidity_r,
+                      char **error_r);
+int store_urlauth_reset(struct store_user *u, const char *mailbox, char **error_r);
 /* POP3 maildrop lock: one POP3 session per user at a time (RFC 1939 §8). 0 locked,
  * 1 already in use (-ERR [IN-USE]), -1 error. Released by store_pop3_unlock or process exit. */
 int store_pop3_lock(struct store_user *u);

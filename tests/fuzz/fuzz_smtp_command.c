@@ -43,6 +43,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint64_t n;
     bool last;
     (void)smtp_parse_bdat(cmd.arg, cmd.arg_len, &n, &last);
+    const char *url;
+    size_t url_len;
+    if (smtp_parse_burl(cmd.arg, cmd.arg_len, &url, &url_len, &last))
+        assert(url == cmd.arg && url_len >= 1 && url_len <= cmd.arg_len);
     char mech[21];
     const char *ir;
     size_t irlen;

@@ -217,6 +217,19 @@ def imap_seeds():
             op("p", 1),
             "f NOOP\r\n",
             op("W")),
+        # RFC 4469 CATENATE (a URL part, a text part, a bad URL) and RFC 4467 URLAUTH
+        "catenate_urlauth": script(LOOPBACK, 11,
+            login,
+            "b APPEND INBOX {%d+}\r\n%s\r\n" % (len(m1), m1),
+            'c APPEND INBOX CATENATE (URL "/INBOX/;UID=1/;section=HEADER" TEXT {10+}\r\n'
+            "new body\r\n)\r\n",
+            'd APPEND INBOX CATENATE (URL "/INBOX/;UID=99")\r\n',
+            'e GENURLAUTH "imap://alice%40example.test@mail/INBOX/;UID=1;URLAUTH=authuser"'
+            " INTERNAL\r\n",
+            'f URLFETCH "imap://alice%40example.test@mail/INBOX/;UID=1;URLAUTH=authuser:internal:'
+            + "0" * 40 + '"\r\n',
+            "g RESETKEY INBOX\r\nh RESETKEY\r\n",
+            "i LOGOUT\r\n"),
         "bob_quota": script(LOOPBACK, 16,
             "a LOGIN bob@example.test pw\r\n",
             "b GETQUOTAROOT INBOX\r\n",

@@ -112,3 +112,21 @@ def _serve_dns(path):
 
 if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "serve-dns":
     _serve_dns(sys.argv[2])
+
+
+def make_test_pki(d, names):
+    """A test CA (d/ca.pem) and a leaf certificate d/<name>.pem with key d/<name>.key for
+    each name (subjectAltName DNS:<name>), all readable by the servers' users."""
+    def openssl(*args):
+        subprocess.run(["openssl"] + list(args), cwd=d, check=True, capture_output=True)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+            "ca.pem", "-days", "2", "-subj", "/CN=Tern test CA")
+    for name in names:
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", name + ".key", "-out",
+                name + ".csr", "-subj", "/CN=" + name)
+        (Path(d) / (name + ".ext")).write_text("subjectAltName=DNS:%s\n" % name)
+        openssl("x509", "-req", "-in", name + ".csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", name + ".pem", "-days", "2", "-extfile",
+                name + ".ext")
+    for f in Path(d).iterdir():
+        os.chmod(f, 0o644)

@@ -1,15 +1,30 @@
 """
 test_mailauth_dns.py - `tern dns records DOMAIN` (every record the domain should publish:
 MX, SPF, DKIM, DMARC, MTA-STS, TLS-RPT, SRV) and `tern dns check DOMAIN` against a DNS
-server on loopback that has some of them right, some wrong and some missing.
+server on loopback that has some of them right, some wrong and some missing, and the
+MTA-STS policy fetched from the Tern that serves it (mta_sts.listen).
 """
 
+import os
 import re
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
-from mailauth_util import keygen, zone_txt_records
+from conftest import free_ports
+from mailauth_util import keygen, make_test_pki, zone_txt_records
 from outbound_util import DnsServer
+
+
+@pytest.fixture(scope="module")
+def pki():
+    d = Path(tempfile.mkdtemp(prefix="tern-pki-"))
+    os.chmod(d, 0o755)
+    make_test_pki(d, ("mta-sts.example.test",))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
 def parse_records(text):
@@ -26,8 +41,13 @@ def parse_records(text):
     return out
 
 
-def test_records_and_check(tern_factory):
-    srv = tern_factory(start=False)
+def test_records_and_check(tern_factory, pki):
+    sts_port = free_ports(1)[0]
+    sts = {"mta_sts.listen": "127.0.0.1:%d" % sts_port,
+           "tls.sni_certs": "%s:%s" % (pki / "mta-sts.example.test.pem",
+                                       pki / "mta-sts.example.test.key"),
+           "outbound.mta_sts_port": str(sts_port), "outbound.ca_file": str(pki / "ca.pem")}
+    srv = tern_factory(sts, start=False)
     keygen(srv, "example.test", "s1")
     keygen(srv, "example.test", "old", "--rsa")
     srv.cli("dkim", "retire", "example.test", "old")
@@ -44,14 +64,27 @@ def test_records_and_check(tern_factory):
     sub = recs[("_submissions._tcp.example.test", "SRV")][0]
     assert sub[0] == 0 and sub[2] == srv.ports["submissions"] and sub[3] == "mail.example.test"
     assert "version: STSv1" in text and "mx: mail.example.test" in text
+    srv.start()  # it serves the MTA-STS policy that dns check fetches
+    recs[("mta-sts.example.test", "A")] = ["127.0.0.1"]
 
     # a zone with everything right
     dns = DnsServer(dict(recs))
     try:
-        srv.write_config({"dns.resolver": "127.0.0.1@%d" % dns.port})
+        srv.write_config(dict(sts, **{"dns.resolver": "127.0.0.1@%d" % dns.port}))
         cp = srv.cli("dns", "check", "example.test")
         assert cp.returncode == 0, cp.stdout
         assert all(l.startswith("OK") for l in cp.stdout.splitlines()), cp.stdout
+        assert re.search(r"^OK +MTA-STS +https://mta-sts\.example\.test/\.well-known/mta-sts\.txt$",
+                         cp.stdout, re.M), cp.stdout
+        # the server still serves mode testing; the configuration now says enforce
+        srv.write_config(dict(sts, **{"dns.resolver": "127.0.0.1@%d" % dns.port,
+                                      "mta_sts.mode": "enforce"}))
+        cp = srv.cli("dns", "check", "example.test", check=False)
+        assert cp.returncode == 1
+        assert re.search(r"^DIFFERENT +MTA-STS +https://mta-sts\.example\.test/\S+ \(serves mode "
+                         r"testing, 1 mx, max_age 604800; ours: mode enforce", cp.stdout, re.M)
+        # (and the _mta-sts id, a hash of the policy text, differs too)
+        assert re.search(r"^DIFFERENT +MTA-STS +_mta-sts\.example\.test", cp.stdout, re.M)
     finally:
         dns.close()
 
@@ -60,9 +93,10 @@ def test_records_and_check(tern_factory):
     bad[("example.test", "TXT")] = ["google-site-verification=abc", "v=spf1 a -all"]
     del bad[("s1-ed25519._domainkey.example.test", "TXT")]
     bad[("example.test", "MX")] = [(10, "elsewhere.example.net")]
+    del bad[("mta-sts.example.test", "A")]
     dns = DnsServer(bad)
     try:
-        srv.write_config({"dns.resolver": "127.0.0.1@%d" % dns.port})
+        srv.write_config(dict(sts, **{"dns.resolver": "127.0.0.1@%d" % dns.port}))
         cp = srv.cli("dns", "check", "example.test", check=False)
         assert cp.returncode == 1
         lines = cp.stdout.splitlines()
@@ -73,6 +107,8 @@ def test_records_and_check(tern_factory):
         assert any(re.match(r"DIFFERENT +MX +example\.test MX 10 mail\.example\.test "
                             r"\(DNS has: elsewhere\.example\.net\)", l) for l in lines), lines
         assert any(re.match(r"OK +DMARC", l) for l in lines), lines
+        assert any(re.match(r"MISSING +MTA-STS +https://mta-sts\.example\.test/\S+ \(no address "
+                            r"for mta-sts\.example\.test\)", l) for l in lines), lines
     finally:
         dns.close()
     assert srv.cli("dns", "records", "not a domain", check=False).returncode == 2

@@ -9,22 +9,19 @@ list, no STARTTLS is covered by the client unit of the same code path.
 
 import http.server
 import os
+import re
 import shutil
 import smtplib
 import ssl
-import subprocess
 import tempfile
 import threading
 from pathlib import Path
 
 import pytest
 
+from mailauth_util import make_test_pki
 from outbound_util import DnsServer
 from tern_util import maildir_messages, wait_for
-
-
-def openssl(*args, cwd):
-    subprocess.run(["openssl"] + list(args), cwd=cwd, check=True, capture_output=True)
 
 
 @pytest.fixture(scope="module")
@@ -33,23 +30,9 @@ def pki():
     folder the servers' run user can read."""
     d = Path(tempfile.mkdtemp(prefix="tern-pki-"))
     os.chmod(d, 0o755)
-    yield from _pki(d)
-    shutil.rmtree(d, ignore_errors=True)
-
-
-def _pki(d):
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-            "ca.pem", "-days", "2", "-subj", "/CN=Tern test CA", cwd=d)
-    for name in ("mta-sts.sts.test", "mx.sts.test", "wrong.test"):
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", name + ".key", "-out",
-                name + ".csr", "-subj", "/CN=" + name, cwd=d)
-        (d / (name + ".ext")).write_text("subjectAltName=DNS:%s\n" % name)
-        openssl("x509", "-req", "-in", name + ".csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                "-CAcreateserial", "-out", name + ".pem", "-days", "2", "-extfile",
-                name + ".ext", cwd=d)
-    for f in d.iterdir():
-        os.chmod(f, 0o644)
+    make_test_pki(d, ("mta-sts.sts.test", "mx.sts.test", "wrong.test", "reports.sts.test"))
     yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
 class PolicyServer:
@@ -247,3 +230,123 @@ def test_policy_cache_survives_restart(run, policy_server):
     sender.wait_log(r"Trusted TLS connection established to mx\.sts\.test", since=offset)
     sender.wait_log(r"to=<carol@sts\.test>, .*status=sent", since=offset)
     assert policy_server.requests == fetched
+
+
+class ReportServer:
+    """HTTPS on loopback taking TLS-RPT reports by POST (RFC 8460 §5.3.1): answers
+    self.status and keeps (content type, decoded report) of each POST."""
+
+    def __init__(self, pki):
+        import gzip
+        import json
+        self.status = 200
+        self.posts = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.posts.append((self.path, self.headers["Content-Type"],
+                                    json.loads(gzip.decompress(body))))
+                self.send_response(outer.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(pki / "reports.sts.test.pem"), str(pki / "reports.sts.test.key"))
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_tls_reports_https(tern_factory, pki):
+    """RFC 8460 §5.3.1: the report POSTed gzip'd to an https: rua, besides the mailto: one;
+    a failed POST is tried again by the next run, which sends nothing else twice."""
+    day = "2026-01-15"
+    reports = ReportServer(pki)
+    url = "https://reports.sts.test:%d/tlsrpt/v1" % reports.port
+    dns = DnsServer({("_smtp._tls.sts.test", "TXT"):
+                     ["v=TLSRPTv1; rua=%s,mailto:alice@example.test" % url],
+                     ("reports.sts.test", "A"): ["127.0.0.1"]})
+    try:
+        sender = tern_factory({"dns.resolver": "127.0.0.1@%d" % dns.port,
+                               "outbound.ca_file": str(pki / "ca.pem")})
+        (sender.data_dir / "tlsrpt").mkdir(exist_ok=True)
+        (sender.data_dir / "tlsrpt" / day).write_text(
+            "sts.test\tsts\tsuccess\tmx.sts.test\t127.0.0.1\n"
+            "sts.test\tsts\tcertificate-host-mismatch\tmx.sts.test\t127.0.0.1\n")
+        reports.status = 503
+        p = sender.cli("tlsrpt", "send", day)
+        assert p.stdout.startswith("1 TLS report(s) of %s queued, 0 posted, 1 to try again" % day)
+        assert re.search(r"TLS report for sts\.test \(%s\) to %s not delivered: HTTP status "
+                         r"503; tried again later" % (day, re.escape(url)), p.stderr), p.stderr
+        assert len(reports.posts) == 1
+        reports.status = 200
+        p = sender.cli("tlsrpt", "send", day)
+        assert p.stdout.startswith("0 TLS report(s) of %s queued, 1 posted, 0 to try again" % day)
+        assert re.search(r"TLS report for sts\.test \(%s\) posted to %s: HTTP 200"
+                         % (day, re.escape(url)), p.stderr), p.stderr
+        path, ctype, report = reports.posts[-1]
+        assert path == "/tlsrpt/v1" and ctype == "application/tlsrpt+gzip"
+        assert report["organization-name"] == "mail.example.test"
+        assert report["date-range"]["start-datetime"] == day + "T00:00:00Z"
+        pol = report["policies"][0]
+        assert pol["policy"] == {"policy-type": "sts", "policy-domain": "sts.test"}
+        assert pol["summary"] == {"total-successful-session-count": 1,
+                                  "total-failure-session-count": 1}
+        assert pol["failure-details"][0]["result-type"] == "certificate-host-mismatch"
+        # done: a third run sends nothing
+        assert sender.cli("tlsrpt", "send", day).stdout.startswith(
+            "0 TLS report(s) of %s queued, 0 posted, 0 to try again" % day)
+        assert len(reports.posts) == 2
+        # the mailto: copy was queued once and reaches alice
+        box = sender.maildir("alice@example.test")
+        wait_for(lambda: maildir_messages(box), what="the TLS report by mail")
+        assert len(maildir_messages(box)) == 1
+    finally:
+        dns.close()
+        reports.close()
+
+
+def test_tls_reports_https_retried_by_the_runner(tern_factory, pki):
+    """The queue runner sends yesterday's reports at start; an https: receiver that fails
+    gets the report again on the queue's retry schedule (queue.retry_min, doubling)."""
+    import datetime
+    day = (datetime.datetime.now(datetime.timezone.utc)
+           - datetime.timedelta(days=1)).strftime("%Y-%m-%d")
+    reports = ReportServer(pki)
+    reports.status = 503
+    url = "https://reports.sts.test:%d/v1" % reports.port
+    dns = DnsServer({("_smtp._tls.sts.test", "TXT"): ["v=TLSRPTv1; rua=%s" % url],
+                     ("reports.sts.test", "A"): ["127.0.0.1"]})
+    try:
+        sender = tern_factory({"dns.resolver": "127.0.0.1@%d" % dns.port,
+                               "outbound.ca_file": str(pki / "ca.pem"),
+                               "queue.retry_min": "1"}, start=False)
+        (sender.data_dir / "tlsrpt").mkdir(exist_ok=True)
+        (sender.data_dir / "tlsrpt" / day).write_text(
+            "sts.test\tsts\tstarttls-not-supported\tmx.sts.test\t127.0.0.1\n")
+        sender.chown_data()
+        sender.start()
+        sender.wait_log(r"tern/tlsrpt\[\d+\]: warning: TLS report for sts\.test \(%s\) to %s not "
+                        r"delivered: HTTP status 503; tried again later" % (day, re.escape(url)),
+                        timeout=30)
+        reports.status = 200
+        sender.wait_log(r"tern/tlsrpt\[\d+\]: TLS report for sts\.test \(%s\) posted to %s: "
+                        r"HTTP 200" % (day, re.escape(url)), timeout=30)
+        wait_for(lambda: (sender.data_dir / "tlsrpt" / (day + ".sent")).exists(),
+                 what="the day marked sent")
+        ok = [p for p in reports.posts]
+        assert len(ok) >= 2 and ok[-1][2]["policies"][0]["failure-details"][0]["result-type"] \
+            == "starttls-not-supported"
+    finally:
+        dns.close()
+        reports.close()

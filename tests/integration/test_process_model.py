@@ -346,3 +346,87 @@ def test_single_process_mode_serves_every_protocol(tern_factory):
             return "CRAM-MD5" in s.esmtp_features.get("auth", "").upper()
     # the offer is re-read from the directory at most once a second
     wait_for(offers_cram, timeout=30, what="CRAM-MD5 in the EHLO of submission")
+
+
+def test_worker_out_of_descriptors_refuses_and_another_takes_over(tern_factory):
+    """A mail worker at its descriptor limit cannot receive the socket of a session handed
+    to it, nor the sealed file of a message to deliver: the kernel drops the descriptor
+    (MSG_CTRUNC). It says so at once and the login process asks the other worker, so logins
+    and deliveries still succeed. Before, the request was dropped without a word and the
+    login process waited 10 s to answer "temporary failure" (a delivery, 600 s)."""
+    srv = tern_factory({"worker_processes": "2", "login_processes": "1"})
+    full, other = _pids(srv, "worker")
+    # the worker may open no descriptor more: the limit at its lowest free number
+    used = {int(fd) for fd in os.listdir(f"/proc/{full}/fd")}
+    hard = _set_nofile(full, min(set(range(len(used) + 1)) - used))
+    try:
+        sessions = []
+        for k in range(6):  # sessions go to the worker with fewer: full is asked too
+            user = f"fdless{k}@example.test"
+            add_user(srv, user, "pw")
+            since = srv.log_offset()
+            c = imaplib_login(srv, user, "pw")
+            assert c.select("INBOX")[0] == "OK"
+            assert _login_pid(srv, user, since=since) == other
+            sessions.append(c)
+        srv.wait_log(r"came without its descriptor: this mail worker is out of descriptors")
+        with smtplib.SMTP(srv.host, srv.ports["smtp"], timeout=60) as s:
+            s.sendmail("someone@example.org", ["fdless0@example.test"],
+                       "Subject: still delivered\r\n\r\nbody\r\n")
+        assert sessions[0].noop()[0] == "OK"
+        wait_for(lambda: sessions[0].select("INBOX")[1] == [b"1"], timeout=30,
+                 what="the message delivered by the other worker")
+        for c in sessions:
+            c.logout()
+    finally:
+        _set_nofile(full, hard)
+
+
+def _set_nofile(pid, soft):
+    """Set process pid's soft RLIMIT_NOFILE; returns its hard limit. Done as the process's
+    own user (prlimit(2) on another user's process needs CAP_SYS_RESOURCE, which a
+    container's root may lack)."""
+    import resource
+    status = open(f"/proc/{pid}/status").read()
+    uid = int(re.search(r"^Uid:\s+(\d+)", status, re.M).group(1))
+    gid = int(re.search(r"^Gid:\s+(\d+)", status, re.M).group(1))
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        code = 1
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)[1]
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (min(soft, hard), hard))
+            os.write(w, str(hard).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    out = os.read(r, 64)
+    os.close(r)
+    _, st = os.waitpid(child, 0)
+    assert st == 0 and out, f"could not set the descriptor limit of pid {pid}"
+    return int(out)
+
+
+def test_graceful_stop_is_quiet_and_stops_auth_last(tern_factory):
+    """SIGTERM: every child stops, the auth process last (sessions finishing their last
+    commands may still need it), and a clean stop logs no warning (before, each process
+    logged that its auth channel had closed)."""
+    srv = tern_factory({"worker_processes": "2"})
+    c = imaplib_login(srv, "alice@example.test", srv.users["alice@example.test"])
+    c.select("INBOX")
+    with smtplib.SMTP(srv.host, srv.ports["smtp"], timeout=30) as s:
+        s.sendmail("someone@example.org", ["bob@example.test"], "Subject: x\r\n\r\nbody\r\n")
+    since = srv.log_offset()
+    srv.stop()
+    log = srv.log_text()[since:]
+    assert not re.search(r"warning:|error:|fatal:", log), log
+    order = re.findall(r"tern/(\w+)\[\d+\]: terminating on signal 15", log)
+    assert order[0] == "master" and order[-1] == "auth", order
+    assert sorted(order[1:-1]) == ["login", "login", "queue", "worker", "worker"], order
+    assert re.search(r"tern/master\[\d+\]: stopped", log), log

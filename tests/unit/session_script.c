@@ -675,9 +675,22 @@ struct inbox_file {
     const char *sub; /* "cur" or "new" */
 };
 
+/* Delivery order of two Maildir names "<sec>.M<usec>P<pid>Q<n>.<host>": numerically, since
+ * the microseconds are not zero-padded ("M99999" sorts after "M100005" as text, which
+ * made the victim of 'r' depend on the clock at the world's creation). */
 static int inbox_file_compare(const void *a, const void *b)
 {
-    return strcmp(((const struct inbox_file *)a)->name, ((const struct inbox_file *)b)->name);
+    const char *x = ((const struct inbox_file *)a)->name;
+    const char *y = ((const struct inbox_file *)b)->name;
+    char *ex, *ey;
+    unsigned long long sx = strtoull(x, &ex, 10), sy = strtoull(y, &ey, 10);
+    if (sx != sy)
+        return sx < sy ? -1 : 1;
+    unsigned long long ux = strncmp(ex, ".M", 2) == 0 ? strtoull(ex + 2, NULL, 10) : 0;
+    unsigned long long uy = strncmp(ey, ".M", 2) == 0 ? strtoull(ey + 2, NULL, 10) : 0;
+    if (ux != uy)
+        return ux < uy ? -1 : 1;
+    return strcmp(x, y);
 }
 
 /* Another program (a MUA on the Maildir, a cleanup script) removes a message file of

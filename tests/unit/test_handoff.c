@@ -13,7 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include "core/buf.h"
+#include "core/channel.h"
 #include "core/conn.h"
 #include "core/wire.h"
 
@@ -164,8 +170,10 @@ static void test_handoff_hostile(void **state)
     expect_refused(bad_desc);
     /* a role beyond the table, a port beyond 16 bits, too much input */
     struct conn_handoff *back = calloc(1, sizeof *back);
-    const char role[] = "8\0" "127.0.0.1\0" "1\0" "127.0.0.1\0" "143\0" "0\0\0" "u\0" TOKEN
-                        "\0t\0PLAIN\0\0" "0\0" "0";
+    char role[] = "?\0" "127.0.0.1\0" "1\0" "127.0.0.1\0" "143\0" "0\0\0" "u\0" TOKEN
+                  "\0t\0PLAIN\0\0" "0\0" "0";
+    _Static_assert(CONN_ROLE_COUNT < 10, "one digit");
+    role[0] = (char)('0' + CONN_ROLE_COUNT); /* the first number that is no role */
     assert_false(conn_handoff_decode(role, sizeof role, back));
     const char port[] = "5\0" "127.0.0.1\0" "65536\0" "127.0.0.1\0" "143\0" "0\0\0" "u\0" TOKEN
                         "\0t\0PLAIN\0\0" "0\0" "0";
@@ -179,6 +187,60 @@ static void test_handoff_hostile(void **state)
     free(back);
 }
 
+/* A descriptor the receiver cannot take (it is at RLIMIT_NOFILE: MSG_CTRUNC) still
+ * delivers the message, marked, so the receiver can refuse it at once; a payload larger
+ * than a message may be (MSG_TRUNC) is dropped. */
+static void test_channel_fd_lost(void **state)
+{
+    (void)state;
+    int sv[2];
+    assert_int_equal(channel_pair(sv), 0);
+    int passed = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    assert_true(passed >= 0);
+    struct channel_msg *m = malloc(sizeof *m);
+    assert_non_null(m);
+
+    /* received normally: the descriptor arrives */
+    assert_int_equal(channel_send(sv[0], 7, "abc", 3, passed), 0);
+    assert_int_equal(channel_recv(sv[1], m), 1);
+    assert_int_equal(m->type, 7);
+    assert_false(m->is_fd_lost);
+    assert_true(m->fd >= 0);
+    close(m->fd);
+
+    /* the receiver out of descriptors: no free number below the limit */
+    assert_int_equal(channel_send(sv[0], 8, "def", 3, passed), 0);
+    struct rlimit old, tight;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+    int lowest = open("/dev/null", O_RDONLY | O_CLOEXEC); /* the lowest free number */
+    assert_true(lowest >= 0);
+    close(lowest);
+    tight = old;
+    tight.rlim_cur = (rlim_t)lowest;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &tight), 0);
+    int got = channel_recv(sv[1], m);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+    assert_int_equal(got, 1);
+    assert_int_equal(m->type, 8);
+    assert_int_equal(m->len, 3);
+    assert_memory_equal(m->payload, "def", 3);
+    assert_true(m->is_fd_lost);
+    assert_int_equal(m->fd, -1);
+
+    /* a datagram longer than a message may be: dropped, nothing returned */
+    size_t big = CHANNEL_MAX_PAYLOAD + 64;
+    char *buf = calloc(1, big);
+    assert_non_null(buf);
+    assert_true(send(sv[0], buf, big, 0) == (ssize_t)big);
+    assert_int_equal(channel_recv(sv[1], m), 0);
+    free(buf);
+
+    free(m);
+    close(passed);
+    close(sv[0]);
+    close(sv[1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -186,6 +248,7 @@ int main(void)
         cmocka_unit_test(test_wire_hostile),
         cmocka_unit_test(test_handoff_roundtrip),
         cmocka_unit_test(test_handoff_hostile),
+        cmocka_unit_test(test_channel_fd_lost),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

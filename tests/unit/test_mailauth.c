@@ -926,6 +926,30 @@ static void test_arc_seal_and_verify(void **state)
 
 /* ---- MTA-STS --------------------------------------------------------------------------- */
 
+/* TLS-RPT https: rua (RFC 8460 §5.3.1): only https URIs are posted to; a name without an
+ * address fails before any connection. No network: the table answers nothing. */
+static void test_tlsrpt_post_refusals(void **state)
+{
+    struct table_dns t = {.rows = NULL, .n = 0};
+    struct mailauth_dns dns = table_dns(&t);
+    long status = -1;
+    char err[200];
+    static const char *const not_https[] = {"http://reports.example/v1", "mailto:a@example",
+                                            "ftp://reports.example/", "not a uri", ""};
+    for (size_t i = 0; i < sizeof not_https / sizeof not_https[0]; i++) {
+        assert_int_equal(mailauth_tlsrpt_post(&dns, not_https[i], NULL, "x", 1, &status, err,
+                                              sizeof err),
+                         -1);
+        assert_string_equal(err, "not an https URI");
+        assert_int_equal(status, 0);
+    }
+    assert_int_equal(mailauth_tlsrpt_post(&dns, "https://reports.example:8443/v1", NULL, "x", 1,
+                                          &status, err, sizeof err),
+                     -1);
+    assert_string_equal(err, "no address for reports.example");
+}
+
+
 static void test_mta_sts_parsers(void **state)
 {
     char id[40];
@@ -1038,6 +1062,7 @@ int main(void)
         cmocka_unit_test(test_auth_results),
         cmocka_unit_test_setup_teardown(test_arc_seal_and_verify, setup, teardown),
         cmocka_unit_test(test_mta_sts_parsers),
+        cmocka_unit_test(test_tlsrpt_post_refusals),
         cmocka_unit_test_setup_teardown(test_tlsrpt, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

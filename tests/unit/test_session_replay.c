@@ -87,6 +87,12 @@ static const struct seed_expectation expectations[] = {
      {"b OK [READ-WRITE]", "* 3 FETCH (BODY[] {69678}", "line 01023", " BODY[TEXT] {69632}",
       "line 01023", " BODY[1] {69632}", " RFC822 {69678}", "line 01023", "c OK Fetch",
       "* 4 FETCH (BODY[] {399}", "d OK Fetch", "* 3 FETCH (BODY[TEXT] {69632}"}},
+    {"fuzz_imap_session", "catenate_urlauth", 0,
+     {"b OK [APPENDUID", "c OK [APPENDUID", "d NO [BADURL /INBOX/;UID=99]",
+      "* GENURLAUTH \"imap://alice%40example.test@mail/INBOX/;UID=1;URLAUTH=authuser:internal:",
+      "e OK", "* URLFETCH \"imap://alice%40example.test@mail/INBOX/;UID=1;URLAUTH=authuser"
+      ":internal:0000000000000000000000000000000000000000\" NIL",
+      "g OK [URLMECH INTERNAL]", "h OK All keys removed.", "i OK"}},
     {"fuzz_imap_session", "bob_quota", 0,
      {"* QUOTA \"User quota\" (STORAGE 1 2)", "c NO [OVERQUOTA]", "d OK [APPENDUID",
       "e NO [NOPERM]", "* STATUS \"INBOX\" (MESSAGES 2", "g OK"}},

@@ -202,6 +202,23 @@ static void test_bdat_auth_helo(void **state)
     assert_false(smtp_parse_bdat("1 FIRST", 7, &n, &last));
     assert_false(smtp_parse_bdat("999999999999999999999", 21, &n, &last));
 
+    /* RFC 4468 §3: BURL absolute-URI [LAST] */
+    const char *url;
+    size_t url_len;
+    const char *b = "imap://a@h/INBOX/;UID=1;URLAUTH=anonymous:internal:00 LAST";
+    assert_true(smtp_parse_burl(b, strlen(b), &url, &url_len, &last));
+    assert_true(last);
+    assert_int_equal(url_len, strlen(b) - 5);
+    assert_true(smtp_parse_burl("imap://x", 8, &url, &url_len, &last));
+    assert_false(last);
+    assert_int_equal(url_len, 8);
+    assert_true(smtp_parse_burl("imap://x  last", 14, &url, &url_len, &last));
+    assert_true(last);
+    assert_false(smtp_parse_burl("", 0, &url, &url_len, &last));
+    assert_false(smtp_parse_burl(" imap://x", 9, &url, &url_len, &last));
+    assert_false(smtp_parse_burl("imap://x LAST now", 17, &url, &url_len, &last));
+    assert_false(smtp_parse_burl("imap://x FIRST", 14, &url, &url_len, &last));
+
     char mech[21];
     const char *ir;
     size_t irlen;

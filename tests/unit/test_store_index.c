@@ -344,6 +344,50 @@ static void test_first_open_from_many_processes(void **state)
     }
 }
 
+/* RFC 4467 access keys: made once per mailbox (random, stable), none without create,
+ * different per mailbox, new after a reset (one or all), bound to UIDVALIDITY (a mailbox
+ * deleted and made again has a new key), none for a missing mailbox. */
+static void test_urlauth_keys(void **state)
+{
+    char home[4200];
+    snprintf(home, sizeof home, "%s/keys", tmp_root);
+    struct store_user *u = NULL;
+    char *error = NULL;
+    assert_int_equal(store_user_open(home, "keys@example.test", &u, &error), 0);
+    unsigned char k1[STORE_URLAUTH_KEY_SIZE], k2[STORE_URLAUTH_KEY_SIZE],
+        k3[STORE_URLAUTH_KEY_SIZE];
+    uint32_t v1, v2;
+    assert_int_equal(store_urlauth_key(u, "INBOX", false, k1, &v1, &error), 0);
+    assert_int_equal(store_urlauth_key(u, "INBOX", true, k1, &v1, &error), 1);
+    assert_int_equal(store_urlauth_key(u, "inbox", false, k2, &v2, &error), 1);
+    assert_memory_equal(k1, k2, sizeof k1);
+    assert_int_equal(v1, v2);
+    static const unsigned char zero[STORE_URLAUTH_KEY_SIZE];
+    assert_memory_not_equal(k1, zero, sizeof k1);
+    assert_int_equal(store_mailbox_create(u, "Drafts2", &error), 0);
+    assert_int_equal(store_urlauth_key(u, "Drafts2", true, k3, &v2, &error), 1);
+    assert_memory_not_equal(k1, k3, sizeof k1);
+    /* reset one: INBOX keeps its key, Drafts2 gets a new one */
+    assert_int_equal(store_urlauth_reset(u, "Drafts2", &error), 0);
+    assert_int_equal(store_urlauth_key(u, "Drafts2", false, k2, &v2, &error), 0);
+    assert_int_equal(store_urlauth_key(u, "INBOX", false, k2, &v2, &error), 1);
+    assert_int_equal(store_urlauth_key(u, "Drafts2", true, k2, &v2, &error), 1);
+    assert_memory_not_equal(k2, k3, sizeof k2);
+    /* a mailbox made again under the same name: another UIDVALIDITY, no old key */
+    assert_int_equal(store_mailbox_delete(u, "Drafts2", &error), 0);
+    assert_int_equal(store_mailbox_create(u, "Drafts2", &error), 0);
+    assert_int_equal(store_urlauth_key(u, "Drafts2", false, k3, &v1, &error), 0);
+    assert_int_not_equal(v1, v2);
+    /* reset all */
+    assert_int_equal(store_urlauth_reset(u, NULL, &error), 0);
+    assert_int_equal(store_urlauth_key(u, "INBOX", false, k2, &v2, &error), 0);
+    /* no such mailbox */
+    assert_int_equal(store_urlauth_key(u, "Nope", true, k2, &v2, &error), -1);
+    assert_non_null(error);
+    free(error);
+    store_user_close(u);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -351,6 +395,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stmt_cache_nested_same_text, setup, teardown),
         cmocka_unit_test_setup_teardown(test_build_large_folder, setup, teardown),
         cmocka_unit_test_setup_teardown(test_first_open_from_many_processes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_urlauth_keys, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
