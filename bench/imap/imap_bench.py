@@ -501,9 +501,6 @@ async def idle_client(port, users, first, n, sources, tls, timeout, conn):
     ssl = benchlib.tls_client_context() if tls else None
     conns, errors = await open_many(port, users, n, False, True, timeout, parallel=32,
                                     ssl=ssl, sources=sources, first=first)
-    conn.send(("ready", len(conns), errors))
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, conn.recv)  # "go"
     arrivals, notify_err = [], {}
 
     async def wait_exists(c):
@@ -519,8 +516,16 @@ async def idle_client(port, users, first, n, sources, tls, timeout, conn):
             k = type(e).__name__ + ": " + str(e)[:80]
             notify_err[k] = notify_err.get(k, 0) + 1
 
-    await asyncio.gather(*(wait_exists(c) for c in conns))
-    conn.send(("done", arrivals, notify_err))
+    # the readers wait before "ready": making 16,000 tasks after "go" took this process
+    # a second or more, counted as latency
+    waiting = asyncio.gather(*(wait_exists(c) for c in conns))
+    await asyncio.sleep(0)
+    conn.send(("ready", len(conns), errors))
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, conn.recv)  # "go"
+    cpu0 = time.process_time()
+    await waiting
+    conn.send(("done", arrivals, notify_err, time.process_time() - cpu0))
     await loop.run_in_executor(None, conn.recv)  # "close"
     await close_all(conns)
 
@@ -583,9 +588,10 @@ def idle_run(srv, users, a):
             t = time.time()
             for u in users[i:i + 50]:
                 acked[u] = t
-    lat, notify_err = [], {}
+    lat, notify_err, client_cpu = [], {}, 0.0
     for pp in pipes:
-        _, arrivals, e = pp.recv()
+        _, arrivals, e, cpu = pp.recv()
+        client_cpu += cpu
         lat += [t - acked[u] for u, t in arrivals]
         for k, v in e.items():
             notify_err[k] = notify_err.get(k, 0) + v
@@ -612,6 +618,7 @@ def idle_run(srv, users, a):
             "within_2s": sum(1 for x in lat if x <= 2.0),
             "latency_median_s": q(0.5), "latency_p99_s": q(0.99), "latency_max_s": q(1.0),
             "smtp_s": round(max(acked.values()) - t_smtp, 2),
+            "client_cpu_s": round(client_cpu, 2),
             "rss_before_kb": rss0, "rss_idle_kb": rss1, "pss_before_kb": pss0,
             "pss_idle_kb": pss1, "processes": nprocs,
             "rss_by_process_kb": {p: v[0] for p, v in by.items()},

@@ -916,6 +916,56 @@ static void on_notify(const char *user, const char *mailbox, void *arg)
     notified++;
 }
 
+/* Subscriptions a callback changes while their event is dispatched (IMAP sessions that
+ * close, or log in, on a wake-up). */
+static void *churn_victim, *churn_added;
+static int churn_calls[3];
+
+static void on_churn(const char *user, const char *mailbox, void *arg)
+{
+    (void)user, (void)mailbox;
+    int k = (int)(intptr_t)arg;
+    churn_calls[k]++;
+    if (k == 0 && churn_victim) {
+        store_notify_unsubscribe(churn_victim); /* another one of the same user */
+        churn_victim = NULL;
+        churn_added = store_notify_subscribe("churn@example.test", on_churn, (void *)2);
+        assert_non_null(churn_added);
+    }
+}
+
+static void test_notify_churn(void **state)
+{
+    (void)state;
+    /* many users, so that buckets are shared: only the user's own are called */
+    void *others[300];
+    char name[64];
+    for (int i = 0; i < 300; i++) {
+        snprintf(name, sizeof name, "other%d@example.test", i);
+        others[i] = store_notify_subscribe(name, on_churn, (void *)2);
+        assert_non_null(others[i]);
+    }
+    churn_victim = store_notify_subscribe("Churn@Example.test", on_churn, (void *)1);
+    void *first = store_notify_subscribe("churn@example.test", on_churn, (void *)0);
+    memset(churn_calls, 0, sizeof churn_calls);
+    store_notify_publish("CHURN@example.test", "INBOX");
+    /* first (newest, visited first) removed the victim before its turn and added one
+     * that this dispatch does not visit */
+    assert_int_equal(churn_calls[0], 1);
+    assert_int_equal(churn_calls[1], 0);
+    assert_int_equal(churn_calls[2], 0);
+    store_notify_publish("churn@example.test", "INBOX");
+    assert_int_equal(churn_calls[0], 2);
+    assert_int_equal(churn_calls[2], 1); /* the one added during the first dispatch */
+    store_notify_unsubscribe(first);
+    store_notify_unsubscribe(churn_added);
+    for (int i = 0; i < 300; i++)
+        store_notify_unsubscribe(others[i]);
+    memset(churn_calls, 0, sizeof churn_calls);
+    store_notify_publish("other7@example.test", "INBOX");
+    assert_int_equal(churn_calls[2], 0);
+}
+
 static void test_notify(void **state)
 {
     void *sub = store_notify_subscribe("jo@example.test", on_notify, NULL);
@@ -1147,6 +1197,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mailbox_tree, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pop3_lock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_notify, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_notify_churn, setup, teardown),
         cmocka_unit_test_setup_teardown(test_notify_cross_thread, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_delivery, setup, teardown),
         cmocka_unit_test_setup_teardown(test_index_migration, setup, teardown),
