@@ -214,6 +214,14 @@ size_t auth_penalty_blocks_list(struct auth_service *svc,
                                 void (*cb)(const struct penalty_block *b, void *arg), void *arg);
 size_t auth_penalty_blocks_clear(struct auth_service *svc, const char *ip, const char *account,
                                  const char *by);
+/* In the process that holds the table (the auth process, or the only one): restore it
+ * from path (<data_dir>/penalty.db, created mode 0600) and keep saving it there from a
+ * thread of its own (policy/penalty.h "persistence"), so a restart of the process does
+ * not lift its blocks. BLOCKING (reads the file): at start-up. 0, or -1 with *error_r
+ * (malloc'd; the table then lives in memory only). auth_service_close() stops it after a
+ * last save; 0 and nothing done without a local table. */
+int auth_penalty_persist_start(struct auth_service *svc, const char *path, char **error_r);
+void auth_penalty_persist_stop(struct auth_service *svc);
 
 /* ---- handing a logged-in session over (privilege separation, DESIGN §2) ----------------
  * A login process (which may read no mailbox) checks the credentials through the auth

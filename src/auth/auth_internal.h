@@ -40,6 +40,14 @@ struct auth_service {
     struct penalty_table *penalty;  /* the failed-login policy (policy/penalty.h); NULL when
                                      * remote: the auth process holds it */
     uint64_t (*penalty_clock)(void); /* its clock in ms, NULL: penalty_now_ms (tests) */
+    /* the table saved to <data_dir>/penalty.db by its own thread (auth_penalty_persist_*):
+     * every change within a second, a block at once */
+    struct penalty_store *penalty_store;
+    pthread_t penalty_saver;
+    bool has_penalty_saver;
+    bool is_penalty_saver_stopping; /* under penalty_lock */
+    pthread_cond_t penalty_cond;    /* with penalty_lock: a block changed, or stop */
+    uint64_t penalty_saved;         /* the table generation the file holds */
 
     unsigned char fake_secret[32];       /* fake SCRAM salts for unknown users */
 

@@ -194,6 +194,7 @@ void auth_service_close(struct auth_service *svc)
     if (!svc)
         return;
     auth_remote_close(svc);
+    auth_penalty_persist_stop(svc); /* its last save, before the table goes */
     if (svc->dir)
         svc->dir->ops->close(svc->dir);
     if (svc->penalty) {

@@ -10,6 +10,7 @@
 #define OPENSSL_SUPPRESS_DEPRECATED /* MD5() one-shot for APOP */
 
 #include "auth/auth_internal.h"
+#include "core/log.h"
 #include "core/util.h"
 #include "policy/penalty.h"
 
@@ -202,6 +203,117 @@ void auth_penalty_set_clock(struct auth_service *svc, uint64_t (*clock_ms)(void)
     pthread_mutex_unlock(&svc->penalty_lock);
 }
 
+/* A block started or was lifted since blocks: have it saved now, not within the second.
+ * penalty_lock held. */
+static void penalty_saver_wake(struct auth_service *svc, uint64_t blocks)
+{
+    if (svc->has_penalty_saver && penalty_table_block_generation(svc->penalty) != blocks)
+        pthread_cond_signal(&svc->penalty_cond);
+}
+
+static int64_t unix_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The saver thread: wakes every second (or when a block changed, or to stop) and writes
+ * the table's live entries when it changed since the last save. The copy is made under
+ * penalty_lock (a few thousand small entries at most); the file is written without it,
+ * so the auth process's loop never waits on the disk. */
+static void *penalty_saver_main(void *arg)
+{
+    struct auth_service *svc = arg;
+    pthread_mutex_lock(&svc->penalty_lock);
+    for (;;) {
+        bool is_stopping = svc->is_penalty_saver_stopping;
+        uint64_t gen = penalty_table_generation(svc->penalty);
+        if (gen != svc->penalty_saved) {
+            struct penalty_record *r = NULL;
+            size_t n = penalty_table_export(svc->penalty, auth_penalty_now(svc), unix_now_ms(), &r);
+            pthread_mutex_unlock(&svc->penalty_lock);
+            int rc = n == SIZE_MAX ? -1 : penalty_store_save(svc->penalty_store, r, n);
+            free(r);
+            pthread_mutex_lock(&svc->penalty_lock);
+            if (rc == 0) {
+                svc->penalty_saved = gen;
+            } else if (rc > 0) {
+                /* a newer auth process (a reload) owns the file: it loaded what we had */
+                log_info("auth", "failed-login table: saved by the new auth process now");
+                break;
+            } else { /* tried again at the next tick; the table in memory is unaffected */
+                log_warning("auth", "cannot save the failed-login table");
+            }
+        }
+        if (is_stopping)
+            break;
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += 1;
+        pthread_cond_timedwait(&svc->penalty_cond, &svc->penalty_lock, &until);
+    }
+    pthread_mutex_unlock(&svc->penalty_lock);
+    return NULL;
+}
+
+int auth_penalty_persist_start(struct auth_service *svc, const char *path, char **error_r)
+{
+    *error_r = NULL;
+    if (!svc->penalty || svc->has_penalty_saver)
+        return 0; /* a client of the auth process holds no table */
+    struct penalty_store *ps = penalty_store_open(path, error_r);
+    if (!ps)
+        return -1;
+    struct penalty_record *r = NULL;
+    long n = penalty_store_load(ps, PENALTY_ADDRESS_SLOTS + PENALTY_PAIR_SLOTS, &r);
+    if (n < 0)
+        log_warning("auth", "%s: cannot read the failed-login table; starting empty", path);
+    pthread_mutex_lock(&svc->penalty_lock);
+    size_t kept = n > 0 ? penalty_table_import(svc->penalty, r, (size_t)n,
+                                               auth_penalty_now(svc), unix_now_ms())
+                        : 0;
+    /* what the file holds beyond the kept entries goes at the first save */
+    svc->penalty_saved = penalty_table_generation(svc->penalty) - (kept != (size_t)(n > 0 ? n : 0));
+    pthread_mutex_unlock(&svc->penalty_lock);
+    free(r);
+    if (kept)
+        log_info("auth", "failed-login table: %zu entries restored from %s", kept, path);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&svc->penalty_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    svc->penalty_store = ps;
+    svc->is_penalty_saver_stopping = false;
+    if (pthread_create(&svc->penalty_saver, NULL, penalty_saver_main, svc) != 0) {
+        pthread_cond_destroy(&svc->penalty_cond);
+        penalty_store_close(ps);
+        svc->penalty_store = NULL;
+        *error_r = strdup("cannot start the thread that saves the failed-login table");
+        return -1;
+    }
+    pthread_mutex_lock(&svc->penalty_lock);
+    svc->has_penalty_saver = true;
+    pthread_mutex_unlock(&svc->penalty_lock);
+    return 0;
+}
+
+void auth_penalty_persist_stop(struct auth_service *svc)
+{
+    if (!svc->has_penalty_saver)
+        return;
+    pthread_mutex_lock(&svc->penalty_lock);
+    svc->is_penalty_saver_stopping = true; /* (it saves what changed, then ends) */
+    svc->has_penalty_saver = false;        /* nobody signals the condition any more */
+    pthread_cond_signal(&svc->penalty_cond);
+    pthread_mutex_unlock(&svc->penalty_lock);
+    pthread_join(svc->penalty_saver, NULL);
+    pthread_cond_destroy(&svc->penalty_cond);
+    penalty_store_close(svc->penalty_store);
+    svc->penalty_store = NULL;
+}
+
 /* The table is the auth process's when the directory is remote: the check and the report
  * are requests to it, so every worker counts into one table. */
 void auth_penalty_check(struct auth_service *svc, const struct penalty_query *q,
@@ -230,7 +342,9 @@ void auth_penalty_report(struct auth_service *svc, const struct penalty_query *q
     pthread_mutex_lock(&svc->penalty_lock);
     if (svc->penalty_clock)
         at.now_ms = svc->penalty_clock();
+    uint64_t blocks = penalty_table_block_generation(svc->penalty);
     penalty_report(svc->penalty, &at, is_success, a_r);
+    penalty_saver_wake(svc, blocks);
     pthread_mutex_unlock(&svc->penalty_lock);
 }
 
@@ -251,7 +365,9 @@ size_t auth_penalty_blocks_clear(struct auth_service *svc, const char *ip, const
     if (!svc->penalty)
         return 0;
     pthread_mutex_lock(&svc->penalty_lock);
+    uint64_t blocks = penalty_table_block_generation(svc->penalty);
     size_t n = penalty_blocks_clear(svc->penalty, ip, account, by, auth_penalty_now(svc));
+    penalty_saver_wake(svc, blocks);
     pthread_mutex_unlock(&svc->penalty_lock);
     return n;
 }

@@ -38,14 +38,14 @@ static struct auth_control *serve_control;
 
 /* The abuse defences of the processes with SMTP sessions (the login processes, or the
  * only process): rate limits (their counts shared by every process through the anvil),
- * the DNS list cache, the milter threads. Nothing here opens a file: a login process is
- * chrooted into an empty directory. */
+ * the DNS list cache (one for every process, in the anvil too), the milter threads.
+ * Nothing here opens a file: a login process is chrooted into an empty directory. */
 static int serve_init_policy(struct server_context *ctx, char **error_r)
 {
     struct ratelimit_limits rates;
     ratelimit_limits_from_config(ctx->cfg, &rates);
     ctx->ratelimit = ratelimit_new(&rates);
-    ctx->dnscache = dns_cache_new();
+    ctx->dnscache = dns_cache_new_shared(); /* every process's, in the anvil */
     if (!ctx->ratelimit || !ctx->dnscache) {
         *error_r = strdup("out of memory");
         return -1;
@@ -89,14 +89,23 @@ static int serve_init_greylist(struct server_context *ctx, char **error_r)
 }
 
 /* The control socket of `tern auth blocks`, in the process that holds the failed-login
- * table (the auth process, or the only one). Without it the server still serves; only
- * `tern auth blocks` cannot reach it (e.g. a data_dir longer than a socket name allows). */
+ * table (the auth process, or the only one), and the table's file. Without either the
+ * server still serves; only `tern auth blocks` cannot reach it (e.g. a data_dir longer
+ * than a socket name allows) or the table starts empty after a restart. */
 static void serve_start_control(struct server_context *ctx)
 {
     char *err = NULL;
     serve_control = auth_control_start(ctx->base, ctx->cfg->data_dir, ctx->auth, &err);
     if (!serve_control)
         log_warning("auth", "control socket: %s; `tern auth blocks` will not reach this server",
+                    err ? err : "unknown error");
+    free(err);
+    /* the table outlives this process: a restart (a crash an attacker caused, or one he
+     * waited for) lifts no block */
+    char path[4200];
+    snprintf(path, sizeof path, "%s/penalty.db", ctx->cfg->data_dir);
+    if (auth_penalty_persist_start(ctx->auth, path, &err) < 0)
+        log_warning("auth", "failed-login table kept in memory only: %s",
                     err ? err : "unknown error");
     free(err);
 }

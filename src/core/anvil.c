@@ -53,6 +53,7 @@ struct anvil_slot {
 struct anvil {
     uint64_t seed; /* of the rate counters' hash, drawn by anvil_create */
     struct anvil_slot slots[ANVIL_SLOTS];
+    _Alignas(64) unsigned char dns_area[ANVIL_DNS_AREA]; /* policy/dnscache.c's */
 };
 
 static struct anvil *anvil_self;
@@ -120,6 +121,15 @@ void anvil_slot_info(const struct anvil *a, unsigned slot, struct anvil_slot_inf
     for (int i = 0; i < ANVIL_ROLES; i++)
         info_r->by_role[i] = atomic_load(&s->by_role[i]);
     info_r->accepted = atomic_load(&s->accepted);
+}
+
+void *anvil_dns_area(size_t *size_r, uint64_t *seed_r)
+{
+    if (!anvil_self)
+        return NULL;
+    *size_r = sizeof anvil_self->dns_area;
+    *seed_r = anvil_self->seed ^ 0x5bd1e9955bd1e995ull; /* not the rate counters' own */
+    return anvil_self->dns_area;
 }
 
 void anvil_attach(struct anvil *a, unsigned slot)

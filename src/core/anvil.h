@@ -20,6 +20,9 @@
  * not once per worker; two workers deciding at the same instant may each let one event
  * more through, and a worker that dies takes its counts along.
  *
+ * The DNS list answers of the SMTP screen are cached in an area of the same mapping
+ * (anvil_dns_area), so one lookup serves every login process.
+ *
  * Thread rules: anvil_* on a worker's loop thread (its slot) or in the master.
  */
 #ifndef TERN_CORE_ANVIL_H
@@ -36,6 +39,7 @@
 #define ANVIL_ROLES     9  /* CONN_ROLE_COUNT */
 #define ANVIL_RATES     8192 /* rate counters one worker keeps (keys of its recent events) */
 #define ANVIL_RATE_KEY  20   /* a rate counter's key: opaque bytes (policy/ratelimit.c) */
+#define ANVIL_DNS_AREA  (2u * 1024 * 1024) /* the DNS answer cache (policy/dnscache.c) */
 
 struct anvil;
 
@@ -65,6 +69,10 @@ void anvil_slot_clear(struct anvil *a, unsigned slot);
 /* Anyone: a copy of slot's published counters. */
 void anvil_slot_info(const struct anvil *a, unsigned slot, struct anvil_slot_info *info_r);
 
+/* Worker: the area of the mapping where the DNS answer cache of every process lives
+ * (policy/dnscache.c lays it out; opaque here, and written by any process: its readers
+ * check what they read), with a secret seed for its hash. NULL when not attached. */
+void *anvil_dns_area(size_t *size_r, uint64_t *seed_r);
 /* Worker: the slot this process writes (set once after fork). */
 void anvil_attach(struct anvil *a, unsigned slot);
 /* Worker: may one more connection from addr (text, IPv4 or IPv6) be accepted under the

@@ -439,14 +439,15 @@ static void server_chown(const char *path, const struct passwd *pw)
 
 /* data_dir and what sits directly in it (tern.db, tls/, queue/, mail/, log/) belong to
  * the run user: the CLI may have created them as root before the first start. With the
- * processes separated (auth_user set apart), tern.db and its WAL files belong to the auth
- * user instead, mode 0600, so no other process can read the password hashes, and the
+ * processes separated (auth_user set apart), tern.db, penalty.db (the failed-login table)
+ * and their WAL files belong to the auth user instead, mode 0600, so no other process can read the password hashes, and the
  * auth user's group may create files in data_dir (SQLite makes tern.db-wal and -shm
  * next to the database) under the sticky bit: it can remove only its own. */
 static void server_chown_data_dir(const struct server_state *st, const struct config *cfg)
 {
     static const char *const entries[] = {"tls", "queue", "mail", "log"};
-    static const char *const db_files[] = {"tern.db", "tern.db-wal", "tern.db-shm"};
+    static const char *const db_files[] = {"tern.db",    "tern.db-wal",    "tern.db-shm",
+                                           "penalty.db", "penalty.db-wal", "penalty.db-shm"};
     const struct passwd *pw = &st->pw;
     bool is_auth_apart = cfg->master_process && st->pw_auth.pw_uid != pw->pw_uid;
     const struct passwd *db_owner = is_auth_apart ? &st->pw_auth : pw;

@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -200,9 +201,23 @@ size_t milter_specs_from_config(const struct config *cfg, const struct config_li
 
 /* ---- one conversation ----------------------------------------------------------------- */
 
+/* Where a milter's conversation stands (Postfix milter8's MILTER8_STAT_*). */
+enum milter_conn_state {
+    MILTER_CONN_NEW,        /* not connected yet */
+    MILTER_CONN_READY,      /* connected, between messages */
+    MILTER_CONN_ENVELOPE,   /* MAIL sent: a message is open (ABORT ends it) */
+    MILTER_CONN_ACCEPT_MSG, /* accepted this message: asked nothing more about it */
+    MILTER_CONN_ACCEPT_CON, /* accepted the session: asked nothing more */
+    MILTER_CONN_REFUSE_CON, /* refused at connect or helo: its reply repeats */
+    MILTER_CONN_FAILED,     /* closed after a failure: its default action from now on */
+};
+
 struct milter_conn {
     const struct milter_spec *spec;
     int fd;
+    enum milter_conn_state state;
+    enum milter_verdict refusal; /* REFUSE_CON: reject or tempfail ... */
+    char refusal_reply[512];     /* ... with this reply */
     uint32_t actions, protocol; /* negotiated */
     const char *macros[MILTER_STAGE_COUNT];
     struct buf optneg; /* keeps the negotiated macro lists alive */
@@ -256,6 +271,10 @@ static bool conn_connect(struct milter_conn *mc)
             return false;
         }
         mc->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        /* requests and replies are small and alternate: no Nagle delay on either */
+        int one = 1;
+        if (mc->fd >= 0)
+            (void)setsockopt(mc->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         int r = mc->fd >= 0 ? connect(mc->fd, ai->ai_addr, ai->ai_addrlen) : -1;
         freeaddrinfo(ai);
         if (r == 0)
@@ -301,11 +320,18 @@ static bool send_packet(struct milter_conn *mc, char cmd, const void *data, size
         mc->failure = "packet too large";
         return false;
     }
-    unsigned char head[5];
+    /* one write for a small packet: a request in two segments would wait for the
+     * milter's delayed ACK of the first (Nagle), 40 ms per command */
+    unsigned char small[5 + 4096];
     uint32_t n = htonl((uint32_t)(len + 1));
-    memcpy(head, &n, 4);
-    head[4] = (unsigned char)cmd;
-    return send_all(mc, head, 5, timeout_ms) && (!len || send_all(mc, data, len, timeout_ms));
+    memcpy(small, &n, 4);
+    small[4] = (unsigned char)cmd;
+    if (len <= sizeof small - 5) {
+        if (len)
+            memcpy(small + 5, data, len);
+        return send_all(mc, small, 5 + len, timeout_ms);
+    }
+    return send_all(mc, small, 5, timeout_ms) && send_all(mc, data, len, timeout_ms);
 }
 
 static bool recv_exact(struct milter_conn *mc, char *out, size_t len, uint64_t deadline)
@@ -715,88 +741,101 @@ static int stage_eom(struct milter_conn *mc, struct milter_outcome *o, bool *has
     }
 }
 
-/* The whole conversation for one milter over the message as it is now (data, len).
- * Returns 1 go on with the next milter, -1 the verdict ends the run. */
-static int conversation_run(struct milter_conn *mc, const struct milter_message *m,
-                            const char *data, size_t len, struct milter_outcome *o)
+/* ---- one milter, one stage -------------------------------------------------------------- */
+
+/* Each returns what stage_send does: 1 continue, 0 this milter accepted, -1 the verdict in
+ * *o ends the stage, -2 the conversation broke (mc->failure says why). */
+
+static int conn_connect_stage(struct milter_conn *mc, const struct milter_message *m,
+                              struct milter_outcome *o)
 {
-    unsigned t = mc->spec->command_timeout_ms;
-    uint32_t p = mc->protocol;
+    if (mc->protocol & SMFIP_NOCONNECT)
+        return 1;
+    if (!send_macros(mc, SMFIC_CONNECT, MILTER_STAGE_CONNECT, m))
+        return -2;
     struct buf b;
     buf_init(&b, MILTER_MAX_PACKET);
-    int a = 1;
-#define STAGE(expr)                                                                           \
-    do {                                                                                      \
-        a = (expr);                                                                           \
-        if (a != 1)                                                                           \
-            goto out;                                                                         \
-    } while (0)
+    if (m->client_addr) {
+        bool is_v6 = strchr(m->client_addr, ':') != NULL;
+        args_add(&b, m->client_name);
+        buf_append_byte(&b, is_v6 ? '6' : '4');
+        uint16_t port = htons((uint16_t)m->client_port);
+        buf_append(&b, &port, 2);
+        args_add(&b, m->client_addr);
+    } else {
+        args_add(&b, "localhost");
+        buf_append_byte(&b, 'U'); /* local submission: no socket family */
+    }
+    int a = stage_send(mc, SMFIC_CONNECT, b.data, b.len, SMFIP_NR_CONN,
+                       mc->spec->command_timeout_ms, o);
+    buf_free(&b);
+    return a;
+}
 
-    if (!(p & SMFIP_NOCONNECT)) {
-        if (!send_macros(mc, SMFIC_CONNECT, MILTER_STAGE_CONNECT, m)) {
-            a = -2;
-            goto out;
-        }
-        buf_reset(&b);
-        if (m->client_addr) {
-            bool is_v6 = strchr(m->client_addr, ':') != NULL;
-            args_add(&b, m->client_name);
-            buf_append_byte(&b, is_v6 ? '6' : '4');
-            uint16_t port = htons((uint16_t)m->client_port);
-            buf_append(&b, &port, 2);
-            args_add(&b, m->client_addr);
-        } else {
-            args_add(&b, "localhost");
-            buf_append_byte(&b, 'U'); /* local submission: no socket family */
-        }
-        STAGE(stage_send(mc, SMFIC_CONNECT, b.data, b.len, SMFIP_NR_CONN, t, o));
-    }
-    if (!(p & SMFIP_NOHELO) && m->helo && m->helo[0]) {
-        if (!send_macros(mc, SMFIC_HELO, MILTER_STAGE_HELO, m)) {
-            a = -2;
-            goto out;
-        }
-        buf_reset(&b);
-        args_add(&b, m->helo);
-        STAGE(stage_send(mc, SMFIC_HELO, b.data, b.len, SMFIP_NR_HELO, t, o));
-    }
-    if (!(p & SMFIP_NOMAIL)) {
-        if (!send_macros(mc, SMFIC_MAIL, MILTER_STAGE_MAIL, m)) {
-            a = -2;
-            goto out;
-        }
-        buf_reset(&b);
-        buf_printf(&b, "<%s>", m->sender);
-        buf_append_byte(&b, '\0');
-        STAGE(stage_send(mc, SMFIC_MAIL, b.data, b.len, SMFIP_NR_MAIL, t, o));
-    }
-    for (size_t i = 0; !(p & SMFIP_NORCPT) && i < m->n_rcpts; i++) {
-        if (!send_rcpt_macros(mc, m->rcpts[i])) {
-            a = -2;
-            goto out;
-        }
-        buf_reset(&b);
-        buf_printf(&b, "<%s>", m->rcpts[i]);
-        buf_append_byte(&b, '\0');
-        STAGE(stage_send(mc, SMFIC_RCPT, b.data, b.len, SMFIP_NR_RCPT, t, o));
-    }
+static int conn_helo_stage(struct milter_conn *mc, const struct milter_message *m,
+                           struct milter_outcome *o)
+{
+    if ((mc->protocol & SMFIP_NOHELO) || !m->helo || !m->helo[0])
+        return 1;
+    if (!send_macros(mc, SMFIC_HELO, MILTER_STAGE_HELO, m))
+        return -2;
+    struct buf b;
+    buf_init(&b, MILTER_MAX_PACKET);
+    args_add(&b, m->helo);
+    int a = stage_send(mc, SMFIC_HELO, b.data, b.len, SMFIP_NR_HELO,
+                       mc->spec->command_timeout_ms, o);
+    buf_free(&b);
+    return a;
+}
+
+/* MAIL or RCPT: "<address>" after the stage's macros. */
+static int conn_envelope_stage(struct milter_conn *mc, char cmd, const struct milter_message *m,
+                               const char *rcpt, struct milter_outcome *o)
+{
+    bool is_mail = cmd == SMFIC_MAIL;
+    if (mc->protocol & (is_mail ? SMFIP_NOMAIL : SMFIP_NORCPT))
+        return 1;
+    if (!(is_mail ? send_macros(mc, SMFIC_MAIL, MILTER_STAGE_MAIL, m)
+                  : send_rcpt_macros(mc, rcpt)))
+        return -2;
+    struct buf b;
+    buf_init(&b, MILTER_MAX_PACKET);
+    buf_printf(&b, "<%s>", is_mail ? m->sender : rcpt);
+    buf_append_byte(&b, '\0');
+    int a = stage_send(mc, cmd, b.data, b.len, is_mail ? SMFIP_NR_MAIL : SMFIP_NR_RCPT,
+                       mc->spec->command_timeout_ms, o);
+    buf_free(&b);
+    return a;
+}
+
+/* DATA, the header fields, end of headers, the body and end of message over the message
+ * as it is now (data, len). *is_eom_r: the end of message was answered. */
+static int conn_message_stage(struct milter_conn *mc, const struct milter_message *m,
+                              const char *data, size_t len, struct milter_outcome *o,
+                              bool *is_eom_r)
+{
+    *is_eom_r = false;
+    unsigned t = mc->spec->command_timeout_ms;
+    uint32_t p = mc->protocol;
+    int a;
     if (!(p & SMFIP_NODATA)) {
-        if (!send_macros(mc, SMFIC_DATA, MILTER_STAGE_DATA, m)) {
-            a = -2;
-            goto out;
-        }
-        STAGE(stage_send(mc, SMFIC_DATA, NULL, 0, SMFIP_NR_DATA, t, o));
+        if (!send_macros(mc, SMFIC_DATA, MILTER_STAGE_DATA, m))
+            return -2;
+        if ((a = stage_send(mc, SMFIC_DATA, NULL, 0, SMFIP_NR_DATA, t, o)) != 1)
+            return a;
     }
     struct field *fields = calloc(MILTER_MAX_FIELDS, sizeof *fields);
     if (!fields) {
         mc->failure = "out of memory";
-        a = -2;
-        goto out;
+        return -2;
     }
+    struct buf b;
+    buf_init(&b, MILTER_MAX_PACKET);
     size_t body_at;
     size_t n = fields_split(data, len, fields, MILTER_MAX_FIELDS, &body_at);
     t = mc->spec->content_timeout_ms;
-    for (size_t i = 0; !(p & SMFIP_NOHDRS) && i < n; i++) {
+    a = 1;
+    for (size_t i = 0; !(p & SMFIP_NOHDRS) && i < n && a == 1; i++) {
         const struct field *f = &fields[i];
         buf_reset(&b);
         buf_append(&b, data + f->start, f->colon - f->start);
@@ -813,98 +852,315 @@ static int conversation_run(struct milter_conn *mc, const struct milter_message 
                 buf_append_byte(&b, data[k]);
         buf_append_byte(&b, '\0');
         a = stage_send(mc, SMFIC_HEADER, b.data, b.len, SMFIP_NR_HDR, t, o);
-        if (a != 1) {
-            free(fields);
-            goto out;
-        }
     }
     free(fields);
+    buf_free(&b);
+    if (a != 1)
+        return a;
     if (!(p & SMFIP_NOEOH)) {
-        if (!send_macros(mc, SMFIC_EOH, MILTER_STAGE_EOH, m)) {
-            a = -2;
-            goto out;
-        }
-        STAGE(stage_send(mc, SMFIC_EOH, NULL, 0, SMFIP_NR_EOH, t, o));
+        if (!send_macros(mc, SMFIC_EOH, MILTER_STAGE_EOH, m))
+            return -2;
+        if ((a = stage_send(mc, SMFIC_EOH, NULL, 0, SMFIP_NR_EOH, t, o)) != 1)
+            return a;
     }
     for (size_t off = body_at; !(p & SMFIP_NOBODY) && off < len; off += MILTER_CHUNK) {
         size_t chunk = len - off < MILTER_CHUNK ? len - off : MILTER_CHUNK;
         a = stage_send(mc, SMFIC_BODY, data + off, chunk, SMFIP_NR_BODY, t, o);
         if (a == 0)
-            break; /* skip */
+            break; /* skip: no more body */
         if (a != 1)
-            goto out;
+            return a;
     }
-    if (!send_macros(mc, SMFIC_BODYEOB, MILTER_STAGE_EOM, m)) {
-        a = -2;
-        goto out;
-    }
+    if (!send_macros(mc, SMFIC_BODYEOB, MILTER_STAGE_EOM, m))
+        return -2;
     bool has_body = false;
     a = stage_eom(mc, o, &has_body);
     if (has_body)
         o->has_new_body = true;
-out:
-#undef STAGE
-    buf_free(&b);
-    if (a == 0 || a == 1) {
-        /* accept or continue: on to the next milter; say goodbye politely */
-        send_packet(mc, SMFIC_QUIT, NULL, 0, mc->spec->command_timeout_ms);
-        return 1;
-    }
-    if (a == -1) {
-        send_packet(mc, SMFIC_QUIT, NULL, 0, mc->spec->command_timeout_ms);
-        return -1;
-    }
-    return -2;
+    if (a != -2)
+        *is_eom_r = true;
+    return a;
 }
 
-void milter_run(const struct milter_spec *milters, size_t n, const struct milter_message *msg,
-                struct milter_outcome *o)
+/* ---- a session's milters ---------------------------------------------------------------- */
+
+struct milter_session {
+    struct milter_spec *specs;
+    struct milter_conn *conns;
+    size_t n;
+    struct milter_message info; /* the connect-level macros, strings owned */
+};
+
+enum stage_kind { STAGE_CONNECT, STAGE_HELO, STAGE_MAIL, STAGE_RCPT };
+
+static void outcome_init(struct milter_outcome *o)
 {
     memset(o, 0, sizeof *o);
     buf_init(&o->new_body, MILTER_MAX_PACKET * 64);
     o->verdict = MILTER_ACCEPT;
+}
+
+/* What a milter that cannot be asked answers: its default action. 1 (accept: go on
+ * without it) or -1 (tempfail in *o). */
+static int conn_default(struct milter_conn *mc, struct milter_outcome *o)
+{
+    if (mc->spec->default_action == MILTER_DEFAULT_ACCEPT)
+        return 1;
+    outcome_set(o, MILTER_TEMPFAIL, "451 4.7.1 Service unavailable - try again later");
+    snprintf(o->why, sizeof o->why, "milter %.120s: %.100s", mc->spec->address,
+             mc->failure ? mc->failure : "protocol error");
+    return -1;
+}
+
+/* The conversation broke: logged once, closed, its default action now and from now on. */
+static int conn_fail(struct milter_conn *mc, struct milter_outcome *o)
+{
+    log_warning("cleanup", "milter %s: %s; default action %s", mc->spec->address,
+                mc->failure ? mc->failure : "protocol error",
+                mc->spec->default_action == MILTER_DEFAULT_ACCEPT ? "accept" : "tempfail");
+    if (mc->fd >= 0)
+        close(mc->fd);
+    mc->fd = -1;
+    mc->state = MILTER_CONN_FAILED;
+    o->verdict = MILTER_ACCEPT; /* whatever the broken conversation half-said goes */
+    o->reply[0] = o->why[0] = '\0';
+    return conn_default(mc, o);
+}
+
+/* One packet without waiting (ABORT, QUIT): false when the socket did not take it whole. */
+static bool send_nowait(struct milter_conn *mc, char cmd)
+{
+    unsigned char head[5];
+    uint32_t n = htonl(1);
+    memcpy(head, &n, 4);
+    head[4] = (unsigned char)cmd;
+    return mc->fd >= 0 && send(mc->fd, head, 5, MSG_NOSIGNAL | MSG_DONTWAIT) == 5;
+}
+
+/* A milter that refused the session at connect or helo: its refusal again (-1). */
+static int conn_refusal(const struct milter_conn *mc, struct milter_outcome *o)
+{
+    outcome_set(o, mc->refusal, mc->refusal_reply);
+    snprintf(o->why, sizeof o->why, "milter %.100s: %.140s", mc->spec->address,
+             mc->refusal_reply);
+    return -1;
+}
+
+/* The answer a to a connect or helo stage, remembered for the rest of the session. */
+static int conn_connection_answer(struct milter_conn *mc, int a, struct milter_outcome *o)
+{
+    if (a == -1 && o->verdict == MILTER_DISCARD) {
+        /* Postfix: discard is for messages, not for connect or helo */
+        mc->failure = "discard at connect or helo";
+        a = -2;
+    }
+    if (a == -2)
+        return conn_fail(mc, o);
+    if (a == 0)
+        mc->state = MILTER_CONN_ACCEPT_CON;
+    if (a == -1) {
+        mc->state = MILTER_CONN_REFUSE_CON;
+        mc->refusal = o->verdict;
+        snprintf(mc->refusal_reply, sizeof mc->refusal_reply, "%s", o->reply);
+    }
+    return a == 0 ? 1 : a;
+}
+
+static int conn_stage(struct milter_session *ms, struct milter_conn *mc, enum stage_kind kind,
+                      const struct milter_message *m, const char *rcpt,
+                      struct milter_outcome *o)
+{
+    bool is_connection = kind == STAGE_CONNECT || kind == STAGE_HELO;
+    switch (mc->state) {
+    case MILTER_CONN_FAILED:
+        return conn_default(mc, o);
+    case MILTER_CONN_REFUSE_CON:
+        return conn_refusal(mc, o);
+    case MILTER_CONN_ACCEPT_CON:
+        return 1;
+    case MILTER_CONN_ACCEPT_MSG:
+        if (kind == STAGE_RCPT)
+            return 1;
+        break;
+    case MILTER_CONN_NEW:
+        /* connect first (a session always starts with the connect stage; this is for
+         * one that did not) */
+        if (!conversation_open(mc))
+            return conn_fail(mc, o);
+        mc->state = MILTER_CONN_READY;
+        if (kind != STAGE_CONNECT) {
+            int a = conn_connection_answer(mc, conn_connect_stage(mc, &ms->info, o), o);
+            if (a != 1 || mc->state != MILTER_CONN_READY)
+                return a;
+        }
+        break;
+    default:
+        break;
+    }
+    if (kind == STAGE_MAIL &&
+        (mc->state == MILTER_CONN_ENVELOPE || mc->state == MILTER_CONN_ACCEPT_MSG)) {
+        /* the last transaction ended without its message: close it first */
+        if (!send_packet(mc, SMFIC_ABORT, NULL, 0, mc->spec->command_timeout_ms))
+            return conn_fail(mc, o);
+        mc->state = MILTER_CONN_READY;
+    }
+    int a;
+    switch (kind) {
+    case STAGE_CONNECT:
+        a = conn_connect_stage(mc, m, o);
+        break;
+    case STAGE_HELO:
+        a = conn_helo_stage(mc, m, o);
+        break;
+    case STAGE_MAIL:
+        a = conn_envelope_stage(mc, SMFIC_MAIL, m, NULL, o);
+        break;
+    default:
+        a = conn_envelope_stage(mc, SMFIC_RCPT, m, rcpt, o);
+        break;
+    }
+    if (is_connection)
+        return conn_connection_answer(mc, a, o);
+    if (a == -2)
+        return conn_fail(mc, o);
+    if (kind == STAGE_MAIL)
+        mc->state = MILTER_CONN_ENVELOPE; /* even refused: ABORT ends it */
+    if (a == 0)
+        mc->state = MILTER_CONN_ACCEPT_MSG;
+    return a == 0 ? 1 : a;
+}
+
+/* One envelope stage through the milters in order, until one does not continue. */
+static void session_stage(struct milter_session *ms, enum stage_kind kind,
+                          const struct milter_message *m, const char *rcpt,
+                          struct milter_outcome *o)
+{
+    outcome_init(o);
+    for (size_t i = 0; i < ms->n; i++)
+        if (conn_stage(ms, &ms->conns[i], kind, m, rcpt, o) == -1)
+            return;
+}
+
+struct milter_session *milter_session_new(const struct milter_spec *milters, size_t n,
+                                          const struct milter_message *info)
+{
+    struct milter_session *ms = calloc(1, sizeof *ms);
+    if (!ms)
+        return NULL;
+    ms->n = n;
+    ms->specs = calloc(n ? n : 1, sizeof *ms->specs);
+    ms->conns = calloc(n ? n : 1, sizeof *ms->conns);
+    const char *unknown = "unknown";
+    ms->info.client_name = strdup(info->client_name ? info->client_name : unknown);
+    ms->info.client_addr = info->client_addr ? strdup(info->client_addr) : NULL;
+    ms->info.client_port = info->client_port;
+    ms->info.local_addr = strdup(info->local_addr ? info->local_addr : "");
+    ms->info.hostname = strdup(info->hostname ? info->hostname : "localhost");
+    ms->info.daemon_name = strdup(info->daemon_name ? info->daemon_name : "");
+    if (!ms->specs || !ms->conns || !ms->info.client_name ||
+        (info->client_addr && !ms->info.client_addr) || !ms->info.local_addr ||
+        !ms->info.hostname || !ms->info.daemon_name) {
+        ms->n = 0;
+        milter_session_free(ms);
+        return NULL;
+    }
+    memcpy(ms->specs, milters, n * sizeof *ms->specs);
+    for (size_t i = 0; i < n; i++) {
+        struct milter_conn *mc = &ms->conns[i];
+        mc->spec = &ms->specs[i];
+        mc->fd = -1;
+        mc->state = MILTER_CONN_NEW;
+        buf_init(&mc->in, MILTER_MAX_PACKET + 1);
+        buf_init(&mc->optneg, MILTER_MAX_PACKET + 1);
+    }
+    return ms;
+}
+
+void milter_session_connect(struct milter_session *ms, struct milter_outcome *o)
+{
+    outcome_init(o);
+    for (size_t i = 0; i < ms->n; i++) {
+        struct milter_conn *mc = &ms->conns[i];
+        if (mc->state == MILTER_CONN_NEW) {
+            if (!conversation_open(mc)) {
+                if (conn_fail(mc, o) == -1)
+                    return;
+                continue;
+            }
+            mc->state = MILTER_CONN_READY;
+        }
+        if (conn_stage(ms, mc, STAGE_CONNECT, &ms->info, NULL, o) == -1)
+            return;
+    }
+}
+
+void milter_session_helo(struct milter_session *ms, const struct milter_message *m,
+                         struct milter_outcome *o)
+{
+    session_stage(ms, STAGE_HELO, m, NULL, o);
+}
+
+void milter_session_mail(struct milter_session *ms, const struct milter_message *m,
+                         struct milter_outcome *o)
+{
+    session_stage(ms, STAGE_MAIL, m, NULL, o);
+}
+
+void milter_session_rcpt(struct milter_session *ms, const char *rcpt, struct milter_outcome *o)
+{
+    static const struct milter_message none;
+    session_stage(ms, STAGE_RCPT, &none, rcpt, o);
+}
+
+void milter_session_message(struct milter_session *ms, const struct milter_message *m,
+                            struct milter_outcome *o)
+{
+    outcome_init(o);
     struct buf current; /* the message as the previous milters left it */
     buf_init(&current, 0);
-    const char *data = msg->data;
-    size_t len = msg->len;
-    for (size_t i = 0; i < n; i++) {
-        struct milter_conn mc = {.spec = &milters[i], .fd = -1};
-        buf_init(&mc.in, MILTER_MAX_PACKET + 1);
-        buf_init(&mc.optneg, MILTER_MAX_PACKET + 1);
+    const char *data = m->data;
+    size_t len = m->len;
+    for (size_t i = 0; i < ms->n; i++) {
+        struct milter_conn *mc = &ms->conns[i];
+        int r;
+        if (mc->state == MILTER_CONN_REFUSE_CON) {
+            conn_refusal(mc, o);
+            break;
+        }
+        if (mc->state == MILTER_CONN_FAILED) {
+            if (conn_default(mc, o) == -1)
+                break;
+            continue;
+        }
+        if (mc->state != MILTER_CONN_ENVELOPE)
+            continue; /* accepted the session or the message, or never saw its MAIL */
         size_t changes_before = o->n_changes;
         bool had_body = o->has_new_body;
-        int r = conversation_open(&mc) ? conversation_run(&mc, msg, data, len, o) : -2;
-        if (mc.fd >= 0)
-            close(mc.fd);
-        buf_free(&mc.in);
-        buf_free(&mc.optneg);
+        bool is_eom = false;
+        r = conn_message_stage(mc, m, data, len, o, &is_eom);
         if (r == -2) {
-            /* unreachable or broken: its default action; its half-made changes go */
+            /* its half-made changes go with it */
             while (o->n_changes > changes_before) {
                 o->n_changes--;
                 free(o->changes[o->n_changes].name);
                 free(o->changes[o->n_changes].value);
             }
             o->has_new_body = had_body;
-            log_warning("cleanup", "milter %s: %s; default action %s", milters[i].address,
-                        mc.failure ? mc.failure : "protocol error",
-                        milters[i].default_action == MILTER_DEFAULT_ACCEPT ? "accept"
-                                                                          : "tempfail");
-            if (milters[i].default_action == MILTER_DEFAULT_TEMPFAIL) {
-                outcome_set(o, MILTER_TEMPFAIL, "451 4.7.1 Service unavailable - try again later");
-                snprintf(o->why, sizeof o->why, "milter %s: %s", milters[i].address,
-                         mc.failure ? mc.failure : "protocol error");
+            if (conn_fail(mc, o) == -1)
                 break;
-            }
             continue;
         }
+        if (is_eom)
+            mc->state = MILTER_CONN_READY;
+        else if (r == 0)
+            mc->state = MILTER_CONN_ACCEPT_MSG;
         if (r == -1)
             break;
         /* the next milter sees this one's header and body changes */
-        if (i + 1 < n && (o->n_changes > changes_before || o->has_new_body != had_body)) {
+        if (i + 1 < ms->n && (o->n_changes > changes_before || o->has_new_body != had_body)) {
             struct buf next;
             buf_init(&next, 0);
-            if (milter_message_rewrite(msg->data, msg->len, o, UINT64_MAX, &next) == 0) {
+            if (milter_message_rewrite(m->data, m->len, o, UINT64_MAX, &next) == 0) {
                 buf_free(&current);
                 current = next;
                 data = current.data ? current.data : "";
@@ -915,6 +1171,94 @@ void milter_run(const struct milter_spec *milters, size_t n, const struct milter
         }
     }
     buf_free(&current);
+    milter_session_abort(ms, false); /* the milters the message did not reach */
+}
+
+void milter_session_abort(struct milter_session *ms, bool is_nowait)
+{
+    for (size_t i = 0; ms && i < ms->n; i++) {
+        struct milter_conn *mc = &ms->conns[i];
+        if (mc->state != MILTER_CONN_ENVELOPE && mc->state != MILTER_CONN_ACCEPT_MSG)
+            continue;
+        bool ok = is_nowait ? send_nowait(mc, SMFIC_ABORT)
+                            : send_packet(mc, SMFIC_ABORT, NULL, 0, mc->spec->command_timeout_ms);
+        if (ok) {
+            mc->state = MILTER_CONN_READY;
+            continue;
+        }
+        if (!mc->failure)
+            mc->failure = "cannot send abort";
+        struct milter_outcome ignored;
+        outcome_init(&ignored);
+        conn_fail(mc, &ignored);
+        milter_outcome_free(&ignored);
+    }
+}
+
+bool milter_session_is_active(const struct milter_session *ms)
+{
+    for (size_t i = 0; ms && i < ms->n; i++) {
+        const struct milter_conn *mc = &ms->conns[i];
+        if (mc->state == MILTER_CONN_ACCEPT_CON ||
+            (mc->state == MILTER_CONN_FAILED &&
+             mc->spec->default_action == MILTER_DEFAULT_ACCEPT))
+            continue;
+        return true;
+    }
+    return false;
+}
+
+void milter_session_free(struct milter_session *ms)
+{
+    if (!ms)
+        return;
+    for (size_t i = 0; i < ms->n; i++) {
+        struct milter_conn *mc = &ms->conns[i];
+        if (mc->fd >= 0) {
+            (void)send_nowait(mc, SMFIC_QUIT); /* politely, never waiting */
+            close(mc->fd);
+        }
+        buf_free(&mc->in);
+        buf_free(&mc->optneg);
+    }
+    free((char *)ms->info.client_name);
+    free((char *)ms->info.client_addr);
+    free((char *)ms->info.local_addr);
+    free((char *)ms->info.hostname);
+    free((char *)ms->info.daemon_name);
+    free(ms->specs);
+    free(ms->conns);
+    free(ms);
+}
+
+void milter_run(const struct milter_spec *milters, size_t n, const struct milter_message *msg,
+                struct milter_outcome *o)
+{
+    struct milter_session *ms = milter_session_new(milters, n, msg);
+    if (!ms) {
+        outcome_init(o);
+        outcome_set(o, MILTER_TEMPFAIL, "451 4.3.0 Error: out of memory");
+        return;
+    }
+    milter_session_connect(ms, o);
+    if (o->verdict == MILTER_ACCEPT) {
+        milter_outcome_free(o);
+        milter_session_helo(ms, msg, o);
+    }
+    if (o->verdict == MILTER_ACCEPT) {
+        milter_outcome_free(o);
+        milter_session_mail(ms, msg, o);
+    }
+    /* a local submission has no reply per recipient: a refused one refuses the message */
+    for (size_t i = 0; o->verdict == MILTER_ACCEPT && i < msg->n_rcpts; i++) {
+        milter_outcome_free(o);
+        milter_session_rcpt(ms, msg->rcpts[i], o);
+    }
+    if (o->verdict == MILTER_ACCEPT) {
+        milter_outcome_free(o);
+        milter_session_message(ms, msg, o);
+    }
+    milter_session_free(ms);
 }
 
 /* ---- rewriting ------------------------------------------------------------------------ */

@@ -2,9 +2,10 @@
  * milter.h - the Sendmail milter protocol, version 6 as Postfix speaks it (milter8.c), as
  * a client: rspamd, OpenDKIM, clamav-milter and every other filter speak it.
  *
- * One call runs one message through a list of milters, one after the other, each in its
- * own conversation: option negotiation (SMFIC_OPTNEG: actions and protocol flags, the
- * macros a milter asks for), then every stage the milter did not switch off
+ * A list of milters is asked one after the other, each in its own conversation: for an
+ * SMTP session stage by stage (milter_session below), for a local submission all at once
+ * (milter_run). A conversation: option negotiation (SMFIC_OPTNEG: actions and protocol
+ * flags, the macros a milter asks for), then every stage the milter did not switch off
  * (SMFIP_NO*): connect, helo, mail, rcpt (each), data, header (each), end of headers,
  * body (65535-octet chunks), end of message, quit; a stage marked no-reply (SMFIP_NR_*)
  * is not waited for. Macros sent: j, _, {daemon_name}, {client_addr}, {client_name},
@@ -125,11 +126,62 @@ struct milter_outcome {
     char why[256];       /* for the log: which milter decided what */
 };
 
-/* BLOCKING. Run msg through milters[0..n) in order; fills *o (free with
- * milter_outcome_free). Never fails as a call: trouble becomes a verdict. */
+/* BLOCKING. Run msg through milters[0..n) in order, every stage in one go (a local
+ * submission: Postfix's non_smtpd_milters); fills *o (free with milter_outcome_free).
+ * Never fails as a call: trouble becomes a verdict. */
 void milter_run(const struct milter_spec *milters, size_t n, const struct milter_message *msg,
                 struct milter_outcome *o);
 void milter_outcome_free(struct milter_outcome *o);
+
+/* ---- a conversation that follows an SMTP session, stage by stage (Postfix smtpd) -------
+ *
+ * One milter_session holds the connections to every milter of a listener for one SMTP
+ * session. Each stage is asked at its command: connect when the client connects, helo at
+ * HELO/EHLO, mail at MAIL FROM, rcpt at each RCPT TO, then data, headers, body and end of
+ * message when the message has arrived. Each call fills *o (ACCEPT, or the verdict of the
+ * first milter that did not continue, with its reply; free with milter_outcome_free).
+ *
+ * Per milter, what it said is remembered as Postfix's milter8 does: "accept" at connect or
+ * helo skips it for the rest of the session, at a message stage for the rest of the
+ * message; a reject or tempfail at connect or helo is repeated at every later stage; one
+ * that cannot be reached, times out or breaks the protocol is closed and from then on
+ * gives its default action (tempfail: every later stage is refused with 451 4.7.1;
+ * accept: it is skipped). A mail stage aborts (SMFIC_ABORT) a message still open, and the
+ * message stage aborts the milters it did not reach, so each transaction starts clean.
+ *
+ * Thread rules: the stage calls BLOCK (poll() with the milter's timeouts): a session moves
+ * its milter_session into a job and the pool thread calls them; milter_session_abort
+ * with is_nowait and milter_session_free never wait (one non-blocking send each) and may
+ * run on the loop. One thread at a time per milter_session. */
+struct milter_session;
+/* The connections-to-be (nothing is opened yet) for milters[0..n), with the connect-level
+ * macros copied from info (client_name, client_addr, client_port, local_addr, hostname,
+ * daemon_name; client_addr NULL for a local submission). NULL when out of memory. */
+struct milter_session *milter_session_new(const struct milter_spec *milters, size_t n,
+                                          const struct milter_message *info);
+/* Connect, negotiate and send the connect stage. */
+void milter_session_connect(struct milter_session *ms, struct milter_outcome *o);
+/* HELO/EHLO: m->helo, m->tls_version. A DISCARD at connect or helo is a protocol error. */
+void milter_session_helo(struct milter_session *ms, const struct milter_message *m,
+                         struct milter_outcome *o);
+/* MAIL FROM: m->sender, m->queue_id (may be NULL), m->auth_user, m->auth_mech. */
+void milter_session_mail(struct milter_session *ms, const struct milter_message *m,
+                         struct milter_outcome *o);
+/* One RCPT TO: a reject or tempfail refuses this recipient only; DISCARD the message. */
+void milter_session_rcpt(struct milter_session *ms, const char *rcpt, struct milter_outcome *o);
+/* DATA, header fields, end of headers, body, end of message over m->data: the verdict
+ * and the modifications (a later milter sees the message as the earlier ones left it). */
+void milter_session_message(struct milter_session *ms, const struct milter_message *m,
+                            struct milter_outcome *o);
+/* RSET, or a transaction that ended before its message: SMFIC_ABORT to every milter in a
+ * message. is_nowait: one non-blocking send each (a milter whose socket is full counts as
+ * broken). */
+void milter_session_abort(struct milter_session *ms, bool is_nowait);
+/* Is any milter still to be asked (not every one accepted the session or is gone with
+ * default accept)? */
+bool milter_session_is_active(const struct milter_session *ms);
+/* QUIT to every open milter (non-blocking) and close. NULL is ignored. */
+void milter_session_free(struct milter_session *ms);
 
 /* The message with the outcome's header changes and new body applied (header values as
  * milters send them: LF between folded lines, becoming CRLF). 0, or -1 when out of memory

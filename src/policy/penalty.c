@@ -29,6 +29,8 @@ struct penalty_slot {
 
 struct penalty_table {
     struct penalty_limits limits;
+    uint64_t generation;       /* bumped by every change (the saver compares it) */
+    uint64_t block_generation; /* bumped when a block starts or is lifted */
     struct penalty_slot addresses[PENALTY_ADDRESS_SLOTS];
     struct penalty_slot pairs[PENALTY_PAIR_SLOTS];
 };
@@ -140,9 +142,11 @@ static struct penalty_slot *slot_take(struct penalty_slot *slots, size_t n, cons
 }
 
 /* A block that ran out is lifted (and logged) when next looked at. */
-static void slot_expire(struct penalty_slot *p, uint64_t now)
+static void slot_expire(struct penalty_table *t, struct penalty_slot *p, uint64_t now)
 {
     if (p->blocked_until_ms && p->blocked_until_ms <= now) {
+        t->generation++;
+        t->block_generation++;
         if (p->account[0])
             log_info("auth", "unblock: rip=%s, user=<%s> (block expired)", p->key, p->account);
         else
@@ -188,7 +192,7 @@ void penalty_check(struct penalty_table *t, const struct penalty_query *q,
     if (!q->is_trusted) {
         struct penalty_slot *a = slot_find(t->addresses, PENALTY_ADDRESS_SLOTS, key, "");
         if (a) {
-            slot_expire(a, now);
+            slot_expire(t, a, now);
             if (a->blocked_until_ms) {
                 a_r->verdict = PENALTY_BLOCKED;
                 return;
@@ -204,7 +208,7 @@ void penalty_check(struct penalty_table *t, const struct penalty_query *q,
         penalty_account_key(q->account, account);
         struct penalty_slot *p = slot_find(t->pairs, PENALTY_PAIR_SLOTS, key, account);
         if (p) {
-            slot_expire(p, now);
+            slot_expire(t, p, now);
             if (p->blocked_until_ms) {
                 a_r->verdict = PENALTY_BLOCKED;
                 a_r->delay_ms = 0;
@@ -230,11 +234,12 @@ void penalty_report(struct penalty_table *t, const struct penalty_query *q, bool
     struct penalty_slot *a =
         q->is_trusted ? NULL : slot_find(t->addresses, PENALTY_ADDRESS_SLOTS, key, "");
     if (a)
-        slot_expire(a, now);
+        slot_expire(t, a, now);
     struct penalty_slot *p =
         account[0] ? slot_find(t->pairs, PENALTY_PAIR_SLOTS, key, account) : NULL;
     if (p)
-        slot_expire(p, now);
+        slot_expire(t, p, now);
+    t->generation++;
 
     if (is_success) {
         /* the right password for a blocked pair or address is refused all the same:
@@ -255,6 +260,7 @@ void penalty_report(struct penalty_table *t, const struct penalty_query *q, bool
         if (!a->blocked_until_ms && l->address_max_failures &&
             a->failures >= l->address_max_failures) {
             a->blocked_until_ms = now + l->block_ms;
+            t->block_generation++;
             log_warning(service, "block: rip=%s, %u failed logins, blocked for %llu s", key,
                         a->failures, (unsigned long long)(l->block_ms / 1000));
         }
@@ -268,6 +274,7 @@ void penalty_report(struct penalty_table *t, const struct penalty_query *q, bool
         if (!p->blocked_until_ms && l->account_max_failures &&
             p->failures >= l->account_max_failures) {
             p->blocked_until_ms = now + l->block_ms;
+            t->block_generation++;
             log_warning(service,
                         "block: rip=%s, user=<%s>, %u failed logins, blocked for %llu s", key,
                         account, p->failures, (unsigned long long)(l->block_ms / 1000));
@@ -288,7 +295,7 @@ size_t penalty_blocks_list(struct penalty_table *t, uint64_t now_ms,
         struct penalty_slot *a = &t->addresses[i];
         if (!a->key[0])
             continue;
-        slot_expire(a, now_ms);
+        slot_expire(t, a, now_ms);
         if (!a->blocked_until_ms)
             continue;
         memset(&b, 0, sizeof b);
@@ -302,7 +309,7 @@ size_t penalty_blocks_list(struct penalty_table *t, uint64_t now_ms,
         struct penalty_slot *p = &t->pairs[i];
         if (!p->key[0])
             continue;
-        slot_expire(p, now_ms);
+        slot_expire(t, p, now_ms);
         if (!p->blocked_until_ms)
             continue;
         memcpy(b.ip, p->key, sizeof b.ip);
@@ -335,6 +342,7 @@ size_t penalty_blocks_clear(struct penalty_table *t, const char *ip, const char 
                 n++;
             }
             memset(a, 0, sizeof *a);
+            t->generation++;
         }
     }
     if (!account || account[0]) {
@@ -349,7 +357,114 @@ size_t penalty_blocks_clear(struct penalty_table *t, const char *ip, const char 
                 n++;
             }
             memset(p, 0, sizeof *p);
+            t->generation++;
         }
     }
+    if (n)
+        t->block_generation++;
     return n;
+}
+
+/* ---- persistence (penalty_store.c writes and reads the records) ------------------------ */
+
+uint64_t penalty_table_generation(const struct penalty_table *t)
+{
+    return t->generation;
+}
+
+uint64_t penalty_table_block_generation(const struct penalty_table *t)
+{
+    return t->block_generation;
+}
+
+/* Does the slot still count: blocked, or failures inside the window? */
+static bool slot_is_live(const struct penalty_table *t, const struct penalty_slot *p, uint64_t now)
+{
+    if (!p->key[0])
+        return false;
+    if (p->blocked_until_ms > now)
+        return true;
+    return p->failures && now - p->last_failure_ms < t->limits.window_ms;
+}
+
+/* A monotonic instant as wall-clock milliseconds. */
+static int64_t to_unix(uint64_t at, uint64_t now, int64_t now_unix)
+{
+    return at >= now ? now_unix + (int64_t)(at - now) : now_unix - (int64_t)(now - at);
+}
+
+size_t penalty_table_export(const struct penalty_table *t, uint64_t now_ms, int64_t now_unix_ms,
+                            struct penalty_record **records_r)
+{
+    *records_r = NULL;
+    size_t n = 0;
+    for (size_t i = 0; i < PENALTY_ADDRESS_SLOTS; i++)
+        n += slot_is_live(t, &t->addresses[i], now_ms);
+    for (size_t i = 0; i < PENALTY_PAIR_SLOTS; i++)
+        n += slot_is_live(t, &t->pairs[i], now_ms);
+    if (n == 0)
+        return 0;
+    struct penalty_record *r = calloc(n, sizeof *r);
+    if (!r)
+        return SIZE_MAX;
+    size_t k = 0;
+    for (size_t which = 0; which < 2; which++) {
+        const struct penalty_slot *slots = which ? t->pairs : t->addresses;
+        size_t count = which ? PENALTY_PAIR_SLOTS : PENALTY_ADDRESS_SLOTS;
+        for (size_t i = 0; i < count && k < n; i++) {
+            const struct penalty_slot *p = &slots[i];
+            if (!slot_is_live(t, p, now_ms))
+                continue;
+            memcpy(r[k].key, p->key, sizeof r[k].key);
+            memcpy(r[k].account, p->account, sizeof r[k].account);
+            r[k].failures = p->failures;
+            r[k].last_failure_unix_ms = to_unix(p->last_failure_ms, now_ms, now_unix_ms);
+            r[k].blocked_until_unix_ms =
+                p->blocked_until_ms > now_ms ? to_unix(p->blocked_until_ms, now_ms, now_unix_ms)
+                                             : 0;
+            k++;
+        }
+    }
+    *records_r = r;
+    return k;
+}
+
+size_t penalty_table_import(struct penalty_table *t, const struct penalty_record *records,
+                            size_t n, uint64_t now_ms, int64_t now_unix_ms)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct penalty_record *r = &records[i];
+        char key[PENALTY_KEY_SIZE], account[PENALTY_ACCOUNT_SIZE];
+        /* the file is only ours to write, but read as if anyone had: keys as the policy
+         * makes them, bounded strings, times that make sense */
+        if (!memchr(r->key, '\0', sizeof r->key) || !memchr(r->account, '\0', sizeof r->account) ||
+            !policy_address_key(r->key, key) || strcmp(key, r->key) != 0 || r->failures == 0)
+            continue;
+        penalty_account_key(r->account, account);
+        if (strcmp(account, r->account) != 0)
+            continue;
+        int64_t age = now_unix_ms - r->last_failure_unix_ms;
+        bool is_blocked = r->blocked_until_unix_ms > now_unix_ms;
+        if (!is_blocked && (age < 0 || (uint64_t)age >= t->limits.window_ms))
+            continue;
+        uint64_t left = is_blocked ? (uint64_t)(r->blocked_until_unix_ms - now_unix_ms) : 0;
+        if (left > t->limits.block_ms)
+            left = t->limits.block_ms; /* never longer than the configured block */
+        bool is_pair = account[0] != '\0';
+        struct penalty_slot *slots = is_pair ? t->pairs : t->addresses;
+        size_t count = is_pair ? PENALTY_PAIR_SLOTS : PENALTY_ADDRESS_SLOTS;
+        struct penalty_slot *p = slot_find(slots, count, key, account);
+        if (!p)
+            p = slot_take(slots, count, key, account, now_ms);
+        p->failures = r->failures;
+        /* after a reboot the monotonic clock may be younger than the failure: then it
+         * counts from the clock's start (a little longer, never shorter) */
+        p->last_failure_ms = age > 0 && (uint64_t)age < now_ms ? now_ms - (uint64_t)age : 0;
+        p->blocked_until_ms = is_blocked ? now_ms + (left ? left : 1) : 0;
+        kept++;
+    }
+    if (kept)
+        t->generation++;
+    return kept;
 }

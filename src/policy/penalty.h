@@ -144,4 +144,44 @@ size_t penalty_blocks_list(struct penalty_table *t, uint64_t now_ms,
 size_t penalty_blocks_clear(struct penalty_table *t, const char *ip, const char *account,
                             const char *by, uint64_t now_ms);
 
+/* ---- persistence: the table survives a restart of the process that holds it ------------
+ *
+ * The entries that still count (blocked, or failures inside auth.failure_window) as
+ * records with wall-clock times, so they mean the same after the process (or the machine)
+ * restarted; penalty_store.c keeps them in SQLite. Expired entries are never exported, so
+ * the file holds at most PENALTY_ADDRESS_SLOTS + PENALTY_PAIR_SLOTS rows. */
+struct penalty_record {
+    char key[PENALTY_KEY_SIZE];         /* policy_address_key form */
+    char account[PENALTY_ACCOUNT_SIZE]; /* "" for an address entry */
+    unsigned failures;
+    int64_t last_failure_unix_ms;
+    int64_t blocked_until_unix_ms; /* 0: not blocked */
+};
+/* A counter bumped by every change of the table, and one bumped only when a block starts
+ * or is lifted (worth saving at once). */
+uint64_t penalty_table_generation(const struct penalty_table *t);
+uint64_t penalty_table_block_generation(const struct penalty_table *t);
+/* The live entries into *records_r (malloc'd; NULL when none). Returns how many, or
+ * SIZE_MAX when out of memory. */
+size_t penalty_table_export(const struct penalty_table *t, uint64_t now_ms, int64_t now_unix_ms,
+                            struct penalty_record **records_r);
+/* Put saved entries back: malformed ones and those that no longer count are skipped, a
+ * block never lasts longer than auth.block_time from now. Returns how many were kept. */
+size_t penalty_table_import(struct penalty_table *t, const struct penalty_record *records,
+                            size_t n, uint64_t now_ms, int64_t now_unix_ms);
+
+/* penalty_store.c: the records in SQLite (<data_dir>/penalty.db). BLOCKING (file I/O):
+ * never on an event loop. One store is used by one thread at a time. */
+struct penalty_store;
+/* Open (create, mode 0600) the file and claim it: from then on a store opened earlier by
+ * another process (the auth process a reload replaces) saves nothing more. NULL with
+ * *error_r (malloc'd) on failure. */
+struct penalty_store *penalty_store_open(const char *path, char **error_r);
+void penalty_store_close(struct penalty_store *ps);
+/* Replace what the file holds with records[0..n), in one transaction. 0, -1 on failure,
+ * 1 when a newer process claimed the file (nothing written; stop saving). */
+int penalty_store_save(struct penalty_store *ps, const struct penalty_record *records, size_t n);
+/* Read at most max records (malloc'd into *records_r). Returns how many, -1 on failure. */
+long penalty_store_load(struct penalty_store *ps, size_t max, struct penalty_record **records_r);
+
 #endif

@@ -131,6 +131,7 @@ static void burl_done(void *session, struct job *j)
         struct smtp_txn *t = &s->txn;
         char url[128];
         smtp_log_safe(job->url, url, sizeof url);
+        s->is_busy = false; /* BURL ... LAST starts the delivery job: it resumes then */
         switch (job->rc) {
         case IMAP_URL_OK:
             burl_add(s, job);
@@ -159,7 +160,7 @@ static void burl_done(void *session, struct job *j)
     if (job->fd >= 0)
         close(job->fd);
     free(job);
-    if (s)
+    if (s && !s->is_busy)
         smtp_session_job_done(s);
 }
 

@@ -425,6 +425,7 @@ static void delivery_done(void *session, struct job *j)
     struct smtp_delivery_job *job = (struct smtp_delivery_job *)j;
     struct smtp_session *s = session;
     const char *id = job->queue_id;
+    smtp_filter_give_back(job->filter, s);
     if (job->job.was_cancelled) {
         /* The client left before the delivery started: it never got a 250 and will send
          * the message again, so nothing was done for nobody (core/job.h). */
@@ -540,6 +541,7 @@ static void delivery_filter_done(void *session, struct job *j)
 {
     struct smtp_delivery_job *job = (struct smtp_delivery_job *)j;
     struct smtp_session *s = session;
+    smtp_filter_give_back(job->filter, s); /* ready for the next transaction */
     if (!s || job->job.was_cancelled || job->is_filtered_out) {
         delivery_done(session, j);
         return;

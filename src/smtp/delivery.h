@@ -87,9 +87,10 @@ void smtp_delivery_work(struct smtp_delivery_job *job);
 void smtp_delivery_job_free(struct smtp_delivery_job *job);
 
 /* filter.c */
-/* Loop thread: copy what the milters of this listener need (their specs, the macros,
- * the recipients as given) from the session into a new filter, or NULL when the
- * listener has no milters (or out of memory: *is_oom_r). */
+/* Loop thread: move the session's milter conversations (milters.c) into a new filter
+ * for the message stages, or NULL when no milter is to be asked (or out of memory:
+ * *is_oom_r). A transaction a milter discarded at MAIL or RCPT gets a filter that
+ * discards without asking. */
 struct smtp_filter *smtp_filter_prepare(struct smtp_session *s, const struct smtp_delivery_job *job,
                                         bool *is_oom_r);
 /* Workpool thread: run the milters over the job's message and apply what they decided
@@ -109,6 +110,9 @@ void smtp_filter_junk(struct smtp_delivery_job *job);
 /* Does the header section of data[0..len) hold the field "Name: value" (name and value
  * compared without case, the value as a prefix, white space around it ignored)? */
 bool smtp_header_has_field(const char *data, size_t len, const char *field);
+/* Loop thread, in the job's done callbacks: the conversations back to the session (or
+ * closed when it has gone: s NULL), ready for its next transaction. */
+void smtp_filter_give_back(struct smtp_filter *f, struct smtp_session *s);
 void smtp_filter_free(struct smtp_filter *f);
 
 #endif

@@ -79,12 +79,31 @@ void smtp_mail_accept(struct smtp_session *s, const struct addr *from, const cha
         smtp_mailauth_mail_start(s);
         return;
     }
+    smtp_mail_accepted(s);
+}
+
+/* The milters' answer to MAIL: their refusal ends the transaction, else 250. */
+static void mail_milter_next(struct smtp_session *s, void *arg, const struct milter_outcome *o)
+{
+    if (smtp_milter_refuses(s, "MAIL", o, NULL)) {
+        smtp_txn_reset(&s->txn);
+        smtp_milter_abort(s);
+        return;
+    }
+    smtp_reply(s, "250 2.1.0 Ok");
+}
+
+void smtp_mail_accepted(struct smtp_session *s)
+{
+    if (smtp_milter_mail(s, mail_milter_next))
+        return;
     smtp_reply(s, "250 2.1.0 Ok");
 }
 
 /* MAIL with a sender the client may use: the rate limit, then the port-25 screens (their
  * lookups continue with smtp_mail_accept), else accepted now. From mail_done only for
- * authenticated senders, which the screens leave out: no second job starts there. */
+ * authenticated senders, which the screens leave out: the only job that may start there
+ * is the milters' MAIL stage. */
 static void mail_checked(struct smtp_session *s, const struct addr *from,
                          const struct smtp_mail_params *params, const char *from_text)
 {
@@ -118,6 +137,7 @@ static void mail_done(void *session, struct job *j)
     struct mail_job *mj = (struct mail_job *)j;
     struct smtp_session *s = session;
     if (s) {
+        s->is_busy = false; /* the milters' MAIL stage may start a job of its own */
         if (mj->is_allowed) {
             mail_checked(s, &mj->from, &mj->params, mj->from_text);
         } else {
@@ -130,7 +150,8 @@ static void mail_done(void *session, struct job *j)
                      s->peer, reply, mj->from_text, s->helo);
             smtp_reply(s, "%s", reply);
         }
-        smtp_session_job_done(s);
+        if (!s->is_busy)
+            smtp_session_job_done(s);
     }
     free(mj);
 }
@@ -257,6 +278,9 @@ static void rcpt_reject(struct smtp_session *s, const char *rcpt, const char *fm
 }
 
 static bool lmtp_rcpt_reserve(struct smtp_txn *t);
+struct rcpt_job;
+static void rcpt_commit(struct smtp_session *s, struct rcpt_job *rj);
+static void rcpt_milter_next(struct smtp_session *s, void *arg, const struct milter_outcome *o);
 
 /* Is one of the local targets of this recipient at or over quota? (BLOCKING: index) */
 static bool user_is_full(const struct auth_user *u)
@@ -302,6 +326,11 @@ static void rcpt_job_free(struct rcpt_job *rj)
     free(rj->users);
     auth_targets_free(&rj->t);
     free(rj);
+}
+
+static void rcpt_job_free_arg(void *rj)
+{
+    rcpt_job_free(rj);
 }
 
 #define RCPT_UNKNOWN                                                                               \
@@ -439,6 +468,27 @@ static void rcpt_done(void *session, struct job *j)
         smtp_session_job_done(s);
         return;
     }
+    /* the milters' RCPT stage: their answer decides (rcpt_milter_next) */
+    if (!rj->reply[0] && smtp_milter_rcpt(s, rcpt, rcpt_milter_next, rj, rcpt_job_free_arg))
+        return;
+    rcpt_commit(s, rj);
+    rcpt_job_free(rj);
+    smtp_session_job_done(s);
+}
+
+/* The milters' answer to a recipient: their refusal is this RCPT's reply. */
+static void rcpt_milter_next(struct smtp_session *s, void *arg, const struct milter_outcome *o)
+{
+    struct rcpt_job *rj = arg;
+    if (!smtp_milter_refuses(s, "RCPT", o, rj->rcpt))
+        rcpt_commit(s, rj);
+    rcpt_job_free(rj);
+}
+
+/* The recipient passed every check: into the transaction (250), or refused (rj->reply). */
+static void rcpt_commit(struct smtp_session *s, struct rcpt_job *rj)
+{
+    const char *rcpt = rj->rcpt;
     if (!rj->reply[0] && rj->is_lmtp && !lmtp_rcpt_reserve(&s->txn))
         snprintf(rj->reply, sizeof rj->reply, "451 4.3.0 <%s>: Temporary failure: out of memory",
                  rcpt);
@@ -456,8 +506,6 @@ static void rcpt_done(void *session, struct job *j)
             /* its copies are in the transaction: it must have its reply slot */
             smtp_reply(s, "451 4.3.0 <%s>: Temporary failure: out of memory", rcpt);
             smtp_txn_reset(&s->txn);
-            rcpt_job_free(rj);
-            smtp_session_job_done(s);
             return;
         }
         if (!ok)
@@ -481,8 +529,6 @@ static void rcpt_done(void *session, struct job *j)
         s->txn.n_rcpt++;
         smtp_reply(s, "250 2.1.5 Ok");
     }
-    rcpt_job_free(rj);
-    smtp_session_job_done(s);
 }
 
 /* Room in lmtp_rcpts for one more RCPT. */

@@ -1,15 +1,16 @@
 /*
- * filter.c - the milters of a listener (smtp.milters on port 25, submission.milters on
- * 587/465) run over a received message, at the start of its delivery job, and what they
- * decide applied to the job: headers and body rewritten, sender changed, recipients
- * added (resolved through the directory like RCPT TO) or removed, the message refused,
- * discarded or sent to the hold queue (quarantine).
+ * filter.c - the message stages of the listener's milters (smtp.milters on port 25,
+ * submission.milters on 587/465) over a received message, at the start of its delivery
+ * job, and what they decide applied to the job: headers and body rewritten, sender
+ * changed, recipients added (resolved through the directory like RCPT TO) or removed,
+ * the message refused, discarded or sent to the hold queue (quarantine).
  *
- * Postfix asks each stage's milter at the moment of the SMTP command; here every stage
- * is sent after the message arrived, in one conversation per milter (as Postfix does for
- * non_smtpd_milters): a reject at any stage refuses the message with the milter's reply
- * at end of data. The conversation is blocking I/O with per-milter timeouts on the
- * workpool thread of the delivery job, so the event loop never waits on a milter.
+ * The earlier stages (connect, helo, mail, rcpt) were asked at their commands
+ * (milters.c); the same conversations are moved into the job here for DATA, the header
+ * fields, end of headers, the body and end of message, and moved back to the session in
+ * the job's done callbacks (smtp_filter_give_back), ready for the next transaction. The
+ * conversation is blocking I/O with per-milter timeouts on a pool thread (the milter
+ * pool when there is one), so the event loop never waits on a milter.
  */
 #include "auth/auth.h"
 #include "core/config.h"
@@ -24,14 +25,10 @@
 #include <unistd.h>
 
 struct smtp_filter {
-    struct milter_spec *specs;
-    size_t n_specs;
+    struct milter_session *ms; /* the session's conversations, moved in (NULL: discarded) */
+    bool is_discarded;         /* a milter discarded the message at MAIL or RCPT */
     struct auth_service *auth; /* thread-safe service handle, to resolve added recipients */
     uint64_t max_size;
-    /* macros, copied on the loop */
-    char *client_name, *client_addr, *local_addr, *helo, *hostname, *auth_user, *auth_mech;
-    char *tls_version;
-    unsigned client_port;
     /* results */
     struct milter_outcome outcome;
     bool is_held;
@@ -39,73 +36,43 @@ struct smtp_filter {
     struct buf message;  /* the rewritten message, when a milter changed it */
 };
 
-static const struct config_list *listener_milters(const struct smtp_session *s)
-{
-    /* LMTP is final delivery from an MTA that ran its own filters (RFC 2033): none here */
-    static const struct config_list none;
-    if (s->role == CONN_ROLE_LMTP)
-        return &none;
-    return s->role == CONN_ROLE_SMTP ? &s->cfg->smtp_milters : &s->cfg->submission_milters;
-}
-
 struct smtp_filter *smtp_filter_prepare(struct smtp_session *s, const struct smtp_delivery_job *job,
                                         bool *is_oom_r)
 {
     *is_oom_r = false;
-    const struct config_list *list = listener_milters(s);
-    if (list->n == 0)
-        return NULL;
+    bool is_discarded = smtp_milter_is_discarded(s);
+    struct milter_session *ms = is_discarded ? NULL : smtp_milter_take(s);
+    if (!ms && !is_discarded)
+        return NULL; /* no milter (left) to ask */
     struct smtp_filter *f = calloc(1, sizeof *f);
-    if (!f || !(f->n_specs = milter_specs_from_config(s->cfg, list, &f->specs, is_oom_r))) {
-        free(f);
+    if (!f) {
+        smtp_milter_give_back(s, ms);
         *is_oom_r = true;
         return NULL;
     }
+    f->ms = ms;
+    f->is_discarded = is_discarded;
     f->auth = s->ctx->auth;
     f->max_size = s->cfg->smtp_max_message_size;
-    const char *ip = s->client_ip[0] ? s->client_ip : conn_peer_ip(s->c);
-    const char *name = strchr(s->peer, '[') ? s->peer : conn_peer_name(s->c);
-    size_t name_len = strchr(s->peer, '[') ? (size_t)(strchr(s->peer, '[') - s->peer) : strlen(name);
-    f->client_name = strndup(name, name_len);
-    f->client_addr = strdup(ip ? ip : "unknown");
-    f->local_addr = strdup(conn_local_ip(s->c));
-    f->client_port = conn_peer_port(s->c);
-    f->helo = strdup(s->helo);
-    f->hostname = strdup(smtp_hostname(s));
-    f->auth_user = s->auth_user ? strdup(s->auth_user) : NULL;
-    f->auth_mech = s->auth_user ? strdup(s->auth_mech) : NULL;
-    f->tls_version = conn_is_tls(s->c) ? strdup(conn_tls_description(s->c)) : NULL;
-    if (f->tls_version) {
-        char *sp = strchr(f->tls_version, ' '); /* "TLSv1.3 with cipher ..." -> "TLSv1.3" */
-        if (sp)
-            *sp = '\0';
-    }
     buf_init(&f->original, 0);
     buf_init(&f->message, 0);
-    if (!f->client_name || !f->client_addr || !f->local_addr || !f->helo || !f->hostname ||
-        (s->auth_user && (!f->auth_user || !f->auth_mech)) ||
-        (conn_is_tls(s->c) && !f->tls_version)) {
-        smtp_filter_free(f);
-        *is_oom_r = true;
-        return NULL;
-    }
     (void)job;
     return f;
+}
+
+void smtp_filter_give_back(struct smtp_filter *f, struct smtp_session *s)
+{
+    if (f && f->ms) {
+        smtp_milter_give_back(s, f->ms);
+        f->ms = NULL;
+    }
 }
 
 void smtp_filter_free(struct smtp_filter *f)
 {
     if (!f)
         return;
-    free(f->specs);
-    free(f->client_name);
-    free(f->client_addr);
-    free(f->local_addr);
-    free(f->helo);
-    free(f->hostname);
-    free(f->auth_user);
-    free(f->auth_mech);
-    free(f->tls_version);
+    milter_session_free(f->ms);
     milter_outcome_free(&f->outcome);
     buf_free(&f->original);
     buf_free(&f->message);
@@ -403,6 +370,11 @@ static bool filter_load(struct smtp_filter *f, const struct smtp_delivery_job *j
 bool smtp_filter_run(struct smtp_delivery_job *job)
 {
     struct smtp_filter *f = job->filter;
+    if (f->is_discarded) {
+        f->outcome.verdict = MILTER_DISCARD;
+        snprintf(f->outcome.why, sizeof f->outcome.why, "milter discarded it at MAIL or RCPT");
+        return false;
+    }
     const char *data;
     size_t len;
     if (!filter_load(f, job, &data, &len)) {
@@ -411,37 +383,8 @@ bool smtp_filter_run(struct smtp_delivery_job *job)
         snprintf(f->outcome.why, sizeof f->outcome.why, "cannot read the message back");
         return false;
     }
-    size_t n_rcpts = job->n_local + job->n_remote;
-    const char **rcpts = calloc(n_rcpts ? n_rcpts : 1, sizeof *rcpts);
-    if (!rcpts) {
-        f->outcome.verdict = MILTER_TEMPFAIL;
-        snprintf(f->outcome.reply, sizeof f->outcome.reply, "451 4.3.0 Error: out of memory");
-        return false;
-    }
-    for (size_t i = 0; i < job->n_local; i++)
-        rcpts[i] = job->local[i].orig_rcpt;
-    for (size_t i = 0; i < job->n_remote; i++)
-        rcpts[job->n_local + i] = job->remote[i];
-    struct milter_message m = {
-        .client_name = f->client_name,
-        .client_addr = f->client_addr,
-        .client_port = f->client_port,
-        .local_addr = f->local_addr,
-        .helo = f->helo,
-        .hostname = f->hostname,
-        .daemon_name = f->hostname,
-        .queue_id = job->queue_id,
-        .auth_user = f->auth_user,
-        .auth_mech = f->auth_mech,
-        .tls_version = f->tls_version,
-        .sender = job->sender,
-        .rcpts = rcpts,
-        .n_rcpts = n_rcpts,
-        .data = data,
-        .len = len,
-    };
-    milter_run(f->specs, f->n_specs, &m, &f->outcome);
-    free(rcpts);
+    struct milter_message m = {.queue_id = job->queue_id, .data = data, .len = len};
+    milter_session_message(f->ms, &m, &f->outcome);
     struct milter_outcome *o = &f->outcome;
     if (o->verdict != MILTER_ACCEPT)
         return false;

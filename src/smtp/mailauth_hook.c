@@ -93,6 +93,7 @@ static void spf_done(void *session, struct job *j)
     struct spf_job *job = (struct spf_job *)j;
     struct smtp_session *s = session;
     if (s) {
+        s->is_busy = false; /* the milters' MAIL stage may start a job of its own */
         if (job->is_failed) {
             smtp_reply(s, "451 4.3.0 Error: out of memory");
             smtp_txn_reset(&s->txn);
@@ -104,11 +105,11 @@ static void spf_done(void *session, struct job *j)
                      "NOQUEUE", mailauth_result_name(job->result.result), job->result.domain,
                      job->result.mechanism[0] ? ": " : "", job->result.mechanism, s->peer,
                      job->helo, job->from);
-            smtp_reply(s, "250 2.1.0 Ok");
+            smtp_mail_accepted(s);
         }
     }
     free(job);
-    if (s)
+    if (s && !s->is_busy)
         smtp_session_job_done(s);
 }
 
@@ -118,7 +119,7 @@ void smtp_mailauth_mail_start(struct smtp_session *s)
     const char *ip = conn_peer_ip(s->c);
     if (!job || !ip) {
         free(job);
-        smtp_reply(s, "250 2.1.0 Ok"); /* no SPF: A-R will say spf=none */
+        smtp_mail_accepted(s); /* no SPF: A-R will say spf=none */
         return;
     }
     job_init(&job->job, s->handle, spf_work, spf_done);

@@ -58,7 +58,9 @@ void smtp_reply_message(struct smtp_session *s, unsigned n_rcpt, const char *fmt
         smtp_reply(s, "%s", line);
 }
 
-void smtp_log_reject(struct smtp_session *s, const char *cmd, const char *reply, const char *to)
+/* "<id>: <what>: <cmd> from ..." for our own refusals and the milters'. */
+static void log_reject(struct smtp_session *s, const char *what, const char *cmd,
+                       const char *reply, const char *to)
 {
     const char *id = s->txn.has_queue_id ? s->txn.queue_id : "NOQUEUE";
     char from[ADDR_MAX_PATH + 16] = "";
@@ -67,8 +69,19 @@ void smtp_log_reject(struct smtp_session *s, const char *cmd, const char *reply,
     char tobuf[ADDR_MAX_PATH + 16] = "";
     if (to)
         snprintf(tobuf, sizeof tobuf, " to=<%s>", to);
-    log_info("smtpd", "%s: reject: %s from %s: %s;%s%s proto=%s helo=<%s>", id, cmd, s->peer, reply,
-             from, tobuf, s->is_esmtp ? "ESMTP" : "SMTP", s->helo);
+    log_info("smtpd", "%s: %s: %s from %s: %s;%s%s proto=%s helo=<%s>", id, what, cmd, s->peer,
+             reply, from, tobuf, s->is_esmtp ? "ESMTP" : "SMTP", s->helo);
+}
+
+void smtp_log_reject(struct smtp_session *s, const char *cmd, const char *reply, const char *to)
+{
+    log_reject(s, "reject", cmd, reply, to);
+}
+
+void smtp_log_milter_reject(struct smtp_session *s, const char *cmd, const char *reply,
+                            const char *to)
+{
+    log_reject(s, "milter-reject", cmd, reply, to);
 }
 
 /* Postfix's order for the disconnect statistics. */

@@ -414,7 +414,7 @@ static void screen_greet_finish(struct smtp_session *s)
     if (sc->score != 0)
         log_info("smtpd", "DNSBL rank %d for [%s] (under threshold %u)", sc->score, screen_ip(s),
                  s->cfg->smtp_dnsbl_threshold);
-    conn_printf(s->c, "220 %s ESMTP\r\n", smtp_hostname(s));
+    smtp_milter_greet(s, false); /* the banner, after the milters' connect stage */
 }
 
 /* ---- MAIL ------------------------------------------------------------------------------- */

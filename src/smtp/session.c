@@ -44,6 +44,8 @@ struct smtp_command_def {
 };
 
 static void cmd_helo(struct smtp_session *s, const struct smtp_command *cmd);
+static void ehlo_capabilities(struct smtp_session *s, struct buf *b);
+static void lhlo_capabilities(struct smtp_session *s, struct buf *b);
 static void cmd_ehlo(struct smtp_session *s, const struct smtp_command *cmd);
 static void cmd_lhlo(struct smtp_session *s, const struct smtp_command *cmd);
 static void cmd_rset(struct smtp_session *s, const struct smtp_command *cmd);
@@ -88,21 +90,39 @@ static void session_close_with(struct smtp_session *s, const char *reply)
     conn_close(s->c);
 }
 
-static void cmd_helo(struct smtp_session *s, const struct smtp_command *cmd)
+static void hello_accept(struct smtp_session *s);
+
+/* The milters' answer to HELO/EHLO: refused (the name is forgotten) or accepted. */
+static void hello_milter_next(struct smtp_session *s, void *arg, const struct milter_outcome *o)
 {
-    if (!smtp_parse_helo(cmd->arg, cmd->arg_len, s->helo, sizeof s->helo)) {
-        smtp_reply(s, "501 Syntax: HELO hostname");
-        return;
-    }
-    if (!smtp_screen_helo(s, s->helo)) {
+    if (smtp_milter_refuses(s, smtp_verb_name(s->cur_verb), o, NULL)) {
         s->helo[0] = '\0';
         return;
     }
-    /* RFC 5321 §4.1.4: HELO/EHLO resets the transaction. */
-    smtp_txn_reset(&s->txn);
-    s->has_helo = true;
-    s->is_esmtp = false;
-    smtp_reply(s, "250 %s", smtp_hostname(s));
+    hello_accept(s);
+}
+
+/* HELO, EHLO, LHLO: take the client's name, run the HELO checks and ask the milters.
+ * true: accept it now (hello_accept); false: refused (replied) or the milters answer
+ * later. */
+static bool hello_begin(struct smtp_session *s, const struct smtp_command *cmd,
+                        const char *syntax_reply)
+{
+    if (!smtp_parse_helo(cmd->arg, cmd->arg_len, s->helo, sizeof s->helo)) {
+        smtp_reply(s, "%s", syntax_reply);
+        return false;
+    }
+    if (!smtp_screen_helo(s, s->helo)) {
+        s->helo[0] = '\0';
+        return false;
+    }
+    return !smtp_milter_helo(s, hello_milter_next);
+}
+
+static void cmd_helo(struct smtp_session *s, const struct smtp_command *cmd)
+{
+    if (hello_begin(s, cmd, "501 Syntax: HELO hostname"))
+        hello_accept(s);
 }
 
 /* EHLO capability predicates: advertise only what works on this connection. */
@@ -117,55 +137,58 @@ static bool can_xclient(const struct smtp_session *s)
     return conn_peer_in_networks(s->c, &s->cfg->auth_trusted_networks);
 }
 
-/* EHLO and LHLO: take the client's name, reset the transaction (RFC 5321 §4.1.4) and
- * start the capability reply in b with what both offer. false (replied) on bad syntax
- * or a name the HELO checks refuse. */
-static bool extended_hello(struct smtp_session *s, const struct smtp_command *cmd,
-                           const char *syntax_reply, struct buf *b)
+/* The name passed every check: reset the transaction (RFC 5321 §4.1.4) and reply (for
+ * EHLO and LHLO with the capabilities). */
+static void hello_accept(struct smtp_session *s)
 {
-    if (!smtp_parse_helo(cmd->arg, cmd->arg_len, s->helo, sizeof s->helo)) {
-        smtp_reply(s, "%s", syntax_reply);
-        return false;
-    }
-    if (!smtp_screen_helo(s, s->helo)) {
-        s->helo[0] = '\0';
-        return false;
-    }
     smtp_txn_reset(&s->txn);
     s->has_helo = true;
-    s->is_esmtp = true;
-    buf_init(b, 0);
-    buf_printf(b, "250-%s\r\n250-PIPELINING\r\n", smtp_hostname(s));
-    buf_printf(b, "250-SIZE %llu\r\n", (unsigned long long)s->cfg->smtp_max_message_size);
-    return true;
+    s->is_esmtp = s->cur_verb != SMTP_VERB_HELO;
+    if (!s->is_esmtp) {
+        smtp_reply(s, "250 %s", smtp_hostname(s));
+        return;
+    }
+    struct buf b;
+    buf_init(&b, 0);
+    buf_printf(&b, "250-%s\r\n250-PIPELINING\r\n", smtp_hostname(s));
+    buf_printf(&b, "250-SIZE %llu\r\n", (unsigned long long)s->cfg->smtp_max_message_size);
+    if (s->cur_verb == SMTP_VERB_LHLO)
+        lhlo_capabilities(s, &b);
+    else
+        ehlo_capabilities(s, &b);
+    conn_write(s->c, b.data, b.len);
+    buf_free(&b);
+    if (s->cur_verb == SMTP_VERB_EHLO)
+        s->has_pipelining = true; /* RFC 2920: from now on the client may pipeline */
+    s->stat_ok[s->cur_verb]++;
 }
 
 static void cmd_ehlo(struct smtp_session *s, const struct smtp_command *cmd)
 {
-    struct buf b;
-    if (!extended_hello(s, cmd, "501 Syntax: EHLO hostname", &b))
-        return;
-    buf_append_str(&b, "250-VRFY\r\n");
+    if (hello_begin(s, cmd, "501 Syntax: EHLO hostname"))
+        hello_accept(s);
+}
+
+/* The rest of the EHLO reply: what works on this connection. */
+static void ehlo_capabilities(struct smtp_session *s, struct buf *b)
+{
+    buf_append_str(b, "250-VRFY\r\n");
     if (s->role == CONN_ROLE_SMTP)
-        buf_append_str(&b, "250-ETRN\r\n"); /* RFC 1985 */
+        buf_append_str(b, "250-ETRN\r\n"); /* RFC 1985 */
     if (can_starttls(s))
-        buf_append_str(&b, "250-STARTTLS\r\n");
+        buf_append_str(b, "250-STARTTLS\r\n");
     char *mechs = smtp_auth_mechanisms(s);
     if (mechs && mechs[0]) {
         /* "AUTH=" is the pre-RFC 4954 form some old clients (Outlook) look for. */
-        buf_printf(&b, "250-AUTH %s\r\n250-AUTH=%s\r\n", mechs, mechs);
+        buf_printf(b, "250-AUTH %s\r\n250-AUTH=%s\r\n", mechs, mechs);
     }
     free(mechs);
     if (can_xclient(s))
-        buf_append_str(&b, "250-XCLIENT NAME ADDR PROTO HELO LOGIN\r\n");
+        buf_append_str(b, "250-XCLIENT NAME ADDR PROTO HELO LOGIN\r\n");
     if (smtp_burl_is_offered(s))
-        buf_append_str(&b, "250-BURL imap\r\n"); /* RFC 4468 §3 */
-    buf_append_str(&b, "250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-DSN\r\n250-SMTPUTF8\r\n"
-                       "250 CHUNKING\r\n");
-    conn_write(s->c, b.data, b.len);
-    buf_free(&b);
-    s->has_pipelining = true; /* RFC 2920: from now on the client may pipeline */
-    s->stat_ok[s->cur_verb]++;
+        buf_append_str(b, "250-BURL imap\r\n"); /* RFC 4468 §3 */
+    buf_append_str(b, "250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-DSN\r\n250-SMTPUTF8\r\n"
+                      "250 CHUNKING\r\n");
 }
 
 /* RFC 2033 §4.1: LHLO is EHLO for LMTP. Offered: what final delivery needs, no TLS or
@@ -173,13 +196,13 @@ static void cmd_ehlo(struct smtp_session *s, const struct smtp_command *cmd)
  * CHUNKING (BDAT would need per-recipient replies after LAST). */
 static void cmd_lhlo(struct smtp_session *s, const struct smtp_command *cmd)
 {
-    struct buf b;
-    if (!extended_hello(s, cmd, "501 5.5.4 Syntax: LHLO hostname", &b))
-        return;
-    buf_append_str(&b, "250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n");
-    conn_write(s->c, b.data, b.len);
-    buf_free(&b);
-    s->stat_ok[s->cur_verb]++;
+    if (hello_begin(s, cmd, "501 5.5.4 Syntax: LHLO hostname"))
+        hello_accept(s);
+}
+
+static void lhlo_capabilities(struct smtp_session *s, struct buf *b)
+{
+    buf_append_str(b, "250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n");
 }
 
 /* Which verbs a role takes: LMTP (RFC 2033 §4.1) has LHLO instead of HELO/EHLO and
@@ -201,6 +224,7 @@ static void cmd_rset(struct smtp_session *s, const struct smtp_command *cmd)
         return;
     }
     smtp_txn_reset(&s->txn);
+    smtp_milter_abort(s);
     smtp_reply(s, "250 2.0.0 Ok");
 }
 
@@ -293,7 +317,7 @@ static void cmd_xclient(struct smtp_session *s, const struct smtp_command *cmd)
         s->auth_user = strdup(x.login);
         snprintf(s->auth_mech, sizeof s->auth_mech, "XCLIENT");
     }
-    smtp_reply(s, "220 %s ESMTP", smtp_hostname(s));
+    smtp_milter_greet(s, true); /* the milters meet the new client, then the 220 */
 }
 
 static void cmd_starttls(struct smtp_session *s, const struct smtp_command *cmd)
@@ -352,6 +376,11 @@ static void session_command(struct smtp_session *s, const char *line, size_t len
     }
     if (!def || !role_takes_verb(s, cmd.verb)) {
         smtp_reply(s, "502 5.5.2 Error: command not recognized");
+        return;
+    }
+    if (smtp_milter_is_denied(s) && cmd.verb != SMTP_VERB_QUIT) {
+        /* RFC 5321 §3.1: after a 554 greeting, 503 to everything but QUIT */
+        smtp_reply(s, "503 5.7.0 Error: access denied for %s", s->peer);
         return;
     }
     if ((def->flags & CMD_NEEDS_HELO) && !s->has_helo) {
@@ -611,8 +640,7 @@ static void *smtp_open(struct conn *c)
     }
     if (smtp_screen_greet(s))
         return s; /* the banner follows the pause and the DNS list lookups */
-    /* RFC 5321 §4.3.1 greeting; no software name or version (DESIGN §6). */
-    conn_printf(c, "220 %s ESMTP\r\n", smtp_hostname(s));
+    smtp_milter_greet(s, false); /* the banner, after the milters' connect stage */
     return s;
 }
 
@@ -672,6 +700,7 @@ static void session_timeout(struct smtp_session *s)
 void smtp_session_free(struct smtp_session *s)
 {
     smtp_screen_free(s);
+    smtp_milter_free(s);
     smtp_txn_reset(&s->txn);
     buf_free(&s->txn.body);
     if (s->sasl)

@@ -26,6 +26,10 @@ struct auth_sasl;
 struct smtp_screen;
 struct greylist;
 struct mailauth_spf_result;
+struct milter_outcome;
+struct milter_session;
+struct smtp_milters;
+struct config_list;
 
 /* Message bodies up to this size stay in memory; larger ones go to an unlinked file. */
 #define SMTP_BODY_MEMORY_MAX (1024 * 1024)
@@ -102,6 +106,7 @@ struct smtp_session {
     bool is_esmtp;
     bool has_pipelining;         /* PIPELINING was announced (EHLO reply sent) */
     struct smtp_screen *screen;  /* port-25 checks in progress (screen.c), or NULL */
+    struct smtp_milters *milters; /* the listener's milters (milters.c), or NULL */
     char helo[256];
 
     char *auth_user; /* after AUTH: canonical user */
@@ -137,6 +142,9 @@ struct smtp_session {
 void smtp_reply(struct smtp_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* "NOQUEUE: reject: RCPT from name[ip]: <reply>; from=<a> to=<b> proto=ESMTP helo=<h>" */
 void smtp_log_reject(struct smtp_session *s, const char *cmd, const char *reply, const char *to);
+/* The same for a milter's refusal: "NOQUEUE: milter-reject: RCPT from ..." */
+void smtp_log_milter_reject(struct smtp_session *s, const char *cmd, const char *reply,
+                            const char *to);
 /* Append "ehlo=1 mail=1 rcpt=0/1 ... commands=N" to out. */
 void smtp_stats_format(const struct smtp_session *s, struct buf *out);
 const char *smtp_hostname(const struct smtp_session *s);
@@ -165,6 +173,10 @@ void smtp_cmd_mail(struct smtp_session *s, const struct smtp_command *cmd);
 /* MAIL passed every check: start the transaction and answer 250. */
 void smtp_mail_accept(struct smtp_session *s, const struct addr *from, const char *from_text,
                       const struct smtp_mail_params *params);
+/* MAIL started its transaction and passed our checks (SPF included): the milters' MAIL
+ * stage, then 250 (or their refusal). May start a job: a done callback that calls it
+ * clears s->is_busy first and resumes only when it is still clear. */
+void smtp_mail_accepted(struct smtp_session *s);
 void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd);
 void smtp_txn_reset(struct smtp_txn *t);
 void smtp_txn_init(struct smtp_txn *t);
@@ -218,6 +230,42 @@ bool smtp_screen_is_greylisted(const struct smtp_session *s);
 /* The client's address for the checks (XCLIENT's, else the connection's). */
 const char *smtp_screen_client_ip(const struct smtp_session *s);
 void smtp_screen_free(struct smtp_session *s);
+
+/* milters.c: the listener's milters asked at each command (connect, HELO, MAIL, RCPT),
+ * each stage in a job on the milter pool; the message stages run in the delivery job
+ * (filter.c) over the same conversations. */
+
+/* What follows a stage, on the loop with the session: o is the milters' answer (a discard
+ * at MAIL or RCPT is already noted for the transaction and comes as ACCEPT). */
+typedef void smtp_milter_next_fn(struct smtp_session *s, void *arg,
+                                 const struct milter_outcome *o);
+/* The milters of this session's listener (smtp.milters, submission.milters; none for LMTP). */
+const struct config_list *smtp_milter_list(const struct smtp_session *s);
+/* Send the banner: after the milters' connect stage when the listener has milters (a
+ * refusal replaces it), else at once. is_xclient: XCLIENT's 220 (a new conversation for
+ * the client it names). */
+void smtp_milter_greet(struct smtp_session *s, bool is_xclient);
+/* The connect stage refused: every command but QUIT gets 503 (RFC 5321 §3.1). */
+bool smtp_milter_is_denied(const struct smtp_session *s);
+/* Ask the HELO (s->helo), MAIL (s->txn) or RCPT stage; next follows. false: no milter is
+ * to be asked, go on at once (next is not called). arg is freed with arg_free when the
+ * session has gone before next could run. */
+bool smtp_milter_helo(struct smtp_session *s, smtp_milter_next_fn *next);
+bool smtp_milter_mail(struct smtp_session *s, smtp_milter_next_fn *next);
+bool smtp_milter_rcpt(struct smtp_session *s, const char *rcpt, smtp_milter_next_fn *next,
+                      void *arg, void (*arg_free)(void *));
+/* A refusal in o: logged ("milter-reject") and replied; true. false: go on. */
+bool smtp_milter_refuses(struct smtp_session *s, const char *cmd,
+                         const struct milter_outcome *o, const char *to);
+/* RSET: the milters' message is aborted (without waiting). */
+void smtp_milter_abort(struct smtp_session *s);
+/* A milter discarded this transaction at MAIL or RCPT: its message is dropped. */
+bool smtp_milter_is_discarded(const struct smtp_session *s);
+/* The conversations for the message stages (moved out; NULL when no milter is to be
+ * asked), and back after them (closed when the session has gone: s NULL). */
+struct milter_session *smtp_milter_take(struct smtp_session *s);
+void smtp_milter_give_back(struct smtp_session *s, struct milter_session *ms);
+void smtp_milter_free(struct smtp_session *s);
 
 /* etrn.c */
 /* ETRN (RFC 1985): flush the deferred mail of a domain in the workpool. */

@@ -196,8 +196,9 @@ def _separated_users():
 
 def _chown_tree(path, user, auth_user=None):
     """Give the data folder to the run user as the server does at start (the CLI ran as
-    root before): everything to run_user, except tern.db and its WAL files, which belong
-    to auth_user (mode 0600), and run/ (the master's, with the login processes' empty
+    root before): everything to run_user, except tern.db, penalty.db (the failed-login
+    table) and their WAL files, which belong to auth_user (mode 0600), the auth process's
+    control.sock, and run/ (the master's, with the login processes' empty
     root), which stays root's. data_dir itself gets auth_user's group, writable, sticky
     (SQLite creates tern.db-wal and -shm next to the database)."""
     if user is None:
@@ -217,13 +218,18 @@ def _chown_tree(path, user, auth_user=None):
     if auth_user is None or os.path.basename(path) != "data":
         return
     apw = pwd.getpwnam(auth_user)
-    for name in ("tern.db", "tern.db-wal", "tern.db-shm"):
+    for name in ("tern.db", "tern.db-wal", "tern.db-shm",
+                 "penalty.db", "penalty.db-wal", "penalty.db-shm"):
         f = os.path.join(path, name)
         try:
             os.chown(f, apw.pw_uid, apw.pw_gid)
             os.chmod(f, 0o600)
         except FileNotFoundError:
             pass
+    try:  # the auth process's control socket (`tern auth blocks`): its own, left as it is
+        os.lchown(os.path.join(path, "control.sock"), apw.pw_uid, apw.pw_gid)
+    except FileNotFoundError:
+        pass
     os.chown(path, pw.pw_uid, apw.pw_gid)
     os.chmod(path, (os.stat(path).st_mode & 0o777) | 0o1070)
 

@@ -172,3 +172,134 @@ def opendkim_testmsg_verify(message_path, public_txt):
         r = subprocess.run(["unshare", "-n", "-m", "sh", "-c", cmd], capture_output=True,
                            timeout=60)
         return r.returncode, (r.stdout + r.stderr).decode(errors="replace")
+
+
+class ScriptedMilter:
+    """A milter written for the tests, speaking the MTA-facing side of the Sendmail milter
+    protocol (version 6) on a loopback port: it records every command it receives, in
+    order, with the macros sent before it, and answers each stage as told.
+
+    actions maps a stage to an answer: keys "connect", "helo", "mail", "rcpt", "data",
+    "eom", or "mail:<address>" / "rcpt:<address>" for one address; answers "continue",
+    "accept", "reject", "tempfail", "discard", "hang" (say nothing: the MTA's timeout
+    decides), or a reply such as "550 5.7.1 no thanks" (SMFIR_REPLYCODE). Anything not
+    listed continues. Each connection is served by its own thread; close() ends them."""
+
+    NAMES = {b"C": "connect", b"H": "helo", b"M": "mail", b"R": "rcpt", b"T": "data",
+             b"L": "header", b"N": "eoh", b"B": "body", b"E": "eom", b"A": "abort",
+             b"Q": "quit", b"D": "macro", b"O": "optneg"}
+
+    def __init__(self, actions=None):
+        import threading
+        self.actions = dict(actions or {})
+        self.events = []  # (connection number, stage name, argument text, macros dict)
+        self.lock = threading.Lock()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.address = f"inet:127.0.0.1:{self.port}"
+        self.closed = threading.Event()
+        self.conns = []
+        self.n = 0
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        import threading
+        while not self.closed.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.n += 1
+            self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c, self.n), daemon=True).start()
+
+    @staticmethod
+    def _recv_exact(c, n):
+        data = b""
+        while len(data) < n:
+            chunk = c.recv(n - len(data))
+            if not chunk:
+                raise EOFError
+            data += chunk
+        return data
+
+    @staticmethod
+    def _send(c, cmd, data=b""):
+        import struct
+        c.sendall(struct.pack("!I", len(data) + 1) + cmd + data)
+
+    def _answer(self, c, stage, arg):
+        action = self.actions.get(f"{stage}:{arg}", self.actions.get(stage, "continue"))
+        if action == "hang":
+            self.closed.wait(120)
+            return
+        codes = {"continue": b"c", "accept": b"a", "reject": b"r", "tempfail": b"t",
+                 "discard": b"d"}
+        if action in codes:
+            self._send(c, codes[action])
+        else:
+            self._send(c, b"y", action.encode() + b"\0")
+
+    def _serve(self, c, no):
+        import struct
+        macros = {}
+        try:
+            while True:
+                (length,) = struct.unpack("!I", self._recv_exact(c, 4))
+                pkt = self._recv_exact(c, length)
+                cmd, data = pkt[:1], pkt[1:]
+                name = self.NAMES.get(cmd, cmd.decode(errors="replace"))
+                if cmd == b"O":
+                    # every action, every stage, replies to each
+                    self._send(c, b"O", struct.pack("!III", 6, 0x1FF, 0))
+                    continue
+                if cmd == b"D":
+                    parts = data[1:].split(b"\0")
+                    macros = {parts[i].decode(): parts[i + 1].decode()
+                              for i in range(0, len(parts) - 1, 2)}
+                    continue
+                if cmd == b"C":
+                    arg = data.split(b"\0", 1)[0].decode()
+                elif cmd in (b"H", b"M", b"R"):
+                    arg = data.split(b"\0", 1)[0].decode()
+                elif cmd == b"L":
+                    arg = data.split(b"\0", 1)[0].decode()
+                else:
+                    arg = ""
+                with self.lock:
+                    self.events.append((no, name, arg, macros))
+                macros = {}
+                if cmd == b"Q":
+                    return
+                if cmd == b"A":
+                    continue
+                if cmd in (b"L", b"N", b"B"):
+                    self._send(c, b"c")
+                    continue
+                self._answer(c, name, arg)
+        except (EOFError, OSError):
+            return
+        finally:
+            c.close()
+
+    def stages(self, conn=None):
+        """The stage names received so far (of one connection, or all)."""
+        with self.lock:
+            return [e[1] for e in self.events if conn is None or e[0] == conn]
+
+    def find(self, stage, arg=None):
+        with self.lock:
+            return [e for e in self.events if e[1] == stage and (arg is None or e[2] == arg)]
+
+    def close(self):
+        self.closed.set()
+        self.sock.close()
+        for c in self.conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass

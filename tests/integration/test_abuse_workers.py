@@ -13,7 +13,9 @@ Which worker holds a connection is read from the pid in its log lines ("tern/ima
 Login: ...", "tern/smtpd[pid]: connect from ..."). No assertion on time.
 """
 import imaplib
+import os
 import re
+import signal
 import smtplib
 import socket
 
@@ -193,3 +195,90 @@ def test_single_process_mode(tern_factory):
     assert line.startswith("421 4.7.0 "), line
     for s in held + [sock]:
         s.close()
+
+
+def _saved_blocks(srv):
+    """(address, account) of the blocks <data_dir>/penalty.db holds now."""
+    import sqlite3
+    path = srv.data_dir / "penalty.db"
+    if not path.exists():
+        return set()
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        return {(a, u) for a, u in db.execute(
+            "SELECT address, account FROM entry WHERE blocked_until > 0")}
+    except sqlite3.OperationalError:
+        return set()
+    finally:
+        db.close()
+
+
+# Under ASan (TERN_SANITIZED=1) a SIGSEGV is reported by the sanitizer as a crash of its
+# own, which the fixture counts as a report: SIGABRT stands in for it (test_process_model).
+CRASH = ("SIGABRT" if os.environ.get("TERN_SANITIZED", "") not in ("", "0") else "SIGSEGV")
+
+
+@pytest.mark.parametrize("crash", ["SIGKILL", CRASH])
+def test_block_survives_an_auth_process_restart(tern_factory, crash):
+    """The failed-login table is saved by the auth process (<data_dir>/penalty.db): an
+    attacker who crashes it (or waits for a restart) does not get a clean slate."""
+    srv = tern_factory({"auth.account_max_failures": 3, "auth.max_failures": 100})
+    m = imaplib.IMAP4(srv.host, srv.ports["imap"], timeout=30)
+    for _ in range(3):
+        assert "AUTHENTICATIONFAILED" in _login_again(m, "bob@example.test", "guess")
+    srv.wait_log(r"warning: block: rip=127\.0\.0\.1, user=<bob@example\.test>, 3 failed")
+    wait_for(lambda: ("127.0.0.1", "bob@example.test") in _saved_blocks(srv),
+             what="the block saved to penalty.db")
+    m.logout()
+    (auth_pid,) = _pids(srv, "auth")
+    since = srv.log_offset()
+    os.kill(auth_pid, getattr(signal, crash))
+    srv.wait_log(rf"process tern/auth pid {auth_pid} killed by signal", since=since)
+    hit = srv.wait_log(r"failed-login table: (\d+) entries restored from .*penalty\.db",
+                       since=since, timeout=60)
+    assert int(hit.group(1)) >= 1
+
+    def right_password_refused():
+        c = imaplib.IMAP4(srv.host, srv.ports["imap"], timeout=30)
+        try:
+            return _login_again(c, "alice@example.test", "alicepw") == "OK" and \
+                _login_again(c, "bob@example.test", "bobpw")
+        finally:
+            try:
+                c.logout()
+            except (imaplib.IMAP4.error, OSError):
+                pass
+    # the new auth process still refuses bob's right password from here; alice gets in
+    result = wait_for(right_password_refused, timeout=60, what="logins after the restart")
+    assert "UNAVAILABLE" in result, result
+    (new_auth,) = _pids(srv, "auth")
+    assert new_auth != auth_pid
+    out = srv.cli("auth", "blocks").stdout
+    assert re.search(r"^127\.0\.0\.1\s+bob@example\.test\s+3\s", out, re.M), out
+    # lifted by the admin: gone from the file too, and bob gets in
+    assert srv.cli("auth", "blocks", "clear", "127.0.0.1",
+                   "bob@example.test").stdout.strip() == "cleared 1"
+    wait_for(lambda: not _saved_blocks(srv), what="the lifted block gone from penalty.db")
+    c = imaplib.IMAP4(srv.host, srv.ports["imap"], timeout=30)
+    assert _login_again(c, "bob@example.test", "bobpw") == "OK"
+    c.logout()
+
+
+def test_block_survives_a_restart_in_one_process(tern_factory):
+    """master_process = no: the one process holds and saves the table; a block outlives
+    `tern serve` being stopped and started again."""
+    srv = tern_factory({"master_process": "no", "auth.account_max_failures": 2,
+                        "auth.max_failures": 100})
+    m = imaplib.IMAP4(srv.host, srv.ports["imap"], timeout=30)
+    for _ in range(2):
+        assert "AUTHENTICATIONFAILED" in _login_again(m, "bob@example.test", "guess")
+    m.logout()
+    srv.wait_log(r"warning: block: rip=127\.0\.0\.1, user=<bob@example\.test>, 2 failed")
+    srv.stop()
+    since = srv.log_offset()
+    srv.start()
+    srv.wait_log(r"failed-login table: \d+ entries restored", since=since)
+    m = imaplib.IMAP4(srv.host, srv.ports["imap"], timeout=30)
+    assert "UNAVAILABLE" in _login_again(m, "bob@example.test", "bobpw")
+    assert _login_again(m, "alice@example.test", "alicepw") == "OK"
+    m.logout()

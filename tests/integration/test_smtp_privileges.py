@@ -83,8 +83,11 @@ def test_serve_binds_low_port_then_runs_as_run_user(tern_factory):
             dirs[:] = [d for d in dirs if d != "run"]  # the master's control socket
         for name in dirs + files:
             st = os.lstat(os.path.join(root, name))
-            is_db = root == str(srv.data_dir) and name.startswith("tern.db")
+            # the auth process's: the directory, the failed-login table, its control socket
+            is_db = root == str(srv.data_dir) and (name.startswith(("tern.db", "penalty.db"))
+                                                   or name == "control.sock")
             if st.st_uid != (auth_uid if is_db else pw.pw_uid):
                 bad.append(f"{os.path.join(root, name)} uid={st.st_uid}")
     assert os.stat(srv.data_dir).st_uid == pw.pw_uid
-    assert not bad, "not owned by the run user (tern.db: the auth user):\n" + "\n".join(bad[:20])
+    assert not bad, ("not owned by the run user (tern.db, penalty.db, control.sock: the auth "
+                     "user):\n" + "\n".join(bad[:20]))

@@ -111,7 +111,7 @@ def test_helo_checks(tern_factory):
 
 
 def test_dnsbl_weights_threshold_and_cache(tern_factory, dns):
-    # the answer cache is per worker process: one worker, so both connections share it
+    # the second connection is answered from the cache (shared by every process)
     srv = tern_factory({"dns.resolver": f"127.0.0.1@{dns.port}",
                         "smtp.dnsbl_sites": "bl.test=127.0.0.[2..3]*2, other.test*1",
                         "smtp.dnsbl_threshold": 3, "worker_processes": 1})
@@ -130,6 +130,33 @@ def test_dnsbl_weights_threshold_and_cache(tern_factory, dns):
         c = raw(srv, source=OTHER_IP)  # 2.0.0.127.bl.test: NXDOMAIN
         assert c.read_line().startswith("220 ")
         c.close()
+
+
+def test_dnsbl_cache_is_shared_by_the_login_processes(tern_factory, dns):
+    """The answer one login process got serves the connections the others take (the
+    cache lives in the master's shared mapping): the DNS server is not asked again."""
+    srv = tern_factory({"dns.resolver": f"127.0.0.1@{dns.port}",
+                        "smtp.dnsbl_sites": "bl.test*1", "smtp.dnsbl_threshold": 5,
+                        "login_processes": 2, "worker_processes": 1})
+
+    def connect_once():
+        since = srv.log_offset()
+        c = raw(srv)
+        assert c.read_line().startswith("220 ")
+        c.send("QUIT")
+        c.read_line()
+        hit = srv.wait_log(r"tern/smtpd\[(\d+)\]: DNSBL rank 1 for \[127\.0\.0\.1\]", since=since)
+        return int(hit.group(1))
+    first = connect_once()
+    asked = [q for q in dns.queries if "bl.test" in str(q).lower()]
+    assert asked, dns.queries
+    n_before = len(dns.queries)
+    for _ in range(30):
+        if connect_once() != first:
+            break
+    else:
+        pytest.fail("30 connections all landed in one login process")
+    assert len(dns.queries) == n_before, "another login process asked the DNS again"
 
 
 def test_dnswl_offsets_and_dns_failure_never_rejects(tern_factory, dns):

@@ -7,9 +7,12 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
+#include "core/anvil.h"
 #include "core/dnsbl_site.h"
 #include "policy/dnscache.h"
 
@@ -64,11 +67,55 @@ static void test_cache(void **state)
     dns_cache_free(c);
 }
 
+/* One cache for every process: slots in the anvil's shared mapping. A write in one
+ * process (a forked child here) is read in another; garbage written over the slots (a
+ * compromised process) is never read as an answer and never breaks the cache. */
+static void test_shared_cache(void **state)
+{
+    anvil_attach(anvil_create(), 0);
+    struct dns_cache *c1 = dns_cache_new_shared(), *c2 = dns_cache_new_shared();
+    assert_true(dns_cache_is_shared(c1) && dns_cache_is_shared(c2));
+    struct dns_cache_entry e = {.is_found = true, .n_a = 1}, got;
+    memcpy(e.a[0], "127.0.0.2", 10);
+    dns_cache_put(c1, "1.0.0.127.bl.test", 1, 300, &e, 1000);
+    assert_true(dns_cache_get(c2, "1.0.0.127.bl.test", 1, 2000, &got));
+    assert_string_equal(got.a[0], "127.0.0.2");
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct dns_cache *c = dns_cache_new_shared();
+        dns_cache_put(c, "child.test", 15, 300, &e, 1000);
+        _exit(0);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(dns_cache_get(c1, "child.test", 15, 2000, &got));
+    assert_false(dns_cache_get(c1, "child.test", 1, 2000, &got));
+
+    /* a hostile process scribbles over every slot */
+    size_t size;
+    uint64_t seed;
+    unsigned char *area = anvil_dns_area(&size, &seed);
+    assert_non_null(area);
+    for (unsigned fill = 0; fill < 3; fill++) {
+        for (size_t i = 0; i < size; i++)
+            area[i] = fill == 0 ? 0xff : fill == 1 ? (unsigned char)(i * 7919 >> 3) : 0x41;
+        assert_false(dns_cache_get(c1, "1.0.0.127.bl.test", 1, 2000, &got));
+        assert_false(dns_cache_get(c1, "child.test", 15, 2000, &got));
+        /* and the cache works again for what is written next */
+        dns_cache_put(c2, "again.test", 1, 300, &e, 5000);
+        assert_true(dns_cache_get(c1, "again.test", 1, 5000, &got));
+        assert_string_equal(got.a[0], "127.0.0.2");
+    }
+    dns_cache_free(c1);
+    dns_cache_free(c2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_site_parse_and_match),
         cmocka_unit_test(test_cache),
+        cmocka_unit_test(test_shared_cache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -176,6 +176,8 @@ static void *fake_run(void *arg)
             send_packet(fd, "a", 1);
         } else if (cmd == 'Q') {
             break;
+        } else if (cmd == 'A') {
+            /* SMFIC_ABORT: no reply */
         } else {
             send_packet(fd, "c", 1);
         }
@@ -301,6 +303,42 @@ static void test_silent_and_absent_milters(void **state)
     milter_outcome_free(&o);
 }
 
+/* A session's stages one at a time (milters.c's use): a refused recipient leaves the
+ * message open, RSET aborts it, the next transaction goes on over the same connection. */
+static void test_session_stages(void **state)
+{
+    struct fake f;
+    pthread_t t;
+    fake_start(&f, &t, 2);
+    struct milter_spec spec = spec_for(&f, 5000);
+    struct milter_session *ms = milter_session_new(&spec, 1, &message);
+    assert_non_null(ms);
+    struct milter_outcome o;
+    milter_session_connect(ms, &o);
+    assert_int_equal(o.verdict, MILTER_ACCEPT);
+    milter_outcome_free(&o);
+    milter_session_mail(ms, &message, &o);
+    assert_int_equal(o.verdict, MILTER_ACCEPT);
+    milter_outcome_free(&o);
+    milter_session_rcpt(ms, "bob@example.test", &o);
+    assert_int_equal(o.verdict, MILTER_REJECT);
+    assert_string_equal(o.reply, "550 5.7.1 no such luck");
+    milter_outcome_free(&o);
+    milter_session_abort(ms, true); /* RSET */
+    milter_session_mail(ms, &message, &o);
+    assert_int_equal(o.verdict, MILTER_ACCEPT);
+    milter_outcome_free(&o);
+    milter_session_message(ms, &message, &o);
+    assert_int_equal(o.verdict, MILTER_ACCEPT);
+    assert_int_equal(o.n_changes, 3);
+    assert_true(milter_session_is_active(ms));
+    milter_outcome_free(&o);
+    milter_session_free(ms);
+    fake_stop(&f, t);
+    /* one connection: connect, MAIL, the refused RCPT, ABORT, MAIL again, the message */
+    assert_string_equal(f.log, "ODCDMDRADMDTLLDNBDEQ");
+}
+
 static void test_addresses(void **state)
 {
     assert_true(milter_address_is_valid("inet:127.0.0.1:11332"));
@@ -321,6 +359,7 @@ int main(void)
         cmocka_unit_test(test_conversation),
         cmocka_unit_test(test_replycode_at_rcpt),
         cmocka_unit_test(test_silent_and_absent_milters),
+        cmocka_unit_test(test_session_stages),
         cmocka_unit_test(test_addresses),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

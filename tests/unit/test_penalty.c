@@ -9,7 +9,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -240,6 +242,103 @@ static void test_eviction_keeps_blocks(void **state)
     penalty_table_free(t);
 }
 
+/* The live entries go out with wall-clock times and come back into a new table (a new
+ * process, a clock started elsewhere) meaning the same: a block stays, its time left
+ * kept; what no longer counts, and malformed records, are dropped. */
+static void test_export_import(void **state)
+{
+    struct penalty_table *t = penalty_table_new(&limits);
+    uint64_t gen = penalty_table_generation(t), blocks = penalty_table_block_generation(t);
+    for (int i = 0; i < 3; i++)
+        report(t, "192.0.2.1", "bob", false, 20000);
+    report(t, "198.51.100.7", "old", false, 1); /* outside the window by export time */
+    assert_true(penalty_table_generation(t) > gen);
+    assert_true(penalty_table_block_generation(t) > blocks);
+    uint64_t now = 300010; /* the 198.51.100.7 failure is 300 s old, bob's 280 s */
+    int64_t now_unix = 1700000000000;
+    struct penalty_record *r;
+    size_t n = penalty_table_export(t, now, now_unix, &r);
+    /* the pair (blocked) and the address entry (failures in the window) */
+    assert_int_equal(n, 2);
+    penalty_table_free(t);
+
+    struct penalty_record *all = calloc(n + 3, sizeof *all);
+    memcpy(all, r, n * sizeof *r);
+    struct penalty_record *all_copy = r; /* (the same records, for a second import) */
+    /* hostile rows: a key the policy would not make, an account in capitals, no failures */
+    snprintf(all[n].key, sizeof all[n].key, "not an address");
+    all[n].failures = 5;
+    all[n].blocked_until_unix_ms = now_unix + 1000;
+    snprintf(all[n + 1].key, sizeof all[n + 1].key, "192.0.2.9");
+    snprintf(all[n + 1].account, sizeof all[n + 1].account, "BOB");
+    all[n + 1].failures = 5;
+    all[n + 1].blocked_until_unix_ms = now_unix + 1000;
+    snprintf(all[n + 2].key, sizeof all[n + 2].key, "192.0.2.9");
+    all[n + 2].last_failure_unix_ms = now_unix;
+    /* a new process: its monotonic clock reads 50 s, the wall clock 10 s later */
+    struct penalty_table *u = penalty_table_new(&limits);
+    uint64_t later = 50000;
+    assert_int_equal(penalty_table_import(u, all, n + 3, later, now_unix + 10000), 2);
+    free(all);
+    assert_int_equal(check(u, "192.0.2.1", "bob", later).verdict, PENALTY_BLOCKED);
+    assert_int_equal(check(u, "192.0.2.1", "alice", later).verdict, PENALTY_ALLOW);
+    assert_int_equal(check(u, "192.0.2.9", "bob", later).verdict, PENALTY_ALLOW);
+    /* the address's 3 failures came along: 17 more reach its limit of 20 */
+    struct penalty_table *v = penalty_table_new(&limits);
+    assert_int_equal(penalty_table_import(v, all_copy, n, later, now_unix + 10000), 2);
+    for (int i = 0; i < 16; i++)
+        assert_int_equal(report(v, "192.0.2.1", NULL, false, later).verdict, PENALTY_ALLOW);
+    assert_int_equal(report(v, "192.0.2.1", NULL, false, later).verdict, PENALTY_BLOCKED);
+    penalty_table_free(v);
+    free(all_copy);
+    /* the block had 900 - 280.01 - 10 s left: still there 609 s on, gone after 611 s */
+    assert_int_equal(check(u, "192.0.2.1", "bob", later + 609000).verdict, PENALTY_BLOCKED);
+    assert_int_equal(check(u, "192.0.2.1", "bob", later + 611000).verdict, PENALTY_ALLOW);
+    penalty_table_free(u);
+}
+
+/* The records through SQLite and back. */
+static void test_store_round_trip(void **state)
+{
+    char path[] = "/tmp/tern-penalty-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    char *err = NULL;
+    struct penalty_store *ps = penalty_store_open(path, &err);
+    assert_non_null(ps);
+    struct penalty_record r[2] = {{.key = "192.0.2.1", .account = "bob", .failures = 3,
+                                   .last_failure_unix_ms = 5, .blocked_until_unix_ms = 9},
+                                  {.key = "192.0.2.1", .failures = 4,
+                                   .last_failure_unix_ms = 6}};
+    assert_int_equal(penalty_store_save(ps, r, 2), 0);
+    assert_int_equal(penalty_store_save(ps, r, 1), 0); /* rewritten whole */
+    penalty_store_close(ps);
+    ps = penalty_store_open(path, &err);
+    struct penalty_record *back;
+    assert_int_equal(penalty_store_load(ps, 100, &back), 1);
+    assert_string_equal(back[0].key, "192.0.2.1");
+    assert_string_equal(back[0].account, "bob");
+    assert_int_equal(back[0].failures, 3);
+    assert_int_equal(back[0].blocked_until_unix_ms, 9);
+    free(back);
+    /* a newer process claims the file (a reload): the old one writes no more */
+    struct penalty_store *newer = penalty_store_open(path, &err);
+    assert_non_null(newer);
+    assert_int_equal(penalty_store_save(ps, r, 2), 1);
+    assert_int_equal(penalty_store_save(newer, r, 2), 0);
+    assert_int_equal(penalty_store_load(ps, 100, &back), 2);
+    free(back);
+    penalty_store_close(newer);
+    penalty_store_close(ps);
+    unlink(path);
+    char wal[64];
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    unlink(wal);
+    snprintf(wal, sizeof wal, "%s-shm", path);
+    unlink(wal);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -251,6 +350,8 @@ int main(void)
         cmocka_unit_test(test_address_keys),
         cmocka_unit_test(test_list_and_clear),
         cmocka_unit_test(test_eviction_keeps_blocks),
+        cmocka_unit_test(test_export_import),
+        cmocka_unit_test(test_store_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
