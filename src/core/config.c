@@ -126,6 +126,7 @@ static const struct config_key config_keys[] = {
     {"imap.timeout", CT_UINT, OFF(imap_timeout), "1800", "1800"},
     {"imap.login_timeout", CT_UINT, OFF(imap_login_timeout), "180", "180"},
     {"imap.literal_plus", CT_BOOL, OFF(imap_literal_plus), "yes", "yes"},
+    {"imap.utf8_append_strict", CT_BOOL, OFF(imap_utf8_append_strict), "no", "no"},
     {"tls.handshake_timeout", CT_UINT, OFF(tls_handshake_timeout), "60", "60"},
     {"max_connections", CT_UINT, OFF(max_connections), "10000", "10000"},
     {"max_connections_per_ip", CT_UINT, OFF(max_connections_per_ip), "100", "100"},

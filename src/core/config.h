@@ -99,6 +99,7 @@ struct config {
     unsigned imap_timeout;           /* imap.timeout; 1800 */
     unsigned imap_login_timeout;     /* imap.login_timeout: connect to login, seconds; 180 */
     bool imap_literal_plus; /* imap.literal_plus: LITERAL+ (yes) or LITERAL- (no); yes */
+    bool imap_utf8_append_strict; /* imap.utf8_append_strict: RFC 6855 §4's NO; no */
     unsigned tls_handshake_timeout;  /* tls.handshake_timeout seconds (implicit and STARTTLS); 60 */
     unsigned max_connections;        /* max_connections total; 10000 */
     unsigned max_connections_per_ip; /* max_connections_per_ip; 100 */

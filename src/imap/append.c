@@ -216,8 +216,11 @@ static void imap_append_work(struct imap_job *j)
             msgs[i].src.data = p;
         }
         /* RFC 6855 §4: UTF-8 header fields only from a client that enabled UTF-8
-         * (UTF8=ACCEPT, or IMAP4rev2 whose messages may have them: RFC 9051 §4.3.1) */
-        if (!j->ctx.is_utf8 && imap_header_has_8bit(msgs[i].src.data, msgs[i].src.len)) {
+         * (UTF8=ACCEPT, or IMAP4rev2 whose messages may have them: RFC 9051 §4.3.1), when
+         * imap.utf8_append_strict asks for it; by default stored as Dovecot does, so a
+         * migration tool copying real-world mail loses none of it */
+        if (j->ctx.is_utf8_append_strict && !j->ctx.is_utf8 &&
+            imap_header_has_8bit(msgs[i].src.data, msgs[i].src.len)) {
             buf_printf(&j->tagged,
                        "%s NO 8-bit header fields need ENABLE UTF8=ACCEPT (RFC 6855).\r\n",
                        j->tag);

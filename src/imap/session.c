@@ -312,6 +312,8 @@ static void imap_job_prepare(struct imap_session *s, struct imap_job *j)
     ctx->is_rev2 = s->is_rev2;
     ctx->is_utf8 = imap_is_utf8(s);
     ctx->max_append = s->parser.max_literal;
+    const struct config *cfg = conn_server(s->c)->cfg;
+    ctx->is_utf8_append_strict = cfg && cfg->imap_utf8_append_strict;
     ctx->is_login_process = conn_is_login_process(s->c);
     if (ctx->is_login_process)
         conn_login_binding(s->c, "imap", ctx->binding, sizeof ctx->binding);

@@ -181,6 +181,7 @@ struct imap_job_ctx {
     bool is_login_process;      /* logins are handed over (conn_is_login_process) */
     char binding[161];          /* login process: the connection (conn_login_binding) */
     struct store_sync_share *sync_share; /* borrowed: a batch of IDLE syncs (session.c) */
+    bool is_utf8_append_strict; /* imap.utf8_append_strict (append.c) */
 };
 
 /* The base of every IMAP job; a command's job struct starts with it. */

@@ -8,8 +8,8 @@ ENABLE IMAP4rev2 and, where it differs, against a session that did not enable it
 [CLOSED], SEARCH answered with ESEARCH, STATUS DELETED, UTF-8 mailbox names (the store keeps
 modified UTF-7, so rev1 and rev2 sessions see the same mailboxes), the capability list
 unchanged by ENABLE. UTF8=ACCEPT: the UTF8 APPEND data item, UTF-8 headers returned as
-they are, SEARCH CHARSET refused, and 8-bit headers refused from sessions that did not
-enable it. LITERAL-: announced instead of LITERAL+ with imap.literal_plus = no, a {n+}
+they are, SEARCH CHARSET refused, and 8-bit headers from sessions that did not enable it stored
+(imap.utf8_append_strict = no, the default) or refused (yes). LITERAL-: announced instead of LITERAL+ with imap.literal_plus = no, a {n+}
 literal over 4096 octets refused with BAD [TOOBIG] and skipped, the session going on.
 """
 
@@ -287,7 +287,20 @@ def test_utf8_append_and_fetch(tern):
     assert status(c.read_until(r"^bad "), "bad") == "BAD"
 
 
-def test_8bit_headers_refused_without_enable(tern):
+def test_8bit_headers_stored_without_enable_by_default(tern):
+    """imap.utf8_append_strict = no (the default): a session that enabled nothing may still
+    store real-world mail with raw UTF-8 headers (a migration tool copying a mailbox), as
+    Dovecot 2.3 does."""
+    user, pw = fresh_user(tern, "r2lenient")
+    c = login(tern, user, pw)
+    got = append_utf8(c, "A1", UTF8_MSG, utf8_form=False)
+    assert status(got, "A1") == "OK", got
+    got = cmd(c, "st", "STATUS INBOX (MESSAGES)")
+    assert "MESSAGES 1" in got, got
+
+
+def test_8bit_headers_refused_without_enable_when_strict(tern_factory):
+    tern = tern_factory({"imap.utf8_append_strict": "yes"})
     user, pw = fresh_user(tern, "r2legacy")
     c = login(tern, user, pw)
     # RFC 6855 §4: NO for 8-bit header fields from a session that did not enable UTF-8,
