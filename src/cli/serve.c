@@ -54,7 +54,7 @@ static int serve_init_policy(struct server_context *ctx, char **error_r)
     const struct config_list *lists[] = {&ctx->cfg->smtp_milters, &ctx->cfg->submission_milters};
     for (size_t l = 0; ctx->processes == SERVER_PROC_LOGIN && l < 2; l++)
         for (size_t i = 0; i < lists[l]->n; i++)
-            if (strncmp(lists[l]->items[i], "unix:", 5) == 0)
+            if (strncmp(lists[l]->items[i], "unix:", 5) == 0) /* (an item starts with its address) */
                 log_warning("smtpd",
                             "milter %s: login processes are chrooted into %s; a unix socket "
                             "outside it cannot be reached (use inet:)",

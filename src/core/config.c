@@ -545,6 +545,7 @@ static char *config_set(struct config *cfg, const struct config_key *k, const ch
             int family;
             char host[256], port[8];
             struct dnsbl_site site;
+            struct config_milter_item milter;
             bool ok = k->type == CT_LISTEN
                           ? listen_item_normalise(&l.items[i], k->offset == OFF(lmtp_listen))
                       : k->type == CT_NETWORKS
@@ -555,6 +556,8 @@ static char *config_set(struct config *cfg, const struct config_key *k, const ch
                           ? cert_item_is_valid(l.items[i])
                       : k->type == CT_HOSTS
                           ? host_item_is_valid(l.items[i])
+                      : k->type == CT_MILTERS
+                          ? config_milter_item_parse(l.items[i], &milter)
                           : util_socket_address_parse(l.items[i], &family, host, sizeof host,
                                                       port, sizeof port);
             if (!ok) {
@@ -565,7 +568,9 @@ static char *config_set(struct config *cfg, const struct config_key *k, const ch
                     : k->type == CT_DNSBL    ? "DNS list site (domain[=filter]*weight)"
                     : k->type == CT_CERTS    ? "certificate (CERT_FILE or CERT_FILE:KEY_FILE)"
                     : k->type == CT_HOSTS    ? "host name (mx.example.org or *.example.org)"
-                                             : "milter address (inet:IP:PORT or unix:/path)",
+                                             : "milter address (inet:IP:PORT or unix:/path; "
+                                               "then ;default_action=accept|tempfail or "
+                                               ";connect|command|content_timeout=SECONDS)",
                     l.items[i], k->name);
                 config_list_free(&l);
                 return r;
@@ -1127,6 +1132,53 @@ static char *config_derived_default(const struct config *cfg, const struct confi
     if (k->offset == OFF(login_chroot))
         return path_join(cfg->data_dir, "run/login-root");
     return NULL;
+}
+
+bool config_milter_item_parse(const char *item, struct config_milter_item *out)
+{
+    memset(out, 0, sizeof *out);
+    out->connect_timeout = out->command_timeout = out->content_timeout = out->is_accept = -1;
+    const char *semi = strchr(item, ';');
+    size_t alen = semi ? (size_t)(semi - item) : strlen(item);
+    if (alen == 0 || alen >= sizeof out->address)
+        return false;
+    memcpy(out->address, item, alen);
+    out->address[alen] = '\0';
+    int family;
+    char host[256], port[8];
+    if (!util_socket_address_parse(out->address, &family, host, sizeof host, port, sizeof port))
+        return false;
+    while (semi) {
+        const char *opt = semi + 1;
+        semi = strchr(opt, ';');
+        size_t olen = semi ? (size_t)(semi - opt) : strlen(opt);
+        char kv[64];
+        if (olen == 0 || olen >= sizeof kv)
+            return false;
+        memcpy(kv, opt, olen);
+        kv[olen] = '\0';
+        char *eq = strchr(kv, '=');
+        if (!eq)
+            return false;
+        *eq = '\0';
+        const char *key = kv, *val = eq + 1;
+        if (strcmp(key, "default_action") == 0) {
+            if (strcmp(val, "accept") != 0 && strcmp(val, "tempfail") != 0)
+                return false;
+            out->is_accept = strcmp(val, "accept") == 0;
+            continue;
+        }
+        int *field = strcmp(key, "connect_timeout") == 0   ? &out->connect_timeout
+                     : strcmp(key, "command_timeout") == 0 ? &out->command_timeout
+                     : strcmp(key, "content_timeout") == 0 ? &out->content_timeout
+                                                           : NULL;
+        char *end;
+        unsigned long n = field && *val ? strtoul(val, &end, 10) : 0;
+        if (!field || !*val || *end || n < 1 || n > 86400)
+            return false;
+        *field = (int)n;
+    }
+    return true;
 }
 
 bool config_key_is_set(const struct config *cfg, const char *key)

@@ -240,6 +240,19 @@ const char *config_mailauth_policy(const struct config *cfg, const char *key, co
 /* Was key given (in the file or by -o), rather than left at its default? */
 bool config_key_is_set(const struct config *cfg, const char *key);
 
+/* One item of smtp.milters and the like: an address, then optional settings of its own
+ * that replace the milter.* ones for this milter (Postfix's per-milter overrides):
+ *     inet:127.0.0.1:11332;default_action=accept;command_timeout=10
+ * Keys: connect_timeout, command_timeout, content_timeout (seconds, 1-86400) and
+ * default_action (tempfail | accept). A field not given is left as the caller set it
+ * (-1 / NULL). true when well formed; address_r gets the address. */
+struct config_milter_item {
+    char address[256];
+    int connect_timeout, command_timeout, content_timeout; /* seconds, -1 not given */
+    int is_accept;                                          /* -1 not given, 0, 1 */
+};
+bool config_milter_item_parse(const char *item, struct config_milter_item *out);
+
 /* Where a key's value came from, for messages about it: "tern.conf:12", "-o key", or
  * "tern.conf (default of key)". malloc'd. */
 char *config_key_origin(const struct config *cfg, const char *key);

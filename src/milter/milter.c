@@ -189,11 +189,19 @@ size_t milter_specs_from_config(const struct config *cfg, const struct config_li
     }
     bool is_accept = cfg->milter_default_action && strcmp(cfg->milter_default_action, "accept") == 0;
     for (size_t i = 0; i < list->n; i++) {
-        snprintf(specs[i].address, sizeof specs[i].address, "%s", list->items[i]);
-        specs[i].connect_timeout_ms = cfg->milter_connect_timeout * 1000;
-        specs[i].command_timeout_ms = cfg->milter_command_timeout * 1000;
-        specs[i].content_timeout_ms = cfg->milter_content_timeout * 1000;
-        specs[i].default_action = is_accept ? MILTER_DEFAULT_ACCEPT : MILTER_DEFAULT_TEMPFAIL;
+        /* the item's own settings (checked at start-up) replace the milter.* ones */
+        struct config_milter_item it;
+        if (!config_milter_item_parse(list->items[i], &it))
+            snprintf(it.address, sizeof it.address, "%s", list->items[i]);
+        snprintf(specs[i].address, sizeof specs[i].address, "%s", it.address);
+        specs[i].connect_timeout_ms =
+            (it.connect_timeout > 0 ? (unsigned)it.connect_timeout : cfg->milter_connect_timeout) * 1000;
+        specs[i].command_timeout_ms =
+            (it.command_timeout > 0 ? (unsigned)it.command_timeout : cfg->milter_command_timeout) * 1000;
+        specs[i].content_timeout_ms =
+            (it.content_timeout > 0 ? (unsigned)it.content_timeout : cfg->milter_content_timeout) * 1000;
+        bool is_item_accept = it.is_accept >= 0 ? it.is_accept == 1 : is_accept;
+        specs[i].default_action = is_item_accept ? MILTER_DEFAULT_ACCEPT : MILTER_DEFAULT_TEMPFAIL;
     }
     *specs_r = specs;
     return list->n;

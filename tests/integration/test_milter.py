@@ -7,6 +7,7 @@ accept when configured). OpenDKIM signs mail submitted on 587 and through `tern
 sendmail`; opendkim-testmsg verifies the signature of the delivered copy.
 """
 import os
+import re
 import smtplib
 import tempfile
 
@@ -96,6 +97,30 @@ def test_milter_down_gives_default_action(tern_factory, default_action):
                  rf"{default_action}")
     if default_action == "tempfail":
         assert maildir_messages(srv.maildir("alice@example.test")) == []
+
+
+def test_milter_settings_of_its_own(tern_factory):
+    """A milter's own settings in its list item replace the milter.* ones for it alone
+    (Postfix's per-milter overrides): a dead milter marked default_action=accept is
+    skipped while the global default stays tempfail."""
+    dead = free_ports(1)[0]
+    srv = tern_factory({"smtp.milters": f"inet:127.0.0.1:{dead};default_action=accept;"
+                                        f"connect_timeout=5;command_timeout=7",
+                        "milter.default_action": "tempfail"})
+    with smtplib.SMTP(srv.host, srv.ports["smtp"], timeout=60) as s:
+        s.ehlo("client.example")
+        s.mail("sender@remote.example")
+        s.rcpt("alice@example.test")
+        code, _ = s.data(b"Subject: x\r\n\r\nbody\r\n")
+    assert code == 250
+    _delivered(srv, "alice@example.test")
+    srv.wait_log(rf"milter inet:127\.0\.0\.1:{dead}: cannot connect; default action accept")
+    # a bad setting stops start-up with the file, line and reason
+    bad = tern_factory({"smtp.milters": f"inet:127.0.0.1:{dead};default_action=maybe"},
+                       provision=False, start=False)
+    r = bad.cli("config", "check", check=False)
+    assert r.returncode != 0, r
+    assert re.search(r"tern\.conf:\d+: bad milter address .*default_action=maybe", r.stderr), r.stderr
 
 
 def test_opendkim_signs_submission_and_sendmail(tern_factory, opendkim):

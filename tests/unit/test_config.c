@@ -179,8 +179,13 @@ static void test_errors(void **state)
     expect_error("auth.trusted_networks = 127.0.0.1/40\n",
                  "t.conf:1: bad network '127.0.0.1/40' for auth.trusted_networks");
     expect_error("smtp.milters = inet:localhost:11332\n",
-                 "t.conf:1: bad milter address (inet:IP:PORT or unix:/path) "
+                 "t.conf:1: bad milter address (inet:IP:PORT or unix:/path; then "
+                 ";default_action=accept|tempfail or ;connect|command|content_timeout=SECONDS) "
                  "'inet:localhost:11332' for smtp.milters");
+    expect_error("smtp.milters = inet:127.0.0.1:11332;default_action=maybe\n",
+                 "t.conf:1: bad milter address (inet:IP:PORT or unix:/path; then "
+                 ";default_action=accept|tempfail or ;connect|command|content_timeout=SECONDS) "
+                 "'inet:127.0.0.1:11332;default_action=maybe' for smtp.milters");
     expect_error("milter.default_action = reject\n",
                  "t.conf:1: bad value 'reject' for milter.default_action (use tempfail or "
                  "accept)");
@@ -267,6 +272,35 @@ static char *show(const struct config *cfg, bool non_default_only)
     return out;
 }
 
+/* A milter list item: the address, then settings of its own. */
+static void test_milter_item(void **state)
+{
+    (void)state;
+    struct config_milter_item it;
+    assert_true(config_milter_item_parse("inet:127.0.0.1:11332", &it));
+    assert_string_equal(it.address, "inet:127.0.0.1:11332");
+    assert_int_equal(it.is_accept, -1);
+    assert_int_equal(it.command_timeout, -1);
+    assert_true(config_milter_item_parse(
+        "unix:/run/x.sock;default_action=accept;connect_timeout=5;command_timeout=7;"
+        "content_timeout=86400",
+        &it));
+    assert_string_equal(it.address, "unix:/run/x.sock");
+    assert_int_equal(it.is_accept, 1);
+    assert_int_equal(it.connect_timeout, 5);
+    assert_int_equal(it.command_timeout, 7);
+    assert_int_equal(it.content_timeout, 86400);
+    assert_true(config_milter_item_parse("inet:127.0.0.1:1;default_action=tempfail", &it));
+    assert_int_equal(it.is_accept, 0);
+    const char *bad[] = {"", ";default_action=accept", "inet:127.0.0.1:1;",
+                         "inet:127.0.0.1:1;default_action=maybe", "inet:127.0.0.1:1;timeout=5",
+                         "inet:127.0.0.1:1;command_timeout=0", "inet:127.0.0.1:1;command_timeout=x",
+                         "inet:127.0.0.1:1;command_timeout=86401", "inet:127.0.0.1:1;command_timeout",
+                         "inet:127.0.0.1:1;command_timeout=", "nonsense:1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_false(config_milter_item_parse(bad[i], &it));
+}
+
 static void test_show(void **state)
 {
     char *err;
@@ -310,7 +344,7 @@ int main(void)
         cmocka_unit_test(test_defaults_user), cmocka_unit_test(test_defaults_root),
         cmocka_unit_test(test_good_file),     cmocka_unit_test(test_errors),
         cmocka_unit_test(test_overrides),     cmocka_unit_test(test_load_file_and_env),
-        cmocka_unit_test(test_show),
+        cmocka_unit_test(test_show),          cmocka_unit_test(test_milter_item),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
