@@ -194,6 +194,21 @@ static void imap_append_work(struct imap_job *j)
         imap_job_err(j, "Append failed: %s", strdup("out of memory"));
         goto out;
     }
+    /* RFC 3501 §6.3.11: a missing target mailbox answers [TRYCREATE] before any CATENATE
+     * URL is looked at (Dovecot's order; a client that creates and retries needs that) */
+    for (size_t i = 0; i < n; i++) {
+        struct store_status st;
+        char *serr = NULL;
+        if (!aj->msgs[i].parts)
+            continue;
+        if (store_mailbox_status(j->ctx.user, aj->name, &st, &serr) < 0 && serr &&
+            strncmp(serr, "Mailbox doesn't exist", 21) == 0) {
+            imap_job_err(j, "[TRYCREATE] %s", serr);
+            goto out;
+        }
+        free(serr);
+        break;
+    }
     for (size_t i = 0; i < n; i++) {
         const struct imap_append_msg *m = &aj->msgs[i];
         msgs[i].src.fd = -1;

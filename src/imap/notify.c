@@ -95,8 +95,13 @@ notify_parse_events(const struct imap_arg *a, struct imap_notify_group *g, const
     if (is_badevent)
         return IMAP_NOTIFY_PARSE_BADEVENT;
     unsigned msg = g->events & IMAP_NOTIFY_MESSAGE_EVENTS;
-    /* §5: MessageNew and MessageExpunge together; FlagChange needs both */
-    if (msg && (!(msg & IMAP_NOTIFY_MESSAGE_NEW) || !(msg & IMAP_NOTIFY_MESSAGE_EXPUNGE))) {
+    /* §5: for the selected mailbox MessageNew and MessageExpunge go together (its EXISTS
+     * and EXPUNGE keep the numbering) and FlagChange needs both; for other mailboxes,
+     * reported by STATUS, any of them alone is fine (the RFC's own example watches a subtree for
+     * MessageNew; Dovecot and imaptest agree) */
+    bool is_selected = g->filter == IMAP_NOTIFY_SELECTED || g->filter == IMAP_NOTIFY_SELECTED_DELAYED;
+    if (msg && is_selected &&
+        (!(msg & IMAP_NOTIFY_MESSAGE_NEW) || !(msg & IMAP_NOTIFY_MESSAGE_EXPUNGE))) {
         *error_r = "MessageNew, MessageExpunge (and FlagChange) go together.";
         return IMAP_NOTIFY_PARSE_BAD;
     }

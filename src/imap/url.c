@@ -264,7 +264,25 @@ static bool url_access(struct url_cursor *c, struct imap_url *u)
     else
         return false;
     if (u->access == IMAP_URL_ACCESS_SUBMIT || u->access == IMAP_URL_ACCESS_USER) {
-        if (!url_decode_run(c, false, u->access_user, sizeof u->access_user, &n) || n == 0)
+        /* enc-user strictly writes '@' as %40; a bare '@' (user+alice@example.test, as
+         * imaptest and Dovecot write it) is taken too: the name ends at ':' or the end */
+        size_t total = 0;
+        for (;;) {
+            if (!url_decode_run(c, false, u->access_user + total, sizeof u->access_user - total,
+                                &n))
+                return false;
+            if (n == 0 && total > 0)
+                return false; /* "a@" or "a@@b": an empty part */
+            total += n;
+            if (c->i >= c->len || c->s[c->i] != '@' || total + 2 >= sizeof u->access_user)
+                break;
+            if (n == 0)
+                return false; /* "@b" */
+            u->access_user[total++] = '@';
+            u->access_user[total] = '\0';
+            c->i++;
+        }
+        if (total == 0)
             return false;
     }
     u->rump_len = c->i;

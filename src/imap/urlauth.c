@@ -56,6 +56,22 @@ static bool url_find_uid(struct store_mailbox *box, uint32_t uid, size_t *i_r)
 /* Does the user a URL names (its iuserinfo or access identifier) stand for canonical?
  * The same text, or a login the directory resolves to it (a bare name in the default
  * domain, an alias domain's login). */
+/* A user name without a domain in an absolute URL is qualified with the URL's host:
+ * imap://it@example.test/... names it@example.test (our logins are addresses, and an '@'
+ * in the user part would have to be written %40, which clients such as imaptest do not). */
+static void url_qualify(struct imap_url *u)
+{
+    char *names[] = {u->user, u->access_user};
+    size_t sizes[] = {sizeof u->user, sizeof u->access_user};
+    for (size_t i = 0; u->host[0] && i < 2; i++) {
+        size_t ul = strlen(names[i]), hl = strlen(u->host);
+        if (ul && !strchr(names[i], '@') && ul + 1 + hl < sizes[i]) {
+            names[i][ul] = '@';
+            memcpy(names[i] + ul + 1, u->host, hl + 1);
+        }
+    }
+}
+
 static bool url_user_is(struct auth_service *auth, const char *given, const char *canonical)
 {
     if (strcasecmp(given, canonical) == 0)
@@ -131,6 +147,7 @@ int imap_url_fetch(const struct imap_url_reader *r, const char *url, size_t url_
     const char *why = NULL;
     if (!imap_url_parse(url, url_len, &u, &why))
         return url_fail(error_r, IMAP_URL_BAD, why);
+    url_qualify(&u);
     const char *owner = r->username;
     if (u.access == IMAP_URL_ACCESS_NONE) {
         /* RFC 4469 §5: a plain URL names one of the session's own messages */
@@ -260,7 +277,10 @@ static void imap_genurlauth_work(struct imap_job *j)
         struct imap_url u;
         const char *why = NULL;
         /* an absolute URL of one of the user's own messages, ending in ;URLAUTH=<access> */
-        if (!imap_url_parse(url, strlen(url), &u, &why) || !u.is_absolute ||
+        bool is_parsed = imap_url_parse(url, strlen(url), &u, &why);
+        if (is_parsed)
+            url_qualify(&u);
+        if (!is_parsed || !u.is_absolute ||
             u.access == IMAP_URL_ACCESS_NONE || u.mechanism[0] ||
             !url_user_is(j->ctx.auth, u.user, j->ctx.username)) {
             buf_free(&line);

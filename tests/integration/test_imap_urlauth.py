@@ -174,6 +174,10 @@ def test_catenate_badurl(tern):
         assert re.search(r"^c NO \[BADURL [^\]]*\]", got, re.M), (url, got)
         assert url.split("]")[0][:40] in got
     assert cmd(c, "s2", "STATUS INBOX (MESSAGES)") == before.replace("s1 ", "s2 ")
+    # a missing target mailbox answers [TRYCREATE] before any URL is looked at (RFC 3501
+    # §6.3.11; the client creates it and retries with the same parts)
+    got = catenate(c, "t", "NoSuchTarget", [("URL", f"/INBOX/;UID={uid + 50}")])
+    assert re.search(r"^t NO \[TRYCREATE\]", got, re.M), got
 
 
 def test_catenate_multiappend_all_or_nothing(tern):

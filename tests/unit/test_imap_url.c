@@ -65,6 +65,16 @@ static void test_rfc4467_urls(void **state)
     assert_string_equal(u.token, "91354a473744909de610943775f92038");
     assert_int_equal(u.rump_len,
                      strlen(url) - strlen(":internal:91354a473744909de610943775f92038"));
+    /* an access user with a bare '@' (enc-user wants %40; imaptest and Dovecot write it
+     * bare), rump and full */
+    assert_true(parse("imap://it@example.test/INBOX/;uid=1;urlauth=user+it@example.test", &u));
+    assert_string_equal(u.access_user, "it@example.test");
+    assert_true(parse("imap://it@example.test/INBOX/;uid=1;urlauth=submit+it@example.test"
+                      ":internal:91354a473744909de610943775f92038",
+                      &u));
+    assert_string_equal(u.access_user, "it@example.test");
+    assert_string_equal(u.token, "91354a473744909de610943775f92038");
+    assert_false(parse("imap://it@example.test/INBOX/;uid=1;urlauth=user+@", &u));
     /* a rump URL, as GENURLAUTH takes it */
     assert_true(parse("imap://joe@example.com/INBOX/;uid=20/;section=1.2;urlauth=user+fred", &u));
     assert_int_equal(u.access, IMAP_URL_ACCESS_USER);
