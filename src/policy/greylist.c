@@ -56,10 +56,24 @@ struct greylist *greylist_open(const char *path, const struct greylist_limits *l
     g->limits = *limits;
     pthread_mutex_init(&g->lock, NULL);
     char *err = NULL;
-    if (sqlite3_open_v2(path, &g->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                                          SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK ||
-        sqlite3_busy_timeout(g->db, 5000) != SQLITE_OK ||
-        sqlite3_exec(g->db, greylist_schema, NULL, NULL, &err) != SQLITE_OK) {
+    int rc = sqlite3_open_v2(path, &g->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_busy_timeout(g->db, 5000);
+    /* Every mail worker opens the file at start, at the same moment: switching it to WAL
+     * or creating the tables can meet another's lock with SQLITE_BUSY at once (SQLite
+     * skips the busy handler where waiting could deadlock), so the schema is retried,
+     * 5 s at most (start-up only). */
+    for (int tries = 0; rc == SQLITE_OK || rc == SQLITE_BUSY || rc == SQLITE_LOCKED; tries++) {
+        sqlite3_free(err);
+        err = NULL;
+        rc = sqlite3_exec(g->db, greylist_schema, NULL, NULL, &err);
+        if ((rc != SQLITE_BUSY && rc != SQLITE_LOCKED) || tries >= 50)
+            break;
+        sqlite3_sleep(100);
+    }
+    if (rc != SQLITE_OK) {
         size_t n = strlen(path) + 128;
         *error_r = malloc(n);
         if (*error_r)

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -48,6 +49,42 @@ static enum greylist_verdict check(struct greylist *g, const char *ip, const cha
     if (retry_in)
         *retry_in = a.retry_in;
     return a.verdict;
+}
+
+/* Every mail worker opens the file at start at the same moment: each must succeed (the
+ * schema met another's lock with SQLITE_BUSY and a worker failed to start). */
+static void test_concurrent_open(void **state)
+{
+    (void)state;
+    enum { N = 8 };
+    int go[2];
+    assert_int_equal(pipe(go), 0);
+    pid_t pids[N];
+    for (int i = 0; i < N; i++) {
+        pids[i] = fork();
+        assert_true(pids[i] >= 0);
+        if (pids[i] == 0) {
+            char c;
+            close(go[1]);
+            if (read(go[0], &c, 1) < 0)
+                _exit(3);
+            char *err = NULL;
+            struct greylist *g = greylist_open(path, &limits, &err);
+            if (!g) {
+                fprintf(stderr, "greylist_open: %s\n", err ? err : "?");
+                _exit(1);
+            }
+            greylist_close(g);
+            _exit(0);
+        }
+    }
+    close(go[0]);
+    close(go[1]); /* every child starts at once */
+    for (int i = 0; i < N; i++) {
+        int st = 0;
+        assert_int_equal(waitpid(pids[i], &st, 0), pids[i]);
+        assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
 }
 
 static void test_triplet_life(void **state)
@@ -120,6 +157,7 @@ static void test_pass_list_and_networks(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_concurrent_open, setup, teardown),
         cmocka_unit_test_setup_teardown(test_triplet_life, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pass_list_and_networks, setup, teardown),
     };
