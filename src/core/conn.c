@@ -17,10 +17,14 @@
  * worker's copy of the socket carries on. A TLS connection cannot move (OpenSSL's state
  * stays in this process): the worker gets one end of a socketpair instead, and this
  * connection becomes a relay of the plaintext between the client's TLS and the other end
- * (conn_relay_*): no session, bounded buffers in both directions (reading stops on one
- * side while the other's output is above CONN_RELAY_HIGH), and an end on either side
- * ends the other after its last bytes are through. conn_adopt() is the mail worker's
- * side: a struct conn made from the record, its input preloaded.
+ * (conn_relay_*): no session, and an end on either side ends the other after its last
+ * bytes are through. The relay has no buffers of its own (issue 10: every idle TLS
+ * session keeps one, so each byte of it counts): the socketpair is one plain event, the
+ * worker's bytes are read straight into the TLS output buffer (while that holds at most
+ * CONN_RELAY_HIGH), and the client's decrypted bytes wait in the TLS input buffer until
+ * the socketpair takes them (its high-water mark, CONN_INPUT_HIGH_WATER, stops reading
+ * the client meanwhile). conn_adopt() is the mail worker's side: a struct conn made from
+ * the record, its input preloaded.
  */
 #include "core/backend.h"
 #include "core/channel.h"
@@ -51,9 +55,11 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
-/* Relay (conn_handoff over TLS): a direction stops reading while what it wrote waits
- * above this, and resumes below CONN_OUTPUT_LOW_WATER. */
+/* Relay (conn_handoff over TLS): the worker's end is not read while the client's TLS
+ * output holds more than this; reading resumes below CONN_OUTPUT_LOW_WATER. */
 #define CONN_RELAY_HIGH (128 * 1024)
+/* At most this much is read from the worker's end per wake-up (then the loop turns). */
+#define CONN_RELAY_READ_MAX (64 * 1024)
 /* How long a mail worker may take to adopt a handed-over session. */
 #define CONN_HANDOFF_TIMEOUT_S 10
 
@@ -86,7 +92,13 @@ struct conn {
     struct conn *next, *prev;
     int fd; /* the socket (owned by bev), for socket options */
 
-    struct sockaddr_storage peer;
+    /* the peer's address (AF_INET or AF_INET6; of a unix peer only the family): not a
+     * sockaddr_storage, whose 128 bytes every idle session would carry (issue 10) */
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+    } peer;
     char peer_ip[INET6_ADDRSTRLEN];
     char local_ip[INET6_ADDRSTRLEN];
     uint16_t peer_port, local_port;
@@ -101,10 +113,12 @@ struct conn {
     bool is_relay_end;       /* worker side: the socket is a login process's relay end */
     bool is_anvil_counted;   /* counted in anvil.h (not a relayed session in a worker) */
     bool is_relay;           /* login side, TLS: relaying for a mail worker (no session) */
-    bool is_relay_in_paused, is_relay_out_paused;
+    bool is_relay_out_paused; /* the worker's end is not read: the client is behind */
+    bool has_relay_ended;    /* the worker's end closed (or failed): nothing more to relay */
     bool has_handoff_failed; /* on_handoff_failed is due (from the kick) */
-    int relay_fd;               /* our end of the socketpair until the relay starts */
-    struct bufferevent *relay;  /* that end, relaying */
+    short relay_watch;          /* what relay_ev waits for now (EV_READ, EV_WRITE), 0 none */
+    int relay_fd;               /* our end of the socketpair, -1 none */
+    struct event *relay_ev;     /* relay_fd on the loop while relaying */
 
     unsigned timeout; /* seconds, 0 none */
     bool is_tls;
@@ -116,7 +130,8 @@ struct conn {
     bool is_finished; /* close() called; the struct is about to go */
     bool wants_linger; /* our orderly close: drain the peer's input first (conn_linger) */
     const char *close_reason;
-    char tls_desc[160];
+    char *tls_desc; /* "TLSv1.3 with cipher ..." once TLS is up, NULL before (malloc'd:
+                       the exact length, not a fixed array in every session) */
 };
 
 static void conn_relay_client_read(struct conn *c);
@@ -215,7 +230,7 @@ bool conn_is_tls(const struct conn *c)
 const char *conn_tls_description(const struct conn *c)
 {
     CONN_ON_LOOP();
-    return c->is_tls ? c->tls_desc : "";
+    return c->is_tls && c->tls_desc ? c->tls_desc : "";
 }
 
 /* STARTTLS can be offered: a TLS context exists and this connection is still plain. */
@@ -246,10 +261,10 @@ uint16_t conn_local_port(const struct conn *c)
 uint16_t conn_peer_port(const struct conn *c)
 {
     CONN_ON_LOOP();
-    if (c->peer.ss_family == AF_INET)
-        return ntohs(((const struct sockaddr_in *)&c->peer)->sin_port);
-    if (c->peer.ss_family == AF_INET6)
-        return ntohs(((const struct sockaddr_in6 *)&c->peer)->sin6_port);
+    if (c->peer.sa.sa_family == AF_INET)
+        return ntohs(c->peer.in.sin_port);
+    if (c->peer.sa.sa_family == AF_INET6)
+        return ntohs(c->peer.in6.sin6_port);
     return 0;
 }
 
@@ -314,11 +329,11 @@ bool conn_peer_in_networks(const struct conn *c, const struct config_list *nets)
     CONN_ON_LOOP();
     int family;
     unsigned char addr[16];
-    if (c->peer.ss_family == AF_INET) {
+    if (c->peer.sa.sa_family == AF_INET) {
         family = AF_INET;
-        memcpy(addr, &((const struct sockaddr_in *)&c->peer)->sin_addr, 4);
-    } else if (c->peer.ss_family == AF_INET6) {
-        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)&c->peer)->sin6_addr;
+        memcpy(addr, &c->peer.in.sin_addr, 4);
+    } else if (c->peer.sa.sa_family == AF_INET6) {
+        const struct in6_addr *a6 = &c->peer.in6.sin6_addr;
         if (IN6_IS_ADDR_V4MAPPED(a6)) {
             family = AF_INET; /* ::ffff:a.b.c.d matches IPv4 networks */
             memcpy(addr, &a6->s6_addr[12], 4);
@@ -437,10 +452,10 @@ static void conn_finish(struct conn *c, const char *reason)
         server_session_released(srv);
     if (c->handle)
         job_session_remove(c->handle); /* a handoff job still queued is cancelled */
-    if (c->relay)
-        bufferevent_free(c->relay); /* the mail worker reads the end of its input */
+    if (c->relay_ev)
+        event_free(c->relay_ev);
     if (c->relay_fd >= 0)
-        close(c->relay_fd);
+        close(c->relay_fd); /* the mail worker reads the end of its input */
     if (c->under_cb)
         evbuffer_remove_cb_entry(c->under_buf, c->under_cb);
     SSL *ssl = c->is_tls && !c->is_adopted ? bufferevent_openssl_get_ssl(c->bev) : NULL;
@@ -458,6 +473,7 @@ static void conn_finish(struct conn *c, const char *reason)
     event_free(c->kick);
     if (c->deadline)
         event_free(c->deadline);
+    free(c->tls_desc);
     free(c);
 }
 
@@ -673,9 +689,11 @@ static void conn_describe_tls(struct conn *c)
     const SSL_CIPHER *cipher = SSL_get_current_cipher(ssl);
     int alg_bits = 0;
     int bits = cipher ? SSL_CIPHER_get_bits(cipher, &alg_bits) : 0;
-    snprintf(c->tls_desc, sizeof c->tls_desc, "%s with cipher %s (%d/%d bits)",
-             SSL_get_version(ssl), cipher ? SSL_CIPHER_get_name(cipher) : "unknown", bits,
-             alg_bits);
+    char desc[sizeof ((struct conn_handoff *)0)->tls_desc];
+    snprintf(desc, sizeof desc, "%s with cipher %s (%d/%d bits)", SSL_get_version(ssl),
+             cipher ? SSL_CIPHER_get_name(cipher) : "unknown", bits, alg_bits);
+    free(c->tls_desc);
+    c->tls_desc = strdup(desc); /* NULL (out of memory): described as "" */
 }
 
 /* The implicit-TLS handshake finished (or the plain connection is ready): open. */
@@ -848,6 +866,7 @@ static void conn_fill_addresses(struct conn *c, int fd, const struct sockaddr *p
 {
     memset(&c->peer, 0, sizeof c->peer);
     memcpy(&c->peer, peer, peer_len < sizeof c->peer ? peer_len : sizeof c->peer);
+    c->peer.sa.sa_family = peer->sa_family; /* a unix peer's path is cut off */
     snprintf(c->peer_ip, sizeof c->peer_ip, "unknown");
     if (peer->sa_family == AF_UNIX) {
         /* a unix socket: its file permissions said who may connect */
@@ -1172,7 +1191,7 @@ void conn_handoff(struct conn *c, struct conn_handoff *h)
     snprintf(h->local_ip, sizeof h->local_ip, "%s", c->local_ip);
     h->peer_port = c->peer_port;
     h->local_port = c->local_port;
-    snprintf(h->tls_desc, sizeof h->tls_desc, "%s", c->is_tls ? c->tls_desc : "");
+    snprintf(h->tls_desc, sizeof h->tls_desc, "%s", conn_tls_description(c));
     /* what the client sent after the login command goes along, read by the worker's
      * session first (more arrives on the socket, or through the relay, after it) */
     struct evbuffer *in = bufferevent_get_input(c->bev);
@@ -1224,16 +1243,64 @@ fail:
 
 /* ---- the TLS relay (login side) ------------------------------------------------------ */
 
-/* Client -> mail worker: what the client sent (decrypted) goes into the socketpair. */
+static void conn_relay_on_ready(evutil_socket_t fd, short what, void *arg);
+
+/* Watch the worker's end for what the relay needs now: its output (EV_READ) unless the
+ * client is behind or the worker finished, and room for the client's bytes (EV_WRITE)
+ * while some wait. */
+static void conn_relay_watch(struct conn *c)
+{
+    if (!c->relay_ev || c->relay_fd < 0)
+        return;
+    short want = 0;
+    if (!c->is_relay_out_paused && !c->has_relay_ended && !c->is_closing)
+        want |= EV_READ;
+    if (!c->has_relay_ended && evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+        want |= EV_WRITE;
+    if (want == c->relay_watch)
+        return;
+    event_del(c->relay_ev);
+    c->relay_watch = 0;
+    if (!want)
+        return;
+    if (event_assign(c->relay_ev, c->srv->ctx.base, c->relay_fd, want | EV_PERSIST,
+                     conn_relay_on_ready, c) == 0 &&
+        event_add(c->relay_ev, NULL) == 0)
+        c->relay_watch = want;
+}
+
+/* The worker's end closed or failed: flush what it said to the client, then close. */
+static void conn_relay_end(struct conn *c, const char *reason)
+{
+    c->has_relay_ended = true;
+    bufferevent_disable(c->bev, EV_READ);
+    if (!c->close_reason)
+        c->close_reason = reason;
+    conn_close(c);
+    conn_relay_watch(c);
+    conn_restart_tls_write(c);
+}
+
+/* Client -> mail worker: write the decrypted bytes waiting in the TLS input buffer to the
+ * socketpair, as far as it takes them; the rest waits there (EV_WRITE). After the
+ * client's end, the worker's input ends once the last of them is through. */
 static void conn_relay_client_read(struct conn *c)
 {
-    struct evbuffer *to = bufferevent_get_output(c->relay);
-    evbuffer_add_buffer(to, bufferevent_get_input(c->bev));
-    if (evbuffer_get_length(to) > CONN_RELAY_HIGH) {
-        /* the worker is behind: stop reading the client until it caught up */
-        c->is_relay_in_paused = true;
-        bufferevent_disable(c->bev, EV_READ);
+    if (c->has_relay_ended || c->relay_fd < 0)
+        return;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    while (evbuffer_get_length(in) > 0) {
+        int n = evbuffer_write(in, c->relay_fd);
+        if (n > 0)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            break;
+        conn_relay_end(c, "mail worker gone");
+        return;
     }
+    if (c->has_eof && evbuffer_get_length(in) == 0)
+        shutdown(c->relay_fd, SHUT_WR);
+    conn_relay_watch(c);
 }
 
 /* The client's output fell below CONN_OUTPUT_LOW_WATER: read the worker again. */
@@ -1241,7 +1308,7 @@ static void conn_relay_client_drained(struct conn *c)
 {
     if (c->is_relay_out_paused) {
         c->is_relay_out_paused = false;
-        bufferevent_enable(c->relay, EV_READ);
+        conn_relay_watch(c);
     }
 }
 
@@ -1250,84 +1317,74 @@ static void conn_relay_client_drained(struct conn *c)
 static void conn_relay_client_eof(struct conn *c)
 {
     c->has_eof = true;
-    conn_relay_client_read(c);
     bufferevent_disable(c->bev, EV_READ);
-    if (evbuffer_get_length(bufferevent_get_output(c->relay)) == 0)
-        shutdown(bufferevent_getfd(c->relay), SHUT_WR);
+    conn_relay_client_read(c);
 }
 
-/* Mail worker -> client: its replies go out through TLS. */
-static void conn_relay_on_read(struct bufferevent *bev, void *arg)
+/* Mail worker -> client: its replies go straight into the TLS output buffer, read while
+ * that holds at most CONN_RELAY_HIGH (a slow client: the worker's output waits in the
+ * socketpair, and then in the worker, whose FETCH stops at its own high mark). */
+static void conn_relay_worker_read(struct conn *c)
 {
-    struct conn *c = arg;
-    evbuffer_add_buffer(bufferevent_get_output(c->bev), bufferevent_get_input(bev));
-    if (conn_output_length(c) > CONN_RELAY_HIGH) {
-        /* the client is slow: the worker's output waits in the socketpair (and then in
-         * the worker, whose FETCH stops at its own high mark) */
-        c->is_relay_out_paused = true;
-        bufferevent_disable(bev, EV_READ);
-    }
-}
-
-/* The socketpair's output fell below the low mark: read the client again. */
-static void conn_relay_on_write(struct bufferevent *bev, void *arg)
-{
-    struct conn *c = arg;
-    size_t queued = evbuffer_get_length(bufferevent_get_output(bev));
-    if (c->is_relay_in_paused && !c->has_eof && queued <= CONN_OUTPUT_LOW_WATER) {
-        c->is_relay_in_paused = false;
-        bufferevent_enable(c->bev, EV_READ);
-    }
-    if (c->has_eof && queued == 0)
-        shutdown(bufferevent_getfd(bev), SHUT_WR);
-}
-
-/* The mail worker closed its end (the session is over) or it died: flush what it said
- * to the client, then close. */
-static void conn_relay_on_event(struct bufferevent *bev, short what, void *arg)
-{
-    struct conn *c = arg;
-    if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    size_t budget = CONN_RELAY_READ_MAX;
+    while (budget > 0) {
+        if (conn_output_length(c) > CONN_RELAY_HIGH) {
+            c->is_relay_out_paused = true;
+            break;
+        }
+        int n = evbuffer_read(out, c->relay_fd, (int)budget);
+        if (n > 0) {
+            budget -= (size_t)n < budget ? (size_t)n : budget;
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            break;
+        /* the session is over (the worker closed its end) or the worker died */
+        conn_relay_end(c, n == 0 ? "disconnect" : "mail worker gone");
         return;
-    evbuffer_add_buffer(bufferevent_get_output(c->bev), bufferevent_get_input(bev));
-    bufferevent_disable(bev, EV_READ | EV_WRITE);
-    if (!c->close_reason)
-        c->close_reason = (what & BEV_EVENT_ERROR) ? "mail worker gone" : "disconnect";
-    conn_close(c);
-    conn_restart_tls_write(c);
+    }
+    conn_relay_watch(c);
+}
+
+/* The worker's end is readable or writable. */
+static void conn_relay_on_ready(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    if (c->is_finished)
+        return;
+    if (what & EV_WRITE)
+        conn_relay_client_read(c);
+    if ((what & EV_READ) && !c->has_relay_ended && !c->is_closing)
+        conn_relay_worker_read(c);
 }
 
 /* The mail worker adopted the session: the session here ends; the plaintext is relayed. */
 static void conn_relay_start(struct conn *c)
 {
-    int fd = c->relay_fd;
-    c->relay_fd = -1;
-    c->relay = bufferevent_socket_new(c->srv->ctx.base, fd,
-                                      BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-    if (!c->relay) {
-        close(fd);
+    c->relay_ev = event_new(c->srv->ctx.base, -1, 0, conn_relay_on_ready, c);
+    void *session = c->session;
+    c->session = NULL;
+    c->is_relay = true; /* no session any more: nothing to answer */
+    if (session && c->proto->close)
+        c->proto->close(session, "handoff");
+    if (!c->relay_ev) {
         c->close_reason = "out of memory";
-        c->is_relay = true; /* no session any more: nothing to answer */
-        if (c->session && c->proto->close)
-            c->proto->close(c->session, "handoff");
-        c->session = NULL;
         conn_finish(c, "out of memory");
         return;
     }
-    bufferevent_setcb(c->relay, conn_relay_on_read, conn_relay_on_write, conn_relay_on_event, c);
-    bufferevent_setwatermark(c->relay, EV_WRITE, CONN_OUTPUT_LOW_WATER, 0);
-    bufferevent_enable(c->relay, EV_READ | EV_WRITE);
-    void *session = c->session;
-    c->session = NULL;
-    c->is_relay = true;
-    if (session && c->proto->close)
-        c->proto->close(session, "handoff");
+    /* the login deadline is the session's; the mail worker has its own now */
+    if (c->deadline) {
+        event_free(c->deadline);
+        c->deadline = NULL;
+    }
     /* the mail worker keeps the protocol's idle timeout; here only a client that stops
      * reading is cut off (the write timeout) */
     struct timeval tv = {.tv_sec = c->timeout ? c->timeout : CONN_CLOSE_FLUSH_SECONDS};
     bufferevent_set_timeouts(c->bev, NULL, &tv);
     bufferevent_enable(c->bev, EV_READ);
     conn_relay_client_read(c); /* anything decrypted while the handoff was in flight */
+    conn_relay_watch(c);
 }
 
 /* ---- adopting a handed-over session (mail worker) ------------------------------------- */
@@ -1412,7 +1469,7 @@ bool conn_adopt(struct server *srv, const struct conn_protocol *proto, int fd,
     c->is_relay_end = is_relay_end;
     c->is_tls = h->is_tls;
     c->is_opened = true;
-    snprintf(c->tls_desc, sizeof c->tls_desc, "%s", h->tls_desc);
+    c->tls_desc = h->tls_desc[0] ? strdup(h->tls_desc) : NULL;
     snprintf(c->peer_ip, sizeof c->peer_ip, "%s", h->peer_ip);
     snprintf(c->local_ip, sizeof c->local_ip, "%s", h->local_ip);
     c->peer_port = h->peer_port;
@@ -1434,6 +1491,7 @@ bool conn_adopt(struct server *srv, const struct conn_protocol *proto, int fd,
             close(fd);
         if (c->kick)
             event_free(c->kick);
+        free(c->tls_desc);
         free(c);
         return false;
     }
