@@ -1123,7 +1123,8 @@ static void conn_handoff_job_free(struct conn_handoff_job *j)
 {
     if (j->fd >= 0)
         close(j->fd); /* ours: the mail worker received its own copy */
-    explicit_bzero(j->data, j->len);
+    if (j->data)
+        explicit_bzero(j->data, j->len);
     free(j->data);
     free(j);
 }
@@ -1209,8 +1210,18 @@ void conn_handoff(struct conn *c, struct conn_handoff *h)
     if (!j)
         goto fail;
     j->fd = -1;
-    j->data = malloc(CHANNEL_MAX_PAYLOAD);
-    if (!j->data || conn_handoff_encode(h, j->data, CHANNEL_MAX_PAYLOAD - 8, &j->len) < 0)
+    /* encoded here, kept at its own size: a handoff in flight does not hold 64 KB of the
+     * login process's heap (a burst of logins left it behind, issue 10) */
+    static char record[CHANNEL_MAX_PAYLOAD]; /* loop thread only (CONN_ON_LOOP) */
+    if (conn_handoff_encode(h, record, CHANNEL_MAX_PAYLOAD - 8, &j->len) < 0) {
+        explicit_bzero(record, sizeof record);
+        goto fail;
+    }
+    j->data = malloc(j->len ? j->len : 1);
+    if (j->data)
+        memcpy(j->data, record, j->len);
+    explicit_bzero(record, j->len);
+    if (!j->data)
         goto fail;
     if (c->is_tls) {
         int sv[2];
