@@ -1330,6 +1330,11 @@ static void conn_relay_client_eof(struct conn *c)
     c->has_eof = true;
     bufferevent_disable(c->bev, EV_READ);
     conn_relay_client_read(c);
+    /* A vanished client (a reset: with dirty shutdowns allowed that is an end of input
+     * too) left libevent's TLS writing stopped with the worker's output queued: the
+     * worker waited to hand over the rest, this side for the worker's close, for good.
+     * Writing again ends it: the bytes reach a half-closed client, or the write fails. */
+    conn_restart_tls_write(c);
 }
 
 /* Mail worker -> client: its replies go straight into the TLS output buffer, read while
