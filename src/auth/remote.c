@@ -7,8 +7,10 @@
  * then NUL-terminated strings; no pointer crosses.
  *
  * Threads: the calls come from workpool threads (they were BLOCKING before too) and wait
- * on a condition variable; one reader thread per process receives the answers and wakes
- * the caller whose id it is. A call that gets no answer within AUTH_REMOTE_TIMEOUT_S
+ * on the condition variable of their own pending slot; one reader thread per process
+ * receives the answers and wakes the caller whose id it is, and only it (one shared
+ * condition woke every waiting thread per answer: with 16 pool threads waiting that was
+ * ~16 context switches per lookup, docs/PERFORMANCE.md §12.8). A call that gets no answer within AUTH_REMOTE_TIMEOUT_S
  * (the auth process died or hangs) fails as a temporary error, never as "wrong password"
  * or "no such user". When the master starts a new auth process it hands us a new channel
  * (auth_service_set_channel, loop thread): calls waiting on the old one fail (temporary),
@@ -47,7 +49,9 @@ struct auth_pending {
 
 struct auth_remote {
     pthread_mutex_t lock;
-    pthread_cond_t cond; /* an answer arrived, or the channel changed */
+    pthread_cond_t cond; /* the channel changed, the mechanisms came (reader, opening) */
+    pthread_cond_t pending_cond[AUTH_REMOTE_PENDING]; /* that slot's answer came, or the
+                                                       * channel changed (remote_wake_all) */
     int sock;            /* -1 while there is no auth process */
     unsigned generation; /* bumped by every new channel: stale waits fail */
     uint32_t next_id;
@@ -59,6 +63,15 @@ struct auth_remote {
 };
 
 /* ---- the reader thread ---------------------------------------------------------------- */
+
+/* Under the lock: the channel changed or we stop; every waiting call looks again. */
+static void remote_wake_all(struct auth_remote *r)
+{
+    pthread_cond_broadcast(&r->cond);
+    for (size_t i = 0; i < AUTH_REMOTE_PENDING; i++)
+        if (r->pending[i].id != 0)
+            pthread_cond_signal(&r->pending_cond[i]);
+}
 
 static void remote_on_msg(struct auth_remote *r, struct channel_msg *m)
 {
@@ -87,7 +100,7 @@ static void remote_on_msg(struct auth_remote *r, struct channel_msg *m)
             memcpy(p->reply, m, sizeof *m);
             m->fd = -1; /* (answers carry none; if one came, the caller closes it) */
             p->is_done = true;
-            pthread_cond_broadcast(&r->cond);
+            pthread_cond_signal(&r->pending_cond[i]);
             break;
         }
     }
@@ -124,7 +137,7 @@ static void *remote_reader(void *arg)
             close(r->sock);
             r->sock = -1;
             r->generation++;
-            pthread_cond_broadcast(&r->cond);
+            remote_wake_all(r);
         }
     }
     pthread_mutex_unlock(&r->lock);
@@ -190,7 +203,8 @@ static int remote_call(struct auth_service *svc, uint8_t type, const char *const
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_sec += AUTH_REMOTE_TIMEOUT_S;
         while (!p->is_done && r->generation == gen)
-            if (pthread_cond_timedwait(&r->cond, &r->lock, &until) == ETIMEDOUT)
+            if (pthread_cond_timedwait(&r->pending_cond[p - r->pending], &r->lock, &until) ==
+                ETIMEDOUT)
                 break;
         rc = p->is_done ? 0 : -1;
         if (rc < 0 && r->generation == gen)
@@ -513,6 +527,8 @@ struct auth_service *auth_service_open_remote(const struct config *cfg, int sock
     svc->remote = r;
     pthread_mutex_init(&r->lock, NULL);
     pthread_cond_init(&r->cond, NULL);
+    for (size_t i = 0; i < AUTH_REMOTE_PENDING; i++)
+        pthread_cond_init(&r->pending_cond[i], NULL);
     r->sock = sock;
     if (pthread_create(&r->reader, NULL, remote_reader, r) != 0) {
         *error_r = strdup("cannot start the auth reader thread");
@@ -548,7 +564,7 @@ void auth_service_set_channel(struct auth_service *svc, int sock)
         close(r->sock);
     r->sock = sock;
     r->generation++;
-    pthread_cond_broadcast(&r->cond);
+    remote_wake_all(r);
     pthread_mutex_unlock(&r->lock);
 }
 
@@ -559,13 +575,15 @@ void auth_remote_close(struct auth_service *svc)
         return;
     pthread_mutex_lock(&r->lock);
     r->is_stopping = true;
-    pthread_cond_broadcast(&r->cond);
+    remote_wake_all(r);
     pthread_mutex_unlock(&r->lock);
     if (r->has_reader)
         pthread_join(r->reader, NULL);
     if (r->sock >= 0)
         close(r->sock);
     pthread_cond_destroy(&r->cond);
+    for (size_t i = 0; i < AUTH_REMOTE_PENDING; i++)
+        pthread_cond_destroy(&r->pending_cond[i]);
     pthread_mutex_destroy(&r->lock);
     free(r);
     svc->remote = NULL;
