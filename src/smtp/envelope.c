@@ -375,7 +375,10 @@ static void rcpt_local(struct rcpt_job *rj)
             continue;
         }
         rj->n_users++;
-        if (rj->is_remote ? smtp_remote_user_is_full(u->address) == 1 : user_is_full(u)) {
+        /* without a quota nothing can be full: no index to read, and from a login process
+         * no round trip to a mail worker (and from there to the auth process) per RCPT */
+        if (u->quota != 0 &&
+            (rj->is_remote ? smtp_remote_user_is_full(u->address) == 1 : user_is_full(u))) {
             snprintf(rj->reply, sizeof rj->reply,
                      "452 4.2.2 <%s>: Recipient address rejected: Mailbox full", rcpt);
             return;
