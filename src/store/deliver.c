@@ -5,7 +5,8 @@
  * Order of operations (each step only once the previous succeeded for every copy):
  *   1. quota: index usage + this copy must fit, for every target;
  *   2. write each copy (header + body, CRLF -> LF, streamed) to <mailbox>/tmp/, fsync;
- *   3. rename every copy into new/, fsync every new/ directory;
+ *   3. rename every copy into new/, fsync every new/ directory (one fsync shared by the
+ *      deliveries that renamed into it meanwhile: store_io_fsync_dir_shared);
  *   4. index each copy (uid = uidnext++ in one transaction per copy).
  * A failure in 1-3 removes every file written so far, so no copy is visible. A failure
  * in 4 does not undo the delivery: the file is durable in new/ and the next sync of the
@@ -222,7 +223,7 @@ int store_deliver(const struct store_source *src, struct store_target *targets, 
             continue;
         char dir[4300];
         snprintf(dir, sizeof dir, "%s/new", copies[i].mbox_path);
-        if (store_io_fsync_dir(dir) < 0) {
+        if (store_io_fsync_dir_shared(dir) < 0) {
             store_error(error_r, "fsync %s: %s", dir, strerror(errno));
             failed_status = STORE_ERR_TEMP;
             failed_at = i;
