@@ -124,6 +124,37 @@ static void test_schema(void **state)
     auth_service_close(again);
 }
 
+/* The lookups keep their statements prepared on the connection: what another process
+ * (the CLI) changes in tern.db between two lookups is seen by the next one, found and
+ * gone alike, and a lookup holds no read transaction that would pin an old state. */
+static void test_kept_statements_see_other_writers(void **state)
+{
+    struct fixture *f = *state;
+    add_domain(f->svc, "example.test");
+    char *err = NULL;
+    struct auth_service *cli = auth_service_open(&f->cfg, &err);
+    assert_non_null(cli);
+    struct auth_user u;
+    for (int round = 0; round < 3; round++) {
+        assert_int_equal(auth_user_lookup(f->svc, "kept@example.test", &u), 0);
+        assert_int_equal(auth_domain_is_local(f->svc, "other.test"), 0);
+        ok(auth_user_add(cli, "kept@example.test", "pw", 0, &err), err);
+        ok(auth_domain_add(cli, "other.test", &err), err);
+        assert_int_equal(auth_user_lookup(f->svc, "kept@example.test", &u), 1);
+        assert_string_equal(u.address, "kept@example.test");
+        auth_user_free(&u);
+        assert_int_equal(auth_domain_is_local(f->svc, "other.test"), 1);
+        struct auth_targets t;
+        assert_int_equal(auth_resolve(f->svc, "kept@example.test", &t), 1);
+        assert_int_equal(t.n_local, 1);
+        auth_targets_free(&t);
+        ok(auth_user_del(cli, "kept@example.test", &err), err);
+        ok(auth_domain_del(cli, "other.test", &err), err);
+    }
+    assert_int_equal(auth_user_lookup(f->svc, "kept@example.test", &u), 0);
+    auth_service_close(cli);
+}
+
 static void count_cb(const char *d, void *arg)
 {
     (void)d;
@@ -604,6 +635,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_schema, setup, teardown),
         cmocka_unit_test_setup_teardown(test_domains, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kept_statements_see_other_writers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_users, setup, teardown),
         cmocka_unit_test(test_default_domain),
         cmocka_unit_test_setup_teardown(test_user_list, setup, teardown),
