@@ -57,6 +57,7 @@ enum auth_msg {
     AUTH_MSG_MECHS,
     AUTH_MSG_DOMAIN_LIST,
     AUTH_MSG_TOKEN_REDEEM,
+    AUTH_MSG_RCPT_LOOKUP, /* domain, address -> auth_rcpt (remote.c has the layout) */
 };
 
 #endif

@@ -321,6 +321,76 @@ int auth_remote_user_lookup(struct auth_service *svc, const char *login, struct 
     return rc;
 }
 
+/* Copy the next string of m, or NULL (and *is_bad) when it is missing or memory is out. */
+static char *reply_dup(const struct channel_msg *m, size_t *pos, bool *is_bad)
+{
+    const char *s = channel_get_str(m, pos);
+    char *copy = s ? strdup(s) : NULL;
+    if (!copy)
+        *is_bad = true;
+    return copy;
+}
+
+/* The answer to AUTH_MSG_RCPT_LOOKUP: rc is_local; when 1, "resolved"; when that is 1,
+ * "n_local n_remote", the local then the remote addresses, then per local address its
+ * lookup result and, when 1, address, home, quota, enabled (server.c). */
+void auth_remote_rcpt_lookup(struct auth_service *svc, const char *domain, const char *address,
+                             struct auth_rcpt *r)
+{
+    memset(r, 0, sizeof *r);
+    const char *a[] = {domain, address};
+    struct channel_msg *m = reply_new();
+    size_t pos = 0;
+    r->is_local = m && remote_call(svc, AUTH_MSG_RCPT_LOOKUP, a, 2, m) == 0 ? reply_rc(m, &pos) : -1;
+    bool is_bad = false;
+    if (r->is_local == 1) {
+        const char *resolved = channel_get_str(m, &pos);
+        r->resolved = resolved ? atoi(resolved) : -1;
+        is_bad = !resolved;
+    }
+    if (!is_bad && r->is_local == 1 && r->resolved == 1) {
+        const char *counts = channel_get_str(m, &pos);
+        size_t cap = m->len / 2 + 1; /* every string takes at least two bytes */
+        unsigned long n_local = 0, n_remote = 0;
+        if (!counts || sscanf(counts, "%lu %lu", &n_local, &n_remote) != 2 || n_local > cap ||
+            n_remote > cap)
+            is_bad = true;
+        if (!is_bad) {
+            r->t.local = calloc(n_local + 1, sizeof *r->t.local);
+            r->t.remote = calloc(n_remote + 1, sizeof *r->t.remote);
+            r->found = calloc(n_local + 1, sizeof *r->found);
+            r->users = calloc(n_local + 1, sizeof *r->users);
+            is_bad = !r->t.local || !r->t.remote || !r->found || !r->users;
+        }
+        for (size_t i = 0; !is_bad && i < n_local; i++)
+            if ((r->t.local[i] = reply_dup(m, &pos, &is_bad)))
+                r->t.n_local++;
+        for (size_t i = 0; !is_bad && i < n_remote; i++)
+            if ((r->t.remote[i] = reply_dup(m, &pos, &is_bad)))
+                r->t.n_remote++;
+        for (size_t i = 0; !is_bad && i < n_local; i++) {
+            const char *found = channel_get_str(m, &pos);
+            r->found[i] = found ? atoi(found) : -1;
+            if (!found || r->found[i] < -1 || r->found[i] > 2) {
+                is_bad = true;
+            } else if (r->found[i] == 1) {
+                struct auth_user *u = &r->users[i];
+                u->address = reply_dup(m, &pos, &is_bad);
+                u->home = reply_dup(m, &pos, &is_bad);
+                const char *quota = channel_get_str(m, &pos), *enabled = channel_get_str(m, &pos);
+                is_bad = is_bad || !quota || !enabled;
+                u->quota = quota ? strtoull(quota, NULL, 10) : 0;
+                u->enabled = enabled && strcmp(enabled, "1") == 0;
+            }
+        }
+    }
+    if (is_bad) { /* malformed or out of memory: as a directory error */
+        auth_rcpt_free(r);
+        r->is_local = -1;
+    }
+    reply_free(m);
+}
+
 bool auth_remote_sender_allowed(struct auth_service *svc, const char *user, const char *from)
 {
     const char *a[] = {user, from};

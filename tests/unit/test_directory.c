@@ -363,6 +363,47 @@ static void expect_targets(struct auth_service *svc, const char *addr, int want_
     auth_targets_free(&t);
 }
 
+/* auth_rcpt_lookup gives what the three lookups it stands for give, one step. */
+static void test_rcpt_lookup(void **state)
+{
+    struct fixture *f = *state;
+    add_domain(f->svc, "example.test");
+    add_user(f->svc, "alice@example.test", "x");
+    add_user(f->svc, "bob@example.test", "x");
+    char *err = NULL;
+    ok(auth_alias_add(f->svc, "team@example.test", "alice@example.test", &err), err);
+    ok(auth_alias_add(f->svc, "team@example.test", "bob@example.test", &err), err);
+    ok(auth_alias_add(f->svc, "team@example.test", "far@remote.test", &err), err);
+    ok(auth_user_set_enabled(f->svc, "bob@example.test", false, &err), err);
+    struct auth_rcpt r;
+    auth_rcpt_lookup(f->svc, "example.test", "team@example.test", &r);
+    assert_int_equal(r.is_local, 1);
+    assert_int_equal(r.resolved, 1);
+    assert_int_equal(r.t.n_local, 2);
+    assert_int_equal(r.t.n_remote, 1);
+    assert_string_equal(r.t.remote[0], "far@remote.test");
+    for (size_t i = 0; i < 2; i++) {
+        struct auth_user u;
+        assert_int_equal(auth_user_lookup(f->svc, r.t.local[i], &u), 1);
+        assert_int_equal(r.found[i], 1);
+        assert_string_equal(r.users[i].address, u.address);
+        assert_string_equal(r.users[i].home, u.home);
+        assert_int_equal(r.users[i].quota, u.quota);
+        assert_int_equal(r.users[i].enabled, u.enabled);
+        auth_user_free(&u);
+    }
+    auth_rcpt_free(&r);
+    auth_rcpt_lookup(f->svc, "example.test", "nobody@example.test", &r);
+    assert_int_equal(r.is_local, 1);
+    assert_int_equal(r.resolved, 0);
+    assert_null(r.found);
+    auth_rcpt_free(&r);
+    auth_rcpt_lookup(f->svc, "elsewhere.test", "someone@elsewhere.test", &r);
+    assert_int_equal(r.is_local, 0);
+    assert_int_equal(r.resolved, 0);
+    auth_rcpt_free(&r);
+}
+
 static void test_resolve(void **state)
 {
     struct fixture *f = *state;
@@ -641,6 +682,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_user_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_credential_skipped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resolve, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rcpt_lookup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_alias_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sender_allowed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mechanisms, setup, teardown),
