@@ -26,6 +26,7 @@ import subprocess
 
 import pytest
 
+from conftest import is_sanitized
 from test_imap_lib import add_user, imaplib_login, sample_message
 from tern_util import SmtpLoad, child_pids, wait_for
 
@@ -88,6 +89,11 @@ def test_processes_status_and_users(tern_factory):
     out = _status(srv)
     line = re.search(rf"^worker: pid {pid}, .*$", out, re.M).group(0)
     assert re.search(r"connections 1 \(.*imap 1", line), line
+    # the live heap next to the RSS (malloc's own count: an ASan build's allocator
+    # bypasses it, so there it may read 0)
+    for m in re.finditer(r"^(worker|login): pid \d+, .*, heap (\d+) kB$", out, re.M):
+        assert is_sanitized() or int(m.group(2)) > 0, m.group(0)
+    assert len(re.findall(r", heap \d+ kB$", out, re.M)) == 6, out
     c.logout()
 
 
