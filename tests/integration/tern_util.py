@@ -400,6 +400,7 @@ class SmtpLoad:
     def __init__(self, srv, rcpt, prefix, threads=4, per_thread=2000):
         self.srv, self.rcpt, self.prefix = srv, rcpt, prefix
         self.acked, self.lock, self.stopping = [], threading.Lock(), threading.Event()
+        self.failures = []  # what ended a session early (a killed process; none otherwise)
         self.threads = [threading.Thread(target=self._run, args=(k, per_thread))
                         for k in range(threads)]
         for t in self.threads:
@@ -416,7 +417,9 @@ class SmtpLoad:
                 with self.lock:
                     self.acked.append(tag)
                 s.quit()
-            except (smtplib.SMTPException, OSError):
+            except (smtplib.SMTPException, OSError) as e:
+                with self.lock:
+                    self.failures.append(f"{tag}: {e!r}")
                 continue  # a session in a killed process: the client retries
 
     def wait_acked(self, n, what):

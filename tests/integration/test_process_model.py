@@ -23,6 +23,7 @@ import smtplib
 import socket
 import ssl
 import subprocess
+import threading
 
 import pytest
 
@@ -249,23 +250,66 @@ def _peer_cn(srv):
 
 
 def test_sighup_new_certificate_keeps_sessions(tern_factory):
+    """SIGHUP with a new certificate under load: SMTP deliveries and TLS logins go on
+    throughout, none fails, idle sessions live on, new handshakes get the new one."""
     srv = tern_factory({"worker_processes": "2"})
     sessions = _sessions_on_workers(srv, "cert", 6)
+    auth = _pids(srv, "auth")
+    add_user(srv, "hup@example.test", "pw")
+    load = SmtpLoad(srv, "hup@example.test", "hup", threads=3)
+    stop, tls_logins, tls_failures = threading.Event(), [], []
+
+    def tls_login_loop():
+        for _ in range(2000):
+            if stop.is_set():
+                return
+            try:
+                t = imaplib.IMAP4_SSL(srv.host, srv.ports["imaps"], ssl_context=_any_cert())
+                t.login("hup@example.test", "pw")
+                tls_logins.append(t.sock.getpeercert(binary_form=True))
+                t.logout()
+            except (imaplib.IMAP4.error, OSError) as e:
+                tls_failures.append(repr(e))
+
+    tls_thread = threading.Thread(target=tls_login_loop)
+    tls_thread.start()
+    load.wait_acked(20, "deliveries under way")
+    wait_for(lambda: len(tls_logins) >= 5, timeout=60, what="TLS logins under way")
     _new_certificate(srv, "reloaded.example.test")
     since = srv.log_offset()
     os.kill(srv.pid, signal.SIGHUP)
     srv.wait_log(r"reload: TLS certificate reloaded", since=since)
     wait_for(lambda: "reloaded.example.test" in _peer_cn(srv), timeout=30,
              what="new TLS connections get the new certificate")
+    n_logins, n_acked = len(tls_logins), len(load.acked)
+    wait_for(lambda: len(tls_logins) >= n_logins + 5 and len(load.acked) >= n_acked + 20,
+             timeout=60, what="logins and deliveries after the reload")
+    stop.set()
+    tls_thread.join(60)
+    load.stop()
+    assert not tls_failures, tls_failures[:3]
+    assert not load.failures, load.failures[:3]
+    # nothing the auth process reads changed: the same process goes on (a new one would
+    # have failed the calls in flight at the switch, and the tokens it had issued)
+    assert _pids(srv, "auth") == auth
+    load.check_each_once()
     for user, c, _ in sessions:
         assert c.noop()[0] == "OK", user
         c.logout()
+
+
+def _any_cert():
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 def test_sighup_new_configuration_keeps_sessions(tern_factory):
     srv = tern_factory({"worker_processes": "2"})
     sessions = _sessions_on_workers(srv, "conf", 6)
     old_workers = set(_pids(srv, "worker"))
+    auth = _pids(srv, "auth")
     # a new listener in the new configuration
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -275,6 +319,9 @@ def test_sighup_new_configuration_keeps_sessions(tern_factory):
     since = srv.log_offset()
     os.kill(srv.pid, signal.SIGHUP)
     srv.wait_log(r"reload: configuration reloaded, generation 1", since=since)
+    # a setting changed: a new auth process (it cannot tell which settings it reads)
+    wait_for(lambda: len(_pids(srv, "auth")) == 1 and _pids(srv, "auth") != auth,
+             timeout=30, what="a new auth process")
     # established sessions live on in the old generation, which drains
     for user, c, _ in sessions:
         assert c.noop()[0] == "OK", user
