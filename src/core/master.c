@@ -212,6 +212,13 @@ static struct child *master_child_by_pid(struct master *m, pid_t pid)
     return NULL;
 }
 
+/* Did a send to c fail because c is a draining process that has just exited (its end
+ * closed, not yet reaped)? That is the normal end of an old generation, not an error. */
+static bool master_is_exiting(const struct child *c, int err)
+{
+    return c->is_draining && (err == EPIPE || err == ECONNRESET || err == ENOTCONN);
+}
+
 static bool master_slot_in_use(struct master *m, unsigned slot)
 {
     for (size_t i = 0; i < MASTER_MAX_CHILDREN; i++)
@@ -235,8 +242,9 @@ static void master_backend_pair(struct master *m, struct child *login, struct ch
     char lpid[16], wpid[16];
     int ln = snprintf(lpid, sizeof lpid, "%d", (int)login->pid);
     int wn = snprintf(wpid, sizeof wpid, "%d", (int)worker->pid);
-    if (channel_send(worker->sock, SERVER_MSG_BACKEND_CLIENT, lpid, (size_t)ln, sv[0]) < 0 ||
-        channel_send(login->sock, SERVER_MSG_BACKEND_CHANNEL, wpid, (size_t)wn, sv[1]) < 0)
+    if ((channel_send(worker->sock, SERVER_MSG_BACKEND_CLIENT, lpid, (size_t)ln, sv[0]) < 0 ||
+         channel_send(login->sock, SERVER_MSG_BACKEND_CHANNEL, wpid, (size_t)wn, sv[1]) < 0) &&
+        !master_is_exiting(login, errno) && !master_is_exiting(worker, errno))
         log_error("master", "cannot connect tern/login pid %d with tern/worker pid %d",
                   (int)login->pid, (int)worker->pid);
     close(sv[0]);
@@ -590,7 +598,7 @@ static void master_auth_reconnect(struct master *m)
         }
         if (channel_send(c->sock, SERVER_MSG_AUTH_CHANNEL, NULL, 0, av[1]) == 0)
             master_auth_give(m, av[0], c->kind);
-        else
+        else if (!master_is_exiting(c, errno))
             log_error("master", "cannot hand tern/%s pid %d its auth channel", kind_name(c->kind),
                       (int)c->pid);
         close(av[0]);

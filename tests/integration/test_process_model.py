@@ -338,6 +338,29 @@ def test_sighup_new_configuration_keeps_sessions(tern_factory):
     assert len(_pids(srv, "worker")) == 2
 
 
+def test_sighup_changed_setting_under_load_loses_nothing(tern_factory):
+    """A reload that changes a setting replaces the auth process under SMTP load: every
+    acknowledged message is delivered once, and what fails at the switch fails as
+    temporary (the lookups are asked again of the new auth process; a call it cannot
+    repeat may still get a 4xx)."""
+    srv = tern_factory({"worker_processes": "2"})
+    add_user(srv, "hc@example.test", "pw")
+    auth = _pids(srv, "auth")
+    load = SmtpLoad(srv, "hc@example.test", "hc", threads=3)
+    load.wait_acked(20, "deliveries under way")
+    srv.write_config({"worker_processes": "2", "smtp.max_recipients": "77"})
+    since = srv.log_offset()
+    os.kill(srv.pid, signal.SIGHUP)
+    srv.wait_log(r"reload: configuration reloaded, generation 1", since=since)
+    load.wait_acked(len(load.acked) + 30, "deliveries after the reload")
+    load.stop()
+    assert _pids(srv, "auth") != auth
+    load.check_each_once()
+    for f in load.failures:
+        assert re.search(r"\(4\d\d, b'4\.", f), f  # temporary, never 5xx or a cut
+    assert not re.search(r"cannot (hand|connect)", srv.log_text()[since:]), "noise at reload"
+
+
 def test_single_process_mode_serves_every_protocol(tern_factory):
     """master_process = no (the debugging mode): one process, no auth or queue child, and
     it still receives over SMTP, serves IMAP and POP3, and offers CRAM-MD5 to a user
