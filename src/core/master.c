@@ -877,6 +877,7 @@ static void master_status_text(struct master *m, char *out, size_t size)
                 OUT("), sessions %u", si.sessions);
             else
                 OUT("), accepted %llu", (unsigned long long)si.accepted);
+            OUT(", heap %llu kB", (unsigned long long)(si.heap_bytes / 1024));
         }
         OUT("\n");
     }
