@@ -4,7 +4,7 @@
  * result while the mailbox changes, and CANCELUPDATE (§4.3.5).
  *
  * A context holds its search program (parsed once, evaluated again only on the messages
- * that changed), the sort criteria of a UID SORT, and the result as the client was last
+ * that changed), the sort criteria of a SORT, and the result as the client was last
  * told it, as UIDs (ascending for SEARCH, sort order for SORT). The session's contexts
  * move into every job with the selected mailbox (session.h, the thread rule), and
  * imap_updates_check() runs on the pool thread after the command's work and sync:

@@ -382,6 +382,30 @@ def test_seq_search_update_expunge_by_other_session(tern):
     c.close()
 
 
+def test_seq_search_update_expunge_during_idle(tern):
+    """An expunge reaching an IDLE session: the REMOVEFROM comes before the EXPUNGE, in
+    the number the message had (the IDLE sync goes the same way as a command's)."""
+    user, pw = fresh_user(tern, "ctxseqi", messages=messages(3))
+    c = login(tern, user, pw)
+    cmd(c, "s", "SELECT INBOX")
+    cmd(c, "f", r"STORE 2:3 +FLAGS (\Flagged)")
+    got = cmd(c, "Q05", "SEARCH RETURN (UPDATE ALL) FLAGGED")
+    result = esearch_all_seq(got, "Q05")
+    assert result == [2, 3], got
+    converse(c, [("i IDLE", r"^\+ ")])
+    other = imaplib_login(tern, user, pw)
+    other.select("INBOX")
+    other.uid("STORE", "2", "+FLAGS", r"(\Deleted)")
+    other.expunge()
+    got = c.read_until(r"^\* 2 EXPUNGE\r$")
+    assert re.search(r'^\* ESEARCH \(TAG "Q05"\) REMOVEFROM \(0 2\)\r$', got, re.M), got
+    result = apply_seq_updates(result, got, "Q05", False)
+    assert result == [2], result
+    converse(c, [("DONE", r"^i OK")])
+    other.logout()
+    c.close()
+
+
 def test_seq_search_update_append_and_cancel(tern):
     """An APPEND of a matching message: "* 3 EXISTS" first, then the ADDTO naming 3
     (imaptest search-context-update); CANCELUPDATE ends the context (§4.3.5)."""
