@@ -357,17 +357,23 @@ def test_seq_search_update_flags_and_own_expunge(tern):
     c.close()
 
 
+def flagged_context(tern, name, n, flagged, tag):
+    """A user with n messages, those of the set flagged \\Flagged by a session that then
+    opens "SEARCH RETURN (UPDATE ALL) FLAGGED" as tag: (session, user, password, result)."""
+    user, pw = fresh_user(tern, name, messages=messages(n))
+    c = login(tern, user, pw)
+    cmd(c, "s", "SELECT INBOX")
+    cmd(c, "f", rf"STORE {flagged} +FLAGS (\Flagged)")
+    got = cmd(c, tag, "SEARCH RETURN (UPDATE ALL) FLAGGED")
+    return c, user, pw, esearch_all_seq(got, tag)
+
+
 def test_seq_search_update_expunge_by_other_session(tern):
     """Expunges another session made reach this one at its NOOP: the REMOVEFROM for the
     ones of the result comes before the EXPUNGEs, in the numbers they had; the copy kept
     by these rules equals a fresh SEARCH."""
-    user, pw = fresh_user(tern, "ctxseqx", messages=messages(8))
-    c = login(tern, user, pw)
-    cmd(c, "s", "SELECT INBOX")
-    cmd(c, "f", r"STORE 2:7 +FLAGS (\Flagged)")
-    got = cmd(c, "Q02", "SEARCH RETURN (UPDATE ALL) FLAGGED")
-    result = esearch_all_seq(got, "Q02")
-    assert result == [2, 3, 4, 5, 6, 7], got
+    c, user, pw, result = flagged_context(tern, "ctxseqx", 8, "2:7", "Q02")
+    assert result == [2, 3, 4, 5, 6, 7]
     other = imaplib_login(tern, user, pw)
     other.select("INBOX")
     other.uid("STORE", "1,3,6,8", "+FLAGS", r"(\Deleted)")
@@ -385,13 +391,8 @@ def test_seq_search_update_expunge_by_other_session(tern):
 def test_seq_search_update_expunge_during_idle(tern):
     """An expunge reaching an IDLE session: the REMOVEFROM comes before the EXPUNGE, in
     the number the message had (the IDLE sync goes the same way as a command's)."""
-    user, pw = fresh_user(tern, "ctxseqi", messages=messages(3))
-    c = login(tern, user, pw)
-    cmd(c, "s", "SELECT INBOX")
-    cmd(c, "f", r"STORE 2:3 +FLAGS (\Flagged)")
-    got = cmd(c, "Q05", "SEARCH RETURN (UPDATE ALL) FLAGGED")
-    result = esearch_all_seq(got, "Q05")
-    assert result == [2, 3], got
+    c, user, pw, result = flagged_context(tern, "ctxseqi", 3, "2:3", "Q05")
+    assert result == [2, 3]
     converse(c, [("i IDLE", r"^\+ ")])
     other = imaplib_login(tern, user, pw)
     other.select("INBOX")
