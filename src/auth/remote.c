@@ -14,7 +14,8 @@
  * (the auth process died or hangs) fails as a temporary error, never as "wrong password"
  * or "no such user". When the master starts a new auth process it hands us a new channel
  * (auth_service_set_channel, loop thread): calls waiting on the old one fail (temporary),
- * new ones use the new one.
+ * new ones use the new one; a call made while there is none waits up to
+ * AUTH_REMOTE_RECONNECT_S for it.
  *
  * Calls made on the event loop must not wait for another process: the SASL mechanism
  * list and APOP availability are kept here from the auth process's announcements
@@ -40,6 +41,7 @@
 
 #define AUTH_REMOTE_TIMEOUT_S 30 /* a slow hash under load takes a fraction of that */
 #define AUTH_REMOTE_PENDING   1024 /* calls waiting at once (workpool threads: far fewer) */
+#define AUTH_REMOTE_RECONNECT_S 3 /* a call waits this long for a new auth process's channel */
 
 struct auth_pending {
     uint32_t id; /* 0: free */
@@ -147,11 +149,12 @@ static void *remote_reader(void *arg)
 
 /* ---- calls ---------------------------------------------------------------------------- */
 
-/* Send a request of type with the given strings and wait for its answer in *reply.
- * 0 answered, -1 no auth process, no answer in time, or the request did not fit. */
-static int remote_call(struct auth_service *svc, uint8_t type, const char *const *args, size_t n,
-                       struct channel_msg *reply)
+/* One try of remote_call; *is_lost_r tells that the channel went away (the auth process
+ * ended or was replaced) with the request unanswered. */
+static int remote_call_once(struct auth_service *svc, uint8_t type, const char *const *args,
+                            size_t n, struct channel_msg *reply, bool *is_lost_r)
 {
+    *is_lost_r = false;
     struct auth_remote *r = svc->remote;
     char *payload = malloc(CHANNEL_MAX_PAYLOAD);
     if (!payload)
@@ -164,6 +167,17 @@ static int remote_call(struct auth_service *svc, uint8_t type, const char *const
             return -1;
         }
     pthread_mutex_lock(&r->lock);
+    /* between the end of one auth process and the channel to the next (a restart, or a
+     * reload that replaces it: the master hands the new channel over within moments) a
+     * call waits a little for it rather than failing at once; nothing was sent yet */
+    if (r->sock < 0 && !r->is_stopping) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += AUTH_REMOTE_RECONNECT_S;
+        while (r->sock < 0 && !r->is_stopping)
+            if (pthread_cond_timedwait(&r->cond, &r->lock, &until) == ETIMEDOUT)
+                break;
+    }
     struct auth_pending *p = NULL;
     for (size_t i = 0; i < AUTH_REMOTE_PENDING && !p; i++)
         if (r->pending[i].id == 0)
@@ -209,9 +223,32 @@ static int remote_call(struct auth_service *svc, uint8_t type, const char *const
         rc = p->is_done ? 0 : -1;
         if (rc < 0 && r->generation == gen)
             log_warning("auth", "no answer from the auth process in %d s", AUTH_REMOTE_TIMEOUT_S);
+        *is_lost_r = rc < 0 && r->generation != gen;
     }
     memset(p, 0, sizeof *p);
     pthread_mutex_unlock(&r->lock);
+    return rc;
+}
+
+/* Requests that only read: asking again cannot count anything twice. */
+static bool remote_is_lookup(uint8_t type)
+{
+    return type == AUTH_MSG_DOMAIN_IS_LOCAL || type == AUTH_MSG_RESOLVE ||
+           type == AUTH_MSG_USER_LOOKUP || type == AUTH_MSG_SENDER_ALLOWED ||
+           type == AUTH_MSG_PENALTY_CHECK || type == AUTH_MSG_DOMAIN_LIST;
+}
+
+/* Send a request of type with the given strings and wait for its answer in *reply.
+ * 0 answered, -1 no auth process, no answer in time, or the request did not fit. A
+ * lookup whose auth process went away unanswered (a restart, a reload replacing it) is
+ * asked once more of the next one; a login is not (it may have been counted). */
+static int remote_call(struct auth_service *svc, uint8_t type, const char *const *args, size_t n,
+                       struct channel_msg *reply)
+{
+    bool is_lost;
+    int rc = remote_call_once(svc, type, args, n, reply, &is_lost);
+    if (rc < 0 && is_lost && remote_is_lookup(type))
+        rc = remote_call_once(svc, type, args, n, reply, &is_lost);
     return rc;
 }
 
