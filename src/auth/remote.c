@@ -235,7 +235,8 @@ static bool remote_is_lookup(uint8_t type)
 {
     return type == AUTH_MSG_DOMAIN_IS_LOCAL || type == AUTH_MSG_RESOLVE ||
            type == AUTH_MSG_USER_LOOKUP || type == AUTH_MSG_SENDER_ALLOWED ||
-           type == AUTH_MSG_PENALTY_CHECK || type == AUTH_MSG_DOMAIN_LIST;
+           type == AUTH_MSG_PENALTY_CHECK || type == AUTH_MSG_DOMAIN_LIST ||
+           type == AUTH_MSG_RCPT_LOOKUP;
 }
 
 /* Send a request of type with the given strings and wait for its answer in *reply.
