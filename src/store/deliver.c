@@ -215,10 +215,7 @@ static void deliver_index(const struct copy *c, struct store_target *t)
 {
     struct index_item item = {.c = c, .t = t};
     t->uid = 0;
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (const unsigned char *p = (const unsigned char *)t->home; *p; p++)
-        h = (h ^ *p) * 16777619u;
-    struct index_batch *b = &index_batches[h % INDEX_BATCH_SLOTS];
+    struct index_batch *b = &index_batches[store_path_hash(t->home) % INDEX_BATCH_SLOTS];
     pthread_mutex_lock(&b->lock);
     if (!b->home || strcmp(b->home, t->home) != 0) {
         char *copy = b->n_users == 0 ? strdup(t->home) : NULL;

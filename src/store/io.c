@@ -106,17 +106,17 @@ static struct dir_sync dir_syncs[DIR_SYNC_SLOTS] = {
     [0 ... DIR_SYNC_SLOTS - 1] = {.lock = PTHREAD_MUTEX_INITIALIZER,
                                   .cond = PTHREAD_COND_INITIALIZER}};
 
-static size_t dir_sync_slot(const char *dir)
+uint32_t store_path_hash(const char *path)
 {
     uint32_t h = 2166136261u; /* FNV-1a */
-    for (const unsigned char *p = (const unsigned char *)dir; *p; p++)
+    for (const unsigned char *p = (const unsigned char *)path; *p; p++)
         h = (h ^ *p) * 16777619u;
-    return h % DIR_SYNC_SLOTS;
+    return h;
 }
 
 int store_io_fsync_dir_shared(const char *dir)
 {
-    struct dir_sync *d = &dir_syncs[dir_sync_slot(dir)];
+    struct dir_sync *d = &dir_syncs[store_path_hash(dir) % DIR_SYNC_SLOTS];
     pthread_mutex_lock(&d->lock);
     if (!d->path || strcmp(d->path, dir) != 0) {
         char *copy = d->n_users == 0 ? strdup(dir) : NULL;

@@ -57,6 +57,9 @@ int store_io_fsync_dir(const char *dir);
  * (group commit): returns once an fsync of dir that began after the call has succeeded
  * (0), or -1 (errno set) when the one that covers us failed. Any thread; blocks. */
 int store_io_fsync_dir_shared(const char *dir);
+/* FNV-1a of a path (homes, folders): the slot of the per-path tables (index pool, shared
+ * directory fsyncs, index batches). */
+uint32_t store_path_hash(const char *path);
 /* mkdir -p (mode 0700); 0 or -1. */
 int store_io_mkdir_p(const char *path);
 
