@@ -121,6 +121,25 @@ struct auth_user {
 int auth_user_lookup(struct auth_service *svc, const char *login, struct auth_user *u_r);
 void auth_user_free(struct auth_user *u);
 
+/* A recipient's lookups in one step: from a login process one round trip to the auth
+ * process instead of three (domain, resolve, user), docs/PERFORMANCE.md §12.8. */
+#define AUTH_RCPT_USERS_MAX 64 /* local targets whose users come with the answer */
+struct auth_rcpt {
+    int is_local;          /* auth_domain_is_local(domain) */
+    int resolved;          /* auth_resolve(address) when is_local == 1, else 0 */
+    struct auth_targets t; /* when resolved == 1 */
+    /* when resolved == 1, for each t.local[i]: found[i] is auth_user_lookup's result
+     * (users[i] filled when 1); 2 = not looked up (more than AUTH_RCPT_USERS_MAX local
+     * targets): the caller asks auth_user_lookup itself */
+    int *found;
+    struct auth_user *users;
+};
+/* NETWORK. Fills *r (auth_rcpt_free it); a failed call reads as a directory error
+ * (is_local -1). */
+void auth_rcpt_lookup(struct auth_service *svc, const char *domain, const char *address,
+                      struct auth_rcpt *r);
+void auth_rcpt_free(struct auth_rcpt *r);
+
 /* NETWORK. May the authenticated user send with this envelope sender? Own address, an
  * alias that resolves to the user, or the null sender. A directory error answers false. */
 bool auth_sender_allowed(struct auth_service *svc, const char *user, const char *mail_from);

@@ -124,6 +124,8 @@ bool auth_scram_derive(const char *password, size_t digest_len, struct auth_scra
 int auth_remote_domain_is_local(struct auth_service *svc, const char *domain);
 int auth_remote_resolve(struct auth_service *svc, const char *address, struct auth_targets *t);
 int auth_remote_user_lookup(struct auth_service *svc, const char *login, struct auth_user *u_r);
+void auth_remote_rcpt_lookup(struct auth_service *svc, const char *domain, const char *address,
+                             struct auth_rcpt *r);
 bool auth_remote_sender_allowed(struct auth_service *svc, const char *user, const char *from);
 /* binding NULL: no token asked (token_r may be NULL then) */
 int auth_remote_login_password(struct auth_service *svc, const char *login, const char *password,

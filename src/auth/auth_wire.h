@@ -31,6 +31,13 @@
  *   MECHS (id 0, pushed)  "CSA": CRAM-MD5, SCRAM-SHA-256, APOP available ('1'/'0')
  *   DOMAIN_LIST           (none)                           0/-1, the local domains in order
  *   TOKEN_REDEEM          token, user, binding             1/0/-1 (mail workers only)
+ *   RCPT_LOOKUP           domain, address                  is_local 1/0/-1; when 1:
+ *                                                          resolved 1/0/-1; when 1:
+ *                                                          "n_local n_remote", locals,
+ *                                                          remotes, then per local: found
+ *                                                          1/0/-1/2 (2: not looked up) and
+ *                                                          when 1 address, home, quota,
+ *                                                          enabled (auth_rcpt_lookup)
  *
  * PENALTY_*: the failed-login policy (policy/penalty.h, one table in the auth process for
  * every worker): trusted and success are "1"/"0", the verdict is enum penalty_verdict;
@@ -57,6 +64,7 @@ enum auth_msg {
     AUTH_MSG_MECHS,
     AUTH_MSG_DOMAIN_LIST,
     AUTH_MSG_TOKEN_REDEEM,
+    AUTH_MSG_RCPT_LOOKUP,
 };
 
 #endif

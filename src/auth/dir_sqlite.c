@@ -56,11 +56,21 @@ static const char schema_v1[] =
     "  PRIMARY KEY (source, target));"
     "CREATE INDEX IF NOT EXISTS aliases_domain ON aliases(domain);";
 
+/* Lookup statements kept prepared on the connection (db_stmt): a delivered message takes
+ * three or four directory lookups, and parsing their SQL every time was a fifth of the
+ * auth process's CPU under the SMTP bench (docs/PERFORMANCE.md §12.8). */
+#define DIR_SQLITE_STMTS 8
+
 struct dir_sqlite {
     struct dir_backend be; /* first: a struct dir_backend * is a struct dir_sqlite * */
     pthread_mutex_t lock;
     sqlite3 *db;
     char *password_schemes;
+    struct {
+        const char *sql;
+        sqlite3_stmt *st;
+    } stmts[DIR_SQLITE_STMTS]; /* (lock held) */
+    size_t n_stmts;
 };
 
 static struct dir_sqlite *sq(struct dir_backend *be)
@@ -74,6 +84,41 @@ static void set_db_err(struct dir_sqlite *d, char **error_r)
 }
 
 /* ---- statements (lock held) ------------------------------------------------------- */
+
+/* The prepared statement for sql, kept on the connection for the next call (the first
+ * DIR_SQLITE_STMTS texts asked for; any further one is prepared each time). Give it back
+ * with db_stmt_done. NULL on error (sqlite3_errmsg says why). */
+static sqlite3_stmt *db_stmt(struct dir_sqlite *d, const char *sql)
+{
+    for (size_t i = 0; i < d->n_stmts; i++)
+        if (strcmp(d->stmts[i].sql, sql) == 0)
+            return d->stmts[i].st;
+    bool is_kept = d->n_stmts < DIR_SQLITE_STMTS;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v3(d->db, sql, -1, is_kept ? SQLITE_PREPARE_PERSISTENT : 0, &st, NULL) !=
+        SQLITE_OK)
+        return NULL;
+    if (is_kept) {
+        d->stmts[d->n_stmts].sql = sql;
+        d->stmts[d->n_stmts++].st = st;
+    }
+    return st;
+}
+
+/* Done with a statement from db_stmt: a kept one is reset (its read transaction ends, its
+ * text parameters are dropped), another one finalized. */
+static void db_stmt_done(struct dir_sqlite *d, sqlite3_stmt *st)
+{
+    if (!st)
+        return;
+    for (size_t i = 0; i < d->n_stmts; i++)
+        if (d->stmts[i].st == st) {
+            sqlite3_reset(st);
+            sqlite3_clear_bindings(st);
+            return;
+        }
+    sqlite3_finalize(st);
+}
 
 /* Run one statement. types names the parameters that follow: 's' text, 'I' int64_t,
  * 'N' NULL (no argument consumed). Returns the number of changed rows, or -1. */
@@ -107,14 +152,14 @@ static int db_run(struct dir_sqlite *d, char **error_r, const char *sql, const c
 /* 1 if a row exists for the query with one text parameter, 0 if not, -1 on error. */
 static int db_exists(struct dir_sqlite *d, const char *sql, const char *arg)
 {
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(d->db, sql, -1, &st, NULL) != SQLITE_OK) {
+    sqlite3_stmt *st = db_stmt(d, sql);
+    if (!st) {
         log_error("auth", "tern.db: %s", sqlite3_errmsg(d->db));
         return -1;
     }
     sqlite3_bind_text(st, 1, arg, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    db_stmt_done(d, st);
     if (rc == SQLITE_ROW)
         return 1;
     if (rc == SQLITE_DONE)
@@ -191,8 +236,7 @@ static int sq_alias_targets(struct dir_backend *be, const char *source, char ***
     *out = NULL;
     *n = 0;
     pthread_mutex_lock(&d->lock);
-    if (sqlite3_prepare_v2(d->db, "SELECT target FROM aliases WHERE source = ? ORDER BY rowid",
-                           -1, &st, NULL) != SQLITE_OK) {
+    if (!(st = db_stmt(d, "SELECT target FROM aliases WHERE source = ? ORDER BY rowid"))) {
         pthread_mutex_unlock(&d->lock);
         return -1;
     }
@@ -201,7 +245,7 @@ static int sq_alias_targets(struct dir_backend *be, const char *source, char ***
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
         if (!dir_list_add(out, n, (const char *)sqlite3_column_text(st, 0)))
             break;
-    sqlite3_finalize(st);
+    db_stmt_done(d, st);
     pthread_mutex_unlock(&d->lock);
     return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : -1;
 }
@@ -226,8 +270,7 @@ static int sq_user_get(struct dir_backend *be, const char *address, struct dir_u
     int rc = -1;
     memset(u_r, 0, sizeof *u_r);
     pthread_mutex_lock(&d->lock);
-    if (sqlite3_prepare_v2(d->db, "SELECT address, quota, enabled FROM users WHERE address = ?",
-                           -1, &st, NULL) == SQLITE_OK) {
+    if ((st = db_stmt(d, "SELECT address, quota, enabled FROM users WHERE address = ?"))) {
         sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
         int s = sqlite3_step(st);
         if (s == SQLITE_ROW)
@@ -237,7 +280,7 @@ static int sq_user_get(struct dir_backend *be, const char *address, struct dir_u
     }
     if (rc < 0)
         log_error("auth", "tern.db: user lookup failed: %s", sqlite3_errmsg(d->db));
-    sqlite3_finalize(st);
+    db_stmt_done(d, st);
     pthread_mutex_unlock(&d->lock);
     return rc;
 }
@@ -248,11 +291,9 @@ static int sq_creds_load(struct dir_backend *be, const char *address, struct aut
     sqlite3_stmt *st = NULL;
     int rc = -1;
     pthread_mutex_lock(&d->lock);
-    if (sqlite3_prepare_v2(d->db,
-                           "SELECT u.address, u.enabled, c.scheme, c.value FROM users u "
-                           "LEFT JOIN credentials c ON c.address = u.address "
-                           "WHERE u.address = ? ORDER BY c.rowid",
-                           -1, &st, NULL) != SQLITE_OK)
+    if (!(st = db_stmt(d, "SELECT u.address, u.enabled, c.scheme, c.value FROM users u "
+                          "LEFT JOIN credentials c ON c.address = u.address "
+                          "WHERE u.address = ? ORDER BY c.rowid")))
         goto out;
     sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
     int s;
@@ -274,7 +315,7 @@ static int sq_creds_load(struct dir_backend *be, const char *address, struct aut
 out:
     if (rc < 0)
         log_error("auth", "tern.db: credential lookup failed: %s", sqlite3_errmsg(d->db));
-    sqlite3_finalize(st);
+    db_stmt_done(d, st);
     pthread_mutex_unlock(&d->lock);
     if (rc != 1)
         auth_creds_free(cs);
@@ -654,6 +695,8 @@ static int schema_init(sqlite3 *db, char **error_r)
 static void sq_close(struct dir_backend *be)
 {
     struct dir_sqlite *d = sq(be);
+    for (size_t i = 0; i < d->n_stmts; i++)
+        sqlite3_finalize(d->stmts[i].st);
     if (d->db)
         sqlite3_close(d->db);
     pthread_mutex_destroy(&d->lock);

@@ -536,6 +536,45 @@ void auth_user_free(struct auth_user *u)
     memset(u, 0, sizeof *u);
 }
 
+void auth_rcpt_lookup(struct auth_service *svc, const char *domain, const char *address,
+                      struct auth_rcpt *r)
+{
+    if (svc->remote) {
+        auth_remote_rcpt_lookup(svc, domain, address, r);
+        return;
+    }
+    memset(r, 0, sizeof *r);
+    r->is_local = auth_domain_is_local(svc, domain);
+    if (r->is_local != 1)
+        return;
+    r->resolved = auth_resolve(svc, address, &r->t);
+    if (r->resolved != 1)
+        return;
+    size_t n = r->t.n_local;
+    r->found = calloc(n ? n : 1, sizeof *r->found);
+    r->users = calloc(n ? n : 1, sizeof *r->users);
+    if (!r->found || !r->users) {
+        auth_rcpt_free(r);
+        r->is_local = -1;
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        r->found[i] = i < AUTH_RCPT_USERS_MAX ? auth_user_lookup(svc, r->t.local[i], &r->users[i])
+                                               : 2;
+}
+
+void auth_rcpt_free(struct auth_rcpt *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; r->users && i < r->t.n_local; i++)
+        auth_user_free(&r->users[i]);
+    free(r->users);
+    free(r->found);
+    auth_targets_free(&r->t);
+    memset(r, 0, sizeof *r);
+}
+
 struct user_list_ctx {
     struct auth_service *svc;
     void (*cb)(const struct auth_user *u, void *arg);

@@ -7,12 +7,15 @@
  * then NUL-terminated strings; no pointer crosses.
  *
  * Threads: the calls come from workpool threads (they were BLOCKING before too) and wait
- * on a condition variable; one reader thread per process receives the answers and wakes
- * the caller whose id it is. A call that gets no answer within AUTH_REMOTE_TIMEOUT_S
+ * on the condition variable of their own pending slot; one reader thread per process
+ * receives the answers and wakes the caller whose id it is, and only it (one shared
+ * condition woke every waiting thread per answer: with 16 pool threads waiting that was
+ * ~16 context switches per lookup, docs/PERFORMANCE.md §12.8). A call that gets no answer within AUTH_REMOTE_TIMEOUT_S
  * (the auth process died or hangs) fails as a temporary error, never as "wrong password"
  * or "no such user". When the master starts a new auth process it hands us a new channel
  * (auth_service_set_channel, loop thread): calls waiting on the old one fail (temporary),
- * new ones use the new one.
+ * new ones use the new one; a call made while there is none waits up to
+ * AUTH_REMOTE_RECONNECT_S for it.
  *
  * Calls made on the event loop must not wait for another process: the SASL mechanism
  * list and APOP availability are kept here from the auth process's announcements
@@ -38,6 +41,7 @@
 
 #define AUTH_REMOTE_TIMEOUT_S 30 /* a slow hash under load takes a fraction of that */
 #define AUTH_REMOTE_PENDING   1024 /* calls waiting at once (workpool threads: far fewer) */
+#define AUTH_REMOTE_RECONNECT_S 3 /* a call waits this long for a new auth process's channel */
 
 struct auth_pending {
     uint32_t id; /* 0: free */
@@ -47,7 +51,9 @@ struct auth_pending {
 
 struct auth_remote {
     pthread_mutex_t lock;
-    pthread_cond_t cond; /* an answer arrived, or the channel changed */
+    pthread_cond_t cond; /* the channel changed, the mechanisms came (reader, opening) */
+    pthread_cond_t pending_cond[AUTH_REMOTE_PENDING]; /* that slot's answer came, or the
+                                                       * channel changed (remote_wake_all) */
     int sock;            /* -1 while there is no auth process */
     unsigned generation; /* bumped by every new channel: stale waits fail */
     uint32_t next_id;
@@ -59,6 +65,15 @@ struct auth_remote {
 };
 
 /* ---- the reader thread ---------------------------------------------------------------- */
+
+/* Under the lock: the channel changed or we stop; every waiting call looks again. */
+static void remote_wake_all(struct auth_remote *r)
+{
+    pthread_cond_broadcast(&r->cond);
+    for (size_t i = 0; i < AUTH_REMOTE_PENDING; i++)
+        if (r->pending[i].id != 0)
+            pthread_cond_signal(&r->pending_cond[i]);
+}
 
 static void remote_on_msg(struct auth_remote *r, struct channel_msg *m)
 {
@@ -87,7 +102,7 @@ static void remote_on_msg(struct auth_remote *r, struct channel_msg *m)
             memcpy(p->reply, m, sizeof *m);
             m->fd = -1; /* (answers carry none; if one came, the caller closes it) */
             p->is_done = true;
-            pthread_cond_broadcast(&r->cond);
+            pthread_cond_signal(&r->pending_cond[i]);
             break;
         }
     }
@@ -124,7 +139,7 @@ static void *remote_reader(void *arg)
             close(r->sock);
             r->sock = -1;
             r->generation++;
-            pthread_cond_broadcast(&r->cond);
+            remote_wake_all(r);
         }
     }
     pthread_mutex_unlock(&r->lock);
@@ -134,11 +149,12 @@ static void *remote_reader(void *arg)
 
 /* ---- calls ---------------------------------------------------------------------------- */
 
-/* Send a request of type with the given strings and wait for its answer in *reply.
- * 0 answered, -1 no auth process, no answer in time, or the request did not fit. */
-static int remote_call(struct auth_service *svc, uint8_t type, const char *const *args, size_t n,
-                       struct channel_msg *reply)
+/* One try of remote_call; *is_lost_r tells that the channel went away (the auth process
+ * ended or was replaced) with the request unanswered. */
+static int remote_call_once(struct auth_service *svc, uint8_t type, const char *const *args,
+                            size_t n, struct channel_msg *reply, bool *is_lost_r)
 {
+    *is_lost_r = false;
     struct auth_remote *r = svc->remote;
     char *payload = malloc(CHANNEL_MAX_PAYLOAD);
     if (!payload)
@@ -151,6 +167,17 @@ static int remote_call(struct auth_service *svc, uint8_t type, const char *const
             return -1;
         }
     pthread_mutex_lock(&r->lock);
+    /* between the end of one auth process and the channel to the next (a restart, or a
+     * reload that replaces it: the master hands the new channel over within moments) a
+     * call waits a little for it rather than failing at once; nothing was sent yet */
+    if (r->sock < 0 && !r->is_stopping) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += AUTH_REMOTE_RECONNECT_S;
+        while (r->sock < 0 && !r->is_stopping)
+            if (pthread_cond_timedwait(&r->cond, &r->lock, &until) == ETIMEDOUT)
+                break;
+    }
     struct auth_pending *p = NULL;
     for (size_t i = 0; i < AUTH_REMOTE_PENDING && !p; i++)
         if (r->pending[i].id == 0)
@@ -190,14 +217,39 @@ static int remote_call(struct auth_service *svc, uint8_t type, const char *const
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_sec += AUTH_REMOTE_TIMEOUT_S;
         while (!p->is_done && r->generation == gen)
-            if (pthread_cond_timedwait(&r->cond, &r->lock, &until) == ETIMEDOUT)
+            if (pthread_cond_timedwait(&r->pending_cond[p - r->pending], &r->lock, &until) ==
+                ETIMEDOUT)
                 break;
         rc = p->is_done ? 0 : -1;
         if (rc < 0 && r->generation == gen)
             log_warning("auth", "no answer from the auth process in %d s", AUTH_REMOTE_TIMEOUT_S);
+        *is_lost_r = rc < 0 && r->generation != gen;
     }
     memset(p, 0, sizeof *p);
     pthread_mutex_unlock(&r->lock);
+    return rc;
+}
+
+/* Requests that only read: asking again cannot count anything twice. */
+static bool remote_is_lookup(uint8_t type)
+{
+    return type == AUTH_MSG_DOMAIN_IS_LOCAL || type == AUTH_MSG_RESOLVE ||
+           type == AUTH_MSG_USER_LOOKUP || type == AUTH_MSG_SENDER_ALLOWED ||
+           type == AUTH_MSG_PENALTY_CHECK || type == AUTH_MSG_DOMAIN_LIST ||
+           type == AUTH_MSG_RCPT_LOOKUP;
+}
+
+/* Send a request of type with the given strings and wait for its answer in *reply.
+ * 0 answered, -1 no auth process, no answer in time, or the request did not fit. A
+ * lookup whose auth process went away unanswered (a restart, a reload replacing it) is
+ * asked once more of the next one; a login is not (it may have been counted). */
+static int remote_call(struct auth_service *svc, uint8_t type, const char *const *args, size_t n,
+                       struct channel_msg *reply)
+{
+    bool is_lost;
+    int rc = remote_call_once(svc, type, args, n, reply, &is_lost);
+    if (rc < 0 && is_lost && remote_is_lookup(type))
+        rc = remote_call_once(svc, type, args, n, reply, &is_lost);
     return rc;
 }
 
@@ -305,6 +357,76 @@ int auth_remote_user_lookup(struct auth_service *svc, const char *login, struct 
     }
     reply_free(m);
     return rc;
+}
+
+/* Copy the next string of m, or NULL (and *is_bad) when it is missing or memory is out. */
+static char *reply_dup(const struct channel_msg *m, size_t *pos, bool *is_bad)
+{
+    const char *s = channel_get_str(m, pos);
+    char *copy = s ? strdup(s) : NULL;
+    if (!copy)
+        *is_bad = true;
+    return copy;
+}
+
+/* The answer to AUTH_MSG_RCPT_LOOKUP: rc is_local; when 1, "resolved"; when that is 1,
+ * "n_local n_remote", the local then the remote addresses, then per local address its
+ * lookup result and, when 1, address, home, quota, enabled (server.c). */
+void auth_remote_rcpt_lookup(struct auth_service *svc, const char *domain, const char *address,
+                             struct auth_rcpt *r)
+{
+    memset(r, 0, sizeof *r);
+    const char *a[] = {domain, address};
+    struct channel_msg *m = reply_new();
+    size_t pos = 0;
+    r->is_local = m && remote_call(svc, AUTH_MSG_RCPT_LOOKUP, a, 2, m) == 0 ? reply_rc(m, &pos) : -1;
+    bool is_bad = false;
+    if (r->is_local == 1) {
+        const char *resolved = channel_get_str(m, &pos);
+        r->resolved = resolved ? atoi(resolved) : -1;
+        is_bad = !resolved;
+    }
+    if (!is_bad && r->is_local == 1 && r->resolved == 1) {
+        const char *counts = channel_get_str(m, &pos);
+        size_t cap = m->len / 2 + 1; /* every string takes at least two bytes */
+        unsigned long n_local = 0, n_remote = 0;
+        if (!counts || sscanf(counts, "%lu %lu", &n_local, &n_remote) != 2 || n_local > cap ||
+            n_remote > cap)
+            is_bad = true;
+        if (!is_bad) {
+            r->t.local = calloc(n_local + 1, sizeof *r->t.local);
+            r->t.remote = calloc(n_remote + 1, sizeof *r->t.remote);
+            r->found = calloc(n_local + 1, sizeof *r->found);
+            r->users = calloc(n_local + 1, sizeof *r->users);
+            is_bad = !r->t.local || !r->t.remote || !r->found || !r->users;
+        }
+        for (size_t i = 0; !is_bad && i < n_local; i++)
+            if ((r->t.local[i] = reply_dup(m, &pos, &is_bad)))
+                r->t.n_local++;
+        for (size_t i = 0; !is_bad && i < n_remote; i++)
+            if ((r->t.remote[i] = reply_dup(m, &pos, &is_bad)))
+                r->t.n_remote++;
+        for (size_t i = 0; !is_bad && i < n_local; i++) {
+            const char *found = channel_get_str(m, &pos);
+            r->found[i] = found ? atoi(found) : -1;
+            if (!found || r->found[i] < -1 || r->found[i] > 2) {
+                is_bad = true;
+            } else if (r->found[i] == 1) {
+                struct auth_user *u = &r->users[i];
+                u->address = reply_dup(m, &pos, &is_bad);
+                u->home = reply_dup(m, &pos, &is_bad);
+                const char *quota = channel_get_str(m, &pos), *enabled = channel_get_str(m, &pos);
+                is_bad = is_bad || !quota || !enabled;
+                u->quota = quota ? strtoull(quota, NULL, 10) : 0;
+                u->enabled = enabled && strcmp(enabled, "1") == 0;
+            }
+        }
+    }
+    if (is_bad) { /* malformed or out of memory: as a directory error */
+        auth_rcpt_free(r);
+        r->is_local = -1;
+    }
+    reply_free(m);
 }
 
 bool auth_remote_sender_allowed(struct auth_service *svc, const char *user, const char *from)
@@ -513,6 +635,8 @@ struct auth_service *auth_service_open_remote(const struct config *cfg, int sock
     svc->remote = r;
     pthread_mutex_init(&r->lock, NULL);
     pthread_cond_init(&r->cond, NULL);
+    for (size_t i = 0; i < AUTH_REMOTE_PENDING; i++)
+        pthread_cond_init(&r->pending_cond[i], NULL);
     r->sock = sock;
     if (pthread_create(&r->reader, NULL, remote_reader, r) != 0) {
         *error_r = strdup("cannot start the auth reader thread");
@@ -548,7 +672,7 @@ void auth_service_set_channel(struct auth_service *svc, int sock)
         close(r->sock);
     r->sock = sock;
     r->generation++;
-    pthread_cond_broadcast(&r->cond);
+    remote_wake_all(r);
     pthread_mutex_unlock(&r->lock);
 }
 
@@ -559,13 +683,15 @@ void auth_remote_close(struct auth_service *svc)
         return;
     pthread_mutex_lock(&r->lock);
     r->is_stopping = true;
-    pthread_cond_broadcast(&r->cond);
+    remote_wake_all(r);
     pthread_mutex_unlock(&r->lock);
     if (r->has_reader)
         pthread_join(r->reader, NULL);
     if (r->sock >= 0)
         close(r->sock);
     pthread_cond_destroy(&r->cond);
+    for (size_t i = 0; i < AUTH_REMOTE_PENDING; i++)
+        pthread_cond_destroy(&r->pending_cond[i]);
     pthread_mutex_destroy(&r->lock);
     free(r);
     svc->remote = NULL;

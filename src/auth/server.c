@@ -364,6 +364,41 @@ static void request_answer(struct auth_server *srv, struct auth_client *c, struc
         }
         break;
     }
+    case AUTH_MSG_RCPT_LOOKUP: {
+        if (!s1 || !s2)
+            return;
+        struct auth_rcpt r;
+        auth_rcpt_lookup(svc, s1, s2, &r);
+        answer_begin(&a, id, r.is_local);
+        if (r.is_local == 1) {
+            char n[24];
+            snprintf(n, sizeof n, "%d", r.resolved);
+            answer_str(&a, n);
+        }
+        if (r.is_local == 1 && r.resolved == 1) {
+            char n[48];
+            snprintf(n, sizeof n, "%zu %zu", r.t.n_local, r.t.n_remote);
+            answer_str(&a, n);
+            for (size_t i = 0; i < r.t.n_local; i++)
+                answer_str(&a, r.t.local[i]);
+            for (size_t i = 0; i < r.t.n_remote; i++)
+                answer_str(&a, r.t.remote[i]);
+            for (size_t i = 0; i < r.t.n_local; i++) {
+                snprintf(n, sizeof n, "%d", r.found[i]);
+                answer_str(&a, n);
+                if (r.found[i] != 1)
+                    continue;
+                char q[24];
+                snprintf(q, sizeof q, "%llu", (unsigned long long)r.users[i].quota);
+                answer_str(&a, r.users[i].address);
+                answer_str(&a, r.users[i].home);
+                answer_str(&a, q);
+                answer_str(&a, r.users[i].enabled ? "1" : "0");
+            }
+        }
+        auth_rcpt_free(&r);
+        break;
+    }
     case AUTH_MSG_SENDER_ALLOWED:
         if (!s1 || !s2)
             return;

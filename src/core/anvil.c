@@ -46,6 +46,7 @@ struct anvil_slot {
     _Atomic uint32_t conns;
     _Atomic uint32_t by_role[ANVIL_ROLES];
     _Atomic uint64_t accepted;
+    _Atomic uint64_t heap_bytes;
     struct anvil_entry addrs[ANVIL_ADDRS];
     struct anvil_rate rates[ANVIL_RATES];
 };
@@ -121,6 +122,13 @@ void anvil_slot_info(const struct anvil *a, unsigned slot, struct anvil_slot_inf
     for (int i = 0; i < ANVIL_ROLES; i++)
         info_r->by_role[i] = atomic_load(&s->by_role[i]);
     info_r->accepted = atomic_load(&s->accepted);
+    info_r->heap_bytes = atomic_load(&s->heap_bytes);
+}
+
+void anvil_heap_set(uint64_t bytes)
+{
+    if (anvil_mine)
+        atomic_store(&anvil_mine->heap_bytes, bytes);
 }
 
 void *anvil_dns_area(size_t *size_r, uint64_t *seed_r)

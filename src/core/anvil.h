@@ -54,6 +54,7 @@ struct anvil_slot_info {
     uint32_t conns;   /* open connections */
     uint32_t by_role[ANVIL_ROLES];
     uint64_t accepted; /* connections accepted since start */
+    uint64_t heap_bytes; /* malloc'd bytes in use when last published (0: not yet) */
 };
 
 /* Master: the shared mapping (MAP_SHARED | MAP_ANONYMOUS), NULL on failure. */
@@ -99,6 +100,9 @@ void anvil_balance(uint32_t *mine_r, uint32_t *fewest_other_r);
 /* Anyone: the sessions the mail worker pid holds (0 when unknown): a login process
  * hands a session to the worker with the fewest. */
 uint32_t anvil_sessions_of(pid_t pid);
+/* Worker: publish the bytes this process has allocated and not freed (live heap, as
+ * opposed to its RSS, which keeps pages malloc holds for reuse). */
+void anvil_heap_set(uint64_t bytes);
 /* Mail worker: a session handed over to this process arrived / is gone. */
 void anvil_session_add(void);
 void anvil_session_release(void);

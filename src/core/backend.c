@@ -52,15 +52,19 @@ struct backend_pending {
 
 static struct backend_client {
     pthread_mutex_t lock;
-    pthread_cond_t cond;
     struct backend_chan chans[BACKEND_CHANNELS];
     struct backend_pending pending[BACKEND_PENDING];
+    /* the call in pending[k] waits on pending_cond[k], so an answer wakes its caller
+     * alone (one shared condition woke every waiting pool thread per answer) */
+    pthread_cond_t pending_cond[BACKEND_PENDING];
     uint32_t next_id;
     size_t next_rr; /* round robin among equally busy workers */
     int wake[2];
     pthread_t reader;
     bool is_running, is_stopping;
-} cl = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, .wake = {-1, -1}};
+} cl = {.lock = PTHREAD_MUTEX_INITIALIZER,
+        .pending_cond = {[0 ... BACKEND_PENDING - 1] = PTHREAD_COND_INITIALIZER},
+        .wake = {-1, -1}};
 
 /* Under the lock: the calls waiting on channel i fail; the channel is closed. Their
  * number. */
@@ -73,6 +77,7 @@ static unsigned client_chan_drop(size_t i)
         if (p->id && !p->is_done && p->chan == i && p->generation == ch->generation) {
             p->is_done = true;
             p->is_failed = true;
+            pthread_cond_signal(&cl.pending_cond[k]);
             n++;
         }
     }
@@ -80,7 +85,6 @@ static unsigned client_chan_drop(size_t i)
     ch->sock = -1;
     ch->in_flight = 0;
     ch->generation++;
-    pthread_cond_broadcast(&cl.cond);
     return n;
 }
 
@@ -100,7 +104,7 @@ static void client_on_answer(size_t i, struct channel_msg *m)
         p->reply->len = m->len;
         memcpy(p->reply->payload, m->payload, m->len + 1);
         p->is_done = true;
-        pthread_cond_broadcast(&cl.cond);
+        pthread_cond_signal(&cl.pending_cond[k]);
         return;
     }
     /* a call that timed out meanwhile: nobody waits */
@@ -326,7 +330,8 @@ static int backend_call_on(uint8_t type, const void *data, size_t len, int fd,
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_sec += timeout_s;
         while (!p->is_done)
-            if (pthread_cond_timedwait(&cl.cond, &cl.lock, &until) == ETIMEDOUT)
+            if (pthread_cond_timedwait(&cl.pending_cond[p - cl.pending], &cl.lock, &until) ==
+                ETIMEDOUT)
                 break;
         if (!p->is_done)
             log_warning("master", "no answer from mail worker pid %d in %u s",

@@ -1198,6 +1198,32 @@ char *config_key_origin(const struct config *cfg, const char *key)
     return config_asprintf("%s:%u", cfg->path, line);
 }
 
+/* Do two lists of strings hold the same items in the same order? */
+static bool config_list_equal(const struct config_list *a, const struct config_list *b)
+{
+    if (a->n != b->n)
+        return false;
+    for (size_t i = 0; i < a->n; i++)
+        if (strcmp(a->items[i], b->items[i]) != 0)
+            return false;
+    return true;
+}
+
+bool config_is_same(const struct config *a, const struct config *b)
+{
+    for (size_t i = 0; i < N_KEYS; i++) {
+        char *va = config_format_value(a, &config_keys[i]);
+        char *vb = config_format_value(b, &config_keys[i]);
+        bool is_same = va && vb && strcmp(va, vb) == 0;
+        free(va);
+        free(vb);
+        if (!is_same)
+            return false;
+    }
+    return config_list_equal(&a->transports, &b->transports) &&
+           config_list_equal(&a->mailauth_policies, &b->mailauth_policies);
+}
+
 void config_show(const struct config *cfg, bool non_default_only)
 {
     struct config *defaults = NULL;

@@ -257,6 +257,10 @@ bool config_milter_item_parse(const char *item, struct config_milter_item *out);
  * "tern.conf (default of key)". malloc'd. */
 char *config_key_origin(const struct config *cfg, const char *key);
 
+/* Do a and b give every key the same effective value (a SIGHUP that changed nothing in
+ * the files, e.g. a renewed certificate, needs no new generation)? */
+bool config_is_same(const struct config *a, const struct config *b);
+
 /* Print the effective settings as "key = value" lines; only non-defaults if non_default_only. */
 void config_show(const struct config *cfg, bool non_default_only);
 

@@ -45,7 +45,9 @@
  *
  * SIGHUP: the certificate is read again and, with hooks->reload, the configuration. A
  * new configuration starts a new generation: new listeners are bound (unchanged ones
- * kept), the queue and auth processes are replaced (never two runners at once), new
+ * kept), the queue process is replaced (never two runners at once), and so is the auth
+ * process unless no setting and none of its files changed (then it stays, so the logins
+ * in flight and their one-time tokens are undisturbed), new
  * workers and login processes start, and the old ones get SERVER_MSG_DRAIN: they stop
  * accepting and exit when their last session ends, so established sessions are not
  * dropped (the login processes learn which workers drain: SERVER_MSG_BACKEND_RETIRE).
@@ -130,6 +132,7 @@ struct master {
     char status_path[4300];
     bool is_started, is_stopping, is_queue_pending;
     bool is_auth_stopped; /* a graceful stop has sent the auth process its SIGTERM */
+    uint64_t auth_files_stamp; /* master_auth_files_stamp when the auth process started */
     uint64_t start_ms, stop_deadline_ms;
 };
 
@@ -164,6 +167,29 @@ static struct child *master_auth_child(struct master *m)
     return NULL;
 }
 
+/* A stamp of the files the auth process reads besides the configuration (the SQL
+ * directory's password file and TLS files): identity, size and time of each. A reload
+ * keeps the auth process only while this and every setting are unchanged. */
+static uint64_t master_auth_files_stamp(const struct config *cfg)
+{
+    const char *files[] = {cfg->directory_password_file, cfg->directory_tls_ca,
+                           cfg->directory_tls_cert, cfg->directory_tls_key};
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        struct stat st;
+        uint64_t v[4] = {0, 0, 0, 0};
+        if (files[i] && files[i][0] && stat(files[i], &st) == 0) {
+            v[0] = (uint64_t)st.st_dev ^ ((uint64_t)st.st_ino << 1);
+            v[1] = (uint64_t)st.st_size;
+            v[2] = (uint64_t)st.st_mtim.tv_sec;
+            v[3] = (uint64_t)st.st_mtim.tv_nsec;
+        }
+        for (size_t k = 0; k < 4; k++)
+            h = (h ^ v[k]) * 0x100000001b3ull;
+    }
+    return h;
+}
+
 /* Give the auth process the other end of a client's channel, with the client's kind
  * (what it may ask: auth_wire.h). */
 static void master_auth_give(struct master *m, int auth_end, unsigned kind)
@@ -184,6 +210,13 @@ static struct child *master_child_by_pid(struct master *m, pid_t pid)
         if (m->children[i].pid == pid)
             return &m->children[i];
     return NULL;
+}
+
+/* Did a send to c fail because c is a draining process that has just exited (its end
+ * closed, not yet reaped)? That is the normal end of an old generation, not an error. */
+static bool master_is_exiting(const struct child *c, int err)
+{
+    return c->is_draining && (err == EPIPE || err == ECONNRESET || err == ENOTCONN);
 }
 
 static bool master_slot_in_use(struct master *m, unsigned slot)
@@ -209,8 +242,9 @@ static void master_backend_pair(struct master *m, struct child *login, struct ch
     char lpid[16], wpid[16];
     int ln = snprintf(lpid, sizeof lpid, "%d", (int)login->pid);
     int wn = snprintf(wpid, sizeof wpid, "%d", (int)worker->pid);
-    if (channel_send(worker->sock, SERVER_MSG_BACKEND_CLIENT, lpid, (size_t)ln, sv[0]) < 0 ||
-        channel_send(login->sock, SERVER_MSG_BACKEND_CHANNEL, wpid, (size_t)wn, sv[1]) < 0)
+    if ((channel_send(worker->sock, SERVER_MSG_BACKEND_CLIENT, lpid, (size_t)ln, sv[0]) < 0 ||
+         channel_send(login->sock, SERVER_MSG_BACKEND_CHANNEL, wpid, (size_t)wn, sv[1]) < 0) &&
+        !master_is_exiting(login, errno) && !master_is_exiting(worker, errno))
         log_error("master", "cannot connect tern/login pid %d with tern/worker pid %d",
                   (int)login->pid, (int)worker->pid);
     close(sv[0]);
@@ -362,6 +396,8 @@ static int master_spawn(struct master *m, unsigned kind, unsigned slot)
         anvil_slot_reset(m->anvil, slot, pid, m->generation, kind);
     if (kind == SERVER_PROC_WORKER || kind == SERVER_PROC_LOGIN)
         master_backend_connect(m, c);
+    if (kind == SERVER_PROC_AUTH)
+        m->auth_files_stamp = master_auth_files_stamp(m->cfg);
     return 0;
 }
 
@@ -562,7 +598,7 @@ static void master_auth_reconnect(struct master *m)
         }
         if (channel_send(c->sock, SERVER_MSG_AUTH_CHANNEL, NULL, 0, av[1]) == 0)
             master_auth_give(m, av[0], c->kind);
-        else
+        else if (!master_is_exiting(c, errno))
             log_error("master", "cannot hand tern/%s pid %d its auth channel", kind_name(c->kind),
                       (int)c->pid);
         close(av[0]);
@@ -727,6 +763,12 @@ static void master_reload(struct master *m)
     for (size_t i = 0; i < n_old; i++)
         if (old[i].fd >= 0)
             close(old[i].fd); /* not taken over: the new config dropped it */
+    /* The auth process stays when nothing it reads changed (a renewed certificate, a
+     * reload without edits): logins and lookups in flight go on undisturbed, and its
+     * one-time tokens stay valid for the sessions being handed over right now. A new
+     * one would fail those calls (temporarily) at the switch. */
+    bool is_auth_kept = master_auth_child(m) && config_is_same(m->cfg, cfg) &&
+                        master_auth_files_stamp(cfg) == m->auth_files_stamp;
     if (m->owned_cfg)
         config_free(m->owned_cfg); /* the children have their own copies (fork) */
     m->owned_cfg = cfg;
@@ -754,14 +796,16 @@ static void master_reload(struct master *m)
             c->is_draining = true;
             m->is_queue_pending = true;
             kill(c->pid, SIGTERM);
-        } else {
+        } else if (!is_auth_kept) {
             /* the directory settings may have changed: a new auth process, which every
              * live process (old generation too) is connected to below */
             c->is_draining = true;
             kill(c->pid, SIGTERM);
+        } else {
+            c->generation = m->generation; /* it serves the new generation as it is */
         }
     }
-    if (master_spawn(m, SERVER_PROC_AUTH, 0) == 0)
+    if (!is_auth_kept && master_spawn(m, SERVER_PROC_AUTH, 0) == 0)
         master_auth_reconnect(m);
     for (unsigned s = 0; s < ANVIL_SLOTS; s++)
         m->respawn[s].is_due = false; /* old-generation processes are not restarted */
@@ -877,6 +921,7 @@ static void master_status_text(struct master *m, char *out, size_t size)
                 OUT("), sessions %u", si.sessions);
             else
                 OUT("), accepted %llu", (unsigned long long)si.accepted);
+            OUT(", heap %llu kB", (unsigned long long)(si.heap_bytes / 1024));
         }
         OUT("\n");
     }

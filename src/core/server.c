@@ -30,6 +30,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pwd.h>
@@ -124,6 +125,21 @@ static void server_on_balance_timer(evutil_socket_t fd, short what, void *arg)
     for (size_t i = 0; i < st->n_listeners; i++)
         if (st->listeners[i].evl)
             evconnlistener_enable(st->listeners[i].evl);
+}
+
+/* How often a process publishes its live heap for `tern status` (anvil.h). */
+#define SERVER_HEAP_PUBLISH_S 5
+
+/* The live heap (glibc's mallinfo2: bytes handed out by malloc in every arena, plus
+ * its own mmaps) into this process's slot: with the RSS `tern status` shows, it tells a
+ * growing cache or a leak (live bytes grow) from pages malloc keeps for reuse. */
+static void server_on_heap_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    struct mallinfo2 mi = mallinfo2();
+    anvil_heap_set((uint64_t)mi.uordblks + (uint64_t)mi.hblkhd);
 }
 
 static void server_accept_balance(struct server_state *st)
@@ -976,6 +992,12 @@ int server_serve(struct server_state *st, unsigned processes, int channel, int a
         evconnlistener_set_error_cb(l->evl, server_on_accept_error);
     }
     (void)slot;
+    st->heap_timer = event_new(base, -1, EV_PERSIST, server_on_heap_timer, st);
+    if (st->heap_timer) {
+        struct timeval every = {.tv_sec = SERVER_HEAP_PUBLISH_S};
+        event_add(st->heap_timer, &every);
+        server_on_heap_timer(-1, 0, st);
+    }
     if (channel >= 0) {
         channel_send(channel, SERVER_MSG_READY, NULL, 0, -1);
     } else {
@@ -1011,6 +1033,9 @@ out:
     if (st->balance_timer)
         event_free(st->balance_timer);
     st->balance_timer = NULL;
+    if (st->heap_timer)
+        event_free(st->heap_timer);
+    st->heap_timer = NULL;
     if (st->sig_term)
         event_free(st->sig_term);
     if (st->sig_int)

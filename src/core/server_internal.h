@@ -41,6 +41,7 @@ struct server_state {
     bool is_draining;     /* reload: no more accepting; exit when the sessions are gone */
     bool is_accept_paused; /* balancing: the others take the next connections */
     struct event *balance_timer;
+    struct event *heap_timer; /* publishes the live heap for `tern status` */
     struct listener *reuse; /* reload: sockets to take over instead of binding again */
     size_t n_reuse;
     struct passwd pw;     /* run_user (when started as root) */

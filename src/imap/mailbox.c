@@ -303,6 +303,8 @@ void imap_write_expunges(struct imap_job *j, const uint32_t *seqs, const uint32_
 {
     if (n == 0)
         return;
+    /* RFC 5267 §4.3.4: the contexts' REMOVEFROM first, in the numbers before these */
+    imap_updates_expunged(j, uids, n);
     if (!j->ctx.is_qresync) {
         for (size_t k = 0; k < n; k++)
             buf_printf(&j->out, "* %u EXPUNGE\r\n", seqs[k]);

@@ -9,6 +9,7 @@
 #include <unistr.h>
 #include <uninorm.h>
 
+#include "core/util.h"
 #include "store/dovecot.h"
 
 /* RFC 6855 §3: Net-Unicode (RFC 5198 §2) without controls, DEL, LS and PS. */
@@ -60,17 +61,9 @@ char *imap_mailname_import(const char *utf8, size_t len)
 /* RFC 3501 §5.1.3 modified base64: "," instead of "/". -1 for any other byte. */
 static int mailname_b64(unsigned char c)
 {
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
     if (c == ',')
         return 63;
-    return -1;
+    return c == '/' ? -1 : util_base64_value(c);
 }
 
 /* Decode s (modified UTF-7) into out (UTF-8, NUL-terminated; at least 2 * strlen(s) + 1

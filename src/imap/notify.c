@@ -491,7 +491,10 @@ static void notify_job_cache_put(struct imap_notify_job *nj, const char *name,
     nj->cache[nj->n_cache++] = (struct imap_notify_cached){.name = dup, .st = *st};
 }
 
-/* STATUS items for the message events ev of a mailbox told for the first time (§3.1). */
+/* STATUS items for the message events ev of a mailbox told for the first time (§3.1).
+ * A watched FlagChange gets UIDVALIDITY and HIGHESTMODSEQ there even before CONDSTORE is
+ * enabled (as Dovecot answers): UNSEEN covers \Seen alone, and the first STATUS is the
+ * client's base for telling later that a \Flagged or keyword changed. */
 static unsigned notify_status_items(unsigned ev, bool is_condstore)
 {
     unsigned items = 0;
@@ -500,7 +503,7 @@ static unsigned notify_status_items(unsigned ev, bool is_condstore)
     if (ev & IMAP_NOTIFY_MESSAGE_EXPUNGE)
         items |= IMAP_ST_MESSAGES;
     if (ev & IMAP_NOTIFY_FLAG_CHANGE)
-        items |= IMAP_ST_UNSEEN | (is_condstore ? IMAP_ST_UIDVALIDITY : 0);
+        items |= IMAP_ST_UNSEEN | IMAP_ST_UIDVALIDITY | IMAP_ST_HIGHESTMODSEQ;
     if (is_condstore)
         items |= IMAP_ST_HIGHESTMODSEQ;
     return items;

@@ -200,7 +200,7 @@ static void imap_job_work_run(struct job *job)
     j->work(j);
     if (j->do_sync && j->ctx.box)
         imap_job_sync(j);
-    imap_updates_check(j); /* RFC 5267 §4.3: UID ADDTO/REMOVEFROM may go at any time */
+    imap_updates_check(j); /* RFC 5267 §4.3: after the sync, in the numbers it left */
     /* Between commands a session holds no index connection (memory, descriptors): the
      * sessions of one user share the store's pooled ones. */
     store_user_idle(j->ctx.user);

@@ -384,13 +384,16 @@ char *imap_searchres_expand(struct imap_session *s, const char *set, bool *is_ui
  * A context keeps its search program and the result as last told (UIDs). After every
  * command's work (pool thread, the contexts moved in with the mailbox) the messages whose
  * mod-sequence passed the one last seen are evaluated again and the messages gone from
- * the view are dropped; the differences go out as "* ESEARCH (TAG "t") UID REMOVEFROM"
- * and "ADDTO" lines. Only the UID forms (UID SEARCH, UID SORT) get contexts: UIDs may be
- * sent at any time, sequence numbers would have to be ordered around every EXPUNGE. */
+ * the view are dropped; the differences go out as "* ESEARCH (TAG "t") [UID] REMOVEFROM"
+ * and "ADDTO" lines, naming UIDs for UID SEARCH / UID SORT and sequence numbers for
+ * SEARCH / SORT. Whoever writes EXPUNGE or VANISHED responses calls
+ * imap_updates_expunged() first: the REMOVEFROM of the messages going must name them by
+ * the sequence numbers they have before the EXPUNGEs renumber the rest (§4.3.4). */
 #define IMAP_MAX_UPDATES 4 /* contexts one session may hold (RFC 5267 §4.3.1: >= 1) */
 /* What a searching command's RETURN (UPDATE) asks for, decided on the loop. */
 struct imap_update_request {
     const char *refusal; /* NULL: start a context; else the text of "* NO [NOUPDATE]" */
+    bool is_uid;         /* the UID form: updates name UIDs, else sequence numbers */
     bool is_sort;
     enum mime_comparator cmp; /* the SORT's comparator */
     struct imap_sort_criterion crit[IMAP_SORT_MAX_CRITERIA];
@@ -408,6 +411,10 @@ void imap_update_start(struct imap_job *j, const struct imap_update_request *r,
                        struct skey **root, const uint32_t *uids, size_t n);
 /* Work (after the command and its sync): write the changes of every context. */
 void imap_updates_check(struct imap_job *j);
+/* Work, just before the EXPUNGE/VANISHED responses for the messages uids[0..n) (gone
+ * from the job's view already, not yet reported): write each context's REMOVEFROM for
+ * those of its result, sequence numbers as the client has them now. */
+void imap_updates_expunged(struct imap_job *j, const uint32_t *uids, size_t n);
 void imap_updates_free(struct imap_updates *u);
 /* Loop: forget the session's contexts (the mailbox is left). */
 void imap_updates_clear(struct imap_session *s);

@@ -338,51 +338,66 @@ static void rcpt_job_free_arg(void *rj)
 
 /* Resolve a recipient in one of our domains: users (and remote alias targets) found, or
  * the rejection in rj->reply. Every local target is looked up before anything counts, so a
- * rejection leaves the transaction as it was. */
-static void rcpt_local(struct rcpt_job *rj)
+ * rejection leaves the transaction as it was. ar: the lookups auth_rcpt_lookup made (its
+ * targets and users move into rj). */
+static void rcpt_local(struct rcpt_job *rj, struct auth_rcpt *ar)
 {
     const char *rcpt = rj->rcpt;
-    int rc = auth_resolve(rj->auth, rcpt, &rj->t);
-    if (rc < 0) {
+    if (ar->resolved < 0) {
         snprintf(rj->reply, sizeof rj->reply, "451 4.3.0 <%s>: Temporary lookup failure", rcpt);
         return;
     }
-    if (rc == 0) {
+    if (ar->resolved == 0) {
         snprintf(rj->reply, sizeof rj->reply, RCPT_UNKNOWN, rcpt);
         return;
     }
+    rj->t = ar->t;
+    memset(&ar->t, 0, sizeof ar->t);
     struct auth_targets *t = &rj->t;
     rj->users = calloc(t->n_local ? t->n_local : 1, sizeof *rj->users);
     if (!rj->users) {
         snprintf(rj->reply, sizeof rj->reply, "451 4.3.0 <%s>: Temporary lookup failure", rcpt);
-        return;
+        goto out;
     }
     for (size_t i = 0; i < t->n_local; i++) {
         struct auth_user *u = &rj->users[rj->n_users];
-        int r = auth_user_lookup(rj->auth, t->local[i], u);
+        int r = ar->found[i];
+        if (r == 2) { /* not in the answer (a long alias): ask now */
+            r = auth_user_lookup(rj->auth, t->local[i], u);
+        } else if (r == 1) {
+            *u = ar->users[i];
+            memset(&ar->users[i], 0, sizeof ar->users[i]);
+        }
         if (r < 0) {
             snprintf(rj->reply, sizeof rj->reply, "451 4.3.0 <%s>: Temporary lookup failure",
                      rcpt);
-            return;
+            goto out;
         }
         if (r == 0 || !u->enabled) {
             if (r > 0)
                 auth_user_free(u);
             if (t->n_local == 1 && t->n_remote == 0) {
                 snprintf(rj->reply, sizeof rj->reply, RCPT_UNKNOWN, rcpt);
-                return;
+                goto out;
             }
             continue;
         }
         rj->n_users++;
-        if (rj->is_remote ? smtp_remote_user_is_full(u->address) == 1 : user_is_full(u)) {
+        /* without a quota nothing can be full: no index to read, and from a login process
+         * no round trip to a mail worker (and from there to the auth process) per RCPT */
+        if (u->quota != 0 &&
+            (rj->is_remote ? smtp_remote_user_is_full(u->address) == 1 : user_is_full(u))) {
             snprintf(rj->reply, sizeof rj->reply,
                      "452 4.2.2 <%s>: Recipient address rejected: Mailbox full", rcpt);
-            return;
+            goto out;
         }
     }
     if (rj->n_users == 0 && t->n_remote == 0)
         snprintf(rj->reply, sizeof rj->reply, RCPT_UNKNOWN, rcpt);
+out:
+    /* (the users not moved into rj: a rejection stopped the loop early) */
+    for (size_t i = 0; ar->users && i < t->n_local; i++)
+        auth_user_free(&ar->users[i]);
 }
 
 /* RFC 5321 §4.1.1.3: a bare "postmaster" is ours. Route it via auth.default_domain,
@@ -423,12 +438,14 @@ static void rcpt_work(struct job *j)
     if (rj->to.domain[0] == '\0')
         postmaster_domain(rj, rj->to.domain, sizeof rj->to.domain);
     addr_format(&rj->to, rj->rcpt, sizeof rj->rcpt);
-    int is_local = auth_domain_is_local(rj->auth, rj->to.domain);
+    struct auth_rcpt ar;
+    auth_rcpt_lookup(rj->auth, rj->to.domain, rj->rcpt, &ar);
+    int is_local = ar.is_local;
     if (is_local < 0) {
         snprintf(rj->reply, sizeof rj->reply, "451 4.3.0 <%s>: Temporary lookup failure",
                  rj->rcpt);
     } else if (is_local == 1) {
-        rcpt_local(rj);
+        rcpt_local(rj, &ar);
         if (!rj->reply[0] && rj->is_lmtp && rj->t.n_remote > 0)
             /* LMTP is final delivery: an address forwarded off this host has no mailbox
              * here (resolve such aliases in the MTA in front) */
@@ -448,6 +465,7 @@ static void rcpt_work(struct job *j)
     } else {
         rj->is_foreign = true;
     }
+    auth_rcpt_free(&ar);
 }
 
 /* Loop thread: the recipient counts (250) or is refused. */

@@ -5,8 +5,10 @@
  * Order of operations (each step only once the previous succeeded for every copy):
  *   1. quota: index usage + this copy must fit, for every target;
  *   2. write each copy (header + body, CRLF -> LF, streamed) to <mailbox>/tmp/, fsync;
- *   3. rename every copy into new/, fsync every new/ directory;
- *   4. index each copy (uid = uidnext++ in one transaction per copy).
+ *   3. rename every copy into new/, fsync every new/ directory (one fsync shared by the
+ *      deliveries that renamed into it meanwhile: store_io_fsync_dir_shared);
+ *   4. index each copy (uid = uidnext++), in one transaction with the copies of the same
+ *      home other threads index at the same moment (deliver_index: group commit).
  * A failure in 1-3 removes every file written so far, so no copy is visible. A failure
  * in 4 does not undo the delivery: the file is durable in new/ and the next sync of the
  * mailbox indexes it (with a fresh UID), so the message still counts as delivered.
@@ -17,6 +19,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,47 +105,155 @@ static void deliver_undo(struct copy *copies, size_t n)
     }
 }
 
-/* Step 4: index one delivered copy. Failure is logged, not returned (see top). */
-static void deliver_index(struct copy *c, struct store_target *t)
+/* Inside a transaction: add one delivered copy to the index (its mailbox made if need
+ * be); t->uid set. 0, or -1 with *error_r (the caller rolls back). */
+static int deliver_index_add(sqlite3 *db, const struct copy *c, struct store_target *t,
+                             char **error_r)
 {
-    char *error = NULL;
-    sqlite3 *db = store_index_acquire(t->home, &error);
     struct store_mbox_row row;
     char location[600];
     snprintf(location, sizeof location, "new/%s", c->basename);
-    t->uid = 0;
-    if (!db)
-        goto fail;
-    if (store_index_begin(db, &error) < 0)
-        goto fail;
-    int r = store_index_mailbox_get(db, c->canon, &row, &error);
+    int r = store_index_mailbox_get(db, c->canon, &row, error_r);
     if (r == 1)
-        r = store_index_mailbox_add(db, c->canon, NULL, &row, &error);
+        r = store_index_mailbox_add(db, c->canon, NULL, &row, error_r);
     /* the first message of a folder moved in from Dovecot: its old messages keep their
      * UIDs and this one comes after them */
-    if (r == 0 && store_sync_import_dovecot(db, c->mbox_path, &row, &error) < 0)
+    if (r == 0 && store_sync_import_dovecot(db, c->mbox_path, &row, error_r) < 0)
         r = -1;
     if (r < 0 ||
         store_index_message_add(db, &row, c->basename, location, 0, NULL, c->size, c->vsize,
-                                time(NULL), &t->uid, &error) < 0 ||
-        store_index_mailbox_save(db, &row, &error) < 0) {
-        store_index_rollback(db);
-        t->uid = 0;
+                                time(NULL), &t->uid, error_r) < 0 ||
+        store_index_mailbox_save(db, &row, error_r) < 0)
+        return -1;
+    return 0;
+}
+
+/* One delivered copy waiting for its index row (deliver_index_shared). */
+struct index_item {
+    const struct copy *c;
+    struct store_target *t;
+    struct index_item *next;
+    bool is_done;
+};
+
+/* One transaction for the n items from first on: 0, or -1 with *error_r, nothing
+ * written and their UIDs 0. */
+static int deliver_index_txn(sqlite3 *db, struct index_item *first, size_t n, char **error_r)
+{
+    struct index_item *it = first;
+    if (store_index_begin(db, error_r) < 0)
         goto fail;
-    }
-    if (store_index_commit(db, &error) < 0) {
-        t->uid = 0;
-        goto fail;
-    }
-    store_index_release(t->home, db);
-    return;
+    for (size_t i = 0; i < n; i++, it = it->next)
+        if (deliver_index_add(db, it->c, it->t, error_r) < 0)
+            goto fail;
+    if (store_index_commit(db, error_r) == 0)
+        return 0;
 fail:
-    log_warning("local",
-                "%s: delivered to maildir but index update failed (next sync "
-                "indexes it): %s",
-                t->user, error ? error : "unknown error");
+    if (!sqlite3_get_autocommit(db))
+        store_index_rollback(db);
+    it = first;
+    for (size_t i = 0; i < n; i++, it = it->next)
+        it->t->uid = 0;
+    return -1;
+}
+
+/* Index the copies on the list items (all of one home) in one transaction; when that
+ * fails, copy by copy, so one bad row costs only its own UID. A copy left unindexed is
+ * logged (uid 0): the next sync of its mailbox indexes it (see the top). */
+static void deliver_index_batch(const char *home, struct index_item *items)
+{
+    size_t n = 0;
+    for (struct index_item *it = items; it; it = it->next)
+        n++;
+    char *error = NULL;
+    sqlite3 *db = store_index_acquire(home, &error);
+    bool is_done = db && deliver_index_txn(db, items, n, &error) == 0;
+    for (struct index_item *it = items; !is_done && it; it = it->next) {
+        if (db && n > 1) {
+            free(error);
+            error = NULL;
+            if (deliver_index_txn(db, it, 1, &error) == 0)
+                continue;
+        }
+        log_warning("local",
+                    "%s: delivered to maildir but index update failed (next sync indexes it): %s",
+                    it->t->user, error ? error : "unknown error");
+    }
     free(error);
-    store_index_release(t->home, db);
+    store_index_release(home, db);
+}
+
+/*
+ * Group commit of index rows. Deliveries to one user from many pool threads each made
+ * their own write transaction on index.db: they met on SQLite's write lock, slept in the
+ * busy handler (20 sleeps per message in a worker under the SMTP bench) and, past the two
+ * pooled connections per user, opened and closed a connection per message. Now the copies
+ * of one home queue here; a thread that finds no batch running takes the whole queue and
+ * indexes it in one transaction while the others wait, then the next waiter takes what
+ * gathered meanwhile. The maildir files are durable before this step, so batching adds no
+ * risk: it only decides how many rows one commit carries. Slots are per home path hash; a
+ * slot busy with another home makes the caller index on its own (a batch of one).
+ */
+#define INDEX_BATCH_SLOTS 64
+
+struct index_batch {
+    pthread_mutex_t lock;
+    pthread_cond_t cond; /* a batch ended */
+    char *home;          /* the home this slot serves now (NULL: none yet) */
+    unsigned n_users;    /* threads with an item queued or running */
+    bool is_running;
+    struct index_item *head, *tail; /* waiting for the next batch */
+};
+
+static struct index_batch index_batches[INDEX_BATCH_SLOTS] = {
+    [0 ... INDEX_BATCH_SLOTS - 1] = {.lock = PTHREAD_MUTEX_INITIALIZER,
+                                     .cond = PTHREAD_COND_INITIALIZER}};
+
+/* Step 4 for one copy: its row, in a batch with the other copies of the same home that
+ * wait at the same time. Failures are logged, not returned (see the top). */
+static void deliver_index(const struct copy *c, struct store_target *t)
+{
+    struct index_item item = {.c = c, .t = t};
+    t->uid = 0;
+    struct index_batch *b = &index_batches[store_path_hash(t->home) % INDEX_BATCH_SLOTS];
+    pthread_mutex_lock(&b->lock);
+    if (!b->home || strcmp(b->home, t->home) != 0) {
+        char *copy = b->n_users == 0 ? strdup(t->home) : NULL;
+        if (!copy) { /* the slot serves another home now (or no memory): alone */
+            pthread_mutex_unlock(&b->lock);
+            deliver_index_batch(t->home, &item);
+            return;
+        }
+        free(b->home);
+        b->home = copy;
+    }
+    b->n_users++;
+    if (b->tail)
+        b->tail->next = &item;
+    else
+        b->head = &item;
+    b->tail = &item;
+    while (!item.is_done) {
+        if (b->is_running) {
+            pthread_cond_wait(&b->cond, &b->lock);
+            continue;
+        }
+        struct index_item *batch = b->head;
+        b->head = b->tail = NULL;
+        b->is_running = true;
+        pthread_mutex_unlock(&b->lock);
+        deliver_index_batch(t->home, batch);
+        pthread_mutex_lock(&b->lock);
+        /* (next read before is_done: a waiter may return and free its item at once) */
+        for (struct index_item *it = batch, *next; it; it = next) {
+            next = it->next;
+            it->is_done = true;
+        }
+        b->is_running = false;
+        pthread_cond_broadcast(&b->cond);
+    }
+    b->n_users--;
+    pthread_mutex_unlock(&b->lock);
 }
 
 int store_deliver(const struct store_source *src, struct store_target *targets, size_t n,
@@ -222,7 +333,7 @@ int store_deliver(const struct store_source *src, struct store_target *targets, 
             continue;
         char dir[4300];
         snprintf(dir, sizeof dir, "%s/new", copies[i].mbox_path);
-        if (store_io_fsync_dir(dir) < 0) {
+        if (store_io_fsync_dir_shared(dir) < 0) {
             store_error(error_r, "fsync %s: %s", dir, strerror(errno));
             failed_status = STORE_ERR_TEMP;
             failed_at = i;

@@ -595,10 +595,7 @@ static size_t index_pool_n;
 
 static size_t index_pool_hash(const char *home)
 {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (const unsigned char *p = (const unsigned char *)home; *p; p++)
-        h = (h ^ *p) * 16777619u;
-    return h % STORE_INDEX_POOL_BUCKETS;
+    return store_path_hash(home) % STORE_INDEX_POOL_BUCKETS;
 }
 
 /* Unlink p from its bucket and the LRU list (pool lock held). */

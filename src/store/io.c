@@ -1,12 +1,14 @@
 /*
  * io.c - durable file writing for the store and the queue: write/fsync wrappers with
  * fault-injection hooks (tests prove a failed write or fsync never acknowledges), the
- * streaming CRLF -> LF message writer, unique Maildir names and mkdir -p.
+ * streaming CRLF -> LF message writer, unique Maildir names, mkdir -p, and the group
+ * commit of directory fsyncs (store_io_fsync_dir_shared).
  */
 #include "store/store-private.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,6 +72,92 @@ int store_io_fsync_dir(const char *dir)
     close(fd);
     errno = saved;
     return ret;
+}
+
+/*
+ * Group commit of directory fsyncs. Deliveries to one mailbox rename into the same new/
+ * from many pool threads at once; each rename is durable once an fsync of the directory
+ * that *began after it* has returned. So a thread that renamed waits for the next fsync
+ * to start (generation started + 1) rather than starting its own: while one runs, the
+ * threads arriving meanwhile queue up and the first of them, once it ends, runs the next
+ * one for all of them. No rename is acknowledged before an fsync that covers it, so the
+ * durability rule (docs/ARCHITECTURE.md §4) is unchanged; the number of directory
+ * flushes falls from one per message to one per batch (docs/PERFORMANCE.md §12.8).
+ * A failed fsync fails every waiter it would have covered, and later ones too (after a
+ * write-back error a later fsync's success proves nothing about the earlier entries).
+ * One slot per directory path hash; a slot busy with another directory (a collision)
+ * makes the caller fsync on its own, as before.
+ */
+#define DIR_SYNC_SLOTS 64
+
+struct dir_sync {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;   /* an fsync of path ended */
+    char *path;            /* the directory this slot serves now (NULL: none yet) */
+    unsigned n_users;      /* threads waiting or running for path */
+    bool is_running;       /* an fsync of path runs now */
+    uint64_t started;      /* fsyncs of path begun */
+    uint64_t done;         /* the generation of the last fsync that ended */
+    uint64_t failed;       /* the generation of the last one that failed (0: none) */
+    int failed_errno;
+};
+
+static struct dir_sync dir_syncs[DIR_SYNC_SLOTS] = {
+    [0 ... DIR_SYNC_SLOTS - 1] = {.lock = PTHREAD_MUTEX_INITIALIZER,
+                                  .cond = PTHREAD_COND_INITIALIZER}};
+
+uint32_t store_path_hash(const char *path)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)path; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return h;
+}
+
+int store_io_fsync_dir_shared(const char *dir)
+{
+    struct dir_sync *d = &dir_syncs[store_path_hash(dir) % DIR_SYNC_SLOTS];
+    pthread_mutex_lock(&d->lock);
+    if (!d->path || strcmp(d->path, dir) != 0) {
+        char *copy = d->n_users == 0 ? strdup(dir) : NULL;
+        if (!copy) { /* the slot serves another directory now (or no memory): alone */
+            pthread_mutex_unlock(&d->lock);
+            return store_io_fsync_dir(dir);
+        }
+        free(d->path);
+        d->path = copy;
+        d->started = d->done = d->failed = 0;
+    }
+    d->n_users++;
+    uint64_t need = d->started + 1; /* the next fsync to begin covers our entry */
+    while (d->done < need) {
+        if (d->is_running) {
+            pthread_cond_wait(&d->cond, &d->lock);
+            continue;
+        }
+        d->is_running = true;
+        uint64_t gen = ++d->started;
+        pthread_mutex_unlock(&d->lock);
+        int rc = store_io_fsync_dir(dir);
+        int saved = errno;
+        pthread_mutex_lock(&d->lock);
+        d->is_running = false;
+        d->done = gen;
+        if (rc < 0) {
+            d->failed = gen;
+            d->failed_errno = saved;
+        }
+        pthread_cond_broadcast(&d->cond);
+    }
+    bool is_failed = d->failed >= need;
+    int err = d->failed_errno;
+    d->n_users--;
+    pthread_mutex_unlock(&d->lock);
+    if (is_failed) {
+        errno = err;
+        return -1;
+    }
+    return 0;
 }
 
 int store_io_mkdir_p(const char *path)

@@ -52,6 +52,14 @@ int store_io_write_all(int fd, const void *data, size_t len);
 int store_io_fsync(int fd);
 /* Open and fsync a directory. */
 int store_io_fsync_dir(const char *dir);
+/* Make durable the entries this thread has already made in dir (a rename into new/),
+ * sharing one fsync with other threads of the process that wait for the same directory
+ * (group commit): returns once an fsync of dir that began after the call has succeeded
+ * (0), or -1 (errno set) when the one that covers us failed. Any thread; blocks. */
+int store_io_fsync_dir_shared(const char *dir);
+/* FNV-1a of a path (homes, folders): the slot of the per-path tables (index pool, shared
+ * directory fsyncs, index batches). */
+uint32_t store_path_hash(const char *path);
 /* mkdir -p (mode 0700); 0 or -1. */
 int store_io_mkdir_p(const char *path);
 

@@ -389,3 +389,59 @@ def child_pids(pid):
         if int(fields[1]) == pid:
             kids.append(int(entry))
     return sorted(kids)
+
+
+class SmtpLoad:
+    """SMTP deliveries to one recipient from `threads` clients until stop(): each message's
+    Subject is a unique tag, recorded once the server answered 250 to its DATA. A session
+    cut by a killed process is simply retried by its client. check_each_once() then proves
+    that every acknowledged message is in the Maildir exactly once."""
+
+    def __init__(self, srv, rcpt, prefix, threads=4, per_thread=2000):
+        self.srv, self.rcpt, self.prefix = srv, rcpt, prefix
+        self.acked, self.lock, self.stopping = [], threading.Lock(), threading.Event()
+        self.failures = []  # what ended a session early (a killed process; none otherwise)
+        self.threads = [threading.Thread(target=self._run, args=(k, per_thread))
+                        for k in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self, k, per_thread):
+        for i in range(per_thread):
+            if self.stopping.is_set():
+                return
+            tag = f"{self.prefix}-{k}-{i}"
+            try:
+                s = smtplib.SMTP(self.srv.host, self.srv.ports["smtp"], timeout=30)
+                s.sendmail("a@example.org", [self.rcpt], f"Subject: {tag}\r\n\r\nbody\r\n")
+                with self.lock:
+                    self.acked.append(tag)
+                s.quit()
+            except (smtplib.SMTPException, OSError) as e:
+                with self.lock:
+                    self.failures.append(f"{tag}: {e!r}")
+                continue  # a session in a killed process: the client retries
+
+    def wait_acked(self, n, what):
+        """Wait (bounded) until n messages in all were acknowledged."""
+        wait_for(lambda: len(self.acked) >= n, timeout=120, what=what)
+
+    def stop(self):
+        self.stopping.set()
+        for t in self.threads:
+            t.join(60)
+
+    def check_each_once(self):
+        """Every acknowledged message delivered, none twice."""
+        seen = {}
+        box = self.srv.maildir(self.rcpt)
+        for sub in ("new", "cur"):
+            for f in (box / sub).iterdir():
+                m = re.search(rb"^Subject: (\S+)", f.read_bytes(), re.M)
+                if m:
+                    seen[m.group(1).decode()] = seen.get(m.group(1).decode(), 0) + 1
+        with self.lock:
+            lost = [t for t in self.acked if t not in seen]
+            doubled = [t for t in self.acked if seen.get(t, 0) > 1]
+        assert not lost, f"acknowledged but lost: {lost[:5]}"
+        assert not doubled, f"acknowledged and doubled: {doubled[:5]}"

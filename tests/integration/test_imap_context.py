@@ -1,6 +1,7 @@
 """
 test_imap_context.py - CONTEXT=SEARCH and CONTEXT=SORT (RFC 5267 §4): RETURN (UPDATE) with
-the unsolicited "* ESEARCH (TAG ..) UID ADDTO/REMOVEFROM" while the mailbox changes (new
+the unsolicited "* ESEARCH (TAG ..) [UID] ADDTO/REMOVEFROM" (UIDs for UID SEARCH/SORT,
+sequence numbers ordered around the EXPUNGEs for SEARCH/SORT) while the mailbox changes (new
 mail, flag changes by this and other sessions, expunges, IDLE), NOUPDATE refusals and the
 per-session limit, tag reuse, CANCELUPDATE, PARTIAL, with the RFC's examples replayed on
 a small mailbox. Each update stream is applied to the client's copy of the result by the
@@ -98,8 +99,8 @@ def test_rfc_b01_update_count_with_other_sessions(tern):
     assert apply_updates([], got, "B01", False) == [2, 4]
     other.expunge()
     got = cmd(c, "n2", "NOOP")
-    # UIDs stay valid across the EXPUNGEs, so their order is free (§4.3.4 orders only
-    # REMOVEFROM of sequence numbers, which this server never sends)
+    # UIDs stay valid across the EXPUNGEs: their order is free (§4.3.4 orders the
+    # REMOVEFROM of sequence numbers; this server sends every REMOVEFROM first)
     assert re.search(r'^\* ESEARCH \(TAG "B01"\) UID REMOVEFROM \(0 2,4\)\r$', got, re.M), got
     assert len(re.findall(r"^\* 2 EXPUNGE\r$", got, re.M)) == 3, got
     other.logout()
@@ -222,8 +223,8 @@ def test_refusals_limit_and_tag_reuse(tern):
     assert re.search(r"^B0 BAD", got, re.M), got
     got = cmd(c, "x1", "CANCELUPDATE \"B0\" \"B1\"")
     assert re.search(r"^x1 OK", got, re.M), got
-    got = cmd(c, "S1", "SEARCH RETURN (UPDATE COUNT) ALL")
-    assert re.search(r'^\* NO \[NOUPDATE "S1"\]', got, re.M), got
+    got = cmd(c, "S1", "SEARCH RETURN (UPDATE COUNT) ALL")  # sequence numbers: updated
+    assert "NOUPDATE" not in got, got
     assert re.search(r'^\* ESEARCH \(TAG "S1"\) COUNT 3\r$', got, re.M), got
     got = cmd(c, "S2", "UID SEARCH RETURN (UPDATE) 1:2")
     assert re.search(r'^\* NO \[NOUPDATE "S2"\]', got, re.M), got
@@ -233,6 +234,8 @@ def test_refusals_limit_and_tag_reuse(tern):
     assert "NOUPDATE" not in got, got
     got = cmd(c, "S5", "UID SEARCH RETURN (UPDATE) UID 2:*")
     assert re.search(r'^\* NO \[NOUPDATE "S5"\]', got, re.M), got
+    got = cmd(c, "S6", "SEARCH RETURN (UPDATE) ALL")  # B2, B3, S1, S4 hold the limit
+    assert re.search(r'^\* NO \[NOUPDATE "S6"\]', got, re.M), got
     c.close()
 
 
@@ -294,3 +297,161 @@ def test_imaplib_update_search(tern):
     except imaplib.IMAP4.error as e:
         raise AssertionError(e)
     m.logout()
+
+
+# ---- sequence-number contexts (SEARCH / SORT RETURN (UPDATE), no UID) ----------------
+
+def apply_seq_updates(result, text, tag, is_sort):
+    """Apply, in the order received, the ADDTO/REMOVEFROM (sequence numbers) for tag and
+    every EXPUNGE (renumbering the copy, RFC 3501 §7.4.1) to result. A message of the
+    copy must have had its REMOVEFROM before its EXPUNGE (RFC 5267 §4.3.4)."""
+    for line in text.splitlines():
+        line = line.strip()
+        m = re.match(r"^\* (\d+) EXPUNGE$", line)
+        if m:
+            n = int(m.group(1))
+            assert n not in result, ("EXPUNGE before its REMOVEFROM", line, result)
+            result = [v - 1 if v > n else v for v in result]
+            continue
+        m = re.match(rf'^\* ESEARCH \(TAG "{re.escape(tag)}"\) (ADDTO|REMOVEFROM) .*$', line)
+        if m:
+            assert " UID " not in line, line
+            result = apply_updates(result, line.replace(f'"{tag}")', f'"{tag}") UID', 1),
+                                   tag, is_sort)
+    return result
+
+
+def esearch_all_seq(text, tag):
+    m = re.search(rf'^\* ESEARCH \(TAG "{tag}"\)(?: ALL (\S+))?\r$', text, re.M)
+    assert m, text
+    return parse_set(m.group(1)) if m.group(1) else []
+
+
+def test_seq_search_update_flags_and_own_expunge(tern):
+    """SEARCH RETURN (UPDATE) names sequence numbers: this session's STORE adds and
+    removes; its EXPUNGE sends the REMOVEFROM first, with the numbers before the
+    EXPUNGEs renumber them (imaptest search-context-update)."""
+    user, pw = fresh_user(tern, "ctxseq", messages=messages(5))
+    c = login(tern, user, pw)
+    cmd(c, "s", "SELECT INBOX")
+    got = cmd(c, "Q01", "SEARCH RETURN (UPDATE) SEEN")
+    assert "NOUPDATE" not in got, got
+    assert re.search(r'^\* ESEARCH \(TAG "Q01"\)\r$', got, re.M), got
+    got = cmd(c, "f1", r"STORE 1,2,4 +FLAGS (\Seen)")
+    assert re.search(r'^\* ESEARCH \(TAG "Q01"\) ADDTO \(0 1:2,4\)\r$', got, re.M), got
+    result = apply_seq_updates([], got, "Q01", False)
+    got = cmd(c, "f2", r"STORE 1,2 -FLAGS (\Seen)")
+    assert re.search(r'^\* ESEARCH \(TAG "Q01"\) REMOVEFROM \(0 1:2\)\r$', got, re.M), got
+    result = apply_seq_updates(result, got, "Q01", False)
+    assert result == [4]
+    cmd(c, "f3", r"STORE 3:5 +FLAGS (\Deleted)")
+    got = cmd(c, "x", "EXPUNGE")
+    lines = got.splitlines()
+    rm = [k for k, ln in enumerate(lines) if 'REMOVEFROM (0 4)' in ln]
+    ex = [k for k, ln in enumerate(lines) if ln.endswith(" EXPUNGE")]
+    assert len(rm) == 1 and len(ex) == 3 and rm[0] < ex[0], got
+    result = apply_seq_updates(result, got, "Q01", False)
+    assert result == []
+    got = cmd(c, "f4", r"STORE 2 +FLAGS (\Seen)")
+    assert re.search(r'^\* ESEARCH \(TAG "Q01"\) ADDTO \(0 2\)\r$', got, re.M), got
+    c.close()
+
+
+def flagged_context(tern, name, n, flagged, tag):
+    """A user with n messages, those of the set flagged \\Flagged by a session that then
+    opens "SEARCH RETURN (UPDATE ALL) FLAGGED" as tag: (session, user, password, result)."""
+    user, pw = fresh_user(tern, name, messages=messages(n))
+    c = login(tern, user, pw)
+    cmd(c, "s", "SELECT INBOX")
+    cmd(c, "f", rf"STORE {flagged} +FLAGS (\Flagged)")
+    got = cmd(c, tag, "SEARCH RETURN (UPDATE ALL) FLAGGED")
+    return c, user, pw, esearch_all_seq(got, tag)
+
+
+def test_seq_search_update_expunge_by_other_session(tern):
+    """Expunges another session made reach this one at its NOOP: the REMOVEFROM for the
+    ones of the result comes before the EXPUNGEs, in the numbers they had; the copy kept
+    by these rules equals a fresh SEARCH."""
+    c, user, pw, result = flagged_context(tern, "ctxseqx", 8, "2:7", "Q02")
+    assert result == [2, 3, 4, 5, 6, 7]
+    other = imaplib_login(tern, user, pw)
+    other.select("INBOX")
+    other.uid("STORE", "1,3,6,8", "+FLAGS", r"(\Deleted)")
+    other.expunge()
+    other.uid("STORE", "4", "-FLAGS", r"(\Flagged)")
+    got = cmd(c, "n", "NOOP")
+    assert re.search(r'^\* ESEARCH \(TAG "Q02"\) REMOVEFROM \(0 3,6\)\r$', got, re.M), got
+    result = apply_seq_updates(result, got, "Q02", False)
+    fresh = cmd(c, "chk", "SEARCH RETURN (ALL) FLAGGED")
+    assert result == esearch_all_seq(fresh, "chk") == [1, 3, 4], (got, fresh)
+    other.logout()
+    c.close()
+
+
+def test_seq_search_update_expunge_during_idle(tern):
+    """An expunge reaching an IDLE session: the REMOVEFROM comes before the EXPUNGE, in
+    the number the message had (the IDLE sync goes the same way as a command's)."""
+    c, user, pw, result = flagged_context(tern, "ctxseqi", 3, "2:3", "Q05")
+    assert result == [2, 3]
+    converse(c, [("i IDLE", r"^\+ ")])
+    other = imaplib_login(tern, user, pw)
+    other.select("INBOX")
+    other.uid("STORE", "2", "+FLAGS", r"(\Deleted)")
+    other.expunge()
+    got = c.read_until(r"^\* 2 EXPUNGE\r$")
+    assert re.search(r'^\* ESEARCH \(TAG "Q05"\) REMOVEFROM \(0 2\)\r$', got, re.M), got
+    result = apply_seq_updates(result, got, "Q05", False)
+    assert result == [2], result
+    converse(c, [("DONE", r"^i OK")])
+    other.logout()
+    c.close()
+
+
+def test_seq_search_update_append_and_cancel(tern):
+    """An APPEND of a matching message: "* 3 EXISTS" first, then the ADDTO naming 3
+    (imaptest search-context-update); CANCELUPDATE ends the context (§4.3.5)."""
+    user, pw = fresh_user(tern, "ctxseqa", messages=messages(2))
+    c = login(tern, user, pw)
+    cmd(c, "s", "SELECT INBOX")
+    cmd(c, "Q03", "SEARCH RETURN (UPDATE) SEEN")
+    msg = sample_message(9).replace("\n", "\r\n").encode()
+    converse(c, [(f"ap APPEND INBOX (\\Seen) {{{len(msg)}+}}", None)])
+    c.send_raw(msg + b"\r\n")
+    got = c.read_until(r"^ap (OK|NO|BAD)")
+    exists = got.find("* 3 EXISTS\r\n")
+    addto = got.find('* ESEARCH (TAG "Q03") ADDTO (0 3)\r\n')
+    assert 0 <= exists < addto, got
+    got = cmd(c, "cu", 'CANCELUPDATE "Q03"')
+    assert re.search(r"^cu OK", got, re.M), got
+    got = cmd(c, "f", r"STORE 1 +FLAGS (\Seen)")
+    assert "ESEARCH" not in got, got
+    assert re.search(r"^cu2 BAD", cmd(c, "cu2", 'CANCELUPDATE "Q03"'), re.M)
+    c.close()
+
+
+def test_seq_sort_context_positions(tern):
+    """SORT RETURN (UPDATE) without UID: positions as for UID SORT, messages by sequence
+    number; an expunge in the middle is removed at its position before the EXPUNGEs."""
+    subjects = ["delta", "bravo", "foxtrot", "alpha", "echo", "charlie"]
+    user, pw = fresh_user(tern, "ctxseqs",
+                          messages=messages(6, subject=lambda k: subjects[k - 1]))
+    c = login(tern, user, pw)
+    cmd(c, "s", "SELECT INBOX")
+    got = cmd(c, "Q04", "SORT RETURN (UPDATE ALL) (SUBJECT) UTF-8 UNSEEN")
+    result = esearch_all_seq(got, "Q04")
+    assert result == [4, 2, 6, 1, 5, 3], got  # alpha bravo charlie delta echo foxtrot
+    other = imaplib_login(tern, user, pw)
+    other.select("INBOX")
+    other.uid("STORE", "2,6", "+FLAGS", r"(\Deleted)")  # bravo, charlie
+    other.expunge()
+    other.append("INBOX", None, None, sample_message(7, subject="beta").encode())
+    got = cmd(c, "n1", "NOOP")
+    assert re.search(r'^\* ESEARCH \(TAG "Q04"\) REMOVEFROM \(2 2,6\)\r$', got, re.M), got
+    result = apply_seq_updates(result, got, "Q04", True)
+    fresh = cmd(c, "chk", "SORT RETURN (ALL) (SUBJECT) UTF-8 UNSEEN")
+    assert result == esearch_all_seq(fresh, "chk"), (got, fresh)
+    assert result == [3, 5, 1, 4, 2], result  # alpha beta delta echo foxtrot
+    got = cmd(c, "f", r"STORE 1 +FLAGS (\Seen)")  # delta leaves (no sync: numbers stay)
+    assert re.search(r'^\* ESEARCH \(TAG "Q04"\) REMOVEFROM \(3 1\)\r$', got, re.M), got
+    other.logout()
+    c.close()

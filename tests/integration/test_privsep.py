@@ -26,12 +26,11 @@ import signal
 import smtplib
 import socket
 import ssl
-import threading
 
 import pytest
 
 from test_imap_lib import add_user, imaplib_login
-from tern_util import wait_for
+from tern_util import SmtpLoad, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: users and a chroot")
 
@@ -197,27 +196,8 @@ def test_login_process_killed_under_load(tern_factory):
     assert sum(v[1] for v in counts.values()) == 4, counts  # plain ones moved on
 
     add_user(srv, "lpload@example.test", "pw")
-    acked, lock, stop = [], threading.Lock(), threading.Event()
-
-    def smtp_load(k):
-        i = 0
-        while not stop.is_set() and i < 2000:
-            tag = f"lpkill-{k}-{i}"
-            i += 1
-            try:
-                s = smtplib.SMTP(srv.host, srv.ports["smtp"], timeout=30)
-                s.sendmail("a@example.org", ["lpload@example.test"],
-                           f"Subject: {tag}\r\n\r\nbody\r\n")
-                with lock:
-                    acked.append(tag)
-                s.quit()
-            except (smtplib.SMTPException, OSError):
-                continue  # a session in the killed login process: the client retries
-
-    threads = [threading.Thread(target=smtp_load, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    wait_for(lambda: len(acked) >= 40, timeout=120, what="deliveries under way")
+    load = SmtpLoad(srv, "lpload@example.test", "lpkill")
+    load.wait_acked(40, "deliveries under way")
     since = srv.log_offset()
     os.kill(victim, CRASH)
     srv.wait_log(rf"warning: process tern/login pid {victim} killed by signal {int(CRASH)}",
@@ -244,23 +224,10 @@ def test_login_process_killed_under_load(tern_factory):
     t.login("lp0@example.test", "pw")
     assert t.select("INBOX")[0] == "OK"
     t.logout()
-    wait_for(lambda: len(acked) >= 80, timeout=120, what="deliveries after the restart")
-    stop.set()
-    for t in threads:
-        t.join(60)
+    load.wait_acked(80, "deliveries after the restart")
+    load.stop()
     assert len(_pids(srv, "login")) == 2
-    seen = {}
-    box = srv.maildir("lpload@example.test")
-    for sub in ("new", "cur"):
-        for f in (box / sub).iterdir():
-            m = re.search(rb"^Subject: (\S+)", f.read_bytes(), re.M)
-            if m:
-                seen[m.group(1).decode()] = seen.get(m.group(1).decode(), 0) + 1
-    with lock:
-        lost = [t for t in acked if t not in seen]
-        doubled = [t for t in acked if seen.get(t, 0) > 1]
-    assert not lost, f"acknowledged but lost: {lost[:5]}"
-    assert not doubled, f"acknowledged and doubled: {doubled[:5]}"
+    load.check_each_once()
     for c in plain + [t for t in relayed if t not in dead]:
         c.logout()
     for w in waiting:

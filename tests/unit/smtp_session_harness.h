@@ -114,6 +114,33 @@ void auth_user_free(struct auth_user *u)
     free(u->home);
 }
 
+/* The recipient lookups in one step, made of the fakes above (as directory.c does for a
+ * local directory); users past the first one are left to the caller (found 2), so the
+ * session's own lookup path is exercised too. */
+void auth_rcpt_lookup(struct auth_service *svc, const char *domain, const char *address,
+                      struct auth_rcpt *r)
+{
+    memset(r, 0, sizeof *r);
+    r->is_local = auth_domain_is_local(svc, domain);
+    if (r->is_local != 1 || (r->resolved = auth_resolve(svc, address, &r->t)) != 1)
+        return;
+    r->found = calloc(r->t.n_local + 1, sizeof *r->found);
+    r->users = calloc(r->t.n_local + 1, sizeof *r->users);
+    for (size_t i = 0; i < r->t.n_local; i++)
+        r->found[i] = i == 0 ? auth_user_lookup(svc, r->t.local[i], &r->users[i]) : 2;
+}
+
+void auth_rcpt_free(struct auth_rcpt *r)
+{
+    for (size_t i = 0; r->users && i < r->t.n_local; i++)
+        if (r->users[i].address)
+            auth_user_free(&r->users[i]);
+    free(r->users);
+    free(r->found);
+    auth_targets_free(&r->t);
+    memset(r, 0, sizeof *r);
+}
+
 bool auth_sender_allowed(struct auth_service *svc, const char *user, const char *mail_from)
 {
     return strcasecmp(user, mail_from) == 0;

@@ -338,6 +338,36 @@ static void test_show(void **state)
     config_free(cfg);
 }
 
+/* config_is_same: what a reload compares to keep the auth process. */
+static void test_is_same(void **state)
+{
+    (void)state;
+    const char *base = "hostname = mx.example.test\ntransport.example.org = [10.0.0.1]:25\n";
+    char *err = NULL;
+    struct config *a = parse(base, NULL, 0, false, &err);
+    struct config *b = parse(base, NULL, 0, false, &err);
+    struct config *c = parse("hostname = mx2.example.test\ntransport.example.org = [10.0.0.1]:25\n",
+                             NULL, 0, false, &err);
+    struct config *d = parse("hostname = mx.example.test\ntransport.example.org = [10.0.0.2]:25\n",
+                             NULL, 0, false, &err);
+    char *ov[] = {"directory.pool_size=9"};
+    struct config *e = parse(base, ov, 1, false, &err);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_non_null(c);
+    assert_non_null(d);
+    assert_non_null(e);
+    assert_true(config_is_same(a, b));
+    assert_false(config_is_same(a, c)); /* a key's value */
+    assert_false(config_is_same(a, d)); /* a transport.<domain> item */
+    assert_false(config_is_same(a, e)); /* an override */
+    config_free(a);
+    config_free(b);
+    config_free(c);
+    config_free(d);
+    config_free(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -345,6 +375,7 @@ int main(void)
         cmocka_unit_test(test_good_file),     cmocka_unit_test(test_errors),
         cmocka_unit_test(test_overrides),     cmocka_unit_test(test_load_file_and_env),
         cmocka_unit_test(test_show),          cmocka_unit_test(test_milter_item),
+        cmocka_unit_test(test_is_same),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -124,6 +124,37 @@ static void test_schema(void **state)
     auth_service_close(again);
 }
 
+/* The lookups keep their statements prepared on the connection: what another process
+ * (the CLI) changes in tern.db between two lookups is seen by the next one, found and
+ * gone alike, and a lookup holds no read transaction that would pin an old state. */
+static void test_kept_statements_see_other_writers(void **state)
+{
+    struct fixture *f = *state;
+    add_domain(f->svc, "example.test");
+    char *err = NULL;
+    struct auth_service *cli = auth_service_open(&f->cfg, &err);
+    assert_non_null(cli);
+    struct auth_user u;
+    for (int round = 0; round < 3; round++) {
+        assert_int_equal(auth_user_lookup(f->svc, "kept@example.test", &u), 0);
+        assert_int_equal(auth_domain_is_local(f->svc, "other.test"), 0);
+        ok(auth_user_add(cli, "kept@example.test", "pw", 0, &err), err);
+        ok(auth_domain_add(cli, "other.test", &err), err);
+        assert_int_equal(auth_user_lookup(f->svc, "kept@example.test", &u), 1);
+        assert_string_equal(u.address, "kept@example.test");
+        auth_user_free(&u);
+        assert_int_equal(auth_domain_is_local(f->svc, "other.test"), 1);
+        struct auth_targets t;
+        assert_int_equal(auth_resolve(f->svc, "kept@example.test", &t), 1);
+        assert_int_equal(t.n_local, 1);
+        auth_targets_free(&t);
+        ok(auth_user_del(cli, "kept@example.test", &err), err);
+        ok(auth_domain_del(cli, "other.test", &err), err);
+    }
+    assert_int_equal(auth_user_lookup(f->svc, "kept@example.test", &u), 0);
+    auth_service_close(cli);
+}
+
 static void count_cb(const char *d, void *arg)
 {
     (void)d;
@@ -330,6 +361,47 @@ static void expect_targets(struct auth_service *svc, const char *addr, int want_
     buf_free(&l);
     buf_free(&r);
     auth_targets_free(&t);
+}
+
+/* auth_rcpt_lookup gives what the three lookups it stands for give, one step. */
+static void test_rcpt_lookup(void **state)
+{
+    struct fixture *f = *state;
+    add_domain(f->svc, "example.test");
+    add_user(f->svc, "alice@example.test", "x");
+    add_user(f->svc, "bob@example.test", "x");
+    char *err = NULL;
+    ok(auth_alias_add(f->svc, "team@example.test", "alice@example.test", &err), err);
+    ok(auth_alias_add(f->svc, "team@example.test", "bob@example.test", &err), err);
+    ok(auth_alias_add(f->svc, "team@example.test", "far@remote.test", &err), err);
+    ok(auth_user_set_enabled(f->svc, "bob@example.test", false, &err), err);
+    struct auth_rcpt r;
+    auth_rcpt_lookup(f->svc, "example.test", "team@example.test", &r);
+    assert_int_equal(r.is_local, 1);
+    assert_int_equal(r.resolved, 1);
+    assert_int_equal(r.t.n_local, 2);
+    assert_int_equal(r.t.n_remote, 1);
+    assert_string_equal(r.t.remote[0], "far@remote.test");
+    for (size_t i = 0; i < 2; i++) {
+        struct auth_user u;
+        assert_int_equal(auth_user_lookup(f->svc, r.t.local[i], &u), 1);
+        assert_int_equal(r.found[i], 1);
+        assert_string_equal(r.users[i].address, u.address);
+        assert_string_equal(r.users[i].home, u.home);
+        assert_int_equal(r.users[i].quota, u.quota);
+        assert_int_equal(r.users[i].enabled, u.enabled);
+        auth_user_free(&u);
+    }
+    auth_rcpt_free(&r);
+    auth_rcpt_lookup(f->svc, "example.test", "nobody@example.test", &r);
+    assert_int_equal(r.is_local, 1);
+    assert_int_equal(r.resolved, 0);
+    assert_null(r.found);
+    auth_rcpt_free(&r);
+    auth_rcpt_lookup(f->svc, "elsewhere.test", "someone@elsewhere.test", &r);
+    assert_int_equal(r.is_local, 0);
+    assert_int_equal(r.resolved, 0);
+    auth_rcpt_free(&r);
 }
 
 static void test_resolve(void **state)
@@ -604,11 +676,13 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_schema, setup, teardown),
         cmocka_unit_test_setup_teardown(test_domains, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kept_statements_see_other_writers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_users, setup, teardown),
         cmocka_unit_test(test_default_domain),
         cmocka_unit_test_setup_teardown(test_user_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_credential_skipped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resolve, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rcpt_lookup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_alias_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sender_allowed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mechanisms, setup, teardown),

@@ -1,6 +1,6 @@
 /*
  * test_store.c - unit tests of the store: delivery (multi-target, CRLF -> LF, sizes,
- * quota, fault injection), and the mailbox API (sync, flags, expunge, append, copy, move,
+ * quota, fault injection, group commit of fsyncs and index rows), and the mailbox API (sync, flags, expunge, append, copy, move,
  * rename, POP3 lock).
  */
 #include <setjmp.h>
@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <event2/event.h>
@@ -42,6 +43,7 @@ static int teardown(void **state)
 {
     store_io_write_hook = NULL;
     store_io_fsync_hook = NULL;
+    store_index_open_hook = NULL;
     store_index_pool_flush();
     rm_rf(tmp_root, 0);
     return 0;
@@ -910,6 +912,124 @@ static void test_concurrent_delivery(void **state)
     store_user_close(u);
 }
 
+/* ---- group commit: deliveries at the same moment share fsyncs and index commits ---- */
+
+#define GC_THREADS 8
+static char gc_home[512];
+static atomic_int gc_file_syncs, gc_dir_syncs, gc_dir_failures_left;
+static atomic_ulong gc_commits;
+
+/* fsync hook: counts file and directory fsyncs; a directory fsync waits (bounded) until
+ * every thread has written its file, as a slow disk flush would, so that the others
+ * renamed meanwhile and can share the next one. gc_dir_failures_left fail with EIO. */
+static int gc_fsync(int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+        atomic_fetch_add(&gc_dir_syncs, 1);
+        for (int i = 0; i < 5000 && atomic_load(&gc_file_syncs) < GC_THREADS; i++)
+            usleep(1000);
+        usleep(50 * 1000);
+        if (atomic_fetch_sub(&gc_dir_failures_left, 1) > 0) {
+            errno = EIO;
+            return -1;
+        }
+    } else {
+        atomic_fetch_add(&gc_file_syncs, 1);
+    }
+    return fsync(fd);
+}
+
+static int gc_count_commit(unsigned type, void *ctx, void *p, void *x)
+{
+    (void)type, (void)ctx, (void)x;
+    const char *sql = sqlite3_sql((sqlite3_stmt *)p);
+    if (sql && strncmp(sql, "COMMIT", 6) == 0) {
+        atomic_fetch_add(&gc_commits, 1);
+        usleep(30 * 1000); /* a slow commit: the deliveries arriving meanwhile queue up */
+    }
+    return 0;
+}
+
+static void gc_trace(sqlite3 *db)
+{
+    sqlite3_trace_v2(db, SQLITE_TRACE_STMT, gc_count_commit, NULL);
+}
+
+static void *gc_deliver(void *arg)
+{
+    struct store_source src = {.data = msg_crlf, .len = strlen(msg_crlf), .fd = -1};
+    struct store_target *t = arg;
+    char *error = NULL;
+    int r = store_deliver(&src, t, 1, &error);
+    free(error);
+    return r == 0 ? NULL : (void *)1;
+}
+
+/* Run GC_THREADS deliveries to one user at once; how many failed. */
+static int gc_run(struct store_target *t)
+{
+    atomic_store(&gc_file_syncs, 0);
+    atomic_store(&gc_dir_syncs, 0);
+    atomic_store(&gc_commits, 0);
+    store_io_fsync_hook = gc_fsync;
+    pthread_t th[GC_THREADS];
+    for (int i = 0; i < GC_THREADS; i++) {
+        t[i] = (struct store_target){.user = "gc@example.test", .home = gc_home};
+        assert_int_equal(pthread_create(&th[i], NULL, gc_deliver, &t[i]), 0);
+    }
+    int n_failed = 0;
+    for (int i = 0; i < GC_THREADS; i++) {
+        void *ret;
+        pthread_join(th[i], &ret);
+        n_failed += ret != NULL;
+    }
+    store_io_fsync_hook = NULL;
+    return n_failed;
+}
+
+/* Deliveries that rename into new/ while its fsync runs are covered by one next fsync
+ * (not one each), and their index rows share transactions; every message still gets its
+ * own UID, and a failed directory fsync fails every delivery it covered. */
+static void test_deliver_group_commit(void **state)
+{
+    home_of("gc", gc_home, sizeof gc_home);
+    store_index_pool_flush(); /* every connection from here on is traced */
+    store_index_open_hook = gc_trace;
+    struct store_source src = {.data = msg_crlf, .len = strlen(msg_crlf), .fd = -1};
+    struct store_target first = {.user = "gc@example.test", .home = gc_home};
+    assert_int_equal(store_deliver(&src, &first, 1, NULL), 0); /* folder and index made */
+    assert_int_equal(first.uid, 1);
+
+    struct store_target t[GC_THREADS];
+    atomic_store(&gc_dir_failures_left, 0);
+    assert_int_equal(gc_run(t), 0);
+    print_message("%d deliveries at once: %d directory fsyncs, %lu index commits\n", GC_THREADS,
+                  atomic_load(&gc_dir_syncs), (unsigned long)atomic_load(&gc_commits));
+    assert_int_equal(atomic_load(&gc_file_syncs), GC_THREADS); /* each file its own */
+    assert_true(atomic_load(&gc_dir_syncs) < GC_THREADS);     /* one each before */
+    assert_true(atomic_load(&gc_commits) < GC_THREADS);
+    bool seen[GC_THREADS + 2] = {false};
+    for (int i = 0; i < GC_THREADS; i++) {
+        assert_true(t[i].uid >= 2 && t[i].uid <= GC_THREADS + 1);
+        assert_false(seen[t[i].uid]);
+        seen[t[i].uid] = true;
+    }
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/Maildir/new", gc_home);
+    assert_int_equal(count_files(dir), GC_THREADS + 1);
+
+    /* the first directory fsync fails: the deliveries it covered fail and leave nothing
+     * in new/; the ones that waited for a later fsync may succeed; none is lost */
+    atomic_store(&gc_dir_failures_left, 1);
+    int n_failed = gc_run(t);
+    assert_true(n_failed >= 1);
+    assert_int_equal(count_files(dir), GC_THREADS + 1 + (GC_THREADS - n_failed));
+    for (int i = 0; i < GC_THREADS; i++)
+        assert_int_equal(t[i].status != STORE_OK, t[i].uid == 0);
+    store_index_open_hook = NULL;
+}
+
 static int notified;
 static void on_notify(const char *user, const char *mailbox, void *arg)
 {
@@ -1200,6 +1320,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_notify_churn, setup, teardown),
         cmocka_unit_test_setup_teardown(test_notify_cross_thread, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_delivery, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deliver_group_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_index_migration, setup, teardown),
         cmocka_unit_test_setup_teardown(test_user_idle_shares_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_set_flags_stale_view, setup, teardown),
