@@ -1255,6 +1255,7 @@ fail:
 /* ---- the TLS relay (login side) ------------------------------------------------------ */
 
 static void conn_relay_on_ready(evutil_socket_t fd, short what, void *arg);
+static void conn_relay_end(struct conn *c, const char *reason);
 
 /* Watch the worker's end for what the relay needs now: its output (EV_READ) unless the
  * client is behind or the worker finished, and room for the client's bytes (EV_WRITE)
@@ -1276,8 +1277,14 @@ static void conn_relay_watch(struct conn *c)
         return;
     if (event_assign(c->relay_ev, c->srv->ctx.base, c->relay_fd, want | EV_PERSIST,
                      conn_relay_on_ready, c) == 0 &&
-        event_add(c->relay_ev, NULL) == 0)
+        event_add(c->relay_ev, NULL) == 0) {
         c->relay_watch = want;
+        return;
+    }
+    /* unwatched, the relay would stall for good: end it (nothing is watched after) */
+    log_warning(c->proto->log_name, "cannot watch the relay of %s: %s", c->peer_ip,
+                strerror(errno));
+    conn_relay_end(c, "relay failed");
 }
 
 /* The worker's end closed or failed: flush what it said to the client, then close. */
