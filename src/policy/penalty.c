@@ -444,6 +444,9 @@ size_t penalty_table_import(struct penalty_table *t, const struct penalty_record
         penalty_account_key(r->account, account);
         if (strcmp(account, r->account) != 0)
             continue;
+        /* a time before 1970 is no time of ours (and would overflow the age below) */
+        if (r->last_failure_unix_ms < 0 || r->blocked_until_unix_ms < 0 || now_unix_ms < 0)
+            continue;
         int64_t age = now_unix_ms - r->last_failure_unix_ms;
         bool is_blocked = r->blocked_until_unix_ms > now_unix_ms;
         if (!is_blocked && (age < 0 || (uint64_t)age >= t->limits.window_ms))

@@ -262,7 +262,7 @@ static void test_export_import(void **state)
     assert_int_equal(n, 2);
     penalty_table_free(t);
 
-    struct penalty_record *all = calloc(n + 3, sizeof *all);
+    struct penalty_record *all = calloc(n + 4, sizeof *all);
     memcpy(all, r, n * sizeof *r);
     struct penalty_record *all_copy = r; /* (the same records, for a second import) */
     /* hostile rows: a key the policy would not make, an account in capitals, no failures */
@@ -275,10 +275,15 @@ static void test_export_import(void **state)
     all[n + 1].blocked_until_unix_ms = now_unix + 1000;
     snprintf(all[n + 2].key, sizeof all[n + 2].key, "192.0.2.9");
     all[n + 2].last_failure_unix_ms = now_unix;
+    /* a time before 1970 (the fuzzer's: its age overflowed) */
+    snprintf(all[n + 3].key, sizeof all[n + 3].key, "192.0.2.10");
+    all[n + 3].failures = 5;
+    all[n + 3].last_failure_unix_ms = INT64_MIN + 2048;
+    all[n + 3].blocked_until_unix_ms = now_unix + 1000;
     /* a new process: its monotonic clock reads 50 s, the wall clock 10 s later */
     struct penalty_table *u = penalty_table_new(&limits);
     uint64_t later = 50000;
-    assert_int_equal(penalty_table_import(u, all, n + 3, later, now_unix + 10000), 2);
+    assert_int_equal(penalty_table_import(u, all, n + 4, later, now_unix + 10000), 2);
     free(all);
     assert_int_equal(check(u, "192.0.2.1", "bob", later).verdict, PENALTY_BLOCKED);
     assert_int_equal(check(u, "192.0.2.1", "alice", later).verdict, PENALTY_ALLOW);
