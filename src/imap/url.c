@@ -106,21 +106,6 @@ static bool url_mailbox_decode(struct url_cursor *c, char *out, size_t size, siz
     return true;
 }
 
-/* RFC 5092: nz-number (up to 2^32-1). */
-static bool url_nz_number(struct url_cursor *c, uint32_t *v_r)
-{
-    if (c->i >= c->len || c->s[c->i] < '1' || c->s[c->i] > '9')
-        return false;
-    uint64_t v = 0;
-    while (c->i < c->len && isdigit((unsigned char)c->s[c->i])) {
-        v = v * 10 + (uint64_t)(c->s[c->i++] - '0');
-        if (v > UINT32_MAX)
-            return false;
-    }
-    *v_r = (uint32_t)v;
-    return true;
-}
-
 /* number (RFC 3501: up to 2^32-1; zero allowed). */
 static bool url_number(struct url_cursor *c, uint64_t *v_r)
 {
@@ -133,6 +118,16 @@ static bool url_number(struct url_cursor *c, uint64_t *v_r)
             return false;
     }
     *v_r = v;
+    return true;
+}
+
+/* RFC 5092: nz-number (up to 2^32-1): a number not starting with 0. */
+static bool url_nz_number(struct url_cursor *c, uint32_t *v_r)
+{
+    uint64_t v;
+    if (c->i >= c->len || c->s[c->i] == '0' || !url_number(c, &v))
+        return false;
+    *v_r = (uint32_t)v;
     return true;
 }
 
