@@ -84,6 +84,16 @@ struct auth_server *auth_server_new(struct auth_service *svc, struct event_base 
 /* Serve one more client channel (owned from now on) of a process of kind (SERVER_PROC_*:
  * what it may ask, auth_wire.h). 0 or -1. */
 int auth_server_add_client(struct auth_server *srv, int sock, unsigned kind);
+/* The process stops and a new auth process may follow (server.c, a reload): call once
+ * the loop reads no more requests and the pool has answered every one it read. Returns a
+ * memfd holding the live one-time tokens (the caller passes it to the master and closes
+ * it), or -1 when there are none; tells every client that its unanswered requests were
+ * not read (AUTH_MSG_GOODBYE). */
+int auth_server_hand_over(struct auth_server *srv);
+/* The previous auth process's tokens (fd from auth_server_hand_over, via the master;
+ * owned: read once as hostile bytes, emptied and closed). Before the first client is
+ * served. How many were kept. */
+size_t auth_server_take_over(struct auth_server *srv, int fd);
 void auth_server_free(struct auth_server *srv);
 
 /* ---- routing ---------------------------------------------------------------------- */

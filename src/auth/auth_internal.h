@@ -162,6 +162,7 @@ void auth_remote_close(struct auth_service *svc);
 
 /* ---- one-time login tokens (token.c), kept by the auth process -------------------- */
 #define AUTH_TOKEN_LIFETIME_S 60 /* from the check to the mail worker's redemption */
+#define AUTH_TOKEN_SLOTS      8192 /* live tokens at most (the oldest make room) */
 struct auth_tokens;
 struct auth_tokens *auth_tokens_new(void);
 void auth_tokens_free(struct auth_tokens *t);
@@ -173,6 +174,14 @@ bool auth_tokens_issue(struct auth_tokens *t, const char *user, const char *bind
  * A token found is spent whatever the outcome. */
 bool auth_tokens_redeem(struct auth_tokens *t, const char *token, const char *user,
                         const char *binding);
+/* The live tokens in the hand-over format (token.c) into *buf_r (malloc'd, *len_r
+ * bytes; the caller wipes and frees it): how many, or SIZE_MAX when memory is out. */
+size_t auth_tokens_export(struct auth_tokens *t, char **buf_r, size_t *len_r);
+/* Add the tokens of a hand-over (hostile bytes: every record checked, token.c): how many
+ * were kept. */
+size_t auth_tokens_import(struct auth_tokens *t, const void *data, size_t len);
+/* The largest hand-over auth_tokens_export can make (every slot live, longest strings). */
+#define AUTH_TOKENS_EXPORT_MAX (8 + AUTH_TOKEN_SLOTS * (32 + 8 + (AUTH_MAX_LOGIN + 1) + (AUTH_BINDING_MAX + 1)))
 /* Test hook: the tokens' clock (NULL: time()). */
 void auth_tokens_set_clock(struct auth_tokens *t, time_t (*clock)(void));
 

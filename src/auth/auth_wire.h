@@ -29,6 +29,10 @@
  *                                                          [token]
  *   SASL_FREE (id 0)      id                               (none)
  *   MECHS (id 0, pushed)  "CSA": CRAM-MD5, SCRAM-SHA-256, APOP available ('1'/'0')
+ *   GOODBYE (id 0, pushed) (none): the auth process stops (a reload replacing it) and has
+ *                         answered every request it read; a request still unanswered when
+ *                         the channel closes was never read and may be sent to the next
+ *                         auth process, whatever its type (remote.c)
  *   DOMAIN_LIST           (none)                           0/-1, the local domains in order
  *   TOKEN_REDEEM          token, user, binding             1/0/-1 (mail workers only)
  *   RCPT_LOOKUP           domain, address                  is_local 1/0/-1; when 1:
@@ -65,6 +69,7 @@ enum auth_msg {
     AUTH_MSG_DOMAIN_LIST,
     AUTH_MSG_TOKEN_REDEEM,
     AUTH_MSG_RCPT_LOOKUP,
+    AUTH_MSG_GOODBYE,
 };
 
 #endif

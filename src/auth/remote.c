@@ -15,7 +15,10 @@
  * or "no such user". When the master starts a new auth process it hands us a new channel
  * (auth_service_set_channel, loop thread): calls waiting on the old one fail (temporary),
  * new ones use the new one; a call made while there is none waits up to
- * AUTH_REMOTE_RECONNECT_S for it.
+ * AUTH_REMOTE_RECONNECT_S for it. A reload that replaces the auth process is orderly: the
+ * old one answers what it read, hands its one-time tokens to the new one and says
+ * goodbye (AUTH_MSG_GOODBYE) before it closes, so what it left unanswered is asked again
+ * of the new one, logins and token redemptions included (remote_call says when).
  *
  * Calls made on the event loop must not wait for another process: the SASL mechanism
  * list and APOP availability are kept here from the auth process's announcements
@@ -56,6 +59,10 @@ struct auth_remote {
                                                        * channel changed (remote_wake_all) */
     int sock;            /* -1 while there is no auth process */
     unsigned generation; /* bumped by every new channel: stale waits fail */
+    /* the channel of this generation said AUTH_MSG_GOODBYE: what it left unanswered was
+     * never read (so any request may be asked again of the next auth process) */
+    unsigned goodbye_generation;
+    bool has_goodbye;
     uint32_t next_id;
     struct auth_pending pending[AUTH_REMOTE_PENDING];
     pthread_t reader;
@@ -81,6 +88,14 @@ static void remote_on_msg(struct auth_remote *r, struct channel_msg *m)
     if (m->len < 4)
         return;
     memcpy(&id, m->payload, 4);
+    if (id == 0 && m->type == AUTH_MSG_GOODBYE) {
+        /* (after every answer the process sent: the channel keeps their order) */
+        pthread_mutex_lock(&r->lock);
+        r->goodbye_generation = r->generation;
+        r->has_goodbye = true;
+        pthread_mutex_unlock(&r->lock);
+        return;
+    }
     if (id == 0 && m->type == AUTH_MSG_MECHS) {
         size_t pos = 4;
         const char *flags = channel_get_str(m, &pos);
@@ -134,8 +149,10 @@ static void *remote_reader(void *arg)
         pthread_mutex_lock(&r->lock);
         if (got < 0 && r->generation == gen) {
             /* the auth process is gone: every call waiting on it fails (temporary);
-             * the master starts another and hands us its channel */
-            log_warning("auth", "the auth process closed its channel");
+             * the master starts another and hands us its channel. After its goodbye
+             * (a reload replacing it) that is the plan, not news for the admin. */
+            if (!(r->has_goodbye && r->goodbye_generation == gen))
+                log_warning("auth", "the auth process closed its channel");
             close(r->sock);
             r->sock = -1;
             r->generation++;
@@ -150,11 +167,14 @@ static void *remote_reader(void *arg)
 /* ---- calls ---------------------------------------------------------------------------- */
 
 /* One try of remote_call; *is_lost_r tells that the channel went away (the auth process
- * ended or was replaced) with the request unanswered. */
+ * ended or was replaced) with the request unanswered, *is_unread_r that the process had
+ * said goodbye first (so it never read the request). */
 static int remote_call_once(struct auth_service *svc, uint8_t type, const char *const *args,
-                            size_t n, struct channel_msg *reply, bool *is_lost_r)
+                            size_t n, struct channel_msg *reply, bool *is_lost_r,
+                            bool *is_unread_r)
 {
     *is_lost_r = false;
+    *is_unread_r = false;
     struct auth_remote *r = svc->remote;
     char *payload = malloc(CHANNEL_MAX_PAYLOAD);
     if (!payload)
@@ -224,6 +244,7 @@ static int remote_call_once(struct auth_service *svc, uint8_t type, const char *
         if (rc < 0 && r->generation == gen)
             log_warning("auth", "no answer from the auth process in %d s", AUTH_REMOTE_TIMEOUT_S);
         *is_lost_r = rc < 0 && r->generation != gen;
+        *is_unread_r = *is_lost_r && r->has_goodbye && r->goodbye_generation == gen;
     }
     memset(p, 0, sizeof *p);
     pthread_mutex_unlock(&r->lock);
@@ -241,15 +262,22 @@ static bool remote_is_lookup(uint8_t type)
 
 /* Send a request of type with the given strings and wait for its answer in *reply.
  * 0 answered, -1 no auth process, no answer in time, or the request did not fit. A
- * lookup whose auth process went away unanswered (a restart, a reload replacing it) is
- * asked once more of the next one; a login is not (it may have been counted). */
+ * request whose auth process went away unanswered is asked once more of the next one
+ * when that cannot count or spend anything twice:
+ *   - a lookup, always (it only reads);
+ *   - any request, a login, a failed-login report or a token redemption too, when the
+ *     process said goodbye first (a reload replacing it, server.c): it had answered
+ *     every request it read, so this one was never read: no login was counted, and the
+ *     token was not spent and is in the new process's table (it was handed over). A
+ *     token redemption lost without a goodbye (a crash) is not asked again: the old
+ *     process may have spent it, and the new one does not know it anyway. */
 static int remote_call(struct auth_service *svc, uint8_t type, const char *const *args, size_t n,
                        struct channel_msg *reply)
 {
-    bool is_lost;
-    int rc = remote_call_once(svc, type, args, n, reply, &is_lost);
-    if (rc < 0 && is_lost && remote_is_lookup(type))
-        rc = remote_call_once(svc, type, args, n, reply, &is_lost);
+    bool is_lost, is_unread;
+    int rc = remote_call_once(svc, type, args, n, reply, &is_lost, &is_unread);
+    if (rc < 0 && is_lost && (is_unread || remote_is_lookup(type)))
+        rc = remote_call_once(svc, type, args, n, reply, &is_lost, &is_unread);
     return rc;
 }
 

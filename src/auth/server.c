@@ -24,12 +24,27 @@
  * Clients have a kind (the master says which when it hands the channel over): a login
  * process's successful login that names its connection gets a one-time token with the
  * answer (token.c), and only a mail worker may redeem one (auth.h, privilege separation).
+ *
+ * A reload that replaces the auth process hands its state over (issue 10): the master
+ * starts the new process only after the old one has exited, and the old one, once its
+ * loop has stopped reading and its pool has answered every request it read, passes its
+ * live tokens on (auth_server_hand_over: a memfd sent to the master, which holds it
+ * unread and gives it to the new process before any client channel) and tells every
+ * client AUTH_MSG_GOODBYE, so a request still unanswered is known to be unread and is
+ * asked again of the new process (remote.c). The failed-login table takes the same path
+ * through its file: the old process's last save is made before it exits, and the new one
+ * reads the file at start. So a token is at every moment in exactly one process that will
+ * answer for it, and a token spent in the old one is not in the new one's table. Why a
+ * memfd through the master and not a file: the tokens never touch a file system (no mode,
+ * owner, clean-up or stale copy after a crash to get right), the master only moves a
+ * descriptor and reads nothing, and the memory goes with the last descriptor.
  */
 #include "auth/auth_internal.h"
 #include "auth/auth_wire.h"
 #include "core/channel.h"
 #include "core/conn.h"
 #include "core/log.h"
+#include "core/util.h"
 #include "core/workpool.h"
 #include "policy/penalty.h"
 
@@ -41,6 +56,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -592,6 +609,80 @@ static void server_tick(evutil_socket_t fd, short what, void *arg)
     j->srv = srv;
     srv->is_mechs_job = true;
     workpool_submit(srv->pool, mechs_work, mechs_done, j);
+}
+
+/* ---- handing over to the next auth process (a reload that replaces it) ------------------ */
+
+/* The live tokens in a memfd (read from its start), or -1 when there are none or it could
+ * not be made (logged). */
+static int handover_tokens_fd(struct auth_server *srv, size_t *n_r)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    *n_r = auth_tokens_export(srv->tokens, &buf, &len);
+    if (*n_r == SIZE_MAX) {
+        log_error("auth", "hand-over: out of memory: the live login tokens are not passed on");
+        return -1;
+    }
+    int fd = -1;
+    if (*n_r > 0) {
+        fd = memfd_create("tern-auth-tokens", MFD_CLOEXEC);
+        if (fd < 0 || util_write_all(fd, buf, len) < 0 || lseek(fd, 0, SEEK_SET) != 0) {
+            log_error("auth", "hand-over: cannot write the live login tokens: %s",
+                      strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            fd = -1;
+        }
+    }
+    explicit_bzero(buf, len);
+    free(buf);
+    return fd;
+}
+
+int auth_server_hand_over(struct auth_server *srv)
+{
+    size_t n;
+    int fd = handover_tokens_fd(srv, &n);
+    if (fd >= 0)
+        log_info("auth", "hand-over: %zu live login tokens passed to the next auth process", n);
+    /* every request read has been answered (the pool has drained): tell each client that
+     * what it still waits for was never read, so it may ask the next process (remote.c) */
+    char payload[4] = {0, 0, 0, 0};
+    for (struct auth_client *c = srv->clients; c; c = c->next)
+        client_send(c, AUTH_MSG_GOODBYE, payload, sizeof payload);
+    return fd;
+}
+
+size_t auth_server_take_over(struct auth_server *srv, int fd)
+{
+    /* the bytes are taken as hostile (token.c checks every record); one bounded read into
+     * our own memory, then the memfd is emptied and closed: its pages go now */
+    struct stat st;
+    size_t kept = 0;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size < 0 ||
+        (uint64_t)st.st_size > AUTH_TOKENS_EXPORT_MAX) {
+        log_warning("auth", "hand-over: the previous auth process's tokens are not a file of "
+                            "at most %zu bytes: ignored", (size_t)AUTH_TOKENS_EXPORT_MAX);
+        close(fd);
+        return 0;
+    }
+    size_t size = (size_t)st.st_size;
+    char *buf = malloc(size + 1);
+    ssize_t got = buf ? pread(fd, buf, size + 1, 0) : -1;
+    if (got >= 0 && (size_t)got <= size)
+        kept = auth_tokens_import(srv->tokens, buf, (size_t)got);
+    else
+        log_warning("auth", "hand-over: cannot read the previous auth process's tokens");
+    if (buf) {
+        explicit_bzero(buf, size);
+        free(buf);
+    }
+    (void)ftruncate(fd, 0);
+    close(fd);
+    log_info("auth", "hand-over: %zu live login tokens taken over from the previous auth "
+                     "process", kept);
+    return kept;
 }
 
 /* ---- the server ----------------------------------------------------------------------- */

@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* The control socket `tern auth blocks` talks to (one server per process). */
 static struct auth_control *serve_control;
@@ -154,7 +155,12 @@ static void serve_forward_queued(const char *queue_id, const char *const *recipi
 static void serve_on_message(struct server_context *ctx, struct channel_msg *m)
 {
     size_t pos = 0;
-    if (m->type == SERVER_MSG_AUTH_CLIENT && serve_auth_server && m->fd >= 0) {
+    if (m->type == SERVER_MSG_AUTH_STATE && serve_auth_server && m->fd >= 0) {
+        /* the previous auth process's live tokens (a reload replaced it): the master
+         * sends them before any client channel, so no redemption comes before them */
+        (void)auth_server_take_over(serve_auth_server, m->fd);
+        m->fd = -1;
+    } else if (m->type == SERVER_MSG_AUTH_CLIENT && serve_auth_server && m->fd >= 0) {
         /* the master names the client's kind: what it may ask */
         (void)auth_server_add_client(serve_auth_server, m->fd,
                                      (unsigned)strtoul(m->payload, NULL, 10));
@@ -293,6 +299,18 @@ static void serve_fini(struct server_context *ctx)
     smtp_screen_stop();
     auth_control_stop(serve_control); /* it answers from the directory's blocks */
     serve_control = NULL;
+    if (serve_auth_server) {
+        /* the loop reads nothing any more and the pool has answered every request it
+         * read: the live tokens go to the master for the next auth process, and the
+         * clients hear that what they still wait for was never read */
+        int fd = auth_server_hand_over(serve_auth_server);
+        if (fd >= 0 && ctx->channel >= 0 &&
+            channel_send(ctx->channel, SERVER_MSG_AUTH_STATE, NULL, 0, fd) < 0)
+            log_error("auth", "hand-over: cannot pass the live login tokens to the master: %s",
+                      strerror(errno));
+        if (fd >= 0)
+            close(fd);
+    }
     auth_server_free(serve_auth_server);
     serve_auth_server = NULL;
     outbound_runner_set_remote(NULL);

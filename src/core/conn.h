@@ -150,6 +150,9 @@ struct greylist;
 #define SERVER_MSG_BACKEND_CHANNEL 7 /* master -> login: a mail worker's channel (fd);
                                         payload: its pid */
 #define SERVER_MSG_BACKEND_RETIRE  8 /* master -> login: that worker drains (payload: pid) */
+#define SERVER_MSG_AUTH_STATE      9 /* auth -> master at its stop, master -> the next auth
+                                        process at its birth: a memfd with the live one-time
+                                        tokens (the master holds it unread; auth/server.c) */
 #define SERVER_MSG_TO_WORKERS 16 /* 16..31 */
 #define SERVER_MSG_TO_QUEUE   32 /* 32..47 */
 

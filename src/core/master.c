@@ -108,6 +108,11 @@ struct child {
     bool is_ready;
     bool is_draining;     /* an old generation: exits when its sessions are gone */
     uint64_t started_ms;
+    /* a client of the auth process born while there was none (a reload waits for the old
+     * one to exit): the auth end of its channel, held until the next one starts; what
+     * the client sends meanwhile waits in the socket */
+    bool has_auth_end;
+    int auth_end;
 };
 
 /* A process to start again once its pause is over. */
@@ -132,6 +137,11 @@ struct master {
     char status_path[4300];
     bool is_started, is_stopping, is_queue_pending;
     bool is_auth_stopped; /* a graceful stop has sent the auth process its SIGTERM */
+    /* a reload replaces the auth process: the old one is stopping, the new one starts
+     * when it has exited (by auth_pending_deadline_ms, else it is killed) */
+    bool is_auth_pending;
+    uint64_t auth_pending_deadline_ms;
+    int auth_state_fd; /* the old one's live tokens (memfd, never read here), or -1 */
     uint64_t auth_files_stamp; /* master_auth_files_stamp when the auth process started */
     uint64_t start_ms, stop_deadline_ms;
 };
@@ -191,7 +201,7 @@ static uint64_t master_auth_files_stamp(const struct config *cfg)
 }
 
 /* Give the auth process the other end of a client's channel, with the client's kind
- * (what it may ask: auth_wire.h). */
+ * (what it may ask: auth_wire.h). There must be one (master_auth_child). */
 static void master_auth_give(struct master *m, int auth_end, unsigned kind)
 {
     struct child *a = master_auth_child(m);
@@ -381,17 +391,31 @@ static int master_spawn(struct master *m, unsigned kind, unsigned slot)
         master_child_main(m, kind, slot, sv[1], av[1]);
     }
     close(sv[1]);
-    if (av[0] >= 0) {
-        close(av[1]);
-        master_auth_give(m, av[0], kind);
-        close(av[0]);
-    }
     *c = (struct child){.pid = pid,
                         .kind = kind,
                         .slot = slot,
                         .generation = m->generation,
                         .sock = sv[0],
                         .started_ms = util_now_ms()};
+    if (av[0] >= 0) {
+        close(av[1]);
+        if (master_auth_child(m)) {
+            master_auth_give(m, av[0], kind);
+            close(av[0]);
+        } else { /* given to the next auth process at its start (master_auth_reconnect) */
+            c->has_auth_end = true;
+            c->auth_end = av[0];
+        }
+    }
+    if (kind == SERVER_PROC_AUTH && m->auth_state_fd >= 0) {
+        /* the previous auth process's live tokens, before any client channel (the
+         * channel keeps the order), so no redemption reaches it before them */
+        if (channel_send(c->sock, SERVER_MSG_AUTH_STATE, NULL, 0, m->auth_state_fd) < 0)
+            log_error("master", "cannot pass the login tokens to the new auth process: %s",
+                      strerror(errno));
+        close(m->auth_state_fd);
+        m->auth_state_fd = -1;
+    }
     if (kind_has_slot(kind))
         anvil_slot_reset(m->anvil, slot, pid, m->generation, kind);
     if (kind == SERVER_PROC_WORKER || kind == SERVER_PROC_LOGIN)
@@ -512,8 +536,15 @@ static void master_on_child_readable(struct master *m, struct child *c)
         int got = channel_recv(c->sock, &msg);
         if (got <= 0)
             return; /* a closed channel shows as the child's exit (SIGCHLD) */
+        if (msg.fd >= 0 && msg.type == SERVER_MSG_AUTH_STATE && c->kind == SERVER_PROC_AUTH) {
+            /* the stopping auth process's tokens: kept, unread, for the next one */
+            if (m->auth_state_fd >= 0)
+                close(m->auth_state_fd);
+            m->auth_state_fd = msg.fd;
+            continue;
+        }
         if (msg.fd >= 0)
-            close(msg.fd); /* no message to the master carries one */
+            close(msg.fd); /* no other message to the master carries one */
         master_on_msg(m, c, &msg);
     }
 }
@@ -539,6 +570,8 @@ static void master_schedule_respawn(struct master *m, const struct child *c, boo
                     delay / 1000);
 }
 
+static void master_auth_reconnect(struct master *m);
+
 static void master_reap(struct master *m)
 {
     int status;
@@ -547,8 +580,12 @@ static void master_reap(struct master *m)
         struct child *c = master_child_by_pid(m, pid);
         if (!c)
             continue;
+        /* what it said last (the auth process's tokens) is read before its channel goes */
+        master_on_child_readable(m, c);
         struct child dead = *c;
         close(c->sock);
+        if (c->has_auth_end)
+            close(c->auth_end);
         memset(c, 0, sizeof *c);
         c->sock = -1;
         if (kind_has_slot(dead.kind) && !master_slot_in_use(m, dead.slot))
@@ -568,6 +605,16 @@ static void master_reap(struct master *m)
             m->is_stopping = true;
             m->stop_deadline_ms = util_now_ms() + MASTER_KILL_MARGIN_MS;
             master_signal_all(m, SIGTERM);
+            continue;
+        }
+        if (dead.kind == SERVER_PROC_AUTH && m->is_auth_pending && !master_auth_child(m)) {
+            /* the old auth process of a reload has exited (its tokens handed over, its
+             * failed-login table saved): start the new one */
+            m->is_auth_pending = false;
+            if (master_spawn(m, SERVER_PROC_AUTH, 0) == 0)
+                master_auth_reconnect(m);
+            else
+                master_schedule_respawn(m, &dead, true);
             continue;
         }
         if (dead.kind == SERVER_PROC_QUEUE && m->is_queue_pending) {
@@ -591,6 +638,12 @@ static void master_auth_reconnect(struct master *m)
         struct child *c = &m->children[i];
         if (!c->pid || c->kind == SERVER_PROC_AUTH)
             continue;
+        if (c->has_auth_end) { /* born while there was none: its channel is waiting */
+            master_auth_give(m, c->auth_end, c->kind);
+            close(c->auth_end);
+            c->has_auth_end = false;
+            continue;
+        }
         int av[2];
         if (channel_pair(av) < 0) {
             log_error("master", "socketpair for the auth process: %s", strerror(errno));
@@ -604,6 +657,23 @@ static void master_auth_reconnect(struct master *m)
         close(av[0]);
         close(av[1]);
     }
+}
+
+/* An old auth process that has not exited by its deadline is killed (its clients wait for
+ * the new one meanwhile); the new one starts when it is reaped, without its tokens. */
+static void master_auth_pending_check(struct master *m, uint64_t now)
+{
+    if (!m->is_auth_pending || now < m->auth_pending_deadline_ms)
+        return;
+    for (size_t i = 0; i < MASTER_MAX_CHILDREN; i++) {
+        struct child *c = &m->children[i];
+        if (c->pid && c->kind == SERVER_PROC_AUTH && c->is_draining) {
+            log_warning("master", "reload: tern/auth pid %d has not stopped: killed",
+                        (int)c->pid);
+            kill(c->pid, SIGKILL);
+        }
+    }
+    m->auth_pending_deadline_ms = now + 1000000; /* only the reaping is left */
 }
 
 static void master_respawn_due(struct master *m)
@@ -797,16 +867,24 @@ static void master_reload(struct master *m)
             m->is_queue_pending = true;
             kill(c->pid, SIGTERM);
         } else if (!is_auth_kept) {
-            /* the directory settings may have changed: a new auth process, which every
-             * live process (old generation too) is connected to below */
+            /* the directory settings may have changed: a new auth process, started when
+             * this one has exited (master_reap), so that it takes over this one's
+             * one-time tokens and last saved failed-login table; every live process (old
+             * generation too) is connected to it then */
+            if (!c->is_draining)
+                m->auth_pending_deadline_ms = util_now_ms() +
+                                              (uint64_t)m->cfg->shutdown_timeout * 1000 +
+                                              MASTER_KILL_MARGIN_MS;
             c->is_draining = true;
+            m->is_auth_pending = true;
             kill(c->pid, SIGTERM);
         } else {
             c->generation = m->generation; /* it serves the new generation as it is */
         }
     }
-    if (!is_auth_kept && master_spawn(m, SERVER_PROC_AUTH, 0) == 0)
-        master_auth_reconnect(m);
+    if (!is_auth_kept && !m->is_auth_pending && !m->respawn[MASTER_RESPAWN_AUTH].is_due &&
+        master_spawn(m, SERVER_PROC_AUTH, 0) == 0)
+        master_auth_reconnect(m); /* there was none (it had died): at once */
     for (unsigned s = 0; s < ANVIL_SLOTS; s++)
         m->respawn[s].is_due = false; /* old-generation processes are not restarted */
     m->n_workers = master_workers_wanted(cfg);
@@ -1015,6 +1093,7 @@ int master_run(struct server_state *st)
     m->cfg = st->cfg;
     m->sigfd = -1;
     m->status_fd = -1;
+    m->auth_state_fd = -1;
     m->start_ms = util_now_ms();
     for (size_t i = 0; i < MASTER_MAX_CHILDREN; i++)
         m->children[i].sock = -1;
@@ -1073,6 +1152,7 @@ int master_run(struct server_state *st)
         if (!m->is_stopping) {
             master_respawn_due(m);
             master_forget_backoff(m);
+            master_auth_pending_check(m, now);
         }
         struct pollfd pfd[MASTER_MAX_CHILDREN + 2];
         struct child *who[MASTER_MAX_CHILDREN + 2];
@@ -1120,9 +1200,14 @@ out:
         close(m->status_fd);
         unlink(m->status_path);
     }
-    for (size_t i = 0; i < MASTER_MAX_CHILDREN; i++)
+    for (size_t i = 0; i < MASTER_MAX_CHILDREN; i++) {
         if (m->children[i].sock >= 0)
             close(m->children[i].sock);
+        if (m->children[i].pid && m->children[i].has_auth_end)
+            close(m->children[i].auth_end);
+    }
+    if (m->auth_state_fd >= 0)
+        close(m->auth_state_fd);
     if (m->owned_cfg)
         config_free(m->owned_cfg);
     st->cfg = NULL;

@@ -861,7 +861,7 @@ static void server_on_master_msg(void *arg, struct channel_msg *m)
         return;
     }
     if ((m->type >= SERVER_MSG_TO_WORKERS || m->type == SERVER_MSG_AUTH_CLIENT ||
-         m->type == SERVER_MSG_AUTH_CHANNEL) &&
+         m->type == SERVER_MSG_AUTH_CHANNEL || m->type == SERVER_MSG_AUTH_STATE) &&
         st->srv.hooks->on_message)
         st->srv.hooks->on_message(&st->srv.ctx, m);
 }
