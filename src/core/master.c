@@ -331,9 +331,17 @@ static void master_child_main(struct master *m, unsigned kind, unsigned slot, in
     close(m->sigfd);
     if (m->status_fd >= 0)
         close(m->status_fd);
-    for (size_t i = 0; i < MASTER_MAX_CHILDREN; i++)
+    for (size_t i = 0; i < MASTER_MAX_CHILDREN; i++) {
         if (m->children[i].pid && m->children[i].sock >= 0)
             close(m->children[i].sock);
+        /* another client's channel end waiting for the next auth process, and the old
+         * auth process's tokens, are the master's only: a login process must not inherit
+         * them (it could answer for the auth process, or read the tokens) */
+        if (m->children[i].pid && m->children[i].has_auth_end)
+            close(m->children[i].auth_end);
+    }
+    if (m->auth_state_fd >= 0)
+        close(m->auth_state_fd); /* (an auth process gets it as a message instead) */
     if (kind_has_slot(kind))
         anvil_attach(m->anvil, slot);
     struct server_state *st = m->st;
