@@ -130,10 +130,16 @@ static void *remote_reader(void *arg)
     struct channel_msg *m = malloc(sizeof *m);
     if (!m)
         return NULL;
+    size_t resets = 0; /* ECONNRESETs read on the current channel */
+    unsigned resets_gen = 0;
     pthread_mutex_lock(&r->lock);
     while (!r->is_stopping) {
         int sock = r->sock;
         unsigned gen = r->generation;
+        if (gen != resets_gen) {
+            resets = 0;
+            resets_gen = gen;
+        }
         if (sock < 0) {
             pthread_cond_wait(&r->cond, &r->lock);
             continue;
@@ -141,7 +147,15 @@ static void *remote_reader(void *arg)
         pthread_mutex_unlock(&r->lock);
         struct pollfd pfd = {.fd = sock, .events = POLLIN};
         int pr = poll(&pfd, 1, 500); /* wakes to notice a new channel or the stop */
+        errno = 0;
         int got = pr > 0 ? channel_recv(sock, m) : 0;
+        if (got < 0 && errno == ECONNRESET && resets < AUTH_REMOTE_PENDING) {
+            /* The auth process closed its end with requests of ours unread in it: the
+             * kernel reports that (ECONNRESET, once) before the messages still queued
+             * for us, among them its goodbye. Read on: the end comes after them. */
+            resets++;
+            got = 0;
+        }
         if (got > 0)
             remote_on_msg(r, m);
         if (got > 0 && m->fd >= 0)
@@ -216,15 +230,15 @@ static int remote_call_once(struct auth_service *svc, uint8_t type, const char *
     unsigned gen = r->generation;
     /* SEQPACKET keeps each request whole; a full socket buffer (the auth process is
      * behind) waits a little for room rather than failing at once */
-    int sent = -1;
+    int sent = -1, send_errno = 0;
     for (int tries = 0; tries < 100 && sent < 0; tries++) {
         sent = channel_send(sock, type, payload, len, -1);
+        send_errno = sent < 0 ? errno : 0;
         if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
             break;
         if (sent < 0) {
             pthread_mutex_unlock(&r->lock);
-            struct pollfd pfd = {.fd = sock, .events = POLLOUT};
-            (void)poll(&pfd, 1, 50);
+            channel_wait_room(sock, 50);
             pthread_mutex_lock(&r->lock);
             if (r->generation != gen)
                 break;
@@ -232,6 +246,19 @@ static int remote_call_once(struct auth_service *svc, uint8_t type, const char *
     }
     free(payload);
     int rc = -1;
+    if (sent < 0 && send_errno != EAGAIN && send_errno != EWOULDBLOCK && r->generation == gen) {
+        /* the auth process has closed its end (EPIPE, ECONNREFUSED...) and the reader has
+         * not read the end of the channel yet: give it a moment (it reads the goodbye, if
+         * one came, before the end). The request never left, so nobody read it: it is
+         * asked again of the next process (remote_call) */
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 1;
+        while (r->generation == gen)
+            if (pthread_cond_timedwait(&r->cond, &r->lock, &until) == ETIMEDOUT)
+                break;
+        *is_lost_r = *is_unread_r = r->generation != gen;
+    }
     if (sent == 0) {
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);

@@ -115,8 +115,7 @@ static void client_send(struct auth_client *c, uint8_t type, const char *payload
         if (channel_send(c->sock, type, payload, len, -1) == 0 ||
             (errno != EAGAIN && errno != EWOULDBLOCK))
             break;
-        struct pollfd pfd = {.fd = c->sock, .events = POLLOUT};
-        (void)poll(&pfd, 1, 50);
+        channel_wait_room(c->sock, 50);
     }
     pthread_mutex_unlock(&c->send_lock);
 }

@@ -57,6 +57,7 @@ static struct backend_client {
     /* the call in pending[k] waits on pending_cond[k], so an answer wakes its caller
      * alone (one shared condition woke every waiting pool thread per answer) */
     pthread_cond_t pending_cond[BACKEND_PENDING];
+    pthread_cond_t chan_cond; /* a channel was added (backend_client_add) */
     uint32_t next_id;
     size_t next_rr; /* round robin among equally busy workers */
     int wake[2];
@@ -64,6 +65,7 @@ static struct backend_client {
     bool is_running, is_stopping;
 } cl = {.lock = PTHREAD_MUTEX_INITIALIZER,
         .pending_cond = {[0 ... BACKEND_PENDING - 1] = PTHREAD_COND_INITIALIZER},
+        .chan_cond = PTHREAD_COND_INITIALIZER,
         .wake = {-1, -1}};
 
 /* Under the lock: the calls waiting on channel i fail; the channel is closed. Their
@@ -237,6 +239,7 @@ void backend_client_add(int sock, pid_t worker_pid)
     cl.chans[i].pid = worker_pid;
     cl.chans[i].is_retired = false;
     cl.chans[i].in_flight = 0;
+    pthread_cond_broadcast(&cl.chan_cond);
     pthread_mutex_unlock(&cl.lock);
     client_wake();
 }
@@ -320,8 +323,7 @@ static int backend_call_on(uint8_t type, const void *data, size_t len, int fd,
         /* the worker is behind: wait for room without holding the lock */
         int sock = cl.chans[i].sock;
         pthread_mutex_unlock(&cl.lock);
-        struct pollfd pfd = {.fd = sock, .events = POLLOUT};
-        (void)poll(&pfd, 1, 50);
+        channel_wait_room(sock, 50);
         pthread_mutex_lock(&cl.lock);
     }
     free(payload);
@@ -351,18 +353,55 @@ static int backend_call_on(uint8_t type, const void *data, size_t len, int fd,
     return rc;
 }
 
+/* Wait up to ms for a channel that is not in excluded and not retired (a reload's new
+ * workers, whose channels the master is handing over); true when there is one. */
+static bool client_wait_channel(uint64_t excluded, unsigned ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&cl.lock);
+    bool has = false;
+    for (;;) {
+        for (size_t i = 0; i < BACKEND_CHANNELS && !has; i++)
+            has = cl.chans[i].sock >= 0 && !cl.chans[i].is_retired &&
+                  !(excluded & ((uint64_t)1 << i));
+        if (has || cl.is_stopping ||
+            pthread_cond_timedwait(&cl.chan_cond, &cl.lock, &until) == ETIMEDOUT)
+            break;
+    }
+    pthread_mutex_unlock(&cl.lock);
+    return has;
+}
+
 int backend_call(uint8_t type, const void *data, size_t len, int fd, unsigned timeout_s,
                  struct channel_msg *reply, int32_t *rc_r, size_t *data_off_r)
 {
     uint64_t tried = 0;
+    bool has_waited = false, is_not_taken = false;
     for (int attempt = 0;; attempt++) {
         size_t chan = BACKEND_CHANNELS;
         int rc = backend_call_on(type, data, len, fd, timeout_s, reply, rc_r, data_off_r, tried,
                                  &chan);
-        /* A worker out of descriptors did nothing with the request: another may take it. */
-        if (rc == 0 && *rc_r == BACKEND_RC_FD_LOST && chan < BACKEND_CHANNELS &&
+        /* Every worker left had retired (a reload: the request crossed the message that
+         * said so) and the new generation's channels are on their way: wait for one. */
+        if (rc < 0 && chan == BACKEND_CHANNELS && is_not_taken && !has_waited &&
+            client_wait_channel(tried, BACKEND_NEW_WORKER_WAIT_MS)) {
+            has_waited = true;
+            continue;
+        }
+        /* A worker out of descriptors, or one that drains, did nothing with the request:
+         * another may take it. */
+        if (rc == 0 && (*rc_r == BACKEND_RC_FD_LOST || *rc_r == BACKEND_RC_NOT_TAKEN) &&
+            chan < BACKEND_CHANNELS &&
             attempt < BACKEND_FD_LOST_TRIES) {
             tried |= (uint64_t)1 << chan;
+            is_not_taken = *rc_r == BACKEND_RC_NOT_TAKEN;
             continue;
         }
         return rc;
@@ -541,8 +580,7 @@ void backend_reply(struct backend_request *req, int32_t rc, const void *data, si
             if (channel_send(bc->sock, req->type, payload, len + 8, -1) == 0 ||
                 (errno != EAGAIN && errno != EWOULDBLOCK))
                 break;
-            struct pollfd pfd = {.fd = bc->sock, .events = POLLOUT};
-            (void)poll(&pfd, 1, 50);
+            channel_wait_room(bc->sock, 50);
         }
         pthread_mutex_unlock(&bc->send_lock);
         free(payload);

@@ -74,6 +74,12 @@ int backend_call(uint8_t type, const void *data, size_t len, int fd, unsigned ti
  * before it returns this. */
 #define BACKEND_RC_FD_LOST    (-1000)
 #define BACKEND_FD_LOST_TRIES 3
+/* The answer of a worker that drains or stops (a reload) and took nothing: a login process
+ * whose request crossed the worker's retirement asks another the same way. */
+#define BACKEND_RC_NOT_TAKEN  (-1001)
+/* When every worker left has refused so, how long backend_call waits for the channel of
+ * a new one (the master hands them over as it starts them). */
+#define BACKEND_NEW_WORKER_WAIT_MS 3000
 
 /* ---- worker side -------------------------------------------------------------------------- */
 

@@ -5,9 +5,11 @@
 
 #include <errno.h>
 #include <event2/event.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 int channel_pair(int fds_r[2])
@@ -46,6 +48,15 @@ int channel_send(int sock, uint8_t type, const void *payload, size_t len, int fd
         n = sendmsg(sock, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
     while (n < 0 && errno == EINTR);
     return n == (ssize_t)(1 + len) ? 0 : -1;
+}
+
+void channel_wait_room(int sock, int timeout_ms)
+{
+    struct pollfd pfd = {.fd = sock, .events = POLLOUT};
+    (void)poll(&pfd, 1, timeout_ms);
+    /* (POLLOUT may be reported at once while the peer's queue is still full: pace) */
+    struct timespec pause = {.tv_sec = 0, .tv_nsec = 5 * 1000 * 1000};
+    nanosleep(&pause, NULL);
 }
 
 int channel_recv(int sock, struct channel_msg *m)

@@ -46,6 +46,13 @@ struct channel_msg {
 int channel_pair(int fds_r[2]);
 /* Send one message (payload may be NULL when len is 0), passing fd when >= 0. */
 int channel_send(int sock, uint8_t type, const void *payload, size_t len, int fd);
+/* After channel_send failed with EAGAIN: wait up to timeout_ms for room, and at least a
+ * few milliseconds. poll() alone does not pace the next try: on a socketpair it reports
+ * POLLOUT while the peer's receive queue is at its datagram limit
+ * (net.unix.max_dgram_qlen: 10 on some systems), so a loop of tries around it gave up
+ * within a millisecond and dropped the message (an auth process's answer or goodbye,
+ * a worker's reply) in a burst. */
+void channel_wait_room(int sock, int timeout_ms);
 /* Receive one message: 1 got one, 0 none waiting (EAGAIN), -1 the peer is gone or error.
  * A truncated or malformed datagram is dropped (returns 0 after closing any fd). */
 int channel_recv(int sock, struct channel_msg *m);

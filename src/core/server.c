@@ -810,6 +810,15 @@ static void server_on_handoff(struct backend_request *req, void *arg)
     size_t len;
     const char *data = backend_request_data(req, &len);
     int fd = backend_request_take_fd(req);
+    if (st->is_draining || st->srv.is_stopping) {
+        /* a reload retired this worker after the login process chose it (the message
+         * saying so crossed the session on its way): nothing was taken, the login process
+         * hands the session to another worker (backend_call) instead of failing it */
+        if (fd >= 0)
+            close(fd);
+        backend_reply(req, BACKEND_RC_NOT_TAKEN, NULL, 0);
+        return;
+    }
     struct conn_handoff *h = malloc(sizeof *h);
     bool is_adopted = false;
     if (fd >= 0 && h && conn_handoff_decode(data, len, h) && !st->is_draining &&
