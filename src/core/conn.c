@@ -1076,6 +1076,19 @@ void conn_free_all(struct server *srv, const char *reason)
         conn_finish(srv->conns, reason);
     while (conn_lingering)
         conn_linger_end(conn_lingering);
+    conn_run_finalizers(srv->ctx.base);
+}
+
+/* Each pass runs what the one before queued: a deferred callback, then the bufferevent's
+ * finalizer, then (a TLS filter's) the finalizer of the socket bufferevent under it. */
+#define CONN_FINALIZE_PASSES 8
+
+void conn_run_finalizers(struct event_base *base)
+{
+    for (int i = 0; i < CONN_FINALIZE_PASSES &&
+                    event_base_get_num_events(base, EVENT_BASE_COUNT_ACTIVE) > 0;
+         i++)
+        event_base_loop(base, EVLOOP_NONBLOCK);
 }
 
 /* ---- privilege separation: handing a session over ------------------------------------ */
