@@ -1510,12 +1510,17 @@ bool conn_adopt(struct server *srv, const struct conn_protocol *proto, int fd,
     snprintf(c->local_ip, sizeof c->local_ip, "%s", h->local_ip);
     c->peer_port = h->peer_port;
     c->local_port = h->local_port;
-    struct in_addr a4;
-    struct in6_addr a6;
-    if (inet_pton(AF_INET, c->peer_ip, &a4) == 1)
-        c->is_loopback = (ntohl(a4.s_addr) >> 24) == 127;
-    else if (inet_pton(AF_INET6, c->peer_ip, &a6) == 1)
-        c->is_loopback = IN6_IS_ADDR_LOOPBACK(&a6);
+    /* the peer's address as accept() gave it in the login process, so that
+     * conn_peer_in_networks() answers here as it did there */
+    if (inet_pton(AF_INET, c->peer_ip, &c->peer.in.sin_addr) == 1) {
+        c->peer.in.sin_family = AF_INET;
+        c->peer.in.sin_port = htons(c->peer_port);
+        c->is_loopback = (ntohl(c->peer.in.sin_addr.s_addr) >> 24) == 127;
+    } else if (inet_pton(AF_INET6, c->peer_ip, &c->peer.in6.sin6_addr) == 1) {
+        c->peer.in6.sin6_family = AF_INET6;
+        c->peer.in6.sin6_port = htons(c->peer_port);
+        c->is_loopback = IN6_IS_ADDR_LOOPBACK(&c->peer.in6.sin6_addr);
+    }
     c->timeout = conn_role_timeout(srv->ctx.cfg, c->role);
     evutil_make_socket_nonblocking(fd);
     c->bev = bufferevent_socket_new(srv->ctx.base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
