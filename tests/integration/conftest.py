@@ -194,6 +194,11 @@ def _separated_users():
     return _system_user("tern-login"), _system_user("tern-auth")
 
 
+# The data folder's files that belong to auth_user (mode 0600), as the server sets them.
+AUTH_FILES = ("tern.db", "tern.db-wal", "tern.db-shm",
+              "penalty.db", "penalty.db-wal", "penalty.db-shm")
+
+
 def _chown_tree(path, user, auth_user=None):
     """Give the data folder to the run user as the server does at start (the CLI ran as
     root before): everything to run_user, except tern.db, penalty.db (the failed-login
@@ -206,11 +211,18 @@ def _chown_tree(path, user, auth_user=None):
     pw = pwd.getpwnam(user)
     path = str(path)
     run_dir = os.path.join(path, "run") if os.path.basename(path) == "data" else None
+    # the auth user's files are never given to run_user, not even for a moment: an auth
+    # process (re)starting then (a reload while a test runs `tern status`) could not open
+    # tern.db
+    auth_names = AUTH_FILES if auth_user is not None and run_dir else ()
+    top_gid = pwd.getpwnam(auth_user).pw_gid if auth_names else pw.pw_gid
     for root, dirs, files in os.walk(path):
         if run_dir and root == os.path.dirname(run_dir) and "run" in dirs:
             dirs.remove("run")
-        os.chown(root, pw.pw_uid, pw.pw_gid)
+        os.chown(root, pw.pw_uid, top_gid if root == path else pw.pw_gid)
         for name in dirs + files:
+            if root == path and name in auth_names:
+                continue
             try:
                 os.lchown(os.path.join(root, name), pw.pw_uid, pw.pw_gid)
             except FileNotFoundError:
@@ -218,8 +230,7 @@ def _chown_tree(path, user, auth_user=None):
     if auth_user is None or os.path.basename(path) != "data":
         return
     apw = pwd.getpwnam(auth_user)
-    for name in ("tern.db", "tern.db-wal", "tern.db-shm",
-                 "penalty.db", "penalty.db-wal", "penalty.db-shm"):
+    for name in AUTH_FILES:
         f = os.path.join(path, name)
         try:
             os.chown(f, apw.pw_uid, apw.pw_gid)
