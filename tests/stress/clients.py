@@ -28,7 +28,7 @@ import traceback
 from collections import deque
 
 from imapwire import WireError, format_set, parse_response
-from model import (TOKEN_ITEM, Cmd, ImapModel, Ledger, Pop3Model, Violations, now)
+from model import (SESSION, TOKEN_ITEM, Cmd, ImapModel, Ledger, Pop3Model, Violations, now)
 from msggen import message_for, token_for
 
 imaplib.Commands.setdefault("IDLE", ("SELECTED",))
@@ -940,6 +940,7 @@ def worker(ctx, cid, result):
             refused = v.counts["connect"]
             kind = rng.choices(kinds, weights=weights)[0]
             ledger.ops[f"session:{kind}"] += 1
+            SESSION.start = time.monotonic()
             if kind == "imap":
                 client = ImapClient(ctx, cid, user, password, rng, v, ledger, tokens)
                 try:
