@@ -22,7 +22,8 @@ by a connection error (kinds in CUT_KINDS) is a "cut" when an event that can end
 (a kill of a worker or login process, a reload: the generation draining from the reload
 before is stopped) happened after the session started and before the error, within the
 time that event took to recover; a temporary failure (`NO [UNAVAILABLE]`, an SMTP 4xx,
-`-ERR [SYS/TEMP]`) is "temporary" within any event's window; a LOGIN refused with
+`-ERR [SYS/TEMP]`) is "temporary" within the window of an event that can cause one
+(TEMPORARY: not the death of a login or queue process); a LOGIN refused with
 `[AUTHENTICATIONFAILED]` after a correct password while the auth process was being
 replaced is the known category "token-refused" (one-time tokens do not survive the
 replacement yet). Everything else stays a violation of its kind.
@@ -37,8 +38,9 @@ import smtplib
 import threading
 import time
 
-# kinds a client reports when its connection broke
-CUT_KINDS = {"disconnect", "bye"}
+# kinds a client reports when its connection broke ("connect": reset before the greeting
+# by a process that died after accepting it; a refused connection is never a cut)
+CUT_KINDS = {"disconnect", "bye", "connect"}
 # kinds whose detail may show a temporary failure (classified by TEMP_RE)
 TEMP_KINDS_PREFIX = ("no-", "smtp", "pop3-err")
 TEMP_RE = re.compile(r"\[UNAVAILABLE\]|\[SYS/TEMP\]|-> 4\d\d ")
@@ -49,6 +51,10 @@ ACTIONS = ("hup", "reload", "kill-worker", "kill-login", "kill-auth", "kill-queu
 CUTTING = {"hup", "reload", "kill-worker", "kill-login"}
 # events that replace the auth process (its one-time tokens are lost with it)
 AUTH_REPLACING = {"reload", "kill-auth"}
+# events after which a request may fail temporarily: the auth process is away (logins,
+# directory and quota lookups), a worker died with a handoff or delivery in flight, or
+# a reload's draining generation turned one away
+TEMPORARY = {"hup", "reload", "kill-auth", "kill-worker"}
 SIGNALS = (signal.SIGSEGV, signal.SIGKILL)
 # `tern status`: "worker: pid 123, generation 2 (draining), up 5 s, ..."
 STATUS_RE = re.compile(r"^(worker|login|auth|queue): pid (\d+), generation (\d+)"
@@ -272,9 +278,10 @@ def classify(pending, events, v, counts):
             if not e.t <= t <= end:
                 continue
             if kind in CUT_KINDS and e.action in CUTTING and start is not None and \
-                    start <= e.t:
+                    start <= e.t and "Refused" not in detail:
                 cat = "cut"
-            elif kind.startswith(TEMP_KINDS_PREFIX) and TEMP_RE.search(detail):
+            elif kind.startswith(TEMP_KINDS_PREFIX) and e.action in TEMPORARY and \
+                    TEMP_RE.search(detail):
                 cat = "temporary"
             elif kind == "no-login" and e.action in AUTH_REPLACING and \
                     TOKEN_REFUSED_RE.search(text):

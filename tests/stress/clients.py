@@ -778,7 +778,12 @@ def pop3_session(ctx, cid, user, password, rng, v, ledger):
     except (TimeoutError, socket.timeout):
         v.add("timeout", f"{who}: no POP3 reply within {ctx.io_timeout}s", model.context())
     except poplib.error_proto as e:
-        v.add("pop3-err", f"{who}: {e.args[0]!r}", model.context())
+        if e.args[0] in ("-ERR EOF", b"-ERR EOF"):
+            # poplib's name for a connection closed by the server
+            v.add("disconnect", f"{who}: POP3 connection closed: {e.args[0]!r}",
+                  model.context())
+        else:
+            v.add("pop3-err", f"{who}: {e.args[0]!r}", model.context())
     except (OSError, EOFError) as e:
         v.add("disconnect", f"{who}: POP3 connection lost: {e!r}", model.context())
     finally:
