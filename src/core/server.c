@@ -33,6 +33,7 @@
 #include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -672,6 +673,30 @@ static void server_on_signal(evutil_socket_t sig, short what, void *arg)
     server_stop(st, sig == SIGTERM ? "signal 15" : "signal 2");
 }
 
+/* On the way out (the loop and the pools are done): SIGTERM, SIGINT and SIGHUP mean
+ * nothing any more. Freeing the libevent signal events puts their default actions back,
+ * and the master may send a SIGTERM at any moment (a second reload stops the generation
+ * still draining; a stop reaches a child already exiting): it would kill the process in
+ * its last milliseconds, a crash in the master's log ("killed by signal 15") and the
+ * exit's own work (a sanitizer's leak check) cut off. So they are blocked (is_before)
+ * while the events go, and ignored after, which also drops one that came meanwhile. */
+static void server_quiet_stop_signals(bool is_before)
+{
+    static const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
+    if (is_before) {
+        sigset_t stop;
+        sigemptyset(&stop);
+        for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+            sigaddset(&stop, sigs[i]);
+        pthread_sigmask(SIG_BLOCK, &stop, NULL);
+        return;
+    }
+    struct sigaction ign = {.sa_handler = SIG_IGN};
+    sigemptyset(&ign.sa_mask);
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+        (void)sigaction(sigs[i], &ign, NULL);
+}
+
 static void server_on_shutdown_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct server_state *st = arg;
@@ -1036,6 +1061,7 @@ out:
     if (st->heap_timer)
         event_free(st->heap_timer);
     st->heap_timer = NULL;
+    server_quiet_stop_signals(true);
     if (st->sig_term)
         event_free(st->sig_term);
     if (st->sig_int)
@@ -1043,6 +1069,7 @@ out:
     if (st->sig_hup)
         event_free(st->sig_hup);
     st->drain_timer = st->sig_term = st->sig_int = st->sig_hup = NULL;
+    server_quiet_stop_signals(false);
     event_base_free(base);
     return rc;
 }
