@@ -835,6 +835,12 @@ static void server_on_handoff(struct backend_request *req, void *arg)
     size_t len;
     const char *data = backend_request_data(req, &len);
     int fd = backend_request_take_fd(req);
+    if (fd >= 0 && conn_socket_is_gone(fd)) {
+        /* the client left while the login process checked its login: not a refusal */
+        close(fd);
+        backend_reply(req, CONN_HANDOFF_CLIENT_GONE, NULL, 0);
+        return;
+    }
     struct conn_handoff *h = malloc(sizeof *h);
     bool is_adopted = false;
     if (fd >= 0 && h && conn_handoff_decode(data, len, h) && !st->is_draining &&
@@ -852,7 +858,7 @@ static void server_on_handoff(struct backend_request *req, void *arg)
         explicit_bzero(h, sizeof *h);
         free(h);
     }
-    backend_reply(req, is_adopted ? 1 : 0, NULL, 0);
+    backend_reply(req, is_adopted ? CONN_HANDOFF_ADOPTED : CONN_HANDOFF_REFUSED, NULL, 0);
 }
 
 /* The pid a SERVER_MSG_BACKEND_* message names (decimal text), 0 when malformed. */

@@ -253,7 +253,7 @@ class Chaos(threading.Thread):
         """{pid: signal} of every process chaos killed."""
         return {e.pid: e.sig for e in self.events if e.pid}
 
-    def summary_lines(self):
+    def summary_lines(self, t0, timeline=40):
         out = [f"chaos: {len(self.events)} events (period {self.period:g} s):"]
         by = {}
         for e in self.events:
@@ -264,12 +264,18 @@ class Chaos(threading.Thread):
             out.append(f"  {action:<12} {len(evs):>4}  restored max "
                        f"{max(rec) if rec else float('nan'):.2f} s, served again max "
                        f"{max(srv) if srv else float('nan'):.2f} s")
+        out.append("  timeline (s into the mix):")
+        for e in self.events[:timeline]:
+            out.append(f"    +{e.t - t0:7.2f}  {e.describe()}")
+        if len(self.events) > timeline:
+            out.append(f"    ... {len(self.events) - timeline} more")
         return out
 
 
-def classify(pending, events, v, counts):
+def classify(pending, events, v, counts, t0):
     """Sort the clients' deferred reports (model.Violations.pending) by the events:
-    cut / temporary / token-refused go to counts, the rest back into v as violations."""
+    cut / temporary / token-refused go to counts, the rest back into v as violations
+    (with their time and the nearest event, t0: the start of the mix)."""
     for kind, t, start, detail, context in pending:
         text = detail + "\n" + (context or "")[-300:]
         cat = None
@@ -293,8 +299,12 @@ def classify(pending, events, v, counts):
                 break
         if cat:
             counts[f"{cat} ({kind})"] += 1
-        else:
-            v.add(kind, detail, context)
+            continue
+        near = min(events, key=lambda e: abs(e.t - t), default=None)
+        when = f" [at +{t - t0:.2f} s, session from " \
+               f"+{(start if start is not None else t) - t0:.2f} s; nearest event: " + \
+               (f"+{near.t - t0:.2f} s {near.describe()}]" if near else "none]")
+        v.add(kind, detail + when, context)
 
 
 SANITIZER_PID_RE = re.compile(r"==(\d+)==\s*(?:ERROR: \w+Sanitizer: SEGV|"

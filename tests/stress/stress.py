@@ -716,7 +716,7 @@ def print_summary(args, info, ledger, v, examples):
             if ex["context"]:
                 w("    " + ex["context"].replace("\n", "\n    "))
     if info.get("chaos"):
-        out.extend(info["chaos"].summary_lines())
+        out.extend(info["chaos"].summary_lines(info["t0"]))
         cc = info["chaos_counts"]
         w(f"  sessions cut or failed by chaos (not violations): {sum(cc.values())}")
         for k, n in sorted(cc.items()):
@@ -779,7 +779,8 @@ def main(argv=None):
             chaos.join(args.restart_limit + 60)
             Violations.defer = None
             info["chaos_counts"] = Counter()
-            chaos_mod.classify(cv.pending, chaos.events, cv, info["chaos_counts"])
+            chaos_mod.classify(cv.pending, chaos.events, cv, info["chaos_counts"], t0)
+            info["t0"] = t0
             cv.pending = []
             info["chaos"] = chaos
         sampler.stop.set()
