@@ -755,6 +755,8 @@ def pop3_session(ctx, cid, user, password, rng, v, ledger):
                     parts = resp.split()
                     model.on_uidl({int(parts[1]): parts[2].decode()})
             except poplib.error_proto as e:
+                if e.args[0] in ("-ERR EOF", b"-ERR EOF"):
+                    raise EOFError(f"{choice.upper()}: poplib's -ERR EOF") from None
                 if choice in ("retr", "top", "uidl1", "dele"):
                     model.on_err(choice.upper().rstrip("1"), n, e.args[0])
                 else:
