@@ -1,12 +1,15 @@
 #!/usr/bin/python3
-"""imaptest_run.py - Dovecot's imaptest (the field's IMAP compliance and stress tester)
+r"""imaptest_run.py - Dovecot's imaptest (the field's IMAP compliance and stress tester)
 against a fresh Tern, by hand (CI cannot fetch imaptest's source).
 
 Build imaptest once, outside the repository (Debian 12, as root):
 
     apt-get install -y dovecot-dev
     git clone -b release-2.3 https://github.com/dovecot/imaptest /tmp/imaptest
-    cd /tmp/imaptest && ./autogen.sh && ./configure --with-dovecot=/usr/lib/dovecot && make
+    cd /tmp/imaptest && sed -i 's/imap_parser_create(\(.*\), (size_t)-1)/imap_parser_create(\1, (size_t)-1, NULL)/' src/*.c
+    ./autogen.sh && ./configure --with-dovecot=/usr/lib/dovecot && make
+(the sed: Debian 12's Dovecot 2.3.19 headers take a fourth, parameters argument that
+imaptest's release-2.3 branch does not pass.)
 
 Then, from the checkout:
 
@@ -43,9 +46,10 @@ def start_server():
     return srv
 
 
-def base_args(binary, srv):
-    return [str(binary), f"host={srv.host}", f"port={srv.ports['imap']}",
-            "user=it@example.test", "pass=itpw"]
+def base_args(binary, srv, is_tls=False):
+    port = srv.ports["imaps"] if is_tls else srv.ports["imap"]
+    return [str(binary), f"host={srv.host}", f"port={port}", "user=it@example.test",
+            "pass=itpw"] + (["ssl=any-cert"] if is_tls else [])
 
 
 def run(cmd, timeout):
@@ -69,9 +73,10 @@ def stress(args, binary, srv):
     mbox = pathlib.Path(args.imaptest) / "dovecot-crlf"
     if not mbox.exists():
         mbox = pathlib.Path(args.imaptest) / "src" / "tests" / "default.mbox"
-    out = run(base_args(binary, srv) + [f"mbox={mbox}", f"clients={args.clients}",
-                                         f"secs={args.secs}", "no_pipelining"],
-              args.secs + 120)
+    extra = [f"mbox={mbox}", f"clients={args.clients}", f"secs={args.secs}"]
+    if not args.pipelining:
+        extra.append("no_pipelining")
+    out = run(base_args(binary, srv, args.tls) + extra, args.secs + 120)
     lines = out.splitlines()
     print("\n".join(lines[-12:]))
     errors = [l for l in lines if "error" in l.lower()]
@@ -87,6 +92,9 @@ def main():
     ap.add_argument("--tests", help="compliance: a folder of test scripts (default src/tests)")
     ap.add_argument("--clients", type=int, default=10, help="stress: clients at once")
     ap.add_argument("--secs", type=int, default=30, help="stress: seconds")
+    ap.add_argument("--tls", action="store_true", help="stress: over implicit TLS (993)")
+    ap.add_argument("--pipelining", action="store_true",
+                    help="stress: let imaptest pipeline commands (default: one at a time)")
     ap.add_argument("--timeout", type=int, default=900, help="compliance: seconds at most")
     ap.add_argument("--keep-log", help="copy the server's log here at the end")
     args = ap.parse_args()

@@ -302,10 +302,23 @@ void auth_sasl_free(struct auth_sasl *s);
 
 /* ---- password schemes (Dovecot-compatible "{SCHEME}data") -------------------------- */
 
+/* The cost of the hashes auth_password_hash writes (auth.argon2_rounds/_memory). A zero
+ * field is the scheme's own, as `doveadm pw` writes it: ARGON2ID 3 rounds and 64 MiB,
+ * ARGON2I 4 rounds and 32 MiB. A stored hash names its own cost, so a change applies to
+ * passwords set from then on; verifying costs what the stored hash says. */
+struct auth_hash_cost {
+    uint32_t argon2_rounds;
+    uint32_t argon2_memory_kib;
+};
+/* The cost cfg sets (config.c checked the bounds). */
+void auth_hash_cost_from_config(const struct config *cfg, struct auth_hash_cost *cost_r);
+
 /* Schemes: ARGON2ID, ARGON2I, SHA512-CRYPT, SHA256-CRYPT, BLF-CRYPT, CRYPT (yescrypt/any
  * crypt(3)), SCRAM-SHA-256, SCRAM-SHA-1, CRAM-MD5, PLAIN, CLEAR, PLAIN-MD5, SHA256, SSHA256,
- * SHA512, SSHA512. BLOCKING. Returns 0 and a malloc'd "{SCHEME}..." or -1 with *error_r. */
-int auth_password_hash(const char *scheme, const char *password, char **hash_r, char **error_r);
+ * SHA512, SSHA512; cost NULL: every scheme's own. BLOCKING. Returns 0 and a malloc'd
+ * "{SCHEME}..." or -1 with *error_r. */
+int auth_password_hash(const char *scheme, const char *password,
+                       const struct auth_hash_cost *cost, char **hash_r, char **error_r);
 /* BLOCKING. 1 match, 0 mismatch, -1 unknown scheme or malformed stored value. */
 int auth_password_verify(const char *stored, const char *password);
 /* Is name a scheme auth_password_verify knows ("SHA512-CRYPT", "PLAIN-MD5.HEX", ...)? */

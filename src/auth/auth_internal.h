@@ -33,6 +33,7 @@ struct auth_service {
     char *mail_root;      /* <data_dir>/mail or directory.mail_root */
     enum config_plaintext allow_plaintext;
     uint64_t quota_default;
+    struct auth_hash_cost hash_cost; /* of the passwords set through this service */
 
     struct dir_backend *dir; /* where domains, users and aliases are stored */
 

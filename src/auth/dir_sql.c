@@ -276,7 +276,7 @@ int dir_sql_config_check(const struct config *cfg, char **error_r)
         return key_error(cfg, "directory.default_pass_scheme", error_r,
                          "unknown password scheme '%s'", cfg->directory_default_pass_scheme);
     char *probe = NULL, *err = NULL;
-    if (auth_password_hash(cfg->directory_password_scheme, "probe", &probe, &err) < 0) {
+    if (auth_password_hash(cfg->directory_password_scheme, "probe", NULL, &probe, &err) < 0) {
         int rc = key_error(cfg, "directory.password_scheme", error_r, "'%s': %s",
                            cfg->directory_password_scheme, err ? err : "cannot hash");
         free(err);

@@ -162,6 +162,7 @@ struct auth_service *auth_service_open(const struct config *cfg, char **error_r)
     svc->default_domain = xstrdup(cfg->default_domain ? cfg->default_domain : "");
     svc->allow_plaintext = cfg->allow_plaintext;
     svc->quota_default = cfg->quota_default;
+    auth_hash_cost_from_config(cfg, &svc->hash_cost);
     pthread_mutex_init(&svc->penalty_lock, NULL);
     struct penalty_limits limits;
     penalty_limits_from_config(cfg, &limits);

@@ -104,7 +104,7 @@ static int hash_all(struct auth_service *svc, const char *password, struct dir_h
         if (dup || h->n >= DIR_MAX_SCHEMES)
             continue;
         char *value = NULL, *err = NULL;
-        if (auth_password_hash(s, password, &value, &err) < 0) {
+        if (auth_password_hash(s, password, &svc->hash_cost, &value, &err) < 0) {
             auth_set_error(error_r, "scheme %s: %s", s, err ? err : "hashing failed");
             free(err);
             rc = -1;

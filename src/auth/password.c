@@ -15,6 +15,7 @@
 #define OPENSSL_SUPPRESS_DEPRECATED /* MD5_CTX: CRAM-MD5 contexts resume a raw MD5 state */
 
 #include "auth/auth_internal.h"
+#include "core/config.h"
 #include "core/util.h"
 
 #include <argon2.h>
@@ -572,11 +573,21 @@ static int hash_crypt(const struct scheme *sc, const char *password, struct buf 
     return rc;
 }
 
-static int hash_argon2(const struct scheme *sc, const char *password, struct buf *out,
-                       char **error_r)
+void auth_hash_cost_from_config(const struct config *cfg, struct auth_hash_cost *cost_r)
+{
+    cost_r->argon2_rounds = cfg->auth_argon2_rounds;
+    cost_r->argon2_memory_kib = (uint32_t)(cfg->auth_argon2_memory / 1024);
+}
+
+static int hash_argon2(const struct scheme *sc, const char *password,
+                       const struct auth_hash_cost *cost, struct buf *out, char **error_r)
 {
     uint32_t t = sc->argon2_type == Argon2_id ? ARGON2ID_T : ARGON2I_T;
     uint32_t m = sc->argon2_type == Argon2_id ? ARGON2ID_M : ARGON2I_M;
+    if (cost && cost->argon2_rounds)
+        t = cost->argon2_rounds;
+    if (cost && cost->argon2_memory_kib)
+        m = cost->argon2_memory_kib;
     unsigned char salt[ARGON2_SALT];
     char encoded[256];
     RAND_bytes(salt, sizeof salt);
@@ -607,7 +618,8 @@ static int hash_scram(const struct scheme *sc, const char *password, struct buf 
     return ok ? 0 : -1;
 }
 
-int auth_password_hash(const char *scheme, const char *password, char **hash_r, char **error_r)
+int auth_password_hash(const char *scheme, const char *password,
+                       const struct auth_hash_cost *cost, char **hash_r, char **error_r)
 {
     enum digest_encoding enc;
     bool is_crypt_b64 = false;
@@ -632,7 +644,7 @@ int auth_password_hash(const char *scheme, const char *password, char **hash_r, 
     unsigned char d[EVP_MAX_MD_SIZE + SSHA_SALT];
     switch (sc->kind) {
     case KIND_ARGON2:
-        rc = hash_argon2(sc, password, &out, error_r);
+        rc = hash_argon2(sc, password, cost, &out, error_r);
         break;
     case KIND_CRYPT:
         if (!is_crypt_b64) {

@@ -421,7 +421,7 @@ int cli_hash_password(const struct cli_options *o, int argc, char **argv)
         }
     } else {
         char *hash = NULL, *err = NULL;
-        if (auth_password_hash(scheme, password, &hash, &err) == 0) {
+        if (auth_password_hash(scheme, password, NULL, &hash, &err) == 0) {
             printf("%s\n", hash);
             free(hash);
             rc = 0;

@@ -29,6 +29,10 @@
 
 #define CONFIG_MAX_LINE  8192
 #define CONFIG_MAX_ITEMS 64 /* per list value */
+/* auth.argon2_rounds and auth.argon2_memory (argon2 counts memory in KiB, in 32 bits) */
+#define CONFIG_ARGON2_MAX_ROUNDS 64u
+#define CONFIG_ARGON2_MIN_MEMORY (8u * 1024)
+#define CONFIG_ARGON2_MAX_MEMORY (4ull << 30)
 
 enum config_type {
     CT_STRING,
@@ -114,6 +118,8 @@ static const struct config_key config_keys[] = {
     {"auth.trusted_networks", CT_NETWORKS, OFF(auth_trusted_networks), "", ""},
     {"auth.password_schemes", CT_STRING, OFF(password_schemes), "ARGON2ID SCRAM-SHA-256",
      "ARGON2ID SCRAM-SHA-256"},
+    {"auth.argon2_memory", CT_SIZE, OFF(auth_argon2_memory), "0", "0"},
+    {"auth.argon2_rounds", CT_UINT, OFF(auth_argon2_rounds), "0", "0"},
     {"smtp.max_message_size", CT_SIZE, OFF(smtp_max_message_size), "52428800", "52428800"},
     {"smtp.max_recipients", CT_UINT, OFF(smtp_max_recipients), "1000", "1000"},
     {"smtp.max_errors", CT_UINT, OFF(smtp_max_errors), "20", "20"},
@@ -610,6 +616,9 @@ static char *config_set(struct config *cfg, const struct config_key *k, const ch
          * once protects nothing */
         if (k->offset == OFF(mta_sts_max_age) && (n == 0 || n > 31557600))
             return config_asprintf("bad number '%s' for %s (1 to 31557600 seconds)", v, k->name);
+        if (k->offset == OFF(auth_argon2_rounds) && n > CONFIG_ARGON2_MAX_ROUNDS)
+            return config_asprintf("bad number '%s' for %s (0 for the scheme's own, or 1 to %u)",
+                                   v, k->name, CONFIG_ARGON2_MAX_ROUNDS);
         *(unsigned *)field = (unsigned)n;
         return NULL;
     }
@@ -617,6 +626,11 @@ static char *config_set(struct config *cfg, const struct config_key *k, const ch
         uint64_t n;
         if (!parse_u64(v, UINT64_MAX, &n, true))
             return config_asprintf("bad number '%s' for %s", v, k->name);
+        /* argon2's own bounds: at least 8 KiB, counted in KiB in 32 bits */
+        if (k->offset == OFF(auth_argon2_memory) && n != 0 &&
+            (n < CONFIG_ARGON2_MIN_MEMORY || n > CONFIG_ARGON2_MAX_MEMORY))
+            return config_asprintf("bad size '%s' for %s (0 for the scheme's own, or 8k to 4G)",
+                                   v, k->name);
         *(uint64_t *)field = n;
         return NULL;
     }

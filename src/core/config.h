@@ -86,6 +86,10 @@ struct config {
                                                  the client address (ID, XCLIENT); empty */
     char *password_schemes; /* auth.password_schemes: schemes stored by `tern user add`/passwd,
                                space separated; default "ARGON2ID SCRAM-SHA-256" */
+    uint64_t auth_argon2_memory; /* auth.argon2_memory bytes of a new ARGON2 hash; 0: the
+                                    scheme's own (64 MiB ARGON2ID, 32 MiB ARGON2I) */
+    unsigned auth_argon2_rounds; /* auth.argon2_rounds of a new ARGON2 hash; 0: the scheme's
+                                    own (3 ARGON2ID, 4 ARGON2I) */
 
     uint64_t smtp_max_message_size;  /* smtp.max_message_size bytes; 52428800 */
     unsigned smtp_max_recipients;    /* smtp.max_recipients; 1000 */

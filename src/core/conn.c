@@ -1076,6 +1076,19 @@ void conn_free_all(struct server *srv, const char *reason)
         conn_finish(srv->conns, reason);
     while (conn_lingering)
         conn_linger_end(conn_lingering);
+    conn_run_finalizers(srv->ctx.base);
+}
+
+/* Each pass runs what the one before queued: a deferred callback, then the bufferevent's
+ * finalizer, then (a TLS filter's) the finalizer of the socket bufferevent under it. */
+#define CONN_FINALIZE_PASSES 8
+
+void conn_run_finalizers(struct event_base *base)
+{
+    for (int i = 0; i < CONN_FINALIZE_PASSES &&
+                    event_base_get_num_events(base, EVENT_BASE_COUNT_ACTIVE) > 0;
+         i++)
+        event_base_loop(base, EVLOOP_NONBLOCK);
 }
 
 /* ---- privilege separation: handing a session over ------------------------------------ */
@@ -1515,12 +1528,17 @@ bool conn_adopt(struct server *srv, const struct conn_protocol *proto, int fd,
     snprintf(c->local_ip, sizeof c->local_ip, "%s", h->local_ip);
     c->peer_port = h->peer_port;
     c->local_port = h->local_port;
-    struct in_addr a4;
-    struct in6_addr a6;
-    if (inet_pton(AF_INET, c->peer_ip, &a4) == 1)
-        c->is_loopback = (ntohl(a4.s_addr) >> 24) == 127;
-    else if (inet_pton(AF_INET6, c->peer_ip, &a6) == 1)
-        c->is_loopback = IN6_IS_ADDR_LOOPBACK(&a6);
+    /* the peer's address as accept() gave it in the login process, so that
+     * conn_peer_in_networks() answers here as it did there */
+    if (inet_pton(AF_INET, c->peer_ip, &c->peer.in.sin_addr) == 1) {
+        c->peer.in.sin_family = AF_INET;
+        c->peer.in.sin_port = htons(c->peer_port);
+        c->is_loopback = (ntohl(c->peer.in.sin_addr.s_addr) >> 24) == 127;
+    } else if (inet_pton(AF_INET6, c->peer_ip, &c->peer.in6.sin6_addr) == 1) {
+        c->peer.in6.sin6_family = AF_INET6;
+        c->peer.in6.sin6_port = htons(c->peer_port);
+        c->is_loopback = IN6_IS_ADDR_LOOPBACK(&c->peer.in6.sin6_addr);
+    }
     c->timeout = conn_role_timeout(srv->ctx.cfg, c->role);
     evutil_make_socket_nonblocking(fd);
     c->bev = bufferevent_socket_new(srv->ctx.base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);

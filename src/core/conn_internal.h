@@ -40,8 +40,15 @@ bool conn_socket_is_gone(int fd);
 /* Give up to max connections that are not closing yet their farewell and close them:
  * 0 when none is left, else non-zero. */
 size_t conn_close_some(struct server *srv, size_t max);
-/* Shutdown deadline passed: finish every connection at once. */
+/* Shutdown deadline passed: finish every connection at once, then conn_run_finalizers.
+ * Not from a callback of srv's loop (it runs that loop). */
 void conn_free_all(struct server *srv, const char *reason);
+/* Run base's queued callbacks until none is left (bounded): a bufferevent freed while one
+ * of its deferred callbacks was queued is finalized only after that callback ran, and
+ * event_base_free (libevent 2.1) cancels queued callbacks without running them, which
+ * leaked the bufferevent with its SSL and buffers (seen: a POP3 session after STLS, relayed,
+ * whose last bytes came just before SIGTERM). Before event_base_free; not from a callback. */
+void conn_run_finalizers(struct event_base *base);
 /* conn.c tells server.c a connection from ip is gone (per-IP counts, anvil.h). */
 void server_conn_released(struct server *srv, const char *ip, enum conn_role role);
 /* An adopted session arrived (is_counted: a plain connection, counted like an accepted

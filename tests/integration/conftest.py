@@ -482,6 +482,13 @@ class TernServer:
         return f"<TernServer pid={self.pid} ports={self.ports} root={self.root}>"
 
 
+# The fixtures' servers hash passwords at argon2's cost of 1 MiB and 1 round instead of
+# the default 64 MiB x 3 (auth.argon2_*): each `user add` and each login's check took
+# ~0.1-0.3 s of CPU, a large share of the suite's time. Tests that test the cost set the
+# keys themselves; benchmarks (bench/, which call _make_server directly) keep the default.
+FAST_HASHES = {"auth.argon2_memory": "1M", "auth.argon2_rounds": "1"}
+
+
 def _make_server(overrides=None, name="tern", provision=True, start=True):
     srv = TernServer(overrides, name=name)
     try:
@@ -504,7 +511,7 @@ def _finish(srv):
 @pytest.fixture(scope="module")
 def tern():
     """One provisioned, running server for the whole test module."""
-    srv = _make_server()
+    srv = _make_server(dict(FAST_HASHES))
     yield srv
     _finish(srv)
 
@@ -515,7 +522,8 @@ def _factory():
     made = []
 
     def factory(overrides=None, provision=True, start=True):
-        srv = _make_server(overrides, provision=provision, start=start)
+        srv = _make_server(dict(FAST_HASHES, **(overrides or {})), provision=provision,
+                           start=start)
         made.append(srv)
         return srv
 

@@ -168,8 +168,8 @@ static void tpl_read(struct tpl_node *node, const char *path, int depth)
         struct tpl_node *k = &kids[node->n_kids++];
         *k = (struct tpl_node){.name = strdup(de->d_name)};
         char sub[4096];
-        snprintf(sub, sizeof sub, "%s/%s", path, de->d_name);
-        if (!k->name || lstat(sub, &k->st) < 0)
+        bool is_cut = (size_t)snprintf(sub, sizeof sub, "%s/%s", path, de->d_name) >= sizeof sub;
+        if (!k->name || is_cut || lstat(sub, &k->st) < 0)
             script_die(sub, NULL);
         if (S_ISDIR(k->st.st_mode) && depth < 12)
             tpl_read(k, sub, depth + 1);

@@ -81,6 +81,8 @@ static void test_defaults_user(void **state)
     assert_int_equal(cfg->relay_networks.n, 0);
     assert_string_equal(cfg->default_domain, "");
     assert_string_equal(cfg->password_schemes, "ARGON2ID SCRAM-SHA-256");
+    assert_int_equal(cfg->auth_argon2_memory, 0);
+    assert_int_equal(cfg->auth_argon2_rounds, 0);
     assert_false(cfg->log_debug);
     assert_true(cfg->hostname[0] != '\0');
     config_free(cfg);
@@ -122,6 +124,8 @@ static void test_good_file(void **state)
                        "tls.cert = /etc/ssl/tern.pem\n"
                        "auth.default_domain = example.test\n"
                        "auth.password_schemes = \"SHA512-CRYPT PLAIN\"\n"
+                       "auth.argon2_memory = 19M\n"
+                       "auth.argon2_rounds = 2\n"
                        "worker_threads = 4\n";
     char *err;
     struct config *cfg = parse(text, NULL, 0, false, &err);
@@ -146,6 +150,8 @@ static void test_good_file(void **state)
     assert_string_equal(cfg->tls_key, "/srv/tern/tls/key.pem");
     assert_string_equal(cfg->default_domain, "example.test");
     assert_string_equal(cfg->password_schemes, "SHA512-CRYPT PLAIN");
+    assert_int_equal(cfg->auth_argon2_memory, 19ull << 20);
+    assert_int_equal(cfg->auth_argon2_rounds, 2);
     assert_int_equal(cfg->worker_threads, 4);
     config_free(cfg);
 }
@@ -159,6 +165,12 @@ static void test_errors(void **state)
                  "t.conf:1: bad number '99999999999' for smtp.timeout");
     expect_error("smtp.max_message_size = 10X\n",
                  "t.conf:1: bad number '10X' for smtp.max_message_size");
+    expect_error("auth.argon2_rounds = 65\n", "t.conf:1: bad number '65' for auth.argon2_rounds "
+                                              "(0 for the scheme's own, or 1 to 64)");
+    expect_error("auth.argon2_memory = 4k\n", "t.conf:1: bad size '4k' for auth.argon2_memory "
+                                              "(0 for the scheme's own, or 8k to 4G)");
+    expect_error("auth.argon2_memory = 5G\n", "t.conf:1: bad size '5G' for auth.argon2_memory "
+                                              "(0 for the scheme's own, or 8k to 4G)");
     expect_error("smtp.listen = 127.0.0.1:99999\n",
                  "t.conf:1: bad listen address '127.0.0.1:99999' for smtp.listen");
     expect_error("imap.listen = 1.2.3:143\n",

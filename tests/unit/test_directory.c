@@ -268,7 +268,7 @@ static void test_users(void **state)
 static void test_default_domain(void **state)
 {
     (void)state;
-    void *st;
+    void *st = NULL;
     assert_int_equal(setup_with(&st, "PLAIN", "Two.Test"), 0);
     struct fixture *f = st;
     add_domain(f->svc, "one.test");
@@ -589,7 +589,7 @@ static void test_mechanisms(void **state)
 static void test_mechanisms_strong_only(void **state)
 {
     (void)state;
-    void *st;
+    void *st = NULL;
     assert_int_equal(setup_with(&st, "SHA512-CRYPT", ""), 0);
     struct fixture *f = st;
     add_domain(f->svc, "example.test");

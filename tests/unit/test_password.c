@@ -99,7 +99,7 @@ static void test_round_trip(void **state)
     (void)state;
     for (size_t i = 0; i < sizeof written_schemes / sizeof written_schemes[0]; i++) {
         char *hash = NULL, *err = NULL;
-        if (auth_password_hash(written_schemes[i], "s3cret pw", &hash, &err) != 0)
+        if (auth_password_hash(written_schemes[i], "s3cret pw", NULL, &hash, &err) != 0)
             fail_msg("hash %s failed: %s", written_schemes[i], err ? err : "?");
         assert_int_equal(hash[0], '{');
         assert_int_equal(auth_password_verify(hash, "s3cret pw"), 1);
@@ -113,13 +113,39 @@ static void test_scheme_prefix_upper(void **state)
 {
     (void)state;
     char *hash = NULL, *err = NULL;
-    assert_int_equal(auth_password_hash("sha512-crypt", "x", &hash, &err), 0);
+    assert_int_equal(auth_password_hash("sha512-crypt", "x", NULL, &hash, &err), 0);
     assert_true(strncmp(hash, "{SHA512-CRYPT}$6$", 17) == 0);
     free(hash);
-    assert_int_equal(auth_password_hash("ARGON2ID", "x", &hash, &err), 0);
+    assert_int_equal(auth_password_hash("ARGON2ID", "x", NULL, &hash, &err), 0);
     assert_true(strncmp(hash, "{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$", 41) == 0);
     free(hash);
-    assert_int_equal(auth_password_hash("SCRAM-SHA-256", "x", &hash, &err), 0);
+    assert_int_equal(auth_password_hash("SCRAM-SHA-256", "x", NULL, &hash, &err), 0);
+    assert_true(strncmp(hash, "{SCRAM-SHA-256}4096,", 20) == 0);
+    free(hash);
+}
+
+/* auth.argon2_rounds/_memory: a new hash carries the configured cost, verifies, and an
+ * ARGON2I hash gets the same; zero fields keep the scheme's own (Dovecot's). */
+static void test_argon2_cost(void **state)
+{
+    (void)state;
+    char *hash = NULL, *err = NULL;
+    struct auth_hash_cost cost = {.argon2_rounds = 1, .argon2_memory_kib = 1024};
+    assert_int_equal(auth_password_hash("ARGON2ID", "pw", &cost, &hash, &err), 0);
+    assert_true(strncmp(hash, "{ARGON2ID}$argon2id$v=19$m=1024,t=1,p=1$", 40) == 0);
+    assert_int_equal(auth_password_verify(hash, "pw"), 1);
+    assert_int_equal(auth_password_verify(hash, "px"), 0);
+    free(hash);
+    assert_int_equal(auth_password_hash("ARGON2I", "pw", &cost, &hash, &err), 0);
+    assert_true(strncmp(hash, "{ARGON2I}$argon2i$v=19$m=1024,t=1,p=1$", 38) == 0);
+    assert_int_equal(auth_password_verify(hash, "pw"), 1);
+    free(hash);
+    struct auth_hash_cost rounds_only = {.argon2_rounds = 2};
+    assert_int_equal(auth_password_hash("ARGON2I", "pw", &rounds_only, &hash, &err), 0);
+    assert_true(strncmp(hash, "{ARGON2I}$argon2i$v=19$m=32768,t=2,p=1$", 39) == 0);
+    free(hash);
+    /* other schemes ignore it */
+    assert_int_equal(auth_password_hash("SCRAM-SHA-256", "pw", &cost, &hash, &err), 0);
     assert_true(strncmp(hash, "{SCRAM-SHA-256}4096,", 20) == 0);
     free(hash);
 }
@@ -128,7 +154,7 @@ static void test_malformed(void **state)
 {
     (void)state;
     char *hash = NULL, *err = NULL;
-    assert_int_equal(auth_password_hash("NOPE", "x", &hash, &err), -1);
+    assert_int_equal(auth_password_hash("NOPE", "x", NULL, &hash, &err), -1);
     assert_non_null(err);
     free(err);
     assert_int_equal(auth_password_verify("{NOPE}abc", "x"), -1);
@@ -222,7 +248,7 @@ static void test_scram_saslprep(void **state)
 
         /* What we store verifies with either spelling, and not with another password. */
         char *hash = NULL, *err = NULL;
-        assert_int_equal(auth_password_hash("SCRAM-SHA-256", cases[i].password, &hash, &err), 0);
+        assert_int_equal(auth_password_hash("SCRAM-SHA-256", cases[i].password, NULL, &hash, &err), 0);
         assert_int_equal(auth_password_verify(hash, cases[i].password), 1);
         assert_int_equal(auth_password_verify(hash, cases[i].prepared), 1);
         assert_int_equal(auth_password_verify(hash, "IY"), 0);
@@ -266,7 +292,7 @@ static void test_postfixadmin_forms(void **state)
     assert_int_equal(auth_password_verify("{BLF-CRYPT.HEX}00", "x"), -1);
     /* we write .B64 crypt too, and read it back */
     char *hash = NULL, *err = NULL;
-    assert_int_equal(auth_password_hash("SHA512-CRYPT.B64", "pw", &hash, &err), 0);
+    assert_int_equal(auth_password_hash("SHA512-CRYPT.B64", "pw", NULL, &hash, &err), 0);
     assert_memory_equal(hash, "{SHA512-CRYPT.B64}JDYk", 22); /* base64("$6$") */
     assert_int_equal(auth_password_verify(hash, "pw"), 1);
     free(hash);
@@ -304,6 +330,7 @@ int main(void)
         cmocka_unit_test(test_dovecot_vectors),
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_scheme_prefix_upper),
+        cmocka_unit_test(test_argon2_cost),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_cram_context),
         cmocka_unit_test(test_scram_keys_of_unprepared_bytes),
