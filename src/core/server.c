@@ -683,11 +683,11 @@ static void server_on_signal(evutil_socket_t sig, short what, void *arg)
 static void server_quiet_stop_signals(bool is_before)
 {
     static const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
+    sigset_t stop;
+    sigemptyset(&stop);
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+        sigaddset(&stop, sigs[i]);
     if (is_before) {
-        sigset_t stop;
-        sigemptyset(&stop);
-        for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
-            sigaddset(&stop, sigs[i]);
         pthread_sigmask(SIG_BLOCK, &stop, NULL);
         return;
     }
@@ -695,6 +695,9 @@ static void server_quiet_stop_signals(bool is_before)
     sigemptyset(&ign.sa_mask);
     for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
         (void)sigaction(sigs[i], &ign, NULL);
+    /* (a server started again in this process, as the unit tests do, sets its own
+     * handlers; it must not inherit the mask) */
+    pthread_sigmask(SIG_UNBLOCK, &stop, NULL);
 }
 
 static void server_on_shutdown_timer(evutil_socket_t fd, short what, void *arg)
