@@ -1116,7 +1116,7 @@ struct conn_handoff_job {
     char *data;     /* the encoded record */
     size_t len;
     int fd;         /* what goes over: a copy of the socket, or the relay's far end */
-    bool is_adopted; /* result: a mail worker took the session */
+    int32_t rc;     /* result: CONN_HANDOFF_ADOPTED, _REFUSED or _CLIENT_GONE */
 };
 
 /* Pool thread: give the record and the descriptor to a mail worker, wait for its word. */
@@ -1126,9 +1126,11 @@ static void conn_handoff_work(struct job *job)
     struct channel_msg *reply = malloc(sizeof *reply);
     int32_t rc = 0;
     size_t off;
+    j->rc = CONN_HANDOFF_REFUSED;
     if (reply && backend_call(BACKEND_MSG_HANDOFF, j->data, j->len, j->fd,
-                              CONN_HANDOFF_TIMEOUT_S, reply, &rc, &off) == 0)
-        j->is_adopted = rc == 1;
+                              CONN_HANDOFF_TIMEOUT_S, reply, &rc, &off) == 0 &&
+        (rc == CONN_HANDOFF_ADOPTED || rc == CONN_HANDOFF_CLIENT_GONE))
+        j->rc = rc;
     free(reply);
 }
 
@@ -1165,13 +1167,20 @@ static void conn_handoff_done(void *owner, struct job *job)
 {
     struct conn_handoff_job *j = (struct conn_handoff_job *)job;
     struct conn *c = owner;
-    bool is_adopted = j->is_adopted;
+    int32_t rc = j->rc;
     conn_handoff_job_free(j);
     if (!c)
         return;
     job_session_remove(c->handle);
     c->handle = 0;
-    if (!is_adopted) {
+    if (rc == CONN_HANDOFF_CLIENT_GONE) {
+        /* the client reset or closed while its login was checked (its socket moved
+         * disconnected): no worker is at fault and there is nobody to answer */
+        c->is_handing_off = false;
+        conn_finish(c, "lost connection");
+        return;
+    }
+    if (rc != CONN_HANDOFF_ADOPTED) {
         log_warning(c->proto->log_name, "no mail worker took the session of %s: answered "
                                         "with a temporary failure",
                     c->peer_ip);
@@ -1484,6 +1493,15 @@ static bool conn_preload_input(struct bufferevent *bev, const char *data, size_t
     bool ok = evbuffer_add(in, data, len) == 0;
     evbuffer_freeze(in, 0);
     return ok;
+}
+
+bool conn_socket_is_gone(int fd)
+{
+    struct sockaddr_storage local, peer;
+    socklen_t llen = sizeof local, plen = sizeof peer;
+    if (getsockname(fd, (struct sockaddr *)&local, &llen) < 0 || local.ss_family == AF_UNIX)
+        return false;
+    return getpeername(fd, (struct sockaddr *)&peer, &plen) < 0 && errno == ENOTCONN;
 }
 
 bool conn_adopt(struct server *srv, const struct conn_protocol *proto, int fd,

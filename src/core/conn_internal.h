@@ -29,6 +29,13 @@ bool conn_accept(struct server *srv, enum conn_role role, const struct conn_prot
  * does not match the record, out of memory, or refused: the login process answers. */
 bool conn_adopt(struct server *srv, const struct conn_protocol *proto, int fd,
                 const struct conn_handoff *h);
+/* The mail worker's answer to BACKEND_MSG_HANDOFF: taken, refused (the login process
+ * answers the client with a temporary failure), or the client's socket arrived
+ * disconnected (the client left while its login was checked: nobody to answer). */
+enum { CONN_HANDOFF_REFUSED = 0, CONN_HANDOFF_ADOPTED = 1, CONN_HANDOFF_CLIENT_GONE = 2 };
+/* A handed-over TCP socket whose client has already gone (reset or closed: the kernel
+ * no longer names a peer). A relay end (AF_UNIX) is never gone this way. */
+bool conn_socket_is_gone(int fd);
 /* Shutdown: ask every connection to close (flush, then close()). */
 /* Give up to max connections that are not closing yet their farewell and close them:
  * 0 when none is left, else non-zero. */

@@ -33,6 +33,7 @@
 #include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -672,6 +673,33 @@ static void server_on_signal(evutil_socket_t sig, short what, void *arg)
     server_stop(st, sig == SIGTERM ? "signal 15" : "signal 2");
 }
 
+/* On the way out (the loop and the pools are done): SIGTERM, SIGINT and SIGHUP mean
+ * nothing any more. Freeing the libevent signal events puts their default actions back,
+ * and the master may send a SIGTERM at any moment (a second reload stops the generation
+ * still draining; a stop reaches a child already exiting): it would kill the process in
+ * its last milliseconds, a crash in the master's log ("killed by signal 15") and the
+ * exit's own work (a sanitizer's leak check) cut off. So they are blocked (is_before)
+ * while the events go, and ignored after, which also drops one that came meanwhile. */
+static void server_quiet_stop_signals(bool is_before)
+{
+    static const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
+    sigset_t stop;
+    sigemptyset(&stop);
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+        sigaddset(&stop, sigs[i]);
+    if (is_before) {
+        pthread_sigmask(SIG_BLOCK, &stop, NULL);
+        return;
+    }
+    struct sigaction ign = {.sa_handler = SIG_IGN};
+    sigemptyset(&ign.sa_mask);
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+        (void)sigaction(sigs[i], &ign, NULL);
+    /* (a server started again in this process, as the unit tests do, sets its own
+     * handlers; it must not inherit the mask) */
+    pthread_sigmask(SIG_UNBLOCK, &stop, NULL);
+}
+
 static void server_on_shutdown_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct server_state *st = arg;
@@ -819,6 +847,12 @@ static void server_on_handoff(struct backend_request *req, void *arg)
         backend_reply(req, BACKEND_RC_NOT_TAKEN, NULL, 0);
         return;
     }
+    if (fd >= 0 && conn_socket_is_gone(fd)) {
+        /* the client left while the login process checked its login: not a refusal */
+        close(fd);
+        backend_reply(req, CONN_HANDOFF_CLIENT_GONE, NULL, 0);
+        return;
+    }
     struct conn_handoff *h = malloc(sizeof *h);
     bool is_adopted = false;
     if (fd >= 0 && h && conn_handoff_decode(data, len, h) && !st->is_draining &&
@@ -836,7 +870,7 @@ static void server_on_handoff(struct backend_request *req, void *arg)
         explicit_bzero(h, sizeof *h);
         free(h);
     }
-    backend_reply(req, is_adopted ? 1 : 0, NULL, 0);
+    backend_reply(req, is_adopted ? CONN_HANDOFF_ADOPTED : CONN_HANDOFF_REFUSED, NULL, 0);
 }
 
 /* The pid a SERVER_MSG_BACKEND_* message names (decimal text), 0 when malformed. */
@@ -1045,6 +1079,7 @@ out:
     if (st->heap_timer)
         event_free(st->heap_timer);
     st->heap_timer = NULL;
+    server_quiet_stop_signals(true);
     if (st->sig_term)
         event_free(st->sig_term);
     if (st->sig_int)
@@ -1052,6 +1087,7 @@ out:
     if (st->sig_hup)
         event_free(st->sig_hup);
     st->drain_timer = st->sig_term = st->sig_int = st->sig_hup = NULL;
+    server_quiet_stop_signals(false);
     event_base_free(base);
     return rc;
 }

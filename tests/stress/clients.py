@@ -28,7 +28,7 @@ import traceback
 from collections import deque
 
 from imapwire import WireError, format_set, parse_response
-from model import (TOKEN_ITEM, Cmd, ImapModel, Ledger, Pop3Model, Violations, now)
+from model import (SESSION, TOKEN_ITEM, Cmd, ImapModel, Ledger, Pop3Model, Violations, now)
 from msggen import message_for, token_for
 
 imaplib.Commands.setdefault("IDLE", ("SELECTED",))
@@ -755,6 +755,8 @@ def pop3_session(ctx, cid, user, password, rng, v, ledger):
                     parts = resp.split()
                     model.on_uidl({int(parts[1]): parts[2].decode()})
             except poplib.error_proto as e:
+                if e.args[0] in ("-ERR EOF", b"-ERR EOF"):
+                    raise EOFError(f"{choice.upper()}: poplib's -ERR EOF") from None
                 if choice in ("retr", "top", "uidl1", "dele"):
                     model.on_err(choice.upper().rstrip("1"), n, e.args[0])
                 else:
@@ -778,7 +780,12 @@ def pop3_session(ctx, cid, user, password, rng, v, ledger):
     except (TimeoutError, socket.timeout):
         v.add("timeout", f"{who}: no POP3 reply within {ctx.io_timeout}s", model.context())
     except poplib.error_proto as e:
-        v.add("pop3-err", f"{who}: {e.args[0]!r}", model.context())
+        if e.args[0] in ("-ERR EOF", b"-ERR EOF"):
+            # poplib's name for a connection closed by the server
+            v.add("disconnect", f"{who}: POP3 connection closed: {e.args[0]!r}",
+                  model.context())
+        else:
+            v.add("pop3-err", f"{who}: {e.args[0]!r}", model.context())
     except (OSError, EOFError) as e:
         v.add("disconnect", f"{who}: POP3 connection lost: {e!r}", model.context())
     finally:
@@ -940,6 +947,7 @@ def worker(ctx, cid, result):
             refused = v.counts["connect"]
             kind = rng.choices(kinds, weights=weights)[0]
             ledger.ops[f"session:{kind}"] += 1
+            SESSION.start = time.monotonic()
             if kind == "imap":
                 client = ImapClient(ctx, cid, user, password, rng, v, ledger, tokens)
                 try:

@@ -29,6 +29,7 @@ What is accepted where RFCs leave a choice (README.md "Decisions"):
 """
 
 import re
+import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -46,20 +47,36 @@ def now():
     return time.monotonic()
 
 
+# The session the current client thread runs: its start (monotonic), set by the client
+# loop; a report made during chaos carries it (chaos.py decides whether an event
+# explains it).
+SESSION = threading.local()
+
+
 class Violations:
     """Violation counts per kind, with the first MAX_EXAMPLES examples of each."""
+
+    # With --chaos: kind -> True if a report of that kind may be explained by a chaos
+    # event; such reports wait in .pending until chaos.classify() sorts them.
+    defer = None
 
     def __init__(self):
         self.counts = Counter()
         self.examples = defaultdict(list)
+        self.pending = []        # (kind, time, session start, detail, context)
 
     def add(self, kind, detail, context=None):
+        if Violations.defer is not None and Violations.defer(kind):
+            self.pending.append((kind, time.monotonic(), getattr(SESSION, "start", None),
+                                 detail, context or ""))
+            return
         self.counts[kind] += 1
         if len(self.examples[kind]) < MAX_EXAMPLES:
             self.examples[kind].append({"detail": detail, "context": context or ""})
 
     def merge(self, other):
         self.counts.update(other.counts)
+        self.pending.extend(other.pending)
         for k, v in other.examples.items():
             room = MAX_EXAMPLES - len(self.examples[k])
             self.examples[k].extend(v[:max(0, room)])

@@ -28,6 +28,7 @@ import random
 import re
 import signal
 import smtplib
+import subprocess
 import sys
 import threading
 import time
@@ -39,6 +40,7 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
+import chaos as chaos_mod  # noqa: E402
 from clients import Ctx, ImapClient, SessionOver, worker  # noqa: E402
 from model import Cmd, FinalState, Ledger, Violations, check_final, norm_mailbox  # noqa: E402
 from msggen import message_for  # noqa: E402
@@ -47,7 +49,7 @@ from msggen import message_for  # noqa: E402
 SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Thread|Memory|UndefinedBehavior)Sanitizer|"
                           r"WARNING: ThreadSanitizer|runtime error: ")
 # src/core/master.c: "process tern/worker pid 123 killed by signal 11" / "... exit status 1"
-CHILD_DEATH_RE = re.compile(r"process tern/\S+ pid \d+ (killed by signal \d+|exit status \d+)")
+CHILD_DEATH_RE = re.compile(r"process tern/\S+ pid (\d+) (killed by signal \d+|exit status \d+)")
 DEFAULT_PASSWORD = "stresspw"
 
 
@@ -102,6 +104,15 @@ def parse_args(argv=None):
                          "S seconds of the mix (60)")
     ap.add_argument("--json", help="append the summary as one JSON line to this file")
     ap.add_argument("--examples", type=int, default=3, help="examples printed per kind")
+    ap.add_argument("--chaos", metavar="PERIOD[,ACTION...]",
+                    help="during the mix, every PERIOD s on average (0.5-1.5x, seeded) one of "
+                         "the actions: hup, reload, kill-worker, kill-login, kill-auth, "
+                         "kill-queue (default all); our own server only")
+    ap.add_argument("--chaos-seed", type=int, help="seed of the chaos events (--seed)")
+    ap.add_argument("--restart-limit", type=float, default=70.0, metavar="S",
+                    help="with --chaos: the master must restore a killed process and a new "
+                         "connection must be served within S s of the event (70: the back-off "
+                         "of a process that keeps dying reaches 60 s)")
     g = ap.add_argument_group("an already running server (no server is started)")
     g.add_argument("--host", default=None)
     g.add_argument("--imap-port", type=int)
@@ -142,6 +153,17 @@ def parse_args(argv=None):
         ap.error("--user needs --host (its own server gets its own users)")
     if args.external and args.set:
         ap.error("--set configures our own server only")
+    if args.chaos:
+        if args.external:
+            ap.error("--chaos needs our own server (it signals the master's children)")
+        try:
+            args.chaos = chaos_mod.parse_spec(args.chaos)
+        except ValueError as e:
+            ap.error(f"--chaos: PERIOD[,ACTION...], e.g. 3 or 2,kill-worker,hup ({e})")
+        if args.set.get("master_process") == "no":
+            ap.error("--chaos needs master_process = yes")
+    if args.chaos_seed is None:
+        args.chaos_seed = args.seed
     return args
 
 
@@ -165,10 +187,9 @@ class OwnServer:
         # Many clients from one address: no per-IP cap and no failed-login blocks, neither
         # per address nor per (address, account) (the clients drop some logins with a
         # wrong password on purpose; the delays stay, in conftest's milliseconds).
-        self.srv = conftest.TernServer({"max_connections_per_ip": 0,
-                                        "auth.max_failures": 1000000,
-                                        "auth.account_max_failures": 0, **args.set},
-                                       name="tern-stress")
+        self.overrides = {"max_connections_per_ip": 0, "auth.max_failures": 1000000,
+                          "auth.account_max_failures": 0, **args.set}
+        self.srv = conftest.TernServer(self.overrides, name="tern-stress")
         self.users = [(f"stress{i}@example.test", DEFAULT_PASSWORD)
                       for i in range(1, args.users + 1)]
         try:
@@ -215,12 +236,24 @@ class OwnServer:
     def restart(self):
         self.srv.start()
 
+    def rewrite_config(self, changes):
+        """tern.conf again with changes on top of our settings (for a reload)."""
+        self.overrides.update(changes)
+        self.srv.write_config(self.overrides)
+
     def memory(self):
         """{process: RSS in kB}: `tern status` names the master's children (workers, auth,
         queue); the master itself, or the only process with master_process = no, from
         /proc."""
-        return server_memory(self.srv.proc.pid, lambda: self.srv.cli(
-            "status", check=False, timeout=10).stdout)
+        return server_memory(self.srv.proc.pid, lambda: self.status_text(10))
+
+    def status_text(self, timeout):
+        """`tern status` (not through conftest's cli(), which gives the data folder back
+        to the run user after each command: while it walks the tree tern.db is not the
+        auth user's, and an auth process starting then cannot open it)."""
+        return subprocess.run([str(self.srv.bin), "-c", str(self.srv.config_path), "status"],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=timeout).stdout
 
     def cleanup(self):
         self.srv.cleanup()
@@ -501,7 +534,7 @@ def _load_idle(ctx, user, pw, stop):
         pass
 
 
-def shutdown_under_load(ctx, server, args, v):
+def shutdown_under_load(ctx, server, args, v, final_before=None):
     """SIGTERM while clients APPEND, deliver, FETCH and IDLE; the server must exit within
     --term-limit. Our own server is then restarted: every message acknowledged during the
     load must be there exactly once (DESIGN §7: SIGTERM under full load). Returns the
@@ -564,11 +597,37 @@ def shutdown_under_load(ctx, server, args, v):
             v.add("shutdown-lost" if counts[key] == 0 else "duplicate",
                   f"{key[2]} acknowledged to {key[0]} {key[1]} just before SIGTERM is there "
                   f"{counts[key]} times after the restart")
+    if final_before is not None:
+        text += "; " + check_restart(ctx, v, final_before)
     secs2, rc2 = server.terminate(args.term_limit)
     if secs2 is None:
         v.add("shutdown-hang", f"idle server still running {args.term_limit:g}s after SIGTERM")
     return text + f"; after restart all {len(acked)} acknowledged checked; idle SIGTERM " \
         f"{'exited in %.2f s' % secs2 if secs2 is not None else 'HUNG'}"
+
+
+def check_restart(ctx, v, before):
+    """After chaos: every message of the final pass (taken before the SIGTERM) is there
+    after the restart, under the same UID, exactly once."""
+    after = final_pass(ctx, v, Ledger())
+    n = 0
+    for mbox, msgs in before.mailboxes.items():
+        now_msgs = after.mailboxes.get(mbox)
+        if now_msgs is None:
+            v.add("restart-lost", f"{mbox}: not readable after the restart")
+            continue
+        had = Counter(tok for _, tok in msgs.values() if tok)
+        has = Counter(tok for _, tok in now_msgs.values() if tok)
+        for uid, (_, tok) in msgs.items():
+            n += 1
+            if uid not in now_msgs or now_msgs[uid][1] != tok:
+                v.add("restart-lost", f"{mbox} UID {uid} ({tok}) was there before the SIGTERM, "
+                      f"not after the restart")
+        for tok, k in had.items():
+            if has[tok] > k:
+                v.add("duplicate", f"{mbox} {tok}: {k} copies before the SIGTERM, {has[tok]} "
+                      f"after the restart")
+    return f"all {n} messages of the final pass checked again after the restart"
 
 
 def _run_clients_in_process(ctx, cids, out_queue=None):
@@ -656,6 +715,14 @@ def print_summary(args, info, ledger, v, examples):
             w(f"--- {kind} example {i + 1}: {ex['detail']}")
             if ex["context"]:
                 w("    " + ex["context"].replace("\n", "\n    "))
+    if info.get("chaos"):
+        out.extend(info["chaos"].summary_lines(info["t0"]))
+        cc = info["chaos_counts"]
+        w(f"  sessions cut or failed by chaos (not violations): {sum(cc.values())}")
+        for k, n in sorted(cc.items()):
+            w(f"    {k:<40} {n:>8}")
+        w(f"  sanitizer reports of the SIGSEGVs sent (ignored): "
+          f"{info.get('injected_reports', 0)}")
     if info.get("memory_lines"):
         w("server memory and machine load over the mix:")
         out.extend(info["memory_lines"])
@@ -697,8 +764,25 @@ def main(argv=None):
         sampler.start()
         t0 = time.monotonic()
         ctx.deadline = t0 + args.seconds
+        chaos = None
+        if args.chaos:
+            # the clients' connection errors and temporary failures wait for classify()
+            Violations.defer = chaos_mod.is_deferred
+            chaos = chaos_mod.Chaos(server, ctx, *args.chaos, seed=args.chaos_seed,
+                                    deadline=ctx.deadline, v=v,
+                                    restart_limit=args.restart_limit)
+            chaos.start()
         cv, cl = run_clients(ctx, args)
         elapsed = time.monotonic() - t0
+        if chaos:
+            chaos.stop.set()
+            chaos.join(args.restart_limit + 60)
+            Violations.defer = None
+            info["chaos_counts"] = Counter()
+            chaos_mod.classify(cv.pending, chaos.events, cv, info["chaos_counts"], t0)
+            info["t0"] = t0
+            cv.pending = []
+            info["chaos"] = chaos
         sampler.stop.set()
         sampler.join(15)
         if server.alive():
@@ -724,13 +808,21 @@ def main(argv=None):
         # and, restarted, still hold everything it acknowledged.
         before_term = len(server.log_text())
         if alive and (not args.external or args.sigterm):
-            info["sigterm"] = shutdown_under_load(ctx, server, args, v)
+            info["sigterm"] = shutdown_under_load(ctx, server, args, v,
+                                                  final if args.chaos else None)
         else:
             info["sigterm"] = "not sent"
         log = server.log_text()
+        killed = chaos.killed() if chaos else {}
+        if killed:
+            # a sanitizer that catches the SIGSEGV we sent reports it: not a finding
+            info["injected_reports"], log = chaos_mod.injected_reports(log, killed)
         # The master restarts a worker (or queue) process that dies: the run goes on,
         # but a death is a crash (or, after the SIGTERM, a process that had to be killed).
+        # The deaths chaos caused are the expected ones.
         for m in CHILD_DEATH_RE.finditer(log):
+            if int(m.group(1)) in killed:
+                continue
             v.add("process-died" if m.start() < before_term else "shutdown-status",
                   m.group(0), log[max(0, m.start() - 1500):m.end() + 200])
         m = SANITIZER_RE.search(log)
@@ -752,6 +844,12 @@ def main(argv=None):
                "sigterm": info.get("sigterm"), "sanitizer": info.get("sanitizer"),
                "settings": args.set, "memory": info.get("memory"),
                "acked_append": ledger.acked_append, "acked_smtp": len(ledger.acked_smtp),
+               "chaos": None if not info.get("chaos") else {
+                   "events": Counter(e.action for e in info["chaos"].events),
+                   "outcomes": dict(info["chaos_counts"]),
+                   "max_restore_s": max([e.recovered or 0 for e in info["chaos"].events]
+                                        or [0]),
+                   "injected_reports": info.get("injected_reports", 0)},
                "result": "FAIL" if v else "PASS"}
         with open(args.json, "a") as f:
             f.write(json.dumps(rec) + "\n")

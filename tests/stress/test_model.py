@@ -396,3 +396,59 @@ def test_expungeissued_for_a_message_whose_uid_is_not_known_yet():
                                                        5: (frozenset(), None),
                                                        6: (frozenset(), None)}}), v)
     assert dict(v.counts) == {"fetch-missing": 1}
+
+
+# --- chaos: which client reports an event explains (chaos.classify) -------------------
+
+def _chaos_event(action, t, end, pid=None):
+    import chaos
+    e = chaos.Event(t, action, action.split("-", 1)[-1] if pid else None, pid,
+                    9 if pid else None)
+    e.end = end
+    return e
+
+
+def _classify(pending, events):
+    from collections import Counter
+    import chaos
+    v, counts = Violations(), Counter()
+    chaos.classify(pending, events, v, counts, t0=0.0)
+    return v, counts
+
+
+def test_chaos_cut_needs_a_session_older_than_a_cutting_event():
+    ev = [_chaos_event("kill-worker", 10.0, 11.0, pid=42)]
+    ok = ("disconnect", 10.5, 9.0, "client 1 connection lost", "")
+    young = ("disconnect", 10.5, 10.2, "client 2 connection lost", "")   # began after it
+    late = ("disconnect", 20.0, 9.0, "client 3 connection lost", "")     # long after it
+    v, counts = _classify([ok, young, late], ev)
+    assert counts == {"cut (disconnect)": 1}
+    assert v.counts == {"disconnect": 2}
+    # the death of the queue process ends no client's session
+    v, counts = _classify([ok], [_chaos_event("kill-queue", 10.0, 11.0, pid=43)])
+    assert v.counts == {"disconnect": 1} and not counts
+    # a refused connection is never a cut (the master holds the listeners)
+    refused = ("connect", 10.5, 9.0, "IMAP connect: ConnectionRefusedError(111)", "")
+    v, counts = _classify([refused], ev)
+    assert v.counts == {"connect": 1}
+
+
+def test_chaos_temporary_and_token_refused_only_where_they_can_happen():
+    auth = [_chaos_event("kill-auth", 5.0, 7.0, pid=44)]
+    temp = ("no-login", 6.0, 5.5, "client 1 'LOGIN u ***' -> A1 NO [UNAVAILABLE] Temporary "
+            "authentication failure.", "")
+    wrong = ("no-login", 6.0, 5.5, "client 1 'LOGIN u ***' -> A1 NO [AUTHENTICATIONFAILED] "
+             "Authentication failed.", "")
+    smtp = ("smtp", 6.5, 6.4, "client 2 (smtp): RCPT TO:<u> -> 451 b'4.3.0 Temporary'", "")
+    v, counts = _classify([temp, wrong, smtp], auth)
+    assert counts == {"temporary (no-login)": 1, "token-refused (no-login)": 1,
+                      "temporary (smtp)": 1}
+    assert not v
+    # the same replies with no event near, or after a login process died: violations
+    for events in ([], [_chaos_event("kill-login", 5.0, 7.0, pid=45)]):
+        v, counts = _classify([temp, wrong, smtp], events)
+        assert v.counts == {"no-login": 2, "smtp": 1} and not counts, events
+    # a NO that is not temporary is never excused
+    other = ("no-select", 6.0, 5.5, "client 1 'SELECT INBOX' -> A2 NO Mailbox missing", "")
+    v, counts = _classify([other], auth)
+    assert v.counts == {"no-select": 1}
