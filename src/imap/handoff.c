@@ -108,9 +108,13 @@ static void imap_adopt_finish(struct imap_session *s, struct imap_job *j)
         log_warning("imap", "handed-over session refused: the auth process did not confirm its "
                             "token: user=<%s>, rip=%s",
                     aj->user, conn_peer_ip(s->c));
-    buf_printf(&j->tagged, "%s NO [%s] %s\r\n", j->tag,
-               aj->r.rc == 0 ? "AUTHENTICATIONFAILED" : "UNAVAILABLE",
-               aj->r.rc == 0 ? "Authentication failed." : "Temporary authentication failure.");
+    /* Temporary either way: an honest login process hands a session over only after the
+     * auth process accepted the password, so an unconfirmed token means that process died
+     * (its tokens with it) or the hand-over outlived the token, and "authentication
+     * failed" would make the client ask its user for a password that was right. A
+     * taken-over login process owns the client connection anyway: the text protects
+     * nothing; the refusal does. */
+    buf_printf(&j->tagged, "%s NO [UNAVAILABLE] Temporary authentication failure.\r\n", j->tag);
     s->is_closing = true; /* (imap_job_done closes after the reply) */
 }
 

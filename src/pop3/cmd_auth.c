@@ -511,14 +511,12 @@ static void pop3_adopt_done(struct pop3_session *s, struct login_job *j, const c
         login_open_result(s, j, method);
         return;
     }
-    if (j->auth_rc == 0) {
+    /* temporary either way, as in IMAP (imap/handoff.c): the password was accepted */
+    if (j->auth_rc == 0)
         log_warning("pop3", "handed-over session refused: the auth process did not confirm its "
                             "token: user=<%s>, rip=%s",
                     j->login, conn_peer_ip(s->conn));
-        pop3_reply(s, "-ERR [AUTH] Authentication failed.");
-    } else {
-        pop3_reply(s, "-ERR [SYS/TEMP] Temporary authentication failure.");
-    }
+    pop3_reply(s, "-ERR [SYS/TEMP] Temporary authentication failure.");
     s->close_reason = "login not confirmed";
     pop3_close(s);
 }

@@ -260,7 +260,9 @@ class TernError(AssertionError):
 class TernServer:
     """One tern process (restartable) with its own data folder, config and ports."""
 
-    def __init__(self, overrides=None, name="tern"):
+    def __init__(self, overrides=None, name="tern", base=None):
+        # settings of the base that every write_config keeps unless it overrides them
+        self.base_extra = dict(base or {})
         self.host = "127.0.0.1"
         self.bin = tern_bin()
         if not self.bin.exists():
@@ -304,6 +306,7 @@ class TernServer:
             # (tests/integration/test_mailauth_*.py turn it on with dns.resolver).
             "mailauth.verify": "no",
         }
+        cfg.update(self.base_extra)
         for name in PORT_NAMES:
             cfg[f"{name}.listen"] = f"{self.host}:{self.ports[name]}"
         if self.run_user:
@@ -497,11 +500,12 @@ class TernServer:
 # the default 64 MiB x 3 (auth.argon2_*): each `user add` and each login's check took
 # ~0.1-0.3 s of CPU, a large share of the suite's time. Tests that test the cost set the
 # keys themselves; benchmarks (bench/, which call _make_server directly) keep the default.
+# Part of the base (TernServer(base=)): a test's write_config keeps them.
 FAST_HASHES = {"auth.argon2_memory": "1M", "auth.argon2_rounds": "1"}
 
 
-def _make_server(overrides=None, name="tern", provision=True, start=True):
-    srv = TernServer(overrides, name=name)
+def _make_server(overrides=None, name="tern", provision=True, start=True, base=None):
+    srv = TernServer(overrides, name=name, base=base)
     try:
         if provision:
             srv.provision()
@@ -522,7 +526,7 @@ def _finish(srv):
 @pytest.fixture(scope="module")
 def tern():
     """One provisioned, running server for the whole test module."""
-    srv = _make_server(dict(FAST_HASHES))
+    srv = _make_server(base=FAST_HASHES)
     yield srv
     _finish(srv)
 
@@ -533,8 +537,7 @@ def _factory():
     made = []
 
     def factory(overrides=None, provision=True, start=True):
-        srv = _make_server(dict(FAST_HASHES, **(overrides or {})), provision=provision,
-                           start=start)
+        srv = _make_server(overrides, provision=provision, start=start, base=FAST_HASHES)
         made.append(srv)
         return srv
 

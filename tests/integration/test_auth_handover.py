@@ -226,3 +226,79 @@ def test_reload_replacing_auth_keeps_the_failed_login_counts(tern_factory):
     # the third failure counted with the two before the reload: the pair is locked
     assert "UNAVAILABLE" in _imap_login_reply(srv, user, "right")
     srv.wait_log(r"login refused \(blocked\): user=<pen@example\.test>", since=since)
+
+
+def _queued_seqpacket_bytes(pid):
+    """Bytes waiting unread in pid's seqpacket sockets (its channels: a session handed to
+    a mail worker waits there while the worker is stopped), as ss lists them."""
+    out = subprocess.run(["ss", "-xpnH"], capture_output=True, text=True, check=True).stdout
+    return sum(int(line.split()[2]) for line in out.splitlines()
+               if line.split()[:1] == ["u_seq"] and f"pid={pid}," in line)
+
+
+@pytest.mark.parametrize("proto", ["imap", "pop3"])
+def test_token_lost_with_a_crashed_auth_process_is_a_temporary_failure(tern_factory, proto):
+    """A crash of the auth process (SIGKILL) passes no tokens on: a session the login
+    process handed over just before, with the right password, cannot be confirmed by the
+    new one. The client must get a temporary failure (NO [UNAVAILABLE], -ERR [SYS/TEMP]),
+    never "authentication failed", which would make it ask its user for a password that
+    was right. Made deterministic: the only mail worker is stopped (SIGSTOP) until the
+    hand-over waits in its channel, the auth process is killed and restarted, then the
+    worker goes on and asks the new one."""
+    srv = tern_factory({"worker_processes": "1"})
+    user = add_user(srv, f"crash-{proto}@example.test", "pw")
+    worker, auth = _pids(srv, "worker")[0], _pids(srv, "auth")
+    reply = {}
+
+    def login():
+        try:
+            if proto == "imap":
+                c = imaplib.IMAP4(srv.host, srv.ports["imap"], timeout=60)
+                try:
+                    c.login(user, "pw")
+                    reply["text"] = "OK"
+                except imaplib.IMAP4.error as e:
+                    reply["text"] = str(e)
+                c.shutdown()
+            else:
+                c = poplib.POP3(srv.host, srv.ports["pop3"], timeout=60)
+                c.user(user)
+                try:
+                    reply["text"] = c.pass_("pw").decode()
+                except poplib.error_proto as e:
+                    reply["text"] = str(e)
+                c.close()
+        except OSError as e:
+            reply["text"] = f"connection: {e!r}"
+
+    queued = _queued_seqpacket_bytes(worker)
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        t = threading.Thread(target=login)
+        t.start()
+        wait_for(lambda: _queued_seqpacket_bytes(worker) > queued, timeout=30,
+                 what="the hand-over waiting in the stopped worker's channel")
+        since = srv.log_offset()
+        os.kill(auth[0], signal.SIGKILL)
+        wait_for(lambda: len(_pids(srv, "auth")) == 1 and _pids(srv, "auth") != auth,
+                 timeout=60, what="the restarted auth process")
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    t.join(90)
+    assert not t.is_alive()
+    srv.wait_log(r"handed-over session refused: the auth process did not confirm its token",
+                 since=since, timeout=30)
+    if proto == "imap":
+        assert "[UNAVAILABLE]" in reply["text"], reply
+    else:
+        assert "[SYS/TEMP]" in reply["text"], reply
+    # the user's next login works (the new auth process, the same worker)
+    if proto == "imap":
+        c = imaplib.IMAP4(srv.host, srv.ports["imap"], timeout=IO_TIMEOUT)
+        assert c.login(user, "pw")[0] == "OK"
+        c.logout()
+    else:
+        c = poplib.POP3(srv.host, srv.ports["pop3"], timeout=IO_TIMEOUT)
+        c.user(user)
+        assert c.pass_("pw").startswith(b"+OK")
+        c.quit()

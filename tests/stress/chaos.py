@@ -23,10 +23,12 @@ by a connection error (kinds in CUT_KINDS) is a "cut" when an event that can end
 before is stopped) happened after the session started and before the error, within the
 time that event took to recover; a temporary failure (`NO [UNAVAILABLE]`, an SMTP 4xx,
 `-ERR [SYS/TEMP]`) is "temporary" within the window of an event that can cause one
-(TEMPORARY: not the death of a login or queue process); a LOGIN refused with
-`[AUTHENTICATIONFAILED]` after a correct password while the auth process was being
-replaced is the known category "token-refused" (one-time tokens do not survive the
-replacement yet). Everything else stays a violation of its kind.
+(TEMPORARY: not the death of a login or queue process). Everything else stays a
+violation of its kind: in particular a LOGIN refused with `[AUTHENTICATIONFAILED]` after
+the correct password. (Such a refusal was once expected while the auth process was
+replaced: its one-time tokens died with it. A reload now hands them over, and a worker
+answers a token it cannot confirm, after a crash of the auth process, with a temporary
+failure.)
 """
 
 import imaplib
@@ -44,13 +46,10 @@ CUT_KINDS = {"disconnect", "bye", "connect"}
 # kinds whose detail may show a temporary failure (classified by TEMP_RE)
 TEMP_KINDS_PREFIX = ("no-", "smtp", "pop3-err")
 TEMP_RE = re.compile(r"\[UNAVAILABLE\]|\[SYS/TEMP\]|-> 4\d\d ")
-TOKEN_REFUSED_RE = re.compile(r"LOGIN .*\[AUTHENTICATIONFAILED\]|\[AUTH\] Authentication failed")
 
 ACTIONS = ("hup", "reload", "kill-worker", "kill-login", "kill-auth", "kill-queue")
 # events that can end an established session: its process died or was told to stop
 CUTTING = {"hup", "reload", "kill-worker", "kill-login"}
-# events that replace the auth process (its one-time tokens are lost with it)
-AUTH_REPLACING = {"reload", "kill-auth"}
 # events after which a request may fail temporarily: the auth process is away (logins,
 # directory and quota lookups), a worker died with a handoff or delivery in flight, or
 # a reload's draining generation turned one away
@@ -274,10 +273,9 @@ class Chaos(threading.Thread):
 
 def classify(pending, events, v, counts, t0):
     """Sort the clients' deferred reports (model.Violations.pending) by the events:
-    cut / temporary / token-refused go to counts, the rest back into v as violations
+    cut / temporary go to counts, the rest back into v as violations
     (with their time and the nearest event, t0: the start of the mix)."""
     for kind, t, start, detail, context in pending:
-        text = detail + "\n" + (context or "")[-300:]
         cat = None
         for e in events:
             end = (e.end if e.end is not None else time.monotonic()) + GRACE
@@ -289,12 +287,6 @@ def classify(pending, events, v, counts, t0):
             elif kind.startswith(TEMP_KINDS_PREFIX) and e.action in TEMPORARY and \
                     TEMP_RE.search(detail):
                 cat = "temporary"
-            elif kind == "no-login" and e.action in AUTH_REPLACING and \
-                    TOKEN_REFUSED_RE.search(text):
-                cat = "token-refused"
-            elif kind == "pop3-err" and e.action in AUTH_REPLACING and \
-                    TOKEN_REFUSED_RE.search(detail):
-                cat = "token-refused"
             if cat:
                 break
         if cat:
