@@ -25,17 +25,18 @@ STRESS = REPO / "tests" / "stress" / "stress.py"
 SECONDS = 30
 
 
-def run_stress(*extra):
-    cmd = [sys.executable, str(STRESS), "--binary", str(tern_bin()), "--seconds", str(SECONDS),
+def run_stress(*extra, seconds=SECONDS):
+    """Run the stress tester on tern_bin() for seconds; (exit status, its output)."""
+    cmd = [sys.executable, str(STRESS), "--binary", str(tern_bin()), "--seconds", str(seconds),
            "--seed", "1", "--examples", "2", "--io-timeout", "20"] + list(extra)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=str(Path(REPO)))
     try:
-        out, err = proc.communicate(timeout=SECONDS + 240)
+        out, err = proc.communicate(timeout=seconds + 240)
     except subprocess.TimeoutExpired:
         proc.terminate()                  # the tester stops its server on SIGTERM
         out, err = proc.communicate(timeout=30)
-        err += f"\n(stress tester stopped after {SECONDS + 240} s)"
+        err += f"\n(stress tester stopped after {seconds + 240} s)"
     return proc.returncode, out + ("\n--- stderr ---\n" + err if err else "")
 
 
