@@ -130,16 +130,10 @@ static void *remote_reader(void *arg)
     struct channel_msg *m = malloc(sizeof *m);
     if (!m)
         return NULL;
-    size_t resets = 0; /* ECONNRESETs read on the current channel */
-    unsigned resets_gen = 0;
     pthread_mutex_lock(&r->lock);
     while (!r->is_stopping) {
         int sock = r->sock;
         unsigned gen = r->generation;
-        if (gen != resets_gen) {
-            resets = 0;
-            resets_gen = gen;
-        }
         if (sock < 0) {
             pthread_cond_wait(&r->cond, &r->lock);
             continue;
@@ -147,15 +141,9 @@ static void *remote_reader(void *arg)
         pthread_mutex_unlock(&r->lock);
         struct pollfd pfd = {.fd = sock, .events = POLLIN};
         int pr = poll(&pfd, 1, 500); /* wakes to notice a new channel or the stop */
-        errno = 0;
+        /* (an auth process that closed with requests of ours unread: channel_recv still
+         * returns what it sent before, its goodbye among them, then the close) */
         int got = pr > 0 ? channel_recv(sock, m) : 0;
-        if (got < 0 && errno == ECONNRESET && resets < AUTH_REMOTE_PENDING) {
-            /* The auth process closed its end with requests of ours unread in it: the
-             * kernel reports that (ECONNRESET, once) before the messages still queued
-             * for us, among them its goodbye. Read on: the end comes after them. */
-            resets++;
-            got = 0;
-        }
         if (got > 0)
             remote_on_msg(r, m);
         if (got > 0 && m->fd >= 0)

@@ -73,6 +73,15 @@ int channel_recv(int sock, struct channel_msg *m)
     do
         n = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
     while (n < 0 && errno == EINTR);
+    if (n < 0 && errno == ECONNRESET) {
+        /* The peer closed its end with messages of ours unread in it: the kernel says so
+         * once, before the messages the peer sent us that are still queued (a worker's
+         * last answers, an old auth process's goodbye). Read on: its close (0) comes after
+         * them. Dropped, a "delivered" answer made a client send the message again. */
+        do
+            n = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        while (n < 0 && errno == EINTR);
+    }
     if (n < 0)
         return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
     if (n == 0)

@@ -54,7 +54,9 @@ int channel_send(int sock, uint8_t type, const void *payload, size_t len, int fd
  * a worker's reply) in a burst. */
 void channel_wait_room(int sock, int timeout_ms);
 /* Receive one message: 1 got one, 0 none waiting (EAGAIN), -1 the peer is gone or error.
- * A truncated or malformed datagram is dropped (returns 0 after closing any fd). */
+ * A truncated or malformed datagram is dropped (returns 0 after closing any fd). The
+ * messages a peer sent before it closed are all returned before its close, even when it
+ * left messages of ours unread (the kernel's ECONNRESET is read past). */
 int channel_recv(int sock, struct channel_msg *m);
 
 /* Payload helpers: append a NUL-terminated string / read the next one. */

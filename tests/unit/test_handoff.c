@@ -241,6 +241,29 @@ static void test_channel_fd_lost(void **state)
     close(sv[1]);
 }
 
+/* A peer that closes with our messages unread in its queue: the kernel reports
+ * ECONNRESET once before the messages the peer sent; channel_recv must return those
+ * (a worker's last answers: dropping a "delivered" one made the client send again),
+ * then the close. */
+static void test_channel_messages_before_a_reset(void **state)
+{
+    (void)state;
+    int sv[2];
+    assert_int_equal(channel_pair(sv), 0);
+    struct channel_msg *m = malloc(sizeof *m);
+    assert_non_null(m);
+    assert_int_equal(channel_send(sv[1], 5, "answer", 6, -1), 0);  /* the worker's answer */
+    assert_int_equal(channel_send(sv[0], 6, "request", 7, -1), 0); /* never read */
+    close(sv[1]);
+    assert_int_equal(channel_recv(sv[0], m), 1);
+    assert_int_equal(m->type, 5);
+    assert_int_equal(m->len, 6);
+    assert_memory_equal(m->payload, "answer", 6);
+    assert_int_equal(channel_recv(sv[0], m), -1); /* then the close */
+    free(m);
+    close(sv[0]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -249,6 +272,7 @@ int main(void)
         cmocka_unit_test(test_handoff_roundtrip),
         cmocka_unit_test(test_handoff_hostile),
         cmocka_unit_test(test_channel_fd_lost),
+        cmocka_unit_test(test_channel_messages_before_a_reset),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
