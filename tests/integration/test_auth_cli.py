@@ -12,12 +12,14 @@ and a user added while the server runs can log in at once.
 import base64
 import hashlib
 import hmac
+import imaplib
 import os
 import pwd
 import re
 import secrets
 import shutil
 import smtplib
+import sqlite3
 import subprocess
 import tempfile
 from pathlib import Path
@@ -357,6 +359,32 @@ def test_cram_md5_over_smtp(tern):
         digest = hmac.new(b"bobpw", base64.b64decode(challenge), hashlib.md5).hexdigest()
         code, _ = s.docmd(base64.b64encode(f"bob {digest}".encode()).decode())
         assert code == 235
+
+
+def test_argon2_cost_settings_reach_the_stored_hash(tern_factory):
+    """auth.argon2_memory / auth.argon2_rounds: `tern user add` stores ARGON2ID at that
+    cost, the hash names it, and the user logs in with a real client (IMAP and SMTP AUTH);
+    doveadm verifies the same hash when it is installed."""
+    srv = tern_factory({"auth.password_schemes": "ARGON2ID",
+                        "auth.argon2_memory": "2M", "auth.argon2_rounds": "2"})
+    srv.cli("user", "add", "cost@example.test", "--password-stdin", input="costpw\n")
+    db = sqlite3.connect(f"file:{srv.data_dir / 'tern.db'}?mode=ro", uri=True)
+    try:
+        (stored,) = db.execute("SELECT value FROM credentials WHERE address = ? AND "
+                               "scheme = 'ARGON2ID'", ("cost@example.test",)).fetchone()
+    finally:
+        db.close()
+    assert re.match(r"\{ARGON2ID\}\$argon2id\$v=19\$m=2048,t=2,p=1\$", stored), stored
+    c = imaplib.IMAP4(srv.host, srv.ports["imap"], timeout=30)
+    assert c.login("cost@example.test", "costpw")[0] == "OK"
+    c.logout()
+    with smtplib.SMTP(srv.host, srv.ports["submission"], timeout=30) as s:
+        s.ehlo("client.example")
+        s.login("cost@example.test", "costpw")
+    if DOVEADM:
+        cp = subprocess.run([DOVEADM, "pw", "-t", stored, "-p", "costpw"], text=True,
+                            capture_output=True, timeout=60)
+        assert cp.returncode == 0 and "(verified)" in cp.stdout, cp.stdout + cp.stderr
 
 
 def test_user_added_while_running_can_log_in(tern):

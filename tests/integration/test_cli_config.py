@@ -145,6 +145,9 @@ BAD_LINES = [
     ("log.target = carrier-pigeon", r"stderr, syslog or file"),
     ("just some words", r"missing '='"),
     ("smtp.listen = 127.0.0.1:99999", r"smtp\.listen"),
+    ("auth.argon2_memory = 4k", r"bad size '4k' for auth\.argon2_memory \(0 for the scheme's own, "
+                                r"or 8k to 4G\)"),
+    ("auth.argon2_rounds = 65", r"bad number '65' for auth\.argon2_rounds"),
 ]
 
 
