@@ -50,7 +50,6 @@
 
 #include <errno.h>
 #include <event2/event.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -111,12 +110,7 @@ static void client_release(struct auth_client *c)
 static void client_send(struct auth_client *c, uint8_t type, const char *payload, size_t len)
 {
     pthread_mutex_lock(&c->send_lock);
-    for (int tries = 0; tries < 100; tries++) {
-        if (channel_send(c->sock, type, payload, len, -1) == 0 ||
-            (errno != EAGAIN && errno != EWOULDBLOCK))
-            break;
-        channel_wait_room(c->sock, 50);
-    }
+    (void)channel_send_patiently(c->sock, type, payload, len, 100);
     pthread_mutex_unlock(&c->send_lock);
 }
 

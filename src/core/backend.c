@@ -576,12 +576,7 @@ void backend_reply(struct backend_request *req, int32_t rc, const void *data, si
             memcpy(payload + 8, data, len);
         struct backend_conn *bc = req->bc;
         pthread_mutex_lock(&bc->send_lock);
-        for (int tries = 0; tries < BACKEND_SEND_TRIES; tries++) {
-            if (channel_send(bc->sock, req->type, payload, len + 8, -1) == 0 ||
-                (errno != EAGAIN && errno != EWOULDBLOCK))
-                break;
-            channel_wait_room(bc->sock, 50);
-        }
+        (void)channel_send_patiently(bc->sock, req->type, payload, len + 8, BACKEND_SEND_TRIES);
         pthread_mutex_unlock(&bc->send_lock);
         free(payload);
     }

@@ -59,6 +59,17 @@ void channel_wait_room(int sock, int timeout_ms)
     nanosleep(&pause, NULL);
 }
 
+int channel_send_patiently(int sock, uint8_t type, const void *payload, size_t len, int tries)
+{
+    for (int i = 0;; i++) {
+        if (channel_send(sock, type, payload, len, -1) == 0)
+            return 0;
+        if ((errno != EAGAIN && errno != EWOULDBLOCK) || i + 1 >= tries)
+            return -1;
+        channel_wait_room(sock, 50);
+    }
+}
+
 int channel_recv(int sock, struct channel_msg *m)
 {
     char buf[1 + CHANNEL_MAX_PAYLOAD];

@@ -53,6 +53,10 @@ int channel_send(int sock, uint8_t type, const void *payload, size_t len, int fd
  * within a millisecond and dropped the message (an auth process's answer or goodbye,
  * a worker's reply) in a burst. */
 void channel_wait_room(int sock, int timeout_ms);
+/* channel_send without fd, waiting for room (channel_wait_room, 50 ms) while the peer's
+ * queue is full, at most tries times. BLOCKING (only while that queue is full): for
+ * answers, whose peer is broken when it reads nothing for seconds. 0 or -1 (errno). */
+int channel_send_patiently(int sock, uint8_t type, const void *payload, size_t len, int tries);
 /* Receive one message: 1 got one, 0 none waiting (EAGAIN), -1 the peer is gone or error.
  * A truncated or malformed datagram is dropped (returns 0 after closing any fd). The
  * messages a peer sent before it closed are all returned before its close, even when it

@@ -855,8 +855,7 @@ static void server_on_handoff(struct backend_request *req, void *arg)
     }
     struct conn_handoff *h = malloc(sizeof *h);
     bool is_adopted = false;
-    if (fd >= 0 && h && conn_handoff_decode(data, len, h) && !st->is_draining &&
-        !st->srv.is_stopping && st->srv.hooks->protocols[h->role]) {
+    if (fd >= 0 && h && conn_handoff_decode(data, len, h) && st->srv.hooks->protocols[h->role]) {
         is_adopted = conn_adopt(&st->srv, st->srv.hooks->protocols[h->role], fd, h);
         fd = -1; /* conn_adopt took it */
     }
