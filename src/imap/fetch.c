@@ -727,6 +727,19 @@ static void imap_stream_begin(struct imap_job *j, struct imap_fetch *f,
     f->st_prev_cr = false;
 }
 
+/* Append the literal's next n converted bytes, after the skipped ones and up to its end. */
+static void imap_stream_put(struct imap_job *j, struct imap_fetch *f, const char *s, size_t n)
+{
+    size_t skip = f->st_skip < n ? (size_t)f->st_skip : n;
+    f->st_skip -= skip;
+    s += skip;
+    n -= skip;
+    if (n > f->st_remaining)
+        n = (size_t)f->st_remaining;
+    buf_append(&j->out, s, n);
+    f->st_remaining -= n;
+}
+
 /* Send more of the literal; false when the batch is full before it ends. */
 static bool imap_stream_continue(struct imap_job *j, struct imap_fetch *f)
 {
@@ -749,21 +762,22 @@ static bool imap_stream_continue(struct imap_job *j, struct imap_fetch *f)
             break;
         }
         f->st_pos += (uint64_t)r;
-        for (ssize_t k = 0; k < r && f->st_remaining > 0; k++) {
-            char c = chunk[k];
-            char conv[2];
-            size_t nc = 0;
-            if (c == '\n' && !f->st_prev_cr)
-                conv[nc++] = '\r';
-            conv[nc++] = c;
-            f->st_prev_cr = c == '\r';
-            for (size_t q = 0; q < nc && f->st_remaining > 0; q++) {
-                if (f->st_skip > 0) {
-                    f->st_skip--;
-                    continue;
-                }
-                buf_append_byte(&j->out, conv[q]);
-                f->st_remaining--;
+        /* Copy runs up to each LF (memchr finds them), adding the CR a bare LF lacks. */
+        const char *p = chunk, *end = chunk + r;
+        while (p < end && f->st_remaining > 0) {
+            const char *lf = memchr(p, '\n', (size_t)(end - p));
+            const char *stop = lf ? lf : end;
+            if (stop > p) {
+                imap_stream_put(j, f, p, (size_t)(stop - p));
+                f->st_prev_cr = stop[-1] == '\r';
+            }
+            p = stop;
+            if (lf) {
+                if (!f->st_prev_cr)
+                    imap_stream_put(j, f, "\r", 1);
+                imap_stream_put(j, f, "\n", 1);
+                f->st_prev_cr = false;
+                p = lf + 1;
             }
         }
     }

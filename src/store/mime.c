@@ -34,13 +34,17 @@ static char *mime_strndup(const char *s, size_t n)
     return p;
 }
 
+/* memchr finds the line ends: every message a FETCH or SEARCH reads is parsed, so these
+ * scans run over whole mailboxes. */
 uint64_t mime_crlf_size(const char *data, size_t len)
 {
     uint64_t n = len;
-    for (size_t i = 0; i < len; i++) {
+    const char *p = data, *end = data + len, *lf;
+    while (p < end && (lf = memchr(p, '\n', (size_t)(end - p))) != NULL) {
         /* The store keeps LF on disk; IMAP counts CRLF. A LF already after CR is fine. */
-        if (data[i] == '\n' && (i == 0 || data[i - 1] != '\r'))
+        if (lf == data || lf[-1] != '\r')
             n++;
+        p = lf + 1;
     }
     return n;
 }
@@ -50,9 +54,11 @@ uint64_t mime_crlf_size(const char *data, size_t len)
 static uint64_t mime_count_lines(const char *data, size_t len)
 {
     uint64_t n = 0;
-    for (size_t i = 0; i < len; i++)
-        if (data[i] == '\n')
-            n++;
+    const char *p = data, *end = data + len, *lf;
+    while (p < end && (lf = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+        n++;
+        p = lf + 1;
+    }
     return n;
 }
 

@@ -76,6 +76,8 @@ struct mime_matcher {
     size_t n;
     size_t state;
     bool is_found;
+    bool is_lead[256]; /* bytes that may start a match: US-ASCII ones folding to
+                        * needle[0], and every byte >= 0x80 (decoded the long way) */
     struct mime_utf8 u;
 };
 
@@ -165,6 +167,10 @@ struct mime_matcher *mime_matcher_new_cmp(const char *needle, size_t len,
         mime_matcher_free(m);
         return NULL;
     }
+    for (unsigned b = 0; b < 256; b++) {
+        uint32_t folded = b >= 'a' && b <= 'z' ? b - 32 : b;
+        m->is_lead[b] = b >= 0x80 || (m->n > 0 && m->needle[0] == folded);
+    }
     /* KMP: fail[i] = length of the longest proper border of needle[0..i]. */
     for (size_t i = 1, k = 0; i < m->n; i++) {
         while (k > 0 && m->needle[i] != m->needle[k])
@@ -227,8 +233,37 @@ void mime_matcher_break(struct mime_matcher *m)
 
 bool mime_matcher_feed(struct mime_matcher *m, const char *s, size_t len)
 {
-    for (size_t i = 0; i < len && !m->is_found; i++)
-        mime_utf8_byte(&m->u, (unsigned char)s[i], mime_matcher_cp, m);
+    const uint32_t *needle = m->needle;
+    size_t i = 0;
+    while (i < len && !m->is_found) {
+        if (m->state == 0 && m->u.need == 0) {
+            /* Nothing matched yet: skip the US-ASCII bytes that cannot start a match. */
+            while (i < len && !m->is_lead[(unsigned char)s[i]])
+                i++;
+            if (i == len)
+                break;
+        }
+        unsigned char b = (unsigned char)s[i];
+        if (b >= 0x80 || m->u.need > 0) {
+            mime_utf8_byte(&m->u, b, mime_matcher_cp, m);
+            i++;
+            continue;
+        }
+        /* US-ASCII outside a UTF-8 sequence: fold and step the automaton here, as
+         * mime_fold and mime_matcher_cp would, without a call per byte (SEARCH BODY and
+         * TEXT read every message of a mailbox through this). */
+        size_t state = m->state;
+        do {
+            uint32_t c = (unsigned char)s[i++];
+            if (c >= 'a' && c <= 'z')
+                c -= 32;
+            while (state > 0 && needle[state] != c)
+                state = m->fail[state - 1];
+            if (needle[state] == c && ++state == m->n)
+                m->is_found = true;
+        } while (!m->is_found && state > 0 && i < len && (unsigned char)s[i] < 0x80);
+        m->state = state;
+    }
     return m->is_found;
 }
 

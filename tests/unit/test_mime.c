@@ -469,6 +469,11 @@ static bool mfind(const char *needle, const char *text)
         mime_matcher_feed(m, text + i, 1);
     mime_matcher_break(m);
     bool r = mime_matcher_found(m);
+    /* and at once (the US-ASCII runs take the fast path): the same answer */
+    mime_matcher_reset(m);
+    mime_matcher_feed(m, text, strlen(text));
+    mime_matcher_break(m);
+    assert_int_equal(r, mime_matcher_found(m));
     mime_matcher_free(m);
     return r;
 }
@@ -491,6 +496,55 @@ static void test_matcher_folding(void **state)
     /* invalid UTF-8 bytes stand for themselves */
     assert_true(mfind("\xe9t\xe9", "un \xe9t\xe9"));
     assert_false(mfind("\xe9", "\xc3\xa9"));
+    /* a non-ASCII character whose folding is US-ASCII (full-width a, U+FF41, is "A") can
+     * start or continue a match that US-ASCII bytes began: the fast path must hand it to
+     * the decoder */
+    assert_true(mfind("a", "xａx"));
+    assert_true(mfind("banana", "banａna"));
+    assert_true(mfind("abc", "abａabc"));
+    assert_false(mfind("abc", "abéc"));
+}
+
+/* The matcher against a plain case-insensitive search, on random US-ASCII texts (with
+ * a non-ASCII character now and then) fed in random pieces. */
+static void test_matcher_random(void **state)
+{
+    (void)state;
+    static const char *const alphabet[] = {"a", "A", "b", "B", "\n", " ", "\xc3\xa9"};
+    unsigned seed = 12345;
+    for (int round = 0; round < 2000; round++) {
+        char text[200] = "", needle[8] = "";
+        size_t tl = 0, nl = 0;
+        unsigned n_text = (seed = seed * 1103515245u + 12345u) >> 16 & 63;
+        for (unsigned i = 0; i < n_text; i++) {
+            seed = seed * 1103515245u + 12345u;
+            const char *c = alphabet[(seed >> 16) % (round & 1 ? 7 : 6)];
+            memcpy(text + tl, c, strlen(c));
+            tl += strlen(c);
+        }
+        text[tl] = '\0';
+        unsigned n_needle = 1 + ((seed = seed * 1103515245u + 12345u) >> 16 & 3);
+        for (unsigned i = 0; i < n_needle; i++) {
+            seed = seed * 1103515245u + 12345u;
+            needle[nl++] = "aAbB "[(seed >> 16) % 5];
+        }
+        needle[nl] = '\0';
+        bool expected = strcasestr(text, needle) != NULL;
+        struct mime_matcher *m = mime_matcher_new(needle, nl);
+        assert_non_null(m);
+        for (size_t pos = 0; pos < tl;) {
+            seed = seed * 1103515245u + 12345u;
+            size_t piece = 1 + (seed >> 16) % 9;
+            if (piece > tl - pos)
+                piece = tl - pos;
+            mime_matcher_feed(m, text + pos, piece);
+            pos += piece;
+        }
+        mime_matcher_break(m);
+        if (mime_matcher_found(m) != expected)
+            fail_msg("needle \"%s\" in \"%s\": expected %d", needle, text, expected);
+        mime_matcher_free(m);
+    }
 }
 
 static bool bfind(const char *needle, const char *msg)
@@ -703,6 +757,7 @@ int main(void)
         cmocka_unit_test(test_many_parts_linear),
         cmocka_unit_test(test_rfc2047_decode),
         cmocka_unit_test(test_matcher_folding),
+        cmocka_unit_test(test_matcher_random),
         cmocka_unit_test(test_matcher_comparators),
         cmocka_unit_test(test_body_search_decoding),
         cmocka_unit_test(test_header_search),
