@@ -731,6 +731,8 @@ static bool fake_has_pending(void)
 void fake_settle(void)
 {
     for (unsigned round = 0; round < 1000000; round++) {
+        if (fake.policy.is_spent && fake.policy.is_spent())
+            return;
         bool has_moved = false;
         for (int p = 0; p < FAKE_MAX_PEERS; p++) {
             struct conn *c = fake.peers[p].c;

@@ -54,6 +54,8 @@ struct fake_policy {
     bool auto_drain;     /* the peers read all output */
     bool auto_handshake; /* a STARTTLS handshake completes once its go-ahead was read */
     size_t output_cap;   /* transcript bytes kept per peer (0: 1 MiB) */
+    bool (*is_spent)(void); /* when set and true, fake_settle() returns at once: the
+                             * caller's time is up (it ends the run) */
 };
 
 /* Once per process: the loop thread is the caller; starts the worker thread and an

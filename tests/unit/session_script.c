@@ -36,6 +36,11 @@
 #define SCRIPT_MAX_REPEATED   (512 * 1024) /* bytes 'X' may send in one script */
 #define SCRIPT_MAX_REPEATS    4200 /* segments 'X' may send in one script (each may be a
                                     * command: 4200 keep a run within about a second) */
+/* CPU time (all threads) after which a script sends nothing more: what one command costs
+ * ranges from microseconds (CAPA) to milliseconds (SEARCH TEXT or FETCH BODY[] over the
+ * mailbox under the sanitizers), so no count of bytes or commands bounds a run; this keeps
+ * one well within libFuzzer's -timeout (tests/fuzz/run.sh: 10 s) on a slow machine. */
+#define SCRIPT_MAX_CPU_NS (2 * 1000000000LL)
 #define SCRIPT_BIG_LINES      1024 /* ~70 KB: over a POP3 stream chunk (64 KB); four FETCH
                                      * items of it exceed an IMAP FETCH batch (256 KB) */
 
@@ -580,6 +585,22 @@ struct script {
     bool is_dirty; /* the store may have changed */
 };
 
+static long long script_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static long long script_cpu_start; /* process CPU time when the running script began */
+
+/* The script has used its CPU time (SCRIPT_MAX_CPU_NS): the loop stops settling (the
+ * fake core asks), no more client bytes are sent and the connections are reset. */
+static bool script_is_spent(void)
+{
+    return script_cpu_ns() - script_cpu_start > SCRIPT_MAX_CPU_NS;
+}
+
 /* Client bytes, split into reads as the split mode says. */
 static void script_send(struct script *st, const void *data, size_t len)
 {
@@ -784,7 +805,7 @@ static void script_op(struct script *st, uint8_t op, uint8_t arg)
     case 'X': /* volume from a short script: long lines, big literals, many commands */
         for (unsigned i = 0; i < ((unsigned)arg + 1) * 4 && st->last_len > 0 &&
                              st->n_repeated + st->last_len <= SCRIPT_MAX_REPEATED &&
-                             st->n_repeats < SCRIPT_MAX_REPEATS;
+                             st->n_repeats < SCRIPT_MAX_REPEATS && !script_is_spent();
              i++) {
             st->n_repeated += st->last_len;
             st->n_repeats++;
@@ -819,6 +840,7 @@ static void script_end(struct script *st, unsigned how)
     }
     struct fake_policy *policy = fake_core_policy();
     policy->auto_jobs = policy->auto_drain = policy->auto_handshake = true;
+    policy->is_spent = NULL;
     fake_settle();
     for (int p = 0; p < FAKE_MAX_PEERS; p++)
         fake_drop(p, "lost connection");
@@ -851,12 +873,14 @@ void script_run(const struct script_protocol *sp, const uint8_t *data, size_t si
         size = SCRIPT_MAX_INPUT;
     uint8_t flags = size > 0 ? data[0] : 0;
     struct script st = {.sp = sp, .split = size > 1 ? data[1] : 0};
+    script_cpu_start = script_cpu_ns();
     world.clock += 100000; /* past any failure window: each script starts unthrottled */
     *fake_core_policy() = (struct fake_policy){
         .auto_jobs = !(flags & 0x04),
         .auto_drain = !(flags & 0x08),
         .auto_handshake = !(flags & 0x40),
         .output_cap = 2 * 1024 * 1024,
+        .is_spent = script_is_spent,
     };
     script_open(&st, 0, (flags & 0x01 ? 0 : 4) | (flags & 0x02 ? 8 : 0));
     fake_settle();
@@ -874,6 +898,10 @@ void script_run(const struct script_protocol *sp, const uint8_t *data, size_t si
             i++;
             continue;
         }
+        if (script_is_spent()) {
+            n = 0;
+            break;
+        }
         script_send(&st, segment, n);
         if (n > 0) {
             st.last = segment; /* stays until the next segment starts */
@@ -889,5 +917,6 @@ void script_run(const struct script_protocol *sp, const uint8_t *data, size_t si
     }
     script_send(&st, segment, n);
     free(segment);
-    script_end(&st, (flags >> 4) & 3);
+    /* out of time, commands may wait in the input: a reset drops them unread */
+    script_end(&st, script_is_spent() ? 1 : (flags >> 4) & 3);
 }

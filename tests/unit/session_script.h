@@ -43,6 +43,8 @@
  *   Unknown operations do nothing; an operation's missing argument is 0. At the end every
  *   connection gets the end action, then the loop runs (jobs, reads) until all is quiet,
  *   whatever is left is dropped and the remaining jobs run.
+ * A script that has used 2 s of CPU time stops: nothing more is sent or processed and its
+ * connections are reset (what a command costs varies too much for a count to bound it).
  * Checks (abort): a session or job still alive at the end, descriptors leaked, plus the
  * fake core's (thread rule, output during a STARTTLS handshake, runaway jobs).
  */
