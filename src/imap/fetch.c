@@ -615,12 +615,9 @@ static bool imap_file_crlf_size(int fd, uint64_t pos, uint64_t end, uint64_t *si
         ssize_t r = pread(fd, chunk, want, (off_t)pos);
         if (r <= 0)
             return false;
-        for (ssize_t k = 0; k < r; k++) {
-            if (chunk[k] == '\n' && !prev_cr)
-                n++;
-            prev_cr = chunk[k] == '\r';
-        }
-        n += (uint64_t)r;
+        /* mime_crlf_size counts a LF at the start as bare: here a CR may end the last chunk */
+        n += mime_crlf_size(chunk, (size_t)r) - (prev_cr && chunk[0] == '\n');
+        prev_cr = chunk[r - 1] == '\r';
         pos += (uint64_t)r;
     }
     *size_r = n;
