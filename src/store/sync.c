@@ -258,6 +258,21 @@ static uint64_t count_lf(const unsigned char *p, size_t n)
     return count;
 }
 
+/* LFs in p[0..n) that already follow a CR (prev_cr: the byte before p[0] is a CR): a file
+ * that another program wrote with CRLF line ends needs no CR added for those. memchr
+ * finds the CRs, so a file without any (as tern writes them) costs one scan. */
+static uint64_t count_crlf(const unsigned char *p, size_t n, bool prev_cr)
+{
+    uint64_t count = prev_cr && n > 0 && p[0] == '\n';
+    const unsigned char *end = p + n, *cr = memchr(p, '\r', n);
+    while (cr) {
+        if (cr + 1 < end && cr[1] == '\n')
+            count++;
+        cr = cr + 1 < end ? memchr(cr + 1, '\r', (size_t)(end - cr - 1)) : NULL;
+    }
+    return count;
+}
+
 /* Size, CRLF size and mtime of one unknown file (dfd: its folder, cur/ or new/). */
 static void entry_sizes(struct scan_entry *e, int dfd)
 {
@@ -284,17 +299,19 @@ static void entry_sizes(struct scan_entry *e, int dfd)
     }
     unsigned char buf[65536];
     uint64_t total = 0, lines = 0;
+    bool prev_cr = false;
     ssize_t n;
     /* a Maildir file never changes: stop at the size fstat gave, which saves the read
      * that would only return end-of-file */
     while ((st.st_size <= 0 || total < (uint64_t)st.st_size) &&
            (n = read(fd, buf, sizeof buf)) > 0) {
         total += (uint64_t)n;
-        lines += count_lf(buf, (size_t)n);
+        lines += count_lf(buf, (size_t)n) - count_crlf(buf, (size_t)n, prev_cr);
+        prev_cr = buf[n - 1] == '\r';
     }
     close(fd);
     e->size = total;
-    e->vsize = total + lines;
+    e->vsize = total + lines; /* as IMAP counts it: bare LFs become CRLF */
     e->mtime = (int64_t)st.st_mtime;
 }
 

@@ -6,6 +6,7 @@ message as written (LF on disk, CRLF on the wire). Clients: imaplib and curl.
 """
 
 import base64
+import poplib
 import subprocess
 
 from test_imap_lib import fresh_user, imaplib_login, wire
@@ -65,3 +66,45 @@ def test_curl_fetches_a_section(tern):
         capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout == wire(strip_last_newline(INNER_BODY))
+
+
+def test_streamed_literal_across_chunk_edges(tern):
+    """A message file with CRLF and bare-LF lines mixed, a CR as the last byte of each
+    64 KiB read (the LF that follows starts the next) and lone CRs: BODY[] and its
+    partials are the CRLF form, byte-exact, and RFC822.SIZE (and POP3's LIST) count the
+    same: the size of a file another program wrote used to count its CRLFs twice."""
+    chunk = 64 * 1024
+    head = b"From: a@example.org\nSubject: edges\r\n\r\n"
+    body = bytearray()
+    n = 0
+    while len(head) + len(body) < 3 * chunk + 100:
+        end = len(head) + len(body)
+        if (end + 1) % chunk == 0:
+            body += b"\r\n"   # CR at the end of a read, LF at the start of the next
+        elif (end + 1) % chunk == 1:
+            body += b"\n"     # a bare LF as the first byte of a read
+        else:
+            body += [b"line %d\n" % n, b"line %d\r\n" % n, b"cr\ralone\n"][n % 3]
+            n += 1
+    data = head + bytes(body)
+    user, pw = fresh_user(tern, "edges", [data])
+    expect = wire(data)
+    m = imaplib_login(tern, user, pw)
+    m.select("INBOX")
+    typ, got = m.fetch("1", "(BODY.PEEK[] RFC822.SIZE)")
+    assert typ == "OK"
+    assert got[0][1] == expect
+    assert b"RFC822.SIZE %d" % len(expect) in got[0][0] + got[1]
+    for start, size in ((0, 10), (chunk - 3, 8), (chunk + 5, 3 * chunk), (2 * chunk - 1, 2)):
+        typ, got = m.fetch("1", f"(BODY.PEEK[]<{start}.{size}>)")
+        assert typ == "OK"
+        assert got[0][1] == expect[start:start + size], (start, size)
+    m.logout()
+    # POP3 announces the same size (LIST) as it sends (RETR)
+    p = poplib.POP3(tern.host, tern.ports["pop3"], timeout=60)
+    p.user(user)
+    p.pass_(pw)
+    assert p.list()[1] == [b"1 %d" % len(expect)]
+    _, lines, _ = p.retr(1)
+    assert b"".join(line + b"\r\n" for line in lines) == expect
+    p.quit()
