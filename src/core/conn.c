@@ -861,8 +861,9 @@ static unsigned conn_handshake_timeout(const struct conn *c)
     return c->timeout && c->timeout < t ? c->timeout : t;
 }
 
-static void conn_fill_addresses(struct conn *c, int fd, const struct sockaddr *peer,
-                                socklen_t peer_len)
+/* The peer's address, its text form, port and loopback/local flags from a sockaddr (as
+ * accept() gave it, here or in the login process that handed the session over). */
+static void conn_set_peer(struct conn *c, const struct sockaddr *peer, socklen_t peer_len)
 {
     memset(&c->peer, 0, sizeof c->peer);
     memcpy(&c->peer, peer, peer_len < sizeof c->peer ? peer_len : sizeof c->peer);
@@ -889,6 +890,12 @@ static void conn_fill_addresses(struct conn *c, int fd, const struct sockaddr *p
         }
         c->peer_port = ntohs(s->sin6_port);
     }
+}
+
+static void conn_fill_addresses(struct conn *c, int fd, const struct sockaddr *peer,
+                                socklen_t peer_len)
+{
+    conn_set_peer(c, peer, peer_len);
     struct sockaddr_storage local;
     socklen_t llen = sizeof local;
     snprintf(c->local_ip, sizeof c->local_ip, "unknown");
@@ -1530,15 +1537,12 @@ bool conn_adopt(struct server *srv, const struct conn_protocol *proto, int fd,
     c->local_port = h->local_port;
     /* the peer's address as accept() gave it in the login process, so that
      * conn_peer_in_networks() answers here as it did there */
-    if (inet_pton(AF_INET, c->peer_ip, &c->peer.in.sin_addr) == 1) {
-        c->peer.in.sin_family = AF_INET;
-        c->peer.in.sin_port = htons(c->peer_port);
-        c->is_loopback = (ntohl(c->peer.in.sin_addr.s_addr) >> 24) == 127;
-    } else if (inet_pton(AF_INET6, c->peer_ip, &c->peer.in6.sin6_addr) == 1) {
-        c->peer.in6.sin6_family = AF_INET6;
-        c->peer.in6.sin6_port = htons(c->peer_port);
-        c->is_loopback = IN6_IS_ADDR_LOOPBACK(&c->peer.in6.sin6_addr);
-    }
+    struct sockaddr_in in4 = {.sin_family = AF_INET, .sin_port = htons(h->peer_port)};
+    struct sockaddr_in6 in6 = {.sin6_family = AF_INET6, .sin6_port = htons(h->peer_port)};
+    if (inet_pton(AF_INET, h->peer_ip, &in4.sin_addr) == 1)
+        conn_set_peer(c, (const struct sockaddr *)&in4, sizeof in4);
+    else if (inet_pton(AF_INET6, h->peer_ip, &in6.sin6_addr) == 1)
+        conn_set_peer(c, (const struct sockaddr *)&in6, sizeof in6);
     c->timeout = conn_role_timeout(srv->ctx.cfg, c->role);
     evutil_make_socket_nonblocking(fd);
     c->bev = bufferevent_socket_new(srv->ctx.base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
