@@ -29,6 +29,9 @@ machine, same run, same client code (bench/README.md rules). Run by hand, as roo
           ORDEREDSUBJECT, REFS) of a whole mailbox of N list-like messages (topics with
           replies, References, dates in several zones): the first after SELECT (cold: keys
           not cached) and the warm median of --runs.
+  search  SEARCH BODY/TEXT of a whole mailbox of N text messages (~4 KB, one in four
+          quoted-printable; no full-text index on either side): misses that read every
+          message and hits; cold and warm median of --runs, wall and server CPU.
   compress  FETCH 1:* (BODY.PEEK[]) of N list-like messages, plain and after COMPRESS
           DEFLATE (RFC 4978; Dovecot with imap_zlib): bytes on the wire and seconds.
   mixed   issue 4: N concurrent clients, each its own user with its own copy of the same
@@ -44,6 +47,7 @@ machine, same run, same client code (bench/README.md rules). Run by hand, as roo
   imap_bench.py fetch [--messages 100000] [--size 2000] [--runs 3] [--perf]
   imap_bench.py mixed [--clients 20] [--loops 50] [--messages 500] [--procs]
   imap_bench.py sort  [--messages 100000] [--runs 3]
+  imap_bench.py search [--messages 20000] [--runs 3]
   imap_bench.py compress [--messages 100000] [--runs 3]
 
 Results are appended to bench/results/imap-<subcommand>.jsonl. Numbers are measurements,
@@ -877,15 +881,18 @@ def two_servers(a, template, user, dovecot_zlib=False):
     return srv, dv, dv_port
 
 
-def cmd_sort(a):
+def commands_bench(a, label, cmds, make):
+    """Each of cmds on a whole mailbox of a.messages written by make(md, n), tern and
+    Dovecot: the first after SELECT (cold) and the warm median of a.runs, wall and
+    server CPU."""
     user = f"bench@{DOMAIN}"
-    work = Path(tempfile.mkdtemp(prefix="imap-sort-", dir="/var/tmp"))
+    work = Path(tempfile.mkdtemp(prefix=f"imap-{label}-", dir="/var/tmp"))
     os.chmod(work, 0o755)
     srv = dv = None
     try:
         print(f"writing {a.messages} messages ...", flush=True)
         template = work / "template" / "Maildir"
-        make_sort_maildir(template, a.messages)
+        make(template, a.messages)
         srv, dv, dv_port = two_servers(a, template, user)
         servers = {"tern": srv.ports["imap"], "dovecot": dv_port}
         # SELECT once first so the index build is not what the first SORT measures
@@ -893,17 +900,17 @@ def cmd_sort(a):
             asyncio.run(commands_once(port, user, ["NOOP"], a.timeout))
         res = {n: {"cold": None, "warm": []} for n in servers}
         for name, port in servers.items():
-            res[name]["cold"], lines = asyncio.run(commands_once(port, user, SORT_CMDS,
+            res[name]["cold"], lines = asyncio.run(commands_once(port, user, cmds,
                                                                  a.timeout))
             print(f"cold {name:8s} " + ", ".join(f"{k.split(' UTF-8')[0]} {v:.3f}s"
                                                    for k, v in res[name]["cold"].items()),
                   flush=True)
         pids = {"tern": srv.pid, "dovecot": dv.pid}
-        cpu = {n: {c: [] for c in SORT_CMDS} for n in servers}
+        cpu = {n: {c: [] for c in cmds} for n in servers}
         for run in range(a.runs):
             for name, port in servers.items():
                 r = {}
-                for cmd in SORT_CMDS:
+                for cmd in cmds:
                     r[cmd], used = command_cpu(port, pids[name], user, cmd, a.timeout)
                     cpu[name][cmd].append(used)
                 res[name]["warm"].append(r)
@@ -911,7 +918,7 @@ def cmd_sort(a):
         print(f"\n{a.messages} messages, warm median of {a.runs} (cold = first after SELECT); "
               f"load average {load:.1f} on {os.cpu_count()} cores:")
         summary = {}
-        for cmd in SORT_CMDS:
+        for cmd in cmds:
             t = statistics.median(r[cmd] for r in res["tern"]["warm"])
             d = statistics.median(r[cmd] for r in res["dovecot"]["warm"])
             tcpu = statistics.median(cpu["tern"][cmd])
@@ -923,14 +930,62 @@ def cmd_sort(a):
             print(f"  {cmd:36s} wall tern {t:.3f}s dovecot {d:.3f}s; server CPU tern "
                   f"{tcpu:.3f}s dovecot {dcpu:.3f}s; cold wall tern {tc:.3f}s dovecot {dc:.3f}s",
                   flush=True)
-        benchlib.report("imap-sort", {"messages": a.messages, "runs": a.runs,
-                                      "loadavg": load, "results": summary})
+        benchlib.report(f"imap-{label}", {"messages": a.messages, "runs": a.runs,
+                                         "loadavg": load, "results": summary})
     finally:
         if dv is not None:
             dovecot_stop(dv)
         if srv is not None:
             srv.cleanup()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def cmd_sort(a):
+    commands_bench(a, "sort", SORT_CMDS, make_sort_maildir)
+
+
+SEARCH_WORDS = ("the of and to in is that for it with as was on be by at this from or have "
+                "an they which one you were all we there can been has more if will would "
+                "about meeting report budget server mail quarter release draft notes").split()
+SEARCH_CMDS = ['SEARCH BODY "zebra crossing"', 'SEARCH TEXT "zebra crossing"',
+               'SEARCH BODY "quarter release"', 'SEARCH OR BODY budget BODY zebra']
+
+
+def make_search_maildir(md, n, seed=1, size=4000):
+    """n messages of about size bytes of plain text (words, 72-column lines); one in four
+    quoted-printable; "zebra crossing" in none, "zebra" alone in one in a hundred."""
+    import random
+    rnd = random.Random(seed)
+    for sub in ("cur", "new", "tmp"):
+        (md / sub).mkdir(parents=True)
+    now = int(time.time()) - n
+    pid = os.getpid()
+    for i in range(n):
+        lines, line = [], ""
+        while sum(map(len, lines)) < size:
+            w = rnd.choice(SEARCH_WORDS)
+            if len(line) + len(w) + 1 > 72:
+                lines.append(line + "\n")
+                line = ""
+            line += (" " if line else "") + w
+        if i % 100 == 0:
+            lines.append("a zebra was seen\n")
+        qp = i % 4 == 0
+        hdr = (f"From: Sender {i % 50} <s{i % 50}@example.org>\nTo: <bench@{DOMAIN}>\n"
+               f"Subject: search {i}\nMessage-ID: <search-{i}@example.org>\n"
+               "MIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n"
+               f"Content-Transfer-Encoding: {'quoted-printable' if qp else '7bit'}\n\n")
+        text = "".join(lines)
+        if qp:
+            text = text.replace("the ", "th=65 ")
+        p = md / "cur" / f"{now + i}.M{i:08d}P{pid}.bench:2,S"
+        with open(p, "w") as f:
+            f.write(hdr + text)
+        os.utime(p, (now + i, now + i))
+
+
+def cmd_search(a):
+    commands_bench(a, "search", SEARCH_CMDS, make_search_maildir)
 
 
 # ---- compress ---------------------------------------------------------------------------------
@@ -1247,6 +1302,10 @@ def main():
     so.add_argument("--messages", type=int, default=100000)
     so.add_argument("--runs", type=int, default=3)
     so.add_argument("--timeout", type=float, default=900)
+    se = sub.add_parser("search")
+    se.add_argument("--messages", type=int, default=20000)
+    se.add_argument("--runs", type=int, default=3)
+    se.add_argument("--timeout", type=float, default=900)
     z = sub.add_parser("compress")
     z.add_argument("--messages", type=int, default=100000)
     z.add_argument("--runs", type=int, default=3)
@@ -1270,7 +1329,7 @@ def main():
         sys.exit("imap_bench: dovecot-imapd is missing (apt-get install dovecot-imapd)")
     raise_nofile()
     {"mem": cmd_mem, "idle": cmd_idle, "fetch": cmd_fetch, "mixed": cmd_mixed,
-     "sort": cmd_sort, "compress": cmd_compress}[a.what](a)
+     "sort": cmd_sort, "search": cmd_search, "compress": cmd_compress}[a.what](a)
 
 
 if __name__ == "__main__":
