@@ -161,8 +161,9 @@ static void *client_reader(void *arg)
                     pid_t pid = cl.chans[i].pid;
                     unsigned n = client_chan_drop(i);
                     if (n)
-                        log_warning("master", "mail worker pid %d is gone: %u of its requests "
-                                              "failed",
+                        log_warning("master",
+                                    "mail worker pid %d is gone with %u requests "
+                                    "unanswered (sessions among them go to another)",
                                     (int)pid, n);
                     pthread_mutex_unlock(&cl.lock);
                     break;
@@ -280,13 +281,24 @@ static size_t client_choose(uint64_t excluded, bool is_session)
     return best;
 }
 
-/* One backend_call on a channel not in excluded; *chan_r gets the channel used. */
-static int backend_call_on(uint8_t type, const void *data, size_t len, int fd,
-                           unsigned timeout_s, struct channel_msg *reply, int32_t *rc_r,
-                           size_t *data_off_r, uint64_t excluded, size_t *chan_r)
+/* How a call on one channel went without an answer (backend_call_on). */
+enum backend_miss {
+    BACKEND_MISS_NONE,       /* answered, or failed for good (too large, stopping, full) */
+    BACKEND_MISS_NO_CHANNEL, /* no channel to send on: nothing was sent */
+    BACKEND_MISS_UNSENT,     /* the channel closed (its worker left) before the send */
+    BACKEND_MISS_LOST,       /* sent; the worker left (its channel closed) without a word */
+    BACKEND_MISS_TIMEOUT,    /* sent; no answer within the time (the worker may act on it) */
+};
+
+/* One backend_call on a channel not in excluded; *chan_r gets the channel used, *miss_r
+ * how it went when unanswered. */
+static int backend_call_on(uint8_t type, const void *data, size_t len, int fd, unsigned timeout_s,
+                           struct channel_msg *reply, int32_t *rc_r, size_t *data_off_r,
+                           uint64_t excluded, size_t *chan_r, enum backend_miss *miss_r)
 {
     *rc_r = -1;
     *data_off_r = 8;
+    *miss_r = BACKEND_MISS_NONE;
     if (len + 4 > CHANNEL_MAX_PAYLOAD)
         return -1;
     char *payload = malloc(len + 4);
@@ -302,6 +314,8 @@ static int backend_call_on(uint8_t type, const void *data, size_t len, int fd,
     size_t i = client_choose(excluded, type == BACKEND_MSG_HANDOFF);
     *chan_r = i;
     if (!p || i == BACKEND_CHANNELS || cl.is_stopping) {
+        if (p && i == BACKEND_CHANNELS && !cl.is_stopping)
+            *miss_r = BACKEND_MISS_NO_CHANNEL;
         pthread_mutex_unlock(&cl.lock);
         free(payload);
         return -1;
@@ -345,6 +359,11 @@ static int backend_call_on(uint8_t type, const void *data, size_t len, int fd,
         memcpy(&v, reply->payload + 4, 4);
         *rc_r = v;
         rc = 0;
+    } else if (sent != 0) {
+        *miss_r = cl.chans[i].generation != gen || cl.chans[i].sock < 0 ? BACKEND_MISS_UNSENT
+                                                                        : BACKEND_MISS_NONE;
+    } else {
+        *miss_r = p->is_failed ? BACKEND_MISS_LOST : BACKEND_MISS_TIMEOUT;
     }
     if (cl.chans[i].generation == gen && cl.chans[i].in_flight > 0)
         cl.chans[i].in_flight--;
@@ -383,25 +402,35 @@ int backend_call(uint8_t type, const void *data, size_t len, int fd, unsigned ti
                  struct channel_msg *reply, int32_t *rc_r, size_t *data_off_r)
 {
     uint64_t tried = 0;
-    bool has_waited = false, is_not_taken = false;
+    bool has_waited = false;
     for (int attempt = 0;; attempt++) {
         size_t chan = BACKEND_CHANNELS;
+        enum backend_miss miss;
         int rc = backend_call_on(type, data, len, fd, timeout_s, reply, rc_r, data_off_r, tried,
-                                 &chan);
-        /* Every worker left had retired (a reload: the request crossed the message that
-         * said so) and the new generation's channels are on their way: wait for one. */
-        if (rc < 0 && chan == BACKEND_CHANNELS && is_not_taken && !has_waited &&
-            client_wait_channel(tried, BACKEND_NEW_WORKER_WAIT_MS)) {
-            has_waited = true;
-            continue;
-        }
+                                 &chan, &miss);
+        bool may_retry = attempt < BACKEND_FD_LOST_TRIES;
         /* A worker out of descriptors, or one that drains, did nothing with the request:
          * another may take it. */
         if (rc == 0 && (*rc_r == BACKEND_RC_FD_LOST || *rc_r == BACKEND_RC_NOT_TAKEN) &&
-            chan < BACKEND_CHANNELS &&
-            attempt < BACKEND_FD_LOST_TRIES) {
+            chan < BACKEND_CHANNELS && may_retry) {
             tried |= (uint64_t)1 << chan;
-            is_not_taken = *rc_r == BACKEND_RC_NOT_TAKEN;
+            continue;
+        }
+        /* The worker left before the request went out, or (a session) left without a
+         * word: a draining worker exits with what it has not read unanswered, and one
+         * that died after reading a session had only started it (its one-time token is
+         * spent then, and the next worker answers a temporary failure). Not a delivery:
+         * a worker may have stored the message before it died. Its channel is closed, so
+         * it is not chosen again (nor excluded: the slot may come back with a new one). */
+        if (rc < 0 && may_retry &&
+            (miss == BACKEND_MISS_UNSENT ||
+             (miss == BACKEND_MISS_LOST && type == BACKEND_MSG_HANDOFF)))
+            continue;
+        /* No worker left to ask (a reload's old generation gone or refusing, or every
+         * worker restarting): the master hands the new ones' channels over; wait once. */
+        if (rc < 0 && miss == BACKEND_MISS_NO_CHANNEL && !has_waited &&
+            client_wait_channel(tried, BACKEND_NEW_WORKER_WAIT_MS)) {
+            has_waited = true;
             continue;
         }
         return rc;

@@ -66,7 +66,10 @@ void backend_client_retire(pid_t worker_pid);
 /* Pool thread: send request type with data (and fd when >= 0; the caller keeps its own
  * copy) to a mail worker, and wait up to timeout_s for the answer. 0 answered (*rc_r, and
  * the answer's data from reply->payload + *data_off_r, reply->len - *data_off_r), -1 no
- * answer (no mail worker, it died, timeout, request too large). reply is the caller's. */
+ * answer (no mail worker, it died, timeout, request too large). reply is the caller's.
+ * A request that reached no worker (its channel closed first), or a session handoff whose
+ * worker left without a word, is sent to another (BACKEND_FD_LOST_TRIES in all); with no
+ * worker to ask it waits once for a new one (BACKEND_NEW_WORKER_WAIT_MS). */
 int backend_call(uint8_t type, const void *data, size_t len, int fd, unsigned timeout_s,
                  struct channel_msg *reply, int32_t *rc_r, size_t *data_off_r);
 /* The answer (rc) of a worker that did not receive the request's descriptor (it is out of
@@ -77,8 +80,8 @@ int backend_call(uint8_t type, const void *data, size_t len, int fd, unsigned ti
 /* The answer of a worker that drains or stops (a reload) and took nothing: a login process
  * whose request crossed the worker's retirement asks another the same way. */
 #define BACKEND_RC_NOT_TAKEN  (-1001)
-/* When every worker left has refused so, how long backend_call waits for the channel of
- * a new one (the master hands them over as it starts them). */
+/* When no worker is left to ask (each refused so, or none is there), how long backend_call
+ * waits for the channel of a new one (the master hands them over as it starts them). */
 #define BACKEND_NEW_WORKER_WAIT_MS 3000
 
 /* ---- worker side -------------------------------------------------------------------------- */

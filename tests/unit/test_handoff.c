@@ -2,7 +2,8 @@
  * test_handoff.c - the plain-data records between processes: core/wire.h fields and the
  * record of a session handed from a login process to a mail worker (conn_handoff_encode /
  * conn_handoff_decode, core/handoff.c), including what a taken-over login process could
- * send instead.
+ * send instead; and the login process's side of the worker channels (core/backend.h):
+ * which requests go to another worker when one leaves.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,10 +15,14 @@
 #include <string.h>
 
 #include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/backend.h"
 #include "core/buf.h"
 #include "core/channel.h"
 #include "core/conn.h"
@@ -264,6 +269,120 @@ static void test_channel_messages_before_a_reset(void **state)
     close(sv[0]);
 }
 
+/* ---- the login process's backend client ------------------------------------------------ */
+
+/* A fake mail worker at the far end of a channel: answers every request with rc, except
+ * that the first request of all (fake_first) makes its worker leave without a word (it
+ * closes its end: a draining worker exiting with the request unread, or one dying). */
+struct fake_worker {
+    int sock;
+    int32_t rc;
+    pthread_t thread;
+    unsigned delay_ms; /* > 0: the thread hands its channel to the client after this */
+    int client_end;
+};
+
+static atomic_int fake_requests; /* requests the fake workers received */
+static atomic_bool fake_first_leaves;
+
+static void *fake_worker_main(void *arg)
+{
+    struct fake_worker *w = arg;
+    if (w->delay_ms) {
+        poll(NULL, 0, (int)w->delay_ms);
+        backend_client_add(w->client_end, 4242);
+    }
+    struct channel_msg *m = malloc(sizeof *m);
+    for (int rounds = 0; m && rounds < 100; rounds++) {
+        struct pollfd pfd = {.fd = w->sock, .events = POLLIN};
+        if (poll(&pfd, 1, 10000) <= 0)
+            break;
+        int got = channel_recv(w->sock, m);
+        if (got < 0)
+            break; /* the client closed its end (backend_client_stop) */
+        if (got == 0)
+            continue;
+        if (m->fd >= 0)
+            close(m->fd);
+        atomic_fetch_add(&fake_requests, 1);
+        if (atomic_exchange(&fake_first_leaves, false))
+            break;
+        char answer[8];
+        memcpy(answer, m->payload, 4); /* the call's id */
+        memcpy(answer + 4, &w->rc, 4);
+        channel_send(w->sock, m->type, answer, sizeof answer, -1);
+    }
+    free(m);
+    close(w->sock);
+    return NULL;
+}
+
+static void fake_worker_start(struct fake_worker *w, int32_t rc, unsigned delay_ms)
+{
+    int sv[2];
+    assert_int_equal(channel_pair(sv), 0);
+    *w = (struct fake_worker){.sock = sv[1], .rc = rc, .delay_ms = delay_ms, .client_end = sv[0]};
+    if (!delay_ms)
+        backend_client_add(sv[0], 4242);
+    assert_int_equal(pthread_create(&w->thread, NULL, fake_worker_main, w), 0);
+}
+
+/* backend_call of type against two workers, the first to get a request leaving with it. */
+static int call_with_a_worker_leaving(uint8_t type, int32_t *rc)
+{
+    struct fake_worker w[2];
+    atomic_store(&fake_requests, 0);
+    atomic_store(&fake_first_leaves, true);
+    assert_int_equal(backend_client_start(), 0);
+    fake_worker_start(&w[0], 77, 0);
+    fake_worker_start(&w[1], 77, 0);
+    struct channel_msg *reply = malloc(sizeof *reply);
+    assert_non_null(reply);
+    size_t off;
+    int r = backend_call(type, "session", 7, -1, 10, reply, rc, &off);
+    backend_client_stop();
+    pthread_join(w[0].thread, NULL);
+    pthread_join(w[1].thread, NULL);
+    free(reply);
+    return r;
+}
+
+/* A worker that leaves with a session unanswered (a draining worker exits with requests it
+ * never read): the session goes to another worker. A delivery does not: the worker may
+ * have stored the message before it died, and the client's retry is the safe side. */
+static void test_backend_worker_leaving_unanswered(void **state)
+{
+    (void)state;
+    int32_t rc = 0;
+    assert_int_equal(call_with_a_worker_leaving(BACKEND_MSG_HANDOFF, &rc), 0);
+    assert_int_equal(rc, 77);
+    assert_int_equal(atomic_load(&fake_requests), 2);
+
+    assert_int_equal(call_with_a_worker_leaving(BACKEND_MSG_DELIVER, &rc), -1);
+    assert_int_equal(atomic_load(&fake_requests), 1);
+}
+
+/* No worker at all when the call starts (a reload's old generation gone before the new
+ * one's channels arrived, or every worker restarting): the call waits for one. */
+static void test_backend_waits_for_a_worker(void **state)
+{
+    (void)state;
+    atomic_store(&fake_requests, 0);
+    atomic_store(&fake_first_leaves, false);
+    assert_int_equal(backend_client_start(), 0);
+    struct fake_worker w;
+    fake_worker_start(&w, 5, 200);
+    struct channel_msg *reply = malloc(sizeof *reply);
+    assert_non_null(reply);
+    int32_t rc = 0;
+    size_t off;
+    assert_int_equal(backend_call(BACKEND_MSG_HANDOFF, "s", 1, -1, 10, reply, &rc, &off), 0);
+    assert_int_equal(rc, 5);
+    backend_client_stop();
+    pthread_join(w.thread, NULL);
+    free(reply);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -273,6 +392,8 @@ int main(void)
         cmocka_unit_test(test_handoff_hostile),
         cmocka_unit_test(test_channel_fd_lost),
         cmocka_unit_test(test_channel_messages_before_a_reset),
+        cmocka_unit_test(test_backend_worker_leaving_unanswered),
+        cmocka_unit_test(test_backend_waits_for_a_worker),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
