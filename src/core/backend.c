@@ -285,7 +285,7 @@ static size_t client_choose(uint64_t excluded, bool is_session)
 enum backend_miss {
     BACKEND_MISS_NONE,       /* answered, or failed for good (too large, stopping, full) */
     BACKEND_MISS_NO_CHANNEL, /* no channel to send on: nothing was sent */
-    BACKEND_MISS_UNSENT,     /* the channel closed (its worker left) before the send */
+    BACKEND_MISS_UNSENT,     /* its worker left (the channel closed) before the send */
     BACKEND_MISS_LOST,       /* sent; the worker left (its channel closed) without a word */
     BACKEND_MISS_TIMEOUT,    /* sent; no answer within the time (the worker may act on it) */
 };
@@ -328,10 +328,15 @@ static int backend_call_on(uint8_t type, const void *data, size_t len, int fd, u
     memcpy(payload, &id, 4);
     cl.chans[i].in_flight++;
     int sent = -1;
+    bool is_peer_gone = false; /* the worker closed its end: nothing went out */
     for (int tries = 0; tries < BACKEND_SEND_TRIES; tries++) {
-        if (cl.chans[i].sock < 0 || cl.chans[i].generation != gen)
+        if (cl.chans[i].sock < 0 || cl.chans[i].generation != gen) {
+            is_peer_gone = true;
             break;
+        }
         sent = channel_send(cl.chans[i].sock, type, payload, len + 4, fd);
+        if (sent != 0)
+            is_peer_gone = errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN;
         if (sent == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
             break;
         /* the worker is behind: wait for room without holding the lock */
@@ -360,8 +365,7 @@ static int backend_call_on(uint8_t type, const void *data, size_t len, int fd, u
         *rc_r = v;
         rc = 0;
     } else if (sent != 0) {
-        *miss_r = cl.chans[i].generation != gen || cl.chans[i].sock < 0 ? BACKEND_MISS_UNSENT
-                                                                        : BACKEND_MISS_NONE;
+        *miss_r = is_peer_gone ? BACKEND_MISS_UNSENT : BACKEND_MISS_NONE;
     } else {
         *miss_r = p->is_failed ? BACKEND_MISS_LOST : BACKEND_MISS_TIMEOUT;
     }
@@ -420,12 +424,13 @@ int backend_call(uint8_t type, const void *data, size_t len, int fd, unsigned ti
          * word: a draining worker exits with what it has not read unanswered, and one
          * that died after reading a session had only started it (its one-time token is
          * spent then, and the next worker answers a temporary failure). Not a delivery:
-         * a worker may have stored the message before it died. Its channel is closed, so
-         * it is not chosen again (nor excluded: the slot may come back with a new one). */
-        if (rc < 0 && may_retry &&
+         * a worker may have stored the message before it died. */
+        if (rc < 0 && may_retry && chan < BACKEND_CHANNELS &&
             (miss == BACKEND_MISS_UNSENT ||
-             (miss == BACKEND_MISS_LOST && type == BACKEND_MSG_HANDOFF)))
+             (miss == BACKEND_MISS_LOST && type == BACKEND_MSG_HANDOFF))) {
+            tried |= (uint64_t)1 << chan;
             continue;
+        }
         /* No worker left to ask (a reload's old generation gone or refusing, or every
          * worker restarting): the master hands the new ones' channels over; wait once. */
         if (rc < 0 && miss == BACKEND_MISS_NO_CHANNEL && !has_waited &&

@@ -362,6 +362,35 @@ static void test_backend_worker_leaving_unanswered(void **state)
     assert_int_equal(atomic_load(&fake_requests), 1);
 }
 
+/* A worker gone before the call went out (its end closed; the client may not have seen it
+ * yet, and the send fails): nothing reached it, so any request goes to another. */
+static void test_backend_worker_gone_before_the_send(void **state)
+{
+    (void)state;
+    atomic_store(&fake_requests, 0);
+    atomic_store(&fake_first_leaves, false);
+    assert_int_equal(backend_client_start(), 0);
+    int gone[2];
+    assert_int_equal(channel_pair(gone), 0);
+    backend_client_add(gone[0], 4241);
+    close(gone[1]);
+    struct fake_worker w;
+    fake_worker_start(&w, 78, 0);
+    struct channel_msg *reply = malloc(sizeof *reply);
+    assert_non_null(reply);
+    int32_t rc = 0;
+    size_t off;
+    for (int k = 0; k < 4; k++) {
+        uint8_t type = k % 2 ? BACKEND_MSG_DELIVER : BACKEND_MSG_HANDOFF;
+        assert_int_equal(backend_call(type, "m", 1, -1, 10, reply, &rc, &off), 0);
+        assert_int_equal(rc, 78);
+    }
+    assert_int_equal(atomic_load(&fake_requests), 4);
+    backend_client_stop();
+    pthread_join(w.thread, NULL);
+    free(reply);
+}
+
 /* No worker at all when the call starts (a reload's old generation gone before the new
  * one's channels arrived, or every worker restarting): the call waits for one. */
 static void test_backend_waits_for_a_worker(void **state)
@@ -393,6 +422,7 @@ int main(void)
         cmocka_unit_test(test_channel_fd_lost),
         cmocka_unit_test(test_channel_messages_before_a_reset),
         cmocka_unit_test(test_backend_worker_leaving_unanswered),
+        cmocka_unit_test(test_backend_worker_gone_before_the_send),
         cmocka_unit_test(test_backend_waits_for_a_worker),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
