@@ -412,22 +412,21 @@ int backend_call(uint8_t type, const void *data, size_t len, int fd, unsigned ti
         enum backend_miss miss;
         int rc = backend_call_on(type, data, len, fd, timeout_s, reply, rc_r, data_off_r, tried,
                                  &chan, &miss);
-        bool may_retry = attempt < BACKEND_FD_LOST_TRIES;
-        /* A worker out of descriptors, or one that drains, did nothing with the request:
-         * another may take it. */
-        if (rc == 0 && (*rc_r == BACKEND_RC_FD_LOST || *rc_r == BACKEND_RC_NOT_TAKEN) &&
-            chan < BACKEND_CHANNELS && may_retry) {
-            tried |= (uint64_t)1 << chan;
-            continue;
-        }
-        /* The worker left before the request went out, or (a session) left without a
-         * word: a draining worker exits with what it has not read unanswered, and one
-         * that died after reading a session had only started it (its one-time token is
-         * spent then, and the next worker answers a temporary failure). Not a delivery:
-         * a worker may have stored the message before it died. */
-        if (rc < 0 && may_retry && chan < BACKEND_CHANNELS &&
-            (miss == BACKEND_MISS_UNSENT ||
-             (miss == BACKEND_MISS_LOST && type == BACKEND_MSG_HANDOFF))) {
+        /* Another worker may take what this one did nothing with: it refused because it
+         * drains (a reload), or it had left before the request went out; each channel
+         * is tried once, so these end. A worker out of descriptors did nothing either,
+         * and a session whose worker left without a word had only been started there (a
+         * draining worker exits with what it has not read unanswered; one that died
+         * after reading it spent its one-time token, and the next worker answers a
+         * temporary failure): those go to BACKEND_FD_LOST_TRIES others at most, so
+         * that a session that kills its worker does not kill them all. Never a
+         * delivery without an answer: the worker may have stored the message. */
+        bool is_limited = attempt < BACKEND_FD_LOST_TRIES;
+        bool is_elsewhere =
+            rc == 0 ? *rc_r == BACKEND_RC_NOT_TAKEN || (*rc_r == BACKEND_RC_FD_LOST && is_limited)
+                    : miss == BACKEND_MISS_UNSENT ||
+                          (miss == BACKEND_MISS_LOST && type == BACKEND_MSG_HANDOFF && is_limited);
+        if (is_elsewhere && chan < BACKEND_CHANNELS) {
             tried |= (uint64_t)1 << chan;
             continue;
         }

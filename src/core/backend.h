@@ -67,9 +67,10 @@ void backend_client_retire(pid_t worker_pid);
  * copy) to a mail worker, and wait up to timeout_s for the answer. 0 answered (*rc_r, and
  * the answer's data from reply->payload + *data_off_r, reply->len - *data_off_r), -1 no
  * answer (no mail worker, it died, timeout, request too large). reply is the caller's.
- * A request that reached no worker (its channel closed first), or a session handoff whose
- * worker left without a word, is sent to another (BACKEND_FD_LOST_TRIES in all); with no
- * worker to ask it waits once for a new one (BACKEND_NEW_WORKER_WAIT_MS). */
+ * A request that reached no worker (it had left) or that a draining worker refused goes to
+ * another, each worker once; a session whose worker left without a word, to up to
+ * BACKEND_FD_LOST_TRIES others; with no worker to ask the call waits once for a new one
+ * (BACKEND_NEW_WORKER_WAIT_MS). */
 int backend_call(uint8_t type, const void *data, size_t len, int fd, unsigned timeout_s,
                  struct channel_msg *reply, int32_t *rc_r, size_t *data_off_r);
 /* The answer (rc) of a worker that did not receive the request's descriptor (it is out of
