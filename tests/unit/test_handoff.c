@@ -327,23 +327,42 @@ static void fake_worker_start(struct fake_worker *w, int32_t rc, unsigned delay_
     assert_int_equal(pthread_create(&w->thread, NULL, fake_worker_main, w), 0);
 }
 
+/* A fresh client; first_leaves: the first request of all makes its worker leave. */
+static void fake_client_begin(bool first_leaves)
+{
+    atomic_store(&fake_requests, 0);
+    atomic_store(&fake_first_leaves, first_leaves);
+    assert_int_equal(backend_client_start(), 0);
+}
+
+/* Stop the client: the fake workers' channels close and their threads end. */
+static void fake_client_end(struct fake_worker *w, size_t n)
+{
+    backend_client_stop();
+    for (size_t i = 0; i < n; i++)
+        pthread_join(w[i].thread, NULL);
+}
+
+/* One backend_call of type: its result, and the worker's answer in *rc. */
+static int fake_call(uint8_t type, int32_t *rc)
+{
+    struct channel_msg *reply = malloc(sizeof *reply);
+    assert_non_null(reply);
+    size_t off;
+    int r = backend_call(type, "m", 1, -1, 10, reply, rc, &off);
+    free(reply);
+    return r;
+}
+
 /* backend_call of type against two workers, the first to get a request leaving with it. */
 static int call_with_a_worker_leaving(uint8_t type, int32_t *rc)
 {
     struct fake_worker w[2];
-    atomic_store(&fake_requests, 0);
-    atomic_store(&fake_first_leaves, true);
-    assert_int_equal(backend_client_start(), 0);
+    fake_client_begin(true);
     fake_worker_start(&w[0], 77, 0);
     fake_worker_start(&w[1], 77, 0);
-    struct channel_msg *reply = malloc(sizeof *reply);
-    assert_non_null(reply);
-    size_t off;
-    int r = backend_call(type, "session", 7, -1, 10, reply, rc, &off);
-    backend_client_stop();
-    pthread_join(w[0].thread, NULL);
-    pthread_join(w[1].thread, NULL);
-    free(reply);
+    int r = fake_call(type, rc);
+    fake_client_end(w, 2);
     return r;
 }
 
@@ -367,28 +386,20 @@ static void test_backend_worker_leaving_unanswered(void **state)
 static void test_backend_worker_gone_before_the_send(void **state)
 {
     (void)state;
-    atomic_store(&fake_requests, 0);
-    atomic_store(&fake_first_leaves, false);
-    assert_int_equal(backend_client_start(), 0);
+    fake_client_begin(false);
     int gone[2];
     assert_int_equal(channel_pair(gone), 0);
     backend_client_add(gone[0], 4241);
     close(gone[1]);
     struct fake_worker w;
     fake_worker_start(&w, 78, 0);
-    struct channel_msg *reply = malloc(sizeof *reply);
-    assert_non_null(reply);
     int32_t rc = 0;
-    size_t off;
     for (int k = 0; k < 4; k++) {
-        uint8_t type = k % 2 ? BACKEND_MSG_DELIVER : BACKEND_MSG_HANDOFF;
-        assert_int_equal(backend_call(type, "m", 1, -1, 10, reply, &rc, &off), 0);
+        assert_int_equal(fake_call(k % 2 ? BACKEND_MSG_DELIVER : BACKEND_MSG_HANDOFF, &rc), 0);
         assert_int_equal(rc, 78);
     }
     assert_int_equal(atomic_load(&fake_requests), 4);
-    backend_client_stop();
-    pthread_join(w.thread, NULL);
-    free(reply);
+    fake_client_end(&w, 1);
 }
 
 /* No worker at all when the call starts (a reload's old generation gone before the new
@@ -396,20 +407,13 @@ static void test_backend_worker_gone_before_the_send(void **state)
 static void test_backend_waits_for_a_worker(void **state)
 {
     (void)state;
-    atomic_store(&fake_requests, 0);
-    atomic_store(&fake_first_leaves, false);
-    assert_int_equal(backend_client_start(), 0);
+    fake_client_begin(false);
     struct fake_worker w;
     fake_worker_start(&w, 5, 200);
-    struct channel_msg *reply = malloc(sizeof *reply);
-    assert_non_null(reply);
     int32_t rc = 0;
-    size_t off;
-    assert_int_equal(backend_call(BACKEND_MSG_HANDOFF, "s", 1, -1, 10, reply, &rc, &off), 0);
+    assert_int_equal(fake_call(BACKEND_MSG_HANDOFF, &rc), 0);
     assert_int_equal(rc, 5);
-    backend_client_stop();
-    pthread_join(w.thread, NULL);
-    free(reply);
+    fake_client_end(&w, 1);
 }
 
 int main(void)
